@@ -1,0 +1,21 @@
+"""The `inferpool` command line: one typer app, each command living next to its layer."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="inferpool",
+    help="An inference gateway for self-hosted LLMs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""What the scheduler is asked and what it answers; shared by the framework and its callers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from inferpool.state import Endpoint
+
+
+@dataclass
+class SchedulingRequest:
+    """The facts about one request that plugins may use."""
+
+    request_id: str
+    pool: str  # pool key "namespace/name"
+    target_model: str  # model name after rewrite (what the model server will see)
+    prompt: str  # prompt text, or the chat messages flattened, for prefix hashing
+    priority: int = 0  # InferenceObjective priority or criticality mapped to one
+    prompt_tokens_estimate: int = 0  # rough token count (len(prompt) / 4)
+    max_tokens: int | None = None
+    headers: dict[str, str] = field(default_factory=dict)  # lower-cased request headers
+    subset: frozenset[str] | None = None  # ext_proc subset hint: allowed "ip:port"s, None = all
+
+
+@dataclass
+class ScoredEndpoint:
+    endpoint: Endpoint
+    total: float
+    scores: dict[str, float]  # scorer name -> raw score 0..1 (before weighting)
+
+
+@dataclass
+class SchedulingResult:
+    """Ranked candidates (best first) plus the reasons, for logs and the dashboard."""
+
+    profile: str
+    ranked: list[ScoredEndpoint]
+    filtered_out: dict[str, str] = field(default_factory=dict)  # endpoint name -> filter that removed it
+    duration_s: float = 0.0
+
+    @property
+    def endpoints(self) -> list[Endpoint]:
+        return [s.endpoint for s in self.ranked]

@@ -1,0 +1,158 @@
+"""The single in-memory store of routing state, with change notifications."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from inferpool.state.endpoint import Endpoint
+from inferpool.state.objects import ModelRewrite, ModelRoute, Objective, Pool, pool_key
+
+ChangeKind = Literal["pool", "model", "objective", "rewrite", "endpoint"]
+
+
+@dataclass(frozen=True)
+class ChangeEvent:
+    kind: ChangeKind
+    key: str  # "namespace/name" of the object (for endpoints: "pool-key/endpoint-name")
+    deleted: bool = False
+
+
+Listener = Callable[[ChangeEvent], None]
+
+
+class Datastore:
+    """Pools, models, objectives, rewrites and endpoints, keyed by namespace/name.
+
+    Single-threaded by design: every mutation happens on the event loop, so
+    readers never see a half-applied change.
+    """
+
+    def __init__(self) -> None:
+        self._pools: dict[str, Pool] = {}
+        self._models: dict[str, ModelRoute] = {}
+        self._objectives: dict[str, Objective] = {}
+        self._rewrites: dict[str, ModelRewrite] = {}
+        self._endpoints: dict[str, dict[str, Endpoint]] = {}
+        self._listeners: list[Listener] = []
+
+    # -- notifications -------------------------------------------------------
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Call `listener` on every change; returns a function that unsubscribes."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def _emit(self, kind: ChangeKind, key: str, deleted: bool = False) -> None:
+        event = ChangeEvent(kind, key, deleted)
+        for listener in list(self._listeners):
+            listener(event)
+
+    # -- pools -----------------------------------------------------------------
+    def upsert_pool(self, pool: Pool) -> None:
+        self._pools[pool.key] = pool
+        self._endpoints.setdefault(pool.key, {})
+        self._emit("pool", pool.key)
+
+    def delete_pool(self, key: str) -> None:
+        if self._pools.pop(key, None) is not None:
+            self._endpoints.pop(key, None)
+            self._emit("pool", key, deleted=True)
+
+    def pool(self, key: str) -> Pool | None:
+        return self._pools.get(key)
+
+    def find_pool(self, name: str, namespace: str = "default") -> Pool | None:
+        return self._pools.get(pool_key(namespace, name))
+
+    def pools(self) -> list[Pool]:
+        return list(self._pools.values())
+
+    # -- models ----------------------------------------------------------------
+    def upsert_model(self, model: ModelRoute) -> None:
+        self._models[pool_key(model.namespace, model.name)] = model
+        self._emit("model", pool_key(model.namespace, model.name))
+
+    def delete_model(self, key: str) -> None:
+        if self._models.pop(key, None) is not None:
+            self._emit("model", key, deleted=True)
+
+    def models(self, pool: str | None = None) -> list[ModelRoute]:
+        return [m for m in self._models.values() if pool is None or m.pool_key == pool]
+
+    def model_for(self, pool: str, model_name: str) -> ModelRoute | None:
+        """The InferenceModel serving `model_name` on `pool` (oldest wins on conflict, as upstream)."""
+        for model in self._models.values():
+            if model.pool_key == pool and model.model_name == model_name:
+                return model
+        return None
+
+    # -- objectives and rewrites ----------------------------------------------
+    def upsert_objective(self, objective: Objective) -> None:
+        key = pool_key(objective.namespace, objective.name)
+        self._objectives[key] = objective
+        self._emit("objective", key)
+
+    def delete_objective(self, key: str) -> None:
+        if self._objectives.pop(key, None) is not None:
+            self._emit("objective", key, deleted=True)
+
+    def objective(self, pool: str, name: str) -> Objective | None:
+        for objective in self._objectives.values():
+            if objective.pool_key == pool and objective.name == name:
+                return objective
+        return None
+
+    def objectives(self, pool: str | None = None) -> list[Objective]:
+        return [o for o in self._objectives.values() if pool is None or o.pool_key == pool]
+
+    def upsert_rewrite(self, rewrite: ModelRewrite) -> None:
+        key = pool_key(rewrite.namespace, rewrite.name)
+        self._rewrites[key] = rewrite
+        self._emit("rewrite", key)
+
+    def delete_rewrite(self, key: str) -> None:
+        if self._rewrites.pop(key, None) is not None:
+            self._emit("rewrite", key, deleted=True)
+
+    def rewrites(self, pool: str | None = None) -> list[ModelRewrite]:
+        return [r for r in self._rewrites.values() if pool is None or r.pool_key == pool]
+
+    # -- endpoints -------------------------------------------------------------
+    def upsert_endpoint(self, endpoint: Endpoint) -> Endpoint:
+        """Add an endpoint, or update address/labels of a known one (keeping its metrics and counts)."""
+        endpoints = self._endpoints.setdefault(endpoint.pool, {})
+        known = endpoints.get(endpoint.name)
+        if known is None:
+            endpoints[endpoint.name] = endpoint
+            known = endpoint
+        else:
+            known.address, known.port = endpoint.address, endpoint.port
+            known.labels, known.engine = endpoint.labels, endpoint.engine
+        self._emit("endpoint", f"{endpoint.pool}/{endpoint.name}")
+        return known
+
+    def remove_endpoint(self, pool: str, name: str) -> None:
+        if self._endpoints.get(pool, {}).pop(name, None) is not None:
+            self._emit("endpoint", f"{pool}/{name}", deleted=True)
+
+    def replace_endpoints(self, pool: str, endpoints: Iterable[Endpoint]) -> None:
+        """Make `endpoints` the pool's whole set (a full resync from a source)."""
+        wanted = {e.name: e for e in endpoints}
+        for name in list(self._endpoints.get(pool, {})):
+            if name not in wanted:
+                self.remove_endpoint(pool, name)
+        for endpoint in wanted.values():
+            self.upsert_endpoint(endpoint)
+
+    def endpoints(self, pool: str) -> list[Endpoint]:
+        return list(self._endpoints.get(pool, {}).values())
+
+    def ready_endpoints(self, pool: str) -> list[Endpoint]:
+        return [e for e in self._endpoints.get(pool, {}).values() if e.ready]
+
+    def endpoint(self, pool: str, name: str) -> Endpoint | None:
+        return self._endpoints.get(pool, {}).get(name)
+
+    def all_endpoints(self) -> list[Endpoint]:
+        return [e for endpoints in self._endpoints.values() for e in endpoints.values()]

@@ -1,0 +1,55 @@
+"""One model-server endpoint and the latest metrics scraped from it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class EndpointMetrics:
+    """What the scraper last read from an endpoint's /metrics (engine-neutral)."""
+
+    waiting_queue_size: int = 0
+    running_requests: int = 0
+    kv_cache_usage: float = 0.0  # fraction 0..1
+    active_adapters: frozenset[str] = frozenset()  # vLLM running_lora_adapters
+    waiting_adapters: frozenset[str] = frozenset()  # vLLM waiting_lora_adapters
+    max_active_adapters: int = 0  # vLLM max_lora; 0 = LoRA off or unknown
+    cache_block_size: int | None = None
+    cache_num_blocks: int | None = None
+    scraped_at: float = 0.0  # time.monotonic() of the last successful scrape; 0 = never
+
+    def age(self, now: float | None = None) -> float:
+        if self.scraped_at == 0.0:
+            return float("inf")
+        return (time.monotonic() if now is None else now) - self.scraped_at
+
+
+@dataclass(eq=False)
+class Endpoint:
+    """A model-server replica in a pool.
+
+    `in_flight` and `in_flight_tokens` are this gateway's own counts, kept on every
+    exit path by the request core; they are the only load signal that is never stale.
+    """
+
+    name: str  # pod name, or address:port for static endpoints
+    address: str
+    port: int
+    pool: str  # pool key "namespace/name"
+    labels: dict[str, str] = field(default_factory=dict)
+    engine: str = "vllm"
+    ready: bool = True  # health checks passing
+    metrics: EndpointMetrics = field(default_factory=EndpointMetrics)
+    in_flight: int = 0
+    in_flight_tokens: int = 0
+    consecutive_scrape_failures: int = 0
+
+    @property
+    def hostport(self) -> str:
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"{host}:{self.port}"
+
+    def __repr__(self) -> str:
+        return f"Endpoint({self.name} {self.hostport} ready={self.ready})"
