@@ -37,6 +37,7 @@ class SchedulingResult:
     ranked: list[ScoredEndpoint]
     filtered_out: dict[str, str] = field(default_factory=dict)  # endpoint name -> filter that removed it
     duration_s: float = 0.0
+    shed: bool = False  # the profile refused the request (legacy-v0.3 drops non-critical at saturation): 429
 
     @property
     def endpoints(self) -> list[Endpoint]:
