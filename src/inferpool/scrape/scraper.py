@@ -1,0 +1,213 @@
+"""Keeps every endpoint's metrics fresh: one polling task per model-server address.
+
+A pod that belongs to two pools appears as two `Endpoint` objects with the same address;
+it is scraped once and the result written to both. The task set follows the datastore:
+change events schedule one (coalesced) reconcile on the loop, which starts tasks for new
+addresses and cancels those of removed ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import aiohttp
+
+from inferpool.scrape.engines import DEFAULT_ENGINE, ENGINE_LABEL, EngineMap, engine_map
+from inferpool.scrape.parser import find_series, metrics_from_series
+from inferpool.scrape.readiness import Readiness
+from inferpool.state import ChangeEvent, Datastore, Endpoint
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ScrapeConfig:
+    interval_s: float = 0.05  # time between the starts of two scrapes of one endpoint
+    timeout_s: float = 1.0  # per scrape, connect + read
+    failure_threshold: int = 3  # consecutive failures that take an endpoint out of rotation
+    stale_after_s: float = 2.0  # admission treats older metrics as saturated
+    metrics_path: str = "/metrics"
+    engine_label: str = ENGINE_LABEL
+    default_engine: str = DEFAULT_ENGINE
+
+
+@dataclass
+class _Target:
+    """One scraped address and the endpoint objects that share it."""
+
+    address: str
+    port: int
+    engine: EngineMap
+    endpoints: list[Endpoint] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None
+
+    @property
+    def url_host(self) -> str:
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"{host}:{self.port}"
+
+
+class Scraper:
+    """Polls `/metrics` of every endpoint in the datastore and writes `endpoint.metrics`."""
+
+    def __init__(
+        self,
+        datastore: Datastore,
+        config: ScrapeConfig | None = None,
+        readiness: Readiness | None = None,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        self.datastore = datastore
+        self.config = config or ScrapeConfig()
+        self.readiness = readiness or Readiness()
+        self._session = session
+        self._own_session = session is None
+        self._targets: dict[tuple[str, int], _Target] = {}
+        self._unsubscribe: Callable[[], None] | None = None
+        self._reconcile_pending = False
+        self._running = False
+        self.scrapes = 0  # successful scrapes, for tests and the dashboard
+        self.failures = 0
+
+    # -- lifecycle -----------------------------------------------------------------
+    async def start(self) -> None:
+        if self._running:
+            return
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
+            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True)
+        self._running = True
+        self._unsubscribe = self.datastore.subscribe(self._on_change)
+        self._reconcile()
+
+    async def stop(self) -> None:
+        if not self._running:
+            return
+        self._running = False
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        tasks = [t.task for t in self._targets.values() if t.task is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._targets.clear()
+        if self._own_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def __aenter__(self) -> Scraper:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- following the datastore ---------------------------------------------------
+    def _on_change(self, event: ChangeEvent) -> None:
+        if event.kind not in ("endpoint", "pool") or self._reconcile_pending or not self._running:
+            return
+        self._reconcile_pending = True
+        asyncio.get_running_loop().call_soon(self._reconcile)
+
+    def _engine_for(self, endpoint: Endpoint) -> EngineMap:
+        name = endpoint.labels.get(self.config.engine_label) or endpoint.engine or self.config.default_engine
+        try:
+            return engine_map(name)
+        except ValueError:
+            log.warning(
+                "endpoint %s: unknown engine %r, reading it as %s",
+                endpoint.name,
+                name,
+                self.config.default_engine,
+            )
+            return engine_map(self.config.default_engine)
+
+    def _reconcile(self) -> None:
+        self._reconcile_pending = False
+        if not self._running:
+            return
+        wanted: dict[tuple[str, int], list[Endpoint]] = {}
+        for endpoint in self.datastore.all_endpoints():
+            wanted.setdefault((endpoint.address, endpoint.port), []).append(endpoint)
+        for key in [k for k in self._targets if k not in wanted]:
+            target = self._targets.pop(key)
+            if target.task is not None:
+                target.task.cancel()
+        for key, endpoints in wanted.items():
+            engine = self._engine_for(endpoints[0])
+            known = self._targets.get(key)
+            if known is not None:
+                known.endpoints, known.engine = endpoints, engine
+                continue
+            target = self._targets[key] = _Target(key[0], key[1], engine, endpoints)
+            target.task = asyncio.create_task(self._poll(target), name=f"scrape {target.url_host}")
+
+    # -- polling -------------------------------------------------------------------
+    async def _poll(self, target: _Target) -> None:
+        interval = self.config.interval_s
+        next_at = time.monotonic()
+        while True:
+            await self._scrape(target)
+            next_at += interval
+            now = time.monotonic()
+            if next_at < now:  # fell behind (slow server): don't burst to catch up
+                next_at = now
+            await asyncio.sleep(next_at - now)
+
+    async def _scrape(self, target: _Target) -> bool:
+        """One scrape of `target`; updates its endpoints; True on success."""
+        assert self._session is not None
+        url = f"http://{target.url_host}{self.config.metrics_path}"
+        try:
+            async with self._session.get(
+                url, timeout=aiohttp.ClientTimeout(total=self.config.timeout_s)
+            ) as response:
+                if response.status != 200:
+                    raise aiohttp.ClientResponseError(
+                        response.request_info, (), status=response.status, message=response.reason or ""
+                    )
+                body = await response.read()
+            text = body.decode("utf-8", "replace")
+            metrics = metrics_from_series(target.engine, find_series(text, target.engine.names))
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            self._failed(target, exc)
+            return False
+        except Exception as exc:  # a bug must not kill the polling task silently
+            log.exception("scrape of %s failed unexpectedly", url)
+            self._failed(target, exc)
+            return False
+        metrics.scraped_at = time.monotonic()
+        self.scrapes += 1
+        for endpoint in target.endpoints:
+            if endpoint.consecutive_scrape_failures >= self.config.failure_threshold:
+                log.info("endpoint %s back in rotation: scrape succeeded", endpoint.name)
+            endpoint.metrics = replace(metrics)  # one object per endpoint: writers never alias
+            endpoint.consecutive_scrape_failures = 0
+            self.readiness.set_scrape(endpoint, True)
+        return True
+
+    def _failed(self, target: _Target, exc: BaseException) -> None:
+        self.failures += 1
+        for endpoint in target.endpoints:
+            endpoint.consecutive_scrape_failures += 1
+            if endpoint.consecutive_scrape_failures == self.config.failure_threshold:
+                log.warning(
+                    "endpoint %s leaves rotation: %d scrapes failed (%s)",
+                    endpoint.name,
+                    endpoint.consecutive_scrape_failures,
+                    exc.__class__.__name__,
+                )
+            if endpoint.consecutive_scrape_failures >= self.config.failure_threshold:
+                self.readiness.set_scrape(endpoint, False)
+
+    def is_stale(self, endpoint: Endpoint, now: float | None = None) -> bool:
+        """Whether admission should treat `endpoint` as saturated for lack of fresh metrics."""
+        return endpoint.metrics.age(now) > self.config.stale_after_s
