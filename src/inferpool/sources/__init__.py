@@ -1,0 +1,1 @@
+"""Where resources and endpoints come from: manifest files, static endpoint lists, Kubernetes."""
