@@ -1,0 +1,178 @@
+"""Building and reading ext_proc messages for the Endpoint Picker Protocol.
+
+Pure functions over the `xds-protos` stubs, so the stream state machine stays free of
+protobuf plumbing and each rule of the protocol is testable on its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from envoy.config.core.v3 import base_pb2
+from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from envoy.type.v3 import http_status_pb2
+from google.protobuf import struct_pb2
+
+DESTINATION_HEADER = "x-gateway-destination-endpoint"
+DESTINATION_NAMESPACE = "envoy.lb"
+SUBSET_NAMESPACE = "envoy.lb.subset_hint"
+SUBSET_KEY = "x-gateway-destination-endpoint-subset"
+SERVED_KEY = "x-gateway-destination-endpoint-served"
+EXT_PROC_ATTRIBUTES = "envoy.filters.http.ext_proc"
+# Envoy rejects gRPC messages over its limit; upstream re-chunks bodies below 64 KiB.
+BODY_CHUNK_LIMIT = 62_000
+
+FULL_DUPLEX_STREAMED = processing_mode_pb2.ProcessingMode.FULL_DUPLEX_STREAMED
+
+_OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+
+
+def header_map(headers: base_pb2.HeaderMap) -> dict[str, str]:
+    """Lower-cased header names to values; Envoy sends `raw_value` bytes, older ones `value`."""
+    out: dict[str, str] = {}
+    for h in headers.headers:
+        value = h.raw_value.decode("utf-8", "replace") if h.raw_value else h.value
+        out[h.key.lower()] = value
+    return out
+
+
+def subset_hint(request: pb.ProcessingRequest) -> frozenset[str] | None:
+    """The proxy's allowed `ip:port`s from filter metadata, or None when no hint was given."""
+    namespaces = request.metadata_context.filter_metadata
+    if SUBSET_NAMESPACE not in namespaces:
+        return None
+    fields = namespaces[SUBSET_NAMESPACE].fields
+    if SUBSET_KEY not in fields:
+        return None
+    value = fields[SUBSET_KEY]
+    if value.WhichOneof("kind") == "list_value":
+        return frozenset(v.string_value for v in value.list_value.values if v.string_value)
+    if value.WhichOneof("kind") == "string_value":
+        return frozenset(s.strip() for s in value.string_value.split(",") if s.strip())
+    return frozenset()
+
+
+def served_endpoint(request: pb.ProcessingRequest) -> str | None:
+    """Which endpoint actually served: the proxy's metadata, else Envoy's `upstream.address`."""
+    namespaces = request.metadata_context.filter_metadata
+    if DESTINATION_NAMESPACE in namespaces:
+        fields = namespaces[DESTINATION_NAMESPACE].fields
+        if SERVED_KEY in fields and fields[SERVED_KEY].string_value:
+            return fields[SERVED_KEY].string_value
+    attributes = request.attributes
+    if EXT_PROC_ATTRIBUTES in attributes:
+        fields = attributes[EXT_PROC_ATTRIBUTES].fields
+        if "upstream.address" in fields and fields["upstream.address"].string_value:
+            return fields["upstream.address"].string_value
+    return None
+
+
+def _set_headers(headers: dict[str, str]) -> pb.HeaderMutation:
+    return pb.HeaderMutation(
+        set_headers=[
+            base_pb2.HeaderValueOption(
+                header=base_pb2.HeaderValue(key=k, raw_value=v.encode()), append_action=_OVERWRITE
+            )
+            for k, v in headers.items()
+        ]
+    )
+
+
+def destination_metadata(destination: str) -> struct_pb2.Struct:
+    """`{"envoy.lb": {"x-gateway-destination-endpoint": destination}}`, same value as the header."""
+    meta = struct_pb2.Struct()
+    meta.update({DESTINATION_NAMESPACE: {DESTINATION_HEADER: destination}})
+    return meta
+
+
+def routing_mutation(destination: str, body_length: int | None) -> pb.CommonResponse:
+    """The common part of the pick: destination header, corrected length, route cache cleared."""
+    headers = {DESTINATION_HEADER: destination}
+    if body_length is not None:
+        headers["content-length"] = str(body_length)
+    return pb.CommonResponse(header_mutation=_set_headers(headers), clear_route_cache=True)
+
+
+def continue_request_headers() -> pb.ProcessingResponse:
+    return pb.ProcessingResponse(request_headers=pb.HeadersResponse(response=pb.CommonResponse()))
+
+
+def picked_request_headers(destination: str, body_length: int | None) -> pb.ProcessingResponse:
+    """Streamed mode: the headers answer, sent once the whole body has been read."""
+    return pb.ProcessingResponse(
+        request_headers=pb.HeadersResponse(response=routing_mutation(destination, body_length)),
+        dynamic_metadata=destination_metadata(destination),
+    )
+
+
+def picked_buffered_body(destination: str, body: bytes) -> pb.ProcessingResponse:
+    """Buffered mode: one body answer carrying the header mutation and the rewritten body."""
+    common = routing_mutation(destination, len(body))
+    common.body_mutation.body = body
+    return pb.ProcessingResponse(
+        request_body=pb.BodyResponse(response=common),
+        dynamic_metadata=destination_metadata(destination),
+    )
+
+
+def chunks(body: bytes, limit: int = BODY_CHUNK_LIMIT) -> Iterator[bytes]:
+    """`body` in pieces under `limit` bytes; an empty body is one empty piece (it carries end-of-stream)."""
+    if not body:
+        yield b""
+        return
+    for start in range(0, len(body), limit):
+        yield body[start : start + limit]
+
+
+def streamed_request_body(body: bytes) -> list[pb.ProcessingResponse]:
+    """Streamed mode: the (rewritten) body as streamed_response messages, end_of_stream on the last."""
+    pieces = list(chunks(body))
+    return [
+        pb.ProcessingResponse(
+            request_body=pb.BodyResponse(
+                response=pb.CommonResponse(
+                    body_mutation=pb.BodyMutation(
+                        streamed_response=pb.StreamedBodyResponse(
+                            body=piece, end_of_stream=i == len(pieces) - 1
+                        )
+                    )
+                )
+            )
+        )
+        for i, piece in enumerate(pieces)
+    ]
+
+
+def request_trailers() -> pb.ProcessingResponse:
+    return pb.ProcessingResponse(request_trailers=pb.TrailersResponse())
+
+
+def response_headers() -> pb.ProcessingResponse:
+    return pb.ProcessingResponse(response_headers=pb.HeadersResponse(response=pb.CommonResponse()))
+
+
+def response_body(chunk: bytes, end_of_stream: bool, streamed: bool) -> pb.ProcessingResponse:
+    """Pass a response chunk through unchanged (echoed back in full-duplex mode)."""
+    common = pb.CommonResponse()
+    if streamed:
+        common.body_mutation.streamed_response.body = chunk
+        common.body_mutation.streamed_response.end_of_stream = end_of_stream
+    return pb.ProcessingResponse(response_body=pb.BodyResponse(response=common))
+
+
+def response_trailers() -> pb.ProcessingResponse:
+    return pb.ProcessingResponse(response_trailers=pb.TrailersResponse())
+
+
+def immediate(status: int, body: bytes, headers: dict[str, str] | None = None) -> pb.ProcessingResponse:
+    """An answer Envoy sends to the client itself (errors: 400, 404, 429, 503, 500)."""
+    all_headers = {"content-type": "application/json", **(headers or {})}
+    return pb.ProcessingResponse(
+        immediate_response=pb.ImmediateResponse(
+            status=http_status_pb2.HttpStatus(code=status),  # type: ignore[arg-type]
+            headers=_set_headers(all_headers),
+            body=body,
+            details=f"inferpool_epp_{status}",
+        )
+    )

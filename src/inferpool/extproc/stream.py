@@ -1,0 +1,195 @@
+"""One ext_proc stream = one HTTP request through Envoy: the protocol state machine.
+
+Envoy sends request headers, body chunks, (trailers), then response headers and
+body chunks on one bidirectional stream. This class turns each message into the
+answers Envoy expects, in order, and keeps the request core's accounting (in-flight
+counts, usage) right on every exit path, including a stream that just closes.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+
+from inferpool.extproc import protocol
+from inferpool.request.errors import InferenceError
+from inferpool.state import Endpoint, Pool
+
+log = logging.getLogger(__name__)
+
+_MODE = processing_mode_pb2.ProcessingMode
+
+
+class Routed(Protocol):
+    """What the request core hands back for a routed request (`inferpool.request.RoutedRequest`)."""
+
+    @property
+    def candidates(self) -> Sequence[Endpoint]: ...
+    @property
+    def body(self) -> bytes: ...
+    def dispatched(self, endpoint: Endpoint) -> None: ...
+    def response_started(self, status: int, headers: dict[str, str]) -> None: ...
+    def response_data(self, chunk: bytes) -> None: ...
+    def finish(self, status: int, error: str | None = None) -> None: ...
+
+
+class Router(Protocol):
+    """The request core's entry point (`inferpool.request.Director`)."""
+
+    def route(
+        self,
+        pool: Pool,
+        path: str,
+        headers: dict[str, str],
+        body: bytes,
+        subset: frozenset[str] | None = None,
+    ) -> Routed | Awaitable[Routed]: ...
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """How the picker answers: fallback list length (1 = single endpoint, upstream default)."""
+
+    fallback_endpoints: int = 1
+
+
+class RequestStream:
+    """State of one ext_proc stream; feed it messages with `handle`, then call `close`."""
+
+    def __init__(self, router: Router, pool: Pool, config: StreamConfig) -> None:
+        self._router = router
+        self._pool = pool
+        self._config = config
+        self._request_streamed = False  # request body mode FULL_DUPLEX_STREAMED
+        self._response_streamed = False  # response body mode FULL_DUPLEX_STREAMED
+        self._headers: dict[str, str] = {}
+        self._subset: frozenset[str] | None = None
+        self._body = bytearray()
+        self._routed: Routed | None = None
+        self._candidates: list[Endpoint] = []
+        self._status = 0
+        self._finished = False
+        self._headers_only = False
+        self.done = False  # an ImmediateResponse was sent: Envoy ends the stream
+
+    async def handle(self, request: pb.ProcessingRequest) -> list[pb.ProcessingResponse]:
+        """The answers to one message (possibly none, possibly several, always in order)."""
+        if request.HasField("protocol_config"):
+            cfg = request.protocol_config
+            self._request_streamed = cfg.request_body_mode == _MODE.FULL_DUPLEX_STREAMED
+            self._response_streamed = cfg.response_body_mode == _MODE.FULL_DUPLEX_STREAMED
+        try:
+            return await self._dispatch(request)
+        except InferenceError as err:
+            return self._fail(err.status, err.to_json(), err.headers, err.message)
+        except Exception as err:  # the proxy must get an answer, never a dead stream
+            log.exception("ext_proc: internal error")
+            internal = InferenceError(500, f"internal error in endpoint picker: {type(err).__name__}")
+            return self._fail(500, internal.to_json(), {}, internal.message)
+
+    def close(self) -> None:
+        """Stream ended (normally, cancelled or reset): release what the request still holds."""
+        if self._routed is not None and not self._finished:
+            self._finished = True
+            error = None if self._status else "stream closed before the response"
+            self._routed.finish(self._status or 499, error)
+
+    # -- message kinds ---------------------------------------------------------
+    async def _dispatch(self, request: pb.ProcessingRequest) -> list[pb.ProcessingResponse]:
+        kind = request.WhichOneof("request")
+        if kind == "request_headers":
+            return await self._on_request_headers(request)
+        if kind == "request_body":
+            self._body += request.request_body.body
+            if request.request_body.end_of_stream:
+                return await self._pick()
+            return []
+        if kind == "request_trailers":
+            answers = await self._pick() if self._routed is None else []
+            return [*answers, protocol.request_trailers()]
+        if kind == "response_headers":
+            return self._on_response_headers(request)
+        if kind == "response_body":
+            return self._on_response_body(request.response_body)
+        if kind == "response_trailers":
+            self._finish(self._status or 200)
+            return [protocol.response_trailers()]
+        return []
+
+    async def _on_request_headers(self, request: pb.ProcessingRequest) -> list[pb.ProcessingResponse]:
+        self._headers = protocol.header_map(request.request_headers.headers)
+        self._subset = protocol.subset_hint(request)
+        if request.request_headers.end_of_stream:
+            self._headers_only = True
+            return await self._pick()  # no body (GET): pick on headers alone
+        if self._request_streamed:
+            return []  # full duplex: the headers answer waits for the whole body
+        return [protocol.continue_request_headers()]
+
+    async def _pick(self) -> list[pb.ProcessingResponse]:
+        path = self._headers.get(":path", "/")
+        routed = self._router.route(self._pool, path, self._headers, bytes(self._body), self._subset)
+        if inspect.isawaitable(routed):
+            routed = await routed
+        self._routed = routed
+        self._body = bytearray()
+        self._candidates = list(routed.candidates[: max(1, self._config.fallback_endpoints)])
+        if not self._candidates:
+            raise InferenceError(503, "no endpoint available in the pool")
+        destination = ",".join(e.hostport for e in self._candidates)
+        # Count it in flight now: Envoy connects as soon as it has our answer.
+        routed.dispatched(self._candidates[0])
+        body = routed.body
+        if self._headers_only:
+            return [protocol.picked_request_headers(destination, None)]
+        if self._request_streamed:
+            return [
+                protocol.picked_request_headers(destination, len(body)),
+                *protocol.streamed_request_body(body),
+            ]
+        return [protocol.picked_buffered_body(destination, body)]
+
+    def _on_response_headers(self, request: pb.ProcessingRequest) -> list[pb.ProcessingResponse]:
+        headers = protocol.header_map(request.response_headers.headers)
+        try:
+            self._status = int(headers.get(":status", "200"))
+        except ValueError:
+            self._status = 502
+        served = protocol.served_endpoint(request)
+        if self._routed is not None:
+            if served is not None and self._candidates and served != self._candidates[0].hostport:
+                # A fallback served: move the in-flight count to the endpoint that has it.
+                for endpoint in self._candidates[1:]:
+                    if endpoint.hostport == served:
+                        self._routed.dispatched(endpoint)
+                        break
+            self._routed.response_started(self._status, headers)
+        if request.response_headers.end_of_stream:
+            self._finish(self._status)
+        return [protocol.response_headers()]
+
+    def _on_response_body(self, body: pb.HttpBody) -> list[pb.ProcessingResponse]:
+        if self._routed is not None and body.body:
+            self._routed.response_data(body.body)
+        if body.end_of_stream:
+            self._finish(self._status or 200)
+        return [protocol.response_body(body.body, body.end_of_stream, self._response_streamed)]
+
+    # -- endings -----------------------------------------------------------------
+    def _finish(self, status: int, error: str | None = None) -> None:
+        if self._routed is not None and not self._finished:
+            self._finished = True
+            self._routed.finish(status, error)
+
+    def _fail(
+        self, status: int, body: bytes, headers: dict[str, str], message: str
+    ) -> list[pb.ProcessingResponse]:
+        self.done = True
+        self._finish(status, message)
+        return [protocol.immediate(status, body, headers)]

@@ -1,0 +1,63 @@
+"""A recording stand-in for the request core, so the protocol is tested on its own."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from inferpool.request.errors import InferenceError
+from inferpool.state import Endpoint, Pool
+
+
+@dataclass
+class FakeRouted:
+    candidates: list[Endpoint]
+    body: bytes
+    events: list[tuple[str, object]] = field(default_factory=list)
+
+    def dispatched(self, endpoint: Endpoint) -> None:
+        self.events.append(("dispatched", endpoint.hostport))
+
+    def response_started(self, status: int, headers: dict[str, str]) -> None:
+        self.events.append(("started", status))
+
+    def response_data(self, chunk: bytes) -> None:
+        self.events.append(("data", chunk))
+
+    def finish(self, status: int, error: str | None = None) -> None:
+        self.events.append(("finish", (status, error)))
+
+
+@dataclass
+class FakeRouter:
+    """Routes every request to `endpoints`, rewriting the body to `rewrite` when given."""
+
+    endpoints: list[Endpoint]
+    rewrite: bytes | None = None
+    error: InferenceError | None = None
+    calls: list[tuple[str, dict[str, str], bytes, frozenset[str] | None]] = field(default_factory=list)
+    routed: list[FakeRouted] = field(default_factory=list)
+
+    async def route(
+        self,
+        pool: Pool,
+        path: str,
+        headers: dict[str, str],
+        body: bytes,
+        subset: frozenset[str] | None = None,
+    ) -> FakeRouted:
+        self.calls.append((path, headers, body, subset))
+        if self.error is not None:
+            raise self.error
+        candidates = [e for e in self.endpoints if subset is None or e.hostport in subset]
+        if not candidates:
+            raise InferenceError(503, "no eligible endpoint in the subset")
+        routed = FakeRouted(candidates, self.rewrite if self.rewrite is not None else body)
+        self.routed.append(routed)
+        return routed
+
+
+def endpoints(*ports: int) -> list[Endpoint]:
+    return [Endpoint(f"e{p}", "10.0.0.1", p, "default/pool") for p in ports]
+
+
+POOL = Pool("default", "pool", {"app": "vllm"}, [8000])

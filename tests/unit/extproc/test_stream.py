@@ -1,0 +1,196 @@
+"""The Endpoint Picker Protocol state machine, message by message."""
+
+from __future__ import annotations
+
+import orjson
+from envoy.config.core.v3 import base_pb2
+from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from google.protobuf import struct_pb2
+
+from inferpool.extproc import protocol
+from inferpool.extproc.stream import RequestStream, StreamConfig
+from inferpool.request.errors import InferenceError
+
+from .fakes import POOL, FakeRouter, endpoints
+
+MODE = processing_mode_pb2.ProcessingMode
+
+
+def headers_msg(end_of_stream: bool = False, streamed: bool = False, **extra: str) -> pb.ProcessingRequest:
+    values = {":method": "POST", ":path": "/v1/completions", "content-type": "application/json", **extra}
+    msg = pb.ProcessingRequest(
+        request_headers=pb.HttpHeaders(
+            headers=base_pb2.HeaderMap(
+                headers=[base_pb2.HeaderValue(key=k, raw_value=v.encode()) for k, v in values.items()]
+            ),
+            end_of_stream=end_of_stream,
+        )
+    )
+    mode = MODE.FULL_DUPLEX_STREAMED if streamed else MODE.BUFFERED
+    msg.protocol_config.request_body_mode = mode
+    msg.protocol_config.response_body_mode = mode
+    return msg
+
+
+def body_msg(data: bytes, end: bool = True) -> pb.ProcessingRequest:
+    return pb.ProcessingRequest(request_body=pb.HttpBody(body=data, end_of_stream=end))
+
+
+def set_headers(common: pb.CommonResponse) -> dict[str, str]:
+    return {h.header.key: h.header.raw_value.decode() for h in common.header_mutation.set_headers}
+
+
+BODY = orjson.dumps({"model": "food-review", "prompt": "hi"})
+
+
+async def test_buffered_answers_headers_then_one_body_with_the_pick() -> None:
+    router = FakeRouter(endpoints(8001), rewrite=b'{"model":"food-review-1"}')
+    stream = RequestStream(router, POOL, StreamConfig())
+    [first] = await stream.handle(headers_msg())
+    assert first.WhichOneof("response") == "request_headers"
+    assert not first.request_headers.response.header_mutation.set_headers
+    [answer] = await stream.handle(body_msg(BODY))
+    common = answer.request_body.response
+    assert set_headers(common) == {
+        "x-gateway-destination-endpoint": "10.0.0.1:8001",
+        "content-length": str(len(b'{"model":"food-review-1"}')),
+    }
+    assert common.clear_route_cache
+    assert common.body_mutation.body == b'{"model":"food-review-1"}'
+    lb = answer.dynamic_metadata.fields["envoy.lb"].struct_value
+    assert lb.fields["x-gateway-destination-endpoint"].string_value == "10.0.0.1:8001"
+    assert router.calls[0][0] == "/v1/completions" and router.calls[0][2] == BODY
+    assert router.routed[0].events == [("dispatched", "10.0.0.1:8001")]
+
+
+async def test_streamed_defers_headers_and_rechunks_a_large_body() -> None:
+    big = b'{"model":"m","prompt":"' + b"x" * 150_000 + b'"}'
+    router = FakeRouter(endpoints(8001))
+    stream = RequestStream(router, POOL, StreamConfig())
+    assert await stream.handle(headers_msg(streamed=True)) == []
+    assert await stream.handle(body_msg(big[:70_000], end=False)) == []
+    answers = await stream.handle(body_msg(big[70_000:], end=True))
+    head, *bodies = answers
+    assert head.WhichOneof("response") == "request_headers"
+    assert set_headers(head.request_headers.response)["content-length"] == str(len(big))
+    assert head.request_headers.response.clear_route_cache
+    assert len(bodies) == 3
+    pieces = [b.request_body.response.body_mutation.streamed_response for b in bodies]
+    assert all(len(p.body) < 62_001 for p in pieces)
+    assert b"".join(p.body for p in pieces) == big
+    assert [p.end_of_stream for p in pieces] == [False, False, True]
+
+
+async def test_fallback_list_is_ordered_and_comma_separated() -> None:
+    router = FakeRouter(endpoints(8001, 8002, 8003))
+    stream = RequestStream(router, POOL, StreamConfig(fallback_endpoints=2))
+    await stream.handle(headers_msg())
+    [answer] = await stream.handle(body_msg(BODY))
+    assert (
+        set_headers(answer.request_body.response)[protocol.DESTINATION_HEADER]
+        == "10.0.0.1:8001,10.0.0.1:8002"
+    )
+
+
+async def test_subset_hint_is_passed_and_an_empty_match_is_503() -> None:
+    router = FakeRouter(endpoints(8001, 8002))
+    msg = headers_msg()
+    hint = struct_pb2.Struct()
+    hint.update({protocol.SUBSET_KEY: ["10.0.0.1:8002"]})
+    msg.metadata_context.filter_metadata[protocol.SUBSET_NAMESPACE].CopyFrom(hint)
+    stream = RequestStream(router, POOL, StreamConfig())
+    await stream.handle(msg)
+    [answer] = await stream.handle(body_msg(BODY))
+    assert router.calls[0][3] == frozenset({"10.0.0.1:8002"})
+    assert set_headers(answer.request_body.response)[protocol.DESTINATION_HEADER] == "10.0.0.1:8002"
+
+    hint.update({protocol.SUBSET_KEY: ["10.9.9.9:1"]})
+    msg.metadata_context.filter_metadata[protocol.SUBSET_NAMESPACE].CopyFrom(hint)
+    stream = RequestStream(router, POOL, StreamConfig())
+    await stream.handle(msg)
+    [answer] = await stream.handle(body_msg(BODY))
+    assert answer.immediate_response.status.code == 503
+    assert stream.done
+
+
+async def test_errors_become_immediate_responses_with_json_bodies() -> None:
+    for status in (400, 404, 429, 503):
+        router = FakeRouter(endpoints(8001), error=InferenceError(status, f"nope {status}"))
+        stream = RequestStream(router, POOL, StreamConfig())
+        await stream.handle(headers_msg())
+        [answer] = await stream.handle(body_msg(BODY))
+        immediate = answer.immediate_response
+        assert immediate.status.code == status
+        assert orjson.loads(immediate.body)["error"]["code"] == status
+        assert set_headers(pb.CommonResponse(header_mutation=immediate.headers))["content-type"] == (
+            "application/json"
+        )
+
+
+async def test_an_unexpected_exception_is_a_500_not_a_dead_stream() -> None:
+    class Broken(FakeRouter):
+        async def route(self, *args: object, **kwargs: object):  # type: ignore[override]
+            raise RuntimeError("boom")
+
+    stream = RequestStream(Broken(endpoints(8001)), POOL, StreamConfig())
+    await stream.handle(headers_msg())
+    [answer] = await stream.handle(body_msg(BODY))
+    assert answer.immediate_response.status.code == 500
+
+
+async def test_response_is_passed_to_the_core_and_finishes_once() -> None:
+    router = FakeRouter(endpoints(8001, 8002))
+    stream = RequestStream(router, POOL, StreamConfig(fallback_endpoints=2))
+    await stream.handle(headers_msg(streamed=True))
+    await stream.handle(body_msg(BODY))
+    resp = pb.ProcessingRequest(
+        response_headers=pb.HttpHeaders(
+            headers=base_pb2.HeaderMap(headers=[base_pb2.HeaderValue(key=":status", raw_value=b"200")])
+        )
+    )
+    served = struct_pb2.Struct()
+    served.update({protocol.SERVED_KEY: "10.0.0.1:8002"})
+    resp.metadata_context.filter_metadata[protocol.DESTINATION_NAMESPACE].CopyFrom(served)
+    [h] = await stream.handle(resp)
+    assert h.WhichOneof("response") == "response_headers"
+    [b1] = await stream.handle(pb.ProcessingRequest(response_body=pb.HttpBody(body=b"data: {}\n\n")))
+    assert b1.response_body.response.body_mutation.streamed_response.body == b"data: {}\n\n"
+    [b2] = await stream.handle(pb.ProcessingRequest(response_body=pb.HttpBody(body=b"", end_of_stream=True)))
+    assert b2.response_body.response.body_mutation.streamed_response.end_of_stream
+    stream.close()
+    assert router.routed[0].events == [
+        ("dispatched", "10.0.0.1:8001"),
+        ("dispatched", "10.0.0.1:8002"),
+        ("started", 200),
+        ("data", b"data: {}\n\n"),
+        ("finish", (200, None)),
+    ]
+
+
+async def test_a_stream_closed_mid_response_still_releases_the_request() -> None:
+    router = FakeRouter(endpoints(8001))
+    stream = RequestStream(router, POOL, StreamConfig())
+    await stream.handle(headers_msg())
+    await stream.handle(body_msg(BODY))
+    stream.close()
+    stream.close()
+    assert router.routed[0].events[-1] == ("finish", (499, "stream closed before the response"))
+    assert sum(1 for e in router.routed[0].events if e[0] == "finish") == 1
+
+
+async def test_headers_only_request_is_picked_on_headers() -> None:
+    router = FakeRouter(endpoints(8001))
+    stream = RequestStream(router, POOL, StreamConfig())
+    [answer] = await stream.handle(headers_msg(end_of_stream=True, **{":method": "GET"}))
+    got = set_headers(answer.request_headers.response)
+    assert got == {protocol.DESTINATION_HEADER: "10.0.0.1:8001"}
+
+
+def test_chunks_cover_the_body_exactly() -> None:
+    for size in (0, 1, 61_999, 62_000, 62_001, 200_000):
+        data = bytes(range(256)) * (size // 256) + b"z" * (size % 256)
+        pieces = list(protocol.chunks(data))
+        assert b"".join(pieces) == data
+        assert all(len(p) <= protocol.BODY_CHUNK_LIMIT for p in pieces)
+        assert len(pieces) == max(1, -(-size // protocol.BODY_CHUNK_LIMIT))
