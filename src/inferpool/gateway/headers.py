@@ -1,0 +1,53 @@
+"""Header handling an HTTP proxy owes both sides: hop-by-hop removal, forwarding facts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+# RFC 9110 §7.6.1 connection-specific fields, plus Content-Length (recomputed from the body we send).
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+    }
+)
+
+SERVED_HEADER = "x-gateway-destination-endpoint-served"
+REQUEST_ID_HEADER = "x-request-id"
+
+
+def _connection_named(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set[str]:
+    named: set[str] = set()
+    for value in headers.getall("connection", []):
+        named.update(token.strip().lower() for token in value.split(",") if token.strip())
+    return named
+
+
+def end_to_end(
+    headers: CIMultiDictProxy[str] | CIMultiDict[str], drop: Iterable[str] = ()
+) -> CIMultiDict[str]:
+    """The end-to-end headers of a message: hop-by-hop ones and those listed in Connection removed."""
+    skip = _HOP_BY_HOP | _connection_named(headers) | {d.lower() for d in drop}
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in headers.items():
+        if name.lower() not in skip:
+            out.add(name, value)
+    return out
+
+
+def lower_dict(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> dict[str, str]:
+    """First value of each header under its lower-cased name (what route matching and the core read)."""
+    out: dict[str, str] = {}
+    for name, value in headers.items():
+        out.setdefault(name.lower(), value)
+    return out

@@ -1,0 +1,391 @@
+"""Forwarding one request: route match, ask the core for endpoints, relay the answer unbuffered.
+
+A retry is only safe while the client has seen nothing, so the response is not started
+until an upstream answered with a non-5xx status (or the last try answered at all); from
+the first byte on, the gateway is a pipe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from inferpool.gateway.config import ProxyConfig
+from inferpool.gateway.headers import REQUEST_ID_HEADER, SERVED_HEADER, end_to_end, lower_dict
+from inferpool.gateway.routing import (
+    BackendRef,
+    Listener,
+    Match,
+    RequestFacts,
+    RouteTable,
+    apply_header_modifier,
+    choose_backend,
+)
+from inferpool.request.errors import InferenceError
+from inferpool.state import Datastore, Endpoint
+
+_RETRYABLE = (aiohttp.ClientConnectionError, ConnectionError)
+
+
+class Routed(Protocol):
+    """What the data plane needs from the core's answer for one request (request.RoutedRequest)."""
+
+    candidates: list[Endpoint]
+    body: bytes
+
+    def dispatched(self, endpoint: Endpoint) -> None: ...
+    def response_started(self, status: int, headers: dict[str, str]) -> None: ...
+    def response_data(self, chunk: bytes) -> None: ...
+    def finish(self, status: int, error: str | None = None) -> None: ...
+
+
+class Core(Protocol):
+    """The request core (request.Director) as the data plane uses it."""
+
+    async def route(
+        self, pool: str, path: str, headers: dict[str, str], body: bytes, subset: frozenset[str] | None = None
+    ) -> Routed: ...
+
+    def served_models(self, pool: str) -> list[Any]: ...
+
+
+@dataclass
+class Exchange:
+    """What the data plane saw of one request; becomes the access-log line."""
+
+    request_id: str
+    method: str
+    path: str
+    listener: str
+    started: float = field(default_factory=time.monotonic)
+    route: str | None = None
+    backend: str | None = None
+    endpoint: str | None = None
+    attempts: int = 0
+    status: int = 0
+    error: str | None = None
+    request_bytes: int = 0
+    response_bytes: int = 0
+    ttft_s: float | None = None
+    duration_s: float = 0.0
+    routed: Routed | None = None
+
+
+def error_response(err: InferenceError, request_id: str | None = None) -> web.Response:
+    headers = dict(err.headers)
+    if request_id:
+        headers[REQUEST_ID_HEADER] = request_id
+    return web.Response(
+        status=err.status, body=err.to_json(), content_type="application/json", headers=headers
+    )
+
+
+class Proxy:
+    """The request handler shared by every listener; one pooled upstream session."""
+
+    def __init__(
+        self,
+        table: RouteTable,
+        datastore: Datastore,
+        core: Core,
+        config: ProxyConfig,
+        services: dict[str, list[tuple[str, int]]] | None = None,
+        on_exchange: Callable[[Exchange], None] | None = None,
+    ) -> None:
+        self.table = table
+        self.datastore = datastore
+        self.core = core
+        self.config = config
+        self.services = services or {}
+        self._rr: dict[str, itertools.count[int]] = {}
+        self._on_exchange = on_exchange
+        self._session: aiohttp.ClientSession | None = None
+        self.in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60.0, enable_cleanup_closed=True)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            auto_decompress=False,
+            timeout=aiohttp.ClientTimeout(total=None, connect=self.config.connect_timeout_s),
+            skip_auto_headers=("User-Agent", "Content-Type", "Accept-Encoding"),
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def drained(self, timeout_s: float) -> bool:
+        """Wait until no request is in flight; False if `timeout_s` passed first."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+            return True
+        except TimeoutError:
+            return False
+
+    def handler(self, listener: Listener) -> Callable[[web.Request], Any]:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            return await self.handle(listener, request)
+
+        return handle
+
+    # -- one request ----------------------------------------------------------------
+    async def handle(self, listener: Listener, request: web.Request) -> web.StreamResponse:
+        request_id = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+        ex = Exchange(request_id, request.method, request.path_qs, f"{listener.gateway}/{listener.name}")
+        self.in_flight += 1
+        self._idle.clear()
+        try:
+            return await self._handle(listener, request, ex)
+        except InferenceError as err:
+            ex.status, ex.error = err.status, err.message
+            if ex.routed is not None:
+                ex.routed.finish(err.status, err.message)
+            return error_response(err, request_id)
+        except (asyncio.CancelledError, ConnectionResetError):
+            ex.status, ex.error = 499, "client disconnected"
+            if ex.routed is not None:
+                ex.routed.finish(499, ex.error)
+            raise
+        except Exception as exc:
+            ex.status, ex.error = 500, f"{type(exc).__name__}: {exc}"
+            if ex.routed is not None:
+                ex.routed.finish(500, ex.error)
+            raise
+        finally:
+            ex.duration_s = time.monotonic() - ex.started
+            self.in_flight -= 1
+            if self.in_flight == 0:
+                self._idle.set()
+            if self._on_exchange is not None:
+                self._on_exchange(ex)
+
+    async def _handle(self, listener: Listener, request: web.Request, ex: Exchange) -> web.StreamResponse:
+        headers = lower_dict(end_to_end(request.headers, drop=("host",)))
+        facts = RequestFacts(
+            host=request.host or "",
+            method=request.method,
+            path=request.path,
+            headers=headers,
+            query=request.query,
+        )
+        match = self.table.match(listener.gateway, listener.name, facts)
+        if match is None:
+            raise InferenceError(404, f"No route matches {request.method} {request.path} on this listener.")
+        ex.route = match.route.key
+        if request.method == "GET" and request.path.rstrip("/").endswith("/v1/models"):
+            pools = [b.key for b in match.rule.backends if b.kind == "InferencePool"]
+            if pools:
+                return self._models_response(pools, ex.request_id)
+        backend = choose_backend(match.rule)
+        if backend is None:
+            raise InferenceError(500, f"Route {match.route.key} has no backend that can take traffic.")
+        ex.backend = f"{backend.kind}/{backend.key}"
+        body = await self._read_body(request)
+        ex.request_bytes = len(body)
+        if match.rule.request_headers is not None:
+            headers = apply_header_modifier(headers, match.rule.request_headers)
+        headers[REQUEST_ID_HEADER] = ex.request_id
+        total = match.rule.timeout_s
+        try:
+            async with asyncio.timeout(total):
+                return await self._dispatch(request, match, backend, headers, body, ex)
+        except TimeoutError:
+            if ex.status == 0:
+                raise InferenceError(
+                    504, f"Request timed out after {total:g}s (HTTPRoute timeouts.request)."
+                ) from None
+            raise
+
+    def _models_response(self, pools: list[str], request_id: str) -> web.Response:
+        now = int(time.time())
+        data: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for pool in pools:
+            for entry in self.core.served_models(pool):
+                item = _model_entry(entry, now)
+                if item["id"] not in seen:
+                    seen.add(item["id"])
+                    data.append(item)
+        return web.Response(
+            body=orjson.dumps({"object": "list", "data": data}),
+            content_type="application/json",
+            headers={REQUEST_ID_HEADER: request_id},
+        )
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        limit = self.config.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise InferenceError(
+                413, f"Request body of {request.content_length} bytes exceeds the limit of {limit}."
+            )
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.content.iter_any():
+            size += len(chunk)
+            if size > limit:
+                raise InferenceError(413, f"Request body exceeds the limit of {limit} bytes.")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _dispatch(
+        self,
+        request: web.Request,
+        match: Match,
+        backend: BackendRef,
+        headers: dict[str, str],
+        body: bytes,
+        ex: Exchange,
+    ) -> web.StreamResponse:
+        if backend.kind == "InferencePool":
+            if self.datastore.pool(backend.key) is None:
+                raise InferenceError(
+                    500, f"InferencePool {backend.key} referenced by {match.route.key} does not exist."
+                )
+            routed = await self.core.route(backend.key, request.path_qs, headers, body)
+            ex.routed = routed
+            candidates = list(routed.candidates)
+            body = routed.body
+        else:
+            candidates = self._service_endpoints(backend)
+        if not candidates:
+            raise InferenceError(503, f"No ready endpoint for {backend.kind} {backend.key}.")
+        return await self._forward(request, candidates, headers, body, match.rule.backend_timeout_s, ex)
+
+    def _service_endpoints(self, backend: BackendRef) -> list[Endpoint]:
+        addresses = self.services.get(backend.key, [])
+        if not addresses:
+            return []
+        start = next(self._rr.setdefault(backend.key, itertools.count()))
+        ordered = addresses[start % len(addresses) :] + addresses[: start % len(addresses)]
+        return [Endpoint(f"{a}:{p}", a, backend.port or p, backend.key) for a, p in ordered]
+
+    async def _forward(
+        self,
+        request: web.Request,
+        candidates: list[Endpoint],
+        headers: dict[str, str],
+        body: bytes,
+        try_timeout_s: float | None,
+        ex: Exchange,
+    ) -> web.StreamResponse:
+        assert self._session is not None, "Proxy.start() was not awaited"
+        upstream_headers = dict(headers)
+        forwarded_for = request.remote or ""
+        if forwarded_for:
+            prior = headers.get("x-forwarded-for")
+            upstream_headers["x-forwarded-for"] = f"{prior}, {forwarded_for}" if prior else forwarded_for
+        attempts = candidates[: self.config.max_retries + 1]
+        last_error = "no endpoint was tried"
+        for i, endpoint in enumerate(attempts):
+            last = i == len(attempts) - 1
+            ex.attempts += 1
+            ex.endpoint = endpoint.hostport
+            if ex.routed is not None:
+                ex.routed.dispatched(endpoint)
+            url = f"http://{endpoint.hostport}{request.path_qs}"
+            timeout = aiohttp.ClientTimeout(
+                total=try_timeout_s, connect=self.config.connect_timeout_s, sock_read=None
+            )
+            try:
+                upstream = await self._session.request(
+                    request.method,
+                    url,
+                    headers=upstream_headers,
+                    data=body,
+                    timeout=timeout,
+                    allow_redirects=False,
+                )
+            except TimeoutError:
+                raise InferenceError(504, f"Endpoint {endpoint.hostport} did not answer in time.") from None
+            except _RETRYABLE as exc:
+                last_error = f"{endpoint.hostport}: {type(exc).__name__}: {exc}"
+                continue
+            try:
+                if upstream.status >= 500 and not last:
+                    last_error = f"{endpoint.hostport}: HTTP {upstream.status}"
+                    await upstream.read()
+                    continue
+                return await self._relay(request, upstream, endpoint, ex)
+            finally:
+                # A half-read answer must not go back to the pool: close() drops the connection,
+                # which is also how a client disconnect cancels the model server's work.
+                if upstream.content.at_eof():
+                    upstream.release()
+                else:
+                    upstream.close()
+        raise InferenceError(
+            502, f"Every try to reach a model server failed ({ex.attempts} tried); last: {last_error}"
+        )
+
+    async def _relay(
+        self, request: web.Request, upstream: aiohttp.ClientResponse, endpoint: Endpoint, ex: Exchange
+    ) -> web.StreamResponse:
+        headers = end_to_end(upstream.headers)
+        headers[REQUEST_ID_HEADER] = ex.request_id
+        headers[SERVED_HEADER] = endpoint.hostport
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
+        if upstream.content_length is not None and "content-encoding" not in upstream.headers:
+            response.content_length = upstream.content_length
+        ex.status = upstream.status
+        if ex.routed is not None:
+            ex.routed.response_started(upstream.status, lower_dict(upstream.headers))
+        await response.prepare(request)
+        try:
+            async for chunk in upstream.content.iter_any():
+                if ex.ttft_s is None:
+                    ex.ttft_s = time.monotonic() - ex.started
+                ex.response_bytes += len(chunk)
+                if ex.routed is not None:
+                    ex.routed.response_data(chunk)
+                await response.write(chunk)
+        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+            # The model server went away mid-answer: nothing can be retried now; cut the client off too.
+            ex.error = f"upstream broke mid-response: {type(exc).__name__}"
+            if ex.routed is not None:
+                ex.routed.finish(502, ex.error)
+            if request.transport is not None:
+                request.transport.close()
+            return response
+        await response.write_eof()
+        if ex.routed is not None:
+            ex.routed.finish(upstream.status, None if upstream.status < 400 else f"HTTP {upstream.status}")
+        return response
+
+
+def _model_entry(entry: Any, now: int) -> dict[str, Any]:
+    """An OpenAI model-list item from whatever the core returns (a name, a dict, or an object)."""
+    if isinstance(entry, str):
+        return {
+            "id": entry,
+            "object": "model",
+            "created": now,
+            "owned_by": "inferpool",
+            "root": entry,
+            "parent": None,
+        }
+    if isinstance(entry, dict):
+        return {"object": "model", "created": now, "owned_by": "inferpool", **entry}
+    name = getattr(entry, "name", None) or getattr(entry, "id", str(entry))
+    parent = getattr(entry, "parent", None)
+    root = getattr(entry, "root", None) or name
+    return {
+        "id": name,
+        "object": "model",
+        "created": now,
+        "owned_by": "inferpool",
+        "root": root,
+        "parent": parent,
+    }

@@ -1,0 +1,142 @@
+"""The admin port: Prometheus metrics, health and readiness, and JSON views of routing state.
+
+`/api/state` and `/api/decisions` are the data the dashboard draws; their shapes are
+documented in docs/gateway.md and kept stable.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from inferpool.observe.metrics import CONTENT_TYPE, GatewayMetrics
+from inferpool.state import Datastore, Endpoint
+
+
+@dataclass
+class Decision:
+    """One routing decision: the candidates the scheduler ranked, with their scores."""
+
+    request_id: str
+    pool: str
+    model: str | None
+    target_model: str | None
+    picked: str | None  # endpoint name that served (or was last tried)
+    status: int
+    ranked: list[dict[str, Any]] = field(default_factory=list)  # [{endpoint, total, scores}]
+    ts: float = field(default_factory=time.time)
+
+
+class DecisionLog:
+    """The last N decisions, newest last."""
+
+    def __init__(self, keep: int = 200) -> None:
+        self._items: deque[Decision] = deque(maxlen=keep)
+
+    def add(self, decision: Decision) -> None:
+        self._items.append(decision)
+
+    def recent(self, limit: int | None = None) -> list[Decision]:
+        items = list(self._items)
+        return items[-limit:] if limit else items
+
+
+def endpoint_view(e: Endpoint) -> dict[str, Any]:
+    m = e.metrics
+    age = m.age()
+    return {
+        "name": e.name,
+        "address": e.address,
+        "port": e.port,
+        "labels": e.labels,
+        "engine": e.engine,
+        "ready": e.ready,
+        "in_flight": e.in_flight,
+        "in_flight_tokens": e.in_flight_tokens,
+        "metrics": {
+            "waiting_queue_size": m.waiting_queue_size,
+            "running_requests": m.running_requests,
+            "kv_cache_usage": m.kv_cache_usage,
+            "active_adapters": sorted(m.active_adapters),
+            "waiting_adapters": sorted(m.waiting_adapters),
+            "max_active_adapters": m.max_active_adapters,
+            "age_s": None if age == float("inf") else round(age, 3),
+        },
+    }
+
+
+def state_view(datastore: Datastore) -> dict[str, Any]:
+    pools = []
+    for pool in datastore.pools():
+        endpoints = datastore.endpoints(pool.key)
+        pools.append(
+            {
+                "key": pool.key,
+                "namespace": pool.namespace,
+                "name": pool.name,
+                "selector": pool.selector,
+                "target_ports": pool.target_ports,
+                "ready_endpoints": sum(1 for e in endpoints if e.ready),
+                "endpoints": [endpoint_view(e) for e in endpoints],
+                "models": [
+                    {
+                        "name": m.name,
+                        "model_name": m.model_name,
+                        "criticality": m.criticality.value if m.criticality else None,
+                        "targets": [{"name": t.name, "weight": t.weight} for t in m.targets],
+                    }
+                    for m in datastore.models(pool.key)
+                ],
+            }
+        )
+    return {"time": time.time(), "pools": pools}
+
+
+def admin_app(
+    datastore: Datastore,
+    metrics: GatewayMetrics,
+    decisions: DecisionLog,
+    ready: Callable[[], bool] | None = None,
+) -> web.Application:
+    """/metrics, /healthz, /readyz (every pool has a ready endpoint), /api/state, /api/decisions."""
+
+    def is_ready() -> bool:
+        if ready is not None and not ready():
+            return False
+        return all(datastore.ready_endpoints(p.key) for p in datastore.pools())
+
+    async def metrics_page(_: web.Request) -> web.Response:
+        return web.Response(body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def readyz(_: web.Request) -> web.Response:
+        if is_ready():
+            return web.Response(text="ok")
+        return web.Response(status=503, text="not ready: a pool has no ready endpoint")
+
+    async def state(_: web.Request) -> web.Response:
+        return web.Response(body=orjson.dumps(state_view(datastore)), content_type="application/json")
+
+    async def recent(request: web.Request) -> web.Response:
+        try:
+            limit = int(request.query.get("limit", "0")) or None
+        except ValueError:
+            limit = None
+        items = [asdict(d) for d in decisions.recent(limit)]
+        return web.Response(body=orjson.dumps({"decisions": items}), content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics_page)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/api/state", state)
+    app.router.add_get("/api/decisions", recent)
+    return app

@@ -1,0 +1,210 @@
+"""The gateway's own Prometheus metrics, under the upstream Inference Extension names.
+
+Existing dashboards for the Kubernetes Gateway API Inference Extension read
+`inference_model_*`, `inference_pool_*` and `inference_extension_*` series; keeping those
+names, labels and buckets means they work unchanged. Every instance owns its registry, so
+two gateways in one process (tests) never share counters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from inferpool.state import Datastore
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+_LATENCY_BUCKETS = (
+    0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 2, 3, 4, 5, 6, 8, 10, 15, 20, 30,
+    45, 60, 120, 180, 240, 300, 360, 480, 600, 900, 1200, 1800, 2700, 3600,
+)  # fmt: skip
+_REQUEST_SIZE_BUCKETS = tuple(float(2**i) for i in range(6, 31))  # 64 B .. 1 GiB
+_RESPONSE_SIZE_BUCKETS = (1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32778, 65536)
+_INPUT_TOKEN_BUCKETS = (
+    1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32778, 65536, 131072, 262144,
+    524288, 1048576,
+)  # fmt: skip
+_OUTPUT_TOKEN_BUCKETS = (1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+_TTFT_BUCKETS = (
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0,
+    40.0, 80.0, 160.0, 640.0, 2560.0,
+)  # fmt: skip
+_NTPOT_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+_SCHEDULER_BUCKETS = (0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
+
+_MT = ("model_name", "target_model_name")
+
+
+@dataclass(frozen=True)
+class RequestObservation:
+    """One finished request, as the metrics see it (the data plane fills it from its record)."""
+
+    model: str
+    target_model: str
+    status: int
+    duration_s: float
+    request_bytes: int
+    response_bytes: int
+    input_tokens: int = 0
+    output_tokens: int = 0
+    ttft_s: float | None = None
+    scheduling_s: float | None = None
+    error_code: str | None = None  # set for failures: the HTTP status or an upstream-style reason
+
+
+class _PoolCollector(Collector):
+    """Pool gauges computed from the datastore at scrape time, so they are never stale."""
+
+    def __init__(self, datastore: Datastore) -> None:
+        self._datastore = datastore
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        kv = GaugeMetricFamily(
+            "inference_pool_average_kv_cache_utilization",
+            "The average kv cache utilization for an inference server pool.",
+            labels=["name"],
+        )
+        queue = GaugeMetricFamily(
+            "inference_pool_average_queue_size",
+            "The average number of requests pending in the model server queue.",
+            labels=["name"],
+        )
+        ready = GaugeMetricFamily(
+            "inference_pool_ready_pods",
+            "The number of ready pods in the inference server pool.",
+            labels=["name"],
+        )
+        for pool in self._datastore.pools():
+            endpoints = self._datastore.ready_endpoints(pool.key)
+            n = len(endpoints)
+            kv.add_metric([pool.name], sum(e.metrics.kv_cache_usage for e in endpoints) / n if n else 0.0)
+            queue.add_metric(
+                [pool.name], sum(e.metrics.waiting_queue_size for e in endpoints) / n if n else 0.0
+            )
+            ready.add_metric([pool.name], float(n))
+        yield kv
+        yield queue
+        yield ready
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        return iter(())
+
+
+class GatewayMetrics:
+    """Counters and histograms for requests through this gateway, plus the pool gauges."""
+
+    def __init__(self, datastore: Datastore | None = None) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "inference_model_request",
+            "Counter of inference model requests broken out for each model and target model.",
+            _MT,
+            registry=r,
+        )
+        self.errors = Counter(
+            "inference_model_request_error",
+            "Counter of inference model requests errors broken out for each model and target model.",
+            (*_MT, "error_code"),
+            registry=r,
+        )
+        self.duration = Histogram(
+            "inference_model_request_duration_seconds",
+            "Inference model response latency distribution in seconds for each model and target model.",
+            _MT,
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.request_sizes = Histogram(
+            "inference_model_request_sizes",
+            "Inference model requests size distribution in bytes for each model and target model.",
+            _MT,
+            buckets=_REQUEST_SIZE_BUCKETS,
+            registry=r,
+        )
+        self.response_sizes = Histogram(
+            "inference_model_response_sizes",
+            "Inference model responses size distribution in bytes for each model and target model.",
+            _MT,
+            buckets=_RESPONSE_SIZE_BUCKETS,
+            registry=r,
+        )
+        self.input_tokens = Histogram(
+            "inference_model_input_tokens",
+            "Inference model input token count distribution for requests in each model.",
+            _MT,
+            buckets=_INPUT_TOKEN_BUCKETS,
+            registry=r,
+        )
+        self.output_tokens = Histogram(
+            "inference_model_output_tokens",
+            "Inference model output token count distribution for requests in each model.",
+            _MT,
+            buckets=_OUTPUT_TOKEN_BUCKETS,
+            registry=r,
+        )
+        self.running = Gauge(
+            "inference_model_running_requests",
+            "Inference model number of running requests in each model.",
+            ("model_name",),
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "inference_model_time_to_first_token_seconds",
+            "Time from request arrival to the first response byte, per model and target model.",
+            _MT,
+            buckets=_TTFT_BUCKETS,
+            registry=r,
+        )
+        self.ntpot = Histogram(
+            "inference_model_normalized_time_per_output_token_seconds",
+            "Inference model latency divided by number of output tokens in seconds for each model and target model.",
+            _MT,
+            buckets=_NTPOT_BUCKETS,
+            registry=r,
+        )
+        self.scheduler = Histogram(
+            "inference_extension_scheduler_e2e_duration_seconds",
+            "End-to-end scheduling latency distribution in seconds.",
+            buckets=_SCHEDULER_BUCKETS,
+            registry=r,
+        )
+        if datastore is not None:
+            r.register(_PoolCollector(datastore))
+
+    def request_started(self, model: str) -> None:
+        if model:
+            self.running.labels(model).inc()
+
+    def request_finished(self, model: str) -> None:
+        if model:
+            self.running.labels(model).dec()
+
+    def observe(self, obs: RequestObservation) -> None:
+        labels = (obs.model, obs.target_model)
+        self.requests.labels(*labels).inc()
+        if obs.error_code:
+            self.errors.labels(*labels, obs.error_code).inc()
+        if obs.scheduling_s is not None:
+            self.scheduler.observe(obs.scheduling_s)
+        self.request_sizes.labels(*labels).observe(obs.request_bytes)
+        if obs.error_code:
+            return
+        self.duration.labels(*labels).observe(obs.duration_s)
+        self.response_sizes.labels(*labels).observe(obs.response_bytes)
+        if obs.input_tokens > 0:
+            self.input_tokens.labels(*labels).observe(obs.input_tokens)
+        if obs.output_tokens > 0:
+            self.output_tokens.labels(*labels).observe(obs.output_tokens)
+            if obs.duration_s > 0:
+                self.ntpot.labels(*labels).observe(obs.duration_s / obs.output_tokens)
+        if obs.ttft_s is not None:
+            self.ttft.labels(*labels).observe(obs.ttft_s)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
