@@ -1,0 +1,206 @@
+"""Reading usage and the time of the first token off a response, as its bytes pass through.
+
+Bytes arrive in whatever chunks the transport gives (an SSE event may be split anywhere,
+or several may share a chunk), so the SSE reader buffers partial lines and dispatches an
+event on its blank line, as the EventSource rules say. Non-streaming JSON bodies are kept
+(up to a cap) and parsed once at the end.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+MAX_JSON_BODY = 16 * 1024 * 1024  # bodies larger than this are not parsed for usage
+
+
+@dataclass
+class Usage:
+    """Token counts reported by the model server (None: not reported)."""
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cached_tokens: int | None = None
+
+
+def usage_from(obj: object) -> Usage | None:
+    """The `usage` object of a response or chunk, or None if it has none."""
+    if not isinstance(obj, dict):
+        return None
+    usage = obj.get("usage")
+    if not isinstance(usage, dict):
+        return None
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    return Usage(
+        prompt_tokens=_int(usage.get("prompt_tokens")),
+        completion_tokens=_int(usage.get("completion_tokens")),
+        cached_tokens=_int(cached),
+    )
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+class ResponseAccounting:
+    """Feed it the response status, headers and body chunks; read usage and timings after."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self.status: int | None = None
+        self.sse = False
+        self.bytes = 0
+        self.first_byte_at: float | None = None
+        self.first_token_at: float | None = None
+        self.first_event_at: float | None = None
+        self.usage: Usage | None = None  # last usage seen (vLLM continuous usage repeats it)
+        self.token_events = 0  # SSE events carrying a generated token
+        self.done = False  # saw "data: [DONE]"
+        self._line = bytearray()  # partial SSE line
+        self._data: list[bytes] = []  # data lines of the current SSE event
+        self._body = bytearray()  # non-streaming body
+        self._body_overflow = False
+        self._closed = False
+
+    def started(self, status: int, content_type: str | None) -> None:
+        self.status = status
+        self.sse = (
+            content_type is not None and content_type.split(";", 1)[0].strip().lower() == "text/event-stream"
+        )
+
+    def feed(self, chunk: bytes) -> None:
+        if not chunk or self._closed:
+            return
+        if self.first_byte_at is None:
+            self.first_byte_at = self._clock()
+        self.bytes += len(chunk)
+        if self.sse:
+            self._feed_sse(chunk)
+        elif not self._body_overflow:
+            if len(self._body) + len(chunk) > MAX_JSON_BODY:
+                self._body_overflow = True
+                self._body.clear()
+            else:
+                self._body += chunk
+
+    def close(self) -> None:
+        """End of body: dispatch a trailing event without its blank line, parse a JSON body."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.sse:
+            if self._line:
+                self._take_line(bytes(self._line))
+                self._line.clear()
+            self._dispatch()
+        elif self._body and self.status is not None and 200 <= self.status < 300:
+            try:
+                self.usage = usage_from(orjson.loads(self._body)) or self.usage
+            except orjson.JSONDecodeError:
+                pass
+            self._body.clear()
+
+    @property
+    def ttft_at(self) -> float | None:
+        """Streaming: first event with generated content (else the first event); otherwise first byte."""
+        if self.sse:
+            return self.first_token_at or self.first_event_at
+        return self.first_byte_at
+
+    @property
+    def completion_tokens(self) -> int | None:
+        """Reported completion tokens, else (streaming) the count of token-carrying events."""
+        if self.usage is not None and self.usage.completion_tokens is not None:
+            return self.usage.completion_tokens
+        if self.sse and self.first_event_at is not None:
+            return self.token_events
+        return None
+
+    # -- SSE -------------------------------------------------------------------
+    def _feed_sse(self, chunk: bytes) -> None:
+        start = 0
+        while True:
+            end = chunk.find(b"\n", start)
+            if end < 0:
+                self._line += chunk[start:]
+                return
+            if self._line:
+                self._line += chunk[start:end]
+                line = bytes(self._line)
+                self._line.clear()
+            else:
+                line = chunk[start:end]
+            self._take_line(line)
+            start = end + 1
+
+    def _take_line(self, line: bytes) -> None:
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if not line:
+            self._dispatch()
+        elif line.startswith(b"data:"):
+            value = line[5:]
+            self._data.append(value[1:] if value.startswith(b" ") else value)
+        # other fields (event:, id:, retry:, comments) carry nothing we account
+
+    def _dispatch(self) -> None:
+        if not self._data:
+            return
+        payload = b"\n".join(self._data)
+        self._data.clear()
+        if payload.strip() == b"[DONE]":
+            self.done = True
+            return
+        try:
+            event = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return
+        now = self._clock()
+        if self.first_event_at is None:
+            self.first_event_at = now
+        usage = usage_from(event)
+        if usage is not None:
+            self.usage = usage
+        tokens, content = _token_facts(event)
+        self.token_events += tokens
+        if content and self.first_token_at is None:
+            self.first_token_at = now
+
+
+def _token_facts(event: Any) -> tuple[int, bool]:
+    """(1 if the event carries a generated token else 0, whether it carries visible content).
+
+    vLLM sends one chunk per token, empty text included; the chat stream's first chunk
+    (delta with "role") is a header, not a token, and the usage chunk has no choices.
+    """
+    if not isinstance(event, dict):
+        return 0, False
+    choices = event.get("choices")
+    if not isinstance(choices, list) or not choices:
+        return 0, False
+    tokens = 0
+    content = False
+    for choice in choices:
+        if not isinstance(choice, dict):
+            continue
+        delta = choice.get("delta")
+        if isinstance(delta, dict):
+            visible = bool(
+                delta.get("content")
+                or delta.get("reasoning_content")
+                or delta.get("reasoning")
+                or delta.get("tool_calls")
+            )
+            if visible or "role" not in delta:
+                tokens = 1
+            content = content or visible
+        elif "text" in choice:
+            tokens = 1
+            if choice.get("text"):
+                content = True
+    return tokens, content
