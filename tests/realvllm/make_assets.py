@@ -86,11 +86,12 @@ def llama_config(vocab_size: int, bos_id: int, eos_id: int):  # type: ignore[no-
 
     return LlamaConfig(
         vocab_size=vocab_size,
-        hidden_size=64,
-        intermediate_size=128,
+        # head_dim 64: vLLM's CPU attention kernels reject small head sizes such as 16.
+        hidden_size=128,
+        intermediate_size=256,
         num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
+        num_attention_heads=2,
+        num_key_value_heads=2,
         max_position_embeddings=1024,
         bos_token_id=bos_id,
         eos_token_id=eos_id,

@@ -1,0 +1,154 @@
+"""Starting and stopping real processes for the real-vLLM tier: vLLM servers and `inferpool serve`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+VLLM_VENV = Path(os.environ.get("VLLM_VENV", ROOT / ".venv-vllm"))
+VLLM_PYTHON = VLLM_VENV / "bin" / "python"
+BASE_MODEL = "tiny-llama"
+
+VLLM_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "VLLM_NO_USAGE_STATS": "1",
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+    "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
+}
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http_status(url: str, timeout: float = 2.0) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+@dataclass
+class Process:
+    """A child process in its own process group (so its own children stop with it), logging to a file."""
+
+    name: str
+    argv: list[str]
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **self.env},
+            cwd=str(ROOT),
+            start_new_session=True,
+        )
+        log.close()
+
+    def log_tail(self, chars: int = 6000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return "(no log)"
+
+    def wait_http(self, url: str, timeout_s: float, ok: tuple[int, ...] = (200,)) -> None:
+        """Polls url until it answers with an ok status; fails with the log if the process dies or time runs out."""
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited with {self.proc.returncode} before {url} was ready; log:\n{self.log_tail()}"
+                )
+            if http_status(url) in ok:
+                return
+            time.sleep(0.5)
+        raise RuntimeError(f"{self.name}: {url} not ready after {timeout_s:.0f}s; log:\n{self.log_tail()}")
+
+    def stop(self, grace_s: float = 20.0) -> None:
+        """SIGTERM to the group, then SIGKILL; leaves no orphans."""
+        if self.proc is None:
+            return
+        pgid = self.proc.pid
+        for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10.0)):
+            try:
+                os.killpg(pgid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.proc.wait(timeout=wait_s)
+            except subprocess.TimeoutExpired:
+                continue
+            # the leader is gone; make sure nothing else in its group lingers
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            break
+        self.proc = None
+
+
+@dataclass
+class VLLMServer:
+    process: Process
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def vllm_server(model_dir: Path, log_path: Path, *, max_loras: int = 2) -> VLLMServer:
+    port = free_port()
+    argv = [
+        str(VLLM_PYTHON),
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(model_dir),
+        "--served-model-name",
+        BASE_MODEL,
+        "--load-format",
+        "dummy",
+        "--dtype",
+        "bfloat16",
+        "--max-model-len",
+        "512",
+        "--enable-lora",
+        "--max-lora-rank",
+        "8",
+        "--max-loras",
+        str(max_loras),
+        "--max-cpu-loras",
+        "4",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    return VLLMServer(Process(f"vllm:{port}", argv, log_path, env=dict(VLLM_ENV)), port)
+
+
+def inferpool_argv(*args: str) -> list[str]:
+    """`inferpool ...` run with the project venv's interpreter (the one running pytest)."""
+    return [sys.executable, "-m", "inferpool.cli", *args]
