@@ -1,0 +1,495 @@
+"""The engine model: vLLM V1's scheduler step loop with explicit budgets, on a simulated GPU.
+
+Each step (sim-calibration.md §3):
+1. budget = max_num_batched_tokens; RUNNING requests first, in admission order, each asking for
+   num_tokens - num_computed tokens (a decode asks for 1, a prefill for its next chunk);
+2. a running request that cannot get KV blocks preempts the newest running request (recompute);
+3. only if nothing was preempted, WAITING requests are admitted in order, taking their cached
+   prefix first, until max_num_seqs, the budget, or a failed allocation; a request whose adapter
+   would exceed max_loras distinct adapters in the batch is skipped (LoRA-deferred);
+4. the step lasts profile.step.step_seconds(...); a request whose prompt is fully computed
+   samples one token at the end of the step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import xxhash
+
+from inferpool.sim.clock import RealClock, VirtualClock
+from inferpool.sim.kvcache import Block, BlockPool, chain_hashes
+from inferpool.sim.profile import HardwareProfile
+from inferpool.sim.tokenizer import EOS_ID, Tokenizer
+
+WAITING = "waiting"
+RUNNING = "running"
+FINISHED = "finished"
+
+
+@dataclass(slots=True)
+class TokenEvent:
+    """One generated token as the HTTP layer streams it; the last one carries finish_reason."""
+
+    token_id: int
+    text: str
+    time: float
+    finish_reason: str | None = None
+    stop_reason: str | None = None
+
+
+@dataclass(eq=False)
+class SimRequest:
+    """One sequence in the engine; `on_token` is called at the end of each step that samples for it."""
+
+    request_id: str
+    prompt_token_ids: list[int]
+    max_tokens: int
+    lora: str | None = None
+    ignore_eos: bool = False
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    on_token: Callable[[TokenEvent], None] | None = None
+
+    status: str = WAITING
+    arrival_time: float = 0.0
+    first_scheduled_time: float | None = None
+    first_token_time: float | None = None
+    last_token_time: float | None = None
+    finish_time: float | None = None
+    output_token_ids: list[int] = field(default_factory=list)
+    output_text: str = ""
+    num_computed_tokens: int = 0
+    num_cached_tokens: int = -1
+    num_preemptions: int = 0
+    finish_reason: str | None = None
+    stop_reason: str | None = None
+    target_len: int = 0
+    ends_with_eos: bool = False
+    blocks: list[Block] = field(default_factory=list)
+    block_hashes: list[int] = field(default_factory=list)
+    num_committed_blocks: int = 0
+    deferred: bool = False
+    _rng: random.Random | None = None
+    _pending_pieces: list[int] = field(default_factory=list)
+
+    @property
+    def num_prompt_tokens(self) -> int:
+        return len(self.prompt_token_ids)
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.prompt_token_ids) + len(self.output_token_ids)
+
+    def token_at(self, position: int) -> int:
+        n = len(self.prompt_token_ids)
+        return self.prompt_token_ids[position] if position < n else self.output_token_ids[position - n]
+
+    def all_token_ids(self) -> list[int]:
+        return self.prompt_token_ids + self.output_token_ids
+
+
+@dataclass(slots=True)
+class StepReport:
+    """What one step did, for metrics hooks."""
+
+    start: float
+    duration: float
+    num_tokens: int
+    num_preempted: int
+    itls: list[float]
+    new_tokens: int
+    loaded_loras: list[str]
+
+
+@dataclass
+class _Batch:
+    scheduled: list[tuple[SimRequest, int]]
+    preempted: list[SimRequest]
+
+
+class Engine:
+    """One simulated vLLM engine core (one GPU)."""
+
+    def __init__(
+        self,
+        profile: HardwareProfile,
+        *,
+        max_loras: int = 1,
+        max_cpu_loras: int | None = None,
+        clock: RealClock | VirtualClock | None = None,
+        seed: int = 0,
+        tokenizer: Tokenizer | None = None,
+    ) -> None:
+        self.profile = profile
+        self.max_loras = max_loras
+        self.max_cpu_loras = max(max_cpu_loras or max_loras, max_loras)
+        self.clock: RealClock | VirtualClock = clock or VirtualClock()
+        self.seed = seed
+        self.tokenizer = tokenizer or Tokenizer()
+        self.pool = BlockPool(profile.num_gpu_blocks, profile.block_size)
+        self.waiting: deque[SimRequest] = deque()
+        self.running: list[SimRequest] = []
+        self.requests: dict[str, SimRequest] = {}
+        self.gpu_loras: OrderedDict[str, None] = OrderedDict()
+        self.cpu_loras: OrderedDict[str, None] = OrderedDict()
+        self.tracked_loras: dict[str, int] = {}
+        self.step_hooks: list[Callable[[StepReport], None]] = []
+        self.finish_hooks: list[Callable[[SimRequest], None]] = []
+        self.admit_hooks: list[Callable[[SimRequest, int], None]] = []
+        self.num_steps = 0
+        self._counter = 0
+        self._wake = asyncio.Event() if isinstance(self.clock, RealClock) else None
+
+    # ----- requests -----------------------------------------------------------------------------
+
+    def add_request(self, req: SimRequest) -> None:
+        """Queue a request now; its output length is drawn here from the profile's distribution."""
+        if req.request_id in self.requests:
+            raise ValueError(f"duplicate request id {req.request_id}")
+        capacity = (self.pool.num_blocks - 1) * self.pool.block_size
+        if req.num_prompt_tokens + 1 > min(capacity, self.profile.max_model_len):
+            raise ValueError(f"prompt of {req.num_prompt_tokens} tokens does not fit")
+        req.max_tokens = max(1, min(req.max_tokens, self.profile.max_model_len - req.num_prompt_tokens))
+        req.arrival_time = self.clock.now()
+        req._rng = random.Random(self._request_seed(req))
+        if req.ignore_eos:
+            req.target_len, req.ends_with_eos = req.max_tokens, False
+        else:
+            drawn = self._draw_output_len(req._rng)
+            req.ends_with_eos = drawn < req.max_tokens
+            req.target_len = min(drawn, req.max_tokens)
+        self.requests[req.request_id] = req
+        self.waiting.append(req)
+        if self._wake is not None:
+            self._wake.set()
+
+    def abort(self, request_id: str) -> None:
+        """Drop a request (client went away): its blocks are freed, cached ones stay reusable."""
+        req = self.requests.get(request_id)
+        if req is None or req.status == FINISHED:
+            return
+        if req.status == RUNNING:
+            self.running.remove(req)
+        else:
+            self.waiting.remove(req)
+        self._finish(req, "abort", None, self.clock.now())
+
+    def has_work(self) -> bool:
+        return bool(self.running or self.waiting)
+
+    @property
+    def num_running(self) -> int:
+        return len(self.running)
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self.waiting)
+
+    def num_deferred(self) -> int:
+        return sum(1 for r in self.waiting if r.deferred)
+
+    def forget_lora(self, name: str) -> None:
+        """An adapter was unloaded through the API: it leaves both caches."""
+        self.gpu_loras.pop(name, None)
+        self.cpu_loras.pop(name, None)
+
+    # ----- driving the loop ---------------------------------------------------------------------
+
+    def step(self) -> StepReport | None:
+        """Run one step in virtual time; None if there was nothing to schedule."""
+        assert isinstance(self.clock, VirtualClock), "step() drives a VirtualClock; use run() for real time"
+        start = self.clock.t
+        batch, duration, loaded = self._schedule_and_cost()
+        if batch is None:
+            return None
+        self.clock.t = start + duration
+        return self._complete(batch, start, duration, loaded)
+
+    def advance(self, dt: float) -> None:
+        """Run steps for `dt` simulated seconds (the last step may end a little after)."""
+        assert isinstance(self.clock, VirtualClock)
+        until = self.clock.t + dt
+        while self.clock.t < until:
+            if not self.has_work() or self.step() is None:
+                self.clock.t = until
+                break
+
+    def run_until_idle(self, max_steps: int = 10_000_000) -> None:
+        """Run steps until every request finished (or nothing can be scheduled)."""
+        for _ in range(max_steps):
+            if not self.has_work() or self.step() is None:
+                return
+
+    async def run(self) -> None:
+        """The real-time loop: step, sleep the step's duration scaled by the clock's speed."""
+        clock = self.clock
+        assert isinstance(clock, RealClock) and self._wake is not None
+        while True:
+            if not self.has_work():
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            start = clock.now()
+            batch, duration, loaded = self._schedule_and_cost()
+            if batch is None:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            delay = clock.real_seconds(start + duration - clock.now())
+            await asyncio.sleep(max(0.0, delay))
+            self._complete(batch, start, clock.now() - start, loaded)
+
+    # ----- the scheduler ------------------------------------------------------------------------
+
+    def _schedule_and_cost(self) -> tuple[_Batch | None, float, list[str]]:
+        batch = self._schedule()
+        if not batch.scheduled:
+            return None, 0.0, []
+        loaded, load_s = self._activate_loras(batch)
+        return batch, self._step_seconds(batch) + load_s, loaded
+
+    def _schedule(self) -> _Batch:
+        budget = self.profile.max_num_batched_tokens
+        scheduled: list[tuple[SimRequest, int]] = []
+        preempted: list[SimRequest] = []
+        now = self.clock.now()
+
+        index = 0
+        while index < len(self.running) and budget > 0:
+            req = self.running[index]
+            num_new = min(req.num_tokens - req.num_computed_tokens, budget)
+            if num_new <= 0:
+                index += 1
+                continue
+            while not self._allocate(req, num_new, []):
+                victim = self.running.pop()
+                self._preempt(victim)
+                preempted.append(victim)
+                if victim is req:
+                    break
+            else:
+                scheduled.append((req, num_new))
+                budget -= num_new
+                index += 1
+                continue
+            break
+
+        loras = {r.lora for r, _ in scheduled if r.lora}
+        if not preempted:
+            skipped: list[SimRequest] = []
+            while self.waiting and budget > 0 and len(self.running) < self.profile.max_num_seqs:
+                req = self.waiting[0]
+                if req.lora and req.lora not in loras and len(loras) >= self.max_loras:
+                    req.deferred = True
+                    skipped.append(self.waiting.popleft())
+                    continue
+                hits = self._cache_hits(req)
+                num_cached = len(hits) * self.pool.block_size
+                num_new = min(req.num_tokens - num_cached, budget)
+                req.num_computed_tokens = num_cached
+                if not self._allocate(req, num_new, hits):
+                    req.num_computed_tokens = 0
+                    break
+                self.waiting.popleft()
+                req.deferred = False
+                req.status = RUNNING
+                req.num_committed_blocks = len(hits)
+                if req.first_scheduled_time is None:
+                    req.first_scheduled_time = now
+                    req.num_cached_tokens = num_cached
+                    if req.lora:
+                        self._track_lora(req.lora, +1)
+                for hook in self.admit_hooks:
+                    hook(req, num_cached)
+                self.running.append(req)
+                scheduled.append((req, num_new))
+                budget -= num_new
+                if req.lora:
+                    loras.add(req.lora)
+            self.waiting.extendleft(reversed(skipped))
+        return _Batch(scheduled, preempted)
+
+    def _cache_hits(self, req: SimRequest) -> list[Block]:
+        max_blocks = (req.num_tokens - 1) // self.pool.block_size
+        self._extend_hashes(req, max_blocks)
+        return self.pool.lookup(req.block_hashes[:max_blocks])
+
+    def _extend_hashes(self, req: SimRequest, num_blocks: int) -> None:
+        have = len(req.block_hashes)
+        if have >= num_blocks:
+            return
+        bs = self.pool.block_size
+        tokens = req.all_token_ids()[: num_blocks * bs]
+        parent = req.block_hashes[-1] if have else None
+        req.block_hashes.extend(chain_hashes(tokens, bs, req.lora, have, parent))
+
+    def _allocate(self, req: SimRequest, num_new: int, hits: list[Block]) -> bool:
+        """Reserve blocks for this step's tokens only (no watermark), as vLLM V1 does."""
+        needed = math.ceil((req.num_computed_tokens + num_new) / self.pool.block_size)
+        to_take = needed - len(req.blocks) - len(hits)
+        evictable_hits = sum(1 for b in hits if b.ref_cnt == 0)
+        if to_take + evictable_hits > self.pool.num_free:
+            return False
+        self.pool.touch(hits)
+        req.blocks.extend(hits)
+        if to_take > 0:
+            req.blocks.extend(self.pool.take(to_take))
+        return True
+
+    def _preempt(self, req: SimRequest) -> None:
+        self.pool.release(req.blocks)
+        req.blocks = []
+        req.num_computed_tokens = 0
+        req.num_committed_blocks = 0
+        req.num_preemptions += 1
+        req.status = WAITING
+        self.waiting.appendleft(req)
+
+    def _activate_loras(self, batch: _Batch) -> tuple[list[str], float]:
+        """Swap adapters into GPU slots (LRU); a CPU-cache miss also reads from disk."""
+        step = self.profile.step
+        loaded: list[str] = []
+        cost_ms = 0.0
+        for name in dict.fromkeys(r.lora for r, _ in batch.scheduled if r.lora):
+            if name in self.gpu_loras:
+                self.gpu_loras.move_to_end(name)
+                continue
+            cost_ms += step.lora_gpu_load_ms
+            if name in self.cpu_loras:
+                self.cpu_loras.move_to_end(name)
+            else:
+                cost_ms += step.lora_disk_load_ms
+                self.cpu_loras[name] = None
+                while len(self.cpu_loras) > self.max_cpu_loras:
+                    self.cpu_loras.popitem(last=False)
+            self.gpu_loras[name] = None
+            while len(self.gpu_loras) > self.max_loras:
+                self.gpu_loras.popitem(last=False)
+            loaded.append(name)
+        return loaded, cost_ms / 1000.0
+
+    def _step_seconds(self, batch: _Batch) -> float:
+        num_tokens = 0
+        decode_context = 0
+        prefill_attention = 0.0
+        has_lora = False
+        for req, num_new in batch.scheduled:
+            num_tokens += num_new
+            has_lora = has_lora or req.lora is not None
+            if num_new == 1 and req.num_computed_tokens >= req.num_prompt_tokens:
+                decode_context += req.num_computed_tokens + 1
+            else:
+                p = req.num_computed_tokens
+                prefill_attention += num_new * p + num_new * num_new / 2
+        seconds = self.profile.step.step_seconds(num_tokens, decode_context, prefill_attention)
+        return seconds * (self.profile.step.lora_factor if has_lora else 1.0)
+
+    # ----- end of a step ------------------------------------------------------------------------
+
+    def _complete(self, batch: _Batch, start: float, duration: float, loaded: list[str]) -> StepReport:
+        end = start + duration
+        itls: list[float] = []
+        new_tokens = 0
+        bs = self.pool.block_size
+        for req, num_new in batch.scheduled:
+            if req.status != RUNNING:
+                continue  # aborted while the step ran
+            req.num_computed_tokens += num_new
+            full = req.num_computed_tokens // bs
+            if full > req.num_committed_blocks:
+                self._extend_hashes(req, full)
+                for i in range(req.num_committed_blocks, full):
+                    self.pool.commit(req.blocks[i], req.block_hashes[i])
+                req.num_committed_blocks = full
+            if req.num_computed_tokens < req.num_tokens:
+                continue  # a prefill chunk: no token yet
+            if req.last_token_time is not None and req.num_preemptions == 0:
+                itls.append(end - req.last_token_time)
+            new_tokens += 1
+            self._sample(req, end)
+        self.num_steps += 1
+        report = StepReport(start, duration, sum(n for _, n in batch.scheduled), len(batch.preempted), itls,
+                            new_tokens, loaded)  # fmt: skip
+        for hook in self.step_hooks:
+            hook(report)
+        return report
+
+    def _sample(self, req: SimRequest, now: float) -> None:
+        if req.first_token_time is None:
+            req.first_token_time = now
+        req.last_token_time = now
+        n = len(req.output_token_ids) + 1
+        if n == req.target_len and req.ends_with_eos:
+            token_id, text = EOS_ID, ""
+        else:
+            token_id = self._next_piece(req)
+            text = self.tokenizer.piece(token_id)
+        req.output_token_ids.append(token_id)
+        finish: str | None = None
+        stop_reason: str | None = None
+        if req.stop and text:
+            window = req.output_text[-64:] + text
+            for s in req.stop:
+                at = window.find(s)
+                if at >= 0:
+                    text = window[:at][len(req.output_text[-64:]) :] if at >= len(req.output_text[-64:]) else ""
+                    finish, stop_reason = "stop", s
+                    break
+        req.output_text += text
+        if finish is None and n >= req.target_len:
+            finish = "stop" if req.ends_with_eos else "length"
+        event = TokenEvent(token_id, text, now, finish, stop_reason)
+        if finish is not None:
+            self.running.remove(req)
+            self._finish(req, finish, stop_reason, now, event)
+        elif req.on_token is not None:
+            req.on_token(event)
+
+    def _finish(
+        self, req: SimRequest, reason: str, stop_reason: str | None, now: float, event: TokenEvent | None = None
+    ) -> None:
+        req.status = FINISHED
+        req.finish_reason = reason
+        req.stop_reason = stop_reason
+        req.finish_time = now
+        self.pool.release(req.blocks)
+        req.blocks = []
+        del self.requests[req.request_id]
+        if req.lora and req.first_scheduled_time is not None:
+            self._track_lora(req.lora, -1)
+        for hook in self.finish_hooks:
+            hook(req)
+        if req.on_token is not None:
+            req.on_token(event or TokenEvent(-1, "", now, reason, stop_reason))
+
+    def _track_lora(self, name: str, delta: int) -> None:
+        count = self.tracked_loras.get(name, 0) + delta
+        if count > 0:
+            self.tracked_loras[name] = count
+        else:
+            self.tracked_loras.pop(name, None)
+
+    # ----- deterministic sampling ---------------------------------------------------------------
+
+    def _request_seed(self, req: SimRequest) -> int:
+        """Same seed + same prompt (or same request seed) gives the same answer."""
+        self._counter += 1
+        key = (self.seed, req.seed, req.lora, req.prompt_token_ids)
+        return xxhash.xxh3_64_intdigest(repr(key).encode())
+
+    def _draw_output_len(self, rng: random.Random) -> int:
+        dist = self.profile.output_len
+        drawn = round(rng.lognormvariate(math.log(dist.median), dist.sigma))
+        return max(dist.min, min(dist.max, drawn))
+
+    def _next_piece(self, req: SimRequest) -> int:
+        if not req._pending_pieces:
+            assert req._rng is not None
+            req._pending_pieces = list(req._rng.choice(self.tokenizer.words))
+        return req._pending_pieces.pop(0)

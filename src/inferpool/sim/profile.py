@@ -1,0 +1,80 @@
+"""Hardware profiles: the engine's constants as data, so a user can add a GPU or model by YAML."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class StepCost(BaseModel):
+    """Step time = overhead + scheduled tokens + attended context (sim-calibration.md §6)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_ms: float = 6.4
+    per_token_ms: float = 0.0224
+    free_tokens: int = 128
+    per_context_token_ms: float = 4.37e-5
+    per_prefill_attention_ms: float = 8.3e-7
+    lora_factor: float = 1.05
+    lora_gpu_load_ms: float = 5.0
+    lora_disk_load_ms: float = 40.0
+
+    def step_seconds(self, num_tokens: int, decode_context: int, prefill_attention: float) -> float:
+        ms = (
+            self.base_ms
+            + self.per_token_ms * max(0, num_tokens - self.free_tokens)
+            + self.per_context_token_ms * decode_context
+            + self.per_prefill_attention_ms * prefill_attention
+        )
+        return ms / 1000.0
+
+
+class OutputLength(BaseModel):
+    """Lognormal output length, clipped: ShareGPT answers have a median near 128 and a long tail."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    median: float = 128.0
+    sigma: float = 1.0
+    min: int = 1
+    max: int = 4096
+
+
+class HardwareProfile(BaseModel):
+    """One model on one GPU, as vLLM would configure it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    model: str = "meta-llama/Llama-3.1-8B-Instruct"
+    block_size: int = Field(16, gt=0)
+    num_gpu_blocks: int = Field(28000, gt=1)
+    max_num_batched_tokens: int = Field(8192, gt=0)
+    max_num_seqs: int = Field(1024, gt=0)
+    max_model_len: int = Field(131072, gt=1)
+    gpu_memory_utilization: float = 0.9
+    step: StepCost = StepCost()
+    output_len: OutputLength = OutputLength()
+
+
+BUILTIN_PROFILES = ("llama-3.1-8b-h100",)
+
+
+def load_profile(name_or_path: str) -> HardwareProfile:
+    """A built-in profile by name, or any YAML file by path."""
+    path = Path(name_or_path)
+    if name_or_path in BUILTIN_PROFILES:
+        text = resources.files("inferpool.sim").joinpath(f"profiles/{name_or_path}.yaml").read_text("utf-8")
+    elif path.suffix in (".yaml", ".yml") and path.is_file():
+        text = path.read_text("utf-8")
+    else:
+        known = ", ".join(BUILTIN_PROFILES)
+        raise ValueError(f"unknown profile {name_or_path!r}: use one of {known} or a path to a .yaml file")
+    data = yaml.safe_load(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"profile {name_or_path!r} is not a YAML mapping")
+    return HardwareProfile.model_validate(data)
