@@ -12,6 +12,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+from inferpool.lora.command import lora_syncer  # noqa: E402
+
+app.command("lora-syncer")(lora_syncer)
+
 
 def main() -> None:
     app()
