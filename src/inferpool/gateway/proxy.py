@@ -11,7 +11,7 @@ import asyncio
 import itertools
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -41,17 +41,18 @@ class Routed(Protocol):
 
     candidates: list[Endpoint]
     body: bytes
+    incoming_model: str
 
     def dispatched(self, endpoint: Endpoint) -> None: ...
-    def response_started(self, status: int, headers: dict[str, str]) -> None: ...
+    def response_started(self, status: int, headers: Mapping[str, str]) -> None: ...
     def response_data(self, chunk: bytes) -> None: ...
-    def finish(self, status: int, error: str | None = None) -> None: ...
+    def finish(self, status: int, error: str | None = None) -> object: ...
 
 
 class Core(Protocol):
     """The request core (request.Director) as the data plane uses it."""
 
-    async def route(
+    def route(
         self, pool: str, path: str, headers: dict[str, str], body: bytes, subset: frozenset[str] | None = None
     ) -> Routed: ...
 
@@ -100,6 +101,7 @@ class Proxy:
         config: ProxyConfig,
         services: dict[str, list[tuple[str, int]]] | None = None,
         on_exchange: Callable[[Exchange], None] | None = None,
+        on_routed: Callable[[Routed], None] | None = None,
     ) -> None:
         self.table = table
         self.datastore = datastore
@@ -108,6 +110,7 @@ class Proxy:
         self.services = services or {}
         self._rr: dict[str, itertools.count[int]] = {}
         self._on_exchange = on_exchange
+        self._on_routed = on_routed
         self._session: aiohttp.ClientSession | None = None
         self.in_flight = 0
         self._idle = asyncio.Event()
@@ -254,8 +257,10 @@ class Proxy:
                 raise InferenceError(
                     500, f"InferencePool {backend.key} referenced by {match.route.key} does not exist."
                 )
-            routed = await self.core.route(backend.key, request.path_qs, headers, body)
+            routed = self.core.route(backend.key, request.path_qs, headers, body)
             ex.routed = routed
+            if self._on_routed is not None:
+                self._on_routed(routed)
             candidates = list(routed.candidates)
             body = routed.body
         else:

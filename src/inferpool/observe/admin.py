@@ -29,7 +29,11 @@ class Decision:
     target_model: str | None
     picked: str | None  # endpoint name that served (or was last tried)
     status: int
-    ranked: list[dict[str, Any]] = field(default_factory=list)  # [{endpoint, total, scores}]
+    ranked: list[dict[str, Any]] = field(default_factory=list)  # [{endpoint, hostport, total, scores}]
+    profile: str | None = None
+    ttft_s: float | None = None
+    e2e_s: float | None = None
+    attempts: int = 0
     ts: float = field(default_factory=time.time)
 
 
