@@ -20,6 +20,9 @@ class SchedulingRequest:
     max_tokens: int | None = None
     headers: dict[str, str] = field(default_factory=dict)  # lower-cased request headers
     subset: frozenset[str] | None = None  # ext_proc subset hint: allowed "ip:port"s, None = all
+    # True: target_model is a LoRA adapter; False: the base model (LoRA affinity is neutral);
+    # None: unknown, scored as an adapter like upstream does.
+    lora_adapter: bool | None = None
 
 
 @dataclass
@@ -37,7 +40,9 @@ class SchedulingResult:
     ranked: list[ScoredEndpoint]
     filtered_out: dict[str, str] = field(default_factory=dict)  # endpoint name -> filter that removed it
     duration_s: float = 0.0
-    shed: bool = False  # the profile refused the request (legacy-v0.3 drops non-critical at saturation): 429
+    # A filter decided the request must be rejected now (legacy-v0.3 shedding); the caller answers 429.
+    # `ranked` is then empty and `filtered_out` says why.
+    shed: bool = False
 
     @property
     def endpoints(self) -> list[Endpoint]:

@@ -1,0 +1,230 @@
+"""EndpointPickerConfig: the upstream YAML that names plugins and wires them into profiles.
+
+    apiVersion: inference.networking.x-k8s.io/v1alpha1
+    kind: EndpointPickerConfig
+    plugins:
+    - type: prefix-cache-scorer
+      parameters: {hashBlockSize: 64}
+    - type: max-score-picker
+    schedulingProfiles:
+    - name: default
+      plugins:
+      - pluginRef: prefix-cache-scorer
+        weight: 3
+      - pluginRef: max-score-picker
+
+Plugins play the role their type implies (filter, scorer or picker); `weight` applies to
+scorers only (default 1); a profile without a picker gets `max-score-picker`, as upstream.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from inferpool.scheduling.framework import Filter, Picker, Profile, Scheduler, WeightedScorer
+from inferpool.scheduling.plugins import REGISTRY
+from inferpool.scheduling.plugins.max_score import MaxScorePicker
+
+API_VERSIONS = (
+    "inference.networking.x-k8s.io/v1alpha1",
+    "config.apix.gateway-api-inference-extension.sigs.k8s.io/v1alpha1",
+)
+
+BUILTIN_PROFILES: tuple[str, ...] = (
+    "default",
+    "legacy-v0.3",
+    "round-robin",
+    "random",
+    "least-request",
+    "prefix-aware",
+)
+
+
+class ConfigError(ValueError):
+    """An EndpointPickerConfig that cannot be used; `problems` holds one line per problem."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(f"invalid EndpointPickerConfig {source}:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class PluginSpec(_Model):
+    type: str = Field(min_length=1)
+    name: str | None = Field(None, min_length=1)
+    parameters: dict[str, Any] | None = None
+
+    @property
+    def instance_name(self) -> str:
+        return self.name or self.type
+
+
+class ProfilePlugin(_Model):
+    plugin_ref: str = Field(alias="pluginRef", min_length=1)
+    weight: float | None = Field(None, ge=0)
+
+
+class SchedulingProfileSpec(_Model):
+    name: str = Field(min_length=1)
+    plugins: list[ProfilePlugin] = Field(min_length=1)
+
+
+class EndpointPickerConfig(_Model):
+    api_version: Literal[API_VERSIONS] = Field(alias="apiVersion")  # type: ignore[valid-type]
+    kind: Literal["EndpointPickerConfig"]
+    plugins: list[PluginSpec] = Field(min_length=1)
+    scheduling_profiles: list[SchedulingProfileSpec] = Field(alias="schedulingProfiles", min_length=1)
+    # Upstream sections inferpool configures elsewhere (admission, scraping); accepted, not used here.
+    feature_gates: list[str] | None = Field(None, alias="featureGates")
+    saturation_detector: dict[str, Any] | None = Field(None, alias="saturationDetector")
+    data_layer: dict[str, Any] | None = Field(None, alias="dataLayer")
+    flow_control: dict[str, Any] | None = Field(None, alias="flowControl")
+    parser: dict[str, Any] | None = None
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(document)"
+
+
+def _validation_problems(err: ValidationError, prefix: str = "") -> list[str]:
+    problems = []
+    for e in err.errors():
+        loc = _loc(tuple(e["loc"]))
+        where = f"{prefix}.{loc}" if prefix and loc != "(document)" else (prefix or loc)
+        problems.append(f"{where}: {e['msg']}")
+    return problems
+
+
+def parse_config(text: str, source: str = "<string>") -> EndpointPickerConfig:
+    """Parse and validate the YAML text of an EndpointPickerConfig."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "(document)"
+        raise ConfigError(source, [f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}"]) from None
+    if not isinstance(data, dict):
+        raise ConfigError(
+            source, ["(document): expected a mapping with apiVersion, kind, plugins, schedulingProfiles"]
+        )
+    try:
+        return EndpointPickerConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, _validation_problems(exc)) from None
+
+
+def _build_plugins(config: EndpointPickerConfig, problems: list[str]) -> dict[str, tuple[str, object]]:
+    built: dict[str, tuple[str, object]] = {}
+    for i, spec in enumerate(config.plugins):
+        where = f"plugins[{i}]"
+        plugin_type = REGISTRY.get(spec.type)
+        if plugin_type is None:
+            problems.append(
+                f"{where}.type: unknown plugin type {spec.type!r}; known: {', '.join(sorted(REGISTRY))}"
+            )
+            continue
+        if spec.instance_name in built:
+            problems.append(f"{where}.name: duplicate plugin name {spec.instance_name!r}")
+            continue
+        try:
+            params = plugin_type.params.model_validate(spec.parameters or {})
+        except ValidationError as exc:
+            problems.extend(_validation_problems(exc, f"{where}.parameters"))
+            continue
+        built[spec.instance_name] = (plugin_type.kind, plugin_type.build(spec.instance_name, params))
+    return built
+
+
+def _build_profile(
+    index: int, spec: SchedulingProfileSpec, plugins: dict[str, tuple[str, object]], problems: list[str]
+) -> Profile | None:
+    filters: list[Filter] = []
+    scorers: list[WeightedScorer] = []
+    pickers: list[Picker] = []
+    start = len(problems)
+    for j, ref in enumerate(spec.plugins):
+        where = f"schedulingProfiles[{index}].plugins[{j}]"
+        found = plugins.get(ref.plugin_ref)
+        if found is None:
+            problems.append(f"{where}.pluginRef: no plugin named {ref.plugin_ref!r} in plugins")
+            continue
+        kind, plugin = found
+        if kind != "scorer" and ref.weight is not None:
+            problems.append(f"{where}.weight: {ref.plugin_ref!r} is a {kind}; weight applies to scorers only")
+        elif kind == "scorer":
+            scorers.append(WeightedScorer(plugin, 1.0 if ref.weight is None else ref.weight))  # type: ignore[arg-type]
+        elif kind == "filter":
+            filters.append(plugin)  # type: ignore[arg-type]
+        else:
+            pickers.append(plugin)  # type: ignore[arg-type]
+    if len(pickers) > 1:
+        problems.append(f"schedulingProfiles[{index}].plugins: more than one picker ({len(pickers)})")
+    if len(problems) > start:
+        return None
+    return Profile(spec.name, filters, scorers, pickers[0] if pickers else MaxScorePicker())
+
+
+def build_scheduler(
+    config: EndpointPickerConfig, profile: str | None = None, source: str = "<config>"
+) -> Scheduler:
+    """Instantiate the plugins and return a Scheduler for one of the config's profiles.
+
+    `profile` names the profile to run; it may be left out when the config has only one.
+    """
+    problems: list[str] = []
+    plugins = _build_plugins(config, problems)
+    names = [p.name for p in config.scheduling_profiles]
+    if len(set(names)) != len(names):
+        problems.append("schedulingProfiles: profile names must be unique")
+    chosen: Profile | None = None
+    for i, spec in enumerate(config.scheduling_profiles):
+        built = _build_profile(i, spec, plugins, problems)
+        if profile is None or spec.name == profile:
+            chosen = chosen or built
+    if profile is None and len(names) > 1:
+        problems.append(
+            f"schedulingProfiles: {len(names)} profiles ({', '.join(names)}); say which one to run"
+        )
+    elif profile is not None and profile not in names:
+        problems.append(f"schedulingProfiles: no profile named {profile!r} (have {', '.join(names)})")
+    if problems or chosen is None:
+        raise ConfigError(source, problems or ["schedulingProfiles: no usable profile"])
+    return Scheduler(chosen)
+
+
+def builtin_config_text(name: str) -> str:
+    """The YAML of a built-in profile, shipped as package data."""
+    if name not in BUILTIN_PROFILES:
+        raise ConfigError(
+            name, [f"unknown built-in profile {name!r}; built-ins: {', '.join(BUILTIN_PROFILES)}"]
+        )
+    return resources.files("inferpool.scheduling").joinpath("profiles", f"{name}.yaml").read_text("utf-8")
+
+
+def load_scheduler(profile_or_path: str | Path | None = None, *, profile: str | None = None) -> Scheduler:
+    """A Scheduler from a built-in profile name (default: "default") or an EndpointPickerConfig file.
+
+    Raises ConfigError, whose message lists every problem found, never a traceback-only error.
+    """
+    target = "default" if profile_or_path is None else profile_or_path
+    if isinstance(target, str) and target in BUILTIN_PROFILES:
+        return build_scheduler(parse_config(builtin_config_text(target), target), target, target)
+    path = Path(target)
+    if not path.is_file():
+        raise ConfigError(
+            str(target), [f"not a built-in profile ({', '.join(BUILTIN_PROFILES)}) and not a readable file"]
+        )
+    source = str(path)
+    return build_scheduler(parse_config(path.read_text("utf-8"), source), profile, source)

@@ -1,0 +1,190 @@
+"""The scheduling framework: filters narrow, scorers rank, a picker orders; a profile wires them.
+
+Shaped like the upstream Endpoint Picker so its configs and plugin names carry over. Plugins
+are plain objects that satisfy one of the protocols below; stateful ones (prefix cache,
+round-robin) also implement some of the `on_*` hooks and keep their state on the instance.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from inferpool.scheduling.types import SchedulingRequest, SchedulingResult, ScoredEndpoint
+from inferpool.state import Endpoint
+
+
+class ShedRequest(Exception):
+    """Raised by a filter that decides the request must be rejected now (the caller answers 429).
+
+    An exception rather than a return value because shedding is rare and must stop the
+    whole cycle, not just one filter.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@runtime_checkable
+class Filter(Protocol):
+    """Removes endpoints that must not serve the request.
+
+    A `soft` filter expresses a preference: when it would remove every endpoint, the
+    scheduler ignores it and passes its input on unchanged (the upstream v0.3 behaviour,
+    where a failed filter hands the original set to the next one).
+    """
+
+    name: str
+    soft: bool
+
+    def filter(self, req: SchedulingRequest, endpoints: list[Endpoint]) -> list[Endpoint]: ...
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """Rates each endpoint from 0 (worst) to 1 (best); endpoints left out count as 0."""
+
+    name: str
+
+    def score(self, req: SchedulingRequest, endpoints: list[Endpoint]) -> dict[Endpoint, float]: ...
+
+
+@runtime_checkable
+class Picker(Protocol):
+    """Orders the scored endpoints: the first is the pick, the rest are fallbacks in order."""
+
+    name: str
+
+    def pick(self, scored: list[ScoredEndpoint]) -> list[ScoredEndpoint]: ...
+
+
+@dataclass
+class WeightedScorer:
+    scorer: Scorer
+    weight: float
+
+
+@dataclass
+class Profile:
+    """One scheduling recipe: filters in order, weighted scorers, one picker."""
+
+    name: str
+    filters: list[Filter]
+    scorers: list[WeightedScorer]
+    picker: Picker
+
+    def plugins(self) -> list[object]:
+        """Every distinct plugin instance in this profile (a plugin may play several roles)."""
+        seen: dict[int, object] = {}
+        for plugin in [*self.filters, *(w.scorer for w in self.scorers), self.picker]:
+            seen.setdefault(id(plugin), plugin)
+        return list(seen.values())
+
+
+def _clamp(value: float) -> float:
+    """Keep one misbehaving scorer (NaN, out of range) from dominating the weighted sum."""
+    if value != value or value <= 0.0:  # NaN or non-positive
+        return 0.0
+    return value if value < 1.0 else 1.0
+
+
+class Scheduler:
+    """Runs one profile over a pool's candidate endpoints.
+
+    Not thread-safe by design: like the datastore, it lives on one event loop.
+    """
+
+    def __init__(self, profile: Profile) -> None:
+        self._profile = profile
+        plugins = profile.plugins()
+        self._routed_hooks = [p.on_routed for p in plugins if hasattr(p, "on_routed")]  # type: ignore[attr-defined]
+        self._completed_hooks = [p.on_completed for p in plugins if hasattr(p, "on_completed")]  # type: ignore[attr-defined]
+        self._removed_hooks = [
+            p.on_endpoint_removed  # type: ignore[attr-defined]
+            for p in plugins
+            if hasattr(p, "on_endpoint_removed")
+        ]
+
+    @property
+    def profile(self) -> Profile:
+        return self._profile
+
+    @property
+    def profile_name(self) -> str:
+        return self._profile.name
+
+    def schedule(self, req: SchedulingRequest, candidates: Sequence[Endpoint]) -> SchedulingResult:
+        """Filter, score and order `candidates` for `req`.
+
+        An empty `ranked` with `shed=False` means nothing can serve the request (the caller
+        answers 503); with `shed=True` a filter rejected it on purpose (429).
+        """
+        start = time.perf_counter()
+        filtered_out: dict[str, str] = {}
+        endpoints = self._apply_subset(req, candidates, filtered_out)
+        for flt in self._profile.filters:
+            if not endpoints:
+                break
+            try:
+                kept = flt.filter(req, endpoints)
+            except ShedRequest as shed:
+                for endpoint in endpoints:
+                    filtered_out[endpoint.name] = f"{flt.name}: {shed.reason}"
+                return SchedulingResult(
+                    self._profile.name, [], filtered_out, time.perf_counter() - start, shed=True
+                )
+            if not kept and flt.soft:
+                continue
+            if len(kept) != len(endpoints):
+                keep = set(kept)
+                for endpoint in endpoints:
+                    if endpoint not in keep:
+                        filtered_out[endpoint.name] = flt.name
+            endpoints = kept
+        ranked = self._profile.picker.pick(self._score(req, endpoints)) if endpoints else []
+        return SchedulingResult(self._profile.name, ranked, filtered_out, time.perf_counter() - start)
+
+    def _apply_subset(
+        self, req: SchedulingRequest, candidates: Sequence[Endpoint], filtered_out: dict[str, str]
+    ) -> list[Endpoint]:
+        if req.subset is None:
+            return list(candidates)
+        kept = []
+        for endpoint in candidates:
+            if endpoint.hostport in req.subset or f"{endpoint.address}:{endpoint.port}" in req.subset:
+                kept.append(endpoint)
+            else:
+                filtered_out[endpoint.name] = "subset"
+        return kept
+
+    def _score(self, req: SchedulingRequest, endpoints: list[Endpoint]) -> list[ScoredEndpoint]:
+        results = [(w.scorer.name, w.weight, w.scorer.score(req, endpoints)) for w in self._profile.scorers]
+        scored = []
+        for endpoint in endpoints:
+            raw: dict[str, float] = {}
+            total = 0.0
+            for name, weight, scores in results:
+                value = _clamp(scores.get(endpoint, 0.0))
+                raw[name] = value
+                total += weight * value
+            scored.append(ScoredEndpoint(endpoint, total, raw))
+        return scored
+
+    # -- lifecycle hooks, called by the request core ---------------------------------
+    def on_routed(self, req: SchedulingRequest, endpoint: Endpoint) -> None:
+        """The request was sent to `endpoint` (stateful plugins learn from it)."""
+        for hook in self._routed_hooks:
+            hook(req, endpoint)
+
+    def on_completed(self, req: SchedulingRequest, endpoint: Endpoint) -> None:
+        """The request finished on `endpoint`, on any exit path."""
+        for hook in self._completed_hooks:
+            hook(req, endpoint)
+
+    def on_endpoint_removed(self, name: str) -> None:
+        """An endpoint left the pool: plugins drop what they remember about it."""
+        for hook in self._removed_hooks:
+            hook(name)

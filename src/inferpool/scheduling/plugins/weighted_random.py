@@ -1,0 +1,34 @@
+"""weighted-random-picker: pick with probability proportional to the total score."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+
+from inferpool.scheduling.types import ScoredEndpoint
+
+
+@dataclass
+class WeightedRandomPicker:
+    """A weighted random order without replacement (Efraimidis–Spirakis keys log(u)/w).
+
+    The first entry is endpoint i with probability w_i / Σw; the rest are fallbacks drawn
+    the same way. Zero-score endpoints come last, in random order; if every score is 0 the
+    pick is uniform.
+    """
+
+    name: str = "weighted-random-picker"
+    rng: random.Random = field(default_factory=random.Random)
+
+    def pick(self, scored: list[ScoredEndpoint]) -> list[ScoredEndpoint]:
+        rand = self.rng.random
+        keys = []
+        for i, s in enumerate(scored):
+            u = 1.0 - rand()  # (0, 1]: log is finite
+            if s.total > 0:
+                keys.append((0, math.log(u) / s.total, i))
+            else:
+                keys.append((-1, u, i))
+        keys.sort(reverse=True)
+        return [scored[i] for _, _, i in keys]
