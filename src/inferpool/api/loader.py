@@ -1,0 +1,480 @@
+"""Load what `kubectl apply -f` takes (files, directories, multi-document YAML) into typed resources.
+
+Every problem is reported as `file:line: Kind/name: field: message`, pointing at the
+line of the field at fault, so `inferpool validate` reads like a compiler.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path as FsPath
+from typing import Any
+
+from pydantic import ValidationError
+
+from inferpool.api.common import ObjectMeta, Origin, Resource
+from inferpool.api.gateway import Gateway, HTTPRoute, Listener
+from inferpool.api.gke import HealthCheckPolicy
+from inferpool.api.inference import (
+    InferenceModel,
+    InferenceModelRewrite,
+    InferenceObjective,
+    InferencePool,
+    InferencePoolV1,
+    InferencePoolV1Alpha2,
+)
+from inferpool.api.problems import LoadError, Problem, Severity, format_path, from_validation_error
+from inferpool.api.workloads import (
+    Ignored,
+    Invalid,
+    LoRAConfigMap,
+    ModelServerDeployment,
+    TLSSecret,
+    parse_deployment,
+    parse_lora_config_map,
+    parse_tls_secret,
+)
+from inferpool.api.yamlpos import Document, Path, YAMLSyntaxError, parse_documents
+
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+@dataclass(frozen=True)
+class IgnoredObject:
+    """A valid object inferpool does not act on (RBAC, ServiceAccount, other Deployments...)."""
+
+    file: str
+    line: int
+    api_version: str
+    kind: str
+    name: str | None
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.kind}/{self.name or '<unnamed>'}: ignored ({self.reason})"
+
+
+@dataclass
+class ManifestSet:
+    """Everything read from a set of manifest files, by kind, with the problems found."""
+
+    pools: list[InferencePool] = field(default_factory=list)
+    models: list[InferenceModel] = field(default_factory=list)
+    objectives: list[InferenceObjective] = field(default_factory=list)
+    rewrites: list[InferenceModelRewrite] = field(default_factory=list)
+    gateways: list[Gateway] = field(default_factory=list)
+    routes: list[HTTPRoute] = field(default_factory=list)
+    health_check_policies: list[HealthCheckPolicy] = field(default_factory=list)
+    deployments: list[ModelServerDeployment] = field(default_factory=list)
+    lora_configs: list[LoRAConfigMap] = field(default_factory=list)
+    secrets: list[TLSSecret] = field(default_factory=list)
+    ignored: list[IgnoredObject] = field(default_factory=list)
+    errors: list[LoadError] = field(default_factory=list)
+    warnings: list[LoadError] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    documents: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def find_pool(self, name: str, namespace: str = "default") -> InferencePool | None:
+        return next((p for p in self.pools if p.name == name and p.namespace == namespace), None)
+
+    def find_gateway(self, name: str, namespace: str = "default") -> Gateway | None:
+        return next((g for g in self.gateways if g.name == name and g.namespace == namespace), None)
+
+    def find_secret(self, name: str, namespace: str = "default") -> TLSSecret | None:
+        return next((s for s in self.secrets if s.name == name and s.namespace == namespace), None)
+
+    def tls_for_listener(self, gateway: Gateway, listener: Listener) -> TLSSecret | None:
+        """The certificate and key an HTTPS listener serves: its first certificateRef that resolves."""
+        if listener.tls is None:
+            return None
+        for ref in listener.tls.certificate_refs:
+            if ref.kind == "Secret" and ref.group == "":
+                secret = self.find_secret(ref.name, ref.namespace or gateway.namespace)
+                if secret is not None:
+                    return secret
+        return None
+
+    def lora_config_for(self, deployment: ModelServerDeployment) -> LoRAConfigMap | None:
+        """The vLLMLoRAConfig the Deployment's syncer container mounts, if any."""
+        if deployment.lora_config_map is None:
+            return None
+        for config_map in self.lora_configs:
+            if config_map.name == deployment.lora_config_map and config_map.namespace == deployment.namespace:
+                if deployment.lora_config_key in (None, config_map.key):
+                    return config_map
+        return None
+
+    def routes_for(self, gateway: Gateway) -> list[HTTPRoute]:
+        return [
+            route
+            for route in self.routes
+            if any(
+                ref.kind == "Gateway"
+                and ref.name == gateway.name
+                and (ref.namespace or route.namespace) == gateway.namespace
+                for ref in route.spec.parent_refs
+            )
+        ]
+
+
+# -- reading files -------------------------------------------------------------------
+
+
+def manifest_files(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[str], list[LoadError]]:
+    """The files `paths` name: files as given, directories walked recursively (sorted)."""
+    files: list[str] = []
+    errors: list[LoadError] = []
+    for raw in paths:
+        path = FsPath(raw)
+        if path.is_dir():
+            found = sorted(
+                str(p) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in MANIFEST_SUFFIXES
+            )
+            files.extend(found)
+        elif path.exists():
+            files.append(str(path))
+        else:
+            errors.append(LoadError(str(path), 1, None, None, None, "no such file or directory"))
+    return files, errors
+
+
+def load_manifests(paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> ManifestSet:
+    """Read and validate manifests; never raises for bad input (problems land in `.errors`)."""
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]
+    files, errors = manifest_files(paths)
+    loader = _Loader(ManifestSet(files=files, errors=errors))
+    for file in files:
+        loader.load_file(file)
+    loader.cross_check()
+    return loader.result
+
+
+def load_text(text: str, file: str = "<string>") -> ManifestSet:
+    """Load manifests from a string (tests, stdin)."""
+    loader = _Loader(ManifestSet(files=[file]))
+    loader.load_text(text, file)
+    loader.cross_check()
+    return loader.result
+
+
+# -- the loader ---------------------------------------------------------------------
+
+
+@dataclass
+class _Entry:
+    """A loaded object with the document it came from (for cross-reference messages)."""
+
+    obj: Any
+    kind: str
+    doc: Document
+    file: str
+
+
+_Handler = Callable[["_Loader", dict[str, Any], Document, str], None]
+
+_PYDANTIC_KINDS: dict[tuple[str, str], tuple[type[Resource], str]] = {
+    ("inference.networking.x-k8s.io/v1alpha2", "InferencePool"): (InferencePoolV1Alpha2, "pools"),
+    ("inference.networking.k8s.io/v1", "InferencePool"): (InferencePoolV1, "pools"),
+    ("inference.networking.x-k8s.io/v1alpha2", "InferenceModel"): (InferenceModel, "models"),
+    ("inference.networking.x-k8s.io/v1alpha2", "InferenceObjective"): (InferenceObjective, "objectives"),
+    ("inference.networking.x-k8s.io/v1alpha2", "InferenceModelRewrite"): (InferenceModelRewrite, "rewrites"),
+    ("gateway.networking.k8s.io/v1", "Gateway"): (Gateway, "gateways"),
+    ("gateway.networking.k8s.io/v1beta1", "Gateway"): (Gateway, "gateways"),
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"): (HTTPRoute, "routes"),
+    ("gateway.networking.k8s.io/v1beta1", "HTTPRoute"): (HTTPRoute, "routes"),
+    ("networking.gke.io/v1", "HealthCheckPolicy"): (HealthCheckPolicy, "health_check_policies"),
+}
+
+# Kinds whose other API versions we name in the message instead of a bare "unknown kind".
+_KNOWN_KINDS = {kind for _, kind in _PYDANTIC_KINDS}
+
+_IGNORED_REASON = {
+    "ServiceAccount": "RBAC is not enforced by inferpool",
+    "Role": "RBAC is not enforced by inferpool",
+    "ClusterRole": "RBAC is not enforced by inferpool",
+    "RoleBinding": "RBAC is not enforced by inferpool",
+    "ClusterRoleBinding": "RBAC is not enforced by inferpool",
+    "Service": "inferpool reaches pods directly",
+    "Namespace": "namespaces are implicit",
+    "GCPTrafficExtension": "GKE load-balancer extension; inferpool screens with its own guard",
+    "GCPRoutingExtension": "GKE load-balancer extension",
+    "GCPBackendPolicy": "GKE load-balancer policy",
+    "CustomResourceDefinition": "inferpool has its resource types built in",
+}
+
+
+def _name_of(data: dict[str, Any]) -> str | None:
+    metadata = data.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    return str(name) if name is not None else None
+
+
+class _Loader:
+    def __init__(self, result: ManifestSet) -> None:
+        self.result = result
+        self.entries: list[_Entry] = []
+
+    # -- reporting ----------------------------------------------------------
+    def report(
+        self,
+        file: str,
+        line: int,
+        kind: str | None,
+        name: str | None,
+        fld: str | None,
+        message: str,
+        severity: Severity = "error",
+    ) -> None:
+        error = LoadError(file, line, kind, name, fld, message, severity)
+        (self.result.errors if severity == "error" else self.result.warnings).append(error)
+
+    def report_problems(
+        self, problems: Iterable[Problem], doc: Document, file: str, kind: str, name: str | None
+    ) -> None:
+        for problem in problems:
+            self.report(
+                file,
+                doc.line_of(problem.path),
+                kind,
+                name,
+                format_path(problem.path) or None,
+                problem.message,
+                problem.severity,
+            )
+
+    # -- input --------------------------------------------------------------
+    def load_file(self, file: str) -> None:
+        try:
+            text = FsPath(file).read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            self.report(file, 1, None, None, None, f"not UTF-8 text: {exc.reason}")
+            return
+        except OSError as exc:
+            self.report(file, 1, None, None, None, f"cannot read: {exc.strerror or exc}")
+            return
+        self.load_text(text, file)
+
+    def load_text(self, text: str, file: str) -> None:
+        try:
+            for doc in parse_documents(text):
+                self.load_document(doc, file)
+        except YAMLSyntaxError as exc:
+            self.report(file, exc.line, None, None, None, exc.message)
+
+    def load_document(self, doc: Document, file: str) -> None:
+        self.result.documents += 1
+        data = doc.data
+        if not isinstance(data, dict):
+            self.report(file, doc.line, None, None, None, "document is not a mapping (a Kubernetes object)")
+            return
+        api_version, kind = data.get("apiVersion"), data.get("kind")
+        name = _name_of(data)
+        for key, value in (("apiVersion", api_version), ("kind", kind)):
+            if not isinstance(value, str) or not value:
+                self.report(
+                    file,
+                    doc.line_of((key,)),
+                    kind if isinstance(kind, str) else None,
+                    name,
+                    key,
+                    "required field is missing" if value is None else "must be a non-empty string",
+                )
+        if not isinstance(api_version, str) or not isinstance(kind, str) or not api_version or not kind:
+            return
+        if kind.endswith("List") and isinstance(data.get("items"), list):
+            for index, item in enumerate(data["items"]):
+                prefix = ("items", index)
+                lines = {path[2:]: line for path, line in doc.lines.items() if path[:2] == prefix}
+                self.load_document(Document(item, doc.lines.get(prefix, doc.line), lines), file)
+            return
+        target = _PYDANTIC_KINDS.get((api_version, kind))
+        if target is not None:
+            self.load_resource(target[0], target[1], data, doc, file)
+        elif (api_version, kind) == ("apps/v1", "Deployment"):
+            self.load_deployment(data, doc, file)
+        elif (api_version, kind) == ("v1", "ConfigMap"):
+            self.load_config_map(data, doc, file)
+        elif (api_version, kind) == ("v1", "Secret"):
+            self.load_secret(data, doc, file)
+        elif kind in _KNOWN_KINDS:
+            self.report(
+                file,
+                doc.line_of(("apiVersion",)),
+                kind,
+                name,
+                "apiVersion",
+                f"unsupported apiVersion {api_version!r} for {kind}",
+            )
+        else:
+            reason = _IGNORED_REASON.get(kind, "kind not used by inferpool")
+            self.ignore(file, doc, api_version, kind, name, reason)
+
+    def ignore(
+        self, file: str, doc: Document, api_version: str, kind: str, name: str | None, reason: str
+    ) -> None:
+        self.result.ignored.append(IgnoredObject(file, doc.line, api_version, kind, name, reason))
+
+    # -- typed kinds --------------------------------------------------------
+    def load_resource(
+        self, model: type[Resource], bucket: str, data: dict[str, Any], doc: Document, file: str
+    ) -> None:
+        kind, name = str(data["kind"]), _name_of(data)
+        try:
+            obj = model.model_validate(data)
+        except ValidationError as exc:
+            self.report_problems(from_validation_error(exc), doc, file, kind, name)
+            return
+        obj.at(file, doc.line)
+        getattr(self.result, bucket).append(obj)
+        self.entries.append(_Entry(obj, kind, doc, file))
+
+    def _metadata(self, data: dict[str, Any], doc: Document, file: str) -> ObjectMeta | None:
+        try:
+            return ObjectMeta.model_validate(data.get("metadata"))
+        except ValidationError as exc:
+            problems = from_validation_error(exc, prefix=("metadata",))
+            self.report_problems(problems, doc, file, str(data["kind"]), _name_of(data))
+            return None
+
+    def load_deployment(self, data: dict[str, Any], doc: Document, file: str) -> None:
+        meta = self._metadata(data, doc, file)
+        if meta is None:
+            return
+        try:
+            deployment, warnings = parse_deployment(data, meta.name, meta.namespace)
+        except Ignored as exc:
+            self.ignore(file, doc, "apps/v1", "Deployment", meta.name, str(exc))
+            return
+        except Invalid as exc:
+            self.report_problems(exc.problems, doc, file, "Deployment", meta.name)
+            return
+        self.report_problems(warnings, doc, file, "Deployment", meta.name)
+        deployment.origin = Origin(file=file, line=doc.line)
+        self.result.deployments.append(deployment)
+        self.entries.append(_Entry(deployment, "Deployment", doc, file))
+
+    def load_config_map(self, data: dict[str, Any], doc: Document, file: str) -> None:
+        meta = self._metadata(data, doc, file)
+        if meta is None:
+            return
+        parsed = parse_lora_config_map(data, meta.name, meta.namespace, doc.lines)
+        if parsed is None:
+            self.ignore(file, doc, "v1", "ConfigMap", meta.name, "holds no vLLMLoRAConfig")
+            return
+        config_map, problems = parsed
+        for line, fld, message in problems:
+            self.report(file, line, "ConfigMap", meta.name, fld, message)
+        if config_map is not None:
+            config_map.origin = Origin(file=file, line=doc.line)
+            self.result.lora_configs.append(config_map)
+            self.entries.append(_Entry(config_map, "ConfigMap", doc, file))
+
+    def load_secret(self, data: dict[str, Any], doc: Document, file: str) -> None:
+        meta = self._metadata(data, doc, file)
+        if meta is None:
+            return
+        try:
+            secret = parse_tls_secret(data, meta.name, meta.namespace)
+        except Ignored as exc:
+            self.ignore(file, doc, "v1", "Secret", meta.name, str(exc))
+            return
+        except Invalid as exc:
+            self.report_problems(exc.problems, doc, file, "Secret", meta.name)
+            return
+        secret.origin = Origin(file=file, line=doc.line)
+        self.result.secrets.append(secret)
+        self.entries.append(_Entry(secret, "Secret", doc, file))
+
+    # -- cross references ---------------------------------------------------
+    def warn(self, entry: _Entry, path: Path, message: str, severity: Severity = "warning") -> None:
+        self.report(
+            entry.file,
+            entry.doc.line_of(path),
+            entry.kind,
+            entry.obj.name,
+            format_path(path),
+            message,
+            severity,
+        )
+
+    def cross_check(self) -> None:
+        result = self.result
+        seen: dict[tuple[str, str, str, str], _Entry] = {}
+        for entry in self.entries:
+            group = entry.obj.api_version.split("/")[0] if isinstance(entry.obj, Resource) else ""
+            first = seen.setdefault((group, entry.kind, entry.obj.namespace, entry.obj.name), entry)
+            if first is not entry:
+                self.warn(
+                    entry,
+                    ("metadata", "name"),
+                    f"duplicate {entry.kind} {entry.obj.name!r} (first defined at {first.file}:{first.doc.line})",
+                    "error",
+                )
+        model_names: dict[tuple[str, str, str], _Entry] = {}
+        for entry in self.entries:
+            obj = entry.obj
+            if isinstance(obj, InferenceModel | InferenceObjective | InferenceModelRewrite):
+                if result.find_pool(obj.spec.pool_ref.name, obj.namespace) is None:
+                    self.warn(
+                        entry,
+                        ("spec", "poolRef", "name"),
+                        f"InferencePool {obj.spec.pool_ref.name!r} not found in namespace {obj.namespace!r}",
+                    )
+            if isinstance(obj, InferenceModel):
+                first = model_names.setdefault(
+                    (obj.namespace, obj.spec.pool_ref.name, obj.spec.model_name), entry
+                )
+                if first is not entry:
+                    self.warn(
+                        entry,
+                        ("spec", "modelName"),
+                        f"modelName {obj.spec.model_name!r} already served on this pool by InferenceModel "
+                        f"{first.obj.name!r} ({first.file}:{first.doc.line}); the first one wins",
+                    )
+            elif isinstance(obj, HTTPRoute):
+                self._check_route(entry, obj)
+            elif isinstance(obj, HealthCheckPolicy):
+                ref = obj.spec.target_ref
+                if ref.kind == "InferencePool" and result.find_pool(ref.name, obj.namespace) is None:
+                    self.warn(entry, ("spec", "targetRef", "name"), f"InferencePool {ref.name!r} not found")
+            elif isinstance(obj, Gateway):
+                for index, listener in enumerate(obj.spec.listeners):
+                    if listener.tls is not None and result.tls_for_listener(obj, listener) is None:
+                        self.warn(
+                            entry,
+                            ("spec", "listeners", index, "tls", "certificateRefs"),
+                            "no kubernetes.io/tls Secret found for this listener",
+                        )
+            elif isinstance(obj, ModelServerDeployment):
+                if obj.lora_config_map is not None and result.lora_config_for(obj) is None:
+                    self.warn(
+                        entry,
+                        ("spec", "template", "spec", "volumes"),
+                        f"ConfigMap {obj.lora_config_map!r} with a vLLMLoRAConfig not found",
+                    )
+
+    def _check_route(self, entry: _Entry, route: HTTPRoute) -> None:
+        for index, ref in enumerate(route.spec.parent_refs):
+            if (
+                ref.kind == "Gateway"
+                and self.result.find_gateway(ref.name, ref.namespace or route.namespace) is None
+            ):
+                self.warn(entry, ("spec", "parentRefs", index, "name"), f"Gateway {ref.name!r} not found")
+        for r, rule in enumerate(route.spec.rules):
+            for b, backend in enumerate(rule.backend_refs):
+                if not backend.is_inference_pool:
+                    continue
+                namespace = backend.namespace or route.namespace
+                if self.result.find_pool(backend.name, namespace) is None:
+                    self.warn(
+                        entry,
+                        ("spec", "rules", r, "backendRefs", b, "name"),
+                        f"InferencePool {backend.name!r} not found in namespace {namespace!r}",
+                    )

@@ -1,0 +1,88 @@
+"""Problems found while loading manifests, in the one-line form editors and CI logs understand."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import ValidationError
+
+from inferpool.api.yamlpos import Path
+
+Severity = Literal["error", "warning"]
+
+
+@dataclass(frozen=True)
+class LoadError:
+    """One problem: `file:line: Kind/name: field: message` (field and Kind/name omitted when unknown)."""
+
+    file: str
+    line: int
+    kind: str | None
+    name: str | None
+    field: str | None
+    message: str
+    severity: Severity = "error"
+
+    def __str__(self) -> str:
+        parts = [f"{self.file}:{self.line}"]
+        if self.kind:
+            parts.append(f"{self.kind}/{self.name or '<unnamed>'}")
+        if self.field:
+            parts.append(self.field)
+        message = self.message if self.severity == "error" else f"warning: {self.message}"
+        parts.append(message)
+        return ": ".join(parts)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A problem at a JSON path of a document, before it is placed in a file."""
+
+    path: Path
+    message: str
+    severity: Severity = "error"
+
+
+def format_path(path: Path) -> str:
+    """("spec", "targetModels", 0, "weight") -> "spec.targetModels[0].weight"."""
+    text = ""
+    for part in path:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif "." in part or "/" in part:
+            text += f"[{part}]" if text else part
+        else:
+            text += f".{part}" if text else part
+    return text
+
+
+def _message(error: dict[str, object]) -> str:
+    kind = error["type"]
+    msg = str(error["msg"])
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "extra_forbidden":
+        return "unknown field"
+    if kind in ("value_error", "assertion_error"):
+        return msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    if kind == "literal_error":
+        return msg.replace("Input should be", "must be")
+    if kind == "dict_type":
+        return "must be a mapping"
+    if kind == "list_type":
+        return "must be a list"
+    return (
+        msg.replace("Input should", "should")
+        .replace("List should", "should")
+        .replace("Dictionary should", "should")
+    )
+
+
+def from_validation_error(exc: ValidationError, prefix: Path = ()) -> list[Problem]:
+    """Pydantic errors as problems at document paths (dict-key errors point at the key itself)."""
+    problems: list[Problem] = []
+    for error in exc.errors():
+        loc = [part for part in error["loc"] if part != "[key]"]
+        problems.append(Problem(path=(*prefix, *loc), message=_message(dict(error))))
+    return problems

@@ -1,0 +1,93 @@
+"""YAML documents with the source line of every field.
+
+PyYAML's composer keeps a `start_mark` on each node; walking the node tree once gives a
+map from JSON path to line, so validation errors can point at the offending field
+instead of at the whole document.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+Path = tuple[str | int, ...]
+
+
+@dataclass
+class Document:
+    """One YAML document: its data, its first line, and the line of each field (all 1-based)."""
+
+    data: Any
+    line: int
+    lines: dict[Path, int] = field(default_factory=dict)
+
+    def line_of(self, path: Path) -> int:
+        """Line of `path`, or of its nearest present ancestor when the field is missing."""
+        for end in range(len(path), 0, -1):
+            line = self.lines.get(path[:end])
+            if line is not None:
+                return line
+        return self.line
+
+
+class YAMLSyntaxError(Exception):
+    """A document that PyYAML cannot parse, with the 1-based line of the problem."""
+
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+        self.message = message
+
+
+def _walk(node: yaml.Node, path: Path, lines: dict[Path, int]) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                continue
+            child = (*path, str(key_node.value))
+            lines[child] = key_node.start_mark.line + 1
+            _walk(value_node, child, lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            child = (*path, index)
+            lines[child] = item.start_mark.line + 1
+            _walk(item, child, lines)
+
+
+def parse_documents(text: str, first_line: int = 1) -> Iterator[Document]:
+    """Yield each non-empty document of a (multi-document) YAML text.
+
+    A syntax error raises YAMLSyntaxError after the documents before it were yielded,
+    so a caller keeps what was readable. `first_line` offsets every line (for YAML
+    embedded in another document, such as a ConfigMap value).
+    """
+    loader = yaml.SafeLoader(text)
+    try:
+        while True:
+            try:
+                if not loader.check_node():
+                    return
+                node = loader.get_node()
+                if node is None:
+                    continue
+                data = loader.construct_document(node)
+            except yaml.MarkedYAMLError as exc:
+                mark = exc.problem_mark or exc.context_mark
+                line = (mark.line if mark is not None else 0) + first_line
+                problem = exc.problem or str(exc)
+                raise YAMLSyntaxError(line, f"YAML syntax error: {problem}") from exc
+            except yaml.YAMLError as exc:
+                raise YAMLSyntaxError(first_line, f"YAML error: {exc}") from exc
+            if data is None:
+                continue
+            offset = first_line - 1
+            lines: dict[Path, int] = {}
+            _walk(node, (), lines)
+            if offset:
+                lines = {path: line + offset for path, line in lines.items()}
+            yield Document(data=data, line=node.start_mark.line + first_line, lines=lines)
+    finally:
+        loader.dispose()
