@@ -1,0 +1,34 @@
+"""A tiny model-server stand-in for scraper and prober tests: serves a page, or fails on demand."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import web
+from scrape_helpers import FakeServer, vllm_page
+
+
+@pytest.fixture
+async def fake_server() -> AsyncIterator[FakeServer]:
+    server = FakeServer(page=vllm_page("72"))
+
+    async def handle(request: web.Request) -> web.Response:
+        server.hits[request.path] = server.hits.get(request.path, 0) + 1
+        if request.path == "/metrics":
+            return web.Response(text=server.page, status=server.metrics_status)
+        if request.path in ("/health", "/custom-health"):
+            return web.Response(status=server.health_status)
+        return web.Response(status=404)
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    server.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield server
+    finally:
+        await runner.cleanup()

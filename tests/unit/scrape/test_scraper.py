@@ -1,0 +1,124 @@
+"""The scraper against a real HTTP server on loopback."""
+
+from __future__ import annotations
+
+import socket
+
+from scrape_helpers import FakeServer, wait_for
+
+from inferpool.scrape import Readiness, ScrapeConfig, Scraper
+from inferpool.state import Datastore, Endpoint, Pool
+
+FAST = ScrapeConfig(interval_s=0.02, timeout_s=2.0, failure_threshold=3)
+
+
+def make_store(port: int, names: tuple[str, ...] = ("pod-0",)) -> Datastore:
+    store = Datastore()
+    store.upsert_pool(Pool("default", "pool", {"app": "x"}, [port]))
+    for name in names:
+        store.upsert_endpoint(Endpoint(name, "127.0.0.1", port, "default/pool", {"app": "x"}))
+    return store
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_scrapes_leaves_rotation_and_comes_back(fake_server: FakeServer) -> None:
+    store = make_store(fake_server.port)
+    (endpoint,) = store.endpoints("default/pool")
+    async with Scraper(store, FAST) as scraper:
+        await wait_for(lambda: endpoint.metrics.scraped_at > 0)
+        assert (endpoint.metrics.waiting_queue_size, endpoint.metrics.running_requests) == (4, 4)
+        assert endpoint.metrics.cache_block_size in (128, None)
+        assert not scraper.is_stale(endpoint)
+
+        fake_server.metrics_status = 500
+        await wait_for(lambda: not endpoint.ready)
+        assert endpoint.consecutive_scrape_failures >= FAST.failure_threshold
+        kept = endpoint.metrics.scraped_at  # last good metrics stay, and age
+        assert scraper.is_stale(endpoint, now=kept + FAST.stale_after_s + 0.1)
+
+        fake_server.metrics_status = 200
+        fake_server.page = fake_server.page.replace(
+            'vllm:num_requests_waiting{engine="0",model_name="tiny-llama"} 4.0',
+            'vllm:num_requests_waiting{engine="0",model_name="tiny-llama"} 9.0',
+        ).replace('vllm:num_requests_waiting{engine="0"} 4.0', 'vllm:num_requests_waiting{engine="0"} 9.0')
+        await wait_for(lambda: endpoint.ready)
+        assert endpoint.consecutive_scrape_failures == 0
+        assert endpoint.metrics.waiting_queue_size == 9
+        assert endpoint.metrics.scraped_at > kept
+
+
+async def test_dead_port_leaves_rotation() -> None:
+    store = make_store(free_port())
+    (endpoint,) = store.endpoints("default/pool")
+    async with Scraper(store, FAST):
+        await wait_for(lambda: not endpoint.ready)
+        assert endpoint.metrics.scraped_at == 0.0
+
+
+async def test_follows_datastore_and_scrapes_shared_address_once(fake_server: FakeServer) -> None:
+    store = make_store(fake_server.port, names=())
+    async with Scraper(store, FAST) as scraper:
+        first = store.upsert_endpoint(Endpoint("a", "127.0.0.1", fake_server.port, "default/pool"))
+        store.upsert_pool(Pool("default", "other", {"app": "x"}, [fake_server.port]))
+        second = store.upsert_endpoint(Endpoint("a", "127.0.0.1", fake_server.port, "default/other"))
+        await wait_for(lambda: first.metrics.scraped_at > 0 and second.metrics.scraped_at > 0)
+        # one address, one target: each scrape serves both pools' endpoint objects
+        assert first.metrics.scraped_at == second.metrics.scraped_at
+        assert first.metrics is not second.metrics
+        before = scraper.scrapes
+        await wait_for(lambda: scraper.scrapes >= before + 5)
+        assert fake_server.count("/metrics") <= scraper.scrapes + scraper.failures + 1
+
+        store.remove_endpoint("default/pool", "a")
+        store.remove_endpoint("default/other", "a")
+        await wait_for(lambda: not scraper._targets)
+        stopped_at = fake_server.count("/metrics")
+        probe = store.upsert_endpoint(Endpoint("b", "127.0.0.1", fake_server.port, "default/pool"))
+        await wait_for(lambda: probe.metrics.scraped_at > 0)
+        assert fake_server.count("/metrics") > stopped_at
+
+
+async def test_engine_label_selects_metric_map(fake_server: FakeServer) -> None:
+    fake_server.page = "sglang:num_queue_reqs 7\nsglang:num_running_reqs 2\nsglang:token_usage 0.5\n"
+    store = make_store(fake_server.port, names=())
+    labels = {"app": "x", "inference.networking.k8s.io/engine-type": "sglang"}
+    endpoint = store.upsert_endpoint(Endpoint("s", "127.0.0.1", fake_server.port, "default/pool", labels))
+    async with Scraper(store, FAST):
+        await wait_for(lambda: endpoint.metrics.scraped_at > 0)
+    assert (endpoint.metrics.waiting_queue_size, endpoint.metrics.running_requests) == (7, 2)
+    assert endpoint.metrics.kv_cache_usage == 0.5
+
+
+async def test_stop_cancels_cleanly(fake_server: FakeServer) -> None:
+    store = make_store(fake_server.port, names=("a", "b"))
+    scraper = Scraper(store, FAST)
+    await scraper.start()
+    await wait_for(lambda: scraper.scrapes > 0)
+    tasks = [t.task for t in scraper._targets.values()]
+    await scraper.stop()
+    assert all(t is not None and t.done() for t in tasks)
+    count = fake_server.count("/metrics")
+    store.upsert_endpoint(Endpoint("c", "127.0.0.1", fake_server.port, "default/pool"))
+    assert not scraper._targets
+    assert fake_server.count("/metrics") == count
+    await scraper.stop()  # idempotent
+
+
+def test_readiness_is_the_and_of_both_signals() -> None:
+    readiness = Readiness()
+    endpoint = Endpoint("e", "127.0.0.1", 1, "default/pool")
+    readiness.set_health(endpoint, False)
+    readiness.set_scrape(endpoint, True)
+    assert not endpoint.ready  # a good scrape does not override a failing health check
+    readiness.set_health(endpoint, True)
+    assert endpoint.ready
+    readiness.set_scrape(endpoint, False)
+    readiness.set_health(endpoint, True)
+    assert not endpoint.ready
+    readiness.set_scrape(endpoint, True)
+    assert endpoint.ready
