@@ -1,0 +1,314 @@
+"""The data plane against small real upstream servers on loopback, with the real request core."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp import web
+
+from inferpool.admission import Admission, AdmissionConfig
+from inferpool.gateway.config import ProxyConfig, ServeConfig
+from inferpool.gateway.routing import (
+    BackendRef,
+    HTTPRoute,
+    Listener,
+    ParentRef,
+    PathMatch,
+    RouteMatch,
+    RouteRule,
+)
+from inferpool.gateway.server import GatewayServer
+from inferpool.observe.accesslog import AccessLog
+from inferpool.request.director import Director
+from inferpool.scheduling import load_scheduler
+from inferpool.state import Datastore, Endpoint, ModelRoute, Pool, TargetModel
+
+GW = "default/gw"
+POOL = "default/pool"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Upstream:
+    """A tiny model server whose behaviour each test sets."""
+
+    name: str
+    behaviour: str = "ok"  # ok | fail500 | sse | slow | hang
+    seen: list[dict[str, object]] = field(default_factory=list)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+    port: int = 0
+    runner: web.AppRunner | None = None
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        self.seen.append({"headers": request.headers.copy(), "body": body, "path": request.path_qs})
+        if self.behaviour == "fail500":
+            return web.json_response({"error": {"message": "boom", "code": 500}}, status=500)
+        if self.behaviour == "hang":
+            try:
+                await asyncio.sleep(60)
+            except asyncio.CancelledError:
+                self.cancelled.set()
+                raise
+        if self.behaviour in ("sse", "slow"):
+            resp = web.StreamResponse(
+                headers={
+                    "Content-Type": "text/event-stream",
+                    "Connection": "keep-alive, X-Up",
+                    "X-Up": "secret",
+                    "Keep-Alive": "timeout=5",
+                }
+            )
+            await resp.prepare(request)
+            await resp.write(b'data: {"choices":[{"text":"a"}]}\n\n')
+            try:
+                if self.behaviour == "slow":
+                    await asyncio.wait_for(self.release.wait(), 30)
+                await resp.write(
+                    b'data: {"choices":[{"text":"b"}],"usage":{"prompt_tokens":3,"total_tokens":5,"completion_tokens":2}}\n\n'
+                )
+                await resp.write(b"data: [DONE]\n\n")
+            except (asyncio.CancelledError, ConnectionResetError):
+                self.cancelled.set()
+                raise
+            await resp.write_eof()
+            return resp
+        model = orjson.loads(body).get("model") if body else None
+        return web.json_response(
+            {
+                "served_by": self.name,
+                "model": model,
+                "usage": {"prompt_tokens": 4, "total_tokens": 6, "completion_tokens": 2},
+            }
+        )
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        self.runner = web.AppRunner(app, handler_cancellation=True)
+        await self.runner.setup()
+        self.port = free_port()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        if self.runner:
+            await self.runner.cleanup()
+
+
+@dataclass
+class Rig:
+    gateway: GatewayServer
+    upstreams: list[Upstream]
+    datastore: Datastore
+    log: io.StringIO
+    url: str
+    session: aiohttp.ClientSession
+
+    async def post(self, path: str = "/v1/completions", **body: object) -> aiohttp.ClientResponse:
+        payload = {"model": "food-review", "prompt": "hi", "max_tokens": 4, **body}
+        return await self.session.post(self.url + path, json=payload)
+
+
+RigFactory = Callable[..., Awaitable[Rig]]
+
+
+@pytest.fixture
+async def rig() -> AsyncIterator[RigFactory]:
+    made: list[Rig] = []
+
+    async def make(
+        *behaviours: str,
+        dead: int = 0,
+        timeout_s: float | None = None,
+        max_body: int = 1 << 20,
+        max_retries: int = 2,
+    ) -> Rig:
+        ds = Datastore()
+        ds.upsert_pool(Pool("default", "pool", {"app": "m"}, [8000]))
+        ds.upsert_model(
+            ModelRoute(
+                "default", "food-review", "food-review", "pool", targets=[TargetModel("food-review-1", 100)]
+            )
+        )
+        upstreams = [Upstream(f"u{i}", b) for i, b in enumerate(behaviours)]
+        for u in upstreams:
+            await u.start()
+        ports = [free_port() for _ in range(dead)] + [u.port for u in upstreams]
+        for i, port in enumerate(ports):
+            ds.upsert_endpoint(Endpoint(f"ep{i}", "127.0.0.1", port, POOL, {"app": "m"}))
+        scheduler = load_scheduler("round-robin")
+        director = Director(ds, lambda _pool: scheduler, Admission(AdmissionConfig(enabled=False)))
+        listener = Listener(GW, "http", free_port())
+        rule = RouteRule(
+            (RouteMatch(PathMatch("PathPrefix", "/v1")),),
+            (BackendRef("InferencePool", "pool", "default"),),
+            timeout_s=timeout_s,
+        )
+        route = HTTPRoute("default", "r", (ParentRef("gw", "default"),), (), (rule,))
+        log = io.StringIO()
+        config = ServeConfig(
+            admin_port=0, proxy=ProxyConfig(max_retries=max_retries, max_body_bytes=max_body)
+        )
+        gateway = GatewayServer(ds, director, [listener], [route], config, access_log=AccessLog(log))
+        await gateway.start()
+        session = aiohttp.ClientSession()
+        r = Rig(gateway, upstreams, ds, log, gateway.bound[0].url, session)
+        made.append(r)
+        return r
+
+    yield make
+    for r in made:
+        await r.session.close()
+        await r.gateway.stop(drain=False)
+        for u in r.upstreams:
+            u.release.set()
+            await u.stop()
+
+
+def log_lines(r: Rig) -> list[dict[str, object]]:
+    return [orjson.loads(line) for line in r.log.getvalue().splitlines()]
+
+
+async def test_forwards_with_rewritten_model_and_served_header(rig: RigFactory) -> None:
+    r = await rig("ok")
+    resp = await r.post()
+    body = await resp.json()
+    assert resp.status == 200
+    assert body["model"] == "food-review-1"  # InferenceModel target rewrote the body
+    assert resp.headers["x-gateway-destination-endpoint-served"] == f"127.0.0.1:{r.upstreams[0].port}"
+    rid = resp.headers["x-request-id"]
+    seen = r.upstreams[0].seen[0]
+    assert seen["headers"]["x-request-id"] == rid  # type: ignore[index]
+    assert int(seen["headers"]["Content-Length"]) == len(seen["body"])  # type: ignore[index, arg-type]
+    line = log_lines(r)[-1]
+    assert line["request_id"] == rid and line["status"] == 200 and line["model"] == "food-review"
+    assert line["target_model"] == "food-review-1" and line["output_tokens"] == 2 and line["scores"]
+
+
+async def test_connect_error_is_retried_on_next_endpoint(rig: RigFactory) -> None:
+    r = await rig("ok", dead=1)
+    for _ in range(4):  # round-robin starts on both endpoints in turn
+        resp = await r.post()
+        assert resp.status == 200, await resp.text()
+        assert (await resp.json())["served_by"] == "u0"
+    attempts = [line["attempts"] for line in log_lines(r)]
+    assert 2 in attempts
+
+
+async def test_5xx_before_first_byte_is_retried_and_last_5xx_is_relayed(rig: RigFactory) -> None:
+    r = await rig("fail500", "ok")
+    for _ in range(2):
+        resp = await r.post()
+        assert resp.status == 200
+    r2 = await rig("fail500", "fail500")
+    resp = await r2.post()
+    assert resp.status == 500
+    assert (await resp.json())["error"]["message"] == "boom"
+
+
+async def test_every_try_failing_is_502(rig: RigFactory) -> None:
+    r = await rig(dead=3, max_retries=1)
+    resp = await r.post()
+    body = await resp.json()
+    assert resp.status == 502
+    assert body["error"]["type"] == "BadGatewayError" and body["error"]["code"] == 502
+    assert "2 tried" in body["error"]["message"]
+
+
+async def test_sse_is_relayed_unbuffered_and_hop_by_hop_dropped(rig: RigFactory) -> None:
+    r = await rig("slow")
+    resp = await r.post(stream=True)
+    assert resp.status == 200
+    assert "x-up" not in resp.headers and "keep-alive" not in resp.headers
+    first = await asyncio.wait_for(resp.content.readuntil(b"\n\n"), 10)  # arrives while upstream still holds
+    assert b'"a"' in first
+    r.upstreams[0].release.set()
+    rest = await resp.read()
+    assert rest.endswith(b"data: [DONE]\n\n")
+    await asyncio.sleep(0)
+    line = log_lines(r)[-1]
+    assert line["output_tokens"] == 2 and line["input_tokens"] == 3 and "ttft_ms" in line
+
+
+async def test_client_disconnect_cancels_upstream(rig: RigFactory) -> None:
+    r = await rig("slow")
+    resp = await r.post(stream=True)
+    await resp.content.readuntil(b"\n\n")
+    resp.close()  # client goes away mid-stream
+    await asyncio.wait_for(r.upstreams[0].cancelled.wait(), 10)
+    for _ in range(100):
+        if r.datastore.endpoints(POOL)[0].in_flight == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert r.datastore.endpoints(POOL)[0].in_flight == 0
+
+
+async def test_route_timeout_is_504(rig: RigFactory) -> None:
+    r = await rig("hang", timeout_s=0.3)
+    resp = await r.post()
+    assert resp.status == 504
+    assert (await resp.json())["error"]["type"] == "GatewayTimeoutError"
+    await asyncio.wait_for(r.upstreams[0].cancelled.wait(), 10)
+
+
+async def test_gateway_errors_are_vllm_shaped(rig: RigFactory) -> None:
+    r = await rig("ok", max_body=200)
+    cases = [
+        (await r.session.post(r.url + "/other", json={}), 404),
+        (await r.post(model="nope"), 404),
+        (await r.session.post(r.url + "/v1/completions", data=b"{bad"), 400),
+        (await r.post(prompt="x" * 500), 413),
+    ]
+    for resp, status in cases:
+        body = await resp.json()
+        assert resp.status == status, body
+        assert set(body["error"]) == {"message", "type", "param", "code"} and body["error"]["code"] == status
+    lines = log_lines(r)
+    assert [line["status"] for line in lines] == [404, 404, 400, 413]
+
+
+async def test_no_ready_endpoint_is_503(rig: RigFactory) -> None:
+    r = await rig("ok")
+    for e in r.datastore.endpoints(POOL):
+        e.ready = False
+    resp = await r.post()
+    assert resp.status == 503
+    assert (await resp.json())["error"]["code"] == 503
+
+
+async def test_models_list_and_admin_api(rig: RigFactory) -> None:
+    r = await rig("ok")
+    resp = await r.session.get(r.url + "/v1/models")
+    body = await resp.json()
+    assert body["object"] == "list" and [m["id"] for m in body["data"]] == ["food-review"]
+    await (await r.post()).read()
+    admin = r.gateway.admin_url
+    metrics = await (await r.session.get(f"{admin}/metrics")).text()
+    assert (
+        'inference_model_request_total{model_name="food-review",target_model_name="food-review-1"} 1.0'
+        in metrics
+    )
+    assert 'inference_pool_ready_pods{name="pool"} 1.0' in metrics
+    assert "inference_extension_scheduler_e2e_duration_seconds_count 1.0" in metrics
+    assert (await r.session.get(f"{admin}/healthz")).status == 200
+    assert (await r.session.get(f"{admin}/readyz")).status == 200
+    state = await (await r.session.get(f"{admin}/api/state")).json()
+    assert state["pools"][0]["key"] == POOL and state["pools"][0]["endpoints"][0]["in_flight"] == 0
+    decisions = (await (await r.session.get(f"{admin}/api/decisions")).json())["decisions"]
+    assert decisions[-1]["status"] == 200 and decisions[-1]["ranked"][0]["scores"] is not None
+    for e in r.datastore.endpoints(POOL):
+        e.ready = False
+    assert (await r.session.get(f"{admin}/readyz")).status == 503
