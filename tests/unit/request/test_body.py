@@ -1,0 +1,177 @@
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from inferpool.request.body import body_kind, estimate_tokens, parse_body, with_model
+from inferpool.request.errors import InferenceError
+
+COMPLETIONS = "/v1/completions"
+CHAT = "/v1/chat/completions"
+
+
+def _error(raw: bytes, path: str = COMPLETIONS) -> InferenceError:
+    with pytest.raises(InferenceError) as info:
+        parse_body(raw, path)
+    assert info.value.status == 400
+    return info.value
+
+
+def test_completion_fields() -> None:
+    raw = b'{"model":"m","prompt":"Hello world!","stream":true,"stream_options":{"include_usage":true},"max_tokens":7}'
+    parsed = parse_body(raw, COMPLETIONS)
+    assert parsed.kind == "completion"
+    assert parsed.model == "m"
+    assert parsed.prompt == "Hello world!"
+    assert parsed.stream is True
+    assert parsed.include_usage is True
+    assert parsed.max_tokens == 7
+    assert parsed.prompt_tokens_estimate == 3  # 12 characters / 4
+
+
+def test_max_completion_tokens_wins() -> None:
+    parsed = parse_body(b'{"model":"m","messages":[],"max_tokens":5,"max_completion_tokens":9}', CHAT)
+    assert parsed.max_tokens == 9
+
+
+def test_defaults() -> None:
+    parsed = parse_body(b'{"model":"m","prompt":"x","stream":null}', COMPLETIONS)
+    assert (parsed.stream, parsed.include_usage, parsed.max_tokens) == (False, False, None)
+
+
+def test_chat_messages_flattened_with_roles() -> None:
+    body = {
+        "model": "m",
+        "messages": [
+            {"role": "system", "content": "You are terse."},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "Look"},
+                    {"type": "image_url", "image_url": {"url": "x"}},
+                ],
+            },
+            {"role": "assistant", "content": None, "tool_calls": []},
+        ],
+    }
+    parsed = parse_body(orjson.dumps(body), CHAT)
+    assert parsed.kind == "chat"
+    assert parsed.prompt == "system: You are terse.\nuser: Look\n<image_url>\nassistant: "
+    assert parsed.prompt_tokens_estimate == estimate_tokens(parsed.prompt)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "text", "tokens"),
+    [
+        (["abcd", "efgh"], "abcd\nefgh", 2),
+        ([1, 2, 3], "1 2 3", 3),
+        ([[1, 2], [3]], "1 2\n3", 3),
+    ],
+)
+def test_prompt_forms(prompt: object, text: str, tokens: int) -> None:
+    parsed = parse_body(orjson.dumps({"model": "m", "prompt": prompt}), COMPLETIONS)
+    assert (parsed.prompt, parsed.prompt_tokens_estimate) == (text, tokens)
+
+
+def test_malformed_json_names_the_offset() -> None:
+    err = _error(b'{"model":"tiny-llama","prompt":"Hello",')
+    assert err.param is not None and err.param.startswith("body.")
+    assert err.err_type == "Bad Request"
+    assert "Malformed JSON" in err.message
+
+
+def test_empty_body_is_malformed() -> None:
+    assert _error(b"").param == "body.0"
+
+
+def test_not_an_object() -> None:
+    err = _error(b"[1, 2]")
+    assert err.param == "body"
+    assert "JSON object" in err.message
+
+
+def test_missing_model_is_400_model() -> None:
+    err = _error(b'{"prompt":"Hello","max_tokens":4}')
+    assert err.param == "model"
+    assert err.body()["error"] == {
+        "message": err.message,
+        "type": "BadRequestError",
+        "param": "model",
+        "code": 400,
+    }
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        (b'{"model":5,"prompt":"x"}', "body.model"),
+        (b'{"model":"","prompt":"x"}', "model"),
+        (b'{"model":"m","prompt":"x","stream":"yes"}', "body.stream"),
+        (b'{"model":"m","prompt":"x","stream_options":[]}', "body.stream_options"),
+        (
+            b'{"model":"m","prompt":"x","stream_options":{"include_usage":1}}',
+            "body.stream_options.include_usage",
+        ),
+        (b'{"model":"m","prompt":"x","max_tokens":"lots"}', "body.max_tokens"),
+        (b'{"model":"m","prompt":"x","max_tokens":true}', "body.max_tokens"),
+        (b'{"model":"m","prompt":"x","max_tokens":-1}', "max_tokens"),
+        (b'{"model":"m","prompt":{"a":1}}', "body.prompt"),
+        (b'{"model":"m","prompt":[1,"a"]}', "body.prompt"),
+        (b'{"model":"m","prompt":[]}', "body.prompt"),
+        (b'{"model":"m","max_tokens":4}', "prompt"),
+    ],
+)
+def test_wrong_completion_fields(body: bytes, param: str) -> None:
+    assert _error(body).param == param
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        (b'{"model":"m","max_tokens":4}', "body.messages"),
+        (b'{"model":"m","messages":"hi"}', "body.messages"),
+        (b'{"model":"m","messages":["hi"]}', "body.messages.0"),
+        (b'{"model":"m","messages":[{"content":"hi"}]}', "body.messages.0.role"),
+        (b'{"model":"m","messages":[{"role":"user","content":5}]}', "body.messages.0.content"),
+    ],
+)
+def test_wrong_chat_fields(body: bytes, param: str) -> None:
+    assert _error(body, CHAT).param == param
+
+
+def test_max_tokens_negative_message_like_vllm() -> None:
+    assert (
+        _error(b'{"model":"m","prompt":"x","max_tokens":-1}').message
+        == "max_tokens must be at least 1, got -1."
+    )
+
+
+def test_other_paths_need_only_a_model() -> None:
+    parsed = parse_body(b'{"model":"emb","input":["a b c d"]}', "/v1/embeddings")
+    assert parsed.kind == "other"
+    assert parsed.prompt == "a b c d"
+    parsed = parse_body(b'{"model":"emb","input":{"weird":true}}', "/v1/embeddings")
+    assert parsed.prompt == '{"weird":true}'
+    assert _error(b'{"input":"x"}', "/v1/embeddings").param == "model"
+
+
+@pytest.mark.parametrize(
+    ("path", "kind"),
+    [
+        ("/v1/completions", "completion"),
+        ("/v1/chat/completions", "chat"),
+        ("/openai/v1/chat/completions/?x=1", "chat"),
+        ("/v1/embeddings", "other"),
+    ],
+)
+def test_body_kind(path: str, kind: str) -> None:
+    assert body_kind(path) == kind
+
+
+def test_rewrite_changes_only_model_and_keeps_order() -> None:
+    raw = b'{"temperature":0.5,"model":"food-review","prompt":"hi","n":1,"extra":{"z":1,"a":[1,2]}}'
+    parsed = parse_body(raw, COMPLETIONS)
+    out = with_model(parsed, "food-review-1")
+    assert list(orjson.loads(out)) == ["temperature", "model", "prompt", "n", "extra"]
+    assert orjson.loads(out) == {**orjson.loads(raw), "model": "food-review-1"}
+    assert with_model(parsed, "food-review") is raw
