@@ -15,6 +15,9 @@ app = typer.Typer(
 from inferpool.lora.command import lora_syncer  # noqa: E402
 
 app.command("lora-syncer")(lora_syncer)
+from inferpool.api.validate import validate  # noqa: E402
+
+app.command("validate")(validate)
 
 
 def main() -> None:
