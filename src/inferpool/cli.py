@@ -18,6 +18,9 @@ app.command("lora-syncer")(lora_syncer)
 from inferpool.api.validate import validate  # noqa: E402
 
 app.command("validate")(validate)
+from inferpool.extproc.command import epp  # noqa: E402
+
+app.command("epp")(epp)
 
 
 def main() -> None:

@@ -14,7 +14,6 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from inferpool.extproc import certs
 from inferpool.extproc.stream import RequestStream, Router, StreamConfig
-from inferpool.state import Pool
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +34,7 @@ class GrpcConfig:
 class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
     """Each Process call is one HTTP request; the pool is looked up per stream so resyncs apply."""
 
-    def __init__(self, router: Router, pool: Callable[[], Pool | None], config: StreamConfig) -> None:
+    def __init__(self, router: Router, pool: Callable[[], str | None], config: StreamConfig) -> None:
         self._router = router
         self._pool = pool
         self._config = config
@@ -61,7 +60,7 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
 class GrpcServers:
     """ext_proc and health servers; health turns SERVING once `mark_ready` is called."""
 
-    def __init__(self, router: Router, pool: Callable[[], Pool | None], config: GrpcConfig) -> None:
+    def __init__(self, router: Router, pool: Callable[[], str | None], config: GrpcConfig) -> None:
         self.config = config
         self.health = health.aio.HealthServicer()
         self._ext_proc = grpc.aio.server(options=[("grpc.max_receive_message_length", 16 * 1024 * 1024)])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -19,7 +19,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from inferpool.extproc import protocol
 from inferpool.request.errors import InferenceError
-from inferpool.state import Endpoint, Pool
+from inferpool.state import Endpoint
 
 log = logging.getLogger(__name__)
 
@@ -34,19 +34,19 @@ class Routed(Protocol):
     @property
     def body(self) -> bytes: ...
     def dispatched(self, endpoint: Endpoint) -> None: ...
-    def response_started(self, status: int, headers: dict[str, str]) -> None: ...
+    def response_started(self, status: int, headers: Mapping[str, str]) -> None: ...
     def response_data(self, chunk: bytes) -> None: ...
-    def finish(self, status: int, error: str | None = None) -> None: ...
+    def finish(self, status: int, error: str | None = None) -> object: ...
 
 
 class Router(Protocol):
-    """The request core's entry point (`inferpool.request.Director`)."""
+    """The request core's entry point (`inferpool.request.Director`); `pool` is the pool key."""
 
     def route(
         self,
-        pool: Pool,
+        pool: str,
         path: str,
-        headers: dict[str, str],
+        headers: Mapping[str, str],
         body: bytes,
         subset: frozenset[str] | None = None,
     ) -> Routed | Awaitable[Routed]: ...
@@ -62,7 +62,7 @@ class StreamConfig:
 class RequestStream:
     """State of one ext_proc stream; feed it messages with `handle`, then call `close`."""
 
-    def __init__(self, router: Router, pool: Pool, config: StreamConfig) -> None:
+    def __init__(self, router: Router, pool: str, config: StreamConfig) -> None:
         self._router = router
         self._pool = pool
         self._config = config

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from inferpool.request.errors import InferenceError
-from inferpool.state import Endpoint, Pool
+from inferpool.state import Endpoint
 
 
 @dataclass
@@ -39,7 +39,7 @@ class FakeRouter:
 
     async def route(
         self,
-        pool: Pool,
+        pool: str,
         path: str,
         headers: dict[str, str],
         body: bytes,
@@ -60,4 +60,4 @@ def endpoints(*ports: int) -> list[Endpoint]:
     return [Endpoint(f"e{p}", "10.0.0.1", p, "default/pool") for p in ports]
 
 
-POOL = Pool("default", "pool", {"app": "vllm"}, [8000])
+POOL = "default/pool"

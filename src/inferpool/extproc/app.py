@@ -1,0 +1,227 @@
+"""`inferpool epp`: one InferencePool's Endpoint Picker for Envoy, assembled from the core.
+
+Pools and models come from manifests (`-f`) or, in Kubernetes, from watches; endpoints
+from the pool's pods or a static list. The request core, admission and scheduler are the
+same objects the built-in gateway uses; only the data plane (ext_proc) differs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from inferpool.admission import Admission, AdmissionConfig
+from inferpool.extproc.metrics_http import metrics_app, static_token
+from inferpool.extproc.server import GrpcConfig, GrpcServers
+from inferpool.observe.metrics import GatewayMetrics, RequestObservation
+from inferpool.request.director import Director, RequestRecord
+from inferpool.scheduling import Scheduler, load_scheduler
+from inferpool.scrape.health import HealthProber
+from inferpool.scrape.readiness import Readiness
+from inferpool.scrape.scraper import ScrapeConfig, Scraper
+from inferpool.sources.static import StaticSource, load_endpoints_file
+from inferpool.state import Datastore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EppConfig:
+    """Flags of `inferpool epp`, named after the upstream EPP binary's where they exist."""
+
+    pool_name: str | None = None
+    pool_namespace: str = "default"
+    pool_group: str = "inference.networking.k8s.io"
+    manifests: list[Path] = field(default_factory=list)  # -f: pools/models from files, not Kubernetes
+    endpoints_file: Path | None = None  # --endpoints: static endpoints instead of pods
+    grpc: GrpcConfig = field(default_factory=GrpcConfig)
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int = 9090
+    metrics_auth: bool = True
+    metrics_token: str | None = None  # standalone bearer token; None = generate one
+    refresh_metrics_interval_s: float = 0.05
+    metrics_staleness_threshold_s: float = 2.0
+    config_file: Path | None = None  # EndpointPickerConfig, or a built-in profile name via scheduler
+    scheduler: str = "default"
+    sync_timeout_s: float = 60.0
+
+
+class EppApp:
+    """Owns every long-lived part; `start()` returns once serving, `stop()` drains and closes."""
+
+    def __init__(self, config: EppConfig, datastore: Datastore | None = None) -> None:
+        self.config = config
+        self.datastore = datastore or Datastore()
+        self.metrics = GatewayMetrics(self.datastore)
+        scheduler_source: str = str(config.config_file) if config.config_file else config.scheduler
+        schedulers: dict[str, Scheduler] = {}
+
+        def scheduler_for(pool: str) -> Scheduler:
+            if pool not in schedulers:
+                schedulers[pool] = load_scheduler(scheduler_source)
+            return schedulers[pool]
+
+        load_scheduler(scheduler_source)  # fail at start on a bad config, not on the first request
+        self.director = Director(self.datastore, scheduler_for, Admission(AdmissionConfig()))
+        self.pool_key: str | None = None
+        self.grpc = GrpcServers(self, self._current_pool, config.grpc)
+        self.metrics_token = config.metrics_token or (
+            secrets.token_urlsafe(24) if config.metrics_auth else None
+        )
+        readiness = Readiness()
+        self.scraper = Scraper(
+            self.datastore,
+            ScrapeConfig(
+                interval_s=config.refresh_metrics_interval_s,
+                stale_after_s=config.metrics_staleness_threshold_s,
+            ),
+            readiness,
+        )
+        self.prober = HealthProber(self.datastore, readiness)
+        self._sources: list[Any] = []
+        self._runner: web.AppRunner | None = None
+        self.metrics_port = 0
+        self._unsubscribe = self.director.subscribe(self._record)
+
+    # -- the Router the ext_proc streams call ----------------------------------------
+    def route(
+        self, pool: str, path: str, headers: Any, body: bytes, subset: frozenset[str] | None = None
+    ) -> Any:
+        routed = self.director.route(pool, path, headers, body, subset)
+        self.metrics.request_started(routed.incoming_model)
+        return routed
+
+    def _record(self, record: RequestRecord) -> None:
+        if record.attempts > 0:
+            self.metrics.request_finished(record.model)
+        error = str(record.status) if record.status >= 400 or record.error else None
+        self.metrics.observe(
+            RequestObservation(
+                model=record.model,
+                target_model=record.target_model,
+                status=record.status,
+                duration_s=record.e2e_s,
+                request_bytes=record.request_bytes,
+                response_bytes=record.response_bytes,
+                input_tokens=record.prompt_tokens or 0,
+                output_tokens=record.completion_tokens or 0,
+                ttft_s=record.ttft_s,
+                scheduling_s=record.decision_s if record.scores or record.endpoint else None,
+                error_code=error,
+            )
+        )
+
+    def _current_pool(self) -> str | None:
+        if self.pool_key is None or self.datastore.pool(self.pool_key) is None:
+            return None
+        return self.pool_key
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.grpc.start()
+        await self._start_metrics()
+        await self._start_sources()
+        await self.scraper.start()
+        await self.prober.start()
+        self.pool_key = await self._wait_for_pool()
+        await self.grpc.mark_ready()
+
+    async def _start_sources(self) -> None:
+        if self.config.manifests:
+            from inferpool.sources.manifest import ManifestSource
+
+            source = ManifestSource([str(p) for p in self.config.manifests], self.datastore)
+            await _maybe_await(source.start())
+            self._sources.append(source)
+        elif self.config.pool_name is not None and not self.datastore.pools():
+            from inferpool.sources.kubernetes import KubernetesSource
+
+            kube = KubernetesSource(self.datastore, self.config.pool_name, self.config.pool_namespace)
+            await kube.start()
+            self._sources.append(kube)
+        if self.config.endpoints_file is not None:
+            static = StaticSource(self.datastore, load_endpoints_file(self.config.endpoints_file))
+            static.start()
+            self._sources.append(static)
+
+    async def _wait_for_pool(self) -> str:
+        """The pool this EPP serves: --pool-name, or the only pool in the manifests."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.sync_timeout_s
+        while True:
+            if self.config.pool_name is not None:
+                pool = self.datastore.find_pool(self.config.pool_name, self.config.pool_namespace)
+                if pool is not None:
+                    return pool.key
+            else:
+                pools = self.datastore.pools()
+                if len(pools) == 1:
+                    return pools[0].key
+                if len(pools) > 1:
+                    names = ", ".join(p.key for p in pools)
+                    raise ValueError(f"several InferencePools ({names}): choose one with --pool-name")
+            if loop.time() > deadline:
+                raise TimeoutError(f"InferencePool {self.config.pool_name or '(any)'} not found")
+            await asyncio.sleep(0.05)
+
+    async def _start_metrics(self) -> None:
+        check = static_token(self.metrics_token) if self.metrics_token else None
+        app = metrics_app(self.metrics, check, lambda: self._current_pool() is not None)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(
+            self._runner, self.config.metrics_host, self.config.metrics_port, reuse_address=True
+        )
+        await site.start()
+        sockets = getattr(site._server, "sockets", None) or []
+        self.metrics_port = int(sockets[0].getsockname()[1]) if sockets else self.config.metrics_port
+
+    async def stop(self) -> None:
+        await self.grpc.mark_ready(False)
+        await self.grpc.stop()
+        for source in reversed(self._sources):
+            await _maybe_await(source.stop())
+        await self.prober.stop()
+        await self.scraper.stop()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        self._unsubscribe()
+
+
+async def _maybe_await(value: object) -> None:
+    if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
+        await value
+
+
+def listening_lines(app: EppApp) -> list[str]:
+    cfg = app.config
+    scheme = "grpcs" if cfg.grpc.secure else "grpc"
+    pool = app.datastore.pool(app.pool_key) if app.pool_key else None
+    lines = [
+        f"inferpool epp: pool {app.pool_key} (failureMode {pool.failure_mode if pool else '?'})",
+        f"  ext_proc  {scheme}://{cfg.grpc.host}:{app.grpc.port}",
+        f"  health    grpc://{cfg.grpc.host}:{app.grpc.health_port}",
+        f"  metrics   http://{cfg.metrics_host}:{app.metrics_port}/metrics",
+    ]
+    if app.metrics_token and not cfg.metrics_token:
+        lines.append(f"  metrics bearer token: {app.metrics_token}")
+    return lines
+
+
+async def serve(config: EppConfig, stop: asyncio.Event, printer: Callable[[str], None] = print) -> None:
+    """Run until `stop` is set (SIGINT/SIGTERM in the CLI), then shut down cleanly."""
+    app = EppApp(config)
+    try:
+        await app.start()
+        for line in listening_lines(app):
+            printer(line)
+        await stop.wait()
+    finally:
+        await app.stop()

@@ -1,0 +1,110 @@
+"""`inferpool epp`: flags as the upstream EPP binary's, plus `-f` manifests and `--endpoints`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import typer
+
+from inferpool.extproc.app import EppConfig, serve
+from inferpool.extproc.server import GrpcConfig
+
+
+def _duration(value: str) -> float:
+    """Seconds from '50ms', '2s', '1m' (upstream's Go durations) or a bare number of seconds."""
+    text = value.strip()
+    for suffix, scale in (("ms", 0.001), ("s", 1.0), ("m", 60.0)):
+        if text.endswith(suffix) and text[: -len(suffix)].replace(".", "", 1).isdigit():
+            return float(text[: -len(suffix)]) * scale
+    return float(text)
+
+
+def epp(
+    manifests: list[Path] = typer.Option(
+        [],
+        "-f",
+        "--filename",
+        help="Manifest files/dirs with the InferencePool and models (instead of Kubernetes).",
+    ),
+    pool_name: str | None = typer.Option(None, "--pool-name", help="InferencePool this EPP serves."),
+    pool_namespace: str = typer.Option("default", "--pool-namespace", help="Namespace of the InferencePool."),
+    pool_group: str = typer.Option(
+        "inference.networking.k8s.io", "--pool-group", help="API group of the pool."
+    ),
+    endpoints: Path | None = typer.Option(
+        None, "--endpoints", help="Static endpoints file (instead of pods)."
+    ),
+    host: str = typer.Option("0.0.0.0", "--host", help="Address all three ports bind to."),
+    grpc_port: int = typer.Option(9002, "--grpc-port", help="ext_proc gRPC port (0 picks a free one)."),
+    grpc_health_port: int = typer.Option(9003, "--grpc-health-port", help="grpc.health.v1 port."),
+    metrics_port: int = typer.Option(9090, "--metrics-port", help="Prometheus metrics port."),
+    metrics_endpoint_auth: bool = typer.Option(
+        True, "--metrics-endpoint-auth/--no-metrics-endpoint-auth", help="Require a bearer token on /metrics."
+    ),
+    metrics_token: str | None = typer.Option(
+        None,
+        "--metrics-token",
+        envvar="INFERPOOL_METRICS_TOKEN",
+        help="Static bearer token (default: generated).",
+    ),
+    refresh_metrics_interval: str = typer.Option("50ms", "--refresh-metrics-interval"),
+    metrics_staleness_threshold: str = typer.Option("2s", "--metrics-staleness-threshold"),
+    config_file: Path | None = typer.Option(None, "--config-file", help="EndpointPickerConfig file."),
+    scheduler: str = typer.Option(
+        "default", "--scheduler", help="Built-in scheduler profile (without --config-file)."
+    ),
+    secure_serving: bool = typer.Option(
+        True,
+        "--secure-serving/--no-secure-serving",
+        help="TLS on the ext_proc port (self-signed by default).",
+    ),
+    cert_path: Path | None = typer.Option(None, "--cert-path", help="Directory with tls.crt and tls.key."),
+    fallback_endpoints: int = typer.Option(
+        1, "--fallback-endpoints", help="Endpoints in x-gateway-destination-endpoint (ordered fallback list)."
+    ),
+    log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+) -> None:
+    """Endpoint Picker for Envoy: ext_proc on 9002, gRPC health on 9003, metrics on 9090."""
+    if not manifests and pool_name is None:
+        raise typer.BadParameter("give -f PATH... or --pool-name")
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = EppConfig(
+        pool_name=pool_name,
+        pool_namespace=pool_namespace,
+        pool_group=pool_group,
+        manifests=list(manifests),
+        endpoints_file=endpoints,
+        grpc=GrpcConfig(
+            host=host,
+            port=grpc_port,
+            health_port=grpc_health_port,
+            secure=secure_serving,
+            cert_path=cert_path,
+            fallback_endpoints=max(1, fallback_endpoints),
+        ),
+        metrics_host=host,
+        metrics_port=metrics_port,
+        metrics_auth=metrics_endpoint_auth,
+        metrics_token=metrics_token,
+        refresh_metrics_interval_s=_duration(refresh_metrics_interval),
+        metrics_staleness_threshold_s=_duration(metrics_staleness_threshold),
+        config_file=config_file,
+        scheduler=scheduler,
+    )
+    try:
+        asyncio.run(_run(config))
+    except (ValueError, TimeoutError, ImportError, OSError) as err:
+        typer.echo(f"inferpool epp: {err}", err=True)
+        raise typer.Exit(1) from err
+
+
+async def _run(config: EppConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await serve(config, stop, lambda line: print(line, flush=True, file=sys.stdout))

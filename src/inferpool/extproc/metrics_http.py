@@ -1,0 +1,52 @@
+"""The EPP's Prometheus port (9090): the gateway's metrics behind a bearer token.
+
+In Kubernetes upstream checks the token with TokenReview + SubjectAccessReview; standalone
+a static token is compared in constant time. `/healthz` stays open for probes.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+
+from aiohttp import web
+
+from inferpool.observe.metrics import CONTENT_TYPE, GatewayMetrics
+
+TokenCheck = Callable[[str], bool]
+
+
+def static_token(expected: str) -> TokenCheck:
+    def check(token: str) -> bool:
+        return hmac.compare_digest(token.encode(), expected.encode())
+
+    return check
+
+
+def metrics_app(
+    metrics: GatewayMetrics, check: TokenCheck | None, ready: Callable[[], bool]
+) -> web.Application:
+    """`/metrics` (token required when `check` is set), `/healthz` and `/readyz`."""
+
+    async def metrics_page(request: web.Request) -> web.Response:
+        if check is not None:
+            scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not token:
+                return web.Response(
+                    status=401, text="bearer token required\n", headers={"WWW-Authenticate": "Bearer"}
+                )
+            if not check(token.strip()):
+                return web.Response(status=403, text="token not allowed to get /metrics\n")
+        return web.Response(body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def readyz(_: web.Request) -> web.Response:
+        return web.Response(text="ready\n") if ready() else web.Response(status=503, text="not ready\n")
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics_page)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
