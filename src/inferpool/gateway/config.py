@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -18,6 +18,6 @@ class ServeConfig:
     host: str = "127.0.0.1"  # where listeners bind
     admin_host: str = "127.0.0.1"
     admin_port: int | None = 9090  # None: no admin server; 0: a free port
-    proxy: ProxyConfig = ProxyConfig()
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
     port_map: tuple[tuple[int, int], ...] = ()  # listener port -> port actually bound (local mode)
     decisions_kept: int = 200  # routing decisions kept for /api/decisions

@@ -275,7 +275,7 @@ class Proxy:
             return []
         start = next(self._rr.setdefault(backend.key, itertools.count()))
         ordered = addresses[start % len(addresses) :] + addresses[: start % len(addresses)]
-        return [Endpoint(f"{a}:{p}", a, backend.port or p, backend.key) for a, p in ordered]
+        return [Endpoint(f"{a}:{p}", a, p, backend.key) for a, p in ordered]
 
     async def _forward(
         self,
