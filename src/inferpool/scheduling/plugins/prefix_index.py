@@ -8,7 +8,7 @@ cache size), and a reverse map answers "who has this block" in one lookup per bl
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import xxhash
 
@@ -22,14 +22,20 @@ def block_hashes(prompt: str, model: str, block_chars: int, max_blocks: int) -> 
     servers cache full blocks only.
     """
     count = min(len(prompt) // block_chars, max_blocks)
-    # xxhash hashes a str as its UTF-8 bytes; its stubs only admit buffers.
-    digest: Callable[[str, int], int] = xxhash.xxh64_intdigest  # type: ignore[assignment]
-    prev = digest(model, 0)
+    digest = xxhash.xxh64_intdigest
+    prev = digest(model.encode())
     hashes = [0] * count
-    for i in range(count):
-        start = i * block_chars
-        prev = digest(prompt[start : start + block_chars], prev)
-        hashes[i] = prev
+    if prompt.isascii():  # one encode, zero-copy slices: characters and bytes coincide
+        data = memoryview(prompt[: count * block_chars].encode("ascii"))
+        for i in range(count):
+            start = i * block_chars
+            prev = digest(data[start : start + block_chars], prev)
+            hashes[i] = prev
+    else:
+        for i in range(count):
+            start = i * block_chars
+            prev = digest(prompt[start : start + block_chars].encode("utf-8", "surrogatepass"), prev)
+            hashes[i] = prev
     return hashes
 
 
