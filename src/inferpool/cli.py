@@ -18,6 +18,9 @@ app.command("lora-syncer")(lora_syncer)
 from inferpool.api.validate import validate  # noqa: E402
 
 app.command("validate")(validate)
+from inferpool.gateway.command import serve  # noqa: E402
+
+app.command("serve")(serve)
 from inferpool.extproc.command import epp  # noqa: E402
 
 app.command("epp")(epp)

@@ -1,0 +1,120 @@
+"""`inferpool serve`: the built-in data plane in front of model servers that are not in Kubernetes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+from pathlib import Path
+
+import typer
+import uvloop
+
+from inferpool.admission import AdmissionConfig
+from inferpool.gateway.config import ProxyConfig, ServeConfig
+from inferpool.gateway.manifests import ManifestError
+from inferpool.gateway.runtime import GatewayRuntime, RuntimeConfig
+from inferpool.scheduling import ConfigError
+from inferpool.sources.manifest import ManifestLoadFailed
+from inferpool.sources.static import EndpointsFileError, StaticEndpoint, load_endpoints_file
+
+STARTUP_ERRORS = (ManifestLoadFailed, ManifestError, ConfigError, EndpointsFileError, OSError, ValueError)
+
+
+def say(line: str) -> None:
+    print(line, flush=True, file=sys.stdout)
+
+
+def describe_errors(err: BaseException) -> str:
+    if isinstance(err, ManifestLoadFailed):
+        return "\n".join(str(e) for e in err.errors)
+    return str(err)
+
+
+async def wait_for_signal() -> None:
+    """Return on the first SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def announce(runtime: GatewayRuntime, remapped: dict[int, int] | None = None) -> None:
+    """Print where the gateway listens, once it does."""
+    assert runtime.gateway is not None
+    for bound in runtime.gateway.bound:
+        lis = bound.listener
+        note = ""
+        if remapped and lis.port in remapped:
+            note = f" (listener port {lis.port} remapped to {bound.port}: ports below 1024 need root)"
+        say(f"gateway  {bound.url}  Gateway {lis.gateway} listener {lis.name}{note}")
+    if runtime.gateway.admin_url:
+        say(f"admin    {runtime.gateway.admin_url}  (/metrics /healthz /readyz /api/state /api/decisions)")
+
+
+def run_async(main: Callable[[], Coroutine[Any, Any, None]], what: str) -> None:
+    """Run `main` on uvloop; startup problems become one readable message and exit code 1."""
+    try:
+        uvloop.run(main())
+    except STARTUP_ERRORS as err:
+        typer.echo(f"inferpool {what}: {describe_errors(err)}", err=True)
+        raise typer.Exit(1) from err
+
+
+def serve(
+    filename: list[Path] = typer.Option(
+        ..., "-f", "--filename", help="Manifest files or directories (repeatable)."
+    ),
+    endpoints: Path | None = typer.Option(
+        None,
+        "--endpoints",
+        help="YAML list of model servers (address, port, labels); pools select them by label.",
+    ),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address the Gateway listeners bind to."),
+    admin_host: str = typer.Option("127.0.0.1", "--admin-host", help="Address of the admin port."),
+    admin_port: int = typer.Option(
+        9090, "--admin-port", help="Metrics, health and state API port (0: free port)."
+    ),
+    profile: str | None = typer.Option(
+        None, "--profile", help="Scheduler: a built-in profile name or an EndpointPickerConfig file."
+    ),
+    max_retries: int = typer.Option(2, "--max-retries", help="Extra tries after a connect error or 5xx."),
+    max_body_bytes: int = typer.Option(16 * 1024 * 1024, "--max-body-bytes", help="Larger bodies get 413."),
+    no_access_log: bool = typer.Option(False, "--no-access-log", help="Do not write JSON access-log lines."),
+    no_admission: bool = typer.Option(False, "--no-admission", help="Never shed requests (benchmarks)."),
+    log_level: str = typer.Option("warning", "--log-level", help="debug, info, warning or error."),
+) -> None:
+    """Serve the Gateway listeners of the manifests, routing to the model servers in --endpoints."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    async def main() -> None:
+        static: list[StaticEndpoint] = load_endpoints_file(endpoints) if endpoints else []
+        config = RuntimeConfig(
+            serve=ServeConfig(
+                host=host,
+                admin_host=admin_host,
+                admin_port=admin_port,
+                proxy=ProxyConfig(max_retries=max_retries, max_body_bytes=max_body_bytes),
+            ),
+            profile=profile,
+            access_log=not no_access_log,
+            admission=AdmissionConfig(enabled=not no_admission),
+        )
+        runtime = GatewayRuntime([str(p) for p in filename], config, static)
+        await runtime.start()
+        try:
+            announce(runtime)
+            await wait_for_signal()
+            say("stopping: draining in-flight requests")
+        finally:
+            await runtime.stop()
+
+    run_async(main, "serve")
