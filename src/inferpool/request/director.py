@@ -153,6 +153,7 @@ class Director:
                 max_tokens=parsed.max_tokens,
                 headers=lower,
                 subset=subset,
+                lora_adapter=self._is_adapter(pool, resolution.target_model),
             )
             scheduler = self.scheduler_for(pool)
             result = _schedule(scheduler, sched_request, candidates)
@@ -202,18 +203,34 @@ class Director:
         routed.decision_s = self.clock() - started
         return routed
 
-    def served_models(self, pool: str) -> list[ModelInfo]:
-        """The public model names of `pool` (its InferenceModels), with the base model as parent of adapters."""
-        routes = self.datastore.models(pool)
+    def base_model(self, pool: str) -> tuple[str | None, set[str]]:
+        """(the pool's base model if known, adapter names the model servers report).
+
+        Known when configured, or when adapters have been seen on the servers and exactly one
+        InferenceModel targets none of them: that one is the base.
+        """
         adapters: set[str] = set()
         for endpoint in self.datastore.endpoints(pool):
             adapters |= endpoint.metrics.active_adapters | endpoint.metrics.waiting_adapters
         base = self.config.base_models.get(pool)
         if base is None and adapters:
-            # With adapters seen on the servers, the one InferenceModel that targets none of them is the base.
-            plain = [r.model_name for r in routes if not ({t.name for t in r.targets} & adapters)]
-            plain = [m for m in plain if m not in adapters]
-            base = plain[0] if len(plain) == 1 else None
+            routes = self.datastore.models(pool)
+            plain = {r.model_name for r in routes if not ({t.name for t in r.targets} & adapters)} - adapters
+            base = next(iter(plain)) if len(plain) == 1 else None
+        return base, adapters
+
+    def _is_adapter(self, pool: str, target_model: str) -> bool | None:
+        base, adapters = self.base_model(pool)
+        if target_model in adapters:
+            return True
+        if base is None:
+            return None
+        return target_model != base
+
+    def served_models(self, pool: str) -> list[ModelInfo]:
+        """The public model names of `pool` (its InferenceModels), with the base model as parent of adapters."""
+        routes = self.datastore.models(pool)
+        base, _ = self.base_model(pool)
         models: list[ModelInfo] = []
         seen: set[str] = set()
         for route in routes:

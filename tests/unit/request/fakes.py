@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from inferpool.scheduling.types import ScoredEndpoint, SchedulingRequest, SchedulingResult
+from inferpool.scheduling.types import SchedulingRequest, SchedulingResult, ScoredEndpoint
 from inferpool.state import Endpoint
 
 
