@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -15,7 +16,11 @@ async def fake_server() -> AsyncIterator[FakeServer]:
 
     async def handle(request: web.Request) -> web.Response:
         server.hits[request.path] = server.hits.get(request.path, 0) + 1
+        if request.transport is not None:
+            server.peers.add(request.transport.get_extra_info("peername"))
         if request.path == "/metrics":
+            if server.delay_s:
+                await asyncio.sleep(server.delay_s)
             return web.Response(text=server.page, status=server.metrics_status)
         if request.path in ("/health", "/custom-health"):
             return web.Response(status=server.health_status)

@@ -19,6 +19,8 @@ class FakeServer:
     page: str = ""
     metrics_status: int = 200
     health_status: int = 200
+    delay_s: float = 0.0  # answer /metrics this late (timeout tests)
+    peers: set[object] = field(default_factory=set)  # client (host, port)s seen: keep-alive check
     hits: dict[str, int] = field(default_factory=dict)
 
     def count(self, path: str) -> int:

@@ -52,6 +52,25 @@ async def test_scrapes_leaves_rotation_and_comes_back(fake_server: FakeServer) -
         assert endpoint.metrics.scraped_at > kept
 
 
+async def test_keep_alive_reuses_one_connection(fake_server: FakeServer) -> None:
+    store = make_store(fake_server.port)
+    async with Scraper(store, FAST) as scraper:
+        await wait_for(lambda: scraper.scrapes >= 20)
+    assert len(fake_server.peers) == 1
+
+
+async def test_slow_answer_times_out_and_counts_as_failure(fake_server: FakeServer) -> None:
+    fake_server.delay_s = 1.0
+    store = make_store(fake_server.port)
+    (endpoint,) = store.endpoints("default/pool")
+    config = ScrapeConfig(interval_s=0.02, timeout_s=0.1, failure_threshold=2)
+    async with Scraper(store, config) as scraper:
+        await wait_for(lambda: not endpoint.ready)
+        assert scraper.scrapes == 0 and endpoint.metrics.scraped_at == 0.0
+        fake_server.delay_s = 0.0
+        await wait_for(lambda: endpoint.ready)
+
+
 async def test_dead_port_leaves_rotation() -> None:
     store = make_store(free_port())
     (endpoint,) = store.endpoints("default/pool")
