@@ -24,6 +24,9 @@ app.command("serve")(serve)
 from inferpool.extproc.command import epp  # noqa: E402
 
 app.command("epp")(epp)
+from inferpool.sim.cli import sim_command  # noqa: E402
+
+app.command("sim")(sim_command)
 
 
 def main() -> None:

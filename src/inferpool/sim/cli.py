@@ -1,0 +1,77 @@
+"""`inferpool sim`: simulated vLLM replicas on consecutive ports, in one asyncio process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from typing import Annotated
+
+import typer
+
+from inferpool.sim.config import SimConfig
+from inferpool.sim.replica import SimFleet
+
+
+def sim_command(
+    port: Annotated[int, typer.Option(help="Port of the first replica; the others follow.")] = 8000,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    replicas: Annotated[int, typer.Option(min=1, help="Number of replicas.")] = 1,
+    model: Annotated[str, typer.Option(help="Base model (vLLM --model).")] = "meta-llama/Llama-3.1-8B-Instruct",
+    served_model_name: Annotated[str | None, typer.Option(help="Name clients use for the base model.")] = None,
+    lora: Annotated[list[str] | None, typer.Option(help="Adapter NAME or NAME=PATH loaded at start (repeat).")] = None,
+    max_loras: Annotated[int, typer.Option(min=1, help="Distinct adapters in one batch.")] = 1,
+    max_cpu_loras: Annotated[int | None, typer.Option(help="Adapters kept in the CPU cache.")] = None,
+    profile: Annotated[str, typer.Option(help="Hardware profile name or YAML path.")] = "llama-3.1-8b-h100",
+    speed: Annotated[float, typer.Option(help="Run the clock K times faster than real time.")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Seed for output lengths and text.")] = 0,
+    fail_rate: Annotated[float, typer.Option(help="Fraction of inference requests answered 500.")] = 0.0,
+    startup_delay: Annotated[float, typer.Option(help="Seconds before /health turns 200.")] = 0.0,
+    lora_info_semantics: Annotated[
+        str, typer.Option(help="vllm:lora_requests_info labels: recent (vLLM ≥0.10) or legacy.")
+    ] = "recent",
+) -> None:
+    """Start simulated vLLM replicas that behave like vLLM on one GPU each."""
+    configs = [
+        SimConfig(model=model, served_model_name=served_model_name, host=host, port=port + i,
+                  lora_modules=list(lora or []), max_loras=max_loras, max_cpu_loras=max_cpu_loras,
+                  profile=profile, speed=speed, seed=seed + i, fail_rate=fail_rate,
+                  startup_delay_s=startup_delay, lora_info_semantics=lora_info_semantics)  # fmt: skip
+        for i in range(replicas)
+    ]
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        runner = asyncio.run
+    runner(_serve(configs))
+
+
+async def _serve(configs: list[SimConfig]) -> None:
+    fleet = SimFleet(configs)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await fleet.start()
+    try:
+        waits = [asyncio.create_task(_announce(r)) for r in fleet.replicas]
+        await stop.wait()
+        for w in waits:
+            w.cancel()
+    finally:
+        await fleet.stop()
+        print("inferpool sim: stopped", flush=True)
+
+
+async def _announce(replica: object) -> None:
+    from inferpool.sim.replica import SimReplica
+
+    assert isinstance(replica, SimReplica)
+    await replica.wait_ready()
+    cfg = replica.config
+    loras = ",".join(replica.state.loras) or "-"
+    print(f"inferpool sim: replica ready at {replica.url} model={cfg.model_name} loras={loras} "
+          f"profile={cfg.profile} speed={cfg.speed}", flush=True)  # fmt: skip

@@ -1,0 +1,201 @@
+"""Request bodies and response shapes of vLLM's OpenAI server, as recorded from vLLM 0.32.0.
+
+Validation goes through pydantic in lax mode (so `"temperature": "0"` passes, as in vLLM) and
+errors are rendered the way vLLM renders them: type "Bad Request", param "body.<field>".
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from inferpool.request.errors import InferenceError
+
+SYSTEM_FINGERPRINT = "vllm-0.32.0-d80a3cb6"
+VLLM_VERSION = "0.32.0"
+M = TypeVar("M", bound=BaseModel)
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    include_usage: bool | None = False
+    continuous_usage_stats: bool | None = False
+
+
+class _Sampling(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: str | list[str] | None = None
+    n: int = 1
+    seed: int | None = None
+    ignore_eos: bool = False
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+
+
+class CompletionBody(_Sampling):
+    prompt: str | list[str] | list[int] | list[list[int]] | None = None
+    max_tokens: int | None = 16
+
+
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: str
+    content: str | list[ContentPart] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(p.text or "" for p in self.content if p.type == "text")
+        return self.content or ""
+
+
+class ChatBody(_Sampling):
+    messages: list[ChatMessage]
+    max_completion_tokens: int | None = None
+
+
+class TokenizeBody(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model: str | None = None
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = None
+    add_special_tokens: bool = True
+    return_token_strs: bool | None = False
+
+
+class DetokenizeBody(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model: str | None = None
+    tokens: list[int]
+
+
+class LoadLoraBody(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    lora_name: str
+    lora_path: str
+    base_model_name: str | None = None
+    load_inplace: bool = False
+
+
+class UnloadLoraBody(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    lora_name: str
+    lora_int_id: int | None = None
+
+
+def bad_request(message: str, param: str | None) -> InferenceError:
+    """A schema error, typed "Bad Request" like FastAPI's validation handler in vLLM."""
+    return InferenceError(400, message, param=param, err_type="Bad Request")
+
+
+def semantic_error(message: str, param: str, value: object | None = None) -> InferenceError:
+    """A BadRequestError with vLLM's "(parameter=..., value=...)" suffix."""
+    suffix = f"(parameter={param})" if value is None else f"(parameter={param}, value={value})"
+    return InferenceError(400, f"{message} {suffix}", param=param)
+
+
+def _show_input(value: Any) -> Any:
+    if isinstance(value, dict):
+        return f"<dict of {len(value)} items>"
+    if isinstance(value, list):
+        return f"<list of {len(value)} items>"
+    return value
+
+
+def validation_error(exc: ValidationError) -> InferenceError:
+    errors = exc.errors(include_url=False)
+    shown = []
+    for err in errors:
+        item: dict[str, Any] = {
+            "type": err["type"],
+            "loc": ".".join(("body", *(str(p) for p in err["loc"]))),
+            "msg": err["msg"],
+            "input": _show_input(err.get("input")),
+        }
+        if "ctx" in err:
+            item["ctx"] = {k: v if isinstance(v, str | int | float) else str(v) for k, v in err["ctx"].items()}
+        shown.append(item)
+    plural = "s" if len(shown) != 1 else ""
+    message = f"{len(shown)} validation error{plural}:\n" + "\n".join(f"  {item!r}" for item in shown)
+    return bad_request(message, shown[0]["loc"] if shown else None)
+
+
+def parse_json(raw: bytes, content_type: str) -> Any:
+    """The body as JSON, or the 400 vLLM answers for a wrong content type or broken JSON."""
+    if content_type.split(";")[0].strip().lower() != "application/json":
+        raise bad_request("1 validation error:\n  Unsupported Media Type: Only 'application/json' is allowed", None)
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        pos = exc.pos if isinstance(exc, json.JSONDecodeError) else exc.start
+        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc.reason)
+        item = {"type": "json_invalid", "loc": f"body.{pos}", "msg": "JSON decode error",
+                "input": "<dict of 0 items>", "ctx": {"error": reason}}  # fmt: skip
+        raise bad_request(f"1 validation error:\n  {item!r}", f"body.{pos}") from None
+
+
+def validate(model: type[M], data: Any) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+def usage(prompt_tokens: int, completion_tokens: int, details: dict[str, Any] | None) -> dict[str, Any]:
+    """Usage in vLLM's key order: prompt, total, completion."""
+    out: dict[str, Any] = {
+        "prompt_tokens": prompt_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+        "completion_tokens": completion_tokens,
+    }
+    if details is not None:
+        out["prompt_tokens_details"] = details
+    return out
+
+
+def model_card(model_id: str, root: str, parent: str | None, max_model_len: int | None, created: int,
+               perm_id: str) -> dict[str, Any]:  # fmt: skip
+    return {
+        "id": model_id,
+        "object": "model",
+        "created": created,
+        "owned_by": "vllm",
+        "root": root,
+        "parent": parent,
+        "max_model_len": max_model_len,
+        "permission": [
+            {
+                "id": perm_id,
+                "object": "model_permission",
+                "created": created,
+                "allow_create_engine": False,
+                "allow_sampling": True,
+                "allow_logprobs": True,
+                "allow_search_indices": False,
+                "allow_view": True,
+                "allow_fine_tuning": False,
+                "organization": "*",
+                "group": None,
+                "is_blocking": False,
+            }
+        ],
+    }

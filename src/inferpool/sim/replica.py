@@ -1,0 +1,119 @@
+"""SimReplica and SimFleet: simulated vLLM servers on loopback, started and stopped from asyncio."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+
+from aiohttp import web
+
+from inferpool.sim.clock import RealClock
+from inferpool.sim.config import SimConfig
+from inferpool.sim.engine import Engine
+from inferpool.sim.metrics import MetricsConfig, SimMetrics
+from inferpool.sim.profile import load_profile
+from inferpool.sim.server import ReplicaState, build_app
+
+
+class SimReplica:
+    """One simulated vLLM server: an engine loop plus its aiohttp app on (host, port)."""
+
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        profile = load_profile(config.profile)
+        self.engine = Engine(profile, max_loras=config.max_loras, max_cpu_loras=config.max_cpu_loras,
+                             clock=RealClock(config.speed), seed=config.seed)  # fmt: skip
+        metrics_cfg = MetricsConfig(config.model_name, config.max_loras, config.lora_info_semantics)
+        self.metrics = SimMetrics(self.engine, metrics_cfg)
+        self.state = ReplicaState(config, self.engine, self.metrics, config.adapters(),
+                                  rng=random.Random(config.seed))  # fmt: skip
+        self.port = config.port
+        self._runner: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._ready = asyncio.Event()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.config.host}:{self.port}"
+
+    @property
+    def ready(self) -> bool:
+        return self.state.ready
+
+    async def start(self) -> None:
+        """Bind the port and start the engine; /health answers 503 until the startup delay passed."""
+        self._runner = web.AppRunner(build_app(self.state), handler_cancellation=True, access_log=None,
+                                     shutdown_timeout=5.0)  # fmt: skip
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.host, self.config.port, reuse_address=True)
+        await site.start()
+        server = site._server
+        if server is not None and self.config.port == 0:
+            self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._tasks.append(asyncio.create_task(self.engine.run(), name=f"sim-engine-{self.port}"))
+        if self.config.startup_delay_s > 0:
+            self._tasks.append(asyncio.create_task(self._become_ready(), name=f"sim-ready-{self.port}"))
+        else:
+            self._mark_ready()
+
+    async def _become_ready(self) -> None:
+        await asyncio.sleep(self.config.startup_delay_s)
+        self._mark_ready()
+
+    def _mark_ready(self) -> None:
+        self.state.ready = True
+        self._ready.set()
+
+    async def wait_ready(self, timeout: float | None = None) -> None:
+        await asyncio.wait_for(self._ready.wait(), timeout)
+
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight requests drain (up to the shutdown timeout), stop the engine."""
+        if self._runner is not None:
+            deadline = time.monotonic() + 30.0
+            for site in list(self._runner.sites):
+                await site.stop()
+            while self.state.in_flight and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            await self._runner.cleanup()
+            self._runner = None
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+
+class SimFleet:
+    """Several replicas in one event loop."""
+
+    def __init__(self, configs: list[SimConfig]) -> None:
+        self.replicas = [SimReplica(c) for c in configs]
+
+    @property
+    def urls(self) -> list[str]:
+        return [r.url for r in self.replicas]
+
+    async def start(self) -> None:
+        try:
+            for replica in self.replicas:
+                await replica.start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def wait_ready(self, timeout: float | None = None) -> None:
+        await asyncio.gather(*(r.wait_ready(timeout) for r in self.replicas))
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(r.stop() for r in self.replicas), return_exceptions=True)
+
+    async def __aenter__(self) -> SimFleet:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
