@@ -163,7 +163,7 @@ def _build_profile(
         kind, plugin = found
         if kind != "scorer" and ref.weight is not None:
             problems.append(f"{where}.weight: {ref.plugin_ref!r} is a {kind}; weight applies to scorers only")
-        elif kind == "scorer":
+        if kind == "scorer":
             scorers.append(WeightedScorer(plugin, 1.0 if ref.weight is None else ref.weight))  # type: ignore[arg-type]
         elif kind == "filter":
             filters.append(plugin)  # type: ignore[arg-type]
