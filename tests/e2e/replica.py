@@ -1,0 +1,108 @@
+"""A minimal vLLM-shaped model server for the Envoy tests: tells who served and what it saw.
+
+The tests need to observe routing (which replica, which model name, which body bytes),
+so each response carries `x-replica`, and every request body is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+
+@dataclass
+class Replica:
+    name: str
+    adapters: list[str] = field(default_factory=list)  # running LoRA adapters shown in /metrics
+    waiting: int = 0
+    kv_usage: float = 0.0
+    reset_requests: bool = False  # drop the connection on inference requests (a refusing replica)
+    bodies: list[dict[str, object]] = field(default_factory=list)
+    raw_sizes: list[int] = field(default_factory=list)
+    port: int = 0
+    _runner: web.AppRunner | None = None
+
+    @property
+    def hostport(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/completions", self._complete)
+        app.router.add_post("/v1/chat/completions", self._complete)
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/health", self._health)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _health(self, _: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def _metrics(self, _: web.Request) -> web.Response:
+        running = ",".join(self.adapters)
+        text = (
+            f'vllm:num_requests_waiting{{model_name="base"}} {self.waiting}\n'
+            f'vllm:num_requests_running{{model_name="base"}} 0\n'
+            f'vllm:kv_cache_usage_perc{{model_name="base"}} {self.kv_usage}\n'
+            f'vllm:lora_requests_info{{max_lora="4",running_lora_adapters="{running}",'
+            f'waiting_lora_adapters=""}} {time.time()}\n'
+        )
+        return web.Response(text=text, content_type="text/plain")
+
+    async def _complete(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        if self.reset_requests:
+            assert request.transport is not None
+            request.transport.abort()
+            raise web.HTTPServiceUnavailable()
+        body = json.loads(raw)
+        self.bodies.append(body)
+        self.raw_sizes.append(len(raw))
+        chat = request.path.endswith("/chat/completions")
+        model = str(body.get("model"))
+        usage = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
+        headers = {"x-replica": self.name}
+        if not body.get("stream"):
+            choice = (
+                {"index": 0, "message": {"role": "assistant", "content": "a b c"}, "finish_reason": "stop"}
+                if chat
+                else {"index": 0, "text": "a b c", "finish_reason": "stop"}
+            )
+            obj = "chat.completion" if chat else "text_completion"
+            payload = {
+                "id": "x",
+                "object": obj,
+                "created": 0,
+                "model": model,
+                "choices": [choice],
+                "usage": usage,
+            }
+            return web.json_response(payload, headers=headers)
+        resp = web.StreamResponse(headers={**headers, "Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for token in ("a", " b", " c"):
+            delta = {"index": 0, "delta": {"content": token}} if chat else {"index": 0, "text": token}
+            obj = "chat.completion.chunk" if chat else "text_completion"
+            chunk = {"id": "x", "object": obj, "created": 0, "model": model, "choices": [delta]}
+            await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        final = {
+            "id": "x",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": model,
+            "choices": [],
+            "usage": usage,
+        }
+        await resp.write(f"data: {json.dumps(final)}\n\ndata: [DONE]\n\n".encode())
+        await resp.write_eof()
+        return resp
