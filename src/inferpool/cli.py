@@ -21,6 +21,10 @@ app.command("validate")(validate)
 from inferpool.gateway.command import serve  # noqa: E402
 
 app.command("serve")(serve)
+from inferpool.local.command import demo, up  # noqa: E402
+
+app.command("up")(up)
+app.command("demo")(demo)
 from inferpool.extproc.command import epp  # noqa: E402
 
 app.command("epp")(epp)

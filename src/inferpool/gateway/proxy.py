@@ -191,6 +191,7 @@ class Proxy:
         if request.method == "GET" and request.path.rstrip("/").endswith("/v1/models"):
             pools = [b.key for b in match.rule.backends if b.kind == "InferencePool"]
             if pools:
+                ex.status = 200
                 return self._models_response(pools, ex.request_id)
         backend = choose_backend(match.rule)
         if backend is None:

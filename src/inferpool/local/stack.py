@@ -1,0 +1,179 @@
+"""Manifests -> simulated vLLM replicas + the built-in gateway, all in one process.
+
+Each vLLM Deployment becomes `replicas` simulated servers with the pod template's labels
+(so the InferencePool selector finds them), its model, port and LoRA limits; the LoRA
+ConfigMap's ensureExist adapters are loaded at replica start. Listener ports below 1024
+are remapped (8080, 8081, ...) so no root is needed.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from inferpool.api import ManifestSet, load_manifests
+from inferpool.api.convert import to_pool
+from inferpool.api.workloads import ModelServerDeployment
+from inferpool.gateway.config import ProxyConfig, ServeConfig
+from inferpool.gateway.runtime import GatewayRuntime, RuntimeConfig
+from inferpool.sim import SimConfig, SimFleet
+from inferpool.sources.manifest import ManifestLoadFailed
+from inferpool.sources.static import StaticEndpoint
+
+log = logging.getLogger(__name__)
+
+FIRST_REMAPPED_PORT = 8080
+
+
+@dataclass(frozen=True)
+class UpConfig:
+    paths: tuple[str, ...]
+    host: str = "127.0.0.1"
+    speed: float = 1.0
+    admin_port: int | None = 9090
+    profile: str | None = None
+    access_log: bool = True
+    max_retries: int = 2
+
+
+@dataclass
+class Replica:
+    deployment: str
+    name: str  # "<deployment>-<i>", the endpoint name in the pool
+    port: int
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def listener_port_map(ports: Sequence[int], host: str, taken: set[int]) -> dict[int, int]:
+    """Ports below 1024 -> 8080, 8081, ... (skipping ports in use or taken by replicas)."""
+    out: dict[int, int] = {}
+    candidate = FIRST_REMAPPED_PORT
+    for port in sorted(set(ports)):
+        if port >= 1024:
+            continue
+        while candidate in taken or candidate in ports or not port_is_free(host, candidate):
+            candidate += 1
+        out[port] = candidate
+        taken.add(candidate)
+        candidate += 1
+    return out
+
+
+def sim_configs(
+    deployment: ModelServerDeployment, manifests: ManifestSet, config: UpConfig, taken: set[int]
+) -> list[SimConfig]:
+    """One SimConfig per replica: the Deployment's port and the next ones where free, else a free port."""
+    lora = manifests.lora_config_for(deployment)
+    modules = [f"{a.id}={a.source}" for a in lora.config.ensure_exist.models] if lora else []
+    out: list[SimConfig] = []
+    for i in range(deployment.replicas):
+        port = deployment.port + i
+        if port in taken or not port_is_free(config.host, port):
+            port = 0
+        else:
+            taken.add(port)
+        out.append(
+            SimConfig(
+                model=deployment.model or "meta-llama/Llama-3.1-8B-Instruct",
+                served_model_name=deployment.served_model_name,
+                host=config.host,
+                port=port,
+                lora_modules=modules,
+                max_loras=max(1, deployment.max_loras),
+                max_cpu_loras=deployment.max_cpu_loras,
+                speed=config.speed,
+                seed=i,
+            )
+        )
+    return out
+
+
+def base_models(manifests: ManifestSet) -> dict[str, str]:
+    """Pool key -> the base model its selected Deployment serves (the parent of adapters in /v1/models)."""
+    out: dict[str, str] = {}
+    for p in manifests.pools:
+        pool = to_pool(p)
+        for d in manifests.deployments:
+            if d.namespace == pool.namespace and pool.selects(d.labels) and d.served_model_name:
+                out[pool.key] = d.served_model_name
+                break
+    return out
+
+
+class LocalStack:
+    """Simulated replicas for every vLLM Deployment, then the gateway over them."""
+
+    def __init__(self, config: UpConfig) -> None:
+        self.config = config
+        self.fleet: SimFleet | None = None
+        self.replicas: list[Replica] = []
+        self.runtime: GatewayRuntime | None = None
+        self.remapped: dict[int, int] = {}
+
+    async def start(self) -> None:
+        manifests = load_manifests(list(self.config.paths))
+        if manifests.errors:
+            raise ManifestLoadFailed(manifests.errors)
+        taken: set[int] = set()
+        listener_ports = [lis.port for g in manifests.gateways for lis in g.spec.listeners]
+        taken.update(p for p in listener_ports if p >= 1024)
+        if self.config.admin_port:
+            taken.add(self.config.admin_port)
+        configs: list[tuple[ModelServerDeployment, list[SimConfig]]] = [
+            (d, sim_configs(d, manifests, self.config, taken)) for d in manifests.deployments
+        ]
+        self.fleet = SimFleet([c for _, cs in configs for c in cs])
+        await self.fleet.start()
+        try:
+            endpoints: list[StaticEndpoint] = []
+            replicas = iter(self.fleet.replicas)
+            for deployment, cs in configs:
+                for i in range(len(cs)):
+                    sim = next(replicas)
+                    name = f"{deployment.name}-{i}"
+                    self.replicas.append(Replica(deployment.name, name, sim.port, dict(deployment.labels)))
+                    endpoints.append(
+                        StaticEndpoint(
+                            address=self.config.host, port=sim.port, name=name, labels=deployment.labels
+                        )
+                    )
+                    taken.add(sim.port)
+            await self.fleet.wait_ready(60)
+            self.remapped = listener_port_map(listener_ports, self.config.host, taken)
+            serve = ServeConfig(
+                host=self.config.host,
+                admin_port=self.config.admin_port,
+                proxy=ProxyConfig(max_retries=self.config.max_retries),
+                port_map=tuple(self.remapped.items()),
+            )
+            runtime_config = RuntimeConfig(
+                serve=serve,
+                profile=self.config.profile,
+                access_log=self.config.access_log,
+                base_models=base_models(manifests),
+            )
+            self.runtime = GatewayRuntime(list(self.config.paths), runtime_config, endpoints)
+            await self.runtime.start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        if self.runtime is not None:
+            await self.runtime.stop()
+            self.runtime = None
+        if self.fleet is not None:
+            await self.fleet.stop()
+            self.fleet = None
