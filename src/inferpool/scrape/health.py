@@ -49,6 +49,7 @@ class HealthProber:
         self._unsubscribe: Callable[[], None] | None = None
         self._reconcile_pending = False
         self._running = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
         if self._running:
@@ -56,6 +57,7 @@ class HealthProber:
         if self._session is None:
             self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         self._running = True
+        self._loop = asyncio.get_running_loop()
         self._unsubscribe = self.datastore.subscribe(self._on_change)
         self._reconcile()
 
@@ -63,6 +65,7 @@ class HealthProber:
         if not self._running:
             return
         self._running = False
+        self._loop = None
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
@@ -89,10 +92,10 @@ class HealthProber:
 
     # -- following the datastore ---------------------------------------------------
     def _on_change(self, event: ChangeEvent) -> None:
-        if event.kind not in ("endpoint", "pool") or self._reconcile_pending or not self._running:
+        if event.kind not in ("endpoint", "pool") or self._reconcile_pending or self._loop is None:
             return
         self._reconcile_pending = True
-        asyncio.get_running_loop().call_soon(self._reconcile)
+        self._loop.call_soon_threadsafe(self._reconcile)  # mutations belong on the loop; be safe anyway
 
     def _reconcile(self) -> None:
         self._reconcile_pending = False

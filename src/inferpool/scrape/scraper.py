@@ -71,6 +71,7 @@ class Scraper:
         self._unsubscribe: Callable[[], None] | None = None
         self._reconcile_pending = False
         self._running = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.scrapes = 0  # successful scrapes, for tests and the dashboard
         self.failures = 0
 
@@ -82,6 +83,7 @@ class Scraper:
             connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
             self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True)
         self._running = True
+        self._loop = asyncio.get_running_loop()
         self._unsubscribe = self.datastore.subscribe(self._on_change)
         self._reconcile()
 
@@ -89,6 +91,7 @@ class Scraper:
         if not self._running:
             return
         self._running = False
+        self._loop = None
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
@@ -112,10 +115,10 @@ class Scraper:
 
     # -- following the datastore ---------------------------------------------------
     def _on_change(self, event: ChangeEvent) -> None:
-        if event.kind not in ("endpoint", "pool") or self._reconcile_pending or not self._running:
+        if event.kind not in ("endpoint", "pool") or self._reconcile_pending or self._loop is None:
             return
         self._reconcile_pending = True
-        asyncio.get_running_loop().call_soon(self._reconcile)
+        self._loop.call_soon_threadsafe(self._reconcile)  # mutations belong on the loop; be safe anyway
 
     def _engine_for(self, endpoint: Endpoint) -> EngineMap:
         name = endpoint.labels.get(self.config.engine_label) or endpoint.engine or self.config.default_engine

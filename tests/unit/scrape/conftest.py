@@ -32,7 +32,7 @@ async def fake_server() -> AsyncIterator[FakeServer]:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    server.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    server.port = int(runner.addresses[0][1])
     try:
         yield server
     finally:
