@@ -1,7 +1,7 @@
 """A deterministic built-in tokenizer: about four characters per token, no files to download.
 
-Text is split into words (with their leading space) and each word into pieces of at most four
-characters; a piece's id is a stable hash into a Llama-3-sized vocabulary. The same text always
+Text is split into words (with their leading space); a word of up to six characters is one
+token, a longer one is cut into four-character pieces; a piece's id is a stable hash into a Llama-3-sized vocabulary. The same text always
 gives the same ids, so prefix caching behaves as it would with a real tokenizer.
 """
 
@@ -18,6 +18,7 @@ BOS_ID = 1
 EOS_ID = 2
 _FIRST_ID = 3
 _PIECE_CHARS = 4
+_WHOLE_WORD_CHARS = 6
 _MAX_MEMO = 1_000_000
 _WORD = re.compile(r"\s*\S+|\s+")
 
@@ -65,8 +66,9 @@ class Tokenizer:
 
     def _piece_ids(self, word: str) -> list[int]:
         ids = []
-        for start in range(0, len(word), _PIECE_CHARS):
-            piece = word[start : start + _PIECE_CHARS]
+        step = len(word) if len(word) <= _WHOLE_WORD_CHARS else _PIECE_CHARS
+        for start in range(0, len(word), step):
+            piece = word[start : start + step]
             token_id = _FIRST_ID + xxhash.xxh3_64_intdigest(piece.encode("utf-8")) % (VOCAB_SIZE - _FIRST_ID)
             if len(self._pieces) < _MAX_MEMO:
                 self._pieces.setdefault(token_id, piece)
