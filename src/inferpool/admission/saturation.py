@@ -70,18 +70,23 @@ class SaturationDetector:
 
     def snapshot(self, endpoints: Sequence[Endpoint], now: float | None = None) -> SaturationSnapshot:
         now = self._clock() if now is None else now
+        cfg = self.config
+        # Inlined (no per-endpoint method calls): this runs on every request over every candidate.
+        oldest = now - cfg.stale_after_s
+        queue_t, kv_t, cap = cfg.queue_threshold, cfg.kv_threshold, cfg.ratio_cap
         total = 0.0
         saturated = stale = 0
         for endpoint in endpoints:
-            if self.is_stale(endpoint, now):
+            m = endpoint.metrics
+            if m.scraped_at == 0.0 or m.scraped_at < oldest:
                 stale += 1
                 saturated += 1
-                total += self.config.stale_ratio
+                total += cfg.stale_ratio
                 continue
-            ratio = self.load_ratio(endpoint)
+            ratio = max(m.waiting_queue_size / queue_t, m.kv_cache_usage / kv_t)
             if ratio >= 1.0:
                 saturated += 1
-            total += min(ratio, self.config.ratio_cap)
+            total += ratio if ratio < cap else cap
         count = len(endpoints)
         return SaturationSnapshot(
             ratio=total / count if count else 0.0, endpoints=count, saturated=saturated, stale=stale
