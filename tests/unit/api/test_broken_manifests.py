@@ -12,7 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from inferpool.api import load_manifests
-from inferpool.cli import app
+
+from .cli_app import app
 
 ROOT = Path(__file__).resolve().parents[3]
 BROKEN = "tests/data/manifests-broken"

@@ -10,8 +10,9 @@ from typer.testing import CliRunner
 
 from inferpool.api import load_manifests
 from inferpool.api.convert import to_state
-from inferpool.cli import app
 from inferpool.state import Criticality, HealthCheck, TargetModel
+
+from .cli_app import app
 
 ROOT = Path(__file__).resolve().parents[3]
 EXAMPLE = ROOT / "examples" / "gke-quickstart"
