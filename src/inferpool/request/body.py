@@ -69,11 +69,7 @@ def parse_body(raw: bytes, path: str) -> ParsedBody:
     if not model:
         raise InferenceError(400, "The 'model' field must not be empty.", param="model")
 
-    stream = data.get("stream", False)
-    if stream is None:
-        stream = False
-    if not isinstance(stream, bool):
-        raise _wrong_type("stream", "a boolean", stream)
+    stream = _lax_bool("stream", data.get("stream"))
     include_usage = _include_usage(data.get("stream_options"))
     max_tokens = _max_tokens(data)
 
@@ -149,12 +145,38 @@ def _include_usage(options: object) -> bool:
         return False
     if not isinstance(options, dict):
         raise _wrong_type("stream_options", "an object", options)
-    value = options.get("include_usage", False)
+    return _lax_bool("stream_options.include_usage", options.get("include_usage"))
+
+
+# vLLM's pydantic models parse in lax mode: "true"/1 are booleans and "5"/5.0 are integers
+# there, so the gateway accepts exactly those too rather than refuse what the server takes.
+_TRUE = frozenset({"true", "t", "yes", "y", "on", "1"})
+_FALSE = frozenset({"false", "f", "no", "n", "off", "0"})
+
+
+def _lax_bool(field: str, value: object) -> bool:
     if value is None:
         return False
-    if not isinstance(value, bool):
-        raise _wrong_type("stream_options.include_usage", "a boolean", value)
-    return value
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise _wrong_type(field, "a boolean", value)
+
+
+def _lax_int(field: str, value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    raise _wrong_type(field, "an integer", value)
 
 
 def _max_tokens(data: dict[str, Any]) -> int | None:
@@ -163,8 +185,7 @@ def _max_tokens(data: dict[str, Any]) -> int | None:
         value = data.get(name)
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _wrong_type(name, "an integer", value)
+        value = _lax_int(name, value)
         if value < 1:
             raise InferenceError(400, f"{name} must be at least 1, got {value}.", param=name)
         return value

@@ -106,14 +106,16 @@ def test_missing_model_is_400_model() -> None:
     [
         (b'{"model":5,"prompt":"x"}', "body.model"),
         (b'{"model":"","prompt":"x"}', "model"),
-        (b'{"model":"m","prompt":"x","stream":"yes"}', "body.stream"),
+        (b'{"model":"m","prompt":"x","stream":"maybe"}', "body.stream"),
+        (b'{"model":"m","prompt":"x","stream":2}', "body.stream"),
         (b'{"model":"m","prompt":"x","stream_options":[]}', "body.stream_options"),
         (
-            b'{"model":"m","prompt":"x","stream_options":{"include_usage":1}}',
+            b'{"model":"m","prompt":"x","stream_options":{"include_usage":"x"}}',
             "body.stream_options.include_usage",
         ),
         (b'{"model":"m","prompt":"x","max_tokens":"lots"}', "body.max_tokens"),
         (b'{"model":"m","prompt":"x","max_tokens":true}', "body.max_tokens"),
+        (b'{"model":"m","prompt":"x","max_tokens":2.5}', "body.max_tokens"),
         (b'{"model":"m","prompt":"x","max_tokens":-1}', "max_tokens"),
         (b'{"model":"m","prompt":{"a":1}}', "body.prompt"),
         (b'{"model":"m","prompt":[1,"a"]}', "body.prompt"),
@@ -175,3 +177,14 @@ def test_rewrite_changes_only_model_and_keeps_order() -> None:
     assert list(orjson.loads(out)) == ["temperature", "model", "prompt", "n", "extra"]
     assert orjson.loads(out) == {**orjson.loads(raw), "model": "food-review-1"}
     assert with_model(parsed, "food-review") is raw
+
+
+def test_lax_values_vllm_accepts() -> None:
+    """vLLM (pydantic lax mode) takes "true", 1, "5" and 5.0; so does the gateway."""
+    parsed = parse_body(
+        b'{"model":"m","prompt":"x","stream":"true","stream_options":{"include_usage":1},"max_tokens":"5"}',
+        COMPLETIONS,
+    )
+    assert (parsed.stream, parsed.include_usage, parsed.max_tokens) == (True, True, 5)
+    parsed = parse_body(b'{"model":"m","prompt":"x","stream":0,"max_tokens":7.0}', COMPLETIONS)
+    assert (parsed.stream, parsed.max_tokens) == (False, 7)
