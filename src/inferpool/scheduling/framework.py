@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import mul
 from typing import Protocol, runtime_checkable
 
 from inferpool.scheduling.types import SchedulingRequest, SchedulingResult, ScoredEndpoint
@@ -84,13 +85,6 @@ class Profile:
         return list(seen.values())
 
 
-def _clamp(value: float) -> float:
-    """Keep one misbehaving scorer (NaN, out of range) from dominating the weighted sum."""
-    if value != value or value <= 0.0:  # NaN or non-positive
-        return 0.0
-    return value if value < 1.0 else 1.0
-
-
 class Scheduler:
     """Runs one profile over a pool's candidate endpoints.
 
@@ -161,17 +155,26 @@ class Scheduler:
         return kept
 
     def _score(self, req: SchedulingRequest, endpoints: list[Endpoint]) -> list[ScoredEndpoint]:
-        results = [(w.scorer.name, w.weight, w.scorer.score(req, endpoints)) for w in self._profile.scorers]
-        scored = []
-        for endpoint in endpoints:
-            raw: dict[str, float] = {}
-            total = 0.0
-            for name, weight, scores in results:
-                value = _clamp(scores.get(endpoint, 0.0))
-                raw[name] = value
-                total += weight * value
-            scored.append(ScoredEndpoint(endpoint, total, raw))
-        return scored
+        """Weighted sum of clamped scores; one column per scorer so the hot loop stays in C where it can."""
+        scorers = self._profile.scorers
+        if not scorers:
+            return [ScoredEndpoint(e, 0.0, {}) for e in endpoints]
+        names = [w.scorer.name for w in scorers]
+        weights = [w.weight for w in scorers]
+        columns = []
+        for w in scorers:
+            get = w.scorer.score(req, endpoints).get
+            # clamp to [0, 1]; NaN → 0 (both comparisons are false for NaN)
+            columns.append(
+                [
+                    v if 0.0 <= v <= 1.0 else (1.0 if v > 1.0 else 0.0)
+                    for v in (get(e, 0.0) for e in endpoints)
+                ]
+            )
+        return [
+            ScoredEndpoint(e, sum(map(mul, weights, values)), dict(zip(names, values, strict=True)))
+            for e, *values in zip(endpoints, *columns, strict=True)
+        ]
 
     # -- lifecycle hooks, called by the request core ---------------------------------
     def on_routed(self, req: SchedulingRequest, endpoint: Endpoint) -> None:

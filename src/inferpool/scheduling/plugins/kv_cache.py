@@ -8,12 +8,6 @@ from inferpool.scheduling.types import SchedulingRequest
 from inferpool.state import Endpoint
 
 
-def _free(kv: float) -> float:
-    if kv != kv:  # NaN from a broken scrape: treat as full
-        return 0.0
-    return min(1.0, max(0.0, 1.0 - kv))
-
-
 @dataclass
 class KVCacheUtilizationScorer:
     """score = 1 − kv_cache_usage (an absolute scale: a full cache is bad even if all are full)."""
@@ -21,4 +15,8 @@ class KVCacheUtilizationScorer:
     name: str = "kv-cache-utilization-scorer"
 
     def score(self, req: SchedulingRequest, endpoints: list[Endpoint]) -> dict[Endpoint, float]:
-        return {e: _free(e.metrics.kv_cache_usage) for e in endpoints}
+        # out-of-range or NaN usage (a broken scrape) clamps; NaN fails both comparisons → 0
+        return {
+            e: 1.0 - kv if 0.0 <= kv <= 1.0 else (1.0 if kv < 0.0 else 0.0)
+            for e, kv in ((e, e.metrics.kv_cache_usage) for e in endpoints)
+        }

@@ -16,4 +16,4 @@ class LeastRequestScorer:
     name: str = "least-request-scorer"
 
     def score(self, req: SchedulingRequest, endpoints: list[Endpoint]) -> dict[Endpoint, float]:
-        return inverse_minmax(endpoints, [max(0, e.in_flight) for e in endpoints])
+        return inverse_minmax(endpoints, [e.in_flight for e in endpoints])

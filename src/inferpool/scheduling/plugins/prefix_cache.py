@@ -77,7 +77,7 @@ class PrefixCacheScorer:
             return dict.fromkeys(endpoints, 0.0)
         matched = self.index.match(hashes)
         total = len(hashes)
-        loads = [max(0, e.metrics.waiting_queue_size) + max(0, e.in_flight) for e in endpoints]
+        loads = [e.metrics.waiting_queue_size + e.in_flight for e in endpoints]
         least = min(loads)
         scores: dict[Endpoint, float] = {}
         for endpoint, load in zip(endpoints, loads, strict=True):

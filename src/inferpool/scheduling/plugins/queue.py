@@ -16,4 +16,4 @@ class QueueScorer:
     name: str = "queue-scorer"
 
     def score(self, req: SchedulingRequest, endpoints: list[Endpoint]) -> dict[Endpoint, float]:
-        return inverse_minmax(endpoints, [max(0, e.metrics.waiting_queue_size) for e in endpoints])
+        return inverse_minmax(endpoints, [e.metrics.waiting_queue_size for e in endpoints])

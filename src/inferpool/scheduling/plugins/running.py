@@ -16,4 +16,4 @@ class RunningRequestsScorer:
     name: str = "running-requests-scorer"
 
     def score(self, req: SchedulingRequest, endpoints: list[Endpoint]) -> dict[Endpoint, float]:
-        return inverse_minmax(endpoints, [max(0, e.metrics.running_requests) for e in endpoints])
+        return inverse_minmax(endpoints, [e.metrics.running_requests for e in endpoints])

@@ -20,4 +20,4 @@ class TokenLoadScorer:
     name: str = "token-load-scorer"
 
     def score(self, req: SchedulingRequest, endpoints: list[Endpoint]) -> dict[Endpoint, float]:
-        return inverse_minmax(endpoints, [max(0, e.in_flight_tokens) for e in endpoints])
+        return inverse_minmax(endpoints, [e.in_flight_tokens for e in endpoints])
