@@ -6,7 +6,7 @@ with `pytest tests/bench/test_parse_bench.py -s` to see them.
 
 from __future__ import annotations
 
-import time
+import timeit
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -51,16 +51,9 @@ def big_vllm_page() -> str:
     return "\n".join(lines[:middle] + extra + lines[middle:]) + "\n"
 
 
-def per_call(fn: Callable[[], Any], budget_s: float = 0.5, max_calls: int = 200) -> float:
-    """Best-of-3 mean seconds per call over a small, bounded number of calls."""
-    best = float("inf")
-    for _ in range(3):
-        calls, start = 0, time.perf_counter()
-        while calls < max_calls and (calls == 0 or time.perf_counter() - start < budget_s / 3):
-            fn()
-            calls += 1
-        best = min(best, (time.perf_counter() - start) / calls)
-    return best
+def per_call(fn: Callable[[], Any], calls: int, repeats: int = 5) -> float:
+    """Seconds per call: the best of `repeats` batches (least disturbed by a busy machine)."""
+    return min(timeit.timeit(fn, number=calls) for _ in range(repeats)) / calls
 
 
 def test_parse_150kb_vllm_page(benchmark: Any, capsys: pytest.CaptureFixture[str]) -> None:
@@ -71,8 +64,8 @@ def test_parse_150kb_vllm_page(benchmark: Any, capsys: pytest.CaptureFixture[str
     assert (metrics.waiting_queue_size, metrics.running_requests) == (0, 4)
     assert metrics.active_adapters == {"lora-b"}
 
-    ours = per_call(lambda: parse_metrics(page))
-    theirs = per_call(lambda: sum(1 for _ in text_string_to_metric_families(page)), max_calls=20)
+    ours = per_call(lambda: parse_metrics(page), calls=20)
+    theirs = per_call(lambda: sum(1 for _ in text_string_to_metric_families(page)), calls=2, repeats=3)
     with capsys.disabled():
         print(
             f"\n[bench] parse {len(page) / 1000:.0f} KB vLLM page ({page.count(chr(10))} lines): "

@@ -1,11 +1,11 @@
 """A Prometheus text parser that reads only the series it is asked for.
 
 A vLLM /metrics page is 50-150 KB, almost all of it histogram buckets nobody routes on.
-Instead of building a metric model of the whole page, `find_series` jumps with `str.find`
-to lines that start with a wanted metric name (a C-speed scan per name), checks that the
-name ends there (`{`, space or tab follows, so `vllm:num_requests_waiting_by_reason` is not
-`vllm:num_requests_waiting`), and only then parses labels and value. Comment lines never
-match because they start with `#`.
+Instead of building a metric model of the whole page, `find_series` makes one C-speed regex
+pass for lines that start with a wanted metric name followed by `{`, space or tab (so
+`vllm:num_requests_waiting_by_reason` is not `vllm:num_requests_waiting`), and only those
+lines get their labels and value parsed in Python. Comment lines never match because they
+start with `#`. (One `str.find` pass per name was measured 2x slower on a 150 KB page.)
 
 Handled: escaped label values (`\\\\`, `\\"`, `\\n`), `NaN`, `+Inf`/`-Inf`, exponents, an
 optional timestamp after the value, CRLF line ends, `{}`. Malformed lines are skipped, never
@@ -93,30 +93,27 @@ def _parse_line(line: str, name_end: int) -> Sample | None:
 
 def find_series(text: str, names: Iterable[str]) -> dict[str, list[Sample]]:
     """Every sample of each wanted metric name, in page order; absent names map to []."""
-    out: dict[str, list[Sample]] = {}
+    out: dict[str, list[Sample]] = {name: [] for name in names}
+    wanted = sorted((name for name in out if name), key=len, reverse=True)
+    if not wanted:
+        return out
     size = len(text)
-    for name in names:
-        samples: list[Sample] = []
-        out[name] = samples
-        if not name:
-            continue
+    for name in wanted:  # the first line has no "\n" before it
         n = len(name)
-        needle = "\n" + name
-        start = 0 if text.startswith(name) else -1
-        if start < 0:
-            found = text.find(needle)
-            start = -1 if found < 0 else found + 1
-        while start >= 0:
-            name_end = start + n
-            if name_end < size and text[name_end] in "{ \t":
-                eol = text.find("\n", name_end)
-                line = text[start : size if eol < 0 else eol]
-                sample = _parse_line(line, n)
-                if sample is not None:
-                    samples.append(sample)
-            found = text.find(needle, name_end)
-            start = -1 if found < 0 else found + 1
+        if text.startswith(name) and n < size and text[n] in "{ \t":
+            _collect(out[name], text, 0, n, size)
+    # One pass for all names; `re` caches the compiled pattern per name set.
+    pattern = re.compile("\n(" + "|".join(map(re.escape, wanted)) + ")[{ \t]")
+    for match in pattern.finditer(text):
+        _collect(out[match.group(1)], text, match.start() + 1, match.end(1), size)
     return out
+
+
+def _collect(samples: list[Sample], text: str, start: int, name_end: int, size: int) -> None:
+    eol = text.find("\n", name_end)
+    sample = _parse_line(text[start : size if eol < 0 else eol], name_end - start)
+    if sample is not None:
+        samples.append(sample)
 
 
 # -- engine-neutral extraction -------------------------------------------------------------
