@@ -79,6 +79,8 @@ def _recordings() -> list[Recorded]:
             for key, value in subst.items():
                 body = body.replace(key, value)
         status, headers, payload = _parse_http(REF / name)
+        if "RAW_chunked" in name:
+            payload = b"".join(_dechunk(payload))
         out.append(Recorded(name, method, path, ct, body.encode() if body is not None else None, status, headers,
                             payload))  # fmt: skip
     return out
@@ -91,6 +93,19 @@ def _shape(value: Any) -> Any:
     if isinstance(value, list):
         return ["list", _shape(value[0])] if value else ["list"]
     return None
+
+
+def _dechunk(raw: bytes) -> list[bytes]:
+    """HTTP/1.1 chunked framing (as recorded with curl --raw) -> the chunks."""
+    chunks = []
+    while raw:
+        size_line, _, rest = raw.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            break
+        chunks.append(rest[:size])
+        raw = rest[size + 2 :]
+    return chunks
 
 
 def _sse_events(payload: bytes) -> list[Any]:
@@ -251,6 +266,7 @@ async def test_metrics_during_lora_contention_match_run_b(tmp_path: Path) -> Non
                 if (
                     b'reason="deferred"} 4.0' in body
                     and b'vllm:num_requests_running{engine="0",model_name="tiny-llama"} 4.0' in body
+                    and b"vllm:lora_requests_info{" in body
                 ):
                     snapshot = body
                     break
@@ -290,3 +306,23 @@ async def test_run_c_without_prompt_tokens_details(tmp_path: Path) -> None:
                 _compare(rec, *await _send(session, rep.url, rec))
     finally:
         await rep.stop()
+
+
+async def test_one_http_chunk_per_sse_event(replica: SimReplica) -> None:
+    """Like recording 14 (curl --raw): each SSE event travels as its own HTTP/1.1 chunk."""
+    rec = next(r for r in _recordings() if "RAW_chunked" in r.name)
+    _, _, raw = _parse_http(REF / rec.name)
+    recorded = _dechunk(raw)
+    assert all(c.startswith(b"data: ") and c.endswith(b"\n\n") and c.count(b"data: ") == 1 for c in recorded)
+    reader, writer = await asyncio.open_connection("127.0.0.1", replica.port)
+    assert rec.body is not None
+    writer.write(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: " + str(len(rec.body)).encode() + b"\r\nConnection: close\r\n\r\n" + rec.body)
+    await writer.drain()
+    response = await asyncio.wait_for(reader.read(), 30)
+    writer.close()
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert b"transfer-encoding: chunked" in head.lower()
+    chunks = _dechunk(body)
+    assert len(chunks) == len(recorded)  # max_tokens 3: three tokens, usage, [DONE]
+    assert all(c.startswith(b"data: ") and c.endswith(b"\n\n") and c.count(b"data: ") == 1 for c in chunks)
