@@ -107,7 +107,7 @@ def test_admin_metrics_after_traffic(stack: tuple[str, str]) -> None:
     client(stack[0]).completions.create(model="food-review", prompt="count me", max_tokens=4)
     with pytest.raises(openai.NotFoundError):
         client(stack[0]).completions.create(model="nobody", prompt="x", max_tokens=2)
-    with urllib.request.urlopen(f"{stack[1]}/metrics", timeout=10) as resp:  # noqa: S310
+    with urllib.request.urlopen(f"{stack[1]}/metrics", timeout=10) as resp:
         text = resp.read().decode()
     assert re.search(
         r'^inference_model_request_total\{model_name="food-review",target_model_name="food-review"\} \d',
@@ -117,6 +117,6 @@ def test_admin_metrics_after_traffic(stack: tuple[str, str]) -> None:
     assert 'inference_pool_ready_pods{name="vllm-llama3-8b-instruct"} 3.0' in text
     assert "inference_model_time_to_first_token_seconds_bucket" in text
     assert (
-        'inference_model_request_error_total{model_name="nobody",target_model_name="nobody",error_code="404"} 1.0'
+        'inference_model_request_error_total{error_code="404",model_name="nobody",target_model_name="nobody"} 1.0'
         in text
     )
