@@ -264,7 +264,12 @@ class _Loader:
     def load_text(self, text: str, file: str) -> None:
         try:
             for doc in parse_documents(text):
-                self.load_document(doc, file)
+                try:
+                    self.load_document(doc, file)
+                except RecursionError:
+                    self.report(
+                        file, doc.line, None, None, None, "document refers to itself (recursive YAML alias)"
+                    )
         except YAMLSyntaxError as exc:
             self.report(file, exc.line, None, None, None, exc.message)
 

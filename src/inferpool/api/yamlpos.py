@@ -42,19 +42,25 @@ class YAMLSyntaxError(Exception):
         self.message = message
 
 
-def _walk(node: yaml.Node, path: Path, lines: dict[Path, int]) -> None:
+def _walk(node: yaml.Node, path: Path, lines: dict[Path, int], active: set[int]) -> None:
+    """Record field lines below `node`; `active` holds the nodes on the current path, so a
+    self-referencing alias (`a: &x [*x]`) is walked once instead of forever."""
+    if id(node) in active:
+        return
+    active.add(id(node))
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode):
                 continue
             child = (*path, str(key_node.value))
             lines[child] = key_node.start_mark.line + 1
-            _walk(value_node, child, lines)
+            _walk(value_node, child, lines, active)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             child = (*path, index)
             lines[child] = item.start_mark.line + 1
-            _walk(item, child, lines)
+            _walk(item, child, lines, active)
+    active.discard(id(node))
 
 
 def parse_documents(text: str, first_line: int = 1) -> Iterator[Document]:
@@ -85,7 +91,7 @@ def parse_documents(text: str, first_line: int = 1) -> Iterator[Document]:
                 continue
             offset = first_line - 1
             lines: dict[Path, int] = {}
-            _walk(node, (), lines)
+            _walk(node, (), lines, set())
             if offset:
                 lines = {path: line + offset for path, line in lines.items()}
             yield Document(data=data, line=node.start_mark.line + first_line, lines=lines)
