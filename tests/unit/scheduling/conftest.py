@@ -33,9 +33,11 @@ def ep(
     )
 
 
-def req(prompt: str = "hello", *, model: str = "m", priority: int = 0, **kw: object) -> SchedulingRequest:
+def req(
+    prompt: str = "hello", *, model: str = "m", priority: int = 0, request_id: str | None = None, **kw: object
+) -> SchedulingRequest:
     return SchedulingRequest(
-        request_id=f"r{next(_ids)}",
+        request_id=request_id or f"r{next(_ids)}",
         pool="default/p",
         target_model=model,
         prompt=prompt,

@@ -92,6 +92,15 @@ def test_scorer_hashes_once_per_request() -> None:
     assert scorer.index.size("e-0") == len(hashes)
 
 
+def test_reused_request_id_does_not_reuse_another_prompts_hashes() -> None:
+    scorer = PrefixCacheScorer()
+    a = ep("e-0")
+    scorer.score(req(DOC, request_id="same"), [a])
+    scorer.on_routed(req("q" * 640, request_id="same"), a)  # a different prompt, same id
+    assert scorer.score(req("q" * 640), [a])[a] == 1.0
+    assert scorer.score(req(DOC), [a])[a] == 0.0
+
+
 def test_capacity_from_cache_config() -> None:
     scorer = PrefixCacheScorer()
     # vLLM 0.32.0 recorded page: block_size 128, 16384 blocks = 2,097,152 tokens ≈ 8 MiB of text

@@ -57,16 +57,24 @@ class PrefixCacheScorer:
     params: PrefixCacheParams = field(default_factory=PrefixCacheParams)
     name: str = "prefix-cache-scorer"
     index: PrefixIndex = field(default_factory=PrefixIndex)
-    _pending: OrderedDict[str, list[int]] = field(default_factory=OrderedDict)
+    _pending: OrderedDict[str, tuple[str, str, list[int]]] = field(default_factory=OrderedDict)
 
     def hashes(self, req: SchedulingRequest) -> list[int]:
-        """The request's block hashes, computed once per request and reused by `on_routed`."""
+        """The request's block hashes, computed once per request and reused by `on_routed`.
+
+        Keyed by request id, but checked against the prompt and model too: client-chosen
+        ids can repeat, and a stale entry must not stand in for another prompt.
+        """
         cached = self._pending.get(req.request_id)
-        if cached is not None:
-            return cached
+        if (
+            cached is not None
+            and cached[1] == req.target_model
+            and (cached[0] is req.prompt or cached[0] == req.prompt)
+        ):
+            return cached[2]
         p = self.params
         hashes = block_hashes(req.prompt, req.target_model, p.hash_block_size, p.max_prefix_blocks_to_match)
-        self._pending[req.request_id] = hashes
+        self._pending[req.request_id] = (req.prompt, req.target_model, hashes)
         while len(self._pending) > _PENDING_LIMIT:
             self._pending.popitem(last=False)
         return hashes
@@ -96,12 +104,8 @@ class PrefixCacheScorer:
         return min(p.lru_capacity_per_server, p.max_capacity_per_server)
 
     def on_routed(self, req: SchedulingRequest, endpoint: Endpoint) -> None:
-        hashes = self._pending.pop(req.request_id, None)
-        if hashes is None:
-            p = self.params
-            hashes = block_hashes(
-                req.prompt, req.target_model, p.hash_block_size, p.max_prefix_blocks_to_match
-            )
+        hashes = self.hashes(req)
+        self._pending.pop(req.request_id, None)
         self.index.add(endpoint.name, hashes, self.capacity(endpoint))
 
     def on_completed(self, req: SchedulingRequest, endpoint: Endpoint) -> None:
