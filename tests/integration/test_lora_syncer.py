@@ -28,10 +28,16 @@ FAST = SyncerOptions(resync_interval_s=0.3, watch_interval_s=0.05, health_interv
                      backoff=BackoffPolicy(base_s=0.05, cap_s=0.5))  # fmt: skip
 
 
-def config_doc(exist: list[str], not_exist: list[str] = (), port: int = 8000) -> dict[str, object]:  # type: ignore[assignment]
+def config_doc(
+    exist: list[str],
+    not_exist: list[str] = (),
+    port: int = 8000,
+    host: str = "localhost",  # type: ignore[assignment]
+) -> dict[str, object]:
     return {
         "vLLMLoRAConfig": {
             "name": "test",
+            "host": host,
             "port": port,
             "defaultBaseModel": BASE,
             "ensureExist": {"models": [{"id": n, "source": f"/adapters/{n}"} for n in exist]},
@@ -257,7 +263,8 @@ def _free_port() -> int:
 async def test_command_line(replica: SimReplica, tmp_path: Path) -> None:
     """`inferpool lora-syncer` with the config from $DYNAMIC_LORA_ROLLOUT_CONFIG; SIGTERM stops it cleanly."""
     cfg = tmp_path / "configmap.yaml"
-    write_atomic(cfg, config_doc(["food-review"], port=replica.port))
+    # 127.0.0.1, not the default localhost: ::1 may belong to another server on a shared test machine.
+    write_atomic(cfg, config_doc(["food-review"], port=replica.port, host="127.0.0.1"))
     mport = _free_port()
     env = {**os.environ, "DYNAMIC_LORA_ROLLOUT_CONFIG": str(cfg)}
     proc = await asyncio.create_subprocess_exec(
@@ -277,13 +284,14 @@ async def test_command_line(replica: SimReplica, tmp_path: Path) -> None:
 
         await eventually(metrics_say_loaded, "metrics endpoint", 30)
         proc.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(proc.wait(), 30) == 0
+        out_bytes, _ = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 0, out_bytes.decode()
     finally:
         if proc.returncode is None:
             proc.kill()
-            await proc.wait()
-    out = (await proc.stdout.read()).decode() if proc.stdout else ""
-    assert f"reconciling http://localhost:{replica.port}" in out
+            print((await proc.communicate())[0].decode())
+    out = out_bytes.decode()
+    assert f"reconciling http://127.0.0.1:{replica.port}" in out
 
 
 async def test_command_rejects_an_invalid_config(tmp_path: Path) -> None:
