@@ -1,0 +1,131 @@
+"""`inferpool serve --endpoints` in front of `inferpool sim` processes: failover and gateway errors."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+
+import aiohttp
+import orjson
+
+from .conftest import INFERPOOL, free_port, http_ok, sim_argv, wait_until
+
+MANIFESTS = """
+apiVersion: inference.networking.x-k8s.io/v1alpha2
+kind: InferencePool
+metadata: {name: pool}
+spec:
+  selector: {app: sim}
+  targetPortNumber: 8000
+  extensionRef: {name: pool-epp}
+---
+apiVersion: inference.networking.x-k8s.io/v1alpha2
+kind: InferencePool
+metadata: {name: empty}
+spec:
+  selector: {app: nothing-has-this-label}
+  targetPortNumber: 8000
+  extensionRef: {name: empty-epp}
+---
+apiVersion: inference.networking.x-k8s.io/v1alpha2
+kind: InferenceModel
+metadata: {name: base}
+spec:
+  modelName: tiny
+  criticality: Critical
+  poolRef: {name: pool}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  gatewayClassName: inferpool
+  listeners:
+  - {name: http, protocol: HTTP, port: LISTENER_PORT}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: route}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /empty}}]
+    backendRefs: [{name: empty, group: inference.networking.x-k8s.io, kind: InferencePool}]
+  - matches: [{path: {type: PathPrefix, value: /v1}}]
+    backendRefs: [{name: pool, group: inference.networking.x-k8s.io, kind: InferencePool}]
+"""
+
+
+def start_stack(spawn, tmp_path: Path) -> tuple[str, list, object]:  # type: ignore[no-untyped-def, type-arg]
+    sims = []
+    ports = [free_port(), free_port()]
+    for port in ports:
+        sims.append(spawn(sim_argv(port, "--model", "tiny", "--speed", "5", "--seed", str(port))))
+    for port in ports:
+        wait_until(lambda p=port: http_ok(f"http://127.0.0.1:{p}/health"), 60, what=f"sim on {port}")
+    listener = free_port()
+    (tmp_path / "gw.yaml").write_text(MANIFESTS.replace("LISTENER_PORT", str(listener)))
+    endpoints = [
+        {"address": "127.0.0.1", "port": p, "name": f"sim-{i}", "labels": {"app": "sim"}}
+        for i, p in enumerate(ports)
+    ]
+    (tmp_path / "endpoints.yaml").write_text(orjson.dumps({"endpoints": endpoints}).decode())
+    gw = spawn(
+        [INFERPOOL, "serve", "-f", str(tmp_path / "gw.yaml"), "--endpoints", str(tmp_path / "endpoints.yaml"),
+         "--admin-port", str(free_port()), "--max-body-bytes", "4096", "--profile", "round-robin"]
+    )  # fmt: skip
+    url = gw.wait_for_line(r"^gateway\s+(http://\S+)", 60).group(1)
+    return url, sims, gw
+
+
+async def test_killed_replica_requests_are_retried_elsewhere(spawn, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    url, sims, gw = start_stack(spawn, tmp_path)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as s:
+
+        async def one(i: int) -> tuple[int, str]:
+            body = {"model": "tiny", "prompt": f"request {i}", "max_tokens": 400, "ignore_eos": True}
+            async with s.post(f"{url}/v1/completions", json=body) as resp:
+                await resp.read()
+                return resp.status, resp.headers.get("x-gateway-destination-endpoint-served", "")
+
+        warm = await asyncio.gather(*(one(i) for i in range(4)))
+        assert {status for status, _ in warm} == {200}
+        assert len({served for _, served in warm}) == 2  # round-robin used both replicas
+
+        tasks = [asyncio.create_task(one(i)) for i in range(24)]
+        await asyncio.sleep(0.5)  # requests are now in flight on both replicas, none finished
+        sims[1].kill()  # SIGKILL: connections drop with no answer
+        results = await asyncio.gather(*tasks)
+        more = await asyncio.gather(*(one(100 + i) for i in range(6)))
+
+    statuses = [status for status, _ in results + more]
+    assert statuses == [200] * len(statuses)  # every non-streaming request was retried on the survivor
+    survivor = re.search(r"--port', '(\d+)", str(sims[0].argv)) or re.search(
+        r"--port (\d+)", " ".join(sims[0].argv)
+    )
+    assert survivor
+    assert {served for _, served in more} == {f"127.0.0.1:{survivor.group(1)}"}
+    log = [orjson.loads(line) for line in gw.output().splitlines() if line.startswith("{")]
+    retried = [e for e in log if e.get("attempts", 0) >= 2]
+    assert retried and all(e["status"] == 200 for e in retried)  # some were in flight on the killed one
+
+
+async def test_gateway_made_errors(spawn, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    url, _, _ = start_stack(spawn, tmp_path)
+    async with aiohttp.ClientSession() as s:
+        cases = [
+            (await s.post(f"{url}/v1/completions", json={"model": "tiny", "prompt": "x" * 5000}), 413),
+            (await s.post(f"{url}/empty/v1/completions", json={"model": "tiny", "prompt": "x"}), 503),
+            (await s.post(f"{url}/nowhere", json={}), 404),
+            (await s.post(f"{url}/v1/completions", json={"model": "other", "prompt": "x"}), 404),
+            (await s.post(f"{url}/v1/completions", data=b"not json"), 400),
+        ]
+        for resp, status in cases:
+            body = await resp.json()
+            assert resp.status == status, body
+            assert (
+                set(body["error"]) == {"message", "type", "param", "code"} and body["error"]["code"] == status
+            )
+        ok = await s.post(f"{url}/v1/completions", json={"model": "tiny", "prompt": "fine", "max_tokens": 3})
+        assert ok.status == 200
