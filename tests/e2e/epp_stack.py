@@ -97,7 +97,7 @@ class Stack:
 
 
 def start_epp(
-    tmp: Path, replicas: list[Replica], *, fallback: int = 1, extra_args: list[str] | None = None
+    tmp: Path, replicas: list[Replica], *, fallback: int = 1, scheduler: str = "legacy-v0.3"
 ) -> EppProcess:
     extra_manifest = tmp / "extra-models.yaml"
     extra_manifest.write_text(yaml.safe_dump_all(EXTRA_MODELS))
@@ -121,10 +121,9 @@ def start_epp(
         "--host", "127.0.0.1",
         "--grpc-port", str(ports[0]), "--grpc-health-port", str(ports[1]), "--metrics-port", str(ports[2]),
         "--metrics-token", METRICS_TOKEN,
-        "--scheduler", "legacy-v0.3",
+        "--scheduler", scheduler,
         "--fallback-endpoints", str(fallback),
         "--log-level", "warning",
-        *(extra_args or []),
     ]  # fmt: skip
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
@@ -140,6 +139,7 @@ async def open_stack(
     failure_mode_allow: bool = False,
     request_body_mode: str = "FULL_DUPLEX_STREAMED",
     fallback: int = 1,
+    scheduler: str = "legacy-v0.3",
 ) -> Stack:
     binary = find_envoy()
     assert binary is not None
@@ -147,7 +147,7 @@ async def open_stack(
     for replica in replicas:
         await replica.start()
         stack.push_async_callback(replica.stop)
-    epp = start_epp(tmp, replicas, fallback=fallback)
+    epp = start_epp(tmp, replicas, fallback=fallback, scheduler=scheduler)
     stack.callback(stop_process, epp.proc)
     await epp.wait_serving()
     config = EnvoyConfig(

@@ -23,7 +23,6 @@ from inferpool.extproc.server import GrpcConfig, GrpcServers
 from inferpool.observe.metrics import GatewayMetrics, RequestObservation
 from inferpool.request.director import Director, RequestRecord
 from inferpool.scheduling import Scheduler, load_scheduler
-from inferpool.scrape.health import HealthProber
 from inferpool.scrape.readiness import Readiness
 from inferpool.scrape.scraper import ScrapeConfig, Scraper
 from inferpool.sources.static import StaticSource, load_endpoints_file
@@ -51,6 +50,7 @@ class EppConfig:
     config_file: Path | None = None  # EndpointPickerConfig, or a built-in profile name via scheduler
     scheduler: str = "default"
     sync_timeout_s: float = 60.0
+    endpoints_grace_s: float = 5.0  # wait this long for a first ready endpoint before SERVING
 
 
 class EppApp:
@@ -75,6 +75,8 @@ class EppApp:
         self.metrics_token = config.metrics_token or (
             secrets.token_urlsafe(24) if config.metrics_auth else None
         )
+        # No HealthProber here: in front of Envoy the proxy's own health checks (the GKE load
+        # balancer reads HealthCheckPolicy itself) and pod readiness decide, as with upstream's EPP.
         readiness = Readiness()
         self.scraper = Scraper(
             self.datastore,
@@ -84,7 +86,6 @@ class EppApp:
             ),
             readiness,
         )
-        self.prober = HealthProber(self.datastore, readiness)
         self._sources: list[Any] = []
         self._runner: web.AppRunner | None = None
         self.metrics_port = 0
@@ -129,8 +130,8 @@ class EppApp:
         await self._start_metrics()
         await self._start_sources()
         await self.scraper.start()
-        await self.prober.start()
         self.pool_key = await self._wait_for_pool()
+        await self._wait_for_endpoints(self.pool_key, self.config.endpoints_grace_s)
         await self.grpc.mark_ready()
 
     async def _start_sources(self) -> None:
@@ -171,6 +172,13 @@ class EppApp:
                 raise TimeoutError(f"InferencePool {self.config.pool_name or '(any)'} not found")
             await asyncio.sleep(0.05)
 
+    async def _wait_for_endpoints(self, pool: str, grace_s: float) -> None:
+        """Give the first scrapes a moment, so the first requests do not meet an empty pool."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        while not self.datastore.ready_endpoints(pool) and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+
     async def _start_metrics(self) -> None:
         check = static_token(self.metrics_token) if self.metrics_token else None
         app = metrics_app(self.metrics, check, lambda: self._current_pool() is not None)
@@ -188,7 +196,6 @@ class EppApp:
         await self.grpc.stop()
         for source in reversed(self._sources):
             await _maybe_await(source.stop())
-        await self.prober.stop()
         await self.scraper.stop()
         if self._runner is not None:
             await self._runner.cleanup()
