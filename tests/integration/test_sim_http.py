@@ -41,7 +41,9 @@ def _metric(text: str, name: str) -> float:
     return float(m.group(1))
 
 
-async def test_completion_usage_and_cached_tokens(replica: SimReplica, session: aiohttp.ClientSession) -> None:
+async def test_completion_usage_and_cached_tokens(
+    replica: SimReplica, session: aiohttp.ClientSession
+) -> None:
     prefix = "You are a helpful food critic. Review the dish in detail. " * 30
     url = replica.url + "/v1/completions"
     s1, first = await _post(session, url, {"prompt": prefix + "Dish one?", "max_tokens": 5})
@@ -116,7 +118,9 @@ async def test_bad_completion_bodies(replica: SimReplica, session: aiohttp.Clien
                                      status: int, err_type: str, param: str) -> None:  # fmt: skip
     got_status, err = await _post(session, replica.url + "/v1/completions", body)
     assert got_status == status
-    assert err["error"]["type"] == err_type and err["error"]["param"] == param and err["error"]["code"] == status
+    assert (
+        err["error"]["type"] == err_type and err["error"]["param"] == param and err["error"]["code"] == status
+    )
 
 
 async def test_lora_load_unload_cycle(replica: SimReplica, session: aiohttp.ClientSession) -> None:
@@ -125,7 +129,9 @@ async def test_lora_load_unload_cycle(replica: SimReplica, session: aiohttp.Clie
                                                                  "base_model_name": "x"}) as resp:  # fmt: skip
         assert resp.status == 200 and "Content-Type" not in resp.headers
         assert await resp.text() == "Success: LoRA adapter 'cad' added successfully."
-    status, err = await _post(session, url + "/v1/load_lora_adapter", {"lora_name": "cad", "lora_path": "/a/cad"})
+    status, err = await _post(
+        session, url + "/v1/load_lora_adapter", {"lora_name": "cad", "lora_path": "/a/cad"}
+    )
     assert status == 400 and err["error"]["type"] == "InvalidUserInput"
     status, err = await _post(session, url + "/v1/load_lora_adapter",
                               {"lora_name": "bad", "lora_path": "/models/does-not-exist"})  # fmt: skip
@@ -135,7 +141,9 @@ async def test_lora_load_unload_cycle(replica: SimReplica, session: aiohttp.Clie
     assert models["cad"]["parent"] == "meta-llama/Llama-3.1-8B-Instruct" and models["cad"]["root"] == "/a/cad"
     assert models["food-review"]["parent"] == "meta-llama/Llama-3.1-8B-Instruct"
     assert models["meta-llama/Llama-3.1-8B-Instruct"]["max_model_len"] == 131072
-    status, _ = await _post(session, url + "/v1/completions", {"model": "cad", "prompt": "hi", "max_tokens": 2})
+    status, _ = await _post(
+        session, url + "/v1/completions", {"model": "cad", "prompt": "hi", "max_tokens": 2}
+    )
     assert status == 200
     async with session.post(url + "/v1/unload_lora_adapter", json={"lora_name": "cad"}) as resp:
         assert resp.status == 200 and await resp.text() == "Success: LoRA adapter 'cad' removed successfully."
@@ -161,7 +169,9 @@ async def test_small_endpoints(replica: SimReplica, session: aiohttp.ClientSessi
     status, tok = await _post(session, url + "/tokenize", {"prompt": "The quick brown fox"})
     assert status == 200 and tok["tokens"][0] == 1 and tok["count"] == len(tok["tokens"])
     assert tok["token_strs"] is None and tok["max_model_len"] == 131072
-    status, chat_tok = await _post(session, url + "/tokenize", {"messages": [{"role": "user", "content": "Hi"}]})
+    status, chat_tok = await _post(
+        session, url + "/tokenize", {"messages": [{"role": "user", "content": "Hi"}]}
+    )
     assert status == 200 and chat_tok["tokens"][0] != 1
     status, detok = await _post(session, url + "/detokenize", {"tokens": tok["tokens"]})
     assert detok == {"prompt": "<s>The quick brown fox"}
@@ -177,7 +187,9 @@ async def test_small_endpoints(replica: SimReplica, session: aiohttp.ClientSessi
 
 
 async def test_metrics_page_names_and_counts(replica: SimReplica, session: aiohttp.ClientSession) -> None:
-    await _post(session, replica.url + "/v1/completions", {"prompt": "hello", "max_tokens": 3, "ignore_eos": True})
+    await _post(
+        session, replica.url + "/v1/completions", {"prompt": "hello", "max_tokens": 3, "ignore_eos": True}
+    )
     async with session.get(replica.url + "/metrics") as resp:
         assert resp.headers["content-type"] == "text/plain; version=1.0.0; charset=utf-8"
         text = await resp.text()
@@ -194,7 +206,9 @@ async def test_metrics_page_names_and_counts(replica: SimReplica, session: aioht
     assert 'vllm:lora_requests_info{max_lora="2",running_lora_adapters="",waiting_lora_adapters=""}' in text
 
 
-async def test_kv_exhaustion_preempts_and_waiting_grows(tmp_path: Path, session: aiohttp.ClientSession) -> None:
+async def test_kv_exhaustion_preempts_and_waiting_grows(
+    tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
     profile = tmp_path / "small.yaml"
     profile.write_text("name: small\nnum_gpu_blocks: 48\nmax_model_len: 700\nmax_num_seqs: 64\n")
     rep = SimReplica(SimConfig(port=0, profile=str(profile), speed=20.0))
@@ -280,7 +294,7 @@ async def test_startup_delay_then_ready(session: aiohttp.ClientSession) -> None:
     try:
         async with session.get(rep.url + "/health") as resp:
             assert resp.status == 503
-        await rep.wait_ready(timeout=30)
+        await asyncio.wait_for(rep.wait_ready(), 30)
         async with session.get(rep.url + "/health") as resp:
             assert resp.status == 200
     finally:

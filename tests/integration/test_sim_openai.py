@@ -26,8 +26,13 @@ def _sync_calls(base_url: str) -> tuple[str, str, list[str], str]:
     completion = client.completions.create(model=MODEL, prompt="Say hello", max_tokens=5, temperature=0)
     text = completion.choices[0].text
     assert completion.usage is not None and completion.usage.completion_tokens >= 1
-    stream = client.chat.completions.create(model="food-review", messages=[{"role": "user", "content": "Hi"}],
-                                            max_tokens=6, stream=True, stream_options={"include_usage": True})
+    stream = client.chat.completions.create(
+        model="food-review",
+        messages=[{"role": "user", "content": "Hi"}],
+        max_tokens=6,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     parts = []
     usage_seen = False
     for chunk in stream:

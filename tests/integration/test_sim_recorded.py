@@ -205,7 +205,7 @@ async def test_prefix_cache_usage_matches_recorded_semantics(replica: SimReplica
             _, _, body = await _send(session, replica.url, recs[key])
             text = body.decode()
             if text.startswith("data: "):
-                usage = [e for e in _sse_events(body)[:-1] if e.get("usage")][0]["usage"]
+                usage = next(e for e in _sse_events(body)[:-1] if e.get("usage"))["usage"]
             else:
                 usage = json.loads(text)["usage"]
             got[key] = usage["prompt_tokens_details"]
@@ -316,8 +316,10 @@ async def test_one_http_chunk_per_sse_event(replica: SimReplica) -> None:
     assert all(c.startswith(b"data: ") and c.endswith(b"\n\n") and c.count(b"data: ") == 1 for c in recorded)
     reader, writer = await asyncio.open_connection("127.0.0.1", replica.port)
     assert rec.body is not None
-    writer.write(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                 b"Content-Length: " + str(len(rec.body)).encode() + b"\r\nConnection: close\r\n\r\n" + rec.body)
+    writer.write(
+        b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: " + str(len(rec.body)).encode() + b"\r\nConnection: close\r\n\r\n" + rec.body
+    )
     await writer.drain()
     response = await asyncio.wait_for(reader.read(), 30)
     writer.close()

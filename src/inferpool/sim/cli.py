@@ -17,9 +17,15 @@ def sim_command(
     port: Annotated[int, typer.Option(help="Port of the first replica; the others follow.")] = 8000,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     replicas: Annotated[int, typer.Option(min=1, help="Number of replicas.")] = 1,
-    model: Annotated[str, typer.Option(help="Base model (vLLM --model).")] = "meta-llama/Llama-3.1-8B-Instruct",
-    served_model_name: Annotated[str | None, typer.Option(help="Name clients use for the base model.")] = None,
-    lora: Annotated[list[str] | None, typer.Option(help="Adapter NAME or NAME=PATH loaded at start (repeat).")] = None,
+    model: Annotated[
+        str, typer.Option(help="Base model (vLLM --model).")
+    ] = "meta-llama/Llama-3.1-8B-Instruct",
+    served_model_name: Annotated[
+        str | None, typer.Option(help="Name clients use for the base model.")
+    ] = None,
+    lora: Annotated[
+        list[str] | None, typer.Option(help="Adapter NAME or NAME=PATH loaded at start (repeat).")
+    ] = None,
     max_loras: Annotated[int, typer.Option(min=1, help="Distinct adapters in one batch.")] = 1,
     max_cpu_loras: Annotated[int | None, typer.Option(help="Adapters kept in the CPU cache.")] = None,
     profile: Annotated[str, typer.Option(help="Hardware profile name or YAML path.")] = "llama-3.1-8b-h100",
@@ -33,19 +39,26 @@ def sim_command(
 ) -> None:
     """Start simulated vLLM replicas that behave like vLLM on one GPU each."""
     configs = [
-        SimConfig(model=model, served_model_name=served_model_name, host=host, port=port + i,
-                  lora_modules=list(lora or []), max_loras=max_loras, max_cpu_loras=max_cpu_loras,
-                  profile=profile, speed=speed, seed=seed + i, fail_rate=fail_rate,
-                  startup_delay_s=startup_delay, lora_info_semantics=lora_info_semantics)  # fmt: skip
+        SimConfig(
+            model=model,
+            served_model_name=served_model_name,
+            host=host,
+            port=port + i,
+            lora_modules=list(lora or []),
+            max_loras=max_loras,
+            max_cpu_loras=max_cpu_loras,
+            profile=profile,
+            speed=speed,
+            seed=seed + i,
+            fail_rate=fail_rate,
+            startup_delay_s=startup_delay,
+            lora_info_semantics=lora_info_semantics,
+        )
         for i in range(replicas)
     ]
-    try:
-        import uvloop
+    import uvloop
 
-        runner = uvloop.run
-    except ImportError:  # pragma: no cover - uvloop is a dependency
-        runner = asyncio.run
-    runner(_serve(configs))
+    uvloop.run(_serve(configs))
 
 
 async def _serve(configs: list[SimConfig]) -> None:

@@ -438,7 +438,9 @@ class Engine:
             for s in req.stop:
                 at = window.find(s)
                 if at >= 0:
-                    text = window[:at][len(req.output_text[-64:]) :] if at >= len(req.output_text[-64:]) else ""
+                    text = (
+                        window[:at][len(req.output_text[-64:]) :] if at >= len(req.output_text[-64:]) else ""
+                    )
                     finish, stop_reason = "stop", s
                     break
         req.output_text += text
@@ -452,7 +454,12 @@ class Engine:
             req.on_token(event)
 
     def _finish(
-        self, req: SimRequest, reason: str, stop_reason: str | None, now: float, event: TokenEvent | None = None
+        self,
+        req: SimRequest,
+        reason: str,
+        stop_reason: str | None,
+        now: float,
+        event: TokenEvent | None = None,
     ) -> None:
         req.status = FINISHED
         req.finish_reason = reason

@@ -113,25 +113,37 @@ class SimMetrics:
         self.gpu_cache_usage = Gauge("vllm:gpu_cache_usage_perc",
                                      "GPU KV-cache usage. 1 means 100 percent usage (deprecated name).",
                                      _L, registry=r).labels(*lv)  # fmt: skip
-        self.prefix_queries = counter("vllm:prefix_cache_queries",
-                                      "Prefix cache queries, in terms of number of queried tokens.").labels(*lv)
-        self.prefix_hits = counter("vllm:prefix_cache_hits",
-                                   "Prefix cache hits, in terms of number of cached tokens.").labels(*lv)
+        self.prefix_queries = counter(
+            "vllm:prefix_cache_queries", "Prefix cache queries, in terms of number of queried tokens."
+        ).labels(*lv)
+        self.prefix_hits = counter(
+            "vllm:prefix_cache_hits", "Prefix cache hits, in terms of number of cached tokens."
+        ).labels(*lv)
         ext = "from KV connector cross-instance cache sharing, in terms of number of"
-        counter("vllm:external_prefix_cache_queries", f"External prefix cache queries {ext} queried tokens.").labels(*lv)
-        counter("vllm:external_prefix_cache_hits", f"External prefix cache hits {ext} cached tokens.").labels(*lv)
-        counter("vllm:mm_cache_queries", "Multi-modal cache queries, in terms of number of queried items.").labels(*lv)
-        counter("vllm:mm_cache_hits", "Multi-modal cache hits, in terms of number of cached items.").labels(*lv)
-        self.preemptions = counter("vllm:num_preemptions",
-                                   "Cumulative number of preemption from the engine.").labels(*lv)
+        counter(
+            "vllm:external_prefix_cache_queries", f"External prefix cache queries {ext} queried tokens."
+        ).labels(*lv)
+        counter("vllm:external_prefix_cache_hits", f"External prefix cache hits {ext} cached tokens.").labels(
+            *lv
+        )
+        counter(
+            "vllm:mm_cache_queries", "Multi-modal cache queries, in terms of number of queried items."
+        ).labels(*lv)
+        counter("vllm:mm_cache_hits", "Multi-modal cache hits, in terms of number of cached items.").labels(
+            *lv
+        )
+        self.preemptions = counter(
+            "vllm:num_preemptions", "Cumulative number of preemption from the engine."
+        ).labels(*lv)
         self.prompt_tokens = counter("vllm:prompt_tokens", "Number of prefill tokens processed.").labels(*lv)
         by_source = Counter("vllm:prompt_tokens_by_source", "Number of prompt tokens by source.",
                             (*_L, "source"), registry=r)  # fmt: skip
         self.prompt_computed = by_source.labels(*lv, "local_compute")
         self.prompt_cache_hit = by_source.labels(*lv, "local_cache_hit")
         by_source.labels(*lv, "external_kv_transfer")
-        self.prompt_cached = counter("vllm:prompt_tokens_cached",
-                                     "Number of cached prompt tokens (local + external).").labels(*lv)
+        self.prompt_cached = counter(
+            "vllm:prompt_tokens_cached", "Number of cached prompt tokens (local + external)."
+        ).labels(*lv)
         cached_src = Counter(
             "vllm:prompt_tokens_cached_by_source",
             "Prefix-cache hit tokens by the cache tier that supplied them: device (local HBM), host (offloaded "
@@ -143,7 +155,9 @@ class SimMetrics:
         self.cached_device = cached_src.labels(*lv, "device")
         for src in ("host", "p2p", "disk", "external_unspecified"):
             cached_src.labels(*lv, src)
-        self.generation_tokens = counter("vllm:generation_tokens", "Number of generation tokens processed.").labels(*lv)
+        self.generation_tokens = counter(
+            "vllm:generation_tokens", "Number of generation tokens processed."
+        ).labels(*lv)
         success = Counter("vllm:request_success", "Count of successfully processed requests.",
                           ("engine", "finished_reason", "model_name"), registry=r)  # fmt: skip
         self.success = {reason: success.labels("0", reason, config.model_name) for reason in FINISH_REASONS}
@@ -152,13 +166,18 @@ class SimMetrics:
                              ("model_name", "reason"), registry=r)  # fmt: skip
         rejections.labels(config.model_name, "max_num_queued_reqs")
         rejections.labels(config.model_name, "max_num_queued_tokens")
-        self.h_prompt = hist("vllm:request_prompt_tokens", "Number of prefill tokens processed.", tok_buckets).labels(*lv)
+        self.h_prompt = hist(
+            "vllm:request_prompt_tokens", "Number of prefill tokens processed.", tok_buckets
+        ).labels(*lv)
         self.h_generation = hist("vllm:request_generation_tokens", "Number of generation tokens processed.",
                                  tok_buckets).labels(*lv)  # fmt: skip
         self.h_iteration = hist("vllm:iteration_tokens_total", "Histogram of number of tokens per engine_step.",
                                 ITERATION_BUCKETS).labels(*lv)  # fmt: skip
-        self.h_max_gen = hist("vllm:request_max_num_generation_tokens",
-                              "Histogram of maximum number of requested generation tokens.", tok_buckets).labels(*lv)
+        self.h_max_gen = hist(
+            "vllm:request_max_num_generation_tokens",
+            "Histogram of maximum number of requested generation tokens.",
+            tok_buckets,
+        ).labels(*lv)
         self.h_n = hist("vllm:request_params_n", "Histogram of the n request parameter.",
                         (1, 2, 5, 10, 20)).labels(*lv)  # fmt: skip
         self.h_max_tokens = hist("vllm:request_params_max_tokens", "Histogram of the max_tokens request parameter.",
@@ -167,26 +186,45 @@ class SimMetrics:
                            TTFT_BUCKETS).labels(*lv)  # fmt: skip
         self.h_itl = hist("vllm:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.",
                           ITL_BUCKETS).labels(*lv)  # fmt: skip
-        self.h_tpot = hist("vllm:request_time_per_output_token_seconds",
-                           "Histogram of time_per_output_token_seconds per request.", ITL_BUCKETS).labels(*lv)
+        self.h_tpot = hist(
+            "vllm:request_time_per_output_token_seconds",
+            "Histogram of time_per_output_token_seconds per request.",
+            ITL_BUCKETS,
+        ).labels(*lv)
         self.h_e2e = hist("vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.",
                           LATENCY_BUCKETS).labels(*lv)  # fmt: skip
-        self.h_queue = hist("vllm:request_queue_time_seconds",
-                            "Histogram of time spent in WAITING phase for request.", LATENCY_BUCKETS).labels(*lv)
-        self.h_inference = hist("vllm:request_inference_time_seconds",
-                                "Histogram of time spent in RUNNING phase for request.", LATENCY_BUCKETS).labels(*lv)
-        self.h_prefill = hist("vllm:request_prefill_time_seconds",
-                              "Histogram of time spent in PREFILL phase for request.", LATENCY_BUCKETS).labels(*lv)
-        self.h_decode = hist("vllm:request_decode_time_seconds",
-                             "Histogram of time spent in DECODE phase for request.", LATENCY_BUCKETS).labels(*lv)
+        self.h_queue = hist(
+            "vllm:request_queue_time_seconds",
+            "Histogram of time spent in WAITING phase for request.",
+            LATENCY_BUCKETS,
+        ).labels(*lv)
+        self.h_inference = hist(
+            "vllm:request_inference_time_seconds",
+            "Histogram of time spent in RUNNING phase for request.",
+            LATENCY_BUCKETS,
+        ).labels(*lv)
+        self.h_prefill = hist(
+            "vllm:request_prefill_time_seconds",
+            "Histogram of time spent in PREFILL phase for request.",
+            LATENCY_BUCKETS,
+        ).labels(*lv)
+        self.h_decode = hist(
+            "vllm:request_decode_time_seconds",
+            "Histogram of time spent in DECODE phase for request.",
+            LATENCY_BUCKETS,
+        ).labels(*lv)
         self.h_preempt = hist("vllm:request_num_preemptions",
                               "Histogram of the number of times a request was preempted.",
                               (1, 2, 3, 4, 5, 10, 20)).labels(*lv)  # fmt: skip
         self.h_prefill_kv = hist("vllm:request_prefill_kv_computed_tokens",
                                  "Histogram of new KV tokens computed during prefill (excluding cached tokens).",
                                  tok_buckets).labels(*lv)  # fmt: skip
-        self.lora_info = Gauge("vllm:lora_requests_info", "Running stats on lora requests.",
-                               ("max_lora", "running_lora_adapters", "waiting_lora_adapters"), registry=r)
+        self.lora_info = Gauge(
+            "vllm:lora_requests_info",
+            "Running stats on lora requests.",
+            ("max_lora", "running_lora_adapters", "waiting_lora_adapters"),
+            registry=r,
+        )
         cache_labels = cache_config_labels(engine)
         Gauge("vllm:cache_config_info", "Information of the LLMEngine CacheConfig", tuple(cache_labels),
               registry=r).labels(**cache_labels).set(1)  # fmt: skip
@@ -200,9 +238,13 @@ class SimMetrics:
         self.http_resp_size = Summary("http_response_size_bytes",
                                       f"Content length of outgoing responses by handler. {note}", ("handler",),
                                       registry=r)  # fmt: skip
-        self.http_highr = Histogram("http_request_duration_highr_seconds",
-                                    "Latency with many buckets but no API specific labels. Made for more "
-                                    "accurate percentile calculations. ", buckets=HTTP_HIGHR_BUCKETS, registry=r)
+        self.http_highr = Histogram(
+            "http_request_duration_highr_seconds",
+            "Latency with many buckets but no API specific labels. Made for more "
+            "accurate percentile calculations. ",
+            buckets=HTTP_HIGHR_BUCKETS,
+            registry=r,
+        )
         self.http_duration = Histogram("http_request_duration_seconds",
                                        "Latency with only few buckets by handler. Made to be only used if "
                                        "aggregation by handler is important. ", ("handler", "method"),

@@ -132,7 +132,9 @@ def validation_error(exc: ValidationError) -> InferenceError:
             "input": _show_input(err.get("input")),
         }
         if "ctx" in err:
-            item["ctx"] = {k: v if isinstance(v, str | int | float) else str(v) for k, v in err["ctx"].items()}
+            item["ctx"] = {
+                k: v if isinstance(v, str | int | float) else str(v) for k, v in err["ctx"].items()
+            }
         shown.append(item)
     plural = "s" if len(shown) != 1 else ""
     message = f"{len(shown)} validation error{plural}:\n" + "\n".join(f"  {item!r}" for item in shown)
@@ -142,7 +144,9 @@ def validation_error(exc: ValidationError) -> InferenceError:
 def parse_json(raw: bytes, content_type: str) -> Any:
     """The body as JSON, or the 400 vLLM answers for a wrong content type or broken JSON."""
     if content_type.split(";")[0].strip().lower() != "application/json":
-        raise bad_request("1 validation error:\n  Unsupported Media Type: Only 'application/json' is allowed", None)
+        raise bad_request(
+            "1 validation error:\n  Unsupported Media Type: Only 'application/json' is allowed", None
+        )
     try:
         return json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import time
 
 from aiohttp import web
 
@@ -50,8 +49,8 @@ class SimReplica:
         site = web.TCPSite(self._runner, self.config.host, self.config.port, reuse_address=True)
         await site.start()
         server = site._server
-        if server is not None and self.config.port == 0:
-            self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        if isinstance(server, asyncio.Server) and self.config.port == 0:
+            self.port = server.sockets[0].getsockname()[1]
         self._tasks.append(asyncio.create_task(self.engine.run(), name=f"sim-engine-{self.port}"))
         if self.config.startup_delay_s > 0:
             self._tasks.append(asyncio.create_task(self._become_ready(), name=f"sim-ready-{self.port}"))
@@ -66,17 +65,18 @@ class SimReplica:
         self.state.ready = True
         self._ready.set()
 
-    async def wait_ready(self, timeout: float | None = None) -> None:
-        await asyncio.wait_for(self._ready.wait(), timeout)
+    async def wait_ready(self) -> None:
+        """Returns once /health answers 200 (wrap in asyncio.wait_for to bound it)."""
+        await self._ready.wait()
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests drain (up to the shutdown timeout), stop the engine."""
         if self._runner is not None:
-            deadline = time.monotonic() + 30.0
             for site in list(self._runner.sites):
                 await site.stop()
-            while self.state.in_flight and time.monotonic() < deadline:
-                await asyncio.sleep(0.01)
+            if self.state.in_flight:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.state.idle.wait(), 30.0)
             await self._runner.cleanup()
             self._runner = None
         for task in self._tasks:
@@ -105,8 +105,8 @@ class SimFleet:
             await self.stop()
             raise
 
-    async def wait_ready(self, timeout: float | None = None) -> None:
-        await asyncio.gather(*(r.wait_ready(timeout) for r in self.replicas))
+    async def wait_ready(self) -> None:
+        await asyncio.gather(*(r.wait_ready() for r in self.replicas))
 
     async def stop(self) -> None:
         await asyncio.gather(*(r.stop() for r in self.replicas), return_exceptions=True)

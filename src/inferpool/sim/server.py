@@ -41,6 +41,7 @@ class ReplicaState:
     ready: bool = False
     drop_next: int = 0
     in_flight: int = 0
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
     rng: random.Random = field(default_factory=random.Random)
     next_id: int = 0
 
@@ -53,7 +54,9 @@ class ReplicaState:
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json", headers=headers)
+    return web.Response(
+        body=orjson.dumps(data), status=status, content_type="application/json", headers=headers
+    )
 
 
 def _error(exc: InferenceError) -> web.Response:
@@ -93,7 +96,9 @@ def _middlewares(state: ReplicaState) -> list[Any]:
         except InferenceError as exc:
             resp = _error(exc)
         except web.HTTPMethodNotAllowed as exc:
-            resp = _json({"detail": "Method Not Allowed"}, 405, {"allow": ", ".join(sorted(exc.allowed_methods))})
+            resp = _json(
+                {"detail": "Method Not Allowed"}, 405, {"allow": ", ".join(sorted(exc.allowed_methods))}
+            )
         except web.HTTPNotFound:
             resp = _json({"detail": "Not Found"}, 404)
             handler_name = "none"
@@ -275,9 +280,11 @@ class Handlers:
         if isinstance(prompt, str):
             prompts = [tok.encode(prompt)]
         elif all(isinstance(x, int) for x in prompt):
-            prompts = [list(prompt)]  # type: ignore[arg-type]
+            prompts = [[x for x in prompt if isinstance(x, int)]]
         else:
-            prompts = [tok.encode(x) if isinstance(x, str) else list(x) for x in prompt]  # type: ignore[union-attr]
+            prompts = [
+                tok.encode(x) if isinstance(x, str) else list(x) for x in prompt if not isinstance(x, int)
+            ]
         for tokens in prompts:
             _check_length(st, tokens)
         created = int(time.time())
@@ -305,6 +312,7 @@ class Handlers:
                    max_tokens: int | None, rid: str, created: int, model: str, *, chat: bool) -> web.StreamResponse:  # fmt: skip
         st = self.state
         st.in_flight += 1
+        st.idle.clear()
         gen = _start(st, prompts, body, lora, max_tokens)
         try:
             if body.stream:
@@ -314,6 +322,8 @@ class Handlers:
         finally:
             gen.abort(st.engine)
             st.in_flight -= 1
+            if st.in_flight == 0:
+                st.idle.set()
 
     def _final(self, body: p._Sampling, gen: _Generation, rid: str, created: int, model: str,
                chat: bool) -> dict[str, Any]:  # fmt: skip
@@ -375,7 +385,9 @@ class Handlers:
             await _send(resp, chunk)
         if include_usage:
             usage = _usage(self.state, gen, body.n, chat, streaming=True)
-            await _send(resp, {**head, "choices": [], "usage": usage, "system_fingerprint": p.SYSTEM_FINGERPRINT})
+            await _send(
+                resp, {**head, "choices": [], "usage": usage, "system_fingerprint": p.SYSTEM_FINGERPRINT}
+            )
         await _send(resp, None)
         await resp.write_eof()
         return resp
@@ -386,7 +398,9 @@ class Handlers:
         cards = [p.model_card(st.model_name, st.config.model, None, st.engine.profile.max_model_len, now,
                               f"modelperm-{os.urandom(8).hex()}")]  # fmt: skip
         for name, path in st.loras.items():
-            cards.append(p.model_card(name, path, st.model_name, None, now, f"modelperm-{os.urandom(8).hex()}"))
+            cards.append(
+                p.model_card(name, path, st.model_name, None, now, f"modelperm-{os.urandom(8).hex()}")
+            )
         return _json({"object": "list", "data": cards})
 
     async def health(self, request: web.Request) -> web.Response:

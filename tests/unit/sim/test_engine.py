@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from inferpool.sim.engine import Engine, SimRequest, StepReport
@@ -102,7 +104,7 @@ def test_max_loras_one_alternates_adapters() -> None:
     assert all(len(b) <= 1 for b in batches)
     order = [next(iter(b)) for b in batches if b]
     assert order[0] == "a" and "b" in order
-    switches = sum(1 for x, y in zip(order, order[1:], strict=False) if x != y)
+    switches = sum(1 for x, y in itertools.pairwise(order) if x != y)
     assert switches == 1
 
 

@@ -55,7 +55,12 @@ def test_block_pool_lru_keeps_cached_blocks_until_reused() -> None:
 
 def test_builtin_profile_matches_vllm_defaults() -> None:
     p = load_profile("llama-3.1-8b-h100")
-    assert (p.block_size, p.max_num_batched_tokens, p.max_num_seqs, p.max_model_len) == (16, 8192, 1024, 131072)
+    assert (p.block_size, p.max_num_batched_tokens, p.max_num_seqs, p.max_model_len) == (
+        16,
+        8192,
+        1024,
+        131072,
+    )
     assert 27_000 <= p.num_gpu_blocks <= 28_700
 
 
