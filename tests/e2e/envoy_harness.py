@@ -111,7 +111,7 @@ class Envoy:
                 "--concurrency",
                 "2",
                 "--log-level",
-                "warning",
+                os.environ.get("INFERPOOL_ENVOY_LOG_LEVEL", "warning"),
                 "--drain-time-s",
                 "1",
             ],
