@@ -142,8 +142,12 @@ class EppApp:
             await _maybe_await(source.start())
             self._sources.append(source)
         elif self.config.pool_name is not None and not self.datastore.pools():
-            from inferpool.sources.kubernetes import KubernetesSource
-
+            try:
+                from inferpool.sources.kubernetes import KubernetesSource
+            except ImportError as err:
+                raise ValueError(
+                    "Kubernetes mode is not implemented yet: give the pool with -f PATH"
+                ) from err
             kube = KubernetesSource(self.datastore, self.config.pool_name, self.config.pool_namespace)
             await kube.start()
             self._sources.append(kube)
@@ -176,7 +180,9 @@ class EppApp:
         """Give the first scrapes a moment, so the first requests do not meet an empty pool."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace_s
-        while not self.datastore.ready_endpoints(pool) and loop.time() < deadline:
+        while loop.time() < deadline:
+            if self.datastore.ready_endpoints(pool):
+                return
             await asyncio.sleep(0.02)
 
     async def _start_metrics(self) -> None:
