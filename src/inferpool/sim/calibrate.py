@@ -114,10 +114,14 @@ def calibrate(profile: HardwareProfile) -> list[Row]:
     ms = 1000.0
 
     # 1. ITL at concurrency 1 vs context.
-    for n_in, pub in ((1_000, 6.44 + 4.37e-5 * 1_000), (32_000, 6.44 + 4.37e-5 * 32_000), (125_000, 12.0)):
+    for n_in, itl_pub in (
+        (1_000, 6.44 + 4.37e-5 * 1_000),
+        (32_000, 6.44 + 4.37e-5 * 32_000),
+        (125_000, 12.0),
+    ):
         r = _open_loop(profile, [(0.0, n_in, 128)])[0]
         rows.append(
-            Row(f"ITL, concurrency 1, {n_in:,} in / 128 out", f"{pub:.2f} ms", f"{_itl(r) * ms:.2f} ms")
+            Row(f"ITL, concurrency 1, {n_in:,} in / 128 out", f"{itl_pub:.2f} ms", f"{_itl(r) * ms:.2f} ms")
         )
 
     # 2. Concurrency 8, ~20k in / ~2k out.
@@ -155,8 +159,11 @@ def calibrate(profile: HardwareProfile) -> list[Row]:
                     f"{10_000 * 512 / span:,.0f} tok/s"))  # fmt: skip
 
     # 5. GPU time per step at batch 1.
-    steps = _step_durations(profile, lambda e: (e.add_request(SimRequest("a", [5] * 32, 64, ignore_eos=True)),
-                                                e.run_until_idle()))  # fmt: skip
+    def one_decoder(engine: Engine) -> None:
+        engine.add_request(SimRequest("a", [5] * 32, 64, ignore_eos=True))
+        engine.run_until_idle()
+
+    steps = _step_durations(profile, one_decoder)
     rows.append(
         Row("step time, one decoding request", "as low as ≈5 ms", f"{statistics.median(steps) * ms:.2f} ms")
     )
@@ -185,22 +192,24 @@ def calibrate(profile: HardwareProfile) -> list[Row]:
     )
 
     # 7. V1 ShareGPT mean e2e latency vs QPS (Poisson arrivals, 1,000 requests per point).
-    for qps, pub in ((1, 1.7), (20, 2.0), (40, 2.8), (50, 3.9), (60, 7.1), (70, 13.5)):
-        reqs = _open_loop(profile, _sharegpt(random.Random(qps), 1_000, float(qps)))
+    for rate, e2e_pub in ((1, 1.7), (20, 2.0), (40, 2.8), (50, 3.9), (60, 7.1), (70, 13.5)):
+        reqs = _open_loop(profile, _sharegpt(random.Random(rate), 1_000, float(rate)))
         rows.append(
             Row(
-                f"ShareGPT e2e latency at QPS {qps} (V1)",
-                f"≈{pub} s",
+                f"ShareGPT e2e latency at QPS {rate} (V1)",
+                f"≈{e2e_pub} s",
                 f"{statistics.mean(map(_e2e, reqs)):.1f} s",
             )
         )
 
     # 8. v0.6.0 ShareGPT TPOT vs QPS (older vLLM, Llama-3-8B).
-    for qps, pub in ((4.0, "≈8"), (32.0, "≈14"), (None, "≈57")):
+    for qps, tpot_pub in ((4.0, "≈8"), (32.0, "≈14"), (None, "≈57")):
         reqs = _open_loop(profile, _sharegpt(random.Random(11), 1_000, qps))
         label = "inf" if qps is None else f"{qps:g}"
         tpot = statistics.median(_itl(r) for r in reqs if len(r.output_token_ids) > 1)
-        rows.append(Row(f"ShareGPT median TPOT at QPS {label} (v0.6.0)", f"{pub} ms", f"{tpot * ms:.1f} ms"))
+        rows.append(
+            Row(f"ShareGPT median TPOT at QPS {label} (v0.6.0)", f"{tpot_pub} ms", f"{tpot * ms:.1f} ms")
+        )
 
     # 9. CI latency test: batch 8, 32 in / 128 out.
     reqs = _open_loop(profile, [(0.0, 32, 128)] * 8)
