@@ -7,8 +7,8 @@ import logging
 import signal
 import sys
 from collections.abc import Callable, Coroutine
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import typer
 import uvloop

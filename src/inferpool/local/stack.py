@@ -8,6 +8,7 @@ are remapped (8080, 8081, ...) so no root is needed.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 from collections.abc import Sequence
@@ -150,7 +151,7 @@ class LocalStack:
                         )
                     )
                     taken.add(sim.port)
-            await self.fleet.wait_ready(60)
+            await asyncio.wait_for(self.fleet.wait_ready(), 60)
             self.remapped = listener_port_map(listener_ports, self.config.host, taken)
             serve = ServeConfig(
                 host=self.config.host,
