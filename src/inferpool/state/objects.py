@@ -8,11 +8,11 @@ never branches on API versions.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Literal
 
 
-class Criticality(str, Enum):
+class Criticality(StrEnum):
     CRITICAL = "Critical"
     STANDARD = "Standard"
     SHEDDABLE = "Sheddable"
