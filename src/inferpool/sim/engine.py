@@ -434,13 +434,13 @@ class Engine:
         finish: str | None = None
         stop_reason: str | None = None
         if req.stop and text:
-            window = req.output_text[-64:] + text
+            tail = req.output_text[-64:]
+            window = tail + text
             for s in req.stop:
                 at = window.find(s)
                 if at >= 0:
-                    text = (
-                        window[:at][len(req.output_text[-64:]) :] if at >= len(req.output_text[-64:]) else ""
-                    )
+                    # keep only the new text before the stop string ('' if it began earlier)
+                    text = window[len(tail) : at]
                     finish, stop_reason = "stop", s
                     break
         req.output_text += text
