@@ -6,7 +6,7 @@ The core (scheduling, admission, the data planes) only ever sees `Pool`, `ModelR
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from inferpool.api.gke import HealthCheckPolicy
 from inferpool.api.inference import (
@@ -79,6 +79,11 @@ def to_pool(pool: InferencePool, policy: HealthCheckPolicy | None = None) -> Poo
     else:
         extension = pool.spec.extension_ref
         failure_mode, picker = extension.failure_mode, extension.name
+    check = health_check(policy) if policy else None
+    if check is not None and check.port in pool_ports(pool):
+        # The policy names the pool's serving port: probe each endpoint on the port it
+        # serves on. Same thing in Kubernetes; in local mode replicas serve on their own ports.
+        check = replace(check, port=None)
     return Pool(
         namespace=pool.namespace,
         name=pool.name,
@@ -86,7 +91,7 @@ def to_pool(pool: InferencePool, policy: HealthCheckPolicy | None = None) -> Poo
         target_ports=pool_ports(pool),
         failure_mode=failure_mode,
         endpoint_picker=picker,
-        health_check=health_check(policy) if policy else None,
+        health_check=check,
         api_version=pool.api_version,
     )
 

@@ -41,7 +41,8 @@ def test_example_objects() -> None:
     )
     assert pool.endpoint_picker == "vllm-llama3-8b-instruct-epp"
     assert pool.failure_mode == "FailClose"
-    assert pool.health_check == HealthCheck(path="/health", port=8000)
+    # port 8000 is the pool's target port: each endpoint is probed on its own serving port
+    assert pool.health_check == HealthCheck(path="/health", port=None)
     models = {m.name: m for m in state.models}
     assert models["food-review"].criticality is Criticality.STANDARD
     assert models["food-review"].targets == [TargetModel("food-review", 100)]
