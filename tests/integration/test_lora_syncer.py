@@ -79,7 +79,7 @@ def status_line(syncer: LoRASyncer, name: str, value: int) -> bool:
 async def replica() -> AsyncIterator[SimReplica]:
     sim = SimReplica(SimConfig(model=BASE, port=0, max_loras=2))
     await sim.start()
-    await sim.wait_ready(10)
+    await asyncio.wait_for(sim.wait_ready(), 10)
     yield sim
     await sim.stop()
 
