@@ -1,0 +1,104 @@
+"""Kubernetes API objects (JSON dicts) → inferpool state, through `inferpool.api`'s models.
+
+Validation is the resource models' (the same rules `inferpool validate` applies); an object
+they reject is skipped with a warning rather than taking down the whole pool.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pydantic import ValidationError
+
+from inferpool.api.convert import to_model, to_objective, to_pool, to_rewrite
+from inferpool.api.inference import (
+    InferenceModel,
+    InferenceModelRewrite,
+    InferenceObjective,
+    InferencePoolV1,
+    InferencePoolV1Alpha2,
+)
+from inferpool.state import Endpoint, ModelRewrite, ModelRoute, Objective, Pool
+
+log = logging.getLogger(__name__)
+
+Object = dict[str, Any]
+
+V1_GROUP = "inference.networking.k8s.io"
+X_GROUP = "inference.networking.x-k8s.io"
+
+
+def _describe(obj: Object) -> str:
+    meta = obj.get("metadata") or {}
+    return f"{obj.get('kind', '?')} {meta.get('namespace', '?')}/{meta.get('name', '?')}"
+
+
+def parse_pool(obj: Object) -> Pool | None:
+    model: type[InferencePoolV1] | type[InferencePoolV1Alpha2] = (
+        InferencePoolV1 if obj.get("apiVersion") == f"{V1_GROUP}/v1" else InferencePoolV1Alpha2
+    )
+    try:
+        return to_pool(model.model_validate(obj))
+    except ValidationError as err:
+        log.warning("%s rejected: %s", _describe(obj), err)
+        return None
+
+
+def parse_model(obj: Object) -> ModelRoute | None:
+    try:
+        return to_model(InferenceModel.model_validate(obj))
+    except ValidationError as err:
+        log.warning("%s rejected: %s", _describe(obj), err)
+        return None
+
+
+def parse_objective(obj: Object) -> Objective | None:
+    try:
+        return to_objective(InferenceObjective.model_validate(obj))
+    except ValidationError as err:
+        log.warning("%s rejected: %s", _describe(obj), err)
+        return None
+
+
+def parse_rewrite(obj: Object) -> ModelRewrite | None:
+    try:
+        return to_rewrite(InferenceModelRewrite.model_validate(obj))
+    except ValidationError as err:
+        log.warning("%s rejected: %s", _describe(obj), err)
+        return None
+
+
+def pod_ready(pod: Object) -> bool:
+    """Serving traffic: running, has an IP, Ready condition true, not being deleted."""
+    meta = pod.get("metadata") or {}
+    status = pod.get("status") or {}
+    if meta.get("deletionTimestamp") or status.get("phase") != "Running" or not status.get("podIP"):
+        return False
+    conditions = status.get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def pod_endpoints(pod: Object, pool: Pool) -> list[Endpoint]:
+    """One endpoint per target port of a ready pod the pool selects (upstream's `<pod>-rank-<i>` names)."""
+    meta = pod.get("metadata") or {}
+    labels: dict[str, str] = dict(meta.get("labels") or {})
+    if not pod_ready(pod) or not pool.selects(labels):
+        return []
+    name = str(meta["name"])
+    address = str(pod["status"]["podIP"])
+    ports = pool.target_ports
+    return [
+        Endpoint(
+            name=name if len(ports) == 1 else f"{name}-rank-{rank}",
+            address=address,
+            port=port,
+            pool=pool.key,
+            labels=labels,
+        )
+        for rank, port in enumerate(ports)
+    ]
+
+
+def label_selector(selector: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(selector.items()))

@@ -1,0 +1,276 @@
+"""The Kubernetes source: one InferencePool, its models, objectives, rewrites and pods, watched.
+
+What the upstream EPP's controllers do, as reflectors feeding the Datastore: the pool is
+watched by name; InferenceModels / InferenceObjectives / InferenceModelRewrites in its
+namespace are kept when their poolRef names it; the pods its selector matches become
+endpoints (ready pods only, pod IP × target ports). When the pool's selector changes the
+pod watch is restarted with the new label selector.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from kubernetes_asyncio import client
+
+from inferpool.sources.kubernetes.objects import (
+    V1_GROUP,
+    X_GROUP,
+    Object,
+    label_selector,
+    parse_model,
+    parse_objective,
+    parse_pool,
+    parse_rewrite,
+    pod_endpoints,
+)
+from inferpool.sources.kubernetes.reflector import Backoff, Reflector
+from inferpool.sources.kubernetes.status import ModelStatusWriter, model_conflicts
+from inferpool.state import Datastore, Endpoint, Pool
+from inferpool.state.objects import pool_key
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class KubernetesConfig:
+    """Which pool to follow and how patiently."""
+
+    pool_name: str
+    namespace: str = "default"
+    pool_group: str = V1_GROUP  # inference.networking.k8s.io (v1) or inference.networking.x-k8s.io (v1alpha2)
+    backoff_base_s: float = 0.2
+    backoff_cap_s: float = 30.0
+    watch_timeout_s: int = 300
+    write_status: bool = True  # InferenceModel Accepted conditions (leader only when HA)
+
+
+_DEPENDENT_KINDS = {
+    "model": "inferencemodels",
+    "objective": "inferenceobjectives",
+    "rewrite": "inferencemodelrewrites",
+}
+
+
+class KubernetesSource:
+    """Keeps a Datastore equal to one InferencePool's view of the cluster."""
+
+    def __init__(
+        self,
+        datastore: Datastore,
+        config: KubernetesConfig,
+        api: client.ApiClient | None = None,
+        *,
+        may_write_status: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self.datastore = datastore
+        self.config = config
+        self._api = api
+        self._owns_api = api is None
+        self._objects: dict[str, dict[str, Object]] = {kind: {} for kind in (*_DEPENDENT_KINDS, "pod")}
+        self._pool_obj: Object | None = None
+        self._pool: Pool | None = None
+        self._owned: dict[str, set[str]] = {kind: set() for kind in _DEPENDENT_KINDS}
+        self._reflectors: list[Reflector] = []
+        self._pods: Reflector | None = None
+        self._pods_selector: str | None = None
+        self._status: ModelStatusWriter | None = None
+        self._may_write_status = may_write_status
+
+    @property
+    def pool_key(self) -> str:
+        return pool_key(self.config.namespace, self.config.pool_name)
+
+    @property
+    def api(self) -> client.ApiClient:
+        assert self._api is not None, "start() first"
+        return self._api
+
+    # -- lifecycle -------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._api is None:
+            from inferpool.sources.kubernetes.client import connect
+
+            self._api = await connect()
+        custom = client.CustomObjectsApi(self._api)
+        ns = self.config.namespace
+        version = "v1" if self.config.pool_group == V1_GROUP else "v1alpha2"
+        pool_call = partial(
+            custom.list_namespaced_custom_object,
+            self.config.pool_group,
+            version,
+            ns,
+            "inferencepools",
+            field_selector=f"metadata.name={self.config.pool_name}",
+        )
+        self._reflectors.append(self._reflector("pool", pool_call, self._sync_pool, self._pool_event))
+        for kind, plural in _DEPENDENT_KINDS.items():
+            call = partial(custom.list_namespaced_custom_object, X_GROUP, "v1alpha2", ns, plural)
+            self._reflectors.append(
+                self._reflector(kind, call, partial(self._sync, kind), partial(self._event, kind))
+            )
+        if self.config.write_status:
+            self._status = ModelStatusWriter(custom, ns)
+        for reflector in self._reflectors:
+            reflector.start()
+
+    async def stop(self) -> None:
+        if self._pods is not None:
+            await self._pods.stop()
+        for reflector in self._reflectors:
+            await reflector.stop()
+        if self._status is not None:
+            await self._status.stop()
+        if self._owns_api and self._api is not None:
+            await self._api.close()
+
+    async def wait_synced(self, timeout_s: float = 30.0) -> None:
+        """Until the pool and (once the pool is known) its pods have been listed."""
+
+        async def synced() -> None:
+            await self._reflectors[0].synced.wait()
+            if self._pods is not None:
+                await self._pods.synced.wait()
+
+        await asyncio.wait_for(synced(), timeout_s)
+
+    def reflectors(self) -> dict[str, Reflector]:
+        named = {r.name: r for r in self._reflectors}
+        if self._pods is not None:
+            named[self._pods.name] = self._pods
+        return named
+
+    def _reflector(
+        self,
+        name: str,
+        call: Any,
+        on_sync: Callable[[list[Object]], None],
+        on_event: Callable[[str, Object], None],
+    ) -> Reflector:
+        return Reflector(
+            name,
+            call,
+            on_sync,
+            on_event,
+            backoff=Backoff(self.config.backoff_base_s, self.config.backoff_cap_s),
+            watch_timeout_s=self.config.watch_timeout_s,
+        )
+
+    # -- the pool ----------------------------------------------------------------------
+    def _sync_pool(self, items: list[Object]) -> None:
+        mine = [o for o in items if (o.get("metadata") or {}).get("name") == self.config.pool_name]
+        self._set_pool(mine[0] if mine else None)
+
+    def _pool_event(self, kind: str, obj: Object) -> None:
+        if (obj.get("metadata") or {}).get("name") != self.config.pool_name:
+            return
+        self._set_pool(None if kind == "DELETED" else obj)
+
+    def _set_pool(self, obj: Object | None) -> None:
+        pool = parse_pool(obj) if obj is not None else None
+        if pool == self._pool:
+            return
+        previous, self._pool = self._pool, pool
+        if pool is None:
+            if previous is not None:
+                self.datastore.delete_pool(previous.key)
+            self._restart_pods(None)
+            return
+        self.datastore.upsert_pool(pool)
+        self._apply_dependents()
+        selector = label_selector(pool.selector)
+        if selector != self._pods_selector:
+            self._restart_pods(selector)
+        else:
+            self._apply_pods()
+
+    def _restart_pods(self, selector: str | None) -> None:
+        old, self._pods, self._pods_selector = self._pods, None, selector
+        if old is not None:
+            asyncio.get_running_loop().create_task(old.stop())
+        self._objects["pod"] = {}
+        if selector is None:
+            return
+        core = client.CoreV1Api(self.api)
+        call = partial(core.list_namespaced_pod, self.config.namespace, label_selector=selector)
+        self._pods = self._reflector("pods", call, partial(self._sync, "pod"), partial(self._event, "pod"))
+        self._pods.start()
+
+    # -- models, objectives, rewrites, pods ---------------------------------------------
+    def _sync(self, kind: str, items: list[Object]) -> None:
+        self._objects[kind] = {_name(o): o for o in items}
+        self._applied(kind)
+
+    def _event(self, kind: str, event: str, obj: Object) -> None:
+        if event == "DELETED":
+            self._objects[kind].pop(_name(obj), None)
+        else:
+            self._objects[kind][_name(obj)] = obj
+        self._applied(kind)
+
+    def _applied(self, kind: str) -> None:
+        if kind == "pod":
+            self._apply_pods()
+        else:
+            self._apply_dependents(kind)
+
+    def _references_pool(self, obj: Object) -> bool:
+        ref = (obj.get("spec") or {}).get("poolRef") or {}
+        return bool(ref.get("name") == self.config.pool_name)
+
+    def _apply_dependents(self, only: str | None = None) -> None:
+        store = self.datastore
+        for kind in [only] if only else list(_DEPENDENT_KINDS):
+            objects = [o for o in self._objects[kind].values() if self._references_pool(o)]
+            if kind == "model":
+                conflicts = model_conflicts(objects)
+                if self._status is not None and self._may_write_status():
+                    self._status.update(objects, conflicts)
+                objects = [o for o in objects if _name(o) not in conflicts]
+            parsers: dict[str, Callable[[Object], Any]] = {
+                "model": parse_model,
+                "objective": parse_objective,
+                "rewrite": parse_rewrite,
+            }
+            current: dict[str, Any] = {pool_key(o.namespace, o.name): o for o in getattr(store, f"{kind}s")()}
+            wanted: set[str] = set()
+            for obj in objects:
+                parsed = parsers[kind](obj)
+                if parsed is None:
+                    continue
+                key = pool_key(parsed.namespace, parsed.name)
+                wanted.add(key)
+                if current.get(key) != parsed:
+                    getattr(store, f"upsert_{kind}")(parsed)
+            for key in self._owned[kind] - wanted:
+                getattr(store, f"delete_{kind}")(key)
+            self._owned[kind] = wanted
+
+    def _apply_pods(self) -> None:
+        pool = self._pool
+        if pool is None:
+            return
+        wanted: dict[str, Endpoint] = {}
+        for pod in self._objects["pod"].values():
+            for endpoint in pod_endpoints(pod, pool):
+                wanted[endpoint.name] = endpoint
+        current = {e.name: e for e in self.datastore.endpoints(pool.key)}
+        for name in current.keys() - wanted.keys():
+            self.datastore.remove_endpoint(pool.key, name)
+        for name, endpoint in wanted.items():
+            known = current.get(name)
+            if known is None or (known.address, known.port, known.labels) != (
+                endpoint.address,
+                endpoint.port,
+                endpoint.labels,
+            ):
+                self.datastore.upsert_endpoint(endpoint)
+
+
+def _name(obj: Object) -> str:
+    return str((obj.get("metadata") or {}).get("name", ""))
