@@ -14,9 +14,12 @@ from pathlib import Path
 
 from aiohttp import web
 
+from inferpool.gateway.auth import KeyStore
 from inferpool.gateway.config import ServeConfig
 from inferpool.gateway.proxy import Core, Exchange, Proxy, Routed
+from inferpool.gateway.ratelimit import RateLimiter
 from inferpool.gateway.routing import HTTPRoute, Listener, RouteTable, TLSConfig
+from inferpool.gateway.security import protect_metrics
 from inferpool.observe.accesslog import AccessEntry, AccessLog
 from inferpool.observe.admin import Decision, DecisionLog, admin_app
 from inferpool.observe.metrics import GatewayMetrics, RequestObservation
@@ -80,6 +83,8 @@ class GatewayServer:
         self.access_log = access_log or AccessLog()
         self._pending = _Pending()
         core: Core = director  # type: ignore[assignment]  # RoutedRequest satisfies the Routed protocol
+        self.keys = KeyStore(Path(self.config.auth_keys)) if self.config.auth_keys else None
+        self.limiter = RateLimiter() if self.keys is not None else None
         self.proxy = Proxy(
             RouteTable(listeners, routes),
             datastore,
@@ -88,6 +93,8 @@ class GatewayServer:
             services,
             on_exchange=self._exchange_done,
             on_routed=self._routed,
+            keys=self.keys,
+            limiter=self.limiter,
         )
         self.bound: list[Bound] = []
         self.admin_url: str | None = None
@@ -108,6 +115,8 @@ class GatewayServer:
                 self.bound.append(Bound(listener, self.config.host, bound_port))
             if self.config.admin_port is not None:
                 admin = admin_app(self.datastore, self.metrics, self.decisions)
+                if self.config.metrics_token:
+                    protect_metrics(admin, self.config.metrics_token)
                 port = await self._serve(admin, self.config.admin_host, self.config.admin_port, None)
                 host = self.config.admin_host
                 self.admin_url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
@@ -180,6 +189,8 @@ class GatewayServer:
                 ttft_s=record.ttft_s,
                 e2e_s=record.e2e_s,
                 attempts=record.attempts,
+                filtered_out=dict(record.filtered_out),
+                error=record.error,
             )
         )
         if record.endpoint is None:

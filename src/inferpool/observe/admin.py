@@ -1,7 +1,7 @@
 """The admin port: Prometheus metrics, health and readiness, and JSON views of routing state.
 
-`/api/state` and `/api/decisions` are the data the dashboard draws; their shapes are
-documented in docs/gateway.md and kept stable.
+`/api/state` and `/api/decisions` are documented in docs/gateway.md and kept stable; the
+dashboard (`/dashboard`, `/api/dashboard`, `/api/stream`) is in docs/dashboard.md.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from inferpool.observe.dashboard import DashboardConfig, Tally, add_dashboard
 from inferpool.observe.metrics import CONTENT_TYPE, GatewayMetrics
 from inferpool.state import Datastore, Endpoint
 
@@ -35,16 +36,21 @@ class Decision:
     e2e_s: float | None = None
     attempts: int = 0
     ts: float = field(default_factory=time.time)
+    filtered_out: dict[str, str] = field(default_factory=dict)  # endpoint name -> filter that removed it
+    error: str | None = None  # why the request failed or was refused
 
 
 class DecisionLog:
-    """The last N decisions, newest last."""
+    """The last N decisions, newest last, plus running per-model and per-endpoint counts."""
 
     def __init__(self, keep: int = 200) -> None:
         self._items: deque[Decision] = deque(maxlen=keep)
+        self.tally = Tally()
 
     def add(self, decision: Decision) -> None:
         self._items.append(decision)
+        d = decision
+        self.tally.add(d.pool, d.model, d.picked, d.status, d.ttft_s, d.ts)
 
     def recent(self, limit: int | None = None) -> list[Decision]:
         items = list(self._items)
@@ -107,8 +113,10 @@ def admin_app(
     metrics: GatewayMetrics,
     decisions: DecisionLog,
     ready: Callable[[], bool] | None = None,
+    dashboard: DashboardConfig | None = None,
 ) -> web.Application:
-    """/metrics, /healthz, /readyz (every pool has a ready endpoint), /api/state, /api/decisions."""
+    """/metrics, /healthz, /readyz (every pool has a ready endpoint), /api/state, /api/decisions,
+    and the live dashboard (/dashboard, /api/dashboard, /api/stream)."""
 
     def is_ready() -> bool:
         if ready is not None and not ready():
@@ -143,4 +151,5 @@ def admin_app(
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/api/state", state)
     app.router.add_get("/api/decisions", recent)
+    add_dashboard(app, datastore, decisions, dashboard)
     return app
