@@ -1,0 +1,1 @@
+"""Benchmarks: workloads, the load generator, side-by-side comparisons, virtual-time runs."""

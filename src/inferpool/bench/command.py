@@ -1,0 +1,96 @@
+"""`inferpool bench`: run, compare, simulate."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+import typer
+
+from inferpool.bench.client import ClientConfig
+from inferpool.bench.loadgen import TraceSpec, run_load
+from inferpool.bench.report import summary_markdown, sweep_markdown, write_results
+from inferpool.bench.stats import Summary, parse_slo
+from inferpool.bench.workloads import WORKLOADS, WorkloadOptions
+
+bench_app = typer.Typer(help="Load tests, side-by-side comparisons, virtual-time scale runs.", no_args_is_help=True)
+
+
+def workload_options(
+    model: str, stream: bool, chat: bool, adapters: int, groups: int, prompts_per_group: int, system_tokens: int
+) -> WorkloadOptions:
+    return WorkloadOptions(
+        model=model,
+        stream=stream,
+        chat=chat,
+        adapters=tuple(f"adapter-{i}" for i in range(adapters)),
+        groups=groups,
+        prompts_per_group=prompts_per_group,
+        system_prompt_tokens=system_tokens,
+    )
+
+
+def parse_rates(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x.strip()]
+
+
+@bench_app.command("run")
+def run_command(
+    target: str = typer.Option(..., "--target", help="Base URL of an OpenAI-compatible server or gateway."),
+    workload: str = typer.Option("sharegpt-like", "--workload", help=", ".join(WORKLOADS)),
+    rate: float | None = typer.Option(None, "--rate", help="Mean arrivals per second (open loop)."),
+    rates: str | None = typer.Option(None, "--rates", help="Sweep: comma-separated rates, one run each."),
+    duration: float = typer.Option(60.0, "--duration", help="Seconds of arrivals (simulated seconds)."),
+    concurrency: int | None = typer.Option(None, "--concurrency", help="Cap in-flight; alone: closed loop."),
+    requests: int | None = typer.Option(None, "--requests", help="Closed loop: total requests."),
+    arrival: str = typer.Option("poisson", "--arrival", help="poisson, bursty or step."),
+    seed: int = typer.Option(0, "--seed"),
+    slo: str | None = typer.Option("ttft=1s,tpot=100ms", "--slo", help="Goodput SLO, e.g. ttft=1s,tpot=100ms."),
+    model: str = typer.Option("meta-llama/Llama-3.1-8B-Instruct", "--model"),
+    chat: bool = typer.Option(False, "--chat", help="Chat completions instead of completions."),
+    no_stream: bool = typer.Option(False, "--no-stream", help="Non-streaming requests (TTFT = e2e)."),
+    adapters: int = typer.Option(8, "--adapters", help="multi-lora: adapters adapter-0..N-1."),
+    groups: int = typer.Option(150, "--groups", help="shared-prefix: system prompts."),
+    prompts_per_group: int = typer.Option(5, "--prompts-per-group"),
+    system_tokens: int = typer.Option(2000, "--system-tokens", help="shared-prefix: system prompt length."),
+    speed: float = typer.Option(1.0, "--speed", help="The simulated fleet's --speed (times are rescaled)."),
+    out: Path | None = typer.Option(None, "--out", help="Directory for JSON results and summary.md."),
+) -> None:
+    """Open-loop (or closed-loop) load against one URL; p50/p90/p99, throughput, goodput."""
+    slo_obj = parse_slo(slo)
+    opts = workload_options(model, not no_stream, chat, adapters, groups, prompts_per_group, system_tokens)
+    closed = rate is None and rates is None
+    if closed and not concurrency:
+        raise typer.BadParameter("give --rate, --rates or --concurrency")
+    sweep = parse_rates(rates) if rates else [rate or 0.0]
+    rows: list[tuple[float, Summary]] = []
+    markdown = [f"# inferpool bench run: {workload} against {target}\n"]
+    for r in sweep:
+        n = requests if requests is not None else (max(1, int((concurrency or 1) * 10)) if closed else None)
+        spec = TraceSpec(workload, r or 1.0, duration, seed, arrival, opts, n)
+        trace = spec.build()
+        client = ClientConfig(speed=speed, concurrency=concurrency, closed_loop=closed)
+        results, summary = asyncio.run(run_load(target, trace, client, slo_obj, sys.stderr.isatty()))
+        title = f"{workload}, " + (f"concurrency {concurrency}" if closed else f"rate {r:g}/s, {arrival}")
+        section = summary_markdown(title, summary)
+        typer.echo(section)
+        markdown.append(section)
+        rows.append((r, summary))
+        if out is not None:
+            meta = {"target": target, "spec": _spec_meta(spec), "speed": speed, "time": time.time()}
+            write_results(out, f"{workload}-rate{r:g}" if not closed else f"{workload}-c{concurrency}", results, summary, meta)
+    if len(rows) > 1:
+        table = sweep_markdown(rows)
+        typer.echo(table)
+        markdown.append("## Sweep\n\n" + table)
+    if out is not None:
+        (out / "summary.md").write_text("\n".join(markdown))
+        typer.echo(f"results in {out}")
+
+
+def _spec_meta(spec: TraceSpec) -> dict[str, object]:
+    from dataclasses import asdict
+
+    return asdict(spec)

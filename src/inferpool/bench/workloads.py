@@ -1,0 +1,180 @@
+"""Built-in workloads: each turns arrival times into a seeded, replayable request trace.
+
+Nothing is downloaded: text is synthetic (`text.py`), lengths follow ShareGPT's shape
+(lognormal), and every choice comes from one `random.Random(seed)`, so the same seed gives
+the same trace byte for byte, which is what lets `compare` replay it to every contender.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from inferpool.bench.text import lognormal_int, words
+
+WORKLOADS = ("sharegpt-like", "shared-prefix", "multi-lora", "criticality-overload", "multi-turn-chat")
+COMPLETIONS = "/v1/completions"
+CHAT = "/v1/chat/completions"
+OBJECTIVE_HEADER = "x-gateway-inference-objective"
+CRITICALITY_MIX = (("critical", 0.2), ("standard", 0.5), ("sheddable", 0.3))
+
+
+@dataclass(frozen=True)
+class WorkloadOptions:
+    """Knobs shared by the workloads; each workload reads the ones it needs."""
+
+    model: str = "meta-llama/Llama-3.1-8B-Instruct"
+    stream: bool = True
+    chat: bool = False  # sharegpt-like / shared-prefix / multi-lora: chat instead of completions
+    groups: int = 150  # shared-prefix: distinct system prompts
+    prompts_per_group: int = 5  # shared-prefix: questions per system prompt
+    system_prompt_tokens: int = 2000
+    question_tokens: int = 100
+    output_tokens: int = 100  # shared-prefix and multi-turn-chat: fixed output length
+    adapters: tuple[str, ...] = tuple(f"adapter-{i}" for i in range(8))  # multi-lora
+    zipf_s: float = 1.1
+    base_fraction: float = 0.2  # multi-lora: share of requests to the base model
+    conversations: int = 50  # multi-turn-chat
+    turn_tokens: int = 80  # multi-turn-chat: user turn length
+
+
+@dataclass(frozen=True)
+class BenchRequest:
+    """One request of a trace: when to send it (seconds after start), where and what."""
+
+    index: int
+    at: float
+    path: str
+    body: dict[str, Any]
+    tag: str  # the class this request belongs to (group, adapter, criticality) for breakdowns
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def build_trace(
+    name: str, arrivals: list[float], seed: int, options: WorkloadOptions | None = None
+) -> list[BenchRequest]:
+    """The trace of workload `name` for these arrival times."""
+    opts = options or WorkloadOptions()
+    rng = random.Random(f"{name}:{seed}")
+    builders = {
+        "sharegpt-like": _sharegpt,
+        "shared-prefix": _shared_prefix,
+        "multi-lora": _multi_lora,
+        "criticality-overload": _criticality,
+        "multi-turn-chat": _multi_turn,
+    }
+    if name not in builders:
+        raise ValueError(f"unknown workload {name!r}; choose from {', '.join(WORKLOADS)}")
+    return builders[name](arrivals, rng, opts)
+
+
+def _body(opts: WorkloadOptions, model: str, prompt: str, max_tokens: int, chat: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "ignore_eos": True}
+    if chat:
+        body["messages"] = [{"role": "user", "content": prompt}]
+    else:
+        body["prompt"] = prompt
+    if opts.stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    return body
+
+
+def _path(chat: bool) -> str:
+    return CHAT if chat else COMPLETIONS
+
+
+def _sharegpt_lengths(rng: random.Random) -> tuple[int, int]:
+    # ShareGPT shape: input median ~150 tokens, output median ~128, both heavy-tailed.
+    return lognormal_int(rng, 150, 1.0, 4, 4096), lognormal_int(rng, 128, 1.0, 1, 1024)
+
+
+def _sharegpt(arrivals: list[float], rng: random.Random, opts: WorkloadOptions) -> list[BenchRequest]:
+    out = []
+    for i, at in enumerate(arrivals):
+        n_in, n_out = _sharegpt_lengths(rng)
+        body = _body(opts, opts.model, words(n_in, rng), n_out, opts.chat)
+        out.append(BenchRequest(i, at, _path(opts.chat), body, "base"))
+    return out
+
+
+def _shared_prefix(arrivals: list[float], rng: random.Random, opts: WorkloadOptions) -> list[BenchRequest]:
+    """inference-perf's shared_prefix: `groups` long system prompts, `prompts_per_group` questions each."""
+    systems = [f"[group {g}] " + words(opts.system_prompt_tokens, rng) for g in range(opts.groups)]
+    questions = [
+        [words(opts.question_tokens, rng) for _ in range(opts.prompts_per_group)] for _ in range(opts.groups)
+    ]
+    out = []
+    for i, at in enumerate(arrivals):
+        g = rng.randrange(opts.groups)
+        q = questions[g][rng.randrange(opts.prompts_per_group)]
+        if opts.chat:
+            body = _body(opts, opts.model, q, opts.output_tokens, True)
+            body["messages"].insert(0, {"role": "system", "content": systems[g]})
+        else:
+            body = _body(opts, opts.model, systems[g] + "\n" + q, opts.output_tokens, False)
+        out.append(BenchRequest(i, at, _path(opts.chat), body, f"group-{g}"))
+    return out
+
+
+def zipf_weights(n: int, s: float) -> list[float]:
+    raw = [1.0 / (k + 1) ** s for k in range(n)]
+    total = sum(raw)
+    return [w / total for w in raw]
+
+
+def _multi_lora(arrivals: list[float], rng: random.Random, opts: WorkloadOptions) -> list[BenchRequest]:
+    """A share `base_fraction` to the base model, the rest Zipf(s) over the adapters (adapter-0 hottest)."""
+    weights = zipf_weights(len(opts.adapters), opts.zipf_s)
+    out = []
+    for i, at in enumerate(arrivals):
+        model = opts.model
+        if opts.adapters and rng.random() >= opts.base_fraction:
+            model = rng.choices(opts.adapters, weights)[0]
+        n_in, n_out = _sharegpt_lengths(rng)
+        body = _body(opts, model, words(n_in, rng), n_out, opts.chat)
+        out.append(BenchRequest(i, at, _path(opts.chat), body, model))
+    return out
+
+
+def _criticality(arrivals: list[float], rng: random.Random, opts: WorkloadOptions) -> list[BenchRequest]:
+    """ShareGPT-shaped requests, 20 % critical / 50 % standard / 30 % sheddable.
+
+    The class travels in the `x-gateway-inference-objective` header naming an InferenceObjective
+    (priority 1 / 0 / -1), so the model name stays the base model and routers that ignore the
+    header still serve every request; drive it past capacity with `--rate`.
+    """
+    names = [n for n, _ in CRITICALITY_MIX]
+    weights = [w for _, w in CRITICALITY_MIX]
+    out = []
+    for i, at in enumerate(arrivals):
+        cls = rng.choices(names, weights)[0]
+        n_in, n_out = _sharegpt_lengths(rng)
+        body = _body(opts, opts.model, words(n_in, rng), n_out, opts.chat)
+        out.append(BenchRequest(i, at, _path(opts.chat), body, cls, {OBJECTIVE_HEADER: cls}))
+    return out
+
+
+def _multi_turn(arrivals: list[float], rng: random.Random, opts: WorkloadOptions) -> list[BenchRequest]:
+    """Chats that grow: each arrival is the next turn of a random conversation, history included.
+
+    The assistant's earlier answers are synthetic text of the requested length (the trace is
+    built before any reply exists); the prefix a router can exploit is the same either way.
+    """
+    history: list[list[dict[str, str]]] = [
+        [{"role": "system", "content": f"[conversation {c}] " + words(200, rng)}]
+        for c in range(opts.conversations)
+    ]
+    out = []
+    for i, at in enumerate(arrivals):
+        c = rng.randrange(opts.conversations)
+        history[c].append({"role": "user", "content": words(opts.turn_tokens, rng)})
+        body = _body(opts, opts.model, "", opts.output_tokens, True)
+        body["messages"] = [dict(m) for m in history[c]]
+        turn = sum(1 for m in history[c] if m["role"] == "user")
+        out.append(BenchRequest(i, at, CHAT, body, f"turn-{min(turn, 10)}"))
+        history[c].append({"role": "assistant", "content": words(opts.output_tokens, rng)})
+        if len(history[c]) > 41:  # a conversation ends after 20 turns; a new one starts in its slot
+            history[c] = history[c][:1]
+    return out
