@@ -134,7 +134,7 @@ def main() -> None:
                 f"endpoints: [{{address: 127.0.0.1, port: {sim_port}, labels: {{app: bench}}}}]\n"
             )
             procs.append(subprocess.Popen(
-                [str(BIN / "inferpool"), "serve", "-f", str(Path(tmp, "gw.yaml")), "--endpoints", str(Path(tmp, "ep.yaml")),
+                [str(BIN / "inferpool"), "serve", "--no-auth", "-f", str(Path(tmp, "gw.yaml")), "--endpoints", str(Path(tmp, "ep.yaml")),
                  "--admin-port", str(free_port()), "--no-access-log", "--no-admission"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))  # fmt: skip
             wait_http(f"http://127.0.0.1:{gw_port}/v1/models")

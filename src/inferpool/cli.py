@@ -34,6 +34,9 @@ app.command("sim")(sim_command)
 from inferpool.bench.command import bench_app  # noqa: E402
 
 app.add_typer(bench_app, name="bench")
+from inferpool.gateway.keys import keys_app  # noqa: E402
+
+app.add_typer(keys_app, name="keys")
 
 
 def main() -> None:

@@ -72,7 +72,7 @@ def start_stack(spawn, tmp_path: Path) -> tuple[str, list, object]:  # type: ign
     ]
     (tmp_path / "endpoints.yaml").write_text(orjson.dumps({"endpoints": endpoints}).decode())
     gw = spawn(
-        [INFERPOOL, "serve", "-f", str(tmp_path / "gw.yaml"), "--endpoints", str(tmp_path / "endpoints.yaml"),
+        [INFERPOOL, "serve", "--no-auth", "-f", str(tmp_path / "gw.yaml"), "--endpoints", str(tmp_path / "endpoints.yaml"),
          "--admin-port", str(free_port()), "--max-body-bytes", "4096", "--profile", "round-robin"]
     )  # fmt: skip
     url = gw.wait_for_line(r"^gateway\s+(http://\S+)", 60).group(1)

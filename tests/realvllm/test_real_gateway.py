@@ -97,7 +97,14 @@ def gateway(vllm_pair: list[VLLMServer], tmp_path_factory: pytest.TempPathFactor
     }
     (work / "endpoints.yaml").write_text(yaml.safe_dump(endpoints))
     argv = inferpool_argv(
-        "serve", "-f", str(mdir), "--endpoints", str(work / "endpoints.yaml"), "--admin-port", str(admin)
+        "serve",
+        "--no-auth",
+        "-f",
+        str(mdir),
+        "--endpoints",
+        str(work / "endpoints.yaml"),
+        "--admin-port",
+        str(admin),
     )
     proc = Process("inferpool-serve", argv, work / "serve.log")
     gw = Gateway(proc, f"http://127.0.0.1:{listener}", f"http://127.0.0.1:{admin}")

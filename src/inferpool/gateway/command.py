@@ -14,14 +14,24 @@ import typer
 import uvloop
 
 from inferpool.admission import AdmissionConfig
+from inferpool.gateway.auth import KeysFileError, KeyStore
 from inferpool.gateway.config import ProxyConfig, ServeConfig
 from inferpool.gateway.manifests import ManifestError
 from inferpool.gateway.runtime import GatewayRuntime, RuntimeConfig
+from inferpool.gateway.security import read_token
 from inferpool.scheduling import ConfigError
 from inferpool.sources.manifest import ManifestLoadFailed
 from inferpool.sources.static import EndpointsFileError, StaticEndpoint, load_endpoints_file
 
-STARTUP_ERRORS = (ManifestLoadFailed, ManifestError, ConfigError, EndpointsFileError, OSError, ValueError)
+STARTUP_ERRORS = (
+    ManifestLoadFailed,
+    ManifestError,
+    ConfigError,
+    EndpointsFileError,
+    KeysFileError,
+    OSError,
+    ValueError,
+)
 
 
 def say(line: str) -> None:
@@ -58,6 +68,15 @@ def announce(runtime: GatewayRuntime, remapped: dict[int, int] | None = None) ->
         say(f"gateway  {bound.url}  Gateway {lis.gateway} listener {lis.name}{note}")
     if runtime.gateway.admin_url:
         say(f"admin    {runtime.gateway.admin_url}  (/metrics /healthz /readyz /api/state /api/decisions)")
+    say(auth_line(runtime.gateway.keys, runtime.gateway.config))
+
+
+def auth_line(keys: KeyStore | None, config: ServeConfig) -> str:
+    """The startup line that says whether callers need a key (and that auth is off when it is)."""
+    metrics = "; /metrics needs the metrics-reader token" if config.metrics_token else ""
+    if keys is None:
+        return f"auth     OFF: any caller may use the gateway (--no-auth){metrics}"
+    return f"auth     API keys from {config.auth_keys} ({len(keys)} keys; Authorization: Bearer KEY){metrics}"
 
 
 def run_async(main: Callable[[], Coroutine[Any, Any, None]], what: str) -> None:
@@ -91,9 +110,28 @@ def serve(
     no_access_log: bool = typer.Option(False, "--no-access-log", help="Do not write JSON access-log lines."),
     no_admission: bool = typer.Option(False, "--no-admission", help="Never shed requests (benchmarks)."),
     log_level: str = typer.Option("warning", "--log-level", help="debug, info, warning or error."),
+    auth_keys: Path | None = typer.Option(
+        None, "--auth-keys", help="API keys file (`inferpool keys add`); requests need a Bearer key."
+    ),
+    no_auth: bool = typer.Option(
+        False, "--no-auth", help="Serve without API keys (must be said explicitly)."
+    ),
+    metrics_token: str | None = typer.Option(
+        None, "--metrics-token", help="Bearer token /metrics requires (@FILE reads it from a file)."
+    ),
+    drain_timeout: float = typer.Option(
+        30.0, "--drain-timeout", help="Seconds SIGTERM waits for in-flight requests before exiting."
+    ),
 ) -> None:
     """Serve the Gateway listeners of the manifests, routing to the model servers in --endpoints."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if (auth_keys is None) == (not no_auth):
+        typer.echo(
+            "inferpool serve: give either --auth-keys FILE or --no-auth (auth is never off by default)",
+            err=True,
+        )
+        raise typer.Exit(2)
+    token = read_token(metrics_token) if metrics_token else None
 
     async def main() -> None:
         static: list[StaticEndpoint] = load_endpoints_file(endpoints) if endpoints else []
@@ -102,7 +140,11 @@ def serve(
                 host=host,
                 admin_host=admin_host,
                 admin_port=admin_port,
-                proxy=ProxyConfig(max_retries=max_retries, max_body_bytes=max_body_bytes),
+                proxy=ProxyConfig(
+                    max_retries=max_retries, max_body_bytes=max_body_bytes, drain_timeout_s=drain_timeout
+                ),
+                auth_keys=str(auth_keys) if auth_keys else None,
+                metrics_token=token,
             ),
             profile=profile,
             access_log=not no_access_log,

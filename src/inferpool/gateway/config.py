@@ -21,3 +21,5 @@ class ServeConfig:
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     port_map: tuple[tuple[int, int], ...] = ()  # listener port -> port actually bound (local mode)
     decisions_kept: int = 200  # routing decisions kept for /api/decisions
+    auth_keys: str | None = None  # API keys file (docs/security.md); None: authentication off
+    metrics_token: str | None = None  # bearer token the admin port's /metrics requires; None: open

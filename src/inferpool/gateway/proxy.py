@@ -19,8 +19,10 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from inferpool.gateway.auth import ApiKey, KeyStore, authorize_model
 from inferpool.gateway.config import ProxyConfig
 from inferpool.gateway.headers import REQUEST_ID_HEADER, SERVED_HEADER, end_to_end, lower_dict
+from inferpool.gateway.ratelimit import RateLimiter
 from inferpool.gateway.routing import (
     BackendRef,
     Listener,
@@ -31,6 +33,7 @@ from inferpool.gateway.routing import (
     choose_backend,
 )
 from inferpool.request.errors import InferenceError
+from inferpool.request.resolve import FAIRNESS_HEADER, OBJECTIVE_HEADER
 from inferpool.state import Datastore, Endpoint
 
 _RETRYABLE = (aiohttp.ClientConnectionError, ConnectionError)
@@ -79,10 +82,24 @@ class Exchange:
     ttft_s: float | None = None
     duration_s: float = 0.0
     routed: Routed | None = None
+    key: ApiKey | None = None  # the caller's API key when auth is on
+    extra_headers: dict[str, str] = field(default_factory=dict)  # added to the answer (rate-limit state)
 
 
-def error_response(err: InferenceError, request_id: str | None = None) -> web.Response:
-    headers = dict(err.headers)
+def request_model(body: bytes) -> str:
+    """The `model` field of a JSON body, or "" (the core reports malformed bodies itself)."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return ""
+    model = data.get("model") if isinstance(data, dict) else None
+    return model if isinstance(model, str) else ""
+
+
+def error_response(
+    err: InferenceError, request_id: str | None = None, extra: Mapping[str, str] | None = None
+) -> web.Response:
+    headers = {**(extra or {}), **err.headers}
     if request_id:
         headers[REQUEST_ID_HEADER] = request_id
     return web.Response(
@@ -102,6 +119,8 @@ class Proxy:
         services: dict[str, list[tuple[str, int]]] | None = None,
         on_exchange: Callable[[Exchange], None] | None = None,
         on_routed: Callable[[Routed], None] | None = None,
+        keys: KeyStore | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.table = table
         self.datastore = datastore
@@ -111,6 +130,8 @@ class Proxy:
         self._rr: dict[str, itertools.count[int]] = {}
         self._on_exchange = on_exchange
         self._on_routed = on_routed
+        self.keys = keys  # None: authentication is off (explicitly configured)
+        self.limiter = limiter
         self._session: aiohttp.ClientSession | None = None
         self.in_flight = 0
         self._idle = asyncio.Event()
@@ -156,7 +177,7 @@ class Proxy:
             ex.status, ex.error = err.status, err.message
             if ex.routed is not None:
                 ex.routed.finish(err.status, err.message)
-            return error_response(err, request_id)
+            return error_response(err, request_id, ex.extra_headers)
         except (asyncio.CancelledError, ConnectionResetError):
             ex.status, ex.error = 499, "client disconnected"
             if ex.routed is not None:
@@ -168,6 +189,7 @@ class Proxy:
                 ex.routed.finish(500, ex.error)
             raise
         finally:
+            self._charge(ex)
             ex.duration_s = time.monotonic() - ex.started
             self.in_flight -= 1
             if self.in_flight == 0:
@@ -177,6 +199,9 @@ class Proxy:
 
     async def _handle(self, listener: Listener, request: web.Request, ex: Exchange) -> web.StreamResponse:
         headers = lower_dict(end_to_end(request.headers, drop=("host",)))
+        if self.keys is not None:
+            ex.key = self.keys.authenticate(headers)
+            headers.pop("authorization", None)  # the gateway's key is not the model server's business
         facts = RequestFacts(
             host=request.host or "",
             method=request.method,
@@ -199,6 +224,8 @@ class Proxy:
         ex.backend = f"{backend.kind}/{backend.key}"
         body = await self._read_body(request)
         ex.request_bytes = len(body)
+        if ex.key is not None:
+            self._admit_key(ex.key, body, headers, ex)
         if match.rule.request_headers is not None:
             headers = apply_header_modifier(headers, match.rule.request_headers)
         headers[REQUEST_ID_HEADER] = ex.request_id
@@ -212,6 +239,25 @@ class Proxy:
                     504, f"Request timed out after {total:g}s (HTTPRoute timeouts.request)."
                 ) from None
             raise
+
+    def _admit_key(self, key: ApiKey, body: bytes, headers: dict[str, str], ex: Exchange) -> None:
+        """Model grant (403), then the key's RPM/TPM (429), then its priority and fairness identity."""
+        authorize_model(key, request_model(body))
+        if self.limiter is not None:
+            ex.extra_headers.update(self.limiter.admit(key).headers())
+        if key.objective is not None:
+            headers[OBJECTIVE_HEADER] = key.objective
+        headers[FAIRNESS_HEADER] = key.name  # one fairness flow per tenant; clients cannot pose as another
+
+    def _charge(self, ex: Exchange) -> None:
+        """Charge a keyed request's actual token use (the model server's usage, else the estimate)."""
+        if ex.key is None or self.limiter is None or ex.routed is None:
+            return
+        record = getattr(ex.routed, "record", None)
+        if record is None:
+            return
+        prompt = record.prompt_tokens if record.prompt_tokens is not None else record.prompt_tokens_estimate
+        self.limiter.charge(ex.key, int(prompt or 0) + int(record.completion_tokens or 0))
 
     def _models_response(self, pools: list[str], request_id: str) -> web.Response:
         now = int(time.time())
@@ -342,6 +388,7 @@ class Proxy:
         headers = end_to_end(upstream.headers)
         headers[REQUEST_ID_HEADER] = ex.request_id
         headers[SERVED_HEADER] = endpoint.hostport
+        headers.update(ex.extra_headers)
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
         if upstream.content_length is not None and "content-encoding" not in upstream.headers:
             response.content_length = upstream.content_length

@@ -59,6 +59,7 @@ async def run_stack(config: UpConfig, demo: bool) -> None:
             say(
                 f"admin    {runtime.gateway.admin_url}  (/metrics /healthz /readyz /api/state /api/decisions)"
             )
+        say("auth     OFF: local mode serves any caller (no --auth-keys); see docs/security.md")
         if demo and runtime.gateway.bound:
             say("try the guide's request:")
             say(f"  {guide_curl(runtime.gateway.bound[0].url)}")
