@@ -31,6 +31,9 @@ app.command("epp")(epp)
 from inferpool.sim.cli import sim_command  # noqa: E402
 
 app.command("sim")(sim_command)
+from inferpool.observe.top import top  # noqa: E402
+
+app.command("top")(top)
 from inferpool.bench.command import bench_app  # noqa: E402
 
 app.add_typer(bench_app, name="bench")

@@ -136,18 +136,18 @@ function statusClass(d) {
 }
 
 function renderDecisions(snap) {
-  const rows = snap.decisions.map((d) => {
+  const rows = snap.decisions.slice(0, 30).map((d) => {
     const when = new Date(d.ts * 1000).toLocaleTimeString();
     const cands = (d.ranked || []).map((c) => {
-      const scores = Object.entries(c.scores || {}).map(([k, v]) => `${esc(k)} ${fmt(v, 2)}`).join(" · ");
+      const scores = Object.entries(c.scores || {}).map(([k, v]) => `${esc(k.replace(/-scorer$/, ""))} ${fmt(v, 2)}`).join(" · ");
       return `<span class="cand ${c.endpoint === d.picked ? "picked" : ""}"><b>${esc(c.endpoint)}</b> ${fmt(c.total, 3)} <span class="scores">${scores}</span></span>`;
-    }).join("<br>");
+    }).join("");
     const filtered = Object.entries(d.filtered_out || {}).map(([e, why]) => `${esc(e)}: ${esc(why)}`).join("<br>");
     const target = d.target_model && d.target_model !== d.model ? ` → ${esc(d.target_model)}` : "";
     return `<tr data-request-id="${esc(d.request_id)}">
       <td class="muted">${when}</td><td class="muted small">${esc(d.request_id).slice(0, 12)}</td>
       <td>${esc(d.model || "–")}${target}</td><td>${esc(d.picked || "–")}</td>
-      <td class="${statusClass(d)}" title="${esc(d.error || "")}">${d.status}${d.error && d.status >= 400 ? ` <span class="small">${esc(d.error).slice(0, 40)}</span>` : ""}</td>
+      <td class="${statusClass(d)}" title="${esc(d.error || "")}">${d.status}${d.error && d.status >= 400 ? ` <span class="small">${esc(d.error.slice(0, 24))}</span>` : ""}</td>
       <td class="num">${d.ttft_s === null ? "–" : fmt(d.ttft_s * 1000, 0) + " ms"}</td>
       <td class="cands">${cands || '<span class="muted">–</span>'}</td><td class="filtered">${filtered}</td>
     </tr>`;
