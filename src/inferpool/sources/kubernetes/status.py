@@ -70,6 +70,7 @@ class ModelStatusWriter:
         self.custom = custom
         self.namespace = namespace
         self.pending: dict[str, dict[str, Any]] = {}
+        self.sent: dict[str, dict[str, Any]] = {}  # last condition written per model (writes in flight)
         self.written = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -79,8 +80,10 @@ class ModelStatusWriter:
             wanted = accepted_condition(obj, conflicts)
             conditions = (obj.get("status") or {}).get("conditions") or []
             current = next((c for c in conditions if c.get("type") == "Accepted"), None)
-            if not _same(current, wanted):
-                self.pending[obj["metadata"]["name"]] = wanted
+            name = obj["metadata"]["name"]
+            if _same(current, wanted) or _same(self.sent.get(name), wanted):
+                continue
+            self.pending[obj["metadata"]["name"]] = wanted
         if self.pending:
             if self._task is None:
                 self._task = asyncio.get_running_loop().create_task(self._run(), name="model-status")
@@ -92,6 +95,7 @@ class ModelStatusWriter:
             self._wake.clear()
             while self.pending:
                 name, condition = self.pending.popitem()
+                self.sent[name] = condition
                 condition = {**condition, "lastTransitionTime": _now()}
                 try:
                     await self.custom.patch_namespaced_custom_object_status(
@@ -107,6 +111,7 @@ class ModelStatusWriter:
                 except asyncio.CancelledError:
                     raise
                 except Exception as err:  # the next event for this model retries
+                    self.sent.pop(name, None)
                     log.warning("status of InferenceModel %s not written: %s", name, err)
 
     async def stop(self) -> None:

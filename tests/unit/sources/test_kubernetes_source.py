@@ -1,0 +1,276 @@
+"""Kubernetes source against a fake API server speaking the real list/watch protocol."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from test_kubernetes_fakeapi import V1, XK, FakeApiServer, inference_model, pod, pool_v1, pool_v1alpha2
+
+from inferpool.sources.kubernetes import KubernetesConfig, KubernetesSource
+from inferpool.sources.kubernetes.client import client_for
+from inferpool.state import Datastore
+
+LABELS = {"app": "vllm-llama3-8b-instruct"}
+POOLS_V1 = FakeApiServer.custom(V1, "v1", "inferencepools")
+POOLS_X = FakeApiServer.custom(XK, "v1alpha2", "inferencepools")
+MODELS = FakeApiServer.custom(XK, "v1alpha2", "inferencemodels")
+OBJECTIVES = FakeApiServer.custom(XK, "v1alpha2", "inferenceobjectives")
+REWRITES = FakeApiServer.custom(XK, "v1alpha2", "inferencemodelrewrites")
+PODS = FakeApiServer.pods()
+
+
+async def eventually(check: Callable[[], bool], within: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not check():
+        if loop.time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[FakeApiServer]:
+    server = FakeApiServer()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+async def started(
+    api: FakeApiServer, group: str = V1, **overrides: object
+) -> tuple[KubernetesSource, Datastore]:
+    store = Datastore()
+    config = KubernetesConfig(
+        pool_name="vllm-llama3-8b-instruct", pool_group=group, backoff_base_s=0.01, backoff_cap_s=0.05
+    )
+    for key, value in overrides.items():
+        object.__setattr__(config, key, value)
+    source = KubernetesSource(store, config, client_for(api.url))
+    source._owns_api = True  # close the client on stop
+    await source.start()
+    await source.wait_synced(10)
+    return source, store
+
+
+def addresses(store: Datastore) -> set[str]:
+    return {e.hostport for e in store.endpoints("default/vllm-llama3-8b-instruct")}
+
+
+async def test_initial_list_v1_pool_models_and_ready_pods(api: FakeApiServer) -> None:
+    api.put(POOLS_V1, pool_v1("vllm-llama3-8b-instruct", LABELS, [8000, 8001]))
+    api.put(POOLS_V1, pool_v1("other-pool", {"app": "other"}, [8000]))
+    api.put(PODS, pod("vllm-a", "10.0.0.1", LABELS))
+    api.put(PODS, pod("vllm-b", "10.0.0.2", LABELS))
+    api.put(PODS, pod("vllm-starting", "10.0.0.3", LABELS, ready=False))
+    api.put(PODS, pod("vllm-pending", "10.0.0.4", LABELS, phase="Pending"))
+    api.put(PODS, pod("other", "10.0.0.9", {"app": "other"}))
+    api.put(MODELS, inference_model("food-review", "food-review", "vllm-llama3-8b-instruct", "Critical"))
+    api.put(MODELS, inference_model("elsewhere", "elsewhere", "other-pool"))
+    source, store = await started(api)
+    try:
+        await eventually(lambda: len(addresses(store)) == 4 and len(store.models()) == 1)
+        pool = store.find_pool("vllm-llama3-8b-instruct")
+        assert pool is not None and pool.target_ports == [8000, 8001] and pool.api_version == f"{V1}/v1"
+        assert [p.key for p in store.pools()] == ["default/vllm-llama3-8b-instruct"]
+        assert addresses(store) == {"10.0.0.1:8000", "10.0.0.1:8001", "10.0.0.2:8000", "10.0.0.2:8001"}
+        names = {e.name for e in store.endpoints(pool.key)}
+        assert names == {"vllm-a-rank-0", "vllm-a-rank-1", "vllm-b-rank-0", "vllm-b-rank-1"}
+        model = store.models()[0]
+        assert (model.model_name, model.criticality) == ("food-review", "Critical")
+        # the pod list asked the API server for the pool's selector, the pool list for its name
+        assert any("labelSelector=app%3Dvllm-llama3-8b-instruct" in r for r in api.requests if "/pods" in r)
+        assert any("fieldSelector=metadata.name%3Dvllm-llama3-8b-instruct" in r for r in api.requests)
+    finally:
+        await source.stop()
+
+
+async def test_v1alpha2_pool(api: FakeApiServer) -> None:
+    api.put(POOLS_X, pool_v1alpha2("vllm-llama3-8b-instruct", LABELS, 8000))
+    api.put(PODS, pod("vllm-a", "10.0.0.1", LABELS))
+    source, store = await started(api, group=XK)
+    try:
+        await eventually(lambda: addresses(store) == {"10.0.0.1:8000"})
+        pool = store.find_pool("vllm-llama3-8b-instruct")
+        assert pool is not None and pool.api_version == f"{XK}/v1alpha2"
+        assert {e.name for e in store.endpoints(pool.key)} == {"vllm-a"}
+    finally:
+        await source.stop()
+
+
+async def test_watch_events_pods_models_objectives_rewrites(api: FakeApiServer) -> None:
+    api.put(POOLS_V1, pool_v1("vllm-llama3-8b-instruct", LABELS, [8000]))
+    source, store = await started(api)
+    try:
+        api.put(PODS, pod("vllm-a", "10.0.0.1", LABELS))
+        await eventually(lambda: addresses(store) == {"10.0.0.1:8000"})
+        api.put(PODS, pod("vllm-a", "10.0.0.1", LABELS, ready=False))  # readiness probe fails
+        await eventually(lambda: addresses(store) == set())
+        api.put(PODS, pod("vllm-a", "10.0.0.7", LABELS))  # back, new IP
+        await eventually(lambda: addresses(store) == {"10.0.0.7:8000"})
+        api.put(PODS, pod("vllm-a", "10.0.0.7", {"app": "relabelled"}))  # leaves the selector
+        await eventually(lambda: addresses(store) == set())
+
+        api.put(MODELS, inference_model("m1", "m1", "vllm-llama3-8b-instruct"))
+        objective = {
+            "apiVersion": f"{XK}/v1alpha2",
+            "kind": "InferenceObjective",
+            "metadata": {"name": "batch"},
+            "spec": {"priority": -1, "poolRef": {"name": "vllm-llama3-8b-instruct"}},
+        }
+        rewrite = {
+            "apiVersion": f"{XK}/v1alpha2",
+            "kind": "InferenceModelRewrite",
+            "metadata": {"name": "canary"},
+            "spec": {
+                "poolRef": {"name": "vllm-llama3-8b-instruct"},
+                "rules": [
+                    {
+                        "matches": [{"model": {"value": "m1"}}],
+                        "targets": [
+                            {"modelRewrite": "m1-v2", "weight": 10},
+                            {"modelRewrite": "m1", "weight": 90},
+                        ],
+                    }
+                ],
+            },
+        }
+        api.put(OBJECTIVES, objective)
+        api.put(REWRITES, rewrite)
+        await eventually(
+            lambda: len(store.models()) == 1 and len(store.objectives()) == 1 and len(store.rewrites()) == 1
+        )
+        assert store.objectives()[0].priority == -1
+        assert [t.model for t in store.rewrites()[0].rules[0].targets] == ["m1-v2", "m1"]
+        api.delete(MODELS, "m1")
+        api.delete(OBJECTIVES, "batch")
+        await eventually(lambda: not store.models() and not store.objectives())
+        # an invalid object (weights on some targets only) is skipped, not fatal
+        bad = inference_model("bad", "bad", "vllm-llama3-8b-instruct")
+        bad["spec"]["targetModels"] = [{"name": "a", "weight": 1}, {"name": "b"}]
+        api.put(MODELS, bad)
+        api.put(MODELS, inference_model("good", "good", "vllm-llama3-8b-instruct"))
+        await eventually(lambda: [m.name for m in store.models()] == ["good"])
+    finally:
+        await source.stop()
+
+
+async def test_pool_selector_change_restarts_pod_watch(api: FakeApiServer) -> None:
+    api.put(POOLS_V1, pool_v1("vllm-llama3-8b-instruct", LABELS, [8000]))
+    api.put(PODS, pod("old", "10.0.0.1", LABELS))
+    api.put(PODS, pod("new", "10.0.0.2", {"app": "vllm-v2"}))
+    source, store = await started(api)
+    try:
+        await eventually(lambda: addresses(store) == {"10.0.0.1:8000"})
+        api.put(POOLS_V1, pool_v1("vllm-llama3-8b-instruct", {"app": "vllm-v2"}, [8000]))
+        await eventually(lambda: addresses(store) == {"10.0.0.2:8000"})
+        assert any("labelSelector=app%3Dvllm-v2" in r for r in api.requests)
+        api.delete(POOLS_V1, "vllm-llama3-8b-instruct")
+        await eventually(lambda: store.find_pool("vllm-llama3-8b-instruct") is None)
+    finally:
+        await source.stop()
+
+
+async def test_reconnect_resumes_from_last_resource_version(api: FakeApiServer) -> None:
+    """A dropped watch resumes where it left off: changes made while disconnected all arrive, no relist."""
+    api.put(POOLS_V1, pool_v1("vllm-llama3-8b-instruct", LABELS, [8000]))
+    api.put(PODS, pod("vllm-a", "10.0.0.1", LABELS))
+    source, store = await started(api)
+    try:
+        await eventually(lambda: addresses(store) == {"10.0.0.1:8000"} and api.watch_count() >= 5)
+        pods = source.reflectors()["pods"]
+        lists_before = pods.stats.lists
+        last_rv = pods.resource_version
+        api.fail_next = 3  # the API server is briefly unavailable too
+        await api.drop_watches()
+        api.put(PODS, pod("vllm-b", "10.0.0.2", LABELS))
+        api.put(PODS, pod("vllm-c", "10.0.0.3", LABELS))
+        api.delete(PODS, "vllm-a")
+        await eventually(lambda: addresses(store) == {"10.0.0.2:8000", "10.0.0.3:8000"})
+        assert pods.stats.lists == lists_before  # resumed, not relisted
+        assert any(f"resourceVersion={last_rv}" in r and "watch=true" in r.lower() for r in api.requests)
+        assert sum(r.stats.errors for r in source.reflectors().values()) >= 1
+    finally:
+        await source.stop()
+
+
+async def test_bookmark_moves_the_resume_point(api: FakeApiServer) -> None:
+    api.put(POOLS_V1, pool_v1("vllm-llama3-8b-instruct", LABELS, [8000]))
+    source, store = await started(api)
+    try:
+        await eventually(lambda: api.watch_count() >= 5)
+        pods = source.reflectors()["pods"]
+        api.put(PODS, pod("unrelated", "10.0.0.5", {"app": "other"}))  # filtered out of our watch
+        api.bookmark(PODS)
+        await eventually(lambda: pods.resource_version == str(api.rv))
+        assert addresses(store) == set()
+    finally:
+        await source.stop()
+
+
+async def test_410_gone_relists(api: FakeApiServer) -> None:
+    """History compacted while disconnected: the watch gets ERROR 410 Expired and the source relists."""
+    api.put(POOLS_V1, pool_v1("vllm-llama3-8b-instruct", LABELS, [8000]))
+    api.put(PODS, pod("vllm-a", "10.0.0.1", LABELS))
+    api.put(PODS, pod("vllm-b", "10.0.0.2", LABELS))
+    source, store = await started(api)
+    try:
+        await eventually(lambda: len(addresses(store)) == 2 and api.watch_count() >= 5)
+        pods = source.reflectors()["pods"]
+        await api.drop_watches()
+        api.delete(PODS, "vllm-a")
+        api.put(PODS, pod("vllm-c", "10.0.0.3", LABELS))
+        api.compact()
+        await eventually(lambda: addresses(store) == {"10.0.0.2:8000", "10.0.0.3:8000"})
+        assert pods.stats.gone >= 1 and pods.stats.lists >= 2
+    finally:
+        await source.stop()
+
+
+async def test_model_name_in_use_oldest_wins_and_status_written(api: FakeApiServer) -> None:
+    api.put(POOLS_V1, pool_v1("vllm-llama3-8b-instruct", LABELS, [8000]))
+    api.put(MODELS, inference_model("first", "shared", "vllm-llama3-8b-instruct"))
+    api.put(MODELS, inference_model("second", "shared", "vllm-llama3-8b-instruct"))
+    api.put(MODELS, inference_model("alone", "alone", "vllm-llama3-8b-instruct"))
+    source, store = await started(api)
+    try:
+        await eventually(lambda: sorted(m.name for m in store.models()) == ["alone", "first"])
+
+        def condition(name: str) -> dict[str, object] | None:
+            obj = api.collections[MODELS][name]
+            conditions = (obj.get("status") or {}).get("conditions") or []
+            return conditions[0] if conditions else None
+
+        await eventually(lambda: all(condition(n) is not None for n in ("first", "second", "alone")))
+        assert condition("first")["reason"] == "Accepted" and condition("first")["status"] == "True"  # type: ignore[index]
+        loser = condition("second")
+        assert loser is not None and (loser["status"], loser["reason"]) == ("False", "ModelNameInUse")
+        assert "first" in str(loser["message"])
+        # our own status writes come back as MODIFIED events and must settle, not loop
+        writes = len(api.patches)
+        await asyncio.sleep(0.3)
+        assert len(api.patches) == writes == 3
+        # the winner goes away: the other takes the name and becomes Accepted
+        api.delete(MODELS, "first")
+        await eventually(lambda: sorted(m.name for m in store.models()) == ["alone", "second"])
+        await eventually(lambda: (condition("second") or {}).get("reason") == "Accepted")
+    finally:
+        await source.stop()
+
+
+async def test_followers_do_not_write_status(api: FakeApiServer) -> None:
+    api.put(POOLS_V1, pool_v1("vllm-llama3-8b-instruct", LABELS, [8000]))
+    api.put(MODELS, inference_model("first", "shared", "vllm-llama3-8b-instruct"))
+    store = Datastore()
+    config = KubernetesConfig(pool_name="vllm-llama3-8b-instruct")
+    source = KubernetesSource(store, config, client_for(api.url), may_write_status=lambda: False)
+    await source.start()
+    try:
+        await source.wait_synced(10)
+        await eventually(lambda: len(store.models()) == 1)
+        await asyncio.sleep(0.2)
+        assert api.patches == []
+    finally:
+        await source.stop()
+        await source.api.close()
