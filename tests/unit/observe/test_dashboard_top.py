@@ -1,0 +1,80 @@
+"""`inferpool top`: one frame rendered from a live admin server's /api/dashboard."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp.test_utils import TestServer
+from rich.console import Console
+from typer.testing import CliRunner
+
+from inferpool.cli import app
+from inferpool.observe.admin import Decision, DecisionLog, admin_app
+from inferpool.observe.metrics import GatewayMetrics
+from inferpool.observe.top import fetch, render, sparkline
+from inferpool.state import Datastore, Endpoint, ModelRoute, Pool
+
+POOL = "default/pool"
+
+
+def test_sparkline_scales_to_blocks() -> None:
+    assert sparkline([]) == ""
+    assert sparkline([0, 0]) == "▁▁"
+    assert sparkline([0, 5, 10]) == "▁▅█"
+    assert sparkline([None, 10]) == " █"
+    assert sparkline([1.0] * 50, width=4, top=1.0) == "████"
+
+
+async def test_top_once_against_admin_server() -> None:
+    ds = Datastore()
+    ds.upsert_pool(Pool("default", "pool", {"app": "x"}, [8000]))
+    ds.upsert_model(ModelRoute("default", "food", "food-review", "pool"))
+    ready = Endpoint("pod-ready", "127.0.0.1", 8000, POOL)
+    ready.metrics.waiting_queue_size = 7
+    ready.metrics.active_adapters = frozenset({"food-review"})
+    ds.upsert_endpoint(ready)
+    ds.upsert_endpoint(Endpoint("pod-down", "127.0.0.1", 8001, POOL, ready=False))
+    log = DecisionLog()
+    log.add(
+        Decision(
+            "req-abc123",
+            POOL,
+            "food-review",
+            "food-review",
+            "pod-ready",
+            200,
+            ranked=[
+                {
+                    "endpoint": "pod-ready",
+                    "hostport": "127.0.0.1:8000",
+                    "total": 1.5,
+                    "scores": {"queue-scorer": 0.5},
+                }
+            ],
+            filtered_out={"pod-down": "not-ready"},
+        )
+    )
+    server = TestServer(admin_app(ds, GatewayMetrics(ds), log))
+    await server.start_server()
+    try:
+        url = str(server.make_url("")).rstrip("/")
+        view = await asyncio.to_thread(fetch, url)
+        console = Console(record=True, width=200)
+        console.print(render(view, width=200))
+        text = console.export_text()
+        for expected in ["default/pool", "pod-ready", "pod-down", "unready", "food-review", "req-abc123"]:
+            assert expected in text
+        assert "queue 0.5" in text and "pod-down: not-ready" in text
+
+        result = await asyncio.to_thread(
+            CliRunner().invoke, app, ["top", "--once", "--admin", url], env={"COLUMNS": "200"}
+        )
+        assert result.exit_code == 0, result.output
+        assert "pod-ready" in result.output and "req-abc123" in result.output
+    finally:
+        await server.close()
+
+
+def test_top_unreachable_admin_exits_1() -> None:
+    result = CliRunner().invoke(app, ["top", "--once", "--admin", "http://127.0.0.1:9"])
+    assert result.exit_code == 1
