@@ -145,7 +145,7 @@ async def send(
             else:
                 payload = orjson.loads(await resp.read())
                 _read_usage(payload, res)
-    except (aiohttp.ClientError, asyncio.TimeoutError, orjson.JSONDecodeError) as exc:
+    except (TimeoutError, aiohttp.ClientError, orjson.JSONDecodeError) as exc:
         res.error = f"{type(exc).__name__}: {exc}"[:300]
     res.e2e = (time.perf_counter() - t0) * speed
     if res.status == 200 and not stream and res.error is None:

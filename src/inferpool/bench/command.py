@@ -15,11 +15,19 @@ from inferpool.bench.report import summary_markdown, sweep_markdown, write_resul
 from inferpool.bench.stats import Summary, parse_slo
 from inferpool.bench.workloads import WORKLOADS, WorkloadOptions
 
-bench_app = typer.Typer(help="Load tests, side-by-side comparisons, virtual-time scale runs.", no_args_is_help=True)
+bench_app = typer.Typer(
+    help="Load tests, side-by-side comparisons, virtual-time scale runs.", no_args_is_help=True
+)
 
 
 def workload_options(
-    model: str, stream: bool, chat: bool, adapters: int, groups: int, prompts_per_group: int, system_tokens: int
+    model: str,
+    stream: bool,
+    chat: bool,
+    adapters: int,
+    groups: int,
+    prompts_per_group: int,
+    system_tokens: int,
 ) -> WorkloadOptions:
     return WorkloadOptions(
         model=model,
@@ -47,7 +55,9 @@ def run_command(
     requests: int | None = typer.Option(None, "--requests", help="Closed loop: total requests."),
     arrival: str = typer.Option("poisson", "--arrival", help="poisson, bursty or step."),
     seed: int = typer.Option(0, "--seed"),
-    slo: str | None = typer.Option("ttft=1s,tpot=100ms", "--slo", help="Goodput SLO, e.g. ttft=1s,tpot=100ms."),
+    slo: str | None = typer.Option(
+        "ttft=1s,tpot=100ms", "--slo", help="Goodput SLO, e.g. ttft=1s,tpot=100ms."
+    ),
     model: str = typer.Option("meta-llama/Llama-3.1-8B-Instruct", "--model"),
     chat: bool = typer.Option(False, "--chat", help="Chat completions instead of completions."),
     no_stream: bool = typer.Option(False, "--no-stream", help="Non-streaming requests (TTFT = e2e)."),
@@ -80,7 +90,13 @@ def run_command(
         rows.append((r, summary))
         if out is not None:
             meta = {"target": target, "spec": _spec_meta(spec), "speed": speed, "time": time.time()}
-            write_results(out, f"{workload}-rate{r:g}" if not closed else f"{workload}-c{concurrency}", results, summary, meta)
+            write_results(
+                out,
+                f"{workload}-rate{r:g}" if not closed else f"{workload}-c{concurrency}",
+                results,
+                summary,
+                meta,
+            )
     if len(rows) > 1:
         table = sweep_markdown(rows)
         typer.echo(table)
@@ -94,3 +110,81 @@ def _spec_meta(spec: TraceSpec) -> dict[str, object]:
     from dataclasses import asdict
 
     return asdict(spec)
+
+
+@bench_app.command("compare")
+def compare_command(
+    fleet: int = typer.Option(6, "--fleet", help="Simulated replicas."),
+    workload: str = typer.Option("shared-prefix", "--workload", help=", ".join(WORKLOADS)),
+    rate: float | None = typer.Option(None, "--rate", help="Offered rate in simulated req/s."),
+    rates: str | None = typer.Option(None, "--rates", help="Several rates: latency-vs-rate plot."),
+    duration: float = typer.Option(60.0, "--duration", help="Simulated seconds of arrivals."),
+    contenders: str = typer.Option(
+        "default,round-robin,legacy-v0.3,random,sglang-router,vllm-router,vllm-router:round_robin",
+        "--contenders",
+    ),
+    speed: float = typer.Option(1.0, "--speed", help="Fleet clock speed; arrivals and timings are rescaled."),
+    arrival: str = typer.Option("poisson", "--arrival"),
+    seed: int = typer.Option(0, "--seed"),
+    slo: str | None = typer.Option("ttft=1s,tpot=100ms", "--slo"),
+    adapters: int = typer.Option(8, "--adapters"),
+    max_loras: int = typer.Option(4, "--max-loras"),
+    groups: int = typer.Option(150, "--groups"),
+    prompts_per_group: int = typer.Option(5, "--prompts-per-group"),
+    system_tokens: int = typer.Option(2000, "--system-tokens"),
+    out: Path = typer.Option(Path("bench-results"), "--out"),
+) -> None:
+    """Each contender in turn in front of a fresh simulated fleet, replaying one trace."""
+    from inferpool.bench.compare import FleetSpec, parse_contenders, run_contender
+    from inferpool.bench.plots import plot_cdfs, plot_load, plot_vs_rate
+    from inferpool.bench.table import comparison_table, ratios
+
+    if rate is None and rates is None:
+        raise typer.BadParameter("give --rate or --rates")
+    chosen = parse_contenders(contenders)
+    out.mkdir(parents=True, exist_ok=True)
+    model_dir = (out / "model").resolve()
+    model_dir.mkdir(
+        exist_ok=True
+    )  # a local path as model id: routers find no tokenizer and look nowhere else
+    adapter_names = tuple(f"adapter-{i}" for i in range(adapters)) if workload == "multi-lora" else ()
+    spec_fleet = FleetSpec(
+        fleet, str(model_dir), adapter_names, max_loras, max(max_loras, adapters), speed, seed
+    )
+    opts = workload_options(str(model_dir), True, False, adapters, groups, prompts_per_group, system_tokens)
+    slo_obj = parse_slo(slo)
+    series_ttft: dict[str, list[tuple[float, float]]] = {}
+    report = [f"# inferpool bench compare: {workload}, fleet {fleet}\n"]
+    for r in parse_rates(rates) if rates else [rate or 0.0]:
+        trace = TraceSpec(workload, r, duration, seed, arrival, opts).build()
+        client = ClientConfig(speed=speed)
+        runs = []
+        for contender in chosen:
+            typer.echo(
+                f"-- {contender.name}: {len(trace)} requests at {r:g} req/s (sim), speed {speed:g}", err=True
+            )
+            try:
+                run = run_contender(contender, spec_fleet, trace, client, slo_obj, out, sys.stderr.isatty())
+            except Exception as exc:  # one broken contender must not lose the others' results
+                typer.echo(f"   {contender.name} failed: {exc}", err=True)
+                continue
+            runs.append(run)
+            name = f"{workload}-rate{r:g}-{contender.name.replace(' ', '-')}"
+            meta = {"contender": contender.name, "fleet": fleet, "rate": r, "speed": speed, "seed": seed}
+            write_results(out, name, run.results, run.summary, {**meta, "load": run.load})
+            if run.summary.ttft.p99 is not None:
+                series_ttft.setdefault(contender.name, []).append((r, run.summary.ttft.p99))
+        title = f"{workload}, {fleet} replicas, {r:g} req/s, {duration:g} s"
+        table = comparison_table(runs)
+        section = f"## {title}\n\n{table}\n{ratios(runs)}"
+        typer.echo(section)
+        report.append(section)
+        if runs:
+            plot_cdfs(runs, out / f"{workload}-rate{r:g}-cdf.png", title)
+            plot_load(runs, out / f"{workload}-rate{r:g}-load.png", title)
+    if rates:
+        plot_vs_rate(
+            series_ttft, out / f"{workload}-ttft-vs-rate.png", f"{workload}: p99 TTFT", "p99 TTFT (ms)"
+        )
+    (out / "compare.md").write_text("\n".join(report))
+    typer.echo(f"results, plots and compare.md in {out}")

@@ -29,7 +29,9 @@ class TraceSpec:
         if self.requests is not None:
             times = [0.0] * self.requests
         else:
-            times = arrival_times(self.arrival, self.rate, self.duration, random.Random(f"arrivals:{self.seed}"))
+            times = arrival_times(
+                self.arrival, self.rate, self.duration, random.Random(f"arrivals:{self.seed}")
+            )
         return build_trace(self.workload, times, self.seed, self.options)
 
 

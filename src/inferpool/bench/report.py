@@ -12,7 +12,9 @@ from inferpool.bench.client import RequestResult
 from inferpool.bench.stats import Summary, fmt_ms
 
 
-def write_results(out: Path, name: str, results: list[RequestResult], summary: Summary, meta: dict[str, Any]) -> None:
+def write_results(
+    out: Path, name: str, results: list[RequestResult], summary: Summary, meta: dict[str, Any]
+) -> None:
     """`<name>.json` (meta + summary) and `<name>.requests.jsonl` (one line per request)."""
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_bytes(
@@ -37,7 +39,13 @@ def summary_markdown(title: str, summary: Summary) -> str:
         "| metric (ms) | p50 | p90 | p99 | mean |",
         "|---|---:|---:|---:|---:|",
     ]
-    for label, d in (("TTFT", s.ttft), ("TPOT", s.tpot), ("normalized TPOT", s.ntpot), ("ITL", s.itl), ("e2e", s.e2e)):
+    for label, d in (
+        ("TTFT", s.ttft),
+        ("TPOT", s.tpot),
+        ("normalized TPOT", s.ntpot),
+        ("ITL", s.itl),
+        ("e2e", s.e2e),
+    ):
         lines.append(f"| {label} | {fmt_ms(d.p50)} | {fmt_ms(d.p90)} | {fmt_ms(d.p99)} | {fmt_ms(d.mean)} |")
     return "\n".join(lines) + "\n"
 

@@ -31,8 +31,12 @@ class Slo:
         return self.e2e is None or r.e2e <= self.e2e
 
     def describe(self) -> str:
-        parts = [f"{k}<={_fmt_s(v)}" for k, v in (("ttft", self.ttft), ("tpot", self.tpot), ("e2e", self.e2e))]
-        return ", ".join(p for p, v in zip(parts, (self.ttft, self.tpot, self.e2e), strict=True) if v is not None)
+        parts = [
+            f"{k}<={_fmt_s(v)}" for k, v in (("ttft", self.ttft), ("tpot", self.tpot), ("e2e", self.e2e))
+        ]
+        return ", ".join(
+            p for p, v in zip(parts, (self.ttft, self.tpot, self.e2e), strict=True) if v is not None
+        )
 
 
 def parse_duration(text: str) -> float:
