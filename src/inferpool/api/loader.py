@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from inferpool.api.common import ObjectMeta, Origin, Resource
 from inferpool.api.gateway import Gateway, HTTPRoute, Listener
 from inferpool.api.gke import HealthCheckPolicy
+from inferpool.api.guard import GuardPolicy
 from inferpool.api.inference import (
     InferenceModel,
     InferenceModelRewrite,
@@ -67,6 +68,7 @@ class ManifestSet:
     gateways: list[Gateway] = field(default_factory=list)
     routes: list[HTTPRoute] = field(default_factory=list)
     health_check_policies: list[HealthCheckPolicy] = field(default_factory=list)
+    guard_policies: list[GuardPolicy] = field(default_factory=list)
     deployments: list[ModelServerDeployment] = field(default_factory=list)
     lora_configs: list[LoRAConfigMap] = field(default_factory=list)
     secrets: list[TLSSecret] = field(default_factory=list)
@@ -190,6 +192,7 @@ _PYDANTIC_KINDS: dict[tuple[str, str], tuple[type[Resource], str]] = {
     ("gateway.networking.k8s.io/v1", "HTTPRoute"): (HTTPRoute, "routes"),
     ("gateway.networking.k8s.io/v1beta1", "HTTPRoute"): (HTTPRoute, "routes"),
     ("networking.gke.io/v1", "HealthCheckPolicy"): (HealthCheckPolicy, "health_check_policies"),
+    ("inferpool.io/v1alpha1", "GuardPolicy"): (GuardPolicy, "guard_policies"),
 }
 
 # Kinds whose other API versions we name in the message instead of a bare "unknown kind".

@@ -1,0 +1,17 @@
+"""Prompt and response screening (the Model Armor role): PII, secrets, injection, deny-list, hook."""
+
+from inferpool.guard.detectors import Finding, find
+from inferpool.guard.policy import Action, CheckConfig, GuardConfig, HookConfig, Stage
+from inferpool.guard.screen import Screener, Verdict
+
+__all__ = [
+    "Action",
+    "CheckConfig",
+    "Finding",
+    "GuardConfig",
+    "HookConfig",
+    "Screener",
+    "Stage",
+    "Verdict",
+    "find",
+]

@@ -1,0 +1,181 @@
+"""Where the text is in OpenAI-shaped bodies, and how to put screened text back.
+
+Prompts: `prompt` (string or list of strings) and chat `messages[].content` (string or
+text parts). Answers: `choices[].text` / `choices[].message.content`, and for streams the
+same fields under `delta` in each `data:` event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from inferpool.guard.policy import Stage
+from inferpool.guard.screen import Screener, Verdict
+
+CONTENT_FILTER = "content_filter"
+
+
+class Blocked(Exception):
+    """Screening decided the text may not pass; `reason` goes into the 400 / final SSE error."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _collector(into: list[str]) -> Callable[[str], str]:
+    def collect(text: str) -> str:
+        into.append(text)
+        return text
+
+    return collect
+
+
+def _map_texts(data: Any, fn: Callable[[str], str]) -> None:
+    """Apply `fn` to every prompt/message text in a request body, in place."""
+    if not isinstance(data, dict):
+        return
+    prompt = data.get("prompt")
+    if isinstance(prompt, str):
+        data["prompt"] = fn(prompt)
+    elif isinstance(prompt, list):
+        data["prompt"] = [fn(p) if isinstance(p, str) else p for p in prompt]
+    for msg in data.get("messages") or []:
+        if not isinstance(msg, dict):
+            continue
+        content = msg.get("content")
+        if isinstance(content, str):
+            msg["content"] = fn(content)
+        elif isinstance(content, list):
+            for part in content:
+                if isinstance(part, dict) and isinstance(part.get("text"), str):
+                    part["text"] = fn(part["text"])
+
+
+def _map_choices(data: Any, fn: Callable[[str], str]) -> None:
+    if not isinstance(data, dict):
+        return
+    for choice in data.get("choices") or []:
+        if not isinstance(choice, dict):
+            continue
+        if isinstance(choice.get("text"), str):
+            choice["text"] = fn(choice["text"])
+        for holder in ("message", "delta"):
+            inner = choice.get(holder)
+            if isinstance(inner, dict) and isinstance(inner.get("content"), str):
+                inner["content"] = fn(inner["content"])
+
+
+async def screen_request(screener: Screener, body: bytes, model: str) -> bytes:
+    """The body to forward (redacted if needed); Blocked if a check blocks. Non-JSON passes unchanged."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body
+    texts: list[str] = []
+    _map_texts(data, _collector(texts))
+    if not texts:
+        return body
+    verdicts: list[Verdict] = [await screener.screen_async(t, Stage.PROMPT, model) for t in texts]
+    for v in verdicts:
+        if v.blocked:
+            raise Blocked(v.reason)
+    if all(v.text == t for v, t in zip(verdicts, texts, strict=True)):
+        return body
+    replacements = iter(v.text for v in verdicts)
+    _map_texts(data, lambda _t: next(replacements))
+    return orjson.dumps(data)
+
+
+async def screen_response(screener: Screener, body: bytes, model: str) -> bytes:
+    """A whole (non-streamed) JSON answer, screened; Blocked if a check blocks."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body
+    texts: list[str] = []
+    _map_choices(data, _collector(texts))
+    if not texts:
+        return body
+    verdicts = [await screener.screen_async(t, Stage.RESPONSE, model) for t in texts]
+    for v in verdicts:
+        if v.blocked:
+            raise Blocked(v.reason)
+    if all(v.text == t for v, t in zip(verdicts, texts, strict=True)):
+        return body
+    replacements = iter(v.text for v in verdicts)
+    _map_choices(data, lambda _t: next(replacements))
+    return orjson.dumps(data)
+
+
+def error_event(reason: str) -> bytes:
+    """The final SSE event of a blocked stream: an OpenAI-style error object."""
+    body = {"error": {"message": reason, "type": CONTENT_FILTER, "param": None, "code": 400}}
+    return b"data: " + orjson.dumps(body) + b"\n\n"
+
+
+class StreamScreener:
+    """Screens an SSE answer event by event.
+
+    Each event's new text is redacted on its own; blocking checks also run over the last
+    `window` characters streamed so far, so a secret split across tokens is still caught
+    (but the tokens before the one that completed it have already been sent).
+    """
+
+    def __init__(self, screener: Screener, model: str) -> None:
+        self.screener = screener
+        self.model = model
+        self.window = screener.config.stream_window_chars
+        self._buffer = b""
+        self._text = ""
+        self.blocked: str | None = None
+
+    async def feed(self, chunk: bytes) -> bytes:
+        """Screened bytes to send for this chunk (complete events only); Blocked ends the stream."""
+        self._buffer += chunk
+        out: list[bytes] = []
+        while True:
+            sep = self._buffer.find(b"\n\n")
+            if sep < 0:
+                break
+            event, self._buffer = self._buffer[: sep + 2], self._buffer[sep + 2 :]
+            out.append(await self._event(event))
+        return b"".join(out)
+
+    def flush(self) -> bytes:
+        rest, self._buffer = self._buffer, b""
+        return rest
+
+    async def _event(self, event: bytes) -> bytes:
+        line = event.strip()
+        if not line.startswith(b"data:"):
+            return event
+        payload = line[5:].strip()
+        if payload == b"[DONE]":
+            return event
+        try:
+            data = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return event
+        texts: list[str] = []
+        _map_choices(data, _collector(texts))
+        if not texts:
+            return event
+        self._text = (self._text + "".join(texts))[-self.window :]
+        whole = await self.screener.screen_async(self._text, Stage.RESPONSE, self.model)
+        if whole.blocked:
+            self.blocked = whole.reason
+            raise Blocked(whole.reason)
+        changed = False
+
+        def one(text: str) -> str:
+            nonlocal changed
+            verdict = self.screener.screen(text, Stage.RESPONSE)
+            changed = changed or verdict.text != text
+            return verdict.text
+
+        _map_choices(data, one)
+        return b"data: " + orjson.dumps(data) + b"\n\n" if changed else event

@@ -1,0 +1,71 @@
+"""Typed guard configuration: which checks run on prompts and responses, and what each does."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Action(StrEnum):
+    BLOCK = "block"  # 400 content_filter (streams: a final error event, then the stream closes)
+    REDACT = "redact"  # replace the matched text with [REDACTED:<kind>] and go on
+    LOG = "log"  # only record the finding
+
+
+class Stage(StrEnum):
+    PROMPT = "prompt"
+    RESPONSE = "response"
+
+
+CHECKS = ("pii", "secrets", "injection", "denylist")
+
+
+@dataclass(frozen=True)
+class CheckConfig:
+    check: str  # one of CHECKS
+    action: Action = Action.BLOCK
+    stages: frozenset[Stage] = frozenset({Stage.PROMPT, Stage.RESPONSE})
+    pii_types: tuple[str, ...] = ()  # empty: every PII type
+    terms: tuple[str, ...] = ()  # deny-list terms
+
+
+@dataclass(frozen=True)
+class HookConfig:
+    """An external screener: POST {"stage", "text", "model"} -> {"action": "allow"|"block"|"redact", ...}."""
+
+    url: str
+    timeout_s: float = 1.0
+    fail_open: bool = False  # on timeout or error: True lets the text through, False blocks it
+    stages: frozenset[Stage] = frozenset({Stage.PROMPT})
+
+
+@dataclass(frozen=True)
+class GuardConfig:
+    name: str = "guard"
+    checks: tuple[CheckConfig, ...] = ()
+    hook: HookConfig | None = None
+    models: tuple[str, ...] = ()  # incoming model names it applies to; empty: all
+    stream_window_chars: int = 4096  # how much streamed text is re-screened as tokens arrive
+
+    def applies_to(self, model: str) -> bool:
+        return not self.models or model in self.models
+
+    def screens(self, stage: Stage) -> bool:
+        return any(stage in c.stages for c in self.checks) or (
+            self.hook is not None and stage in self.hook.stages
+        )
+
+
+DEFAULT_CHECKS = (
+    CheckConfig("pii", Action.REDACT),
+    CheckConfig("secrets", Action.BLOCK),
+    CheckConfig("injection", Action.BLOCK, frozenset({Stage.PROMPT})),
+)
+
+
+def default_config() -> GuardConfig:
+    """The policy `spec: {}` means: block secrets and injection, redact PII."""
+    return GuardConfig("default", DEFAULT_CHECKS)
+
+
+__all__ = ["CHECKS", "Action", "CheckConfig", "GuardConfig", "HookConfig", "Stage", "default_config"]

@@ -1,0 +1,142 @@
+"""Running a GuardConfig over text: findings, the strongest action, and the redacted text.
+
+Block beats redact beats log. The external hook runs after the built-in checks (so a
+blocked prompt never leaves the gateway) and has its own timeout and failure policy.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from inferpool.guard.detectors import (
+    PII_TYPES,
+    Finding,
+    compile_terms,
+    find_injection,
+    find_pii,
+    find_secrets,
+    find_terms,
+)
+from inferpool.guard.policy import Action, CheckConfig, GuardConfig, HookConfig, Stage
+
+log = logging.getLogger(__name__)
+
+_RANK = {Action.LOG: 0, Action.REDACT: 1, Action.BLOCK: 2}
+
+
+@dataclass
+class Verdict:
+    """The outcome of screening one text; `action` is None when nothing was found."""
+
+    text: str
+    action: Action | None = None
+    findings: list[tuple[Finding, Action]] = field(default_factory=list)
+    reason: str = ""
+
+    @property
+    def blocked(self) -> bool:
+        return self.action is Action.BLOCK
+
+    def add(self, finding: Finding, action: Action) -> None:
+        self.findings.append((finding, action))
+        if self.action is None or _RANK[action] > _RANK[self.action]:
+            self.action = action
+
+    def summary(self) -> str:
+        kinds = sorted({f"{f.check}:{f.kind}" for f, _ in self.findings})
+        return ", ".join(kinds) or self.reason
+
+
+def redact(text: str, findings: list[Finding]) -> str:
+    out, pos = [], 0
+    for f in sorted(findings, key=lambda f: f.start):
+        if f.start < pos:
+            continue
+        out.append(text[pos : f.start])
+        out.append(f"[REDACTED:{f.kind}]")
+        pos = f.end
+    out.append(text[pos:])
+    return "".join(out)
+
+
+class Screener:
+    """One GuardConfig, compiled once; screen() for built-in checks, screen_async() adds the hook."""
+
+    def __init__(self, config: GuardConfig, session: aiohttp.ClientSession | None = None) -> None:
+        self.config = config
+        self._terms = {id(c): compile_terms(c.terms) for c in config.checks if c.check == "denylist"}
+        self._session = session
+
+    def _run(self, check: CheckConfig, text: str) -> list[Finding]:
+        if check.check == "pii":
+            return find_pii(text, check.pii_types or PII_TYPES)
+        if check.check == "secrets":
+            return find_secrets(text)
+        if check.check == "injection":
+            return find_injection(text)
+        if check.check == "denylist":
+            return find_terms(text, self._terms.get(id(check)))
+        raise ValueError(f"unknown guard check {check.check!r}")
+
+    def screen(self, text: str, stage: Stage) -> Verdict:
+        verdict = Verdict(text)
+        to_redact: list[Finding] = []
+        for check in self.config.checks:
+            if stage not in check.stages:
+                continue
+            for finding in self._run(check, text):
+                verdict.add(finding, check.action)
+                if check.action is Action.REDACT:
+                    to_redact.append(finding)
+        if verdict.blocked:
+            verdict.reason = f"{stage.value} blocked by guard policy {self.config.name}: {verdict.summary()}"
+        elif to_redact:
+            verdict.text = redact(text, to_redact)
+        if verdict.findings:
+            log.info("guard %s %s: %s (%s)", self.config.name, stage.value, verdict.summary(), verdict.action)
+        return verdict
+
+    async def screen_async(self, text: str, stage: Stage, model: str = "") -> Verdict:
+        verdict = self.screen(text, stage)
+        hook = self.config.hook
+        if verdict.blocked or hook is None or stage not in hook.stages:
+            return verdict
+        return await self._hook(hook, verdict, stage, model)
+
+    async def _hook(self, hook: HookConfig, verdict: Verdict, stage: Stage, model: str) -> Verdict:
+        payload = {"stage": stage.value, "text": verdict.text, "model": model, "policy": self.config.name}
+        session = self._session or aiohttp.ClientSession()
+        try:
+            async with session.post(
+                hook.url, json=payload, timeout=aiohttp.ClientTimeout(total=hook.timeout_s)
+            ) as resp:
+                if resp.status != 200:
+                    raise ValueError(f"HTTP {resp.status}")
+                answer = await resp.json(content_type=None)
+            if not isinstance(answer, dict):
+                raise ValueError("answer is not a JSON object")
+        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+            what = "timed out" if isinstance(exc, TimeoutError) else f"failed ({exc})"
+            if hook.fail_open:
+                log.warning("guard hook %s %s; letting the text through (fail-open)", hook.url, what)
+                return verdict
+            verdict.add(Finding("hook", "unavailable", 0, 0), Action.BLOCK)
+            verdict.reason = (
+                f"{stage.value} blocked: the screening service {what} and the policy fails closed"
+            )
+            return verdict
+        finally:
+            if self._session is None:
+                await session.close()
+        action = str(answer.get("action", "allow")).lower()
+        reason = str(answer.get("reason") or "external screening")
+        if action == "block":
+            verdict.add(Finding("hook", reason, 0, 0), Action.BLOCK)
+            verdict.reason = f"{stage.value} blocked by the screening service: {reason}"
+        elif action == "redact" and isinstance(answer.get("text"), str):
+            verdict.add(Finding("hook", reason, 0, 0), Action.REDACT)
+            verdict.text = answer["text"]
+        return verdict
