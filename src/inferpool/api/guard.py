@@ -48,9 +48,7 @@ class PolicyTargetRef(Model):
 class GuardCheck(Model):
     type: CheckType
     action: ActionName = "Block"
-    on: Annotated[list[StageName], Field(min_length=1)] = Field(
-        default_factory=lambda: ["Prompt", "Response"]
-    )
+    on: Annotated[list[StageName], Field(min_length=1)] = Field(default_factory=_both)
     pii_types: list[PIIType] = Field(default_factory=list)
     terms: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(default_factory=list)
 
