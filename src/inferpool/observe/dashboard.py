@@ -192,6 +192,7 @@ def endpoint_row(e: Endpoint, history: History, pool: str) -> dict[str, Any]:
 
     row = endpoint_view(e)
     row["rps"] = round(history.rps.get((pool, e.name), 0.0), 3)
+    row["routed"] = history.tally.routed.get((pool, e.name), 0)
     row["series"] = history.of(pool, e.name)
     return row
 

@@ -92,6 +92,7 @@ function endpointRows(pool) {
       <td>${active || '<span class="muted">–</span>'}${waiting}</td>
       <td class="num" data-field="in_flight">${e.in_flight}</td>
       <td class="num" data-field="rps">${fmt(e.rps, 1)}</td><td>${spark(s.rps, color)}</td>
+      <td class="num" data-field="routed" data-routed="${e.routed}">${e.routed}</td>
       <td class="num muted">${m.age_s === null ? "never" : fmt(m.age_s, 1) + "s"}</td>
     </tr>`;
   }).join("");
@@ -118,7 +119,7 @@ function renderPools(snap) {
       <h2>InferencePool ${esc(p.key)} <span class="muted small">${p.ready_endpoints}/${p.endpoints.length} endpoints ready</span></h2>
       <table class="grid endpoints"><thead><tr>
         <th>endpoint</th><th>health</th><th>queue</th><th></th><th>running</th><th>KV cache</th><th></th>
-        <th>LoRA active / <span style="color:#b26a00">waiting</span></th><th>in flight</th><th>routed/s</th><th></th><th>scraped</th>
+        <th>LoRA active / <span style="color:#b26a00">waiting</span></th><th>in flight</th><th>routed/s</th><th></th><th>routed</th><th>scraped</th>
       </tr></thead><tbody>${endpointRows(p)}</tbody></table>
       ${poolCharts(p, snap)}
       <h3>Models</h3>
