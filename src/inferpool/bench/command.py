@@ -188,3 +188,39 @@ def compare_command(
         )
     (out / "compare.md").write_text("\n".join(report))
     typer.echo(f"results, plots and compare.md in {out}")
+
+
+@bench_app.command("simulate")
+def simulate_command(
+    replicas: str = typer.Option("10,100,1000", "--replicas", help="Fleet sizes (comma-separated)."),
+    rate: float | None = typer.Option(None, "--rate", help="Simulated req/s; default 8 per replica."),
+    duration: float = typer.Option(10.0, "--duration", help="Simulated seconds of arrivals."),
+    workload: str = typer.Option("shared-prefix", "--workload"),
+    profile: str = typer.Option("default", "--profile", help="Scheduler profile."),
+    seed: int = typer.Option(0, "--seed"),
+    slo: str | None = typer.Option("ttft=1s,tpot=100ms", "--slo"),
+) -> None:
+    """The real Director and scheduler over simulated engines in virtual time (no sockets, no sleeping)."""
+    from inferpool.bench.stats import percentile, summarize
+    from inferpool.bench.virtual import simulate
+
+    lines = [
+        "| replicas | rate req/s | requests | sim s | wall s | wall s per sim s | decision p50 µs | decision p99 µs "
+        "| p99 TTFT ms | goodput req/s | prefix hit |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for n in (int(x) for x in replicas.split(",")):
+        r = rate if rate is not None else 8.0 * n
+        opts = WorkloadOptions(groups=max(20, 4 * n), system_prompt_tokens=1000, output_tokens=64)
+        trace = TraceSpec(workload, r, duration, seed, "poisson", opts).build()
+        run = simulate(trace, n, profile, seed=seed)
+        s = summarize(run.results, run.sim_seconds, parse_slo(slo))
+        p50, p99 = percentile(run.decision_seconds, 50) or 0.0, percentile(run.decision_seconds, 99) or 0.0
+        hit = "-" if s.prefix_hit_rate is None else f"{s.prefix_hit_rate:.1%}"
+        lines.append(
+            f"| {n} | {r:g} | {len(trace)} | {run.sim_seconds:.1f} | {run.wall_seconds:.1f} | "
+            f"{run.wall_per_sim_second:.2f} | {p50 * 1e6:.0f} | {p99 * 1e6:.0f} | "
+            f"{(s.ttft.p99 or 0) * 1000:.0f} | {s.goodput_rps:.1f} | {hit} |"
+        )
+        typer.echo(lines[-1], err=True)
+    typer.echo("\n".join(lines))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -22,7 +22,7 @@ class TraceSpec:
     duration: float
     seed: int = 0
     arrival: str = "poisson"
-    options: WorkloadOptions = WorkloadOptions()
+    options: WorkloadOptions = field(default_factory=WorkloadOptions)
     requests: int | None = None  # closed loop: how many requests (arrival times ignored)
 
     def build(self) -> list[BenchRequest]:
