@@ -17,6 +17,7 @@ from aiohttp import web
 
 from inferpool.observe.dashboard import DashboardConfig, Tally, add_dashboard
 from inferpool.observe.metrics import CONTENT_TYPE, GatewayMetrics
+from inferpool.request.director import RequestRecord
 from inferpool.state import Datastore, Endpoint
 
 
@@ -38,6 +39,28 @@ class Decision:
     ts: float = field(default_factory=time.time)
     filtered_out: dict[str, str] = field(default_factory=dict)  # endpoint name -> filter that removed it
     error: str | None = None  # why the request failed or was refused
+
+
+def decision_from_record(record: RequestRecord) -> Decision:
+    """The decision-log entry for one request record (any data plane: gateway or EPP)."""
+    return Decision(
+        request_id=record.request_id,
+        pool=record.pool,
+        model=record.model,
+        target_model=record.target_model,
+        picked=record.endpoint,
+        status=record.status,
+        ranked=[
+            {"endpoint": s.endpoint, "hostport": s.hostport, "total": s.total, "scores": s.scores}
+            for s in record.scores
+        ],
+        profile=record.profile,
+        ttft_s=record.ttft_s,
+        e2e_s=record.e2e_s,
+        attempts=record.attempts,
+        filtered_out=dict(record.filtered_out),
+        error=record.error,
+    )
 
 
 class DecisionLog:

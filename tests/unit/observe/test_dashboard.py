@@ -169,3 +169,25 @@ async def test_routes_page_assets_snapshot_and_stream() -> None:
         assert decisions["decisions"][0]["filtered_out"] == {"pod-1": "lora-affinity-filter"}
     finally:
         await client.close()
+
+
+def test_decision_from_record_keeps_scores_and_filter_reasons() -> None:
+    from inferpool.observe.admin import decision_from_record
+    from inferpool.request.director import CandidateScore, RequestRecord
+
+    record = RequestRecord(
+        request_id="r9", pool=POOL, model="food-review", target_model="food-review-1", endpoint="pod-0",
+        hostport="127.0.0.1:8000", status=200, error=None, priority=0, stream=False, ttft_s=0.02, e2e_s=0.1,
+        prompt_tokens=5, completion_tokens=7, cached_tokens=None, prompt_tokens_estimate=5, request_bytes=10,
+        response_bytes=20, profile="default", scores=[CandidateScore("pod-0", "127.0.0.1:8000", 2.0, {"queue-scorer": 1.0})],
+        filtered_out={"pod-1": "lora-affinity-filter"}, shed_reason=None, decision_s=0.001, started_at=1.0, attempts=1,
+    )  # fmt: skip
+    d = decision_from_record(record)
+    assert d.picked == "pod-0" and d.target_model == "food-review-1" and d.attempts == 1
+    assert d.ranked == [
+        {"endpoint": "pod-0", "hostport": "127.0.0.1:8000", "total": 2.0, "scores": {"queue-scorer": 1.0}}
+    ]
+    assert d.filtered_out == {"pod-1": "lora-affinity-filter"} and d.error is None
+    log = DecisionLog()
+    log.add(d)
+    assert log.tally.routed == {(POOL, "pod-0"): 1}
