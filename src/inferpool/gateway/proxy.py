@@ -32,6 +32,10 @@ from inferpool.gateway.routing import (
     apply_header_modifier,
     choose_backend,
 )
+from inferpool.guard.attach import GuardSet
+from inferpool.guard.openai import Blocked, StreamScreener, error_event, screen_request, screen_response
+from inferpool.guard.policy import Stage
+from inferpool.guard.screen import Screener
 from inferpool.request.errors import InferenceError
 from inferpool.request.resolve import FAIRNESS_HEADER, OBJECTIVE_HEADER
 from inferpool.state import Datastore, Endpoint
@@ -84,6 +88,8 @@ class Exchange:
     routed: Routed | None = None
     key: ApiKey | None = None  # the caller's API key when auth is on
     extra_headers: dict[str, str] = field(default_factory=dict)  # added to the answer (rate-limit state)
+    screener: Screener | None = None  # the guard policy screening this request, if any
+    model: str = ""  # the model the client asked for
 
 
 def request_model(body: bytes) -> str:
@@ -94,6 +100,11 @@ def request_model(body: bytes) -> str:
         return ""
     model = data.get("model") if isinstance(data, dict) else None
     return model if isinstance(model, str) else ""
+
+
+def content_filtered(reason: str, param: str) -> InferenceError:
+    """The 400 a guard block answers (OpenAI's `content_filter` finish reason, as an error type)."""
+    return InferenceError(400, reason, param=param, err_type="content_filter")
 
 
 def error_response(
@@ -132,6 +143,7 @@ class Proxy:
         self._on_routed = on_routed
         self.keys = keys  # None: authentication is off (explicitly configured)
         self.limiter = limiter
+        self.guards = GuardSet()  # GuardPolicies; replaced when the manifests change
         self._session: aiohttp.ClientSession | None = None
         self.in_flight = 0
         self._idle = asyncio.Event()
@@ -224,8 +236,16 @@ class Proxy:
         ex.backend = f"{backend.kind}/{backend.key}"
         body = await self._read_body(request)
         ex.request_bytes = len(body)
+        ex.model = request_model(body)
         if ex.key is not None:
             self._admit_key(ex.key, body, headers, ex)
+        if self.guards:
+            ex.screener = self.guards.for_request(listener.gateway, match.route.key, ex.model)
+        if ex.screener is not None and ex.screener.config.screens(Stage.PROMPT):
+            try:
+                body = await screen_request(ex.screener, body, ex.model)
+            except Blocked as blocked:
+                raise content_filtered(blocked.reason, "prompt") from None
         if match.rule.request_headers is not None:
             headers = apply_header_modifier(headers, match.rule.request_headers)
         headers[REQUEST_ID_HEADER] = ex.request_id
@@ -242,7 +262,7 @@ class Proxy:
 
     def _admit_key(self, key: ApiKey, body: bytes, headers: dict[str, str], ex: Exchange) -> None:
         """Model grant (403), then the key's RPM/TPM (429), then its priority and fairness identity."""
-        authorize_model(key, request_model(body))
+        authorize_model(key, ex.model)
         if self.limiter is not None:
             ex.extra_headers.update(self.limiter.admit(key).headers())
         if key.objective is not None:
@@ -389,8 +409,17 @@ class Proxy:
         headers[REQUEST_ID_HEADER] = ex.request_id
         headers[SERVED_HEADER] = endpoint.hostport
         headers.update(ex.extra_headers)
+        screener = ex.screener if ex.screener and ex.screener.config.screens(Stage.RESPONSE) else None
+        content_type = upstream.headers.get("content-type", "")
+        screened = (
+            screener is not None and upstream.status < 400 and "content-encoding" not in upstream.headers
+        )
+        if screened and "text/event-stream" not in content_type:
+            assert screener is not None
+            return await self._relay_screened(request, upstream, headers, screener, ex)
+        stream = StreamScreener(screener, ex.model) if screened and screener is not None else None
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
-        if upstream.content_length is not None and "content-encoding" not in upstream.headers:
+        if upstream.content_length is not None and "content-encoding" not in upstream.headers and not stream:
             response.content_length = upstream.content_length
         ex.status = upstream.status
         if ex.routed is not None:
@@ -403,7 +432,21 @@ class Proxy:
                 ex.response_bytes += len(chunk)
                 if ex.routed is not None:
                     ex.routed.response_data(chunk)
-                await response.write(chunk)
+                if stream is not None:
+                    try:
+                        chunk = await stream.feed(chunk)
+                    except Blocked as blocked:
+                        # The client has the status line already: end with an error event, then close.
+                        ex.error = blocked.reason
+                        await response.write(error_event(blocked.reason))
+                        await response.write_eof()
+                        if ex.routed is not None:
+                            ex.routed.finish(upstream.status, f"content_filter: {blocked.reason}")
+                        return response
+                if chunk:
+                    await response.write(chunk)
+            if stream is not None and (rest := stream.flush()):
+                await response.write(rest)
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
             # The model server went away mid-answer: nothing can be retried now; cut the client off too.
             ex.error = f"upstream broke mid-response: {type(exc).__name__}"
@@ -415,6 +458,36 @@ class Proxy:
         await response.write_eof()
         if ex.routed is not None:
             ex.routed.finish(upstream.status, None if upstream.status < 400 else f"HTTP {upstream.status}")
+        return response
+
+    async def _relay_screened(
+        self,
+        request: web.Request,
+        upstream: aiohttp.ClientResponse,
+        headers: Mapping[str, str],
+        screener: Screener,
+        ex: Exchange,
+    ) -> web.StreamResponse:
+        """A whole (non-streamed) answer: read it all, screen it, then send it or a 400."""
+        if ex.routed is not None:
+            ex.routed.response_started(upstream.status, lower_dict(upstream.headers))
+        chunks: list[bytes] = []
+        async for chunk in upstream.content.iter_any():
+            ex.response_bytes += len(chunk)
+            if ex.routed is not None:
+                ex.routed.response_data(chunk)
+            chunks.append(chunk)
+        ex.ttft_s = time.monotonic() - ex.started
+        try:
+            body = await screen_response(screener, b"".join(chunks), ex.model)
+        except Blocked as blocked:
+            if ex.routed is not None:
+                ex.routed.finish(upstream.status, f"content_filter: {blocked.reason}")
+            raise content_filtered(blocked.reason, "response") from None
+        ex.status = upstream.status
+        response = web.Response(status=upstream.status, reason=upstream.reason, body=body, headers=headers)
+        if ex.routed is not None:
+            ex.routed.finish(upstream.status, None)
         return response
 
 

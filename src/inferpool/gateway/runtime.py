@@ -17,6 +17,7 @@ from inferpool.gateway.config import ServeConfig
 from inferpool.gateway.manifests import listeners_of, route_of
 from inferpool.gateway.routing import HTTPRoute, Listener, RouteTable, TLSConfig
 from inferpool.gateway.server import GatewayServer
+from inferpool.guard.attach import GuardSet
 from inferpool.observe.accesslog import AccessLog
 from inferpool.request.director import Director, DirectorConfig
 from inferpool.scheduling import Scheduler, load_scheduler
@@ -112,6 +113,7 @@ class GatewayRuntime:
         }:
             log.warning("Gateway listeners changed in the manifests; restart to bind the new ones")
         self.gateway.proxy.table = RouteTable(self.gateway.listeners, routes)
+        self.gateway.proxy.guards = GuardSet(manifests.guard_policies)
 
     async def start(self) -> None:
         """Load the manifests (ManifestLoadFailed if they have errors), then bind every listener."""
@@ -130,6 +132,7 @@ class GatewayRuntime:
                 services=service_addresses(self.endpoints),
                 access_log=AccessLog(enabled=self.config.access_log),
             )
+            self.gateway.proxy.guards = GuardSet(self.manifests.guard_policies)
             await self.gateway.start()
         except BaseException:
             await self._stop_background()
