@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,12 @@ class EppConfig:
     scheduler: str = "default"
     sync_timeout_s: float = 60.0
     endpoints_grace_s: float = 5.0  # wait this long for a first ready endpoint before SERVING
+    kubeconfig: str | None = None  # Kubernetes mode: None = in-cluster, else ~/.kube/config or KUBECONFIG
+    leader_election: bool = False  # --ha-enable-leader-election: only the Lease holder writes status
+
+    @property
+    def kubernetes_mode(self) -> bool:
+        return self.pool_name is not None and not self.manifests
 
 
 class EppApp:
@@ -72,9 +78,10 @@ class EppApp:
         self.director = Director(self.datastore, scheduler_for, Admission(AdmissionConfig()))
         self.pool_key: str | None = None
         self.grpc = GrpcServers(self, self._current_pool, config.grpc)
-        self.metrics_token = config.metrics_token or (
-            secrets.token_urlsafe(24) if config.metrics_auth else None
-        )
+        # In Kubernetes, tokens are reviewed by the API server unless a static one is given.
+        generate = config.metrics_auth and not config.kubernetes_mode
+        self.metrics_token = config.metrics_token or (secrets.token_urlsafe(24) if generate else None)
+        self._kube_reviewer: Callable[[str], Awaitable[bool]] | None = None
         # No HealthProber here: in front of Envoy the proxy's own health checks (the GKE load
         # balancer reads HealthCheckPolicy itself) and pod readiness decide, as with upstream's EPP.
         readiness = Readiness()
@@ -142,19 +149,46 @@ class EppApp:
             await _maybe_await(source.start())
             self._sources.append(source)
         elif self.config.pool_name is not None and not self.datastore.pools():
-            try:
-                from inferpool.sources.kubernetes import KubernetesSource
-            except ImportError as err:
-                raise ValueError(
-                    "Kubernetes mode is not implemented yet: give the pool with -f PATH"
-                ) from err
-            kube = KubernetesSource(self.datastore, self.config.pool_name, self.config.pool_namespace)
-            await kube.start()
-            self._sources.append(kube)
+            await self._start_kubernetes(self.config.pool_name)
         if self.config.endpoints_file is not None:
             static = StaticSource(self.datastore, load_endpoints_file(self.config.endpoints_file))
             static.start()
             self._sources.append(static)
+
+    async def _start_kubernetes(self, pool_name: str) -> None:
+        from inferpool.extproc.kube_auth import KubeTokenReviewer
+        from inferpool.sources.kubernetes import KubernetesConfig, KubernetesSource
+        from inferpool.sources.kubernetes.client import connect
+        from inferpool.sources.kubernetes.leader import LeaderElector
+
+        api = await connect(self.config.kubeconfig)
+        may_write: Callable[[], bool] = lambda: True  # noqa: E731
+        elector: LeaderElector | None = None
+        if self.config.leader_election:
+            elector = LeaderElector(api, self.config.pool_namespace, f"{pool_name}-epp-leader")
+            elector.start()
+            self._sources.append(elector)
+            may_write = elector.is_leader
+        kube = KubernetesSource(
+            self.datastore,
+            KubernetesConfig(pool_name, self.config.pool_namespace, self.config.pool_group),
+            api,
+            may_write_status=may_write,
+        )
+        kube.owns_api = True
+        if elector is not None:
+            elector.on_elected = kube.refresh_status
+        await kube.start()
+        self._sources.append(kube)
+        if self.config.metrics_auth and self.metrics_token is None:
+            self._kube_reviewer = KubeTokenReviewer(api)
+
+    async def _check_token(self, token: str) -> bool:
+        if self.metrics_token is not None:
+            return static_token(self.metrics_token)(token) is True
+        if self._kube_reviewer is not None:
+            return await self._kube_reviewer(token)
+        return False  # Kubernetes mode before the API client exists
 
     async def _wait_for_pool(self) -> str:
         """The pool this EPP serves: --pool-name, or the only pool in the manifests."""
@@ -186,7 +220,7 @@ class EppApp:
             await asyncio.sleep(0.02)
 
     async def _start_metrics(self) -> None:
-        check = static_token(self.metrics_token) if self.metrics_token else None
+        check = self._check_token if self.config.metrics_auth or self.metrics_token else None
         app = metrics_app(self.metrics, check, lambda: self._current_pool() is not None)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()

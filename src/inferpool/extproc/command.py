@@ -66,6 +66,16 @@ def epp(
     fallback_endpoints: int = typer.Option(
         1, "--fallback-endpoints", help="Endpoints in x-gateway-destination-endpoint (ordered fallback list)."
     ),
+    kubeconfig: str | None = typer.Option(
+        None,
+        "--kubeconfig",
+        help="Kubeconfig for --pool-name mode (default: in-cluster, else ~/.kube/config).",
+    ),
+    ha_enable_leader_election: bool = typer.Option(
+        False,
+        "--ha-enable-leader-election",
+        help="Several replicas: hold a Lease; only the leader writes InferenceModel status.",
+    ),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
 ) -> None:
     """Endpoint Picker for Envoy: ext_proc on 9002, gRPC health on 9003, metrics on 9090."""
@@ -94,6 +104,8 @@ def epp(
         metrics_staleness_threshold_s=_duration(metrics_staleness_threshold),
         config_file=config_file,
         scheduler=scheduler,
+        kubeconfig=kubeconfig,
+        leader_election=ha_enable_leader_election,
     )
     try:
         asyncio.run(_run(config))

@@ -1,19 +1,20 @@
 """The EPP's Prometheus port (9090): the gateway's metrics behind a bearer token.
 
-In Kubernetes upstream checks the token with TokenReview + SubjectAccessReview; standalone
-a static token is compared in constant time. `/healthz` stays open for probes.
+In Kubernetes the token is checked with TokenReview + SubjectAccessReview (`kube_auth`), as
+upstream does; standalone a static token is compared in constant time. `/healthz` stays open for probes.
 """
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+import inspect
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from inferpool.observe.metrics import CONTENT_TYPE, GatewayMetrics
 
-TokenCheck = Callable[[str], bool]
+TokenCheck = Callable[[str], bool | Awaitable[bool]]  # async for TokenReview in Kubernetes
 
 
 def static_token(expected: str) -> TokenCheck:
@@ -35,7 +36,10 @@ def metrics_app(
                 return web.Response(
                     status=401, text="bearer token required\n", headers={"WWW-Authenticate": "Bearer"}
                 )
-            if not check(token.strip()):
+            allowed = check(token.strip())
+            if inspect.isawaitable(allowed):
+                allowed = await allowed
+            if not allowed:
                 return web.Response(status=403, text="token not allowed to get /metrics\n")
         return web.Response(body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
 

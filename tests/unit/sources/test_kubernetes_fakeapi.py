@@ -138,6 +138,9 @@ class FakeApiServer:
         app.router.add_get("/api/v1/namespaces/{ns}/{plural}", self._get)
         app.router.add_get("/apis/{group}/{version}/namespaces/{ns}/{plural}", self._get)
         app.router.add_patch("/apis/{group}/{version}/namespaces/{ns}/{plural}/{name}/status", self._patch)
+        app.router.add_post("/apis/coordination.k8s.io/v1/namespaces/{ns}/leases", self._lease_create)
+        app.router.add_get("/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{name}", self._lease_get)
+        app.router.add_put("/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{name}", self._lease_put)
         app.router.add_post("/apis/authentication.k8s.io/v1/tokenreviews", self._token_review)
         app.router.add_post("/apis/authorization.k8s.io/v1/subjectaccessreviews", self._access_review)
         self._runner = web.AppRunner(app, shutdown_timeout=0.5)
@@ -253,6 +256,33 @@ class FakeApiServer:
         updated = copy.deepcopy(current)
         updated["status"] = {**(current.get("status") or {}), **patch.get("status", {})}
         return web.json_response(self.put(collection, updated))
+
+    # -- leases: create (409 if it exists), get (404), update (409 on a stale resourceVersion)
+    def _leases(self, request: web.Request) -> str:
+        return f"/apis/coordination.k8s.io/v1/namespaces/{request.match_info['ns']}/leases"
+
+    async def _lease_create(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        collection = self._leases(request)
+        if body["metadata"]["name"] in self.collections.get(collection, {}):
+            return self._status(409, "AlreadyExists", f"leases {body['metadata']['name']!r} already exists")
+        return web.json_response(self.put(collection, body), status=201)
+
+    async def _lease_get(self, request: web.Request) -> web.Response:
+        lease = self.collections.get(self._leases(request), {}).get(request.match_info["name"])
+        if lease is None:
+            return self._status(404, "NotFound", f"leases {request.match_info['name']!r} not found")
+        return web.json_response(lease)
+
+    async def _lease_put(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        collection = self._leases(request)
+        current = self.collections.get(collection, {}).get(request.match_info["name"])
+        if current is None:
+            return self._status(404, "NotFound", "not found")
+        if body["metadata"].get("resourceVersion") != current["metadata"]["resourceVersion"]:
+            return self._status(409, "Conflict", "the object has been modified; please apply your changes")
+        return web.json_response(self.put(collection, body))
 
     async def _token_review(self, request: web.Request) -> web.Response:
         self.reviews += 1

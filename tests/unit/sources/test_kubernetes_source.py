@@ -48,7 +48,7 @@ async def started(
     for key, value in overrides.items():
         object.__setattr__(config, key, value)
     source = KubernetesSource(store, config, client_for(api.url))
-    source._owns_api = True  # close the client on stop
+    source.owns_api = True
     await source.start()
     await source.wait_synced(10)
     return source, store

@@ -71,7 +71,7 @@ class KubernetesSource:
         self.datastore = datastore
         self.config = config
         self._api = api
-        self._owns_api = api is None
+        self.owns_api = api is None  # close the client on stop()
         self._objects: dict[str, dict[str, Object]] = {kind: {} for kind in (*_DEPENDENT_KINDS, "pod")}
         self._pool_obj: Object | None = None
         self._pool: Pool | None = None
@@ -126,7 +126,7 @@ class KubernetesSource:
             await reflector.stop()
         if self._status is not None:
             await self._status.stop()
-        if self._owns_api and self._api is not None:
+        if self.owns_api and self._api is not None:
             await self._api.close()
 
     async def wait_synced(self, timeout_s: float = 30.0) -> None:
@@ -138,6 +138,10 @@ class KubernetesSource:
                 await self._pods.synced.wait()
 
         await asyncio.wait_for(synced(), timeout_s)
+
+    def refresh_status(self) -> None:
+        """Re-derive InferenceModel status (call on becoming leader: followers skipped writing it)."""
+        self._apply_dependents("model")
 
     def reflectors(self) -> dict[str, Reflector]:
         named = {r.name: r for r in self._reflectors}
