@@ -1,0 +1,71 @@
+"""Workloads and arrivals: seeded, shaped as documented; stats and SLO parsing."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from inferpool.bench.arrivals import arrival_times
+from inferpool.bench.client import RequestResult
+from inferpool.bench.stats import Slo, parse_slo, percentile, summarize
+from inferpool.bench.workloads import WORKLOADS, WorkloadOptions, build_trace
+
+
+@pytest.mark.parametrize("profile", ["poisson", "bursty", "step"])
+def test_arrivals_have_the_mean_rate(profile: str) -> None:
+    times = arrival_times(profile, 50.0, 200.0, random.Random(1))
+    assert times == sorted(times) and all(0 <= t < 200 for t in times)
+    assert 50 * 200 * 0.85 < len(times) < 50 * 200 * 1.15
+
+
+def test_step_profile_doubles_rate_halfway() -> None:
+    times = arrival_times("step", 20.0, 100.0, random.Random(2))
+    first = sum(1 for t in times if t < 50)
+    assert 2.3 < (len(times) - first) / first < 3.8  # 1.5R vs R/2
+
+
+@pytest.mark.parametrize("name", WORKLOADS)
+def test_traces_are_seeded(name: str) -> None:
+    arrivals = [i * 0.1 for i in range(40)]
+    a, b = build_trace(name, arrivals, 7), build_trace(name, arrivals, 7)
+    assert a == b and len(a) == 40
+    assert build_trace(name, arrivals, 8) != a
+
+
+def test_shared_prefix_groups_share_system_prompts() -> None:
+    opts = WorkloadOptions(groups=3, prompts_per_group=2, system_prompt_tokens=50)
+    trace = build_trace("shared-prefix", [0.0] * 60, 1, opts)
+    by_group: dict[str, set[str]] = {}
+    for r in trace:
+        by_group.setdefault(r.tag, set()).add(r.body["prompt"].split("\n")[0])
+    assert len(by_group) == 3 and all(len(v) == 1 for v in by_group.values())
+    assert all(len({r.body["prompt"] for r in trace if r.tag == g}) <= 2 for g in by_group)
+
+
+def test_multi_lora_is_zipf_over_adapters() -> None:
+    trace = build_trace("multi-lora", [0.0] * 2000, 3, WorkloadOptions(adapters=("a", "b", "c"), base_fraction=0.2))
+    counts = {m: sum(1 for r in trace if r.body["model"] == m) for m in ("a", "b", "c")}
+    assert counts["a"] > counts["b"] > counts["c"] > 0
+    assert 0.15 < sum(1 for r in trace if r.tag.startswith("meta-llama")) / 2000 < 0.25
+
+
+def test_criticality_and_chat_shapes() -> None:
+    crit = build_trace("criticality-overload", [0.0] * 500, 4)
+    assert {r.headers["x-gateway-inference-objective"] for r in crit} == {"critical", "standard", "sheddable"}
+    chat = build_trace("multi-turn-chat", [0.0] * 30, 4, WorkloadOptions(conversations=2))
+    lengths = [len(r.body["messages"]) for r in chat if r.body["messages"][0]["content"].startswith("[conversation 0]")]
+    assert lengths == sorted(lengths) and lengths[-1] > lengths[0]
+
+
+def test_slo_and_summary() -> None:
+    assert parse_slo("ttft=1s,tpot=100ms") == Slo(ttft=1.0, tpot=0.1)
+    with pytest.raises(ValueError):
+        parse_slo("latency=3")
+    good = RequestResult(0, "x", 200, 0.0, ttft=0.5, e2e=1.5, output_tokens=11, prompt_tokens=100, cached_tokens=50)
+    slow = RequestResult(1, "x", 200, 0.0, ttft=2.0, e2e=3.0, output_tokens=11, prompt_tokens=100, cached_tokens=0)
+    shed = RequestResult(2, "x", 429, 0.0, error="shed")
+    s = summarize([good, slow, shed], 10.0, Slo(ttft=1.0, tpot=0.1))
+    assert (s.ok, s.shed, s.errors_by_status) == (2, 1, {"429": 1})
+    assert s.goodput_rps == pytest.approx(0.1) and s.prefix_hit_rate == pytest.approx(0.25)
+    assert good.tpot == pytest.approx(0.1) and percentile([1, 2, 3, 4], 50) == 2.5
