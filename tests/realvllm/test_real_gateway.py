@@ -129,7 +129,13 @@ def decisions(gw: Gateway) -> list[dict[str, object]]:
 def test_requests_through_the_gateway(gateway: Gateway) -> None:
     client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", timeout=120, max_retries=0)
     for _ in range(4):
-        done = client.completions.create(model=BASE_MODEL, prompt="Hello world", max_tokens=4, temperature=0)
+        done = client.completions.create(
+            model=BASE_MODEL,
+            prompt="Hello world",
+            max_tokens=4,
+            temperature=0,
+            extra_body={"ignore_eos": True},
+        )
         assert done.usage is not None and done.usage.completion_tokens == 4
     stream = client.chat.completions.create(
         model=BASE_MODEL,
@@ -137,6 +143,7 @@ def test_requests_through_the_gateway(gateway: Gateway) -> None:
         max_tokens=3,
         stream=True,
         stream_options={"include_usage": True},
+        extra_body={"ignore_eos": True},
     )
     chunks = list(stream)
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 3

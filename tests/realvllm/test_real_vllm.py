@@ -19,6 +19,9 @@ from realvllm.conftest import Assets
 from realvllm.helpers import ensure_adapter, get, post_json, served_adapters, wait_for
 from realvllm.servers import BASE_MODEL, VLLMServer
 
+# Dummy weights are random per server start, so a sampled EOS could end a reply early: counts need this.
+NO_EOS = {"ignore_eos": True}
+
 
 def test_openai_sdk_against_real_vllm(vllm_one: VLLMServer) -> None:
     client = openai.OpenAI(base_url=f"{vllm_one.url}/v1", api_key="unused", timeout=120)
@@ -27,7 +30,7 @@ def test_openai_sdk_against_real_vllm(vllm_one: VLLMServer) -> None:
     assert BASE_MODEL in ids
 
     done = client.completions.create(
-        model=BASE_MODEL, prompt="The quick brown fox", max_tokens=8, temperature=0
+        model=BASE_MODEL, prompt="The quick brown fox", max_tokens=8, temperature=0, extra_body=NO_EOS
     )
     assert done.object == "text_completion"
     assert done.usage is not None and done.usage.completion_tokens == 8
@@ -40,6 +43,7 @@ def test_openai_sdk_against_real_vllm(vllm_one: VLLMServer) -> None:
             max_tokens=5,
             temperature=0,
             stream=True,
+            extra_body=NO_EOS,
             stream_options={"include_usage": True},
         )
     )
@@ -47,7 +51,11 @@ def test_openai_sdk_against_real_vllm(vllm_one: VLLMServer) -> None:
     assert sum(1 for c in chunks if c.choices) == 5  # one chunk per generated token
 
     chat = client.chat.completions.create(
-        model=BASE_MODEL, messages=[{"role": "user", "content": "Hello world"}], max_tokens=4, temperature=0
+        model=BASE_MODEL,
+        messages=[{"role": "user", "content": "Hello world"}],
+        max_tokens=4,
+        temperature=0,
+        extra_body=NO_EOS,
     )
     assert chat.choices[0].message.role == "assistant"
     assert chat.usage is not None and chat.usage.completion_tokens == 4
@@ -57,6 +65,7 @@ def test_openai_sdk_against_real_vllm(vllm_one: VLLMServer) -> None:
         messages=[{"role": "user", "content": "What is the best pizza in the world?"}],
         max_tokens=3,
         stream=True,
+        extra_body=NO_EOS,
     )
     deltas = [c.choices[0].delta for c in stream if c.choices]
     assert deltas[0].role == "assistant"
