@@ -21,7 +21,8 @@ class Finding:
 
 EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]{1,64}@(?:[A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,24}\b")
 PHONE = re.compile(
-    r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?|\d{2,4}[ .-])\d{3,4}[ .-]\d{3,4}(?![\w-])"
+    r"(?<![\w+])(?<!\d[ .-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?|\d{2,4}[ .-])\d{3,4}[ .-]\d{3,4}"
+    r"(?![\w-])(?![ .]\d)"
 )
 CARD = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
 SSN = re.compile(r"(?<![\d-])(\d{3})-(\d{2})-(\d{4})(?![\d-])")
@@ -55,7 +56,11 @@ _INJECTION_PHRASES = [
         r"(?:system|hidden|initial|secret|original)\s+(?:prompt|instructions?|message)",
     ),
     ("dan_jailbreak", r"\b(?:DAN|do anything now)\b.{0,40}\b(?:mode|jailbreak|no restrictions|prompt)"),
-    ("jailbreak_word", r"\bjailbr(?:eak|oken)\b"),
+    (
+        "jailbreak_request",
+        r"\b(?:let'?s|try|use|enable|activate|start|run|this is)\s+(?:a\s+|the\s+|an?\s+)?jailbreak\b"
+        r"|\bjailbreak\s+(?:prompt|mode)\b",
+    ),
     ("developer_mode", r"\b(?:developer|god|sudo|unrestricted|evil)\s+mode\b"),
     (
         "no_restrictions",

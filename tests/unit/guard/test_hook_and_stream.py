@@ -1,0 +1,108 @@
+"""The external screening hook against a real loopback server, and SSE stream screening."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import orjson
+import pytest
+from aiohttp import web
+
+from inferpool.guard import Action, CheckConfig, GuardConfig, HookConfig, Screener, Stage
+from inferpool.guard.openai import Blocked, StreamScreener, screen_request, screen_response
+
+
+@pytest.fixture
+async def hook_url() -> AsyncIterator[str]:
+    async def screen(request: web.Request) -> web.Response:
+        data = await request.json()
+        text = data["text"]
+        if "slow" in text:
+            await asyncio.sleep(5)
+        if "broken" in text:
+            return web.Response(status=500)
+        if "forbidden" in text:
+            return web.json_response({"action": "block", "reason": "topic not allowed"})
+        if "tidy" in text:
+            return web.json_response({"action": "redact", "text": text.replace("tidy", "[x]")})
+        return web.json_response({"action": "allow"})
+
+    app = web.Application()
+    app.router.add_post("/screen", screen)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield f"http://127.0.0.1:{port}/screen"
+    await runner.cleanup()
+
+
+@pytest.mark.parametrize("fail_open", [False, True])
+async def test_hook_verdicts_and_failure_policy(hook_url: str, fail_open: bool) -> None:
+    s = Screener(GuardConfig("h", (), HookConfig(hook_url, timeout_s=0.3, fail_open=fail_open)))
+    assert (await s.screen_async("hello", Stage.PROMPT)).action is None
+    blocked = await s.screen_async("a forbidden thing", Stage.PROMPT)
+    assert blocked.blocked and "topic not allowed" in blocked.reason
+    assert (await s.screen_async("keep it tidy", Stage.PROMPT)).text == "keep it [x]"
+    for text in ("slow one", "broken one"):
+        v = await s.screen_async(text, Stage.PROMPT)
+        assert v.blocked is (not fail_open), text
+        if not fail_open:
+            assert "fails closed" in v.reason
+    # response stage is not hooked by default
+    assert not (await s.screen_async("forbidden", Stage.RESPONSE)).blocked
+
+
+async def test_unreachable_hook_fails_closed() -> None:
+    s = Screener(GuardConfig("h", (), HookConfig("http://127.0.0.1:9/screen", timeout_s=0.5)))
+    assert (await s.screen_async("anything", Stage.PROMPT)).blocked
+
+
+async def test_request_body_redaction_and_block() -> None:
+    s = Screener(GuardConfig("t", (CheckConfig("pii", Action.REDACT), CheckConfig("secrets", Action.BLOCK))))
+    body = orjson.dumps(
+        {
+            "model": "m",
+            "messages": [
+                {"role": "user", "content": "mail me at a@b.io"},
+                {"role": "user", "content": [{"type": "text", "text": "or c@d.io"}]},
+            ],
+        }
+    )
+    out = orjson.loads(await screen_request(s, body, "m"))
+    assert out["messages"][0]["content"] == "mail me at [REDACTED:email]"
+    assert out["messages"][1]["content"][0]["text"] == "or [REDACTED:email]"
+    plain = orjson.dumps({"model": "m", "prompt": "nothing here"})
+    assert await screen_request(s, plain, "m") == plain  # untouched bytes when nothing matched
+    with pytest.raises(Blocked):
+        await screen_request(s, orjson.dumps({"prompt": ["ok", "key AKIAIOSFODNN7EXAMPLE"]}), "m")
+    with pytest.raises(Blocked):
+        await screen_response(
+            s, orjson.dumps({"choices": [{"message": {"content": "AKIAIOSFODNN7EXAMPLE"}}]}), "m"
+        )
+    assert await screen_request(s, b"not json", "m") == b"not json"
+
+
+def sse(text: str) -> bytes:
+    return b"data: " + orjson.dumps({"choices": [{"index": 0, "delta": {"content": text}}]}) + b"\n\n"
+
+
+async def test_stream_blocks_a_secret_split_across_events() -> None:
+    s = Screener(GuardConfig("t", (CheckConfig("secrets", Action.BLOCK),)))
+    stream = StreamScreener(s, "m")
+    assert await stream.feed(sse("the key is AKIA")) == sse("the key is AKIA")
+    partial = sse("IOSFODNN")
+    assert await stream.feed(partial[:10]) == b""  # incomplete event is held back
+    assert await stream.feed(partial[10:]) == partial
+    with pytest.raises(Blocked):
+        await stream.feed(sse("7EXAMPLE and more"))
+    assert stream.blocked is not None
+
+
+async def test_stream_redacts_per_event() -> None:
+    s = Screener(GuardConfig("t", (CheckConfig("pii", Action.REDACT),)))
+    stream = StreamScreener(s, "m")
+    out = await stream.feed(sse("write to x@y.org now") + b"data: [DONE]\n\n")
+    assert b"[REDACTED:email]" in out and b"x@y.org" not in out and out.endswith(b"data: [DONE]\n\n")
