@@ -12,7 +12,7 @@ targets, and every request through them is screened. Documented in docs/security
       checks:
       - {type: PII, action: Redact, piiTypes: [Email, CreditCard]}
       - {type: Secrets, action: Block}
-      - {type: PromptInjection, action: Block, on: [Prompt]}
+      - {type: PromptInjection, action: Block, stages: [Prompt]}
       - {type: DenyList, action: Block, terms: [project-x]}
       webhook: {url: "http://127.0.0.1:9500/screen", timeoutMs: 500, failurePolicy: FailClosed}
 """
@@ -48,7 +48,7 @@ class PolicyTargetRef(Model):
 class GuardCheck(Model):
     type: CheckType
     action: ActionName = "Block"
-    on: Annotated[list[StageName], Field(min_length=1)] = Field(default_factory=_both)
+    stages: Annotated[list[StageName], Field(min_length=1)] = Field(default_factory=_both)
     pii_types: list[PIIType] = Field(default_factory=list)
     terms: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(default_factory=list)
 
@@ -67,7 +67,7 @@ class GuardWebhook(Model):
     url: Annotated[str, Field(pattern=r"^https?://")]
     timeout_ms: Annotated[int, Field(ge=1, le=60_000)] = 1000
     failure_policy: Literal["FailOpen", "FailClosed"] = "FailClosed"
-    on: Annotated[list[StageName], Field(min_length=1)] = Field(default_factory=_prompt)
+    stages: Annotated[list[StageName], Field(min_length=1)] = Field(default_factory=_prompt)
 
 
 class GuardPolicySpec(Model):

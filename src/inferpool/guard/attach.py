@@ -25,7 +25,7 @@ def _check(c: GuardCheck) -> CheckConfig:
     return CheckConfig(
         _CHECK[c.type],
         Action(c.action.lower()),
-        _stages(c.on),
+        _stages(c.stages),
         tuple(_PII[t] for t in c.pii_types),
         tuple(c.terms),
     )
@@ -36,7 +36,7 @@ def to_config(policy: GuardPolicy) -> GuardConfig:
     hook = None
     if spec.webhook is not None:
         w = spec.webhook
-        hook = HookConfig(w.url, w.timeout_ms / 1000, w.failure_policy == "FailOpen", _stages(w.on))
+        hook = HookConfig(w.url, w.timeout_ms / 1000, w.failure_policy == "FailOpen", _stages(w.stages))
     return GuardConfig(
         name=f"{policy.namespace}/{policy.name}",
         checks=tuple(_check(c) for c in spec.checks),

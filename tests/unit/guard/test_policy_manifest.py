@@ -1,0 +1,63 @@
+"""GuardPolicy manifests: validation names the field, attachment picks the most specific target."""
+
+from __future__ import annotations
+
+from inferpool.api.loader import load_text
+from inferpool.guard.attach import GuardSet, to_config
+from inferpool.guard.policy import Action, Stage
+
+DOC = """
+apiVersion: inferpool.io/v1alpha1
+kind: GuardPolicy
+metadata: {name: %s}
+spec:
+  targetRefs: [{kind: %s, name: %s}]
+  %s
+  checks: [%s]
+"""
+
+
+def policy(name: str, kind: str, target: str, checks: str, models: str = "") -> str:
+    return DOC % (name, kind, target, models, checks)
+
+
+def test_conversion_and_defaults() -> None:
+    m = load_text(
+        policy("p", "Gateway", "gw", "{type: PII, action: Redact, piiTypes: [Email, IBAN]}, {type: Secrets}")
+        + "  webhook: {url: 'http://127.0.0.1:1/s', timeoutMs: 250, failurePolicy: FailOpen}\n"
+    )
+    assert m.ok, m.errors
+    cfg = to_config(m.guard_policies[0])
+    pii, secrets = cfg.checks
+    assert (pii.check, pii.action, pii.pii_types) == ("pii", Action.REDACT, ("email", "iban"))
+    assert secrets.action is Action.BLOCK and secrets.stages == {Stage.PROMPT, Stage.RESPONSE}
+    assert cfg.hook is not None and cfg.hook.timeout_s == 0.25 and cfg.hook.fail_open
+    assert cfg.hook.stages == {Stage.PROMPT}
+
+
+def test_validation_errors_name_the_field() -> None:
+    bad = load_text(
+        policy("p", "Gateway", "gw", "{type: DenyList, action: Block}, {type: Secrets, action: Drop}")
+    )
+    assert not bad.ok
+    fields = {e.field for e in bad.errors}
+    assert any(f and f.startswith("spec.checks[0]") for f in fields), bad.errors
+    assert any(f and f.startswith("spec.checks[1].action") for f in fields), bad.errors
+    wrong_kind = load_text(policy("p", "Service", "svc", "{type: Secrets}"))
+    assert not wrong_kind.ok
+
+
+def test_route_policy_beats_gateway_policy_and_models_filter() -> None:
+    m = load_text(
+        policy("gw-wide", "Gateway", "gw", "{type: Secrets}")
+        + "---"
+        + policy("route", "HTTPRoute", "r", "{type: PromptInjection}", "models: [food-review]")
+    )
+    assert m.ok, m.errors
+    guards = GuardSet(m.guard_policies)
+    chosen = guards.for_request("default/gw", "default/r", "food-review")
+    assert chosen is not None and chosen.config.name == "default/route"
+    other = guards.for_request("default/gw", "default/r", "cad-fabricator")
+    assert other is not None and other.config.name == "default/gw-wide"
+    assert guards.for_request("default/other", None, "food-review") is None
+    assert not GuardSet()
