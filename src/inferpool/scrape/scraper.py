@@ -32,6 +32,8 @@ class ScrapeConfig:
     failure_threshold: int = 3  # consecutive failures that take an endpoint out of rotation
     stale_after_s: float = 2.0  # admission treats older metrics as saturated
     metrics_path: str = "/metrics"
+    models_path: str = "/v1/models"  # read for loaded LoRA adapters
+    models_interval_s: float = 1.0  # 0 disables; adapter loads are rare, no need to poll at 50 ms
     engine_label: str = ENGINE_LABEL
     default_engine: str = DEFAULT_ENGINE
 
@@ -45,6 +47,8 @@ class _Target:
     engine: EngineMap
     endpoints: list[Endpoint] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
+    loaded_adapters: frozenset[str] | None = None
+    models_read_at: float = float("-inf")
 
     @property
     def url_host(self) -> str:
@@ -158,6 +162,11 @@ class Scraper:
         interval = self.config.interval_s
         next_at = time.monotonic()
         while True:
+            if (
+                self.config.models_interval_s > 0
+                and time.monotonic() - target.models_read_at >= self.config.models_interval_s
+            ):
+                await self._read_adapters(target)
             await self._scrape(target)
             next_at += interval
             now = time.monotonic()
@@ -188,6 +197,7 @@ class Scraper:
             self._failed(target, exc)
             return False
         metrics.scraped_at = time.monotonic()
+        metrics.loaded_adapters = target.loaded_adapters
         self.scrapes += 1
         for endpoint in target.endpoints:
             if endpoint.consecutive_scrape_failures >= self.config.failure_threshold:
@@ -196,6 +206,28 @@ class Scraper:
             endpoint.consecutive_scrape_failures = 0
             self.readiness.set_scrape(endpoint, True)
         return True
+
+    async def _read_adapters(self, target: _Target) -> None:
+        """Loaded LoRA adapters from the OpenAI model list (entries whose `parent` is set).
+
+        A failure leaves the last answer in place: /metrics decides readiness, not this.
+        """
+        assert self._session is not None
+        target.models_read_at = time.monotonic()
+        url = f"http://{target.url_host}{self.config.models_path}"
+        try:
+            async with self._session.get(
+                url, timeout=aiohttp.ClientTimeout(total=self.config.timeout_s)
+            ) as response:
+                if response.status != 200:
+                    return
+                listing = await response.json(content_type=None)
+            entries = listing.get("data", []) if isinstance(listing, dict) else []
+            target.loaded_adapters = frozenset(
+                str(e["id"]) for e in entries if isinstance(e, dict) and e.get("parent") and "id" in e
+            )
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
+            return
 
     def _failed(self, target: _Target, exc: BaseException) -> None:
         self.failures += 1

@@ -16,6 +16,10 @@ class EndpointMetrics:
     active_adapters: frozenset[str] = frozenset()  # vLLM running_lora_adapters
     waiting_adapters: frozenset[str] = frozenset()  # vLLM waiting_lora_adapters
     max_active_adapters: int = 0  # vLLM max_lora; 0 = LoRA off or unknown
+    # Adapters the server has loaded (GET /v1/models entries with a parent); None = unknown.
+    # vLLM's metrics only name adapters with unfinished requests, so an idle loaded adapter
+    # is visible only here.
+    loaded_adapters: frozenset[str] | None = None
     cache_block_size: int | None = None
     cache_num_blocks: int | None = None
     scraped_at: float = 0.0  # time.monotonic() of the last successful scrape; 0 = never

@@ -21,7 +21,7 @@ def weights(profile_name: str) -> dict[str, float]:
     return {w.scorer.name: w.weight for w in load_scheduler(profile_name).profile.scorers}
 
 
-def test_default_is_the_upstream_v1_default() -> None:
+def test_default_is_the_upstream_v1_default_plus_the_adapter_loaded_filter() -> None:
     s = load_scheduler()
     assert s.profile_name == "default"
     assert weights("default") == {
@@ -29,7 +29,8 @@ def test_default_is_the_upstream_v1_default() -> None:
         "kv-cache-utilization-scorer": 2,
         "prefix-cache-scorer": 3,
     }
-    assert s.profile.picker.name == "max-score-picker" and s.profile.filters == []
+    assert s.profile.picker.name == "max-score-picker"
+    assert [f.name for f in s.profile.filters] == ["adapter-loaded-filter"]
 
 
 @pytest.mark.parametrize("name", BUILTIN_PROFILES)

@@ -8,6 +8,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from inferpool.scheduling.plugins.filters import (
+    AdapterLoadedFilter,
     LeastKVCacheFilter,
     LeastQueueFilter,
     LoraAffinityFilter,
@@ -63,6 +64,7 @@ REGISTRY: Mapping[str, PluginType] = MappingProxyType(
         "random-picker": _simple("picker", RandomPicker),
         "round-robin-picker": _simple("picker", RoundRobinPicker),
         # filters
+        "adapter-loaded-filter": _simple("filter", AdapterLoadedFilter),
         "low-queue-filter": _with_params("filter", QueueThresholdParams, LowQueueFilter),
         "least-queue-filter": _simple("filter", LeastQueueFilter),
         "least-kv-cache-filter": _simple("filter", LeastKVCacheFilter),

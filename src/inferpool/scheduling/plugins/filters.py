@@ -64,6 +64,34 @@ def lora_soft_affinity(
     return present or room
 
 
+def adapter_loaded(req: SchedulingRequest, endpoints: list[Endpoint]) -> list[Endpoint]:
+    """Drop endpoints known NOT to have the requested adapter loaded (they would answer 404).
+
+    Endpoints whose loaded set is unknown stay; base-model requests pass untouched.
+    """
+    if req.lora_adapter is False:
+        return list(endpoints)
+    model = req.target_model
+    return [
+        e
+        for e in endpoints
+        if e.metrics.loaded_adapters is None
+        or model in e.metrics.loaded_adapters
+        or model in e.metrics.active_adapters
+    ]
+
+
+@dataclass
+class AdapterLoadedFilter:
+    """Soft: when no endpoint has the adapter yet (a syncer is still loading it), keep all."""
+
+    name: str = "adapter-loaded-filter"
+    soft: bool = True
+
+    def filter(self, req: SchedulingRequest, endpoints: list[Endpoint]) -> list[Endpoint]:
+        return adapter_loaded(req, endpoints)
+
+
 class QueueThresholdParams(Params):
     threshold: int = Field(default=128, ge=0, description="keep endpoints whose queue is below this")
 
