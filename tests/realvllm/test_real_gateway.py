@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -154,15 +155,6 @@ def test_requests_through_the_gateway(gateway: Gateway) -> None:
     assert all(d["picked"] for d in recent)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "gateway gap: vLLM 0.32.0 lists an idle loaded adapter nowhere in /metrics (lora_requests_info only "
-        "shows adapters with scheduled requests), so the scheduler cannot tell which server has lora-a and "
-        "the one without it answers 404; needs per-endpoint adapter discovery (GET /v1/models) or a retry "
-        "on 404 model-not-found before the first byte. strict: this starts failing once fixed; drop the mark."
-    ),
-)
 def test_adapter_on_one_server_is_routed_there(
     gateway: Gateway, vllm_pair: list[VLLMServer], assets: Assets
 ) -> None:
@@ -171,6 +163,20 @@ def test_adapter_on_one_server_is_routed_there(
     if "lora-a" in served_adapters(without.url):
         assert post_json(f"{without.url}/v1/unload_lora_adapter", {"lora_name": "lora-a"})[0] == 200
     expected = {"vllm-0", f"127.0.0.1:{with_adapter.port}"}  # the endpoint's name or its address
+
+    def gateway_knows() -> bool:  # the scraper reads each server's /v1/models about once a second
+        pools = json.loads(get(f"{gateway.admin}/api/state"))["pools"]
+        loaded = {
+            e["port"]: set(e["metrics"].get("loaded_adapters") or ()) for p in pools for e in p["endpoints"]
+        }
+        return "lora-a" in loaded.get(with_adapter.port, set()) and "lora-a" not in loaded.get(
+            without.port, set()
+        )
+
+    deadline = time.monotonic() + 30
+    while not gateway_knows():
+        assert time.monotonic() < deadline, "the gateway never saw which server has lora-a"
+        time.sleep(0.1)
     for i in range(6):
         status, body, _ = post_json(
             f"{gateway.url}/v1/completions", {"model": "lora-a", "prompt": f"{i} Hello", "max_tokens": 3}

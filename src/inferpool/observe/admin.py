@@ -99,6 +99,7 @@ def endpoint_view(e: Endpoint) -> dict[str, Any]:
             "active_adapters": sorted(m.active_adapters),
             "waiting_adapters": sorted(m.waiting_adapters),
             "max_active_adapters": m.max_active_adapters,
+            "loaded_adapters": None if m.loaded_adapters is None else sorted(m.loaded_adapters),
             "age_s": None if age == float("inf") else round(age, 3),
         },
     }
