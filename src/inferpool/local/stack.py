@@ -1,8 +1,9 @@
 """Manifests -> simulated vLLM replicas + the built-in gateway, all in one process.
 
 Each vLLM Deployment becomes `replicas` simulated servers with the pod template's labels
-(so the InferencePool selector finds them), its model, port and LoRA limits; the LoRA
-ConfigMap's ensureExist adapters are loaded at replica start. Listener ports below 1024
+(so the InferencePool selector finds them), its model, port and LoRA limits. As in the
+guide's pod spec, a LoRA syncer per replica keeps its adapters matching the ConfigMap the
+Deployment mounts (edits to that manifest file are picked up). Listener ports below 1024
 are remapped (8080, 8081, ...) so no root is needed.
 """
 
@@ -11,14 +12,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from inferpool.api import ManifestSet, load_manifests
 from inferpool.api.convert import to_pool
+from inferpool.api.lora_config import LoRAAdapterConfig, LoRAConfigError
 from inferpool.api.workloads import ModelServerDeployment
 from inferpool.gateway.config import ProxyConfig, ServeConfig
 from inferpool.gateway.runtime import GatewayRuntime, RuntimeConfig
+from inferpool.lora.syncer import LoRASyncer, SyncerOptions
 from inferpool.sim import SimConfig, SimFleet
 from inferpool.sources.manifest import ManifestLoadFailed
 from inferpool.sources.static import StaticEndpoint
@@ -76,8 +80,6 @@ def sim_configs(
     deployment: ModelServerDeployment, manifests: ManifestSet, config: UpConfig, taken: set[int]
 ) -> list[SimConfig]:
     """One SimConfig per replica: the Deployment's port and the next ones where free, else a free port."""
-    lora = manifests.lora_config_for(deployment)
-    modules = [f"{a.id}={a.source}" for a in lora.config.ensure_exist.models] if lora else []
     out: list[SimConfig] = []
     for i in range(deployment.replicas):
         port = deployment.port + i
@@ -91,7 +93,7 @@ def sim_configs(
                 served_model_name=deployment.served_model_name,
                 host=config.host,
                 port=port,
-                lora_modules=modules,
+                lora_modules=[],  # adapters come from the LoRA syncer, as in the guide
                 max_loras=max(1, deployment.max_loras),
                 max_cpu_loras=deployment.max_cpu_loras,
                 speed=config.speed,
@@ -113,6 +115,38 @@ def base_models(manifests: ManifestSet) -> dict[str, str]:
     return out
 
 
+def lora_config_reader(namespace: str, name: str) -> Callable[[Path], LoRAAdapterConfig]:
+    """Reads one ConfigMap's vLLMLoRAConfig out of a manifest file (the syncer re-reads it on edits)."""
+
+    def read(path: Path) -> LoRAAdapterConfig:
+        manifests = load_manifests([str(path)])
+        for config_map in manifests.lora_configs:
+            if config_map.name == name and config_map.namespace == namespace:
+                return config_map.config
+        raise LoRAConfigError(f"{path}: ConfigMap {namespace}/{name} with a vLLMLoRAConfig not found")
+
+    return read
+
+
+def lora_syncers(
+    manifests: ManifestSet, deployment: ModelServerDeployment, urls: list[str]
+) -> list[LoRASyncer]:
+    """One syncer per replica of `deployment`, driven by the LoRA ConfigMap it mounts."""
+    config_map = manifests.lora_config_for(deployment)
+    if config_map is None:
+        return []
+    path = config_map.origin.file if config_map.origin is not None else None
+    return [
+        LoRASyncer(
+            config_map.config,
+            config_path=path,
+            options=SyncerOptions(base_url=url, seed=i),
+            loader=lora_config_reader(config_map.namespace, config_map.name),
+        )
+        for i, url in enumerate(urls)
+    ]
+
+
 class LocalStack:
     """Simulated replicas for every vLLM Deployment, then the gateway over them."""
 
@@ -121,6 +155,7 @@ class LocalStack:
         self.fleet: SimFleet | None = None
         self.replicas: list[Replica] = []
         self.runtime: GatewayRuntime | None = None
+        self.syncers: list[LoRASyncer] = []
         self.remapped: dict[int, int] = {}
 
     async def start(self) -> None:
@@ -152,6 +187,13 @@ class LocalStack:
                     )
                     taken.add(sim.port)
             await asyncio.wait_for(self.fleet.wait_ready(), 60)
+            urls = iter(r.url for r in self.fleet.replicas)
+            for deployment, cs in configs:
+                mine = [next(urls) for _ in cs]
+                self.syncers.extend(lora_syncers(manifests, deployment, mine))
+            for syncer in self.syncers:
+                await syncer.start()
+            await asyncio.wait_for(self._adapters_loaded(), 60)
             self.remapped = listener_port_map(listener_ports, self.config.host, taken)
             serve = ServeConfig(
                 host=self.config.host,
@@ -171,7 +213,16 @@ class LocalStack:
             await self.stop()
             raise
 
+    async def _adapters_loaded(self) -> None:
+        """Ready means the guide's curl works: every replica has its ConfigMap's adapters."""
+        # Polled: the syncers expose no event for "in sync".
+        while not all(s.synced for s in self.syncers):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
     async def stop(self) -> None:
+        for syncer in self.syncers:
+            await syncer.stop()
+        self.syncers = []
         if self.runtime is not None:
             await self.runtime.stop()
             self.runtime = None
