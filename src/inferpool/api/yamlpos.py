@@ -70,7 +70,10 @@ def parse_documents(text: str, first_line: int = 1) -> Iterator[Document]:
     so a caller keeps what was readable. `first_line` offsets every line (for YAML
     embedded in another document, such as a ConfigMap value).
     """
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)  # the reader rejects control characters already here
+    except yaml.YAMLError as exc:
+        raise YAMLSyntaxError(first_line, f"YAML error: {exc}") from exc
     try:
         while True:
             try:
