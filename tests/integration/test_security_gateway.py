@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import socket
 from collections.abc import AsyncIterator
@@ -244,3 +245,22 @@ async def test_guard_on_responses(make_rig) -> None:  # type: ignore[no-untyped-
     clean = await r.post(prompt="a fine answer", stream=True)
     text = await clean.read()
     assert clean.status == 200 and text.endswith(b"data: [DONE]\n\n")
+
+
+async def test_slow_headers_do_not_block_others_and_huge_headers_are_refused(make_rig) -> None:  # type: ignore[no-untyped-def]
+    r = await make_rig()
+    host, port = r.gateway.bound[0].host, r.gateway.bound[0].port
+    writers = []
+    for _ in range(100):  # slowloris: header lines that never end
+        _, w = await asyncio.open_connection(host, port)
+        w.write(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nX-Slow: a")
+        await w.drain()
+        writers.append(w)
+    resp = await r.post()
+    assert resp.status == 200  # one event loop, no worker pool to exhaust
+    async with r.session.post(
+        r.url + "/v1/completions", json={"model": "food-review"}, headers={"X-Big": "a" * 20_000}
+    ) as big:
+        assert big.status == 400  # header field over aiohttp's 8190-byte limit
+    for w in writers:
+        w.close()
