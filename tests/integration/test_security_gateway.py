@@ -73,6 +73,10 @@ class Upstream:
             for word in text.split(" "):
                 event = {"choices": [{"index": 0, "text": word + " "}]}
                 await resp.write(b"data: " + orjson.dumps(event) + b"\n\n")
+                if word == "die" and request.transport is not None:
+                    await asyncio.sleep(0.05)
+                    request.transport.abort()  # the replica dies mid-stream
+                    return resp
             await resp.write(b"data: " + orjson.dumps({"choices": [], "usage": usage}) + b"\n\n")
             await resp.write(b"data: [DONE]\n\n")
             await resp.write_eof()
@@ -264,3 +268,18 @@ async def test_slow_headers_do_not_block_others_and_huge_headers_are_refused(mak
         assert big.status == 400  # header field over aiohttp's 8190-byte limit
     for w in writers:
         w.close()
+
+
+async def test_stream_cut_by_a_dying_replica_ends_with_an_error_event(make_rig) -> None:  # type: ignore[no-untyped-def]
+    r = await make_rig()
+    async with r.session.post(
+        r.url + "/v1/completions",
+        json={"model": "food-review", "prompt": "one two die three", "stream": True},
+        timeout=aiohttp.ClientTimeout(total=30),
+    ) as resp:
+        assert resp.status == 200
+        raw = await resp.read()
+    events = [orjson.loads(e.removeprefix(b"data: ")) for e in raw.split(b"\n\n") if e]
+    assert events[0]["choices"][0]["text"] == "one "
+    assert events[-1]["error"]["code"] == 502 and "mid-stream" in events[-1]["error"]["message"]
+    assert r.gateway.proxy.in_flight == 0

@@ -8,6 +8,7 @@ the first byte on, the gateway is a pipe.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
 import uuid
@@ -452,6 +453,13 @@ class Proxy:
             ex.error = f"upstream broke mid-response: {type(exc).__name__}"
             if ex.routed is not None:
                 ex.routed.finish(502, ex.error)
+            if "text/event-stream" in content_type:
+                # A stream ends with an error event the client's SSE parser reports, not a silent cut.
+                event = InferenceError(502, f"The model server went away mid-stream ({type(exc).__name__}).")
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    await response.write(b"data: " + event.to_json() + b"\n\n")
+                    await response.write_eof()
+                    return response
             if request.transport is not None:
                 request.transport.close()
             return response
