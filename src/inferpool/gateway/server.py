@@ -21,7 +21,7 @@ from inferpool.gateway.ratelimit import RateLimiter
 from inferpool.gateway.routing import HTTPRoute, Listener, RouteTable, TLSConfig
 from inferpool.gateway.security import protect_metrics
 from inferpool.observe.accesslog import AccessEntry, AccessLog
-from inferpool.observe.admin import Decision, DecisionLog, admin_app
+from inferpool.observe.admin import DecisionLog, admin_app, decision_from_record
 from inferpool.observe.metrics import GatewayMetrics, RequestObservation
 from inferpool.request.director import Director, RequestRecord
 from inferpool.state import Datastore
@@ -157,42 +157,8 @@ class GatewayServer:
         self.metrics.request_started(routed.incoming_model)
 
     def _record(self, record: RequestRecord) -> None:
-        error_code = str(record.status) if record.status >= 400 or record.error else None
-        self.metrics.observe(
-            RequestObservation(
-                model=record.model,
-                target_model=record.target_model,
-                status=record.status,
-                duration_s=record.e2e_s,
-                request_bytes=record.request_bytes,
-                response_bytes=record.response_bytes,
-                input_tokens=record.prompt_tokens or 0,
-                output_tokens=record.completion_tokens or 0,
-                ttft_s=record.ttft_s,
-                scheduling_s=record.decision_s if record.scores or record.endpoint else None,
-                error_code=error_code,
-            )
-        )
-        self.decisions.add(
-            Decision(
-                request_id=record.request_id,
-                pool=record.pool,
-                model=record.model,
-                target_model=record.target_model,
-                picked=record.endpoint,
-                status=record.status,
-                ranked=[
-                    {"endpoint": s.endpoint, "hostport": s.hostport, "total": s.total, "scores": s.scores}
-                    for s in record.scores
-                ],
-                profile=record.profile,
-                ttft_s=record.ttft_s,
-                e2e_s=record.e2e_s,
-                attempts=record.attempts,
-                filtered_out=dict(record.filtered_out),
-                error=record.error,
-            )
-        )
+        self.metrics.observe(RequestObservation.from_record(record))
+        self.decisions.add(decision_from_record(record))
         if record.endpoint is None:
             self._pending.records[record.request_id] = record
             if len(self._pending.records) > 1000:  # never grow without bound if a plane never logs

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from inferpool.request import RequestRecord
 from inferpool.state import Datastore
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -55,6 +56,23 @@ class RequestObservation:
     ttft_s: float | None = None
     scheduling_s: float | None = None
     error_code: str | None = None  # set for failures: the HTTP status or an upstream-style reason
+
+    @classmethod
+    def from_record(cls, record: RequestRecord) -> RequestObservation:
+        """What either data plane (gateway or EPP) observes for one finished request."""
+        return cls(
+            model=record.model,
+            target_model=record.target_model,
+            status=record.status,
+            duration_s=record.e2e_s,
+            request_bytes=record.request_bytes,
+            response_bytes=record.response_bytes,
+            input_tokens=record.prompt_tokens or 0,
+            output_tokens=record.completion_tokens or 0,
+            ttft_s=record.ttft_s,
+            scheduling_s=record.decision_s if record.scores or record.endpoint else None,
+            error_code=str(record.status) if record.status >= 400 or record.error else None,
+        )
 
 
 class _PoolCollector(Collector):
