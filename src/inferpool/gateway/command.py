@@ -67,7 +67,9 @@ def announce(runtime: GatewayRuntime, remapped: dict[int, int] | None = None) ->
             note = f" (listener port {lis.port} remapped to {bound.port}: ports below 1024 need root)"
         say(f"gateway  {bound.url}  Gateway {lis.gateway} listener {lis.name}{note}")
     if runtime.gateway.admin_url:
-        say(f"admin    {runtime.gateway.admin_url}  (/metrics /healthz /readyz /api/state /api/decisions)")
+        say(
+            f"admin    {runtime.gateway.admin_url}  (/dashboard /metrics /healthz /readyz /api/state /api/decisions)"
+        )
     say(auth_line(runtime.gateway.keys, runtime.gateway.config))
 
 

@@ -57,7 +57,7 @@ async def run_stack(config: UpConfig, demo: bool) -> None:
             say(f"gateway  {bound.url}  Gateway {lis.gateway} listener {lis.name}{note}")
         if runtime.gateway.admin_url:
             say(
-                f"admin    {runtime.gateway.admin_url}  (/metrics /healthz /readyz /api/state /api/decisions)"
+                f"admin    {runtime.gateway.admin_url}  (/dashboard /metrics /healthz /readyz /api/state /api/decisions)"
             )
         say("auth     OFF: local mode serves any caller (no --auth-keys); see docs/security.md")
         if demo and runtime.gateway.bound:
