@@ -63,6 +63,9 @@ def epp(
         help="TLS on the ext_proc port (self-signed by default).",
     ),
     cert_path: Path | None = typer.Option(None, "--cert-path", help="Directory with tls.crt and tls.key."),
+    client_ca: Path | None = typer.Option(
+        None, "--client-ca", help="CA bundle (PEM): require client certificates it signed (mTLS)."
+    ),
     fallback_endpoints: int = typer.Option(
         1, "--fallback-endpoints", help="Endpoints in x-gateway-destination-endpoint (ordered fallback list)."
     ),
@@ -94,6 +97,7 @@ def epp(
             health_port=grpc_health_port,
             secure=secure_serving,
             cert_path=cert_path,
+            client_ca=client_ca,
             fallback_endpoints=max(1, fallback_endpoints),
         ),
         metrics_host=host,

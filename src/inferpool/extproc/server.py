@@ -28,6 +28,7 @@ class GrpcConfig:
     health_port: int = 9003  # upstream --grpc-health-port
     secure: bool = True  # upstream --secure-serving
     cert_path: Path | None = None  # directory with tls.crt / tls.key; None = self-signed
+    client_ca: Path | None = None  # PEM CA bundle: mTLS, only clients (Envoy) with a cert it signed connect
     fallback_endpoints: int = 1
 
 
@@ -76,7 +77,11 @@ class GrpcServers:
         address = f"{self.config.host}:{self.config.port}"
         if self.config.secure:
             key, cert = certs.load(self.config.cert_path) if self.config.cert_path else certs.self_signed()
-            self.port = self._ext_proc.add_secure_port(address, grpc.ssl_server_credentials([(key, cert)]))
+            ca = self.config.client_ca.read_bytes() if self.config.client_ca else None
+            credentials = grpc.ssl_server_credentials(
+                [(key, cert)], root_certificates=ca, require_client_auth=ca is not None
+            )
+            self.port = self._ext_proc.add_secure_port(address, credentials)
         else:
             self.port = self._ext_proc.add_insecure_port(address)
         self.health_port = self._health.add_insecure_port(f"{self.config.host}:{self.config.health_port}")
