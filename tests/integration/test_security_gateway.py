@@ -32,6 +32,7 @@ from inferpool.guard.attach import GuardSet
 from inferpool.observe.accesslog import AccessLog
 from inferpool.request.director import Director
 from inferpool.scheduling import load_scheduler
+from inferpool.scrape.readiness import Readiness
 from inferpool.state import Datastore, Endpoint, ModelRoute, Pool
 
 POLICY = """
@@ -283,3 +284,16 @@ async def test_stream_cut_by_a_dying_replica_ends_with_an_error_event(make_rig) 
     assert events[0]["choices"][0]["text"] == "one "
     assert events[-1]["error"]["code"] == 502 and "mid-stream" in events[-1]["error"]["message"]
     assert r.gateway.proxy.in_flight == 0
+
+
+async def test_connect_error_ejects_the_endpoint_passively(make_rig) -> None:  # type: ignore[no-untyped-def]
+    r = await make_rig()
+    dead = Endpoint("dead", "127.0.0.1", free_port(), "default/pool", {"app": "m"})
+    r.gateway.datastore.upsert_endpoint(dead)
+    dead = next(e for e in r.gateway.datastore.endpoints("default/pool") if e.name == "dead")
+    readiness = Readiness()
+    r.gateway.proxy.on_connect_error = lambda e: readiness.set_scrape(e, False)
+    statuses = [(await r.post()).status for _ in range(4)]  # round-robin reaches the dead one
+    assert statuses == [200] * 4  # retried on the live endpoint
+    assert dead.ready is False
+    assert all(e.ready for e in r.gateway.datastore.endpoints("default/pool") if e.name != "dead")

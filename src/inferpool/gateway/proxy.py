@@ -145,6 +145,9 @@ class Proxy:
         self.keys = keys  # None: authentication is off (explicitly configured)
         self.limiter = limiter
         self.guards = GuardSet()  # GuardPolicies; replaced when the manifests change
+        # Passive ejection: told about an endpoint that refused a connection (the runtime marks it
+        # not ready until its next successful scrape).
+        self.on_connect_error: Callable[[Endpoint], None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self.in_flight = 0
         self._idle = asyncio.Event()
@@ -385,6 +388,8 @@ class Proxy:
                 raise InferenceError(504, f"Endpoint {endpoint.hostport} did not answer in time.") from None
             except _RETRYABLE as exc:
                 last_error = f"{endpoint.hostport}: {type(exc).__name__}: {exc}"
+                if isinstance(exc, aiohttp.ClientConnectorError) and ex.routed and self.on_connect_error:
+                    self.on_connect_error(endpoint)
                 continue
             try:
                 if upstream.status >= 500 and not last:

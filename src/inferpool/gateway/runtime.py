@@ -133,6 +133,7 @@ class GatewayRuntime:
                 access_log=AccessLog(enabled=self.config.access_log),
             )
             self.gateway.proxy.guards = GuardSet(self.manifests.guard_policies)
+            self.gateway.proxy.on_connect_error = lambda e: self.scraper.readiness.set_scrape(e, False)
             await self.gateway.start()
         except BaseException:
             await self._stop_background()
