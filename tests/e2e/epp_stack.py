@@ -1,4 +1,4 @@
-"""The whole Envoy path for tests: replicas, `inferpool epp` as a subprocess, a real Envoy."""
+"""The whole Envoy path for tests: simulated replicas, `inferpool epp` as a subprocess, a real Envoy."""
 
 from __future__ import annotations
 
@@ -18,6 +18,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from .envoy_harness import ROOT, Envoy, EnvoyConfig, find_envoy, free_port, stop_process
 from .replica import Replica
+from .sim_node import SimNode
+
+Node = Replica | SimNode  # simulated vLLM replicas; Replica only where the sim cannot misbehave as needed
 
 POOL_LABELS = {"app": "vllm-llama3-8b-instruct"}
 QUICKSTART = ROOT / "examples" / "gke-quickstart"
@@ -82,7 +85,7 @@ class EppProcess:
 
 @dataclass
 class Stack:
-    replicas: list[Replica]
+    replicas: list[Node]
     envoy: Envoy
     epp: EppProcess
     tmp: Path
@@ -92,12 +95,12 @@ class Stack:
     def base_url(self) -> str:
         return f"{self.envoy.url}/v1"
 
-    def by_name(self, name: str) -> Replica:
+    def by_name(self, name: str) -> Node:
         return next(r for r in self.replicas if r.name == name)
 
 
 def start_epp(
-    tmp: Path, replicas: list[Replica], *, fallback: int = 1, scheduler: str = "legacy-v0.3"
+    tmp: Path, replicas: list[Node], *, fallback: int = 1, scheduler: str = "legacy-v0.3"
 ) -> EppProcess:
     extra_manifest = tmp / "extra-models.yaml"
     extra_manifest.write_text(yaml.safe_dump_all(EXTRA_MODELS))
@@ -134,7 +137,7 @@ def start_epp(
 
 async def open_stack(
     stack: AsyncExitStack,
-    replicas: list[Replica],
+    replicas: list[Node],
     *,
     failure_mode_allow: bool = False,
     request_body_mode: str = "FULL_DUPLEX_STREAMED",

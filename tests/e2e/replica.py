@@ -1,7 +1,9 @@
-"""A minimal vLLM-shaped model server for the Envoy tests: tells who served and what it saw.
+"""A minimal vLLM-shaped model server, for what the simulator cannot do: misbehave on purpose.
 
-The tests need to observe routing (which replica, which model name, which body bytes),
-so each response carries `x-replica`, and every request body is kept.
+The Envoy tests run on `inferpool.sim` replicas (sim_node.py). This one stays for the
+fallback-list test, which needs a replica that accepts the connection and then resets it
+(`reset_requests`), and for the Envoy benchmark, which wants a replica with no model time at
+all so that only the proxy's own latency is measured. Each response carries `x-replica`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ class Replica:
     kv_usage: float = 0.0
     reset_requests: bool = False  # drop the connection on inference requests (a refusing replica)
     bodies: list[dict[str, object]] = field(default_factory=list)
+    refused: int = 0  # inference requests reset (reset_requests)
     raw_sizes: list[int] = field(default_factory=list)
     port: int = 0
     _runner: web.AppRunner | None = None
@@ -62,6 +65,7 @@ class Replica:
     async def _complete(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
         if self.reset_requests:
+            self.refused += 1
             assert request.transport is not None
             request.transport.abort()
             raise web.HTTPServiceUnavailable()

