@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "deploy" / "envoy" / "envoy.yaml"
@@ -58,8 +59,25 @@ class EnvoyConfig:
     picked_cluster: str = "original_destination_cluster"
     listen_port: int = 0
     admin_port: int = 0
+    ext_proc: bool = True  # False: plain Envoy routing to pool_ports (a baseline)
 
     def render(self) -> str:
+        text = self._render_template()
+        if self.ext_proc:
+            return text
+        # The same listener and clusters with the ext_proc filter taken out: every request takes
+        # the no-pick route to pool_endpoints, i.e. plain Envoy load balancing.
+        config = yaml.safe_load(text)
+        for listener in config["static_resources"]["listeners"]:
+            for chain in listener["filter_chains"]:
+                for network_filter in chain["filters"]:
+                    manager = network_filter["typed_config"]
+                    manager["http_filters"] = [
+                        f for f in manager["http_filters"] if f["name"] != "envoy.filters.http.ext_proc"
+                    ]
+        return yaml.safe_dump(config)
+
+    def _render_template(self) -> str:
         lb_endpoints = [
             {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": p}}}}
             for p in self.pool_ports
