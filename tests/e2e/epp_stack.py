@@ -100,8 +100,14 @@ class Stack:
 
 
 def start_epp(
-    tmp: Path, replicas: list[Node], *, fallback: int = 1, scheduler: str = "legacy-v0.3"
+    tmp: Path,
+    replicas: list[Node],
+    *,
+    fallback: int = 1,
+    scheduler: str = "legacy-v0.3",
+    source_args: list[str] | None = None,
 ) -> EppProcess:
+    """`inferpool epp` on free ports; `source_args` replaces the default `-f ... --endpoints ...`."""
     extra_manifest = tmp / "extra-models.yaml"
     extra_manifest.write_text(yaml.safe_dump_all(EXTRA_MODELS))
     endpoints = tmp / "endpoints.yaml"
@@ -117,13 +123,16 @@ def start_epp(
     )
     ports = free_port(), free_port(), free_port()
     log_path = tmp / f"epp-{ports[0]}.log"
+    if source_args is None:
+        source_args = [
+            "-f", str(QUICKSTART), "-f", str(extra_manifest), "--endpoints", str(endpoints),
+            "--metrics-token", METRICS_TOKEN,
+        ]  # fmt: skip
     cmd = [
         sys.executable, "-m", "inferpool.cli", "epp",
-        "-f", str(QUICKSTART), "-f", str(extra_manifest),
-        "--endpoints", str(endpoints),
+        *source_args,
         "--host", "127.0.0.1",
         "--grpc-port", str(ports[0]), "--grpc-health-port", str(ports[1]), "--metrics-port", str(ports[2]),
-        "--metrics-token", METRICS_TOKEN,
         "--scheduler", scheduler,
         "--fallback-endpoints", str(fallback),
         "--log-level", "warning",
@@ -143,6 +152,7 @@ async def open_stack(
     request_body_mode: str = "FULL_DUPLEX_STREAMED",
     fallback: int = 1,
     scheduler: str = "legacy-v0.3",
+    source_args: list[str] | None = None,
 ) -> Stack:
     binary = find_envoy()
     assert binary is not None
@@ -150,7 +160,7 @@ async def open_stack(
     for replica in replicas:
         await replica.start()
         stack.push_async_callback(replica.stop)
-    epp = start_epp(tmp, replicas, fallback=fallback, scheduler=scheduler)
+    epp = start_epp(tmp, replicas, fallback=fallback, scheduler=scheduler, source_args=source_args)
     stack.callback(stop_process, epp.proc)
     await epp.wait_serving()
     config = EnvoyConfig(

@@ -38,6 +38,9 @@ class SimNode:
         return f"http://{self.hostport}"
 
     async def start(self) -> None:
+        """Start once; a second call is a no-op (a test may start replicas before the stack)."""
+        if self.replica is not None:
+            return
         self.replica = SimReplica(replace(self.config, host="127.0.0.1", port=0))
         self.replica.engine.finish_hooks.append(self._finished)
         await self.replica.start()
@@ -48,8 +51,9 @@ class SimNode:
         (self.aborted if req.finish_reason == "abort" else self.served).append(req.lora or BASE)
 
     async def stop(self) -> None:
-        if self.replica is not None:
-            await self.replica.stop()
+        replica, self.replica = self.replica, None
+        if replica is not None:
+            await replica.stop()
 
 
 def sims(count: int, **config: object) -> list[SimNode]:
