@@ -146,10 +146,16 @@ async def test_leader_election_one_leader_then_takeover(api: FakeApiServer) -> N
         for _ in range(10):  # b keeps trying but a keeps renewing
             await asyncio.sleep(0.05)
             assert a.is_leader() and not b.is_leader()
-        await a.stop()  # a dies without releasing: b takes over once the lease expires
+        await a.stop(release=False)  # a dies without releasing: b takes over once the lease expires
         await eventually(b.is_leader)
         lease = api.collections[LEASES]["pool-epp"]
         assert lease["spec"]["holderIdentity"] == "epp-b" and lease["spec"]["leaseTransitions"] == 1
+        # a clean shutdown gives the Lease up: a restarted a takes over without waiting for expiry
+        await b.stop()
+        assert api.collections[LEASES]["pool-epp"]["spec"]["holderIdentity"] == ""
+        a.start()
+        await eventually(a.is_leader)
+        assert api.collections[LEASES]["pool-epp"]["spec"]["leaseTransitions"] == 2
     finally:
         await a.stop()
         await b.stop()

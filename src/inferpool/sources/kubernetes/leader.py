@@ -62,13 +62,26 @@ class LeaderElector:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"leader-{self.name}")
 
-    async def stop(self) -> None:
+    async def stop(self, release: bool = True) -> None:
+        """Stop renewing; a leader gives the Lease up (empty holder) so a follower takes over now."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if release and self.is_leader():
+            with contextlib.suppress(Exception):
+                await self._release()
         self._renewed_at = float("-inf")
+
+    async def _release(self) -> None:
+        status, lease = await self._call(self.coordination.read_namespaced_lease, self.name, self.namespace)
+        if status != 200 or (lease.get("spec") or {}).get("holderIdentity") != self.identity:
+            return
+        spec = {**lease["spec"], "holderIdentity": "", "renewTime": _micro_time(), "leaseDurationSeconds": 1}
+        await self._call(
+            self.coordination.replace_namespaced_lease, self.name, self.namespace, {**lease, "spec": spec}
+        )
 
     async def _run(self) -> None:
         while True:

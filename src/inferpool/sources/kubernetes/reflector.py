@@ -17,7 +17,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import aiohttp
+
 log = logging.getLogger(__name__)
+
+LIST_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=10)
 
 Object = dict[str, Any]
 
@@ -138,7 +142,7 @@ class Reflector:
                 await asyncio.sleep(delay)
 
     async def _list(self) -> None:
-        response = await self.call(_preload_content=False)
+        response = await self.call(_preload_content=False, _request_timeout=LIST_TIMEOUT)
         try:
             body = await response.read()
             if response.status == 410:
@@ -162,6 +166,9 @@ class Reflector:
             allow_watch_bookmarks=True,
             timeout_seconds=self.watch_timeout_s,
             _preload_content=False,
+            # The server ends the watch after timeout_seconds and sends BOOKMARKs meanwhile;
+            # silence well past that means a dead connection (no FIN), so give up and resume.
+            _request_timeout=aiohttp.ClientTimeout(sock_connect=10, sock_read=self.watch_timeout_s + 60),
         )
         try:
             if response.status == 410:
