@@ -167,7 +167,6 @@ class EppApp:
         if self.config.leader_election:
             elector = LeaderElector(api, self.config.pool_namespace, f"{pool_name}-epp-leader")
             elector.start()
-            self._sources.append(elector)
             may_write = elector.is_leader
         kube = KubernetesSource(
             self.datastore,
@@ -180,6 +179,9 @@ class EppApp:
             elector.on_elected = kube.refresh_status
         await kube.start()
         self._sources.append(kube)
+        if elector is not None:
+            # stopped before kube (reversed order), so it releases the Lease while the client is open
+            self._sources.append(elector)
         if self.config.metrics_auth and self.metrics_token is None:
             self._kube_reviewer = KubeTokenReviewer(api)
 

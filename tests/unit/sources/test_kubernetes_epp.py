@@ -117,6 +117,9 @@ async def test_epp_kubernetes_mode_endpoints_and_metrics_auth(
     finally:
         await app.stop()
         await replica.stop()
+    # a clean stop gave the Lease up for the next replica
+    [lease] = api.collections[LEASES].values()
+    assert lease["spec"]["holderIdentity"] == ""
 
 
 async def test_leader_election_one_leader_then_takeover(api: FakeApiServer) -> None:
