@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -164,3 +167,17 @@ async def test_leader_election_one_leader_then_takeover(api: FakeApiServer) -> N
         await b.stop()
         for c in clients:
             await c.close()
+
+
+def test_cli_without_any_cluster_config_fails_clearly(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
+    env["KUBECONFIG"] = str(tmp_path / "missing")
+    env["HOME"] = str(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "inferpool.cli", "epp", "--pool-name", "p", "--host", "127.0.0.1",
+         "--grpc-port", "0", "--grpc-health-port", "0", "--metrics-port", "0"],
+        capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "no usable Kubernetes configuration" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -10,12 +10,15 @@ from kubernetes_asyncio import client, config
 async def connect(kubeconfig: str | None = None, context: str | None = None) -> client.ApiClient:
     """An ApiClient for the pod's service account when in a cluster, else for ~/.kube/config (or KUBECONFIG)."""
     configuration = client.Configuration()
-    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        config.load_incluster_config(client_configuration=configuration)
-    else:
-        await config.load_kube_config(
-            config_file=kubeconfig, context=context, client_configuration=configuration
-        )
+    try:
+        if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+            config.load_incluster_config(client_configuration=configuration)
+        else:
+            await config.load_kube_config(
+                config_file=kubeconfig, context=context, client_configuration=configuration
+            )
+    except (config.ConfigException, OSError) as err:
+        raise ValueError(f"no usable Kubernetes configuration (in-cluster or kubeconfig): {err}") from err
     return client.ApiClient(configuration)
 
 
