@@ -44,7 +44,9 @@ def test_shared_prefix_groups_share_system_prompts() -> None:
 
 
 def test_multi_lora_is_zipf_over_adapters() -> None:
-    trace = build_trace("multi-lora", [0.0] * 2000, 3, WorkloadOptions(adapters=("a", "b", "c"), base_fraction=0.2))
+    trace = build_trace(
+        "multi-lora", [0.0] * 2000, 3, WorkloadOptions(adapters=("a", "b", "c"), base_fraction=0.2)
+    )
     counts = {m: sum(1 for r in trace if r.body["model"] == m) for m in ("a", "b", "c")}
     assert counts["a"] > counts["b"] > counts["c"] > 0
     assert 0.15 < sum(1 for r in trace if r.tag.startswith("meta-llama")) / 2000 < 0.25
@@ -54,7 +56,11 @@ def test_criticality_and_chat_shapes() -> None:
     crit = build_trace("criticality-overload", [0.0] * 500, 4)
     assert {r.headers["x-gateway-inference-objective"] for r in crit} == {"critical", "standard", "sheddable"}
     chat = build_trace("multi-turn-chat", [0.0] * 30, 4, WorkloadOptions(conversations=2))
-    lengths = [len(r.body["messages"]) for r in chat if r.body["messages"][0]["content"].startswith("[conversation 0]")]
+    lengths = [
+        len(r.body["messages"])
+        for r in chat
+        if r.body["messages"][0]["content"].startswith("[conversation 0]")
+    ]
     assert lengths == sorted(lengths) and lengths[-1] > lengths[0]
 
 
@@ -62,8 +68,12 @@ def test_slo_and_summary() -> None:
     assert parse_slo("ttft=1s,tpot=100ms") == Slo(ttft=1.0, tpot=0.1)
     with pytest.raises(ValueError):
         parse_slo("latency=3")
-    good = RequestResult(0, "x", 200, 0.0, ttft=0.5, e2e=1.5, output_tokens=11, prompt_tokens=100, cached_tokens=50)
-    slow = RequestResult(1, "x", 200, 0.0, ttft=2.0, e2e=3.0, output_tokens=11, prompt_tokens=100, cached_tokens=0)
+    good = RequestResult(
+        0, "x", 200, 0.0, ttft=0.5, e2e=1.5, output_tokens=11, prompt_tokens=100, cached_tokens=50
+    )
+    slow = RequestResult(
+        1, "x", 200, 0.0, ttft=2.0, e2e=3.0, output_tokens=11, prompt_tokens=100, cached_tokens=0
+    )
     shed = RequestResult(2, "x", 429, 0.0, error="shed")
     s = summarize([good, slow, shed], 10.0, Slo(ttft=1.0, tpot=0.1))
     assert (s.ok, s.shed, s.errors_by_status) == (2, 1, {"429": 1})
