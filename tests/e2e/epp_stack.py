@@ -36,6 +36,8 @@ EXTRA_MODELS = [
             "modelName": "e2e-sheddable",
             "criticality": "Sheddable",
             "poolRef": {"name": "vllm-llama3-8b-instruct"},
+            # served by the base model, so a simulated vLLM answers it when it is not shed
+            "targetModels": [{"name": "meta-llama/Llama-3.1-8B-Instruct"}],
         },
     },
     {
