@@ -64,6 +64,13 @@ def test_weighted_random_returns_everyone_zero_scores_last() -> None:
     assert {s.endpoint.name for s in order[2:]} == {"e-0", "e-2"}
 
 
+def test_weighted_random_with_denormal_scores_is_still_fair() -> None:
+    picker = WeightedRandomPicker(rng=random.Random(0))
+    items = scored(5e-324, 5e-324)
+    firsts = Counter(picker.pick(items)[0].endpoint.name for _ in range(4000))
+    assert all(1800 < n < 2200 for n in firsts.values()), firsts
+
+
 def test_random_picker_is_uniform_and_complete() -> None:
     items = scored(5.0, 0.0, 0.0)
     picker = RandomPicker(rng=random.Random(3))

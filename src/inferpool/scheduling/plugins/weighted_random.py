@@ -23,11 +23,14 @@ class WeightedRandomPicker:
 
     def pick(self, scored: list[ScoredEndpoint]) -> list[ScoredEndpoint]:
         rand = self.rng.random
+        # Weights relative to the largest: log(u)/w must not overflow to -inf for tiny
+        # (even denormal) scores, or every such endpoint would tie and the index would decide.
+        top = max((s.total for s in scored), default=0.0)
         keys = []
         for i, s in enumerate(scored):
             u = 1.0 - rand()  # (0, 1]: log is finite
             if s.total > 0:
-                keys.append((0, math.log(u) / s.total, i))
+                keys.append((0, math.log(u) / (s.total / top), i))
             else:
                 keys.append((-1, u, i))
         keys.sort(reverse=True)
