@@ -29,8 +29,9 @@ class WeightedRandomPicker:
         keys = []
         for i, s in enumerate(scored):
             u = 1.0 - rand()  # (0, 1]: log is finite
-            if s.total > 0:
-                keys.append((0, math.log(u) / (s.total / top), i))
+            weight = s.total / top if top > 0 else 0.0  # underflows to 0 only when negligible
+            if weight > 0:
+                keys.append((0, math.log(u) / weight, i))
             else:
                 keys.append((-1, u, i))
         keys.sort(reverse=True)
