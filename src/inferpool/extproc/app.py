@@ -20,6 +20,7 @@ from aiohttp import web
 from inferpool.admission import Admission, AdmissionConfig
 from inferpool.extproc.metrics_http import metrics_app, static_token
 from inferpool.extproc.server import GrpcConfig, GrpcServers
+from inferpool.observe.admin import DecisionLog, decision_from_record
 from inferpool.observe.metrics import GatewayMetrics, RequestObservation
 from inferpool.request.director import Director, RequestRecord
 from inferpool.scheduling import Scheduler, load_scheduler
@@ -66,6 +67,7 @@ class EppApp:
         self.config = config
         self.datastore = datastore or Datastore()
         self.metrics = GatewayMetrics(self.datastore)
+        self.decisions = DecisionLog()  # for the dashboard on the metrics port
         scheduler_source: str = str(config.config_file) if config.config_file else config.scheduler
         schedulers: dict[str, Scheduler] = {}
 
@@ -109,22 +111,8 @@ class EppApp:
     def _record(self, record: RequestRecord) -> None:
         if record.attempts > 0:
             self.metrics.request_finished(record.model)
-        error = str(record.status) if record.status >= 400 or record.error else None
-        self.metrics.observe(
-            RequestObservation(
-                model=record.model,
-                target_model=record.target_model,
-                status=record.status,
-                duration_s=record.e2e_s,
-                request_bytes=record.request_bytes,
-                response_bytes=record.response_bytes,
-                input_tokens=record.prompt_tokens or 0,
-                output_tokens=record.completion_tokens or 0,
-                ttft_s=record.ttft_s,
-                scheduling_s=record.decision_s if record.scores or record.endpoint else None,
-                error_code=error,
-            )
-        )
+        self.metrics.observe(RequestObservation.from_record(record))
+        self.decisions.add(decision_from_record(record))
 
     def _current_pool(self) -> str | None:
         if self.pool_key is None or self.datastore.pool(self.pool_key) is None:
@@ -223,7 +211,12 @@ class EppApp:
 
     async def _start_metrics(self) -> None:
         check = self._check_token if self.config.metrics_auth or self.metrics_token else None
-        app = metrics_app(self.metrics, check, lambda: self._current_pool() is not None)
+        app = metrics_app(
+            self.metrics,
+            check,
+            lambda: self._current_pool() is not None,
+            dashboard=(self.datastore, self.decisions, self.metrics_token),
+        )
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(

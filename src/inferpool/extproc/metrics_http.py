@@ -12,7 +12,10 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from inferpool.observe.admin import DecisionLog
+from inferpool.observe.dashboard import add_dashboard
 from inferpool.observe.metrics import CONTENT_TYPE, GatewayMetrics
+from inferpool.state import Datastore
 
 TokenCheck = Callable[[str], bool | Awaitable[bool]]  # async for TokenReview in Kubernetes
 
@@ -24,10 +27,36 @@ def static_token(expected: str) -> TokenCheck:
     return check
 
 
+def dashboard_guard(
+    check: TokenCheck | None, static: str | None
+) -> Callable[[web.Request], web.Response | None]:
+    """Who may see the dashboard: anyone when /metrics is open; else the static token, as a bearer
+    header or `?token=` (a browser cannot set headers). TokenReview mode has no static token: refused."""
+
+    def guard(request: web.Request) -> web.Response | None:
+        if check is None:
+            return None
+        if static is None:
+            return web.Response(status=403, text="dashboard needs a static --metrics-token on this port\n")
+        scheme, _, bearer = request.headers.get("Authorization", "").partition(" ")
+        offered = bearer.strip() if scheme.lower() == "bearer" else request.query.get("token", "")
+        if offered and hmac.compare_digest(offered.encode(), static.encode()):
+            return None
+        return web.Response(
+            status=401, text="token required (?token=...)\n", headers={"WWW-Authenticate": "Bearer"}
+        )
+
+    return guard
+
+
 def metrics_app(
-    metrics: GatewayMetrics, check: TokenCheck | None, ready: Callable[[], bool]
+    metrics: GatewayMetrics,
+    check: TokenCheck | None,
+    ready: Callable[[], bool],
+    dashboard: tuple[Datastore, DecisionLog, str | None] | None = None,
 ) -> web.Application:
-    """`/metrics` (token required when `check` is set), `/healthz` and `/readyz`."""
+    """`/metrics` (token required when `check` is set), `/healthz`, `/readyz`, and the dashboard
+    when `dashboard` = (datastore, decision log, static token or None) is given."""
 
     async def metrics_page(request: web.Request) -> web.Response:
         if check is not None:
@@ -53,4 +82,7 @@ def metrics_app(
     app.router.add_get("/metrics", metrics_page)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    if dashboard is not None:
+        datastore, decisions, static = dashboard
+        add_dashboard(app, datastore, decisions, guard=dashboard_guard(check, static))
     return app
