@@ -468,9 +468,12 @@ class Proxy:
             if request.transport is not None:
                 request.transport.close()
             return response
-        await response.write_eof()
         if ex.routed is not None:
             ex.routed.finish(upstream.status, None if upstream.status < 400 else f"HTTP {upstream.status}")
+        # Every byte of the answer has been relayed: a client that hangs up as soon as it has
+        # read `data: [DONE]`, before the terminating chunk, did not make the request fail.
+        with contextlib.suppress(ConnectionResetError):
+            await response.write_eof()
         return response
 
     async def _relay_screened(
