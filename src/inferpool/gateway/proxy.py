@@ -55,6 +55,10 @@ class Routed(Protocol):
     def response_started(self, status: int, headers: Mapping[str, str]) -> None: ...
     def response_data(self, chunk: bytes) -> None: ...
     def finish(self, status: int, error: str | None = None) -> object: ...
+    @property
+    def finished(self) -> bool: ...
+    @property
+    def response_complete(self) -> bool: ...
 
 
 class Core(Protocol):
@@ -195,9 +199,10 @@ class Proxy:
                 ex.routed.finish(err.status, err.message)
             return error_response(err, request_id, ex.extra_headers)
         except (asyncio.CancelledError, ConnectionResetError):
-            ex.status, ex.error = 499, "client disconnected"
-            if ex.routed is not None:
-                ex.routed.finish(499, ex.error)
+            if ex.routed is None or not ex.routed.finished:
+                ex.status, ex.error = 499, "client disconnected"
+                if ex.routed is not None:
+                    ex.routed.finish(499, ex.error)
             raise
         except Exception as exc:
             ex.status, ex.error = 500, f"{type(exc).__name__}: {exc}"
@@ -451,6 +456,10 @@ class Proxy:
                         return response
                 if chunk:
                     await response.write(chunk)
+                if ex.routed is not None and ex.routed.response_complete:
+                    # The client has `data: [DONE]` and may hang up before the upstream closes;
+                    # that is a completed request, not a disconnect.
+                    ex.routed.finish(upstream.status)
             if stream is not None and (rest := stream.flush()):
                 await response.write(rest)
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:

@@ -322,6 +322,11 @@ class RoutedRequest:
     def finished(self) -> bool:
         return self.record is not None
 
+    @property
+    def response_complete(self) -> bool:
+        """The relayed SSE stream has carried its terminating `data: [DONE]` event."""
+        return self._accounting.done
+
     def dispatched(self, endpoint: Endpoint) -> None:
         """The data plane is sending the request to `endpoint`; a retry releases the previous one."""
         if self.record is not None:

@@ -45,7 +45,7 @@ class Upstream:
     """A tiny model server whose behaviour each test sets."""
 
     name: str
-    behaviour: str = "ok"  # ok | fail500 | sse | slow | hang
+    behaviour: str = "ok"  # ok | fail500 | sse | slow | hang | linger (SSE done, then no EOF)
     seen: list[dict[str, object]] = field(default_factory=list)
     release: asyncio.Event = field(default_factory=asyncio.Event)
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
@@ -63,7 +63,7 @@ class Upstream:
             except asyncio.CancelledError:
                 self.cancelled.set()
                 raise
-        if self.behaviour in ("sse", "slow"):
+        if self.behaviour in ("sse", "slow", "linger"):
             resp = web.StreamResponse(
                 headers={
                     "Content-Type": "text/event-stream",
@@ -81,6 +81,8 @@ class Upstream:
                     b'data: {"choices":[{"text":"b"}],"usage":{"prompt_tokens":3,"total_tokens":5,"completion_tokens":2}}\n\n'
                 )
                 await resp.write(b"data: [DONE]\n\n")
+                if self.behaviour == "linger":
+                    await asyncio.wait_for(self.release.wait(), 30)
             except (asyncio.CancelledError, ConnectionResetError):
                 self.cancelled.set()
                 raise
@@ -253,6 +255,23 @@ async def test_client_disconnect_cancels_upstream(rig: RigFactory) -> None:
         if r.datastore.endpoints(POOL)[0].in_flight == 0:
             break
         await asyncio.sleep(0.05)
+    assert r.datastore.endpoints(POOL)[0].in_flight == 0
+
+
+async def test_client_leaving_after_done_is_a_completed_request(rig: RigFactory) -> None:
+    """openai's SDK closes the connection once it has read `data: [DONE]`: that is success, not 499."""
+    r = await rig("linger")
+    resp = await r.post(stream=True)
+    body = b""
+    while b"data: [DONE]" not in body:
+        body += await resp.content.readany()
+    resp.close()
+    for _ in range(200):
+        if log_lines(r):
+            break
+        await asyncio.sleep(0.05)
+    (line,) = log_lines(r)
+    assert line["status"] == 200 and not line.get("error"), line
     assert r.datastore.endpoints(POOL)[0].in_flight == 0
 
 
