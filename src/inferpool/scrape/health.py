@@ -9,15 +9,14 @@ consecutive good ones. Any 2xx/3xx answer is good, as for Kubernetes HTTP probes
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
 
+from inferpool.scrape.follower import DatastoreFollower
 from inferpool.scrape.readiness import Readiness
-from inferpool.state import ChangeEvent, Datastore, Endpoint, HealthCheck
+from inferpool.state import Datastore, Endpoint, HealthCheck
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +31,7 @@ class _Probe:
     healthy: bool = field(default=True)
 
 
-class HealthProber:
+class HealthProber(DatastoreFollower):
     """One probing task per (pool, endpoint) whose pool carries a health check."""
 
     def __init__(
@@ -41,66 +40,19 @@ class HealthProber:
         readiness: Readiness | None = None,
         session: aiohttp.ClientSession | None = None,
     ) -> None:
-        self.datastore = datastore
+        super().__init__(datastore, session)
         self.readiness = readiness or Readiness()
-        self._session = session
-        self._own_session = session is None
         self._probes: dict[tuple[str, str], _Probe] = {}
-        self._unsubscribe: Callable[[], None] | None = None
-        self._reconcile_pending = False
-        self._running = False
-        self._loop: asyncio.AbstractEventLoop | None = None
 
-    async def start(self) -> None:
-        if self._running:
-            return
-        if self._session is None:
-            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-        self._running = True
-        self._loop = asyncio.get_running_loop()
-        self._unsubscribe = self.datastore.subscribe(self._on_change)
-        self._reconcile()
-
-    async def stop(self) -> None:
-        if not self._running:
-            return
-        self._running = False
-        self._loop = None
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
+    def _drop_tasks(self) -> list[asyncio.Task[None]]:
         tasks = [p.task for p in self._probes.values() if p.task is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
         self._probes.clear()
-        if self._own_session and self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    async def __aenter__(self) -> HealthProber:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
+        return tasks
 
     def healthy(self, endpoint: Endpoint) -> bool:
         return self.readiness.signals(endpoint).health_ok
 
-    # -- following the datastore ---------------------------------------------------
-    def _on_change(self, event: ChangeEvent) -> None:
-        if event.kind not in ("endpoint", "pool") or self._reconcile_pending or self._loop is None:
-            return
-        self._reconcile_pending = True
-        self._loop.call_soon_threadsafe(self._reconcile)  # mutations belong on the loop; be safe anyway
-
     def _reconcile(self) -> None:
-        self._reconcile_pending = False
-        if not self._running:
-            return
         wanted: dict[tuple[str, str], tuple[Endpoint, HealthCheck]] = {}
         for pool in self.datastore.pools():
             if pool.health_check is None:

@@ -9,18 +9,17 @@ addresses and cancels those of removed ones.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import aiohttp
 
 from inferpool.scrape.engines import DEFAULT_ENGINE, ENGINE_LABEL, EngineMap, engine_map
+from inferpool.scrape.follower import DatastoreFollower
 from inferpool.scrape.parser import find_series, metrics_from_series
 from inferpool.scrape.readiness import Readiness
-from inferpool.state import ChangeEvent, Datastore, Endpoint
+from inferpool.state import Datastore, Endpoint
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +55,7 @@ class _Target:
         return f"{host}:{self.port}"
 
 
-class Scraper:
+class Scraper(DatastoreFollower):
     """Polls `/metrics` of every endpoint in the datastore and writes `endpoint.metrics`."""
 
     def __init__(
@@ -66,63 +65,21 @@ class Scraper:
         readiness: Readiness | None = None,
         session: aiohttp.ClientSession | None = None,
     ) -> None:
-        self.datastore = datastore
+        super().__init__(datastore, session)
         self.config = config or ScrapeConfig()
         self.readiness = readiness or Readiness()
-        self._session = session
-        self._own_session = session is None
         self._targets: dict[tuple[str, int], _Target] = {}
-        self._unsubscribe: Callable[[], None] | None = None
-        self._reconcile_pending = False
-        self._running = False
-        self._loop: asyncio.AbstractEventLoop | None = None
         self.scrapes = 0  # successful scrapes, for tests and the dashboard
         self.failures = 0
 
-    # -- lifecycle -----------------------------------------------------------------
-    async def start(self) -> None:
-        if self._running:
-            return
-        if self._session is None:
-            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
-            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True)
-        self._running = True
-        self._loop = asyncio.get_running_loop()
-        self._unsubscribe = self.datastore.subscribe(self._on_change)
-        self._reconcile()
+    def _new_session(self) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
+        return aiohttp.ClientSession(connector=connector, auto_decompress=True)
 
-    async def stop(self) -> None:
-        if not self._running:
-            return
-        self._running = False
-        self._loop = None
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
+    def _drop_tasks(self) -> list[asyncio.Task[None]]:
         tasks = [t.task for t in self._targets.values() if t.task is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
         self._targets.clear()
-        if self._own_session and self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    async def __aenter__(self) -> Scraper:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    # -- following the datastore ---------------------------------------------------
-    def _on_change(self, event: ChangeEvent) -> None:
-        if event.kind not in ("endpoint", "pool") or self._reconcile_pending or self._loop is None:
-            return
-        self._reconcile_pending = True
-        self._loop.call_soon_threadsafe(self._reconcile)  # mutations belong on the loop; be safe anyway
+        return tasks
 
     def _engine_for(self, endpoint: Endpoint) -> EngineMap:
         name = endpoint.labels.get(self.config.engine_label) or endpoint.engine or self.config.default_engine
@@ -138,9 +95,6 @@ class Scraper:
             return engine_map(self.config.default_engine)
 
     def _reconcile(self) -> None:
-        self._reconcile_pending = False
-        if not self._running:
-            return
         wanted: dict[tuple[str, int], list[Endpoint]] = {}
         for endpoint in self.datastore.all_endpoints():
             wanted.setdefault((endpoint.address, endpoint.port), []).append(endpoint)
