@@ -69,46 +69,43 @@ def _map_choices(data: Any, fn: Callable[[str], str]) -> None:
                 inner["content"] = fn(inner["content"])
 
 
-async def screen_request(screener: Screener, body: bytes, model: str) -> bytes:
-    """The body to forward (redacted if needed); Blocked if a check blocks. Non-JSON passes unchanged."""
+TextMapper = Callable[[Any, Callable[[str], str]], None]
+
+
+async def _screen_json(
+    screener: Screener, body: bytes, model: str, stage: Stage, texts_of: TextMapper
+) -> bytes:
+    """Screen every text `texts_of` finds in a JSON body; redactions re-serialize it, Blocked if any blocks.
+
+    Non-JSON, or JSON without texts, passes unchanged (byte for byte).
+    """
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
         return body
     texts: list[str] = []
-    _map_texts(data, _collector(texts))
+    texts_of(data, _collector(texts))
     if not texts:
         return body
-    verdicts: list[Verdict] = [await screener.screen_async(t, Stage.PROMPT, model) for t in texts]
+    verdicts: list[Verdict] = [await screener.screen_async(t, stage, model) for t in texts]
     for v in verdicts:
         if v.blocked:
             raise Blocked(v.reason)
     if all(v.text == t for v, t in zip(verdicts, texts, strict=True)):
         return body
     replacements = iter(v.text for v in verdicts)
-    _map_texts(data, lambda _t: next(replacements))
+    texts_of(data, lambda _t: next(replacements))
     return orjson.dumps(data)
+
+
+async def screen_request(screener: Screener, body: bytes, model: str) -> bytes:
+    """The body to forward (redacted if needed); Blocked if a check blocks. Non-JSON passes unchanged."""
+    return await _screen_json(screener, body, model, Stage.PROMPT, _map_texts)
 
 
 async def screen_response(screener: Screener, body: bytes, model: str) -> bytes:
     """A whole (non-streamed) JSON answer, screened; Blocked if a check blocks."""
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return body
-    texts: list[str] = []
-    _map_choices(data, _collector(texts))
-    if not texts:
-        return body
-    verdicts = [await screener.screen_async(t, Stage.RESPONSE, model) for t in texts]
-    for v in verdicts:
-        if v.blocked:
-            raise Blocked(v.reason)
-    if all(v.text == t for v, t in zip(verdicts, texts, strict=True)):
-        return body
-    replacements = iter(v.text for v in verdicts)
-    _map_choices(data, lambda _t: next(replacements))
-    return orjson.dumps(data)
+    return await _screen_json(screener, body, model, Stage.RESPONSE, _map_choices)
 
 
 def error_event(reason: str) -> bytes:
