@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from inferpool.local.stack import port_is_free as local_port_is_free
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 INFERPOOL = str(BIN / "inferpool")
@@ -34,14 +36,8 @@ def free_port() -> int:
 
 
 def port_is_free(port: int) -> bool:
-    """Whether a server could bind the port now (SO_REUSEADDR, as servers do: TIME_WAIT is no owner)."""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
+    """Whether a server could bind the port now on 127.0.0.1 (TIME_WAIT is no owner)."""
+    return local_port_is_free("127.0.0.1", port)
 
 
 def http_ok(url: str, timeout: float = 2.0) -> bool:

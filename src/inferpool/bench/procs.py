@@ -12,6 +12,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from inferpool.local.stack import port_is_free
+
 # Peers and fleets must never reach out (tokenizer downloads, telemetry): no proxy, HF offline.
 OFFLINE_ENV = {
     "HF_HUB_OFFLINE": "1",
@@ -29,19 +31,9 @@ def free_ports(count: int) -> list[int]:
             base = s.getsockname()[1]
         if base + count >= 65535:
             continue
-        if all(_bindable(base + i) for i in range(count)):
+        if all(port_is_free("127.0.0.1", base + i) for i in range(count)):
             return list(range(base, base + count))
     raise RuntimeError(f"no {count} consecutive free ports")
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def http_status(url: str, timeout: float = 2.0) -> int:
