@@ -19,6 +19,15 @@ GUIDE_BODY = (
 )
 
 
+# Options `up` and `demo` share (typer reads them as parameter defaults).
+HOST = typer.Option("127.0.0.1", "--host", help="Address replicas and listeners bind to.")
+SPEED = typer.Option(1.0, "--speed", help="Simulated time runs this many times faster.")
+ADMIN_PORT = typer.Option(9090, "--admin-port", help="Metrics, health and state API port (0: free port).")
+PROFILE = typer.Option(None, "--profile", help="Scheduler profile name or EndpointPickerConfig file.")
+NO_ACCESS_LOG = typer.Option(False, "--no-access-log", help="Do not write JSON access-log lines.")
+LOG_LEVEL = typer.Option("warning", "--log-level", help="debug, info, warning or error.")
+
+
 def example_dir() -> Path:
     """examples/gke-quickstart of this checkout (the package is installed editable by `make`)."""
     override = os.environ.get("INFERPOOL_EXAMPLES")
@@ -84,41 +93,37 @@ def _config(
     )
 
 
+def _logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
 def up(
     filename: list[Path] = typer.Option(
         ..., "-f", "--filename", help="Manifest files or directories (repeatable)."
     ),
-    host: str = typer.Option("127.0.0.1", "--host", help="Address replicas and listeners bind to."),
-    speed: float = typer.Option(1.0, "--speed", help="Simulated time runs this many times faster."),
-    admin_port: int = typer.Option(
-        9090, "--admin-port", help="Metrics, health and state API port (0: free port)."
-    ),
-    profile: str | None = typer.Option(
-        None, "--profile", help="Scheduler profile name or EndpointPickerConfig file."
-    ),
-    no_access_log: bool = typer.Option(False, "--no-access-log", help="Do not write JSON access-log lines."),
-    log_level: str = typer.Option("warning", "--log-level", help="debug, info, warning or error."),
+    host: str = HOST,
+    speed: float = SPEED,
+    admin_port: int = ADMIN_PORT,
+    profile: str | None = PROFILE,
+    no_access_log: bool = NO_ACCESS_LOG,
+    log_level: str = LOG_LEVEL,
 ) -> None:
     """Run the manifests locally: vLLM Deployments as simulated replicas, the Gateway served built in."""
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _logging(log_level)
     config = _config([str(p) for p in filename], host, speed, admin_port, profile, no_access_log)
     run_async(lambda: run_stack(config, demo=False), "up")
 
 
 def demo(
-    host: str = typer.Option("127.0.0.1", "--host", help="Address replicas and listeners bind to."),
-    speed: float = typer.Option(1.0, "--speed", help="Simulated time runs this many times faster."),
-    admin_port: int = typer.Option(
-        9090, "--admin-port", help="Metrics, health and state API port (0: free port)."
-    ),
-    profile: str | None = typer.Option(
-        None, "--profile", help="Scheduler profile name or EndpointPickerConfig file."
-    ),
-    no_access_log: bool = typer.Option(False, "--no-access-log", help="Do not write JSON access-log lines."),
-    log_level: str = typer.Option("warning", "--log-level", help="debug, info, warning or error."),
+    host: str = HOST,
+    speed: float = SPEED,
+    admin_port: int = ADMIN_PORT,
+    profile: str | None = PROFILE,
+    no_access_log: bool = NO_ACCESS_LOG,
+    log_level: str = LOG_LEVEL,
 ) -> None:
     """The guide's example (examples/gke-quickstart): 3 simulated Llama-3.1-8B replicas behind the gateway."""
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _logging(log_level)
     try:
         path = example_dir()
     except FileNotFoundError as err:
