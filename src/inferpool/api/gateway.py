@@ -129,6 +129,13 @@ class ParentRef(LooseModel):
     port: PortNumber | None = None
 
 
+def _check_regex(value: str) -> None:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression {value!r}: {exc}") from exc
+
+
 class PathMatch(LooseModel):
     type: Literal["Exact", "PathPrefix", "RegularExpression"] = "PathPrefix"
     value: Annotated[str, Field(max_length=1024)] = "/"
@@ -136,10 +143,7 @@ class PathMatch(LooseModel):
     @model_validator(mode="after")
     def _absolute(self) -> PathMatch:
         if self.type == "RegularExpression":
-            try:
-                re.compile(self.value)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression {self.value!r}: {exc}") from exc
+            _check_regex(self.value)
             return self
         if not self.value.startswith("/"):
             raise ValueError(
@@ -161,10 +165,7 @@ class HeaderMatch(LooseModel):
     @model_validator(mode="after")
     def _regex(self) -> HeaderMatch:
         if self.type == "RegularExpression":
-            try:
-                re.compile(self.value)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression {self.value!r}: {exc}") from exc
+            _check_regex(self.value)
         return self
 
 
