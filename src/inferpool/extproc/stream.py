@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -19,24 +19,12 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from inferpool.extproc import protocol
 from inferpool.request.errors import InferenceError
+from inferpool.request.plane import Routed
 from inferpool.state import Endpoint
 
 log = logging.getLogger(__name__)
 
 _MODE = processing_mode_pb2.ProcessingMode
-
-
-class Routed(Protocol):
-    """What the request core hands back for a routed request (`inferpool.request.RoutedRequest`)."""
-
-    @property
-    def candidates(self) -> Sequence[Endpoint]: ...
-    @property
-    def body(self) -> bytes: ...
-    def dispatched(self, endpoint: Endpoint) -> None: ...
-    def response_started(self, status: int, headers: Mapping[str, str]) -> None: ...
-    def response_data(self, chunk: bytes) -> None: ...
-    def finish(self, status: int, error: str | None = None) -> object: ...
 
 
 class Router(Protocol):

@@ -38,27 +38,11 @@ from inferpool.guard.openai import Blocked, StreamScreener, error_event, screen_
 from inferpool.guard.policy import Stage
 from inferpool.guard.screen import Screener
 from inferpool.request.errors import InferenceError
+from inferpool.request.plane import Routed
 from inferpool.request.resolve import FAIRNESS_HEADER, OBJECTIVE_HEADER
 from inferpool.state import Datastore, Endpoint
 
 _RETRYABLE = (aiohttp.ClientConnectionError, ConnectionError)
-
-
-class Routed(Protocol):
-    """What the data plane needs from the core's answer for one request (request.RoutedRequest)."""
-
-    candidates: list[Endpoint]
-    body: bytes
-    incoming_model: str
-
-    def dispatched(self, endpoint: Endpoint) -> None: ...
-    def response_started(self, status: int, headers: Mapping[str, str]) -> None: ...
-    def response_data(self, chunk: bytes) -> None: ...
-    def finish(self, status: int, error: str | None = None) -> object: ...
-    @property
-    def finished(self) -> bool: ...
-    @property
-    def response_complete(self) -> bool: ...
 
 
 class Core(Protocol):

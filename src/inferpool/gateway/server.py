@@ -16,7 +16,7 @@ from aiohttp import web
 
 from inferpool.gateway.auth import KeyStore
 from inferpool.gateway.config import ServeConfig
-from inferpool.gateway.proxy import Core, Exchange, Proxy, Routed
+from inferpool.gateway.proxy import Core, Exchange, Proxy
 from inferpool.gateway.ratelimit import RateLimiter
 from inferpool.gateway.routing import HTTPRoute, Listener, RouteTable, TLSConfig
 from inferpool.gateway.security import protect_metrics
@@ -24,6 +24,7 @@ from inferpool.observe.accesslog import AccessEntry, AccessLog
 from inferpool.observe.admin import DecisionLog, admin_app, decision_from_record
 from inferpool.observe.metrics import GatewayMetrics, RequestObservation
 from inferpool.request.director import Director, RequestRecord
+from inferpool.request.plane import Routed
 from inferpool.state import Datastore
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,29 @@
+"""What a data plane (built-in gateway or Envoy ext_proc) needs from a routed request.
+
+`RoutedRequest` is the implementation; data planes type against this protocol so their
+tests can use small fakes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+from inferpool.state import Endpoint
+
+
+class Routed(Protocol):
+    @property
+    def candidates(self) -> Sequence[Endpoint]: ...
+    @property
+    def body(self) -> bytes: ...
+    @property
+    def incoming_model(self) -> str: ...
+    @property
+    def finished(self) -> bool: ...
+    @property
+    def response_complete(self) -> bool: ...
+    def dispatched(self, endpoint: Endpoint) -> None: ...
+    def response_started(self, status: int, headers: Mapping[str, str]) -> None: ...
+    def response_data(self, chunk: bytes) -> None: ...
+    def finish(self, status: int, error: str | None = None) -> object: ...
