@@ -87,15 +87,18 @@ def test_metrics_parser_reads_real_vllm(vllm_one: VLLMServer, assets: Assets) ->
     assert idle.cache_num_blocks is not None and idle.cache_num_blocks > 0
 
     ensure_adapter(vllm_one.url, "lora-a", assets.adapters["lora-a"])
-    # A long LoRA request runs in the background while /metrics is polled: the parser must see
-    # it running, with its adapter in vllm:lora_requests_info.
-    result: dict[str, int] = {}
+    # LoRA requests run back to back in the background while /metrics is polled: the parser
+    # must see one running, with its adapter in vllm:lora_requests_info. Back to back, so a
+    # slow poll on a busy machine cannot fall between one short request's start and end.
+    statuses: list[int] = []
+    done = threading.Event()
 
-    def long_request() -> None:
-        body = {"model": "lora-a", "prompt": "One two three", "max_tokens": 200, "ignore_eos": True}
-        result["status"] = post_json(f"{vllm_one.url}/v1/completions", body)[0]
+    def lora_requests() -> None:
+        body = {"model": "lora-a", "prompt": "One two three", "max_tokens": 400, "ignore_eos": True}
+        while not done.is_set():
+            statuses.append(post_json(f"{vllm_one.url}/v1/completions", body)[0])
 
-    worker = threading.Thread(target=long_request)
+    worker = threading.Thread(target=lora_requests)
     worker.start()
     seen = []
     try:
@@ -107,8 +110,9 @@ def test_metrics_parser_reads_real_vllm(vllm_one: VLLMServer, assets: Assets) ->
 
         wait_for(running_with_adapter, 120, "lora-a running in /metrics", interval_s=0.1)
     finally:
+        done.set()
         worker.join(timeout=180)
-    assert result.get("status") == 200
+    assert statuses and all(status == 200 for status in statuses), statuses
     assert seen[-1].max_active_adapters == 2  # --max-loras 2
     assert seen[-1].kv_cache_usage > 0.0  # a running request holds KV blocks
 
