@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -11,9 +12,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from inferpool.bench.procs import free_ports
 from inferpool.sim import SimConfig, SimFleet, SimReplica
 
-from .conftest import free_port, sim_argv
+from .conftest import sim_argv, wait_until
 
 
 @pytest.fixture
@@ -321,8 +323,19 @@ async def test_fleet_and_legacy_lora_semantics(session: aiohttp.ClientSession) -
     assert ("a", "b") in seen  # legacy: a runs while b waits for the only slot
 
 
+async def test_cli_reports_a_port_in_use_without_a_traceback(spawn: Any) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        proc = spawn(sim_argv(taken.getsockname()[1]))
+        wait_until(lambda: proc.popen.poll() is not None, 60, what="inferpool sim to exit")
+    assert proc.popen.returncode == 1
+    assert "inferpool sim: cannot listen" in proc.output()
+    assert "Traceback" not in proc.output()
+
+
 async def test_cli_starts_replicas_and_stops_on_sigint(spawn: Any) -> None:
-    port = free_port()
+    port, _ = free_ports(2)  # consecutive: the second replica takes port + 1
     proc = spawn(sim_argv(port, "--replicas", "2", "--lora", "food-review", "--speed", "20"))
     proc.wait_for_line(rf"ready at http://127\.0\.0\.1:{port + 1}", timeout=60)
     async with aiohttp.ClientSession() as s:

@@ -58,7 +58,11 @@ def sim_command(
     ]
     import uvloop
 
-    uvloop.run(_serve(configs))
+    try:
+        uvloop.run(_serve(configs))
+    except OSError as err:  # a port in use: say so, no traceback
+        typer.echo(f"inferpool sim: cannot listen: {err}", err=True)
+        raise typer.Exit(1) from None
 
 
 async def _serve(configs: list[SimConfig]) -> None:
