@@ -22,7 +22,7 @@ from inferpool.request.accounting import ResponseAccounting
 from inferpool.request.body import ParsedBody, parse_body, with_model
 from inferpool.request.errors import InferenceError
 from inferpool.request.resolve import Resolution, resolve
-from inferpool.scheduling.types import SchedulingRequest, SchedulingResult
+from inferpool.scheduling.types import RequestOutcome, SchedulingRequest, SchedulingResult
 from inferpool.state import Datastore, Endpoint
 
 log = logging.getLogger(__name__)
@@ -386,8 +386,28 @@ class RoutedRequest:
             fairness_id=self.resolution.fairness_id,
             saturation=self._saturation,
         )
+        if endpoint is not None:
+            self._report_outcome(endpoint, self.record)
         self._director._emit(self.record)
         return self.record
+
+    def _report_outcome(self, endpoint: Endpoint, record: RequestRecord) -> None:
+        """Give learning plugins the observed latencies (optional hook: not every scheduler learns)."""
+        hook = getattr(self._scheduler, "on_finished", None)
+        if hook is None:
+            return
+        outcome = RequestOutcome(
+            status=record.status,
+            ttft_s=record.ttft_s,
+            e2e_s=record.e2e_s,
+            prompt_tokens=record.prompt_tokens,
+            completion_tokens=record.completion_tokens,
+            cached_tokens=record.cached_tokens,
+        )
+        try:
+            hook(self.scheduling_request, endpoint, outcome)
+        except Exception:  # learning is best effort; the request has already ended
+            log.exception("scheduler on_finished failed for request %s", self.request_id)
 
     def _release(self) -> None:
         endpoint, self.endpoint = self.endpoint, None

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from operator import mul
 from typing import Protocol, runtime_checkable
 
-from inferpool.scheduling.types import SchedulingRequest, SchedulingResult, ScoredEndpoint
+from inferpool.scheduling.types import RequestOutcome, SchedulingRequest, SchedulingResult, ScoredEndpoint
 from inferpool.state import Endpoint
 
 
@@ -96,6 +96,7 @@ class Scheduler:
         plugins = profile.plugins()
         self._routed_hooks = [p.on_routed for p in plugins if hasattr(p, "on_routed")]  # type: ignore[attr-defined]
         self._completed_hooks = [p.on_completed for p in plugins if hasattr(p, "on_completed")]  # type: ignore[attr-defined]
+        self._finished_hooks = [p.on_finished for p in plugins if hasattr(p, "on_finished")]  # type: ignore[attr-defined]
         self._removed_hooks = [
             p.on_endpoint_removed  # type: ignore[attr-defined]
             for p in plugins
@@ -186,6 +187,11 @@ class Scheduler:
         """The request finished on `endpoint`, on any exit path."""
         for hook in self._completed_hooks:
             hook(req, endpoint)
+
+    def on_finished(self, req: SchedulingRequest, endpoint: Endpoint, outcome: RequestOutcome) -> None:
+        """The request's outcome on the endpoint that served it (latencies, token counts)."""
+        for hook in self._finished_hooks:
+            hook(req, endpoint, outcome)
 
     def on_endpoint_removed(self, name: str) -> None:
         """An endpoint left the pool: plugins drop what they remember about it."""
