@@ -4,6 +4,9 @@ No sockets and no sleeping: arrivals and engine steps are events in one time-ord
 Each engine has its own VirtualClock; a busy engine's next step is due when its clock says.
 Endpoint metrics are refreshed from the engines every `scrape_interval` simulated seconds, as
 a scraper would, so the scheduler sees slightly stale state exactly like in production.
+Each response reaches the Director as SSE bytes at the simulated times a gateway would relay
+them (the first token, then a usage chunk and `[DONE]` at the finish), so its records and the
+scheduler's `on_finished` hook see the same TTFT and token counts as in a live run.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import heapq
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
@@ -22,12 +26,13 @@ from inferpool.request.director import Director, RoutedRequest
 from inferpool.request.errors import InferenceError
 from inferpool.scheduling import load_scheduler
 from inferpool.sim.clock import VirtualClock
-from inferpool.sim.engine import Engine, SimRequest
+from inferpool.sim.engine import Engine, SimRequest, TokenEvent
 from inferpool.sim.profile import load_profile
 from inferpool.sim.tokenizer import Tokenizer
 from inferpool.state import Datastore, Endpoint, EndpointMetrics, Pool
 
 POOL = "default/bench"
+SSE_HEADERS = {"content-type": "text/event-stream"}
 
 
 @dataclass
@@ -72,7 +77,6 @@ def simulate(
         rng=random.Random(seed),
         clock=lambda: now[0],
     )
-    by_id: dict[str, tuple[RoutedRequest, RequestResult, BenchRequest]] = {}
     busy: list[tuple[float, int, str]] = []  # (engine clock, tiebreak, endpoint name)
     queued: set[str] = set()
     counter = 0
@@ -80,17 +84,36 @@ def simulate(
     decisions: list[float] = []
     next_scrape = 0.0
 
-    def on_finish(req: SimRequest) -> None:
-        routed, res, _ = by_id.pop(req.request_id)
-        res.ttft = (req.first_token_time or now[0]) - res.sent_at
-        res.e2e = (req.finish_time or now[0]) - res.sent_at
-        res.output_tokens = len(req.output_token_ids)
-        res.prompt_tokens = req.num_prompt_tokens
-        res.cached_tokens = max(0, req.num_cached_tokens)
-        routed.finish(200)
+    def relay(routed: RoutedRequest, sim: SimRequest, res: RequestResult) -> Callable[[TokenEvent], None]:
+        """The engine's per-token callback for one request: stream it to the Director as a gateway would."""
+        streaming = False
 
-    for engine in engines.values():
-        engine.finish_hooks.append(on_finish)
+        def on_token(event: TokenEvent) -> None:
+            nonlocal streaming
+            if streaming and event.finish_reason is None:
+                return
+            now[0] = event.time
+            if not streaming:
+                streaming = True
+                routed.response_started(200, SSE_HEADERS)
+                routed.response_data(_sse({"choices": [{"index": 0, "text": event.text}]}))
+            if event.finish_reason is None:
+                return
+            cached = max(0, sim.num_cached_tokens)
+            usage = {
+                "prompt_tokens": sim.num_prompt_tokens,
+                "completion_tokens": len(sim.output_token_ids),
+                "prompt_tokens_details": {"cached_tokens": cached},
+            }
+            routed.response_data(_sse({"choices": [], "usage": usage}) + b"data: [DONE]\n\n")
+            res.ttft = (sim.first_token_time or now[0]) - res.sent_at
+            res.e2e = (sim.finish_time or now[0]) - res.sent_at
+            res.output_tokens = len(sim.output_token_ids)
+            res.prompt_tokens = sim.num_prompt_tokens
+            res.cached_tokens = cached
+            routed.finish(200)
+
+        return on_token
 
     def scrape() -> None:
         for ep in store.endpoints(POOL):
@@ -155,9 +178,13 @@ def simulate(
             lora=None if model.startswith(("meta-llama", "/")) else model,
             ignore_eos=True,
         )
-        by_id[sim_req.request_id] = (routed, res, req)
+        sim_req.on_token = relay(routed, sim_req, res)
         eng.add_request(sim_req)
         if endpoint.name not in queued:
             push(endpoint.name)
     run_engines_until(float("inf"))
     return VirtualRun(results, now[0], time.perf_counter() - wall_start, decisions)
+
+
+def _sse(event: dict[str, object]) -> bytes:
+    return b"data: " + orjson.dumps(event) + b"\n\n"
