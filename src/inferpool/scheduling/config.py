@@ -37,6 +37,7 @@ API_VERSIONS = (
 
 BUILTIN_PROFILES: tuple[str, ...] = (
     "default",
+    "upstream-v1",
     "legacy-v0.3",
     "round-robin",
     "random",

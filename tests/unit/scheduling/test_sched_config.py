@@ -21,13 +21,26 @@ def weights(profile_name: str) -> dict[str, float]:
     return {w.scorer.name: w.weight for w in load_scheduler(profile_name).profile.scorers}
 
 
-def test_default_is_the_upstream_v1_default_plus_the_adapter_loaded_filter() -> None:
-    s = load_scheduler()
-    assert s.profile_name == "default"
-    assert weights("default") == {
+def test_upstream_v1_is_the_upstream_default_plus_the_adapter_loaded_filter() -> None:
+    s = load_scheduler("upstream-v1")
+    assert weights("upstream-v1") == {
         "queue-scorer": 2,
         "kv-cache-utilization-scorer": 2,
         "prefix-cache-scorer": 3,
+    }
+    assert s.profile.picker.name == "max-score-picker"
+    assert [f.name for f in s.profile.filters] == ["adapter-loaded-filter"]
+
+
+def test_default_adds_token_load_and_lora_affinity_with_prefix_dominant() -> None:
+    s = load_scheduler()
+    assert s.profile_name == "default"
+    assert weights("default") == {
+        "queue-scorer": 1,
+        "kv-cache-utilization-scorer": 1,
+        "prefix-cache-scorer": 3,
+        "token-load-scorer": 1,
+        "lora-affinity-scorer": 1,
     }
     assert s.profile.picker.name == "max-score-picker"
     assert [f.name for f in s.profile.filters] == ["adapter-loaded-filter"]
