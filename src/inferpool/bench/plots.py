@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -10,6 +11,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from inferpool.bench.compare import ContenderRun
+from inferpool.bench.report import SweepPoint
+from inferpool.bench.stats import Summary
+
+DPI = 90  # small PNGs: they are committed with the docs
 
 
 def plot_cdfs(runs: list[ContenderRun], path: Path, title: str) -> None:
@@ -32,7 +37,7 @@ def plot_cdfs(runs: list[ContenderRun], path: Path, title: str) -> None:
     axes[1].legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
 
 
@@ -49,19 +54,36 @@ def plot_load(runs: list[ContenderRun], path: Path, title: str) -> None:
     axes[-1, 0].set_xlabel("simulated seconds")
     fig.suptitle(title + ": per-replica in-flight requests")
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
 
 
-def plot_vs_rate(series: dict[str, list[tuple[float, float]]], path: Path, title: str, ylabel: str) -> None:
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    for name, points in series.items():
-        ax.plot([p[0] for p in points], [p[1] * 1000 for p in points], marker="o", label=name)
-    ax.set_xlabel("offered rate (req/s)")
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    ax.set_title(title)
+VS_RATE_PANELS: tuple[tuple[str, Callable[[Summary], float | None]], ...] = (
+    ("p99 TTFT (ms)", lambda s: None if s.ttft.p99 is None else s.ttft.p99 * 1000),
+    ("p90 normalized TPOT (ms)", lambda s: None if s.ntpot.p90 is None else s.ntpot.p90 * 1000),
+    ("goodput (req/s)", lambda s: s.goodput_rps),
+)
+
+
+def plot_vs_rate(points: list[SweepPoint], path: Path, title: str) -> None:
+    """p99 TTFT, p90 normalized TPOT and goodput against offered rate, one line per contender.
+
+    Failed runs are left out of their contender's line; the other points still show.
+    """
+    fig, axes = plt.subplots(1, len(VS_RATE_PANELS), figsize=(11, 3.4))
+    names = list(dict.fromkeys(p.contender or "" for p in points))
+    for name in names:
+        mine = sorted((p for p in points if (p.contender or "") == name), key=lambda p: p.rate)
+        for ax, (_, metric) in zip(axes, VS_RATE_PANELS, strict=True):
+            xy = [(p.rate, y) for p in mine if p.summary is not None and (y := metric(p.summary)) is not None]
+            if xy:
+                ax.plot([x for x, _ in xy], [y for _, y in xy], marker="o", label=name)
+    for ax, (label, _) in zip(axes, VS_RATE_PANELS, strict=True):
+        ax.set_xlabel("offered rate (req/s)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[-1].legend(fontsize=7)
+    fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)

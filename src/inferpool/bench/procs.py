@@ -9,6 +9,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,17 +24,29 @@ OFFLINE_ENV = {
 }
 
 
-def free_ports(count: int) -> list[int]:
-    """`count` consecutive free TCP ports on 127.0.0.1 (the sim fleet wants consecutive ones)."""
+def free_ports(count: int, exclude: Collection[int] = ()) -> list[int]:
+    """`count` consecutive free TCP ports on 127.0.0.1 (the sim fleet wants consecutive ones).
+
+    `exclude`: ports already handed out but not yet bound, which must not be handed out again.
+    """
     for _ in range(200):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             base = s.getsockname()[1]
         if base + count >= 65535:
             continue
-        if all(port_is_free("127.0.0.1", base + i) for i in range(count)):
-            return list(range(base, base + count))
+        candidates = range(base, base + count)
+        if not set(candidates) & set(exclude) and all(port_is_free("127.0.0.1", p) for p in candidates):
+            return list(candidates)
     raise RuntimeError(f"no {count} consecutive free ports")
+
+
+def distinct_free_ports(count: int) -> list[int]:
+    """`count` free ports, not necessarily consecutive, none handed out twice."""
+    ports: list[int] = []
+    for _ in range(count):
+        ports += free_ports(1, exclude=ports)
+    return ports
 
 
 def http_status(url: str, timeout: float = 2.0) -> int:
@@ -87,14 +100,40 @@ def spawn(name: str, argv: list[str], logdir: Path, env: dict[str, str] | None =
 
 def wait_ready(child: Child, urls: list[str], timeout: float = 120.0, ok: tuple[int, ...] = (200,)) -> None:
     """Poll until every URL answers one of `ok`; fail early if the child died."""
-    deadline = time.monotonic() + timeout
     pending = list(urls)
-    while pending:
+
+    def answered() -> bool:
+        pending[:] = [u for u in pending if http_status(u) not in ok]
+        return not pending
+
+    wait_until_ready(child, answered, lambda: pending[0], timeout)
+
+
+def grpc_serving(port: int, service: str, timeout: float = 2.0) -> bool:
+    """Whether grpc.health.v1 on 127.0.0.1:`port` reports `service` SERVING."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout
+            )
+        except grpc.RpcError:
+            return False
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def wait_until_ready(
+    child: Child, probe: Callable[[], bool], what: Callable[[], str], timeout: float
+) -> None:
+    """Poll `probe` until true; fail early if the child died, or after `timeout` naming `what()`."""
+    deadline = time.monotonic() + timeout
+    while True:
         if not child.alive():
             raise RuntimeError(f"{child.name} exited ({child.proc.returncode}):\n{child.tail()}")
-        pending = [u for u in pending if http_status(u) not in ok]
-        if not pending:
+        if probe():
             return
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{child.name} not ready after {timeout:.0f}s ({pending[0]}):\n{child.tail()}")
+            raise RuntimeError(f"{child.name} not ready after {timeout:.0f}s ({what()}):\n{child.tail()}")
         time.sleep(0.2)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +13,19 @@ from inferpool.bench.stats import Summary, fmt_ms
 
 
 def write_results(
-    out: Path, name: str, results: list[RequestResult], summary: Summary, meta: dict[str, Any]
+    out: Path,
+    name: str,
+    results: list[RequestResult],
+    summary: Summary,
+    meta: dict[str, Any],
+    by_class: dict[str, Summary] | None = None,
 ) -> None:
-    """`<name>.json` (meta + summary) and `<name>.requests.jsonl` (one line per request)."""
+    """`<name>.json` (meta, summary, per-class summaries) and `<name>.requests.jsonl` (one line per request)."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{name}.json").write_bytes(
-        orjson.dumps({"meta": meta, "summary": summary.to_json()}, option=orjson.OPT_INDENT_2)
-    )
+    document: dict[str, Any] = {"meta": meta, "summary": summary.to_json()}
+    if by_class:
+        document["by_class"] = {cls: s.to_json() for cls, s in by_class.items()}
+    (out / f"{name}.json").write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
     with (out / f"{name}.requests.jsonl").open("wb") as fh:
         for r in results:
             fh.write(orjson.dumps(asdict(r)) + b"\n")
@@ -50,15 +56,58 @@ def summary_markdown(title: str, summary: Summary) -> str:
     return "\n".join(lines) + "\n"
 
 
-def sweep_markdown(rows: list[tuple[float, Summary]]) -> str:
+CLASS_HEADER = (
+    "| contender | class | requests | succeeded | shed (429) | other errors | p50 TTFT ms | p99 TTFT ms | "
+    "goodput req/s |"
+)
+
+
+def class_table(rows: list[tuple[str, dict[str, Summary]]]) -> str:
+    """Per request class (criticality) of each (contender, per-class summaries). Peers ignore the
+    classes but their requests carry them, so every contender is broken down the same way."""
+    lines = [CLASS_HEADER, "|---|---|" + "---:|" * 7]
+    for contender, by_class in rows:
+        for name, s in by_class.items():
+            lines.append(
+                f"| {contender} | {name} | {s.requests} | {s.ok} | {s.shed} | {other_errors(s)} | "
+                f"{fmt_ms(s.ttft.p50)} | {fmt_ms(s.ttft.p99)} | {s.goodput_rps:.2f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def other_errors(s: Summary) -> int:
+    """Failed requests that were not shed (429)."""
+    return sum(n for k, n in s.errors_by_status.items() if k != "429")
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One run of a rate sweep; `summary` None when the run failed (`failure` says why)."""
+
+    rate: float
+    summary: Summary | None
+    contender: str | None = None  # `bench compare`: whose run; `bench run` has one target
+    failure: str = ""
+
+
+def sweep_markdown(points: list[SweepPoint]) -> str:
+    """Latency, throughput and goodput against offered rate, one row per run (failed runs too)."""
+    named = any(p.contender is not None for p in points)
+    head = "| contender " if named else ""
     lines = [
-        "| rate (req/s) | throughput | goodput | p50 TTFT ms | p99 TTFT ms | p90 NTPOT ms | shed | errors |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        head
+        + "| rate (req/s) | throughput | goodput | p50 TTFT ms | p99 TTFT ms | p90 NTPOT ms | shed | errors |",
+        ("|---" if named else "") + "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for rate, s in rows:
-        errs = sum(s.errors_by_status.values())
+    for p in points:
+        first = f"| {p.contender or ''} " if named else ""
+        s = p.summary
+        if s is None:
+            reason = " ".join(p.failure.split())[:120].replace("|", "/")
+            lines.append(f"{first}| {p.rate:g} | failed: {reason} | | | | | | |")
+            continue
         lines.append(
-            f"| {rate:g} | {s.throughput_rps:.2f} | {s.goodput_rps:.2f} | {fmt_ms(s.ttft.p50)} | "
-            f"{fmt_ms(s.ttft.p99)} | {fmt_ms(s.ntpot.p90)} | {s.shed} | {errs} |"
+            f"{first}| {p.rate:g} | {s.throughput_rps:.2f} | {s.goodput_rps:.2f} | {fmt_ms(s.ttft.p50)} | "
+            f"{fmt_ms(s.ttft.p99)} | {fmt_ms(s.ntpot.p90)} | {s.shed} | {other_errors(s)} |"
         )
     return "\n".join(lines) + "\n"

@@ -135,6 +135,13 @@ def summarize(results: list[RequestResult], duration_s: float, slo: Slo) -> Summ
     )
 
 
+def summarize_by_tag(
+    results: list[RequestResult], duration_s: float, slo: Slo, tags: tuple[str, ...]
+) -> dict[str, Summary]:
+    """One summary per tag (e.g. criticality class), over the whole run's duration, so rates add up."""
+    return {tag: summarize([r for r in results if r.tag == tag], duration_s, slo) for tag in tags}
+
+
 def _fmt_s(v: float | None) -> str:
     if v is None:
         return "-"

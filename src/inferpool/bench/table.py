@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from inferpool.bench.compare import ContenderRun
+from inferpool.bench.report import other_errors
 from inferpool.bench.stats import fmt_ms
 
 HEADER = (
@@ -16,7 +17,7 @@ def comparison_table(runs: list[ContenderRun]) -> str:
     for run in runs:
         s = run.summary
         hit = "-" if s.prefix_hit_rate is None else f"{s.prefix_hit_rate:.1%}"
-        errors = sum(n for k, n in s.errors_by_status.items() if k != "429")
+        errors = other_errors(s)
         lines.append(
             f"| {run.contender.name} | {fmt_ms(s.ttft.p50)} | {fmt_ms(s.ttft.p90)} | {fmt_ms(s.ttft.p99)} | "
             f"{fmt_ms(s.ntpot.p90)} | {s.throughput_rps:.2f} | {s.goodput_rps:.2f} | {hit} | {s.shed} | {errors} |"
@@ -35,7 +36,7 @@ def ratios(runs: list[ContenderRun]) -> str:
 
     Latency ratios below 1 and goodput ratios above 1 favour inferpool.
     """
-    baseline = next((r for r in runs if r.contender.profile == "round-robin"), None)
+    baseline = next((r for r in runs if r.contender.profile == "round-robin" and not r.contender.envoy), None)
     peers = [r for r in runs if r.contender.peer is not None and r.summary.ttft.p99 is not None]
     best_peer = min(peers, key=lambda r: r.summary.ttft.p99 or 0.0) if peers else None
     lines = []

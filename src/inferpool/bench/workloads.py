@@ -12,12 +12,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from inferpool.bench.text import lognormal_int, words
+from inferpool.request.resolve import OBJECTIVE_HEADER
 
 WORKLOADS = ("sharegpt-like", "shared-prefix", "multi-lora", "criticality-overload", "multi-turn-chat")
 COMPLETIONS = "/v1/completions"
 CHAT = "/v1/chat/completions"
-OBJECTIVE_HEADER = "x-gateway-inference-objective"
 CRITICALITY_MIX = (("critical", 0.2), ("standard", 0.5), ("sheddable", 0.3))
+# The InferenceObjective each class names in OBJECTIVE_HEADER, with its priority (compare writes them).
+OBJECTIVE_PRIORITIES = {"critical": 1, "standard": 0, "sheddable": -1}
+
+
+def request_classes(workload: str) -> tuple[str, ...]:
+    """The request tags a workload's results are also broken down by (its criticality classes)."""
+    return tuple(name for name, _ in CRITICALITY_MIX) if workload == "criticality-overload" else ()
 
 
 @dataclass(frozen=True)
