@@ -8,8 +8,10 @@ import signal
 from typing import Annotated
 
 import typer
+import zmq
 
 from inferpool.sim.config import SimConfig
+from inferpool.sim.kvevents import KVEventsConfig
 from inferpool.sim.replica import SimFleet
 
 
@@ -36,8 +38,20 @@ def sim_command(
     lora_info_semantics: Annotated[
         str, typer.Option(help="vllm:lora_requests_info labels: recent (vLLM ≥0.10) or legacy.")
     ] = "recent",
+    kv_events_config: Annotated[
+        str | None,
+        typer.Option(
+            help="vLLM's KV-cache events JSON, as `vllm serve --kv-events-config` takes it, e.g. "
+            '{"enable_kv_cache_events": true, "endpoint": "tcp://*:5557"}. Replica i publishes on the '
+            "endpoint's port + i (and replays on replay_endpoint's port + i); tcp://* binds on --host."
+        ),
+    ] = None,
 ) -> None:
     """Start simulated vLLM replicas that behave like vLLM on one GPU each."""
+    try:
+        kv_events = KVEventsConfig.from_json(kv_events_config) if kv_events_config else None
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--kv-events-config") from None
     configs = [
         SimConfig(
             model=model,
@@ -53,6 +67,7 @@ def sim_command(
             fail_rate=fail_rate,
             startup_delay_s=startup_delay,
             lora_info_semantics=lora_info_semantics,
+            kv_events=kv_events.for_replica(i) if kv_events else None,
         )
         for i in range(replicas)
     ]
@@ -60,7 +75,7 @@ def sim_command(
 
     try:
         uvloop.run(_serve(configs))
-    except OSError as err:  # a port in use: say so, no traceback
+    except (OSError, zmq.ZMQError) as err:  # a port in use: say so, no traceback
         typer.echo(f"inferpool sim: cannot listen: {err}", err=True)
         raise typer.Exit(1) from None
 
@@ -90,5 +105,6 @@ async def _announce(replica: object) -> None:
     await replica.wait_ready()
     cfg = replica.config
     loras = ",".join(replica.state.loras) or "-"
+    events = f" kv-events={replica.kv_events.endpoint}" if replica.kv_events is not None else ""
     print(f"inferpool sim: replica ready at {replica.url} model={cfg.model_name} loras={loras} "
-          f"profile={cfg.profile} speed={cfg.speed}", flush=True)  # fmt: skip
+          f"profile={cfg.profile} speed={cfg.speed}{events}", flush=True)  # fmt: skip

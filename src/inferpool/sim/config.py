@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from inferpool.sim.kvevents import KVEventsConfig
 
 
 @dataclass
@@ -26,6 +30,7 @@ class SimConfig:
     startup_delay_s: float = 0.0
     lora_info_semantics: str = "recent"
     enable_prompt_tokens_details: bool = True
+    kv_events: KVEventsConfig | None = None  # vLLM --kv-events-config; None = no events
 
     def __post_init__(self) -> None:
         if self.speed <= 0:

@@ -194,6 +194,13 @@ class Engine:
     def num_deferred(self) -> int:
         return sum(1 for r in self.waiting if r.deferred)
 
+    def reset_prefix_cache(self, reset_running_requests: bool = False) -> bool:
+        """POST /reset_prefix_cache: refused while requests hold blocks, unless they are preempted first."""
+        if reset_running_requests:
+            while self.running:
+                self._preempt(self.running.pop())
+        return self.pool.reset()
+
     def forget_lora(self, name: str) -> None:
         """An adapter was unloaded through the API: it leaves both caches."""
         self.gpu_loras.pop(name, None)
@@ -404,8 +411,10 @@ class Engine:
             full = req.num_computed_tokens // bs
             if full > req.num_committed_blocks:
                 self._extend_hashes(req, full)
+                events = self.pool.events
                 for i in range(req.num_committed_blocks, full):
-                    self.pool.commit(req.blocks[i], req.block_hashes[i])
+                    if self.pool.commit(req.blocks[i], req.block_hashes[i]) and events is not None:
+                        events.stored(req, i)
                 req.num_committed_blocks = full
             if req.num_computed_tokens < req.num_tokens:
                 continue  # a prefill chunk: no token yet

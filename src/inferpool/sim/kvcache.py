@@ -3,6 +3,7 @@
 Full blocks are keyed by a chained hash of their token ids (plus the LoRA adapter on every
 block). A block whose last user finished keeps its hash and goes to the back of the free queue;
 it is reused on a hit, and only forgets its contents when its slot is handed out again (LRU).
+With KV events on, the pool queues what changed in its cache (`events`), as vLLM's does.
 """
 
 from __future__ import annotations
@@ -10,6 +11,10 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from inferpool.sim.kvevents import KVEventQueue
 
 
 @dataclass(slots=True, eq=False)
@@ -39,6 +44,7 @@ class BlockPool:
     blocks: list[Block] = field(init=False)
     free: OrderedDict[int, Block] = field(init=False)
     cached: dict[int, Block] = field(init=False)
+    events: KVEventQueue | None = None  # set when the replica publishes KV events
 
     def __post_init__(self) -> None:
         self.blocks = [Block(i) for i in range(self.num_blocks)]
@@ -78,6 +84,8 @@ class BlockPool:
             if block.block_hash is not None:
                 if self.cached.get(block.block_hash) is block:
                     del self.cached[block.block_hash]
+                    if self.events is not None:
+                        self.events.removed(block.block_hash)
                 block.block_hash = None
             block.ref_cnt = 1
             out.append(block)
@@ -90,9 +98,23 @@ class BlockPool:
             if block.ref_cnt == 0:
                 self.free[block.block_id] = block
 
-    def commit(self, block: Block, block_hash: int) -> None:
-        """Mark a now-full block as holding `block_hash`; the first holder wins the cache slot."""
+    def commit(self, block: Block, block_hash: int) -> bool:
+        """Mark a now-full block as holding `block_hash`; the first holder wins the cache slot.
+
+        True when the block became the cached copy (what a KV event reports).
+        """
         if block.block_hash is not None:
-            return
+            return False
         block.block_hash = block_hash
-        self.cached.setdefault(block_hash, block)
+        return self.cached.setdefault(block_hash, block) is block
+
+    def reset(self) -> bool:
+        """Forget every cached block, as vLLM's reset_prefix_cache: refused while any block is in use."""
+        if self.num_free != self.num_blocks - 1:
+            return False
+        for block in self.blocks:
+            block.block_hash = None
+        self.cached.clear()
+        if self.events is not None:
+            self.events.cleared()
+        return True

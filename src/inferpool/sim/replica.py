@@ -11,6 +11,7 @@ from aiohttp import web
 from inferpool.sim.clock import RealClock
 from inferpool.sim.config import SimConfig
 from inferpool.sim.engine import Engine
+from inferpool.sim.kvevents import KVEventQueue, KVEventsConfig, ZmqEventPublisher
 from inferpool.sim.metrics import MetricsConfig, SimMetrics
 from inferpool.sim.profile import load_profile
 from inferpool.sim.server import ReplicaState, build_app
@@ -29,9 +30,19 @@ class SimReplica:
         self.state = ReplicaState(config, self.engine, self.metrics, config.adapters(),
                                   rng=random.Random(config.seed))  # fmt: skip
         self.port = config.port
+        self.kv_events: ZmqEventPublisher | None = None
+        if config.kv_events is not None and config.kv_events.publishes:
+            self._publish_kv_events(config.kv_events)
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._ready = asyncio.Event()
+
+    def _publish_kv_events(self, kv_config: KVEventsConfig) -> None:
+        """Queue the pool's block events during each step and publish them as one batch at its end."""
+        adapter_ids = {name: i + 1 for i, name in enumerate(self.config.adapters())}  # vLLM numbers from 1
+        queue = self.engine.pool.events = KVEventQueue(self.engine.pool.block_size, adapter_ids)
+        publisher = self.kv_events = ZmqEventPublisher(kv_config, self.config.host)
+        self.engine.step_hooks.append(lambda _report: publisher.publish(queue.take()))
 
     @property
     def url(self) -> str:
@@ -48,6 +59,8 @@ class SimReplica:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port, reuse_address=True)
         await site.start()
+        if self.kv_events is not None:
+            self.kv_events.start()
         server = site._server
         if isinstance(server, asyncio.Server) and self.config.port == 0:
             self.port = server.sockets[0].getsockname()[1]
@@ -85,6 +98,8 @@ class SimReplica:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        if self.kv_events is not None:
+            await self.kv_events.stop()
 
 
 class SimFleet:

@@ -463,6 +463,11 @@ class Handlers:
         st.engine.forget_lora(name)
         return _plain(f"Success: LoRA adapter '{name}' removed successfully.")
 
+    async def reset_prefix_cache(self, request: web.Request) -> web.Response:
+        """vLLM's dev-mode route (VLLM_SERVER_DEV_MODE=1); always on in the sim."""
+        reset_running = request.query.get("reset_running_requests", "false").lower() in ("true", "1")
+        return _json({"success": self.state.engine.reset_prefix_cache(reset_running)})
+
     async def admin_health(self, request: web.Request) -> web.Response:
         data = await request.json()
         self.state.healthy = bool(data.get("healthy", True))
@@ -499,6 +504,7 @@ def build_app(state: ReplicaState) -> web.Application:
     r.add_post("/detokenize", h.detokenize)
     r.add_post("/v1/load_lora_adapter", h.load_lora)
     r.add_post("/v1/unload_lora_adapter", h.unload_lora)
+    r.add_post("/reset_prefix_cache", h.reset_prefix_cache)
     r.add_post("/sim/admin/health", h.admin_health)
     r.add_post("/sim/admin/drop-connections", h.admin_drop)
     r.add_get("/sim/admin/state", h.admin_state, allow_head=False)

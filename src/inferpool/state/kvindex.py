@@ -1,0 +1,276 @@
+"""The exact map of which model server holds which KV-cache block, built from its KV events.
+
+vLLM names a block by a seeded sha256 of its tokens (and parent, adapter, salt, media);
+the gateway cannot reproduce that hash, and need not: each BlockStored event carries the
+block's token ids and its parent's engine hash, so the index re-keys every block with its
+own chain key (xxh3 of the block's token ids, seeded with the parent's key; the root seed
+names the LoRA adapter). The same prompt then has the same keys on every server, and the
+scorer computes them from the prompt's token ids without asking anyone.
+
+A "source" is one event stream: the endpoint's address and its events port. Memory is
+bounded per source (`KVEventsSettings.max_blocks_per_source`): a source that outgrows it
+is cleared and must be treated as not precise until the stream proves itself again.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import xxhash
+
+from inferpool.state.endpoint import Endpoint
+
+PORT_LABEL = "inferpool.io/kv-events-port"
+REPLAY_PORT_LABEL = "inferpool.io/kv-events-replay-port"
+DEFAULT_EVENTS_PORT = 5557  # vLLM's default --kv-events-config endpoint, tcp://*:5557
+
+_BASE_ROOT = xxhash.xxh3_64_intdigest(b"inferpool-kv-chain")
+_TOKEN = "q"  # token ids packed as int64: wide enough for any vocabulary
+_TOKEN_BYTES = array(_TOKEN).itemsize
+
+
+@dataclass(frozen=True)
+class KVEventsSettings:
+    """Where each endpoint publishes its KV events and how much of them to keep."""
+
+    port: int = DEFAULT_EVENTS_PORT
+    replay_port: int | None = None
+    topic: str = ""
+    max_blocks_per_source: int = 262144
+
+    def source(self, endpoint: Endpoint) -> str:
+        """The endpoint's event stream, "host:port": its address and events port."""
+        return _hostport(endpoint.address, _label_port(endpoint, PORT_LABEL) or self.port)
+
+    def replay_source(self, endpoint: Endpoint) -> str | None:
+        port = _label_port(endpoint, REPLAY_PORT_LABEL) or self.replay_port
+        return _hostport(endpoint.address, port) if port else None
+
+
+def _label_port(endpoint: Endpoint, label: str) -> int | None:
+    value = endpoint.labels.get(label)
+    if value is None:
+        return None
+    try:
+        port = int(value)
+    except ValueError:
+        return None
+    return port if 0 < port < 65536 else None
+
+
+def _hostport(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def root_key(lora: str | None) -> int:
+    """The seed of a chain: the base model's, or one per LoRA adapter name."""
+    return _BASE_ROOT if not lora else xxhash.xxh3_64_intdigest(lora.encode(), seed=_BASE_ROOT)
+
+
+def chain_keys(
+    token_ids: Sequence[int], block_size: int, lora: str | None, max_blocks: int | None = None
+) -> list[int]:
+    """Chain keys of the full blocks of `token_ids` from the start (at most `max_blocks`)."""
+    count = len(token_ids) // block_size
+    if max_blocks is not None:
+        count = min(count, max_blocks)
+    data = array(_TOKEN, token_ids[: count * block_size]).tobytes()
+    return _chain(data, block_size, count, root_key(lora), None)
+
+
+def _chain(
+    data: bytes, block_size: int, count: int, parent: int, extras: Sequence[bytes] | None
+) -> list[int]:
+    step = block_size * _TOKEN_BYTES
+    view = memoryview(data)
+    digest = xxhash.xxh3_64_intdigest
+    keys = [0] * count
+    for i in range(count):
+        block = view[i * step : (i + 1) * step]
+        if extras is not None and extras[i]:
+            block = memoryview(bytes(block) + extras[i])
+        parent = digest(block, seed=parent)
+        keys[i] = parent
+    return keys
+
+
+@dataclass
+class _Source:
+    live: bool = False
+    block_size: int | None = None
+    engine: dict[Hashable, int | None] = field(default_factory=dict)  # engine hash -> our key (None: unknown)
+    held: dict[int, int] = field(default_factory=dict)  # our key -> engine hashes naming it
+
+
+class KVBlockIndex:
+    """Per source: engine hash → chain key; across sources: chain key → sources holding it.
+
+    Stored/removed have set semantics per engine hash (a duplicate store is a no-op, a
+    remove forgets the hash): when the two disagree the index errs towards "not cached",
+    which costs a missed hit, never a wrong one. Lives on the event loop, like the datastore.
+    """
+
+    def __init__(self, max_blocks_per_source: int = KVEventsSettings.max_blocks_per_source) -> None:
+        self.max_blocks_per_source = max_blocks_per_source
+        self._sources: dict[str, _Source] = {}
+        self._owners: dict[int, set[str]] = {}
+
+    # -- events --------------------------------------------------------------------
+    def stored(
+        self,
+        source: str,
+        engine_hashes: Sequence[Hashable],
+        parent: Hashable | None,
+        token_ids: Sequence[int],
+        block_size: int,
+        lora: str | None,
+        extras: Sequence[bytes] | None = None,
+    ) -> bool:
+        """Blocks now cached, each chained on the one before (the first on `parent`).
+
+        A block whose parent the index never saw (it was stored before we subscribed) is
+        remembered by engine hash only, so its removal still balances, but matches nothing.
+        False if the source outgrew its bound and was cleared.
+        """
+        src = self._source(source)
+        if src.block_size is None:
+            src.block_size = block_size
+        key = root_key(lora) if parent is None else src.engine.get(parent)
+        count = len(engine_hashes)
+        keys: list[int | None]
+        usable = (
+            key is not None
+            and block_size == src.block_size
+            and len(token_ids) == count * block_size
+            and (extras is None or len(extras) == count)
+        )
+        if usable and key is not None:
+            try:
+                data = array(_TOKEN, token_ids).tobytes()
+            except (OverflowError, TypeError):
+                usable = False
+            else:
+                keys = list(_chain(data, block_size, count, key, extras))
+        if not usable:
+            keys = [None] * count
+        for engine_hash, our in zip(engine_hashes, keys, strict=True):
+            if engine_hash in src.engine:
+                continue
+            src.engine[engine_hash] = our
+            if our is not None:
+                self._hold(source, src, our)
+        if len(src.engine) > self.max_blocks_per_source:
+            self.cleared(source)
+            src.live = False
+            return False
+        return True
+
+    def removed(self, source: str, engine_hashes: Iterable[Hashable]) -> None:
+        src = self._sources.get(source)
+        if src is None:
+            return
+        for engine_hash in engine_hashes:
+            if engine_hash not in src.engine:
+                continue
+            our = src.engine.pop(engine_hash)
+            if our is None:
+                continue
+            refs = src.held[our] - 1
+            if refs:
+                src.held[our] = refs
+                continue
+            del src.held[our]
+            holders = self._owners[our]
+            holders.discard(source)
+            if not holders:
+                del self._owners[our]
+
+    def cleared(self, source: str) -> None:
+        """Everything the source cached is gone (AllBlocksCleared, a restart, a lost stream)."""
+        src = self._sources.get(source)
+        if src is None:
+            return
+        for our in src.held:
+            holders = self._owners[our]
+            holders.discard(source)
+            if not holders:
+                del self._owners[our]
+        src.engine.clear()
+        src.held.clear()
+
+    def drop(self, source: str) -> None:
+        """Forget a source entirely (its endpoint left)."""
+        self.cleared(source)
+        self._sources.pop(source, None)
+
+    # -- liveness ------------------------------------------------------------------
+    def set_live(self, source: str, live: bool) -> None:
+        self._source(source).live = live
+
+    def is_live(self, source: str) -> bool:
+        src = self._sources.get(source)
+        return src is not None and src.live
+
+    def block_size(self, source: str) -> int | None:
+        src = self._sources.get(source)
+        return src.block_size if src is not None else None
+
+    # -- queries -------------------------------------------------------------------
+    def match(self, keys: Sequence[int], sources: Iterable[str]) -> dict[str, int]:
+        """For each of `sources`, how many leading blocks of `keys` it holds."""
+        alive = set(sources)
+        counts = dict.fromkeys(alive, 0)
+        owners = self._owners
+        for depth, key in enumerate(keys):
+            holders = owners.get(key)
+            if not holders:
+                return counts
+            alive &= holders
+            if not alive:
+                return counts
+            for source in alive:
+                counts[source] = depth + 1
+        return counts
+
+    def size(self, source: str | None = None) -> int:
+        """Chain keys held by one source, or distinct keys over all of them."""
+        if source is None:
+            return len(self._owners)
+        src = self._sources.get(source)
+        return len(src.held) if src is not None else 0
+
+    def sources(self) -> list[str]:
+        return list(self._sources)
+
+    # -- internals -----------------------------------------------------------------
+    def _source(self, source: str) -> _Source:
+        src = self._sources.get(source)
+        if src is None:
+            src = self._sources[source] = _Source()
+        return src
+
+    def _hold(self, source: str, src: _Source, our: int) -> None:
+        refs = src.held.get(our, 0)
+        src.held[our] = refs + 1
+        if refs == 0:
+            holders = self._owners.get(our)
+            if holders is None:
+                self._owners[our] = {source}
+            else:
+                holders.add(source)
+
+
+@runtime_checkable
+class KVIndexConsumer(Protocol):
+    """A plugin that reads the exact block index (the precise prefix scorer).
+
+    The KV-event subscriber finds these among a scheduler's plugins, subscribes where
+    their settings say, and hands them the index it fills.
+    """
+
+    kv_events: KVEventsSettings
+
+    def bind_kv_index(self, index: KVBlockIndex) -> None: ...
