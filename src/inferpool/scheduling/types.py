@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from inferpool.state import Endpoint
 
@@ -23,6 +25,8 @@ class SchedulingRequest:
     # True: target_model is a LoRA adapter; False: the base model (LoRA affinity is neutral);
     # None: unknown, scored as an adapter like upstream does.
     lora_adapter: bool | None = None
+    # The decoded OpenAI body (read only), for plugins that tokenize the prompt as the engine does.
+    body: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
