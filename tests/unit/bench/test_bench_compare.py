@@ -1,0 +1,201 @@
+"""`bench compare` without processes: contender names, the KV-events fleet option, the Envoy
+config it renders, the per-class breakdown, and a rate sweep where one contender breaks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import orjson
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from inferpool.bench import compare
+from inferpool.bench.client import SERVED_HEADER, ClientConfig, RequestResult
+from inferpool.bench.command import bench_app
+from inferpool.bench.compare import (
+    KV_EVENTS_PORT_LABEL,
+    Contender,
+    ContenderRun,
+    FleetPorts,
+    FleetSpec,
+    fleet_argv,
+    needs_kv_events,
+    parse_contenders,
+    write_manifests,
+)
+from inferpool.bench.envoy import EnvoyConfig
+from inferpool.bench.report import SweepPoint, class_table, sweep_markdown
+from inferpool.bench.stats import Slo, summarize, summarize_by_tag
+from inferpool.bench.workloads import BenchRequest, request_classes
+from inferpool.scheduling.config import BUILTIN_PROFILES
+
+
+def test_every_builtin_profile_is_a_contender_behind_serve_and_behind_envoy() -> None:
+    names = ",".join(BUILTIN_PROFILES)
+    assert [c.profile for c in parse_contenders(names)] == list(BUILTIN_PROFILES)
+    envoy = parse_contenders(",".join(f"epp-envoy:{p}" for p in BUILTIN_PROFILES))
+    assert all(c.envoy for c in envoy) and [c.profile for c in envoy] == list(BUILTIN_PROFILES)
+    [plain] = parse_contenders("epp-envoy")
+    assert plain == Contender("epp-envoy", profile="default", envoy=True)
+    peers = parse_contenders("sglang-router,vllm-router:round_robin")
+    assert [c.name for c in peers] == ["sglang-router cache_aware", "vllm-router round_robin"]
+    assert all(c.peer is not None and c.profile is None for c in peers)
+
+
+@pytest.mark.parametrize("text", ["nope", "epp-envoy:nope", "missing-profile.yaml", "epp-envoy:missing.yaml"])
+def test_unknown_contenders_are_refused(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_contenders(text)
+
+
+def test_contender_slug_is_a_file_name() -> None:
+    assert Contender("sglang-router cache_aware").slug == "sglang-router-cache_aware"
+    assert Contender("epp-envoy:bench/results/x.yaml").slug == "epp-envoy-bench-results-x.yaml"
+
+
+def test_kv_events_only_when_a_profile_reads_them(tmp_path: Path) -> None:
+    assert not needs_kv_events(parse_contenders("default,round-robin,epp-envoy,sglang-router"))
+    precise = tmp_path / "precise.yaml"
+    precise.write_text("plugins:\n- type: precise-prefix-cache-scorer\n")
+    assert needs_kv_events(parse_contenders(f"round-robin,epp-envoy:{precise}"))
+    if "precise-prefix" in BUILTIN_PROFILES:  # the built-in arrives with the KV-events feature
+        assert needs_kv_events(parse_contenders("sglang-router,precise-prefix"))
+
+
+def test_kv_events_fleet_argv_and_endpoint_labels(tmp_path: Path) -> None:
+    spec = FleetSpec(3, "/m", kv_events=True)
+    ports = FleetPorts.allocate(spec)
+    assert ports.kv_events is not None
+    kv_ports = set(range(ports.kv_events, ports.kv_events + 3))
+    assert not kv_ports & set(ports.http)
+    argv = fleet_argv(spec, ports)
+    config = json.loads(argv[argv.index("--kv-events-config") + 1])
+    assert config == {
+        "enable_kv_cache_events": True,
+        "publisher": "zmq",
+        "endpoint": f"tcp://*:{ports.kv_events}",
+        "topic": "kv-events",
+    }
+    _, endpoints = write_manifests(tmp_path, ports, 8080)
+    listed = orjson.loads(endpoints.read_bytes())["endpoints"]
+    assert [e["port"] for e in listed] == ports.http
+    assert [e["labels"][KV_EVENTS_PORT_LABEL] for e in listed] == [str(ports.kv_events + i) for i in range(3)]
+
+    plain = FleetPorts([9000, 9001])
+    assert "--kv-events-config" not in fleet_argv(FleetSpec(2, "/m"), plain)
+    _, endpoints = write_manifests(tmp_path, plain, 8080)
+    assert all(
+        e["labels"] == {"app": "bench-fleet"} for e in orjson.loads(endpoints.read_bytes())["endpoints"]
+    )
+
+
+def _cluster(config: dict, name: str) -> dict:  # type: ignore[type-arg]
+    return next(c for c in config["static_resources"]["clusters"] if c["name"] == name)
+
+
+def test_envoy_config_for_the_bench_plaintext_epp_and_served_header() -> None:
+    reference = yaml.safe_load(EnvoyConfig(epp_port=9002, pool_ports=[8000, 8001]).render())
+    assert "transport_socket" in _cluster(reference, "ext_proc")
+    bench = yaml.safe_load(
+        EnvoyConfig(epp_port=9002, pool_ports=[8000, 8001], epp_tls=False, report_served=True).render()
+    )
+    assert "transport_socket" not in _cluster(bench, "ext_proc")
+    assert _cluster(bench, "original_destination_cluster")["type"] == "ORIGINAL_DST"
+    manager = bench["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    assert manager["http_filters"][0]["name"] == "envoy.filters.http.ext_proc"
+    [host] = manager["route_config"]["virtual_hosts"]
+    assert host["response_headers_to_add"][0]["header"] == {"key": SERVED_HEADER, "value": "%UPSTREAM_HOST%"}
+
+
+def _result(i: int, tag: str, status: int = 200, ttft: float = 0.1) -> RequestResult:
+    ok = status == 200
+    return RequestResult(
+        i, tag, status, 0.0, ttft if ok else None, 1.0 if ok else 0.01, [], 10, 8 if ok else 0
+    )
+
+
+def test_per_class_breakdown_counts_shed_and_other_errors() -> None:
+    assert request_classes("criticality-overload") == ("critical", "standard", "sheddable")
+    assert request_classes("shared-prefix") == ()
+    results = [
+        _result(0, "critical"),
+        _result(1, "critical", ttft=2.0),  # succeeded but misses the 1 s TTFT bound
+        _result(2, "standard"),
+        _result(3, "standard", 503),
+        _result(4, "sheddable", 429),
+        _result(5, "sheddable", 429),
+        _result(6, "sheddable"),
+    ]
+    by_class = summarize_by_tag(results, 10.0, Slo(ttft=1.0), request_classes("criticality-overload"))
+    table = class_table([("default", by_class)])
+    rows = {
+        line.split("|")[2].strip(): [c.strip() for c in line.split("|")[3:-1]]
+        for line in table.splitlines()[2:]
+    }
+    # requests, succeeded, shed, other errors, p50 TTFT, p99 TTFT, goodput
+    assert rows["critical"][:4] == ["2", "2", "0", "0"] and rows["critical"][-1] == "0.10"
+    assert rows["standard"][:4] == ["2", "1", "0", "1"] and rows["standard"][4] == "100.0"
+    assert rows["sheddable"][:4] == ["3", "1", "2", "0"] and rows["sheddable"][-1] == "0.10"
+
+
+def _fake_run_contender(broken: str, broken_rate: float):  # type: ignore[no-untyped-def]
+    """Stands in for starting processes: every request served, except `broken` at `broken_rate`."""
+
+    def run(
+        contender: Contender,
+        fleet: FleetSpec,
+        trace: list[BenchRequest],
+        client: ClientConfig,
+        slo: Slo,
+        workdir: Path,
+        progress: bool = True,
+        classes: tuple[str, ...] = (),
+    ) -> ContenderRun:
+        rate = len(trace) / 4.0
+        if contender.name == broken and abs(rate - broken_rate) < broken_rate / 2:
+            raise RuntimeError(f"{contender.name} exited (1)")
+        results = [
+            _result(r.index, r.tag, 429 if contender.profile and r.tag == "sheddable" else 200) for r in trace
+        ]
+        summary = summarize(results, 4.0, slo)
+        return ContenderRun(
+            contender, summary, results, [(0.0, [1, 2])], summarize_by_tag(results, 4.0, slo, classes)
+        )
+
+    return run
+
+
+def test_a_contender_broken_at_one_rate_loses_nothing_else(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(compare, "run_contender", _fake_run_contender("epp-envoy", 8.0))
+    argv = ["compare", "--fleet", "2", "--workload", "criticality-overload", "--rates", "2,8", "--duration", "4",
+            "--contenders", "default,epp-envoy,round-robin", "--out", str(tmp_path)]  # fmt: skip
+    done = CliRunner().invoke(bench_app, argv)
+    assert done.exit_code == 1, done.output  # the failure is reported, after everything else is written
+    report = (tmp_path / "compare.md").read_text()
+    sweep = report[report.index("## Latency vs rate") :]
+    assert "| epp-envoy | 8 | failed: RuntimeError: epp-envoy exited (1) |" in sweep
+    for name in ("default", "round-robin"):
+        for rate in ("2", "8"):
+            assert f"| {name} | {rate} | " in sweep
+            assert (tmp_path / f"criticality-overload-rate{rate}-{name}.json").exists()
+    assert (tmp_path / "criticality-overload-rate2-epp-envoy.json").exists()
+    assert not (tmp_path / "criticality-overload-rate8-epp-envoy.json").exists()
+    by_class = orjson.loads((tmp_path / "criticality-overload-rate2-default.json").read_bytes())["by_class"]
+    assert set(by_class) == {"critical", "standard", "sheddable"} and by_class["sheddable"]["shed"] > 0
+    assert "### By class" in report and "| round-robin | sheddable |" in report
+    assert (tmp_path / "criticality-overload-vs-rate.png").stat().st_size > 5000
+    assert (tmp_path / "criticality-overload-rate8-cdf.png").exists()
+
+
+def test_sweep_table_rows_and_failed_points() -> None:
+    s = summarize([_result(0, "a"), _result(1, "a", 429)], 2.0, Slo())
+    table = sweep_markdown([SweepPoint(2, s, "default"), SweepPoint(4, None, "default", "boom | bang")])
+    lines = table.splitlines()
+    assert lines[0].startswith("| contender | rate (req/s) |")
+    assert lines[2].startswith("| default | 2 | 0.50 | 0.50 | 100.0 |") and lines[2].endswith("| 1 | 0 |")
+    assert lines[3] == "| default | 4 | failed: boom / bang | | | | | | |"
+    assert sweep_markdown([SweepPoint(2, s)]).startswith("| rate (req/s) |")
