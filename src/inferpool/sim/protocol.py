@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from inferpool.request.errors import InferenceError
+from inferpool.sim.tokenizer import content_text
 
 SYSTEM_FINGERPRINT = "vllm-0.32.0-d80a3cb6"
 VLLM_VERSION = "0.32.0"
@@ -59,9 +60,7 @@ class ChatMessage(BaseModel):
     content: str | list[ContentPart] | None = None
 
     def text(self) -> str:
-        if isinstance(self.content, list):
-            return "".join(p.text or "" for p in self.content if p.type == "text")
-        return self.content or ""
+        return content_text(self.content)
 
 
 class ChatBody(_Sampling):

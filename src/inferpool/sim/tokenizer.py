@@ -8,7 +8,7 @@ gives the same ids, so prefix caching behaves as it would with a real tokenizer.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import xxhash
 
@@ -36,8 +36,10 @@ _VOCABULARY = (
 class Tokenizer:
     """Encodes and decodes text; remembers which piece each id stands for."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, remember_pieces: bool = True) -> None:
+        """`remember_pieces=False` for encode-only users (the gateway): no memo to decode with."""
         self._pieces: dict[int, str] = {BOS_ID: "<s>", EOS_ID: "</s>", UNK_ID: "<unk>"}
+        self._memo_limit = _MAX_MEMO if remember_pieces else 0
         self.words: tuple[tuple[int, ...], ...] = tuple(tuple(self._piece_ids(" " + w)) for w in _VOCABULARY)
 
     def encode(self, text: str, *, add_bos: bool = True) -> list[int]:
@@ -70,7 +72,29 @@ class Tokenizer:
         for start in range(0, len(word), step):
             piece = word[start : start + step]
             token_id = _FIRST_ID + xxhash.xxh3_64_intdigest(piece.encode("utf-8")) % (VOCAB_SIZE - _FIRST_ID)
-            if len(self._pieces) < _MAX_MEMO:
+            if len(self._pieces) < self._memo_limit:
                 self._pieces.setdefault(token_id, piece)
             ids.append(token_id)
         return ids
+
+
+def content_text(content: object) -> str:
+    """A chat message's text as the chat template sees it: the string, or its text parts joined.
+
+    Takes raw JSON (dicts) or validated parts (objects with `type` and `text`), so the sim's
+    chat endpoint and the gateway's precise prefix scorer render a message the same way.
+    """
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        return ""
+    texts = []
+    for part in content:
+        text = _field(part, "text")
+        if _field(part, "type") == "text" and isinstance(text, str):
+            texts.append(text)
+    return "".join(texts)
+
+
+def _field(part: object, name: str) -> object:
+    return part.get(name) if isinstance(part, Mapping) else getattr(part, name, None)

@@ -1,0 +1,200 @@
+"""precise-prefix-cache-scorer: score each endpoint by the prompt blocks its KV cache really holds.
+
+The exact index (state/kvindex.py) is filled from the model servers' own KV-cache events
+(scrape/kvevents.py). Here the prompt is tokenized as the engine tokenizes it, cut into the
+engine's blocks, chain-keyed like the index, and each endpoint scores the fraction of those
+blocks it holds from the start. Endpoints whose event stream is not live — no events yet,
+a lost connection, a sequence gap — are scored by the approximate prefix-cache scorer,
+which this plugin keeps learning from every routing decision so that it is warm when
+needed. The anti-hotspot rule of the approximate scorer applies to both.
+
+Chat requests are rendered as the simulator renders them ("role: content" lines, then
+"assistant:"); a real vLLM applies the model's chat template, which this plugin does not
+reproduce, so with a Hugging Face tokenizer chat requests are scored approximately.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import Field, field_validator
+
+from inferpool.scheduling.plugins.prefix_cache import PrefixCacheParams, PrefixCacheScorer, overloaded
+from inferpool.scheduling.types import SchedulingRequest
+from inferpool.sim.tokenizer import Tokenizer, content_text
+from inferpool.state import Endpoint
+from inferpool.state.kvindex import DEFAULT_EVENTS_PORT, KVBlockIndex, KVEventsSettings, chain_keys
+
+SIM_TOKENIZER = "sim"
+
+
+class PrecisePrefixParams(PrefixCacheParams):
+    """The approximate scorer's parameters (for the fallback and the anti-hotspot rule), plus events."""
+
+    tokenizer: str = Field(
+        default=SIM_TOKENIZER,
+        description="'sim' (inferpool's simulator tokenizer) or the path of a Hugging Face tokenizer.json",
+    )
+    kv_events_port: int = Field(
+        default=DEFAULT_EVENTS_PORT, gt=0, lt=65536, description="unless the endpoint's label says otherwise"
+    )
+    kv_events_replay_port: int | None = Field(default=None, gt=0, lt=65536)
+    kv_events_topic: str = ""
+    max_blocks_per_endpoint: int = Field(default=262144, gt=0, description="bound on the exact index")
+
+    @field_validator("tokenizer")
+    @classmethod
+    def _tokenizer_exists(cls, value: str) -> str:
+        if value != SIM_TOKENIZER:
+            if not Path(value).is_file():
+                raise ValueError(f"not 'sim' and not a readable tokenizer.json: {value}")
+            try:
+                import tokenizers  # noqa: F401
+            except ImportError:
+                raise ValueError(
+                    "a tokenizer.json needs the `tokenizers` package (pip install tokenizers)"
+                ) from None
+        return value
+
+
+class PromptTokenizer(Protocol):
+    def prompt_ids(self, body: Mapping[str, Any]) -> list[int] | None:
+        """The token ids the engine will see for this request body; None when they cannot be known."""
+        ...
+
+
+def _completion_prompt(body: Mapping[str, Any]) -> str | list[int] | None:
+    """The (first) prompt of a completion body, as text or token ids."""
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and prompt:
+        if all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
+            return prompt
+        first = prompt[0]
+        if isinstance(first, list) and all(isinstance(t, int) for t in first):
+            return first
+        prompt = first
+    return prompt if isinstance(prompt, str) else None
+
+
+class SimPromptTokenizer:
+    """inferpool's simulator: BOS + text for completions, the sim's chat rendering without BOS."""
+
+    def __init__(self) -> None:
+        self._tokenizer = Tokenizer(remember_pieces=False)
+
+    def prompt_ids(self, body: Mapping[str, Any]) -> list[int] | None:
+        messages = body.get("messages")
+        if isinstance(messages, list):
+            turns = [
+                (str(m.get("role")), content_text(m.get("content"))) for m in messages if isinstance(m, dict)
+            ]
+            return self._tokenizer.encode(self._tokenizer.apply_chat_template(turns), add_bos=False)
+        prompt = _completion_prompt(body)
+        if isinstance(prompt, str):
+            return self._tokenizer.encode(prompt)
+        return prompt
+
+
+class HFPromptTokenizer:
+    """A Hugging Face tokenizer.json (completions only: chat templates are not rendered)."""
+
+    def __init__(self, path: str) -> None:
+        from tokenizers import Tokenizer as HFTokenizer
+
+        self._tokenizer = HFTokenizer.from_file(path)
+
+    def prompt_ids(self, body: Mapping[str, Any]) -> list[int] | None:
+        if "messages" in body:
+            return None
+        prompt = _completion_prompt(body)
+        if isinstance(prompt, str):
+            return list(self._tokenizer.encode(prompt).ids)
+        return prompt
+
+
+def prompt_tokenizer(name: str) -> PromptTokenizer:
+    return SimPromptTokenizer() if name == SIM_TOKENIZER else HFPromptTokenizer(name)
+
+
+@dataclass
+class PrecisePrefixCacheScorer:
+    params: PrecisePrefixParams = field(default_factory=PrecisePrefixParams)
+    name: str = "precise-prefix-cache-scorer"
+    kv_index: KVBlockIndex | None = None  # bound by the KV-event subscriber; None = no events yet
+    kv_events: KVEventsSettings = field(init=False)
+    approximate: PrefixCacheScorer = field(init=False)
+    tokenizer: PromptTokenizer = field(init=False)
+
+    def __post_init__(self) -> None:
+        p = self.params
+        self.kv_events = KVEventsSettings(
+            p.kv_events_port, p.kv_events_replay_port, p.kv_events_topic, p.max_blocks_per_endpoint
+        )
+        self.approximate = PrefixCacheScorer(params=p, name=self.name)
+        self.tokenizer = prompt_tokenizer(p.tokenizer)
+
+    def bind_kv_index(self, index: KVBlockIndex) -> None:
+        self.kv_index = index
+
+    def score(self, req: SchedulingRequest, endpoints: list[Endpoint]) -> dict[Endpoint, float]:
+        index = self.kv_index
+        sources = {e: self.kv_events.source(e) for e in endpoints} if index is not None else {}
+        live = [e for e in endpoints if index is not None and index.is_live(sources[e])]
+        ids = self.tokenizer.prompt_ids(req.body) if live and req.body is not None else None
+        if index is None or ids is None:
+            return self.approximate.score(req, endpoints)
+        scores = self.approximate.score(req, endpoints) if len(live) < len(endpoints) else {}
+        loads = [e.metrics.waiting_queue_size + e.in_flight for e in endpoints]
+        least = min(loads)
+        load_of = dict(zip(endpoints, loads, strict=True))
+        held = self._held_fractions(index, ids, req, [sources[e] for e in live])
+        for endpoint in live:
+            fraction = held.get(sources[endpoint], 0.0)
+            if fraction and overloaded(
+                load_of[endpoint], least, endpoint.metrics.kv_cache_usage, self.params
+            ):
+                fraction = 0.0
+            scores[endpoint] = fraction
+        return scores
+
+    def _held_fractions(
+        self, index: KVBlockIndex, ids: Sequence[int], req: SchedulingRequest, sources: list[str]
+    ) -> dict[str, float]:
+        """Per source, the fraction of the prompt's cacheable blocks it holds from the start.
+
+        Like vLLM, the last prompt token is never served from cache (its logits are needed),
+        so a prompt of n tokens has (n - 1) // block_size blocks that can hit.
+        """
+        by_size: dict[int, list[str]] = {}
+        for source in sources:
+            size = index.block_size(source)
+            if size:
+                by_size.setdefault(size, []).append(source)
+        loras: list[str | None]
+        if req.lora_adapter is None:  # unknown: the target may be an adapter or the base model
+            loras = [None, req.target_model]
+        else:
+            loras = [req.target_model if req.lora_adapter else None]
+        out: dict[str, float] = {}
+        usable = ids[: max(0, len(ids) - 1)]
+        for size, group in by_size.items():
+            for lora in loras:
+                keys = chain_keys(usable, size, lora, self.params.max_prefix_blocks_to_match)
+                if not keys:
+                    continue
+                for source, hits in index.match(keys, group).items():
+                    out[source] = max(out.get(source, 0.0), hits / len(keys))
+        return out
+
+    # -- the approximate fallback keeps learning ------------------------------------------
+    def on_routed(self, req: SchedulingRequest, endpoint: Endpoint) -> None:
+        self.approximate.on_routed(req, endpoint)
+
+    def on_completed(self, req: SchedulingRequest, endpoint: Endpoint) -> None:
+        self.approximate.on_completed(req, endpoint)
+
+    def on_endpoint_removed(self, name: str) -> None:
+        self.approximate.on_endpoint_removed(name)

@@ -1,0 +1,318 @@
+"""Subscribes to every endpoint's vLLM KV-cache events and keeps the exact block index.
+
+One ZMQ SUB socket per event stream (an endpoint's address and events port; a pod in two
+pools is one stream), following the datastore as the scraper does. A stream is "live" —
+its endpoints are scored from the exact index — from its first message on, and stops
+being live when its TCP connection drops. Sequence numbers must follow one another: on a
+gap the missed batches are fetched from the replay socket when one is configured;
+otherwise (or when the replay cannot cover the gap) the stream's entries are cleared and
+it is not live until the next message in sequence. A sequence that goes backwards is a
+restarted server: its cache is empty, so the entries are cleared and the stream stays live.
+
+Only GPU blocks of KV-cache group 0 are indexed (vLLM's medium "GPU", group_idx 0 or
+absent): CPU-offloaded blocks and other attention groups do not make a prefill hit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import msgspec
+import zmq
+import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
+
+from inferpool.scrape.follower import DatastoreFollower
+from inferpool.scrape.kvwire import (
+    END_SEQ,
+    MEDIUM_GPU,
+    AllBlocksCleared,
+    BlockRemoved,
+    BlockStored,
+    KVEventBatch,
+    decode_batch,
+    decode_seq,
+    seq_bytes,
+)
+from inferpool.state import Datastore
+from inferpool.state.kvindex import KVBlockIndex, KVEventsSettings, KVIndexConsumer
+
+log = logging.getLogger(__name__)
+
+REPLAY_TIMEOUT_S = 2.0
+_RECONNECT_MAX_MS = 2000
+
+
+class _Plugins(Protocol):
+    def plugins(self) -> list[object]: ...
+
+
+class SchedulerLike(Protocol):
+    """What the subscriber needs of a scheduler: its profile's plugins (no import of scheduling/)."""
+
+    @property
+    def profile(self) -> _Plugins: ...
+
+
+def index_consumers(scheduler: SchedulerLike) -> list[KVIndexConsumer]:
+    return [p for p in scheduler.profile.plugins() if isinstance(p, KVIndexConsumer)]
+
+
+def kv_event_subscriber(
+    datastore: Datastore, scheduler_for: Callable[[str], SchedulerLike], scheduler: SchedulerLike
+) -> KVEventSubscriber | None:
+    """A subscriber when `scheduler`'s profile has a plugin that reads KV events, else None.
+
+    The runtimes call this with a scheduler loaded from their config and their per-pool
+    `scheduler_for`; they start and stop what it returns.
+    """
+    consumers = index_consumers(scheduler)
+    if not consumers:
+        return None
+    return KVEventSubscriber(datastore, scheduler_for, consumers[0].kv_events)
+
+
+@dataclass
+class _Stream:
+    source: str  # "host:port" of the PUB socket
+    replay: str | None  # "host:port" of the replay ROUTER socket, if any
+    task: asyncio.Task[None] | None = None
+    next_seq: int | None = None  # None: nothing received since (re)connecting
+
+
+class KVEventSubscriber(DatastoreFollower):
+    """Fills one KVBlockIndex from the event streams of every pool whose scheduler reads it."""
+
+    def __init__(
+        self,
+        datastore: Datastore,
+        scheduler_for: Callable[[str], SchedulerLike],
+        settings: KVEventsSettings,
+        index: KVBlockIndex | None = None,
+    ) -> None:
+        super().__init__(datastore)
+        self.scheduler_for = scheduler_for
+        self.settings = settings
+        self.index = index or KVBlockIndex(settings.max_blocks_per_source)
+        self._streams: dict[str, _Stream] = {}
+        self._ctx: zmq.asyncio.Context | None = None
+        self.batches = 0  # applied batches, for tests and logs
+        self.gaps = 0
+        self.replayed = 0  # batches recovered from replay sockets
+
+    # -- following the datastore -------------------------------------------------------
+    def _reconcile(self) -> None:
+        wanted: dict[str, str | None] = {}
+        for pool in self.datastore.pools():
+            consumers = index_consumers(self.scheduler_for(pool.key))
+            if not consumers:
+                continue
+            for consumer in consumers:
+                consumer.bind_kv_index(self.index)
+            settings = consumers[0].kv_events
+            for endpoint in self.datastore.endpoints(pool.key):
+                wanted[settings.source(endpoint)] = settings.replay_source(endpoint)
+        for source in [s for s in self._streams if s not in wanted]:
+            stream = self._streams.pop(source)
+            if stream.task is not None:
+                stream.task.cancel()
+            self.index.drop(source)
+        for source, replay in wanted.items():
+            known = self._streams.get(source)
+            if known is not None:
+                known.replay = replay
+                continue
+            stream = self._streams[source] = _Stream(source, replay)
+            stream.task = asyncio.create_task(self._follow(stream), name=f"kv-events {source}")
+
+    def _drop_tasks(self) -> list[asyncio.Task[None]]:
+        tasks = [s.task for s in self._streams.values() if s.task is not None]
+        for source in self._streams:
+            self.index.drop(source)
+        self._streams.clear()
+        return tasks
+
+    async def stop(self) -> None:
+        await super().stop()
+        if self._ctx is not None:
+            self._ctx.term()
+            self._ctx = None
+
+    def _context(self) -> zmq.asyncio.Context:
+        if self._ctx is None:
+            self._ctx = zmq.asyncio.Context()
+        return self._ctx
+
+    # -- one stream --------------------------------------------------------------------
+    async def _follow(self, stream: _Stream) -> None:
+        ctx = self._context()
+        sub = ctx.socket(zmq.SUB)
+        sub.setsockopt(zmq.LINGER, 0)
+        sub.setsockopt(zmq.RECONNECT_IVL_MAX, _RECONNECT_MAX_MS)
+        sub.setsockopt(zmq.IPV6, int(stream.source.startswith("[")))
+        sub.setsockopt(zmq.SUBSCRIBE, self.settings.topic.encode())
+        monitor = sub.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+        sub.connect(f"tcp://{stream.source}")
+        poller = zmq.asyncio.Poller()
+        poller.register(sub, zmq.POLLIN)
+        poller.register(monitor, zmq.POLLIN)
+        try:
+            while True:
+                for sock, _ in await poller.poll():
+                    if sock is monitor:
+                        self._on_monitor(stream, parse_monitor_message(await monitor.recv_multipart()))
+                    else:
+                        await self.on_message(stream, await sub.recv_multipart())
+        except Exception:  # a bug must not leave the endpoint looking precise
+            log.exception("kv events from %s: subscriber failed", stream.source)
+            self._lose(stream)
+            raise
+        finally:
+            with contextlib.suppress(zmq.ZMQError):
+                sub.disable_monitor()
+            monitor.close(linger=0)
+            sub.close(linger=0)
+
+    def _on_monitor(self, stream: _Stream, event: Mapping[str, object]) -> None:
+        if event.get("event") == zmq.EVENT_DISCONNECTED:
+            if self.index.is_live(stream.source):
+                log.info(
+                    "kv events from %s: disconnected; its endpoints fall back to approximate", stream.source
+                )
+            self._lose(stream)
+
+    def _lose(self, stream: _Stream) -> None:
+        """What the server caches is unknown from now on: forget it until the stream proves itself."""
+        self.index.cleared(stream.source)
+        self.index.set_live(stream.source, False)
+        stream.next_seq = None
+
+    async def on_message(self, stream: _Stream, frames: list[bytes]) -> None:
+        """Apply one `[topic, seq, payload]` message, recovering or clearing on a sequence gap."""
+        if len(frames) != 3:
+            log.warning("kv events from %s: message of %d frames ignored", stream.source, len(frames))
+            return
+        seq = decode_seq(frames[1])
+        try:
+            batch = decode_batch(frames[2])
+        except (msgspec.DecodeError, ValueError):
+            log.warning("kv events from %s: undecodable batch %d; treating it as lost", stream.source, seq)
+            self._lose(stream)
+            return
+        expected = stream.next_seq
+        live = True
+        if expected is not None and seq > expected:
+            self.gaps += 1
+            missed = await self._replay(stream, expected, seq) if stream.replay else None
+            if missed is None:
+                log.info(
+                    "kv events from %s: batches %d..%d lost; index cleared", stream.source, expected, seq - 1
+                )
+                self.index.cleared(stream.source)
+                live = False
+            else:
+                self.replayed += len(missed)
+                for old in missed:
+                    self.apply(stream.source, old)
+        elif expected is not None and seq < expected:
+            log.info(
+                "kv events from %s: sequence restarted at %d (server restart); index cleared",
+                stream.source,
+                seq,
+            )
+            self.index.cleared(stream.source)
+        self.apply(stream.source, batch)
+        stream.next_seq = seq + 1
+        if live and not self.index.is_live(stream.source):
+            log.info("kv events from %s: live", stream.source)
+        self.index.set_live(stream.source, live)
+
+    def apply(self, source: str, batch: KVEventBatch) -> None:
+        """Apply one batch's events to the index, in order."""
+        self.batches += 1
+        index = self.index
+        for event in batch.events:
+            if isinstance(event, BlockStored):
+                if not _indexed(event.medium, event.group_idx):
+                    continue
+                lora = event.lora_name or (f"lora-id:{event.lora_id}" if event.lora_id is not None else None)
+                fits = index.stored(
+                    source,
+                    event.block_hashes,
+                    event.parent_block_hash,
+                    event.token_ids,
+                    event.block_size,
+                    lora,
+                    _extras(event),
+                )
+                if not fits:
+                    log.warning(
+                        "kv events from %s: more than %d blocks; index cleared, not precise until the next batch",
+                        source,
+                        index.max_blocks_per_source,
+                    )
+            elif isinstance(event, BlockRemoved):
+                if _indexed(event.medium, event.group_idx):
+                    index.removed(source, event.block_hashes)
+            elif isinstance(event, AllBlocksCleared):
+                index.cleared(source)
+
+    async def _replay(self, stream: _Stream, start: int, end: int) -> list[KVEventBatch] | None:
+        """Batches `start`..`end`-1 from the replay socket; None if it no longer has them all."""
+        assert stream.replay is not None
+        sock = self._context().socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.IPV6, int(stream.replay.startswith("[")))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + REPLAY_TIMEOUT_S
+        found: list[KVEventBatch] = []
+        try:
+            sock.connect(f"tcp://{stream.replay}")
+            await sock.send_multipart((b"", seq_bytes(start)))
+            while True:
+                remaining_ms = int((deadline - loop.time()) * 1000)
+                if remaining_ms <= 0 or not await sock.poll(remaining_ms):
+                    log.info("kv events from %s: replay timed out", stream.source)
+                    return None
+                frames = await sock.recv_multipart()
+                if len(frames) != 4:
+                    continue
+                if frames[2] == END_SEQ:
+                    break
+                seq = decode_seq(frames[2])
+                if seq < start + len(found) or seq >= end:
+                    continue
+                if seq != start + len(found):
+                    return None  # the replay buffer no longer reaches back to what we missed
+                found.append(decode_batch(frames[3]))
+        except (zmq.ZMQError, msgspec.DecodeError, ValueError) as exc:
+            log.info("kv events from %s: replay failed (%s)", stream.source, exc)
+            return None
+        finally:
+            sock.close(linger=0)
+        return found if len(found) == end - start else None
+
+
+def _indexed(medium: str | None, group_idx: int | None) -> bool:
+    return (medium is None or medium == MEDIUM_GPU) and not group_idx
+
+
+def _extras(event: BlockStored) -> list[bytes] | None:
+    """Per-block hash inputs other than tokens and adapter (media, cache salt), as bytes to mix in.
+
+    vLLM lists the LoRA name first in each entry when lora_name is set; the root key
+    already names the adapter, so it is left out here.
+    """
+    if not event.extra_keys:
+        return None
+    skip = 1 if event.lora_name else 0
+    out = [
+        b"" if keys is None or len(keys) <= skip else repr(tuple(keys[skip:])).encode()
+        for keys in event.extra_keys
+    ]
+    return out if any(out) else None
