@@ -43,6 +43,7 @@ BUILTIN_PROFILES: tuple[str, ...] = (
     "random",
     "least-request",
     "prefix-aware",
+    "precise-prefix",
 )
 
 
