@@ -6,7 +6,9 @@ By priority (v1alpha2 criticality maps Critical=1, Standard=0, Sheddable=-1):
     pool ratio reaches `standard_ceiling` (1.5): Standard degrades only after Sheddable has;
   * priority > 0 (Critical): never shed by admission.
 No ready endpoint is a 503 for everyone; a scheduler profile that refuses a request
-(legacy-v0.3) is a 429. Every refusal is counted by reason.
+(legacy-v0.3) is a 429. Every refusal is counted by reason. With flow control on, the
+Director asks for no saturation shedding (`shed_saturated=False`): saturated pools queue
+instead (admission/flowcontrol/).
 """
 
 from __future__ import annotations
@@ -73,21 +75,25 @@ class Admission:
         """Refusals so far, by reason (a copy)."""
         return dict(self._shed)
 
-    def decide(self, endpoints: Sequence[Endpoint], priority: int) -> AdmissionDecision:
+    def decide(
+        self, endpoints: Sequence[Endpoint], priority: int, shed_saturated: bool = True
+    ) -> AdmissionDecision:
         """The decision for one request over its candidate endpoints; counts nothing."""
         snapshot = self.detector.snapshot(endpoints)
         if not endpoints:
             return AdmissionDecision(False, "no-ready-endpoints", snapshot)
-        if self.config.enabled and priority <= 0:
+        if self.config.enabled and shed_saturated and priority <= 0:
             if priority < 0 and snapshot.pool_saturated:
                 return AdmissionDecision(False, "saturated-sheddable", snapshot)
             if priority == 0 and snapshot.all_saturated and snapshot.ratio >= self.config.standard_ceiling:
                 return AdmissionDecision(False, "saturated-standard", snapshot)
         return AdmissionDecision(True, None, snapshot)
 
-    def admit(self, pool: str, endpoints: Sequence[Endpoint], priority: int) -> AdmissionDecision:
+    def admit(
+        self, pool: str, endpoints: Sequence[Endpoint], priority: int, shed_saturated: bool = True
+    ) -> AdmissionDecision:
         """decide(), raising ShedError (and counting it) when the request is refused."""
-        decision = self.decide(endpoints, priority)
+        decision = self.decide(endpoints, priority, shed_saturated)
         if decision.reason == "no-ready-endpoints":
             raise self._refuse(
                 503, f"no ready endpoints in pool {pool}", "no-ready-endpoints", decision.snapshot

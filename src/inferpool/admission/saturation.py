@@ -68,7 +68,13 @@ class SaturationDetector:
     def endpoint_saturated(self, endpoint: Endpoint, now: float | None = None) -> bool:
         return self.is_stale(endpoint, now) or self.load_ratio(endpoint) >= 1.0
 
-    def snapshot(self, endpoints: Sequence[Endpoint], now: float | None = None) -> SaturationSnapshot:
+    def snapshot(
+        self,
+        endpoints: Sequence[Endpoint],
+        now: float | None = None,
+        unseen: Callable[[Endpoint], int] | None = None,
+    ) -> SaturationSnapshot:
+        """The pool's saturation; `unseen(e)` adds requests sent to `e` that its scraped queue cannot show yet."""
         now = self._clock() if now is None else now
         cfg = self.config
         # Inlined (no per-endpoint method calls): this runs on every request over every candidate.
@@ -83,7 +89,8 @@ class SaturationDetector:
                 saturated += 1
                 total += cfg.stale_ratio
                 continue
-            ratio = max(m.waiting_queue_size / queue_t, m.kv_cache_usage / kv_t)
+            waiting = m.waiting_queue_size + unseen(endpoint) if unseen is not None else m.waiting_queue_size
+            ratio = max(waiting / queue_t, m.kv_cache_usage / kv_t)
             if ratio >= 1.0:
                 saturated += 1
             total += ratio if ratio < cap else cap

@@ -18,12 +18,14 @@ from typing import Any
 from aiohttp import web
 
 from inferpool.admission import Admission, AdmissionConfig
+from inferpool.admission.flowcontrol import DispatchGate, FlowController
 from inferpool.extproc.metrics_http import metrics_app, static_token
 from inferpool.extproc.server import GrpcConfig, GrpcServers
 from inferpool.observe.admin import DecisionLog, decision_from_record
 from inferpool.observe.metrics import GatewayMetrics, RequestObservation
 from inferpool.request.director import Director, RequestRecord
 from inferpool.scheduling import Scheduler, load_scheduler
+from inferpool.scheduling.config import load_flow_control
 from inferpool.scrape.readiness import Readiness
 from inferpool.scrape.scraper import ScrapeConfig, Scraper
 from inferpool.sources.static import StaticSource, load_endpoints_file
@@ -77,7 +79,20 @@ class EppApp:
             return schedulers[pool]
 
         load_scheduler(scheduler_source)  # fail at start on a bad config, not on the first request
-        self.director = Director(self.datastore, scheduler_for, Admission(AdmissionConfig()))
+        admission = Admission(AdmissionConfig())
+        flow_config = load_flow_control(scheduler_source)  # featureGates: [flowControl]
+        self.flow_control = (
+            FlowController(
+                flow_config,
+                DispatchGate(self.datastore, admission.detector, flow_config.scrape_lag_s),
+                datastore=self.datastore,
+            )
+            if flow_config is not None
+            else None
+        )
+        self.director = Director(self.datastore, scheduler_for, admission, flow_control=self.flow_control)
+        if self.flow_control is not None:
+            self.metrics.watch_flow_control(self.flow_control)
         self.pool_key: str | None = None
         self.grpc = GrpcServers(self, self._current_pool, config.grpc)
         # In Kubernetes, tokens are reviewed by the API server unless a static one is given.
@@ -101,10 +116,10 @@ class EppApp:
         self._unsubscribe = self.director.subscribe(self._record)
 
     # -- the Router the ext_proc streams call ----------------------------------------
-    def route(
+    async def route(
         self, pool: str, path: str, headers: Any, body: bytes, subset: frozenset[str] | None = None
     ) -> Any:
-        routed = self.director.route(pool, path, headers, body, subset)
+        routed = await self.director.route_async(pool, path, headers, body, subset)
         self.metrics.request_started(routed.incoming_model)
         return routed
 
@@ -232,6 +247,8 @@ class EppApp:
         for source in reversed(self._sources):
             await _maybe_await(source.stop())
         await self.scraper.stop()
+        if self.flow_control is not None:
+            self.flow_control.close()
         if self._runner is not None:
             await self._runner.cleanup()
         self._unsubscribe()

@@ -8,7 +8,6 @@ counts, usage) right on every exit path, including a stream that just closes.
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ class Router(Protocol):
         headers: Mapping[str, str],
         body: bytes,
         subset: frozenset[str] | None = None,
-    ) -> Routed | Awaitable[Routed]: ...
+    ) -> Awaitable[Routed]: ...
 
 
 @dataclass(frozen=True)
@@ -122,9 +121,9 @@ class RequestStream:
 
     async def _pick(self) -> list[pb.ProcessingResponse]:
         path = self._headers.get(":path", "/")
-        routed = self._router.route(self._pool, path, self._headers, bytes(self._body), self._subset)
-        if inspect.isawaitable(routed):
-            routed = await routed
+        # With flow control on this waits while the pool is saturated; a stream Envoy resets
+        # meanwhile cancels the wait, and the request leaves the queue.
+        routed = await self._router.route(self._pool, path, self._headers, bytes(self._body), self._subset)
         self._routed = routed
         self._body = bytearray()
         self._candidates = list(routed.candidates[: max(1, self._config.fallback_endpoints)])

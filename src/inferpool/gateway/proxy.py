@@ -43,13 +43,22 @@ from inferpool.request.resolve import FAIRNESS_HEADER, OBJECTIVE_HEADER
 from inferpool.state import Datastore, Endpoint
 
 _RETRYABLE = (aiohttp.ClientConnectionError, ConnectionError)
+# A request waiting in flow control leaves the queue (503) this long before its route timeout
+# would fire (504), so the answer and the core's record agree on why it failed.
+_QUEUE_TTL_MARGIN_S = 0.01
 
 
 class Core(Protocol):
     """The request core (request.Director) as the data plane uses it."""
 
-    def route(
-        self, pool: str, path: str, headers: dict[str, str], body: bytes, subset: frozenset[str] | None = None
+    async def route_async(
+        self,
+        pool: str,
+        path: str,
+        headers: dict[str, str],
+        body: bytes,
+        subset: frozenset[str] | None = None,
+        ttl_s: float | None = None,
     ) -> Routed: ...
 
     def served_models(self, pool: str) -> list[Any]: ...
@@ -244,8 +253,8 @@ class Proxy:
         headers[REQUEST_ID_HEADER] = ex.request_id
         total = match.rule.timeout_s
         try:
-            async with asyncio.timeout(total):
-                return await self._dispatch(request, match, backend, headers, body, ex)
+            async with asyncio.timeout(total) as scope:
+                return await self._dispatch(request, match, backend, headers, body, ex, scope.when())
         except TimeoutError:
             if ex.status == 0:
                 raise InferenceError(
@@ -311,13 +320,17 @@ class Proxy:
         headers: dict[str, str],
         body: bytes,
         ex: Exchange,
+        deadline: float | None,
     ) -> web.StreamResponse:
         if backend.kind == "InferencePool":
             if self.datastore.pool(backend.key) is None:
                 raise InferenceError(
                     500, f"InferencePool {backend.key} referenced by {match.route.key} does not exist."
                 )
-            routed = self.core.route(backend.key, request.path_qs, headers, body)
+            ttl_s = None
+            if deadline is not None:
+                ttl_s = max(0.0, deadline - asyncio.get_running_loop().time() - _QUEUE_TTL_MARGIN_S)
+            routed = await self.core.route_async(backend.key, request.path_qs, headers, body, ttl_s=ttl_s)
             ex.routed = routed
             if self._on_routed is not None:
                 self._on_routed(routed)

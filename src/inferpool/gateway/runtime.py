@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from inferpool.admission import Admission, AdmissionConfig
+from inferpool.admission.flowcontrol import DispatchGate, FlowController
 from inferpool.api import ManifestSet
 from inferpool.gateway.config import ServeConfig
 from inferpool.gateway.manifests import listeners_of, route_of
@@ -21,6 +22,7 @@ from inferpool.guard.attach import GuardSet
 from inferpool.observe.accesslog import AccessLog
 from inferpool.request.director import Director, DirectorConfig
 from inferpool.scheduling import Scheduler, load_scheduler
+from inferpool.scheduling.config import load_flow_control
 from inferpool.scrape import ScrapeConfig, Scraper
 from inferpool.scrape.health import HealthProber
 from inferpool.sources.manifest import ManifestSource
@@ -83,11 +85,23 @@ class GatewayRuntime:
         self.datastore = Datastore()
         self._schedulers: dict[str, Scheduler] = {}
         load_scheduler(self.config.profile)  # fail now (ConfigError lists the problems), not per request
+        admission = Admission(self.config.admission)
+        flow_config = load_flow_control(self.config.profile)  # featureGates: [flowControl]
+        self.flow_control = (
+            FlowController(
+                flow_config,
+                DispatchGate(self.datastore, admission.detector, flow_config.scrape_lag_s),
+                datastore=self.datastore,
+            )
+            if flow_config is not None
+            else None
+        )
         self.director = Director(
             self.datastore,
             self._scheduler_for,
-            Admission(self.config.admission),
+            admission,
             DirectorConfig(base_models=dict(self.config.base_models)),
+            flow_control=self.flow_control,
         )
         self.source = ManifestSource(paths, self.datastore, on_reload=self._reloaded)
         self.static = StaticSource(self.datastore, self.endpoints)
@@ -132,6 +146,8 @@ class GatewayRuntime:
                 services=service_addresses(self.endpoints),
                 access_log=AccessLog(enabled=self.config.access_log),
             )
+            if self.flow_control is not None:
+                self.gateway.metrics.watch_flow_control(self.flow_control)
             self.gateway.proxy.guards = GuardSet(self.manifests.guard_policies)
             self.gateway.proxy.on_connect_error = lambda e: self.scraper.readiness.set_scrape(e, False)
             await self.gateway.start()
@@ -145,6 +161,8 @@ class GatewayRuntime:
         await self._stop_background()
 
     async def _stop_background(self) -> None:
+        if self.flow_control is not None:
+            self.flow_control.close()  # after the drain: whatever still waits gets its 503 now
         await self.source.stop()
         await self.prober.stop()
         await self.scraper.stop()

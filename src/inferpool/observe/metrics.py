@@ -8,13 +8,14 @@ two gateways in one process (tests) never share counters.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from inferpool.admission.flowcontrol import FlowController, FlowOutcome
 from inferpool.request import RequestRecord
 from inferpool.state import Datastore
 
@@ -37,6 +38,10 @@ _TTFT_BUCKETS = (
 )  # fmt: skip
 _NTPOT_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 _SCHEDULER_BUCKETS = (0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
+_QUEUE_WAIT_BUCKETS = (
+    0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
+    120.0, 300.0,
+)  # fmt: skip
 
 _MT = ("model_name", "target_model_name")
 
@@ -108,6 +113,40 @@ class _PoolCollector(Collector):
         yield kv
         yield queue
         yield ready
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        return iter(())
+
+
+def _pool_name(key: str) -> str:
+    """The `name` of a pool key "namespace/name" (the label the inference_pool_* series use)."""
+    return key.rsplit("/", 1)[-1]
+
+
+class _FlowControlCollector(Collector):
+    """Flow control queue gauges per pool and priority band, read from the controller at scrape time."""
+
+    def __init__(self, flow: FlowController) -> None:
+        self._flow = flow
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        labels = ["inference_pool", "priority"]
+        size = GaugeMetricFamily(
+            "inference_extension_flow_control_queue_size",
+            "The current number of requests waiting in the flow control layer.",
+            labels=labels,
+        )
+        size_bytes = GaugeMetricFamily(
+            "inference_extension_flow_control_queue_bytes",
+            "The current size in bytes of all requests waiting in the flow control layer.",
+            labels=labels,
+        )
+        for stats in self._flow.stats():
+            key = [_pool_name(stats.pool), str(stats.priority)]
+            size.add_metric(key, float(stats.requests))
+            size_bytes.add_metric(key, float(stats.bytes))
+        yield size
+        yield size_bytes
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
         return iter(())
@@ -194,6 +233,29 @@ class GatewayMetrics:
         )
         if datastore is not None:
             r.register(_PoolCollector(datastore))
+
+    def watch_flow_control(self, flow: FlowController) -> Callable[[], None]:
+        """Export `flow`'s queue gauges and its wait-time histogram (by outcome); returns the unsubscribe.
+
+        Upstream names; the labels leave out upstream's fairness_id (client-chosen, unbounded)
+        and model names (a queue is per pool and priority). The histogram's `_count` series
+        are the outcome counters: Dispatched, RejectedCapacity, EvictedTTL,
+        EvictedContextCancelled, EvictedOther.
+        """
+        self.flow_wait = Histogram(
+            "inference_extension_flow_control_request_queue_duration_seconds",
+            "Distribution of the time requests spend in the flow control layer, by final outcome.",
+            ("inference_pool", "priority", "outcome"),
+            buckets=_QUEUE_WAIT_BUCKETS,
+            registry=self.registry,
+        )
+        self.registry.register(_FlowControlCollector(flow))
+        return flow.subscribe(self.observe_flow)
+
+    def observe_flow(self, outcome: FlowOutcome) -> None:
+        self.flow_wait.labels(_pool_name(outcome.pool), str(outcome.priority), outcome.outcome).observe(
+            outcome.wait_s
+        )
 
     def request_started(self, model: str) -> None:
         if model:

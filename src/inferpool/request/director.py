@@ -3,12 +3,15 @@
 route() parses the body, resolves the model and priority, applies admission and asks the
 pool's scheduler for ranked endpoints. The RoutedRequest it returns then tracks dispatch
 (in-flight counts, the scheduler's routed/completed hooks), the response (usage, TTFT)
-and ends in exactly one RequestRecord, whatever way the request ends. Everything is
-synchronous and O(candidates), so asyncio data planes call it inline.
+and ends in exactly one RequestRecord, whatever way the request ends. route() is
+synchronous and O(candidates). Data planes call route_async(), which is route() unless
+flow control is on: then a request waits in its pool's queue while the pool is saturated
+(admission/flowcontrol/) and is scheduled when its turn comes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -18,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from inferpool.admission import Admission, SaturationSnapshot, ShedError
+from inferpool.admission.flowcontrol import FlowControlError, FlowController, Grant, flow_id
 from inferpool.request.accounting import ResponseAccounting
 from inferpool.request.body import ParsedBody, parse_body, with_model
 from inferpool.request.errors import InferenceError
@@ -96,9 +100,34 @@ class RequestRecord:
     objective: str | None = None
     fairness_id: str | None = None
     saturation: float | None = None  # pool load ratio seen by admission
+    queue_wait_s: float = 0.0  # time spent waiting in flow control (not part of decision_s)
 
 
 Listener = Callable[[RequestRecord], None]
+
+
+@dataclass
+class _Attempt:
+    """What route() has learnt about one request so far; a refusal is recorded from it."""
+
+    pool: str
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+    request_id: str
+    started: float
+    started_wall: float
+    parsed: ParsedBody | None = None
+    resolution: Resolution | None = None
+    snapshot: SaturationSnapshot | None = None
+    result: SchedulingResult | None = None
+    queue_wait_s: float = 0.0
+
+    @classmethod
+    def begin(cls, director: Director, pool: str, headers: Mapping[str, str], body: bytes) -> _Attempt:
+        started, started_wall = director.clock(), time.time()
+        lower = {k.lower(): v for k, v in headers.items()}
+        request_id = lower.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+        return cls(pool, lower, body, request_id, started, started_wall)
 
 
 class Director:
@@ -112,10 +141,12 @@ class Director:
         config: DirectorConfig | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
+        flow_control: FlowController | None = None,
     ) -> None:
         self.datastore = datastore
         self.scheduler_for = scheduler_for
         self.admission = admission
+        self.flow_control = flow_control  # None: saturation sheds (admission) instead of queueing
         self.config = config or DirectorConfig()
         self.rng = rng or random.Random()
         self.clock = clock
@@ -130,62 +161,108 @@ class Director:
         body: bytes,
         subset: frozenset[str] | None = None,
     ) -> RoutedRequest:
-        """Decide where one request goes; raises InferenceError (already recorded) when it cannot go."""
-        started, started_wall = self.clock(), time.time()
-        lower = {k.lower(): v for k, v in headers.items()}
-        request_id = lower.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
-        parsed: ParsedBody | None = None
-        resolution: Resolution | None = None
-        snapshot: SaturationSnapshot | None = None
-        result: SchedulingResult | None = None
+        """Decide where one request goes; raises InferenceError (already recorded) when it cannot go.
+
+        Never waits: saturation sheds as admission says, whether flow control is on or not.
+        """
+        attempt = _Attempt.begin(self, pool, headers, body)
         try:
-            parsed = parse_body(body, path)
-            resolution = resolve(self.datastore, pool, parsed.model, lower, self.rng)
-            candidates = _in_subset(self.datastore.ready_endpoints(pool), subset)
-            snapshot = self.admission.admit(pool, candidates, resolution.priority).snapshot
-            sched_request = SchedulingRequest(
-                request_id=request_id,
-                pool=pool,
-                target_model=resolution.target_model,
-                prompt=parsed.prompt,
-                priority=resolution.priority,
-                prompt_tokens_estimate=parsed.prompt_tokens_estimate,
-                max_tokens=parsed.max_tokens,
-                headers=lower,
-                subset=subset,
-                lora_adapter=self._is_adapter(pool, resolution.target_model),
-            )
-            scheduler = self.scheduler_for(pool)
-            result = _schedule(scheduler, sched_request, candidates)
-            if result.shed:
-                raise self.admission.scheduler_shed(pool, result.profile)
-            if not result.ranked:
-                raise InferenceError(
-                    503,
-                    f"no endpoint in pool {pool} passed the filters of scheduler profile {result.profile}",
-                )
+            self._resolve(attempt, path)
+            return self._schedule(attempt, subset, None)
         except InferenceError as exc:
-            self._emit(
-                _refused_record(
-                    request_id,
+            self._emit(_refused_record(attempt, exc, self))
+            raise
+
+    async def route_async(
+        self,
+        pool: str,
+        path: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        subset: frozenset[str] | None = None,
+        ttl_s: float | None = None,
+    ) -> RoutedRequest:
+        """route(), except that with flow control on the request first waits for its turn in the pool's queue.
+
+        `ttl_s` is the data plane's own deadline for the request (its route timeout): the
+        wait ends by then at the latest (503). A waiter that is cancelled (the client went
+        away) leaves the queue and is recorded as 499.
+        """
+        flow = self.flow_control
+        if flow is None:
+            return self.route(pool, path, headers, body, subset)
+        attempt = _Attempt.begin(self, pool, headers, body)
+        grant: Grant | None = None
+        try:
+            resolution = self._resolve(attempt, path)
+            candidates = _in_subset(self.datastore.ready_endpoints(pool), subset)
+            # No saturation shedding (the queue takes that role), only the 503 for an empty pool.
+            self.admission.admit(pool, candidates, resolution.priority, shed_saturated=False)
+            queued_at = self.clock()
+            try:
+                grant = await flow.acquire(
                     pool,
-                    parsed,
-                    resolution,
-                    result,
-                    snapshot,
-                    exc,
-                    body,
-                    started,
-                    started_wall,
-                    self,
+                    resolution.priority,
+                    flow_id(resolution.fairness_id, attempt.headers),
+                    len(body),
+                    ttl_s,
                 )
+            finally:
+                attempt.queue_wait_s = self.clock() - queued_at
+            return self._schedule(attempt, subset, grant)
+        except InferenceError as exc:
+            if grant is not None:
+                grant.done()  # never sent: its room in the pool is free again
+            self._emit(_refused_record(attempt, exc, self))
+            raise
+        except asyncio.CancelledError:
+            self._emit(
+                _refused_record(attempt, InferenceError(499, "client disconnected while queued"), self)
             )
             raise
+
+    def _resolve(self, attempt: _Attempt, path: str) -> Resolution:
+        attempt.parsed = parse_body(attempt.body, path)
+        attempt.resolution = resolve(
+            self.datastore, attempt.pool, attempt.parsed.model, attempt.headers, self.rng
+        )
+        return attempt.resolution
+
+    def _schedule(
+        self, attempt: _Attempt, subset: frozenset[str] | None, grant: Grant | None
+    ) -> RoutedRequest:
+        """Admission (saturation shedding only without a flow control grant), then the pool's scheduler."""
+        pool, parsed, resolution = attempt.pool, attempt.parsed, attempt.resolution
+        assert parsed is not None and resolution is not None
+        candidates = _in_subset(self.datastore.ready_endpoints(pool), subset)
+        decision = self.admission.admit(pool, candidates, resolution.priority, shed_saturated=grant is None)
+        attempt.snapshot = decision.snapshot
+        sched_request = SchedulingRequest(
+            request_id=attempt.request_id,
+            pool=pool,
+            target_model=resolution.target_model,
+            prompt=parsed.prompt,
+            priority=resolution.priority,
+            prompt_tokens_estimate=parsed.prompt_tokens_estimate,
+            max_tokens=parsed.max_tokens,
+            headers=attempt.headers,
+            subset=subset,
+            lora_adapter=self._is_adapter(pool, resolution.target_model),
+        )
+        scheduler = self.scheduler_for(pool)
+        result = attempt.result = _schedule(scheduler, sched_request, candidates)
+        if result.shed:
+            raise self.admission.scheduler_shed(pool, result.profile)
+        if not result.ranked:
+            raise InferenceError(
+                503,
+                f"no endpoint in pool {pool} passed the filters of scheduler profile {result.profile}",
+            )
         routed = RoutedRequest(
             director=self,
             scheduler=scheduler,
             request=sched_request,
-            request_id=request_id,
+            request_id=attempt.request_id,
             pool=pool,
             incoming_model=resolution.incoming_model,
             target_model=resolution.target_model,
@@ -195,12 +272,14 @@ class Director:
             candidates=result.endpoints,
             result=result,
             resolution=resolution,
-            started=started,
-            started_wall=started_wall,
-            request_bytes=len(body),
-            saturation=snapshot.ratio,
+            started=attempt.started,
+            started_wall=attempt.started_wall,
+            request_bytes=len(attempt.body),
+            saturation=decision.snapshot.ratio,
+            grant=grant,
+            queue_wait_s=attempt.queue_wait_s,
         )
-        routed.decision_s = self.clock() - started
+        routed.decision_s = self.clock() - attempt.started - attempt.queue_wait_s
         return routed
 
     def base_model(self, pool: str) -> tuple[str | None, set[str]]:
@@ -292,6 +371,8 @@ class RoutedRequest:
         started_wall: float,
         request_bytes: int,
         saturation: float,
+        grant: Grant | None = None,
+        queue_wait_s: float = 0.0,
     ) -> None:
         self.request_id = request_id
         self.pool = pool
@@ -308,6 +389,7 @@ class RoutedRequest:
         self.served_by: Endpoint | None = None  # last endpoint dispatched to (kept after release)
         self.attempts = 0
         self.decision_s = 0.0
+        self.queue_wait_s = queue_wait_s
         self.record: RequestRecord | None = None
         self._director = director
         self._scheduler = scheduler
@@ -315,6 +397,7 @@ class RoutedRequest:
         self._started_wall = started_wall
         self._request_bytes = request_bytes
         self._saturation = saturation
+        self._grant = grant  # flow control's leave to go; done() once the request is sent
         self._tokens = request.prompt_tokens_estimate
         self._accounting = ResponseAccounting(director.clock)
 
@@ -337,6 +420,10 @@ class RoutedRequest:
         self.endpoint = self.served_by = endpoint
         self.attempts += 1
         self._hook(self._scheduler.on_routed, endpoint)
+        flow = self._director.flow_control
+        if flow is not None:
+            flow.sent(endpoint)  # before the grant ends, so the pool never looks emptier than it is
+        self._end_grant()
 
     def response_started(self, status: int, headers: Mapping[str, str]) -> None:
         self._accounting = ResponseAccounting(self._director.clock)  # a retry starts a fresh response
@@ -349,7 +436,12 @@ class RoutedRequest:
         """End the request (any outcome); idempotent: later calls return the first record."""
         if self.record is not None:
             return self.record
+        holder = self.endpoint
         self._release()
+        self._end_grant()
+        flow = self._director.flow_control
+        if flow is not None:
+            flow.finished(self.pool, holder)  # room may have opened for a waiting request
         acct = self._accounting
         acct.close()
         now = self._director.clock()
@@ -385,6 +477,7 @@ class RoutedRequest:
             objective=self.resolution.objective,
             fairness_id=self.resolution.fairness_id,
             saturation=self._saturation,
+            queue_wait_s=self.queue_wait_s,
         )
         if endpoint is not None:
             self._report_outcome(endpoint, self.record)
@@ -408,6 +501,11 @@ class RoutedRequest:
             hook(self.scheduling_request, endpoint, outcome)
         except Exception:  # learning is best effort; the request has already ended
             log.exception("scheduler on_finished failed for request %s", self.request_id)
+
+    def _end_grant(self) -> None:
+        grant, self._grant = self._grant, None
+        if grant is not None:
+            grant.done()
 
     def _release(self) -> None:
         endpoint, self.endpoint = self.endpoint, None
@@ -461,24 +559,14 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return None
 
 
-def _refused_record(
-    request_id: str,
-    pool: str,
-    parsed: ParsedBody | None,
-    resolution: Resolution | None,
-    result: SchedulingResult | None,
-    snapshot: SaturationSnapshot | None,
-    exc: InferenceError,
-    body: bytes,
-    started: float,
-    started_wall: float,
-    director: Director,
-) -> RequestRecord:
-    elapsed = director.clock() - started
+def _refused_record(attempt: _Attempt, exc: InferenceError, director: Director) -> RequestRecord:
+    elapsed = director.clock() - attempt.started
+    parsed, resolution, result = attempt.parsed, attempt.resolution, attempt.result
     model = parsed.model if parsed else ""
+    shed_reason = exc.reason if isinstance(exc, ShedError | FlowControlError) else None
     return RequestRecord(
-        request_id=request_id,
-        pool=pool,
+        request_id=attempt.request_id,
+        pool=attempt.pool,
         model=model,
         target_model=resolution.target_model if resolution else model,
         endpoint=None,
@@ -493,17 +581,18 @@ def _refused_record(
         completion_tokens=None,
         cached_tokens=None,
         prompt_tokens_estimate=parsed.prompt_tokens_estimate if parsed else 0,
-        request_bytes=len(body),
+        request_bytes=len(attempt.body),
         response_bytes=len(exc.to_json()),
         profile=result.profile if result else None,
         scores=director.top_scores(result) if result else [],
         filtered_out=dict(result.filtered_out) if result else {},
-        shed_reason=exc.reason if isinstance(exc, ShedError) else None,
-        decision_s=elapsed,
-        started_at=started_wall,
+        shed_reason=shed_reason,
+        decision_s=elapsed - attempt.queue_wait_s,
+        started_at=attempt.started_wall,
         objective=resolution.objective if resolution else None,
         fairness_id=resolution.fairness_id if resolution else None,
-        saturation=_ratio(snapshot or (exc.snapshot if isinstance(exc, ShedError) else None)),
+        saturation=_ratio(attempt.snapshot or (exc.snapshot if isinstance(exc, ShedError) else None)),
+        queue_wait_s=attempt.queue_wait_s,
     )
 
 

@@ -21,11 +21,20 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
+from inferpool.admission.flowcontrol.config import (
+    FEATURE_GATE,
+    BandConfig,
+    FairnessPolicy,
+    FlowControlConfig,
+    OrderingPolicy,
+    parse_duration,
+    parse_quantity,
+)
 from inferpool.scheduling.framework import Filter, Picker, Profile, Scheduler, WeightedScorer
 from inferpool.scheduling.plugins import REGISTRY
 from inferpool.scheduling.plugins.max_score import MaxScorePicker
@@ -44,6 +53,7 @@ BUILTIN_PROFILES: tuple[str, ...] = (
     "least-request",
     "prefix-aware",
     "precise-prefix",
+    "flow-control",
 )
 
 
@@ -80,17 +90,78 @@ class SchedulingProfileSpec(_Model):
     plugins: list[ProfilePlugin] = Field(min_length=1)
 
 
+ByteQuantity = Annotated[int, BeforeValidator(parse_quantity), Field(gt=0)]
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class BandSpec(_Model):
+    """`flowControl.defaultPriorityBand`: the template for priorities not listed in priorityBands."""
+
+    max_bytes: ByteQuantity | None = Field(None, alias="maxBytes")
+    max_requests: int | None = Field(None, alias="maxRequests", ge=0)
+    fairness_policy_ref: FairnessPolicy | None = Field(None, alias="fairnessPolicyRef")
+    ordering_policy_ref: OrderingPolicy | None = Field(None, alias="orderingPolicyRef")
+
+    def to_band(self, template: BandConfig) -> BandConfig:
+        return BandConfig(
+            max_bytes=template.max_bytes if self.max_bytes is None else self.max_bytes,
+            max_requests=template.max_requests if self.max_requests is None else self.max_requests,
+            fairness=self.fairness_policy_ref or template.fairness,
+            ordering=self.ordering_policy_ref or template.ordering,
+        )
+
+
+class PriorityBandSpec(BandSpec):
+    priority: int
+
+
+class FlowControlSpec(_Model):
+    """The upstream `flowControl:` section, plus inferpool's `maxRequests` limits."""
+
+    max_bytes: ByteQuantity | None = Field(None, alias="maxBytes")
+    max_requests: int | None = Field(None, alias="maxRequests", ge=0)
+    default_request_ttl: Duration | None = Field(None, alias="defaultRequestTTL")
+    default_priority_band: BandSpec | None = Field(None, alias="defaultPriorityBand")
+    priority_bands: list[PriorityBandSpec] = Field(default_factory=list, alias="priorityBands")
+
+    @field_validator("priority_bands")
+    @classmethod
+    def _unique_priorities(cls, bands: list[PriorityBandSpec]) -> list[PriorityBandSpec]:
+        seen: set[int] = set()
+        for band in bands:
+            if band.priority in seen:
+                raise ValueError(f"priority {band.priority} is listed twice")
+            seen.add(band.priority)
+        return bands
+
+    def to_config(self) -> FlowControlConfig:
+        template = (self.default_priority_band or BandSpec.model_validate({})).to_band(BandConfig())
+        return FlowControlConfig(
+            max_bytes=self.max_bytes,
+            max_requests=self.max_requests,
+            default_request_ttl_s=self.default_request_ttl or None,  # 0 means none, as upstream
+            default_band=template,
+            bands={b.priority: b.to_band(template) for b in self.priority_bands},
+        )
+
+
 class EndpointPickerConfig(_Model):
     api_version: Literal[API_VERSIONS] = Field(alias="apiVersion")  # type: ignore[valid-type]
     kind: Literal["EndpointPickerConfig"]
     plugins: list[PluginSpec] = Field(min_length=1)
     scheduling_profiles: list[SchedulingProfileSpec] = Field(alias="schedulingProfiles", min_length=1)
+    feature_gates: list[str] | None = Field(None, alias="featureGates")  # "flowControl" turns it on
+    flow_control: FlowControlSpec | None = Field(None, alias="flowControl")  # used only with the gate
     # Upstream sections inferpool configures elsewhere (admission, scraping); accepted, not used here.
-    feature_gates: list[str] | None = Field(None, alias="featureGates")
     saturation_detector: dict[str, Any] | None = Field(None, alias="saturationDetector")
     data_layer: dict[str, Any] | None = Field(None, alias="dataLayer")
-    flow_control: dict[str, Any] | None = Field(None, alias="flowControl")
     parser: dict[str, Any] | None = None
+
+    def flow_control_config(self) -> FlowControlConfig | None:
+        """Flow control settings when the `flowControl` feature gate is on, else None (as upstream)."""
+        if FEATURE_GATE not in (self.feature_gates or []):
+            return None
+        return (self.flow_control or FlowControlSpec.model_validate({})).to_config()
 
 
 def _loc(loc: tuple[int | str, ...]) -> str:
@@ -215,18 +286,29 @@ def builtin_config_text(name: str) -> str:
     return resources.files("inferpool.scheduling").joinpath("profiles", f"{name}.yaml").read_text("utf-8")
 
 
-def load_scheduler(profile_or_path: str | Path | None = None, *, profile: str | None = None) -> Scheduler:
-    """A Scheduler from a built-in profile name (default: "default") or an EndpointPickerConfig file.
-
-    Raises ConfigError, whose message lists every problem found, never a traceback-only error.
-    """
+def load_config(profile_or_path: str | Path | None = None) -> tuple[EndpointPickerConfig, str, bool]:
+    """(config, source name, whether it is a built-in) for a built-in profile name (default: "default") or a file."""
     target = "default" if profile_or_path is None else profile_or_path
     if isinstance(target, str) and target in BUILTIN_PROFILES:
-        return build_scheduler(parse_config(builtin_config_text(target), target), target, target)
+        return parse_config(builtin_config_text(target), target), target, True
     path = Path(target)
     if not path.is_file():
         raise ConfigError(
             str(target), [f"not a built-in profile ({', '.join(BUILTIN_PROFILES)}) and not a readable file"]
         )
     source = str(path)
-    return build_scheduler(parse_config(path.read_text("utf-8"), source), profile, source)
+    return parse_config(path.read_text("utf-8"), source), source, False
+
+
+def load_scheduler(profile_or_path: str | Path | None = None, *, profile: str | None = None) -> Scheduler:
+    """A Scheduler from a built-in profile name (default: "default") or an EndpointPickerConfig file.
+
+    Raises ConfigError, whose message lists every problem found, never a traceback-only error.
+    """
+    config, source, builtin = load_config(profile_or_path)
+    return build_scheduler(config, source if builtin else profile, source)
+
+
+def load_flow_control(profile_or_path: str | Path | None = None) -> FlowControlConfig | None:
+    """The flow control settings of the same profile or file (None: the feature gate is off)."""
+    return load_config(profile_or_path)[0].flow_control_config()
