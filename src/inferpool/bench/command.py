@@ -122,11 +122,13 @@ def compare_command(
     fleet: int = typer.Option(6, "--fleet", help="Simulated replicas."),
     workload: str = typer.Option("shared-prefix", "--workload", help=", ".join(WORKLOADS)),
     rate: float | None = typer.Option(None, "--rate", help="Offered rate in simulated req/s."),
-    rates: str | None = typer.Option(None, "--rates", help="Several rates: latency-vs-rate plot."),
+    rates: str | None = typer.Option(None, "--rates", help="Several rates: sweep table and vs-rate plot."),
     duration: float = typer.Option(60.0, "--duration", help="Simulated seconds of arrivals."),
     contenders: str = typer.Option(
-        "default,round-robin,legacy-v0.3,random,sglang-router,vllm-router,vllm-router:round_robin",
+        "default,round-robin,legacy-v0.3,random,epp-envoy,sglang-router,vllm-router,vllm-router:round_robin",
         "--contenders",
+        help="Scheduler profiles (built-in or FILE.yaml) behind inferpool serve, epp-envoy[:PROFILE], "
+        "sglang-router[:POLICY], vllm-router[:POLICY].",
     ),
     speed: float = typer.Option(1.0, "--speed", help="Fleet clock speed; arrivals and timings are rescaled."),
     arrival: str = typer.Option("poisson", "--arrival"),
