@@ -25,6 +25,7 @@ from inferpool.scheduling import Scheduler, load_scheduler
 from inferpool.scheduling.config import load_flow_control
 from inferpool.scrape import ScrapeConfig, Scraper
 from inferpool.scrape.health import HealthProber
+from inferpool.scrape.kvevents import kv_event_subscriber
 from inferpool.sources.manifest import ManifestSource
 from inferpool.sources.static import StaticEndpoint, StaticSource
 from inferpool.state import Datastore
@@ -107,6 +108,10 @@ class GatewayRuntime:
         self.static = StaticSource(self.datastore, self.endpoints)
         self.scraper = Scraper(self.datastore, self.config.scrape)
         self.prober = HealthProber(self.datastore, self.scraper.readiness)
+        # KV-cache events for precise prefix scoring; None unless the profile has a plugin that reads them
+        self.kv_events = kv_event_subscriber(
+            self.datastore, self._scheduler_for, load_scheduler(self.config.profile)
+        )
         self.manifests: ManifestSet | None = None
         self.gateway: GatewayServer | None = None
 
@@ -135,6 +140,8 @@ class GatewayRuntime:
         self.static.start()
         await self.scraper.start()
         await self.prober.start()
+        if self.kv_events is not None:
+            await self.kv_events.start()
         try:
             listeners, routes = gateway_objects(self.manifests)
             self.gateway = GatewayServer(
@@ -166,6 +173,8 @@ class GatewayRuntime:
         await self.source.stop()
         await self.prober.stop()
         await self.scraper.stop()
+        if self.kv_events is not None:
+            await self.kv_events.stop()
         self.static.stop()
 
     def ready(self) -> bool:
