@@ -26,6 +26,7 @@ from inferpool.observe.metrics import GatewayMetrics, RequestObservation
 from inferpool.request.director import Director, RequestRecord
 from inferpool.scheduling import Scheduler, load_scheduler
 from inferpool.scheduling.config import load_flow_control
+from inferpool.scrape.kvevents import kv_event_subscriber
 from inferpool.scrape.readiness import Readiness
 from inferpool.scrape.scraper import ScrapeConfig, Scraper
 from inferpool.sources.static import StaticSource, load_endpoints_file
@@ -110,6 +111,8 @@ class EppApp:
             ),
             readiness,
         )
+        # KV-cache events for precise prefix scoring; None unless the profile has a plugin that reads them
+        self.kv_events = kv_event_subscriber(self.datastore, scheduler_for, load_scheduler(scheduler_source))
         self._sources: list[Any] = []
         self._runner: web.AppRunner | None = None
         self.metrics_port = 0
@@ -140,6 +143,8 @@ class EppApp:
         await self._start_metrics()
         await self._start_sources()
         await self.scraper.start()
+        if self.kv_events is not None:
+            await self.kv_events.start()
         self.pool_key = await self._wait_for_pool()
         await self._wait_for_endpoints(self.pool_key, self.config.endpoints_grace_s)
         await self.grpc.mark_ready()
@@ -247,6 +252,8 @@ class EppApp:
         for source in reversed(self._sources):
             await _maybe_await(source.stop())
         await self.scraper.stop()
+        if self.kv_events is not None:
+            await self.kv_events.stop()
         if self.flow_control is not None:
             self.flow_control.close()
         if self._runner is not None:
