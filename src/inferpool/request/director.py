@@ -248,6 +248,7 @@ class Director:
             headers=attempt.headers,
             subset=subset,
             lora_adapter=self._is_adapter(pool, resolution.target_model),
+            body=parsed.data,
         )
         scheduler = self.scheduler_for(pool)
         result = attempt.result = _schedule(scheduler, sched_request, candidates)
