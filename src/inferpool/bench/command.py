@@ -162,7 +162,10 @@ def compare_command(
     )  # a local path as model id: routers find no tokenizer and look nowhere else
     adapter_names = tuple(f"adapter-{i}" for i in range(adapters)) if workload == "multi-lora" else ()
     # One fleet for all: if any contender's scheduler reads KV-cache events, every run's fleet publishes them.
-    kv_events = needs_kv_events(chosen)
+    try:
+        kv_events = needs_kv_events(chosen)
+    except ValueError as exc:  # a profile file that is no valid EndpointPickerConfig
+        raise typer.BadParameter(str(exc), param_hint="--contenders") from None
     spec_fleet = FleetSpec(
         fleet, str(model_dir), adapter_names, max_loras, max(max_loras, adapters), speed, seed, kv_events
     )

@@ -36,7 +36,9 @@ from inferpool.bench.procs import (
 )
 from inferpool.bench.stats import Slo, Summary, summarize_by_tag
 from inferpool.bench.workloads import OBJECTIVE_PRIORITIES, BenchRequest
-from inferpool.scheduling.config import BUILTIN_PROFILES, builtin_config_text
+from inferpool.scheduling.config import BUILTIN_PROFILES, load_scheduler
+from inferpool.scrape.kvevents import index_consumers
+from inferpool.state.kvindex import PORT_LABEL as KV_EVENTS_PORT_LABEL
 
 PEER_ALIASES = {
     "sglang-router": Peer("sglang-router", "cache_aware"),
@@ -45,10 +47,6 @@ PEER_ALIASES = {
 }
 EPP_ENVOY = "epp-envoy"
 EXT_PROC_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
-# The scorer that reads KV-cache events and the endpoint label naming a replica's events port
-# (scheduling/plugins/precise_prefix.py, scrape/kvevents.py): a fleet for it must publish events.
-PRECISE_PREFIX_SCORER = "precise-prefix-cache-scorer"
-KV_EVENTS_PORT_LABEL = "inferpool.io/kv-events-port"
 
 
 @dataclass(frozen=True)
@@ -99,13 +97,10 @@ def _existing_profile(profile: str) -> str:
     return profile
 
 
-def profile_text(profile: str) -> str:
-    return builtin_config_text(profile) if profile in BUILTIN_PROFILES else Path(profile).read_text("utf-8")
-
-
 def needs_kv_events(contenders: list[Contender]) -> bool:
-    """Whether any contender's scheduler reads KV-cache events; then the run's fleet publishes them."""
-    return any(c.profile is not None and PRECISE_PREFIX_SCORER in profile_text(c.profile) for c in contenders)
+    """Whether any contender's scheduler reads KV-cache events (precise-prefix-cache-scorer); then
+    the run's fleet publishes them. The same test the runtimes use to start their subscriber."""
+    return any(c.profile is not None and index_consumers(load_scheduler(c.profile)) for c in contenders)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from inferpool.bench.envoy import EnvoyConfig
 from inferpool.bench.report import SweepPoint, class_table, sweep_markdown
 from inferpool.bench.stats import Slo, summarize, summarize_by_tag
 from inferpool.bench.workloads import BenchRequest, request_classes
-from inferpool.scheduling.config import BUILTIN_PROFILES
+from inferpool.scheduling.config import BUILTIN_PROFILES, builtin_config_text
 
 
 def test_every_builtin_profile_is_a_contender_behind_serve_and_behind_envoy() -> None:
@@ -57,11 +57,13 @@ def test_contender_slug_is_a_file_name() -> None:
 
 def test_kv_events_only_when_a_profile_reads_them(tmp_path: Path) -> None:
     assert not needs_kv_events(parse_contenders("default,round-robin,epp-envoy,sglang-router"))
-    precise = tmp_path / "precise.yaml"
-    precise.write_text("plugins:\n- type: precise-prefix-cache-scorer\n")
-    assert needs_kv_events(parse_contenders(f"round-robin,epp-envoy:{precise}"))
-    if "precise-prefix" in BUILTIN_PROFILES:  # the built-in arrives with the KV-events feature
-        assert needs_kv_events(parse_contenders("sglang-router,precise-prefix"))
+    assert needs_kv_events(parse_contenders("sglang-router,precise-prefix"))
+    assert needs_kv_events(parse_contenders("round-robin,epp-envoy:precise-prefix"))
+    own = tmp_path / "own.yaml"  # an EndpointPickerConfig file of one's own that uses the scorer
+    own.write_text(builtin_config_text("precise-prefix"))
+    assert needs_kv_events(parse_contenders(f"round-robin,{own}"))
+    own.write_text(builtin_config_text("default"))
+    assert not needs_kv_events(parse_contenders(f"round-robin,epp-envoy:{own}"))
 
 
 def test_kv_events_fleet_argv_and_endpoint_labels(tmp_path: Path) -> None:
