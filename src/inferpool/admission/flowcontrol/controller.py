@@ -151,9 +151,10 @@ class DispatchGate:
 
 
 def _since(times: deque[float] | None, after: float) -> int:
+    """How many of `times` are at or after `after` (older ones are dropped: they are never asked for again)."""
     if not times:
         return 0
-    while times and times[0] <= after:
+    while times and times[0] < after:
         times.popleft()
     return len(times)
 
@@ -222,6 +223,7 @@ class FlowController:
             pool, priority, flow, byte_size, now, now + ttl if ttl is not None else None, next(self._seq)
         )
         if not queue.admit(item):
+            item.left_at = now  # refused on arrival: it never waited
             self._leave(item, REJECTED_CAPACITY)
             raise _error(REJECTED_CAPACITY, pool, priority, 0.0, self.config)
         loop = self._loop = asyncio.get_running_loop()
@@ -279,7 +281,8 @@ class FlowController:
 
     def _leave(self, item: QueuedRequest, outcome: Outcome) -> None:
         item.outcome = outcome
-        item.left_at = self._clock()
+        if item.left_at is None:
+            item.left_at = self._clock()
         if item.timer is not None:
             item.timer.cancel()
             item.timer = None
