@@ -54,6 +54,7 @@ BUILTIN_PROFILES: tuple[str, ...] = (
     "prefix-aware",
     "precise-prefix",
     "flow-control",
+    "slo-aware",
 )
 
 

@@ -18,10 +18,10 @@ from inferpool.state import Endpoint
 
 
 class ShedRequest(Exception):
-    """Raised by a filter that decides the request must be rejected now (the caller answers 429).
+    """Raised by a filter or scorer that decides the request must be rejected now (the caller answers 429).
 
     An exception rather than a return value because shedding is rare and must stop the
-    whole cycle, not just one filter.
+    whole cycle, not just one plugin.
     """
 
     def __init__(self, reason: str) -> None:
@@ -115,7 +115,7 @@ class Scheduler:
         """Filter, score and order `candidates` for `req`.
 
         An empty `ranked` with `shed=False` means nothing can serve the request (the caller
-        answers 503); with `shed=True` a filter rejected it on purpose (429).
+        answers 503); with `shed=True` a filter or scorer rejected it on purpose (429).
         """
         start = time.perf_counter()
         filtered_out: dict[str, str] = {}
@@ -126,11 +126,7 @@ class Scheduler:
             try:
                 kept = flt.filter(req, endpoints)
             except ShedRequest as shed:
-                for endpoint in endpoints:
-                    filtered_out[endpoint.name] = f"{flt.name}: {shed.reason}"
-                return SchedulingResult(
-                    self._profile.name, [], filtered_out, time.perf_counter() - start, shed=True
-                )
+                return self._shed(endpoints, f"{flt.name}: {shed.reason}", filtered_out, start)
             if not kept and flt.soft:
                 continue
             if len(kept) != len(endpoints):
@@ -139,8 +135,19 @@ class Scheduler:
                     if endpoint not in keep:
                         filtered_out[endpoint.name] = flt.name
             endpoints = kept
-        ranked = self._profile.picker.pick(self._score(req, endpoints)) if endpoints else []
+        try:
+            scored = self._score(req, endpoints) if endpoints else []
+        except ShedRequest as shed:  # a scorer that predicts no endpoint can serve it (predicted-latency)
+            return self._shed(endpoints, shed.reason, filtered_out, start)
+        ranked = self._profile.picker.pick(scored) if scored else []
         return SchedulingResult(self._profile.name, ranked, filtered_out, time.perf_counter() - start)
+
+    def _shed(
+        self, endpoints: list[Endpoint], reason: str, filtered_out: dict[str, str], start: float
+    ) -> SchedulingResult:
+        for endpoint in endpoints:
+            filtered_out[endpoint.name] = reason
+        return SchedulingResult(self._profile.name, [], filtered_out, time.perf_counter() - start, shed=True)
 
     def _apply_subset(
         self, req: SchedulingRequest, candidates: Sequence[Endpoint], filtered_out: dict[str, str]
@@ -164,7 +171,10 @@ class Scheduler:
         weights = [w.weight for w in scorers]
         columns = []
         for w in scorers:
-            get = w.scorer.score(req, endpoints).get
+            try:
+                get = w.scorer.score(req, endpoints).get
+            except ShedRequest as shed:
+                raise ShedRequest(f"{w.scorer.name}: {shed.reason}") from None
             # clamp to [0, 1]; NaN → 0 (both comparisons are false for NaN)
             columns.append(
                 [

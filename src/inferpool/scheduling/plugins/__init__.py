@@ -23,6 +23,7 @@ from inferpool.scheduling.plugins.lora_affinity import LoraAffinityScorer
 from inferpool.scheduling.plugins.max_score import MaxScorePicker
 from inferpool.scheduling.plugins.params import NoParams, Params
 from inferpool.scheduling.plugins.precise_prefix import PrecisePrefixCacheScorer, PrecisePrefixParams
+from inferpool.scheduling.plugins.predicted_latency import PredictedLatencyParams, PredictedLatencyScorer
 from inferpool.scheduling.plugins.prefix_cache import PrefixCacheParams, PrefixCacheScorer
 from inferpool.scheduling.plugins.queue import QueueScorer
 from inferpool.scheduling.plugins.random_picker import RandomPicker
@@ -60,6 +61,7 @@ REGISTRY: Mapping[str, PluginType] = MappingProxyType(
         "least-request-scorer": _simple("scorer", LeastRequestScorer),
         "prefix-cache-scorer": _with_params("scorer", PrefixCacheParams, PrefixCacheScorer),
         "precise-prefix-cache-scorer": _with_params("scorer", PrecisePrefixParams, PrecisePrefixCacheScorer),
+        "predicted-latency-scorer": _with_params("scorer", PredictedLatencyParams, PredictedLatencyScorer),
         # pickers
         "max-score-picker": _simple("picker", MaxScorePicker),
         "weighted-random-picker": _simple("picker", WeightedRandomPicker),
