@@ -16,6 +16,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+_RESIDUAL_DECAY = 0.99
+
 # Feature order of `LatencyFeatures.vector()`; the models' weights follow it.
 FEATURE_NAMES = (
     "bias",
@@ -95,7 +97,11 @@ class RecursiveLeastSquares:
 
     @property
     def residual_std(self) -> float:
-        """Typical size of the error on a new sample (a-priori residuals, forgetting-weighted)."""
+        """Typical size of the error on a new sample: RMS of recent a-priori residuals.
+
+        Recent (memory ≈ 100 samples, or the model's own if shorter) so that the large errors
+        made while the fit was still converging do not linger in it.
+        """
         if self._residual_weight == 0.0:
             return 0.0
         return math.sqrt(self._residual_sq / self._residual_weight)
@@ -113,16 +119,18 @@ class RecursiveLeastSquares:
         error = y - self.predict(x)
         gain = [v / denom for v in px]
         self.weights = [w + g * error for w, g in zip(self.weights, gain, strict=True)]
-        # P ← (P − k·(Px)ᵀ) / λ; P is symmetric so xᵀP = (Px)ᵀ.
+        # P ← (P − k·(Px)ᵀ) / λ, written on the upper triangle and mirrored: rounding must not
+        # make P asymmetric, or it drifts from positive definite over many updates.
         inv = 1.0 / lam
         for i in range(self.dim):
             gi = gain[i]
             row = p[i]
-            for j in range(self.dim):
-                row[j] = (row[j] - gi * px[j]) * inv
+            for j in range(i, self.dim):
+                row[j] = p[j][i] = (row[j] - gi * px[j]) * inv
         self._cap_covariance()
-        self._residual_sq = lam * self._residual_sq + error * error
-        self._residual_weight = lam * self._residual_weight + 1.0
+        decay = min(lam, _RESIDUAL_DECAY)
+        self._residual_sq = decay * self._residual_sq + error * error
+        self._residual_weight = decay * self._residual_weight + 1.0
         self.samples += 1
 
     def _cap_covariance(self) -> None:
