@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -34,6 +34,7 @@ from inferpool.scrape.kvwire import (
     AllBlocksCleared,
     BlockRemoved,
     BlockStored,
+    KVEvent,
     KVEventBatch,
     decode_batch,
     decode_seq,
@@ -218,7 +219,7 @@ class KVEventSubscriber(DatastoreFollower):
             else:
                 self.replayed += len(missed)
                 for old in missed:
-                    self.apply(stream.source, old)
+                    live = self.apply(stream.source, old) and live
         elif expected is not None and seq < expected:
             log.info(
                 "kv events from %s: sequence restarted at %d (server restart); index cleared",
@@ -226,41 +227,15 @@ class KVEventSubscriber(DatastoreFollower):
                 seq,
             )
             self.index.cleared(stream.source)
-        self.apply(stream.source, batch)
+        live = self.apply(stream.source, batch) and live
         stream.next_seq = seq + 1
         if live and not self.index.is_live(stream.source):
             log.info("kv events from %s: live", stream.source)
         self.index.set_live(stream.source, live)
 
-    def apply(self, source: str, batch: KVEventBatch) -> None:
-        """Apply one batch's events to the index, in order."""
+    def apply(self, source: str, batch: KVEventBatch) -> bool:
         self.batches += 1
-        index = self.index
-        for event in batch.events:
-            if isinstance(event, BlockStored):
-                if not _indexed(event.medium, event.group_idx):
-                    continue
-                lora = event.lora_name or (f"lora-id:{event.lora_id}" if event.lora_id is not None else None)
-                fits = index.stored(
-                    source,
-                    event.block_hashes,
-                    event.parent_block_hash,
-                    event.token_ids,
-                    event.block_size,
-                    lora,
-                    _extras(event),
-                )
-                if not fits:
-                    log.warning(
-                        "kv events from %s: more than %d blocks; index cleared, not precise until the next batch",
-                        source,
-                        index.max_blocks_per_source,
-                    )
-            elif isinstance(event, BlockRemoved):
-                if _indexed(event.medium, event.group_idx):
-                    index.removed(source, event.block_hashes)
-            elif isinstance(event, AllBlocksCleared):
-                index.cleared(source)
+        return apply_events(self.index, source, batch.events)
 
     async def _replay(self, stream: _Stream, start: int, end: int) -> list[KVEventBatch] | None:
         """Batches `start`..`end`-1 from the replay socket; None if it no longer has them all."""
@@ -296,6 +271,38 @@ class KVEventSubscriber(DatastoreFollower):
         finally:
             sock.close(linger=0)
         return found if len(found) == end - start else None
+
+
+def apply_events(index: KVBlockIndex, source: str, events: Iterable[KVEvent]) -> bool:
+    """Apply one batch's events to the index, in order; False if the source outgrew its bound."""
+    fits = True
+    for event in events:
+        if isinstance(event, BlockStored):
+            if not _indexed(event.medium, event.group_idx):
+                continue
+            lora = event.lora_name or (f"lora-id:{event.lora_id}" if event.lora_id is not None else None)
+            stored = index.stored(
+                source,
+                event.block_hashes,
+                event.parent_block_hash,
+                event.token_ids,
+                event.block_size,
+                lora,
+                _extras(event),
+            )
+            if not stored:
+                fits = False
+                log.warning(
+                    "kv events from %s: more than %d blocks; index cleared, not precise until the next batch",
+                    source,
+                    index.max_blocks_per_source,
+                )
+        elif isinstance(event, BlockRemoved):
+            if _indexed(event.medium, event.group_idx):
+                index.removed(source, event.block_hashes)
+        elif isinstance(event, AllBlocksCleared):
+            index.cleared(source)
+    return fits
 
 
 def _indexed(medium: str | None, group_idx: int | None) -> bool:

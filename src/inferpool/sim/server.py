@@ -468,6 +468,11 @@ class Handlers:
         reset_running = request.query.get("reset_running_requests", "false").lower() in ("true", "1")
         return _json({"success": self.state.engine.reset_prefix_cache(reset_running)})
 
+    async def kv_event_sources(self, request: web.Request) -> web.Response:
+        """vLLM 0.32's publisher config per data-parallel rank; {} when events are off."""
+        kv = self.state.config.kv_events
+        return _json({"0": kv.model_dump()} if kv is not None and kv.publishes else {})
+
     async def admin_health(self, request: web.Request) -> web.Response:
         data = await request.json()
         self.state.healthy = bool(data.get("healthy", True))
@@ -505,6 +510,7 @@ def build_app(state: ReplicaState) -> web.Application:
     r.add_post("/v1/load_lora_adapter", h.load_lora)
     r.add_post("/v1/unload_lora_adapter", h.unload_lora)
     r.add_post("/reset_prefix_cache", h.reset_prefix_cache)
+    r.add_get("/kv_event_sources", h.kv_event_sources, allow_head=False)
     r.add_post("/sim/admin/health", h.admin_health)
     r.add_post("/sim/admin/drop-connections", h.admin_drop)
     r.add_get("/sim/admin/state", h.admin_state, allow_head=False)
