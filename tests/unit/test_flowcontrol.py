@@ -437,9 +437,21 @@ async def test_released_but_unsent_requests_count_against_the_pool() -> None:
     assert not gate.has_capacity(POOL, in_transit=5)
     for _ in range(3):
         gate.sent(endpoint)
-    assert gate.unseen(endpoint) == 3 and not gate.has_capacity(POOL, in_transit=2)
+    assert gate.waiting(endpoint) == 3 and not gate.has_capacity(POOL, in_transit=2)
     scrape(endpoint, clock, waiting=0)
-    assert gate.unseen(endpoint) == 0
+    assert gate.waiting(endpoint) == 0
+
+
+def test_finishes_never_take_the_estimated_queue_below_zero() -> None:
+    clock = Clock()
+    _, endpoint, gate = gated_pool(1, clock)
+    for _ in range(4):  # four finish on a server with one waiting: its queue is empty, not -3
+        clock.now += 0.001
+        gate.finished(endpoint)
+    for _ in range(5):
+        clock.now += 0.001
+        gate.sent(endpoint)
+    assert gate.waiting(endpoint) == 5 and not gate.has_capacity(POOL, in_transit=0)
 
 
 # -- property: nothing is ever lost ---------------------------------------------------------
@@ -588,7 +600,7 @@ async def test_with_flow_control_sheddable_waits_instead_of_being_shed() -> None
     routed = await asyncio.wait_for(waiter, 5)
     assert routed.queue_wait_s >= 0.04 and routed.decision_s < routed.queue_wait_s
     assert stack.flow.in_transit(POOL) == 1
-    routed.dispatched(stack.endpoint)  # sent: no longer in transit, counted as unseen instead
+    routed.dispatched(stack.endpoint)  # sent: no longer in transit, counted on its endpoint instead
     assert stack.flow.in_transit(POOL) == 0
     record = routed.finish(200)
     assert record.queue_wait_s == routed.queue_wait_s and record.status == 200

@@ -72,9 +72,9 @@ class SaturationDetector:
         self,
         endpoints: Sequence[Endpoint],
         now: float | None = None,
-        unseen: Callable[[Endpoint], int] | None = None,
+        waiting: Callable[[Endpoint], int] | None = None,
     ) -> SaturationSnapshot:
-        """The pool's saturation; `unseen(e)` adds requests sent to `e` that its scraped queue cannot show yet."""
+        """The pool's saturation; `waiting(e)`, when given, replaces the scraped waiting queue of `e`."""
         now = self._clock() if now is None else now
         cfg = self.config
         # Inlined (no per-endpoint method calls): this runs on every request over every candidate.
@@ -89,8 +89,8 @@ class SaturationDetector:
                 saturated += 1
                 total += cfg.stale_ratio
                 continue
-            waiting = m.waiting_queue_size + unseen(endpoint) if unseen is not None else m.waiting_queue_size
-            ratio = max(waiting / queue_t, m.kv_cache_usage / kv_t)
+            queued = m.waiting_queue_size if waiting is None else waiting(endpoint)
+            ratio = max(queued / queue_t, m.kv_cache_usage / kv_t)
             if ratio >= 1.0:
                 saturated += 1
             total += ratio if ratio < cap else cap

@@ -108,9 +108,10 @@ class DispatchGate:
     """The saturation detector over the pool's ready endpoints, corrected for what the scrape cannot show yet.
 
     Scraped metrics are up to a scrape interval old; released blindly on them, a queue of
-    hundreds would all go out at once. So each endpoint's waiting queue counts the requests
-    sent to it since its last scrape, less those that finished there since (each finish lets
-    a waiting request start), and the pool counts requests released but not sent yet.
+    hundreds would all go out at once. So each endpoint's waiting queue is replayed from its
+    last scrape: one more for each request sent to it since, one less (never below zero) for
+    each request that finished there since, which lets a waiting one start. The pool also
+    counts requests released but not sent yet.
     """
 
     def __init__(
@@ -124,39 +125,39 @@ class DispatchGate:
         self._detector = detector
         self._lag = scrape_lag_s
         self._clock = clock
-        self._sent: WeakKeyDictionary[Endpoint, deque[float]] = WeakKeyDictionary()
-        self._finished: WeakKeyDictionary[Endpoint, deque[float]] = WeakKeyDictionary()
+        # Per endpoint: (time, +1 sent / -1 finished) since about its last scrape.
+        self._events: WeakKeyDictionary[Endpoint, deque[tuple[float, int]]] = WeakKeyDictionary()
 
     def sent(self, endpoint: Endpoint) -> None:
-        self._sent.setdefault(endpoint, deque()).append(self._clock())
+        self._events.setdefault(endpoint, deque()).append((self._clock(), 1))
 
     def finished(self, endpoint: Endpoint) -> None:
-        self._finished.setdefault(endpoint, deque()).append(self._clock())
+        self._events.setdefault(endpoint, deque()).append((self._clock(), -1))
 
-    def unseen(self, endpoint: Endpoint) -> int:
-        """Requests sent to `endpoint` since its last scrape, less those that finished there since."""
-        # Older than the staleness limit, the endpoint counts as saturated anyway: forget them.
+    def waiting(self, endpoint: Endpoint) -> int:
+        """The endpoint's waiting queue now, as far as this gateway can tell."""
+        waiting = endpoint.metrics.waiting_queue_size
+        events = self._events.get(endpoint)
+        if not events:
+            return waiting
+        # Events before the scrape are in its numbers; older than the staleness limit, the
+        # endpoint counts as saturated anyway. Either way they are never needed again.
         seen_until = max(
             endpoint.metrics.scraped_at - self._lag, self._clock() - self._detector.config.stale_after_s
         )
-        return _since(self._sent.get(endpoint), seen_until) - _since(self._finished.get(endpoint), seen_until)
+        while events and events[0][0] < seen_until:
+            events.popleft()
+        for _, change in events:
+            waiting = max(0, waiting + change)
+        return waiting
 
     def has_capacity(self, pool: str, in_transit: int) -> bool:
         endpoints = self._datastore.ready_endpoints(pool)
         if not endpoints:
             return False
-        snapshot = self._detector.snapshot(endpoints, unseen=self.unseen)
+        snapshot = self._detector.snapshot(endpoints, waiting=self.waiting)
         in_transit_ratio = in_transit / (self._detector.config.queue_threshold * len(endpoints))
         return snapshot.ratio + in_transit_ratio < 1.0
-
-
-def _since(times: deque[float] | None, after: float) -> int:
-    """How many of `times` are at or after `after` (older ones are dropped: they are never asked for again)."""
-    if not times:
-        return 0
-    while times and times[0] < after:
-        times.popleft()
-    return len(times)
 
 
 class Grant:
