@@ -41,10 +41,13 @@ def test_compare_smoke(tmp_path: Path) -> None:
     for name in ours:
         document = orjson.loads((tmp_path / f"shared-prefix-rate4-{name}.json").read_bytes())
         summary = document["summary"]
-        assert summary["requests"] > 0 and summary["ok"] == summary["requests"], name
+        assert summary["requests"] > 0, name
+        assert summary["ok"] == summary["requests"], (
+            f"{name}: {summary['errors_by_status']}\n{done.stderr[-2000:]}"
+        )
         assert summary["ttft"]["p99"] > 0 and summary["ntpot"]["p90"] > 0, name
         lines = (tmp_path / f"shared-prefix-rate4-{name}.requests.jsonl").read_bytes().splitlines()
         served = {orjson.loads(line)["served_by"] for line in lines}
-        assert None not in served and len(served) >= 1, f"{name}: a request without a serving replica"
+        assert None not in served, f"{name}: a request without a serving replica"
         assert document["meta"]["load"], name
     assert (tmp_path / "shared-prefix-rate4-cdf.png").stat().st_size > 1000

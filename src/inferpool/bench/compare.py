@@ -221,9 +221,9 @@ def start_contender(
     logdir = workdir / "logs"
     if contender.peer is not None:
         ensure_installed(contender.peer)
-        listener = free_ports(1, exclude=ports.http)[0]
+        listener, metrics = distinct_free_ports(2)
         workers = [f"http://127.0.0.1:{p}" for p in ports.http]
-        child = spawn(tag, contender.peer.argv(listener, workers), logdir)
+        child = spawn(tag, contender.peer.argv(listener, workers, metrics), logdir)
         children.append(child)
         url = f"http://127.0.0.1:{listener}"
         wait_ready(child, [f"{url}/health"], 120)

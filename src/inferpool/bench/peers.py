@@ -35,13 +35,15 @@ class Peer:
     def installed(self) -> bool:
         return self.executable().exists()
 
-    def argv(self, port: int, workers: list[str]) -> list[str]:
+    def argv(self, port: int, workers: list[str], metrics_port: int) -> list[str]:
+        """Both routers also serve Prometheus metrics, on a fixed port (29000) unless told otherwise,
+        so two at once (a benchmark beside the smoke test) would collide."""
         exe = str(self.executable())
+        common = ["--host", "127.0.0.1", "--port", str(port), "--worker-urls", *workers, "--policy", self.policy,
+                  "--prometheus-host", "127.0.0.1", "--prometheus-port", str(metrics_port)]  # fmt: skip
         if self.package == "sglang-router":
-            return [exe, "launch", "--host", "127.0.0.1", "--port", str(port), "--worker-urls", *workers,
-                    "--policy", self.policy, "--log-level", "warn"]  # fmt: skip
-        return [exe, "--host", "127.0.0.1", "--port", str(port), "--worker-urls", *workers,
-                "--policy", self.policy]  # fmt: skip
+            return [exe, "launch", *common, "--log-level", "warn"]
+        return [exe, *common]
 
 
 def ensure_installed(peer: Peer) -> Path:
