@@ -20,6 +20,7 @@ _FIRST_ID = 3
 _PIECE_CHARS = 4
 _WHOLE_WORD_CHARS = 6
 _MAX_MEMO = 1_000_000
+_MAX_WORD_MEMO = 200_000
 _WORD = re.compile(r"\s*\S+|\s+")
 
 # Words the simulated model "writes"; ids for these are always decodable.
@@ -40,12 +41,19 @@ class Tokenizer:
         """`remember_pieces=False` for encode-only users (the gateway): no memo to decode with."""
         self._pieces: dict[int, str] = {BOS_ID: "<s>", EOS_ID: "</s>", UNK_ID: "<unk>"}
         self._memo_limit = _MAX_MEMO if remember_pieces else 0
+        self._word_ids: dict[str, list[int]] = {}  # words recur: hash each one once
         self.words: tuple[tuple[int, ...], ...] = tuple(tuple(self._piece_ids(" " + w)) for w in _VOCABULARY)
 
     def encode(self, text: str, *, add_bos: bool = True) -> list[int]:
         ids = [BOS_ID] if add_bos else []
-        for match in _WORD.finditer(text):
-            ids.extend(self._piece_ids(match.group()))
+        known = self._word_ids
+        for word in _WORD.findall(text):
+            word_ids = known.get(word)
+            if word_ids is None:
+                if len(known) >= _MAX_WORD_MEMO:
+                    known.clear()
+                word_ids = known[word] = self._piece_ids(word)
+            ids.extend(word_ids)
         return ids
 
     def decode(self, ids: Iterable[int], *, skip_special: bool = False) -> str:
