@@ -4,11 +4,13 @@ one row per profile × workload × rate × seed, then the mean over seeds.
 
     .venv/bin/python bench/slo_virtual.py [--workload shared-prefix] [--rates 18,22] [--seeds 0,1,2]
         [--profiles default,slo-aware] [--duration 60] [--slo ttft=1s,tpot=50ms] [--slo-headers]
+        [--speeds 1,1,1,0.5]
 
 --slo-headers puts the SLO on every request as `x-slo-ttft-ms` / `x-slo-tpot-ms`, which only the
 predicted-latency scorer reads. The shared-prefix workload is 150 groups with 6000-token system
 prompts and 100-token answers (the issue's setup); multi-lora is ShareGPT-shaped requests over
-8 Zipf-popular adapters plus 20 % base-model requests.
+8 Zipf-popular adapters plus 20 % base-model requests. --speeds makes the pool heterogeneous
+(0.5: that replica's GPU steps take twice as long).
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ def one_run(workload: str, rate: float, seed: int, profile: str, args: argparse.
     trace = TraceSpec(workload, rate, args.duration, seed, "poisson", OPTIONS[workload]).build()
     if args.slo_headers:
         trace = with_slo_headers(trace, slo)
-    run = simulate(trace, args.replicas, profile, seed=seed)
+    speeds = [float(v) for v in args.speeds.split(",")] if args.speeds else None
+    run = simulate(trace, args.replicas, profile, seed=seed, speeds=speeds)
     s = summarize(run.results, run.sim_seconds, slo)
     return [
         (s.ttft.p50 or 0.0) * 1000,
@@ -80,6 +83,9 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=60.0, help="simulated seconds of arrivals")
     parser.add_argument("--slo", default="ttft=1s,tpot=50ms")
     parser.add_argument("--slo-headers", action="store_true")
+    parser.add_argument(
+        "--speeds", default="", help="relative replica speeds, e.g. 1,1,1,0.5 (default all 1)"
+    )
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     print(row(["profile", "rate", "seed", *COLUMNS]))

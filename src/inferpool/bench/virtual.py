@@ -14,7 +14,7 @@ from __future__ import annotations
 import heapq
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -27,7 +27,7 @@ from inferpool.request.errors import InferenceError
 from inferpool.scheduling import load_scheduler
 from inferpool.sim.clock import VirtualClock
 from inferpool.sim.engine import Engine, SimRequest, TokenEvent
-from inferpool.sim.profile import load_profile
+from inferpool.sim.profile import HardwareProfile, load_profile
 from inferpool.sim.tokenizer import Tokenizer
 from inferpool.state import Datastore, Endpoint, EndpointMetrics, Pool
 
@@ -53,8 +53,13 @@ def simulate(
     profile: str = "default",
     scrape_interval: float = 0.05,
     seed: int = 0,
+    speeds: Sequence[float] | None = None,
 ) -> VirtualRun:
-    """Route `trace` with scheduler `profile` over `replicas` engines; everything in simulated seconds."""
+    """Route `trace` with scheduler `profile` over `replicas` engines; everything in simulated seconds.
+
+    `speeds` makes the pool heterogeneous: replica i's steps take 1 / speeds[i] times as long
+    (0.5: a GPU half as fast); replicas past its end run at 1.
+    """
     hw = load_profile("llama-3.1-8b-h100")
     tokenizer = Tokenizer()
     store = Datastore()
@@ -65,11 +70,21 @@ def simulate(
             name=f"r{i}", address=f"10.{i // 65536}.{i // 256 % 256}.{i % 256}", port=8000, pool=POOL
         )
         store.upsert_endpoint(ep)
+        speed = speeds[i] if speeds is not None and i < len(speeds) else 1.0
         engines[ep.name] = Engine(
-            hw, max_loras=4, max_cpu_loras=8, clock=VirtualClock(), seed=seed + i, tokenizer=tokenizer
+            _slowed(hw, speed),
+            max_loras=4,
+            max_cpu_loras=8,
+            clock=VirtualClock(),
+            seed=seed + i,
+            tokenizer=tokenizer,
         )
     now = [0.0]
     scheduler = load_scheduler(profile)
+    for i, plugin in enumerate(scheduler.profile.plugins()):
+        rng = getattr(plugin, "rng", None)  # tie-breaking pickers: same seed, same run
+        if isinstance(rng, random.Random):
+            rng.seed(f"{seed}:{i}")
     director = Director(
         store,
         lambda _pool: scheduler,
@@ -188,3 +203,21 @@ def simulate(
 
 def _sse(event: dict[str, object]) -> bytes:
     return b"data: " + orjson.dumps(event) + b"\n\n"
+
+
+def _slowed(hw: HardwareProfile, speed: float) -> HardwareProfile:
+    """`hw` with every step-time term divided by `speed`."""
+    if speed == 1.0:
+        return hw
+    if not speed > 0:
+        raise ValueError(f"replica speed must be positive, got {speed}")
+    step = hw.step
+    slower = step.model_copy(
+        update={
+            "base_ms": step.base_ms / speed,
+            "per_token_ms": step.per_token_ms / speed,
+            "per_context_token_ms": step.per_context_token_ms / speed,
+            "per_prefill_attention_ms": step.per_prefill_attention_ms / speed,
+        }
+    )
+    return hw.model_copy(update={"name": f"{hw.name}@{speed:g}", "step": slower})

@@ -211,16 +211,6 @@ def test_request_slo_parses_milliseconds_and_ignores_junk() -> None:
     assert request_slo(req("x", headers={"x-slo-ttft-ms": "-5", "x-slo-tpot-ms": "nan"})) is None
 
 
-def test_e2e_objective_weighs_tpot_by_the_expected_answer_length() -> None:
-    plugin = trained(objective="e2e")
-    quick_first, quick_decode = ep("e-0", queue=1), ep("e-1", queue=0)
-    # Same law for both here, so e2e ranks like TTFT; the expected length comes from outcomes (11 tokens).
-    assert plugin.expected_output_tokens(req("x")) == pytest.approx(11, rel=0.01)
-    assert plugin.expected_output_tokens(req("x", max_tokens=4)) == 4
-    scores = plugin.score(req("x"), [quick_first, quick_decode])
-    assert scores[quick_decode] == 1.0 and scores[quick_first] < 1.0
-
-
 def test_config_builds_it_validates_params_and_ships_the_slo_aware_profile() -> None:
     scheduler = load_scheduler("slo-aware")
     names = [w.scorer.name for w in scheduler.profile.scorers]

@@ -1,18 +1,22 @@
-"""predicted-latency-scorer: send each request where its predicted TTFT and TPOT are best.
+"""predicted-latency-scorer: send each request where it is predicted to be served best.
 
 For every candidate it predicts this request's TTFT and TPOT from the endpoint's state and
-the request's shape (see `latency_model.LatencyFeatures`), with a linear model learned online
-from the latencies this gateway observed (`on_finished`). Each endpoint has its own model once
-it has `minSamples` samples; until then a pool-wide model, trained on every endpoint's
-samples, answers. The expected prefix-cache hit comes from the same approximate prefix index
-as `prefix-cache-scorer` (an instance of its own, fed by this plugin's `on_routed`).
+the request's shape (see `latency_model.LatencyFeatures`), with linear models learned online
+from the latencies this gateway observed (`on_finished`). Each endpoint has its own models once
+it has `minSamples` samples; until then pool-wide models, trained on every endpoint's samples,
+answer. The expected prefix-cache hit comes from the same approximate prefix index as
+`prefix-cache-scorer` (an instance of its own, fed by this plugin's `on_routed`).
 
-Without SLO headers the score is best predicted completion time / this endpoint's (so the best
-gets 1). With `x-slo-ttft-ms` and/or `x-slo-tpot-ms`, endpoints predicted to meet every given
-SLO (prediction + `sloMargin` × the model's typical error) score in [0.5, 1] and the others in
-[0, 0.5); among those that meet it the one with the most headroom (or the least, with
-`headroom: least`) gets 1. When no endpoint is predicted to meet it, a sheddable request
-(priority < 0) is shed (429) and any other goes to the best predicted endpoint.
+Without SLO headers the score is best predicted TTFT / this endpoint's (the best gets 1).
+TPOT is not in that ranking: a request's own TPOT favours the least busy endpoint whatever its
+cache holds, which spreads load like least-request and loses the prefix hits that keep the
+whole pool fast (measured in virtual time; see docs/scheduling.md). It is checked against
+`x-slo-tpot-ms`: with SLO headers (`x-slo-ttft-ms` and/or `x-slo-tpot-ms`), endpoints
+predicted to meet every given SLO (prediction + `sloMargin` × the model's typical error)
+score in [0.5, 1] and the others in [0, 0.5); among those that meet it the one with the most
+headroom (or the least, with `headroom: least`) gets 1. When no endpoint is predicted to meet
+it, a sheddable request (priority < 0) is shed (429) and any other goes to the best
+predicted endpoint.
 """
 
 from __future__ import annotations
@@ -60,13 +64,6 @@ class PredictedLatencyParams(Params):
     )
     slo_margin: float = Field(
         default=1.0, ge=0.0, description="model errors added to a prediction before comparing it to an SLO"
-    )
-    objective: Literal["ttft", "e2e"] = Field(
-        default="ttft",
-        description="what 'best predicted' means: first token, or first token + TPOT × expected length",
-    )
-    default_output_tokens: int = Field(
-        default=128, gt=0, description="e2e objective: expected answer length before any has been observed"
     )
     # Deeper than prefix-cache-scorer's default (256 blocks ≈ 4k tokens): the hit length is a
     # latency feature here, and long shared system prompts are where it matters most.
@@ -116,7 +113,6 @@ class PredictedLatencyScorer:
     _scored: OrderedDict[str, dict[str, LatencyFeatures]] = field(default_factory=OrderedDict)
     _in_flight: OrderedDict[str, _Routed] = field(default_factory=OrderedDict)
     _completed: OrderedDict[str, _Routed] = field(default_factory=OrderedDict)
-    _output_tokens: float = 0.0  # running mean of observed answer lengths (0: none yet)
 
     def __post_init__(self) -> None:
         self.prior = self._new_model()
@@ -162,10 +158,6 @@ class PredictedLatencyScorer:
             return own.predict(x)
         return self.prior.predict(x, from_prior=True)
 
-    def expected_output_tokens(self, req: SchedulingRequest) -> float:
-        mean = self._output_tokens or float(self.params.default_output_tokens)
-        return min(mean, float(req.max_tokens)) if req.max_tokens else mean
-
     def score(self, req: SchedulingRequest, endpoints: list[Endpoint]) -> dict[Endpoint, float]:
         if not endpoints:
             return {}
@@ -173,10 +165,7 @@ class PredictedLatencyScorer:
         self._remember_scored(req.request_id, features)
         predictions = {e.name: self.predict(e.name, features[e.name]) for e in endpoints}
         self.last_predictions = predictions
-        decode_tokens = (
-            max(self.expected_output_tokens(req) - 1.0, 0.0) if self.params.objective == "e2e" else 0.0
-        )
-        cost = {e: _completion_time(predictions[e.name], decode_tokens) for e in endpoints}
+        cost = {e: predictions[e.name].ttft_s for e in endpoints}
         slo = request_slo(req)
         if slo is None:
             return _relative(cost, 0.0, 1.0)
@@ -235,12 +224,6 @@ class PredictedLatencyScorer:
         tokens = outcome.completion_tokens
         if tokens is not None and tokens >= 2:
             tpot = (outcome.e2e_s - outcome.ttft_s) / (tokens - 1)
-        if tokens is not None and tokens > 0:
-            # Forgetting-weighted like the models, so a change of workload shows within ~200 requests.
-            lam = self.params.forgetting
-            self._output_tokens = (
-                tokens if not self._output_tokens else lam * self._output_tokens + (1 - lam) * tokens
-            )
         x = routed.features.vector()
         self.prior.learn(x, outcome.ttft_s, tpot)
         own = self.models.get(endpoint.name)
@@ -271,10 +254,6 @@ def _is_adapter(req: SchedulingRequest, endpoints: list[Endpoint]) -> bool:
         return req.lora_adapter
     model = req.target_model
     return any(model in e.metrics.active_adapters or model in e.metrics.waiting_adapters for e in endpoints)
-
-
-def _completion_time(p: Prediction, decode_tokens: float) -> float:
-    return p.ttft_s + p.tpot_s * decode_tokens
 
 
 def _meets(p: Prediction, slo: Slo, margin: float) -> bool:
