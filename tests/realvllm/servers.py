@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -112,6 +113,9 @@ class Process:
 class VLLMServer:
     process: Process
     port: int
+    kv_events_port: (
+        int  # vLLM's KV-event PUB socket connects to tcp://127.0.0.1:PORT, where a test may bind a SUB
+    )
 
     @property
     def url(self) -> str:
@@ -120,6 +124,9 @@ class VLLMServer:
 
 def vllm_server(model_dir: Path, log_path: Path, *, max_loras: int = 2) -> VLLMServer:
     port = free_port()
+    kv_events_port = free_port()
+    # a non-wildcard endpoint makes vLLM connect rather than bind: nothing listens beyond loopback
+    kv_events = {"enable_kv_cache_events": True, "endpoint": f"tcp://127.0.0.1:{kv_events_port}"}
     argv = [
         str(VLLM_PYTHON),
         "-m",
@@ -145,8 +152,10 @@ def vllm_server(model_dir: Path, log_path: Path, *, max_loras: int = 2) -> VLLMS
         "127.0.0.1",
         "--port",
         str(port),
+        "--kv-events-config",
+        json.dumps(kv_events),
     ]
-    return VLLMServer(Process(f"vllm:{port}", argv, log_path, env=dict(VLLM_ENV)), port)
+    return VLLMServer(Process(f"vllm:{port}", argv, log_path, env=dict(VLLM_ENV)), port, kv_events_port)
 
 
 def inferpool_argv(*args: str) -> list[str]:
