@@ -300,3 +300,15 @@ async def test_subscriber_follows_a_replica_and_binds_the_scorer() -> None:
     finally:
         await sub.stop()
         await replica.stop()
+
+
+async def test_both_runtimes_start_a_subscriber_only_for_a_profile_that_reads_kv_events() -> None:
+    from inferpool.extproc.app import EppApp, EppConfig
+    from inferpool.gateway.runtime import GatewayRuntime, RuntimeConfig
+
+    assert isinstance(
+        GatewayRuntime([], RuntimeConfig(profile="precise-prefix")).kv_events, KVEventSubscriber
+    )
+    assert GatewayRuntime([], RuntimeConfig()).kv_events is None
+    assert isinstance(EppApp(EppConfig(scheduler="precise-prefix"), Datastore()).kv_events, KVEventSubscriber)
+    assert EppApp(EppConfig(scheduler="default"), Datastore()).kv_events is None
