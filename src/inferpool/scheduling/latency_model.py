@@ -157,11 +157,11 @@ class Prediction:
     tpot_s: float
     ttft_std_s: float  # the model's typical error, for a safety margin on SLO checks
     tpot_std_s: float
-    from_prior: bool  # the pool-wide model answered (the endpoint had too few samples of its own)
+    from_prior: bool  # the pool model answered alone (the endpoint had too few samples to calibrate it)
 
 
 class LatencyModel:
-    """TTFT and TPOT regressions for one endpoint or for a whole pool."""
+    """TTFT and TPOT regressions over the whole feature vector, trained on every endpoint of a pool."""
 
     def __init__(
         self,
@@ -197,4 +197,50 @@ class LatencyModel:
             self.ttft.residual_std,
             self.tpot.residual_std,
             from_prior,
+        )
+
+
+class EndpointCalibration:
+    """One endpoint's correction of the pool model: y ≈ a + b · (pool prediction), for TTFT and TPOT.
+
+    Two weights per quantity rather than a full model of its own: it settles within tens of
+    samples, and it bends the pool's fit instead of replacing it, so the endpoint keeps the
+    pool's knowledge of states it has rarely been in. A full per-endpoint fit of every weight,
+    trained on the narrow range of states one endpoint happens to see, extrapolated badly in
+    virtual time (a slow replica predicted fast when busy, then flooded). A GPU half as fast
+    shows as b ≈ 2; a farther network as a > 0. Fitted in units of a typical value (100 ms
+    TTFT, 10 ms TPOT) so that the prior's pull is the same for both.
+    """
+
+    TTFT_UNIT = 0.1
+    TPOT_UNIT = 0.01
+
+    def __init__(self, *, forgetting: float = 0.995, prior_variance: float = 1.0) -> None:
+        self.ttft = RecursiveLeastSquares(
+            2, forgetting=forgetting, prior_variance=prior_variance, initial=(0, 1)
+        )
+        self.tpot = RecursiveLeastSquares(
+            2, forgetting=forgetting, prior_variance=prior_variance, initial=(0, 1)
+        )
+
+    @property
+    def samples(self) -> int:
+        return self.ttft.samples
+
+    def learn(self, pool: Prediction, ttft_s: float, tpot_s: float | None) -> None:
+        """`pool` is the pool model's prediction for the sample, made before the pool learned from it."""
+        u = self.TTFT_UNIT
+        self.ttft.update((1.0, pool.ttft_s / u), ttft_s / u)
+        if tpot_s is not None:
+            u = self.TPOT_UNIT
+            self.tpot.update((1.0, pool.tpot_s / u), tpot_s / u)
+
+    def predict(self, pool: Prediction) -> Prediction:
+        ut, up = self.TTFT_UNIT, self.TPOT_UNIT
+        return Prediction(
+            max(self.ttft.predict((1.0, pool.ttft_s / ut)) * ut, 0.0),
+            max(self.tpot.predict((1.0, pool.tpot_s / up)) * up, 0.0),
+            self.ttft.residual_std * ut,
+            self.tpot.residual_std * up,
+            from_prior=False,
         )

@@ -10,8 +10,10 @@ import pytest
 from inferpool.scheduling.latency_model import (
     FEATURE_NAMES,
     TTFT_PRIOR,
+    EndpointCalibration,
     LatencyFeatures,
     LatencyModel,
+    Prediction,
     RecursiveLeastSquares,
 )
 
@@ -104,3 +106,17 @@ def test_latency_model_starts_from_the_first_guess_and_never_predicts_negative()
         model.learn(LatencyFeatures(8000, 8000, 20, 20, 0.9, 20, False).vector(), 1.5, 0.04)
     idle = model.predict(LatencyFeatures(0, 0, 0, 0, 0.0, 0, False).vector())
     assert idle.ttft_s >= 0.0 and idle.tpot_s >= 0.0
+
+
+def test_calibration_learns_that_an_endpoint_is_slower_than_the_pool() -> None:
+    rng = random.Random(6)
+    calibration = EndpointCalibration()
+    fresh = calibration.predict(Prediction(0.2, 0.01, 0.0, 0.0, True))
+    assert fresh.ttft_s == pytest.approx(0.2) and not fresh.from_prior  # starts as the identity
+    for _ in range(60):  # a GPU 2.5 times slower, plus 5 ms of network
+        pool = Prediction(rng.uniform(0.01, 0.5), rng.uniform(0.008, 0.03), 0.0, 0.0, True)
+        calibration.learn(pool, 0.005 + 2.5 * pool.ttft_s, 2.5 * pool.tpot_s)
+    slow = calibration.predict(Prediction(0.1, 0.02, 0.0, 0.0, True))
+    assert slow.ttft_s == pytest.approx(0.255, rel=0.02)
+    assert slow.tpot_s == pytest.approx(0.05, rel=0.02)
+    assert calibration.samples == 60

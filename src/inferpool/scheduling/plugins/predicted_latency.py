@@ -2,9 +2,10 @@
 
 For every candidate it predicts this request's TTFT and TPOT from the endpoint's state and
 the request's shape (see `latency_model.LatencyFeatures`), with linear models learned online
-from the latencies this gateway observed (`on_finished`). Each endpoint has its own models once
-it has `minSamples` samples; until then pool-wide models, trained on every endpoint's samples,
-answer. The expected prefix-cache hit comes from the same approximate prefix index as
+from the latencies this gateway observed (`on_finished`) on every endpoint of the pool. Once an
+endpoint has `minSamples` samples, its own two-weight calibration of the pool's prediction
+(`latency_model.EndpointCalibration`) corrects it for that endpoint (a slower GPU, a farther
+network); until then the pool model answers alone. The expected prefix-cache hit comes from the same approximate prefix index as
 `prefix-cache-scorer` (an instance of its own, fed by this plugin's `on_routed`).
 
 Without SLO headers the score is best predicted TTFT / this endpoint's (the best gets 1).
@@ -30,7 +31,7 @@ from typing import Literal
 from pydantic import Field
 
 from inferpool.scheduling.framework import ShedRequest
-from inferpool.scheduling.latency_model import LatencyFeatures, LatencyModel, Prediction
+from inferpool.scheduling.latency_model import EndpointCalibration, LatencyFeatures, LatencyModel, Prediction
 from inferpool.scheduling.plugins.params import Params
 from inferpool.scheduling.plugins.prefix_cache import PrefixCacheParams, PrefixCacheScorer
 from inferpool.scheduling.types import RequestOutcome, SchedulingRequest
@@ -51,7 +52,9 @@ _MISSES_TOP = 0.49
 
 class PredictedLatencyParams(Params):
     min_samples: int = Field(
-        default=32, ge=0, description="samples an endpoint needs before its own model replaces the pool's"
+        default=20,
+        ge=0,
+        description="samples an endpoint needs before its calibration of the pool model is used",
     )
     forgetting: float = Field(
         default=0.995, gt=0.0, le=1.0, description="per-sample discount of old samples (memory ≈ 1/(1−λ))"
@@ -105,8 +108,8 @@ class _Routed:
 class PredictedLatencyScorer:
     params: PredictedLatencyParams = field(default_factory=PredictedLatencyParams)
     name: str = "predicted-latency-scorer"
-    prior: LatencyModel = field(init=False)
-    models: dict[str, LatencyModel] = field(default_factory=dict)  # endpoint name -> its own model
+    prior: LatencyModel = field(init=False)  # the pool model, trained on every endpoint's samples
+    models: dict[str, EndpointCalibration] = field(default_factory=dict)  # endpoint name -> its calibration
     # The predictions of the last scored request, endpoint name -> Prediction (for logs and debugging).
     last_predictions: dict[str, Prediction] = field(default_factory=dict)
     _prefix: PrefixCacheScorer = field(init=False)
@@ -115,17 +118,10 @@ class PredictedLatencyScorer:
     _completed: OrderedDict[str, _Routed] = field(default_factory=OrderedDict)
 
     def __post_init__(self) -> None:
-        self.prior = self._new_model()
-        self._prefix = PrefixCacheScorer(params=self.params.prefix_cache, name=f"{self.name}/prefix")
-
-    def _new_model(self, initial: LatencyModel | None = None) -> LatencyModel:
-        p = self.params
-        return LatencyModel(
-            forgetting=p.forgetting,
-            prior_variance=p.prior_variance,
-            ttft_initial=initial.ttft.weights if initial else None,
-            tpot_initial=initial.tpot.weights if initial else None,
+        self.prior = LatencyModel(
+            forgetting=self.params.forgetting, prior_variance=self.params.prior_variance
         )
+        self._prefix = PrefixCacheScorer(params=self.params.prefix_cache, name=f"{self.name}/prefix")
 
     # -- prediction ------------------------------------------------------------------
     def features(self, req: SchedulingRequest, endpoints: list[Endpoint]) -> dict[str, LatencyFeatures]:
@@ -152,11 +148,11 @@ class PredictedLatencyScorer:
         return out
 
     def predict(self, endpoint: str, features: LatencyFeatures) -> Prediction:
+        pool = self.prior.predict(features.vector(), from_prior=True)
         own = self.models.get(endpoint)
-        x = features.vector()
         if own is not None and own.samples >= self.params.min_samples:
-            return own.predict(x)
-        return self.prior.predict(x, from_prior=True)
+            return own.predict(pool)
+        return pool
 
     def score(self, req: SchedulingRequest, endpoints: list[Endpoint]) -> dict[Endpoint, float]:
         if not endpoints:
@@ -225,11 +221,14 @@ class PredictedLatencyScorer:
         if tokens is not None and tokens >= 2:
             tpot = (outcome.e2e_s - outcome.ttft_s) / (tokens - 1)
         x = routed.features.vector()
-        self.prior.learn(x, outcome.ttft_s, tpot)
         own = self.models.get(endpoint.name)
         if own is None:
-            own = self.models[endpoint.name] = self._new_model(self.prior)
-        own.learn(x, outcome.ttft_s, tpot)
+            p = self.params
+            own = self.models[endpoint.name] = EndpointCalibration(
+                forgetting=p.forgetting, prior_variance=p.prior_variance
+            )
+        own.learn(self.prior.predict(x), outcome.ttft_s, tpot)  # before the pool learns this sample
+        self.prior.learn(x, outcome.ttft_s, tpot)
 
     def on_endpoint_removed(self, name: str) -> None:
         self.models.pop(name, None)
