@@ -136,6 +136,9 @@ def compare_command(
     slo: str | None = typer.Option("ttft=1s,tpot=100ms", "--slo"),
     adapters: int = typer.Option(8, "--adapters"),
     max_loras: int = typer.Option(4, "--max-loras"),
+    max_num_seqs: int | None = typer.Option(
+        None, "--max-num-seqs", help="Fleet batch limit (vLLM --max-num-seqs): saturate at lower rates."
+    ),
     groups: int = typer.Option(150, "--groups"),
     prompts_per_group: int = typer.Option(5, "--prompts-per-group"),
     system_tokens: int = typer.Option(2000, "--system-tokens"),
@@ -145,7 +148,13 @@ def compare_command(
 
     Exits 1 (after writing every result) when a contender failed to start or run, or served nothing.
     """
-    from inferpool.bench.compare import FleetSpec, needs_kv_events, parse_contenders, run_contender
+    from inferpool.bench.compare import (
+        FleetSpec,
+        needs_kv_events,
+        parse_contenders,
+        run_contender,
+        write_sim_profile,
+    )
     from inferpool.bench.plots import plot_cdfs, plot_load, plot_vs_rate
     from inferpool.bench.table import comparison_table, ratios
 
@@ -167,8 +176,9 @@ def compare_command(
     except ValueError as exc:  # a profile file that is no valid EndpointPickerConfig
         raise typer.BadParameter(str(exc), param_hint="--contenders") from None
     spec_fleet = FleetSpec(
-        fleet, str(model_dir), adapter_names, max_loras, max(max_loras, adapters), speed, seed, kv_events
-    )
+        fleet, str(model_dir), adapter_names, max_loras, max(max_loras, adapters), speed, seed, kv_events,
+        str(write_sim_profile(out, max_num_seqs)) if max_num_seqs else None,
+    )  # fmt: skip
     opts = workload_options(str(model_dir), True, False, adapters, groups, prompts_per_group, system_tokens)
     slo_obj = parse_slo(slo)
     classes = request_classes(workload)

@@ -16,10 +16,12 @@ import re
 import sys
 import time
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 import aiohttp
 import orjson
+import yaml
 
 from inferpool.bench.client import ClientConfig, RequestResult
 from inferpool.bench.envoy import EnvoyConfig, envoy_argv, find_envoy
@@ -113,6 +115,7 @@ class FleetSpec:
     speed: float = 1.0
     seed: int = 0
     kv_events: bool = False  # replicas publish KV-cache events over ZMQ (vLLM's --kv-events-config)
+    sim_profile: str | None = None  # hardware profile name or YAML path (None: the sim's default)
 
 
 @dataclass(frozen=True)
@@ -157,7 +160,21 @@ def fleet_argv(spec: FleetSpec, ports: FleetPorts) -> list[str]:
         argv += ["--lora", name]
     if ports.kv_events is not None:
         argv += ["--kv-events-config", kv_events_config(ports.kv_events)]
+    if spec.sim_profile is not None:
+        argv += ["--profile", spec.sim_profile]
     return argv
+
+
+def write_sim_profile(workdir: Path, max_num_seqs: int) -> Path:
+    """The default hardware profile with a smaller batch (vLLM --max-num-seqs), so a fleet saturates
+    at request rates a 2-core load generator can drive."""
+    text = resources.files("inferpool.sim").joinpath("profiles/llama-3.1-8b-h100.yaml").read_text("utf-8")
+    profile = yaml.safe_load(text)
+    profile["name"] = f"{profile['name']}-seqs{max_num_seqs}"
+    profile["max_num_seqs"] = max_num_seqs
+    path = workdir / f"sim-profile-seqs{max_num_seqs}.yaml"
+    path.write_text(yaml.safe_dump(profile, sort_keys=False))
+    return path
 
 
 def start_fleet(spec: FleetSpec, ports: FleetPorts, logdir: Path, tag: str, children: list[Child]) -> None:

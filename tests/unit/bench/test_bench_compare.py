@@ -93,6 +93,20 @@ def test_kv_events_fleet_argv_and_endpoint_labels(tmp_path: Path) -> None:
     )
 
 
+def test_max_num_seqs_fleet_profile_loads_in_the_sim(tmp_path: Path) -> None:
+    from inferpool.bench.compare import write_sim_profile
+    from inferpool.sim.profile import load_profile
+
+    path = write_sim_profile(tmp_path, 8)
+    argv = fleet_argv(FleetSpec(2, "/m", sim_profile=str(path)), FleetPorts([9000, 9001]))
+    assert argv[argv.index("--profile") + 1] == str(path)
+    profile = load_profile(str(path))
+    assert profile.max_num_seqs == 8
+    default = load_profile("llama-3.1-8b-h100")
+    assert profile.num_gpu_blocks == default.num_gpu_blocks and profile.step == default.step
+    assert "--profile" not in fleet_argv(FleetSpec(2, "/m"), FleetPorts([9000, 9001]))
+
+
 def _cluster(config: dict, name: str) -> dict:  # type: ignore[type-arg]
     return next(c for c in config["static_resources"]["clusters"] if c["name"] == name)
 
