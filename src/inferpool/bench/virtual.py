@@ -29,9 +29,10 @@ from inferpool.sim.clock import VirtualClock
 from inferpool.sim.engine import Engine, SimRequest, TokenEvent
 from inferpool.sim.profile import HardwareProfile, load_profile
 from inferpool.sim.tokenizer import Tokenizer
-from inferpool.state import Datastore, Endpoint, EndpointMetrics, Pool
+from inferpool.state import Datastore, Endpoint, EndpointMetrics, Objective, Pool
 
 POOL = "default/bench"
+OBJECTIVE_PRIORITIES = {"critical": 1, "standard": 0, "sheddable": -1}
 SSE_HEADERS = {"content-type": "text/event-stream"}
 
 
@@ -64,6 +65,8 @@ def simulate(
     tokenizer = Tokenizer()
     store = Datastore()
     store.upsert_pool(Pool(namespace="default", name="bench", selector={"app": "bench"}, target_ports=[8000]))
+    for name, priority in OBJECTIVE_PRIORITIES.items():  # named by the criticality-overload workload
+        store.upsert_objective(Objective("default", name, "bench", priority))
     engines: dict[str, Engine] = {}
     for i in range(replicas):
         ep = Endpoint(

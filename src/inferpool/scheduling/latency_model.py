@@ -61,10 +61,12 @@ class RecursiveLeastSquares:
 
     `forgetting` λ < 1 weights a sample seen n updates ago by λⁿ (effective memory ≈ 1/(1−λ)
     samples). `prior_variance` is how far the data may move each weight from `initial`
-    (ridge regression towards `initial` with strength 1/prior_variance). Directions that
-    the data never excites would grow as λ⁻ⁿ under forgetting ("wind-up"); each diagonal
-    of the covariance is capped at `prior_variance` by a congruence scaling, which keeps
-    it positive definite.
+    (ridge regression towards `initial` with strength 1/prior_variance). A residual beyond
+    `outlier_clip` typical errors counts as that many (None: never clipped); the typical
+    error itself is measured unclipped, so a lasting change widens the band and is followed.
+    Directions that the data never excites would grow as λ⁻ⁿ under forgetting ("wind-up");
+    each diagonal of the covariance is capped at `prior_variance` by a congruence scaling,
+    which keeps it positive definite.
     """
 
     def __init__(
@@ -74,6 +76,7 @@ class RecursiveLeastSquares:
         forgetting: float = 0.995,
         prior_variance: float = 1.0,
         initial: Sequence[float] | None = None,
+        outlier_clip: float | None = 4.0,
     ) -> None:
         if dim <= 0:
             raise ValueError("dim must be positive")
@@ -83,6 +86,7 @@ class RecursiveLeastSquares:
             raise ValueError("prior_variance must be positive")
         self.dim = dim
         self.forgetting = forgetting
+        self.outlier_clip = outlier_clip
         self.prior_variance = prior_variance
         self.weights = list(initial) if initial is not None else [0.0] * dim
         if len(self.weights) != dim:
@@ -117,8 +121,14 @@ class RecursiveLeastSquares:
         if not denom > 0.0:
             return
         error = y - self.predict(x)
+        step = error
+        if self.outlier_clip is not None and self.samples >= 2 * self.dim:
+            # Huber-style: a sample far off the fit (a request starved behind LoRA swaps for
+            # 40 s) moves the weights no more than one a few typical errors off would.
+            limit = self.outlier_clip * self.residual_std
+            step = max(-limit, min(limit, error))
         gain = [v / denom for v in px]
-        self.weights = [w + g * error for w, g in zip(self.weights, gain, strict=True)]
+        self.weights = [w + g * step for w, g in zip(self.weights, gain, strict=True)]
         # P ← (P − k·(Px)ᵀ) / λ, written on the upper triangle and mirrored: rounding must not
         # make P asymmetric, or it drifts from positive definite over many updates.
         inv = 1.0 / lam
@@ -216,6 +226,7 @@ class EndpointCalibration:
     TPOT_UNIT = 0.01
 
     def __init__(self, *, forgetting: float = 0.995, prior_variance: float = 1.0) -> None:
+        self.last_seen = 0  # the pool model's sample count when this endpoint last taught it
         self.ttft = RecursiveLeastSquares(
             2, forgetting=forgetting, prior_variance=prior_variance, initial=(0, 1)
         )
@@ -235,12 +246,20 @@ class EndpointCalibration:
             u = self.TPOT_UNIT
             self.tpot.update((1.0, pool.tpot_s / u), tpot_s / u)
 
-    def predict(self, pool: Prediction) -> Prediction:
+    def predict(self, pool: Prediction, trust: float = 1.0) -> Prediction:
+        """The calibrated prediction, blended back towards the pool's by `1 − trust`.
+
+        Trust fades while an endpoint gets no traffic: a calibration that made it look slow
+        would otherwise keep it idle, and so never be corrected (a replica lost for good).
+        """
         ut, up = self.TTFT_UNIT, self.TPOT_UNIT
+        mix = max(0.0, min(trust, 1.0))
+        ttft = max(self.ttft.predict((1.0, pool.ttft_s / ut)) * ut, 0.0)
+        tpot = max(self.tpot.predict((1.0, pool.tpot_s / up)) * up, 0.0)
         return Prediction(
-            max(self.ttft.predict((1.0, pool.ttft_s / ut)) * ut, 0.0),
-            max(self.tpot.predict((1.0, pool.tpot_s / up)) * up, 0.0),
-            self.ttft.residual_std * ut,
-            self.tpot.residual_std * up,
+            mix * ttft + (1 - mix) * pool.ttft_s,
+            mix * tpot + (1 - mix) * pool.tpot_s,
+            mix * self.ttft.residual_std * ut + (1 - mix) * pool.ttft_std_s,
+            mix * self.tpot.residual_std * up + (1 - mix) * pool.tpot_std_s,
             from_prior=False,
         )

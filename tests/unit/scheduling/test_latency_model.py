@@ -120,3 +120,20 @@ def test_calibration_learns_that_an_endpoint_is_slower_than_the_pool() -> None:
     assert slow.ttft_s == pytest.approx(0.255, rel=0.02)
     assert slow.tpot_s == pytest.approx(0.05, rel=0.02)
     assert calibration.samples == 60
+
+
+def test_one_wild_outlier_barely_moves_a_converged_fit() -> None:
+    rng = random.Random(7)
+    clipped = RecursiveLeastSquares(len(TRUE), forgetting=0.99)
+    raw = RecursiveLeastSquares(len(TRUE), forgetting=0.99, outlier_clip=None)
+    for _ in range(500):
+        x = sample(rng)
+        y = dot(TRUE, x) + rng.gauss(0, 0.002)
+        clipped.update(x, y)
+        raw.update(x, y)
+    starved = sample(rng)
+    clipped.update(starved, 40.0)  # a request that waited 40 s behind adapter swaps
+    raw.update(starved, 40.0)
+    probe = sample(random.Random(8))
+    assert clipped.predict(probe) == pytest.approx(dot(TRUE, probe), abs=0.02)
+    assert abs(raw.predict(probe) - dot(TRUE, probe)) > 0.1

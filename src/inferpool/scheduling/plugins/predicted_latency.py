@@ -40,9 +40,8 @@ from inferpool.state import Endpoint
 SLO_TTFT_HEADER = "x-slo-ttft-ms"
 SLO_TPOT_HEADER = "x-slo-tpot-ms"
 
-# Bounds on per-request bookkeeping, whatever the hooks do: requests scored but never routed,
-# routed but never completed, completed but never reported.
-_SCORED_LIMIT = 4096
+# Bounds on per-request bookkeeping, whatever the hooks do: requests routed but never completed,
+# completed but never reported.
 _IN_FLIGHT_LIMIT = 65536
 _COMPLETED_LIMIT = 1024
 # Feasible endpoints score in [_MEETS, 1], the others in [0, _MEETS) (strictly below).
@@ -113,7 +112,6 @@ class PredictedLatencyScorer:
     # The predictions of the last scored request, endpoint name -> Prediction (for logs and debugging).
     last_predictions: dict[str, Prediction] = field(default_factory=dict)
     _prefix: PrefixCacheScorer = field(init=False)
-    _scored: OrderedDict[str, dict[str, LatencyFeatures]] = field(default_factory=OrderedDict)
     _in_flight: OrderedDict[str, _Routed] = field(default_factory=OrderedDict)
     _completed: OrderedDict[str, _Routed] = field(default_factory=OrderedDict)
 
@@ -150,15 +148,18 @@ class PredictedLatencyScorer:
     def predict(self, endpoint: str, features: LatencyFeatures) -> Prediction:
         pool = self.prior.predict(features.vector(), from_prior=True)
         own = self.models.get(endpoint)
-        if own is not None and own.samples >= self.params.min_samples:
-            return own.predict(pool)
-        return pool
+        if own is None or own.samples < self.params.min_samples:
+            return pool
+        # Samples the pool learned since this endpoint's last one, per endpoint: how many it
+        # would have seen with a fair share of the traffic. Its calibration fades at the
+        # models' own forgetting rate over them.
+        missed = (self.prior.samples - own.last_seen) / max(len(self.models), 1)
+        return own.predict(pool, trust=self.params.forgetting**missed)
 
     def score(self, req: SchedulingRequest, endpoints: list[Endpoint]) -> dict[Endpoint, float]:
         if not endpoints:
             return {}
         features = self.features(req, endpoints)
-        self._remember_scored(req.request_id, features)
         predictions = {e.name: self.predict(e.name, features[e.name]) for e in endpoints}
         self.last_predictions = predictions
         cost = {e: predictions[e.name].ttft_s for e in endpoints}
@@ -187,12 +188,11 @@ class PredictedLatencyScorer:
 
     # -- learning --------------------------------------------------------------------
     def on_routed(self, req: SchedulingRequest, endpoint: Endpoint) -> None:
-        scored = self._scored.pop(req.request_id, None)
-        features = scored.get(endpoint.name) if scored else None
-        if features is None:  # routed without being scored here (a retry after a fallback)
-            features = self.features(req, [endpoint])[endpoint.name]
-            # the Director counts the request in flight before this hook; scoring saw it without
-            features = dataclasses.replace(features, in_flight=max(endpoint.in_flight - 1, 0))
+        # The state it was sent into (after any wait since scoring), read before the prefix index
+        # records this prompt there; the Director counts the request in flight before this hook,
+        # and scoring saw the endpoint without it.
+        features = self.features(req, [endpoint])[endpoint.name]
+        features = dataclasses.replace(features, in_flight=max(endpoint.in_flight - 1, 0))
         self._prefix.on_routed(req, endpoint)
         self._in_flight[req.request_id] = _Routed(endpoint.name, features)
         self._in_flight.move_to_end(req.request_id)
@@ -201,7 +201,6 @@ class PredictedLatencyScorer:
 
     def on_completed(self, req: SchedulingRequest, endpoint: Endpoint) -> None:
         """Released on every exit path; the outcome (on_finished) may follow, so keep the features a while."""
-        self._scored.pop(req.request_id, None)
         self._prefix.on_completed(req, endpoint)
         routed = self._in_flight.pop(req.request_id, None)
         if routed is None:
@@ -229,22 +228,17 @@ class PredictedLatencyScorer:
             )
         own.learn(self.prior.predict(x), outcome.ttft_s, tpot)  # before the pool learns this sample
         self.prior.learn(x, outcome.ttft_s, tpot)
+        own.last_seen = self.prior.samples
 
     def on_endpoint_removed(self, name: str) -> None:
         self.models.pop(name, None)
         self._prefix.on_endpoint_removed(name)
 
     # -- bookkeeping -----------------------------------------------------------------
-    def _remember_scored(self, request_id: str, features: dict[str, LatencyFeatures]) -> None:
-        self._scored[request_id] = features
-        self._scored.move_to_end(request_id)
-        while len(self._scored) > _SCORED_LIMIT:
-            self._scored.popitem(last=False)
-
     @property
     def tracked_requests(self) -> int:
-        """Requests whose features are held (scored, in flight, or awaiting an outcome): bounded."""
-        return len(self._scored) + len(self._in_flight) + len(self._completed)
+        """Requests whose features are held (in flight, or awaiting an outcome): bounded."""
+        return len(self._in_flight) + len(self._completed)
 
 
 def _is_adapter(req: SchedulingRequest, endpoints: list[Endpoint]) -> bool:
