@@ -8,12 +8,16 @@ one row per profile × workload × rate × seed, then the mean over seeds.
 
 Requests sent in the first --warmup seconds are left out of the figures but one ("p99 TTFT
 incl. warm-up"): every prompt misses the cache then and every learned model is untrained, so
-that stretch is the cold start, which says little about the steady state. --slo-headers puts the SLO on every request as
-`x-slo-ttft-ms` / `x-slo-tpot-ms`, which only the predicted-latency scorer reads. The
-shared-prefix workload is 150 groups with 6000-token system prompts and 100-token answers (the
-issue's setup); multi-lora is ShareGPT-shaped requests over 8 Zipf-popular adapters plus 20 %
-base-model requests. --speeds makes the pool heterogeneous (0.5: that replica's GPU steps take
-twice as long).
+that stretch is the cold start, which says little about the steady state. --slo-headers puts
+the SLO on every request as `x-slo-ttft-ms` / `x-slo-tpot-ms`, which only the predicted-latency
+scorer reads.
+
+Workloads: shared-prefix is 150 groups with 6000-token system prompts and 100-token answers
+(the issue's setup); multi-lora is ShareGPT-shaped requests over 8 Zipf-popular adapters plus
+20 % base-model requests; criticality-overload is ShareGPT-shaped requests, 20 % critical,
+50 % standard, 30 % sheddable (priority −1: predicted-latency sheds those when no endpoint is
+predicted to meet their SLO headers). --speeds makes the pool heterogeneous (0.5: that
+replica's GPU steps take twice as long).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from inferpool.bench.workloads import BenchRequest, WorkloadOptions
 OPTIONS = {
     "shared-prefix": WorkloadOptions(groups=150, system_prompt_tokens=6000, output_tokens=100),
     "multi-lora": WorkloadOptions(),
+    "criticality-overload": WorkloadOptions(),
 }
 COLUMNS = (
     "p50 TTFT ms",
@@ -38,6 +43,8 @@ COLUMNS = (
     "p50 TPOT ms",
     "p99 TPOT ms",
     "SLO met %",
+    "SLO met % non-sheddable",
+    "shed %",
     "goodput req/s",
     "prefix hit %",
 )
@@ -62,6 +69,7 @@ def one_run(workload: str, rate: float, seed: int, profile: str, args: argparse.
     steady = [r for r in run.results if r.sent_at >= args.warmup]  # the cold start is its own story
     s = summarize(steady, run.sim_seconds - args.warmup, slo)
     whole = summarize(run.results, run.sim_seconds, slo)
+    kept = [r for r in steady if r.tag != "sheddable"]  # criticality-overload's classes
     return [
         (s.ttft.p50 or 0.0) * 1000,
         (s.ttft.p99 or 0.0) * 1000,
@@ -69,6 +77,8 @@ def one_run(workload: str, rate: float, seed: int, profile: str, args: argparse.
         (s.tpot.p50 or 0.0) * 1000,
         (s.tpot.p99 or 0.0) * 1000,
         s.good_fraction * 100,
+        100 * sum(1 for r in kept if slo.met(r)) / max(len(kept), 1),
+        100 * s.shed / max(s.requests, 1),
         s.goodput_rps,
         (s.prefix_hit_rate or 0.0) * 100,
     ]
