@@ -62,8 +62,9 @@ class RecursiveLeastSquares:
     `forgetting` λ < 1 weights a sample seen n updates ago by λⁿ (effective memory ≈ 1/(1−λ)
     samples). `prior_variance` is how far the data may move each weight from `initial`
     (ridge regression towards `initial` with strength 1/prior_variance). A residual beyond
-    `outlier_clip` typical errors counts as that many (None: never clipped); the typical
-    error itself is measured unclipped, so a lasting change widens the band and is followed.
+    `outlier_clip` typical errors counts as that many (None: never clipped), in the fit and in
+    the typical error alike, so a burst of wild samples cannot widen its own band; a lasting
+    change still moves the fit (by that much per sample) and widens the band as it goes.
     Directions that the data never excites would grow as λ⁻ⁿ under forgetting ("wind-up");
     each diagonal of the covariance is capped at `prior_variance` by a congruence scaling,
     which keeps it positive definite.
@@ -122,7 +123,7 @@ class RecursiveLeastSquares:
             return
         error = y - self.predict(x)
         step = error
-        if self.outlier_clip is not None and self.samples >= 2 * self.dim:
+        if self.outlier_clip is not None and self.samples >= 2 * self.dim and self.residual_std > 0:
             # Huber-style: a sample far off the fit (a request starved behind LoRA swaps for
             # 40 s) moves the weights no more than one a few typical errors off would.
             limit = self.outlier_clip * self.residual_std
@@ -139,7 +140,7 @@ class RecursiveLeastSquares:
                 row[j] = p[j][i] = (row[j] - gi * px[j]) * inv
         self._cap_covariance()
         decay = min(lam, _RESIDUAL_DECAY)
-        self._residual_sq = decay * self._residual_sq + error * error
+        self._residual_sq = decay * self._residual_sq + step * step
         self._residual_weight = decay * self._residual_weight + 1.0
         self.samples += 1
 
@@ -242,9 +243,11 @@ class EndpointCalibration:
         """`pool` is the pool model's prediction for the sample, made before the pool learned from it."""
         u = self.TTFT_UNIT
         self.ttft.update((1.0, pool.ttft_s / u), ttft_s / u)
+        _bound_slope(self.ttft)
         if tpot_s is not None:
             u = self.TPOT_UNIT
             self.tpot.update((1.0, pool.tpot_s / u), tpot_s / u)
+            _bound_slope(self.tpot)
 
     def predict(self, pool: Prediction, trust: float = 1.0) -> Prediction:
         """The calibrated prediction, blended back towards the pool's by `1 − trust`.
@@ -263,3 +266,14 @@ class EndpointCalibration:
             mix * self.tpot.residual_std * up + (1 - mix) * pool.tpot_std_s,
             from_prior=False,
         )
+
+
+# A calibration bends the pool model, it does not replace it: a slope near 0 would make the
+# endpoint look equally fast however loaded (seen in virtual time: one replica drew every
+# request of a LoRA-heavy mix until it starved them), a huge one would shut it out.
+SLOPE_BOUNDS = (0.25, 4.0)
+
+
+def _bound_slope(rls: RecursiveLeastSquares) -> None:
+    low, high = SLOPE_BOUNDS
+    rls.weights[1] = max(low, min(high, rls.weights[1]))
