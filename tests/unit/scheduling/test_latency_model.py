@@ -137,3 +137,12 @@ def test_one_wild_outlier_barely_moves_a_converged_fit() -> None:
     probe = sample(random.Random(8))
     assert clipped.predict(probe) == pytest.approx(dot(TRUE, probe), abs=0.02)
     assert abs(raw.predict(probe) - dot(TRUE, probe)) > 0.1
+
+
+def test_calibration_slope_stays_within_bounds() -> None:
+    flat = EndpointCalibration()
+    for i in range(200):  # an endpoint whose latency ignores its load (until it starves)
+        flat.learn(Prediction(0.05 + 0.01 * (i % 50), 0.01, 0.0, 0.0, True), 0.05, None)
+    busy, idle = Prediction(1.0, 0.01, 0.0, 0.0, True), Prediction(0.05, 0.01, 0.0, 0.0, True)
+    # Still dearer when the pool model says busy: load never stops counting.
+    assert flat.predict(busy).ttft_s - flat.predict(idle).ttft_s >= 0.25 * 0.95 - 1e-9

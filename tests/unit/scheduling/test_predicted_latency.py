@@ -249,3 +249,13 @@ def test_an_endpoint_left_idle_drifts_back_to_the_pool_model() -> None:
         serve(plugin, ep("e-1", queue=i % 3))
     plugin.score(req("hi"), [slow, other])
     assert plugin.last_predictions["e-0"].ttft_s < 0.2  # back near the pool's law, so it gets tried again
+
+
+def test_adapter_cold_marks_lora_requests_where_the_adapter_is_not_active() -> None:
+    plugin = PredictedLatencyScorer()
+    warm, cold = ep("e-0", active_adapters=frozenset({"a1"})), ep("e-1")
+    lora = plugin.features(req("x", model="a1", lora_adapter=True), [warm, cold])
+    assert not lora["e-0"].adapter_cold and lora["e-1"].adapter_cold
+    for known in (False, None):  # the base model, or unknown (base not configured): never cold
+        base = plugin.features(req("x", model="base", lora_adapter=known), [warm, cold])
+        assert not base["e-0"].adapter_cold and not base["e-1"].adapter_cold

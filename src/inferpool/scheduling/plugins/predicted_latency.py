@@ -1,23 +1,23 @@
 """predicted-latency-scorer: send each request where it is predicted to be served best.
 
-For every candidate it predicts this request's TTFT and TPOT from the endpoint's state and
-the request's shape (see `latency_model.LatencyFeatures`), with linear models learned online
-from the latencies this gateway observed (`on_finished`) on every endpoint of the pool. Once an
-endpoint has `minSamples` samples, its own two-weight calibration of the pool's prediction
+For every candidate it predicts this request's TTFT and TPOT from the endpoint's state and the
+request's shape (`latency_model.LatencyFeatures`), with linear models learned online from the
+latencies this gateway observed (`on_finished`) on every endpoint of the pool. Once an endpoint
+has `minSamples` samples, its own two-weight calibration of the pool's prediction
 (`latency_model.EndpointCalibration`) corrects it for that endpoint (a slower GPU, a farther
-network); until then the pool model answers alone. The expected prefix-cache hit comes from the same approximate prefix index as
-`prefix-cache-scorer` (an instance of its own, fed by this plugin's `on_routed`).
+network); until then the pool model answers alone. The expected prefix-cache hit comes from an
+approximate prefix index like `prefix-cache-scorer`'s (an instance of its own, fed by
+this plugin's `on_routed`).
 
 Without SLO headers the score is best predicted TTFT / this endpoint's (the best gets 1).
 TPOT is not in that ranking: a request's own TPOT favours the least busy endpoint whatever its
-cache holds, which spreads load like least-request and loses the prefix hits that keep the
-whole pool fast (measured in virtual time; see docs/scheduling.md). It is checked against
-`x-slo-tpot-ms`: with SLO headers (`x-slo-ttft-ms` and/or `x-slo-tpot-ms`), endpoints
-predicted to meet every given SLO (prediction + `sloMargin` × the model's typical error)
-score in [0.5, 1] and the others in [0, 0.5); among those that meet it the one with the most
-headroom (or the least, with `headroom: least`) gets 1. When no endpoint is predicted to meet
-it, a sheddable request (priority < 0) is shed (429) and any other goes to the best
-predicted endpoint.
+cache holds, which spread load like least-request and lost the prefix hits that keep the whole
+pool fast (virtual time; docs/scheduling.md). With `x-slo-ttft-ms` and/or `x-slo-tpot-ms`,
+endpoints predicted to meet every given SLO (prediction + `sloMargin` × the model's typical
+error) score in [0.5, 1] and the others in [0, 0.49]; among those that meet it the lowest
+predicted TTFT gets 1 (`headroom: most`), or the one closest to its bound (`headroom: least`).
+When no endpoint is predicted to meet it, a sheddable request (priority < 0) is shed (429) and
+any other goes to the best predicted endpoint.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ SLO_TPOT_HEADER = "x-slo-tpot-ms"
 # completed but never reported.
 _IN_FLIGHT_LIMIT = 65536
 _COMPLETED_LIMIT = 1024
-# Feasible endpoints score in [_MEETS, 1], the others in [0, _MEETS) (strictly below).
+# Endpoints predicted to meet the SLO score in [_MEETS, 1], the others in [0, _MISSES_TOP].
 _MEETS = 0.5
 _MISSES_TOP = 0.49
 
@@ -129,7 +129,9 @@ class PredictedLatencyScorer:
         prompt_tokens = float(req.prompt_tokens_estimate)
         chars = max(len(req.prompt), 1)
         block_chars = self.params.prefix_cache.hash_block_size
-        adapter = _is_adapter(req, endpoints)
+        # Unknown (None) counts as the base model here: when the base is not configured, every
+        # base-model request would otherwise look like a cold adapter.
+        adapter = req.lora_adapter is True
         out: dict[str, LatencyFeatures] = {}
         for e in endpoints:
             m = e.metrics
@@ -239,14 +241,6 @@ class PredictedLatencyScorer:
     def tracked_requests(self) -> int:
         """Requests whose features are held (in flight, or awaiting an outcome): bounded."""
         return len(self._in_flight) + len(self._completed)
-
-
-def _is_adapter(req: SchedulingRequest, endpoints: list[Endpoint]) -> bool:
-    """Known to be a LoRA adapter: said so, or (unknown) some candidate lists it as one."""
-    if req.lora_adapter is not None:
-        return req.lora_adapter
-    model = req.target_model
-    return any(model in e.metrics.active_adapters or model in e.metrics.waiting_adapters for e in endpoints)
 
 
 def _meets(p: Prediction, slo: Slo, margin: float) -> bool:
