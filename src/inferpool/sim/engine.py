@@ -31,6 +31,9 @@ WAITING = "waiting"
 RUNNING = "running"
 FINISHED = "finished"
 
+# Simulated seconds a step may start behind the wall clock to make up for a stalled event loop.
+MAX_CATCH_UP_S = 0.05
+
 
 @dataclass(slots=True)
 class TokenEvent:
@@ -234,23 +237,38 @@ class Engine:
                 return
 
     async def run(self) -> None:
-        """The real-time loop: step, sleep the step's duration scaled by the clock's speed."""
+        """The real-time loop: step, sleep until the step's end on the simulated timeline.
+
+        Back-to-back steps start where the previous one ended, not when the event loop got
+        round to it: a stall in this process (another replica rendering /metrics, a GC pause)
+        delays delivery of the tokens in flight, but does not push the GPU's timeline back for
+        good, as it would not on a real server, whose engine runs apart from its API server.
+        The catch-up is bounded so a long stall does not turn into a burst of instant steps.
+        """
         clock = self.clock
         assert isinstance(clock, RealClock) and self._wake is not None
+        previous_end: float | None = None  # end of the last step, while work kept coming
         while True:
             if not self.has_work():
+                previous_end = None
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            start = clock.now()
+            now = clock.now()
+            start = now if previous_end is None else max(previous_end, now - MAX_CATCH_UP_S)
             batch, duration, loaded = self._schedule_and_cost()
             if batch is None:
+                previous_end = None
                 self._wake.clear()
                 await self._wake.wait()
                 continue
+            # never before a request in this batch arrived (it would get a token before asking)
+            start = max(start, max(req.arrival_time for req, _ in batch.scheduled))
             delay = clock.real_seconds(start + duration - clock.now())
-            await asyncio.sleep(max(0.0, delay))
-            self._complete(batch, start, clock.now() - start, loaded)
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self._complete(batch, start, duration, loaded)
+            previous_end = start + duration
 
     # ----- the scheduler ------------------------------------------------------------------------
 
