@@ -152,14 +152,16 @@ def kv_events_config(base_port: int) -> str:
     return orjson.dumps(config).decode()
 
 
-def fleet_argv(spec: FleetSpec, ports: FleetPorts) -> list[str]:
-    argv = [*inferpool_argv(), "sim", "--port", str(ports.http[0]), "--replicas", str(spec.replicas),
-            "--model", spec.model, "--speed", str(spec.speed), "--seed", str(spec.seed),
+def fleet_argv(spec: FleetSpec, ports: FleetPorts, replica: int) -> list[str]:
+    """`inferpool sim` for one replica of the fleet (seed and ports as replica `replica` of one
+    N-replica process would have them)."""
+    argv = [*inferpool_argv(), "sim", "--port", str(ports.http[replica]), "--replicas", "1",
+            "--model", spec.model, "--speed", str(spec.speed), "--seed", str(spec.seed + replica),
             "--max-loras", str(spec.max_loras), "--max-cpu-loras", str(spec.max_cpu_loras)]  # fmt: skip
     for name in spec.adapters:
         argv += ["--lora", name]
     if ports.kv_events is not None:
-        argv += ["--kv-events-config", kv_events_config(ports.kv_events)]
+        argv += ["--kv-events-config", kv_events_config(ports.kv_events + replica)]
     if spec.sim_profile is not None:
         argv += ["--profile", spec.sim_profile]
     return argv
@@ -178,10 +180,13 @@ def write_sim_profile(workdir: Path, max_num_seqs: int) -> Path:
 
 
 def start_fleet(spec: FleetSpec, ports: FleetPorts, logdir: Path, tag: str, children: list[Child]) -> None:
-    """Start the simulated fleet; it joins `children` at once, so a fleet that never gets ready is stopped."""
-    child = spawn(f"fleet-{tag}", fleet_argv(spec, ports), logdir)
-    children.append(child)
-    wait_ready(child, [f"http://127.0.0.1:{p}/health" for p in ports.http], 180)
+    """Start the simulated fleet, one process per replica as on real servers: one replica's HTTP
+    work (a /metrics render for a scraping router) then cannot stall the others' engines. Each
+    joins `children` at once, so a fleet that never gets ready is stopped."""
+    for i in range(spec.replicas):
+        children.append(spawn(f"fleet-{tag}-{i}", fleet_argv(spec, ports, i), logdir))
+    for i, child in enumerate(children[-spec.replicas :]):
+        wait_ready(child, [f"http://127.0.0.1:{ports.http[i]}/health"], 180)
 
 
 MANIFESTS = """\

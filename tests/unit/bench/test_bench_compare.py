@@ -72,21 +72,25 @@ def test_kv_events_fleet_argv_and_endpoint_labels(tmp_path: Path) -> None:
     assert ports.kv_events is not None
     kv_ports = set(range(ports.kv_events, ports.kv_events + 3))
     assert not kv_ports & set(ports.http)
-    argv = fleet_argv(spec, ports)
-    config = json.loads(argv[argv.index("--kv-events-config") + 1])
-    assert config == {
-        "enable_kv_cache_events": True,
-        "publisher": "zmq",
-        "endpoint": f"tcp://*:{ports.kv_events}",
-        "topic": "kv-events",
-    }
+    for i in range(3):
+        argv = fleet_argv(spec, ports, i)
+        assert argv[argv.index("--port") + 1] == str(ports.http[i])
+        assert argv[argv.index("--replicas") + 1] == "1"
+        assert argv[argv.index("--seed") + 1] == str(i)
+        config = json.loads(argv[argv.index("--kv-events-config") + 1])
+        assert config == {
+            "enable_kv_cache_events": True,
+            "publisher": "zmq",
+            "endpoint": f"tcp://*:{ports.kv_events + i}",
+            "topic": "kv-events",
+        }
     _, endpoints = write_manifests(tmp_path, ports, 8080)
     listed = orjson.loads(endpoints.read_bytes())["endpoints"]
     assert [e["port"] for e in listed] == ports.http
     assert [e["labels"][KV_EVENTS_PORT_LABEL] for e in listed] == [str(ports.kv_events + i) for i in range(3)]
 
     plain = FleetPorts([9000, 9001])
-    assert "--kv-events-config" not in fleet_argv(FleetSpec(2, "/m"), plain)
+    assert "--kv-events-config" not in fleet_argv(FleetSpec(2, "/m"), plain, 1)
     _, endpoints = write_manifests(tmp_path, plain, 8080)
     assert all(
         e["labels"] == {"app": "bench-fleet"} for e in orjson.loads(endpoints.read_bytes())["endpoints"]
@@ -98,13 +102,13 @@ def test_max_num_seqs_fleet_profile_loads_in_the_sim(tmp_path: Path) -> None:
     from inferpool.sim.profile import load_profile
 
     path = write_sim_profile(tmp_path, 8)
-    argv = fleet_argv(FleetSpec(2, "/m", sim_profile=str(path)), FleetPorts([9000, 9001]))
+    argv = fleet_argv(FleetSpec(2, "/m", sim_profile=str(path)), FleetPorts([9000, 9001]), 0)
     assert argv[argv.index("--profile") + 1] == str(path)
     profile = load_profile(str(path))
     assert profile.max_num_seqs == 8
     default = load_profile("llama-3.1-8b-h100")
     assert profile.num_gpu_blocks == default.num_gpu_blocks and profile.step == default.step
-    assert "--profile" not in fleet_argv(FleetSpec(2, "/m"), FleetPorts([9000, 9001]))
+    assert "--profile" not in fleet_argv(FleetSpec(2, "/m"), FleetPorts([9000, 9001]), 0)
 
 
 def _cluster(config: dict, name: str) -> dict:  # type: ignore[type-arg]
