@@ -48,7 +48,8 @@ def test_openai_sdk_against_real_vllm(vllm_one: VLLMServer) -> None:
         )
     )
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 5
-    assert sum(1 for c in chunks if c.choices) == 5  # one chunk per generated token
+    # one chunk per token when the server keeps up; vLLM coalesces tokens into fewer chunks when it lags
+    assert 1 <= sum(1 for c in chunks if c.choices) <= 5
 
     chat = client.chat.completions.create(
         model=BASE_MODEL,
