@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from inferpool.admission import Admission, AdmissionConfig
-from inferpool.admission.flowcontrol import DispatchGate, FlowController
+from inferpool.admission.flowcontrol import build_flow_controller
 from inferpool.extproc.metrics_http import metrics_app, static_token
 from inferpool.extproc.server import GrpcConfig, GrpcServers
 from inferpool.observe.admin import DecisionLog, decision_from_record
@@ -81,15 +81,9 @@ class EppApp:
 
         load_scheduler(scheduler_source)  # fail at start on a bad config, not on the first request
         admission = Admission(AdmissionConfig())
-        flow_config = load_flow_control(scheduler_source)  # featureGates: [flowControl]
-        self.flow_control = (
-            FlowController(
-                flow_config,
-                DispatchGate(self.datastore, admission.detector, flow_config.scrape_lag_s),
-                datastore=self.datastore,
-            )
-            if flow_config is not None
-            else None
+        # featureGates: [flowControl] in the profile
+        self.flow_control = build_flow_controller(
+            load_flow_control(scheduler_source), self.datastore, admission.detector
         )
         self.director = Director(self.datastore, scheduler_for, admission, flow_control=self.flow_control)
         if self.flow_control is not None:

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from inferpool.admission import Admission, AdmissionConfig
-from inferpool.admission.flowcontrol import DispatchGate, FlowController
+from inferpool.admission.flowcontrol import build_flow_controller
 from inferpool.api import ManifestSet
 from inferpool.gateway.config import ServeConfig
 from inferpool.gateway.manifests import listeners_of, route_of
@@ -87,15 +87,9 @@ class GatewayRuntime:
         self._schedulers: dict[str, Scheduler] = {}
         load_scheduler(self.config.profile)  # fail now (ConfigError lists the problems), not per request
         admission = Admission(self.config.admission)
-        flow_config = load_flow_control(self.config.profile)  # featureGates: [flowControl]
-        self.flow_control = (
-            FlowController(
-                flow_config,
-                DispatchGate(self.datastore, admission.detector, flow_config.scrape_lag_s),
-                datastore=self.datastore,
-            )
-            if flow_config is not None
-            else None
+        # featureGates: [flowControl] in the profile
+        self.flow_control = build_flow_controller(
+            load_flow_control(self.config.profile), self.datastore, admission.detector
         )
         self.director = Director(
             self.datastore,

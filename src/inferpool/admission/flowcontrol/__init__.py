@@ -29,6 +29,7 @@ from inferpool.admission.flowcontrol.controller import (
     Gate,
     Grant,
     QueueStats,
+    build_flow_controller,
     flow_id,
 )
 from inferpool.admission.flowcontrol.queues import (
@@ -71,6 +72,7 @@ __all__ = [
     "PoolQueue",
     "QueueStats",
     "QueuedRequest",
+    "build_flow_controller",
     "flow_id",
     "parse_duration",
     "parse_quantity",

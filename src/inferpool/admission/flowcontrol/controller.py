@@ -394,3 +394,12 @@ def _error(
             "queue-ttl-expired",
         )
     return FlowControlError(503, f"flow control of pool {pool} is stopping", outcome, "queue-stopped")
+
+
+def build_flow_controller(
+    config: FlowControlConfig | None, datastore: Datastore, detector: SaturationDetector
+) -> FlowController | None:
+    """The pool queue both data planes run when the profile enables flow control (None: off)."""
+    if config is None:
+        return None
+    return FlowController(config, DispatchGate(datastore, detector, config.scrape_lag_s), datastore=datastore)
