@@ -43,6 +43,14 @@ async def epp_metrics(stack: Stack) -> str:
         return await response.text()
 
 
+POOL_QUEUE = re.compile(r"^inference_pool_average_queue_size\{[^}]*\} (\S+)$", re.M)
+
+
+async def epp_sees_saturation(stack: Stack) -> bool:
+    """The EPP's own view (scraped) says the pool is full: mean waiting queue at the threshold (5)."""
+    return any(float(v) >= 5 for v in POOL_QUEUE.findall(await epp_metrics(stack)))
+
+
 async def sheddable_waiting(stack: Stack) -> float:
     return sum(float(v) for p, v in QUEUED.findall(await epp_metrics(stack)) if p == "-1")
 
@@ -59,6 +67,9 @@ async def test_saturated_pool_queues_sheddable_in_the_epp_and_a_leaving_client_f
             await hold(stack, node, BASE, count=16, prompt_words=200, max_tokens=600)
         for node in nodes:
             await eventually(lambda n=node: sim_metric(n, "vllm:num_requests_waiting{"), within=10)
+        # the replicas are full; wait until the EPP has scraped that too, or the first sheddable
+        # requests of a busy CI machine would still be dispatched on the stale, idle view
+        await eventually(lambda: epp_sees_saturation(s), within=10)
 
         # Where the default EPP answers 429, these wait in the EPP's queue...
         staying = [
