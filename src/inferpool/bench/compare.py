@@ -16,7 +16,6 @@ import re
 import sys
 import time
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 import aiohttp
@@ -40,6 +39,8 @@ from inferpool.bench.stats import Slo, Summary, summarize_by_tag
 from inferpool.bench.workloads import OBJECTIVE_PRIORITIES, BenchRequest
 from inferpool.scheduling.config import BUILTIN_PROFILES, load_scheduler
 from inferpool.scrape.kvevents import index_consumers
+from inferpool.sim.profile import BUILTIN_PROFILES as SIM_PROFILES
+from inferpool.sim.profile import load_profile
 from inferpool.state.kvindex import PORT_LABEL as KV_EVENTS_PORT_LABEL
 
 PEER_ALIASES = {
@@ -170,12 +171,12 @@ def fleet_argv(spec: FleetSpec, ports: FleetPorts, replica: int) -> list[str]:
 def write_sim_profile(workdir: Path, max_num_seqs: int) -> Path:
     """The default hardware profile with a smaller batch (vLLM --max-num-seqs), so a fleet saturates
     at request rates a 2-core load generator can drive."""
-    text = resources.files("inferpool.sim").joinpath("profiles/llama-3.1-8b-h100.yaml").read_text("utf-8")
-    profile = yaml.safe_load(text)
-    profile["name"] = f"{profile['name']}-seqs{max_num_seqs}"
-    profile["max_num_seqs"] = max_num_seqs
+    default = load_profile(SIM_PROFILES[0])  # the sim's default hardware profile
+    profile = default.model_copy(
+        update={"name": f"{default.name}-seqs{max_num_seqs}", "max_num_seqs": max_num_seqs}
+    )
     path = workdir / f"sim-profile-seqs{max_num_seqs}.yaml"
-    path.write_text(yaml.safe_dump(profile, sort_keys=False))
+    path.write_text(yaml.safe_dump(profile.model_dump(mode="json"), sort_keys=False))
     return path
 
 
