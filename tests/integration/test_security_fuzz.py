@@ -15,7 +15,7 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from inferpool.admission import Admission, AdmissionConfig
+from inferpool.admission import AdmissionConfig
 from inferpool.api.loader import load_text
 from inferpool.gateway.config import ProxyConfig, ServeConfig
 from inferpool.gateway.routing import (
@@ -29,8 +29,7 @@ from inferpool.gateway.routing import (
 )
 from inferpool.gateway.server import GatewayServer
 from inferpool.observe.accesslog import AccessLog
-from inferpool.request.director import Director
-from inferpool.scheduling import load_scheduler
+from inferpool.request.core import Core, CoreConfig
 from inferpool.state import Datastore, Endpoint, ModelRoute, Pool
 
 from .conftest import free_port
@@ -105,16 +104,17 @@ class Background:
         ds.upsert_pool(Pool("default", "pool", {"app": "m"}, [8000]))
         ds.upsert_model(ModelRoute("default", "tiny", "tiny", "pool"))
         ds.upsert_endpoint(Endpoint("ep0", "127.0.0.1", port, "default/pool", {"app": "m"}))
-        sched = load_scheduler("default")
-        director = Director(ds, lambda _p: sched, Admission(AdmissionConfig(enabled=False)))
+        core = Core(
+            CoreConfig(scheduler="default", admission=AdmissionConfig(enabled=False), scrape=None),
+            datastore=ds,
+        )
         rule = RouteRule(
             (RouteMatch(PathMatch("PathPrefix", "/")),), (BackendRef("InferencePool", "pool", "default"),)
         )
         route = HTTPRoute("default", "r", (ParentRef("gw", "default"),), (), (rule,))
         config = ServeConfig(admin_port=None, proxy=ProxyConfig(max_body_bytes=64 * 1024))
         self.gateway = GatewayServer(
-            ds,
-            director,
+            core,
             [Listener("default/gw", "http", free_port())],
             [route],
             config,

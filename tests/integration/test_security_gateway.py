@@ -14,7 +14,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from inferpool.admission import Admission, AdmissionConfig
+from inferpool.admission import AdmissionConfig
 from inferpool.api.loader import load_text
 from inferpool.gateway.auth import add_key
 from inferpool.gateway.config import ServeConfig
@@ -30,8 +30,7 @@ from inferpool.gateway.routing import (
 from inferpool.gateway.server import GatewayServer
 from inferpool.guard.attach import GuardSet
 from inferpool.observe.accesslog import AccessLog
-from inferpool.request.director import Director
-from inferpool.scheduling import load_scheduler
+from inferpool.request.core import Core, CoreConfig
 from inferpool.scrape.readiness import Readiness
 from inferpool.state import Datastore, Endpoint, ModelRoute, Pool
 
@@ -118,15 +117,17 @@ async def make_rig(tmp_path: Path) -> AsyncIterator[object]:
         up = Upstream()
         await up.start()
         ds.upsert_endpoint(Endpoint("ep0", "127.0.0.1", up.port, "default/pool", {"app": "m"}))
-        scheduler = load_scheduler("round-robin")
-        director = Director(ds, lambda _p: scheduler, Admission(AdmissionConfig(enabled=False)))
+        core = Core(
+            CoreConfig(scheduler="round-robin", admission=AdmissionConfig(enabled=False), scrape=None),
+            datastore=ds,
+        )
         listener = Listener("default/gw", "http", free_port())
         rule = RouteRule(
             (RouteMatch(PathMatch("PathPrefix", "/")),), (BackendRef("InferencePool", "pool", "default"),)
         )
         route = HTTPRoute("default", "r", (ParentRef("gw", "default"),), (), (rule,))
         config = ServeConfig(admin_port=0, auth_keys=str(keys) if keys else None, metrics_token=metrics_token)
-        gw = GatewayServer(ds, director, [listener], [route], config, access_log=AccessLog(io.StringIO()))
+        gw = GatewayServer(core, [listener], [route], config, access_log=AccessLog(io.StringIO()))
         if guard:
             manifests = load_text(POLICY)
             assert manifests.ok, manifests.errors

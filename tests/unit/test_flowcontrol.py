@@ -751,24 +751,26 @@ async def test_metrics_have_upstream_names_per_pool_and_priority() -> None:
 async def test_epp_queues_through_its_router_with_the_flow_control_profile() -> None:
     stack = Stack(None)  # only for its datastore: one saturated endpoint, models chat and batch
     app = EppApp(EppConfig(scheduler="flow-control"), stack.store)
-    assert app.flow_control is not None and app.director.flow_control is app.flow_control
+    flow = app.core.flow_control
+    assert flow is not None and app.director.flow_control is flow
     waiter = asyncio.create_task(
-        app.route(POOL, "/v1/completions", {":path": "/v1/completions"}, stack.body("batch"))
+        app.director.route_async(POOL, "/v1/completions", {":path": "/v1/completions"}, stack.body("batch"))
     )
     await asyncio.sleep(0.05)
-    assert not waiter.done() and app.flow_control.waiting(POOL) == 1
+    assert not waiter.done() and flow.waiting(POOL) == 1
     text = app.metrics.exposition().decode()
     assert 'inference_extension_flow_control_queue_size{inference_pool="pool",priority="-1"} 1.0' in text
     stack.drain_endpoint()
     routed = await asyncio.wait_for(waiter, 5)
     routed.finish(200)
-    app.flow_control.close()
+    flow.close()
     assert app.director.flow_control is not None
     assert EppApp(EppConfig(scheduler="default"), Datastore()).director.flow_control is None
 
 
 def test_gateway_runtime_takes_flow_control_from_its_profile() -> None:
     runtime = GatewayRuntime([], RuntimeConfig(profile="flow-control"))
-    assert runtime.flow_control is not None and runtime.director.flow_control is runtime.flow_control
-    assert runtime.flow_control.config.default_request_ttl_s == 30.0
-    assert GatewayRuntime([], RuntimeConfig()).director.flow_control is None
+    flow = runtime.core.flow_control
+    assert flow is not None and runtime.core.director.flow_control is flow
+    assert flow.config.default_request_ttl_s == 30.0
+    assert GatewayRuntime([], RuntimeConfig()).core.director.flow_control is None

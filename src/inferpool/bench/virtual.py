@@ -19,12 +19,12 @@ from dataclasses import dataclass
 
 import orjson
 
-from inferpool.admission import Admission, AdmissionConfig
+from inferpool.admission import AdmissionConfig
 from inferpool.bench.client import RequestResult
 from inferpool.bench.workloads import BenchRequest
-from inferpool.request.director import Director, RoutedRequest
+from inferpool.request.core import Core, CoreConfig
+from inferpool.request.director import RoutedRequest
 from inferpool.request.errors import InferenceError
-from inferpool.scheduling import load_scheduler
 from inferpool.sim.clock import VirtualClock
 from inferpool.sim.engine import Engine, SimRequest, TokenEvent
 from inferpool.sim.profile import HardwareProfile, load_profile
@@ -83,18 +83,19 @@ def simulate(
             tokenizer=tokenizer,
         )
     now = [0.0]
-    scheduler = load_scheduler(profile)
-    for i, plugin in enumerate(scheduler.profile.plugins()):
+    # The same core the gateway and the EPP assemble, on simulated time: no sources, no scraping
+    # (scrape() below fills the metrics), no admission (the workloads measure routing).
+    core = Core(
+        CoreConfig(scheduler=profile, admission=AdmissionConfig(enabled=False), scrape=None),
+        datastore=store,
+        clock=lambda: now[0],
+        rng=random.Random(seed),
+    )
+    for i, plugin in enumerate(core.scheduler_for(POOL).profile.plugins()):
         rng = getattr(plugin, "rng", None)  # tie-breaking pickers: same seed, same run
         if isinstance(rng, random.Random):
             rng.seed(f"{seed}:{i}")
-    director = Director(
-        store,
-        lambda _pool: scheduler,
-        Admission(AdmissionConfig(enabled=False)),
-        rng=random.Random(seed),
-        clock=lambda: now[0],
-    )
+    director = core.director
     busy: list[tuple[float, int, str]] = []  # (engine clock, tiebreak, endpoint name)
     queued: set[str] = set()
     counter = 0

@@ -13,7 +13,8 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from inferpool.extproc import certs
-from inferpool.extproc.stream import RequestStream, Router, StreamConfig
+from inferpool.extproc.stream import RequestStream, StreamConfig
+from inferpool.request.plane import PlaneCore
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +36,8 @@ class GrpcConfig:
 class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
     """Each Process call is one HTTP request; the pool is looked up per stream so resyncs apply."""
 
-    def __init__(self, router: Router, pool: Callable[[], str | None], config: StreamConfig) -> None:
-        self._router = router
+    def __init__(self, core: PlaneCore, pool: Callable[[], str | None], config: StreamConfig) -> None:
+        self._core = core
         self._pool = pool
         self._config = config
 
@@ -47,7 +48,7 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
         if pool is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "inference pool not synced yet")
             return
-        stream = RequestStream(self._router, pool, self._config)
+        stream = RequestStream(self._core, pool, self._config)
         try:
             async for message in request_iterator:
                 for answer in await stream.handle(message):
@@ -61,12 +62,12 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
 class GrpcServers:
     """ext_proc and health servers; health turns SERVING once `mark_ready` is called."""
 
-    def __init__(self, router: Router, pool: Callable[[], str | None], config: GrpcConfig) -> None:
+    def __init__(self, core: PlaneCore, pool: Callable[[], str | None], config: GrpcConfig) -> None:
         self.config = config
         self.health = health.aio.HealthServicer()
         self._ext_proc = grpc.aio.server(options=[("grpc.max_receive_message_length", 16 * 1024 * 1024)])
         pb_grpc.add_ExternalProcessorServicer_to_server(
-            ExternalProcessor(router, pool, StreamConfig(config.fallback_endpoints)), self._ext_proc
+            ExternalProcessor(core, pool, StreamConfig(config.fallback_endpoints)), self._ext_proc
         )
         self._health = grpc.aio.server()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._health)

@@ -9,34 +9,20 @@ counts, usage) right on every exit path, including a stream that just closes.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
 
 from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from inferpool.extproc import protocol
+from inferpool.records import HttpFacts
 from inferpool.request.errors import InferenceError
-from inferpool.request.plane import Routed
+from inferpool.request.plane import PlaneCore, Routed
 from inferpool.state import Endpoint
 
 log = logging.getLogger(__name__)
 
 _MODE = processing_mode_pb2.ProcessingMode
-
-
-class Router(Protocol):
-    """The request core's entry point (`inferpool.request.Director`); `pool` is the pool key."""
-
-    def route(
-        self,
-        pool: str,
-        path: str,
-        headers: Mapping[str, str],
-        body: bytes,
-        subset: frozenset[str] | None = None,
-    ) -> Awaitable[Routed]: ...
 
 
 @dataclass(frozen=True)
@@ -49,8 +35,8 @@ class StreamConfig:
 class RequestStream:
     """State of one ext_proc stream; feed it messages with `handle`, then call `close`."""
 
-    def __init__(self, router: Router, pool: str, config: StreamConfig) -> None:
-        self._router = router
+    def __init__(self, core: PlaneCore, pool: str, config: StreamConfig) -> None:
+        self._core = core
         self._pool = pool
         self._config = config
         self._request_streamed = False  # request body mode FULL_DUPLEX_STREAMED
@@ -123,7 +109,10 @@ class RequestStream:
         path = self._headers.get(":path", "/")
         # With flow control on this waits while the pool is saturated; a stream Envoy resets
         # meanwhile cancels the wait, and the request leaves the queue.
-        routed = await self._router.route(self._pool, path, self._headers, bytes(self._body), self._subset)
+        http = HttpFacts(self._headers.get(":method", "POST"), path)
+        routed = await self._core.route_async(
+            self._pool, path, self._headers, bytes(self._body), self._subset, http=http
+        )
         self._routed = routed
         self._body = bytearray()
         self._candidates = list(routed.candidates[: max(1, self._config.fallback_endpoints)])

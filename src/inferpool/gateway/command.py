@@ -70,12 +70,14 @@ def announce(runtime: GatewayRuntime, remapped: dict[int, int] | None = None) ->
         say(
             f"admin    {runtime.gateway.admin_url}  (/dashboard /metrics /healthz /readyz /api/state /api/decisions)"
         )
-    say(auth_line(runtime.gateway.keys, runtime.gateway.config))
+    say(auth_line(runtime.gateway.proxy.tenancy.keys, runtime.gateway.config))
 
 
 def auth_line(keys: KeyStore | None, config: ServeConfig) -> str:
     """The startup line that says whether callers need a key (and that auth is off when it is)."""
-    metrics = "; /metrics needs the metrics-reader token" if config.metrics_token else ""
+    metrics = (
+        "; /metrics, /dashboard and /api/* need the metrics-reader token" if config.metrics_token else ""
+    )
     if keys is None:
         return f"auth     OFF: any caller may use the gateway (--no-auth){metrics}"
     return f"auth     API keys from {config.auth_keys} ({len(keys)} keys; Authorization: Bearer KEY){metrics}"

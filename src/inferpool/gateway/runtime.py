@@ -1,4 +1,4 @@
-"""One gateway process put together: manifests -> datastore, endpoints, scraping, core, listeners.
+"""One gateway process put together: the request core (request.core) plus the Gateway listeners.
 
 `inferpool serve` and `inferpool up` both run a GatewayRuntime; they differ only in where
 the endpoints come from (an endpoints file vs. simulated replicas the caller started).
@@ -11,8 +11,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from inferpool.admission import Admission, AdmissionConfig
-from inferpool.admission.flowcontrol import build_flow_controller
+from inferpool.admission import AdmissionConfig
 from inferpool.api import ManifestSet
 from inferpool.gateway.config import ServeConfig
 from inferpool.gateway.manifests import listeners_of, route_of
@@ -20,14 +19,9 @@ from inferpool.gateway.routing import HTTPRoute, Listener, RouteTable, TLSConfig
 from inferpool.gateway.server import GatewayServer
 from inferpool.guard.attach import GuardSet
 from inferpool.observe.accesslog import AccessLog
-from inferpool.request.director import Director, DirectorConfig
-from inferpool.scheduling import Scheduler, load_scheduler
-from inferpool.scheduling.config import load_flow_control
-from inferpool.scrape import ScrapeConfig, Scraper
-from inferpool.scrape.health import HealthProber
-from inferpool.scrape.kvevents import kv_event_subscriber
-from inferpool.sources.manifest import ManifestSource
-from inferpool.sources.static import StaticEndpoint, StaticSource
+from inferpool.request.core import Core, CoreConfig
+from inferpool.scrape import ScrapeConfig
+from inferpool.sources.static import StaticEndpoint
 from inferpool.state import Datastore
 
 log = logging.getLogger(__name__)
@@ -69,10 +63,10 @@ def service_addresses(endpoints: Iterable[StaticEndpoint]) -> dict[str, list[tup
 
 
 class GatewayRuntime:
-    """Owns the datastore and every long-running part of one gateway; start() then stop().
+    """The core (with health probes) plus the listeners of the manifests' Gateways; start() then stop().
 
-    Pools, models, objectives, rewrites and HTTPRoutes follow edits of the manifest files;
-    listeners are bound once (changing a Gateway needs a restart).
+    Pools, models, objectives, rewrites, HTTPRoutes and GuardPolicies follow edits of the
+    manifest files; listeners are bound once (changing a Gateway needs a restart).
     """
 
     def __init__(
@@ -81,43 +75,32 @@ class GatewayRuntime:
         config: RuntimeConfig | None = None,
         endpoints: Iterable[StaticEndpoint] = (),
     ) -> None:
-        self.config = config or RuntimeConfig()
+        self.config = config = config or RuntimeConfig()
         self.endpoints = list(endpoints)
-        self.datastore = Datastore()
-        self._schedulers: dict[str, Scheduler] = {}
-        load_scheduler(self.config.profile)  # fail now (ConfigError lists the problems), not per request
-        admission = Admission(self.config.admission)
-        # featureGates: [flowControl] in the profile
-        self.flow_control = build_flow_controller(
-            load_flow_control(self.config.profile), self.datastore, admission.detector
+        self.core = Core(
+            CoreConfig(
+                scheduler=config.profile,
+                admission=config.admission,
+                scrape=config.scrape,
+                health_probes=True,
+                manifests=list(paths),
+                endpoints=self.endpoints,
+                static_source=True,
+                base_models=config.base_models,
+            )
         )
-        self.director = Director(
-            self.datastore,
-            self._scheduler_for,
-            admission,
-            DirectorConfig(base_models=dict(self.config.base_models)),
-            flow_control=self.flow_control,
-        )
-        self.source = ManifestSource(paths, self.datastore, on_reload=self._reloaded)
-        self.static = StaticSource(self.datastore, self.endpoints)
-        self.scraper = Scraper(self.datastore, self.config.scrape)
-        self.prober = HealthProber(self.datastore, self.scraper.readiness)
-        # KV-cache events for precise prefix scoring; None unless the profile has a plugin that reads them
-        self.kv_events = kv_event_subscriber(
-            self.datastore, self._scheduler_for, load_scheduler(self.config.profile)
-        )
-        self.manifests: ManifestSet | None = None
+        self.core.on_manifests(self._reloaded)
         self.gateway: GatewayServer | None = None
 
-    def _scheduler_for(self, pool: str) -> Scheduler:
-        # One scheduler per pool: stateful plugins (prefix index, round-robin) must not mix pools.
-        scheduler = self._schedulers.get(pool)
-        if scheduler is None:
-            scheduler = self._schedulers[pool] = load_scheduler(self.config.profile)
-        return scheduler
+    @property
+    def datastore(self) -> Datastore:
+        return self.core.datastore
+
+    @property
+    def manifests(self) -> ManifestSet | None:
+        return self.core.manifests
 
     def _reloaded(self, manifests: ManifestSet) -> None:
-        self.manifests = manifests
         if self.gateway is None:
             return
         listeners, routes = gateway_objects(manifests)
@@ -129,47 +112,30 @@ class GatewayRuntime:
         self.gateway.proxy.guards = GuardSet(manifests.guard_policies)
 
     async def start(self) -> None:
-        """Load the manifests (ManifestLoadFailed if they have errors), then bind every listener."""
-        self.manifests = await self.source.start()
-        self.static.start()
-        await self.scraper.start()
-        await self.prober.start()
-        if self.kv_events is not None:
-            await self.kv_events.start()
+        """Start the core (ManifestLoadFailed if the manifests have errors), then bind every listener."""
+        await self.core.start()
+        manifests = self.core.manifests
+        assert manifests is not None
         try:
-            listeners, routes = gateway_objects(self.manifests)
+            listeners, routes = gateway_objects(manifests)
             self.gateway = GatewayServer(
-                self.datastore,
-                self.director,
+                self.core,
                 listeners,
                 routes,
                 self.config.serve,
                 services=service_addresses(self.endpoints),
                 access_log=AccessLog(enabled=self.config.access_log),
             )
-            if self.flow_control is not None:
-                self.gateway.metrics.watch_flow_control(self.flow_control)
-            self.gateway.proxy.guards = GuardSet(self.manifests.guard_policies)
-            self.gateway.proxy.on_connect_error = lambda e: self.scraper.readiness.set_scrape(e, False)
+            self.gateway.proxy.guards = GuardSet(manifests.guard_policies)
             await self.gateway.start()
         except BaseException:
-            await self._stop_background()
+            await self.core.stop()
             raise
 
     async def stop(self, drain: bool = True) -> None:
         if self.gateway is not None:
             await self.gateway.stop(drain=drain)
-        await self._stop_background()
-
-    async def _stop_background(self) -> None:
-        if self.flow_control is not None:
-            self.flow_control.close()  # after the drain: whatever still waits gets its 503 now
-        await self.source.stop()
-        await self.prober.stop()
-        await self.scraper.stop()
-        if self.kv_events is not None:
-            await self.kv_events.stop()
-        self.static.stop()
+        await self.core.stop()  # after the drain: whatever still waits in flow control gets its 503 now
 
     def ready(self) -> bool:
         return self.gateway is not None and self.gateway.ready()

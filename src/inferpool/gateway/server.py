@@ -1,7 +1,7 @@
 """The built-in data plane process: one aiohttp server per Gateway listener, plus the admin port.
 
-Records from the request core feed the metrics, the decision log and the access log;
-the listeners only move bytes. stop() drains in-flight requests before closing.
+Records from the request core feed the metrics, the decision log and the access log
+(observe.Observation); the listeners only move bytes. stop() drains in-flight requests before closing.
 """
 
 from __future__ import annotations
@@ -9,23 +9,20 @@ from __future__ import annotations
 import logging
 import ssl
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
 
-from inferpool.gateway.auth import KeyStore
 from inferpool.gateway.config import ServeConfig
-from inferpool.gateway.proxy import Core, Exchange, Proxy
-from inferpool.gateway.ratelimit import RateLimiter
+from inferpool.gateway.proxy import Proxy
 from inferpool.gateway.routing import HTTPRoute, Listener, RouteTable, TLSConfig
-from inferpool.gateway.security import protect_metrics
-from inferpool.observe.accesslog import AccessEntry, AccessLog
-from inferpool.observe.admin import DecisionLog, admin_app, decision_from_record
-from inferpool.observe.metrics import GatewayMetrics, RequestObservation
-from inferpool.request.director import Director, RequestRecord
-from inferpool.request.plane import Routed
-from inferpool.state import Datastore
+from inferpool.gateway.tenancy import Tenancy
+from inferpool.observe.accesslog import AccessLog
+from inferpool.observe.admin import AdminAuth, admin_app
+from inferpool.observe.metrics import GatewayMetrics
+from inferpool.observe.observation import Observation
+from inferpool.request.core import Core
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +40,6 @@ class Bound:
         return f"{scheme}://{host}:{self.port}"
 
 
-@dataclass
-class _Pending:
-    """Records of requests the core refused, kept until the data plane logs them."""
-
-    records: dict[str, RequestRecord] = field(default_factory=dict)
-
-
 def ssl_context(tls: TLSConfig) -> ssl.SSLContext:
     """A server context from PEM bytes (the ssl module only loads files, so they go through a temp dir)."""
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -63,12 +53,11 @@ def ssl_context(tls: TLSConfig) -> ssl.SSLContext:
 
 
 class GatewayServer:
-    """Listeners + admin around one Proxy; start() binds, stop() drains and closes."""
+    """Listeners + admin around one Proxy over the core; start() binds, stop() drains and closes."""
 
     def __init__(
         self,
-        datastore: Datastore,
-        director: Director,
+        core: Core,
         listeners: list[Listener],
         routes: list[HTTPRoute],
         config: ServeConfig | None = None,
@@ -76,31 +65,29 @@ class GatewayServer:
         access_log: AccessLog | None = None,
     ) -> None:
         self.config = config or ServeConfig()
-        self.datastore = datastore
-        self.director = director
+        self.core = core
+        self.datastore = core.datastore
         self.listeners = listeners
-        self.metrics = GatewayMetrics(datastore)
-        self.decisions = DecisionLog(self.config.decisions_kept)
-        self.access_log = access_log or AccessLog()
-        self._pending = _Pending()
-        core: Core = director  # type: ignore[assignment]  # RoutedRequest satisfies the Routed protocol
-        self.keys = KeyStore(Path(self.config.auth_keys)) if self.config.auth_keys else None
-        self.limiter = RateLimiter() if self.keys is not None else None
+        self.observation = Observation(
+            core.datastore, decisions_kept=self.config.decisions_kept, access_log=access_log or AccessLog()
+        )
         self.proxy = Proxy(
             RouteTable(listeners, routes),
-            datastore,
-            core,
+            core.datastore,
+            core.director,
             self.config.proxy,
             services,
-            on_exchange=self._exchange_done,
-            on_routed=self._routed,
-            keys=self.keys,
-            limiter=self.limiter,
+            tenancy=Tenancy(self.config.auth_keys),
         )
+        self.proxy.on_connect_error = core.connect_failed
+        self.observation.attach(core.director, core.flow_control)
         self.bound: list[Bound] = []
         self.admin_url: str | None = None
         self._runners: list[web.AppRunner] = []
-        self._unsubscribe = director.subscribe(self._record)
+
+    @property
+    def metrics(self) -> GatewayMetrics:
+        return self.observation.metrics
 
     # -- lifecycle -----------------------------------------------------------------
     async def start(self) -> None:
@@ -115,9 +102,13 @@ class GatewayServer:
                 bound_port = await self._serve(app, self.config.host, port, ctx)
                 self.bound.append(Bound(listener, self.config.host, bound_port))
             if self.config.admin_port is not None:
-                admin = admin_app(self.datastore, self.metrics, self.decisions)
-                if self.config.metrics_token:
-                    protect_metrics(admin, self.config.metrics_token)
+                admin = admin_app(
+                    self.datastore,
+                    self.observation.metrics,
+                    self.observation.decisions,
+                    self.not_ready,
+                    AdminAuth(static_token=self.config.metrics_token),
+                )
                 port = await self._serve(admin, self.config.admin_host, self.config.admin_port, None)
                 host = self.config.admin_host
                 self.admin_url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
@@ -148,52 +139,14 @@ class GatewayServer:
             await runner.cleanup()
         self._runners.clear()
         await self.proxy.close()
-        self._unsubscribe()
+        self.observation.detach()
+
+    def not_ready(self) -> str | None:
+        """The gateway's readiness rule (docs/gateway.md): every pool has a ready endpoint."""
+        for pool in self.datastore.pools():
+            if not self.datastore.ready_endpoints(pool.key):
+                return f"pool {pool.key} has no ready endpoint"
+        return None
 
     def ready(self) -> bool:
-        return all(self.datastore.ready_endpoints(p.key) for p in self.datastore.pools())
-
-    # -- observation -----------------------------------------------------------------
-    def _routed(self, routed: Routed) -> None:
-        self.metrics.request_started(routed.incoming_model)
-
-    def _record(self, record: RequestRecord) -> None:
-        self.metrics.observe(RequestObservation.from_record(record))
-        self.decisions.add(decision_from_record(record))
-        if record.endpoint is None:
-            self._pending.records[record.request_id] = record
-            if len(self._pending.records) > 1000:  # never grow without bound if a plane never logs
-                self._pending.records.pop(next(iter(self._pending.records)))
-
-    def _exchange_done(self, ex: Exchange) -> None:
-        record: RequestRecord | None = None
-        if ex.routed is not None:
-            self.metrics.request_finished(ex.routed.incoming_model)
-            record = getattr(ex.routed, "record", None)
-        else:
-            record = self._pending.records.pop(ex.request_id, None)
-        entry = AccessEntry(
-            request_id=ex.request_id,
-            method=ex.method,
-            path=ex.path,
-            listener=ex.listener,
-            status=ex.status,
-            duration_ms=round(ex.duration_s * 1000, 3),
-            route=ex.route,
-            backend=ex.backend,
-            endpoint=ex.endpoint,
-            attempts=ex.attempts,
-            ttft_ms=round(ex.ttft_s * 1000, 3) if ex.ttft_s is not None else None,
-            request_bytes=ex.request_bytes,
-            response_bytes=ex.response_bytes,
-            error=ex.error,
-        )
-        if record is not None:
-            entry.model = record.model
-            entry.target_model = record.target_model
-            entry.scores = {s.endpoint: {**s.scores, "total": s.total} for s in record.scores}
-            entry.input_tokens = record.prompt_tokens
-            entry.output_tokens = record.completion_tokens
-            if record.ttft_s is not None:
-                entry.ttft_ms = round(record.ttft_s * 1000, 3)
-        self.access_log.write(entry)
+        return self.not_ready() is None

@@ -14,6 +14,7 @@ import orjson
 
 from inferpool.guard.policy import Stage
 from inferpool.guard.screen import Screener, Verdict
+from inferpool.request.errors import InferenceError
 
 CONTENT_FILTER = "content_filter"
 
@@ -106,6 +107,19 @@ async def screen_request(screener: Screener, body: bytes, model: str) -> bytes:
 async def screen_response(screener: Screener, body: bytes, model: str) -> bytes:
     """A whole (non-streamed) JSON answer, screened; Blocked if a check blocks."""
     return await _screen_json(screener, body, model, Stage.RESPONSE, _map_choices)
+
+
+def content_filtered(reason: str, param: str) -> InferenceError:
+    """The 400 a block answers (OpenAI's `content_filter` finish reason, as an error type)."""
+    return InferenceError(400, reason, param=param, err_type=CONTENT_FILTER)
+
+
+def screens_response(screener: Screener | None) -> bool:
+    return screener is not None and screener.config.screens(Stage.RESPONSE)
+
+
+def screens_prompt(screener: Screener | None) -> bool:
+    return screener is not None and screener.config.screens(Stage.PROMPT)
 
 
 def error_event(reason: str) -> bytes:

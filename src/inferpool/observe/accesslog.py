@@ -1,60 +1,61 @@
 """One structured JSON line per request: enough to answer "where did this request go, and why".
 
 Lines go to a text stream (stderr by default, or a file) so they can be piped into any log
-shipper; the writer never raises into the data plane.
+shipper; the writer never raises into the data plane. The line is read off the request's
+one record (field names documented in docs/gateway.md); absent fields are left out.
 """
 
 from __future__ import annotations
 
 import sys
-import time
-from dataclasses import asdict, dataclass, field
-from typing import IO
+from typing import IO, Any
 
 import orjson
 
+from inferpool.records import RequestRecord
 
-@dataclass
-class AccessEntry:
-    request_id: str
-    method: str
-    path: str
-    listener: str
-    status: int
-    duration_ms: float
-    route: str | None = None
-    backend: str | None = None  # "InferencePool/ns/name" or "Service/ns/name"
-    model: str | None = None  # as the client asked
-    target_model: str | None = None  # after InferenceModel / rewrite
-    endpoint: str | None = None  # ip:port that served (the last one tried)
-    attempts: int = 0
-    scores: dict[str, dict[str, float]] = field(default_factory=dict)  # endpoint -> scorer -> score
-    ttft_ms: float | None = None
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    request_bytes: int = 0
-    response_bytes: int = 0
-    error: str | None = None
-    ts: float = field(default_factory=time.time)
 
-    def to_json(self) -> bytes:
-        return orjson.dumps({k: v for k, v in asdict(self).items() if v is not None and v != {}})
+def access_line(record: RequestRecord) -> bytes:
+    http = record.http
+    fields: dict[str, Any] = {
+        "request_id": record.request_id,
+        "method": http.method if http else None,
+        "path": http.path if http else None,
+        "listener": http.listener if http else None,
+        "status": record.status,
+        "duration_ms": round(record.e2e_s * 1000, 3),
+        "route": http.route if http else None,
+        "backend": http.backend if http else None,
+        "model": record.model or None,
+        "target_model": record.target_model or None,
+        "endpoint": record.hostport,
+        "attempts": record.attempts,
+        "scores": {s.endpoint: {**s.scores, "total": s.total} for s in record.scores} or None,
+        "ttft_ms": round(record.ttft_s * 1000, 3) if record.ttft_s is not None else None,
+        "input_tokens": record.prompt_tokens,
+        "output_tokens": record.completion_tokens,
+        "request_bytes": record.request_bytes,
+        "response_bytes": record.response_bytes,
+        "error": record.error,
+        "ts": record.started_at + record.e2e_s,
+    }
+    return orjson.dumps({k: v for k, v in fields.items() if v is not None})
 
 
 class AccessLog:
-    """Writes entries as JSON lines; `enabled=False` keeps only the counter (benchmarks, tests)."""
+    """Writes records as JSON lines; `enabled=False` keeps only the counter (benchmarks, tests)."""
 
     def __init__(self, stream: IO[str] | None = None, enabled: bool = True) -> None:
         self._stream = stream if stream is not None else sys.stderr
         self.enabled = enabled
         self.written = 0
 
-    def write(self, entry: AccessEntry) -> None:
+    def write(self, record: RequestRecord) -> None:
         self.written += 1
         if not self.enabled:
             return
         try:
-            self._stream.write(entry.to_json().decode() + "\n")
+            self._stream.write(access_line(record).decode() + "\n")
             self._stream.flush()
         except (OSError, ValueError):
             pass  # a closed or full log stream must not fail requests

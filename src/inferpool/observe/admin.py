@@ -1,172 +1,124 @@
-"""The admin port: Prometheus metrics, health and readiness, and JSON views of routing state.
+"""The admin port of both data planes: Prometheus metrics, health and readiness, JSON views of
+routing state and the live dashboard.
 
-`/api/state` and `/api/decisions` are documented in docs/gateway.md and kept stable; the
-dashboard (`/dashboard`, `/api/dashboard`, `/api/stream`) is in docs/dashboard.md.
+`inferpool serve`/`up` serve it on 9090 (docs/gateway.md), `inferpool epp` on its metrics
+port (docs/epp.md); the pages are the same. One `AdminAuth` decides who may read them:
+`/metrics` needs the bearer token when one is configured (a static token, or in Kubernetes a
+TokenReview + SubjectAccessReview), the views (dashboard, `/api/*`) the static token as a
+header or `?token=` (a browser cannot set headers); `/healthz` and `/readyz` stay open for probes.
 """
 
 from __future__ import annotations
 
-import time
-from collections import deque
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import Any
+import hmac
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import orjson
 from aiohttp import web
 
-from inferpool.observe.dashboard import DashboardConfig, Tally, add_dashboard
+from inferpool.observe.dashboard import add_dashboard
+from inferpool.observe.decisions import DashboardConfig, DecisionLog, decision_view
 from inferpool.observe.metrics import CONTENT_TYPE, GatewayMetrics
-from inferpool.request.director import RequestRecord
-from inferpool.state import Datastore, Endpoint
+from inferpool.observe.state_view import state_view
+from inferpool.state import Datastore
+
+TokenReview = Callable[[str], Awaitable[bool]]  # Kubernetes: may this token's user get /metrics?
+Readiness = Callable[[], str | None]  # None when ready, else why not
 
 
-@dataclass
-class Decision:
-    """One routing decision: the candidates the scheduler ranked, with their scores."""
+@dataclass(frozen=True)
+class AdminAuth:
+    """Who may read the admin port. Neither set: everything is open (local use)."""
 
-    request_id: str
-    pool: str
-    model: str | None
-    target_model: str | None
-    picked: str | None  # endpoint name that served (or was last tried)
-    status: int
-    ranked: list[dict[str, Any]] = field(default_factory=list)  # [{endpoint, hostport, total, scores}]
-    profile: str | None = None
-    ttft_s: float | None = None
-    e2e_s: float | None = None
-    attempts: int = 0
-    ts: float = field(default_factory=time.time)
-    filtered_out: dict[str, str] = field(default_factory=dict)  # endpoint name -> filter that removed it
-    error: str | None = None  # why the request failed or was refused
+    static_token: str | None = None
+    review: TokenReview | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.static_token is not None or self.review is not None
+
+    def _static_ok(self, offered: str) -> bool:
+        expected = self.static_token
+        return expected is not None and hmac.compare_digest(offered.encode(), expected.encode())
+
+    async def metrics_refusal(self, request: web.Request) -> web.Response | None:
+        """None when the request may read /metrics, else the 401/403 to answer."""
+        if not self.enabled:
+            return None
+        offered = _bearer(request)
+        if not offered:
+            return _unauthorized("bearer token required")
+        if self._static_ok(offered):
+            return None
+        if self.review is not None:
+            if await self.review(offered):
+                return None
+            return web.Response(status=403, text="token not allowed to get /metrics\n")
+        return _unauthorized("the metrics-reader bearer token is required")
+
+    def view_refusal(self, request: web.Request) -> web.Response | None:
+        """None when the request may read the dashboard and `/api/*` views, else the refusal."""
+        if not self.enabled:
+            return None
+        if self.static_token is None:
+            return web.Response(status=403, text="these views need a static --metrics-token on this port\n")
+        offered = _bearer(request) or request.query.get("token", "")
+        if offered and self._static_ok(offered):
+            return None
+        return _unauthorized("token required (bearer header or ?token=...)")
 
 
-def decision_from_record(record: RequestRecord) -> Decision:
-    """The decision-log entry for one request record (any data plane: gateway or EPP)."""
-    return Decision(
-        request_id=record.request_id,
-        pool=record.pool,
-        model=record.model,
-        target_model=record.target_model,
-        picked=record.endpoint,
-        status=record.status,
-        ranked=[
-            {"endpoint": s.endpoint, "hostport": s.hostport, "total": s.total, "scores": s.scores}
-            for s in record.scores
-        ],
-        profile=record.profile,
-        ttft_s=record.ttft_s,
-        e2e_s=record.e2e_s,
-        attempts=record.attempts,
-        filtered_out=dict(record.filtered_out),
-        error=record.error,
+def _bearer(request: web.Request) -> str:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def _unauthorized(text: str) -> web.Response:
+    return web.Response(
+        status=401, text=text + "\n", headers={"WWW-Authenticate": 'Bearer realm="inferpool-metrics"'}
     )
-
-
-class DecisionLog:
-    """The last N decisions, newest last, plus running per-model and per-endpoint counts."""
-
-    def __init__(self, keep: int = 200) -> None:
-        self._items: deque[Decision] = deque(maxlen=keep)
-        self.tally = Tally()
-
-    def add(self, decision: Decision) -> None:
-        self._items.append(decision)
-        d = decision
-        self.tally.add(d.pool, d.model, d.picked, d.status, d.ttft_s, d.ts)
-
-    def recent(self, limit: int | None = None) -> list[Decision]:
-        items = list(self._items)
-        return items[-limit:] if limit else items
-
-
-def endpoint_view(e: Endpoint) -> dict[str, Any]:
-    m = e.metrics
-    age = m.age()
-    return {
-        "name": e.name,
-        "address": e.address,
-        "port": e.port,
-        "labels": e.labels,
-        "engine": e.engine,
-        "ready": e.ready,
-        "in_flight": e.in_flight,
-        "in_flight_tokens": e.in_flight_tokens,
-        "metrics": {
-            "waiting_queue_size": m.waiting_queue_size,
-            "running_requests": m.running_requests,
-            "kv_cache_usage": m.kv_cache_usage,
-            "active_adapters": sorted(m.active_adapters),
-            "waiting_adapters": sorted(m.waiting_adapters),
-            "max_active_adapters": m.max_active_adapters,
-            "loaded_adapters": None if m.loaded_adapters is None else sorted(m.loaded_adapters),
-            "age_s": None if age == float("inf") else round(age, 3),
-        },
-    }
-
-
-def state_view(datastore: Datastore) -> dict[str, Any]:
-    pools = []
-    for pool in datastore.pools():
-        endpoints = datastore.endpoints(pool.key)
-        pools.append(
-            {
-                "key": pool.key,
-                "namespace": pool.namespace,
-                "name": pool.name,
-                "selector": pool.selector,
-                "target_ports": pool.target_ports,
-                "ready_endpoints": sum(1 for e in endpoints if e.ready),
-                "endpoints": [endpoint_view(e) for e in endpoints],
-                "models": [
-                    {
-                        "name": m.name,
-                        "model_name": m.model_name,
-                        "criticality": m.criticality.value if m.criticality else None,
-                        "targets": [{"name": t.name, "weight": t.weight} for t in m.targets],
-                    }
-                    for m in datastore.models(pool.key)
-                ],
-            }
-        )
-    return {"time": time.time(), "pools": pools}
 
 
 def admin_app(
     datastore: Datastore,
     metrics: GatewayMetrics,
     decisions: DecisionLog,
-    ready: Callable[[], bool] | None = None,
+    not_ready: Readiness,
+    auth: AdminAuth | None = None,
     dashboard: DashboardConfig | None = None,
 ) -> web.Application:
-    """/metrics, /healthz, /readyz (every pool has a ready endpoint), /api/state, /api/decisions,
-    and the live dashboard (/dashboard, /api/dashboard, /api/stream)."""
+    """/metrics, /healthz, /readyz (the plane's own rule: `not_ready()` says why not), /api/state,
+    /api/decisions, and the live dashboard (/dashboard, /api/dashboard, /api/stream)."""
+    auth = auth or AdminAuth()
 
-    def is_ready() -> bool:
-        if ready is not None and not ready():
-            return False
-        return all(datastore.ready_endpoints(p.key) for p in datastore.pools())
-
-    async def metrics_page(_: web.Request) -> web.Response:
+    async def metrics_page(request: web.Request) -> web.Response:
+        if (refusal := await auth.metrics_refusal(request)) is not None:
+            return refusal
         return web.Response(body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
 
     async def healthz(_: web.Request) -> web.Response:
-        return web.Response(text="ok")
+        return web.Response(text="ok\n")
 
     async def readyz(_: web.Request) -> web.Response:
-        if is_ready():
-            return web.Response(text="ok")
-        return web.Response(status=503, text="not ready: a pool has no ready endpoint")
+        reason = not_ready()
+        if reason is None:
+            return web.Response(text="ready\n")
+        return web.Response(status=503, text=f"not ready: {reason}\n")
 
-    async def state(_: web.Request) -> web.Response:
+    async def state(request: web.Request) -> web.Response:
+        if (refusal := auth.view_refusal(request)) is not None:
+            return refusal
         return web.Response(body=orjson.dumps(state_view(datastore)), content_type="application/json")
 
     async def recent(request: web.Request) -> web.Response:
+        if (refusal := auth.view_refusal(request)) is not None:
+            return refusal
         try:
             limit = int(request.query.get("limit", "0")) or None
         except ValueError:
             limit = None
-        items = [asdict(d) for d in decisions.recent(limit)]
+        items = [decision_view(r) for r in decisions.recent(limit)]
         return web.Response(body=orjson.dumps({"decisions": items}), content_type="application/json")
 
     app = web.Application()
@@ -175,5 +127,5 @@ def admin_app(
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/api/state", state)
     app.router.add_get("/api/decisions", recent)
-    add_dashboard(app, datastore, decisions, dashboard)
+    add_dashboard(app, datastore, decisions, dashboard, guard=auth.view_refusal)
     return app

@@ -13,119 +13,21 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import asdict, dataclass, field
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from aiohttp import web
 
+from inferpool.observe.decisions import DashboardConfig, DecisionLog, Tally, decision_view
+from inferpool.observe.state_view import endpoint_view
 from inferpool.state import Datastore, Endpoint
-
-if TYPE_CHECKING:
-    from inferpool.observe.admin import DecisionLog
 
 SERIES = ("queue", "running", "kv", "in_flight", "rps")  # per-endpoint time series, in sample order
 STATIC_FILES = {
     "dashboard.js": "application/javascript",
     "dashboard.css": "text/css",
 }
-
-
-@dataclass(frozen=True)
-class DashboardConfig:
-    interval_s: float = 1.0  # sampling and push period
-    window_s: float = 300.0  # how far back the time series and TTFT percentiles reach
-    rate_window_s: float = 10.0  # request rate is averaged over this
-    decisions: int = 50  # decisions sent with each snapshot
-    ttft_samples: int = 5000  # per model, newest kept
-
-    @property
-    def points(self) -> int:
-        return max(2, int(self.window_s / self.interval_s))
-
-
-@dataclass
-class ModelTally:
-    requests: int = 0
-    shed: int = 0  # refused by admission (429)
-    errors: int = 0  # other failures (>= 400)
-    finished: deque[float] = field(default_factory=deque)  # wall times, for the rate
-    ttft: deque[tuple[float, float]] = field(default_factory=deque)  # (wall time, seconds)
-
-
-class Tally:
-    """Per-(pool, model) request counts and TTFT samples; per-endpoint routed counts."""
-
-    def __init__(self, config: DashboardConfig | None = None) -> None:
-        self.config = config or DashboardConfig()
-        self.models: dict[tuple[str, str], ModelTally] = {}
-        self.routed: dict[tuple[str, str], int] = {}  # (pool, endpoint name) -> requests dispatched
-
-    def add(
-        self,
-        pool: str,
-        model: str | None,
-        picked: str | None,
-        status: int,
-        ttft_s: float | None,
-        ts: float,
-    ) -> None:
-        m = self.models.setdefault((pool, model or ""), ModelTally())
-        m.requests += 1
-        if picked is None and status == 429:
-            m.shed += 1
-        elif status >= 400:
-            m.errors += 1
-        m.finished.append(ts)
-        if ttft_s is not None:
-            m.ttft.append((ts, ttft_s))
-            if len(m.ttft) > self.config.ttft_samples:
-                m.ttft.popleft()
-        if picked is not None:
-            key = (pool, picked)
-            self.routed[key] = self.routed.get(key, 0) + 1
-
-    def model_stats(self, pool: str, model: str, now: float) -> dict[str, Any]:
-        m = self.models.get((pool, model))
-        if m is None:
-            return {
-                "requests": 0,
-                "rate_rps": 0.0,
-                "ttft_p50_ms": None,
-                "ttft_p99_ms": None,
-                "shed": 0,
-                "errors": 0,
-            }
-        self._trim(m, now)
-        recent = sum(1 for t in m.finished if t >= now - self.config.rate_window_s)
-        ttfts = sorted(s for _, s in m.ttft)
-        return {
-            "requests": m.requests,
-            "rate_rps": round(recent / self.config.rate_window_s, 3),
-            "ttft_p50_ms": _ms(percentile(ttfts, 0.50)),
-            "ttft_p99_ms": _ms(percentile(ttfts, 0.99)),
-            "shed": m.shed,
-            "errors": m.errors,
-        }
-
-    def _trim(self, m: ModelTally, now: float) -> None:
-        while m.finished and m.finished[0] < now - self.config.rate_window_s:
-            m.finished.popleft()
-        while m.ttft and m.ttft[0][0] < now - self.config.window_s:
-            m.ttft.popleft()
-
-
-def percentile(sorted_values: list[float], q: float) -> float | None:
-    """Nearest-rank percentile of already sorted values; None when there are none."""
-    if not sorted_values:
-        return None
-    rank = max(0, min(len(sorted_values) - 1, int(q * len(sorted_values) + 0.999999) - 1))
-    return sorted_values[rank]
-
-
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else round(seconds * 1000, 2)
 
 
 class History:
@@ -188,8 +90,6 @@ class History:
 
 
 def endpoint_row(e: Endpoint, history: History, pool: str) -> dict[str, Any]:
-    from inferpool.observe.admin import endpoint_view
-
     row = endpoint_view(e)
     row["rps"] = round(history.rps.get((pool, e.name), 0.0), 3)
     row["routed"] = history.tally.routed.get((pool, e.name), 0)
@@ -249,7 +149,7 @@ def dashboard_view(
         "window_s": config.window_s,
         "series_times": list(history.times),
         "pools": pools,
-        "decisions": [asdict(d) for d in reversed(recent)],  # newest first
+        "decisions": [decision_view(r) for r in reversed(recent)],  # newest first
     }
 
 

@@ -9,14 +9,13 @@ two gateways in one process (tests) never share counters.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from inferpool.admission.flowcontrol import FlowController, FlowOutcome
-from inferpool.request import RequestRecord
+from inferpool.records import RequestRecord
 from inferpool.state import Datastore
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -44,40 +43,6 @@ _QUEUE_WAIT_BUCKETS = (
 )  # fmt: skip
 
 _MT = ("model_name", "target_model_name")
-
-
-@dataclass(frozen=True)
-class RequestObservation:
-    """One finished request, as the metrics see it (the data plane fills it from its record)."""
-
-    model: str
-    target_model: str
-    status: int
-    duration_s: float
-    request_bytes: int
-    response_bytes: int
-    input_tokens: int = 0
-    output_tokens: int = 0
-    ttft_s: float | None = None
-    scheduling_s: float | None = None
-    error_code: str | None = None  # set for failures: the HTTP status or an upstream-style reason
-
-    @classmethod
-    def from_record(cls, record: RequestRecord) -> RequestObservation:
-        """What either data plane (gateway or EPP) observes for one finished request."""
-        return cls(
-            model=record.model,
-            target_model=record.target_model,
-            status=record.status,
-            duration_s=record.e2e_s,
-            request_bytes=record.request_bytes,
-            response_bytes=record.response_bytes,
-            input_tokens=record.prompt_tokens or 0,
-            output_tokens=record.completion_tokens or 0,
-            ttft_s=record.ttft_s,
-            scheduling_s=record.decision_s if record.scores or record.endpoint else None,
-            error_code=str(record.status) if record.status >= 400 or record.error else None,
-        )
 
 
 class _PoolCollector(Collector):
@@ -257,34 +222,36 @@ class GatewayMetrics:
             outcome.wait_s
         )
 
-    def request_started(self, model: str) -> None:
+    def request_routed(self, model: str) -> None:
+        """A request the scheduler placed: it runs until its record arrives (`observe`)."""
         if model:
             self.running.labels(model).inc()
 
-    def request_finished(self, model: str) -> None:
-        if model:
-            self.running.labels(model).dec()
-
-    def observe(self, obs: RequestObservation) -> None:
-        labels = (obs.model, obs.target_model)
+    def observe(self, record: RequestRecord) -> None:
+        """One finished request that reached a pool (the caller skips the others)."""
+        labels = (record.model, record.target_model)
+        if record.routed and record.model:
+            self.running.labels(record.model).dec()
         self.requests.labels(*labels).inc()
-        if obs.error_code:
-            self.errors.labels(*labels, obs.error_code).inc()
-        if obs.scheduling_s is not None:
-            self.scheduler.observe(obs.scheduling_s)
-        self.request_sizes.labels(*labels).observe(obs.request_bytes)
-        if obs.error_code:
+        failed = record.status >= 400 or record.error is not None
+        if failed:
+            self.errors.labels(*labels, str(record.status)).inc()
+        if record.scores or record.endpoint:
+            self.scheduler.observe(record.decision_s)
+        self.request_sizes.labels(*labels).observe(record.request_bytes)
+        if failed:
             return
-        self.duration.labels(*labels).observe(obs.duration_s)
-        self.response_sizes.labels(*labels).observe(obs.response_bytes)
-        if obs.input_tokens > 0:
-            self.input_tokens.labels(*labels).observe(obs.input_tokens)
-        if obs.output_tokens > 0:
-            self.output_tokens.labels(*labels).observe(obs.output_tokens)
-            if obs.duration_s > 0:
-                self.ntpot.labels(*labels).observe(obs.duration_s / obs.output_tokens)
-        if obs.ttft_s is not None:
-            self.ttft.labels(*labels).observe(obs.ttft_s)
+        self.duration.labels(*labels).observe(record.e2e_s)
+        self.response_sizes.labels(*labels).observe(record.response_bytes)
+        if record.prompt_tokens:
+            self.input_tokens.labels(*labels).observe(record.prompt_tokens)
+        output = record.completion_tokens
+        if output:
+            self.output_tokens.labels(*labels).observe(output)
+            if record.e2e_s > 0:
+                self.ntpot.labels(*labels).observe(record.e2e_s / output)
+        if record.ttft_s is not None:
+            self.ttft.labels(*labels).observe(record.ttft_s)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -7,6 +7,9 @@ and ends in exactly one RequestRecord, whatever way the request ends. route() is
 synchronous and O(candidates). Data planes call route_async(), which is route() unless
 flow control is on: then a request waits in its pool's queue while the pool is saturated
 (admission/flowcontrol/) and is scheduled when its turn comes.
+
+Requests that never reach a pool end in a record too: refuse() for what the data plane
+turns away itself (no route, bad key, screened), passthrough() for a Service backend.
 """
 
 from __future__ import annotations
@@ -16,17 +19,18 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from inferpool.admission import Admission, SaturationSnapshot, ShedError
 from inferpool.admission.flowcontrol import FlowControlError, FlowController, Grant, flow_id
+from inferpool.records import CandidateScore, HttpFacts, RequestRecord
 from inferpool.request.accounting import ResponseAccounting
 from inferpool.request.body import ParsedBody, parse_body, with_model
 from inferpool.request.errors import InferenceError
 from inferpool.request.resolve import Resolution, resolve
-from inferpool.scheduling.types import RequestOutcome, SchedulingRequest, SchedulingResult
+from inferpool.scheduling.types import SchedulingRequest, SchedulingResult
 from inferpool.state import Datastore, Endpoint
 
 log = logging.getLogger(__name__)
@@ -42,6 +46,8 @@ class Scheduler(Protocol):
     def on_routed(self, request: SchedulingRequest, endpoint: Endpoint, /) -> None: ...
 
     def on_completed(self, request: SchedulingRequest, endpoint: Endpoint, /) -> None: ...
+
+    # Optional: on_finished(request, endpoint, record) for plugins that learn from outcomes.
 
 
 @dataclass(frozen=True)
@@ -60,50 +66,8 @@ class ModelInfo:
     criticality: str | None = None
 
 
-@dataclass(frozen=True)
-class CandidateScore:
-    endpoint: str
-    hostport: str
-    total: float
-    scores: dict[str, float]
-
-
-@dataclass
-class RequestRecord:
-    """Everything known about one finished (or refused) request: logs, metrics, dashboard."""
-
-    request_id: str
-    pool: str
-    model: str  # as the client sent it ("" when the body had none)
-    target_model: str  # what the model server saw
-    endpoint: str | None  # name of the endpoint that served (last dispatched) it
-    hostport: str | None
-    status: int
-    error: str | None
-    priority: int
-    stream: bool
-    ttft_s: float | None
-    e2e_s: float
-    prompt_tokens: int | None
-    completion_tokens: int | None
-    cached_tokens: int | None
-    prompt_tokens_estimate: int
-    request_bytes: int
-    response_bytes: int
-    profile: str | None
-    scores: list[CandidateScore]
-    filtered_out: dict[str, str]
-    shed_reason: str | None
-    decision_s: float  # time spent in route()
-    started_at: float  # wall clock (time.time()) when route() began
-    attempts: int = 0  # endpoints dispatched to (retries make it > 1)
-    objective: str | None = None
-    fairness_id: str | None = None
-    saturation: float | None = None  # pool load ratio seen by admission
-    queue_wait_s: float = 0.0  # time spent waiting in flow control (not part of decision_s)
-
-
-Listener = Callable[[RequestRecord], None]
+RecordListener = Callable[[RequestRecord], None]
+RoutedListener = Callable[["RoutedRequest"], None]
 
 
 @dataclass
@@ -114,20 +78,15 @@ class _Attempt:
     headers: dict[str, str]  # lower-case names
     body: bytes
     request_id: str
-    started: float
+    arrived: float  # director clock: when the data plane received the request
+    routing_started: float  # director clock: when route() began
     started_wall: float
+    http: HttpFacts | None
     parsed: ParsedBody | None = None
     resolution: Resolution | None = None
     snapshot: SaturationSnapshot | None = None
     result: SchedulingResult | None = None
     queue_wait_s: float = 0.0
-
-    @classmethod
-    def begin(cls, director: Director, pool: str, headers: Mapping[str, str], body: bytes) -> _Attempt:
-        started, started_wall = director.clock(), time.time()
-        lower = {k.lower(): v for k, v in headers.items()}
-        request_id = lower.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
-        return cls(pool, lower, body, request_id, started, started_wall)
 
 
 class Director:
@@ -150,7 +109,8 @@ class Director:
         self.config = config or DirectorConfig()
         self.rng = rng or random.Random()
         self.clock = clock
-        self._listeners: list[Listener] = []
+        self._listeners: list[RecordListener] = []
+        self._routed_listeners: list[RoutedListener] = []
 
     # -- routing ---------------------------------------------------------------
     def route(
@@ -160,14 +120,20 @@ class Director:
         headers: Mapping[str, str],
         body: bytes,
         subset: frozenset[str] | None = None,
+        *,
+        http: HttpFacts | None = None,
+        arrived: float | None = None,
+        parsed: ParsedBody | None = None,
     ) -> RoutedRequest:
         """Decide where one request goes; raises InferenceError (already recorded) when it cannot go.
 
         Never waits: saturation sheds as admission says, whether flow control is on or not.
+        `arrived` is when the data plane received the request (on this Director's clock);
+        `parsed` is the body already decoded by the data plane, if it did (never decoded twice).
         """
-        attempt = _Attempt.begin(self, pool, headers, body)
+        attempt = self._begin(pool, headers, body, http, arrived)
         try:
-            self._resolve(attempt, path)
+            self._resolve(attempt, path, parsed)
             return self._schedule(attempt, subset, None)
         except InferenceError as exc:
             self._emit(_refused_record(attempt, exc, self))
@@ -181,6 +147,10 @@ class Director:
         body: bytes,
         subset: frozenset[str] | None = None,
         ttl_s: float | None = None,
+        *,
+        http: HttpFacts | None = None,
+        arrived: float | None = None,
+        parsed: ParsedBody | None = None,
     ) -> RoutedRequest:
         """route(), except that with flow control on the request first waits for its turn in the pool's queue.
 
@@ -190,11 +160,11 @@ class Director:
         """
         flow = self.flow_control
         if flow is None:
-            return self.route(pool, path, headers, body, subset)
-        attempt = _Attempt.begin(self, pool, headers, body)
+            return self.route(pool, path, headers, body, subset, http=http, arrived=arrived, parsed=parsed)
+        attempt = self._begin(pool, headers, body, http, arrived)
         grant: Grant | None = None
         try:
-            resolution = self._resolve(attempt, path)
+            resolution = self._resolve(attempt, path, parsed)
             candidates = _in_subset(self.datastore.ready_endpoints(pool), subset)
             # No saturation shedding (the queue takes that role), only the 503 for an empty pool.
             self.admission.admit(pool, candidates, resolution.priority, shed_saturated=False)
@@ -221,8 +191,65 @@ class Director:
             )
             raise
 
-    def _resolve(self, attempt: _Attempt, path: str) -> Resolution:
-        attempt.parsed = parse_body(attempt.body, path)
+    def refuse(
+        self,
+        request_id: str,
+        err: InferenceError,
+        *,
+        http: HttpFacts | None = None,
+        arrived: float | None = None,
+        model: str = "",
+        request_bytes: int = 0,
+    ) -> RequestRecord:
+        """Record a request the data plane turned away before any pool saw it (no route, bad key,
+        body too large, screened prompt)."""
+        now = self.clock()
+        record = RequestRecord(
+            request_id=request_id,
+            pool=None,
+            model=model,
+            target_model=model,
+            status=err.status,
+            error=err.message,
+            started_at=time.time() - (now - arrived if arrived is not None else 0.0),
+            e2e_s=now - arrived if arrived is not None else 0.0,
+            request_bytes=request_bytes,
+            response_bytes=len(err.to_json()),
+            http=http,
+        )
+        self._emit(record)
+        return record
+
+    def passthrough(
+        self,
+        request_id: str,
+        candidates: Sequence[Endpoint],
+        body: bytes,
+        *,
+        http: HttpFacts | None = None,
+        arrived: float | None = None,
+        model: str = "",
+    ) -> PassthroughRequest:
+        """A request for a plain Service backend: no scheduling, the same tracking and record."""
+        return PassthroughRequest(self, request_id, list(candidates), body, http, arrived, model)
+
+    def _begin(
+        self,
+        pool: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        http: HttpFacts | None,
+        arrived: float | None,
+    ) -> _Attempt:
+        now, wall = self.clock(), time.time()
+        lower = {k.lower(): v for k, v in headers.items()}
+        request_id = lower.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+        if arrived is None or arrived > now:
+            arrived = now
+        return _Attempt(pool, lower, body, request_id, arrived, now, wall - (now - arrived), http)
+
+    def _resolve(self, attempt: _Attempt, path: str, parsed: ParsedBody | None) -> Resolution:
+        attempt.parsed = parsed if parsed is not None else parse_body(attempt.body, path)
         attempt.resolution = resolve(
             self.datastore, attempt.pool, attempt.parsed.model, attempt.headers, self.rng
         )
@@ -263,24 +290,17 @@ class Director:
             director=self,
             scheduler=scheduler,
             request=sched_request,
-            request_id=attempt.request_id,
-            pool=pool,
-            incoming_model=resolution.incoming_model,
-            target_model=resolution.target_model,
-            priority=resolution.priority,
-            stream=parsed.stream,
+            attempt=attempt,
             body=with_model(parsed, resolution.target_model),
-            candidates=result.endpoints,
             result=result,
-            resolution=resolution,
-            started=attempt.started,
-            started_wall=attempt.started_wall,
-            request_bytes=len(attempt.body),
             saturation=decision.snapshot.ratio,
             grant=grant,
-            queue_wait_s=attempt.queue_wait_s,
         )
-        routed.decision_s = self.clock() - attempt.started - attempt.queue_wait_s
+        for listener in self._routed_listeners:
+            try:
+                listener(routed)
+            except Exception:  # a broken observer must not break the request path
+                log.exception("routed-request listener failed")
         return routed
 
     def base_model(self, pool: str) -> tuple[str | None, set[str]]:
@@ -325,81 +345,50 @@ class Director:
         return models
 
     # -- records ---------------------------------------------------------------
-    def subscribe(self, listener: Listener) -> Callable[[], None]:
+    def subscribe(self, listener: RecordListener) -> Callable[[], None]:
         """Call `listener` with every RequestRecord; returns the unsubscribe function."""
-        self._listeners.append(listener)
+        return _subscribe(self._listeners, listener)
 
-        def unsubscribe() -> None:
-            if listener in self._listeners:
-                self._listeners.remove(listener)
-
-        return unsubscribe
+    def subscribe_routed(self, listener: RoutedListener) -> Callable[[], None]:
+        """Call `listener` with every request the scheduler placed (before it is dispatched)."""
+        return _subscribe(self._routed_listeners, listener)
 
     def _emit(self, record: RequestRecord) -> None:
-        for listener in list(self._listeners):
+        for listener in self._listeners:
             try:
                 listener(record)
             except Exception:  # a broken observer must not break the request path
                 log.exception("request record listener failed")
 
-    def top_scores(self, result: SchedulingResult) -> list[CandidateScore]:
-        return [
-            CandidateScore(s.endpoint.name, s.endpoint.hostport, s.total, dict(s.scores))
+    def top_scores(self, result: SchedulingResult) -> tuple[CandidateScore, ...]:
+        return tuple(
+            CandidateScore(s.endpoint.name, s.endpoint.hostport, s.total, s.scores)
             for s in result.ranked[: self.config.top_scores]
-        ]
+        )
 
 
-class RoutedRequest:
-    """A routed request: where it may go, and its accounting until finish()."""
+def _subscribe(listeners: list[Callable[..., None]], listener: Callable[..., None]) -> Callable[[], None]:
+    listeners.append(listener)
 
-    def __init__(
-        self,
-        *,
-        director: Director,
-        scheduler: Scheduler,
-        request: SchedulingRequest,
-        request_id: str,
-        pool: str,
-        incoming_model: str,
-        target_model: str,
-        priority: int,
-        stream: bool,
-        body: bytes,
-        candidates: list[Endpoint],
-        result: SchedulingResult,
-        resolution: Resolution,
-        started: float,
-        started_wall: float,
-        request_bytes: int,
-        saturation: float,
-        grant: Grant | None = None,
-        queue_wait_s: float = 0.0,
-    ) -> None:
+    def unsubscribe() -> None:
+        if listener in listeners:
+            listeners.remove(listener)
+
+    return unsubscribe
+
+
+class _Tracked:
+    """Dispatch and response tracking shared by routed and passthrough requests."""
+
+    def __init__(self, director: Director, request_id: str, candidates: list[Endpoint], body: bytes) -> None:
         self.request_id = request_id
-        self.pool = pool
-        self.incoming_model = incoming_model
-        self.target_model = target_model
-        self.priority = priority
-        self.stream = stream
-        self.body = body
         self.candidates = candidates
-        self.result = result
-        self.resolution = resolution
-        self.scheduling_request = request
+        self.body = body
         self.endpoint: Endpoint | None = None  # currently dispatched endpoint
         self.served_by: Endpoint | None = None  # last endpoint dispatched to (kept after release)
         self.attempts = 0
-        self.decision_s = 0.0
-        self.queue_wait_s = queue_wait_s
         self.record: RequestRecord | None = None
         self._director = director
-        self._scheduler = scheduler
-        self._started = started
-        self._started_wall = started_wall
-        self._request_bytes = request_bytes
-        self._saturation = saturation
-        self._grant = grant  # flow control's leave to go; done() once the request is sent
-        self._tokens = request.prompt_tokens_estimate
         self._accounting = ResponseAccounting(director.clock)
 
     @property
@@ -411,10 +400,110 @@ class RoutedRequest:
         """The relayed SSE stream has carried its terminating `data: [DONE]` event."""
         return self._accounting.done
 
-    def dispatched(self, endpoint: Endpoint) -> None:
-        """The data plane is sending the request to `endpoint`; a retry releases the previous one."""
+    def response_started(self, status: int, headers: Mapping[str, str]) -> None:
+        self._accounting = ResponseAccounting(self._director.clock)  # a retry starts a fresh response
+        self._accounting.started(status, _header(headers, "content-type"))
+
+    def response_data(self, chunk: bytes) -> None:
+        self._accounting.feed(chunk)
+
+    def _check_open(self) -> None:
         if self.record is not None:
             raise RuntimeError(f"request {self.request_id} already finished")
+
+
+class PassthroughRequest(_Tracked):
+    """A request for a Service backend: tried in the given order, recorded like any other."""
+
+    def __init__(
+        self,
+        director: Director,
+        request_id: str,
+        candidates: list[Endpoint],
+        body: bytes,
+        http: HttpFacts | None,
+        arrived: float | None,
+        model: str,
+    ) -> None:
+        super().__init__(director, request_id, candidates, body)
+        self.incoming_model = model
+        now = director.clock()
+        self._arrived = arrived if arrived is not None and arrived <= now else now
+        self._started_wall = time.time() - (now - self._arrived)
+        self._http = http
+
+    def dispatched(self, endpoint: Endpoint) -> None:
+        self._check_open()
+        self.endpoint = self.served_by = endpoint
+        self.attempts += 1
+
+    def finish(self, status: int, error: str | None = None) -> RequestRecord:
+        if self.record is not None:
+            return self.record
+        self.endpoint = None
+        acct = self._accounting
+        acct.close()
+        ttft_at = acct.ttft_at
+        served = self.served_by
+        self.record = RequestRecord(
+            request_id=self.request_id,
+            pool=None,
+            model=self.incoming_model,
+            target_model=self.incoming_model,
+            status=status,
+            error=error,
+            started_at=self._started_wall,
+            e2e_s=self._director.clock() - self._arrived,
+            endpoint=served.name if served else None,
+            hostport=served.hostport if served else None,
+            attempts=self.attempts,
+            ttft_s=ttft_at - self._arrived if ttft_at is not None else None,
+            request_bytes=len(self.body),
+            response_bytes=acct.bytes,
+            http=self._http,
+        )
+        self._director._emit(self.record)
+        return self.record
+
+
+class RoutedRequest(_Tracked):
+    """A routed request: where it may go, and its accounting until finish()."""
+
+    def __init__(
+        self,
+        *,
+        director: Director,
+        scheduler: Scheduler,
+        request: SchedulingRequest,
+        attempt: _Attempt,
+        body: bytes,
+        result: SchedulingResult,
+        saturation: float,
+        grant: Grant | None = None,
+    ) -> None:
+        super().__init__(director, attempt.request_id, result.endpoints, body)
+        resolution = attempt.resolution
+        parsed = attempt.parsed
+        assert resolution is not None and parsed is not None
+        self.pool = attempt.pool
+        self.incoming_model = resolution.incoming_model
+        self.target_model = resolution.target_model
+        self.priority = resolution.priority
+        self.stream = parsed.stream
+        self.result = result
+        self.resolution = resolution
+        self.scheduling_request = request
+        self.queue_wait_s = attempt.queue_wait_s
+        self._attempt = attempt
+        self._scheduler = scheduler
+        self._saturation = saturation
+        self._grant = grant  # flow control's leave to go; done() once the request is sent
+        self._tokens = request.prompt_tokens_estimate
+        self.decision_s = director.clock() - attempt.routing_started - attempt.queue_wait_s
+
+    def dispatched(self, endpoint: Endpoint) -> None:
+        """The data plane is sending the request to `endpoint`; a retry releases the previous one."""
+        self._check_open()
         self._release()
         endpoint.in_flight += 1
         endpoint.in_flight_tokens += self._tokens
@@ -425,13 +514,6 @@ class RoutedRequest:
         if flow is not None:
             flow.sent(endpoint)  # before the grant ends, so the pool never looks emptier than it is
         self._end_grant()
-
-    def response_started(self, status: int, headers: Mapping[str, str]) -> None:
-        self._accounting = ResponseAccounting(self._director.clock)  # a retry starts a fresh response
-        self._accounting.started(status, _header(headers, "content-type"))
-
-    def response_data(self, chunk: bytes) -> None:
-        self._accounting.feed(chunk)
 
     def finish(self, status: int, error: str | None = None) -> RequestRecord:
         """End the request (any outcome); idempotent: later calls return the first record."""
@@ -445,7 +527,7 @@ class RoutedRequest:
             flow.finished(self.pool, holder)  # room may have opened for a waiting request
         acct = self._accounting
         acct.close()
-        now = self._director.clock()
+        attempt = self._attempt
         usage = acct.usage
         ttft_at = acct.ttft_at
         endpoint = self.served_by
@@ -454,31 +536,32 @@ class RoutedRequest:
             pool=self.pool,
             model=self.incoming_model,
             target_model=self.target_model,
-            endpoint=endpoint.name if endpoint else None,
-            hostport=endpoint.hostport if endpoint else None,
             status=status,
             error=error,
+            started_at=attempt.started_wall,
+            e2e_s=self._director.clock() - attempt.arrived,
+            routed=True,
+            endpoint=endpoint.name if endpoint else None,
+            hostport=endpoint.hostport if endpoint else None,
+            attempts=self.attempts,
             priority=self.priority,
             stream=self.stream,
-            ttft_s=ttft_at - self._started if ttft_at is not None else None,
-            e2e_s=now - self._started,
+            ttft_s=ttft_at - attempt.arrived if ttft_at is not None else None,
             prompt_tokens=usage.prompt_tokens if usage else None,
             completion_tokens=acct.completion_tokens,
             cached_tokens=usage.cached_tokens if usage else None,
             prompt_tokens_estimate=self.scheduling_request.prompt_tokens_estimate,
-            request_bytes=self._request_bytes,
+            request_bytes=len(attempt.body),
             response_bytes=acct.bytes,
             profile=self.result.profile,
             scores=self._director.top_scores(self.result),
-            filtered_out=dict(self.result.filtered_out),
-            shed_reason=None,
+            filtered_out=self.result.filtered_out,
             decision_s=self.decision_s,
-            started_at=self._started_wall,
-            attempts=self.attempts,
+            queue_wait_s=self.queue_wait_s,
             objective=self.resolution.objective,
             fairness_id=self.resolution.fairness_id,
             saturation=self._saturation,
-            queue_wait_s=self.queue_wait_s,
+            http=attempt.http,
         )
         if endpoint is not None:
             self._report_outcome(endpoint, self.record)
@@ -490,16 +573,8 @@ class RoutedRequest:
         hook = getattr(self._scheduler, "on_finished", None)
         if hook is None:
             return
-        outcome = RequestOutcome(
-            status=record.status,
-            ttft_s=record.ttft_s,
-            e2e_s=record.e2e_s,
-            prompt_tokens=record.prompt_tokens,
-            completion_tokens=record.completion_tokens,
-            cached_tokens=record.cached_tokens,
-        )
         try:
-            hook(self.scheduling_request, endpoint, outcome)
+            hook(self.scheduling_request, endpoint, record)
         except Exception:  # learning is best effort; the request has already ended
             log.exception("scheduler on_finished failed for request %s", self.request_id)
 
@@ -561,41 +636,33 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
 
 
 def _refused_record(attempt: _Attempt, exc: InferenceError, director: Director) -> RequestRecord:
-    elapsed = director.clock() - attempt.started
+    now = director.clock()
     parsed, resolution, result = attempt.parsed, attempt.resolution, attempt.result
     model = parsed.model if parsed else ""
     shed_reason = exc.reason if isinstance(exc, ShedError | FlowControlError) else None
+    snapshot = attempt.snapshot or (exc.snapshot if isinstance(exc, ShedError) else None)
     return RequestRecord(
         request_id=attempt.request_id,
         pool=attempt.pool,
         model=model,
         target_model=resolution.target_model if resolution else model,
-        endpoint=None,
-        hostport=None,
         status=exc.status,
         error=exc.message,
+        started_at=attempt.started_wall,
+        e2e_s=now - attempt.arrived,
         priority=resolution.priority if resolution else 0,
         stream=parsed.stream if parsed else False,
-        ttft_s=None,
-        e2e_s=elapsed,
-        prompt_tokens=None,
-        completion_tokens=None,
-        cached_tokens=None,
         prompt_tokens_estimate=parsed.prompt_tokens_estimate if parsed else 0,
         request_bytes=len(attempt.body),
         response_bytes=len(exc.to_json()),
         profile=result.profile if result else None,
-        scores=director.top_scores(result) if result else [],
-        filtered_out=dict(result.filtered_out) if result else {},
+        scores=director.top_scores(result) if result else (),
+        filtered_out=result.filtered_out if result else {},
         shed_reason=shed_reason,
-        decision_s=elapsed - attempt.queue_wait_s,
-        started_at=attempt.started_wall,
+        decision_s=now - attempt.routing_started - attempt.queue_wait_s,
+        queue_wait_s=attempt.queue_wait_s,
         objective=resolution.objective if resolution else None,
         fairness_id=resolution.fairness_id if resolution else None,
-        saturation=_ratio(attempt.snapshot or (exc.snapshot if isinstance(exc, ShedError) else None)),
-        queue_wait_s=attempt.queue_wait_s,
+        saturation=snapshot.ratio if snapshot is not None else None,
+        http=attempt.http,
     )
-
-
-def _ratio(snapshot: SaturationSnapshot | None) -> float | None:
-    return snapshot.ratio if snapshot is not None else None

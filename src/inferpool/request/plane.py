@@ -1,18 +1,23 @@
-"""What a data plane (built-in gateway or Envoy ext_proc) needs from a routed request.
+"""What a data plane (built-in gateway or Envoy ext_proc) needs of the request core.
 
-`RoutedRequest` is the implementation; data planes type against this protocol so their
-tests can use small fakes.
+`Director` implements `PlaneCore`, `RoutedRequest` and `PassthroughRequest` implement `Routed`;
+both data planes type against these protocols, so their tests can use small fakes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
+from inferpool.records import HttpFacts, RequestRecord
+from inferpool.request.body import ParsedBody
+from inferpool.request.errors import InferenceError
 from inferpool.state import Endpoint
 
 
 class Routed(Protocol):
+    """One request on its way: where it may go, and its accounting until `finish()` records it."""
+
     @property
     def candidates(self) -> Sequence[Endpoint]: ...
     @property
@@ -23,7 +28,51 @@ class Routed(Protocol):
     def finished(self) -> bool: ...
     @property
     def response_complete(self) -> bool: ...
+    @property
+    def record(self) -> RequestRecord | None: ...
     def dispatched(self, endpoint: Endpoint) -> None: ...
     def response_started(self, status: int, headers: Mapping[str, str]) -> None: ...
     def response_data(self, chunk: bytes) -> None: ...
-    def finish(self, status: int, error: str | None = None) -> object: ...
+    def finish(self, status: int, error: str | None = None) -> RequestRecord: ...
+
+
+class PlaneCore(Protocol):
+    """The request core as both data planes use it (request.Director)."""
+
+    async def route_async(
+        self,
+        pool: str,
+        path: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        subset: frozenset[str] | None = None,
+        ttl_s: float | None = None,
+        *,
+        http: HttpFacts | None = None,
+        arrived: float | None = None,
+        parsed: ParsedBody | None = None,
+    ) -> Routed: ...
+
+    def refuse(
+        self,
+        request_id: str,
+        err: InferenceError,
+        *,
+        http: HttpFacts | None = None,
+        arrived: float | None = None,
+        model: str = "",
+        request_bytes: int = 0,
+    ) -> RequestRecord: ...
+
+    def passthrough(
+        self,
+        request_id: str,
+        candidates: Sequence[Endpoint],
+        body: bytes,
+        *,
+        http: HttpFacts | None = None,
+        arrived: float | None = None,
+        model: str = "",
+    ) -> Routed: ...
+
+    def served_models(self, pool: str) -> list[Any]: ...

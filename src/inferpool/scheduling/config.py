@@ -19,6 +19,7 @@ scorers only (default 1); a profile without a picker gets `max-score-picker`, as
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -299,6 +300,35 @@ def load_config(profile_or_path: str | Path | None = None) -> tuple[EndpointPick
         )
     source = str(path)
     return parse_config(path.read_text("utf-8"), source), source, False
+
+
+@dataclass(frozen=True)
+class SchedulerSpec:
+    """One parsed, validated EndpointPickerConfig: what a process builds its schedulers from.
+
+    Parsed once; `build()` makes a fresh Scheduler (plugins keep per-pool state, so each pool
+    gets its own).
+    """
+
+    config: EndpointPickerConfig
+    source: str  # built-in profile name or file path, for messages
+    profile: str | None  # which of the config's scheduling profiles runs
+
+    @classmethod
+    def load(cls, profile_or_path: str | Path | None = None, *, profile: str | None = None) -> SchedulerSpec:
+        """Parse a built-in profile name (default "default") or a file; ConfigError lists every problem."""
+        config, source, builtin = load_config(profile_or_path)
+        spec = cls(config, source, source if builtin else profile)
+        spec.build()  # fail now on plugin and profile problems, not on the first request
+        return spec
+
+    def build(self) -> Scheduler:
+        return build_scheduler(self.config, self.profile, self.source)
+
+    @property
+    def flow_control(self) -> FlowControlConfig | None:
+        """Flow control settings (None: the feature gate is off)."""
+        return self.config.flow_control_config()
 
 
 def load_scheduler(profile_or_path: str | Path | None = None, *, profile: str | None = None) -> Scheduler:

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from operator import mul
 from typing import Protocol, runtime_checkable
 
-from inferpool.scheduling.types import RequestOutcome, SchedulingRequest, SchedulingResult, ScoredEndpoint
+from inferpool.records import RequestRecord
+from inferpool.scheduling.types import SchedulingRequest, SchedulingResult, ScoredEndpoint
 from inferpool.state import Endpoint
 
 
@@ -198,10 +199,10 @@ class Scheduler:
         for hook in self._completed_hooks:
             hook(req, endpoint)
 
-    def on_finished(self, req: SchedulingRequest, endpoint: Endpoint, outcome: RequestOutcome) -> None:
+    def on_finished(self, req: SchedulingRequest, endpoint: Endpoint, record: RequestRecord) -> None:
         """The request's outcome on the endpoint that served it (latencies, token counts)."""
         for hook in self._finished_hooks:
-            hook(req, endpoint, outcome)
+            hook(req, endpoint, record)
 
     def on_endpoint_removed(self, name: str) -> None:
         """An endpoint left the pool: plugins drop what they remember about it."""

@@ -29,18 +29,6 @@ class SchedulingRequest:
     body: Mapping[str, Any] | None = None
 
 
-@dataclass(frozen=True)
-class RequestOutcome:
-    """How a routed request ended, as the gateway observed it (for plugins that learn)."""
-
-    status: int
-    ttft_s: float | None  # first streamed token (None when nothing streamed)
-    e2e_s: float
-    prompt_tokens: int | None  # from the response's usage, when the server reported it
-    completion_tokens: int | None
-    cached_tokens: int | None
-
-
 @dataclass
 class ScoredEndpoint:
     endpoint: Endpoint

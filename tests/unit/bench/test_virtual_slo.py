@@ -9,8 +9,9 @@ import pytest
 from inferpool.bench.loadgen import TraceSpec
 from inferpool.bench.virtual import simulate
 from inferpool.bench.workloads import WorkloadOptions
+from inferpool.records import RequestRecord
 from inferpool.scheduling.plugins.predicted_latency import PredictedLatencyScorer
-from inferpool.scheduling.types import RequestOutcome, SchedulingRequest
+from inferpool.scheduling.types import SchedulingRequest
 from inferpool.state import Endpoint
 
 
@@ -18,7 +19,7 @@ def test_slo_aware_routes_a_trace_and_learns_observed_ttft(monkeypatch: pytest.M
     errors: list[float] = []  # |predicted − observed| TTFT, each predicted before learning from it
     learn = PredictedLatencyScorer.on_finished
 
-    def watch(self: PredictedLatencyScorer, req: SchedulingRequest, e: Endpoint, out: RequestOutcome) -> None:
+    def watch(self: PredictedLatencyScorer, req: SchedulingRequest, e: Endpoint, out: RequestRecord) -> None:
         routed = self._completed.get(req.request_id)
         assert routed is not None, "on_finished must come with the features captured at routing"
         assert out.ttft_s is not None and out.completion_tokens == 16 and out.prompt_tokens

@@ -29,7 +29,7 @@ class FakeRouted:
 
 @dataclass
 class FakeRouter:
-    """Routes every request to `endpoints`, rewriting the body to `rewrite` when given."""
+    """The core as the stream uses it (route_async); routes every request to `endpoints`, rewriting the body to `rewrite` when given."""
 
     endpoints: list[Endpoint]
     rewrite: bytes | None = None
@@ -37,13 +37,15 @@ class FakeRouter:
     calls: list[tuple[str, dict[str, str], bytes, frozenset[str] | None]] = field(default_factory=list)
     routed: list[FakeRouted] = field(default_factory=list)
 
-    async def route(
+    async def route_async(
         self,
         pool: str,
         path: str,
         headers: dict[str, str],
         body: bytes,
         subset: frozenset[str] | None = None,
+        ttl_s: float | None = None,
+        **facts: object,
     ) -> FakeRouted:
         self.calls.append((path, headers, body, subset))
         if self.error is not None:

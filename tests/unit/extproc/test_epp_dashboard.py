@@ -1,19 +1,23 @@
-"""The EPP's metrics port serves the same dashboard as the gateway's admin port, token-guarded."""
+"""The EPP's metrics port is the same admin app as the gateway's, with the EPP's token rules."""
 
 from __future__ import annotations
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from inferpool.extproc.metrics_http import metrics_app, static_token
-from inferpool.observe.admin import DecisionLog
+from inferpool.observe.admin import AdminAuth, admin_app
+from inferpool.observe.decisions import DecisionLog
 from inferpool.observe.metrics import GatewayMetrics
 from inferpool.state import Datastore
 
 
+async def _allow(_token: str) -> bool:
+    return True
+
+
 async def _client(token: str | None, *, kube: bool = False) -> TestClient:
     store = Datastore()
-    check = (lambda _t: True) if kube else (static_token(token) if token else None)
-    app = metrics_app(GatewayMetrics(store), check, lambda: True, dashboard=(store, DecisionLog(), token))
+    auth = AdminAuth(review=_allow) if kube else AdminAuth(static_token=token)
+    app = admin_app(store, GatewayMetrics(store), DecisionLog(), lambda: None, auth)
     client = TestClient(TestServer(app))
     await client.start_server()
     return client

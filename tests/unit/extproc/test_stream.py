@@ -130,7 +130,7 @@ async def test_errors_become_immediate_responses_with_json_bodies() -> None:
 
 async def test_an_unexpected_exception_is_a_500_not_a_dead_stream() -> None:
     class Broken(FakeRouter):
-        async def route(self, *args: object, **kwargs: object):  # type: ignore[override]
+        async def route_async(self, *args: object, **kwargs: object):  # type: ignore[override]
             raise RuntimeError("boom")
 
     stream = RequestStream(Broken(endpoints(8001)), POOL, StreamConfig())

@@ -13,7 +13,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from inferpool.admission import Admission, AdmissionConfig
+from inferpool.admission import AdmissionConfig
 from inferpool.gateway.config import ProxyConfig, ServeConfig
 from inferpool.gateway.routing import (
     BackendRef,
@@ -26,8 +26,7 @@ from inferpool.gateway.routing import (
 )
 from inferpool.gateway.server import GatewayServer
 from inferpool.observe.accesslog import AccessLog
-from inferpool.request.director import Director
-from inferpool.scheduling import load_scheduler
+from inferpool.request.core import Core, CoreConfig
 from inferpool.state import Datastore, Endpoint, ModelRoute, Pool, TargetModel
 
 GW = "default/gw"
@@ -151,8 +150,10 @@ async def rig() -> AsyncIterator[RigFactory]:
         ports = [free_port() for _ in range(dead)] + [u.port for u in upstreams]
         for i, port in enumerate(ports):
             ds.upsert_endpoint(Endpoint(f"ep{i}", "127.0.0.1", port, POOL, {"app": "m"}))
-        scheduler = load_scheduler("round-robin")
-        director = Director(ds, lambda _pool: scheduler, Admission(AdmissionConfig(enabled=False)))
+        core = Core(
+            CoreConfig(scheduler="round-robin", admission=AdmissionConfig(enabled=False), scrape=None),
+            datastore=ds,
+        )
         listener = Listener(GW, "http", free_port())
         rule = RouteRule(
             (RouteMatch(PathMatch("PathPrefix", "/v1")),),
@@ -164,7 +165,7 @@ async def rig() -> AsyncIterator[RigFactory]:
         config = ServeConfig(
             admin_port=0, proxy=ProxyConfig(max_retries=max_retries, max_body_bytes=max_body)
         )
-        gateway = GatewayServer(ds, director, [listener], [route], config, access_log=AccessLog(log))
+        gateway = GatewayServer(core, [listener], [route], config, access_log=AccessLog(log))
         await gateway.start()
         session = aiohttp.ClientSession()
         r = Rig(gateway, upstreams, ds, log, gateway.bound[0].url, session)

@@ -4,41 +4,61 @@ import io
 
 import orjson
 
-from inferpool.observe.accesslog import AccessEntry, AccessLog
+from inferpool.observe.accesslog import AccessLog
+from inferpool.records import CandidateScore, HttpFacts, RequestRecord
 
 
-def test_one_json_line_per_entry_without_empty_fields() -> None:
+def test_one_json_line_per_record_without_empty_fields() -> None:
     out = io.StringIO()
     log = AccessLog(out)
     log.write(
-        AccessEntry(
-            "r1",
-            "POST",
-            "/v1/completions",
-            "default/gw/http",
-            200,
-            12.5,
+        RequestRecord(
+            request_id="r1",
+            pool="default/pool",
             model="food-review",
             target_model="food-review",
-            endpoint="127.0.0.1:8000",
+            status=200,
+            started_at=1.0,
+            e2e_s=0.0125,
+            endpoint="pod-0",
+            hostport="127.0.0.1:8000",
             attempts=1,
-            scores={"pod-0": {"queue": 1.0}},
-            ttft_ms=3.0,
-            input_tokens=9,
-            output_tokens=16,
+            scores=(CandidateScore("pod-0", "127.0.0.1:8000", 1.0, {"queue": 1.0}),),
+            ttft_s=0.003,
+            prompt_tokens=9,
+            completion_tokens=16,
+            http=HttpFacts("POST", "/v1/completions", "default/gw/http"),
         )
     )
-    log.write(AccessEntry("r2", "GET", "/nope", "default/gw/http", 404, 0.3, error="No route"))
+    log.write(
+        RequestRecord(
+            request_id="r2",
+            pool=None,
+            model="",
+            target_model="",
+            status=404,
+            error="No route",
+            started_at=2.0,
+            e2e_s=0.0003,
+            http=HttpFacts("GET", "/nope", "default/gw/http"),
+        )
+    )
     lines = out.getvalue().splitlines()
     assert len(lines) == 2
     first, second = (orjson.loads(line) for line in lines)
     assert first["request_id"] == "r1" and first["endpoint"] == "127.0.0.1:8000"
-    assert first["scores"] == {"pod-0": {"queue": 1.0}} and first["output_tokens"] == 16
+    assert first["scores"] == {"pod-0": {"queue": 1.0, "total": 1.0}} and first["output_tokens"] == 16
+    assert first["duration_ms"] == 12.5 and first["ttft_ms"] == 3.0 and first["method"] == "POST"
     assert second["status"] == 404 and "model" not in second and "scores" not in second
+    assert second["error"] == "No route" and second["listener"] == "default/gw/http"
 
 
 def test_disabled_log_counts_but_writes_nothing() -> None:
     out = io.StringIO()
     log = AccessLog(out, enabled=False)
-    log.write(AccessEntry("r", "GET", "/", "l", 200, 1.0))
+    log.write(
+        RequestRecord(
+            request_id="r", pool=None, model="", target_model="", status=200, started_at=0.0, e2e_s=0.0
+        )
+    )
     assert log.written == 1 and out.getvalue() == ""

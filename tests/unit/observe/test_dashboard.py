@@ -5,9 +5,11 @@ from __future__ import annotations
 import orjson
 from aiohttp.test_utils import TestClient, TestServer
 
-from inferpool.observe.admin import Decision, DecisionLog, admin_app
-from inferpool.observe.dashboard import DashboardConfig, History, Tally, dashboard_view, percentile
+from inferpool.observe.admin import admin_app
+from inferpool.observe.dashboard import History, dashboard_view
+from inferpool.observe.decisions import DashboardConfig, DecisionLog, Tally, decision_view, percentile
 from inferpool.observe.metrics import GatewayMetrics
+from inferpool.records import CandidateScore, RequestRecord
 from inferpool.state import Criticality, Datastore, Endpoint, ModelRoute, Pool, TargetModel
 
 POOL = "default/pool"
@@ -31,26 +33,37 @@ def datastore() -> Datastore:
     return ds
 
 
-def decision(
-    rid: str, picked: str | None, status: int = 200, ttft: float | None = 0.05, ts: float = 100.0
-) -> Decision:
-    return Decision(
+def record(
+    rid: str,
+    picked: str | None,
+    status: int = 200,
+    ttft: float | None = 0.05,
+    ts: float = 100.0,
+    model: str = "food-review",
+    target: str = "food-review-1",
+    pool: str = POOL,
+) -> RequestRecord:
+    """A finished request's record, ending at wall time `ts`."""
+    return RequestRecord(
         request_id=rid,
-        pool=POOL,
-        model="food-review",
-        target_model="food-review-1",
-        picked=picked,
+        pool=pool,
+        model=model,
+        target_model=target,
+        endpoint=picked,
         status=status,
-        ranked=[
-            {"endpoint": "pod-0", "hostport": "127.0.0.1:8000", "total": 2.0, "scores": {"queue-scorer": 1.0}}
-        ]
-        if picked
-        else [],
+        scores=(CandidateScore("pod-0", "127.0.0.1:8000", 2.0, {"queue-scorer": 1.0}),) if picked else (),
         ttft_s=ttft,
-        ts=ts,
+        started_at=ts,
+        e2e_s=0.0,
         filtered_out={"pod-1": "lora-affinity-filter"} if picked else {},
         error=None if picked else "shed",
     )
+
+
+def decision(
+    rid: str, picked: str | None, status: int = 200, ttft: float | None = 0.05, ts: float = 100.0
+) -> RequestRecord:
+    return record(rid, picked, status, ttft, ts)
 
 
 def test_percentile_nearest_rank() -> None:
@@ -63,11 +76,11 @@ def test_percentile_nearest_rank() -> None:
 
 def test_tally_counts_shed_errors_rate_and_ttft() -> None:
     tally = Tally(DashboardConfig(rate_window_s=10.0, window_s=60.0))
-    tally.add(POOL, "m", "pod-0", 200, 9.0, ts=10.0)  # older than the TTFT window: dropped
+    tally.add(record("a", "pod-0", 200, 9.0, ts=10.0, model="m"))  # older than the TTFT window: dropped
     for i in range(10):
-        tally.add(POOL, "m", "pod-0", 200, 0.010 * (i + 1), ts=95.0 + i * 0.5)
-    tally.add(POOL, "m", None, 429, None, ts=99.0)
-    tally.add(POOL, "m", "pod-1", 503, None, ts=99.5)
+        tally.add(record(f"b{i}", "pod-0", 200, 0.010 * (i + 1), ts=95.0 + i * 0.5, model="m"))
+    tally.add(record("c", None, 429, None, ts=99.0, model="m"))
+    tally.add(record("d", "pod-1", 503, None, ts=99.5, model="m"))
     stats = tally.model_stats(POOL, "m", now=100.0)
     assert stats["requests"] == 13
     assert stats["shed"] == 1 and stats["errors"] == 1
@@ -83,7 +96,7 @@ def test_history_rates_padding_and_removal() -> None:
     history = History(ds, tally, DashboardConfig(interval_s=1.0, window_s=5.0))
     history.sample(now=0.0)
     for _ in range(4):
-        tally.add(POOL, "m", "pod-0", 200, None, ts=0.5)
+        tally.add(record("r", "pod-0", 200, None, ts=0.5, model="m"))
     ep = ds.endpoint(POOL, "pod-1")
     assert ep is not None
     ep.metrics.waiting_queue_size = 3
@@ -109,7 +122,7 @@ def test_dashboard_view_models_and_decisions_newest_first() -> None:
     log = DecisionLog()
     log.add(decision("r1", "pod-0", ts=99.0))
     log.add(decision("r2", None, status=429, ttft=None, ts=99.5))
-    log.add(Decision("r3", POOL, "base", "base", "pod-1", 200, ts=99.8))  # a model no InferenceModel declares
+    log.add(record("r3", "pod-1", ts=99.8, model="base", target="base"))  # a model no InferenceModel declares
     history = History(ds, log.tally)
     history.sample(now=99.0)
     view = dashboard_view(ds, log, history, now=100.0)
@@ -126,7 +139,7 @@ def test_dashboard_view_models_and_decisions_newest_first() -> None:
 
 
 async def client_for(ds: Datastore, log: DecisionLog, config: DashboardConfig) -> TestClient:
-    app = admin_app(ds, GatewayMetrics(ds), log, dashboard=config)
+    app = admin_app(ds, GatewayMetrics(ds), log, lambda: None, dashboard=config)
     client = TestClient(TestServer(app))
     await client.start_server()
     return client
@@ -171,23 +184,20 @@ async def test_routes_page_assets_snapshot_and_stream() -> None:
         await client.close()
 
 
-def test_decision_from_record_keeps_scores_and_filter_reasons() -> None:
-    from inferpool.observe.admin import decision_from_record
-    from inferpool.request.director import CandidateScore, RequestRecord
-
+def test_decision_view_keeps_scores_and_filter_reasons() -> None:
     record = RequestRecord(
         request_id="r9", pool=POOL, model="food-review", target_model="food-review-1", endpoint="pod-0",
         hostport="127.0.0.1:8000", status=200, error=None, priority=0, stream=False, ttft_s=0.02, e2e_s=0.1,
         prompt_tokens=5, completion_tokens=7, cached_tokens=None, prompt_tokens_estimate=5, request_bytes=10,
-        response_bytes=20, profile="default", scores=[CandidateScore("pod-0", "127.0.0.1:8000", 2.0, {"queue-scorer": 1.0})],
+        response_bytes=20, profile="default", scores=(CandidateScore("pod-0", "127.0.0.1:8000", 2.0, {"queue-scorer": 1.0}),),
         filtered_out={"pod-1": "lora-affinity-filter"}, shed_reason=None, decision_s=0.001, started_at=1.0, attempts=1,
     )  # fmt: skip
-    d = decision_from_record(record)
-    assert d.picked == "pod-0" and d.target_model == "food-review-1" and d.attempts == 1
-    assert d.ranked == [
+    d = decision_view(record)
+    assert d["picked"] == "pod-0" and d["target_model"] == "food-review-1" and d["attempts"] == 1
+    assert d["ranked"] == [
         {"endpoint": "pod-0", "hostport": "127.0.0.1:8000", "total": 2.0, "scores": {"queue-scorer": 1.0}}
     ]
-    assert d.filtered_out == {"pod-1": "lora-affinity-filter"} and d.error is None
+    assert d["filtered_out"] == {"pod-1": "lora-affinity-filter"} and d["error"] is None
     log = DecisionLog()
-    log.add(d)
+    log.add(record)
     assert log.tally.routed == {(POOL, "pod-0"): 1}

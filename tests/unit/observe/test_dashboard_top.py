@@ -9,9 +9,11 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from inferpool.cli import app
-from inferpool.observe.admin import Decision, DecisionLog, admin_app
+from inferpool.observe.admin import admin_app
+from inferpool.observe.decisions import DecisionLog
 from inferpool.observe.metrics import GatewayMetrics
 from inferpool.observe.top import fetch, render, sparkline
+from inferpool.records import CandidateScore, RequestRecord
 from inferpool.state import Datastore, Endpoint, ModelRoute, Pool
 
 POOL = "default/pool"
@@ -36,25 +38,20 @@ async def test_top_once_against_admin_server() -> None:
     ds.upsert_endpoint(Endpoint("pod-down", "127.0.0.1", 8001, POOL, ready=False))
     log = DecisionLog()
     log.add(
-        Decision(
-            "req-abc123",
-            POOL,
-            "food-review",
-            "food-review",
-            "pod-ready",
-            200,
-            ranked=[
-                {
-                    "endpoint": "pod-ready",
-                    "hostport": "127.0.0.1:8000",
-                    "total": 1.5,
-                    "scores": {"queue-scorer": 0.5},
-                }
-            ],
+        RequestRecord(
+            request_id="req-abc123",
+            pool=POOL,
+            model="food-review",
+            target_model="food-review",
+            endpoint="pod-ready",
+            status=200,
+            started_at=0.0,
+            e2e_s=0.1,
+            scores=(CandidateScore("pod-ready", "127.0.0.1:8000", 1.5, {"queue-scorer": 0.5}),),
             filtered_out={"pod-down": "not-ready"},
         )
     )
-    server = TestServer(admin_app(ds, GatewayMetrics(ds), log))
+    server = TestServer(admin_app(ds, GatewayMetrics(ds), log, lambda: None))
     await server.start_server()
     try:
         url = str(server.make_url("")).rstrip("/")

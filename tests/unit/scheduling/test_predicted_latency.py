@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from inferpool.records import RequestRecord
 from inferpool.scheduling import ConfigError, ShedRequest, load_scheduler, parse_config
 from inferpool.scheduling.config import build_scheduler
 from inferpool.scheduling.framework import Profile, Scheduler, WeightedScorer
@@ -13,12 +14,36 @@ from inferpool.scheduling.plugins.predicted_latency import (
     PredictedLatencyScorer,
     request_slo,
 )
-from inferpool.scheduling.types import RequestOutcome, SchedulingRequest
+from inferpool.scheduling.types import SchedulingRequest
 from inferpool.state import Endpoint
 
 from .conftest import ep, req
 
 LONG = "".join(f"shared system prompt line {i:04d}, long enough to matter.\n" for i in range(300))  # ~17 KB
+
+
+def outcome(
+    status: int,
+    ttft_s: float | None,
+    e2e_s: float,
+    prompt_tokens: int | None,
+    completion_tokens: int | None,
+    cached_tokens: int | None,
+) -> RequestRecord:
+    """The record of a finished request, with the fields the latency model learns from."""
+    return RequestRecord(
+        request_id="r",
+        pool="default/pool",
+        model="m",
+        target_model="m",
+        status=status,
+        started_at=0.0,
+        e2e_s=e2e_s,
+        ttft_s=ttft_s,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        cached_tokens=cached_tokens,
+    )
 
 
 def observed_ttft(endpoint: Endpoint) -> float:
@@ -41,8 +66,7 @@ def serve(
     plugin.on_routed(request, endpoint)
     plugin.on_completed(request, endpoint)
     first = observed_ttft(endpoint) if ttft is None else ttft
-    outcome = RequestOutcome(status, first, first + 0.01 * (tokens - 1), 10, tokens, 0)
-    plugin.on_finished(request, endpoint, outcome)
+    plugin.on_finished(request, endpoint, outcome(status, first, first + 0.01 * (tokens - 1), 10, tokens, 0))
 
 
 def trained(min_samples: int = 8, **params: object) -> PredictedLatencyScorer:
@@ -154,7 +178,7 @@ def test_failed_and_tokenless_outcomes_teach_nothing() -> None:
     plugin.score(request, [e])
     plugin.on_routed(request, e)
     plugin.on_completed(request, e)
-    plugin.on_finished(request, e, RequestOutcome(200, None, 1.0, None, None, None))
+    plugin.on_finished(request, e, outcome(200, None, 1.0, None, None, None))
     assert plugin.prior.samples == 0 and "e-0" not in plugin.models
     serve(plugin, e, tokens=1)  # one token: a TTFT sample, no TPOT
     assert plugin.prior.ttft.samples == 1 and plugin.prior.tpot.samples == 0
@@ -167,7 +191,7 @@ def test_outcome_from_another_endpoint_than_the_one_recorded_is_ignored() -> Non
     plugin.score(request, [a, b])
     plugin.on_routed(request, a)
     plugin.on_completed(request, a)
-    plugin.on_finished(request, b, RequestOutcome(200, 0.1, 0.2, 1, 5, 0))
+    plugin.on_finished(request, b, outcome(200, 0.1, 0.2, 1, 5, 0))
     assert plugin.prior.samples == 0
 
 
@@ -183,7 +207,7 @@ def test_retry_on_a_fallback_learns_with_the_fallbacks_features() -> None:
     plugin.on_completed(request, b)
     assert plugin._completed[request.request_id].endpoint == "e-1"
     assert plugin._completed[request.request_id].features.in_flight == 0  # as scoring would see it
-    plugin.on_finished(request, b, RequestOutcome(200, 0.1, 0.2, 1, 5, 0))
+    plugin.on_finished(request, b, outcome(200, 0.1, 0.2, 1, 5, 0))
     assert plugin.prior.samples == 1 and "e-1" in plugin.models
 
 

@@ -307,8 +307,10 @@ async def test_both_runtimes_start_a_subscriber_only_for_a_profile_that_reads_kv
     from inferpool.gateway.runtime import GatewayRuntime, RuntimeConfig
 
     assert isinstance(
-        GatewayRuntime([], RuntimeConfig(profile="precise-prefix")).kv_events, KVEventSubscriber
+        GatewayRuntime([], RuntimeConfig(profile="precise-prefix")).core.kv_events, KVEventSubscriber
     )
-    assert GatewayRuntime([], RuntimeConfig()).kv_events is None
-    assert isinstance(EppApp(EppConfig(scheduler="precise-prefix"), Datastore()).kv_events, KVEventSubscriber)
-    assert EppApp(EppConfig(scheduler="default"), Datastore()).kv_events is None
+    assert GatewayRuntime([], RuntimeConfig()).core.kv_events is None
+    assert isinstance(
+        EppApp(EppConfig(scheduler="precise-prefix"), Datastore()).core.kv_events, KVEventSubscriber
+    )
+    assert EppApp(EppConfig(scheduler="default"), Datastore()).core.kv_events is None

@@ -30,11 +30,12 @@ from typing import Literal
 
 from pydantic import Field
 
+from inferpool.records import RequestRecord
 from inferpool.scheduling.framework import ShedRequest
 from inferpool.scheduling.latency_model import EndpointCalibration, LatencyFeatures, LatencyModel, Prediction
 from inferpool.scheduling.plugins.params import Params
 from inferpool.scheduling.plugins.prefix_cache import PrefixCacheParams, PrefixCacheScorer
-from inferpool.scheduling.types import RequestOutcome, SchedulingRequest
+from inferpool.scheduling.types import SchedulingRequest
 from inferpool.state import Endpoint
 
 SLO_TTFT_HEADER = "x-slo-ttft-ms"
@@ -211,16 +212,16 @@ class PredictedLatencyScorer:
         while len(self._completed) > _COMPLETED_LIMIT:
             self._completed.popitem(last=False)
 
-    def on_finished(self, req: SchedulingRequest, endpoint: Endpoint, outcome: RequestOutcome) -> None:
+    def on_finished(self, req: SchedulingRequest, endpoint: Endpoint, record: RequestRecord) -> None:
         routed = self._completed.pop(req.request_id, None) or self._in_flight.get(req.request_id)
         if routed is None or routed.endpoint != endpoint.name:
             return
-        if outcome.status != 200 or outcome.ttft_s is None:
+        if record.status != 200 or record.ttft_s is None:
             return
         tpot = None
-        tokens = outcome.completion_tokens
+        tokens = record.completion_tokens
         if tokens is not None and tokens >= 2:
-            tpot = (outcome.e2e_s - outcome.ttft_s) / (tokens - 1)
+            tpot = (record.e2e_s - record.ttft_s) / (tokens - 1)
         x = routed.features.vector()
         own = self.models.get(endpoint.name)
         if own is None:
@@ -228,8 +229,8 @@ class PredictedLatencyScorer:
             own = self.models[endpoint.name] = EndpointCalibration(
                 forgetting=p.forgetting, prior_variance=p.prior_variance
             )
-        own.learn(self.prior.predict(x), outcome.ttft_s, tpot)  # before the pool learns this sample
-        self.prior.learn(x, outcome.ttft_s, tpot)
+        own.learn(self.prior.predict(x), record.ttft_s, tpot)  # before the pool learns this sample
+        self.prior.learn(x, record.ttft_s, tpot)
         own.last_seen = self.prior.samples
 
     def on_endpoint_removed(self, name: str) -> None:

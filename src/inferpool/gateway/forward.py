@@ -1,0 +1,216 @@
+"""Forward one routed request to its endpoints and relay the answer, unbuffered.
+
+A retry is only safe while the client has seen nothing, so the response is not started
+until an upstream answered with a non-5xx status (or the last try answered at all); from
+the first byte on, the gateway is a pipe. Every byte also passes the request's accounting
+(`Routed.response_data`), and a request ends in exactly one `finish()` on every path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import aiohttp
+from aiohttp import web
+
+from inferpool.gateway.config import ProxyConfig
+from inferpool.gateway.headers import REQUEST_ID_HEADER, SERVED_HEADER, end_to_end, lower_dict
+from inferpool.guard.openai import (
+    Blocked,
+    StreamScreener,
+    content_filtered,
+    error_event,
+    screen_response,
+    screens_response,
+)
+from inferpool.guard.screen import Screener
+from inferpool.request.errors import InferenceError
+from inferpool.request.plane import Routed
+from inferpool.state import Endpoint
+
+_RETRYABLE = (aiohttp.ClientConnectionError, ConnectionError)
+
+
+@dataclass
+class Relay:
+    """What the answer to one request needs besides the upstream response."""
+
+    request_id: str
+    model: str  # as the client asked (screening looks up its policy by it)
+    answer_headers: Mapping[str, str] = field(default_factory=dict)  # e.g. rate-limit state
+    screener: Screener | None = None
+    status: int = 0  # set once the client has been sent a status line
+
+
+class Forwarder:
+    """One pooled upstream session for every listener; `forward` runs one request's tries."""
+
+    def __init__(self, config: ProxyConfig) -> None:
+        self.config = config
+        self.on_connect_error: Callable[[Endpoint], None] | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60.0, enable_cleanup_closed=True)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            auto_decompress=False,
+            timeout=aiohttp.ClientTimeout(total=None, connect=self.config.connect_timeout_s),
+            skip_auto_headers=("User-Agent", "Content-Type", "Accept-Encoding"),
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def forward(
+        self,
+        request: web.Request,
+        routed: Routed,
+        headers: dict[str, str],
+        try_timeout_s: float | None,
+        relay: Relay,
+    ) -> web.StreamResponse:
+        assert self._session is not None, "Forwarder.start() was not awaited"
+        candidates = list(routed.candidates)
+        if not candidates:
+            raise InferenceError(503, "No ready endpoint for this backend.")
+        upstream_headers = dict(headers)
+        forwarded_for = request.remote or ""
+        if forwarded_for:
+            prior = headers.get("x-forwarded-for")
+            upstream_headers["x-forwarded-for"] = f"{prior}, {forwarded_for}" if prior else forwarded_for
+        tries = candidates[: self.config.max_retries + 1]
+        last_error = "no endpoint was tried"
+        for i, endpoint in enumerate(tries):
+            last = i == len(tries) - 1
+            routed.dispatched(endpoint)
+            timeout = aiohttp.ClientTimeout(
+                total=try_timeout_s, connect=self.config.connect_timeout_s, sock_read=None
+            )
+            try:
+                upstream = await self._session.request(
+                    request.method,
+                    f"http://{endpoint.hostport}{request.path_qs}",
+                    headers=upstream_headers,
+                    data=routed.body,
+                    timeout=timeout,
+                    allow_redirects=False,
+                )
+            except TimeoutError:
+                raise InferenceError(504, f"Endpoint {endpoint.hostport} did not answer in time.") from None
+            except _RETRYABLE as exc:
+                last_error = f"{endpoint.hostport}: {type(exc).__name__}: {exc}"
+                if isinstance(exc, aiohttp.ClientConnectorError) and self.on_connect_error is not None:
+                    self.on_connect_error(endpoint)
+                continue
+            try:
+                if upstream.status >= 500 and not last:
+                    last_error = f"{endpoint.hostport}: HTTP {upstream.status}"
+                    await upstream.read()
+                    continue
+                return await self._relay(request, upstream, endpoint, routed, relay)
+            finally:
+                # A half-read answer must not go back to the pool: close() drops the connection,
+                # which is also how a client disconnect cancels the model server's work.
+                if upstream.content.at_eof():
+                    upstream.release()
+                else:
+                    upstream.close()
+        raise InferenceError(
+            502, f"Every try to reach a model server failed ({len(tries)} tried); last: {last_error}"
+        )
+
+    async def _relay(
+        self,
+        request: web.Request,
+        upstream: aiohttp.ClientResponse,
+        endpoint: Endpoint,
+        routed: Routed,
+        relay: Relay,
+    ) -> web.StreamResponse:
+        headers = end_to_end(upstream.headers)
+        headers[REQUEST_ID_HEADER] = relay.request_id
+        headers[SERVED_HEADER] = endpoint.hostport
+        headers.update(relay.answer_headers)
+        content_type = upstream.headers.get("content-type", "")
+        screener = relay.screener if screens_response(relay.screener) else None
+        screened = (
+            screener is not None and upstream.status < 400 and "content-encoding" not in upstream.headers
+        )
+        if screened and "text/event-stream" not in content_type:
+            assert screener is not None
+            return await self._relay_screened(upstream, headers, screener, routed, relay)
+        stream = StreamScreener(screener, relay.model) if screened and screener is not None else None
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
+        if upstream.content_length is not None and "content-encoding" not in upstream.headers and not stream:
+            response.content_length = upstream.content_length
+        relay.status = upstream.status
+        routed.response_started(upstream.status, lower_dict(upstream.headers))
+        await response.prepare(request)
+        try:
+            async for chunk in upstream.content.iter_any():
+                routed.response_data(chunk)
+                if stream is not None:
+                    try:
+                        chunk = await stream.feed(chunk)
+                    except Blocked as blocked:
+                        # The client has the status line already: end with an error event, then close.
+                        await response.write(error_event(blocked.reason))
+                        await response.write_eof()
+                        routed.finish(upstream.status, f"content_filter: {blocked.reason}")
+                        return response
+                if chunk:
+                    await response.write(chunk)
+                if routed.response_complete:
+                    # The client has `data: [DONE]` and may hang up before the upstream closes;
+                    # that is a completed request, not a disconnect.
+                    routed.finish(upstream.status)
+            if stream is not None and (rest := stream.flush()):
+                await response.write(rest)
+        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+            # The model server went away mid-answer: nothing can be retried now; cut the client off too.
+            routed.finish(502, f"upstream broke mid-response: {type(exc).__name__}")
+            if "text/event-stream" in content_type:
+                # A stream ends with an error event the client's SSE parser reports, not a silent cut.
+                event = InferenceError(502, f"The model server went away mid-stream ({type(exc).__name__}).")
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    await response.write(b"data: " + event.to_json() + b"\n\n")
+                    await response.write_eof()
+                    return response
+            if request.transport is not None:
+                request.transport.close()
+            return response
+        routed.finish(upstream.status, None if upstream.status < 400 else f"HTTP {upstream.status}")
+        # Every byte of the answer has been relayed: a client that hangs up as soon as it has
+        # read `data: [DONE]`, before the terminating chunk, did not make the request fail.
+        with contextlib.suppress(ConnectionResetError):
+            await response.write_eof()
+        return response
+
+    async def _relay_screened(
+        self,
+        upstream: aiohttp.ClientResponse,
+        headers: Mapping[str, str],
+        screener: Screener,
+        routed: Routed,
+        relay: Relay,
+    ) -> web.StreamResponse:
+        """A whole (non-streamed) answer: read it all, screen it, then send it or a 400."""
+        routed.response_started(upstream.status, lower_dict(upstream.headers))
+        chunks: list[bytes] = []
+        async for chunk in upstream.content.iter_any():
+            routed.response_data(chunk)
+            chunks.append(chunk)
+        try:
+            body = await screen_response(screener, b"".join(chunks), relay.model)
+        except Blocked as blocked:
+            routed.finish(upstream.status, f"content_filter: {blocked.reason}")
+            raise content_filtered(blocked.reason, "response") from None
+        relay.status = upstream.status
+        response = web.Response(status=upstream.status, reason=upstream.reason, body=body, headers=headers)
+        routed.finish(upstream.status, None)
+        return response

@@ -1,0 +1,56 @@
+"""The one observation path: every request record feeds metrics, the decision log and the access log.
+
+Both data planes build one `Observation` and attach it to their core; nothing else watches
+requests, so the two planes count (the running-requests gauge included) the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from inferpool.admission.flowcontrol import FlowController
+from inferpool.observe.accesslog import AccessLog
+from inferpool.observe.decisions import DashboardConfig, DecisionLog
+from inferpool.observe.metrics import GatewayMetrics
+from inferpool.records import RequestRecord
+from inferpool.request.director import Director, RoutedRequest
+from inferpool.state import Datastore
+
+
+class Observation:
+    """Metrics, decision log and (optionally) access log of one process."""
+
+    def __init__(
+        self,
+        datastore: Datastore,
+        *,
+        decisions_kept: int = 200,
+        access_log: AccessLog | None = None,
+        dashboard: DashboardConfig | None = None,
+    ) -> None:
+        self.metrics = GatewayMetrics(datastore)
+        self.decisions = DecisionLog(decisions_kept, dashboard)
+        self.access_log = access_log
+        self._detach: list[Callable[[], None]] = []
+
+    def attach(self, director: Director, flow_control: FlowController | None = None) -> None:
+        self._detach.append(director.subscribe_routed(self._routed))
+        self._detach.append(director.subscribe(self.record))
+        if flow_control is not None:
+            self._detach.append(self.metrics.watch_flow_control(flow_control))
+
+    def detach(self) -> None:
+        for undo in self._detach:
+            undo()
+        self._detach.clear()
+
+    def _routed(self, routed: RoutedRequest) -> None:
+        self.metrics.request_routed(routed.incoming_model)
+
+    def record(self, record: RequestRecord) -> None:
+        """One finished request: pool metrics and decisions for pool traffic, a log line for all."""
+        if record.pool is not None:
+            self.metrics.observe(record)
+            self.decisions.add(record)
+        if self.access_log is not None:
+            self.access_log.write(record)

@@ -1,0 +1,60 @@
+"""JSON views of the datastore for `/api/state` and the dashboard (shape documented in docs/gateway.md)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from inferpool.state import Datastore, Endpoint
+
+
+def endpoint_view(e: Endpoint) -> dict[str, Any]:
+    m = e.metrics
+    age = m.age()
+    return {
+        "name": e.name,
+        "address": e.address,
+        "port": e.port,
+        "labels": e.labels,
+        "engine": e.engine,
+        "ready": e.ready,
+        "in_flight": e.in_flight,
+        "in_flight_tokens": e.in_flight_tokens,
+        "metrics": {
+            "waiting_queue_size": m.waiting_queue_size,
+            "running_requests": m.running_requests,
+            "kv_cache_usage": m.kv_cache_usage,
+            "active_adapters": sorted(m.active_adapters),
+            "waiting_adapters": sorted(m.waiting_adapters),
+            "max_active_adapters": m.max_active_adapters,
+            "loaded_adapters": None if m.loaded_adapters is None else sorted(m.loaded_adapters),
+            "age_s": None if age == float("inf") else round(age, 3),
+        },
+    }
+
+
+def state_view(datastore: Datastore) -> dict[str, Any]:
+    pools = []
+    for pool in datastore.pools():
+        endpoints = datastore.endpoints(pool.key)
+        pools.append(
+            {
+                "key": pool.key,
+                "namespace": pool.namespace,
+                "name": pool.name,
+                "selector": pool.selector,
+                "target_ports": pool.target_ports,
+                "ready_endpoints": sum(1 for e in endpoints if e.ready),
+                "endpoints": [endpoint_view(e) for e in endpoints],
+                "models": [
+                    {
+                        "name": m.name,
+                        "model_name": m.model_name,
+                        "criticality": m.criticality.value if m.criticality else None,
+                        "targets": [{"name": t.name, "weight": t.weight} for t in m.targets],
+                    }
+                    for m in datastore.models(pool.key)
+                ],
+            }
+        )
+    return {"time": time.time(), "pools": pools}

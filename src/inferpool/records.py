@@ -1,0 +1,83 @@
+"""One immutable record per request: what metrics, the access log, the dashboard, the decision log
+and learning scorers all read.
+
+A leaf module (no inferpool imports), so that every layer that observes requests, the
+scheduling plugins included, can take the record without importing the request core.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateScore:
+    """One ranked candidate of the scheduler's answer, with each scorer's raw score."""
+
+    endpoint: str
+    hostport: str
+    total: float
+    scores: Mapping[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class HttpFacts:
+    """What the data plane knows of the HTTP exchange before the core sees the request.
+
+    The built-in gateway fills every field; the EPP knows method and path only (Envoy owns
+    listeners and routes).
+    """
+
+    method: str = "POST"
+    path: str = ""
+    listener: str | None = None  # "namespace/gateway/listener"
+    route: str | None = None  # "namespace/httproute"
+    backend: str | None = None  # "InferencePool/ns/name" or "Service/ns/name"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestRecord:
+    """Everything known about one finished (or refused) request.
+
+    `pool` is None for requests that never reached an InferencePool (a Service backend, or
+    one the data plane refused before routing: no route, bad key, body too large, screened).
+    `routed` is True once the scheduler picked endpoints for it (the running-requests gauge
+    counts exactly those).
+    """
+
+    request_id: str
+    pool: str | None
+    model: str  # as the client sent it ("" when the body had none)
+    target_model: str  # what the model server saw
+    status: int
+    error: str | None = None
+    started_at: float  # wall clock (time.time()) when the request arrived
+    e2e_s: float  # arrival to the last byte (or the refusal)
+    routed: bool = False
+    endpoint: str | None = None  # name of the endpoint that served (last dispatched) it
+    hostport: str | None = None
+    attempts: int = 0  # endpoints dispatched to (retries make it > 1)
+    priority: int = 0
+    stream: bool = False
+    ttft_s: float | None = None
+    prompt_tokens: int | None = None  # the model server's usage, when it reported it
+    completion_tokens: int | None = None
+    cached_tokens: int | None = None
+    prompt_tokens_estimate: int = 0
+    request_bytes: int = 0
+    response_bytes: int = 0
+    profile: str | None = None
+    scores: tuple[CandidateScore, ...] = ()
+    filtered_out: Mapping[str, str] = field(default_factory=dict)
+    shed_reason: str | None = None
+    decision_s: float = 0.0  # time spent deciding (not queueing)
+    queue_wait_s: float = 0.0  # time spent waiting in flow control
+    objective: str | None = None
+    fairness_id: str | None = None
+    saturation: float | None = None  # pool load ratio seen by admission
+    http: HttpFacts | None = None  # None outside a data plane (virtual-time bench)
+
+    @property
+    def failed(self) -> bool:
+        return self.status >= 400 or self.error is not None
