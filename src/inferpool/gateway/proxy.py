@@ -214,7 +214,8 @@ class Proxy:
         if screens_prompt(state.relay.screener):
             assert state.relay.screener is not None
             try:
-                screened = await screen_request(state.relay.screener, body, state.model)
+                decoded = parsed.data if parsed is not None else None
+                screened = await screen_request(state.relay.screener, body, state.model, decoded)
             except Blocked as blocked:
                 raise content_filtered(blocked.reason, "prompt") from None
             if screened is not body:

@@ -74,16 +74,18 @@ TextMapper = Callable[[Any, Callable[[str], str]], None]
 
 
 async def _screen_json(
-    screener: Screener, body: bytes, model: str, stage: Stage, texts_of: TextMapper
+    screener: Screener, body: bytes, model: str, stage: Stage, texts_of: TextMapper, data: Any = None
 ) -> bytes:
     """Screen every text `texts_of` finds in a JSON body; redactions re-serialize it, Blocked if any blocks.
 
-    Non-JSON, or JSON without texts, passes unchanged (byte for byte).
+    Non-JSON, or JSON without texts, passes unchanged (byte for byte). `data` is the body already
+    decoded, if the caller has it (a redaction changes it in place).
     """
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return body
+    if data is None:
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return body
     texts: list[str] = []
     texts_of(data, _collector(texts))
     if not texts:
@@ -99,9 +101,12 @@ async def _screen_json(
     return orjson.dumps(data)
 
 
-async def screen_request(screener: Screener, body: bytes, model: str) -> bytes:
-    """The body to forward (redacted if needed); Blocked if a check blocks. Non-JSON passes unchanged."""
-    return await _screen_json(screener, body, model, Stage.PROMPT, _map_texts)
+async def screen_request(screener: Screener, body: bytes, model: str, data: Any = None) -> bytes:
+    """The body to forward (redacted if needed); Blocked if a check blocks. Non-JSON passes unchanged.
+
+    `data`: the decoded body, when the caller has decoded it already (it may be changed in place).
+    """
+    return await _screen_json(screener, body, model, Stage.PROMPT, _map_texts, data)
 
 
 async def screen_response(screener: Screener, body: bytes, model: str) -> bytes:

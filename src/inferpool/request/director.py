@@ -133,8 +133,10 @@ class Director:
         """
         attempt = self._begin(pool, headers, body, http, arrived)
         try:
-            self._resolve(attempt, path, parsed)
-            return self._schedule(attempt, subset, None)
+            resolution = self._resolve(attempt, path, parsed)
+            candidates = _in_subset(self.datastore.ready_endpoints(pool), subset)
+            attempt.snapshot = self.admission.admit(pool, candidates, resolution.priority).snapshot
+            return self._schedule(attempt, subset, candidates, None)
         except InferenceError as exc:
             self._emit(_refused_record(attempt, exc, self))
             raise
@@ -166,8 +168,11 @@ class Director:
         try:
             resolution = self._resolve(attempt, path, parsed)
             candidates = _in_subset(self.datastore.ready_endpoints(pool), subset)
-            # No saturation shedding (the queue takes that role), only the 503 for an empty pool.
-            self.admission.admit(pool, candidates, resolution.priority, shed_saturated=False)
+            generation = self.datastore.generation
+            # Admission before queueing, without saturation shedding (the queue takes that role):
+            # only the 503 for an empty pool. It is not asked again after the wait.
+            decision = self.admission.admit(pool, candidates, resolution.priority, shed_saturated=False)
+            attempt.snapshot = decision.snapshot
             queued_at = self.clock()
             try:
                 grant = await flow.acquire(
@@ -179,7 +184,13 @@ class Director:
                 )
             finally:
                 attempt.queue_wait_s = self.clock() - queued_at
-            return self._schedule(attempt, subset, grant)
+            if self.datastore.generation != generation:  # the pool changed while it waited
+                candidates = _in_subset(self.datastore.ready_endpoints(pool), subset)
+            else:
+                candidates = [e for e in candidates if e.ready]
+            if not candidates:
+                raise InferenceError(503, f"no ready endpoints in pool {pool} after waiting in its queue")
+            return self._schedule(attempt, subset, candidates, grant)
         except InferenceError as exc:
             if grant is not None:
                 grant.done()  # never sent: its room in the pool is free again
@@ -256,14 +267,15 @@ class Director:
         return attempt.resolution
 
     def _schedule(
-        self, attempt: _Attempt, subset: frozenset[str] | None, grant: Grant | None
+        self,
+        attempt: _Attempt,
+        subset: frozenset[str] | None,
+        candidates: list[Endpoint],
+        grant: Grant | None,
     ) -> RoutedRequest:
-        """Admission (saturation shedding only without a flow control grant), then the pool's scheduler."""
-        pool, parsed, resolution = attempt.pool, attempt.parsed, attempt.resolution
-        assert parsed is not None and resolution is not None
-        candidates = _in_subset(self.datastore.ready_endpoints(pool), subset)
-        decision = self.admission.admit(pool, candidates, resolution.priority, shed_saturated=grant is None)
-        attempt.snapshot = decision.snapshot
+        """The pool's scheduler over the admitted candidates."""
+        pool, parsed, resolution, snapshot = attempt.pool, attempt.parsed, attempt.resolution, attempt.snapshot
+        assert parsed is not None and resolution is not None and snapshot is not None
         sched_request = SchedulingRequest(
             request_id=attempt.request_id,
             pool=pool,
@@ -293,7 +305,7 @@ class Director:
             attempt=attempt,
             body=with_model(parsed, resolution.target_model),
             result=result,
-            saturation=decision.snapshot.ratio,
+            saturation=snapshot.ratio,
             grant=grant,
         )
         for listener in self._routed_listeners:

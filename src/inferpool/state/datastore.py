@@ -36,6 +36,7 @@ class Datastore:
         self._rewrites: dict[str, ModelRewrite] = {}
         self._endpoints: dict[str, dict[str, Endpoint]] = {}
         self._listeners: list[Listener] = []
+        self.generation = 0  # bumped by every change, so callers can tell a stale snapshot
 
     # -- notifications -------------------------------------------------------
     def subscribe(self, listener: Listener) -> Callable[[], None]:
@@ -44,6 +45,7 @@ class Datastore:
         return lambda: self._listeners.remove(listener)
 
     def _emit(self, kind: ChangeKind, key: str, deleted: bool = False) -> None:
+        self.generation += 1
         event = ChangeEvent(kind, key, deleted)
         for listener in list(self._listeners):
             listener(event)
