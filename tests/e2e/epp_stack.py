@@ -16,6 +16,8 @@ import grpc
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from inferpool.bench.envoy import ACCOUNTING_MODES
+
 from .envoy_harness import ROOT, Envoy, EnvoyConfig, find_envoy, free_port, stop_process
 from .replica import Replica
 from .sim_node import SimNode
@@ -108,6 +110,7 @@ def start_epp(
     fallback: int = 1,
     scheduler: str = "legacy-v0.3",
     source_args: list[str] | None = None,
+    extra: list[str] | None = None,
 ) -> EppProcess:
     """`inferpool epp` on free ports; `source_args` replaces the default `-f ... --endpoints ...`."""
     extra_manifest = tmp / "extra-models.yaml"
@@ -138,6 +141,7 @@ def start_epp(
         "--scheduler", scheduler,
         "--fallback-endpoints", str(fallback),
         "--log-level", "warning",
+        *(extra or []),
     ]  # fmt: skip
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
@@ -151,28 +155,32 @@ async def open_stack(
     replicas: list[Node],
     *,
     failure_mode_allow: bool = False,
-    request_body_mode: str = "FULL_DUPLEX_STREAMED",
+    accounting: str = "sampled",
     fallback: int = 1,
     scheduler: str = "legacy-v0.3",
     source_args: list[str] | None = None,
+    epp_args: list[str] | None = None,
 ) -> Stack:
+    """Replicas, `inferpool epp` and Envoy; `accounting` is one of bench.envoy.ACCOUNTING_MODES or
+    "buffered" (whole request body, every response chunk streamed through the picker)."""
     binary = find_envoy()
     assert binary is not None
     tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="inferpool-e2e-")))
     for replica in replicas:
         await replica.start()
         stack.push_async_callback(replica.stop)
-    epp = start_epp(tmp, replicas, fallback=fallback, scheduler=scheduler, source_args=source_args)
+    epp = start_epp(
+        tmp, replicas, fallback=fallback, scheduler=scheduler, source_args=source_args, extra=epp_args
+    )
     stack.callback(stop_process, epp.proc)
     await epp.wait_serving()
+    request_body_mode, response_body_mode = ACCOUNTING_MODES.get(accounting, ("BUFFERED", "STREAMED"))
     config = EnvoyConfig(
         epp_port=epp.grpc_port,
         pool_ports=[r.port for r in replicas],
         failure_mode_allow=failure_mode_allow,
         request_body_mode=request_body_mode,
-        response_body_mode="FULL_DUPLEX_STREAMED"
-        if request_body_mode == "FULL_DUPLEX_STREAMED"
-        else "STREAMED",
+        response_body_mode=response_body_mode,
         picked_cluster="pool_endpoints" if fallback > 1 else "original_destination_cluster",
     )
     envoy = await stack.enter_async_context(Envoy(binary, config))

@@ -86,11 +86,11 @@ async def sim_metric(node: SimNode, needle: str) -> bool:
         return needle in await response.text()
 
 
-@pytest.mark.parametrize("mode", ["FULL_DUPLEX_STREAMED", "BUFFERED"])
-async def test_completion_and_chat_through_envoy(mode: str) -> None:
+@pytest.mark.parametrize("accounting", ["stream", "buffered", "sampled"])
+async def test_completion_and_chat_through_envoy(accounting: str) -> None:
     nodes = sims(3)
     async with AsyncExitStack() as stack:
-        s = await open_stack(stack, nodes, request_body_mode=mode)
+        s = await open_stack(stack, nodes, accounting=accounting)
         api = client(s.base_url)
         completion = await api.completions.create(model=BASE, prompt="Say hi", max_tokens=3, extra_body=EXACT)
         assert completion.choices[0].text and completion.usage is not None
@@ -113,9 +113,11 @@ async def test_completion_and_chat_through_envoy(mode: str) -> None:
         assert via_envoy.usage.prompt_tokens == direct.usage.prompt_tokens > 50_000
 
 
-async def test_streaming_passes_through_and_is_accounted() -> None:
+@pytest.mark.parametrize("accounting", ["stream", "sampled"])
+async def test_streaming_passes_through_and_is_accounted(accounting: str) -> None:
+    # sampled: the first response is within the picker's sampling budget, so it is read in full
     async with AsyncExitStack() as stack:
-        s = await open_stack(stack, sims(3))
+        s = await open_stack(stack, sims(3), accounting=accounting)
         api = client(s.base_url)
         stream = await api.chat.completions.create(
             model=BASE,
@@ -154,6 +156,47 @@ async def test_streaming_passes_through_and_is_accounted() -> None:
             await eventually(counted)
         assert f'inference_model_request_total{{model_name="{BASE}",target_model_name="{BASE}"}} 1.0' in body
         assert "inference_model_output_tokens_sum" in body
+
+
+async def test_sampled_accounting_keeps_tokens_off_the_picker_and_releases_at_stream_end() -> None:
+    """Response body mode NONE and no sampling budget: a streamed answer passes Envoy alone (no
+    response_body message reaches the picker), yet the endpoint holds the request in flight for
+    exactly as long as the stream lasts, and the request is recorded with its status."""
+    nodes = sims(1, speed=1.0)  # about 6.5 ms a token: 150 tokens stream for about a second
+    async with AsyncExitStack() as stack:
+        s = await open_stack(
+            stack, nodes, accounting="sampled", epp_args=["--response-samples-per-second", "0"]
+        )
+        admin = f"http://127.0.0.1:{s.epp.metrics_port}"
+        auth = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+        api = client(s.base_url)
+        async with aiohttp.ClientSession(headers=auth) as http:
+
+            async def in_flight() -> int:
+                async with http.get(f"{admin}/api/state") as resp:
+                    state = await resp.json()
+                return sum(e["in_flight"] for p in state["pools"] for e in p["endpoints"])
+
+            stream = await api.completions.create(
+                model=BASE, prompt="a long answer", max_tokens=150, stream=True, extra_body=EXACT
+            )
+            chunks = 0
+            async for _ in stream:
+                chunks += 1
+                if chunks == 20:
+                    assert await in_flight() == 1  # mid-stream: still held on its endpoint
+            assert chunks >= 100
+
+            async def released() -> bool:
+                return await in_flight() == 0
+
+            await eventually(released, within=10)
+            async with http.get(f"{admin}/metrics") as resp:
+                text = await resp.text()
+        assert 'inferpool_extproc_messages_total{kind="response_headers"} 1.0' in text
+        assert 'kind="response_body"' not in text  # not one token went through the picker
+        assert f'inference_model_request_total{{model_name="{BASE}",target_model_name="{BASE}"}} 1.0' in text
+        assert f'inference_model_request_duration_seconds_count{{model_name="{BASE}"' in text
 
 
 LORA_FIRST = """\
@@ -281,15 +324,15 @@ async def test_fallback_list_used_when_the_first_endpoint_refuses() -> None:
 
 
 # Envoy honours failure_mode_allow only outside FULL_DUPLEX_STREAMED (there a broken EPP
-# stream always fails the request), so FailOpen pools use BUFFERED request bodies.
+# stream always fails the request), so FailOpen pools use BUFFERED request bodies (sampled).
 @pytest.mark.parametrize(
-    ("fail_open", "mode"),
-    [(True, "BUFFERED"), (False, "BUFFERED"), (False, "FULL_DUPLEX_STREAMED")],
+    ("fail_open", "accounting"),
+    [(True, "sampled"), (False, "sampled"), (False, "stream")],
 )
-async def test_epp_killed_fail_open_keeps_serving_fail_close_errors(fail_open: bool, mode: str) -> None:
+async def test_epp_killed_fail_open_keeps_serving_fail_close_errors(fail_open: bool, accounting: str) -> None:
     nodes = sims(3)
     async with AsyncExitStack() as stack:
-        s = await open_stack(stack, nodes, failure_mode_allow=fail_open, request_body_mode=mode)
+        s = await open_stack(stack, nodes, failure_mode_allow=fail_open, accounting=accounting)
         api = client(s.base_url)
         await api.completions.create(model=BASE, prompt="before", max_tokens=1)
         s.epp.proc.send_signal(signal.SIGKILL)

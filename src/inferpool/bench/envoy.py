@@ -43,13 +43,24 @@ def find_envoy() -> Path | None:
     return None
 
 
+# How the picker sees bodies (docs/epp.md, "Accounting"): name -> (request, response) body modes.
+#   sampled: the whole request body in one message; response bodies pass Envoy alone, except the
+#            share the picker asks for per request (mode_override). The reference default.
+#   stream:  upstream's reference config: both streamed full duplex, every response chunk
+#            through the picker (what a managed gateway that sets FULL_DUPLEX_STREAMED does).
+ACCOUNTING_MODES: dict[str, tuple[str, str]] = {
+    "sampled": ("BUFFERED", "NONE"),
+    "stream": ("FULL_DUPLEX_STREAMED", "FULL_DUPLEX_STREAMED"),
+}
+
+
 @dataclass
 class EnvoyConfig:
     epp_port: int
     pool_ports: list[int]
     failure_mode_allow: bool = False
-    request_body_mode: str = "FULL_DUPLEX_STREAMED"
-    response_body_mode: str = "FULL_DUPLEX_STREAMED"
+    request_body_mode: str = ACCOUNTING_MODES["sampled"][0]
+    response_body_mode: str = ACCOUNTING_MODES["sampled"][1]
     picked_cluster: str = "original_destination_cluster"
     listen_port: int = 0
     admin_port: int = 0
@@ -57,6 +68,11 @@ class EnvoyConfig:
     epp_tls: bool = True  # False: plaintext gRPC to an EPP started with --no-secure-serving
     # Name the replica that answered in a response header, as the built-in gateway does (benchmarks).
     report_served: bool = False
+
+    @classmethod
+    def for_accounting(cls, mode: str, epp_port: int, pool_ports: list[int], **options: Any) -> EnvoyConfig:
+        request, response = ACCOUNTING_MODES[mode]
+        return cls(epp_port, pool_ports, request_body_mode=request, response_body_mode=response, **options)
 
     def render(self) -> str:
         text = self._render_template()

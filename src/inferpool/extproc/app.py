@@ -93,6 +93,12 @@ class EppApp:
         self.observation.attach(self.director, self.core.flow_control)
         self.pool_key: str | None = None
         self.grpc = GrpcServers(self.director, self._current_pool, config.grpc)
+        self.observation.metrics.watch_counts(
+            "inferpool_extproc_messages",
+            "ext_proc messages the picker received, by kind (response_body ones cost CPU per chunk).",
+            "kind",
+            lambda: self.grpc.processor.messages,
+        )
         # In Kubernetes, tokens are reviewed by the API server unless a static one is given.
         generate = config.metrics_auth and not config.kubernetes_mode
         self.metrics_token = config.metrics_token or (secrets.token_urlsafe(24) if generate else None)

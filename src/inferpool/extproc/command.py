@@ -12,6 +12,7 @@ import typer
 
 from inferpool.extproc.app import EppConfig, serve
 from inferpool.extproc.server import GrpcConfig
+from inferpool.extproc.stream import DEFAULT_SAMPLES_PER_SECOND
 
 
 def _duration(value: str) -> float:
@@ -69,6 +70,12 @@ def epp(
     fallback_endpoints: int = typer.Option(
         1, "--fallback-endpoints", help="Endpoints in x-gateway-destination-endpoint (ordered fallback list)."
     ),
+    response_samples_per_second: float = typer.Option(
+        DEFAULT_SAMPLES_PER_SECOND,
+        "--response-samples-per-second",
+        help="With Envoy's response body mode NONE: responses per second read in full for usage and "
+        "first-token time (the rest cost no picker CPU per token); 0 reads none.",
+    ),
     kubeconfig: str | None = typer.Option(
         None,
         "--kubeconfig",
@@ -99,6 +106,7 @@ def epp(
             cert_path=cert_path,
             client_ca=client_ca,
             fallback_endpoints=max(1, fallback_endpoints),
+            response_samples_per_second=max(0.0, response_samples_per_second),
         ),
         metrics_host=host,
         metrics_port=metrics_port,

@@ -13,7 +13,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from inferpool.extproc import certs
-from inferpool.extproc.stream import RequestStream, StreamConfig
+from inferpool.extproc.stream import DEFAULT_SAMPLES_PER_SECOND, RequestStream, ResponseSampler, StreamConfig
 from inferpool.request.plane import PlaneCore
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,7 @@ class GrpcConfig:
     cert_path: Path | None = None  # directory with tls.crt / tls.key; None = self-signed
     client_ca: Path | None = None  # PEM CA bundle: mTLS, only clients (Envoy) with a cert it signed connect
     fallback_endpoints: int = 1
+    response_samples_per_second: float = DEFAULT_SAMPLES_PER_SECOND  # when Envoy sends no response bodies
 
 
 class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
@@ -40,6 +41,7 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
         self._core = core
         self._pool = pool
         self._config = config
+        self.messages: dict[str, int] = {}  # ProcessingRequest kind -> count (the picker's real work)
 
     async def Process(
         self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: grpc.aio.ServicerContext
@@ -49,8 +51,11 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
             await context.abort(grpc.StatusCode.UNAVAILABLE, "inference pool not synced yet")
             return
         stream = RequestStream(self._core, pool, self._config)
+        counts = self.messages
         try:
             async for message in request_iterator:
+                kind = message.WhichOneof("request") or "none"
+                counts[kind] = counts.get(kind, 0) + 1
                 for answer in await stream.handle(message):
                     yield answer
                 if stream.done:
@@ -66,9 +71,12 @@ class GrpcServers:
         self.config = config
         self.health = health.aio.HealthServicer()
         self._ext_proc = grpc.aio.server(options=[("grpc.max_receive_message_length", 16 * 1024 * 1024)])
-        pb_grpc.add_ExternalProcessorServicer_to_server(
-            ExternalProcessor(core, pool, StreamConfig(config.fallback_endpoints)), self._ext_proc
+        self.processor = ExternalProcessor(
+            core,
+            pool,
+            StreamConfig(config.fallback_endpoints, ResponseSampler(config.response_samples_per_second)),
         )
+        pb_grpc.add_ExternalProcessorServicer_to_server(self.processor, self._ext_proc)
         self._health = grpc.aio.server()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._health)
         self.port = 0

@@ -4,12 +4,21 @@ Envoy sends request headers, body chunks, (trailers), then response headers and
 body chunks on one bidirectional stream. This class turns each message into the
 answers Envoy expects, in order, and keeps the request core's accounting (in-flight
 counts, usage) right on every exit path, including a stream that just closes.
+
+Response bodies are the expensive part: with Envoy's response body mode NONE (the
+reference config), the answer passes Envoy alone and the request ends when Envoy closes
+the stream. Only a sampled share of responses (`ResponseSampler`) is asked for with a
+per-request `mode_override` (STREAMED), so their usage and first-token time still reach
+the metrics and the latency model. With FULL_DUPLEX_STREAMED configured in Envoy (as
+upstream's reference config and managed gateways do) every chunk comes, as before.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
@@ -23,13 +32,38 @@ from inferpool.state import Endpoint
 log = logging.getLogger(__name__)
 
 _MODE = processing_mode_pb2.ProcessingMode
+DEFAULT_SAMPLES_PER_SECOND = 5.0
+
+
+class ResponseSampler:
+    """Which responses the picker reads in full: a token bucket of `per_second` (bursts up to
+    one second's worth), so light traffic is read whole and heavy traffic costs a bounded share."""
+
+    def __init__(self, per_second: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_second = per_second
+        self._clock = clock
+        self._tokens = max(1.0, per_second)
+        self._at = clock()
+
+    def take(self) -> bool:
+        if self.per_second <= 0:
+            return False
+        now = self._clock()
+        self._tokens = min(max(1.0, self.per_second), self._tokens + (now - self._at) * self.per_second)
+        self._at = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
 
 
 @dataclass(frozen=True)
 class StreamConfig:
-    """How the picker answers: fallback list length (1 = single endpoint, upstream default)."""
+    """How the picker answers: fallback list length (1 = single endpoint, upstream default), and
+    which response bodies it asks for when Envoy does not send them all."""
 
     fallback_endpoints: int = 1
+    sampler: ResponseSampler = field(default_factory=lambda: ResponseSampler(DEFAULT_SAMPLES_PER_SECOND))
 
 
 class RequestStream:
@@ -41,6 +75,8 @@ class RequestStream:
         self._config = config
         self._request_streamed = False  # request body mode FULL_DUPLEX_STREAMED
         self._response_streamed = False  # response body mode FULL_DUPLEX_STREAMED
+        self._response_bodies = True  # Envoy sends response bodies without being asked
+
         self._headers: dict[str, str] = {}
         self._subset: frozenset[str] | None = None
         self._body = bytearray()
@@ -57,6 +93,7 @@ class RequestStream:
             cfg = request.protocol_config
             self._request_streamed = cfg.request_body_mode == _MODE.FULL_DUPLEX_STREAMED
             self._response_streamed = cfg.response_body_mode == _MODE.FULL_DUPLEX_STREAMED
+            self._response_bodies = cfg.response_body_mode != _MODE.NONE
         try:
             return await self._dispatch(request)
         except InferenceError as err:
@@ -146,9 +183,21 @@ class RequestStream:
                         self._routed.dispatched(endpoint)
                         break
             self._routed.response_started(self._status, headers)
+        answer = protocol.response_headers()
         if request.response_headers.end_of_stream:
             self._finish(self._status)
-        return [protocol.response_headers()]
+        elif self._wants_body():
+            # Envoy honours the override only when neither body mode is FULL_DUPLEX_STREAMED.
+            answer.mode_override.response_body_mode = _MODE.STREAMED
+        return [answer]
+
+    def _wants_body(self) -> bool:
+        return (
+            not self._response_bodies
+            and not self._request_streamed
+            and self._routed is not None
+            and self._config.sampler.take()
+        )
 
     def _on_response_body(self, body: pb.HttpBody) -> list[pb.ProcessingResponse]:
         if self._routed is not None and body.body:

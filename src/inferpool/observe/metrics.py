@@ -8,10 +8,10 @@ two gateways in one process (tests) never share counters.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from inferpool.admission.flowcontrol import FlowController, FlowOutcome
@@ -86,6 +86,22 @@ class _PoolCollector(Collector):
 def _pool_name(key: str) -> str:
     """The `name` of a pool key "namespace/name" (the label the inference_pool_* series use)."""
     return key.rsplit("/", 1)[-1]
+
+
+class _CountsCollector(Collector):
+    """A counter family read at scrape time from counts a component keeps as plain ints."""
+
+    def __init__(self, name: str, documentation: str, label: str, counts: Callable[[], Mapping[str, int]]):
+        self._name, self._doc, self._label, self._counts = name, documentation, label, counts
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(self._name, self._doc, labels=[self._label])
+        for value, count in sorted(self._counts().items()):
+            family.add_metric([value], float(count))
+        yield family
+
+    def describe(self) -> Iterator[CounterMetricFamily]:
+        return iter(())
 
 
 class _FlowControlCollector(Collector):
@@ -216,6 +232,12 @@ class GatewayMetrics:
         )
         self.registry.register(_FlowControlCollector(flow))
         return flow.subscribe(self.observe_flow)
+
+    def watch_counts(
+        self, name: str, documentation: str, label: str, counts: Callable[[], Mapping[str, int]]
+    ) -> None:
+        """Export `counts()` as counter `name` by `label`: no per-event cost, read when scraped."""
+        self.registry.register(_CountsCollector(name, documentation, label, counts))
 
     def observe_flow(self, outcome: FlowOutcome) -> None:
         self.flow_wait.labels(_pool_name(outcome.pool), str(outcome.priority), outcome.outcome).observe(

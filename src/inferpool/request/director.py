@@ -274,7 +274,12 @@ class Director:
         grant: Grant | None,
     ) -> RoutedRequest:
         """The pool's scheduler over the admitted candidates."""
-        pool, parsed, resolution, snapshot = attempt.pool, attempt.parsed, attempt.resolution, attempt.snapshot
+        pool, parsed, resolution, snapshot = (
+            attempt.pool,
+            attempt.parsed,
+            attempt.resolution,
+            attempt.snapshot,
+        )
         assert parsed is not None and resolution is not None and snapshot is not None
         sched_request = SchedulingRequest(
             request_id=attempt.request_id,
