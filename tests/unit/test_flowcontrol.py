@@ -36,11 +36,11 @@ from inferpool.admission.flowcontrol import (
     parse_duration,
     parse_quantity,
 )
+from inferpool.errors import InferenceError
 from inferpool.extproc.app import EppApp, EppConfig
 from inferpool.gateway.runtime import GatewayRuntime, RuntimeConfig
 from inferpool.observe.metrics import GatewayMetrics
 from inferpool.request import Director, RequestRecord
-from inferpool.request.errors import InferenceError
 from inferpool.scheduling import ConfigError, load_scheduler, parse_config
 from inferpool.scheduling.config import load_flow_control
 from inferpool.state import Criticality, Datastore, Endpoint, EndpointMetrics, ModelRoute, Pool

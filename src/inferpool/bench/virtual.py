@@ -22,8 +22,8 @@ import orjson
 from inferpool.admission import Admission, AdmissionConfig
 from inferpool.bench.client import RequestResult
 from inferpool.bench.workloads import BenchRequest
+from inferpool.errors import InferenceError
 from inferpool.request.director import Director, RoutedRequest
-from inferpool.request.errors import InferenceError
 from inferpool.scheduling import load_scheduler
 from inferpool.sim.clock import VirtualClock
 from inferpool.sim.engine import Engine, SimRequest, TokenEvent

@@ -16,8 +16,8 @@ from typing import Protocol
 from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
+from inferpool.errors import InferenceError
 from inferpool.extproc import protocol
-from inferpool.request.errors import InferenceError
 from inferpool.request.plane import Routed
 from inferpool.state import Endpoint
 

@@ -20,6 +20,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from inferpool.errors import InferenceError
 from inferpool.gateway.auth import ApiKey, KeyStore, authorize_model
 from inferpool.gateway.config import ProxyConfig
 from inferpool.gateway.headers import REQUEST_ID_HEADER, SERVED_HEADER, end_to_end, lower_dict
@@ -37,7 +38,6 @@ from inferpool.guard.attach import GuardSet
 from inferpool.guard.openai import Blocked, StreamScreener, error_event, screen_request, screen_response
 from inferpool.guard.policy import Stage
 from inferpool.guard.screen import Screener
-from inferpool.request.errors import InferenceError
 from inferpool.request.plane import Routed
 from inferpool.request.resolve import FAIRNESS_HEADER, OBJECTIVE_HEADER
 from inferpool.state import Datastore, Endpoint
