@@ -28,8 +28,8 @@ from inferpool.scheduling import load_scheduler
 from inferpool.sim.clock import VirtualClock
 from inferpool.sim.engine import Engine, SimRequest, TokenEvent
 from inferpool.sim.profile import HardwareProfile, load_profile
-from inferpool.sim.tokenizer import Tokenizer
 from inferpool.state import Datastore, Endpoint, EndpointMetrics, Objective, Pool
+from inferpool.tokenization import Tokenizer
 
 POOL = "default/bench"
 OBJECTIVE_PRIORITIES = {"critical": 1, "standard": 0, "sheddable": -1}

@@ -23,7 +23,7 @@ import zmq
 import zmq.asyncio
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from inferpool.scrape.kvwire import (
+from inferpool.kvwire import (
     END_SEQ,
     MEDIUM_GPU,
     AllBlocksCleared,
