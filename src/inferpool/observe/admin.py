@@ -17,8 +17,9 @@ from aiohttp import web
 
 from inferpool.observe.dashboard import DashboardConfig, Tally, add_dashboard
 from inferpool.observe.metrics import CONTENT_TYPE, GatewayMetrics
+from inferpool.observe.views import endpoint_view
 from inferpool.request.director import RequestRecord
-from inferpool.state import Datastore, Endpoint
+from inferpool.state import Datastore
 
 
 @dataclass
@@ -78,31 +79,6 @@ class DecisionLog:
     def recent(self, limit: int | None = None) -> list[Decision]:
         items = list(self._items)
         return items[-limit:] if limit else items
-
-
-def endpoint_view(e: Endpoint) -> dict[str, Any]:
-    m = e.metrics
-    age = m.age()
-    return {
-        "name": e.name,
-        "address": e.address,
-        "port": e.port,
-        "labels": e.labels,
-        "engine": e.engine,
-        "ready": e.ready,
-        "in_flight": e.in_flight,
-        "in_flight_tokens": e.in_flight_tokens,
-        "metrics": {
-            "waiting_queue_size": m.waiting_queue_size,
-            "running_requests": m.running_requests,
-            "kv_cache_usage": m.kv_cache_usage,
-            "active_adapters": sorted(m.active_adapters),
-            "waiting_adapters": sorted(m.waiting_adapters),
-            "max_active_adapters": m.max_active_adapters,
-            "loaded_adapters": None if m.loaded_adapters is None else sorted(m.loaded_adapters),
-            "age_s": None if age == float("inf") else round(age, 3),
-        },
-    }
 
 
 def state_view(datastore: Datastore) -> dict[str, Any]:

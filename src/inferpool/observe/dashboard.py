@@ -12,18 +12,16 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
 
+from inferpool.observe.views import endpoint_view
 from inferpool.state import Datastore, Endpoint
-
-if TYPE_CHECKING:
-    from inferpool.observe.admin import DecisionLog
 
 SERIES = ("queue", "running", "kv", "in_flight", "rps")  # per-endpoint time series, in sample order
 STATIC_FILES = {
@@ -116,6 +114,15 @@ class Tally:
             m.ttft.popleft()
 
 
+class DecisionSource(Protocol):
+    """What the dashboard reads of the decision log (admin.DecisionLog, which builds on this module)."""
+
+    @property
+    def tally(self) -> Tally: ...
+
+    def recent(self, limit: int | None = None) -> Sequence[Any]: ...
+
+
 def percentile(sorted_values: list[float], q: float) -> float | None:
     """Nearest-rank percentile of already sorted values; None when there are none."""
     if not sorted_values:
@@ -188,8 +195,6 @@ class History:
 
 
 def endpoint_row(e: Endpoint, history: History, pool: str) -> dict[str, Any]:
-    from inferpool.observe.admin import endpoint_view
-
     row = endpoint_view(e)
     row["rps"] = round(history.rps.get((pool, e.name), 0.0), 3)
     row["routed"] = history.tally.routed.get((pool, e.name), 0)
@@ -198,7 +203,7 @@ def endpoint_row(e: Endpoint, history: History, pool: str) -> dict[str, Any]:
 
 
 def dashboard_view(
-    datastore: Datastore, decisions: DecisionLog, history: History, now: float | None = None
+    datastore: Datastore, decisions: DecisionSource, history: History, now: float | None = None
 ) -> dict[str, Any]:
     """Everything the page shows, in one JSON object (documented in docs/dashboard.md)."""
     now = time.time() if now is None else now
@@ -260,7 +265,7 @@ def _asset(name: str) -> bytes:
 def add_dashboard(
     app: web.Application,
     datastore: Datastore,
-    decisions: DecisionLog,
+    decisions: DecisionSource,
     config: DashboardConfig | None = None,
     guard: Callable[[web.Request], web.Response | None] | None = None,
 ) -> History:

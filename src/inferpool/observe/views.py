@@ -1,0 +1,36 @@
+"""JSON views of routing state that both the admin API (/api/state) and the dashboard show.
+
+Kept apart from admin.py and dashboard.py because each of them draws endpoints this way and
+admin.py builds on dashboard.py: a view they share must sit below both.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from inferpool.state import Endpoint
+
+
+def endpoint_view(e: Endpoint) -> dict[str, Any]:
+    m = e.metrics
+    age = m.age()
+    return {
+        "name": e.name,
+        "address": e.address,
+        "port": e.port,
+        "labels": e.labels,
+        "engine": e.engine,
+        "ready": e.ready,
+        "in_flight": e.in_flight,
+        "in_flight_tokens": e.in_flight_tokens,
+        "metrics": {
+            "waiting_queue_size": m.waiting_queue_size,
+            "running_requests": m.running_requests,
+            "kv_cache_usage": m.kv_cache_usage,
+            "active_adapters": sorted(m.active_adapters),
+            "waiting_adapters": sorted(m.waiting_adapters),
+            "max_active_adapters": m.max_active_adapters,
+            "loaded_adapters": None if m.loaded_adapters is None else sorted(m.loaded_adapters),
+            "age_s": None if age == float("inf") else round(age, 3),
+        },
+    }
