@@ -33,9 +33,9 @@ from inferpool.admission.flowcontrol import (
     PoolQueue,
     QueuedRequest,
     flow_id,
-    parse_duration,
     parse_quantity,
 )
+from inferpool.durations import parse_go_duration_or_seconds as parse_duration
 from inferpool.errors import InferenceError
 from inferpool.extproc.app import EppApp, EppConfig
 from inferpool.gateway.runtime import GatewayRuntime, RuntimeConfig
