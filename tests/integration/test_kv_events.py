@@ -15,7 +15,7 @@ import zmq
 import zmq.asyncio
 
 from inferpool.bench.procs import free_ports
-from inferpool.scrape.kvwire import AllBlocksCleared, BlockRemoved, BlockStored, decode_batch, decode_seq
+from inferpool.kvwire import AllBlocksCleared, BlockRemoved, BlockStored, decode_batch, decode_seq
 from inferpool.sim.profile import load_profile
 
 from .conftest import INFERPOOL, free_port, http_ok, sim_argv, wait_until

@@ -14,9 +14,9 @@ import json
 import zmq
 import zmq.asyncio
 
+from inferpool.kvwire import BlockStored, decode_batch
 from inferpool.scheduling import load_scheduler
 from inferpool.scrape.kvevents import KVEventSubscriber, _Stream
-from inferpool.scrape.kvwire import BlockStored, decode_batch
 from inferpool.state import Datastore
 from inferpool.state.kvindex import KVEventsSettings, chain_keys
 from realvllm.helpers import post_json

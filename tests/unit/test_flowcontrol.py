@@ -33,14 +33,14 @@ from inferpool.admission.flowcontrol import (
     PoolQueue,
     QueuedRequest,
     flow_id,
-    parse_duration,
     parse_quantity,
 )
+from inferpool.durations import parse_go_duration_or_seconds as parse_duration
+from inferpool.errors import InferenceError
 from inferpool.extproc.app import EppApp, EppConfig
 from inferpool.gateway.runtime import GatewayRuntime, RuntimeConfig
 from inferpool.observe.metrics import GatewayMetrics
 from inferpool.request import Director, RequestRecord
-from inferpool.request.errors import InferenceError
 from inferpool.scheduling import ConfigError, load_scheduler, parse_config
 from inferpool.scheduling.config import load_flow_control
 from inferpool.state import Criticality, Datastore, Endpoint, EndpointMetrics, ModelRoute, Pool

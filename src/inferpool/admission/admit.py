@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from inferpool.admission.saturation import SaturationConfig, SaturationDetector, SaturationSnapshot
-from inferpool.request.errors import InferenceError
+from inferpool.errors import InferenceError
 from inferpool.state import Endpoint
 
 ShedReason = Literal["no-ready-endpoints", "saturated-sheddable", "saturated-standard", "scheduler-shed"]

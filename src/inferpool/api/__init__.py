@@ -1,7 +1,8 @@
 """Kubernetes resources inferpool understands, and loading them from manifest files.
 
 `load_manifests` turns what `kubectl apply -f` takes into a typed `ManifestSet`;
-`inferpool.api.convert.to_state` reduces that to the `inferpool.state` objects the core uses.
+`inferpool.sources.convert.to_state` (a layer up: api knows nothing of the datastore) reduces
+that to the `inferpool.state` objects the core uses.
 """
 
 from inferpool.api.loader import IgnoredObject, ManifestSet, load_manifests, load_text

@@ -21,21 +21,12 @@ from inferpool.api.common import (
     PortNumber,
     Resource,
 )
+from inferpool.durations import parse_gateway_duration
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 
 _HOSTNAME = re.compile(r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$")
-_DURATION = re.compile(r"^([0-9]{1,5}(h|m|s|ms)){1,4}$")
-_DURATION_PART = re.compile(r"([0-9]{1,5})(h|ms|m|s)")
-_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
-
-
-def parse_duration(value: str) -> float:
-    """Seconds in a Gateway API duration ("10s", "1m30s", "500ms"); raises ValueError."""
-    if not _DURATION.match(value):
-        raise ValueError(f"invalid duration {value!r} (Gateway API format, e.g. '10s', '1m30s', '500ms')")
-    return sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(value))
 
 
 def _hostname(value: str) -> str:
@@ -51,7 +42,7 @@ def _header_name(value: str) -> str:
 
 
 def _duration(value: str) -> str:
-    parse_duration(value)
+    parse_gateway_duration(value)
     return value
 
 
@@ -302,7 +293,7 @@ class RouteTimeouts(LooseModel):
     def _backend_within_request(self) -> RouteTimeouts:
         if self.request is None or self.backend_request is None:
             return self
-        request, backend = parse_duration(self.request), parse_duration(self.backend_request)
+        request, backend = parse_gateway_duration(self.request), parse_gateway_duration(self.backend_request)
         if request != 0 and backend > request:
             raise ValueError("backendRequest timeout cannot be longer than request timeout")
         return self
@@ -310,12 +301,12 @@ class RouteTimeouts(LooseModel):
     @property
     def request_s(self) -> float | None:
         """None: no limit (unset or "0s", which Gateway API defines as disabled)."""
-        value = parse_duration(self.request) if self.request else 0.0
+        value = parse_gateway_duration(self.request) if self.request else 0.0
         return value or None
 
     @property
     def backend_request_s(self) -> float | None:
-        value = parse_duration(self.backend_request) if self.backend_request else 0.0
+        value = parse_gateway_duration(self.backend_request) if self.backend_request else 0.0
         return value or None
 
 

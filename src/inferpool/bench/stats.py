@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from inferpool.bench.client import RequestResult
-
-_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(ms|s)?\s*$")
+from inferpool.durations import parse_cli_duration
 
 
 @dataclass(frozen=True)
@@ -39,15 +37,6 @@ class Slo:
         )
 
 
-def parse_duration(text: str) -> float:
-    """'1s', '100ms', '0.5' (seconds) → seconds."""
-    m = _DURATION.match(text)
-    if not m:
-        raise ValueError(f"not a duration: {text!r} (use e.g. 1s or 100ms)")
-    value = float(m.group(1))
-    return value / 1000 if m.group(2) == "ms" else value
-
-
 def parse_slo(text: str | None) -> Slo:
     """'ttft=1s,tpot=100ms' → Slo."""
     if not text:
@@ -58,7 +47,7 @@ def parse_slo(text: str | None) -> Slo:
         key = key.strip().lower()
         if not sep or key not in ("ttft", "tpot", "e2e"):
             raise ValueError(f"bad SLO item {item!r}: use ttft=, tpot=, e2e=")
-        values[key] = parse_duration(value)
+        values[key] = parse_cli_duration(value)
     return Slo(**values)
 
 

@@ -22,14 +22,14 @@ import orjson
 from inferpool.admission import AdmissionConfig
 from inferpool.bench.client import RequestResult
 from inferpool.bench.workloads import BenchRequest
+from inferpool.errors import InferenceError
 from inferpool.request.core import Core, CoreConfig
 from inferpool.request.director import RoutedRequest
-from inferpool.request.errors import InferenceError
 from inferpool.sim.clock import VirtualClock
 from inferpool.sim.engine import Engine, SimRequest, TokenEvent
 from inferpool.sim.profile import HardwareProfile, load_profile
-from inferpool.sim.tokenizer import Tokenizer
 from inferpool.state import Datastore, Endpoint, EndpointMetrics, Objective, Pool
+from inferpool.tokenization import Tokenizer
 
 POOL = "default/bench"
 OBJECTIVE_PRIORITIES = {"critical": 1, "standard": 0, "sheddable": -1}

@@ -10,18 +10,18 @@ from pathlib import Path
 
 import typer
 
+from inferpool.durations import parse_go_duration_or_seconds
 from inferpool.extproc.app import EppConfig, serve
 from inferpool.extproc.server import GrpcConfig
 from inferpool.extproc.stream import DEFAULT_SAMPLES_PER_SECOND
 
 
-def _duration(value: str) -> float:
-    """Seconds from '50ms', '2s', '1m' (upstream's Go durations) or a bare number of seconds."""
-    text = value.strip()
-    for suffix, scale in (("ms", 0.001), ("s", 1.0), ("m", 60.0)):
-        if text.endswith(suffix) and text[: -len(suffix)].replace(".", "", 1).isdigit():
-            return float(text[: -len(suffix)]) * scale
-    return float(text)
+def _duration(value: str, flag: str) -> float:
+    """Seconds from a Go duration as upstream's flags take ('50ms', '1m30s', '1.5h') or a bare number."""
+    try:
+        return parse_go_duration_or_seconds(value)
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint=flag) from None
 
 
 def epp(
@@ -112,8 +112,8 @@ def epp(
         metrics_port=metrics_port,
         metrics_auth=metrics_endpoint_auth,
         metrics_token=metrics_token,
-        refresh_metrics_interval_s=_duration(refresh_metrics_interval),
-        metrics_staleness_threshold_s=_duration(metrics_staleness_threshold),
+        refresh_metrics_interval_s=_duration(refresh_metrics_interval, "--refresh-metrics-interval"),
+        metrics_staleness_threshold_s=_duration(metrics_staleness_threshold, "--metrics-staleness-threshold"),
         config_file=config_file,
         scheduler=scheduler,
         kubeconfig=kubeconfig,

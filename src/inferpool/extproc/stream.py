@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
+from inferpool.errors import InferenceError
 from inferpool.extproc import protocol
 from inferpool.records import HttpFacts
-from inferpool.request.errors import InferenceError
 from inferpool.request.plane import PlaneCore, Routed
 from inferpool.state import Endpoint
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from inferpool.request.errors import InferenceError
+from inferpool.errors import InferenceError
 
 KEY_PREFIX = "ipk-"
 ANY_MODEL = "*"

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import web
 
+from inferpool.errors import InferenceError
 from inferpool.gateway.config import ProxyConfig
 from inferpool.gateway.headers import REQUEST_ID_HEADER, SERVED_HEADER, end_to_end, lower_dict
 from inferpool.guard.openai import (
@@ -26,7 +27,6 @@ from inferpool.guard.openai import (
     screens_response,
 )
 from inferpool.guard.screen import Screener
-from inferpool.request.errors import InferenceError
 from inferpool.request.plane import Routed
 from inferpool.state import Endpoint
 

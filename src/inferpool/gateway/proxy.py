@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from inferpool.errors import InferenceError
 from inferpool.gateway.config import ProxyConfig
 from inferpool.gateway.forward import Forwarder, Relay
 from inferpool.gateway.headers import REQUEST_ID_HEADER, end_to_end, lower_dict
@@ -36,7 +37,6 @@ from inferpool.guard.attach import GuardSet
 from inferpool.guard.openai import Blocked, content_filtered, screen_request, screens_prompt
 from inferpool.records import HttpFacts
 from inferpool.request.body import ParsedBody, parse_body
-from inferpool.request.errors import InferenceError
 from inferpool.request.plane import PlaneCore, Routed
 from inferpool.state import Datastore, Endpoint
 

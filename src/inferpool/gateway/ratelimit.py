@@ -14,8 +14,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from inferpool.errors import InferenceError
 from inferpool.gateway.auth import ApiKey
-from inferpool.request.errors import InferenceError
 
 WINDOW_S = 60.0
 IDLE_FORGET_S = 600.0  # windows idle this long are dropped, so the table stays bounded

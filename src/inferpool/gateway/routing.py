@@ -20,17 +20,6 @@ PathType = Literal["PathPrefix", "Exact", "RegularExpression"]
 ValueType = Literal["Exact", "RegularExpression"]
 BackendKind = Literal["InferencePool", "Service"]
 
-_DURATION = re.compile(r"^(?:\d{1,5}(?:h|ms|m|s)){1,4}$")
-_DURATION_PART = re.compile(r"(\d{1,5})(h|ms|m|s)")
-_UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in a Gateway API Duration ("10s", "1m30s", "500ms"); ValueError if malformed."""
-    if not _DURATION.match(text):
-        raise ValueError(f"invalid Gateway API duration {text!r}")
-    return sum(int(n) * _UNIT_S[unit] for n, unit in _DURATION_PART.findall(text))
-
 
 @dataclass(frozen=True)
 class TLSConfig:

@@ -12,9 +12,9 @@ from typing import Any
 
 import orjson
 
+from inferpool.errors import InferenceError
 from inferpool.guard.policy import Stage
 from inferpool.guard.screen import Screener, Verdict
-from inferpool.request.errors import InferenceError
 
 CONTENT_FILTER = "content_filter"
 

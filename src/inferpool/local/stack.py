@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from inferpool.api import ManifestSet, load_manifests
-from inferpool.api.convert import to_pool
 from inferpool.api.lora_config import LoRAAdapterConfig, LoRAConfigError
 from inferpool.api.workloads import ModelServerDeployment
 from inferpool.gateway.config import ProxyConfig, ServeConfig
 from inferpool.gateway.runtime import GatewayRuntime, RuntimeConfig
 from inferpool.lora.syncer import LoRASyncer, SyncerOptions
 from inferpool.sim import SimConfig, SimFleet
+from inferpool.sources.convert import to_pool
 from inferpool.sources.manifest import ManifestLoadFailed
 from inferpool.sources.static import StaticEndpoint
 

@@ -20,7 +20,7 @@ from aiohttp import web
 from inferpool.observe.dashboard import add_dashboard
 from inferpool.observe.decisions import DashboardConfig, DecisionLog, decision_view
 from inferpool.observe.metrics import CONTENT_TYPE, GatewayMetrics
-from inferpool.observe.state_view import state_view
+from inferpool.observe.views import state_view
 from inferpool.state import Datastore
 
 TokenReview = Callable[[str], Awaitable[bool]]  # Kubernetes: may this token's user get /metrics?

@@ -20,7 +20,7 @@ import orjson
 from aiohttp import web
 
 from inferpool.observe.decisions import DashboardConfig, DecisionLog, Tally, decision_view
-from inferpool.observe.state_view import endpoint_view
+from inferpool.observe.views import endpoint_view
 from inferpool.state import Datastore, Endpoint
 
 SERIES = ("queue", "running", "kv", "in_flight", "rps")  # per-endpoint time series, in sample order

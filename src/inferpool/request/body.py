@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import orjson
 
-from inferpool.request.errors import InferenceError
+from inferpool.errors import InferenceError
 
 BodyKind = Literal["completion", "chat", "other"]
 

@@ -25,10 +25,10 @@ from typing import Protocol
 
 from inferpool.admission import Admission, SaturationSnapshot, ShedError
 from inferpool.admission.flowcontrol import FlowControlError, FlowController, Grant, flow_id
+from inferpool.errors import InferenceError
 from inferpool.records import CandidateScore, HttpFacts, RequestRecord
 from inferpool.request.accounting import ResponseAccounting
 from inferpool.request.body import ParsedBody, parse_body, with_model
-from inferpool.request.errors import InferenceError
 from inferpool.request.resolve import Resolution, resolve
 from inferpool.scheduling.types import SchedulingRequest, SchedulingResult
 from inferpool.state import Datastore, Endpoint

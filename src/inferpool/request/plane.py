@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from inferpool.errors import InferenceError
 from inferpool.records import HttpFacts, RequestRecord
 from inferpool.request.body import ParsedBody
-from inferpool.request.errors import InferenceError
 from inferpool.state import Endpoint
 
 

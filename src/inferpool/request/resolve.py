@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
-from inferpool.request.errors import InferenceError
+from inferpool.errors import InferenceError
 from inferpool.state import (
     Criticality,
     Datastore,

@@ -33,9 +33,9 @@ from inferpool.admission.flowcontrol.config import (
     FairnessPolicy,
     FlowControlConfig,
     OrderingPolicy,
-    parse_duration,
     parse_quantity,
 )
+from inferpool.durations import parse_go_duration_or_seconds
 from inferpool.scheduling.framework import Filter, Picker, Profile, Scheduler, WeightedScorer
 from inferpool.scheduling.plugins import REGISTRY
 from inferpool.scheduling.plugins.max_score import MaxScorePicker
@@ -93,7 +93,7 @@ class SchedulingProfileSpec(_Model):
 
 
 ByteQuantity = Annotated[int, BeforeValidator(parse_quantity), Field(gt=0)]
-Duration = Annotated[float, BeforeValidator(parse_duration)]
+Duration = Annotated[float, BeforeValidator(parse_go_duration_or_seconds)]
 
 
 class BandSpec(_Model):

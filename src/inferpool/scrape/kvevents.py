@@ -27,8 +27,7 @@ import zmq
 import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
-from inferpool.scrape.follower import DatastoreFollower
-from inferpool.scrape.kvwire import (
+from inferpool.kvwire import (
     END_SEQ,
     MEDIUM_GPU,
     AllBlocksCleared,
@@ -40,6 +39,7 @@ from inferpool.scrape.kvwire import (
     decode_seq,
     seq_bytes,
 )
+from inferpool.scrape.follower import DatastoreFollower
 from inferpool.state import Datastore
 from inferpool.state.kvindex import KVBlockIndex, KVEventsSettings, KVIndexConsumer
 

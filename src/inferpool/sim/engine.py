@@ -25,7 +25,7 @@ import xxhash
 from inferpool.sim.clock import RealClock, VirtualClock
 from inferpool.sim.kvcache import Block, BlockPool, chain_hashes
 from inferpool.sim.profile import HardwareProfile
-from inferpool.sim.tokenizer import EOS_ID, Tokenizer
+from inferpool.tokenization import EOS_ID, Tokenizer
 
 WAITING = "waiting"
 RUNNING = "running"

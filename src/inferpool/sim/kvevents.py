@@ -17,13 +17,13 @@ import json
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
 import zmq
 import zmq.asyncio
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from inferpool.scrape.kvwire import (
+from inferpool.kvwire import (
     END_SEQ,
     MEDIUM_GPU,
     AllBlocksCleared,
@@ -35,12 +35,19 @@ from inferpool.scrape.kvwire import (
     seq_bytes,
 )
 
-if TYPE_CHECKING:
-    from inferpool.sim.engine import SimRequest
-
 log = logging.getLogger(__name__)
 
 _HASH_MASK = (1 << 64) - 1  # vLLM publishes the low 64 bits of its block hash as an unsigned int
+
+
+class CachedSequence(Protocol):
+    """What a BlockStored event reads of a request: the engine's SimRequest (the engine sits above)."""
+
+    block_hashes: list[int]
+    lora: str | None
+    prompt_token_ids: list[int]
+
+    def all_token_ids(self) -> list[int]: ...
 
 
 class KVEventsConfig(BaseModel):
@@ -108,9 +115,11 @@ class KVEventQueue:
         self.block_size = block_size
         self.lora_ids = dict(lora_ids or {})  # adapter name -> vLLM's lora_int_id (1, 2, ...)
         self.events: list[KVEvent] = []
-        self._last: tuple[SimRequest, int] | None = None  # request and block index the last store ended at
+        self._last: tuple[CachedSequence, int] | None = (
+            None  # request and block index the last store ended at
+        )
 
-    def stored(self, req: SimRequest, index: int) -> None:
+    def stored(self, req: CachedSequence, index: int) -> None:
         """Block `index` of `req` is now cached; consecutive blocks of one request share an event."""
         bs = self.block_size
         block_hash = req.block_hashes[index] & _HASH_MASK
@@ -161,7 +170,7 @@ class KVEventQueue:
         return self.lora_ids[name]
 
 
-def _tokens(req: SimRequest, start: int, end: int) -> list[int]:
+def _tokens(req: CachedSequence, start: int, end: int) -> list[int]:
     prompt = req.prompt_token_ids
     if end <= len(prompt):
         return prompt[start:end]

@@ -11,8 +11,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from inferpool.request.errors import InferenceError
-from inferpool.sim.tokenizer import content_text
+from inferpool.errors import InferenceError
+from inferpool.tokenization import content_text
 
 SYSTEM_FINGERPRINT = "vllm-0.32.0-d80a3cb6"
 VLLM_VERSION = "0.32.0"

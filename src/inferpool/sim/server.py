@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from inferpool.request.errors import InferenceError
+from inferpool.errors import InferenceError
 from inferpool.sim import protocol as p
 from inferpool.sim.config import SimConfig
 from inferpool.sim.engine import FINISHED, Engine, SimRequest, TokenEvent

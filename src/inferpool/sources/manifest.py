@@ -14,9 +14,9 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 
-from inferpool.api.convert import StateObjects, to_state
 from inferpool.api.loader import ManifestSet, load_manifests, manifest_files
 from inferpool.api.problems import LoadError
+from inferpool.sources.convert import StateObjects, to_state
 from inferpool.state import Datastore
 from inferpool.state.objects import pool_key
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from inferpool.api import load_manifests
-from inferpool.api.convert import to_state
+from inferpool.sources.convert import to_state
 from inferpool.state import Criticality, HealthCheck, TargetModel
 
 from .cli_app import app

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from inferpool.api import ManifestSet, load_text
-from inferpool.api.gateway import parse_duration
+from inferpool.durations import parse_gateway_duration as parse_duration
 
 POOL_A2 = """\
 apiVersion: inference.networking.x-k8s.io/v1alpha2

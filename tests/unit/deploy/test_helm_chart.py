@@ -18,8 +18,8 @@ helm = pytest.importorskip("helm_python", reason="helm-python-sdk (test extra) i
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
 
 from inferpool.api import load_text  # noqa: E402
-from inferpool.api.convert import to_state  # noqa: E402
 from inferpool.extproc.command import epp  # noqa: E402
+from inferpool.sources.convert import to_state  # noqa: E402
 
 CHART = Path(__file__).resolve().parents[3] / "deploy" / "helm" / "inferpool"
 RELEASE = "vllm-llama3-8b-instruct"

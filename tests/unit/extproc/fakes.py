@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from inferpool.request.errors import InferenceError
+from inferpool.errors import InferenceError
 from inferpool.state import Endpoint
 
 

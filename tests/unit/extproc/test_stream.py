@@ -8,9 +8,9 @@ from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from google.protobuf import struct_pb2
 
+from inferpool.errors import InferenceError
 from inferpool.extproc import protocol
 from inferpool.extproc.stream import RequestStream, StreamConfig
-from inferpool.request.errors import InferenceError
 
 from .fakes import POOL, FakeRouter, endpoints
 

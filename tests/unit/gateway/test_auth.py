@@ -10,6 +10,7 @@ import yaml
 from typer.testing import CliRunner
 
 from inferpool.cli import app
+from inferpool.errors import InferenceError
 from inferpool.gateway.auth import (
     ApiKey,
     KeysFileError,
@@ -21,7 +22,6 @@ from inferpool.gateway.auth import (
     parse_keys,
     read_keys_file,
 )
-from inferpool.request.errors import InferenceError
 
 
 def test_add_key_stores_only_the_hash(tmp_path: Path) -> None:

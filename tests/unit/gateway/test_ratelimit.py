@@ -6,9 +6,9 @@ import random
 
 import pytest
 
+from inferpool.errors import InferenceError
 from inferpool.gateway.auth import ApiKey
 from inferpool.gateway.ratelimit import RateLimiter, SlidingWindow
-from inferpool.request.errors import InferenceError
 
 
 class Clock:

@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from inferpool.durations import parse_gateway_duration as parse_duration
 from inferpool.gateway.routing import (
     BackendRef,
     HeaderModifier,
@@ -21,7 +22,6 @@ from inferpool.gateway.routing import (
     apply_header_modifier,
     choose_backend,
     hostname_matches,
-    parse_duration,
 )
 
 GW = "default/gw"

@@ -3,8 +3,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from inferpool.errors import InferenceError
 from inferpool.request.body import body_kind, estimate_tokens, parse_body, with_model
-from inferpool.request.errors import InferenceError
 
 COMPLETIONS = "/v1/completions"
 CHAT = "/v1/chat/completions"

@@ -8,8 +8,8 @@ import orjson
 import pytest
 
 from inferpool.admission import Admission, AdmissionConfig
+from inferpool.errors import InferenceError
 from inferpool.request import Director, DirectorConfig, RequestRecord, RoutedRequest
-from inferpool.request.errors import InferenceError
 from inferpool.scheduling.types import SchedulingRequest
 from inferpool.state import (
     Criticality,

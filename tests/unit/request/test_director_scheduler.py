@@ -9,8 +9,8 @@ import orjson
 import pytest
 
 from inferpool.admission import Admission
+from inferpool.errors import InferenceError
 from inferpool.request import Director
-from inferpool.request.errors import InferenceError
 from inferpool.scheduling import load_scheduler
 from inferpool.state import Criticality, Datastore, Endpoint, EndpointMetrics, ModelRoute, Pool
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from inferpool.request.errors import InferenceError
+from inferpool.errors import InferenceError
 from inferpool.request.resolve import resolve, weighted_pick
 from inferpool.state import (
     Criticality,

@@ -10,9 +10,9 @@ from inferpool.scheduling import SchedulingRequest, load_scheduler
 from inferpool.scheduling.config import ConfigError, build_scheduler, parse_config
 from inferpool.scheduling.plugins.precise_prefix import PrecisePrefixCacheScorer, PrecisePrefixParams
 from inferpool.scheduling.plugins.prefix_cache import PrefixCacheScorer
-from inferpool.sim.tokenizer import Tokenizer
 from inferpool.state import Endpoint
 from inferpool.state.kvindex import PORT_LABEL, KVBlockIndex, KVEventsSettings, chain_keys, root_key
+from inferpool.tokenization import Tokenizer
 
 from .conftest import ep, req
 

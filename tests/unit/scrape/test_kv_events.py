@@ -12,10 +12,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from inferpool.scheduling import load_scheduler
-from inferpool.scheduling.plugins.precise_prefix import PrecisePrefixCacheScorer
-from inferpool.scrape.kvevents import KVEventSubscriber, _Stream, apply_events, kv_event_subscriber
-from inferpool.scrape.kvwire import (
+from inferpool.kvwire import (
     AllBlocksCleared,
     BlockRemoved,
     BlockStored,
@@ -24,6 +21,9 @@ from inferpool.scrape.kvwire import (
     encode_batch,
     seq_bytes,
 )
+from inferpool.scheduling import load_scheduler
+from inferpool.scheduling.plugins.precise_prefix import PrecisePrefixCacheScorer
+from inferpool.scrape.kvevents import KVEventSubscriber, _Stream, apply_events, kv_event_subscriber
 from inferpool.sim.config import SimConfig
 from inferpool.sim.kvevents import KVEventsConfig, ZmqEventPublisher
 from inferpool.sim.replica import SimReplica

@@ -8,7 +8,7 @@ import pytest
 
 from inferpool.sim.engine import Engine, SimRequest, StepReport
 from inferpool.sim.profile import HardwareProfile, load_profile
-from inferpool.sim.tokenizer import EOS_ID
+from inferpool.tokenization import EOS_ID
 
 
 def _profile(**kw: object) -> HardwareProfile:

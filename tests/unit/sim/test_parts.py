@@ -8,7 +8,7 @@ import pytest
 
 from inferpool.sim.kvcache import BlockPool, chain_hashes
 from inferpool.sim.profile import load_profile
-from inferpool.sim.tokenizer import BOS_ID, Tokenizer
+from inferpool.tokenization import BOS_ID, Tokenizer
 
 
 def test_tokenizer_is_deterministic_and_about_four_chars_per_token() -> None:

@@ -9,8 +9,7 @@ import pytest
 import zmq
 import zmq.asyncio
 
-from inferpool.scrape.kvevents import apply_events
-from inferpool.scrape.kvwire import (
+from inferpool.kvwire import (
     END_SEQ,
     AllBlocksCleared,
     BlockRemoved,
@@ -21,7 +20,8 @@ from inferpool.scrape.kvwire import (
     encode_batch,
     seq_bytes,
 )
-from inferpool.scrape.kvwire import KVEventBatch as WireBatch
+from inferpool.kvwire import KVEventBatch as WireBatch
+from inferpool.scrape.kvevents import apply_events
 from inferpool.sim.config import SimConfig
 from inferpool.sim.engine import Engine, SimRequest
 from inferpool.sim.kvevents import KVEventQueue, KVEventsConfig, offset_endpoint_port

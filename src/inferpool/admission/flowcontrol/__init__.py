@@ -17,7 +17,6 @@ from inferpool.admission.flowcontrol.config import (
     FairnessPolicy,
     FlowControlConfig,
     OrderingPolicy,
-    parse_duration,
     parse_quantity,
 )
 from inferpool.admission.flowcontrol.controller import (
@@ -74,6 +73,5 @@ __all__ = [
     "QueuedRequest",
     "build_flow_controller",
     "flow_id",
-    "parse_duration",
     "parse_quantity",
 ]

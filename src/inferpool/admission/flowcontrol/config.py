@@ -53,34 +53,12 @@ class FlowControlConfig:
         return self.bands.get(priority, self.default_band)
 
 
-_DURATION_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(h|ms|m|s|us|µs|ns)")
 _QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?(?:[eE][0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
 _QUANTITY_SCALE = {
     None: 1,
     "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
     "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
 }  # fmt: skip
-
-
-def parse_duration(value: str | int | float) -> float:
-    """Seconds from a Go duration ("30s", "1m30s", "1500ms") or a bare number of seconds."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as 30s or 1500ms")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        text = value.strip()
-        try:
-            seconds = float(text)
-        except ValueError:
-            parts = _DURATION_PART.findall(text)
-            if not parts or "".join(n + u for n, u in parts) != text:
-                raise ValueError(f"{value!r} is not a duration such as 30s, 1m30s or 1500ms") from None
-            seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
-    if seconds < 0:
-        raise ValueError(f"duration must not be negative, got {value!r}")
-    return seconds
 
 
 def parse_quantity(value: str | int) -> int:

@@ -38,7 +38,7 @@ from inferpool.admission.flowcontrol.queues import (
     QueuedRequest,
 )
 from inferpool.admission.saturation import SaturationDetector
-from inferpool.request.errors import InferenceError
+from inferpool.errors import InferenceError
 from inferpool.state import ChangeEvent, Datastore, Endpoint
 
 log = logging.getLogger(__name__)

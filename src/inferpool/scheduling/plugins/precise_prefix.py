@@ -24,9 +24,9 @@ from pydantic import Field, field_validator
 
 from inferpool.scheduling.plugins.prefix_cache import PrefixCacheParams, PrefixCacheScorer, overloaded
 from inferpool.scheduling.types import SchedulingRequest
-from inferpool.sim.tokenizer import Tokenizer, content_text
 from inferpool.state import Endpoint
 from inferpool.state.kvindex import DEFAULT_EVENTS_PORT, KVBlockIndex, KVEventsSettings, chain_keys
+from inferpool.tokenization import Tokenizer, content_text
 
 SIM_TOKENIZER = "sim"
 

@@ -11,7 +11,6 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from inferpool.api.convert import to_model, to_objective, to_pool, to_rewrite
 from inferpool.api.inference import (
     InferenceModel,
     InferenceModelRewrite,
@@ -19,6 +18,7 @@ from inferpool.api.inference import (
     InferencePoolV1,
     InferencePoolV1Alpha2,
 )
+from inferpool.sources.convert import to_model, to_objective, to_pool, to_rewrite
 from inferpool.state import Endpoint, ModelRewrite, ModelRoute, Objective, Pool
 
 log = logging.getLogger(__name__)

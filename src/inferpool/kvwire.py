@@ -7,6 +7,9 @@ The batch is an array `[ts, events, data_parallel_rank]`; each event is a map ta
 msgspec options exactly, so our encoder writes the bytes vLLM writes and our decoder reads
 what vLLM sends. The replay socket (ROUTER) answers `[b"", start_seq]` with every buffered
 message from `start_seq` on, then an end marker whose seq is -1.
+
+A leaf module: the gateway's subscriber (scrape/kvevents.py) decodes with it and the
+simulator's publisher (sim/kvevents.py) encodes with it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,9 @@
-"""JSON views of the datastore for `/api/state` and the dashboard (shape documented in docs/gateway.md)."""
+"""JSON views of routing state that both the admin API (/api/state) and the dashboard show.
+
+Kept apart from admin.py and dashboard.py because each of them draws endpoints this way and
+admin.py builds on dashboard.py: a view they share must sit below both. Shape documented in
+docs/gateway.md.
+"""
 
 from __future__ import annotations
 

@@ -3,6 +3,9 @@
 Text is split into words (with their leading space); a word of up to six characters is one
 token, a longer one is cut into four-character pieces; a piece's id is a stable hash into a Llama-3-sized vocabulary. The same text always
 gives the same ids, so prefix caching behaves as it would with a real tokenizer.
+
+A leaf module: the simulator tokenizes with it and the precise-prefix scorer must tokenize
+exactly as the simulator does, so it lives below both rather than inside either.
 """
 
 from __future__ import annotations

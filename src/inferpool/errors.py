@@ -1,4 +1,7 @@
-"""Errors the gateway answers itself, shaped like vLLM's OpenAI server errors."""
+"""Errors the gateway answers itself, shaped like vLLM's OpenAI server errors.
+
+A leaf module (no inferpool imports): every layer, admission and the simulator included, raises these.
+"""
 
 from __future__ import annotations
 

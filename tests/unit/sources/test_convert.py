@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from inferpool.api import load_text
-from inferpool.api.convert import to_state
+from inferpool.sources.convert import to_state
 from inferpool.state import Criticality, HealthCheck, RewriteRule, RewriteTarget
 
 TEXT = """\

@@ -2,6 +2,7 @@
 
 The core (scheduling, admission, the data planes) only ever sees `Pool`, `ModelRoute`,
 `Objective` and `ModelRewrite`, so a new API version changes this file and nothing else.
+It lives in sources/, the layer that feeds the datastore, because api/ sits below state/.
 """
 
 from __future__ import annotations
