@@ -108,10 +108,14 @@ def start_epp(
     fallback: int = 1,
     scheduler: str = "legacy-v0.3",
     source_args: list[str] | None = None,
+    extra_manifests: list[dict[str, object]] | None = None,
 ) -> EppProcess:
-    """`inferpool epp` on free ports; `source_args` replaces the default `-f ... --endpoints ...`."""
+    """`inferpool epp` on free ports; `source_args` replaces the default `-f ... --endpoints ...`.
+
+    `extra_manifests` are objects served next to the guide's and EXTRA_MODELS (one test's own models).
+    """
     extra_manifest = tmp / "extra-models.yaml"
-    extra_manifest.write_text(yaml.safe_dump_all(EXTRA_MODELS))
+    extra_manifest.write_text(yaml.safe_dump_all([*EXTRA_MODELS, *(extra_manifests or [])]))
     endpoints = tmp / "endpoints.yaml"
     endpoints.write_text(
         yaml.safe_dump(
@@ -155,6 +159,7 @@ async def open_stack(
     fallback: int = 1,
     scheduler: str = "legacy-v0.3",
     source_args: list[str] | None = None,
+    extra_manifests: list[dict[str, object]] | None = None,
 ) -> Stack:
     binary = find_envoy()
     assert binary is not None
@@ -162,7 +167,14 @@ async def open_stack(
     for replica in replicas:
         await replica.start()
         stack.push_async_callback(replica.stop)
-    epp = start_epp(tmp, replicas, fallback=fallback, scheduler=scheduler, source_args=source_args)
+    epp = start_epp(
+        tmp,
+        replicas,
+        fallback=fallback,
+        scheduler=scheduler,
+        source_args=source_args,
+        extra_manifests=extra_manifests,
+    )
     stack.callback(stop_process, epp.proc)
     await epp.wait_serving()
     config = EnvoyConfig(
