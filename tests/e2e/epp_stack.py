@@ -111,10 +111,14 @@ def start_epp(
     scheduler: str = "legacy-v0.3",
     source_args: list[str] | None = None,
     extra: list[str] | None = None,
+    extra_manifests: list[dict[str, object]] | None = None,
 ) -> EppProcess:
-    """`inferpool epp` on free ports; `source_args` replaces the default `-f ... --endpoints ...`."""
+    """`inferpool epp` on free ports; `source_args` replaces the default `-f ... --endpoints ...`.
+
+    `extra_manifests` are objects served next to the guide's and EXTRA_MODELS (one test's own models).
+    """
     extra_manifest = tmp / "extra-models.yaml"
-    extra_manifest.write_text(yaml.safe_dump_all(EXTRA_MODELS))
+    extra_manifest.write_text(yaml.safe_dump_all([*EXTRA_MODELS, *(extra_manifests or [])]))
     endpoints = tmp / "endpoints.yaml"
     endpoints.write_text(
         yaml.safe_dump(
@@ -160,6 +164,7 @@ async def open_stack(
     scheduler: str = "legacy-v0.3",
     source_args: list[str] | None = None,
     epp_args: list[str] | None = None,
+    extra_manifests: list[dict[str, object]] | None = None,
 ) -> Stack:
     """Replicas, `inferpool epp` and Envoy; `accounting` is one of bench.envoy.ACCOUNTING_MODES or
     "buffered" (whole request body, every response chunk streamed through the picker)."""
@@ -170,7 +175,13 @@ async def open_stack(
         await replica.start()
         stack.push_async_callback(replica.stop)
     epp = start_epp(
-        tmp, replicas, fallback=fallback, scheduler=scheduler, source_args=source_args, extra=epp_args
+        tmp,
+        replicas,
+        fallback=fallback,
+        scheduler=scheduler,
+        source_args=source_args,
+        extra=epp_args,
+        extra_manifests=extra_manifests,
     )
     stack.callback(stop_process, epp.proc)
     await epp.wait_serving()

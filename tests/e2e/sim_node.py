@@ -8,9 +8,12 @@ request is read from its engine's finish hook, not from anything the test inject
 from __future__ import annotations
 
 import asyncio
+import re
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import aiohttp
 import yaml
 
 from inferpool.sim import SimConfig, SimReplica
@@ -77,3 +80,18 @@ def small_gpu_profile(directory: Path) -> str:
         )
     )
     return str(path)
+
+
+_INFERENCE_HTTP = re.compile(
+    r'^http_requests_total\{handler="/v1/(?:chat/)?completions",method="POST",status="(\dxx)"\} (\S+)$', re.M
+)
+
+
+async def inference_requests(node: SimNode) -> Counter[str]:
+    """What the replica answered on its inference routes, by status class ("2xx", "4xx"...), from its /metrics."""
+    async with aiohttp.ClientSession() as http, http.get(f"{node.url}/metrics") as response:
+        text = await response.text()
+    counts: Counter[str] = Counter()
+    for status, value in _INFERENCE_HTTP.findall(text):
+        counts[status] += int(float(value))
+    return +counts

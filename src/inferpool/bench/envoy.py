@@ -19,9 +19,11 @@ from typing import Any
 import yaml
 
 from inferpool.bench.client import SERVED_HEADER
+from inferpool.request.errors import InferenceError
 
 # A template kept with the deployment files; found from a source checkout (editable install).
 TEMPLATE = Path(__file__).resolve().parents[3] / "deploy" / "envoy" / "envoy.yaml"
+NOT_PICKED = InferenceError(503, "the endpoint picker did not choose an endpoint for this request")
 
 
 def find_envoy() -> Path | None:
@@ -124,7 +126,33 @@ class EnvoyConfig:
             if self.request_body_mode == "FULL_DUPLEX_STREAMED"
             else 16 * 1024 * 1024,
             POOL_LB_ENDPOINTS=json.dumps(lb_endpoints),
+            NO_PICK_ROUTE=json.dumps(self._no_pick_route()),
         )
+
+    def _no_pick_route(self) -> dict[str, Any]:
+        """Where a request goes when the EPP chose nothing.
+
+        Envoy lets a request on unpicked not only under FailOpen but also when the picker ends
+        its stream cleanly, failure_mode_allow or not; the body is then the client's, model name
+        not rewritten. Under FailClose, Envoy answers such a request itself.
+        """
+        match = {"prefix": "/"}
+        if self.failure_mode_allow or not self.ext_proc:
+            timeouts = {"timeout": "86400s", "idle_timeout": "86400s"}
+            return {"match": match, "route": {"cluster": "pool_endpoints", **timeouts}}
+        return {
+            "match": match,
+            "direct_response": {
+                "status": NOT_PICKED.status,
+                "body": {"inline_string": NOT_PICKED.to_json().decode()},
+            },
+            "response_headers_to_add": [
+                {
+                    "header": {"key": "content-type", "value": "application/json"},
+                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                }
+            ],
+        }
 
 
 def _connection_managers(config: dict[str, Any]) -> list[dict[str, Any]]:
