@@ -80,14 +80,14 @@ REQUESTS = 300
 SPREAD_S = 1.5
 
 
-@pytest.mark.parametrize("mode", ["FULL_DUPLEX_STREAMED", "BUFFERED"])
+@pytest.mark.parametrize("accounting", ["stream", "sampled"])
 async def test_rewritten_and_weighted_models_under_load_never_reach_a_replica_by_their_client_name(
-    mode: str,
+    accounting: str,
 ) -> None:
     nodes = sims(3)
     async with AsyncExitStack() as stack:
         s = await open_stack(
-            stack, nodes, request_body_mode=mode, scheduler="default", extra_manifests=LOAD_MODELS
+            stack, nodes, accounting=accounting, scheduler="default", extra_manifests=LOAD_MODELS
         )
         api = client(s.base_url)
 

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from inferpool.bench.client import SERVED_HEADER
-from inferpool.request.errors import InferenceError
+from inferpool.errors import InferenceError
 
 # A template kept with the deployment files; found from a source checkout (editable install).
 TEMPLATE = Path(__file__).resolve().parents[3] / "deploy" / "envoy" / "envoy.yaml"

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 from aiohttp import web
 
 from inferpool.extproc.server import GrpcConfig, GrpcServers
@@ -50,6 +51,10 @@ class EppConfig:
     endpoints_grace_s: float = 5.0  # wait this long for a first ready endpoint before SERVING
     kubeconfig: str | None = None  # Kubernetes mode: None = in-cluster, else ~/.kube/config or KUBECONFIG
     leader_election: bool = False  # --ha-enable-leader-election: only the Lease holder writes status
+    workers: int = 1  # --workers: processes sharing the gRPC ports (extproc/workers.py)
+    worker_index: int = 0  # which of them this process is
+    # Worker 0 of several: the other workers' loopback /metrics, merged into its own.
+    peer_metrics: tuple[str, ...] = ()
 
     @property
     def kubernetes_mode(self) -> bool:
@@ -98,6 +103,12 @@ class EppApp:
             "ext_proc messages the picker received, by kind (response_body ones cost CPU per chunk).",
             "kind",
             lambda: self.grpc.processor.messages,
+        )
+        self.observation.metrics.watch_counts(
+            "inferpool_extproc_streams",
+            "ext_proc streams (requests) this picker process served, by worker (`--workers`).",
+            "worker",
+            lambda: {str(config.worker_index): self.grpc.processor.streams},
         )
         # In Kubernetes, tokens are reviewed by the API server unless a static one is given.
         generate = config.metrics_auth and not config.kubernetes_mode
@@ -169,6 +180,26 @@ class EppApp:
                 return
             await asyncio.sleep(0.02)
 
+    async def _peer_expositions(self) -> list[str]:
+        """The other workers' metrics (worker 0 of `--workers N` serves the sum on the public port)."""
+        headers = {"Authorization": f"Bearer {self.metrics_token}"} if self.metrics_token else {}
+        timeout = aiohttp.ClientTimeout(total=5)
+        async with aiohttp.ClientSession(timeout=timeout, headers=headers) as http:
+
+            async def one(url: str) -> str:
+                try:
+                    async with http.get(url) as resp:
+                        if resp.status == 200:
+                            return await resp.text()
+                        log.warning(
+                            "worker metrics at %s answered %d; left out of this scrape", url, resp.status
+                        )
+                except (aiohttp.ClientError, TimeoutError):
+                    log.warning("worker metrics at %s unreachable; left out of this scrape", url)
+                return ""
+
+            return list(await asyncio.gather(*(one(u) for u in self.config.peer_metrics)))
+
     async def _start_admin(self) -> None:
         app = admin_app(
             self.datastore,
@@ -176,6 +207,7 @@ class EppApp:
             self.observation.decisions,
             self._not_ready,
             self._auth(),
+            peers=self._peer_expositions if self.config.peer_metrics else None,
         )
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
@@ -214,13 +246,22 @@ def listening_lines(app: EppApp) -> list[str]:
     return lines
 
 
-async def serve(config: EppConfig, stop: asyncio.Event, printer: Callable[[str], None] = print) -> None:
-    """Run until `stop` is set (SIGINT/SIGTERM in the CLI), then shut down cleanly."""
+async def serve(
+    config: EppConfig, stop: asyncio.Event, on_ready: Callable[[list[str]], None] | None = None
+) -> None:
+    """Run until `stop` is set (SIGINT/SIGTERM in the CLI), then shut down cleanly.
+
+    `on_ready` gets the lines saying where it listens, once it serves (default: print them).
+    """
     app = EppApp(config)
     try:
         await app.start()
-        for line in listening_lines(app):
-            printer(line)
+        lines = listening_lines(app)
+        if on_ready is not None:
+            on_ready(lines)
+        else:
+            for line in lines:
+                print(line, flush=True)
         await stop.wait()
     finally:
         await app.stop()

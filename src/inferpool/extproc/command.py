@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import sys
+import threading
 from pathlib import Path
 
 import typer
@@ -14,6 +14,7 @@ from inferpool.durations import parse_go_duration_or_seconds
 from inferpool.extproc.app import EppConfig, serve
 from inferpool.extproc.server import GrpcConfig
 from inferpool.extproc.stream import DEFAULT_SAMPLES_PER_SECOND
+from inferpool.extproc.workers import Supervisor
 
 
 def _duration(value: str, flag: str) -> float:
@@ -86,6 +87,12 @@ def epp(
         "--ha-enable-leader-election",
         help="Several replicas: hold a Lease; only the leader writes InferenceModel status.",
     ),
+    workers: int = typer.Option(
+        1,
+        "--workers",
+        min=1,
+        help="Picker processes sharing the gRPC ports (SO_REUSEPORT); each is a whole EPP, like a replica.",
+    ),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
 ) -> None:
     """Endpoint Picker for Envoy: ext_proc on 9002, gRPC health on 9003, metrics on 9090."""
@@ -118,10 +125,14 @@ def epp(
         scheduler=scheduler,
         kubeconfig=kubeconfig,
         leader_election=ha_enable_leader_election,
+        workers=workers,
     )
     try:
-        asyncio.run(_run(config))
-    except (ValueError, TimeoutError, ImportError, OSError) as err:
+        if workers > 1:
+            _run_workers(config, log_level.upper())
+        else:
+            asyncio.run(_run(config))
+    except (ValueError, TimeoutError, ImportError, OSError, RuntimeError) as err:
         typer.echo(f"inferpool epp: {err}", err=True)
         raise typer.Exit(1) from err
 
@@ -131,4 +142,18 @@ async def _run(config: EppConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await serve(config, stop, lambda line: print(line, flush=True, file=sys.stdout))
+    await serve(config, stop)
+
+
+def _run_workers(config: EppConfig, log_level: str) -> None:
+    """Supervise `--workers` processes until SIGINT/SIGTERM, then stop them all."""
+    stopping = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopping.set())
+    supervisor = Supervisor(config, log_level)
+    try:
+        for line in supervisor.start():
+            print(line, flush=True)
+        supervisor.watch(stopping.is_set)
+    finally:
+        supervisor.stop()

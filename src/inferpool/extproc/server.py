@@ -32,6 +32,9 @@ class GrpcConfig:
     client_ca: Path | None = None  # PEM CA bundle: mTLS, only clients (Envoy) with a cert it signed connect
     fallback_endpoints: int = 1
     response_samples_per_second: float = DEFAULT_SAMPLES_PER_SECOND  # when Envoy sends no response bodies
+    # Share the ports with other processes (`--workers`). Off otherwise: grpc would set SO_REUSEPORT
+    # by default, and a second picker on a taken port would then silently get half the streams.
+    reuse_port: bool = False
 
 
 class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
@@ -42,6 +45,7 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
         self._pool = pool
         self._config = config
         self.messages: dict[str, int] = {}  # ProcessingRequest kind -> count (the picker's real work)
+        self.streams = 0
 
     async def Process(
         self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: grpc.aio.ServicerContext
@@ -51,6 +55,7 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
             await context.abort(grpc.StatusCode.UNAVAILABLE, "inference pool not synced yet")
             return
         stream = RequestStream(self._core, pool, self._config)
+        self.streams += 1
         counts = self.messages
         try:
             async for message in request_iterator:
@@ -70,14 +75,17 @@ class GrpcServers:
     def __init__(self, core: PlaneCore, pool: Callable[[], str | None], config: GrpcConfig) -> None:
         self.config = config
         self.health = health.aio.HealthServicer()
-        self._ext_proc = grpc.aio.server(options=[("grpc.max_receive_message_length", 16 * 1024 * 1024)])
+        reuse = ("grpc.so_reuseport", 1 if config.reuse_port else 0)
+        self._ext_proc = grpc.aio.server(
+            options=[("grpc.max_receive_message_length", 16 * 1024 * 1024), reuse]
+        )
         self.processor = ExternalProcessor(
             core,
             pool,
             StreamConfig(config.fallback_endpoints, ResponseSampler(config.response_samples_per_second)),
         )
         pb_grpc.add_ExternalProcessorServicer_to_server(self.processor, self._ext_proc)
-        self._health = grpc.aio.server()
+        self._health = grpc.aio.server(options=[reuse])
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._health)
         self.port = 0
         self.health_port = 0

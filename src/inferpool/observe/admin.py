@@ -19,7 +19,7 @@ from aiohttp import web
 
 from inferpool.observe.dashboard import add_dashboard
 from inferpool.observe.decisions import DashboardConfig, DecisionLog, decision_view
-from inferpool.observe.metrics import CONTENT_TYPE, GatewayMetrics
+from inferpool.observe.metrics import CONTENT_TYPE, GatewayMetrics, merge_expositions
 from inferpool.observe.views import state_view
 from inferpool.state import Datastore
 
@@ -87,15 +87,22 @@ def admin_app(
     not_ready: Readiness,
     auth: AdminAuth | None = None,
     dashboard: DashboardConfig | None = None,
+    peers: Callable[[], Awaitable[list[str]]] | None = None,
 ) -> web.Application:
     """/metrics, /healthz, /readyz (the plane's own rule: `not_ready()` says why not), /api/state,
-    /api/decisions, and the live dashboard (/dashboard, /api/dashboard, /api/stream)."""
+    /api/decisions, and the live dashboard (/dashboard, /api/dashboard, /api/stream).
+
+    `peers` returns other processes' metrics text to add to this one's (several EPP workers).
+    """
     auth = auth or AdminAuth()
 
     async def metrics_page(request: web.Request) -> web.Response:
         if (refusal := await auth.metrics_refusal(request)) is not None:
             return refusal
-        return web.Response(body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
+        body = metrics.exposition()
+        if peers is not None:
+            body = merge_expositions([body.decode(), *(t for t in await peers() if t)])
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")

@@ -8,10 +8,11 @@ two gateways in one process (tests) never share counters.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from inferpool.admission.flowcontrol import FlowController, FlowOutcome
@@ -43,6 +44,55 @@ _QUEUE_WAIT_BUCKETS = (
 )  # fmt: skip
 
 _MT = ("model_name", "target_model_name")
+
+
+def merge_expositions(texts: Sequence[str]) -> bytes:
+    """Several processes' Prometheus text as one (`inferpool epp --workers N`): counters, histograms
+    and per-request gauges add up; the pool gauges, which every worker computes from the same
+    scrapes, are taken from the first text that has them."""
+    families: dict[str, Metric] = {}
+    values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+    for index, text in enumerate(texts):
+        for family in text_string_to_metric_families(text):
+            first = families.setdefault(family.name, family)
+            merged = values.setdefault(family.name, {})
+            summed = not family.name.startswith("inference_pool_")
+            if not summed and first is not family and merged:
+                continue  # pool gauges: the first worker's view
+            for sample in family.samples:
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+                if summed and index and key in merged:
+                    previous = merged[key]
+                    # `_created` is a timestamp: the oldest stands for the sum
+                    merged[key] = (
+                        min(previous, sample.value)
+                        if sample.name.endswith("_created")
+                        else previous + sample.value
+                    )
+                else:
+                    merged[key] = sample.value
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_MergedCollector(families, values))
+    return generate_latest(registry)
+
+
+class _MergedCollector(Collector):
+    def __init__(
+        self,
+        families: dict[str, Metric],
+        values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]],
+    ) -> None:
+        self._families, self._values = families, values
+
+    def collect(self) -> Iterator[Metric]:
+        for name, family in self._families.items():
+            out = Metric(name, family.documentation, family.type, family.unit)
+            for (sample_name, labels), value in self._values[name].items():
+                out.add_sample(sample_name, dict(labels), value)
+            yield out
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
 
 
 class _PoolCollector(Collector):
