@@ -194,6 +194,36 @@ def test_flags_env_replicas_and_plugins_config() -> None:
             kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
 
 
+def test_replicas_are_active_active_behind_a_headless_service() -> None:
+    """replicas > 1: every pod serves (the Service resolves to each, so streams spread), the
+    Lease is held for status writes only, and `workers` runs several pickers per pod."""
+    single, _ = render(values())
+    [service] = by_kind(single, "Service")
+    assert "clusterIP" not in service["spec"]
+    [deployment] = by_kind(single, "Deployment")
+    assert (
+        "--ha-enable-leader-election" not in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    )
+
+    vals = values()
+    vals["inferenceExtension"] = {"replicas": 2, "workers": 4}
+    objects, _ = render(vals)
+    [service] = by_kind(objects, "Service")
+    assert service["spec"]["clusterIP"] == "None"
+    [deployment] = by_kind(objects, "Deployment")
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert deployment["spec"]["replicas"] == 2
+    assert "--ha-enable-leader-election" in args
+    assert args[args.index("--workers") + 1] == "4"
+    app = typer.Typer(add_completion=False)
+    app.command()(epp)
+    ctx = typer.main.get_command(app).make_context("epp", list(args), resilient_parsing=False)
+    assert ctx.params["workers"] == 4 and ctx.params["ha_enable_leader_election"] is True
+    for obj in objects:
+        if obj["kind"] not in CUSTOM_KINDS:
+            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+
+
 def test_lint_is_clean() -> None:
     for provider in ("none", "gke", "istio"):
         report = helm.lint(str(CHART), values(provider), strict=True)
