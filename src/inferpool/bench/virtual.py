@@ -33,7 +33,6 @@ from inferpool.tokenization import Tokenizer
 
 POOL = "default/bench"
 OBJECTIVE_PRIORITIES = {"critical": 1, "standard": 0, "sheddable": -1}
-SSE_HEADERS = {"content-type": "text/event-stream"}
 
 
 @dataclass
@@ -114,7 +113,7 @@ def simulate(
             now[0] = event.time
             if not streaming:
                 streaming = True
-                routed.response_started(200, SSE_HEADERS)
+                routed.response_started(200, "text/event-stream")
                 routed.response_data(_sse({"choices": [{"index": 0, "text": event.text}]}))
             if event.finish_reason is None:
                 return

@@ -29,12 +29,25 @@ _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 
 
 def header_map(headers: base_pb2.HeaderMap) -> dict[str, str]:
-    """Lower-cased header names to values; Envoy sends `raw_value` bytes, older ones `value`."""
-    out: dict[str, str] = {}
+    """Header names to values. Envoy sends names lower-cased (the protocol says so) and values as
+    `raw_value` bytes (older versions: `value`)."""
+    return {
+        h.key: h.raw_value.decode("utf-8", "replace") if h.raw_value else h.value for h in headers.headers
+    }
+
+
+def response_facts(headers: base_pb2.HeaderMap) -> tuple[int, str | None]:
+    """(status, content type) of a response's headers: all the picker reads of them."""
+    status, content_type = 200, None
     for h in headers.headers:
-        value = h.raw_value.decode("utf-8", "replace") if h.raw_value else h.value
-        out[h.key.lower()] = value
-    return out
+        if h.key == ":status":
+            try:
+                status = int(h.raw_value or h.value)
+            except ValueError:
+                status = 502
+        elif h.key == "content-type":
+            content_type = h.raw_value.decode("utf-8", "replace") if h.raw_value else h.value
+    return status, content_type
 
 
 def subset_hint(request: pb.ProcessingRequest) -> frozenset[str] | None:
@@ -82,7 +95,7 @@ def _set_headers(headers: dict[str, str]) -> pb.HeaderMutation:
 def destination_metadata(destination: str) -> struct_pb2.Struct:
     """`{"envoy.lb": {"x-gateway-destination-endpoint": destination}}`, same value as the header."""
     meta = struct_pb2.Struct()
-    meta.update({DESTINATION_NAMESPACE: {DESTINATION_HEADER: destination}})
+    meta.fields[DESTINATION_NAMESPACE].struct_value.fields[DESTINATION_HEADER].string_value = destination
     return meta
 
 

@@ -169,11 +169,7 @@ class RequestStream:
         return [protocol.picked_buffered_body(destination, body)]
 
     def _on_response_headers(self, request: pb.ProcessingRequest) -> list[pb.ProcessingResponse]:
-        headers = protocol.header_map(request.response_headers.headers)
-        try:
-            self._status = int(headers.get(":status", "200"))
-        except ValueError:
-            self._status = 502
+        self._status, content_type = protocol.response_facts(request.response_headers.headers)
         served = protocol.served_endpoint(request)
         if self._routed is not None:
             if served is not None and self._candidates and served != self._candidates[0].hostport:
@@ -182,7 +178,7 @@ class RequestStream:
                     if endpoint.hostport == served:
                         self._routed.dispatched(endpoint)
                         break
-            self._routed.response_started(self._status, headers)
+            self._routed.response_started(self._status, content_type)
         answer = protocol.response_headers()
         if request.response_headers.end_of_stream:
             self._finish(self._status)

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from inferpool.errors import InferenceError
 from inferpool.gateway.config import ProxyConfig
-from inferpool.gateway.headers import REQUEST_ID_HEADER, SERVED_HEADER, end_to_end, lower_dict
+from inferpool.gateway.headers import REQUEST_ID_HEADER, SERVED_HEADER, end_to_end
 from inferpool.guard.openai import (
     Blocked,
     StreamScreener,
@@ -149,7 +149,7 @@ class Forwarder:
         if upstream.content_length is not None and "content-encoding" not in upstream.headers and not stream:
             response.content_length = upstream.content_length
         relay.status = upstream.status
-        routed.response_started(upstream.status, lower_dict(upstream.headers))
+        routed.response_started(upstream.status, upstream.headers.get("content-type"))
         await response.prepare(request)
         try:
             async for chunk in upstream.content.iter_any():
@@ -200,7 +200,7 @@ class Forwarder:
         relay: Relay,
     ) -> web.StreamResponse:
         """A whole (non-streamed) answer: read it all, screen it, then send it or a 400."""
-        routed.response_started(upstream.status, lower_dict(upstream.headers))
+        routed.response_started(upstream.status, upstream.headers.get("content-type"))
         chunks: list[bytes] = []
         async for chunk in upstream.content.iter_any():
             routed.response_data(chunk)

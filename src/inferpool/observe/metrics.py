@@ -9,6 +9,7 @@ two gateways in one process (tests) never share counters.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -93,6 +94,22 @@ class _MergedCollector(Collector):
 
     def describe(self) -> Iterator[Metric]:
         return iter(())
+
+
+_SERIES_CACHE = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class _ModelSeries:
+    requests: Counter
+    request_sizes: Histogram
+    duration: Histogram
+    response_sizes: Histogram
+    input_tokens: Histogram
+    output_tokens: Histogram
+    ntpot: Histogram
+    ttft: Histogram
+    running: Gauge
 
 
 class _PoolCollector(Collector):
@@ -262,6 +279,7 @@ class GatewayMetrics:
             buckets=_SCHEDULER_BUCKETS,
             registry=r,
         )
+        self._children: dict[tuple[str, str], _ModelSeries] = {}
         if datastore is not None:
             r.register(_PoolCollector(datastore))
 
@@ -297,33 +315,54 @@ class GatewayMetrics:
     def request_routed(self, model: str) -> None:
         """A request the scheduler placed: it runs until its record arrives (`observe`)."""
         if model:
-            self.running.labels(model).inc()
+            self._series(model, model).running.inc()
+
+    def _series(self, model: str, target: str) -> _ModelSeries:
+        """The labelled children of one (model, target model), looked up once, not per request."""
+        key = (model, target)
+        series = self._children.get(key)
+        if series is None:
+            if len(self._children) >= _SERIES_CACHE:
+                self._children.clear()  # client-chosen names (404s) must not grow it without bound
+            labels = key
+            series = self._children[key] = _ModelSeries(
+                requests=self.requests.labels(*labels),
+                request_sizes=self.request_sizes.labels(*labels),
+                duration=self.duration.labels(*labels),
+                response_sizes=self.response_sizes.labels(*labels),
+                input_tokens=self.input_tokens.labels(*labels),
+                output_tokens=self.output_tokens.labels(*labels),
+                ntpot=self.ntpot.labels(*labels),
+                ttft=self.ttft.labels(*labels),
+                running=self.running.labels(model),
+            )
+        return series
 
     def observe(self, record: RequestRecord) -> None:
         """One finished request that reached a pool (the caller skips the others)."""
-        labels = (record.model, record.target_model)
+        series = self._series(record.model, record.target_model)
         if record.routed and record.model:
-            self.running.labels(record.model).dec()
-        self.requests.labels(*labels).inc()
+            series.running.dec()
+        series.requests.inc()
         failed = record.status >= 400 or record.error is not None
         if failed:
-            self.errors.labels(*labels, str(record.status)).inc()
+            self.errors.labels(record.model, record.target_model, str(record.status)).inc()
         if record.scores or record.endpoint:
             self.scheduler.observe(record.decision_s)
-        self.request_sizes.labels(*labels).observe(record.request_bytes)
+        series.request_sizes.observe(record.request_bytes)
         if failed:
             return
-        self.duration.labels(*labels).observe(record.e2e_s)
-        self.response_sizes.labels(*labels).observe(record.response_bytes)
+        series.duration.observe(record.e2e_s)
+        series.response_sizes.observe(record.response_bytes)
         if record.prompt_tokens:
-            self.input_tokens.labels(*labels).observe(record.prompt_tokens)
+            series.input_tokens.observe(record.prompt_tokens)
         output = record.completion_tokens
         if output:
-            self.output_tokens.labels(*labels).observe(output)
+            series.output_tokens.observe(output)
             if record.e2e_s > 0:
-                self.ntpot.labels(*labels).observe(record.e2e_s / output)
+                series.ntpot.observe(record.e2e_s / output)
         if record.ttft_s is not None:
-            self.ttft.labels(*labels).observe(record.ttft_s)
+            series.ttft.observe(record.ttft_s)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

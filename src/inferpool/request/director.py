@@ -417,9 +417,9 @@ class _Tracked:
         """The relayed SSE stream has carried its terminating `data: [DONE]` event."""
         return self._accounting.done
 
-    def response_started(self, status: int, headers: Mapping[str, str]) -> None:
+    def response_started(self, status: int, content_type: str | None) -> None:
         self._accounting = ResponseAccounting(self._director.clock)  # a retry starts a fresh response
-        self._accounting.started(status, _header(headers, "content-type"))
+        self._accounting.started(status, content_type)
 
     def response_data(self, chunk: bytes) -> None:
         self._accounting.feed(chunk)
@@ -640,16 +640,6 @@ def _in_subset(endpoints: list[Endpoint], subset: frozenset[str] | None) -> list
     if subset is None:
         return endpoints
     return [e for e in endpoints if e.hostport in subset or f"{e.address}:{e.port}" in subset]
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    value = headers.get(name)
-    if value is not None:
-        return value
-    for key, val in headers.items():
-        if key.lower() == name:
-            return val
-    return None
 
 
 def _refused_record(attempt: _Attempt, exc: InferenceError, director: Director) -> RequestRecord:

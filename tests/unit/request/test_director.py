@@ -137,7 +137,7 @@ def test_full_streaming_lifecycle_record() -> None:
     routed.dispatched(pod)
     assert h.loads()[pod.name] == (1, routed.scheduling_request.prompt_tokens_estimate)
     assert h.scheduler.routed == [("abc", pod.name)]
-    routed.response_started(200, {"Content-Type": "text/event-stream; charset=utf-8"})
+    routed.response_started(200, "text/event-stream; charset=utf-8")
     for i in range(0, len(SSE_BODY), 7):
         routed.response_data(SSE_BODY[i : i + 7])
     record = routed.finish(200)
@@ -179,7 +179,7 @@ def test_non_streaming_usage() -> None:
     routed = h.route({"model": BASE, "prompt": "hello"}, "/v1/completions")
     assert routed.priority == 1
     routed.dispatched(routed.candidates[0])
-    routed.response_started(200, {"content-type": "application/json"})
+    routed.response_started(200, "application/json")
     routed.response_data(b'{"choices":[{"text":"x"}],"usage":{"prompt_tokens":2,"completion_tokens":1,')
     routed.response_data(b'"total_tokens":3,"prompt_tokens_details":null}}')
     record = routed.finish(200)
@@ -278,7 +278,7 @@ async def test_concurrent_requests_with_cancellation_return_to_zero() -> None:
             routed.dispatched(routed.candidates[0])
             if i % 4 == 1:
                 routed.dispatched(routed.candidates[1])
-            routed.response_started(200, {"content-type": "text/event-stream"})
+            routed.response_started(200, "text/event-stream")
             for chunk in (SSE_BODY[:50], SSE_BODY[50:]):
                 await asyncio.sleep(rng.random() / 1000)
                 routed.response_data(chunk)
