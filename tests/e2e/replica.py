@@ -22,6 +22,7 @@ class Replica:
     waiting: int = 0
     kv_usage: float = 0.0
     reset_requests: bool = False  # drop the connection on inference requests (a refusing replica)
+    echo: bool = False  # answer with the prompt, word by word when streamed (screening tests)
     bodies: list[dict[str, object]] = field(default_factory=list)
     refused: int = 0  # inference requests reset (reset_requests)
     raw_sizes: list[int] = field(default_factory=list)
@@ -76,11 +77,12 @@ class Replica:
         model = str(body.get("model"))
         usage = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
         headers = {"x-replica": self.name}
+        text = str(body.get("prompt", "")) if self.echo else "a b c"
         if not body.get("stream"):
             choice = (
-                {"index": 0, "message": {"role": "assistant", "content": "a b c"}, "finish_reason": "stop"}
+                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
                 if chat
-                else {"index": 0, "text": "a b c", "finish_reason": "stop"}
+                else {"index": 0, "text": text, "finish_reason": "stop"}
             )
             obj = "chat.completion" if chat else "text_completion"
             payload = {
@@ -94,7 +96,8 @@ class Replica:
             return web.json_response(payload, headers=headers)
         resp = web.StreamResponse(headers={**headers, "Content-Type": "text/event-stream"})
         await resp.prepare(request)
-        for token in ("a", " b", " c"):
+        words = text.split(" ")
+        for token in [words[0], *(" " + w for w in words[1:])]:
             delta = {"index": 0, "delta": {"content": token}} if chat else {"index": 0, "text": token}
             obj = "chat.completion.chunk" if chat else "text_completion"
             chunk = {"id": "x", "object": obj, "created": 0, "model": model, "choices": [delta]}

@@ -1,4 +1,5 @@
-"""GuardPolicy (inferpool.io/v1alpha1): prompt and response screening attached to a Gateway or HTTPRoute.
+"""GuardPolicy (inferpool.io/v1alpha1): prompt and response screening attached to a Gateway, an
+HTTPRoute or an InferencePool.
 
 It plays the part GCPTrafficExtension + Model Armor play on GKE: the policy names its
 targets, and every request through them is screened. Documented in docs/security.md.
@@ -39,10 +40,21 @@ def _prompt() -> list[StageName]:
     return ["Prompt"]
 
 
+POOL_GROUPS = ("inference.networking.x-k8s.io", "inference.networking.k8s.io")
+
+
 class PolicyTargetRef(Model):
     group: Group = "gateway.networking.k8s.io"
-    kind: Literal["Gateway", "HTTPRoute"]
+    kind: Literal["Gateway", "HTTPRoute", "InferencePool"]
     name: ObjectName
+
+    @model_validator(mode="after")
+    def _group_fits_kind(self) -> PolicyTargetRef:
+        if self.kind == "InferencePool" and self.group not in POOL_GROUPS:
+            raise ValueError(f"an InferencePool target needs group {' or '.join(POOL_GROUPS)}")
+        if self.kind != "InferencePool" and self.group != "gateway.networking.k8s.io":
+            raise ValueError(f"a {self.kind} target needs group gateway.networking.k8s.io")
+        return self
 
 
 class GuardCheck(Model):

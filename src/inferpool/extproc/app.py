@@ -97,7 +97,7 @@ class EppApp:
         self.observation = Observation(self.datastore)
         self.observation.attach(self.director, self.core.flow_control)
         self.pool_key: str | None = None
-        self.grpc = GrpcServers(self.director, self._current_pool, config.grpc)
+        self.grpc = GrpcServers(self.director, self._current_pool, config.grpc, lambda: self.core.guards)
         self.observation.metrics.watch_counts(
             "inferpool_extproc_messages",
             "ext_proc messages the picker received, by kind (response_body ones cost CPU per chunk).",

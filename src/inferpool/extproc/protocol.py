@@ -36,9 +36,9 @@ def header_map(headers: base_pb2.HeaderMap) -> dict[str, str]:
     }
 
 
-def response_facts(headers: base_pb2.HeaderMap) -> tuple[int, str | None]:
-    """(status, content type) of a response's headers: all the picker reads of them."""
-    status, content_type = 200, None
+def response_facts(headers: base_pb2.HeaderMap) -> tuple[int, str | None, str | None]:
+    """(status, content type, content encoding) of a response's headers: all the picker reads."""
+    status, content_type, encoding = 200, None, None
     for h in headers.headers:
         if h.key == ":status":
             try:
@@ -47,7 +47,9 @@ def response_facts(headers: base_pb2.HeaderMap) -> tuple[int, str | None]:
                 status = 502
         elif h.key == "content-type":
             content_type = h.raw_value.decode("utf-8", "replace") if h.raw_value else h.value
-    return status, content_type
+        elif h.key == "content-encoding":
+            encoding = h.raw_value.decode("utf-8", "replace") if h.raw_value else h.value
+    return status, content_type, encoding
 
 
 def subset_hint(request: pb.ProcessingRequest) -> frozenset[str] | None:
@@ -171,6 +173,26 @@ def response_body(chunk: bytes, end_of_stream: bool, streamed: bool) -> pb.Proce
     if streamed:
         common.body_mutation.streamed_response.body = chunk
         common.body_mutation.streamed_response.end_of_stream = end_of_stream
+    return pb.ProcessingResponse(response_body=pb.BodyResponse(response=common))
+
+
+def replaced_response_body(chunk: bytes, end_of_stream: bool, streamed: bool) -> pb.ProcessingResponse:
+    """A response chunk replaced by `chunk` (screened text; empty drops it)."""
+    common = pb.CommonResponse()
+    if streamed:
+        common.body_mutation.streamed_response.body = chunk
+        common.body_mutation.streamed_response.end_of_stream = end_of_stream
+    elif chunk:
+        common.body_mutation.body = chunk
+    else:
+        common.body_mutation.clear_body = True
+    return pb.ProcessingResponse(response_body=pb.BodyResponse(response=common))
+
+
+def replaced_whole_response(body: bytes) -> pb.ProcessingResponse:
+    """A buffered response body replaced, its content-length with it (Envoy sends the answer as is)."""
+    common = pb.CommonResponse(header_mutation=_set_headers({"content-length": str(len(body))}))
+    common.body_mutation.body = body
     return pb.ProcessingResponse(response_body=pb.BodyResponse(response=common))
 
 

@@ -14,6 +14,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from inferpool.extproc import certs
 from inferpool.extproc.stream import DEFAULT_SAMPLES_PER_SECOND, RequestStream, ResponseSampler, StreamConfig
+from inferpool.guard.attach import GuardSet
 from inferpool.request.plane import PlaneCore
 
 log = logging.getLogger(__name__)
@@ -40,10 +41,17 @@ class GrpcConfig:
 class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
     """Each Process call is one HTTP request; the pool is looked up per stream so resyncs apply."""
 
-    def __init__(self, core: PlaneCore, pool: Callable[[], str | None], config: StreamConfig) -> None:
+    def __init__(
+        self,
+        core: PlaneCore,
+        pool: Callable[[], str | None],
+        config: StreamConfig,
+        guards: Callable[[], GuardSet] | None = None,
+    ) -> None:
         self._core = core
         self._pool = pool
         self._config = config
+        self._guards = guards
         self.messages: dict[str, int] = {}  # ProcessingRequest kind -> count (the picker's real work)
         self.streams = 0
 
@@ -54,7 +62,7 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
         if pool is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "inference pool not synced yet")
             return
-        stream = RequestStream(self._core, pool, self._config)
+        stream = RequestStream(self._core, pool, self._config, self._guards)
         self.streams += 1
         counts = self.messages
         try:
@@ -72,7 +80,13 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
 class GrpcServers:
     """ext_proc and health servers; health turns SERVING once `mark_ready` is called."""
 
-    def __init__(self, core: PlaneCore, pool: Callable[[], str | None], config: GrpcConfig) -> None:
+    def __init__(
+        self,
+        core: PlaneCore,
+        pool: Callable[[], str | None],
+        config: GrpcConfig,
+        guards: Callable[[], GuardSet] | None = None,
+    ) -> None:
         self.config = config
         self.health = health.aio.HealthServicer()
         reuse = ("grpc.so_reuseport", 1 if config.reuse_port else 0)
@@ -83,6 +97,7 @@ class GrpcServers:
             core,
             pool,
             StreamConfig(config.fallback_endpoints, ResponseSampler(config.response_samples_per_second)),
+            guards,
         )
         pb_grpc.add_ExternalProcessorServicer_to_server(self.processor, self._ext_proc)
         self._health = grpc.aio.server(options=[reuse])

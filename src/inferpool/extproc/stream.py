@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -25,7 +26,20 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from inferpool.errors import InferenceError
 from inferpool.extproc import protocol
+from inferpool.guard.attach import GuardSet
+from inferpool.guard.openai import (
+    Blocked,
+    StreamScreener,
+    content_filtered,
+    error_event,
+    screen_request,
+    screen_response,
+    screens_prompt,
+    screens_response,
+)
+from inferpool.guard.screen import Screener
 from inferpool.records import HttpFacts
+from inferpool.request.body import ParsedBody, parse_body
 from inferpool.request.plane import PlaneCore, Routed
 from inferpool.state import Endpoint
 
@@ -67,12 +81,26 @@ class StreamConfig:
 
 
 class RequestStream:
-    """State of one ext_proc stream; feed it messages with `handle`, then call `close`."""
+    """State of one ext_proc stream; feed it messages with `handle`, then call `close`.
 
-    def __init__(self, core: PlaneCore, pool: str, config: StreamConfig) -> None:
+    GuardPolicies screen here as in the built-in gateway (`guards`: the core's set, read per
+    stream so manifest edits apply): a blocked prompt is an ImmediateResponse 400
+    `content_filter`; a response-stage policy has the picker ask for the answer's bytes (per
+    request, whatever the sampler says), redact them as they pass, end a blocked stream with
+    the same error event, and turn a blocked whole answer into the 400.
+    """
+
+    def __init__(
+        self,
+        core: PlaneCore,
+        pool: str,
+        config: StreamConfig,
+        guards: Callable[[], GuardSet] | None = None,
+    ) -> None:
         self._core = core
         self._pool = pool
         self._config = config
+        self._guards = guards
         self._request_streamed = False  # request body mode FULL_DUPLEX_STREAMED
         self._response_streamed = False  # response body mode FULL_DUPLEX_STREAMED
         self._response_bodies = True  # Envoy sends response bodies without being asked
@@ -85,6 +113,12 @@ class RequestStream:
         self._status = 0
         self._finished = False
         self._headers_only = False
+        self._in_core = False  # the core has seen the request: it records a refusal itself
+        self._model = ""
+        self._screener: Screener | None = None  # screens the answer (response-stage policy)
+        self._screening: StreamScreener | None = None  # SSE answer being screened
+        self._whole: bytearray | None = None  # non-streamed answer held for screening
+        self._blocked = False
         self.done = False  # an ImmediateResponse was sent: Envoy ends the stream
 
     async def handle(self, request: pb.ProcessingRequest) -> list[pb.ProcessingResponse]:
@@ -97,6 +131,15 @@ class RequestStream:
         try:
             return await self._dispatch(request)
         except InferenceError as err:
+            if self._routed is None and not self._in_core:
+                # Refused before the core saw it (a screened prompt): the record is made here.
+                self._core.refuse(
+                    self._headers.get("x-request-id") or uuid.uuid4().hex,
+                    err,
+                    http=HttpFacts(self._headers.get(":method", "POST"), self._headers.get(":path", "/")),
+                    model=self._model,
+                    request_bytes=len(self._body),
+                )
             return self._fail(err.status, err.to_json(), err.headers, err.message)
         except Exception as err:  # the proxy must get an answer, never a dead stream
             log.exception("ext_proc: internal error")
@@ -126,7 +169,7 @@ class RequestStream:
         if kind == "response_headers":
             return self._on_response_headers(request)
         if kind == "response_body":
-            return self._on_response_body(request.response_body)
+            return await self._on_response_body(request.response_body)
         if kind == "response_trailers":
             self._finish(self._status or 200)
             return [protocol.response_trailers()]
@@ -144,11 +187,16 @@ class RequestStream:
 
     async def _pick(self) -> list[pb.ProcessingResponse]:
         path = self._headers.get(":path", "/")
+        http = HttpFacts(self._headers.get(":method", "POST"), path)
+        body, parsed = bytes(self._body), None
+        guards = self._guards() if self._guards is not None else None
+        if guards and not self._headers_only:
+            body, parsed = await self._screen_prompt(guards, body, path)
         # With flow control on this waits while the pool is saturated; a stream Envoy resets
         # meanwhile cancels the wait, and the request leaves the queue.
-        http = HttpFacts(self._headers.get(":method", "POST"), path)
+        self._in_core = True
         routed = await self._core.route_async(
-            self._pool, path, self._headers, bytes(self._body), self._subset, http=http
+            self._pool, path, self._headers, body, self._subset, http=http, parsed=parsed
         )
         self._routed = routed
         self._body = bytearray()
@@ -168,8 +216,31 @@ class RequestStream:
             ]
         return [protocol.picked_buffered_body(destination, body)]
 
+    async def _screen_prompt(
+        self, guards: GuardSet, body: bytes, path: str
+    ) -> tuple[bytes, ParsedBody | None]:
+        """The body to route (redacted if a policy says so) and its decoding; 400 if blocked."""
+        try:
+            parsed = parse_body(body, path)
+        except InferenceError:
+            return body, None  # the core answers a malformed body with vLLM's 400
+        self._model = parsed.model
+        screener = guards.for_pool(self._pool, parsed.model)
+        if screens_response(screener):
+            self._screener = screener
+        if not screens_prompt(screener):
+            return body, parsed
+        assert screener is not None
+        try:
+            screened = await screen_request(screener, body, parsed.model, parsed.data)
+        except Blocked as blocked:
+            raise content_filtered(blocked.reason, "prompt") from None
+        return (screened, None) if screened is not body else (body, parsed)
+
     def _on_response_headers(self, request: pb.ProcessingRequest) -> list[pb.ProcessingResponse]:
-        self._status, content_type = protocol.response_facts(request.response_headers.headers)
+        self._status, content_type, content_encoding = protocol.response_facts(
+            request.response_headers.headers
+        )
         served = protocol.served_endpoint(request)
         if self._routed is not None:
             if served is not None and self._candidates and served != self._candidates[0].hostport:
@@ -182,8 +253,19 @@ class RequestStream:
         answer = protocol.response_headers()
         if request.response_headers.end_of_stream:
             self._finish(self._status)
+            return [answer]
+        screener = self._screener
+        if screener is not None and self._status < 400 and content_encoding is None:
+            sse = content_type is not None and "text/event-stream" in content_type
+            if sse:
+                self._screening = StreamScreener(screener, self._model)
+            else:
+                self._whole = bytearray()
+            if not self._response_bodies:
+                # Envoy honours the override only when neither body mode is FULL_DUPLEX_STREAMED;
+                # a whole answer is buffered, so a block can still become the 400.
+                answer.mode_override.response_body_mode = _MODE.STREAMED if sse else _MODE.BUFFERED
         elif self._wants_body():
-            # Envoy honours the override only when neither body mode is FULL_DUPLEX_STREAMED.
             answer.mode_override.response_body_mode = _MODE.STREAMED
         return [answer]
 
@@ -195,12 +277,54 @@ class RequestStream:
             and self._config.sampler.take()
         )
 
-    def _on_response_body(self, body: pb.HttpBody) -> list[pb.ProcessingResponse]:
+    async def _on_response_body(self, body: pb.HttpBody) -> list[pb.ProcessingResponse]:
         if self._routed is not None and body.body:
             self._routed.response_data(body.body)
+        if self._screening is not None or self._whole is not None:
+            return await self._screen_response(body)
         if body.end_of_stream:
             self._finish(self._status or 200)
         return [protocol.response_body(body.body, body.end_of_stream, self._response_streamed)]
+
+    async def _screen_response(self, body: pb.HttpBody) -> list[pb.ProcessingResponse]:
+        """The answer through its screener: redacted as it passes, or ended by a block."""
+        eos, streamed = body.end_of_stream, self._response_streamed
+        if self._whole is not None:
+            self._whole += body.body
+            if not eos:
+                return [protocol.replaced_response_body(b"", False, streamed)]  # held until the end
+            assert self._screener is not None
+            try:
+                whole = await screen_response(self._screener, bytes(self._whole), self._model)
+            except Blocked as blocked:
+                if not streamed:
+                    raise content_filtered(blocked.reason, "response") from None
+                # Full duplex: the status line is gone; the answer becomes the error body.
+                self._finish(self._status, f"content_filter: {blocked.reason}")
+                return [
+                    protocol.replaced_response_body(
+                        content_filtered(blocked.reason, "response").to_json(), True, True
+                    )
+                ]
+            self._finish(self._status or 200)
+            if streamed:
+                return [protocol.replaced_response_body(whole, True, True)]
+            return [protocol.replaced_whole_response(whole)]
+        assert self._screening is not None
+        out = b""
+        if not self._blocked:
+            try:
+                out = await self._screening.feed(body.body)
+                if eos:
+                    out += self._screening.flush()
+            except Blocked as blocked:
+                # As in the built-in gateway: the client gets an error event, then the end.
+                self._blocked = True
+                out = blocked.passed + error_event(blocked.reason)
+                self._finish(self._status, f"content_filter: {blocked.reason}")
+        if eos:
+            self._finish(self._status or 200)
+        return [protocol.replaced_response_body(out, eos, streamed)]
 
     # -- endings -----------------------------------------------------------------
     def _finish(self, status: int, error: str | None = None) -> None:

@@ -159,7 +159,7 @@ class Forwarder:
                         chunk = await stream.feed(chunk)
                     except Blocked as blocked:
                         # The client has the status line already: end with an error event, then close.
-                        await response.write(error_event(blocked.reason))
+                        await response.write(blocked.passed + error_event(blocked.reason))
                         await response.write_eof()
                         routed.finish(upstream.status, f"content_filter: {blocked.reason}")
                         return response

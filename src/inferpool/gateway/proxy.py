@@ -210,7 +210,10 @@ class Proxy:
             self.tenancy.admit(state.tenant, state.model, headers)
             state.relay.answer_headers = state.tenant.answer_headers
         if self.guards:
-            state.relay.screener = self.guards.for_request(listener.gateway, match.route.key, state.model)
+            pool = backend.key if backend.kind == "InferencePool" else None
+            state.relay.screener = self.guards.for_request(
+                listener.gateway, match.route.key, state.model, pool
+            )
         if screens_prompt(state.relay.screener):
             assert state.relay.screener is not None
             try:

@@ -17,7 +17,6 @@ from inferpool.gateway.config import ServeConfig
 from inferpool.gateway.manifests import listeners_of, route_of
 from inferpool.gateway.routing import HTTPRoute, Listener, RouteTable, TLSConfig
 from inferpool.gateway.server import GatewayServer
-from inferpool.guard.attach import GuardSet
 from inferpool.observe.accesslog import AccessLog
 from inferpool.request.core import Core, CoreConfig
 from inferpool.scrape import ScrapeConfig
@@ -109,7 +108,7 @@ class GatewayRuntime:
         }:
             log.warning("Gateway listeners changed in the manifests; restart to bind the new ones")
         self.gateway.proxy.table = RouteTable(self.gateway.listeners, routes)
-        self.gateway.proxy.guards = GuardSet(manifests.guard_policies)
+        self.gateway.proxy.guards = self.core.guards
 
     async def start(self) -> None:
         """Start the core (ManifestLoadFailed if the manifests have errors), then bind every listener."""
@@ -126,7 +125,7 @@ class GatewayRuntime:
                 services=service_addresses(self.endpoints),
                 access_log=AccessLog(enabled=self.config.access_log),
             )
-            self.gateway.proxy.guards = GuardSet(manifests.guard_policies)
+            self.gateway.proxy.guards = self.core.guards
             await self.gateway.start()
         except BaseException:
             await self.core.stop()

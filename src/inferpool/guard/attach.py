@@ -1,14 +1,19 @@
 """GuardPolicy manifests -> screeners, and which one applies to a request.
 
-An HTTPRoute-level policy beats a Gateway-level one (like Gateway API policy attachment:
-the more specific target wins); among equals, the first in file order.
+The more specific target wins, as in Gateway API policy attachment: a policy on the
+InferencePool (the backend) beats one on the HTTPRoute, which beats one on the Gateway;
+among equals, the first in file order. Both data planes ask the same set: the built-in
+gateway knows the request's Gateway, route and pool; the EPP knows only its pool, so for it
+the route and Gateway policies are those of the HTTPRoutes that send traffic to the pool
+(the first such route in file order with a policy, when several do).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from inferpool.api import ManifestSet
 from inferpool.api.guard import GuardCheck, GuardPolicy
 from inferpool.guard.policy import Action, CheckConfig, GuardConfig, HookConfig, Stage
 from inferpool.guard.screen import Screener
@@ -53,22 +58,74 @@ class _Attached:
     screener: Screener
 
 
-class GuardSet:
-    """Every GuardPolicy of the manifests, compiled; `for_request` picks the one that applies."""
+@dataclass(frozen=True)
+class PoolRoute:
+    """An HTTPRoute that sends traffic to a pool, and the Gateways it attaches to."""
 
-    def __init__(self, policies: Iterable[GuardPolicy] = ()) -> None:
+    route: str  # namespace/name
+    gateways: tuple[str, ...]  # namespace/name
+
+
+def pool_routes(manifests: ManifestSet) -> dict[str, list[PoolRoute]]:
+    """pool key -> the HTTPRoutes (file order) with an InferencePool backendRef to it."""
+    out: dict[str, list[PoolRoute]] = {}
+    for route in manifests.routes:
+        gateways = tuple(f"{p.namespace or route.namespace}/{p.name}" for p in route.spec.parent_refs)
+        pools = {
+            f"{b.namespace or route.namespace}/{b.name}"
+            for rule in route.spec.rules
+            for b in rule.backend_refs
+            if b.kind == "InferencePool"
+        }
+        for pool in sorted(pools):
+            out.setdefault(pool, []).append(PoolRoute(f"{route.namespace}/{route.name}", gateways))
+    return out
+
+
+class GuardSet:
+    """Every GuardPolicy of the manifests, compiled; `for_request` and `for_pool` pick the one that applies."""
+
+    def __init__(
+        self, policies: Iterable[GuardPolicy] = (), routes: Mapping[str, list[PoolRoute]] | None = None
+    ) -> None:
         self._attached: list[_Attached] = []
+        self._routes = dict(routes or {})
         for policy in policies:
             screener = Screener(to_config(policy))
             for ref in policy.spec.target_refs:
                 self._attached.append(_Attached(ref.kind, f"{policy.namespace}/{ref.name}", screener))
 
+    @classmethod
+    def from_manifests(cls, manifests: ManifestSet) -> GuardSet:
+        return cls(manifests.guard_policies, pool_routes(manifests))
+
     def __bool__(self) -> bool:
         return bool(self._attached)
 
-    def for_request(self, gateway: str, route: str | None, model: str) -> Screener | None:
-        for kind, key in (("HTTPRoute", route), ("Gateway", gateway)):
-            for a in self._attached:
-                if a.kind == kind and a.key == key and a.screener.config.applies_to(model):
-                    return a.screener
+    def _first(self, kind: str, key: str | None, model: str) -> Screener | None:
+        for a in self._attached:
+            if a.kind == kind and a.key == key and a.screener.config.applies_to(model):
+                return a.screener
+        return None
+
+    def for_request(
+        self, gateway: str, route: str | None, model: str, pool: str | None = None
+    ) -> Screener | None:
+        """The built-in gateway's lookup: it knows the request's Gateway, route and backend pool."""
+        for kind, key in (("InferencePool", pool), ("HTTPRoute", route), ("Gateway", gateway)):
+            if key is not None and (found := self._first(kind, key, model)) is not None:
+                return found
+        return None
+
+    def for_pool(self, pool: str, model: str) -> Screener | None:
+        """The EPP's lookup: it knows only its pool; routes and Gateways are those that lead to it."""
+        if (found := self._first("InferencePool", pool, model)) is not None:
+            return found
+        for route in self._routes.get(pool, []):
+            if (found := self._first("HTTPRoute", route.route, model)) is not None:
+                return found
+        for route in self._routes.get(pool, []):
+            for gateway in route.gateways:
+                if (found := self._first("Gateway", gateway, model)) is not None:
+                    return found
         return None

@@ -20,11 +20,16 @@ CONTENT_FILTER = "content_filter"
 
 
 class Blocked(Exception):
-    """Screening decided the text may not pass; `reason` goes into the 400 / final SSE error."""
+    """Screening decided the text may not pass; `reason` goes into the 400 / final SSE error.
 
-    def __init__(self, reason: str) -> None:
+    `passed`: in a stream, the screened events of the same chunk that came before the blocked one
+    (they are sent before the error event, as if they had arrived in a chunk of their own).
+    """
+
+    def __init__(self, reason: str, passed: bytes = b"") -> None:
         super().__init__(reason)
         self.reason = reason
+        self.passed = passed
 
 
 def _collector(into: list[str]) -> Callable[[str], str]:
@@ -158,7 +163,10 @@ class StreamScreener:
             if sep < 0:
                 break
             event, self._buffer = self._buffer[: sep + 2], self._buffer[sep + 2 :]
-            out.append(await self._event(event))
+            try:
+                out.append(await self._event(event))
+            except Blocked as blocked:
+                raise Blocked(blocked.reason, b"".join(out)) from None
         return b"".join(out)
 
     def flush(self) -> bytes:

@@ -22,6 +22,7 @@ from typing import Any
 from inferpool.admission import Admission, AdmissionConfig
 from inferpool.admission.flowcontrol import FlowController, build_flow_controller
 from inferpool.api import ManifestSet
+from inferpool.guard.attach import GuardSet
 from inferpool.request.director import Director, DirectorConfig
 from inferpool.scheduling import Scheduler, SchedulerSpec
 from inferpool.scrape import ScrapeConfig, Scraper
@@ -113,6 +114,8 @@ class Core:
             if config.endpoints or config.static_source
             else None
         )
+        # GuardPolicies (screening), the same set for both data planes; follows the manifests
+        self.guards = GuardSet()
         self.kube_api: Any = None  # the Kubernetes API client, once started in Kubernetes mode
         self._kube_parts: list[Any] = []
         self.manifests: ManifestSet | None = None
@@ -133,6 +136,7 @@ class Core:
 
     def _reloaded(self, manifests: ManifestSet) -> None:
         self.manifests = manifests
+        self.guards = GuardSet.from_manifests(manifests)
         for listener in self._manifest_listeners:
             listener(manifests)
 
@@ -146,7 +150,7 @@ class Core:
         """Sources first (ManifestLoadFailed if the manifests have errors), then scraping and events."""
         try:
             if self.manifest_source is not None:
-                self.manifests = await self.manifest_source.start()
+                await self.manifest_source.start()  # its first load calls _reloaded
             elif self.config.kubernetes is not None and not self.datastore.pools():
                 await self._start_kubernetes(self.config.kubernetes)
             if self.static_source is not None:

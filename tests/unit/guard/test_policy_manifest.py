@@ -61,3 +61,60 @@ def test_route_policy_beats_gateway_policy_and_models_filter() -> None:
     assert other is not None and other.config.name == "default/gw-wide"
     assert guards.for_request("default/other", None, "food-review") is None
     assert not GuardSet()
+
+
+ROUTE = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r}
+spec:
+  parentRefs: [{name: gw}]
+  rules: [{backendRefs: [{group: inference.networking.x-k8s.io, kind: InferencePool, name: pool}]}]
+"""
+
+POOL_POLICY = """
+apiVersion: inferpool.io/v1alpha1
+kind: GuardPolicy
+metadata: {name: on-pool}
+spec:
+  targetRefs: [{group: inference.networking.x-k8s.io, kind: InferencePool, name: pool}]
+  models: [food-review]
+  checks: [{type: DenyList, terms: [project-x]}]
+"""
+
+
+def test_pool_policy_is_most_specific_and_the_epp_finds_policies_through_routes_to_its_pool() -> None:
+    m = load_text(
+        ROUTE
+        + "---"
+        + POOL_POLICY
+        + "---"
+        + policy("route", "HTTPRoute", "r", "{type: PromptInjection}")
+        + "---"
+        + policy("gw-wide", "Gateway", "gw", "{type: Secrets}")
+    )
+    assert m.ok, m.errors
+    guards = GuardSet.from_manifests(m)
+    # the built-in gateway: pool > route > gateway
+    chosen = guards.for_request("default/gw", "default/r", "food-review", "default/pool")
+    assert chosen is not None and chosen.config.name == "default/on-pool"
+    chosen = guards.for_request("default/gw", "default/r", "cad-fabricator", "default/pool")
+    assert chosen is not None and chosen.config.name == "default/route"
+    # the EPP knows only its pool: the route that leads to it, then that route's Gateway
+    chosen = guards.for_pool("default/pool", "food-review")
+    assert chosen is not None and chosen.config.name == "default/on-pool"
+    chosen = guards.for_pool("default/pool", "cad-fabricator")
+    assert chosen is not None and chosen.config.name == "default/route"
+    assert guards.for_pool("default/elsewhere", "cad-fabricator") is None
+    gateway_only = GuardSet.from_manifests(
+        load_text(ROUTE + "---" + policy("gw-wide", "Gateway", "gw", "{type: Secrets}"))
+    )
+    chosen = gateway_only.for_pool("default/pool", "any")
+    assert chosen is not None and chosen.config.name == "default/gw-wide"
+
+
+def test_a_target_group_must_fit_its_kind() -> None:
+    bad = load_text(POOL_POLICY.replace("inference.networking.x-k8s.io", "gateway.networking.k8s.io"))
+    assert not bad.ok and any(e.field and e.field.startswith("spec.targetRefs[0]") for e in bad.errors), (
+        bad.errors
+    )
