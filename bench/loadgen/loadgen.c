@@ -31,6 +31,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
 #include <time.h>
@@ -676,6 +677,12 @@ static void print_percentiles(const char *name, vec_t *v) {
            v->n ? sum / (double)v->n / 1e6 : 0.0);
 }
 
+/* One JSON object: the run's shape; scheduled/sent/completed/ok/unsent counts (sent = completed +
+ * io + timeout + parse errors; completed = answers with any status, ok = 2xx); errors by kind;
+ * the status histogram; cpu_s (this program's own CPU time); max_pending (open loop: most requests
+ * due at once with no free connection); rps and events_per_s over elapsed_s; latency_ms of the 2xx
+ * answers (from the intended send time) and chunk_delay_ms (receive time minus the event's stamp),
+ * each as n, p50, p90, p99, max, mean. */
 static void print_results(loadgen_t *lg, int64_t stop) {
     results_t *r = &lg->res;
     config_t *cfg = &lg->cfg;
@@ -696,8 +703,12 @@ static void print_results(loadgen_t *lg, int64_t stop) {
         printf("%s\"%d\":%lld", first ? "" : ",", s, (long long)r->status[s]);
         first = 0;
     }
-    printf("},\"max_pending\":%lld,\"rps\":%.3f,\"events\":%lld,\"events_per_s\":%.3f,\"chunks\":%lld,",
-           (long long)r->max_pending, (double)r->ok / elapsed, (long long)r->events, (double)r->events / elapsed,
+    struct rusage usage;
+    getrusage(RUSAGE_SELF, &usage);
+    double cpu_s = (double)usage.ru_utime.tv_sec + (double)usage.ru_utime.tv_usec / 1e6 +
+                   (double)usage.ru_stime.tv_sec + (double)usage.ru_stime.tv_usec / 1e6;
+    printf("},\"cpu_s\":%.6f,\"max_pending\":%lld,\"rps\":%.3f,\"events\":%lld,\"events_per_s\":%.3f,\"chunks\":%lld,",
+           cpu_s, (long long)r->max_pending, (double)r->ok / elapsed, (long long)r->events, (double)r->events / elapsed,
            (long long)r->chunks);
     print_percentiles("latency_ms", &r->latency);
     printf(",");

@@ -187,6 +187,10 @@ class Measurement:
     result: dict[str, Any] | None = None
     cpu_s: float | None = None  # the contender's processes; None for `direct`
     error: str | None = None
+    # Share of the pinned CPUs in use during the test (1.0 = all of them, all the time): shows
+    # which side limited a closed loop. The client side is the load generator plus the backends.
+    proxy_busy: float | None = None
+    client_busy: float | None = None
 
 
 @dataclass
@@ -198,9 +202,12 @@ class Running:
 # ---------------------------------------------------------------- starting processes
 
 
-def start_backends(opts: Options, model: str, tag: str, children: list[Child]) -> list[int]:
-    """Two instant backends, pinned with the client."""
+def start_backends(
+    opts: Options, model: str, tag: str, children: list[Child]
+) -> tuple[list[int], list[Child]]:
+    """Two instant backends, pinned with the client; their ports and processes."""
     ports = distinct_free_ports(2)
+    started = []
     for i, port in enumerate(ports):
         argv = [
             sys.executable,
@@ -211,10 +218,11 @@ def start_backends(opts: Options, model: str, tag: str, children: list[Child]) -
             "--model",
             model,
         ]
-        children.append(spawn(f"{tag}-backend-{i}", pinned(argv, opts.client_cpus), opts.workdir / "logs"))
-    for i, port in enumerate(ports):
-        wait_ready(children[-2 + i], [f"http://127.0.0.1:{port}/health"], 60)
-    return ports
+        started.append(spawn(f"{tag}-backend-{i}", pinned(argv, opts.client_cpus), opts.workdir / "logs"))
+        children.append(started[-1])
+    for child, port in zip(started, ports, strict=True):
+        wait_ready(child, [f"http://127.0.0.1:{port}/health"], 60)
+    return ports, started
 
 
 def _proxy(opts: Options, name: str, argv: list[str], children: list[Child], running: Running) -> Child:
@@ -267,7 +275,7 @@ def start_contender(
         grpc_port, health_port, metrics_port, listener, admin = distinct_free_ports(5)
         if contender.kind == "epp-envoy":
             mode = contender.mode or ACCOUNTING_MODES["streamed"]
-            manifests, endpoints = write_manifests(opts.workdir, FleetPorts(backends), listener)
+            manifests, endpoints = write_manifests(opts.workdir / "logs", FleetPorts(backends), listener)
             argv = [*inferpool_argv(), "epp", "-f", str(manifests), "--endpoints", str(endpoints),
                     "--host", "127.0.0.1", "--grpc-port", str(grpc_port), "--grpc-health-port", str(health_port),
                     "--metrics-port", str(metrics_port), "--no-secure-serving", "--no-metrics-endpoint-auth",
@@ -293,7 +301,7 @@ def start_contender(
         running.targets = [f"127.0.0.1:{listener}"]
     elif contender.kind == "serve":
         listener, admin = distinct_free_ports(2)
-        manifests, endpoints = write_manifests(opts.workdir, FleetPorts(backends), listener)
+        manifests, endpoints = write_manifests(opts.workdir / "logs", FleetPorts(backends), listener)
         argv = [*inferpool_argv(), "serve", "-f", str(manifests), "--endpoints", str(endpoints),
                 "--admin-port", str(admin), "--profile", contender.profile or "default", "--no-access-log",
                 "--no-auth"]  # fmt: skip
@@ -359,21 +367,30 @@ def measure_contender(
     client = cpu_list(opts.client_cpus)
     out: list[Measurement] = []
     try:
-        backends = start_backends(opts, model, f"{contender.slug}-r{round_no}", children)
+        backends, backend_children = start_backends(opts, model, f"{contender.slug}-r{round_no}", children)
         running = start_contender(contender, backends, model, opts, children)
         plain = TESTS[0].body(model)
         wait_answering(running, plain)
         warmup = LoadSpec(plain, opts.warmup_s, connections=8, drain_s=opts.drain_s)
         native_loadgen.run(binary, running.targets, warmup, client)
         sessions = [child.proc.pid for child in running.proxies]
+        backend_sessions = [child.proc.pid for child in backend_children]
         for test in opts.tests:
             spec = LoadSpec(
                 test.body(model), opts.duration_s, test.connections, test.rate, drain_s=opts.drain_s
             )
-            before = cpu_seconds(sessions) if sessions else None
+            before, backends_before = cpu_seconds(sessions), cpu_seconds(backend_sessions)
             result = native_loadgen.run(binary, running.targets, spec, client)
-            spent = cpu_seconds(sessions) - before if before is not None else None
-            out.append(Measurement(contender.name, test.name, round_no, result, spent))
+            spent = cpu_seconds(sessions) - before if sessions else None
+            client_spent = cpu_seconds(backend_sessions) - backends_before + float(result["cpu_s"])
+            elapsed = max(float(result["elapsed_s"]), 1e-9)
+            out.append(
+                Measurement(
+                    contender.name, test.name, round_no, result, spent,
+                    proxy_busy=None if spent is None else spent / elapsed / len(opts.proxy_cpus),
+                    client_busy=client_spent / elapsed / len(opts.client_cpus),
+                )
+            )  # fmt: skip
             log(f"   {test.name:<10} {_progress_line(result, spent)}")
             for child in running.proxies:
                 if not child.alive():

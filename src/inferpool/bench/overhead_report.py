@@ -45,6 +45,14 @@ def _cpu_per(key: str) -> Callable[[Measurement], float | None]:
     return read
 
 
+def _busy(side: str) -> Callable[[Measurement], float | None]:
+    def read(m: Measurement) -> float | None:
+        share: float | None = getattr(m, side)
+        return None if share is None else share * 100
+
+    return read
+
+
 def describe(test: LoadTest) -> str:
     if test.rate:
         return f"open loop {test.rate:,.0f} req/s"
@@ -70,7 +78,9 @@ def measures(tests: tuple[LoadTest, ...] = TESTS) -> list[Measure]:
                      Measure("CPU µs per event (streamed)", test.name, _cpu_per("events"))]  # fmt: skip
         else:
             rows += [Measure(f"{what}: req/s", test.name, _rate("rps")),
-                     Measure("CPU µs per request (closed loop)", test.name, _cpu_per("ok"))]  # fmt: skip
+                     Measure("CPU µs per request (closed loop)", test.name, _cpu_per("ok")),
+                     Measure("proxy CPUs busy % (closed loop)", test.name, _busy("proxy_busy")),
+                     Measure("client + backend CPUs busy % (closed loop)", test.name, _busy("client_busy"))]  # fmt: skip
     return rows
 
 

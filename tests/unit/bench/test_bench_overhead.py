@@ -156,7 +156,8 @@ def test_table_shows_medians_with_range_and_latency_added_over_direct() -> None:
             Measurement("envoy", "open-200", i, _result(scheduled=200, ok=200, elapsed_s=1.0,
                         latency_ms={"p50": envoy_p50, "p99": 6.0}), cpu_s=0.1),
             Measurement("direct", "closed", i, _result(rps=20000.0)),
-            Measurement("envoy", "closed", i, _result(rps=float(rps), ok=rps), cpu_s=rps * 60e-6),
+            Measurement("envoy", "closed", i, _result(rps=float(rps), ok=rps), cpu_s=rps * 60e-6,
+                        proxy_busy=rps * 60e-6, client_busy=0.9),
         ]  # fmt: skip
     # a round where envoy fell behind at 200 req/s: flagged, and its latency still counted
     behind = _result(scheduled=200, ok=150, elapsed_s=1.0, latency_ms={"p50": 2.5, "p99": 50.0})
@@ -172,6 +173,10 @@ def test_table_shows_medians_with_range_and_latency_added_over_direct() -> None:
     cpu = table["envoy"]["CPU µs per request (closed loop)"]
     assert cpu is not None and cpu.median == pytest.approx(60.0)
     assert table["direct"]["CPU µs per request (closed loop)"] is None
+    busy = table["envoy"]["proxy CPUs busy % (closed loop)"]
+    assert busy is not None and busy.median == pytest.approx(54.0)
+    client = table["envoy"]["client + backend CPUs busy % (closed loop)"]
+    assert client is not None and client.median == pytest.approx(90.0)
 
     text = overhead_report.markdown_table(runs, ["direct", "envoy"], tests)
     assert "| measure | direct (absolute) | envoy |" in text
