@@ -359,13 +359,18 @@ def wait_answering(running: Running, body: bytes, timeout: float = 60.0) -> None
 
 
 def measure_contender(
-    contender: Contender, round_no: int, model: str, opts: Options, log: Callable[[str], None]
-) -> list[Measurement]:
-    """Fresh backends and contender, warm-up, every test; everything stopped afterwards."""
+    contender: Contender,
+    round_no: int,
+    model: str,
+    opts: Options,
+    out: list[Measurement],
+    log: Callable[[str], None],
+) -> None:
+    """Fresh backends and contender, warm-up, every test (each appended to `out` as it finishes,
+    so a contender that breaks midway keeps its earlier tests); everything stopped afterwards."""
     binary = native_loadgen.ensure_built()
     children: list[Child] = []
     client = cpu_list(opts.client_cpus)
-    out: list[Measurement] = []
     try:
         backends, backend_children = start_backends(opts, model, f"{contender.slug}-r{round_no}", children)
         running = start_contender(contender, backends, model, opts, children)
@@ -380,15 +385,16 @@ def measure_contender(
                 test.body(model), opts.duration_s, test.connections, test.rate, drain_s=opts.drain_s
             )
             before, backends_before = cpu_seconds(sessions), cpu_seconds(backend_sessions)
+            started = time.monotonic()
             result = native_loadgen.run(binary, running.targets, spec, client)
+            wall = time.monotonic() - started  # the window the CPU readings span (connecting included)
             spent = cpu_seconds(sessions) - before if sessions else None
             client_spent = cpu_seconds(backend_sessions) - backends_before + float(result["cpu_s"])
-            elapsed = max(float(result["elapsed_s"]), 1e-9)
             out.append(
                 Measurement(
                     contender.name, test.name, round_no, result, spent,
-                    proxy_busy=None if spent is None else spent / elapsed / len(opts.proxy_cpus),
-                    client_busy=client_spent / elapsed / len(opts.client_cpus),
+                    proxy_busy=None if spent is None else spent / wall / len(opts.proxy_cpus),
+                    client_busy=client_spent / wall / len(opts.client_cpus),
                 )
             )  # fmt: skip
             log(f"   {test.name:<10} {_progress_line(result, spent)}")
@@ -398,7 +404,6 @@ def measure_contender(
     finally:
         for child in reversed(children):
             child.stop(10)
-    return out
 
 
 def _progress_line(result: dict[str, Any], cpu_s: float | None) -> str:
@@ -422,7 +427,7 @@ def run_overhead(opts: Options, log: Callable[[str], None]) -> tuple[list[Measur
         for contender in opts.contenders:
             log(f"-- round {round_no}/{opts.rounds}: {contender.name}")
             try:
-                measurements += measure_contender(contender, round_no, model, opts, log)
+                measure_contender(contender, round_no, model, opts, measurements, log)
             except Exception as exc:  # one broken contender must not lose the others' results
                 reason = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
                 log(f"   {contender.name} failed: {reason}")
