@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit vllm-env browser clean
+.PHONY: demo test lint typecheck unit vllm-env browser loadgen clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,14 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 browser:
 	@test -x /usr/bin/chromium || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver; }
 
+# The compiled load generator of `inferpool bench overhead` (plain C, libc only); never committed.
+LOADGEN := build/loadgen/loadgen
+$(LOADGEN): bench/loadgen/loadgen.c
+	mkdir -p $(dir $@)
+	$(CC) -O2 -Wall -Wextra -std=gnu11 -o $@ $< -lm
+
+loadgen: $(LOADGEN)
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
@@ -34,8 +42,8 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit -q
 
-test: $(STAMP) vllm-env browser lint typecheck
+test: $(STAMP) vllm-env browser loadgen lint typecheck
 	$(BIN)/pytest -q
 
 clean:
-	rm -rf $(VENV) .venv-vllm .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-vllm .pytest_cache .mypy_cache .ruff_cache build/loadgen

@@ -280,3 +280,80 @@ def simulate_command(
         )
         typer.echo(lines[-1], err=True)
     typer.echo("\n".join(lines))
+
+
+@bench_app.command("overhead")
+def overhead_command(
+    contenders: str | None = typer.Option(
+        None,
+        "--contenders",
+        help="Comma-separated: direct, envoy, epp-envoy[:MODE], epp-noop-envoy, serve[:PROFILE], bare-aiohttp, "
+        "sglang-router[:POLICY], vllm-router[:POLICY]. Default: all of them (the --smoke set with --smoke).",
+    ),
+    rounds: int | None = typer.Option(None, "--rounds", min=1, help="Rounds (medians, min…max); default 3."),
+    duration: float | None = typer.Option(None, "--duration", min=0.1, help="Seconds per test; default 5."),
+    proxy_cpus: str | None = typer.Option(
+        None, "--proxy-cpus", help="CPUs for the proxy's processes, e.g. 0 or 0-3 (default: the first one)."
+    ),
+    client_cpus: str | None = typer.Option(
+        None, "--client-cpus", help="CPUs for the load generator and backends (default: the second one)."
+    ),
+    smoke: bool = typer.Option(
+        False, "--smoke", help="A few seconds: contenders that need no install, 1 round, tiny durations."
+    ),
+    out: Path | None = typer.Option(None, "--out", help="Default: bench/results/<date>/overhead."),
+) -> None:
+    """What each data plane costs: added latency, req/s, CPU per request, streaming, paced chunks.
+
+    Each contender in turn in front of two instant backends, pinned to its own CPUs, driven by a
+    compiled load generator. Exits 1 (after writing every result) when a contender failed.
+    """
+    import orjson
+
+    from inferpool.bench import overhead, overhead_report
+    from inferpool.bench.cpu import default_split, parse_cpus
+
+    try:
+        chosen = overhead.parse_contenders(
+            contenders or (overhead.SMOKE_CONTENDERS if smoke else overhead.DEFAULT_CONTENDERS)
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--contenders") from None
+    default_proxy, default_client = default_split()
+    try:
+        proxy_set = parse_cpus(proxy_cpus) if proxy_cpus else default_proxy
+        client_set = parse_cpus(client_cpus) if client_cpus else default_client
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    if proxy_set & client_set:
+        typer.echo("warning: proxy and client share CPUs; CPU and latency figures will mix", err=True)
+    out = out or Path("bench") / "results" / time.strftime("%Y-%m-%d") / "overhead"
+    out.mkdir(parents=True, exist_ok=True)
+    opts = overhead.Options(
+        chosen, proxy_set, client_set, out.resolve(),
+        rounds=rounds or (1 if smoke else 3),
+        duration_s=duration or (0.6 if smoke else 5.0),
+        warmup_s=0.3 if smoke else 1.0,
+        drain_s=2.0 if smoke else 5.0,
+    )  # fmt: skip
+    env = overhead.environment(opts)
+    measurements, failures = overhead.run_overhead(opts, lambda line: typer.echo(line, err=True))
+    names = [c.name for c in chosen]
+    table = overhead_report.markdown_table(measurements, names, opts.tests)
+    notes = overhead_report.footnotes(measurements, opts.tests) + [f"failed: {f}" for f in failures]
+    report = "\n".join(["# inferpool bench overhead\n", *overhead_report.header_lines(env), "", table])
+    if notes:
+        report += "\n" + "".join(f"- {note}\n" for note in notes)
+    typer.echo(report)
+    (out / "overhead.md").write_text(report)
+    document = {
+        "meta": env,
+        "contenders": names,
+        "summary": overhead_report.summary_json(measurements, names, opts.tests),
+        "measurements": [m.__dict__ for m in measurements],
+        "failures": failures,
+    }
+    (out / "overhead.json").write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
+    typer.echo(f"results in {out}/overhead.md and overhead.json (process logs in {out}/logs)", err=True)
+    if failures:
+        raise typer.Exit(1)

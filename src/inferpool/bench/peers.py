@@ -2,7 +2,9 @@
 
 Both are Rust routers shipped as Python wheels; they get separate venvs so neither clashes
 with the other or with inferpool's dependencies. Installing uses the machine's `python3` and
-pip's ordinary index configuration, once; later runs reuse the venv.
+pip's ordinary index configuration, once; later runs reuse the venv. Versions are pinned, so
+figures from different runs compare like with like; a venv holding another version is brought
+to the pin on first use.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-PACKAGES = {"sglang-router": "sglang-router", "vllm-router": "vllm-router"}
+# The versions pip picked when `inferpool bench overhead` was written (2026-12); bump deliberately.
+PACKAGES = {"sglang-router": "sglang-router==0.3.2", "vllm-router": "vllm-router==0.1.17"}
 
 
 def cache_dir() -> Path:
@@ -35,6 +38,24 @@ class Peer:
     def installed(self) -> bool:
         return self.executable().exists()
 
+    def pinned_version(self) -> str:
+        return PACKAGES[self.package].partition("==")[2]
+
+    def version(self) -> str | None:
+        """The version installed in the peer's venv, or None when there is none."""
+        python = cache_dir() / self.package / "bin" / "python"
+        if not python.exists():
+            return None
+        done = subprocess.run(
+            [str(python), "-c", f"import importlib.metadata as m; print(m.version({self.package!r}))"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if done.returncode != 0:
+            return None
+        return done.stdout.strip() or None
+
     def argv(self, port: int, workers: list[str], metrics_port: int) -> list[str]:
         """Both routers also serve Prometheus metrics, on a fixed port (29000) unless told otherwise,
         so two at once (a benchmark beside the smoke test) would collide."""
@@ -47,13 +68,14 @@ class Peer:
 
 
 def ensure_installed(peer: Peer) -> Path:
-    """Create the peer's venv and pip-install it on first use; returns the executable."""
-    if peer.installed():
+    """Create the peer's venv and pip-install the pinned version on first use; returns the executable."""
+    if peer.installed() and peer.version() == peer.pinned_version():
         return peer.executable()
     venv = cache_dir() / peer.package
-    python = shutil.which("python3") or "python3"
-    venv.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run([python, "-m", "venv", str(venv)], check=True)
+    if not (venv / "bin" / "pip").exists():
+        python = shutil.which("python3") or "python3"
+        venv.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([python, "-m", "venv", str(venv)], check=True)
     subprocess.run([str(venv / "bin" / "pip"), "install", "-q", PACKAGES[peer.package]], check=True)
     if not peer.installed():
         raise RuntimeError(f"{peer.package} installed but {peer.executable()} is missing")

@@ -1,0 +1,111 @@
+"""The floor for the built-in gateway: an aiohttp reverse proxy with no routing logic at all.
+
+Round robin over the backends, the body read whole and sent on, the answer relayed chunk by
+chunk as it arrives. The client session, server runner and event loop are set up as
+`inferpool serve` sets up its own (uvloop, one pooled session, no auto headers, no access log),
+so the difference to the gateway is the gateway's work, not aiohttp's.
+
+    python -m inferpool.bench.bare_proxy --port 8080 --backend 127.0.0.1:8000 [--backend ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+from collections.abc import Mapping
+
+import aiohttp
+import uvloop
+from aiohttp import web
+from multidict import CIMultiDict
+
+HOP_BY_HOP = frozenset(
+    ("connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+     "transfer-encoding", "upgrade", "host", "content-length")
+)  # fmt: skip
+
+
+def end_to_end(headers: Mapping[str, str]) -> CIMultiDict[str]:
+    """The headers a proxy passes on (RFC 9110 §7.6.1); lengths and framing are the sender's own."""
+    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in HOP_BY_HOP)
+
+
+class BareProxy:
+    def __init__(self, backends: list[str]) -> None:
+        self._backends = itertools.cycle(backends)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60.0, enable_cleanup_closed=True)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            auto_decompress=False,
+            timeout=aiohttp.ClientTimeout(total=None, connect=5.0),
+            skip_auto_headers=("User-Agent", "Content-Type", "Accept-Encoding"),
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        assert self._session is not None, "BareProxy.start() was not awaited"
+        body = await request.read()
+        url = f"http://{next(self._backends)}{request.path_qs}"
+        try:
+            upstream = await self._session.request(
+                request.method, url, headers=end_to_end(request.headers), data=body, allow_redirects=False
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            error = {"message": f"upstream failed: {type(exc).__name__}", "type": "BadGateway", "code": 502}
+            return web.json_response({"error": error}, status=502)
+        try:
+            response = web.StreamResponse(
+                status=upstream.status, reason=upstream.reason, headers=end_to_end(upstream.headers)
+            )
+            if upstream.content_length is not None and "content-encoding" not in upstream.headers:
+                response.content_length = upstream.content_length
+            await response.prepare(request)
+            async for chunk in upstream.content.iter_any():
+                await response.write(chunk)
+            await response.write_eof()
+            return response
+        finally:
+            # as the gateway does: a half-read answer closes its connection instead of pooling it
+            if upstream.content.at_eof():
+                upstream.release()
+            else:
+                upstream.close()
+
+
+async def serve(host: str, port: int, backends: list[str]) -> None:
+    proxy = BareProxy(backends)
+    await proxy.start()
+    app = web.Application(client_max_size=16 * 1024 * 1024)
+    app.router.add_route("*", "/{tail:.*}", proxy.handle)
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    await web.TCPSite(runner, host, port, reuse_address=True).start()
+    print(f"bare proxy on http://{host}:{port}", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+        await proxy.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--backend", action="append", required=True, help="host:port, repeatable")
+    args = parser.parse_args()
+    try:
+        uvloop.run(serve(args.host, args.port, args.backend))
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""The floor for an ext_proc picker in Python: a grpc.aio server that answers each message with a
+fixed pick and does nothing else.
+
+Envoy runs it with the request body BUFFERED and the response body NONE, so one request costs
+three messages: request headers (continue), the buffered body (answered with the destination
+header, route cache cleared) and response headers (continue). Whatever `inferpool epp` spends
+above this is the picker's own work. Destinations are taken in turn, so two backends share
+the load as they do behind the other contenders.
+
+    python -m inferpool.bench.noop_picker --port 9002 --destination 127.0.0.1:8000 [--destination ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+
+import grpc
+from envoy.config.core.v3 import base_pb2
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+DESTINATION_HEADER = "x-gateway-destination-endpoint"
+EXT_PROC_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
+
+
+def pick_answer(destination: str) -> pb.ProcessingResponse:
+    """The buffered body's answer: set the destination header and re-run route selection."""
+    header = base_pb2.HeaderValueOption(
+        header=base_pb2.HeaderValue(key=DESTINATION_HEADER, raw_value=destination.encode()),
+        append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+    )
+    common = pb.CommonResponse(
+        header_mutation=pb.HeaderMutation(set_headers=[header]), clear_route_cache=True
+    )
+    return pb.ProcessingResponse(request_body=pb.BodyResponse(response=common))
+
+
+CONTINUE = {
+    "request_headers": pb.ProcessingResponse(request_headers=pb.HeadersResponse()),
+    "response_headers": pb.ProcessingResponse(response_headers=pb.HeadersResponse()),
+    "response_body": pb.ProcessingResponse(response_body=pb.BodyResponse()),
+    "request_trailers": pb.ProcessingResponse(request_trailers=pb.TrailersResponse()),
+    "response_trailers": pb.ProcessingResponse(response_trailers=pb.TrailersResponse()),
+}
+
+
+class NoopPicker(pb_grpc.ExternalProcessorServicer):
+    """Answers are built once; each stream only looks at which message arrived."""
+
+    def __init__(self, destinations: list[str]) -> None:
+        self._picks = itertools.cycle([pick_answer(d) for d in destinations])
+
+    async def Process(
+        self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ProcessingResponse]:
+        async for message in request_iterator:
+            kind = message.WhichOneof("request")
+            if kind == "request_body":
+                yield next(self._picks)
+            elif kind in CONTINUE:
+                yield CONTINUE[kind]
+
+
+async def serve(host: str, port: int, destinations: list[str]) -> None:
+    server = grpc.aio.server()
+    pb_grpc.add_ExternalProcessorServicer_to_server(NoopPicker(destinations), server)
+    checks = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(checks, server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    await server.start()
+    await checks.set(EXT_PROC_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+    print(f"no-op picker on {host}:{bound} (gRPC, plaintext)", flush=True)
+    await server.wait_for_termination()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--destination", action="append", required=True, help="ip:port, repeatable")
+    args = parser.parse_args()
+    try:
+        asyncio.run(serve(args.host, args.port, args.destination))
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

