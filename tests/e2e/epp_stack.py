@@ -185,7 +185,10 @@ async def open_stack(
     )
     stack.callback(stop_process, epp.proc)
     await epp.wait_serving()
-    request_body_mode, response_body_mode = ACCOUNTING_MODES.get(accounting, ("BUFFERED", "STREAMED"))
+    mode = ACCOUNTING_MODES.get(accounting)
+    request_body_mode, response_body_mode = (
+        (mode.request_body_mode, mode.response_body_mode) if mode else ("BUFFERED", "STREAMED")
+    )
     config = EnvoyConfig(
         epp_port=epp.grpc_port,
         pool_ports=[r.port for r in replicas],

@@ -45,14 +45,27 @@ def find_envoy() -> Path | None:
     return None
 
 
-# How the picker sees bodies (docs/epp.md, "Accounting"): name -> (request, response) body modes.
-#   sampled: the whole request body in one message; response bodies pass Envoy alone, except the
-#            share the picker asks for per request (mode_override). The reference default.
-#   stream:  upstream's reference config: both streamed full duplex, every response chunk
-#            through the picker (what a managed gateway that sets FULL_DUPLEX_STREAMED does).
-ACCOUNTING_MODES: dict[str, tuple[str, str]] = {
-    "sampled": ("BUFFERED", "NONE"),
-    "stream": ("FULL_DUPLEX_STREAMED", "FULL_DUPLEX_STREAMED"),
+@dataclass(frozen=True)
+class AccountingMode:
+    """How Envoy hands request and answer to `inferpool epp` (docs/epp.md, "Accounting"), plus any
+    EPP flags the mode needs. One entry in ACCOUNTING_MODES adds a mode everywhere: the e2e tier,
+    and an `epp-envoy` contender in `bench overhead` and `bench compare`."""
+
+    name: str
+    request_body_mode: str
+    response_body_mode: str
+    epp_args: tuple[str, ...] = ()
+
+
+ACCOUNTING_MODES: dict[str, AccountingMode] = {
+    mode.name: mode
+    for mode in (
+        # the reference default: the whole request body in one message; answers pass Envoy alone,
+        # except the share the picker asks for per request (mode_override)
+        AccountingMode("sampled", "BUFFERED", "NONE"),
+        # upstream's reference config (and managed gateways'): every answer chunk through the picker
+        AccountingMode("stream", "FULL_DUPLEX_STREAMED", "FULL_DUPLEX_STREAMED"),
+    )
 }
 
 
@@ -61,8 +74,8 @@ class EnvoyConfig:
     epp_port: int
     pool_ports: list[int]
     failure_mode_allow: bool = False
-    request_body_mode: str = ACCOUNTING_MODES["sampled"][0]
-    response_body_mode: str = ACCOUNTING_MODES["sampled"][1]
+    request_body_mode: str = ACCOUNTING_MODES["sampled"].request_body_mode
+    response_body_mode: str = ACCOUNTING_MODES["sampled"].response_body_mode
     picked_cluster: str = "original_destination_cluster"
     listen_port: int = 0
     admin_port: int = 0
@@ -73,8 +86,14 @@ class EnvoyConfig:
 
     @classmethod
     def for_accounting(cls, mode: str, epp_port: int, pool_ports: list[int], **options: Any) -> EnvoyConfig:
-        request, response = ACCOUNTING_MODES[mode]
-        return cls(epp_port, pool_ports, request_body_mode=request, response_body_mode=response, **options)
+        chosen = ACCOUNTING_MODES[mode]
+        return cls(
+            epp_port,
+            pool_ports,
+            request_body_mode=chosen.request_body_mode,
+            response_body_mode=chosen.response_body_mode,
+            **options,
+        )
 
     def render(self) -> str:
         text = self._render_template()

@@ -32,7 +32,7 @@ import yaml
 from inferpool.bench import native_loadgen
 from inferpool.bench.compare import EXT_PROC_SERVICE, FleetPorts, inferpool_argv, write_manifests
 from inferpool.bench.cpu import cpu_list, cpu_seconds, pinned
-from inferpool.bench.envoy import EnvoyConfig, envoy_argv, find_envoy
+from inferpool.bench.envoy import ACCOUNTING_MODES, AccountingMode, EnvoyConfig, envoy_argv, find_envoy
 from inferpool.bench.native_loadgen import LoadSpec
 from inferpool.bench.peers import Peer, ensure_installed
 from inferpool.bench.procs import (
@@ -44,30 +44,6 @@ from inferpool.bench.procs import (
     wait_until_ready,
 )
 from inferpool.scheduling.config import BUILTIN_PROFILES
-
-
-@dataclass(frozen=True)
-class AccountingMode:
-    """How Envoy hands the answer to `inferpool epp` (plus any EPP flags the mode needs).
-
-    One entry in ACCOUNTING_MODES adds a mode: `epp-envoy` then runs it as one more contender.
-    """
-
-    name: str
-    response_body_mode: str
-    request_body_mode: str = "FULL_DUPLEX_STREAMED"
-    epp_args: tuple[str, ...] = ()
-
-
-ACCOUNTING_MODES: dict[str, AccountingMode] = {
-    mode.name: mode
-    for mode in (
-        # today's reference config: every response chunk makes a round trip through the picker
-        AccountingMode("streamed", response_body_mode="FULL_DUPLEX_STREAMED"),
-        # no response body to the picker at all (no usage, no TTFT), as the upper bound
-        AccountingMode("none", response_body_mode="NONE"),
-    )
-}
 
 PEERS = ("sglang-router", "vllm-router")
 PEER_DEFAULT_POLICY = "cache_aware"
@@ -91,7 +67,7 @@ DEFAULT_CONTENDERS = (
     "sglang-router:cache_aware,sglang-router:round_robin,vllm-router:round_robin,vllm-router:cache_aware"
 )
 # Nothing here needs a network install: the smoke run in `make test`.
-SMOKE_CONTENDERS = "direct,envoy,epp-envoy:streamed,serve:default,bare-aiohttp"
+SMOKE_CONTENDERS = "direct,envoy,epp-envoy:sampled,serve:default,bare-aiohttp"
 
 
 def parse_contenders(text: str) -> list[Contender]:
@@ -274,7 +250,7 @@ def start_contender(
     elif contender.kind in ("epp-envoy", "epp-noop-envoy"):
         grpc_port, health_port, metrics_port, listener, admin = distinct_free_ports(5)
         if contender.kind == "epp-envoy":
-            mode = contender.mode or ACCOUNTING_MODES["streamed"]
+            mode = contender.mode or ACCOUNTING_MODES["sampled"]
             manifests, endpoints = write_manifests(opts.workdir / "logs", FleetPorts(backends), listener)
             argv = [*inferpool_argv(), "epp", "-f", str(manifests), "--endpoints", str(endpoints),
                     "--host", "127.0.0.1", "--grpc-port", str(grpc_port), "--grpc-health-port", str(health_port),

@@ -15,10 +15,11 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from inferpool.bench import overhead, overhead_report
 from inferpool.bench.cpu import cpu_list, cpu_seconds, default_split, parse_cpus, pinned
+from inferpool.bench.envoy import ACCOUNTING_MODES
 from inferpool.bench.instant_backend import completion_body, metrics_page, stream_event_prefix
 from inferpool.bench.native_loadgen import LoadSpec
 from inferpool.bench.noop_picker import DESTINATION_HEADER, NoopPicker
-from inferpool.bench.overhead import ACCOUNTING_MODES, TESTS, Measurement, parse_contenders
+from inferpool.bench.overhead import TESTS, Measurement, parse_contenders
 from inferpool.scrape.parser import parse_metrics
 
 
@@ -33,7 +34,7 @@ def test_epp_envoy_alone_runs_every_accounting_mode_and_names_are_unique() -> No
     )
     peers = {(c.peer.package, c.peer.policy) for c in chosen if c.peer is not None}
     assert peers == {(p, policy) for p in overhead.PEERS for policy in ("cache_aware", "round_robin")}
-    [streamed] = parse_contenders("epp-envoy:streamed")
+    [streamed] = parse_contenders("epp-envoy:stream")
     assert streamed.mode is not None and streamed.mode.response_body_mode == "FULL_DUPLEX_STREAMED"
     smoke = parse_contenders(overhead.SMOKE_CONTENDERS)
     assert all(c.peer is None for c in smoke)  # the smoke run needs no network install
