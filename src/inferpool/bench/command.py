@@ -11,7 +11,14 @@ import typer
 
 from inferpool.bench.client import ClientConfig
 from inferpool.bench.loadgen import TraceSpec, run_load
-from inferpool.bench.report import SweepPoint, class_table, summary_markdown, sweep_markdown, write_results
+from inferpool.bench.report import (
+    SweepPoint,
+    class_table,
+    picker_markdown,
+    summary_markdown,
+    sweep_markdown,
+    write_results,
+)
 from inferpool.bench.stats import parse_slo, summarize_by_tag
 from inferpool.bench.workloads import WORKLOADS, WorkloadOptions, request_classes
 
@@ -207,7 +214,8 @@ def compare_command(
                 points.append(SweepPoint(r, None, contender.name, reason))
                 continue
             meta = {"contender": contender.name, "workload": workload, "fleet": fleet, "rate": r,
-                    "speed": speed, "seed": seed, "kv_events": kv_events, "load": run.load}  # fmt: skip
+                    "speed": speed, "seed": seed, "kv_events": kv_events, "load": run.load,
+                    "pickers": [{"streams": p.streams, "cpu_s": p.cpu_s} for p in run.pickers]}  # fmt: skip
             write_results(
                 out, f"{workload}-rate{r:g}-{contender.slug}", run.results, run.summary, meta, run.by_class
             )
@@ -220,6 +228,8 @@ def compare_command(
                 typer.echo(f"   {failed_here[-1]}", err=True)
         title = f"{workload}, {fleet} replicas, {r:g} req/s, {duration:g} s"
         section = f"## {title}\n\n{comparison_table(runs)}\n{ratios(runs)}"
+        if pickers := picker_markdown([(run.contender.name, run.pickers) for run in runs]):
+            section += "\n### Picker replicas\n\n" + pickers
         if classes:
             section += "\n### By class\n\n" + class_table(
                 [(run.contender.name, run.by_class) for run in runs]

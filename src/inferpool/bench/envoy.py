@@ -73,6 +73,7 @@ ACCOUNTING_MODES: dict[str, AccountingMode] = {
 class EnvoyConfig:
     epp_port: int
     pool_ports: list[int]
+    more_epp_ports: tuple[int, ...] = ()  # further picker replicas; Envoy spreads streams over all
     failure_mode_allow: bool = False
     request_body_mode: str = ACCOUNTING_MODES["sampled"].request_body_mode
     response_body_mode: str = ACCOUNTING_MODES["sampled"].response_body_mode
@@ -134,8 +135,12 @@ class EnvoyConfig:
             LISTEN_ADDRESS="127.0.0.1",
             LISTEN_PORT=self.listen_port,
             ADMIN_PORT=self.admin_port,
-            EPP_ADDRESS="127.0.0.1",
-            EPP_PORT=self.epp_port,
+            EPP_LB_ENDPOINTS=json.dumps(
+                [
+                    {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": p}}}}
+                    for p in (self.epp_port, *self.more_epp_ports)
+                ]
+            ),
             FAILURE_MODE_ALLOW="true" if self.failure_mode_allow else "false",
             REQUEST_BODY_MODE=self.request_body_mode,
             RESPONSE_BODY_MODE=self.response_body_mode,

@@ -111,3 +111,25 @@ def sweep_markdown(points: list[SweepPoint]) -> str:
             f"{fmt_ms(s.ttft.p99)} | {fmt_ms(s.ntpot.p90)} | {s.shed} | {other_errors(s)} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def picker_markdown(rows: list[tuple[str, list[Any]]]) -> str:
+    """epp-envoy contenders: how the streams split over the picker replicas, and each one's CPU per
+    decision (rows: contender name, its PickerStats; contenders without pickers are left out)."""
+    rows = [(name, pickers) for name, pickers in rows if pickers]
+    if not rows:
+        return ""
+    lines = [
+        "| contender | pickers | streams per picker | largest share vs even | CPU µs per decision per picker |",
+        "|---|---:|---|---:|---|",
+    ]
+    for name, pickers in rows:
+        streams = [p.streams for p in pickers]
+        total = sum(streams)
+        even = total / len(streams) if streams else 0
+        skew = f"{max(streams) / even - 1:+.1%}" if even else "-"
+        cpu = ", ".join(
+            "-" if p.cpu_per_decision_us is None else f"{p.cpu_per_decision_us:.0f}" for p in pickers
+        )
+        lines.append(f"| {name} | {len(pickers)} | {', '.join(map(str, streams))} | {skew} | {cpu} |")
+    return "\n".join(lines) + "\n"

@@ -20,13 +20,14 @@ from inferpool.bench.compare import (
     ContenderRun,
     FleetPorts,
     FleetSpec,
+    PickerStats,
     fleet_argv,
     needs_kv_events,
     parse_contenders,
     write_manifests,
 )
 from inferpool.bench.envoy import EnvoyConfig
-from inferpool.bench.report import SweepPoint, class_table, sweep_markdown
+from inferpool.bench.report import SweepPoint, class_table, picker_markdown, sweep_markdown
 from inferpool.bench.stats import Slo, summarize, summarize_by_tag
 from inferpool.bench.workloads import BenchRequest, request_classes
 from inferpool.scheduling.config import BUILTIN_PROFILES, builtin_config_text
@@ -44,7 +45,32 @@ def test_every_builtin_profile_is_a_contender_behind_serve_and_behind_envoy() ->
     assert all(c.peer is not None and c.profile is None for c in peers)
 
 
-@pytest.mark.parametrize("text", ["nope", "epp-envoy:nope", "missing-profile.yaml", "epp-envoy:missing.yaml"])
+def test_epp_envoy_with_several_picker_replicas() -> None:
+    [two, three] = parse_contenders("epp-envoy@2,epp-envoy:round-robin@3")
+    assert two == Contender("epp-envoy@2", profile="default", envoy=True, pickers=2)
+    assert three.profile == "round-robin" and three.pickers == 3
+    config = yaml.safe_load(EnvoyConfig(9002, [8000], more_epp_ports=(9012, 9022)).render())
+    ext_proc = _cluster(config, "ext_proc")
+    ports = [e["endpoint"]["address"]["socket_address"]["port_value"]
+             for e in ext_proc["load_assignment"]["endpoints"][0]["lb_endpoints"]]  # fmt: skip
+    assert ports == [9002, 9012, 9022] and ext_proc["lb_policy"] == "LEAST_REQUEST"
+    table = picker_markdown(
+        [("epp-envoy@2", [PickerStats(110, 0.11), PickerStats(90, 0.09)]), ("default", [])]
+    )
+    assert "| epp-envoy@2 | 2 | 110, 90 | +10.0% | 1000, 1000 |" in table and "default" not in table
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "nope",
+        "epp-envoy:nope",
+        "missing-profile.yaml",
+        "epp-envoy:missing.yaml",
+        "epp-envoy@0",
+        "epp-envoy@x",
+    ],
+)
 def test_unknown_contenders_are_refused(text: str) -> None:
     with pytest.raises(ValueError):
         parse_contenders(text)
