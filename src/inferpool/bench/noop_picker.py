@@ -13,11 +13,11 @@ the load as they do behind the other contenders.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import itertools
 from collections.abc import AsyncIterator
 
 import grpc
+import uvloop
 from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
@@ -84,7 +84,7 @@ def main() -> None:
     parser.add_argument("--destination", action="append", required=True, help="ip:port, repeatable")
     args = parser.parse_args()
     try:
-        asyncio.run(serve(args.host, args.port, args.destination))
+        uvloop.run(serve(args.host, args.port, args.destination))  # the same loop `inferpool epp` runs
     except KeyboardInterrupt:
         pass
 

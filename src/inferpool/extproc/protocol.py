@@ -121,10 +121,15 @@ def picked_request_headers(destination: str, body_length: int | None) -> pb.Proc
     )
 
 
-def picked_buffered_body(destination: str, body: bytes) -> pb.ProcessingResponse:
-    """Buffered mode: one body answer carrying the header mutation and the rewritten body."""
-    common = routing_mutation(destination, len(body))
-    common.body_mutation.body = body
+def picked_buffered_body(destination: str, body: bytes | None) -> pb.ProcessingResponse:
+    """Buffered mode: one body answer carrying the header mutation and the rewritten body.
+
+    `body` None: the body goes on as the client sent it (Envoy still holds it), so neither it
+    nor a new content-length crosses the stream.
+    """
+    common = routing_mutation(destination, None if body is None else len(body))
+    if body is not None:
+        common.body_mutation.body = body
     return pb.ProcessingResponse(
         request_body=pb.BodyResponse(response=common),
         dynamic_metadata=destination_metadata(destination),

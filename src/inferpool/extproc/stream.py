@@ -188,7 +188,8 @@ class RequestStream:
     async def _pick(self) -> list[pb.ProcessingResponse]:
         path = self._headers.get(":path", "/")
         http = HttpFacts(self._headers.get(":method", "POST"), path)
-        body, parsed = bytes(self._body), None
+        original = bytes(self._body)
+        body, parsed = original, None
         guards = self._guards() if self._guards is not None else None
         if guards and not self._headers_only:
             body, parsed = await self._screen_prompt(guards, body, path)
@@ -214,7 +215,9 @@ class RequestStream:
                 protocol.picked_request_headers(destination, len(body)),
                 *protocol.streamed_request_body(body),
             ]
-        return [protocol.picked_buffered_body(destination, body)]
+        # Envoy holds the buffered body: send it back only if the core changed it (model rewrite,
+        # redaction), which saves serialising and copying it for every other request.
+        return [protocol.picked_buffered_body(destination, None if body is original else body)]
 
     async def _screen_prompt(
         self, guards: GuardSet, body: bytes, path: str

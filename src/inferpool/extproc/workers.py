@@ -23,6 +23,8 @@ from multiprocessing.process import BaseProcess
 from queue import Empty
 from typing import Any
 
+import uvloop
+
 from inferpool.extproc.app import EppConfig, serve
 
 log = logging.getLogger(__name__)
@@ -92,7 +94,7 @@ def _worker_main(config: EppConfig, index: int, ready: Any, log_level: str) -> N
         await serve(config, stop, lambda lines: ready.put((index, lines)))
 
     try:
-        asyncio.run(run())
+        uvloop.run(run())
     except (ValueError, TimeoutError, OSError) as err:
         ready.put((index, err))
         sys.exit(1)

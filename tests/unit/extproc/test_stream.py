@@ -64,6 +64,16 @@ async def test_buffered_answers_headers_then_one_body_with_the_pick() -> None:
     assert router.routed[0].events == [("dispatched", "10.0.0.1:8001")]
 
 
+async def test_buffered_body_the_core_left_unchanged_is_not_sent_back() -> None:
+    router = FakeRouter(endpoints(8001))  # no rewrite: the core hands back the very bytes it got
+    stream = RequestStream(router, POOL, StreamConfig())
+    await stream.handle(headers_msg())
+    [answer] = await stream.handle(body_msg(BODY))
+    common = answer.request_body.response
+    assert set_headers(common) == {"x-gateway-destination-endpoint": "10.0.0.1:8001"}  # no content-length
+    assert not common.HasField("body_mutation") and common.clear_route_cache
+
+
 async def test_streamed_defers_headers_and_rechunks_a_large_body() -> None:
     big = b'{"model":"m","prompt":"' + b"x" * 150_000 + b'"}'
     router = FakeRouter(endpoints(8001))
