@@ -51,6 +51,7 @@ class Forwarder:
         self.config = config
         self.on_connect_error: Callable[[Endpoint], None] | None = None
         self._session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[float | None, aiohttp.ClientTimeout] = {}  # per route try timeout
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60.0, enable_cleanup_closed=True)
@@ -88,9 +89,11 @@ class Forwarder:
         for i, endpoint in enumerate(tries):
             last = i == len(tries) - 1
             routed.dispatched(endpoint)
-            timeout = aiohttp.ClientTimeout(
-                total=try_timeout_s, connect=self.config.connect_timeout_s, sock_read=None
-            )
+            timeout = self._timeouts.get(try_timeout_s)
+            if timeout is None:
+                timeout = self._timeouts[try_timeout_s] = aiohttp.ClientTimeout(
+                    total=try_timeout_s, connect=self.config.connect_timeout_s, sock_read=None
+                )
             try:
                 upstream = await self._session.request(
                     request.method,

@@ -51,3 +51,18 @@ def lower_dict(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> dict[str, s
     for name, value in headers.items():
         out.setdefault(name.lower(), value)
     return out
+
+
+def end_to_end_lower(
+    headers: CIMultiDictProxy[str] | CIMultiDict[str], drop: Iterable[str] = ()
+) -> dict[str, str]:
+    """`lower_dict(end_to_end(headers, drop))` in one pass (the request path does this per request)."""
+    skip = _HOP_BY_HOP | {d.lower() for d in drop}
+    if "connection" in headers:
+        skip = skip | _connection_named(headers)
+    out: dict[str, str] = {}
+    for name, value in headers.items():
+        lower = name.lower()
+        if lower not in skip and lower not in out:
+            out[lower] = value
+    return out

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import time
-import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -22,7 +21,7 @@ from aiohttp import web
 from inferpool.errors import InferenceError
 from inferpool.gateway.config import ProxyConfig
 from inferpool.gateway.forward import Forwarder, Relay
-from inferpool.gateway.headers import REQUEST_ID_HEADER, end_to_end, lower_dict
+from inferpool.gateway.headers import REQUEST_ID_HEADER, end_to_end_lower
 from inferpool.gateway.routing import (
     BackendRef,
     Listener,
@@ -60,27 +59,42 @@ class _Request:
     """The proxy's working state for one request (the record is the core's, made at the end)."""
 
     __slots__ = (
+        "_http",
         "arrived",
+        "backend",
         "body_bytes",
-        "http",
         "in_core",
+        "listener",
+        "method",
         "model",
+        "path",
         "relay",
         "request_id",
+        "route",
         "routed",
         "tenant",
     )
 
-    def __init__(self, request_id: str, http: HttpFacts) -> None:
+    def __init__(self, request_id: str, method: str, path: str, listener: str) -> None:
         self.request_id = request_id
         self.arrived = time.monotonic()
-        self.http = http
+        self.method, self.path, self.listener = method, path, listener
+        self.route: str | None = None
+        self.backend: str | None = None
+        self._http: HttpFacts | None = None
         self.model = ""  # the model the client asked for
         self.body_bytes = 0
         self.tenant: Tenant | None = None
         self.routed: Routed | None = None
         self.in_core = False  # the core has seen it: from then on the core records how it ended
         self.relay = Relay(request_id, "")
+
+    @property
+    def http(self) -> HttpFacts:
+        """The exchange's facts for the record; built once, when the core first needs them."""
+        if self._http is None:
+            self._http = HttpFacts(self.method, self.path, self.listener, self.route, self.backend)
+        return self._http
 
 
 class Proxy:
@@ -141,8 +155,8 @@ class Proxy:
 
     # -- one request ----------------------------------------------------------------
     async def handle(self, listener: Listener, name: str, request: web.Request) -> web.StreamResponse:
-        request_id = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
-        state = _Request(request_id, HttpFacts(request.method, request.path_qs, name))
+        request_id = request.headers.get(REQUEST_ID_HEADER) or os.urandom(16).hex()
+        state = _Request(request_id, request.method, request.path_qs, name)
         self.in_flight += 1
         self._idle.clear()
         try:
@@ -178,7 +192,7 @@ class Proxy:
             )
 
     async def _handle(self, listener: Listener, request: web.Request, state: _Request) -> web.StreamResponse:
-        headers = lower_dict(end_to_end(request.headers, drop=("host",)))
+        headers = end_to_end_lower(request.headers, drop=("host",))
         state.tenant = self.tenancy.identify(headers)
         match = self.table.match(
             listener.gateway,
@@ -193,7 +207,7 @@ class Proxy:
         )
         if match is None:
             raise InferenceError(404, f"No route matches {request.method} {request.path} on this listener.")
-        state.http = replace(state.http, route=match.route.key)
+        state.route = match.route.key
         if request.method == "GET" and request.path.rstrip("/").endswith("/v1/models"):
             pools = [b.key for b in match.rule.backends if b.kind == "InferencePool"]
             if pools:
@@ -201,7 +215,7 @@ class Proxy:
         backend = choose_backend(match.rule)
         if backend is None:
             raise InferenceError(500, f"Route {match.route.key} has no backend that can take traffic.")
-        state.http = replace(state.http, backend=f"{backend.kind}/{backend.key}")
+        state.backend = f"{backend.kind}/{backend.key}"
         body = await self._read_body(request)
         state.body_bytes = len(body)
         parsed = _try_parse(body, request.path)
