@@ -14,6 +14,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from inferpool.extproc import certs
 from inferpool.extproc.stream import DEFAULT_SAMPLES_PER_SECOND, RequestStream, ResponseSampler, StreamConfig
+from inferpool.observe.tracing import Tracing
 from inferpool.request.plane import PlaneCore
 
 log = logging.getLogger(__name__)
@@ -67,14 +68,22 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
 class GrpcServers:
     """ext_proc and health servers; health turns SERVING once `mark_ready` is called."""
 
-    def __init__(self, core: PlaneCore, pool: Callable[[], str | None], config: GrpcConfig) -> None:
+    def __init__(
+        self,
+        core: PlaneCore,
+        pool: Callable[[], str | None],
+        config: GrpcConfig,
+        tracing: Tracing | None = None,
+    ) -> None:
         self.config = config
         self.health = health.aio.HealthServicer()
         self._ext_proc = grpc.aio.server(options=[("grpc.max_receive_message_length", 16 * 1024 * 1024)])
         self.processor = ExternalProcessor(
             core,
             pool,
-            StreamConfig(config.fallback_endpoints, ResponseSampler(config.response_samples_per_second)),
+            StreamConfig(
+                config.fallback_endpoints, ResponseSampler(config.response_samples_per_second), tracing
+            ),
         )
         pb_grpc.add_ExternalProcessorServicer_to_server(self.processor, self._ext_proc)
         self._health = grpc.aio.server()

@@ -25,6 +25,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from inferpool.errors import InferenceError
 from inferpool.extproc import protocol
+from inferpool.observe.tracing import Tracing
 from inferpool.records import HttpFacts
 from inferpool.request.plane import PlaneCore, Routed
 from inferpool.state import Endpoint
@@ -64,6 +65,7 @@ class StreamConfig:
 
     fallback_endpoints: int = 1
     sampler: ResponseSampler = field(default_factory=lambda: ResponseSampler(DEFAULT_SAMPLES_PER_SECOND))
+    tracing: Tracing | None = None  # None: Envoy's trace headers reach the model server untouched
 
 
 class RequestStream:
@@ -146,7 +148,9 @@ class RequestStream:
         path = self._headers.get(":path", "/")
         # With flow control on this waits while the pool is saturated; a stream Envoy resets
         # meanwhile cancels the wait, and the request leaves the queue.
-        http = HttpFacts(self._headers.get(":method", "POST"), path)
+        tracing = self._config.tracing
+        trace = tracing.join(self._headers) if tracing is not None else None
+        http = HttpFacts(self._headers.get(":method", "POST"), path, trace=trace)
         routed = await self._core.route_async(
             self._pool, path, self._headers, bytes(self._body), self._subset, http=http
         )
@@ -159,14 +163,16 @@ class RequestStream:
         # Count it in flight now: Envoy connects as soon as it has our answer.
         routed.dispatched(self._candidates[0])
         body = routed.body
+        # The model server's traceparent names this picker's request span as its parent.
+        upstream = tracing.upstream_headers(trace) if tracing is not None and trace is not None else None
         if self._headers_only:
-            return [protocol.picked_request_headers(destination, None)]
+            return [protocol.picked_request_headers(destination, None, upstream)]
         if self._request_streamed:
             return [
-                protocol.picked_request_headers(destination, len(body)),
+                protocol.picked_request_headers(destination, len(body), upstream),
                 *protocol.streamed_request_body(body),
             ]
-        return [protocol.picked_buffered_body(destination, body)]
+        return [protocol.picked_buffered_body(destination, body, upstream)]
 
     def _on_response_headers(self, request: pb.ProcessingRequest) -> list[pb.ProcessingResponse]:
         headers = protocol.header_map(request.response_headers.headers)

@@ -35,6 +35,7 @@ from inferpool.gateway.routing import (
 from inferpool.gateway.tenancy import Tenancy, Tenant
 from inferpool.guard.attach import GuardSet
 from inferpool.guard.openai import Blocked, content_filtered, screen_request, screens_prompt
+from inferpool.observe.tracing import Tracing
 from inferpool.records import HttpFacts
 from inferpool.request.body import ParsedBody, parse_body
 from inferpool.request.plane import PlaneCore, Routed
@@ -94,6 +95,7 @@ class Proxy:
         config: ProxyConfig,
         services: dict[str, list[tuple[str, int]]] | None = None,
         tenancy: Tenancy | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.table = table
         self.datastore = datastore
@@ -101,6 +103,7 @@ class Proxy:
         self.config = config
         self.services = services or {}
         self.tenancy = tenancy or Tenancy(None)
+        self.tracing = tracing  # None: trace headers pass through untouched
         self.guards = GuardSet()  # GuardPolicies; replaced when the manifests change
         self.forwarder = Forwarder(config)
         self._rr: dict[str, itertools.count[int]] = {}
@@ -142,7 +145,8 @@ class Proxy:
     # -- one request ----------------------------------------------------------------
     async def handle(self, listener: Listener, name: str, request: web.Request) -> web.StreamResponse:
         request_id = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
-        state = _Request(request_id, HttpFacts(request.method, request.path_qs, name))
+        trace = self.tracing.join(request.headers) if self.tracing is not None else None
+        state = _Request(request_id, HttpFacts(request.method, request.path_qs, name, trace=trace))
         self.in_flight += 1
         self._idle.clear()
         try:
@@ -223,6 +227,8 @@ class Proxy:
         if match.rule.request_headers is not None:
             headers = apply_header_modifier(headers, match.rule.request_headers)
         headers[REQUEST_ID_HEADER] = state.request_id
+        if self.tracing is not None and state.http.trace is not None:
+            self.tracing.propagate(state.http.trace, headers)
         total = match.rule.timeout_s
         try:
             async with asyncio.timeout(total) as scope:
