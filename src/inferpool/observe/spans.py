@@ -72,7 +72,7 @@ def record_spans(
     error = Status(StatusCode.ERROR, record.error or f"HTTP {record.status}") if failed else Status()
 
     def ns(offset_s: float) -> int:
-        return base_ns + int(min(max(offset_s, 0.0), end_s) * 1e9)
+        return base_ns + round(min(max(offset_s, 0.0), end_s) * 1e9)
 
     steps = list(_steps(record))
     spans = [
