@@ -128,12 +128,7 @@ def _steps(r: RequestRecord) -> Iterator[_Step]:
         )
         if admitted_s is not None:
             if r.queue_wait_s > 0:
-                yield _Step(
-                    QUEUE_SPAN,
-                    admitted_s,
-                    admitted_s + r.queue_wait_s,
-                    _clean({"inferpool.priority": r.priority, "inferpool.fairness_id": r.fairness_id}),
-                )
+                yield _Step(QUEUE_SPAN, admitted_s, admitted_s + r.queue_wait_s, {})
             if r.routed or r.profile is not None:
                 yield _Step(SCHEDULING_SPAN, admitted_s + r.queue_wait_s, decided_s, _scheduling(r))
     if r.dispatched_s is not None:
@@ -144,19 +139,14 @@ def _steps(r: RequestRecord) -> Iterator[_Step]:
             RESPONSE_SPAN,
             r.response_started_s,
             r.e2e_s,
-            _clean(
-                {
-                    "http.response.status_code": r.status,
-                    "gen_ai.usage.input_tokens": r.prompt_tokens,
-                    "gen_ai.usage.output_tokens": r.completion_tokens,
-                    "inferpool.response_bytes": r.response_bytes,
-                }
-            ),
+            {"inferpool.response_bytes": r.response_bytes},
             [(FIRST_TOKEN_EVENT, r.ttft_s)] if r.ttft_s is not None else [],
         )
 
 
 def _request_attributes(r: RequestRecord, plane: str) -> Attributes:
+    """Each fact on one span only: a step's own facts are on its child (the OTLP encoding costs
+    per attribute)."""
     http = r.http
     path = http.path.split("?", 1)[0] if http is not None else None
     return _clean(
@@ -174,15 +164,11 @@ def _request_attributes(r: RequestRecord, plane: str) -> Attributes:
             "inferpool.route": http.route if http is not None else None,
             "inferpool.backend": http.backend if http is not None else None,
             "inferpool.endpoint": r.endpoint,
-            "inferpool.attempts": r.attempts,
             "inferpool.stream": r.stream,
-            "inferpool.priority": r.priority,
             "gen_ai.usage.input_tokens": r.prompt_tokens,
             "gen_ai.usage.output_tokens": r.completion_tokens,
             "inferpool.cached_tokens": r.cached_tokens,
-            "inferpool.ttft_s": r.ttft_s,
             "inferpool.request_bytes": r.request_bytes,
-            "inferpool.response_bytes": r.response_bytes,
         }
     )
 
@@ -216,7 +202,6 @@ def _dispatch(r: RequestRecord) -> Attributes:
         port = int(port_text) if port_text.isdigit() else None
     return _clean(
         {
-            "inferpool.endpoint": r.endpoint,
             "server.address": address,
             "server.port": port,
             "inferpool.attempts": r.attempts,

@@ -4,7 +4,9 @@ vLLM's flag); without one, no data plane holds a `Tracing` and nothing here runs
 
 A data plane calls `join` with the request's headers (continuing the caller's trace, or
 starting one) and sends the model server `upstream_headers`: a traceparent whose parent is
-this plane's request span. The trace context rides on the request's record; `export`, an
+this plane's request span. Whether a trace is recorded is the SDK sampler's call, configured
+as every OpenTelemetry SDK is (OTEL_TRACES_SAMPLER, default parentbased_always_on: follow the
+caller's sampled flag, record every trace this plane begins). The trace context rides on the request's record; `export`, an
 Observation subscriber, turns each finished record into spans (observe/spans.py) and hands
 them to a batching processor, whose own thread does the encoding and the network.
 """
@@ -16,9 +18,10 @@ from collections.abc import Mapping, MutableMapping
 
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import SpanProcessor
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.sdk.trace.sampling import Sampler
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import (
     NonRecordingSpan,
@@ -30,7 +33,7 @@ from opentelemetry.trace import (
 )
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from inferpool.observe.spans import record_spans
+from inferpool.observe.spans import REQUEST_SPAN, record_spans
 from inferpool.records import RequestRecord, TraceContext
 
 TRACEPARENT = "traceparent"
@@ -46,13 +49,21 @@ def resource_for(service_name: str) -> Resource:
     return detected
 
 
+def sampler_from_env() -> Sampler:
+    """The sampler OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG name, as the SDK's provider reads them."""
+    return TracerProvider(shutdown_on_exit=False).sampler
+
+
 class Tracing:
     """Trace context and span export of one process (one data plane)."""
 
-    def __init__(self, processor: SpanProcessor, service_name: str, plane: str) -> None:
+    def __init__(
+        self, processor: SpanProcessor, service_name: str, plane: str, sampler: Sampler | None = None
+    ) -> None:
         self.plane = plane  # "gateway" or "epp", on every request span
         self.resource = resource_for(service_name)
         self.scope = InstrumentationScope(SCOPE)
+        self.sampler = sampler or sampler_from_env()
         self._processor = processor
         self._ids = RandomIdGenerator()
         self._propagator = TraceContextTextMapPropagator()
@@ -66,17 +77,21 @@ class Tracing:
     # -- propagation (per request, on the data plane) ------------------------------------------
     def join(self, headers: Mapping[str, str]) -> TraceContext:
         """This plane's place in the request's trace: a child of the caller's traceparent if it
-        sent a valid one (its sampled flag and tracestate kept), else the root of a new trace."""
-        caller = get_current_span(self._propagator.extract(headers)).get_span_context()
+        sent a valid one (its tracestate kept), else the root of a new trace; sampled as the
+        sampler decides (by default: as the caller said, and always for a new trace)."""
+        context = self._propagator.extract(headers)
+        caller = get_current_span(context).get_span_context()
+        trace_id = caller.trace_id if caller.is_valid else self._ids.generate_trace_id()
+        sampled = self.sampler.should_sample(context, trace_id, REQUEST_SPAN).decision.is_sampled()
         if caller.is_valid:
             return TraceContext(
-                caller.trace_id,
+                trace_id,
                 self._ids.generate_span_id(),
                 caller.span_id,
-                caller.trace_flags.sampled,
+                sampled,
                 caller.trace_state.to_header(),
             )
-        return TraceContext(self._ids.generate_trace_id(), self._ids.generate_span_id(), None)
+        return TraceContext(trace_id, self._ids.generate_span_id(), None, sampled)
 
     def upstream_headers(self, trace: TraceContext) -> dict[str, str | None]:
         """The trace headers the model server gets: traceparent naming this plane's request span,

@@ -67,6 +67,32 @@ def test_without_a_valid_traceparent_the_plane_begins_a_sampled_trace(
     assert forwarded == {"traceparent": upstream["traceparent"], "x-request-id": "r"}
 
 
+@pytest.mark.parametrize(
+    ("sampler", "arg", "caller_flags", "sampled"),
+    [
+        ("parentbased_always_off", None, "01", True),  # the caller's decision wins
+        ("parentbased_always_off", None, None, False),  # a trace begun here is not recorded
+        ("parentbased_always_on", None, "00", False),
+        ("always_on", None, "00", True),
+        ("parentbased_traceidratio", "0", None, False),
+        ("parentbased_traceidratio", "1", None, True),
+    ],
+)
+def test_sampling_follows_otel_traces_sampler(
+    monkeypatch: pytest.MonkeyPatch, sampler: str, arg: str | None, caller_flags: str | None, sampled: bool
+) -> None:
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", sampler)
+    if arg is not None:
+        monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", arg)
+    tracing = Tracing(SimpleSpanProcessor(InMemorySpanExporter()), "t", "gateway")
+    headers = (
+        {"traceparent": f"00-{CALLER_TRACE:032x}-{CALLER_SPAN:016x}-{caller_flags}"} if caller_flags else {}
+    )
+    trace = tracing.join(headers)
+    assert trace.sampled is sampled
+    assert tracing.upstream_headers(trace)["traceparent"].endswith("-01" if sampled else "-00")
+
+
 def test_service_name_defaults_to_the_plane_and_yields_to_otel_service_name(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
