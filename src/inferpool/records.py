@@ -22,6 +22,21 @@ class CandidateScore:
 
 
 @dataclass(frozen=True, slots=True)
+class TraceContext:
+    """The W3C trace context a data plane took part in (only when tracing is on).
+
+    `span_id` is the plane's request span: the traceparent sent to the model server names it
+    as the parent, and the spans exported from the record (observe/tracing.py) carry it.
+    """
+
+    trace_id: int  # 128 bits
+    span_id: int  # 64 bits
+    parent_span_id: int | None  # the caller's span from its traceparent; None: this plane began the trace
+    sampled: bool = True
+    tracestate: str = ""  # the caller's, forwarded unchanged
+
+
+@dataclass(frozen=True, slots=True)
 class HttpFacts:
     """What the data plane knows of the HTTP exchange before the core sees the request.
 
@@ -34,6 +49,7 @@ class HttpFacts:
     listener: str | None = None  # "namespace/gateway/listener"
     route: str | None = None  # "namespace/httproute"
     backend: str | None = None  # "InferencePool/ns/name" or "Service/ns/name"
+    trace: TraceContext | None = None  # None unless tracing is on
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,7 +93,18 @@ class RequestRecord:
     fairness_id: str | None = None
     saturation: float | None = None  # pool load ratio seen by admission
     http: HttpFacts | None = None  # None outside a data plane (virtual-time bench)
+    # When each step began, in seconds after arrival (None: the request never got there). The
+    # spans of a trace are drawn from these: admission from `routing_started_s`, the queue from
+    # `admitted_s` for `queue_wait_s`, scheduling after it until `decision_s` is spent.
+    routing_started_s: float | None = None  # the core began routing (body decoded, model resolved next)
+    admitted_s: float | None = None  # admission let it through (to the queue, or the scheduler)
+    dispatched_s: float | None = None  # first sent to a model server
+    response_started_s: float | None = None  # the model server's response headers arrived
 
     @property
     def failed(self) -> bool:
         return self.status >= 400 or self.error is not None
+
+    @property
+    def trace(self) -> TraceContext | None:
+        return self.http.trace if self.http is not None else None

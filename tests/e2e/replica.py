@@ -2,8 +2,9 @@
 
 The Envoy tests run on `inferpool.sim` replicas (sim_node.py). This one stays for the
 fallback-list test, which needs a replica that accepts the connection and then resets it
-(`reset_requests`), and for the Envoy benchmark, which wants a replica with no model time at
-all so that only the proxy's own latency is measured. Each response carries `x-replica`.
+(`reset_requests`), for the Envoy benchmark, which wants a replica with no model time at
+all so that only the proxy's own latency is measured, and for the tracing tests, which read
+the headers each inference request arrived with (`headers`). Each response carries `x-replica`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class Replica:
     reset_requests: bool = False  # drop the connection on inference requests (a refusing replica)
     echo: bool = False  # answer with the prompt, word by word when streamed (screening tests)
     bodies: list[dict[str, object]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)  # of each inference request, lower-case names
     refused: int = 0  # inference requests reset (reset_requests)
     raw_sizes: list[int] = field(default_factory=list)
     port: int = 0
@@ -72,6 +74,7 @@ class Replica:
             raise web.HTTPServiceUnavailable()
         body = json.loads(raw)
         self.bodies.append(body)
+        self.headers.append({k.lower(): v for k, v in request.headers.items()})
         self.raw_sizes.append(len(raw))
         chat = request.path.endswith("/chat/completions")
         model = str(body.get("model"))

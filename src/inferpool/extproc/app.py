@@ -21,6 +21,7 @@ from inferpool.extproc.server import GrpcConfig, GrpcServers
 from inferpool.observe.admin import AdminAuth, admin_app
 from inferpool.observe.metrics import GatewayMetrics
 from inferpool.observe.observation import Observation
+from inferpool.observe.tracing import Tracing
 from inferpool.request.core import Core, CoreConfig, KubernetesSettings
 from inferpool.scrape.scraper import ScrapeConfig
 from inferpool.sources.static import load_endpoints_file
@@ -55,6 +56,7 @@ class EppConfig:
     worker_index: int = 0  # which of them this process is
     # Worker 0 of several: the other workers' loopback /metrics, merged into its own.
     peer_metrics: tuple[str, ...] = ()
+    otlp_traces_endpoint: str | None = None  # --otlp-traces-endpoint: spans over OTLP/gRPC; None: off
 
     @property
     def kubernetes_mode(self) -> bool:
@@ -94,10 +96,14 @@ class EppApp:
         )
         self.datastore = self.core.datastore
         self.director = self.core.director
-        self.observation = Observation(self.datastore)
+        endpoint = config.otlp_traces_endpoint
+        self.tracing = Tracing.otlp(endpoint, "inferpool-epp", "epp") if endpoint else None
+        self.observation = Observation(self.datastore, tracing=self.tracing)
         self.observation.attach(self.director, self.core.flow_control)
         self.pool_key: str | None = None
-        self.grpc = GrpcServers(self.director, self._current_pool, config.grpc, lambda: self.core.guards)
+        self.grpc = GrpcServers(
+            self.director, self._current_pool, config.grpc, lambda: self.core.guards, self.tracing
+        )
         self.observation.metrics.watch_counts(
             "inferpool_extproc_messages",
             "ext_proc messages the picker received, by kind (response_body ones cost CPU per chunk).",
@@ -225,6 +231,8 @@ class EppApp:
         if self._runner is not None:
             await self._runner.cleanup()
         self.observation.detach()
+        if self.tracing is not None:
+            await self.tracing.close()
 
 
 async def _deny(_token: str) -> bool:
@@ -241,6 +249,8 @@ def listening_lines(app: EppApp) -> list[str]:
         f"  health    grpc://{cfg.grpc.host}:{app.grpc.health_port}",
         f"  metrics   http://{cfg.metrics_host}:{app.metrics_port}/metrics",
     ]
+    if cfg.otlp_traces_endpoint:
+        lines.append(f"  traces    OTLP/gRPC to {cfg.otlp_traces_endpoint}")
     if app.metrics_token and not cfg.metrics_token:
         lines.append(f"  metrics bearer token: {app.metrics_token}")
     return lines

@@ -95,6 +95,12 @@ def epp(
         help="Picker processes sharing the gRPC ports (SO_REUSEPORT); each is a whole EPP, like a replica.",
     ),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+    otlp_traces_endpoint: str | None = typer.Option(
+        None,
+        "--otlp-traces-endpoint",
+        help="Export OpenTelemetry spans over OTLP/gRPC to this collector (vLLM's flag; e.g. "
+        "http://127.0.0.1:4317); the model server's traceparent then names the picker's span. Off when not given.",
+    ),
 ) -> None:
     """Endpoint Picker for Envoy: ext_proc on 9002, gRPC health on 9003, metrics on 9090."""
     if not manifests and pool_name is None:
@@ -127,6 +133,7 @@ def epp(
         kubeconfig=kubeconfig,
         leader_election=ha_enable_leader_election,
         workers=workers,
+        otlp_traces_endpoint=otlp_traces_endpoint,
     )
     try:
         if workers > 1:

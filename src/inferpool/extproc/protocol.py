@@ -6,7 +6,7 @@ protobuf plumbing and each rule of the protocol is testable on its own.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
@@ -83,14 +83,17 @@ def served_endpoint(request: pb.ProcessingRequest) -> str | None:
     return None
 
 
-def _set_headers(headers: dict[str, str]) -> pb.HeaderMutation:
+def _set_headers(headers: Mapping[str, str | None]) -> pb.HeaderMutation:
+    """Set each header to its value; a None value removes the header."""
     return pb.HeaderMutation(
         set_headers=[
             base_pb2.HeaderValueOption(
                 header=base_pb2.HeaderValue(key=k, raw_value=v.encode()), append_action=_OVERWRITE
             )
             for k, v in headers.items()
-        ]
+            if v is not None
+        ],
+        remove_headers=[k for k, v in headers.items() if v is None],
     )
 
 
@@ -101,11 +104,16 @@ def destination_metadata(destination: str) -> struct_pb2.Struct:
     return meta
 
 
-def routing_mutation(destination: str, body_length: int | None) -> pb.CommonResponse:
-    """The common part of the pick: destination header, corrected length, route cache cleared."""
-    headers = {DESTINATION_HEADER: destination}
+def routing_mutation(
+    destination: str, body_length: int | None, upstream: Mapping[str, str | None] | None = None
+) -> pb.CommonResponse:
+    """The common part of the pick: destination header, corrected length, route cache cleared, and
+    `upstream` headers for the model server (trace context; None values remove the header)."""
+    headers: dict[str, str | None] = {DESTINATION_HEADER: destination}
     if body_length is not None:
         headers["content-length"] = str(body_length)
+    if upstream:
+        headers.update(upstream)
     return pb.CommonResponse(header_mutation=_set_headers(headers), clear_route_cache=True)
 
 
@@ -113,21 +121,25 @@ def continue_request_headers() -> pb.ProcessingResponse:
     return pb.ProcessingResponse(request_headers=pb.HeadersResponse(response=pb.CommonResponse()))
 
 
-def picked_request_headers(destination: str, body_length: int | None) -> pb.ProcessingResponse:
+def picked_request_headers(
+    destination: str, body_length: int | None, upstream: Mapping[str, str | None] | None = None
+) -> pb.ProcessingResponse:
     """Streamed mode: the headers answer, sent once the whole body has been read."""
     return pb.ProcessingResponse(
-        request_headers=pb.HeadersResponse(response=routing_mutation(destination, body_length)),
+        request_headers=pb.HeadersResponse(response=routing_mutation(destination, body_length, upstream)),
         dynamic_metadata=destination_metadata(destination),
     )
 
 
-def picked_buffered_body(destination: str, body: bytes | None) -> pb.ProcessingResponse:
+def picked_buffered_body(
+    destination: str, body: bytes | None, upstream: Mapping[str, str | None] | None = None
+) -> pb.ProcessingResponse:
     """Buffered mode: one body answer carrying the header mutation and the rewritten body.
 
     `body` None: the body goes on as the client sent it (Envoy still holds it), so neither it
     nor a new content-length crosses the stream.
     """
-    common = routing_mutation(destination, None if body is None else len(body))
+    common = routing_mutation(destination, None if body is None else len(body), upstream)
     if body is not None:
         common.body_mutation.body = body
     return pb.ProcessingResponse(

@@ -15,6 +15,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from inferpool.extproc import certs
 from inferpool.extproc.stream import DEFAULT_SAMPLES_PER_SECOND, RequestStream, ResponseSampler, StreamConfig
 from inferpool.guard.attach import GuardSet
+from inferpool.observe.tracing import Tracing
 from inferpool.request.plane import PlaneCore
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ class GrpcServers:
         pool: Callable[[], str | None],
         config: GrpcConfig,
         guards: Callable[[], GuardSet] | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.config = config
         self.health = health.aio.HealthServicer()
@@ -96,7 +98,9 @@ class GrpcServers:
         self.processor = ExternalProcessor(
             core,
             pool,
-            StreamConfig(config.fallback_endpoints, ResponseSampler(config.response_samples_per_second)),
+            StreamConfig(
+                config.fallback_endpoints, ResponseSampler(config.response_samples_per_second), tracing
+            ),
             guards,
         )
         pb_grpc.add_ExternalProcessorServicer_to_server(self.processor, self._ext_proc)

@@ -38,6 +38,7 @@ from inferpool.guard.openai import (
     screens_response,
 )
 from inferpool.guard.screen import Screener
+from inferpool.observe.tracing import Tracing
 from inferpool.records import HttpFacts
 from inferpool.request.body import ParsedBody, parse_body
 from inferpool.request.plane import PlaneCore, Routed
@@ -78,6 +79,7 @@ class StreamConfig:
 
     fallback_endpoints: int = 1
     sampler: ResponseSampler = field(default_factory=lambda: ResponseSampler(DEFAULT_SAMPLES_PER_SECOND))
+    tracing: Tracing | None = None  # None: Envoy's trace headers reach the model server untouched
 
 
 class RequestStream:
@@ -187,7 +189,6 @@ class RequestStream:
 
     async def _pick(self) -> list[pb.ProcessingResponse]:
         path = self._headers.get(":path", "/")
-        http = HttpFacts(self._headers.get(":method", "POST"), path)
         original = bytes(self._body)
         body, parsed = original, None
         guards = self._guards() if self._guards is not None else None
@@ -195,6 +196,9 @@ class RequestStream:
             body, parsed = await self._screen_prompt(guards, body, path)
         # With flow control on this waits while the pool is saturated; a stream Envoy resets
         # meanwhile cancels the wait, and the request leaves the queue.
+        tracing = self._config.tracing
+        trace = tracing.join(self._headers) if tracing is not None else None
+        http = HttpFacts(self._headers.get(":method", "POST"), path, trace=trace)
         self._in_core = True
         routed = await self._core.route_async(
             self._pool, path, self._headers, body, self._subset, http=http, parsed=parsed
@@ -208,16 +212,18 @@ class RequestStream:
         # Count it in flight now: Envoy connects as soon as it has our answer.
         routed.dispatched(self._candidates[0])
         body = routed.body
+        # The model server's traceparent names this picker's request span as its parent.
+        upstream = tracing.upstream_headers(trace) if tracing is not None and trace is not None else None
         if self._headers_only:
-            return [protocol.picked_request_headers(destination, None)]
+            return [protocol.picked_request_headers(destination, None, upstream)]
         if self._request_streamed:
             return [
-                protocol.picked_request_headers(destination, len(body)),
+                protocol.picked_request_headers(destination, len(body), upstream),
                 *protocol.streamed_request_body(body),
             ]
         # Envoy holds the buffered body: send it back only if the core changed it (model rewrite,
         # redaction), which saves serialising and copying it for every other request.
-        return [protocol.picked_buffered_body(destination, None if body is original else body)]
+        return [protocol.picked_buffered_body(destination, None if body is original else body, upstream)]
 
     async def _screen_prompt(
         self, guards: GuardSet, body: bytes, path: str

@@ -34,6 +34,15 @@ STARTUP_ERRORS = (
 )
 
 
+# vLLM's flag, so one collector address serves the gateway and the model servers alike.
+OTLP_TRACES_ENDPOINT = typer.Option(
+    None,
+    "--otlp-traces-endpoint",
+    help="Export OpenTelemetry spans over OTLP/gRPC to this collector (e.g. http://127.0.0.1:4317); "
+    "off when not given. See docs/tracing.md.",
+)
+
+
 def say(line: str) -> None:
     print(line, flush=True, file=sys.stdout)
 
@@ -71,6 +80,12 @@ def announce(runtime: GatewayRuntime, remapped: dict[int, int] | None = None) ->
             f"admin    {runtime.gateway.admin_url}  (/dashboard /metrics /healthz /readyz /api/state /api/decisions)"
         )
     say(auth_line(runtime.gateway.proxy.tenancy.keys, runtime.gateway.config))
+    if runtime.gateway.config.otlp_traces_endpoint:
+        say(traces_line(runtime.gateway.config.otlp_traces_endpoint))
+
+
+def traces_line(endpoint: str) -> str:
+    return f"traces   OTLP/gRPC to {endpoint} (docs/tracing.md)"
 
 
 def auth_line(keys: KeyStore | None, config: ServeConfig) -> str:
@@ -126,6 +141,7 @@ def serve(
     drain_timeout: float = typer.Option(
         30.0, "--drain-timeout", help="Seconds SIGTERM waits for in-flight requests before exiting."
     ),
+    otlp_traces_endpoint: str | None = OTLP_TRACES_ENDPOINT,
 ) -> None:
     """Serve the Gateway listeners of the manifests, routing to the model servers in --endpoints."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -149,6 +165,7 @@ def serve(
                 ),
                 auth_keys=str(auth_keys) if auth_keys else None,
                 metrics_token=token,
+                otlp_traces_endpoint=otlp_traces_endpoint,
             ),
             profile=profile,
             access_log=not no_access_log,

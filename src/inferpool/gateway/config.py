@@ -23,3 +23,4 @@ class ServeConfig:
     decisions_kept: int = 200  # routing decisions kept for /api/decisions
     auth_keys: str | None = None  # API keys file (docs/security.md); None: authentication off
     metrics_token: str | None = None  # bearer token the admin port's /metrics requires; None: open
+    otlp_traces_endpoint: str | None = None  # OTLP/gRPC collector for spans (docs/tracing.md); None: off

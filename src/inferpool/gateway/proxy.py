@@ -34,7 +34,8 @@ from inferpool.gateway.routing import (
 from inferpool.gateway.tenancy import Tenancy, Tenant
 from inferpool.guard.attach import GuardSet
 from inferpool.guard.openai import Blocked, content_filtered, screen_request, screens_prompt
-from inferpool.records import HttpFacts
+from inferpool.observe.tracing import Tracing
+from inferpool.records import HttpFacts, TraceContext
 from inferpool.request.body import ParsedBody, parse_body
 from inferpool.request.plane import PlaneCore, Routed
 from inferpool.state import Datastore, Endpoint
@@ -73,6 +74,7 @@ class _Request:
         "route",
         "routed",
         "tenant",
+        "trace",
     )
 
     def __init__(self, request_id: str, method: str, path: str, listener: str) -> None:
@@ -82,6 +84,7 @@ class _Request:
         self.route: str | None = None
         self.backend: str | None = None
         self._http: HttpFacts | None = None
+        self.trace: TraceContext | None = None  # set when tracing is on
         self.model = ""  # the model the client asked for
         self.body_bytes = 0
         self.tenant: Tenant | None = None
@@ -93,7 +96,9 @@ class _Request:
     def http(self) -> HttpFacts:
         """The exchange's facts for the record; built once, when the core first needs them."""
         if self._http is None:
-            self._http = HttpFacts(self.method, self.path, self.listener, self.route, self.backend)
+            self._http = HttpFacts(
+                self.method, self.path, self.listener, self.route, self.backend, self.trace
+            )
         return self._http
 
 
@@ -108,6 +113,7 @@ class Proxy:
         config: ProxyConfig,
         services: dict[str, list[tuple[str, int]]] | None = None,
         tenancy: Tenancy | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.table = table
         self.datastore = datastore
@@ -115,6 +121,7 @@ class Proxy:
         self.config = config
         self.services = services or {}
         self.tenancy = tenancy or Tenancy(None)
+        self.tracing = tracing  # None: trace headers pass through untouched
         self.guards = GuardSet()  # GuardPolicies; replaced when the manifests change
         self.forwarder = Forwarder(config)
         self._rr: dict[str, itertools.count[int]] = {}
@@ -157,6 +164,8 @@ class Proxy:
     async def handle(self, listener: Listener, name: str, request: web.Request) -> web.StreamResponse:
         request_id = request.headers.get(REQUEST_ID_HEADER) or os.urandom(16).hex()
         state = _Request(request_id, request.method, request.path_qs, name)
+        if self.tracing is not None:
+            state.trace = self.tracing.join(request.headers)
         self.in_flight += 1
         self._idle.clear()
         try:
@@ -240,6 +249,8 @@ class Proxy:
         if match.rule.request_headers is not None:
             headers = apply_header_modifier(headers, match.rule.request_headers)
         headers[REQUEST_ID_HEADER] = state.request_id
+        if self.tracing is not None and state.http.trace is not None:
+            self.tracing.propagate(state.http.trace, headers)
         total = match.rule.timeout_s
         try:
             async with asyncio.timeout(total) as scope:

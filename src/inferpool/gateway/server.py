@@ -22,6 +22,7 @@ from inferpool.observe.accesslog import AccessLog
 from inferpool.observe.admin import AdminAuth, admin_app
 from inferpool.observe.metrics import GatewayMetrics
 from inferpool.observe.observation import Observation
+from inferpool.observe.tracing import Tracing
 from inferpool.request.core import Core
 
 log = logging.getLogger(__name__)
@@ -68,8 +69,13 @@ class GatewayServer:
         self.core = core
         self.datastore = core.datastore
         self.listeners = listeners
+        endpoint = self.config.otlp_traces_endpoint
+        self.tracing = Tracing.otlp(endpoint, "inferpool-gateway", "gateway") if endpoint else None
         self.observation = Observation(
-            core.datastore, decisions_kept=self.config.decisions_kept, access_log=access_log or AccessLog()
+            core.datastore,
+            decisions_kept=self.config.decisions_kept,
+            access_log=access_log or AccessLog(),
+            tracing=self.tracing,
         )
         self.proxy = Proxy(
             RouteTable(listeners, routes),
@@ -78,6 +84,7 @@ class GatewayServer:
             self.config.proxy,
             services,
             tenancy=Tenancy(self.config.auth_keys),
+            tracing=self.tracing,
         )
         self.proxy.on_connect_error = core.connect_failed
         self.observation.attach(core.director, core.flow_control)
@@ -140,6 +147,8 @@ class GatewayServer:
         self._runners.clear()
         await self.proxy.close()
         self.observation.detach()
+        if self.tracing is not None:
+            await self.tracing.close()  # after the drain: the last requests' spans go out too
 
     def not_ready(self) -> str | None:
         """The gateway's readiness rule (docs/gateway.md): every pool has a ready endpoint."""

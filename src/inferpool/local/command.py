@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from inferpool.gateway.command import run_async, say, wait_for_signal
+from inferpool.gateway.command import OTLP_TRACES_ENDPOINT, run_async, say, traces_line, wait_for_signal
 from inferpool.local.stack import LocalStack, UpConfig
 
 EXAMPLE = "gke-quickstart"
@@ -69,6 +69,8 @@ async def run_stack(config: UpConfig, demo: bool) -> None:
                 f"admin    {runtime.gateway.admin_url}  (/dashboard /metrics /healthz /readyz /api/state /api/decisions)"
             )
         say("auth     OFF: local mode serves any caller (no --auth-keys); see docs/security.md")
+        if config.otlp_traces_endpoint:
+            say(traces_line(config.otlp_traces_endpoint))
         if demo and runtime.gateway.bound:
             say("try the guide's request:")
             say(f"  {guide_curl(runtime.gateway.bound[0].url)}")
@@ -81,7 +83,13 @@ async def run_stack(config: UpConfig, demo: bool) -> None:
 
 
 def _config(
-    paths: list[str], host: str, speed: float, admin_port: int, profile: str | None, quiet: bool
+    paths: list[str],
+    host: str,
+    speed: float,
+    admin_port: int,
+    profile: str | None,
+    quiet: bool,
+    otlp_traces_endpoint: str | None,
 ) -> UpConfig:
     return UpConfig(
         paths=tuple(paths),
@@ -90,6 +98,7 @@ def _config(
         admin_port=admin_port,
         profile=profile,
         access_log=not quiet,
+        otlp_traces_endpoint=otlp_traces_endpoint,
     )
 
 
@@ -107,10 +116,13 @@ def up(
     profile: str | None = PROFILE,
     no_access_log: bool = NO_ACCESS_LOG,
     log_level: str = LOG_LEVEL,
+    otlp_traces_endpoint: str | None = OTLP_TRACES_ENDPOINT,
 ) -> None:
     """Run the manifests locally: vLLM Deployments as simulated replicas, the Gateway served built in."""
     _logging(log_level)
-    config = _config([str(p) for p in filename], host, speed, admin_port, profile, no_access_log)
+    config = _config(
+        [str(p) for p in filename], host, speed, admin_port, profile, no_access_log, otlp_traces_endpoint
+    )
     run_async(lambda: run_stack(config, demo=False), "up")
 
 
@@ -121,6 +133,7 @@ def demo(
     profile: str | None = PROFILE,
     no_access_log: bool = NO_ACCESS_LOG,
     log_level: str = LOG_LEVEL,
+    otlp_traces_endpoint: str | None = OTLP_TRACES_ENDPOINT,
 ) -> None:
     """The guide's example (examples/gke-quickstart): 3 simulated Llama-3.1-8B replicas behind the gateway."""
     _logging(log_level)
@@ -129,5 +142,5 @@ def demo(
     except FileNotFoundError as err:
         typer.echo(f"inferpool demo: {err}", err=True)
         raise typer.Exit(1) from err
-    config = _config([str(path)], host, speed, admin_port, profile, no_access_log)
+    config = _config([str(path)], host, speed, admin_port, profile, no_access_log, otlp_traces_endpoint)
     run_async(lambda: run_stack(config, demo=True), "demo")

@@ -41,6 +41,7 @@ class UpConfig:
     profile: str | None = None
     access_log: bool = True
     max_retries: int = 2
+    otlp_traces_endpoint: str | None = None  # spans over OTLP/gRPC (docs/tracing.md); None: off
 
 
 @dataclass
@@ -200,6 +201,7 @@ class LocalStack:
                 admin_port=self.config.admin_port,
                 proxy=ProxyConfig(max_retries=self.config.max_retries),
                 port_map=tuple(self.remapped.items()),
+                otlp_traces_endpoint=self.config.otlp_traces_endpoint,
             )
             runtime_config = RuntimeConfig(
                 serve=serve,

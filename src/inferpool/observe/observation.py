@@ -1,4 +1,5 @@
-"""The one observation path: every request record feeds metrics, the decision log and the access log.
+"""The one observation path: every request record feeds metrics, the decision log, the access log
+and, when tracing is on, the span exporter.
 
 Both data planes build one `Observation` and attach it to their core; nothing else watches
 requests, so the two planes count (the running-requests gauge included) the same way.
@@ -12,13 +13,14 @@ from inferpool.admission.flowcontrol import FlowController
 from inferpool.observe.accesslog import AccessLog
 from inferpool.observe.decisions import DashboardConfig, DecisionLog
 from inferpool.observe.metrics import GatewayMetrics
+from inferpool.observe.tracing import Tracing
 from inferpool.records import RequestRecord
 from inferpool.request.director import Director, RoutedRequest
 from inferpool.state import Datastore
 
 
 class Observation:
-    """Metrics, decision log and (optionally) access log of one process."""
+    """Metrics, decision log and (optionally) access log and traces of one process."""
 
     def __init__(
         self,
@@ -27,15 +29,19 @@ class Observation:
         decisions_kept: int = 200,
         access_log: AccessLog | None = None,
         dashboard: DashboardConfig | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.metrics = GatewayMetrics(datastore)
         self.decisions = DecisionLog(decisions_kept, dashboard)
         self.access_log = access_log
+        self.tracing = tracing  # None: tracing off, no subscriber at all
         self._detach: list[Callable[[], None]] = []
 
     def attach(self, director: Director, flow_control: FlowController | None = None) -> None:
         self._detach.append(director.subscribe_routed(self._routed))
         self._detach.append(director.subscribe(self.record))
+        if self.tracing is not None:
+            self._detach.append(director.subscribe(self.tracing.export))
         if flow_control is not None:
             self._detach.append(self.metrics.watch_flow_control(flow_control))
 

@@ -87,6 +87,7 @@ class _Attempt:
     snapshot: SaturationSnapshot | None = None
     result: SchedulingResult | None = None
     queue_wait_s: float = 0.0
+    admitted: float | None = None  # director clock: when admission let it through
 
 
 class Director:
@@ -136,6 +137,7 @@ class Director:
             resolution = self._resolve(attempt, path, parsed)
             candidates = _in_subset(self.datastore.ready_endpoints(pool), subset)
             attempt.snapshot = self.admission.admit(pool, candidates, resolution.priority).snapshot
+            attempt.admitted = self.clock()
             return self._schedule(attempt, subset, candidates, None)
         except InferenceError as exc:
             self._emit(_refused_record(attempt, exc, self))
@@ -173,7 +175,7 @@ class Director:
             # only the 503 for an empty pool. It is not asked again after the wait.
             decision = self.admission.admit(pool, candidates, resolution.priority, shed_saturated=False)
             attempt.snapshot = decision.snapshot
-            queued_at = self.clock()
+            queued_at = attempt.admitted = self.clock()
             try:
                 grant = await flow.acquire(
                     pool,
@@ -405,6 +407,8 @@ class _Tracked:
         self.served_by: Endpoint | None = None  # last endpoint dispatched to (kept after release)
         self.attempts = 0
         self.record: RequestRecord | None = None
+        self.dispatched_at: float | None = None  # director clock: first sent to a model server
+        self.response_started_at: float | None = None  # director clock: the relayed response's headers
         self._director = director
         self._accounting = ResponseAccounting(director.clock)
 
@@ -418,6 +422,7 @@ class _Tracked:
         return self._accounting.done
 
     def response_started(self, status: int, content_type: str | None) -> None:
+        self.response_started_at = self._director.clock()
         self._accounting = ResponseAccounting(self._director.clock)  # a retry starts a fresh response
         self._accounting.started(status, content_type)
 
@@ -451,6 +456,8 @@ class PassthroughRequest(_Tracked):
 
     def dispatched(self, endpoint: Endpoint) -> None:
         self._check_open()
+        if self.dispatched_at is None:
+            self.dispatched_at = self._director.clock()
         self.endpoint = self.served_by = endpoint
         self.attempts += 1
 
@@ -478,6 +485,8 @@ class PassthroughRequest(_Tracked):
             request_bytes=len(self.body),
             response_bytes=acct.bytes,
             http=self._http,
+            dispatched_s=_offset(self._arrived, self.dispatched_at),
+            response_started_s=_offset(self._arrived, self.response_started_at),
         )
         self._director._emit(self.record)
         return self.record
@@ -521,6 +530,8 @@ class RoutedRequest(_Tracked):
     def dispatched(self, endpoint: Endpoint) -> None:
         """The data plane is sending the request to `endpoint`; a retry releases the previous one."""
         self._check_open()
+        if self.dispatched_at is None:
+            self.dispatched_at = self._director.clock()
         self._release()
         endpoint.in_flight += 1
         endpoint.in_flight_tokens += self._tokens
@@ -579,6 +590,10 @@ class RoutedRequest(_Tracked):
             fairness_id=self.resolution.fairness_id,
             saturation=self._saturation,
             http=attempt.http,
+            routing_started_s=attempt.routing_started - attempt.arrived,
+            admitted_s=_offset(attempt.arrived, attempt.admitted),
+            dispatched_s=_offset(attempt.arrived, self.dispatched_at),
+            response_started_s=_offset(attempt.arrived, self.response_started_at),
         )
         if endpoint is not None:
             self._report_outcome(endpoint, self.record)
@@ -635,6 +650,11 @@ def _schedule(
         raise InferenceError(500, f"scheduler failed: {exc}") from exc
 
 
+def _offset(arrived: float, at: float | None) -> float | None:
+    """Seconds from arrival to `at` (director clock), for the record's step offsets."""
+    return at - arrived if at is not None else None
+
+
 def _in_subset(endpoints: list[Endpoint], subset: frozenset[str] | None) -> list[Endpoint]:
     """Endpoints allowed by an ext_proc subset hint ("ip:port" entries; IPv6 with or without brackets)."""
     if subset is None:
@@ -672,4 +692,6 @@ def _refused_record(attempt: _Attempt, exc: InferenceError, director: Director) 
         fairness_id=resolution.fairness_id if resolution else None,
         saturation=snapshot.ratio if snapshot is not None else None,
         http=attempt.http,
+        routing_started_s=attempt.routing_started - attempt.arrived,
+        admitted_s=_offset(attempt.arrived, attempt.admitted),
     )

@@ -332,3 +332,15 @@ async def test_models_list_and_admin_api(rig: RigFactory) -> None:
     for e in r.datastore.endpoints(POOL):
         e.ready = False
     assert (await r.session.get(f"{admin}/readyz")).status == 503
+
+
+async def test_with_tracing_off_trace_headers_reach_the_model_server_untouched(rig: RigFactory) -> None:
+    r = await rig("ok")
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    payload = {"model": "food-review", "prompt": "hi"}
+    headers = {"traceparent": traceparent, "tracestate": "v=1"}
+    resp = await r.session.post(r.url + "/v1/completions", json=payload, headers=headers)
+    assert resp.status == 200
+    seen = r.upstreams[0].seen[0]["headers"]
+    assert (seen["traceparent"], seen["tracestate"]) == (traceparent, "v=1")  # type: ignore[index]
+    assert r.gateway.tracing is None
