@@ -5,8 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import compress, islice, repeat, starmap
-from operator import eq
+from itertools import repeat, starmap
 
 from inferpool.scheduling.types import ScoredEndpoint
 from inferpool.state import Endpoint
@@ -14,10 +13,11 @@ from inferpool.state import Endpoint
 
 @dataclass
 class MaxScorePicker:
-    """Orders by (total, a fresh random draw) descending: one draw per candidate, in input order.
+    """Orders by (total, a fresh random draw, position) descending, one draw per candidate.
 
-    Sorting bare totals and then re-sorting only the runs of equal totals by their draws
-    gives that same order without building a tuple per candidate.
+    Sorted with a key (no tuple per candidate): by total alone when no two totals are
+    equal, else by draw and then, stably, by total. Totals must not be NaN (the scheduler's
+    never are).
     """
 
     name: str = "max-score-picker"
@@ -30,22 +30,10 @@ class MaxScorePicker:
     def rank(self, endpoints: Sequence[Endpoint], totals: Sequence[float]) -> list[int]:
         count = len(totals)
         draws = list(starmap(self.rng.random, repeat((), count)))
-        order = sorted(range(count), key=totals.__getitem__, reverse=True)
-        ranked = list(map(totals.__getitem__, order))
-        # Positions k where ranked[k] == ranked[k + 1]: only there do the draws decide.
-        tied = list(compress(range(count - 1), map(eq, ranked, islice(ranked, 1, None))))
-        if tied:
-            start = end = tied[0]
-            for k in islice(tied, 1, None):
-                if k != end + 1:
-                    _by_draw(order, draws, start, end + 2)
-                    start = k
-                end = k
-            _by_draw(order, draws, start, end + 2)
+        if len(set(totals)) == count:  # no ties: the draws decide nothing
+            return sorted(range(count), key=totals.__getitem__, reverse=True)
+        # Stable sorts keep the input order of equal keys: positions from the last, by draw,
+        # then by total, gives (total, draw, position) descending.
+        order = sorted(range(count - 1, -1, -1), key=draws.__getitem__, reverse=True)
+        order.sort(key=totals.__getitem__, reverse=True)
         return order
-
-
-def _by_draw(order: list[int], draws: list[float], lo: int, hi: int) -> None:
-    """Re-sort the tied run order[lo:hi] by (draw, position) descending, in place."""
-    run = order[lo:hi]
-    order[lo:hi] = [i for _, i in sorted(zip([draws[i] for i in run], run, strict=True), reverse=True)]
