@@ -63,7 +63,8 @@ class Scorer(Protocol):
 class ColumnScorer(Scorer, Protocol):
     """A scorer that can also answer as a list aligned with `endpoints` (the fast path).
 
-    Every value must already be in [0, 1] and not NaN: the scheduler does not clamp it.
+    A new list each call (the result keeps it). Every value must already be in [0, 1] and
+    not NaN: the scheduler does not clamp it.
     `score` must give the same values keyed by endpoint.
     """
 
@@ -222,7 +223,7 @@ class Scheduler:
         return columns
 
     def _totals(self, columns: list[list[float]], count: int) -> list[float]:
-        """Weighted sums, added scorer by scorer in profile order (as `sum` over a row would).
+        """Weighted sums, added scorer by scorer in profile order (as `sum` over a row did in 3.11).
 
         Column-wise in C (`map` over two lists) instead of a Python loop per endpoint; a weight
         of 1 needs no multiplication, since 1 * v == v exactly.
