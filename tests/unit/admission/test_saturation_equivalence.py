@@ -1,4 +1,7 @@
-"""The inlined snapshot loop answers exactly what the max()-based one did (bit for bit)."""
+"""The inlined snapshot loop answers exactly what the max()-based one did (bit for bit).
+
+Time budget: about 2 s on a busy 2-core machine.
+"""
 
 from __future__ import annotations
 
