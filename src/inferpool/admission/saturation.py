@@ -77,20 +77,28 @@ class SaturationDetector:
         """The pool's saturation; `waiting(e)`, when given, replaces the scraped waiting queue of `e`."""
         now = self._clock() if now is None else now
         cfg = self.config
-        # Inlined (no per-endpoint method calls): this runs on every request over every candidate.
+        # Inlined, without per-endpoint method or builtin calls (`y if y > x else x` is exactly
+        # `max(x, y)`, NaN included): this runs on every request over every candidate.
         oldest = now - cfg.stale_after_s
-        queue_t, kv_t, cap = cfg.queue_threshold, cfg.kv_threshold, cfg.ratio_cap
+        queue_t, kv_t, cap, stale_ratio = (
+            cfg.queue_threshold,
+            cfg.kv_threshold,
+            cfg.ratio_cap,
+            cfg.stale_ratio,
+        )
         total = 0.0
         saturated = stale = 0
         for endpoint in endpoints:
             m = endpoint.metrics
-            if m.scraped_at == 0.0 or m.scraped_at < oldest:
+            scraped = m.scraped_at
+            if scraped == 0.0 or scraped < oldest:
                 stale += 1
                 saturated += 1
-                total += cfg.stale_ratio
+                total += stale_ratio
                 continue
-            queued = m.waiting_queue_size if waiting is None else waiting(endpoint)
-            ratio = max(queued / queue_t, m.kv_cache_usage / kv_t)
+            by_queue = (m.waiting_queue_size if waiting is None else waiting(endpoint)) / queue_t
+            by_kv = m.kv_cache_usage / kv_t
+            ratio = by_kv if by_kv > by_queue else by_queue
             if ratio >= 1.0:
                 saturated += 1
             total += ratio if ratio < cap else cap

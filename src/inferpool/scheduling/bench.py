@@ -1,6 +1,11 @@
 """Picker throughput: scheduling decisions per second by pool size and prompt size.
 
     python -m inferpool.scheduling.bench [--profile default] [--seconds 1.0] [--max-blocks N]
+    python -m inferpool.scheduling.bench --decisions N --endpoints 100 --prompt-kb 8
+
+`--decisions N` runs exactly N decisions per cell instead of timing them, for instruction
+counts that the machine's load cannot skew: run it under `valgrind --tool=callgrind` with
+N and with 0, and divide the difference by N.
 
 Each decision is one `schedule()` over the whole pool for a fresh request (so the prompt
 is hashed every time) followed by `on_routed()` (the prefix index update). The pool has
@@ -94,7 +99,9 @@ def bench_one(
     profile: str = "default",
     seconds: float = 1.0,
     max_blocks: int | None = None,
+    decisions: int | None = None,
 ) -> BenchRow:
+    """Time decisions for `seconds` (at least 3), or run exactly `decisions` of them."""
     rng = random.Random(count * 31 + prompt_chars)
     scheduler = scheduler_for(profile, max_blocks)
     pool = make_pool(count, rng)
@@ -113,17 +120,19 @@ def bench_one(
     for _ in range(min(count, 20)):  # warm the index: each document cached on a few endpoints
         r = request()
         scheduler.on_routed(r, rng.choice(pool))
-    decisions = 0
+    done = 0
     start = time.perf_counter()
     deadline = start + seconds
     while True:
+        if decisions is not None and done >= decisions:
+            return BenchRow(count, prompt_chars, done, time.perf_counter() - start)
         r = request()
         result = scheduler.schedule(r, pool)
         scheduler.on_routed(r, result.ranked[0].endpoint)
-        decisions += 1
+        done += 1
         now = time.perf_counter()
-        if now >= deadline and decisions >= 3:
-            return BenchRow(count, prompt_chars, decisions, now - start)
+        if decisions is None and now >= deadline and done >= 3:
+            return BenchRow(count, prompt_chars, done, now - start)
 
 
 def run(
@@ -133,9 +142,10 @@ def run(
     profile: str = "default",
     seconds: float = 1.0,
     max_blocks: int | None = None,
+    decisions: int | None = None,
 ) -> list[BenchRow]:
     return [
-        bench_one(c, s, profile=profile, seconds=seconds, max_blocks=max_blocks)
+        bench_one(c, s, profile=profile, seconds=seconds, max_blocks=max_blocks, decisions=decisions)
         for c in counts
         for s in sizes
     ]
@@ -146,11 +156,26 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--profile", default="default")
     parser.add_argument("--seconds", type=float, default=1.0, help="measuring time per cell")
     parser.add_argument("--max-blocks", type=int, default=None, help="override maxPrefixBlocksToMatch")
+    parser.add_argument("--decisions", type=int, default=None, help="run exactly this many per cell, untimed")
+    parser.add_argument("--endpoints", type=int, action="append", help="pool size (repeatable)")
+    parser.add_argument("--prompt-kb", type=int, action="append", help="prompt size in KB (repeatable)")
     args = parser.parse_args(argv)
+    counts = args.endpoints or ENDPOINT_COUNTS
+    sizes = [kb * 1024 for kb in args.prompt_kb] if args.prompt_kb else PROMPT_SIZES
     blocks = "256 (default)" if args.max_blocks is None else str(args.max_blocks)
     print(f"profile {args.profile}, maxPrefixBlocksToMatch {blocks}, one schedule()+on_routed() per decision")
     print(f"{'endpoints':>9}  {'prompt':>8}  {'decisions/s':>12}  {'µs/decision':>12}")
-    for row in run(profile=args.profile, seconds=args.seconds, max_blocks=args.max_blocks):
+    rows = run(
+        counts,
+        sizes,
+        profile=args.profile,
+        seconds=args.seconds,
+        max_blocks=args.max_blocks,
+        decisions=args.decisions,
+    )
+    for row in rows:
+        if row.decisions == 0:
+            continue
         print(
             f"{row.endpoints:>9}  {row.prompt_chars // 1024:>6}KB  {row.per_second:>12,.0f}  {row.micros:>12,.1f}"
         )

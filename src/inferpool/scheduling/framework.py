@@ -7,15 +7,20 @@ round-robin) also implement some of the `on_*` hooks and keep their state on the
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from operator import mul
+from itertools import repeat
+from operator import add, mul
 from typing import Protocol, runtime_checkable
 
 from inferpool.records import RequestRecord
-from inferpool.scheduling.types import SchedulingRequest, SchedulingResult, ScoredEndpoint
+from inferpool.scheduling.types import Ranking, SchedulingRequest, SchedulingResult, ScoredEndpoint
 from inferpool.state import Endpoint
+
+# One scorer's scores for a candidate list, position by position, each in [0, 1].
+Column = Callable[[SchedulingRequest, list[Endpoint]], list[float]]
 
 
 class ShedRequest(Exception):
@@ -55,12 +60,36 @@ class Scorer(Protocol):
 
 
 @runtime_checkable
+class ColumnScorer(Scorer, Protocol):
+    """A scorer that can also answer as a list aligned with `endpoints` (the fast path).
+
+    A new list each call (the result keeps it). Every value must already be in [0, 1] and
+    not NaN: the scheduler does not clamp it.
+    `score` must give the same values keyed by endpoint.
+    """
+
+    def score_column(self, req: SchedulingRequest, endpoints: list[Endpoint]) -> list[float]: ...
+
+
+@runtime_checkable
 class Picker(Protocol):
     """Orders the scored endpoints: the first is the pick, the rest are fallbacks in order."""
 
     name: str
 
     def pick(self, scored: list[ScoredEndpoint]) -> list[ScoredEndpoint]: ...
+
+
+@runtime_checkable
+class RankingPicker(Picker, Protocol):
+    """A picker that can order positions from the totals alone (the fast path).
+
+    `rank(endpoints, totals)` returns the positions `pick` would return the entries of, in
+    the same order and drawing the same random numbers, so no `ScoredEndpoint` need exist
+    for candidates nobody reads.
+    """
+
+    def rank(self, endpoints: Sequence[Endpoint], totals: Sequence[float]) -> list[int]: ...
 
 
 @dataclass
@@ -94,6 +123,14 @@ class Scheduler:
 
     def __init__(self, profile: Profile) -> None:
         self._profile = profile
+        # What depends only on the profile is worked out here, once, not per request.
+        self._names = [w.scorer.name for w in profile.scorers]
+        self._weights = [w.weight for w in profile.scorers]
+        self._columns = [_column(w.scorer) for w in profile.scorers]
+        # Non-finite weights make NaN totals, whose order only the generic pick() reproduces.
+        finite = all(math.isfinite(w) for w in self._weights)
+        picker = profile.picker
+        self._rank = picker.rank if finite and isinstance(picker, RankingPicker) else None
         plugins = profile.plugins()
         self._routed_hooks = [p.on_routed for p in plugins if hasattr(p, "on_routed")]  # type: ignore[attr-defined]
         self._completed_hooks = [p.on_completed for p in plugins if hasattr(p, "on_completed")]  # type: ignore[attr-defined]
@@ -136,11 +173,23 @@ class Scheduler:
                     if endpoint not in keep:
                         filtered_out[endpoint.name] = flt.name
             endpoints = kept
+        if not endpoints:
+            return SchedulingResult(self._profile.name, [], filtered_out, time.perf_counter() - start)
         try:
-            scored = self._score(req, endpoints) if endpoints else []
+            columns = self._score_columns(req, endpoints)
         except ShedRequest as shed:  # a scorer that predicts no endpoint can serve it (predicted-latency)
             return self._shed(endpoints, shed.reason, filtered_out, start)
-        ranked = self._profile.picker.pick(scored) if scored else []
+        totals = self._totals(columns, len(endpoints))
+        ranked: Sequence[ScoredEndpoint]
+        if self._rank is not None:
+            ranked = Ranking(endpoints, self._rank(endpoints, totals), totals, self._names, columns)
+        else:
+            names = self._names
+            scored = [
+                ScoredEndpoint(e, total, dict(zip(names, values, strict=True)))
+                for e, total, *values in zip(endpoints, totals, *columns, strict=True)
+            ]
+            ranked = self._profile.picker.pick(scored)
         return SchedulingResult(self._profile.name, ranked, filtered_out, time.perf_counter() - start)
 
     def _shed(
@@ -163,30 +212,30 @@ class Scheduler:
                 filtered_out[endpoint.name] = "subset"
         return kept
 
-    def _score(self, req: SchedulingRequest, endpoints: list[Endpoint]) -> list[ScoredEndpoint]:
-        """Weighted sum of clamped scores; one column per scorer so the hot loop stays in C where it can."""
-        scorers = self._profile.scorers
-        if not scorers:
-            return [ScoredEndpoint(e, 0.0, {}) for e in endpoints]
-        names = [w.scorer.name for w in scorers]
-        weights = [w.weight for w in scorers]
+    def _score_columns(self, req: SchedulingRequest, endpoints: list[Endpoint]) -> list[list[float]]:
+        """One column of scores in [0, 1] per scorer, aligned with `endpoints`."""
         columns = []
-        for w in scorers:
+        for name, column in zip(self._names, self._columns, strict=True):
             try:
-                get = w.scorer.score(req, endpoints).get
+                columns.append(column(req, endpoints))
             except ShedRequest as shed:
-                raise ShedRequest(f"{w.scorer.name}: {shed.reason}") from None
-            # clamp to [0, 1]; NaN → 0 (both comparisons are false for NaN)
-            columns.append(
-                [
-                    v if 0.0 <= v <= 1.0 else (1.0 if v > 1.0 else 0.0)
-                    for v in (get(e, 0.0) for e in endpoints)
-                ]
-            )
-        return [
-            ScoredEndpoint(e, sum(map(mul, weights, values)), dict(zip(names, values, strict=True)))
-            for e, *values in zip(endpoints, *columns, strict=True)
-        ]
+                raise ShedRequest(f"{name}: {shed.reason}") from None
+        return columns
+
+    def _totals(self, columns: list[list[float]], count: int) -> list[float]:
+        """Weighted sums, added scorer by scorer in profile order (as `sum` over a row did in 3.11).
+
+        Column-wise in C (`map` over two lists) instead of a Python loop per endpoint; a weight
+        of 1 needs no multiplication, since 1 * v == v exactly.
+        """
+        if not columns:
+            return [0.0] * count
+        totals: list[float] | None = None
+        for weight, column in zip(self._weights, columns, strict=True):
+            weighted = column if weight == 1 else list(map(mul, repeat(weight), column))
+            totals = weighted if totals is None else list(map(add, totals, weighted))
+        assert totals is not None
+        return totals
 
     # -- lifecycle hooks, called by the request core ---------------------------------
     def on_routed(self, req: SchedulingRequest, endpoint: Endpoint) -> None:
@@ -208,3 +257,16 @@ class Scheduler:
         """An endpoint left the pool: plugins drop what they remember about it."""
         for hook in self._removed_hooks:
             hook(name)
+
+
+def _column(scorer: Scorer) -> Column:
+    """How to read `scorer` as a column: its own fast path, or its dict clamped to [0, 1]."""
+    if isinstance(scorer, ColumnScorer):
+        return scorer.score_column
+
+    def clamped(req: SchedulingRequest, endpoints: list[Endpoint]) -> list[float]:
+        get = scorer.score(req, endpoints).get
+        # clamp to [0, 1]; NaN → 0 (both comparisons are false for NaN); left out → 0
+        return [v if 0.0 <= v <= 1.0 else (1.0 if v > 1.0 else 0.0) for v in (get(e, 0.0) for e in endpoints)]
+
+    return clamped

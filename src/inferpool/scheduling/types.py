@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 from inferpool.state import Endpoint
 
@@ -36,12 +36,86 @@ class ScoredEndpoint:
     scores: dict[str, float]  # scorer name -> raw score 0..1 (before weighting)
 
 
+class Ranking(Sequence[ScoredEndpoint]):
+    """The scheduler's ranked candidates, built on access.
+
+    A decision over a large pool orders every candidate, but callers read only the first
+    few (the pick, a handful of fallbacks, the top scores for the record). So the
+    `ScoredEndpoint`s and their per-scorer dicts are made when an entry is read, from the
+    score columns the scheduler computed; reading an entry twice gives the same object.
+    Compares equal to a list holding the same entries.
+    """
+
+    __slots__ = ("_columns", "_endpoints", "_items", "_names", "_order", "_totals")
+
+    def __init__(
+        self,
+        endpoints: Sequence[Endpoint],
+        order: Sequence[int],
+        totals: Sequence[float],
+        names: Sequence[str],
+        columns: Sequence[Sequence[float]],
+    ) -> None:
+        self._endpoints = endpoints  # candidates in scoring order
+        self._order = order  # positions in `endpoints`, best first
+        self._totals = totals  # weighted totals, by position
+        self._names = names  # scorer names, one per column
+        self._columns = columns  # per scorer, the clamped score of each position
+        self._items: list[ScoredEndpoint | None] | None = None
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    @overload
+    def __getitem__(self, index: int) -> ScoredEndpoint: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[ScoredEndpoint]: ...
+
+    def __getitem__(self, index: int | slice) -> ScoredEndpoint | list[ScoredEndpoint]:
+        if isinstance(index, slice):
+            return [self._item(rank) for rank in range(*index.indices(len(self._order)))]
+        if index < 0:
+            index += len(self._order)
+        if not 0 <= index < len(self._order):
+            raise IndexError("ranking index out of range")
+        return self._item(index)
+
+    def __iter__(self) -> Iterator[ScoredEndpoint]:
+        return map(self._item, range(len(self._order)))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Ranking | list | tuple):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # equal to lists, so unhashable like them
+
+    def __repr__(self) -> str:
+        return f"Ranking({list(self)!r})"
+
+    def endpoints(self) -> list[Endpoint]:
+        """The endpoints best first, without building a `ScoredEndpoint` for each."""
+        return list(map(self._endpoints.__getitem__, self._order))
+
+    def _item(self, rank: int) -> ScoredEndpoint:
+        items = self._items
+        if items is None:
+            items = self._items = [None] * len(self._order)
+        item = items[rank]
+        if item is None:
+            pos = self._order[rank]
+            scores = {name: column[pos] for name, column in zip(self._names, self._columns, strict=True)}
+            item = items[rank] = ScoredEndpoint(self._endpoints[pos], self._totals[pos], scores)
+        return item
+
+
 @dataclass
 class SchedulingResult:
     """Ranked candidates (best first) plus the reasons, for logs and the dashboard."""
 
     profile: str
-    ranked: list[ScoredEndpoint]
+    ranked: Sequence[ScoredEndpoint]  # a list, or a `Ranking` that builds its entries on access
     filtered_out: dict[str, str] = field(default_factory=dict)  # endpoint name -> filter that removed it
     duration_s: float = 0.0
     # A filter decided the request must be rejected now (legacy-v0.3 shedding); the caller answers 429.
@@ -50,4 +124,6 @@ class SchedulingResult:
 
     @property
     def endpoints(self) -> list[Endpoint]:
+        if isinstance(self.ranked, Ranking):
+            return self.ranked.endpoints()
         return [s.endpoint for s in self.ranked]

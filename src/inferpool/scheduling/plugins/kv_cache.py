@@ -15,8 +15,11 @@ class KVCacheUtilizationScorer:
     name: str = "kv-cache-utilization-scorer"
 
     def score(self, req: SchedulingRequest, endpoints: list[Endpoint]) -> dict[Endpoint, float]:
+        return dict(zip(endpoints, self.score_column(req, endpoints), strict=True))
+
+    def score_column(self, req: SchedulingRequest, endpoints: list[Endpoint]) -> list[float]:
         # out-of-range or NaN usage (a broken scrape) clamps; NaN fails both comparisons → 0
-        return {
-            e: 1.0 - kv if 0.0 <= kv <= 1.0 else (1.0 if kv < 0.0 else 0.0)
-            for e, kv in ((e, e.metrics.kv_cache_usage) for e in endpoints)
-        }
+        return [
+            1.0 - kv if 0.0 <= kv <= 1.0 else (1.0 if kv < 0.0 else 0.0)
+            for kv in [e.metrics.kv_cache_usage for e in endpoints]
+        ]

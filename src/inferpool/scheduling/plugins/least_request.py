@@ -16,4 +16,7 @@ class LeastRequestScorer:
     name: str = "least-request-scorer"
 
     def score(self, req: SchedulingRequest, endpoints: list[Endpoint]) -> dict[Endpoint, float]:
-        return inverse_minmax(endpoints, [e.in_flight for e in endpoints])
+        return dict(zip(endpoints, self.score_column(req, endpoints), strict=True))
+
+    def score_column(self, req: SchedulingRequest, endpoints: list[Endpoint]) -> list[float]:
+        return inverse_minmax([e.in_flight for e in endpoints])

@@ -56,6 +56,14 @@ class LoraAffinityScorer:
     name: str = "lora-affinity-scorer"
 
     def score(self, req: SchedulingRequest, endpoints: list[Endpoint]) -> dict[Endpoint, float]:
+        return dict(zip(endpoints, self.score_column(req, endpoints), strict=True))
+
+    def score_column(self, req: SchedulingRequest, endpoints: list[Endpoint]) -> list[float]:
         if req.lora_adapter is False:
-            return dict.fromkeys(endpoints, 1.0)
-        return {e: lora_affinity(req.target_model, e.metrics) for e in endpoints}
+            return [1.0] * len(endpoints)
+        adapter = req.target_model
+        # A server that lists no adapter has a free slot whatever max_lora says (see has_room).
+        return [
+            ROOM if not (m.active_adapters or m.waiting_adapters) else lora_affinity(adapter, m)
+            for m in [e.metrics for e in endpoints]
+        ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from itertools import compress, repeat
 
 from pydantic import Field
 
@@ -80,20 +81,25 @@ class PrefixCacheScorer:
         return hashes
 
     def score(self, req: SchedulingRequest, endpoints: list[Endpoint]) -> dict[Endpoint, float]:
+        return dict(zip(endpoints, self.score_column(req, endpoints), strict=True))
+
+    def score_column(self, req: SchedulingRequest, endpoints: list[Endpoint]) -> list[float]:
+        column = [0.0] * len(endpoints)
         hashes = self.hashes(req)
-        if not hashes or not endpoints:
-            return dict.fromkeys(endpoints, 0.0)
-        matched = self.index.match(hashes)
+        matched = self.index.match(hashes) if hashes and endpoints else None
+        if not matched:
+            return column
+        hits = list(map(matched.get, [e.name for e in endpoints], repeat(0)))
+        held = list(compress(range(len(endpoints)), hits))  # usually a few of many
+        if not held:
+            return column
         total = len(hashes)
         loads = [e.metrics.waiting_queue_size + e.in_flight for e in endpoints]
         least = min(loads)
-        scores: dict[Endpoint, float] = {}
-        for endpoint, load in zip(endpoints, loads, strict=True):
-            hits = matched.get(endpoint.name, 0)
-            if hits and overloaded(load, least, endpoint.metrics.kv_cache_usage, self.params):
-                hits = 0
-            scores[endpoint] = hits / total
-        return scores
+        for i in held:
+            if not overloaded(loads[i], least, endpoints[i].metrics.kv_cache_usage, self.params):
+                column[i] = hits[i] / total
+        return column
 
     def capacity(self, endpoint: Endpoint) -> int:
         """Blocks to remember for `endpoint`: its real KV-cache size when the scraper knows it."""

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from inferpool.scheduling.types import ScoredEndpoint
+from inferpool.state import Endpoint
 
 
 @dataclass
@@ -19,9 +21,12 @@ class RoundRobinPicker:
     _next: int = 0
 
     def pick(self, scored: list[ScoredEndpoint]) -> list[ScoredEndpoint]:
-        if not scored:
+        return [scored[i] for i in self.rank([s.endpoint for s in scored], [s.total for s in scored])]
+
+    def rank(self, endpoints: Sequence[Endpoint], totals: Sequence[float]) -> list[int]:
+        if not endpoints:
             return []
-        ordered = sorted(scored, key=lambda s: s.endpoint.name)
+        ordered = sorted(range(len(endpoints)), key=lambda i: endpoints[i].name)
         start = self._next % len(ordered)
         self._next += 1
         return ordered[start:] + ordered[:start]

@@ -16,4 +16,7 @@ class RunningRequestsScorer:
     name: str = "running-requests-scorer"
 
     def score(self, req: SchedulingRequest, endpoints: list[Endpoint]) -> dict[Endpoint, float]:
-        return inverse_minmax(endpoints, [e.metrics.running_requests for e in endpoints])
+        return dict(zip(endpoints, self.score_column(req, endpoints), strict=True))
+
+    def score_column(self, req: SchedulingRequest, endpoints: list[Endpoint]) -> list[float]:
+        return inverse_minmax([e.metrics.running_requests for e in endpoints])

@@ -20,4 +20,7 @@ class TokenLoadScorer:
     name: str = "token-load-scorer"
 
     def score(self, req: SchedulingRequest, endpoints: list[Endpoint]) -> dict[Endpoint, float]:
-        return inverse_minmax(endpoints, [e.in_flight_tokens for e in endpoints])
+        return dict(zip(endpoints, self.score_column(req, endpoints), strict=True))
+
+    def score_column(self, req: SchedulingRequest, endpoints: list[Endpoint]) -> list[float]:
+        return inverse_minmax([e.in_flight_tokens for e in endpoints])
