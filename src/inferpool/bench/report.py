@@ -115,10 +115,11 @@ def sweep_markdown(points: list[SweepPoint]) -> str:
 
 def picker_markdown(rows: list[tuple[str, list[Any]]]) -> str:
     """epp-envoy contenders: how the streams split over the picker replicas, and each one's CPU per
-    decision (rows: contender name, its PickerStats; contenders without pickers are left out)."""
+    decision (rows: contender name, its PickerStats; contenders without pickers are left out; no
+    table unless one contender runs several)."""
     rows = [(name, pickers) for name, pickers in rows if pickers]
-    if not rows:
-        return ""
+    if not any(len(pickers) > 1 for _, pickers in rows):
+        return ""  # only a comparison with several replicas says anything about the split
     lines = [
         "| contender | pickers | streams per picker | largest share vs even | CPU µs per decision per picker |",
         "|---|---:|---|---:|---|",
