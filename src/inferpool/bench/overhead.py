@@ -133,6 +133,7 @@ class LoadTest:
 
 TESTS = (
     LoadTest("open-200", connections=64, rate=200),
+    LoadTest("open-500", connections=64, rate=500),  # where the picker's latency target is set
     LoadTest("open-1000", connections=64, rate=1000),
     LoadTest("closed", connections=32),
     LoadTest("stream", connections=32, events=200, stream=True),
