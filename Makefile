@@ -4,11 +4,18 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
+# xds-protos ships an old copy of opentelemetry/proto/ that, depending on install order, overwrites
+# opentelemetry-proto's (then the OTLP exporter cannot import InstrumentationScope): put back the
+# version the resolver chose. The Dockerfile does the same.
+OTEL_PROTO_FIX = $(BIN)/python -m pip install -q --force-reinstall --no-deps \
+	"opentelemetry-proto==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("opentelemetry-proto"))')"
+
 .PHONY: demo test lint typecheck unit vllm-env browser loadgen clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -e '.[test]'
+	$(OTEL_PROTO_FIX)
 	touch $(STAMP)
 
 demo: $(STAMP)
