@@ -61,7 +61,7 @@ def lifecycle(d: Director, tracing: Tracing | None) -> Callable[[], RequestRecor
         if tracing is not None and trace is not None:
             tracing.upstream_headers(trace)
         routed.dispatched(routed.candidates[0])
-        routed.response_started(200, {"content-type": "application/json"})
+        routed.response_started(200, "application/json")
         routed.response_data(RESPONSE)
         return routed.finish(200)
 
