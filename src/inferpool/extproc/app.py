@@ -11,7 +11,7 @@ import asyncio
 import logging
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import aiohttp
@@ -57,6 +57,7 @@ class EppConfig:
     # Worker 0 of several: the other workers' loopback /metrics, merged into its own.
     peer_metrics: tuple[str, ...] = ()
     otlp_traces_endpoint: str | None = None  # --otlp-traces-endpoint: spans over OTLP/gRPC; None: off
+    fleet_speed: float = 1.0  # --fleet-speed: a simulated fleet's --speed (intervals scale by 1/speed)
 
     @property
     def kubernetes_mode(self) -> bool:
@@ -91,6 +92,7 @@ class EppApp:
                 manifests=list(config.manifests),
                 endpoints=load_endpoints_file(config.endpoints_file) if config.endpoints_file else (),
                 kubernetes=kubernetes,
+                fleet_speed=config.fleet_speed,
             ),
             datastore=datastore,
         )
@@ -101,8 +103,13 @@ class EppApp:
         self.observation = Observation(self.datastore, tracing=self.tracing)
         self.observation.attach(self.director, self.core.flow_control)
         self.pool_key: str | None = None
+        # the sampling budget is per second of the fleet's time, like every other interval
+        grpc_config = replace(
+            config.grpc,
+            response_samples_per_second=config.grpc.response_samples_per_second * config.fleet_speed,
+        )
         self.grpc = GrpcServers(
-            self.director, self._current_pool, config.grpc, lambda: self.core.guards, self.tracing
+            self.director, self._current_pool, grpc_config, lambda: self.core.guards, self.tracing
         )
         self.observation.metrics.watch_counts(
             "inferpool_extproc_messages",

@@ -16,6 +16,7 @@ from inferpool.extproc.app import EppConfig, serve
 from inferpool.extproc.server import GrpcConfig
 from inferpool.extproc.stream import DEFAULT_SAMPLES_PER_SECOND
 from inferpool.extproc.workers import Supervisor
+from inferpool.request.core import FLEET_SPEED_HELP
 
 
 def _duration(value: str, flag: str) -> float:
@@ -101,6 +102,7 @@ def epp(
         help="Export OpenTelemetry spans over OTLP/gRPC to this collector (vLLM's flag; e.g. "
         "http://127.0.0.1:4317); the model server's traceparent then names the picker's span. Off when not given.",
     ),
+    fleet_speed: float = typer.Option(1.0, "--fleet-speed", min=1e-6, help=FLEET_SPEED_HELP),
 ) -> None:
     """Endpoint Picker for Envoy: ext_proc on 9002, gRPC health on 9003, metrics on 9090."""
     if not manifests and pool_name is None:
@@ -134,6 +136,7 @@ def epp(
         leader_election=ha_enable_leader_election,
         workers=workers,
         otlp_traces_endpoint=otlp_traces_endpoint,
+        fleet_speed=fleet_speed,
     )
     try:
         if workers > 1:

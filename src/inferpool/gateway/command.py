@@ -19,6 +19,7 @@ from inferpool.gateway.config import ProxyConfig, ServeConfig
 from inferpool.gateway.manifests import ManifestError
 from inferpool.gateway.runtime import GatewayRuntime, RuntimeConfig
 from inferpool.gateway.security import read_token
+from inferpool.request.core import FLEET_SPEED_HELP
 from inferpool.scheduling import ConfigError
 from inferpool.sources.manifest import ManifestLoadFailed
 from inferpool.sources.static import EndpointsFileError, StaticEndpoint, load_endpoints_file
@@ -142,6 +143,7 @@ def serve(
         30.0, "--drain-timeout", help="Seconds SIGTERM waits for in-flight requests before exiting."
     ),
     otlp_traces_endpoint: str | None = OTLP_TRACES_ENDPOINT,
+    fleet_speed: float = typer.Option(1.0, "--fleet-speed", min=1e-6, help=FLEET_SPEED_HELP),
 ) -> None:
     """Serve the Gateway listeners of the manifests, routing to the model servers in --endpoints."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -170,6 +172,7 @@ def serve(
             profile=profile,
             access_log=not no_access_log,
             admission=AdmissionConfig(enabled=not no_admission),
+            fleet_speed=fleet_speed,
         )
         runtime = GatewayRuntime([str(p) for p in filename], config, static)
         await runtime.start()

@@ -36,6 +36,7 @@ class RuntimeConfig:
     admission: AdmissionConfig = field(default_factory=AdmissionConfig)
     access_log: bool = True
     base_models: dict[str, str] = field(default_factory=dict)  # pool key -> base model (for /v1/models)
+    fleet_speed: float = 1.0  # a simulated fleet's --speed: wall-clock intervals scale by 1/speed
 
 
 def gateway_objects(manifests: ManifestSet) -> tuple[list[Listener], list[HTTPRoute]]:
@@ -86,6 +87,7 @@ class GatewayRuntime:
                 endpoints=self.endpoints,
                 static_source=True,
                 base_models=config.base_models,
+                fleet_speed=config.fleet_speed,
             )
         )
         self.core.on_manifests(self._reloaded)

@@ -15,12 +15,12 @@ import os
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from inferpool.admission import Admission, AdmissionConfig
-from inferpool.admission.flowcontrol import FlowController, build_flow_controller
+from inferpool.admission.flowcontrol import FlowControlConfig, FlowController, build_flow_controller
 from inferpool.api import ManifestSet
 from inferpool.guard.attach import GuardSet
 from inferpool.request.director import Director, DirectorConfig
@@ -36,6 +36,12 @@ from inferpool.state import Datastore, Endpoint
 log = logging.getLogger(__name__)
 
 ManifestListener = Callable[[ManifestSet], None]
+
+# `--fleet-speed` of `inferpool serve` and `inferpool epp`
+FLEET_SPEED_HELP = (
+    "Only in front of a simulated fleet: its --speed. Scrape, poll, probe and queue intervals then run "
+    "1/speed times longer on the wall clock, as they would in front of real servers."
+)
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,50 @@ class CoreConfig:
     kubernetes: KubernetesSettings | None = None
     base_models: Mapping[str, str] = field(default_factory=dict)  # pool key -> base model
     top_scores: int = 3  # ranked candidates kept with their scores on each record
+    # Fleet seconds per wall second: a simulated fleet's `--speed` (1 for real servers). Every
+    # interval the core runs on the wall clock is divided by it (see `at_fleet_speed`).
+    fleet_speed: float = 1.0
+
+
+def at_fleet_speed(
+    config: CoreConfig, flow_control: FlowControlConfig | None
+) -> tuple[CoreConfig, FlowControlConfig | None]:
+    """The configuration with every wall-clock interval stretched to the fleet's time.
+
+    In front of a fleet slowed to `fleet_speed` (a simulator at `--speed 0.125` runs 8x slower
+    than the wall clock), a 50 ms scrape interval would be 8x fresher in the fleet's time than in
+    front of real servers, and a peer router that keeps its own counts gets no such help. So the
+    scrape and /v1/models intervals, metric staleness, the health-probe interval, flow control's
+    dispatch timer, scrape lag and queue TTL all run `1 / fleet_speed` times longer on the wall
+    clock. Client-facing timeouts (HTTPRoute timeouts, connect timeouts) stay in wall time.
+    """
+    speed = config.fleet_speed
+    if not speed > 0:
+        raise ValueError(f"fleet speed must be positive, got {speed}")
+    if speed == 1.0:
+        return config, flow_control
+    stretch = 1.0 / speed
+    scrape = config.scrape
+    if scrape is not None:
+        scrape = replace(
+            scrape,
+            interval_s=scrape.interval_s * stretch,
+            stale_after_s=scrape.stale_after_s * stretch,
+            models_interval_s=scrape.models_interval_s * stretch,
+        )
+    saturation = config.admission.saturation
+    admission = replace(
+        config.admission, saturation=replace(saturation, stale_after_s=saturation.stale_after_s * stretch)
+    )
+    if flow_control is not None:
+        ttl = flow_control.default_request_ttl_s
+        flow_control = replace(
+            flow_control,
+            default_request_ttl_s=ttl * stretch if ttl is not None else None,
+            recheck_interval_s=flow_control.recheck_interval_s * stretch,
+            scrape_lag_s=flow_control.scrape_lag_s * stretch,
+        )
+    return replace(config, scrape=scrape, admission=admission), flow_control
 
 
 class Core:
@@ -78,14 +128,17 @@ class Core:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
-        self.config = config = config or CoreConfig()
-        self.spec = SchedulerSpec.load(config.scheduler)  # the one parse; ConfigError lists problems
+        self.spec = SchedulerSpec.load(
+            (config or CoreConfig()).scheduler
+        )  # the one parse; ConfigError lists problems
+        self.config, flow_control = at_fleet_speed(config or CoreConfig(), self.spec.flow_control)
+        config = self.config
         self.datastore = datastore if datastore is not None else Datastore()
         self._schedulers: dict[str, Scheduler] = {}
         self._spare: Scheduler | None = self.spec.build()
         self.admission = Admission(config.admission)
         self.flow_control: FlowController | None = build_flow_controller(
-            self.spec.flow_control, self.datastore, self.admission.detector
+            flow_control, self.datastore, self.admission.detector
         )
         self.director = Director(
             self.datastore,
@@ -98,7 +151,11 @@ class Core:
         )
         self.readiness = Readiness()
         self.scraper = Scraper(self.datastore, config.scrape, self.readiness) if config.scrape else None
-        self.prober = HealthProber(self.datastore, self.readiness) if config.health_probes else None
+        self.prober = (
+            HealthProber(self.datastore, self.readiness, interval_scale=1.0 / config.fleet_speed)
+            if config.health_probes
+            else None
+        )
         # KV-cache events for precise prefix scoring; None unless the profile has a plugin that reads them
         self.kv_events: KVEventSubscriber | None = kv_event_subscriber(
             self.datastore, self.scheduler_for, self._spare

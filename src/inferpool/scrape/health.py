@@ -39,9 +39,11 @@ class HealthProber(DatastoreFollower):
         datastore: Datastore,
         readiness: Readiness | None = None,
         session: aiohttp.ClientSession | None = None,
+        interval_scale: float = 1.0,  # wall seconds per fleet second (1 / a slowed fleet's speed)
     ) -> None:
         super().__init__(datastore, session)
         self.readiness = readiness or Readiness()
+        self.interval_scale = interval_scale
         self._probes: dict[tuple[str, str], _Probe] = {}
 
     def _drop_tasks(self) -> list[asyncio.Task[None]]:
@@ -77,7 +79,7 @@ class HealthProber(DatastoreFollower):
     async def _run(self, probe: _Probe) -> None:
         while True:
             await self.probe_once(probe)
-            await asyncio.sleep(probe.check.interval_s)
+            await asyncio.sleep(probe.check.interval_s * self.interval_scale)
 
     async def probe_once(self, probe: _Probe) -> bool:
         """One probe; updates the counters and, at a threshold, readiness. True if it passed."""
