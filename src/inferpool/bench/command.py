@@ -6,6 +6,7 @@ import asyncio
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -19,8 +20,11 @@ from inferpool.bench.report import (
     sweep_markdown,
     write_results,
 )
-from inferpool.bench.stats import parse_slo, summarize_by_tag
+from inferpool.bench.stats import Slo, parse_slo, summarize_by_tag
 from inferpool.bench.workloads import WORKLOADS, WorkloadOptions, request_classes
+
+if TYPE_CHECKING:
+    from inferpool.bench.compare import Contender, FleetSpec
 
 bench_app = typer.Typer(
     help="Load tests, side-by-side comparisons, virtual-time scale runs.", no_args_is_help=True
@@ -146,24 +150,26 @@ def compare_command(
     max_num_seqs: int | None = typer.Option(
         None, "--max-num-seqs", help="Fleet batch limit (vLLM --max-num-seqs): saturate at lower rates."
     ),
+    kv_blocks: int | None = typer.Option(
+        None, "--kv-blocks", help="Fleet KV-cache blocks per replica (vLLM --num-gpu-blocks-override)."
+    ),
     groups: int = typer.Option(150, "--groups"),
     prompts_per_group: int = typer.Option(5, "--prompts-per-group"),
     system_tokens: int = typer.Option(2000, "--system-tokens"),
+    seeds: str | None = typer.Option(
+        None,
+        "--seeds",
+        help="Several seeds (e.g. 101,102,103): one run each in <out>/seed<S>, then a table of "
+        "medians with min-max over the seeds. Overrides --seed.",
+    ),
     out: Path = typer.Option(Path("bench-results"), "--out"),
 ) -> None:
     """Each contender in turn in front of a fresh simulated fleet, replaying one trace.
 
     Exits 1 (after writing every result) when a contender failed to start or run, or served nothing.
     """
-    from inferpool.bench.compare import (
-        FleetSpec,
-        needs_kv_events,
-        parse_contenders,
-        run_contender,
-        write_sim_profile,
-    )
-    from inferpool.bench.plots import plot_cdfs, plot_load, plot_vs_rate
-    from inferpool.bench.table import comparison_table, ratios
+    from inferpool.bench.compare import FleetSpec, needs_kv_events, parse_contenders, write_sim_profile
+    from inferpool.bench.table import seeds_table
 
     if rate is None and rates is None:
         raise typer.BadParameter("give --rate or --rates")
@@ -171,6 +177,10 @@ def compare_command(
         chosen = parse_contenders(contenders)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--contenders") from None
+    try:
+        seed_list = [int(x) for x in seeds.split(",") if x.strip()] if seeds else [seed]
+    except ValueError:
+        raise typer.BadParameter("comma-separated integers, e.g. 101,102,103", param_hint="--seeds") from None
     out.mkdir(parents=True, exist_ok=True)
     model_dir = (out / "model").resolve()
     model_dir.mkdir(
@@ -182,24 +192,77 @@ def compare_command(
         kv_events = needs_kv_events(chosen)
     except ValueError as exc:  # a profile file that is no valid EndpointPickerConfig
         raise typer.BadParameter(str(exc), param_hint="--contenders") from None
-    spec_fleet = FleetSpec(
-        fleet, str(model_dir), adapter_names, max_loras, max(max_loras, adapters), speed, seed, kv_events,
-        str(write_sim_profile(out, max_num_seqs)) if max_num_seqs else None,
-    )  # fmt: skip
+    sim_profile = str(write_sim_profile(out, max_num_seqs, kv_blocks)) if max_num_seqs or kv_blocks else None
     opts = workload_options(str(model_dir), True, False, adapters, groups, prompts_per_group, system_tokens)
-    slo_obj = parse_slo(slo)
+    sweep = parse_rates(rates) if rates else [rate or 0.0]
+    failures: list[str] = []
+    by_seed: dict[int, list[SweepPoint]] = {}
+    for one_seed in seed_list:
+        spec_fleet = FleetSpec(
+            fleet, str(model_dir), adapter_names, max_loras, max(max_loras, adapters), speed, one_seed,
+            kv_events, sim_profile,
+        )  # fmt: skip
+        seed_out = out / f"seed{one_seed}" if seeds else out
+        seed_out.mkdir(parents=True, exist_ok=True)
+        points, failed = _compare_once(
+            chosen,
+            spec_fleet,
+            workload,
+            sweep,
+            duration,
+            arrival,
+            opts,
+            parse_slo(slo),
+            seed_out,
+            bool(rates),
+        )
+        by_seed[one_seed] = points
+        failures += failed
+    if seeds:
+        section = (
+            f"# inferpool bench compare: {workload}, fleet {fleet}, seeds {', '.join(map(str, seed_list))}\n\n"
+            + seeds_table(by_seed, [c.name for c in chosen])
+        )
+        typer.echo(section)
+        (out / "compare.md").write_text(section)
+    typer.echo(f"results, plots and compare.md in {out}")
+    if failures:
+        typer.echo(f"{len(failures)} contender run(s) failed or served nothing", err=True)
+        raise typer.Exit(1)
+
+
+def _compare_once(
+    chosen: list[Contender],
+    spec_fleet: FleetSpec,
+    workload: str,
+    sweep: list[float],
+    duration: float,
+    arrival: str,
+    opts: WorkloadOptions,
+    slo_obj: Slo,
+    out: Path,
+    swept: bool,
+) -> tuple[list[SweepPoint], list[str]]:
+    """One seed: every rate, every contender; results, plots and compare.md in `out`."""
+    from inferpool.bench.compare import run_contender
+    from inferpool.bench.plots import plot_cdfs, plot_load, plot_vs_rate
+    from inferpool.bench.table import comparison_table, ratios
+
+    fleet, speed, seed = spec_fleet.replicas, spec_fleet.speed, spec_fleet.seed
     classes = request_classes(workload)
     points: list[SweepPoint] = []
     failures: list[str] = []
-    report = [f"# inferpool bench compare: {workload}, fleet {fleet}\n"]
-    for r in parse_rates(rates) if rates else [rate or 0.0]:
+    report = [f"# inferpool bench compare: {workload}, fleet {fleet}, seed {seed}\n"]
+    versions = contender_versions(chosen)
+    for r in sweep:
         trace = TraceSpec(workload, r, duration, seed, arrival, opts).build()
         client = ClientConfig(speed=speed)
         runs = []
         failed_here: list[str] = []
         for contender in chosen:
             typer.echo(
-                f"-- {contender.name}: {len(trace)} requests at {r:g} req/s (sim), speed {speed:g}", err=True
+                f"-- {contender.name}: {len(trace)} requests at {r:g} req/s (sim), speed {speed:g}, seed {seed}",
+                err=True,
             )
             try:
                 run = run_contender(
@@ -213,8 +276,9 @@ def compare_command(
                 )
                 points.append(SweepPoint(r, None, contender.name, reason))
                 continue
-            meta = {"contender": contender.name, "workload": workload, "fleet": fleet, "rate": r,
-                    "speed": speed, "seed": seed, "kv_events": kv_events, "load": run.load,
+            meta = {"contender": contender.name, "version": versions[contender.name], "workload": workload,
+                    "fleet": fleet, "rate": r, "speed": speed, "seed": seed, "kv_events": spec_fleet.kv_events,
+                    "sim_profile": spec_fleet.sim_profile, "load": run.load,
                     "pickers": [{"streams": p.streams, "cpu_s": p.cpu_s} for p in run.pickers]}  # fmt: skip
             write_results(
                 out, f"{workload}-rate{r:g}-{contender.slug}", run.results, run.summary, meta, run.by_class
@@ -226,7 +290,7 @@ def compare_command(
                     f"{contender.name} at {r:g} req/s served nothing: {run.summary.errors_by_status}"
                 )
                 typer.echo(f"   {failed_here[-1]}", err=True)
-        title = f"{workload}, {fleet} replicas, {r:g} req/s, {duration:g} s"
+        title = f"{workload}, {fleet} replicas, {r:g} req/s, {duration:g} s, seed {seed}"
         section = f"## {title}\n\n{comparison_table(runs)}\n{ratios(runs)}"
         if pickers := picker_markdown([(run.contender.name, run.pickers) for run in runs]):
             section += "\n### Picker replicas\n\n" + pickers
@@ -242,18 +306,34 @@ def compare_command(
         if runs:
             plot_cdfs(runs, out / f"{workload}-rate{r:g}-cdf.png", title)
             plot_load(runs, out / f"{workload}-rate{r:g}-load.png", title)
-    if rates:
+    if swept:
         order = {c.name: i for i, c in enumerate(chosen)}
         points.sort(key=lambda p: (order[p.contender or ""], p.rate))  # each contender's curve together
         section = f"## Latency vs rate: {workload}, {fleet} replicas\n\n{sweep_markdown(points)}"
         typer.echo(section)
         report.append(section)
         plot_vs_rate(points, out / f"{workload}-vs-rate.png", f"{workload}, {fleet} replicas")
+    versions_md = "".join(f"- {name}: {version}\n" for name, version in versions.items())
+    report.append(f"## Versions\n\n{versions_md}")
     (out / "compare.md").write_text("\n".join(report))
-    typer.echo(f"results, plots and compare.md in {out}")
-    if failures:
-        typer.echo(f"{len(failures)} contender run(s) failed or served nothing", err=True)
-        raise typer.Exit(1)
+    return points, failures
+
+
+def contender_versions(chosen: list[Contender]) -> dict[str, str]:
+    """What ran, recorded in every result file: the peers' installed (pinned) versions, and
+    inferpool's version and commit (with Envoy's for epp-envoy)."""
+    from inferpool.bench.overhead import envoy_version, inferpool_commit
+
+    ours = f"inferpool {inferpool_commit()}"
+    out: dict[str, str] = {}
+    for contender in chosen:
+        if contender.peer is not None:
+            out[contender.name] = f"{contender.peer.package} {contender.peer.version() or 'not installed'}"
+        elif contender.envoy:
+            out[contender.name] = f"{ours}, envoy {envoy_version() or 'unknown'}"
+        else:
+            out[contender.name] = ours
+    return out
 
 
 @bench_app.command("simulate")

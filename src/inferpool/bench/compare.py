@@ -191,14 +191,21 @@ def fleet_argv(spec: FleetSpec, ports: FleetPorts, replica: int) -> list[str]:
     return argv
 
 
-def write_sim_profile(workdir: Path, max_num_seqs: int) -> Path:
-    """The default hardware profile with a smaller batch (vLLM --max-num-seqs), so a fleet saturates
-    at request rates a 2-core load generator can drive."""
+def write_sim_profile(workdir: Path, max_num_seqs: int | None, kv_blocks: int | None = None) -> Path:
+    """The default hardware profile with a smaller batch (vLLM --max-num-seqs) and/or KV cache
+    (vLLM --num-gpu-blocks-override), so a fleet saturates at request rates a 2-core machine can
+    drive at full speed."""
     default = load_profile(SIM_PROFILES[0])  # the sim's default hardware profile
-    profile = default.model_copy(
-        update={"name": f"{default.name}-seqs{max_num_seqs}", "max_num_seqs": max_num_seqs}
-    )
-    path = workdir / f"sim-profile-seqs{max_num_seqs}.yaml"
+    update: dict[str, object] = {}
+    suffix = ""
+    if max_num_seqs:
+        update["max_num_seqs"] = max_num_seqs
+        suffix += f"-seqs{max_num_seqs}"
+    if kv_blocks:
+        update["num_gpu_blocks"] = kv_blocks
+        suffix += f"-blocks{kv_blocks}"
+    profile = default.model_copy(update={"name": default.name + suffix, **update})
+    path = workdir / f"sim-profile{suffix}.yaml"
     path.write_text(yaml.safe_dump(profile.model_dump(mode="json"), sort_keys=False))
     return path
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import statistics
+from collections.abc import Callable, Mapping
+
 from inferpool.bench.compare import ContenderRun
-from inferpool.bench.report import other_errors
-from inferpool.bench.stats import fmt_ms
+from inferpool.bench.report import SweepPoint, other_errors
+from inferpool.bench.stats import Summary, fmt_ms
 
 HEADER = (
     "| contender | p50 TTFT ms | p90 TTFT ms | p99 TTFT ms | p90 NTPOT ms | throughput req/s | "
@@ -55,3 +58,95 @@ def ratios(runs: list[ContenderRun]) -> str:
                 f"p90 NTPOT {_ratio(a.ntpot.p90, b.ntpot.p90)}, goodput {_ratio(a.goodput_rps, b.goodput_rps)}"
             )
     return "\n".join(lines) + ("\n" if lines else "")
+
+
+# (heading, value in the unit shown, lower is better) for the table over seeds
+_SEED_METRICS: tuple[tuple[str, Callable[[Summary], float | None], bool], ...] = (
+    ("p50 TTFT ms", lambda s: _ms(s.ttft.p50), True),
+    ("p90 TTFT ms", lambda s: _ms(s.ttft.p90), True),
+    ("p99 TTFT ms", lambda s: _ms(s.ttft.p99), True),
+    ("p90 NTPOT ms", lambda s: _ms(s.ntpot.p90), True),
+    ("output tok/s", lambda s: s.output_tps, False),
+    ("goodput req/s", lambda s: s.goodput_rps, False),
+    ("prefix hit %", lambda s: None if s.prefix_hit_rate is None else 100 * s.prefix_hit_rate, False),
+)
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1000
+
+
+def _spread(values: list[float]) -> str:
+    """'median (min–max)' in three significant figures."""
+    return f"{_num(statistics.median(values))} ({_num(min(values))}–{_num(max(values))})"
+
+
+def _num(v: float) -> str:
+    return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
+
+
+def seeds_table(by_seed: Mapping[int, list[SweepPoint]], contenders: list[str]) -> str:
+    """One table per rate: each contender's median over seeds with min–max, then the ratio of its
+    median to round-robin's and to the best peer's (by median p99 TTFT). A contender that failed
+    on some seed says so instead of a figure built from fewer seeds."""
+    rates = sorted({p.rate for points in by_seed.values() for p in points})
+    out: list[str] = []
+    for rate in rates:
+        cells: dict[str, dict[str, list[float]]] = {}
+        failed: dict[str, int] = {}
+        for points in by_seed.values():
+            for p in points:
+                if p.rate != rate or p.contender is None:
+                    continue
+                if p.summary is None or p.summary.ok == 0:
+                    failed[p.contender] = failed.get(p.contender, 0) + 1
+                    continue
+                row = cells.setdefault(p.contender, {})
+                for heading, value, _ in _SEED_METRICS:
+                    v = value(p.summary)
+                    if v is not None:
+                        row.setdefault(heading, []).append(v)
+        headings = [h for h, _, _ in _SEED_METRICS]
+        lines = [
+            f"## {rate:g} req/s: median (min–max) over {len(by_seed)} seeds\n",
+            "| contender | " + " | ".join(headings) + " |",
+            "|---|" + "---:|" * len(headings),
+        ]
+        for name in contenders:
+            if failed.get(name):
+                lines.append(
+                    f"| {name} | failed on {failed[name]} of {len(by_seed)} seeds |"
+                    + " |" * (len(headings) - 1)
+                )
+                continue
+            row = cells.get(name, {})
+            lines.append(
+                f"| {name} | " + " | ".join(_spread(row[h]) if row.get(h) else "-" for h in headings) + " |"
+            )
+        medians = {
+            n: {h: statistics.median(v) for h, v in row.items()}
+            for n, row in cells.items()
+            if n not in failed
+        }
+        lines.append("")
+        lines += _median_ratios(medians, contenders)
+        out.append("\n".join(lines) + "\n")
+    return "\n".join(out)
+
+
+def _median_ratios(medians: dict[str, dict[str, float]], contenders: list[str]) -> list[str]:
+    peers = [n for n in contenders if n in medians and n.split(" ")[0] in ("sglang-router", "vllm-router")]
+    best_peer = min(peers, key=lambda n: medians[n].get("p99 TTFT ms", float("inf")), default=None)
+    lines = []
+    for name in contenders:
+        if name not in medians or name in peers or name == "round-robin":
+            continue
+        for ref in ("round-robin", best_peer):
+            if ref is None or ref not in medians:
+                continue
+            parts = []
+            for heading in ("p99 TTFT ms", "p90 NTPOT ms", "goodput req/s"):
+                a, b = medians[name].get(heading), medians[ref].get(heading)
+                parts.append(f"{heading.rsplit(' ', 1)[0]} {_ratio(a, b)}")
+            lines.append(f"- {name} vs {ref} (medians): " + ", ".join(parts))
+    return lines

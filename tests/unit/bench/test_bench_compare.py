@@ -135,6 +135,8 @@ def test_max_num_seqs_fleet_profile_loads_in_the_sim(tmp_path: Path) -> None:
     default = load_profile("llama-3.1-8b-h100")
     assert profile.num_gpu_blocks == default.num_gpu_blocks and profile.step == default.step
     assert "--profile" not in fleet_argv(FleetSpec(2, "/m"), FleetPorts([9000, 9001]), 0)
+    small = load_profile(str(write_sim_profile(tmp_path, 16, 3000)))  # --max-num-seqs 16 --kv-blocks 3000
+    assert (small.max_num_seqs, small.num_gpu_blocks) == (16, 3000) and small.step == default.step
 
 
 def _cluster(config: dict, name: str) -> dict:  # type: ignore[type-arg]
@@ -245,3 +247,35 @@ def test_sweep_table_rows_and_failed_points() -> None:
     assert lines[2].startswith("| default | 2 | 0.50 | 0.50 | 100.0 |") and lines[2].endswith("| 1 | 0 |")
     assert lines[3] == "| default | 4 | failed: boom / bang | | | | | | |"
     assert sweep_markdown([SweepPoint(2, s)]).startswith("| rate (req/s) |")
+
+
+def test_seeds_give_medians_with_spreads_and_ratios(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three seeds: one run each in its own folder, then median (min–max) per contender."""
+    ttft_by_name = {"default": 0.1, "round-robin": 0.2, "sglang-router cache_aware": 0.4}
+
+    def run(contender: Contender, fleet: FleetSpec, trace: list[BenchRequest], client: ClientConfig,
+            slo: Slo, workdir: Path, progress: bool = True, classes: tuple[str, ...] = ()) -> ContenderRun:  # fmt: skip
+        ttft = ttft_by_name[contender.name] * fleet.seed  # seeds 1, 2, 3: median at seed 2
+        results = [_result(r.index, r.tag, ttft=ttft) for r in trace]
+        return ContenderRun(contender, summarize(results, 4.0, slo), results, [], {})
+
+    monkeypatch.setattr(compare, "run_contender", run)
+    monkeypatch.setattr(compare.Peer, "version", lambda self: "0.3.2")
+    argv = ["compare", "--fleet", "2", "--workload", "shared-prefix", "--rate", "4", "--duration", "4",
+            "--groups", "4", "--system-tokens", "100", "--seeds", "1,2,3",
+            "--contenders", "default,round-robin,sglang-router", "--out", str(tmp_path)]  # fmt: skip
+    done = CliRunner().invoke(bench_app, argv)
+    assert done.exit_code == 0, done.output
+    for seed in (1, 2, 3):
+        document = orjson.loads((tmp_path / f"seed{seed}" / "shared-prefix-rate4-default.json").read_bytes())
+        assert document["meta"]["seed"] == seed and document["meta"]["version"].startswith("inferpool ")
+    peer = orjson.loads(
+        (tmp_path / "seed1" / "shared-prefix-rate4-sglang-router-cache_aware.json").read_bytes()
+    )
+    assert peer["meta"]["version"] == "sglang-router 0.3.2"
+    table = (tmp_path / "compare.md").read_text()
+    assert "median (min–max) over 3 seeds" in table
+    row = next(line for line in table.splitlines() if line.startswith("| default |"))
+    assert row.split("|")[4].strip() == "200 (100–300)"  # p99 TTFT ms over seeds 1, 2, 3
+    assert "- default vs round-robin (medians): p99 TTFT 0.50×" in table
+    assert "- default vs sglang-router cache_aware (medians): p99 TTFT 0.25×" in table
