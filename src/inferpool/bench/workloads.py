@@ -14,7 +14,14 @@ from typing import Any
 from inferpool.bench.text import lognormal_int, words
 from inferpool.request.resolve import OBJECTIVE_HEADER
 
-WORKLOADS = ("sharegpt-like", "shared-prefix", "multi-lora", "criticality-overload", "multi-turn-chat")
+WORKLOADS = (
+    "sharegpt-like",
+    "shared-prefix",
+    "multi-lora",
+    "criticality-overload",
+    "multi-turn-chat",
+    "agent-long-tail",
+)
 COMPLETIONS = "/v1/completions"
 CHAT = "/v1/chat/completions"
 CRITICALITY_MIX = (("critical", 0.2), ("standard", 0.5), ("sheddable", 0.3))
@@ -70,6 +77,7 @@ def build_trace(
         "multi-lora": _multi_lora,
         "criticality-overload": _criticality,
         "multi-turn-chat": _multi_turn,
+        "agent-long-tail": _agent_long_tail,
     }
     if name not in builders:
         raise ValueError(f"unknown workload {name!r}; choose from {', '.join(WORKLOADS)}")
@@ -184,4 +192,36 @@ def _multi_turn(arrivals: list[float], rng: random.Random, opts: WorkloadOptions
         history[c].append({"role": "assistant", "content": words(opts.output_tokens, rng)})
         if len(history[c]) > 41:  # a conversation ends after 20 turns; a new one starts in its slot
             history[c] = history[c][:1]
+    return out
+
+
+# agent-long-tail: fixed here, before any run, and never used to tune a profile (held out).
+AGENT_TOOLSETS = 24  # distinct tool-schema preambles
+AGENT_TOOLSET_TOKENS = 1500  # each preamble's length
+AGENT_TOOLSET_ZIPF = 1.0  # popularity of the preambles
+AGENT_PLAIN_FRACTION = 0.3  # requests without a preamble (plain chat)
+
+
+def _agent_long_tail(arrivals: list[float], rng: random.Random, opts: WorkloadOptions) -> list[BenchRequest]:
+    """Agents calling tools: 70 % of requests start with one of 24 tool-schema preambles of
+    1,500 tokens (Zipf(1.0) popularity), the rest are plain; the task text is ShareGPT-shaped
+    (lognormal, median 200 tokens) and the answers have a long tail (lognormal median 60,
+    sigma 1.6, up to 2,048 tokens: mostly short tool calls, now and then a long report).
+    Meant with `--arrival bursty`. Its shape was fixed before any run and no profile was
+    tuned on it, so it is the held-out workload of docs/benchmarks.md."""
+    preambles = [
+        f"[toolset {t}] You can call these tools. " + words(AGENT_TOOLSET_TOKENS, rng)
+        for t in range(AGENT_TOOLSETS)
+    ]
+    weights = zipf_weights(AGENT_TOOLSETS, AGENT_TOOLSET_ZIPF)
+    out = []
+    for i, at in enumerate(arrivals):
+        task = words(lognormal_int(rng, 200, 1.0, 8, 4096), rng)
+        n_out = lognormal_int(rng, 60, 1.6, 1, 2048)
+        if rng.random() < AGENT_PLAIN_FRACTION:
+            prompt, tag = task, "plain"
+        else:
+            t = rng.choices(range(AGENT_TOOLSETS), weights)[0]
+            prompt, tag = preambles[t] + "\n" + task, f"toolset-{t}"
+        out.append(BenchRequest(i, at, COMPLETIONS, _body(opts, opts.model, prompt, n_out, False), tag))
     return out

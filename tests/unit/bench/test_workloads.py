@@ -79,3 +79,18 @@ def test_slo_and_summary() -> None:
     assert (s.ok, s.shed, s.errors_by_status) == (2, 1, {"429": 1})
     assert s.goodput_rps == pytest.approx(0.1) and s.prefix_hit_rate == pytest.approx(0.25)
     assert good.tpot == pytest.approx(0.1) and percentile([1, 2, 3, 4], 50) == 2.5
+
+
+def test_agent_long_tail_shape() -> None:
+    trace = build_trace("agent-long-tail", [0.0] * 3000, 5)
+    plain = sum(1 for r in trace if r.tag == "plain") / len(trace)
+    assert 0.26 < plain < 0.34
+    counts: dict[str, int] = {}
+    for r in trace:
+        if r.tag != "plain":
+            counts[r.tag] = counts.get(r.tag, 0) + 1
+            assert r.body["prompt"].startswith(f"[{r.tag.replace('-', ' ')}] ")
+    assert counts["toolset-0"] > counts["toolset-5"] > counts.get("toolset-23", 0)
+    outputs = sorted(r.body["max_tokens"] for r in trace)
+    median, p99 = outputs[len(outputs) // 2], outputs[int(len(outputs) * 0.99)]
+    assert 45 <= median <= 80 and p99 > 10 * median  # short tool calls, a long tail of reports
