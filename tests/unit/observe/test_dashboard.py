@@ -90,6 +90,16 @@ def test_tally_counts_shed_errors_rate_and_ttft() -> None:
     assert tally.model_stats(POOL, "other", now=100.0)["requests"] == 0
 
 
+def test_tally_stays_bounded_when_nobody_reads_it() -> None:
+    """A gateway whose dashboard nobody opens: a day of requests keeps only the rate window."""
+    tally = Tally(DashboardConfig(rate_window_s=10.0, ttft_samples=100))
+    for i in range(50_000):
+        tally.add(record(f"r{i}", "pod-0", 200, 0.01, ts=i * 1.0, model="m"))
+    kept = tally.models[(POOL, "m")]
+    assert len(kept.finished) <= 11 and len(kept.ttft) == 100
+    assert tally.model_stats(POOL, "m", now=50_000.0)["requests"] == 50_000
+
+
 def test_history_rates_padding_and_removal() -> None:
     ds = datastore()
     tally = Tally()
