@@ -18,6 +18,7 @@ import aiohttp
 from aiohttp import web
 
 from inferpool.extproc.server import GrpcConfig, GrpcServers
+from inferpool.heap import freeze_startup_heap
 from inferpool.observe.admin import AdminAuth, admin_app
 from inferpool.observe.metrics import GatewayMetrics
 from inferpool.observe.observation import Observation
@@ -273,6 +274,7 @@ async def serve(
     app = EppApp(config)
     try:
         await app.start()
+        freeze_startup_heap()
         lines = listening_lines(app)
         if on_ready is not None:
             on_ready(lines)
