@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from inferpool.sim.engine import Engine, SimRequest, StepReport
 from inferpool.sim.profile import HardwareProfile, load_profile
 
-
 FIT_STEP = "fit (step)"
 FIT_CPU = "fit (cpu)"
 HELD_OUT = "held out"
@@ -178,7 +177,11 @@ def calibrate(profile: HardwareProfile) -> list[Row]:
     saturated = 0.20
 
     # 1. ITL at concurrency 1 vs context (fp8-kv post fig. 2: 4.37e-5 ms/token × input + 6.44 ms).
-    for n_in, itl_pub in ((1_000, 6.44 + 4.37e-5 * 1_000), (32_000, 6.44 + 4.37e-5 * 32_000), (125_000, 12.0)):
+    for n_in, itl_pub in (
+        (1_000, 6.44 + 4.37e-5 * 1_000),
+        (32_000, 6.44 + 4.37e-5 * 32_000),
+        (125_000, 12.0),
+    ):
         r = _open_loop(profile, [(0.0, n_in, 128)])[0]
         rows.append(Row(f"ITL, concurrency 1, {n_in:,} in / 128 out", itl_pub, _itl(r) * ms, "ms", FIT_STEP))
 
@@ -219,7 +222,9 @@ def calibrate(profile: HardwareProfile) -> list[Row]:
     reqs = _open_loop(profile, burst)
     span = max(r.finish_time or 0 for r in reqs)
     out_tok = sum(len(r.output_token_ids) for r in reqs)
-    rows.append(Row("burst of 1,000 ShareGPT: throughput", 32.42, len(reqs) / span, "req/s", HELD_OUT, saturated))
+    rows.append(
+        Row("burst of 1,000 ShareGPT: throughput", 32.42, len(reqs) / span, "req/s", HELD_OUT, saturated)
+    )
     rows.append(Row("burst of 1,000 ShareGPT: output tokens/s", 6_582.87, out_tok / span, "tok/s", HELD_OUT,
                     saturated))  # fmt: skip
     itls = _all_itls(profile, burst)

@@ -196,11 +196,10 @@ class Engine:
         return bool(self.running or self.waiting)
 
     def _next_ready_time(self) -> float | None:
-        """When the head of the waiting queue leaves the API server, if nothing can run before."""
+        """When the head of the waiting queue leaves (or left) the API server, if nothing runs."""
         if self.running or not self.waiting:
             return None
-        ready = self.waiting[0].ready_time
-        return ready if ready > self.clock.now() else None
+        return self.waiting[0].ready_time
 
     def _frontend(self, submitted: float, cost_ms: float) -> float:
         """Queue `cost_ms` of API-server CPU work submitted at `submitted`; when it is done."""
@@ -240,8 +239,8 @@ class Engine:
         batch, duration, loaded = self._schedule_and_cost()
         if batch is None:
             ready = self._next_ready_time()
-            if ready is None:
-                return None
+            if ready is None or ready <= start:
+                return None  # nothing is on its way: what waits cannot be scheduled
             self.clock.t = start = ready  # idle until the API server hands over the next request
             batch, duration, loaded = self._schedule_and_cost()
             if batch is None:
@@ -255,7 +254,7 @@ class Engine:
         until = self.clock.t + dt
         while self.clock.t < until:
             ready = self._next_ready_time()
-            if ready is not None:
+            if ready is not None and ready > self.clock.t:
                 if ready >= until:
                     self.clock.t = until
                     break
@@ -297,8 +296,8 @@ class Engine:
                 self._wake.clear()
                 if ready is None:
                     await self._wake.wait()
-                else:  # the API server is still on the next request
-                    await asyncio.sleep(clock.real_seconds(ready - clock.now()))
+                else:  # the API server is (or was, a moment ago) still on the next request
+                    await asyncio.sleep(max(0.0, clock.real_seconds(ready - clock.now())))
                 continue
             # never before a request in this batch reached the engine (a token before asking)
             start = max(start, max(req.ready_time for req, _ in batch.scheduled))
@@ -537,7 +536,9 @@ class Engine:
         """Hand a token to the HTTP layer when the API server has it ready (later, in real time)."""
         clock = self.clock
         if isinstance(clock, RealClock) and event.time > clock.now():
-            asyncio.get_running_loop().call_later(clock.real_seconds(event.time - clock.now()), on_token, event)
+            asyncio.get_running_loop().call_later(
+                clock.real_seconds(event.time - clock.now()), on_token, event
+            )
         else:
             on_token(event)
 

@@ -48,11 +48,11 @@ class CpuCost(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    frontend_per_request_ms: float = Field(9.0, ge=0)
-    frontend_per_output_token_ms: float = Field(0.035, ge=0)
-    engine_per_step_ms: float = Field(0.7, ge=0)
-    engine_per_request_ms: float = Field(0.03, ge=0)
-    engine_per_waiting_ms: float = Field(0.03, ge=0)
+    frontend_per_request_ms: float = Field(default=9.0, ge=0)
+    frontend_per_output_token_ms: float = Field(default=0.035, ge=0)
+    engine_per_step_ms: float = Field(default=0.7, ge=0)
+    engine_per_request_ms: float = Field(default=0.03, ge=0)
+    engine_per_waiting_ms: float = Field(default=0.03, ge=0)
 
 
 class OutputLength(BaseModel):
