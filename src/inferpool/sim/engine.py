@@ -7,8 +7,13 @@ Each step (sim-calibration.md §3):
 3. only if nothing was preempted, WAITING requests are admitted in order, taking their cached
    prefix first, until max_num_seqs, the budget, or a failed allocation; a request whose adapter
    would exceed max_loras distinct adapters in the batch is skipped (LoRA-deferred);
-4. the step lasts profile.step.step_seconds(...); a request whose prompt is fully computed
-   samples one token at the end of the step.
+4. the step lasts profile.step.step_seconds(...) plus the engine core's CPU work
+   (profile.cpu); a request whose prompt is fully computed samples one token at the end of the step.
+
+The API server in front of the engine is one FIFO CPU queue (profile.cpu): a request waits
+there before the scheduler sees it, and each step's tokens wait there before a client sees
+them; request and token times (first_token_time, finish_time, TokenEvent.time) are the times
+the client sees.
 """
 
 from __future__ import annotations
@@ -61,6 +66,7 @@ class SimRequest:
 
     status: str = WAITING
     arrival_time: float = 0.0
+    ready_time: float = 0.0  # when the API server has handed it to the engine core
     first_scheduled_time: float | None = None
     first_token_time: float | None = None
     last_token_time: float | None = None
@@ -114,6 +120,7 @@ class StepReport:
 class _Batch:
     scheduled: list[tuple[SimRequest, int]]
     preempted: list[SimRequest]
+    examined_waiting: int = 0  # waiting requests the scheduler looked at (admitted or skipped)
 
 
 class Engine:
@@ -146,6 +153,7 @@ class Engine:
         self.finish_hooks: list[Callable[[SimRequest], None]] = []
         self.admit_hooks: list[Callable[[SimRequest, int], None]] = []
         self.num_steps = 0
+        self.frontend_free_at = 0.0  # when the API server's CPU has worked off its queue
         self._counter = 0
         self._wake = asyncio.Event() if isinstance(self.clock, RealClock) else None
 
@@ -160,6 +168,7 @@ class Engine:
             raise ValueError(f"prompt of {req.num_prompt_tokens} tokens does not fit")
         req.max_tokens = max(1, min(req.max_tokens, self.profile.max_model_len - req.num_prompt_tokens))
         req.arrival_time = self.clock.now()
+        req.ready_time = self._frontend(req.arrival_time, self.profile.cpu.frontend_per_request_ms)
         req._rng = random.Random(self._request_seed(req))
         if req.ignore_eos:
             req.target_len, req.ends_with_eos = req.max_tokens, False
@@ -185,6 +194,18 @@ class Engine:
 
     def has_work(self) -> bool:
         return bool(self.running or self.waiting)
+
+    def _next_ready_time(self) -> float | None:
+        """When the head of the waiting queue leaves (or left) the API server, if nothing runs."""
+        if self.running or not self.waiting:
+            return None
+        return self.waiting[0].ready_time
+
+    def _frontend(self, submitted: float, cost_ms: float) -> float:
+        """Queue `cost_ms` of API-server CPU work submitted at `submitted`; when it is done."""
+        done = max(submitted, self.frontend_free_at) + cost_ms / 1000.0
+        self.frontend_free_at = done
+        return done
 
     @property
     def num_running(self) -> int:
@@ -217,7 +238,13 @@ class Engine:
         start = self.clock.t
         batch, duration, loaded = self._schedule_and_cost()
         if batch is None:
-            return None
+            ready = self._next_ready_time()
+            if ready is None or ready <= start:
+                return None  # nothing is on its way: what waits cannot be scheduled
+            self.clock.t = start = ready  # idle until the API server hands over the next request
+            batch, duration, loaded = self._schedule_and_cost()
+            if batch is None:
+                return None
         self.clock.t = start + duration
         return self._complete(batch, start, duration, loaded)
 
@@ -226,6 +253,12 @@ class Engine:
         assert isinstance(self.clock, VirtualClock)
         until = self.clock.t + dt
         while self.clock.t < until:
+            ready = self._next_ready_time()
+            if ready is not None and ready > self.clock.t:
+                if ready >= until:
+                    self.clock.t = until
+                    break
+                self.clock.t = ready
             if not self.has_work() or self.step() is None:
                 self.clock.t = until
                 break
@@ -259,11 +292,15 @@ class Engine:
             batch, duration, loaded = self._schedule_and_cost()
             if batch is None:
                 previous_end = None
+                ready = self._next_ready_time()
                 self._wake.clear()
-                await self._wake.wait()
+                if ready is None:
+                    await self._wake.wait()
+                else:  # the API server is (or was, a moment ago) still on the next request
+                    await asyncio.sleep(max(0.0, clock.real_seconds(ready - clock.now())))
                 continue
-            # never before a request in this batch arrived (it would get a token before asking)
-            start = max(start, max(req.arrival_time for req, _ in batch.scheduled))
+            # never before a request in this batch reached the engine (a token before asking)
+            start = max(start, max(req.ready_time for req, _ in batch.scheduled))
             delay = clock.real_seconds(start + duration - clock.now())
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -283,6 +320,7 @@ class Engine:
         budget = self.profile.max_num_batched_tokens
         scheduled: list[tuple[SimRequest, int]] = []
         preempted: list[SimRequest] = []
+        examined = 0
         now = self.clock.now()
 
         index = 0
@@ -310,6 +348,9 @@ class Engine:
             skipped: list[SimRequest] = []
             while self.waiting and budget > 0 and len(self.running) < self.profile.max_num_seqs:
                 req = self.waiting[0]
+                if req.ready_time > now:
+                    break  # still in the API server (FIFO: so is everything behind it)
+                examined += 1
                 if req.lora and req.lora not in loras and len(loras) >= self.max_loras:
                     req.deferred = True
                     skipped.append(self.waiting.popleft())
@@ -338,7 +379,7 @@ class Engine:
                 if req.lora:
                     loras.add(req.lora)
             self.waiting.extendleft(reversed(skipped))
-        return _Batch(scheduled, preempted)
+        return _Batch(scheduled, preempted, examined)
 
     def _cache_hits(self, req: SimRequest) -> list[Block]:
         max_blocks = (req.num_tokens - 1) // self.pool.block_size
@@ -413,14 +454,21 @@ class Engine:
                 p = req.num_computed_tokens
                 prefill_attention += num_new * p + num_new * num_new / 2
         seconds = self.profile.step.step_seconds(num_tokens, decode_context, prefill_attention)
-        return seconds * (self.profile.step.lora_factor if has_lora else 1.0)
+        seconds *= self.profile.step.lora_factor if has_lora else 1.0
+        cpu = self.profile.cpu
+        cpu_ms = (
+            cpu.engine_per_step_ms
+            + cpu.engine_per_request_ms * (len(batch.scheduled) - 1)
+            + cpu.engine_per_waiting_ms * batch.examined_waiting
+        )
+        return seconds + cpu_ms / 1000.0
 
     # ----- end of a step ------------------------------------------------------------------------
 
     def _complete(self, batch: _Batch, start: float, duration: float, loaded: list[str]) -> StepReport:
         end = start + duration
         itls: list[float] = []
-        new_tokens = 0
+        sampling: list[SimRequest] = []
         bs = self.pool.block_size
         for req, num_new in batch.scheduled:
             if req.status != RUNNING:
@@ -436,13 +484,17 @@ class Engine:
                 req.num_committed_blocks = full
             if req.num_computed_tokens < req.num_tokens:
                 continue  # a prefill chunk: no token yet
-            if req.last_token_time is not None and req.num_preemptions == 0:
-                itls.append(end - req.last_token_time)
-            new_tokens += 1
-            self._sample(req, end)
+            sampling.append(req)
+        if sampling:
+            # the API server detokenises and streams this step's tokens after what it has queued
+            delivered = self._frontend(end, self.profile.cpu.frontend_per_output_token_ms * len(sampling))
+            for req in sampling:
+                if req.last_token_time is not None and req.num_preemptions == 0:
+                    itls.append(delivered - req.last_token_time)
+                self._sample(req, delivered)
         self.num_steps += 1
         report = StepReport(start, duration, sum(n for _, n in batch.scheduled), len(batch.preempted), itls,
-                            new_tokens, loaded)  # fmt: skip
+                            len(sampling), loaded)  # fmt: skip
         for hook in self.step_hooks:
             hook(report)
         return report
@@ -478,7 +530,17 @@ class Engine:
             self.running.remove(req)
             self._finish(req, finish, stop_reason, now, event)
         elif req.on_token is not None:
-            req.on_token(event)
+            self._deliver(req.on_token, event)
+
+    def _deliver(self, on_token: Callable[[TokenEvent], None], event: TokenEvent) -> None:
+        """Hand a token to the HTTP layer when the API server has it ready (later, in real time)."""
+        clock = self.clock
+        if isinstance(clock, RealClock) and event.time > clock.now():
+            asyncio.get_running_loop().call_later(
+                clock.real_seconds(event.time - clock.now()), on_token, event
+            )
+        else:
+            on_token(event)
 
     def _finish(
         self,
@@ -500,7 +562,7 @@ class Engine:
         for hook in self.finish_hooks:
             hook(req)
         if req.on_token is not None:
-            req.on_token(event or TokenEvent(-1, "", now, reason, stop_reason))
+            self._deliver(req.on_token, event or TokenEvent(-1, "", now, reason, stop_reason))
 
     def _track_lora(self, name: str, delta: int) -> None:
         count = self.tracked_loras.get(name, 0) + delta

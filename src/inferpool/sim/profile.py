@@ -33,6 +33,28 @@ class StepCost(BaseModel):
         return ms / 1000.0
 
 
+class CpuCost(BaseModel):
+    """CPU work outside the GPU step that real vLLM pays (docs/simulator.md, "CPU costs").
+
+    The API server is one process on one CPU (vLLM RFC #12705), so its work is one FIFO queue:
+    a request reaches the engine only after `frontend_per_request_ms` of its own work and of
+    everything queued before it; each step's tokens reach the clients after
+    `frontend_per_output_token_ms` each (incremental detokenisation and one SSE chunk per token).
+    The engine core schedules, prepares inputs and updates state in line with the GPU (the
+    synchronous core loop of vLLM RFC #23233): `engine_per_step_ms` per step, `engine_per_request_ms` per scheduled request
+    beyond the first (the first is inside `StepCost.base_ms`, fitted to the batch-1 ITL) and
+    `engine_per_waiting_ms` per waiting request the scheduler examines (admitted or skipped).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    frontend_per_request_ms: float = Field(default=9.0, ge=0)
+    frontend_per_output_token_ms: float = Field(default=0.035, ge=0)
+    engine_per_step_ms: float = Field(default=0.7, ge=0)
+    engine_per_request_ms: float = Field(default=0.03, ge=0)
+    engine_per_waiting_ms: float = Field(default=0.03, ge=0)
+
+
 class OutputLength(BaseModel):
     """Lognormal output length, clipped: ShareGPT answers have a median near 128 and a long tail."""
 
@@ -58,6 +80,7 @@ class HardwareProfile(BaseModel):
     max_model_len: int = Field(131072, gt=1)
     gpu_memory_utilization: float = 0.9
     step: StepCost = StepCost()
+    cpu: CpuCost = CpuCost()
     output_len: OutputLength = OutputLength()
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
 from inferpool.sim.clock import RealClock
-from inferpool.sim.engine import MAX_CATCH_UP_S, Engine, SimRequest
+from inferpool.sim.engine import MAX_CATCH_UP_S, Engine, SimRequest, TokenEvent
 from inferpool.sim.profile import load_profile
 
 PROMPT = "the quick brown fox jumps over the lazy dog " * 20
@@ -55,3 +56,39 @@ async def test_short_stalls_do_not_push_the_timeline_back() -> None:
     drift = (req.finish_time - req.arrival_time) - expected
     assert drift < stalls * stall_s / 2, f"timeline pushed back by {drift * 1000:.0f} ms"
     assert len(req.output_token_ids) == TOKENS
+
+
+async def test_api_server_delays_hold_in_real_time() -> None:
+    """A burst waits in the simulated API server, then every request finishes; no token is handed
+    to the HTTP layer before its (API-server) time on the simulated clock."""
+    engine = Engine(load_profile("llama-3.1-8b-h100"), clock=RealClock(50.0), seed=0)
+    assert engine.profile.cpu.frontend_per_request_ms > 0
+    early: list[float] = []
+    finished: list[SimRequest] = []
+    done = asyncio.Event()
+    burst = 30
+
+    def on_token(event: TokenEvent) -> None:
+        if engine.clock.now() < event.time - 1e-6:
+            early.append(event.time - engine.clock.now())
+
+    def on_finish(req: SimRequest) -> None:
+        finished.append(req)
+        if len(finished) == burst:
+            done.set()
+
+    runner = asyncio.create_task(engine.run())
+    engine.finish_hooks.append(on_finish)
+    try:
+        reqs = []
+        for i in range(burst):
+            req = SimRequest(f"r{i}", engine.tokenizer.encode(f"{i} " + PROMPT), 5, ignore_eos=True,
+                             on_token=on_token)  # fmt: skip
+            engine.add_request(req)
+            reqs.append(req)
+        await asyncio.wait_for(done.wait(), 30)
+    finally:
+        runner.cancel()
+    assert not early
+    gaps = [b.ready_time - a.ready_time for a, b in itertools.pairwise(reqs)]
+    assert min(gaps) >= engine.profile.cpu.frontend_per_request_ms / 1000 - 1e-9
