@@ -61,6 +61,29 @@ def _map_texts(data: Any, fn: Callable[[str], str]) -> None:
                     part["text"] = fn(part["text"])
 
 
+def _after_system(data: Any) -> list[bool]:
+    """For each text `_map_texts` visits, in its order: is it a user turn right after a system prompt?"""
+    if not isinstance(data, dict):
+        return []
+    prompt = data.get("prompt")
+    flags = [False] if isinstance(prompt, str) else []
+    if isinstance(prompt, list):
+        flags = [False for p in prompt if isinstance(p, str)]
+    previous = None
+    for msg in data.get("messages") or []:
+        if not isinstance(msg, dict):
+            continue
+        role = msg.get("role")
+        flag = role == "user" and previous in ("system", "developer")
+        content = msg.get("content")
+        if isinstance(content, str):
+            flags.append(flag)
+        elif isinstance(content, list):
+            flags += [flag for part in content if isinstance(part, dict) and isinstance(part.get("text"), str)]
+        previous = role
+    return flags
+
+
 def _map_choices(data: Any, fn: Callable[[str], str]) -> None:
     if not isinstance(data, dict):
         return
@@ -95,7 +118,12 @@ async def _screen_json(
     texts_of(data, _collector(texts))
     if not texts:
         return body
-    verdicts: list[Verdict] = [await screener.screen_async(t, stage, model) for t in texts]
+    positions = _after_system(data) if stage is Stage.PROMPT else []
+    if len(positions) != len(texts):
+        positions = [False] * len(texts)
+    verdicts: list[Verdict] = [
+        await screener.screen_async(t, stage, model, after) for t, after in zip(texts, positions, strict=True)
+    ]
     for v in verdicts:
         if v.blocked:
             raise Blocked(v.reason)

@@ -1,0 +1,241 @@
+"""PII detectors: a regular expression proposes a span, a well-kept library decides.
+
+Phone numbers are validated by libphonenumber (`phonenumbers`) for the policy's regions;
+cards, IBANs, SSNs and national IDs by `python-stdnum`. Numbers whose check is weak or absent
+(Aadhaar's Verhoeff digit, CPF, UK NINO, BSN, PESEL, the German tax id, NHS and DNI numbers)
+also need a keyword near them, because on their own they match too many order numbers.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import phonenumbers
+from phonenumbers import Leniency, PhoneNumberMatcher
+from stdnum import iban, luhn
+from stdnum.br import cpf
+from stdnum.cn import ric
+from stdnum.de import idnr
+from stdnum.es import dni
+from stdnum.fr import nir
+from stdnum.gb import nhs
+from stdnum.in_ import aadhaar
+from stdnum.it import codicefiscale
+from stdnum.nl import bsn, identiteitskaartnummer
+from stdnum.pl import pesel
+from stdnum.us import ssn
+
+from inferpool.guard.findings import Finding
+
+EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]{1,64}@(?:[A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,24}\b")
+# A run of 7+ digits with the separators people write phone numbers with.
+PHONE_CANDIDATE = re.compile(r"(?<![\w+])(?:\+\s?|\()?\d[\d \t().\-/]{5,22}\d(?!\w)")
+CARD_CANDIDATE = re.compile(r"(?<![\d-])(?:\d[ -]?){12,18}\d(?!\d)")
+# Issuer prefixes (IIN ranges) of the card networks, so a Luhn-valid order number is not a card.
+CARD_NETWORKS = re.compile(
+    r"4\d{12}(?:\d{3}){0,2}"  # Visa
+    r"|5[1-5]\d{14}|2(?:2[2-9]\d|[3-6]\d\d|7[01]\d|720)\d{12}"  # Mastercard
+    r"|3[47]\d{13}"  # American Express
+    r"|3(?:0[0-5]|[689]\d)\d{11,16}"  # Diners Club
+    r"|6(?:011|5\d\d|4[4-9]\d)\d{12,15}"  # Discover
+    r"|35(?:2[89]|[3-8]\d)\d{12,15}"  # JCB
+    r"|62\d{14,17}"  # UnionPay
+    r"|(?:5018|5020|5038|6304|6759|676[1-3])\d{8,15}"  # Maestro
+)
+IBAN_CANDIDATE = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
+SSN_CANDIDATE = re.compile(r"(?<![\d-])\d{3}-\d{2}-\d{4}(?![\d-])")
+CONTEXT_CHARS = 48  # how far before a number (and a little after) its keyword may be
+_NINO_BAD_PREFIX = {"BG", "GB", "KN", "NK", "NT", "TN", "ZZ"}
+
+
+def _nino_ok(number: str) -> bool:
+    """HMRC's allocation rules: no D/F/I/Q/U/V in the prefix, no O second, no reserved pairs."""
+    compact = number.replace(" ", "").upper()
+    return compact[:2] not in _NINO_BAD_PREFIX
+
+
+@dataclass(frozen=True)
+class IdRule:
+    """One national identity number: where it may be, how it is checked, which words must be near."""
+
+    kind: str
+    pattern: re.Pattern[str]
+    is_valid: Callable[[str], bool]
+    context: re.Pattern[str] | None = None  # None: the check digits are strong enough alone
+
+
+def _ctx(words: str) -> re.Pattern[str]:
+    return re.compile(words, re.IGNORECASE)
+
+
+ID_RULES: dict[str, IdRule] = {
+    r.kind: r
+    for r in (
+        IdRule(
+            "in_aadhaar",
+            re.compile(r"(?<!\d)[2-9]\d{3}[ -]?\d{4}[ -]?\d{4}(?!\d)"),
+            aadhaar.is_valid,
+            _ctx(r"aadhaa?r|\buid(?:ai)?\b|आधार"),
+        ),
+        IdRule(
+            "br_cpf",
+            re.compile(r"(?<![\d.])\d{3}\.?\d{3}\.?\d{3}-?\d{2}(?![\d-])"),
+            cpf.is_valid,
+            _ctx(r"\bcpf\b|cadastro de pessoas"),
+        ),
+        IdRule("cn_ric", re.compile(r"(?<!\d)\d{17}[\dXx](?![\dA-Za-z])"), ric.is_valid),
+        IdRule(
+            "gb_nino",
+            re.compile(r"\b[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b"),
+            _nino_ok,
+            _ctx(r"national insurance|\bni\b|\bnino\b"),
+        ),
+        IdRule(
+            "gb_nhs",
+            re.compile(r"(?<!\d)\d{3}[ -]?\d{3}[ -]?\d{4}(?!\d)"),
+            nhs.is_valid,
+            _ctx(r"\bnhs\b"),
+        ),
+        IdRule(
+            "es_dni",
+            re.compile(r"(?<![\w-])\d{8}-?[A-Za-z](?!\w)"),
+            dni.is_valid,
+            _ctx(r"\bdni\b|\bnif\b|documento nacional"),
+        ),
+        IdRule(
+            "it_codicefiscale",
+            re.compile(r"\b[A-Z]{6}[0-9LMNPQRSTUV]{2}[A-EHLMPR-T][0-9LMNPQRSTUV]{2}[A-Z][0-9LMNPQRSTUV]{3}[A-Z]\b"),
+            codicefiscale.is_valid,
+        ),
+        IdRule(
+            "fr_nir",
+            re.compile(r"(?<!\d)[12] ?\d{2} ?\d{2} ?(?:\d{2}|2[AB]) ?\d{3} ?\d{3} ?\d{2}(?!\d)"),
+            nir.is_valid,
+        ),
+        IdRule(
+            "de_idnr",
+            re.compile(r"(?<!\d)\d{2} ?\d{3} ?\d{3} ?\d{3}(?!\d)"),
+            idnr.is_valid,
+            _ctx(r"steuer|\bidnr\b|identifikationsnummer|tax id"),
+        ),
+        IdRule(
+            "nl_bsn",
+            re.compile(r"(?<![\d.])\d{4}\.?\d{2}\.?\d{3}(?![\d.])|(?<!\d)\d{9}(?!\d)"),
+            bsn.is_valid,
+            _ctx(r"\bbsn\b|burgerservicenummer|sofi"),
+        ),
+        IdRule("pl_pesel", re.compile(r"(?<!\d)\d{11}(?!\d)"), pesel.is_valid, _ctx(r"pesel")),
+        IdRule(
+            "passport",
+            re.compile(r"\b[A-NP-Z]{2}[A-NP-Z0-9]{6}\d\b"),
+            identiteitskaartnummer.is_valid,
+            _ctx(r"passport|paspoort|reisdocument|identiteitskaart"),
+        ),
+    )
+}
+
+NUMBER_TYPES = ("phone", "credit_card", "iban", "ssn", *ID_RULES)
+PII_TYPES = ("email", *NUMBER_TYPES)
+
+
+class PiiScanner:
+    """The PII detectors of one policy: its types and its phone regions, fixed at construction."""
+
+    def __init__(self, types: Iterable[str] = PII_TYPES, phone_regions: Iterable[str] = ("US",)) -> None:
+        self.types = tuple(types) or PII_TYPES
+        unknown = set(self.types) - set(PII_TYPES)
+        if unknown:
+            raise ValueError(f"unknown PII types {sorted(unknown)}; known: {', '.join(PII_TYPES)}")
+        self.phone_regions = tuple(r.upper() for r in phone_regions)
+        bad = [r for r in self.phone_regions if r not in phonenumbers.SUPPORTED_REGIONS]
+        if bad:
+            raise ValueError(f"unknown phone regions {bad} (ISO 3166 alpha-2 codes libphonenumber knows)")
+        self.wants_numbers = any(t in NUMBER_TYPES for t in self.types)
+        self.wants_email = "email" in self.types
+
+    def find(self, text: str, *, numbers: bool = True, email: bool = True) -> list[Finding]:
+        """Findings, earliest-then-longest first without overlaps; `numbers`/`email`: the pre-scan's say."""
+        found: list[Finding] = []
+        if email and self.wants_email:
+            found += [Finding("pii", "email", m.start(), m.end()) for m in EMAIL.finditer(text)]
+        if numbers and self.wants_numbers:
+            for kind in self.types:
+                if kind == "phone":
+                    found += self._phones(text)
+                elif kind == "credit_card":
+                    found += _cards(text)
+                elif kind == "iban":
+                    found += _ibans(text)
+                elif kind == "ssn":
+                    found += _ssns(text)
+                elif kind in ID_RULES:
+                    found += _ids(text, ID_RULES[kind])
+        return without_overlaps(found)
+
+    def _phones(self, text: str) -> list[Finding]:
+        out: list[Finding] = []
+        for m in PHONE_CANDIDATE.finditer(text):
+            span = m.group()
+            if not 7 <= sum(c.isdigit() for c in span) <= 15:
+                continue
+            for region in self.phone_regions:
+                hits = list(PhoneNumberMatcher(span, region, leniency=Leniency.VALID))
+                if hits:
+                    out += [Finding("pii", "phone", m.start() + h.start, m.start() + h.end) for h in hits]
+                    break
+        return out
+
+
+def _digits(s: str) -> str:
+    return "".join(c for c in s if c.isdigit())
+
+
+def _cards(text: str) -> list[Finding]:
+    out = []
+    for m in CARD_CANDIDATE.finditer(text):
+        number = _digits(m.group())
+        if CARD_NETWORKS.fullmatch(number) and luhn.is_valid(number):
+            out.append(Finding("pii", "credit_card", m.start(), m.end()))
+    return out
+
+
+def _ibans(text: str) -> list[Finding]:
+    out = []
+    for m in IBAN_CANDIDATE.finditer(text):
+        candidate = m.group()
+        # The pattern may run on into a following capitalised word: try shorter ends too.
+        ends = [len(candidate)] + [i for i in range(len(candidate) - 1, 14, -1) if candidate[i] == " "]
+        for end in ends:
+            if iban.is_valid(candidate[:end]):
+                out.append(Finding("pii", "iban", m.start(), m.start() + end))
+                break
+    return out
+
+
+def _ssns(text: str) -> list[Finding]:
+    return [Finding("pii", "ssn", m.start(), m.end()) for m in SSN_CANDIDATE.finditer(text) if ssn.is_valid(m.group())]
+
+
+def _ids(text: str, rule: IdRule) -> list[Finding]:
+    out = []
+    for m in rule.pattern.finditer(text):
+        if not rule.is_valid(m.group()):
+            continue
+        if rule.context is not None:
+            near = text[max(0, m.start() - CONTEXT_CHARS) : m.end() + 16]
+            if not rule.context.search(near):
+                continue
+        out.append(Finding("pii", rule.kind, m.start(), m.end()))
+    return out
+
+
+def without_overlaps(found: list[Finding]) -> list[Finding]:
+    """Earliest, then longest span wins (a card number is not also a phone number)."""
+    out: list[Finding] = []
+    for f in sorted(found, key=lambda f: (f.start, -(f.end - f.start))):
+        if out and f.start < out[-1].end:
+            continue
+        out.append(f)
+    return out
