@@ -68,6 +68,8 @@ EXTRA_PATTERNS: dict[str, re.Pattern[str]] = {
     "anthropic_key": re.compile(r"\bsk-ant-[A-Za-z0-9_-]{20,}"),
     "huggingface_token": re.compile(r"\bhf_[A-Za-z0-9]{30,}\b"),
     "inferpool_key": re.compile(r"\bipk-[A-Za-z0-9_-]{40,}"),
+    # detect-secrets has a Telegram plugin, but its pattern is anchored to a whole line.
+    "telegram_bot_token": re.compile(r"(?<!\d)\d{8,10}:AA[0-9A-Za-z_-]{33}\b"),
 }
 EXTRA_HINTS = {
     "google_api_key": ("aiza",),
@@ -75,6 +77,7 @@ EXTRA_HINTS = {
     "anthropic_key": ("sk-ant-",),
     "huggingface_token": ("hf_",),
     "inferpool_key": ("ipk-",),
+    "telegram_bot_token": (":aa",),
 }
 # Long runs of token characters: where prefix-less keys (Twilio, Discord, Mailchimp) can hide.
 LONG_TOKEN = re.compile(r"[A-Za-z0-9_\-+/=.]{24,}")

@@ -42,10 +42,15 @@ CARD_NETWORKS = re.compile(
     r"|6(?:011|5\d\d|4[4-9]\d)\d{12,15}"  # Discover
     r"|35(?:2[89]|[3-8]\d)\d{12,15}"  # JCB
     r"|62\d{14,17}"  # UnionPay
-    r"|(?:5018|5020|5038|6304|6759|676[1-3])\d{8,15}"  # Maestro
+    r"|(?:5[06-9]|6\d)\d{10,17}"  # Maestro (IIN 50, 56-69)
 )
 IBAN_CANDIDATE = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
 SSN_CANDIDATE = re.compile(r"(?<![\d-])\d{3}-\d{2}-\d{4}(?![\d-])")
+PHONE_CONTEXT = re.compile(
+    r"phone|\bcall|\bring\b|\btel\b|\btel[.:]|mobile|\bcell|whatsapp|\bsms\b|text me|\bfax\b|\breach\b|contact|"
+    r"appel|téléphone|telefon|handy|llám|llama|número|numero|ligue|celular|电话|手机|फ़ोन|फोन",
+    re.IGNORECASE,
+)
 CONTEXT_CHARS = 48  # how far before a number (and a little after) its keyword may be
 _NINO_BAD_PREFIX = {"BG", "GB", "KN", "NK", "NT", "TN", "ZZ"}
 
@@ -136,8 +141,9 @@ ID_RULES: dict[str, IdRule] = {
     )
 }
 
-NUMBER_TYPES = ("phone", "credit_card", "iban", "ssn", *ID_RULES)
-PII_TYPES = ("email", *NUMBER_TYPES)
+ALNUM_TYPES = ("it_codicefiscale", "passport")  # letters and digits: no long digit run to pre-scan for
+NUMBER_TYPES = tuple(t for t in ("phone", "credit_card", "iban", "ssn", *ID_RULES) if t not in ALNUM_TYPES)
+PII_TYPES = ("email", *NUMBER_TYPES, *ALNUM_TYPES)
 
 
 class PiiScanner:
@@ -160,6 +166,9 @@ class PiiScanner:
         found: list[Finding] = []
         if email and self.wants_email:
             found += [Finding("pii", "email", m.start(), m.end()) for m in EMAIL.finditer(text)]
+        for kind in self.types:
+            if kind in ALNUM_TYPES:
+                found += _ids(text, ID_RULES[kind])
         if numbers and self.wants_numbers:
             for kind in self.types:
                 if kind == "phone":
@@ -170,21 +179,28 @@ class PiiScanner:
                     found += _ibans(text)
                 elif kind == "ssn":
                     found += _ssns(text)
-                elif kind in ID_RULES:
+                elif kind in ID_RULES and kind not in ALNUM_TYPES:
                     found += _ids(text, ID_RULES[kind])
         return without_overlaps(found)
 
     def _phones(self, text: str) -> list[Finding]:
+        """libphonenumber decides validity and whether the digit groups are written as that region
+        writes them (STRICT_GROUPING). A number in international form (+CC) or in the home region's
+        (the first region's) grouping is a phone; a bare digit run, or a number valid only in a
+        further region, also needs a phone word near it: most such runs are ids and timestamps."""
         out: list[Finding] = []
         for m in PHONE_CANDIDATE.finditer(text):
             span = m.group()
             if not 7 <= sum(c.isdigit() for c in span) <= 15:
                 continue
-            for region in self.phone_regions:
-                hits = list(PhoneNumberMatcher(span, region, leniency=Leniency.VALID))
-                if hits:
+            for i, region in enumerate(self.phone_regions):
+                hits = list(PhoneNumberMatcher(span, region, leniency=Leniency.STRICT_GROUPING))
+                if not hits:
+                    continue
+                sure = span.lstrip("(").startswith("+") or (i == 0 and not span.isdigit())
+                if sure or PHONE_CONTEXT.search(text, max(0, m.start() - CONTEXT_CHARS), m.start()):
                     out += [Finding("pii", "phone", m.start() + h.start, m.start() + h.end) for h in hits]
-                    break
+                break
         return out
 
 

@@ -68,7 +68,7 @@ def _detector(check: CheckConfig) -> Detector:
     if check.check == "pii":
         pii = PiiScanner(check.pii_types, check.phone_regions)
         return lambda text, scan, _after_system: (
-            pii.find(text, numbers=scan.numbers, email=scan.email) if scan.numbers or scan.email else []
+            pii.find(text, numbers=scan.numbers, email=scan.email)
         )
     if check.check == "secrets":
         secrets = SecretScanner(check.base64_entropy_limit, check.hex_entropy_limit)
