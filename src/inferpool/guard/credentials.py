@@ -14,7 +14,7 @@ repeated per line), so a prompt without hints costs one substring search per hin
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from detect_secrets.filters.heuristic import (
@@ -87,19 +87,65 @@ _KEYWORD_HINTS = (
 )  # fmt: skip
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _Plugin:
     kind: str
     plugin: BasePlugin
     hints: tuple[str, ...]  # lower-case substrings; empty: lines with a long token
 
 
+def _all(text: str, word: str) -> Iterable[int]:
+    at = text.find(word)
+    while at >= 0:
+        yield at
+        at = text.find(word, at + 1)
+
+
 def _kind(plugin: BasePlugin) -> str:
     return re.sub(r"[^a-z0-9]+", "_", str(plugin.secret_type).lower()).strip("_")
 
 
+def _plugins(base64_limit: float, hex_limit: float) -> tuple[_Plugin, ...]:
+    return (
+        _Plugin("aws_access_key", AWSKeyDetector(), ("akia", "asia", "a3t", "abia", "acca", "aws")),
+        _Plugin("artifactory", ArtifactoryDetector(), ("akc", "artifactory")),
+        _Plugin("azure_storage_key", AzureStorageKeyDetector(), ("accountkey",)),
+        _Plugin("basic_auth", BasicAuthDetector(), ("://",)),
+        _Plugin("cloudant", CloudantDetector(), ("cloudant",)),
+        _Plugin("discord_token", DiscordBotTokenDetector(), ()),
+        _Plugin("github_token", GitHubTokenDetector(), ("ghp_", "gho_", "ghu_", "ghs_", "ghr_")),
+        _Plugin("gitlab_token", GitLabTokenDetector(), ("glpat-", "gldt-", "glrt-", "glptt-", "gr1348941")),
+        _Plugin("ibm_cloud_iam", IbmCloudIamDetector(), ("ibm",)),
+        _Plugin("ibm_cos_hmac", IbmCosHmacDetector(), ("ibm", "cos_hmac")),
+        _Plugin("jwt", JwtTokenDetector(), ("eyj",)),
+        _Plugin("mailchimp_key", MailchimpDetector(), ("-us",)),
+        _Plugin("npm_token", NpmDetector(), ("npm_", "_authtoken")),
+        _Plugin("openai_key", OpenAIDetector(), ("t3blbkfj",)),
+        _Plugin("private_key", PrivateKeyDetector(), ("private key", "putty-user-key")),
+        _Plugin("pypi_token", PypiTokenDetector(), ("pypi-",)),
+        _Plugin("sendgrid_key", SendGridDetector(), ("sg.",)),
+        _Plugin("slack_token", SlackDetector(), ("xox", "hooks.slack.com")),
+        _Plugin("softlayer", SoftlayerDetector(), ("softlayer",)),
+        _Plugin("square_oauth", SquareOAuthDetector(), ("sq0csp-",)),
+        _Plugin("stripe_key", StripeDetector(), ("sk_live_", "rk_live_")),
+        _Plugin("twilio_key", TwilioKeyDetector(), ()),
+        _Plugin("secret_keyword", KeywordDetector(), _KEYWORD_HINTS),
+        _Plugin("high_entropy_base64", Base64HighEntropyString(limit=base64_limit), ()),
+        _Plugin("high_entropy_hex", HexHighEntropyString(limit=hex_limit), ()),
+    )
+
+
+SECRET_HINTS: tuple[str, ...] = tuple(
+    sorted({h for p in _plugins(DEFAULT_BASE64_LIMIT, DEFAULT_HEX_LIMIT) for h in p.hints} | {
+        h for hs in EXTRA_HINTS.values() for h in hs
+    })
+)
+
+
 class SecretScanner:
     """detect-secrets' plugins with one policy's entropy limits (its own instances, no shared settings)."""
+
+    hints = SECRET_HINTS
 
     def __init__(
         self, base64_limit: float = DEFAULT_BASE64_LIMIT, hex_limit: float = DEFAULT_HEX_LIMIT
@@ -109,60 +155,39 @@ class SecretScanner:
                 raise ValueError(f"{name} must be between 0.0 and 8.0 bits per character, got {value}")
         self.base64_limit = base64_limit
         self.hex_limit = hex_limit
-        self.plugins: tuple[_Plugin, ...] = (
-            _Plugin("aws_access_key", AWSKeyDetector(), ("akia", "asia", "a3t", "abia", "acca", "aws")),
-            _Plugin("artifactory", ArtifactoryDetector(), ("akc", "artifactory")),
-            _Plugin("azure_storage_key", AzureStorageKeyDetector(), ("accountkey",)),
-            _Plugin("basic_auth", BasicAuthDetector(), ("://",)),
-            _Plugin("cloudant", CloudantDetector(), ("cloudant",)),
-            _Plugin("discord_token", DiscordBotTokenDetector(), ()),
-            _Plugin("github_token", GitHubTokenDetector(), ("ghp_", "gho_", "ghu_", "ghs_", "ghr_")),
-            _Plugin("gitlab_token", GitLabTokenDetector(), ("glpat-", "gldt-", "glrt-", "glptt-", "gr1348941")),
-            _Plugin("ibm_cloud_iam", IbmCloudIamDetector(), ("ibm",)),
-            _Plugin("ibm_cos_hmac", IbmCosHmacDetector(), ("ibm", "cos_hmac")),
-            _Plugin("jwt", JwtTokenDetector(), ("eyj",)),
-            _Plugin("mailchimp_key", MailchimpDetector(), ("-us",)),
-            _Plugin("npm_token", NpmDetector(), ("npm_", "_authtoken")),
-            _Plugin("openai_key", OpenAIDetector(), ("t3blbkfj",)),
-            _Plugin("private_key", PrivateKeyDetector(), ("private key", "putty-user-key")),
-            _Plugin("pypi_token", PypiTokenDetector(), ("pypi-",)),
-            _Plugin("sendgrid_key", SendGridDetector(), ("sg.",)),
-            _Plugin("slack_token", SlackDetector(), ("xox", "hooks.slack.com")),
-            _Plugin("softlayer", SoftlayerDetector(), ("softlayer",)),
-            _Plugin("square_oauth", SquareOAuthDetector(), ("sq0csp-",)),
-            _Plugin("stripe_key", StripeDetector(), ("sk_live_", "rk_live_")),
-            _Plugin("twilio_key", TwilioKeyDetector(), ()),
-            _Plugin("secret_keyword", KeywordDetector(), _KEYWORD_HINTS),
-            _Plugin("high_entropy_base64", Base64HighEntropyString(limit=base64_limit), ()),
-            _Plugin("high_entropy_hex", HexHighEntropyString(limit=hex_limit), ()),
-        )
-        hints = {h for p in self.plugins for h in p.hints} | {h for hs in EXTRA_HINTS.values() for h in hs}
-        self.hints = tuple(sorted(hints))
+        self.plugins = _plugins(base64_limit, hex_limit)
+        self._by_hint: dict[str, list[_Plugin]] = {}
+        for plugin in self.plugins:
+            for hint in plugin.hints:
+                self._by_hint.setdefault(hint, []).append(plugin)
+        self._unhinted = [p for p in self.plugins if not p.hints]  # run where a long token is
 
-    def find(self, text: str, lowered: str | None = None) -> list[Finding]:
+    def find(
+        self, text: str, lowered: str | None = None, hints: Mapping[str, Sequence[int]] | None = None
+    ) -> list[Finding]:
+        """`lowered`, `hints`: the pre-scan's lower-cased text and where it found each hint."""
         lowered = text.lower() if lowered is None else lowered
-        hinted = {h for h in self.hints if h in lowered}
-        long_token = LONG_TOKEN.search(text) is not None
-        if not hinted and not long_token:
-            return []
+        if hints is None:
+            hints = {h: [i for i in _all(lowered, h)] for h in self.hints if h in lowered}
         found: list[Finding] = []
         for kind, pattern in EXTRA_PATTERNS.items():
-            if any(h in hinted for h in EXTRA_HINTS[kind]):
+            if any(h in hints for h in EXTRA_HINTS[kind]):
                 found += [Finding("secrets", kind, m.start(), m.end()) for m in pattern.finditer(text)]
-        offset = 0
-        for line in text.split("\n"):
-            low = lowered[offset : offset + len(line)]
-            line_long = long_token and LONG_TOKEN.search(line) is not None
-            for p in self.plugins:
-                if p.hints and not any(h in hinted and h in low for h in p.hints):
-                    continue
-                if not p.hints and not line_long:
-                    continue
+        lines: dict[int, set[_Plugin]] = {}  # line start -> plugins to run on it
+        for hint, offsets in hints.items():
+            for plugin in self._by_hint.get(hint, ()):
+                for at in offsets:
+                    lines.setdefault(text.rfind("\n", 0, at) + 1, set()).add(plugin)
+        for m in LONG_TOKEN.finditer(text):
+            lines.setdefault(text.rfind("\n", 0, m.start()) + 1, set()).update(self._unhinted)
+        for start, plugins in lines.items():
+            end = text.find("\n", start)
+            line = text[start : end if end >= 0 else len(text)]
+            for p in sorted(plugins, key=self.plugins.index):
                 for value in self._values(p, line):
-                    start = line.find(value)
-                    if start >= 0:
-                        found.append(Finding("secrets", p.kind, offset + start, offset + start + len(value)))
-            offset += len(line) + 1
+                    at = line.find(value)
+                    if at >= 0:
+                        found.append(Finding("secrets", p.kind, start + at, start + at + len(value)))
         return found
 
     def _values(self, p: _Plugin, line: str) -> Iterable[str]:

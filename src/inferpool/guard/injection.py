@@ -18,9 +18,11 @@ costs little. It cannot understand meaning: docs/security.md lists what it misse
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from inferpool.guard.findings import Finding
+from inferpool.guard.prescan import INJECTION_WORDS
 
 DEFAULT_THRESHOLD = 0.5
 _TARGET = (
@@ -157,9 +159,65 @@ class InjectionScorer:
             score *= DISCUSSION_FACTOR
         return InjectionScore(min(score, 1.0), tuple(sorted(weights)), (first, last))
 
-    def find(self, text: str, after_system: bool = False) -> list[Finding]:
-        result = self.score(text, after_system)
-        if result.score < self.threshold:
+    def find(
+        self, text: str, after_system: bool = False, lowered: str | None = None, hits: Iterable[int] | None = None
+    ) -> list[Finding]:
+        """Scores each passage around a trigger word on its own (signals from unrelated
+        sentences of a long prompt do not add up); the best passage decides. `hits`: where the
+        pre-scan found trigger words (found here when not given)."""
+        lowered = text.lower() if lowered is None else lowered
+        if hits is None:
+            hits = sorted(i for w in INJECTION_WORDS for i in _all(lowered, w))
+        best: InjectionScore | None = None
+        for start, end in passages(lowered, hits):
+            result = self.score(text[start:end], after_system and start == 0)
+            if result.score >= self.threshold and (best is None or result.score > best.score):
+                best = InjectionScore(result.score, result.families, (start + result.span[0], start + result.span[1]))
+        if best is None:
             return []
-        kind = max(result.families, key=lambda f: next(s.weight for s in SIGNALS if s.family == f))
-        return [Finding("injection", kind, *result.span)]
+        kind = max(best.families, key=lambda f: next(s.weight for s in SIGNALS if s.family == f))
+        return [Finding("injection", kind, *best.span)]
+
+
+_SENTENCE_END = re.compile(r"[.!?\n]")
+PASSAGE_SENTENCES = 0  # further sentences kept on each side of the one holding a trigger word
+PASSAGE_MAX_CHARS = 400  # per side, for text without sentence ends
+
+
+def passages(lowered: str, hits: Iterable[int]) -> list[tuple[int, int]]:
+    """Merged spans around each trigger word: its sentence and PASSAGE_SENTENCES either side."""
+    merged: list[tuple[int, int]] = []
+    for at in sorted(hits):
+        if merged and at < merged[-1][1]:
+            continue  # already inside the previous passage
+        start, end = _around(lowered, at)
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def _all(text: str, word: str) -> Iterable[int]:
+    at = text.find(word)
+    while at >= 0:
+        yield at
+        at = text.find(word, at + 1)
+
+
+def _around(lowered: str, at: int) -> tuple[int, int]:
+    start = at
+    for _ in range(PASSAGE_SENTENCES + 1):
+        cut = max(lowered.rfind(c, max(0, start - PASSAGE_MAX_CHARS), start) for c in ".!?\n")
+        if cut < 0:
+            start = max(0, start - PASSAGE_MAX_CHARS) if start - PASSAGE_MAX_CHARS > 0 else 0
+            break
+        start = cut
+    end = at
+    for _ in range(PASSAGE_SENTENCES + 1):
+        m = _SENTENCE_END.search(lowered, end + 1, end + 1 + PASSAGE_MAX_CHARS)
+        if m is None:
+            end = min(len(lowered), end + PASSAGE_MAX_CHARS)
+            break
+        end = m.end()
+    return start, end

@@ -166,6 +166,12 @@ def error_event(reason: str) -> bytes:
     return b"data: " + orjson.dumps(body) + b"\n\n"
 
 
+# How much already-streamed text the per-event pre-scan looks at besides the new text: a match
+# (a key, a card number, an injection phrase) is caught when it completes if its trigger lies
+# within this tail; only then is the whole window screened.
+STREAM_TAIL_CHARS = 256
+
+
 class StreamScreener:
     """Screens an SSE answer event by event.
 
@@ -207,6 +213,11 @@ class StreamScreener:
             return event
         payload = line[5:].strip()
         if payload == b"[DONE]":
+            if self._text:  # the last word, held back below, is screened now
+                whole = await self.screener.screen_async(self._text, Stage.RESPONSE, self.model)
+                if whole.blocked:
+                    self.blocked = whole.reason
+                    raise Blocked(whole.reason)
             return event
         try:
             data = orjson.loads(payload)
@@ -217,7 +228,11 @@ class StreamScreener:
         if not texts:
             return event
         self._text = (self._text + "".join(texts))[-self.window :]
-        whole = await self.screener.screen_async(self._text, Stage.RESPONSE, self.model)
+        if not self.screener.may_find(self._text[-STREAM_TAIL_CHARS:], Stage.RESPONSE):
+            return event  # nothing in the new text (or just before it) any check could match
+        # Blocking checks see complete words only: "password = getpa" is not yet "password = getpass()".
+        cut = max(self._text.rfind(" "), self._text.rfind("\n"))
+        whole = await self.screener.screen_async(self._text[: cut + 1], Stage.RESPONSE, self.model)
         if whole.blocked:
             self.blocked = whole.reason
             raise Blocked(whole.reason)

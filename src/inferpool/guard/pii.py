@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import phonenumbers
 from phonenumbers import Leniency, PhoneNumberMatcher
@@ -46,6 +46,9 @@ CARD_NETWORKS = re.compile(
 )
 IBAN_CANDIDATE = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
 SSN_CANDIDATE = re.compile(r"(?<![\d-])\d{3}-\d{2}-\d{4}(?![\d-])")
+# Shapes no phone number is written in: ISO and day-first dates, and (without a +CC) a group of
+# one digit, as in versions (124.0.6367.91) and part numbers (0-7654-3210).
+NOT_A_PHONE = re.compile(r"^\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|^\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}$|^[^+]*(?:^|[ .\-/])\d(?:[ .\-/]|$)")
 PHONE_CONTEXT = re.compile(
     r"phone|\bcall|\bring\b|\btel\b|\btel[.:]|mobile|\bcell|whatsapp|\bsms\b|text me|\bfax\b|\breach\b|contact|"
     r"appel|téléphone|telefon|handy|llám|llama|número|numero|ligue|celular|电话|手机|फ़ोन|फोन",
@@ -68,11 +71,13 @@ class IdRule:
     kind: str
     pattern: re.Pattern[str]
     is_valid: Callable[[str], bool]
-    context: re.Pattern[str] | None = None  # None: the check digits are strong enough alone
+    keywords: tuple[str, ...] = ()  # lower case; empty: the check digits are strong enough alone
+    context: re.Pattern[str] | None = field(init=False, default=None)
 
-
-def _ctx(words: str) -> re.Pattern[str]:
-    return re.compile(words, re.IGNORECASE)
+    def __post_init__(self) -> None:
+        if self.keywords:
+            words = "|".join(re.escape(w) for w in self.keywords)
+            object.__setattr__(self, "context", re.compile(rf"(?<!\w)(?:{words})(?!\w)", re.IGNORECASE))
 
 
 ID_RULES: dict[str, IdRule] = {
@@ -82,32 +87,32 @@ ID_RULES: dict[str, IdRule] = {
             "in_aadhaar",
             re.compile(r"(?<!\d)[2-9]\d{3}[ -]?\d{4}[ -]?\d{4}(?!\d)"),
             aadhaar.is_valid,
-            _ctx(r"aadhaa?r|\buid(?:ai)?\b|आधार"),
+            ("aadhaar", "aadhar", "uid", "uidai", "आधार"),
         ),
         IdRule(
             "br_cpf",
             re.compile(r"(?<![\d.])\d{3}\.?\d{3}\.?\d{3}-?\d{2}(?![\d-])"),
             cpf.is_valid,
-            _ctx(r"\bcpf\b|cadastro de pessoas"),
+            ("cpf", "cadastro de pessoas"),
         ),
         IdRule("cn_ric", re.compile(r"(?<!\d)\d{17}[\dXx](?![\dA-Za-z])"), ric.is_valid),
         IdRule(
             "gb_nino",
             re.compile(r"\b[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b"),
             _nino_ok,
-            _ctx(r"national insurance|\bni\b|\bnino\b"),
+            ("national insurance", "ni", "nino"),
         ),
         IdRule(
             "gb_nhs",
             re.compile(r"(?<!\d)\d{3}[ -]?\d{3}[ -]?\d{4}(?!\d)"),
             nhs.is_valid,
-            _ctx(r"\bnhs\b"),
+            ("nhs",),
         ),
         IdRule(
             "es_dni",
             re.compile(r"(?<![\w-])\d{8}-?[A-Za-z](?!\w)"),
             dni.is_valid,
-            _ctx(r"\bdni\b|\bnif\b|documento nacional"),
+            ("dni", "nif", "documento nacional"),
         ),
         IdRule(
             "it_codicefiscale",
@@ -123,20 +128,20 @@ ID_RULES: dict[str, IdRule] = {
             "de_idnr",
             re.compile(r"(?<!\d)\d{2} ?\d{3} ?\d{3} ?\d{3}(?!\d)"),
             idnr.is_valid,
-            _ctx(r"steuer|\bidnr\b|identifikationsnummer|tax id"),
+            ("steuer-id", "steuer-idnr", "steueridentifikationsnummer", "idnr", "identifikationsnummer", "tax id"),
         ),
         IdRule(
             "nl_bsn",
             re.compile(r"(?<![\d.])\d{4}\.?\d{2}\.?\d{3}(?![\d.])|(?<!\d)\d{9}(?!\d)"),
             bsn.is_valid,
-            _ctx(r"\bbsn\b|burgerservicenummer|sofi"),
+            ("bsn", "burgerservicenummer", "sofinummer"),
         ),
-        IdRule("pl_pesel", re.compile(r"(?<!\d)\d{11}(?!\d)"), pesel.is_valid, _ctx(r"pesel")),
+        IdRule("pl_pesel", re.compile(r"(?<!\d)\d{11}(?!\d)"), pesel.is_valid, ("pesel",)),
         IdRule(
             "passport",
             re.compile(r"\b[A-NP-Z]{2}[A-NP-Z0-9]{6}\d\b"),
             identiteitskaartnummer.is_valid,
-            _ctx(r"passport|paspoort|reisdocument|identiteitskaart"),
+            ("passport", "paspoort", "reisdocument", "identiteitskaart"),
         ),
     )
 }
@@ -161,27 +166,46 @@ class PiiScanner:
         self.wants_numbers = any(t in NUMBER_TYPES for t in self.types)
         self.wants_email = "email" in self.types
 
-    def find(self, text: str, *, numbers: bool = True, email: bool = True) -> list[Finding]:
-        """Findings, earliest-then-longest first without overlaps; `numbers`/`email`: the pre-scan's say."""
+    def find(
+        self,
+        text: str,
+        *,
+        number_spans: Iterable[tuple[int, int]] | None = None,
+        digits: bool = True,
+        email: bool = True,
+        lowered: str | None = None,
+    ) -> list[Finding]:
+        """Findings, earliest-then-longest first without overlaps. The pre-scan's say, when given:
+        `number_spans`, the digit runs (number types look only around them); `digits`, whether
+        the text holds a digit at all; `email`, whether it holds an @."""
         found: list[Finding] = []
+        lowered = text.lower() if lowered is None else lowered
         if email and self.wants_email:
             found += [Finding("pii", "email", m.start(), m.end()) for m in EMAIL.finditer(text)]
-        for kind in self.types:
+        for kind in self.types if digits else ():
             if kind in ALNUM_TYPES:
-                found += _ids(text, ID_RULES[kind])
-        if numbers and self.wants_numbers:
-            for kind in self.types:
-                if kind == "phone":
-                    found += self._phones(text)
-                elif kind == "credit_card":
-                    found += _cards(text)
-                elif kind == "iban":
-                    found += _ibans(text)
-                elif kind == "ssn":
-                    found += _ssns(text)
-                elif kind in ID_RULES and kind not in ALNUM_TYPES:
-                    found += _ids(text, ID_RULES[kind])
+                found += _ids(text, ID_RULES[kind], lowered)
+        if self.wants_numbers:
+            windows = [(0, len(text))] if number_spans is None else _windows(number_spans, len(text))
+            for start, end in windows:
+                for f in self._numbers(text[start:end], lowered[start:end]):
+                    found.append(Finding(f.check, f.kind, f.start + start, f.end + start))
         return without_overlaps(found)
+
+    def _numbers(self, text: str, lowered: str) -> list[Finding]:
+        found: list[Finding] = []
+        for kind in self.types:
+            if kind == "phone":
+                found += self._phones(text)
+            elif kind == "credit_card":
+                found += _cards(text)
+            elif kind == "iban":
+                found += _ibans(text)
+            elif kind == "ssn":
+                found += _ssns(text)
+            elif kind in ID_RULES and kind not in ALNUM_TYPES:
+                found += _ids(text, ID_RULES[kind], lowered)
+        return found
 
     def _phones(self, text: str) -> list[Finding]:
         """libphonenumber decides validity and whether the digit groups are written as that region
@@ -191,17 +215,39 @@ class PiiScanner:
         out: list[Finding] = []
         for m in PHONE_CANDIDATE.finditer(text):
             span = m.group()
-            if not 7 <= sum(c.isdigit() for c in span) <= 15:
+            if not 7 <= sum(c.isdigit() for c in span) <= 15 or NOT_A_PHONE.search(span):
                 continue
+            international = span.lstrip("(").startswith("+")
             for i, region in enumerate(self.phone_regions):
+                if not _valid_phone(span, region):  # cheap; the matcher below checks the grouping too
+                    continue
                 hits = list(PhoneNumberMatcher(span, region, leniency=Leniency.STRICT_GROUPING))
                 if not hits:
                     continue
-                sure = span.lstrip("(").startswith("+") or (i == 0 and not span.isdigit())
+                sure = international or (i == 0 and not span.isdigit())
                 if sure or PHONE_CONTEXT.search(text, max(0, m.start() - CONTEXT_CHARS), m.start()):
                     out += [Finding("pii", "phone", m.start() + h.start, m.start() + h.end) for h in hits]
                 break
         return out
+
+
+def _valid_phone(span: str, region: str) -> bool:
+    try:
+        return phonenumbers.is_valid_number(phonenumbers.parse(span, region))
+    except phonenumbers.NumberParseException:
+        return False
+
+
+def _windows(spans: Iterable[tuple[int, int]], size: int) -> list[tuple[int, int]]:
+    """Merged stretches around digit runs: room before for a keyword or an IBAN's country code."""
+    merged: list[tuple[int, int]] = []
+    for s, e in spans:
+        start, end = max(0, s - CONTEXT_CHARS - 8), min(size, e + 16)
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
 
 
 def _digits(s: str) -> str:
@@ -234,8 +280,10 @@ def _ssns(text: str) -> list[Finding]:
     return [Finding("pii", "ssn", m.start(), m.end()) for m in SSN_CANDIDATE.finditer(text) if ssn.is_valid(m.group())]
 
 
-def _ids(text: str, rule: IdRule) -> list[Finding]:
-    out = []
+def _ids(text: str, rule: IdRule, lowered: str | None = None) -> list[Finding]:
+    out: list[Finding] = []
+    if rule.keywords and not any(w in (lowered if lowered is not None else text.lower()) for w in rule.keywords):
+        return out  # no keyword anywhere: the rule cannot fire
     for m in rule.pattern.finditer(text):
         if not rule.is_valid(m.group()):
             continue

@@ -1,14 +1,18 @@
 """One cheap pass over a text that decides which detectors run at all.
 
 Most prompts hold no e-mail address, no long digit run, no key prefix and none of the words
-an injection needs; for them screening is a lower-casing, a few dozen substring searches and
-one regular-expression search. Each detector family is run only when its trigger fired.
+an injection needs; for them screening is a lower-casing, one Aho-Corasick pass for every
+trigger word at once, and a digit search. Each detector family runs only when its trigger
+fired (the secret scanner, further, only on the lines holding its hints).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+import ahocorasick
 
 # Shortest number-based PII: a 7-digit phone number with separators.
 DIGIT_RUN = re.compile(r"\d[\d \-.()/]{5,}\d")
@@ -33,20 +37,56 @@ INJECTION_WORDS = (
 @dataclass(frozen=True)
 class Prescan:
     lowered: str
-    numbers: bool  # a digit run long enough for a phone, card, IBAN or ID number
+    number_spans: tuple[tuple[int, int], ...]  # digit runs long enough for a phone, card, IBAN or ID
+    digits: bool  # any digit (the alphanumeric IDs have some)
     email: bool
-    injection: bool
+    injection_hits: tuple[int, ...]  # where injection trigger words start
+    secret_hints: dict[str, list[int]]  # hint -> offsets where it occurs
 
     @property
-    def anything(self) -> bool:
-        return self.numbers or self.email or self.injection
+    def numbers(self) -> bool:
+        return bool(self.number_spans)
+
+    @property
+    def injection(self) -> bool:
+        return bool(self.injection_hits)
 
 
-def prescan(text: str) -> Prescan:
-    lowered = text.lower()
-    return Prescan(
-        lowered=lowered,
-        numbers=DIGIT_RUN.search(text) is not None,
-        email="@" in text,
-        injection=any(w in lowered for w in INJECTION_WORDS),
-    )
+class Prescanner:
+    """One Aho-Corasick automaton (pyahocorasick, C) over every trigger word of a policy's checks:
+    a single pass over the lower-cased text, whatever the number of words."""
+
+    def __init__(self, injection: bool, secret_hints: Iterable[str] = ()) -> None:
+        self._automaton = ahocorasick.Automaton()
+        words: dict[str, str] = {h: "secret" for h in secret_hints}
+        if injection:
+            words.update({w: "injection" for w in INJECTION_WORDS if w not in words})
+        for word, family in words.items():
+            self._automaton.add_word(word, (family, word))
+        self._empty = not words
+        if words:
+            self._automaton.make_automaton()
+
+    def scan(self, text: str) -> Prescan:
+        lowered = text.lower()
+        injection: list[int] = []
+        hints: dict[str, list[int]] = {}
+        if not self._empty:
+            for end, (family, word) in self._automaton.iter(lowered):
+                start = end - len(word) + 1
+                if family == "injection":
+                    injection.append(start)
+                else:
+                    hints.setdefault(word, []).append(start)
+        spans = tuple(m.span() for m in DIGIT_RUN.finditer(text))
+        return Prescan(
+            lowered=lowered,
+            number_spans=spans,
+            digits=bool(spans) or _ANY_DIGIT.search(text) is not None,
+            email="@" in text,
+            injection_hits=tuple(injection),
+            secret_hints=hints,
+        )
+
+
+_ANY_DIGIT = re.compile(r"\d")

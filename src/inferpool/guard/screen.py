@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from inferpool.guard.credentials import SecretScanner
+from inferpool.guard.credentials import LONG_TOKEN, SECRET_HINTS, SecretScanner
 from inferpool.guard.detectors import compile_terms, find_terms
 from inferpool.guard.findings import Finding
 from inferpool.guard.injection import InjectionScorer
 from inferpool.guard.pii import PiiScanner
 from inferpool.guard.policy import Action, CheckConfig, GuardConfig, HookConfig, Stage
-from inferpool.guard.prescan import Prescan, prescan
+from inferpool.guard.prescan import Prescan, Prescanner
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +68,18 @@ def _detector(check: CheckConfig) -> Detector:
     if check.check == "pii":
         pii = PiiScanner(check.pii_types, check.phone_regions)
         return lambda text, scan, _after_system: (
-            pii.find(text, numbers=scan.numbers, email=scan.email)
+            pii.find(
+                text, number_spans=scan.number_spans, digits=scan.digits, email=scan.email, lowered=scan.lowered
+            )
         )
     if check.check == "secrets":
         secrets = SecretScanner(check.base64_entropy_limit, check.hex_entropy_limit)
-        return lambda text, scan, _after_system: secrets.find(text, scan.lowered)
+        return lambda text, scan, _after_system: secrets.find(text, scan.lowered, scan.secret_hints)
     if check.check == "injection":
         scorer = InjectionScorer(check.threshold)
-        return lambda text, scan, after_system: scorer.find(text, after_system) if scan.injection else []
+        return lambda text, scan, after_system: (
+            scorer.find(text, after_system, scan.lowered, scan.injection_hits) if scan.injection else []
+        )
     if check.check == "denylist":
         terms = compile_terms(check.terms)
         return lambda text, _scan, _after_system: find_terms(text, terms)
@@ -88,13 +92,33 @@ class Screener:
     def __init__(self, config: GuardConfig, session: aiohttp.ClientSession | None = None) -> None:
         self.config = config
         self._detectors = [(check, _detector(check)) for check in config.checks]
+        kinds = {c.check for c in config.checks}
+        self._prescanner = Prescanner("injection" in kinds, SECRET_HINTS if "secrets" in kinds else ())
         self._session = session
+
+    def may_find(self, text: str, stage: Stage) -> bool:
+        """False when the pre-scan alone rules out every check of `stage` (and no hook screens it)."""
+        if self.config.hook is not None and stage in self.config.hook.stages:
+            return True
+        scan = self._prescanner.scan(text)
+        for check in self.config.checks:
+            if stage not in check.stages:
+                continue
+            if check.check == "denylist":
+                return True
+            if check.check == "pii" and (scan.digits or scan.email):
+                return True
+            if check.check == "secrets" and (scan.secret_hints or LONG_TOKEN.search(text)):
+                return True
+            if check.check == "injection" and scan.injection:
+                return True
+        return False
 
     def screen(self, text: str, stage: Stage, after_system: bool = False) -> Verdict:
         """`after_system`: the text is the user turn right after a system prompt (injection weighs it)."""
         verdict = Verdict(text)
         to_redact: list[Finding] = []
-        scan = prescan(text)
+        scan = self._prescanner.scan(text)
         for check, detect in self._detectors:
             if stage not in check.stages:
                 continue
