@@ -39,74 +39,168 @@ class Signal:
     family: str
     weight: float
     pattern: re.Pattern[str]
+    anchors: tuple[str, ...]  # lower-case words one of which any match contains: else skip the regex
 
 
 SIGNALS: tuple[Signal, ...] = tuple(
-    Signal(family, weight, re.compile(pattern, _FLAGS))
-    for family, weight, pattern in (
+    Signal(family, weight, re.compile(pattern, _FLAGS), anchors)
+    for (family, weight, pattern), anchors in zip(
         (
-            "override_instructions",
-            0.6,
-            r"\b(?:ignore|disregard|forget|set aside|pay no attention to|abandon|drop|skip|discard|bypass|"
-            r"override|overrule|(?:do not|don't|stop|no longer) (?:follow|obey|apply)(?:ing)?)(?:s|d|ing)?"
-            + _W
-            + _TARGET,
+            (
+                "override_instructions",
+                0.6,
+                r"\b(?:ignore|disregard|forget|set aside|pay no attention to|abandon|drop|skip|discard|bypass|"
+                r"override|overrule|(?:do not|don't|stop|no longer) (?:follow|obey|apply)(?:ing)?)(?:s|d|ing)?"
+                + _W
+                + _TARGET,
+            ),
+            (
+                "override_instructions",
+                0.6,
+                r"\b(?:ignora|olvida|ignorez?|oublie[sz]?|vergiss|ignoriere|ignorar|esquece)\b.{0,40}?"
+                r"\b(?:instrucciones|instructions|anweisungen|instruktionen|instruções|regeln|reglas|règles)",
+            ),
+            (
+                "instructions_void",
+                0.5,
+                r"\b(?:no longer appl(?:y|ies)|(?:been |are |is )?(?:revoked|cancell?ed|void|outdated|obsolete|lifted)|"
+                r"supersedes?|were (?:just )?a test|(?:added|given) by mistake|never (?:installed|existed|given any)|"
+                r"(?:switched|turned) off|exempt from|freed from|not bound by|released from|"
+                r"(?:consider|treat) (?:them|it|those|these|everything [\w ]{0,30}?) (?:as )?(?:gone|void|cancell?ed|lifted))\b",
+            ),
+            (
+                "exfiltrate_prompt",
+                0.6,
+                r"\b(?:reveal|print|show|repeat|output|share|quote|copy|dump|tell me|display|leak|write out|list|"
+                r"give me|what (?:exact )?(?:words|text))\b.{0,40}?(?:"
+                r"\b(?:system|hidden|initial|secret|original|confidential|exact)\s+(?:\w+\s+)?"
+                r"(?:prompt|instructions|message|rules|preamble|configuration)"
+                r"|\binstructions you (?:were|have been)? ?(?:given|received)"
+                r"|\b(?:text|words|everything) (?:above|before|that appears before)"
+                r"|\byour (?:prompt|instructions|rules|preamble|configuration|context window|hidden rules)"
+                r"|\bcontext window|mensaje de sistema|systemprompt|prompt système)",
+            ),
+            (
+                "unrestricted_persona",
+                0.4,
+                r"\b(?:no|without|free (?:of|from)|exempt from|not bound by|never (?:been )?given any|drop|switch off)"
+                r"\s+(?:any\s+|all\s+|the\s+|your\s+|its\s+)?(?:\w+\s+)?"
+                r"(?:restrictions?|rules|limits|limitations|filters?|censorship|guidelines|polic(?:y|ies)|"
+                r"constraints|warnings|ethics)\b|\b(?:unfiltered|uncensored|unrestricted)\b|\bnever refuses?\b",
+            ),
+            (
+                "jailbreak_name",
+                0.25,
+                r"\bDAN\b|\bdo anything now\b|\bjailbreak\b|\b(?:developer|god|maintenance|dev|sudo|evil) mode\b|"
+                r"\bevil (?:assistant|ai|twin)\b|\balter ego\b",
+            ),
+            (
+                "claimed_authority",
+                0.35,
+                r"\b(?:i am|i'm) your (?:developer|creator|admin|administrator|operator|owner)\b|"
+                r"(?:^|\n)\s*(?:#+\s*)?(?:system|instruction)\s*:|\bnew (?:instructions|orders|rules|task)\b|"
+                r"\bupdated instructions?\b|\b(?:the )?admin (?:has|says)\b|\bnote to the (?:ai|assistant|model)\b|"
+                r"\bauthori[sz](?:e|ing|ed) you\b",
+            ),
+            (
+                "role_switch",
+                0.2,
+                r"\b(?:you are now|from now on|from this point on|for this (?:conversation|session)|act (?:as|like)|"
+                r"pretend (?:to be|you are|you're)|roleplay as|respond (?:only )?as|"
+                r"imagine (?:your|you have no)|let's play a game where you|obey only|do what i say|comply with all)\b",
+            ),
         ),
         (
-            "override_instructions",
-            0.6,
-            r"\b(?:ignora|olvida|ignorez?|oublie[sz]?|vergiss|ignoriere|ignorar|esquece)\b.{0,40}?"
-            r"\b(?:instrucciones|instructions|anweisungen|instruktionen|instruções|regeln|reglas|règles)",
+            (
+                "ignor",
+                "disregard",
+                "forget",
+                "set aside",
+                "pay no attention",
+                "abandon",
+                "drop",
+                "skip",
+                "discard",
+                "bypass",
+                "overrid",
+                "overrul",
+                "follow",
+                "obey",
+                "apply",
+            ),
+            ("ignor", "olvida", "oubli", "vergiss", "esquece"),
+            (
+                "no longer",
+                "revoked",
+                "cancel",
+                "void",
+                "outdated",
+                "obsolete",
+                "lifted",
+                "supersede",
+                "a test",
+                "mistake",
+                "never",
+                "switched off",
+                "turned off",
+                "exempt",
+                "freed",
+                "bound by",
+                "released from",
+                "consider",
+                "treat",
+            ),
+            (
+                "reveal",
+                "print",
+                "show",
+                "repeat",
+                "output",
+                "share",
+                "quote",
+                "copy",
+                "dump",
+                "tell me",
+                "display",
+                "leak",
+                "write out",
+                "list",
+                "give me",
+                "what",
+            ),
+            (
+                "no ",
+                "without",
+                "free ",
+                "exempt",
+                "bound by",
+                "never",
+                "drop",
+                "switch off",
+                "unfiltered",
+                "uncensored",
+                "unrestricted",
+                "refuse",
+            ),
+            ("dan", "do anything", "jailbreak", " mode", "evil", "alter ego"),
+            ("i am", "i'm", "system", "instruction", "new ", "updated", "admin", "note to", "authori"),
+            (
+                "you are now",
+                "from now on",
+                "from this point",
+                "for this",
+                "act ",
+                "pretend",
+                "roleplay",
+                "respond",
+                "imagine",
+                "let's play",
+                "obey only",
+                "do what i say",
+                "comply with",
+            ),
         ),
-        (
-            "instructions_void",
-            0.5,
-            r"\b(?:no longer appl(?:y|ies)|(?:been |are |is )?(?:revoked|cancell?ed|void|outdated|obsolete|lifted)|"
-            r"supersedes?|were (?:just )?a test|(?:added|given) by mistake|never (?:installed|existed|given any)|"
-            r"(?:switched|turned) off|exempt from|freed from|not bound by|released from|"
-            r"(?:consider|treat) (?:them|it|those|these|everything [\w ]{0,30}?) (?:as )?(?:gone|void|cancell?ed|lifted))\b",
-        ),
-        (
-            "exfiltrate_prompt",
-            0.6,
-            r"\b(?:reveal|print|show|repeat|output|share|quote|copy|dump|tell me|display|leak|write out|list|"
-            r"give me|what (?:exact )?(?:words|text))\b.{0,40}?(?:"
-            r"\b(?:system|hidden|initial|secret|original|confidential|exact)\s+(?:\w+\s+)?"
-            r"(?:prompt|instructions|message|rules|preamble|configuration)"
-            r"|\binstructions you (?:were|have been)? ?(?:given|received)"
-            r"|\b(?:text|words|everything) (?:above|before|that appears before)"
-            r"|\byour (?:prompt|instructions|rules|preamble|configuration|context window|hidden rules)"
-            r"|\bcontext window|mensaje de sistema|systemprompt|prompt système)",
-        ),
-        (
-            "unrestricted_persona",
-            0.4,
-            r"\b(?:no|without|free (?:of|from)|exempt from|not bound by|never (?:been )?given any|drop|switch off)"
-            r"\s+(?:any\s+|all\s+|the\s+|your\s+|its\s+)?(?:\w+\s+)?"
-            r"(?:restrictions?|rules|limits|limitations|filters?|censorship|guidelines|polic(?:y|ies)|"
-            r"constraints|warnings|ethics)\b|\b(?:unfiltered|uncensored|unrestricted)\b|\bnever refuses?\b",
-        ),
-        (
-            "jailbreak_name",
-            0.25,
-            r"\bDAN\b|\bdo anything now\b|\bjailbreak\b|\b(?:developer|god|maintenance|dev|sudo|evil) mode\b|"
-            r"\bevil (?:assistant|ai|twin)\b|\balter ego\b",
-        ),
-        (
-            "claimed_authority",
-            0.35,
-            r"\b(?:i am|i'm) your (?:developer|creator|admin|administrator|operator|owner)\b|"
-            r"(?:^|\n)\s*(?:#+\s*)?(?:system|instruction)\s*:|\bnew (?:instructions|orders|rules|task)\b|"
-            r"\bupdated instructions?\b|\b(?:the )?admin (?:has|says)\b|\bnote to the (?:ai|assistant|model)\b|"
-            r"\bauthori[sz](?:e|ing|ed) you\b",
-        ),
-        (
-            "role_switch",
-            0.2,
-            r"\b(?:you are now|from now on|from this point on|for this (?:conversation|session)|act (?:as|like)|"
-            r"pretend (?:to be|you are|you're)|roleplay as|respond (?:only )?as|"
-            r"imagine (?:your|you have no)|let's play a game where you|obey only|do what i say|comply with all)\b",
-        ),
+        strict=True,
     )
 )
 _DISCUSSION = re.compile(
@@ -139,7 +233,10 @@ class InjectionScorer:
     def score(self, text: str, after_system: bool = False) -> InjectionScore:
         weights: dict[str, float] = {}
         first, last, imperative = len(text), 0, False
+        lowered = text.lower()
         for signal in SIGNALS:
+            if not any(a in lowered for a in signal.anchors):
+                continue
             for m in signal.pattern.finditer(text):
                 weights[signal.family] = max(weights.get(signal.family, 0.0), signal.weight)
                 first, last = min(first, m.start()), max(last, m.end())
@@ -160,7 +257,11 @@ class InjectionScorer:
         return InjectionScore(min(score, 1.0), tuple(sorted(weights)), (first, last))
 
     def find(
-        self, text: str, after_system: bool = False, lowered: str | None = None, hits: Iterable[int] | None = None
+        self,
+        text: str,
+        after_system: bool = False,
+        lowered: str | None = None,
+        hits: Iterable[int] | None = None,
     ) -> list[Finding]:
         """Scores each passage around a trigger word on its own (signals from unrelated
         sentences of a long prompt do not add up); the best passage decides. `hits`: where the
@@ -172,7 +273,9 @@ class InjectionScorer:
         for start, end in passages(lowered, hits):
             result = self.score(text[start:end], after_system and start == 0)
             if result.score >= self.threshold and (best is None or result.score > best.score):
-                best = InjectionScore(result.score, result.families, (start + result.span[0], start + result.span[1]))
+                best = InjectionScore(
+                    result.score, result.families, (start + result.span[0], start + result.span[1])
+                )
         if best is None:
             return []
         kind = max(best.families, key=lambda f: next(s.weight for s in SIGNALS if s.family == f))
