@@ -130,7 +130,9 @@ def main(argv: list[str] | None = None) -> None:
     except FileNotFoundError as exc:
         sys.exit(str(exc))
     url = f"http://{args.host}:{args.port}/screen"
-    web.run_app(app(classifier), host=args.host, port=args.port, print=lambda _: print(f"screener {url}", flush=True))
+    web.run_app(
+        app(classifier), host=args.host, port=args.port, print=lambda _: print(f"screener {url}", flush=True)
+    )
 
 
 if __name__ == "__main__":

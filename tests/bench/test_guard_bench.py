@@ -64,7 +64,9 @@ def test_screen_prompt(kind: str, size: int, calls: int, capsys: pytest.CaptureF
 
 def sse_events(text: str, chars: int = 4) -> list[bytes]:
     return [
-        b"data: " + orjson.dumps({"choices": [{"index": 0, "delta": {"content": text[i : i + chars]}}]}) + b"\n\n"
+        b"data: "
+        + orjson.dumps({"choices": [{"index": 0, "delta": {"content": text[i : i + chars]}}]})
+        + b"\n\n"
         for i in range(0, len(text), chars)
     ]
 

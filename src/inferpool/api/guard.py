@@ -99,7 +99,9 @@ class GuardCheck(Model):
             raise ValueError("phoneRegions needs at least one region when given")
         unknown = [r for r in regions if r.upper() not in phonenumbers.SUPPORTED_REGIONS]
         if unknown:
-            raise ValueError(f"unknown phone regions {unknown}: use ISO 3166-1 alpha-2 codes such as US, GB, IN")
+            raise ValueError(
+                f"unknown phone regions {unknown}: use ISO 3166-1 alpha-2 codes such as US, GB, IN"
+            )
         return [r.upper() for r in regions]
 
     @model_validator(mode="after")
@@ -108,7 +110,9 @@ class GuardCheck(Model):
             raise ValueError("piiTypes is only valid for type PII")
         if self.phone_regions is not None and self.type != "PII":
             raise ValueError("phoneRegions is only valid for type PII")
-        if (self.base64_entropy_limit is not None or self.hex_entropy_limit is not None) and self.type != "Secrets":
+        if (
+            self.base64_entropy_limit is not None or self.hex_entropy_limit is not None
+        ) and self.type != "Secrets":
             raise ValueError("base64EntropyLimit and hexEntropyLimit are only valid for type Secrets")
         if self.threshold is not None and self.type != "PromptInjection":
             raise ValueError("threshold is only valid for type PromptInjection")

@@ -136,9 +136,10 @@ def _plugins(base64_limit: float, hex_limit: float) -> tuple[_Plugin, ...]:
 
 
 SECRET_HINTS: tuple[str, ...] = tuple(
-    sorted({h for p in _plugins(DEFAULT_BASE64_LIMIT, DEFAULT_HEX_LIMIT) for h in p.hints} | {
-        h for hs in EXTRA_HINTS.values() for h in hs
-    })
+    sorted(
+        {h for p in _plugins(DEFAULT_BASE64_LIMIT, DEFAULT_HEX_LIMIT) for h in p.hints}
+        | {h for hs in EXTRA_HINTS.values() for h in hs}
+    )
 )
 
 

@@ -16,7 +16,9 @@ from inferpool.guard.injection import InjectionScorer
 from inferpool.guard.pii import PII_TYPES, PiiScanner, without_overlaps
 
 
-def find_pii(text: str, types: Iterable[str] = PII_TYPES, phone_regions: Iterable[str] = ("US",)) -> list[Finding]:
+def find_pii(
+    text: str, types: Iterable[str] = PII_TYPES, phone_regions: Iterable[str] = ("US",)
+) -> list[Finding]:
     return PiiScanner(types, phone_regions).find(text)
 
 

@@ -79,7 +79,9 @@ def _after_system(data: Any) -> list[bool]:
         if isinstance(content, str):
             flags.append(flag)
         elif isinstance(content, list):
-            flags += [flag for part in content if isinstance(part, dict) and isinstance(part.get("text"), str)]
+            flags += [
+                flag for part in content if isinstance(part, dict) and isinstance(part.get("text"), str)
+            ]
         previous = role
     return flags
 

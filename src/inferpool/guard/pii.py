@@ -48,7 +48,9 @@ IBAN_CANDIDATE = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
 SSN_CANDIDATE = re.compile(r"(?<![\d-])\d{3}-\d{2}-\d{4}(?![\d-])")
 # Shapes no phone number is written in: ISO and day-first dates, and (without a +CC) a group of
 # one digit, as in versions (124.0.6367.91) and part numbers (0-7654-3210).
-NOT_A_PHONE = re.compile(r"^\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|^\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}$|^[^+]*(?:^|[ .\-/])\d(?:[ .\-/]|$)")
+NOT_A_PHONE = re.compile(
+    r"^\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|^\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}$|^[^+]*(?:^|[ .\-/])\d(?:[ .\-/]|$)"
+)
 PHONE_CONTEXT = re.compile(
     r"phone|\bcall|\bring\b|\btel\b|\btel[.:]|mobile|\bcell|whatsapp|\bsms\b|text me|\bfax\b|\breach\b|contact|"
     r"appel|téléphone|telefon|handy|llám|llama|número|numero|ligue|celular|电话|手机|फ़ोन|फोन",
@@ -116,7 +118,9 @@ ID_RULES: dict[str, IdRule] = {
         ),
         IdRule(
             "it_codicefiscale",
-            re.compile(r"\b[A-Z]{6}[0-9LMNPQRSTUV]{2}[A-EHLMPR-T][0-9LMNPQRSTUV]{2}[A-Z][0-9LMNPQRSTUV]{3}[A-Z]\b"),
+            re.compile(
+                r"\b[A-Z]{6}[0-9LMNPQRSTUV]{2}[A-EHLMPR-T][0-9LMNPQRSTUV]{2}[A-Z][0-9LMNPQRSTUV]{3}[A-Z]\b"
+            ),
             codicefiscale.is_valid,
         ),
         IdRule(
@@ -128,7 +132,14 @@ ID_RULES: dict[str, IdRule] = {
             "de_idnr",
             re.compile(r"(?<!\d)\d{2} ?\d{3} ?\d{3} ?\d{3}(?!\d)"),
             idnr.is_valid,
-            ("steuer-id", "steuer-idnr", "steueridentifikationsnummer", "idnr", "identifikationsnummer", "tax id"),
+            (
+                "steuer-id",
+                "steuer-idnr",
+                "steueridentifikationsnummer",
+                "idnr",
+                "identifikationsnummer",
+                "tax id",
+            ),
         ),
         IdRule(
             "nl_bsn",
@@ -277,12 +288,18 @@ def _ibans(text: str) -> list[Finding]:
 
 
 def _ssns(text: str) -> list[Finding]:
-    return [Finding("pii", "ssn", m.start(), m.end()) for m in SSN_CANDIDATE.finditer(text) if ssn.is_valid(m.group())]
+    return [
+        Finding("pii", "ssn", m.start(), m.end())
+        for m in SSN_CANDIDATE.finditer(text)
+        if ssn.is_valid(m.group())
+    ]
 
 
 def _ids(text: str, rule: IdRule, lowered: str | None = None) -> list[Finding]:
     out: list[Finding] = []
-    if rule.keywords and not any(w in (lowered if lowered is not None else text.lower()) for w in rule.keywords):
+    if rule.keywords and not any(
+        w in (lowered if lowered is not None else text.lower()) for w in rule.keywords
+    ):
         return out  # no keyword anywhere: the rule cannot fire
     for m in rule.pattern.finditer(text):
         if not rule.is_valid(m.group()):

@@ -67,10 +67,8 @@ def _detector(check: CheckConfig) -> Detector:
     """The compiled detector of one check, holding that check's own settings."""
     if check.check == "pii":
         pii = PiiScanner(check.pii_types, check.phone_regions)
-        return lambda text, scan, _after_system: (
-            pii.find(
-                text, number_spans=scan.number_spans, digits=scan.digits, email=scan.email, lowered=scan.lowered
-            )
+        return lambda text, scan, _after_system: pii.find(
+            text, number_spans=scan.number_spans, digits=scan.digits, email=scan.email, lowered=scan.lowered
         )
     if check.check == "secrets":
         secrets = SecretScanner(check.base64_entropy_limit, check.hex_entropy_limit)
@@ -134,7 +132,9 @@ class Screener:
             log.info("guard %s %s: %s (%s)", self.config.name, stage.value, verdict.summary(), verdict.action)
         return verdict
 
-    async def screen_async(self, text: str, stage: Stage, model: str = "", after_system: bool = False) -> Verdict:
+    async def screen_async(
+        self, text: str, stage: Stage, model: str = "", after_system: bool = False
+    ) -> Verdict:
         verdict = self.screen(text, stage, after_system)
         hook = self.config.hook
         if verdict.blocked or hook is None or stage not in hook.stages:

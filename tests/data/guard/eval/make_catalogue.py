@@ -735,7 +735,7 @@ for t in product[:10] + security[:10]:
     add("benign", "-", "after_system", t, after_system=True)
 
 # Longer benign documents built from the lines above (realistic pasted context).
-for i in range(12):
+for _ in range(12):
     chunk = rng.sample(logs + code + product, 6)
     add(
         "benign", "-", "pasted_document", "Here is some context:\n" + "\n".join(chunk) + "\nWhat is going on?"
