@@ -193,6 +193,8 @@ class SecretScanner:
 
     def _values(self, p: _Plugin, line: str) -> Iterable[str]:
         if isinstance(p.plugin, KeywordDetector):
+            if not any(c in line for c in "=:;"):
+                return  # each of its config patterns needs an assignment, a colon or a semicolon
             values: Iterable[str] = p.plugin.analyze_string(line, CONFIG_DENYLIST_REGEX_TO_GROUP)
         else:
             values = p.plugin.analyze_string(line)

@@ -172,6 +172,9 @@ def error_event(reason: str) -> bytes:
 # (a key, a card number, an injection phrase) is caught when it completes if its trigger lies
 # within this tail; only then is the whole window screened.
 STREAM_TAIL_CHARS = 256
+# How much of the window a fired pre-scan re-screens (at most streamWindowChars): longer than
+# any match the built-in detectors make, so a 4 KB window is not re-read for every token.
+STREAM_SCREEN_CHARS = 1024
 
 
 class StreamScreener:
@@ -232,9 +235,11 @@ class StreamScreener:
         self._text = (self._text + "".join(texts))[-self.window :]
         if not self.screener.may_find(self._text[-STREAM_TAIL_CHARS:], Stage.RESPONSE):
             return event  # nothing in the new text (or just before it) any check could match
-        # Blocking checks see complete words only: "password = getpa" is not yet "password = getpass()".
+        # Blocking checks see complete words only ("password = getpa" is not yet "password =
+        # getpass()"), and only the recent text: a match ending in this event starts within it.
         cut = max(self._text.rfind(" "), self._text.rfind("\n"))
-        whole = await self.screener.screen_async(self._text[: cut + 1], Stage.RESPONSE, self.model)
+        recent = self._text[max(0, cut + 1 - STREAM_SCREEN_CHARS) : cut + 1]
+        whole = await self.screener.screen_async(recent, Stage.RESPONSE, self.model)
         if whole.blocked:
             self.blocked = whole.reason
             raise Blocked(whole.reason)

@@ -182,18 +182,18 @@ class PiiScanner:
         text: str,
         *,
         number_spans: Iterable[tuple[int, int]] | None = None,
-        digits: bool = True,
+        alnum_ids: bool = True,
         email: bool = True,
         lowered: str | None = None,
     ) -> list[Finding]:
         """Findings, earliest-then-longest first without overlaps. The pre-scan's say, when given:
-        `number_spans`, the digit runs (number types look only around them); `digits`, whether
-        the text holds a digit at all; `email`, whether it holds an @."""
+        `number_spans`, the digit runs (number types look only around them); `alnum_ids`, whether
+        the text holds the shape of an alphanumeric ID; `email`, whether it holds an @."""
         found: list[Finding] = []
         lowered = text.lower() if lowered is None else lowered
         if email and self.wants_email:
             found += [Finding("pii", "email", m.start(), m.end()) for m in EMAIL.finditer(text)]
-        for kind in self.types if digits else ():
+        for kind in self.types if alnum_ids else ():
             if kind in ALNUM_TYPES:
                 found += _ids(text, ID_RULES[kind], lowered)
         if self.wants_numbers:

@@ -16,6 +16,8 @@ import ahocorasick
 
 # Shortest number-based PII: a 7-digit phone number with separators.
 DIGIT_RUN = re.compile(r"\d[\d \-.()/]{5,}\d")
+# The shape both alphanumeric IDs share: two capitals, then capitals or digits, a digit among them.
+ALNUM_ID = re.compile(r"[A-Z]{2}[A-Z0-9]{4,}\d")
 # Words without which no injection signal can reach a threshold (see injection.SIGNALS).
 INJECTION_WORDS = (
     "ignor", "disregard", "forget", "set aside", "pay no attention", "abandon", "bypass", "overrid",
@@ -38,7 +40,7 @@ INJECTION_WORDS = (
 class Prescan:
     lowered: str
     number_spans: tuple[tuple[int, int], ...]  # digit runs long enough for a phone, card, IBAN or ID
-    digits: bool  # any digit (the alphanumeric IDs have some)
+    alnum_ids: bool  # an upper-case run with digits, as codice fiscale and passport numbers are
     email: bool
     injection_hits: tuple[int, ...]  # where injection trigger words start
     secret_hints: dict[str, list[int]]  # hint -> offsets where it occurs
@@ -82,11 +84,10 @@ class Prescanner:
         return Prescan(
             lowered=lowered,
             number_spans=spans,
-            digits=bool(spans) or _ANY_DIGIT.search(text) is not None,
+            alnum_ids=ALNUM_ID.search(text) is not None,
             email="@" in text,
             injection_hits=tuple(injection),
             secret_hints=hints,
         )
 
 
-_ANY_DIGIT = re.compile(r"\d")

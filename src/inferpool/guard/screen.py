@@ -68,7 +68,7 @@ def _detector(check: CheckConfig) -> Detector:
     if check.check == "pii":
         pii = PiiScanner(check.pii_types, check.phone_regions)
         return lambda text, scan, _after_system: pii.find(
-            text, number_spans=scan.number_spans, digits=scan.digits, email=scan.email, lowered=scan.lowered
+            text, number_spans=scan.number_spans, alnum_ids=scan.alnum_ids, email=scan.email, lowered=scan.lowered
         )
     if check.check == "secrets":
         secrets = SecretScanner(check.base64_entropy_limit, check.hex_entropy_limit)
@@ -104,7 +104,7 @@ class Screener:
                 continue
             if check.check == "denylist":
                 return True
-            if check.check == "pii" and (scan.digits or scan.email):
+            if check.check == "pii" and (scan.numbers or scan.alnum_ids or scan.email):
                 return True
             if check.check == "secrets" and (scan.secret_hints or LONG_TOKEN.search(text)):
                 return True
