@@ -175,6 +175,7 @@ class PiiScanner:
         if bad:
             raise ValueError(f"unknown phone regions {bad} (ISO 3166 alpha-2 codes libphonenumber knows)")
         self.wants_numbers = any(t in NUMBER_TYPES for t in self.types)
+        self._national_lengths = frozenset(n for r in self.phone_regions for n in _national_lengths(r))
         self.wants_email = "email" in self.types
 
     def find(
@@ -226,20 +227,36 @@ class PiiScanner:
         out: list[Finding] = []
         for m in PHONE_CANDIDATE.finditer(text):
             span = m.group()
-            if not 7 <= sum(c.isdigit() for c in span) <= 15 or NOT_A_PHONE.search(span):
+            count = sum(c.isdigit() for c in span)
+            if not 7 <= count <= 15 or NOT_A_PHONE.search(span):
                 continue
             international = span.lstrip("(").startswith("+")
+            if not international and count not in self._national_lengths:
+                continue  # no region of the policy has national numbers this long
+            near = PHONE_CONTEXT.search(text, max(0, m.start() - CONTEXT_CHARS), m.start()) is not None
+            if span.isdigit() and not near:
+                continue  # a bare digit run is an id or a timestamp unless a phone word is near
             for i, region in enumerate(self.phone_regions):
                 if not _valid_phone(span, region):  # cheap; the matcher below checks the grouping too
                     continue
                 hits = list(PhoneNumberMatcher(span, region, leniency=Leniency.STRICT_GROUPING))
                 if not hits:
                     continue
-                sure = international or (i == 0 and not span.isdigit())
-                if sure or PHONE_CONTEXT.search(text, max(0, m.start() - CONTEXT_CHARS), m.start()):
+                if international or (i == 0 and not span.isdigit()) or near:
                     out += [Finding("pii", "phone", m.start() + h.start, m.start() + h.end) for h in hits]
                 break
         return out
+
+
+def _national_lengths(region: str) -> set[int]:
+    """Digit counts of the region's numbers written nationally: libphonenumber's possible lengths,
+    with and without the trunk prefix (0 in GB, 1 in the US)."""
+    meta = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    if meta is None or meta.general_desc is None:
+        return set(range(7, 16))
+    lengths = set(meta.general_desc.possible_length or ())
+    prefix = len(meta.national_prefix or "")
+    return lengths | {n + prefix for n in lengths}
 
 
 def _valid_phone(span: str, region: str) -> bool:
