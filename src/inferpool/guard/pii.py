@@ -199,14 +199,20 @@ class PiiScanner:
                 found += _ids(text, ID_RULES[kind], lowered)
         if self.wants_numbers:
             windows = [(0, len(text))] if number_spans is None else _windows(number_spans, len(text))
+            # ID rules whose keyword occurs nowhere in the text cannot fire in any window
+            kinds = [
+                k
+                for k in self.types
+                if k not in ALNUM_TYPES and (k not in ID_RULES or _any_keyword(ID_RULES[k], lowered))
+            ]
             for start, end in windows:
-                for f in self._numbers(text[start:end], lowered[start:end]):
+                for f in self._numbers(kinds, text[start:end]):
                     found.append(Finding(f.check, f.kind, f.start + start, f.end + start))
         return without_overlaps(found)
 
-    def _numbers(self, text: str, lowered: str) -> list[Finding]:
+    def _numbers(self, kinds: Iterable[str], text: str) -> list[Finding]:
         found: list[Finding] = []
-        for kind in self.types:
+        for kind in kinds:
             if kind == "phone":
                 found += self._phones(text)
             elif kind == "credit_card":
@@ -215,8 +221,8 @@ class PiiScanner:
                 found += _ibans(text)
             elif kind == "ssn":
                 found += _ssns(text)
-            elif kind in ID_RULES and kind not in ALNUM_TYPES:
-                found += _ids(text, ID_RULES[kind], lowered)
+            elif kind in ID_RULES:
+                found += _ids(text, ID_RULES[kind])
         return found
 
     def _phones(self, text: str) -> list[Finding]:
@@ -312,12 +318,15 @@ def _ssns(text: str) -> list[Finding]:
     ]
 
 
+def _any_keyword(rule: IdRule, lowered: str) -> bool:
+    return not rule.keywords or any(w in lowered for w in rule.keywords)
+
+
 def _ids(text: str, rule: IdRule, lowered: str | None = None) -> list[Finding]:
+    """`lowered`: when given, a rule whose keywords it lacks is skipped without a regex pass."""
     out: list[Finding] = []
-    if rule.keywords and not any(
-        w in (lowered if lowered is not None else text.lower()) for w in rule.keywords
-    ):
-        return out  # no keyword anywhere: the rule cannot fire
+    if lowered is not None and not _any_keyword(rule, lowered):
+        return out
     for m in rule.pattern.finditer(text):
         if not rule.is_valid(m.group()):
             continue
