@@ -180,9 +180,10 @@ STREAM_SCREEN_CHARS = 1024
 class StreamScreener:
     """Screens an SSE answer event by event.
 
-    Each event's new text is redacted on its own; blocking checks also run over the last
-    `window` characters streamed so far, so a secret split across tokens is still caught
-    (but the tokens before the one that completed it have already been sent).
+    Each event's new text is redacted on its own; blocking checks also run over the recent
+    text (STREAM_SCREEN_CHARS, at most `window`) when the pre-scan of the event and the
+    STREAM_TAIL_CHARS before it fires, so a secret split across tokens is still caught (but
+    the tokens before the one that completed it have already been sent).
     """
 
     def __init__(self, screener: Screener, model: str) -> None:

@@ -89,5 +89,3 @@ class Prescanner:
             injection_hits=tuple(injection),
             secret_hints=hints,
         )
-
-

@@ -68,7 +68,11 @@ def _detector(check: CheckConfig) -> Detector:
     if check.check == "pii":
         pii = PiiScanner(check.pii_types, check.phone_regions)
         return lambda text, scan, _after_system: pii.find(
-            text, number_spans=scan.number_spans, alnum_ids=scan.alnum_ids, email=scan.email, lowered=scan.lowered
+            text,
+            number_spans=scan.number_spans,
+            alnum_ids=scan.alnum_ids,
+            email=scan.email,
+            lowered=scan.lowered,
         )
     if check.check == "secrets":
         secrets = SecretScanner(check.base64_entropy_limit, check.hex_entropy_limit)
