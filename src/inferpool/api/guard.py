@@ -11,9 +11,9 @@ targets, and every request through them is screened. Documented in docs/security
       targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: inference-gateway}]
       models: [food-review]            # optional: only these incoming model names
       checks:
-      - {type: PII, action: Redact, piiTypes: [Email, CreditCard]}
-      - {type: Secrets, action: Block}
-      - {type: PromptInjection, action: Block, stages: [Prompt]}
+      - {type: PII, action: Redact, piiTypes: [Email, CreditCard, Phone], phoneRegions: [US, GB]}
+      - {type: Secrets, action: Block, base64EntropyLimit: 4.5, hexEntropyLimit: 3.0}
+      - {type: PromptInjection, action: Block, stages: [Prompt], threshold: 0.5}
       - {type: DenyList, action: Block, terms: [project-x]}
       webhook: {url: "http://127.0.0.1:9500/screen", timeoutMs: 500, failurePolicy: FailClosed}
 """
@@ -22,14 +22,33 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+import phonenumbers
+from pydantic import Field, field_validator, model_validator
 
 from inferpool.api.common import Group, Model, ObjectName, Resource
 
 CheckType = Literal["PII", "Secrets", "PromptInjection", "DenyList"]
 ActionName = Literal["Block", "Redact", "Log"]
 StageName = Literal["Prompt", "Response"]
-PIIType = Literal["Email", "Phone", "CreditCard", "SSN", "IBAN"]
+PIIType = Literal[
+    "Email",
+    "Phone",
+    "CreditCard",
+    "SSN",
+    "IBAN",
+    "Passport",  # Dutch passports and ID cards (the only ones python-stdnum validates), near a keyword
+    "InAadhaar",  # Verhoeff check; needs a keyword near it
+    "BrCPF",  # needs a keyword near it
+    "CnResidentID",
+    "GbNINO",  # format and HMRC prefix rules only; needs a keyword near it
+    "GbNHS",  # needs a keyword near it
+    "EsDNI",  # needs a keyword near it
+    "ItCodiceFiscale",
+    "FrNIR",
+    "DeTaxID",  # needs a keyword near it
+    "NlBSN",  # needs a keyword near it
+    "PlPESEL",  # needs a keyword near it
+]
 
 
 def _both() -> list[StageName]:
@@ -63,11 +82,40 @@ class GuardCheck(Model):
     stages: Annotated[list[StageName], Field(min_length=1)] = Field(default_factory=_both)
     pii_types: list[PIIType] = Field(default_factory=list)
     terms: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(default_factory=list)
+    # PII: regions whose national phone formats are read (numbers written with +CC always are).
+    phone_regions: list[str] | None = None
+    # Secrets: entropy (bits per character) above which a quoted string counts as a key.
+    base64_entropy_limit: Annotated[float, Field(ge=0.0, le=8.0)] | None = None
+    hex_entropy_limit: Annotated[float, Field(ge=0.0, le=8.0)] | None = None
+    # PromptInjection: the score (0-1] from which the check acts.
+    threshold: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
+
+    @field_validator("phone_regions")
+    @classmethod
+    def _known_regions(cls, regions: list[str] | None) -> list[str] | None:
+        if regions is None:
+            return None
+        if not regions:
+            raise ValueError("phoneRegions needs at least one region when given")
+        unknown = [r for r in regions if r.upper() not in phonenumbers.SUPPORTED_REGIONS]
+        if unknown:
+            raise ValueError(
+                f"unknown phone regions {unknown}: use ISO 3166-1 alpha-2 codes such as US, GB, IN"
+            )
+        return [r.upper() for r in regions]
 
     @model_validator(mode="after")
     def _fields_fit_type(self) -> GuardCheck:
         if self.pii_types and self.type != "PII":
             raise ValueError("piiTypes is only valid for type PII")
+        if self.phone_regions is not None and self.type != "PII":
+            raise ValueError("phoneRegions is only valid for type PII")
+        if (
+            self.base64_entropy_limit is not None or self.hex_entropy_limit is not None
+        ) and self.type != "Secrets":
+            raise ValueError("base64EntropyLimit and hexEntropyLimit are only valid for type Secrets")
+        if self.threshold is not None and self.type != "PromptInjection":
+            raise ValueError("threshold is only valid for type PromptInjection")
         if self.type == "DenyList" and not self.terms:
             raise ValueError("a DenyList check needs at least one term")
         if self.terms and self.type != "DenyList":

@@ -19,20 +19,47 @@ from inferpool.guard.policy import Action, CheckConfig, GuardConfig, HookConfig,
 from inferpool.guard.screen import Screener
 
 _CHECK = {"PII": "pii", "Secrets": "secrets", "PromptInjection": "injection", "DenyList": "denylist"}
-_PII = {"Email": "email", "Phone": "phone", "CreditCard": "credit_card", "SSN": "ssn", "IBAN": "iban"}
+_PII = {
+    "Email": "email",
+    "Phone": "phone",
+    "CreditCard": "credit_card",
+    "SSN": "ssn",
+    "IBAN": "iban",
+    "Passport": "passport",
+    "InAadhaar": "in_aadhaar",
+    "BrCPF": "br_cpf",
+    "CnResidentID": "cn_ric",
+    "GbNINO": "gb_nino",
+    "GbNHS": "gb_nhs",
+    "EsDNI": "es_dni",
+    "ItCodiceFiscale": "it_codicefiscale",
+    "FrNIR": "fr_nir",
+    "DeTaxID": "de_idnr",
+    "NlBSN": "nl_bsn",
+    "PlPESEL": "pl_pesel",
+}
 
 
 def _stages(names: Iterable[str]) -> frozenset[Stage]:
     return frozenset(Stage(n.lower()) for n in names)
 
 
+def _given(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
 def _check(c: GuardCheck) -> CheckConfig:
+    defaults = CheckConfig("pii")
     return CheckConfig(
         _CHECK[c.type],
         Action(c.action.lower()),
         _stages(c.stages),
         tuple(_PII[t] for t in c.pii_types),
         tuple(c.terms),
+        phone_regions=tuple(c.phone_regions) if c.phone_regions else defaults.phone_regions,
+        base64_entropy_limit=_given(c.base64_entropy_limit, defaults.base64_entropy_limit),
+        hex_entropy_limit=_given(c.hex_entropy_limit, defaults.hex_entropy_limit),
+        threshold=_given(c.threshold, defaults.threshold),
     )
 
 

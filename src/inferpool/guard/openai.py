@@ -61,6 +61,31 @@ def _map_texts(data: Any, fn: Callable[[str], str]) -> None:
                     part["text"] = fn(part["text"])
 
 
+def _after_system(data: Any) -> list[bool]:
+    """For each text `_map_texts` visits, in its order: is it a user turn right after a system prompt?"""
+    if not isinstance(data, dict):
+        return []
+    prompt = data.get("prompt")
+    flags = [False] if isinstance(prompt, str) else []
+    if isinstance(prompt, list):
+        flags = [False for p in prompt if isinstance(p, str)]
+    previous = None
+    for msg in data.get("messages") or []:
+        if not isinstance(msg, dict):
+            continue
+        role = msg.get("role")
+        flag = role == "user" and previous in ("system", "developer")
+        content = msg.get("content")
+        if isinstance(content, str):
+            flags.append(flag)
+        elif isinstance(content, list):
+            flags += [
+                flag for part in content if isinstance(part, dict) and isinstance(part.get("text"), str)
+            ]
+        previous = role
+    return flags
+
+
 def _map_choices(data: Any, fn: Callable[[str], str]) -> None:
     if not isinstance(data, dict):
         return
@@ -95,7 +120,12 @@ async def _screen_json(
     texts_of(data, _collector(texts))
     if not texts:
         return body
-    verdicts: list[Verdict] = [await screener.screen_async(t, stage, model) for t in texts]
+    positions = _after_system(data) if stage is Stage.PROMPT else []
+    if len(positions) != len(texts):
+        positions = [False] * len(texts)
+    verdicts: list[Verdict] = [
+        await screener.screen_async(t, stage, model, after) for t, after in zip(texts, positions, strict=True)
+    ]
     for v in verdicts:
         if v.blocked:
             raise Blocked(v.reason)
@@ -138,12 +168,22 @@ def error_event(reason: str) -> bytes:
     return b"data: " + orjson.dumps(body) + b"\n\n"
 
 
+# How much already-streamed text the per-event pre-scan looks at besides the new text: a match
+# (a key, a card number, an injection phrase) is caught when it completes if its trigger lies
+# within this tail; only then is the whole window screened.
+STREAM_TAIL_CHARS = 256
+# How much of the window a fired pre-scan re-screens (at most streamWindowChars): longer than
+# any match the built-in detectors make, so a 4 KB window is not re-read for every token.
+STREAM_SCREEN_CHARS = 1024
+
+
 class StreamScreener:
     """Screens an SSE answer event by event.
 
-    Each event's new text is redacted on its own; blocking checks also run over the last
-    `window` characters streamed so far, so a secret split across tokens is still caught
-    (but the tokens before the one that completed it have already been sent).
+    Each event's new text is redacted on its own; blocking checks also run over the recent
+    text (STREAM_SCREEN_CHARS, at most `window`) when the pre-scan of the event and the
+    STREAM_TAIL_CHARS before it fires, so a secret split across tokens is still caught (but
+    the tokens before the one that completed it have already been sent).
     """
 
     def __init__(self, screener: Screener, model: str) -> None:
@@ -179,6 +219,11 @@ class StreamScreener:
             return event
         payload = line[5:].strip()
         if payload == b"[DONE]":
+            if self._text:  # the last word, held back below, is screened now
+                whole = await self.screener.screen_async(self._text, Stage.RESPONSE, self.model)
+                if whole.blocked:
+                    self.blocked = whole.reason
+                    raise Blocked(whole.reason)
             return event
         try:
             data = orjson.loads(payload)
@@ -189,7 +234,13 @@ class StreamScreener:
         if not texts:
             return event
         self._text = (self._text + "".join(texts))[-self.window :]
-        whole = await self.screener.screen_async(self._text, Stage.RESPONSE, self.model)
+        if not self.screener.may_find(self._text[-STREAM_TAIL_CHARS:], Stage.RESPONSE):
+            return event  # nothing in the new text (or just before it) any check could match
+        # Blocking checks see complete words only ("password = getpa" is not yet "password =
+        # getpass()"), and only the recent text: a match ending in this event starts within it.
+        cut = max(self._text.rfind(" "), self._text.rfind("\n"))
+        recent = self._text[max(0, cut + 1 - STREAM_SCREEN_CHARS) : cut + 1]
+        whole = await self.screener.screen_async(recent, Stage.RESPONSE, self.model)
         if whole.blocked:
             self.blocked = whole.reason
             raise Blocked(whole.reason)

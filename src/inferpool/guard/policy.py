@@ -27,6 +27,10 @@ class CheckConfig:
     stages: frozenset[Stage] = frozenset({Stage.PROMPT, Stage.RESPONSE})
     pii_types: tuple[str, ...] = ()  # empty: every PII type
     terms: tuple[str, ...] = ()  # deny-list terms
+    phone_regions: tuple[str, ...] = ("US",)  # pii: where national-format phone numbers are read
+    base64_entropy_limit: float = 4.5  # secrets: bits per character above which a quoted string is a key
+    hex_entropy_limit: float = 3.0
+    threshold: float = 0.5  # injection: the score from which the check acts
 
 
 @dataclass(frozen=True)

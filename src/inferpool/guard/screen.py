@@ -7,20 +7,18 @@ blocked prompt never leaves the gateway) and has its own timeout and failure pol
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
 
-from inferpool.guard.detectors import (
-    PII_TYPES,
-    Finding,
-    compile_terms,
-    find_injection,
-    find_pii,
-    find_secrets,
-    find_terms,
-)
+from inferpool.guard.credentials import LONG_TOKEN, SECRET_HINTS, SecretScanner
+from inferpool.guard.detectors import compile_terms, find_terms
+from inferpool.guard.findings import Finding
+from inferpool.guard.injection import InjectionScorer
+from inferpool.guard.pii import PiiScanner
 from inferpool.guard.policy import Action, CheckConfig, GuardConfig, HookConfig, Stage
+from inferpool.guard.prescan import Prescan, Prescanner
 
 log = logging.getLogger(__name__)
 
@@ -62,32 +60,71 @@ def redact(text: str, findings: list[Finding]) -> str:
     return "".join(out)
 
 
+Detector = Callable[[str, Prescan, bool], list[Finding]]
+
+
+def _detector(check: CheckConfig) -> Detector:
+    """The compiled detector of one check, holding that check's own settings."""
+    if check.check == "pii":
+        pii = PiiScanner(check.pii_types, check.phone_regions)
+        return lambda text, scan, _after_system: pii.find(
+            text,
+            number_spans=scan.number_spans,
+            alnum_ids=scan.alnum_ids,
+            email=scan.email,
+            lowered=scan.lowered,
+        )
+    if check.check == "secrets":
+        secrets = SecretScanner(check.base64_entropy_limit, check.hex_entropy_limit)
+        return lambda text, scan, _after_system: secrets.find(text, scan.lowered, scan.secret_hints)
+    if check.check == "injection":
+        scorer = InjectionScorer(check.threshold)
+        return lambda text, scan, after_system: (
+            scorer.find(text, after_system, scan.lowered, scan.injection_hits) if scan.injection else []
+        )
+    if check.check == "denylist":
+        terms = compile_terms(check.terms)
+        return lambda text, _scan, _after_system: find_terms(text, terms)
+    raise ValueError(f"unknown guard check {check.check!r}")
+
+
 class Screener:
     """One GuardConfig, compiled once; screen() for built-in checks, screen_async() adds the hook."""
 
     def __init__(self, config: GuardConfig, session: aiohttp.ClientSession | None = None) -> None:
         self.config = config
-        self._terms = {id(c): compile_terms(c.terms) for c in config.checks if c.check == "denylist"}
+        self._detectors = [(check, _detector(check)) for check in config.checks]
+        kinds = {c.check for c in config.checks}
+        self._prescanner = Prescanner("injection" in kinds, SECRET_HINTS if "secrets" in kinds else ())
         self._session = session
 
-    def _run(self, check: CheckConfig, text: str) -> list[Finding]:
-        if check.check == "pii":
-            return find_pii(text, check.pii_types or PII_TYPES)
-        if check.check == "secrets":
-            return find_secrets(text)
-        if check.check == "injection":
-            return find_injection(text)
-        if check.check == "denylist":
-            return find_terms(text, self._terms.get(id(check)))
-        raise ValueError(f"unknown guard check {check.check!r}")
-
-    def screen(self, text: str, stage: Stage) -> Verdict:
-        verdict = Verdict(text)
-        to_redact: list[Finding] = []
+    def may_find(self, text: str, stage: Stage) -> bool:
+        """False when the pre-scan alone rules out every check of `stage` (and no hook screens it)."""
+        if self.config.hook is not None and stage in self.config.hook.stages:
+            return True
+        scan = self._prescanner.scan(text)
         for check in self.config.checks:
             if stage not in check.stages:
                 continue
-            for finding in self._run(check, text):
+            if check.check == "denylist":
+                return True
+            if check.check == "pii" and (scan.numbers or scan.alnum_ids or scan.email):
+                return True
+            if check.check == "secrets" and (scan.secret_hints or LONG_TOKEN.search(text)):
+                return True
+            if check.check == "injection" and scan.injection:
+                return True
+        return False
+
+    def screen(self, text: str, stage: Stage, after_system: bool = False) -> Verdict:
+        """`after_system`: the text is the user turn right after a system prompt (injection weighs it)."""
+        verdict = Verdict(text)
+        to_redact: list[Finding] = []
+        scan = self._prescanner.scan(text)
+        for check, detect in self._detectors:
+            if stage not in check.stages:
+                continue
+            for finding in detect(text, scan, after_system):
                 verdict.add(finding, check.action)
                 if check.action is Action.REDACT:
                     to_redact.append(finding)
@@ -99,8 +136,10 @@ class Screener:
             log.info("guard %s %s: %s (%s)", self.config.name, stage.value, verdict.summary(), verdict.action)
         return verdict
 
-    async def screen_async(self, text: str, stage: Stage, model: str = "") -> Verdict:
-        verdict = self.screen(text, stage)
+    async def screen_async(
+        self, text: str, stage: Stage, model: str = "", after_system: bool = False
+    ) -> Verdict:
+        verdict = self.screen(text, stage, after_system)
         hook = self.config.hook
         if verdict.blocked or hook is None or stage not in hook.stages:
             return verdict

@@ -47,6 +47,45 @@ def test_validation_errors_name_the_field() -> None:
     assert not wrong_kind.ok
 
 
+def test_detector_knobs_reach_the_checks() -> None:
+    m = load_text(
+        policy(
+            "p",
+            "Gateway",
+            "gw",
+            "{type: PII, piiTypes: [Phone, InAadhaar, GbNINO], phoneRegions: [gb, IN]},"
+            " {type: Secrets, base64EntropyLimit: 5.0, hexEntropyLimit: 0},"
+            " {type: PromptInjection, threshold: 0.7}",
+        )
+    )
+    assert m.ok, m.errors
+    pii, secrets, injection = to_config(m.guard_policies[0]).checks
+    assert pii.pii_types == ("phone", "in_aadhaar", "gb_nino") and pii.phone_regions == ("GB", "IN")
+    assert (secrets.base64_entropy_limit, secrets.hex_entropy_limit) == (5.0, 0.0)
+    assert injection.threshold == 0.7
+    plain = load_text(policy("p", "Gateway", "gw", "{type: PII}, {type: Secrets}, {type: PromptInjection}"))
+    pii, secrets, injection = to_config(plain.guard_policies[0]).checks
+    assert pii.phone_regions == ("US",) and secrets.base64_entropy_limit == 4.5 and injection.threshold == 0.5
+
+
+def test_detector_knob_errors_name_the_field() -> None:
+    cases = {
+        "{type: PII, threshold: 0.5}": ("spec.checks[0]", "threshold is only valid for type PromptInjection"),
+        "{type: PII, phoneRegions: [XX]}": ("spec.checks[0].phoneRegions", "unknown phone regions ['XX']"),
+        "{type: Secrets, base64EntropyLimit: 9}": ("spec.checks[0].base64EntropyLimit", "8"),
+        "{type: PromptInjection, threshold: 0}": ("spec.checks[0].threshold", "0"),
+        "{type: Secrets, phoneRegions: [US]}": ("spec.checks[0]", "phoneRegions is only valid for type PII"),
+        "{type: PII, piiTypes: [Passport, Aadhaar]}": ("spec.checks[0].piiTypes", "Aadhaar"),
+    }
+    for check, (field, words) in cases.items():
+        bad = load_text(policy("p", "Gateway", "gw", check))
+        assert not bad.ok, check
+        assert any(e.field and e.field.startswith(field) and words in str(e) for e in bad.errors), (
+            check,
+            bad.errors,
+        )
+
+
 def test_route_policy_beats_gateway_policy_and_models_filter() -> None:
     m = load_text(
         policy("gw-wide", "Gateway", "gw", "{type: Secrets}")

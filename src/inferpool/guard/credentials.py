@@ -1,0 +1,224 @@
+"""Secret detection with Yelp's detect-secrets plugins, one set of instances per policy.
+
+detect-secrets keeps its configuration in a process-wide settings object (`get_settings()`),
+which would make two policies with different entropy limits overwrite each other. Its plugin
+classes, though, take their limits in the constructor and `analyze_string` reads no settings.
+So each policy builds its own plugin instances and calls `analyze_string` directly; the limit
+check and detect-secrets' own false-positive heuristics (UUIDs, sequences, templates,
+indirect references) are applied here. Nothing module-level is mutated.
+
+Each plugin runs only on the lines where one of its cheap hints occurs (the pre-scan's job,
+repeated per line), so a prompt without hints costs one substring search per hint.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from detect_secrets.filters.heuristic import (
+    is_indirect_reference,
+    is_likely_id_string,
+    is_not_alphanumeric_string,
+    is_potential_uuid,
+    is_prefixed_with_dollar_sign,
+    is_sequential_string,
+    is_templated_secret,
+)
+from detect_secrets.plugins.artifactory import ArtifactoryDetector
+from detect_secrets.plugins.aws import AWSKeyDetector
+from detect_secrets.plugins.azure_storage_key import AzureStorageKeyDetector
+from detect_secrets.plugins.base import BasePlugin
+from detect_secrets.plugins.basic_auth import BasicAuthDetector
+from detect_secrets.plugins.cloudant import CloudantDetector
+from detect_secrets.plugins.discord import DiscordBotTokenDetector
+from detect_secrets.plugins.github_token import GitHubTokenDetector
+from detect_secrets.plugins.gitlab_token import GitLabTokenDetector
+from detect_secrets.plugins.high_entropy_strings import (
+    Base64HighEntropyString,
+    HexHighEntropyString,
+    HighEntropyStringsPlugin,
+)
+from detect_secrets.plugins.ibm_cloud_iam import IbmCloudIamDetector
+from detect_secrets.plugins.ibm_cos_hmac import IbmCosHmacDetector
+from detect_secrets.plugins.jwt import JwtTokenDetector
+from detect_secrets.plugins.keyword import CONFIG_DENYLIST_REGEX_TO_GROUP, KeywordDetector
+from detect_secrets.plugins.mailchimp import MailchimpDetector
+from detect_secrets.plugins.npm import NpmDetector
+from detect_secrets.plugins.openai import OpenAIDetector
+from detect_secrets.plugins.private_key import PrivateKeyDetector
+from detect_secrets.plugins.pypi_token import PypiTokenDetector
+from detect_secrets.plugins.sendgrid import SendGridDetector
+from detect_secrets.plugins.slack import SlackDetector
+from detect_secrets.plugins.softlayer import SoftlayerDetector
+from detect_secrets.plugins.square_oauth import SquareOAuthDetector
+from detect_secrets.plugins.stripe import StripeDetector
+from detect_secrets.plugins.twilio import TwilioKeyDetector
+
+from inferpool.guard.findings import Finding
+
+DEFAULT_BASE64_LIMIT = 4.5  # detect-secrets' defaults
+DEFAULT_HEX_LIMIT = 3.0
+
+# Keys of providers detect-secrets has no plugin for (checked against its 1.5 plugin list).
+EXTRA_PATTERNS: dict[str, re.Pattern[str]] = {
+    "google_api_key": re.compile(r"\bAIza[0-9A-Za-z_-]{35}\b"),
+    "openai_key": re.compile(r"\bsk-(?:proj|svcacct|admin)-[A-Za-z0-9_-]{20,}"),
+    "anthropic_key": re.compile(r"\bsk-ant-[A-Za-z0-9_-]{20,}"),
+    "huggingface_token": re.compile(r"\bhf_[A-Za-z0-9]{30,}\b"),
+    "inferpool_key": re.compile(r"\bipk-[A-Za-z0-9_-]{40,}"),
+    # detect-secrets has a Telegram plugin, but its pattern is anchored to a whole line.
+    "telegram_bot_token": re.compile(r"(?<!\d)\d{8,10}:AA[0-9A-Za-z_-]{33}\b"),
+}
+EXTRA_HINTS = {
+    "google_api_key": ("aiza",),
+    "openai_key": ("sk-",),
+    "anthropic_key": ("sk-ant-",),
+    "huggingface_token": ("hf_",),
+    "inferpool_key": ("ipk-",),
+    "telegram_bot_token": (":aa",),
+}
+# Long runs of token characters: where prefix-less keys (Twilio, Discord, Mailchimp) can hide.
+LONG_TOKEN = re.compile(r"[A-Za-z0-9_\-+/=.]{24,}")
+_KEYWORD_HINTS = (
+    "pass", "pwd", "secret", "api_key", "apikey", "api-key", "auth_key", "authkey", "priv_key",
+    "private_key", "privkey", "client_key", "service_key", "account_key", "db_key", "database_key", "contrase",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, eq=False)
+class _Plugin:
+    kind: str
+    plugin: BasePlugin
+    hints: tuple[str, ...]  # lower-case substrings; empty: lines with a long token
+
+
+def _all(text: str, word: str) -> Iterable[int]:
+    at = text.find(word)
+    while at >= 0:
+        yield at
+        at = text.find(word, at + 1)
+
+
+def _kind(plugin: BasePlugin) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", str(plugin.secret_type).lower()).strip("_")
+
+
+def _plugins(base64_limit: float, hex_limit: float) -> tuple[_Plugin, ...]:
+    return (
+        _Plugin("aws_access_key", AWSKeyDetector(), ("akia", "asia", "a3t", "abia", "acca", "aws")),
+        _Plugin("artifactory", ArtifactoryDetector(), ("akc", "artifactory")),
+        _Plugin("azure_storage_key", AzureStorageKeyDetector(), ("accountkey",)),
+        _Plugin("basic_auth", BasicAuthDetector(), ("://",)),
+        _Plugin("cloudant", CloudantDetector(), ("cloudant",)),
+        _Plugin("discord_token", DiscordBotTokenDetector(), ()),
+        _Plugin("github_token", GitHubTokenDetector(), ("ghp_", "gho_", "ghu_", "ghs_", "ghr_")),
+        _Plugin("gitlab_token", GitLabTokenDetector(), ("glpat-", "gldt-", "glrt-", "glptt-", "gr1348941")),
+        _Plugin("ibm_cloud_iam", IbmCloudIamDetector(), ("ibm",)),
+        _Plugin("ibm_cos_hmac", IbmCosHmacDetector(), ("ibm", "cos_hmac")),
+        _Plugin("jwt", JwtTokenDetector(), ("eyj",)),
+        _Plugin("mailchimp_key", MailchimpDetector(), ("-us",)),
+        _Plugin("npm_token", NpmDetector(), ("npm_", "_authtoken")),
+        _Plugin("openai_key", OpenAIDetector(), ("t3blbkfj",)),
+        _Plugin("private_key", PrivateKeyDetector(), ("private key", "putty-user-key")),
+        _Plugin("pypi_token", PypiTokenDetector(), ("pypi-",)),
+        _Plugin("sendgrid_key", SendGridDetector(), ("sg.",)),
+        _Plugin("slack_token", SlackDetector(), ("xox", "hooks.slack.com")),
+        _Plugin("softlayer", SoftlayerDetector(), ("softlayer",)),
+        _Plugin("square_oauth", SquareOAuthDetector(), ("sq0csp-",)),
+        _Plugin("stripe_key", StripeDetector(), ("sk_live_", "rk_live_")),
+        _Plugin("twilio_key", TwilioKeyDetector(), ()),
+        _Plugin("secret_keyword", KeywordDetector(), _KEYWORD_HINTS),
+        _Plugin("high_entropy_base64", Base64HighEntropyString(limit=base64_limit), ()),
+        _Plugin("high_entropy_hex", HexHighEntropyString(limit=hex_limit), ()),
+    )
+
+
+SECRET_HINTS: tuple[str, ...] = tuple(
+    sorted(
+        {h for p in _plugins(DEFAULT_BASE64_LIMIT, DEFAULT_HEX_LIMIT) for h in p.hints}
+        | {h for hs in EXTRA_HINTS.values() for h in hs}
+    )
+)
+
+
+class SecretScanner:
+    """detect-secrets' plugins with one policy's entropy limits (its own instances, no shared settings)."""
+
+    hints = SECRET_HINTS
+
+    def __init__(
+        self, base64_limit: float = DEFAULT_BASE64_LIMIT, hex_limit: float = DEFAULT_HEX_LIMIT
+    ) -> None:
+        for name, value in (("base64EntropyLimit", base64_limit), ("hexEntropyLimit", hex_limit)):
+            if not 0.0 <= value <= 8.0:
+                raise ValueError(f"{name} must be between 0.0 and 8.0 bits per character, got {value}")
+        self.base64_limit = base64_limit
+        self.hex_limit = hex_limit
+        self.plugins = _plugins(base64_limit, hex_limit)
+        self._by_hint: dict[str, list[_Plugin]] = {}
+        for plugin in self.plugins:
+            for hint in plugin.hints:
+                self._by_hint.setdefault(hint, []).append(plugin)
+        self._unhinted = [p for p in self.plugins if not p.hints]  # run where a long token is
+
+    def find(
+        self, text: str, lowered: str | None = None, hints: Mapping[str, Sequence[int]] | None = None
+    ) -> list[Finding]:
+        """`lowered`, `hints`: the pre-scan's lower-cased text and where it found each hint."""
+        lowered = text.lower() if lowered is None else lowered
+        if hints is None:
+            hints = {h: [i for i in _all(lowered, h)] for h in self.hints if h in lowered}
+        found: list[Finding] = []
+        for kind, pattern in EXTRA_PATTERNS.items():
+            if any(h in hints for h in EXTRA_HINTS[kind]):
+                found += [Finding("secrets", kind, m.start(), m.end()) for m in pattern.finditer(text)]
+        lines: dict[int, set[_Plugin]] = {}  # line start -> plugins to run on it
+        for hint, offsets in hints.items():
+            for plugin in self._by_hint.get(hint, ()):
+                for at in offsets:
+                    lines.setdefault(text.rfind("\n", 0, at) + 1, set()).add(plugin)
+        for m in LONG_TOKEN.finditer(text):
+            lines.setdefault(text.rfind("\n", 0, m.start()) + 1, set()).update(self._unhinted)
+        for start, plugins in lines.items():
+            end = text.find("\n", start)
+            line = text[start : end if end >= 0 else len(text)]
+            for p in sorted(plugins, key=self.plugins.index):
+                for value in self._values(p, line):
+                    at = line.find(value)
+                    if at >= 0:
+                        found.append(Finding("secrets", p.kind, start + at, start + at + len(value)))
+        return found
+
+    def _values(self, p: _Plugin, line: str) -> Iterable[str]:
+        if isinstance(p.plugin, KeywordDetector):
+            if not any(c in line for c in "=:;"):
+                return  # each of its config patterns needs an assignment, a colon or a semicolon
+            values: Iterable[str] = p.plugin.analyze_string(line, CONFIG_DENYLIST_REGEX_TO_GROUP)
+        else:
+            values = p.plugin.analyze_string(line)
+        for value in values:
+            if not value:
+                continue
+            if isinstance(p.plugin, HighEntropyStringsPlugin):
+                if p.plugin.calculate_shannon_entropy(value) <= p.plugin.entropy_limit:
+                    continue
+            if isinstance(p.plugin, (HighEntropyStringsPlugin, KeywordDetector)) and _looks_harmless(
+                value, line, p.plugin
+            ):
+                continue
+            yield value
+
+
+def _looks_harmless(value: str, line: str, plugin: BasePlugin) -> bool:
+    """detect-secrets' default heuristic filters, for the plugins that guess rather than match a format."""
+    return (
+        is_sequential_string(value)
+        or is_potential_uuid(value)
+        or is_likely_id_string(value, line, plugin)
+        or is_templated_secret(value)
+        or is_prefixed_with_dollar_sign(value)
+        or is_indirect_reference(line)
+        or is_not_alphanumeric_string(value)
+    )

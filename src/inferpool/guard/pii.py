@@ -1,0 +1,361 @@
+"""PII detectors: a regular expression proposes a span, a well-kept library decides.
+
+Phone numbers are validated by libphonenumber (`phonenumbers`) for the policy's regions;
+cards, IBANs, SSNs and national IDs by `python-stdnum`. Numbers whose check is weak or absent
+(Aadhaar's Verhoeff digit, CPF, UK NINO, BSN, PESEL, the German tax id, NHS and DNI numbers)
+also need a keyword near them, because on their own they match too many order numbers.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import phonenumbers
+from phonenumbers import Leniency, PhoneNumberMatcher
+from stdnum import iban, luhn
+from stdnum.br import cpf
+from stdnum.cn import ric
+from stdnum.de import idnr
+from stdnum.es import dni
+from stdnum.fr import nir
+from stdnum.gb import nhs
+from stdnum.in_ import aadhaar
+from stdnum.it import codicefiscale
+from stdnum.nl import bsn, identiteitskaartnummer
+from stdnum.pl import pesel
+from stdnum.us import ssn
+
+from inferpool.guard.findings import Finding
+
+EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]{1,64}@(?:[A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,24}\b")
+# A run of 7+ digits with the separators people write phone numbers with.
+PHONE_CANDIDATE = re.compile(r"(?<![\w+])(?:\+\s?|\()?\d[\d \t().\-/]{5,22}\d(?!\w)")
+CARD_CANDIDATE = re.compile(r"(?<![\d-])(?:\d[ -]?){12,18}\d(?!\d)")
+# Issuer prefixes (IIN ranges) of the card networks, so a Luhn-valid order number is not a card.
+CARD_NETWORKS = re.compile(
+    r"4\d{12}(?:\d{3}){0,2}"  # Visa
+    r"|5[1-5]\d{14}|2(?:2[2-9]\d|[3-6]\d\d|7[01]\d|720)\d{12}"  # Mastercard
+    r"|3[47]\d{13}"  # American Express
+    r"|3(?:0[0-5]|[689]\d)\d{11,16}"  # Diners Club
+    r"|6(?:011|5\d\d|4[4-9]\d)\d{12,15}"  # Discover
+    r"|35(?:2[89]|[3-8]\d)\d{12,15}"  # JCB
+    r"|62\d{14,17}"  # UnionPay
+    r"|(?:5[06-9]|6\d)\d{10,17}"  # Maestro (IIN 50, 56-69)
+)
+IBAN_CANDIDATE = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
+SSN_CANDIDATE = re.compile(r"(?<![\d-])\d{3}-\d{2}-\d{4}(?![\d-])")
+# Shapes no phone number is written in: ISO and day-first dates, and (without a +CC) a group of
+# one digit, as in versions (124.0.6367.91) and part numbers (0-7654-3210).
+NOT_A_PHONE = re.compile(
+    r"^\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|^\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}$|^[^+]*(?:^|[ .\-/])\d(?:[ .\-/]|$)"
+)
+PHONE_CONTEXT = re.compile(
+    r"phone|\bcall|\bring\b|\btel\b|\btel[.:]|mobile|\bcell|whatsapp|\bsms\b|text me|\bfax\b|\breach\b|contact|"
+    r"appel|téléphone|telefon|handy|llám|llama|número|numero|ligue|celular|电话|手机|फ़ोन|फोन",
+    re.IGNORECASE,
+)
+CONTEXT_CHARS = 48  # how far before a number (and a little after) its keyword may be
+_NINO_BAD_PREFIX = {"BG", "GB", "KN", "NK", "NT", "TN", "ZZ"}
+
+
+def _nino_ok(number: str) -> bool:
+    """HMRC's allocation rules: no D/F/I/Q/U/V in the prefix, no O second, no reserved pairs."""
+    compact = number.replace(" ", "").upper()
+    return compact[:2] not in _NINO_BAD_PREFIX
+
+
+@dataclass(frozen=True)
+class IdRule:
+    """One national identity number: where it may be, how it is checked, which words must be near."""
+
+    kind: str
+    pattern: re.Pattern[str]
+    is_valid: Callable[[str], bool]
+    keywords: tuple[str, ...] = ()  # lower case; empty: the check digits are strong enough alone
+    context: re.Pattern[str] | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        if self.keywords:
+            words = "|".join(re.escape(w) for w in self.keywords)
+            object.__setattr__(self, "context", re.compile(rf"(?<!\w)(?:{words})(?!\w)", re.IGNORECASE))
+
+
+ID_RULES: dict[str, IdRule] = {
+    r.kind: r
+    for r in (
+        IdRule(
+            "in_aadhaar",
+            re.compile(r"(?<!\d)[2-9]\d{3}[ -]?\d{4}[ -]?\d{4}(?!\d)"),
+            aadhaar.is_valid,
+            ("aadhaar", "aadhar", "uid", "uidai", "आधार"),
+        ),
+        IdRule(
+            "br_cpf",
+            re.compile(r"(?<![\d.])\d{3}\.?\d{3}\.?\d{3}-?\d{2}(?![\d-])"),
+            cpf.is_valid,
+            ("cpf", "cadastro de pessoas"),
+        ),
+        IdRule("cn_ric", re.compile(r"(?<!\d)\d{17}[\dXx](?![\dA-Za-z])"), ric.is_valid),
+        IdRule(
+            "gb_nino",
+            re.compile(r"\b[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b"),
+            _nino_ok,
+            ("national insurance", "ni", "nino"),
+        ),
+        IdRule(
+            "gb_nhs",
+            re.compile(r"(?<!\d)\d{3}[ -]?\d{3}[ -]?\d{4}(?!\d)"),
+            nhs.is_valid,
+            ("nhs",),
+        ),
+        IdRule(
+            "es_dni",
+            re.compile(r"(?<![\w-])\d{8}-?[A-Za-z](?!\w)"),
+            dni.is_valid,
+            ("dni", "nif", "documento nacional"),
+        ),
+        IdRule(
+            "it_codicefiscale",
+            re.compile(
+                r"\b[A-Z]{6}[0-9LMNPQRSTUV]{2}[A-EHLMPR-T][0-9LMNPQRSTUV]{2}[A-Z][0-9LMNPQRSTUV]{3}[A-Z]\b"
+            ),
+            codicefiscale.is_valid,
+        ),
+        IdRule(
+            "fr_nir",
+            re.compile(r"(?<!\d)[12] ?\d{2} ?\d{2} ?(?:\d{2}|2[AB]) ?\d{3} ?\d{3} ?\d{2}(?!\d)"),
+            nir.is_valid,
+        ),
+        IdRule(
+            "de_idnr",
+            re.compile(r"(?<!\d)\d{2} ?\d{3} ?\d{3} ?\d{3}(?!\d)"),
+            idnr.is_valid,
+            (
+                "steuer-id",
+                "steuer-idnr",
+                "steueridentifikationsnummer",
+                "idnr",
+                "identifikationsnummer",
+                "tax id",
+            ),
+        ),
+        IdRule(
+            "nl_bsn",
+            re.compile(r"(?<![\d.])\d{4}\.?\d{2}\.?\d{3}(?![\d.])|(?<!\d)\d{9}(?!\d)"),
+            bsn.is_valid,
+            ("bsn", "burgerservicenummer", "sofinummer"),
+        ),
+        IdRule("pl_pesel", re.compile(r"(?<!\d)\d{11}(?!\d)"), pesel.is_valid, ("pesel",)),
+        IdRule(
+            "passport",
+            re.compile(r"\b[A-NP-Z]{2}[A-NP-Z0-9]{6}\d\b"),
+            identiteitskaartnummer.is_valid,
+            ("passport", "paspoort", "reisdocument", "identiteitskaart"),
+        ),
+    )
+}
+
+ALNUM_TYPES = ("it_codicefiscale", "passport")  # letters and digits: no long digit run to pre-scan for
+NUMBER_TYPES = tuple(t for t in ("phone", "credit_card", "iban", "ssn", *ID_RULES) if t not in ALNUM_TYPES)
+PII_TYPES = ("email", *NUMBER_TYPES, *ALNUM_TYPES)
+
+
+class PiiScanner:
+    """The PII detectors of one policy: its types and its phone regions, fixed at construction."""
+
+    def __init__(self, types: Iterable[str] = PII_TYPES, phone_regions: Iterable[str] = ("US",)) -> None:
+        self.types = tuple(types) or PII_TYPES
+        unknown = set(self.types) - set(PII_TYPES)
+        if unknown:
+            raise ValueError(f"unknown PII types {sorted(unknown)}; known: {', '.join(PII_TYPES)}")
+        self.phone_regions = tuple(r.upper() for r in phone_regions)
+        bad = [r for r in self.phone_regions if r not in phonenumbers.SUPPORTED_REGIONS]
+        if bad:
+            raise ValueError(f"unknown phone regions {bad} (ISO 3166 alpha-2 codes libphonenumber knows)")
+        self.wants_numbers = any(t in NUMBER_TYPES for t in self.types)
+        self._national_lengths = frozenset(n for r in self.phone_regions for n in _national_lengths(r))
+        self.wants_email = "email" in self.types
+
+    def find(
+        self,
+        text: str,
+        *,
+        number_spans: Iterable[tuple[int, int]] | None = None,
+        alnum_ids: bool = True,
+        email: bool = True,
+        lowered: str | None = None,
+    ) -> list[Finding]:
+        """Findings, earliest-then-longest first without overlaps. The pre-scan's say, when given:
+        `number_spans`, the digit runs (number types look only around them); `alnum_ids`, whether
+        the text holds the shape of an alphanumeric ID; `email`, whether it holds an @."""
+        found: list[Finding] = []
+        lowered = text.lower() if lowered is None else lowered
+        if email and self.wants_email:
+            found += _emails(text)
+        for kind in self.types if alnum_ids else ():
+            if kind in ALNUM_TYPES:
+                found += _ids(text, ID_RULES[kind], lowered)
+        if self.wants_numbers:
+            windows = [(0, len(text))] if number_spans is None else _windows(number_spans, len(text))
+            # ID rules whose keyword occurs nowhere in the text cannot fire in any window
+            kinds = [
+                k
+                for k in self.types
+                if k not in ALNUM_TYPES and (k not in ID_RULES or _any_keyword(ID_RULES[k], lowered))
+            ]
+            for start, end in windows:
+                for f in self._numbers(kinds, text[start:end]):
+                    found.append(Finding(f.check, f.kind, f.start + start, f.end + start))
+        return without_overlaps(found)
+
+    def _numbers(self, kinds: Iterable[str], text: str) -> list[Finding]:
+        found: list[Finding] = []
+        for kind in kinds:
+            if kind == "phone":
+                found += self._phones(text)
+            elif kind == "credit_card":
+                found += _cards(text)
+            elif kind == "iban":
+                found += _ibans(text)
+            elif kind == "ssn":
+                found += _ssns(text)
+            elif kind in ID_RULES:
+                found += _ids(text, ID_RULES[kind])
+        return found
+
+    def _phones(self, text: str) -> list[Finding]:
+        """libphonenumber decides validity and whether the digit groups are written as that region
+        writes them (STRICT_GROUPING). A number in international form (+CC) or in the home region's
+        (the first region's) grouping is a phone; a bare digit run, or a number valid only in a
+        further region, also needs a phone word near it: most such runs are ids and timestamps."""
+        out: list[Finding] = []
+        for m in PHONE_CANDIDATE.finditer(text):
+            span = m.group()
+            count = sum(c.isdigit() for c in span)
+            if not 7 <= count <= 15 or NOT_A_PHONE.search(span):
+                continue
+            international = span.lstrip("(").startswith("+")
+            if not international and count not in self._national_lengths:
+                continue  # no region of the policy has national numbers this long
+            near = PHONE_CONTEXT.search(text, max(0, m.start() - CONTEXT_CHARS), m.start()) is not None
+            if span.isdigit() and not near:
+                continue  # a bare digit run is an id or a timestamp unless a phone word is near
+            for i, region in enumerate(self.phone_regions):
+                if not _valid_phone(span, region):  # cheap; the matcher below checks the grouping too
+                    continue
+                hits = list(PhoneNumberMatcher(span, region, leniency=Leniency.STRICT_GROUPING))
+                if not hits:
+                    continue
+                if international or (i == 0 and not span.isdigit()) or near:
+                    out += [Finding("pii", "phone", m.start() + h.start, m.start() + h.end) for h in hits]
+                break
+        return out
+
+
+def _national_lengths(region: str) -> set[int]:
+    """Digit counts of the region's numbers written nationally: libphonenumber's possible lengths,
+    with and without the trunk prefix (0 in GB, 1 in the US)."""
+    meta = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    if meta is None or meta.general_desc is None:
+        return set(range(7, 16))
+    lengths = set(meta.general_desc.possible_length or ())
+    prefix = len(meta.national_prefix or "")
+    return lengths | {n + prefix for n in lengths}
+
+
+def _valid_phone(span: str, region: str) -> bool:
+    try:
+        return phonenumbers.is_valid_number(phonenumbers.parse(span, region))
+    except phonenumbers.NumberParseException:
+        return False
+
+
+def _windows(spans: Iterable[tuple[int, int]], size: int) -> list[tuple[int, int]]:
+    """Merged stretches around digit runs: room before for a keyword or an IBAN's country code."""
+    merged: list[tuple[int, int]] = []
+    for s, e in spans:
+        start, end = max(0, s - CONTEXT_CHARS - 8), min(size, e + 16)
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def _emails(text: str) -> list[Finding]:
+    """EMAIL only around each @: run over a whole long text it retries 64 characters at every position."""
+    out: list[Finding] = []
+    end = 0
+    at = text.find("@")
+    while at >= 0:
+        if at >= end:
+            start, end = max(0, at - 65), min(len(text), at + 260)
+            out += [Finding("pii", "email", m.start(), m.end()) for m in EMAIL.finditer(text, start, end)]
+        at = text.find("@", at + 1)
+    return out
+
+
+def _digits(s: str) -> str:
+    return "".join(c for c in s if c.isdigit())
+
+
+def _cards(text: str) -> list[Finding]:
+    out = []
+    for m in CARD_CANDIDATE.finditer(text):
+        number = _digits(m.group())
+        if CARD_NETWORKS.fullmatch(number) and luhn.is_valid(number):
+            out.append(Finding("pii", "credit_card", m.start(), m.end()))
+    return out
+
+
+def _ibans(text: str) -> list[Finding]:
+    out = []
+    for m in IBAN_CANDIDATE.finditer(text):
+        candidate = m.group()
+        # The pattern may run on into a following capitalised word: try shorter ends too.
+        ends = [len(candidate)] + [i for i in range(len(candidate) - 1, 14, -1) if candidate[i] == " "]
+        for end in ends:
+            if iban.is_valid(candidate[:end]):
+                out.append(Finding("pii", "iban", m.start(), m.start() + end))
+                break
+    return out
+
+
+def _ssns(text: str) -> list[Finding]:
+    return [
+        Finding("pii", "ssn", m.start(), m.end())
+        for m in SSN_CANDIDATE.finditer(text)
+        if ssn.is_valid(m.group())
+    ]
+
+
+def _any_keyword(rule: IdRule, lowered: str) -> bool:
+    return not rule.keywords or any(w in lowered for w in rule.keywords)
+
+
+def _ids(text: str, rule: IdRule, lowered: str | None = None) -> list[Finding]:
+    """`lowered`: when given, a rule whose keywords it lacks is skipped without a regex pass."""
+    out: list[Finding] = []
+    if lowered is not None and not _any_keyword(rule, lowered):
+        return out
+    for m in rule.pattern.finditer(text):
+        if not rule.is_valid(m.group()):
+            continue
+        if rule.context is not None:
+            near = text[max(0, m.start() - CONTEXT_CHARS) : m.end() + 16]
+            if not rule.context.search(near):
+                continue
+        out.append(Finding("pii", rule.kind, m.start(), m.end()))
+    return out
+
+
+def without_overlaps(found: list[Finding]) -> list[Finding]:
+    """Earliest, then longest span wins (a card number is not also a phone number)."""
+    out: list[Finding] = []
+    for f in sorted(found, key=lambda f: (f.start, -(f.end - f.start))):
+        if out and f.start < out[-1].end:
+            continue
+        out.append(f)
+    return out
