@@ -16,7 +16,6 @@ import orjson
 from inferpool.bench.envoy import find_envoy
 from inferpool.bench.peers import PACKAGES, Peer
 
-
 OURS = ("default", "round-robin", "epp-envoy")
 
 
