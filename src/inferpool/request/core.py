@@ -158,7 +158,7 @@ class Core:
         )
         # KV-cache events for precise prefix scoring; None unless the profile has a plugin that reads them
         self.kv_events: KVEventSubscriber | None = kv_event_subscriber(
-            self.datastore, self.scheduler_for, self._spare
+            self.datastore, self.scheduler_for, self._spare, clock
         )
         self._manifest_listeners: list[ManifestListener] = []
         self.manifest_source = (

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -65,17 +66,24 @@ def index_consumers(scheduler: SchedulerLike) -> list[KVIndexConsumer]:
 
 
 def kv_event_subscriber(
-    datastore: Datastore, scheduler_for: Callable[[str], SchedulerLike], scheduler: SchedulerLike
+    datastore: Datastore,
+    scheduler_for: Callable[[str], SchedulerLike],
+    scheduler: SchedulerLike,
+    clock: Callable[[], float] = time.monotonic,
 ) -> KVEventSubscriber | None:
     """A subscriber when `scheduler`'s profile has a plugin that reads KV events, else None.
 
-    The runtimes call this with a scheduler loaded from their config and their per-pool
-    `scheduler_for`; they start and stop what it returns.
+    The runtimes call this with a scheduler loaded from their config, their per-pool
+    `scheduler_for` and their clock (speculative blocks expire on it); they start and stop
+    what it returns.
     """
     consumers = index_consumers(scheduler)
     if not consumers:
         return None
-    return KVEventSubscriber(datastore, scheduler_for, consumers[0].kv_events)
+    settings = consumers[0].kv_events
+    return KVEventSubscriber(
+        datastore, scheduler_for, settings, KVBlockIndex(settings.max_blocks_per_source, clock)
+    )
 
 
 @dataclass

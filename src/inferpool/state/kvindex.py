@@ -7,6 +7,13 @@ own chain key (xxh3 of the block's token ids, seeded with the parent's key; the 
 names the LoRA adapter). The same prompt then has the same keys on every server, and the
 scorer computes them from the prompt's token ids without asking anyone.
 
+Besides the blocks a server has confirmed, the index holds **speculative** blocks: those a
+request just routed there will compute, recorded at routing time (as llm-d's precise scorer
+does with `speculativeIndexing`), so that a request of the same group arriving during the
+first one's prefill already sees them. A speculative block is held until the server's own
+BlockStored confirms it or its TTL runs out on the index's clock (the core's: the bench
+runs it in virtual time); BlockRemoved and AllBlocksCleared drop it like a confirmed one.
+
 A "source" is one event stream: the endpoint's address and its events port. Memory is
 bounded per source (`KVEventsSettings.max_blocks_per_source`): a source that outgrows it
 is cleared and must be treated as not precise until the stream proves itself again.
@@ -14,8 +21,10 @@ is cleared and must be treated as not precise until the stream proves itself aga
 
 from __future__ import annotations
 
+import heapq
+import time
 from array import array
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -103,6 +112,7 @@ class _Source:
     block_size: int | None = None
     engine: dict[Hashable, int | None] = field(default_factory=dict)  # engine hash -> our key (None: unknown)
     held: dict[int, int] = field(default_factory=dict)  # our key -> engine hashes naming it
+    speculative: dict[int, float] = field(default_factory=dict)  # our key -> expiry (index clock)
 
 
 class KVBlockIndex:
@@ -113,10 +123,16 @@ class KVBlockIndex:
     which costs a missed hit, never a wrong one. Lives on the event loop, like the datastore.
     """
 
-    def __init__(self, max_blocks_per_source: int = KVEventsSettings.max_blocks_per_source) -> None:
+    def __init__(
+        self,
+        max_blocks_per_source: int = KVEventsSettings.max_blocks_per_source,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.max_blocks_per_source = max_blocks_per_source
+        self.clock = clock
         self._sources: dict[str, _Source] = {}
         self._owners: dict[int, set[str]] = {}
+        self._expiries: list[tuple[float, str, int]] = []  # heap of (expiry, source, key)
 
     # -- events --------------------------------------------------------------------
     def stored(
@@ -161,6 +177,7 @@ class KVBlockIndex:
                 continue
             src.engine[engine_hash] = our
             if our is not None:
+                src.speculative.pop(our, None)  # confirmed: the engine's word replaces the guess
                 self._hold(source, src, our)
         if len(src.engine) > self.max_blocks_per_source:
             self.cleared(source)
@@ -178,33 +195,75 @@ class KVBlockIndex:
             our = src.engine.pop(engine_hash)
             if our is None:
                 continue
+            src.speculative.pop(our, None)  # evicted: an in-flight guess for it is void too
             refs = src.held[our] - 1
             if refs:
                 src.held[our] = refs
                 continue
             del src.held[our]
-            holders = self._owners[our]
-            holders.discard(source)
-            if not holders:
-                del self._owners[our]
+            self._disown(source, our)
 
     def cleared(self, source: str) -> None:
         """Everything the source cached is gone (AllBlocksCleared, a restart, a lost stream)."""
         src = self._sources.get(source)
         if src is None:
             return
-        for our in src.held:
-            holders = self._owners[our]
-            holders.discard(source)
-            if not holders:
-                del self._owners[our]
+        for our in src.held.keys() | src.speculative.keys():
+            self._disown(source, our)
         src.engine.clear()
         src.held.clear()
+        src.speculative.clear()
 
     def drop(self, source: str) -> None:
         """Forget a source entirely (its endpoint left)."""
         self.cleared(source)
         self._sources.pop(source, None)
+
+    # -- routing in flight -------------------------------------------------------------
+    def speculate(self, source: str, keys: Iterable[int], ttl_s: float) -> int:
+        """Blocks a request just routed to `source` will compute, held for `ttl_s` on the index clock.
+
+        Blocks the source already holds confirmed are left alone; a block speculated again
+        gets the later expiry. Returns how many blocks are newly speculative.
+        """
+        src = self._sources.get(source)
+        if src is None or ttl_s <= 0:
+            return 0
+        now = self.clock()
+        self._expire(now)
+        expiry = now + ttl_s
+        added = 0
+        for key in keys:
+            if key in src.held:
+                continue
+            if key not in src.speculative:
+                added += 1
+                holders = self._owners.get(key)
+                if holders is None:
+                    self._owners[key] = {source}
+                else:
+                    holders.add(source)
+            src.speculative[key] = expiry
+            heapq.heappush(self._expiries, (expiry, source, key))
+        return added
+
+    def _expire(self, now: float) -> None:
+        """Drop the speculative blocks whose TTL has run out (their events never came)."""
+        heap = self._expiries
+        while heap and heap[0][0] <= now:
+            expiry, source, key = heapq.heappop(heap)
+            src = self._sources.get(source)
+            if src is None or src.speculative.get(key) != expiry:
+                continue  # confirmed, removed, cleared or speculated again since
+            del src.speculative[key]
+            if key not in src.held:
+                self._disown(source, key)
+
+    def speculative_size(self, source: str) -> int:
+        """Blocks held speculatively by one source (not yet confirmed, not yet expired)."""
+        self._expire(self.clock())
+        src = self._sources.get(source)
+        return len(src.speculative) if src is not None else 0
 
     # -- liveness ------------------------------------------------------------------
     def set_live(self, source: str, live: bool) -> None:
@@ -220,7 +279,9 @@ class KVBlockIndex:
 
     # -- queries -------------------------------------------------------------------
     def match(self, keys: Sequence[int], sources: Iterable[str]) -> dict[str, int]:
-        """For each of `sources`, how many leading blocks of `keys` it holds."""
+        """For each of `sources`, how many leading blocks of `keys` it holds, confirmed or speculative."""
+        if self._expiries:
+            self._expire(self.clock())
         alive = set(sources)
         counts = dict.fromkeys(alive, 0)
         owners = self._owners
@@ -236,7 +297,7 @@ class KVBlockIndex:
         return counts
 
     def size(self, source: str | None = None) -> int:
-        """Chain keys held by one source, or distinct keys over all of them."""
+        """Confirmed chain keys held by one source, or distinct keys (speculative too) over all of them."""
         if source is None:
             return len(self._owners)
         src = self._sources.get(source)
@@ -251,6 +312,14 @@ class KVBlockIndex:
         if src is None:
             src = self._sources[source] = _Source()
         return src
+
+    def _disown(self, source: str, our: int) -> None:
+        holders = self._owners.get(our)
+        if holders is None:
+            return
+        holders.discard(source)
+        if not holders:
+            del self._owners[our]
 
     def _hold(self, source: str, src: _Source, our: int) -> None:
         refs = src.held.get(our, 0)

@@ -15,6 +15,7 @@ reproduce, so with a Hugging Face tokenizer chat requests are scored approximate
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any, Protocol
 
 from pydantic import Field, field_validator
 
+from inferpool.durations import parse_go_duration_or_seconds
 from inferpool.scheduling.plugins.prefix_cache import PrefixCacheParams, PrefixCacheScorer, overloaded
 from inferpool.scheduling.types import SchedulingRequest
 from inferpool.state import Endpoint
@@ -29,6 +31,11 @@ from inferpool.state.kvindex import DEFAULT_EVENTS_PORT, KVBlockIndex, KVEventsS
 from inferpool.tokenization import Tokenizer, content_text
 
 SIM_TOKENIZER = "sim"
+# llm-d's precise-prefix-cache-scorer (llm-d-inference-scheduler, pkg/plugins/scorer/
+# precise_prefix_cache.go) holds speculative entries 30 s unless told otherwise: long enough for
+# the engine to run the prefill and publish BlockStored, which replaces them.
+DEFAULT_SPECULATIVE_TTL_S = 30.0
+_PENDING_LIMIT = 4096  # scored requests whose block keys wait for on_routed
 
 
 class PrecisePrefixParams(PrefixCacheParams):
@@ -44,6 +51,21 @@ class PrecisePrefixParams(PrefixCacheParams):
     kv_events_replay_port: int | None = Field(default=None, gt=0, lt=65536)
     kv_events_topic: str = ""
     max_blocks_per_endpoint: int = Field(default=262144, gt=0, description="bound on the exact index")
+    speculative_indexing: bool = Field(
+        default=True,
+        description="on routing, hold the blocks the request will compute on its endpoint until events confirm them",
+    )
+    speculative_ttl: float = Field(
+        default=DEFAULT_SPECULATIVE_TTL_S,
+        gt=0,
+        alias="speculativeTTL",  # llm-d's spelling
+        description="how long an unconfirmed speculative block counts (Go duration or seconds, core clock)",
+    )
+
+    @field_validator("speculative_ttl", mode="before")
+    @classmethod
+    def _ttl_duration(cls, value: object) -> object:
+        return parse_go_duration_or_seconds(value) if isinstance(value, str) else value
 
     @field_validator("tokenizer")
     @classmethod
@@ -127,6 +149,10 @@ class PrecisePrefixCacheScorer:
     kv_events: KVEventsSettings = field(init=False)
     approximate: PrefixCacheScorer = field(init=False)
     tokenizer: PromptTokenizer = field(init=False)
+    # request id -> (body, block keys per block size) from score(), for on_routed to speculate
+    _pending: OrderedDict[str, tuple[object, dict[int, list[list[int]]]]] = field(
+        init=False, default_factory=OrderedDict
+    )
 
     def __post_init__(self) -> None:
         p = self.params
@@ -180,18 +206,33 @@ class PrecisePrefixCacheScorer:
             loras = [req.target_model if req.lora_adapter else None]
         out: dict[str, float] = {}
         usable = ids[: max(0, len(ids) - 1)]
+        chains: dict[int, list[list[int]]] = {}
         for size, group in by_size.items():
             for lora in loras:
                 keys = chain_keys(usable, size, lora, self.params.max_prefix_blocks_to_match)
                 if not keys:
                     continue
+                chains.setdefault(size, []).append(keys)
                 for source, hits in index.match(keys, group).items():
                     out[source] = max(out.get(source, 0.0), hits / len(keys))
+        if self.params.speculative_indexing and chains:
+            self._pending[req.request_id] = (req.body, chains)
+            while len(self._pending) > _PENDING_LIMIT:
+                self._pending.popitem(last=False)
         return out
 
-    # -- the approximate fallback keeps learning ------------------------------------------
+    # -- routing in flight, and the approximate fallback keeps learning ---------------------
     def on_routed(self, req: SchedulingRequest, endpoint: Endpoint) -> None:
         self.approximate.on_routed(req, endpoint)
+        pending = self._pending.pop(req.request_id, None)
+        index = self.kv_index
+        if pending is None or index is None or pending[0] is not req.body:
+            return  # not scored precisely (or the id was reused by another body)
+        source = self.kv_events.source(endpoint)
+        size = index.block_size(source)
+        for keys in pending[1].get(size, []) if size else []:
+            # Both chains of a target whose adapter-ness is unknown: the wrong one matches nothing real.
+            index.speculate(source, keys, self.params.speculative_ttl)
 
     def on_completed(self, req: SchedulingRequest, endpoint: Endpoint) -> None:
         self.approximate.on_completed(req, endpoint)
