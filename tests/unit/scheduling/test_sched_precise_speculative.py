@@ -107,12 +107,12 @@ def test_eviction_and_clear_remove_speculative_blocks_too() -> None:
     _route(scorer, [a, b], a)
     # The engine stores the first four blocks, then evicts the third while the rest are in flight.
     first = [
-        BlockStored(block_hashes=[f"h{i}" for i in range(4)], parent_block_hash=None,
+        BlockStored(block_hashes=list(range(4)), parent_block_hash=None,
                     token_ids=TOKENS[: 4 * BS], block_size=BS, lora_id=None, medium=None, lora_name=None)
     ]  # fmt: skip
     apply_events(index, source_a, first)
     assert index.speculative_size(source_a) == CACHEABLE - 4
-    apply_events(index, source_a, [BlockRemoved(block_hashes=["h2"], medium=None)])
+    apply_events(index, source_a, [BlockRemoved(block_hashes=[2], medium=None)])
     assert scorer.score(_request(), [a, b])[a] == pytest.approx(2 / CACHEABLE)
     apply_events(index, source_a, [AllBlocksCleared()])
     assert index.speculative_size(source_a) == 0 and index.size(source_a) == 0
