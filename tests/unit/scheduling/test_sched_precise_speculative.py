@@ -129,8 +129,18 @@ def test_nothing_is_speculated_when_turned_off_or_when_routed_elsewhere_than_sco
     assert index.speculative_size(KVEventsSettings().source(a)) == 0
 
 
-def test_the_ttl_runs_on_the_cores_clock() -> None:
+def test_the_ttl_runs_on_the_cores_clock_in_the_fleets_time() -> None:
     clock = FakeClock()
     core = Core(CoreConfig(scheduler="precise-prefix"), clock=clock)
     assert core.kv_events is not None
     assert core.kv_events.index.clock is clock
+    slowed = Core(CoreConfig(scheduler="precise-prefix", fleet_speed=0.25), clock=clock)
+    assert slowed.kv_events is not None
+    index = slowed.kv_events.index
+    assert index.clock() == pytest.approx(clock.now * 0.25)
+    source = _live(index, ep("e-0"))
+    index.speculate(source, [1, 2], ttl_s=1.0)  # one fleet second = four wall seconds at speed 0.25
+    clock.now += 3.9
+    assert index.speculative_size(source) == 2
+    clock.now += 0.2
+    assert index.speculative_size(source) == 0
