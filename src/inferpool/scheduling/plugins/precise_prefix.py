@@ -8,9 +8,9 @@ a lost connection, a sequence gap — are scored by the approximate prefix-cache
 which this plugin keeps learning from every routing decision so that it is warm when
 needed. The anti-hotspot rule of the approximate scorer applies to both.
 
-Chat requests are rendered as the simulator renders them ("role: content" lines, then
-"assistant:"); a real vLLM applies the model's chat template, which this plugin does not
-reproduce, so with a Hugging Face tokenizer chat requests are scored approximately.
+With `tokenizer: sim`, chat is rendered as the simulator renders it ("role: content" lines,
+then "assistant:"); with a model's tokenizer.json, chat is rendered with the model's own chat
+template as vLLM renders it (hf_tokenizer.py).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from pydantic import Field, field_validator
 
 from inferpool.durations import parse_go_duration_or_seconds
+from inferpool.scheduling.plugins.hf_tokenizer import HFPromptTokenizer, completion_prompt
 from inferpool.scheduling.plugins.prefix_cache import PrefixCacheParams, PrefixCacheScorer, overloaded
 from inferpool.scheduling.types import SchedulingRequest
 from inferpool.state import Endpoint
@@ -79,6 +80,7 @@ class PrecisePrefixParams(PrefixCacheParams):
                 raise ValueError(
                     "a tokenizer.json needs the `tokenizers` package (pip install tokenizers)"
                 ) from None
+            HFPromptTokenizer(value)  # a malformed tokenizer or chat template fails here, not per request
         return value
 
 
@@ -86,19 +88,6 @@ class PromptTokenizer(Protocol):
     def prompt_ids(self, body: Mapping[str, Any]) -> list[int] | None:
         """The token ids the engine will see for this request body; None when they cannot be known."""
         ...
-
-
-def _completion_prompt(body: Mapping[str, Any]) -> str | list[int] | None:
-    """The (first) prompt of a completion body, as text or token ids."""
-    prompt = body.get("prompt")
-    if isinstance(prompt, list) and prompt:
-        if all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
-            return prompt
-        first = prompt[0]
-        if isinstance(first, list) and all(isinstance(t, int) for t in first):
-            return first
-        prompt = first
-    return prompt if isinstance(prompt, str) else None
 
 
 class SimPromptTokenizer:
@@ -114,26 +103,9 @@ class SimPromptTokenizer:
                 (str(m.get("role")), content_text(m.get("content"))) for m in messages if isinstance(m, dict)
             ]
             return self._tokenizer.encode(self._tokenizer.apply_chat_template(turns), add_bos=False)
-        prompt = _completion_prompt(body)
+        prompt = completion_prompt(body)
         if isinstance(prompt, str):
             return self._tokenizer.encode(prompt)
-        return prompt
-
-
-class HFPromptTokenizer:
-    """A Hugging Face tokenizer.json (completions only: chat templates are not rendered)."""
-
-    def __init__(self, path: str) -> None:
-        from tokenizers import Tokenizer as HFTokenizer
-
-        self._tokenizer = HFTokenizer.from_file(path)
-
-    def prompt_ids(self, body: Mapping[str, Any]) -> list[int] | None:
-        if "messages" in body:
-            return None
-        prompt = _completion_prompt(body)
-        if isinstance(prompt, str):
-            return list(self._tokenizer.encode(prompt).ids)
         return prompt
 
 
