@@ -296,6 +296,31 @@ class KVBlockIndex:
                 counts[source] = depth + 1
         return counts
 
+    def confirmed_prefix(self, keys: Sequence[int], source: str) -> int:
+        """How many leading blocks of `keys` the source's own events say it holds (no speculation)."""
+        src = self._sources.get(source)
+        if src is None:
+            return 0
+        count = 0
+        for key in keys:
+            if key not in src.held:
+                break
+            count += 1
+        return count
+
+    def summary(self, source: str) -> dict[str, object]:
+        """What the index knows of one stream, for the admin API."""
+        src = self._sources.get(source)
+        if src is None:
+            return {"source": source, "live": False, "block_size": None, "blocks": 0, "speculative": 0}
+        return {
+            "source": source,
+            "live": src.live,
+            "block_size": src.block_size,
+            "blocks": len(src.held),
+            "speculative": self.speculative_size(source),
+        }
+
     def size(self, source: str | None = None) -> int:
         """Confirmed chain keys held by one source, or distinct keys (speculative too) over all of them."""
         if source is None:

@@ -193,6 +193,38 @@ class PrecisePrefixCacheScorer:
                 self._pending.popitem(last=False)
         return out
 
+    # -- the admin API's view ---------------------------------------------------------------
+    def prompt_blocks(self, body: Mapping[str, Any], endpoints: list[Endpoint]) -> list[dict[str, object]]:
+        """Per endpoint: how many leading blocks of this request's prompt the index holds there.
+
+        `held` counts speculative blocks too (what scoring sees), `confirmed` only those the
+        server's own events reported. The prompt is tokenized as for scoring; both the base
+        model's chain and the adapter chain of the body's model are tried (the larger counts).
+        """
+        index = self.kv_index
+        ids = self.tokenizer.prompt_ids(body)
+        model = body.get("model")
+        loras: list[str | None] = [None, model] if isinstance(model, str) and model else [None]
+        out: list[dict[str, object]] = []
+        for endpoint in endpoints:
+            source = self.kv_events.source(endpoint)
+            size = index.block_size(source) if index is not None else None
+            prompt_blocks: int | None = None
+            held = confirmed = 0
+            if index is not None and size and ids is not None:
+                usable = ids[: max(0, len(ids) - 1)]
+                for lora in loras:
+                    keys = chain_keys(usable, size, lora, self.params.max_prefix_blocks_to_match)
+                    prompt_blocks = len(keys)
+                    held = max(held, index.match(keys, [source])[source])
+                    confirmed = max(confirmed, index.confirmed_prefix(keys, source))
+            out.append({
+                "endpoint": endpoint.name, "source": source,
+                "live": index is not None and index.is_live(source), "block_size": size,
+                "prompt_blocks": prompt_blocks, "held": held, "confirmed": confirmed,
+            })  # fmt: skip
+        return out
+
     # -- routing in flight, and the approximate fallback keeps learning ---------------------
     def on_routed(self, req: SchedulingRequest, endpoint: Endpoint) -> None:
         self.approximate.on_routed(req, endpoint)
