@@ -23,7 +23,7 @@ class KVIndexView:
     def streams(self) -> list[dict[str, object]]:
         """Per event stream: live or not, block size, confirmed and speculative blocks."""
         index = self.subscriber.index
-        return [index.summary(source) for source in sorted(index.sources())]
+        return [index.summary(source) for source in sorted(self.subscriber.streams())]
 
     def prompt(self, body: Mapping[str, Any]) -> list[dict[str, object]]:
         """Per endpoint of every pool scored precisely: leading blocks of this request's prompt held."""

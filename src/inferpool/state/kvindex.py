@@ -24,7 +24,7 @@ from __future__ import annotations
 import heapq
 import time
 from array import array
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -42,21 +42,104 @@ _TOKEN_BYTES = array(_TOKEN).itemsize
 
 
 @dataclass(frozen=True)
+class Announced:
+    """Where an engine says it publishes (vLLM's GET /kv_event_sources), as the gateway reaches it."""
+
+    source: str  # "host:port" (tcp) or "ipc:///path" (same host only)
+    replay: str | None = None
+    topic: str = ""
+
+
+@dataclass(frozen=True)
 class KVEventsSettings:
-    """Where each endpoint publishes its KV events and how much of them to keep."""
+    """Where each endpoint publishes its KV events and how much of them to keep.
+
+    Per endpoint, the events port comes from its label (explicit configuration wins), else
+    from the engine's own announcement when it made one (`announced`, keyed by
+    `endpoint_key`), else the configured default port.
+    """
 
     port: int = DEFAULT_EVENTS_PORT
     replay_port: int | None = None
     topic: str = ""
     max_blocks_per_source: int = 262144
 
-    def source(self, endpoint: Endpoint) -> str:
-        """The endpoint's event stream, "host:port": its address and events port."""
-        return _hostport(endpoint.address, _label_port(endpoint, PORT_LABEL) or self.port)
+    def source(self, endpoint: Endpoint, announced: Mapping[str, Announced] | None = None) -> str:
+        """The endpoint's event stream: "host:port" (its address and events port) or an ipc path."""
+        label = _label_port(endpoint, PORT_LABEL)
+        if label is None and announced and (found := announced.get(endpoint_key(endpoint))) is not None:
+            return found.source
+        return _hostport(endpoint.address, label or self.port)
 
-    def replay_source(self, endpoint: Endpoint) -> str | None:
-        port = _label_port(endpoint, REPLAY_PORT_LABEL) or self.replay_port
+    def replay_source(
+        self, endpoint: Endpoint, announced: Mapping[str, Announced] | None = None
+    ) -> str | None:
+        port = _label_port(endpoint, REPLAY_PORT_LABEL)
+        if port is None and _label_port(endpoint, PORT_LABEL) is None and announced:
+            found = announced.get(endpoint_key(endpoint))
+            if found is not None:
+                return found.replay
+        port = port or self.replay_port
         return _hostport(endpoint.address, port) if port else None
+
+    def topic_of(self, endpoint: Endpoint, announced: Mapping[str, Announced] | None = None) -> str:
+        if _label_port(endpoint, PORT_LABEL) is None and announced:
+            found = announced.get(endpoint_key(endpoint))
+            if found is not None:
+                return found.topic
+        return self.topic
+
+
+def endpoint_key(endpoint: Endpoint) -> str:
+    """The model server an announcement came from: its HTTP address and port."""
+    return _hostport(endpoint.address, endpoint.port)
+
+
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+_WILDCARD_HOSTS = ("*", "0.0.0.0", "[::]", "::")
+
+
+def parse_announcement(payload: object, address: str) -> Announced | None:
+    """vLLM's GET /kv_event_sources answer ({rank: KVEventsConfig}) as a subscribable stream, or None.
+
+    Rank 0's publisher is used (data-parallel ranks publish on offset ports; one stream per
+    endpoint here). vLLM binds a wildcard tcp endpoint ("tcp://*:5557": reach it at the
+    endpoint's own address) or an ipc path (reachable only on the same host, so only for an
+    endpoint on loopback); any other tcp endpoint is one vLLM connects to, which a subscriber
+    cannot reach, and port 0 is a port the announcement does not name.
+    """
+    if not isinstance(payload, Mapping) or not payload:
+        return None
+    ranks = sorted((int(k), v) for k, v in payload.items() if str(k).isdigit())
+    if not ranks or not isinstance(ranks[0][1], Mapping):
+        return None
+    config = ranks[0][1]
+    if not config.get("enable_kv_cache_events") or config.get("publisher") not in (None, "zmq"):
+        return None
+    source = _reachable(config.get("endpoint"), address)
+    if source is None:
+        return None
+    replay = _reachable(config.get("replay_endpoint"), address)
+    topic = config.get("topic")
+    return Announced(source, replay, topic if isinstance(topic, str) else "")
+
+
+def _reachable(endpoint: object, address: str) -> str | None:
+    if not isinstance(endpoint, str):
+        return None
+    if endpoint.startswith("ipc://"):
+        return endpoint if address in _LOOPBACK else None
+    if not endpoint.startswith("tcp://"):
+        return None
+    host, _, port_text = endpoint.removeprefix("tcp://").rpartition(":")
+    if host not in _WILDCARD_HOSTS or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        return None
+    return _hostport(address, int(port_text))
+
+
+def zmq_address(source: str) -> str:
+    """The ZMQ address of a stream: ipc paths as they are, "host:port" over tcp."""
+    return source if "://" in source else f"tcp://{source}"
 
 
 def _label_port(endpoint: Endpoint, label: str) -> int | None:
@@ -133,6 +216,8 @@ class KVBlockIndex:
         self._sources: dict[str, _Source] = {}
         self._owners: dict[int, set[str]] = {}
         self._expiries: list[tuple[float, str, int]] = []  # heap of (expiry, source, key)
+        # Engines' own announcements of where they publish, by endpoint_key (the subscriber fills it)
+        self.announced: dict[str, Announced] = {}
 
     # -- events --------------------------------------------------------------------
     def stored(

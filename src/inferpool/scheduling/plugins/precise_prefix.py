@@ -139,7 +139,9 @@ class PrecisePrefixCacheScorer:
 
     def score(self, req: SchedulingRequest, endpoints: list[Endpoint]) -> dict[Endpoint, float]:
         index = self.kv_index
-        sources = {e: self.kv_events.source(e) for e in endpoints} if index is not None else {}
+        sources = (
+            {e: self.kv_events.source(e, index.announced) for e in endpoints} if index is not None else {}
+        )
         live = [e for e in endpoints if index is not None and index.is_live(sources[e])]
         ids = self.tokenizer.prompt_ids(req.body) if live and req.body is not None else None
         if index is None or ids is None:
@@ -207,7 +209,7 @@ class PrecisePrefixCacheScorer:
         loras: list[str | None] = [None, model] if isinstance(model, str) and model else [None]
         out: list[dict[str, object]] = []
         for endpoint in endpoints:
-            source = self.kv_events.source(endpoint)
+            source = self.kv_events.source(endpoint, index.announced if index is not None else None)
             size = index.block_size(source) if index is not None else None
             prompt_blocks: int | None = None
             held = confirmed = 0
@@ -232,7 +234,7 @@ class PrecisePrefixCacheScorer:
         index = self.kv_index
         if pending is None or index is None or pending[0] is not req.body:
             return  # not scored precisely (or the id was reused by another body)
-        source = self.kv_events.source(endpoint)
+        source = self.kv_events.source(endpoint, index.announced)
         size = index.block_size(source)
         for keys in pending[1].get(size, []) if size else []:
             # Both chains of a target whose adapter-ness is unknown: the wrong one matches nothing real.
