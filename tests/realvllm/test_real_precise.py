@@ -139,3 +139,23 @@ def test_routing_follows_each_servers_own_kv_events(
     scores = {r["endpoint"]: r["scores"] for r in last_decision(gw)["ranked"]}
     assert scores["vllm-1"]["precise-prefix-cache-scorer"] == 1.0
     assert scores["vllm-0"]["precise-prefix-cache-scorer"] == 0.0
+
+
+def test_chat_tokenized_as_vllm_tokenizes_it(vllm_one: VLLMServer, assets: Assets) -> None:
+    """The gateway's rendering of the model's chat template and its tokenization give the token
+    ids vLLM itself computes for the same messages (its /tokenize endpoint), and completions too."""
+    from inferpool.scheduling.plugins.hf_tokenizer import HFPromptTokenizer
+
+    hf = HFPromptTokenizer(str(assets.model / "tokenizer.json"))
+    messages = [
+        {"role": "system", "content": "You review food. " * 5},
+        {"role": "user", "content": "Is the pasta good? " + SENTENCE * 3},
+    ]
+    for body in (
+        {"messages": messages},
+        {"messages": messages, "add_generation_prompt": False},
+        {"prompt": SENTENCE * 4},
+    ):
+        status, answer, _ = post_json(f"{vllm_one.url}/tokenize", {"model": BASE_MODEL, **body})
+        assert status == 200, answer
+        assert hf.prompt_ids(body) == json.loads(answer)["tokens"], body
