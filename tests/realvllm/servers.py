@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -25,6 +26,7 @@ VLLM_ENV = {
     "VLLM_NO_USAGE_STATS": "1",
     "VLLM_CPU_KVCACHE_SPACE": "1",
     "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
+    "VLLM_SERVER_DEV_MODE": "1",  # POST /reset_prefix_cache, for the precise-prefix test
 }
 
 
@@ -113,9 +115,10 @@ class Process:
 class VLLMServer:
     process: Process
     port: int
-    kv_events_port: (
-        int  # vLLM's KV-event PUB socket connects to tcp://127.0.0.1:PORT, where a test may bind a SUB
-    )
+    # vLLM binds its KV-event PUB socket on this ipc path (it binds ipc and wildcard tcp endpoints,
+    # connects to the rest): reachable on this host only, and it announces the path on
+    # GET /kv_event_sources, where the gateway finds it
+    kv_events_endpoint: str
 
     @property
     def url(self) -> str:
@@ -124,9 +127,9 @@ class VLLMServer:
 
 def vllm_server(model_dir: Path, log_path: Path, *, max_loras: int = 2) -> VLLMServer:
     port = free_port()
-    kv_events_port = free_port()
-    # a non-wildcard endpoint makes vLLM connect rather than bind: nothing listens beyond loopback
-    kv_events = {"enable_kv_cache_events": True, "endpoint": f"tcp://127.0.0.1:{kv_events_port}"}
+    # ipc paths are short (sun_path holds ~107 bytes): a directory of our own under /tmp
+    kv_events_endpoint = f"ipc://{tempfile.mkdtemp(prefix='ipkv')}/kv-{port}"
+    kv_events = {"enable_kv_cache_events": True, "endpoint": kv_events_endpoint}
     argv = [
         str(VLLM_PYTHON),
         "-m",
@@ -157,7 +160,7 @@ def vllm_server(model_dir: Path, log_path: Path, *, max_loras: int = 2) -> VLLMS
         "--kv-events-config",
         json.dumps(kv_events),
     ]
-    return VLLMServer(Process(f"vllm:{port}", argv, log_path, env=dict(VLLM_ENV)), port, kv_events_port)
+    return VLLMServer(Process(f"vllm:{port}", argv, log_path, env=dict(VLLM_ENV)), port, kv_events_endpoint)
 
 
 def inferpool_argv(*args: str) -> list[str]:

@@ -1,9 +1,9 @@
 """Real vLLM 0.32's KV-cache events, read by inferpool's subscriber and indexed under its chain keys.
 
-The servers of this tier publish with `--kv-events-config` on a loopback endpoint that vLLM
-connects to; the test binds a SUB there and hands each message to the subscriber's handler.
-(The gateway's own subscriber connects to a bound publisher, which vLLM only does on a
-wildcard address: every interface, not wanted in tests; the sim covers that path.)
+The servers of this tier publish with `--kv-events-config` on an ipc path that vLLM binds (a
+wildcard tcp address would listen on every interface, not wanted in tests); the test connects
+a SUB there and hands each message to the subscriber's handler. test_real_precise.py has the
+gateway find and follow the same sockets itself.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ async def test_subscriber_indexes_real_vllm_events(vllm_one: VLLMServer) -> None
     ctx = zmq.asyncio.Context()
     sock = ctx.socket(zmq.SUB)
     sock.setsockopt(zmq.SUBSCRIBE, b"")
-    sock.bind(f"tcp://127.0.0.1:{vllm_one.kv_events_port}")
+    sock.connect(vllm_one.kv_events_endpoint)
     subscriber = KVEventSubscriber(
         Datastore(), lambda _p: load_scheduler("precise-prefix"), KVEventsSettings()
     )
@@ -48,7 +48,7 @@ async def test_subscriber_indexes_real_vllm_events(vllm_one: VLLMServer) -> None
         return frames
 
     try:
-        # vLLM's PUB connects to us and may lose the first batches: new prompts until one arrives
+        # a SUB joining a PUB may miss the first batches (ZMQ's slow joiner): new prompts until one arrives
         for attempt in range(20):
             if await complete(f"{attempt} " + SENTENCE * 26):
                 break

@@ -21,7 +21,7 @@ from inferpool.bench.report import (
     write_results,
 )
 from inferpool.bench.stats import Slo, parse_slo, summarize_by_tag
-from inferpool.bench.workloads import WORKLOADS, WorkloadOptions, request_classes
+from inferpool.bench.workloads import CACHE_PRESSURE_FLEET, WORKLOADS, WorkloadOptions, request_classes
 
 if TYPE_CHECKING:
     from inferpool.bench.compare import Contender, FleetSpec
@@ -173,6 +173,11 @@ def compare_command(
 
     if rate is None and rates is None:
         raise typer.BadParameter("give --rate or --rates")
+    if workload == "cache-pressure" and fleet != CACHE_PRESSURE_FLEET:
+        raise typer.BadParameter(
+            f"cache-pressure is fixed for {CACHE_PRESSURE_FLEET} replicas (hot set 1.5x the fleet's KV cache)",
+            param_hint="--fleet",
+        )
     try:
         chosen = parse_contenders(contenders)
     except ValueError as exc:
@@ -194,6 +199,13 @@ def compare_command(
         raise typer.BadParameter(str(exc), param_hint="--contenders") from None
     sim_profile = str(write_sim_profile(out, max_num_seqs, kv_blocks)) if max_num_seqs or kv_blocks else None
     opts = workload_options(str(model_dir), True, False, adapters, groups, prompts_per_group, system_tokens)
+    if sim_profile:  # cache-pressure sizes its tenants by the KV cache of the profile the fleet runs
+        from dataclasses import replace
+
+        from inferpool.sim.profile import load_profile
+
+        fleet_profile = load_profile(sim_profile)
+        opts = replace(opts, replica_kv_tokens=fleet_profile.num_gpu_blocks * fleet_profile.block_size)
     sweep = parse_rates(rates) if rates else [rate or 0.0]
     failures: list[str] = []
     by_seed: dict[int, list[SweepPoint]] = {}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -32,7 +32,8 @@ class TraceSpec:
             times = arrival_times(
                 self.arrival, self.rate, self.duration, random.Random(f"arrivals:{self.seed}")
             )
-        return build_trace(self.workload, times, self.seed, self.options)
+        # The workloads that tag requests by their step of a ramp need the arrival window.
+        return build_trace(self.workload, times, self.seed, replace(self.options, duration_s=self.duration))
 
 
 async def run_load(

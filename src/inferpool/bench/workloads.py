@@ -7,12 +7,17 @@ the same trace byte for byte, which is what lets `compare` replay it to every co
 
 from __future__ import annotations
 
+import itertools
+import math
 import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from inferpool.bench.arrivals import RAMP_FRACTIONS, ramp_step
 from inferpool.bench.text import lognormal_int, words
 from inferpool.request.resolve import OBJECTIVE_HEADER
+from inferpool.sim.profile import load_profile
+from inferpool.tokenization import Tokenizer
 
 WORKLOADS = (
     "sharegpt-like",
@@ -21,6 +26,7 @@ WORKLOADS = (
     "criticality-overload",
     "multi-turn-chat",
     "agent-long-tail",
+    "cache-pressure",
 )
 COMPLETIONS = "/v1/completions"
 CHAT = "/v1/chat/completions"
@@ -30,8 +36,18 @@ OBJECTIVE_PRIORITIES = {"critical": 1, "standard": 0, "sheddable": -1}
 
 
 def request_classes(workload: str) -> tuple[str, ...]:
-    """The request tags a workload's results are also broken down by (its criticality classes)."""
-    return tuple(name for name, _ in CRITICALITY_MIX) if workload == "criticality-overload" else ()
+    """The request tags a workload's results are also broken down by (criticality classes, ramp steps)."""
+    if workload == "criticality-overload":
+        return tuple(name for name, _ in CRITICALITY_MIX)
+    if workload == "cache-pressure":
+        return CACHE_PRESSURE_STEPS
+    return ()
+
+
+def _default_replica_kv_tokens() -> int:
+    """One replica's KV cache in tokens under the default simulator profile (vLLM's blocks × block size)."""
+    profile = load_profile("llama-3.1-8b-h100")
+    return profile.num_gpu_blocks * profile.block_size
 
 
 @dataclass(frozen=True)
@@ -51,6 +67,9 @@ class WorkloadOptions:
     base_fraction: float = 0.2  # multi-lora: share of requests to the base model
     conversations: int = 50  # multi-turn-chat
     turn_tokens: int = 80  # multi-turn-chat: user turn length
+    # cache-pressure: one replica's KV cache in tokens (the fleet's sim profile: blocks × block size)
+    replica_kv_tokens: int = field(default_factory=_default_replica_kv_tokens)
+    duration_s: float | None = None  # the trace's arrival window (TraceSpec sets it): ramp steps
 
 
 @dataclass(frozen=True)
@@ -78,6 +97,7 @@ def build_trace(
         "criticality-overload": _criticality,
         "multi-turn-chat": _multi_turn,
         "agent-long-tail": _agent_long_tail,
+        "cache-pressure": _cache_pressure,
     }
     if name not in builders:
         raise ValueError(f"unknown workload {name!r}; choose from {', '.join(WORKLOADS)}")
@@ -224,4 +244,73 @@ def _agent_long_tail(arrivals: list[float], rng: random.Random, opts: WorkloadOp
             t = rng.choices(range(AGENT_TOOLSETS), weights)[0]
             prompt, tag = preambles[t] + "\n" + task, f"toolset-{t}"
         out.append(BenchRequest(i, at, COMPLETIONS, _body(opts, opts.model, prompt, n_out, False), tag))
+    return out
+
+
+# cache-pressure: fixed by issue 16 and committed before any run; no profile is tuned on it.
+# The fleet's KV cache is oversubscribed, as in llm-d's precise-scheduling benchmark (150
+# tenants × 6k-token contexts on 8 vLLM pods): the hot set is 6× one replica's KV cache, which
+# on the 4-replica fleet it is meant for (`--fleet 4`) is 1.5× the fleet's.
+CACHE_PRESSURE_FLEET = 4
+CACHE_PRESSURE_CONTEXT_TOKENS = 6000
+CACHE_PRESSURE_REPLICA_MULTIPLE = 6  # hot set / one replica's KV cache (= 1.5 × a fleet of 4)
+CACHE_PRESSURE_ZIPF = 0.8  # tenant popularity
+CACHE_PRESSURE_QUESTION_TOKENS = 100
+CACHE_PRESSURE_ANSWER_TOKENS = 200
+CACHE_PRESSURE_STEPS = tuple(f"step-{i + 1}" for i in range(len(RAMP_FRACTIONS)))
+
+
+def cache_pressure_tenants(replica_kv_tokens: int) -> int:
+    """T such that T contexts of 6,000 tokens are 6× one replica's KV cache (rounded to the nearest)."""
+    if replica_kv_tokens <= 0:
+        raise ValueError(f"replica KV cache must be positive, got {replica_kv_tokens} tokens")
+    return max(1, round(CACHE_PRESSURE_REPLICA_MULTIPLE * replica_kv_tokens / CACHE_PRESSURE_CONTEXT_TOKENS))
+
+
+def sim_token_text(tokens: int, rng: random.Random, tokenizer: Tokenizer) -> str:
+    """Random words that are `tokens` tokens (±1) for the simulated fleet's tokenizer.
+
+    `words(n)` is only ≈ n tokens (≈1.14 n for the sim's tokenizer); where the hot set is
+    sized against the KV cache, the context must be the length the issue fixes.
+    """
+    out: list[str] = []
+    count = 0
+    while count < tokens:
+        for word in words(max(1, tokens - count), rng).split(" "):
+            if count >= tokens:
+                break
+            count += len(tokenizer.encode((" " if out else "") + word, add_bos=False))
+            out.append(word)
+    return " ".join(out)
+
+
+def _cache_pressure(arrivals: list[float], rng: random.Random, opts: WorkloadOptions) -> list[BenchRequest]:
+    """T tenants, each with its own 6,000-token context; Zipf(0.8) popularity; each request is
+    that context, then a fresh 100-token question, answered in exactly 200 tokens (completions).
+
+    T comes from the fleet's KV capacity (`replica_kv_tokens`, from the sim profile the fleet
+    runs: 448 tenants on the default llama-3.1-8b-h100 profile's 448,000 tokens, 66 with
+    `--kv-blocks 4096`). Meant with `--fleet 4 --arrival ramp --rate C`, where C is round-robin's
+    capacity on that fleet: the highest rate at which round-robin keeps ≥ 90 % goodput (SLO
+    attainment), measured by a Poisson sweep with seed 100 (never a reported seed) before the
+    comparison. The ramp then offers 20, 45, 70, 95 and 120 % of C in five equal steps, and
+    each request is tagged with its step, so results come per step.
+    """
+    tenants = cache_pressure_tenants(opts.replica_kv_tokens)
+    sim = Tokenizer(remember_pieces=False)
+    # "[tenant t]" is 3 tokens of the 6,000
+    contexts = [
+        f"[tenant {t}] " + sim_token_text(CACHE_PRESSURE_CONTEXT_TOKENS - 3, rng, sim) for t in range(tenants)
+    ]
+    weights = zipf_weights(tenants, CACHE_PRESSURE_ZIPF)
+    cumulative = list(itertools.accumulate(weights))
+    span = (
+        opts.duration_s if opts.duration_s else (math.nextafter(arrivals[-1], math.inf) if arrivals else 1.0)
+    )
+    out = []
+    for i, at in enumerate(arrivals):
+        t = rng.choices(range(tenants), cum_weights=cumulative)[0]
+        prompt = contexts[t] + "\n" + sim_token_text(CACHE_PRESSURE_QUESTION_TOKENS, rng, sim)
+        body = _body(opts, opts.model, prompt, CACHE_PRESSURE_ANSWER_TOKENS, False)
+        out.append(BenchRequest(i, at, COMPLETIONS, body, CACHE_PRESSURE_STEPS[ramp_step(at, span)]))
     return out

@@ -20,6 +20,7 @@ from aiohttp import web
 from inferpool.extproc.server import GrpcConfig, GrpcServers
 from inferpool.heap import freeze_startup_heap
 from inferpool.observe.admin import AdminAuth, admin_app
+from inferpool.observe.kvindex_view import kv_index_view
 from inferpool.observe.metrics import GatewayMetrics
 from inferpool.observe.observation import Observation
 from inferpool.observe.tracing import Tracing
@@ -222,6 +223,7 @@ class EppApp:
             self._not_ready,
             self._auth(),
             peers=self._peer_expositions if self.config.peer_metrics else None,
+            kv_index=kv_index_view(self.core),
         )
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()

@@ -20,6 +20,7 @@ from inferpool.gateway.routing import HTTPRoute, Listener, RouteTable, TLSConfig
 from inferpool.gateway.tenancy import Tenancy
 from inferpool.observe.accesslog import AccessLog
 from inferpool.observe.admin import AdminAuth, admin_app
+from inferpool.observe.kvindex_view import kv_index_view
 from inferpool.observe.metrics import GatewayMetrics
 from inferpool.observe.observation import Observation
 from inferpool.observe.tracing import Tracing
@@ -115,6 +116,7 @@ class GatewayServer:
                     self.observation.decisions,
                     self.not_ready,
                     AdminAuth(static_token=self.config.metrics_token),
+                    kv_index=kv_index_view(self.core),
                 )
                 port = await self._serve(admin, self.config.admin_host, self.config.admin_port, None)
                 host = self.config.admin_host

@@ -19,6 +19,7 @@ from aiohttp import web
 
 from inferpool.observe.dashboard import add_dashboard
 from inferpool.observe.decisions import DashboardConfig, DecisionLog, decision_view
+from inferpool.observe.kvindex_view import KVIndexView
 from inferpool.observe.metrics import CONTENT_TYPE, GatewayMetrics, merge_expositions
 from inferpool.observe.views import state_view
 from inferpool.state import Datastore
@@ -88,9 +89,11 @@ def admin_app(
     auth: AdminAuth | None = None,
     dashboard: DashboardConfig | None = None,
     peers: Callable[[], Awaitable[list[str]]] | None = None,
+    kv_index: KVIndexView | None = None,
 ) -> web.Application:
     """/metrics, /healthz, /readyz (the plane's own rule: `not_ready()` says why not), /api/state,
-    /api/decisions, and the live dashboard (/dashboard, /api/dashboard, /api/stream).
+    /api/decisions, /api/kv-index (when the profile scores from KV events) and the live
+    dashboard (/dashboard, /api/dashboard, /api/stream).
 
     `peers` returns other processes' metrics text to add to this one's (several EPP workers).
     """
@@ -128,11 +131,35 @@ def admin_app(
         items = [decision_view(r) for r in decisions.recent(limit)]
         return web.Response(body=orjson.dumps({"decisions": items}), content_type="application/json")
 
+    async def kv_index_page(request: web.Request) -> web.Response:
+        """GET: every event stream; POST an OpenAI request body: each endpoint's blocks of its prompt."""
+        if (refusal := auth.view_refusal(request)) is not None:
+            return refusal
+        if kv_index is None:
+            return web.Response(status=404, text="this profile does not read KV-cache events\n")
+        if request.method == "GET":
+            return web.Response(
+                body=orjson.dumps({"streams": kv_index.streams()}), content_type="application/json"
+            )
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError as exc:
+            return web.Response(status=400, text=f"request body is not JSON: {exc}\n")
+        if not isinstance(body, dict) or not ("prompt" in body or "messages" in body):
+            return web.Response(
+                status=400, text="expected a completions or chat request body (prompt or messages)\n"
+            )
+        return web.Response(
+            body=orjson.dumps({"endpoints": kv_index.prompt(body)}), content_type="application/json"
+        )
+
     app = web.Application()
     app.router.add_get("/metrics", metrics_page)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/api/state", state)
     app.router.add_get("/api/decisions", recent)
+    app.router.add_get("/api/kv-index", kv_index_page)
+    app.router.add_post("/api/kv-index", kv_index_page)
     add_dashboard(app, datastore, decisions, dashboard, guard=auth.view_refusal)
     return app

@@ -113,6 +113,13 @@ def at_fleet_speed(
     return replace(config, scrape=scrape, admission=admission), flow_control
 
 
+def fleet_clock(clock: Callable[[], float], fleet_speed: float) -> Callable[[], float]:
+    """`clock` read in the fleet's seconds: a TTL in fleet time then spans 1 / fleet_speed wall seconds."""
+    if fleet_speed == 1.0:
+        return clock
+    return lambda: clock() * fleet_speed
+
+
 class Core:
     """Build with a CoreConfig, `await start()`, route through `director`, `await stop()`.
 
@@ -157,8 +164,9 @@ class Core:
             else None
         )
         # KV-cache events for precise prefix scoring; None unless the profile has a plugin that reads them
+        # Its speculative blocks expire in the fleet's time: the core's clock times the fleet's speed.
         self.kv_events: KVEventSubscriber | None = kv_event_subscriber(
-            self.datastore, self.scheduler_for, self._spare
+            self.datastore, self.scheduler_for, self._spare, fleet_clock(clock, config.fleet_speed)
         )
         self._manifest_listeners: list[ManifestListener] = []
         self.manifest_source = (

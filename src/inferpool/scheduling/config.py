@@ -54,6 +54,7 @@ BUILTIN_PROFILES: tuple[str, ...] = (
     "least-request",
     "prefix-aware",
     "precise-prefix",
+    "precise",
     "flow-control",
     "slo-aware",
 )

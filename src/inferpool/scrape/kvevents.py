@@ -18,10 +18,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+import aiohttp
 import msgspec
 import zmq
 import zmq.asyncio
@@ -41,12 +43,24 @@ from inferpool.kvwire import (
 )
 from inferpool.scrape.follower import DatastoreFollower
 from inferpool.state import Datastore
-from inferpool.state.kvindex import KVBlockIndex, KVEventsSettings, KVIndexConsumer
+from inferpool.state.kvindex import (
+    PORT_LABEL,
+    Announced,
+    KVBlockIndex,
+    KVEventsSettings,
+    KVIndexConsumer,
+    endpoint_key,
+    parse_announcement,
+    zmq_address,
+)
 
 log = logging.getLogger(__name__)
 
 REPLAY_TIMEOUT_S = 2.0
 _RECONNECT_MAX_MS = 2000
+ANNOUNCEMENT_PATH = "/kv_event_sources"  # vLLM ≥ 0.32: its publisher settings per data-parallel rank
+_ANNOUNCEMENT_TIMEOUT_S = 2.0
+_ANNOUNCEMENT_RETRY_S = (0.5, 10.0)  # first retry, longest wait between retries
 
 
 class _Plugins(Protocol):
@@ -65,25 +79,34 @@ def index_consumers(scheduler: SchedulerLike) -> list[KVIndexConsumer]:
 
 
 def kv_event_subscriber(
-    datastore: Datastore, scheduler_for: Callable[[str], SchedulerLike], scheduler: SchedulerLike
+    datastore: Datastore,
+    scheduler_for: Callable[[str], SchedulerLike],
+    scheduler: SchedulerLike,
+    clock: Callable[[], float] = time.monotonic,
 ) -> KVEventSubscriber | None:
     """A subscriber when `scheduler`'s profile has a plugin that reads KV events, else None.
 
-    The runtimes call this with a scheduler loaded from their config and their per-pool
-    `scheduler_for`; they start and stop what it returns.
+    The runtimes call this with a scheduler loaded from their config, their per-pool
+    `scheduler_for` and their clock (speculative blocks expire on it); they start and stop
+    what it returns.
     """
     consumers = index_consumers(scheduler)
     if not consumers:
         return None
-    return KVEventSubscriber(datastore, scheduler_for, consumers[0].kv_events)
+    settings = consumers[0].kv_events
+    return KVEventSubscriber(
+        datastore, scheduler_for, settings, KVBlockIndex(settings.max_blocks_per_source, clock)
+    )
 
 
 @dataclass
 class _Stream:
-    source: str  # "host:port" of the PUB socket
+    source: str  # "host:port" of the PUB socket (or an ipc path)
     replay: str | None  # "host:port" of the replay ROUTER socket, if any
     task: asyncio.Task[None] | None = None
     next_seq: int | None = None  # None: nothing received since (re)connecting
+    topic: str = ""
+    endpoints: frozenset[str] = frozenset()  # endpoint_key of the model servers publishing here
 
 
 class KVEventSubscriber(DatastoreFollower):
@@ -105,10 +128,14 @@ class KVEventSubscriber(DatastoreFollower):
         self.batches = 0  # applied batches, for tests and logs
         self.gaps = 0
         self.replayed = 0  # batches recovered from replay sockets
+        # endpoint_key -> (address, HTTP port) and its discovery task: GET /kv_event_sources
+        self._discovery: dict[str, asyncio.Task[None]] = {}
 
     # -- following the datastore -------------------------------------------------------
     def _reconcile(self) -> None:
-        wanted: dict[str, str | None] = {}
+        wanted: dict[str, tuple[str | None, str, set[str]]] = {}  # source -> (replay, topic, endpoints)
+        announced = self.index.announced
+        servers: dict[str, tuple[str, int]] = {}
         for pool in self.datastore.pools():
             consumers = index_consumers(self.scheduler_for(pool.key))
             if not consumers:
@@ -117,26 +144,107 @@ class KVEventSubscriber(DatastoreFollower):
                 consumer.bind_kv_index(self.index)
             settings = consumers[0].kv_events
             for endpoint in self.datastore.endpoints(pool.key):
-                wanted[settings.source(endpoint)] = settings.replay_source(endpoint)
+                key = endpoint_key(endpoint)
+                if PORT_LABEL not in endpoint.labels:
+                    servers[key] = (endpoint.address, endpoint.port)
+                source = settings.source(endpoint, announced)
+                replay, topic, keys = wanted.setdefault(
+                    source,
+                    (
+                        settings.replay_source(endpoint, announced),
+                        settings.topic_of(endpoint, announced),
+                        set(),
+                    ),
+                )
+                keys.add(key)
+        for key in [k for k in self._discovery if k not in servers]:
+            self._discovery.pop(key).cancel()
+            announced.pop(key, None)
+        for key, (address, port) in servers.items():
+            if key not in self._discovery:
+                self._discovery[key] = asyncio.create_task(
+                    self._discover(key, address, port), name=f"kv-event sources {key}"
+                )
         for source in [s for s in self._streams if s not in wanted]:
             stream = self._streams.pop(source)
             if stream.task is not None:
                 stream.task.cancel()
             self.index.drop(source)
-        for source, replay in wanted.items():
+        for source, (replay, topic, keys) in wanted.items():
             known = self._streams.get(source)
-            if known is not None:
-                known.replay = replay
+            if known is not None and known.topic == topic:
+                known.replay, known.endpoints = replay, frozenset(keys)
                 continue
-            stream = self._streams[source] = _Stream(source, replay)
+            if known is not None and known.task is not None:  # the topic changed: subscribe anew
+                known.task.cancel()
+                self.index.drop(source)
+            stream = self._streams[source] = _Stream(source, replay, topic=topic, endpoints=frozenset(keys))
             stream.task = asyncio.create_task(self._follow(stream), name=f"kv-events {source}")
+
+    def streams(self) -> list[str]:
+        """The event streams subscribed to now (live or not yet)."""
+        return list(self._streams)
 
     def _drop_tasks(self) -> list[asyncio.Task[None]]:
         tasks = [s.task for s in self._streams.values() if s.task is not None]
+        tasks.extend(self._discovery.values())
         for source in self._streams:
             self.index.drop(source)
         self._streams.clear()
+        self._discovery.clear()
         return tasks
+
+    # -- the engine's own announcement -------------------------------------------------
+    async def _discover(self, key: str, address: str, port: int) -> None:
+        """Ask the model server where it publishes (vLLM's GET /kv_event_sources) until it answers.
+
+        As llm-d's pod-discovery mode subscribes to each pod it sees, this finds each
+        endpoint's publisher without configuration, and on the engine's word rather than a
+        port convention. A server that does not know the path (an older vLLM, another
+        engine) keeps the label or default port; one that is down is asked again, with
+        backoff. Asked again when its stream disconnects (a restart may move the publisher).
+        """
+        host = f"[{address}]" if ":" in address else address
+        url = f"http://{host}:{port}{ANNOUNCEMENT_PATH}"
+        wait, longest = _ANNOUNCEMENT_RETRY_S
+        while True:
+            try:
+                assert self._session is not None
+                timeout = aiohttp.ClientTimeout(total=_ANNOUNCEMENT_TIMEOUT_S)
+                async with self._session.get(url, timeout=timeout) as resp:
+                    if resp.status == 404:
+                        log.info(
+                            "kv events of %s: no %s; using the label or default port", key, ANNOUNCEMENT_PATH
+                        )
+                        return
+                    if resp.status == 200:
+                        self._announce(key, parse_announcement(await resp.json(content_type=None), address))
+                        return
+            except (aiohttp.ClientError, TimeoutError, ValueError):
+                pass
+            await asyncio.sleep(wait)
+            wait = min(longest, wait * 2)
+
+    def _announce(self, key: str, found: Announced | None) -> None:
+        announced = self.index.announced
+        if announced.get(key) == found:
+            return
+        if found is None:
+            announced.pop(key, None)
+        else:
+            announced[key] = found
+            log.info("kv events of %s: the engine publishes on %s", key, found.source)
+        self._reconcile()
+
+    def _rediscover(self, stream: _Stream) -> None:
+        """The stream dropped: if its servers announced it, ask them again once they are back."""
+        for key in stream.endpoints:
+            task = self._discovery.get(key)
+            if task is not None and task.done() and key in self.index.announced:
+                address, _, port = key.rpartition(":")
+                self._discovery[key] = asyncio.create_task(
+                    self._discover(key, address.strip("[]"), int(port)), name=f"kv-event sources {key}"
+                )
 
     async def stop(self) -> None:
         await super().stop()
@@ -156,9 +264,9 @@ class KVEventSubscriber(DatastoreFollower):
         sub.setsockopt(zmq.LINGER, 0)
         sub.setsockopt(zmq.RECONNECT_IVL_MAX, _RECONNECT_MAX_MS)
         sub.setsockopt(zmq.IPV6, int(stream.source.startswith("[")))
-        sub.setsockopt(zmq.SUBSCRIBE, self.settings.topic.encode())
+        sub.setsockopt(zmq.SUBSCRIBE, stream.topic.encode())
         monitor = sub.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
-        sub.connect(f"tcp://{stream.source}")
+        sub.connect(zmq_address(stream.source))
         poller = zmq.asyncio.Poller()
         poller.register(sub, zmq.POLLIN)
         poller.register(monitor, zmq.POLLIN)
@@ -186,6 +294,7 @@ class KVEventSubscriber(DatastoreFollower):
                     "kv events from %s: disconnected; its endpoints fall back to approximate", stream.source
                 )
             self._lose(stream)
+            self._rediscover(stream)
 
     def _lose(self, stream: _Stream) -> None:
         """What the server caches is unknown from now on: forget it until the stream proves itself."""
@@ -247,7 +356,7 @@ class KVEventSubscriber(DatastoreFollower):
         deadline = loop.time() + REPLAY_TIMEOUT_S
         found: list[KVEventBatch] = []
         try:
-            sock.connect(f"tcp://{stream.replay}")
+            sock.connect(zmq_address(stream.replay))
             await sock.send_multipart((b"", seq_bytes(start)))
             while True:
                 remaining_ms = int((deadline - loop.time()) * 1000)

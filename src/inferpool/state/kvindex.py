@@ -7,6 +7,13 @@ own chain key (xxh3 of the block's token ids, seeded with the parent's key; the 
 names the LoRA adapter). The same prompt then has the same keys on every server, and the
 scorer computes them from the prompt's token ids without asking anyone.
 
+Besides the blocks a server has confirmed, the index holds **speculative** blocks: those a
+request just routed there will compute, recorded at routing time (as llm-d's precise scorer
+does with `speculativeIndexing`), so that a request of the same group arriving during the
+first one's prefill already sees them. A speculative block is held until the server's own
+BlockStored confirms it or its TTL runs out on the index's clock (the core's: the bench
+runs it in virtual time); BlockRemoved and AllBlocksCleared drop it like a confirmed one.
+
 A "source" is one event stream: the endpoint's address and its events port. Memory is
 bounded per source (`KVEventsSettings.max_blocks_per_source`): a source that outgrows it
 is cleared and must be treated as not precise until the stream proves itself again.
@@ -14,8 +21,10 @@ is cleared and must be treated as not precise until the stream proves itself aga
 
 from __future__ import annotations
 
+import heapq
+import time
 from array import array
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -33,21 +42,104 @@ _TOKEN_BYTES = array(_TOKEN).itemsize
 
 
 @dataclass(frozen=True)
+class Announced:
+    """Where an engine says it publishes (vLLM's GET /kv_event_sources), as the gateway reaches it."""
+
+    source: str  # "host:port" (tcp) or "ipc:///path" (same host only)
+    replay: str | None = None
+    topic: str = ""
+
+
+@dataclass(frozen=True)
 class KVEventsSettings:
-    """Where each endpoint publishes its KV events and how much of them to keep."""
+    """Where each endpoint publishes its KV events and how much of them to keep.
+
+    Per endpoint, the events port comes from its label (explicit configuration wins), else
+    from the engine's own announcement when it made one (`announced`, keyed by
+    `endpoint_key`), else the configured default port.
+    """
 
     port: int = DEFAULT_EVENTS_PORT
     replay_port: int | None = None
     topic: str = ""
     max_blocks_per_source: int = 262144
 
-    def source(self, endpoint: Endpoint) -> str:
-        """The endpoint's event stream, "host:port": its address and events port."""
-        return _hostport(endpoint.address, _label_port(endpoint, PORT_LABEL) or self.port)
+    def source(self, endpoint: Endpoint, announced: Mapping[str, Announced] | None = None) -> str:
+        """The endpoint's event stream: "host:port" (its address and events port) or an ipc path."""
+        label = _label_port(endpoint, PORT_LABEL)
+        if label is None and announced and (found := announced.get(endpoint_key(endpoint))) is not None:
+            return found.source
+        return _hostport(endpoint.address, label or self.port)
 
-    def replay_source(self, endpoint: Endpoint) -> str | None:
-        port = _label_port(endpoint, REPLAY_PORT_LABEL) or self.replay_port
+    def replay_source(
+        self, endpoint: Endpoint, announced: Mapping[str, Announced] | None = None
+    ) -> str | None:
+        port = _label_port(endpoint, REPLAY_PORT_LABEL)
+        if port is None and _label_port(endpoint, PORT_LABEL) is None and announced:
+            found = announced.get(endpoint_key(endpoint))
+            if found is not None:
+                return found.replay
+        port = port or self.replay_port
         return _hostport(endpoint.address, port) if port else None
+
+    def topic_of(self, endpoint: Endpoint, announced: Mapping[str, Announced] | None = None) -> str:
+        if _label_port(endpoint, PORT_LABEL) is None and announced:
+            found = announced.get(endpoint_key(endpoint))
+            if found is not None:
+                return found.topic
+        return self.topic
+
+
+def endpoint_key(endpoint: Endpoint) -> str:
+    """The model server an announcement came from: its HTTP address and port."""
+    return _hostport(endpoint.address, endpoint.port)
+
+
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+_WILDCARD_HOSTS = ("*", "0.0.0.0", "[::]", "::")
+
+
+def parse_announcement(payload: object, address: str) -> Announced | None:
+    """vLLM's GET /kv_event_sources answer ({rank: KVEventsConfig}) as a subscribable stream, or None.
+
+    Rank 0's publisher is used (data-parallel ranks publish on offset ports; one stream per
+    endpoint here). vLLM binds a wildcard tcp endpoint ("tcp://*:5557": reach it at the
+    endpoint's own address) or an ipc path (reachable only on the same host, so only for an
+    endpoint on loopback); any other tcp endpoint is one vLLM connects to, which a subscriber
+    cannot reach, and port 0 is a port the announcement does not name.
+    """
+    if not isinstance(payload, Mapping) or not payload:
+        return None
+    ranks = sorted((int(k), v) for k, v in payload.items() if str(k).isdigit())
+    if not ranks or not isinstance(ranks[0][1], Mapping):
+        return None
+    config = ranks[0][1]
+    if not config.get("enable_kv_cache_events") or config.get("publisher") not in (None, "zmq"):
+        return None
+    source = _reachable(config.get("endpoint"), address)
+    if source is None:
+        return None
+    replay = _reachable(config.get("replay_endpoint"), address)
+    topic = config.get("topic")
+    return Announced(source, replay, topic if isinstance(topic, str) else "")
+
+
+def _reachable(endpoint: object, address: str) -> str | None:
+    if not isinstance(endpoint, str):
+        return None
+    if endpoint.startswith("ipc://"):
+        return endpoint if address in _LOOPBACK else None
+    if not endpoint.startswith("tcp://"):
+        return None
+    host, _, port_text = endpoint.removeprefix("tcp://").rpartition(":")
+    if host not in _WILDCARD_HOSTS or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        return None
+    return _hostport(address, int(port_text))
+
+
+def zmq_address(source: str) -> str:
+    """The ZMQ address of a stream: ipc paths as they are, "host:port" over tcp."""
+    return source if "://" in source else f"tcp://{source}"
 
 
 def _label_port(endpoint: Endpoint, label: str) -> int | None:
@@ -103,6 +195,7 @@ class _Source:
     block_size: int | None = None
     engine: dict[Hashable, int | None] = field(default_factory=dict)  # engine hash -> our key (None: unknown)
     held: dict[int, int] = field(default_factory=dict)  # our key -> engine hashes naming it
+    speculative: dict[int, float] = field(default_factory=dict)  # our key -> expiry (index clock)
 
 
 class KVBlockIndex:
@@ -113,10 +206,18 @@ class KVBlockIndex:
     which costs a missed hit, never a wrong one. Lives on the event loop, like the datastore.
     """
 
-    def __init__(self, max_blocks_per_source: int = KVEventsSettings.max_blocks_per_source) -> None:
+    def __init__(
+        self,
+        max_blocks_per_source: int = KVEventsSettings.max_blocks_per_source,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.max_blocks_per_source = max_blocks_per_source
+        self.clock = clock
         self._sources: dict[str, _Source] = {}
         self._owners: dict[int, set[str]] = {}
+        self._expiries: list[tuple[float, str, int]] = []  # heap of (expiry, source, key)
+        # Engines' own announcements of where they publish, by endpoint_key (the subscriber fills it)
+        self.announced: dict[str, Announced] = {}
 
     # -- events --------------------------------------------------------------------
     def stored(
@@ -161,6 +262,7 @@ class KVBlockIndex:
                 continue
             src.engine[engine_hash] = our
             if our is not None:
+                src.speculative.pop(our, None)  # confirmed: the engine's word replaces the guess
                 self._hold(source, src, our)
         if len(src.engine) > self.max_blocks_per_source:
             self.cleared(source)
@@ -178,33 +280,75 @@ class KVBlockIndex:
             our = src.engine.pop(engine_hash)
             if our is None:
                 continue
+            src.speculative.pop(our, None)  # evicted: an in-flight guess for it is void too
             refs = src.held[our] - 1
             if refs:
                 src.held[our] = refs
                 continue
             del src.held[our]
-            holders = self._owners[our]
-            holders.discard(source)
-            if not holders:
-                del self._owners[our]
+            self._disown(source, our)
 
     def cleared(self, source: str) -> None:
         """Everything the source cached is gone (AllBlocksCleared, a restart, a lost stream)."""
         src = self._sources.get(source)
         if src is None:
             return
-        for our in src.held:
-            holders = self._owners[our]
-            holders.discard(source)
-            if not holders:
-                del self._owners[our]
+        for our in src.held.keys() | src.speculative.keys():
+            self._disown(source, our)
         src.engine.clear()
         src.held.clear()
+        src.speculative.clear()
 
     def drop(self, source: str) -> None:
         """Forget a source entirely (its endpoint left)."""
         self.cleared(source)
         self._sources.pop(source, None)
+
+    # -- routing in flight -------------------------------------------------------------
+    def speculate(self, source: str, keys: Iterable[int], ttl_s: float) -> int:
+        """Blocks a request just routed to `source` will compute, held for `ttl_s` on the index clock.
+
+        Blocks the source already holds confirmed are left alone; a block speculated again
+        gets the later expiry. Returns how many blocks are newly speculative.
+        """
+        src = self._sources.get(source)
+        if src is None or ttl_s <= 0:
+            return 0
+        now = self.clock()
+        self._expire(now)
+        expiry = now + ttl_s
+        added = 0
+        for key in keys:
+            if key in src.held:
+                continue
+            if key not in src.speculative:
+                added += 1
+                holders = self._owners.get(key)
+                if holders is None:
+                    self._owners[key] = {source}
+                else:
+                    holders.add(source)
+            src.speculative[key] = expiry
+            heapq.heappush(self._expiries, (expiry, source, key))
+        return added
+
+    def _expire(self, now: float) -> None:
+        """Drop the speculative blocks whose TTL has run out (their events never came)."""
+        heap = self._expiries
+        while heap and heap[0][0] <= now:
+            expiry, source, key = heapq.heappop(heap)
+            src = self._sources.get(source)
+            if src is None or src.speculative.get(key) != expiry:
+                continue  # confirmed, removed, cleared or speculated again since
+            del src.speculative[key]
+            if key not in src.held:
+                self._disown(source, key)
+
+    def speculative_size(self, source: str) -> int:
+        """Blocks held speculatively by one source (not yet confirmed, not yet expired)."""
+        self._expire(self.clock())
+        src = self._sources.get(source)
+        return len(src.speculative) if src is not None else 0
 
     # -- liveness ------------------------------------------------------------------
     def set_live(self, source: str, live: bool) -> None:
@@ -220,7 +364,9 @@ class KVBlockIndex:
 
     # -- queries -------------------------------------------------------------------
     def match(self, keys: Sequence[int], sources: Iterable[str]) -> dict[str, int]:
-        """For each of `sources`, how many leading blocks of `keys` it holds."""
+        """For each of `sources`, how many leading blocks of `keys` it holds, confirmed or speculative."""
+        if self._expiries:
+            self._expire(self.clock())
         alive = set(sources)
         counts = dict.fromkeys(alive, 0)
         owners = self._owners
@@ -235,8 +381,33 @@ class KVBlockIndex:
                 counts[source] = depth + 1
         return counts
 
+    def confirmed_prefix(self, keys: Sequence[int], source: str) -> int:
+        """How many leading blocks of `keys` the source's own events say it holds (no speculation)."""
+        src = self._sources.get(source)
+        if src is None:
+            return 0
+        count = 0
+        for key in keys:
+            if key not in src.held:
+                break
+            count += 1
+        return count
+
+    def summary(self, source: str) -> dict[str, object]:
+        """What the index knows of one stream, for the admin API."""
+        src = self._sources.get(source)
+        if src is None:
+            return {"source": source, "live": False, "block_size": None, "blocks": 0, "speculative": 0}
+        return {
+            "source": source,
+            "live": src.live,
+            "block_size": src.block_size,
+            "blocks": len(src.held),
+            "speculative": self.speculative_size(source),
+        }
+
     def size(self, source: str | None = None) -> int:
-        """Chain keys held by one source, or distinct keys over all of them."""
+        """Confirmed chain keys held by one source, or distinct keys (speculative too) over all of them."""
         if source is None:
             return len(self._owners)
         src = self._sources.get(source)
@@ -251,6 +422,14 @@ class KVBlockIndex:
         if src is None:
             src = self._sources[source] = _Source()
         return src
+
+    def _disown(self, source: str, our: int) -> None:
+        holders = self._owners.get(our)
+        if holders is None:
+            return
+        holders.discard(source)
+        if not holders:
+            del self._owners[our]
 
     def _hold(self, source: str, src: _Source, our: int) -> None:
         refs = src.held.get(our, 0)

@@ -314,3 +314,40 @@ async def test_both_runtimes_start_a_subscriber_only_for_a_profile_that_reads_kv
         EppApp(EppConfig(scheduler="precise-prefix"), Datastore()).core.kv_events, KVEventSubscriber
     )
     assert EppApp(EppConfig(scheduler="default"), Datastore()).core.kv_events is None
+
+
+async def test_scoring_falls_back_to_approximate_after_a_gap_and_is_precise_again_once_caught_up() -> None:
+    from inferpool.scheduling import SchedulingRequest
+
+    scheduler = load_scheduler("precise")
+    scorer = next(p for p in scheduler.profile.plugins() if isinstance(p, PrecisePrefixCacheScorer))
+    sub = KVEventSubscriber(Datastore(), lambda _p: scheduler, KVEventsSettings())
+    scorer.bind_kv_index(sub.index)
+    a = Endpoint("a", "10.0.0.1", 8000, "default/p")
+    stream = _Stream(KVEventsSettings().source(a), replay=None)
+    ids = [*TOKENS, 7]  # three full blocks to match, then the token vLLM never serves from cache
+
+    def score() -> float:
+        body = {"model": "m", "prompt": ids}
+        request = SchedulingRequest(
+            "r", "default/p", "m", " ".join(map(str, ids)), lora_adapter=False, body=body
+        )
+        return scorer.score(request, [a])[a]
+
+    assert score() == 0.0  # no events yet: approximate, which never saw the prompt
+    await sub.on_message(stream, _frames(0, _stored([1, 2, 3], None, TOKENS)))
+    assert score() == 1.0
+    body = {"model": "m", "prompt": ids}
+    routed = SchedulingRequest("r", "default/p", "m", " ".join(map(str, ids)), lora_adapter=False, body=body)
+    scorer.on_routed(routed, a)  # now the approximate index would say 1.0 too; the exact one decides below
+    await sub.on_message(stream, _frames(5, BlockRemoved(block_hashes=[99], medium="GPU")))  # 1-4 lost
+    assert not sub.index.is_live(stream.source) and sub.index.size(stream.source) == 0  # no replay: cleared
+    assert score() == 1.0  # approximate until caught up (the cleared exact index would say 0)
+    await sub.on_message(stream, _frames(6, _stored([1], None, TOKENS[:BS])))
+    assert sub.index.is_live(stream.source) and score() == pytest.approx(1 / 3)  # exact again
+    await sub.on_message(stream, _frames(0, _stored([8], None, [5] * BS)))  # restarted: empty cache
+    assert sub.index.is_live(stream.source) and score() == 0.0
+    await sub.on_message(stream, _frames(1, AllBlocksCleared(), _stored([1, 2, 3], None, TOKENS)))
+    assert score() == 1.0
+    await sub.on_message(stream, _frames(2, AllBlocksCleared()))
+    assert sub.index.is_live(stream.source) and score() == 0.0

@@ -8,13 +8,14 @@ a lost connection, a sequence gap — are scored by the approximate prefix-cache
 which this plugin keeps learning from every routing decision so that it is warm when
 needed. The anti-hotspot rule of the approximate scorer applies to both.
 
-Chat requests are rendered as the simulator renders them ("role: content" lines, then
-"assistant:"); a real vLLM applies the model's chat template, which this plugin does not
-reproduce, so with a Hugging Face tokenizer chat requests are scored approximately.
+With `tokenizer: sim`, chat is rendered as the simulator renders it ("role: content" lines,
+then "assistant:"); with a model's tokenizer.json, chat is rendered with the model's own chat
+template as vLLM renders it (hf_tokenizer.py).
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,8 @@ from typing import Any, Protocol
 
 from pydantic import Field, field_validator
 
+from inferpool.durations import parse_go_duration_or_seconds
+from inferpool.scheduling.plugins.hf_tokenizer import HFPromptTokenizer, completion_prompt
 from inferpool.scheduling.plugins.prefix_cache import PrefixCacheParams, PrefixCacheScorer, overloaded
 from inferpool.scheduling.types import SchedulingRequest
 from inferpool.state import Endpoint
@@ -29,6 +32,11 @@ from inferpool.state.kvindex import DEFAULT_EVENTS_PORT, KVBlockIndex, KVEventsS
 from inferpool.tokenization import Tokenizer, content_text
 
 SIM_TOKENIZER = "sim"
+# llm-d's precise-prefix-cache-scorer (llm-d-inference-scheduler, pkg/plugins/scorer/
+# precise_prefix_cache.go) holds speculative entries 30 s unless told otherwise: long enough for
+# the engine to run the prefill and publish BlockStored, which replaces them.
+DEFAULT_SPECULATIVE_TTL_S = 30.0
+_PENDING_LIMIT = 4096  # scored requests whose block keys wait for on_routed
 
 
 class PrecisePrefixParams(PrefixCacheParams):
@@ -44,6 +52,21 @@ class PrecisePrefixParams(PrefixCacheParams):
     kv_events_replay_port: int | None = Field(default=None, gt=0, lt=65536)
     kv_events_topic: str = ""
     max_blocks_per_endpoint: int = Field(default=262144, gt=0, description="bound on the exact index")
+    speculative_indexing: bool = Field(
+        default=True,
+        description="on routing, hold the blocks the request will compute on its endpoint until events confirm them",
+    )
+    speculative_ttl: float = Field(
+        default=DEFAULT_SPECULATIVE_TTL_S,
+        gt=0,
+        alias="speculativeTTL",  # llm-d's spelling
+        description="how long an unconfirmed speculative block counts (Go duration or seconds, core clock)",
+    )
+
+    @field_validator("speculative_ttl", mode="before")
+    @classmethod
+    def _ttl_duration(cls, value: object) -> object:
+        return parse_go_duration_or_seconds(value) if isinstance(value, str) else value
 
     @field_validator("tokenizer")
     @classmethod
@@ -57,6 +80,7 @@ class PrecisePrefixParams(PrefixCacheParams):
                 raise ValueError(
                     "a tokenizer.json needs the `tokenizers` package (pip install tokenizers)"
                 ) from None
+            HFPromptTokenizer(value)  # a malformed tokenizer or chat template fails here, not per request
         return value
 
 
@@ -64,19 +88,6 @@ class PromptTokenizer(Protocol):
     def prompt_ids(self, body: Mapping[str, Any]) -> list[int] | None:
         """The token ids the engine will see for this request body; None when they cannot be known."""
         ...
-
-
-def _completion_prompt(body: Mapping[str, Any]) -> str | list[int] | None:
-    """The (first) prompt of a completion body, as text or token ids."""
-    prompt = body.get("prompt")
-    if isinstance(prompt, list) and prompt:
-        if all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
-            return prompt
-        first = prompt[0]
-        if isinstance(first, list) and all(isinstance(t, int) for t in first):
-            return first
-        prompt = first
-    return prompt if isinstance(prompt, str) else None
 
 
 class SimPromptTokenizer:
@@ -92,26 +103,9 @@ class SimPromptTokenizer:
                 (str(m.get("role")), content_text(m.get("content"))) for m in messages if isinstance(m, dict)
             ]
             return self._tokenizer.encode(self._tokenizer.apply_chat_template(turns), add_bos=False)
-        prompt = _completion_prompt(body)
+        prompt = completion_prompt(body)
         if isinstance(prompt, str):
             return self._tokenizer.encode(prompt)
-        return prompt
-
-
-class HFPromptTokenizer:
-    """A Hugging Face tokenizer.json (completions only: chat templates are not rendered)."""
-
-    def __init__(self, path: str) -> None:
-        from tokenizers import Tokenizer as HFTokenizer
-
-        self._tokenizer = HFTokenizer.from_file(path)
-
-    def prompt_ids(self, body: Mapping[str, Any]) -> list[int] | None:
-        if "messages" in body:
-            return None
-        prompt = _completion_prompt(body)
-        if isinstance(prompt, str):
-            return list(self._tokenizer.encode(prompt).ids)
         return prompt
 
 
@@ -127,6 +121,10 @@ class PrecisePrefixCacheScorer:
     kv_events: KVEventsSettings = field(init=False)
     approximate: PrefixCacheScorer = field(init=False)
     tokenizer: PromptTokenizer = field(init=False)
+    # request id -> (body, block keys per block size) from score(), for on_routed to speculate
+    _pending: OrderedDict[str, tuple[object, dict[int, list[list[int]]]]] = field(
+        init=False, default_factory=OrderedDict
+    )
 
     def __post_init__(self) -> None:
         p = self.params
@@ -141,7 +139,9 @@ class PrecisePrefixCacheScorer:
 
     def score(self, req: SchedulingRequest, endpoints: list[Endpoint]) -> dict[Endpoint, float]:
         index = self.kv_index
-        sources = {e: self.kv_events.source(e) for e in endpoints} if index is not None else {}
+        sources = (
+            {e: self.kv_events.source(e, index.announced) for e in endpoints} if index is not None else {}
+        )
         live = [e for e in endpoints if index is not None and index.is_live(sources[e])]
         ids = self.tokenizer.prompt_ids(req.body) if live and req.body is not None else None
         if index is None or ids is None:
@@ -180,18 +180,65 @@ class PrecisePrefixCacheScorer:
             loras = [req.target_model if req.lora_adapter else None]
         out: dict[str, float] = {}
         usable = ids[: max(0, len(ids) - 1)]
+        chains: dict[int, list[list[int]]] = {}
         for size, group in by_size.items():
             for lora in loras:
                 keys = chain_keys(usable, size, lora, self.params.max_prefix_blocks_to_match)
                 if not keys:
                     continue
+                chains.setdefault(size, []).append(keys)
                 for source, hits in index.match(keys, group).items():
                     out[source] = max(out.get(source, 0.0), hits / len(keys))
+        if self.params.speculative_indexing and chains:
+            self._pending[req.request_id] = (req.body, chains)
+            while len(self._pending) > _PENDING_LIMIT:
+                self._pending.popitem(last=False)
         return out
 
-    # -- the approximate fallback keeps learning ------------------------------------------
+    # -- the admin API's view ---------------------------------------------------------------
+    def prompt_blocks(self, body: Mapping[str, Any], endpoints: list[Endpoint]) -> list[dict[str, object]]:
+        """Per endpoint: how many leading blocks of this request's prompt the index holds there.
+
+        `held` counts speculative blocks too (what scoring sees), `confirmed` only those the
+        server's own events reported. The prompt is tokenized as for scoring; both the base
+        model's chain and the adapter chain of the body's model are tried (the larger counts).
+        """
+        index = self.kv_index
+        ids = self.tokenizer.prompt_ids(body)
+        model = body.get("model")
+        loras: list[str | None] = [None, model] if isinstance(model, str) and model else [None]
+        out: list[dict[str, object]] = []
+        for endpoint in endpoints:
+            source = self.kv_events.source(endpoint, index.announced if index is not None else None)
+            size = index.block_size(source) if index is not None else None
+            prompt_blocks: int | None = None
+            held = confirmed = 0
+            if index is not None and size and ids is not None:
+                usable = ids[: max(0, len(ids) - 1)]
+                for lora in loras:
+                    keys = chain_keys(usable, size, lora, self.params.max_prefix_blocks_to_match)
+                    prompt_blocks = len(keys)
+                    held = max(held, index.match(keys, [source])[source])
+                    confirmed = max(confirmed, index.confirmed_prefix(keys, source))
+            out.append({
+                "endpoint": endpoint.name, "source": source,
+                "live": index is not None and index.is_live(source), "block_size": size,
+                "prompt_blocks": prompt_blocks, "held": held, "confirmed": confirmed,
+            })  # fmt: skip
+        return out
+
+    # -- routing in flight, and the approximate fallback keeps learning ---------------------
     def on_routed(self, req: SchedulingRequest, endpoint: Endpoint) -> None:
         self.approximate.on_routed(req, endpoint)
+        pending = self._pending.pop(req.request_id, None)
+        index = self.kv_index
+        if pending is None or index is None or pending[0] is not req.body:
+            return  # not scored precisely (or the id was reused by another body)
+        source = self.kv_events.source(endpoint, index.announced)
+        size = index.block_size(source)
+        for keys in pending[1].get(size, []) if size else []:
+            # Both chains of a target whose adapter-ness is unknown: the wrong one matches nothing real.
+            index.speculate(source, keys, self.params.speculative_ttl)
 
     def on_completed(self, req: SchedulingRequest, endpoint: Endpoint) -> None:
         self.approximate.on_completed(req, endpoint)
