@@ -209,6 +209,7 @@ def compare_command(
     sweep = parse_rates(rates) if rates else [rate or 0.0]
     failures: list[str] = []
     by_seed: dict[int, list[SweepPoint]] = {}
+    versions: dict[str, str] = {}  # contender -> what ran, read once (after its first run installed it)
     for one_seed in seed_list:
         spec_fleet = FleetSpec(
             fleet, str(model_dir), adapter_names, max_loras, max(max_loras, adapters), speed, one_seed,
@@ -227,6 +228,7 @@ def compare_command(
             parse_slo(slo),
             seed_out,
             bool(rates),
+            versions,
         )
         by_seed[one_seed] = points
         failures += failed
@@ -254,6 +256,7 @@ def _compare_once(
     slo_obj: Slo,
     out: Path,
     swept: bool,
+    versions: dict[str, str],
 ) -> tuple[list[SweepPoint], list[str]]:
     """One seed: every rate, every contender; results, plots and compare.md in `out`."""
     from inferpool.bench.compare import run_contender
@@ -265,7 +268,6 @@ def _compare_once(
     points: list[SweepPoint] = []
     failures: list[str] = []
     report = [f"# inferpool bench compare: {workload}, fleet {fleet}, seed {seed}\n"]
-    versions = contender_versions(chosen)
     for r in sweep:
         trace = TraceSpec(workload, r, duration, seed, arrival, opts).build()
         client = ClientConfig(speed=speed)
@@ -288,6 +290,8 @@ def _compare_once(
                 )
                 points.append(SweepPoint(r, None, contender.name, reason))
                 continue
+            if contender.name not in versions:
+                versions[contender.name] = contender_version(contender)
             meta = {"contender": contender.name, "version": versions[contender.name], "workload": workload,
                     "fleet": fleet, "rate": r, "speed": speed, "seed": seed, "kv_events": spec_fleet.kv_events,
                     "sim_profile": spec_fleet.sim_profile, "load": run.load,
@@ -331,21 +335,16 @@ def _compare_once(
     return points, failures
 
 
-def contender_versions(chosen: list[Contender]) -> dict[str, str]:
-    """What ran, recorded in every result file: the peers' installed (pinned) versions, and
-    inferpool's version and commit (with Envoy's for epp-envoy)."""
+def contender_version(contender: Contender) -> str:
+    """What ran, recorded in every result file: a peer's installed (pinned) version, else
+    inferpool's commit (with Envoy's version for epp-envoy). Read after the contender's first
+    run, so a peer installed by that run reports its version."""
     from inferpool.bench.overhead import envoy_version, inferpool_commit
 
+    if contender.peer is not None:
+        return f"{contender.peer.package} {contender.peer.version() or 'not installed'}"
     ours = f"inferpool {inferpool_commit()}"
-    out: dict[str, str] = {}
-    for contender in chosen:
-        if contender.peer is not None:
-            out[contender.name] = f"{contender.peer.package} {contender.peer.version() or 'not installed'}"
-        elif contender.envoy:
-            out[contender.name] = f"{ours}, envoy {envoy_version() or 'unknown'}"
-        else:
-            out[contender.name] = ours
-    return out
+    return f"{ours}, envoy {envoy_version() or 'unknown'}" if contender.envoy else ours
 
 
 @bench_app.command("simulate")
