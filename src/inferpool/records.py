@@ -52,6 +52,23 @@ class HttpFacts:
     trace: TraceContext | None = None  # None unless tracing is on
 
 
+@dataclass(frozen=True, slots=True)
+class PrefillLeg:
+    """The prefill leg of a disaggregated (P/D) request, as the plane that ran it saw it.
+
+    `fell_back` is True when the leg failed and the decode endpoint prefilled locally; the
+    client then got an ordinary answer all the same. `status` 0: no HTTP answer came, or the
+    plane (the EPP, whose sidecar runs the leg) did not learn it.
+    """
+
+    endpoint: str
+    hostport: str
+    status: int = 0
+    duration_s: float | None = None
+    error: str | None = None
+    fell_back: bool = False
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RequestRecord:
     """Everything known about one finished (or refused) request.
@@ -100,6 +117,8 @@ class RequestRecord:
     admitted_s: float | None = None  # admission let it through (to the queue, or the scheduler)
     dispatched_s: float | None = None  # first sent to a model server
     response_started_s: float | None = None  # the model server's response headers arrived
+    # P/D: the prefill leg, when the scheduler split the request (the decode leg is `endpoint`).
+    prefill: PrefillLeg | None = None
 
     @property
     def failed(self) -> bool:

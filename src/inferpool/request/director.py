@@ -26,7 +26,7 @@ from typing import Protocol
 from inferpool.admission import Admission, SaturationSnapshot, ShedError
 from inferpool.admission.flowcontrol import FlowControlError, FlowController, Grant, flow_id
 from inferpool.errors import InferenceError
-from inferpool.records import CandidateScore, HttpFacts, RequestRecord
+from inferpool.records import CandidateScore, HttpFacts, PrefillLeg, RequestRecord
 from inferpool.request.accounting import ResponseAccounting
 from inferpool.request.body import ParsedBody, parse_body, with_model
 from inferpool.request.resolve import Resolution, resolve
@@ -411,6 +411,40 @@ class _Tracked:
         self.response_started_at: float | None = None  # director clock: the relayed response's headers
         self._director = director
         self._accounting = ResponseAccounting(director.clock)
+        self.prefill_candidates: Sequence[Endpoint] = ()  # P/D: ranked prefill endpoints; () = aggregated
+        self.prefill_endpoint: Endpoint | None = None  # holding an in-flight count for its prefill leg
+        self.prefill_leg: PrefillLeg | None = None  # the prefill leg's outcome, once it ended
+
+    def prefill_dispatched(self, endpoint: Endpoint) -> None:
+        """The prefill leg is being sent to `endpoint`: it holds an in-flight count until it ends."""
+        self._check_open()
+        self._end_prefill(0, "superseded by another prefill try", None, fell_back=False)
+        if self.dispatched_at is None:
+            self.dispatched_at = self._director.clock()
+        endpoint.in_flight += 1
+        self.prefill_endpoint = endpoint
+
+    def prefill_finished(
+        self,
+        status: int,
+        error: str | None = None,
+        duration_s: float | None = None,
+        *,
+        fell_back: bool = False,
+    ) -> None:
+        """The prefill leg ended (the decode leg follows, with or without its KV blocks)."""
+        self._end_prefill(status, error, duration_s, fell_back=fell_back)
+
+    def _end_prefill(
+        self, status: int, error: str | None, duration_s: float | None, *, fell_back: bool
+    ) -> None:
+        endpoint, self.prefill_endpoint = self.prefill_endpoint, None
+        if endpoint is None:
+            return
+        endpoint.in_flight = max(0, endpoint.in_flight - 1)
+        self.prefill_leg = PrefillLeg(
+            endpoint.name, endpoint.hostport, status, duration_s, error, fell_back=fell_back
+        )
 
     @property
     def finished(self) -> bool:
@@ -508,6 +542,8 @@ class RoutedRequest(_Tracked):
         grant: Grant | None = None,
     ) -> None:
         super().__init__(director, attempt.request_id, result.endpoints, body)
+        if result.prefill is not None:
+            self.prefill_candidates = result.prefill.endpoints
         resolution = attempt.resolution
         parsed = attempt.parsed
         assert resolution is not None and parsed is not None
@@ -549,6 +585,7 @@ class RoutedRequest(_Tracked):
             return self.record
         holder = self.endpoint
         self._release()
+        self._end_prefill(0, "the request ended during its prefill leg", None, fell_back=False)
         self._end_grant()
         flow = self._director.flow_control
         if flow is not None:
@@ -594,6 +631,7 @@ class RoutedRequest(_Tracked):
             admitted_s=_offset(attempt.arrived, attempt.admitted),
             dispatched_s=_offset(attempt.arrived, self.dispatched_at),
             response_started_s=_offset(attempt.arrived, self.response_started_at),
+            prefill=self.prefill_leg,
         )
         if endpoint is not None:
             self._report_outcome(endpoint, self.record)

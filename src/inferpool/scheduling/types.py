@@ -121,6 +121,9 @@ class SchedulingResult:
     # A filter decided the request must be rejected now (legacy-v0.3 shedding); the caller answers 429.
     # `ranked` is then empty and `filtered_out` says why.
     shed: bool = False
+    # P/D disaggregation: the prefill profile's result when this request's prompt is to be
+    # prefilled on another endpoint than the one that decodes it (`ranked`); None = aggregated.
+    prefill: SchedulingResult | None = None
 
     @property
     def endpoints(self) -> list[Endpoint]:

@@ -1,0 +1,103 @@
+"""Prefill/decode disaggregation: the wire facts, shared by every plane that runs a P/D request.
+
+One place for the names llm-d and vLLM use, and for the two request bodies of vLLM's
+disaggregated protocol (NixlConnector, "nixlv2" in llm-d's routing sidecar):
+
+1. the prefill leg goes to a prefill endpoint with `kv_transfer_params` asking for remote
+   decode, `max_tokens` 1 and no streaming; vLLM computes the prompt's KV blocks, keeps
+   them for the decoder to pull, and answers with the `kv_transfer_params` that locate them;
+2. the decode leg is the client's own request plus those `kv_transfer_params`; the decode
+   server pulls the blocks instead of computing them and answers as usual.
+
+Pure functions over decoded bodies (no HTTP): the built-in gateway and `inferpool pd-sidecar`
+both call them, so the protocol is written once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+# The pod label llm-d uses for an endpoint's role (llm-d-router filter/bylabel/roles.go).
+ROLE_LABEL = "llm-d.ai/role"
+ROLE_PREFILL = "prefill"
+ROLE_DECODE = "decode"
+ROLE_BOTH = "both"
+ROLE_PREFILL_DECODE = "prefill-decode"  # llm-d's alias of "both" in its E/P/D naming
+# Roles that may take each leg, as llm-d's prefill-filter / decode-filter accept them. An endpoint
+# without the label is a decoder (llm-d's decode filter keeps unlabelled pods), never a prefiller.
+PREFILL_ROLES = frozenset(
+    {ROLE_PREFILL, ROLE_BOTH, ROLE_PREFILL_DECODE, "encode-prefill", "encode-prefill-decode"}
+)
+DECODE_ROLES = frozenset({ROLE_DECODE, ROLE_BOTH, ROLE_PREFILL_DECODE, "encode-prefill-decode"})
+
+# The request header in which the endpoint picker names the prefill endpoint ("host:port") for
+# the sidecar beside the decode server (llm-d-router pkg/common/routing). A client must never
+# choose it: every plane strips it from incoming requests.
+PREFILLER_HEADER = "x-prefiller-host-port"
+
+KV_TRANSFER_PARAMS = "kv_transfer_params"
+
+
+def role_of(labels: Mapping[str, str]) -> str | None:
+    """The endpoint's P/D role label, or None when it has none (an ordinary, aggregated server)."""
+    return labels.get(ROLE_LABEL)
+
+
+def can_prefill(labels: Mapping[str, str]) -> bool:
+    return labels.get(ROLE_LABEL) in PREFILL_ROLES
+
+
+def can_decode(labels: Mapping[str, str]) -> bool:
+    role = labels.get(ROLE_LABEL)
+    return role is None or role in DECODE_ROLES
+
+
+def prefill_request(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The prefill leg's body: the client's request asking for remote decode, one token, unstreamed."""
+    leg = dict(body)
+    leg[KV_TRANSFER_PARAMS] = {
+        "do_remote_decode": True,
+        "do_remote_prefill": False,
+        "remote_engine_id": None,
+        "remote_block_ids": None,
+        "remote_host": None,
+        "remote_port": None,
+    }
+    leg["stream"] = False
+    leg.pop("stream_options", None)
+    leg["max_tokens"] = 1
+    if "max_completion_tokens" in leg:  # chat's newer name wins in vLLM when both are set
+        leg["max_completion_tokens"] = 1
+    return leg
+
+
+def decode_request(body: Mapping[str, Any], kv_transfer_params: Mapping[str, Any]) -> dict[str, Any]:
+    """The decode leg's body: the client's request as sent, plus the prefill's `kv_transfer_params`."""
+    leg = dict(body)
+    leg[KV_TRANSFER_PARAMS] = dict(kv_transfer_params)
+    return leg
+
+
+def transfer_params_of(prefill_answer: Any) -> dict[str, Any] | None:
+    """The `kv_transfer_params` a prefill answer carries, when they let a decoder pull the blocks.
+
+    None when the answer has none or they do not ask for a remote prefill (a vLLM without a
+    KV connector answers the request as an ordinary one): the decoder then prefills locally.
+    """
+    if not isinstance(prefill_answer, Mapping):
+        return None
+    params = prefill_answer.get(KV_TRANSFER_PARAMS)
+    if not isinstance(params, Mapping) or not params.get("do_remote_prefill"):
+        return None
+    return dict(params)
+
+
+def cached_tokens_of(prefill_answer: Any) -> int:
+    """Prompt tokens the prefill server found in its own prefix cache (usage.prompt_tokens_details)."""
+    if not isinstance(prefill_answer, Mapping):
+        return 0
+    usage = prefill_answer.get("usage")
+    details = usage.get("prompt_tokens_details") if isinstance(usage, Mapping) else None
+    cached = details.get("cached_tokens") if isinstance(details, Mapping) else None
+    return cached if isinstance(cached, int) and cached > 0 else 0
