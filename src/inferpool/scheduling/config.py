@@ -286,17 +286,17 @@ def build_scheduler(
     for i, spec in enumerate(config.scheduling_profiles):
         built.setdefault(spec.name, (i, _build_profile(i, spec, plugins, problems)))
     handlers = [
-        (i, spec)
-        for i, spec in enumerate(config.plugins)
-        if REGISTRY.get(spec.type, None) is not None and REGISTRY[spec.type].kind == "profile-handler"
+        (i, plugin)
+        for i, plugin in enumerate(config.plugins)
+        if plugin.type in REGISTRY and REGISTRY[plugin.type].kind == "profile-handler"
     ]
     if len(handlers) > 1:
         where = ", ".join(f"plugins[{i}]" for i, _ in handlers)
         problems.append(f"plugins: more than one profile handler ({where}); a config has at most one")
     scheduler: Scheduler | None = None
     if handlers and profile is None:
-        index, spec = handlers[0]
-        handler = plugins.get(spec.instance_name, ("", None))[1]
+        index, handler_spec = handlers[0]
+        handler = plugins.get(handler_spec.instance_name, ("", None))[1]
         if isinstance(handler, DisaggProfileHandlerParams | PdProfileHandlerParams):
             scheduler = _handler_scheduler(index, handler.handler(), built, plugins, problems)
     elif profile is None and len(names) > 1:

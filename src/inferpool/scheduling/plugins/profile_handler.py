@@ -43,8 +43,8 @@ class DisaggDeciders(_Section):
 class DisaggProfileHandlerParams(Params):
     """`disagg-profile-handler` parameters, plus the flat names llm-d still accepts."""
 
-    profiles: DisaggProfiles = Field(default_factory=DisaggProfiles)
-    deciders: DisaggDeciders = Field(default_factory=DisaggDeciders)
+    profiles: DisaggProfiles = Field(default_factory=lambda: DisaggProfiles.model_validate({}))
+    deciders: DisaggDeciders = Field(default_factory=lambda: DisaggDeciders.model_validate({}))
     stage_order: Literal["decode-first"] = "decode-first"  # llm-d's prefill-first is not supported
     decode_profile: str | None = Field(None, min_length=1)
     prefill_profile: str | None = Field(None, min_length=1)
