@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from tests.unit.scheduling.conftest import ep, req
 
 from inferpool.roles import ROLE_LABEL
 from inferpool.scheduling import ConfigError, SchedulerSpec, build_scheduler, load_scheduler, parse_config
@@ -17,7 +18,6 @@ from inferpool.scheduling.plugins.prefix_cache import PrefixCacheScorer
 from inferpool.scheduling.plugins.random_picker import RandomPicker
 from inferpool.scheduling.plugins.roles import DecodeFilter, PrefillFilter
 from inferpool.state import Endpoint
-from tests.unit.scheduling.conftest import ep, req
 
 
 def role(name: str, value: str | None, **load: object) -> Endpoint:
