@@ -37,9 +37,25 @@ def access_line(record: RequestRecord) -> bytes:
         "request_bytes": record.request_bytes,
         "response_bytes": record.response_bytes,
         "error": record.error,
+        "prefill": _prefill_fields(record),
         "ts": record.started_at + record.e2e_s,
     }
     return orjson.dumps({k: v for k, v in fields.items() if v is not None})
+
+
+def _prefill_fields(record: RequestRecord) -> dict[str, Any] | None:
+    """The prefill leg of a P/D request; `endpoint` above is where it was decoded."""
+    leg = record.prefill
+    if leg is None:
+        return None
+    fields = {
+        "endpoint": leg.hostport,
+        "status": leg.status,
+        "duration_ms": round(leg.duration_s * 1000, 3) if leg.duration_s is not None else None,
+        "fell_back": leg.fell_back,
+        "error": leg.error,
+    }
+    return {k: v for k, v in fields.items() if v is not None}
 
 
 class AccessLog:
