@@ -389,7 +389,7 @@ def load_config(profile_or_path: str | Path | None = None) -> tuple[EndpointPick
     return parse_config(path.read_text("utf-8"), source), source, False
 
 
-def _builtin_profile(config: EndpointPickerConfig, name: str) -> str | None:
+def builtin_profile(config: EndpointPickerConfig, name: str) -> str | None:
     """The profile a built-in runs: the one of its own name, else its handler's choice (P/D)."""
     return name if any(p.name == name for p in config.scheduling_profiles) else None
 
@@ -410,7 +410,7 @@ class SchedulerSpec:
     def load(cls, profile_or_path: str | Path | None = None, *, profile: str | None = None) -> SchedulerSpec:
         """Parse a built-in profile name (default "default") or a file; ConfigError lists every problem."""
         config, source, builtin = load_config(profile_or_path)
-        spec = cls(config, source, _builtin_profile(config, source) if builtin else profile)
+        spec = cls(config, source, builtin_profile(config, source) if builtin else profile)
         spec.build()  # fail now on plugin and profile problems, not on the first request
         return spec
 
@@ -429,7 +429,7 @@ def load_scheduler(profile_or_path: str | Path | None = None, *, profile: str | 
     Raises ConfigError, whose message lists every problem found, never a traceback-only error.
     """
     config, source, builtin = load_config(profile_or_path)
-    return build_scheduler(config, _builtin_profile(config, source) if builtin else profile, source)
+    return build_scheduler(config, builtin_profile(config, source) if builtin else profile, source)
 
 
 def load_flow_control(profile_or_path: str | Path | None = None) -> FlowControlConfig | None:
