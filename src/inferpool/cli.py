@@ -21,6 +21,9 @@ app.command("validate")(validate)
 from inferpool.gateway.command import serve  # noqa: E402
 
 app.command("serve")(serve)
+from inferpool.gateway.pd_sidecar import pd_sidecar  # noqa: E402
+
+app.command("pd-sidecar")(pd_sidecar)
 from inferpool.local.command import demo, up  # noqa: E402
 
 app.command("up")(up)

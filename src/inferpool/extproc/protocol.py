@@ -52,6 +52,14 @@ def response_facts(headers: base_pb2.HeaderMap) -> tuple[int, str | None, str | 
     return status, content_type, encoding
 
 
+def header_value(headers: base_pb2.HeaderMap, name: str) -> str | None:
+    """The value of one (lower-case) header, or None when it is absent."""
+    for h in headers.headers:
+        if h.key == name:
+            return h.raw_value.decode("utf-8", "replace") if h.raw_value else h.value
+    return None
+
+
 def subset_hint(request: pb.ProcessingRequest) -> frozenset[str] | None:
     """The proxy's allowed `ip:port`s from filter metadata, or None when no hint was given."""
     namespaces = request.metadata_context.filter_metadata

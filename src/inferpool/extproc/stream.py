@@ -21,11 +21,13 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from envoy.config.core.v3 import base_pb2
 from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from inferpool.errors import InferenceError
 from inferpool.extproc import protocol
+from inferpool.gateway.prefill import PREFILL_REPORT_HEADER, parse_prefill_report
 from inferpool.guard.attach import GuardSet
 from inferpool.guard.openai import (
     Blocked,
@@ -41,6 +43,7 @@ from inferpool.guard.screen import Screener
 from inferpool.observe.tracing import Tracing
 from inferpool.records import HttpFacts
 from inferpool.request.body import ParsedBody, parse_body
+from inferpool.request.disagg import PREFILLER_HEADER
 from inferpool.request.plane import PlaneCore, Routed
 from inferpool.state import Endpoint
 
@@ -112,6 +115,7 @@ class RequestStream:
         self._body = bytearray()
         self._routed: Routed | None = None
         self._candidates: list[Endpoint] = []
+        self._prefilling = False  # P/D: the prefill leg holds its endpoint until the answer's headers
         self._status = 0
         self._finished = False
         self._headers_only = False
@@ -214,6 +218,17 @@ class RequestStream:
         body = routed.body
         # The model server's traceparent names this picker's request span as its parent.
         upstream = tracing.upstream_headers(trace) if tracing is not None and trace is not None else None
+        if routed.prefill_candidates:
+            # P/D, llm-d's split: the sidecar beside the decode server runs the prefill leg on
+            # the endpoint named here (the header's value overwrites any the client sent).
+            prefill = routed.prefill_candidates[0]
+            routed.prefill_dispatched(prefill)
+            self._prefilling = True
+            upstream = {**(upstream or {}), PREFILLER_HEADER: prefill.hostport}
+        elif PREFILLER_HEADER in self._headers:
+            # A client may not choose the prefill endpoint: its header is removed (a dict look-up
+            # is all an ordinary request pays for this).
+            upstream = {**(upstream or {}), PREFILLER_HEADER: None}
         if self._headers_only:
             return [protocol.picked_request_headers(destination, None, upstream)]
         if self._request_streamed:
@@ -251,6 +266,9 @@ class RequestStream:
             request.response_headers.headers
         )
         served = protocol.served_endpoint(request)
+        answer = protocol.response_headers()
+        if self._prefilling:
+            self._end_prefill(request.response_headers.headers, answer)
         if self._routed is not None:
             if served is not None and self._candidates and served != self._candidates[0].hostport:
                 # A fallback served: move the in-flight count to the endpoint that has it.
@@ -259,7 +277,6 @@ class RequestStream:
                         self._routed.dispatched(endpoint)
                         break
             self._routed.response_started(self._status, content_type)
-        answer = protocol.response_headers()
         if request.response_headers.end_of_stream:
             self._finish(self._status)
             return [answer]
@@ -277,6 +294,24 @@ class RequestStream:
         elif self._wants_body():
             answer.mode_override.response_body_mode = _MODE.STREAMED
         return [answer]
+
+    def _end_prefill(self, headers: base_pb2.HeaderMap, answer: pb.ProcessingResponse) -> None:
+        """The decode server's answer has begun, so its sidecar has run the prefill leg: record
+        the leg as the sidecar reports it, release the prefill endpoint's in-flight count, and
+        remove the report from the answer the client gets."""
+        self._prefilling = False
+        assert self._routed is not None
+        value = protocol.header_value(headers, PREFILL_REPORT_HEADER)
+        report = parse_prefill_report(value) if value is not None else None
+        if report is None:
+            # No (readable) report: nothing beside the decode server ran the leg, so it prefilled
+            # the prompt itself, as after a fallback.
+            self._routed.prefill_finished(
+                0, f"the decode server's answer has no {PREFILL_REPORT_HEADER} report", fell_back=True
+            )
+            return
+        self._routed.prefill_finished(report.status, report.error, report.duration_s, fell_back=not report.ok)
+        answer.response_headers.response.header_mutation.remove_headers.append(PREFILL_REPORT_HEADER)
 
     def _wants_body(self) -> bool:
         return (

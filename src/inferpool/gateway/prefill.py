@@ -87,3 +87,58 @@ async def run_prefill(
             error="prefill answer has no kv_transfer_params for remote prefill",
         )
     return PrefillOutcome(hostport, params, status, duration, cached_tokens=cached_tokens_of(decoded))
+
+
+# inferpool's own response header (not llm-d's: its sidecar reports nothing back) in which
+# `inferpool pd-sidecar` tells the endpoint picker how the prefill leg went, so the picker can
+# record the leg, release its in-flight count and count a fallback. The picker strips it before
+# the client sees the answer. Value: `ok; status=200; ms=41.2`, or
+# `fallback; status=503; ms=12.0; error="prefill answered HTTP 503"` (the decoder prefilled
+# locally). Only the first token is the outcome; the fields after it may come in any order.
+PREFILL_REPORT_HEADER = "x-inferpool-prefill"
+_REPORT_ERROR_LIMIT = 200
+
+
+@dataclass(frozen=True)
+class PrefillReport:
+    """The prefill leg as the sidecar reported it in PREFILL_REPORT_HEADER."""
+
+    ok: bool
+    status: int = 0
+    duration_s: float | None = None
+    error: str | None = None
+
+
+def format_prefill_report(outcome: PrefillOutcome) -> str:
+    """The PREFILL_REPORT_HEADER value for `outcome` (header-safe: the error text is sanitised)."""
+    value = (
+        f"{'ok' if outcome.ok else 'fallback'}; status={outcome.status}; ms={outcome.duration_s * 1000:.1f}"
+    )
+    if outcome.error:
+        # Header values are visible ASCII; quotes and backslashes would end the quoted string.
+        safe = "".join(c if " " <= c <= "~" and c not in '"\\' else "?" for c in outcome.error)
+        value += f'; error="{safe[:_REPORT_ERROR_LIMIT]}"'
+    return value
+
+
+def parse_prefill_report(value: str) -> PrefillReport | None:
+    """A PREFILL_REPORT_HEADER value read back; None when it is not one (no outcome token)."""
+    head, _, rest = value.partition(";")
+    outcome = head.strip()
+    if outcome not in ("ok", "fallback"):
+        return None
+    status, duration_s, error = 0, None, None
+    error_at = rest.find('error="')
+    if error_at >= 0:
+        error = rest[error_at + 7 :].rstrip().removesuffix('"')
+        rest = rest[:error_at]
+    for field_text in rest.split(";"):
+        key, _, raw = field_text.strip().partition("=")
+        try:
+            if key == "status":
+                status = int(raw)
+            elif key == "ms":
+                duration_s = float(raw) / 1000
+        except ValueError:
+            continue  # a malformed field is left out; the outcome itself still counts
+    return PrefillReport(outcome == "ok", status, duration_s, error or None)
