@@ -13,6 +13,20 @@ class FakeRouted:
     candidates: list[Endpoint]
     body: bytes
     events: list[tuple[str, object]] = field(default_factory=list)
+    prefill_candidates: list[Endpoint] = field(default_factory=list)  # P/D: the prefill pick first
+
+    def prefill_dispatched(self, endpoint: Endpoint) -> None:
+        self.events.append(("prefill_dispatched", endpoint.hostport))
+
+    def prefill_finished(
+        self,
+        status: int,
+        error: str | None = None,
+        duration_s: float | None = None,
+        *,
+        fell_back: bool = False,
+    ) -> None:
+        self.events.append(("prefill_finished", (status, error, duration_s, fell_back)))
 
     def dispatched(self, endpoint: Endpoint) -> None:
         self.events.append(("dispatched", endpoint.hostport))
@@ -36,6 +50,7 @@ class FakeRouter:
     error: InferenceError | None = None
     calls: list[tuple[str, dict[str, str], bytes, frozenset[str] | None]] = field(default_factory=list)
     routed: list[FakeRouted] = field(default_factory=list)
+    prefill: list[Endpoint] = field(default_factory=list)  # P/D: split every request, prefill here
 
     async def route_async(
         self,
@@ -53,7 +68,11 @@ class FakeRouter:
         candidates = [e for e in self.endpoints if subset is None or e.hostport in subset]
         if not candidates:
             raise InferenceError(503, "no eligible endpoint in the subset")
-        routed = FakeRouted(candidates, self.rewrite if self.rewrite is not None else body)
+        routed = FakeRouted(
+            candidates,
+            self.rewrite if self.rewrite is not None else body,
+            prefill_candidates=list(self.prefill),
+        )
         self.routed.append(routed)
         return routed
 

@@ -1,0 +1,219 @@
+"""`inferpool pd-sidecar` against small real upstreams: the allowlist, both legs, fallback, pass-through."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp import web
+from tests.unit.gateway.test_pd_forward import PARAMS, PROMPT, Server
+from tests.unit.gateway.test_proxy import free_port
+
+from inferpool.gateway.pd_sidecar import Allowlist, PdSidecar, SidecarConfig, split_host
+from inferpool.gateway.prefill import PREFILL_REPORT_HEADER, parse_prefill_report
+from inferpool.request.disagg import PREFILLER_HEADER
+from inferpool.state import Datastore, Endpoint, Pool
+
+
+@dataclass
+class HeaderServer(Server):
+    """A model server that also keeps the headers of every request it was sent."""
+
+    headers: list[dict[str, str]] = field(default_factory=list)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.headers.append({k.lower(): v for k, v in request.headers.items()})
+        return await super().handle(request)
+
+
+@dataclass
+class Rig:
+    prefill: HeaderServer
+    decode: HeaderServer
+    sidecar: PdSidecar
+    session: aiohttp.ClientSession
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sidecar.port}"
+
+    async def post(
+        self, prefiller: str | None = None, path: str = "/v1/completions", **body: object
+    ) -> aiohttp.ClientResponse:
+        payload = {"model": "m", "prompt": PROMPT, "max_tokens": 4, **body}
+        headers = {PREFILLER_HEADER: prefiller} if prefiller is not None else {}
+        return await self.session.post(self.url + path, json=payload, headers=headers)
+
+    @property
+    def prefill_target(self) -> str:
+        return f"127.0.0.1:{self.prefill.port}"
+
+
+@pytest.fixture
+async def rig() -> AsyncIterator[Callable[..., Awaitable[Rig]]]:
+    made: list[Rig] = []
+
+    async def make(prefill_answer: str = "ok", allow: tuple[str, ...] = ("127.0.0.1",)) -> Rig:
+        prefill, decode = HeaderServer(prefill_answer), HeaderServer()
+        await prefill.start()
+        await decode.start()
+        sidecar = PdSidecar(
+            SidecarConfig(
+                host="127.0.0.1", port=0, decoder_port=decode.port, allow=list(allow), prefill_timeout_s=5
+            )
+        )
+        await sidecar.start()
+        r = Rig(prefill, decode, sidecar, aiohttp.ClientSession())
+        made.append(r)
+        return r
+
+    yield make
+    for r in made:
+        await r.session.close()
+        await r.sidecar.stop()
+        for server in (r.prefill, r.decode):
+            if server.runner is not None:
+                await server.runner.cleanup()
+
+
+async def test_prefill_leg_then_decode_leg_streamed_back(rig) -> None:  # type: ignore[no-untyped-def]
+    r = await rig()
+    resp = await r.post(r.prefill_target, stream=True, stream_options={"include_usage": True})
+    text = await resp.text()
+    assert resp.status == 200 and resp.headers["content-type"].startswith("text/event-stream")
+    assert text.count('"usage":{') == 1 and text.endswith("data: [DONE]\n\n")  # the decoder's usage only
+    (prefill_leg,) = r.prefill.bodies
+    assert prefill_leg["max_tokens"] == 1 and prefill_leg["stream"] is False
+    assert "stream_options" not in prefill_leg and prefill_leg["kv_transfer_params"]["do_remote_decode"]
+    (decode_leg,) = r.decode.bodies
+    assert decode_leg["kv_transfer_params"] == PARAMS
+    assert decode_leg["stream"] is True and decode_leg["max_tokens"] == 4 and decode_leg["prompt"] == PROMPT
+    report = parse_prefill_report(resp.headers[PREFILL_REPORT_HEADER])
+    assert report is not None and report.ok and report.status == 200 and report.duration_s is not None
+    # neither leg carries the picker's header on to a model server
+    assert all(PREFILLER_HEADER not in h for h in (*r.prefill.headers, *r.decode.headers))
+
+
+async def test_unstreamed_answer_is_the_decoders(rig) -> None:  # type: ignore[no-untyped-def]
+    r = await rig()
+    resp = await r.post(r.prefill_target)
+    answer = await resp.json()
+    assert resp.status == 200 and answer["usage"]["completion_tokens"] == 1
+    assert r.decode.bodies[0]["kv_transfer_params"] == PARAMS
+
+
+@pytest.mark.parametrize("failure", ["fail500", "notjson", "noparams"])
+async def test_failed_prefill_falls_back_to_local_prefill(rig, failure: str) -> None:  # type: ignore[no-untyped-def]
+    r = await rig(prefill_answer=failure)
+    resp = await r.post(r.prefill_target, stream=True)
+    assert resp.status == 200 and (await resp.text()).endswith("data: [DONE]\n\n")
+    (decode_leg,) = r.decode.bodies
+    assert "kv_transfer_params" not in decode_leg  # the client's body, unchanged
+    assert decode_leg == {"model": "m", "prompt": PROMPT, "max_tokens": 4, "stream": True}
+    report = parse_prefill_report(resp.headers[PREFILL_REPORT_HEADER])
+    assert report is not None and not report.ok and report.error
+    assert report.status == (500 if failure == "fail500" else 200)
+
+
+async def test_unreachable_prefill_falls_back(rig) -> None:  # type: ignore[no-untyped-def]
+    r = await rig()
+    resp = await r.post(f"127.0.0.1:{free_port()}")
+    assert resp.status == 200
+    report = parse_prefill_report(resp.headers[PREFILL_REPORT_HEADER])
+    assert report is not None and not report.ok and report.status == 0
+    assert "kv_transfer_params" not in r.decode.bodies[0]
+
+
+async def test_a_target_outside_the_allowlist_is_refused(rig) -> None:  # type: ignore[no-untyped-def]
+    r = await rig(allow=("10.0.0.9",))
+    resp = await r.post(r.prefill_target)
+    assert resp.status == 403 and resp.content_type == "application/json"
+    error = (await resp.json())["error"]
+    assert error["code"] == 403 and error["type"] == "PermissionDeniedError"
+    assert r.prefill_target in error["message"] and "not allowed" in error["message"]
+    assert not r.prefill.bodies and not r.decode.bodies
+
+
+async def test_without_the_header_the_request_passes_through(rig) -> None:  # type: ignore[no-untyped-def]
+    r = await rig()
+    resp = await r.post(None, stream=True)
+    assert resp.status == 200 and PREFILL_REPORT_HEADER not in resp.headers
+    await resp.read()
+    assert not r.prefill.bodies
+    assert r.decode.bodies == [{"model": "m", "prompt": PROMPT, "max_tokens": 4, "stream": True}]
+
+
+async def test_other_paths_pass_through_without_the_header(rig) -> None:  # type: ignore[no-untyped-def]
+    r = await rig()
+    resp = await r.post(r.prefill_target, path="/v1/embeddings")
+    assert resp.status == 200 and not r.prefill.bodies
+    assert PREFILLER_HEADER not in r.decode.headers[0]
+
+
+async def test_decoder_down_is_a_json_502(rig) -> None:  # type: ignore[no-untyped-def]
+    r = await rig()
+    await r.decode.runner.cleanup()  # type: ignore[union-attr]
+    r.decode.runner = None
+    resp = await r.post(None)
+    assert resp.status == 502
+    assert (await resp.json())["error"]["type"] == "BadGatewayError"
+
+
+async def test_pool_members_come_from_manifests_and_an_endpoints_file(tmp_path: Path) -> None:
+    (tmp_path / "pool.yaml").write_text(
+        """
+apiVersion: inference.networking.k8s.io/v1
+kind: InferencePool
+metadata: {name: pool}
+spec:
+  selector: {matchLabels: {app: m}}
+  targetPorts: [{number: 8000}]
+  endpointPickerRef: {name: epp, port: {number: 9002}}
+"""
+    )
+    endpoints = tmp_path / "endpoints.yaml"
+    endpoints.write_text(
+        orjson.dumps(
+            {"endpoints": [{"address": "10.0.0.7", "labels": {"app": "m", "llm-d.ai/role": "prefill"}}]}
+        ).decode()
+    )
+    sidecar = PdSidecar(
+        SidecarConfig(host="127.0.0.1", port=0, manifests=[tmp_path / "pool.yaml"], endpoints_file=endpoints)
+    )
+    await sidecar.start()
+    try:
+        assert sidecar.allowlist.allows("10.0.0.7:8000") and sidecar.allowlist.allows("10.0.0.7:9999")
+        assert not sidecar.allowlist.allows("10.0.0.8:8000")
+    finally:
+        await sidecar.stop()
+
+
+def test_allowlist_matches_hosts_as_llm_d_does() -> None:
+    ds = Datastore()
+    ds.upsert_pool(Pool("default", "pool", {"app": "m"}, [8000]))
+    ds.upsert_pool(Pool("default", "other", {"app": "o"}, [8000]))
+    ds.upsert_endpoint(Endpoint("prefill-pod-0", "10.0.0.7", 8000, "default/pool", {"app": "m"}))
+    ds.upsert_endpoint(Endpoint("other-pod", "10.0.0.99", 8000, "default/other", {"app": "o"}))
+    allow = Allowlist(["fd00::1", "prefill.example:8000"], ds, lambda: "default/pool")
+    assert allow.allows("10.0.0.7:8000") and allow.allows("10.0.0.7:1234")  # any port of a member
+    assert allow.allows("prefill-pod-0:8000")  # the pod's name, as llm-d allows it
+    assert not allow.allows("10.0.0.99:8000")  # a pod of another pool
+    assert allow.allows("[fd00::1]:8000") and allow.allows("prefill.example:8000")
+    assert not allow.allows("prefill.example:8001") and not allow.allows("169.254.169.254:80")
+    assert not allow.allows("") and not allow.allows(":8000")
+    unsynced = Allowlist([], ds, lambda: None)
+    assert not unsynced.allows("10.0.0.7:8000")
+    assert split_host("[fd00::1]:80") == ("fd00::1", 80) and split_host("fd00::1") == ("fd00::1", None)
+
+
+def test_config_refuses_what_cannot_work() -> None:
+    with pytest.raises(ValueError, match="no prefill target would be allowed"):
+        SidecarConfig().check()
+    with pytest.raises(ValueError, match="supported: nixlv2"):
+        SidecarConfig(allow=["h"], connector="mooncake").check()
+    with pytest.raises(ValueError, match="--endpoints needs -f"):
+        SidecarConfig(allow=["h"], endpoints_file=Path("e.yaml")).check()
