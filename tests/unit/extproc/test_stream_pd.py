@@ -78,7 +78,7 @@ async def test_the_sidecars_report_is_recorded_and_removed_from_the_answer() -> 
     [answer] = await stream.handle(response_headers_msg(**{PREFILL_REPORT_HEADER: report}))
     assert list(answer.response_headers.response.header_mutation.remove_headers) == [PREFILL_REPORT_HEADER]
     events = router.routed[0].events
-    [(status, error, duration, fell_back)] = [e[1] for e in events if e[0] == "prefill_finished"]  # type: ignore[misc]
+    [(status, error, duration, fell_back)] = [e[1] for e in events if e[0] == "prefill_finished"]
     assert (status, error, fell_back) == (200, None, False)
     assert abs(duration - 0.0412) < 1e-9
     # the leg ends before the decode leg's response is counted as started
@@ -105,9 +105,7 @@ async def test_an_answer_without_a_report_counts_as_a_local_prefill() -> None:
     [answer] = await stream.handle(response_headers_msg())
     assert not answer.response_headers.response.header_mutation.remove_headers
     [(status, error, duration, fell_back)] = [
-        e[1]
-        for e in router.routed[0].events
-        if e[0] == "prefill_finished"  # type: ignore[misc]
+        e[1] for e in router.routed[0].events if e[0] == "prefill_finished"
     ]
     assert status == 0 and fell_back and duration is None
     assert PREFILL_REPORT_HEADER in error
