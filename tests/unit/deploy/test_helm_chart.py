@@ -248,3 +248,101 @@ def test_example_manifests_match_the_chart() -> None:
     assert rendered["spec"]["selector"] == ours[0]["spec"]["selector"]
     assert rendered["spec"]["targetPortNumber"] == ours[0]["spec"]["targetPortNumber"]
     assert rendered["spec"]["extensionRef"]["name"] == ours[0]["spec"]["extensionRef"]["name"]
+
+
+def pd_values(**pd: Any) -> dict[str, Any]:
+    vals = values()
+    vals["pd"] = {"enabled": True, **pd}
+    return vals
+
+
+def test_pd_deploys_role_labelled_model_servers_the_sidecar_and_the_pd_profile() -> None:
+    from inferpool.gateway.pd_sidecar import pd_sidecar
+
+    objects, _ = render(pd_values(), namespace="inference")
+    for obj in objects:
+        if obj["kind"] not in CUSTOM_KINDS:
+            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+    deployments = {d["metadata"]["name"]: d for d in by_kind(objects, "Deployment")}
+    assert set(deployments) == {f"{RELEASE}-epp", f"{RELEASE}-prefill", f"{RELEASE}-decode"}
+
+    # the EPP runs the pd profile
+    epp_args = deployments[f"{RELEASE}-epp"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert epp_args[epp_args.index("--scheduler") + 1] == "pd"
+
+    # both roles are pool members (the pool's selector matches them) with llm-d's role label
+    [pool] = by_kind(objects, "InferencePool")
+    selector = pool["spec"]["selector"]
+    for role in ("prefill", "decode"):
+        labels = deployments[f"{RELEASE}-{role}"]["spec"]["template"]["metadata"]["labels"]
+        assert labels == {**selector, "llm-d.ai/role": role}
+
+    # prefill pods: vLLM on the pool's port; decode pods: the sidecar there, vLLM behind it on 8200
+    def containers(role: str) -> dict[str, dict[str, Any]]:
+        spec = deployments[f"{RELEASE}-{role}"]["spec"]["template"]["spec"]
+        return {c["name"]: c for c in spec["containers"]}
+
+    [prefill_vllm] = containers("prefill").values()
+    assert prefill_vllm["args"][prefill_vllm["args"].index("--port") + 1] == "8000"
+    decode = containers("decode")
+    assert set(decode) == {"pd-sidecar", "vllm"}
+    for vllm in (prefill_vllm, decode["vllm"]):
+        kv = vllm["args"][vllm["args"].index("--kv-transfer-config") + 1]
+        assert yaml.safe_load(kv)["kv_connector"] == "NixlConnector"
+    assert decode["vllm"]["args"][decode["vllm"]["args"].index("--port") + 1] == "8200"
+    sidecar = decode["pd-sidecar"]
+    assert sidecar["command"] == ["inferpool", "pd-sidecar"]
+    assert sidecar["ports"] == [{"name": "http", "containerPort": 8000}]
+
+    # every sidecar flag is one `inferpool pd-sidecar` accepts; its allowlist is this pool
+    app = typer.Typer(add_completion=False)
+    app.command()(pd_sidecar)
+    ctx = typer.main.get_command(app).make_context(
+        "pd-sidecar", list(sidecar["args"]), resilient_parsing=False
+    )
+    assert (ctx.params["port"], ctx.params["vllm_port"], ctx.params["connector"]) == (8000, 8200, "nixlv2")
+    assert (ctx.params["pool_name"], ctx.params["pool_namespace"]) == (RELEASE, "inference")
+
+    # the sidecars may read the pool and its pods, nothing more
+    [role] = [r for r in by_kind(objects, "Role") if r["metadata"]["name"] == f"{RELEASE}-pd"]
+    granted = {
+        (g, r, v)
+        for rule in role["rules"]
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+        for v in rule["verbs"]
+    }
+    assert ("inference.networking.x-k8s.io", "inferencepools", "watch") in granted
+    assert ("", "pods", "watch") in granted
+    assert not [v for _, _, v in granted if v not in ("get", "watch", "list")]
+    for role_name in ("prefill", "decode"):
+        spec = deployments[f"{RELEASE}-{role_name}"]["spec"]["template"]["spec"]
+        assert spec["serviceAccountName"] == f"{RELEASE}-pd"
+
+
+def test_pd_follows_the_pools_port_and_an_explicit_plugins_config() -> None:
+    vals = pd_values(scheduler="pd-random-prefill")
+    vals["inferencePool"].update(
+        {"apiVersion": "inference.networking.k8s.io/v1", "targetPorts": [{"number": 8080}]}
+    )
+    objects, _ = render(vals)
+    deployments = {d["metadata"]["name"]: d for d in by_kind(objects, "Deployment")}
+    decode = deployments[f"{RELEASE}-decode"]["spec"]["template"]["spec"]["containers"]
+    [sidecar] = [c for c in decode if c["name"] == "pd-sidecar"]
+    assert sidecar["args"][sidecar["args"].index("--port") + 1] == "8080"
+    assert sidecar["args"][sidecar["args"].index("--pool-group") + 1] == "inference.networking.k8s.io"
+    epp_args = deployments[f"{RELEASE}-epp"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert epp_args[epp_args.index("--scheduler") + 1] == "pd-random-prefill"
+
+    vals["inferenceExtension"] = {
+        "pluginsConfigFile": "pd.yaml",
+        "pluginsCustomConfig": {"kind": "EndpointPickerConfig"},
+    }
+    objects, _ = render(vals)
+    [epp_deployment] = [
+        d for d in by_kind(objects, "Deployment") if d["metadata"]["name"] == f"{RELEASE}-epp"
+    ]
+    epp_args = epp_deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--scheduler" not in epp_args and "--config-file" in epp_args
+    report = helm.lint(str(CHART), pd_values(), strict=True)
+    assert report["errors"] == [] and [m for m in report["messages"] if m["severity"] >= 2] == []

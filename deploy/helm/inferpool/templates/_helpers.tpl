@@ -5,6 +5,11 @@
 
 {{- define "inferpool.labels" -}}
 app.kubernetes.io/name: {{ include "inferpool.eppName" . }}
+{{ include "inferpool.commonLabels" . }}
+{{- end -}}
+
+{{/* Labels of every object but the name; `inferpool.labels` adds the EPP's name. */}}
+{{- define "inferpool.commonLabels" -}}
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
@@ -43,5 +48,19 @@ app: {{ include "inferpool.eppName" . }}
 {{- end -}}
 {{- if not (has (lower .Values.provider.name) (list "none" "gke" "istio")) -}}
 {{- fail (printf "provider.name %q: use none, gke or istio" .Values.provider.name) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The P/D model servers' ServiceAccount and RBAC: "<release>-pd". */}}
+{{- define "inferpool.pdName" -}}
+{{- printf "%s-pd" .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The pool's first target port: where the P/D pods serve (the decode pods' sidecar). */}}
+{{- define "inferpool.firstTargetPort" -}}
+{{- if .Values.inferencePool.targetPorts -}}
+{{- (first .Values.inferencePool.targetPorts).number -}}
+{{- else -}}
+{{- .Values.inferencePool.targetPortNumber -}}
 {{- end -}}
 {{- end -}}
