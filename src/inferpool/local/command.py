@@ -68,6 +68,10 @@ async def run_stack(config: UpConfig, demo: bool) -> None:
             say(
                 f"admin    {runtime.gateway.admin_url}  (/dashboard /metrics /healthz /readyz /api/state /api/decisions)"
             )
+        if stack.profile is not None and config.profile is None:
+            say(
+                f"profile  {stack.profile}  (prefill and decode pods, labelled llm-d.ai/role; see docs/pd.md)"
+            )
         say("auth     OFF: local mode serves any caller (no --auth-keys); see docs/security.md")
         if config.otlp_traces_endpoint:
             say(traces_line(config.otlp_traces_endpoint))

@@ -23,6 +23,7 @@ from inferpool.api.workloads import ModelServerDeployment
 from inferpool.gateway.config import ProxyConfig, ServeConfig
 from inferpool.gateway.runtime import GatewayRuntime, RuntimeConfig
 from inferpool.lora.syncer import LoRASyncer, SyncerOptions
+from inferpool.roles import can_prefill
 from inferpool.sim import SimConfig, SimFleet
 from inferpool.sim.nixl import KVTransferConfig
 from inferpool.sources.convert import to_pool
@@ -117,6 +118,16 @@ def sim_configs(
     return out
 
 
+# The built-in profile `inferpool up` runs when the manifests deploy prefill pods and no
+# --profile is given: in Kubernetes the EPP's config would say so (the Helm chart's `pd` values).
+PD_PROFILE = "pd"
+
+
+def default_profile(manifests: ManifestSet) -> str | None:
+    """`pd` when a Deployment's pods carry a prefill role (`llm-d.ai/role`), else the gateway's default."""
+    return PD_PROFILE if any(can_prefill(d.labels) for d in manifests.deployments) else None
+
+
 def base_models(manifests: ManifestSet) -> dict[str, str]:
     """Pool key -> the base model its selected Deployment serves (the parent of adapters in /v1/models)."""
     out: dict[str, str] = {}
@@ -171,11 +182,14 @@ class LocalStack:
         self.runtime: GatewayRuntime | None = None
         self.syncers: list[LoRASyncer] = []
         self.remapped: dict[int, int] = {}
+        self.profile: str | None = config.profile  # the scheduler profile, once start() has chosen it
 
     async def start(self) -> None:
         manifests = load_manifests(list(self.config.paths))
         if manifests.errors:
             raise ManifestLoadFailed(manifests.errors)
+        if self.profile is None:
+            self.profile = default_profile(manifests)
         taken: set[int] = set()
         listener_ports = [lis.port for g in manifests.gateways for lis in g.spec.listeners]
         taken.update(p for p in listener_ports if p >= 1024)
@@ -218,7 +232,7 @@ class LocalStack:
             )
             runtime_config = RuntimeConfig(
                 serve=serve,
-                profile=self.config.profile,
+                profile=self.profile,
                 access_log=self.config.access_log,
                 base_models=base_models(manifests),
             )
