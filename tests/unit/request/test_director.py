@@ -19,6 +19,7 @@ from inferpool.state import (
     ModelRoute,
     Objective,
     Pool,
+    PoolBinding,
     TargetModel,
 )
 
@@ -350,7 +351,9 @@ def test_saturated_pool_sheds_sheddable_only() -> None:
 
 def test_objective_header_can_make_a_request_sheddable() -> None:
     h = Harness(_endpoint("pod1", queue=6))
-    h.store.upsert_objective(Objective("default", "best-effort", "vllm-llama3-8b-instruct", priority=-3))
+    h.store.upsert_objective(
+        Objective("default", "best-effort", PoolBinding(("vllm-llama3-8b-instruct",)), priority=-3)
+    )
     err = h.refused({"model": BASE, "messages": []}, X_Gateway_Inference_Objective="best-effort")
     assert err.status == 429 and h.records[-1].objective == "best-effort"
 
