@@ -588,13 +588,13 @@ class RoutedRequest(_Tracked):
     def response_headers(self) -> Mapping[str, str]:
         """Headers the scheduler's plugins set for the endpoint that served (the session token).
 
-        Asked once, when the data plane starts the response; a scheduler without such
-        plugins answers an empty mapping at once.
+        Asked once, when the data plane starts the response; without such plugins (the
+        scheduler's `adds_response_headers` false or absent) it costs one attribute read.
         """
-        hook = getattr(self._scheduler, "response_headers", None)
         served = self.served_by
-        if hook is None or served is None:
+        if served is None or not getattr(self._scheduler, "adds_response_headers", False):
             return _NO_HEADERS
+        hook = self._scheduler.response_headers  # type: ignore[attr-defined]
         picks = {"": served, self.result.profile: served}
         prefill = self.result.prefill
         if prefill is not None and prefill.ranked:

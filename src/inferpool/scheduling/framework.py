@@ -257,6 +257,11 @@ class Scheduler:
         for hook in self._finished_hooks:
             hook(req, endpoint, record)
 
+    @property
+    def adds_response_headers(self) -> bool:
+        """Whether any plugin of the profile sets response headers (the Director skips asking if not)."""
+        return bool(self._header_hooks)
+
     def response_headers(self, req: SchedulingRequest, picks: Mapping[str, Endpoint]) -> Mapping[str, str]:
         """Headers plugins set on the client's response (llm-d's ResponseHeaderProcessor).
 
