@@ -156,8 +156,11 @@ class SessionAffinityScorer:
         scores = [0.0] * len(endpoints)
         if not pinned:
             return scores
+        namespace, _, name = pinned.partition("/")
+        prefix = namespace + "/"
         for i, endpoint in enumerate(endpoints):
-            if endpoint_id(endpoint) == pinned:
+            # endpoint_id(endpoint) == pinned, without building a string per candidate
+            if endpoint.name == name and endpoint.pool.startswith(prefix):
                 if self._load(endpoint) < 1.0:
                     scores[i] = 1.0
                     return scores
