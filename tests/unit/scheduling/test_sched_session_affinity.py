@@ -68,6 +68,15 @@ def test_the_token_pins_its_endpoint_and_nothing_else() -> None:
     assert scorer.score_column(other_namespace, [a, b, c]) == [0.0, 0.0, 0.0]
 
 
+def test_a_token_from_llmd_for_rank_0_finds_a_single_port_pod() -> None:
+    """llm-d names endpoints `<pod>-rank-<i>` always; inferpool names a single-port pod `<pod>`."""
+    scorer = header_scorer()
+    llmd = req(headers={"x-session-token": token("vllm-1-rank-0")})
+    assert scorer.score_column(llmd, [ep("vllm-0"), ep("vllm-1")]) == [0.0, 1.0]
+    ranks = [ep("vllm-1-rank-0"), ep("vllm-1-rank-1")]
+    assert scorer.score_column(req(headers={"x-session-token": token("vllm-1-rank-1")}), ranks) == [0.0, 1.0]
+
+
 def test_an_endpoint_that_is_not_a_candidate_pins_nothing() -> None:
     """Unready (or filtered out, or outside the subset hint): it is not in the candidate list."""
     scorer = header_scorer()

@@ -158,9 +158,12 @@ class SessionAffinityScorer:
             return scores
         namespace, _, name = pinned.partition("/")
         prefix = namespace + "/"
+        # llm-d names every endpoint `<pod>-rank-<i>`, inferpool a single-port pod by its name:
+        # a token minted by llm-d's EPP for rank 0 still finds the pod here.
+        pod = name.removesuffix("-rank-0")
         for i, endpoint in enumerate(endpoints):
             # endpoint_id(endpoint) == pinned, without building a string per candidate
-            if endpoint.name == name and endpoint.pool.startswith(prefix):
+            if (endpoint.name == name or endpoint.name == pod) and endpoint.pool.startswith(prefix):
                 if self._load(endpoint) < 1.0:
                     scores[i] = 1.0
                     return scores
