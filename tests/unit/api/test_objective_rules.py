@@ -9,12 +9,15 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from inferpool.api import load_text
 from inferpool.api.validate import report
 from inferpool.sources.convert import to_state
 from inferpool.sources.manifest import ManifestSource
 from inferpool.state import Datastore
+
+from .cli_app import app
 
 GROUPS = ["llm-d.ai/v1alpha2", "inference.networking.x-k8s.io/v1alpha2"]
 
@@ -192,6 +195,27 @@ def test_validate_names_file_line_and_field_for_the_new_fields() -> None:
         "tiers.yaml:7: InferenceObjective/o: spec.poolRefs[1].name: required field is missing",
         "tiers.yaml:10: InferenceObjective/o: spec.poolSelector.matchExpressions[0]: "
         "values must be non-empty when operator is In",
+    ]
+
+
+def test_inferpool_validate_on_a_file(tmp_path: Path) -> None:
+    manifest = tmp_path / "tiers.yaml"
+    manifest.write_text(
+        pool("a", "{tier: shared}")
+        + "---\n"
+        + objective(
+            "llm-d.ai/v1alpha2",
+            "  poolSelector:\n    matchExpressions:\n    - {key: tier, operator: Exists, values: [x]}\n",
+        )
+        + "---\n"
+        + objective("inference.networking.x-k8s.io/v1alpha2", "  poolRefs: [{name: a}]\n", name="old")
+    )
+    result = CliRunner().invoke(app, ["validate", "-f", str(manifest)])
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        f"{manifest}:16: InferenceObjective/o: spec.poolSelector.matchExpressions[0]: "
+        "values must be empty when operator is Exists",
+        "1 file(s), 3 object(s), 1 error(s), 0 warning(s), 0 ignored",
     ]
 
 
