@@ -289,26 +289,28 @@ class KubernetesSource:
             self._owned[kind] = wanted
 
     def _apply_bound(self, kind: str) -> None:
-        """Objectives or rewrites that bind the pool, one per name (llm-d.ai's over the old group's)."""
+        """Objectives or rewrites that bind the pool; of a name in both groups, llm-d.ai's is the one."""
         store = self.datastore
         parse = parse_objective if kind == "objective" else parse_rewrite
-        chosen: dict[str, tuple[Object, Any]] = {}
+        by_name: dict[str, Object] = {}
         for obj in self._objects[kind].values():
+            name = _name(obj)
+            if name not in by_name or _group(obj) == LLMD_GROUP:
+                by_name[name] = obj
+        wanted: dict[str, Any] = {}
+        for obj in by_name.values():
             if not self._may_bind_pool(obj):
                 continue  # skip parsing (and warning about) what cannot concern this pool
             parsed = parse(obj)
-            if parsed is None or not self._binds_pool(parsed):
-                continue
-            key = pool_key(parsed.namespace, parsed.name)
-            if key not in chosen or _group(obj) == LLMD_GROUP:
-                chosen[key] = (obj, parsed)
+            if parsed is not None and self._binds_pool(parsed):
+                wanted[pool_key(parsed.namespace, parsed.name)] = parsed
         current: dict[str, Any] = {pool_key(o.namespace, o.name): o for o in getattr(store, f"{kind}s")()}
-        for key, (_, parsed) in chosen.items():
+        for key, parsed in wanted.items():
             if current.get(key) != parsed:
                 getattr(store, f"upsert_{kind}")(parsed)
-        for key in self._owned[kind] - chosen.keys():
+        for key in self._owned[kind] - wanted.keys():
             getattr(store, f"delete_{kind}")(key)
-        self._owned[kind] = set(chosen)
+        self._owned[kind] = set(wanted)
 
     def _apply_pods(self) -> None:
         pool = self._pool
