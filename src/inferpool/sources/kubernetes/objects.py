@@ -27,7 +27,6 @@ Object = dict[str, Any]
 
 V1_GROUP = "inference.networking.k8s.io"
 X_GROUP = "inference.networking.x-k8s.io"
-LLMD_GROUP = "llm-d.ai"
 
 
 def _describe(obj: Object) -> str:

@@ -20,8 +20,8 @@ from typing import Any
 
 from kubernetes_asyncio import client
 
+from inferpool.api.inference import LLMD_GROUP
 from inferpool.sources.kubernetes.objects import (
-    LLMD_GROUP,
     V1_GROUP,
     X_GROUP,
     Object,
