@@ -266,9 +266,8 @@ class RequestStream:
             request.response_headers.headers
         )
         served = protocol.served_endpoint(request)
-        answer = protocol.response_headers()
-        if self._prefilling:
-            self._end_prefill(request.response_headers.headers, answer)
+        # P/D: the decode server's answer has begun, so its sidecar has run the prefill leg.
+        strip_report = self._end_prefill(request.response_headers.headers) if self._prefilling else False
         if self._routed is not None:
             if served is not None and self._candidates and served != self._candidates[0].hostport:
                 # A fallback served: move the in-flight count to the endpoint that has it.
@@ -277,6 +276,12 @@ class RequestStream:
                         self._routed.dispatched(endpoint)
                         break
             self._routed.response_started(self._status, content_type)
+        # Scheduler plugins' headers for the client (the session token), for the endpoint that served.
+        answer = protocol.response_headers(
+            self._routed.response_headers() if self._routed is not None else None
+        )
+        if strip_report:  # the sidecar's report is for the picker, not the client
+            answer.response_headers.response.header_mutation.remove_headers.append(PREFILL_REPORT_HEADER)
         if request.response_headers.end_of_stream:
             self._finish(self._status)
             return [answer]
@@ -295,10 +300,9 @@ class RequestStream:
             answer.mode_override.response_body_mode = _MODE.STREAMED
         return [answer]
 
-    def _end_prefill(self, headers: base_pb2.HeaderMap, answer: pb.ProcessingResponse) -> None:
-        """The decode server's answer has begun, so its sidecar has run the prefill leg: record
-        the leg as the sidecar reports it, release the prefill endpoint's in-flight count, and
-        remove the report from the answer the client gets."""
+    def _end_prefill(self, headers: base_pb2.HeaderMap) -> bool:
+        """Record the prefill leg as the sidecar reports it and release the prefill endpoint's
+        in-flight count; True when the answer carries the report (to be removed from it)."""
         self._prefilling = False
         assert self._routed is not None
         value = protocol.header_value(headers, PREFILL_REPORT_HEADER)
@@ -309,9 +313,9 @@ class RequestStream:
             self._routed.prefill_finished(
                 0, f"the decode server's answer has no {PREFILL_REPORT_HEADER} report", fell_back=True
             )
-            return
+            return value is not None
         self._routed.prefill_finished(report.status, report.error, report.duration_s, fell_back=not report.ok)
-        answer.response_headers.response.header_mutation.remove_headers.append(PREFILL_REPORT_HEADER)
+        return True
 
     def _wants_body(self) -> bool:
         return (

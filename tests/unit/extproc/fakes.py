@@ -13,6 +13,7 @@ class FakeRouted:
     candidates: list[Endpoint]
     body: bytes
     events: list[tuple[str, object]] = field(default_factory=list)
+    answer_headers: dict[str, str] = field(default_factory=dict)  # what scheduler plugins would add
     prefill_candidates: list[Endpoint] = field(default_factory=list)  # P/D: the prefill pick first
 
     def prefill_dispatched(self, endpoint: Endpoint) -> None:
@@ -37,6 +38,9 @@ class FakeRouted:
     def response_data(self, chunk: bytes) -> None:
         self.events.append(("data", chunk))
 
+    def response_headers(self) -> dict[str, str]:
+        return self.answer_headers
+
     def finish(self, status: int, error: str | None = None) -> None:
         self.events.append(("finish", (status, error)))
 
@@ -50,6 +54,7 @@ class FakeRouter:
     error: InferenceError | None = None
     calls: list[tuple[str, dict[str, str], bytes, frozenset[str] | None]] = field(default_factory=list)
     routed: list[FakeRouted] = field(default_factory=list)
+    answer_headers: dict[str, str] = field(default_factory=dict)  # each routed request's response_headers()
     prefill: list[Endpoint] = field(default_factory=list)  # P/D: split every request, prefill here
 
     async def route_async(
@@ -71,6 +76,7 @@ class FakeRouter:
         routed = FakeRouted(
             candidates,
             self.rewrite if self.rewrite is not None else body,
+            answer_headers=self.answer_headers,
             prefill_candidates=list(self.prefill),
         )
         self.routed.append(routed)
