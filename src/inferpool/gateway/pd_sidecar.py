@@ -202,7 +202,11 @@ class PdSidecar:
             )
             app = web.Application(client_max_size=64 * 1024 * 1024)
             app.router.add_route("*", "/{tail:.*}", self.handle)
-            self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
+            # A client that goes away cancels its handler: the legs it started are abandoned, so
+            # neither model server keeps working for nobody.
+            self._runner = web.AppRunner(
+                app, access_log=None, handle_signals=False, shutdown_timeout=5.0, handler_cancellation=True
+            )
             await self._runner.setup()
             site = web.TCPSite(self._runner, self.config.host, self.config.port, reuse_address=True)
             await site.start()
@@ -325,15 +329,22 @@ class PdSidecar:
             if upstream.content_length is not None:
                 response.content_length = upstream.content_length
             await response.prepare(request)
-            try:
-                async for chunk in upstream.content.iter_any():
+            while True:
+                try:
+                    chunk = await upstream.content.readany()
+                except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+                    # The decoder went away mid-answer: cut the client off too, as a proxy must.
+                    log.warning("decode server broke mid-answer: %s", type(exc).__name__)
+                    if request.transport is not None:
+                        request.transport.close()
+                    return response
+                if not chunk:
+                    break
+                try:
                     await response.write(chunk)
-            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
-                # The decoder went away mid-answer: cut the client off too, as a proxy must.
-                log.warning("decode server broke mid-answer: %s", type(exc).__name__)
-                if request.transport is not None:
-                    request.transport.close()
-                return response
+                except ConnectionResetError:
+                    upstream.close()  # the client went away: so does the decode leg (vLLM aborts it)
+                    return response
             with contextlib.suppress(ConnectionResetError):
                 await response.write_eof()
             return response
@@ -344,7 +355,7 @@ class PdSidecar:
 def listening_lines(sidecar: PdSidecar) -> list[str]:
     cfg = sidecar.config
     return [
-        f"inferpool pd-sidecar: http://{cfg.host}:{sidecar.port} → decoder http://{sidecar.decoder} "
+        f"inferpool pd-sidecar: http://{cfg.host}:{sidecar.port} -> decoder http://{sidecar.decoder} "
         f"(connector {cfg.connector})",
         f"  prefill targets allowed: {sidecar.allowlist.describe()}",
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,13 +58,19 @@ class Rig:
 async def rig() -> AsyncIterator[Callable[..., Awaitable[Rig]]]:
     made: list[Rig] = []
 
-    async def make(prefill_answer: str = "ok", allow: tuple[str, ...] = ("127.0.0.1",)) -> Rig:
+    async def make(
+        prefill_answer: str = "ok", allow: tuple[str, ...] = ("127.0.0.1",), prefill_timeout_s: float = 5
+    ) -> Rig:
         prefill, decode = HeaderServer(prefill_answer), HeaderServer()
         await prefill.start()
         await decode.start()
         sidecar = PdSidecar(
             SidecarConfig(
-                host="127.0.0.1", port=0, decoder_port=decode.port, allow=list(allow), prefill_timeout_s=5
+                host="127.0.0.1",
+                port=0,
+                decoder_port=decode.port,
+                allow=list(allow),
+                prefill_timeout_s=prefill_timeout_s,
             )
         )
         await sidecar.start()
@@ -126,6 +133,17 @@ async def test_unreachable_prefill_falls_back(rig) -> None:  # type: ignore[no-u
     report = parse_prefill_report(resp.headers[PREFILL_REPORT_HEADER])
     assert report is not None and not report.ok and report.status == 0
     assert "kv_transfer_params" not in r.decode.bodies[0]
+
+
+async def test_a_client_gone_during_the_prefill_leg_gets_no_decode_leg(rig) -> None:  # type: ignore[no-untyped-def]
+    r = await rig(prefill_answer="hang", prefill_timeout_s=1.0)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.3):
+            await r.post(r.prefill_target)
+    await asyncio.sleep(1.5)  # past the prefill timeout: a handler still running would decode now
+    assert len(r.prefill.bodies) == 1 and r.decode.bodies == []
+    resp = await r.post(None)  # and the sidecar still serves
+    assert resp.status == 200
 
 
 async def test_a_target_outside_the_allowlist_is_refused(rig) -> None:  # type: ignore[no-untyped-def]
