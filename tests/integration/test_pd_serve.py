@@ -161,6 +161,11 @@ async def test_serve_runs_prefill_then_decode_and_falls_back(spawn, tmp_path: Pa
         fell_back = (await decisions())[-1]  # newest last
         assert fell_back["picked"] == "sim-decode" and fell_back["prefill"]["fell_back"] is True
         assert fell_back["prefill"]["error"]
+        # a refused prefill endpoint leaves the rotation: the next long prompt is not split
+        body = {"model": "tiny", "prompt": long_prompt("pumice"), "max_tokens": 4, "ignore_eos": True}
+        async with s.post(f"{url}/v1/completions", json=body) as resp:
+            assert resp.status == 200
+        assert (await decisions())[-1]["prefill"] is None
 
         async with s.get(f"{admin}/metrics") as resp:
             gw_metrics = await resp.text()

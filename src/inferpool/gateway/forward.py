@@ -157,6 +157,8 @@ class Forwarder:
         )
         if outcome.kv_transfer_params is None:
             routed.prefill_finished(outcome.status, outcome.error, outcome.duration_s, fell_back=True)
+            if outcome.connect_failed and self.on_connect_error is not None:
+                self.on_connect_error(endpoint)  # out of the prefill rotation until it scrapes well again
             return routed.body
         routed.prefill_finished(outcome.status, None, outcome.duration_s)
         return orjson.dumps(decode_request(data, outcome.kv_transfer_params))

@@ -205,6 +205,10 @@ async def test_an_unreachable_or_slow_prefill_falls_back(rig) -> None:  # type: 
     down = await rig(prefill_down=True)
     assert (await down.post()).status == 200
     assert down.records[0].prefill is not None and down.records[0].prefill.fell_back and down.idle()
+    # refused: out of rotation until it scrapes well again, so the next request is not split
+    assert not down.endpoints["prefill"].ready
+    assert (await down.post(prompt=PROMPT + " next")).status == 200
+    assert down.records[1].prefill is None and len(down.decode.bodies) == 2
     slow = await rig("hang", try_timeout_s=0.3)
     assert (await slow.post()).status == 200
     leg = slow.records[0].prefill
