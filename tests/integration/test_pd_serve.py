@@ -174,6 +174,6 @@ async def test_serve_runs_prefill_then_decode_and_falls_back(spawn, tmp_path: Pa
     assert (
         metric(gw_metrics, "inferpool_pd_legs_total", leg="decode", endpoint="sim-decode", outcome="ok") == 3
     )
-    assert metric(gw_metrics, "inference_model_request_total") == 4  # requests, not legs
+    assert metric(gw_metrics, "inference_model_request_total") == 5  # requests, not legs
     log = [orjson.loads(line) for line in gw.output().splitlines() if line.startswith("{")]
     assert sum(1 for e in log if "prefill" in e) == 3
