@@ -113,6 +113,9 @@ async def test_serve_runs_prefill_then_decode_and_falls_back(spawn, tmp_path: Pa
         assert answer["object"] == "text_completion", answer
         assert answer.get("kv_transfer_params") is None, answer  # vLLM's decode answer: null
         assert answer["usage"]["completion_tokens"] == 6 and answer["usage"]["prompt_tokens"] > 512
+        # cached tokens as the prefill server counted them (a new prompt: none), not the decoder's
+        # count, which includes every pulled block (as llm-d's sidecar reports them)
+        assert answer["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
 
         # streamed, with usage: the decode server's stream, one usage chunk, [DONE]
         body = {
