@@ -69,15 +69,23 @@ class Server:
             resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
             await resp.prepare(request)
             await resp.write(b'data: {"choices":[{"text":"a"}],"usage":null}\n\n')
-            await resp.write(
-                b'data: {"choices":[],"usage":{"prompt_tokens":750,"total_tokens":752,"completion_tokens":2}}\n\n'
-            )
+            # split in two writes mid-event: the usage rewrite must hold the partial line
+            await resp.write(b'data: {"choices":[],"usage":{"prompt_tokens":750,"total_tokens":752,')
+            await resp.write(b'"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":750}}}\n\n')
             await resp.write(b"data: [DONE]\n\n")
             await resp.write_eof()
             return resp
-        usage = {"prompt_tokens": 750, "total_tokens": 751, "completion_tokens": 1}
+        # a decoder counts pulled blocks as cached, like vLLM; the prefill counts its own hits
+        prefill = body.get("kv_transfer_params", {}).get("do_remote_decode")
+        details = {"cached_tokens": 128 if prefill else 750}
+        usage = {
+            "prompt_tokens": 750,
+            "total_tokens": 751,
+            "completion_tokens": 1,
+            "prompt_tokens_details": details,
+        }
         answer: dict[str, Any] = {"object": "text_completion", "choices": [{"text": "a"}], "usage": usage}
-        if body.get("kv_transfer_params", {}).get("do_remote_decode") and self.answer != "noparams":
+        if prefill and self.answer != "noparams":
             answer["kv_transfer_params"] = PARAMS
         return web.json_response(answer)
 
@@ -175,8 +183,11 @@ async def test_prefill_then_decode_with_its_kv_transfer_params(rig) -> None:  # 
     assert decode_leg["kv_transfer_params"] == PARAMS
     assert decode_leg["stream"] is True and decode_leg["stream_options"] == {"include_usage": True}
     assert decode_leg["max_tokens"] == 4 and decode_leg["model"] == "fr-1"
+    # usage once, with the cached tokens the prefill server counted (as llm-d's sidecar reports them)
+    assert '"prompt_tokens_details":{"cached_tokens":128}' in text
     (record,) = r.records
     assert record.endpoint == "decode" and record.prompt_tokens == 750 and record.completion_tokens == 2
+    assert record.cached_tokens == 128
     assert record.prefill is not None and record.prefill.status == 200 and not record.prefill.fell_back
     assert r.idle()
 
@@ -205,6 +216,10 @@ async def test_an_unreachable_or_slow_prefill_falls_back(rig) -> None:  # type: 
     down = await rig(prefill_down=True)
     assert (await down.post()).status == 200
     assert down.records[0].prefill is not None and down.records[0].prefill.fell_back and down.idle()
+    # refused: out of rotation until it scrapes well again, so the next request is not split
+    assert not down.endpoints["prefill"].ready
+    assert (await down.post(prompt=PROMPT + " next")).status == 200
+    assert down.records[1].prefill is None and len(down.decode.bodies) == 2
     slow = await rig("hang", try_timeout_s=0.3)
     assert (await slow.post()).status == 200
     leg = slow.records[0].prefill
@@ -228,6 +243,21 @@ async def test_a_client_gone_during_the_prefill_releases_it(rig) -> None:  # typ
     assert record.status == 499 and record.endpoint is None and not r.decode.bodies
     assert record.prefill is not None and record.prefill.error == "the request ended during its prefill leg"
     assert r.idle()
+
+
+async def test_unstreamed_answer_reports_the_prefills_cached_tokens(rig) -> None:  # type: ignore[no-untyped-def]
+    r = await rig()
+    resp = await r.post()
+    body = await resp.json()
+    assert resp.status == 200  # sent chunked: the rewritten length is not known when headers go
+    assert (
+        body["usage"]["prompt_tokens_details"] == {"cached_tokens": 128} and r.records[0].cached_tokens == 128
+    )
+    fallback = await rig("fail500")
+    body = await (await fallback.post()).json()
+    assert body["usage"]["prompt_tokens_details"] == {
+        "cached_tokens": 750
+    }  # the decoder prefilled: its own count
 
 
 async def test_short_prompts_go_straight_to_the_decoder(rig) -> None:  # type: ignore[no-untyped-def]
