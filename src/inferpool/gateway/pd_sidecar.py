@@ -43,6 +43,7 @@ from inferpool.errors import InferenceError
 from inferpool.gateway.headers import end_to_end
 from inferpool.gateway.prefill import PREFILL_REPORT_HEADER, format_prefill_report, run_prefill
 from inferpool.request.disagg import PREFILLER_HEADER, decode_request
+from inferpool.request.pd_usage import CachedTokensRewriter
 from inferpool.sources.manifest import ManifestLoadFailed, ManifestSource
 from inferpool.sources.static import StaticSource, load_endpoints_file
 from inferpool.state import Datastore
@@ -274,6 +275,7 @@ class PdSidecar:
         headers = end_to_end(request.headers, drop=("host", PREFILLER_HEADER))
         prefiller = request.headers.get(PREFILLER_HEADER, "").strip()
         report: str | None = None
+        cached_tokens: int | None = None  # the prefill server's count, once its leg succeeded
         if prefiller and request.method == "POST" and request.path in PD_PATHS:
             # llm-d's picker may name several, comma-separated; the first is its pick.
             target = prefiller.split(",")[0].strip()
@@ -282,7 +284,7 @@ class PdSidecar:
                 return _error(
                     403, f"prefill target {target!r} is not allowed: it is not a member of the pool"
                 )
-            body, report = await self._prefill(request, target, body, headers)
+            body, report, cached_tokens = await self._prefill(request, target, body, headers)
         try:
             upstream = await self._session.request(
                 request.method,
@@ -295,38 +297,56 @@ class PdSidecar:
             log.warning("decode server %s unreachable: %s", self.decoder, exc)
             extra = {PREFILL_REPORT_HEADER: report} if report is not None else None
             return _error(502, f"the decode server is unreachable ({type(exc).__name__})", extra)
-        return await self._relay(request, upstream, report)
+        return await self._relay(request, upstream, report, cached_tokens)
 
     async def _prefill(
         self, request: web.Request, target: str, body: bytes, headers: Mapping[str, str]
-    ) -> tuple[bytes, str | None]:
-        """Run the prefill leg; the decode leg's body and the report header's value."""
+    ) -> tuple[bytes, str | None, int | None]:
+        """Run the prefill leg: the decode leg's body, the report header's value, and the prefill
+        server's cached-token count when the leg succeeded."""
         assert self._session is not None
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError:
             data = None
         if not isinstance(data, dict):
-            return body, None  # not a request vLLM can split: the decoder answers it (its 400)
+            return body, None, None  # not a request vLLM can split: the decoder answers it (its 400)
         outcome = await run_prefill(
             self._session, target, request.path_qs, data, headers, self.config.prefill_timeout_s
         )
         report = format_prefill_report(outcome)
         if outcome.kv_transfer_params is None:
             log.warning("prefill on %s failed (%s): the decoder prefills locally", target, outcome.error)
-            return body, report
-        return orjson.dumps(decode_request(data, outcome.kv_transfer_params)), report
+            return body, report, None
+        return orjson.dumps(decode_request(data, outcome.kv_transfer_params)), report, outcome.cached_tokens
 
     async def _relay(
-        self, request: web.Request, upstream: aiohttp.ClientResponse, report: str | None
+        self,
+        request: web.Request,
+        upstream: aiohttp.ClientResponse,
+        report: str | None,
+        cached_tokens: int | None,
     ) -> web.StreamResponse:
-        """The decoder's answer, chunk by chunk as it comes (SSE is never buffered)."""
+        """The decoder's answer, chunk by chunk as it comes (SSE is never buffered).
+
+        After a remote prefill the decoder counts the whole prompt as cached; its usage is
+        rewritten to the prefill server's count, as llm-d's sidecar does (request/pd_usage.py),
+        so the client sees what one server would have reported.
+        """
         try:
             headers = end_to_end(upstream.headers)
             if report is not None:
                 headers[PREFILL_REPORT_HEADER] = report
+            usage = None
+            if (
+                cached_tokens is not None
+                and upstream.status < 400
+                and "content-encoding" not in upstream.headers
+            ):
+                streaming = "text/event-stream" in upstream.headers.get("content-type", "")
+                usage = CachedTokensRewriter(cached_tokens, streaming)
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
-            if upstream.content_length is not None:
+            if upstream.content_length is not None and usage is None:
                 response.content_length = upstream.content_length
             await response.prepare(request)
             while True:
@@ -338,13 +358,17 @@ class PdSidecar:
                     if request.transport is not None:
                         request.transport.close()
                     return response
-                if not chunk:
+                last = not chunk
+                if usage is not None:
+                    chunk = usage.flush() if last else usage.feed(chunk)
+                if chunk:
+                    try:
+                        await response.write(chunk)
+                    except ConnectionResetError:
+                        upstream.close()  # the client went away: so does the decode leg (vLLM aborts it)
+                        return response
+                if last:
                     break
-                try:
-                    await response.write(chunk)
-                except ConnectionResetError:
-                    upstream.close()  # the client went away: so does the decode leg (vLLM aborts it)
-                    return response
             with contextlib.suppress(ConnectionResetError):
                 await response.write_eof()
             return response

@@ -113,11 +113,32 @@ async def test_unstreamed_answer_is_the_decoders(rig) -> None:  # type: ignore[n
     assert r.decode.bodies[0]["kv_transfer_params"] == PARAMS
 
 
+@pytest.mark.parametrize("stream", [False, True])
+async def test_cached_tokens_are_the_prefill_servers(rig, stream: bool) -> None:  # type: ignore[no-untyped-def]
+    """As llm-d's sidecar: the decoder's usage (750 cached: it pulled the prompt's blocks) says
+    what the prefill server had cached (128)."""
+    r = await rig()
+    resp = await r.post(r.prefill_target, stream=stream, stream_options={"include_usage": True})
+    raw = await resp.read()
+    if stream:
+        [usage] = [
+            orjson.loads(line[6:])["usage"]
+            for line in raw.splitlines()
+            if line.startswith(b"data: {") and b'"usage":{' in line
+        ]
+    else:
+        usage = orjson.loads(raw)["usage"]
+    assert usage["prompt_tokens_details"] == {"cached_tokens": 128}
+    assert usage["prompt_tokens"] == 750  # the rest of the usage is the decoder's, untouched
+
+
 @pytest.mark.parametrize("failure", ["fail500", "notjson", "noparams"])
 async def test_failed_prefill_falls_back_to_local_prefill(rig, failure: str) -> None:  # type: ignore[no-untyped-def]
     r = await rig(prefill_answer=failure)
     resp = await r.post(r.prefill_target, stream=True)
-    assert resp.status == 200 and (await resp.text()).endswith("data: [DONE]\n\n")
+    text = await resp.text()
+    assert resp.status == 200 and text.endswith("data: [DONE]\n\n")
+    assert '"cached_tokens":750' in text  # the decoder prefilled itself: its usage as it sent it
     (decode_leg,) = r.decode.bodies
     assert "kv_transfer_params" not in decode_leg  # the client's body, unchanged
     assert decode_leg == {"model": "m", "prompt": PROMPT, "max_tokens": 4, "stream": True}
