@@ -498,6 +498,9 @@ def build_app(state: ReplicaState) -> web.Application:
     r = app.router
     r.add_post("/v1/completions", h.completions)
     r.add_post("/v1/chat/completions", h.chat)
+    from inferpool.sim import apis  # apis builds on this module's helpers: imported here, not above
+
+    apis.add_routes(app, state)  # /v1/embeddings, /v1/responses, /v1/messages
     r.add_get("/v1/models", h.models, allow_head=False)
     r.add_get("/health", h.health, allow_head=False)
     r.add_get("/ping", h.health, allow_head=False)
