@@ -36,6 +36,11 @@ class FakeRouter:
     error: InferenceError | None = None
     calls: list[tuple[str, dict[str, str], bytes, frozenset[str] | None]] = field(default_factory=list)
     routed: list[FakeRouted] = field(default_factory=list)
+    refused: list[tuple[str, InferenceError]] = field(default_factory=list)
+
+    def refuse(self, request_id: str, err: InferenceError, **facts: object) -> None:
+        """A request refused before routing (e.g. a screened prompt): recorded, as the core would."""
+        self.refused.append((request_id, err))
 
     async def route_async(
         self,
