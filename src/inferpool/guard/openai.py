@@ -26,12 +26,14 @@ class Blocked(Exception):
 
     `passed`: in a stream, the screened events of the same chunk that came before the blocked one
     (they are sent before the error event, as if they had arrived in a chunk of their own).
+    `final_event`: in a stream, the error event that ends it, in the stream's own API shape.
     """
 
-    def __init__(self, reason: str, passed: bytes = b"") -> None:
+    def __init__(self, reason: str, passed: bytes = b"", final_event: bytes | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.passed = passed
+        self.final_event = final_event if final_event is not None else error_event(reason)
 
 
 def _collector(into: list[str]) -> Callable[[str], str]:
@@ -263,9 +265,18 @@ def screens_prompt(screener: Screener | None) -> bool:
 
 
 def error_event(reason: str) -> bytes:
-    """The final SSE event of a blocked stream: an OpenAI-style error object."""
+    """The final SSE event of a blocked stream: an OpenAI-style error object.
+
+    The `openai` SDK raises on any event whose data has an `error` (Responses streams included)."""
     body = {"error": {"message": reason, "type": CONTENT_FILTER, "param": None, "code": 400}}
     return b"data: " + orjson.dumps(body) + b"\n\n"
+
+
+def anthropic_error_event(reason: str) -> bytes:
+    """The final event of a blocked Messages stream, as vLLM ends one that failed: Anthropic
+    clients raise on `event: error` and ignore an untyped `data:` event."""
+    body = {"type": "error", "error": {"type": CONTENT_FILTER, "message": reason}}
+    return b"event: error\ndata: " + orjson.dumps(body) + b"\n\n"
 
 
 # How much already-streamed text the per-event pre-scan looks at besides the new text: a match
@@ -293,6 +304,7 @@ class StreamScreener:
         self._buffer = b""
         self._text = ""
         self.blocked: str | None = None
+        self._anthropic = False  # an Anthropic Messages stream: it ends in its own error event
 
     async def feed(self, chunk: bytes) -> bytes:
         """Screened bytes to send for this chunk (complete events only); Blocked ends the stream."""
@@ -306,7 +318,8 @@ class StreamScreener:
             try:
                 out.append(await self._event(event))
             except Blocked as blocked:
-                raise Blocked(blocked.reason, b"".join(out)) from None
+                final = anthropic_error_event(blocked.reason) if self._anthropic else None
+                raise Blocked(blocked.reason, b"".join(out), final) from None
         return b"".join(out)
 
     def flush(self) -> bytes:
@@ -327,6 +340,8 @@ class StreamScreener:
         if at < 0:
             return event
         head, payload = event[:at], event[at + 5 :].strip()
+        if head and not self._anthropic:
+            self._anthropic = head.startswith((b"event: message_", b"event: content_block_"))
         if payload == b"[DONE]":
             await self._final_check()
             return event
