@@ -31,6 +31,9 @@ class SimConfig:
     lora_info_semantics: str = "recent"
     enable_prompt_tokens_details: bool = True
     kv_events: KVEventsConfig | None = None  # vLLM --kv-events-config; None = no events
+    # vLLM --data-parallel-rank: this server is rank r of a data-parallel group, one API server
+    # (and port) per rank, as llm-d deploys DP (one InferencePool targetPort per rank).
+    data_parallel_rank: int = 0
 
     def __post_init__(self) -> None:
         if self.speed <= 0:
@@ -41,6 +44,8 @@ class SimConfig:
             raise ValueError("lora_info_semantics must be 'recent' or 'legacy'")
         if self.max_loras < 1:
             raise ValueError("max_loras must be >= 1")
+        if self.data_parallel_rank < 0:
+            raise ValueError("data_parallel_rank must be >= 0")
 
     @property
     def model_name(self) -> str:

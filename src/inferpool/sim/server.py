@@ -471,7 +471,8 @@ class Handlers:
     async def kv_event_sources(self, request: web.Request) -> web.Response:
         """vLLM 0.32's publisher config per data-parallel rank; {} when events are off."""
         kv = self.state.config.kv_events
-        return _json({"0": kv.model_dump()} if kv is not None and kv.publishes else {})
+        rank = str(self.state.config.data_parallel_rank)
+        return _json({rank: kv.model_dump()} if kv is not None and kv.publishes else {})
 
     async def admin_health(self, request: web.Request) -> web.Response:
         data = await request.json()
@@ -498,9 +499,6 @@ def build_app(state: ReplicaState) -> web.Application:
     r = app.router
     r.add_post("/v1/completions", h.completions)
     r.add_post("/v1/chat/completions", h.chat)
-    from inferpool.sim import apis  # apis builds on this module's helpers: imported here, not above
-
-    apis.add_routes(app, state)  # /v1/embeddings, /v1/responses, /v1/messages
     r.add_get("/v1/models", h.models, allow_head=False)
     r.add_get("/health", h.health, allow_head=False)
     r.add_get("/ping", h.health, allow_head=False)
