@@ -4,6 +4,7 @@ say engine="r", /kv_event_sources names rank r, and its KV-event batches carry r
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import aiohttp
 import zmq
@@ -14,10 +15,14 @@ from inferpool.scrape.parser import parse_metrics
 from inferpool.sim import SimConfig, SimReplica
 from inferpool.sim.kvevents import KVEventsConfig
 from inferpool.sim.metrics import cache_config_labels
+from inferpool.state.kvindex import parse_announcement
 
 
 async def test_rank_one_labels_its_metrics_and_kv_events_with_its_rank() -> None:
-    kv = KVEventsConfig(enable_kv_cache_events=True, endpoint="tcp://*:0")
+    with socket.socket() as probe:  # a fixed port: an announcement of port 0 names no reachable stream
+        probe.bind(("127.0.0.1", 0))
+        kv_port = probe.getsockname()[1]
+    kv = KVEventsConfig(enable_kv_cache_events=True, endpoint=f"tcp://*:{kv_port}")
     replica = SimReplica(SimConfig(model="tiny", port=0, speed=100, kv_events=kv, data_parallel_rank=1))
     await replica.start()
     ctx = zmq.asyncio.Context()
@@ -38,6 +43,9 @@ async def test_rank_one_labels_its_metrics_and_kv_events_with_its_rank() -> None
         assert 'engine="1"' in page and 'engine="0"' not in page
         assert parse_metrics(page).cache_num_blocks is not None  # the scraper reads a rank's page as any
         assert list(sources) == ["1"]
+        # The gateway follows the rank this port announces (one API server per rank).
+        announced = parse_announcement(sources, "127.0.0.1")
+        assert announced is not None and announced.source == f"127.0.0.1:{kv_port}"
         frames = await asyncio.wait_for(sub.recv_multipart(), 10)
         assert decode_batch(frames[-1]).data_parallel_rank == 1
     finally:
