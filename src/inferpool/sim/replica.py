@@ -8,13 +8,13 @@ import random
 
 from aiohttp import web
 
+from inferpool.sim.apis import add_routes
 from inferpool.sim.clock import RealClock
 from inferpool.sim.config import SimConfig
 from inferpool.sim.engine import Engine
 from inferpool.sim.kvevents import KVEventQueue, KVEventsConfig, ZmqEventPublisher
 from inferpool.sim.metrics import MetricsConfig, SimMetrics
 from inferpool.sim.profile import load_profile
-from inferpool.sim.apis import add_routes
 from inferpool.sim.server import ReplicaState, build_app
 
 
