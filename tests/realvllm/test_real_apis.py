@@ -1,7 +1,8 @@
 """Real vLLM's /v1/responses and Anthropic /v1/messages beside `inferpool sim`'s: the same fields
 and the same SSE event sequence, and the gateway's accounting reads real vLLM's usage from both.
 
-(/v1/embeddings needs a pooling model, which this tier's tiny generative model is not.)
+/v1/embeddings needs a pooling model: the tier's tiny model is served once more as one
+(`--runner pooling --convert embed`).
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from typing import Any
 import pytest
 
 from inferpool.request.accounting import ResponseAccounting
+from realvllm.conftest import READY_TIMEOUT_S, Assets
 from realvllm.helpers import post_json
-from realvllm.servers import BASE_MODEL, Process, VLLMServer, free_port, inferpool_argv
+from realvllm.servers import BASE_MODEL, VLLM_ENV, VLLM_PYTHON, Process, VLLMServer, free_port, inferpool_argv
 
 RESPONSES = {"model": BASE_MODEL, "instructions": "Be brief.", "input": "Say hello", "max_output_tokens": 4}
 MESSAGES = {
@@ -41,6 +43,24 @@ def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 # Anthropic usage's cache fields come with --enable-prompt-tokens-details, which the sim has on by
 # default and this tier's vLLM servers leave off.
 _PROMPT_DETAILS = frozenset({"cache_read_input_tokens", "cache_creation_input_tokens"})
+
+
+@pytest.fixture(scope="module")
+def vllm_embed(assets: Assets, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The tiny model as an embedding model (vLLM converts a generative model's last hidden state)."""
+    port = free_port()
+    argv = [str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--model", str(assets.model),
+            "--served-model-name", BASE_MODEL, "--load-format", "dummy", "--dtype", "float32",
+            "--max-model-len", "512", "--runner", "pooling", "--convert", "embed",
+            "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    log = tmp_path_factory.mktemp("vllm-embed") / "vllm.log"
+    proc = Process(f"vllm-embed:{port}", argv, log, env=dict(VLLM_ENV))
+    proc.start()
+    try:
+        proc.wait_http(f"http://127.0.0.1:{port}/health", READY_TIMEOUT_S)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.stop()
 
 
 def _shape_differences(real: Any, sim: Any, where: str = "") -> list[str]:
@@ -130,3 +150,16 @@ def test_streams_match_and_are_accounted(
     final = real[-1][1]["response"]["usage"] if path == "/v1/responses" else real[-2][1]["usage"]
     assert acct.usage is not None and acct.usage.completion_tokens == final["output_tokens"]
     assert acct.first_token_at is not None
+
+
+@pytest.mark.parametrize("encoding", ["float", "base64"])
+def test_embeddings_match_and_are_accounted(vllm_embed: str, sim: str, encoding: str) -> None:
+    body = {"model": BASE_MODEL, "input": ["Say hello", "and goodbye"], "encoding_format": encoding}
+    status, real_raw, headers = post_json(vllm_embed + "/v1/embeddings", body)
+    assert status == 200, real_raw
+    _, sim_raw, _ = post_json(sim + "/v1/embeddings", body)
+    real, simulated = json.loads(real_raw), json.loads(sim_raw)
+    assert _shape_differences(real, simulated) == []
+    assert [type(d["embedding"]) for d in real["data"]] == [type(d["embedding"]) for d in simulated["data"]]
+    acct = _accounted(real_raw, headers.get("content-type", "application/json"))
+    assert acct.usage is not None and acct.usage.prompt_tokens == real["usage"]["prompt_tokens"] > 0

@@ -219,7 +219,7 @@ async def embeddings(state: ReplicaState, request: web.Request) -> web.Response:
         data.append({"index": index, "object": "embedding", "embedding": encoded})
     prompt_tokens = sum(len(t) for t in prompts)
     usage = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens, "completion_tokens": 0,
-             "prompt_tokens_details": None}  # fmt: skip
+             "prompt_tokens_details": None, "completion_tokens_details": None}  # fmt: skip
     return _json({"id": f"embd-{_random_id()}", "object": "list", "created": created,
                   "model": body.model or state.model_name, "data": data, "usage": usage})  # fmt: skip
 
