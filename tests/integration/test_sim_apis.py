@@ -11,6 +11,7 @@ import openai
 import orjson
 import pytest
 
+from inferpool.scheduling.plugins.precise_prefix import SimPromptTokenizer
 from inferpool.sim import SimConfig, SimReplica
 from inferpool.sim.apis import EMBEDDING_DIM
 
@@ -115,7 +116,8 @@ async def test_messages_whole_and_streamed(replica: SimReplica) -> None:
         prompt = (
             usage["input_tokens"] + usage["cache_read_input_tokens"] + usage["cache_creation_input_tokens"]
         )
-        assert prompt > 0
+        # The precise-prefix scorer's sim tokenizer renders the body as the sim does, system included.
+        assert prompt == len(SimPromptTokenizer().prompt_ids(body) or []) > 0
 
         async with session.post(replica.url + "/v1/messages", json={**body, "stream": True}) as resp:
             assert resp.headers["content-type"].startswith("text/event-stream")

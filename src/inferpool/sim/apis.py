@@ -146,20 +146,6 @@ def _max_tokens(state: ReplicaState, tokens: list[int], asked: int | None) -> in
     return room if asked is None else min(asked, room)
 
 
-def _text_of(blocks: str | list[AnthropicBlock] | None) -> str:
-    if blocks is None or isinstance(blocks, str):
-        return blocks or ""
-    texts = []
-    for block in blocks:
-        if block.text is not None:
-            texts.append(block.text)
-        elif isinstance(block.content, str):
-            texts.append(block.content)
-        else:
-            texts.append(content_text(block.content))
-    return "\n".join(texts)
-
-
 async def _send_event(resp: web.StreamResponse, data: dict[str, Any]) -> None:
     """One typed SSE event, as vLLM writes it: `event: TYPE`, then its JSON."""
     await resp.write(b"event: " + data["type"].encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n")
@@ -423,8 +409,9 @@ async def messages(state: ReplicaState, request: web.Request) -> web.StreamRespo
         raise p.bad_request("Value error, max_tokens must be positive", "body.max_tokens")
     lora = _resolve(state, body.model)
     tok = state.engine.tokenizer
-    turns = [("system", _text_of(body.system))] if body.system else []
-    turns += [(m.role, _text_of(m.content)) for m in body.messages]
+    # Rendered as the precise-prefix scorer's sim tokenizer renders an Anthropic body (text blocks).
+    turns = [("system", content_text(body.system))] if body.system else []
+    turns += [(m.role, content_text(m.content)) for m in body.messages]
     tokens = tok.encode(tok.apply_chat_template(turns), add_bos=False)
     _check_length(state, tokens)
     max_tokens = _max_tokens(state, tokens, body.max_tokens)
