@@ -22,7 +22,6 @@ from inferpool.guard.openai import (
     Blocked,
     StreamScreener,
     content_filtered,
-    error_event,
     screen_response,
     screens_response,
 )
@@ -163,7 +162,7 @@ class Forwarder:
                         chunk = await stream.feed(chunk)
                     except Blocked as blocked:
                         # The client has the status line already: end with an error event, then close.
-                        await response.write(blocked.passed + error_event(blocked.reason))
+                        await response.write(blocked.passed + blocked.final_event)
                         await response.write_eof()
                         routed.finish(upstream.status, f"content_filter: {blocked.reason}")
                         return response

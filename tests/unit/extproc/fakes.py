@@ -41,6 +41,11 @@ class FakeRouter:
     calls: list[tuple[str, dict[str, str], bytes, frozenset[str] | None]] = field(default_factory=list)
     routed: list[FakeRouted] = field(default_factory=list)
     answer_headers: dict[str, str] = field(default_factory=dict)  # each routed request's response_headers()
+    refused: list[tuple[str, InferenceError]] = field(default_factory=list)
+
+    def refuse(self, request_id: str, err: InferenceError, **facts: object) -> None:
+        """A request refused before routing (e.g. a screened prompt): recorded, as the core would."""
+        self.refused.append((request_id, err))
 
     async def route_async(
         self,
