@@ -259,7 +259,10 @@ class RequestStream:
                         self._routed.dispatched(endpoint)
                         break
             self._routed.response_started(self._status, content_type)
-        answer = protocol.response_headers()
+        # Scheduler plugins' headers for the client (the session token), for the endpoint that served.
+        answer = protocol.response_headers(
+            self._routed.response_headers() if self._routed is not None else None
+        )
         if request.response_headers.end_of_stream:
             self._finish(self._status)
             return [answer]

@@ -181,6 +181,7 @@ class Forwarder:
         headers[REQUEST_ID_HEADER] = relay.request_id
         headers[SERVED_HEADER] = endpoint.hostport
         headers.update(relay.answer_headers)
+        headers.update(routed.response_headers())  # scheduler plugins' (the session token)
         content_type = upstream.headers.get("content-type", "")
         screener = relay.screener if screens_response(relay.screener) else None
         screened = (

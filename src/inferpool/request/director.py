@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from inferpool.admission import Admission, SaturationSnapshot, ShedError
@@ -36,6 +37,7 @@ from inferpool.state import Datastore, Endpoint
 log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "x-request-id"
+_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 
 
 class Scheduler(Protocol):
@@ -477,6 +479,10 @@ class _Tracked:
     def response_data(self, chunk: bytes) -> None:
         self._accounting.feed(chunk)
 
+    def response_headers(self) -> Mapping[str, str]:
+        """Headers the scheduler's plugins add to the client's response (none without a pool scheduler)."""
+        return _NO_HEADERS
+
     def _check_open(self) -> None:
         if self.record is not None:
             raise RuntimeError(f"request {self.request_id} already finished")
@@ -599,6 +605,26 @@ class RoutedRequest(_Tracked):
         if flow is not None:
             flow.sent(endpoint)  # before the grant ends, so the pool never looks emptier than it is
         self._end_grant()
+
+    def response_headers(self) -> Mapping[str, str]:
+        """Headers the scheduler's plugins set for the endpoint that served (the session token).
+
+        Asked once, when the data plane starts the response; without such plugins (the
+        scheduler's `adds_response_headers` false or absent) it costs one attribute read.
+        """
+        served = self.served_by
+        if served is None or not getattr(self._scheduler, "adds_response_headers", False):
+            return _NO_HEADERS
+        hook = self._scheduler.response_headers  # type: ignore[attr-defined]
+        picks = {"": served, self.result.profile: served}
+        prefill = self.result.prefill
+        if prefill is not None and prefill.ranked:
+            picks[prefill.profile] = prefill.ranked[0].endpoint
+        try:
+            return hook(self.scheduling_request, picks)  # type: ignore[no-any-return]
+        except Exception:  # a plugin bug must not break an answer that is already on its way
+            log.exception("scheduler response_headers failed for request %s", self.request_id)
+            return _NO_HEADERS
 
     def finish(self, status: int, error: str | None = None) -> RequestRecord:
         """End the request (any outcome); idempotent: later calls return the first record."""

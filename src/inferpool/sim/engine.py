@@ -378,6 +378,7 @@ class Engine:
             if not self.has_work() or self.step() is None:
                 self.clock.t = until
                 break
+        self._reap_expired()  # leases that ran out while nothing was scheduled
 
     def run_until_idle(self, max_steps: int = 10_000_000) -> None:
         """Run steps until every request finished (or nothing can be scheduled)."""

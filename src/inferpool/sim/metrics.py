@@ -97,7 +97,7 @@ class NixlMetrics:
             "vllm:nixl_num_kv_expired_reqs",
             "Number of requests that had their KV expire. NOTE: This metric is tracked on the P instance.",
         )
-        counter(
+        self.notifications_after_expiry = counter(
             "vllm:nixl_num_notifications_after_expiry",
             "Number of completion notifications for requests that were no longer tracked, usually because their "
             "KV lease expired. The KV blocks may have been reused before the transfer finished. Counted per "

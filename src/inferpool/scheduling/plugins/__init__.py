@@ -37,6 +37,7 @@ from inferpool.scheduling.plugins.random_picker import RandomPicker
 from inferpool.scheduling.plugins.roles import DecodeFilter, PrefillFilter
 from inferpool.scheduling.plugins.round_robin import RoundRobinPicker
 from inferpool.scheduling.plugins.running import RunningRequestsScorer
+from inferpool.scheduling.plugins.session_affinity import SessionAffinityParams, SessionAffinityScorer
 from inferpool.scheduling.plugins.token_load import TokenLoadScorer
 from inferpool.scheduling.plugins.weighted_random import WeightedRandomPicker
 
@@ -74,6 +75,7 @@ REGISTRY: Mapping[str, PluginType] = MappingProxyType(
         "prefix-cache-scorer": _with_params("scorer", PrefixCacheParams, PrefixCacheScorer),
         "precise-prefix-cache-scorer": _with_params("scorer", PrecisePrefixParams, PrecisePrefixCacheScorer),
         "predicted-latency-scorer": _with_params("scorer", PredictedLatencyParams, PredictedLatencyScorer),
+        "session-affinity-scorer": _with_params("scorer", SessionAffinityParams, SessionAffinityScorer),
         # pickers
         "max-score-picker": _simple("picker", MaxScorePicker),
         "weighted-random-picker": _simple("picker", WeightedRandomPicker),
