@@ -9,15 +9,17 @@ the first byte on, the gateway is a pipe. Every byte also passes the request's a
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
+import orjson
 from aiohttp import web
 
 from inferpool.errors import InferenceError
 from inferpool.gateway.config import ProxyConfig
 from inferpool.gateway.headers import REQUEST_ID_HEADER, SERVED_HEADER, end_to_end
+from inferpool.gateway.prefill import run_prefill
 from inferpool.guard.openai import (
     Blocked,
     StreamScreener,
@@ -26,6 +28,8 @@ from inferpool.guard.openai import (
     screens_response,
 )
 from inferpool.guard.screen import Screener
+from inferpool.request.disagg import decode_request
+from inferpool.request.pd_usage import CachedTokensRewriter
 from inferpool.request.plane import Routed
 from inferpool.state import Endpoint
 
@@ -41,6 +45,9 @@ class Relay:
     answer_headers: Mapping[str, str] = field(default_factory=dict)  # e.g. rate-limit state
     screener: Screener | None = None
     status: int = 0  # set once the client has been sent a status line
+    # P/D: the prefill server's cached prompt tokens, reported in the decode answer's usage as
+    # one server would have (request/pd_usage.py); None when no prefill leg succeeded.
+    prefill_cached_tokens: int | None = None
 
 
 class Forwarder:
@@ -83,6 +90,9 @@ class Forwarder:
         if forwarded_for:
             prior = headers.get("x-forwarded-for")
             upstream_headers["x-forwarded-for"] = f"{prior}, {forwarded_for}" if prior else forwarded_for
+        body = routed.body
+        if routed.prefill_candidates:  # P/D: the prefill leg first; the decode leg carries its result
+            body = await self._prefill(request, routed, upstream_headers, try_timeout_s, relay)
         tries = candidates[: self.config.max_retries + 1]
         last_error = "no endpoint was tried"
         for i, endpoint in enumerate(tries):
@@ -98,7 +108,7 @@ class Forwarder:
                     request.method,
                     f"http://{endpoint.hostport}{request.path_qs}",
                     headers=upstream_headers,
-                    data=routed.body,
+                    data=body,
                     timeout=timeout,
                     allow_redirects=False,
                 )
@@ -126,6 +136,38 @@ class Forwarder:
             502, f"Every try to reach a model server failed ({len(tries)} tried); last: {last_error}"
         )
 
+    async def _prefill(
+        self,
+        request: web.Request,
+        routed: Routed,
+        headers: Mapping[str, str],
+        try_timeout_s: float | None,
+        relay: Relay,
+    ) -> bytes:
+        """Run the prefill leg on the first prefill candidate; the decode leg's body.
+
+        vLLM's disaggregated protocol (request/disagg.py): the decode leg is the client's
+        request plus the `kv_transfer_params` the prefill answered with. A prefill that fails
+        is no failure for the client: the decode endpoint gets the client's body unchanged
+        and prefills locally, and the record says the leg fell back.
+        """
+        assert self._session is not None
+        data = routed.pd_body
+        assert data is not None, "a split request carries its decoded body"
+        endpoint = routed.prefill_candidates[0]
+        routed.prefill_dispatched(endpoint)
+        outcome = await run_prefill(
+            self._session, endpoint.hostport, request.path_qs, data, headers, try_timeout_s
+        )
+        if outcome.kv_transfer_params is None:
+            routed.prefill_finished(outcome.status, outcome.error, outcome.duration_s, fell_back=True)
+            if outcome.connect_failed and self.on_connect_error is not None:
+                self.on_connect_error(endpoint)  # out of the prefill rotation until it scrapes well again
+            return routed.body
+        routed.prefill_finished(outcome.status, None, outcome.duration_s)
+        relay.prefill_cached_tokens = outcome.cached_tokens
+        return orjson.dumps(decode_request(data, outcome.kv_transfer_params))
+
     async def _relay(
         self,
         request: web.Request,
@@ -144,18 +186,29 @@ class Forwarder:
         screened = (
             screener is not None and upstream.status < 400 and "content-encoding" not in upstream.headers
         )
+        usage = None
+        if relay.prefill_cached_tokens is not None and upstream.status < 400:
+            if "content-encoding" not in upstream.headers:
+                streaming = "text/event-stream" in content_type
+                usage = CachedTokensRewriter(relay.prefill_cached_tokens, streaming)
         if screened and "text/event-stream" not in content_type:
             assert screener is not None
-            return await self._relay_screened(upstream, headers, screener, routed, relay)
+            return await self._relay_screened(upstream, headers, screener, routed, relay, usage)
         stream = StreamScreener(screener, relay.model) if screened and screener is not None else None
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
-        if upstream.content_length is not None and "content-encoding" not in upstream.headers and not stream:
+        if (
+            upstream.content_length is not None
+            and "content-encoding" not in upstream.headers
+            and not stream
+            and usage is None
+        ):
             response.content_length = upstream.content_length
         relay.status = upstream.status
         routed.response_started(upstream.status, upstream.headers.get("content-type"))
         await response.prepare(request)
+        chunks = upstream.content.iter_any() if usage is None else _rewritten(upstream, usage)
         try:
-            async for chunk in upstream.content.iter_any():
+            async for chunk in chunks:
                 routed.response_data(chunk)
                 if stream is not None:
                     try:
@@ -201,11 +254,12 @@ class Forwarder:
         screener: Screener,
         routed: Routed,
         relay: Relay,
+        usage: CachedTokensRewriter | None,
     ) -> web.StreamResponse:
         """A whole (non-streamed) answer: read it all, screen it, then send it or a 400."""
         routed.response_started(upstream.status, upstream.headers.get("content-type"))
         chunks: list[bytes] = []
-        async for chunk in upstream.content.iter_any():
+        async for chunk in upstream.content.iter_any() if usage is None else _rewritten(upstream, usage):
             routed.response_data(chunk)
             chunks.append(chunk)
         try:
@@ -217,3 +271,12 @@ class Forwarder:
         response = web.Response(status=upstream.status, reason=upstream.reason, body=body, headers=headers)
         routed.finish(upstream.status, None)
         return response
+
+
+async def _rewritten(upstream: aiohttp.ClientResponse, usage: CachedTokensRewriter) -> AsyncIterator[bytes]:
+    """The upstream answer with its usage rewritten (P/D decode legs); empty pieces left out."""
+    async for chunk in upstream.content.iter_any():
+        if out := usage.feed(chunk):
+            yield out
+    if rest := usage.flush():
+        yield rest
