@@ -565,9 +565,10 @@ class RoutedRequest(_Tracked):
         resolution = attempt.resolution
         parsed = attempt.parsed
         assert resolution is not None and parsed is not None
-        if result.prefill is not None and parsed.kind == "other":
+        if result.prefill is not None and parsed.kind not in ("completion", "chat"):
             # vLLM's disaggregated protocol exists for completions and chat only (an embedding has
-            # no decode leg): such a request is served whole by the decode pick.
+            # no decode leg; Responses and Messages carry no kv_transfer_params): such a request
+            # is served whole by the decode pick.
             result.prefill = None
         if result.prefill is not None:
             self.prefill_candidates = result.prefill.endpoints
