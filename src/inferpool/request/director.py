@@ -15,6 +15,7 @@ turns away itself (no route, bad key, screened), passthrough() for a Service bac
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
@@ -445,6 +446,12 @@ class _Tracked:
     ) -> None:
         """The prefill leg ended (the decode leg follows, with or without its KV blocks)."""
         self._end_prefill(status, error, duration_s, fell_back=fell_back)
+
+    def prefill_transfer_failed(self, error: str) -> None:
+        """The decoder could not read the KV blocks the prefill leg made; it prefills locally instead."""
+        leg = self.prefill_leg
+        if leg is not None:
+            self.prefill_leg = dataclasses.replace(leg, error=error, fell_back=True)
 
     def _end_prefill(
         self, status: int, error: str | None, duration_s: float | None, *, fell_back: bool
