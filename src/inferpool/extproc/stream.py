@@ -33,7 +33,6 @@ from inferpool.guard.openai import (
     Blocked,
     StreamScreener,
     content_filtered,
-    error_event,
     screen_request,
     screen_response,
     screens_prompt,
@@ -368,7 +367,7 @@ class RequestStream:
             except Blocked as blocked:
                 # As in the built-in gateway: the client gets an error event, then the end.
                 self._blocked = True
-                out = blocked.passed + error_event(blocked.reason)
+                out = blocked.passed + blocked.final_event
                 self._finish(self._status, f"content_filter: {blocked.reason}")
         if eos:
             self._finish(self._status or 200)

@@ -24,7 +24,6 @@ from inferpool.guard.openai import (
     Blocked,
     StreamScreener,
     content_filtered,
-    error_event,
     screen_response,
     screens_response,
 )
@@ -96,7 +95,9 @@ class Forwarder:
             body = await self._prefill(request, routed, upstream_headers, try_timeout_s, relay)
         tries = candidates[: self.config.max_retries + 1]
         last_error = "no endpoint was tried"
-        for i, endpoint in enumerate(tries):
+        i = -1
+        while (i := i + 1) < len(tries):
+            endpoint = tries[i]
             last = i == len(tries) - 1
             routed.dispatched(endpoint)
             timeout = self._timeouts.get(try_timeout_s)
@@ -121,6 +122,18 @@ class Forwarder:
                     self.on_connect_error(endpoint)
                 continue
             try:
+                if upstream.status >= 500 and body is not routed.body:
+                    # The decoder could not read the prefilled KV blocks (vLLM's default
+                    # kv_load_failure_policy "fail" answers 500, e.g. when the prefill server
+                    # went away): the client's own request, prefilled locally, can still be
+                    # served, on this decoder again before the next one.
+                    last_error = f"{endpoint.hostport}: HTTP {upstream.status} reading the prefilled KV"
+                    await upstream.read()
+                    body = routed.body
+                    relay.prefill_cached_tokens = None
+                    routed.prefill_transfer_failed(last_error)
+                    tries.insert(i + 1, endpoint)
+                    continue
                 if upstream.status >= 500 and not last:
                     last_error = f"{endpoint.hostport}: HTTP {upstream.status}"
                     await upstream.read()
@@ -216,7 +229,7 @@ class Forwarder:
                         chunk = await stream.feed(chunk)
                     except Blocked as blocked:
                         # The client has the status line already: end with an error event, then close.
-                        await response.write(blocked.passed + error_event(blocked.reason))
+                        await response.write(blocked.passed + blocked.final_event)
                         await response.write_eof()
                         routed.finish(upstream.status, f"content_filter: {blocked.reason}")
                         return response

@@ -15,6 +15,7 @@ turns away itself (no route, bad key, screened), passthrough() for a Service bac
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
@@ -446,6 +447,12 @@ class _Tracked:
         """The prefill leg ended (the decode leg follows, with or without its KV blocks)."""
         self._end_prefill(status, error, duration_s, fell_back=fell_back)
 
+    def prefill_transfer_failed(self, error: str) -> None:
+        """The decoder could not read the KV blocks the prefill leg made; it prefills locally instead."""
+        leg = self.prefill_leg
+        if leg is not None:
+            self.prefill_leg = dataclasses.replace(leg, error=error, fell_back=True)
+
     def _end_prefill(
         self, status: int, error: str | None, duration_s: float | None, *, fell_back: bool
     ) -> None:
@@ -565,9 +572,10 @@ class RoutedRequest(_Tracked):
         resolution = attempt.resolution
         parsed = attempt.parsed
         assert resolution is not None and parsed is not None
-        if result.prefill is not None and parsed.kind == "other":
+        if result.prefill is not None and parsed.kind not in ("completion", "chat"):
             # vLLM's disaggregated protocol exists for completions and chat only (an embedding has
-            # no decode leg): such a request is served whole by the decode pick.
+            # no decode leg; Responses and Messages carry no kv_transfer_params): such a request
+            # is served whole by the decode pick.
             result.prefill = None
         if result.prefill is not None:
             self.prefill_candidates = result.prefill.endpoints

@@ -56,6 +56,11 @@ class FakeRouter:
     routed: list[FakeRouted] = field(default_factory=list)
     answer_headers: dict[str, str] = field(default_factory=dict)  # each routed request's response_headers()
     prefill: list[Endpoint] = field(default_factory=list)  # P/D: split every request, prefill here
+    refused: list[tuple[str, InferenceError]] = field(default_factory=list)
+
+    def refuse(self, request_id: str, err: InferenceError, **facts: object) -> None:
+        """A request refused before routing (e.g. a screened prompt): recorded, as the core would."""
+        self.refused.append((request_id, err))
 
     async def route_async(
         self,

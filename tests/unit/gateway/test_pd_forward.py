@@ -51,7 +51,8 @@ PARAMS = {
 class Server:
     """A model server whose answers the test sets; it keeps every body it was sent."""
 
-    answer: str = "ok"  # prefill: ok | fail500 | notjson | noparams | hang; decode: ok (JSON or SSE)
+    # prefill: ok | fail500 | notjson | noparams | hang; decode: ok (JSON or SSE) | failpull
+    answer: str = "ok"
     bodies: list[dict[str, Any]] = field(default_factory=list)
     port: int = 0
     runner: web.AppRunner | None = None
@@ -59,6 +60,11 @@ class Server:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body = orjson.loads(await request.read())
         self.bodies.append(body)
+        if self.answer == "failpull" and body.get("kv_transfer_params"):
+            # vLLM's decoder with kv_load_failure_policy "fail" when the blocks cannot be read
+            return web.json_response(
+                {"message": "Internal server error", "type": "InternalServerError"}, status=500
+            )
         if self.answer == "fail500":
             return web.json_response({"error": {"message": "boom"}}, status=500)
         if self.answer == "notjson":
@@ -120,14 +126,17 @@ async def rig() -> AsyncIterator[Callable[..., Awaitable[Rig]]]:
     made: list[tuple[Rig, GatewayServer]] = []
 
     async def make(
-        prefill_answer: str = "ok", prefill_down: bool = False, try_timeout_s: float | None = None
+        prefill_answer: str = "ok",
+        prefill_down: bool = False,
+        try_timeout_s: float | None = None,
+        decode_answer: str = "ok",
     ) -> Rig:
         ds = Datastore()
         ds.upsert_pool(Pool("default", "pool", {"app": "m"}, [8000]))
         ds.upsert_model(
             ModelRoute("default", "food-review", "food-review", "pool", targets=[TargetModel("fr-1", 1)])
         )
-        prefill, decode = Server(prefill_answer), Server()
+        prefill, decode = Server(prefill_answer), Server(decode_answer)
         await decode.start()
         if prefill_down:
             prefill.port = free_port()  # nothing listens there
@@ -264,3 +273,23 @@ async def test_short_prompts_go_straight_to_the_decoder(rig) -> None:  # type: i
     r = await rig()
     assert (await r.post(prompt="hi")).status == 200
     assert not r.prefill.bodies and r.records[0].prefill is None
+
+
+async def test_a_decoder_that_cannot_read_the_kv_serves_the_clients_request(rig) -> None:  # type: ignore[no-untyped-def]
+    r = await rig(decode_answer="failpull")
+    resp = await r.post()
+    body = await resp.json()
+    assert resp.status == 200 and body["usage"]["prompt_tokens_details"] == {"cached_tokens": 750}
+    pulled, local = r.decode.bodies  # the same decoder, first with the KV params, then without
+    assert pulled["kv_transfer_params"] == PARAMS
+    assert local == {"model": "fr-1", "prompt": PROMPT, "max_tokens": 4}
+    (record,) = r.records
+    assert record.status == 200 and record.endpoint == "decode" and record.attempts == 2
+    leg = record.prefill
+    assert (
+        leg is not None
+        and leg.status == 200
+        and leg.fell_back
+        and "reading the prefilled KV" in (leg.error or "")
+    )
+    assert r.idle()
