@@ -97,6 +97,17 @@ class Summary:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class PrefillLegs:
+    """A P/D contender's prefill legs over one run, as its gateway counted them (its /metrics)."""
+
+    legs: int  # requests split: a prefill leg went to a prefill endpoint
+    fallbacks: int  # of those, legs that failed, so the decode endpoint prefilled locally
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 def summarize(results: list[RequestResult], duration_s: float, slo: Slo) -> Summary:
     ok = [r for r in results if r.ok]
     prompt = sum(r.prompt_tokens or 0 for r in ok if r.cached_tokens is not None)
