@@ -12,6 +12,7 @@ import zmq
 
 from inferpool.sim.config import SimConfig
 from inferpool.sim.kvevents import KVEventsConfig
+from inferpool.sim.nixl import DEFAULT_INTERCONNECT, INTERCONNECTS, KVTransferConfig
 from inferpool.sim.replica import SimFleet
 
 
@@ -46,12 +47,35 @@ def sim_command(
             "endpoint's port + i (and replays on replay_endpoint's port + i); tcp://* binds on --host."
         ),
     ] = None,
+    kv_transfer_config: Annotated[
+        str | None,
+        typer.Option(
+            help="vLLM's KV transfer JSON, as `vllm serve --kv-transfer-config` takes it, e.g. "
+            '{"kv_connector":"NixlConnector","kv_role":"kv_both"}: the replicas take part in P/D '
+            "disaggregation (prefill for remote decode, pull a remote prefill's KV). Only NixlConnector."
+        ),
+    ] = None,
+    kv_interconnect: Annotated[
+        str,
+        typer.Option(
+            help="Sim only: the modelled KV transfer path between replicas: "
+            + ", ".join(f"{ic.name} ({ic.gbytes_per_s:g} GB/s)" for ic in INTERCONNECTS.values())
+            + "."
+        ),
+    ] = DEFAULT_INTERCONNECT,
 ) -> None:
     """Start simulated vLLM replicas that behave like vLLM on one GPU each."""
     try:
         kv_events = KVEventsConfig.from_json(kv_events_config) if kv_events_config else None
     except ValueError as err:
         raise typer.BadParameter(str(err), param_hint="--kv-events-config") from None
+    try:
+        kv_transfer = KVTransferConfig.from_json(kv_transfer_config) if kv_transfer_config else None
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--kv-transfer-config") from None
+    if kv_interconnect not in INTERCONNECTS:
+        raise typer.BadParameter(f"{kv_interconnect!r}: use one of {', '.join(INTERCONNECTS)}",
+                                 param_hint="--kv-interconnect")  # fmt: skip
     configs = [
         SimConfig(
             model=model,
@@ -68,6 +92,8 @@ def sim_command(
             startup_delay_s=startup_delay,
             lora_info_semantics=lora_info_semantics,
             kv_events=kv_events.for_replica(i) if kv_events else None,
+            kv_transfer=kv_transfer.for_replica(i, replicas) if kv_transfer else None,
+            kv_interconnect=kv_interconnect,
         )
         for i in range(replicas)
     ]
@@ -106,5 +132,9 @@ async def _announce(replica: object) -> None:
     cfg = replica.config
     loras = ",".join(replica.state.loras) or "-"
     events = f" kv-events={replica.kv_events.endpoint}" if replica.kv_events is not None else ""
+    if replica.kv_connector is not None:
+        kv = cfg.kv_transfer
+        assert kv is not None
+        events += f" kv-transfer={kv.kv_connector}/{kv.kv_role} engine-id={replica.kv_connector.engine_id}"
     print(f"inferpool sim: replica ready at {replica.url} model={cfg.model_name} loras={loras} "
           f"profile={cfg.profile} speed={cfg.speed}{events}", flush=True)  # fmt: skip

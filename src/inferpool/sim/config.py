@@ -5,8 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from inferpool.sim.nixl import DEFAULT_INTERCONNECT, INTERCONNECTS
+
 if TYPE_CHECKING:
     from inferpool.sim.kvevents import KVEventsConfig
+    from inferpool.sim.nixl import KVTransferConfig
 
 
 @dataclass
@@ -31,6 +34,8 @@ class SimConfig:
     lora_info_semantics: str = "recent"
     enable_prompt_tokens_details: bool = True
     kv_events: KVEventsConfig | None = None  # vLLM --kv-events-config; None = no events
+    kv_transfer: KVTransferConfig | None = None  # vLLM --kv-transfer-config; None = no KV connector
+    kv_interconnect: str = DEFAULT_INTERCONNECT  # the modelled P/D transfer path (sim/nixl.py INTERCONNECTS)
 
     def __post_init__(self) -> None:
         if self.speed <= 0:
@@ -41,6 +46,10 @@ class SimConfig:
             raise ValueError("lora_info_semantics must be 'recent' or 'legacy'")
         if self.max_loras < 1:
             raise ValueError("max_loras must be >= 1")
+        if self.kv_interconnect not in INTERCONNECTS:
+            raise ValueError(
+                f"unknown kv interconnect {self.kv_interconnect!r}: use one of {', '.join(INTERCONNECTS)}"
+            )
 
     @property
     def model_name(self) -> str:

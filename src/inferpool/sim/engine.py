@@ -14,16 +14,24 @@ The API server in front of the engine is one FIFO CPU queue (profile.cpu): a req
 there before the scheduler sees it, and each step's tokens wait there before a client sees
 them; request and token times (first_token_time, finish_time, TokenEvent.time) are the times
 the client sees.
+
+With a KV connector (vLLM's NixlConnector, sim/nixl.py), a request whose prompt a remote
+prefill server computed is admitted without compute: its blocks are allocated, the connector
+pulls the KV into them (WAITING_FOR_REMOTE_KVS, between steps), and the request then computes
+only the last prompt token; a request asking for remote decode keeps its blocks after it
+finishes (`held`), until the decoder pulls them or their lease expires.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import random
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import xxhash
 
@@ -33,6 +41,7 @@ from inferpool.sim.profile import HardwareProfile
 from inferpool.tokenization import EOS_ID, Tokenizer
 
 WAITING = "waiting"
+WAITING_FOR_REMOTE_KVS = "waiting_for_remote_kvs"  # blocks allocated, KV being pulled from a prefill server
 RUNNING = "running"
 FINISHED = "finished"
 
@@ -84,6 +93,11 @@ class SimRequest:
     block_hashes: list[int] = field(default_factory=list)
     num_committed_blocks: int = 0
     deferred: bool = False
+    num_admissions: int = 0
+    kv_transfer_params: dict[str, Any] | None = None  # as the client sent them (vLLM's extra_args)
+    kv_result: dict[str, Any] | None = None  # the answer's kv_transfer_params (a prefill for remote decode)
+    num_external_tokens: int = 0  # prompt tokens whose KV was pulled from a remote prefill
+    kv_loaded: bool = False  # remote KV arrived: the blocks are held, only the last prompt token is left
     _rng: random.Random | None = None
     _pending_pieces: list[int] = field(default_factory=list)
 
@@ -114,6 +128,36 @@ class StepReport:
     itls: list[float]
     new_tokens: int
     loaded_loras: list[str]
+
+
+@dataclass(eq=False)
+class HeldBlocks:
+    """A finished prefill's blocks, kept for a remote decoder until it pulls them or `expires` passes."""
+
+    request_id: str
+    blocks: list[Block]
+    num_tokens: int
+    expires: float
+
+
+class KVConnector(Protocol):
+    """The engine side of a KV connector (sim/nixl.py), the hooks vLLM's scheduler calls."""
+
+    def on_new_request(self, req: SimRequest) -> None:
+        """A request reached the scheduler."""
+
+    def num_external_tokens(self, req: SimRequest, num_local_computed: int) -> int:
+        """Prompt tokens to pull from a remote prefill beyond the local prefix-cache hit (no side effects)."""
+
+    def update_state_after_alloc(self, req: SimRequest, num_external: int) -> None:
+        """The request was admitted with blocks for `num_external` remote tokens: pull them (then
+        Engine.finish_load), or, with nothing to pull, let the prefill server free its blocks."""
+
+    def request_finished(self, req: SimRequest) -> float | None:
+        """Sets req.kv_result; seconds to keep the blocks for a remote decoder, or None to free them."""
+
+    def on_expired(self, held: HeldBlocks) -> None:
+        """Held blocks were freed unread when their lease ran out."""
 
 
 @dataclass
@@ -152,6 +196,12 @@ class Engine:
         self.step_hooks: list[Callable[[StepReport], None]] = []
         self.finish_hooks: list[Callable[[SimRequest], None]] = []
         self.admit_hooks: list[Callable[[SimRequest, int], None]] = []
+        self.kv_connector: KVConnector | None = None
+        self.kv_load_failure_recompute = (
+            False  # vLLM's kv_load_failure_policy: "fail" (default) or "recompute"
+        )
+        self.loading: dict[str, SimRequest] = {}  # WAITING_FOR_REMOTE_KVS
+        self.held: dict[str, HeldBlocks] = {}  # finished prefills kept for remote decoders
         self.num_steps = 0
         self.frontend_free_at = 0.0  # when the API server's CPU has worked off its queue
         self._counter = 0
@@ -178,6 +228,8 @@ class Engine:
             req.target_len = min(drawn, req.max_tokens)
         self.requests[req.request_id] = req
         self.waiting.append(req)
+        if self.kv_connector is not None:
+            self.kv_connector.on_new_request(req)
         if self._wake is not None:
             self._wake.set()
 
@@ -188,9 +240,72 @@ class Engine:
             return
         if req.status == RUNNING:
             self.running.remove(req)
+        elif req.status == WAITING_FOR_REMOTE_KVS:
+            del self.loading[request_id]
         else:
             self.waiting.remove(req)
         self._finish(req, "abort", None, self.clock.now())
+
+    # ----- remote KV (P/D disaggregation) -------------------------------------------------------
+
+    def finish_load(self, req: SimRequest, ok: bool) -> None:
+        """The connector's pull ended: the request computes its last prompt token, or handles the failure.
+
+        On success the pulled blocks are cached like computed ones, and, as vLLM's decoder does
+        for a full prompt hit, the last prompt token is recomputed so the next one can be sampled.
+        On failure vLLM's kv_load_failure_policy applies: "recompute" prefills locally, "fail"
+        (vLLM's default) finishes the request with finish_reason "error" (an HTTP 500).
+        """
+        if self.loading.pop(req.request_id, None) is None:
+            return  # aborted while the KV was on its way
+        now = self.clock.now()
+        if ok:
+            req.num_computed_tokens = req.num_prompt_tokens
+            self._commit_full_blocks(req)
+            req.num_computed_tokens = req.num_prompt_tokens - 1
+            req.kv_loaded = True
+        elif self.kv_load_failure_recompute:
+            self.pool.release(req.blocks)
+            req.blocks = []
+            req.num_computed_tokens = 0
+            req.num_committed_blocks = 0
+            req.num_cached_tokens = -1  # counted again at the next admission, local hits only
+            req.num_external_tokens = 0
+        else:
+            self._finish(req, "error", None, now)
+            return
+        req.status = WAITING
+        self.waiting.appendleft(req)
+        if self._wake is not None:
+            self._wake.set()
+
+    def take_held(self, request_id: str) -> HeldBlocks | None:
+        """A decoder reads a finished prefill's blocks: their lease ends, they stay in use until free_held."""
+        return self.held.pop(request_id, None)
+
+    def free_held(self, held: HeldBlocks) -> None:
+        """The read is done: the blocks go back to the free queue (their cached prefix stays reusable)."""
+        self.pool.release(held.blocks)
+
+    def extend_held(self, request_id: str, until: float) -> None:
+        """A decoder's heartbeat: keep the blocks at least until `until`."""
+        held = self.held.get(request_id)
+        if held is not None:
+            held.expires = max(held.expires, until)
+
+    def _reap_expired(self) -> None:
+        """Free held blocks whose lease ran out (vLLM's _reap_expired_send_leases)."""
+        if not self.held:
+            return
+        now = self.clock.now()
+        for held in [h for h in self.held.values() if now >= h.expires]:
+            del self.held[held.request_id]
+            self.free_held(held)
+            if self.kv_connector is not None:
+                self.kv_connector.on_expired(held)
+
+    def _next_expiry(self) -> float | None:
+        return min((h.expires for h in self.held.values()), default=None)
 
     def has_work(self) -> bool:
         return bool(self.running or self.waiting)
@@ -213,10 +328,11 @@ class Engine:
 
     @property
     def num_waiting(self) -> int:
-        return len(self.waiting)
+        """Waiting requests, those pulling remote KV included (vLLM counts them as deferred)."""
+        return len(self.waiting) + len(self.loading)
 
     def num_deferred(self) -> int:
-        return sum(1 for r in self.waiting if r.deferred)
+        return sum(1 for r in self.waiting if r.deferred) + len(self.loading)
 
     def reset_prefix_cache(self, reset_running_requests: bool = False) -> bool:
         """POST /reset_prefix_cache: refused while requests hold blocks, unless they are preempted first."""
@@ -262,6 +378,7 @@ class Engine:
             if not self.has_work() or self.step() is None:
                 self.clock.t = until
                 break
+        self._reap_expired()  # leases that ran out while nothing was scheduled
 
     def run_until_idle(self, max_steps: int = 10_000_000) -> None:
         """Run steps until every request finished (or nothing can be scheduled)."""
@@ -285,7 +402,8 @@ class Engine:
             if not self.has_work():
                 previous_end = None
                 self._wake.clear()
-                await self._wake.wait()
+                await self._sleep_until_woken(self._next_expiry())
+                self._reap_expired()
                 continue
             now = clock.now()
             start = now if previous_end is None else max(previous_end, now - MAX_CATCH_UP_S)
@@ -295,7 +413,8 @@ class Engine:
                 ready = self._next_ready_time()
                 self._wake.clear()
                 if ready is None:
-                    await self._wake.wait()
+                    await self._sleep_until_woken(self._next_expiry())
+                    self._reap_expired()
                 else:  # the API server is (or was, a moment ago) still on the next request
                     await asyncio.sleep(max(0.0, clock.real_seconds(ready - clock.now())))
                 continue
@@ -307,6 +426,17 @@ class Engine:
             self._complete(batch, start, duration, loaded)
             previous_end = start + duration
 
+    async def _sleep_until_woken(self, deadline: float | None) -> None:
+        """Wait for new work, or until `deadline` on the simulated clock (held blocks expire then)."""
+        assert isinstance(self.clock, RealClock) and self._wake is not None
+        if deadline is None:
+            await self._wake.wait()
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(
+                self._wake.wait(), max(0.0, self.clock.real_seconds(deadline - self.clock.now()))
+            )
+
     # ----- the scheduler ------------------------------------------------------------------------
 
     def _schedule_and_cost(self) -> tuple[_Batch | None, float, list[str]]:
@@ -317,6 +447,7 @@ class Engine:
         return batch, self._step_seconds(batch) + load_s, loaded
 
     def _schedule(self) -> _Batch:
+        self._reap_expired()
         budget = self.profile.max_num_batched_tokens
         scheduled: list[tuple[SimRequest, int]] = []
         preempted: list[SimRequest] = []
@@ -355,24 +486,51 @@ class Engine:
                     req.deferred = True
                     skipped.append(self.waiting.popleft())
                     continue
+                if req.kv_loaded:  # its remote KV arrived: blocks held, the last prompt token is left
+                    num_new = min(req.num_tokens - req.num_computed_tokens, budget)
+                    if not self._allocate(req, num_new, []):
+                        break
+                    self.waiting.popleft()
+                    req.kv_loaded = False
+                    req.status = RUNNING
+                    self.running.append(req)
+                    scheduled.append((req, num_new))
+                    budget -= num_new
+                    if req.lora:
+                        loras.add(req.lora)
+                    continue
                 hits = self._cache_hits(req)
                 num_cached = len(hits) * self.pool.block_size
-                num_new = min(req.num_tokens - num_cached, budget)
+                num_external = 0
+                if self.kv_connector is not None:
+                    num_external = self.kv_connector.num_external_tokens(req, num_cached)
+                # a remote-KV load computes nothing now: it only takes the blocks the KV goes into
+                num_new = num_external if num_external > 0 else min(req.num_tokens - num_cached, budget)
                 req.num_computed_tokens = num_cached
                 if not self._allocate(req, num_new, hits):
                     req.num_computed_tokens = 0
                     break
                 self.waiting.popleft()
                 req.deferred = False
-                req.status = RUNNING
                 req.num_committed_blocks = len(hits)
+                req.num_admissions += 1
+                req.num_external_tokens = num_external
                 if req.first_scheduled_time is None:
                     req.first_scheduled_time = now
-                    req.num_cached_tokens = num_cached
                     if req.lora:
                         self._track_lora(req.lora, +1)
+                if req.num_cached_tokens < 0:
+                    req.num_cached_tokens = num_cached + num_external
                 for hook in self.admit_hooks:
                     hook(req, num_cached)
+                if self.kv_connector is not None:
+                    if num_external > 0:
+                        req.status = WAITING_FOR_REMOTE_KVS
+                        self.loading[req.request_id] = req
+                    self.kv_connector.update_state_after_alloc(req, num_external)
+                    if num_external > 0:
+                        continue
+                req.status = RUNNING
                 self.running.append(req)
                 scheduled.append((req, num_new))
                 budget -= num_new
@@ -469,19 +627,11 @@ class Engine:
         end = start + duration
         itls: list[float] = []
         sampling: list[SimRequest] = []
-        bs = self.pool.block_size
         for req, num_new in batch.scheduled:
             if req.status != RUNNING:
                 continue  # aborted while the step ran
             req.num_computed_tokens += num_new
-            full = req.num_computed_tokens // bs
-            if full > req.num_committed_blocks:
-                self._extend_hashes(req, full)
-                events = self.pool.events
-                for i in range(req.num_committed_blocks, full):
-                    if self.pool.commit(req.blocks[i], req.block_hashes[i]) and events is not None:
-                        events.stored(req, i)
-                req.num_committed_blocks = full
+            self._commit_full_blocks(req)
             if req.num_computed_tokens < req.num_tokens:
                 continue  # a prefill chunk: no token yet
             sampling.append(req)
@@ -498,6 +648,17 @@ class Engine:
         for hook in self.step_hooks:
             hook(report)
         return report
+
+    def _commit_full_blocks(self, req: SimRequest) -> None:
+        """Cache the blocks the request's computed tokens filled since the last commit."""
+        full = req.num_computed_tokens // self.pool.block_size
+        if full > req.num_committed_blocks:
+            self._extend_hashes(req, full)
+            events = self.pool.events
+            for i in range(req.num_committed_blocks, full):
+                if self.pool.commit(req.blocks[i], req.block_hashes[i]) and events is not None:
+                    events.stored(req, i)
+            req.num_committed_blocks = full
 
     def _sample(self, req: SimRequest, now: float) -> None:
         if req.first_token_time is None:
@@ -554,7 +715,13 @@ class Engine:
         req.finish_reason = reason
         req.stop_reason = stop_reason
         req.finish_time = now
-        self.pool.release(req.blocks)
+        lease_s = self.kv_connector.request_finished(req) if self.kv_connector is not None else None
+        if lease_s is not None and req.blocks:  # kept for a remote decoder, still counted as used
+            self.held[req.request_id] = HeldBlocks(
+                req.request_id, req.blocks, req.num_computed_tokens, now + lease_s
+            )
+        else:
+            self.pool.release(req.blocks)
         req.blocks = []
         del self.requests[req.request_id]
         if req.lora and req.first_scheduled_time is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -49,6 +50,70 @@ def one_two_five(limit: int) -> list[float]:
                 return out
             out.append(float(m * scale))
         scale *= 10
+
+
+NIXL_TIME_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 5.0)
+NIXL_BYTES_BUCKETS = tuple(float(2 ** (10 + i)) for i in range(1, 25, 2))  # 2 KiB to 8 GiB
+NIXL_DESCRIPTOR_BUCKETS = (10, 20, 30, 50, 75, 100, 200, 400, 1000, 2000, 4000, 10000, 20000, 50000)
+
+
+class NixlMetrics:
+    """vLLM's NixlPromMetrics (kv_connector/v1/nixl/stats.py): names, HELP text, buckets, as 0.32 has them.
+
+    Transfers are observed on the replica that reads (the decoder); expired leases on the one
+    that held the blocks (the prefill server), as in vLLM.
+    """
+
+    def __init__(self, registry: CollectorRegistry, labelvalues: tuple[str, str]) -> None:
+        r = registry
+
+        def hist(name: str, doc: str, buckets: tuple[float, ...]) -> Any:
+            return Histogram(name, doc, _L, buckets=buckets, registry=r).labels(*labelvalues)
+
+        def counter(name: str, doc: str) -> Any:
+            return Counter(name, doc, _L, registry=r).labels(*labelvalues)
+
+        self.xfer_time = hist("vllm:nixl_xfer_time_seconds",
+                              "Histogram of transfer duration for NIXL KV Cache transfers.", NIXL_TIME_BUCKETS[1:])  # fmt: skip
+        self.post_time = hist("vllm:nixl_post_time_seconds",
+                              "Histogram of transfer post time for NIXL KV Cache transfers.", NIXL_TIME_BUCKETS)  # fmt: skip
+        self.bytes_transferred = hist("vllm:nixl_bytes_transferred",
+                                      "Histogram of bytes transferred per NIXL KV Cache transfers.",
+                                      NIXL_BYTES_BUCKETS)  # fmt: skip
+        self.num_descriptors = hist("vllm:nixl_num_descriptors",
+                                    "Histogram of number of descriptors per NIXL  KV Cache transfers.",
+                                    tuple(float(b) for b in NIXL_DESCRIPTOR_BUCKETS))  # fmt: skip
+        self.failed_transfers = counter(
+            "vllm:nixl_num_failed_transfers",
+            "Number of failed NIXL KV Cache transfers, including handshake and notification failures. NOTE: KV "
+            "expiry is tracked separately in vllm:nixl_num_kv_expired_reqs.",
+        )
+        self.failed_notifications = counter(
+            "vllm:nixl_num_failed_notifications",
+            "Number of failed NIXL KV Cache notifications. Retained for compatibility; these failures are also "
+            "included in vllm:nixl_num_failed_transfers.",
+        )
+        self.kv_expired_reqs = counter(
+            "vllm:nixl_num_kv_expired_reqs",
+            "Number of requests that had their KV expire. NOTE: This metric is tracked on the P instance.",
+        )
+        self.notifications_after_expiry = counter(
+            "vllm:nixl_num_notifications_after_expiry",
+            "Number of completion notifications for requests that were no longer tracked, usually because their "
+            "KV lease expired. The KV blocks may have been reused before the transfer finished. Counted per "
+            "notification (one per remote rank), not per request.",
+        )
+
+    def observe_transfer(self, xfer_s: float, post_s: float, num_bytes: int, num_descriptors: int) -> None:
+        self.xfer_time.observe(xfer_s)
+        self.post_time.observe(post_s)
+        self.bytes_transferred.observe(num_bytes)
+        self.num_descriptors.observe(num_descriptors)
+
+    def failed_notification(self) -> None:
+        """vLLM counts a failed notification in both counters."""
+        self.failed_notifications.inc()
+        self.failed_transfers.inc()
 
 
 @dataclass(frozen=True)
@@ -120,12 +185,12 @@ class SimMetrics:
             "vllm:prefix_cache_hits", "Prefix cache hits, in terms of number of cached tokens."
         ).labels(*lv)
         ext = "from KV connector cross-instance cache sharing, in terms of number of"
-        counter(
+        self.external_queries = counter(
             "vllm:external_prefix_cache_queries", f"External prefix cache queries {ext} queried tokens."
         ).labels(*lv)
-        counter("vllm:external_prefix_cache_hits", f"External prefix cache hits {ext} cached tokens.").labels(
-            *lv
-        )
+        self.external_hits = counter(
+            "vllm:external_prefix_cache_hits", f"External prefix cache hits {ext} cached tokens."
+        ).labels(*lv)
         counter(
             "vllm:mm_cache_queries", "Multi-modal cache queries, in terms of number of queried items."
         ).labels(*lv)
@@ -140,7 +205,7 @@ class SimMetrics:
                             (*_L, "source"), registry=r)  # fmt: skip
         self.prompt_computed = by_source.labels(*lv, "local_compute")
         self.prompt_cache_hit = by_source.labels(*lv, "local_cache_hit")
-        by_source.labels(*lv, "external_kv_transfer")
+        self.prompt_external = by_source.labels(*lv, "external_kv_transfer")
         self.prompt_cached = counter(
             "vllm:prompt_tokens_cached", "Number of cached prompt tokens (local + external)."
         ).labels(*lv)
@@ -153,7 +218,8 @@ class SimMetrics:
             registry=r,
         )
         self.cached_device = cached_src.labels(*lv, "device")
-        for src in ("host", "p2p", "disk", "external_unspecified"):
+        self.cached_p2p = cached_src.labels(*lv, "p2p")  # NixlConnector's cache hit source
+        for src in ("host", "disk", "external_unspecified"):
             cached_src.labels(*lv, src)
         self.generation_tokens = counter(
             "vllm:generation_tokens", "Number of generation tokens processed."
@@ -249,21 +315,35 @@ class SimMetrics:
                                        "Latency with only few buckets by handler. Made to be only used if "
                                        "aggregation by handler is important. ", ("handler", "method"),
                                        buckets=(0.1, 0.5, 1.0), registry=r)  # fmt: skip
+        self.nixl: NixlMetrics | None = None
         engine.step_hooks.append(self._on_step)
         engine.finish_hooks.append(self._on_finish)
         engine.admit_hooks.append(self._on_admit)
 
     # ----- hooks --------------------------------------------------------------------------------
 
+    def enable_nixl(self) -> NixlMetrics:
+        """The replica runs the NixlConnector: vLLM registers the nixl_* families then."""
+        if self.nixl is None:
+            self.nixl = NixlMetrics(self.registry, ("0", self.config.model_name))
+        return self.nixl
+
     def _on_admit(self, req: SimRequest, num_cached: int) -> None:
+        """Local hits are prefix-cache hits; KV pulled from a prefill server is an external (p2p) hit."""
+        external = req.num_external_tokens
         self.prefix_queries.inc(req.num_tokens)
         self.prefix_hits.inc(num_cached)
-        if req.num_preemptions == 0:
+        if self.nixl is not None and req.num_tokens != num_cached:
+            self.external_queries.inc(req.num_tokens - num_cached)
+            self.external_hits.inc(external)
+        if req.num_admissions == 1:  # once per request: not again after a preemption or a failed pull
             self.prompt_tokens.inc(req.num_prompt_tokens)
-            self.prompt_computed.inc(req.num_prompt_tokens - num_cached)
+            self.prompt_computed.inc(req.num_prompt_tokens - num_cached - external)
             self.prompt_cache_hit.inc(num_cached)
-            self.prompt_cached.inc(num_cached)
+            self.prompt_external.inc(external)
+            self.prompt_cached.inc(num_cached + external)
             self.cached_device.inc(num_cached)
+            self.cached_p2p.inc(external)
 
     def _on_step(self, report: StepReport) -> None:
         self.h_iteration.observe(report.num_tokens)
@@ -277,7 +357,7 @@ class SimMetrics:
     def _on_finish(self, req: SimRequest) -> None:
         reason = req.finish_reason or "abort"
         self.success[reason if reason in self.success else "abort"].inc()
-        if reason == "abort":
+        if reason in ("abort", "error"):
             return
         n_out = len(req.output_token_ids)
         end = req.finish_time or 0.0
@@ -352,7 +432,7 @@ def cache_config_labels(engine: Engine) -> dict[str, str]:
         "kv_cache_dtype_skip_layers": "[]",
         "kv_cache_layout": "None",
         "kv_cache_max_concurrency": str(round(tokens / p.max_model_len, 2)),
-        "kv_cache_memory_bytes": str(tokens * 131072),
+        "kv_cache_memory_bytes": str(tokens * p.kv.bytes_per_token),
         "kv_cache_size_tokens": str(tokens),
         "kv_offloading_backend": "native",
         "kv_offloading_size": "None",

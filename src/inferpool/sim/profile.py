@@ -66,6 +66,22 @@ class OutputLength(BaseModel):
     max: int = 4096
 
 
+class KVShape(BaseModel):
+    """The model's KV cache per token: what a P/D transfer moves (docs/simulator.md, "P/D")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    num_layers: int = Field(default=32, gt=0)
+    num_kv_heads: int = Field(default=8, gt=0)
+    head_dim: int = Field(default=128, gt=0)
+    dtype_bytes: int = Field(default=2, gt=0)  # 2 = bf16/fp16, 1 = fp8 KV cache
+
+    @property
+    def bytes_per_token(self) -> int:
+        """layers x KV heads x head dim x 2 (K and V) x bytes per element."""
+        return self.num_layers * self.num_kv_heads * self.head_dim * 2 * self.dtype_bytes
+
+
 class HardwareProfile(BaseModel):
     """One model on one GPU, as vLLM would configure it."""
 
@@ -79,6 +95,7 @@ class HardwareProfile(BaseModel):
     max_num_seqs: int = Field(1024, gt=0)
     max_model_len: int = Field(131072, gt=1)
     gpu_memory_utilization: float = 0.9
+    kv: KVShape = KVShape()
     step: StepCost = StepCost()
     cpu: CpuCost = CpuCost()
     output_len: OutputLength = OutputLength()

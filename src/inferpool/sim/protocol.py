@@ -39,6 +39,7 @@ class _Sampling(BaseModel):
     ignore_eos: bool = False
     stream: bool | None = False
     stream_options: StreamOptions | None = None
+    kv_transfer_params: dict[str, Any] | None = None  # P/D: read only by a replica with a KV connector
 
 
 class CompletionBody(_Sampling):

@@ -13,6 +13,7 @@ from inferpool.sim.config import SimConfig
 from inferpool.sim.engine import Engine
 from inferpool.sim.kvevents import KVEventQueue, KVEventsConfig, ZmqEventPublisher
 from inferpool.sim.metrics import MetricsConfig, SimMetrics
+from inferpool.sim.nixl import NixlConnector
 from inferpool.sim.profile import load_profile
 from inferpool.sim.server import ReplicaState, build_app
 
@@ -29,6 +30,15 @@ class SimReplica:
         self.metrics = SimMetrics(self.engine, metrics_cfg)
         self.state = ReplicaState(config, self.engine, self.metrics, config.adapters(),
                                   rng=random.Random(config.seed))  # fmt: skip
+        self.kv_connector: NixlConnector | None = None
+        if config.kv_transfer is not None:
+            self.kv_connector = self.state.kv_connector = NixlConnector(
+                config.kv_transfer,
+                self.engine,
+                self.metrics.enable_nixl(),
+                config.kv_interconnect,
+                config.host,
+            )
         self.port = config.port
         self.kv_events: ZmqEventPublisher | None = None
         if config.kv_events is not None and config.kv_events.publishes:
@@ -64,6 +74,9 @@ class SimReplica:
         server = site._server
         if isinstance(server, asyncio.Server) and self.config.port == 0:
             self.port = server.sockets[0].getsockname()[1]
+        if self.kv_connector is not None:
+            self.kv_connector.side_channel_port = self.port  # the side channel shares the HTTP port
+            self.kv_connector.start()
         self._tasks.append(asyncio.create_task(self.engine.run(), name=f"sim-engine-{self.port}"))
         if self.config.startup_delay_s > 0:
             self._tasks.append(asyncio.create_task(self._become_ready(), name=f"sim-ready-{self.port}"))
@@ -98,6 +111,8 @@ class SimReplica:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        if self.kv_connector is not None:
+            await self.kv_connector.close()
         if self.kv_events is not None:
             await self.kv_events.stop()
 

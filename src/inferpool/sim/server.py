@@ -24,6 +24,7 @@ from inferpool.sim.config import SimConfig
 from inferpool.sim.engine import FINISHED, Engine, SimRequest, TokenEvent
 from inferpool.sim.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from inferpool.sim.metrics import SimMetrics
+from inferpool.sim.nixl import HEARTBEAT_PATH, READ_PATH, NixlConnector
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _INFERENCE_PATHS = frozenset({"/v1/completions", "/v1/chat/completions"})
@@ -44,6 +45,7 @@ class ReplicaState:
     idle: asyncio.Event = field(default_factory=asyncio.Event)
     rng: random.Random = field(default_factory=random.Random)
     next_id: int = 0
+    kv_connector: NixlConnector | None = None  # --kv-transfer-config: P/D roles and the sim-only side channel
 
     @property
     def model_name(self) -> str:
@@ -84,7 +86,7 @@ def _middlewares(state: ReplicaState) -> list[Any]:
     @web.middleware
     async def vllm_shape(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.perf_counter()
-        if state.drop_next > 0 and not request.path.startswith("/sim/admin"):
+        if state.drop_next > 0 and not request.path.startswith("/sim/"):
             state.drop_next -= 1
             if request.transport is not None:
                 request.transport.abort()
@@ -104,7 +106,7 @@ def _middlewares(state: ReplicaState) -> list[Any]:
             handler_name = "none"
         resp.headers["server"] = "uvicorn"
         resp.headers["vary"] = "Origin"
-        if handler_name != "/metrics":
+        if handler_name != "/metrics" and not request.path.startswith("/sim/nixl/"):  # not vLLM's routes
             state.metrics.observe_http(handler_name, request.method, resp.status, time.perf_counter() - started,
                                        request.content_length or 0, resp.content_length or 0)  # fmt: skip
         return resp
@@ -160,6 +162,14 @@ def _check_length(state: ReplicaState, tokens: list[int]) -> None:
         )
 
 
+async def _json_or_none(request: web.Request) -> Any:
+    """The body as JSON, or None when it is not (the side channel answers that with a 400)."""
+    try:
+        return orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        return None
+
+
 async def _body(request: web.Request) -> Any:
     return p.parse_json(await request.read(), request.headers.get("Content-Type", ""))
 
@@ -211,6 +221,7 @@ def _start(state: ReplicaState, prompts: list[list[int]], body: p._Sampling, lor
                 ignore_eos=body.ignore_eos,
                 stop=stops,
                 seed=None if body.seed is None else body.seed + j,
+                kv_transfer_params=dict(body.kv_transfer_params) if body.kv_transfer_params else None,
                 on_token=lambda ev, i=index: queue.put_nowait((i, ev)),  # type: ignore[misc]
             )
             if body.seed is None and j > 0:
@@ -257,6 +268,10 @@ async def _sse(request: web.Request) -> web.StreamResponse:
 async def _send(resp: web.StreamResponse, data: dict[str, Any] | None) -> None:
     await resp.write(b"data: " + (orjson.dumps(data) if data is not None else b"[DONE]") + b"\n\n")
 
+
+# vLLM's GenerationError: a request that finished with finish_reason "error" (a failed KV load
+# under kv_load_failure_policy "fail").
+_GENERATION_ERROR = InferenceError(500, "Internal server error", err_type="InternalServerError")
 
 # ----- handlers -----------------------------------------------------------------------------------
 
@@ -318,6 +333,8 @@ class Handlers:
             if body.stream:
                 return await self._stream(request, body, gen, rid, created, model, chat)
             await gen.wait()
+            if any(req.finish_reason == "error" for req in gen.requests):
+                raise _GENERATION_ERROR
             return _json(self._final(body, gen, rid, created, model, chat))
         finally:
             gen.abort(st.engine)
@@ -352,7 +369,7 @@ class Handlers:
         }
         if chat:
             out.update(prompt_logprobs=None, prompt_token_ids=None, prompt_text=None)
-        out.update(kv_transfer_params=None, ec_transfer_params=None, metrics=None)
+        out.update(kv_transfer_params=gen.requests[0].kv_result, ec_transfer_params=None, metrics=None)
         return out
 
     async def _stream(self, request: web.Request, body: p._Sampling, gen: _Generation, rid: str, created: int,
@@ -367,6 +384,11 @@ class Handlers:
                          "finish_reason": None}  # fmt: skip
                 await _send(resp, {**head, "choices": [first], "prompt_token_ids": None, "prompt_text": None})
         async for index, ev in gen.stream():
+            if ev.finish_reason == "error":  # vLLM sends the error as the last event of a started stream
+                await resp.write(b"data: " + _GENERATION_ERROR.to_json() + b"\n\n")
+                await _send(resp, None)
+                await resp.write_eof()
+                return resp
             if ev.token_id < 0:
                 continue
             choice: dict[str, Any]
@@ -473,6 +495,18 @@ class Handlers:
         kv = self.state.config.kv_events
         return _json({"0": kv.model_dump()} if kv is not None and kv.publishes else {})
 
+    async def nixl_read(self, request: web.Request) -> web.Response:
+        """Sim-only side channel: a decoder reads (and so frees) a finished prefill's KV blocks."""
+        assert self.state.kv_connector is not None
+        status, body = self.state.kv_connector.serve_read(await _json_or_none(request))
+        return _json(body, status)
+
+    async def nixl_heartbeat(self, request: web.Request) -> web.Response:
+        """Sim-only side channel: a decoder renews the leases of prefills it has yet to read."""
+        assert self.state.kv_connector is not None
+        status, body = self.state.kv_connector.serve_heartbeat(await _json_or_none(request))
+        return _json(body, status)
+
     async def admin_health(self, request: web.Request) -> web.Response:
         data = await request.json()
         self.state.healthy = bool(data.get("healthy", True))
@@ -489,6 +523,7 @@ class Handlers:
             "ready": self.state.ready, "healthy": self.state.healthy, "running": eng.num_running,
             "waiting": eng.num_waiting, "kv_cache_usage": eng.pool.usage(), "loras": self.state.loras,
             "gpu_loras": list(eng.gpu_loras), "steps": eng.num_steps, "sim_time": eng.clock.now(),
+            "kv_held_requests": len(eng.held), "kv_loading_requests": len(eng.loading),
         })  # fmt: skip
 
 
@@ -511,6 +546,9 @@ def build_app(state: ReplicaState) -> web.Application:
     r.add_post("/v1/unload_lora_adapter", h.unload_lora)
     r.add_post("/reset_prefix_cache", h.reset_prefix_cache)
     r.add_get("/kv_event_sources", h.kv_event_sources, allow_head=False)
+    if state.kv_connector is not None:
+        r.add_post(READ_PATH, h.nixl_read)
+        r.add_post(HEARTBEAT_PATH, h.nixl_heartbeat)
     r.add_post("/sim/admin/health", h.admin_health)
     r.add_post("/sim/admin/drop-connections", h.admin_drop)
     r.add_get("/sim/admin/state", h.admin_state, allow_head=False)
