@@ -90,7 +90,7 @@ def simulate(
         clock=lambda: now[0],
         rng=random.Random(seed),
     )
-    for i, plugin in enumerate(core.scheduler_for(POOL).profile.plugins()):
+    for i, plugin in enumerate(core.scheduler_for(POOL).plugins()):
         rng = getattr(plugin, "rng", None)  # tie-breaking pickers: same seed, same run
         if isinstance(rng, random.Random):
             rng.seed(f"{seed}:{i}")

@@ -13,11 +13,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
+import orjson
 from aiohttp import web
 
 from inferpool.errors import InferenceError
 from inferpool.gateway.config import ProxyConfig
 from inferpool.gateway.headers import REQUEST_ID_HEADER, SERVED_HEADER, end_to_end
+from inferpool.gateway.prefill import run_prefill
 from inferpool.guard.openai import (
     Blocked,
     StreamScreener,
@@ -27,6 +29,7 @@ from inferpool.guard.openai import (
     screens_response,
 )
 from inferpool.guard.screen import Screener
+from inferpool.request.disagg import decode_request
 from inferpool.request.plane import Routed
 from inferpool.state import Endpoint
 
@@ -84,6 +87,9 @@ class Forwarder:
         if forwarded_for:
             prior = headers.get("x-forwarded-for")
             upstream_headers["x-forwarded-for"] = f"{prior}, {forwarded_for}" if prior else forwarded_for
+        body = routed.body
+        if routed.prefill_candidates:  # P/D: the prefill leg first; the decode leg carries its result
+            body = await self._prefill(request, routed, upstream_headers, try_timeout_s)
         tries = candidates[: self.config.max_retries + 1]
         last_error = "no endpoint was tried"
         for i, endpoint in enumerate(tries):
@@ -99,7 +105,7 @@ class Forwarder:
                     request.method,
                     f"http://{endpoint.hostport}{request.path_qs}",
                     headers=upstream_headers,
-                    data=routed.body,
+                    data=body,
                     timeout=timeout,
                     allow_redirects=False,
                 )
@@ -126,6 +132,34 @@ class Forwarder:
         raise InferenceError(
             502, f"Every try to reach a model server failed ({len(tries)} tried); last: {last_error}"
         )
+
+    async def _prefill(
+        self,
+        request: web.Request,
+        routed: Routed,
+        headers: Mapping[str, str],
+        try_timeout_s: float | None,
+    ) -> bytes:
+        """Run the prefill leg on the first prefill candidate; the decode leg's body.
+
+        vLLM's disaggregated protocol (request/disagg.py): the decode leg is the client's
+        request plus the `kv_transfer_params` the prefill answered with. A prefill that fails
+        is no failure for the client: the decode endpoint gets the client's body unchanged
+        and prefills locally, and the record says the leg fell back.
+        """
+        assert self._session is not None
+        data = routed.pd_body
+        assert data is not None, "a split request carries its decoded body"
+        endpoint = routed.prefill_candidates[0]
+        routed.prefill_dispatched(endpoint)
+        outcome = await run_prefill(
+            self._session, endpoint.hostport, request.path_qs, data, headers, try_timeout_s
+        )
+        if outcome.kv_transfer_params is None:
+            routed.prefill_finished(outcome.status, outcome.error, outcome.duration_s, fell_back=True)
+            return routed.body
+        routed.prefill_finished(outcome.status, None, outcome.duration_s)
+        return orjson.dumps(decode_request(data, outcome.kv_transfer_params))
 
     async def _relay(
         self,

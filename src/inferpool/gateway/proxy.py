@@ -37,12 +37,14 @@ from inferpool.guard.openai import Blocked, content_filtered, screen_request, sc
 from inferpool.observe.tracing import Tracing
 from inferpool.records import HttpFacts, TraceContext
 from inferpool.request.body import ParsedBody, parse_body
+from inferpool.request.disagg import PREFILLER_HEADER
 from inferpool.request.plane import PlaneCore, Routed
 from inferpool.state import Datastore, Endpoint
 
 # A request waiting in flow control leaves the queue (503) this long before its route timeout
 # would fire (504), so the answer and the core's record agree on why it failed.
 _QUEUE_TTL_MARGIN_S = 0.01
+_DROPPED_REQUEST_HEADERS = ("host", PREFILLER_HEADER)
 
 
 def error_response(
@@ -201,7 +203,9 @@ class Proxy:
             )
 
     async def _handle(self, listener: Listener, request: web.Request, state: _Request) -> web.StreamResponse:
-        headers = end_to_end_lower(request.headers, drop=("host",))
+        # A client may not choose a P/D prefill endpoint: a sidecar in front of a decode server
+        # would send the prompt wherever this header says (llm-d deletes it likewise).
+        headers = end_to_end_lower(request.headers, drop=_DROPPED_REQUEST_HEADERS)
         state.tenant = self.tenancy.identify(headers)
         match = self.table.match(
             listener.gateway,

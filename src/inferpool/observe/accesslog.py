@@ -12,7 +12,7 @@ from typing import IO, Any
 
 import orjson
 
-from inferpool.records import RequestRecord
+from inferpool.records import PrefillLeg, RequestRecord
 
 
 def access_line(record: RequestRecord) -> bytes:
@@ -37,9 +37,22 @@ def access_line(record: RequestRecord) -> bytes:
         "request_bytes": record.request_bytes,
         "response_bytes": record.response_bytes,
         "error": record.error,
+        "prefill": _prefill_fields(record.prefill) if record.prefill is not None else None,
         "ts": record.started_at + record.e2e_s,
     }
     return orjson.dumps({k: v for k, v in fields.items() if v is not None})
+
+
+def _prefill_fields(leg: PrefillLeg) -> dict[str, Any]:
+    """The prefill leg of a P/D request; the line's `endpoint` is where it was decoded."""
+    fields = {
+        "endpoint": leg.hostport,
+        "status": leg.status,
+        "duration_ms": round(leg.duration_s * 1000, 3) if leg.duration_s is not None else None,
+        "fell_back": leg.fell_back,
+        "error": leg.error,
+    }
+    return {k: v for k, v in fields.items() if v is not None}
 
 
 class AccessLog:

@@ -51,6 +51,22 @@ def decision_view(record: RequestRecord) -> dict[str, Any]:
         "ts": finished_at(record),
         "filtered_out": dict(record.filtered_out),
         "error": record.error,
+        "prefill": _prefill_view(record),
+    }
+
+
+def _prefill_view(record: RequestRecord) -> dict[str, Any] | None:
+    """The prefill leg of a P/D request (None: the request was not split)."""
+    leg = record.prefill
+    if leg is None:
+        return None
+    return {
+        "endpoint": leg.endpoint,
+        "hostport": leg.hostport,
+        "status": leg.status,
+        "duration_s": leg.duration_s,
+        "fell_back": leg.fell_back,
+        "error": leg.error,
     }
 
 
@@ -91,6 +107,9 @@ class Tally:
                 m.ttft.popleft()
         if record.endpoint is not None:
             key = (pool, record.endpoint)
+            self.routed[key] = self.routed.get(key, 0) + 1
+        if record.prefill is not None:  # a P/D request was sent to its prefill endpoint too
+            key = (pool, record.prefill.endpoint)
             self.routed[key] = self.routed.get(key, 0) + 1
 
     def model_stats(self, pool: str, model: str, now: float) -> dict[str, Any]:

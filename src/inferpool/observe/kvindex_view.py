@@ -29,7 +29,7 @@ class KVIndexView:
         """Per endpoint of every pool scored precisely: leading blocks of this request's prompt held."""
         rows: list[dict[str, object]] = []
         for pool in self.datastore.pools():
-            plugins = self.scheduler_for(pool.key).profile.plugins()
+            plugins = self.scheduler_for(pool.key).plugins()
             scorer = next((p for p in plugins if isinstance(p, PrecisePrefixCacheScorer)), None)
             if scorer is None:
                 continue

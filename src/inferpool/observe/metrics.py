@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from inferpool.admission.flowcontrol import FlowController, FlowOutcome
-from inferpool.records import RequestRecord
+from inferpool.records import PrefillLeg, RequestRecord
 from inferpool.state import Datastore
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -45,6 +45,13 @@ _QUEUE_WAIT_BUCKETS = (
 )  # fmt: skip
 
 _MT = ("model_name", "target_model_name")
+
+
+def prefill_outcome(leg: PrefillLeg) -> str:
+    """ok; fallback (it failed and the decoder prefilled locally); error (the request ended with it)."""
+    if leg.fell_back:
+        return "fallback"
+    return "error" if leg.error is not None else "ok"
 
 
 def merge_expositions(texts: Sequence[str]) -> bytes:
@@ -279,6 +286,22 @@ class GatewayMetrics:
             buckets=_SCHEDULER_BUCKETS,
             registry=r,
         )
+        # P/D disaggregation: one count per leg of each split request, and the prefill leg's time.
+        # The request counters above count the request once, whichever legs it took.
+        self.pd_legs = Counter(
+            "inferpool_pd_legs",
+            "Legs of prefill/decode-disaggregated requests, by pool, leg (prefill, decode), endpoint "
+            "and outcome (ok; fallback: the prefill failed and the decoder prefilled locally; error).",
+            ("inference_pool", "leg", "endpoint", "outcome"),
+            registry=r,
+        )
+        self.pd_prefill_duration = Histogram(
+            "inferpool_pd_prefill_duration_seconds",
+            "Time of the prefill leg of disaggregated requests, by pool and outcome.",
+            ("inference_pool", "outcome"),
+            buckets=_TTFT_BUCKETS,
+            registry=r,
+        )
         self._children: dict[tuple[str, str], _ModelSeries] = {}
         if datastore is not None:
             r.register(_PoolCollector(datastore))
@@ -349,6 +372,8 @@ class GatewayMetrics:
             self.errors.labels(record.model, record.target_model, str(record.status)).inc()
         if record.scores or record.endpoint:
             self.scheduler.observe(record.decision_s)
+        if record.prefill is not None:
+            self._observe_legs(record, record.prefill, failed)
         series.request_sizes.observe(record.request_bytes)
         if failed:
             return
@@ -363,6 +388,15 @@ class GatewayMetrics:
                 series.ntpot.observe(record.e2e_s / output)
         if record.ttft_s is not None:
             series.ttft.observe(record.ttft_s)
+
+    def _observe_legs(self, record: RequestRecord, prefill: PrefillLeg, failed: bool) -> None:
+        pool = _pool_name(record.pool or "")
+        outcome = prefill_outcome(prefill)
+        self.pd_legs.labels(pool, "prefill", prefill.endpoint, outcome).inc()
+        if prefill.duration_s is not None:
+            self.pd_prefill_duration.labels(pool, outcome).observe(prefill.duration_s)
+        if record.endpoint is not None:  # the decode leg was sent (the request may have ended before)
+            self.pd_legs.labels(pool, "decode", record.endpoint, "error" if failed else "ok").inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

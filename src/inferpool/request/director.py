@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from inferpool.admission import Admission, SaturationSnapshot, ShedError
 from inferpool.admission.flowcontrol import FlowControlError, FlowController, Grant, flow_id
@@ -47,7 +47,9 @@ class Scheduler(Protocol):
 
     def on_completed(self, request: SchedulingRequest, endpoint: Endpoint, /) -> None: ...
 
-    # Optional: on_finished(request, endpoint, record) for plugins that learn from outcomes.
+    # Optional: on_finished(request, endpoint, record) for plugins that learn from outcomes;
+    # on_prefill_routed / on_prefill_completed(request, endpoint) for a P/D scheduler's prefill
+    # profile (called only for requests it split).
 
 
 @dataclass(frozen=True)
@@ -414,15 +416,22 @@ class _Tracked:
         self.prefill_candidates: Sequence[Endpoint] = ()  # P/D: ranked prefill endpoints; () = aggregated
         self.prefill_endpoint: Endpoint | None = None  # holding an in-flight count for its prefill leg
         self.prefill_leg: PrefillLeg | None = None  # the prefill leg's outcome, once it ended
+        self._prefill_tokens = 0  # held on the prefill endpoint during its leg
+        # P/D: the decoded request as the model server sees it (model rewritten), which both legs'
+        # bodies are built from; None when the request is not split.
+        self.pd_body: dict[str, Any] | None = None
 
     def prefill_dispatched(self, endpoint: Endpoint) -> None:
-        """The prefill leg is being sent to `endpoint`: it holds an in-flight count until it ends."""
+        """The prefill leg is being sent to `endpoint`: it holds an in-flight count, and the
+        prompt's tokens (the prefill computes them), until the leg ends."""
         self._check_open()
         self._end_prefill(0, "superseded by another prefill try", None, fell_back=False)
         if self.dispatched_at is None:
             self.dispatched_at = self._director.clock()
         endpoint.in_flight += 1
+        endpoint.in_flight_tokens += self._prefill_tokens
         self.prefill_endpoint = endpoint
+        self._prefill_hook("on_prefill_routed", endpoint)
 
     def prefill_finished(
         self,
@@ -442,9 +451,14 @@ class _Tracked:
         if endpoint is None:
             return
         endpoint.in_flight = max(0, endpoint.in_flight - 1)
+        endpoint.in_flight_tokens = max(0, endpoint.in_flight_tokens - self._prefill_tokens)
         self.prefill_leg = PrefillLeg(
             endpoint.name, endpoint.hostport, status, duration_s, error, fell_back=fell_back
         )
+        self._prefill_hook("on_prefill_completed", endpoint)
+
+    def _prefill_hook(self, name: str, endpoint: Endpoint) -> None:
+        """Tell the scheduler's prefill profile (RoutedRequest); a passthrough has no scheduler."""
 
     @property
     def finished(self) -> bool:
@@ -542,11 +556,12 @@ class RoutedRequest(_Tracked):
         grant: Grant | None = None,
     ) -> None:
         super().__init__(director, attempt.request_id, result.endpoints, body)
-        if result.prefill is not None:
-            self.prefill_candidates = result.prefill.endpoints
         resolution = attempt.resolution
         parsed = attempt.parsed
         assert resolution is not None and parsed is not None
+        if result.prefill is not None:
+            self.prefill_candidates = result.prefill.endpoints
+            self.pd_body = {**parsed.data, "model": resolution.target_model}
         self.pool = attempt.pool
         self.incoming_model = resolution.incoming_model
         self.target_model = resolution.target_model
@@ -560,7 +575,9 @@ class RoutedRequest(_Tracked):
         self._scheduler = scheduler
         self._saturation = saturation
         self._grant = grant  # flow control's leave to go; done() once the request is sent
-        self._tokens = request.prompt_tokens_estimate
+        # Each leg holds the prompt's tokens on its own endpoint while it runs: the prefiller
+        # computes them, the decoder keeps their KV blocks (pulled, or computed after a fallback).
+        self._tokens = self._prefill_tokens = request.prompt_tokens_estimate
         self.decision_s = director.clock() - attempt.routing_started - attempt.queue_wait_s
 
     def dispatched(self, endpoint: Endpoint) -> None:
@@ -660,6 +677,11 @@ class RoutedRequest(_Tracked):
         endpoint.in_flight = max(0, endpoint.in_flight - 1)
         endpoint.in_flight_tokens = max(0, endpoint.in_flight_tokens - self._tokens)
         self._hook(self._scheduler.on_completed, endpoint)
+
+    def _prefill_hook(self, name: str, endpoint: Endpoint) -> None:
+        hook = getattr(self._scheduler, name, None)
+        if hook is not None:
+            self._hook(hook, endpoint)
 
     def _hook(self, hook: Callable[[SchedulingRequest, Endpoint], None], endpoint: Endpoint) -> None:
         try:

@@ -18,18 +18,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-# The pod label llm-d uses for an endpoint's role (llm-d-router filter/bylabel/roles.go).
-ROLE_LABEL = "llm-d.ai/role"
-ROLE_PREFILL = "prefill"
-ROLE_DECODE = "decode"
-ROLE_BOTH = "both"
-ROLE_PREFILL_DECODE = "prefill-decode"  # llm-d's alias of "both" in its E/P/D naming
-# Roles that may take each leg, as llm-d's prefill-filter / decode-filter accept them. An endpoint
-# without the label is a decoder (llm-d's decode filter keeps unlabelled pods), never a prefiller.
-PREFILL_ROLES = frozenset(
-    {ROLE_PREFILL, ROLE_BOTH, ROLE_PREFILL_DECODE, "encode-prefill", "encode-prefill-decode"}
+# The role label and role sets live in a leaf module (the scheduler's role filters read them
+# too); re-exported here, beside the protocol they belong to.
+from inferpool.roles import (
+    DECODE_ROLES,
+    PREFILL_ROLES,
+    ROLE_BOTH,
+    ROLE_DECODE,
+    ROLE_LABEL,
+    ROLE_PREFILL,
+    ROLE_PREFILL_DECODE,
+    can_decode,
+    can_prefill,
+    role_of,
 )
-DECODE_ROLES = frozenset({ROLE_DECODE, ROLE_BOTH, ROLE_PREFILL_DECODE, "encode-prefill-decode"})
 
 # The request header in which the endpoint picker names the prefill endpoint ("host:port") for
 # the sidecar beside the decode server (llm-d-router pkg/common/routing). A client must never
@@ -38,19 +40,24 @@ PREFILLER_HEADER = "x-prefiller-host-port"
 
 KV_TRANSFER_PARAMS = "kv_transfer_params"
 
-
-def role_of(labels: Mapping[str, str]) -> str | None:
-    """The endpoint's P/D role label, or None when it has none (an ordinary, aggregated server)."""
-    return labels.get(ROLE_LABEL)
-
-
-def can_prefill(labels: Mapping[str, str]) -> bool:
-    return labels.get(ROLE_LABEL) in PREFILL_ROLES
-
-
-def can_decode(labels: Mapping[str, str]) -> bool:
-    role = labels.get(ROLE_LABEL)
-    return role is None or role in DECODE_ROLES
+__all__ = [
+    "DECODE_ROLES",
+    "KV_TRANSFER_PARAMS",
+    "PREFILLER_HEADER",
+    "PREFILL_ROLES",
+    "ROLE_BOTH",
+    "ROLE_DECODE",
+    "ROLE_LABEL",
+    "ROLE_PREFILL",
+    "ROLE_PREFILL_DECODE",
+    "cached_tokens_of",
+    "can_decode",
+    "can_prefill",
+    "decode_request",
+    "prefill_request",
+    "role_of",
+    "transfer_params_of",
+]
 
 
 def prefill_request(body: Mapping[str, Any]) -> dict[str, Any]:

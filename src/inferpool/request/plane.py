@@ -34,6 +34,9 @@ class Routed(Protocol):
     # P/D disaggregation: the ranked prefill endpoints (empty: the request is not split).
     @property
     def prefill_candidates(self) -> Sequence[Endpoint]: ...
+    # The decoded request (model rewritten) both legs are built from; set when split.
+    @property
+    def pd_body(self) -> Mapping[str, Any] | None: ...
     def prefill_dispatched(self, endpoint: Endpoint) -> None: ...
     def prefill_finished(
         self,

@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from inferpool.scheduling.config import build_scheduler, builtin_config_text, parse_config
+from inferpool.scheduling.config import build_scheduler, builtin_config_text, builtin_profile, parse_config
 from inferpool.scheduling.framework import Scheduler
 from inferpool.scheduling.types import SchedulingRequest
 from inferpool.state import Endpoint, EndpointMetrics
@@ -89,7 +89,8 @@ def scheduler_for(profile: str, max_blocks: int | None) -> Scheduler:
             "- type: prefix-cache-scorer\n",
             f"- type: prefix-cache-scorer\n  parameters: {{maxPrefixBlocksToMatch: {max_blocks}}}\n",
         )
-    return build_scheduler(parse_config(text, profile), profile, profile)
+    config = parse_config(text, profile)
+    return build_scheduler(config, builtin_profile(config, profile), profile)
 
 
 def bench_one(

@@ -36,13 +36,22 @@ from inferpool.admission.flowcontrol.config import (
     parse_quantity,
 )
 from inferpool.durations import parse_go_duration_or_seconds
+from inferpool.scheduling.disagg import DisaggScheduler
 from inferpool.scheduling.framework import Filter, Picker, Profile, Scheduler, WeightedScorer
-from inferpool.scheduling.plugins import REGISTRY
+from inferpool.scheduling.plugins import PROFILE_KINDS, REGISTRY
 from inferpool.scheduling.plugins.max_score import MaxScorePicker
+from inferpool.scheduling.plugins.pd_decider import AlwaysDisaggPDDecider, Decider, NonCachedCharsDecider
+from inferpool.scheduling.plugins.prefix_cache import PrefixCacheScorer
+from inferpool.scheduling.plugins.profile_handler import (
+    DisaggProfileHandlerParams,
+    HandlerSpec,
+    PdProfileHandlerParams,
+)
 
 API_VERSIONS = (
     "inference.networking.x-k8s.io/v1alpha1",
     "config.apix.gateway-api-inference-extension.sigs.k8s.io/v1alpha1",
+    "llm-d.ai/v1alpha1",  # llm-d-router's EndpointPickerConfig (deploy/config/pd-epp-config.yaml)
 )
 
 BUILTIN_PROFILES: tuple[str, ...] = (
@@ -57,6 +66,8 @@ BUILTIN_PROFILES: tuple[str, ...] = (
     "precise",
     "flow-control",
     "slo-aware",
+    "pd",
+    "pd-random-prefill",
 )
 
 
@@ -237,6 +248,11 @@ def _build_profile(
             problems.append(f"{where}.pluginRef: no plugin named {ref.plugin_ref!r} in plugins")
             continue
         kind, plugin = found
+        if kind not in PROFILE_KINDS:
+            problems.append(
+                f"{where}.pluginRef: {ref.plugin_ref!r} is a {kind}; a profile holds filters, scorers and a picker"
+            )
+            continue
         if kind != "scorer" and ref.weight is not None:
             problems.append(f"{where}.weight: {ref.plugin_ref!r} is a {kind}; weight applies to scorers only")
         if kind == "scorer":
@@ -255,29 +271,99 @@ def _build_profile(
 def build_scheduler(
     config: EndpointPickerConfig, profile: str | None = None, source: str = "<config>"
 ) -> Scheduler:
-    """Instantiate the plugins and return a Scheduler for one of the config's profiles.
+    """Instantiate the plugins and return a Scheduler for the config.
 
-    `profile` names the profile to run; it may be left out when the config has only one.
+    `profile` names the one profile to run; it may be left out when the config has only one,
+    or when a profile handler (P/D) says which profiles run: then the result is that handler's
+    scheduler. Naming a profile runs that profile alone, handler or not.
     """
     problems: list[str] = []
     plugins = _build_plugins(config, problems)
     names = [p.name for p in config.scheduling_profiles]
     if len(set(names)) != len(names):
         problems.append("schedulingProfiles: profile names must be unique")
-    chosen: Profile | None = None
+    built: dict[str, tuple[int, Profile | None]] = {}
     for i, spec in enumerate(config.scheduling_profiles):
-        built = _build_profile(i, spec, plugins, problems)
-        if profile is None or spec.name == profile:
-            chosen = chosen or built
-    if profile is None and len(names) > 1:
+        built.setdefault(spec.name, (i, _build_profile(i, spec, plugins, problems)))
+    handlers = [
+        (i, plugin)
+        for i, plugin in enumerate(config.plugins)
+        if plugin.type in REGISTRY and REGISTRY[plugin.type].kind == "profile-handler"
+    ]
+    if len(handlers) > 1:
+        where = ", ".join(f"plugins[{i}]" for i, _ in handlers)
+        problems.append(f"plugins: more than one profile handler ({where}); a config has at most one")
+    scheduler: Scheduler | None = None
+    if handlers and profile is None:
+        index, handler_spec = handlers[0]
+        handler = plugins.get(handler_spec.instance_name, ("", None))[1]
+        if isinstance(handler, DisaggProfileHandlerParams | PdProfileHandlerParams):
+            scheduler = _handler_scheduler(index, handler.handler(), built, plugins, problems)
+    elif profile is None and len(names) > 1:
         problems.append(
             f"schedulingProfiles: {len(names)} profiles ({', '.join(names)}); say which one to run"
         )
     elif profile is not None and profile not in names:
         problems.append(f"schedulingProfiles: no profile named {profile!r} (have {', '.join(names)})")
-    if problems or chosen is None:
+    else:
+        chosen = built.get(profile if profile is not None else names[0], (0, None))[1]
+        scheduler = Scheduler(chosen) if chosen is not None else None
+    if problems or scheduler is None:
         raise ConfigError(source, problems or ["schedulingProfiles: no usable profile"])
-    return Scheduler(chosen)
+    return scheduler
+
+
+def _handler_scheduler(
+    index: int,
+    handler: HandlerSpec,
+    profiles: dict[str, tuple[int, Profile | None]],
+    plugins: dict[str, tuple[str, object]],
+    problems: list[str],
+) -> Scheduler | None:
+    """The P/D scheduler a profile handler describes, or None with its problems added."""
+    where = f"plugins[{index}].parameters"
+    start = len(problems)
+    have = ", ".join(profiles) or "none"
+
+    def profile_named(name: str, field: str) -> tuple[int, Profile | None]:
+        found = profiles.get(name)
+        if found is None:
+            problems.append(f"{where}.{field}: no scheduling profile named {name!r} (have {have})")
+            return -1, None
+        return found
+
+    decode_index, decode = profile_named(handler.decode_profile, handler.decode_field)
+    decider: Decider | None = None
+    if handler.decider is not None:
+        kind, plugin = plugins.get(handler.decider, ("", None))
+        if plugin is None:
+            problems.append(
+                f"{where}.{handler.decider_field}: no plugin named {handler.decider!r} in plugins"
+            )
+        elif kind != "decider":
+            problems.append(
+                f"{where}.{handler.decider_field}: {handler.decider!r} is a {kind}, not a P/D decider"
+            )
+        else:
+            decider = plugin  # type: ignore[assignment]
+    elif handler.threshold_chars is not None:
+        decider = NonCachedCharsDecider(handler.threshold_chars)
+    if decider is None:
+        # As llm-d: a handler without a prefill decider never splits; the decode profile runs alone.
+        return Scheduler(decode) if decode is not None and len(problems) == start else None
+    _, prefill = profile_named(handler.prefill_profile, handler.prefill_field)
+    prefix = None
+    if decode is not None:
+        prefix = next((w.scorer for w in decode.scorers if isinstance(w.scorer, PrefixCacheScorer)), None)
+        if prefix is None and not isinstance(decider, AlwaysDisaggPDDecider):
+            problems.append(
+                f"schedulingProfiles[{decode_index}].plugins: the P/D decider {decider.name!r} reads how "
+                f"much of the prompt the decode pick has cached; add a prefix-cache-scorer to profile "
+                f"{handler.decode_profile!r}"
+            )
+    if len(problems) > start or decode is None or prefill is None:
+        return None
+    return DisaggScheduler(decode, prefill, decider, prefix)
 
 
 def builtin_config_text(name: str) -> str:
@@ -303,6 +389,11 @@ def load_config(profile_or_path: str | Path | None = None) -> tuple[EndpointPick
     return parse_config(path.read_text("utf-8"), source), source, False
 
 
+def builtin_profile(config: EndpointPickerConfig, name: str) -> str | None:
+    """The profile a built-in runs: the one of its own name, else its handler's choice (P/D)."""
+    return name if any(p.name == name for p in config.scheduling_profiles) else None
+
+
 @dataclass(frozen=True)
 class SchedulerSpec:
     """One parsed, validated EndpointPickerConfig: what a process builds its schedulers from.
@@ -319,7 +410,7 @@ class SchedulerSpec:
     def load(cls, profile_or_path: str | Path | None = None, *, profile: str | None = None) -> SchedulerSpec:
         """Parse a built-in profile name (default "default") or a file; ConfigError lists every problem."""
         config, source, builtin = load_config(profile_or_path)
-        spec = cls(config, source, source if builtin else profile)
+        spec = cls(config, source, builtin_profile(config, source) if builtin else profile)
         spec.build()  # fail now on plugin and profile problems, not on the first request
         return spec
 
@@ -338,7 +429,7 @@ def load_scheduler(profile_or_path: str | Path | None = None, *, profile: str | 
     Raises ConfigError, whose message lists every problem found, never a traceback-only error.
     """
     config, source, builtin = load_config(profile_or_path)
-    return build_scheduler(config, source if builtin else profile, source)
+    return build_scheduler(config, builtin_profile(config, source) if builtin else profile, source)
 
 
 def load_flow_control(profile_or_path: str | Path | None = None) -> FlowControlConfig | None:

@@ -149,6 +149,10 @@ class Scheduler:
     def profile_name(self) -> str:
         return self._profile.name
 
+    def plugins(self) -> list[object]:
+        """Every distinct plugin this scheduler runs (a P/D scheduler runs two profiles)."""
+        return self._profile.plugins()
+
     def schedule(self, req: SchedulingRequest, candidates: Sequence[Endpoint]) -> SchedulingResult:
         """Filter, score and order `candidates` for `req`.
 

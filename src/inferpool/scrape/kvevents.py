@@ -63,19 +63,14 @@ _ANNOUNCEMENT_TIMEOUT_S = 2.0
 _ANNOUNCEMENT_RETRY_S = (0.5, 10.0)  # first retry, longest wait between retries
 
 
-class _Plugins(Protocol):
+class SchedulerLike(Protocol):
+    """What the subscriber needs of a scheduler: every plugin it runs (no import of scheduling/)."""
+
     def plugins(self) -> list[object]: ...
 
 
-class SchedulerLike(Protocol):
-    """What the subscriber needs of a scheduler: its profile's plugins (no import of scheduling/)."""
-
-    @property
-    def profile(self) -> _Plugins: ...
-
-
 def index_consumers(scheduler: SchedulerLike) -> list[KVIndexConsumer]:
-    return [p for p in scheduler.profile.plugins() if isinstance(p, KVIndexConsumer)]
+    return [p for p in scheduler.plugins() if isinstance(p, KVIndexConsumer)]
 
 
 def kv_event_subscriber(

@@ -344,3 +344,16 @@ async def test_with_tracing_off_trace_headers_reach_the_model_server_untouched(r
     seen = r.upstreams[0].seen[0]["headers"]
     assert (seen["traceparent"], seen["tracestate"]) == (traceparent, "v=1")  # type: ignore[index]
     assert r.gateway.tracing is None
+
+
+async def test_a_client_cannot_name_the_prefill_endpoint(rig: RigFactory) -> None:
+    """x-prefiller-host-port is the EPP's to set: a sidecar beside the decoder would obey it."""
+    r = await rig("ok")
+    resp = await r.session.post(
+        r.url + "/v1/completions",
+        json={"model": "food-review", "prompt": "hi", "max_tokens": 4},
+        headers={"X-Prefiller-Host-Port": "169.254.169.254:80", "x-keep": "yes"},
+    )
+    assert resp.status == 200
+    seen = r.upstreams[0].seen[0]["headers"]
+    assert "x-prefiller-host-port" not in seen and seen["x-keep"] == "yes"  # type: ignore[operator, index]

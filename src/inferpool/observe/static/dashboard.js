@@ -136,6 +136,17 @@ function statusClass(d) {
   return d.status === 429 && !d.picked ? "status-shed" : "status-err";
 }
 
+// P/D: the prefill leg under the decode endpoint; a failed one says the decoder prefilled itself.
+function prefillNote(d) {
+  const p = d.prefill;
+  if (!p) return "";
+  const took = p.duration_s === null ? "" : ` ${fmt(p.duration_s * 1000, 0)} ms`;
+  if (p.fell_back) {
+    return `<br><span class="small status-err" title="${esc(p.error || "")}">prefill ${esc(p.endpoint)} failed → local prefill</span>`;
+  }
+  return `<br><span class="small muted" title="${esc(p.error || "")}">prefill ${esc(p.endpoint)}${took}</span>`;
+}
+
 function renderDecisions(snap) {
   const rows = snap.decisions.slice(0, 30).map((d) => {
     const when = new Date(d.ts * 1000).toLocaleTimeString();
@@ -147,7 +158,7 @@ function renderDecisions(snap) {
     const target = d.target_model && d.target_model !== d.model ? ` → ${esc(d.target_model)}` : "";
     return `<tr data-request-id="${esc(d.request_id)}">
       <td class="muted">${when}</td><td class="muted small">${esc(d.request_id).slice(0, 12)}</td>
-      <td>${esc(d.model || "–")}${target}</td><td>${esc(d.picked || "–")}</td>
+      <td>${esc(d.model || "–")}${target}</td><td>${esc(d.picked || "–")}${prefillNote(d)}</td>
       <td class="${statusClass(d)}" title="${esc(d.error || "")}">${d.status}${d.error && d.status >= 400 ? ` <span class="small">${esc(d.error.slice(0, 24))}</span>` : ""}</td>
       <td class="num">${d.ttft_s === null ? "–" : fmt(d.ttft_s * 1000, 0) + " ms"}</td>
       <td class="cands">${cands || '<span class="muted">–</span>'}</td><td class="filtered">${filtered}</td>

@@ -22,17 +22,27 @@ from inferpool.scheduling.plugins.legacy_v03 import LegacyV03Filter, LegacyV03Pa
 from inferpool.scheduling.plugins.lora_affinity import LoraAffinityScorer
 from inferpool.scheduling.plugins.max_score import MaxScorePicker
 from inferpool.scheduling.plugins.params import NoParams, Params
+from inferpool.scheduling.plugins.pd_decider import (
+    AlwaysDisaggPDDecider,
+    PrefixBasedPDDecider,
+    PrefixBasedPDDeciderParams,
+)
 from inferpool.scheduling.plugins.precise_prefix import PrecisePrefixCacheScorer, PrecisePrefixParams
 from inferpool.scheduling.plugins.predicted_latency import PredictedLatencyParams, PredictedLatencyScorer
 from inferpool.scheduling.plugins.prefix_cache import PrefixCacheParams, PrefixCacheScorer
+from inferpool.scheduling.plugins.profile_handler import DisaggProfileHandlerParams, PdProfileHandlerParams
 from inferpool.scheduling.plugins.queue import QueueScorer
 from inferpool.scheduling.plugins.random_picker import RandomPicker
+from inferpool.scheduling.plugins.roles import DecodeFilter, PrefillFilter
 from inferpool.scheduling.plugins.round_robin import RoundRobinPicker
 from inferpool.scheduling.plugins.running import RunningRequestsScorer
 from inferpool.scheduling.plugins.token_load import TokenLoadScorer
 from inferpool.scheduling.plugins.weighted_random import WeightedRandomPicker
 
-PluginKind = Literal["filter", "scorer", "picker"]
+# Filters, scorers and pickers go in profiles; a profile handler chooses which profiles run
+# (P/D disaggregation, scheduling/disagg.py) and asks a decider.
+PluginKind = Literal["filter", "scorer", "picker", "decider", "profile-handler"]
+PROFILE_KINDS: frozenset[PluginKind] = frozenset({"filter", "scorer", "picker"})
 
 
 @dataclass(frozen=True)
@@ -74,7 +84,15 @@ REGISTRY: Mapping[str, PluginType] = MappingProxyType(
         "least-kv-cache-filter": _simple("filter", LeastKVCacheFilter),
         "lora-affinity-filter": _with_params("filter", LoraAffinityFilterParams, LoraAffinityFilter),
         "legacy-v0.3-filter": _with_params("filter", LegacyV03Params, LegacyV03Filter),
+        "prefill-filter": _simple("filter", PrefillFilter),
+        "decode-filter": _simple("filter", DecodeFilter),
+        # P/D deciders
+        "prefix-based-pd-decider": _with_params("decider", PrefixBasedPDDeciderParams, PrefixBasedPDDecider),
+        "always-disagg-pd-decider": _simple("decider", AlwaysDisaggPDDecider),
+        # profile handlers (their parameters are the plugin: config.py resolves the names)
+        "disagg-profile-handler": PluginType("profile-handler", DisaggProfileHandlerParams, lambda _n, p: p),
+        "pd-profile-handler": PluginType("profile-handler", PdProfileHandlerParams, lambda _n, p: p),
     }
 )
 
-__all__ = ["REGISTRY", "PluginKind", "PluginType"]
+__all__ = ["PROFILE_KINDS", "REGISTRY", "PluginKind", "PluginType"]

@@ -59,6 +59,9 @@ class PrefixCacheScorer:
     name: str = "prefix-cache-scorer"
     index: PrefixIndex = field(default_factory=PrefixIndex)
     _pending: OrderedDict[str, tuple[str, str, list[int]]] = field(default_factory=OrderedDict)
+    # The index match of the request scored last (endpoint name -> leading blocks held), kept
+    # so the P/D decider, which runs right after the decode profile scored, need not match again.
+    _last_match: dict[str, int] | None = field(default=None, repr=False)
 
     def hashes(self, req: SchedulingRequest) -> list[int]:
         """The request's block hashes, computed once per request and reused by `on_routed`.
@@ -86,7 +89,7 @@ class PrefixCacheScorer:
     def score_column(self, req: SchedulingRequest, endpoints: list[Endpoint]) -> list[float]:
         column = [0.0] * len(endpoints)
         hashes = self.hashes(req)
-        matched = self.index.match(hashes) if hashes and endpoints else None
+        matched = self._last_match = self.index.match(hashes) if hashes and endpoints else None
         if not matched:
             return column
         hits = list(map(matched.get, [e.name for e in endpoints], repeat(0)))
@@ -100,6 +103,11 @@ class PrefixCacheScorer:
             if not overloaded(loads[i], least, endpoints[i].metrics.kv_cache_usage, self.params):
                 column[i] = hits[i] / total
         return column
+
+    def cached_chars(self, endpoint: Endpoint) -> int:
+        """Leading prompt characters `endpoint` holds, for the request this scorer scored last."""
+        matched = self._last_match
+        return matched.get(endpoint.name, 0) * self.params.hash_block_size if matched else 0
 
     def capacity(self, endpoint: Endpoint) -> int:
         """Blocks to remember for `endpoint`: its real KV-cache size when the scraper knows it."""
