@@ -44,7 +44,7 @@ from inferpool.bench.procs import (
 )
 from inferpool.bench.stats import PrefillLegs, Slo, Summary, summarize_by_tag
 from inferpool.bench.workloads import OBJECTIVE_PRIORITIES, BenchRequest
-from inferpool.request.disagg import ROLE_DECODE, ROLE_LABEL, ROLE_PREFILL
+from inferpool.roles import ROLE_DECODE, ROLE_LABEL, ROLE_PREFILL
 from inferpool.scheduling.config import BUILTIN_PROFILES, load_scheduler
 from inferpool.scrape.kvevents import index_consumers
 from inferpool.sim.profile import BUILTIN_PROFILES as SIM_PROFILES

@@ -304,7 +304,7 @@ def test_fleet_layouts_parse_and_refuse() -> None:
 
 def test_pd_fleet_runs_nixl_and_labels_each_endpoint_with_its_role(tmp_path: Path) -> None:
     from inferpool.bench.compare import PD_KV_TRANSFER_CONFIG, FleetLayout
-    from inferpool.request.disagg import ROLE_LABEL, can_decode, can_prefill
+    from inferpool.roles import ROLE_LABEL, can_decode, can_prefill
 
     layout = FleetLayout(1, 3)
     ports = FleetPorts([9000, 9001, 9002, 9003])
@@ -379,18 +379,24 @@ def test_pd_tables_per_seed_and_over_seeds(tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_prefill_legs_are_read_from_the_gateway_metrics() -> None:
-    from prometheus_client import CollectorRegistry, Counter, generate_latest
-
-    from inferpool.bench.compare import PD_LEGS_METRIC, prefill_legs_of
+    """The count comes from the gateway's own exposition: its per-leg counter, prefill legs only."""
+    from inferpool.bench.compare import prefill_legs_of
     from inferpool.bench.stats import PrefillLegs
+    from inferpool.observe.metrics import GatewayMetrics
+    from inferpool.records import PrefillLeg, RequestRecord
 
-    registry = CollectorRegistry()
-    legs = Counter(
-        PD_LEGS_METRIC, "legs", ("inference_pool", "leg", "endpoint", "outcome"), registry=registry
-    )
-    legs.labels("bench", "prefill", "replica-0", "ok").inc(7)
-    legs.labels("bench", "prefill", "replica-1", "ok").inc(2)
-    legs.labels("bench", "prefill", "replica-1", "fallback").inc(3)
-    legs.labels("bench", "decode", "replica-2", "ok").inc(12)  # decode legs are not prefill legs
-    assert prefill_legs_of(generate_latest(registry).decode()) == PrefillLegs(12, 3)
-    assert prefill_legs_of("") == PrefillLegs(0, 0)  # an aggregated gateway: no legs at all
+    metrics = GatewayMetrics()
+    assert prefill_legs_of(metrics.exposition().decode()) == PrefillLegs(0, 0)  # aggregated: no legs
+
+    def record(i: int, prefill: PrefillLeg | None) -> RequestRecord:
+        return RequestRecord(request_id=str(i), pool="default/bench", model="m", target_model="m",
+                             status=200, started_at=0.0, e2e_s=1.0, routed=True, endpoint="replica-2",
+                             prefill=prefill)  # fmt: skip
+
+    for i in range(5):
+        metrics.observe(record(i, PrefillLeg("replica-0", "127.0.0.1:8000", 200, 0.05)))
+    for i in range(5, 7):
+        failed = PrefillLeg("replica-1", "127.0.0.1:8001", 503, 0.01, "HTTP 503", fell_back=True)
+        metrics.observe(record(i, failed))
+    metrics.observe(record(7, None))  # not split: a decode leg only, no prefill leg
+    assert prefill_legs_of(metrics.exposition().decode()) == PrefillLegs(7, 2)
