@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from pathlib import Path
@@ -293,6 +294,8 @@ def _compare_once(
                 f"-- {contender.name}: {len(trace)} requests at {r:g} req/s (sim), speed {speed:g}, seed {seed}",
                 err=True,
             )
+            # The machine's load around the run: at speed 1 other work on the same cores shows in the timings.
+            started, load_before = time.time(), os.getloadavg()
             try:
                 run = run_contender(
                     contender, spec_fleet, trace, client, slo_obj, out, sys.stderr.isatty(), classes
@@ -312,6 +315,8 @@ def _compare_once(
                     "fleet": fleet, "rate": r, "speed": speed, "seed": seed, "kv_events": spec_fleet.kv_events,
                     "sim_profile": spec_fleet.sim_profile, "load": run.load,
                     "pickers": [{"streams": p.streams, "cpu_s": p.cpu_s} for p in run.pickers],
+                    "started": started, "ended": time.time(), "loadavg_before": load_before,
+                    "loadavg_after": os.getloadavg(),
                     "layout": contender.layout.name if contender.layout else "aggregated",
                     "prefill": run.prefill.to_json() if run.prefill else None}  # fmt: skip
             write_results(

@@ -370,6 +370,8 @@ def test_pd_tables_per_seed_and_over_seeds(tmp_path: Path, monkeypatch: pytest.M
     assert aggregated.split("|")[-3:-1] == [" - ", " - "]  # no prefill legs without a layout
     document = orjson.loads((tmp_path / "seed2" / "long-answer-rate2-default-1P1D.json").read_bytes())
     assert document["meta"]["layout"] == "1P1D" and document["meta"]["prefill"]["fallbacks"] == 1
+    meta = document["meta"]  # when it ran, and the machine's load around it
+    assert len(meta["loadavg_before"]) == len(meta["loadavg_after"]) == 3 and meta["ended"] >= meta["started"]
     over = (tmp_path / "compare.md").read_text()
     pd_part = over[over.index("# Prefill/decode") :]
     row = next(line for line in pd_part.splitlines() if line.startswith("| default@1P1D |"))
