@@ -490,10 +490,30 @@ def prefill_legs_of(exposition: str) -> PrefillLegs:
     return PrefillLegs(int(legs), int(fallbacks))
 
 
-def read_prefill_legs(admin: str) -> PrefillLegs:
-    """A P/D contender's prefill legs, from its `inferpool serve` admin /metrics after the run."""
-    with urllib.request.urlopen(f"{admin}/metrics", timeout=10) as resp:
-        return prefill_legs_of(resp.read().decode())
+def prefix_hit_rate_of(expositions: list[str]) -> float | None:
+    """Prefix-cache hits over queries in tokens (vLLM's vllm:prefix_cache_hits and _queries: a
+    replica's own cache, not KV pulled from another), summed over the replicas' Prometheus texts."""
+    totals = {"vllm:prefix_cache_hits_total": 0.0, "vllm:prefix_cache_queries_total": 0.0}
+    for text in expositions:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name in totals:
+                    totals[sample.name] += sample.value
+    queries = totals["vllm:prefix_cache_queries_total"]
+    return totals["vllm:prefix_cache_hits_total"] / queries if queries else None
+
+
+def _get_text(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return str(resp.read().decode())
+
+
+def read_prefill_legs(admin: str, prefill_ports: list[int]) -> PrefillLegs:
+    """A P/D contender's prefill legs, from its `inferpool serve` admin /metrics after the run, with
+    the prefix-cache hit rate of its prefill replicas (`prefill_ports`) from theirs."""
+    legs = prefill_legs_of(_get_text(f"{admin}/metrics"))
+    replicas = [_get_text(f"http://127.0.0.1:{port}/metrics") for port in prefill_ports]
+    return replace(legs, prefix_hit_rate=prefix_hit_rate_of(replicas))
 
 
 async def sample_load(
@@ -564,7 +584,13 @@ def run_contender(
         cpu_before = [process_cpu_seconds(p.child.proc.pid) for p in pickers]
         results, summary, load = asyncio.run(_measure(running.url, ports.http, trace, client, slo, progress))
         by_class = summarize_by_tag(results, summary.duration_s, slo, classes)
-        prefill = read_prefill_legs(running.admin) if contender.layout is not None and running.admin else None
+        prefill = None
+        if contender.layout is not None and running.admin:
+            roles = contender.layout.roles()
+            prefill_ports = [
+                port for port, role in zip(ports.http, roles, strict=True) if role == ROLE_PREFILL
+            ]
+            prefill = read_prefill_legs(running.admin, prefill_ports)
         return ContenderRun(
             contender, summary, results, load, by_class, picker_stats(pickers, cpu_before), prefill
         )

@@ -99,10 +99,13 @@ class Summary:
 
 @dataclass(frozen=True)
 class PrefillLegs:
-    """A P/D contender's prefill legs over one run, as its gateway counted them (its /metrics)."""
+    """A P/D contender's prefill legs over one run, as its gateway counted them (its /metrics), and
+    how much of their prompts the prefill replicas found in their own prefix caches."""
 
     legs: int  # requests split: a prefill leg went to a prefill endpoint
     fallbacks: int  # of those, legs that failed, so the decode endpoint prefilled locally
+    # prefill replicas' vllm:prefix_cache_hits / vllm:prefix_cache_queries (tokens); None: not read
+    prefix_hit_rate: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

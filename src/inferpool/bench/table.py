@@ -72,7 +72,8 @@ _SEED_METRICS: tuple[Metric, ...] = (
     ("prefix hit %", lambda p: _percent(_s(p).prefix_hit_rate), False),
 )
 # The P/D table: the two latencies disaggregation trades (TTFT for a prefill hop, ITL free of
-# prefill steps), what the fleet delivers, and what the gateway did with the prefill legs.
+# prefill steps), what the fleet delivers, how much prefill the prefix caches saved, and what
+# the gateway did with the prefill legs.
 PD_METRICS: tuple[Metric, ...] = (
     ("p50 TTFT ms", lambda p: _ms(_s(p).ttft.p50), True),
     ("p90 TTFT ms", lambda p: _ms(_s(p).ttft.p90), True),
@@ -82,9 +83,19 @@ PD_METRICS: tuple[Metric, ...] = (
     ("p99 ITL ms", lambda p: _ms(_s(p).itl.p99), True),
     ("output tok/s", lambda p: _s(p).output_tps, False),
     ("goodput req/s", lambda p: _s(p).goodput_rps, False),
+    ("prefill prefix hit %", lambda p: _percent(_prefill_hit(p)), False),
     ("prefill legs", lambda p: None if p.prefill is None else p.prefill.legs, False),
     ("fallbacks", lambda p: None if p.prefill is None else p.prefill.fallbacks, True),
 )
+
+
+def _prefill_hit(point: SweepPoint) -> float | None:
+    """The share of prompt tokens the replica that prefilled found in its own prefix cache: the
+    prefill replicas' own count for a P/D fleet (its client-side cached tokens include the KV
+    pulled from them), the answers' cached tokens for an aggregated one."""
+    if point.prefill is not None:
+        return point.prefill.prefix_hit_rate
+    return _s(point).prefix_hit_rate
 
 
 def _s(point: SweepPoint) -> Summary:

@@ -402,3 +402,25 @@ def test_prefill_legs_are_read_from_the_gateway_metrics() -> None:
         metrics.observe(record(i, failed))
     metrics.observe(record(7, None))  # not split: a decode leg only, no prefill leg
     assert prefill_legs_of(metrics.exposition().decode()) == PrefillLegs(7, 2)
+
+
+def test_prefill_prefix_hit_rate_from_the_replicas_vllm_counters() -> None:
+    """Two simulated replicas' own metrics: a prompt seen twice on one of them is half hits there."""
+    from inferpool.bench.compare import prefix_hit_rate_of
+    from inferpool.sim.clock import VirtualClock
+    from inferpool.sim.engine import Engine, SimRequest
+    from inferpool.sim.metrics import MetricsConfig, SimMetrics
+    from inferpool.sim.profile import load_profile
+
+    pages = []
+    for repeats in (2, 1):  # replica 0 sees the prompt twice, replica 1 once
+        engine = Engine(load_profile("llama-3.1-8b-h100"), clock=VirtualClock())
+        metrics = SimMetrics(engine, MetricsConfig("m", 1))
+        for i in range(repeats):
+            engine.add_request(SimRequest(f"r{i}", list(range(1000, 1320)), 2, ignore_eos=True))
+            engine.run_until_idle()
+        pages.append(metrics.render().decode())
+    # replica 0: 640 tokens queried, 320 - 16 hit (vLLM never hits the last block of a full match)
+    assert prefix_hit_rate_of(pages[:1]) == pytest.approx(304 / 640)
+    assert prefix_hit_rate_of(pages) == pytest.approx(304 / 960)
+    assert prefix_hit_rate_of([]) is None
