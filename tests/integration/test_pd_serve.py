@@ -113,6 +113,9 @@ async def test_serve_runs_prefill_then_decode_and_falls_back(spawn, tmp_path: Pa
         assert answer["object"] == "text_completion", answer
         assert answer.get("kv_transfer_params") is None, answer  # vLLM's decode answer: null
         assert answer["usage"]["completion_tokens"] == 6 and answer["usage"]["prompt_tokens"] > 512
+        # cached tokens as the prefill server counted them (a new prompt: none), not the decoder's
+        # count, which includes every pulled block (as llm-d's sidecar reports them)
+        assert answer["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
 
         # streamed, with usage: the decode server's stream, one usage chunk, [DONE]
         body = {
@@ -161,6 +164,11 @@ async def test_serve_runs_prefill_then_decode_and_falls_back(spawn, tmp_path: Pa
         fell_back = (await decisions())[-1]  # newest last
         assert fell_back["picked"] == "sim-decode" and fell_back["prefill"]["fell_back"] is True
         assert fell_back["prefill"]["error"]
+        # a refused prefill endpoint leaves the rotation: the next long prompt is not split
+        body = {"model": "tiny", "prompt": long_prompt("pumice"), "max_tokens": 4, "ignore_eos": True}
+        async with s.post(f"{url}/v1/completions", json=body) as resp:
+            assert resp.status == 200
+        assert (await decisions())[-1]["prefill"] is None
 
         async with s.get(f"{admin}/metrics") as resp:
             gw_metrics = await resp.text()
@@ -169,6 +177,6 @@ async def test_serve_runs_prefill_then_decode_and_falls_back(spawn, tmp_path: Pa
     assert (
         metric(gw_metrics, "inferpool_pd_legs_total", leg="decode", endpoint="sim-decode", outcome="ok") == 3
     )
-    assert metric(gw_metrics, "inference_model_request_total") == 4  # requests, not legs
+    assert metric(gw_metrics, "inference_model_request_total") == 5  # requests, not legs
     log = [orjson.loads(line) for line in gw.output().splitlines() if line.startswith("{")]
     assert sum(1 for e in log if "prefill" in e) == 3

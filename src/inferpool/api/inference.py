@@ -1,5 +1,10 @@
 """Inference Extension resources: InferencePool (v1alpha2 and v1), InferenceModel,
-InferenceObjective and InferenceModelRewrite, with the upstream CRD validation rules."""
+InferenceObjective and InferenceModelRewrite, with the upstream CRD validation rules.
+
+InferenceObjective and InferenceModelRewrite left the Inference Extension for llm-d-router,
+which serves them as `llm-d.ai/v1alpha2`; the old `inference.networking.x-k8s.io/v1alpha2`
+is still accepted. Both apiVersions share one model per kind, so they are validated alike.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,13 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from inferpool import labels
 from inferpool.api.common import (
     Group,
     Kind,
+    LabelKey,
     Labels,
+    LabelValue,
     Model,
     ObjectName,
     PortNumber,
@@ -21,6 +29,12 @@ X_GROUP = "inference.networking.x-k8s.io"
 V1_GROUP = "inference.networking.k8s.io"
 V1ALPHA2 = f"{X_GROUP}/v1alpha2"
 V1 = f"{V1_GROUP}/v1"
+LLMD_GROUP = "llm-d.ai"
+LLMD_V1ALPHA2 = f"{LLMD_GROUP}/v1alpha2"
+
+# The apiVersions InferenceObjective and InferenceModelRewrite are read in: llm-d-router's
+# group first (where they live now), then the Inference Extension's former one.
+ObjectiveApiVersion = Literal["llm-d.ai/v1alpha2", "inference.networking.x-k8s.io/v1alpha2"]
 
 FailureMode = Literal["FailOpen", "FailClose"]
 Criticality = Literal["Critical", "Standard", "Sheddable"]
@@ -159,21 +173,83 @@ class InferenceModel(Resource):
     spec: InferenceModelSpec
 
 
-# -- InferenceObjective (v1alpha2) -----------------------------------------------
+# -- pool binding of InferenceObjective and InferenceModelRewrite --------------------
 
 
-class InferenceObjectiveSpec(Model):
-    priority: int | None = None
-    pool_ref: PoolRef
+class PoolObjectReference(Model):
+    """llm-d-router's PoolObjectReference: the group defaults to the v1 InferencePool's."""
+
+    group: Group = V1_GROUP
+    kind: Kind = "InferencePool"
+    name: ObjectName
+
+
+class LabelSelectorRequirement(Model):
+    key: LabelKey
+    operator: labels.Operator
+    values: list[LabelValue] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _values_fit_operator(self) -> LabelSelectorRequirement:
+        # apimachinery's LabelSelectorAsSelector rejects these, so the selector could never match.
+        if self.operator in ("In", "NotIn") and not self.values:
+            raise ValueError(f"values must be non-empty when operator is {self.operator}")
+        if self.operator in ("Exists", "DoesNotExist") and self.values:
+            raise ValueError(f"values must be empty when operator is {self.operator}")
+        return self
+
+
+class PoolLabelSelector(Model):
+    """A full metav1.LabelSelector over InferencePool labels; an empty one selects every pool."""
+
+    match_labels: Labels = Field(default_factory=dict)
+    match_expressions: list[LabelSelectorRequirement] = Field(default_factory=list)
+
+    def selector(self) -> labels.LabelSelector:
+        return labels.LabelSelector(
+            dict(self.match_labels),
+            tuple(labels.Requirement(r.key, r.operator, frozenset(r.values)) for r in self.match_expressions),
+        )
+
+
+class _PoolBound(Model):
+    """poolRef, poolRefs and poolSelector: the pools (same namespace) an object applies to.
+
+    It applies to a pool when any of them names or selects it (llm-d-router #2924/#2925).
+    At least one must be set: poolRef was required before the other two existed, so an
+    object with none was an error then and stays one.
+    """
+
+    pool_ref: PoolObjectReference | None = None
+    pool_refs: Annotated[list[PoolObjectReference], Field(min_length=1)] | None = None
+    pool_selector: PoolLabelSelector | None = None
+
+    @model_validator(mode="after")
+    def _some_pool(self) -> _PoolBound:
+        if self.pool_ref is None and self.pool_refs is None and self.pool_selector is None:
+            raise ValueError("one of poolRef, poolRefs or poolSelector is required")
+        return self
+
+    def pool_names(self) -> list[str]:
+        """The pools named by poolRef and poolRefs, in order, without repeats."""
+        refs = ([self.pool_ref] if self.pool_ref else []) + (self.pool_refs or [])
+        return list(dict.fromkeys(ref.name for ref in refs))
+
+
+# -- InferenceObjective ----------------------------------------------------------
+
+
+class InferenceObjectiveSpec(_PoolBound):
+    priority: Annotated[int, Field(ge=-(2**31), le=2**31 - 1)] | None = None  # format: int32
 
 
 class InferenceObjective(Resource):
-    api_version: Literal["inference.networking.x-k8s.io/v1alpha2"]
+    api_version: ObjectiveApiVersion
     kind: Literal["InferenceObjective"]
     spec: InferenceObjectiveSpec
 
 
-# -- InferenceModelRewrite (v1alpha2) --------------------------------------------
+# -- InferenceModelRewrite -------------------------------------------------------
 
 
 class ModelMatch(Model):
@@ -186,26 +262,26 @@ class Match(Model):
 
 
 class RewriteTarget(_Weighted):
+    # The CRD sets no minLength; an empty name could never be served, so it is refused here.
     model_rewrite: Annotated[str, Field(min_length=1)]
 
 
 class RewriteRule(Model):
     matches: list[Match] = Field(default_factory=list)
-    targets: Annotated[list[RewriteTarget], Field(min_length=1)]
+    targets: Annotated[list[RewriteTarget], Field(min_length=1)] | None = None  # optional, minItems 1
 
     @field_validator("targets")
     @classmethod
-    def _weights(cls, targets: list[RewriteTarget]) -> list[RewriteTarget]:
-        _weights_all_or_none(list(targets))
+    def _weights(cls, targets: list[RewriteTarget] | None) -> list[RewriteTarget] | None:
+        _weights_all_or_none(list(targets or []))
         return targets
 
 
-class InferenceModelRewriteSpec(Model):
-    pool_ref: PoolRef
-    rules: Annotated[list[RewriteRule], Field(min_length=1)]
+class InferenceModelRewriteSpec(_PoolBound):
+    rules: list[RewriteRule]  # required; an empty list is valid (the CRD sets no minItems)
 
 
 class InferenceModelRewrite(Resource):
-    api_version: Literal["inference.networking.x-k8s.io/v1alpha2"]
+    api_version: ObjectiveApiVersion
     kind: Literal["InferenceModelRewrite"]
     spec: InferenceModelRewriteSpec

@@ -19,6 +19,7 @@ from inferpool.api.gateway import Gateway, HTTPRoute, Listener
 from inferpool.api.gke import HealthCheckPolicy
 from inferpool.api.guard import GuardPolicy
 from inferpool.api.inference import (
+    LLMD_GROUP,
     InferenceModel,
     InferenceModelRewrite,
     InferenceObjective,
@@ -187,6 +188,9 @@ _PYDANTIC_KINDS: dict[tuple[str, str], tuple[type[Resource], str]] = {
     ("inference.networking.x-k8s.io/v1alpha2", "InferenceModel"): (InferenceModel, "models"),
     ("inference.networking.x-k8s.io/v1alpha2", "InferenceObjective"): (InferenceObjective, "objectives"),
     ("inference.networking.x-k8s.io/v1alpha2", "InferenceModelRewrite"): (InferenceModelRewrite, "rewrites"),
+    # Where llm-d-router serves them now; the same models, so both groups are validated alike.
+    ("llm-d.ai/v1alpha2", "InferenceObjective"): (InferenceObjective, "objectives"),
+    ("llm-d.ai/v1alpha2", "InferenceModelRewrite"): (InferenceModelRewrite, "rewrites"),
     ("gateway.networking.k8s.io/v1", "Gateway"): (Gateway, "gateways"),
     ("gateway.networking.k8s.io/v1beta1", "Gateway"): (Gateway, "gateways"),
     ("gateway.networking.k8s.io/v1", "HTTPRoute"): (HTTPRoute, "routes"),
@@ -426,14 +430,28 @@ class _Loader:
                     "error",
                 )
         model_names: dict[tuple[str, str, str], _Entry] = {}
+        bound: dict[tuple[str, str, str], _Entry] = {}
         for entry in self.entries:
             obj = entry.obj
-            if isinstance(obj, InferenceModel | InferenceObjective | InferenceModelRewrite):
-                if result.find_pool(obj.spec.pool_ref.name, obj.namespace) is None:
+            if (
+                isinstance(obj, InferenceModel)
+                and result.find_pool(obj.spec.pool_ref.name, obj.namespace) is None
+            ):
+                self.warn(
+                    entry,
+                    ("spec", "poolRef", "name"),
+                    f"InferencePool {obj.spec.pool_ref.name!r} not found in namespace {obj.namespace!r}",
+                )
+            if isinstance(obj, InferenceObjective | InferenceModelRewrite):
+                self._check_pool_binding(entry, obj)
+                first = bound.setdefault((entry.kind, obj.namespace, obj.name), entry)
+                if first is not entry and first.obj.api_version != obj.api_version:
                     self.warn(
                         entry,
-                        ("spec", "poolRef", "name"),
-                        f"InferencePool {obj.spec.pool_ref.name!r} not found in namespace {obj.namespace!r}",
+                        ("apiVersion",),
+                        f"{entry.kind} {obj.name!r} is also defined as {first.obj.api_version} "
+                        f"({first.file}:{first.doc.line}); requests name it by name, so the "
+                        f"{LLMD_GROUP} one is used",
                     )
             if isinstance(obj, InferenceModel):
                 first = model_names.setdefault(
@@ -467,6 +485,27 @@ class _Loader:
                         ("spec", "template", "spec", "volumes"),
                         f"ConfigMap {obj.lora_config_map!r} with a vLLMLoRAConfig not found",
                     )
+
+    def _check_pool_binding(self, entry: _Entry, obj: InferenceObjective | InferenceModelRewrite) -> None:
+        """Warn about named pools that are missing and a poolSelector that selects none."""
+        spec, namespace = obj.spec, obj.namespace
+        named: list[tuple[Path, str]] = []
+        if spec.pool_ref is not None:
+            named.append((("spec", "poolRef", "name"), spec.pool_ref.name))
+        for index, ref in enumerate(spec.pool_refs or []):
+            named.append((("spec", "poolRefs", index, "name"), ref.name))
+        for path, name in named:
+            if self.result.find_pool(name, namespace) is None:
+                self.warn(entry, path, f"InferencePool {name!r} not found in namespace {namespace!r}")
+        if spec.pool_selector is not None:
+            selector = spec.pool_selector.selector()
+            pools = [p for p in self.result.pools if p.namespace == namespace]
+            if not any(selector.matches(p.metadata.labels) for p in pools):
+                self.warn(
+                    entry,
+                    ("spec", "poolSelector"),
+                    f"selects no InferencePool in namespace {namespace!r} (yet: pools added later are bound)",
+                )
 
     def _check_route(self, entry: _Entry, route: HTTPRoute) -> None:
         for index, ref in enumerate(route.spec.parent_refs):

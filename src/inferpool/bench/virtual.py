@@ -28,7 +28,7 @@ from inferpool.request.director import RoutedRequest
 from inferpool.sim.clock import VirtualClock
 from inferpool.sim.engine import Engine, SimRequest, TokenEvent
 from inferpool.sim.profile import HardwareProfile, load_profile
-from inferpool.state import Datastore, Endpoint, EndpointMetrics, Objective, Pool
+from inferpool.state import Datastore, Endpoint, EndpointMetrics, Objective, Pool, PoolBinding
 from inferpool.tokenization import Tokenizer
 
 POOL = "default/bench"
@@ -65,7 +65,7 @@ def simulate(
     store = Datastore()
     store.upsert_pool(Pool(namespace="default", name="bench", selector={"app": "bench"}, target_ports=[8000]))
     for name, priority in OBJECTIVE_PRIORITIES.items():  # named by the criticality-overload workload
-        store.upsert_objective(Objective("default", name, "bench", priority))
+        store.upsert_objective(Objective("default", name, PoolBinding(("bench",)), priority))
     engines: dict[str, Engine] = {}
     for i in range(replicas):
         ep = Endpoint(

@@ -180,8 +180,10 @@ def request_trailers() -> pb.ProcessingResponse:
     return pb.ProcessingResponse(request_trailers=pb.TrailersResponse())
 
 
-def response_headers() -> pb.ProcessingResponse:
-    return pb.ProcessingResponse(response_headers=pb.HeadersResponse(response=pb.CommonResponse()))
+def response_headers(add: Mapping[str, str] | None = None) -> pb.ProcessingResponse:
+    """Let the response headers through, with `add` set on them (overwriting) when given."""
+    common = pb.CommonResponse(header_mutation=_set_headers(add)) if add else pb.CommonResponse()
+    return pb.ProcessingResponse(response_headers=pb.HeadersResponse(response=common))
 
 
 def response_body(chunk: bytes, end_of_stream: bool, streamed: bool) -> pb.ProcessingResponse:

@@ -31,7 +31,6 @@ from inferpool.guard.openai import (
     Blocked,
     StreamScreener,
     content_filtered,
-    error_event,
     screen_request,
     screen_response,
     screens_prompt,
@@ -259,7 +258,10 @@ class RequestStream:
                         self._routed.dispatched(endpoint)
                         break
             self._routed.response_started(self._status, content_type)
-        answer = protocol.response_headers()
+        # Scheduler plugins' headers for the client (the session token), for the endpoint that served.
+        answer = protocol.response_headers(
+            self._routed.response_headers() if self._routed is not None else None
+        )
         if request.response_headers.end_of_stream:
             self._finish(self._status)
             return [answer]
@@ -329,7 +331,7 @@ class RequestStream:
             except Blocked as blocked:
                 # As in the built-in gateway: the client gets an error event, then the end.
                 self._blocked = True
-                out = blocked.passed + error_event(blocked.reason)
+                out = blocked.passed + blocked.final_event
                 self._finish(self._status, f"content_filter: {blocked.reason}")
         if eos:
             self._finish(self._status or 200)

@@ -9,7 +9,7 @@ the first byte on, the gateway is a pipe. Every byte also passes the request's a
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -24,12 +24,12 @@ from inferpool.guard.openai import (
     Blocked,
     StreamScreener,
     content_filtered,
-    error_event,
     screen_response,
     screens_response,
 )
 from inferpool.guard.screen import Screener
 from inferpool.request.disagg import decode_request
+from inferpool.request.pd_usage import CachedTokensRewriter
 from inferpool.request.plane import Routed
 from inferpool.state import Endpoint
 
@@ -45,6 +45,9 @@ class Relay:
     answer_headers: Mapping[str, str] = field(default_factory=dict)  # e.g. rate-limit state
     screener: Screener | None = None
     status: int = 0  # set once the client has been sent a status line
+    # P/D: the prefill server's cached prompt tokens, reported in the decode answer's usage as
+    # one server would have (request/pd_usage.py); None when no prefill leg succeeded.
+    prefill_cached_tokens: int | None = None
 
 
 class Forwarder:
@@ -89,10 +92,12 @@ class Forwarder:
             upstream_headers["x-forwarded-for"] = f"{prior}, {forwarded_for}" if prior else forwarded_for
         body = routed.body
         if routed.prefill_candidates:  # P/D: the prefill leg first; the decode leg carries its result
-            body = await self._prefill(request, routed, upstream_headers, try_timeout_s)
+            body = await self._prefill(request, routed, upstream_headers, try_timeout_s, relay)
         tries = candidates[: self.config.max_retries + 1]
         last_error = "no endpoint was tried"
-        for i, endpoint in enumerate(tries):
+        i = -1
+        while (i := i + 1) < len(tries):
+            endpoint = tries[i]
             last = i == len(tries) - 1
             routed.dispatched(endpoint)
             timeout = self._timeouts.get(try_timeout_s)
@@ -117,6 +122,18 @@ class Forwarder:
                     self.on_connect_error(endpoint)
                 continue
             try:
+                if upstream.status >= 500 and body is not routed.body:
+                    # The decoder could not read the prefilled KV blocks (vLLM's default
+                    # kv_load_failure_policy "fail" answers 500, e.g. when the prefill server
+                    # went away): the client's own request, prefilled locally, can still be
+                    # served, on this decoder again before the next one.
+                    last_error = f"{endpoint.hostport}: HTTP {upstream.status} reading the prefilled KV"
+                    await upstream.read()
+                    body = routed.body
+                    relay.prefill_cached_tokens = None
+                    routed.prefill_transfer_failed(last_error)
+                    tries.insert(i + 1, endpoint)
+                    continue
                 if upstream.status >= 500 and not last:
                     last_error = f"{endpoint.hostport}: HTTP {upstream.status}"
                     await upstream.read()
@@ -139,6 +156,7 @@ class Forwarder:
         routed: Routed,
         headers: Mapping[str, str],
         try_timeout_s: float | None,
+        relay: Relay,
     ) -> bytes:
         """Run the prefill leg on the first prefill candidate; the decode leg's body.
 
@@ -157,8 +175,11 @@ class Forwarder:
         )
         if outcome.kv_transfer_params is None:
             routed.prefill_finished(outcome.status, outcome.error, outcome.duration_s, fell_back=True)
+            if outcome.connect_failed and self.on_connect_error is not None:
+                self.on_connect_error(endpoint)  # out of the prefill rotation until it scrapes well again
             return routed.body
         routed.prefill_finished(outcome.status, None, outcome.duration_s)
+        relay.prefill_cached_tokens = outcome.cached_tokens
         return orjson.dumps(decode_request(data, outcome.kv_transfer_params))
 
     async def _relay(
@@ -173,30 +194,42 @@ class Forwarder:
         headers[REQUEST_ID_HEADER] = relay.request_id
         headers[SERVED_HEADER] = endpoint.hostport
         headers.update(relay.answer_headers)
+        headers.update(routed.response_headers())  # scheduler plugins' (the session token)
         content_type = upstream.headers.get("content-type", "")
         screener = relay.screener if screens_response(relay.screener) else None
         screened = (
             screener is not None and upstream.status < 400 and "content-encoding" not in upstream.headers
         )
+        usage = None
+        if relay.prefill_cached_tokens is not None and upstream.status < 400:
+            if "content-encoding" not in upstream.headers:
+                streaming = "text/event-stream" in content_type
+                usage = CachedTokensRewriter(relay.prefill_cached_tokens, streaming)
         if screened and "text/event-stream" not in content_type:
             assert screener is not None
-            return await self._relay_screened(upstream, headers, screener, routed, relay)
+            return await self._relay_screened(upstream, headers, screener, routed, relay, usage)
         stream = StreamScreener(screener, relay.model) if screened and screener is not None else None
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
-        if upstream.content_length is not None and "content-encoding" not in upstream.headers and not stream:
+        if (
+            upstream.content_length is not None
+            and "content-encoding" not in upstream.headers
+            and not stream
+            and usage is None
+        ):
             response.content_length = upstream.content_length
         relay.status = upstream.status
         routed.response_started(upstream.status, upstream.headers.get("content-type"))
         await response.prepare(request)
+        chunks = upstream.content.iter_any() if usage is None else _rewritten(upstream, usage)
         try:
-            async for chunk in upstream.content.iter_any():
+            async for chunk in chunks:
                 routed.response_data(chunk)
                 if stream is not None:
                     try:
                         chunk = await stream.feed(chunk)
                     except Blocked as blocked:
                         # The client has the status line already: end with an error event, then close.
-                        await response.write(blocked.passed + error_event(blocked.reason))
+                        await response.write(blocked.passed + blocked.final_event)
                         await response.write_eof()
                         routed.finish(upstream.status, f"content_filter: {blocked.reason}")
                         return response
@@ -235,11 +268,12 @@ class Forwarder:
         screener: Screener,
         routed: Routed,
         relay: Relay,
+        usage: CachedTokensRewriter | None,
     ) -> web.StreamResponse:
         """A whole (non-streamed) answer: read it all, screen it, then send it or a 400."""
         routed.response_started(upstream.status, upstream.headers.get("content-type"))
         chunks: list[bytes] = []
-        async for chunk in upstream.content.iter_any():
+        async for chunk in upstream.content.iter_any() if usage is None else _rewritten(upstream, usage):
             routed.response_data(chunk)
             chunks.append(chunk)
         try:
@@ -251,3 +285,12 @@ class Forwarder:
         response = web.Response(status=upstream.status, reason=upstream.reason, body=body, headers=headers)
         routed.finish(upstream.status, None)
         return response
+
+
+async def _rewritten(upstream: aiohttp.ClientResponse, usage: CachedTokensRewriter) -> AsyncIterator[bytes]:
+    """The upstream answer with its usage rewritten (P/D decode legs); empty pieces left out."""
+    async for chunk in upstream.content.iter_any():
+        if out := usage.feed(chunk):
+            yield out
+    if rest := usage.flush():
+        yield rest

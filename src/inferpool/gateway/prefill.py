@@ -36,6 +36,7 @@ class PrefillOutcome:
     duration_s: float
     cached_tokens: int = 0  # prompt tokens the prefill server had cached (reported to the client)
     error: str | None = None  # why it failed, for the record and logs; None on success
+    connect_failed: bool = False  # no connection could be made: the endpoint is likely gone
 
     @property
     def ok(self) -> bool:
@@ -68,7 +69,12 @@ async def run_prefill(
         return PrefillOutcome(hostport, None, 0, time.monotonic() - started, error="prefill timed out")
     except (aiohttp.ClientError, ConnectionError) as exc:
         return PrefillOutcome(
-            hostport, None, 0, time.monotonic() - started, error=f"{type(exc).__name__}: {exc}"
+            hostport,
+            None,
+            0,
+            time.monotonic() - started,
+            error=f"{type(exc).__name__}: {exc}",
+            connect_failed=isinstance(exc, aiohttp.ClientConnectorError),
         )
     duration = time.monotonic() - started
     if status >= 400:

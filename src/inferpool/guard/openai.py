@@ -1,8 +1,10 @@
-"""Where the text is in OpenAI-shaped bodies, and how to put screened text back.
+"""Where the text is in inference bodies, and how to put screened text back.
 
-Prompts: `prompt` (string or list of strings) and chat `messages[].content` (string or
-text parts). Answers: `choices[].text` / `choices[].message.content`, and for streams the
-same fields under `delta` in each `data:` event.
+Prompts: `prompt`, chat `messages[].content`, embeddings `input`, the Responses API's
+`instructions` and `input` items, Anthropic's `system` and `messages` blocks (see
+`_prompt_slots`). Answers: `choices[].text` / `.message.content`, Responses `output` items,
+Anthropic `content` blocks; in streams, the delta of each `data:` event (chat chunks,
+`response.output_text.delta`, `content_block_delta`).
 """
 
 from __future__ import annotations
@@ -24,12 +26,14 @@ class Blocked(Exception):
 
     `passed`: in a stream, the screened events of the same chunk that came before the blocked one
     (they are sent before the error event, as if they had arrived in a chunk of their own).
+    `final_event`: in a stream, the error event that ends it, in the stream's own API shape.
     """
 
-    def __init__(self, reason: str, passed: bytes = b"") -> None:
+    def __init__(self, reason: str, passed: bytes = b"", final_event: bytes | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.passed = passed
+        self.final_event = final_event if final_event is not None else error_event(reason)
 
 
 def _collector(into: list[str]) -> Callable[[str], str]:
@@ -40,53 +44,85 @@ def _collector(into: list[str]) -> Callable[[str], str]:
     return collect
 
 
-def _map_texts(data: Any, fn: Callable[[str], str]) -> None:
-    """Apply `fn` to every prompt/message text in a request body, in place."""
+# A text in a decoded body: (the dict or list holding it, its key or index, whether it is a
+# user turn right after a system prompt, which the injection check weighs).
+_Slot = tuple[Any, Any, bool]
+
+
+def _prompt_slots(data: Any) -> list[_Slot]:
+    """Every prompt text of a request body, in order, wherever its API keeps it.
+
+    Completions `prompt`; embeddings `input` (text or texts); the Responses API's
+    `instructions` and `input` (text, or items with content parts); Anthropic's `system`;
+    chat and Anthropic `messages[].content` (text or parts/blocks with `text`).
+    """
     if not isinstance(data, dict):
-        return
-    prompt = data.get("prompt")
-    if isinstance(prompt, str):
-        data["prompt"] = fn(prompt)
-    elif isinstance(prompt, list):
-        data["prompt"] = [fn(p) if isinstance(p, str) else p for p in prompt]
-    for msg in data.get("messages") or []:
+        return []
+    slots: list[_Slot] = []
+    _strings(data, "prompt", slots)
+    previous: object = None
+    for key in ("instructions", "system"):
+        if isinstance(data.get(key), str) or isinstance(data.get(key), list):
+            _content_slots(data, key, False, slots)
+            previous = "system"
+    items = data.get("input")
+    if isinstance(items, str):
+        slots.append((data, "input", previous == "system"))
+    elif isinstance(items, list):
+        if all(isinstance(i, str) for i in items):
+            _strings(data, "input", slots)
+        else:
+            previous = _message_slots(items, previous, slots)
+    messages = data.get("messages")
+    if isinstance(messages, list):
+        _message_slots(messages, previous, slots)
+    return slots
+
+
+def _strings(data: dict[str, Any], key: str, slots: list[_Slot]) -> None:
+    value = data.get(key)
+    if isinstance(value, str):
+        slots.append((data, key, False))
+    elif isinstance(value, list):
+        slots.extend((value, i, False) for i, v in enumerate(value) if isinstance(v, str))
+
+
+def _message_slots(messages: list[Any], previous: object, slots: list[_Slot]) -> object:
+    for msg in messages:
         if not isinstance(msg, dict):
             continue
-        content = msg.get("content")
-        if isinstance(content, str):
-            msg["content"] = fn(content)
-        elif isinstance(content, list):
-            for part in content:
-                if isinstance(part, dict) and isinstance(part.get("text"), str):
-                    part["text"] = fn(part["text"])
+        role = msg.get("role")
+        _content_slots(msg, "content", role == "user" and previous in ("system", "developer"), slots)
+        previous = role
+    return previous
+
+
+def _content_slots(holder: dict[str, Any], key: str, after_system: bool, slots: list[_Slot]) -> None:
+    content = holder.get(key)
+    if isinstance(content, str):
+        slots.append((holder, key, after_system))
+    elif isinstance(content, list):
+        for part in content:
+            if isinstance(part, dict):
+                if isinstance(part.get("text"), str):
+                    slots.append((part, "text", after_system))
+                elif isinstance(part.get("content"), str):  # an Anthropic tool_result
+                    slots.append((part, "content", after_system))
+
+
+def _map_texts(data: Any, fn: Callable[[str], str]) -> None:
+    """Apply `fn` to every prompt text in a request body, in place."""
+    for holder, key, _ in _prompt_slots(data):
+        holder[key] = fn(holder[key])
 
 
 def _after_system(data: Any) -> list[bool]:
     """For each text `_map_texts` visits, in its order: is it a user turn right after a system prompt?"""
-    if not isinstance(data, dict):
-        return []
-    prompt = data.get("prompt")
-    flags = [False] if isinstance(prompt, str) else []
-    if isinstance(prompt, list):
-        flags = [False for p in prompt if isinstance(p, str)]
-    previous = None
-    for msg in data.get("messages") or []:
-        if not isinstance(msg, dict):
-            continue
-        role = msg.get("role")
-        flag = role == "user" and previous in ("system", "developer")
-        content = msg.get("content")
-        if isinstance(content, str):
-            flags.append(flag)
-        elif isinstance(content, list):
-            flags += [
-                flag for part in content if isinstance(part, dict) and isinstance(part.get("text"), str)
-            ]
-        previous = role
-    return flags
+    return [after for _, _, after in _prompt_slots(data)]
 
 
 def _map_choices(data: Any, fn: Callable[[str], str]) -> None:
+    """Answer texts of OpenAI completions and chat: `choices[].text`, `.message.content`, `.delta.content`."""
     if not isinstance(data, dict):
         return
     for choice in data.get("choices") or []:
@@ -98,6 +134,72 @@ def _map_choices(data: Any, fn: Callable[[str], str]) -> None:
             inner = choice.get(holder)
             if isinstance(inner, dict) and isinstance(inner.get("content"), str):
                 inner["content"] = fn(inner["content"])
+
+
+def _map_answer(data: Any, fn: Callable[[str], str]) -> None:
+    """Answer texts of every API: choices; the Responses API's `output` items (message
+    `content[].text`, reasoning `content`/`summary`); Anthropic's `content` blocks (`text`)."""
+    if not isinstance(data, dict):
+        return
+    if "choices" in data:
+        _map_choices(data, fn)
+        return
+    for item in data.get("output") or []:
+        if isinstance(item, dict):
+            for key in ("content", "summary"):
+                _map_parts(item.get(key), fn)
+    if isinstance(data.get("content"), list):
+        _map_parts(data["content"], fn)
+
+
+def _map_parts(parts: Any, fn: Callable[[str], str]) -> None:
+    if not isinstance(parts, list):
+        return
+    for part in parts:
+        if isinstance(part, dict) and isinstance(part.get("text"), str):
+            part["text"] = fn(part["text"])
+
+
+# Stream events of the Responses and Messages APIs whose text is new (the deltas), and where
+# it is; the `.done`/`_stop` events repeat the whole text, which is redacted but not re-added.
+_DELTA_EVENTS = frozenset({"response.output_text.delta", "response.reasoning_text.delta"})
+_FINAL_EVENTS = frozenset({"response.completed", "response.failed", "response.incomplete", "message_stop"})
+
+
+def _map_stream_deltas(data: Any, fn: Callable[[str], str]) -> None:
+    """New answer text in one stream event: chat/completion chunks, Responses deltas, Anthropic deltas."""
+    if not isinstance(data, dict):
+        return
+    kind = data.get("type")
+    if kind is None:
+        _map_choices(data, fn)
+    elif kind in _DELTA_EVENTS:
+        if isinstance(data.get("delta"), str):
+            data["delta"] = fn(data["delta"])
+    elif kind == "content_block_delta":
+        delta = data.get("delta")
+        if isinstance(delta, dict):
+            for key in ("text", "thinking"):
+                if isinstance(delta.get(key), str):
+                    delta[key] = fn(delta[key])
+
+
+def _map_stream_repeats(data: Any, fn: Callable[[str], str]) -> None:
+    """Whole answer texts a Responses stream repeats once a part ends (`.done` events, the final response)."""
+    if not isinstance(data, dict):
+        return
+    kind = data.get("type")
+    if not isinstance(kind, str) or not kind.startswith("response."):
+        return
+    if kind == "response.output_text.done" or kind == "response.reasoning_text.done":
+        if isinstance(data.get("text"), str):
+            data["text"] = fn(data["text"])
+    elif kind == "response.content_part.done":
+        _map_parts([data.get("part")], fn)
+    elif kind == "response.output_item.done":
+        _map_answer({"output": [data.get("item")]}, fn)
+    elif kind in _FINAL_EVENTS:
+        _map_answer(data.get("response"), fn)
 
 
 TextMapper = Callable[[Any, Callable[[str], str]], None]
@@ -146,7 +248,7 @@ async def screen_request(screener: Screener, body: bytes, model: str, data: Any 
 
 async def screen_response(screener: Screener, body: bytes, model: str) -> bytes:
     """A whole (non-streamed) JSON answer, screened; Blocked if a check blocks."""
-    return await _screen_json(screener, body, model, Stage.RESPONSE, _map_choices)
+    return await _screen_json(screener, body, model, Stage.RESPONSE, _map_answer)
 
 
 def content_filtered(reason: str, param: str) -> InferenceError:
@@ -163,9 +265,18 @@ def screens_prompt(screener: Screener | None) -> bool:
 
 
 def error_event(reason: str) -> bytes:
-    """The final SSE event of a blocked stream: an OpenAI-style error object."""
+    """The final SSE event of a blocked stream: an OpenAI-style error object.
+
+    The `openai` SDK raises on any event whose data has an `error` (Responses streams included)."""
     body = {"error": {"message": reason, "type": CONTENT_FILTER, "param": None, "code": 400}}
     return b"data: " + orjson.dumps(body) + b"\n\n"
+
+
+def anthropic_error_event(reason: str) -> bytes:
+    """The final event of a blocked Messages stream, as vLLM ends one that failed: Anthropic
+    clients raise on `event: error` and ignore an untyped `data:` event."""
+    body = {"type": "error", "error": {"type": CONTENT_FILTER, "message": reason}}
+    return b"event: error\ndata: " + orjson.dumps(body) + b"\n\n"
 
 
 # How much already-streamed text the per-event pre-scan looks at besides the new text: a match
@@ -193,6 +304,7 @@ class StreamScreener:
         self._buffer = b""
         self._text = ""
         self.blocked: str | None = None
+        self._anthropic = False  # an Anthropic Messages stream: it ends in its own error event
 
     async def feed(self, chunk: bytes) -> bytes:
         """Screened bytes to send for this chunk (complete events only); Blocked ends the stream."""
@@ -206,33 +318,41 @@ class StreamScreener:
             try:
                 out.append(await self._event(event))
             except Blocked as blocked:
-                raise Blocked(blocked.reason, b"".join(out)) from None
+                final = anthropic_error_event(blocked.reason) if self._anthropic else None
+                raise Blocked(blocked.reason, b"".join(out), final) from None
         return b"".join(out)
 
     def flush(self) -> bytes:
         rest, self._buffer = self._buffer, b""
         return rest
 
+    async def _final_check(self) -> None:
+        """At the stream's end: the last word, held back from the per-event checks, is screened now."""
+        if self._text:
+            whole = await self.screener.screen_async(self._text, Stage.RESPONSE, self.model)
+            if whole.blocked:
+                self.blocked = whole.reason
+                raise Blocked(whole.reason)
+
     async def _event(self, event: bytes) -> bytes:
-        line = event.strip()
-        if not line.startswith(b"data:"):
+        # An event is "data: ..." (OpenAI chunks) or "event: NAME\ndata: ..." (Responses, Messages).
+        at = event.find(b"data:")
+        if at < 0:
             return event
-        payload = line[5:].strip()
+        head, payload = event[:at], event[at + 5 :].strip()
+        if head and not self._anthropic:
+            self._anthropic = head.startswith((b"event: message_", b"event: content_block_"))
         if payload == b"[DONE]":
-            if self._text:  # the last word, held back below, is screened now
-                whole = await self.screener.screen_async(self._text, Stage.RESPONSE, self.model)
-                if whole.blocked:
-                    self.blocked = whole.reason
-                    raise Blocked(whole.reason)
+            await self._final_check()
             return event
         try:
             data = orjson.loads(payload)
         except orjson.JSONDecodeError:
             return event
         texts: list[str] = []
-        _map_choices(data, _collector(texts))
+        _map_stream_deltas(data, _collector(texts))
         if not texts:
-            return event
+            return await self._repeats(head, data, event)
         self._text = (self._text + "".join(texts))[-self.window :]
         if not self.screener.may_find(self._text[-STREAM_TAIL_CHARS:], Stage.RESPONSE):
             return event  # nothing in the new text (or just before it) any check could match
@@ -244,6 +364,16 @@ class StreamScreener:
         if whole.blocked:
             self.blocked = whole.reason
             raise Blocked(whole.reason)
+        return self._redacted(head, data, event, _map_stream_deltas)
+
+    async def _repeats(self, head: bytes, data: Any, event: bytes) -> bytes:
+        """A Responses/Messages event with no new text: the end of the stream, or a whole text
+        repeated (`.done` events), which gets the redactions its deltas got."""
+        if isinstance(data, dict) and data.get("type") in _FINAL_EVENTS:
+            await self._final_check()
+        return self._redacted(head, data, event, _map_stream_repeats)
+
+    def _redacted(self, head: bytes, data: Any, event: bytes, texts_of: TextMapper) -> bytes:
         changed = False
 
         def one(text: str) -> str:
@@ -252,5 +382,5 @@ class StreamScreener:
             changed = changed or verdict.text != text
             return verdict.text
 
-        _map_choices(data, one)
-        return b"data: " + orjson.dumps(data) + b"\n\n" if changed else event
+        texts_of(data, one)
+        return head + b"data: " + orjson.dumps(data) + b"\n\n" if changed else event

@@ -18,11 +18,13 @@ from pathlib import Path
 
 from inferpool.api import ManifestSet, load_manifests
 from inferpool.api.lora_config import LoRAAdapterConfig, LoRAConfigError
+from inferpool.api.problems import LoadError
 from inferpool.api.workloads import ModelServerDeployment
 from inferpool.gateway.config import ProxyConfig, ServeConfig
 from inferpool.gateway.runtime import GatewayRuntime, RuntimeConfig
 from inferpool.lora.syncer import LoRASyncer, SyncerOptions
 from inferpool.sim import SimConfig, SimFleet
+from inferpool.sim.nixl import KVTransferConfig
 from inferpool.sources.convert import to_pool
 from inferpool.sources.manifest import ManifestLoadFailed
 from inferpool.sources.static import StaticEndpoint
@@ -80,7 +82,17 @@ def listener_port_map(ports: Sequence[int], host: str, taken: set[int]) -> dict[
 def sim_configs(
     deployment: ModelServerDeployment, manifests: ManifestSet, config: UpConfig, taken: set[int]
 ) -> list[SimConfig]:
-    """One SimConfig per replica: the Deployment's port and the next ones where free, else a free port."""
+    """One SimConfig per replica: the Deployment's port and the next ones where free, else a free port.
+
+    A `--kv-transfer-config` in the vLLM args makes the replicas P/D-capable, as vLLM would be.
+    """
+    try:
+        kv_transfer = KVTransferConfig.from_vllm_args(deployment.args)
+    except ValueError as err:
+        origin = deployment.origin
+        raise ManifestLoadFailed([LoadError(origin.file if origin else "<manifest>", origin.line if origin else 0,
+                                            "Deployment", deployment.name, "args",
+                                            f"--kv-transfer-config: {err}")]) from None  # fmt: skip
     out: list[SimConfig] = []
     for i in range(deployment.replicas):
         port = deployment.port + i
@@ -99,6 +111,7 @@ def sim_configs(
                 max_cpu_loras=deployment.max_cpu_loras,
                 speed=config.speed,
                 seed=i,
+                kv_transfer=kv_transfer.for_replica(i, deployment.replicas) if kv_transfer else None,
             )
         )
     return out

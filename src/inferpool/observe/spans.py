@@ -26,13 +26,14 @@ from opentelemetry.trace import SpanContext, SpanKind, TraceFlags, TraceState
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
-from inferpool.records import RequestRecord, TraceContext
+from inferpool.records import PrefillLeg, RequestRecord, TraceContext
 
 REQUEST_SPAN = "gateway.request"
 ADMISSION_SPAN = "gateway.admission"
 QUEUE_SPAN = "gateway.queue"
 SCHEDULING_SPAN = "gateway.scheduling"
 DISPATCH_SPAN = "gateway.dispatch"
+PREFILL_SPAN = "gateway.prefill"  # P/D: the prefill leg, inside dispatch (which ends at the answer)
 RESPONSE_SPAN = "gateway.response"
 FIRST_TOKEN_EVENT = "first_token"
 
@@ -133,6 +134,9 @@ def _steps(r: RequestRecord) -> Iterator[_Step]:
                 yield _Step(SCHEDULING_SPAN, admitted_s + r.queue_wait_s, decided_s, _scheduling(r))
     if r.dispatched_s is not None:
         answered_s = r.response_started_s if r.response_started_s is not None else r.e2e_s
+        leg = r.prefill
+        if leg is not None and leg.duration_s is not None:  # the leg runs first, from dispatch on
+            yield _Step(PREFILL_SPAN, r.dispatched_s, r.dispatched_s + leg.duration_s, _prefill(leg))
         yield _Step(DISPATCH_SPAN, r.dispatched_s, answered_s, _dispatch(r))
     if r.response_started_s is not None:
         yield _Step(
@@ -205,6 +209,18 @@ def _dispatch(r: RequestRecord) -> Attributes:
             "server.address": address,
             "server.port": port,
             "inferpool.attempts": r.attempts,
+        }
+    )
+
+
+def _prefill(leg: PrefillLeg) -> Attributes:
+    return _clean(
+        {
+            "inferpool.prefill.endpoint": leg.endpoint,
+            "inferpool.prefill.address": leg.hostport,
+            "http.response.status_code": leg.status or None,
+            "inferpool.prefill.fell_back": leg.fell_back,
+            "inferpool.prefill.error": leg.error,
         }
     )
 

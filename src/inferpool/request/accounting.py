@@ -28,18 +28,50 @@ class Usage:
 
 
 def usage_from(obj: object) -> Usage | None:
-    """The `usage` object of a response or chunk, or None if it has none."""
+    """The usage of a response or stream event, or None if it carries none.
+
+    OpenAI shapes (completions, chat, embeddings) have `usage.prompt_tokens`; the Responses API
+    and Anthropic's Messages API have `usage.input_tokens`/`output_tokens`, and in their streams
+    the usage sits in the `response` of `response.completed` or the `message` of `message_start`.
+    """
     if not isinstance(obj, dict):
         return None
     usage = obj.get("usage")
+    if usage is None:
+        # Only typed events (Responses, Messages) nest it; chat chunks stop at this lookup.
+        kind = obj.get("type")
+        if not isinstance(kind, str):
+            return None
+        inner = obj.get("response") if kind.startswith("response.") else obj.get("message")
+        usage = inner.get("usage") if isinstance(inner, dict) else None
     if not isinstance(usage, dict):
         return None
-    details = usage.get("prompt_tokens_details")
-    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    if "prompt_tokens" in usage:
+        details = usage.get("prompt_tokens_details")
+        cached = details.get("cached_tokens") if isinstance(details, dict) else None
+        return Usage(
+            prompt_tokens=_int(usage.get("prompt_tokens")),
+            completion_tokens=_int(usage.get("completion_tokens")),
+            cached_tokens=_int(cached),
+        )
+    return _input_output_usage(usage)
+
+
+def _input_output_usage(usage: dict[str, Any]) -> Usage:
+    """Responses API usage (`input_tokens` is the whole prompt, `input_tokens_details.cached_tokens`
+    the cached part) or Anthropic's (`input_tokens` excludes `cache_read_input_tokens` and
+    `cache_creation_input_tokens`, so the prompt is their sum, as vLLM computes it)."""
+    prompt = _int(usage.get("input_tokens"))
+    details = usage.get("input_tokens_details")
+    cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else None
+    read = _int(usage.get("cache_read_input_tokens"))
+    created = _int(usage.get("cache_creation_input_tokens"))
+    if prompt is not None and (read is not None or created is not None):
+        prompt += (read or 0) + (created or 0)
     return Usage(
-        prompt_tokens=_int(usage.get("prompt_tokens")),
-        completion_tokens=_int(usage.get("completion_tokens")),
-        cached_tokens=_int(cached),
+        prompt_tokens=prompt,
+        completion_tokens=_int(usage.get("output_tokens")),
+        cached_tokens=cached if cached is not None else read,
     )
 
 
@@ -60,7 +92,7 @@ class ResponseAccounting:
         self.first_event_at: float | None = None
         self.usage: Usage | None = None  # last usage seen (vLLM continuous usage repeats it)
         self.token_events = 0  # SSE events carrying a generated token
-        self.done = False  # saw "data: [DONE]"
+        self.done = False  # saw the stream's last event: "data: [DONE]", response.completed, message_stop
         self._line = bytearray()  # partial SSE line
         self._data: list[bytes] = []  # data lines of the current SSE event
         self._body = bytearray()  # non-streaming body
@@ -165,11 +197,52 @@ class ResponseAccounting:
             self.first_event_at = now
         usage = usage_from(event)
         if usage is not None:
-            self.usage = usage
-        tokens, content = _token_facts(event)
+            self.usage = _merged(self.usage, usage)
+        if isinstance(event, dict) and "choices" not in event and "type" in event:
+            tokens, content, final = _typed_token_facts(event)
+            self.done = self.done or final
+        else:
+            tokens, content = _token_facts(event)
         self.token_events += tokens
         if content and self.first_token_at is None:
             self.first_token_at = now
+
+
+def _merged(previous: Usage | None, usage: Usage) -> Usage:
+    """The latest usage, with what it leaves out taken from the one before (an Anthropic
+    `message_delta` may report only output tokens, its `message_start` had the input)."""
+    if previous is None or (usage.prompt_tokens is not None and usage.completion_tokens is not None):
+        return usage
+    return Usage(
+        prompt_tokens=usage.prompt_tokens if usage.prompt_tokens is not None else previous.prompt_tokens,
+        completion_tokens=(
+            usage.completion_tokens if usage.completion_tokens is not None else previous.completion_tokens
+        ),
+        cached_tokens=usage.cached_tokens if usage.cached_tokens is not None else previous.cached_tokens,
+    )
+
+
+# The last event of a Responses stream (vLLM sends response.completed whatever the status) and
+# of a Messages stream; neither ends with "data: [DONE]".
+_FINAL_EVENTS = frozenset({"response.completed", "response.failed", "response.incomplete", "message_stop"})
+# Responses stream events that carry generated text (reasoning and tool arguments count as tokens).
+_RESPONSE_DELTAS = frozenset(
+    {"response.output_text.delta", "response.reasoning_text.delta", "response.function_call_arguments.delta"}
+)
+
+
+def _typed_token_facts(event: dict[str, Any]) -> tuple[int, bool, bool]:
+    """(token, visible content, final event) for a Responses or Messages stream event."""
+    kind = event.get("type")
+    if kind in _RESPONSE_DELTAS:
+        return 1, bool(event.get("delta")), False
+    if kind == "content_block_delta":
+        delta = event.get("delta")
+        visible = isinstance(delta, dict) and bool(
+            delta.get("text") or delta.get("thinking") or delta.get("partial_json")
+        )
+        return 1, visible, False
+    return 0, False, kind in _FINAL_EVENTS
 
 
 def _token_facts(event: Any) -> tuple[int, bool]:

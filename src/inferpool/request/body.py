@@ -1,9 +1,13 @@
-"""Parse an OpenAI request body once, and re-serialize it with only the model changed.
+"""Parse an inference request body once, and re-serialize it with only the model changed.
 
 Everything the core needs from the body (model, prompt text for prefix hashing, stream
 flags, token budget) is read here so the data planes never touch JSON. Error statuses,
 types and `param`s follow what vLLM 0.32 answers (recorded in shared/reference), so a
 client sees the same error whether the gateway or the model server rejected it.
+
+Kinds, by path suffix: OpenAI completions and chat, embeddings, the Responses API and
+Anthropic's Messages API (vLLM serves all five). Each is passed through untranslated;
+only its prompt is read, as text, for prefix hashing and screening.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import orjson
 
 from inferpool.errors import InferenceError
 
-BodyKind = Literal["completion", "chat", "other"]
+BodyKind = Literal["completion", "chat", "embeddings", "responses", "messages", "other"]
 
 # vLLM uses "Bad Request" for schema errors (param "body.<field>") and "BadRequestError"
 # for semantic ones (param "<field>"); keep both so clients see identical bodies.
@@ -30,20 +34,28 @@ class ParsedBody:
     data: dict[str, Any]
     kind: BodyKind
     model: str
-    prompt: str  # text used for prefix hashing (chat: "role: content" lines)
+    prompt: str  # text used for prefix hashing (chat, responses, messages: "role: content" lines)
     stream: bool
     include_usage: bool
     max_tokens: int | None
     prompt_tokens_estimate: int
 
 
+_SUFFIX_KINDS: tuple[tuple[str, BodyKind], ...] = (
+    ("/chat/completions", "chat"),
+    ("/completions", "completion"),
+    ("/embeddings", "embeddings"),
+    ("/responses", "responses"),  # POST /v1/responses; /v1/responses/{id}/cancel is "other"
+    ("/messages", "messages"),  # Anthropic's; /v1/messages/count_tokens is "other"
+)
+
+
 def body_kind(path: str) -> BodyKind:
-    """Which OpenAI API a path is, by its suffix (works behind any route prefix)."""
+    """Which API a path is, by its suffix (works behind any route prefix)."""
     path = path.split("?", 1)[0].rstrip("/")
-    if path.endswith("/chat/completions"):
-        return "chat"
-    if path.endswith("/completions"):
-        return "completion"
+    for suffix, kind in _SUFFIX_KINDS:
+        if path.endswith(suffix):
+            return kind
     return "other"
 
 
@@ -70,8 +82,12 @@ def parse_body(raw: bytes, path: str) -> ParsedBody:
         raise InferenceError(400, "The 'model' field must not be empty.", param="model")
 
     stream = _lax_bool("stream", data.get("stream"))
-    include_usage = _include_usage(data.get("stream_options"))
-    max_tokens = _max_tokens(data)
+    if kind in ("chat", "completion", "other"):
+        include_usage = _include_usage(data.get("stream_options"))
+        max_tokens = _max_tokens(data)
+    else:
+        include_usage = True  # embeddings, responses and messages always report usage
+        max_tokens = None
 
     if kind == "chat":
         if "messages" not in data:
@@ -81,6 +97,15 @@ def parse_body(raw: bytes, path: str) -> ParsedBody:
         if data.get("prompt") is None:
             raise InferenceError(400, "Either prompt or prompt_embeds must be provided.", param="prompt")
         prompt, estimate = _prompt_text(data["prompt"])
+    elif kind == "embeddings":
+        prompt, estimate = _embeddings_text(data)
+        stream = False  # vLLM's embeddings do not stream
+    elif kind == "responses":
+        prompt, estimate = _responses_text(data)
+        max_tokens = _positive_int(data, "max_output_tokens", required=False)
+    elif kind == "messages":
+        prompt, estimate = _anthropic_text(data)
+        max_tokens = _positive_int(data, "max_tokens", required=True)
     else:
         prompt, estimate = _other_text(data)
 
@@ -192,7 +217,7 @@ def _max_tokens(data: dict[str, Any]) -> int | None:
     return None
 
 
-def _prompt_text(prompt: object) -> tuple[str, int]:
+def _prompt_text(prompt: object, field: str = "prompt") -> tuple[str, int]:
     """Prompt as text plus a token estimate; token-id prompts count exactly."""
     if isinstance(prompt, str):
         return prompt, estimate_tokens(prompt)
@@ -209,8 +234,8 @@ def _prompt_text(prompt: object) -> tuple[str, int]:
             return "\n".join(_ids_text(p) for p in prompt), sum(len(p) for p in prompt)
     raise InferenceError(
         400,
-        "Field 'prompt' must be a string, a list of strings, a list of token ids or a list of token-id lists",
-        param="body.prompt",
+        f"Field '{field}' must be a string, a list of strings, a list of token ids or a list of token-id lists",
+        param=f"body.{field}",
         err_type=_SCHEMA,
     )
 
@@ -286,3 +311,145 @@ def _other_text(data: dict[str, Any]) -> tuple[str, int]:
             text = orjson.dumps(value).decode()
             return text, estimate_tokens(text)
     return "", 0
+
+
+def _positive_int(data: dict[str, Any], name: str, *, required: bool) -> int | None:
+    """A token budget of the Responses or Messages API (`max_output_tokens`, `max_tokens`)."""
+    value = data.get(name)
+    if value is None:
+        if required:
+            raise InferenceError(400, f"Field required: '{name}'", param=f"body.{name}", err_type=_SCHEMA)
+        return None
+    value = _lax_int(name, value)
+    if value < 1:
+        raise InferenceError(400, f"{name} must be at least 1, got {value}.", param=name)
+    return value
+
+
+def _embeddings_text(data: dict[str, Any]) -> tuple[str, int]:
+    """vLLM's /v1/embeddings: `input` (text, texts or token ids), or chat-style `messages`."""
+    if data.get("messages") is not None:
+        return _flatten_messages(data["messages"])
+    if data.get("input") is None:
+        raise InferenceError(400, "Field required: 'input'", param="body.input", err_type=_SCHEMA)
+    return _prompt_text(data["input"], "input")
+
+
+def _responses_text(data: dict[str, Any]) -> tuple[str, int]:
+    """The Responses API's prompt: `instructions` as a system line, then `input` (text or items)."""
+    lines: list[str] = []
+    instructions = data.get("instructions")
+    if instructions is not None:
+        if not isinstance(instructions, str):
+            raise _wrong_type("instructions", "a string", instructions)
+        lines.append(f"system: {instructions}")
+    if "input" not in data:
+        raise InferenceError(400, "Field required: 'input'", param="body.input", err_type=_SCHEMA)
+    items = data["input"]
+    if isinstance(items, str):
+        lines.append(f"user: {items}")
+    elif isinstance(items, list):
+        for index, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise _wrong_type(f"input.{index}", "an object", item)
+            lines.append(_response_item_line(item, index))
+    else:
+        raise _wrong_type("input", "a string or an array of input items", items)
+    text = "\n".join(lines)
+    return text, estimate_tokens(text)
+
+
+def _response_item_line(item: dict[str, Any], index: int) -> str:
+    """One Responses input item as a line: messages by role; tool calls and outputs by type."""
+    kind = item.get("type")
+    role = item.get("role")
+    if kind in (None, "message") or role is not None:
+        if not isinstance(role, str):
+            raise InferenceError(
+                400,
+                f"Field 'input.{index}.role' must be a string",
+                param=f"body.input.{index}.role",
+                err_type=_SCHEMA,
+            )
+        return f"{role}: {_parts_text(item.get('content'), f'input.{index}.content')}"
+    texts = [item[key] for key in ("arguments", "output") if isinstance(item.get(key), str)]
+    for key in ("summary", "content", "output"):
+        parts = item.get(key)
+        if isinstance(parts, list):
+            texts.append(_parts_text(parts, f"input.{index}.{key}"))
+    return f"{kind}: {chr(10).join(texts) or f'<{kind}>'}"
+
+
+def _anthropic_text(data: dict[str, Any]) -> tuple[str, int]:
+    """Anthropic Messages: `system` (text or blocks) as a system line, then each message by role."""
+    lines: list[str] = []
+    system = data.get("system")
+    if system is not None:
+        lines.append(f"system: {_parts_text(system, 'system')}")
+    if "messages" not in data:
+        raise InferenceError(400, "Field required: 'messages'", param="body.messages", err_type=_SCHEMA)
+    messages = data["messages"]
+    if not isinstance(messages, list):
+        raise _wrong_type("messages", "an array", messages)
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise _wrong_type(f"messages.{index}", "an object", message)
+        role = message.get("role")
+        if not isinstance(role, str):
+            raise InferenceError(
+                400,
+                f"Field 'messages.{index}.role' must be a string",
+                param=f"body.messages.{index}.role",
+                err_type=_SCHEMA,
+            )
+        if message.get("content") is None:
+            raise InferenceError(
+                400,
+                f"Field required: 'messages.{index}.content'",
+                param=f"body.messages.{index}.content",
+                err_type=_SCHEMA,
+            )
+        lines.append(f"{role}: {_parts_text(message['content'], f'messages.{index}.content')}")
+    text = "\n".join(lines)
+    return text, estimate_tokens(text)
+
+
+# Where the text is in a content part or block of the Responses and Messages APIs: input_text,
+# output_text, text and summary_text parts carry "text"; thinking blocks "thinking"; tool
+# results "content" (text or blocks); tool calls "input" (an object, kept as JSON).
+_PART_TEXT_KEYS = ("text", "thinking", "content", "output")
+
+
+def _parts_text(content: object, field: str) -> str:
+    """A string, or a list of parts/blocks as lines (non-text parts kept as `<type>`)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise InferenceError(
+            400,
+            f"Field '{field}' must be a string or a list of content blocks",
+            param=f"body.{field}",
+            err_type=_SCHEMA,
+        )
+    texts: list[str] = []
+    for index, part in enumerate(content):
+        if not isinstance(part, dict):
+            raise _wrong_type(f"{field}.{index}", "an object", part)
+        for key in _PART_TEXT_KEYS:
+            value = part.get(key)
+            if isinstance(value, str):
+                texts.append(value)
+                break
+            if key in ("content", "output") and isinstance(value, list):
+                texts.append(_parts_text(value, f"{field}.{index}.{key}"))
+                break
+        else:
+            tool_input = part.get("input")
+            texts.append(
+                orjson.dumps(tool_input).decode()
+                if tool_input is not None
+                else f"<{part.get('type', 'part')}>"
+            )
+    return "\n".join(texts)

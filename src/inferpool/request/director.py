@@ -15,12 +15,14 @@ turns away itself (no route, bad key, screened), passthrough() for a Service bac
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from inferpool.admission import Admission, SaturationSnapshot, ShedError
@@ -36,6 +38,7 @@ from inferpool.state import Datastore, Endpoint
 log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "x-request-id"
+_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 
 
 class Scheduler(Protocol):
@@ -444,6 +447,12 @@ class _Tracked:
         """The prefill leg ended (the decode leg follows, with or without its KV blocks)."""
         self._end_prefill(status, error, duration_s, fell_back=fell_back)
 
+    def prefill_transfer_failed(self, error: str) -> None:
+        """The decoder could not read the KV blocks the prefill leg made; it prefills locally instead."""
+        leg = self.prefill_leg
+        if leg is not None:
+            self.prefill_leg = dataclasses.replace(leg, error=error, fell_back=True)
+
     def _end_prefill(
         self, status: int, error: str | None, duration_s: float | None, *, fell_back: bool
     ) -> None:
@@ -476,6 +485,10 @@ class _Tracked:
 
     def response_data(self, chunk: bytes) -> None:
         self._accounting.feed(chunk)
+
+    def response_headers(self) -> Mapping[str, str]:
+        """Headers the scheduler's plugins add to the client's response (none without a pool scheduler)."""
+        return _NO_HEADERS
 
     def _check_open(self) -> None:
         if self.record is not None:
@@ -559,6 +572,11 @@ class RoutedRequest(_Tracked):
         resolution = attempt.resolution
         parsed = attempt.parsed
         assert resolution is not None and parsed is not None
+        if result.prefill is not None and parsed.kind not in ("completion", "chat"):
+            # vLLM's disaggregated protocol exists for completions and chat only (an embedding has
+            # no decode leg; Responses and Messages carry no kv_transfer_params): such a request
+            # is served whole by the decode pick.
+            result.prefill = None
         if result.prefill is not None:
             self.prefill_candidates = result.prefill.endpoints
             self.pd_body = {**parsed.data, "model": resolution.target_model}
@@ -595,6 +613,26 @@ class RoutedRequest(_Tracked):
         if flow is not None:
             flow.sent(endpoint)  # before the grant ends, so the pool never looks emptier than it is
         self._end_grant()
+
+    def response_headers(self) -> Mapping[str, str]:
+        """Headers the scheduler's plugins set for the endpoint that served (the session token).
+
+        Asked once, when the data plane starts the response; without such plugins (the
+        scheduler's `adds_response_headers` false or absent) it costs one attribute read.
+        """
+        served = self.served_by
+        if served is None or not getattr(self._scheduler, "adds_response_headers", False):
+            return _NO_HEADERS
+        hook = self._scheduler.response_headers  # type: ignore[attr-defined]
+        picks = {"": served, self.result.profile: served}
+        prefill = self.result.prefill
+        if prefill is not None and prefill.ranked:
+            picks[prefill.profile] = prefill.ranked[0].endpoint
+        try:
+            return hook(self.scheduling_request, picks)  # type: ignore[no-any-return]
+        except Exception:  # a plugin bug must not break an answer that is already on its way
+            log.exception("scheduler response_headers failed for request %s", self.request_id)
+            return _NO_HEADERS
 
     def finish(self, status: int, error: str | None = None) -> RequestRecord:
         """End the request (any outcome); idempotent: later calls return the first record."""

@@ -39,6 +39,7 @@ from inferpool.durations import parse_go_duration_or_seconds
 from inferpool.scheduling.disagg import DisaggScheduler
 from inferpool.scheduling.framework import Filter, Picker, Profile, Scheduler, WeightedScorer
 from inferpool.scheduling.plugins import PROFILE_KINDS, REGISTRY
+from inferpool.scheduling.plugins.approx_prefix import ApproxPrefixProducerParams
 from inferpool.scheduling.plugins.max_score import MaxScorePicker
 from inferpool.scheduling.plugins.pd_decider import AlwaysDisaggPDDecider, Decider, NonCachedCharsDecider
 from inferpool.scheduling.plugins.prefix_cache import PrefixCacheScorer
@@ -214,6 +215,7 @@ def parse_config(text: str, source: str = "<string>") -> EndpointPickerConfig:
 
 def _build_plugins(config: EndpointPickerConfig, problems: list[str]) -> dict[str, tuple[str, object]]:
     built: dict[str, tuple[str, object]] = {}
+    prefix_defaults = _producer_prefix_parameters(config)
     for i, spec in enumerate(config.plugins):
         where = f"plugins[{i}]"
         plugin_type = REGISTRY.get(spec.type)
@@ -225,13 +227,28 @@ def _build_plugins(config: EndpointPickerConfig, problems: list[str]) -> dict[st
         if spec.instance_name in built:
             problems.append(f"{where}.name: duplicate plugin name {spec.instance_name!r}")
             continue
+        parameters = spec.parameters
+        if parameters is None and spec.type == "prefix-cache-scorer":
+            parameters = prefix_defaults
         try:
-            params = plugin_type.params.model_validate(spec.parameters or {})
+            params = plugin_type.params.model_validate(parameters or {})
         except ValidationError as exc:
             problems.extend(_validation_problems(exc, f"{where}.parameters"))
             continue
         built[spec.instance_name] = (plugin_type.kind, plugin_type.build(spec.instance_name, params))
     return built
+
+
+def _producer_prefix_parameters(config: EndpointPickerConfig) -> dict[str, Any] | None:
+    """An llm-d approx-prefix-cache-producer's settings, for prefix-cache-scorers that have none."""
+    for spec in config.plugins:
+        if spec.type == "approx-prefix-cache-producer":
+            try:
+                producer = ApproxPrefixProducerParams.model_validate(spec.parameters or {})
+            except ValidationError:
+                return None  # reported where the producer itself is built
+            return producer.prefix_cache_parameters()
+    return None
 
 
 def _build_profile(

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from operator import add, mul
+from types import MappingProxyType
 from typing import Protocol, runtime_checkable
 
 from inferpool.records import RequestRecord
 from inferpool.scheduling.types import Ranking, SchedulingRequest, SchedulingResult, ScoredEndpoint
 from inferpool.state import Endpoint
+
+_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 
 # One scorer's scores for a candidate list, position by position, each in [0, 1].
 Column = Callable[[SchedulingRequest, list[Endpoint]], list[float]]
@@ -140,6 +143,7 @@ class Scheduler:
             for p in plugins
             if hasattr(p, "on_endpoint_removed")
         ]
+        self._header_hooks = [p.response_headers for p in plugins if hasattr(p, "response_headers")]  # type: ignore[attr-defined]
 
     @property
     def profile(self) -> Profile:
@@ -256,6 +260,24 @@ class Scheduler:
         """The request's outcome on the endpoint that served it (latencies, token counts)."""
         for hook in self._finished_hooks:
             hook(req, endpoint, record)
+
+    @property
+    def adds_response_headers(self) -> bool:
+        """Whether any plugin of the profile sets response headers (the Director skips asking if not)."""
+        return bool(self._header_hooks)
+
+    def response_headers(self, req: SchedulingRequest, picks: Mapping[str, Endpoint]) -> Mapping[str, str]:
+        """Headers plugins set on the client's response (llm-d's ResponseHeaderProcessor).
+
+        `picks` maps a profile name to the endpoint it chose; "" is the one that served.
+        A profile without such plugins answers an empty mapping without a call.
+        """
+        if not self._header_hooks:
+            return _NO_HEADERS
+        headers: dict[str, str] = {}
+        for hook in self._header_hooks:
+            headers.update(hook(req, picks))
+        return headers
 
     def on_endpoint_removed(self, name: str) -> None:
         """An endpoint left the pool: plugins drop what they remember about it."""

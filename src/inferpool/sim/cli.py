@@ -20,6 +20,16 @@ def sim_command(
     port: Annotated[int, typer.Option(help="Port of the first replica; the others follow.")] = 8000,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     replicas: Annotated[int, typer.Option(min=1, help="Number of replicas.")] = 1,
+    data_parallel_size: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=8,
+            help="Data-parallel ranks per replica (vLLM --data-parallel-size), each its own API server on the "
+            "next port (vLLM's external-LB layout, one InferencePool targetPort per rank); rank r labels its "
+            'metrics engine="r". At most 8, as an InferencePool has at most 8 targetPorts.',
+        ),
+    ] = 1,
     model: Annotated[
         str, typer.Option(help="Base model (vLLM --model).")
     ] = "meta-llama/Llama-3.1-8B-Instruct",
@@ -83,6 +93,7 @@ def sim_command(
             host=host,
             port=port + i,
             lora_modules=list(lora or []),
+            data_parallel_rank=i % data_parallel_size,
             max_loras=max_loras,
             max_cpu_loras=max_cpu_loras,
             profile=profile,
@@ -95,7 +106,7 @@ def sim_command(
             kv_transfer=kv_transfer.for_replica(i, replicas) if kv_transfer else None,
             kv_interconnect=kv_interconnect,
         )
-        for i in range(replicas)
+        for i in range(replicas * data_parallel_size)  # replica i // size, rank i % size
     ]
     import uvloop
 

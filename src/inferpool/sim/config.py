@@ -36,6 +36,9 @@ class SimConfig:
     kv_events: KVEventsConfig | None = None  # vLLM --kv-events-config; None = no events
     kv_transfer: KVTransferConfig | None = None  # vLLM --kv-transfer-config; None = no KV connector
     kv_interconnect: str = DEFAULT_INTERCONNECT  # the modelled P/D transfer path (sim/nixl.py INTERCONNECTS)
+    # vLLM --data-parallel-rank: this server is rank r of a data-parallel group, one API server
+    # (and port) per rank, as llm-d deploys DP (one InferencePool targetPort per rank).
+    data_parallel_rank: int = 0
 
     def __post_init__(self) -> None:
         if self.speed <= 0:
@@ -50,6 +53,8 @@ class SimConfig:
             raise ValueError(
                 f"unknown kv interconnect {self.kv_interconnect!r}: use one of {', '.join(INTERCONNECTS)}"
             )
+        if self.data_parallel_rank < 0:
+            raise ValueError("data_parallel_rank must be >= 0")
 
     @property
     def model_name(self) -> str:

@@ -184,9 +184,10 @@ class ZmqEventPublisher:
     replica's own --host rather than every interface; other tcp endpoints connect.
     """
 
-    def __init__(self, config: KVEventsConfig, host: str = "127.0.0.1") -> None:
+    def __init__(self, config: KVEventsConfig, host: str = "127.0.0.1", data_parallel_rank: int = 0) -> None:
         self.config = config
         self.host = host
+        self.data_parallel_rank = data_parallel_rank  # vLLM's publishers stamp each batch with it
         self.endpoint = _bind_address(config.endpoint, host)
         self.replay_endpoint = _bind_address(config.replay_endpoint, host) if config.replay_endpoint else None
         self._topic = config.topic.encode()
@@ -228,7 +229,9 @@ class ZmqEventPublisher:
         """Send one step's events as one batch (nothing when the step produced none)."""
         if not events or self._pub is None:
             return
-        payload = encode_batch(KVEventBatch(ts=time.time(), events=events, data_parallel_rank=0))
+        payload = encode_batch(
+            KVEventBatch(ts=time.time(), events=events, data_parallel_rank=self.data_parallel_rank)
+        )
         seq = self._seq
         self._seq += 1
         self._buffer.append((seq, payload))

@@ -121,6 +121,9 @@ class MetricsConfig:
     model_name: str
     max_loras: int
     lora_info_semantics: str = "recent"  # or "legacy"
+    # vLLM labels per-engine series engine="<data-parallel rank>": an API server of rank r
+    # (`--data-parallel-rank r`, one port per rank) reports engine="r".
+    engine_index: int = 0
 
 
 class SimMetrics:
@@ -134,7 +137,7 @@ class SimMetrics:
         GCCollector(registry=r)
         PlatformCollector(registry=r)
         ProcessCollector(registry=r)
-        lv = ("0", config.model_name)
+        lv = (str(config.engine_index), config.model_name)
         max_len = engine.profile.max_model_len
         tok_buckets = one_two_five(max_len)
 
@@ -226,7 +229,7 @@ class SimMetrics:
         ).labels(*lv)
         success = Counter("vllm:request_success", "Count of successfully processed requests.",
                           ("engine", "finished_reason", "model_name"), registry=r)  # fmt: skip
-        self.success = {reason: success.labels("0", reason, config.model_name) for reason in FINISH_REASONS}
+        self.success = {reason: success.labels(lv[0], reason, config.model_name) for reason in FINISH_REASONS}
         rejections = Counter("vllm:admission_rejections",
                              "Number of admission attempts rejected by a queue limit, by reason.",
                              ("model_name", "reason"), registry=r)  # fmt: skip
@@ -291,7 +294,7 @@ class SimMetrics:
             ("max_lora", "running_lora_adapters", "waiting_lora_adapters"),
             registry=r,
         )
-        cache_labels = cache_config_labels(engine)
+        cache_labels = cache_config_labels(engine, config.engine_index)
         Gauge("vllm:cache_config_info", "Information of the LLMEngine CacheConfig", tuple(cache_labels),
               registry=r).labels(**cache_labels).set(1)  # fmt: skip
         self.http_requests = Counter("http_requests_total",
@@ -413,7 +416,7 @@ class SimMetrics:
         return generate_latest(self.registry)
 
 
-def cache_config_labels(engine: Engine) -> dict[str, str]:
+def cache_config_labels(engine: Engine, engine_index: int = 0) -> dict[str, str]:
     """vllm:cache_config_info labels in vLLM's order, values as Python reprs."""
     p = engine.profile
     tokens = p.num_gpu_blocks * p.block_size
@@ -425,7 +428,7 @@ def cache_config_labels(engine: Engine) -> dict[str, str]:
         "effective_attention_block_size": str(p.block_size),
         "enable_mamba_shared_prefix_checkpoint": "False",
         "enable_prefix_caching": "True",
-        "engine": "0",
+        "engine": str(engine_index),
         "gpu_memory_utilization": str(p.gpu_memory_utilization),
         "hash_block_size": "None",
         "is_attention_free": "False",

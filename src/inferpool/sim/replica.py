@@ -8,6 +8,7 @@ import random
 
 from aiohttp import web
 
+from inferpool.sim.apis import add_routes
 from inferpool.sim.clock import RealClock
 from inferpool.sim.config import SimConfig
 from inferpool.sim.engine import Engine
@@ -26,7 +27,8 @@ class SimReplica:
         profile = load_profile(config.profile)
         self.engine = Engine(profile, max_loras=config.max_loras, max_cpu_loras=config.max_cpu_loras,
                              clock=RealClock(config.speed), seed=config.seed)  # fmt: skip
-        metrics_cfg = MetricsConfig(config.model_name, config.max_loras, config.lora_info_semantics)
+        metrics_cfg = MetricsConfig(config.model_name, config.max_loras, config.lora_info_semantics,
+                                    engine_index=config.data_parallel_rank)  # fmt: skip
         self.metrics = SimMetrics(self.engine, metrics_cfg)
         self.state = ReplicaState(config, self.engine, self.metrics, config.adapters(),
                                   rng=random.Random(config.seed))  # fmt: skip
@@ -51,7 +53,9 @@ class SimReplica:
         """Queue the pool's block events during each step and publish them as one batch at its end."""
         adapter_ids = {name: i + 1 for i, name in enumerate(self.config.adapters())}  # vLLM numbers from 1
         queue = self.engine.pool.events = KVEventQueue(self.engine.pool.block_size, adapter_ids)
-        publisher = self.kv_events = ZmqEventPublisher(kv_config, self.config.host)
+        publisher = self.kv_events = ZmqEventPublisher(
+            kv_config, self.config.host, self.config.data_parallel_rank
+        )
         self.engine.step_hooks.append(lambda _report: publisher.publish(queue.take()))
 
     @property
@@ -64,7 +68,9 @@ class SimReplica:
 
     async def start(self) -> None:
         """Bind the port and start the engine; /health answers 503 until the startup delay passed."""
-        self._runner = web.AppRunner(build_app(self.state), handler_cancellation=True, access_log=None,
+        app = build_app(self.state)
+        add_routes(app, self.state)  # /v1/embeddings, /v1/responses, /v1/messages (sim/apis.py)
+        self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
                                      shutdown_timeout=5.0)  # fmt: skip
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port, reuse_address=True)

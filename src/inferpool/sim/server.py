@@ -493,7 +493,8 @@ class Handlers:
     async def kv_event_sources(self, request: web.Request) -> web.Response:
         """vLLM 0.32's publisher config per data-parallel rank; {} when events are off."""
         kv = self.state.config.kv_events
-        return _json({"0": kv.model_dump()} if kv is not None and kv.publishes else {})
+        rank = str(self.state.config.data_parallel_rank)
+        return _json({rank: kv.model_dump()} if kv is not None and kv.publishes else {})
 
     async def nixl_read(self, request: web.Request) -> web.Response:
         """Sim-only side channel: a decoder reads (and so frees) a finished prefill's KV blocks."""

@@ -8,9 +8,11 @@ It lives in sources/, the layer that feeds the datastore, because api/ sits belo
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 from inferpool.api.gke import HealthCheckPolicy
 from inferpool.api.inference import (
+    LLMD_GROUP,
     InferenceModel,
     InferenceModelRewrite,
     InferenceObjective,
@@ -27,6 +29,7 @@ from inferpool.state import (
     ModelRoute,
     Objective,
     Pool,
+    PoolBinding,
     RewriteRule,
     RewriteTarget,
     TargetModel,
@@ -94,6 +97,7 @@ def to_pool(pool: InferencePool, policy: HealthCheckPolicy | None = None) -> Poo
         endpoint_picker=picker,
         health_check=check,
         api_version=pool.api_version,
+        labels=dict(pool.metadata.labels),
     )
 
 
@@ -109,11 +113,17 @@ def to_model(model: InferenceModel) -> ModelRoute:
     )
 
 
+def _binding(bound: InferenceObjective | InferenceModelRewrite) -> PoolBinding:
+    spec = bound.spec
+    selector = spec.pool_selector.selector() if spec.pool_selector is not None else None
+    return PoolBinding(names=tuple(spec.pool_names()), selector=selector)
+
+
 def to_objective(objective: InferenceObjective) -> Objective:
     return Objective(
         namespace=objective.namespace,
         name=objective.name,
-        pool_name=objective.spec.pool_ref.name,
+        binding=_binding(objective),
         priority=objective.spec.priority or 0,  # unset means 0, as upstream
     )
 
@@ -122,15 +132,37 @@ def to_rewrite(rewrite: InferenceModelRewrite) -> ModelRewrite:
     return ModelRewrite(
         namespace=rewrite.namespace,
         name=rewrite.name,
-        pool_name=rewrite.spec.pool_ref.name,
+        binding=_binding(rewrite),
         rules=[
             RewriteRule(
                 models=[match.model.value for match in rule.matches],
-                targets=[RewriteTarget(model=t.model_rewrite, weight=t.weight) for t in rule.targets],
+                targets=[RewriteTarget(model=t.model_rewrite, weight=t.weight) for t in rule.targets or []],
             )
             for rule in rewrite.spec.rules
         ],
     )
+
+
+_Bound = TypeVar("_Bound", InferenceObjective, InferenceModelRewrite)
+
+
+def in_llmd_group(obj: InferenceObjective | InferenceModelRewrite) -> bool:
+    return obj.api_version.split("/", 1)[0] == LLMD_GROUP
+
+
+def one_per_name(objects: list[_Bound]) -> list[_Bound]:
+    """One object per namespace/name: where both groups define it, llm-d-router's (llm-d.ai) wins.
+
+    Kubernetes keeps the two groups' objects apart, but requests name an objective by its
+    name alone, so a migration that copies objects into the new group must not make the
+    choice depend on file or watch order.
+    """
+    chosen: dict[tuple[str, str], _Bound] = {}
+    for obj in objects:
+        key = (obj.namespace, obj.name)
+        if key not in chosen or (in_llmd_group(obj) and not in_llmd_group(chosen[key])):
+            chosen[key] = obj
+    return list(chosen.values())
 
 
 def to_state(manifests: ManifestSet) -> StateObjects:
@@ -138,6 +170,6 @@ def to_state(manifests: ManifestSet) -> StateObjects:
     return StateObjects(
         pools=[to_pool(p, _policy_for(p, manifests.health_check_policies)) for p in manifests.pools],
         models=[to_model(m) for m in manifests.models],
-        objectives=[to_objective(o) for o in manifests.objectives],
-        rewrites=[to_rewrite(r) for r in manifests.rewrites],
+        objectives=[to_objective(o) for o in one_per_name(manifests.objectives)],
+        rewrites=[to_rewrite(r) for r in one_per_name(manifests.rewrites)],
     )

@@ -8,7 +8,7 @@ joins every pool whose selector matches its labels, exactly as a pod would:
 endpoints:
   - address: 127.0.0.1
     port: 8000              # optional: without it, each of the pool's target ports
-    name: vllm-0            # optional, default "address:port"
+    name: vllm-0            # optional, default "address:port"; "vllm-0-rank-<i>" per target port
     labels:
       app: vllm-llama3-8b-instruct
       inference.networking.k8s.io/engine-type: vllm   # optional, default vllm
@@ -32,6 +32,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from inferpool.scrape.engines import engine_of
+from inferpool.sources.ranks import rank_endpoint_name
 from inferpool.state import ChangeEvent, Datastore, Endpoint, Pool
 
 _HOSTNAME = re.compile(
@@ -156,12 +157,12 @@ def endpoints_for_pool(pool: Pool, endpoints: Iterable[StaticEndpoint]) -> list[
         if not pool.selects(spec.labels):
             continue
         ports = [spec.port] if spec.port is not None else list(pool.target_ports)
-        for port in ports:
+        for rank, port in enumerate(ports):
             host = f"[{spec.address}]" if ":" in spec.address else spec.address
             if spec.name is None:
                 name = f"{host}:{port}"
             elif spec.port is None and len(ports) > 1:
-                name = f"{spec.name}:{port}"  # one pod, several ranks (v1 targetPorts)
+                name = rank_endpoint_name(spec.name, rank)  # one server, several DP ranks (v1 targetPorts)
             else:
                 name = spec.name
             out.append(

@@ -100,13 +100,18 @@ class Datastore:
             self._emit("objective", key, deleted=True)
 
     def objective(self, pool: str, name: str) -> Objective | None:
-        for objective in self._objectives.values():
-            if objective.pool_key == pool and objective.name == name:
-                return objective
-        return None
+        """The objective `name` if it applies to `pool` (by poolRef, poolRefs or poolSelector)."""
+        known = self._pools.get(pool)
+        objective = self._objectives.get(pool_key(pool.split("/", 1)[0], name))
+        if known is None or objective is None or not objective.applies_to(known):
+            return None
+        return objective
 
     def objectives(self, pool: str | None = None) -> list[Objective]:
-        return [o for o in self._objectives.values() if pool is None or o.pool_key == pool]
+        if pool is None:
+            return list(self._objectives.values())
+        known = self._pools.get(pool)
+        return [o for o in self._objectives.values() if known is not None and o.applies_to(known)]
 
     def upsert_rewrite(self, rewrite: ModelRewrite) -> None:
         key = pool_key(rewrite.namespace, rewrite.name)
@@ -118,7 +123,10 @@ class Datastore:
             self._emit("rewrite", key, deleted=True)
 
     def rewrites(self, pool: str | None = None) -> list[ModelRewrite]:
-        return [r for r in self._rewrites.values() if pool is None or r.pool_key == pool]
+        if pool is None:
+            return list(self._rewrites.values())
+        known = self._pools.get(pool)
+        return [r for r in self._rewrites.values() if known is not None and r.applies_to(known)]
 
     # -- endpoints -------------------------------------------------------------
     def upsert_endpoint(self, endpoint: Endpoint) -> Endpoint:

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
 
+from inferpool.labels import LabelSelector
+
 
 class Criticality(StrEnum):
     CRITICAL = "Critical"
@@ -60,6 +62,7 @@ class Pool:
     endpoint_picker: str | None = None  # extensionRef / endpointPickerRef name
     health_check: HealthCheck | None = None
     api_version: str = "inference.networking.x-k8s.io/v1alpha2"
+    labels: dict[str, str] = field(default_factory=dict)  # the pool's own metadata.labels (poolSelector)
 
     @property
     def key(self) -> str:
@@ -91,18 +94,32 @@ class ModelRoute:
         return pool_key(self.namespace, self.pool_name)
 
 
+@dataclass(frozen=True)
+class PoolBinding:
+    """The pools an objective or rewrite applies to: named ones, plus those a selector picks.
+
+    Resolved when asked, against the pools known then, so a pool that appears (or gains
+    the selected labels) later is bound without touching the objective.
+    """
+
+    names: tuple[str, ...] = ()
+    selector: LabelSelector | None = None
+
+    def binds(self, pool: Pool) -> bool:
+        return pool.name in self.names or (self.selector is not None and self.selector.matches(pool.labels))
+
+
 @dataclass
 class Objective:
-    """A v1alpha2 InferenceObjective: a named priority, chosen by request header."""
+    """An InferenceObjective: a named priority, chosen by request header."""
 
     namespace: str
     name: str
-    pool_name: str
+    binding: PoolBinding
     priority: int = 0
 
-    @property
-    def pool_key(self) -> str:
-        return pool_key(self.namespace, self.pool_name)
+    def applies_to(self, pool: Pool) -> bool:
+        return pool.namespace == self.namespace and self.binding.binds(pool)
 
 
 @dataclass(frozen=True)
@@ -119,13 +136,12 @@ class RewriteRule:
 
 @dataclass
 class ModelRewrite:
-    """An InferenceModelRewrite: weighted model-name rewrites for a pool."""
+    """An InferenceModelRewrite: weighted model-name rewrites for the pools it binds."""
 
     namespace: str
     name: str
-    pool_name: str
+    binding: PoolBinding
     rules: list[RewriteRule] = field(default_factory=list)
 
-    @property
-    def pool_key(self) -> str:
-        return pool_key(self.namespace, self.pool_name)
+    def applies_to(self, pool: Pool) -> bool:
+        return pool.namespace == self.namespace and self.binding.binds(pool)

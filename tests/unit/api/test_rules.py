@@ -251,65 +251,7 @@ def test_target_name_max_253() -> None:
     )
 
 
-# -- InferenceObjective and InferenceModelRewrite -----------------------------------------
-
-OBJECTIVE = """\
-apiVersion: inference.networking.x-k8s.io/v1alpha2
-kind: InferenceObjective
-metadata: {name: o}
-spec:
-"""
-
-
-def test_objective_priority_integer() -> None:
-    ms = load_text(OBJECTIVE + "  priority: -3\n  poolRef: {name: p}\n")
-    assert ms.errors == [] and ms.objectives[0].spec.priority == -3
-    assert only_error(OBJECTIVE + "  priority: high\n  poolRef: {name: p}\n")[0] == "spec.priority"
-
-
-def test_objective_pool_ref_required() -> None:
-    assert only_error(OBJECTIVE + "  priority: 1\n") == ("spec.poolRef", "required field is missing")
-
-
-REWRITE = """\
-apiVersion: inference.networking.x-k8s.io/v1alpha2
-kind: InferenceModelRewrite
-metadata: {name: r}
-spec:
-  poolRef: {name: p}
-  rules:
-"""
-
-
-def test_rewrite_valid_with_default_match_type() -> None:
-    ms = load_text(
-        REWRITE
-        + "  - matches: [{model: {value: a}}]\n    targets: [{modelRewrite: a-v1, weight: 90}, {modelRewrite: a-v2, weight: 10}]\n  - targets: [{modelRewrite: default}]\n"
-    )
-    assert ms.errors == []
-    assert ms.rewrites[0].spec.rules[0].matches[0].model.type == "Exact"
-
-
-def test_rewrite_match_type_enum() -> None:
-    text = REWRITE + "  - matches: [{model: {type: Prefix, value: a}}]\n    targets: [{modelRewrite: b}]\n"
-    assert only_error(text)[0] == "spec.rules[0].matches[0].model.type"
-
-
-def test_rewrite_match_value_non_empty() -> None:
-    text = REWRITE + "  - matches: [{model: {value: ''}}]\n    targets: [{modelRewrite: b}]\n"
-    assert only_error(text)[0] == "spec.rules[0].matches[0].model.value"
-
-
-def test_rewrite_targets_weights_and_presence() -> None:
-    assert only_error(REWRITE + "  - targets: []\n")[0] == "spec.rules[0].targets"
-    text = REWRITE + "  - targets: [{modelRewrite: a, weight: 1}, {modelRewrite: b}]\n"
-    assert only_error(text)[0] == "spec.rules[0].targets"
-    assert only_error(REWRITE + "  - targets: [{weight: 1}]\n")[0] == "spec.rules[0].targets[0].modelRewrite"
-
-
-def test_rewrite_rules_required() -> None:
-    text = REWRITE.replace("  rules:\n", "")
-    assert only_error(text) == ("spec.rules", "required field is missing")
+# InferenceObjective and InferenceModelRewrite (both API groups): test_objective_rules.py
 
 
 # -- Gateway --------------------------------------------------------------------------

@@ -144,6 +144,8 @@ def test_epp_deployment_service_and_rbac_fit_together() -> None:
         ("inference.networking.x-k8s.io", "inferencemodels", "list"),
         ("inference.networking.x-k8s.io", "inferenceobjectives", "watch"),
         ("inference.networking.x-k8s.io", "inferencemodelrewrites", "watch"),
+        ("llm-d.ai", "inferenceobjectives", "watch"),
+        ("llm-d.ai", "inferencemodelrewrites", "list"),
         ("inference.networking.x-k8s.io", "inferencemodels/status", "patch"),
         ("", "pods", "watch"),
         ("coordination.k8s.io", "leases", "update"),

@@ -13,6 +13,7 @@ class FakeRouted:
     candidates: list[Endpoint]
     body: bytes
     events: list[tuple[str, object]] = field(default_factory=list)
+    answer_headers: dict[str, str] = field(default_factory=dict)  # what scheduler plugins would add
 
     def dispatched(self, endpoint: Endpoint) -> None:
         self.events.append(("dispatched", endpoint.hostport))
@@ -22,6 +23,9 @@ class FakeRouted:
 
     def response_data(self, chunk: bytes) -> None:
         self.events.append(("data", chunk))
+
+    def response_headers(self) -> dict[str, str]:
+        return self.answer_headers
 
     def finish(self, status: int, error: str | None = None) -> None:
         self.events.append(("finish", (status, error)))
@@ -36,6 +40,12 @@ class FakeRouter:
     error: InferenceError | None = None
     calls: list[tuple[str, dict[str, str], bytes, frozenset[str] | None]] = field(default_factory=list)
     routed: list[FakeRouted] = field(default_factory=list)
+    answer_headers: dict[str, str] = field(default_factory=dict)  # each routed request's response_headers()
+    refused: list[tuple[str, InferenceError]] = field(default_factory=list)
+
+    def refuse(self, request_id: str, err: InferenceError, **facts: object) -> None:
+        """A request refused before routing (e.g. a screened prompt): recorded, as the core would."""
+        self.refused.append((request_id, err))
 
     async def route_async(
         self,
@@ -53,7 +63,9 @@ class FakeRouter:
         candidates = [e for e in self.endpoints if subset is None or e.hostport in subset]
         if not candidates:
             raise InferenceError(503, "no eligible endpoint in the subset")
-        routed = FakeRouted(candidates, self.rewrite if self.rewrite is not None else body)
+        routed = FakeRouted(
+            candidates, self.rewrite if self.rewrite is not None else body, answer_headers=self.answer_headers
+        )
         self.routed.append(routed)
         return routed
 

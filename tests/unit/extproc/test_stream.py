@@ -178,6 +178,22 @@ async def test_response_is_passed_to_the_core_and_finishes_once() -> None:
     ]
 
 
+async def test_scheduler_response_headers_are_set_on_the_response() -> None:
+    """The session token of session-affinity-scorer: a header mutation on the response headers."""
+    router = FakeRouter(endpoints(8001), answer_headers={"x-session-token": "ZGVmYXVsdC9lODAwMQ=="})
+    stream = RequestStream(router, POOL, StreamConfig())
+    await stream.handle(headers_msg())
+    await stream.handle(body_msg(BODY))
+    status = base_pb2.HeaderMap(headers=[base_pb2.HeaderValue(key=":status", raw_value=b"200")])
+    [h] = await stream.handle(pb.ProcessingRequest(response_headers=pb.HttpHeaders(headers=status)))
+    assert set_headers(h.response_headers.response) == {"x-session-token": "ZGVmYXVsdC9lODAwMQ=="}
+    plain = RequestStream(FakeRouter(endpoints(8001)), POOL, StreamConfig())
+    await plain.handle(headers_msg())
+    await plain.handle(body_msg(BODY))
+    [h] = await plain.handle(pb.ProcessingRequest(response_headers=pb.HttpHeaders(headers=status)))
+    assert not h.response_headers.response.HasField("header_mutation")
+
+
 async def test_a_stream_closed_mid_response_still_releases_the_request() -> None:
     router = FakeRouter(endpoints(8001))
     stream = RequestStream(router, POOL, StreamConfig())

@@ -9,7 +9,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from inferpool.observe.tracing import Tracing, resource_for
-from inferpool.records import CandidateScore, HttpFacts, RequestRecord, TraceContext
+from inferpool.records import CandidateScore, HttpFacts, PrefillLeg, RequestRecord, TraceContext
 
 CALLER_TRACE = 0x4BF92F3577B34DA6A3CE929D0E0E4736
 CALLER_SPAN = 0x00F067AA0BA902B7
@@ -254,3 +254,21 @@ def test_nothing_is_exported_for_unsampled_or_untraced_requests(
     tracing.export(record(None, **ROUTED))
     tracing.export(record(None, http=None))  # the virtual-time bench has no data plane
     assert exported.get_finished_spans() == ()
+
+
+def test_a_split_request_has_a_prefill_span_inside_dispatch(
+    tracing: Tracing, exported: InMemorySpanExporter
+) -> None:
+    leg = PrefillLeg("pod-p", "10.0.0.9:8000", 0, 0.004, "ClientConnectorError: refused", fell_back=True)
+    tracing.export(record(tracing.join(CALLER), **{**ROUTED, "prefill": leg}))
+    spans = spans_by_name(exported)
+    prefill = spans["gateway.prefill"]
+    assert (prefill.start_time, prefill.end_time) == (at(0.013), at(0.017))
+    assert prefill.parent == spans["gateway.request"].context
+    assert prefill.attributes == {
+        "inferpool.prefill.endpoint": "pod-p",
+        "inferpool.prefill.address": "10.0.0.9:8000",
+        "inferpool.prefill.fell_back": True,
+        "inferpool.prefill.error": "ClientConnectorError: refused",
+    }
+    assert (spans["gateway.dispatch"].start_time, spans["gateway.dispatch"].end_time) == (at(0.013), at(0.1))

@@ -149,12 +149,12 @@ def test_max_tokens_negative_message_like_vllm() -> None:
 
 
 def test_other_paths_need_only_a_model() -> None:
-    parsed = parse_body(b'{"model":"emb","input":["a b c d"]}', "/v1/embeddings")
+    parsed = parse_body(b'{"model":"r","query":"q","documents":["a b c d"]}', "/v1/rerank")
     assert parsed.kind == "other"
-    assert parsed.prompt == "a b c d"
-    parsed = parse_body(b'{"model":"emb","input":{"weird":true}}', "/v1/embeddings")
+    assert parsed.prompt == ""
+    parsed = parse_body(b'{"model":"r","input":{"weird":true}}', "/v1/classify")
     assert parsed.prompt == '{"weird":true}'
-    assert _error(b'{"input":"x"}', "/v1/embeddings").param == "model"
+    assert _error(b'{"input":"x"}', "/v1/classify").param == "model"
 
 
 @pytest.mark.parametrize(
@@ -163,11 +163,152 @@ def test_other_paths_need_only_a_model() -> None:
         ("/v1/completions", "completion"),
         ("/v1/chat/completions", "chat"),
         ("/openai/v1/chat/completions/?x=1", "chat"),
-        ("/v1/embeddings", "other"),
+        ("/v1/embeddings", "embeddings"),
+        ("/v1/responses", "responses"),
+        ("/v1/responses/resp_1/cancel", "other"),
+        ("/v1/messages", "messages"),
+        ("/anthropic/v1/messages?beta=true", "messages"),
+        ("/v1/messages/count_tokens", "other"),
+        ("/v1/rerank", "other"),
     ],
 )
 def test_body_kind(path: str, kind: str) -> None:
     assert body_kind(path) == kind
+
+
+# -- embeddings, Responses API, Anthropic Messages -------------------------------------------
+
+EMBEDDINGS, RESPONSES, MESSAGES = "/v1/embeddings", "/v1/responses", "/v1/messages"
+
+
+@pytest.mark.parametrize(
+    ("body", "prompt", "estimate"),
+    [
+        ({"input": "Hello world!"}, "Hello world!", 3),
+        ({"input": ["abcd", "efgh"]}, "abcd\nefgh", 2),
+        ({"input": [1, 2, 3]}, "1 2 3", 3),
+        ({"input": [[1, 2], [3]]}, "1 2\n3", 3),
+        ({"messages": [{"role": "user", "content": "hi"}]}, "user: hi", 2),
+    ],
+)
+def test_embeddings_input_shapes(body: dict[str, object], prompt: str, estimate: int) -> None:
+    parsed = parse_body(orjson.dumps({"model": "e5", **body, "stream": True}), EMBEDDINGS)
+    assert (parsed.kind, parsed.model, parsed.prompt) == ("embeddings", "e5", prompt)
+    assert parsed.prompt_tokens_estimate == estimate
+    assert parsed.stream is False  # vLLM never streams embeddings
+    assert parsed.max_tokens is None
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        (b'{"model":"e5"}', "body.input"),
+        (b'{"model":"e5","input":{"text":"x"}}', "body.input"),
+        (b'{"model":"e5","input":[1,"a"]}', "body.input"),
+        (b'{"model":"e5","input":true}', "body.input"),
+        (b'{"input":"x"}', "model"),
+    ],
+)
+def test_embeddings_malformed(body: bytes, param: str) -> None:
+    err = _error(body, EMBEDDINGS)
+    assert err.param == param
+    if param.startswith("body."):
+        assert err.err_type == "Bad Request"
+
+
+def test_responses_instructions_and_items() -> None:
+    body = {
+        "model": "m",
+        "instructions": "Be brief.",
+        "input": [
+            {"role": "user", "content": "What is 2+2?"},
+            {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "4"}]},
+            {"type": "function_call", "call_id": "c1", "name": "add", "arguments": '{"a":2}'},
+            {"type": "function_call_output", "call_id": "c1", "output": "4"},
+            {"role": "user", "content": [{"type": "input_text", "text": "Why?"}, {"type": "input_image"}]},
+        ],
+        "max_output_tokens": 50,
+        "stream": True,
+    }
+    parsed = parse_body(orjson.dumps(body), RESPONSES)
+    assert parsed.kind == "responses"
+    assert parsed.prompt == (
+        'system: Be brief.\nuser: What is 2+2?\nassistant: 4\nfunction_call: {"a":2}\n'
+        "function_call_output: 4\nuser: Why?\n<input_image>"
+    )
+    assert (parsed.max_tokens, parsed.stream, parsed.include_usage) == (50, True, True)
+    assert parse_body(b'{"model":"m","input":"Tell me"}', RESPONSES).prompt == "user: Tell me"
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        (b'{"model":"m"}', "body.input"),
+        (b'{"model":"m","input":5}', "body.input"),
+        (b'{"model":"m","input":["text"]}', "body.input.0"),
+        (b'{"model":"m","input":[{"content":"no role"}]}', "body.input.0.role"),
+        (b'{"model":"m","input":[{"role":"user","content":7}]}', "body.input.0.content"),
+        (b'{"model":"m","input":"x","instructions":["a"]}', "body.instructions"),
+        (b'{"model":"m","input":"x","max_output_tokens":0}', "max_output_tokens"),
+        (b'{"model":"m","input":"x","max_output_tokens":"many"}', "body.max_output_tokens"),
+    ],
+)
+def test_responses_malformed(body: bytes, param: str) -> None:
+    assert _error(body, RESPONSES).param == param
+
+
+def test_messages_system_blocks_and_content_blocks() -> None:
+    body = {
+        "model": "claude-ish",
+        "max_tokens": 64,
+        "system": [{"type": "text", "text": "You are terse."}],
+        "messages": [
+            {"role": "user", "content": "Weather?"},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "text", "text": "Checking."},
+                    {"type": "tool_use", "id": "t1", "name": "weather", "input": {"city": "Oslo"}},
+                ],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": "t1", "content": "rain"},
+                    {"type": "image", "source": {"type": "base64", "data": "AAAA"}},
+                ],
+            },
+        ],
+    }
+    parsed = parse_body(orjson.dumps(body), MESSAGES)
+    assert parsed.kind == "messages"
+    assert parsed.prompt == (
+        'system: You are terse.\nuser: Weather?\nassistant: Checking.\n{"city":"Oslo"}\nuser: rain\n<image>'
+    )
+    assert (parsed.max_tokens, parsed.stream) == (64, False)
+    plain = parse_body(b'{"model":"c","max_tokens":5,"system":"Be nice.","messages":[]}', MESSAGES)
+    assert plain.prompt == "system: Be nice."
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        (b'{"model":"c","max_tokens":5}', "body.messages"),
+        (b'{"model":"c","messages":[]}', "body.max_tokens"),
+        (b'{"model":"c","max_tokens":0,"messages":[]}', "max_tokens"),
+        (b'{"model":"c","max_tokens":5,"messages":{}}', "body.messages"),
+        (b'{"model":"c","max_tokens":5,"messages":[{"content":"x"}]}', "body.messages.0.role"),
+        (b'{"model":"c","max_tokens":5,"messages":[{"role":"user"}]}', "body.messages.0.content"),
+        (
+            b'{"model":"c","max_tokens":5,"messages":[{"role":"user","content":[1]}]}',
+            "body.messages.0.content.0",
+        ),
+        (b'{"model":"c","max_tokens":5,"system":7,"messages":[]}', "body.system"),
+        (b'{"max_tokens":5,"messages":[]}', "model"),
+    ],
+)
+def test_messages_malformed(body: bytes, param: str) -> None:
+    assert _error(body, MESSAGES).param == param
 
 
 def test_rewrite_changes_only_model_and_keeps_order() -> None:

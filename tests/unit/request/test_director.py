@@ -19,6 +19,7 @@ from inferpool.state import (
     ModelRoute,
     Objective,
     Pool,
+    PoolBinding,
     TargetModel,
 )
 
@@ -350,7 +351,9 @@ def test_saturated_pool_sheds_sheddable_only() -> None:
 
 def test_objective_header_can_make_a_request_sheddable() -> None:
     h = Harness(_endpoint("pod1", queue=6))
-    h.store.upsert_objective(Objective("default", "best-effort", "vllm-llama3-8b-instruct", priority=-3))
+    h.store.upsert_objective(
+        Objective("default", "best-effort", PoolBinding(("vllm-llama3-8b-instruct",)), priority=-3)
+    )
     err = h.refused({"model": BASE, "messages": []}, X_Gateway_Inference_Objective="best-effort")
     assert err.status == 429 and h.records[-1].objective == "best-effort"
 
@@ -413,3 +416,36 @@ def test_base_model_inferred_from_reported_adapters() -> None:
     assert h.route({"model": BASE, "messages": []}).scheduling_request.lora_adapter is False
     parents = {m.id: m.parent for m in h.director.served_models(POOL)}
     assert parents == {"food-review": BASE, BASE: None, "batch": BASE}
+
+
+SESSION_PROFILE = """
+apiVersion: inference.networking.x-k8s.io/v1alpha1
+kind: EndpointPickerConfig
+plugins: [{type: session-affinity-scorer}, {type: queue-scorer}]
+schedulingProfiles:
+- name: sticky
+  plugins: [{pluginRef: session-affinity-scorer, weight: 10}, {pluginRef: queue-scorer}]
+"""
+
+
+def test_response_headers_name_the_endpoint_that_served() -> None:
+    """session-affinity-scorer's token, for the endpoint dispatched last (a retry moves it)."""
+    from inferpool.scheduling.config import build_scheduler, parse_config
+    from inferpool.scheduling.plugins.session_affinity import encode_token
+
+    h = Harness(scheduler=build_scheduler(parse_config(SESSION_PROFILE)))  # type: ignore[arg-type]
+    routed = h.route(CHAT)
+    assert routed.response_headers() == {}  # not sent anywhere yet
+    first, second = routed.candidates[0], routed.candidates[1]
+    routed.dispatched(first)
+    assert routed.response_headers() == {"x-session-token": encode_token(first)}
+    routed.dispatched(second)
+    assert routed.response_headers() == {"x-session-token": encode_token(second)}
+    second.metrics.waiting_queue_size = 3  # the busiest (queue-scorer 0), yet the pin wins
+    pinned = h.route(CHAT, x_session_token=encode_token(second))
+    assert pinned.candidates[0] is second
+    routed.finish(200)
+    pinned.finish(200)
+    plain = Harness().route(CHAT)  # a scheduler with no such plugin: nothing asked, nothing added
+    plain.dispatched(plain.candidates[0])
+    assert plain.response_headers() == {}

@@ -96,10 +96,15 @@ def test_fallback_and_disconnects_release_every_leg() -> None:
     assert _held(p) == _held(d) == (0, 0)
 
 
-def test_short_prompts_are_not_split() -> None:
+def test_short_prompts_and_other_apis_are_not_split() -> None:
     director, _, _ = _setup()
     routed = director.route(POOL, "/v1/completions", {}, b'{"model":"std","prompt":"hi"}')
     assert not routed.prefill_candidates and routed.pd_body is None
+    chat = orjson.dumps({"model": "std", "messages": [{"role": "user", "content": "Long question. " * 300}]})
+    assert director.route(POOL, "/v1/chat/completions", {}, chat).prefill_candidates
+    embedding = orjson.dumps({"model": "std", "input": "Long document. " * 300})
+    routed = director.route(POOL, "/v1/embeddings", {}, embedding)
+    assert not routed.prefill_candidates and routed.result.prefill is None
 
 
 def _samples(metrics: GatewayMetrics, name: str) -> dict[tuple[tuple[str, str], ...], float]:

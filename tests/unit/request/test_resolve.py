@@ -16,6 +16,7 @@ from inferpool.state import (
     ModelRoute,
     Objective,
     Pool,
+    PoolBinding,
     RewriteRule,
     RewriteTarget,
     TargetModel,
@@ -100,7 +101,12 @@ def test_models_of_other_pools_do_not_count() -> None:
 def test_header_rewrite_overrides_everything() -> None:
     store = _guide_store()
     store.upsert_rewrite(
-        ModelRewrite("default", "rw", "vllm-llama3-8b-instruct", [RewriteRule([], [RewriteTarget("z")])])
+        ModelRewrite(
+            "default",
+            "rw",
+            PoolBinding(("vllm-llama3-8b-instruct",)),
+            [RewriteRule([], [RewriteTarget("z")])],
+        )
     )
     headers = {"x-gateway-model-name-rewrite": "food-review-2"}
     res = resolve(store, POOL, "food-review", headers, random.Random(0))
@@ -115,7 +121,7 @@ def test_v1_rewrite_rules_explicit_before_catch_all() -> None:
         ModelRewrite(
             "default",
             "a-rw",
-            "vllm-llama3-8b-instruct",
+            PoolBinding(("vllm-llama3-8b-instruct",)),
             [RewriteRule([], [RewriteTarget("fallback")]), RewriteRule(["gpt-4"], [RewriteTarget("llama")])],
         )
     )
@@ -130,7 +136,7 @@ def test_rewrite_makes_model_known_in_v1alpha2_pool() -> None:
         ModelRewrite(
             "default",
             "rw",
-            "vllm-llama3-8b-instruct",
+            PoolBinding(("vllm-llama3-8b-instruct",)),
             [RewriteRule(["alias"], [RewriteTarget("food-review")])],
         )
     )
@@ -139,8 +145,10 @@ def test_rewrite_makes_model_known_in_v1alpha2_pool() -> None:
 
 def test_objective_header_sets_priority() -> None:
     store = _guide_store()
-    store.upsert_objective(Objective("default", "batch", "vllm-llama3-8b-instruct", priority=-5))
-    store.upsert_objective(Objective("default", "gold", "other-pool", priority=50))
+    store.upsert_objective(
+        Objective("default", "batch", PoolBinding(("vllm-llama3-8b-instruct",)), priority=-5)
+    )
+    store.upsert_objective(Objective("default", "gold", PoolBinding(("other-pool",)), priority=50))
     res = resolve(
         store,
         POOL,
@@ -160,7 +168,7 @@ def test_objective_header_sets_priority() -> None:
     assert (res.priority, res.objective) == (1, None)
     # in a pure v1 pool the objective is the only source of priority
     v1 = _store()
-    v1.upsert_objective(Objective("default", "gold", "vllm-llama3-8b-instruct", priority=7))
+    v1.upsert_objective(Objective("default", "gold", PoolBinding(("vllm-llama3-8b-instruct",)), priority=7))
     assert resolve(v1, POOL, "m", {"x-gateway-inference-objective": "gold"}, random.Random(0)).priority == 7
 
 

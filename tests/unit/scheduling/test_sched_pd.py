@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from tests.unit.scheduling.conftest import ep, req
 
@@ -307,3 +309,18 @@ def test_pd_builtins_parse_once_and_build_fresh_state() -> None:
     assert {"prefill-filter", "decode-filter", "prefix-based-pd-decider", "disagg-profile-handler"} <= set(
         REGISTRY
     )
+
+
+def test_llm_d_sample_config_loads_as_published() -> None:
+    """llm-d-router's deploy/config/pd-epp-config.yaml, copied verbatim (its producer included)."""
+    path = Path(__file__).parent / "data" / "llm-d-pd-epp-config.yaml"
+    s = load_scheduler(str(path))
+    assert (
+        isinstance(s, DisaggScheduler) and s.profile_name == "decode" and s.prefill.profile_name == "prefill"
+    )
+    prefix = next(p for p in s.plugins() if isinstance(p, PrefixCacheScorer))
+    # the producer's token settings, in the scorer's characters: 16-token blocks, 16384 tokens
+    assert prefix.params.hash_block_size == 64 and prefix.params.max_prefix_blocks_to_match == 1024
+    assert prefix.params.lru_capacity_per_server == 31250
+    result = s.schedule(req("x" * 200, prompt_tokens_estimate=50), fleet())  # nonCachedTokens: 16
+    assert result.prefill is not None and result.prefill.endpoints[0].name.startswith("p-")

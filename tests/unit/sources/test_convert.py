@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from inferpool.api import load_text
 from inferpool.sources.convert import to_state
-from inferpool.state import Criticality, HealthCheck, RewriteRule, RewriteTarget
+from inferpool.state import Criticality, HealthCheck, PoolBinding, RewriteRule, RewriteTarget
 
 TEXT = """\
 apiVersion: inference.networking.k8s.io/v1
@@ -97,12 +97,13 @@ def test_to_state() -> None:
     )
     assert [(t.name, t.weight) for t in model.targets] == [("v1", 3), ("v2", 1)]
 
-    assert [(o.name, o.priority, o.pool_key) for o in state.objectives] == [
-        ("batch", -1, "team/p1"),
-        ("unset", 0, "team/p1"),
+    assert [(o.name, o.priority, o.binding) for o in state.objectives] == [
+        ("batch", -1, PoolBinding(("p1",))),
+        ("unset", 0, PoolBinding(("p1",))),
     ]
+    assert all(o.applies_to(p1) and not o.applies_to(p2) for o in state.objectives)
     (rewrite,) = state.rewrites
-    assert rewrite.pool_key == "team/p1"
+    assert rewrite.binding == PoolBinding(("p1",)) and rewrite.applies_to(p1)
     assert rewrite.rules == [
         RewriteRule(
             models=["alias", "alias2"], targets=[RewriteTarget("real-v1", 9), RewriteTarget("real-v2", 1)]

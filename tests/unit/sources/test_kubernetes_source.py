@@ -18,6 +18,8 @@ POOLS_X = FakeApiServer.custom(XK, "v1alpha2", "inferencepools")
 MODELS = FakeApiServer.custom(XK, "v1alpha2", "inferencemodels")
 OBJECTIVES = FakeApiServer.custom(XK, "v1alpha2", "inferenceobjectives")
 REWRITES = FakeApiServer.custom(XK, "v1alpha2", "inferencemodelrewrites")
+LLMD_OBJECTIVES = FakeApiServer.custom("llm-d.ai", "v1alpha2", "inferenceobjectives")
+LLMD_REWRITES = FakeApiServer.custom("llm-d.ai", "v1alpha2", "inferencemodelrewrites")
 PODS = FakeApiServer.pods()
 
 
@@ -154,6 +156,76 @@ async def test_watch_events_pods_models_objectives_rewrites(api: FakeApiServer) 
         await eventually(lambda: [m.name for m in store.models()] == ["good"])
     finally:
         await source.stop()
+
+
+def _objective(group: str, name: str, priority: int, **binding: object) -> dict[str, object]:
+    return {
+        "apiVersion": f"{group}/v1alpha2",
+        "kind": "InferenceObjective",
+        "metadata": {"name": name},
+        "spec": {"priority": priority, **binding},
+    }
+
+
+async def test_objectives_and_rewrites_of_both_groups_bind_by_refs_and_selector(api: FakeApiServer) -> None:
+    pool = pool_v1("vllm-llama3-8b-instruct", LABELS, [8000])
+    pool["metadata"]["labels"] = {"tier": "shared"}
+    api.put(POOLS_V1, pool)
+    api.put(
+        LLMD_OBJECTIVES,
+        _objective("llm-d.ai", "by-refs", 4, poolRefs=[{"name": "other"}, {"name": pool_name()}]),
+    )
+    api.put(
+        LLMD_OBJECTIVES,
+        _objective("llm-d.ai", "by-label", 6, poolSelector={"matchLabels": {"tier": "shared"}}),
+    )
+    api.put(LLMD_OBJECTIVES, _objective("llm-d.ai", "elsewhere", 9, poolRefs=[{"name": "other"}]))
+    api.put(OBJECTIVES, _objective(XK, "old-group", -2, poolRef={"name": pool_name()}))
+    api.put(OBJECTIVES, _objective(XK, "by-label", 1, poolRef={"name": pool_name()}))  # llm-d.ai's wins
+    rewrite = {
+        "apiVersion": "llm-d.ai/v1alpha2",
+        "kind": "InferenceModelRewrite",
+        "metadata": {"name": "rw"},
+        "spec": {
+            "poolSelector": {"matchExpressions": [{"key": "tier", "operator": "In", "values": ["shared"]}]},
+            "rules": [],
+        },
+    }
+    api.put(LLMD_REWRITES, rewrite)
+    source, store = await started(api)
+    key = f"default/{pool_name()}"
+    try:
+        await eventually(lambda: len(store.objectives(key)) == 3 and len(store.rewrites(key)) == 1)
+        assert {(o.name, o.priority) for o in store.objectives(key)} == {
+            ("by-refs", 4),
+            ("by-label", 6),
+            ("old-group", -2),
+        }
+        assert {
+            "objective.llm-d.ai",
+            "rewrite.llm-d.ai",
+            "objective",
+            "rewrite",
+        } <= source.reflectors().keys()
+        # The pool loses the label: what only the selector bound lets go of it. The name
+        # "by-label" stays llm-d.ai's, so the old group's object of that name does not step in.
+        pool["metadata"]["labels"] = {"tier": "dedicated"}
+        api.put(POOLS_V1, pool)
+        await eventually(lambda: store.rewrites(key) == [])
+        assert {(o.name, o.priority) for o in store.objectives(key)} == {("by-refs", 4), ("old-group", -2)}
+        # Deleting the llm-d.ai object hands the name to the old group's.
+        api.delete(LLMD_OBJECTIVES, "by-label")
+        await eventually(lambda: store.objective(key, "by-label") is not None)
+        by_label = store.objective(key, "by-label")
+        assert by_label is not None and by_label.priority == 1
+        api.delete(LLMD_OBJECTIVES, "by-refs")
+        await eventually(lambda: store.objective(key, "by-refs") is None)
+    finally:
+        await source.stop()
+
+
+def pool_name() -> str:
+    return "vllm-llama3-8b-instruct"
 
 
 async def test_pool_selector_change_restarts_pod_watch(api: FakeApiServer) -> None:

@@ -137,7 +137,8 @@ def test_assignment_by_selector_and_ports(tmp_path: Path) -> None:
     ]
     assert [e.name for e in endpoints_for_pool(pool("o", app="other"), eps)] == ["[::1]:9000"]
     named = StaticEndpoint(address="h", name="h-0", labels={"app": "vllm-llama3-8b-instruct"})
-    assert [e.name for e in endpoints_for_pool(pool(ports=[1, 2]), [named])] == ["h-0:1", "h-0:2"]
+    # one named server, several data-parallel ranks: llm-d-router's "<pod>-rank-<i>" names
+    assert [e.name for e in endpoints_for_pool(pool(ports=[1, 2]), [named])] == ["h-0-rank-0", "h-0-rank-1"]
     assert [e.name for e in endpoints_for_pool(pool(ports=[1]), [named])] == ["h-0"]
 
 

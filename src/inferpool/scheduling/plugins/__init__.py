@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Literal
 
+from inferpool.scheduling.plugins.approx_prefix import ApproxPrefixProducerParams
 from inferpool.scheduling.plugins.filters import (
     AdapterLoadedFilter,
     LeastKVCacheFilter,
@@ -36,12 +37,14 @@ from inferpool.scheduling.plugins.random_picker import RandomPicker
 from inferpool.scheduling.plugins.roles import DecodeFilter, PrefillFilter
 from inferpool.scheduling.plugins.round_robin import RoundRobinPicker
 from inferpool.scheduling.plugins.running import RunningRequestsScorer
+from inferpool.scheduling.plugins.session_affinity import SessionAffinityParams, SessionAffinityScorer
 from inferpool.scheduling.plugins.token_load import TokenLoadScorer
 from inferpool.scheduling.plugins.weighted_random import WeightedRandomPicker
 
 # Filters, scorers and pickers go in profiles; a profile handler chooses which profiles run
-# (P/D disaggregation, scheduling/disagg.py) and asks a decider.
-PluginKind = Literal["filter", "scorer", "picker", "decider", "profile-handler"]
+# (P/D disaggregation, scheduling/disagg.py) and asks a decider; a producer holds settings
+# other plugins take (llm-d's approx-prefix-cache-producer).
+PluginKind = Literal["filter", "scorer", "picker", "decider", "profile-handler", "producer"]
 PROFILE_KINDS: frozenset[PluginKind] = frozenset({"filter", "scorer", "picker"})
 
 
@@ -72,6 +75,7 @@ REGISTRY: Mapping[str, PluginType] = MappingProxyType(
         "prefix-cache-scorer": _with_params("scorer", PrefixCacheParams, PrefixCacheScorer),
         "precise-prefix-cache-scorer": _with_params("scorer", PrecisePrefixParams, PrecisePrefixCacheScorer),
         "predicted-latency-scorer": _with_params("scorer", PredictedLatencyParams, PredictedLatencyScorer),
+        "session-affinity-scorer": _with_params("scorer", SessionAffinityParams, SessionAffinityScorer),
         # pickers
         "max-score-picker": _simple("picker", MaxScorePicker),
         "weighted-random-picker": _simple("picker", WeightedRandomPicker),
@@ -89,6 +93,7 @@ REGISTRY: Mapping[str, PluginType] = MappingProxyType(
         # P/D deciders
         "prefix-based-pd-decider": _with_params("decider", PrefixBasedPDDeciderParams, PrefixBasedPDDecider),
         "always-disagg-pd-decider": _simple("decider", AlwaysDisaggPDDecider),
+        "approx-prefix-cache-producer": PluginType("producer", ApproxPrefixProducerParams, lambda _n, p: p),
         # profile handlers (their parameters are the plugin: config.py resolves the names)
         "disagg-profile-handler": PluginType("profile-handler", DisaggProfileHandlerParams, lambda _n, p: p),
         "pd-profile-handler": PluginType("profile-handler", PdProfileHandlerParams, lambda _n, p: p),

@@ -153,6 +153,8 @@ class HFPromptTokenizer:
         messages = body.get("messages")
         if self._template is None or not isinstance(messages, list):
             return None
+        if body.get("system") is not None:
+            return None  # Anthropic Messages: vLLM's conversion to a chat is not reproduced
         if body.get("chat_template") is not None or body.get("continue_final_message"):
             return None
         if not all(isinstance(m, dict) and isinstance(m.get("content", ""), str | None) for m in messages):

@@ -91,7 +91,9 @@ class PromptTokenizer(Protocol):
 
 
 class SimPromptTokenizer:
-    """inferpool's simulator: BOS + text for completions, the sim's chat rendering without BOS."""
+    """inferpool's simulator: BOS + text for completions, the sim's chat rendering without BOS
+    (Anthropic Messages: their `system` first, as the sim renders them). Other bodies (Responses,
+    embeddings) are left to the approximate scorer, which reads their prompt text."""
 
     def __init__(self) -> None:
         self._tokenizer = Tokenizer(remember_pieces=False)
@@ -99,7 +101,9 @@ class SimPromptTokenizer:
     def prompt_ids(self, body: Mapping[str, Any]) -> list[int] | None:
         messages = body.get("messages")
         if isinstance(messages, list):
-            turns = [
+            system = body.get("system")  # only Anthropic bodies have one outside their messages
+            turns = [("system", content_text(system))] if system else []
+            turns += [
                 (str(m.get("role")), content_text(m.get("content"))) for m in messages if isinstance(m, dict)
             ]
             return self._tokenizer.encode(self._tokenizer.apply_chat_template(turns), add_bos=False)

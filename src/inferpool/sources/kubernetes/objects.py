@@ -19,6 +19,7 @@ from inferpool.api.inference import (
     InferencePoolV1Alpha2,
 )
 from inferpool.sources.convert import to_model, to_objective, to_pool, to_rewrite
+from inferpool.sources.ranks import active_ranks, rank_endpoint_name
 from inferpool.state import Endpoint, ModelRewrite, ModelRoute, Objective, Pool
 
 log = logging.getLogger(__name__)
@@ -80,23 +81,25 @@ def pod_ready(pod: Object) -> bool:
 
 
 def pod_endpoints(pod: Object, pool: Pool) -> list[Endpoint]:
-    """One endpoint per target port of a ready pod the pool selects (upstream's `<pod>-rank-<i>` names)."""
+    """One endpoint per active target port of a ready pod the pool selects (llm-d's `<pod>-rank-<i>`
+    names when the pool has several; see sources/ranks.py)."""
     meta = pod.get("metadata") or {}
     labels: dict[str, str] = dict(meta.get("labels") or {})
     if not pod_ready(pod) or not pool.selects(labels):
         return []
     name = str(meta["name"])
     address = str(pod["status"]["podIP"])
-    ports = pool.target_ports
+    annotations = meta.get("annotations") or {}
+    several = len(pool.target_ports) > 1
     return [
         Endpoint(
-            name=name if len(ports) == 1 else f"{name}-rank-{rank}",
+            name=rank_endpoint_name(name, rank) if several else name,
             address=address,
             port=port,
             pool=pool.key,
             labels=labels,
         )
-        for rank, port in enumerate(ports)
+        for rank, port in active_ranks(pool.target_ports, annotations)
     ]
 
 

@@ -2,7 +2,9 @@
 
 What the upstream EPP's controllers do, as reflectors feeding the Datastore: the pool is
 watched by name; InferenceModels / InferenceObjectives / InferenceModelRewrites in its
-namespace are kept when their poolRef names it; the pods its selector matches become
+namespace are kept when they bind it (poolRef; for objectives and rewrites also poolRefs
+and a poolSelector over the pool's labels), the objectives and rewrites in both the
+llm-d.ai group and the former inference.networking.x-k8s.io one; the pods its selector matches become
 endpoints (ready pods only, pod IP × target ports). When the pool's selector changes the
 pod watch is restarted with the new label selector.
 """
@@ -18,6 +20,7 @@ from typing import Any
 
 from kubernetes_asyncio import client
 
+from inferpool.api.inference import LLMD_GROUP
 from inferpool.sources.kubernetes.objects import (
     V1_GROUP,
     X_GROUP,
@@ -31,7 +34,7 @@ from inferpool.sources.kubernetes.objects import (
 )
 from inferpool.sources.kubernetes.reflector import Backoff, Reflector
 from inferpool.sources.kubernetes.status import ModelStatusWriter, model_conflicts
-from inferpool.state import Datastore, Endpoint, Pool
+from inferpool.state import Datastore, Endpoint, ModelRewrite, Objective, Pool
 from inferpool.state.objects import pool_key
 
 log = logging.getLogger(__name__)
@@ -54,6 +57,14 @@ _DEPENDENT_KINDS = {
     "model": "inferencemodels",
     "objective": "inferenceobjectives",
     "rewrite": "inferencemodelrewrites",
+}
+# The API groups each dependent kind is watched in (all at v1alpha2). llm-d-router serves
+# objectives and rewrites in llm-d.ai now; clusters that still have the Inference Extension's
+# CRDs keep working. A group whose CRD is not installed answers 404 and is retried with backoff.
+_GROUPS = {
+    "model": (X_GROUP,),
+    "objective": (LLMD_GROUP, X_GROUP),
+    "rewrite": (LLMD_GROUP, X_GROUP),
 }
 
 
@@ -110,10 +121,11 @@ class KubernetesSource:
         )
         self._reflectors.append(self._reflector("pool", pool_call, self._sync_pool, self._pool_event))
         for kind, plural in _DEPENDENT_KINDS.items():
-            call = partial(custom.list_namespaced_custom_object, X_GROUP, "v1alpha2", ns, plural)
-            self._reflectors.append(
-                self._reflector(kind, call, partial(self._sync, kind), partial(self._event, kind))
-            )
+            for group in _GROUPS[kind]:
+                call = partial(custom.list_namespaced_custom_object, group, "v1alpha2", ns, plural)
+                name = kind if group == X_GROUP else f"{kind}.{group}"
+                sync, event = partial(self._sync, kind, group), partial(self._event, kind)
+                self._reflectors.append(self._reflector(name, call, sync, event))
         if self.config.write_status:
             self._status = ModelStatusWriter(custom, ns)
         for reflector in self._reflectors:
@@ -202,19 +214,25 @@ class KubernetesSource:
             return
         core = client.CoreV1Api(self.api)
         call = partial(core.list_namespaced_pod, self.config.namespace, label_selector=selector)
-        self._pods = self._reflector("pods", call, partial(self._sync, "pod"), partial(self._event, "pod"))
+        self._pods = self._reflector(
+            "pods", call, partial(self._sync, "pod", ""), partial(self._event, "pod")
+        )
         self._pods.start()
 
     # -- models, objectives, rewrites, pods ---------------------------------------------
-    def _sync(self, kind: str, items: list[Object]) -> None:
-        self._objects[kind] = {_name(o): o for o in items}
+    def _sync(self, kind: str, group: str, items: list[Object]) -> None:
+        """A full list of `kind` in `group`: replaces what that group's reflector said before."""
+        objects = self._objects[kind]
+        for key in [k for k, o in objects.items() if _group(o) == group]:
+            del objects[key]
+        objects.update((_key(o), o) for o in items)
         self._applied(kind)
 
     def _event(self, kind: str, event: str, obj: Object) -> None:
         if event == "DELETED":
-            self._objects[kind].pop(_name(obj), None)
+            self._objects[kind].pop(_key(obj), None)
         else:
-            self._objects[kind][_name(obj)] = obj
+            self._objects[kind][_key(obj)] = obj
         self._applied(kind)
 
     def _applied(self, kind: str) -> None:
@@ -224,12 +242,27 @@ class KubernetesSource:
             self._apply_dependents(kind)
 
     def _references_pool(self, obj: Object) -> bool:
+        """An InferenceModel names this pool in poolRef (objectives and rewrites: see `_binds_pool`)."""
         ref = (obj.get("spec") or {}).get("poolRef") or {}
         return bool(ref.get("name") == self.config.pool_name)
+
+    def _may_bind_pool(self, obj: Object) -> bool:
+        spec = obj.get("spec") or {}
+        if spec.get("poolSelector") is not None:
+            return True
+        refs = [spec.get("poolRef") or {}, *(spec.get("poolRefs") or [])]
+        return any(isinstance(ref, dict) and ref.get("name") == self.config.pool_name for ref in refs)
+
+    def _binds_pool(self, parsed: Objective | ModelRewrite) -> bool:
+        pool = self._pool
+        return pool is not None and parsed.applies_to(pool)
 
     def _apply_dependents(self, only: str | None = None) -> None:
         store = self.datastore
         for kind in [only] if only else list(_DEPENDENT_KINDS):
+            if kind != "model":
+                self._apply_bound(kind)
+                continue
             objects = [o for o in self._objects[kind].values() if self._references_pool(o)]
             if kind == "model":
                 conflicts = model_conflicts(objects)
@@ -255,6 +288,30 @@ class KubernetesSource:
                 getattr(store, f"delete_{kind}")(key)
             self._owned[kind] = wanted
 
+    def _apply_bound(self, kind: str) -> None:
+        """Objectives or rewrites that bind the pool; of a name in both groups, llm-d.ai's is the one."""
+        store = self.datastore
+        parse = parse_objective if kind == "objective" else parse_rewrite
+        by_name: dict[str, Object] = {}
+        for obj in self._objects[kind].values():
+            name = _name(obj)
+            if name not in by_name or _group(obj) == LLMD_GROUP:
+                by_name[name] = obj
+        wanted: dict[str, Any] = {}
+        for obj in by_name.values():
+            if not self._may_bind_pool(obj):
+                continue  # skip parsing (and warning about) what cannot concern this pool
+            parsed = parse(obj)
+            if parsed is not None and self._binds_pool(parsed):
+                wanted[pool_key(parsed.namespace, parsed.name)] = parsed
+        current: dict[str, Any] = {pool_key(o.namespace, o.name): o for o in getattr(store, f"{kind}s")()}
+        for key, parsed in wanted.items():
+            if current.get(key) != parsed:
+                getattr(store, f"upsert_{kind}")(parsed)
+        for key in self._owned[kind] - wanted.keys():
+            getattr(store, f"delete_{kind}")(key)
+        self._owned[kind] = set(wanted)
+
     def _apply_pods(self) -> None:
         pool = self._pool
         if pool is None:
@@ -278,3 +335,14 @@ class KubernetesSource:
 
 def _name(obj: Object) -> str:
     return str((obj.get("metadata") or {}).get("name", ""))
+
+
+def _group(obj: Object) -> str:
+    """The API group of an object ("" for the core group: pods, whose list items carry no apiVersion)."""
+    api_version = str(obj.get("apiVersion") or "")
+    return api_version.split("/", 1)[0] if "/" in api_version else ""
+
+
+def _key(obj: Object) -> str:
+    """Objects of one kind from several API groups: the group keeps same-named ones apart."""
+    return f"{_group(obj)}/{_name(obj)}"

@@ -1,0 +1,74 @@
+"""The EPP with Anthropic /v1/messages and the Responses API: routed by model, prompts and answers screened."""
+
+from __future__ import annotations
+
+import orjson
+from envoy.config.core.v3 import base_pb2
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+
+from inferpool.api.guard import GuardPolicy
+from inferpool.extproc.stream import RequestStream, StreamConfig
+from inferpool.guard.attach import GuardSet
+
+from .fakes import POOL, FakeRouter, endpoints
+from .test_stream import body_msg, headers_msg
+
+POLICY = GuardPolicy.model_validate(
+    {
+        "apiVersion": "inferpool.io/v1alpha1",
+        "kind": "GuardPolicy",
+        "metadata": {"name": "screening", "namespace": "default"},
+        "spec": {
+            "targetRefs": [{"group": "inference.networking.k8s.io", "kind": "InferencePool", "name": "pool"}],
+            "checks": [{"type": "Secrets", "action": "Block"}, {"type": "PII", "action": "Redact"}],
+        },
+    }
+)
+MESSAGES = {"model": "food-review", "max_tokens": 8, "messages": [{"role": "user", "content": "hello"}]}
+
+
+def _stream(router: FakeRouter) -> RequestStream:
+    guards = GuardSet([POLICY])
+    return RequestStream(router, POOL, StreamConfig(), guards=lambda: guards)
+
+
+async def test_a_secret_in_an_anthropic_system_prompt_is_refused_before_routing() -> None:
+    router = FakeRouter(endpoints(8001))
+    stream = _stream(router)
+    await stream.handle(headers_msg(**{":path": "/v1/messages"}))
+    body = {**MESSAGES, "system": [{"type": "text", "text": "key AKIAIOSFODNN7EXAMPLE"}]}
+    [answer] = await stream.handle(body_msg(orjson.dumps(body)))
+    assert answer.immediate_response.status.code == 400
+    assert orjson.loads(answer.immediate_response.body)["error"]["type"] == "content_filter"
+    assert router.calls == []
+    assert [err.status for _, err in router.refused] == [400]
+
+
+async def test_a_clean_messages_request_is_routed_and_its_streamed_answer_redacted() -> None:
+    router = FakeRouter(endpoints(8001))
+    stream = _stream(router)
+    await stream.handle(headers_msg(streamed=True, **{":path": "/v1/messages"}))
+    await stream.handle(body_msg(orjson.dumps(MESSAGES)))
+    assert router.calls[0][0] == "/v1/messages"
+    head = pb.ProcessingRequest(
+        response_headers=pb.HttpHeaders(
+            headers=base_pb2.HeaderMap(
+                headers=[
+                    base_pb2.HeaderValue(key=":status", raw_value=b"200"),
+                    base_pb2.HeaderValue(key="content-type", raw_value=b"text/event-stream"),
+                ]
+            )
+        )
+    )
+    await stream.handle(head)
+    delta = {
+        "type": "content_block_delta",
+        "delta": {"type": "text_delta", "text": "mail a@b.io now"},
+        "index": 0,
+    }
+    event = b"event: content_block_delta\ndata: " + orjson.dumps(delta) + b"\n\n"
+    [out] = await stream.handle(pb.ProcessingRequest(response_body=pb.HttpBody(body=event)))
+    sent = out.response_body.response.body_mutation.streamed_response.body
+    assert sent.startswith(b"event: content_block_delta\ndata: ")
+    assert b"a@b.io" not in sent and b"[REDACTED:email]" in sent
+    stream.close()

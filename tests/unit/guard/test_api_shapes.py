@@ -1,0 +1,130 @@
+"""Screening finds the prompt and answer texts of embeddings, the Responses API and Anthropic Messages."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from inferpool.guard import Action, CheckConfig, GuardConfig, Screener
+from inferpool.guard.openai import Blocked, StreamScreener, _after_system, screen_request, screen_response
+
+SECRET = "AKIAIOSFODNN7EXAMPLE"
+
+
+def _screener() -> Screener:
+    return Screener(
+        GuardConfig("t", (CheckConfig("pii", Action.REDACT), CheckConfig("secrets", Action.BLOCK)))
+    )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"model": "e", "input": f"embed {SECRET}"},  # embeddings, one text
+        {"model": "e", "input": ["fine", f"embed {SECRET}"]},  # embeddings, texts
+        {"model": "m", "instructions": f"key {SECRET}", "input": "hi"},  # Responses instructions
+        {"model": "m", "input": f"key {SECRET}"},  # Responses input text
+        {"model": "m", "input": [{"role": "user", "content": [{"type": "input_text", "text": SECRET}]}]},
+        {"model": "c", "max_tokens": 5, "system": f"key {SECRET}", "messages": []},  # Anthropic system
+        {"model": "c", "max_tokens": 5, "system": [{"type": "text", "text": SECRET}], "messages": []},
+        {
+            "model": "c",
+            "max_tokens": 5,
+            "messages": [{"role": "user", "content": [{"type": "text", "text": SECRET}]}],
+        },
+        {
+            "model": "c",
+            "max_tokens": 5,
+            "messages": [
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": SECRET}]}
+            ],
+        },
+    ],
+)
+async def test_prompt_texts_of_every_api_are_screened(body: dict[str, object]) -> None:
+    with pytest.raises(Blocked):
+        await screen_request(_screener(), orjson.dumps(body), "m")
+
+
+async def test_prompt_redaction_puts_text_back_in_place() -> None:
+    body = {
+        "model": "c",
+        "max_tokens": 5,
+        "system": [{"type": "text", "text": "mail a@b.io"}],
+        "messages": [{"role": "user", "content": "or c@d.io"}],
+    }
+    out = orjson.loads(await screen_request(_screener(), orjson.dumps(body), "m"))
+    assert out["system"][0]["text"] == "mail [REDACTED:email]"
+    assert out["messages"][0]["content"] == "or [REDACTED:email]"
+    responses = {"model": "m", "instructions": "x@y.org", "input": [{"role": "user", "content": "z@w.org"}]}
+    out = orjson.loads(await screen_request(_screener(), orjson.dumps(responses), "m"))
+    assert out["instructions"] == "[REDACTED:email]"
+    assert out["input"][0]["content"] == "[REDACTED:email]"
+    tokens = orjson.dumps({"model": "e", "input": [1, 2, 3]})
+    assert await screen_request(_screener(), tokens, "m") == tokens  # token ids: nothing to screen
+
+
+def test_user_turn_after_a_system_prompt_is_flagged_in_every_api() -> None:
+    assert _after_system({"system": "s", "messages": [{"role": "user", "content": "u"}]}) == [False, True]
+    assert _after_system({"instructions": "s", "input": "u"}) == [False, True]
+    assert _after_system({"instructions": "s", "input": [{"role": "user", "content": "u"}]}) == [False, True]
+    assert _after_system({"input": "u"}) == [False]
+
+
+async def test_whole_answers_of_responses_and_messages_are_screened() -> None:
+    responses = {
+        "object": "response",
+        "output": [
+            {
+                "type": "message",
+                "content": [{"type": "output_text", "text": "mail a@b.io", "annotations": []}],
+            }
+        ],
+    }
+    out = orjson.loads(await screen_response(_screener(), orjson.dumps(responses), "m"))
+    assert out["output"][0]["content"][0]["text"] == "mail [REDACTED:email]"
+    message = {"type": "message", "content": [{"type": "text", "text": f"key {SECRET}"}]}
+    with pytest.raises(Blocked):
+        await screen_response(_screener(), orjson.dumps(message), "m")
+
+
+def _event(data: dict[str, object]) -> bytes:
+    return f"event: {data['type']}\n".encode() + b"data: " + orjson.dumps(data) + b"\n\n"
+
+
+async def test_responses_stream_redacts_deltas_and_the_repeated_whole_text() -> None:
+    stream = StreamScreener(_screener(), "m")
+    out = await stream.feed(
+        _event({"type": "response.created", "response": {"output": []}})
+        + _event({"type": "response.output_text.delta", "delta": "write to x@y.org now"})
+        + _event({"type": "response.output_text.done", "text": "write to x@y.org now"})
+        + _event(
+            {
+                "type": "response.completed",
+                "response": {"output": [{"type": "message", "content": [{"text": "write to x@y.org now"}]}]},
+            }
+        )
+    )
+    assert b"x@y.org" not in out
+    assert out.count(b"[REDACTED:email]") == 3
+    assert out.startswith(b"event: response.created\ndata: ")
+    assert b"event: response.output_text.delta\ndata: " in out  # the event line is kept
+
+
+async def test_messages_stream_blocks_a_secret_split_across_deltas() -> None:
+    stream = StreamScreener(_screener(), "m")
+    first = _event(
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "key AKIA"}}
+    )
+    assert await stream.feed(first) == first
+    with pytest.raises(Blocked):
+        await stream.feed(
+            _event(
+                {
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "text_delta", "text": "IOSFODNN7EXAMPLE"},
+                }
+            )
+            + _event({"type": "message_stop"})
+        )
