@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from pathlib import Path
@@ -139,7 +140,8 @@ def compare_command(
         "default,round-robin,legacy-v0.3,random,epp-envoy,sglang-router,vllm-router,vllm-router:round_robin",
         "--contenders",
         help="Scheduler profiles (built-in or FILE.yaml) behind inferpool serve, epp-envoy[:PROFILE], "
-        "sglang-router[:POLICY], vllm-router[:POLICY].",
+        "sglang-router[:POLICY], vllm-router[:POLICY]; PROFILE@<N>P<M>D runs a P/D fleet layout "
+        "(N prefill, M decode replicas, N+M = --fleet) behind inferpool serve, e.g. pd@2P2D.",
     ),
     speed: float = typer.Option(1.0, "--speed", help="Fleet clock speed; arrivals and timings are rescaled."),
     arrival: str = typer.Option("poisson", "--arrival"),
@@ -169,7 +171,7 @@ def compare_command(
     Exits 1 (after writing every result) when a contender failed to start or run, or served nothing.
     """
     from inferpool.bench.compare import FleetSpec, needs_kv_events, parse_contenders, write_sim_profile
-    from inferpool.bench.table import seeds_table
+    from inferpool.bench.table import pd_seeds_table, seeds_table
 
     if rate is None and rates is None:
         raise typer.BadParameter("give --rate or --rates")
@@ -182,6 +184,13 @@ def compare_command(
         chosen = parse_contenders(contenders)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--contenders") from None
+    for contender in chosen:  # equal GPU count: a layout splits the fleet, it does not resize it
+        if contender.layout is not None and contender.layout.replicas != fleet:
+            raise typer.BadParameter(
+                f"{contender.name}: layout {contender.layout.name} is {contender.layout.replicas} "
+                f"replicas, the fleet {fleet}",
+                param_hint="--contenders",
+            )
     try:
         seed_list = [int(x) for x in seeds.split(",") if x.strip()] if seeds else [seed]
     except ValueError:
@@ -233,10 +242,16 @@ def compare_command(
         by_seed[one_seed] = points
         failures += failed
     if seeds:
+        names = [c.name for c in chosen]
         section = (
             f"# inferpool bench compare: {workload}, fleet {fleet}, seeds {', '.join(map(str, seed_list))}\n\n"
-            + seeds_table(by_seed, [c.name for c in chosen])
+            + seeds_table(by_seed, names)
         )
+        if any(c.layout is not None for c in chosen):
+            aggregated = next((c.name for c in chosen if c.layout is None), names[0])
+            section += f"\n# Prefill/decode (SLO {parse_slo(slo).describe() or 'none'})\n\n" + pd_seeds_table(
+                by_seed, names, aggregated
+            )
         typer.echo(section)
         (out / "compare.md").write_text(section)
     typer.echo(f"results, plots and compare.md in {out}")
@@ -261,7 +276,7 @@ def _compare_once(
     """One seed: every rate, every contender; results, plots and compare.md in `out`."""
     from inferpool.bench.compare import run_contender
     from inferpool.bench.plots import plot_cdfs, plot_load, plot_vs_rate
-    from inferpool.bench.table import comparison_table, ratios
+    from inferpool.bench.table import comparison_table, pd_run_table, ratios
 
     fleet, speed, seed = spec_fleet.replicas, spec_fleet.speed, spec_fleet.seed
     classes = request_classes(workload)
@@ -272,12 +287,15 @@ def _compare_once(
         trace = TraceSpec(workload, r, duration, seed, arrival, opts).build()
         client = ClientConfig(speed=speed)
         runs = []
+        here: list[SweepPoint] = []  # this rate's points, for the P/D table
         failed_here: list[str] = []
         for contender in chosen:
             typer.echo(
                 f"-- {contender.name}: {len(trace)} requests at {r:g} req/s (sim), speed {speed:g}, seed {seed}",
                 err=True,
             )
+            # The machine's load around the run: at speed 1 other work on the same cores shows in the timings.
+            started, load_before = time.time(), os.getloadavg()
             try:
                 run = run_contender(
                     contender, spec_fleet, trace, client, slo_obj, out, sys.stderr.isatty(), classes
@@ -289,18 +307,24 @@ def _compare_once(
                     f"{contender.name} at {r:g} req/s failed: {reason} (logs in {out / 'logs'})"
                 )
                 points.append(SweepPoint(r, None, contender.name, reason))
+                here.append(points[-1])
                 continue
             if contender.name not in versions:
                 versions[contender.name] = contender_version(contender)
             meta = {"contender": contender.name, "version": versions[contender.name], "workload": workload,
                     "fleet": fleet, "rate": r, "speed": speed, "seed": seed, "kv_events": spec_fleet.kv_events,
                     "sim_profile": spec_fleet.sim_profile, "load": run.load,
-                    "pickers": [{"streams": p.streams, "cpu_s": p.cpu_s} for p in run.pickers]}  # fmt: skip
+                    "pickers": [{"streams": p.streams, "cpu_s": p.cpu_s} for p in run.pickers],
+                    "started": started, "ended": time.time(), "loadavg_before": load_before,
+                    "loadavg_after": os.getloadavg(),
+                    "layout": contender.layout.name if contender.layout else "aggregated",
+                    "prefill": run.prefill.to_json() if run.prefill else None}  # fmt: skip
             write_results(
                 out, f"{workload}-rate{r:g}-{contender.slug}", run.results, run.summary, meta, run.by_class
             )
             runs.append(run)
-            points.append(SweepPoint(r, run.summary, contender.name))
+            points.append(SweepPoint(r, run.summary, contender.name, prefill=run.prefill))
+            here.append(points[-1])
             if run.summary.ok == 0:
                 failed_here.append(
                     f"{contender.name} at {r:g} req/s served nothing: {run.summary.errors_by_status}"
@@ -308,6 +332,8 @@ def _compare_once(
                 typer.echo(f"   {failed_here[-1]}", err=True)
         title = f"{workload}, {fleet} replicas, {r:g} req/s, {duration:g} s, seed {seed}"
         section = f"## {title}\n\n{comparison_table(runs)}\n{ratios(runs)}"
+        if any(c.layout is not None for c in chosen):
+            section += f"\n### Prefill/decode (SLO {slo_obj.describe() or 'none'})\n\n" + pd_run_table(here)
         if pickers := picker_markdown([(run.contender.name, run.pickers) for run in runs]):
             section += "\n### Picker replicas\n\n" + pickers
         if classes:

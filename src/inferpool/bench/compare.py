@@ -6,7 +6,10 @@ replayed, replica load is sampled from each replica's `/load`, and everything is
 
 Contenders: inferpool scheduler profiles behind `inferpool serve` (a built-in name or an
 EndpointPickerConfig file), the same behind `inferpool epp` and a real Envoy (`epp-envoy`,
-`epp-envoy:PROFILE`), and the peer routers (`peers.py`).
+`epp-envoy:PROFILE`), and the peer routers (`peers.py`). A `serve` contender may bring its own
+fleet layout (`pd@2P2D`: two prefill and two decode replicas, llm-d's role label on the
+endpoints, vLLM's NixlConnector on the replicas): the GPU count stays the run's `--fleet`, only
+the roles change, so a disaggregated fleet is compared with the aggregated one at equal cost.
 """
 
 from __future__ import annotations
@@ -18,12 +21,13 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import aiohttp
 import orjson
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from inferpool.bench.client import ClientConfig, RequestResult
 from inferpool.bench.envoy import EnvoyConfig, envoy_argv, find_envoy
@@ -38,8 +42,9 @@ from inferpool.bench.procs import (
     wait_ready,
     wait_until_ready,
 )
-from inferpool.bench.stats import Slo, Summary, summarize_by_tag
+from inferpool.bench.stats import PrefillLegs, Slo, Summary, summarize_by_tag
 from inferpool.bench.workloads import OBJECTIVE_PRIORITIES, BenchRequest
+from inferpool.roles import ROLE_DECODE, ROLE_LABEL, ROLE_PREFILL
 from inferpool.scheduling.config import BUILTIN_PROFILES, load_scheduler
 from inferpool.scrape.kvevents import index_consumers
 from inferpool.sim.profile import BUILTIN_PROFILES as SIM_PROFILES
@@ -55,6 +60,43 @@ EPP_ENVOY = "epp-envoy"
 EXT_PROC_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
 
 
+# vLLM's --kv-transfer-config for P/D replicas: NixlConnector, and kv_both on both sides (as in
+# vLLM's and llm-d's examples); what a replica does comes from each request's kv_transfer_params.
+PD_KV_TRANSFER_CONFIG = {"kv_connector": "NixlConnector", "kv_role": "kv_both"}
+_LAYOUT = re.compile(r"(\d+)P:?(\d+)D", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class FleetLayout:
+    """A disaggregated fleet: `prefill` replicas labelled prefill, then `decode` labelled decode."""
+
+    prefill: int
+    decode: int
+
+    @classmethod
+    def parse(cls, text: str) -> FleetLayout:
+        """'2P2D' (or '2P:2D') → two prefill and two decode replicas."""
+        match = _LAYOUT.fullmatch(text.strip())
+        if match is None:
+            raise ValueError(f"fleet layout {text!r}: write it as <N>P<M>D, e.g. 1P3D or 2P2D")
+        layout = cls(int(match.group(1)), int(match.group(2)))
+        if layout.prefill < 1 or layout.decode < 1:
+            raise ValueError(f"fleet layout {text!r}: needs at least one prefill and one decode replica")
+        return layout
+
+    @property
+    def name(self) -> str:
+        return f"{self.prefill}P{self.decode}D"
+
+    @property
+    def replicas(self) -> int:
+        return self.prefill + self.decode
+
+    def roles(self) -> list[str]:
+        """llm-d's role label value of each replica, in fleet order."""
+        return [ROLE_PREFILL] * self.prefill + [ROLE_DECODE] * self.decode
+
+
 @dataclass(frozen=True)
 class Contender:
     name: str
@@ -62,6 +104,7 @@ class Contender:
     peer: Peer | None = None
     envoy: bool = False  # `inferpool epp` behind Envoy instead of `inferpool serve`
     pickers: int = 1  # `inferpool epp` replicas Envoy spreads the streams over (active-active)
+    layout: FleetLayout | None = None  # P/D roles of its fleet; None: every replica does both (aggregated)
 
     @property
     def slug(self) -> str:
@@ -84,12 +127,24 @@ def parse_contenders(text: str) -> list[Contender]:
             profile = spec.partition(":")[2] or "default"
             if not is_profile(profile):
                 raise ValueError(f"{item!r}: no built-in profile {profile!r} ({', '.join(BUILTIN_PROFILES)})")
+            if _LAYOUT.fullmatch(replicas):
+                raise ValueError(
+                    f"{item!r}: a P/D fleet layout runs behind inferpool serve only (behind Envoy each "
+                    "decode replica needs the pd-sidecar, which this runner does not start)"
+                )
             if replicas and (not replicas.isdigit() or int(replicas) < 1):
                 raise ValueError(f"{item!r}: replicas after @ must be a positive number")
             pickers = int(replicas or 1)
             out.append(Contender(item, profile=_existing_profile(profile), envoy=True, pickers=pickers))
         elif is_profile(item):
             out.append(Contender(item, profile=_existing_profile(item)))
+        elif "@" in item and is_profile(item.rpartition("@")[0]):
+            profile, _, layout = item.rpartition("@")
+            try:
+                parsed = FleetLayout.parse(layout)
+            except ValueError as exc:
+                raise ValueError(f"{item!r}: {exc}") from None
+            out.append(Contender(item, profile=_existing_profile(profile), layout=parsed))
         elif item in PEER_ALIASES:
             peer = PEER_ALIASES[item]
             out.append(Contender(peer.label, peer=peer))
@@ -99,7 +154,8 @@ def parse_contenders(text: str) -> list[Contender]:
         else:
             known = ", ".join([*BUILTIN_PROFILES, EPP_ENVOY, *PEER_ALIASES])
             raise ValueError(
-                f"unknown contender {item!r}; known: {known}, FILE.yaml, epp-envoy[:PROFILE][@N]"
+                f"unknown contender {item!r}; known: {known}, FILE.yaml, epp-envoy[:PROFILE][@N], "
+                "PROFILE@<N>P<M>D (a P/D fleet layout behind inferpool serve)"
             )
     return out
 
@@ -127,6 +183,7 @@ class FleetSpec:
     seed: int = 0
     kv_events: bool = False  # replicas publish KV-cache events over ZMQ (vLLM's --kv-events-config)
     sim_profile: str | None = None  # hardware profile name or YAML path (None: the sim's default)
+    layout: FleetLayout | None = None  # P/D: replicas run NixlConnector; None: aggregated, no connector
 
 
 @dataclass(frozen=True)
@@ -151,6 +208,7 @@ class ContenderRun:
     load: list[tuple[float, list[int]]] = field(default_factory=list)  # (sim seconds, per-replica in-flight)
     by_class: dict[str, Summary] = field(default_factory=dict)  # per request class, when asked for
     pickers: list[PickerStats] = field(default_factory=list)  # epp-envoy: each picker replica's share
+    prefill: PrefillLegs | None = None  # P/D contenders: the gateway's count of prefill legs
 
 
 @dataclass(frozen=True)
@@ -188,6 +246,8 @@ def fleet_argv(spec: FleetSpec, ports: FleetPorts, replica: int) -> list[str]:
         argv += ["--kv-events-config", kv_events_config(ports.kv_events + replica)]
     if spec.sim_profile is not None:
         argv += ["--profile", spec.sim_profile]
+    if spec.layout is not None:
+        argv += ["--kv-transfer-config", orjson.dumps(PD_KV_TRANSFER_CONFIG).decode()]
     return argv
 
 
@@ -246,8 +306,11 @@ spec:
 """
 
 
-def write_manifests(workdir: Path, ports: FleetPorts, listener: int) -> tuple[Path, Path]:
-    """A v1 pool over the fleet (no InferenceModels: models pass through) plus the three objectives."""
+def write_manifests(
+    workdir: Path, ports: FleetPorts, listener: int, layout: FleetLayout | None = None
+) -> tuple[Path, Path]:
+    """A v1 pool over the fleet (no InferenceModels: models pass through) plus the three objectives;
+    with a P/D `layout`, each endpoint carries its role in llm-d's label."""
     text = MANIFESTS.format(port=ports.http[0], listener=listener)
     for name, priority in OBJECTIVE_PRIORITIES.items():
         text += (
@@ -256,11 +319,16 @@ def write_manifests(workdir: Path, ports: FleetPorts, listener: int) -> tuple[Pa
         )
     manifests = workdir / "gateway.yaml"
     manifests.write_text(text)
+    if layout is not None and layout.replicas != len(ports.http):
+        raise ValueError(f"layout {layout.name} is {layout.replicas} replicas, the fleet {len(ports.http)}")
+    roles = layout.roles() if layout is not None else [None] * len(ports.http)
     endpoints = []
-    for i, port in enumerate(ports.http):
+    for i, (port, role) in enumerate(zip(ports.http, roles, strict=True)):
         labels = {"app": "bench-fleet"}
         if ports.kv_events is not None:
             labels[KV_EVENTS_PORT_LABEL] = str(ports.kv_events + i)
+        if role is not None:
+            labels[ROLE_LABEL] = role
         endpoints.append({"address": "127.0.0.1", "port": port, "name": f"replica-{i}", "labels": labels})
     endpoints_file = workdir / "endpoints.yaml"
     endpoints_file.write_bytes(orjson.dumps({"endpoints": endpoints}))
@@ -274,9 +342,10 @@ def start_contender(
     tag: str,
     children: list[Child],
     fleet_speed: float = 1.0,
-) -> tuple[str, list[PickerProcess]]:
-    """Start the router in front of the fleet (its processes join `children`); its base URL once it
-    routes, and its picker processes when it is epp-envoy. Every contender is told the fleet's
+) -> RunningContender:
+    """Start the router in front of the fleet (its processes join `children`) and return once it
+    routes: its base URL, its picker processes when it is epp-envoy, its admin URL when it is
+    `inferpool serve`. Every contender is told the fleet's
     speed, so its wall-clock intervals (inferpool's scrapes, polls, timers and TTLs; the peers'
     eviction timer) mean in the fleet's time what they mean in front of real servers."""
     logdir = workdir / "logs"
@@ -288,25 +357,35 @@ def start_contender(
         children.append(child)
         url = f"http://127.0.0.1:{listener}"
         wait_ready(child, [f"{url}/health"], 120)
-        return url, []
+        return RunningContender(url)
     profile = contender.profile or "default"
     if contender.envoy:
-        return _start_epp_envoy(profile, ports, workdir, tag, children, contender.pickers, fleet_speed)
+        url, pickers = _start_epp_envoy(
+            profile, ports, workdir, tag, children, contender.pickers, fleet_speed
+        )
+        return RunningContender(url, pickers)
     listener, admin = distinct_free_ports(2)
-    manifests, endpoints = write_manifests(workdir, ports, listener)
+    manifests, endpoints = write_manifests(workdir, ports, listener, contender.layout)
     argv = [*inferpool_argv(), "serve", "-f", str(manifests), "--endpoints", str(endpoints),
             "--admin-port", str(admin), "--profile", profile, "--no-access-log", "--no-auth",
             "--fleet-speed", str(fleet_speed)]  # fmt: skip
     child = spawn(tag, argv, logdir)
     children.append(child)
     wait_ready(child, [f"http://127.0.0.1:{admin}/readyz"], 120)
-    return f"http://127.0.0.1:{listener}", []
+    return RunningContender(f"http://127.0.0.1:{listener}", admin=f"http://127.0.0.1:{admin}")
 
 
 @dataclass(frozen=True)
 class PickerProcess:
     child: Child
     metrics_port: int
+
+
+@dataclass(frozen=True)
+class RunningContender:
+    url: str  # where the load goes
+    pickers: list[PickerProcess] = field(default_factory=list)  # epp-envoy: its `inferpool epp` processes
+    admin: str | None = None  # `inferpool serve`: its admin server (/metrics)
 
 
 def _start_epp_envoy(
@@ -392,6 +471,51 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+PD_LEGS_METRIC = "inferpool_pd_legs"  # the gateway's count of P/D legs (observe/metrics.py)
+
+
+def prefill_legs_of(exposition: str) -> PrefillLegs:
+    """The prefill legs in a gateway's Prometheus text: every prefill-leg sample, and those whose
+    outcome was a fallback to local prefill on the decoder."""
+    legs = fallbacks = 0.0
+    for family in text_string_to_metric_families(exposition):
+        if family.name != PD_LEGS_METRIC:
+            continue
+        for sample in family.samples:
+            if sample.name != PD_LEGS_METRIC + "_total" or sample.labels.get("leg") != "prefill":
+                continue
+            legs += sample.value
+            if sample.labels.get("outcome") == "fallback":
+                fallbacks += sample.value
+    return PrefillLegs(int(legs), int(fallbacks))
+
+
+def prefix_hit_rate_of(expositions: list[str]) -> float | None:
+    """Prefix-cache hits over queries in tokens (vLLM's vllm:prefix_cache_hits and _queries: a
+    replica's own cache, not KV pulled from another), summed over the replicas' Prometheus texts."""
+    totals = {"vllm:prefix_cache_hits_total": 0.0, "vllm:prefix_cache_queries_total": 0.0}
+    for text in expositions:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name in totals:
+                    totals[sample.name] += sample.value
+    queries = totals["vllm:prefix_cache_queries_total"]
+    return totals["vllm:prefix_cache_hits_total"] / queries if queries else None
+
+
+def _get_text(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return str(resp.read().decode())
+
+
+def read_prefill_legs(admin: str, prefill_ports: list[int]) -> PrefillLegs:
+    """A P/D contender's prefill legs, from its `inferpool serve` admin /metrics after the run, with
+    the prefix-cache hit rate of its prefill replicas (`prefill_ports`) from theirs."""
+    legs = prefill_legs_of(_get_text(f"{admin}/metrics"))
+    replicas = [_get_text(f"http://127.0.0.1:{port}/metrics") for port in prefill_ports]
+    return replace(legs, prefix_hit_rate=prefix_hit_rate_of(replicas))
+
+
 async def sample_load(
     ports: list[int], speed: float, stop: asyncio.Event, interval: float = 0.5
 ) -> list[tuple[float, list[int]]]:
@@ -445,14 +569,31 @@ def run_contender(
     `classes`: request tags (the criticality classes) also summarized one by one.
     """
     children: list[Child] = []
+    if contender.layout is not None:  # same GPU count, the contender's roles
+        if contender.layout.replicas != fleet.replicas:
+            raise ValueError(
+                f"{contender.name}: layout {contender.layout.name} is {contender.layout.replicas} replicas, "
+                f"the fleet {fleet.replicas}"
+            )
+        fleet = replace(fleet, layout=contender.layout)
     ports = FleetPorts.allocate(fleet)
     try:
         start_fleet(fleet, ports, workdir / "logs", contender.slug, children)
-        url, pickers = start_contender(contender, ports, workdir, contender.slug, children, fleet.speed)
+        running = start_contender(contender, ports, workdir, contender.slug, children, fleet.speed)
+        pickers = running.pickers
         cpu_before = [process_cpu_seconds(p.child.proc.pid) for p in pickers]
-        results, summary, load = asyncio.run(_measure(url, ports.http, trace, client, slo, progress))
+        results, summary, load = asyncio.run(_measure(running.url, ports.http, trace, client, slo, progress))
         by_class = summarize_by_tag(results, summary.duration_s, slo, classes)
-        return ContenderRun(contender, summary, results, load, by_class, picker_stats(pickers, cpu_before))
+        prefill = None
+        if contender.layout is not None and running.admin:
+            roles = contender.layout.roles()
+            prefill_ports = [
+                port for port, role in zip(ports.http, roles, strict=True) if role == ROLE_PREFILL
+            ]
+            prefill = read_prefill_legs(running.admin, prefill_ports)
+        return ContenderRun(
+            contender, summary, results, load, by_class, picker_stats(pickers, cpu_before), prefill
+        )
     finally:
         for child in reversed(children):
             child.stop()

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from inferpool.bench.client import RequestResult
-from inferpool.bench.stats import Summary, fmt_ms
+from inferpool.bench.stats import PrefillLegs, Summary, fmt_ms
 
 
 def write_results(
@@ -88,6 +88,7 @@ class SweepPoint:
     summary: Summary | None
     contender: str | None = None  # `bench compare`: whose run; `bench run` has one target
     failure: str = ""
+    prefill: PrefillLegs | None = None  # a P/D contender's prefill legs, as its gateway counted them
 
 
 def sweep_markdown(points: list[SweepPoint]) -> str:

@@ -97,6 +97,20 @@ class Summary:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class PrefillLegs:
+    """A P/D contender's prefill legs over one run, as its gateway counted them (its /metrics), and
+    how much of their prompts the prefill replicas found in their own prefix caches."""
+
+    legs: int  # requests split: a prefill leg went to a prefill endpoint
+    fallbacks: int  # of those, legs that failed, so the decode endpoint prefilled locally
+    # prefill replicas' vllm:prefix_cache_hits / vllm:prefix_cache_queries (tokens); None: not read
+    prefix_hit_rate: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 def summarize(results: list[RequestResult], duration_s: float, slo: Slo) -> Summary:
     ok = [r for r in results if r.ok]
     prompt = sum(r.prompt_tokens or 0 for r in ok if r.cached_tokens is not None)

@@ -61,19 +61,67 @@ def ratios(runs: list[ContenderRun]) -> str:
 
 
 # (heading, value in the unit shown, lower is better) for the table over seeds
-_SEED_METRICS: tuple[tuple[str, Callable[[Summary], float | None], bool], ...] = (
-    ("p50 TTFT ms", lambda s: _ms(s.ttft.p50), True),
-    ("p90 TTFT ms", lambda s: _ms(s.ttft.p90), True),
-    ("p99 TTFT ms", lambda s: _ms(s.ttft.p99), True),
-    ("p90 NTPOT ms", lambda s: _ms(s.ntpot.p90), True),
-    ("output tok/s", lambda s: s.output_tps, False),
-    ("goodput req/s", lambda s: s.goodput_rps, False),
-    ("prefix hit %", lambda s: None if s.prefix_hit_rate is None else 100 * s.prefix_hit_rate, False),
+Metric = tuple[str, Callable[[SweepPoint], float | None], bool]
+_SEED_METRICS: tuple[Metric, ...] = (
+    ("p50 TTFT ms", lambda p: _ms(_s(p).ttft.p50), True),
+    ("p90 TTFT ms", lambda p: _ms(_s(p).ttft.p90), True),
+    ("p99 TTFT ms", lambda p: _ms(_s(p).ttft.p99), True),
+    ("p90 NTPOT ms", lambda p: _ms(_s(p).ntpot.p90), True),
+    ("output tok/s", lambda p: _s(p).output_tps, False),
+    ("goodput req/s", lambda p: _s(p).goodput_rps, False),
+    ("prefix hit %", lambda p: _percent(_s(p).prefix_hit_rate), False),
 )
+# The P/D table: the two latencies disaggregation trades (TTFT for a prefill hop, ITL free of
+# prefill steps), what the fleet delivers, how much prefill the prefix caches saved, and what
+# the gateway did with the prefill legs.
+PD_METRICS: tuple[Metric, ...] = (
+    ("p50 TTFT ms", lambda p: _ms(_s(p).ttft.p50), True),
+    ("p90 TTFT ms", lambda p: _ms(_s(p).ttft.p90), True),
+    ("p99 TTFT ms", lambda p: _ms(_s(p).ttft.p99), True),
+    ("p50 ITL ms", lambda p: _ms(_s(p).itl.p50), True),
+    ("p90 ITL ms", lambda p: _ms(_s(p).itl.p90), True),
+    ("p99 ITL ms", lambda p: _ms(_s(p).itl.p99), True),
+    ("output tok/s", lambda p: _s(p).output_tps, False),
+    ("goodput req/s", lambda p: _s(p).goodput_rps, False),
+    ("prefill prefix hit %", lambda p: _percent(_prefill_hit(p)), False),
+    ("prefill legs", lambda p: None if p.prefill is None else p.prefill.legs, False),
+    ("fallbacks", lambda p: None if p.prefill is None else p.prefill.fallbacks, True),
+)
+
+
+def _prefill_hit(point: SweepPoint) -> float | None:
+    """The share of prompt tokens the replica that prefilled found in its own prefix cache: the
+    prefill replicas' own count for a P/D fleet (its client-side cached tokens include the KV
+    pulled from them), the answers' cached tokens for an aggregated one."""
+    if point.prefill is not None:
+        return point.prefill.prefix_hit_rate
+    return _s(point).prefix_hit_rate
+
+
+def _s(point: SweepPoint) -> Summary:
+    assert point.summary is not None  # failed points are counted apart before any metric is read
+    return point.summary
 
 
 def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else seconds * 1000
+
+
+def _percent(fraction: float | None) -> float | None:
+    return None if fraction is None else 100 * fraction
+
+
+def pd_run_table(points: list[SweepPoint]) -> str:
+    """One seed's P/D comparison: a row per contender with PD_METRICS (failed runs say so)."""
+    headings = [h for h, _, _ in PD_METRICS]
+    lines = ["| contender | " + " | ".join(headings) + " |", "|---|" + "---:|" * len(headings)]
+    for p in points:
+        if p.summary is None or p.summary.ok == 0:
+            lines.append(f"| {p.contender} | failed |" + " |" * (len(headings) - 1))
+            continue
+        values = [value(p) for _, value, _ in PD_METRICS]
+        lines.append(f"| {p.contender} | " + " | ".join("-" if v is None else _num(v) for v in values) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _spread(values: list[float]) -> str:
@@ -89,6 +137,37 @@ def seeds_table(by_seed: Mapping[int, list[SweepPoint]], contenders: list[str]) 
     """One table per rate: each contender's median over seeds with min–max, then the ratio of its
     median to round-robin's and to the best peer's (by median p99 TTFT). A contender that failed
     on some seed says so instead of a figure built from fewer seeds."""
+    return _over_seeds(by_seed, contenders, _SEED_METRICS, _median_ratios)
+
+
+def pd_seeds_table(by_seed: Mapping[int, list[SweepPoint]], contenders: list[str], baseline: str) -> str:
+    """The P/D comparison per rate: TTFT and ITL percentiles, output throughput, goodput and the
+    prefill legs, median (min–max) over seeds, then each layout's medians against `baseline`
+    (the aggregated fleet)."""
+
+    def against_baseline(medians: dict[str, dict[str, float]], names: list[str]) -> list[str]:
+        if baseline not in medians:
+            return []
+        lines = []
+        for name in names:
+            if name == baseline or name not in medians:
+                continue
+            parts = []
+            for heading in ("p99 TTFT ms", "p99 ITL ms", "output tok/s", "goodput req/s"):
+                a, b = medians[name].get(heading), medians[baseline].get(heading)
+                parts.append(f"{heading.rsplit(' ', 1)[0]} {_ratio(a, b)}")
+            lines.append(f"- {name} vs {baseline} (medians): " + ", ".join(parts))
+        return lines
+
+    return _over_seeds(by_seed, contenders, PD_METRICS, against_baseline)
+
+
+def _over_seeds(
+    by_seed: Mapping[int, list[SweepPoint]],
+    contenders: list[str],
+    metrics: tuple[Metric, ...],
+    ratio_lines: Callable[[dict[str, dict[str, float]], list[str]], list[str]],
+) -> str:
     rates = sorted({p.rate for points in by_seed.values() for p in points})
     out: list[str] = []
     for rate in rates:
@@ -102,11 +181,11 @@ def seeds_table(by_seed: Mapping[int, list[SweepPoint]], contenders: list[str]) 
                     failed[p.contender] = failed.get(p.contender, 0) + 1
                     continue
                 row = cells.setdefault(p.contender, {})
-                for heading, value, _ in _SEED_METRICS:
-                    v = value(p.summary)
+                for heading, value, _ in metrics:
+                    v = value(p)
                     if v is not None:
                         row.setdefault(heading, []).append(v)
-        headings = [h for h, _, _ in _SEED_METRICS]
+        headings = [h for h, _, _ in metrics]
         lines = [
             f"## {rate:g} req/s: median (min–max) over {len(by_seed)} seeds\n",
             "| contender | " + " | ".join(headings) + " |",
@@ -129,7 +208,7 @@ def seeds_table(by_seed: Mapping[int, list[SweepPoint]], contenders: list[str]) 
             if n not in failed
         }
         lines.append("")
-        lines += _median_ratios(medians, contenders)
+        lines += ratio_lines(medians, contenders)
         out.append("\n".join(lines) + "\n")
     return "\n".join(out)
 

@@ -27,6 +27,8 @@ WORKLOADS = (
     "multi-turn-chat",
     "agent-long-tail",
     "cache-pressure",
+    "long-prompt",
+    "long-answer",
 )
 COMPLETIONS = "/v1/completions"
 CHAT = "/v1/chat/completions"
@@ -98,6 +100,8 @@ def build_trace(
         "multi-turn-chat": _multi_turn,
         "agent-long-tail": _agent_long_tail,
         "cache-pressure": _cache_pressure,
+        "long-prompt": _long_prompt,
+        "long-answer": _long_answer,
     }
     if name not in builders:
         raise ValueError(f"unknown workload {name!r}; choose from {', '.join(WORKLOADS)}")
@@ -313,4 +317,70 @@ def _cache_pressure(arrivals: list[float], rng: random.Random, opts: WorkloadOpt
         prompt = contexts[t] + "\n" + sim_token_text(CACHE_PRESSURE_QUESTION_TOKENS, rng, sim)
         body = _body(opts, opts.model, prompt, CACHE_PRESSURE_ANSWER_TOKENS, False)
         out.append(BenchRequest(i, at, COMPLETIONS, body, CACHE_PRESSURE_STEPS[ramp_step(at, span)]))
+    return out
+
+
+# long-prompt and long-answer: the prefill/decode benchmark's pair (issue 15), fixed here before
+# any run and never used to tune a profile. Prompt and answer lengths are exact in the simulated
+# fleet's tokens, so "8k in / 256 out" is what the engines see.
+LONG_PROMPT_DOCUMENT_TOKENS = 4096  # a shared document: the prefix a prefix-aware prefill pick can reuse
+LONG_PROMPT_OWN_TOKENS = 4096  # each request's own text after the document: 8,192 tokens in all
+LONG_PROMPT_ANSWER_TOKENS = 256
+# The documents together are 1.5x one replica's KV cache: they fit in two prefill replicas'
+# caches when each replica keeps its own half (a prefix-aware pick), and thrash one replica's
+# cache when it sees all of them (a random pick, or a single prefill replica).
+LONG_PROMPT_REPLICA_MULTIPLE = 1.5
+LONG_ANSWER_SYSTEM_PROMPTS = 4  # shared system prompts, equally popular
+LONG_ANSWER_SYSTEM_TOKENS = 192
+LONG_ANSWER_QUESTION_TOKENS = 64  # 256 tokens in
+# 2,048 in the issue's example; 1,024 here so that a run of the same length holds twice the
+# requests (tokens per second, what loads this machine, are set by the batch, not the length).
+LONG_ANSWER_ANSWER_TOKENS = 1024
+
+
+def _labelled_text(label: str, tokens: int, rng: random.Random, tokenizer: Tokenizer) -> str:
+    """`label`, then random words: `tokens` tokens (±1) in all for the simulated fleet's tokenizer."""
+    rest = tokens - len(tokenizer.encode(label, add_bos=False))
+    return label + " " + sim_token_text(rest, rng, tokenizer)
+
+
+def long_prompt_documents(replica_kv_tokens: int) -> int:
+    """How many shared documents long-prompt draws from: 1.5x one replica's KV cache in tokens."""
+    if replica_kv_tokens <= 0:
+        raise ValueError(f"replica KV cache must be positive, got {replica_kv_tokens} tokens")
+    return max(1, round(LONG_PROMPT_REPLICA_MULTIPLE * replica_kv_tokens / LONG_PROMPT_DOCUMENT_TOKENS))
+
+
+def _long_prompt(arrivals: list[float], rng: random.Random, opts: WorkloadOptions) -> list[BenchRequest]:
+    """Long prompts, short answers (8,192 tokens in, 256 out, completions): each request is one of
+    D shared documents of 4,096 tokens (equally popular), then 4,096 tokens of its own. D comes
+    from the fleet's KV cache (`long_prompt_documents`): 48 with `--kv-blocks 8192`."""
+    sim = Tokenizer(remember_pieces=False)
+    documents = long_prompt_documents(opts.replica_kv_tokens)
+    texts = [
+        _labelled_text(f"[document {d}]", LONG_PROMPT_DOCUMENT_TOKENS, rng, sim) for d in range(documents)
+    ]
+    out = []
+    for i, at in enumerate(arrivals):
+        d = rng.randrange(documents)
+        prompt = texts[d] + "\n" + sim_token_text(LONG_PROMPT_OWN_TOKENS - 1, rng, sim)  # "\n": 1 token
+        body = _body(opts, opts.model, prompt, LONG_PROMPT_ANSWER_TOKENS, False)
+        out.append(BenchRequest(i, at, COMPLETIONS, body, f"document-{d}"))
+    return out
+
+
+def _long_answer(arrivals: list[float], rng: random.Random, opts: WorkloadOptions) -> list[BenchRequest]:
+    """Short prompts, long answers (256 tokens in, 1,024 out, completions): one of 4 shared system
+    prompts of 192 tokens, then a 64-token question of its own."""
+    sim = Tokenizer(remember_pieces=False)
+    systems = [
+        _labelled_text(f"[system {k}]", LONG_ANSWER_SYSTEM_TOKENS, rng, sim)
+        for k in range(LONG_ANSWER_SYSTEM_PROMPTS)
+    ]
+    out = []
+    for i, at in enumerate(arrivals):
+        k = rng.randrange(LONG_ANSWER_SYSTEM_PROMPTS)
+        prompt = systems[k] + "\n" + sim_token_text(LONG_ANSWER_QUESTION_TOKENS - 1, rng, sim)
+        body = _body(opts, opts.model, prompt, LONG_ANSWER_ANSWER_TOKENS, False)
+        out.append(BenchRequest(i, at, COMPLETIONS, body, f"system-{k}"))
     return out

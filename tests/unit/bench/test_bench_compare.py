@@ -279,3 +279,148 @@ def test_seeds_give_medians_with_spreads_and_ratios(tmp_path: Path, monkeypatch:
     assert row.split("|")[4].strip() == "200 (100–300)"  # p99 TTFT ms over seeds 1, 2, 3
     assert "- default vs round-robin (medians): p99 TTFT 0.50×" in table
     assert "- default vs sglang-router cache_aware (medians): p99 TTFT 0.25×" in table
+
+
+def test_fleet_layouts_parse_and_refuse() -> None:
+    from inferpool.bench.compare import FleetLayout
+
+    assert FleetLayout.parse("1P3D") == FleetLayout(1, 3) == FleetLayout.parse("1p:3d")
+    two = FleetLayout.parse("2P:2D")
+    assert (two.name, two.replicas, two.roles()) == ("2P2D", 4, ["prefill", "prefill", "decode", "decode"])
+    for bad in ("0P4D", "4P0D", "2P", "PD", "2D2P", "2P2D2B"):
+        with pytest.raises(ValueError, match="layout"):
+            FleetLayout.parse(bad)
+    [aggregated, split, random] = parse_contenders("default,default@1P3D,round-robin@2P:2D")
+    assert aggregated.layout is None
+    assert (split.name, split.profile, split.layout) == ("default@1P3D", "default", FleetLayout(1, 3))
+    assert (random.profile, random.layout, random.slug) == ("round-robin", two, "round-robin-2P-2D")
+    with pytest.raises(ValueError, match="layout"):
+        parse_contenders("default@3P0D")
+    with pytest.raises(ValueError, match="behind inferpool serve only"):
+        parse_contenders("epp-envoy:default@2P2D")
+    with pytest.raises(ValueError, match="unknown contender"):
+        parse_contenders("nope@2P2D")
+
+
+def test_pd_fleet_runs_nixl_and_labels_each_endpoint_with_its_role(tmp_path: Path) -> None:
+    from inferpool.bench.compare import PD_KV_TRANSFER_CONFIG, FleetLayout
+    from inferpool.roles import ROLE_LABEL, can_decode, can_prefill
+
+    layout = FleetLayout(1, 3)
+    ports = FleetPorts([9000, 9001, 9002, 9003])
+    for i in range(4):
+        argv = fleet_argv(FleetSpec(4, "/m", layout=layout), ports, i)
+        assert json.loads(argv[argv.index("--kv-transfer-config") + 1]) == PD_KV_TRANSFER_CONFIG
+        assert PD_KV_TRANSFER_CONFIG == {"kv_connector": "NixlConnector", "kv_role": "kv_both"}
+    assert "--kv-transfer-config" not in fleet_argv(FleetSpec(4, "/m"), ports, 0)  # aggregated: no connector
+    _, endpoints = write_manifests(tmp_path, ports, 8080, layout)
+    labels = [e["labels"] for e in orjson.loads(endpoints.read_bytes())["endpoints"]]
+    assert [x[ROLE_LABEL] for x in labels] == ["prefill", "decode", "decode", "decode"]
+    assert [can_prefill(x) for x in labels] == [True, False, False, False]
+    assert [can_decode(x) for x in labels] == [False, True, True, True]
+    _, endpoints = write_manifests(tmp_path, ports, 8080)
+    assert all(ROLE_LABEL not in e["labels"] for e in orjson.loads(endpoints.read_bytes())["endpoints"])
+    with pytest.raises(ValueError, match="1P3D is 4 replicas, the fleet 2"):
+        write_manifests(tmp_path, FleetPorts([9000, 9001]), 8080, layout)
+
+
+def test_a_layout_must_match_the_fleet_size(tmp_path: Path) -> None:
+    argv = ["compare", "--fleet", "2", "--workload", "long-answer", "--rate", "1", "--duration", "2",
+            "--contenders", "default,default@1P3D", "--out", str(tmp_path)]  # fmt: skip
+    done = CliRunner().invoke(bench_app, argv)
+    words = " ".join(done.output.replace("│", " ").split())  # the error box wraps the message
+    assert done.exit_code == 2 and "layout 1P3D is 4 replicas, the fleet 2" in words, done.output
+
+
+def test_pd_tables_per_seed_and_over_seeds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Layouts get the P/D table: TTFT and ITL percentiles, throughput, goodput, prefill legs and
+    fallbacks, per seed and as median (min–max) over seeds, with ratios to the aggregated fleet."""
+    from inferpool.bench.stats import PrefillLegs
+
+    ttft = {"default": 0.2, "default@1P1D": 0.3}
+    itl = {"default": 0.04, "default@1P1D": 0.01}
+    fleets: list[FleetSpec] = []
+
+    def run(contender: Contender, fleet: FleetSpec, trace: list[BenchRequest], client: ClientConfig,
+            slo: Slo, workdir: Path, progress: bool = True, classes: tuple[str, ...] = ()) -> ContenderRun:  # fmt: skip
+        fleets.append(fleet)
+        results = [
+            RequestResult(r.index, r.tag, 200, 0.0, ttft[contender.name] * fleet.seed, 1.0,
+                          [itl[contender.name]] * 9, 10, 10)
+            for r in trace
+        ]  # fmt: skip
+        legs = PrefillLegs(len(trace), fleet.seed - 1) if contender.layout else None
+        return ContenderRun(contender, summarize(results, 4.0, slo), results, [], {}, [], legs)
+
+    monkeypatch.setattr(compare, "run_contender", run)
+    argv = ["compare", "--fleet", "2", "--workload", "long-answer", "--rate", "2", "--duration", "4",
+            "--seeds", "1,2,3", "--slo", "ttft=1s,tpot=20ms", "--contenders", "default,default@1P1D",
+            "--out", str(tmp_path)]  # fmt: skip
+    done = CliRunner().invoke(bench_app, argv)
+    assert done.exit_code == 0, done.output
+    assert {f.replicas for f in fleets} == {2}
+    seed2 = (tmp_path / "seed2" / "compare.md").read_text()
+    assert "### Prefill/decode (SLO ttft<=1.00s, tpot<=20ms)" in seed2
+    pd_rows = seed2[seed2.index("### Prefill/decode") :].splitlines()
+    split = next(line for line in pd_rows if line.startswith("| default@1P1D |"))
+    cells = [c.strip() for c in split.split("|")[1:-1]]
+    # p50/p90/p99 TTFT, p50/p90/p99 ITL, output tok/s, goodput, prefill legs, fallbacks
+    assert cells[1:4] == ["600"] * 3 and cells[4:7] == ["10"] * 3 and cells[-1] == "1"
+    aggregated = next(line for line in pd_rows if line.startswith("| default |"))
+    assert aggregated.split("|")[-3:-1] == [" - ", " - "]  # no prefill legs without a layout
+    document = orjson.loads((tmp_path / "seed2" / "long-answer-rate2-default-1P1D.json").read_bytes())
+    assert document["meta"]["layout"] == "1P1D" and document["meta"]["prefill"]["fallbacks"] == 1
+    meta = document["meta"]  # when it ran, and the machine's load around it
+    assert len(meta["loadavg_before"]) == len(meta["loadavg_after"]) == 3 and meta["ended"] >= meta["started"]
+    over = (tmp_path / "compare.md").read_text()
+    pd_part = over[over.index("# Prefill/decode") :]
+    row = next(line for line in pd_part.splitlines() if line.startswith("| default@1P1D |"))
+    assert row.split("|")[3].strip() == "600 (300–900)" and row.split("|")[-2].strip() == "1 (0–2)"
+    # medians: TTFT 1.5x the aggregated fleet's (600 vs 400 ms), ITL 0.25x (10 vs 40 ms)
+    assert "- default@1P1D vs default (medians): p99 TTFT 1.50×, p99 ITL 0.25×" in pd_part
+
+
+def test_prefill_legs_are_read_from_the_gateway_metrics() -> None:
+    """The count comes from the gateway's own exposition: its per-leg counter, prefill legs only."""
+    from inferpool.bench.compare import prefill_legs_of
+    from inferpool.bench.stats import PrefillLegs
+    from inferpool.observe.metrics import GatewayMetrics
+    from inferpool.records import PrefillLeg, RequestRecord
+
+    metrics = GatewayMetrics()
+    assert prefill_legs_of(metrics.exposition().decode()) == PrefillLegs(0, 0)  # aggregated: no legs
+
+    def record(i: int, prefill: PrefillLeg | None) -> RequestRecord:
+        return RequestRecord(request_id=str(i), pool="default/bench", model="m", target_model="m",
+                             status=200, started_at=0.0, e2e_s=1.0, routed=True, endpoint="replica-2",
+                             prefill=prefill)  # fmt: skip
+
+    for i in range(5):
+        metrics.observe(record(i, PrefillLeg("replica-0", "127.0.0.1:8000", 200, 0.05)))
+    for i in range(5, 7):
+        failed = PrefillLeg("replica-1", "127.0.0.1:8001", 503, 0.01, "HTTP 503", fell_back=True)
+        metrics.observe(record(i, failed))
+    metrics.observe(record(7, None))  # not split: a decode leg only, no prefill leg
+    assert prefill_legs_of(metrics.exposition().decode()) == PrefillLegs(7, 2)
+
+
+def test_prefill_prefix_hit_rate_from_the_replicas_vllm_counters() -> None:
+    """Two simulated replicas' own metrics: a prompt seen twice on one of them is half hits there."""
+    from inferpool.bench.compare import prefix_hit_rate_of
+    from inferpool.sim.clock import VirtualClock
+    from inferpool.sim.engine import Engine, SimRequest
+    from inferpool.sim.metrics import MetricsConfig, SimMetrics
+    from inferpool.sim.profile import load_profile
+
+    pages = []
+    for repeats in (2, 1):  # replica 0 sees the prompt twice, replica 1 once
+        engine = Engine(load_profile("llama-3.1-8b-h100"), clock=VirtualClock())
+        metrics = SimMetrics(engine, MetricsConfig("m", 1))
+        for i in range(repeats):
+            engine.add_request(SimRequest(f"r{i}", list(range(1000, 1320)), 2, ignore_eos=True))
+            engine.run_until_idle()
+        pages.append(metrics.render().decode())
+    # replica 0: 640 tokens queried, 320 - 16 hit (vLLM never hits the last block of a full match)
+    assert prefix_hit_rate_of(pages[:1]) == pytest.approx(304 / 640)
+    assert prefix_hit_rate_of(pages) == pytest.approx(304 / 960)
+    assert prefix_hit_rate_of([]) is None

@@ -94,3 +94,42 @@ def test_agent_long_tail_shape() -> None:
     outputs = sorted(r.body["max_tokens"] for r in trace)
     median, p99 = outputs[len(outputs) // 2], outputs[int(len(outputs) * 0.99)]
     assert 45 <= median <= 80 and p99 > 10 * median  # short tool calls, a long tail of reports
+
+
+def test_long_prompt_is_8k_in_256_out_over_shared_documents() -> None:
+    from inferpool.bench.workloads import LONG_PROMPT_DOCUMENT_TOKENS, long_prompt_documents
+    from inferpool.tokenization import Tokenizer
+
+    # 1.5x one replica's KV cache: 48 documents of 4,096 tokens for 131,072 tokens (--kv-blocks 8192)
+    assert long_prompt_documents(8192 * 16) == 48
+    with pytest.raises(ValueError):
+        long_prompt_documents(0)
+    opts = WorkloadOptions(replica_kv_tokens=8192 * 16 // 6)  # 8 documents: every one drawn in 200
+    trace = build_trace("long-prompt", [0.0] * 200, 6, opts)
+    sim = Tokenizer(remember_pieces=False)
+    documents: dict[str, set[str]] = {}
+    for r in trace[:20]:
+        tokens = len(sim.encode(r.body["prompt"], add_bos=False))
+        assert 8192 - 2 <= tokens <= 8192 + 2, tokens  # word-by-word counting is exact to ±1 per part
+        assert r.body["max_tokens"] == 256 and r.body["ignore_eos"] and r.path == "/v1/completions"
+    for r in trace:
+        document = r.body["prompt"].split("\n")[0]
+        assert document.startswith(f"[{r.tag.replace('-', ' ')}] ")
+        documents.setdefault(r.tag, set()).add(document)
+        assert len(sim.encode(document, add_bos=False)) == pytest.approx(LONG_PROMPT_DOCUMENT_TOKENS, abs=1)
+    # the shared prefix: one text per document, every document used, each request's own part differs
+    assert len(documents) == 8 and all(len(texts) == 1 for texts in documents.values())
+    assert len({r.body["prompt"].split("\n")[1] for r in trace}) == len(trace)
+
+
+def test_long_answer_is_256_in_1024_out_over_four_system_prompts() -> None:
+    from inferpool.tokenization import Tokenizer
+
+    trace = build_trace("long-answer", [0.0] * 100, 7)
+    sim = Tokenizer(remember_pieces=False)
+    assert {r.tag for r in trace} == {f"system-{k}" for k in range(4)}
+    for r in trace:
+        assert 256 - 2 <= len(sim.encode(r.body["prompt"], add_bos=False)) <= 256 + 2
+        assert r.body["max_tokens"] == 1024 and r.body["stream"] and r.body["ignore_eos"]
+    systems = {r.tag: {x.body["prompt"].split("\n")[0] for x in trace if x.tag == r.tag} for r in trace}
+    assert all(len(texts) == 1 for texts in systems.values())
