@@ -192,3 +192,29 @@ def test_close_is_idempotent_and_late_data_ignored() -> None:
     acct.close()
     acct.feed(b"data: {}\n\n")
     assert acct.bytes == len(body)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), crlf=st.booleans())
+def test_sse_split_anywhere_reads_the_same_record(data: st.DataObject, crlf: bool) -> None:
+    """Every fact the record takes (times of the first event and token, token count, usage, end)
+    is the same however the stream is cut, with LF or CRLF line ends."""
+    content_type, body = _recorded("16")
+    if crlf:
+        body = body.replace(b"\n", b"\r\n")
+    whole = _account(content_type, [body])
+    cuts = sorted(data.draw(st.sets(st.integers(min_value=1, max_value=len(body) - 1), max_size=60)))
+    chunks = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)], strict=True)]
+    split = _account(content_type, chunks)
+    facts = (
+        "first_event_at",
+        "first_token_at",
+        "ttft_at",
+        "token_events",
+        "completion_tokens",
+        "usage",
+        "done",
+    )
+    assert {f: getattr(split, f) for f in facts} == {f: getattr(whole, f) for f in facts}
+    assert whole.first_token_at is not None and whole.first_token_at > whole.first_event_at  # type: ignore[operator]
+    assert whole.token_events == 5 and whole.done
