@@ -303,6 +303,9 @@ class StreamScreener:
         self.window = screener.config.stream_window_chars
         self._buffer = b""
         self._text = ""
+        # The last recent text the blocking checks passed: the same words (no word completed
+        # since) give the same verdict, so they are not screened again.
+        self._passed_recent = ""
         self.blocked: str | None = None
         self._anthropic = False  # an Anthropic Messages stream: it ends in its own error event
 
@@ -360,10 +363,12 @@ class StreamScreener:
         # getpass()"), and only the recent text: a match ending in this event starts within it.
         cut = max(self._text.rfind(" "), self._text.rfind("\n"))
         recent = self._text[max(0, cut + 1 - STREAM_SCREEN_CHARS) : cut + 1]
-        whole = await self.screener.screen_async(recent, Stage.RESPONSE, self.model)
-        if whole.blocked:
-            self.blocked = whole.reason
-            raise Blocked(whole.reason)
+        if recent != self._passed_recent:
+            whole = await self.screener.screen_async(recent, Stage.RESPONSE, self.model)
+            if whole.blocked:
+                self.blocked = whole.reason
+                raise Blocked(whole.reason)
+            self._passed_recent = recent
         return self._redacted(head, data, event, _map_stream_deltas)
 
     async def _repeats(self, head: bytes, data: Any, event: bytes) -> bytes:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import phonenumbers
 from phonenumbers import Leniency, PhoneNumberMatcher
@@ -243,13 +244,11 @@ class PiiScanner:
             if span.isdigit() and not near:
                 continue  # a bare digit run is an id or a timestamp unless a phone word is near
             for i, region in enumerate(self.phone_regions):
-                if not _valid_phone(span, region):  # cheap; the matcher below checks the grouping too
-                    continue
-                hits = list(PhoneNumberMatcher(span, region, leniency=Leniency.STRICT_GROUPING))
+                hits = _phone_hits(span, region)
                 if not hits:
                     continue
                 if international or (i == 0 and not span.isdigit()) or near:
-                    out += [Finding("pii", "phone", m.start() + h.start, m.start() + h.end) for h in hits]
+                    out += [Finding("pii", "phone", m.start() + a, m.start() + b) for a, b in hits]
                 break
         return out
 
@@ -263,6 +262,17 @@ def _national_lengths(region: str) -> set[int]:
     lengths = set(meta.general_desc.possible_length or ())
     prefix = len(meta.national_prefix or "")
     return lengths | {n + prefix for n in lengths}
+
+
+# Logs and long prompts repeat the same numbers (ports, build ids, timestamps); libphonenumber's
+# verdict depends only on the candidate and the region, so it is computed once per pair.
+@lru_cache(maxsize=4096)
+def _phone_hits(span: str, region: str) -> tuple[tuple[int, int], ...]:
+    """Where libphonenumber finds a number in `span` (STRICT_GROUPING), or () if it holds none."""
+    if not _valid_phone(span, region):  # cheap; the matcher checks the grouping too
+        return ()
+    matches = PhoneNumberMatcher(span, region, leniency=Leniency.STRICT_GROUPING)
+    return tuple((h.start, h.end) for h in matches)
 
 
 def _valid_phone(span: str, region: str) -> bool:

@@ -101,6 +101,17 @@ async def test_stream_blocks_a_secret_split_across_events() -> None:
     assert stream.blocked is not None
 
 
+async def test_stream_blocks_a_secret_fed_one_character_at_a_time() -> None:
+    """Events that complete no word are not re-screened (the words already passed); the event
+    whose space completes the key must still be."""
+    s = Screener(GuardConfig("t", (CheckConfig("secrets", Action.BLOCK),)))
+    stream = StreamScreener(s, "m")
+    for char in "the key is AKIAIOSFODNN7EXAMPLE":
+        await stream.feed(sse(char))
+    with pytest.raises(Blocked):
+        await stream.feed(sse(" and more"))
+
+
 async def test_stream_redacts_per_event() -> None:
     s = Screener(GuardConfig("t", (CheckConfig("pii", Action.REDACT),)))
     stream = StreamScreener(s, "m")
