@@ -12,7 +12,7 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp import web
-from tests.unit.gateway.test_proxy import free_port
+from test_proxy import free_port
 
 from inferpool.admission import AdmissionConfig
 from inferpool.gateway.config import ProxyConfig, ServeConfig

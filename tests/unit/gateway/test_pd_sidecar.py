@@ -11,8 +11,8 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp import web
-from tests.unit.gateway.test_pd_forward import PARAMS, PROMPT, Server
-from tests.unit.gateway.test_proxy import free_port
+from test_pd_forward import PARAMS, PROMPT, Server
+from test_proxy import free_port
 
 from inferpool.gateway.pd_sidecar import Allowlist, PdSidecar, SidecarConfig, split_host
 from inferpool.gateway.prefill import PREFILL_REPORT_HEADER, parse_prefill_report

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tests.unit.scheduling.conftest import ep, req
 
 from inferpool.roles import ROLE_LABEL
 from inferpool.scheduling import ConfigError, SchedulerSpec, build_scheduler, load_scheduler, parse_config
@@ -20,6 +19,8 @@ from inferpool.scheduling.plugins.prefix_cache import PrefixCacheScorer
 from inferpool.scheduling.plugins.random_picker import RandomPicker
 from inferpool.scheduling.plugins.roles import DecodeFilter, PrefillFilter
 from inferpool.state import Endpoint
+
+from .conftest import ep, req
 
 
 def role(name: str, value: str | None, **load: object) -> Endpoint:
