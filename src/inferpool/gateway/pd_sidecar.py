@@ -29,7 +29,7 @@ import logging
 import signal
 import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,12 @@ from aiohttp import web
 
 from inferpool.errors import InferenceError
 from inferpool.gateway.headers import end_to_end
-from inferpool.gateway.prefill import PREFILL_REPORT_HEADER, format_prefill_report, run_prefill
+from inferpool.gateway.prefill import (
+    PREFILL_REPORT_HEADER,
+    PrefillOutcome,
+    format_prefill_report,
+    run_prefill,
+)
 from inferpool.request.disagg import PREFILLER_HEADER, decode_request
 from inferpool.request.pd_usage import CachedTokensRewriter
 from inferpool.sources.manifest import ManifestLoadFailed, ManifestSource
@@ -274,6 +279,8 @@ class PdSidecar:
         body = await request.read()
         headers = end_to_end(request.headers, drop=("host", PREFILLER_HEADER))
         prefiller = request.headers.get(PREFILLER_HEADER, "").strip()
+        client_body = body
+        outcome: PrefillOutcome | None = None
         report: str | None = None
         cached_tokens: int | None = None  # the prefill server's count, once its leg succeeded
         if prefiller and request.method == "POST" and request.path in PD_PATHS:
@@ -284,7 +291,10 @@ class PdSidecar:
                 return _error(
                     403, f"prefill target {target!r} is not allowed: it is not a member of the pool"
                 )
-            body, report, cached_tokens = await self._prefill(request, target, body, headers)
+            body, outcome = await self._prefill(request, target, body, headers)
+            if outcome is not None:
+                report = format_prefill_report(outcome)
+                cached_tokens = outcome.cached_tokens if outcome.ok else None
         try:
             upstream = await self._session.request(
                 request.method,
@@ -297,28 +307,49 @@ class PdSidecar:
             log.warning("decode server %s unreachable: %s", self.decoder, exc)
             extra = {PREFILL_REPORT_HEADER: report} if report is not None else None
             return _error(502, f"the decode server is unreachable ({type(exc).__name__})", extra)
+        if outcome is not None and outcome.ok and upstream.status >= 500:
+            # The decoder could not read the prefilled KV blocks (vLLM's default
+            # kv_load_failure_policy "fail" answers 500, e.g. when the prefill server went away
+            # after answering): the client's own request, prefilled locally, can still be served.
+            error = f"decode server answered HTTP {upstream.status} reading the prefilled KV"
+            log.warning("%s: resending the request for local prefill", error)
+            await upstream.read()
+            upstream.release()
+            report = format_prefill_report(replace(outcome, kv_transfer_params=None, error=error))
+            cached_tokens = None
+            try:
+                upstream = await self._session.request(
+                    request.method,
+                    f"http://{self.decoder}{request.path_qs}",
+                    headers=headers,
+                    data=client_body,
+                    allow_redirects=False,
+                )
+            except (aiohttp.ClientError, OSError) as exc:
+                log.warning("decode server %s unreachable: %s", self.decoder, exc)
+                extra = {PREFILL_REPORT_HEADER: report} if report is not None else None
+                return _error(502, f"the decode server is unreachable ({type(exc).__name__})", extra)
         return await self._relay(request, upstream, report, cached_tokens)
 
     async def _prefill(
         self, request: web.Request, target: str, body: bytes, headers: Mapping[str, str]
-    ) -> tuple[bytes, str | None, int | None]:
-        """Run the prefill leg: the decode leg's body, the report header's value, and the prefill
-        server's cached-token count when the leg succeeded."""
+    ) -> tuple[bytes, PrefillOutcome | None]:
+        """Run the prefill leg: the decode leg's body and the leg's outcome (None when the body is
+        not a request vLLM can split)."""
         assert self._session is not None
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError:
             data = None
         if not isinstance(data, dict):
-            return body, None, None  # not a request vLLM can split: the decoder answers it (its 400)
+            return body, None  # not a request vLLM can split: the decoder answers it (its 400)
         outcome = await run_prefill(
             self._session, target, request.path_qs, data, headers, self.config.prefill_timeout_s
         )
-        report = format_prefill_report(outcome)
         if outcome.kv_transfer_params is None:
             log.warning("prefill on %s failed (%s): the decoder prefills locally", target, outcome.error)
-            return body, report, None
-        return orjson.dumps(decode_request(data, outcome.kv_transfer_params)), report, outcome.cached_tokens
+            return body, outcome
+        return orjson.dumps(decode_request(data, outcome.kv_transfer_params)), outcome
 
     async def _relay(
         self,

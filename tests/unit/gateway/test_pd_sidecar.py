@@ -59,9 +59,12 @@ async def rig() -> AsyncIterator[Callable[..., Awaitable[Rig]]]:
     made: list[Rig] = []
 
     async def make(
-        prefill_answer: str = "ok", allow: tuple[str, ...] = ("127.0.0.1",), prefill_timeout_s: float = 5
+        prefill_answer: str = "ok",
+        allow: tuple[str, ...] = ("127.0.0.1",),
+        prefill_timeout_s: float = 5,
+        decode_answer: str = "ok",
     ) -> Rig:
-        prefill, decode = HeaderServer(prefill_answer), HeaderServer()
+        prefill, decode = HeaderServer(prefill_answer), HeaderServer(decode_answer)
         await prefill.start()
         await decode.start()
         sidecar = PdSidecar(
@@ -145,6 +148,29 @@ async def test_failed_prefill_falls_back_to_local_prefill(rig, failure: str) -> 
     report = parse_prefill_report(resp.headers[PREFILL_REPORT_HEADER])
     assert report is not None and not report.ok and report.error
     assert report.status == (500 if failure == "fail500" else 200)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_decoder_that_cannot_read_the_kv_serves_the_clients_request(rig, stream: bool) -> None:  # type: ignore[no-untyped-def]
+    """vLLM's default kv_load_failure_policy "fail" answers 500 when the blocks cannot be read:
+    the client's own request goes to the decoder again (local prefill), and the report says so."""
+    r = await rig(decode_answer="failpull")
+    resp = await r.post(r.prefill_target, stream=stream)
+    raw = await resp.read()
+    assert resp.status == 200
+    # the decoder's own usage: no rewrite after a local prefill
+    assert b'"cached_tokens": 750' in raw if not stream else b'"cached_tokens":750' in raw
+    first, second = r.decode.bodies
+    assert first["kv_transfer_params"] == PARAMS
+    assert second == {
+        "model": "m",
+        "prompt": PROMPT,
+        "max_tokens": 4,
+        "stream": stream,
+    }  # as the client sent it
+    report = parse_prefill_report(resp.headers[PREFILL_REPORT_HEADER])
+    assert report is not None and not report.ok and report.status == 200
+    assert "reading the prefilled KV" in (report.error or "")
 
 
 async def test_unreachable_prefill_falls_back(rig) -> None:  # type: ignore[no-untyped-def]
