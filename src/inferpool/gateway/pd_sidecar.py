@@ -295,19 +295,8 @@ class PdSidecar:
             if outcome is not None:
                 report = format_prefill_report(outcome)
                 cached_tokens = outcome.cached_tokens if outcome.ok else None
-        try:
-            upstream = await self._session.request(
-                request.method,
-                f"http://{self.decoder}{request.path_qs}",
-                headers=headers,
-                data=body,
-                allow_redirects=False,
-            )
-        except (aiohttp.ClientError, OSError) as exc:
-            log.warning("decode server %s unreachable: %s", self.decoder, exc)
-            extra = {PREFILL_REPORT_HEADER: report} if report is not None else None
-            return _error(502, f"the decode server is unreachable ({type(exc).__name__})", extra)
-        if outcome is not None and outcome.ok and upstream.status >= 500:
+        upstream = await self._decode(request, headers, body)
+        if upstream is not None and outcome is not None and outcome.ok and upstream.status >= 500:
             # The decoder could not read the prefilled KV blocks (vLLM's default
             # kv_load_failure_policy "fail" answers 500, e.g. when the prefill server went away
             # after answering): the client's own request, prefilled locally, can still be served.
@@ -317,19 +306,28 @@ class PdSidecar:
             upstream.release()
             report = format_prefill_report(replace(outcome, kv_transfer_params=None, error=error))
             cached_tokens = None
-            try:
-                upstream = await self._session.request(
-                    request.method,
-                    f"http://{self.decoder}{request.path_qs}",
-                    headers=headers,
-                    data=client_body,
-                    allow_redirects=False,
-                )
-            except (aiohttp.ClientError, OSError) as exc:
-                log.warning("decode server %s unreachable: %s", self.decoder, exc)
-                extra = {PREFILL_REPORT_HEADER: report} if report is not None else None
-                return _error(502, f"the decode server is unreachable ({type(exc).__name__})", extra)
+            upstream = await self._decode(request, headers, client_body)
+        if upstream is None:
+            extra = {PREFILL_REPORT_HEADER: report} if report is not None else None
+            return _error(502, "the decode server is unreachable", extra)
         return await self._relay(request, upstream, report, cached_tokens)
+
+    async def _decode(
+        self, request: web.Request, headers: Mapping[str, str], body: bytes
+    ) -> aiohttp.ClientResponse | None:
+        """The decode leg sent to the decoder; None when it cannot be reached (logged)."""
+        assert self._session is not None
+        try:
+            return await self._session.request(
+                request.method,
+                f"http://{self.decoder}{request.path_qs}",
+                headers=headers,
+                data=body,
+                allow_redirects=False,
+            )
+        except (aiohttp.ClientError, OSError) as exc:
+            log.warning("decode server %s unreachable: %s: %s", self.decoder, type(exc).__name__, exc)
+            return None
 
     async def _prefill(
         self, request: web.Request, target: str, body: bytes, headers: Mapping[str, str]
