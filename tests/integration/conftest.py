@@ -7,6 +7,7 @@ then SIGKILLs the group, so a failed test never leaves orphans or busy ports.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -141,3 +142,97 @@ def sim_argv(port: int, *extra: str) -> list[str]:
         return [INFERPOOL, "sim", "--port", str(port), *extra]
     code = "import typer; from inferpool.sim.cli import sim_command; typer.run(sim_command)"
     return [sys.executable, "-c", code, "--port", str(port), *extra]
+
+
+# -- a gateway in front of sims: the start-up every serve test shares ----------------------------
+
+X_K8S_GROUP = "inference.networking.x-k8s.io"  # v1alpha2 pools
+K8S_GROUP = "inference.networking.k8s.io"  # v1 pools
+
+
+def gateway_manifests(
+    pools_and_models: str,
+    listener: int,
+    routes: list[tuple[str | None, str]] | None = None,
+    group: str = X_K8S_GROUP,
+) -> str:
+    """`pools_and_models` (YAML documents) plus a Gateway listening on `listener` and one HTTPRoute;
+    `routes` lists (path prefix or None for every path, backend pool name), by default /v1 → pool."""
+    rules = []
+    for prefix, pool in routes or [("/v1", "pool")]:
+        match = f"matches: [{{path: {{type: PathPrefix, value: {prefix}}}}}]\n    " if prefix else ""
+        rules.append(f"  - {match}backendRefs: [{{name: {pool}, group: {group}, kind: InferencePool}}]")
+    return (
+        pools_and_models.strip()
+        + f"""
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw}}
+spec:
+  gatewayClassName: inferpool
+  listeners:
+  - {{name: http, protocol: HTTP, port: {listener}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: route}}
+spec:
+  parentRefs: [{{name: gw}}]
+  rules:
+"""
+        + "\n".join(rules)
+        + "\n"
+    )
+
+
+def start_sims(spawn, ports: list[int], *extra: str, timeout: float = 60) -> list[Proc]:  # type: ignore[no-untyped-def]
+    """One `inferpool sim --model tiny` per port (seeded by its port unless `extra` seeds it), all healthy."""
+    procs = [
+        spawn(
+            sim_argv(port, "--model", "tiny", *extra, *(() if "--seed" in extra else ("--seed", str(port))))
+        )
+        for port in ports
+    ]
+    for port in ports:
+        wait_until(lambda p=port: http_ok(f"http://127.0.0.1:{p}/health"), timeout, what=f"sim on {port}")
+    return procs
+
+
+def sim_endpoint(port: int | None, name: str, **labels: str) -> dict[str, object]:
+    """An endpoints-file entry for a sim on loopback, labelled app=sim (the pools' selector)."""
+    entry: dict[str, object] = {"address": "127.0.0.1", "name": name, "labels": {"app": "sim", **labels}}
+    if port is not None:  # none: the server joins the pool on each of the pool's target ports
+        entry["port"] = port
+    return entry
+
+
+class ServeProc:
+    """`inferpool serve --no-auth` from manifests and an endpoints file, once it prints its URLs."""
+
+    def __init__(self, proc: Proc, url: str, admin: str) -> None:
+        self.proc, self.url, self.admin = proc, url, admin
+
+
+def start_serve(  # type: ignore[no-untyped-def]
+    spawn,
+    tmp_path: Path,
+    manifests: str,
+    endpoints: list[dict[str, object]],
+    *args: str,
+    ready: bool = False,
+    timeout: float = 60,
+) -> ServeProc:
+    """Write the manifests and endpoints into `tmp_path`, start serve with `args` (a profile,
+    limits) and wait for its gateway and admin lines; `ready` also waits for /readyz."""
+    (tmp_path / "gw.yaml").write_text(manifests)
+    (tmp_path / "endpoints.yaml").write_text(json.dumps({"endpoints": endpoints}))
+    proc = spawn(
+        [INFERPOOL, "serve", "--no-auth", "-f", str(tmp_path / "gw.yaml"),
+         "--endpoints", str(tmp_path / "endpoints.yaml"), "--admin-port", "0", *args]
+    )  # fmt: skip
+    url = proc.wait_for_line(r"^gateway\s+(http://\S+)", timeout).group(1)
+    admin = proc.wait_for_line(r"^admin\s+(http://\S+)", timeout).group(1)
+    if ready:
+        wait_until(lambda: http_ok(f"{admin}/readyz"), timeout, what="gateway ready (endpoints scraped)")
+    return ServeProc(proc, url, admin)

@@ -9,9 +9,19 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from .conftest import INFERPOOL, free_port, http_ok, port_is_free, sim_argv, wait_until
+from .conftest import (
+    K8S_GROUP,
+    free_port,
+    gateway_manifests,
+    http_ok,
+    port_is_free,
+    sim_endpoint,
+    start_serve,
+    start_sims,
+    wait_until,
+)
 
-MANIFESTS = """
+POOL = """
 apiVersion: inference.networking.k8s.io/v1
 kind: InferencePool
 metadata: {name: dp}
@@ -19,22 +29,6 @@ spec:
   selector: {matchLabels: {app: sim}}
   targetPorts: [{number: RANK0}, {number: RANK1}]
   endpointPickerRef: {name: dp-epp, port: {number: 9002}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw}
-spec:
-  gatewayClassName: inferpool
-  listeners:
-  - {name: http, protocol: HTTP, port: LISTENER_PORT}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: route}
-spec:
-  parentRefs: [{name: gw}]
-  rules:
-  - backendRefs: [{name: dp, group: inference.networking.k8s.io, kind: InferencePool}]
 """
 
 
@@ -49,9 +43,8 @@ def _free_pair() -> int:
 
 async def test_a_pool_with_two_rank_ports_routes_to_both_ranks_of_one_sim(spawn, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     base = _free_pair()
-    spawn(sim_argv(base, "--model", "tiny", "--speed", "20", "--data-parallel-size", "2"))
-    for port in (base, base + 1):
-        wait_until(lambda p=port: http_ok(f"http://127.0.0.1:{p}/health"), 60, what=f"sim rank on {port}")
+    start_sims(spawn, [base], "--speed", "20", "--data-parallel-size", "2")
+    wait_until(lambda: http_ok(f"http://127.0.0.1:{base + 1}/health"), 60, what=f"sim rank on {base + 1}")
     async with aiohttp.ClientSession() as s:
         for rank, port in enumerate((base, base + 1)):
             async with s.get(f"http://127.0.0.1:{port}/metrics") as resp:
@@ -59,20 +52,11 @@ async def test_a_pool_with_two_rank_ports_routes_to_both_ranks_of_one_sim(spawn,
             assert (
                 f'engine="{rank}"' in text and f'engine="{1 - rank}"' not in text
             )  # vLLM's per-engine label
-    manifests = MANIFESTS.replace("RANK0", str(base)).replace("RANK1", str(base + 1))
-    (tmp_path / "gw.yaml").write_text(manifests.replace("LISTENER_PORT", str(free_port())))
+    pool = POOL.replace("RANK0", str(base)).replace("RANK1", str(base + 1))
+    manifests = gateway_manifests(pool, free_port(), routes=[(None, "dp")], group=K8S_GROUP)
     # One server, no port: it joins the pool on each of the pool's target ports, as a pod would.
-    (tmp_path / "endpoints.yaml").write_text(
-        orjson.dumps(
-            {"endpoints": [{"address": "127.0.0.1", "name": "sim-dp", "labels": {"app": "sim"}}]}
-        ).decode()
-    )
-    admin = free_port()
-    gw = spawn(
-        [INFERPOOL, "serve", "--no-auth", "-f", str(tmp_path / "gw.yaml"), "--endpoints", str(tmp_path / "endpoints.yaml"),
-         "--admin-port", str(admin), "--profile", "round-robin"]
-    )  # fmt: skip
-    url = gw.wait_for_line(r"^gateway\s+(http://\S+)", 60).group(1)
+    gw = start_serve(spawn, tmp_path, manifests, [sim_endpoint(None, "sim-dp")], "--profile", "round-robin")
+    url, admin = gw.url, gw.admin
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as s:
 
         async def one(i: int) -> str:
@@ -82,7 +66,7 @@ async def test_a_pool_with_two_rank_ports_routes_to_both_ranks_of_one_sim(spawn,
                 return resp.headers["x-gateway-destination-endpoint-served"]
 
         served = await asyncio.gather(*(one(i) for i in range(8)))
-        async with s.get(f"http://127.0.0.1:{admin}/api/state") as resp:
+        async with s.get(f"{admin}/api/state") as resp:
             state = await resp.json()
     assert set(served) == {f"127.0.0.1:{base}", f"127.0.0.1:{base + 1}"}
     [pool] = state["pools"]
@@ -91,5 +75,5 @@ async def test_a_pool_with_two_rank_ports_routes_to_both_ranks_of_one_sim(spawn,
         ("sim-dp-rank-0", base),
         ("sim-dp-rank-1", base + 1),
     ]
-    log = [orjson.loads(line) for line in gw.output().splitlines() if line.startswith("{")]
+    log = [orjson.loads(line) for line in gw.proc.output().splitlines() if line.startswith("{")]
     assert {e["endpoint"] for e in log if e.get("path") == "/v1/completions"} == set(served)

@@ -17,12 +17,11 @@ from importlib import resources
 from pathlib import Path
 
 import aiohttp
-import orjson
 import yaml
 
-from .conftest import INFERPOOL, free_port, http_ok, sim_argv, wait_until
+from .conftest import free_port, gateway_manifests, sim_endpoint, start_serve, start_sims
 
-MANIFESTS = """
+POOL = """
 apiVersion: inference.networking.x-k8s.io/v1alpha2
 kind: InferencePool
 metadata: {name: pool}
@@ -30,23 +29,6 @@ spec:
   selector: {app: sim}
   targetPortNumber: 8000
   extensionRef: {name: pool-epp}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw}
-spec:
-  gatewayClassName: inferpool
-  listeners:
-  - {name: http, protocol: HTTP, port: LISTENER_PORT}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: route}
-spec:
-  parentRefs: [{name: gw}]
-  rules:
-  - matches: [{path: {type: PathPrefix, value: /v1}}]
-    backendRefs: [{name: pool, group: inference.networking.x-k8s.io, kind: InferencePool}]
 """
 MODEL = """
 ---
@@ -79,27 +61,16 @@ def small_batch_profile(tmp_path: Path) -> Path:
 def start_stack(spawn, tmp_path: Path) -> tuple[str, str]:  # type: ignore[no-untyped-def]
     profile = small_batch_profile(tmp_path)
     ports = [free_port(), free_port()]
-    for port in ports:
-        spawn(sim_argv(port, "--model", "tiny", "--profile", str(profile), "--seed", str(port)))
-    for port in ports:
-        wait_until(lambda p=port: http_ok(f"http://127.0.0.1:{p}/health"), 90, what=f"sim on {port}")
-    manifests = MANIFESTS.replace("LISTENER_PORT", str(free_port()))
+    start_sims(spawn, ports, "--profile", str(profile), timeout=90)
+    manifests = POOL
     for criticality, name in CLASSES.items():
         manifests += MODEL.replace("NAME", name).replace("CRITICALITY", criticality)
-    (tmp_path / "gw.yaml").write_text(manifests)
-    endpoints = [
-        {"address": "127.0.0.1", "port": p, "name": f"sim-{i}", "labels": {"app": "sim"}}
-        for i, p in enumerate(ports)
-    ]
-    (tmp_path / "endpoints.yaml").write_text(orjson.dumps({"endpoints": endpoints}).decode())
-    gw = spawn(
-        [INFERPOOL, "serve", "--no-auth", "--no-access-log", "-f", str(tmp_path / "gw.yaml"),
-         "--endpoints", str(tmp_path / "endpoints.yaml"), "--admin-port", str(free_port()),
-         "--profile", "flow-control"]
+    endpoints = [sim_endpoint(p, f"sim-{i}") for i, p in enumerate(ports)]
+    gw = start_serve(
+        spawn, tmp_path, gateway_manifests(manifests, free_port()), endpoints,
+        "--no-access-log", "--profile", "flow-control", ready=True, timeout=90,
     )  # fmt: skip
-    url = gw.wait_for_line(r"^gateway\s+(http://\S+)", 90).group(1)
-    admin = gw.wait_for_line(r"^admin\s+(http://\S+)", 30).group(1)
-    wait_until(lambda: http_ok(f"{admin}/readyz"), 60, what="gateway ready (endpoints scraped)")
+    url, admin = gw.url, gw.admin
     return url, admin
 
 

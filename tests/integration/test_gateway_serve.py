@@ -9,9 +9,9 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from .conftest import INFERPOOL, free_port, http_ok, sim_argv, wait_until
+from .conftest import free_port, gateway_manifests, sim_endpoint, start_serve, start_sims
 
-MANIFESTS = """
+POOLS = """
 apiVersion: inference.networking.x-k8s.io/v1alpha2
 kind: InferencePool
 metadata: {name: pool}
@@ -35,48 +35,18 @@ spec:
   modelName: tiny
   criticality: Critical
   poolRef: {name: pool}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw}
-spec:
-  gatewayClassName: inferpool
-  listeners:
-  - {name: http, protocol: HTTP, port: LISTENER_PORT}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: route}
-spec:
-  parentRefs: [{name: gw}]
-  rules:
-  - matches: [{path: {type: PathPrefix, value: /empty}}]
-    backendRefs: [{name: empty, group: inference.networking.x-k8s.io, kind: InferencePool}]
-  - matches: [{path: {type: PathPrefix, value: /v1}}]
-    backendRefs: [{name: pool, group: inference.networking.x-k8s.io, kind: InferencePool}]
 """
 
 
 def start_stack(spawn, tmp_path: Path) -> tuple[str, list, object]:  # type: ignore[no-untyped-def, type-arg]
-    sims = []
     ports = [free_port(), free_port()]
-    for port in ports:
-        sims.append(spawn(sim_argv(port, "--model", "tiny", "--speed", "5", "--seed", str(port))))
-    for port in ports:
-        wait_until(lambda p=port: http_ok(f"http://127.0.0.1:{p}/health"), 60, what=f"sim on {port}")
-    listener = free_port()
-    (tmp_path / "gw.yaml").write_text(MANIFESTS.replace("LISTENER_PORT", str(listener)))
-    endpoints = [
-        {"address": "127.0.0.1", "port": p, "name": f"sim-{i}", "labels": {"app": "sim"}}
-        for i, p in enumerate(ports)
-    ]
-    (tmp_path / "endpoints.yaml").write_text(orjson.dumps({"endpoints": endpoints}).decode())
-    gw = spawn(
-        [INFERPOOL, "serve", "--no-auth", "-f", str(tmp_path / "gw.yaml"), "--endpoints", str(tmp_path / "endpoints.yaml"),
-         "--admin-port", str(free_port()), "--max-body-bytes", "4096", "--profile", "round-robin"]
-    )  # fmt: skip
-    url = gw.wait_for_line(r"^gateway\s+(http://\S+)", 60).group(1)
-    return url, sims, gw
+    sims = start_sims(spawn, ports, "--speed", "5")
+    manifests = gateway_manifests(POOLS, free_port(), routes=[("/empty", "empty"), ("/v1", "pool")])
+    endpoints = [sim_endpoint(p, f"sim-{i}") for i, p in enumerate(ports)]
+    gw = start_serve(
+        spawn, tmp_path, manifests, endpoints, "--max-body-bytes", "4096", "--profile", "round-robin"
+    )
+    return gw.url, sims, gw.proc
 
 
 async def test_killed_replica_requests_are_retried_elsewhere(spawn, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import orjson
 import yaml
 import zmq
 import zmq.asyncio
@@ -18,7 +17,7 @@ from inferpool.bench.procs import free_ports
 from inferpool.kvwire import AllBlocksCleared, BlockRemoved, BlockStored, decode_batch, decode_seq
 from inferpool.sim.profile import load_profile
 
-from .conftest import INFERPOOL, free_port, http_ok, sim_argv, wait_until
+from .conftest import free_port, gateway_manifests, http_ok, sim_argv, sim_endpoint, start_serve, wait_until
 
 MODEL = "tiny"
 LONG = "the shared system prompt that every request of this tenant starts with, word for word; " * 12
@@ -113,7 +112,7 @@ async def test_sim_publishes_stored_removed_and_cleared(spawn: Any, tmp_path: Pa
         sub.close()
 
 
-MANIFESTS = """
+POOL = """
 apiVersion: inference.networking.x-k8s.io/v1alpha2
 kind: InferencePool
 metadata: {name: pool}
@@ -129,22 +128,6 @@ spec:
   modelName: tiny
   criticality: Critical
   poolRef: {name: pool}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw}
-spec:
-  gatewayClassName: inferpool
-  listeners:
-  - {name: http, protocol: HTTP, port: LISTENER_PORT}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: route}
-spec:
-  parentRefs: [{name: gw}]
-  rules:
-  - backendRefs: [{name: pool, group: inference.networking.x-k8s.io, kind: InferencePool}]
 """
 
 
@@ -152,25 +135,21 @@ async def test_gateway_routes_to_the_replica_whose_cache_holds_the_prompt(spawn:
     """Each prompt is first sent to one replica directly, behind the gateway's back: only its
     KV events can tell the gateway where the prompt's blocks are (the approximate index never saw it)."""
     http, events = _start_sims(spawn, tmp_path)
-    listener, admin = free_port(), free_port()
-    (tmp_path / "gw.yaml").write_text(MANIFESTS.replace("LISTENER_PORT", str(listener)))
     endpoints = [
-        {"address": "127.0.0.1", "port": p, "name": f"sim-{i}",
-         "labels": {"app": "sim", "inferpool.io/kv-events-port": str(e)}}
+        sim_endpoint(p, f"sim-{i}", **{"inferpool.io/kv-events-port": str(e)})
         for i, (p, e) in enumerate(zip(http, events, strict=True))
-    ]  # fmt: skip
-    (tmp_path / "endpoints.yaml").write_text(orjson.dumps({"endpoints": endpoints}).decode())
-    gw = spawn(
-        [INFERPOOL, "serve", "--no-auth", "-f", str(tmp_path / "gw.yaml"), "--endpoints",
-         str(tmp_path / "endpoints.yaml"), "--admin-port", str(admin), "--profile", "precise-prefix"]
+    ]
+    gw = start_serve(
+        spawn, tmp_path, gateway_manifests(POOL, free_port(), routes=[(None, "pool")]), endpoints,
+        "--profile", "precise-prefix",
     )  # fmt: skip
-    url = gw.wait_for_line(r"^gateway\s+(http://\S+)", 60).group(1)
+    url, admin = gw.url, gw.admin
 
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as s:
 
         async def via_gateway(prompt: str) -> tuple[str, dict[str, dict[str, float]]]:
             resp = await _complete(s, url, prompt)
-            async with s.get(f"http://127.0.0.1:{admin}/api/decisions") as got:
+            async with s.get(f"{admin}/api/decisions") as got:
                 decision = (await got.json())["decisions"][-1]
             scores = {r["endpoint"]: r["scores"] for r in decision["ranked"]}
             return resp.headers["x-gateway-destination-endpoint-served"], scores

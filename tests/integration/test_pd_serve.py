@@ -14,9 +14,9 @@ import aiohttp
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import INFERPOOL, free_port, http_ok, sim_argv, wait_until
+from .conftest import free_port, gateway_manifests, sim_endpoint, start_serve, start_sims
 
-MANIFESTS = """
+POOL = """
 apiVersion: inference.networking.x-k8s.io/v1alpha2
 kind: InferencePool
 metadata: {name: pool}
@@ -32,23 +32,6 @@ spec:
   modelName: tiny
   criticality: Critical
   poolRef: {name: pool}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw}
-spec:
-  gatewayClassName: inferpool
-  listeners:
-  - {name: http, protocol: HTTP, port: LISTENER_PORT}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: route}
-spec:
-  parentRefs: [{name: gw}]
-  rules:
-  - matches: [{path: {type: PathPrefix, value: /v1}}]
-    backendRefs: [{name: pool, group: inference.networking.x-k8s.io, kind: InferencePool}]
 """
 KV = '{"kv_connector":"NixlConnector","kv_role":"kv_both"}'
 
@@ -69,32 +52,13 @@ def metric(text: str, name: str, **labels: str) -> float:
 
 async def test_serve_runs_prefill_then_decode_and_falls_back(spawn, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     ports = {"prefill": free_port(), "decode": free_port()}
-    sims = {
-        role: spawn(
-            sim_argv(port, "--model", "tiny", "--speed", "10", "--seed", "3", "--kv-transfer-config", KV)
-        )
-        for role, port in ports.items()
-    }
-    for port in ports.values():
-        wait_until(lambda p=port: http_ok(f"http://127.0.0.1:{p}/health"), 60, what=f"sim on {port}")
-    listener = free_port()
-    (tmp_path / "gw.yaml").write_text(MANIFESTS.replace("LISTENER_PORT", str(listener)))
-    endpoints = [
-        {
-            "address": "127.0.0.1",
-            "port": port,
-            "name": f"sim-{role}",
-            "labels": {"app": "sim", "llm-d.ai/role": role},
-        }
-        for role, port in ports.items()
-    ]
-    (tmp_path / "endpoints.yaml").write_text(orjson.dumps({"endpoints": endpoints}).decode())
-    gw = spawn(
-        [INFERPOOL, "serve", "--no-auth", "-f", str(tmp_path / "gw.yaml"), "--endpoints", str(tmp_path / "endpoints.yaml"),
-         "--admin-port", "0", "--profile", "pd"]
-    )  # fmt: skip
-    url = gw.wait_for_line(r"^gateway\s+(http://\S+)", 60).group(1)
-    admin = gw.wait_for_line(r"^admin\s+(http://\S+)", 60).group(1)
+    procs = start_sims(
+        spawn, list(ports.values()), "--speed", "10", "--seed", "3", "--kv-transfer-config", KV
+    )
+    sims = dict(zip(ports, procs, strict=True))
+    endpoints = [sim_endpoint(port, f"sim-{role}", **{"llm-d.ai/role": role}) for role, port in ports.items()]
+    gw = start_serve(spawn, tmp_path, gateway_manifests(POOL, free_port()), endpoints, "--profile", "pd")
+    url, admin = gw.url, gw.admin
     decode_hostport = f"127.0.0.1:{ports['decode']}"
 
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as s:
@@ -178,5 +142,5 @@ async def test_serve_runs_prefill_then_decode_and_falls_back(spawn, tmp_path: Pa
         metric(gw_metrics, "inferpool_pd_legs_total", leg="decode", endpoint="sim-decode", outcome="ok") == 3
     )
     assert metric(gw_metrics, "inference_model_request_total") == 5  # requests, not legs
-    log = [orjson.loads(line) for line in gw.output().splitlines() if line.startswith("{")]
+    log = [orjson.loads(line) for line in gw.proc.output().splitlines() if line.startswith("{")]
     assert sum(1 for e in log if "prefill" in e) == 3

@@ -14,9 +14,17 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from .conftest import INFERPOOL, free_port, http_ok, sim_argv, wait_until
+from .conftest import (
+    K8S_GROUP,
+    free_port,
+    gateway_manifests,
+    sim_endpoint,
+    start_serve,
+    start_sims,
+    wait_until,
+)
 
-MANIFESTS = """
+POOL = """
 apiVersion: inference.networking.k8s.io/v1
 kind: InferencePool
 metadata: {name: pool}
@@ -24,22 +32,6 @@ spec:
   selector: {matchLabels: {app: sim}}
   targetPorts: [{number: 8000}]
   endpointPickerRef: {name: pool-epp, port: {number: 9002}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw}
-spec:
-  gatewayClassName: inferpool
-  listeners:
-  - {name: http, protocol: HTTP, port: LISTENER_PORT}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: route}
-spec:
-  parentRefs: [{name: gw}]
-  rules:
-  - backendRefs: [{name: pool, group: inference.networking.k8s.io, kind: InferencePool}]
 """
 
 # Affinity outweighs load; without a token the least-loaded replica wins, round-robin on ties.
@@ -68,26 +60,12 @@ def endpoint_ready(admin: str, name: str) -> bool:
 
 async def test_session_sticks_to_its_endpoint_and_moves_when_it_goes_unready(spawn, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     ports = [free_port() for _ in range(3)]
-    sims = {
-        f"sim-{i}": spawn(sim_argv(p, "--model", "tiny", "--speed", "20", "--seed", str(p)))
-        for i, p in enumerate(ports)
-    }
-    for port in ports:
-        wait_until(lambda p=port: http_ok(f"http://127.0.0.1:{p}/health"), 60, what=f"sim on {port}")
-    listener = free_port()
-    (tmp_path / "gw.yaml").write_text(MANIFESTS.replace("LISTENER_PORT", str(listener)))
+    sims = dict(zip((f"sim-{i}" for i in range(3)), start_sims(spawn, ports, "--speed", "20"), strict=True))
     (tmp_path / "profile.yaml").write_text(PROFILE)
-    endpoints = [
-        {"address": "127.0.0.1", "port": p, "name": f"sim-{i}", "labels": {"app": "sim"}}
-        for i, p in enumerate(ports)
-    ]
-    (tmp_path / "endpoints.yaml").write_text(orjson.dumps({"endpoints": endpoints}).decode())
-    gw = spawn(
-        [INFERPOOL, "serve", "--no-auth", "-f", str(tmp_path / "gw.yaml"), "--endpoints", str(tmp_path / "endpoints.yaml"),
-         "--admin-port", str(free_port()), "--profile", str(tmp_path / "profile.yaml")]
-    )  # fmt: skip
-    url = gw.wait_for_line(r"^gateway\s+(http://\S+)", 60).group(1)
-    admin = gw.wait_for_line(r"^admin\s+(http://\S+)", 60).group(1)
+    manifests = gateway_manifests(POOL, free_port(), routes=[(None, "pool")], group=K8S_GROUP)
+    endpoints = [sim_endpoint(p, f"sim-{i}") for i, p in enumerate(ports)]
+    gw = start_serve(spawn, tmp_path, manifests, endpoints, "--profile", str(tmp_path / "profile.yaml"))
+    url, admin = gw.url, gw.admin
     by_port = {f"127.0.0.1:{p}": f"sim-{i}" for i, p in enumerate(ports)}
     stopped: int | None = None
 
@@ -122,6 +100,6 @@ async def test_session_sticks_to_its_endpoint_and_moves_when_it_goes_unready(spa
             if stopped is not None:
                 os.kill(stopped, signal.SIGCONT)
 
-    log = [orjson.loads(line) for line in gw.output().splitlines() if line.startswith("{")]
+    log = [orjson.loads(line) for line in gw.proc.output().splitlines() if line.startswith("{")]
     routed = [e for e in log if e.get("status") == 200]
     assert routed and all(e.get("attempts") == 1 for e in routed)  # moved by scheduling, not by a retry

@@ -14,9 +14,9 @@ import orjson
 from e2e.otlp_receiver import OtlpReceiver, ReceivedSpan
 from e2e.replica import Replica
 
-from .conftest import INFERPOOL, free_port
+from .conftest import INFERPOOL, free_port, gateway_manifests
 
-MANIFESTS = """
+POOL = """
 apiVersion: inference.networking.x-k8s.io/v1alpha2
 kind: InferencePool
 metadata: {name: pool}
@@ -32,25 +32,7 @@ spec:
   modelName: base
   criticality: Critical
   poolRef: {name: pool}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw}
-spec:
-  gatewayClassName: inferpool
-  listeners:
-  - {name: http, protocol: HTTP, port: LISTENER_PORT}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: route}
-spec:
-  parentRefs: [{name: gw}]
-  rules:
-  - matches: [{path: {type: PathPrefix, value: /v1}}]
-    backendRefs: [{name: pool, group: inference.networking.x-k8s.io, kind: InferencePool}]
 """
-
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_SPAN = "00f067aa0ba902b7"
 UNSAMPLED_TRACE = "11112222333344445555666677778888"
@@ -107,8 +89,7 @@ async def test_serve_continues_the_trace_to_the_model_server_and_exports_its_spa
         await replica.start()
     gateway = None
     try:
-        listener = free_port()
-        (tmp_path / "gw.yaml").write_text(MANIFESTS.replace("LISTENER_PORT", str(listener)))
+        (tmp_path / "gw.yaml").write_text(gateway_manifests(POOL, free_port()))
         endpoints = [
             {"address": "127.0.0.1", "port": r.port, "name": r.name, "labels": {"app": "replica"}}
             for r in replicas
