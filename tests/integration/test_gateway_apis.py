@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from .conftest import INFERPOOL, free_port, http_ok, sim_argv, wait_until
-from .test_gateway_serve import MANIFESTS
+from .test_gateway_serve import manifests
 
 GUARD = """
 ---
@@ -33,7 +33,7 @@ def stack(spawn, tmp_path: Path):  # type: ignore[no-untyped-def]
     port = free_port()
     spawn(sim_argv(port, "--model", "tiny", "--speed", "20", "--seed", "7"))
     wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/health"), 60, what="sim")
-    (tmp_path / "gw.yaml").write_text(MANIFESTS.replace("LISTENER_PORT", str(free_port())) + GUARD)
+    (tmp_path / "gw.yaml").write_text(manifests(free_port()) + GUARD)
     endpoints = [{"address": "127.0.0.1", "port": port, "name": "sim-0", "labels": {"app": "sim"}}]
     (tmp_path / "endpoints.yaml").write_text(orjson.dumps({"endpoints": endpoints}).decode())
     gw = spawn(

@@ -38,6 +38,11 @@ spec:
 """
 
 
+def manifests(listener: int) -> str:
+    """Two pools (one that matches no server) behind one gateway: /empty → empty, /v1 → pool."""
+    return gateway_manifests(POOLS, listener, routes=[("/empty", "empty"), ("/v1", "pool")])
+
+
 def start_stack(spawn, tmp_path: Path) -> tuple[str, list, object]:  # type: ignore[no-untyped-def, type-arg]
     ports = [free_port(), free_port()]
     sims = start_sims(spawn, ports, "--speed", "5")

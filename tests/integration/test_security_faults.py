@@ -11,7 +11,7 @@ import aiohttp
 import orjson
 
 from .conftest import INFERPOOL, free_port, http_ok, sim_argv, wait_until
-from .test_gateway_serve import MANIFESTS
+from .test_gateway_serve import manifests
 
 
 async def ready_map(s: aiohttp.ClientSession, admin: str) -> dict[str, bool]:
@@ -26,7 +26,7 @@ async def test_replica_loss_under_load(spawn, tmp_path: Path) -> None:  # type: 
     sims = [spawn(sim_argv(p, "--model", "tiny", "--speed", "5", "--seed", str(p))) for p in ports]
     for p in ports:
         wait_until(lambda p=p: http_ok(f"http://127.0.0.1:{p}/health"), 60, what=f"sim {p}")
-    (tmp_path / "gw.yaml").write_text(MANIFESTS.replace("LISTENER_PORT", str(free_port())))
+    (tmp_path / "gw.yaml").write_text(manifests(free_port()))
     endpoints = [
         {"address": "127.0.0.1", "port": p, "name": f"sim-{i}", "labels": {"app": "sim"}}
         for i, p in enumerate(ports)

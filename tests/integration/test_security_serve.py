@@ -11,7 +11,7 @@ import aiohttp
 import orjson
 
 from .conftest import INFERPOOL, free_port, http_ok, sim_argv, wait_until
-from .test_gateway_serve import MANIFESTS
+from .test_gateway_serve import manifests
 
 GUARD = """
 ---
@@ -27,7 +27,7 @@ spec:
 
 
 def test_serve_refuses_to_start_without_an_auth_choice(tmp_path: Path) -> None:
-    (tmp_path / "gw.yaml").write_text(MANIFESTS.replace("LISTENER_PORT", str(free_port())))
+    (tmp_path / "gw.yaml").write_text(manifests(free_port()))
     done = subprocess.run(
         [INFERPOOL, "serve", "-f", str(tmp_path / "gw.yaml")], capture_output=True, text=True, timeout=60
     )
@@ -38,7 +38,7 @@ async def test_keys_guard_metrics_and_graceful_sigterm(spawn, tmp_path: Path) ->
     port = free_port()
     spawn(sim_argv(port, "--model", "tiny", "--speed", "5", "--seed", "1"))
     wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/health"), 60, what="sim")
-    (tmp_path / "gw.yaml").write_text(MANIFESTS.replace("LISTENER_PORT", str(free_port())) + GUARD)
+    (tmp_path / "gw.yaml").write_text(manifests(free_port()) + GUARD)
     endpoints = [{"address": "127.0.0.1", "port": port, "name": "sim-0", "labels": {"app": "sim"}}]
     (tmp_path / "endpoints.yaml").write_text(orjson.dumps({"endpoints": endpoints}).decode())
     added = subprocess.run(  # noqa: ASYNC221

@@ -18,7 +18,7 @@ import aiohttp
 import orjson
 
 from .conftest import INFERPOOL, free_port, http_ok, sim_argv, wait_until
-from .test_gateway_serve import MANIFESTS
+from .test_gateway_serve import manifests
 
 
 def rss_mib(pid: int) -> float:
@@ -35,7 +35,7 @@ async def test_soak_at_80_percent(spawn, tmp_path: Path) -> None:  # type: ignor
         spawn(sim_argv(p, "--model", "tiny", "--speed", "10", "--seed", str(p)))
     for p in ports:
         wait_until(lambda p=p: http_ok(f"http://127.0.0.1:{p}/health"), 60, what=f"sim {p}")
-    (tmp_path / "gw.yaml").write_text(MANIFESTS.replace("LISTENER_PORT", str(free_port())))
+    (tmp_path / "gw.yaml").write_text(manifests(free_port()))
     endpoints = [
         {"address": "127.0.0.1", "port": p, "name": f"sim-{i}", "labels": {"app": "sim"}}
         for i, p in enumerate(ports)
