@@ -119,6 +119,8 @@ class RequestRecord:
     response_started_s: float | None = None  # the model server's response headers arrived
     # P/D: the prefill leg, when the scheduler split the request (the decode leg is `endpoint`).
     prefill: PrefillLeg | None = None
+    # Responses API: the id the model server gave its answer (a later previous_response_id).
+    response_id: str | None = None
 
     @property
     def failed(self) -> bool:

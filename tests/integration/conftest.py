@@ -186,14 +186,14 @@ spec:
     )
 
 
-def start_sims(spawn, ports: list[int], *extra: str, timeout: float = 60) -> list[Proc]:  # type: ignore[no-untyped-def]
+def start_sims(  # type: ignore[no-untyped-def]
+    spawn, ports: list[int], *extra: str, timeout: float = 60, env: dict[str, str] | None = None
+) -> list[Proc]:
     """One `inferpool sim --model tiny` per port (seeded by its port unless `extra` seeds it), all healthy."""
-    procs = [
-        spawn(
-            sim_argv(port, "--model", "tiny", *extra, *(() if "--seed" in extra else ("--seed", str(port))))
-        )
-        for port in ports
-    ]
+    procs = []
+    for port in ports:
+        seeded = extra if "--seed" in extra else (*extra, "--seed", str(port))
+        procs.append(spawn(sim_argv(port, "--model", "tiny", *seeded), env=env))
     for port in ports:
         wait_until(lambda p=port: http_ok(f"http://127.0.0.1:{p}/health"), timeout, what=f"sim on {port}")
     return procs

@@ -27,6 +27,7 @@ VLLM_ENV = {
     "VLLM_CPU_KVCACHE_SPACE": "1",
     "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
     "VLLM_SERVER_DEV_MODE": "1",  # POST /reset_prefix_cache, for the precise-prefix test
+    "VLLM_ENABLE_RESPONSES_API_STORE": "1",  # previous_response_id, for the stored-response test
 }
 
 

@@ -31,7 +31,8 @@ MESSAGES = {
 def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     work = tmp_path_factory.mktemp("sim")
-    proc = Process("sim", inferpool_argv("sim", "--port", str(port), "--model", BASE_MODEL), work / "sim.log")
+    argv = inferpool_argv("sim", "--port", str(port), "--model", BASE_MODEL)
+    proc = Process("sim", argv, work / "sim.log", env={"VLLM_ENABLE_RESPONSES_API_STORE": "1"})
     proc.start()
     try:
         proc.wait_http(f"http://127.0.0.1:{port}/health", 60)
@@ -163,3 +164,23 @@ def test_embeddings_match_and_are_accounted(vllm_embed: str, sim: str, encoding:
     assert [type(d["embedding"]) for d in real["data"]] == [type(d["embedding"]) for d in simulated["data"]]
     acct = _accounted(real_raw, headers.get("content-type", "application/json"))
     assert acct.usage is not None and acct.usage.prompt_tokens == real["usage"]["prompt_tokens"] > 0
+
+
+def test_stored_responses_continue_and_unknown_ids_are_the_same_404(vllm_one: VLLMServer, sim: str) -> None:
+    """With VLLM_ENABLE_RESPONSES_API_STORE=1 a follow-up continues the stored conversation (its
+    input grows by the earlier turn); an id the server never stored is a 404 the sim words alike."""
+    for url in (vllm_one.url, sim):
+        status, raw, _ = post_json(url + "/v1/responses", RESPONSES)
+        assert status == 200, raw
+        first = json.loads(raw)
+        status, raw, _ = post_json(url + "/v1/responses", {**RESPONSES, "previous_response_id": first["id"]})
+        assert status == 200, raw
+        assert json.loads(raw)["usage"]["input_tokens"] > first["usage"]["input_tokens"]
+    unknown = {**RESPONSES, "previous_response_id": "resp_never_stored"}
+    real_status, real_raw, _ = post_json(vllm_one.url + "/v1/responses", unknown)
+    sim_status, sim_raw, _ = post_json(sim + "/v1/responses", unknown)
+    assert real_status == sim_status == 404, real_raw
+    real_error, sim_error = json.loads(real_raw)["error"], json.loads(sim_raw)["error"]
+    assert {k: real_error[k] for k in ("message", "type", "param", "code")} == {
+        k: sim_error[k] for k in ("message", "type", "param", "code")
+    }

@@ -321,7 +321,7 @@ class RequestStream:
             not self._response_bodies
             and not self._request_streamed
             and self._routed is not None
-            and self._config.sampler.take()
+            and (self._routed.needs_answer or self._config.sampler.take())
         )
 
     async def _on_response_body(self, body: pb.HttpBody) -> list[pb.ProcessingResponse]:

@@ -75,6 +75,10 @@ def _input_output_usage(usage: dict[str, Any]) -> Usage:
     )
 
 
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
 def _int(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
@@ -93,6 +97,9 @@ class ResponseAccounting:
         self.usage: Usage | None = None  # last usage seen (vLLM continuous usage repeats it)
         self.token_events = 0  # SSE events carrying a generated token
         self.done = False  # saw the stream's last event: "data: [DONE]", response.completed, message_stop
+        # The id of a Responses API answer (`resp_...`): a later request may name it as its
+        # previous_response_id, and only the server that made it has it stored.
+        self.response_id: str | None = None
         self._line = bytearray()  # partial SSE line
         self._data: list[bytes] = []  # data lines of the current SSE event
         self._body = bytearray()  # non-streaming body
@@ -132,9 +139,12 @@ class ResponseAccounting:
             self._dispatch()
         elif self._body and self.status is not None and 200 <= self.status < 300:
             try:
-                self.usage = usage_from(orjson.loads(self._body)) or self.usage
+                answer = orjson.loads(self._body)
             except orjson.JSONDecodeError:
-                pass
+                answer = None
+            self.usage = usage_from(answer) or self.usage
+            if isinstance(answer, dict) and answer.get("object") == "response":
+                self.response_id = _str(answer.get("id"))
             self._body.clear()
 
     @property
@@ -208,6 +218,9 @@ class ResponseAccounting:
         if isinstance(event, dict) and "choices" not in event and "type" in event:
             tokens, content, final = _typed_token_facts(event)
             self.done = self.done or final
+            if self.response_id is None and event["type"] == "response.created":
+                response = event.get("response")
+                self.response_id = _str(response.get("id")) if isinstance(response, dict) else None
         else:
             tokens, content = _token_facts(event)
         self.token_events += tokens

@@ -490,6 +490,11 @@ class _Tracked:
         """Headers the scheduler's plugins add to the client's response (none without a pool scheduler)."""
         return _NO_HEADERS
 
+    @property
+    def needs_answer(self) -> bool:
+        """Whether a scheduler plugin learns from the answer (none without a pool scheduler)."""
+        return False
+
     def _check_open(self) -> None:
         if self.record is not None:
             raise RuntimeError(f"request {self.request_id} already finished")
@@ -614,6 +619,19 @@ class RoutedRequest(_Tracked):
             flow.sent(endpoint)  # before the grant ends, so the pool never looks emptier than it is
         self._end_grant()
 
+    @property
+    def needs_answer(self) -> bool:
+        """Whether a scheduler plugin learns from this request's answer (stored-response-filter
+        reads its response id), so a data plane that reads only a sample of answers reads this one."""
+        hook = getattr(self._scheduler, "needs_answer", None)
+        if hook is None:
+            return False
+        try:
+            return bool(hook(self.scheduling_request))
+        except Exception:  # a plugin bug costs a sampled answer, not the request
+            log.exception("scheduler needs_answer failed for request %s", self.request_id)
+            return False
+
     def response_headers(self) -> Mapping[str, str]:
         """Headers the scheduler's plugins set for the endpoint that served (the session token).
 
@@ -687,6 +705,7 @@ class RoutedRequest(_Tracked):
             dispatched_s=_offset(attempt.arrived, self.dispatched_at),
             response_started_s=_offset(attempt.arrived, self.response_started_at),
             prefill=self.prefill_leg,
+            response_id=acct.response_id,
         )
         if endpoint is not None:
             self._report_outcome(endpoint, self.record)

@@ -144,6 +144,7 @@ class Scheduler:
             if hasattr(p, "on_endpoint_removed")
         ]
         self._header_hooks = [p.response_headers for p in plugins if hasattr(p, "response_headers")]  # type: ignore[attr-defined]
+        self._answer_hooks = [p.needs_answer for p in plugins if hasattr(p, "needs_answer")]  # type: ignore[attr-defined]
 
     @property
     def profile(self) -> Profile:
@@ -278,6 +279,11 @@ class Scheduler:
         for hook in self._header_hooks:
             headers.update(hook(req, picks))
         return headers
+
+    def needs_answer(self, req: SchedulingRequest) -> bool:
+        """Whether a plugin must read this request's answer (a data plane that reads only a
+        sample of answers, the picker behind Envoy, asks for this one)."""
+        return any(hook(req) for hook in self._answer_hooks)
 
     def on_endpoint_removed(self, name: str) -> None:
         """An endpoint left the pool: plugins drop what they remember about it."""

@@ -30,6 +30,7 @@ import xxhash
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
+from inferpool.errors import InferenceError
 from inferpool.sim import protocol as p
 from inferpool.sim.server import (
     ReplicaState,
@@ -46,6 +47,7 @@ from inferpool.sim.server import (
 from inferpool.tokenization import content_text
 
 EMBEDDING_DIM = 16  # small: the vectors only need to be deterministic and unit-length
+RESPONSES_STORE_LIMIT = 10_000  # stored /v1/responses answers a sim replica keeps (newest)
 
 
 # ----- request bodies (lax, extra fields allowed, as vLLM's pydantic models) ----------------------
@@ -76,6 +78,7 @@ class ResponsesBody(BaseModel):
     parallel_tool_calls: bool | None = True
     metadata: dict[str, str] | None = None
     previous_response_id: str | None = None
+    store: bool | None = True
     reasoning: dict[str, Any] | None = None
     text: dict[str, Any] | None = None
     truncation: Literal["auto", "disabled"] | None = "disabled"
@@ -228,6 +231,35 @@ def _response_messages(body: ResponsesBody) -> list[tuple[str, str]]:
     return messages
 
 
+def _previous_conversation(state: ReplicaState, previous_response_id: str | None) -> list[tuple[str, str]]:
+    """The stored conversation a follow-up continues; vLLM's 404 when this server has no such answer
+    (always, with the store disabled)."""
+    if previous_response_id is None:
+        return []
+    store = state.responses_store
+    conversation = store.get(previous_response_id) if store is not None else None
+    if conversation is None:
+        raise InferenceError(
+            404,
+            f"Response with id '{previous_response_id}' not found.",
+            param="response_id",
+            err_type="invalid_request_error",
+        )
+    return conversation
+
+
+def _store_response(state: ReplicaState, body: ResponsesBody, rid: str, messages: list[tuple[str, str]],
+                    text: str) -> None:  # fmt: skip
+    """Keep the answer for later follow-ups (vLLM stores when the request's store is true and the
+    server's store is enabled; it never evicts, the sim keeps the newest RESPONSES_STORE_LIMIT)."""
+    store = state.responses_store
+    if store is None or body.store is False:
+        return
+    store[rid] = [*messages, ("assistant", text)]
+    while len(store) > RESPONSES_STORE_LIMIT:
+        del store[next(iter(store))]
+
+
 def _response_object(body: ResponsesBody, rid: str, created: int, model: str, max_tokens: int,
                      output: list[dict[str, Any]], status: str, usage: dict[str, Any] | None,
                      ) -> dict[str, Any]:  # fmt: skip
@@ -305,24 +337,29 @@ async def responses(state: ReplicaState, request: web.Request) -> web.StreamResp
     body = p.validate(ResponsesBody, await _body(request))
     lora = _resolve(state, body.model)
     tok = state.engine.tokenizer
-    tokens = tok.encode(tok.apply_chat_template(_response_messages(body)), add_bos=False)
+    messages = [*_previous_conversation(state, body.previous_response_id), *_response_messages(body)]
+    tokens = tok.encode(tok.apply_chat_template(messages), add_bos=False)
     _check_length(state, tokens)
     max_tokens = _max_tokens(state, tokens, body.max_output_tokens)
     rid, created, model = f"resp_{_random_id()}", int(time.time()), body.model or state.model_name
     async with _running(state, [tokens], lora, max_tokens, stop=body.stop, seed=body.seed,
                         ignore_eos=body.ignore_eos) as gen:  # fmt: skip
         if body.stream:
-            return await _responses_stream(state, request, body, gen, rid, created, model, max_tokens)
+            return await _responses_stream(
+                state, request, body, messages, gen, rid, created, model, max_tokens
+            )
         await gen.wait()
         req = gen.requests[0]
+        _store_response(state, body, rid, messages, req.output_text)
         status = "incomplete" if req.finish_reason == "length" else "completed"
         output = [_output_message(f"msg_{_random_id()}", req.output_text, "completed")]
         usage = _response_usage(state, gen)
         return _json(_response_object(body, rid, created, model, max_tokens, output, status, usage))
 
 
-async def _responses_stream(state: ReplicaState, request: web.Request, body: ResponsesBody, gen: _Generation,
-                            rid: str, created: int, model: str, max_tokens: int) -> web.StreamResponse:  # fmt: skip
+async def _responses_stream(state: ReplicaState, request: web.Request, body: ResponsesBody,
+                            messages: list[tuple[str, str]], gen: _Generation, rid: str, created: int, model: str,
+                            max_tokens: int) -> web.StreamResponse:  # fmt: skip
     resp = await _sse(request)
     sequence = 0
 
@@ -362,6 +399,7 @@ async def _responses_stream(state: ReplicaState, request: web.Request, body: Res
             {"item": done, "output_index": 0, "sequence_number": 0, "type": "response.output_item.done"}
         )
         output.append(done)
+    _store_response(state, body, rid, messages, text)
     status = "incomplete" if finish_reason == "length" else "completed"
     final = _response_object(
         body, rid, created, model, max_tokens, output, status, _response_usage(state, gen)

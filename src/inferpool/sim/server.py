@@ -46,6 +46,11 @@ class ReplicaState:
     rng: random.Random = field(default_factory=random.Random)
     next_id: int = 0
     kv_connector: NixlConnector | None = None  # --kv-transfer-config: P/D roles and the sim-only side channel
+    # /v1/responses answers kept for previous_response_id, as vLLM keeps them in memory with
+    # VLLM_ENABLE_RESPONSES_API_STORE=1 (id -> the conversation so far); None: store disabled.
+    responses_store: dict[str, list[tuple[str, str]]] | None = field(
+        default_factory=lambda: {} if os.environ.get("VLLM_ENABLE_RESPONSES_API_STORE") == "1" else None
+    )
 
     @property
     def model_name(self) -> str:

@@ -41,6 +41,8 @@ class FakeRouted:
     def response_headers(self) -> dict[str, str]:
         return self.answer_headers
 
+    needs_answer: bool = False
+
     def finish(self, status: int, error: str | None = None) -> None:
         self.events.append(("finish", (status, error)))
 
@@ -57,6 +59,7 @@ class FakeRouter:
     answer_headers: dict[str, str] = field(default_factory=dict)  # each routed request's response_headers()
     prefill: list[Endpoint] = field(default_factory=list)  # P/D: split every request, prefill here
     refused: list[tuple[str, InferenceError]] = field(default_factory=list)
+    needs_answer: bool = False  # each routed request's: a scheduler plugin must read its answer
 
     def refuse(self, request_id: str, err: InferenceError, **facts: object) -> None:
         """A request refused before routing (e.g. a screened prompt): recorded, as the core would."""
@@ -84,6 +87,7 @@ class FakeRouter:
             answer_headers=self.answer_headers,
             prefill_candidates=list(self.prefill),
         )
+        routed.needs_answer = self.needs_answer
         self.routed.append(routed)
         return routed
 

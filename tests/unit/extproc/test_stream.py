@@ -10,7 +10,7 @@ from google.protobuf import struct_pb2
 
 from inferpool.errors import InferenceError
 from inferpool.extproc import protocol
-from inferpool.extproc.stream import RequestStream, StreamConfig
+from inferpool.extproc.stream import RequestStream, ResponseSampler, StreamConfig
 
 from .fakes import POOL, FakeRouter, endpoints
 
@@ -192,6 +192,23 @@ async def test_scheduler_response_headers_are_set_on_the_response() -> None:
     await plain.handle(body_msg(BODY))
     [h] = await plain.handle(pb.ProcessingRequest(response_headers=pb.HttpHeaders(headers=status)))
     assert not h.response_headers.response.HasField("header_mutation")
+
+
+async def test_an_answer_a_scheduler_plugin_needs_is_asked_for_whatever_the_sampler_says() -> None:
+    """Sampled accounting (response body NONE): stored-response-filter must read a /v1/responses
+    answer's id, so the picker asks Envoy for that answer; others stay unread."""
+    status = base_pb2.HeaderMap(headers=[base_pb2.HeaderValue(key=":status", raw_value=b"200")])
+    never = StreamConfig(sampler=ResponseSampler(0))
+    modes = {}
+    for needed in (True, False):
+        stream = RequestStream(FakeRouter(endpoints(8001), needs_answer=needed), POOL, never)
+        first = headers_msg()
+        first.protocol_config.response_body_mode = MODE.NONE
+        await stream.handle(first)
+        await stream.handle(body_msg(BODY))
+        [h] = await stream.handle(pb.ProcessingRequest(response_headers=pb.HttpHeaders(headers=status)))
+        modes[needed] = h.mode_override.response_body_mode if h.HasField("mode_override") else None
+    assert modes == {True: MODE.STREAMED, False: None}
 
 
 async def test_a_stream_closed_mid_response_still_releases_the_request() -> None:

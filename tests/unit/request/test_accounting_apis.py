@@ -121,6 +121,7 @@ def test_responses_usage_whole_body() -> None:
     }
     acct = _account(JSON, [orjson.dumps(body)])
     assert acct.usage == Usage(prompt_tokens=40, completion_tokens=3, cached_tokens=32)
+    assert acct.response_id == "resp_1"  # what a later previous_response_id names
 
 
 def test_responses_stream_usage_ttft_and_end() -> None:
@@ -130,6 +131,18 @@ def test_responses_stream_usage_ttft_and_end() -> None:
     assert acct.token_events == 3
     assert acct.first_token_at is not None and acct.first_event_at is not None
     assert acct.first_token_at > acct.first_event_at  # response.created is not a token
+    assert acct.response_id == "resp_1"  # from response.created, the stream's first event
+
+
+def test_only_responses_answers_have_a_response_id() -> None:
+    chat = {"id": "chatcmpl-1", "object": "chat.completion", "choices": [], "usage": None}
+    assert _account(JSON, [orjson.dumps(chat)]).response_id is None
+    error = {"error": {"message": "Response with id 'resp_x' not found.", "code": 404}}
+    acct = ResponseAccounting(Clock())
+    acct.started(404, JSON)
+    acct.feed(orjson.dumps(error))
+    acct.close()
+    assert acct.response_id is None
 
 
 def test_messages_usage_whole_body_with_cache_fields() -> None:

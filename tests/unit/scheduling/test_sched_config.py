@@ -43,7 +43,7 @@ def test_default_adds_token_load_and_lora_affinity_with_prefix_dominant() -> Non
         "lora-affinity-scorer": 1,
     }
     assert s.profile.picker.name == "max-score-picker"
-    assert [f.name for f in s.profile.filters] == ["adapter-loaded-filter"]
+    assert [f.name for f in s.profile.filters] == ["adapter-loaded-filter", "stored-response-filter"]
 
 
 @pytest.mark.parametrize("name", BUILTIN_PROFILES)

@@ -38,6 +38,7 @@ from inferpool.scheduling.plugins.roles import DecodeFilter, PrefillFilter
 from inferpool.scheduling.plugins.round_robin import RoundRobinPicker
 from inferpool.scheduling.plugins.running import RunningRequestsScorer
 from inferpool.scheduling.plugins.session_affinity import SessionAffinityParams, SessionAffinityScorer
+from inferpool.scheduling.plugins.stored_response import StoredResponseFilter, StoredResponseParams
 from inferpool.scheduling.plugins.token_load import TokenLoadScorer
 from inferpool.scheduling.plugins.weighted_random import WeightedRandomPicker
 
@@ -90,6 +91,7 @@ REGISTRY: Mapping[str, PluginType] = MappingProxyType(
         "legacy-v0.3-filter": _with_params("filter", LegacyV03Params, LegacyV03Filter),
         "prefill-filter": _simple("filter", PrefillFilter),
         "decode-filter": _simple("filter", DecodeFilter),
+        "stored-response-filter": _with_params("filter", StoredResponseParams, StoredResponseFilter),
         # P/D deciders
         "prefix-based-pd-decider": _with_params("decider", PrefixBasedPDDeciderParams, PrefixBasedPDDecider),
         "always-disagg-pd-decider": _simple("decider", AlwaysDisaggPDDecider),

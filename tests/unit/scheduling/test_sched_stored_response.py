@@ -1,0 +1,92 @@
+"""stored-response-filter: a /v1/responses follow-up goes where its predecessor was stored."""
+
+from __future__ import annotations
+
+from inferpool.records import RequestRecord
+from inferpool.scheduling import load_scheduler
+from inferpool.scheduling.plugins.stored_response import StoredResponseFilter, StoredResponseParams
+from inferpool.scheduling.types import SchedulingRequest
+
+from .conftest import ep, req
+
+
+def responses_req(previous: str | None = None, **fields: object) -> SchedulingRequest:
+    body: dict[str, object] = {"model": "m", "input": "hi", **fields}
+    if previous is not None:
+        body["previous_response_id"] = previous
+    return req("hi", body=body)
+
+
+def answered(flt: StoredResponseFilter, request: SchedulingRequest, endpoint_name: str, rid: str | None) -> None:
+    record = RequestRecord(
+        request_id=request.request_id, pool="default/p", model="m", target_model="m", status=200,
+        started_at=0.0, e2e_s=0.1, routed=True, endpoint=endpoint_name, response_id=rid,
+    )  # fmt: skip
+    flt.on_finished(request, ep(endpoint_name), record)
+
+
+def test_a_follow_up_keeps_only_the_endpoint_that_stored_its_predecessor() -> None:
+    flt = StoredResponseFilter()
+    a, b, c = ep("vllm-0"), ep("vllm-1"), ep("vllm-2")
+    first = responses_req()
+    assert flt.filter(first, [a, b, c]) == [a, b, c]  # nothing named: nothing to keep to
+    answered(flt, first, "vllm-1", "resp_1")
+    assert flt.filter(responses_req("resp_1"), [a, b, c]) == [b]
+    # the chain: the follow-up's own answer is remembered where it was made
+    second = responses_req("resp_1")
+    answered(flt, second, "vllm-1", "resp_2")
+    assert flt.filter(responses_req("resp_2"), [a, c, b]) == [b]
+
+
+def test_unknown_ids_and_absent_endpoints_leave_the_candidates_alone() -> None:
+    flt = StoredResponseFilter()
+    a, b = ep("vllm-0"), ep("vllm-1")
+    answered(flt, responses_req(), "vllm-2", "resp_gone")
+    assert flt.filter(responses_req("resp_never_seen"), [a, b]) == [a, b]
+    assert flt.filter(responses_req("resp_gone"), [a, b]) == [a, b]  # its server is no candidate
+    assert flt.filter(req("hi", body={"model": "m", "previous_response_id": 7}), [a, b]) == [a, b]
+
+
+def test_answers_not_stored_are_not_remembered() -> None:
+    flt = StoredResponseFilter()
+    no_store = responses_req(store=False)
+    assert not flt.needs_answer(no_store)
+    answered(flt, no_store, "vllm-1", "resp_x")
+    chat = req("hi", body={"model": "m", "messages": []})
+    assert not flt.needs_answer(chat)
+    answered(flt, chat, "vllm-1", "resp_y")
+    assert flt.remembered() == 0
+    assert flt.needs_answer(responses_req())
+    answered(flt, responses_req(), "vllm-1", None)  # an answer without an id (an error)
+    assert flt.remembered() == 0
+
+
+def test_memory_is_bounded_least_recently_used_first_and_follows_the_pool() -> None:
+    flt = StoredResponseFilter(StoredResponseParams(max_responses=2))
+    a, b = ep("vllm-0"), ep("vllm-1")
+    answered(flt, responses_req(), "vllm-0", "resp_1")
+    answered(flt, responses_req(), "vllm-1", "resp_2")
+    assert flt.filter(responses_req("resp_1"), [a, b]) == [a]  # used: now the most recent
+    answered(flt, responses_req(), "vllm-1", "resp_3")  # evicts resp_2, the least recently used
+    assert flt.filter(responses_req("resp_2"), [a, b]) == [a, b]
+    assert flt.filter(responses_req("resp_1"), [a, b]) == [a]
+    flt.on_endpoint_removed("vllm-0")
+    assert flt.filter(responses_req("resp_1"), [a, b]) == [a, b]
+    assert flt.filter(responses_req("resp_3"), [a, b]) == [b]
+
+
+def test_the_default_profile_routes_a_chain_to_one_endpoint_and_asks_for_its_answers() -> None:
+    scheduler = load_scheduler()  # the built-in default
+    endpoints = [ep("vllm-0"), ep("vllm-1", queue=5), ep("vllm-2")]
+    first = responses_req()
+    assert scheduler.needs_answer(first)
+    assert not scheduler.needs_answer(req("hi", body={"model": "m", "prompt": "hi"}))
+    answered_record = RequestRecord(
+        request_id=first.request_id, pool="default/p", model="m", target_model="m", status=200,
+        started_at=0.0, e2e_s=0.1, routed=True, endpoint="vllm-1", response_id="resp_a",
+    )  # fmt: skip
+    scheduler.on_finished(first, endpoints[1], answered_record)
+    # the busiest endpoint, chosen only because it holds the conversation
+    result = scheduler.schedule(responses_req("resp_a"), endpoints)
+    assert result.ranked[0].endpoint.name == "vllm-1"
+    assert set(result.filtered_out) == {"vllm-0", "vllm-2"}
