@@ -17,7 +17,9 @@ def responses_req(previous: str | None = None, **fields: object) -> SchedulingRe
     return req("hi", body=body)
 
 
-def answered(flt: StoredResponseFilter, request: SchedulingRequest, endpoint_name: str, rid: str | None) -> None:
+def answered(
+    flt: StoredResponseFilter, request: SchedulingRequest, endpoint_name: str, rid: str | None
+) -> None:
     record = RequestRecord(
         request_id=request.request_id, pool="default/p", model="m", target_model="m", status=200,
         started_at=0.0, e2e_s=0.1, routed=True, endpoint=endpoint_name, response_id=rid,
