@@ -22,7 +22,13 @@ from inferpool.bench.report import (
     write_results,
 )
 from inferpool.bench.stats import Slo, parse_slo, summarize_by_tag
-from inferpool.bench.workloads import CACHE_PRESSURE_FLEET, WORKLOADS, WorkloadOptions, request_classes
+from inferpool.bench.workloads import (
+    CACHE_PRESSURE_FLEET,
+    WORKLOADS,
+    WorkloadOptions,
+    class_window_s,
+    request_classes,
+)
 
 if TYPE_CHECKING:
     from inferpool.bench.compare import Contender, FleetSpec
@@ -171,7 +177,7 @@ def compare_command(
     Exits 1 (after writing every result) when a contender failed to start or run, or served nothing.
     """
     from inferpool.bench.compare import FleetSpec, needs_kv_events, parse_contenders, write_sim_profile
-    from inferpool.bench.table import pd_seeds_table, seeds_table
+    from inferpool.bench.table import class_seeds_table, pd_seeds_table, seeds_table
 
     if rate is None and rates is None:
         raise typer.BadParameter("give --rate or --rates")
@@ -247,6 +253,8 @@ def compare_command(
             f"# inferpool bench compare: {workload}, fleet {fleet}, seeds {', '.join(map(str, seed_list))}\n\n"
             + seeds_table(by_seed, names)
         )
+        if classes := request_classes(workload):
+            section += "\n# By class\n\n" + class_seeds_table(by_seed, names, classes)
         if any(c.layout is not None for c in chosen):
             aggregated = next((c.name for c in chosen if c.layout is None), names[0])
             section += f"\n# Prefill/decode (SLO {parse_slo(slo).describe() or 'none'})\n\n" + pd_seeds_table(
@@ -298,8 +306,9 @@ def _compare_once(
             started, load_before = time.time(), os.getloadavg()
             try:
                 run = run_contender(
-                    contender, spec_fleet, trace, client, slo_obj, out, sys.stderr.isatty(), classes
-                )
+                    contender, spec_fleet, trace, client, slo_obj, out, sys.stderr.isatty(), classes,
+                    class_window_s(workload, duration),
+                )  # fmt: skip
             except Exception as exc:  # one broken contender must not lose the others' results
                 typer.echo(f"   {contender.name} failed: {type(exc).__name__}: {exc}", err=True)
                 reason = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"  # the log tail: stderr
@@ -323,7 +332,9 @@ def _compare_once(
                 out, f"{workload}-rate{r:g}-{contender.slug}", run.results, run.summary, meta, run.by_class
             )
             runs.append(run)
-            points.append(SweepPoint(r, run.summary, contender.name, prefill=run.prefill))
+            points.append(
+                SweepPoint(r, run.summary, contender.name, prefill=run.prefill, by_class=run.by_class or None)
+            )
             here.append(points[-1])
             if run.summary.ok == 0:
                 failed_here.append(

@@ -563,10 +563,12 @@ def run_contender(
     workdir: Path,
     progress: bool = True,
     classes: tuple[str, ...] = (),
+    class_window_s: float | None = None,
 ) -> ContenderRun:
     """Fresh fleet, this contender, the trace; everything stopped afterwards, also when a start fails.
 
-    `classes`: request tags (the criticality classes) also summarized one by one.
+    `classes`: request tags (criticality classes, ramp steps) also summarized one by one, their
+    rates over `class_window_s` (a ramp step's stretch) or else the whole run.
     """
     children: list[Child] = []
     if contender.layout is not None:  # same GPU count, the contender's roles
@@ -583,7 +585,7 @@ def run_contender(
         pickers = running.pickers
         cpu_before = [process_cpu_seconds(p.child.proc.pid) for p in pickers]
         results, summary, load = asyncio.run(_measure(running.url, ports.http, trace, client, slo, progress))
-        by_class = summarize_by_tag(results, summary.duration_s, slo, classes)
+        by_class = summarize_by_tag(results, class_window_s or summary.duration_s, slo, classes)
         prefill = None
         if contender.layout is not None and running.admin:
             roles = contender.layout.roles()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,7 @@ class SweepPoint:
     contender: str | None = None  # `bench compare`: whose run; `bench run` has one target
     failure: str = ""
     prefill: PrefillLegs | None = None  # a P/D contender's prefill legs, as its gateway counted them
+    by_class: Mapping[str, Summary] | None = None  # per request class / ramp step, when the workload has them
 
 
 def sweep_markdown(points: list[SweepPoint]) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable, Mapping
+from dataclasses import replace
+from functools import partial
 
 from inferpool.bench.compare import ContenderRun
 from inferpool.bench.report import SweepPoint, other_errors
@@ -140,6 +142,69 @@ def seeds_table(by_seed: Mapping[int, list[SweepPoint]], contenders: list[str]) 
     return _over_seeds(by_seed, contenders, _SEED_METRICS, _median_ratios)
 
 
+# Per class (a criticality class, or a ramp step of cache-pressure, whose rates are over the
+# step's own window): the latencies, what was delivered, and the share of requests within the SLO.
+CLASS_METRICS: tuple[Metric, ...] = (
+    ("requests", lambda p: float(_s(p).requests), False),
+    ("p50 TTFT ms", lambda p: _ms(_s(p).ttft.p50), True),
+    ("p90 TTFT ms", lambda p: _ms(_s(p).ttft.p90), True),
+    ("p99 TTFT ms", lambda p: _ms(_s(p).ttft.p99), True),
+    ("output tok/s", lambda p: _s(p).output_tps, False),
+    ("goodput req/s", lambda p: _s(p).goodput_rps, False),
+    ("goodput %", lambda p: 100 * _s(p).good_fraction, False),
+    ("prefix hit %", lambda p: _percent(_s(p).prefix_hit_rate), False),
+)
+
+
+def class_seeds_table(
+    by_seed: Mapping[int, list[SweepPoint]], contenders: list[str], classes: tuple[str, ...]
+) -> str:
+    """One table per class (and rate): each contender's median over seeds with min–max, then
+    every contender's medians against the first contender's and against the best peer's (by
+    median p90 TTFT): p90 TTFT, output tok/s, goodput."""
+    out = []
+    for cls in classes:
+        per_class = {
+            seed: [
+                replace(p, summary=p.by_class.get(cls) if p.by_class else None, by_class=None) for p in points
+            ]
+            for seed, points in by_seed.items()
+        }
+        out.append(
+            _over_seeds(
+                per_class,
+                contenders,
+                CLASS_METRICS,
+                _against_first_and_best_peer,
+                title=partial(_class_title, cls),
+            )
+        )
+    return "\n".join(out)
+
+
+def _class_title(cls: str, rate: float, seeds: int) -> str:
+    return f"## {cls} ({rate:g} req/s): median (min–max) over {seeds} seeds\n"
+
+
+def _against_first_and_best_peer(medians: dict[str, dict[str, float]], contenders: list[str]) -> list[str]:
+    peers = [n for n in contenders if n in medians and n.split(" ")[0] in ("sglang-router", "vllm-router")]
+    best_peer = min(peers, key=lambda n: medians[n].get("p90 TTFT ms", float("inf")), default=None)
+    first = contenders[0] if contenders else None
+    lines = []
+    for name in contenders:
+        if name not in medians or name in peers:
+            continue
+        for ref in (first, best_peer):
+            if ref is None or ref == name or ref not in medians:
+                continue
+            parts = []
+            for heading in ("p90 TTFT ms", "output tok/s", "goodput req/s"):
+                a, b = medians[name].get(heading), medians[ref].get(heading)
+                parts.append(f"{heading.rsplit(' ', 1)[0]} {_ratio(a, b)}")
+            lines.append(f"- {name} vs {ref} (medians): " + ", ".join(parts))
+    return lines
+
+
 def pd_seeds_table(by_seed: Mapping[int, list[SweepPoint]], contenders: list[str], baseline: str) -> str:
     """The P/D comparison per rate: TTFT and ITL percentiles, output throughput, goodput and the
     prefill legs, median (min–max) over seeds, then each layout's medians against `baseline`
@@ -167,6 +232,9 @@ def _over_seeds(
     contenders: list[str],
     metrics: tuple[Metric, ...],
     ratio_lines: Callable[[dict[str, dict[str, float]], list[str]], list[str]],
+    title: Callable[[float, int], str] = lambda rate, n: (
+        f"## {rate:g} req/s: median (min–max) over {n} seeds\n"
+    ),
 ) -> str:
     rates = sorted({p.rate for points in by_seed.values() for p in points})
     out: list[str] = []
@@ -187,7 +255,7 @@ def _over_seeds(
                         row.setdefault(heading, []).append(v)
         headings = [h for h, _, _ in metrics]
         lines = [
-            f"## {rate:g} req/s: median (min–max) over {len(by_seed)} seeds\n",
+            title(rate, len(by_seed)),
             "| contender | " + " | ".join(headings) + " |",
             "|---|" + "---:|" * len(headings),
         ]

@@ -46,6 +46,14 @@ def request_classes(workload: str) -> tuple[str, ...]:
     return ()
 
 
+def class_window_s(workload: str, duration_s: float) -> float | None:
+    """The span each class's rates are measured over: a ramp step's own stretch of the arrivals
+    (its requests arrive only then); None: the whole run (criticality classes arrive throughout)."""
+    if workload == "cache-pressure":
+        return duration_s / len(CACHE_PRESSURE_STEPS)
+    return None
+
+
 def _default_replica_kv_tokens() -> int:
     """One replica's KV cache in tokens under the default simulator profile (vLLM's blocks × block size)."""
     profile = load_profile("llama-3.1-8b-h100")

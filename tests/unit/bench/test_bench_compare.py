@@ -200,6 +200,7 @@ def _fake_run_contender(broken: str, broken_rate: float):  # type: ignore[no-unt
         workdir: Path,
         progress: bool = True,
         classes: tuple[str, ...] = (),
+        class_window_s: float | None = None,
     ) -> ContenderRun:
         rate = len(trace) / 4.0
         if contender.name == broken and abs(rate - broken_rate) < broken_rate / 2:
@@ -254,7 +255,8 @@ def test_seeds_give_medians_with_spreads_and_ratios(tmp_path: Path, monkeypatch:
     ttft_by_name = {"default": 0.1, "round-robin": 0.2, "sglang-router cache_aware": 0.4}
 
     def run(contender: Contender, fleet: FleetSpec, trace: list[BenchRequest], client: ClientConfig,
-            slo: Slo, workdir: Path, progress: bool = True, classes: tuple[str, ...] = ()) -> ContenderRun:  # fmt: skip
+            slo: Slo, workdir: Path, progress: bool = True, classes: tuple[str, ...] = (),
+            class_window_s: float | None = None) -> ContenderRun:  # fmt: skip
         ttft = ttft_by_name[contender.name] * fleet.seed  # seeds 1, 2, 3: median at seed 2
         results = [_result(r.index, r.tag, ttft=ttft) for r in trace]
         return ContenderRun(contender, summarize(results, 4.0, slo), results, [], {})
@@ -342,7 +344,8 @@ def test_pd_tables_per_seed_and_over_seeds(tmp_path: Path, monkeypatch: pytest.M
     fleets: list[FleetSpec] = []
 
     def run(contender: Contender, fleet: FleetSpec, trace: list[BenchRequest], client: ClientConfig,
-            slo: Slo, workdir: Path, progress: bool = True, classes: tuple[str, ...] = ()) -> ContenderRun:  # fmt: skip
+            slo: Slo, workdir: Path, progress: bool = True, classes: tuple[str, ...] = (),
+            class_window_s: float | None = None) -> ContenderRun:  # fmt: skip
         fleets.append(fleet)
         results = [
             RequestResult(r.index, r.tag, 200, 0.0, ttft[contender.name] * fleet.seed, 1.0,
@@ -424,3 +427,40 @@ def test_prefill_prefix_hit_rate_from_the_replicas_vllm_counters() -> None:
     assert prefix_hit_rate_of(pages[:1]) == pytest.approx(304 / 640)
     assert prefix_hit_rate_of(pages) == pytest.approx(304 / 960)
     assert prefix_hit_rate_of([]) is None
+
+
+def test_ramp_steps_are_measured_over_their_own_window_and_tabled_over_seeds() -> None:
+    """cache-pressure: each step's rates over its 1/5 of the arrivals; one table per step with
+    medians (min–max) over seeds and ratios to the first contender and the best peer."""
+    from inferpool.bench.table import class_seeds_table
+    from inferpool.bench.workloads import class_window_s
+
+    assert class_window_s("cache-pressure", 60.0) == 12.0
+    assert class_window_s("criticality-overload", 60.0) is None  # classes arrive throughout
+    slo = Slo(ttft=1.0)
+    steps = request_classes("cache-pressure")
+    ttft = {"default": 0.4, "precise": 0.1, "sglang-router cache_aware": 0.8}
+    by_seed: dict[int, list[SweepPoint]] = {}
+    for seed in (101, 102, 103):
+        points = []
+        for name, base in ttft.items():
+            # 12 requests in each step; TTFT grows with the step and the seed
+            results = [
+                _result(i, step, ttft=base * (k + 1) * (seed - 100))
+                for k, step in enumerate(steps)
+                for i in range(12)
+            ]
+            by_class = summarize_by_tag(results, 12.0, slo, steps)
+            points.append(SweepPoint(10.0, summarize(results, 60.0, slo), name, by_class=by_class))
+        by_seed[seed] = points
+    table = class_seeds_table(by_seed, list(ttft), steps)
+    assert table.count("## step-") == 5 and "## step-1 (10 req/s): median (min–max) over 3 seeds" in table
+    step1 = table[table.index("## step-1") : table.index("## step-2")]
+    row = next(line for line in step1.splitlines() if line.startswith("| precise |"))
+    cells = [c.strip() for c in row.split("|")[1:-1]]
+    assert cells[1] == "12 (12–12)"  # requests in the step, each seed
+    assert cells[3] == "200 (100–300)"  # p90 TTFT ms: 100 ms × seed factor 1..3, median 200
+    # 12 requests in a 12 s window: 1 req/s of goodput where all met the SLO (seed 101 and 102)
+    assert "- precise vs default (medians): p90 TTFT 0.25×" in step1
+    assert "- precise vs sglang-router cache_aware (medians): p90 TTFT 0.12×" in step1
+    assert "sglang-router cache_aware vs" not in step1  # peers are the references, not compared
