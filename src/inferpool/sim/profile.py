@@ -101,7 +101,7 @@ class HardwareProfile(BaseModel):
     output_len: OutputLength = OutputLength()
 
 
-BUILTIN_PROFILES = ("llama-3.1-8b-h100",)
+BUILTIN_PROFILES = ("llama-3.1-8b-h100", "tiny-llama-vllm-cpu")
 
 
 def load_profile(name_or_path: str) -> HardwareProfile:
