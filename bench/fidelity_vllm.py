@@ -109,10 +109,12 @@ def median_ms(values: list[float]) -> float:
 def probe_once(url: str, rep: int) -> dict[str, list[tuple[Any, float]]]:
     """One pass of every probe (prompt ids drawn afresh per pass, so no prefix-cache hit)."""
     prefill = []
-    for p in PREFILL_LENGTHS:
-        trace = fid.fixed_trace(PREFILL_REPEATS, p, 1, fid.BASE_MODEL, seed=100_000 * rep + p)
-        res = drive(url, trace, concurrency=1)
-        prefill.append((p, median_ms([r.e2e for r in res])))  # one token: e2e is its TTFT, text or not
+    for model_name in (fid.BASE_MODEL, "lora-a"):
+        for p in PREFILL_LENGTHS:
+            trace = fid.fixed_trace(PREFILL_REPEATS, p, 1, model_name, seed=100_000 * rep + p)
+            res = drive(url, trace, concurrency=1)
+            # one token: e2e is its TTFT, whether the token has text or not
+            prefill.append(((model_name, p), median_ms([r.e2e for r in res])))
     decode = []
     for model_name, batches in ((fid.BASE_MODEL, DECODE_BATCHES), ("lora-a", LORA_BATCHES)):
         for b in batches:
@@ -156,7 +158,9 @@ def fit(out: Path, repeats: int) -> None:
     finally:
         for s in servers:
             s.process.stop()
-    prefill = medians(passes, "prefill")
+    prefill_all = medians(passes, "prefill")
+    prefill = [(p, t) for (m, p), t in prefill_all if m == fid.BASE_MODEL]
+    lora_prefill = [(p, t) for (m, p), t in prefill_all if m == "lora-a"]
     decode = medians(passes, "decode")
     under_decode = medians(passes, "under_decode")
     base = [(b, t) for (m, b), t in decode if m == fid.BASE_MODEL]
@@ -164,10 +168,14 @@ def fit(out: Path, repeats: int) -> None:
     a, b = fid.linear_fit([float(p) for p, _ in prefill], [t for _, t in prefill])
     c, d = fid.linear_fit([float(n) for n, _ in base], [t for _, t in base])
     lora_ratio = statistics.mean(t / dict(base)[n] for n, t in lora)
-    costs = fid.fitted_costs(prefill_fit=(a, b), decode_fit=(c, d), lora_factor=lora_ratio)
+    a_lora, b_lora = fid.linear_fit([float(p) for p, _ in lora_prefill], [t for _, t in lora_prefill])
+    costs = fid.fitted_costs(
+        prefill_fit=(a, b), decode_fit=(c, d), lora_factor=lora_ratio, lora_prefill_slope=b_lora
+    )
     result = {
         "measured_medians": {
             "prefill_ttft_ms": prefill,
+            "lora_a_prefill_ttft_ms": lora_prefill,
             "decode_tpot_ms": base,
             "lora_a_decode_tpot_ms": lora,
             "ttft_96_tokens_under_decode_ms": under_decode,
@@ -175,6 +183,7 @@ def fit(out: Path, repeats: int) -> None:
         "passes": passes,
         "lines": {
             "prefill": {"intercept_ms": a, "per_token_ms": b},
+            "lora_a_prefill": {"intercept_ms": a_lora, "per_token_ms": b_lora},
             "decode": {"intercept_ms": c, "per_seq_ms": d},
         },
         "costs": costs,

