@@ -34,6 +34,11 @@ from inferpool.request.plane import Routed
 from inferpool.state import Endpoint
 
 _RETRYABLE = (aiohttp.ClientConnectionError, ConnectionError)
+# vLLM's API server (uvicorn) closes a connection idle for 5 s (VLLM_HTTP_TIMEOUT_KEEP_ALIVE); a
+# pooled connection reused just as the server closes it is reset under the request (a 502 when
+# no other endpoint can take it). Idle connections are dropped here first.
+UPSTREAM_KEEPALIVE_S = 4.0
+VLLM_KEEPALIVE_S = 5.0
 
 
 @dataclass
@@ -60,7 +65,9 @@ class Forwarder:
         self._timeouts: dict[float | None, aiohttp.ClientTimeout] = {}  # per route try timeout
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60.0, enable_cleanup_closed=True)
+        connector = aiohttp.TCPConnector(
+            limit=0, keepalive_timeout=UPSTREAM_KEEPALIVE_S, enable_cleanup_closed=True
+        )
         self._session = aiohttp.ClientSession(
             connector=connector,
             auto_decompress=False,
