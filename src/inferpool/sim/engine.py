@@ -316,6 +316,11 @@ class Engine:
             return None
         return self.waiting[0].ready_time
 
+    def frontend_work(self, cost_ms: float) -> float:
+        """Queue API-server work arriving now that is neither a request nor its tokens (a
+        /metrics render); when it is done. Requests and tokens queued after it wait for it."""
+        return self._frontend(self.clock.now(), cost_ms)
+
     def _frontend(self, submitted: float, cost_ms: float) -> float:
         """Queue `cost_ms` of API-server CPU work submitted at `submitted`; when it is done."""
         done = max(submitted, self.frontend_free_at) + cost_ms / 1000.0

@@ -57,6 +57,10 @@ class CpuCost(BaseModel):
     engine_per_step_ms: float = Field(default=0.7, ge=0)
     engine_per_request_ms: float = Field(default=0.03, ge=0)
     engine_per_waiting_ms: float = Field(default=0.03, ge=0)
+    # Rendering one /metrics page in the API server (prometheus_client's text for every vLLM
+    # histogram) takes that CPU from the requests and tokens queued there; a router scraping
+    # every 50 ms pays it 20 times a second per replica. 0: not measured (GPU profiles).
+    frontend_per_metrics_scrape_ms: float = Field(default=0.0, ge=0)
 
 
 class OutputLength(BaseModel):

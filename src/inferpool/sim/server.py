@@ -20,6 +20,7 @@ from aiohttp import web
 
 from inferpool.errors import InferenceError
 from inferpool.sim import protocol as p
+from inferpool.sim.clock import RealClock
 from inferpool.sim.config import SimConfig
 from inferpool.sim.engine import FINISHED, Engine, SimRequest, TokenEvent
 from inferpool.sim.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -443,6 +444,13 @@ class Handlers:
         return _json({"server_load": self.state.in_flight})
 
     async def metrics(self, request: web.Request) -> web.Response:
+        eng = self.state.engine
+        cost_ms = eng.profile.cpu.frontend_per_metrics_scrape_ms
+        if cost_ms > 0:
+            now = eng.clock.now()
+            done = eng.frontend_work(cost_ms)
+            if isinstance(eng.clock, RealClock):  # the page leaves when the API server is done
+                await asyncio.sleep(eng.clock.real_seconds(done - now))
         resp = web.Response(body=self.state.metrics.render())
         resp.headers["content-type"] = METRICS_CONTENT_TYPE
         return resp

@@ -12,7 +12,8 @@ from inferpool.sim.engine import Engine, SimRequest, StepReport
 from inferpool.sim.profile import HardwareProfile, load_profile
 
 NO_CPU = {"frontend_per_request_ms": 0.0, "frontend_per_output_token_ms": 0.0, "engine_per_step_ms": 0.0,
-          "engine_per_request_ms": 0.0, "engine_per_waiting_ms": 0.0}  # fmt: skip
+          "engine_per_request_ms": 0.0, "engine_per_waiting_ms": 0.0,
+          "frontend_per_metrics_scrape_ms": 0.0}  # fmt: skip
 
 
 def _profile(**cpu: float) -> HardwareProfile:
@@ -135,3 +136,13 @@ def test_adapter_tokens_cost_their_own_per_token_time_on_top_of_the_factor() -> 
     assert prefill_seconds(0.01, "a") - prefill_seconds(0.0, "a") == pytest.approx(400 * 0.01e-3, rel=1e-6)
     assert prefill_seconds(0.01, None) == pytest.approx(prefill_seconds(0.0, None))
     assert load_profile("llama-3.1-8b-h100").step.lora_per_token_ms == 0.0  # GPU profiles: unchanged
+
+
+def test_a_metrics_render_in_the_api_server_delays_the_requests_queued_behind_it() -> None:
+    """`cpu.frontend_per_metrics_scrape_ms`: a scrape's page is API-server work like a request's."""
+    engine = Engine(_profile(frontend_per_request_ms=1.0))
+    assert engine.frontend_work(8.0) == pytest.approx(0.008)
+    req = _add(engine, "r")
+    assert req.ready_time == pytest.approx(0.009)  # 8 ms of page, then its own 1 ms
+    engine.run_until_idle()
+    assert req.first_token_time is not None and req.first_token_time > 0.009
