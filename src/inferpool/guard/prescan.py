@@ -86,7 +86,7 @@ def fold(text: str) -> tuple[str, bool]:
     return text.encode("utf-8", "surrogatepass").lower().decode("utf-8", "surrogatepass"), True
 
 
-def _unicode_digits(text: str) -> bool:
+def unicode_digits(text: str) -> bool:
     """Whether a non-ASCII text holds a non-ASCII decimal digit (`\\d` matches those too)."""
     others = text.encode("utf-8", "surrogatepass").translate(None, _ASCII)
     return re.search(r"\d", others.decode("utf-8", "surrogatepass")) is not None
@@ -100,14 +100,14 @@ def _ascii_bytes(text: str) -> bytes:
 def digit_runs(text: str) -> tuple[tuple[int, int], ...]:
     """DIGIT_RUN's matches, from the digit class string (from DIGIT_RUN itself when the text
     holds non-ASCII digits, which `\\d` also matches)."""
-    if not text.isascii() and _unicode_digits(text):
+    if not text.isascii() and unicode_digits(text):
         return tuple(m.span() for m in DIGIT_RUN.finditer(text))
     return tuple(m.span() for m in DIGIT_RUN_CLASS.finditer(_ascii_bytes(text).translate(_DIGIT_CLASS)))
 
 
 def has_alnum_id(text: str) -> bool:
     """Whether ALNUM_ID matches anywhere."""
-    if not text.isascii() and _unicode_digits(text):
+    if not text.isascii() and unicode_digits(text):
         return ALNUM_ID.search(text) is not None
     return ALNUM_ID_CLASS.search(_ascii_bytes(text).translate(_ALNUM_CLASS)) is not None
 
