@@ -14,7 +14,7 @@ repeated per line), so a prompt without hints costs one substring search per hin
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from detect_secrets.filters.heuristic import (
@@ -57,6 +57,7 @@ from detect_secrets.plugins.stripe import StripeDetector
 from detect_secrets.plugins.twilio import TwilioKeyDetector
 
 from inferpool.guard.findings import Finding
+from inferpool.guard.prescan import fold, long_tokens
 
 DEFAULT_BASE64_LIMIT = 4.5  # detect-secrets' defaults
 DEFAULT_HEX_LIMIT = 3.0
@@ -79,8 +80,6 @@ EXTRA_HINTS = {
     "inferpool_key": ("ipk-",),
     "telegram_bot_token": (":aa",),
 }
-# Long runs of token characters: where prefix-less keys (Twilio, Discord, Mailchimp) can hide.
-LONG_TOKEN = re.compile(r"[A-Za-z0-9_\-+/=.]{24,}")
 _KEYWORD_HINTS = (
     "pass", "pwd", "secret", "api_key", "apikey", "api-key", "auth_key", "authkey", "priv_key",
     "private_key", "privkey", "client_key", "service_key", "account_key", "db_key", "database_key", "contrase",
@@ -92,6 +91,48 @@ class _Plugin:
     kind: str
     plugin: BasePlugin
     hints: tuple[str, ...]  # lower-case substrings; empty: lines with a long token
+    # What every match of the plugin's patterns needs in the line (`lowered`: the line folded,
+    # None when the fold is not exact): a line without it is not given to the plugin.
+    gate: Callable[[str, str | None], bool] | None = None
+
+    def may_match(self, line: str, lowered: str | None) -> bool:
+        return self.gate is None or self.gate(line, lowered)
+
+
+# Every word of detect-secrets' keyword denylist (api_?key, db_?pass, password, pwd, secret,
+# contraseña, ...) holds one of these; its config patterns then need, after the rest of the word,
+# closing quotes or brackets, spaces and ':' or '=' or '!', or else a quoted value and ';', or a
+# comparison ('==', '!=') before the word.
+_KEYWORD_CORES = ("key", "pass", "pwd", "secret", "contrase")
+_AFTER_KEYWORD = re.compile(r"\w*[\]'\"]{0,2}\s*[:=!]")
+
+
+def _keyword_gate(line: str, lowered: str | None) -> bool:
+    if not any(c in line for c in "=:;"):
+        return False  # each of its config patterns needs an assignment, a colon or a semicolon
+    if lowered is None or any(c in line for c in ("==", "!=", "=!", "!!")):
+        return True
+    if ";" in line and any(q in line for q in "'\"`"):
+        return True
+    for core in _KEYWORD_CORES:
+        at = lowered.find(core)
+        while at >= 0:
+            if _AFTER_KEYWORD.match(line, at):
+                return True
+            at = lowered.find(core, at + 1)
+    return False
+
+
+def _quoted_gate(line: str, _lowered: str | None) -> bool:
+    return "'" in line or '"' in line  # the high-entropy plugins look at quoted strings only
+
+
+def _discord_gate(line: str, _lowered: str | None) -> bool:
+    return "." in line
+
+
+def _twilio_gate(line: str, _lowered: str | None) -> bool:
+    return "AC" in line or "SK" in line
 
 
 def _all(text: str, word: str) -> Iterable[int]:
@@ -112,7 +153,7 @@ def _plugins(base64_limit: float, hex_limit: float) -> tuple[_Plugin, ...]:
         _Plugin("azure_storage_key", AzureStorageKeyDetector(), ("accountkey",)),
         _Plugin("basic_auth", BasicAuthDetector(), ("://",)),
         _Plugin("cloudant", CloudantDetector(), ("cloudant",)),
-        _Plugin("discord_token", DiscordBotTokenDetector(), ()),
+        _Plugin("discord_token", DiscordBotTokenDetector(), (), _discord_gate),
         _Plugin("github_token", GitHubTokenDetector(), ("ghp_", "gho_", "ghu_", "ghs_", "ghr_")),
         _Plugin("gitlab_token", GitLabTokenDetector(), ("glpat-", "gldt-", "glrt-", "glptt-", "gr1348941")),
         _Plugin("ibm_cloud_iam", IbmCloudIamDetector(), ("ibm",)),
@@ -128,10 +169,10 @@ def _plugins(base64_limit: float, hex_limit: float) -> tuple[_Plugin, ...]:
         _Plugin("softlayer", SoftlayerDetector(), ("softlayer",)),
         _Plugin("square_oauth", SquareOAuthDetector(), ("sq0csp-",)),
         _Plugin("stripe_key", StripeDetector(), ("sk_live_", "rk_live_")),
-        _Plugin("twilio_key", TwilioKeyDetector(), ()),
-        _Plugin("secret_keyword", KeywordDetector(), _KEYWORD_HINTS),
-        _Plugin("high_entropy_base64", Base64HighEntropyString(limit=base64_limit), ()),
-        _Plugin("high_entropy_hex", HexHighEntropyString(limit=hex_limit), ()),
+        _Plugin("twilio_key", TwilioKeyDetector(), (), _twilio_gate),
+        _Plugin("secret_keyword", KeywordDetector(), _KEYWORD_HINTS, _keyword_gate),
+        _Plugin("high_entropy_base64", Base64HighEntropyString(limit=base64_limit), (), _quoted_gate),
+        _Plugin("high_entropy_hex", HexHighEntropyString(limit=hex_limit), (), _quoted_gate),
     )
 
 
@@ -164,12 +205,23 @@ class SecretScanner:
         self._unhinted = [p for p in self.plugins if not p.hints]  # run where a long token is
 
     def find(
-        self, text: str, lowered: str | None = None, hints: Mapping[str, Sequence[int]] | None = None
+        self,
+        text: str,
+        lowered: str | None = None,
+        hints: Mapping[str, Sequence[int]] | None = None,
+        tokens: Iterable[tuple[int, int]] | None = None,
     ) -> list[Finding]:
-        """`lowered`, `hints`: the pre-scan's lower-cased text and where it found each hint."""
-        lowered = text.lower() if lowered is None else lowered
+        """`lowered`, `hints`, `tokens`: the pre-scan's fold of the text, where it found each hint,
+        and the long tokens (found here when not given)."""
+        exact = True
+        if lowered is None:
+            lowered, exact = fold(text)
+        elif len(lowered) != len(text):
+            exact = False
         if hints is None:
             hints = {h: [i for i in _all(lowered, h)] for h in self.hints if h in lowered}
+        if tokens is None:
+            tokens = long_tokens(text)
         found: list[Finding] = []
         for kind, pattern in EXTRA_PATTERNS.items():
             if any(h in hints for h in EXTRA_HINTS[kind]):
@@ -179,12 +231,15 @@ class SecretScanner:
             for plugin in self._by_hint.get(hint, ()):
                 for at in offsets:
                     lines.setdefault(text.rfind("\n", 0, at) + 1, set()).add(plugin)
-        for m in LONG_TOKEN.finditer(text):
-            lines.setdefault(text.rfind("\n", 0, m.start()) + 1, set()).update(self._unhinted)
+        for start, _end in tokens:
+            lines.setdefault(text.rfind("\n", 0, start) + 1, set()).update(self._unhinted)
         for start, plugins in lines.items():
             end = text.find("\n", start)
-            line = text[start : end if end >= 0 else len(text)]
+            end = len(text) if end < 0 else end
+            line = text[start:end]
             for p in sorted(plugins, key=self.plugins.index):
+                if not p.may_match(line, lowered[start:end] if exact else None):
+                    continue
                 for value in self._values(p, line):
                     at = line.find(value)
                     if at >= 0:
@@ -193,8 +248,6 @@ class SecretScanner:
 
     def _values(self, p: _Plugin, line: str) -> Iterable[str]:
         if isinstance(p.plugin, KeywordDetector):
-            if not any(c in line for c in "=:;"):
-                return  # each of its config patterns needs an assignment, a colon or a semicolon
             values: Iterable[str] = p.plugin.analyze_string(line, CONFIG_DENYLIST_REGEX_TO_GROUP)
         else:
             values = p.plugin.analyze_string(line)

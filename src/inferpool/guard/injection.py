@@ -21,8 +21,10 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import ahocorasick
+
 from inferpool.guard.findings import Finding
-from inferpool.guard.prescan import INJECTION_WORDS
+from inferpool.guard.prescan import INJECTION_WORDS, fold
 
 DEFAULT_THRESHOLD = 0.5
 _TARGET = (
@@ -231,30 +233,14 @@ class InjectionScorer:
         self.threshold = threshold
 
     def score(self, text: str, after_system: bool = False) -> InjectionScore:
-        weights: dict[str, float] = {}
-        first, last, imperative = len(text), 0, False
+        """The reference scoring: every signal whose anchor occurs is matched over the whole text."""
         lowered = text.lower()
-        for signal in SIGNALS:
-            if not any(a in lowered for a in signal.anchors):
-                continue
-            for m in signal.pattern.finditer(text):
-                weights[signal.family] = max(weights.get(signal.family, 0.0), signal.weight)
-                first, last = min(first, m.start()), max(last, m.end())
-                if _IMPERATIVE_START.search(text, max(0, m.start() - 12), m.start()):
-                    imperative = True
-        if not weights:
-            return InjectionScore(0.0, (), (0, 0))
-        miss = 1.0
-        for w in weights.values():
-            miss *= 1.0 - w
-        score = 1.0 - miss
-        if imperative:
-            score += IMPERATIVE_BONUS
-        if after_system:
-            score += AFTER_SYSTEM_BONUS
-        if _DISCUSSION.search(text) and "claimed_authority" not in weights and not imperative:
-            score *= DISCUSSION_FACTOR
-        return InjectionScore(min(score, 1.0), tuple(sorted(weights)), (first, last))
+        found = [
+            (signal, list(signal.pattern.finditer(text)))
+            for signal in SIGNALS
+            if any(a in lowered for a in signal.anchors)
+        ]
+        return _combine(text, found, after_system)
 
     def find(
         self,
@@ -262,16 +248,23 @@ class InjectionScorer:
         after_system: bool = False,
         lowered: str | None = None,
         hits: Iterable[int] | None = None,
+        exact: bool | None = None,
     ) -> list[Finding]:
         """Scores each passage around a trigger word on its own (signals from unrelated
-        sentences of a long prompt do not add up); the best passage decides. `hits`: where the
-        pre-scan found trigger words (found here when not given)."""
-        lowered = text.lower() if lowered is None else lowered
+        sentences of a long prompt do not add up); the best passage decides. `lowered`, `hits`,
+        `exact`: the pre-scan's fold of the text and where it found trigger words (found here
+        when not given)."""
+        if lowered is None or exact is None:
+            lowered, exact = fold(text)
         if hits is None:
             hits = sorted(i for w in INJECTION_WORDS for i in _all(lowered, w))
         best: InjectionScore | None = None
         for start, end in passages(lowered, hits):
-            result = self.score(text[start:end], after_system and start == 0)
+            passage_after_system = after_system and start == 0
+            if exact:
+                result = _score_at_starts(text[start:end], lowered, start, end, passage_after_system)
+            else:
+                result = self.score(text[start:end], passage_after_system)
             if result.score >= self.threshold and (best is None or result.score > best.score):
                 best = InjectionScore(
                     result.score, result.families, (start + result.span[0], start + result.span[1])
@@ -280,6 +273,133 @@ class InjectionScorer:
             return []
         kind = max(best.families, key=lambda f: next(s.weight for s in SIGNALS if s.family == f))
         return [Finding("injection", kind, *best.span)]
+
+
+def _combine(
+    text: str, found: Iterable[tuple[Signal, list[re.Match[str]]]], after_system: bool
+) -> InjectionScore:
+    """The score of `text` from each signal's matches in it (as `finditer` yields them)."""
+    weights: dict[str, float] = {}
+    first, last, imperative = len(text), 0, False
+    for signal, matches in found:
+        for m in matches:
+            weights[signal.family] = max(weights.get(signal.family, 0.0), signal.weight)
+            first, last = min(first, m.start()), max(last, m.end())
+            if _IMPERATIVE_START.search(text, max(0, m.start() - 12), m.start()):
+                imperative = True
+    if not weights:
+        return InjectionScore(0.0, (), (0, 0))
+    miss = 1.0
+    for w in weights.values():
+        miss *= 1.0 - w
+    score = 1.0 - miss
+    if imperative:
+        score += IMPERATIVE_BONUS
+    if after_system:
+        score += AFTER_SYSTEM_BONUS
+    if _DISCUSSION.search(text) and "claimed_authority" not in weights and not imperative:
+        score *= DISCUSSION_FACTOR
+    return InjectionScore(min(score, 1.0), tuple(sorted(weights)), (first, last))
+
+
+# Where each signal's matches can start (one tuple per SIGNALS entry): every match begins with
+# one of these lower-case literals, at the given offsets from where the literal occurs (the
+# optional "been "/"are "/"is " before "revoked", "the " before "admin"), or, for
+# claimed_authority's line-start form, at the start of the text or at a newline. Matching only
+# there (`pattern.match`) yields what `finditer` yields: it tries every position in order, and
+# no match can start anywhere else. tests/unit/guard/test_findings_unchanged.py checks both agree.
+_AT = (0,)
+SIGNAL_STARTS: tuple[dict[str, tuple[int, ...]], ...] = (
+    dict.fromkeys(
+        ("ignore", "disregard", "forget", "set aside", "pay no attention to", "abandon", "drop", "skip",
+         "discard", "bypass", "override", "overrule", "do not", "don't", "stop", "no longer"),
+        _AT,
+    ),
+    dict.fromkeys(("ignor", "olvida", "oublie", "vergiss", "esquece"), _AT),
+    {
+        **dict.fromkeys(("revoked", "cancel", "void", "outdated", "obsolete", "lifted"), (0, -3, -4, -5)),
+        **dict.fromkeys(
+            ("no longer appl", "supersede", "were ", "added", "given", "never ", "switched", "turned",
+             "exempt from", "freed from", "not bound by", "released from", "consider ", "treat "),
+            _AT,
+        ),
+    },
+    dict.fromkeys(
+        ("reveal", "print", "show", "repeat", "output", "share", "quote", "copy", "dump", "tell me",
+         "display", "leak", "write out", "list", "give me", "what "),
+        _AT,
+    ),
+    dict.fromkeys(
+        ("no", "without", "free ", "exempt", "never", "drop", "switch off", "unfiltered", "uncensored",
+         "unrestricted"),
+        _AT,
+    ),
+    dict.fromkeys(("dan", "do anything now", "jailbreak", "dev", "god", "maintenance", "sudo", "evil", "alter ego"), _AT),
+    {
+        **dict.fromkeys(("i am", "i'm", "\n", "new ", "updated ", "note to the ", "authori"), _AT),
+        "admin ": (0, -4),
+    },
+    dict.fromkeys(
+        ("you are now", "from now on", "from this point on", "for this ", "act ", "pretend ", "roleplay as",
+         "respond ", "imagine ", "let's play a game where you", "obey only", "do what i say", "comply with all"),
+        _AT,
+    ),
+)  # fmt: skip
+_TEXT_START_SIGNALS = frozenset(i for i, s in enumerate(SIGNALS) if s.family == "claimed_authority")
+
+
+def _passage_automaton() -> ahocorasick.Automaton:
+    """Every start literal and anchor of every signal -> what its occurrence means."""
+    actions: dict[str, list[tuple[int, bool, tuple[int, ...]]]] = {}
+    for i, (signal, starts) in enumerate(zip(SIGNALS, SIGNAL_STARTS, strict=True)):
+        for anchor in signal.anchors:
+            actions.setdefault(anchor, []).append((i, True, ()))
+        for literal, offsets in starts.items():
+            actions.setdefault(literal, []).append((i, False, offsets))
+    automaton = ahocorasick.Automaton()
+    for word, acts in actions.items():
+        automaton.add_word(word, (len(word), tuple(acts)))
+    automaton.make_automaton()
+    return automaton
+
+
+_PASSAGE_AUTOMATON = _passage_automaton()
+
+
+def _score_at_starts(passage: str, lowered: str, start: int, end: int, after_system: bool) -> InjectionScore:
+    """`score(passage)`, with each signal matched only where its matches can start: one
+    Aho-Corasick pass over the passage finds the anchors and the start literals."""
+    anchored: set[int] = set()
+    starts: dict[int, set[int]] = {}
+    for last, (length, acts) in _PASSAGE_AUTOMATON.iter(lowered, start, end):
+        at = last - length + 1 - start
+        for signal, is_anchor, offsets in acts:
+            if is_anchor:
+                anchored.add(signal)
+            else:
+                starts.setdefault(signal, set()).update(at + o for o in offsets if at + o >= 0)
+    found = []
+    for i in sorted(anchored):
+        candidates = starts.get(i, set())
+        if i in _TEXT_START_SIGNALS:
+            candidates.add(0)
+        if candidates:
+            found.append((SIGNALS[i], _matches_at(SIGNALS[i].pattern, passage, candidates)))
+    return _combine(passage, found, after_system)
+
+
+def _matches_at(pattern: re.Pattern[str], text: str, candidates: Iterable[int]) -> list[re.Match[str]]:
+    """What `pattern.finditer(text)` yields, when every match starts at one of `candidates`."""
+    out: list[re.Match[str]] = []
+    resume = 0
+    for at in sorted(candidates):
+        if at < resume:
+            continue
+        m = pattern.match(text, at)
+        if m is not None:
+            out.append(m)
+            resume = m.end()
+    return out
 
 
 _SENTENCE_END = re.compile(r"[.!?\n]")

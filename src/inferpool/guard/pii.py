@@ -9,6 +9,7 @@ also need a keyword near them, because on their own they match too many order nu
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -29,6 +30,7 @@ from stdnum.pl import pesel
 from stdnum.us import ssn
 
 from inferpool.guard.findings import Finding
+from inferpool.guard.prescan import unicode_digits
 
 EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]{1,64}@(?:[A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,24}\b")
 # A run of 7+ digits with the separators people write phone numbers with.
@@ -58,6 +60,12 @@ PHONE_CONTEXT = re.compile(
     re.IGNORECASE,
 )
 CONTEXT_CHARS = 48  # how far before a number (and a little after) its keyword may be
+# Joins the windows around digit runs (PiiScanner._numbers): not \w, \d or \s, and in none of
+# the candidate patterns' character sets.
+WINDOW_SEPARATOR = "\x00"
+# Verdicts on candidate strings are kept (logs and chat histories repeat the same numbers) up
+# to this many per validator; they depend on the candidate alone (and the scanner's regions).
+_CACHE_SIZE = 4096
 _NINO_BAD_PREFIX = {"BG", "GB", "KN", "NK", "NT", "TN", "ZZ"}
 
 
@@ -177,6 +185,7 @@ class PiiScanner:
             raise ValueError(f"unknown phone regions {bad} (ISO 3166 alpha-2 codes libphonenumber knows)")
         self.wants_numbers = any(t in NUMBER_TYPES for t in self.types)
         self._national_lengths = frozenset(n for r in self.phone_regions for n in _national_lengths(r))
+        self._phone_shapes: dict[str, tuple[bool, bool] | None] = {}  # candidate -> _phone_shape
         self.wants_email = "email" in self.types
 
     def find(
@@ -206,51 +215,78 @@ class PiiScanner:
                 for k in self.types
                 if k not in ALNUM_TYPES and (k not in ID_RULES or _any_keyword(ID_RULES[k], lowered))
             ]
-            for start, end in windows:
-                for f in self._numbers(kinds, text[start:end]):
-                    found.append(Finding(f.check, f.kind, f.start + start, f.end + start))
+            if windows:
+                found += self._numbers(kinds, text, windows)
         return without_overlaps(found)
 
-    def _numbers(self, kinds: Iterable[str], text: str) -> list[Finding]:
-        found: list[Finding] = []
-        for kind in kinds:
-            if kind == "phone":
-                found += self._phones(text)
-            elif kind == "credit_card":
-                found += _cards(text)
-            elif kind == "iban":
-                found += _ibans(text)
-            elif kind == "ssn":
-                found += _ssns(text)
-            elif kind in ID_RULES:
-                found += _ids(text, ID_RULES[kind])
-        return found
+    def _numbers(self, kinds: Iterable[str], text: str, windows: list[tuple[int, int]]) -> list[Finding]:
+        """Each number type's findings in each window, as if the window were the whole text.
 
-    def _phones(self, text: str) -> list[Finding]:
+        The windows are joined by WINDOW_SEPARATOR, so each candidate pattern runs once, not once
+        per window: no candidate pattern matches that character, and to their lookarounds, word
+        boundaries and the context searches (bounded to the window) it is what a string's edge
+        is, so every match lies in one window and is the match that window alone gives."""
+        joined = WINDOW_SEPARATOR.join([text[s:e] for s, e in windows])
+        bounds = _Segments(windows)
+        found: list[Finding] = []
+        for kind, stretches in _stretches(kinds, joined, bounds):
+            for start, end in stretches:
+                if kind == "phone":
+                    found += self._phones(joined, bounds, start, end)
+                elif kind == "credit_card":
+                    found += _cards(joined, start, end)
+                elif kind == "iban":
+                    found += _ibans(joined, start, end)
+                elif kind == "ssn":
+                    found += _ssns(joined, start, end)
+                elif kind in ID_RULES:
+                    found += _ids(joined, ID_RULES[kind], bounds=bounds, start=start, end=end)
+        return [bounds.to_text(f) for f in found]
+
+    def _phones(
+        self, text: str, bounds: _Segments | None = None, start: int = 0, end: int | None = None
+    ) -> list[Finding]:
         """libphonenumber decides validity and whether the digit groups are written as that region
         writes them (STRICT_GROUPING). A number in international form (+CC) or in the home region's
         (the first region's) grouping is a phone; a bare digit run, or a number valid only in a
         further region, also needs a phone word near it: most such runs are ids and timestamps."""
         out: list[Finding] = []
-        for m in PHONE_CANDIDATE.finditer(text):
+        shapes = self._phone_shapes
+        for m in PHONE_CANDIDATE.finditer(text, start, len(text) if end is None else end):
             span = m.group()
-            count = sum(c.isdigit() for c in span)
-            if not 7 <= count <= 15 or NOT_A_PHONE.search(span):
+            if span in shapes:
+                shape = shapes[span]
+            else:
+                if len(shapes) >= _CACHE_SIZE:
+                    shapes.clear()
+                shape = shapes[span] = self._phone_shape(span)
+            if shape is None:
                 continue
-            international = span.lstrip("(").startswith("+")
-            if not international and count not in self._national_lengths:
-                continue  # no region of the policy has national numbers this long
-            near = PHONE_CONTEXT.search(text, max(0, m.start() - CONTEXT_CHARS), m.start()) is not None
-            if span.isdigit() and not near:
+            international, bare = shape
+            at = m.start()
+            floor = 0 if bounds is None else bounds.start_of(at)
+            near = PHONE_CONTEXT.search(text, max(floor, at - CONTEXT_CHARS), at) is not None
+            if bare and not near:
                 continue  # a bare digit run is an id or a timestamp unless a phone word is near
             for i, region in enumerate(self.phone_regions):
                 hits = _phone_hits(span, region)
                 if not hits:
                     continue
-                if international or (i == 0 and not span.isdigit()) or near:
-                    out += [Finding("pii", "phone", m.start() + a, m.start() + b) for a, b in hits]
+                if international or (i == 0 and not bare) or near:
+                    out += [Finding("pii", "phone", at + a, at + b) for a, b in hits]
                 break
         return out
+
+    def _phone_shape(self, span: str) -> tuple[bool, bool] | None:
+        """(international, a bare digit run) for a candidate the policy's regions could hold;
+        None for one of the wrong length or of a shape no phone number is written in."""
+        count = sum(c.isdigit() for c in span)
+        if not 7 <= count <= 15 or NOT_A_PHONE.search(span):
+            return None
+        international = span.lstrip("(").startswith("+")
+        if not international and count not in self._national_lengths:
+            return None  # no region of the policy has national numbers this long
+        return international, span.isdigit()
 
 
 def _national_lengths(region: str) -> set[int]:
@@ -311,33 +347,140 @@ def _digits(s: str) -> str:
     return "".join(c for c in s if c.isdigit())
 
 
-def _cards(text: str) -> list[Finding]:
+# What a match of each number type needs, as a necessary condition checked per window before
+# its pattern runs there: in the window with these separators (the ones its pattern allows
+# between digits) deleted, a run of this many digits. The window's characters are classed
+# first, ASCII digits as "0" and capitals as "A" (for IBANs, whose match starts with two
+# capitals and two digits: "AA00" without deletions).
+_NEEDS: dict[str, tuple[bytes, bytes]] = {
+    "phone": (b" \t().-/", b"0" * 7),  # the shape check wants 7 digits
+    "credit_card": (b" -", b"0" * 13),
+    "iban": (b"", b"AA00"),
+    "ssn": (b"-", b"0" * 9),
+    "in_aadhaar": (b" -", b"0" * 12),
+    "br_cpf": (b".-", b"0" * 11),
+    "cn_ric": (b"", b"0" * 17),
+    "gb_nino": (b" ", b"0" * 6),
+    "gb_nhs": (b" -", b"0" * 10),
+    "es_dni": (b"", b"0" * 8),
+    "fr_nir": (b" ", b"0" * 8),  # its last three groups: 3, 3 and 2 digits
+    "de_idnr": (b" ", b"0" * 11),
+    "nl_bsn": (b".", b"0" * 9),
+    "pl_pesel": (b"", b"0" * 11),
+}
+_CLASSES = bytes.maketrans(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"0" * 10 + b"A" * 26)
+
+
+def _stretches(
+    kinds: Iterable[str], joined: str, bounds: _Segments
+) -> Iterable[tuple[str, list[tuple[int, int]]]]:
+    """For each kind, the stretches of `joined` (runs of adjacent windows) its pattern must
+    search: the windows that meet its need in _NEEDS. All of them when a non-ASCII digit
+    (which \\d matches too) or the text's own WINDOW_SEPARATOR is present."""
+    every = [(0, len(joined))]
+    if joined.count(WINDOW_SEPARATOR) >= len(bounds.windows) or (
+        not joined.isascii() and unicode_digits(joined)
+    ):
+        for kind in kinds:
+            yield kind, every
+        return
+    ascii_bytes = joined.encode("ascii", "replace")
+    classed: dict[bytes, list[bytes]] = {}
+    for kind in kinds:
+        need = _NEEDS.get(kind)
+        if need is None:
+            yield kind, every
+            continue
+        deleted, run = need
+        parts = classed.get(deleted)
+        if parts is None:
+            parts = classed[deleted] = ascii_bytes.translate(_CLASSES, deleted).split(b"\x00")
+        stretches: list[tuple[int, int]] = []
+        previous = -2
+        for i, part in enumerate(parts):
+            if run in part:
+                start, end = bounds.segment(i)
+                if i == previous + 1:
+                    stretches[-1] = (stretches[-1][0], end)
+                else:
+                    stretches.append((start, end))
+                previous = i
+        if stretches:
+            yield kind, stretches
+
+
+class _Segments:
+    """Where each window lies in the joined string (one separator between windows), and back."""
+
+    def __init__(self, windows: list[tuple[int, int]]) -> None:
+        self.windows = windows
+        self.starts: list[int] = []
+        at = 0
+        for s, e in windows:
+            self.starts.append(at)
+            at += e - s + len(WINDOW_SEPARATOR)
+
+    def segment(self, i: int) -> tuple[int, int]:
+        s, e = self.windows[i]
+        return self.starts[i], self.starts[i] + e - s
+
+    def _index(self, at: int) -> int:
+        return bisect_right(self.starts, at) - 1
+
+    def start_of(self, at: int) -> int:
+        return self.starts[self._index(at)]
+
+    def bounds_of(self, at: int) -> tuple[int, int]:
+        return self.segment(self._index(at))
+
+    def to_text(self, f: Finding) -> Finding:
+        i = self._index(f.start)
+        shift = self.windows[i][0] - self.starts[i]
+        return Finding(f.check, f.kind, f.start + shift, f.end + shift)
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _is_card(candidate: str) -> bool:
+    number = _digits(candidate)
+    return CARD_NETWORKS.fullmatch(number) is not None and luhn.is_valid(number)
+
+
+def _cards(text: str, start: int = 0, end: int | None = None) -> list[Finding]:
+    return [
+        Finding("pii", "credit_card", m.start(), m.end())
+        for m in CARD_CANDIDATE.finditer(text, start, len(text) if end is None else end)
+        if _is_card(m.group())
+    ]
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _iban_length(candidate: str) -> int:
+    """How much of the candidate is a valid IBAN (0: none). The pattern may run on into a
+    following capitalised word: shorter ends at spaces are tried too."""
+    ends = [len(candidate)] + [i for i in range(len(candidate) - 1, 14, -1) if candidate[i] == " "]
+    for end in ends:
+        if iban.is_valid(candidate[:end]):
+            return end
+    return 0
+
+
+def _ibans(text: str, start: int = 0, end: int | None = None) -> list[Finding]:
     out = []
-    for m in CARD_CANDIDATE.finditer(text):
-        number = _digits(m.group())
-        if CARD_NETWORKS.fullmatch(number) and luhn.is_valid(number):
-            out.append(Finding("pii", "credit_card", m.start(), m.end()))
+    for m in IBAN_CANDIDATE.finditer(text, start, len(text) if end is None else end):
+        length = _iban_length(m.group())
+        if length:
+            out.append(Finding("pii", "iban", m.start(), m.start() + length))
     return out
 
 
-def _ibans(text: str) -> list[Finding]:
-    out = []
-    for m in IBAN_CANDIDATE.finditer(text):
-        candidate = m.group()
-        # The pattern may run on into a following capitalised word: try shorter ends too.
-        ends = [len(candidate)] + [i for i in range(len(candidate) - 1, 14, -1) if candidate[i] == " "]
-        for end in ends:
-            if iban.is_valid(candidate[:end]):
-                out.append(Finding("pii", "iban", m.start(), m.start() + end))
-                break
-    return out
+_is_ssn = lru_cache(maxsize=_CACHE_SIZE)(ssn.is_valid)
 
 
-def _ssns(text: str) -> list[Finding]:
+def _ssns(text: str, start: int = 0, end: int | None = None) -> list[Finding]:
     return [
         Finding("pii", "ssn", m.start(), m.end())
-        for m in SSN_CANDIDATE.finditer(text)
-        if ssn.is_valid(m.group())
+        for m in SSN_CANDIDATE.finditer(text, start, len(text) if end is None else end)
+        if _is_ssn(m.group())
     ]
 
 
@@ -345,20 +488,34 @@ def _any_keyword(rule: IdRule, lowered: str) -> bool:
     return not rule.keywords or any(w in lowered for w in rule.keywords)
 
 
-def _ids(text: str, rule: IdRule, lowered: str | None = None) -> list[Finding]:
-    """`lowered`: when given, a rule whose keywords it lacks is skipped without a regex pass."""
+def _ids(
+    text: str,
+    rule: IdRule,
+    lowered: str | None = None,
+    bounds: _Segments | None = None,
+    start: int = 0,
+    end: int | None = None,
+) -> list[Finding]:
+    """`lowered`: when given, a rule whose keywords it lacks is skipped without a regex pass.
+    `bounds`: `text` is joined windows (the keyword must be in the match's own window), of
+    which `start`:`end` are searched."""
     out: list[Finding] = []
     if lowered is not None and not _any_keyword(rule, lowered):
         return out
-    for m in rule.pattern.finditer(text):
-        if not rule.is_valid(m.group()):
+    is_valid = _ID_VALIDATORS[rule.kind]
+    for m in rule.pattern.finditer(text, start, len(text) if end is None else end):
+        if not is_valid(m.group()):
             continue
         if rule.context is not None:
-            near = text[max(0, m.start() - CONTEXT_CHARS) : m.end() + 16]
+            floor, ceiling = (0, len(text)) if bounds is None else bounds.bounds_of(m.start())
+            near = text[max(floor, m.start() - CONTEXT_CHARS) : min(ceiling, m.end() + 16)]
             if not rule.context.search(near):
                 continue
         out.append(Finding("pii", rule.kind, m.start(), m.end()))
     return out
+
+
+_ID_VALIDATORS = {kind: lru_cache(maxsize=_CACHE_SIZE)(rule.is_valid) for kind, rule in ID_RULES.items()}
 
 
 def without_overlaps(found: list[Finding]) -> list[Finding]:

@@ -1,16 +1,24 @@
-"""One cheap pass over a text that decides which detectors run at all.
+"""One cheap pass over a text that decides which detectors run at all, and where.
 
 Most prompts hold no e-mail address, no long digit run, no key prefix and none of the words
 an injection needs; for them screening is a lower-casing, one Aho-Corasick pass for every
-trigger word at once, and a digit search. Each detector family runs only when its trigger
-fired (the secret scanner, further, only on the lines holding its hints).
+trigger word at once, and a few scans for character shapes. Each detector family runs only
+when its trigger fired, and only around where it fired.
+
+The shape scans (digit runs, long tokens, alphanumeric IDs) do not run regular expressions
+over the text itself: a regular expression tries its pattern at every position, about 10 ns
+a character. Instead the text is mapped to one byte per character of its class
+(`bytes.translate`, about 1 ns a character) and the class string is searched with a literal
+prefix (`bytes.find`, which skips ahead), so only the few places that start a shape cost more.
+The class strings have the text's length, so every offset is an offset into the text.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
 
 import ahocorasick
 
@@ -18,6 +26,9 @@ import ahocorasick
 DIGIT_RUN = re.compile(r"\d[\d \-.()/]{5,}\d")
 # The shape both alphanumeric IDs share: two capitals, then capitals or digits, a digit among them.
 ALNUM_ID = re.compile(r"[A-Z]{2}[A-Z0-9]{4,}\d")
+# Long runs of token characters: where prefix-less keys (Twilio, Discord, Mailchimp) can hide.
+LONG_TOKEN = re.compile(r"[A-Za-z0-9_\-+/=.]{24,}")
+LONG_TOKEN_CHARS = 24
 # Words without which no injection signal can reach a threshold (see injection.SIGNALS).
 INJECTION_WORDS = (
     "ignor", "disregard", "forget", "set aside", "pay no attention", "abandon", "bypass", "overrid",
@@ -35,15 +46,122 @@ INJECTION_WORDS = (
     "not bound", "never refuse", "consider them", "consider it", "treat them", "treat it", "treat everything",
 )  # fmt: skip
 
+# Characters that `re.IGNORECASE` equates with an ASCII letter (or whose lower case is one, or
+# is longer than one character): with one of them in a text, the fast paths below could miss
+# what the detectors' case-insensitive patterns match, so that text takes the general path.
+CASE_EXOTIC = ("\u0130", "\u0131", "\u017f", "\u212a")  # İ ı ſ K (Kelvin sign)
+_ASCII = bytes(range(128))
+
+
+def _class_table(members: str, mark: str, also: dict[str, str] | None = None) -> bytes:
+    """A `bytes.translate` table: bytes in `members` become `mark`, `also` maps more, the rest ' '."""
+    table = bytearray(b" " * 256)
+    for ch in members:
+        table[ord(ch)] = ord(mark)
+    for ch, to in (also or {}).items():
+        table[ord(ch)] = ord(to)
+    return bytes(table)
+
+
+_DIGITS = "0123456789"
+_UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_DIGIT_CLASS = _class_table(_DIGITS, "0", {c: "-" for c in " -.()/"})
+DIGIT_RUN_CLASS = re.compile(rb"0[0\-]{5,}0")  # DIGIT_RUN on _DIGIT_CLASS
+_ALNUM_CLASS = _class_table(_UPPER, "A", {c: "0" for c in _DIGITS})
+ALNUM_ID_CLASS = re.compile(rb"AA[A0]{4,}0")  # ALNUM_ID on _ALNUM_CLASS
+_TOKEN_CLASS = _class_table(_UPPER + _UPPER.lower() + _DIGITS + "_-+/=.", "x")
+_LONG_RUN = b"x" * LONG_TOKEN_CHARS
+
+
+def fold(text: str) -> tuple[str, bool]:
+    """`text` lower-cased for trigger-word search, with the same length, and whether it is exact:
+    equal to `text.lower()` at every ASCII letter (and at the non-ASCII letters of trigger words,
+    which the automaton holds in both cases). Non-ASCII text is lowered as UTF-8 bytes, ASCII
+    letters only: `str.lower()` on it costs about 20 ns a character. Not exact (`str.lower()`
+    then) when the text holds a CASE_EXOTIC character."""
+    if text.isascii():
+        return text.lower(), True
+    if any(c in text for c in CASE_EXOTIC):
+        return text.lower(), False
+    return text.encode("utf-8", "surrogatepass").lower().decode("utf-8", "surrogatepass"), True
+
+
+def unicode_digits(text: str) -> bool:
+    """Whether a non-ASCII text holds a non-ASCII decimal digit (`\\d` matches those too)."""
+    others = text.encode("utf-8", "surrogatepass").translate(None, _ASCII)
+    return re.search(r"\d", others.decode("utf-8", "surrogatepass")) is not None
+
+
+def _ascii_bytes(text: str) -> bytes:
+    """One byte per character (non-ASCII ones become '?'), so byte offsets are text offsets."""
+    return text.encode("ascii", "replace")
+
+
+def digit_runs(text: str) -> tuple[tuple[int, int], ...]:
+    """DIGIT_RUN's matches, from the digit class string (from DIGIT_RUN itself when the text
+    holds non-ASCII digits, which `\\d` also matches)."""
+    if not text.isascii() and unicode_digits(text):
+        return tuple(m.span() for m in DIGIT_RUN.finditer(text))
+    return tuple(m.span() for m in DIGIT_RUN_CLASS.finditer(_ascii_bytes(text).translate(_DIGIT_CLASS)))
+
+
+def has_alnum_id(text: str) -> bool:
+    """Whether ALNUM_ID matches anywhere."""
+    if not text.isascii() and unicode_digits(text):
+        return ALNUM_ID.search(text) is not None
+    return ALNUM_ID_CLASS.search(_ascii_bytes(text).translate(_ALNUM_CLASS)) is not None
+
+
+def long_tokens(text: str) -> Iterator[tuple[int, int]]:
+    """LONG_TOKEN's matches (ASCII classes only, so no non-ASCII case to handle): `find` of 24
+    token marks skips 25 characters at each miss."""
+    marks = _ascii_bytes(text).translate(_TOKEN_CLASS)
+    at = marks.find(_LONG_RUN)
+    while at >= 0:
+        end = marks.find(b" ", at + LONG_TOKEN_CHARS)
+        end = len(marks) if end < 0 else end
+        yield marks.rfind(b" ", 0, at) + 1, end
+        at = marks.find(_LONG_RUN, end)
+
+
+def _case_variants(word: str) -> list[str]:
+    """`word` and its spellings whose `str.lower()` is `word`, for its non-ASCII letters (the
+    fold leaves those as they are): "prompt système" and "prompt systÈme"."""
+    variants = [word]
+    for i, ch in enumerate(word):
+        if ch.isascii():
+            continue
+        others = {c for c in (ch.upper(), ch.title()) if c != ch and len(c) == 1 and c.lower() == ch}
+        variants += [v[:i] + c + v[i + 1 :] for v in variants for c in others]
+    return variants
+
 
 @dataclass(frozen=True)
 class Prescan:
-    lowered: str
-    number_spans: tuple[tuple[int, int], ...]  # digit runs long enough for a phone, card, IBAN or ID
-    alnum_ids: bool  # an upper-case run with digits, as codice fiscale and passport numbers are
-    email: bool
+    text: str
+    lowered: str  # fold(text): same length unless `exact` is False
+    exact: bool  # False: a CASE_EXOTIC character is in the text; detectors take their general path
     injection_hits: tuple[int, ...]  # where injection trigger words start
     secret_hints: dict[str, list[int]]  # hint -> offsets where it occurs
+    _numbers: bool = field(default=True, repr=False)
+
+    @cached_property
+    def number_spans(self) -> tuple[tuple[int, int], ...]:
+        """Digit runs long enough for a phone, card, IBAN or ID."""
+        return digit_runs(self.text) if self._numbers else ()
+
+    @cached_property
+    def alnum_ids(self) -> bool:
+        """An upper-case run with digits, as codice fiscale and passport numbers are."""
+        return has_alnum_id(self.text)
+
+    @cached_property
+    def email(self) -> bool:
+        return "@" in self.text
+
+    @cached_property
+    def long_tokens(self) -> tuple[tuple[int, int], ...]:
+        return tuple(long_tokens(self.text))
 
     @property
     def numbers(self) -> bool:
@@ -60,32 +178,25 @@ class Prescanner:
 
     def __init__(self, injection: bool, secret_hints: Iterable[str] = ()) -> None:
         self._automaton = ahocorasick.Automaton()
-        words: dict[str, str] = {h: "secret" for h in secret_hints}
+        words: dict[str, tuple[str, str]] = {h: ("secret", h) for h in secret_hints}
         if injection:
-            words.update({w: "injection" for w in INJECTION_WORDS if w not in words})
-        for word, family in words.items():
-            self._automaton.add_word(word, (family, word))
+            for word in INJECTION_WORDS:
+                for variant in _case_variants(word):
+                    words.setdefault(variant, ("injection", word))
+        for word, value in words.items():
+            self._automaton.add_word(word, (*value, len(word)))
         self._empty = not words
         if words:
             self._automaton.make_automaton()
 
     def scan(self, text: str) -> Prescan:
-        lowered = text.lower()
+        lowered, exact = fold(text)
         injection: list[int] = []
         hints: dict[str, list[int]] = {}
         if not self._empty:
-            for end, (family, word) in self._automaton.iter(lowered):
-                start = end - len(word) + 1
+            for end, (family, word, length) in self._automaton.iter(lowered):
                 if family == "injection":
-                    injection.append(start)
+                    injection.append(end - length + 1)
                 else:
-                    hints.setdefault(word, []).append(start)
-        spans = tuple(m.span() for m in DIGIT_RUN.finditer(text))
-        return Prescan(
-            lowered=lowered,
-            number_spans=spans,
-            alnum_ids=ALNUM_ID.search(text) is not None,
-            email="@" in text,
-            injection_hits=tuple(injection),
-            secret_hints=hints,
-        )
+                    hints.setdefault(word, []).append(end - length + 1)
+        return Prescan(text, lowered, exact, tuple(injection), hints)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from inferpool.guard.credentials import LONG_TOKEN, SECRET_HINTS, SecretScanner
+from inferpool.guard.credentials import SECRET_HINTS, SecretScanner
 from inferpool.guard.detectors import compile_terms, find_terms
 from inferpool.guard.findings import Finding
 from inferpool.guard.injection import InjectionScorer
@@ -76,11 +76,15 @@ def _detector(check: CheckConfig) -> Detector:
         )
     if check.check == "secrets":
         secrets = SecretScanner(check.base64_entropy_limit, check.hex_entropy_limit)
-        return lambda text, scan, _after_system: secrets.find(text, scan.lowered, scan.secret_hints)
+        return lambda text, scan, _after_system: secrets.find(
+            text, scan.lowered, scan.secret_hints, scan.long_tokens
+        )
     if check.check == "injection":
         scorer = InjectionScorer(check.threshold)
         return lambda text, scan, after_system: (
-            scorer.find(text, after_system, scan.lowered, scan.injection_hits) if scan.injection else []
+            scorer.find(text, after_system, scan.lowered, scan.injection_hits, scan.exact)
+            if scan.injection
+            else []
         )
     if check.check == "denylist":
         terms = compile_terms(check.terms)
@@ -110,7 +114,7 @@ class Screener:
                 return True
             if check.check == "pii" and (scan.numbers or scan.alnum_ids or scan.email):
                 return True
-            if check.check == "secrets" and (scan.secret_hints or LONG_TOKEN.search(text)):
+            if check.check == "secrets" and (scan.secret_hints or scan.long_tokens):
                 return True
             if check.check == "injection" and scan.injection:
                 return True

@@ -1,0 +1,126 @@
+"""Speed work on the detectors must not change what they find.
+
+`data/findings_golden.json` holds, for a fixed corpus, a digest of every finding (check, kind,
+span, action) and of the redacted text, per text and screener, recorded with the detectors before the screening-cost work
+(main at 4e731e8): each text of the frozen catalogue and the tuning set, the same texts
+transformed (upper case, title case, spaces removed or turned into newlines, exotic letters
+that case-insensitive matching equates with ASCII ones, non-ASCII digits), and slices of the
+texts joined together. Regenerate it only for an intended detection change:
+`python tests/unit/guard/test_findings_unchanged.py > tests/unit/guard/data/findings_golden.json`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from inferpool.guard import Screener, Stage, injection, prescan
+from inferpool.guard.evaluate import CHECKS, check_config, load
+from inferpool.guard.injection import InjectionScorer
+from inferpool.guard.policy import GuardConfig, default_config
+
+DATA = Path(__file__).parents[2] / "data" / "guard"
+GOLDEN = Path(__file__).parent / "data" / "findings_golden.json"
+_INSERTS = ("İ", "ı", "ſ", "K", "é", "٣٤٥", "１２３", "ß", "Σ", "İgnore", "ﬀ", "\t", "+")
+
+
+def corpus() -> list[str]:
+    texts = [i.text for i in load(DATA / "eval" / "catalogue.jsonl") + load(DATA / "tuning.jsonl")]
+    rng = random.Random(2026)
+    out = list(texts)
+    for t in texts:
+        i = rng.randrange(len(t) + 1)
+        out += [
+            t.upper(),
+            t.title(),
+            t.replace(" ", ""),
+            t.replace(" ", "\n"),
+            t.swapcase(),
+            t[:i] + rng.choice(_INSERTS) + t[i:],
+        ]
+    joined = "\n".join(rng.sample(texts, len(texts)))
+    for _ in range(300):
+        n = rng.choice([30, 120, 400, 1500, 4000])
+        start = rng.randrange(len(joined) - n)
+        out.append(joined[start : start + n])
+    return out
+
+
+def screeners() -> dict[str, Screener]:
+    return {
+        "default": Screener(default_config()),
+        "all": Screener(GuardConfig("all", tuple(check_config(c) for c in CHECKS))),
+    }
+
+
+def outcomes(screener: Screener, text: str) -> list[Any]:
+    """Findings and redacted text: of the prompt, of the prompt right after a system prompt, of the answer."""
+    out: list[Any] = []
+    for stage, after_system in ((Stage.PROMPT, False), (Stage.PROMPT, True), (Stage.RESPONSE, False)):
+        v = screener.screen(text, stage, after_system)
+        out.append([v.text, [[f.check, f.kind, f.start, f.end, a.value] for f, a in v.findings]])
+    return out
+
+
+def digest(outcome: list[Any]) -> str:
+    return hashlib.sha1(json.dumps(outcome, ensure_ascii=False).encode()).hexdigest()[:10]
+
+
+def record() -> dict[str, list[str]]:
+    texts = corpus()
+    return {name: [digest(outcomes(s, t)) for t in texts] for name, s in screeners().items()}
+
+
+@pytest.fixture(scope="module")
+def golden() -> dict[str, list[str]]:
+    return dict(json.loads(GOLDEN.read_text()))
+
+
+@pytest.mark.parametrize("name", ["default", "all"])
+def test_findings_are_those_recorded_before_the_speed_work(golden: dict[str, list[str]], name: str) -> None:
+    texts, screener = corpus(), screeners()[name]
+    assert len(golden[name]) == len(texts)
+    differ = [
+        (i, text[:120], outcomes(screener, text))
+        for i, (text, recorded) in enumerate(zip(texts, golden[name], strict=True))
+        if digest(outcomes(screener, text)) != recorded
+    ]
+    assert not differ, (
+        f"{len(differ)} of {len(texts)} texts differ; the first (index, text, now): {differ[0]}"
+    )
+
+
+if __name__ == "__main__":
+    json.dump(record(), sys.stdout, indent=0)
+
+
+# The fast paths against the plain definitions they replace, on the same corpus.
+
+
+def test_prescan_shapes_agree_with_their_regular_expressions() -> None:
+    for text in corpus():
+        assert prescan.digit_runs(text) == tuple(m.span() for m in prescan.DIGIT_RUN.finditer(text)), text
+        assert prescan.has_alnum_id(text) == (prescan.ALNUM_ID.search(text) is not None), text
+        assert list(prescan.long_tokens(text)) == [m.span() for m in prescan.LONG_TOKEN.finditer(text)], text
+        lowered, exact = prescan.fold(text)
+        if exact:
+            assert len(lowered) == len(text)
+            assert all(a == b for a, b in zip(lowered, text.lower(), strict=True) if b.isascii()), text
+
+
+def test_injection_signals_matched_at_their_starts_score_as_matched_everywhere() -> None:
+    scorer = InjectionScorer()
+    for text in corpus():
+        lowered, exact = prescan.fold(text)
+        if not exact:
+            continue
+        for start, end in injection.passages(lowered, range(0, len(text), 7)):
+            for after_system in (False, True):
+                fast = injection._score_at_starts(text[start:end], lowered, start, end, after_system)
+                assert fast == scorer.score(text[start:end], after_system), text[start:end]
