@@ -167,10 +167,12 @@ def fit(out: Path, repeats: int) -> None:
     under_decode = medians(passes, "under_decode")
     base = [(b, t) for (m, b), t in decode if m == fid.BASE_MODEL]
     lora = [(b, t) for (m, b), t in decode if m == "lora-a"]
-    a, b = fid.linear_fit([float(p) for p, _ in prefill], [t for _, t in prefill])
-    c, d = fid.linear_fit([float(n) for n, _ in base], [t for _, t in base])
+    b, a = statistics.linear_regression([float(p) for p, _ in prefill], [t for _, t in prefill])
+    d, c = statistics.linear_regression([float(n) for n, _ in base], [t for _, t in base])
     lora_ratio = statistics.mean(t / dict(base)[n] for n, t in lora)
-    a_lora, b_lora = fid.linear_fit([float(p) for p, _ in lora_prefill], [t for _, t in lora_prefill])
+    b_lora, a_lora = statistics.linear_regression(
+        [float(p) for p, _ in lora_prefill], [t for _, t in lora_prefill]
+    )
     costs = fid.fitted_costs(
         prefill_fit=(a, b), decode_fit=(c, d), lora_factor=lora_ratio, lora_prefill_slope=b_lora
     )

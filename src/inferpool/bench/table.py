@@ -126,7 +126,7 @@ def pd_run_table(points: list[SweepPoint]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _spread(values: list[float]) -> str:
+def spread(values: list[float]) -> str:
     """'median (min–max)' in three significant figures."""
     return f"{_num(statistics.median(values))} ({_num(min(values))}–{_num(max(values))})"
 
@@ -268,7 +268,7 @@ def _over_seeds(
                 continue
             row = cells.get(name, {})
             lines.append(
-                f"| {name} | " + " | ".join(_spread(row[h]) if row.get(h) else "-" for h in headings) + " |"
+                f"| {name} | " + " | ".join(spread(row[h]) if row.get(h) else "-" for h in headings) + " |"
             )
         medians = {
             n: {h: statistics.median(v) for h, v in row.items()}
