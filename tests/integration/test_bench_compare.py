@@ -27,7 +27,7 @@ def test_compare_smoke(tmp_path: Path) -> None:
     contenders = ["default", "round-robin", "epp-envoy", "sglang-router", "vllm-router"]
     slugs = [*OURS, "sglang-router-cache_aware", "vllm-router-cache_aware"]
     argv = [sys.executable, "-m", "inferpool.cli", "bench", "compare", "--fleet", "2", "--workload",
-            "shared-prefix", "--rate", "4", "--duration", "5", "--groups", "6", "--system-tokens", "300",
+            "shared-prefix", "--rate", "4", "--duration", "3", "--groups", "6", "--system-tokens", "300",
             "--contenders", ",".join(contenders), "--out", str(tmp_path)]  # fmt: skip
     done = subprocess.run(argv, capture_output=True, text=True, timeout=420)
     # compare exits 1 when any contender failed to start, broke, or served nothing
