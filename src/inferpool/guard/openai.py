@@ -308,6 +308,8 @@ class StreamScreener:
         self._passed_recent = ""
         self.blocked: str | None = None
         self._anthropic = False  # an Anthropic Messages stream: it ends in its own error event
+        hook = screener.config.hook
+        self._hooked = hook is not None and Stage.RESPONSE in hook.stages
 
     async def feed(self, chunk: bytes) -> bytes:
         """Screened bytes to send for this chunk (complete events only); Blocked ends the stream."""
@@ -364,10 +366,14 @@ class StreamScreener:
         cut = max(self._text.rfind(" "), self._text.rfind("\n"))
         recent = self._text[max(0, cut + 1 - STREAM_SCREEN_CHARS) : cut + 1]
         if recent != self._passed_recent:
-            whole = await self.screener.screen_async(recent, Stage.RESPONSE, self.model)
-            if whole.blocked:
-                self.blocked = whole.reason
-                raise Blocked(whole.reason)
+            # Only the verdict's block matters here (each event's text is redacted on its own
+            # below): the blocking checks alone decide it, and the full screen runs only to word
+            # the reason, or when a hook screens responses (it is asked about every window).
+            if self._hooked or self.screener.blocks(recent, Stage.RESPONSE):
+                whole = await self.screener.screen_async(recent, Stage.RESPONSE, self.model)
+                if whole.blocked:
+                    self.blocked = whole.reason
+                    raise Blocked(whole.reason)
             self._passed_recent = recent
         return self._redacted(head, data, event, _map_stream_deltas)
 

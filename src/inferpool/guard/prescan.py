@@ -16,9 +16,9 @@ The class strings have the text's length, so every offset is an offset into the 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from functools import cached_property
+from typing import Any, Generic, TypeVar
 
 import ahocorasick
 
@@ -136,6 +136,28 @@ def _case_variants(word: str) -> list[str]:
     return variants
 
 
+_T = TypeVar("_T")
+
+
+class _lazy(Generic[_T]):  # lower case: used like the decorator it replaces
+    """`functools.cached_property` without its lock: on Python 3.11 every first access takes an
+    RLock (3.12 dropped it), and each Prescan is new, so every access here would be a first one
+    (≈1.5 µs each, several per streamed event). The value goes into the instance's __dict__, which
+    shadows this non-data descriptor from then on."""
+
+    def __init__(self, compute: Callable[[Any], _T]) -> None:
+        self._compute = compute
+        self._name = compute.__name__
+        self.__doc__ = compute.__doc__
+
+    def __get__(self, obj: Any, owner: Any = None) -> _T:
+        if obj is None:
+            return self  # type: ignore[return-value]
+        value: _T = self._compute(obj)
+        obj.__dict__[self._name] = value
+        return value
+
+
 @dataclass(frozen=True)
 class Prescan:
     text: str
@@ -145,21 +167,21 @@ class Prescan:
     secret_hints: dict[str, list[int]]  # hint -> offsets where it occurs
     _numbers: bool = field(default=True, repr=False)
 
-    @cached_property
+    @_lazy
     def number_spans(self) -> tuple[tuple[int, int], ...]:
         """Digit runs long enough for a phone, card, IBAN or ID."""
         return digit_runs(self.text) if self._numbers else ()
 
-    @cached_property
+    @_lazy
     def alnum_ids(self) -> bool:
         """An upper-case run with digits, as codice fiscale and passport numbers are."""
         return has_alnum_id(self.text)
 
-    @cached_property
+    @_lazy
     def email(self) -> bool:
         return "@" in self.text
 
-    @cached_property
+    @_lazy
     def long_tokens(self) -> tuple[tuple[int, int], ...]:
         return tuple(long_tokens(self.text))
 

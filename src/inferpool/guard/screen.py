@@ -120,6 +120,16 @@ class Screener:
                 return True
         return False
 
+    def blocks(self, text: str, stage: Stage) -> bool:
+        """Whether `screen(text, stage)` blocks, running only the checks whose action is block
+        (a verdict blocks exactly when one of them finds something); the hook is not asked."""
+        scan = self._prescanner.scan(text)
+        for check, detect in self._detectors:
+            if check.action is Action.BLOCK and stage in check.stages:
+                for _ in detect(text, scan, False):
+                    return True
+        return False
+
     def screen(self, text: str, stage: Stage, after_system: bool = False) -> Verdict:
         """`after_system`: the text is the user turn right after a system prompt (injection weighs it)."""
         verdict = Verdict(text)
