@@ -8,13 +8,16 @@ from __future__ import annotations
 import asyncio
 import threading
 from pathlib import Path
+from urllib.parse import urlencode
 
 import openai
 import yaml
 
 from inferpool.api.lora_config import load_lora_config
 from inferpool.lora import BackoffPolicy, LoRASyncer, SyncerOptions
-from inferpool.scrape import parse_metrics
+from inferpool.scrape import ScrapeConfig, Scraper, parse_metrics
+from inferpool.scrape.engines import VLLM
+from inferpool.state import Datastore, Endpoint, Pool
 from realvllm.conftest import Assets
 from realvllm.helpers import ensure_adapter, get, post_json, served_adapters, wait_for
 from realvllm.servers import BASE_MODEL, VLLMServer
@@ -78,6 +81,40 @@ def test_openai_sdk_against_real_vllm(vllm_one: VLLMServer) -> None:
         assert "does not exist" in str(exc)
     else:
         raise AssertionError("an unknown model must raise NotFoundError")
+
+
+def test_scraper_reads_only_its_series_from_real_vllm(vllm_one: VLLMServer) -> None:
+    """vLLM serves `/metrics/?name[]=...` from prometheus_client's app (the plain path ignores
+    `name[]`): the page holds only the series asked for, reads the same, and the scraper uses it."""
+    query = urlencode([("name[]", name) for name in sorted(VLLM.names)])
+    filtered = get(f"{vllm_one.url}/metrics/?{query}").decode()
+    whole = get(f"{vllm_one.url}/metrics").decode()
+    assert len(filtered) * 10 < len(whole), (len(filtered), len(whole))
+    families = {
+        line.split("{")[0].split(" ")[0] for line in filtered.splitlines() if line[:1] not in ("", "#")
+    }
+    assert families and families <= VLLM.names, families
+    got, want = parse_metrics(filtered), parse_metrics(whole)
+    assert (got.cache_block_size, got.cache_num_blocks) == (want.cache_block_size, want.cache_num_blocks)
+    assert got.max_active_adapters == want.max_active_adapters
+    assert (got.running_requests, got.waiting_queue_size) == (0, 0)
+
+    async def scrape() -> tuple[bool | None, int | None]:
+        store = Datastore()
+        store.upsert_pool(Pool("default", "pool", {"app": "vllm"}, [vllm_one.port]))
+        store.upsert_endpoint(Endpoint("vllm-0", "127.0.0.1", vllm_one.port, "default/pool", {"app": "vllm"}))
+        (endpoint,) = store.endpoints("default/pool")
+        async with Scraper(store, ScrapeConfig(interval_s=0.05, timeout_s=10.0)) as scraper:
+            for _ in range(1200):  # up to 60 s on a busy machine
+                if scraper.scrapes >= 3:
+                    break
+                await asyncio.sleep(0.05)
+            (target,) = scraper._targets.values()
+            return target.filtered, endpoint.metrics.cache_block_size
+
+    filtered_used, block_size = asyncio.run(scrape())
+    assert filtered_used is True
+    assert block_size == want.cache_block_size
 
 
 def test_metrics_parser_reads_real_vllm(vllm_one: VLLMServer, assets: Assets) -> None:

@@ -14,10 +14,11 @@ import time
 from dataclasses import dataclass, field, replace
 
 import aiohttp
+from yarl import URL
 
 from inferpool.scrape.engines import DEFAULT_ENGINE, ENGINE_LABEL, EngineMap, engine_map
 from inferpool.scrape.follower import DatastoreFollower
-from inferpool.scrape.parser import find_series, metrics_from_series
+from inferpool.scrape.parser import Sample, find_series, metrics_from_series
 from inferpool.scrape.readiness import Readiness
 from inferpool.state import Datastore, Endpoint
 
@@ -48,6 +49,11 @@ class _Target:
     task: asyncio.Task[None] | None = None
     loaded_adapters: frozenset[str] | None = None
     models_read_at: float = float("-inf")
+    # Whether the server answers `<metrics_path>/?name[]=...` with just the named series (None:
+    # not tried yet). vLLM does (prometheus_client's app is mounted there; the plain path
+    # ignores `name[]`): the page shrinks from ≈50 KB to the few series read, for the server
+    # to render and for us to read. False: the whole page, every time.
+    filtered: bool | None = None
 
     @property
     def url_host(self) -> str:
@@ -133,16 +139,18 @@ class Scraper(DatastoreFollower):
         assert self._session is not None
         url = f"http://{target.url_host}{self.config.metrics_path}"
         try:
-            async with self._session.get(
-                url, timeout=aiohttp.ClientTimeout(total=self.config.timeout_s)
-            ) as response:
-                if response.status != 200:
-                    raise aiohttp.ClientResponseError(
-                        response.request_info, (), status=response.status, message=response.reason or ""
-                    )
-                body = await response.read()
-            text = body.decode("utf-8", "replace")
-            metrics = metrics_from_series(target.engine, find_series(text, target.engine.names))
+            series = await self._filtered_series(target) if target.filtered is not False else None
+            if series is None:
+                async with self._session.get(
+                    url, timeout=aiohttp.ClientTimeout(total=self.config.timeout_s)
+                ) as response:
+                    if response.status != 200:
+                        raise aiohttp.ClientResponseError(
+                            response.request_info, (), status=response.status, message=response.reason or ""
+                        )
+                    body = await response.read()
+                series = find_series(body.decode("utf-8", "replace"), target.engine.names)
+            metrics = metrics_from_series(target.engine, series)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             self._failed(target, exc)
             return False
@@ -160,6 +168,27 @@ class Scraper(DatastoreFollower):
             endpoint.consecutive_scrape_failures = 0
             self.readiness.set_scrape(endpoint, True)
         return True
+
+    async def _filtered_series(self, target: _Target) -> dict[str, list[Sample]] | None:
+        """The series read off the filtered page, or None (then the whole page is read) once the
+        server shows it does not serve one: not 200 there, or no load series in it (e.g. a
+        multiprocess registry that cannot restrict). A failed connection decides nothing."""
+        assert self._session is not None
+        url = URL(f"http://{target.url_host}{self.config.metrics_path.rstrip('/')}/").with_query(
+            [("name[]", name) for name in sorted(target.engine.names)]
+        )
+        async with self._session.get(
+            url, timeout=aiohttp.ClientTimeout(total=self.config.timeout_s)
+        ) as response:
+            body = await response.read() if response.status == 200 else None
+        series = find_series(body.decode("utf-8", "replace"), target.engine.names) if body else None
+        load = {s.name for s in (*target.engine.waiting, *target.engine.running)}
+        if series is None or not any(series.get(name) for name in load):
+            target.filtered = False
+            log.info("%s: no filtered metrics page at %s; reading the whole page", target.url_host, url.path)
+            return None
+        target.filtered = True
+        return series
 
     async def _read_adapters(self, target: _Target) -> None:
         """Loaded LoRA adapters from the OpenAI model list (entries whose `parent` is set).
