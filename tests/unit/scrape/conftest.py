@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
-from scrape_helpers import FakeServer, vllm_page
+from scrape_helpers import FakeServer, serving, vllm_page
 
 
 @pytest.fixture
@@ -26,14 +26,6 @@ async def fake_server() -> AsyncIterator[FakeServer]:
             return web.Response(status=server.health_status)
         return web.Response(status=404)
 
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    server.port = int(runner.addresses[0][1])
-    try:
+    async with serving(handle) as port:
+        server.port = port
         yield server
-    finally:
-        await runner.cleanup()

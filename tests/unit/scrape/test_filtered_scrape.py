@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 from aiohttp import web
-from scrape_helpers import vllm_page, wait_for
+from scrape_helpers import serving, vllm_page, wait_for
 from test_scraper import FAST, make_store
 
 from inferpool.scrape import Scraper
@@ -52,17 +52,9 @@ async def serve(filtered: Callable[[set[str]], web.Response]) -> AsyncIterator[S
             return server.filtered(names)
         return web.Response(status=404)
 
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    server.port = int(runner.addresses[0][1])
-    try:
+    async with serving(handle) as port:
+        server.port = port
         yield server
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture
