@@ -52,6 +52,7 @@ class EngineMap:
     block_size: tuple[Series, ...] = ()
     num_blocks: tuple[Series, ...] = ()
     names: frozenset[str] = field(init=False)  # every metric name this map reads
+    load_names: frozenset[str] = field(init=False)  # the queue and running series' names
 
     def __post_init__(self) -> None:
         specs = (*self.waiting, *self.running, *self.kv_usage, *self.block_size, *self.num_blocks)
@@ -59,6 +60,7 @@ class EngineMap:
         if self.lora_info:
             wanted.add(self.lora_info)
         object.__setattr__(self, "names", frozenset(wanted))
+        object.__setattr__(self, "load_names", frozenset(s.name for s in (*self.waiting, *self.running)))
 
 
 def _s(name: str, label: str | None = None, **match: str) -> Series:

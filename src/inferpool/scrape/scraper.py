@@ -54,6 +54,7 @@ class _Target:
     # ignores `name[]`): the page shrinks from ≈50 KB to the few series read, for the server
     # to render and for us to read. False: the whole page, every time.
     filtered: bool | None = None
+    filtered_url: URL | None = None  # built once per engine map (reset when the map changes)
 
     @property
     def url_host(self) -> str:
@@ -73,6 +74,7 @@ class Scraper(DatastoreFollower):
     ) -> None:
         super().__init__(datastore, session)
         self.config = config or ScrapeConfig()
+        self._timeout = aiohttp.ClientTimeout(total=self.config.timeout_s)  # one object, every scrape
         self.readiness = readiness or Readiness()
         self._targets: dict[tuple[str, int], _Target] = {}
         self.scrapes = 0  # successful scrapes, for tests and the dashboard
@@ -112,6 +114,8 @@ class Scraper(DatastoreFollower):
             engine = self._engine_for(endpoints[0])
             known = self._targets.get(key)
             if known is not None:
+                if known.engine is not engine:  # other series: ask again whether it filters
+                    known.filtered_url, known.filtered = None, None
                 known.endpoints, known.engine = endpoints, engine
                 continue
             target = self._targets[key] = _Target(key[0], key[1], engine, endpoints)
@@ -141,9 +145,7 @@ class Scraper(DatastoreFollower):
         try:
             series = await self._filtered_series(target) if target.filtered is not False else None
             if series is None:
-                async with self._session.get(
-                    url, timeout=aiohttp.ClientTimeout(total=self.config.timeout_s)
-                ) as response:
+                async with self._session.get(url, timeout=self._timeout) as response:
                     if response.status != 200:
                         raise aiohttp.ClientResponseError(
                             response.request_info, (), status=response.status, message=response.reason or ""
@@ -174,16 +176,15 @@ class Scraper(DatastoreFollower):
         server shows it does not serve one: not 200 there, or no load series in it (e.g. a
         multiprocess registry that cannot restrict). A failed connection decides nothing."""
         assert self._session is not None
-        url = URL(f"http://{target.url_host}{self.config.metrics_path.rstrip('/')}/").with_query(
-            [("name[]", name) for name in sorted(target.engine.names)]
-        )
-        async with self._session.get(
-            url, timeout=aiohttp.ClientTimeout(total=self.config.timeout_s)
-        ) as response:
+        url = target.filtered_url
+        if url is None:
+            url = target.filtered_url = URL(
+                f"http://{target.url_host}{self.config.metrics_path.rstrip('/')}/"
+            ).with_query([("name[]", name) for name in sorted(target.engine.names)])
+        async with self._session.get(url, timeout=self._timeout) as response:
             body = await response.read() if response.status == 200 else None
         series = find_series(body.decode("utf-8", "replace"), target.engine.names) if body else None
-        load = {s.name for s in (*target.engine.waiting, *target.engine.running)}
-        if series is None or not any(series.get(name) for name in load):
+        if series is None or not any(series.get(name) for name in target.engine.load_names):
             target.filtered = False
             log.info("%s: no filtered metrics page at %s; reading the whole page", target.url_host, url.path)
             return None
@@ -199,9 +200,7 @@ class Scraper(DatastoreFollower):
         target.models_read_at = time.monotonic()
         url = f"http://{target.url_host}{self.config.models_path}"
         try:
-            async with self._session.get(
-                url, timeout=aiohttp.ClientTimeout(total=self.config.timeout_s)
-            ) as response:
+            async with self._session.get(url, timeout=self._timeout) as response:
                 if response.status != 200:
                     return
                 listing = await response.json(content_type=None)
