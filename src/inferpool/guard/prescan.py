@@ -16,14 +16,17 @@ The class strings have the text's length, so every offset is an offset into the 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Protocol
 
 import ahocorasick
 
 # Shortest number-based PII: a 7-digit phone number with separators.
 DIGIT_RUN = re.compile(r"\d[\d \-.()/]{5,}\d")
+# The fewest characters DIGIT_RUN and ALNUM_ID match: a shorter text holds no number-based PII.
+SHORTEST_NUMBER_CANDIDATE = 7
 # The shape both alphanumeric IDs share: two capitals, then capitals or digits, a digit among them.
 ALNUM_ID = re.compile(r"[A-Z]{2}[A-Z0-9]{4,}\d")
 # Long runs of token characters: where prefix-less keys (Twilio, Discord, Mailchimp) can hide.
@@ -79,11 +82,21 @@ def fold(text: str) -> tuple[str, bool]:
     which the automaton holds in both cases). Non-ASCII text is lowered as UTF-8 bytes, ASCII
     letters only: `str.lower()` on it costs about 20 ns a character. Not exact (`str.lower()`
     then) when the text holds a CASE_EXOTIC character."""
-    if text.isascii():
-        return text.lower(), True
-    if any(c in text for c in CASE_EXOTIC):
+    if not text.isascii() and has_case_exotic(text):
         return text.lower(), False
-    return text.encode("utf-8", "surrogatepass").lower().decode("utf-8", "surrogatepass"), True
+    return fold_ascii(text), True
+
+
+def fold_ascii(text: str) -> str:
+    """`text` with its ASCII letters lower-cased and nothing else changed (so of the same length,
+    and each character folded on its own: the fold of a slice is the slice of the fold)."""
+    if text.isascii():
+        return text.lower()
+    return text.encode("utf-8", "surrogatepass").lower().decode("utf-8", "surrogatepass")
+
+
+def has_case_exotic(text: str) -> bool:
+    return any(c in text for c in CASE_EXOTIC)
 
 
 def unicode_digits(text: str) -> bool:
@@ -172,6 +185,24 @@ class Prescan:
         return bool(self.injection_hits)
 
 
+class Triggers(Protocol):
+    """What decides whether a detector family runs at all (Prescan; openai.StreamScreener keeps
+    its own for the text it has streamed)."""
+
+    @property
+    def numbers(self) -> bool: ...
+    @property
+    def alnum_ids(self) -> bool: ...
+    @property
+    def email(self) -> bool: ...
+    @property
+    def secret_hints(self) -> Mapping[str, Sequence[int]] | bool: ...
+    @property
+    def long_tokens(self) -> tuple[tuple[int, int], ...] | bool: ...
+    @property
+    def injection(self) -> bool: ...
+
+
 class Prescanner:
     """One Aho-Corasick automaton (pyahocorasick, C) over every trigger word of a policy's checks:
     a single pass over the lower-cased text, whatever the number of words."""
@@ -186,6 +217,7 @@ class Prescanner:
         for word, value in words.items():
             self._automaton.add_word(word, (*value, len(word)))
         self._empty = not words
+        self._longest = max(map(len, words), default=0)
         if words:
             self._automaton.make_automaton()
 
@@ -193,10 +225,21 @@ class Prescanner:
         lowered, exact = fold(text)
         injection: list[int] = []
         hints: dict[str, list[int]] = {}
-        if not self._empty:
-            for end, (family, word, length) in self._automaton.iter(lowered):
-                if family == "injection":
-                    injection.append(end - length + 1)
-                else:
-                    hints.setdefault(word, []).append(end - length + 1)
+        for family, word, start, _end in self.hits(lowered):
+            if family == "injection":
+                injection.append(start)
+            else:
+                hints.setdefault(word, []).append(start)
         return Prescan(text, lowered, exact, tuple(injection), hints)
+
+    def hits(self, lowered: str) -> Iterator[tuple[str, str, int, int]]:
+        """Every trigger word in a folded text, in the order of their ends: (family, word, start,
+        end), family "injection" or "secret", `word` the hint (an injection word's base form)."""
+        if self._empty:
+            return
+        for last, (family, word, length) in self._automaton.iter(lowered):
+            yield family, word, last - length + 1, last + 1
+
+    @property
+    def longest_word(self) -> int:
+        return self._longest

@@ -18,7 +18,7 @@ from inferpool.guard.findings import Finding
 from inferpool.guard.injection import InjectionScorer
 from inferpool.guard.pii import PiiScanner
 from inferpool.guard.policy import Action, CheckConfig, GuardConfig, HookConfig, Stage
-from inferpool.guard.prescan import Prescan, Prescanner
+from inferpool.guard.prescan import SHORTEST_NUMBER_CANDIDATE, Prescan, Prescanner, Triggers
 
 log = logging.getLogger(__name__)
 
@@ -101,14 +101,26 @@ class Screener:
         kinds = {c.check for c in config.checks}
         self._prescanner = Prescanner("injection" in kinds, SECRET_HINTS if "secrets" in kinds else ())
         self._session = session
+        self._redacting = {
+            stage: {c.check for c in config.checks if stage in c.stages and c.action is Action.REDACT}
+            for stage in Stage
+        }
+
+    @property
+    def prescanner(self) -> Prescanner:
+        return self._prescanner
 
     def may_find(self, text: str, stage: Stage) -> bool:
         """False when the pre-scan alone rules out every check of `stage` (and no hook screens it)."""
         if self.config.hook is not None and stage in self.config.hook.stages:
             return True
-        scan = self._prescanner.scan(text)
+        return self.triggered(self._prescanner.scan(text), stage)
+
+    def triggered(self, scan: Triggers, stage: Stage, action: Action | None = None) -> bool:
+        """Whether a pre-scan's triggers let any check of `stage` (with `action`, if given) find
+        something: False means each of those detectors finds nothing in the scanned text."""
         for check in self.config.checks:
-            if stage not in check.stages:
+            if stage not in check.stages or (action is not None and check.action is not action):
                 continue
             if check.check == "denylist":
                 return True
@@ -119,6 +131,25 @@ class Screener:
             if check.check == "injection" and scan.injection:
                 return True
         return False
+
+    def may_redact(self, text: str, stage: Stage) -> bool:
+        """False when `screen(text, stage).text` is surely `text`: no redacting check of `stage`
+        can find anything in it (the hook is not asked: screen() does not call it)."""
+        kinds = self._redacting[stage]
+        if not kinds:
+            return False
+        if kinds == {"pii"} and len(text) < SHORTEST_NUMBER_CANDIDATE and "@" not in text:
+            return False  # the common streamed token: too short for a digit run or an ID shape
+        return self.triggered(self._prescanner.scan(text), stage, Action.REDACT)
+
+    def findings(self, text: str, stage: Stage, action: Action) -> list[Finding]:
+        """What the checks of `stage` that take `action` find in `text` (screen() runs them all)."""
+        scan = self._prescanner.scan(text)
+        found: list[Finding] = []
+        for check, detect in self._detectors:
+            if stage in check.stages and check.action is action:
+                found += detect(text, scan, False)
+        return found
 
     def screen(self, text: str, stage: Stage, after_system: bool = False) -> Verdict:
         """`after_system`: the text is the user turn right after a system prompt (injection weighs it)."""
