@@ -305,6 +305,12 @@ class StreamScreener:
 
     async def feed(self, chunk: bytes) -> bytes:
         """Screened bytes to send for this chunk (complete events only); Blocked ends the stream."""
+        if not self._buffer and len(chunk) > 2 and chunk.find(b"\n\n") == len(chunk) - 2:  # one whole event
+            try:
+                return await self._event(chunk)
+            except Blocked as blocked:
+                final = anthropic_error_event(blocked.reason) if self._anthropic else None
+                raise Blocked(blocked.reason, b"", final) from None
         self._buffer += chunk
         out: list[bytes] = []
         while True:
@@ -364,6 +370,8 @@ class StreamScreener:
                     self.blocked = whole.reason
                     raise Blocked(whole.reason)
             self._passed_recent = recent
+        if not any(self.screener.may_redact(text, Stage.RESPONSE) for text in texts):
+            return event
         return self._redacted(head, data, event, _map_stream_deltas)
 
     async def _repeats(self, head: bytes, data: Any, event: bytes) -> bytes:

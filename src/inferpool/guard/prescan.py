@@ -105,7 +105,7 @@ def unicode_digits(text: str) -> bool:
     return re.search(r"\d", others.decode("utf-8", "surrogatepass")) is not None
 
 
-def _ascii_bytes(text: str) -> bytes:
+def ascii_chars(text: str) -> bytes:
     """One byte per character (non-ASCII ones become '?'), so byte offsets are text offsets."""
     return text.encode("ascii", "replace")
 
@@ -115,26 +115,55 @@ def digit_runs(text: str) -> tuple[tuple[int, int], ...]:
     holds non-ASCII digits, which `\\d` also matches)."""
     if not text.isascii() and unicode_digits(text):
         return tuple(m.span() for m in DIGIT_RUN.finditer(text))
-    return tuple(m.span() for m in DIGIT_RUN_CLASS.finditer(_ascii_bytes(text).translate(_DIGIT_CLASS)))
+    return tuple(m.span() for m in DIGIT_RUN_CLASS.finditer(ascii_chars(text).translate(_DIGIT_CLASS)))
 
 
 def has_alnum_id(text: str) -> bool:
     """Whether ALNUM_ID matches anywhere."""
     if not text.isascii() and unicode_digits(text):
         return ALNUM_ID.search(text) is not None
-    return ALNUM_ID_CLASS.search(_ascii_bytes(text).translate(_ALNUM_CLASS)) is not None
+    return ALNUM_ID_CLASS.search(ascii_chars(text).translate(_ALNUM_CLASS)) is not None
 
 
 def long_tokens(text: str) -> Iterator[tuple[int, int]]:
     """LONG_TOKEN's matches (ASCII classes only, so no non-ASCII case to handle): `find` of 24
     token marks skips 25 characters at each miss."""
-    marks = _ascii_bytes(text).translate(_TOKEN_CLASS)
+    marks = ascii_chars(text).translate(_TOKEN_CLASS)
     at = marks.find(_LONG_RUN)
     while at >= 0:
         end = marks.find(b" ", at + LONG_TOKEN_CHARS)
         end = len(marks) if end < 0 else end
         yield marks.rfind(b" ", 0, at) + 1, end
         at = marks.find(_LONG_RUN, end)
+
+
+# Where the last match of a shape starts in a text's `ascii_chars` (-1: none), searched only
+# when a cheap look at its class string allows one. Only for a text holding no non-ASCII digit
+# (`unicode_digits`): the class strings know ASCII digits only.
+
+
+def last_digit_run(chars: bytes) -> int:
+    return _last_start(DIGIT_RUN_CLASS, chars.translate(_DIGIT_CLASS), b"0")
+
+
+def last_alnum_id(chars: bytes) -> int:
+    return _last_start(ALNUM_ID_CLASS, chars.translate(_ALNUM_CLASS), b"AA")
+
+
+def last_long_token(chars: bytes) -> int:
+    return _last_start(_LONG_RUN_CLASS, chars.translate(_TOKEN_CLASS), _LONG_RUN)
+
+
+_LONG_RUN_CLASS = re.compile(rb"x{%d,}" % LONG_TOKEN_CHARS)  # LONG_TOKEN on _TOKEN_CLASS
+
+
+def _last_start(shape: re.Pattern[bytes], marks: bytes, needed: bytes) -> int:
+    if needed not in marks:
+        return -1
+    last = -1
+    for m in shape.finditer(marks):
+        last = m.start()
+    return last
 
 
 def _case_variants(word: str) -> list[str]:
@@ -225,20 +254,18 @@ class Prescanner:
         lowered, exact = fold(text)
         injection: list[int] = []
         hints: dict[str, list[int]] = {}
-        for family, word, start, _end in self.hits(lowered):
+        for last, (family, word, length) in self.hits(lowered):
             if family == "injection":
-                injection.append(start)
+                injection.append(last - length + 1)
             else:
-                hints.setdefault(word, []).append(start)
+                hints.setdefault(word, []).append(last - length + 1)
         return Prescan(text, lowered, exact, tuple(injection), hints)
 
-    def hits(self, lowered: str) -> Iterator[tuple[str, str, int, int]]:
-        """Every trigger word in a folded text, in the order of their ends: (family, word, start,
-        end), family "injection" or "secret", `word` the hint (an injection word's base form)."""
-        if self._empty:
-            return
-        for last, (family, word, length) in self._automaton.iter(lowered):
-            yield family, word, last - length + 1, last + 1
+    def hits(self, lowered: str) -> Iterable[tuple[int, tuple[str, str, int]]]:
+        """Every trigger word in a folded text, in the order of their ends: (where its last
+        character is, (family, word, length)); family "injection" or "secret", `word` the hint
+        or the injection word's base form."""
+        return () if self._empty else self._automaton.iter(lowered)
 
     @property
     def longest_word(self) -> int:

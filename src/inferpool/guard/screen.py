@@ -101,9 +101,13 @@ class Screener:
         kinds = {c.check for c in config.checks}
         self._prescanner = Prescanner("injection" in kinds, SECRET_HINTS if "secrets" in kinds else ())
         self._session = session
-        self._redacting = {
-            stage: {c.check for c in config.checks if stage in c.stages and c.action is Action.REDACT}
+        # The kinds of the checks of each stage, and of each stage and action.
+        self._kinds: dict[tuple[Stage, Action | None], tuple[str, ...]] = {
+            (stage, action): tuple(
+                c.check for c in config.checks if stage in c.stages and action in (None, c.action)
+            )
             for stage in Stage
+            for action in (None, *Action)
         }
 
     @property
@@ -119,26 +123,31 @@ class Screener:
     def triggered(self, scan: Triggers, stage: Stage, action: Action | None = None) -> bool:
         """Whether a pre-scan's triggers let any check of `stage` (with `action`, if given) find
         something: False means each of those detectors finds nothing in the scanned text."""
-        for check in self.config.checks:
-            if stage not in check.stages or (action is not None and check.action is not action):
-                continue
-            if check.check == "denylist":
+        kinds = self._kinds[stage, action]
+        # The triggers a scan has at hand (trigger words, '@') before those that need a search.
+        for kind in kinds:
+            if kind == "denylist":
                 return True
-            if check.check == "pii" and (scan.numbers or scan.alnum_ids or scan.email):
+            if kind == "pii" and scan.email:
                 return True
-            if check.check == "secrets" and (scan.secret_hints or scan.long_tokens):
+            if kind == "secrets" and scan.secret_hints:
                 return True
-            if check.check == "injection" and scan.injection:
+            if kind == "injection" and scan.injection:
+                return True
+        for kind in kinds:
+            if kind == "pii" and (scan.numbers or scan.alnum_ids):
+                return True
+            if kind == "secrets" and scan.long_tokens:
                 return True
         return False
 
     def may_redact(self, text: str, stage: Stage) -> bool:
         """False when `screen(text, stage).text` is surely `text`: no redacting check of `stage`
         can find anything in it (the hook is not asked: screen() does not call it)."""
-        kinds = self._redacting[stage]
+        kinds = self._kinds[stage, Action.REDACT]
         if not kinds:
             return False
-        if kinds == {"pii"} and len(text) < SHORTEST_NUMBER_CANDIDATE and "@" not in text:
+        if kinds == ("pii",) and len(text) < SHORTEST_NUMBER_CANDIDATE and "@" not in text:
             return False  # the common streamed token: too short for a digit run or an ID shape
         return self.triggered(self._prescanner.scan(text), stage, Action.REDACT)
 
