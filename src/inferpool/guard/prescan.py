@@ -154,6 +154,13 @@ def last_long_token(chars: bytes) -> int:
     return _last_start(_LONG_RUN_CLASS, chars.translate(_TOKEN_CLASS), _LONG_RUN)
 
 
+def token_breaks(text: str) -> tuple[int, int]:
+    """Where the first and the last character that ends a LONG_TOKEN run (any but
+    [A-Za-z0-9_\\-+/=.]) are in `text` (-1, -1: none)."""
+    marks = ascii_chars(text).translate(_TOKEN_CLASS)
+    return marks.find(b" "), marks.rfind(b" ")
+
+
 _LONG_RUN_CLASS = re.compile(rb"x{%d,}" % LONG_TOKEN_CHARS)  # LONG_TOKEN on _TOKEN_CLASS
 
 
