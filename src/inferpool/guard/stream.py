@@ -6,16 +6,20 @@ tests/unit/guard/stream_reference.py; tests/unit/guard/test_stream_unchanged.py 
 module to them):
 - `tail_may_find()`: does `Screener.may_find` fire on the last STREAM_TAIL_CHARS characters?
   Trigger words (secret hints, injection words) are looked for only where one can end in the
-  new text, and where each family last started is kept; so is where the last digit run, ID
-  shape and long token found in a tail start, and while that is still in the tail it is not
-  searched for again. '@' and the other shapes are searched in the tail (C speed).
-- `may_block(start, recent)`: could `Screener.screen(recent).blocked` be True? When it could,
+  new text, and where each family last started is kept. After a tail in which nothing fired,
+  the next tail's older part holds no trigger either, so only one ending in the new text is
+  looked for ('@' or a digit in it, a token run reaching LONG_TOKEN_CHARS). Otherwise the
+  shapes are searched in the tail (C speed), and a digit run, ID shape or long token found
+  is not searched for again while it is still in the tail.
+- `may_block(first, recent)`: could `Screener.screen(recent).blocked` be True? When it could,
   the caller screens `recent` as before, so only a False here must be exact. Redacting and
   logging checks never block, so only the blocking checks count. When those are secrets checks
   only, a match lies within one line (detect-secrets analyses a text line by line, the extra
   patterns match no newline, and a line's hints and long tokens are its own), so the recent
   text blocks iff one of its lines (the first and last clipped to it) holding a hint or a long
-  token does on its own; a line's verdict is kept until the line changes.
+  token does on its own. A line's verdict is kept; lines a passed recent text held whole pass
+  in the next one too, so only its cut first line and the lines from where the passed one
+  ended are looked at.
 A tail or recent text holding a letter that case-insensitive matching equates with an ASCII one
 (prescan.CASE_EXOTIC) folds to a different length: for it the plain definitions are used; one
 holding a non-ASCII digit has its digit shapes searched by the regular expressions themselves.

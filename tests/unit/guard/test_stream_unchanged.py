@@ -8,7 +8,8 @@ with ASCII ones or non-ASCII digits, in chat, Responses and Messages event shape
 events of 1–4, 1–40 and 100–700 characters and into chunks that split events, under four
 policies); a key and card numbers split into 1–4 character events at every offset must still
 block, as the reference does; and hypothesis-made texts from the pieces detectors react to
-are compared with `stream_reference.ReferenceStreamScreener` (main's code, kept verbatim).
+are compared with `stream_reference.ReferenceStreamScreener` (main's code, kept verbatim),
+under the four policies and the default one with windows of 60 and 600 characters.
 Regenerate the digests only for an intended detection change:
 `PYTHONPATH=src python tests/unit/guard/test_stream_unchanged.py > tests/unit/guard/data/stream_golden.json`.
 """
