@@ -17,6 +17,7 @@ import orjson
 from inferpool.errors import InferenceError
 from inferpool.guard.policy import Stage
 from inferpool.guard.screen import Screener, Verdict
+from inferpool.guard.stream import StreamedText
 
 CONTENT_FILTER = "content_filter"
 
@@ -279,22 +280,15 @@ def anthropic_error_event(reason: str) -> bytes:
     return b"event: error\ndata: " + orjson.dumps(body) + b"\n\n"
 
 
-# How much already-streamed text the per-event pre-scan looks at besides the new text: a match
-# (a key, a card number, an injection phrase) is caught when it completes if its trigger lies
-# within this tail; only then is the whole window screened.
-STREAM_TAIL_CHARS = 256
-# How much of the window a fired pre-scan re-screens (at most streamWindowChars): longer than
-# any match the built-in detectors make, so a 4 KB window is not re-read for every token.
-STREAM_SCREEN_CHARS = 1024
-
-
 class StreamScreener:
     """Screens an SSE answer event by event.
 
     Each event's new text is redacted on its own; blocking checks also run over the recent
     text (STREAM_SCREEN_CHARS, at most `window`) when the pre-scan of the event and the
     STREAM_TAIL_CHARS before it fires, so a secret split across tokens is still caught (but
-    the tokens before the one that completed it have already been sent).
+    the tokens before the one that completed it have already been sent). `stream.StreamedText`
+    answers both from what each event added; an event whose text nothing can redact passes
+    byte for byte, without re-encoding.
     """
 
     def __init__(self, screener: Screener, model: str) -> None:
@@ -302,7 +296,7 @@ class StreamScreener:
         self.model = model
         self.window = screener.config.stream_window_chars
         self._buffer = b""
-        self._text = ""
+        self._streamed = StreamedText(screener, self.window)
         # The last recent text the blocking checks passed: the same words (no word completed
         # since) give the same verdict, so they are not screened again.
         self._passed_recent = ""
@@ -313,6 +307,12 @@ class StreamScreener:
 
     async def feed(self, chunk: bytes) -> bytes:
         """Screened bytes to send for this chunk (complete events only); Blocked ends the stream."""
+        if not self._buffer and len(chunk) > 2 and chunk.find(b"\n\n") == len(chunk) - 2:  # one whole event
+            try:
+                return await self._event(chunk)
+            except Blocked as blocked:
+                final = anthropic_error_event(blocked.reason) if self._anthropic else None
+                raise Blocked(blocked.reason, b"", final) from None
         self._buffer += chunk
         out: list[bytes] = []
         while True:
@@ -333,8 +333,8 @@ class StreamScreener:
 
     async def _final_check(self) -> None:
         """At the stream's end: the last word, held back from the per-event checks, is screened now."""
-        if self._text:
-            whole = await self.screener.screen_async(self._text, Stage.RESPONSE, self.model)
+        if self._streamed.text:
+            whole = await self.screener.screen_async(self._streamed.text, Stage.RESPONSE, self.model)
             if whole.blocked:
                 self.blocked = whole.reason
                 raise Blocked(whole.reason)
@@ -358,23 +358,27 @@ class StreamScreener:
         _map_stream_deltas(data, _collector(texts))
         if not texts:
             return await self._repeats(head, data, event)
-        self._text = (self._text + "".join(texts))[-self.window :]
-        if not self.screener.may_find(self._text[-STREAM_TAIL_CHARS:], Stage.RESPONSE):
+        streamed = self._streamed
+        streamed.append("".join(texts))
+        if not streamed.tail_may_find():
             return event  # nothing in the new text (or just before it) any check could match
         # Blocking checks see complete words only ("password = getpa" is not yet "password =
         # getpass()"), and only the recent text: a match ending in this event starts within it.
-        cut = max(self._text.rfind(" "), self._text.rfind("\n"))
-        recent = self._text[max(0, cut + 1 - STREAM_SCREEN_CHARS) : cut + 1]
+        first, recent = streamed.recent()
         if recent != self._passed_recent:
-            # Only the verdict's block matters here (each event's text is redacted on its own
-            # below): the blocking checks alone decide it, and the full screen runs only to word
-            # the reason, or when a hook screens responses (it is asked about every window).
-            if self._hooked or self.screener.blocks(recent, Stage.RESPONSE):
+            # may_block is False only when the recent text surely does not block; past it the
+            # blocking checks alone decide (each event's text is redacted on its own below), and
+            # the full screen runs only to word the reason, or when a hook screens responses.
+            if streamed.may_block(first, recent) and (
+                self._hooked or self.screener.blocks(recent, Stage.RESPONSE)
+            ):
                 whole = await self.screener.screen_async(recent, Stage.RESPONSE, self.model)
                 if whole.blocked:
                     self.blocked = whole.reason
                     raise Blocked(whole.reason)
             self._passed_recent = recent
+        if not any(self.screener.may_redact(text, Stage.RESPONSE) for text in texts):
+            return event
         return self._redacted(head, data, event, _map_stream_deltas)
 
     async def _repeats(self, head: bytes, data: Any, event: bytes) -> bytes:
@@ -389,6 +393,8 @@ class StreamScreener:
 
         def one(text: str) -> str:
             nonlocal changed
+            if not self.screener.may_redact(text, Stage.RESPONSE):
+                return text
             verdict = self.screener.screen(text, Stage.RESPONSE)
             changed = changed or verdict.text != text
             return verdict.text

@@ -16,14 +16,16 @@ The class strings have the text's length, so every offset is an offset into the 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import ahocorasick
 
 # Shortest number-based PII: a 7-digit phone number with separators.
 DIGIT_RUN = re.compile(r"\d[\d \-.()/]{5,}\d")
+# The fewest characters DIGIT_RUN and ALNUM_ID match: a shorter text holds no number-based PII.
+SHORTEST_NUMBER_CANDIDATE = 7
 # The shape both alphanumeric IDs share: two capitals, then capitals or digits, a digit among them.
 ALNUM_ID = re.compile(r"[A-Z]{2}[A-Z0-9]{4,}\d")
 # Long runs of token characters: where prefix-less keys (Twilio, Discord, Mailchimp) can hide.
@@ -79,11 +81,21 @@ def fold(text: str) -> tuple[str, bool]:
     which the automaton holds in both cases). Non-ASCII text is lowered as UTF-8 bytes, ASCII
     letters only: `str.lower()` on it costs about 20 ns a character. Not exact (`str.lower()`
     then) when the text holds a CASE_EXOTIC character."""
-    if text.isascii():
-        return text.lower(), True
-    if any(c in text for c in CASE_EXOTIC):
+    if not text.isascii() and has_case_exotic(text):
         return text.lower(), False
-    return text.encode("utf-8", "surrogatepass").lower().decode("utf-8", "surrogatepass"), True
+    return fold_ascii(text), True
+
+
+def fold_ascii(text: str) -> str:
+    """`text` with its ASCII letters lower-cased and nothing else changed (so of the same length,
+    and each character folded on its own: the fold of a slice is the slice of the fold)."""
+    if text.isascii():
+        return text.lower()
+    return text.encode("utf-8", "surrogatepass").lower().decode("utf-8", "surrogatepass")
+
+
+def has_case_exotic(text: str) -> bool:
+    return any(c in text for c in CASE_EXOTIC)
 
 
 def unicode_digits(text: str) -> bool:
@@ -92,7 +104,7 @@ def unicode_digits(text: str) -> bool:
     return re.search(r"\d", others.decode("utf-8", "surrogatepass")) is not None
 
 
-def _ascii_bytes(text: str) -> bytes:
+def ascii_chars(text: str) -> bytes:
     """One byte per character (non-ASCII ones become '?'), so byte offsets are text offsets."""
     return text.encode("ascii", "replace")
 
@@ -102,26 +114,62 @@ def digit_runs(text: str) -> tuple[tuple[int, int], ...]:
     holds non-ASCII digits, which `\\d` also matches)."""
     if not text.isascii() and unicode_digits(text):
         return tuple(m.span() for m in DIGIT_RUN.finditer(text))
-    return tuple(m.span() for m in DIGIT_RUN_CLASS.finditer(_ascii_bytes(text).translate(_DIGIT_CLASS)))
+    return tuple(m.span() for m in DIGIT_RUN_CLASS.finditer(ascii_chars(text).translate(_DIGIT_CLASS)))
 
 
 def has_alnum_id(text: str) -> bool:
     """Whether ALNUM_ID matches anywhere."""
     if not text.isascii() and unicode_digits(text):
         return ALNUM_ID.search(text) is not None
-    return ALNUM_ID_CLASS.search(_ascii_bytes(text).translate(_ALNUM_CLASS)) is not None
+    return ALNUM_ID_CLASS.search(ascii_chars(text).translate(_ALNUM_CLASS)) is not None
 
 
 def long_tokens(text: str) -> Iterator[tuple[int, int]]:
     """LONG_TOKEN's matches (ASCII classes only, so no non-ASCII case to handle): `find` of 24
     token marks skips 25 characters at each miss."""
-    marks = _ascii_bytes(text).translate(_TOKEN_CLASS)
+    marks = ascii_chars(text).translate(_TOKEN_CLASS)
     at = marks.find(_LONG_RUN)
     while at >= 0:
         end = marks.find(b" ", at + LONG_TOKEN_CHARS)
         end = len(marks) if end < 0 else end
         yield marks.rfind(b" ", 0, at) + 1, end
         at = marks.find(_LONG_RUN, end)
+
+
+# Where the last match of a shape starts in a text's `ascii_chars` (-1: none), searched only
+# when a cheap look at its class string allows one. Only for a text holding no non-ASCII digit
+# (`unicode_digits`): the class strings know ASCII digits only.
+
+
+def last_digit_run(chars: bytes) -> int:
+    return _last_start(DIGIT_RUN_CLASS, chars.translate(_DIGIT_CLASS), b"0")
+
+
+def last_alnum_id(chars: bytes) -> int:
+    return _last_start(ALNUM_ID_CLASS, chars.translate(_ALNUM_CLASS), b"AA")
+
+
+def last_long_token(chars: bytes) -> int:
+    return _last_start(_LONG_RUN_CLASS, chars.translate(_TOKEN_CLASS), _LONG_RUN)
+
+
+def token_breaks(text: str) -> tuple[int, int]:
+    """Where the first and the last character that ends a LONG_TOKEN run (any but
+    [A-Za-z0-9_\\-+/=.]) are in `text` (-1, -1: none)."""
+    marks = ascii_chars(text).translate(_TOKEN_CLASS)
+    return marks.find(b" "), marks.rfind(b" ")
+
+
+_LONG_RUN_CLASS = re.compile(rb"x{%d,}" % LONG_TOKEN_CHARS)  # LONG_TOKEN on _TOKEN_CLASS
+
+
+def _last_start(shape: re.Pattern[bytes], marks: bytes, needed: bytes) -> int:
+    if needed not in marks:
+        return -1
+    last = -1
+    for m in shape.finditer(marks):
+        last = m.start()
+    return last
 
 
 def _case_variants(word: str) -> list[str]:
@@ -194,6 +242,24 @@ class Prescan:
         return bool(self.injection_hits)
 
 
+class Triggers(Protocol):
+    """What decides whether a detector family runs at all (Prescan; openai.StreamScreener keeps
+    its own for the text it has streamed)."""
+
+    @property
+    def numbers(self) -> bool: ...
+    @property
+    def alnum_ids(self) -> bool: ...
+    @property
+    def email(self) -> bool: ...
+    @property
+    def secret_hints(self) -> Mapping[str, Sequence[int]] | bool: ...
+    @property
+    def long_tokens(self) -> tuple[tuple[int, int], ...] | bool: ...
+    @property
+    def injection(self) -> bool: ...
+
+
 class Prescanner:
     """One Aho-Corasick automaton (pyahocorasick, C) over every trigger word of a policy's checks:
     a single pass over the lower-cased text, whatever the number of words."""
@@ -208,6 +274,7 @@ class Prescanner:
         for word, value in words.items():
             self._automaton.add_word(word, (*value, len(word)))
         self._empty = not words
+        self._longest = max(map(len, words), default=0)
         if words:
             self._automaton.make_automaton()
 
@@ -215,10 +282,19 @@ class Prescanner:
         lowered, exact = fold(text)
         injection: list[int] = []
         hints: dict[str, list[int]] = {}
-        if not self._empty:
-            for end, (family, word, length) in self._automaton.iter(lowered):
-                if family == "injection":
-                    injection.append(end - length + 1)
-                else:
-                    hints.setdefault(word, []).append(end - length + 1)
+        for last, (family, word, length) in self.hits(lowered):
+            if family == "injection":
+                injection.append(last - length + 1)
+            else:
+                hints.setdefault(word, []).append(last - length + 1)
         return Prescan(text, lowered, exact, tuple(injection), hints)
+
+    def hits(self, lowered: str) -> Iterable[tuple[int, tuple[str, str, int]]]:
+        """Every trigger word in a folded text, in the order of their ends: (where its last
+        character is, (family, word, length)); family "injection" or "secret", `word` the hint
+        or the injection word's base form."""
+        return () if self._empty else self._automaton.iter(lowered)
+
+    @property
+    def longest_word(self) -> int:
+        return self._longest

@@ -18,7 +18,7 @@ from inferpool.guard.findings import Finding
 from inferpool.guard.injection import InjectionScorer
 from inferpool.guard.pii import PiiScanner
 from inferpool.guard.policy import Action, CheckConfig, GuardConfig, HookConfig, Stage
-from inferpool.guard.prescan import Prescan, Prescanner
+from inferpool.guard.prescan import SHORTEST_NUMBER_CANDIDATE, Prescan, Prescanner, Triggers
 
 log = logging.getLogger(__name__)
 
@@ -101,22 +101,43 @@ class Screener:
         kinds = {c.check for c in config.checks}
         self._prescanner = Prescanner("injection" in kinds, SECRET_HINTS if "secrets" in kinds else ())
         self._session = session
+        # The kinds of the checks of each stage, and of each stage and action.
+        self._kinds: dict[tuple[Stage, Action | None], tuple[str, ...]] = {
+            (stage, action): tuple(
+                c.check for c in config.checks if stage in c.stages and action in (None, c.action)
+            )
+            for stage in Stage
+            for action in (None, *Action)
+        }
+
+    @property
+    def prescanner(self) -> Prescanner:
+        return self._prescanner
 
     def may_find(self, text: str, stage: Stage) -> bool:
         """False when the pre-scan alone rules out every check of `stage` (and no hook screens it)."""
         if self.config.hook is not None and stage in self.config.hook.stages:
             return True
-        scan = self._prescanner.scan(text)
-        for check in self.config.checks:
-            if stage not in check.stages:
-                continue
-            if check.check == "denylist":
+        return self.triggered(self._prescanner.scan(text), stage)
+
+    def triggered(self, scan: Triggers, stage: Stage, action: Action | None = None) -> bool:
+        """Whether a pre-scan's triggers let any check of `stage` (with `action`, if given) find
+        something: False means each of those detectors finds nothing in the scanned text."""
+        kinds = self._kinds[stage, action]
+        # The triggers a scan has at hand (trigger words, '@') before those that need a search.
+        for kind in kinds:
+            if kind == "denylist":
                 return True
-            if check.check == "pii" and (scan.numbers or scan.alnum_ids or scan.email):
+            if kind == "pii" and scan.email:
                 return True
-            if check.check == "secrets" and (scan.secret_hints or scan.long_tokens):
+            if kind == "secrets" and scan.secret_hints:
                 return True
-            if check.check == "injection" and scan.injection:
+            if kind == "injection" and scan.injection:
+                return True
+        for kind in kinds:
+            if kind == "pii" and (scan.numbers or scan.alnum_ids):
+                return True
+            if kind == "secrets" and scan.long_tokens:
                 return True
         return False
 
@@ -129,6 +150,25 @@ class Screener:
                 for _ in detect(text, scan, False):
                     return True
         return False
+
+    def may_redact(self, text: str, stage: Stage) -> bool:
+        """False when `screen(text, stage).text` is surely `text`: no redacting check of `stage`
+        can find anything in it (the hook is not asked: screen() does not call it)."""
+        kinds = self._kinds[stage, Action.REDACT]
+        if not kinds:
+            return False
+        if kinds == ("pii",) and len(text) < SHORTEST_NUMBER_CANDIDATE and "@" not in text:
+            return False  # the common streamed token: too short for a digit run or an ID shape
+        return self.triggered(self._prescanner.scan(text), stage, Action.REDACT)
+
+    def findings(self, text: str, stage: Stage, action: Action) -> list[Finding]:
+        """What the checks of `stage` that take `action` find in `text` (screen() runs them all)."""
+        scan = self._prescanner.scan(text)
+        found: list[Finding] = []
+        for check, detect in self._detectors:
+            if stage in check.stages and check.action is action:
+                found += detect(text, scan, False)
+        return found
 
     def screen(self, text: str, stage: Stage, after_system: bool = False) -> Verdict:
         """`after_system`: the text is the user turn right after a system prompt (injection weighs it)."""

@@ -1,0 +1,307 @@
+"""The text of a streamed answer, and the two questions StreamScreener asks of it at each event,
+answered from what the event added rather than from scratch.
+
+The questions (their plain definitions are what main's StreamScreener computed, kept in
+tests/unit/guard/stream_reference.py; tests/unit/guard/test_stream_unchanged.py holds this
+module to them):
+- `tail_may_find()`: does `Screener.may_find` fire on the last STREAM_TAIL_CHARS characters?
+  Trigger words (secret hints, injection words) are looked for only where one can end in the
+  new text, and where each family last started is kept. After a tail in which nothing fired,
+  the next tail's older part holds no trigger either, so only one ending in the new text is
+  looked for ('@' or a digit in it, a token run reaching LONG_TOKEN_CHARS). Otherwise the
+  shapes are searched in the tail (C speed), and a digit run, ID shape or long token found
+  is not searched for again while it is still in the tail.
+- `may_block(first, recent)`: could `Screener.screen(recent).blocked` be True? When it could,
+  the caller screens `recent` as before, so only a False here must be exact. Redacting and
+  logging checks never block, so only the blocking checks count. When those are secrets checks
+  only, a match lies within one line (detect-secrets analyses a text line by line, the extra
+  patterns match no newline, and a line's hints and long tokens are its own), so the recent
+  text blocks iff one of its lines (the first and last clipped to it) holding a hint or a long
+  token does on its own. A line's verdict is kept; lines a passed recent text held whole pass
+  in the next one too, so only its cut first line and the lines from where the passed one
+  ended are looked at.
+A tail or recent text holding a letter that case-insensitive matching equates with an ASCII one
+(prescan.CASE_EXOTIC) folds to a different length: for it the plain definitions are used; one
+holding a non-ASCII digit has its digit shapes searched by the regular expressions themselves.
+"""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable
+
+from inferpool.guard.policy import Action, Stage
+from inferpool.guard.prescan import (
+    ALNUM_ID,
+    CASE_EXOTIC,
+    DIGIT_RUN,
+    LONG_TOKEN_CHARS,
+    ascii_chars,
+    fold_ascii,
+    has_case_exotic,
+    last_alnum_id,
+    last_digit_run,
+    last_long_token,
+    long_tokens,
+    token_breaks,
+    unicode_digits,
+)
+from inferpool.guard.screen import Screener
+
+# How much already-streamed text the per-event pre-scan looks at besides the new text: a match
+# (a key, a card number, an injection phrase) is caught when it completes if its trigger lies
+# within this tail; only then is the whole window screened.
+STREAM_TAIL_CHARS = 256
+# How much of the window a fired pre-scan re-screens (at most streamWindowChars): longer than
+# any match the built-in detectors make, so a 4 KB window is not re-read for every token.
+STREAM_SCREEN_CHARS = 1024
+_DIGIT = re.compile(r"\d")
+_UNKNOWN = 1 << 62  # a position past any stream's end
+
+
+class _TailTriggers:
+    """The pre-scan's triggers of the tail (prescan.Triggers), each found when first asked for.
+
+    `new`: the text this event added, when no trigger lies wholly in the tail before it (then
+    only one that ends in `new` can be there), else None."""
+
+    def __init__(self, streamed: StreamedText, tail: str, start: int, new: str | None) -> None:
+        self._streamed = streamed
+        self._tail = tail
+        self._start = start  # where the tail starts
+        self._new = new
+        self._chars = b""
+        self.secret_hints = streamed.last_hint >= start
+        self.injection = streamed.last_injection >= start
+
+    @property
+    def email(self) -> bool:
+        return "@" in (self._tail if self._new is None else self._new)
+
+    @property
+    def numbers(self) -> bool:
+        if self._new is not None and not _DIGIT.search(self._new):
+            return False  # a digit run ends in a digit
+        if self._streamed.last_odd_digit >= self._start:
+            return DIGIT_RUN.search(self._tail) is not None
+        return self._shape(0, last_digit_run)
+
+    @property
+    def alnum_ids(self) -> bool:
+        if self._new is not None and not _DIGIT.search(self._new):
+            return False  # an ID shape ends in a digit
+        if self._streamed.last_odd_digit >= self._start:
+            return ALNUM_ID.search(self._tail) is not None
+        return self._shape(1, last_alnum_id)
+
+    @property
+    def long_tokens(self) -> bool:
+        if self._new is not None:
+            return self._streamed.long_run_ends_in_new(self._start)
+        return self._shape(2, last_long_token)
+
+    def _shape(self, which: int, last_start: Callable[[bytes], int]) -> bool:
+        seen = self._streamed.shapes_seen
+        if seen[which] >= self._start:
+            return True  # the match found at an earlier event is still in the tail
+        if not self._chars:
+            self._chars = ascii_chars(self._tail)
+        at = last_start(self._chars)
+        if at < 0:
+            return False
+        seen[which] = self._start + at
+        return True
+
+
+class StreamedText:
+    """The last `window` characters streamed, with what the per-event checks need to know of them.
+
+    Positions are absolute (characters since the stream began)."""
+
+    def __init__(self, screener: Screener, window: int) -> None:
+        self.screener = screener
+        self.window = window
+        self.end = 0
+        # The text from `_buf_start` on: the last `window` characters and up to as many before
+        # (trimmed now and then, so an event appends in place instead of copying the window).
+        self._buf = ""
+        self._buf_start = 0
+        config = screener.config
+        self._hooked = config.hook is not None and Stage.RESPONSE in config.hook.stages
+        blocking = {c.check for c in config.checks if Stage.RESPONSE in c.stages and c.action is Action.BLOCK}
+        self._nothing_blocks = not blocking and not self._hooked
+        # Only secrets checks block: a recent text blocks through one of its lines (module doc).
+        self._by_lines = blocking == {"secrets"} and not self._hooked
+        self._longest_word = screener.prescanner.longest_word
+        self._word_hits = screener.prescanner.hits
+        self.last_hint = -1  # where the latest secret hint starts
+        self.last_injection = -1  # where the latest injection trigger word starts
+        self.last_exotic = -1  # where the latest prescan.CASE_EXOTIC letter is
+        self.last_odd_digit = -1  # at or after the latest non-ASCII digit
+        self.shapes_seen = [-1, -1, -1]  # where a digit run, an ID shape, a long token last started
+        self._last_space = -1  # the last space or newline
+        self._hints: list[tuple[int, int]] = []  # (end, start) of each secret hint, by end
+        self._runs: list[tuple[int, int]] = []  # (end, start) of each ended long-token run, by end
+        self._run_start = 0  # where the token run the text ends in starts
+        self._newlines: list[int] = []
+        self._line_blocks: dict[tuple[int, int], bool] = {}  # (start, end) -> its verdict
+        # A recent text every line of which (clipped to it) the blocking checks passed.
+        self._clean: tuple[int, int] | None = None
+        self._new = ""  # the text the last event added
+        self._was = 0  # where it starts
+        # No trigger lies wholly in the text from here to `_was` (_UNKNOWN: not known).
+        self._quiet_from = _UNKNOWN
+
+    @property
+    def window_start(self) -> int:
+        return max(self._buf_start, self.end - self.window)
+
+    @property
+    def text(self) -> str:
+        """The last `window` characters."""
+        return self._buf[self.window_start - self._buf_start :]
+
+    def _slice(self, start: int, end: int) -> str:
+        return self._buf[start - self._buf_start : end - self._buf_start]
+
+    def append(self, new: str) -> None:
+        was = self._was = self.end
+        self._new = new
+        self.end += len(new)
+        buf, self._buf = self._buf, ""
+        buf += new  # in place: `buf` is the only reference
+        if len(buf) > 2 * self.window:
+            buf = buf[-self.window :]
+            self._forget_before(self.end - len(buf))
+        self._buf = buf
+        start = self.window_start
+        if not new.isascii():
+            if has_case_exotic(new):
+                self.last_exotic = was + max(new.rfind(c) for c in CASE_EXOTIC)
+            if unicode_digits(new):
+                self.last_odd_digit = self.end - 1
+        if self._longest_word:
+            # Every trigger word that ends in the new text starts at most this far before it.
+            region = max(start, was - self._longest_word + 1)
+            for last, (family, _word, length) in self._word_hits(fold_ascii(buf[region - self._buf_start :])):
+                if region + last < was:
+                    continue  # ended before the new text: counted at an earlier event
+                if family == "injection":
+                    self.last_injection = region + last + 1 - length
+                else:
+                    self.last_hint = region + last + 1 - length
+                    self._hints.append((region + last + 1, self.last_hint))
+        first_break, last_break = token_breaks(new)
+        if first_break >= 0:
+            if was + first_break - self._run_start >= LONG_TOKEN_CHARS:
+                self._runs.append((was + first_break, self._run_start))
+            if last_break - first_break > LONG_TOKEN_CHARS:
+                inner = new[first_break + 1 : last_break]
+                self._runs += [
+                    (was + first_break + 1 + e, was + first_break + 1 + s) for s, e in long_tokens(inner)
+                ]
+            self._run_start = was + last_break + 1
+        cut = max(new.rfind(" "), new.rfind("\n"))
+        if cut >= 0:
+            self._last_space = was + cut
+            if "\n" in new:
+                at = new.find("\n")
+                while at >= 0:
+                    self._newlines.append(was + at)
+                    at = new.find("\n", at + 1)
+
+    def _forget_before(self, start: int) -> None:
+        self._buf_start = start
+        self._hints = self._hints[bisect_left(self._hints, (start, -1)) :]
+        self._runs = self._runs[bisect_left(self._runs, (start, -1)) :]
+        self._newlines = self._newlines[bisect_left(self._newlines, start) :]
+        self._line_blocks = {k: v for k, v in self._line_blocks.items() if k[0] >= start}
+
+    def tail_may_find(self) -> bool:
+        """`Screener.may_find(self.text[-STREAM_TAIL_CHARS:], Stage.RESPONSE)`, the same answer."""
+        tail_start = max(self.window_start, self.end - STREAM_TAIL_CHARS)
+        tail = self._buf[tail_start - self._buf_start :]
+        if self._hooked or self.last_exotic >= tail_start:
+            self._quiet_from = _UNKNOWN
+            return self.screener.may_find(tail, Stage.RESPONSE)
+        new = self._new if self._quiet_from <= tail_start else None
+        fired = self.screener.triggered(_TailTriggers(self, tail, tail_start, new), Stage.RESPONSE)
+        self._quiet_from = _UNKNOWN if fired else tail_start
+        return fired
+
+    def long_run_ends_in_new(self, tail_start: int) -> bool:
+        """Whether a token run that ends in the last event's text has LONG_TOKEN_CHARS in the tail."""
+        if self.end == self._was:
+            return False
+        if self.end - max(self._run_start, tail_start) >= LONG_TOKEN_CHARS:
+            return True
+        runs = self._runs
+        at = len(runs) - 1
+        while at >= 0 and runs[at][0] > self._was:
+            if runs[at][0] - max(runs[at][1], tail_start) >= LONG_TOKEN_CHARS:
+                return True
+            at -= 1
+        return False
+
+    def recent(self) -> tuple[int, str]:
+        """The recent complete words (up to the last space or newline, at most
+        STREAM_SCREEN_CHARS), and where they start."""
+        start = self.window_start
+        end = self._last_space + 1 if self._last_space >= start else start
+        first = max(start, end - STREAM_SCREEN_CHARS)
+        return first, self._slice(first, end)
+
+    def may_block(self, first: int, recent: str) -> bool:
+        """False only when `screener.screen(recent, Stage.RESPONSE).blocked` is surely False
+        (`first, recent` as `recent()` returned them)."""
+        if self._nothing_blocks:
+            return False
+        if not self._by_lines or self.last_exotic >= first:
+            return True  # (or the exotic letter is past the recent text: screening it is exact too)
+        last = first + len(recent)
+        newlines = self._newlines
+        # Lines the clean recent text held whole are passed: only the line `first` cuts, and
+        # those from the line the clean text ended in, can block.
+        ranges = [(first, last)]
+        if self._clean is not None:
+            k = bisect_left(newlines, first)
+            first_line_end = newlines[k] if k < len(newlines) else last
+            k = bisect_left(newlines, self._clean[1]) - 1
+            ranges = [(first, first_line_end), (max(first, newlines[k] + 1 if k >= 0 else first), last)]
+        for a, b in ranges:
+            for position in self._triggers(a, b):
+                if self._line_blocks_at(position, first, last):
+                    return True
+        self._clean = (first, last)
+        return False
+
+    def _triggers(self, a: int, b: int) -> list[int]:
+        """A place in [a, b) of each secret hint and long-token run that reaches into it."""
+        places = []
+        hints = self._hints
+        for end, start in hints[bisect_right(hints, (a, a)) :]:
+            if start < b:
+                places.append(max(a, start))
+            elif end > b + self._longest_word:
+                break
+        runs = self._runs
+        for _end, start in runs[bisect_right(runs, (a, a)) :]:
+            if start >= b:
+                break
+            places.append(max(a, start))
+        return places
+
+    def _line_blocks_at(self, position: int, first: int, last: int) -> bool:
+        """The blocking checks' verdict on the line holding `position`, clipped to [first, last)."""
+        newlines = self._newlines
+        k = bisect_right(newlines, position)
+        line = (
+            max(first, newlines[k - 1] + 1) if k else first,
+            min(last, newlines[k]) if k < len(newlines) else last,
+        )
+        verdict = self._line_blocks.get(line)
+        if verdict is None:
+            verdict = bool(self.screener.findings(self._slice(*line), Stage.RESPONSE, Action.BLOCK))
+            self._line_blocks[line] = verdict
+        return verdict
