@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import ahocorasick
 
 from inferpool.guard.findings import Finding
-from inferpool.guard.prescan import INJECTION_WORDS, fold
+from inferpool.guard.prescan import INJECTION_WORDS, fold, fold_ascii, has_case_exotic
 
 DEFAULT_THRESHOLD = 0.5
 _TARGET = (
@@ -264,7 +264,13 @@ class InjectionScorer:
             if exact:
                 result = _score_at_starts(text[start:end], lowered, start, end, passage_after_system)
             else:
-                result = self.score(text[start:end], passage_after_system)
+                passage = text[start:end]
+                if has_case_exotic(passage):
+                    result = self.score(passage, passage_after_system)
+                else:  # the passage alone folds exactly (the exotic letter is elsewhere in the text)
+                    result = _score_at_starts(
+                        passage, fold_ascii(passage), 0, len(passage), passage_after_system
+                    )
             if result.score >= self.threshold and (best is None or result.score > best.score):
                 best = InjectionScore(
                     result.score, result.families, (start + result.span[0], start + result.span[1])

@@ -124,3 +124,21 @@ def test_injection_signals_matched_at_their_starts_score_as_matched_everywhere()
             for after_system in (False, True):
                 fast = injection._score_at_starts(text[start:end], lowered, start, end, after_system)
                 assert fast == scorer.score(text[start:end], after_system), text[start:end]
+
+
+def test_an_exotic_letter_elsewhere_leaves_each_passage_scored_as_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A text holding a letter like 'ı' is not folded exactly as a whole; its passages without
+    one are scored on the fast path, and must find what the plain definition (`score` on every
+    passage) finds."""
+    scorer = InjectionScorer()
+    lead = "Kılıç asked about the weather.\n"  # a passage of its own, holding the exotic letter
+    texts = [
+        lead + item.text for item in load(DATA / "eval" / "catalogue.jsonl") if item.check == "injection"
+    ]
+    fast = [scorer.find(text) for text in texts]
+    monkeypatch.setattr(injection, "has_case_exotic", lambda passage: True)  # every passage: score()
+    plain = [scorer.find(text) for text in texts]
+    assert any(fast), "no injection found: the comparison would prove nothing"
+    assert fast == plain
