@@ -3,16 +3,19 @@ and learning scorers all read.
 
 A leaf module (no inferpool imports), so that every layer that observes requests, the
 scheduling plugins included, can take the record without importing the request core.
+The types are frozen msgspec Structs, not frozen dataclasses: a frozen dataclass sets each
+field through `object.__setattr__`, and a request builds a 36-field record and a few scores
+(6.4 µs for the record alone, 2.4 as a Struct).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+
+import msgspec
 
 
-@dataclass(frozen=True, slots=True)
-class CandidateScore:
+class CandidateScore(msgspec.Struct, frozen=True):
     """One ranked candidate of the scheduler's answer, with each scorer's raw score."""
 
     endpoint: str
@@ -21,8 +24,7 @@ class CandidateScore:
     scores: Mapping[str, float]
 
 
-@dataclass(frozen=True, slots=True)
-class TraceContext:
+class TraceContext(msgspec.Struct, frozen=True):
     """The W3C trace context a data plane took part in (only when tracing is on).
 
     `span_id` is the plane's request span: the traceparent sent to the model server names it
@@ -36,8 +38,7 @@ class TraceContext:
     tracestate: str = ""  # the caller's, forwarded unchanged
 
 
-@dataclass(frozen=True, slots=True)
-class HttpFacts:
+class HttpFacts(msgspec.Struct, frozen=True):
     """What the data plane knows of the HTTP exchange before the core sees the request.
 
     The built-in gateway fills every field; the EPP knows method and path only (Envoy owns
@@ -52,8 +53,7 @@ class HttpFacts:
     trace: TraceContext | None = None  # None unless tracing is on
 
 
-@dataclass(frozen=True, slots=True)
-class PrefillLeg:
+class PrefillLeg(msgspec.Struct, frozen=True):
     """The prefill leg of a disaggregated (P/D) request, as the plane that ran it saw it.
 
     `fell_back` is True when the leg failed and the decode endpoint prefilled locally; the
@@ -69,8 +69,7 @@ class PrefillLeg:
     fell_back: bool = False
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RequestRecord:
+class RequestRecord(msgspec.Struct, frozen=True, kw_only=True):
     """Everything known about one finished (or refused) request.
 
     `pool` is None for requests that never reached an InferencePool (a Service backend, or
@@ -102,7 +101,7 @@ class RequestRecord:
     response_bytes: int = 0
     profile: str | None = None
     scores: tuple[CandidateScore, ...] = ()
-    filtered_out: Mapping[str, str] = field(default_factory=dict)
+    filtered_out: Mapping[str, str] = msgspec.field(default_factory=dict)
     shed_reason: str | None = None
     decision_s: float = 0.0  # time spent deciding (not queueing)
     queue_wait_s: float = 0.0  # time spent waiting in flow control

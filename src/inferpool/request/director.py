@@ -15,7 +15,6 @@ turns away itself (no route, bad key, screened), passthrough() for a Service bac
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import random
 import time
@@ -24,6 +23,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol
+
+import msgspec
 
 from inferpool.admission import Admission, SaturationSnapshot, ShedError
 from inferpool.admission.flowcontrol import FlowControlError, FlowController, Grant, flow_id
@@ -451,7 +452,7 @@ class _Tracked:
         """The decoder could not read the KV blocks the prefill leg made; it prefills locally instead."""
         leg = self.prefill_leg
         if leg is not None:
-            self.prefill_leg = dataclasses.replace(leg, error=error, fell_back=True)
+            self.prefill_leg = msgspec.structs.replace(leg, error=error, fell_back=True)
 
     def _end_prefill(
         self, status: int, error: str | None, duration_s: float | None, *, fell_back: bool
