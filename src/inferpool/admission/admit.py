@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+import msgspec
+
 from inferpool.admission.saturation import SaturationConfig, SaturationDetector, SaturationSnapshot
 from inferpool.errors import InferenceError
 from inferpool.state import Endpoint
@@ -39,8 +41,8 @@ class AdmissionConfig:
     retry_after_s: int = 1  # Retry-After on 429s
 
 
-@dataclass(frozen=True)
-class AdmissionDecision:
+# a Struct: built per request, and faster to build than a frozen dataclass
+class AdmissionDecision(msgspec.Struct, frozen=True):
     admitted: bool
     reason: ShedReason | None
     snapshot: SaturationSnapshot

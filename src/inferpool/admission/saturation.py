@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import msgspec
+
 from inferpool.state import Endpoint
 
 
@@ -30,8 +32,8 @@ class SaturationConfig:
     stale_ratio: float = 1.0  # what a stale endpoint contributes to the pool mean
 
 
-@dataclass(frozen=True)
-class SaturationSnapshot:
+# a Struct: built per request, and faster to build than a frozen dataclass
+class SaturationSnapshot(msgspec.Struct, frozen=True):
     """The pool's saturation at one instant, kept on records for the dashboard."""
 
     ratio: float  # pool mean as defined above; 0 for an empty set

@@ -12,9 +12,9 @@ only its prompt is read, as text, for prefix hashing and screening.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Literal
 
+import msgspec
 import orjson
 
 from inferpool.errors import InferenceError
@@ -26,8 +26,8 @@ BodyKind = Literal["completion", "chat", "embeddings", "responses", "messages", 
 _SCHEMA = "Bad Request"
 
 
-@dataclass(frozen=True)
-class ParsedBody:
+# a Struct: built per request, and faster to build than a frozen dataclass
+class ParsedBody(msgspec.Struct, frozen=True):
     """The facts of one OpenAI request body; `data` is the decoded object (keys in order)."""
 
     raw: bytes

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Literal, TypeVar
+
+import msgspec
 
 from inferpool.errors import InferenceError
 from inferpool.state import (
@@ -35,8 +36,8 @@ RewriteSource = Literal["header", "rewrite", "model", "passthrough"]
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class Resolution:
+# a Struct: built per request, and faster to build than a frozen dataclass
+class Resolution(msgspec.Struct, frozen=True):
     """The outcome of resolving one request's model and priority."""
 
     incoming_model: str
