@@ -7,7 +7,7 @@ the text format (`_created` series, label order, every bucket) matches the recor
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -403,7 +403,8 @@ class SimMetrics:
         self.http_highr.observe(seconds)
         self.http_duration.labels(handler, method).observe(seconds)
 
-    def render(self) -> bytes:
+    def render(self, names: Sequence[str] = ()) -> bytes:
+        """The page; with `names`, only those series (as prometheus_client's app serves `name[]`)."""
         engine = self.engine
         deferred = engine.num_deferred()
         self.running.set(engine.num_running)
@@ -413,6 +414,8 @@ class SimMetrics:
         usage = engine.pool.usage()
         self.kv_usage.set(usage)
         self.gpu_cache_usage.set(usage)
+        if names:
+            return generate_latest(self.registry.restricted_registry(names))
         return generate_latest(self.registry)
 
 

@@ -61,6 +61,9 @@ class CpuCost(BaseModel):
     # histogram) takes that CPU from the requests and tokens queued there; a router scraping
     # every 50 ms pays it 20 times a second per replica. 0: not measured (GPU profiles).
     frontend_per_metrics_scrape_ms: float = Field(default=0.0, ge=0)
+    # The same for `/metrics/?name[]=...` (prometheus_client's app, which renders only the named
+    # series: what inferpool's scraper asks for). 0: not measured.
+    frontend_per_filtered_metrics_scrape_ms: float = Field(default=0.0, ge=0)
 
 
 class OutputLength(BaseModel):

@@ -88,6 +88,10 @@ def _plain(text: str) -> web.Response:
 # ----- middleware ---------------------------------------------------------------------------------
 
 
+# vLLM's HTTP metrics leave out its metrics page (both the route and prometheus_client's app)
+_UNCOUNTED = frozenset({"/metrics", "/metrics/"})
+
+
 def _middlewares(state: ReplicaState) -> list[Any]:
     @web.middleware
     async def vllm_shape(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -112,7 +116,7 @@ def _middlewares(state: ReplicaState) -> list[Any]:
             handler_name = "none"
         resp.headers["server"] = "uvicorn"
         resp.headers["vary"] = "Origin"
-        if handler_name != "/metrics" and not request.path.startswith("/sim/nixl/"):  # not vLLM's routes
+        if handler_name not in _UNCOUNTED and not request.path.startswith("/sim/nixl/"):  # not vLLM's routes
             state.metrics.observe_http(handler_name, request.method, resp.status, time.perf_counter() - started,
                                        request.content_length or 0, resp.content_length or 0)  # fmt: skip
         return resp
@@ -444,14 +448,18 @@ class Handlers:
         return _json({"server_load": self.state.in_flight})
 
     async def metrics(self, request: web.Request) -> web.Response:
+        # vLLM 0.32: `/metrics` renders every series whatever the query; `/metrics/` is
+        # prometheus_client's own app, which renders only the `name[]` series when given.
+        names = request.query.getall("name[]", []) if request.path.endswith("/") else []
         eng = self.state.engine
-        cost_ms = eng.profile.cpu.frontend_per_metrics_scrape_ms
+        cpu = eng.profile.cpu
+        cost_ms = cpu.frontend_per_filtered_metrics_scrape_ms if names else cpu.frontend_per_metrics_scrape_ms
         if cost_ms > 0:
             now = eng.clock.now()
             done = eng.frontend_work(cost_ms)
             if isinstance(eng.clock, RealClock):  # the page leaves when the API server is done
                 await asyncio.sleep(eng.clock.real_seconds(done - now))
-        resp = web.Response(body=self.state.metrics.render())
+        resp = web.Response(body=self.state.metrics.render(names))
         resp.headers["content-type"] = METRICS_CONTENT_TYPE
         return resp
 
@@ -554,6 +562,7 @@ def build_app(state: ReplicaState) -> web.Application:
     r.add_get("/version", h.version, allow_head=False)
     r.add_get("/load", h.load, allow_head=False)
     r.add_get("/metrics", h.metrics, allow_head=False)
+    r.add_get("/metrics/", h.metrics, allow_head=False)
     r.add_post("/tokenize", h.tokenize)
     r.add_post("/detokenize", h.detokenize)
     r.add_post("/v1/load_lora_adapter", h.load_lora)
