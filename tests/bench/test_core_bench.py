@@ -1,0 +1,80 @@
+"""What the request core and the observation path cost per request, in process (no sockets):
+route, dispatch, answer, finish, with metrics and the decision log attached as both data
+planes attach them. docs/benchmarks.md quotes these; nothing asserted on time. Budget: 5 s."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import orjson
+import pytest
+
+from inferpool.observe.accesslog import AccessLog
+from inferpool.observe.observation import Observation
+from inferpool.records import HttpFacts, RequestRecord
+from inferpool.request.core import Core, CoreConfig
+from inferpool.state import Criticality, Endpoint, ModelRoute, Pool
+
+POOL = "default/pool"
+BODY = orjson.dumps({"model": "base", "prompt": "Say something about pizza.", "max_tokens": 16})
+ANSWER = orjson.dumps(
+    {
+        "id": "cmpl-1",
+        "object": "text_completion",
+        "choices": [{"text": "ok " * 16, "index": 0, "finish_reason": "length"}],
+        "usage": {"prompt_tokens": 8, "completion_tokens": 16, "total_tokens": 24},
+    }
+)
+HEADERS = {"content-type": "application/json", "host": "127.0.0.1"}
+
+
+def observed_core(profile: str, endpoints: int = 2) -> Core:
+    """A core with `endpoints` ready replicas (as `inferpool bench overhead` runs two) and the
+    observation path attached (metrics, decision log; no access log, as the bench runs serve)."""
+    core = Core(CoreConfig(scheduler=profile, scrape=None))
+    store = core.datastore
+    store.upsert_pool(Pool("default", "pool", {"app": "vllm"}, [8000]))
+    store.upsert_model(ModelRoute("default", "base", "base", "pool", Criticality.CRITICAL))
+    for i in range(endpoints):
+        store.upsert_endpoint(Endpoint(f"pod{i}", f"10.0.0.{i}", 8000, POOL))
+    Observation(store, access_log=AccessLog(enabled=False)).attach(core.director, core.flow_control)
+    return core
+
+
+def lifecycle(core: Core) -> Callable[[], RequestRecord]:
+    director = core.director
+
+    def one() -> RequestRecord:
+        routed = director.route(
+            POOL, "/v1/completions", HEADERS, BODY, http=HttpFacts("POST", "/v1/completions")
+        )
+        routed.dispatched(routed.candidates[0])
+        routed.response_started(200, "application/json")
+        routed.response_data(ANSWER)
+        return routed.finish(200)
+
+    return one
+
+
+def per_call_us(fn: Callable[[], object], seconds: float = 0.3) -> float:
+    """Best of three runs of `seconds` each, in microseconds per call."""
+    best = float("inf")
+    for _ in range(3):
+        calls, start = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - start) < seconds:
+            for _ in range(50):
+                fn()
+            calls += 50
+        best = min(best, elapsed / calls * 1e6)
+    return best
+
+
+@pytest.mark.parametrize("profile", ["default", "round-robin"])
+def test_core_and_observation_per_request(profile: str, capsys: pytest.CaptureFixture[str]) -> None:
+    one = lifecycle(observed_core(profile))
+    record = one()
+    assert record.status == 200 and record.completion_tokens == 16 and record.endpoint is not None
+    cost = per_call_us(one)
+    with capsys.disabled():
+        print(f"\n[bench] core lifecycle with observation, {profile} profile: {cost:.1f} us per request")
