@@ -19,7 +19,7 @@ from inferpool.gateway.config import ProxyConfig, ServeConfig
 from inferpool.gateway.manifests import ManifestError
 from inferpool.gateway.runtime import GatewayRuntime, RuntimeConfig
 from inferpool.gateway.security import read_token
-from inferpool.heap import freeze_startup_heap
+from inferpool.heap import GATEWAY_YOUNG_THRESHOLD, freeze_startup_heap
 from inferpool.request.core import FLEET_SPEED_HELP
 from inferpool.scheduling import ConfigError
 from inferpool.sources.manifest import ManifestLoadFailed
@@ -177,7 +177,7 @@ def serve(
         )
         runtime = GatewayRuntime([str(p) for p in filename], config, static)
         await runtime.start()
-        freeze_startup_heap()
+        freeze_startup_heap(GATEWAY_YOUNG_THRESHOLD)
         try:
             announce(runtime)
             await wait_for_signal()
