@@ -4,11 +4,11 @@ planes attach them. docs/benchmarks.md quotes these; nothing asserted on time. B
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import orjson
 import pytest
+from test_tracing_bench import per_call_us
 
 from inferpool.observe.accesslog import AccessLog
 from inferpool.observe.observation import Observation
@@ -55,19 +55,6 @@ def lifecycle(core: Core) -> Callable[[], RequestRecord]:
         return routed.finish(200)
 
     return one
-
-
-def per_call_us(fn: Callable[[], object], seconds: float = 0.3) -> float:
-    """Best of three runs of `seconds` each, in microseconds per call."""
-    best = float("inf")
-    for _ in range(3):
-        calls, start = 0, time.perf_counter()
-        while (elapsed := time.perf_counter() - start) < seconds:
-            for _ in range(50):
-                fn()
-            calls += 50
-        best = min(best, elapsed / calls * 1e6)
-    return best
 
 
 @pytest.mark.parametrize("profile", ["default", "round-robin"])
