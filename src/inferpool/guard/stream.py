@@ -4,7 +4,8 @@ answered from what the event added rather than from scratch.
 The questions (their plain definitions are what main's StreamScreener computed, kept in
 tests/unit/guard/stream_reference.py; tests/unit/guard/test_stream_unchanged.py holds this
 module to them):
-- `tail_may_find()`: does `Screener.may_find` fire on the last STREAM_TAIL_CHARS characters?
+- `tail_may_find()`: does `Screener.may_find` fire on the new text and the STREAM_TAIL_CHARS
+  before it? (An event longer than that is pre-scanned whole, with the tail before it.)
   Trigger words (secret hints, injection words) are looked for only where one can end in the
   new text, and where each family last started is kept. After a tail in which nothing fired,
   the next tail's older part holds no trigger either, so only one ending in the new text is
@@ -149,6 +150,7 @@ class StreamedText:
         # A recent text every line of which (clipped to it) the blocking checks passed.
         self._clean: tuple[int, int] | None = None
         self._new = ""  # the text the last event added
+        self._long: str | None = None  # that text and the tail before it, when it outgrew the tail
         self._was = 0  # where it starts
         # No trigger lies wholly in the text from here to `_was` (_UNKNOWN: not known).
         self._quiet_from = _UNKNOWN
@@ -168,6 +170,9 @@ class StreamedText:
     def append(self, new: str) -> None:
         was = self._was = self.end
         self._new = new
+        # An event longer than the tail is pre-scanned whole with the tail before it (the tail
+        # alone would miss its start); kept now, before the buffer may drop what precedes it.
+        self._long = self.text[-STREAM_TAIL_CHARS:] + new if len(new) > STREAM_TAIL_CHARS else None
         self.end += len(new)
         buf, self._buf = self._buf, ""
         buf += new  # in place: `buf` is the only reference
@@ -219,7 +224,10 @@ class StreamedText:
         self._line_blocks = {k: v for k, v in self._line_blocks.items() if k[0] >= start}
 
     def tail_may_find(self) -> bool:
-        """`Screener.may_find(self.text[-STREAM_TAIL_CHARS:], Stage.RESPONSE)`, the same answer."""
+        """`Screener.may_find` on the last event's text and the STREAM_TAIL_CHARS before it."""
+        if self._long is not None:
+            self._quiet_from = _UNKNOWN
+            return self.screener.may_find(self._long, Stage.RESPONSE)
         tail_start = max(self.window_start, self.end - STREAM_TAIL_CHARS)
         tail = self._buf[tail_start - self._buf_start :]
         if self._hooked or self.last_exotic >= tail_start:

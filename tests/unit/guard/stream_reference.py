@@ -80,8 +80,13 @@ class ReferenceStreamScreener:
         _map_stream_deltas(data, _collector(texts))
         if not texts:
             return await self._repeats(head, data, event)
-        self._text = (self._text + "".join(texts))[-self.window :]
-        if not self.screener.may_find(self._text[-STREAM_TAIL_CHARS:], Stage.RESPONSE):
+        new = "".join(texts)
+        # The pre-scan covers the event's whole text and the STREAM_TAIL_CHARS before it (main
+        # took the last STREAM_TAIL_CHARS of both: an event longer than that passed unscreened,
+        # its PII unredacted; fixed 2026-12-04).
+        tail = self._text[-STREAM_TAIL_CHARS:] + new
+        self._text = (self._text + new)[-self.window :]
+        if not self.screener.may_find(tail, Stage.RESPONSE):
             return event
         cut = max(self._text.rfind(" "), self._text.rfind("\n"))
         recent = self._text[max(0, cut + 1 - STREAM_SCREEN_CHARS) : cut + 1]

@@ -10,7 +10,9 @@ policies); a key and card numbers split into 1–4 character events at every off
 block, as the reference does; and hypothesis-made texts from the pieces detectors react to
 are compared with `stream_reference.ReferenceStreamScreener` (main's code, kept verbatim),
 under the four policies and the default one with windows of 60 and 600 characters.
-Regenerate the digests only for an intended detection change:
+Regenerated once for an intended change (2026-12-04): an event longer than the pre-scan's
+tail is pre-scanned whole; before, its start was not, and one golden stream (an IBAN opening
+a 581-character event) passed unredacted. Regenerate the digests only for such a change:
 `PYTHONPATH=src python tests/unit/guard/test_stream_unchanged.py > tests/unit/guard/data/stream_golden.json`.
 """
 
@@ -230,6 +232,17 @@ async def test_a_match_split_into_small_events_at_every_offset_is_screened_as_be
                 )
                 if name == "blocking":
                     assert isinstance(now[-1], list) and now[-1][0] == "blocked", (size, offset)
+
+
+async def test_an_event_longer_than_the_tail_is_screened_from_its_start() -> None:
+    """An event's whole text is pre-scanned: e-mail at the start of a 500-character delta (a
+    server that sends several tokens per event) is redacted, as it is in a short one."""
+    screener = Screener(default_config())
+    text = "Write to john.doe@example.com today. " + "lorem ipsum dolor sit amet " * 18
+    assert len(text) > 256
+    for kind in (StreamScreener, ReferenceStreamScreener):
+        sent = "".join(await transcript(kind, screener, chat_events([text])))
+        assert "john.doe@example.com" not in sent and "[REDACTED:email]" in sent, kind
 
 
 # Pieces the pre-scan and the detectors react to, and plain words between them.
