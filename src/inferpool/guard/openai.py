@@ -37,6 +37,11 @@ class Blocked(Exception):
         self.final_event = final_event if final_event is not None else error_event(reason)
 
 
+def complete_words(text: str) -> str:
+    """`text` up to its last space or newline (a word still being streamed is left out)."""
+    return text[: max(text.rfind(" "), text.rfind("\n")) + 1]
+
+
 def _collector(into: list[str]) -> Callable[[str], str]:
     def collect(text: str) -> str:
         into.append(text)
@@ -362,24 +367,32 @@ class StreamScreener:
         streamed.append("".join(texts))
         if not streamed.tail_may_find():
             return event  # nothing in the new text (or just before it) any check could match
+        if streamed.long_text is not None:
+            # An event longer than the tail (a server that sends many tokens per event) may
+            # start before the recent text does: its complete words are screened whole too.
+            if words := complete_words(streamed.long_text):
+                await self._screen_blocking(words)
         # Blocking checks see complete words only ("password = getpa" is not yet "password =
         # getpass()"), and only the recent text: a match ending in this event starts within it.
         first, recent = streamed.recent()
         if recent != self._passed_recent:
             # may_block is False only when the recent text surely does not block; past it the
-            # blocking checks alone decide (each event's text is redacted on its own below), and
-            # the full screen runs only to word the reason, or when a hook screens responses.
-            if streamed.may_block(first, recent) and (
-                self._hooked or self.screener.blocks(recent, Stage.RESPONSE)
-            ):
-                whole = await self.screener.screen_async(recent, Stage.RESPONSE, self.model)
-                if whole.blocked:
-                    self.blocked = whole.reason
-                    raise Blocked(whole.reason)
+            # blocking checks alone decide (each event's text is redacted on its own below).
+            if streamed.may_block(first, recent):
+                await self._screen_blocking(recent)
             self._passed_recent = recent
         if not any(self.screener.may_redact(text, Stage.RESPONSE) for text in texts):
             return event
         return self._redacted(head, data, event, _map_stream_deltas)
+
+    async def _screen_blocking(self, text: str) -> None:
+        """Raise Blocked when `text` blocks (the blocking checks decide; the full screen words
+        the reason, and runs for every text when a hook screens responses)."""
+        if self._hooked or self.screener.blocks(text, Stage.RESPONSE):
+            whole = await self.screener.screen_async(text, Stage.RESPONSE, self.model)
+            if whole.blocked:
+                self.blocked = whole.reason
+                raise Blocked(whole.reason)
 
     async def _repeats(self, head: bytes, data: Any, event: bytes) -> bytes:
         """A Responses/Messages event with no new text: the end of the stream, or a whole text

@@ -223,6 +223,12 @@ class StreamedText:
         self._newlines = self._newlines[bisect_left(self._newlines, start) :]
         self._line_blocks = {k: v for k, v in self._line_blocks.items() if k[0] >= start}
 
+    @property
+    def long_text(self) -> str | None:
+        """The last event's text and the tail before it, when the event was longer than the
+        tail; None for an ordinary event."""
+        return self._long
+
     def tail_may_find(self) -> bool:
         """`Screener.may_find` on the last event's text and the STREAM_TAIL_CHARS before it."""
         if self._long is not None:

@@ -88,6 +88,15 @@ class ReferenceStreamScreener:
         self._text = (self._text + new)[-self.window :]
         if not self.screener.may_find(tail, Stage.RESPONSE):
             return event
+        if len(new) > STREAM_TAIL_CHARS:
+            # A long event may start before the recent text: its complete words are screened
+            # whole too (added 2026-12-04 with the fix above).
+            words = tail[: max(tail.rfind(" "), tail.rfind("\n")) + 1]
+            if words:
+                whole = await self.screener.screen_async(words, Stage.RESPONSE, self.model)
+                if whole.blocked:
+                    self.blocked = whole.reason
+                    raise Blocked(whole.reason)
         cut = max(self._text.rfind(" "), self._text.rfind("\n"))
         recent = self._text[max(0, cut + 1 - STREAM_SCREEN_CHARS) : cut + 1]
         if recent != self._passed_recent:

@@ -10,9 +10,12 @@ policies); a key and card numbers split into 1–4 character events at every off
 block, as the reference does; and hypothesis-made texts from the pieces detectors react to
 are compared with `stream_reference.ReferenceStreamScreener` (main's code, kept verbatim),
 under the four policies and the default one with windows of 60 and 600 characters.
-Regenerated once for an intended change (2026-12-04): an event longer than the pre-scan's
-tail is pre-scanned whole; before, its start was not, and one golden stream (an IBAN opening
-a 581-character event) passed unredacted. Regenerate the digests only for such a change:
+Regenerated for two intended changes (2026-12-04): an event longer than the pre-scan's tail
+is pre-scanned whole (before, its start was not, and one golden stream, an IBAN opening a
+581-character event, passed unredacted), and its complete words are block-screened whole
+(before, only the recent text was, and three streams under the 200-character window whose
+injection or card numbers lay before it passed; they block now). Regenerate the digests only
+for such a change:
 `PYTHONPATH=src python tests/unit/guard/test_stream_unchanged.py > tests/unit/guard/data/stream_golden.json`.
 """
 
@@ -243,6 +246,18 @@ async def test_an_event_longer_than_the_tail_is_screened_from_its_start() -> Non
     for kind in (StreamScreener, ReferenceStreamScreener):
         sent = "".join(await transcript(kind, screener, chat_events([text])))
         assert "john.doe@example.com" not in sent and "[REDACTED:email]" in sent, kind
+
+
+async def test_a_key_early_in_an_event_longer_than_the_window_blocks() -> None:
+    """The recent text is the last STREAM_SCREEN_CHARS of complete words; an event longer than
+    that is block-screened whole as well, so a key at its start does not reach the client."""
+    screener = Screener(default_config())
+    text = "Use AKIAIOSFODNN7EXAMPLE for the deploy. " + "lorem ipsum dolor sit amet " * 60
+    assert len(text) > 1024
+    for kind in (StreamScreener, ReferenceStreamScreener):
+        outcome = await transcript(kind, screener, chat_events([text]))
+        assert isinstance(outcome[-1], list) and outcome[-1][0] == "blocked", kind
+        assert "AKIA" not in "".join(x for x in outcome if isinstance(x, str)), kind
 
 
 # Pieces the pre-scan and the detectors react to, and plain words between them.
