@@ -33,7 +33,7 @@ from inferpool.records import CandidateScore, HttpFacts, PrefillLeg, RequestReco
 from inferpool.request.accounting import ResponseAccounting
 from inferpool.request.body import ParsedBody, parse_body, with_model
 from inferpool.request.resolve import Resolution, resolve
-from inferpool.scheduling.types import SchedulingRequest, SchedulingResult
+from inferpool.scheduling.types import Ranking, SchedulingRequest, SchedulingResult
 from inferpool.state import Datastore, Endpoint
 
 log = logging.getLogger(__name__)
@@ -386,9 +386,12 @@ class Director:
                 log.exception("request record listener failed")
 
     def top_scores(self, result: SchedulingResult) -> tuple[CandidateScore, ...]:
+        ranked = result.ranked
+        if isinstance(ranked, Ranking):
+            return ranked.candidate_scores(self.config.top_scores)
         return tuple(
             CandidateScore(s.endpoint.name, s.endpoint.hostport, s.total, s.scores)
-            for s in result.ranked[: self.config.top_scores]
+            for s in ranked[: self.config.top_scores]
         )
 
 

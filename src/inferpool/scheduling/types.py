@@ -6,6 +6,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, overload
 
+from inferpool.records import CandidateScore
 from inferpool.state import Endpoint
 
 
@@ -97,6 +98,17 @@ class Ranking(Sequence[ScoredEndpoint]):
     def endpoints(self) -> list[Endpoint]:
         """The endpoints best first, without building a `ScoredEndpoint` for each."""
         return list(map(self._endpoints.__getitem__, self._order))
+
+    def candidate_scores(self, count: int) -> tuple[CandidateScore, ...]:
+        """The first `count` entries as the record keeps them, read straight off the columns
+        (no `ScoredEndpoint` built for them: the record is made for every request)."""
+        names, columns, totals, endpoints = self._names, self._columns, self._totals, self._endpoints
+        out = []
+        for pos in self._order[:count]:
+            endpoint = endpoints[pos]
+            scores = {name: column[pos] for name, column in zip(names, columns, strict=True)}
+            out.append(CandidateScore(endpoint.name, endpoint.hostport, totals[pos], scores))
+        return tuple(out)
 
     def _item(self, rank: int) -> ScoredEndpoint:
         items = self._items
