@@ -256,13 +256,12 @@ class Proxy:
         if self.tracing is not None and state.http.trace is not None:
             self.tracing.propagate(state.http.trace, headers)
         total = match.rule.timeout_s
+        if total is None:  # no HTTPRoute request timeout: no timer scope (≈2.7 µs a request)
+            return await self._route_and_forward(request, match, backend, headers, body, parsed, state, None)
         try:
             async with asyncio.timeout(total) as scope:
-                state.routed = await self._route(
+                return await self._route_and_forward(
                     request, match, backend, headers, body, parsed, state, scope.when()
-                )
-                return await self.forwarder.forward(
-                    request, state.routed, headers, match.rule.backend_timeout_s, state.relay
                 )
         except TimeoutError:
             if state.relay.status == 0:
@@ -270,6 +269,22 @@ class Proxy:
                     504, f"Request timed out after {total:g}s (HTTPRoute timeouts.request)."
                 ) from None
             raise
+
+    async def _route_and_forward(
+        self,
+        request: web.Request,
+        match: Match,
+        backend: BackendRef,
+        headers: dict[str, str],
+        body: bytes,
+        parsed: ParsedBody | None,
+        state: _Request,
+        deadline: float | None,
+    ) -> web.StreamResponse:
+        state.routed = await self._route(request, match, backend, headers, body, parsed, state, deadline)
+        return await self.forwarder.forward(
+            request, state.routed, headers, match.rule.backend_timeout_s, state.relay
+        )
 
     async def _route(
         self,
