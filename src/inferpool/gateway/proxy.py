@@ -281,24 +281,9 @@ class Proxy:
         state: _Request,
         deadline: float | None,
     ) -> web.StreamResponse:
-        state.routed = await self._route(request, match, backend, headers, body, parsed, state, deadline)
-        return await self.forwarder.forward(
-            request, state.routed, headers, match.rule.backend_timeout_s, state.relay
-        )
-
-    async def _route(
-        self,
-        request: web.Request,
-        match: Match,
-        backend: BackendRef,
-        headers: dict[str, str],
-        body: bytes,
-        parsed: ParsedBody | None,
-        state: _Request,
-        deadline: float | None,
-    ) -> Routed:
+        """Route (the core for a pool; a Service backend's endpoints in turn), then forward."""
         if backend.kind != "InferencePool":
-            return self.core.passthrough(
+            state.routed = self.core.passthrough(
                 state.request_id,
                 self._service_endpoints(backend),
                 body,
@@ -306,23 +291,27 @@ class Proxy:
                 arrived=state.arrived,
                 model=state.model,
             )
-        if self.datastore.pool(backend.key) is None:
-            raise InferenceError(
-                500, f"InferencePool {backend.key} referenced by {match.route.key} does not exist."
+        else:
+            if self.datastore.pool(backend.key) is None:
+                raise InferenceError(
+                    500, f"InferencePool {backend.key} referenced by {match.route.key} does not exist."
+                )
+            ttl_s = None
+            state.in_core = True
+            if deadline is not None:
+                ttl_s = max(0.0, deadline - asyncio.get_running_loop().time() - _QUEUE_TTL_MARGIN_S)
+            state.routed = await self.core.route_async(
+                backend.key,
+                request.path_qs,
+                headers,
+                body,
+                ttl_s=ttl_s,
+                http=state.http,
+                arrived=state.arrived,
+                parsed=parsed,
             )
-        ttl_s = None
-        state.in_core = True
-        if deadline is not None:
-            ttl_s = max(0.0, deadline - asyncio.get_running_loop().time() - _QUEUE_TTL_MARGIN_S)
-        return await self.core.route_async(
-            backend.key,
-            request.path_qs,
-            headers,
-            body,
-            ttl_s=ttl_s,
-            http=state.http,
-            arrived=state.arrived,
-            parsed=parsed,
+        return await self.forwarder.forward(
+            request, state.routed, headers, match.rule.backend_timeout_s, state.relay
         )
 
     def _service_endpoints(self, backend: BackendRef) -> list[Endpoint]:
