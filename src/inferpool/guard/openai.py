@@ -312,25 +312,26 @@ class StreamScreener:
 
     async def feed(self, chunk: bytes) -> bytes:
         """Screened bytes to send for this chunk (complete events only); Blocked ends the stream."""
-        if not self._buffer and len(chunk) > 2 and chunk.find(b"\n\n") == len(chunk) - 2:  # one whole event
-            try:
-                return await self._event(chunk)
-            except Blocked as blocked:
-                final = anthropic_error_event(blocked.reason) if self._anthropic else None
-                raise Blocked(blocked.reason, b"", final) from None
-        self._buffer += chunk
         out: list[bytes] = []
+        if not self._buffer and len(chunk) > 2 and chunk.find(b"\n\n") == len(chunk) - 2:  # one whole event
+            return await self._screened(chunk, out)
+        self._buffer += chunk
         while True:
             sep = self._buffer.find(b"\n\n")
             if sep < 0:
                 break
             event, self._buffer = self._buffer[: sep + 2], self._buffer[sep + 2 :]
-            try:
-                out.append(await self._event(event))
-            except Blocked as blocked:
-                final = anthropic_error_event(blocked.reason) if self._anthropic else None
-                raise Blocked(blocked.reason, b"".join(out), final) from None
+            out.append(await self._screened(event, out))
         return b"".join(out)
+
+    async def _screened(self, event: bytes, passed: list[bytes]) -> bytes:
+        """One event screened; a block carries what this chunk `passed` before it and the
+        stream's own final event."""
+        try:
+            return await self._event(event)
+        except Blocked as blocked:
+            final = anthropic_error_event(blocked.reason) if self._anthropic else None
+            raise Blocked(blocked.reason, b"".join(passed), final) from None
 
     def flush(self) -> bytes:
         rest, self._buffer = self._buffer, b""

@@ -7,7 +7,7 @@ blocked prompt never leaves the gateway) and has its own timeout and failure pol
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -144,12 +144,7 @@ class Screener:
     def blocks(self, text: str, stage: Stage) -> bool:
         """Whether `screen(text, stage)` blocks, running only the checks whose action is block
         (a verdict blocks exactly when one of them finds something); the hook is not asked."""
-        scan = self._prescanner.scan(text)
-        for check, detect in self._detectors:
-            if check.action is Action.BLOCK and stage in check.stages:
-                for _ in detect(text, scan, False):
-                    return True
-        return False
+        return next(self._found(text, stage, Action.BLOCK), None) is not None
 
     def may_redact(self, text: str, stage: Stage) -> bool:
         """False when `screen(text, stage).text` is surely `text`: no redacting check of `stage`
@@ -163,12 +158,14 @@ class Screener:
 
     def findings(self, text: str, stage: Stage, action: Action) -> list[Finding]:
         """What the checks of `stage` that take `action` find in `text` (screen() runs them all)."""
+        return list(self._found(text, stage, action))
+
+    def _found(self, text: str, stage: Stage, action: Action) -> Iterator[Finding]:
+        """The findings of those checks, one detector after another (lazily: `blocks` stops at one)."""
         scan = self._prescanner.scan(text)
-        found: list[Finding] = []
         for check, detect in self._detectors:
             if stage in check.stages and check.action is action:
-                found += detect(text, scan, False)
-        return found
+                yield from detect(text, scan, False)
 
     def screen(self, text: str, stage: Stage, after_system: bool = False) -> Verdict:
         """`after_system`: the text is the user turn right after a system prompt (injection weighs it)."""

@@ -82,19 +82,20 @@ class _TailTriggers:
 
     @property
     def numbers(self) -> bool:
-        if self._new is not None and not _DIGIT.search(self._new):
-            return False  # a digit run ends in a digit
-        if self._streamed.last_odd_digit >= self._start:
-            return DIGIT_RUN.search(self._tail) is not None
-        return self._shape(0, last_digit_run)
+        return self._digit_shape(DIGIT_RUN, 0, last_digit_run)
 
     @property
     def alnum_ids(self) -> bool:
+        return self._digit_shape(ALNUM_ID, 1, last_alnum_id)
+
+    def _digit_shape(self, pattern: re.Pattern[str], kind: int, last: Callable[[bytes], int]) -> bool:
+        """A digit run or an ID shape (both end in a digit): none can end in new text without one;
+        a non-ASCII digit in the tail needs the regular expression itself."""
         if self._new is not None and not _DIGIT.search(self._new):
-            return False  # an ID shape ends in a digit
+            return False
         if self._streamed.last_odd_digit >= self._start:
-            return ALNUM_ID.search(self._tail) is not None
-        return self._shape(1, last_alnum_id)
+            return pattern.search(self._tail) is not None
+        return self._shape(kind, last)
 
     @property
     def long_tokens(self) -> bool:
