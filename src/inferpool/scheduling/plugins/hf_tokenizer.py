@@ -22,10 +22,12 @@ multimodal placeholders), a request-supplied `chat_template`, `continue_final_me
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from inferpool.scheduling.plugins.prefix_store import BOUNDARY, PrefixTokenStore
 
 # The special tokens transformers passes to the template (PreTrainedTokenizerBase.special_tokens_map).
 SPECIAL_TOKEN_NAMES = (
@@ -110,6 +112,78 @@ def completion_prompt(body: Mapping[str, Any]) -> str | list[int] | None:
     return prompt if isinstance(prompt, str) else None
 
 
+# Normalizers that act on single characters: none joins or inserts across a space between letters.
+_LOCAL_NORMALIZERS = frozenset({"NFC", "NFD", "NFKC", "NFKD", "Lowercase"})
+
+
+def splits_between_words(tokenizer_json: Path) -> bool:
+    """Whether tokenizing text in segments cut at prefix_store.BOUNDARY ("a b") gives the same
+    ids as the whole text: byte-level BPE behind a regex pre-tokenizer (GPT-2, Llama-3, Qwen,
+    Mistral-Nemo: the space starts a piece, and BPE merges only within a piece), no prefix space
+    added, character-local normalizers only, and no added token that strips whitespace, must be a
+    single word or holds such a boundary itself. SentencePiece-style files (a `▁` prepended or
+    spaces replaced) are not cut: each would gain a prefix at every cut."""
+    try:
+        spec = json.loads(tokenizer_json.read_text("utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(spec, dict) or (spec.get("model") or {}).get("type") != "BPE":
+        return False
+    if spec.get("truncation") or spec.get("padding"):
+        return False
+    normalizer = spec.get("normalizer")
+    if normalizer is not None:
+        if not isinstance(normalizer, dict):
+            return False
+        parts = normalizer.get("normalizers") or [] if normalizer.get("type") == "Sequence" else [normalizer]
+        if any(not isinstance(n, dict) or n.get("type") not in _LOCAL_NORMALIZERS for n in parts):
+            return False
+    pre = spec.get("pre_tokenizer") or {}
+    if not isinstance(pre, dict):
+        return False
+    steps = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]
+    if not steps or not isinstance(steps[-1], dict) or steps[-1].get("type") != "ByteLevel":
+        return False
+    if any(not isinstance(p, dict) or p.get("type") not in ("Split", "ByteLevel") for p in steps):
+        return False
+    if any(p.get("type") == "ByteLevel" and p.get("add_prefix_space") for p in steps):
+        return False
+    for added in spec.get("added_tokens") or []:
+        if not isinstance(added, dict):
+            return False
+        if added.get("lstrip") or added.get("rstrip") or added.get("single_word"):
+            return False
+        if BOUNDARY.search(str(added.get("content", ""))):
+            return False
+    return True
+
+
+# Cut into short segments and compared with the whole: a tokenizer whose pre-tokenizer regex
+# does not start a piece at "a b" after all is caught here, at load, not by wrong routing.
+_PROBE = (
+    "Hello world, the cache's 12 blocks aren't here.\n\nAnswer:  two  spaces\tand tabs; "
+    "CamelCase words, x-y z_w, naïve café résumé ünïcode 日本語 text, émoji 🙂 ok.\n"
+    "<|im_start|>user\nplease don't   stop\n"
+)
+_PROBES = (_PROBE, _PROBE * 3, "a b  c d\ne f g'h i's j 1 k " * 4)
+
+
+def _store_agrees(encode: Callable[[str], list[int]]) -> bool:
+    probe = PrefixTokenStore(encode, segment_chars=1)  # a cut at every boundary
+    return all(probe.encode(text) == encode(text) for text in _PROBES)
+
+
+def _special_tokens_around(tokenizer: Any) -> tuple[list[int], list[int]] | None:
+    """What the post-processor adds before and after a text (e.g. BOS), or None if it is not
+    a plain frame around the text's own ids."""
+    plain = tokenizer.encode("a b", add_special_tokens=False).ids
+    framed = tokenizer.encode("a b", add_special_tokens=True).ids
+    for i in range(len(framed) - len(plain) + 1):
+        if framed[i : i + len(plain)] == plain:
+            return list(framed[:i]), list(framed[i + len(plain) :])
+    return None
+
+
 class HFPromptTokenizer:
     """The token ids vLLM computes for a request body, from the model's tokenizer files."""
 
@@ -121,6 +195,14 @@ class HFPromptTokenizer:
             self._tokenizer = HFTokenizer.from_file(str(tokenizer_json))
         except Exception as exc:  # tokenizers raises a bare Exception on a malformed file
             raise ChatTemplateError(f"{tokenizer_json}: not a tokenizer.json ({exc})") from None
+        # Shared prefixes tokenized once, where this tokenizer splits words as the store assumes
+        self.store: PrefixTokenStore | None = None
+        self._specials: tuple[list[int], list[int]] | None = None  # (before, after) the text
+        if splits_between_words(tokenizer_json):
+            self.store = PrefixTokenStore(self._encode_plain)
+            self._specials = _special_tokens_around(self._tokenizer)
+            if not _store_agrees(self._encode_plain):
+                self.store = None
         template, self.special_tokens = load_chat_template(tokenizer_json)
         self._template = None
         if template is not None:
@@ -146,7 +228,17 @@ class HFPromptTokenizer:
         return self._template is not None
 
     def encode(self, text: str, *, add_special_tokens: bool) -> list[int]:
+        store = self.store
+        if store is not None:
+            if not add_special_tokens:
+                return store.encode(text)
+            if self._specials is not None:
+                before, after = self._specials
+                return [*before, *store.encode(text), *after]
         return list(self._tokenizer.encode(text, add_special_tokens=add_special_tokens).ids)
+
+    def _encode_plain(self, text: str) -> list[int]:
+        return list(self._tokenizer.encode(text, add_special_tokens=False).ids)
 
     def render_chat(self, body: Mapping[str, Any]) -> str | None:
         """The chat as vLLM renders it for the model, or None where that is not reproduced here."""

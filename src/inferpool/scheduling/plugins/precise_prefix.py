@@ -26,10 +26,11 @@ from pydantic import Field, field_validator
 from inferpool.durations import parse_go_duration_or_seconds
 from inferpool.scheduling.plugins.hf_tokenizer import HFPromptTokenizer, completion_prompt
 from inferpool.scheduling.plugins.prefix_cache import PrefixCacheParams, PrefixCacheScorer, overloaded
+from inferpool.scheduling.plugins.prefix_store import PrefixTokenStore
 from inferpool.scheduling.types import SchedulingRequest
 from inferpool.state import Endpoint
 from inferpool.state.kvindex import DEFAULT_EVENTS_PORT, KVBlockIndex, KVEventsSettings, chain_keys
-from inferpool.tokenization import Tokenizer, content_text
+from inferpool.tokenization import BOS_ID, Tokenizer, content_text
 
 SIM_TOKENIZER = "sim"
 # llm-d's precise-prefix-cache-scorer (llm-d-inference-scheduler, pkg/plugins/scorer/
@@ -97,6 +98,8 @@ class SimPromptTokenizer:
 
     def __init__(self) -> None:
         self._tokenizer = Tokenizer(remember_pieces=False)
+        # Words are `\s*\S+`: the text splits between words exactly (prefix_store.BOUNDARY)
+        self.store = PrefixTokenStore(lambda text: self._tokenizer.encode(text, add_bos=False))
 
     def prompt_ids(self, body: Mapping[str, Any]) -> list[int] | None:
         messages = body.get("messages")
@@ -106,10 +109,10 @@ class SimPromptTokenizer:
             turns += [
                 (str(m.get("role")), content_text(m.get("content"))) for m in messages if isinstance(m, dict)
             ]
-            return self._tokenizer.encode(self._tokenizer.apply_chat_template(turns), add_bos=False)
+            return self.store.encode(self._tokenizer.apply_chat_template(turns))
         prompt = completion_prompt(body)
         if isinstance(prompt, str):
-            return self._tokenizer.encode(prompt)
+            return [BOS_ID, *self.store.encode(prompt)]
         return prompt
 
 

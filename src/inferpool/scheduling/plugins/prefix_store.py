@@ -1,0 +1,76 @@
+"""Tokens of prompt text seen before, segment by segment: a shared prefix is tokenized once.
+
+llm-d's precise scorer keeps an LRU "prefix store" of prompt text in 256-character blocks with
+their tokens (llm-d-kv-cache-manager, `prefixStoreConfig`), and skips tokenizing a prompt whose
+cached blocks cover most of it (`minPrefixOverlapRatio`, 0.8): the tokens of the uncovered rest
+are then missing, and those near a block edge may be wrong. Here reuse is exact. The text is cut
+only where no token can span the cut (`BOUNDARY`: a space between two ASCII letters, where
+every tokenizer this store is used with starts a new word), so the segments' tokens, joined,
+are the whole text's tokens; cached segments are reused and the rest is tokenized as it is.
+
+A segment is at least SEGMENT_CHARS long and ends at the first boundary after that; it is keyed
+by a hash chain over the segments before it (as KV blocks are), so a key names the whole text
+from the start of the prompt to the segment's end.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from collections.abc import Callable
+
+import xxhash
+
+SEGMENT_CHARS = 256  # llm-d's prefix-store block size
+DEFAULT_MAX_SEGMENTS = 32_768  # ≈8 MB of text; least recently used segments go first
+# "a b": the space starts the next word's piece in the simulator's tokenizer (words are
+# `\s*\S+`) and in byte-level BPE pre-tokenizers (GPT-2's ` ?\p{L}+`, Llama-3's and Qwen's
+# `[^\r\n\p{L}\p{N}]?\p{L}+`), so nothing before it merges with anything after it.
+BOUNDARY = re.compile(r"(?<=[A-Za-z]) (?=[A-Za-z])")
+
+
+class PrefixTokenStore:
+    """`encode(text)` equals the wrapped `encode(text)`; segments seen before are not re-tokenized."""
+
+    def __init__(
+        self,
+        encode: Callable[[str], list[int]],
+        max_segments: int = DEFAULT_MAX_SEGMENTS,
+        segment_chars: int = SEGMENT_CHARS,
+    ) -> None:
+        self._encode = encode
+        self._max_segments = max_segments
+        self._segment_chars = segment_chars
+        self._segments: OrderedDict[int, tuple[int, ...]] = OrderedDict()
+        self.reused = 0  # segments taken from the store
+        self.tokenized = 0  # segments tokenized (and kept)
+
+    def __len__(self) -> int:
+        return len(self._segments)
+
+    def encode(self, text: str) -> list[int]:
+        ids: list[int] = []
+        segments = self._segments
+        digest = xxhash.xxh3_64_intdigest
+        start = parent = 0
+        while True:
+            cut = BOUNDARY.search(text, start + self._segment_chars)
+            if cut is None:
+                break
+            end = cut.start()
+            piece = text[start:end]
+            key = digest(piece.encode("utf-8", "surrogatepass"), seed=parent)
+            tokens = segments.get(key)
+            if tokens is None:
+                tokens = segments[key] = tuple(self._encode(piece))
+                self.tokenized += 1
+                if len(segments) > self._max_segments:
+                    segments.popitem(last=False)
+            else:
+                segments.move_to_end(key)
+                self.reused += 1
+            ids += tokens
+            start, parent = end, key
+        if start < len(text):
+            ids += self._encode(text[start:])  # the unique rest (the question) is not kept
+        return ids
