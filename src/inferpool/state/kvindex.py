@@ -24,6 +24,7 @@ from __future__ import annotations
 import heapq
 import time
 from array import array
+from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -171,6 +172,55 @@ def chain_keys(
         count = min(count, max_blocks)
     data = array(_TOKEN, token_ids[: count * block_size]).tobytes()
     return _chain(data, block_size, count, root_key(lora), None)
+
+
+class ChainKeyCache:
+    """`chain_keys`, remembering runs of CACHED_RUN blocks: prompts that share a long prefix
+    (a system prompt, a conversation so far) hash its blocks once, not once per request.
+
+    A run is found by its parent key (which names every token before it), the block size and
+    its own tokens (compared, not only hashed), so a hit is the same blocks after the same
+    prefix: the keys are what `chain_keys` computes. Packing a long prompt's ids into bytes
+    costs more than the lookups (≈0.1 ms for 6,000 tokens), so only what is not found is packed."""
+
+    CACHED_RUN = 16  # blocks per remembered run: one lookup instead of 16 block hashes
+
+    def __init__(self, max_runs: int = 4096) -> None:
+        # ≈2 KB a run of 16-token blocks: ≈8 MB, a million tokens of distinct prefixes
+        self._runs: OrderedDict[tuple[int, int, tuple[int, ...]], tuple[int, ...]] = OrderedDict()
+        self._max_runs = max_runs
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+    def keys(
+        self, token_ids: Sequence[int], block_size: int, lora: str | None, max_blocks: int | None = None
+    ) -> list[int]:
+        count = len(token_ids) // block_size
+        if max_blocks is not None:
+            count = min(count, max_blocks)
+        runs, run_tokens = self._runs, self.CACHED_RUN * block_size
+        parent = root_key(lora)
+        keys: list[int] = []
+        done = 0
+        while done + self.CACHED_RUN <= count:
+            at = done * block_size
+            name = (parent, block_size, tuple(token_ids[at : at + run_tokens]))
+            cached = runs.get(name)
+            if cached is None:
+                data = array(_TOKEN, name[2]).tobytes()
+                cached = runs[name] = tuple(_chain(data, block_size, self.CACHED_RUN, parent, None))
+                if len(runs) > self._max_runs:
+                    runs.popitem(last=False)
+            else:
+                runs.move_to_end(name)
+            keys += cached
+            parent = cached[-1]
+            done += self.CACHED_RUN
+        if done < count:
+            data = array(_TOKEN, token_ids[done * block_size : count * block_size]).tobytes()
+            keys += _chain(data, block_size, count - done, parent, None)
+        return keys
 
 
 def _chain(

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from inferpool.scheduling.plugins.hf_tokenizer import HFPromptTokenizer, splits_between_words
 from inferpool.scheduling.plugins.precise_prefix import SimPromptTokenizer
 from inferpool.scheduling.plugins.prefix_store import PrefixTokenStore
+from inferpool.state.kvindex import ChainKeyCache, chain_keys
 from inferpool.tokenization import BOS_ID, Tokenizer
 
 from .test_sched_hf_tokenizer import LLAMA3_TEMPLATE, SPECIALS, TEXT, build_model_dir
@@ -181,3 +182,32 @@ def test_a_pre_tokenizer_that_keeps_words_together_is_caught_at_load(tmp_path: P
     tok.save(str(path))
     assert splits_between_words(path)  # the file alone does not tell
     assert HFPromptTokenizer(str(path)).store is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    prefix=st.lists(st.integers(0, 128_255), max_size=700),
+    tails=st.lists(st.lists(st.integers(0, 128_255), max_size=200), min_size=1, max_size=4),
+    size=st.sampled_from([1, 4, 16]),
+    lora=st.sampled_from([None, "adapter-a"]),
+    max_blocks=st.sampled_from([None, 3, 40]),
+)
+def test_cached_chain_keys_are_the_chain_keys(
+    prefix: list[int], tails: list[list[int]], size: int, lora: str | None, max_blocks: int | None
+) -> None:
+    cache = ChainKeyCache(max_runs=64)
+    for tail in tails:  # prompts sharing a prefix: later ones take its runs from the cache
+        ids = prefix + tail
+        assert cache.keys(ids, size, lora, max_blocks) == chain_keys(ids, size, lora, max_blocks)
+        # the same run of bytes after the same prefix, cut into other blocks, chains otherwise
+        assert cache.keys(ids, size * 2, lora, max_blocks) == chain_keys(ids, size * 2, lora, max_blocks)
+
+
+def test_a_shared_prefix_is_hashed_once() -> None:
+    cache = ChainKeyCache()
+    shared = list(range(16 * 100))
+    cache.keys([*shared, 1, 2, 3], 16, None)
+    runs = len(cache)
+    assert runs == 100 // ChainKeyCache.CACHED_RUN
+    cache.keys([*shared, 7, 8, 9], 16, None)
+    assert len(cache) == runs  # nothing new: every whole run was the shared prefix's

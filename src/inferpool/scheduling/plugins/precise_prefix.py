@@ -29,7 +29,7 @@ from inferpool.scheduling.plugins.prefix_cache import PrefixCacheParams, PrefixC
 from inferpool.scheduling.plugins.prefix_store import PrefixTokenStore
 from inferpool.scheduling.types import SchedulingRequest
 from inferpool.state import Endpoint
-from inferpool.state.kvindex import DEFAULT_EVENTS_PORT, KVBlockIndex, KVEventsSettings, chain_keys
+from inferpool.state.kvindex import DEFAULT_EVENTS_PORT, ChainKeyCache, KVBlockIndex, KVEventsSettings
 from inferpool.tokenization import BOS_ID, Tokenizer, content_text
 
 SIM_TOKENIZER = "sim"
@@ -132,6 +132,7 @@ class PrecisePrefixCacheScorer:
     _pending: OrderedDict[str, tuple[object, dict[int, list[list[int]]]]] = field(
         init=False, default_factory=OrderedDict
     )
+    _chains: ChainKeyCache = field(init=False, default_factory=ChainKeyCache)  # shared prefixes hashed once
 
     def __post_init__(self) -> None:
         p = self.params
@@ -190,7 +191,7 @@ class PrecisePrefixCacheScorer:
         chains: dict[int, list[list[int]]] = {}
         for size, group in by_size.items():
             for lora in loras:
-                keys = chain_keys(usable, size, lora, self.params.max_prefix_blocks_to_match)
+                keys = self._chains.keys(usable, size, lora, self.params.max_prefix_blocks_to_match)
                 if not keys:
                     continue
                 chains.setdefault(size, []).append(keys)
@@ -223,7 +224,7 @@ class PrecisePrefixCacheScorer:
             if index is not None and size and ids is not None:
                 usable = ids[: max(0, len(ids) - 1)]
                 for lora in loras:
-                    keys = chain_keys(usable, size, lora, self.params.max_prefix_blocks_to_match)
+                    keys = self._chains.keys(usable, size, lora, self.params.max_prefix_blocks_to_match)
                     prompt_blocks = len(keys)
                     held = max(held, index.match(keys, [source])[source])
                     confirmed = max(confirmed, index.confirmed_prefix(keys, source))
