@@ -420,15 +420,20 @@ class KVBlockIndex:
         alive = set(sources)
         counts = dict.fromkeys(alive, 0)
         owners = self._owners
-        for depth, key in enumerate(keys):
+        depth = 0
+        for key in keys:
             holders = owners.get(key)
             if not holders:
-                return counts
-            alive &= holders
-            if not alive:
-                return counts
-            for source in alive:
-                counts[source] = depth + 1
+                break
+            if not alive <= holders:  # someone's run ends here (a subset test allocates nothing)
+                for source in alive - holders:
+                    counts[source] = depth
+                alive &= holders
+                if not alive:
+                    return counts
+            depth += 1
+        for source in alive:
+            counts[source] = depth
         return counts
 
     def confirmed_prefix(self, keys: Sequence[int], source: str) -> int:

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from inferpool.scheduling.plugins.hf_tokenizer import HFPromptTokenizer, splits_between_words
 from inferpool.scheduling.plugins.precise_prefix import SimPromptTokenizer
 from inferpool.scheduling.plugins.prefix_store import PrefixTokenStore
-from inferpool.state.kvindex import ChainKeyCache, chain_keys
+from inferpool.state.kvindex import ChainKeyCache, KVBlockIndex, chain_keys
 from inferpool.tokenization import BOS_ID, Tokenizer
 
 from .test_sched_hf_tokenizer import LLAMA3_TEMPLATE, SPECIALS, TEXT, build_model_dir
@@ -211,3 +211,25 @@ def test_a_shared_prefix_is_hashed_once() -> None:
     assert runs == 100 // ChainKeyCache.CACHED_RUN
     cache.keys([*shared, 7, 8, 9], 16, None)
     assert len(cache) == runs  # nothing new: every whole run was the shared prefix's
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    held=st.lists(st.sets(st.integers(0, 11), max_size=12), min_size=1, max_size=4),
+    keys=st.lists(st.integers(0, 14), max_size=14),
+)
+def test_index_match_counts_each_sources_leading_run(held: list[set[int]], keys: list[int]) -> None:
+    """KVBlockIndex.match against its definition: per source, how many leading keys it holds,
+    counting only while every source still counted holds the key too (a run shared by all)."""
+    index = KVBlockIndex(clock=lambda: 0.0)
+    sources = [f"s{i}" for i in range(len(held))]
+    for source, blocks in zip(sources, held, strict=True):
+        index.stored(source, ["setup"], None, [7] * 2, 2, None)  # a live stream with a block size
+        index.speculate(source, sorted(blocks), ttl_s=60.0)
+    expected: dict[str, int] = dict.fromkeys(sources, 0)
+    alive = set(sources)
+    for depth, key in enumerate(keys, start=1):
+        alive = {s for s in alive if key in held[sources.index(s)]}
+        for source in alive:
+            expected[source] = depth
+    assert index.match(keys, sources) == expected
