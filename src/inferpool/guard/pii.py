@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -217,10 +217,12 @@ class PiiScanner:
         alnum_ids: bool = True,
         email: bool = True,
         lowered: str | None = None,
+        keywords: Collection[str] | None = None,
     ) -> list[Finding]:
         """Findings, earliest-then-longest first without overlaps. The pre-scan's say, when given:
         `number_spans`, the digit runs (number types look only around them); `alnum_ids`, whether
-        the text holds the shape of an alphanumeric ID; `email`, whether it holds an @."""
+        the text holds the shape of an alphanumeric ID; `email`, whether it holds an @;
+        `keywords`, which of the ID rules' keywords occur in `lowered` (ID_KEYWORDS)."""
         found: list[Finding] = []
         lowered = text.lower() if lowered is None else lowered
         if email and self.wants_email:
@@ -234,7 +236,8 @@ class PiiScanner:
             kinds = [
                 k
                 for k in self.types
-                if k not in ALNUM_TYPES and (k not in ID_RULES or _any_keyword(ID_RULES[k], lowered))
+                if k not in ALNUM_TYPES
+                and (k not in ID_RULES or _any_keyword(ID_RULES[k], lowered, keywords))
             ]
             if windows:
                 found += self._numbers(kinds, text, windows)
@@ -505,7 +508,10 @@ def _ssns(text: str, start: int = 0, end: int | None = None) -> list[Finding]:
     ]
 
 
-def _any_keyword(rule: IdRule, lowered: str) -> bool:
+def _any_keyword(rule: IdRule, lowered: str, found: Collection[str] | None = None) -> bool:
+    """Whether one of the rule's keywords occurs in `lowered` (`found`: the pre-scan's answer)."""
+    if found is not None:
+        return not rule.keywords or any(w in found for w in rule.keywords)
     return not rule.keywords or any(w in lowered for w in rule.keywords)
 
 
@@ -537,6 +543,8 @@ def _ids(
 
 
 _ID_VALIDATORS = {kind: lru_cache(maxsize=_CACHE_SIZE)(rule.is_valid) for kind, rule in ID_RULES.items()}
+# What the pre-scan looks for on the ID rules' behalf (PiiScanner.find's `keywords`)
+ID_KEYWORDS = frozenset(w for rule in ID_RULES.values() for w in rule.keywords)
 
 
 def without_overlaps(found: list[Finding]) -> list[Finding]:

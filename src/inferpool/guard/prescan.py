@@ -213,6 +213,8 @@ class Prescan:
     exact: bool  # False: a CASE_EXOTIC character is in the text; detectors take their general path
     injection_hits: tuple[int, ...]  # where injection trigger words start
     secret_hints: dict[str, list[int]]  # hint -> offsets where it occurs
+    # the ID keywords (pii.ID_RULES) that occur in `lowered`; None: not searched for
+    keywords: frozenset[str] | None = None
     _numbers: bool = field(default=True, repr=False)
 
     @_lazy
@@ -264,13 +266,25 @@ class Prescanner:
     """One Aho-Corasick automaton (pyahocorasick, C) over every trigger word of a policy's checks:
     a single pass over the lower-cased text, whatever the number of words."""
 
-    def __init__(self, injection: bool, secret_hints: Iterable[str] = ()) -> None:
+    def __init__(
+        self, injection: bool, secret_hints: Iterable[str] = (), keywords: Iterable[str] = ()
+    ) -> None:
+        """`keywords`: words whose presence (as `w in lowered`) detectors ask about (the ID rules'
+        context words); each scan then says which occur, found in the same pass."""
         self._automaton = ahocorasick.Automaton()
         words: dict[str, tuple[str, str]] = {h: ("secret", h) for h in secret_hints}
         if injection:
             for word in INJECTION_WORDS:
                 for variant in _case_variants(word):
                     words.setdefault(variant, ("injection", word))
+        self._keywords = frozenset(keywords)
+        for word in self._keywords:
+            for variant in _case_variants(word):
+                # a keyword that is also a trigger word keeps that family; scan() checks it apart
+                words.setdefault(variant, ("keyword", word))
+        self._shared_keywords = frozenset(
+            w for w in self._keywords if any(words[v] != ("keyword", w) for v in _case_variants(w))
+        )
         for word, value in words.items():
             self._automaton.add_word(word, (*value, len(word)))
         self._empty = not words
@@ -282,17 +296,23 @@ class Prescanner:
         lowered, exact = fold(text)
         injection: list[int] = []
         hints: dict[str, list[int]] = {}
+        keywords: set[str] = set()
         for last, (family, word, length) in self.hits(lowered):
             if family == "injection":
                 injection.append(last - length + 1)
-            else:
+            elif family == "secret":
                 hints.setdefault(word, []).append(last - length + 1)
-        return Prescan(text, lowered, exact, tuple(injection), hints)
+            else:
+                keywords.add(word)
+        if not self._keywords:
+            return Prescan(text, lowered, exact, tuple(injection), hints)
+        keywords.update(w for w in self._shared_keywords if w in lowered)
+        return Prescan(text, lowered, exact, tuple(injection), hints, frozenset(keywords))
 
     def hits(self, lowered: str) -> Iterable[tuple[int, tuple[str, str, int]]]:
         """Every trigger word in a folded text, in the order of their ends: (where its last
-        character is, (family, word, length)); family "injection" or "secret", `word` the hint
-        or the injection word's base form."""
+        character is, (family, word, length)); family "injection", "secret" or "keyword",
+        `word` the hint, keyword or the injection word's base form."""
         return () if self._empty else self._automaton.iter(lowered)
 
     @property

@@ -16,7 +16,7 @@ from inferpool.guard.credentials import SECRET_HINTS, SecretScanner
 from inferpool.guard.detectors import compile_terms, find_terms
 from inferpool.guard.findings import Finding
 from inferpool.guard.injection import InjectionScorer
-from inferpool.guard.pii import PiiScanner
+from inferpool.guard.pii import ID_KEYWORDS, PiiScanner
 from inferpool.guard.policy import Action, CheckConfig, GuardConfig, HookConfig, Stage
 from inferpool.guard.prescan import SHORTEST_NUMBER_CANDIDATE, Prescan, Prescanner, Triggers
 
@@ -73,6 +73,7 @@ def _detector(check: CheckConfig) -> Detector:
             alnum_ids=scan.alnum_ids,
             email=scan.email,
             lowered=scan.lowered,
+            keywords=scan.keywords,
         )
     if check.check == "secrets":
         secrets = SecretScanner(check.base64_entropy_limit, check.hex_entropy_limit)
@@ -99,7 +100,12 @@ class Screener:
         self.config = config
         self._detectors = [(check, _detector(check)) for check in config.checks]
         kinds = {c.check for c in config.checks}
-        self._prescanner = Prescanner("injection" in kinds, SECRET_HINTS if "secrets" in kinds else ())
+        injection, hints = "injection" in kinds, SECRET_HINTS if "secrets" in kinds else ()
+        self._prescanner = Prescanner(injection, hints)  # triggers only (the stream's per-event scans)
+        # Where PII's ID rules run, their keywords are looked for in the same pass
+        self._with_keywords = (
+            Prescanner(injection, hints, ID_KEYWORDS) if "pii" in kinds else self._prescanner
+        )
         self._session = session
         # The kinds of the checks of each stage, and of each stage and action.
         self._kinds: dict[tuple[Stage, Action | None], tuple[str, ...]] = {
@@ -156,13 +162,18 @@ class Screener:
             return False  # the common streamed token: too short for a digit run or an ID shape
         return self.triggered(self._prescanner.scan(text), stage, Action.REDACT)
 
+    def _scanner(self, stage: Stage, action: Action | None) -> Prescanner:
+        """The pre-scan for running the checks of `stage` (and `action`): with the ID keywords
+        only when a PII check is among them (a blocking-only screen has no use for them)."""
+        return self._with_keywords if "pii" in self._kinds[stage, action] else self._prescanner
+
     def findings(self, text: str, stage: Stage, action: Action) -> list[Finding]:
         """What the checks of `stage` that take `action` find in `text` (screen() runs them all)."""
         return list(self._found(text, stage, action))
 
     def _found(self, text: str, stage: Stage, action: Action) -> Iterator[Finding]:
         """The findings of those checks, one detector after another (lazily: `blocks` stops at one)."""
-        scan = self._prescanner.scan(text)
+        scan = self._scanner(stage, action).scan(text)
         for check, detect in self._detectors:
             if stage in check.stages and check.action is action:
                 yield from detect(text, scan, False)
@@ -171,7 +182,7 @@ class Screener:
         """`after_system`: the text is the user turn right after a system prompt (injection weighs it)."""
         verdict = Verdict(text)
         to_redact: list[Finding] = []
-        scan = self._prescanner.scan(text)
+        scan = self._scanner(stage, None).scan(text)
         for check, detect in self._detectors:
             if stage not in check.stages:
                 continue
