@@ -22,7 +22,9 @@ from collections.abc import Callable
 import xxhash
 
 SEGMENT_CHARS = 256  # llm-d's prefix-store block size
-DEFAULT_MAX_SEGMENTS = 32_768  # ≈8 MB of text; least recently used segments go first
+# ≈2 M characters of distinct prompt prefixes (a segment holds ≈64 ids: ≤ 2.3 KB as Python ints,
+# so ≤ 20 MB); least recently used segments go first
+DEFAULT_MAX_SEGMENTS = 8192
 # "a b": the space starts the next word's piece in the simulator's tokenizer (words are
 # `\s*\S+`) and in byte-level BPE pre-tokenizers (GPT-2's ` ?\p{L}+`, Llama-3's and Qwen's
 # `[^\r\n\p{L}\p{N}]?\p{L}+`), so nothing before it merges with anything after it.
