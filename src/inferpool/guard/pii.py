@@ -510,9 +510,9 @@ def _ssns(text: str, start: int = 0, end: int | None = None) -> list[Finding]:
 
 def _any_keyword(rule: IdRule, lowered: str, found: Collection[str] | None = None) -> bool:
     """Whether one of the rule's keywords occurs in `lowered` (`found`: the pre-scan's answer)."""
-    if found is not None:
-        return not rule.keywords or any(w in found for w in rule.keywords)
-    return not rule.keywords or any(w in lowered for w in rule.keywords)
+    if not rule.keywords:
+        return True
+    return any(w in (lowered if found is None else found) for w in rule.keywords)
 
 
 def _ids(

@@ -304,10 +304,9 @@ class Prescanner:
                 hints.setdefault(word, []).append(last - length + 1)
             else:
                 keywords.add(word)
-        if not self._keywords:
-            return Prescan(text, lowered, exact, tuple(injection), hints)
         keywords.update(w for w in self._shared_keywords if w in lowered)
-        return Prescan(text, lowered, exact, tuple(injection), hints, frozenset(keywords))
+        found = frozenset(keywords) if self._keywords else None
+        return Prescan(text, lowered, exact, tuple(injection), hints, found)
 
     def hits(self, lowered: str) -> Iterable[tuple[int, tuple[str, str, int]]]:
         """Every trigger word in a folded text, in the order of their ends: (where its last

@@ -103,9 +103,7 @@ class Screener:
         injection, hints = "injection" in kinds, SECRET_HINTS if "secrets" in kinds else ()
         self._prescanner = Prescanner(injection, hints)  # triggers only (the stream's per-event scans)
         # Where PII's ID rules run, their keywords are looked for in the same pass
-        self._with_keywords = (
-            Prescanner(injection, hints, ID_KEYWORDS) if "pii" in kinds else self._prescanner
-        )
+        with_keywords = Prescanner(injection, hints, ID_KEYWORDS) if "pii" in kinds else self._prescanner
         self._session = session
         # The kinds of the checks of each stage, and of each stage and action.
         self._kinds: dict[tuple[Stage, Action | None], tuple[str, ...]] = {
@@ -114,6 +112,11 @@ class Screener:
             )
             for stage in Stage
             for action in (None, *Action)
+        }
+        # The pre-scan for running the checks of a stage (and action): with the ID keywords only
+        # when a PII check is among them (a blocking-only screen has no use for them).
+        self._scanners = {
+            key: with_keywords if "pii" in checks else self._prescanner for key, checks in self._kinds.items()
         }
 
     @property
@@ -162,18 +165,13 @@ class Screener:
             return False  # the common streamed token: too short for a digit run or an ID shape
         return self.triggered(self._prescanner.scan(text), stage, Action.REDACT)
 
-    def _scanner(self, stage: Stage, action: Action | None) -> Prescanner:
-        """The pre-scan for running the checks of `stage` (and `action`): with the ID keywords
-        only when a PII check is among them (a blocking-only screen has no use for them)."""
-        return self._with_keywords if "pii" in self._kinds[stage, action] else self._prescanner
-
     def findings(self, text: str, stage: Stage, action: Action) -> list[Finding]:
         """What the checks of `stage` that take `action` find in `text` (screen() runs them all)."""
         return list(self._found(text, stage, action))
 
     def _found(self, text: str, stage: Stage, action: Action) -> Iterator[Finding]:
         """The findings of those checks, one detector after another (lazily: `blocks` stops at one)."""
-        scan = self._scanner(stage, action).scan(text)
+        scan = self._scanners[stage, action].scan(text)
         for check, detect in self._detectors:
             if stage in check.stages and check.action is action:
                 yield from detect(text, scan, False)
@@ -182,7 +180,7 @@ class Screener:
         """`after_system`: the text is the user turn right after a system prompt (injection weighs it)."""
         verdict = Verdict(text)
         to_redact: list[Finding] = []
-        scan = self._scanner(stage, None).scan(text)
+        scan = self._scanners[stage, None].scan(text)
         for check, detect in self._detectors:
             if stage not in check.stages:
                 continue

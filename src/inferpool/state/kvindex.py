@@ -167,11 +167,14 @@ def chain_keys(
     token_ids: Sequence[int], block_size: int, lora: str | None, max_blocks: int | None = None
 ) -> list[int]:
     """Chain keys of the full blocks of `token_ids` from the start (at most `max_blocks`)."""
-    count = len(token_ids) // block_size
-    if max_blocks is not None:
-        count = min(count, max_blocks)
+    count = _full_blocks(token_ids, block_size, max_blocks)
     data = array(_TOKEN, token_ids[: count * block_size]).tobytes()
     return _chain(data, block_size, count, root_key(lora), None)
+
+
+def _full_blocks(token_ids: Sequence[int], block_size: int, max_blocks: int | None) -> int:
+    count = len(token_ids) // block_size
+    return count if max_blocks is None else min(count, max_blocks)
 
 
 class ChainKeyCache:
@@ -196,9 +199,7 @@ class ChainKeyCache:
     def keys(
         self, token_ids: Sequence[int], block_size: int, lora: str | None, max_blocks: int | None = None
     ) -> list[int]:
-        count = len(token_ids) // block_size
-        if max_blocks is not None:
-            count = min(count, max_blocks)
+        count = _full_blocks(token_ids, block_size, max_blocks)
         runs, run_tokens = self._runs, self.CACHED_RUN * block_size
         parent = root_key(lora)
         keys: list[int] = []
