@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from inferpool.kvwire import AllBlocksCleared, BlockRemoved, BlockStored
 from inferpool.request.core import Core, CoreConfig
@@ -99,6 +101,10 @@ def test_speculating_again_extends_and_confirmed_blocks_are_not_speculated() -> 
     _route(scorer, [a, b], a)
     clock.now += 0.8  # past the first TTL, within the second
     assert scorer.score(_request(), [a, b])[a] == 1.0
+    assert index.speculative_size(source_a) == CACHEABLE - 2
+    clock.now += 0.3  # past the second: the later speculation's blocks go too
+    assert index.speculative_size(source_a) == 0
+    assert scorer.score(_request(), [a, b])[a] == pytest.approx(2 / CACHEABLE)
 
 
 def test_eviction_and_clear_remove_speculative_blocks_too() -> None:
@@ -144,3 +150,42 @@ def test_the_ttl_runs_on_the_cores_clock_in_the_fleets_time() -> None:
     assert index.speculative_size(source) == 2
     clock.now += 0.2
     assert index.speculative_size(source) == 0
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(
+                st.just("speculate"),
+                st.sampled_from("ab"),
+                st.lists(st.integers(1, 12), max_size=8),
+                st.sampled_from([0.5, 1.0, 2.0]),
+            ),
+            st.tuples(st.just("wait"), st.sampled_from([0.25, 0.5, 1.0, 1.5])),
+        ),
+        max_size=40,
+    )
+)
+def test_speculative_blocks_match_a_per_block_expiry_model(steps: list[tuple[Any, ...]]) -> None:
+    """The index keeps one expiry entry per speculation, not per block: what it answers is still
+    that of a per-block model (each block held until the expiry of the last speculation naming it)."""
+    clock = FakeClock()
+    index = KVBlockIndex(clock=clock)
+    for source in "ab":
+        index.set_live(source, True)
+    expiry: dict[tuple[str, int], float] = {}
+    for step in steps:
+        if step[0] == "speculate":
+            _, source, keys, ttl = step
+            index.speculate(source, keys, ttl)
+            for key in keys:
+                expiry[source, key] = clock.now + ttl
+        else:
+            clock.now += step[1]
+        for source in "ab":
+            held = {k for (s, k), at in expiry.items() if s == source and at > clock.now}
+            assert index.speculative_size(source) == len(held)
+            chain = list(range(1, 13))
+            expected = next((i for i, k in enumerate(chain) if k not in held), len(chain))
+            assert index.match(chain, [source])[source] == expected
