@@ -335,8 +335,12 @@ class Director:
         InferenceModel targets none of them: that one is the base.
         """
         adapters: set[str] = set()
-        for endpoint in self.datastore.endpoints(pool):
-            adapters |= endpoint.metrics.active_adapters | endpoint.metrics.waiting_adapters
+        for endpoint in self.datastore.endpoints(pool):  # per request: no new set per endpoint
+            metrics = endpoint.metrics
+            if metrics.active_adapters:
+                adapters |= metrics.active_adapters
+            if metrics.waiting_adapters:
+                adapters |= metrics.waiting_adapters
         base = self.config.base_models.get(pool)
         if base is None and adapters:
             routes = self.datastore.models(pool)
@@ -345,6 +349,11 @@ class Director:
         return base, adapters
 
     def _is_adapter(self, pool: str, target_model: str) -> bool | None:
+        configured = self.config.base_models.get(pool)
+        if configured is not None:
+            # What the rest answers (no adapter is served under the base model's name), without
+            # reading every endpoint's adapters: this runs per request, and pools can be large.
+            return target_model != configured
         base, adapters = self.base_model(pool)
         if target_model in adapters:
             return True
