@@ -512,7 +512,8 @@ def _any_keyword(rule: IdRule, lowered: str, found: Collection[str] | None = Non
     """Whether one of the rule's keywords occurs in `lowered` (`found`: the pre-scan's answer)."""
     if not rule.keywords:
         return True
-    return any(w in (lowered if found is None else found) for w in rule.keywords)
+    where = lowered if found is None else found
+    return any(w in where for w in rule.keywords)
 
 
 def _ids(

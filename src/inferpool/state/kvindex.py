@@ -400,10 +400,11 @@ class KVBlockIndex:
             src = self._sources.get(source)
             if src is None:
                 continue
+            speculative = src.speculative
             for key in keys:
-                if src.speculative.get(key) != expiry:
+                if speculative.get(key) != expiry:
                     continue  # confirmed, removed, cleared or speculated again since
-                del src.speculative[key]
+                del speculative[key]
                 if key not in src.held:
                     self._disown(source, key)
 
