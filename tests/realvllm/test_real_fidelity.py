@@ -18,8 +18,11 @@ from inferpool.bench.procs import Child
 from realvllm.conftest import Assets
 from realvllm.servers import VLLMServer
 
-RATE = 6.0  # well below either fleet's saturation: placement, not queueing, decides
-SECONDS = 8.0
+# Well below either fleet's saturation (≈26 req/s real, docs/simulator.md): placement, not
+# queueing, decides. ≈30 lora-a requests, so that "most on replica 1" (≈85 % of them on both
+# fleets, bench/results/2026-12-04/fidelity) does not rest on a handful.
+RATE = 8.0
+SECONDS = 15.0
 
 
 def placement_through_gateway(
