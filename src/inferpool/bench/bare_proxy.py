@@ -40,6 +40,7 @@ class BareProxy:
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60.0, enable_cleanup_closed=True)
         self._session = aiohttp.ClientSession(
             connector=connector,
+            cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=False,
             timeout=aiohttp.ClientTimeout(total=None, connect=5.0),
             skip_auto_headers=("User-Agent", "Content-Type", "Accept-Encoding"),

@@ -70,6 +70,9 @@ class Forwarder:
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
+            # No cookie jar: a proxy relays Set-Cookie to its client and keeps none of its own,
+            # or one client's session cookie would ride along on every later request.
+            cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=False,
             timeout=aiohttp.ClientTimeout(total=None, connect=self.config.connect_timeout_s),
             skip_auto_headers=("User-Agent", "Content-Type", "Accept-Encoding"),

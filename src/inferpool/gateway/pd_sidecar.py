@@ -204,6 +204,7 @@ class PdSidecar:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
                 connector=aiohttp.TCPConnector(limit=0),
+                cookie_jar=aiohttp.DummyCookieJar(),  # a proxy keeps no cookies (gateway/forward.py)
                 auto_decompress=False,
             )
             app = web.Application(client_max_size=64 * 1024 * 1024)

@@ -44,7 +44,7 @@ class Upstream:
     """A tiny model server whose behaviour each test sets."""
 
     name: str
-    behaviour: str = "ok"  # ok | fail500 | sse | slow | hang | linger (SSE done, then no EOF)
+    behaviour: str = "ok"  # ok | fail500 | sse | slow | hang | linger (SSE done, then no EOF) | cookie
     seen: list[dict[str, object]] = field(default_factory=list)
     release: asyncio.Event = field(default_factory=asyncio.Event)
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
@@ -88,13 +88,16 @@ class Upstream:
             await resp.write_eof()
             return resp
         model = orjson.loads(body).get("model") if body else None
-        return web.json_response(
+        answer = web.json_response(
             {
                 "served_by": self.name,
                 "model": model,
                 "usage": {"prompt_tokens": 4, "total_tokens": 6, "completion_tokens": 2},
             }
         )
+        if self.behaviour == "cookie":
+            answer.set_cookie("session", f"for-request-{len(self.seen)}")
+        return answer
 
     async def start(self) -> None:
         app = web.Application()
@@ -357,3 +360,21 @@ async def test_a_client_cannot_name_the_prefill_endpoint(rig: RigFactory) -> Non
     assert resp.status == 200
     seen = r.upstreams[0].seen[0]["headers"]
     assert "x-prefiller-host-port" not in seen and seen["x-keep"] == "yes"  # type: ignore[operator, index]
+
+
+async def test_a_cookie_one_client_was_given_never_reaches_the_model_server_for_another(
+    rig: RigFactory,
+) -> None:
+    """The gateway relays Set-Cookie to the client it answers and keeps no cookie of its own: a
+    jar in its upstream session would send one client's session cookie with everyone's requests
+    (aiohttp's default jar keeps cookies of named hosts, not of IP addresses, so the endpoint is
+    named here)."""
+    r = await rig("cookie")
+    r.datastore.upsert_endpoint(Endpoint("ep0", "localhost", r.upstreams[0].port, POOL, {"app": "m"}))
+    payload = {"model": "food-review", "prompt": "hi", "max_tokens": 4}
+    for _ in range(2):  # two clients that keep no cookies either
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as client:
+            resp = await client.post(r.url + "/v1/completions", json=payload)
+            assert resp.status == 200
+            assert resp.cookies["session"].value.startswith("for-request-")
+    assert [seen["headers"].get("Cookie") for seen in r.upstreams[0].seen] == [None, None]  # type: ignore[attr-defined]
