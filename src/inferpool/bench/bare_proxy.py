@@ -5,7 +5,13 @@ chunk as it arrives. The client session, server runner and event loop are set up
 `inferpool serve` sets up its own (uvloop, one pooled session, no auto headers, no access log),
 so the difference to the gateway is the gateway's work, not aiohttp's.
 
-    python -m inferpool.bench.bare_proxy --port 8080 --backend 127.0.0.1:8000 [--backend ...]
+    python -m inferpool.bench.bare_proxy --port 8080 --backend 127.0.0.1:8000 [--backend ...] [--work-us N]
+
+`--work-us N` burns N µs of CPU (thread time) in each request's handler before proxying it: a
+stand-in for a gateway's own work, so the floor can be read at the gateway's throughput. A
+proxy that serves fewer requests a second pays more of aiohttp's and the kernel's cost per
+request (fewer events per loop wake-up), so comparing CPU per request at different
+throughputs mixes that in.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import time
 from collections.abc import Mapping
 
 import aiohttp
@@ -32,9 +39,10 @@ def end_to_end(headers: Mapping[str, str]) -> CIMultiDict[str]:
 
 
 class BareProxy:
-    def __init__(self, backends: list[str]) -> None:
+    def __init__(self, backends: list[str], work_us: int = 0) -> None:
         self._backends = itertools.cycle(backends)
         self._session: aiohttp.ClientSession | None = None
+        self._work_s = work_us / 1e6
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60.0, enable_cleanup_closed=True)
@@ -52,6 +60,8 @@ class BareProxy:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         assert self._session is not None, "BareProxy.start() was not awaited"
+        if self._work_s:
+            burn_cpu(self._work_s)
         body = await request.read()
         url = f"http://{next(self._backends)}{request.path_qs}"
         try:
@@ -80,8 +90,15 @@ class BareProxy:
                 upstream.close()
 
 
-async def serve(host: str, port: int, backends: list[str]) -> None:
-    proxy = BareProxy(backends)
+def burn_cpu(seconds: float) -> None:
+    """Spin until this thread has used `seconds` of CPU (thread time: preemption is not counted)."""
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
+async def serve(host: str, port: int, backends: list[str], work_us: int = 0) -> None:
+    proxy = BareProxy(backends, work_us)
     await proxy.start()
     app = web.Application(client_max_size=16 * 1024 * 1024)
     app.router.add_route("*", "/{tail:.*}", proxy.handle)
@@ -101,9 +118,10 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--backend", action="append", required=True, help="host:port, repeatable")
+    parser.add_argument("--work-us", type=int, default=0, help="µs of CPU burned per request (default 0)")
     args = parser.parse_args()
     try:
-        uvloop.run(serve(args.host, args.port, args.backend))
+        uvloop.run(serve(args.host, args.port, args.backend, args.work_us))
     except KeyboardInterrupt:
         pass
 

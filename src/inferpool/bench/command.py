@@ -425,7 +425,7 @@ def overhead_command(
     contenders: str | None = typer.Option(
         None,
         "--contenders",
-        help="Comma-separated: direct, envoy, epp-envoy[:MODE], epp-noop-envoy, serve[:PROFILE], bare-aiohttp, "
+        help="Comma-separated: direct, envoy, epp-envoy[:MODE], epp-noop-envoy, serve[:PROFILE], bare-aiohttp[:US], "
         "sglang-router[:POLICY], vllm-router[:POLICY]. Default: all of them (the --smoke set with --smoke).",
     ),
     rounds: int | None = typer.Option(None, "--rounds", min=1, help="Rounds (medians, min…max); default 3."),

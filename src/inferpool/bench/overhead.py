@@ -56,6 +56,7 @@ class Contender:
     profile: str | None = None
     mode: AccountingMode | None = None
     peer: Peer | None = None
+    work_us: int = 0  # bare-aiohttp:N: CPU burned per request, a stand-in for a gateway's own work
 
     @property
     def slug(self) -> str:
@@ -82,6 +83,12 @@ def parse_contenders(text: str) -> list[Contender]:
         kind, _, arg = item.partition(":")
         if kind in ("direct", "envoy", "epp-noop-envoy", "bare-aiohttp") and not arg:
             out.append(Contender(kind, kind))
+        elif kind == "bare-aiohttp":
+            if not arg.isdigit() or int(arg) <= 0:
+                raise ValueError(
+                    f"{item!r}: bare-aiohttp:N takes N, µs of CPU per request, a whole number > 0"
+                )
+            out.append(Contender(f"bare-aiohttp +{int(arg)} µs", kind, work_us=int(arg)))
         elif kind == "epp-envoy":
             names = [arg] if arg else list(ACCOUNTING_MODES)
             for name in names:
@@ -98,7 +105,7 @@ def parse_contenders(text: str) -> list[Contender]:
             out.append(Contender(peer.label, "peer", peer=peer))
         else:
             known = (
-                "direct, envoy, epp-envoy[:MODE], epp-noop-envoy, serve[:PROFILE], bare-aiohttp, "
+                "direct, envoy, epp-envoy[:MODE], epp-noop-envoy, serve[:PROFILE], bare-aiohttp[:US], "
                 + ", ".join(f"{p}[:POLICY]" for p in PEERS)
             )
             raise ValueError(f"unknown contender {item!r}; known: {known}")
@@ -288,6 +295,8 @@ def start_contender(
     elif contender.kind == "bare-aiohttp":
         (listener,) = distinct_free_ports(1)
         argv = [sys.executable, "-m", "inferpool.bench.bare_proxy", "--port", str(listener)]
+        if contender.work_us:
+            argv += ["--work-us", str(contender.work_us)]
         for worker in workers:
             argv += ["--backend", worker]
         child = _proxy(opts, tag, argv, children, running)

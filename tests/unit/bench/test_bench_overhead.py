@@ -4,6 +4,7 @@ Envoy-alone config, what the instant backend and the no-op picker answer, and th
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,6 +15,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from inferpool.bench import overhead, overhead_report
+from inferpool.bench.bare_proxy import burn_cpu
 from inferpool.bench.cpu import cpu_list, cpu_seconds, default_split, parse_cpus, pinned
 from inferpool.bench.envoy import ACCOUNTING_MODES
 from inferpool.bench.instant_backend import completion_body, metrics_page, stream_event_prefix
@@ -40,9 +42,20 @@ def test_epp_envoy_alone_runs_every_accounting_mode_and_names_are_unique() -> No
     assert all(c.peer is None for c in smoke)  # the smoke run needs no network install
 
 
+def test_a_bare_proxy_with_work_burns_that_much_cpu_per_request() -> None:
+    [plain, worked] = parse_contenders("bare-aiohttp,bare-aiohttp:170")
+    assert (plain.name, plain.work_us) == ("bare-aiohttp", 0)
+    assert (worked.name, worked.kind, worked.work_us) == ("bare-aiohttp +170 µs", "bare-aiohttp", 170)
+    before = time.thread_time()
+    burn_cpu(0.002)
+    assert time.thread_time() - before >= 0.002
+
+
 @pytest.mark.parametrize(
-    "text", ["nginx", "epp-envoy:sampled-typo", "serve:no-such-profile", "direct,direct", "direct:x"]
-)
+    "text",
+    ["nginx", "epp-envoy:sampled-typo", "serve:no-such-profile", "direct,direct", "direct:x",
+     "bare-aiohttp:x", "bare-aiohttp:0", "bare-aiohttp:-5"],
+)  # fmt: skip
 def test_unknown_or_repeated_contenders_are_refused(text: str) -> None:
     with pytest.raises(ValueError):
         parse_contenders(text)
