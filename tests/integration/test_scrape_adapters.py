@@ -1,4 +1,4 @@
-"""The scraper learns which LoRA adapters a server has loaded, from its model list.
+"""The scraper learns which LoRA adapters a server has loaded, and its base model, from its model list.
 
 vLLM's metrics name only adapters with unfinished requests; an idle loaded adapter shows
 up only in GET /v1/models, so routing needs this to avoid sending requests where the
@@ -40,6 +40,9 @@ async def test_loaded_adapters_follow_load_and_unload() -> None:
             )
             assert a.metrics.loaded_adapters == frozenset({"food-review"})
             assert b.metrics.loaded_adapters == frozenset()
+            # and each server's own model name: the list's entry without a parent
+            base = with_lora.config.model_name
+            assert a.metrics.base_models == b.metrics.base_models == frozenset({base})
 
             async with aiohttp.ClientSession() as http:
                 load = {"lora_name": "cad-fabricator", "lora_path": "/adapters/cad-fabricator"}

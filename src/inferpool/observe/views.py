@@ -33,6 +33,7 @@ def endpoint_view(e: Endpoint) -> dict[str, Any]:
             "waiting_adapters": sorted(m.waiting_adapters),
             "max_active_adapters": m.max_active_adapters,
             "loaded_adapters": None if m.loaded_adapters is None else sorted(m.loaded_adapters),
+            "base_models": None if m.base_models is None else sorted(m.base_models),
             "age_s": None if age == float("inf") else round(age, 3),
         },
     }

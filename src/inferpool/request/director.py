@@ -331,22 +331,38 @@ class Director:
     def base_model(self, pool: str) -> tuple[str | None, set[str]]:
         """(the pool's base model if known, adapter names the model servers report).
 
-        Known when configured, or when adapters have been seen on the servers and exactly one
-        InferenceModel targets none of them: that one is the base.
+        Known when configured; else when the servers' model lists (GET /v1/models) name one
+        model without a parent; else when adapters have been seen on the servers and exactly
+        one InferenceModel targets none of them: that one is the base.
         """
+        adapters, served = self._models_seen(pool)
+        return self._infer_base(pool, adapters, served), adapters
+
+    def _infer_base(self, pool: str, adapters: set[str], served: set[str]) -> str | None:
+        base = self.config.base_models.get(pool)
+        if base is None and len(served) == 1:
+            base = next(iter(served))
+        if base is None and adapters:
+            routes = self.datastore.models(pool)
+            plain = {r.model_name for r in routes if not ({t.name for t in r.targets} & adapters)} - adapters
+            base = next(iter(plain)) if len(plain) == 1 else None
+        return base
+
+    def _models_seen(self, pool: str) -> tuple[set[str], set[str]]:
+        """(adapters the servers report, names the servers list without a parent)."""
         adapters: set[str] = set()
+        served: set[str] = set()
         for endpoint in self.datastore.endpoints(pool):  # per request: no new set per endpoint
             metrics = endpoint.metrics
             if metrics.active_adapters:
                 adapters |= metrics.active_adapters
             if metrics.waiting_adapters:
                 adapters |= metrics.waiting_adapters
-        base = self.config.base_models.get(pool)
-        if base is None and adapters:
-            routes = self.datastore.models(pool)
-            plain = {r.model_name for r in routes if not ({t.name for t in r.targets} & adapters)} - adapters
-            base = next(iter(plain)) if len(plain) == 1 else None
-        return base, adapters
+            if metrics.loaded_adapters:
+                adapters |= metrics.loaded_adapters
+            if metrics.base_models:
+                served |= metrics.base_models
+        return adapters, served
 
     def _is_adapter(self, pool: str, target_model: str) -> bool | None:
         configured = self.config.base_models.get(pool)
@@ -354,9 +370,12 @@ class Director:
             # What the rest answers (no adapter is served under the base model's name), without
             # reading every endpoint's adapters: this runs per request, and pools can be large.
             return target_model != configured
-        base, adapters = self.base_model(pool)
+        adapters, served = self._models_seen(pool)
         if target_model in adapters:
             return True
+        if target_model in served:  # a server lists it as its own model (vLLM: parent null)
+            return False
+        base = self._infer_base(pool, adapters, served)
         if base is None:
             return None
         return target_model != base

@@ -48,6 +48,7 @@ class _Target:
     endpoints: list[Endpoint] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
     loaded_adapters: frozenset[str] | None = None
+    base_models: frozenset[str] | None = None
     models_read_at: float = float("-inf")
     # Whether the server answers `<metrics_path>/?name[]=...` with just the named series (None:
     # not tried yet). vLLM does (prometheus_client's app is mounted there; the plain path
@@ -162,6 +163,7 @@ class Scraper(DatastoreFollower):
             return False
         metrics.scraped_at = time.monotonic()
         metrics.loaded_adapters = target.loaded_adapters
+        metrics.base_models = target.base_models
         self.scrapes += 1
         for endpoint in target.endpoints:
             if endpoint.consecutive_scrape_failures >= self.config.failure_threshold:
@@ -192,7 +194,8 @@ class Scraper(DatastoreFollower):
         return series
 
     async def _read_adapters(self, target: _Target) -> None:
-        """Loaded LoRA adapters from the OpenAI model list (entries whose `parent` is set).
+        """Loaded LoRA adapters (entries whose `parent` is set) and the server's own model names
+        (entries without one) from the OpenAI model list.
 
         A failure leaves the last answer in place: /metrics decides readiness, not this.
         """
@@ -204,10 +207,10 @@ class Scraper(DatastoreFollower):
                 if response.status != 200:
                     return
                 listing = await response.json(content_type=None)
-            entries = listing.get("data", []) if isinstance(listing, dict) else []
-            target.loaded_adapters = frozenset(
-                str(e["id"]) for e in entries if isinstance(e, dict) and e.get("parent") and "id" in e
-            )
+            entries = [e for e in (listing.get("data", []) if isinstance(listing, dict) else [])
+                       if isinstance(e, dict) and "id" in e]  # fmt: skip
+            target.loaded_adapters = frozenset(str(e["id"]) for e in entries if e.get("parent"))
+            target.base_models = frozenset(str(e["id"]) for e in entries if not e.get("parent"))
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
             return
 

@@ -20,6 +20,8 @@ class EndpointMetrics:
     # vLLM's metrics only name adapters with unfinished requests, so an idle loaded adapter
     # is visible only here.
     loaded_adapters: frozenset[str] | None = None
+    # The server's own model names (GET /v1/models entries without a parent); None = unknown.
+    base_models: frozenset[str] | None = None
     cache_block_size: int | None = None
     cache_num_blocks: int | None = None
     scraped_at: float = 0.0  # time.monotonic() of the last successful scrape; 0 = never

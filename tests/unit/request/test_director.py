@@ -418,6 +418,24 @@ def test_base_model_inferred_from_reported_adapters() -> None:
     assert parents == {"food-review": BASE, BASE: None, "batch": BASE}
 
 
+def test_the_servers_model_lists_tell_the_base_model_before_any_adapter_runs() -> None:
+    """GET /v1/models names the server's own model without a parent and loaded adapters with
+    one: known from the first poll, with no LoRA traffic yet (vLLM's metrics name only adapters
+    with unfinished requests)."""
+    h = Harness()
+    for pod in h.store.endpoints(POOL):
+        pod.metrics.base_models = frozenset({BASE})
+        pod.metrics.loaded_adapters = frozenset({"food-review-1"})
+    assert h.director.base_model(POOL) == (BASE, {"food-review-1"})
+    assert h.route({"model": BASE, "messages": []}).scheduling_request.lora_adapter is False
+    assert h.route(CHAT).scheduling_request.lora_adapter is True  # food-review -> food-review-1
+    for pod in h.store.endpoints(POOL):
+        pod.metrics.base_models = frozenset({BASE, "alias"})  # vLLM lists every served name
+        pod.metrics.loaded_adapters = frozenset()
+    assert h.director.base_model(POOL) == (None, set())  # two names: which is "the" base is open
+    assert h.route({"model": BASE, "messages": []}).scheduling_request.lora_adapter is False
+
+
 SESSION_PROFILE = """
 apiVersion: inference.networking.x-k8s.io/v1alpha1
 kind: EndpointPickerConfig
