@@ -370,11 +370,18 @@ class Director:
             # What the rest answers (no adapter is served under the base model's name), without
             # reading every endpoint's adapters: this runs per request, and pools can be large.
             return target_model != configured
+        endpoints = self.datastore.endpoints(pool)
+        for endpoint in endpoints:  # per request: the first server that names the target decides
+            metrics = endpoint.metrics
+            if (
+                target_model in metrics.active_adapters
+                or target_model in metrics.waiting_adapters
+                or (metrics.loaded_adapters and target_model in metrics.loaded_adapters)
+            ):
+                return True
+            if metrics.base_models and target_model in metrics.base_models:
+                return False  # a server lists it as its own model (vLLM: parent null)
         adapters, served = self._models_seen(pool)
-        if target_model in adapters:
-            return True
-        if target_model in served:  # a server lists it as its own model (vLLM: parent null)
-            return False
         base = self._infer_base(pool, adapters, served)
         if base is None:
             return None
