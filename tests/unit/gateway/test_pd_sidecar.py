@@ -282,3 +282,32 @@ def test_config_refuses_what_cannot_work() -> None:
         SidecarConfig(allow=["h"], connector="mooncake").check()
     with pytest.raises(ValueError, match="--endpoints needs -f"):
         SidecarConfig(allow=["h"], endpoints_file=Path("e.yaml")).check()
+
+
+@dataclass
+class CookieServer(HeaderServer):
+    """A prefill server that sets a cookie on every (unstreamed) answer."""
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        answer = await super().handle(request)
+        if not answer.prepared:
+            answer.set_cookie("session", f"for-request-{len(self.headers)}")
+        return answer
+
+
+async def test_the_sidecar_keeps_no_cookie_a_prefill_server_set(rig) -> None:  # type: ignore[no-untyped-def]
+    """A prefill target named by host (not IP) that sets a cookie: the next prefill leg, for
+    another client, goes without it (a jar in the sidecar's session would send it)."""
+    r = await rig(allow=("localhost",))
+    cookies = CookieServer()
+    await cookies.start()
+    try:
+        for _ in range(2):
+            resp = await r.post(f"localhost:{cookies.port}")
+            assert resp.status == 200
+            await resp.read()
+        assert len(cookies.headers) == 2
+        assert [h.get("cookie") for h in cookies.headers] == [None, None]
+    finally:
+        if cookies.runner is not None:
+            await cookies.runner.cleanup()
