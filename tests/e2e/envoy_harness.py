@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import tempfile
 import time
@@ -13,6 +12,8 @@ from pathlib import Path
 
 import aiohttp
 
+from free_ports import free_port
+
 # The config generator and binary lookup live with the bench's epp-envoy contender, so the tests
 # and the benchmark run the same Envoy config; re-exported for the other e2e modules.
 from inferpool.bench.envoy import EnvoyConfig, envoy_argv, find_envoy
@@ -20,12 +21,6 @@ from inferpool.bench.envoy import EnvoyConfig, envoy_argv, find_envoy
 ROOT = Path(__file__).resolve().parents[2]
 
 __all__ = ["ROOT", "Envoy", "EnvoyConfig", "find_envoy", "free_port", "ports_of", "spawn", "stop_process"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Envoy:

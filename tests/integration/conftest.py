@@ -11,7 +11,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,17 +22,12 @@ from pathlib import Path
 
 import pytest
 
+from free_ports import free_port as free_port  # re-exported: the tier's modules import it from here
 from inferpool.local.stack import port_is_free as local_port_is_free
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 INFERPOOL = str(BIN / "inferpool")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def port_is_free(port: int) -> bool:

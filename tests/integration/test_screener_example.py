@@ -11,7 +11,6 @@ import importlib.util
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from types import ModuleType
 import pytest
 import yaml
 
+from free_ports import free_port
 from inferpool.guard import GuardConfig, HookConfig, Screener, Stage
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,12 +46,6 @@ def training_rows() -> list[tuple[str, int]]:
     old = yaml.safe_load((DATA / "prompts.yaml").read_text())
     rows += [(h["text"], 1) for h in old["harmful"]] + [(b, 0) for b in old["benign"]]
     return rows
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +13,7 @@ import orjson
 import pytest
 from aiohttp import web
 
+from free_ports import free_port
 from inferpool.admission import AdmissionConfig
 from inferpool.api.loader import load_text
 from inferpool.gateway.auth import add_key
@@ -46,12 +46,6 @@ spec:
   - {type: Secrets, action: Block}
   - {type: PromptInjection, action: Block, stages: [Prompt]}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -14,6 +13,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from free_ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 VLLM_VENV = Path(os.environ.get("VLLM_VENV", ROOT / ".venv-vllm"))
@@ -29,12 +30,6 @@ VLLM_ENV = {
     "VLLM_SERVER_DEV_MODE": "1",  # POST /reset_prefix_cache, for the precise-prefix test
     "VLLM_ENABLE_RESPONSES_API_STORE": "1",  # previous_response_id, for the stored-response test
 }
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def http_status(url: str, timeout: float = 2.0) -> int | None:

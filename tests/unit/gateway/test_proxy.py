@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -13,6 +12,7 @@ import orjson
 import pytest
 from aiohttp import web
 
+from free_ports import free_port
 from inferpool.admission import AdmissionConfig
 from inferpool.gateway.config import ProxyConfig, ServeConfig
 from inferpool.gateway.routing import (
@@ -31,12 +31,6 @@ from inferpool.state import Datastore, Endpoint, ModelRoute, Pool, TargetModel
 
 GW = "default/gw"
 POOL = "default/pool"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

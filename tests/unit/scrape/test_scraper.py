@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import socket
-
 from scrape_helpers import FakeServer, wait_for
 
+from free_ports import free_port
 from inferpool.scrape import Readiness, ScrapeConfig, Scraper
 from inferpool.state import Datastore, Endpoint, Pool
 
@@ -18,12 +17,6 @@ def make_store(port: int, names: tuple[str, ...] = ("pod-0",)) -> Datastore:
     for name in names:
         store.upsert_endpoint(Endpoint(name, "127.0.0.1", port, "default/pool", {"app": "x"}))
     return store
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_scrapes_leaves_rotation_and_comes_back(fake_server: FakeServer) -> None:
