@@ -165,6 +165,19 @@ class ResponseAccounting:
 
     # -- SSE -------------------------------------------------------------------
     def _feed_sse(self, chunk: bytes) -> None:
+        if (
+            not self._line
+            and not self._data
+            and chunk.startswith(b"data: ")
+            and chunk.find(b"\n") == len(chunk) - 2
+            and chunk.endswith(b"\n\n")
+            and not chunk.endswith(b"\r\n\n")
+        ):
+            # The common chunk, a whole one-line event and nothing buffered: its payload as the
+            # line-by-line path would take it, without splitting lines (an engine streams one
+            # such chunk per token).
+            self._event(chunk[6:-2])
+            return
         if self._line:
             # Complete the buffered partial line first; a chunk without a line end only grows it
             # (a long line sent in many small pieces stays linear).
@@ -201,6 +214,10 @@ class ResponseAccounting:
         data = self._data
         payload = data[0] if len(data) == 1 else b"\n".join(data)
         data.clear()
+        self._event(payload)
+
+    def _event(self, payload: bytes) -> None:
+        """One event's data (its data lines joined)."""
         if payload.strip() == b"[DONE]":
             self.done = True
             return

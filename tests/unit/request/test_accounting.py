@@ -218,3 +218,39 @@ def test_sse_split_anywhere_reads_the_same_record(data: st.DataObject, crlf: boo
     assert {f: getattr(split, f) for f in facts} == {f: getattr(whole, f) for f in facts}
     assert whole.first_token_at is not None and whole.first_token_at > whole.first_event_at  # type: ignore[operator]
     assert whole.token_events == 5 and whole.done
+
+
+FACTS = ("first_event_at", "first_token_at", "token_events", "completion_tokens", "usage", "done")
+
+
+@pytest.mark.parametrize("name", ["13", "16", "17", "20", "21"])
+def test_one_event_per_chunk_reads_as_byte_at_a_time(name: str) -> None:
+    """The way an engine streams (one whole event per chunk, the fast path) and byte at a time
+    (the line-by-line path) give the same facts."""
+    content_type, body = _recorded(name)
+    events = [event + b"\n\n" for event in body.split(b"\n\n") if event]
+    assert b"".join(events) == body
+    per_event = _account(content_type, events)
+    per_byte = _account(content_type, [body[i : i + 1] for i in range(len(body))])
+    assert {f: getattr(per_event, f) for f in FACTS} == {f: getattr(per_byte, f) for f in FACTS}
+    assert per_event.token_events > 0 and per_event.done
+
+
+def test_event_chunks_the_fast_path_does_not_take_read_the_same() -> None:
+    """`data:` without its space, a CRLF line end, two events in one chunk, an event after a
+    partial line: each is read as the line-by-line path reads it."""
+    chunks = [
+        b'data: {"choices":[{"text":"a"}]}\n\n',
+        b'data:{"choices":[{"text":"b"}]}\n\n',
+        b'data: {"choices":[{"text":"c"}]}\r\n\n',
+        b'data: {"choices":[{"text":"d"}]}\n\ndata: {"choices":[{"text":"e"}]}\n\n',
+        b'data: {"choices":[{"te',
+        b'xt":"f"}]}\n\n',
+        b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":6,"total_tokens":9}}\n\n',
+        b"data: [DONE]\n\n",
+    ]
+    body = b"".join(chunks)
+    fast = _account("text/event-stream", chunks)
+    slow = _account("text/event-stream", [body[i : i + 1] for i in range(len(body))])
+    assert {f: getattr(fast, f) for f in FACTS} == {f: getattr(slow, f) for f in FACTS}
+    assert fast.token_events == 6 and fast.usage == Usage(3, 6, None) and fast.done
