@@ -425,8 +425,19 @@ def overhead_command(
     contenders: str | None = typer.Option(
         None,
         "--contenders",
-        help="Comma-separated: direct, envoy, epp-envoy[:MODE], epp-noop-envoy, serve[:PROFILE], bare-aiohttp[:US], "
-        "sglang-router[:POLICY], vllm-router[:POLICY]. Default: all of them (the --smoke set with --smoke).",
+        help="Comma-separated: direct, envoy, epp-envoy[:MODE[:WORKERS]], epp-noop-envoy, serve[:PROFILE], "
+        "bare-aiohttp[:US], sglang-router[:POLICY], vllm-router[:POLICY]. Default: all of them (the --smoke "
+        "set with --smoke).",
+    ),
+    tests: str | None = typer.Option(
+        None,
+        "--tests",
+        help="Comma-separated tests: open-200, open-500, open-1000, closed, stream, paced, closed-256. "
+        "Default: all but closed-256.",
+    ),
+    backends: int = typer.Option(2, "--backends", min=1, help="Instant backends (one process each)."),
+    envoy_concurrency: int = typer.Option(
+        1, "--envoy-concurrency", min=1, help="Envoy's worker threads (1 matches one proxy core)."
     ),
     rounds: int | None = typer.Option(None, "--rounds", min=1, help="Rounds (medians, min…max); default 3."),
     duration: float | None = typer.Option(None, "--duration", min=0.1, help="Seconds per test; default 5."),
@@ -457,6 +468,10 @@ def overhead_command(
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--contenders") from None
+    try:
+        chosen_tests = overhead.parse_tests(tests) if tests else overhead.TESTS
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--tests") from None
     default_proxy, default_client = default_split()
     try:
         proxy_set = parse_cpus(proxy_cpus) if proxy_cpus else default_proxy
@@ -473,6 +488,7 @@ def overhead_command(
         duration_s=duration or (0.6 if smoke else 5.0),
         warmup_s=0.3 if smoke else 1.0,
         drain_s=2.0 if smoke else 5.0,
+        tests=chosen_tests, backends=backends, envoy_concurrency=envoy_concurrency,
     )  # fmt: skip
     env = overhead.environment(opts)
     measurements, failures = overhead.run_overhead(opts, lambda line: typer.echo(line, err=True))

@@ -73,6 +73,22 @@ def session_members(session: int) -> list[int]:
     return members
 
 
+def process_cpu_seconds(sessions: list[int]) -> dict[str, float]:
+    """utime + stime per live process in these sessions, keyed "COMMAND PID"."""
+    spent = {}
+    for session in sessions:
+        for pid in session_members(session):
+            try:
+                text = (PROC / str(pid) / "stat").read_text()
+            except OSError:
+                continue
+            command = text[text.find("(") + 1 : text.rfind(")")]
+            fields = text.rpartition(")")[2].split()
+            if len(fields) > 12:
+                spent[f"{command} {pid}"] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return spent
+
+
 def cpu_seconds(sessions: list[int]) -> float:
     """utime + stime of all live processes in these sessions, all threads included, in seconds."""
     ticks = 0

@@ -31,7 +31,7 @@ import yaml
 
 from inferpool.bench import native_loadgen
 from inferpool.bench.compare import EXT_PROC_SERVICE, FleetPorts, inferpool_argv, write_manifests
-from inferpool.bench.cpu import cpu_list, cpu_seconds, pinned
+from inferpool.bench.cpu import cpu_list, cpu_seconds, pinned, process_cpu_seconds
 from inferpool.bench.envoy import ACCOUNTING_MODES, AccountingMode, EnvoyConfig, envoy_argv, find_envoy
 from inferpool.bench.native_loadgen import LoadSpec
 from inferpool.bench.peers import Peer, ensure_installed
@@ -57,6 +57,7 @@ class Contender:
     mode: AccountingMode | None = None
     peer: Peer | None = None
     work_us: int = 0  # bare-aiohttp:N: CPU burned per request, a stand-in for a gateway's own work
+    workers: int = 1  # epp-envoy:MODE:N: `inferpool epp --workers N` (processes sharing the gRPC port)
 
     @property
     def slug(self) -> str:
@@ -90,11 +91,18 @@ def parse_contenders(text: str) -> list[Contender]:
                 )
             out.append(Contender(f"bare-aiohttp +{int(arg)} µs", kind, work_us=int(arg)))
         elif kind == "epp-envoy":
-            names = [arg] if arg else list(ACCOUNTING_MODES)
+            mode_name, _, count = arg.partition(":")
+            if count and (not count.isdigit() or int(count) <= 0):
+                raise ValueError(
+                    f"{item!r}: epp-envoy:MODE:N takes N, the picker's --workers, a whole number > 0"
+                )
+            workers = int(count) if count else 1
+            names = [mode_name] if mode_name else list(ACCOUNTING_MODES)
             for name in names:
                 if name not in ACCOUNTING_MODES:
                     raise ValueError(f"{item!r}: no accounting mode {name!r} ({', '.join(ACCOUNTING_MODES)})")
-                out.append(Contender(f"epp-envoy {name}", kind, mode=ACCOUNTING_MODES[name]))
+                label = f"epp-envoy {name}" + (f" ×{workers}" if count else "")
+                out.append(Contender(label, kind, mode=ACCOUNTING_MODES[name], workers=workers))
         elif kind == "serve":
             profile = arg or "default"
             if profile not in BUILTIN_PROFILES and not Path(profile).is_file():
@@ -105,7 +113,7 @@ def parse_contenders(text: str) -> list[Contender]:
             out.append(Contender(peer.label, "peer", peer=peer))
         else:
             known = (
-                "direct, envoy, epp-envoy[:MODE], epp-noop-envoy, serve[:PROFILE], bare-aiohttp[:US], "
+                "direct, envoy, epp-envoy[:MODE[:WORKERS]], epp-noop-envoy, serve[:PROFILE], bare-aiohttp[:US], "
                 + ", ".join(f"{p}[:POLICY]" for p in PEERS)
             )
             raise ValueError(f"unknown contender {item!r}; known: {known}")
@@ -146,6 +154,23 @@ TESTS = (
     LoadTest("stream", connections=32, events=200, stream=True),
     LoadTest("paced", connections=128, events=100, stream=True, pace_ms=5),
 )
+# Not in the default table: enough connections to keep several picker workers busy (`--tests`).
+EXTRA_TESTS = (LoadTest("closed-256", connections=256),)
+
+
+def parse_tests(text: str) -> tuple[LoadTest, ...]:
+    """'closed,stream' → those tests, in the order given."""
+    known = {t.name: t for t in (*TESTS, *EXTRA_TESTS)}
+    chosen = []
+    for name in (x.strip() for x in text.split(",")):
+        if not name:
+            continue
+        if name not in known:
+            raise ValueError(f"unknown test {name!r}; known: {', '.join(known)}")
+        chosen.append(known[name])
+    if not chosen:
+        raise ValueError("no test named")
+    return tuple(chosen)
 
 
 @dataclass(frozen=True)
@@ -159,6 +184,8 @@ class Options:
     warmup_s: float = 1.0
     drain_s: float = 5.0
     tests: tuple[LoadTest, ...] = TESTS
+    backends: int = 2  # instant backends (one process each) behind every contender
+    envoy_concurrency: int = 1  # Envoy's worker threads
 
 
 @dataclass
@@ -175,12 +202,17 @@ class Measurement:
     # which side limited a closed loop. The client side is the load generator plus the backends.
     proxy_busy: float | None = None
     client_busy: float | None = None
+    # The contender's processes one by one (name: CPU s), and how many requests each picker
+    # worker took (`--workers`): whether the load spread.
+    process_cpu_s: dict[str, float] = field(default_factory=dict)
+    worker_streams: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
 class Running:
     targets: list[str]  # host:port the client sends to (all backends for `direct`)
     proxies: list[Child] = field(default_factory=list)  # the processes whose CPU is the contender's
+    picker_metrics: str | None = None  # the EPP's /metrics URL (per-worker stream counts)
 
 
 # ---------------------------------------------------------------- starting processes
@@ -189,8 +221,8 @@ class Running:
 def start_backends(
     opts: Options, model: str, tag: str, children: list[Child]
 ) -> tuple[list[int], list[Child]]:
-    """Two instant backends, pinned with the client; their ports and processes."""
-    ports = distinct_free_ports(2)
+    """`opts.backends` instant backends, pinned with the client; their ports and processes."""
+    ports = distinct_free_ports(opts.backends)
     started = []
     for i, port in enumerate(ports):
         argv = [
@@ -225,7 +257,8 @@ def _envoy(opts: Options, tag: str, config: str, admin: int, children: list[Chil
     path = opts.workdir / "logs" / f"{tag}-envoy.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(config)
-    envoy = _proxy(opts, f"{tag}-envoy", envoy_argv(binary, path, concurrency=1), children, running)
+    argv = envoy_argv(binary, path, concurrency=opts.envoy_concurrency)
+    envoy = _proxy(opts, f"{tag}-envoy", argv, children, running)
     wait_ready(envoy, [f"http://127.0.0.1:{admin}/ready"], 60)
 
 
@@ -264,6 +297,9 @@ def start_contender(
                     "--host", "127.0.0.1", "--grpc-port", str(grpc_port), "--grpc-health-port", str(health_port),
                     "--metrics-port", str(metrics_port), "--no-secure-serving", "--no-metrics-endpoint-auth",
                     "--log-level", "warning", "--scheduler", "default", *mode.epp_args]  # fmt: skip
+            if contender.workers > 1:
+                argv += ["--workers", str(contender.workers)]
+            running.picker_metrics = f"http://127.0.0.1:{metrics_port}/metrics"
             config = EnvoyConfig(epp_port=grpc_port, pool_ports=backends, listen_port=listener, admin_port=admin,
                                  epp_tls=False, request_body_mode=mode.request_body_mode,
                                  response_body_mode=mode.response_body_mode)  # fmt: skip
@@ -371,25 +407,52 @@ def measure_contender(
                 test.body(model), opts.duration_s, test.connections, test.rate, drain_s=opts.drain_s
             )
             before, backends_before = cpu_seconds(sessions), cpu_seconds(backend_sessions)
+            by_process_before, streams_before = process_cpu_seconds(sessions), worker_streams(running)
             started = time.monotonic()
             result = native_loadgen.run(binary, running.targets, spec, client)
             wall = time.monotonic() - started  # the window the CPU readings span (connecting included)
             spent = cpu_seconds(sessions) - before if sessions else None
+            by_process = {
+                name: round(s - by_process_before.get(name, 0.0), 3)
+                for name, s in process_cpu_seconds(sessions).items()
+            }
+            streams = {w: n - streams_before.get(w, 0.0) for w, n in worker_streams(running).items()}
             client_spent = cpu_seconds(backend_sessions) - backends_before + float(result["cpu_s"])
             out.append(
                 Measurement(
                     contender.name, test.name, round_no, result, spent,
                     proxy_busy=None if spent is None else spent / wall / len(opts.proxy_cpus),
                     client_busy=client_spent / wall / len(opts.client_cpus),
+                    process_cpu_s=by_process, worker_streams=streams,
                 )
             )  # fmt: skip
-            log(f"   {test.name:<10} {_progress_line(result, spent)}")
+            line = _progress_line(result, spent)
+            if len(streams) > 1:
+                line += "  by worker " + "/".join(f"{streams[w]:.0f}" for w in sorted(streams, key=int))
+            log(f"   {test.name:<10} {line}")
             for child in running.proxies:
                 if not child.alive():
                     raise RuntimeError(f"{child.name} exited ({child.proc.returncode}):\n{child.tail()}")
     finally:
         for child in reversed(children):
             child.stop(10)
+
+
+def worker_streams(running: Running) -> dict[str, float]:
+    """The picker's requests so far by worker (its summed /metrics); empty without a picker."""
+    if running.picker_metrics is None:
+        return {}
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(running.picker_metrics, timeout=10) as resp:
+        text = resp.read().decode()
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name == "inferpool_extproc_streams":
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    counts[sample.labels["worker"]] = sample.value
+    return counts
 
 
 def _progress_line(result: dict[str, Any], cpu_s: float | None) -> str:
@@ -478,6 +541,8 @@ def environment(opts: Options) -> dict[str, Any]:
         "inferpool": inferpool_commit(),
         "rounds": opts.rounds,
         "duration_s": opts.duration_s,
+        "backends": opts.backends,
+        "envoy_concurrency": opts.envoy_concurrency,
         "tests": [asdict(t) for t in opts.tests],
         "accounting_modes": {m.name: asdict(m) for m in ACCOUNTING_MODES.values()},
     }

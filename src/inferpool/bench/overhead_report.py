@@ -45,6 +45,22 @@ def _cpu_per(key: str) -> Callable[[Measurement], float | None]:
     return read
 
 
+def _picker_cpu_per_request(m: Measurement) -> float | None:
+    """CPU µs per request of the picker's processes alone (Envoy's left out): epp-envoy only."""
+    pickers = [s for name, s in m.process_cpu_s.items() if not name.startswith("envoy ")]
+    if m.result is None or not m.result["ok"] or len(pickers) == len(m.process_cpu_s) or not pickers:
+        return None
+    return sum(pickers) * 1e6 / float(m.result["ok"])
+
+
+def _worker_spread(m: Measurement) -> float | None:
+    """The busiest picker worker's requests over the mean (1.0: perfectly even); `--workers` only."""
+    counts = list(m.worker_streams.values())
+    if len(counts) < 2 or not sum(counts):
+        return None
+    return max(counts) / (sum(counts) / len(counts))
+
+
 def _busy(side: str) -> Callable[[Measurement], float | None]:
     def read(m: Measurement) -> float | None:
         share: float | None = getattr(m, side)
@@ -81,10 +97,15 @@ def measures(tests: tuple[LoadTest, ...] = TESTS) -> list[Measure]:
             rows += [Measure(f"{what}: events/s", test.name, _rate("events_per_s")),
                      Measure("CPU µs per event (streamed)", test.name, _cpu_per("events"))]  # fmt: skip
         else:
+            # "closed loop" as before for the default test, so earlier tables keep their labels
+            tag = "closed loop" if test.name == "closed" else test.name
             rows += [Measure(f"{what}: req/s", test.name, _rate("rps")),
-                     Measure("CPU µs per request (closed loop)", test.name, _cpu_per("ok")),
-                     Measure("proxy CPUs busy % (closed loop)", test.name, _busy("proxy_busy")),
-                     Measure("client + backend CPUs busy % (closed loop)", test.name, _busy("client_busy"))]  # fmt: skip
+                     Measure(f"CPU µs per request ({tag})", test.name, _cpu_per("ok")),
+                     Measure(f"picker's CPU µs per request, Envoy's left out ({tag})", test.name,
+                             _picker_cpu_per_request),
+                     Measure(f"busiest picker worker's requests ÷ mean ({tag})", test.name, _worker_spread),
+                     Measure(f"proxy CPUs busy % ({tag})", test.name, _busy("proxy_busy")),
+                     Measure(f"client + backend CPUs busy % ({tag})", test.name, _busy("client_busy"))]  # fmt: skip
     return rows
 
 
@@ -213,7 +234,8 @@ def header_lines(env: dict[str, Any]) -> list[str]:
     peers = ", ".join(f"{k} {v}" for k, v in env.get("peers", {}).items()) or "none run"
     return [
         f"- machine: {env['nproc']} CPUs, {env['cpu_model']}, Linux {env['kernel']}, Python {env['python']}",
-        f"- pinning: proxy on CPU {env['proxy_cpus']}, client and backends on CPU {env['client_cpus']}",
+        f"- pinning: proxy on CPU {env['proxy_cpus']}, client and backends on CPU {env['client_cpus']}; "
+        f"{env.get('backends', 2)} instant backends, Envoy --concurrency {env.get('envoy_concurrency', 1)}",
         f"- versions: inferpool {env['inferpool']}, Envoy {env['envoy'] or 'not found'}, {peers}",
         f"- {env['rounds']} round(s), {env['duration_s']:g} s per test; medians with min…max over rounds; "
         "`direct` shows absolute figures, other columns latency added over direct's median",

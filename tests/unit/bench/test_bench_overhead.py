@@ -51,9 +51,42 @@ def test_a_bare_proxy_with_work_burns_that_much_cpu_per_request() -> None:
     assert time.thread_time() - before >= 0.002
 
 
+def test_epp_envoy_with_workers_names_its_worker_count() -> None:
+    [one, four] = parse_contenders("epp-envoy:sampled,epp-envoy:sampled:4")
+    assert (one.name, one.workers) == ("epp-envoy sampled", 1)
+    assert (four.name, four.workers, four.mode) == ("epp-envoy sampled ×4", 4, ACCOUNTING_MODES["sampled"])
+    # the closed loop with enough connections to keep workers busy is there on request only
+    assert [t.name for t in overhead.parse_tests("closed-256, stream")] == ["closed-256", "stream"]
+    assert "closed-256" not in [t.name for t in TESTS]
+    for bad in ("", "closed,nope"):
+        with pytest.raises(ValueError):
+            overhead.parse_tests(bad)
+
+
+def test_workers_rows_show_the_pickers_own_cpu_and_how_evenly_workers_took_requests() -> None:
+    tests = (overhead.LoadTest("closed", 32), overhead.LoadTest("closed-256", 256))
+    runs = [
+        Measurement("epp", "closed-256", 1, _result(ok=1000), cpu_s=1.0,
+                    process_cpu_s={"python 10": 0.0, "python 11": 0.35, "python 12": 0.25, "envoy 13": 0.4},
+                    worker_streams={"0": 600.0, "1": 400.0}),
+        Measurement("epp", "closed", 1, _result(ok=1000), cpu_s=1.0,
+                    process_cpu_s={"python 10": 0.6, "envoy 13": 0.4}, worker_streams={"0": 1000.0}),
+        Measurement("serve", "closed", 1, _result(ok=1000), cpu_s=0.5, process_cpu_s={"python 20": 0.5}),
+    ]  # fmt: skip
+    table = overhead_report.summarize(runs, ["epp", "serve"], tests)
+    picker = table["epp"]["picker's CPU µs per request, Envoy's left out (closed-256)"]
+    assert picker is not None and picker.median == pytest.approx(600.0)
+    spread = table["epp"]["busiest picker worker's requests ÷ mean (closed-256)"]
+    assert spread is not None and spread.median == pytest.approx(1.2)
+    assert table["epp"]["busiest picker worker's requests ÷ mean (closed loop)"] is None  # one worker
+    assert table["serve"]["picker's CPU µs per request, Envoy's left out (closed loop)"] is None  # no Envoy
+    both = table["epp"]
+    assert both["CPU µs per request (closed loop)"] is not None and both["CPU µs per request (closed-256)"]
+
+
 @pytest.mark.parametrize(
     "text",
-    ["nginx", "epp-envoy:sampled-typo", "serve:no-such-profile", "direct,direct", "direct:x",
+    ["nginx", "epp-envoy:sampled-typo", "epp-envoy:sampled:0", "epp-envoy:sampled:x", "serve:no-such-profile", "direct,direct", "direct:x",
      "bare-aiohttp:x", "bare-aiohttp:0", "bare-aiohttp:-5"],
 )  # fmt: skip
 def test_unknown_or_repeated_contenders_are_refused(text: str) -> None:
