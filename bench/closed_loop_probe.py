@@ -3,7 +3,7 @@
 Starts the two instant backends and the contender exactly as the overhead bench does (proxy
 on CPU 0, client and backends on CPU 1), warms up for a second, runs the closed loop (32
 connections) and prints req/s and the contender's CPU µs per request read from /proc. With
-`--py-spy FILE` it also records the contender's last process (py-spy from PyPI, raw format).
+`--py-spy FILE` it also records the picker (or the contender's last process) (py-spy from PyPI, raw format).
 To compare two trees, run it with `PYTHONPATH=<worktree>/src` for each, alternating:
 
     python bench/closed_loop_probe.py serve:default --seconds 6
@@ -12,6 +12,7 @@ To compare two trees, run it with `PYTHONPATH=<worktree>/src` for each, alternat
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import tempfile
 from pathlib import Path
@@ -52,11 +53,13 @@ def main() -> None:
             wait_answering(running, TESTS[0].body(str(model)))
             native_loadgen.run(binary, running.targets, LoadSpec(body, 1.0, connections=8, drain_s=5), "1")
             pids = [child.proc.pid for child in running.proxies]
+            # The picker, not Envoy, when the contender has one; else the proxy itself.
+            spied = next((c for c in running.proxies if c.name.endswith("-picker")), running.proxies[-1])
             spy = None
             if args.py_spy is not None:
                 spy = subprocess.Popen(
-                    ["py-spy", "record", "-r", "250", "-d", str(max(1, int(args.seconds - 1))), "-f", "raw",
-                     "-o", str(args.py_spy), "-p", str(pids[-1])],
+                    ["py-spy", "record", *(["--native"] if os.environ.get("SPY_NATIVE") else []), "-r", "250", "-d", str(max(1, int(args.seconds - 1))), "-f", "raw",
+                     "-o", str(args.py_spy), "-p", str(spied.proc.pid)],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )  # fmt: skip
