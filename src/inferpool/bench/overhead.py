@@ -317,6 +317,8 @@ def start_contender(
             lambda: f"gRPC health :{health_port}",
             120,
         )
+        if running.picker_metrics is not None:  # read before and after each test
+            wait_ready(picker, [running.picker_metrics], 60)
         _envoy(opts, tag, config.render(), admin, children, running)
         running.targets = [f"127.0.0.1:{listener}"]
     elif contender.kind == "serve":
@@ -416,7 +418,10 @@ def measure_contender(
                 name: round(s - by_process_before.get(name, 0.0), 3)
                 for name, s in process_cpu_seconds(sessions).items()
             }
-            streams = {w: n - streams_before.get(w, 0.0) for w, n in worker_streams(running).items()}
+            # Only workers read both times: a failed read leaves the split out, never half of it.
+            streams = {
+                w: n - streams_before[w] for w, n in worker_streams(running).items() if w in streams_before
+            }
             client_spent = cpu_seconds(backend_sessions) - backends_before + float(result["cpu_s"])
             out.append(
                 Measurement(
@@ -444,8 +449,11 @@ def worker_streams(running: Running) -> dict[str, float]:
         return {}
     from prometheus_client.parser import text_string_to_metric_families
 
-    with urllib.request.urlopen(running.picker_metrics, timeout=10) as resp:
-        text = resp.read().decode()
+    try:
+        with urllib.request.urlopen(running.picker_metrics, timeout=10) as resp:
+            text = resp.read().decode()
+    except OSError:  # the split is a side reading: a failed read must not cost the measurement
+        return {}
     counts: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         if family.name == "inferpool_extproc_streams":
