@@ -7,7 +7,10 @@ header, route cache cleared) and response headers (continue). Whatever `inferpoo
 above this is the picker's own work. Destinations are taken in turn, so two backends share
 the load as they do behind the other contenders.
 
-    python -m inferpool.bench.noop_picker --port 9002 --destination 127.0.0.1:8000 [--destination ...]
+    python -m inferpool.bench.noop_picker --port 9002 --destination 127.0.0.1:8000 [--destination ...] [--work-us N]
+
+`--work-us N` burns N µs of CPU per request before the pick (as `bare_proxy --work-us` does for
+the gateway): the floor read at a real picker's throughput.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from inferpool.bench.bare_proxy import burn_cpu
 
 DESTINATION_HEADER = "x-gateway-destination-endpoint"
 EXT_PROC_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
@@ -51,8 +56,9 @@ CONTINUE = {
 class NoopPicker(pb_grpc.ExternalProcessorServicer):
     """Answers are built once; each stream only looks at which message arrived."""
 
-    def __init__(self, destinations: list[str]) -> None:
+    def __init__(self, destinations: list[str], work_us: int = 0) -> None:
         self._picks = itertools.cycle([pick_answer(d) for d in destinations])
+        self._work_s = work_us / 1e6
 
     async def Process(
         self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: grpc.aio.ServicerContext
@@ -60,14 +66,16 @@ class NoopPicker(pb_grpc.ExternalProcessorServicer):
         async for message in request_iterator:
             kind = message.WhichOneof("request")
             if kind == "request_body":
+                if self._work_s:
+                    burn_cpu(self._work_s)  # a stand-in for a picker's own work per request
                 yield next(self._picks)
             elif kind in CONTINUE:
                 yield CONTINUE[kind]
 
 
-async def serve(host: str, port: int, destinations: list[str]) -> None:
+async def serve(host: str, port: int, destinations: list[str], work_us: int = 0) -> None:
     server = grpc.aio.server()
-    pb_grpc.add_ExternalProcessorServicer_to_server(NoopPicker(destinations), server)
+    pb_grpc.add_ExternalProcessorServicer_to_server(NoopPicker(destinations, work_us), server)
     checks = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(checks, server)
     bound = server.add_insecure_port(f"{host}:{port}")
@@ -82,9 +90,12 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--destination", action="append", required=True, help="ip:port, repeatable")
+    parser.add_argument("--work-us", type=int, default=0, help="µs of CPU burned per request (default 0)")
     args = parser.parse_args()
     try:
-        uvloop.run(serve(args.host, args.port, args.destination))  # the same loop `inferpool epp` runs
+        uvloop.run(
+            serve(args.host, args.port, args.destination, args.work_us)
+        )  # the same loop `inferpool epp` runs
     except KeyboardInterrupt:
         pass
 

@@ -7,7 +7,7 @@ closed-loop throughput, streamed events/s and 128 paced streams, with the CPU ti
 contender's processes spent in each test read from /proc.
 
 Contenders: `direct` (no proxy), `envoy` (Envoy alone, round robin over a static cluster),
-`epp-envoy[:MODE]` (Envoy + `inferpool epp`, one row per accounting mode), `epp-noop-envoy`
+`epp-envoy[:MODE[:WORKERS]]` (Envoy + `inferpool epp`, one row per accounting mode), `epp-noop-envoy[:US]`
 (Envoy + a no-op picker, the floor for a Python picker), `serve[:PROFILE]` (`inferpool serve`),
 `bare-aiohttp` (the floor for a Python gateway), `sglang-router[:POLICY]`, `vllm-router[:POLICY]`.
 """
@@ -84,12 +84,10 @@ def parse_contenders(text: str) -> list[Contender]:
         kind, _, arg = item.partition(":")
         if kind in ("direct", "envoy", "epp-noop-envoy", "bare-aiohttp") and not arg:
             out.append(Contender(kind, kind))
-        elif kind == "bare-aiohttp":
+        elif kind in ("bare-aiohttp", "epp-noop-envoy"):
             if not arg.isdigit() or int(arg) <= 0:
-                raise ValueError(
-                    f"{item!r}: bare-aiohttp:N takes N, µs of CPU per request, a whole number > 0"
-                )
-            out.append(Contender(f"bare-aiohttp +{int(arg)} µs", kind, work_us=int(arg)))
+                raise ValueError(f"{item!r}: {kind}:N takes N, µs of CPU per request, a whole number > 0")
+            out.append(Contender(f"{kind} +{int(arg)} µs", kind, work_us=int(arg)))
         elif kind == "epp-envoy":
             mode_name, _, count = arg.partition(":")
             if count and (not count.isdigit() or int(count) <= 0):
@@ -113,7 +111,7 @@ def parse_contenders(text: str) -> list[Contender]:
             out.append(Contender(peer.label, "peer", peer=peer))
         else:
             known = (
-                "direct, envoy, epp-envoy[:MODE[:WORKERS]], epp-noop-envoy, serve[:PROFILE], bare-aiohttp[:US], "
+                "direct, envoy, epp-envoy[:MODE[:WORKERS]], epp-noop-envoy[:US], serve[:PROFILE], bare-aiohttp[:US], "
                 + ", ".join(f"{p}[:POLICY]" for p in PEERS)
             )
             raise ValueError(f"unknown contender {item!r}; known: {known}")
@@ -307,6 +305,8 @@ def start_contender(
             argv = [sys.executable, "-m", "inferpool.bench.noop_picker", "--port", str(grpc_port)]
             for worker in workers:
                 argv += ["--destination", worker]
+            if contender.work_us:
+                argv += ["--work-us", str(contender.work_us)]
             health_port = grpc_port  # the no-op picker serves grpc.health.v1 on its one port
             config = EnvoyConfig(epp_port=grpc_port, pool_ports=backends, listen_port=listener, admin_port=admin,
                                  epp_tls=False, request_body_mode="BUFFERED", response_body_mode="NONE")  # fmt: skip

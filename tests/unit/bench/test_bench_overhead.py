@@ -43,9 +43,10 @@ def test_epp_envoy_alone_runs_every_accounting_mode_and_names_are_unique() -> No
 
 
 def test_a_bare_proxy_with_work_burns_that_much_cpu_per_request() -> None:
-    [plain, worked] = parse_contenders("bare-aiohttp,bare-aiohttp:170")
+    [plain, worked, picker] = parse_contenders("bare-aiohttp,bare-aiohttp:170,epp-noop-envoy:150")
     assert (plain.name, plain.work_us) == ("bare-aiohttp", 0)
     assert (worked.name, worked.kind, worked.work_us) == ("bare-aiohttp +170 µs", "bare-aiohttp", 170)
+    assert (picker.name, picker.kind, picker.work_us) == ("epp-noop-envoy +150 µs", "epp-noop-envoy", 150)
     before = time.thread_time()
     burn_cpu(0.002)
     assert time.thread_time() - before >= 0.002
@@ -87,7 +88,7 @@ def test_workers_rows_show_the_pickers_own_cpu_and_how_evenly_workers_took_reque
 @pytest.mark.parametrize(
     "text",
     ["nginx", "epp-envoy:sampled-typo", "epp-envoy:sampled:0", "epp-envoy:sampled:x", "serve:no-such-profile", "direct,direct", "direct:x",
-     "bare-aiohttp:x", "bare-aiohttp:0", "bare-aiohttp:-5"],
+     "bare-aiohttp:x", "bare-aiohttp:0", "bare-aiohttp:-5", "epp-noop-envoy:0", "epp-noop-envoy:x"],
 )  # fmt: skip
 def test_unknown_or_repeated_contenders_are_refused(text: str) -> None:
     with pytest.raises(ValueError):
@@ -180,6 +181,11 @@ async def test_noop_picker_answers_each_message_and_alternates_the_destination()
         assert mutation.key == DESTINATION_HEADER and answers[1].request_body.response.clear_route_cache
         picks.append(mutation.raw_value.decode())
     assert picks == ["10.0.0.1:8000", "10.0.0.2:8000"]
+    # With work, the body answer comes after that much CPU (thread time) has been spent.
+    working = NoopPicker(["10.0.0.1:8000"], work_us=3000)
+    before = time.thread_time()
+    assert len([a async for a in working.Process(stream(), None)]) == 3  # type: ignore[arg-type]
+    assert time.thread_time() - before >= 0.003
 
 
 def _result(**overrides: Any) -> dict[str, Any]:
