@@ -1,8 +1,8 @@
 """`inferpool epp --workers 2` behind real Envoy: both processes pick, and the metrics add up.
 
 Budget: about 15 s on a 2-core box (two EPP processes start, 200 short requests at once: with at
-most 16 streams per ext_proc connection Envoy opens at least 13 connections, which the kernel spreads
-over the two workers; all on one has odds below 1 in 4,000).
+most 4 streams per ext_proc connection Envoy opens at least 50 connections, which the kernel spreads
+over the two workers; all on one has odds below 1 in 10^14).
 """
 
 from __future__ import annotations
