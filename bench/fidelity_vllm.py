@@ -35,7 +35,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from inferpool.bench import fidelity as fid  # noqa: E402
 from inferpool.bench.arrivals import arrival_times  # noqa: E402
 from inferpool.bench.client import ClientConfig, RequestResult, run_trace, send  # noqa: E402
-from inferpool.bench.compare import FleetPorts, process_cpu_seconds  # noqa: E402
+from inferpool.bench.compare import FleetPorts  # noqa: E402
+from inferpool.bench.cpu import process_cpu_seconds  # noqa: E402
 from inferpool.bench.procs import Child  # noqa: E402
 from realvllm.servers import VLLM_PYTHON, VLLMServer, vllm_server  # noqa: E402
 

@@ -15,7 +15,6 @@ the roles change, so a disaggregated fleet is compared with the aggregated one a
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import sys
 import time
@@ -30,6 +29,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from inferpool.bench.client import ClientConfig, RequestResult
+from inferpool.bench.cpu import process_cpu_seconds
 from inferpool.bench.envoy import EnvoyConfig, envoy_argv, find_envoy
 from inferpool.bench.loadgen import run_load
 from inferpool.bench.peers import Peer, ensure_installed
@@ -448,27 +448,29 @@ def picker_stats(pickers: list[PickerProcess], cpu_before: list[float]) -> list[
     """Streams each picker served (its own metrics) and the CPU it spent since `cpu_before`."""
     out = []
     for picker, before in zip(pickers, cpu_before, strict=True):
-        streams = 0
         try:
-            with urllib.request.urlopen(
-                f"http://127.0.0.1:{picker.metrics_port}/metrics", timeout=10
-            ) as resp:
-                text = resp.read().decode()
-            match = re.search(r'^inferpool_extproc_streams_total\{worker="\d+"\} ([0-9.e+]+)$', text, re.M)
-            streams = int(float(match.group(1))) if match else 0
+            by_worker = streams_by_worker(_get_text(f"http://127.0.0.1:{picker.metrics_port}/metrics"))
         except OSError:
-            pass
-        out.append(PickerStats(streams, process_cpu_seconds(picker.child.proc.pid) - before))
+            by_worker = {}
+        out.append(
+            PickerStats(int(sum(by_worker.values())), process_cpu_seconds(picker.child.proc.pid) - before)
+        )
     return out
 
 
-def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of one process so far, from /proc (0 when it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+EXTPROC_STREAMS_METRIC = "inferpool_extproc_streams"  # a picker's streams by worker (extproc/app.py)
+
+
+def streams_by_worker(exposition: str) -> dict[str, float]:
+    """A picker's ext_proc streams so far, by `--workers` worker, from its Prometheus text (worker 0
+    of several serves them all)."""
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(exposition):
+        if family.name == EXTPROC_STREAMS_METRIC:
+            for sample in family.samples:
+                if sample.name == EXTPROC_STREAMS_METRIC + "_total":
+                    counts[sample.labels["worker"]] = sample.value
+    return counts
 
 
 PD_LEGS_METRIC = "inferpool_pd_legs"  # the gateway's count of P/D legs (observe/metrics.py)

@@ -51,13 +51,22 @@ def pinned(argv: list[str], cpus: frozenset[int]) -> list[str]:
     return ["taskset", "-c", cpu_list(cpus), *argv]
 
 
-def _stat_fields(pid: int) -> list[str] | None:
-    """/proc/PID/stat after the command name (which may hold spaces and parentheses)."""
+def _stat(pid: int) -> tuple[str, list[str]] | None:
+    """/proc/PID/stat as (command name, the fields after it); the name may hold spaces and
+    parentheses, so it is cut at the first "(" and the last ")". None when the process is gone."""
     try:
         text = (PROC / str(pid) / "stat").read_text()
-    except OSError:  # the process is gone
+    except OSError:
         return None
-    return text.rpartition(")")[2].split()
+    head, _, rest = text.rpartition(")")
+    return head.partition("(")[2], rest.split()
+
+
+def _cpu(fields: list[str]) -> float:
+    """utime + stime (fields 14 and 15 of stat) in seconds; 0 for a short (zombie) line."""
+    if len(fields) <= 12:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def session_members(session: int) -> list[int]:
@@ -67,34 +76,29 @@ def session_members(session: int) -> list[int]:
     for entry in PROC.iterdir():
         if not entry.name.isdigit():
             continue
-        fields = _stat_fields(int(entry.name))
-        if fields is not None and len(fields) > 3 and int(fields[3]) == session:
+        stat = _stat(int(entry.name))
+        if stat is not None and len(stat[1]) > 3 and int(stat[1][3]) == session:
             members.append(int(entry.name))
     return members
 
 
-def process_cpu_seconds(sessions: list[int]) -> dict[str, float]:
-    """utime + stime per live process in these sessions, keyed "COMMAND PID"."""
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process so far, all its threads (0 when it is gone)."""
+    stat = _stat(pid)
+    return 0.0 if stat is None else _cpu(stat[1])
+
+
+def cpu_by_process(sessions: list[int]) -> dict[str, float]:
+    """utime + stime of each live process in these sessions, in seconds, keyed "COMMAND PID"."""
     spent = {}
     for session in sessions:
         for pid in session_members(session):
-            try:
-                text = (PROC / str(pid) / "stat").read_text()
-            except OSError:
-                continue
-            command = text[text.find("(") + 1 : text.rfind(")")]
-            fields = text.rpartition(")")[2].split()
-            if len(fields) > 12:
-                spent[f"{command} {pid}"] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            stat = _stat(pid)
+            if stat is not None:
+                spent[f"{stat[0]} {pid}"] = _cpu(stat[1])
     return spent
 
 
 def cpu_seconds(sessions: list[int]) -> float:
     """utime + stime of all live processes in these sessions, all threads included, in seconds."""
-    ticks = 0
-    for session in sessions:
-        for pid in session_members(session):
-            fields = _stat_fields(pid)
-            if fields is not None and len(fields) > 12:
-                ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
-    return ticks / os.sysconf("SC_CLK_TCK")
+    return sum(cpu_by_process(sessions).values())

@@ -30,8 +30,14 @@ import orjson
 import yaml
 
 from inferpool.bench import native_loadgen
-from inferpool.bench.compare import EXT_PROC_SERVICE, FleetPorts, inferpool_argv, write_manifests
-from inferpool.bench.cpu import cpu_list, cpu_seconds, pinned, process_cpu_seconds
+from inferpool.bench.compare import (
+    EXT_PROC_SERVICE,
+    FleetPorts,
+    inferpool_argv,
+    streams_by_worker,
+    write_manifests,
+)
+from inferpool.bench.cpu import cpu_by_process, cpu_list, cpu_seconds, pinned
 from inferpool.bench.envoy import ACCOUNTING_MODES, AccountingMode, EnvoyConfig, envoy_argv, find_envoy
 from inferpool.bench.native_loadgen import LoadSpec
 from inferpool.bench.peers import Peer, ensure_installed
@@ -408,15 +414,16 @@ def measure_contender(
             spec = LoadSpec(
                 test.body(model), opts.duration_s, test.connections, test.rate, drain_s=opts.drain_s
             )
-            before, backends_before = cpu_seconds(sessions), cpu_seconds(backend_sessions)
-            by_process_before, streams_before = process_cpu_seconds(sessions), worker_streams(running)
+            # One /proc pass per side: the contender's total is the sum of its processes.
+            by_process_before, backends_before = cpu_by_process(sessions), cpu_seconds(backend_sessions)
+            streams_before = worker_streams(running)
             started = time.monotonic()
             result = native_loadgen.run(binary, running.targets, spec, client)
             wall = time.monotonic() - started  # the window the CPU readings span (connecting included)
-            spent = cpu_seconds(sessions) - before if sessions else None
+            by_process_after = cpu_by_process(sessions)
+            spent = sum(by_process_after.values()) - sum(by_process_before.values()) if sessions else None
             by_process = {
-                name: round(s - by_process_before.get(name, 0.0), 3)
-                for name, s in process_cpu_seconds(sessions).items()
+                name: round(s - by_process_before.get(name, 0.0), 3) for name, s in by_process_after.items()
             }
             # Only workers read both times: a failed read leaves the split out, never half of it.
             streams = {
@@ -447,20 +454,11 @@ def worker_streams(running: Running) -> dict[str, float]:
     """The picker's requests so far by worker (its summed /metrics); empty without a picker."""
     if running.picker_metrics is None:
         return {}
-    from prometheus_client.parser import text_string_to_metric_families
-
     try:
         with urllib.request.urlopen(running.picker_metrics, timeout=10) as resp:
-            text = resp.read().decode()
+            return streams_by_worker(resp.read().decode())
     except OSError:  # the split is a side reading: a failed read must not cost the measurement
         return {}
-    counts: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        if family.name == "inferpool_extproc_streams":
-            for sample in family.samples:
-                if sample.name.endswith("_total"):
-                    counts[sample.labels["worker"]] = sample.value
-    return counts
 
 
 def _progress_line(result: dict[str, Any], cpu_s: float | None) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -16,7 +17,16 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from inferpool.bench import overhead, overhead_report
 from inferpool.bench.bare_proxy import burn_cpu
-from inferpool.bench.cpu import cpu_list, cpu_seconds, default_split, parse_cpus, pinned
+from inferpool.bench.compare import streams_by_worker
+from inferpool.bench.cpu import (
+    cpu_by_process,
+    cpu_list,
+    cpu_seconds,
+    default_split,
+    parse_cpus,
+    pinned,
+    process_cpu_seconds,
+)
 from inferpool.bench.envoy import ACCOUNTING_MODES
 from inferpool.bench.instant_backend import completion_body, metrics_page, stream_event_prefix
 from inferpool.bench.native_loadgen import LoadSpec
@@ -117,6 +127,23 @@ def test_cpu_seconds_of_this_process_session_grow_with_work() -> None:
         sum(i * i for i in range(20_000))
     assert cpu_seconds([session]) >= deadline
     assert cpu_seconds([2**22 + 12345]) == 0.0  # no such session: nothing, not an error
+    # the total is the sum of its processes, each named by command and pid
+    by_process = cpu_by_process([session])
+    me = f"{Path('/proc/self/comm').read_text().strip()} {os.getpid()}"
+    assert me in by_process and process_cpu_seconds(os.getpid()) >= by_process[me] > 0
+    assert process_cpu_seconds(2**22 + 12345) == 0.0
+
+
+def test_streams_by_worker_reads_a_pickers_summed_metrics() -> None:
+    text = (
+        "# HELP inferpool_extproc_streams_total ext_proc streams\n"
+        "# TYPE inferpool_extproc_streams_total counter\n"
+        'inferpool_extproc_streams_total{worker="0"} 12.0\n'
+        'inferpool_extproc_streams_total{worker="1"} 30.0\n'
+        'inferpool_extproc_messages_total{kind="request_body"} 42.0\n'
+    )
+    assert streams_by_worker(text) == {"0": 12.0, "1": 30.0}
+    assert streams_by_worker("") == {}
 
 
 def test_envoy_alone_is_the_reference_config_without_ext_proc_round_robin() -> None:
