@@ -82,6 +82,8 @@ class RequestRecord(msgspec.Struct, frozen=True, kw_only=True):
     pool: str | None
     model: str  # as the client sent it ("" when the body had none)
     target_model: str  # what the model server saw
+    # HTTP status of the answer; 0 when the data plane did not see it (the EPP reads only a
+    # sampled share of answers by default: the request's end is exact, its status unknown)
     status: int
     error: str | None = None
     started_at: float  # wall clock (time.time()) when the request arrived

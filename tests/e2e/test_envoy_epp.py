@@ -158,14 +158,19 @@ async def test_streaming_passes_through_and_is_accounted(accounting: str) -> Non
         assert "inference_model_output_tokens_sum" in body
 
 
-async def test_sampled_accounting_keeps_tokens_off_the_picker_and_releases_at_stream_end() -> None:
+@pytest.mark.parametrize("every_status", [False, True])
+async def test_sampled_accounting_keeps_tokens_off_the_picker_and_releases_at_stream_end(
+    every_status: bool,
+) -> None:
     """Response body mode NONE and no sampling budget: a streamed answer passes Envoy alone (no
-    response_body message reaches the picker), yet the endpoint holds the request in flight for
-    exactly as long as the stream lasts, and the request is recorded with its status."""
+    response_body message reaches the picker, and by default not even the response headers),
+    yet the endpoint holds the request in flight for exactly as long as the stream lasts, and
+    the request is recorded. With --every-response-status the headers (status) come."""
     nodes = sims(1, speed=1.0)  # about 6.5 ms a token: 150 tokens stream for about a second
+    extra = ["--every-response-status"] if every_status else []
     async with AsyncExitStack() as stack:
         s = await open_stack(
-            stack, nodes, accounting="sampled", epp_args=["--response-samples-per-second", "0"]
+            stack, nodes, accounting="sampled", epp_args=["--response-samples-per-second", "0", *extra]
         )
         admin = f"http://127.0.0.1:{s.epp.metrics_port}"
         auth = {"Authorization": f"Bearer {METRICS_TOKEN}"}
@@ -193,7 +198,11 @@ async def test_sampled_accounting_keeps_tokens_off_the_picker_and_releases_at_st
             await eventually(released, within=10)
             async with http.get(f"{admin}/metrics") as resp:
                 text = await resp.text()
-        assert 'inferpool_extproc_messages_total{kind="response_headers"} 1.0' in text
+        if every_status:
+            assert 'inferpool_extproc_messages_total{kind="response_headers"} 1.0' in text
+        else:
+            assert 'kind="response_headers"' not in text  # the answer's headers passed Envoy alone
+        assert 'inferpool_extproc_messages_total{kind="request_body"} 1.0' in text
         assert 'kind="response_body"' not in text  # not one token went through the picker
         assert f'inference_model_request_total{{model_name="{BASE}",target_model_name="{BASE}"}} 1.0' in text
         assert f'inference_model_request_duration_seconds_count{{model_name="{BASE}"' in text

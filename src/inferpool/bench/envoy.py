@@ -65,6 +65,8 @@ ACCOUNTING_MODES: dict[str, AccountingMode] = {
         AccountingMode("sampled", "BUFFERED", "NONE"),
         # upstream's reference config (and managed gateways'): every answer chunk through the picker
         AccountingMode("stream", "FULL_DUPLEX_STREAMED", "FULL_DUPLEX_STREAMED"),
+        # as sampled, but the picker reads every answer's headers (exact status counts)
+        AccountingMode("status", "BUFFERED", "NONE", ("--every-response-status",)),
     )
 }
 

@@ -3,7 +3,9 @@ fixed pick and does nothing else.
 
 Envoy runs it with the request body BUFFERED and the response body NONE, so one request costs
 three messages: request headers (continue), the buffered body (answered with the destination
-header, route cache cleared) and response headers (continue). Whatever `inferpool epp` spends
+header, route cache cleared) and response headers (continue). With `--skip-response-headers`
+its answer to the request headers tells Envoy to send no response headers: two messages, as
+`inferpool epp` costs for a request whose answer it does not sample. Whatever `inferpool epp` spends
 above this is the picker's own work. Destinations are taken in turn, so two backends share
 the load as they do behind the other contenders.
 
@@ -22,6 +24,7 @@ from collections.abc import AsyncIterator
 import grpc
 import uvloop
 from envoy.config.core.v3 import base_pb2
+from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -53,12 +56,26 @@ CONTINUE = {
 }
 
 
+def skip_answer() -> pb.ProcessingResponse:
+    """Continue, and no response headers (the override replaces the whole mode: body BUFFERED)."""
+    mode = processing_mode_pb2.ProcessingMode
+    answer = pb.ProcessingResponse(request_headers=pb.HeadersResponse())
+    answer.mode_override.request_header_mode = mode.SEND
+    answer.mode_override.request_body_mode = mode.BUFFERED
+    answer.mode_override.response_header_mode = mode.SKIP
+    answer.mode_override.response_body_mode = mode.NONE
+    return answer
+
+
 class NoopPicker(pb_grpc.ExternalProcessorServicer):
     """Answers are built once; each stream only looks at which message arrived."""
 
-    def __init__(self, destinations: list[str], work_us: int = 0) -> None:
+    def __init__(
+        self, destinations: list[str], work_us: int = 0, skip_response_headers: bool = False
+    ) -> None:
         self._picks = itertools.cycle([pick_answer(d) for d in destinations])
         self._work_s = work_us / 1e6
+        self._answers = {**CONTINUE, "request_headers": skip_answer()} if skip_response_headers else CONTINUE
 
     async def Process(
         self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: grpc.aio.ServicerContext
@@ -69,13 +86,16 @@ class NoopPicker(pb_grpc.ExternalProcessorServicer):
                 if self._work_s:
                     burn_cpu(self._work_s)  # a stand-in for a picker's own work per request
                 yield next(self._picks)
-            elif kind in CONTINUE:
-                yield CONTINUE[kind]
+            elif kind in self._answers:
+                yield self._answers[kind]
 
 
-async def serve(host: str, port: int, destinations: list[str], work_us: int = 0) -> None:
+async def serve(
+    host: str, port: int, destinations: list[str], work_us: int = 0, skip_response_headers: bool = False
+) -> None:
     server = grpc.aio.server()
-    pb_grpc.add_ExternalProcessorServicer_to_server(NoopPicker(destinations, work_us), server)
+    picker = NoopPicker(destinations, work_us, skip_response_headers)
+    pb_grpc.add_ExternalProcessorServicer_to_server(picker, server)
     checks = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(checks, server)
     bound = server.add_insecure_port(f"{host}:{port}")
@@ -91,10 +111,13 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--destination", action="append", required=True, help="ip:port, repeatable")
     parser.add_argument("--work-us", type=int, default=0, help="µs of CPU burned per request (default 0)")
+    parser.add_argument(
+        "--skip-response-headers", action="store_true", help="ask Envoy for no response headers"
+    )
     args = parser.parse_args()
     try:
         uvloop.run(
-            serve(args.host, args.port, args.destination, args.work_us)
+            serve(args.host, args.port, args.destination, args.work_us, args.skip_response_headers)
         )  # the same loop `inferpool epp` runs
     except KeyboardInterrupt:
         pass

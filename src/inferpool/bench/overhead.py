@@ -64,6 +64,7 @@ class Contender:
     peer: Peer | None = None
     work_us: int = 0  # bare-aiohttp:N: CPU burned per request, a stand-in for a gateway's own work
     workers: int = 1  # epp-envoy:MODE:N: `inferpool epp --workers N` (processes sharing the gRPC port)
+    skip_answer: bool = False  # epp-noop-envoy:skip: tell Envoy to send no response headers
 
     @property
     def slug(self) -> str:
@@ -71,7 +72,7 @@ class Contender:
 
 
 DEFAULT_CONTENDERS = (
-    "direct,envoy,epp-envoy,epp-noop-envoy,serve:default,serve:round-robin,bare-aiohttp,"
+    "direct,envoy,epp-envoy,epp-noop-envoy,epp-noop-envoy:skip,serve:default,serve:round-robin,bare-aiohttp,"
     "sglang-router:cache_aware,sglang-router:round_robin,vllm-router:round_robin,vllm-router:cache_aware"
 )
 # Nothing here needs a network install: the smoke run in `make test`.
@@ -91,9 +92,17 @@ def parse_contenders(text: str) -> list[Contender]:
         if kind in ("direct", "envoy", "epp-noop-envoy", "bare-aiohttp") and not arg:
             out.append(Contender(kind, kind))
         elif kind in ("bare-aiohttp", "epp-noop-envoy"):
-            if not arg.isdigit() or int(arg) <= 0:
-                raise ValueError(f"{item!r}: {kind}:N takes N, µs of CPU per request, a whole number > 0")
-            out.append(Contender(f"{kind} +{int(arg)} µs", kind, work_us=int(arg)))
+            work, _, rest = arg.partition(":")
+            skip = kind == "epp-noop-envoy" and "skip" in (work, rest)
+            if skip and work == "skip":
+                work, rest = rest, ""
+            if (rest and rest != "skip") or (work and (not work.isdigit() or int(work) <= 0)):
+                raise ValueError(
+                    f"{item!r}: {kind}:N takes N, µs of CPU per request, a whole number > 0"
+                    + (" (and epp-noop-envoy a last :skip)" if kind == "epp-noop-envoy" else "")
+                )
+            label = kind + (f" +{int(work)} µs" if work else "") + (" skip" if skip else "")
+            out.append(Contender(label, kind, work_us=int(work or 0), skip_answer=skip))
         elif kind == "epp-envoy":
             mode_name, _, count = arg.partition(":")
             if count and (not count.isdigit() or int(count) <= 0):
@@ -117,7 +126,7 @@ def parse_contenders(text: str) -> list[Contender]:
             out.append(Contender(peer.label, "peer", peer=peer))
         else:
             known = (
-                "direct, envoy, epp-envoy[:MODE[:WORKERS]], epp-noop-envoy[:US], serve[:PROFILE], bare-aiohttp[:US], "
+                "direct, envoy, epp-envoy[:MODE[:WORKERS]], epp-noop-envoy[:US][:skip], serve[:PROFILE], bare-aiohttp[:US], "
                 + ", ".join(f"{p}[:POLICY]" for p in PEERS)
             )
             raise ValueError(f"unknown contender {item!r}; known: {known}")
@@ -313,6 +322,8 @@ def start_contender(
                 argv += ["--destination", worker]
             if contender.work_us:
                 argv += ["--work-us", str(contender.work_us)]
+            if contender.skip_answer:
+                argv.append("--skip-response-headers")
             health_port = grpc_port  # the no-op picker serves grpc.health.v1 on its one port
             config = EnvoyConfig(epp_port=grpc_port, pool_ports=backends, listen_port=listener, admin_port=admin,
                                  epp_tls=False, request_body_mode="BUFFERED", response_body_mode="NONE")  # fmt: skip

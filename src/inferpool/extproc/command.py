@@ -79,6 +79,13 @@ def epp(
         help="With Envoy's response body mode NONE: responses per second read in full for usage and "
         "first-token time (the rest cost no picker CPU per token); 0 reads none.",
     ),
+    every_response_status: bool = typer.Option(
+        False,
+        "--every-response-status",
+        help="With Envoy's response body mode NONE: read every answer's response headers (status, "
+        "serving endpoint) for exact error counts, not only the sampled share's; one more ext_proc "
+        "message per request.",
+    ),
     kubeconfig: str | None = typer.Option(
         None,
         "--kubeconfig",
@@ -123,6 +130,7 @@ def epp(
             client_ca=client_ca,
             fallback_endpoints=max(1, fallback_endpoints),
             response_samples_per_second=max(0.0, response_samples_per_second),
+            every_status=every_response_status,
         ),
         metrics_host=host,
         metrics_port=metrics_port,

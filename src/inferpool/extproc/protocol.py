@@ -24,6 +24,7 @@ EXT_PROC_ATTRIBUTES = "envoy.filters.http.ext_proc"
 BODY_CHUNK_LIMIT = 62_000
 
 FULL_DUPLEX_STREAMED = processing_mode_pb2.ProcessingMode.FULL_DUPLEX_STREAMED
+_MODE = processing_mode_pb2.ProcessingMode
 
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 
@@ -127,6 +128,21 @@ def routing_mutation(
 
 def continue_request_headers() -> pb.ProcessingResponse:
     return pb.ProcessingResponse(request_headers=pb.HeadersResponse(response=pb.CommonResponse()))
+
+
+def continue_without_answer(request_body_mode: int) -> pb.ProcessingResponse:
+    """Continue, and tell Envoy not to send this request's response headers (nor its body).
+
+    A `mode_override` replaces the whole processing mode, so the request body's mode Envoy was
+    configured with is repeated; Envoy honours it only in the answer to the request headers.
+    """
+    answer = continue_request_headers()
+    mode = answer.mode_override
+    mode.request_header_mode = _MODE.SEND
+    mode.request_body_mode = request_body_mode  # type: ignore[assignment]
+    mode.response_header_mode = _MODE.SKIP
+    mode.response_body_mode = _MODE.NONE
+    return answer
 
 
 def picked_request_headers(

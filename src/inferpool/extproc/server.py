@@ -34,6 +34,7 @@ class GrpcConfig:
     client_ca: Path | None = None  # PEM CA bundle: mTLS, only clients (Envoy) with a cert it signed connect
     fallback_endpoints: int = 1
     response_samples_per_second: float = DEFAULT_SAMPLES_PER_SECOND  # when Envoy sends no response bodies
+    every_status: bool = False  # read every answer's headers, not only the sampled share's
     # Share the ports with other processes (`--workers`). Off otherwise: grpc would set SO_REUSEPORT
     # by default, and a second picker on a taken port would then silently get half the streams.
     reuse_port: bool = False
@@ -99,7 +100,10 @@ class GrpcServers:
             core,
             pool,
             StreamConfig(
-                config.fallback_endpoints, ResponseSampler(config.response_samples_per_second), tracing
+                config.fallback_endpoints,
+                ResponseSampler(config.response_samples_per_second),
+                tracing,
+                every_status=config.every_status,
             ),
             guards,
         )

@@ -117,6 +117,7 @@ class GuardSet:
     ) -> None:
         self._attached: list[_Attached] = []
         self._routes = dict(routes or {})
+        self._screens_responses: dict[str, bool] = {}  # pool -> may_screen_responses, computed once
         for policy in policies:
             screener = Screener(to_config(policy))
             for ref in policy.spec.target_refs:
@@ -143,6 +144,21 @@ class GuardSet:
             if key is not None and (found := self._first(kind, key, model)) is not None:
                 return found
         return None
+
+    def may_screen_responses(self, pool: str) -> bool:
+        """Whether a policy that screens answers applies to some model of `pool` (through the pool,
+        its routes or their Gateways): the EPP then reads every answer's headers, since it
+        learns the model only after it had to choose."""
+        found = self._screens_responses.get(pool)
+        if found is None:
+            keys = {("InferencePool", pool)}
+            for route in self._routes.get(pool, []):
+                keys.add(("HTTPRoute", route.route))
+                keys.update(("Gateway", gateway) for gateway in route.gateways)
+            found = self._screens_responses[pool] = any(
+                (a.kind, a.key) in keys and a.screener.config.screens(Stage.RESPONSE) for a in self._attached
+            )
+        return found
 
     def for_pool(self, pool: str, model: str) -> Screener | None:
         """The EPP's lookup: it knows only its pool; routes and Gateways are those that lead to it."""

@@ -159,7 +159,7 @@ def _request_attributes(r: RequestRecord, plane: str) -> Attributes:
             "inferpool.request_id": r.request_id,
             "http.request.method": http.method if http is not None else None,
             "url.path": path,
-            "http.response.status_code": r.status,
+            "http.response.status_code": r.status or None,
             "error.type": str(r.status) if r.failed else None,
             "gen_ai.request.model": r.model or None,
             "inferpool.target_model": r.target_model or None,

@@ -31,7 +31,7 @@ from inferpool.admission.flowcontrol import FlowControlError, FlowController, Gr
 from inferpool.errors import InferenceError
 from inferpool.records import CandidateScore, HttpFacts, PrefillLeg, RequestRecord
 from inferpool.request.accounting import ResponseAccounting
-from inferpool.request.body import ParsedBody, parse_body, with_model
+from inferpool.request.body import ParsedBody, body_kind, parse_body, with_model
 from inferpool.request.resolve import Resolution, resolve
 from inferpool.scheduling.types import Ranking, SchedulingRequest, SchedulingResult
 from inferpool.state import Datastore, Endpoint
@@ -52,6 +52,7 @@ class Scheduler(Protocol):
     def on_completed(self, request: SchedulingRequest, endpoint: Endpoint, /) -> None: ...
 
     # Optional: on_finished(request, endpoint, record) for plugins that learn from outcomes;
+    # reads_answers(kind) -> bool, whether a request of that API needs its answer read;
     # on_prefill_routed / on_prefill_completed(request, endpoint) for a P/D scheduler's prefill
     # profile (called only for requests it split).
 
@@ -385,6 +386,12 @@ class Director:
         if base is None:
             return None
         return target_model != base
+
+    def reads_answers(self, pool: str, path: str) -> bool:
+        """Whether `pool`'s scheduler may need the answer of a request to `path` (session tokens,
+        P/D, plugins that learn from answers): a data plane that skips answers must read these."""
+        hook = getattr(self.scheduler_for(pool), "reads_answers", None)
+        return True if hook is None else bool(hook(body_kind(path)))  # unknown: read them, as before
 
     def served_models(self, pool: str) -> list[ModelInfo]:
         """The public model names of `pool` (its InferenceModels), with the base model as parent of adapters."""

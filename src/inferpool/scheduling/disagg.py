@@ -62,6 +62,10 @@ class DisaggScheduler(Scheduler):
             result.prefill = prefill
         return result
 
+    def reads_answers(self, kind: str) -> bool:
+        """Always: the decode answer's headers end the prefill leg (and carry its report)."""
+        return True
+
     def plugins(self) -> list[object]:
         seen = {id(p): p for p in super().plugins()}
         for plugin in self.prefill.plugins():

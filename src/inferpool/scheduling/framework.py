@@ -148,6 +148,10 @@ class Scheduler:
         ]
         self._header_hooks = [p.response_headers for p in plugins if hasattr(p, "response_headers")]  # type: ignore[attr-defined]
         self._answer_hooks = [p.needs_answer for p in plugins if hasattr(p, "needs_answer")]  # type: ignore[attr-defined]
+        # Which APIs' answers each of those plugins reads (None: any), known from the path alone.
+        self._answer_kinds: list[frozenset[str] | None] = [
+            getattr(p, "answer_kinds", None) for p in plugins if hasattr(p, "needs_answer")
+        ]
 
     @property
     def profile(self) -> Profile:
@@ -295,6 +299,14 @@ class Scheduler:
         for hook in self._header_hooks:
             headers.update(hook(req, picks))
         return headers
+
+    def reads_answers(self, kind: str) -> bool:
+        """Whether a plugin may need the answer of a request to API `kind` (request.body's
+        BodyKind): to set its headers, or to learn from its body. A data plane that reads only
+        a sample of answers reads every one of these; it asks before the body is read."""
+        if self._header_hooks:
+            return True
+        return any(kinds is None or kind in kinds for kinds in self._answer_kinds)
 
     def needs_answer(self, req: SchedulingRequest) -> bool:
         """Whether a plugin must read this request's answer (a data plane that reads only a

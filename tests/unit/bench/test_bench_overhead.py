@@ -57,6 +57,13 @@ def test_a_bare_proxy_with_work_burns_that_much_cpu_per_request() -> None:
     assert (plain.name, plain.work_us) == ("bare-aiohttp", 0)
     assert (worked.name, worked.kind, worked.work_us) == ("bare-aiohttp +170 µs", "bare-aiohttp", 170)
     assert (picker.name, picker.kind, picker.work_us) == ("epp-noop-envoy +150 µs", "epp-noop-envoy", 150)
+    [skip, both] = parse_contenders("epp-noop-envoy:skip,epp-noop-envoy:150:skip")
+    assert (skip.name, skip.work_us, skip.skip_answer) == ("epp-noop-envoy skip", 0, True)
+    assert (both.name, both.work_us, both.skip_answer) == ("epp-noop-envoy +150 µs skip", 150, True)
+    assert not picker.skip_answer
+    for bad in ("bare-aiohttp:skip", "epp-noop-envoy:150:foo", "epp-noop-envoy:skip:skip"):
+        with pytest.raises(ValueError):
+            parse_contenders(bad)
     before = time.thread_time()
     burn_cpu(0.002)
     assert time.thread_time() - before >= 0.002

@@ -61,6 +61,10 @@ class FakeRouter:
     refused: list[tuple[str, InferenceError]] = field(default_factory=list)
     needs_answer: bool = False  # each routed request's: a scheduler plugin must read its answer
 
+    def reads_answers(self, pool: str, path: str) -> bool:
+        """As the Director answers: a plugin that sets answer headers or reads answers, or P/D."""
+        return self.needs_answer or bool(self.answer_headers) or bool(self.prefill)
+
     def refuse(self, request_id: str, err: InferenceError, **facts: object) -> None:
         """A request refused before routing (e.g. a screened prompt): recorded, as the core would."""
         self.refused.append((request_id, err))

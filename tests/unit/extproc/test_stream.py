@@ -211,6 +211,78 @@ async def test_an_answer_a_scheduler_plugin_needs_is_asked_for_whatever_the_samp
     assert modes == {True: MODE.STREAMED, False: None}
 
 
+def sampled_headers_msg() -> pb.ProcessingRequest:
+    """Request headers as Envoy sends them in the reference (`sampled`) config."""
+    first = headers_msg()
+    first.protocol_config.response_body_mode = MODE.NONE
+    return first
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_an_unsampled_answer_is_left_out_entirely_and_the_request_ends_with_the_stream() -> None:
+    """Sampled accounting: a request the sampler passes over tells Envoy, in its answer to the
+    request headers, to send no response headers; the override repeats the configured body
+    modes (it replaces the whole mode), and closing the stream ends it with status 0 (unseen)."""
+    router = FakeRouter(endpoints(8001))
+    stream = RequestStream(router, POOL, StreamConfig(sampler=ResponseSampler(0)))
+    [first] = await stream.handle(sampled_headers_msg())
+    mode = first.mode_override
+    assert (mode.request_header_mode, mode.request_body_mode) == (MODE.SEND, MODE.BUFFERED)
+    assert (mode.response_header_mode, mode.response_body_mode) == (MODE.SKIP, MODE.NONE)
+    [pick] = await stream.handle(body_msg(BODY))
+    assert set_headers(pick.request_body.response) == {protocol.DESTINATION_HEADER: "10.0.0.1:8001"}
+    stream.close()
+    assert router.routed[0].events == [("dispatched", "10.0.0.1:8001"), ("finish", (0, None))]
+
+
+async def test_a_sampled_answer_keeps_its_headers_and_is_read_without_asking_the_sampler_twice() -> None:
+    clock = Clock()
+    sampler = ResponseSampler(1.0, clock)  # one answer a second, and the clock stands still
+    status = base_pb2.HeaderMap(headers=[base_pb2.HeaderValue(key=":status", raw_value=b"200")])
+    answers = []
+    for _ in range(2):
+        router = FakeRouter(endpoints(8001))
+        stream = RequestStream(router, POOL, StreamConfig(sampler=sampler))
+        [first] = await stream.handle(sampled_headers_msg())
+        answers.append(first.HasField("mode_override"))
+        await stream.handle(body_msg(BODY))
+        if not answers[-1]:
+            [h] = await stream.handle(pb.ProcessingRequest(response_headers=pb.HttpHeaders(headers=status)))
+            assert h.mode_override.response_body_mode == MODE.STREAMED  # the token taken at the headers
+        stream.close()
+    assert answers == [False, True]  # the first took the one token, the second skips its answer
+
+
+async def test_answers_are_read_whenever_something_needs_every_one() -> None:
+    """Every status on request, a fallback list, a plugin that reads answers or sets their headers,
+    P/D, Envoy sending bodies anyway: no request skips its answer headers."""
+    never = ResponseSampler(0)
+    cases = {
+        "every status": (FakeRouter(endpoints(8001)), StreamConfig(sampler=never, every_status=True)),
+        "fallback list": (FakeRouter(endpoints(8001, 8002)), StreamConfig(2, never)),
+        "plugin reads answers": (FakeRouter(endpoints(8001), needs_answer=True), StreamConfig(sampler=never)),
+        "session token": (
+            FakeRouter(endpoints(8001), answer_headers={"x-session-token": "t"}),
+            StreamConfig(sampler=never),
+        ),
+        "P/D": (FakeRouter(endpoints(8001), prefill=endpoints(8002)), StreamConfig(sampler=never)),
+    }
+    for name, (router, config) in cases.items():
+        stream = RequestStream(router, POOL, config)
+        [first] = await stream.handle(sampled_headers_msg())
+        assert not first.HasField("mode_override"), name
+    bodies_anyway = RequestStream(FakeRouter(endpoints(8001)), POOL, StreamConfig(sampler=never))
+    [first] = await bodies_anyway.handle(headers_msg())  # response body BUFFERED in Envoy's config
+    assert not first.HasField("mode_override")
+
+
 async def test_a_stream_closed_mid_response_still_releases_the_request() -> None:
     router = FakeRouter(endpoints(8001))
     stream = RequestStream(router, POOL, StreamConfig())

@@ -157,3 +157,20 @@ def test_a_target_group_must_fit_its_kind() -> None:
     assert not bad.ok and any(e.field and e.field.startswith("spec.targetRefs[0]") for e in bad.errors), (
         bad.errors
     )
+
+
+def test_the_epp_knows_per_pool_whether_any_policy_screens_answers() -> None:
+    """Before it reads the body (so before the model is known), the EPP asks whether some policy
+    reaching its pool screens answers: then it reads every answer's headers."""
+    answers = policy("answers", "Gateway", "gw", "{type: Secrets}", "models: [food-review]")
+    prompts = POOL_POLICY.replace("on-pool", "prompts").replace(
+        "{type: DenyList, terms: [project-x]}", "{type: PromptInjection, stages: [Prompt]}"
+    )
+    both = load_text(ROUTE + "---" + answers + "---" + prompts)
+    assert both.ok, both.errors
+    guards = GuardSet.from_manifests(both)
+    assert guards.may_screen_responses("default/pool")  # through the route's Gateway, any model
+    assert not guards.may_screen_responses("default/other")
+    only_prompts = GuardSet.from_manifests(load_text(ROUTE + "---" + prompts))
+    assert not only_prompts.may_screen_responses("default/pool")
+    assert not GuardSet().may_screen_responses("default/pool")

@@ -236,3 +236,9 @@ def test_bad_parameters_are_named(params: str, problem: str) -> None:
     with pytest.raises(ConfigError) as info:
         scheduler(params)
     assert problem in str(info.value)
+
+
+def test_a_profile_that_sets_answer_headers_reads_every_answer() -> None:
+    """The picker skips an unsampled answer's headers only when no plugin needs them: a
+    session token is set on every answer, whatever the API."""
+    assert scheduler().reads_answers("completion") and scheduler().reads_answers("embeddings")

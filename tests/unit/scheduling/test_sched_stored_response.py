@@ -92,3 +92,16 @@ def test_the_default_profile_routes_a_chain_to_one_endpoint_and_asks_for_its_ans
     result = scheduler.schedule(responses_req("resp_a"), endpoints)
     assert result.ranked[0].endpoint.name == "vllm-1"
     assert set(result.filtered_out) == {"vllm-0", "vllm-2"}
+
+
+def test_only_responses_api_answers_must_be_read() -> None:
+    """What the picker asks of Envoy before it has read the body: stored-response-filter learns
+    only from Responses API answers, so the default profile reads no completion's answer; P/D
+    reads every answer (its headers end the prefill leg); round-robin none."""
+    default = load_scheduler()
+    assert default.reads_answers("responses")
+    assert not any(
+        default.reads_answers(k) for k in ("completion", "chat", "embeddings", "messages", "other")
+    )
+    assert load_scheduler("pd").reads_answers("completion")
+    assert not load_scheduler("round-robin").reads_answers("responses")

@@ -53,6 +53,7 @@ class StoredResponseFilter:
     params: StoredResponseParams = field(default_factory=StoredResponseParams)
     name: str = "stored-response-filter"
     soft: bool = True
+    answer_kinds: frozenset[str] = frozenset({"responses"})  # only Responses API answers carry the id
     _where: OrderedDict[str, str] = field(default_factory=OrderedDict)  # response id -> endpoint name
 
     def filter(self, req: SchedulingRequest, endpoints: list[Endpoint]) -> list[Endpoint]:
