@@ -425,7 +425,7 @@ def overhead_command(
     contenders: str | None = typer.Option(
         None,
         "--contenders",
-        help="Comma-separated: direct, envoy, epp-envoy[:MODE[:WORKERS]], epp-noop-envoy[:US], serve[:PROFILE], "
+        help="Comma-separated: direct, envoy, epp-envoy[:MODE[:WORKERS]], epp-noop-envoy[:US][:skip], serve[:PROFILE], "
         "bare-aiohttp[:US], sglang-router[:POLICY], vllm-router[:POLICY]. Default: all of them (the --smoke "
         "set with --smoke).",
     ),

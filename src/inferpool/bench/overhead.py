@@ -7,7 +7,7 @@ closed-loop throughput, streamed events/s and 128 paced streams, with the CPU ti
 contender's processes spent in each test read from /proc.
 
 Contenders: `direct` (no proxy), `envoy` (Envoy alone, round robin over a static cluster),
-`epp-envoy[:MODE[:WORKERS]]` (Envoy + `inferpool epp`, one row per accounting mode), `epp-noop-envoy[:US]`
+`epp-envoy[:MODE[:WORKERS]]` (Envoy + `inferpool epp`, one row per accounting mode), `epp-noop-envoy[:US][:skip]`
 (Envoy + a no-op picker, the floor for a Python picker), `serve[:PROFILE]` (`inferpool serve`),
 `bare-aiohttp` (the floor for a Python gateway), `sglang-router[:POLICY]`, `vllm-router[:POLICY]`.
 """
