@@ -170,7 +170,7 @@ def test_flags_env_replicas_and_plugins_config() -> None:
         "replicas": 3,
         "enableLeaderElection": True,
         "failureMode": "FailOpen",
-        "flags": [{"name": "refresh-metrics-interval", "value": "100ms"}],
+        "flags": [{"name": "refresh-metrics-interval", "value": "100ms"}, {"name": "every-response-status"}],
         "env": [{"name": "EXTRA", "value": "1"}],
         "pluginsConfigFile": "epp.yaml",
         "pluginsCustomConfig": {
@@ -185,6 +185,12 @@ def test_flags_env_replicas_and_plugins_config() -> None:
     assert deployment["spec"]["replicas"] == 3
     assert "--ha-enable-leader-election" in args
     assert args[args.index("--refresh-metrics-interval") + 1] == "100ms"
+    bare = args.index("--every-response-status")  # a flag without a value renders alone
+    assert bare == len(args) - 1 or args[bare + 1].startswith("--")
+    app = typer.Typer(add_completion=False)
+    app.command()(epp)
+    ctx = typer.main.get_command(app).make_context("epp", list(args), resilient_parsing=False)
+    assert ctx.params["every_response_status"] is True
     assert args[args.index("--config-file") + 1] == "/config/epp.yaml"
     assert {"name": "EXTRA", "value": "1"} in container["env"]
     [config_map] = by_kind(objects, "ConfigMap")
