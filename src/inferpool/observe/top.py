@@ -140,7 +140,7 @@ def decisions_table(decisions: list[dict[str, Any]], limit: int, scores: bool = 
             d["request_id"][:12],
             target,
             d["picked"] or "–",
-            Text(str(d["status"]), style=style),
+            Text(str(d["status"] or "–"), style=style),  # 0: an answer the picker did not read
             candidates or "–",
             filtered,
         )

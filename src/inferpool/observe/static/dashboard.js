@@ -131,6 +131,9 @@ function renderPools(snap) {
   document.getElementById("pools").innerHTML = html || '<section class="card muted">No InferencePools loaded.</section>';
 }
 
+// status 0: the picker did not read the answer (sampled accounting, docs/epp.md)
+const UNSEEN = "answer not read by the picker (sampled accounting): it ended, its status is unknown";
+
 function statusClass(d) {
   if (d.status < 400) return "status-ok";
   return d.status === 429 && !d.picked ? "status-shed" : "status-err";
@@ -159,7 +162,7 @@ function renderDecisions(snap) {
     return `<tr data-request-id="${esc(d.request_id)}">
       <td class="muted">${when}</td><td class="muted small">${esc(d.request_id).slice(0, 12)}</td>
       <td>${esc(d.model || "–")}${target}</td><td>${esc(d.picked || "–")}${prefillNote(d)}</td>
-      <td class="${statusClass(d)}" title="${esc(d.error || "")}">${d.status}${d.error && d.status >= 400 ? ` <span class="small">${esc(d.error.slice(0, 24))}</span>` : ""}</td>
+      <td class="${statusClass(d)}" title="${esc(d.error || (d.status ? "" : UNSEEN))}">${d.status || "–"}${d.error && d.status >= 400 ? ` <span class="small">${esc(d.error.slice(0, 24))}</span>` : ""}</td>
       <td class="num">${d.ttft_s === null ? "–" : fmt(d.ttft_s * 1000, 0) + " ms"}</td>
       <td class="cands">${cands || '<span class="muted">–</span>'}</td><td class="filtered">${filtered}</td>
     </tr>`;
