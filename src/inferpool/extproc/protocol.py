@@ -172,6 +172,37 @@ def picked_buffered_body(
     )
 
 
+class Answers:
+    """The answers that depend on nothing but the destination, built once and reused: grpc
+    serializes a message when it writes it and nothing here mutates one after, so every stream
+    can send the same object (building them took ≈10 µs of protobuf work per request)."""
+
+    _LIMIT = 4096  # destinations remembered (fallback lists combine endpoints); then start over
+
+    def __init__(self) -> None:
+        self.continue_headers = continue_request_headers()
+        self._without_answer: dict[int, pb.ProcessingResponse] = {}
+        self._picks: dict[str, pb.ProcessingResponse] = {}
+
+    def continue_without_answer(self, request_body_mode: int) -> pb.ProcessingResponse:
+        answer = self._without_answer.get(request_body_mode)
+        if answer is None:
+            answer = self._without_answer[request_body_mode] = continue_without_answer(request_body_mode)
+        return answer
+
+    def picked_buffered_body(
+        self, destination: str, body: bytes | None, upstream: Mapping[str, str | None] | None = None
+    ) -> pb.ProcessingResponse:
+        if body is not None or upstream:  # per request: built each time
+            return picked_buffered_body(destination, body, upstream)
+        answer = self._picks.get(destination)
+        if answer is None:
+            if len(self._picks) >= self._LIMIT:
+                self._picks.clear()
+            answer = self._picks[destination] = picked_buffered_body(destination, None)
+        return answer
+
+
 def chunks(body: bytes, limit: int = BODY_CHUNK_LIMIT) -> Iterator[bytes]:
     """`body` in pieces under `limit` bytes; an empty body is one empty piece (it carries end-of-stream)."""
     if not body:

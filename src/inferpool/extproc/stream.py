@@ -88,6 +88,7 @@ class StreamConfig:
     # Read every answer's headers (its status and served endpoint), not only the sampled share's:
     # one more message per request, so exact error counts cost ≈15 % more picker CPU.
     every_status: bool = False
+    answers: protocol.Answers = field(default_factory=protocol.Answers)  # shared by the streams
 
 
 class RequestStream:
@@ -205,8 +206,8 @@ class RequestStream:
             return []  # full duplex: the headers answer waits for the whole body
         if self._skips_answer():
             self._answer_skipped = True
-            return [protocol.continue_without_answer(self._request_body_mode)]
-        return [protocol.continue_request_headers()]
+            return [self._config.answers.continue_without_answer(self._request_body_mode)]
+        return [self._config.answers.continue_headers]
 
     def _skips_answer(self) -> bool:
         """Whether Envoy can leave this request's answer out entirely (no response headers): it
@@ -272,7 +273,8 @@ class RequestStream:
             ]
         # Envoy holds the buffered body: send it back only if the core changed it (model rewrite,
         # redaction), which saves serialising and copying it for every other request.
-        return [protocol.picked_buffered_body(destination, None if body is original else body, upstream)]
+        answers = self._config.answers
+        return [answers.picked_buffered_body(destination, None if body is original else body, upstream)]
 
     async def _screen_prompt(
         self, guards: GuardSet, body: bytes, path: str

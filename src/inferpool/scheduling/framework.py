@@ -148,10 +148,11 @@ class Scheduler:
         ]
         self._header_hooks = [p.response_headers for p in plugins if hasattr(p, "response_headers")]  # type: ignore[attr-defined]
         self._answer_hooks = [p.needs_answer for p in plugins if hasattr(p, "needs_answer")]  # type: ignore[attr-defined]
-        # Which APIs' answers each of those plugins reads (None: any), known from the path alone.
-        self._answer_kinds: list[frozenset[str] | None] = [
-            getattr(p, "answer_kinds", None) for p in plugins if hasattr(p, "needs_answer")
-        ]
+        # Which APIs' answers those plugins read, known from the path alone (a plugin without
+        # `answer_kinds` reads any); a plugin that sets answer headers needs every answer.
+        kinds = [getattr(p, "answer_kinds", None) for p in plugins if hasattr(p, "needs_answer")]
+        self._reads_every_answer = bool(self._header_hooks) or any(k is None for k in kinds)
+        self._answer_kinds: frozenset[str] = frozenset().union(*(k for k in kinds if k is not None))
 
     @property
     def profile(self) -> Profile:
@@ -304,9 +305,7 @@ class Scheduler:
         """Whether a plugin may need the answer of a request to API `kind` (request.body's
         BodyKind): to set its headers, or to learn from its body. A data plane that reads only
         a sample of answers reads every one of these; it asks before the body is read."""
-        if self._header_hooks:
-            return True
-        return any(kinds is None or kind in kinds for kinds in self._answer_kinds)
+        return self._reads_every_answer or kind in self._answer_kinds
 
     def needs_answer(self, req: SchedulingRequest) -> bool:
         """Whether a plugin must read this request's answer (a data plane that reads only a

@@ -309,3 +309,23 @@ def test_chunks_cover_the_body_exactly() -> None:
         assert b"".join(pieces) == data
         assert all(len(p) <= protocol.BODY_CHUNK_LIMIT for p in pieces)
         assert len(pieces) == max(1, -(-size // protocol.BODY_CHUNK_LIMIT))
+
+
+def test_answers_that_depend_only_on_the_destination_are_built_once() -> None:
+    """Shared by every stream: the same object per destination (grpc serializes it on write),
+    built fresh when the body or upstream headers make it the request's own."""
+    answers = protocol.Answers()
+    first = answers.picked_buffered_body("10.0.0.1:8001", None)
+    assert answers.picked_buffered_body("10.0.0.1:8001", None) is first
+    assert first == protocol.picked_buffered_body("10.0.0.1:8001", None)
+    assert answers.picked_buffered_body("10.0.0.1:8002", None) is not first
+    rewritten = answers.picked_buffered_body("10.0.0.1:8001", b'{"model":"m"}')
+    assert rewritten is not first and rewritten.request_body.response.body_mutation.body == b'{"model":"m"}'
+    traced = answers.picked_buffered_body("10.0.0.1:8001", None, {"traceparent": "00-a-b-01"})
+    assert traced is not first and "traceparent" in set_headers(traced.request_body.response)
+    skip = answers.continue_without_answer(MODE.BUFFERED)
+    assert answers.continue_without_answer(MODE.BUFFERED) is skip
+    assert skip == protocol.continue_without_answer(MODE.BUFFERED)
+    for port in range(protocol.Answers._LIMIT + 1):  # bounded: it starts over when full
+        answers.picked_buffered_body(f"10.0.0.2:{port}", None)
+    assert len(answers._picks) <= protocol.Answers._LIMIT
