@@ -302,6 +302,7 @@ class Director:
             subset=subset,
             lora_adapter=self._is_adapter(pool, resolution.target_model),
             body=parsed.data,
+            api=parsed.kind,
         )
         scheduler = self.scheduler_for(pool)
         result = attempt.result = _schedule(scheduler, sched_request, candidates)

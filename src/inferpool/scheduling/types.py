@@ -28,6 +28,9 @@ class SchedulingRequest:
     lora_adapter: bool | None = None
     # The decoded OpenAI body (read only), for plugins that tokenize the prompt as the engine does.
     body: Mapping[str, Any] | None = None
+    # Which API the body is (request.body's BodyKind: "completion", "chat", "responses", ...);
+    # "" when the caller does not say (benchmarks building requests without a path).
+    api: str = ""
 
 
 @dataclass

@@ -105,3 +105,14 @@ def test_only_responses_api_answers_must_be_read() -> None:
     )
     assert load_scheduler("pd").reads_answers("completion")
     assert not load_scheduler("round-robin").reads_answers("responses")
+
+
+def test_an_embeddings_request_is_not_a_stored_response_though_it_has_input() -> None:
+    """Embeddings bodies carry `input` too: with the API known, only Responses requests count."""
+    flt = StoredResponseFilter()
+    assert flt.needs_answer(req("hi", body={"model": "m", "input": "hi"}, api="responses"))
+    embedding = req("hi", body={"model": "m", "input": "hi"}, api="embeddings")
+    assert not flt.needs_answer(embedding)
+    answered(flt, embedding, "vllm-1", "resp_9")  # even with an id on its record
+    a, b = ep("vllm-0"), ep("vllm-1")
+    assert flt.filter(responses_req("resp_9"), [a, b]) == [a, b]  # nothing was remembered

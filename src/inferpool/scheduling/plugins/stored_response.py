@@ -43,9 +43,12 @@ def previous_response_id(req: SchedulingRequest) -> str | None:
 
 
 def _stores(req: SchedulingRequest) -> bool:
-    """Whether the answer may be stored: a Responses request (it has `input`) not sent with store=false."""
+    """Whether the answer may be stored: a Responses request not sent with store=false (by its
+    path; without one, by its `input`, which an embeddings request has too)."""
     body = req.body
-    return body is not None and "input" in body and body.get("store", True) is not False
+    if body is None or (req.api and req.api != "responses"):
+        return False
+    return "input" in body and body.get("store", True) is not False
 
 
 @dataclass
