@@ -76,6 +76,10 @@ class ResponseSampler:
             return True
         return False
 
+    def refund(self) -> None:
+        """Give back a token taken for a request that ended before it had an answer to read."""
+        self._tokens = min(max(1.0, self.per_second), self._tokens + 1.0)
+
 
 @dataclass(frozen=True)
 class StreamConfig:
@@ -424,4 +428,9 @@ class RequestStream:
     ) -> list[pb.ProcessingResponse]:
         self.done = True
         self._finish(status, message)
+        if self._sampled and not self._status:
+            # Refused before any answer (the sampler is asked at the request headers, before
+            # the pick): the token goes back, so refusals do not thin the sample of real answers.
+            self._sampled = False
+            self._config.sampler.refund()
         return [protocol.immediate(status, body, headers)]

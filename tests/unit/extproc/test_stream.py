@@ -329,3 +329,21 @@ def test_answers_that_depend_only_on_the_destination_are_built_once() -> None:
     for port in range(protocol.Answers._LIMIT + 1):  # bounded: it starts over when full
         answers.picked_buffered_body(f"10.0.0.2:{port}", None)
     assert len(answers._picks) <= protocol.Answers._LIMIT
+
+
+async def test_a_refused_request_gives_its_sample_token_back() -> None:
+    """The sampler is asked at the request headers; a request the core then refuses (shed, 429)
+    had no answer to read, so the next request gets the token."""
+    sampler = ResponseSampler(1.0, Clock())  # one token, and the clock stands still
+    shed = FakeRouter(endpoints(8001), error=InferenceError(429, "pool saturated"))
+    refused = RequestStream(shed, POOL, StreamConfig(sampler=sampler))
+    [first] = await refused.handle(sampled_headers_msg())
+    assert not first.HasField("mode_override")  # sampled: it took the one token
+    [answer] = await refused.handle(body_msg(BODY))
+    assert answer.immediate_response.status.code == 429
+    nxt = RequestStream(FakeRouter(endpoints(8001)), POOL, StreamConfig(sampler=sampler))
+    [first] = await nxt.handle(sampled_headers_msg())
+    assert not first.HasField("mode_override")  # the token came back: sampled again
+    after = RequestStream(FakeRouter(endpoints(8001)), POOL, StreamConfig(sampler=sampler))
+    [first] = await after.handle(sampled_headers_msg())
+    assert first.mode_override.response_header_mode == MODE.SKIP  # and now it is spent
