@@ -302,6 +302,9 @@ class RequestStream:
         return (screened, None) if screened is not body else (body, parsed)
 
     def _on_response_headers(self, request: pb.ProcessingRequest) -> list[pb.ProcessingResponse]:
+        # They came though the picker asked for none (an Envoy with `allow_mode_override: false`
+        # ignores the override): the status is known after all.
+        self._answer_skipped = False
         self._status, content_type, content_encoding = protocol.response_facts(
             request.response_headers.headers
         )

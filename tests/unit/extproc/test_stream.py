@@ -347,3 +347,17 @@ async def test_a_refused_request_gives_its_sample_token_back() -> None:
     after = RequestStream(FakeRouter(endpoints(8001)), POOL, StreamConfig(sampler=sampler))
     [first] = await after.handle(sampled_headers_msg())
     assert first.mode_override.response_header_mode == MODE.SKIP  # and now it is spent
+
+
+async def test_response_headers_that_come_anyway_are_read() -> None:
+    """An Envoy that does not allow mode overrides sends the headers it was asked not to: the
+    request then ends with the status they carry, not as unseen."""
+    router = FakeRouter(endpoints(8001))
+    stream = RequestStream(router, POOL, StreamConfig(sampler=ResponseSampler(0)))
+    [first] = await stream.handle(sampled_headers_msg())
+    assert first.mode_override.response_header_mode == MODE.SKIP
+    await stream.handle(body_msg(BODY))
+    status = base_pb2.HeaderMap(headers=[base_pb2.HeaderValue(key=":status", raw_value=b"503")])
+    await stream.handle(pb.ProcessingRequest(response_headers=pb.HttpHeaders(headers=status)))
+    stream.close()
+    assert router.routed[0].events[-1] == ("finish", (503, None))
