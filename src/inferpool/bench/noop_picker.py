@@ -30,6 +30,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from inferpool.bench.bare_proxy import burn_cpu
+from inferpool.extproc.protocol import continue_without_answer
 
 DESTINATION_HEADER = "x-gateway-destination-endpoint"
 EXT_PROC_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
@@ -56,17 +57,6 @@ CONTINUE = {
 }
 
 
-def skip_answer() -> pb.ProcessingResponse:
-    """Continue, and no response headers (the override replaces the whole mode: body BUFFERED)."""
-    mode = processing_mode_pb2.ProcessingMode
-    answer = pb.ProcessingResponse(request_headers=pb.HeadersResponse())
-    answer.mode_override.request_header_mode = mode.SEND
-    answer.mode_override.request_body_mode = mode.BUFFERED
-    answer.mode_override.response_header_mode = mode.SKIP
-    answer.mode_override.response_body_mode = mode.NONE
-    return answer
-
-
 class NoopPicker(pb_grpc.ExternalProcessorServicer):
     """Answers are built once; each stream only looks at which message arrived."""
 
@@ -75,7 +65,9 @@ class NoopPicker(pb_grpc.ExternalProcessorServicer):
     ) -> None:
         self._picks = itertools.cycle([pick_answer(d) for d in destinations])
         self._work_s = work_us / 1e6
-        self._answers = {**CONTINUE, "request_headers": skip_answer()} if skip_response_headers else CONTINUE
+        # The same override `inferpool epp` sends for an unsampled request (body BUFFERED here).
+        skip = continue_without_answer(processing_mode_pb2.ProcessingMode.BUFFERED)
+        self._answers = {**CONTINUE, "request_headers": skip} if skip_response_headers else CONTINUE
 
     async def Process(
         self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: grpc.aio.ServicerContext

@@ -92,17 +92,18 @@ def parse_contenders(text: str) -> list[Contender]:
         if kind in ("direct", "envoy", "epp-noop-envoy", "bare-aiohttp") and not arg:
             out.append(Contender(kind, kind))
         elif kind in ("bare-aiohttp", "epp-noop-envoy"):
-            work, _, rest = arg.partition(":")
-            skip = kind == "epp-noop-envoy" and "skip" in (work, rest)
-            if skip and work == "skip":
-                work, rest = rest, ""
-            if (rest and rest != "skip") or (work and (not work.isdigit() or int(work) <= 0)):
+            parts = arg.split(":")
+            skip = kind == "epp-noop-envoy" and parts[-1] == "skip"
+            if skip:
+                parts.pop()
+            if len(parts) > 1 or (parts and (not parts[0].isdigit() or int(parts[0]) <= 0)):
                 raise ValueError(
                     f"{item!r}: {kind}:N takes N, µs of CPU per request, a whole number > 0"
                     + (" (and epp-noop-envoy a last :skip)" if kind == "epp-noop-envoy" else "")
                 )
-            label = kind + (f" +{int(work)} µs" if work else "") + (" skip" if skip else "")
-            out.append(Contender(label, kind, work_us=int(work or 0), skip_answer=skip))
+            work = int(parts[0]) if parts else 0
+            label = kind + (f" +{work} µs" if work else "") + (" skip" if skip else "")
+            out.append(Contender(label, kind, work_us=work, skip_answer=skip))
         elif kind == "epp-envoy":
             mode_name, _, count = arg.partition(":")
             if count and (not count.isdigit() or int(count) <= 0):

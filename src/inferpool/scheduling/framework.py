@@ -147,10 +147,11 @@ class Scheduler:
             if hasattr(p, "on_endpoint_removed")
         ]
         self._header_hooks = [p.response_headers for p in plugins if hasattr(p, "response_headers")]  # type: ignore[attr-defined]
-        self._answer_hooks = [p.needs_answer for p in plugins if hasattr(p, "needs_answer")]  # type: ignore[attr-defined]
+        readers = [p for p in plugins if hasattr(p, "needs_answer")]
+        self._answer_hooks = [p.needs_answer for p in readers]  # type: ignore[attr-defined]
         # Which APIs' answers those plugins read, known from the path alone (a plugin without
         # `answer_kinds` reads any); a plugin that sets answer headers needs every answer.
-        kinds = [getattr(p, "answer_kinds", None) for p in plugins if hasattr(p, "needs_answer")]
+        kinds = [getattr(p, "answer_kinds", None) for p in readers]
         self._reads_every_answer = bool(self._header_hooks) or any(k is None for k in kinds)
         self._answer_kinds: frozenset[str] = frozenset().union(*(k for k in kinds if k is not None))
 

@@ -42,11 +42,14 @@ def previous_response_id(req: SchedulingRequest) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+STORING_API = "responses"  # the only API whose answers carry an id a later request names
+
+
 def _stores(req: SchedulingRequest) -> bool:
     """Whether the answer may be stored: a Responses request not sent with store=false (by its
     path; without one, by its `input`, which an embeddings request has too)."""
     body = req.body
-    if body is None or (req.api and req.api != "responses"):
+    if body is None or (req.api and req.api != STORING_API):
         return False
     return "input" in body and body.get("store", True) is not False
 
@@ -56,7 +59,7 @@ class StoredResponseFilter:
     params: StoredResponseParams = field(default_factory=StoredResponseParams)
     name: str = "stored-response-filter"
     soft: bool = True
-    answer_kinds: frozenset[str] = frozenset({"responses"})  # only Responses API answers carry the id
+    answer_kinds: frozenset[str] = frozenset({STORING_API})  # the path tells before the body is read
     _where: OrderedDict[str, str] = field(default_factory=OrderedDict)  # response id -> endpoint name
 
     def filter(self, req: SchedulingRequest, endpoints: list[Endpoint]) -> list[Endpoint]:
