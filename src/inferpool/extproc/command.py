@@ -86,6 +86,14 @@ def epp(
         "serving endpoint) for exact error counts, not only the sampled share's; one more ext_proc "
         "message per request.",
     ),
+    stream_threads: int = typer.Option(
+        GrpcConfig.stream_threads,
+        "--stream-threads",
+        min=0,
+        help="Concurrent ext_proc streams (requests in flight through this process), one thread each; "
+        "one more is refused and Envoy fails it open or closed. 0: the grpc.aio server, unbounded, "
+        "≈1.5x the CPU per request.",
+    ),
     kubeconfig: str | None = typer.Option(
         None,
         "--kubeconfig",
@@ -131,6 +139,7 @@ def epp(
             fallback_endpoints=max(1, fallback_endpoints),
             response_samples_per_second=max(0.0, response_samples_per_second),
             every_status=every_response_status,
+            stream_threads=stream_threads,
         ),
         metrics_host=host,
         metrics_port=metrics_port,

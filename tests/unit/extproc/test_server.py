@@ -1,0 +1,167 @@
+"""The ext_proc servers over real gRPC: the threaded one (default) and grpc.aio behave alike."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import grpc
+import pytest
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+from tests.free_ports import free_port
+
+from inferpool.extproc.server import GrpcConfig, GrpcServers
+
+from .fakes import POOL, FakeRouted, FakeRouter, endpoints
+from .test_stream import BODY, body_msg, headers_msg, sampled_headers_msg
+
+SERVERS = pytest.mark.parametrize("stream_threads", [8, 0], ids=["threaded", "aio"])
+
+
+@dataclass
+class GatedRouter(FakeRouter):
+    """Routes only once `gate` is set, as a request waiting in flow control does; records a cancel."""
+
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+    waiting: asyncio.Event = field(default_factory=asyncio.Event)
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def route_async(self, *args: object, **kwargs: object) -> FakeRouted:  # type: ignore[override]
+        self.waiting.set()
+        try:
+            await self.gate.wait()
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
+        return await super().route_async(*args, **kwargs)  # type: ignore[arg-type]
+
+
+@contextlib.asynccontextmanager
+async def running(
+    router: FakeRouter, stream_threads: int
+) -> AsyncIterator[tuple[GrpcServers, pb_grpc.ExternalProcessorStub]]:
+    config = GrpcConfig(
+        host="127.0.0.1",
+        port=free_port(),
+        health_port=free_port(),
+        secure=False,
+        response_samples_per_second=0,  # no answer is read unless a test's Envoy sends it
+        stream_threads=stream_threads,
+    )
+    servers = GrpcServers(router, lambda: POOL, config)  # type: ignore[arg-type]  # the fake core
+    await servers.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{servers.port}") as channel:
+            yield servers, pb_grpc.ExternalProcessorStub(channel)
+    finally:
+        await servers.stop(grace=0)
+
+
+async def wait_for(condition: Callable[[], object], timeout_s: float = 20.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not condition():  # noqa: ASYNC110 - the release happens on the server's side, no event
+            await asyncio.sleep(0.01)
+
+
+@SERVERS
+async def test_a_request_is_picked_and_released_when_its_stream_ends(stream_threads: int) -> None:
+    router = FakeRouter(endpoints(8001))
+    async with running(router, stream_threads) as (servers, stub):
+        call = stub.Process()
+        await call.write(sampled_headers_msg())  # response bodies NONE, as the reference config
+        first = await call.read()
+        assert first.WhichOneof("response") == "request_headers"
+        assert first.HasField("mode_override")  # unsampled: no response headers asked for
+        await call.write(body_msg(BODY))
+        pick = await call.read()
+        headers = {
+            h.header.key: h.header.raw_value for h in pick.request_body.response.header_mutation.set_headers
+        }
+        assert headers["x-gateway-destination-endpoint"] == b"10.0.0.1:8001"
+        [routed] = router.routed
+        assert ("finish", (0, None)) not in routed.events
+        await call.done_writing()  # Envoy ends the stream with the HTTP request
+        await wait_for(lambda: any(e[0] == "finish" for e in routed.events))
+        # The picker read no answer (unsampled here), so the status is 0: not seen.
+        assert [e for e in routed.events if e[0] == "finish"] == [("finish", (0, None))]
+        assert servers.processor.streams == 1
+        assert servers.processor.messages == {"request_headers": 1, "request_body": 1}
+
+
+@SERVERS
+async def test_a_stream_reset_while_its_request_waits_cancels_the_wait(stream_threads: int) -> None:
+    router = GatedRouter(endpoints(8001))
+    async with running(router, stream_threads) as (_servers, stub):
+        call = stub.Process()
+        await call.write(headers_msg())
+        await call.read()
+        await call.write(body_msg(BODY))
+        await asyncio.wait_for(router.waiting.wait(), 20)
+        call.cancel()  # the client went away: Envoy resets the stream
+        # The wait is cancelled where it runs (flow control records the 499 there), not left hanging.
+        await asyncio.wait_for(router.cancelled.wait(), 20)
+        assert router.routed == []
+        # The server's thread is free again: the next stream is served.
+        router.gate.set()
+        again = stub.Process()
+        await again.write(headers_msg())
+        await again.read()
+        await again.write(body_msg(BODY))
+        assert (await again.read()).WhichOneof("response") == "request_body"
+        await again.done_writing()
+
+
+async def test_the_threaded_server_refuses_a_stream_over_its_threads() -> None:
+    router = FakeRouter(endpoints(8001))
+    async with running(router, stream_threads=1) as (_servers, stub):
+        held = stub.Process()
+        await held.write(headers_msg())
+        await held.read()  # one stream open: the only thread is taken
+        refused = stub.Process()  # nothing written: refused at its start, a write would race that
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await refused.read()
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        await held.write(body_msg(BODY))
+        assert (await held.read()).WhichOneof("response") == "request_body"
+        await held.done_writing()
+        assert await held.code() == grpc.StatusCode.OK
+        # The thread is back: a new stream is served. grpc frees the slot just after the status
+        # went out, with nothing to wait on, so the first tries may still meet the limit.
+        async with asyncio.timeout(20):
+            while True:
+                later = stub.Process()
+                try:
+                    await later.write(headers_msg())
+                    assert (await later.read()).WhichOneof("response") == "request_headers"
+                    break
+                except grpc.aio.AioRpcError as refused_again:
+                    assert refused_again.code() in (
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        grpc.StatusCode.INTERNAL,
+                    )
+                    await asyncio.sleep(0.01)
+        await later.done_writing()
+
+
+@SERVERS
+async def test_no_stream_before_the_pool_is_known(stream_threads: int) -> None:
+    config = GrpcConfig(
+        host="127.0.0.1",
+        port=free_port(),
+        health_port=free_port(),
+        secure=False,
+        stream_threads=stream_threads,
+    )
+    servers = GrpcServers(FakeRouter(endpoints(8001)), lambda: None, config)  # type: ignore[arg-type]
+    await servers.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{servers.port}") as channel:
+            # No message is written: the stream is refused at its start, and a write would race that.
+            call = pb_grpc.ExternalProcessorStub(channel).Process()
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await call.read()
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        await servers.stop(grace=0)
