@@ -425,8 +425,8 @@ def overhead_command(
     contenders: str | None = typer.Option(
         None,
         "--contenders",
-        help="Comma-separated: direct, envoy, epp-envoy[:MODE[:WORKERS]], epp-noop-envoy[:US][:skip], serve[:PROFILE], "
-        "bare-aiohttp[:US], sglang-router[:POLICY], vllm-router[:POLICY]. Default: all of them (the --smoke "
+        help="Comma-separated: direct, envoy, epp-envoy[:MODE[:WORKERS]], epp-aio-envoy[:MODE[:WORKERS]], "
+        "epp-noop-envoy[:US][:skip], epp-noop-threaded-envoy[:US][:skip], serve[:PROFILE], bare-aiohttp[:US], sglang-router[:POLICY], vllm-router[:POLICY]. Default: all of them (the --smoke "
         "set with --smoke).",
     ),
     tests: str | None = typer.Option(

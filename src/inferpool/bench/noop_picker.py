@@ -12,14 +12,16 @@ the load as they do behind the other contenders.
     python -m inferpool.bench.noop_picker --port 9002 --destination 127.0.0.1:8000 [--destination ...] [--work-us N]
 
 `--work-us N` burns N µs of CPU per request before the pick (as `bare_proxy --work-us` does for
-the gateway): the floor read at a real picker's throughput.
+the gateway): the floor read at a real picker's throughput. `--threaded` serves on grpc's
+threaded server, as `inferpool epp` does by default, instead of grpc.aio.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import grpc
 import uvloop
@@ -82,6 +84,42 @@ class NoopPicker(pb_grpc.ExternalProcessorServicer):
                 yield self._answers[kind]
 
 
+class ThreadedNoopPicker(pb_grpc.ExternalProcessorServicer):
+    """The same answers on grpc's threaded server: each stream holds a thread."""
+
+    def __init__(self, picker: NoopPicker) -> None:
+        self._picker = picker
+
+    def Process(
+        self, request_iterator: Iterator[pb.ProcessingRequest], context: grpc.ServicerContext
+    ) -> Iterator[pb.ProcessingResponse]:
+        picker = self._picker
+        for message in request_iterator:
+            kind = message.WhichOneof("request")
+            if kind == "request_body":
+                if picker._work_s:
+                    burn_cpu(picker._work_s)
+                yield next(picker._picks)
+            elif kind in picker._answers:
+                yield picker._answers[kind]
+
+
+def serve_threaded(
+    host: str, port: int, destinations: list[str], work_us: int = 0, skip_response_headers: bool = False
+) -> None:
+    threads = concurrent.futures.ThreadPoolExecutor(1024, thread_name_prefix="ext-proc")
+    server = grpc.server(threads, maximum_concurrent_rpcs=1024)
+    picker = ThreadedNoopPicker(NoopPicker(destinations, work_us, skip_response_headers))
+    pb_grpc.add_ExternalProcessorServicer_to_server(picker, server)
+    checks = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(checks, server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    server.start()
+    checks.set(EXT_PROC_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+    print(f"no-op picker on {host}:{bound} (gRPC, plaintext, threaded)", flush=True)
+    server.wait_for_termination()
+
+
 async def serve(
     host: str, port: int, destinations: list[str], work_us: int = 0, skip_response_headers: bool = False
 ) -> None:
@@ -106,7 +144,11 @@ def main() -> None:
     parser.add_argument(
         "--skip-response-headers", action="store_true", help="ask Envoy for no response headers"
     )
+    parser.add_argument("--threaded", action="store_true", help="grpc's threaded server, not grpc.aio")
     args = parser.parse_args()
+    if args.threaded:
+        serve_threaded(args.host, args.port, args.destination, args.work_us, args.skip_response_headers)
+        return
     try:
         uvloop.run(
             serve(args.host, args.port, args.destination, args.work_us, args.skip_response_headers)

@@ -7,8 +7,10 @@ closed-loop throughput, streamed events/s and 128 paced streams, with the CPU ti
 contender's processes spent in each test read from /proc.
 
 Contenders: `direct` (no proxy), `envoy` (Envoy alone, round robin over a static cluster),
-`epp-envoy[:MODE[:WORKERS]]` (Envoy + `inferpool epp`, one row per accounting mode), `epp-noop-envoy[:US][:skip]`
-(Envoy + a no-op picker, the floor for a Python picker), `serve[:PROFILE]` (`inferpool serve`),
+`epp-envoy[:MODE[:WORKERS]]` (Envoy + `inferpool epp`, one row per accounting mode; `epp-aio-envoy`
+the same on the grpc.aio server, `--stream-threads 0`), `epp-noop-envoy[:US][:skip]` (Envoy + a
+no-op grpc.aio picker, the floor for a Python picker; `epp-noop-threaded-envoy` the same on grpc's
+threaded server, the floor for `inferpool epp`'s default server), `serve[:PROFILE]` (`inferpool serve`),
 `bare-aiohttp` (the floor for a Python gateway), `sglang-router[:POLICY]`, `vllm-router[:POLICY]`.
 """
 
@@ -65,6 +67,9 @@ class Contender:
     work_us: int = 0  # bare-aiohttp:N: CPU burned per request, a stand-in for a gateway's own work
     workers: int = 1  # epp-envoy:MODE:N: `inferpool epp --workers N` (processes sharing the gRPC port)
     skip_answer: bool = False  # epp-noop-envoy:skip: tell Envoy to send no response headers
+    # The picker's ext_proc server: grpc's threaded one (`inferpool epp`'s default, and
+    # epp-noop-threaded-envoy) or grpc.aio (epp-aio-envoy, and the no-op picker's default).
+    threaded: bool = False
 
     @property
     def slug(self) -> str:
@@ -88,22 +93,26 @@ def parse_contenders(text: str) -> list[Contender]:
     for item in (x.strip() for x in text.split(",")):
         if not item:
             continue
-        kind, _, arg = item.partition(":")
-        if kind in ("direct", "envoy", "epp-noop-envoy", "bare-aiohttp") and not arg:
+        written, _, arg = item.partition(":")
+        kind = {"epp-noop-threaded-envoy": "epp-noop-envoy", "epp-aio-envoy": "epp-envoy"}.get(
+            written, written
+        )
+        if kind in ("direct", "envoy", "bare-aiohttp") and not arg:
             out.append(Contender(kind, kind))
         elif kind in ("bare-aiohttp", "epp-noop-envoy"):
-            parts = arg.split(":")
-            skip = kind == "epp-noop-envoy" and parts[-1] == "skip"
+            parts = arg.split(":") if arg else []
+            skip = kind == "epp-noop-envoy" and bool(parts) and parts[-1] == "skip"
             if skip:
                 parts.pop()
             if len(parts) > 1 or (parts and (not parts[0].isdigit() or int(parts[0]) <= 0)):
                 raise ValueError(
-                    f"{item!r}: {kind}:N takes N, µs of CPU per request, a whole number > 0"
-                    + (" (and epp-noop-envoy a last :skip)" if kind == "epp-noop-envoy" else "")
+                    f"{item!r}: {written}:N takes N, µs of CPU per request, a whole number > 0"
+                    + (f" (and {written} a last :skip)" if kind == "epp-noop-envoy" else "")
                 )
             work = int(parts[0]) if parts else 0
-            label = kind + (f" +{work} µs" if work else "") + (" skip" if skip else "")
-            out.append(Contender(label, kind, work_us=work, skip_answer=skip))
+            label = written + (f" +{work} µs" if work else "") + (" skip" if skip else "")
+            threaded = written == "epp-noop-threaded-envoy"
+            out.append(Contender(label, kind, work_us=work, skip_answer=skip, threaded=threaded))
         elif kind == "epp-envoy":
             mode_name, _, count = arg.partition(":")
             if count and (not count.isdigit() or int(count) <= 0):
@@ -115,8 +124,11 @@ def parse_contenders(text: str) -> list[Contender]:
             for name in names:
                 if name not in ACCOUNTING_MODES:
                     raise ValueError(f"{item!r}: no accounting mode {name!r} ({', '.join(ACCOUNTING_MODES)})")
-                label = f"epp-envoy {name}" + (f" ×{workers}" if count else "")
-                out.append(Contender(label, kind, mode=ACCOUNTING_MODES[name], workers=workers))
+                label = f"{written} {name}" + (f" ×{workers}" if count else "")
+                threaded = written == "epp-envoy"
+                out.append(
+                    Contender(label, kind, mode=ACCOUNTING_MODES[name], workers=workers, threaded=threaded)
+                )
         elif kind == "serve":
             profile = arg or "default"
             if profile not in BUILTIN_PROFILES and not Path(profile).is_file():
@@ -127,7 +139,8 @@ def parse_contenders(text: str) -> list[Contender]:
             out.append(Contender(peer.label, "peer", peer=peer))
         else:
             known = (
-                "direct, envoy, epp-envoy[:MODE[:WORKERS]], epp-noop-envoy[:US][:skip], serve[:PROFILE], bare-aiohttp[:US], "
+                "direct, envoy, epp-envoy[:MODE[:WORKERS]], epp-aio-envoy[:MODE[:WORKERS]], epp-noop-envoy[:US][:skip], "
+                "epp-noop-threaded-envoy[:US][:skip], serve[:PROFILE], bare-aiohttp[:US], "
                 + ", ".join(f"{p}[:POLICY]" for p in PEERS)
             )
             raise ValueError(f"unknown contender {item!r}; known: {known}")
@@ -313,6 +326,8 @@ def start_contender(
                     "--log-level", "warning", "--scheduler", "default", *mode.epp_args]  # fmt: skip
             if contender.workers > 1:
                 argv += ["--workers", str(contender.workers)]
+            if not contender.threaded:
+                argv += ["--stream-threads", "0"]  # the grpc.aio server
             running.picker_metrics = f"http://127.0.0.1:{metrics_port}/metrics"
             config = EnvoyConfig(epp_port=grpc_port, pool_ports=backends, listen_port=listener, admin_port=admin,
                                  epp_tls=False, request_body_mode=mode.request_body_mode,
@@ -325,6 +340,8 @@ def start_contender(
                 argv += ["--work-us", str(contender.work_us)]
             if contender.skip_answer:
                 argv.append("--skip-response-headers")
+            if contender.threaded:
+                argv.append("--threaded")
             health_port = grpc_port  # the no-op picker serves grpc.health.v1 on its one port
             config = EnvoyConfig(epp_port=grpc_port, pool_ports=backends, listen_port=listener, admin_port=admin,
                                  epp_tls=False, request_body_mode="BUFFERED", response_body_mode="NONE")  # fmt: skip

@@ -52,6 +52,31 @@ def test_epp_envoy_alone_runs_every_accounting_mode_and_names_are_unique() -> No
     assert all(c.peer is None for c in smoke)  # the smoke run needs no network install
 
 
+def test_each_picker_names_its_grpc_server() -> None:
+    """`inferpool epp` runs grpc's threaded server by default, the no-op picker grpc.aio; the other
+    server of each is its own contender, so both floors can be read in one run."""
+    epp, aio, noop, threaded = parse_contenders(
+        "epp-envoy:sampled,epp-aio-envoy:sampled,epp-noop-envoy:skip,epp-noop-threaded-envoy:150:skip"
+    )
+    assert (epp.name, epp.kind, epp.threaded) == ("epp-envoy sampled", "epp-envoy", True)
+    assert (aio.name, aio.kind, aio.threaded) == ("epp-aio-envoy sampled", "epp-envoy", False)
+    assert (noop.name, noop.kind, noop.threaded, noop.skip_answer) == (
+        "epp-noop-envoy skip",
+        "epp-noop-envoy",
+        False,
+        True,
+    )
+    assert (threaded.name, threaded.kind, threaded.threaded, threaded.work_us, threaded.skip_answer) == (
+        "epp-noop-threaded-envoy +150 µs skip",
+        "epp-noop-envoy",
+        True,
+        150,
+        True,
+    )
+    with pytest.raises(ValueError, match="epp-noop-threaded-envoy"):
+        parse_contenders("epp-noop-threaded-envoy:x")
+
+
 def test_a_bare_proxy_with_work_burns_that_much_cpu_per_request() -> None:
     [plain, worked, picker] = parse_contenders("bare-aiohttp,bare-aiohttp:170,epp-noop-envoy:150")
     assert (plain.name, plain.work_us) == ("bare-aiohttp", 0)
