@@ -14,6 +14,7 @@ import asyncio
 import concurrent.futures
 import functools
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,9 +71,15 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
         self._guards = guards
         self.messages: dict[str, int] = {}  # ProcessingRequest kind -> count (the picker's real work)
         self.streams = 0
+        self._counting = threading.Lock()  # the threaded server counts from the streams' threads
 
     def count_stream(self) -> None:
-        self.streams += 1
+        with self._counting:
+            self.streams += 1
+
+    def count_message(self, kind: str) -> None:
+        with self._counting:
+            self.messages[kind] = self.messages.get(kind, 0) + 1
 
     async def Process(
         self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: grpc.aio.ServicerContext
@@ -83,11 +90,9 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
             return
         stream = RequestStream(self._core, pool, self._config, self._guards)
         self.count_stream()
-        counts = self.messages
         try:
             async for message in request_iterator:
-                kind = message.WhichOneof("request") or "none"
-                counts[kind] = counts.get(kind, 0) + 1
+                self.count_message(message.WhichOneof("request") or "none")
                 for answer in await stream.handle(message):
                     yield answer
                 if stream.done:
@@ -115,6 +120,11 @@ class _LoopBridge:
         return self._stream.done
 
     def handle(self, message: pb.ProcessingRequest) -> list[pb.ProcessingResponse]:
+        kind = message.WhichOneof("request") or "none"
+        self._processor.count_message(kind)
+        answers = self._stream.answer_at_once(message)  # a body chunk: no trip to the loop
+        if answers is not None:
+            return answers
         answered: concurrent.futures.Future[list[pb.ProcessingResponse]] = concurrent.futures.Future()
         self._loop.call_soon_threadsafe(self._start, message, answered)
         return answered.result()  # CancelledError once the stream has ended
@@ -128,9 +138,6 @@ class _LoopBridge:
         if self._ended:
             answered.cancel()
             return
-        counts = self._processor.messages
-        kind = message.WhichOneof("request") or "none"
-        counts[kind] = counts.get(kind, 0) + 1
         self._task = task = self._loop.create_task(self._stream.handle(message))
         task.add_done_callback(functools.partial(_settle, answered))
 
@@ -173,7 +180,7 @@ class ThreadedExternalProcessor(pb_grpc.ExternalProcessorServicer):
             context.abort(grpc.StatusCode.UNAVAILABLE, "inference pool not synced yet")
             return
         bridge = _LoopBridge(self._processor, pool, self._loop)
-        self._loop.call_soon_threadsafe(self._processor.count_stream)
+        self._processor.count_stream()
         context.add_callback(bridge.end)  # the stream is over: done, cancelled or reset
         try:
             for message in request_iterator:

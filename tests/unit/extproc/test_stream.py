@@ -178,6 +178,35 @@ async def test_response_is_passed_to_the_core_and_finishes_once() -> None:
     ]
 
 
+async def test_body_chunks_are_answered_at_once_from_the_streams_own_state() -> None:
+    """What the threaded server answers without the event loop: a streamed request body's
+    chunks before the last, and unscreened response chunks before the last, accounted as
+    `handle` accounts them; everything else is left to `handle` (None)."""
+    router = FakeRouter(endpoints(8001))
+    stream = RequestStream(router, POOL, StreamConfig())
+    assert stream.answer_at_once(headers_msg(streamed=True)) is None  # the modes, the headers
+    await stream.handle(headers_msg(streamed=True))
+    assert stream.answer_at_once(body_msg(BODY[:5], end=False)) == []
+    assert stream.answer_at_once(body_msg(BODY[5:], end=True)) is None  # the last: the pick
+    await stream.handle(body_msg(BODY[5:], end=True))
+    assert router.calls[0][2] == BODY  # the chunk kept at once is part of the body picked on
+    status = base_pb2.HeaderMap(headers=[base_pb2.HeaderValue(key=":status", raw_value=b"200")])
+    await stream.handle(pb.ProcessingRequest(response_headers=pb.HttpHeaders(headers=status)))
+    [echo] = (
+        stream.answer_at_once(pb.ProcessingRequest(response_body=pb.HttpBody(body=b"data: {}\n\n"))) or []
+    )
+    assert echo.response_body.response.body_mutation.streamed_response.body == b"data: {}\n\n"
+    last = pb.ProcessingRequest(response_body=pb.HttpBody(body=b"", end_of_stream=True))
+    assert stream.answer_at_once(last) is None  # the end: the request finishes on the loop
+    await stream.handle(last)
+    assert router.routed[0].events == [
+        ("dispatched", "10.0.0.1:8001"),
+        ("started", 200),
+        ("data", b"data: {}\n\n"),
+        ("finish", (200, None)),
+    ]
+
+
 async def test_scheduler_response_headers_are_set_on_the_response() -> None:
     """The session token of session-affinity-scorer: a header mutation on the response headers."""
     router = FakeRouter(endpoints(8001), answer_headers={"x-session-token": "ZGVmYXVsdC9lODAwMQ=="})

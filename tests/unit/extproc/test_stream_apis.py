@@ -67,7 +67,9 @@ async def test_a_clean_messages_request_is_routed_and_its_streamed_answer_redact
         "index": 0,
     }
     event = b"event: content_block_delta\ndata: " + orjson.dumps(delta) + b"\n\n"
-    [out] = await stream.handle(pb.ProcessingRequest(response_body=pb.HttpBody(body=event)))
+    chunk = pb.ProcessingRequest(response_body=pb.HttpBody(body=event))
+    assert stream.answer_at_once(chunk) is None  # a screened answer's chunks go to its screener
+    [out] = await stream.handle(chunk)
     sent = out.response_body.response.body_mutation.streamed_response.body
     assert sent.startswith(b"event: content_block_delta\ndata: ")
     assert b"a@b.io" not in sent and b"[REDACTED:email]" in sent
