@@ -3,9 +3,10 @@
 ext_proc runs on grpc's threaded server by default: each stream holds one thread, which hands
 every message to the event loop the core runs on and waits for its answers. With grpc.aio
 instead, the completion of every gRPC operation wakes the event loop and runs there, beside the
-core; measured behind Envoy on one core (docs/epp.md), the threaded server costs ≈35 % less CPU
-per request. Its price is a thread per open stream (an idle one holds ≈16 KB), so the number of
-concurrent streams is bounded (`stream_threads`; 0 = grpc.aio, unbounded).
+core; measured behind Envoy on one core (docs/epp.md, "The gRPC server"), the threaded server
+costs ≈35 % less CPU per request. Its price is a thread per open stream (≈30 KB more memory per
+stream than grpc.aio), so the number of concurrent streams is bounded (`stream_threads`; 0 =
+grpc.aio, unbounded), and each response chunk costs more where Envoy sends every one.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 EXT_PROC_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
 HEALTH_SERVICES = ("", "liveness", "readiness", EXT_PROC_SERVICE)
+NOT_SYNCED = "inference pool not synced yet"
 
 
 @dataclass(frozen=True)
@@ -73,9 +75,14 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
         self.streams = 0
         self._counting = threading.Lock()  # the threaded server counts from the streams' threads
 
-    def count_stream(self) -> None:
+    def open_stream(self) -> RequestStream | None:
+        """A new stream's state machine, counted; None while the pool is not known yet."""
+        pool = self._pool()
+        if pool is None:
+            return None
         with self._counting:
             self.streams += 1
+        return RequestStream(self._core, pool, self._config, self._guards)
 
     def count_message(self, kind: str) -> None:
         with self._counting:
@@ -84,12 +91,10 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
     async def Process(
         self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ProcessingResponse]:
-        pool = self._pool()
-        if pool is None:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "inference pool not synced yet")
+        stream = self.open_stream()
+        if stream is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, NOT_SYNCED)
             return
-        stream = RequestStream(self._core, pool, self._config, self._guards)
-        self.count_stream()
         try:
             async for message in request_iterator:
                 self.count_message(message.WhichOneof("request") or "none")
@@ -104,13 +109,19 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
 class _LoopBridge:
     """One stream's RequestStream, driven on the event loop from the stream's gRPC thread.
 
-    `handle` runs on the gRPC thread and blocks until the loop has answered; `end` may be called
-    from any thread, any number of times: the stream closes once, after a message still being
-    handled (cancelled first, as grpc.aio cancels its handler) has finished."""
+    `handle` runs on the gRPC thread: a body chunk that needs only the stream's own state is
+    answered there (`RequestStream.answer_at_once`), any other message on the loop, the thread
+    waiting for its answers. `end` may be called from any thread, any number of times: the
+    stream closes once, on the loop, after a message still being handled there (cancelled
+    first, as grpc.aio cancels its handler) has finished. A reset that comes while the thread
+    answers a chunk may close the stream meanwhile; the chunk's accounting then reaches a
+    finished request and is ignored."""
 
-    def __init__(self, processor: ExternalProcessor, pool: str, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, processor: ExternalProcessor, stream: RequestStream, loop: asyncio.AbstractEventLoop
+    ) -> None:
         self._processor = processor
-        self._stream = RequestStream(processor._core, pool, processor._config, processor._guards)
+        self._stream = stream
         self._loop = loop
         self._task: asyncio.Task[list[pb.ProcessingResponse]] | None = None
         self._ended = False  # read and written on the loop only
@@ -175,12 +186,11 @@ class ThreadedExternalProcessor(pb_grpc.ExternalProcessorServicer):
     def Process(
         self, request_iterator: Iterator[pb.ProcessingRequest], context: grpc.ServicerContext
     ) -> Iterator[pb.ProcessingResponse]:
-        pool = self._processor._pool()
-        if pool is None:
-            context.abort(grpc.StatusCode.UNAVAILABLE, "inference pool not synced yet")
+        stream = self._processor.open_stream()
+        if stream is None:
+            context.abort(grpc.StatusCode.UNAVAILABLE, NOT_SYNCED)
             return
-        bridge = _LoopBridge(self._processor, pool, self._loop)
-        self._processor.count_stream()
+        bridge = _LoopBridge(self._processor, stream, self._loop)
         context.add_callback(bridge.end)  # the stream is over: done, cancelled or reset
         try:
             for message in request_iterator:
@@ -209,12 +219,13 @@ class GrpcServers:
         reuse = ("grpc.so_reuseport", 1 if config.reuse_port else 0)
         options = [("grpc.max_receive_message_length", 16 * 1024 * 1024), reuse]
         self._ext_proc: grpc.Server | grpc.aio.Server
+        self._threads: concurrent.futures.ThreadPoolExecutor | None = None
         if config.stream_threads > 0:
-            threads = concurrent.futures.ThreadPoolExecutor(
+            self._threads = concurrent.futures.ThreadPoolExecutor(
                 config.stream_threads, thread_name_prefix="ext-proc"
             )
             self._ext_proc = grpc.server(
-                threads, options=options, maximum_concurrent_rpcs=config.stream_threads
+                self._threads, options=options, maximum_concurrent_rpcs=config.stream_threads
             )
         else:
             self._ext_proc = grpc.aio.server(options=options)
@@ -271,4 +282,6 @@ class GrpcServers:
             await self._ext_proc.stop(grace)
         else:  # streams still open get `grace` seconds; the loop keeps answering them meanwhile
             await asyncio.to_thread(self._ext_proc.stop(grace).wait)
+        if self._threads is not None:
+            self._threads.shutdown(wait=False)  # the streams' threads, idle now
         await self._health.stop(0)

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 import grpc
 import pytest
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
-from tests.free_ports import free_port
 
+from free_ports import free_port
 from inferpool.extproc.server import GrpcConfig, GrpcServers
 
 from .fakes import POOL, FakeRouted, FakeRouter, endpoints
