@@ -182,6 +182,7 @@ class ThreadedExternalProcessor(pb_grpc.ExternalProcessorServicer):
     def __init__(self, processor: ExternalProcessor, loop: asyncio.AbstractEventLoop) -> None:
         self._processor = processor
         self._loop = loop
+        self._hinted = False  # the hint below is logged once per process
 
     def Process(
         self, request_iterator: Iterator[pb.ProcessingRequest], context: grpc.ServicerContext
@@ -197,6 +198,13 @@ class ThreadedExternalProcessor(pb_grpc.ExternalProcessorServicer):
                 yield from bridge.handle(message)
                 if bridge.done:
                     return
+                if not self._hinted and stream.every_chunk_comes:
+                    self._hinted = True
+                    log.warning(
+                        "Envoy sends every response chunk (FULL_DUPLEX_STREAMED): each costs more on "
+                        "the threaded ext_proc server than on grpc.aio; with long streamed answers, "
+                        "--stream-threads 0 is cheaper (docs/epp.md, 'The gRPC server')"
+                    )
         except concurrent.futures.CancelledError:
             return  # the stream ended while its message was handled
         finally:

@@ -140,6 +140,11 @@ class RequestStream:
         self._blocked = False
         self.done = False  # an ImmediateResponse was sent: Envoy ends the stream
 
+    @property
+    def every_chunk_comes(self) -> bool:
+        """Envoy sends every response chunk (FULL_DUPLEX_STREAMED), as read from its protocol_config."""
+        return self._response_streamed
+
     async def handle(self, request: pb.ProcessingRequest) -> list[pb.ProcessingResponse]:
         """The answers to one message (possibly none, possibly several, always in order)."""
         if request.HasField("protocol_config"):

@@ -165,3 +165,21 @@ async def test_no_stream_before_the_pool_is_known(stream_threads: int) -> None:
             assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
         await servers.stop(grace=0)
+
+
+async def test_the_threaded_server_says_once_when_envoy_sends_every_chunk(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every response chunk costs more on the threaded server: it names the cheaper one, once."""
+    router = FakeRouter(endpoints(8001))
+    async with running(router, stream_threads=8) as (_servers, stub):
+        for _ in range(2):
+            call = stub.Process()
+            await call.write(headers_msg(streamed=True))  # FULL_DUPLEX_STREAMED both ways
+            await call.write(body_msg(BODY))
+            answers = [await call.read(), await call.read()]  # headers, then the body's pick
+            assert [a.WhichOneof("response") for a in answers] == ["request_headers", "request_body"]
+            await call.done_writing()
+            assert await call.code() == grpc.StatusCode.OK
+    hints = [r for r in caplog.records if "--stream-threads 0" in r.getMessage()]
+    assert len(hints) == 1 and hints[0].levelname == "WARNING"
