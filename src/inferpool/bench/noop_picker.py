@@ -71,17 +71,20 @@ class NoopPicker(pb_grpc.ExternalProcessorServicer):
         skip = continue_without_answer(processing_mode_pb2.ProcessingMode.BUFFERED)
         self._answers = {**CONTINUE, "request_headers": skip} if skip_response_headers else CONTINUE
 
+    def answer(self, message: pb.ProcessingRequest) -> pb.ProcessingResponse | None:
+        kind = message.WhichOneof("request")
+        if kind == "request_body":
+            if self._work_s:
+                burn_cpu(self._work_s)  # a stand-in for a picker's own work per request
+            return next(self._picks)
+        return self._answers.get(kind or "")
+
     async def Process(
         self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ProcessingResponse]:
         async for message in request_iterator:
-            kind = message.WhichOneof("request")
-            if kind == "request_body":
-                if self._work_s:
-                    burn_cpu(self._work_s)  # a stand-in for a picker's own work per request
-                yield next(self._picks)
-            elif kind in self._answers:
-                yield self._answers[kind]
+            if (answer := self.answer(message)) is not None:
+                yield answer
 
 
 class ThreadedNoopPicker(pb_grpc.ExternalProcessorServicer):
@@ -93,15 +96,9 @@ class ThreadedNoopPicker(pb_grpc.ExternalProcessorServicer):
     def Process(
         self, request_iterator: Iterator[pb.ProcessingRequest], context: grpc.ServicerContext
     ) -> Iterator[pb.ProcessingResponse]:
-        picker = self._picker
         for message in request_iterator:
-            kind = message.WhichOneof("request")
-            if kind == "request_body":
-                if picker._work_s:
-                    burn_cpu(picker._work_s)
-                yield next(picker._picks)
-            elif kind in picker._answers:
-                yield picker._answers[kind]
+            if (answer := self._picker.answer(message)) is not None:
+                yield answer
 
 
 def serve_threaded(
