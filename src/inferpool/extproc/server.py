@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 EXT_PROC_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
 HEALTH_SERVICES = ("", "liveness", "readiness", EXT_PROC_SERVICE)
 NOT_SYNCED = "inference pool not synced yet"
+# How often a stream's thread waiting for the loop checks that the loop still runs (a process
+# shutting down must not keep threads that wait for answers that can no longer come).
+_LOOP_CHECK_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -138,7 +141,12 @@ class _LoopBridge:
             return answers
         answered: concurrent.futures.Future[list[pb.ProcessingResponse]] = concurrent.futures.Future()
         self._loop.call_soon_threadsafe(self._start, message, answered)
-        return answered.result()  # CancelledError once the stream has ended
+        while True:  # CancelledError once the stream has ended
+            try:
+                return answered.result(timeout=_LOOP_CHECK_S)
+            except TimeoutError:
+                if self._loop.is_closed():  # nothing will answer: do not hold the thread forever
+                    raise concurrent.futures.CancelledError from None
 
     def end(self) -> None:
         self._loop.call_soon_threadsafe(self._end)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -12,7 +15,8 @@ import pytest
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
 from free_ports import free_port
-from inferpool.extproc.server import GrpcConfig, GrpcServers
+from inferpool.extproc.server import ExternalProcessor, GrpcConfig, GrpcServers, _LoopBridge
+from inferpool.extproc.stream import StreamConfig
 
 from .fakes import POOL, FakeRouted, FakeRouter, endpoints
 from .test_stream import BODY, body_msg, headers_msg, sampled_headers_msg
@@ -183,3 +187,37 @@ async def test_the_threaded_server_says_once_when_envoy_sends_every_chunk(
             assert await call.code() == grpc.StatusCode.OK
     hints = [r for r in caplog.records if "--stream-threads 0" in r.getMessage()]
     assert len(hints) == 1 and hints[0].levelname == "WARNING"
+
+
+def test_a_thread_waiting_on_a_closed_loop_is_let_go() -> None:
+    """A stream's thread waits for answers from the core's loop; if that loop is gone (a process
+    shutting down), the wait ends instead of holding the thread, and its exit, forever."""
+    loop = asyncio.new_event_loop()
+    runner = threading.Thread(target=loop.run_forever)
+    runner.start()
+    router = GatedRouter(endpoints(8001))
+    processor = ExternalProcessor(router, lambda: POOL, StreamConfig())  # type: ignore[arg-type]
+    stream = processor.open_stream()
+    assert stream is not None
+    bridge = _LoopBridge(processor, stream, loop)
+    bridge.handle(headers_msg())
+    outcome: list[BaseException] = []
+
+    def wait_for_the_pick() -> None:
+        try:
+            bridge.handle(body_msg(BODY))  # waits at the gate, which never opens
+        except BaseException as err:
+            outcome.append(err)
+
+    waiter = threading.Thread(target=wait_for_the_pick, daemon=True)  # daemon: a failure must not hang pytest
+    waiter.start()
+    deadline = time.monotonic() + 20
+    while not router.waiting.is_set() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert router.waiting.is_set()
+    loop.call_soon_threadsafe(loop.stop)
+    runner.join(10)
+    loop.close()  # the loop is gone with the request still waiting in it
+    waiter.join(10)
+    assert not waiter.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], concurrent.futures.CancelledError)
