@@ -113,11 +113,15 @@ async def test_completion_and_chat_through_envoy(accounting: str) -> None:
         assert via_envoy.usage.prompt_tokens == direct.usage.prompt_tokens > 50_000
 
 
-@pytest.mark.parametrize("accounting", ["stream", "sampled"])
-async def test_streaming_passes_through_and_is_accounted(accounting: str) -> None:
+@pytest.mark.parametrize(
+    ("accounting", "server"),
+    [("stream", []), ("sampled", []), ("stream", ["--stream-threads", "0"])],
+    ids=["stream", "sampled", "stream-grpc.aio"],  # the picker's default server is the threaded one
+)
+async def test_streaming_passes_through_and_is_accounted(accounting: str, server: list[str]) -> None:
     # sampled: the first response is within the picker's sampling budget, so it is read in full
     async with AsyncExitStack() as stack:
-        s = await open_stack(stack, sims(3), accounting=accounting)
+        s = await open_stack(stack, sims(3), accounting=accounting, epp_args=server)
         api = client(s.base_url)
         stream = await api.chat.completions.create(
             model=BASE,
