@@ -24,8 +24,8 @@ from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
-from inferpool.bench.compare import FleetPorts, inferpool_argv, write_manifests
-from inferpool.bench.overhead import Options, start_backends
+from inferpool.bench.compare import FleetPorts, write_manifests
+from inferpool.bench.overhead import Options, epp_argv, start_backends
 from inferpool.bench.procs import Child, distinct_free_ports, grpc_serving, spawn, wait_until_ready
 
 MODE = processing_mode_pb2.ProcessingMode
@@ -100,10 +100,8 @@ def main() -> None:
             manifests, endpoints = write_manifests(
                 work, FleetPorts(backends), listener
             )  # a listener nothing uses
-            argv = [*inferpool_argv(), "epp", "-f", str(manifests), "--endpoints", str(endpoints),
-                    "--host", "127.0.0.1", "--grpc-port", str(grpc_port), "--grpc-health-port", str(health_port),
-                    "--metrics-port", str(metrics_port), "--no-secure-serving", "--no-metrics-endpoint-auth",
-                    "--log-level", "warning", "--response-samples-per-second", "0"]  # fmt: skip
+            argv = [*epp_argv(manifests, endpoints, grpc_port, health_port, metrics_port),
+                    "--response-samples-per-second", "0"]  # fmt: skip
             if args.stream_threads is not None:
                 argv += ["--stream-threads", str(args.stream_threads)]
             picker = spawn("picker", argv, work / "logs")

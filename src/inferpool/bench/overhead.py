@@ -302,6 +302,16 @@ def envoy_alone_config(pool_ports: list[int], listener: int, admin: int) -> str:
     return str(yaml.safe_dump(config))
 
 
+def epp_argv(
+    manifests: Path, endpoints: Path, grpc_port: int, health_port: int, metrics_port: int
+) -> list[str]:
+    """`inferpool epp` as the bench runs it: loopback, plaintext, open metrics, default profile."""
+    return [*inferpool_argv(), "epp", "-f", str(manifests), "--endpoints", str(endpoints),
+            "--host", "127.0.0.1", "--grpc-port", str(grpc_port), "--grpc-health-port", str(health_port),
+            "--metrics-port", str(metrics_port), "--no-secure-serving", "--no-metrics-endpoint-auth",
+            "--log-level", "warning", "--scheduler", "default"]  # fmt: skip
+
+
 def start_contender(
     contender: Contender, backends: list[int], model: str, opts: Options, children: list[Child]
 ) -> Running:
@@ -320,10 +330,7 @@ def start_contender(
         if contender.kind == "epp-envoy":
             mode = contender.mode or ACCOUNTING_MODES["sampled"]
             manifests, endpoints = write_manifests(opts.workdir / "logs", FleetPorts(backends), listener)
-            argv = [*inferpool_argv(), "epp", "-f", str(manifests), "--endpoints", str(endpoints),
-                    "--host", "127.0.0.1", "--grpc-port", str(grpc_port), "--grpc-health-port", str(health_port),
-                    "--metrics-port", str(metrics_port), "--no-secure-serving", "--no-metrics-endpoint-auth",
-                    "--log-level", "warning", "--scheduler", "default", *mode.epp_args]  # fmt: skip
+            argv = [*epp_argv(manifests, endpoints, grpc_port, health_port, metrics_port), *mode.epp_args]
             if contender.workers > 1:
                 argv += ["--workers", str(contender.workers)]
             if not contender.threaded:

@@ -202,17 +202,20 @@ class ThreadedExternalProcessor(pb_grpc.ExternalProcessorServicer):
         bridge = _LoopBridge(self._processor, stream, self._loop)
         context.add_callback(bridge.end)  # the stream is over: done, cancelled or reset
         try:
+            first = True
             for message in request_iterator:
                 yield from bridge.handle(message)
                 if bridge.done:
                     return
-                if not self._hinted and stream.every_chunk_comes:
-                    self._hinted = True
-                    log.warning(
-                        "Envoy sends every response chunk (FULL_DUPLEX_STREAMED): each costs more on "
-                        "the threaded ext_proc server than on grpc.aio; with long streamed answers, "
-                        "--stream-threads 0 is cheaper (docs/epp.md, 'The gRPC server')"
-                    )
+                if first:  # the modes come with the first message: a stream asks this once
+                    first = False
+                    if stream.every_chunk_comes and not self._hinted:
+                        self._hinted = True
+                        log.warning(
+                            "Envoy sends every response chunk (FULL_DUPLEX_STREAMED): each costs more on "
+                            "the threaded ext_proc server than on grpc.aio; with long streamed answers, "
+                            "--stream-threads 0 is cheaper (docs/epp.md, 'The gRPC server')"
+                        )
         except concurrent.futures.CancelledError:
             return  # the stream ended while its message was handled
         finally:
