@@ -125,7 +125,8 @@ async def test_the_threaded_server_refuses_a_stream_over_its_threads() -> None:
         await held.read()  # one stream open: the only thread is taken
         refused = stub.Process()  # nothing written: refused at its start, a write would race that
         with pytest.raises(grpc.aio.AioRpcError) as err:
-            await refused.read()
+            async with asyncio.timeout(20):  # a server that took the stream would wait for a message
+                await refused.read()
         assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         await held.write(body_msg(BODY))
         assert (await held.read()).WhichOneof("response") == "request_body"
