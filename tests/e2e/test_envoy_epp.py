@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import time
 from collections import Counter
@@ -81,6 +82,17 @@ async def hold(
     return held
 
 
+def thread_policies(pid: int) -> list[int]:
+    """The CPU scheduling policy of each thread of `pid` (threads that end meanwhile left out)."""
+    policies = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            policies.append(os.sched_getscheduler(int(tid)))
+        except ProcessLookupError:
+            continue
+    return policies
+
+
 async def sim_metric(node: SimNode, needle: str) -> bool:
     async with aiohttp.ClientSession() as http, http.get(f"{node.url}/metrics") as response:
         return needle in await response.text()
@@ -111,6 +123,10 @@ async def test_completion_and_chat_through_envoy(accounting: str) -> None:
         )
         assert via_envoy.usage is not None and direct.usage is not None
         assert via_envoy.usage.prompt_tokens == direct.usage.prompt_tokens > 50_000
+        # every picker thread, those the gRPC server started for the streams included, runs
+        # under the batch CPU policy (`--cpu-policy`'s default): none preempts Envoy on waking
+        policies = thread_policies(s.epp.proc.pid)
+        assert len(policies) > 2 and set(policies) == {os.SCHED_BATCH}
 
 
 @pytest.mark.parametrize(

@@ -439,6 +439,14 @@ def overhead_command(
     envoy_concurrency: int = typer.Option(
         1, "--envoy-concurrency", min=1, help="Envoy's worker threads (1 matches one proxy core)."
     ),
+    picker_nice: int | None = typer.Option(
+        None,
+        "--picker-nice",
+        min=0,
+        max=19,
+        help="The pickers' niceness against Envoy on the shared proxy core (process and session); "
+        "default 0: equal CPU shares (the pickers' batch CPU policy still yields to Envoy on waking).",
+    ),
     rounds: int | None = typer.Option(None, "--rounds", min=1, help="Rounds (medians, min…max); default 3."),
     duration: float | None = typer.Option(None, "--duration", min=0.1, help="Seconds per test; default 5."),
     proxy_cpus: str | None = typer.Option(
@@ -489,6 +497,7 @@ def overhead_command(
         warmup_s=0.3 if smoke else 1.0,
         drain_s=2.0 if smoke else 5.0,
         tests=chosen_tests, backends=backends, envoy_concurrency=envoy_concurrency,
+        picker_nice=overhead.PICKER_NICE if picker_nice is None else picker_nice,
     )  # fmt: skip
     env = overhead.environment(opts)
     measurements, failures = overhead.run_overhead(opts, lambda line: typer.echo(line, err=True))

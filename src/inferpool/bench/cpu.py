@@ -51,6 +51,31 @@ def pinned(argv: list[str], cpus: frozenset[int]) -> list[str]:
     return ["taskset", "-c", cpu_list(cpus), *argv]
 
 
+def niced(argv: list[str], nice: int) -> list[str]:
+    """`argv` at scheduling niceness `nice` (`nice` execs, so the pid stays the command's own, and
+    every thread the command starts inherits it). 0 leaves argv as it is."""
+    return ["nice", "-n", str(nice), *argv] if nice else argv
+
+
+def set_session_nice(pid: int, nice: int) -> bool:
+    """Give the session that `pid` leads (its autogroup) the niceness `nice`; False where the
+    kernel has no autogroups. With autogroups on (the default on most distributions), the
+    scheduler first shares a core between sessions and only then between the processes of one, so
+    a process's own niceness does not lower it against a process started in another session."""
+    try:
+        (PROC / str(pid) / "autogroup").write_text(str(nice))
+    except OSError:
+        return False
+    return True
+
+
+def autogroups_enabled() -> bool:
+    try:
+        return (PROC / "sys" / "kernel" / "sched_autogroup_enabled").read_text().strip() == "1"
+    except OSError:
+        return False
+
+
 def _stat(pid: int) -> tuple[str, list[str]] | None:
     """/proc/PID/stat as (command name, the fields after it); the name may hold spaces and
     parentheses, so it is cut at the first "(" and the last ")". None when the process is gone."""

@@ -13,7 +13,9 @@ the load as they do behind the other contenders.
 
 `--work-us N` burns N µs of CPU per request before the pick (as `bare_proxy --work-us` does for
 the gateway): the floor read at a real picker's throughput. `--threaded` serves on grpc's
-threaded server, as `inferpool epp` does by default, instead of grpc.aio.
+threaded server, as `inferpool epp` does by default, instead of grpc.aio. Its threads run under
+the CPU policy `inferpool epp` runs under (`--cpu-policy`, default batch), so the floor and the
+picker share a core with Envoy on the same terms.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from inferpool.bench.bare_proxy import burn_cpu
+from inferpool.extproc.cpu_policy import POLICIES, apply_cpu_policy
 from inferpool.extproc.protocol import continue_without_answer
 
 DESTINATION_HEADER = "x-gateway-destination-endpoint"
@@ -142,7 +145,9 @@ def main() -> None:
         "--skip-response-headers", action="store_true", help="ask Envoy for no response headers"
     )
     parser.add_argument("--threaded", action="store_true", help="grpc's threaded server, not grpc.aio")
+    parser.add_argument("--cpu-policy", choices=POLICIES, default="batch", help="as inferpool epp's")
     args = parser.parse_args()
+    apply_cpu_policy(args.cpu_policy)
     if args.threaded:
         serve_threaded(args.host, args.port, args.destination, args.work_us, args.skip_response_headers)
         return

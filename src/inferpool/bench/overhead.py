@@ -39,7 +39,15 @@ from inferpool.bench.compare import (
     streams_by_worker,
     write_manifests,
 )
-from inferpool.bench.cpu import cpu_by_process, cpu_list, cpu_seconds, pinned
+from inferpool.bench.cpu import (
+    autogroups_enabled,
+    cpu_by_process,
+    cpu_list,
+    cpu_seconds,
+    niced,
+    pinned,
+    set_session_nice,
+)
 from inferpool.bench.envoy import ACCOUNTING_MODES, AccountingMode, EnvoyConfig, envoy_argv, find_envoy
 from inferpool.bench.native_loadgen import LoadSpec
 from inferpool.bench.peers import Peer, ensure_installed
@@ -200,6 +208,9 @@ def parse_tests(text: str) -> tuple[LoadTest, ...]:
     return tuple(chosen)
 
 
+PICKER_NICE = 0
+
+
 @dataclass(frozen=True)
 class Options:
     contenders: list[Contender]
@@ -213,6 +224,10 @@ class Options:
     tests: tuple[LoadTest, ...] = TESTS
     backends: int = 2  # instant backends (one process each) behind every contender
     envoy_concurrency: int = 1  # Envoy's worker threads
+    # The pickers' niceness (process and session) against Envoy on the shared core. 0 (equal
+    # shares) by default: the pickers' own CPU policy (batch) already keeps a waking picker from
+    # preempting Envoy; a niceness lowers their share further (docs/epp.md, "Sharing a core").
+    picker_nice: int = PICKER_NICE
 
 
 @dataclass
@@ -268,10 +283,14 @@ def start_backends(
     return ports, started
 
 
-def _proxy(opts: Options, name: str, argv: list[str], children: list[Child], running: Running) -> Child:
-    child = spawn(name, pinned(argv, opts.proxy_cpus), opts.workdir / "logs")
+def _proxy(
+    opts: Options, name: str, argv: list[str], children: list[Child], running: Running, nice: int = 0
+) -> Child:
+    child = spawn(name, pinned(niced(argv, nice), opts.proxy_cpus), opts.workdir / "logs")
     children.append(child)
     running.proxies.append(child)
+    if nice:  # the child leads its own session (spawn), so the session's share is what competes
+        set_session_nice(child.proc.pid, nice)
     return child
 
 
@@ -352,7 +371,7 @@ def start_contender(
             health_port = grpc_port  # the no-op picker serves grpc.health.v1 on its one port
             config = EnvoyConfig(epp_port=grpc_port, pool_ports=backends, listen_port=listener, admin_port=admin,
                                  epp_tls=False, request_body_mode="BUFFERED", response_body_mode="NONE")  # fmt: skip
-        picker = _proxy(opts, f"{tag}-picker", argv, children, running)
+        picker = _proxy(opts, f"{tag}-picker", argv, children, running, nice=opts.picker_nice)
         wait_until_ready(
             picker,
             lambda: grpc_serving(health_port, EXT_PROC_SERVICE),
@@ -585,6 +604,8 @@ def environment(opts: Options) -> dict[str, Any]:
         "duration_s": opts.duration_s,
         "backends": opts.backends,
         "envoy_concurrency": opts.envoy_concurrency,
+        "picker_nice": opts.picker_nice,
+        "autogroups": autogroups_enabled(),
         "tests": [asdict(t) for t in opts.tests],
         "accounting_modes": {m.name: asdict(m) for m in ACCOUNTING_MODES.values()},
     }

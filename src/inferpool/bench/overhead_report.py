@@ -230,12 +230,21 @@ def _cell_json(cell: Cell | None) -> dict[str, Any] | None:
             "not_sustained": cell.flagged}  # fmt: skip
 
 
+def _picker_priority(env: dict[str, Any]) -> str:
+    nice = env.get("picker_nice", 0)
+    if not nice:
+        return "; pickers and Envoy at equal CPU shares"
+    where = "process and session" if env.get("autogroups") else "process"
+    return f"; pickers at nice {nice} ({where}): the data plane first on the shared core"
+
+
 def header_lines(env: dict[str, Any]) -> list[str]:
     peers = ", ".join(f"{k} {v}" for k, v in env.get("peers", {}).items()) or "none run"
     return [
         f"- machine: {env['nproc']} CPUs, {env['cpu_model']}, Linux {env['kernel']}, Python {env['python']}",
         f"- pinning: proxy on CPU {env['proxy_cpus']}, client and backends on CPU {env['client_cpus']}; "
-        f"{env.get('backends', 2)} instant backends, Envoy --concurrency {env.get('envoy_concurrency', 1)}",
+        f"{env.get('backends', 2)} instant backends, Envoy --concurrency {env.get('envoy_concurrency', 1)}"
+        + _picker_priority(env),
         f"- versions: inferpool {env['inferpool']}, Envoy {env['envoy'] or 'not found'}, {peers}",
         f"- {env['rounds']} round(s), {env['duration_s']:g} s per test; medians with min…max over rounds; "
         "`direct` shows absolute figures, other columns latency added over direct's median",

@@ -23,9 +23,11 @@ from inferpool.bench.cpu import (
     cpu_list,
     cpu_seconds,
     default_split,
+    niced,
     parse_cpus,
     pinned,
     process_cpu_seconds,
+    set_session_nice,
 )
 from inferpool.bench.envoy import ACCOUNTING_MODES
 from inferpool.bench.instant_backend import completion_body, metrics_page, stream_event_prefix
@@ -147,6 +149,29 @@ def test_cpu_lists_parse_like_taskset_and_split_proxy_from_client() -> None:
     assert default_split(frozenset({4, 7, 9})) == ({4}, {7})
     assert default_split(frozenset({2})) == ({2}, {2})
     assert pinned(["envoy", "-c", "x"], frozenset({0})) == ["taskset", "-c", "0", "envoy", "-c", "x"]
+
+
+def test_a_niced_picker_runs_at_that_niceness_and_so_does_its_session() -> None:
+    import os
+    import subprocess
+
+    assert niced(["x"], 0) == ["x"]
+    argv = pinned(niced(["sleep", "30"], 7), frozenset(os.sched_getaffinity(0)))
+    child = subprocess.Popen(argv, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 20  # until taskset and nice have exec'd into sleep
+        while Path(f"/proc/{child.pid}/comm").read_text().strip() != "sleep":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert os.getpriority(os.PRIO_PROCESS, child.pid) == os.getpriority(os.PRIO_PROCESS, 0) + 7
+        autogroup = Path(f"/proc/{child.pid}/autogroup")
+        if autogroup.exists():  # kernels built with autogroups; the session's own share
+            assert set_session_nice(child.pid, 7)
+            assert autogroup.read_text().split()[-2:] == ["nice", "7"]
+        assert not set_session_nice(2**22 + 12345, 7)  # no such process: False, not an error
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_cpu_seconds_of_this_process_session_grow_with_work() -> None:
@@ -292,6 +317,11 @@ def test_table_shows_medians_with_range_and_latency_added_over_direct() -> None:
 
     text = overhead_report.markdown_table(runs, ["direct", "envoy"], tests)
     assert "| measure | direct (absolute) | envoy |" in text
+    env = {"nproc": 2, "cpu_model": "x", "kernel": "6", "python": "3.11", "proxy_cpus": "0",
+           "client_cpus": "1", "envoy": "1.40", "inferpool": "abc", "rounds": 3, "duration_s": 3.0}  # fmt: skip
+    assert "pickers and Envoy at equal CPU shares" in overhead_report.header_lines(env)[1]
+    niced_env = {**env, "picker_nice": 10, "autogroups": True}
+    assert "pickers at nice 10 (process and session)" in overhead_report.header_lines(niced_env)[1]
     assert "| open loop 200 req/s: +p50 ms | 2.00 (1.00…3.00) | +0.50 (−0.50…+2.50) † |" in text
     assert "| CPU µs per request (closed loop) | — | 60.0 (60.0…60.0) |" in text
     notes = overhead_report.footnotes(runs, tests)
