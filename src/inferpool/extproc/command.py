@@ -13,7 +13,7 @@ import uvloop
 
 from inferpool.durations import parse_go_duration_or_seconds
 from inferpool.extproc.app import EppConfig, serve
-from inferpool.extproc.cpu_policy import POLICIES, apply_cpu_policy
+from inferpool.extproc.cpu_policy import apply_cpu_policy
 from inferpool.extproc.server import GrpcConfig
 from inferpool.extproc.stream import DEFAULT_SAMPLES_PER_SECOND
 from inferpool.extproc.workers import Supervisor
@@ -130,10 +130,11 @@ def epp(
     """Endpoint Picker for Envoy: ext_proc on 9002, gRPC health on 9003, metrics on 9090."""
     if not manifests and pool_name is None:
         raise typer.BadParameter("give -f PATH... or --pool-name")
-    if cpu_policy not in POLICIES:
-        raise typer.BadParameter(f"{cpu_policy!r}: one of {', '.join(POLICIES)}", param_hint="--cpu-policy")
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    apply_cpu_policy(cpu_policy)  # before any thread or worker starts: they inherit it
+    try:
+        apply_cpu_policy(cpu_policy)  # before any thread or worker starts: they inherit it
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--cpu-policy") from None
     config = EppConfig(
         pool_name=pool_name,
         pool_namespace=pool_namespace,

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +31,7 @@ def apply_cpu_policy(policy: str) -> bool:
         return False
     target = os.SCHED_BATCH if policy == "batch" else os.SCHED_OTHER
     try:
-        threads = [int(tid) for tid in os.listdir(Path("/proc/self/task"))]
+        threads = [int(tid) for tid in os.listdir("/proc/self/task")]
     except OSError:
         threads = [0]  # no /proc: the calling thread (the main one, before others start)
     for tid in threads:
