@@ -124,6 +124,33 @@ def cpu_by_process(sessions: list[int]) -> dict[str, float]:
     return spent
 
 
+def waits_by_process(sessions: list[int]) -> dict[str, tuple[float, int]]:
+    """Each live process's time runnable but waiting for a CPU, in seconds, and how many times it
+    was put on one, summed over its threads (/proc/PID/task/TID/schedstat), keyed "COMMAND PID"
+    as `cpu_by_process`. Where two processes share a core, the one that relays bytes waits
+    behind the other: this is that wait. Empty where the kernel keeps no schedstat."""
+    waits: dict[str, tuple[float, int]] = {}
+    for session in sessions:
+        for pid in session_members(session):
+            stat = _stat(pid)
+            if stat is None:
+                continue
+            delay_ns = runs = 0
+            try:
+                threads = list((PROC / str(pid) / "task").iterdir())
+            except OSError:
+                continue
+            for thread in threads:
+                try:
+                    fields = (thread / "schedstat").read_text().split()
+                    delay_ns += int(fields[1])
+                    runs += int(fields[2])
+                except (OSError, IndexError, ValueError):  # a thread that ended meanwhile
+                    continue
+            waits[f"{stat[0]} {pid}"] = (delay_ns / 1e9, runs)
+    return waits
+
+
 def cpu_seconds(sessions: list[int]) -> float:
     """utime + stime of all live processes in these sessions, all threads included, in seconds."""
     return sum(cpu_by_process(sessions).values())

@@ -47,6 +47,7 @@ from inferpool.bench.cpu import (
     niced,
     pinned,
     set_session_nice,
+    waits_by_process,
 )
 from inferpool.bench.envoy import ACCOUNTING_MODES, AccountingMode, EnvoyConfig, envoy_argv, find_envoy
 from inferpool.bench.native_loadgen import LoadSpec
@@ -248,6 +249,9 @@ class Measurement:
     # worker took (`--workers`): whether the load spread.
     process_cpu_s: dict[str, float] = field(default_factory=dict)
     worker_streams: dict[str, float] = field(default_factory=dict)
+    # Each process's wait for a CPU while runnable (seconds) and its runs on one, over the test:
+    # on a shared core, how long the relay waited behind its picker.
+    process_wait: dict[str, tuple[float, int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -471,11 +475,17 @@ def measure_contender(
             )
             # One /proc pass per side: the contender's total is the sum of its processes.
             by_process_before, backends_before = cpu_by_process(sessions), cpu_seconds(backend_sessions)
+            waits_before = waits_by_process(sessions)
             streams_before = worker_streams(running)
             started = time.monotonic()
             result = native_loadgen.run(binary, running.targets, spec, client)
             wall = time.monotonic() - started  # the window the CPU readings span (connecting included)
             by_process_after = cpu_by_process(sessions)
+            waits = {
+                name: (round(delay - waits_before[name][0], 6), runs - waits_before[name][1])
+                for name, (delay, runs) in waits_by_process(sessions).items()
+                if name in waits_before
+            }
             spent = sum(by_process_after.values()) - sum(by_process_before.values()) if sessions else None
             by_process = {
                 name: round(s - by_process_before.get(name, 0.0), 3) for name, s in by_process_after.items()
@@ -490,7 +500,7 @@ def measure_contender(
                     contender.name, test.name, round_no, result, spent,
                     proxy_busy=None if spent is None else spent / wall / len(opts.proxy_cpus),
                     client_busy=client_spent / wall / len(opts.client_cpus),
-                    process_cpu_s=by_process, worker_streams=streams,
+                    process_cpu_s=by_process, worker_streams=streams, process_wait=waits,
                 )
             )  # fmt: skip
             line = _progress_line(result, spent)

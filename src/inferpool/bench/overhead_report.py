@@ -53,6 +53,18 @@ def _picker_cpu_per_request(m: Measurement) -> float | None:
     return sum(pickers) * 1e6 / float(m.result["ok"])
 
 
+def _relay_wait(m: Measurement) -> float | None:
+    """µs the relaying process waited for its core per run on it: Envoy's where the contender
+    has one (what its picker costs the chunks on a shared core), else all of its processes'."""
+    waits = [w for name, w in m.process_wait.items() if name.startswith("envoy ")] or list(
+        m.process_wait.values()
+    )
+    runs = sum(runs for _, runs in waits)
+    if m.result is None or not runs:
+        return None
+    return sum(delay for delay, _ in waits) * 1e6 / runs
+
+
 def _worker_spread(m: Measurement) -> float | None:
     """The busiest picker worker's requests over the mean (1.0: perfectly even); `--workers` only."""
     counts = list(m.worker_streams.values())
@@ -92,6 +104,8 @@ def measures(tests: tuple[LoadTest, ...] = TESTS) -> list[Measure]:
             rows += [Measure(f"{what}: chunk +p50 ms", test.name, _chunk("p50"), added=True),
                      Measure(f"{what}: chunk +p99 ms", test.name, _chunk("p99"), added=True),
                      Measure("proxy CPUs busy % (paced streams)", test.name, _busy("proxy_busy")),
+                     Measure("relay's wait for its core, µs per run (Envoy's where there is one; paced streams)",
+                             test.name, _relay_wait),
                      Measure("client + backend CPUs busy % (paced streams)", test.name, _busy("client_busy"))]  # fmt: skip
         elif test.stream:
             rows += [Measure(f"{what}: events/s", test.name, _rate("events_per_s")),

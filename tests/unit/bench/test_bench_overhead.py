@@ -28,6 +28,7 @@ from inferpool.bench.cpu import (
     pinned,
     process_cpu_seconds,
     set_session_nice,
+    waits_by_process,
 )
 from inferpool.bench.envoy import ACCOUNTING_MODES
 from inferpool.bench.instant_backend import completion_body, metrics_page, stream_event_prefix
@@ -127,6 +128,38 @@ def test_workers_rows_show_the_pickers_own_cpu_and_how_evenly_workers_took_reque
     assert table["serve"]["picker's CPU µs per request, Envoy's left out (closed loop)"] is None  # no Envoy
     both = table["epp"]
     assert both["CPU µs per request (closed loop)"] is not None and both["CPU µs per request (closed-256)"]
+
+
+def test_the_relays_wait_for_its_core_is_envoys_where_there_is_one() -> None:
+    tests = (overhead.LoadTest("paced", 128, events=100, stream=True, pace_ms=5),)
+    runs = [
+        # Envoy waited 0.2 s over 2,000 runs; the picker's own wait is not the relay's.
+        Measurement("epp", "paced", 1, _result(chunks=1000), cpu_s=1.0,
+                    process_wait={"python 10": (5.0, 9000), "envoy 13": (0.2, 2000)}),
+        Measurement("serve", "paced", 1, _result(chunks=1000), cpu_s=0.5,
+                    process_wait={"python 20": (0.01, 500), "python 21": (0.03, 500)}),
+        Measurement("direct", "paced", 1, _result(chunks=1000)),
+    ]  # fmt: skip
+    label = "relay's wait for its core, µs per run (Envoy's where there is one; paced streams)"
+    table = overhead_report.summarize(runs, ["direct", "epp", "serve"], tests)
+    epp, serve = table["epp"][label], table["serve"][label]
+    assert epp is not None and epp.median == pytest.approx(100.0)
+    assert serve is not None and serve.median == pytest.approx(40.0)  # no Envoy: every process
+    assert table["direct"][label] is None
+
+
+def test_waits_by_process_reads_this_process_threads_waits_and_runs() -> None:
+    import os
+
+    session = os.getsid(0)
+    me = f"{Path('/proc/self/comm').read_text().strip()} {os.getpid()}"
+    before = waits_by_process([session])
+    if not before:
+        pytest.skip("this kernel keeps no schedstat")
+    time.sleep(0.01)  # a wake-up: at least one more run on a CPU
+    after = waits_by_process([session])
+    assert after[me][1] > before[me][1] and after[me][0] >= before[me][0] >= 0
+    assert waits_by_process([2**22 + 12345]) == {}  # no such session: nothing, not an error
 
 
 @pytest.mark.parametrize(
