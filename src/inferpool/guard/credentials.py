@@ -71,7 +71,19 @@ EXTRA_PATTERNS: dict[str, re.Pattern[str]] = {
     "inferpool_key": re.compile(r"\bipk-[A-Za-z0-9_-]{40,}"),
     # detect-secrets has a Telegram plugin, but its pattern is anchored to a whole line.
     "telegram_bot_token": re.compile(r"(?<!\d)\d{8,10}:AA[0-9A-Za-z_-]{33}\b"),
+    # A password given on a command line, as pasted shell history shows it: the MySQL/MariaDB
+    # clients' `-p<password>` (glued: `-p` alone, or followed by a space, asks for it; `-P` is the
+    # port) and `sshpass -p <password>`. detect-secrets' keyword plugin needs `password=`-like
+    # assignments and misses both. A variable, placeholder or prompt (`-p$PW`, `-p"${PW}"`,
+    # `-p<password>`, `-p****`) is no secret. Only the value is reported.
+    "command_line_password": re.compile(
+        r"(?:\b(?:mysql(?:dump|admin|import|check|sh)?|mariadb(?:-dump|-admin|dump)?)\b[^\n|;&]*?\s-p"
+        r"|\bsshpass\s+-p\s*)(?=\S)",
+    ),
 }
+# The password that follows a `command_line_password` match: quoted or bare, at least 4
+# characters, not a variable, template, placeholder or mask.
+_CLI_PASSWORD_VALUE = re.compile(r"""(?![\"']?[$<{%(])(?:"([^"\n]{4,})"|'([^'\n]{4,})'|([^\s'"]{4,}))""")
 EXTRA_HINTS = {
     "google_api_key": ("aiza",),
     "openai_key": ("sk-",),
@@ -79,6 +91,7 @@ EXTRA_HINTS = {
     "huggingface_token": ("hf_",),
     "inferpool_key": ("ipk-",),
     "telegram_bot_token": (":aa",),
+    "command_line_password": ("mysql", "mariadb", "sshpass"),
 }
 _KEYWORD_HINTS = (
     "pass", "pwd", "secret", "api_key", "apikey", "api-key", "auth_key", "authkey", "priv_key",
@@ -224,7 +237,11 @@ class SecretScanner:
             tokens = long_tokens(text)
         found: list[Finding] = []
         for kind, pattern in EXTRA_PATTERNS.items():
-            if any(h in hints for h in EXTRA_HINTS[kind]):
+            if not any(h in hints for h in EXTRA_HINTS[kind]):
+                continue
+            if kind == "command_line_password":
+                found += _command_line_passwords(text)
+            else:
                 found += [Finding("secrets", kind, m.start(), m.end()) for m in pattern.finditer(text)]
         lines: dict[int, set[_Plugin]] = {}  # line start -> plugins to run on it
         for hint, offsets in hints.items():
@@ -262,6 +279,21 @@ class SecretScanner:
             ):
                 continue
             yield value
+
+
+def _command_line_passwords(text: str) -> list[Finding]:
+    """The values of `-p<password>` (MySQL/MariaDB clients) and `sshpass -p <password>`."""
+    found = []
+    for flag in EXTRA_PATTERNS["command_line_password"].finditer(text):
+        value = _CLI_PASSWORD_VALUE.match(text, flag.end())
+        if value is None:
+            continue
+        group = next(g for g in (1, 2, 3) if value.group(g) is not None)
+        secret = value.group(group)
+        if set(secret) <= set("*xX.") or is_templated_secret(secret):  # a mask, not a password
+            continue
+        found.append(Finding("secrets", "command_line_password", value.start(group), value.end(group)))
+    return found
 
 
 def _looks_harmless(value: str, line: str, plugin: BasePlugin) -> bool:

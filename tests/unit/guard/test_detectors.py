@@ -49,6 +49,32 @@ def test_weak_checksum_ids_need_a_keyword() -> None:
     assert [f.kind for f in find_pii("CPF 111.444.777-35", ["br_cpf"])] == ["br_cpf"]
 
 
+@pytest.mark.parametrize(
+    ("text", "password"),
+    [
+        ("mysql -u root -pHunter2Hunter2 -h 10.0.0.5", "Hunter2Hunter2"),
+        ('mysqldump -u admin -p"s3cr3t pass" shop > shop.sql', "s3cr3t pass"),
+        ("mariadb-dump -uroot -pQwerty1234 db", "Qwerty1234"),
+        ("sshpass -p 'Tr0ub4dor&3' ssh deploy@host", "Tr0ub4dor&3"),
+        # a prompt for it, the port, a variable, a template, a placeholder, a mask, other tools' -p
+        ("mysql -u root -p", None),
+        ("mysql -u root -p mydb", None),
+        ("mysql -h db -P 3306 -u app -p", None),
+        ("mysql -u root -p$MYSQL_ROOT_PASSWORD", None),
+        ('mysql -uroot -p"${DB_PASS}"', None),
+        ("mysql -u root -p{{password}}", None),
+        ("mysql -u root -p<password>", None),
+        ("mysql -u root -p********", None),
+        ("sshpass -p $PASS ssh x", None),
+        ("mkdir -p build; ssh -p 2222 host", None),
+        ("run mysql; then -pfoo123", None),
+    ],
+)
+def test_command_line_passwords_are_secrets_and_only_their_value(text: str, password: str | None) -> None:
+    found = [f for f in SecretScanner().find(text) if f.kind == "command_line_password"]
+    assert [text[f.start : f.end] for f in found] == ([password] if password else [])
+
+
 def test_entropy_limit_is_per_scanner() -> None:
     text = 'token = "q8X3vR9zL2mN7pK4tW6yB1cD5fG0hJ"'
     strict, loose = SecretScanner(base64_limit=3.0), SecretScanner(base64_limit=5.5)

@@ -33,22 +33,11 @@ def test_false_positive_rate_within_target(results: dict[str, Rates], check: str
     assert results[check].fp_rate <= TARGETS[check][0], results[check].wrongly_blocked
 
 
-@pytest.mark.parametrize("check", ["pii", "injection"])
+@pytest.mark.parametrize("check", list(TARGETS))
 def test_recall_within_target(results: dict[str, Rates], check: str) -> None:
+    # secrets: 34/35 since the command-line password rule, which its miss here prompted
+    # (docs/security.md says so); the one left is a PyPI token shorter than real ones.
     assert results[check].recall >= TARGETS[check][1], results[check].missed
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="secrets recall is 33/35 (94.3 %): `mysql -p<password>` is no pattern detect-secrets knows, and "
-    "the catalogue's PyPI token is shorter than real ones (docs/security.md)",
-)
-def test_secrets_recall_target(results: dict[str, Rates]) -> None:
-    assert results["secrets"].recall >= TARGETS["secrets"][1]
-
-
-def test_secrets_recall_as_measured(results: dict[str, Rates]) -> None:
-    assert results["secrets"].recall >= 33 / 35, results["secrets"].missed
 
 
 def test_tuning_set_is_separate_and_passes() -> None:

@@ -5,7 +5,10 @@ span, action) and of the redacted text, per text and screener, recorded with the
 (main at 4e731e8): each text of the frozen catalogue and the tuning set, the same texts
 transformed (upper case, title case, spaces removed or turned into newlines, exotic letters
 that case-insensitive matching equates with ASCII ones, non-ASCII digits), and slices of the
-texts joined together. Regenerate it only for an intended detection change:
+texts joined together. Regenerated for one intended detection change (2026-12-05, the
+command-line password rule): with the old tuning set, exactly the 15 texts holding the
+catalogue's `mysql -u root -pHunter2Hunter2` line changed; then with the tuning set's new
+items. Regenerate it only for an intended detection change:
 `python tests/unit/guard/test_findings_unchanged.py > tests/unit/guard/data/findings_golden.json`.
 """
 

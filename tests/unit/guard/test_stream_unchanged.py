@@ -14,8 +14,10 @@ Regenerated for two intended changes (2026-12-04): an event longer than the pre-
 is pre-scanned whole (before, its start was not, and one golden stream, an IBAN opening a
 581-character event, passed unredacted), and its complete words are block-screened whole
 (before, only the recent text was, and three streams under the 200-character window whose
-injection or card numbers lay before it passed; they block now). Regenerate the digests only
-for such a change:
+injection or card numbers lay before it passed; they block now). Regenerated again
+(2026-12-05) for the command-line password rule: with the old tuning set only the one stream
+holding `mysql -u root -pHunter2Hunter2` changed; then with the tuning set's new items.
+Regenerate the digests only for such a change:
 `PYTHONPATH=src python tests/unit/guard/test_stream_unchanged.py > tests/unit/guard/data/stream_golden.json`.
 """
 
