@@ -8,6 +8,7 @@ of every process in its session: Envoy and its picker, a gateway, a router and i
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 PROC = Path("/proc")
@@ -94,17 +95,17 @@ def _cpu(fields: list[str]) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def session_members(session: int) -> list[int]:
-    """Every live process whose session id is `session` (children started with start_new_session
-    lead their own session, so this is the child and everything it started)."""
-    members = []
+def _members(sessions: list[int]) -> Iterator[tuple[str, int, list[str]]]:
+    """("COMMAND PID", pid, stat fields) of every live process whose session id is one of
+    `sessions`, in one pass over /proc (children started with start_new_session lead their own
+    session, so a session is the child and everything it started)."""
+    wanted = {str(session) for session in sessions}
     for entry in PROC.iterdir():
         if not entry.name.isdigit():
             continue
         stat = _stat(int(entry.name))
-        if stat is not None and len(stat[1]) > 3 and int(stat[1][3]) == session:
-            members.append(int(entry.name))
-    return members
+        if stat is not None and len(stat[1]) > 3 and stat[1][3] in wanted:
+            yield f"{stat[0]} {entry.name}", int(entry.name), stat[1]
 
 
 def process_cpu_seconds(pid: int) -> float:
@@ -115,39 +116,29 @@ def process_cpu_seconds(pid: int) -> float:
 
 def cpu_by_process(sessions: list[int]) -> dict[str, float]:
     """utime + stime of each live process in these sessions, in seconds, keyed "COMMAND PID"."""
-    spent = {}
-    for session in sessions:
-        for pid in session_members(session):
-            stat = _stat(pid)
-            if stat is not None:
-                spent[f"{stat[0]} {pid}"] = _cpu(stat[1])
-    return spent
+    return {name: _cpu(fields) for name, _, fields in _members(sessions)}
 
 
 def waits_by_process(sessions: list[int]) -> dict[str, tuple[float, int]]:
     """Each live process's time runnable but waiting for a CPU, in seconds, and how many times it
-    was put on one, summed over its threads (/proc/PID/task/TID/schedstat), keyed "COMMAND PID"
-    as `cpu_by_process`. Where two processes share a core, the one that relays bytes waits
-    behind the other: this is that wait. Empty where the kernel keeps no schedstat."""
+    was put on one, summed over its threads (/proc/PID/task/TID/schedstat), keyed as
+    `cpu_by_process`. Where two processes share a core, the one that relays bytes waits behind
+    the other: this is that wait. Empty where the kernel keeps no schedstat."""
     waits: dict[str, tuple[float, int]] = {}
-    for session in sessions:
-        for pid in session_members(session):
-            stat = _stat(pid)
-            if stat is None:
-                continue
-            delay_ns = runs = 0
+    for name, pid, _ in _members(sessions):
+        delay_ns = runs = 0
+        try:
+            threads = list((PROC / str(pid) / "task").iterdir())
+        except OSError:  # the process ended meanwhile
+            continue
+        for thread in threads:
             try:
-                threads = list((PROC / str(pid) / "task").iterdir())
-            except OSError:
+                fields = (thread / "schedstat").read_text().split()
+                delay_ns += int(fields[1])
+                runs += int(fields[2])
+            except (OSError, IndexError, ValueError):  # a thread that ended meanwhile
                 continue
-            for thread in threads:
-                try:
-                    fields = (thread / "schedstat").read_text().split()
-                    delay_ns += int(fields[1])
-                    runs += int(fields[2])
-                except (OSError, IndexError, ValueError):  # a thread that ended meanwhile
-                    continue
-            waits[f"{stat[0]} {pid}"] = (delay_ns / 1e9, runs)
+        waits[name] = (delay_ns / 1e9, runs)
     return waits
 
 

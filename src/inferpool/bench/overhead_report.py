@@ -45,9 +45,14 @@ def _cpu_per(key: str) -> Callable[[Measurement], float | None]:
     return read
 
 
+def _is_envoy(process: str) -> bool:
+    """Whether a "COMMAND PID" key (bench.cpu) names an Envoy process."""
+    return process.startswith("envoy ")
+
+
 def _picker_cpu_per_request(m: Measurement) -> float | None:
     """CPU µs per request of the picker's processes alone (Envoy's left out): epp-envoy only."""
-    pickers = [s for name, s in m.process_cpu_s.items() if not name.startswith("envoy ")]
+    pickers = [s for name, s in m.process_cpu_s.items() if not _is_envoy(name)]
     if m.result is None or not m.result["ok"] or len(pickers) == len(m.process_cpu_s) or not pickers:
         return None
     return sum(pickers) * 1e6 / float(m.result["ok"])
@@ -56,9 +61,7 @@ def _picker_cpu_per_request(m: Measurement) -> float | None:
 def _relay_wait(m: Measurement) -> float | None:
     """µs the relaying process waited for its core per run on it: Envoy's where the contender
     has one (what its picker costs the chunks on a shared core), else all of its processes'."""
-    waits = [w for name, w in m.process_wait.items() if name.startswith("envoy ")] or list(
-        m.process_wait.values()
-    )
+    waits = [w for name, w in m.process_wait.items() if _is_envoy(name)] or list(m.process_wait.values())
     runs = sum(runs for _, runs in waits)
     if m.result is None or not runs:
         return None

@@ -74,16 +74,14 @@ EXTRA_PATTERNS: dict[str, re.Pattern[str]] = {
     # A password given on a command line, as pasted shell history shows it: the MySQL/MariaDB
     # clients' `-p<password>` (glued: `-p` alone, or followed by a space, asks for it; `-P` is the
     # port) and `sshpass -p <password>`. detect-secrets' keyword plugin needs `password=`-like
-    # assignments and misses both. A variable, placeholder or prompt (`-p$PW`, `-p"${PW}"`,
-    # `-p<password>`, `-p****`) is no secret. Only the value is reported.
+    # assignments and misses both. The value, quoted or bare, at least 4 characters; a variable,
+    # template or placeholder (`-p$PW`, `-p"${PW}"`, `-p<password>`) is no secret.
     "command_line_password": re.compile(
         r"(?:\b(?:mysql(?:dump|admin|import|check|sh)?|mariadb(?:-dump|-admin|dump)?)\b[^\n|;&]*?\s-p"
-        r"|\bsshpass\s+-p\s*)(?=\S)",
+        r"|\bsshpass\s+-p\s*)"
+        r"""(?![\"']?[$<{%(])(?:"(?P<double_quoted>[^"\n]{4,})"|'(?P<single_quoted>[^'\n]{4,})'|(?P<bare>[^\s'"]{4,}))"""
     ),
 }
-# The password that follows a `command_line_password` match: quoted or bare, at least 4
-# characters, not a variable, template, placeholder or mask.
-_CLI_PASSWORD_VALUE = re.compile(r"""(?![\"']?[$<{%(])(?:"([^"\n]{4,})"|'([^'\n]{4,})'|([^\s'"]{4,}))""")
 EXTRA_HINTS = {
     "google_api_key": ("aiza",),
     "openai_key": ("sk-",),
@@ -237,12 +235,8 @@ class SecretScanner:
             tokens = long_tokens(text)
         found: list[Finding] = []
         for kind, pattern in EXTRA_PATTERNS.items():
-            if not any(h in hints for h in EXTRA_HINTS[kind]):
-                continue
-            if kind == "command_line_password":
-                found += _command_line_passwords(text)
-            else:
-                found += [Finding("secrets", kind, m.start(), m.end()) for m in pattern.finditer(text)]
+            if any(h in hints for h in EXTRA_HINTS[kind]):
+                found += _extra_findings(kind, pattern, text)
         lines: dict[int, set[_Plugin]] = {}  # line start -> plugins to run on it
         for hint, offsets in hints.items():
             for plugin in self._by_hint.get(hint, ()):
@@ -281,19 +275,21 @@ class SecretScanner:
             yield value
 
 
-def _command_line_passwords(text: str) -> list[Finding]:
-    """The values of `-p<password>` (MySQL/MariaDB clients) and `sshpass -p <password>`."""
+def _extra_findings(kind: str, pattern: re.Pattern[str], text: str) -> list[Finding]:
+    """The matches of one of EXTRA_PATTERNS: the whole match, or where a pattern has named
+    groups, the one that matched (the secret without what announced it); a mask (`****`,
+    `xxxx`) or a template is no secret."""
     found = []
-    for flag in EXTRA_PATTERNS["command_line_password"].finditer(text):
-        value = _CLI_PASSWORD_VALUE.match(text, flag.end())
-        if value is None:
+    for m in pattern.finditer(text):
+        start, end = m.span(m.lastgroup) if m.lastgroup else m.span()
+        value = text[start:end]
+        if set(value) <= _MASK_CHARACTERS or is_templated_secret(value):
             continue
-        group = next(g for g in (1, 2, 3) if value.group(g) is not None)
-        secret = value.group(group)
-        if set(secret) <= set("*xX.") or is_templated_secret(secret):  # a mask, not a password
-            continue
-        found.append(Finding("secrets", "command_line_password", value.start(group), value.end(group)))
+        found.append(Finding("secrets", kind, start, end))
     return found
+
+
+_MASK_CHARACTERS = frozenset("*xX.")
 
 
 def _looks_harmless(value: str, line: str, plugin: BasePlugin) -> bool:
