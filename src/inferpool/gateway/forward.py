@@ -1,8 +1,9 @@
-"""Forward one routed request to its endpoints and relay the answer, unbuffered.
+"""Forward one routed request to its endpoints and relay the answer.
 
 A retry is only safe while the client has seen nothing, so the response is not started
 until an upstream answered with a non-5xx status (or the last try answered at all); from
-the first byte on, the gateway is a pipe. Every byte also passes the request's accounting
+the first byte on, the gateway is a pipe (a small non-streamed answer is read whole first and
+sent in one write). Every byte also passes the request's accounting
 (`Routed.response_data`), and a request ends in exactly one `finish()` on every path.
 """
 
@@ -39,6 +40,9 @@ _RETRYABLE = (aiohttp.ClientConnectionError, ConnectionError)
 # no other endpoint can take it). Idle connections are dropped here first.
 UPSTREAM_KEEPALIVE_S = 4.0
 VLLM_KEEPALIVE_S = 5.0
+# A non-streamed answer up to this size is read whole and sent in one write (a JSON completion
+# is a few KB; a batch of embeddings can reach hundreds); a larger one is piped as it comes.
+_WHOLE_ANSWER_BYTES = 1 << 20
 
 
 @dataclass
@@ -219,6 +223,15 @@ class Forwarder:
             assert screener is not None
             return await self._relay_screened(upstream, headers, screener, routed, relay, usage)
         stream = StreamScreener(screener, relay.model) if screened and screener is not None else None
+        length = upstream.content_length
+        if (
+            length is not None
+            and length <= _WHOLE_ANSWER_BYTES
+            and stream is None
+            and usage is None
+            and "text/event-stream" not in content_type
+        ):
+            return await self._relay_whole(upstream, headers, routed, relay)
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
         if (
             upstream.content_length is not None
@@ -269,6 +282,33 @@ class Forwarder:
         # read `data: [DONE]`, before the terminating chunk, did not make the request fail.
         with contextlib.suppress(ConnectionResetError):
             await response.write_eof()
+        return response
+
+    async def _relay_whole(
+        self,
+        upstream: aiohttp.ClientResponse,
+        headers: Mapping[str, str],
+        routed: Routed,
+        relay: Relay,
+    ) -> web.StreamResponse:
+        """A small answer of known length, not a stream: read it whole, send it in one write.
+
+        One response object and one send instead of headers, body and end written apart; the
+        client gets nothing before the model server's last byte, which a non-streamed answer's
+        client waits for anyway. An answer cut short is a clean 502, nothing sent yet.
+        """
+        routed.response_started(upstream.status, upstream.headers.get("content-type"))
+        try:
+            body = await upstream.read()
+        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+            routed.finish(502, f"upstream broke mid-response: {type(exc).__name__}")
+            raise InferenceError(
+                502, f"The model server went away mid-answer ({type(exc).__name__})."
+            ) from None
+        routed.response_data(body)
+        relay.status = upstream.status
+        response = web.Response(status=upstream.status, reason=upstream.reason, body=body, headers=headers)
+        routed.finish(upstream.status, None if upstream.status < 400 else f"HTTP {upstream.status}")
         return response
 
     async def _relay_screened(

@@ -38,7 +38,9 @@ class Upstream:
     """A tiny model server whose behaviour each test sets."""
 
     name: str
-    behaviour: str = "ok"  # ok | fail500 | sse | slow | hang | linger (SSE done, then no EOF) | cookie
+    # ok | fail500 | sse | slow | hang | linger (SSE done, then no EOF) | cookie | short (a JSON
+    # answer cut off before its Content-Length)
+    behaviour: str = "ok"
     seen: list[dict[str, object]] = field(default_factory=list)
     release: asyncio.Event = field(default_factory=asyncio.Event)
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
@@ -80,6 +82,14 @@ class Upstream:
                 self.cancelled.set()
                 raise
             await resp.write_eof()
+            return resp
+        if self.behaviour == "short":
+            resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+            resp.content_length = 100
+            await resp.prepare(request)
+            await resp.write(b'{"served_by":')
+            assert request.transport is not None
+            request.transport.close()
             return resp
         model = orjson.loads(body).get("model") if body else None
         answer = web.json_response(
@@ -226,6 +236,18 @@ async def test_every_try_failing_is_502(rig: RigFactory) -> None:
     assert resp.status == 502
     assert body["error"]["type"] == "BadGatewayError" and body["error"]["code"] == 502
     assert "2 tried" in body["error"]["message"]
+
+
+async def test_a_whole_answer_cut_short_is_a_clean_502(rig: RigFactory) -> None:
+    """A non-streamed answer is read whole before the client sees it, so a model server that
+    goes away mid-answer leaves the client a JSON 502, not a truncated body."""
+    r = await rig("short")
+    resp = await r.post()
+    body = await resp.json()
+    assert resp.status == 502, body
+    assert body["error"]["code"] == 502 and "went away mid-answer" in body["error"]["message"]
+    line = log_lines(r)[-1]
+    assert line["status"] == 502 and "upstream broke mid-response" in str(line["error"])
 
 
 async def test_sse_is_relayed_unbuffered_and_hop_by_hop_dropped(rig: RigFactory) -> None:
