@@ -7,7 +7,7 @@ import statistics
 
 import pytest
 
-from inferpool.sim.calibrate import SHAREGPT_V060, SHAREGPT_V1
+from inferpool.sim.calibrate import SHAREGPT_V060, SHAREGPT_V1, without_api_server
 from inferpool.sim.engine import Engine, SimRequest, StepReport
 from inferpool.sim.profile import HardwareProfile, load_profile
 
@@ -146,3 +146,22 @@ def test_a_metrics_render_in_the_api_server_delays_the_requests_queued_behind_it
     assert req.ready_time == pytest.approx(0.009)  # 8 ms of page, then its own 1 ms
     engine.run_until_idle()
     assert req.first_token_time is not None and req.first_token_time > 0.009
+
+
+def test_rows_measured_without_de_tokenisation_run_without_the_api_server() -> None:
+    """The kv-offloading post's single-request TTFT ran with "De/Tokenization disabled": the
+    calibration replays it with no API-server work, on the same engine constants otherwise."""
+    profile = load_profile("llama-3.1-8b-h100")
+    bare = without_api_server(profile)
+    assert bare.cpu.frontend_per_request_ms == 0.0 and bare.cpu.frontend_per_output_token_ms == 0.0
+    assert bare.step == profile.step and bare.cpu.engine_per_step_ms == profile.cpu.engine_per_step_ms
+    assert profile.cpu.frontend_per_request_ms > 0  # the profile itself is unchanged
+
+    def ttft(p: HardwareProfile) -> float:
+        engine = Engine(p)
+        req = _add(engine, "a", n_prompt=1_000, max_tokens=1)
+        engine.run_until_idle()
+        return req.first_token_time - req.arrival_time  # type: ignore[operator]
+
+    expected = (profile.cpu.frontend_per_request_ms + profile.cpu.frontend_per_output_token_ms) / 1000
+    assert ttft(profile) - ttft(bare) == pytest.approx(expected)
