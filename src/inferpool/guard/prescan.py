@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 import ahocorasick
+import hyperscan
 
 # Shortest number-based PII: a 7-digit phone number with separators.
 DIGIT_RUN = re.compile(r"\d[\d \-.()/]{5,}\d")
@@ -291,13 +292,30 @@ class Prescanner:
         self._longest = max(map(len, words), default=0)
         if words:
             self._automaton.make_automaton()
+        # The same words for scan(), numbered longest first (so sorting (end, number) puts the
+        # hits in the automaton's order: by end, the longer of two ending together first). The
+        # ASCII ones go into one Hyperscan database (literals), which
+        # scans a 100 KB text in ~0.1 ms where the automaton takes ~2 ms; the non-ASCII ones
+        # (a handful, case variants included) are looked for with `str.find`, in non-ASCII text only.
+        order = sorted(words, key=lambda w: (-len(w), w))
+        self._table = tuple((*words[w], len(w)) for w in order)
+        self._ascii_ids = [i for i, w in enumerate(order) if w.isascii()]
+        self._others = tuple((i, w) for i, w in enumerate(order) if not w.isascii())
+        self._database = _literal_database(
+            [order[i] for i in self._ascii_ids],
+            self._ascii_ids,
+            # a pure keyword is only asked about once: one report is enough
+            [words[order[i]][0] == "keyword" for i in self._ascii_ids],
+        )
+        # Hyperscan's scratch space is not thread-safe: each scan works in a clone of this one.
+        self._scratch = hyperscan.Scratch(self._database) if self._database is not None else None
 
     def scan(self, text: str) -> Prescan:
         lowered, exact = fold(text)
         injection: list[int] = []
         hints: dict[str, list[int]] = {}
         keywords: set[str] = set()
-        for last, (family, word, length) in self.hits(lowered):
+        for last, (family, word, length) in self._hits(lowered):
             if family == "injection":
                 injection.append(last - length + 1)
             elif family == "secret":
@@ -308,6 +326,29 @@ class Prescanner:
         found = frozenset(keywords) if self._keywords else None
         return Prescan(text, lowered, exact, tuple(injection), hints, found)
 
+    def _hits(self, lowered: str) -> list[tuple[int, tuple[str, str, int]]]:
+        """`hits(lowered)`, from the Hyperscan database and `str.find`: a fold has no upper-case
+        ASCII letter, so an ASCII word occurs in it exactly where it occurs in its
+        `ascii_chars` (non-ASCII characters become '?', which no word holds; one byte per
+        character, so the offsets are the fold's), and a non-ASCII word only in non-ASCII text."""
+        if self._empty:
+            return []
+        found: list[tuple[int, int]] = []
+        ascii = lowered.isascii()
+        if self._database is not None and self._scratch is not None:
+            append = found.append
+            self._database.scan(
+                lowered.encode() if ascii else ascii_chars(lowered),
+                match_event_handler=lambda word, _start, end, _flags, _context: append((end, word)),
+                scratch=self._scratch.clone(),
+            )
+        if self._others and not ascii:
+            for number, word in self._others:
+                found += [(at + len(word), number) for at in _all(lowered, word)]
+        found.sort()
+        table = self._table
+        return [(end - 1, table[number]) for end, number in found]
+
     def hits(self, lowered: str) -> Iterable[tuple[int, tuple[str, str, int]]]:
         """Every trigger word in a folded text, in the order of their ends: (where its last
         character is, (family, word, length)); family "injection", "secret" or "keyword",
@@ -317,3 +358,28 @@ class Prescanner:
     @property
     def longest_word(self) -> int:
         return self._longest
+
+
+def _literal_database(
+    words: Sequence[str], ids: Sequence[int], once: Sequence[bool]
+) -> hyperscan.Database | None:
+    """One block-mode Hyperscan database of ASCII literals: every occurrence of each (only the
+    first of those marked `once`) is reported with its id."""
+    if not words:
+        return None
+    database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+    database.compile(
+        expressions=[w.encode("ascii") for w in words],
+        ids=list(ids),
+        elements=len(words),
+        flags=[hyperscan.HS_FLAG_SINGLEMATCH if o else 0 for o in once],
+        literal=True,
+    )
+    return database
+
+
+def _all(text: str, word: str) -> Iterator[int]:
+    at = text.find(word)
+    while at >= 0:
+        yield at
+        at = text.find(word, at + 1)
