@@ -14,6 +14,7 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+import hyperscan
 import phonenumbers
 from phonenumbers import Leniency, PhoneNumberMatcher
 from stdnum import iban, luhn
@@ -395,12 +396,60 @@ _NEEDS: dict[str, tuple[bytes, bytes]] = {
 _CLASSES = bytes.maketrans(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"0" * 10 + b"A" * 26)
 
 
+# The number types whose windows a compiled pass picks (one Hyperscan scan of the joined
+# windows), not _NEEDS: each one's candidate pattern in Hyperscan's prefilter mode, which
+# reports wherever the pattern (with its look-arounds dropped, so more loosely) could end. Over
+# ASCII bytes (non-ASCII characters as '?', non-ASCII digits excluded below) that is a superset
+# of where Python's `re` finds a match: no pattern here takes a '?' or a NUL, and the only other
+# difference, `\b` next to a non-ASCII word character, counts as a boundary here and not in `re`.
+# Phone and card candidates fill nearly every window of digit-heavy text: there the prefilter
+# would report thousands of ends (a Python call each) and skip nothing, so they keep _NEEDS.
+PREFILTERED = ("iban", "ssn", *(k for k in ID_RULES if k not in ALNUM_TYPES))
+_PREFILTER_PATTERNS = {
+    "iban": IBAN_CANDIDATE,
+    "ssn": SSN_CANDIDATE,
+    **{k: ID_RULES[k].pattern for k in PREFILTERED if k in ID_RULES},
+}
+
+
+def _prefilter_database() -> tuple[hyperscan.Database, hyperscan.Scratch]:
+    database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+    database.compile(
+        expressions=[_PREFILTER_PATTERNS[k].pattern.encode("ascii") for k in PREFILTERED],
+        ids=list(range(len(PREFILTERED))),
+        elements=len(PREFILTERED),
+        flags=hyperscan.HS_FLAG_PREFILTER,
+    )
+    # scanned with a clone per call (a scratch space is not thread-safe); this one is never used
+    return database, hyperscan.Scratch(database)
+
+
+_PREFILTER, _PREFILTER_SCRATCH = _prefilter_database()
+
+
+def prefiltered_windows(ascii_bytes: bytes, bounds: _Segments) -> list[set[int]]:
+    """For each of PREFILTERED, the windows (indices) where its candidate pattern may match."""
+    ends: list[tuple[int, int]] = []
+    append = ends.append
+    _PREFILTER.scan(
+        ascii_bytes,
+        match_event_handler=lambda kind, _start, end, _flags, _context: append((kind, end)),
+        scratch=_PREFILTER_SCRATCH.clone(),
+    )
+    found: list[set[int]] = [set() for _ in PREFILTERED]
+    starts = bounds.starts
+    for kind, end in ends:
+        found[kind].add(bisect_right(starts, end - 1) - 1)
+    return found
+
+
 def _stretches(
     kinds: Iterable[str], joined: str, bounds: _Segments
 ) -> Iterable[tuple[str, list[tuple[int, int]]]]:
     """For each kind, the stretches of `joined` (runs of adjacent windows) its pattern must
-    search: the windows that meet its need in _NEEDS. All of them when a non-ASCII digit
-    (which \\d matches too) or the text's own WINDOW_SEPARATOR is present."""
+    search: the windows that meet its need in _NEEDS, or for PREFILTERED kinds the windows the
+    compiled pass picks. All of them when a non-ASCII digit (which \\d matches too) or the
+    text's own WINDOW_SEPARATOR is present."""
     every = [(0, len(joined))]
     if joined.count(WINDOW_SEPARATOR) >= len(bounds.windows) or (
         not joined.isascii() and unicode_digits(joined)
@@ -410,25 +459,31 @@ def _stretches(
         return
     ascii_bytes = joined.encode("ascii", "replace")
     classed: dict[bytes, list[bytes]] = {}
+    picked: list[set[int]] | None = None
     for kind in kinds:
-        need = _NEEDS.get(kind)
-        if need is None:
-            yield kind, every
-            continue
-        deleted, run = need
-        parts = classed.get(deleted)
-        if parts is None:
-            parts = classed[deleted] = ascii_bytes.translate(_CLASSES, deleted).split(b"\x00")
+        if kind in PREFILTERED:
+            if picked is None:
+                picked = prefiltered_windows(ascii_bytes, bounds)
+            chosen: Iterable[int] = sorted(picked[PREFILTERED.index(kind)])
+        else:
+            need = _NEEDS.get(kind)
+            if need is None:
+                yield kind, every
+                continue
+            deleted, run = need
+            parts = classed.get(deleted)
+            if parts is None:
+                parts = classed[deleted] = ascii_bytes.translate(_CLASSES, deleted).split(b"\x00")
+            chosen = [i for i, part in enumerate(parts) if run in part]
         stretches: list[tuple[int, int]] = []
         previous = -2
-        for i, part in enumerate(parts):
-            if run in part:
-                start, end = bounds.segment(i)
-                if i == previous + 1:
-                    stretches[-1] = (stretches[-1][0], end)
-                else:
-                    stretches.append((start, end))
-                previous = i
+        for i in chosen:
+            start, end = bounds.segment(i)
+            if i == previous + 1:
+                stretches[-1] = (stretches[-1][0], end)
+            else:
+                stretches.append((start, end))
+            previous = i
         if stretches:
             yield kind, stretches
 
