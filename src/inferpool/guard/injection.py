@@ -531,7 +531,9 @@ def _all(text: str, word: str) -> Iterable[int]:
 def _around(lowered: str, at: int) -> tuple[int, int]:
     start = at
     for _ in range(PASSAGE_SENTENCES + 1):
-        cut = max(lowered.rfind(c, max(0, start - PASSAGE_MAX_CHARS), start) for c in ".!?\n")
+        lo = max(0, start - PASSAGE_MAX_CHARS)
+        find = lowered.rfind
+        cut = max(find(".", lo, start), find("!", lo, start), find("?", lo, start), find("\n", lo, start))
         if cut < 0:
             start = max(0, start - PASSAGE_MAX_CHARS) if start - PASSAGE_MAX_CHARS > 0 else 0
             break
