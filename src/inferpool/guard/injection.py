@@ -251,18 +251,19 @@ class InjectionScorer:
         lowered: str | None = None,
         hits: Iterable[int] | None = None,
         exact: bool | None = None,
+        chars: bytes | None = None,
     ) -> list[Finding]:
         """Scores each passage around a trigger word on its own (signals from unrelated
         sentences of a long prompt do not add up); the best passage decides. `lowered`, `hits`,
         `exact`: the pre-scan's fold of the text and where it found trigger words (found here
-        when not given)."""
+        when not given); `chars`, its `ascii_chars`."""
         if lowered is None or exact is None:
             lowered, exact = fold(text)
         if hits is None:
             hits = sorted(i for w in INJECTION_WORDS for i in _all(lowered, w))
         best: InjectionScore | None = None
         spans = passages(lowered, hits)
-        ends = _signal_ends(text) if spans else []
+        ends = _signal_ends(text, chars) if spans else []
         for start, end in spans:
             passage_after_system = after_system and start == 0
             if not self._may_reach(ends, start, end, passage_after_system) and (
@@ -360,14 +361,14 @@ def _signal_database() -> tuple[hyperscan.Database, hyperscan.Scratch]:
 _SIGNAL_DATABASE, _SIGNAL_SCRATCH = _signal_database()
 
 
-def _signal_ends(text: str) -> list[tuple[int, int]]:
+def _signal_ends(text: str, chars: bytes | None = None) -> list[tuple[int, int]]:
     """(end, signal index) wherever a signal may match in `text`, sorted: every match `re` finds
     of SIGNALS[i] in a passage `text[a:b]` without a CASE_EXOTIC letter (which `re.IGNORECASE`
     equates with an ASCII one) ends at some `end` here with a < end <= b. One Hyperscan pass."""
     ends: list[tuple[int, int]] = []
     append = ends.append
     _SIGNAL_DATABASE.scan(
-        text.encode() if text.isascii() else ascii_chars(text),
+        (text.encode() if text.isascii() else ascii_chars(text)) if chars is None else chars,
         match_event_handler=lambda signal, _start, end, _flags, _context: append((end, signal)),
         scratch=_SIGNAL_SCRATCH.clone(),
     )

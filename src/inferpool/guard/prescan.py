@@ -110,25 +110,34 @@ def ascii_chars(text: str) -> bytes:
     return text.encode("ascii", "replace")
 
 
-def digit_runs(text: str) -> tuple[tuple[int, int], ...]:
+def digit_runs(
+    text: str, chars: bytes | None = None, odd_digits: bool | None = None
+) -> tuple[tuple[int, int], ...]:
     """DIGIT_RUN's matches, from the digit class string (from DIGIT_RUN itself when the text
-    holds non-ASCII digits, which `\\d` also matches)."""
-    if not text.isascii() and unicode_digits(text):
+    holds non-ASCII digits, which `\\d` also matches). `chars`, `odd_digits`: the text's
+    `ascii_chars` and whether it holds a non-ASCII digit, when known."""
+    if odd_digits is None:
+        odd_digits = not text.isascii() and unicode_digits(text)
+    if odd_digits:
         return tuple(m.span() for m in DIGIT_RUN.finditer(text))
-    return tuple(m.span() for m in DIGIT_RUN_CLASS.finditer(ascii_chars(text).translate(_DIGIT_CLASS)))
+    marks = (ascii_chars(text) if chars is None else chars).translate(_DIGIT_CLASS)
+    return tuple(m.span() for m in DIGIT_RUN_CLASS.finditer(marks))
 
 
-def has_alnum_id(text: str) -> bool:
-    """Whether ALNUM_ID matches anywhere."""
-    if not text.isascii() and unicode_digits(text):
+def has_alnum_id(text: str, chars: bytes | None = None, odd_digits: bool | None = None) -> bool:
+    """Whether ALNUM_ID matches anywhere (`chars`, `odd_digits`: as for digit_runs)."""
+    if odd_digits is None:
+        odd_digits = not text.isascii() and unicode_digits(text)
+    if odd_digits:
         return ALNUM_ID.search(text) is not None
-    return ALNUM_ID_CLASS.search(ascii_chars(text).translate(_ALNUM_CLASS)) is not None
+    marks = (ascii_chars(text) if chars is None else chars).translate(_ALNUM_CLASS)
+    return ALNUM_ID_CLASS.search(marks) is not None
 
 
-def long_tokens(text: str) -> Iterator[tuple[int, int]]:
+def long_tokens(text: str, chars: bytes | None = None) -> Iterator[tuple[int, int]]:
     """LONG_TOKEN's matches (ASCII classes only, so no non-ASCII case to handle): `find` of 24
-    token marks skips 25 characters at each miss."""
-    marks = ascii_chars(text).translate(_TOKEN_CLASS)
+    token marks skips 25 characters at each miss. `chars`: the text's `ascii_chars`, if known."""
+    marks = (ascii_chars(text) if chars is None else chars).translate(_TOKEN_CLASS)
     at = marks.find(_LONG_RUN)
     while at >= 0:
         end = marks.find(b" ", at + LONG_TOKEN_CHARS)
@@ -216,17 +225,23 @@ class Prescan:
     secret_hints: dict[str, list[int]]  # hint -> offsets where it occurs
     # the ID keywords (pii.ID_RULES) that occur in `lowered`; None: not searched for
     keywords: frozenset[str] | None = None
+    chars: bytes | None = field(default=None, repr=False)  # ascii_chars(text), computed once
     _numbers: bool = field(default=True, repr=False)
+
+    @_lazy
+    def odd_digits(self) -> bool:
+        """Whether the text holds a non-ASCII decimal digit (then the class strings do not serve)."""
+        return not self.text.isascii() and unicode_digits(self.text)
 
     @_lazy
     def number_spans(self) -> tuple[tuple[int, int], ...]:
         """Digit runs long enough for a phone, card, IBAN or ID."""
-        return digit_runs(self.text) if self._numbers else ()
+        return digit_runs(self.text, self.chars, self.odd_digits) if self._numbers else ()
 
     @_lazy
     def alnum_ids(self) -> bool:
         """An upper-case run with digits, as codice fiscale and passport numbers are."""
-        return has_alnum_id(self.text)
+        return has_alnum_id(self.text, self.chars, self.odd_digits)
 
     @_lazy
     def email(self) -> bool:
@@ -234,7 +249,7 @@ class Prescan:
 
     @_lazy
     def long_tokens(self) -> tuple[tuple[int, int], ...]:
-        return tuple(long_tokens(self.text))
+        return tuple(long_tokens(self.text, self.chars))
 
     @property
     def numbers(self) -> bool:
@@ -312,10 +327,12 @@ class Prescanner:
 
     def scan(self, text: str) -> Prescan:
         lowered, exact = fold(text)
+        chars = text.encode() if text.isascii() else ascii_chars(text)
         injection: list[int] = []
         hints: dict[str, list[int]] = {}
         keywords: set[str] = set()
-        for last, (family, word, length) in self._hits(lowered):
+        # an exact fold changes ASCII letters only: its ascii_chars are the text's, lowered
+        for last, (family, word, length) in self._hits(lowered, chars.lower() if exact else None):
             if family == "injection":
                 injection.append(last - length + 1)
             elif family == "secret":
@@ -324,13 +341,14 @@ class Prescanner:
                 keywords.add(word)
         keywords.update(w for w in self._shared_keywords if w in lowered)
         found = frozenset(keywords) if self._keywords else None
-        return Prescan(text, lowered, exact, tuple(injection), hints, found)
+        return Prescan(text, lowered, exact, tuple(injection), hints, found, chars)
 
-    def _hits(self, lowered: str) -> list[tuple[int, tuple[str, str, int]]]:
+    def _hits(self, lowered: str, chars: bytes | None = None) -> list[tuple[int, tuple[str, str, int]]]:
         """`hits(lowered)`, from the Hyperscan database and `str.find`: a fold has no upper-case
         ASCII letter, so an ASCII word occurs in it exactly where it occurs in its
         `ascii_chars` (non-ASCII characters become '?', which no word holds; one byte per
-        character, so the offsets are the fold's), and a non-ASCII word only in non-ASCII text."""
+        character, so the offsets are the fold's), and a non-ASCII word only in non-ASCII text.
+        `chars`: `ascii_chars(lowered)`, if known."""
         if self._empty:
             return []
         found: list[tuple[int, int]] = []
@@ -338,7 +356,7 @@ class Prescanner:
         if self._database is not None and self._scratch is not None:
             append = found.append
             self._database.scan(
-                lowered.encode() if ascii else ascii_chars(lowered),
+                chars if chars is not None else lowered.encode() if ascii else ascii_chars(lowered),
                 match_event_handler=lambda word, _start, end, _flags, _context: append((end, word)),
                 scratch=self._scratch.clone(),
             )
