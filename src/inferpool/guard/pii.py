@@ -13,6 +13,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import cast
 
 import hyperscan
 import phonenumbers
@@ -396,7 +397,7 @@ _NEEDS: dict[str, tuple[bytes, bytes]] = {
 _CLASSES = bytes.maketrans(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"0" * 10 + b"A" * 26)
 
 
-# The number types whose windows a compiled pass picks (one Hyperscan scan of the joined
+# The number types whose windows a compiled pass picks (Hyperscan scans of the joined
 # windows), not _NEEDS: each one's candidate pattern in Hyperscan's prefilter mode, which
 # reports wherever the pattern (with its look-arounds dropped, so more loosely) could end. Over
 # ASCII bytes (non-ASCII characters as '?', non-ASCII digits excluded below) that is a superset
@@ -412,34 +413,51 @@ _PREFILTER_PATTERNS = {
 }
 
 
-def _prefilter_database() -> tuple[hyperscan.Database, hyperscan.Scratch]:
+def _prefilter_database(kinds: tuple[str, ...]) -> tuple[hyperscan.Database, hyperscan.Scratch]:
     database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
     database.compile(
-        expressions=[_PREFILTER_PATTERNS[k].pattern.encode("ascii") for k in PREFILTERED],
-        ids=list(range(len(PREFILTERED))),
-        elements=len(PREFILTERED),
+        expressions=[_PREFILTER_PATTERNS[k].pattern.encode("ascii") for k in kinds],
+        ids=list(range(len(kinds))),
+        elements=len(kinds),
         flags=hyperscan.HS_FLAG_PREFILTER,
     )
     # scanned with a clone per call (a scratch space is not thread-safe); this one is never used
     return database, hyperscan.Scratch(database)
 
 
-_PREFILTER, _PREFILTER_SCRATCH = _prefilter_database()
-
-
-def prefiltered_windows(ascii_bytes: bytes, bounds: _Segments) -> list[set[int]]:
-    """For each of PREFILTERED, the windows (indices) where its candidate pattern may match."""
-    ends: list[tuple[int, int]] = []
-    append = ends.append
-    _PREFILTER.scan(
-        ascii_bytes,
-        match_event_handler=lambda kind, _start, end, _flags, _context: append((kind, end)),
-        scratch=_PREFILTER_SCRATCH.clone(),
+# The types that need no keyword share one database (they run whenever the policy has them);
+# each keyword-gated ID rule has its own, scanned only when one of its keywords is in the text
+# (in digit-heavy text their loose prefilters report hundreds of ends, a Python call each).
+_PREFILTERS = tuple(
+    (group, *_prefilter_database(group))
+    for group in (
+        tuple(k for k in PREFILTERED if k not in ID_RULES or not ID_RULES[k].keywords),
+        *((k,) for k in PREFILTERED if k in ID_RULES and ID_RULES[k].keywords),
     )
-    found: list[set[int]] = [set() for _ in PREFILTERED]
+)
+
+
+def _collect(kind: int, _start: int, end: int, _flags: int, ends: object) -> None:
+    """Hyperscan's match callback: (pattern id, end) onto the list passed as the scan's context."""
+    cast("list[tuple[int, int]]", ends).append((kind, end))
+
+
+def prefiltered_windows(
+    ascii_bytes: bytes, bounds: _Segments, kinds: Collection[str] = PREFILTERED
+) -> dict[str, set[int]]:
+    """For each of PREFILTERED (at least those in `kinds`), the windows (indices) where its
+    candidate pattern may match."""
+    found: dict[str, set[int]] = {}
     starts = bounds.starts
-    for kind, end in ends:
-        found[kind].add(bisect_right(starts, end - 1) - 1)
+    for group, database, scratch in _PREFILTERS:
+        if not any(k in kinds for k in group):
+            continue
+        ends: list[tuple[int, int]] = []
+        database.scan(ascii_bytes, match_event_handler=_collect, context=ends, scratch=scratch.clone())
+        for kind in group:
+            found[kind] = set()
+        for kind_index, end in ends:
+            found[group[kind_index]].add(bisect_right(starts, end - 1) - 1)
     return found
 
 
@@ -459,12 +477,13 @@ def _stretches(
         return
     ascii_bytes = joined.encode("ascii", "replace")
     classed: dict[bytes, list[bytes]] = {}
-    picked: list[set[int]] | None = None
+    kinds = tuple(kinds)
+    picked: dict[str, set[int]] | None = None
     for kind in kinds:
         if kind in PREFILTERED:
             if picked is None:
-                picked = prefiltered_windows(ascii_bytes, bounds)
-            chosen: Iterable[int] = sorted(picked[PREFILTERED.index(kind)])
+                picked = prefiltered_windows(ascii_bytes, bounds, kinds)
+            chosen: Iterable[int] = sorted(picked[kind])
         else:
             need = _NEEDS.get(kind)
             if need is None:

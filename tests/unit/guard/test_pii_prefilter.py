@@ -31,10 +31,10 @@ def check(text: str) -> int:
     bounds = pii._Segments(windows)
     picked = pii.prefiltered_windows(joined.encode("ascii", "replace"), bounds)
     candidates = 0
-    for k, kind in enumerate(pii.PREFILTERED):
+    for kind in pii.PREFILTERED:
         pattern = pii._PREFILTER_PATTERNS[kind]
         with_candidate = {pii.bisect_right(bounds.starts, m.start()) - 1 for m in pattern.finditer(joined)}
-        assert with_candidate <= picked[k], (kind, text)
+        assert with_candidate <= picked[kind], (kind, text)
         candidates += len(with_candidate)
     return candidates
 
