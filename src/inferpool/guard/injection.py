@@ -18,13 +18,15 @@ costs little. It cannot understand meaning: docs/security.md lists what it misse
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import ahocorasick
+import hyperscan
 
 from inferpool.guard.findings import Finding
-from inferpool.guard.prescan import INJECTION_WORDS, fold, fold_ascii, has_case_exotic
+from inferpool.guard.prescan import INJECTION_WORDS, ascii_chars, fold, fold_ascii, has_case_exotic
 
 DEFAULT_THRESHOLD = 0.5
 _TARGET = (
@@ -249,18 +251,25 @@ class InjectionScorer:
         lowered: str | None = None,
         hits: Iterable[int] | None = None,
         exact: bool | None = None,
+        chars: bytes | None = None,
     ) -> list[Finding]:
         """Scores each passage around a trigger word on its own (signals from unrelated
         sentences of a long prompt do not add up); the best passage decides. `lowered`, `hits`,
         `exact`: the pre-scan's fold of the text and where it found trigger words (found here
-        when not given)."""
+        when not given); `chars`, its `ascii_chars`."""
         if lowered is None or exact is None:
             lowered, exact = fold(text)
         if hits is None:
             hits = sorted(i for w in INJECTION_WORDS for i in _all(lowered, w))
         best: InjectionScore | None = None
-        for start, end in passages(lowered, hits):
+        spans = passages(lowered, hits)
+        ends = _signal_ends(text, chars) if spans else []
+        for start, end in spans:
             passage_after_system = after_system and start == 0
+            if not self._may_reach(ends, start, end, passage_after_system) and (
+                exact or not has_case_exotic(text[start:end])
+            ):
+                continue  # no signal, or too few, can match in the passage (the compiled pass says)
             if exact:
                 result = _score_at_starts(text[start:end], lowered, start, end, passage_after_system)
             else:
@@ -279,6 +288,92 @@ class InjectionScorer:
             return []
         kind = max(best.families, key=lambda f: next(s.weight for s in SIGNALS if s.family == f))
         return [Finding("injection", kind, *best.span)]
+
+    def _may_reach(self, ends: list[tuple[int, int]], start: int, end: int, after_system: bool) -> bool:
+        """Whether the passage `start`:`end` of a text can score the threshold: at most its signals
+        whose compiled prefilter reports a match ending in it (`_signal_ends`), each at its weight,
+        with both bonuses. Only for a passage without a CASE_EXOTIC letter (see _signal_ends)."""
+        at = bisect_left(ends, (start + 1, -1))
+        weights: dict[str, float] = {}
+        while at < len(ends) and ends[at][0] <= end:
+            signal = SIGNALS[ends[at][1]]
+            weights[signal.family] = max(weights.get(signal.family, 0.0), signal.weight)
+            at += 1
+        if not weights:
+            return False
+        miss = 1.0
+        for w in weights.values():
+            miss *= 1.0 - w
+        bound = 1.0 - miss + IMPERATIVE_BONUS + (AFTER_SYSTEM_BONUS if after_system else 0.0)
+        return bound + 1e-9 >= self.threshold  # rounding: never skip a passage that could reach it
+
+
+def _prefilter_source(pattern: str) -> str:
+    """A signal's pattern rewritten for Hyperscan over `ascii_chars` of a text (non-ASCII
+    characters as '?', ASCII case ignored), matching at least wherever `re` matches it in any
+    passage of the text: word boundaries and `^` dropped (a passage's edges are a string's edges
+    to `re`, not to a scan of the whole text), '?' admitted wherever `\\w` or `\\s` is (a non-ASCII
+    letter or space), with \\x1c-\\x1f for `\\s` (Python's `\\s` holds them), and each non-ASCII
+    character of the pattern as a literal '?' (escaped)."""
+    out: list[str] = []
+    i, in_class = 0, False
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            escape = pattern[i : i + 2]
+            i += 2
+            if escape == r"\b" and not in_class:
+                continue
+            if escape in (r"\w", r"\s"):
+                extra = "?" if escape == r"\w" else r"?\x1c-\x1f"
+                out.append(f"{escape}{extra}" if in_class else f"[{escape}{extra}]")
+            else:
+                out.append(escape)
+            continue
+        i += 1
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+            if pattern[i : i + 1] == "^":
+                raise ValueError("a negated class would need '?' removed")  # none in SIGNALS
+        elif c == "^":
+            out.append("(?:)")
+            continue
+        out.append(c if c.isascii() else r"\?")
+    return "".join(out)
+
+
+def _signal_database() -> tuple[hyperscan.Database, hyperscan.Scratch]:
+    """Every signal in Hyperscan's prefilter mode (a superset of its matches: what Hyperscan cannot
+    match exactly it approximates), one pass for all; a clone of the scratch space per scan."""
+    sources = [_prefilter_source(s.pattern.pattern).encode("ascii") for s in SIGNALS]
+    database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+    database.compile(
+        expressions=sources,
+        ids=list(range(len(sources))),
+        elements=len(sources),
+        flags=hyperscan.HS_FLAG_PREFILTER | hyperscan.HS_FLAG_CASELESS,
+    )
+    return database, hyperscan.Scratch(database)
+
+
+_SIGNAL_DATABASE, _SIGNAL_SCRATCH = _signal_database()
+
+
+def _signal_ends(text: str, chars: bytes | None = None) -> list[tuple[int, int]]:
+    """(end, signal index) wherever a signal may match in `text`, sorted: every match `re` finds
+    of SIGNALS[i] in a passage `text[a:b]` without a CASE_EXOTIC letter (which `re.IGNORECASE`
+    equates with an ASCII one) ends at some `end` here with a < end <= b. One Hyperscan pass."""
+    ends: list[tuple[int, int]] = []
+    append = ends.append
+    _SIGNAL_DATABASE.scan(
+        (text.encode() if text.isascii() else ascii_chars(text)) if chars is None else chars,
+        match_event_handler=lambda signal, _start, end, _flags, _context: append((end, signal)),
+        scratch=_SIGNAL_SCRATCH.clone(),
+    )
+    ends.sort()
+    return ends
 
 
 def _combine(
@@ -437,7 +532,9 @@ def _all(text: str, word: str) -> Iterable[int]:
 def _around(lowered: str, at: int) -> tuple[int, int]:
     start = at
     for _ in range(PASSAGE_SENTENCES + 1):
-        cut = max(lowered.rfind(c, max(0, start - PASSAGE_MAX_CHARS), start) for c in ".!?\n")
+        lo = max(0, start - PASSAGE_MAX_CHARS)
+        find = lowered.rfind
+        cut = max(find(".", lo, start), find("!", lo, start), find("?", lo, start), find("\n", lo, start))
         if cut < 0:
             start = max(0, start - PASSAGE_MAX_CHARS) if start - PASSAGE_MAX_CHARS > 0 else 0
             break

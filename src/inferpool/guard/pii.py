@@ -13,7 +13,9 @@ from bisect import bisect_right
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import cast
 
+import hyperscan
 import phonenumbers
 from phonenumbers import Leniency, PhoneNumberMatcher
 from stdnum import iban, luhn
@@ -395,12 +397,77 @@ _NEEDS: dict[str, tuple[bytes, bytes]] = {
 _CLASSES = bytes.maketrans(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"0" * 10 + b"A" * 26)
 
 
+# The number types whose windows a compiled pass picks (Hyperscan scans of the joined
+# windows), not _NEEDS: each one's candidate pattern in Hyperscan's prefilter mode, which
+# reports wherever the pattern (with its look-arounds dropped, so more loosely) could end. Over
+# ASCII bytes (non-ASCII characters as '?', non-ASCII digits excluded below) that is a superset
+# of where Python's `re` finds a match: no pattern here takes a '?' or a NUL, and the only other
+# difference, `\b` next to a non-ASCII word character, counts as a boundary here and not in `re`.
+# Phone and card candidates fill nearly every window of digit-heavy text: there the prefilter
+# would report thousands of ends (a Python call each) and skip nothing, so they keep _NEEDS.
+PREFILTERED = ("iban", "ssn", *(k for k in ID_RULES if k not in ALNUM_TYPES))
+_PREFILTER_PATTERNS = {
+    "iban": IBAN_CANDIDATE,
+    "ssn": SSN_CANDIDATE,
+    **{k: ID_RULES[k].pattern for k in PREFILTERED if k in ID_RULES},
+}
+
+
+def _prefilter_database(kinds: tuple[str, ...]) -> tuple[hyperscan.Database, hyperscan.Scratch]:
+    database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+    database.compile(
+        expressions=[_PREFILTER_PATTERNS[k].pattern.encode("ascii") for k in kinds],
+        ids=list(range(len(kinds))),
+        elements=len(kinds),
+        flags=hyperscan.HS_FLAG_PREFILTER,
+    )
+    # scanned with a clone per call (a scratch space is not thread-safe); this one is never used
+    return database, hyperscan.Scratch(database)
+
+
+# The types that need no keyword share one database (they run whenever the policy has them);
+# each keyword-gated ID rule has its own, scanned only when one of its keywords is in the text
+# (in digit-heavy text their loose prefilters report hundreds of ends, a Python call each).
+_PREFILTERS = tuple(
+    (group, *_prefilter_database(group))
+    for group in (
+        tuple(k for k in PREFILTERED if k not in ID_RULES or not ID_RULES[k].keywords),
+        *((k,) for k in PREFILTERED if k in ID_RULES and ID_RULES[k].keywords),
+    )
+)
+
+
+def _collect(kind: int, _start: int, end: int, _flags: int, ends: object) -> None:
+    """Hyperscan's match callback: (pattern id, end) onto the list passed as the scan's context."""
+    cast("list[tuple[int, int]]", ends).append((kind, end))
+
+
+def prefiltered_windows(
+    ascii_bytes: bytes, bounds: _Segments, kinds: Collection[str] = PREFILTERED
+) -> dict[str, set[int]]:
+    """For each of PREFILTERED (at least those in `kinds`), the windows (indices) where its
+    candidate pattern may match."""
+    found: dict[str, set[int]] = {}
+    starts = bounds.starts
+    for group, database, scratch in _PREFILTERS:
+        if not any(k in kinds for k in group):
+            continue
+        ends: list[tuple[int, int]] = []
+        database.scan(ascii_bytes, match_event_handler=_collect, context=ends, scratch=scratch.clone())
+        for kind in group:
+            found[kind] = set()
+        for kind_index, end in ends:
+            found[group[kind_index]].add(bisect_right(starts, end - 1) - 1)
+    return found
+
+
 def _stretches(
     kinds: Iterable[str], joined: str, bounds: _Segments
 ) -> Iterable[tuple[str, list[tuple[int, int]]]]:
     """For each kind, the stretches of `joined` (runs of adjacent windows) its pattern must
-    search: the windows that meet its need in _NEEDS. All of them when a non-ASCII digit
-    (which \\d matches too) or the text's own WINDOW_SEPARATOR is present."""
+    search: the windows that meet its need in _NEEDS, or for PREFILTERED kinds the windows the
+    compiled pass picks. All of them when a non-ASCII digit (which \\d matches too) or the
+    text's own WINDOW_SEPARATOR is present."""
     every = [(0, len(joined))]
     if joined.count(WINDOW_SEPARATOR) >= len(bounds.windows) or (
         not joined.isascii() and unicode_digits(joined)
@@ -410,25 +477,32 @@ def _stretches(
         return
     ascii_bytes = joined.encode("ascii", "replace")
     classed: dict[bytes, list[bytes]] = {}
+    kinds = tuple(kinds)
+    picked: dict[str, set[int]] | None = None
     for kind in kinds:
-        need = _NEEDS.get(kind)
-        if need is None:
-            yield kind, every
-            continue
-        deleted, run = need
-        parts = classed.get(deleted)
-        if parts is None:
-            parts = classed[deleted] = ascii_bytes.translate(_CLASSES, deleted).split(b"\x00")
+        if kind in PREFILTERED:
+            if picked is None:
+                picked = prefiltered_windows(ascii_bytes, bounds, kinds)
+            chosen: Iterable[int] = sorted(picked[kind])
+        else:
+            need = _NEEDS.get(kind)
+            if need is None:
+                yield kind, every
+                continue
+            deleted, run = need
+            parts = classed.get(deleted)
+            if parts is None:
+                parts = classed[deleted] = ascii_bytes.translate(_CLASSES, deleted).split(b"\x00")
+            chosen = [i for i, part in enumerate(parts) if run in part]
         stretches: list[tuple[int, int]] = []
         previous = -2
-        for i, part in enumerate(parts):
-            if run in part:
-                start, end = bounds.segment(i)
-                if i == previous + 1:
-                    stretches[-1] = (stretches[-1][0], end)
-                else:
-                    stretches.append((start, end))
-                previous = i
+        for i in chosen:
+            start, end = bounds.segment(i)
+            if i == previous + 1:
+                stretches[-1] = (stretches[-1][0], end)
+            else:
+                stretches.append((start, end))
+            previous = i
         if stretches:
             yield kind, stretches
 

@@ -83,7 +83,7 @@ def _detector(check: CheckConfig) -> Detector:
     if check.check == "injection":
         scorer = InjectionScorer(check.threshold)
         return lambda text, scan, after_system: (
-            scorer.find(text, after_system, scan.lowered, scan.injection_hits, scan.exact)
+            scorer.find(text, after_system, scan.lowered, scan.injection_hits, scan.exact, scan.chars)
             if scan.injection
             else []
         )

@@ -1,0 +1,67 @@
+"""The number types in pii.PREFILTERED search only the windows a Hyperscan pass (their candidate
+patterns in prefilter mode) picks. That pass must pick every window in which Python's `re` finds
+a candidate, whatever the validators then say: a window dropped here would be a finding lost.
+Checked on every text of the guard corpus and on hypothesis-made digit-heavy texts.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from inferpool.guard import pii
+from inferpool.guard.prescan import digit_runs, unicode_digits
+
+DATA = Path(__file__).resolve().parents[2] / "data" / "guard"
+
+
+def check(text: str) -> int:
+    """Asserts the pick is a superset of the windows with a candidate; the number of those."""
+    windows = pii._windows(digit_runs(text), len(text))
+    if not windows:
+        return 0
+    joined = pii.WINDOW_SEPARATOR.join([text[s:e] for s, e in windows])
+    if joined.count(pii.WINDOW_SEPARATOR) >= len(windows) or (
+        not joined.isascii() and unicode_digits(joined)
+    ):
+        return 0  # _stretches searches every window then
+    bounds = pii._Segments(windows)
+    picked = pii.prefiltered_windows(joined.encode("ascii", "replace"), bounds)
+    candidates = 0
+    for kind in pii.PREFILTERED:
+        pattern = pii._PREFILTER_PATTERNS[kind]
+        with_candidate = {pii.bisect_right(bounds.starts, m.start()) - 1 for m in pattern.finditer(joined)}
+        assert with_candidate <= picked[kind], (kind, text)
+        candidates += len(with_candidate)
+    return candidates
+
+
+def corpus() -> list[str]:
+    texts = []
+    for path in sorted(DATA.rglob("*.jsonl")):
+        for line in path.read_text().splitlines():
+            row = json.loads(line) if line.strip() else None
+            if isinstance(row, dict) and isinstance(row.get("text"), str):
+                texts.append(row["text"])
+    return texts
+
+
+def test_the_prefilter_picks_every_window_with_a_candidate_in_the_corpus() -> None:
+    texts = corpus()
+    assert len(texts) > 500
+    assert sum(check(t) for t in texts) > 50  # the corpus holds candidates of these types
+
+
+FRAGMENTS = st.sampled_from(
+    ["0", "1", "2", "5", "9", "123", "4567", "12345678", " ", "-", ".", "/", "(", ")", "+", "X", "Z", "A", "B",
+     "GB", "DE", "QQ", "é", "\u00a0", "\x1c", "_", "x", "\n", "\x00", "٣", "2A", "2B"]
+)  # fmt: skip
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(FRAGMENTS, max_size=60).map("".join))
+def test_the_prefilter_picks_every_window_with_a_candidate(text: str) -> None:
+    check(text)
