@@ -57,7 +57,7 @@ from detect_secrets.plugins.stripe import StripeDetector
 from detect_secrets.plugins.twilio import TwilioKeyDetector
 
 from inferpool.guard.findings import Finding
-from inferpool.guard.prescan import fold, long_tokens
+from inferpool.guard.prescan import fold, long_tokens, occurrences
 
 DEFAULT_BASE64_LIMIT = 4.5  # detect-secrets' defaults
 DEFAULT_HEX_LIMIT = 3.0
@@ -146,13 +146,6 @@ def _twilio_gate(line: str, _lowered: str | None) -> bool:
     return "AC" in line or "SK" in line
 
 
-def _all(text: str, word: str) -> Iterable[int]:
-    at = text.find(word)
-    while at >= 0:
-        yield at
-        at = text.find(word, at + 1)
-
-
 def _kind(plugin: BasePlugin) -> str:
     return re.sub(r"[^a-z0-9]+", "_", str(plugin.secret_type).lower()).strip("_")
 
@@ -230,7 +223,7 @@ class SecretScanner:
         elif len(lowered) != len(text):
             exact = False
         if hints is None:
-            hints = {h: [i for i in _all(lowered, h)] for h in self.hints if h in lowered}
+            hints = {h: [i for i in occurrences(lowered, h)] for h in self.hints if h in lowered}
         if tokens is None:
             tokens = long_tokens(text)
         found: list[Finding] = []

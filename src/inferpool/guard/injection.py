@@ -26,7 +26,14 @@ import ahocorasick
 import hyperscan
 
 from inferpool.guard.findings import Finding
-from inferpool.guard.prescan import INJECTION_WORDS, ascii_chars, fold, fold_ascii, has_case_exotic
+from inferpool.guard.prescan import (
+    INJECTION_WORDS,
+    ascii_chars,
+    fold,
+    fold_ascii,
+    has_case_exotic,
+    occurrences,
+)
 
 DEFAULT_THRESHOLD = 0.5
 _TARGET = (
@@ -260,7 +267,7 @@ class InjectionScorer:
         if lowered is None or exact is None:
             lowered, exact = fold(text)
         if hits is None:
-            hits = sorted(i for w in INJECTION_WORDS for i in _all(lowered, w))
+            hits = sorted(i for w in INJECTION_WORDS for i in occurrences(lowered, w))
         best: InjectionScore | None = None
         spans = passages(lowered, hits)
         ends = _signal_ends(text, chars) if spans else []
@@ -520,13 +527,6 @@ def passages(lowered: str, hits: Iterable[int]) -> list[tuple[int, int]]:
         else:
             merged.append((start, end))
     return merged
-
-
-def _all(text: str, word: str) -> Iterable[int]:
-    at = text.find(word)
-    while at >= 0:
-        yield at
-        at = text.find(word, at + 1)
 
 
 def _around(lowered: str, at: int) -> tuple[int, int]:

@@ -375,7 +375,7 @@ class Prescanner:
             )
         if self._others and not ascii:
             for number, word in self._others:
-                found += [(at + len(word), number) for at in _all(lowered, word)]
+                found += [(at + len(word), number) for at in occurrences(lowered, word)]
         found.sort()
         table = self._table
         return [(end - 1, table[number]) for end, number in found]
@@ -409,7 +409,8 @@ def _literal_database(
     return database
 
 
-def _all(text: str, word: str) -> Iterator[int]:
+def occurrences(text: str, word: str) -> Iterator[int]:
+    """Every offset where `word` starts in `text`, overlapping ones included."""
     at = text.find(word)
     while at >= 0:
         yield at

@@ -8,18 +8,16 @@ compiled pass, or one whose rewrite matches less than `re`, fails here.
 
 from __future__ import annotations
 
-import json
 from bisect import bisect_left
 from itertools import pairwise
-from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_findings_unchanged import corpus  # pytest puts this folder on sys.path
 
 from inferpool.guard.injection import SIGNALS, _signal_ends, passages
 from inferpool.guard.prescan import INJECTION_WORDS, Prescanner, has_case_exotic
 
-DATA = Path(__file__).resolve().parents[2] / "data" / "guard"
 PRESCANNER = Prescanner(True)
 
 
@@ -37,17 +35,6 @@ def check(text: str, spans: list[tuple[int, int]]) -> int:
                 assert at < len(ends) and ends[at] == (start + m.end(), i), (signal.family, passage)
                 seen += 1
     return seen
-
-
-def corpus() -> list[str]:
-    texts = []
-    for path in sorted(DATA.rglob("*.jsonl")):
-        for line in path.read_text().splitlines():
-            row = json.loads(line) if line.strip() else None
-            if isinstance(row, dict) and isinstance(row.get("text"), str):
-                text = row["text"]
-                texts += [text, text.upper(), text.swapcase(), text.replace(" ", "\n")]
-    return texts
 
 
 def test_the_compiled_pass_reports_every_signal_match_in_the_corpus_passages() -> None:

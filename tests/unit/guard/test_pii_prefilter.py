@@ -6,16 +6,12 @@ Checked on every text of the guard corpus and on hypothesis-made digit-heavy tex
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_findings_unchanged import corpus  # pytest puts this folder on sys.path
 
 from inferpool.guard import pii
 from inferpool.guard.prescan import digit_runs, unicode_digits
-
-DATA = Path(__file__).resolve().parents[2] / "data" / "guard"
 
 
 def check(text: str) -> int:
@@ -37,16 +33,6 @@ def check(text: str) -> int:
         assert with_candidate <= picked[kind], (kind, text)
         candidates += len(with_candidate)
     return candidates
-
-
-def corpus() -> list[str]:
-    texts = []
-    for path in sorted(DATA.rglob("*.jsonl")):
-        for line in path.read_text().splitlines():
-            row = json.loads(line) if line.strip() else None
-            if isinstance(row, dict) and isinstance(row.get("text"), str):
-                texts.append(row["text"])
-    return texts
 
 
 def test_the_prefilter_picks_every_window_with_a_candidate_in_the_corpus() -> None:

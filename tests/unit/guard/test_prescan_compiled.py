@@ -8,17 +8,14 @@ nothing the automaton does not.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_findings_unchanged import corpus  # pytest puts this folder on sys.path
 
 from inferpool.guard.credentials import SECRET_HINTS
 from inferpool.guard.pii import ID_KEYWORDS
 from inferpool.guard.prescan import COMPILED_SCAN_CHARS, INJECTION_WORDS, Prescanner, fold
 
-DATA = Path(__file__).resolve().parents[2] / "data" / "guard"
 SCANNERS = (
     Prescanner(True, SECRET_HINTS),  # the stream's and blocking screens' pre-scan
     Prescanner(True, SECRET_HINTS, ID_KEYWORDS),  # where PII runs
@@ -42,16 +39,6 @@ def check(text: str) -> None:
         long = text + " " * COMPILED_SCAN_CHARS
         assert scanner.scan(long).injection_hits == scanner.scan(text).injection_hits
         assert scanner.scan(long).secret_hints == scanner.scan(text).secret_hints
-
-
-def corpus() -> list[str]:
-    texts = []
-    for path in sorted(DATA.rglob("*.jsonl")):
-        for line in path.read_text().splitlines():
-            row = json.loads(line) if line.strip() else None
-            if isinstance(row, dict) and isinstance(row.get("text"), str):
-                texts.append(row["text"])
-    return texts
 
 
 def test_the_compiled_pass_finds_what_the_automaton_finds_on_the_guard_corpus() -> None:
