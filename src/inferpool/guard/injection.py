@@ -29,6 +29,7 @@ from inferpool.guard.findings import Finding
 from inferpool.guard.prescan import (
     INJECTION_WORDS,
     ascii_chars,
+    compiled_database,
     fold,
     fold_ascii,
     has_case_exotic,
@@ -354,15 +355,10 @@ def _prefilter_source(pattern: str) -> str:
 def _signal_database() -> tuple[hyperscan.Database, hyperscan.Scratch]:
     """Every signal in Hyperscan's prefilter mode (a superset of its matches: what Hyperscan cannot
     match exactly it approximates), one pass for all; a clone of the scratch space per scan."""
-    sources = [_prefilter_source(s.pattern.pattern).encode("ascii") for s in SIGNALS]
-    database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-    database.compile(
-        expressions=sources,
-        ids=list(range(len(sources))),
-        elements=len(sources),
-        flags=hyperscan.HS_FLAG_PREFILTER | hyperscan.HS_FLAG_CASELESS,
+    return compiled_database(
+        [_prefilter_source(s.pattern.pattern) for s in SIGNALS],
+        hyperscan.HS_FLAG_PREFILTER | hyperscan.HS_FLAG_CASELESS,
     )
-    return database, hyperscan.Scratch(database)
 
 
 _SIGNAL_DATABASE, _SIGNAL_SCRATCH = _signal_database()

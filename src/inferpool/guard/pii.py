@@ -32,7 +32,7 @@ from stdnum.pl import pesel
 from stdnum.us import ssn
 
 from inferpool.guard.findings import Finding
-from inferpool.guard.prescan import unicode_digits
+from inferpool.guard.prescan import compiled_database, unicode_digits
 
 
 def gated(pattern: re.Pattern[str], first: str) -> re.Pattern[str]:
@@ -414,15 +414,7 @@ _PREFILTER_PATTERNS = {
 
 
 def _prefilter_database(kinds: tuple[str, ...]) -> tuple[hyperscan.Database, hyperscan.Scratch]:
-    database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-    database.compile(
-        expressions=[_PREFILTER_PATTERNS[k].pattern.encode("ascii") for k in kinds],
-        ids=list(range(len(kinds))),
-        elements=len(kinds),
-        flags=hyperscan.HS_FLAG_PREFILTER,
-    )
-    # scanned with a clone per call (a scratch space is not thread-safe); this one is never used
-    return database, hyperscan.Scratch(database)
+    return compiled_database([_PREFILTER_PATTERNS[k].pattern for k in kinds], hyperscan.HS_FLAG_PREFILTER)
 
 
 # The types that need no keyword share one database (they run whenever the policy has them);

@@ -324,14 +324,10 @@ class Prescanner:
         self._table = tuple((*words[w], len(w)) for w in order)
         self._ascii_ids = [i for i, w in enumerate(order) if w.isascii()]
         self._others = tuple((i, w) for i, w in enumerate(order) if not w.isascii())
-        self._database = _literal_database(
-            [order[i] for i in self._ascii_ids],
-            self._ascii_ids,
-            # a pure keyword is only asked about once: one report is enough
-            [words[order[i]][0] == "keyword" for i in self._ascii_ids],
-        )
-        # Hyperscan's scratch space is not thread-safe: each scan works in a clone of this one.
-        self._scratch = hyperscan.Scratch(self._database) if self._database is not None else None
+        ascii_words = [order[i] for i in self._ascii_ids]
+        # a pure keyword is only asked about once: one report is enough
+        once = [hyperscan.HS_FLAG_SINGLEMATCH if words[w][0] == "keyword" else 0 for w in ascii_words]
+        self._compiled = compiled_database(ascii_words, once, literal=True) if ascii_words else None
 
     def scan(self, text: str) -> Prescan:
         lowered, exact = fold(text)
@@ -366,12 +362,13 @@ class Prescanner:
             return []
         found: list[tuple[int, int]] = []
         ascii = lowered.isascii()
-        if self._database is not None and self._scratch is not None:
-            append = found.append
-            self._database.scan(
+        if self._compiled is not None:
+            database, scratch = self._compiled
+            append, numbers = found.append, self._ascii_ids
+            database.scan(
                 chars if chars is not None else lowered.encode() if ascii else ascii_chars(lowered),
-                match_event_handler=lambda word, _start, end, _flags, _context: append((end, word)),
-                scratch=self._scratch.clone(),
+                match_event_handler=lambda word, _start, end, _flags, _context: append((end, numbers[word])),
+                scratch=scratch.clone(),
             )
         if self._others and not ascii:
             for number, word in self._others:
@@ -391,22 +388,20 @@ class Prescanner:
         return self._longest
 
 
-def _literal_database(
-    words: Sequence[str], ids: Sequence[int], once: Sequence[bool]
-) -> hyperscan.Database | None:
-    """One block-mode Hyperscan database of ASCII literals: every occurrence of each (only the
-    first of those marked `once`) is reported with its id."""
-    if not words:
-        return None
+def compiled_database(
+    expressions: Sequence[str], flags: int | Sequence[int], literal: bool = False
+) -> tuple[hyperscan.Database, hyperscan.Scratch]:
+    """A block-mode Hyperscan database of ASCII `expressions` (ids: their indices) and a template
+    scratch space. A scratch is not thread-safe: each scan uses a clone of the template."""
     database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
     database.compile(
-        expressions=[w.encode("ascii") for w in words],
-        ids=list(ids),
-        elements=len(words),
-        flags=[hyperscan.HS_FLAG_SINGLEMATCH if o else 0 for o in once],
-        literal=True,
+        expressions=[e.encode("ascii") for e in expressions],
+        ids=list(range(len(expressions))),
+        elements=len(expressions),
+        flags=flags if isinstance(flags, int) else list(flags),
+        literal=literal,
     )
-    return database
+    return database, hyperscan.Scratch(database)
 
 
 def occurrences(text: str, word: str) -> Iterator[int]:
