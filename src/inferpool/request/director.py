@@ -54,7 +54,8 @@ class Scheduler(Protocol):
     # Optional: on_finished(request, endpoint, record) for plugins that learn from outcomes;
     # reads_answers(kind) -> bool, whether a request of that API needs its answer read;
     # on_prefill_routed / on_prefill_completed(request, endpoint) for a P/D scheduler's prefill
-    # profile (called only for requests it split).
+    # profile (called only for requests it split); `prepares` and async prepare(body) for
+    # plugins' work before scheduling that must not hold the event loop (route_async only).
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,9 @@ class Director:
         """
         flow = self.flow_control
         if flow is None:
+            scheduler = self.scheduler_for(pool)
+            if getattr(scheduler, "prepares", False):
+                parsed = await self._prepare(scheduler, path, body, parsed)
             return self.route(pool, path, headers, body, subset, http=http, arrived=arrived, parsed=parsed)
         attempt = self._begin(pool, headers, body, http, arrived)
         grant: Grant | None = None
@@ -199,6 +203,9 @@ class Director:
                 candidates = [e for e in candidates if e.ready]
             if not candidates:
                 raise InferenceError(503, f"no ready endpoints in pool {pool} after waiting in its queue")
+            scheduler = self.scheduler_for(pool)
+            if getattr(scheduler, "prepares", False):
+                await self._prepare(scheduler, path, body, attempt.parsed)
             return self._schedule(attempt, subset, candidates, grant)
         except InferenceError as exc:
             if grant is not None:
@@ -252,6 +259,23 @@ class Director:
     ) -> PassthroughRequest:
         """A request for a plain Service backend: no scheduling, the same tracking and record."""
         return PassthroughRequest(self, request_id, list(candidates), body, http, arrived, model)
+
+    async def _prepare(
+        self, scheduler: Scheduler, path: str, body: bytes, parsed: ParsedBody | None
+    ) -> ParsedBody | None:
+        """The scheduler's plugins' work that must not hold the event loop, done before
+        scheduling (precise-prefix: a long new prompt tokenized in a worker thread); the body
+        as parsed for it. Best effort: the plugin does it in place at scoring otherwise."""
+        if parsed is None:
+            try:
+                parsed = parse_body(body, path)
+            except InferenceError:
+                return None  # route() refuses the body and records why
+        try:
+            await scheduler.prepare(parsed.data)  # type: ignore[attr-defined]
+        except Exception:  # a plugin bug must not fail the request: scoring tokenizes in place
+            log.exception("scheduler prepare failed for a request to %s", path)
+        return parsed
 
     def _begin(
         self,

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import repeat
 from operator import add, mul
 from types import MappingProxyType
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from inferpool.records import RequestRecord
 from inferpool.scheduling.types import Ranking, SchedulingRequest, SchedulingResult, ScoredEndpoint
@@ -166,6 +167,21 @@ class Scheduler:
     def plugins(self) -> list[object]:
         """Every distinct plugin this scheduler runs (a P/D scheduler runs two profiles)."""
         return self._profile.plugins()
+
+    @cached_property
+    def _prepare_hooks(self) -> list[Callable[[Mapping[str, Any]], Awaitable[None]]]:
+        return [p.prepare for p in self.plugins() if hasattr(p, "prepare")]  # type: ignore[attr-defined]
+
+    @property
+    def prepares(self) -> bool:
+        """Whether a plugin has work to do before scheduling that must not hold the event loop."""
+        return bool(self._prepare_hooks)
+
+    async def prepare(self, body: Mapping[str, Any]) -> None:
+        """Plugins' work before `schedule` (precise-prefix: tokenizing a long new prompt in a
+        worker thread); asked only by a data plane that can wait for it (`route_async`)."""
+        for hook in self._prepare_hooks:
+            await hook(body)
 
     def schedule(self, req: SchedulingRequest, candidates: Sequence[Endpoint]) -> SchedulingResult:
         """Filter, score and order `candidates` for `req`.

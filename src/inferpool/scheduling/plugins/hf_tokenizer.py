@@ -17,17 +17,24 @@ that does not escape HTML, and the special tokens (bos_token, eos_token, ...) as
 What is not reproduced returns None, so the scorer falls back to the approximate score rather
 than guess: message content given as a list of parts (vLLM's content-format detection and
 multimodal placeholders), a request-supplied `chat_template`, `continue_final_message`.
+
+Tokenizing is the costly step (a long prompt seen for the first time: milliseconds), and
+`tokenizers`' `encode` holds the GIL while `encode_batch` releases it: `prompt_ids_off_loop`
+tokenizes what the prefix store lacks with `encode_batch` in a worker thread, so the event loop
+relays other requests' bytes meanwhile; rendering and the store stay on the loop's thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from inferpool.scheduling.plugins.prefix_store import BOUNDARY, PrefixTokenStore
+from inferpool.scheduling.plugins.prefix_store import BOUNDARY, PrefixTokenStore, TokenPlan
 
 # The special tokens transformers passes to the template (PreTrainedTokenizerBase.special_tokens_map).
 SPECIAL_TOKEN_NAMES = (
@@ -198,6 +205,7 @@ class HFPromptTokenizer:
         # Shared prefixes tokenized once, where this tokenizer splits words as the store assumes
         self.store: PrefixTokenStore | None = None
         self._specials: tuple[list[int], list[int]] | None = None  # (before, after) the text
+        self._worker: ThreadPoolExecutor | None = None  # made on the first prompt tokenized off the loop
         if splits_between_words(tokenizer_json):
             self.store = PrefixTokenStore(self._encode_plain)
             self._specials = _special_tokens_around(self._tokenizer)
@@ -228,14 +236,54 @@ class HFPromptTokenizer:
         return self._template is not None
 
     def encode(self, text: str, *, add_special_tokens: bool) -> list[int]:
-        store = self.store
-        if store is not None:
-            if not add_special_tokens:
-                return store.encode(text)
-            if self._specials is not None:
-                before, after = self._specials
-                return [*before, *store.encode(text), *after]
-        return list(self._tokenizer.encode(text, add_special_tokens=add_special_tokens).ids)
+        plan = self._plan(text, add_special_tokens)
+        if plan is None:
+            return list(self._tokenizer.encode(text, add_special_tokens=add_special_tokens).ids)
+        return self._joined(plan, [self._encode_plain(piece) for piece in plan.missing], add_special_tokens)
+
+    async def encode_off_loop(self, text: str, *, add_special_tokens: bool, min_chars: int) -> list[int]:
+        """`encode`, with the tokenizing in a worker thread when at least `min_chars` of the
+        text are not in the prefix store (less is done here: a thread hop costs more)."""
+        plan = self._plan(text, add_special_tokens)
+        if plan is None:
+            if len(text) < min_chars:
+                return list(self._tokenizer.encode(text, add_special_tokens=add_special_tokens).ids)
+            return (await self._in_worker([text], add_special_tokens))[0]
+        if plan.missing_chars < min_chars:
+            tokenized = [self._encode_plain(piece) for piece in plan.missing]
+        else:
+            tokenized = await self._in_worker(plan.missing, False)
+        return self._joined(plan, tokenized, add_special_tokens)
+
+    def _plan(self, text: str, add_special_tokens: bool) -> TokenPlan | None:
+        """The store's plan for the text, or None where the store cannot give its ids (no store,
+        or special tokens that are not a plain frame around the text)."""
+        if self.store is None or (add_special_tokens and self._specials is None):
+            return None
+        return self.store.plan(text)
+
+    def _joined(self, plan: TokenPlan, tokenized: list[list[int]], add_special_tokens: bool) -> list[int]:
+        assert self.store is not None
+        ids = self.store.join(plan, tokenized)
+        if add_special_tokens:
+            assert self._specials is not None
+            before, after = self._specials
+            return [*before, *ids, *after]
+        return ids
+
+    async def _in_worker(self, texts: list[str], add_special_tokens: bool) -> list[list[int]]:
+        if self._worker is None:  # one thread: first-seen long prompts are few
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inferpool-tokenize")
+        tokenizer = self._tokenizer
+
+        def encode_batch() -> list[list[int]]:
+            # A batch of one per piece: `encode_batch` lets go of the GIL, and a batch of one runs
+            # on this thread only (a larger one spreads over every core, the event loop's too).
+            return [
+                tokenizer.encode_batch([text], add_special_tokens=add_special_tokens)[0].ids for text in texts
+            ]
+
+        return await asyncio.get_running_loop().run_in_executor(self._worker, encode_batch)
 
     def _encode_plain(self, text: str) -> list[int]:
         return list(self._tokenizer.encode(text, add_special_tokens=False).ids)
@@ -270,12 +318,29 @@ class HFPromptTokenizer:
             return None  # vLLM answers this request with an error; nothing will be cached
 
     def prompt_ids(self, body: Mapping[str, Any]) -> list[int] | None:
+        prompt = self._prompt(body)
+        if prompt is None or isinstance(prompt, list):
+            return prompt
+        text, add_special_tokens = prompt
+        return self.encode(text, add_special_tokens=add_special_tokens)
+
+    async def prompt_ids_off_loop(self, body: Mapping[str, Any], min_chars: int) -> list[int] | None:
+        """`prompt_ids`, tokenizing in a worker thread when `min_chars` or more are new."""
+        prompt = self._prompt(body)
+        if prompt is None or isinstance(prompt, list):
+            return prompt
+        text, add_special_tokens = prompt
+        return await self.encode_off_loop(text, add_special_tokens=add_special_tokens, min_chars=min_chars)
+
+    def _prompt(self, body: Mapping[str, Any]) -> tuple[str, bool] | list[int] | None:
+        """The text vLLM tokenizes and whether it adds the tokenizer's special tokens, or the
+        ids a completions request gave, or None where this is not reproduced."""
         if "messages" in body:
             text = self.render_chat(body)
             if text is None:
                 return None
-            return self.encode(text, add_special_tokens=bool(body.get("add_special_tokens", False)))
+            return text, bool(body.get("add_special_tokens", False))
         prompt = completion_prompt(body)
         if isinstance(prompt, str):
-            return self.encode(prompt, add_special_tokens=bool(body.get("add_special_tokens", True)))
+            return prompt, bool(body.get("add_special_tokens", True))
         return prompt

@@ -38,6 +38,11 @@ SIM_TOKENIZER = "sim"
 # the engine to run the prefill and publish BlockStored, which replaces them.
 DEFAULT_SPECULATIVE_TTL_S = 30.0
 _PENDING_LIMIT = 4096  # scored requests whose block keys wait for on_routed
+# A prompt with this much text not in the prefix store is tokenized in a worker thread before
+# scheduling (≈500 tokens: a few hundred µs of the loop's time in `tokenizers`); less is
+# tokenized in place, where a thread hop would cost more than it frees.
+OFF_LOOP_CHARS = 2048
+_PREPARED_LIMIT = 256  # prompts tokenized before scheduling whose request was not routed (refused)
 
 
 class PrecisePrefixParams(PrefixCacheParams):
@@ -133,6 +138,10 @@ class PrecisePrefixCacheScorer:
         init=False, default_factory=OrderedDict
     )
     _chains: ChainKeyCache = field(init=False, default_factory=ChainKeyCache)  # shared prefixes hashed once
+    # id(body) -> (body, its prompt ids) from prepare(), read by score(), dropped on_routed
+    _prepared: OrderedDict[int, tuple[object, list[int] | None]] = field(
+        init=False, default_factory=OrderedDict
+    )
 
     def __post_init__(self) -> None:
         p = self.params
@@ -145,13 +154,29 @@ class PrecisePrefixCacheScorer:
     def bind_kv_index(self, index: KVBlockIndex) -> None:
         self.kv_index = index
 
+    async def prepare(self, body: Mapping[str, Any]) -> None:
+        """Before scheduling: tokenize a long prompt not seen before in a worker thread, where
+        the tokenizer lets go of the GIL (a model's tokenizer.json), so that the event loop
+        goes on relaying other requests meanwhile; score() takes the ids."""
+        off_loop = getattr(self.tokenizer, "prompt_ids_off_loop", None)
+        if self.kv_index is None or off_loop is None:
+            return  # scored approximately, or tokenized in Python (the GIL: no thread would help)
+        ids = await off_loop(body, OFF_LOOP_CHARS)
+        self._prepared[id(body)] = (body, ids)
+        while len(self._prepared) > _PREPARED_LIMIT:
+            self._prepared.popitem(last=False)
+
     def score(self, req: SchedulingRequest, endpoints: list[Endpoint]) -> dict[Endpoint, float]:
         index = self.kv_index
         sources = (
             {e: self.kv_events.source(e, index.announced) for e in endpoints} if index is not None else {}
         )
         live = [e for e in endpoints if index is not None and index.is_live(sources[e])]
-        ids = self.tokenizer.prompt_ids(req.body) if live and req.body is not None else None
+        prepared = self._prepared.get(id(req.body)) if self._prepared else None
+        if prepared is not None and prepared[0] is req.body:  # kept for a P/D prefill profile's turn
+            ids = prepared[1] if live else None
+        else:
+            ids = self.tokenizer.prompt_ids(req.body) if live and req.body is not None else None
         if index is None or ids is None:
             return self.approximate.score(req, endpoints)
         scores = self.approximate.score(req, endpoints) if len(live) < len(endpoints) else {}
@@ -238,6 +263,8 @@ class PrecisePrefixCacheScorer:
     # -- routing in flight, and the approximate fallback keeps learning ---------------------
     def on_routed(self, req: SchedulingRequest, endpoint: Endpoint) -> None:
         self.approximate.on_routed(req, endpoint)
+        if self._prepared:
+            self._prepared.pop(id(req.body), None)
         pending = self._pending.pop(req.request_id, None)
         index = self.kv_index
         if pending is None or index is None or pending[0] is not req.body:

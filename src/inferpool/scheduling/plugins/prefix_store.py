@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import xxhash
 
@@ -51,9 +52,19 @@ class PrefixTokenStore:
         return len(self._segments)
 
     def encode(self, text: str) -> list[int]:
-        ids: list[int] = []
+        plan = self.plan(text)
+        return self.join(plan, [self._encode(piece) for piece in plan.missing])
+
+    def plan(self, text: str) -> TokenPlan:
+        """The text cut into segments, and what of it is not stored yet (nothing tokenized).
+
+        `join(plan, tokens of plan.missing)` gives `encode(text)`: the tokenizing can run
+        elsewhere (a worker thread) while the store is only touched here and in `join`.
+        """
         segments = self._segments
         digest = xxhash.xxh3_64_intdigest
+        keyed: list[tuple[int, str]] = []
+        missing: list[str] = []
         start = parent = 0
         while True:
             cut = BOUNDARY.search(text, start + self._segment_chars)
@@ -62,9 +73,28 @@ class PrefixTokenStore:
             end = cut.start()
             piece = text[start:end]
             key = digest(piece.encode("utf-8", "surrogatepass"), seed=parent)
+            keyed.append((key, piece))
+            if key not in segments:
+                missing.append(piece)
+            start, parent = end, key
+        rest = text[start:]
+        if rest:
+            missing.append(rest)  # the unique rest (the question) is tokenized, not kept
+        return TokenPlan(keyed, rest, missing)
+
+    def join(self, plan: TokenPlan, tokenized: list[list[int]]) -> list[int]:
+        """The text's ids from its plan and the tokens of `plan.missing`, in order; the new
+        segments are stored. A segment evicted since the plan was made is tokenized again."""
+        if len(tokenized) != len(plan.missing):
+            raise ValueError(f"{len(plan.missing)} pieces were missing, {len(tokenized)} tokenized")
+        fresh = dict(zip(plan.missing, tokenized, strict=True)) if tokenized else {}
+        segments = self._segments
+        ids: list[int] = []
+        for key, piece in plan.keyed:
             tokens = segments.get(key)
             if tokens is None:
-                tokens = segments[key] = tuple(self._encode(piece))
+                found = fresh.get(piece)
+                tokens = segments[key] = tuple(found if found is not None else self._encode(piece))
                 self.tokenized += 1
                 if len(segments) > self._max_segments:
                     segments.popitem(last=False)
@@ -72,7 +102,19 @@ class PrefixTokenStore:
                 segments.move_to_end(key)
                 self.reused += 1
             ids += tokens
-            start, parent = end, key
-        if start < len(text):
-            ids += self._encode(text[start:])  # the unique rest (the question) is not kept
+        if plan.rest:
+            ids += tokenized[-1]  # the rest is always the last missing piece
         return ids
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPlan:
+    """A text cut into stored segments (`keyed`: each with its chain key) and its unique rest."""
+
+    keyed: list[tuple[int, str]]
+    rest: str
+    missing: list[str]  # the pieces to tokenize: segments not stored when planned, then the rest
+
+    @property
+    def missing_chars(self) -> int:
+        return sum(map(len, self.missing))
