@@ -774,3 +774,67 @@ def test_gateway_runtime_takes_flow_control_from_its_profile() -> None:
     assert flow is not None and runtime.core.director.flow_control is flow
     assert flow.config.default_request_ttl_s == 30.0
     assert GatewayRuntime([], RuntimeConfig()).core.director.flow_control is None
+
+
+class PreparingScheduler:
+    """least-request, with a plugin's work before scheduling that waits until released."""
+
+    prepares = True
+
+    def __init__(self) -> None:
+        self._inner = load_scheduler("least-request")
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def prepare(self, body: object) -> None:
+        self.entered.set()
+        await self.release.wait()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+
+async def test_a_request_cancelled_in_the_schedulers_prepare_gives_its_turn_back() -> None:
+    stack = Stack(FlowControlConfig(recheck_interval_s=0.01))
+    assert stack.flow is not None
+    stack.drain_endpoint()
+    scheduler = PreparingScheduler()
+    stack.director.scheduler_for = lambda pool: scheduler  # type: ignore[assignment]
+    waiter = asyncio.create_task(
+        stack.director.route_async(POOL, "/v1/completions", {"x-request-id": "p"}, stack.body("chat"))
+    )
+    await asyncio.wait_for(scheduler.entered.wait(), 5)
+    assert stack.flow.in_transit(POOL) == 1  # its turn came: it holds the grant while preparing
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert stack.flow.in_transit(POOL) == 0
+    assert (stack.records[-1].request_id, stack.records[-1].status) == ("p", 499)
+    scheduler.release.set()
+    routed = await stack.director.route_async(POOL, "/v1/completions", {}, stack.body("chat"))
+    assert stack.flow.in_transit(POOL) == 1
+    routed.dispatched(stack.endpoint)
+    routed.finish(200)
+    stack.flow.close()
+
+
+async def test_without_flow_control_a_request_cancelled_in_prepare_is_recorded_once_as_499() -> None:
+    stack = Stack(None)
+    stack.drain_endpoint()
+    scheduler = PreparingScheduler()
+    stack.director.scheduler_for = lambda pool: scheduler  # type: ignore[assignment]
+    waiter = asyncio.create_task(
+        stack.director.route_async(POOL, "/v1/completions", {"x-request-id": "n"}, stack.body("chat"))
+    )
+    await asyncio.wait_for(scheduler.entered.wait(), 5)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert [(r.request_id, r.status) for r in stack.records] == [("n", 499)]
+    assert stack.endpoint.in_flight == 0
+    scheduler.release.set()
+    routed = await stack.director.route_async(
+        POOL, "/v1/completions", {"x-request-id": "m"}, stack.body("chat")
+    )
+    routed.dispatched(stack.endpoint)
+    assert routed.finish(200).request_id == "m" and stack.endpoint.in_flight == 0

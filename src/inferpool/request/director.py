@@ -142,14 +142,21 @@ class Director:
         """
         attempt = self._begin(pool, headers, body, http, arrived)
         try:
-            resolution = self._resolve(attempt, path, parsed)
-            candidates = _in_subset(self.datastore.ready_endpoints(pool), subset)
-            attempt.snapshot = self.admission.admit(pool, candidates, resolution.priority).snapshot
-            attempt.admitted = self.clock()
-            return self._schedule(attempt, subset, candidates, None)
+            self._resolve(attempt, path, parsed)
+            return self._admit_and_schedule(attempt, subset)
         except InferenceError as exc:
             self._emit(_refused_record(attempt, exc, self))
             raise
+
+    def _admit_and_schedule(self, attempt: _Attempt, subset: frozenset[str] | None) -> RoutedRequest:
+        """Admission (which may shed) and the scheduler, for a resolved attempt that does not queue."""
+        assert attempt.resolution is not None
+        candidates = _in_subset(self.datastore.ready_endpoints(attempt.pool), subset)
+        attempt.snapshot = self.admission.admit(
+            attempt.pool, candidates, attempt.resolution.priority
+        ).snapshot
+        attempt.admitted = self.clock()
+        return self._schedule(attempt, subset, candidates, None)
 
     async def route_async(
         self,
@@ -164,19 +171,32 @@ class Director:
         arrived: float | None = None,
         parsed: ParsedBody | None = None,
     ) -> RoutedRequest:
-        """route(), except that with flow control on the request first waits for its turn in the pool's queue.
+        """route(), except that with flow control on the request first waits for its turn in the
+        pool's queue, and that a scheduler plugin's work before scheduling is awaited (a long new
+        prompt tokenized in a worker thread by the precise-prefix scorer).
 
         `ttl_s` is the data plane's own deadline for the request (its route timeout): the
         wait ends by then at the latest (503). A waiter that is cancelled (the client went
-        away) leaves the queue and is recorded as 499.
+        away) leaves the queue and is recorded as 499, as is one cancelled while prepared.
         """
         flow = self.flow_control
-        if flow is None:
-            scheduler = self.scheduler_for(pool)
-            if getattr(scheduler, "prepares", False):
-                parsed = await self._prepare(scheduler, path, body, parsed)
+        scheduler = self.scheduler_for(pool)
+        prepares = getattr(scheduler, "prepares", False)
+        if flow is None and not prepares:
             return self.route(pool, path, headers, body, subset, http=http, arrived=arrived, parsed=parsed)
         attempt = self._begin(pool, headers, body, http, arrived)
+        if flow is None:
+            try:
+                self._resolve(attempt, path, parsed)
+                await self._prepare(scheduler, attempt)
+                return self._admit_and_schedule(attempt, subset)
+            except InferenceError as exc:
+                self._emit(_refused_record(attempt, exc, self))
+                raise
+            except asyncio.CancelledError:
+                error = InferenceError(499, "client disconnected before the request was scheduled")
+                self._emit(_refused_record(attempt, error, self))
+                raise
         grant: Grant | None = None
         try:
             resolution = self._resolve(attempt, path, parsed)
@@ -197,15 +217,14 @@ class Director:
                 )
             finally:
                 attempt.queue_wait_s = self.clock() - queued_at
+            if prepares:
+                await self._prepare(scheduler, attempt)
             if self.datastore.generation != generation:  # the pool changed while it waited
                 candidates = _in_subset(self.datastore.ready_endpoints(pool), subset)
             else:
                 candidates = [e for e in candidates if e.ready]
             if not candidates:
                 raise InferenceError(503, f"no ready endpoints in pool {pool} after waiting in its queue")
-            scheduler = self.scheduler_for(pool)
-            if getattr(scheduler, "prepares", False):
-                await self._prepare(scheduler, path, body, attempt.parsed)
             return self._schedule(attempt, subset, candidates, grant)
         except InferenceError as exc:
             if grant is not None:
@@ -213,6 +232,8 @@ class Director:
             self._emit(_refused_record(attempt, exc, self))
             raise
         except asyncio.CancelledError:
+            if grant is not None:
+                grant.done()  # cancelled after its turn came (in the scheduler's prepare): never sent
             self._emit(
                 _refused_record(attempt, InferenceError(499, "client disconnected while queued"), self)
             )
@@ -260,22 +281,15 @@ class Director:
         """A request for a plain Service backend: no scheduling, the same tracking and record."""
         return PassthroughRequest(self, request_id, list(candidates), body, http, arrived, model)
 
-    async def _prepare(
-        self, scheduler: Scheduler, path: str, body: bytes, parsed: ParsedBody | None
-    ) -> ParsedBody | None:
+    async def _prepare(self, scheduler: Scheduler, attempt: _Attempt) -> None:
         """The scheduler's plugins' work that must not hold the event loop, done before
-        scheduling (precise-prefix: a long new prompt tokenized in a worker thread); the body
-        as parsed for it. Best effort: the plugin does it in place at scoring otherwise."""
-        if parsed is None:
-            try:
-                parsed = parse_body(body, path)
-            except InferenceError:
-                return None  # route() refuses the body and records why
+        scheduling (precise-prefix: a long new prompt tokenized in a worker thread). Best
+        effort: a plugin whose preparation fails does the work in place when it scores."""
+        assert attempt.parsed is not None
         try:
-            await scheduler.prepare(parsed.data)  # type: ignore[attr-defined]
-        except Exception:  # a plugin bug must not fail the request: scoring tokenizes in place
-            log.exception("scheduler prepare failed for a request to %s", path)
-        return parsed
+            await scheduler.prepare(attempt.parsed.data)  # type: ignore[attr-defined]
+        except Exception:  # a plugin bug must not fail the request
+            log.exception("scheduler prepare failed for request %s", attempt.request_id)
 
     def _begin(
         self,

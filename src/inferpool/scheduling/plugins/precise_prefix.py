@@ -42,7 +42,7 @@ _PENDING_LIMIT = 4096  # scored requests whose block keys wait for on_routed
 # scheduling (≈500 tokens: a few hundred µs of the loop's time in `tokenizers`); less is
 # tokenized in place, where a thread hop would cost more than it frees.
 OFF_LOOP_CHARS = 2048
-_PREPARED_LIMIT = 256  # prompts tokenized before scheduling whose request was not routed (refused)
+_PREPARED_LIMIT = 64  # prompts tokenized before scheduling whose request was not routed (shed, refused)
 
 
 class PrecisePrefixParams(PrefixCacheParams):
