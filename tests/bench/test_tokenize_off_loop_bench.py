@@ -17,14 +17,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from inferpool.request.core import Core, CoreConfig
-from inferpool.scheduling.plugins.precise_prefix import PrecisePrefixCacheScorer
-from inferpool.state import Criticality, Endpoint, ModelRoute, Pool
-from inferpool.state.kvindex import KVBlockIndex, KVEventsSettings
+from precise_picker import POOL, precise_core
 
 tokenizers = pytest.importorskip("tokenizers")
 
-POOL = "default/pool"
 # ≈1,800 made-up words of letters (the prefix store cuts prompts between two letters)
 WORDS = [
     stem + a + b
@@ -51,28 +47,6 @@ def tokenizer_json(folder: Path) -> Path:
     path = folder / "tokenizer.json"
     tok.save(str(path))
     return path
-
-
-def precise_core(folder: Path) -> Core:
-    config = folder / "picker.yaml"
-    config.write_text(
-        "apiVersion: inference.networking.x-k8s.io/v1alpha1\nkind: EndpointPickerConfig\nplugins:\n"
-        f"- type: precise-prefix-cache-scorer\n  parameters: {{tokenizer: '{tokenizer_json(folder)}'}}\n"
-        "- type: max-score-picker\nschedulingProfiles:\n- name: default\n  plugins:\n"
-        "  - pluginRef: precise-prefix-cache-scorer\n  - pluginRef: max-score-picker\n"
-    )
-    core = Core(CoreConfig(scheduler=config, scrape=None))
-    store = core.datastore
-    store.upsert_pool(Pool("default", "pool", {"app": "vllm"}, [8000]))
-    store.upsert_model(ModelRoute("default", "m", "m", "pool", Criticality.CRITICAL))
-    index = KVBlockIndex()
-    for i in range(2):
-        endpoint = Endpoint(f"pod{i}", f"10.0.0.{i}", 8000, POOL)
-        store.upsert_endpoint(endpoint)
-        index.set_live(KVEventsSettings().source(endpoint), True)
-    scheduler = core.scheduler_for(POOL)
-    next(p for p in scheduler.plugins() if isinstance(p, PrecisePrefixCacheScorer)).bind_kv_index(index)
-    return core
 
 
 def bodies(seed: int) -> list[bytes]:
@@ -111,7 +85,7 @@ async def stalls(route_all: Callable[[], Awaitable[None]]) -> tuple[float, float
 def test_first_seen_prompts_stall_the_loop_less_off_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    core = precise_core(tmp_path)
+    core, _, _ = precise_core(tmp_path, tokenizer_json(tmp_path))
     director = core.director
 
     async def in_place() -> None:

@@ -20,15 +20,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from inferpool.request.core import Core, CoreConfig
 from inferpool.scheduling.plugins.hf_tokenizer import HFPromptTokenizer
 from inferpool.scheduling.plugins.precise_prefix import (
     OFF_LOOP_CHARS,
-    PrecisePrefixCacheScorer,
 )
 from inferpool.scheduling.plugins.prefix_store import PrefixTokenStore
-from inferpool.state import Criticality, Endpoint, ModelRoute, Pool
+from inferpool.state import Endpoint
 from inferpool.state.kvindex import KVBlockIndex, KVEventsSettings
+from precise_picker import POOL, precise_core
 
 from .test_sched_hf_tokenizer import LLAMA3_TEMPLATE, MESSAGES, build_model_dir
 
@@ -154,36 +153,11 @@ def warm(index: KVBlockIndex, endpoint: Endpoint, ids: list[int], block: int) ->
 
 
 def test_route_async_scores_with_the_ids_tokenized_off_the_loop(model_dir: Path, tmp_path: Path) -> None:
-    config = tmp_path / "picker.yaml"
-    config.write_text(
-        "apiVersion: inference.networking.x-k8s.io/v1alpha1\n"
-        "kind: EndpointPickerConfig\n"
-        "plugins:\n"
-        "- type: precise-prefix-cache-scorer\n"
-        f"  parameters: {{tokenizer: '{model_dir}'}}\n"
-        "- type: max-score-picker\n"
-        "schedulingProfiles:\n"
-        "- name: default\n"
-        "  plugins:\n"
-        "  - pluginRef: precise-prefix-cache-scorer\n"
-        "  - pluginRef: max-score-picker\n"
-    )
-    core = Core(CoreConfig(scheduler=config, scrape=None))
-    store = core.datastore
-    store.upsert_pool(Pool("default", "pool", {"app": "vllm"}, [8000]))
-    store.upsert_model(ModelRoute("default", "m", "m", "pool", Criticality.CRITICAL))
-    a, b = (
-        Endpoint("pod0", "10.0.0.1", 8000, "default/pool"),
-        Endpoint("pod1", "10.0.0.2", 8000, "default/pool"),
-    )
-    store.upsert_endpoint(a)
-    store.upsert_endpoint(b)
-    scheduler = core.scheduler_for("default/pool")
-    scorer = next(p for p in scheduler.plugins() if isinstance(p, PrecisePrefixCacheScorer))
+    core, scorer, index = precise_core(tmp_path, model_dir)
+    a, b = (core.datastore.endpoint(POOL, name) for name in ("pod0", "pod1"))
+    assert a is not None and b is not None
     recorder = ThreadRecorder(scorer.tokenizer._tokenizer)  # type: ignore[attr-defined]
     scorer.tokenizer._tokenizer = recorder  # type: ignore[attr-defined]
-    index = KVBlockIndex()
-    scorer.bind_kv_index(index)
     prompt = long_text(200, "warmed")
     ids = HFPromptTokenizer(str(model_dir)).prompt_ids({"prompt": prompt})
     assert ids is not None and len(ids) > 64
@@ -192,7 +166,7 @@ def test_route_async_scores_with_the_ids_tokenized_off_the_loop(model_dir: Path,
     body = b'{"model": "m", "prompt": "' + prompt.encode() + b'", "max_tokens": 1}'
 
     async def route() -> Endpoint:
-        routed = await core.director.route_async("default/pool", "/v1/completions", {}, body)
+        routed = await core.director.route_async(POOL, "/v1/completions", {}, body)
         routed.dispatched(routed.candidates[0])
         routed.finish(200)
         assert routed.result.ranked[0].endpoint is routed.candidates[0]
