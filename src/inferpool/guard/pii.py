@@ -575,7 +575,10 @@ def _ssns(text: str, start: int = 0, end: int | None = None) -> list[Finding]:
 
 
 def _any_keyword(rule: IdRule, lowered: str, found: Collection[str] | None = None) -> bool:
-    """Whether one of the rule's keywords occurs in `lowered` (`found`: the pre-scan's answer)."""
+    """Whether one of the rule's keywords occurs in `lowered` (`found`: the pre-scan's answer,
+    which may leave out a keyword found only inside words: the rule's context check, which
+    sees a keyword only where a non-word character or its slice's edge is next to it, cannot
+    see such a one, since no slice it searches is the keyword alone: each holds a digit)."""
     if not rule.keywords:
         return True
     where = lowered if found is None else found
