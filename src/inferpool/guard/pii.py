@@ -220,18 +220,32 @@ class PiiScanner:
         email: bool = True,
         lowered: str | None = None,
         keywords: Collection[str] | None = None,
+        chars: bytes | None = None,
+        odd_digits: bool = True,
     ) -> list[Finding]:
         """Findings, earliest-then-longest first without overlaps. The pre-scan's say, when given:
         `number_spans`, the digit runs (number types look only around them); `alnum_ids`, whether
         the text holds the shape of an alphanumeric ID; `email`, whether it holds an @;
-        `keywords`, which of the ID rules' keywords occur in `lowered` (ID_KEYWORDS)."""
+        `keywords`, which of the ID rules' keywords occur in `lowered` (ID_KEYWORDS); `chars`,
+        the text's `ascii_chars`, and `odd_digits`, whether it holds a non-ASCII digit (without
+        one, `chars` lets a compiled pass find where alphanumeric IDs may be)."""
         found: list[Finding] = []
         lowered = text.lower() if lowered is None else lowered
         if email and self.wants_email:
             found += _emails(text)
-        for kind in self.types if alnum_ids else ():
-            if kind in ALNUM_TYPES:
-                found += _ids(text, ID_RULES[kind], lowered)
+        alnum_kinds = [
+            k
+            for k in (self.types if alnum_ids else ())
+            if k in ALNUM_TYPES and _any_keyword(ID_RULES[k], lowered, keywords)
+        ]
+        if alnum_kinds:
+            ends = None if chars is None or odd_digits else _alnum_id_ends(chars)
+            for kind in alnum_kinds:
+                rule = ID_RULES[kind]
+                if ends is None:
+                    found += _ids(text, rule)
+                else:
+                    found += _id_findings(text, rule, _alnum_id_matches(text, rule, ends[kind]))
         if self.wants_numbers:
             windows = [(0, len(text))] if number_spans is None else _windows(number_spans, len(text))
             # ID rules whose keyword occurs nowhere in the text cannot fire in any window
@@ -596,11 +610,21 @@ def _ids(
     """`lowered`: when given, a rule whose keywords it lacks is skipped without a regex pass.
     `bounds`: `text` is joined windows (the keyword must be in the match's own window), of
     which `start`:`end` are searched."""
-    out: list[Finding] = []
     if lowered is not None and not _any_keyword(rule, lowered):
-        return out
+        return []
+    return _id_findings(
+        text, rule, rule.scan.finditer(text, start, len(text) if end is None else end), bounds
+    )
+
+
+def _id_findings(
+    text: str, rule: IdRule, matches: Iterable[re.Match[str]], bounds: _Segments | None = None
+) -> list[Finding]:
+    """The rule's findings among its pattern's `matches` in `text`: valid, and with a keyword
+    near them where the rule wants one (`bounds`: as for `_ids`)."""
+    out: list[Finding] = []
     is_valid = _ID_VALIDATORS[rule.kind]
-    for m in rule.scan.finditer(text, start, len(text) if end is None else end):
+    for m in matches:
         if not is_valid(m.group()):
             continue
         if rule.context is not None:
@@ -613,6 +637,41 @@ def _ids(
 
 
 _ID_VALIDATORS = {kind: lru_cache(maxsize=_CACHE_SIZE)(rule.is_valid) for kind, rule in ID_RULES.items()}
+
+# The alphanumeric IDs' patterns run over a whole text (about 13 ns a character for the
+# codice fiscale's); in a text without non-ASCII digits a compiled pass finds where they may
+# match instead. Each match of either is one whole word of a fixed width (\b at both ends,
+# word characters only, fixed repeats), so it is `pattern.match` at its end less its width,
+# with the character after it in view. The Hyperscan patterns in prefilter mode, over the
+# text's ascii_chars, report a superset of those ends: non-ASCII characters become '?', which
+# no pattern takes and which ends a word for Hyperscan's ASCII \b as any non-word
+# character does for `re`'s.
+ALNUM_WIDTHS = {"it_codicefiscale": 16, "passport": 9}
+_ALNUM_PREFILTER = compiled_database(
+    [ID_RULES[k].pattern.pattern for k in ALNUM_TYPES], hyperscan.HS_FLAG_PREFILTER
+)
+
+
+def _alnum_id_ends(chars: bytes) -> dict[str, list[int]]:
+    """For each alphanumeric ID type, where in a text (without non-ASCII digits) whose
+    ascii_chars are `chars` a match of its pattern may end."""
+    reported: list[tuple[int, int]] = []
+    database, scratch = _ALNUM_PREFILTER
+    database.scan(chars, match_event_handler=_collect, context=reported, scratch=scratch.clone())
+    ends: dict[str, list[int]] = {kind: [] for kind in ALNUM_TYPES}
+    for kind_index, end in sorted(set(reported)):
+        ends[ALNUM_TYPES[kind_index]].append(end)
+    return ends
+
+
+def _alnum_id_matches(text: str, rule: IdRule, ends: list[int]) -> list[re.Match[str]]:
+    """`rule.pattern.finditer(text)` for an alphanumeric ID rule, given `ends` from
+    `_alnum_id_ends` (ascending)."""
+    width, size = ALNUM_WIDTHS[rule.kind], len(text)
+    found = (rule.pattern.match(text, end - width, min(size, end + 1)) for end in ends if end >= width)
+    return [m for m in found if m is not None]
+
+
 # What the pre-scan looks for on the ID rules' behalf (PiiScanner.find's `keywords`)
 ID_KEYWORDS = frozenset(w for rule in ID_RULES.values() for w in rule.keywords)
 
