@@ -359,14 +359,23 @@ def _valid_phone(span: str, region: str) -> bool:
 
 
 def _windows(spans: Iterable[tuple[int, int]], size: int) -> list[tuple[int, int]]:
-    """Merged stretches around digit runs: room before for a keyword or an IBAN's country code."""
+    """Merged stretches around digit runs (spans of a text of `size` characters, in order of
+    their starts): room before for a keyword or an IBAN's country code."""
     merged: list[tuple[int, int]] = []
+    lead = CONTEXT_CHARS + 8
+    first = last = -1  # the window being grown, not yet clamped to the text
+    # (clamping after the comparison changes nothing: a span lies in the text, so a start
+    # before 0 meets any earlier window, and a start within the text meets an end past it)
     for s, e in spans:
-        start, end = max(0, s - CONTEXT_CHARS - 8), min(size, e + 16)
-        if merged and start <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        if last >= 0 and s - lead <= last:
+            if e + 16 > last:
+                last = e + 16
         else:
-            merged.append((start, end))
+            if last >= 0:
+                merged.append((max(0, first), min(size, last)))
+            first, last = s - lead, e + 16
+    if last >= 0:
+        merged.append((max(0, first), min(size, last)))
     return merged
 
 
@@ -455,8 +464,9 @@ def prefiltered_windows(
     candidate pattern may match."""
     found: dict[str, set[int]] = {}
     starts = bounds.starts
+    wanted = set(kinds)
     for group, database, scratch in _PREFILTERS:
-        if not any(k in kinds for k in group):
+        if wanted.isdisjoint(group):
             continue
         ends: list[tuple[int, int]] = []
         database.scan(ascii_bytes, match_event_handler=_collect, context=ends, scratch=scratch.clone())
@@ -482,6 +492,7 @@ def _stretches(
             yield kind, every
         return
     ascii_bytes = joined.encode("ascii", "replace")
+    starts, ends = bounds.starts, bounds.ends
     classed: dict[bytes, list[bytes]] = {}
     kinds = tuple(kinds)
     picked: dict[str, set[int]] | None = None
@@ -503,11 +514,10 @@ def _stretches(
         stretches: list[tuple[int, int]] = []
         previous = -2
         for i in chosen:
-            start, end = bounds.segment(i)
             if i == previous + 1:
-                stretches[-1] = (stretches[-1][0], end)
+                stretches[-1] = (stretches[-1][0], ends[i])
             else:
-                stretches.append((start, end))
+                stretches.append((starts[i], ends[i]))
             previous = i
         if stretches:
             yield kind, stretches
@@ -518,15 +528,17 @@ class _Segments:
 
     def __init__(self, windows: list[tuple[int, int]]) -> None:
         self.windows = windows
-        self.starts: list[int] = []
+        self.starts: list[int] = []  # where each window begins in the joined string
+        self.ends: list[int] = []  # and where it ends
         at = 0
         for s, e in windows:
             self.starts.append(at)
-            at += e - s + len(WINDOW_SEPARATOR)
+            at += e - s
+            self.ends.append(at)
+            at += len(WINDOW_SEPARATOR)
 
     def segment(self, i: int) -> tuple[int, int]:
-        s, e = self.windows[i]
-        return self.starts[i], self.starts[i] + e - s
+        return self.starts[i], self.ends[i]
 
     def _index(self, at: int) -> int:
         return bisect_right(self.starts, at) - 1
