@@ -106,9 +106,6 @@ class _Plugin:
     # None when the fold is not exact): a line without it is not given to the plugin.
     gate: Callable[[str, str | None], bool] | None = None
 
-    def may_match(self, line: str, lowered: str | None) -> bool:
-        return self.gate is None or self.gate(line, lowered)
-
 
 # Every word of detect-secrets' keyword denylist (api_?key, db_?pass, password, pwd, secret,
 # contraseña, ...) holds one of these; its config patterns then need, after the rest of the word,
@@ -118,12 +115,18 @@ _KEYWORD_CORES = ("key", "pass", "pwd", "secret", "contrase")
 _AFTER_KEYWORD = re.compile(r"\w*[\]'\"]{0,2}\s*[:=!]")
 
 
+# The gate's character tests, one compiled search each (a generator of `in` tests costs ~1 us)
+_ASSIGNMENT_CHARS = re.compile("[=:;]")
+_COMPARISON = re.compile("==|!=|=!|!!")
+_QUOTE = re.compile("['\"`]")
+
+
 def _keyword_gate(line: str, lowered: str | None) -> bool:
-    if not any(c in line for c in "=:;"):
+    if _ASSIGNMENT_CHARS.search(line) is None:
         return False  # each of its config patterns needs an assignment, a colon or a semicolon
-    if lowered is None or any(c in line for c in ("==", "!=", "=!", "!!")):
+    if lowered is None or _COMPARISON.search(line) is not None:
         return True
-    if ";" in line and any(q in line for q in "'\"`"):
+    if ";" in line and _QUOTE.search(line) is not None:
         return True
     for core in _KEYWORD_CORES:
         at = lowered.find(core)
@@ -202,6 +205,7 @@ class SecretScanner:
         self.base64_limit = base64_limit
         self.hex_limit = hex_limit
         self.plugins = _plugins(base64_limit, hex_limit)
+        self._rank = {p: i for i, p in enumerate(self.plugins)}  # plugins run in this order
         self._by_hint: dict[str, list[_Plugin]] = {}
         for plugin in self.plugins:
             for hint in plugin.hints:
@@ -237,12 +241,14 @@ class SecretScanner:
                     lines.setdefault(text.rfind("\n", 0, at) + 1, set()).add(plugin)
         for start, _end in tokens:
             lines.setdefault(text.rfind("\n", 0, start) + 1, set()).update(self._unhinted)
+        rank = self._rank.__getitem__
         for start, plugins in lines.items():
             end = text.find("\n", start)
             end = len(text) if end < 0 else end
             line = text[start:end]
-            for p in sorted(plugins, key=self.plugins.index):
-                if not p.may_match(line, lowered[start:end] if exact else None):
+            line_lowered = lowered[start:end] if exact else None
+            for p in sorted(plugins, key=rank):
+                if p.gate is not None and not p.gate(line, line_lowered):
                     continue
                 for value in self._values(p, line):
                     at = line.find(value)
