@@ -214,6 +214,9 @@ class PiiScanner:
             raise ValueError(f"unknown phone regions {bad} (ISO 3166 alpha-2 codes libphonenumber knows)")
         self.wants_numbers = any(t in NUMBER_TYPES for t in self.types)
         self._national_lengths = frozenset(n for r in self.phone_regions for n in _national_lengths(r))
+        # The fewest digits a phone candidate without a +CC can have and still be a phone here
+        # (_phone_shape); more than any candidate can hold (15) when no region has one.
+        self._national_digits = min(self._national_lengths, default=16)
         self._phone_shapes: dict[str, tuple[bool, bool] | None] = {}  # candidate -> _phone_shape
         self.wants_email = "email" in self.types
 
@@ -275,7 +278,7 @@ class PiiScanner:
         joined = WINDOW_SEPARATOR.join([text[s:e] for s, e in windows])
         bounds = _Segments(windows)
         found: list[Finding] = []
-        for kind, stretches in _stretches(kinds, joined, bounds):
+        for kind, stretches in _stretches(kinds, joined, bounds, self._national_digits):
             for start, end in stretches:
                 if kind == "phone":
                     found += self._phones(joined, bounds, start, end)
@@ -484,12 +487,14 @@ def prefiltered_windows(
 
 
 def _stretches(
-    kinds: Iterable[str], joined: str, bounds: _Segments
+    kinds: Iterable[str], joined: str, bounds: _Segments, national_digits: int = 7
 ) -> Iterable[tuple[str, list[tuple[int, int]]]]:
     """For each kind, the stretches of `joined` (runs of adjacent windows) its pattern must
     search: the windows that meet its need in _NEEDS, or for PREFILTERED kinds the windows the
     compiled pass picks. All of them when a non-ASCII digit (which \\d matches too) or the
-    text's own WINDOW_SEPARATOR is present."""
+    text's own WINDOW_SEPARATOR is present. `national_digits`: the fewest digits a phone
+    candidate without a '+' needs for _phone_shape to pass it (one with a '+' needs 7); a window
+    without such a run, or without a '+' and 7 digits, holds no candidate the shape check keeps."""
     every = [(0, len(joined))]
     if joined.count(WINDOW_SEPARATOR) >= len(bounds.windows) or (
         not joined.isascii() and unicode_digits(joined)
@@ -516,7 +521,13 @@ def _stretches(
             parts = classed.get(deleted)
             if parts is None:
                 parts = classed[deleted] = ascii_bytes.translate(_CLASSES, deleted).split(b"\x00")
-            chosen = [i for i, part in enumerate(parts) if run in part]
+            if kind == "phone" and national_digits > len(run):
+                national = b"0" * national_digits
+                chosen = [
+                    i for i, part in enumerate(parts) if national in part or (run in part and b"+" in part)
+                ]
+            else:
+                chosen = [i for i, part in enumerate(parts) if run in part]
         stretches: list[tuple[int, int]] = []
         previous = -2
         for i in chosen:
