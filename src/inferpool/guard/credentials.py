@@ -241,20 +241,37 @@ class SecretScanner:
                     lines.setdefault(text.rfind("\n", 0, at) + 1, set()).add(plugin)
         for start, _end in tokens:
             lines.setdefault(text.rfind("\n", 0, start) + 1, set()).update(self._unhinted)
-        rank = self._rank.__getitem__
+        # A line's findings depend on the line and its plugins alone (each plugin, gate and
+        # filter reads the line, its fold is the fold of the line), so a line the text repeats
+        # (a chat history, a log) is checked once per call.
+        done: dict[str, tuple[set[_Plugin], list[tuple[str, int, int]]]] = {}
         for start, plugins in lines.items():
             end = text.find("\n", start)
             end = len(text) if end < 0 else end
             line = text[start:end]
-            line_lowered = lowered[start:end] if exact else None
-            for p in sorted(plugins, key=rank):
-                if p.gate is not None and not p.gate(line, line_lowered):
-                    continue
-                for value in self._values(p, line):
-                    at = line.find(value)
-                    if at >= 0:
-                        found.append(Finding("secrets", p.kind, start + at, start + at + len(value)))
+            known = done.get(line)
+            if known is not None and known[0] == plugins:
+                in_line = known[1]
+            else:
+                in_line = self._line_findings(line, plugins, lowered[start:end] if exact else None)
+                done[line] = (plugins, in_line)
+            found += [Finding("secrets", kind, start + a, start + b) for kind, a, b in in_line]
         return found
+
+    def _line_findings(
+        self, line: str, plugins: set[_Plugin], lowered: str | None
+    ) -> list[tuple[str, int, int]]:
+        """What `plugins` find in one line (`lowered`: its fold, None when not exact), as
+        (kind, start, end) in the line."""
+        out: list[tuple[str, int, int]] = []
+        for p in sorted(plugins, key=self._rank.__getitem__):
+            if p.gate is not None and not p.gate(line, lowered):
+                continue
+            for value in self._values(p, line):
+                at = line.find(value)
+                if at >= 0:
+                    out.append((p.kind, at, at + len(value)))
+        return out
 
     def _values(self, p: _Plugin, line: str) -> Iterable[str]:
         if isinstance(p.plugin, KeywordDetector):
