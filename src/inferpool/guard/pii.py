@@ -624,6 +624,8 @@ def _any_keyword(rule: IdRule, lowered: str, found: Collection[str] | None = Non
     see such a one, since no slice it searches is the keyword alone: each holds a digit)."""
     if not rule.keywords:
         return True
+    if isinstance(found, (set, frozenset)):
+        return not found.isdisjoint(rule.keywords)  # the pre-scan's frozenset: no generator
     where = lowered if found is None else found
     return any(w in where for w in rule.keywords)
 
