@@ -313,15 +313,14 @@ class PiiScanner:
                 continue
             international, bare = shape
             at = m.start()
-            floor = 0 if bounds is None else bounds.start_of(at)
-            near = _PHONE_CONTEXT_SCAN.search(text, max(floor, at - CONTEXT_CHARS), at) is not None
-            if bare and not near:
+            if bare and not _phone_word_near(text, bounds, at):
                 continue  # a bare digit run is an id or a timestamp unless a phone word is near
             for i, region in enumerate(self.phone_regions):
                 hits = _phone_hits(span, region)
                 if not hits:
                     continue
-                if international or (i == 0 and not bare) or near:
+                # (a bare run got here with a phone word near; the search runs only when it decides)
+                if international or bare or i == 0 or _phone_word_near(text, bounds, at):
                     out += [Finding("pii", "phone", at + a, at + b) for a, b in hits]
                 break
         return out
@@ -336,6 +335,13 @@ class PiiScanner:
         if not international and count not in self._national_lengths:
             return None  # no region of the policy has national numbers this long
         return international, span.isdigit()
+
+
+def _phone_word_near(text: str, bounds: _Segments | None, at: int) -> bool:
+    """Whether a phone word lies in the CONTEXT_CHARS characters before `at` (within its window,
+    when `text` is joined windows)."""
+    floor = 0 if bounds is None else bounds.start_of(at)
+    return _PHONE_CONTEXT_SCAN.search(text, max(floor, at - CONTEXT_CHARS), at) is not None
 
 
 def _national_lengths(region: str) -> set[int]:
