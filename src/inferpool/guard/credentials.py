@@ -106,9 +106,6 @@ class _Plugin:
     # None when the fold is not exact): a line without it is not given to the plugin.
     gate: Callable[[str, str | None], bool] | None = None
 
-    def may_match(self, line: str, lowered: str | None) -> bool:
-        return self.gate is None or self.gate(line, lowered)
-
 
 # Every word of detect-secrets' keyword denylist (api_?key, db_?pass, password, pwd, secret,
 # contraseña, ...) holds one of these; its config patterns then need, after the rest of the word,
@@ -118,12 +115,18 @@ _KEYWORD_CORES = ("key", "pass", "pwd", "secret", "contrase")
 _AFTER_KEYWORD = re.compile(r"\w*[\]'\"]{0,2}\s*[:=!]")
 
 
+# The gate's character tests, one compiled search each (a generator of `in` tests costs ~1 us)
+_ASSIGNMENT_CHARS = re.compile("[=:;]")
+_COMPARISON = re.compile("==|!=|=!|!!")
+_QUOTE = re.compile("['\"`]")
+
+
 def _keyword_gate(line: str, lowered: str | None) -> bool:
-    if not any(c in line for c in "=:;"):
+    if _ASSIGNMENT_CHARS.search(line) is None:
         return False  # each of its config patterns needs an assignment, a colon or a semicolon
-    if lowered is None or any(c in line for c in ("==", "!=", "=!", "!!")):
+    if lowered is None or _COMPARISON.search(line) is not None:
         return True
-    if ";" in line and any(q in line for q in "'\"`"):
+    if ";" in line and _QUOTE.search(line) is not None:
         return True
     for core in _KEYWORD_CORES:
         at = lowered.find(core)
@@ -202,6 +205,7 @@ class SecretScanner:
         self.base64_limit = base64_limit
         self.hex_limit = hex_limit
         self.plugins = _plugins(base64_limit, hex_limit)
+        self._rank = {p: i for i, p in enumerate(self.plugins)}  # plugins run in this order
         self._by_hint: dict[str, list[_Plugin]] = {}
         for plugin in self.plugins:
             for hint in plugin.hints:
@@ -237,18 +241,37 @@ class SecretScanner:
                     lines.setdefault(text.rfind("\n", 0, at) + 1, set()).add(plugin)
         for start, _end in tokens:
             lines.setdefault(text.rfind("\n", 0, start) + 1, set()).update(self._unhinted)
+        # A line's findings depend on the line and its plugins alone (each plugin, gate and
+        # filter reads the line, its fold is the fold of the line), so a line the text repeats
+        # (a chat history, a log) is checked once per call.
+        done: dict[str, tuple[set[_Plugin], list[tuple[str, int, int]]]] = {}
         for start, plugins in lines.items():
             end = text.find("\n", start)
             end = len(text) if end < 0 else end
             line = text[start:end]
-            for p in sorted(plugins, key=self.plugins.index):
-                if not p.may_match(line, lowered[start:end] if exact else None):
-                    continue
-                for value in self._values(p, line):
-                    at = line.find(value)
-                    if at >= 0:
-                        found.append(Finding("secrets", p.kind, start + at, start + at + len(value)))
+            known = done.get(line)
+            if known is not None and known[0] == plugins:
+                in_line = known[1]
+            else:
+                in_line = self._line_findings(line, plugins, lowered[start:end] if exact else None)
+                done[line] = (plugins, in_line)
+            found += [Finding("secrets", kind, start + a, start + b) for kind, a, b in in_line]
         return found
+
+    def _line_findings(
+        self, line: str, plugins: set[_Plugin], lowered: str | None
+    ) -> list[tuple[str, int, int]]:
+        """What `plugins` find in one line (`lowered`: its fold, None when not exact), as
+        (kind, start, end) in the line."""
+        out: list[tuple[str, int, int]] = []
+        for p in sorted(plugins, key=self._rank.__getitem__):
+            if p.gate is not None and not p.gate(line, lowered):
+                continue
+            for value in self._values(p, line):
+                at = line.find(value)
+                if at >= 0:
+                    out.append((p.kind, at, at + len(value)))
+        return out
 
     def _values(self, p: _Plugin, line: str) -> Iterable[str]:
         if isinstance(p.plugin, KeywordDetector):

@@ -272,22 +272,26 @@ class InjectionScorer:
         best: InjectionScore | None = None
         spans = passages(lowered, hits)
         ends = _signal_ends(text, chars) if spans else []
+        # A passage's score depends on its text alone (and the bonus): a passage the text
+        # repeats (a chat history, a pasted document) is scored once per call.
+        scored: dict[tuple[str, bool], InjectionScore] = {}
         for start, end in spans:
             passage_after_system = after_system and start == 0
             if not self._may_reach(ends, start, end, passage_after_system) and (
                 exact or not has_case_exotic(text[start:end])
             ):
                 continue  # no signal, or too few, can match in the passage (the compiled pass says)
-            if exact:
-                result = _score_at_starts(text[start:end], lowered, start, end, passage_after_system)
-            else:
-                passage = text[start:end]
-                if has_case_exotic(passage):
-                    result = self.score(passage, passage_after_system)
-                else:  # the passage alone folds exactly (the exotic letter is elsewhere in the text)
-                    result = _score_at_starts(
-                        passage, fold_ascii(passage), 0, len(passage), passage_after_system
-                    )
+            passage = text[start:end]
+            known = scored.get((passage, passage_after_system))
+            if known is not None:
+                result = known
+            elif exact:
+                result = _score_at_starts(passage, lowered, start, end, passage_after_system)
+            elif has_case_exotic(passage):
+                result = self.score(passage, passage_after_system)
+            else:  # the passage alone folds exactly (the exotic letter is elsewhere in the text)
+                result = _score_at_starts(passage, fold_ascii(passage), 0, len(passage), passage_after_system)
+            scored[passage, passage_after_system] = result
             if result.score >= self.threshold and (best is None or result.score > best.score):
                 best = InjectionScore(
                     result.score, result.families, (start + result.span[0], start + result.span[1])

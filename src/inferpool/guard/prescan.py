@@ -225,7 +225,7 @@ class Prescan:
     exact: bool  # False: a CASE_EXOTIC character is in the text; detectors take their general path
     injection_hits: tuple[int, ...]  # where injection trigger words start
     secret_hints: dict[str, list[int]]  # hint -> offsets where it occurs
-    # the ID keywords (pii.ID_RULES) that occur in `lowered`; None: not searched for
+    # the ID keywords (pii.ID_RULES) that occur in `lowered` (see Prescanner); None: not searched for
     keywords: frozenset[str] | None = None
     chars: bytes | None = field(default=None, repr=False)  # ascii_chars(text), computed once
     _numbers: bool = field(default=True, repr=False)
@@ -293,8 +293,10 @@ class Prescanner:
     def __init__(
         self, injection: bool, secret_hints: Iterable[str] = (), keywords: Iterable[str] = ()
     ) -> None:
-        """`keywords`: words whose presence (as `w in lowered`) detectors ask about (the ID rules'
-        context words); each scan then says which occur, found in the same pass."""
+        """`keywords`: words whose presence detectors ask about (the ID rules' context words);
+        each scan then says which occur, found in the same pass: as `w in lowered`, or for a
+        text of COMPILED_SCAN_CHARS or more with an exact fold, only where one begins or ends a
+        word (the ID rules look for their keywords there: `keywords_at_edges`)."""
         self._automaton = ahocorasick.Automaton()
         words: dict[str, tuple[str, str]] = {h: ("secret", h) for h in secret_hints}
         if injection:
@@ -328,6 +330,15 @@ class Prescanner:
         # a pure keyword is only asked about once: one report is enough
         once = [hyperscan.HS_FLAG_SINGLEMATCH if words[w][0] == "keyword" else 0 for w in ascii_words]
         self._compiled = compiled_database(ascii_words, once, literal=True) if ascii_words else None
+        # The same words, the pure keywords only where one begins or ends a word: most texts
+        # hold "ni" or "uid" inside a word ("definition", "guide"), which no ID rule counts.
+        self._compiled_at_edges = (
+            compiled_database(
+                [at_an_edge(w) if words[w][0] == "keyword" else escaped(w) for w in ascii_words], once
+            )
+            if ascii_words and self._keywords
+            else self._compiled
+        )
 
     def scan(self, text: str) -> Prescan:
         lowered, exact = fold(text)
@@ -340,7 +351,7 @@ class Prescanner:
         else:
             chars = text.encode() if text.isascii() else ascii_chars(text)
             # an exact fold changes ASCII letters only: its ascii_chars are the text's, lowered
-            word_hits = self._hits(lowered, chars.lower() if exact else None)
+            word_hits = self._hits(lowered, chars.lower() if exact else None, at_edges=exact)
         for last, (family, word, length) in word_hits:
             if family == "injection":
                 injection.append(last - length + 1)
@@ -352,18 +363,22 @@ class Prescanner:
         found = frozenset(keywords) if self._keywords else None
         return Prescan(text, lowered, exact, tuple(injection), hints, found, chars)
 
-    def _hits(self, lowered: str, chars: bytes | None = None) -> list[tuple[int, tuple[str, str, int]]]:
+    def _hits(
+        self, lowered: str, chars: bytes | None = None, at_edges: bool = False
+    ) -> list[tuple[int, tuple[str, str, int]]]:
         """`hits(lowered)`, from the Hyperscan database and `str.find`: a fold has no upper-case
         ASCII letter, so an ASCII word occurs in it exactly where it occurs in its
         `ascii_chars` (non-ASCII characters become '?', which no word holds; one byte per
         character, so the offsets are the fold's), and a non-ASCII word only in non-ASCII text.
-        `chars`: `ascii_chars(lowered)`, if known."""
+        `chars`: `ascii_chars(lowered)`, if known. `at_edges`: an ASCII pure keyword only where
+        it begins or ends a word (see `keywords_at_edges`)."""
         if self._empty:
             return []
         found: list[tuple[int, int]] = []
         ascii = lowered.isascii()
-        if self._compiled is not None:
-            database, scratch = self._compiled
+        compiled = self._compiled_at_edges if at_edges else self._compiled
+        if compiled is not None:
+            database, scratch = compiled
             append, numbers = found.append, self._ascii_ids
             database.scan(
                 chars if chars is not None else lowered.encode() if ascii else ascii_chars(lowered),
@@ -402,6 +417,21 @@ def compiled_database(
         literal=literal,
     )
     return database, hyperscan.Scratch(database)
+
+
+def escaped(word: str) -> str:
+    """An ASCII `word` as a Hyperscan expression that matches it literally."""
+    return "".join(c if c.isalnum() else f"\\x{ord(c):02x}" for c in word)
+
+
+def at_an_edge(word: str) -> str:
+    """A Hyperscan expression for an ASCII `word` where it begins or ends a word, in the ASCII
+    sense of `\\b`: over a text's `ascii_chars`, a superset of where `(?<!\\w)word|word(?!\\w)`
+    matches in the text itself (a non-ASCII character there is '?', no word character). A word
+    that begins or ends with a non-word character is matched wherever it occurs."""
+    if not all(c.isalnum() or c == "_" for c in (word[0], word[-1])):
+        return escaped(word)
+    return rf"\b{escaped(word)}|{escaped(word)}\b"
 
 
 def occurrences(text: str, word: str) -> Iterator[int]:

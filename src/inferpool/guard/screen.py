@@ -74,6 +74,8 @@ def _detector(check: CheckConfig) -> Detector:
             email=scan.email,
             lowered=scan.lowered,
             keywords=scan.keywords,
+            chars=scan.chars,
+            odd_digits=scan.chars is None or scan.odd_digits,
         )
     if check.check == "secrets":
         secrets = SecretScanner(check.base64_entropy_limit, check.hex_entropy_limit)
