@@ -11,28 +11,23 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_findings_unchanged import corpus  # pytest puts this folder on sys.path
+from test_pii_prefilter import joined_windows
 
 from inferpool.guard import pii
-from inferpool.guard.prescan import digit_runs, unicode_digits
 
 SCANNERS = [pii.PiiScanner(phone_regions=r) for r in (("US",), ("GB",), ("US", "DE"), ("AT",), ("IN", "BR"))]
 
 
 def check(text: str) -> int:
     """Asserts every window with a shape-passing candidate is searched; the number of those."""
-    windows = pii._windows(digit_runs(text), len(text))
-    if not windows:
-        return 0
-    joined = pii.WINDOW_SEPARATOR.join([text[s:e] for s, e in windows])
-    if joined.count(pii.WINDOW_SEPARATOR) >= len(windows) or (
-        not joined.isascii() and unicode_digits(joined)
-    ):
+    searched = joined_windows(text)
+    if searched is None:
         return 0  # _stretches searches every window then
-    bounds = pii._Segments(windows)
+    joined, bounds = searched
     kept = 0
     for scanner in SCANNERS:
         stretches = dict(pii._stretches(["phone"], joined, bounds, scanner._national_digits)).get("phone", [])
-        for i in range(len(windows)):
+        for i in range(len(bounds.starts)):
             start, end = bounds.segment(i)
             shaped = [
                 m.group()

@@ -14,17 +14,26 @@ from inferpool.guard import pii
 from inferpool.guard.prescan import digit_runs, unicode_digits
 
 
-def check(text: str) -> int:
-    """Asserts the pick is a superset of the windows with a candidate; the number of those."""
+def joined_windows(text: str) -> tuple[str, pii._Segments] | None:
+    """The text's digit-run windows joined as PiiScanner joins them, and their bounds; None
+    where _stretches searches every window anyway (no window, a non-ASCII digit, the separator)."""
     windows = pii._windows(digit_runs(text), len(text))
     if not windows:
-        return 0
+        return None
     joined = pii.WINDOW_SEPARATOR.join([text[s:e] for s, e in windows])
     if joined.count(pii.WINDOW_SEPARATOR) >= len(windows) or (
         not joined.isascii() and unicode_digits(joined)
     ):
-        return 0  # _stretches searches every window then
-    bounds = pii._Segments(windows)
+        return None
+    return joined, pii._Segments(windows)
+
+
+def check(text: str) -> int:
+    """Asserts the pick is a superset of the windows with a candidate; the number of those."""
+    searched = joined_windows(text)
+    if searched is None:
+        return 0
+    joined, bounds = searched
     picked = pii.prefiltered_windows(joined.encode("ascii", "replace"), bounds)
     candidates = 0
     for kind in pii.PREFILTERED:
