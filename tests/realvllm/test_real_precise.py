@@ -32,10 +32,12 @@ def precise_gateway(
     vllm_pair: list[VLLMServer], assets: Assets, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Gateway]:
     work = tmp_path_factory.mktemp("precise-gateway")
-    # the built-in precise-prefix profile, tokenizing as the engine does: the model's tokenizer.json
+    # the built-in precise-prefix profile, tokenizing as the engine does: the model's tokenizer.json;
+    # new prompt text of 256 characters or more is tokenized in a worker thread (step 4 below)
     profile = builtin_config_text("precise-prefix").replace(
         "- type: precise-prefix-cache-scorer\n",
-        f"- type: precise-prefix-cache-scorer\n  parameters:\n    tokenizer: {assets.model / 'tokenizer.json'}\n",
+        "- type: precise-prefix-cache-scorer\n  parameters:\n"
+        f"    tokenizer: {assets.model / 'tokenizer.json'}\n    tokenizeOffLoopChars: 256\n",
         1,
     )
     (work / "precise-prefix.yaml").write_text(profile)
@@ -107,8 +109,8 @@ def test_routing_follows_each_servers_own_kv_events(
 
     prompt = "Tenant alpha asks about foxes. " + SENTENCE * 26  # ≈ 3 full blocks of vLLM's 128 on CPU
 
-    def index_says(holder: str | None) -> bool:
-        rows = held(gw, prompt)
+    def index_says(holder: str | None, text: str = prompt) -> bool:
+        rows = held(gw, text)
         blocks = rows["vllm-0"]["prompt_blocks"]
         assert blocks, rows  # the prompt spans full blocks at the servers' block size
         return all(
@@ -139,6 +141,14 @@ def test_routing_follows_each_servers_own_kv_events(
     scores = {r["endpoint"]: r["scores"] for r in last_decision(gw)["ranked"]}
     assert scores["vllm-1"]["precise-prefix-cache-scorer"] == 1.0
     assert scores["vllm-0"]["precise-prefix-cache-scorer"] == 0.0
+
+    # 4. a prompt the gateway sees first is tokenized in its worker thread (more than 256 new
+    #    characters): the server it went to reports, by its own events, every block the gateway
+    #    keyed from those ids (the index is asked with the same ids, now in the prefix store)
+    fresh = "Tenant gamma asks about owls. " + SENTENCE * 24
+    served, _ = complete(gw.url, fresh)
+    holder = next(name for name, s in names.items() if served == f"127.0.0.1:{s.port}")
+    wait_for(lambda: index_says(holder, fresh), EVENTS_TIMEOUT_S, f"{holder}'s events to confirm the prompt")
 
 
 def test_chat_tokenized_as_vllm_tokenizes_it(vllm_one: VLLMServer, assets: Assets) -> None:

@@ -40,7 +40,7 @@ DEFAULT_SPECULATIVE_TTL_S = 30.0
 _PENDING_LIMIT = 4096  # scored requests whose block keys wait for on_routed
 # A prompt with this much text not in the prefix store is tokenized in a worker thread before
 # scheduling (≈500 tokens: ≈0.5 ms of the loop's time in `tokenizers` on this project's VM,
-# where a thread hop costs ≈25 µs); less is tokenized in place.
+# where a thread hop costs ≈25 µs); less is tokenized in place. `tokenizeOffLoopChars` sets it.
 OFF_LOOP_CHARS = 2048
 _PREPARED_LIMIT = 64  # prompts tokenized before scheduling whose request was not routed (shed, refused)
 
@@ -61,6 +61,12 @@ class PrecisePrefixParams(PrefixCacheParams):
     speculative_indexing: bool = Field(
         default=True,
         description="on routing, hold the blocks the request will compute on its endpoint until events confirm them",
+    )
+    tokenize_off_loop_chars: int = Field(
+        default=OFF_LOOP_CHARS,
+        ge=0,
+        description="a prompt with this many characters not tokenized before is tokenized in a worker thread "
+        "(tokenizer.json only; 0: every prompt)",
     )
     speculative_ttl: float = Field(
         default=DEFAULT_SPECULATIVE_TTL_S,
@@ -161,7 +167,7 @@ class PrecisePrefixCacheScorer:
         off_loop = getattr(self.tokenizer, "prompt_ids_off_loop", None)
         if self.kv_index is None or off_loop is None:
             return  # scored approximately, or tokenized in Python (the GIL: no thread would help)
-        ids = await off_loop(body, OFF_LOOP_CHARS)
+        ids = await off_loop(body, self.params.tokenize_off_loop_chars)
         self._prepared[id(body)] = (body, ids)
         while len(self._prepared) > _PREPARED_LIMIT:
             self._prepared.popitem(last=False)
