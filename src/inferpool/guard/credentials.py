@@ -227,7 +227,7 @@ class SecretScanner:
         elif len(lowered) != len(text):
             exact = False
         if hints is None:
-            hints = {h: [i for i in occurrences(lowered, h)] for h in self.hints if h in lowered}
+            hints = {h: list(occurrences(lowered, h)) for h in self.hints if h in lowered}
         if tokens is None:
             tokens = long_tokens(text)
         found: list[Finding] = []

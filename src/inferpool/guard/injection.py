@@ -375,7 +375,7 @@ def _signal_ends(text: str, chars: bytes | None = None) -> list[tuple[int, int]]
     ends: list[tuple[int, int]] = []
     append = ends.append
     _SIGNAL_DATABASE.scan(
-        (text.encode() if text.isascii() else ascii_chars(text)) if chars is None else chars,
+        ascii_chars(text) if chars is None else chars,
         match_event_handler=lambda signal, _start, end, _flags, _context: append((end, signal)),
         scratch=_SIGNAL_SCRATCH.clone(),
     )
@@ -536,7 +536,7 @@ def _around(lowered: str, at: int) -> tuple[int, int]:
         find = lowered.rfind
         cut = max(find(".", lo, start), find("!", lo, start), find("?", lo, start), find("\n", lo, start))
         if cut < 0:
-            start = max(0, start - PASSAGE_MAX_CHARS) if start - PASSAGE_MAX_CHARS > 0 else 0
+            start = lo
             break
         start = cut
     end = at

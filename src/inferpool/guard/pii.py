@@ -32,7 +32,7 @@ from stdnum.pl import pesel
 from stdnum.us import ssn
 
 from inferpool.guard.findings import Finding
-from inferpool.guard.prescan import compiled_database, unicode_digits
+from inferpool.guard.prescan import ascii_chars, compiled_database, unicode_digits
 
 
 def gated(pattern: re.Pattern[str], first: str) -> re.Pattern[str]:
@@ -493,7 +493,7 @@ def prefiltered_windows(
 
 
 def _stretches(
-    kinds: Iterable[str], joined: str, bounds: _Segments, national_digits: int = 7
+    kinds: Iterable[str], joined: str, bounds: _Segments, national_digits: int
 ) -> Iterable[tuple[str, list[tuple[int, int]]]]:
     """For each kind, the stretches of `joined` (runs of adjacent windows) its pattern must
     search: the windows that meet its need in _NEEDS, or for PREFILTERED kinds the windows the
@@ -502,13 +502,11 @@ def _stretches(
     candidate without a '+' needs for _phone_shape to pass it (one with a '+' needs 7); a window
     without such a run, or without a '+' and 7 digits, holds no candidate the shape check keeps."""
     every = [(0, len(joined))]
-    if joined.count(WINDOW_SEPARATOR) >= len(bounds.windows) or (
-        not joined.isascii() and unicode_digits(joined)
-    ):
+    if joined.count(WINDOW_SEPARATOR) >= len(bounds.windows) or unicode_digits(joined):
         for kind in kinds:
             yield kind, every
         return
-    ascii_bytes = joined.encode("ascii", "replace")
+    ascii_bytes = ascii_chars(joined)
     starts, ends = bounds.starts, bounds.ends
     classed: dict[bytes, list[bytes]] = {}
     kinds = tuple(kinds)

@@ -102,14 +102,17 @@ def has_case_exotic(text: str) -> bool:
 
 
 def unicode_digits(text: str) -> bool:
-    """Whether a non-ASCII text holds a non-ASCII decimal digit (`\\d` matches those too)."""
+    """Whether the text holds a non-ASCII decimal digit (`\\d` matches those too)."""
+    if text.isascii():
+        return False
     others = text.encode("utf-8", "surrogatepass").translate(None, _ASCII)
     return re.search(r"\d", others.decode("utf-8", "surrogatepass")) is not None
 
 
 def ascii_chars(text: str) -> bytes:
     """One byte per character (non-ASCII ones become '?'), so byte offsets are text offsets."""
-    return text.encode("ascii", "replace")
+    # an ASCII text's plain encode is the same bytes, ≈100 ns sooner for 2 KB
+    return text.encode() if text.isascii() else text.encode("ascii", "replace")
 
 
 def digit_runs(
@@ -119,7 +122,7 @@ def digit_runs(
     holds non-ASCII digits, which `\\d` also matches). `chars`, `odd_digits`: the text's
     `ascii_chars` and whether it holds a non-ASCII digit, when known."""
     if odd_digits is None:
-        odd_digits = not text.isascii() and unicode_digits(text)
+        odd_digits = unicode_digits(text)
     if odd_digits:
         return tuple(m.span() for m in DIGIT_RUN.finditer(text))
     marks = (ascii_chars(text) if chars is None else chars).translate(_DIGIT_CLASS)
@@ -129,7 +132,7 @@ def digit_runs(
 def has_alnum_id(text: str, chars: bytes | None = None, odd_digits: bool | None = None) -> bool:
     """Whether ALNUM_ID matches anywhere (`chars`, `odd_digits`: as for digit_runs)."""
     if odd_digits is None:
-        odd_digits = not text.isascii() and unicode_digits(text)
+        odd_digits = unicode_digits(text)
     if odd_digits:
         return ALNUM_ID.search(text) is not None
     marks = (ascii_chars(text) if chars is None else chars).translate(_ALNUM_CLASS)
@@ -233,7 +236,7 @@ class Prescan:
     @_lazy
     def odd_digits(self) -> bool:
         """Whether the text holds a non-ASCII decimal digit (then the class strings do not serve)."""
-        return not self.text.isascii() and unicode_digits(self.text)
+        return unicode_digits(self.text)
 
     @_lazy
     def number_spans(self) -> tuple[tuple[int, int], ...]:
@@ -349,7 +352,7 @@ class Prescanner:
         if len(text) < COMPILED_SCAN_CHARS:
             word_hits = self.hits(lowered)
         else:
-            chars = text.encode() if text.isascii() else ascii_chars(text)
+            chars = ascii_chars(text)
             # an exact fold changes ASCII letters only: its ascii_chars are the text's, lowered
             word_hits = self._hits(lowered, chars.lower() if exact else None, at_edges=exact)
         for last, (family, word, length) in word_hits:
@@ -381,7 +384,7 @@ class Prescanner:
             database, scratch = compiled
             append, numbers = found.append, self._ascii_ids
             database.scan(
-                chars if chars is not None else lowered.encode() if ascii else ascii_chars(lowered),
+                ascii_chars(lowered) if chars is None else chars,
                 match_event_handler=lambda word, _start, end, _flags, _context: append((end, numbers[word])),
                 scratch=scratch.clone(),
             )

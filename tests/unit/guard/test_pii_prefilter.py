@@ -21,9 +21,7 @@ def joined_windows(text: str) -> tuple[str, pii._Segments] | None:
     if not windows:
         return None
     joined = pii.WINDOW_SEPARATOR.join([text[s:e] for s, e in windows])
-    if joined.count(pii.WINDOW_SEPARATOR) >= len(windows) or (
-        not joined.isascii() and unicode_digits(joined)
-    ):
+    if joined.count(pii.WINDOW_SEPARATOR) >= len(windows) or unicode_digits(joined):
         return None
     return joined, pii._Segments(windows)
 

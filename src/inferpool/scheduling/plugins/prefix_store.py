@@ -87,7 +87,7 @@ class PrefixTokenStore:
         segments are stored. A segment evicted since the plan was made is tokenized again."""
         if len(tokenized) != len(plan.missing):
             raise ValueError(f"{len(plan.missing)} pieces were missing, {len(tokenized)} tokenized")
-        fresh = dict(zip(plan.missing, tokenized, strict=True)) if tokenized else {}
+        fresh = dict(zip(plan.missing, tokenized, strict=True))
         segments = self._segments
         ids: list[int] = []
         for key, piece in plan.keyed:
