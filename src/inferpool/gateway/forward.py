@@ -18,6 +18,7 @@ import orjson
 from aiohttp import web
 
 from inferpool.errors import InferenceError
+from inferpool.gateway import direct_relay
 from inferpool.gateway.config import ProxyConfig
 from inferpool.gateway.headers import REQUEST_ID_HEADER, SERVED_HEADER, end_to_end
 from inferpool.gateway.prefill import run_prefill
@@ -67,6 +68,7 @@ class Forwarder:
         self.on_connect_error: Callable[[Endpoint], None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[float | None, aiohttp.ClientTimeout] = {}  # per route try timeout
+        self._turn_writes = direct_relay.TurnWrites()
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -152,7 +154,7 @@ class Forwarder:
                     last_error = f"{endpoint.hostport}: HTTP {upstream.status}"
                     await upstream.read()
                     continue
-                return await self._relay(request, upstream, endpoint, routed, relay)
+                return await self._relay(request, upstream, endpoint, routed, relay, try_timeout_s is None)
             finally:
                 # A half-read answer must not go back to the pool: close() drops the connection,
                 # which is also how a client disconnect cancels the model server's work.
@@ -203,7 +205,10 @@ class Forwarder:
         endpoint: Endpoint,
         routed: Routed,
         relay: Relay,
+        undated: bool,
     ) -> web.StreamResponse:
+        """Pipe the answer to the client; `undated`: no per-try deadline (aiohttp enforces one
+        only on a task reading through its reader, so the direct relay is not used then)."""
         headers = end_to_end(upstream.headers)
         headers[REQUEST_ID_HEADER] = relay.request_id
         headers[SERVED_HEADER] = endpoint.hostport
@@ -245,6 +250,17 @@ class Forwarder:
         await response.prepare(request)
         chunks = upstream.content.iter_any() if usage is None else _rewritten(upstream, usage)
         try:
+            if (
+                undated
+                and stream is None
+                and usage is None
+                and "text/event-stream" in content_type
+                and request.transport is not None
+                and direct_relay.usable(upstream.content, response)
+            ):
+                await direct_relay.DirectRelay(
+                    upstream.content, request.transport, routed, upstream.status, self._turn_writes
+                ).run(response)
             async for chunk in chunks:
                 routed.response_data(chunk)
                 if stream is not None:

@@ -39,8 +39,10 @@ class Upstream:
 
     name: str
     # ok | fail500 | sse | slow | hang | linger (SSE done, then no EOF) | cookie | short (a JSON
-    # answer cut off before its Content-Length)
+    # answer cut off before its Content-Length) | long (20,000 events back to back) | flood
+    # (2,000 events of 16 KB) | cut (one event, then the connection drops mid-stream)
     behaviour: str = "ok"
+    finished: asyncio.Event = field(default_factory=asyncio.Event)  # a long or flood answer was all written
     seen: list[dict[str, object]] = field(default_factory=list)
     release: asyncio.Event = field(default_factory=asyncio.Event)
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
@@ -83,6 +85,18 @@ class Upstream:
                 raise
             await resp.write_eof()
             return resp
+        if self.behaviour in ("long", "flood", "cut"):
+            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await resp.prepare(request)
+            for event in sse_events(self.behaviour):
+                await resp.write(event)
+            if self.behaviour == "cut":
+                assert request.transport is not None
+                request.transport.close()
+                return resp
+            await resp.write_eof()
+            self.finished.set()
+            return resp
         if self.behaviour == "short":
             resp = web.StreamResponse(headers={"Content-Type": "application/json"})
             resp.content_length = 100
@@ -114,6 +128,15 @@ class Upstream:
     async def stop(self) -> None:
         if self.runner:
             await self.runner.cleanup()
+
+
+def sse_events(behaviour: str) -> list[bytes]:
+    """The events a long, flood or cut answer streams, [DONE] included (not for cut)."""
+    if behaviour == "cut":
+        return [b'data: {"choices":[{"text":"a"}]}\n\n']
+    count, pad = (20_000, "") if behaviour == "long" else (2000, "x" * 16_000)
+    events = [b'data: {"choices":[{"text":"%d%s"}]}\n\n' % (i, pad.encode()) for i in range(count)]
+    return [*events, b"data: [DONE]\n\n"]
 
 
 @dataclass
@@ -293,6 +316,49 @@ async def test_client_leaving_after_done_is_a_completed_request(rig: RigFactory)
     (line,) = log_lines(r)
     assert line["status"] == 200 and not line.get("error"), line
     assert r.datastore.endpoints(POOL)[0].in_flight == 0
+
+
+async def test_a_long_stream_arrives_whole_and_the_connection_serves_the_next(rig: RigFactory) -> None:
+    """Thousands of events, each its own HTTP chunk (aiohttp's reader pauses a connection
+    after 16,384 unread chunk boundaries; the direct relay must not leave them)."""
+    r = await rig("long")
+    expected = b"".join(sse_events("long"))
+    for _ in range(2):  # the second over the pooled upstream connection
+        resp = await r.post(stream=True)
+        assert resp.status == 200
+        assert await asyncio.wait_for(resp.read(), 30) == expected
+    await asyncio.sleep(0)
+    lines = log_lines(r)
+    assert [line["output_tokens"] for line in lines] == [20_000, 20_000] and lines[-1]["status"] == 200
+
+
+async def test_a_client_that_stops_reading_holds_the_model_server_back(rig: RigFactory) -> None:
+    """Flow control: while the client reads nothing, the gateway does not read the rest of a
+    32 MB answer into memory (the model server is held back), and the client then gets every
+    byte in order."""
+    r = await rig("flood")
+    resp = await r.post(stream=True)
+    first = await asyncio.wait_for(resp.content.readuntil(b"\n\n"), 10)
+    await asyncio.sleep(1.0)  # the client reads nothing meanwhile
+    assert not r.upstreams[0].finished.is_set()
+    rest = await asyncio.wait_for(resp.read(), 60)
+    assert first + rest == b"".join(sse_events("flood"))
+    assert r.upstreams[0].finished.is_set()
+
+
+async def test_a_stream_the_model_server_drops_ends_with_an_error_event(rig: RigFactory) -> None:
+    r = await rig("cut")
+    resp = await r.post(stream=True)
+    body = await asyncio.wait_for(resp.read(), 10)
+    first, error = body.split(b"\n\n", 1)
+    assert first == b'data: {"choices":[{"text":"a"}]}'
+    assert error.startswith(b"data: ") and b"went away mid-stream" in error
+    for _ in range(100):
+        if log_lines(r):
+            break
+        await asyncio.sleep(0.05)
+    (line,) = log_lines(r)
+    assert line["status"] == 502 and "upstream broke mid-response" in str(line["error"])
 
 
 async def test_route_timeout_is_504(rig: RigFactory) -> None:
