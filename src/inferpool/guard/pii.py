@@ -122,6 +122,7 @@ WINDOW_SEPARATOR = "\x00"
 # Verdicts on candidate strings are kept (logs and chat histories repeat the same numbers) up
 # to this many per validator; they depend on the candidate alone (and the scanner's regions).
 _CACHE_SIZE = 4096
+_KEYWORD_SETS_KEPT = 64  # PiiScanner._kinds_passing's answers kept (distinct keyword sets)
 _NINO_BAD_PREFIX = {"BG", "GB", "KN", "NK", "NT", "TN", "ZZ"}
 
 
@@ -251,6 +252,8 @@ class PiiScanner:
         # (_phone_shape); more than any candidate can hold (15) when no region has one.
         self._national_digits = min(self._national_lengths, default=16)
         self._phone_shapes: dict[str, tuple[bool, bool] | None] = {}  # candidate -> _phone_shape
+        # the pre-scan's keywords -> _kinds_passing's answer (most texts hold none of them)
+        self._kinds_by_keywords: dict[frozenset[str], tuple[tuple[str, ...], tuple[str, ...]]] = {}
         self.wants_email = "email" in self.types
 
     def find(
@@ -275,12 +278,8 @@ class PiiScanner:
         lowered = text.lower() if lowered is None else lowered
         if email and self.wants_email:
             found += _emails(text)
-        alnum_kinds = [
-            k
-            for k in (self.types if alnum_ids else ())
-            if k in ALNUM_TYPES and _any_keyword(ID_RULES[k], lowered, keywords)
-        ]
-        if alnum_kinds:
+        alnum_kinds, number_kinds = self._kinds_passing(lowered, keywords)
+        if alnum_ids and alnum_kinds:
             ends = None if chars is None or odd_digits else _alnum_id_ends(chars)
             for kind in alnum_kinds:
                 rule = ID_RULES[kind]
@@ -290,16 +289,32 @@ class PiiScanner:
                     found += _id_findings(text, rule, _alnum_id_matches(text, rule, ends[kind]))
         if self.wants_numbers:
             windows = [(0, len(text))] if number_spans is None else _windows(number_spans, len(text))
-            # ID rules whose keyword occurs nowhere in the text cannot fire in any window
-            kinds = [
-                k
-                for k in self.types
-                if k not in ALNUM_TYPES
-                and (k not in ID_RULES or _any_keyword(ID_RULES[k], lowered, keywords))
-            ]
             if windows:
-                found += self._numbers(kinds, text, windows)
+                found += self._numbers(number_kinds, text, windows)
         return without_overlaps(found)
+
+    def _kinds_passing(
+        self, lowered: str, keywords: Collection[str] | None
+    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The policy's alphanumeric ID types, and its other types, whose keyword gate lets them
+        run (`_any_keyword`: an ID rule whose keyword occurs nowhere in the text cannot fire).
+        For the pre-scan's frozenset of keywords the answer depends on that set alone, so it is
+        kept per set (ten gate checks less per screen, ≈3 µs)."""
+        cacheable = isinstance(keywords, frozenset)
+        if cacheable:
+            known = self._kinds_by_keywords.get(cast("frozenset[str]", keywords))
+            if known is not None:
+                return known
+        passing = [k for k in self.types if k not in ID_RULES or _any_keyword(ID_RULES[k], lowered, keywords)]
+        kinds = (
+            tuple(k for k in passing if k in ALNUM_TYPES),
+            tuple(k for k in passing if k not in ALNUM_TYPES),
+        )
+        if cacheable:
+            if len(self._kinds_by_keywords) >= _KEYWORD_SETS_KEPT:
+                self._kinds_by_keywords.clear()
+            self._kinds_by_keywords[cast("frozenset[str]", keywords)] = kinds
+        return kinds
 
     def _numbers(self, kinds: Iterable[str], text: str, windows: list[tuple[int, int]]) -> list[Finding]:
         """Each number type's findings in each window, as if the window were the whole text.
