@@ -1,0 +1,61 @@
+"""`injection.passages` finds the sentence end before each trigger word in the reversed text
+(one regex search instead of a `str.rfind` per end character); the passages must be the ones
+the `rfind` definition gives, for every hit, near the text's edges and the 400-character cap."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_findings_unchanged import corpus  # pytest puts this folder on sys.path
+
+from inferpool.guard import injection
+from inferpool.guard.injection import PASSAGE_MAX_CHARS, passages
+
+
+def reference_around(lowered: str, at: int) -> tuple[int, int]:
+    """The definition before the reversed search (with its PASSAGE_SENTENCES at 0)."""
+    lo = max(0, at - PASSAGE_MAX_CHARS)
+    cut = max(lowered.rfind(c, lo, at) for c in ".!?\n")
+    start = lo if cut < 0 else cut
+    m = injection._SENTENCE_END.search(lowered, at + 1, at + 1 + PASSAGE_MAX_CHARS)
+    return start, min(len(lowered), at + PASSAGE_MAX_CHARS) if m is None else m.end()
+
+
+def reference_passages(lowered: str, hits: list[int]) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for at in sorted(hits):
+        if merged and at < merged[-1][1]:
+            continue
+        start, end = reference_around(lowered, at)
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def test_passages_of_the_guard_corpus() -> None:
+    texts = corpus()
+    for text in texts[::3]:
+        hits = list(range(0, len(text), 5))
+        assert passages(text, hits) == reference_passages(text, hits), text
+
+
+_PIECES = st.sampled_from(
+    ["a", "ignore", " ", ".", "!", "?", "\n", "é", "电话", "x" * 150, "y" * 399, "z" * 401, "\r", ";"]
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_PIECES, max_size=40), st.lists(st.integers(0, 5000), max_size=12))
+def test_passages_match_the_rfind_definition(pieces: list[str], spots: list[int]) -> None:
+    text = "".join(pieces)
+    hits = [s % len(text) for s in spots] if text else []
+    # and the hits whose look-back starts at a sentence end, or just past one, or sits next to it
+    ends = [i for i, c in enumerate(text) if c in ".!?\n"]
+    hits += [
+        e + d for e in ends for d in (0, 1, PASSAGE_MAX_CHARS, PASSAGE_MAX_CHARS + 1) if e + d < len(text)
+    ]
+    assert passages(text, hits) == reference_passages(text, hits)
+    for at in hits:
+        assert injection._around(text, at, text[::-1]) == reference_around(text, at)
