@@ -14,10 +14,10 @@ pieces in the same turn (a model server streaming faster than one piece per turn
 and written when the turn ends (`TurnWrites`), one write for many as aiohttp's reader would
 have buffered them. At the first sign of trouble the pieces are handed back to aiohttp's
 reader, where the ordinary relay loop (with its flow control and error handling) takes over:
-- the client's transport is closing, or holds more than `WRITE_BUFFER_LIMIT` unsent bytes;
-- the request's accounting raised (the loop then raises the same error, as it would have).
+the client's transport is closing, or holds more than `WRITE_BUFFER_LIMIT` unsent bytes.
 Upstream errors and the end of the answer reach the ordinary loop through the reader as
-always. aiohttp's reader keeps `__slots__`, so the relay is found through the upstream
+always, and so does an error of the request's accounting (raised where the loop would have
+raised it). aiohttp's reader keeps `__slots__`, so the relay is found through the upstream
 connection's protocol, and the reader's class is switched only while the relay runs.
 """
 
@@ -116,15 +116,19 @@ class DirectRelay:
             self._detach()
 
     def take(self, piece: bytes) -> bool:
-        """One piece from the parser: accounted and queued for the client; False hands the
-        answer back (the piece is then the reader's to buffer)."""
+        """One piece from the parser: accounted and written (or queued) for the client; False
+        hands the answer back (the piece is then the reader's to buffer)."""
         transport = self._transport
         if transport.is_closing() or transport.get_write_buffer_size() > WRITE_BUFFER_LIMIT:
             return self._hand_back()
         try:
             self._routed.response_data(piece)
-        except Exception:  # the ordinary loop accounts this piece again and raises the same
-            return self._hand_back()
+        except Exception as exc:
+            # Where the ordinary loop would have raised it: the task raises it from the reader,
+            # and the piece is not sent, as there.
+            self.ended()
+            self._content.set_exception(exc)
+            return True
         frame = b"%x\r\n%b\r\n" % (len(piece), piece)
         if self._wrote_this_turn:
             self._pending.append(frame)

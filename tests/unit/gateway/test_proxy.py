@@ -14,6 +14,7 @@ from aiohttp import web
 
 from free_ports import free_port
 from inferpool.admission import AdmissionConfig
+from inferpool.gateway import direct_relay
 from inferpool.gateway.config import ProxyConfig, ServeConfig
 from inferpool.gateway.routing import (
     BackendRef,
@@ -26,6 +27,7 @@ from inferpool.gateway.routing import (
 )
 from inferpool.gateway.server import GatewayServer
 from inferpool.observe.accesslog import AccessLog
+from inferpool.request.accounting import ResponseAccounting
 from inferpool.request.core import Core, CoreConfig
 from inferpool.state import Datastore, Endpoint, ModelRoute, Pool, TargetModel
 
@@ -359,6 +361,37 @@ async def test_a_stream_the_model_server_drops_ends_with_an_error_event(rig: Rig
         await asyncio.sleep(0.05)
     (line,) = log_lines(r)
     assert line["status"] == 502 and "upstream broke mid-response" in str(line["error"])
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["direct-relay", "relay-loop"])
+async def test_an_accounting_error_mid_stream_ends_the_request_as_500(
+    rig: RigFactory, monkeypatch: pytest.MonkeyPatch, direct: bool
+) -> None:
+    """A bug in the response accounting (here: on the third piece) ends the request the same way
+    whether the answer was being relayed directly or by the relay loop."""
+    if not direct:
+        monkeypatch.setattr(direct_relay, "usable", lambda *_: False)
+    feed, calls = ResponseAccounting.feed, 0
+
+    def failing_feed(self: ResponseAccounting, chunk: bytes) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise RuntimeError("accounting broke")
+        feed(self, chunk)
+
+    monkeypatch.setattr(ResponseAccounting, "feed", failing_feed)
+    r = await rig("long")
+    resp = await r.post(stream=True)
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await asyncio.wait_for(resp.read(), 30)
+    for _ in range(100):
+        if log_lines(r):
+            break
+        await asyncio.sleep(0.05)
+    (line,) = log_lines(r)
+    assert line["status"] == 500 and line["error"] == "RuntimeError: accounting broke", line
+    assert calls == 3  # nothing fed the failed piece again
 
 
 async def test_route_timeout_is_504(rig: RigFactory) -> None:
