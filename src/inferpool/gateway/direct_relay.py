@@ -124,11 +124,7 @@ class DirectRelay:
         try:
             self._routed.response_data(piece)
         except Exception as exc:
-            # Where the ordinary loop would have raised it: the task raises it from the reader,
-            # and the piece is not sent, as there.
-            self.ended()
-            self._content.set_exception(exc)
-            return True
+            return self._raise_in_task(exc)  # the piece not sent, as the ordinary loop does
         frame = b"%x\r\n%b\r\n" % (len(piece), piece)
         if self._wrote_this_turn:
             self._pending.append(frame)
@@ -139,7 +135,10 @@ class DirectRelay:
         if self._routed.response_complete:
             # The client is about to have `data: [DONE]`: a completed request even if it hangs
             # up before the upstream closes (as the ordinary loop records it).
-            self._routed.finish(self._status)
+            try:
+                self._routed.finish(self._status)
+            except Exception as exc:
+                return self._raise_in_task(exc)  # the piece sent first, as the ordinary loop does
         return True
 
     def ended(self) -> None:
@@ -158,6 +157,13 @@ class DirectRelay:
         if pending:
             self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
             pending.clear()
+
+    def _raise_in_task(self, exc: Exception) -> bool:
+        """An error of the request's own bookkeeping: raised in the relaying task, where the
+        ordinary loop would have raised it (from the reader), not into aiohttp's parser."""
+        self.ended()
+        self._content.set_exception(exc)
+        return True
 
     def _hand_back(self) -> bool:
         self.ended()

@@ -27,8 +27,10 @@ from inferpool.gateway.routing import (
 )
 from inferpool.gateway.server import GatewayServer
 from inferpool.observe.accesslog import AccessLog
+from inferpool.records import RequestRecord
 from inferpool.request.accounting import ResponseAccounting
 from inferpool.request.core import Core, CoreConfig
+from inferpool.request.director import RoutedRequest
 from inferpool.state import Datastore, Endpoint, ModelRoute, Pool, TargetModel
 
 GW = "default/gw"
@@ -392,6 +394,40 @@ async def test_an_accounting_error_mid_stream_ends_the_request_as_500(
     (line,) = log_lines(r)
     assert line["status"] == 500 and line["error"] == "RuntimeError: accounting broke", line
     assert calls == 3  # nothing fed the failed piece again
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["direct-relay", "relay-loop"])
+async def test_a_record_error_at_done_ends_the_request_as_500(
+    rig: RigFactory, monkeypatch: pytest.MonkeyPatch, direct: bool
+) -> None:
+    """A bug while recording the request as `data: [DONE]` passes (its first `finish`) ends
+    it the same way whether the answer was relayed directly or by the relay loop: the client
+    has every event, then the connection is cut; the record says 500."""
+    if not direct:
+        monkeypatch.setattr(direct_relay, "usable", lambda *_: False)
+    finish, calls = RoutedRequest.finish, 0
+
+    def failing_finish(self: RoutedRequest, status: int, error: str | None = None) -> RequestRecord:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("recording broke")
+        return finish(self, status, error)
+
+    monkeypatch.setattr(RoutedRequest, "finish", failing_finish)
+    r = await rig("long")
+    resp = await r.post(stream=True)
+    body = b""
+    with pytest.raises(aiohttp.ClientPayloadError):
+        async for piece in resp.content.iter_any():
+            body += piece
+    assert body == b"".join(sse_events("long"))
+    for _ in range(100):
+        if log_lines(r):
+            break
+        await asyncio.sleep(0.05)
+    (line,) = log_lines(r)
+    assert line["status"] == 500 and line["error"] == "RuntimeError: recording broke", line
 
 
 async def test_route_timeout_is_504(rig: RigFactory) -> None:
