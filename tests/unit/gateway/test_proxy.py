@@ -168,6 +168,7 @@ async def rig() -> AsyncIterator[RigFactory]:
         *behaviours: str,
         dead: int = 0,
         timeout_s: float | None = None,
+        backend_timeout_s: float | None = None,
         max_body: int = 1 << 20,
         max_retries: int = 2,
     ) -> Rig:
@@ -193,6 +194,7 @@ async def rig() -> AsyncIterator[RigFactory]:
             (RouteMatch(PathMatch("PathPrefix", "/v1")),),
             (BackendRef("InferencePool", "pool", "default"),),
             timeout_s=timeout_s,
+            backend_timeout_s=backend_timeout_s,
         )
         route = HTTPRoute("default", "r", (ParentRef("gw", "default"),), (), (rule,))
         log = io.StringIO()
@@ -363,6 +365,30 @@ async def test_a_stream_the_model_server_drops_ends_with_an_error_event(rig: Rig
         await asyncio.sleep(0.05)
     (line,) = log_lines(r)
     assert line["status"] == 502 and "upstream broke mid-response" in str(line["error"])
+
+
+async def test_a_stream_is_relayed_directly_unless_each_try_has_a_deadline(
+    rig: RigFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The installed aiohttp's reader has what the direct relay keeps up to date, so a plain
+    stream goes through it; with `timeouts.backendRequest` (enforced by aiohttp only on a task
+    reading through its reader) the relay loop carries it."""
+    assert direct_relay._READER_FITS
+    run, runs = direct_relay.DirectRelay.run, 0
+
+    async def counted_run(self: direct_relay.DirectRelay, response: web.StreamResponse) -> None:
+        nonlocal runs
+        runs += 1
+        await run(self, response)
+
+    monkeypatch.setattr(direct_relay.DirectRelay, "run", counted_run)
+    expected = b"".join(sse_events("long"))
+    plain = await rig("long")
+    assert await (await plain.post(stream=True)).read() == expected
+    assert runs == 1
+    deadline = await rig("long", backend_timeout_s=30)
+    assert await (await deadline.post(stream=True)).read() == expected
+    assert runs == 1
 
 
 @pytest.mark.parametrize("direct", [True, False], ids=["direct-relay", "relay-loop"])
