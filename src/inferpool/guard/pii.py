@@ -433,19 +433,23 @@ def _windows(spans: Iterable[tuple[int, int]], size: int) -> list[tuple[int, int
     their starts): room before for a keyword or an IBAN's country code."""
     merged: list[tuple[int, int]] = []
     lead = CONTEXT_CHARS + 8
-    first = last = -1  # the window being grown, not yet clamped to the text
+    runs = iter(spans)
+    for s, e in runs:
+        first, last = s - lead, e + 16  # the window being grown, not yet clamped to the text
+        break
+    else:
+        return merged
     # (clamping after the comparison changes nothing: a span lies in the text, so a start
-    # before 0 meets any earlier window, and a start within the text meets an end past it)
-    for s, e in spans:
-        if last >= 0 and s - lead <= last:
+    # before 0 meets any earlier window, and a start within the text meets an end past it;
+    # conditional expressions, not max/min calls: this loop runs once per digit run)
+    for s, e in runs:
+        if s - lead <= last:
             if e + 16 > last:
                 last = e + 16
         else:
-            if last >= 0:
-                merged.append((max(0, first), min(size, last)))
+            merged.append((first if first > 0 else 0, last if last < size else size))
             first, last = s - lead, e + 16
-    if last >= 0:
-        merged.append((max(0, first), min(size, last)))
+    merged.append((first if first > 0 else 0, last if last < size else size))
     return merged
 
 
