@@ -577,6 +577,8 @@ def _stretches(
         if kind in PREFILTERED:
             if picked is None:
                 picked = prefiltered_windows(ascii_bytes, bounds, kinds)
+            if not picked[kind]:
+                continue  # no window to search (most kinds, in most texts)
             chosen: Iterable[int] = sorted(picked[kind])
         else:
             need = _NEEDS.get(kind)
@@ -589,8 +591,9 @@ def _stretches(
                 parts = classed[deleted] = ascii_bytes.translate(_CLASSES, deleted).split(b"\x00")
             if kind == "phone" and national_digits > len(run):
                 national = b"0" * national_digits
+                # the '+' first: a byte search, where each digit-run search scans the window
                 chosen = [
-                    i for i, part in enumerate(parts) if national in part or (run in part and b"+" in part)
+                    i for i, part in enumerate(parts) if national in part or (b"+" in part and run in part)
                 ]
             else:
                 chosen = [i for i, part in enumerate(parts) if run in part]
