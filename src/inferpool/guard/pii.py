@@ -78,7 +78,10 @@ PHONE_CONTEXT = re.compile(
 _PHONE_SCAN = re.compile(
     r"[+(\d](?<![\w+][+(\d])(?:(?<=\+)\s?\d|(?<=\()\d|(?<=\d))[\d \t().\-/]{5,22}\d(?!\w)"
 )
-_CARD_SCAN = re.compile(r"\d(?<![\d-]\d)[ -]?(?:\d[ -]?){11,17}\d(?!\d)")
+# Its separators possessive (`?+`): each is followed by a digit, so giving one back never
+# lets a match succeed, and a failing attempt (a timestamp's 10-12 digits) stops without
+# retrying every iteration without its separator (the card scan over logs 2 KB ≈7 -> 6 µs).
+_CARD_SCAN = re.compile(r"\d(?<![\d-]\d)[ -]?+(?:\d[ -]?+){11,17}\d(?!\d)")
 _IBAN_SCAN = gated(IBAN_CANDIDATE, r"[A-Z]")
 _SSN_SCAN = re.compile(r"\d(?<![\d-]\d)\d{2}-\d{2}-\d{4}(?![\d-])")
 _PHONE_CONTEXT_SCAN = gated(PHONE_CONTEXT, "[pcrtmwsfahln电手फ]")  # each keyword's first letter
