@@ -78,7 +78,10 @@ PHONE_CONTEXT = re.compile(
 _PHONE_SCAN = re.compile(
     r"[+(\d](?<![\w+][+(\d])(?:(?<=\+)\s?\d|(?<=\()\d|(?<=\d))[\d \t().\-/]{5,22}\d(?!\w)"
 )
-_CARD_SCAN = re.compile(r"\d(?<![\d-]\d)[ -]?(?:\d[ -]?){11,17}\d(?!\d)")
+# Its separators possessive (`?+`): each is followed by a digit, so giving one back never
+# lets a match succeed, and a failing attempt (a timestamp's 10-12 digits) stops without
+# retrying every iteration without its separator (the card scan over logs 2 KB ≈7 -> 6 µs).
+_CARD_SCAN = re.compile(r"\d(?<![\d-]\d)[ -]?+(?:\d[ -]?+){11,17}\d(?!\d)")
 _IBAN_SCAN = gated(IBAN_CANDIDATE, r"[A-Z]")
 _SSN_SCAN = re.compile(r"\d(?<![\d-]\d)\d{2}-\d{2}-\d{4}(?![\d-])")
 _PHONE_CONTEXT_SCAN = gated(PHONE_CONTEXT, "[pcrtmwsfahln电手फ]")  # each keyword's first letter
@@ -433,19 +436,23 @@ def _windows(spans: Iterable[tuple[int, int]], size: int) -> list[tuple[int, int
     their starts): room before for a keyword or an IBAN's country code."""
     merged: list[tuple[int, int]] = []
     lead = CONTEXT_CHARS + 8
-    first = last = -1  # the window being grown, not yet clamped to the text
+    runs = iter(spans)
+    for s, e in runs:
+        first, last = s - lead, e + 16  # the window being grown, not yet clamped to the text
+        break
+    else:
+        return merged
     # (clamping after the comparison changes nothing: a span lies in the text, so a start
-    # before 0 meets any earlier window, and a start within the text meets an end past it)
-    for s, e in spans:
-        if last >= 0 and s - lead <= last:
+    # before 0 meets any earlier window, and a start within the text meets an end past it;
+    # conditional expressions, not max/min calls: this loop runs once per digit run)
+    for s, e in runs:
+        if s - lead <= last:
             if e + 16 > last:
                 last = e + 16
         else:
-            if last >= 0:
-                merged.append((max(0, first), min(size, last)))
+            merged.append((first if first > 0 else 0, last if last < size else size))
             first, last = s - lead, e + 16
-    if last >= 0:
-        merged.append((max(0, first), min(size, last)))
+    merged.append((first if first > 0 else 0, last if last < size else size))
     return merged
 
 
@@ -573,6 +580,8 @@ def _stretches(
         if kind in PREFILTERED:
             if picked is None:
                 picked = prefiltered_windows(ascii_bytes, bounds, kinds)
+            if not picked[kind]:
+                continue  # no window to search (most kinds, in most texts)
             chosen: Iterable[int] = sorted(picked[kind])
         else:
             need = _NEEDS.get(kind)
@@ -585,8 +594,9 @@ def _stretches(
                 parts = classed[deleted] = ascii_bytes.translate(_CLASSES, deleted).split(b"\x00")
             if kind == "phone" and national_digits > len(run):
                 national = b"0" * national_digits
+                # the '+' first: a byte search, where each digit-run search scans the window
                 chosen = [
-                    i for i, part in enumerate(parts) if national in part or (run in part and b"+" in part)
+                    i for i, part in enumerate(parts) if national in part or (b"+" in part and run in part)
                 ]
             else:
                 chosen = [i for i, part in enumerate(parts) if run in part]

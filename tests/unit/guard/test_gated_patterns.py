@@ -57,3 +57,23 @@ def test_gated_scans_find_what_the_plain_patterns_find(pieces: list[str], start:
         ], name
         found, expected = scan.search(text, start, end), plain.search(text, start, end)
         assert (found and found.span()) == (expected and expected.span()), name
+
+
+# Runs of digits and the card's separators, doubled and mixed, some 10-20 digits long: where
+# the card scan's possessive separators would differ from the plain pattern if giving one back
+# could ever let a match succeed.
+_CARD_PIECES = st.sampled_from(
+    ["1", "4", "0", "9", "٣", " ", "-", "  ", "--", " -", ":", "x", "4111", "0000 "]
+)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(_CARD_PIECES, max_size=60), st.integers(0, 10))
+def test_card_scan_with_possessive_separators_finds_what_the_plain_pattern_finds(
+    pieces: list[str], start: int
+) -> None:
+    text = "".join(pieces)
+    expected = [m.span() for m in pii.CARD_CANDIDATE.finditer(text, start)]
+    assert [m.span() for m in pii._CARD_SCAN.finditer(text, start)] == expected
+    if text.isascii():
+        assert [m.span() for m in pii.ASCII_DIGIT_SCANS.card.finditer(text, start)] == expected

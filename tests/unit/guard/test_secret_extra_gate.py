@@ -1,0 +1,39 @@
+"""SecretScanner.find skips its extra patterns (EXTRA_PATTERNS) when the pre-scan found none of
+EXTRA_HINT_WORDS. Each pattern must still run whenever one of its own hints is there, and
+alone among the hints: a word left out of the gate would drop that pattern's findings."""
+
+from __future__ import annotations
+
+import pytest
+
+from inferpool.guard.credentials import EXTRA_HINT_WORDS, EXTRA_HINTS, SecretScanner
+
+SCANNER = SecretScanner()
+# One secret per extra pattern, in a line that holds every hint of that pattern.
+EXAMPLES = {
+    "google_api_key": "aiza key AIza" + "B" * 35,
+    "openai_key": "sk- sk-proj-" + "a1B2" * 6,
+    "anthropic_key": "sk-ant- sk-ant-" + "a1B2" * 6,
+    "huggingface_token": "hf_ hf_" + "a1B2c3" * 6,
+    "inferpool_key": "ipk- ipk-" + "a1B2" * 11,
+    "telegram_bot_token": ":aa 123456789:AA" + "b" * 33,
+    "command_line_password": "mysql mariadb sshpass: mysql -u root -phunter22",
+}
+
+
+def test_every_extra_hint_opens_the_gate() -> None:
+    assert set(EXAMPLES) == set(EXTRA_HINTS)
+    assert {h for hs in EXTRA_HINTS.values() for h in hs} <= EXTRA_HINT_WORDS
+
+
+@pytest.mark.parametrize(("kind", "hint"), [(k, h) for k, hs in EXTRA_HINTS.items() for h in hs])
+def test_a_pattern_runs_with_any_one_of_its_hints(kind: str, hint: str) -> None:
+    text = EXAMPLES[kind]
+    assert hint in text.lower()
+    found = SCANNER.find(text, hints={hint: [text.lower().find(hint)]}, tokens=())
+    assert kind in {f.kind for f in found}
+
+
+def test_without_an_extra_hint_no_extra_pattern_runs() -> None:
+    text = EXAMPLES["google_api_key"]
+    assert not [f for f in SCANNER.find(text, hints={}, tokens=()) if f.kind in EXTRA_HINTS]
