@@ -221,6 +221,16 @@ def log_lines(r: Rig) -> list[dict[str, object]]:
     return [orjson.loads(line) for line in r.log.getvalue().splitlines()]
 
 
+async def the_only_log_line(r: Rig) -> dict[str, object]:
+    """The access log's one line, once the request has ended (up to 10 s)."""
+    for _ in range(200):
+        if log_lines(r):
+            break
+        await asyncio.sleep(0.05)
+    (line,) = log_lines(r)
+    return line
+
+
 async def test_forwards_with_rewritten_model_and_served_header(rig: RigFactory) -> None:
     r = await rig("ok")
     resp = await r.post()
@@ -315,11 +325,7 @@ async def test_client_leaving_after_done_is_a_completed_request(rig: RigFactory)
     while b"data: [DONE]" not in body:
         body += await resp.content.readany()
     resp.close()
-    for _ in range(200):
-        if log_lines(r):
-            break
-        await asyncio.sleep(0.05)
-    (line,) = log_lines(r)
+    line = await the_only_log_line(r)
     assert line["status"] == 200 and not line.get("error"), line
     assert r.datastore.endpoints(POOL)[0].in_flight == 0
 
@@ -359,11 +365,7 @@ async def test_a_stream_the_model_server_drops_ends_with_an_error_event(rig: Rig
     first, error = body.split(b"\n\n", 1)
     assert first == b'data: {"choices":[{"text":"a"}]}'
     assert error.startswith(b"data: ") and b"went away mid-stream" in error
-    for _ in range(100):
-        if log_lines(r):
-            break
-        await asyncio.sleep(0.05)
-    (line,) = log_lines(r)
+    line = await the_only_log_line(r)
     assert line["status"] == 502 and "upstream broke mid-response" in str(line["error"])
 
 
@@ -413,11 +415,7 @@ async def test_an_accounting_error_mid_stream_ends_the_request_as_500(
     resp = await r.post(stream=True)
     with pytest.raises(aiohttp.ClientPayloadError):
         await asyncio.wait_for(resp.read(), 30)
-    for _ in range(100):
-        if log_lines(r):
-            break
-        await asyncio.sleep(0.05)
-    (line,) = log_lines(r)
+    line = await the_only_log_line(r)
     assert line["status"] == 500 and line["error"] == "RuntimeError: accounting broke", line
     assert calls == 3  # nothing fed the failed piece again
 
@@ -448,11 +446,7 @@ async def test_a_record_error_at_done_ends_the_request_as_500(
         async for piece in resp.content.iter_any():
             body += piece
     assert body == b"".join(sse_events("long"))
-    for _ in range(100):
-        if log_lines(r):
-            break
-        await asyncio.sleep(0.05)
-    (line,) = log_lines(r)
+    line = await the_only_log_line(r)
     assert line["status"] == 500 and line["error"] == "RuntimeError: recording broke", line
 
 
