@@ -149,14 +149,18 @@ class DirectRelay:
             self._ended.set_result(None)
 
     def turn_ended(self) -> None:
-        self._flush()
         self._wrote_this_turn = False
+        self._flush()
 
     def _flush(self) -> None:
         pending = self._pending
-        if pending:
+        if not pending:
+            return
+        # A client that went away since its pieces were taken gets none of them (uvloop raises
+        # on a write to a closed transport, and this runs from the turn's end for every relay).
+        if not self._transport.is_closing():
             self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
-            pending.clear()
+        pending.clear()
 
     def _raise_in_task(self, exc: Exception) -> bool:
         """An error of the request's own bookkeeping: raised in the relaying task, where the
