@@ -555,7 +555,7 @@ def prefiltered_windows(
 
 
 def _stretches(
-    kinds: Iterable[str], joined: str, bounds: _Segments, national_digits: int, odd_digits: bool | None = None
+    kinds: Iterable[str], joined: str, bounds: _Segments, national_digits: int, odd_digits: bool
 ) -> Iterable[tuple[str, list[tuple[int, int]]]]:
     """For each kind, the stretches of `joined` (runs of adjacent windows) its pattern must
     search: the windows that meet its need in _NEEDS, or for PREFILTERED kinds the windows the
@@ -563,10 +563,8 @@ def _stretches(
     text's own WINDOW_SEPARATOR is present. `national_digits`: the fewest digits a phone
     candidate without a '+' needs for _phone_shape to pass it (one with a '+' needs 7); a window
     without such a run, or without a '+' and 7 digits, holds no candidate the shape check keeps.
-    `odd_digits`: `unicode_digits(joined)`, if known."""
+    `odd_digits`: `unicode_digits(joined)`."""
     every = [(0, len(joined))]
-    if odd_digits is None:
-        odd_digits = unicode_digits(joined)
     if joined.count(WINDOW_SEPARATOR) >= len(bounds.windows) or odd_digits:
         for kind in kinds:
             yield kind, every
@@ -650,12 +648,10 @@ def _is_card(candidate: str) -> bool:
     return CARD_NETWORKS.fullmatch(number) is not None and luhn.is_valid(number)
 
 
-def _cards(
-    text: str, start: int = 0, end: int | None = None, scan: re.Pattern[str] = _CARD_SCAN
-) -> list[Finding]:
+def _cards(text: str, start: int, end: int, scan: re.Pattern[str]) -> list[Finding]:
     return [
         Finding("pii", "credit_card", m.start(), m.end())
-        for m in scan.finditer(text, start, len(text) if end is None else end)
+        for m in scan.finditer(text, start, end)
         if _is_card(m.group())
     ]
 
@@ -683,12 +679,10 @@ def _ibans(text: str, start: int = 0, end: int | None = None) -> list[Finding]:
 _is_ssn = lru_cache(maxsize=_CACHE_SIZE)(ssn.is_valid)
 
 
-def _ssns(
-    text: str, start: int = 0, end: int | None = None, scan: re.Pattern[str] = _SSN_SCAN
-) -> list[Finding]:
+def _ssns(text: str, start: int, end: int, scan: re.Pattern[str]) -> list[Finding]:
     return [
         Finding("pii", "ssn", m.start(), m.end())
-        for m in scan.finditer(text, start, len(text) if end is None else end)
+        for m in scan.finditer(text, start, end)
         if _is_ssn(m.group())
     ]
 

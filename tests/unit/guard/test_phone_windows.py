@@ -26,7 +26,10 @@ def check(text: str) -> int:
     joined, bounds = searched
     kept = 0
     for scanner in SCANNERS:
-        stretches = dict(pii._stretches(["phone"], joined, bounds, scanner._national_digits)).get("phone", [])
+        odd = pii.unicode_digits(joined)
+        stretches = dict(pii._stretches(["phone"], joined, bounds, scanner._national_digits, odd)).get(
+            "phone", []
+        )
         for i in range(len(bounds.starts)):
             start, end = bounds.segment(i)
             shaped = [
