@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import aiohttp
 import orjson
@@ -44,15 +45,17 @@ VLLM_KEEPALIVE_S = 5.0
 # A non-streamed answer up to this size is read whole and sent in one write (a JSON completion
 # is a few KB; a batch of embeddings can reach hundreds); a larger one is piped as it comes.
 _WHOLE_ANSWER_BYTES = 1 << 20
+_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 
 
-@dataclass
+@dataclass(slots=True)
 class Relay:
     """What the answer to one request needs besides the upstream response."""
 
     request_id: str
     model: str  # as the client asked (screening looks up its policy by it)
-    answer_headers: Mapping[str, str] = field(default_factory=dict)  # e.g. rate-limit state
+    # e.g. rate-limit state; replaced, never changed in place, so every relay can share one empty map
+    answer_headers: Mapping[str, str] = field(default_factory=lambda: _NO_HEADERS)
     screener: Screener | None = None
     status: int = 0  # set once the client has been sent a status line
     # P/D: the prefill server's cached prompt tokens, reported in the decode answer's usage as

@@ -22,7 +22,7 @@ from aiohttp import web
 from inferpool.errors import InferenceError
 from inferpool.gateway.config import ProxyConfig
 from inferpool.gateway.forward import Forwarder, Relay
-from inferpool.gateway.headers import REQUEST_ID_HEADER, end_to_end_lower
+from inferpool.gateway.headers import REQUEST_ID_HEADER, end_to_end_lower, hop_by_hop_and
 from inferpool.gateway.routing import (
     BackendRef,
     Listener,
@@ -45,7 +45,7 @@ from inferpool.state import Datastore, Endpoint
 # A request waiting in flow control leaves the queue (503) this long before its route timeout
 # would fire (504), so the answer and the core's record agree on why it failed.
 _QUEUE_TTL_MARGIN_S = 0.01
-_DROPPED_REQUEST_HEADERS = ("host", PREFILLER_HEADER)
+_DROPPED_REQUEST_HEADERS = hop_by_hop_and("host", PREFILLER_HEADER)
 
 
 def error_response(
@@ -202,7 +202,7 @@ class Proxy:
     async def _handle(self, listener: Listener, request: web.Request, state: _Request) -> web.StreamResponse:
         # A client may not choose a P/D prefill endpoint: a sidecar in front of a decode server
         # would send the prompt wherever this header says (llm-d deletes it likewise).
-        headers = end_to_end_lower(request.headers, drop=_DROPPED_REQUEST_HEADERS)
+        headers = end_to_end_lower(request.headers, _DROPPED_REQUEST_HEADERS)
         state.tenant = self.tenancy.identify(headers)
         match = self.table.match(
             listener.gateway,
@@ -225,7 +225,7 @@ class Proxy:
         backend = choose_backend(match.rule)
         if backend is None:
             raise InferenceError(500, f"Route {match.route.key} has no backend that can take traffic.")
-        state.backend = f"{backend.kind}/{backend.key}"
+        state.backend = backend.label
         body = await self._read_body(request)
         state.body_bytes = len(body)
         parsed = _try_parse(body, request.path)

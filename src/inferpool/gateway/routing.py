@@ -14,6 +14,7 @@ import random
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 import msgspec
@@ -85,9 +86,15 @@ class BackendRef:
     port: int | None = None
     weight: int = 1
 
-    @property
+    # cached: read several times by every request the rule serves
+    @cached_property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    @cached_property
+    def label(self) -> str:
+        """The backend as records name it: kind/namespace/name."""
+        return f"{self.kind}/{self.key}"
 
 
 @dataclass(frozen=True)
@@ -188,6 +195,7 @@ def _rule_match_applies(m: RouteMatch, req: RequestFacts) -> bool:
 
 
 _PATH_RANK = {"Exact": 2, "RegularExpression": 1, "PathPrefix": 0}
+_MATCHES_KEPT = 4096  # (host, method, path) answers kept per route table
 
 
 @dataclass(frozen=True)
@@ -231,6 +239,10 @@ class RouteTable:
     def __init__(self, listeners: list[Listener], routes: list[HTTPRoute]) -> None:
         self.listeners = {(lis.gateway, lis.name): lis for lis in listeners}
         self._candidates: dict[tuple[str, str], list[_Candidate]] = {}
+        # Listeners whose rules match on host, method and path alone: their answer for a
+        # (host, method, path) is kept, as nearly every request repeats one of a few of those.
+        self._by_path: set[tuple[str, str]] = set()
+        self._matched: dict[tuple[str, str, str, str, str], Match | None] = {}
         for lis in listeners:
             found: list[_Candidate] = []
             for route in routes:
@@ -251,6 +263,8 @@ class RouteTable:
                         tiebreak = (route.created, route.key, ri, mi)
                         found.append(_Candidate(route, rule, m, hostnames, rank, tiebreak))
             self._candidates[(lis.gateway, lis.name)] = found
+            if not any(c.match.headers or c.match.query for c in found):
+                self._by_path.add((lis.gateway, lis.name))
 
     def routes_for(self, gateway: str, listener: str) -> list[HTTPRoute]:
         seen: dict[str, HTTPRoute] = {}
@@ -260,6 +274,19 @@ class RouteTable:
 
     def match(self, gateway: str, listener: str, req: RequestFacts) -> Match | None:
         """The winning rule match for `req` on the listener, or None (the gateway answers 404)."""
+        if (gateway, listener) not in self._by_path:
+            return self._match(gateway, listener, req)
+        key = (gateway, listener, req.host, req.method, req.path)
+        try:
+            return self._matched[key]
+        except KeyError:
+            pass
+        if len(self._matched) >= _MATCHES_KEPT:
+            self._matched.clear()  # client-chosen paths (404s) must not grow it without bound
+        found = self._matched[key] = self._match(gateway, listener, req)
+        return found
+
+    def _match(self, gateway: str, listener: str, req: RequestFacts) -> Match | None:
         host = req.host.rsplit(":", 1)[0] if not req.host.startswith("[") else req.host
         best: tuple[tuple[int, int, int, int, int, int, int], tuple[float, str, int, int]] | None = None
         winner: _Candidate | None = None

@@ -15,6 +15,7 @@ turns away itself (no route, bad key, screened), passthrough() for a Service bac
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
@@ -29,7 +30,7 @@ import msgspec
 from inferpool.admission import Admission, SaturationSnapshot, ShedError
 from inferpool.admission.flowcontrol import FlowControlError, FlowController, Grant, flow_id
 from inferpool.errors import InferenceError
-from inferpool.records import CandidateScore, HttpFacts, PrefillLeg, RequestRecord
+from inferpool.records import CandidateScore, HttpFacts, LazyScores, PrefillLeg, RequestRecord
 from inferpool.request.accounting import ResponseAccounting
 from inferpool.request.body import ParsedBody, body_kind, parse_body, with_model
 from inferpool.request.resolve import Resolution, resolve
@@ -465,10 +466,12 @@ class Director:
             except Exception:  # a broken observer must not break the request path
                 log.exception("request record listener failed")
 
-    def top_scores(self, result: SchedulingResult) -> tuple[CandidateScore, ...]:
+    def top_scores(self, result: SchedulingResult) -> Sequence[CandidateScore]:
+        """The record's first `top_scores` candidates, built only if something reads them."""
         ranked = result.ranked
         if isinstance(ranked, Ranking):
-            return ranked.candidate_scores(self.config.top_scores)
+            count = self.config.top_scores
+            return LazyScores(min(count, len(ranked)), functools.partial(ranked.candidate_scores, count))
         return tuple(
             CandidateScore(s.endpoint.name, s.endpoint.hostport, s.total, s.scores)
             for s in ranked[: self.config.top_scores]
@@ -564,8 +567,10 @@ class _Tracked:
 
     def response_started(self, status: int, content_type: str | None) -> None:
         self.response_started_at = self._director.clock()
-        self._accounting = ResponseAccounting(self._director.clock)  # a retry starts a fresh response
-        self._accounting.started(status, content_type)
+        acct = self._accounting
+        if acct.status is not None or acct.bytes:  # a retry starts a fresh response
+            acct = self._accounting = ResponseAccounting(self._director.clock)
+        acct.started(status, content_type)
 
     def response_data(self, chunk: bytes) -> None:
         self._accounting.feed(chunk)

@@ -225,3 +225,32 @@ def test_header_modifier() -> None:
         HeaderModifier(set=(("A", "x"),), add=(("B", "y"), ("D", "z")), remove=("C",)),
     )
     assert out == {"a": "x", "b": "2,y", "d": "z"}
+
+
+def test_a_path_only_listener_answers_repeats_as_a_fresh_table_would() -> None:
+    """Rules without header or query matches: the answer for a (host, method, path) is kept,
+    and a kept answer (404s included) is the one a fresh table gives; the kept set is bounded."""
+    from inferpool.gateway import routing
+
+    routes = [
+        route("a", rule(RouteMatch(PathMatch("PathPrefix", "/v1")), backend="v1")),
+        route("b", rule(RouteMatch(PathMatch("Exact", "/v1/models"), method="GET"), backend="models")),
+        route(
+            "c",
+            rule(RouteMatch(PathMatch("RegularExpression", r"/v\d+/x")), backend="re"),
+            hostnames=("a.com",),
+        ),
+    ]
+    table = RouteTable([LISTENER], routes)
+    rng = random.Random(7)
+    asked = [
+        req(rng.choice(["/v1", "/v1/models", "/v2/x", "/v1/x", "/other"]), rng.choice(["a.com", "b.com"]),
+            rng.choice(["GET", "POST"]))
+        for _ in range(200)
+    ]  # fmt: skip
+    for r in asked:
+        assert winner(table, r) == winner(RouteTable([LISTENER], routes), r)
+    assert winner(table, req("/v2/x", "a.com")) == "re" and winner(table, req("/v2/x", "b.com")) is None
+    for i in range(routing._MATCHES_KEPT + 10):
+        table.match(GW, "http", req(f"/nowhere/{i}"))
+    assert len(table._matched) <= routing._MATCHES_KEPT
