@@ -104,3 +104,43 @@ async def test_gateway_made_errors(spawn, tmp_path: Path) -> None:  # type: igno
             )
         ok = await s.post(f"{url}/v1/completions", json={"model": "tiny", "prompt": "fine", "max_tokens": 3})
         assert ok.status == 200
+
+
+async def _raw_exchange(url: str, head: str, body: bytes | None) -> tuple[bytes, bytes]:
+    """Send `head`, read what comes back before any body (a 100 Continue or a final answer
+    headed by Connection), then send `body` if given and read the rest; (first part, rest)."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(head.encode())
+        await writer.drain()
+        first = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+        rest = b""
+        if body is not None:
+            writer.write(body)
+            await writer.drain()
+            rest = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+        return first, rest
+    finally:
+        writer.close()
+
+
+async def test_expect_100_continue(spawn, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The listeners answer `Expect: 100-continue` themselves (aiohttp's low-level server has no
+    router to do it): 100 before the body when the body is wanted, a JSON 413 without it when the
+    declared size is too large, a JSON 417 for another expectation."""
+    url, _, _ = start_stack(spawn, tmp_path)
+    body = orjson.dumps({"model": "tiny", "prompt": "fine", "max_tokens": 3})
+
+    def head(length: int, expect: str) -> str:
+        return (
+            "POST /v1/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {length}\r\nExpect: {expect}\r\n\r\n"
+        )
+
+    first, rest = await _raw_exchange(url, head(len(body), "100-continue"), body)
+    assert first == b"HTTP/1.1 100 Continue\r\n\r\n" and rest.startswith(b"HTTP/1.1 200 "), (first, rest)
+    first, _ = await _raw_exchange(url, head(5000, "100-continue"), None)
+    assert first.startswith(b"HTTP/1.1 413 "), first
+    first, _ = await _raw_exchange(url, head(len(body), "something-else"), None)
+    assert first.startswith(b"HTTP/1.1 417 ") and b"application/json" in first, first

@@ -1,8 +1,8 @@
 """The floor for the built-in gateway: an aiohttp reverse proxy with no routing logic at all.
 
 Round robin over the backends, the body read whole and sent on, the answer relayed chunk by
-chunk as it arrives. The client session, server runner and event loop are set up as
-`inferpool serve` sets up its own (uvloop, one pooled session, no auto headers, no access log),
+chunk as it arrives. The client session, server (aiohttp's low-level one) and event loop are set
+up as `inferpool serve` sets up its own (uvloop, one pooled session, no auto headers, no access log),
 so the difference to the gateway is the gateway's work, not aiohttp's.
 
     python -m inferpool.bench.bare_proxy --port 8080 --backend 127.0.0.1:8000 [--backend ...] [--work-us N]
@@ -58,11 +58,11 @@ class BareProxy:
         if self._session is not None:
             await self._session.close()
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         assert self._session is not None, "BareProxy.start() was not awaited"
         if self._work_s:
             burn_cpu(self._work_s)
-        body = await request.read()
+        body = await request.content.read()  # the whole body (the low-level server sets no size cap)
         url = f"http://{next(self._backends)}{request.path_qs}"
         try:
             upstream = await self._session.request(
@@ -100,9 +100,9 @@ def burn_cpu(seconds: float) -> None:
 async def serve(host: str, port: int, backends: list[str], work_us: int = 0) -> None:
     proxy = BareProxy(backends, work_us)
     await proxy.start()
-    app = web.Application(client_max_size=16 * 1024 * 1024)
-    app.router.add_route("*", "/{tail:.*}", proxy.handle)
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0)
+    # aiohttp's low-level server, as `inferpool serve`'s listeners: one handler, no router
+    server = web.Server(proxy.handle, handler_cancellation=True, access_log=None)
+    runner = web.ServerRunner(server, shutdown_timeout=1.0)
     await runner.setup()
     await web.TCPSite(runner, host, port, reuse_address=True).start()
     print(f"bare proxy on http://{host}:{port}", flush=True)

@@ -94,7 +94,7 @@ class Forwarder:
 
     async def forward(
         self,
-        request: web.Request,
+        request: web.BaseRequest,
         routed: Routed,
         headers: dict[str, str],
         try_timeout_s: float | None,
@@ -171,7 +171,7 @@ class Forwarder:
 
     async def _prefill(
         self,
-        request: web.Request,
+        request: web.BaseRequest,
         routed: Routed,
         headers: Mapping[str, str],
         try_timeout_s: float | None,
@@ -203,7 +203,7 @@ class Forwarder:
 
     async def _relay(
         self,
-        request: web.Request,
+        request: web.BaseRequest,
         upstream: aiohttp.ClientResponse,
         endpoint: Endpoint,
         routed: Routed,

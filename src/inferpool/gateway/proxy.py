@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 
 from inferpool.errors import InferenceError
 from inferpool.gateway.config import ProxyConfig
@@ -155,12 +155,12 @@ class Proxy:
         except TimeoutError:
             return False
 
-    def handler(self, listener: Listener) -> Callable[[web.Request], Any]:
+    def handler(self, listener: Listener) -> Callable[[web.BaseRequest], Any]:
         # A partial, not a wrapping coroutine: one await level less on every resumption
         return functools.partial(self.handle, listener, f"{listener.gateway}/{listener.name}")
 
     # -- one request ----------------------------------------------------------------
-    async def handle(self, listener: Listener, name: str, request: web.Request) -> web.StreamResponse:
+    async def handle(self, listener: Listener, name: str, request: web.BaseRequest) -> web.StreamResponse:
         request_id = request.headers.get(REQUEST_ID_HEADER) or os.urandom(16).hex()
         state = _Request(request_id, request.method, request.path_qs, name)
         if self.tracing is not None:
@@ -199,7 +199,9 @@ class Proxy:
                 request_bytes=state.body_bytes,
             )
 
-    async def _handle(self, listener: Listener, request: web.Request, state: _Request) -> web.StreamResponse:
+    async def _handle(
+        self, listener: Listener, request: web.BaseRequest, state: _Request
+    ) -> web.StreamResponse:
         # A client may not choose a P/D prefill endpoint: a sidecar in front of a decode server
         # would send the prompt wherever this header says (llm-d deletes it likewise).
         headers = end_to_end_lower(request.headers, _DROPPED_REQUEST_HEADERS)
@@ -269,7 +271,7 @@ class Proxy:
 
     async def _route_and_forward(
         self,
-        request: web.Request,
+        request: web.BaseRequest,
         match: Match,
         backend: BackendRef,
         headers: dict[str, str],
@@ -335,12 +337,14 @@ class Proxy:
             headers={REQUEST_ID_HEADER: request_id},
         )
 
-    async def _read_body(self, request: web.Request) -> bytes:
+    async def _read_body(self, request: web.BaseRequest) -> bytes:
         limit = self.config.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             raise InferenceError(
                 413, f"Request body of {request.content_length} bytes exceeds the limit of {limit}."
             )
+        if request.version == HttpVersion11 and "expect" in request.headers:
+            await _continue(request)
         chunks: list[bytes] = []
         size = 0
         async for chunk in request.content.iter_any():
@@ -349,6 +353,17 @@ class Proxy:
                 raise InferenceError(413, f"Request body exceeds the limit of {limit} bytes.")
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+async def _continue(request: web.BaseRequest) -> None:
+    """Answer `Expect: 100-continue` as aiohttp's router would: the listeners run aiohttp's
+    low-level server, which has none. Sent only when the body is wanted (after the route,
+    the key and the declared size were checked), so a refused client need not send it."""
+    expect = request.headers["expect"]
+    if expect.lower() != "100-continue":
+        raise InferenceError(417, f"Unknown Expect: {expect}")
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0  # the answer's own bytes come after it
 
 
 def _try_parse(body: bytes, path: str) -> ParsedBody | None:
