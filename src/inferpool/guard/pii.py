@@ -673,14 +673,13 @@ def candidate_segments(ascii_bytes: bytes, national_digits: int) -> dict[str, li
         return ranges
     marks = ascii_bytes.translate(_SEGMENT_MARKS)
     size = len(ascii_bytes)
-    resume = dict.fromkeys(SEGMENTED, 0)
     for kind_index, end in sorted(reported):
-        kind = SEGMENTED[kind_index]
-        after = end - 1  # the character after the segment
+        where = ranges[SEGMENTED[kind_index]]
+        stop = end if end <= size else size  # through the character after the segment (end - 1)
+        floor = where[-1][1] if where else 0
         # from the phone segment's start (a card segment lies in one), past the last range's end
-        start = max(marks.rfind(b" ", 0, after) + 1, resume[kind])
-        resume[kind] = stop = after + 1 if after < size else size
-        ranges[kind].append((start, stop))
+        start = marks.rfind(b" ", 0, end - 1) + 1
+        where.append((start if start > floor else floor, stop))
     return ranges
 
 
