@@ -332,12 +332,14 @@ class PiiScanner:
         scans = ANY_DIGIT_SCANS if odd_digits else ASCII_DIGIT_SCANS
         found: list[Finding] = []
         for kind, stretches in _stretches(kinds, joined, bounds, self._national_digits, odd_digits):
+            if kind == "phone":  # (one call for all its ranges: in logs they are hundreds)
+                found += self._phones(joined, bounds, stretches, scans.phone)
+                continue
+            if kind == "credit_card":
+                found += _cards(joined, stretches, scans.card)
+                continue
             for start, end in stretches:
-                if kind == "phone":
-                    found += self._phones(joined, bounds, start, end, scans.phone)
-                elif kind == "credit_card":
-                    found += _cards(joined, start, end, scans.card)
-                elif kind == "iban":
+                if kind == "iban":
                     found += _ibans(joined, start, end)
                 elif kind == "ssn":
                     found += _ssns(joined, start, end, scans.ssn)
@@ -346,41 +348,38 @@ class PiiScanner:
         return [bounds.to_text(f) for f in found]
 
     def _phones(
-        self,
-        text: str,
-        bounds: _Segments | None = None,
-        start: int = 0,
-        end: int | None = None,
-        scan: re.Pattern[str] = _PHONE_SCAN,
+        self, text: str, bounds: _Segments, ranges: Iterable[tuple[int, int]], scan: re.Pattern[str]
     ) -> list[Finding]:
-        """libphonenumber decides validity and whether the digit groups are written as that region
+        """The phone numbers among `scan`'s candidates in the `ranges` of the joined windows `text`.
+        libphonenumber decides validity and whether the digit groups are written as that region
         writes them (STRICT_GROUPING). A number in international form (+CC) or in the home region's
         (the first region's) grouping is a phone; a bare digit run, or a number valid only in a
         further region, also needs a phone word near it: most such runs are ids and timestamps."""
         out: list[Finding] = []
         shapes = self._phone_shapes
-        for m in scan.finditer(text, start, len(text) if end is None else end):
-            span = m.group()
-            if span in shapes:
-                shape = shapes[span]
-            else:
-                if len(shapes) >= _CACHE_SIZE:
-                    shapes.clear()
-                shape = shapes[span] = self._phone_shape(span)
-            if shape is None:
-                continue
-            international, bare = shape
-            at = m.start()
-            if bare and not _phone_word_near(text, bounds, at):
-                continue  # a bare digit run is an id or a timestamp unless a phone word is near
-            for i, region in enumerate(self.phone_regions):
-                hits = _phone_hits(span, region)
-                if not hits:
+        for start, end in ranges:
+            for m in scan.finditer(text, start, end):
+                span = m.group()
+                if span in shapes:
+                    shape = shapes[span]
+                else:
+                    if len(shapes) >= _CACHE_SIZE:
+                        shapes.clear()
+                    shape = shapes[span] = self._phone_shape(span)
+                if shape is None:
                     continue
-                # (a bare run got here with a phone word near; the search runs only when it decides)
-                if international or bare or i == 0 or _phone_word_near(text, bounds, at):
-                    out += [Finding("pii", "phone", at + a, at + b) for a, b in hits]
-                break
+                international, bare = shape
+                at = m.start()
+                if bare and not _phone_word_near(text, bounds, at):
+                    continue  # a bare digit run is an id or a timestamp unless a phone word is near
+                for i, region in enumerate(self.phone_regions):
+                    hits = _phone_hits(span, region)
+                    if not hits:
+                        continue
+                    # (a bare run got here with a phone word near; the search runs only when it decides)
+                    if international or bare or i == 0 or _phone_word_near(text, bounds, at):
+                        out += [Finding("pii", "phone", at + a, at + b) for a, b in hits]
+                    break
         return out
 
     def _phone_shape(self, span: str) -> tuple[bool, bool] | None:
@@ -630,9 +629,10 @@ _PHONE_CHARS = r"0-9 \t\n\x0b\x0c\r\x1c-\x1f().\-/+?"
 _PHONE_SEPARATORS = r" \t().\-/"  # what the phone scan allows between two digits
 _CARD_CHARS = r"0-9 \-"
 SEGMENTED = ("phone", "credit_card")
-# ascii_chars -> b"x" for the characters of _PHONE_CHARS, b" " for those that end a segment
-_SEGMENT_MARKS = bytes(
-    ord("x") if re.fullmatch(f"[{_PHONE_CHARS}]", chr(b)) else ord(" ") for b in range(256)
+# for each of SEGMENTED, ascii_chars -> b"x" for the characters its segments hold, b" " for the rest
+_SEGMENT_MARKS = tuple(
+    bytes(ord("x") if re.fullmatch(f"[{chars}]", chr(b)) else ord(" ") for b in range(256))
+    for chars in (_PHONE_CHARS, _CARD_CHARS)
 )
 
 
@@ -658,28 +658,33 @@ def _segment_database(national_digits: int) -> tuple[hyperscan.Database, hypersc
     )
 
 
+def _report_end(kind: int, _start: int, end: int, _flags: int, ends: object) -> None:
+    """Hyperscan's match callback: `end` onto the list for pattern `kind` in the scan's context."""
+    cast("tuple[list[int], ...]", ends)[kind].append(end)
+
+
 def candidate_segments(ascii_bytes: bytes, national_digits: int) -> dict[str, list[tuple[int, int]]]:
     """For each of SEGMENTED, the ranges of joined windows (`ascii_bytes`: their ascii_chars,
     no non-ASCII digit among them) its scan must search, in order and apart. `national_digits`:
     the fewest digits a phone candidate without a '+' needs for _phone_shape to pass it."""
     database, scratch = _segment_database(national_digits)
-    reported: list[tuple[int, int]] = []
+    ends: tuple[list[int], ...] = tuple([] for _ in SEGMENTED)
     # a final segment-ending character, so that a segment at the end is reported too
     database.scan(
-        ascii_bytes + b"\x00", match_event_handler=_collect, context=reported, scratch=scratch.clone()
+        ascii_bytes + b"\x00", match_event_handler=_report_end, context=ends, scratch=scratch.clone()
     )
-    ranges: dict[str, list[tuple[int, int]]] = {kind: [] for kind in SEGMENTED}
-    if not reported:
-        return ranges
-    marks = ascii_bytes.translate(_SEGMENT_MARKS)
-    size = len(ascii_bytes)
-    for kind_index, end in sorted(reported):
-        where = ranges[SEGMENTED[kind_index]]
-        stop = end if end <= size else size  # through the character after the segment (end - 1)
-        floor = where[-1][1] if where else 0
-        # from the phone segment's start (a card segment lies in one), past the last range's end
-        start = marks.rfind(b" ", 0, end - 1) + 1
-        where.append((start if start > floor else floor, stop))
+    ranges: dict[str, list[tuple[int, int]]] = {}
+    for kind, kind_ends, table in zip(SEGMENTED, ends, _SEGMENT_MARKS, strict=True):
+        if not kind_ends:
+            ranges[kind] = []
+            continue
+        kind_ends.sort()  # (Hyperscan reports in order of their ends; not relied on)
+        marks = ascii_bytes.translate(table)
+        # from just after the character before the segment (so the ranges are apart) through
+        # the one after it (end - 1), which the look-aheads read
+        where = ranges[kind] = [(marks.rfind(b" ", 0, end - 1) + 1, end) for end in kind_ends]
+        if kind_ends[-1] > len(ascii_bytes):  # ended by the final NUL, which is no character of the text
+            where[-1] = (where[-1][0], len(ascii_bytes))
     return ranges
 
 
@@ -721,9 +726,10 @@ def _is_card(candidate: str) -> bool:
     return CARD_NETWORKS.fullmatch(number) is not None and luhn.is_valid(number)
 
 
-def _cards(text: str, start: int, end: int, scan: re.Pattern[str]) -> list[Finding]:
+def _cards(text: str, ranges: Iterable[tuple[int, int]], scan: re.Pattern[str]) -> list[Finding]:
     return [
         Finding("pii", "credit_card", m.start(), m.end())
+        for start, end in ranges
         for m in scan.finditer(text, start, end)
         if _is_card(m.group())
     ]
