@@ -463,9 +463,27 @@ def _emails(text: str) -> list[Finding]:
     while at >= 0:
         if at >= end:
             start, end = max(0, at - 65), min(len(text), at + 260)
-            out += [Finding("pii", "email", m.start(), m.end()) for m in EMAIL.finditer(text, start, end)]
+            out += [Finding("pii", "email", s, e) for s, e in email_spans(text, start, end)]
         at = text.find("@", at + 1)
     return out
+
+
+def email_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """The spans of `EMAIL.finditer(text, start, end)`, each searched for only from where it can
+    begin: a match holds exactly one '@' (no part of it admits another) and at most 64
+    characters before it, so none begins before the first '@' from the last match's end less
+    64, and there is none once no '@' is left (an address's window was scanned to its end,
+    ≈200 characters past it)."""
+    spans: list[tuple[int, int]] = []
+    at = text.find("@", start, end)
+    while at >= 0:
+        m = EMAIL.search(text, at - 64 if at - 64 > start else start, end)
+        if m is None:
+            break
+        spans.append(m.span())
+        start = m.end()
+        at = text.find("@", start, end)
+    return spans
 
 
 def _digits(s: str) -> str:
