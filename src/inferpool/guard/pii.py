@@ -44,6 +44,8 @@ def gated(pattern: re.Pattern[str], first: str) -> re.Pattern[str]:
 
 
 EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]{1,64}@(?:[A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,24}\b")
+# EMAIL from its '@' on: where this does not match, no address holds that '@' (email_spans)
+_EMAIL_DOMAIN = re.compile(EMAIL.pattern[EMAIL.pattern.index("@") :])
 # A run of 7+ digits with the separators people write phone numbers with.
 PHONE_CANDIDATE = re.compile(r"(?<![\w+])(?:\+\s?|\()?\d[\d \t().\-/]{5,22}\d(?!\w)")
 CARD_CANDIDATE = re.compile(r"(?<![\d-])(?:\d[ -]?){12,18}\d(?!\d)")
@@ -470,13 +472,17 @@ def _emails(text: str) -> list[Finding]:
 
 def email_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:
     """The spans of `EMAIL.finditer(text, start, end)`, each searched for only from where it can
-    begin: a match holds exactly one '@' (no part of it admits another) and at most 64
-    characters before it, so none begins before the first '@' from the last match's end less
-    64, and there is none once no '@' is left (an address's window was scanned to its end,
-    ≈200 characters past it)."""
+    begin: a match holds exactly one '@' (no part of it admits another), at most 64 characters
+    before it, and after it a domain that EMAIL's domain part alone matches (whatever precedes
+    the '@'), so none begins before the first such '@' from the last match's end less 64, and
+    there is none once no such '@' is left (the window was scanned to its end, ≈200
+    characters past its '@', a version string's "react@18.2.0" included)."""
     spans: list[tuple[int, int]] = []
     at = text.find("@", start, end)
     while at >= 0:
+        if _EMAIL_DOMAIN.match(text, at, end) is None:  # no address holds this '@'
+            at = text.find("@", at + 1, end)
+            continue
         m = EMAIL.search(text, at - 64 if at - 64 > start else start, end)
         if m is None:
             break
