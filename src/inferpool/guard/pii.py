@@ -44,6 +44,8 @@ def gated(pattern: re.Pattern[str], first: str) -> re.Pattern[str]:
 
 
 EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]{1,64}@(?:[A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,24}\b")
+# EMAIL from its '@' on: where this does not match, no address holds that '@' (email_spans)
+_EMAIL_DOMAIN = re.compile(EMAIL.pattern[EMAIL.pattern.index("@") :])
 # A run of 7+ digits with the separators people write phone numbers with.
 PHONE_CANDIDATE = re.compile(r"(?<![\w+])(?:\+\s?|\()?\d[\d \t().\-/]{5,22}\d(?!\w)")
 CARD_CANDIDATE = re.compile(r"(?<![\d-])(?:\d[ -]?){12,18}\d(?!\d)")
@@ -332,12 +334,14 @@ class PiiScanner:
         scans = ANY_DIGIT_SCANS if odd_digits else ASCII_DIGIT_SCANS
         found: list[Finding] = []
         for kind, stretches in _stretches(kinds, joined, bounds, self._national_digits, odd_digits):
+            if kind == "phone":  # (one call for all its ranges: in logs they are hundreds)
+                found += self._phones(joined, bounds, stretches, scans.phone)
+                continue
+            if kind == "credit_card":
+                found += _cards(joined, stretches, scans.card)
+                continue
             for start, end in stretches:
-                if kind == "phone":
-                    found += self._phones(joined, bounds, start, end, scans.phone)
-                elif kind == "credit_card":
-                    found += _cards(joined, start, end, scans.card)
-                elif kind == "iban":
+                if kind == "iban":
                     found += _ibans(joined, start, end)
                 elif kind == "ssn":
                     found += _ssns(joined, start, end, scans.ssn)
@@ -346,41 +350,38 @@ class PiiScanner:
         return [bounds.to_text(f) for f in found]
 
     def _phones(
-        self,
-        text: str,
-        bounds: _Segments | None = None,
-        start: int = 0,
-        end: int | None = None,
-        scan: re.Pattern[str] = _PHONE_SCAN,
+        self, text: str, bounds: _Segments, ranges: Iterable[tuple[int, int]], scan: re.Pattern[str]
     ) -> list[Finding]:
-        """libphonenumber decides validity and whether the digit groups are written as that region
+        """The phone numbers among `scan`'s candidates in the `ranges` of the joined windows `text`.
+        libphonenumber decides validity and whether the digit groups are written as that region
         writes them (STRICT_GROUPING). A number in international form (+CC) or in the home region's
         (the first region's) grouping is a phone; a bare digit run, or a number valid only in a
         further region, also needs a phone word near it: most such runs are ids and timestamps."""
         out: list[Finding] = []
         shapes = self._phone_shapes
-        for m in scan.finditer(text, start, len(text) if end is None else end):
-            span = m.group()
-            if span in shapes:
-                shape = shapes[span]
-            else:
-                if len(shapes) >= _CACHE_SIZE:
-                    shapes.clear()
-                shape = shapes[span] = self._phone_shape(span)
-            if shape is None:
-                continue
-            international, bare = shape
-            at = m.start()
-            if bare and not _phone_word_near(text, bounds, at):
-                continue  # a bare digit run is an id or a timestamp unless a phone word is near
-            for i, region in enumerate(self.phone_regions):
-                hits = _phone_hits(span, region)
-                if not hits:
+        for start, end in ranges:
+            for m in scan.finditer(text, start, end):
+                span = m.group()
+                if span in shapes:
+                    shape = shapes[span]
+                else:
+                    if len(shapes) >= _CACHE_SIZE:
+                        shapes.clear()
+                    shape = shapes[span] = self._phone_shape(span)
+                if shape is None:
                     continue
-                # (a bare run got here with a phone word near; the search runs only when it decides)
-                if international or bare or i == 0 or _phone_word_near(text, bounds, at):
-                    out += [Finding("pii", "phone", at + a, at + b) for a, b in hits]
-                break
+                international, bare = shape
+                at = m.start()
+                if bare and not _phone_word_near(text, bounds, at):
+                    continue  # a bare digit run is an id or a timestamp unless a phone word is near
+                for i, region in enumerate(self.phone_regions):
+                    hits = _phone_hits(span, region)
+                    if not hits:
+                        continue
+                    # (a bare run got here with a phone word near; the search runs only when it decides)
+                    if international or bare or i == 0 or _phone_word_near(text, bounds, at):
+                        out += [Finding("pii", "phone", at + a, at + b) for a, b in hits]
+                    break
         return out
 
     def _phone_shape(self, span: str) -> tuple[bool, bool] | None:
@@ -464,9 +465,31 @@ def _emails(text: str) -> list[Finding]:
     while at >= 0:
         if at >= end:
             start, end = max(0, at - 65), min(len(text), at + 260)
-            out += [Finding("pii", "email", m.start(), m.end()) for m in EMAIL.finditer(text, start, end)]
+            out += [Finding("pii", "email", s, e) for s, e in email_spans(text, start, end)]
         at = text.find("@", at + 1)
     return out
+
+
+def email_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """The spans of `EMAIL.finditer(text, start, end)`, each searched for only from where it can
+    begin: a match holds exactly one '@' (no part of it admits another), at most 64 characters
+    before it, and after it a domain that EMAIL's domain part alone matches (whatever precedes
+    the '@'), so none begins before the first such '@' from the last match's end less 64, and
+    there is none once no such '@' is left (the window was scanned to its end, ≈200
+    characters past its '@', a version string's "react@18.2.0" included)."""
+    spans: list[tuple[int, int]] = []
+    at = text.find("@", start, end)
+    while at >= 0:
+        if _EMAIL_DOMAIN.match(text, at, end) is None:  # no address holds this '@'
+            at = text.find("@", at + 1, end)
+            continue
+        m = EMAIL.search(text, at - 64 if at - 64 > start else start, end)
+        if m is None:
+            break
+        spans.append(m.span())
+        start = m.end()
+        at = text.find("@", start, end)
+    return spans
 
 
 def _digits(s: str) -> str:
@@ -479,8 +502,6 @@ def _digits(s: str) -> str:
 # first, ASCII digits as "0" and capitals as "A" (for IBANs, whose match starts with two
 # capitals and two digits: "AA00" without deletions).
 _NEEDS: dict[str, tuple[bytes, bytes]] = {
-    "phone": (b" \t().-/", b"0" * 7),  # the shape check wants 7 digits
-    "credit_card": (b" -", b"0" * 13),
     "iban": (b"", b"AA00"),
     "ssn": (b"-", b"0" * 9),
     "in_aadhaar": (b" -", b"0" * 12),
@@ -504,7 +525,8 @@ _CLASSES = bytes.maketrans(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"0" * 10 + 
 # of where Python's `re` finds a match: no pattern here takes a '?' or a NUL, and the only other
 # difference, `\b` next to a non-ASCII word character, counts as a boundary here and not in `re`.
 # Phone and card candidates fill nearly every window of digit-heavy text: there the prefilter
-# would report thousands of ends (a Python call each) and skip nothing, so they keep _NEEDS.
+# would report thousands of ends (a Python call each) and skip nothing: their search is narrowed
+# by `candidate_segments` instead.
 PREFILTERED = ("iban", "ssn", *(k for k in ID_RULES if k not in ALNUM_TYPES))
 _PREFILTER_PATTERNS = {
     "iban": IBAN_CANDIDATE,
@@ -558,12 +580,11 @@ def _stretches(
     kinds: Iterable[str], joined: str, bounds: _Segments, national_digits: int, odd_digits: bool
 ) -> Iterable[tuple[str, list[tuple[int, int]]]]:
     """For each kind, the stretches of `joined` (runs of adjacent windows) its pattern must
-    search: the windows that meet its need in _NEEDS, or for PREFILTERED kinds the windows the
-    compiled pass picks. All of them when a non-ASCII digit (which \\d matches too) or the
-    text's own WINDOW_SEPARATOR is present. `national_digits`: the fewest digits a phone
-    candidate without a '+' needs for _phone_shape to pass it (one with a '+' needs 7); a window
-    without such a run, or without a '+' and 7 digits, holds no candidate the shape check keeps.
-    `odd_digits`: `unicode_digits(joined)`."""
+    search: the windows that meet its need in _NEEDS, for PREFILTERED kinds the windows the
+    compiled pass picks, for SEGMENTED kinds the ranges `candidate_segments` gives. All of
+    them when a non-ASCII digit (which \\d matches too) or the text's own WINDOW_SEPARATOR is
+    present. `national_digits`: as for `candidate_segments`. `odd_digits`:
+    `unicode_digits(joined)`."""
     every = [(0, len(joined))]
     if joined.count(WINDOW_SEPARATOR) >= len(bounds.windows) or odd_digits:
         for kind in kinds:
@@ -574,7 +595,14 @@ def _stretches(
     classed: dict[bytes, list[bytes]] = {}
     kinds = tuple(kinds)
     picked: dict[str, set[int]] | None = None
+    segments: dict[str, list[tuple[int, int]]] | None = None
     for kind in kinds:
+        if kind in SEGMENTED:
+            if segments is None:
+                segments = candidate_segments(ascii_bytes, national_digits)
+            if segments[kind]:
+                yield kind, segments[kind]
+            continue
         if kind in PREFILTERED:
             if picked is None:
                 picked = prefiltered_windows(ascii_bytes, bounds, kinds)
@@ -590,14 +618,7 @@ def _stretches(
             parts = classed.get(deleted)
             if parts is None:
                 parts = classed[deleted] = ascii_bytes.translate(_CLASSES, deleted).split(b"\x00")
-            if kind == "phone" and national_digits > len(run):
-                national = b"0" * national_digits
-                # the '+' first: a byte search, where each digit-run search scans the window
-                chosen = [
-                    i for i, part in enumerate(parts) if national in part or (b"+" in part and run in part)
-                ]
-            else:
-                chosen = [i for i, part in enumerate(parts) if run in part]
+            chosen = [i for i, part in enumerate(parts) if run in part]
         stretches: list[tuple[int, int]] = []
         previous = -2
         for i in chosen:
@@ -608,6 +629,87 @@ def _stretches(
             previous = i
         if stretches:
             yield kind, stretches
+
+
+# Phone and card candidates (in joined windows without a non-ASCII digit) are looked for only
+# in the *segments* that can hold one that counts. A segment is a maximal run of the characters
+# a phone candidate can hold (_PHONE_CHARS: digits, its separators, the '+' and the `\s` after
+# it, '?' standing for non-ASCII whitespace in ascii_chars; a card candidate holds fewer).
+# No match of either scan holds another character, so every match lies in one segment, and
+# `finditer` started at a position after such a character (a match cannot straddle it; the
+# look-behinds see the text before `pos`) and stopped just past the character ending the
+# segment (which the look-aheads see) finds exactly the matches the scan of the whole window
+# finds there: the scan of a window is the scans of its segments one after another.
+# A candidate counts only with a run of digits, with only its pattern's separators between
+# them, of a length: for a phone the shape check's 7–15 digits, as many as a national number
+# of the policy's regions has (`national_digits`) unless it begins with '+'; for a card 13
+# (its pattern's fewest, one separator at most between two digits). One Hyperscan pass finds
+# the segments with such a run (each pattern ends at the character after the segment, so it is
+# reported once per segment); every other segment's candidates fail the shape check or are no
+# card candidates at all, and are not looked for: in the 100 KB logs bench prompt the phone scan
+# then reads 11 KB, not the 61 KB of the windows with a 10-digit run (their other digit
+# groups were each a failed attempt), and half as many candidates reach the shape check.
+_PHONE_CHARS = r"0-9 \t\n\x0b\x0c\r\x1c-\x1f().\-/+?"
+_PHONE_SEPARATORS = r" \t().\-/"  # what the phone scan allows between two digits
+_CARD_CHARS = r"0-9 \-"
+SEGMENTED = ("phone", "credit_card")
+# for each of SEGMENTED, ascii_chars -> b"x" for the characters its segments hold, b" " for the rest
+_SEGMENT_MARKS = tuple(
+    bytes(ord("x") if re.fullmatch(f"[{chars}]", chr(b)) else ord(" ") for b in range(256))
+    for chars in (_PHONE_CHARS, _CARD_CHARS)
+)
+
+
+def _digit_run(digits: int, separators: str) -> str:
+    """A Hyperscan expression: `digits` digits with any number of `separators` between them."""
+    return rf"[0-9](?:[{separators}]*[0-9]){{{digits - 1}}}"
+
+
+@lru_cache(maxsize=8)
+def _segment_database(national_digits: int) -> tuple[hyperscan.Database, hyperscan.Scratch]:
+    """SEGMENTED's patterns (ids: their indices): a segment holding the run its candidates need,
+    reported where the character after it ends the match."""
+    phone_run = (
+        f"(?:{_digit_run(max(7, national_digits), _PHONE_SEPARATORS)}"
+        f"|\\+[{_PHONE_CHARS}]?{_digit_run(7, _PHONE_SEPARATORS)})"
+    )
+    return compiled_database(
+        [
+            f"{phone_run}[{_PHONE_CHARS}]*[^{_PHONE_CHARS}]",
+            rf"[0-9](?:[ \-]?[0-9]){{12}}[{_CARD_CHARS}]*[^{_CARD_CHARS}]",
+        ],
+        0,
+    )
+
+
+def _report_end(kind: int, _start: int, end: int, _flags: int, ends: object) -> None:
+    """Hyperscan's match callback: `end` onto the list for pattern `kind` in the scan's context."""
+    cast("tuple[list[int], ...]", ends)[kind].append(end)
+
+
+def candidate_segments(ascii_bytes: bytes, national_digits: int) -> dict[str, list[tuple[int, int]]]:
+    """For each of SEGMENTED, the ranges of joined windows (`ascii_bytes`: their ascii_chars,
+    no non-ASCII digit among them) its scan must search, in order and apart. `national_digits`:
+    the fewest digits a phone candidate without a '+' needs for _phone_shape to pass it."""
+    database, scratch = _segment_database(national_digits)
+    ends: tuple[list[int], ...] = tuple([] for _ in SEGMENTED)
+    # a final segment-ending character, so that a segment at the end is reported too
+    database.scan(
+        ascii_bytes + b"\x00", match_event_handler=_report_end, context=ends, scratch=scratch.clone()
+    )
+    ranges: dict[str, list[tuple[int, int]]] = {}
+    for kind, kind_ends, table in zip(SEGMENTED, ends, _SEGMENT_MARKS, strict=True):
+        if not kind_ends:
+            ranges[kind] = []
+            continue
+        kind_ends.sort()  # (Hyperscan reports in order of their ends; not relied on)
+        marks = ascii_bytes.translate(table)
+        # from just after the character before the segment (so the ranges are apart) through
+        # the one after it (end - 1), which the look-aheads read
+        where = ranges[kind] = [(marks.rfind(b" ", 0, end - 1) + 1, end) for end in kind_ends]
+        if kind_ends[-1] > len(ascii_bytes):  # ended by the final NUL, which is no character of the text
+            where[-1] = (where[-1][0], len(ascii_bytes))
+    return ranges
 
 
 class _Segments:
@@ -648,9 +750,10 @@ def _is_card(candidate: str) -> bool:
     return CARD_NETWORKS.fullmatch(number) is not None and luhn.is_valid(number)
 
 
-def _cards(text: str, start: int, end: int, scan: re.Pattern[str]) -> list[Finding]:
+def _cards(text: str, ranges: Iterable[tuple[int, int]], scan: re.Pattern[str]) -> list[Finding]:
     return [
         Finding("pii", "credit_card", m.start(), m.end())
+        for start, end in ranges
         for m in scan.finditer(text, start, end)
         if _is_card(m.group())
     ]

@@ -98,7 +98,11 @@ def fold_ascii(text: str) -> str:
 
 
 def has_case_exotic(text: str) -> bool:
-    return any(c in text for c in CASE_EXOTIC)
+    """Whether a CASE_EXOTIC character is in `text`. All are non-ASCII, so an ASCII text (most
+    injection passages; `isascii` reads words at a time) holds none (chat 100 KB's 268
+    passages 370 -> 120 µs); otherwise a substring search per character, each a fast scan (a
+    class search reads the text at `re`'s pace, 7x slower over 2 KB of multilingual text)."""
+    return not text.isascii() and any(c in text for c in CASE_EXOTIC)
 
 
 def unicode_digits(text: str) -> bool:
