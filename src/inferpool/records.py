@@ -31,8 +31,8 @@ class LazyScores(Sequence[CandidateScore]):
     Every routed request's record carries them, and few are read: the metrics only ask whether
     there are any, the decision log keeps the last few hundred records for the dashboard, and
     only the access log (when on) reads every one. Building them is a `CandidateScore` and a
-    dict per candidate (≈7 µs a request on a slow core). Compares, hashes and pickles as the
-    tuple it stands for; `count` is its length, known without building it.
+    dict per candidate (≈7 µs a request on a slow core). Compares and pickles as the tuple it
+    stands for (and is unhashable like it); `count` is its length, known without building it.
     """
 
     __slots__ = ("_build", "_built", "_count")
@@ -71,8 +71,7 @@ class LazyScores(Sequence[CandidateScore]):
             other = other._items()
         return self._items() == other if isinstance(other, tuple) else NotImplemented
 
-    def __hash__(self) -> int:
-        return hash(self._items())  # as the tuple: unhashable while a score is a dict
+    __hash__ = None  # type: ignore[assignment]  # as the tuple: a score holds a dict
 
     def __repr__(self) -> str:
         return repr(self._items())
