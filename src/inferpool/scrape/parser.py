@@ -73,14 +73,33 @@ def _parse_labels(line: str, i: int) -> tuple[dict[str, str], int] | None:
         i = k + 1
 
 
+# Label sets parsed before, by their text from `{` to `}`: a server repeats the same ones every
+# scrape (only the values change), and vLLM's cache_config_info line alone carries ~35 labels.
+_LABEL_SETS: dict[str, dict[str, str]] = {}
+_LABEL_SETS_KEPT = 4096  # bounded: label values are the servers' to choose
+
+
 def _parse_line(line: str, name_end: int) -> Sample | None:
-    """One sample line whose metric name ends at `name_end`."""
-    labels: dict[str, str]
+    """One sample line whose metric name ends at `name_end`. Its labels dict may be shared
+    with other samples of the same label set: read it, never change it."""
+    labels: dict[str, str] | None
     if line[name_end] == "{":
-        parsed = _parse_labels(line, name_end + 1)
-        if parsed is None:
-            return None
-        labels, rest_at = parsed
+        close = line.rfind("}")  # the last brace: a value or timestamp holds none
+        block = line[name_end : close + 1]
+        labels = _LABEL_SETS.get(block)
+        if labels is not None:
+            rest_at = close + 1
+        else:
+            parsed = _parse_labels(line, name_end + 1)
+            if parsed is None:
+                return None
+            labels, rest_at = parsed
+            if rest_at == close + 1:
+                # The parse read this block and nothing after it, so the block alone decides
+                # it: another line with the same block parses to the same labels.
+                if len(_LABEL_SETS) >= _LABEL_SETS_KEPT:
+                    _LABEL_SETS.clear()
+                _LABEL_SETS[block] = labels
     else:
         labels, rest_at = {}, name_end
     rest = line[rest_at:].split(None, 2)

@@ -165,10 +165,11 @@ class Scraper(DatastoreFollower):
         metrics.loaded_adapters = target.loaded_adapters
         metrics.base_models = target.base_models
         self.scrapes += 1
-        for endpoint in target.endpoints:
+        for i, endpoint in enumerate(target.endpoints):
             if endpoint.consecutive_scrape_failures >= self.config.failure_threshold:
                 log.info("endpoint %s back in rotation: scrape succeeded", endpoint.name)
-            endpoint.metrics = replace(metrics)  # one object per endpoint: writers never alias
+            # one object per endpoint, so writers never alias; the first takes the fresh one
+            endpoint.metrics = metrics if i == 0 else replace(metrics)
             endpoint.consecutive_scrape_failures = 0
             self.readiness.set_scrape(endpoint, True)
         return True

