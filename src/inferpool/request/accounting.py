@@ -57,6 +57,36 @@ def usage_from(obj: object) -> Usage | None:
     return _input_output_usage(usage)
 
 
+class _AnswerFacts(msgspec.Struct):
+    """The top-level fields of a JSON answer that accounting reads; a decode into it skips every
+    other field (the answer's text among them) without building it, as orjson.loads would."""
+
+    usage: Any = None
+    type: Any = None
+    response: Any = None
+    message: Any = None
+    object: Any = None
+    id: Any = None
+
+
+_ANSWER_DECODER = msgspec.json.Decoder(_AnswerFacts)
+
+
+def _answer_facts(body: bytes) -> tuple[Usage | None, str | None]:
+    """(usage, Responses API id) of a whole JSON answer, as `usage_from(orjson.loads(body))`
+    and its `object`/`id` would give them; (None, None) for a body that is no JSON object."""
+    try:
+        facts = _ANSWER_DECODER.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None, None
+    fields: dict[str, Any] = {"usage": facts.usage} if facts.usage is not None else {}
+    if facts.usage is None and facts.type is not None:
+        # no top-level usage: usage_from looks in `response`/`message` by `type`
+        fields = {"type": facts.type, "response": facts.response, "message": facts.message}
+    response_id = _str(facts.id) if facts.object == "response" else None
+    return usage_from(fields), response_id
+
+
 def _input_output_usage(usage: dict[str, Any]) -> Usage:
     """Responses API usage (`input_tokens` is the whole prompt, `input_tokens_details.cached_tokens`
     the cached part) or Anthropic's (`input_tokens` excludes `cache_read_input_tokens` and
@@ -103,7 +133,8 @@ class ResponseAccounting:
         self.response_id: str | None = None
         self._line = bytearray()  # partial SSE line
         self._data: list[bytes] = []  # data lines of the current SSE event
-        self._body = bytearray()  # non-streaming body
+        self._body: list[bytes] = []  # non-streaming body, as it came (one chunk: no copy)
+        self._body_bytes = 0
         self._body_overflow = False
         self._closed = False
 
@@ -122,11 +153,12 @@ class ResponseAccounting:
         if self.sse:
             self._feed_sse(chunk)
         elif not self._body_overflow:
-            if len(self._body) + len(chunk) > MAX_JSON_BODY:
+            self._body_bytes += len(chunk)
+            if self._body_bytes > MAX_JSON_BODY:
                 self._body_overflow = True
                 self._body.clear()
             else:
-                self._body += chunk
+                self._body.append(chunk)
 
     def close(self) -> None:
         """End of body: dispatch a trailing event without its blank line, parse a JSON body."""
@@ -139,13 +171,11 @@ class ResponseAccounting:
                 self._line.clear()
             self._dispatch()
         elif self._body and self.status is not None and 200 <= self.status < 300:
-            try:
-                answer = orjson.loads(self._body)
-            except orjson.JSONDecodeError:
-                answer = None
-            self.usage = usage_from(answer) or self.usage
-            if isinstance(answer, dict) and answer.get("object") == "response":
-                self.response_id = _str(answer.get("id"))
+            body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+            usage, response_id = _answer_facts(body)
+            self.usage = usage or self.usage
+            if response_id is not None:
+                self.response_id = response_id
             self._body.clear()
 
     @property

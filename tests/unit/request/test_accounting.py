@@ -254,3 +254,82 @@ def test_event_chunks_the_fast_path_does_not_take_read_the_same() -> None:
     slow = _account("text/event-stream", [body[i : i + 1] for i in range(len(body))])
     assert {f: getattr(fast, f) for f in FACTS} == {f: getattr(slow, f) for f in FACTS}
     assert fast.token_events == 6 and fast.usage == Usage(3, 6, None) and fast.done
+
+
+_json_leaves = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**40), 2**40)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=8)
+)
+_json = st.recursive(
+    _json_leaves,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=12,
+)
+_usage_shapes = st.dictionaries(
+    st.sampled_from(
+        ["prompt_tokens", "completion_tokens", "input_tokens", "output_tokens", "prompt_tokens_details",
+         "input_tokens_details", "cache_read_input_tokens", "cache_creation_input_tokens"]
+    ),
+    st.integers(0, 10**6) | st.dictionaries(st.just("cached_tokens"), st.integers(0, 10**6) | _json_leaves) | _json_leaves,
+)  # fmt: skip
+_answer_fields = st.fixed_dictionaries(
+    {},
+    optional={
+        "usage": _usage_shapes | _json,
+        "type": st.sampled_from(["message", "response.completed", "message_start"]) | _json_leaves,
+        "response": st.fixed_dictionaries({}, optional={"usage": _usage_shapes}) | _json,
+        "message": st.fixed_dictionaries({}, optional={"usage": _usage_shapes}) | _json,
+        "object": st.sampled_from(["response", "text_completion"]) | _json_leaves,
+        "id": st.text(max_size=6) | _json_leaves,
+        "choices": _json,
+    },
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(answer=_answer_fields | _json, pieces=st.integers(1, 4))
+def test_a_whole_answer_reads_as_its_decoded_json_would(answer: object, pieces: int) -> None:
+    """Usage and response id of a non-streamed answer, in any chunking, are what decoding the whole
+    JSON and reading it gives (the accounting reads only the fields it needs)."""
+    body = orjson.dumps(answer)
+    acct = ResponseAccounting()
+    acct.started(200, "application/json")
+    step = max(1, len(body) // pieces)
+    for at in range(0, len(body), step):
+        acct.feed(body[at : at + step])
+    acct.close()
+    assert acct.usage == usage_from(answer)
+    expected_id = None
+    if isinstance(answer, dict) and answer.get("object") == "response":
+        expected_id = answer.get("id") if isinstance(answer.get("id"), str) and answer.get("id") else None
+    assert acct.response_id == expected_id
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"type": "message", "message": {"usage": {"input_tokens": 5, "output_tokens": 2}}},
+        {"type": "response.completed", "response": {"usage": {"input_tokens": 7}}},
+        {"object": "response", "id": "resp_1", "usage": {"input_tokens": 3, "output_tokens": 1}},
+        {"usage": None, "type": "message", "message": {"usage": {"prompt_tokens": 4}}},
+    ],
+)
+def test_a_whole_answer_with_nested_or_typed_usage(answer: dict[str, object]) -> None:
+    acct = ResponseAccounting()
+    acct.started(200, "application/json")
+    acct.feed(orjson.dumps(answer))
+    acct.close()
+    assert acct.usage is not None and acct.usage == usage_from(answer)
+    assert acct.response_id == ("resp_1" if answer.get("object") == "response" else None)
+
+
+def test_a_whole_answer_that_is_no_json_object_has_no_usage() -> None:
+    for body in (b"[1, 2]", b'"text"', b"{not json", b'{"usage": {"prompt_tokens": 1}'):
+        acct = ResponseAccounting()
+        acct.started(200, "application/json")
+        acct.feed(body)
+        acct.close()
+        assert acct.usage is None and acct.response_id is None

@@ -120,7 +120,8 @@ class PrefixCacheScorer:
     def on_routed(self, req: SchedulingRequest, endpoint: Endpoint) -> None:
         hashes = self.hashes(req)
         self._pending.pop(req.request_id, None)
-        self.index.add(endpoint.name, hashes, self.capacity(endpoint))
+        if hashes:  # a prompt shorter than a block leaves the index as it is
+            self.index.add(endpoint.name, hashes, self.capacity(endpoint))
 
     def on_completed(self, req: SchedulingRequest, endpoint: Endpoint) -> None:
         self._pending.pop(req.request_id, None)

@@ -22,6 +22,8 @@ def block_hashes(prompt: str, model: str, block_chars: int, max_blocks: int) -> 
     servers cache full blocks only.
     """
     count = min(len(prompt) // block_chars, max_blocks)
+    if count <= 0:  # a prompt shorter than one block: nothing to hash, not even the model
+        return []
     digest = xxhash.xxh64_intdigest
     prev = digest(model.encode())
     hashes = [0] * count
