@@ -15,7 +15,7 @@ import heapq
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import orjson
 
@@ -25,8 +25,10 @@ from inferpool.bench.workloads import BenchRequest
 from inferpool.errors import InferenceError
 from inferpool.request.core import Core, CoreConfig
 from inferpool.request.director import RoutedRequest
+from inferpool.scrape.kvevents import apply_events, index_consumers
 from inferpool.sim.clock import VirtualClock
 from inferpool.sim.engine import Engine, SimRequest, TokenEvent
+from inferpool.sim.kvevents import KVEventQueue
 from inferpool.sim.profile import HardwareProfile, load_profile
 from inferpool.state import Datastore, Endpoint, EndpointMetrics, Objective, Pool, PoolBinding
 from inferpool.tokenization import Tokenizer
@@ -41,6 +43,10 @@ class VirtualRun:
     sim_seconds: float
     wall_seconds: float
     decision_seconds: list[float]
+    # At the end, per endpoint: the blocks its engine caches, and those the core's KV-event
+    # index holds for it (empty unless the profile reads KV events).
+    cached_blocks: dict[str, int] = field(default_factory=dict)
+    index_blocks: dict[str, int] = field(default_factory=dict)
 
     @property
     def wall_per_sim_second(self) -> float:
@@ -54,13 +60,15 @@ def simulate(
     scrape_interval: float = 0.05,
     seed: int = 0,
     speeds: Sequence[float] | None = None,
+    hardware: HardwareProfile | None = None,
 ) -> VirtualRun:
     """Route `trace` with scheduler `profile` over `replicas` engines; everything in simulated seconds.
 
     `speeds` makes the pool heterogeneous: replica i's steps take 1 / speeds[i] times as long
-    (0.5: a GPU half as fast); replicas past its end run at 1.
+    (0.5: a GPU half as fast); replicas past its end run at 1. `hardware` is the engines' sim
+    profile (default llama-3.1-8b-h100), e.g. with a smaller batch or KV cache.
     """
-    hw = load_profile("llama-3.1-8b-h100")
+    hw = hardware or load_profile("llama-3.1-8b-h100")
     tokenizer = Tokenizer()
     store = Datastore()
     store.upsert_pool(Pool(namespace="default", name="bench", selector={"app": "bench"}, target_ports=[8000]))
@@ -95,6 +103,7 @@ def simulate(
         if isinstance(rng, random.Random):
             rng.seed(f"{seed}:{i}")
     director = core.director
+    _publish_kv_events(core, store, engines)
     busy: list[tuple[float, int, str]] = []  # (engine clock, tiebreak, endpoint name)
     queued: set[str] = set()
     counter = 0
@@ -142,6 +151,10 @@ def simulate(
                 kv_cache_usage=eng.pool.usage(),
                 active_adapters=frozenset(eng.gpu_loras),
                 max_active_adapters=4,
+                # what the scraper reads off vllm:cache_config_info (the approximate prefix
+                # index sizes each endpoint's LRU by it)
+                cache_block_size=eng.pool.block_size,
+                cache_num_blocks=eng.pool.num_blocks,
                 scraped_at=time.monotonic(),
             )
 
@@ -201,7 +214,35 @@ def simulate(
         if endpoint.name not in queued:
             push(endpoint.name)
     run_engines_until(float("inf"))
-    return VirtualRun(results, now[0], time.perf_counter() - wall_start, decisions)
+    run = VirtualRun(results, now[0], time.perf_counter() - wall_start, decisions)
+    run.cached_blocks = {name: len(engine.pool.cached) for name, engine in engines.items()}
+    if core.kv_events is not None:
+        index, settings = core.kv_events.index, core.kv_events.settings
+        run.index_blocks = {ep.name: index.size(settings.source(ep)) for ep in store.endpoints(POOL)}
+    return run
+
+
+def _publish_kv_events(core: Core, store: Datastore, engines: dict[str, Engine]) -> None:
+    """Where the profile reads KV-cache events (precise prefix scoring): each engine's block
+    events reach the core's index at the end of the step that made them, as one batch, as a
+    replica publishing them over ZMQ delivers them (less the network's fraction of a
+    millisecond), and every stream is live from the start."""
+    subscriber = core.kv_events
+    if subscriber is None:
+        return
+    index = subscriber.index
+    for consumer in index_consumers(core.scheduler_for(POOL)):
+        consumer.bind_kv_index(index)
+    for endpoint in store.endpoints(POOL):
+        engine = engines[endpoint.name]
+        queue = engine.pool.events = KVEventQueue(engine.pool.block_size)
+        source = subscriber.settings.source(endpoint)
+        index.set_live(source, True)
+
+        def publish(_report: object, queue: KVEventQueue = queue, source: str = source) -> None:
+            apply_events(index, source, queue.take())
+
+        engine.step_hooks.append(publish)
 
 
 def _sse(event: dict[str, object]) -> bytes:

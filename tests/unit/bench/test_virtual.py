@@ -18,3 +18,16 @@ def test_simulate_routes_every_request_and_default_finds_prefixes() -> None:
         assert len(run.decision_seconds) == len(trace)
         hits[profile] = summarize(run.results, run.sim_seconds, Slo()).prefix_hit_rate
     assert hits["default"] > hits["round-robin"]
+
+
+def test_precise_reads_each_engines_kv_events_in_virtual_time() -> None:
+    """With a profile that reads KV events, every engine's block events reach the core's index
+    as it steps: at the end the index holds, per endpoint, exactly the blocks its engine caches."""
+    opts = WorkloadOptions(groups=6, system_prompt_tokens=600, output_tokens=16)
+    trace = TraceSpec("shared-prefix", 30.0, 3.0, 2, "poisson", opts).build()
+    run = simulate(trace, 3, "precise")
+    assert all(r.ok for r in run.results)
+    assert set(run.index_blocks) == set(run.cached_blocks) == {"r0", "r1", "r2"}
+    assert all(count > 0 for count in run.cached_blocks.values())
+    assert run.index_blocks == run.cached_blocks
+    assert simulate(trace, 3, "default").index_blocks == {}  # no KV events read: none followed
