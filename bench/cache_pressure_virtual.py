@@ -11,6 +11,10 @@ made them. Two modes:
         [--profiles default,precise,round-robin] [--jobs 2] [--out DIR]
     .venv/bin/python bench/cache_pressure_virtual.py existing [--seeds 101-120] [--out DIR]
 
+A profile named `NAME:unsized` runs NAME without the engines' KV-cache sizes (as in front of an
+engine that exports no vllm:cache_config_info): the approximate prefix index then assumes its
+configured capacity (lruCapacityPerServer: 31,250 blocks of 64 characters, ≈500k tokens here).
+
 `capacity`: round-robin alone, Poisson arrivals, 30 s at each rate: C is the highest rate with
 ≥ 90 % goodput (SLO attainment). `ramp`: 20, 45, 70, 95 and 120 % of C in five 12 s steps;
 per step and seed, each profile's p50/p90/p99 TTFT, goodput and prefix-cache hits (JSON per
@@ -70,7 +74,8 @@ def one_run(
     if workload in EXISTING:
         opts = replace(opts, **EXISTING[workload][2])
     trace = TraceSpec(workload, rate, duration, seed, arrival, opts).build()
-    run = simulate(trace, FLEET, profile, seed=seed, hardware=hw)
+    name, _, variant = profile.partition(":")  # "default:unsized": no KV-cache size scraped
+    run = simulate(trace, FLEET, name, seed=seed, hardware=hw, cache_sizes_known=variant != "unsized")
     slo = parse_slo(SLO)
     out: dict[str, Any] = {
         "workload": workload,

@@ -61,12 +61,15 @@ def simulate(
     seed: int = 0,
     speeds: Sequence[float] | None = None,
     hardware: HardwareProfile | None = None,
+    cache_sizes_known: bool = True,
 ) -> VirtualRun:
     """Route `trace` with scheduler `profile` over `replicas` engines; everything in simulated seconds.
 
     `speeds` makes the pool heterogeneous: replica i's steps take 1 / speeds[i] times as long
     (0.5: a GPU half as fast); replicas past its end run at 1. `hardware` is the engines' sim
     profile (default llama-3.1-8b-h100), e.g. with a smaller batch or KV cache.
+    `cache_sizes_known=False` scrapes no KV-cache size (as from an engine that exports no
+    vllm:cache_config_info): the approximate prefix index then assumes its configured capacity.
     """
     hw = hardware or load_profile("llama-3.1-8b-h100")
     tokenizer = Tokenizer()
@@ -153,8 +156,8 @@ def simulate(
                 max_active_adapters=4,
                 # what the scraper reads off vllm:cache_config_info (the approximate prefix
                 # index sizes each endpoint's LRU by it)
-                cache_block_size=eng.pool.block_size,
-                cache_num_blocks=eng.pool.num_blocks,
+                cache_block_size=eng.pool.block_size if cache_sizes_known else None,
+                cache_num_blocks=eng.pool.num_blocks if cache_sizes_known else None,
                 scraped_at=time.monotonic(),
             )
 
