@@ -58,7 +58,7 @@ unit: $(STAMP)
 # and unpack) does not wait for the project venv, peers, lint and mypy (CI has 2 cores and 15 min).
 test:
 	$(MAKE) -j4 --output-sync=target test-prerequisites
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=25  # the slowest tests in every CI log: what to look at when the budget is tight
 
 test-prerequisites: $(STAMP) vllm-env browser loadgen peers lint typecheck
 
