@@ -140,7 +140,8 @@ def ramp(args: argparse.Namespace) -> None:
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         for run in runs:
-            (args.out / f"{run['profile']}-seed{run['seed']}.json").write_text(json.dumps(run, indent=1))
+            name = run["profile"].replace(":", "-")  # no colon in a file name
+            (args.out / f"{name}-seed{run['seed']}.json").write_text(json.dumps(run, indent=1))
     by = {(run["profile"], run["seed"]): run for run in runs}
     base = profiles[0]
     for step in CACHE_PRESSURE_STEPS:
