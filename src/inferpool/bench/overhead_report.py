@@ -11,6 +11,9 @@ from typing import Any
 from inferpool.bench.overhead import TESTS, LoadTest, Measurement
 
 DIRECT = "direct"
+# The plain aiohttp reverse proxy: issue 19 holds `serve` to 1.8x its CPU per request, "measured in
+# the same run"; rounds alternate contenders, so a round's pair shares the machine's state.
+FLOOR = "bare-aiohttp"
 SUSTAINED_SHARE = 0.95  # an open-loop run below this share of the offered rate did not keep up
 
 
@@ -22,6 +25,7 @@ class Measure:
     test: str
     read: Callable[[Measurement], float | None]
     added: bool = False  # shown as the difference to direct's median
+    per_floor: bool = False  # each round's value over the floor's (FLOOR) in the same round
 
 
 def _latency(q: str) -> Callable[[Measurement], float | None]:
@@ -118,6 +122,8 @@ def measures(tests: tuple[LoadTest, ...] = TESTS) -> list[Measure]:
             tag = "closed loop" if test.name == "closed" else test.name
             rows += [Measure(f"{what}: req/s", test.name, _rate("rps")),
                      Measure(f"CPU µs per request ({tag})", test.name, _cpu_per("ok")),
+                     Measure(f"CPU per request ÷ {FLOOR}'s in the same round ({tag})", test.name,
+                             _cpu_per("ok"), per_floor=True),
                      Measure(f"picker's CPU µs per request, Envoy's left out ({tag})", test.name,
                              _picker_cpu_per_request),
                      Measure(f"busiest picker worker's requests ÷ mean ({tag})", test.name, _worker_spread),
@@ -150,9 +156,13 @@ def summarize(
     raw: dict[str, dict[str, list[float]]] = {}
     flags: dict[tuple[str, str], bool] = {}
     for measure in measures(tests):
+        floor = _floor_by_round(measurements, measure) if measure.per_floor else {}
         for name in contenders:
             runs = [m for m in measurements if m.contender == name and m.test == measure.test]
             values = [v for v in (measure.read(m) for m in runs) if v is not None]
+            if measure.per_floor:
+                # the floor's own column stays empty: 1.0 by definition
+                values = [] if name == FLOOR else _over_floor(runs, measure, floor)
             raw.setdefault(name, {})[measure.label] = values
             rate = by_test[measure.test].rate
             flags[(name, measure.label)] = bool(rate) and any(not sustained(m, rate) for m in runs)
@@ -172,6 +182,24 @@ def summarize(
                 cell = Cell(median, min(shifted), max(shifted), len(shifted), flags[(name, measure.label)])
             table.setdefault(name, {})[measure.label] = cell
     return table
+
+
+def _floor_by_round(measurements: list[Measurement], measure: Measure) -> dict[int, float]:
+    floor: dict[int, float] = {}
+    for m in measurements:
+        if m.contender == FLOOR and m.test == measure.test and (value := measure.read(m)):
+            floor[m.round] = value
+    return floor
+
+
+def _over_floor(runs: list[Measurement], measure: Measure, floor: dict[int, float]) -> list[float]:
+    """Each round's value over the floor's in that round (rounds the floor lacks are left out)."""
+    ratios = []
+    for m in runs:
+        value = measure.read(m)
+        if value is not None and m.round in floor:
+            ratios.append(value / floor[m.round])
+    return ratios
 
 
 def fmt(value: float, signed: bool = False) -> str:
@@ -199,6 +227,8 @@ def markdown_table(
     header = ["measure", *(f"{c} (absolute)" if c == DIRECT else c for c in contenders)]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * len(contenders)]
     for measure in measures(tests):
+        if measure.per_floor and FLOOR not in contenders:
+            continue  # no floor in this run: nothing to divide by
         label = (
             measure.label
             if has_direct or not measure.added

@@ -365,3 +365,27 @@ def test_errors_and_non_2xx_answers_get_a_footnote() -> None:
     bad = _result(errors={"connect": 0, "io": 2, "timeout": 0, "parse": 0}, status={"200": 98, "503": 2})
     [note] = overhead_report.footnotes([Measurement("serve default", "closed", 1, bad)])
     assert "'io': 2" in note and "'503': 2" in note
+
+
+def test_cpu_over_the_bare_proxy_is_paired_by_round() -> None:
+    """Each round's CPU per request over the bare proxy's in the same round: a machine that slows
+    down for one round moves both sides of that round's ratio, not one side of a median's."""
+    tests = (overhead.LoadTest("closed", 32),)
+    runs = []
+    # round 2 runs on a machine twice as slow: both contenders' CPU doubles
+    for round_no, (serve_us, bare_us) in enumerate([(800, 450), (1600, 900), (760, 400)], start=1):
+        runs += [
+            Measurement("serve", "closed", round_no, _result(ok=1000), cpu_s=serve_us * 1e-3),
+            Measurement("bare-aiohttp", "closed", round_no, _result(ok=1000), cpu_s=bare_us * 1e-3),
+        ]
+    runs.append(Measurement("serve", "closed", 4, _result(ok=1000), cpu_s=5.0))  # no floor that round
+    label = "CPU per request ÷ bare-aiohttp's in the same round (closed loop)"
+    table = overhead_report.summarize(runs, ["serve", "bare-aiohttp"], tests)
+    paired = table["serve"][label]
+    assert paired is not None and paired.rounds == 3
+    assert paired.median == pytest.approx(800 / 450)
+    assert (paired.low, paired.high) == (pytest.approx(1600 / 900), pytest.approx(760 / 400))
+    assert table["bare-aiohttp"][label] is None
+    text = overhead_report.markdown_table(runs, ["serve", "bare-aiohttp"], tests)
+    assert f"| {label} | 1.78 (1.78…1.90) | — |" in text
+    assert label not in overhead_report.markdown_table(runs, ["serve"], tests)  # no floor, no row
