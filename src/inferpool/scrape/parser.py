@@ -74,7 +74,7 @@ def _parse_labels(line: str, i: int) -> tuple[dict[str, str], int] | None:
 
 
 # Label sets parsed before, by their text from `{` to `}`: a server repeats the same ones every
-# scrape (only the values change), and vLLM's cache_config_info line alone carries ~35 labels.
+# scrape (only the values change), and vLLM's cache_config_info line alone carries 37 labels.
 _LABEL_SETS: dict[str, dict[str, str]] = {}
 _LABEL_SETS_KEPT = 4096  # bounded: label values are the servers' to choose
 
