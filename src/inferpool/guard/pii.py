@@ -13,6 +13,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
+from itertools import accumulate
 from typing import NamedTuple, cast
 
 import hyperscan
@@ -359,29 +360,30 @@ class PiiScanner:
         further region, also needs a phone word near it: most such runs are ids and timestamps."""
         out: list[Finding] = []
         shapes = self._phone_shapes
-        for start, end in ranges:
-            for m in scan.finditer(text, start, end):
-                span = m.group()
-                if span in shapes:
-                    shape = shapes[span]
-                else:
-                    if len(shapes) >= _CACHE_SIZE:
-                        shapes.clear()
-                    shape = shapes[span] = self._phone_shape(span)
-                if shape is None:
+        copied, piece_starts, shifts = _ranges_copied(text, ranges)
+        for m in scan.finditer(copied):
+            span = m.group()
+            if span in shapes:
+                shape = shapes[span]
+            else:
+                if len(shapes) >= _CACHE_SIZE:
+                    shapes.clear()
+                shape = shapes[span] = self._phone_shape(span)
+            if shape is None:
+                continue
+            international, bare = shape
+            at = m.start()
+            at += shifts[bisect_right(piece_starts, at) - 1]  # where it is in `text`
+            if bare and not _phone_word_near(text, bounds, at):
+                continue  # a bare digit run is an id or a timestamp unless a phone word is near
+            for i, region in enumerate(self.phone_regions):
+                hits = _phone_hits(span, region)
+                if not hits:
                     continue
-                international, bare = shape
-                at = m.start()
-                if bare and not _phone_word_near(text, bounds, at):
-                    continue  # a bare digit run is an id or a timestamp unless a phone word is near
-                for i, region in enumerate(self.phone_regions):
-                    hits = _phone_hits(span, region)
-                    if not hits:
-                        continue
-                    # (a bare run got here with a phone word near; the search runs only when it decides)
-                    if international or bare or i == 0 or _phone_word_near(text, bounds, at):
-                        out += [Finding("pii", "phone", at + a, at + b) for a, b in hits]
-                    break
+                # (a bare run got here with a phone word near; the search runs only when it decides)
+                if international or bare or i == 0 or _phone_word_near(text, bounds, at):
+                    out += [Finding("pii", "phone", at + a, at + b) for a, b in hits]
+                break
         return out
 
     def _phone_shape(self, span: str) -> tuple[bool, bool] | None:
@@ -394,6 +396,26 @@ class PiiScanner:
         if not international and count not in self._national_lengths:
             return None  # no region of the policy has national numbers this long
         return international, span.isdigit()
+
+
+def _ranges_copied(text: str, ranges: Iterable[tuple[int, int]]) -> tuple[str, list[int], list[int]]:
+    """The `ranges` of `text` copied end to end for one `finditer` (in logs they are hundreds,
+    and a call costs more than copying its range): each with the character before it, which
+    the phone scan's look-behinds read, and a WINDOW_SEPARATOR after it, which no match holds
+    and which its look-ahead takes for the end of the string. So the matches in the copy are
+    those of `finditer(text, start, end)` for each range, provided no match can start at the
+    character before a range: there a range begins after a window separator or a character
+    no phone candidate holds (`candidate_segments`). Also where each copied range begins,
+    and what to add to an offset in it to get the offset in `text`."""
+    froms: list[int] = []
+    pieces: list[str] = []
+    for start, end in ranges:
+        before = start - 1 if start else 0
+        froms.append(before)
+        pieces.append(text[before:end])
+    piece_starts = list(accumulate([len(p) + len(WINDOW_SEPARATOR) for p in pieces], initial=0))
+    shifts = [f - p for f, p in zip(froms, piece_starts, strict=False)]
+    return WINDOW_SEPARATOR.join(pieces), piece_starts, shifts
 
 
 def _phone_word_near(text: str, bounds: _Segments | None, at: int) -> bool:
