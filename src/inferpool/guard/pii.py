@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import accumulate
@@ -351,7 +351,7 @@ class PiiScanner:
         return [bounds.to_text(f) for f in found]
 
     def _phones(
-        self, text: str, bounds: _Segments, ranges: Iterable[tuple[int, int]], scan: re.Pattern[str]
+        self, text: str, bounds: _Segments, ranges: Sequence[tuple[int, int]], scan: re.Pattern[str]
     ) -> list[Finding]:
         """The phone numbers among `scan`'s candidates in the `ranges` of the joined windows `text`.
         libphonenumber decides validity and whether the digit groups are written as that region
@@ -398,7 +398,7 @@ class PiiScanner:
         return international, span.isdigit()
 
 
-def _ranges_copied(text: str, ranges: Iterable[tuple[int, int]]) -> tuple[str, list[int], list[int]]:
+def _ranges_copied(text: str, ranges: Sequence[tuple[int, int]]) -> tuple[str, list[int], list[int]]:
     """The `ranges` of `text` copied end to end for one `finditer` (in logs they are hundreds,
     and a call costs more than copying its range): each with the character before it, which
     the phone scan's look-behinds read, and a WINDOW_SEPARATOR after it, which no match holds
@@ -407,14 +407,15 @@ def _ranges_copied(text: str, ranges: Iterable[tuple[int, int]]) -> tuple[str, l
     character before a range: there a range begins after a window separator or a character
     no phone candidate holds (`candidate_segments`). Also where each copied range begins,
     and what to add to an offset in it to get the offset in `text`."""
-    froms: list[int] = []
-    pieces: list[str] = []
-    for start, end in ranges:
-        before = start - 1 if start else 0
-        froms.append(before)
-        pieces.append(text[before:end])
-    piece_starts = list(accumulate([len(p) + len(WINDOW_SEPARATOR) for p in pieces], initial=0))
-    shifts = [f - p for f, p in zip(froms, piece_starts, strict=False)]
+    # (comprehensions, not one loop of appends: in logs this runs over hundreds of ranges)
+    froms = [start - 1 if start else 0 for start, _end in ranges]
+    ends = [end for _start, end in ranges]
+    pieces = [text[before:end] for before, end in zip(froms, ends, strict=True)]
+    step = len(WINDOW_SEPARATOR)
+    piece_starts = list(
+        accumulate([end - before + step for before, end in zip(froms, ends, strict=True)], initial=0)
+    )
+    shifts = [before - at for before, at in zip(froms, piece_starts, strict=False)]
     return WINDOW_SEPARATOR.join(pieces), piece_starts, shifts
 
 
