@@ -128,6 +128,10 @@ WINDOW_SEPARATOR = "\x00"
 # Verdicts on candidate strings are kept (logs and chat histories repeat the same numbers) up
 # to this many per validator; they depend on the candidate alone (and the scanner's regions).
 _CACHE_SIZE = 4096
+# From this many phone ranges on, one scan over their copy (`_ranges_copied`) beats a `finditer`
+# per range (logs 100 KB: 618 ranges, ≈0.17 ms less here); below it the copying costs more
+# (logs 2 KB: 8 ranges, 17 -> 24 µs)
+COPY_RANGES_FROM = 64
 _KEYWORD_SETS_KEPT = 64  # PiiScanner._kinds_passing's answers kept (distinct keyword sets)
 _NINO_BAD_PREFIX = {"BG", "GB", "KN", "NK", "NT", "TN", "ZZ"}
 
@@ -360,30 +364,37 @@ class PiiScanner:
         further region, also needs a phone word near it: most such runs are ids and timestamps."""
         out: list[Finding] = []
         shapes = self._phone_shapes
-        copied, piece_starts, shifts = _ranges_copied(text, ranges)
-        for m in scan.finditer(copied):
-            span = m.group()
-            if span in shapes:
-                shape = shapes[span]
-            else:
-                if len(shapes) >= _CACHE_SIZE:
-                    shapes.clear()
-                shape = shapes[span] = self._phone_shape(span)
-            if shape is None:
-                continue
-            international, bare = shape
-            at = m.start()
-            at += shifts[bisect_right(piece_starts, at) - 1]  # where it is in `text`
-            if bare and not _phone_word_near(text, bounds, at):
-                continue  # a bare digit run is an id or a timestamp unless a phone word is near
-            for i, region in enumerate(self.phone_regions):
-                hits = _phone_hits(span, region)
-                if not hits:
+        shifts: list[int] | None = None
+        if len(ranges) >= COPY_RANGES_FROM:
+            copied, piece_starts, shifts = _ranges_copied(text, ranges)
+            sources = [(copied, 0, len(copied))]
+        else:
+            sources = [(text, start, end) for start, end in ranges]
+        for source, start, end in sources:
+            for m in scan.finditer(source, start, end):
+                span = m.group()
+                if span in shapes:
+                    shape = shapes[span]
+                else:
+                    if len(shapes) >= _CACHE_SIZE:
+                        shapes.clear()
+                    shape = shapes[span] = self._phone_shape(span)
+                if shape is None:
                     continue
-                # (a bare run got here with a phone word near; the search runs only when it decides)
-                if international or bare or i == 0 or _phone_word_near(text, bounds, at):
-                    out += [Finding("pii", "phone", at + a, at + b) for a, b in hits]
-                break
+                international, bare = shape
+                at = m.start()
+                if shifts is not None:
+                    at += shifts[bisect_right(piece_starts, at) - 1]  # where it is in `text`
+                if bare and not _phone_word_near(text, bounds, at):
+                    continue  # a bare digit run is an id or a timestamp unless a phone word is near
+                for i, region in enumerate(self.phone_regions):
+                    hits = _phone_hits(span, region)
+                    if not hits:
+                        continue
+                    # (a bare run got here with a phone word near; the search runs only when it decides)
+                    if international or bare or i == 0 or _phone_word_near(text, bounds, at):
+                        out += [Finding("pii", "phone", at + a, at + b) for a, b in hits]
+                    break
         return out
 
     def _phone_shape(self, span: str) -> tuple[bool, bool] | None:

@@ -1,6 +1,6 @@
 """`PiiScanner._phones` runs the phone scan once over its ranges copied end to end
-(`pii._ranges_copied`), not once per range. The matches, mapped back, must be exactly those of
-`finditer` over each range of the joined windows, for the ranges `candidate_segments` gives and
+(`pii._ranges_copied`) when it has many (`COPY_RANGES_FROM`), not once per range. The matches,
+mapped back, must be exactly those of `finditer` over each range of the joined windows, for the ranges `candidate_segments` gives and
 for whole windows; and the phone findings those of the per-range scan. Checked on the guard
 corpus and on hypothesis-made texts where letters, '+' and '(' sit right before digit runs
 (the character before a range, which the look-behinds read).
@@ -70,9 +70,15 @@ def check(text: str) -> int:
         for ranges in (segments, windows, [(0, len(joined))]):
             expected = [m.span() for s, e in ranges for m in SCAN.finditer(joined, s, e)]
             assert copied_matches(joined, ranges) == expected, (ranges, text)
-            assert scanner._phones(joined, bounds, ranges, SCAN) == per_range_phones(
-                scanner, joined, bounds, ranges
-            ), (scanner.phone_regions, text)
+            expected_phones = per_range_phones(scanner, joined, bounds, ranges)
+            # both ways `_phones` runs its scan: over the copy (from any number of ranges on) and per range
+            for copy_from in (0, len(ranges) + 1):
+                saved, pii.COPY_RANGES_FROM = pii.COPY_RANGES_FROM, copy_from
+                try:
+                    phones = scanner._phones(joined, bounds, ranges, SCAN)
+                finally:
+                    pii.COPY_RANGES_FROM = saved
+                assert phones == expected_phones, (scanner.phone_regions, copy_from, text)
             matched += len(expected)
     return matched
 
