@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from itertools import accumulate
 from typing import NamedTuple, cast
 
 import hyperscan
@@ -127,6 +128,10 @@ WINDOW_SEPARATOR = "\x00"
 # Verdicts on candidate strings are kept (logs and chat histories repeat the same numbers) up
 # to this many per validator; they depend on the candidate alone (and the scanner's regions).
 _CACHE_SIZE = 4096
+# From this many phone ranges on, one scan over their copy (`_ranges_copied`) beats a `finditer`
+# per range (logs 100 KB: 618 ranges, ≈0.17 ms less here); below it the copying costs more
+# (logs 2 KB: 8 ranges, 17 -> 24 µs)
+COPY_RANGES_FROM = 64
 _KEYWORD_SETS_KEPT = 64  # PiiScanner._kinds_passing's answers kept (distinct keyword sets)
 _NINO_BAD_PREFIX = {"BG", "GB", "KN", "NK", "NT", "TN", "ZZ"}
 
@@ -350,7 +355,7 @@ class PiiScanner:
         return [bounds.to_text(f) for f in found]
 
     def _phones(
-        self, text: str, bounds: _Segments, ranges: Iterable[tuple[int, int]], scan: re.Pattern[str]
+        self, text: str, bounds: _Segments, ranges: Sequence[tuple[int, int]], scan: re.Pattern[str]
     ) -> list[Finding]:
         """The phone numbers among `scan`'s candidates in the `ranges` of the joined windows `text`.
         libphonenumber decides validity and whether the digit groups are written as that region
@@ -359,8 +364,14 @@ class PiiScanner:
         further region, also needs a phone word near it: most such runs are ids and timestamps."""
         out: list[Finding] = []
         shapes = self._phone_shapes
-        for start, end in ranges:
-            for m in scan.finditer(text, start, end):
+        shifts: list[int] | None = None
+        if len(ranges) >= COPY_RANGES_FROM:
+            copied, piece_starts, shifts = _ranges_copied(text, ranges)
+            sources = [(copied, 0, len(copied))]
+        else:
+            sources = [(text, start, end) for start, end in ranges]
+        for source, start, end in sources:
+            for m in scan.finditer(source, start, end):
                 span = m.group()
                 if span in shapes:
                     shape = shapes[span]
@@ -372,6 +383,8 @@ class PiiScanner:
                     continue
                 international, bare = shape
                 at = m.start()
+                if shifts is not None:
+                    at += shifts[bisect_right(piece_starts, at) - 1]  # where it is in `text`
                 if bare and not _phone_word_near(text, bounds, at):
                     continue  # a bare digit run is an id or a timestamp unless a phone word is near
                 for i, region in enumerate(self.phone_regions):
@@ -394,6 +407,27 @@ class PiiScanner:
         if not international and count not in self._national_lengths:
             return None  # no region of the policy has national numbers this long
         return international, span.isdigit()
+
+
+def _ranges_copied(text: str, ranges: Sequence[tuple[int, int]]) -> tuple[str, list[int], list[int]]:
+    """The `ranges` of `text` copied end to end for one `finditer` (in logs they are hundreds,
+    and a call costs more than copying its range): each with the character before it, which
+    the phone scan's look-behinds read, and a WINDOW_SEPARATOR after it, which no match holds
+    and which its look-ahead takes for the end of the string. So the matches in the copy are
+    those of `finditer(text, start, end)` for each range, provided no match can start at the
+    character before a range: there a range begins after a window separator or a character
+    no phone candidate holds (`candidate_segments`). Also where each copied range begins,
+    and what to add to an offset in it to get the offset in `text`."""
+    # (comprehensions, not one loop of appends: in logs this runs over hundreds of ranges)
+    froms = [start - 1 if start else 0 for start, _end in ranges]
+    ends = [end for _start, end in ranges]
+    pieces = [text[before:end] for before, end in zip(froms, ends, strict=True)]
+    step = len(WINDOW_SEPARATOR)
+    piece_starts = list(
+        accumulate([end - before + step for before, end in zip(froms, ends, strict=True)], initial=0)
+    )
+    shifts = [before - at for before, at in zip(froms, piece_starts, strict=False)]
+    return WINDOW_SEPARATOR.join(pieces), piece_starts, shifts
 
 
 def _phone_word_near(text: str, bounds: _Segments | None, at: int) -> bool:
