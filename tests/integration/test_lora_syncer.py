@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -17,6 +16,7 @@ import pytest
 import yaml
 from aiohttp import web
 
+from free_ports import free_port
 from inferpool.api.lora_config import load_lora_config
 from inferpool.lora import BackoffPolicy, LoRASyncer, SyncerOptions
 from inferpool.lora.server import serve_status
@@ -254,18 +254,12 @@ async def test_invalid_edit_keeps_the_previous_config(replica: SimReplica, tmp_p
         assert b"lora_syncer_config_valid 1.0" in syncer.metrics.exposition()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def test_command_line(replica: SimReplica, tmp_path: Path) -> None:
     """`inferpool lora-syncer` with the config from $DYNAMIC_LORA_ROLLOUT_CONFIG; SIGTERM stops it cleanly."""
     cfg = tmp_path / "configmap.yaml"
     # 127.0.0.1, not the default localhost: ::1 may belong to another server on a shared test machine.
     write_atomic(cfg, config_doc(["food-review"], port=replica.port, host="127.0.0.1"))
-    mport = _free_port()
+    mport = free_port()
     env = {**os.environ, "DYNAMIC_LORA_ROLLOUT_CONFIG": str(cfg)}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "inferpool.cli", "lora-syncer", "--metrics-port", str(mport),

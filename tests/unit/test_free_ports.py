@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import pytest
+
 import free_ports
 from inferpool.bench import procs
 
@@ -26,3 +30,45 @@ def test_a_port_is_handed_out_once_per_run(monkeypatch) -> None:  # type: ignore
     monkeypatch.setattr(procs.socket, "socket", Socket)
     monkeypatch.setattr(procs, "port_is_free", lambda host, port: True)
     assert [free_ports.free_port() for _ in range(3)] == [40001, 40002, 40003]
+
+
+class _OfferedSocket:
+    """Stands in for socket.socket: each bind to port 0 gets the next offered port."""
+
+    offered: Iterator[int] = iter(())
+
+    def __enter__(self) -> _OfferedSocket:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def bind(self, address: tuple[str, int]) -> None:
+        self.port = next(self.offered)
+
+    def getsockname(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.port)
+
+
+def test_parallel_workers_pick_only_in_their_own_slice(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(procs.socket, "socket", _OfferedSocket)
+    monkeypatch.setattr(procs, "port_is_free", lambda host, port: True)
+    block = procs.PORT_BLOCK
+    # blocks 625 and 627 are slice 1 of 2, 626 is slice 0; a run of two from the last port of
+    # block 626 crosses into 627
+    monkeypatch.setattr(_OfferedSocket, "offered", iter([625 * block + 1, 627 * block - 1, 626 * block + 3]))
+    monkeypatch.setenv(procs.PORT_SLICE_ENV, "0/2")
+    assert procs.free_ports(2) == [626 * block + 3, 626 * block + 4]
+    monkeypatch.setattr(_OfferedSocket, "offered", iter([626 * block, 628 * block - 2]))
+    monkeypatch.setenv(procs.PORT_SLICE_ENV, "1/2")
+    assert procs.free_ports(2) == [628 * block - 2, 628 * block - 1]
+    monkeypatch.delenv(procs.PORT_SLICE_ENV)
+    monkeypatch.setattr(_OfferedSocket, "offered", iter([626 * block]))
+    assert procs.free_ports(1) == [626 * block]  # no slice: any port
+
+
+@pytest.mark.parametrize("value", ["2/2", "x/2", "1", "-1/2"])
+def test_a_malformed_slice_is_a_clear_error(monkeypatch, value: str) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv(procs.PORT_SLICE_ENV, value)
+    with pytest.raises(ValueError, match=procs.PORT_SLICE_ENV):
+        procs.port_slice()

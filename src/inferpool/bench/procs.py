@@ -24,18 +24,44 @@ OFFLINE_ENV = {
 }
 
 
+# Processes that pick ports side by side on one machine (parallel test workers) each take their
+# own slice: "I/N" in this variable hands out only ports in blocks of PORT_BLOCK whose number is
+# I modulo N, so two of them can never be handed the same port between its check and its bind.
+# Child processes inherit it, so a bench run by a test picks in its test's slice.
+PORT_SLICE_ENV = "INFERPOOL_PORT_SLICE"
+PORT_BLOCK = 64
+
+
+def port_slice() -> tuple[int, int]:
+    """(index, count) from INFERPOOL_PORT_SLICE; (0, 1), every port, when unset."""
+    value = os.environ.get(PORT_SLICE_ENV, "")
+    if not value:
+        return 0, 1
+    index, _, count = value.partition("/")
+    try:
+        i, n = int(index), int(count)
+    except ValueError:
+        raise ValueError(f"{PORT_SLICE_ENV}={value!r}: expected I/N, e.g. 0/2") from None
+    if not 0 <= i < n:
+        raise ValueError(f"{PORT_SLICE_ENV}={value!r}: I must be in 0..N-1")
+    return i, n
+
+
 def free_ports(count: int, exclude: Collection[int] = ()) -> list[int]:
     """`count` consecutive free TCP ports on 127.0.0.1 (the sim fleet wants consecutive ones).
 
     `exclude`: ports already handed out but not yet bound, which must not be handed out again.
     """
-    for _ in range(200):
+    index, slices = port_slice()
+    for _ in range(200 * slices):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             base = s.getsockname()[1]
         if base + count >= 65535:
             continue
         candidates = range(base, base + count)
+        if any((p // PORT_BLOCK) % slices != index for p in candidates):
+            continue
         if not set(candidates) & set(exclude) and all(port_is_free("127.0.0.1", p) for p in candidates):
             return list(candidates)
     raise RuntimeError(f"no {count} consecutive free ports")

@@ -4,12 +4,12 @@ say engine="r", /kv_event_sources names rank r, and its KV-event batches carry r
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import aiohttp
 import zmq
 import zmq.asyncio
 
+from free_ports import free_port
 from inferpool.kvwire import decode_batch
 from inferpool.scrape.parser import parse_metrics
 from inferpool.sim import SimConfig, SimReplica
@@ -19,9 +19,7 @@ from inferpool.state.kvindex import parse_announcement
 
 
 async def test_rank_one_labels_its_metrics_and_kv_events_with_its_rank() -> None:
-    with socket.socket() as probe:  # a fixed port: an announcement of port 0 names no reachable stream
-        probe.bind(("127.0.0.1", 0))
-        kv_port = probe.getsockname()[1]
+    kv_port = free_port()  # a fixed port: an announcement of port 0 names no reachable stream
     kv = KVEventsConfig(enable_kv_cache_events=True, endpoint=f"tcp://*:{kv_port}")
     replica = SimReplica(SimConfig(model="tiny", port=0, speed=100, kv_events=kv, data_parallel_rank=1))
     await replica.start()
