@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.realvllm)
+            # in parallel runs (`make test`), the whole tier goes to one worker (`--dist
+            # loadgroup`): one fleet, not one per worker
+            item.add_marker(pytest.mark.xdist_group("realvllm"))
             if not VLLM_PYTHON.exists():
                 item.add_marker(skip)
 
@@ -114,15 +118,21 @@ def launch(workdir: Path) -> Fleet:
     return fleet
 
 
-# The servers take about a minute of both cores to boot, so they boot in the background from the
-# end of collection, while the tiers before this one run; the fixtures below wait for them.
+def _parallel_worker() -> bool:
+    """A pytest-xdist worker: it collects every test but runs only those it is given."""
+    return "PYTEST_XDIST_WORKER" in os.environ
+
+
+# The servers take about a minute of both cores to boot, so in one process they boot in the
+# background from the end of collection, while the tiers before this one run; the fixtures
+# below wait for them.
 _LAUNCH = pytest.StashKey["tuple[ThreadPoolExecutor, Future[Fleet], Path]"]()
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     here = Path(__file__).parent
     wanted = any(here in Path(str(item.fspath)).parents for item in session.items)
-    if not wanted or not VLLM_PYTHON.exists() or session.config.option.collectonly:
+    if not wanted or not VLLM_PYTHON.exists() or session.config.option.collectonly or _parallel_worker():
         return
     workdir = Path(tempfile.mkdtemp(prefix="inferpool-realvllm-"))
     pool = ThreadPoolExecutor(1, thread_name_prefix="realvllm-launch")
@@ -143,11 +153,24 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 @pytest.fixture(scope="session")
-def vllm_fleet(request: pytest.FixtureRequest) -> Fleet:
+def vllm_fleet(request: pytest.FixtureRequest) -> Iterator[Fleet]:
     launched = request.config.stash.get(_LAUNCH, None)
-    if launched is None:  # collected without the hook's knowledge (e.g. --collect-only then run)
+    if launched is not None:
+        yield launched[1].result(timeout=READY_TIMEOUT_S + 300)
+        return
+    if not _parallel_worker():  # collected without the hook's knowledge (e.g. --collect-only then run)
         pytest.fail("the real-vLLM servers were not launched at collection")
-    return launched[1].result(timeout=READY_TIMEOUT_S + 300)
+    # A parallel worker boots the fleet when its first test of the tier asks for it: only the
+    # worker that was given the tier knows it has it.
+    workdir = Path(tempfile.mkdtemp(prefix="inferpool-realvllm-"))
+    try:
+        fleet = launch(workdir)
+        try:
+            yield fleet
+        finally:
+            fleet.stop()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
