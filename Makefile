@@ -56,8 +56,8 @@ unit: $(STAMP)
 
 # Two pytest workers: CI's two cores. Each test starts its own servers (sims, Envoy, the gateway),
 # so more workers than cores only make them wait for each other. Each worker hands out ports from
-# its own slice (tests/conftest.py), so two never pick the same one; `--dist loadgroup` keeps the
-# real-vLLM tier, which shares one fleet of servers, on one worker. TEST_WORKERS=0: one process.
+# its own slice, so two never pick the same one, and the real-vLLM tier, which shares one fleet of
+# servers, goes to one worker whole (tests/conftest.py). TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
 
 # The installs and checks before the tests run side by side: vllm-env (≈160 s, mostly download
@@ -65,7 +65,7 @@ TEST_WORKERS ?= 2
 test:
 	$(MAKE) -j4 --output-sync=target test-prerequisites
 	$(BIN)/pytest -q tests/bench  # alone first: its figures are printed, undisturbed by a second worker
-	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=25 --ignore=tests/bench  # the slowest tests in every CI log: what to look at when the budget is tight
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --durations=25 --ignore=tests/bench  # the slowest tests in every CI log: what to look at when the budget is tight
 
 test-prerequisites: $(STAMP) vllm-env browser loadgen peers lint typecheck
 

@@ -4,6 +4,7 @@ helper that hands out ports) imports the same way from each."""
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from inferpool.bench.procs import PORT_SLICE_ENV
 
@@ -12,3 +13,25 @@ from inferpool.bench.procs import PORT_SLICE_ENV
 if "PYTEST_XDIST_WORKER" in os.environ:
     _worker = int(os.environ["PYTEST_XDIST_WORKER"].removeprefix("gw"))
     os.environ[PORT_SLICE_ENV] = f"{_worker}/{os.environ['PYTEST_XDIST_WORKER_COUNT']}"
+
+# Tiers whose tests share servers started once per process: each goes to one worker whole.
+SHARED_SERVER_TIERS = ("tests/realvllm/",)
+
+
+def tier_of(nodeid: str) -> str:
+    """The unit of work a parallel worker is given: a shared-server tier, else the test itself."""
+    return next((tier for tier in SHARED_SERVER_TIERS if nodeid.startswith(tier)), nodeid)
+
+
+def pytest_xdist_make_scheduler(config: Any, log: Any) -> Any:
+    """As `--dist load`, except that a shared-server tier is one unit (`--dist loadgroup` would
+    do it, but its group marks are lost on pytest 9, which keeps node ids elsewhere). Units go
+    out largest first, so the real-vLLM tier starts at once, its fleet booting while the other
+    worker runs the rest."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class TierScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return tier_of(nodeid)
+
+    return TierScheduling(config, log)

@@ -38,9 +38,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.realvllm)
-            # in parallel runs (`make test`), the whole tier goes to one worker (`--dist
-            # loadgroup`): one fleet, not one per worker
-            item.add_marker(pytest.mark.xdist_group("realvllm"))
             if not VLLM_PYTHON.exists():
                 item.add_marker(skip)
 
@@ -161,7 +158,7 @@ def vllm_fleet(request: pytest.FixtureRequest) -> Iterator[Fleet]:
     if not _parallel_worker():  # collected without the hook's knowledge (e.g. --collect-only then run)
         pytest.fail("the real-vLLM servers were not launched at collection")
     # A parallel worker boots the fleet when its first test of the tier asks for it: only the
-    # worker that was given the tier knows it has it.
+    # worker that was given the tier (all of it: tests/conftest.py) knows it has it.
     workdir = Path(tempfile.mkdtemp(prefix="inferpool-realvllm-"))
     try:
         fleet = launch(workdir)
