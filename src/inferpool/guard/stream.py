@@ -104,13 +104,13 @@ class _TailTriggers:
 
     @property
     def numbers(self) -> bool:
-        return self._digit_shape(DIGIT_RUN, 0, last_digit_run)
+        return self._digit_shape(DIGIT_RUN, last_digit_run)
 
     @property
     def alnum_ids(self) -> bool:
-        return self._digit_shape(ALNUM_ID, 1, last_alnum_id)
+        return self._digit_shape(ALNUM_ID, last_alnum_id)
 
-    def _digit_shape(self, pattern: re.Pattern[str], kind: int, last: Callable[[bytes], int]) -> bool:
+    def _digit_shape(self, pattern: re.Pattern[str], last: Callable[[bytes], int]) -> bool:
         """A digit run or an ID shape (both end in a digit): none can end in new text without one;
         a non-ASCII digit in the tail needs the regular expression itself."""
         if self._new is not None and not _DIGIT.search(self._new):
@@ -118,25 +118,19 @@ class _TailTriggers:
         if self._streamed.last_odd_digit >= self._start:
             match = pattern.search(self.tail)
             return match is not None and self._found(self._start + match.start())
-        return self._shape(kind, last)
+        return self._shape(last)
 
     @property
     def long_tokens(self) -> bool:
         if self._new is not None:
             return self._found(self._streamed.long_run_in_new(self._start))
-        return self._shape(2, last_long_token)
+        return self._shape(last_long_token)
 
-    def _shape(self, which: int, last_start: Callable[[bytes], int]) -> bool:
-        seen = self._streamed.shapes_seen
-        if seen[which] >= self._start:
-            return self._found(seen[which])  # the match found at an earlier event is still in the tail
+    def _shape(self, last_start: Callable[[bytes], int]) -> bool:
         if not self._chars:
             self._chars = ascii_chars(self.tail)
         at = last_start(self._chars)
-        if at < 0:
-            return False
-        seen[which] = self._start + at
-        return self._found(seen[which])
+        return at >= 0 and self._found(self._start + at)
 
 
 @dataclass(frozen=True)
@@ -177,7 +171,6 @@ class StreamedText:
         self.last_exotic = -1  # where the latest prescan.CASE_EXOTIC letter is
         self.last_odd_digit = -1  # at or after the latest non-ASCII digit
         self.last_at = -1  # where the latest '@' is
-        self.shapes_seen = [-1, -1, -1]  # where a digit run, an ID shape, a long token last started
         self._last_space = -1  # the last space or newline
         self._hints: list[tuple[int, int]] = []  # (end, start) of each secret hint, by end
         self._runs: list[tuple[int, int]] = []  # (end, start) of each ended long-token run, by end

@@ -8,39 +8,39 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from inferpool.guard.openai import _map_stream_deltas, _stream_delta_texts
 
-_TEXT = st.text(max_size=6)
-# A value where a text is expected: usually one, sometimes another JSON type.
-_VALUE = st.one_of(_TEXT, _TEXT, st.none(), st.integers(), st.lists(_TEXT, max_size=2), st.just({}))
+_TEXT = st.text(min_size=1, max_size=6)  # non-empty: two texts in swapped order differ
+_OTHER = st.one_of(st.none(), st.integers(), st.lists(_TEXT, max_size=2), st.just({}))
+# A value where a text is expected: mostly one, sometimes another JSON type.
+_VALUE = st.one_of(_TEXT, _TEXT, _TEXT, _OTHER)
 
 
-def _maybe(key: str, value: st.SearchStrategy[Any]) -> st.SearchStrategy[dict[str, Any]]:
-    return st.one_of(st.just({}), st.builds(lambda v: {key: v}, value))
+def _object(**keys: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """A JSON object with some of `keys` (often all of them), or now and then another value."""
+    return st.one_of(st.fixed_dictionaries(keys), st.fixed_dictionaries({}, optional=keys), _OTHER)
 
 
-def _merged(*parts: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[dict[str, Any]]:
-    return st.tuples(*parts).map(lambda ds: {k: v for d in ds for k, v in d.items()})
-
-
-_HOLDER = st.one_of(_merged(_maybe("content", _VALUE), _maybe("role", _TEXT)), _VALUE)
-_CHOICE = st.one_of(
-    _merged(
-        _maybe("text", _VALUE), _maybe("message", _HOLDER), _maybe("delta", _HOLDER), _maybe("index", _VALUE)
-    ),
-    _VALUE,
+_HOLDER = _object(content=_VALUE, role=_TEXT)
+_CHOICE = _object(text=_VALUE, message=_HOLDER, delta=_HOLDER, index=st.integers())
+_CHAT = st.fixed_dictionaries({"choices": st.one_of(st.lists(_CHOICE, min_size=1, max_size=3), _OTHER)})
+_RESPONSES = st.fixed_dictionaries(
+    {"type": st.sampled_from(["response.output_text.delta", "response.reasoning_text.delta"])},
+    optional={"delta": _VALUE},
 )
-_CHAT = _merged(_maybe("choices", st.one_of(st.lists(_CHOICE, max_size=3), _VALUE)), _maybe("id", _TEXT))
-_TYPES = st.sampled_from(
-    ["response.output_text.delta", "response.reasoning_text.delta", "content_block_delta",
-     "response.output_text.done", "message_stop", "ping"]
-)  # fmt: skip
-_DELTA = st.one_of(_VALUE, _merged(_maybe("text", _VALUE), _maybe("thinking", _VALUE), _maybe("type", _TEXT)))
-_TYPED = _merged(st.builds(lambda t: {"type": t}, st.one_of(_TYPES, _VALUE)), _maybe("delta", _DELTA))
-_EVENT = st.one_of(_CHAT, _TYPED, _VALUE)
+_MESSAGES = st.fixed_dictionaries(
+    {"type": st.just("content_block_delta")},
+    optional={"delta": _object(text=_VALUE, thinking=_VALUE, type=_TEXT)},
+)
+# Other types, and a `type` of any JSON type (a list or an object raises TypeError in the mapper).
+_OTHERS = st.fixed_dictionaries(
+    {"type": st.one_of(st.sampled_from(["response.output_text.done", "message_stop", "ping"]), _VALUE)},
+    optional={"delta": _VALUE, "choices": st.lists(_CHOICE, max_size=1)},
+)
+_EVENT = st.one_of(_CHAT, _CHAT, _RESPONSES, _MESSAGES, _OTHERS, _VALUE, st.just({}))
 
 
 def _outcome(read: Callable[[], list[str]]) -> list[str] | type[Exception]:
@@ -54,6 +54,8 @@ def _outcome(read: Callable[[], list[str]]) -> list[str] | type[Exception]:
 
 @settings(max_examples=500)
 @given(data=_EVENT)
+@example(data={"choices": [{"text": "t", "message": {"content": "m"}, "delta": {"content": "d"}}]})
+@example(data={"type": "content_block_delta", "delta": {"thinking": "h", "text": "t"}})
 def test_the_texts_read_are_those_the_mapper_visits(data: Any) -> None:
     def visited() -> list[str]:
         texts: list[str] = []

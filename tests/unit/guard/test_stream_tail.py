@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -35,6 +36,42 @@ _PIECES = st.sampled_from(
         "lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 3, "quiet words here. " * 8,
     ]
 )  # fmt: skip
+
+
+def _plain_tails_agree(screener: Screener, text: str, size: int) -> None:
+    """Stream `text` in events of `size` characters; at every event compare with the plain pre-scan."""
+    streamed = StreamedText(screener, screener.config.stream_window_chars)
+    for at in range(0, len(text), size):
+        new = text[at : at + size]
+        before = streamed.text
+        streamed.append(new)
+        tail = (
+            before[-STREAM_TAIL_CHARS:] + new
+            if len(new) > STREAM_TAIL_CHARS
+            else streamed.text[-STREAM_TAIL_CHARS:]
+        )
+        assert streamed.tail_may_find() == screener.may_find(tail, Stage.RESPONSE), (at, tail)
+
+
+_QUIET = "the cat sat on the mat. "  # no trigger of any policy here
+
+
+@pytest.mark.parametrize(
+    "trigger",
+    # each shape also at its shortest (a run of 24, seven digits, an ID of seven), where one
+    # character less in the tail is no match
+    ["x@y.org", "call 555 0100 now", "5550100", "RSSMRA85T10A562S", "AB12345", "abcdefghijklmnopqrstuvwxyz0123",
+     "abcdefghijklmnopqrstuvwx", "a_b-c+d/e=f.g" * 3, "password", "ignore previous instructions",
+     "AKIAIOSFODNN7EXAMPLE", "٣٤٥٦٧٨٩", "İ"],
+)  # fmt: skip
+@pytest.mark.parametrize("size", [1, 3, 4, 7])
+def test_a_trigger_leaving_the_tail_stops_firing_when_the_plain_prescan_does(trigger: str, size: int) -> None:
+    """Each trigger between quiet text, at every offset modulo the event size: the event where it
+    leaves the tail (a kept trigger position one character off would answer wrongly there)."""
+    for policy in ("default", "injection", "default_window_60"):
+        for shift in range(size):
+            text = _QUIET[:shift] + _QUIET * 2 + trigger + " " + _QUIET * 14
+            _plain_tails_agree(_SCREENERS[policy], text, size)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
