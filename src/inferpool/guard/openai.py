@@ -332,6 +332,7 @@ class StreamScreener:
         # The last recent text the blocking checks passed: the same words (no word completed
         # since) give the same verdict, so they are not screened again.
         self._passed_recent = ""
+        self._passed_span = (0, 0)  # where it lies: the same place holds the same text
         self.blocked: str | None = None
         self._anthropic = False  # an Anthropic Messages stream: it ends in its own error event
         hook = screener.config.hook
@@ -407,13 +408,17 @@ class StreamScreener:
                 await self._screen_blocking(words)
         # Blocking checks see complete words only ("password = getpa" is not yet "password =
         # getpass()"), and only the recent text: a match ending in this event starts within it.
-        first, recent = streamed.recent()
-        if recent != self._passed_recent:
-            # may_block is False only when the recent text surely does not block; past it the
-            # blocking checks alone decide (each event's text is redacted on its own below).
-            if streamed.may_block(first, recent):
-                await self._screen_blocking(recent)
-            self._passed_recent = recent
+        span = streamed.recent_span()
+        if span != self._passed_span:
+            first, end = span
+            recent = streamed.between(first, end)
+            if recent != self._passed_recent:
+                # may_block is False only when the recent text surely does not block; past it the
+                # blocking checks alone decide (each event's text is redacted on its own below).
+                if streamed.may_block(first, recent):
+                    await self._screen_blocking(recent)
+                self._passed_recent = recent
+            self._passed_span = span
         for text in texts:
             if self.screener.may_redact(text, Stage.RESPONSE):
                 return self._redacted(head, data, event, _map_stream_deltas)

@@ -278,7 +278,7 @@ class StreamedText:
         if self._long is not None:
             self._quiet_from = _UNKNOWN
             return self.screener.may_find(self._long, Stage.RESPONSE)
-        tail_start = max(self.window_start, self.end - STREAM_TAIL_CHARS)
+        tail_start = max(self._buf_start, self.end - min(self.window, STREAM_TAIL_CHARS))
         if self._hooked or self.last_exotic >= tail_start:
             self._quiet_from = _UNKNOWN
             return self.screener.may_find(self.between(tail_start, self.end), Stage.RESPONSE)
@@ -323,17 +323,16 @@ class StreamedText:
             at -= 1
         return -1
 
-    def recent(self) -> tuple[int, str]:
-        """The recent complete words (up to the last space or newline, at most
-        STREAM_SCREEN_CHARS), and where they start."""
-        start = self.window_start
+    def recent_span(self) -> tuple[int, int]:
+        """Where the recent complete words (up to the last space or newline, at most
+        STREAM_SCREEN_CHARS) start and end."""
+        start = max(self._buf_start, self.end - self.window)  # window_start, without a call
         end = self._last_space + 1 if self._last_space >= start else start
-        first = max(start, end - STREAM_SCREEN_CHARS)
-        return first, self.between(first, end)
+        return max(start, end - STREAM_SCREEN_CHARS), end
 
     def may_block(self, first: int, recent: str) -> bool:
         """False only when `screener.screen(recent, Stage.RESPONSE).blocked` is surely False
-        (`first, recent` as `recent()` returned them)."""
+        (`recent` the text from `first` to where `recent_span()` ends)."""
         if self._nothing_blocks:
             return False
         if not self._by_lines or self.last_exotic >= first:
