@@ -10,8 +10,8 @@ module to them):
   new text, and where each family last started is kept. After a tail in which nothing fired,
   the next tail's older part holds no trigger either, so only one ending in the new text is
   looked for ('@' or a digit in it, a token run reaching LONG_TOKEN_CHARS). Otherwise the
-  shapes are searched in the tail (C speed), and a digit run, ID shape or long token found
-  is not searched for again while it is still in the tail.
+  shapes are searched in the tail (C speed). Where the trigger a tail fired on starts is kept:
+  while that trigger is still in the tail, the tail fires without being looked at again.
 - `may_block(first, recent)`: could `Screener.screen(recent).blocked` be True? When it could,
   the caller screens `recent` as before, so only a False here must be exact. Redacting and
   logging checks never block, so only the blocking checks count. When those are secrets checks
