@@ -20,6 +20,7 @@ from inferpool.guard.screen import Screener, Verdict
 from inferpool.guard.stream import StreamedText
 
 CONTENT_FILTER = "content_filter"
+_ANSWERS = Stage.RESPONSE  # read per streamed event: an enum member lookup costs ≈0.2 µs on a slow VM
 
 
 class Blocked(Exception):
@@ -420,7 +421,7 @@ class StreamScreener:
                 self._passed_recent = recent
             self._passed_span = span
         for text in texts:
-            if self.screener.may_redact(text, Stage.RESPONSE):
+            if self.screener.may_redact(text, _ANSWERS):
                 return self._redacted(head, data, event, _map_stream_deltas)
         return event
 
