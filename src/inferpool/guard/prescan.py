@@ -175,7 +175,8 @@ def last_long_token(chars: bytes) -> int:
 def token_breaks(text: str) -> tuple[int, int]:
     """Where the first and the last character that ends a LONG_TOKEN run (any but
     [A-Za-z0-9_\\-+/=.]) are in `text` (-1, -1: none)."""
-    marks = ascii_chars(text).translate(_TOKEN_CLASS)
+    # ascii_chars inlined: every streamed event that is not letters and digits only asks
+    marks = (text.encode() if text.isascii() else text.encode("ascii", "replace")).translate(_TOKEN_CLASS)
     return marks.find(b" "), marks.rfind(b" ")
 
 

@@ -115,6 +115,9 @@ class Screener:
             for stage in Stage
             for action in (None, *Action)
         }
+        # The same for redacting checks, by stage alone: each streamed event may ask (a lookup by
+        # a (stage, action) pair hashes two enums, ≈0.6 µs on a slow machine).
+        self._redacting = {stage: self._kinds[stage, Action.REDACT] for stage in Stage}
         # The pre-scan for running the checks of a stage (and action): with the ID keywords only
         # when a PII check is among them (a blocking-only screen has no use for them).
         self._scanners = {
@@ -160,7 +163,7 @@ class Screener:
     def may_redact(self, text: str, stage: Stage) -> bool:
         """False when `screen(text, stage).text` is surely `text`: no redacting check of `stage`
         can find anything in it (the hook is not asked: screen() does not call it)."""
-        kinds = self._kinds[stage, Action.REDACT]
+        kinds = self._redacting[stage]
         if not kinds:
             return False
         if kinds == ("pii",) and len(text) < SHORTEST_NUMBER_CANDIDATE and "@" not in text:

@@ -10,8 +10,8 @@ module to them):
   new text, and where each family last started is kept. After a tail in which nothing fired,
   the next tail's older part holds no trigger either, so only one ending in the new text is
   looked for ('@' or a digit in it, a token run reaching LONG_TOKEN_CHARS). Otherwise the
-  shapes are searched in the tail (C speed), and a digit run, ID shape or long token found
-  is not searched for again while it is still in the tail.
+  shapes are searched in the tail (C speed). Where the trigger a tail fired on starts is kept:
+  while that trigger is still in the tail, the tail fires without being looked at again.
 - `may_block(first, recent)`: could `Screener.screen(recent).blocked` be True? When it could,
   the caller screens `recent` as before, so only a False here must be exact. Redacting and
   logging checks never block, so only the blocking checks count. When those are secrets checks
@@ -31,6 +31,7 @@ from __future__ import annotations
 import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from inferpool.guard.policy import Action, Stage
 from inferpool.guard.prescan import (
@@ -59,61 +60,90 @@ STREAM_TAIL_CHARS = 256
 STREAM_SCREEN_CHARS = 1024
 _DIGIT = re.compile(r"\d")
 _UNKNOWN = 1 << 62  # a position past any stream's end
+_ANSWERS = Stage.RESPONSE  # read per event: an enum member lookup costs ≈0.2 µs on a slow VM
 
 
 class _TailTriggers:
     """The pre-scan's triggers of the tail (prescan.Triggers), each found when first asked for.
 
     `new`: the text this event added, when no trigger lies wholly in the tail before it (then
-    only one that ends in `new` can be there), else None."""
+    only one that ends in `new` can be there), else None. `fired_from`: where the latest trigger
+    found starts (for a long token run: where its last LONG_TOKEN_CHARS start), -1 if none: the
+    plain pre-scan of any later tail that starts at or before it still holds that trigger."""
 
-    def __init__(self, streamed: StreamedText, tail: str, start: int, new: str | None) -> None:
+    def __init__(self, streamed: StreamedText, start: int, new: str | None) -> None:
         self._streamed = streamed
-        self._tail = tail
         self._start = start  # where the tail starts
         self._new = new
+        self._tail: str | None = None
         self._chars = b""
-        self.secret_hints = streamed.last_hint >= start
-        self.injection = streamed.last_injection >= start
+        self.fired_from = -1
+
+    def _found(self, at: int) -> bool:
+        if at < self._start:
+            return False
+        self.fired_from = max(self.fired_from, at)
+        return True
+
+    @property
+    def tail(self) -> str:
+        if self._tail is None:
+            self._tail = self._streamed.between(self._start, self._streamed.end)
+        return self._tail
+
+    @property
+    def secret_hints(self) -> bool:
+        return self._found(self._streamed.last_hint)
+
+    @property
+    def injection(self) -> bool:
+        return self._found(self._streamed.last_injection)
 
     @property
     def email(self) -> bool:
-        return "@" in (self._tail if self._new is None else self._new)
+        return self._found(self._streamed.last_at)
 
     @property
     def numbers(self) -> bool:
-        return self._digit_shape(DIGIT_RUN, 0, last_digit_run)
+        return self._digit_shape(DIGIT_RUN, last_digit_run)
 
     @property
     def alnum_ids(self) -> bool:
-        return self._digit_shape(ALNUM_ID, 1, last_alnum_id)
+        return self._digit_shape(ALNUM_ID, last_alnum_id)
 
-    def _digit_shape(self, pattern: re.Pattern[str], kind: int, last: Callable[[bytes], int]) -> bool:
+    def _digit_shape(self, pattern: re.Pattern[str], last: Callable[[bytes], int]) -> bool:
         """A digit run or an ID shape (both end in a digit): none can end in new text without one;
         a non-ASCII digit in the tail needs the regular expression itself."""
         if self._new is not None and not _DIGIT.search(self._new):
             return False
         if self._streamed.last_odd_digit >= self._start:
-            return pattern.search(self._tail) is not None
-        return self._shape(kind, last)
+            match = pattern.search(self.tail)
+            return match is not None and self._found(self._start + match.start())
+        return self._shape(last)
 
     @property
     def long_tokens(self) -> bool:
         if self._new is not None:
-            return self._streamed.long_run_ends_in_new(self._start)
-        return self._shape(2, last_long_token)
+            return self._found(self._streamed.long_run_in_new(self._start))
+        return self._shape(last_long_token)
 
-    def _shape(self, which: int, last_start: Callable[[bytes], int]) -> bool:
-        seen = self._streamed.shapes_seen
-        if seen[which] >= self._start:
-            return True  # the match found at an earlier event is still in the tail
+    def _shape(self, last_start: Callable[[bytes], int]) -> bool:
         if not self._chars:
-            self._chars = ascii_chars(self._tail)
+            self._chars = ascii_chars(self.tail)
         at = last_start(self._chars)
-        if at < 0:
-            return False
-        seen[which] = self._start + at
-        return True
+        return at >= 0 and self._found(self._start + at)
+
+
+@dataclass(frozen=True)
+class _FixedTriggers:
+    """A pre-scan's answers given in advance (prescan.Triggers): what a policy does with them."""
+
+    numbers: bool = False
+    alnum_ids: bool = False
+    email: bool = False
+    secret_hints: bool = False
+    long_tokens: bool = False
+    injection: bool = False
 
 
 class StreamedText:
@@ -141,7 +171,7 @@ class StreamedText:
         self.last_injection = -1  # where the latest injection trigger word starts
         self.last_exotic = -1  # where the latest prescan.CASE_EXOTIC letter is
         self.last_odd_digit = -1  # at or after the latest non-ASCII digit
-        self.shapes_seen = [-1, -1, -1]  # where a digit run, an ID shape, a long token last started
+        self.last_at = -1  # where the latest '@' is
         self._last_space = -1  # the last space or newline
         self._hints: list[tuple[int, int]] = []  # (end, start) of each secret hint, by end
         self._runs: list[tuple[int, int]] = []  # (end, start) of each ended long-token run, by end
@@ -151,10 +181,19 @@ class StreamedText:
         # A recent text every line of which (clipped to it) the blocking checks passed.
         self._clean: tuple[int, int] | None = None
         self._new = ""  # the text the last event added
-        self._long: str | None = None  # that text and the tail before it, when it outgrew the tail
+        # That text and the tail before it, when the event was longer than the tail (it is
+        # pre-scanned and its words screened whole); None for an ordinary event.
+        self.long_text: str | None = None
         self._was = 0  # where it starts
         # No trigger lies wholly in the text from here to `_was` (_UNKNOWN: not known).
         self._quiet_from = _UNKNOWN
+        # Where the latest trigger the tail fired on starts: while the tail starts at or before
+        # it, that trigger is still in the tail, so the tail fires (_TailTriggers.fired_from).
+        self._fired_from = -1
+        # Whether the checks of answers fire on a text without any trigger (a deny-list's do).
+        self._fires_untriggered = screener.triggered(_FixedTriggers(), Stage.RESPONSE)
+        # Whether an injection word counts (the default policy screens answers for none).
+        self._injection_counts = screener.triggered(_FixedTriggers(injection=True), Stage.RESPONSE)
 
     @property
     def window_start(self) -> int:
@@ -165,7 +204,7 @@ class StreamedText:
         """The last `window` characters."""
         return self._buf[self.window_start - self._buf_start :]
 
-    def _slice(self, start: int, end: int) -> str:
+    def between(self, start: int, end: int) -> str:
         return self._buf[start - self._buf_start : end - self._buf_start]
 
     def append(self, new: str) -> None:
@@ -173,24 +212,25 @@ class StreamedText:
         self._new = new
         # An event longer than the tail is pre-scanned whole with the tail before it (the tail
         # alone would miss its start); kept now, before the buffer may drop what precedes it.
-        self._long = self.text[-STREAM_TAIL_CHARS:] + new if len(new) > STREAM_TAIL_CHARS else None
-        self.end += len(new)
+        self.long_text = self.text[-STREAM_TAIL_CHARS:] + new if len(new) > STREAM_TAIL_CHARS else None
+        end = self.end = was + len(new)
         buf, self._buf = self._buf, ""
         buf += new  # in place: `buf` is the only reference
         if len(buf) > 2 * self.window:
             buf = buf[-self.window :]
-            self._forget_before(self.end - len(buf))
+            self._forget_before(end - len(buf))
         self._buf = buf
-        start = self.window_start
-        if not new.isascii():
+        buf_start = self._buf_start
+        is_ascii = new.isascii()
+        if not is_ascii:
             if has_case_exotic(new):
                 self.last_exotic = was + max(new.rfind(c) for c in CASE_EXOTIC)
             if unicode_digits(new):
-                self.last_odd_digit = self.end - 1
+                self.last_odd_digit = end - 1
         if self._longest_word:
             # Every trigger word that ends in the new text starts at most this far before it.
-            region = max(start, was - self._longest_word + 1)
-            for last, (family, _word, length) in self._word_hits(fold_ascii(buf[region - self._buf_start :])):
+            region = max(buf_start, end - self.window, was - self._longest_word + 1)
+            for last, (family, _word, length) in self._word_hits(fold_ascii(buf[region - buf_start :])):
                 if region + last < was:
                     continue  # ended before the new text: counted at an earlier event
                 if family == "injection":
@@ -198,16 +238,22 @@ class StreamedText:
                 else:
                     self.last_hint = region + last + 1 - length
                     self._hints.append((region + last + 1, self.last_hint))
+        if is_ascii and new.isalnum():
+            return  # letters and digits only (most tokens inside a word): no run, space or '@' ends
         first_break, last_break = token_breaks(new)
-        if first_break >= 0:
-            if was + first_break - self._run_start >= LONG_TOKEN_CHARS:
-                self._runs.append((was + first_break, self._run_start))
-            if last_break - first_break > LONG_TOKEN_CHARS:
-                inner = new[first_break + 1 : last_break]
-                self._runs += [
-                    (was + first_break + 1 + e, was + first_break + 1 + s) for s, e in long_tokens(inner)
-                ]
-            self._run_start = was + last_break + 1
+        if first_break < 0:
+            return
+        if was + first_break - self._run_start >= LONG_TOKEN_CHARS:
+            self._runs.append((was + first_break, self._run_start))
+        if last_break - first_break > LONG_TOKEN_CHARS:
+            inner = new[first_break + 1 : last_break]
+            self._runs += [
+                (was + first_break + 1 + e, was + first_break + 1 + s) for s, e in long_tokens(inner)
+            ]
+        self._run_start = was + last_break + 1
+        # '@', a space and a newline each end a token run: none is in a text without a break
+        if "@" in new:
+            self.last_at = was + new.rfind("@")
         cut = max(new.rfind(" "), new.rfind("\n"))
         if cut >= 0:
             self._last_space = was + cut
@@ -224,52 +270,66 @@ class StreamedText:
         self._newlines = self._newlines[bisect_left(self._newlines, start) :]
         self._line_blocks = {k: v for k, v in self._line_blocks.items() if k[0] >= start}
 
-    @property
-    def long_text(self) -> str | None:
-        """The last event's text and the tail before it, when the event was longer than the
-        tail; None for an ordinary event."""
-        return self._long
-
     def tail_may_find(self) -> bool:
         """`Screener.may_find` on the last event's text and the STREAM_TAIL_CHARS before it."""
-        if self._long is not None:
+        if self.long_text is not None:
             self._quiet_from = _UNKNOWN
-            return self.screener.may_find(self._long, Stage.RESPONSE)
-        tail_start = max(self.window_start, self.end - STREAM_TAIL_CHARS)
-        tail = self._buf[tail_start - self._buf_start :]
+            return self.screener.may_find(self.long_text, Stage.RESPONSE)
+        tail_start = max(self._buf_start, self.end - min(self.window, STREAM_TAIL_CHARS))
         if self._hooked or self.last_exotic >= tail_start:
             self._quiet_from = _UNKNOWN
-            return self.screener.may_find(tail, Stage.RESPONSE)
-        new = self._new if self._quiet_from <= tail_start else None
-        fired = self.screener.triggered(_TailTriggers(self, tail, tail_start, new), Stage.RESPONSE)
-        self._quiet_from = _UNKNOWN if fired else tail_start
-        return fired
-
-    def long_run_ends_in_new(self, tail_start: int) -> bool:
-        """Whether a token run that ends in the last event's text has LONG_TOKEN_CHARS in the tail."""
-        if self.end == self._was:
-            return False
-        if self.end - max(self._run_start, tail_start) >= LONG_TOKEN_CHARS:
+            return self.screener.may_find(self.between(tail_start, self.end), Stage.RESPONSE)
+        if self._fired_from >= tail_start:
+            self._quiet_from = _UNKNOWN
+            return True  # a trigger found at an earlier event is still in the tail
+        new: str | None = None
+        if self._quiet_from <= tail_start:
+            new = self._new
+            # The common event: no trigger in the tail before it, and none (no '@', hint or
+            # injection word, digit, long token run) in what it added.
+            if (
+                not self._fires_untriggered
+                and self.last_at < tail_start
+                and self.last_hint < tail_start
+                and (self.last_injection < tail_start or not self._injection_counts)
+                and not _DIGIT.search(new)
+                and self.long_run_in_new(tail_start) < 0
+            ):
+                self._quiet_from = tail_start
+                return False
+        triggers = _TailTriggers(self, tail_start, new)
+        if self.screener.triggered(triggers, _ANSWERS):
+            self._fired_from = max(self._fired_from, triggers.fired_from)
+            self._quiet_from = _UNKNOWN
             return True
+        self._quiet_from = tail_start
+        return False
+
+    def long_run_in_new(self, tail_start: int) -> int:
+        """Where the last LONG_TOKEN_CHARS of a token run that ends in the last event's text
+        start, if the tail holds that many of it; -1 if none does."""
+        if self.end == self._was:
+            return -1
+        if self.end - max(self._run_start, tail_start) >= LONG_TOKEN_CHARS:
+            return self.end - LONG_TOKEN_CHARS
         runs = self._runs
         at = len(runs) - 1
         while at >= 0 and runs[at][0] > self._was:
             if runs[at][0] - max(runs[at][1], tail_start) >= LONG_TOKEN_CHARS:
-                return True
+                return runs[at][0] - LONG_TOKEN_CHARS
             at -= 1
-        return False
+        return -1
 
-    def recent(self) -> tuple[int, str]:
-        """The recent complete words (up to the last space or newline, at most
-        STREAM_SCREEN_CHARS), and where they start."""
-        start = self.window_start
+    def recent_span(self) -> tuple[int, int]:
+        """Where the recent complete words (up to the last space or newline, at most
+        STREAM_SCREEN_CHARS) start and end."""
+        start = max(self._buf_start, self.end - self.window)  # window_start, without a call
         end = self._last_space + 1 if self._last_space >= start else start
-        first = max(start, end - STREAM_SCREEN_CHARS)
-        return first, self._slice(first, end)
+        return max(start, end - STREAM_SCREEN_CHARS), end
 
     def may_block(self, first: int, recent: str) -> bool:
         """False only when `screener.screen(recent, Stage.RESPONSE).blocked` is surely False
-        (`first, recent` as `recent()` returned them)."""
+        (`recent` the text from `first` to where `recent_span()` ends)."""
         if self._nothing_blocks:
             return False
         if not self._by_lines or self.last_exotic >= first:
@@ -317,6 +377,6 @@ class StreamedText:
         )
         verdict = self._line_blocks.get(line)
         if verdict is None:
-            verdict = bool(self.screener.findings(self._slice(*line), Stage.RESPONSE, Action.BLOCK))
+            verdict = bool(self.screener.findings(self.between(*line), Stage.RESPONSE, Action.BLOCK))
             self._line_blocks[line] = verdict
         return verdict

@@ -1,0 +1,70 @@
+"""`openai._stream_delta_texts` reads a stream event's new texts without the mapper's callback;
+it must read the same texts, in the same order, that `_map_stream_deltas` visits (and redacts),
+whatever the event's shape: chat and completion chunks, Responses and Messages deltas, and
+JSON of other shapes or with values of other types where texts are expected."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from inferpool.guard.openai import _map_stream_deltas, _stream_delta_texts
+
+_TEXT = st.text(min_size=1, max_size=6)  # non-empty: two texts in swapped order differ
+_OTHER = st.one_of(st.none(), st.integers(), st.lists(_TEXT, max_size=2), st.just({}))
+# A value where a text is expected: mostly one, sometimes another JSON type.
+_VALUE = st.one_of(_TEXT, _TEXT, _TEXT, _OTHER)
+
+
+def _object(**keys: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """A JSON object with some of `keys` (often all of them), or now and then another value."""
+    return st.one_of(st.fixed_dictionaries(keys), st.fixed_dictionaries({}, optional=keys), _OTHER)
+
+
+_HOLDER = _object(content=_VALUE, role=_TEXT)
+_CHOICE = _object(text=_VALUE, message=_HOLDER, delta=_HOLDER, index=st.integers())
+_CHAT = st.fixed_dictionaries({"choices": st.one_of(st.lists(_CHOICE, min_size=1, max_size=3), _OTHER)})
+_RESPONSES = st.fixed_dictionaries(
+    {"type": st.sampled_from(["response.output_text.delta", "response.reasoning_text.delta"])},
+    optional={"delta": _VALUE},
+)
+_MESSAGES = st.fixed_dictionaries(
+    {"type": st.just("content_block_delta")},
+    optional={"delta": _object(text=_VALUE, thinking=_VALUE, type=_TEXT)},
+)
+# Other types, and a `type` of any JSON type (a list or an object raises TypeError in the mapper).
+_OTHERS = st.fixed_dictionaries(
+    {"type": st.one_of(st.sampled_from(["response.output_text.done", "message_stop", "ping"]), _VALUE)},
+    optional={"delta": _VALUE, "choices": st.lists(_CHOICE, max_size=1)},
+)
+_EVENT = st.one_of(_CHAT, _CHAT, _RESPONSES, _MESSAGES, _OTHERS, _VALUE, st.just({}))
+
+
+def _outcome(read: Callable[[], list[str]]) -> list[str] | type[Exception]:
+    """What reading the texts gives: the texts, or the error it raises (a `choices` or `type`
+    of an unusable JSON type raises TypeError in the mapper; the reader must do the same)."""
+    try:
+        return read()
+    except TypeError as error:
+        return type(error)
+
+
+@settings(max_examples=500)
+@given(data=_EVENT)
+@example(data={"choices": [{"text": "t", "message": {"content": "m"}, "delta": {"content": "d"}}]})
+@example(data={"type": "content_block_delta", "delta": {"thinking": "h", "text": "t"}})
+def test_the_texts_read_are_those_the_mapper_visits(data: Any) -> None:
+    def visited() -> list[str]:
+        texts: list[str] = []
+
+        def visit(text: str) -> str:
+            texts.append(text)
+            return text
+
+        _map_stream_deltas(data, visit)
+        return texts
+
+    assert _outcome(lambda: _stream_delta_texts(data)) == _outcome(visited)
