@@ -128,11 +128,18 @@ def _after_system(data: Any) -> list[bool]:
     return [after for _, _, after in _prompt_slots(data)]
 
 
+def _choice_list(data: dict[str, Any]) -> list[Any]:
+    """`choices`, when it is a list; an answer with anything else there holds no choice text
+    (and passes on as it came: screening reads answers, it does not validate them)."""
+    choices = data.get("choices")
+    return choices if isinstance(choices, list) else []
+
+
 def _map_choices(data: Any, fn: Callable[[str], str]) -> None:
     """Answer texts of OpenAI completions and chat: `choices[].text`, `.message.content`, `.delta.content`."""
     if not isinstance(data, dict):
         return
-    for choice in data.get("choices") or []:
+    for choice in _choice_list(data):
         if not isinstance(choice, dict):
             continue
         if isinstance(choice.get("text"), str):
@@ -180,6 +187,8 @@ def _map_stream_deltas(data: Any, fn: Callable[[str], str]) -> None:
     kind = data.get("type")
     if kind is None:
         _map_choices(data, fn)
+    elif not isinstance(kind, str):
+        return  # no event type of any API: nothing of it is answer text
     elif kind in _DELTA_EVENTS:
         if isinstance(data.get("delta"), str):
             data["delta"] = fn(data["delta"])
@@ -199,7 +208,7 @@ def _stream_delta_texts(data: Any) -> list[str]:
     kind = data.get("type")
     texts: list[str] = []
     if kind is None:
-        for choice in data.get("choices") or []:
+        for choice in _choice_list(data):
             if not isinstance(choice, dict):
                 continue
             if isinstance(text := choice.get("text"), str):
@@ -208,6 +217,8 @@ def _stream_delta_texts(data: Any) -> list[str]:
                 inner = choice.get(holder)
                 if isinstance(inner, dict) and isinstance(text := inner.get("content"), str):
                     texts.append(text)
+    elif not isinstance(kind, str):
+        return texts
     elif kind in _DELTA_EVENTS:
         if isinstance(text := data.get("delta"), str):
             texts.append(text)
@@ -437,7 +448,7 @@ class StreamScreener:
     async def _repeats(self, head: bytes, data: Any, event: bytes) -> bytes:
         """A Responses/Messages event with no new text: the end of the stream, or a whole text
         repeated (`.done` events), which gets the redactions its deltas got."""
-        if isinstance(data, dict) and data.get("type") in _FINAL_EVENTS:
+        if isinstance(data, dict) and isinstance(kind := data.get("type"), str) and kind in _FINAL_EVENTS:
             await self._final_check()
         return self._redacted(head, data, event, _map_stream_repeats)
 
