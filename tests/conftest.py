@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import pytest
+
 from inferpool.bench.procs import PORT_SLICE_ENV
 
 # `make test` runs the suite in parallel workers (pytest-xdist); each picks its ports in its own
@@ -23,6 +25,7 @@ def tier_of(nodeid: str) -> str:
     return next((tier for tier in SHARED_SERVER_TIERS if nodeid.startswith(tier)), nodeid)
 
 
+@pytest.hookimpl(optionalhook=True)  # a known hook only where xdist is loaded (not under -p no:xdist)
 def pytest_xdist_make_scheduler(config: Any, log: Any) -> Any:
     """As `--dist load`, except that a shared-server tier is one unit (`--dist loadgroup` would
     do it, but its group marks are lost on pytest 9, which keeps node ids elsewhere). Units go
