@@ -26,6 +26,7 @@ def test_a_port_is_handed_out_once_per_run(monkeypatch) -> None:  # type: ignore
         def getsockname(self) -> tuple[str, int]:
             return ("127.0.0.1", self.port)
 
+    monkeypatch.delenv(procs.PORT_SLICE_ENV, raising=False)  # every port: the offered ones are in both slices
     monkeypatch.setattr(free_ports, "_handed_out", set())
     monkeypatch.setattr(procs.socket, "socket", Socket)
     monkeypatch.setattr(procs, "port_is_free", lambda host, port: True)
