@@ -17,10 +17,9 @@ import orjson
 from inferpool.errors import InferenceError
 from inferpool.guard.policy import Stage
 from inferpool.guard.screen import Screener, Verdict
-from inferpool.guard.stream import StreamedText
+from inferpool.guard.stream import ANSWER_STAGE, StreamedText
 
 CONTENT_FILTER = "content_filter"
-_ANSWERS = Stage.RESPONSE  # read per streamed event: an enum member lookup costs ≈0.2 µs on a slow VM
 
 
 class Blocked(Exception):
@@ -432,7 +431,7 @@ class StreamScreener:
                 self._passed_recent = recent
             self._passed_span = span
         for text in texts:
-            if self.screener.may_redact(text, _ANSWERS):
+            if self.screener.may_redact(text, ANSWER_STAGE):
                 return self._redacted(head, data, event, _map_stream_deltas)
         return event
 
