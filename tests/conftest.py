@@ -4,10 +4,12 @@ helper that hands out ports) imports the same way from each."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+import vllm_env
 from inferpool.bench.procs import PORT_SLICE_ENV
 
 # `make test` runs the suite in parallel workers (pytest-xdist); each picks its ports in its own
@@ -17,12 +19,35 @@ if "PYTEST_XDIST_WORKER" in os.environ:
     os.environ[PORT_SLICE_ENV] = f"{_worker}/{os.environ['PYTEST_XDIST_WORKER_COUNT']}"
 
 # Tiers whose tests share servers started once per process: each goes to one worker whole.
-SHARED_SERVER_TIERS = ("tests/realvllm/",)
+VLLM_TIER = "tests/realvllm/"
+SHARED_SERVER_TIERS = (VLLM_TIER,)
+# Tests elsewhere that run the real-vLLM tier's venv, which `make test` may still be building when
+# the suite starts: they go with that tier to the one worker that waits for it, so the other
+# worker never idles (each asks for the `vllm_python` fixture, which checks it is listed here).
+NEEDS_VLLM_ENV = (
+    "tests/unit/scrape/test_kv_events.py::test_same_bytes_as_vllms_own_encoder",
+    "tests/unit/scheduling/test_sched_hf_tokenizer.py::test_the_same_ids_as_transformers_apply_chat_template[",
+)
 
 
 def tier_of(nodeid: str) -> str:
     """The unit of work a parallel worker is given: a shared-server tier, else the test itself."""
+    if nodeid.startswith(NEEDS_VLLM_ENV):
+        return VLLM_TIER
     return next((tier for tier in SHARED_SERVER_TIERS if nodeid.startswith(tier)), nodeid)
+
+
+@pytest.fixture
+def vllm_python(request: pytest.FixtureRequest) -> Path:
+    """The real-vLLM tier's python, once `make test` has built its venv (tests/vllm_env.py)."""
+    if tier_of(request.node.nodeid) != VLLM_TIER:
+        pytest.fail(
+            f"{request.node.nodeid} runs the vLLM venv: list it in NEEDS_VLLM_ENV (tests/conftest.py)"
+        )
+    try:
+        return vllm_env.wait_until_built()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.hookimpl(optionalhook=True)  # a known hook only where xdist is loaded (not under -p no:xdist)

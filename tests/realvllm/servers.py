@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from free_ports import free_port
+from vllm_env import VLLM_PYTHON
 
 ROOT = Path(__file__).resolve().parents[2]
-VLLM_VENV = Path(os.environ.get("VLLM_VENV", ROOT / ".venv-vllm"))
-VLLM_PYTHON = VLLM_VENV / "bin" / "python"
 BASE_MODEL = "tiny-llama"
 
 VLLM_ENV = {

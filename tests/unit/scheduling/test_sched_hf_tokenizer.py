@@ -9,12 +9,12 @@ is run on the same files and must give the same token ids.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
+import vllm_env
 from inferpool.scheduling.plugins.hf_tokenizer import ChatTemplateError, HFPromptTokenizer
 from inferpool.scheduling.plugins.precise_prefix import PrecisePrefixCacheScorer, PrecisePrefixParams
 from inferpool.state.kvindex import KVBlockIndex, KVEventsSettings
@@ -23,10 +23,6 @@ from .conftest import ep, req
 
 tokenizers = pytest.importorskip("tokenizers")
 
-# The real-vLLM tier's venv (make vllm-env), where transformers is; VLLM_VENV as in tests/realvllm.
-VLLM_PYTHON = (
-    Path(os.environ.get("VLLM_VENV", Path(__file__).resolve().parents[3] / ".venv-vllm")) / "bin" / "python"
-)
 
 # Meta-Llama-3-8B-Instruct's template (tokenizer_config.json), one line, BOS written by the template.
 LLAMA3_TEMPLATE = (
@@ -193,11 +189,13 @@ def test_a_chat_warmed_on_an_endpoint_scores_there_with_the_models_tokenizer(tmp
     assert scores[a] == 1.0 and scores[b] == 0.0
 
 
-@pytest.mark.skipif(not VLLM_PYTHON.exists(), reason="transformers lives in .venv-vllm (make vllm-env)")
+@pytest.mark.skipif(not vllm_env.present(), reason="transformers lives in .venv-vllm (make vllm-env)")
 @pytest.mark.parametrize(
     "template", [LLAMA3_TEMPLATE, QWEN_TEMPLATE, STRICT_TEMPLATE], ids=["llama3", "qwen", "strict"]
 )
-def test_the_same_ids_as_transformers_apply_chat_template(tmp_path: Path, template: str) -> None:
+def test_the_same_ids_as_transformers_apply_chat_template(
+    tmp_path: Path, template: str, vllm_python: Path
+) -> None:
     path = build_model_dir(tmp_path, template)
     conversation = [MESSAGES[1]] if template == STRICT_TEMPLATE else MESSAGES
     script = (
@@ -209,7 +207,7 @@ def test_the_same_ids_as_transformers_apply_chat_template(tmp_path: Path, templa
         "print(json.dumps({'chat': list(ids), 'completion': tok('the pasta was good')['input_ids']}))\n"
     )
     proc = subprocess.run(
-        [str(VLLM_PYTHON), "-c", script, str(tmp_path), json.dumps(conversation)],
+        [str(vllm_python), "-c", script, str(tmp_path), json.dumps(conversation)],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr

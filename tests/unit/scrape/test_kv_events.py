@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import msgspec
 import pytest
 
+import vllm_env
 from inferpool.kvwire import (
     AllBlocksCleared,
     BlockRemoved,
@@ -32,7 +32,6 @@ from inferpool.state.kvindex import PORT_LABEL, KVBlockIndex, KVEventsSettings, 
 
 ROOT = Path(__file__).resolve().parents[3]
 FIXTURE = ROOT / "tests/fixtures/vllm-0.32-kv-events.msgpack"
-VLLM_PYTHON = Path(os.environ.get("VLLM_VENV", ROOT / ".venv-vllm")) / "bin/python"
 BS = 16
 
 
@@ -82,8 +81,8 @@ def test_committed_vllm_payload_decodes() -> None:
     assert encode_batch(batch) == FIXTURE.read_bytes()  # our encoder writes the same bytes back
 
 
-@pytest.mark.skipif(not VLLM_PYTHON.exists(), reason=f"{VLLM_PYTHON} not found (make vllm-env)")
-def test_same_bytes_as_vllms_own_encoder() -> None:
+@pytest.mark.skipif(not vllm_env.present(), reason=f"{vllm_env.VLLM_PYTHON} not found (make vllm-env)")
+def test_same_bytes_as_vllms_own_encoder(vllm_python: Path) -> None:
     script = """
 import json, sys, msgspec
 from vllm.distributed.kv_events import AllBlocksCleared, BlockRemoved, BlockStored, KVEventBatch
@@ -97,7 +96,7 @@ sys.stdout.write(msgspec.msgpack.Encoder().encode(KVEventBatch(ts=spec["ts"], ev
     removed = {"block_hashes": [7], "medium": "GPU", "group_idx": 0}
     spec = {"ts": 1700000000.25, "stored": stored, "removed": removed}
     proc = subprocess.run(
-        [str(VLLM_PYTHON), "-c", script, json.dumps(spec)], capture_output=True, text=True, timeout=300
+        [str(vllm_python), "-c", script, json.dumps(spec)], capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     ours = KVEventBatch(
