@@ -14,7 +14,7 @@ OTEL_PROTO_FIX = $(BIN)/python -m pip install -q --force-reinstall --no-deps \
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python scripts/uv_install.py $(BIN)/python -q -e '.[test]'
 	$(OTEL_PROTO_FIX)
 	touch $(STAMP)
 
@@ -45,8 +45,8 @@ peers: $(STAMP)
 	$(BIN)/python -m inferpool.bench.peers
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff format --check src tests bench scripts
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

