@@ -69,7 +69,9 @@ def pip_settings(python: str) -> dict[str, str]:
 
 def uv_arguments(settings: dict[str, str]) -> tuple[list[str], dict[str, str]] | str:
     """uv's options and environment for pip's settings, or why they cannot be carried over."""
-    options = ["--index-strategy", "unsafe-best-match"]  # pip's rule: the best version of any index
+    # pip's rule: the best version of any index; and, as pip does, the modules compiled at install
+    # time (where PYTHONDONTWRITEBYTECODE is set, every process would otherwise compile each import)
+    options = ["--index-strategy", "unsafe-best-match", "--compile-bytecode"]
     env: dict[str, str] = {}
     for key, value in settings.items():
         if key in _AS_OPTION:

@@ -59,8 +59,8 @@ def test_each_setting_becomes_uvs_own() -> None:
             "disable-pip-version-check": "1",
         }
     )
-    assert options[:2] == ["--index-strategy", "unsafe-best-match"]  # pip's best version across indexes
-    pairs = list(zip(options[2::2], options[3::2], strict=True))
+    assert options[:3] == ["--index-strategy", "unsafe-best-match", "--compile-bytecode"]  # as pip does
+    pairs = list(zip(options[3::2], options[4::2], strict=True))
     assert ("--index-url", "https://idx.example/simple") in pairs
     assert ("--extra-index-url", "file:///a/simple") in pairs and (
         "--extra-index-url",
