@@ -12,7 +12,7 @@ import re
 from bisect import bisect_right
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 from itertools import accumulate
 from typing import NamedTuple, cast
 
@@ -576,13 +576,15 @@ def _prefilter_database(kinds: tuple[str, ...]) -> tuple[hyperscan.Database, hyp
 # The types that need no keyword share one database (they run whenever the policy has them);
 # each keyword-gated ID rule has its own, scanned only when one of its keywords is in the text
 # (in digit-heavy text their loose prefilters report hundreds of ends, a Python call each).
-_PREFILTERS = tuple(
-    (group, *_prefilter_database(group))
-    for group in (
-        tuple(k for k in PREFILTERED if k not in ID_RULES or not ID_RULES[k].keywords),
-        *((k,) for k in PREFILTERED if k in ID_RULES and ID_RULES[k].keywords),
+@cache
+def _prefilters() -> tuple[tuple[tuple[str, ...], hyperscan.Database, hyperscan.Scratch], ...]:
+    return tuple(
+        (group, *_prefilter_database(group))
+        for group in (
+            tuple(k for k in PREFILTERED if k not in ID_RULES or not ID_RULES[k].keywords),
+            *((k,) for k in PREFILTERED if k in ID_RULES and ID_RULES[k].keywords),
+        )
     )
-)
 
 
 def _collect(kind: int, _start: int, end: int, _flags: int, ends: object) -> None:
@@ -598,7 +600,7 @@ def prefiltered_windows(
     found: dict[str, set[int]] = {}
     starts = bounds.starts
     wanted = set(kinds)
-    for group, database, scratch in _PREFILTERS:
+    for group, database, scratch in _prefilters():
         if wanted.isdisjoint(group):
             continue
         ends: list[tuple[int, int]] = []
@@ -885,16 +887,25 @@ _ID_VALIDATORS = {kind: lru_cache(maxsize=_CACHE_SIZE)(rule.is_valid) for kind, 
 # no pattern takes and which ends a word for Hyperscan's ASCII \b as any non-word
 # character does for `re`'s.
 ALNUM_WIDTHS = {"it_codicefiscale": 16, "passport": 9}
-_ALNUM_PREFILTER = compiled_database(
-    [ID_RULES[k].pattern.pattern for k in ALNUM_TYPES], hyperscan.HS_FLAG_PREFILTER
-)
+
+
+@cache
+def _alnum_prefilter() -> tuple[hyperscan.Database, hyperscan.Scratch]:
+    return compiled_database([ID_RULES[k].pattern.pattern for k in ALNUM_TYPES], hyperscan.HS_FLAG_PREFILTER)
+
+
+def compile_databases() -> None:
+    """Compile this check's Hyperscan databases now, not at its first scan (≈0.1 s): a Screener
+    whose policy has the check calls it, so a process that screens nothing never pays it."""
+    _prefilters()
+    _alnum_prefilter()
 
 
 def _alnum_id_ends(chars: bytes) -> dict[str, list[int]]:
     """For each alphanumeric ID type, where in a text (without non-ASCII digits) whose
     ascii_chars are `chars` a match of its pattern may end."""
     reported: list[tuple[int, int]] = []
-    database, scratch = _ALNUM_PREFILTER
+    database, scratch = _alnum_prefilter()
     database.scan(chars, match_event_handler=_collect, context=reported, scratch=scratch.clone())
     ends: dict[str, list[int]] = {kind: [] for kind in ALNUM_TYPES}
     for kind_index, end in sorted(set(reported)):
