@@ -110,7 +110,8 @@ class Screener:
             pii.compile_databases()
         screens_injection = "injection" in kinds
         hints = SECRET_HINTS if "secrets" in kinds else ()
-        self._prescanner = Prescanner(screens_injection, hints)  # triggers only (the stream's per-event scans)
+        # Triggers only (the stream's per-event scans)
+        self._prescanner = Prescanner(screens_injection, hints)
         # Where PII's ID rules run, their keywords are looked for in the same pass
         with_keywords = (
             Prescanner(screens_injection, hints, ID_KEYWORDS) if "pii" in kinds else self._prescanner
