@@ -242,6 +242,9 @@ class InjectionScorer:
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"injection threshold must be in (0, 1], got {threshold}")
         self.threshold = threshold
+        # Compiled with the policy that asks for the check, neither at import (every process would
+        # pay ≈0.5 s here, screening or not) nor in the first request it screens
+        _signal_database()
 
     def score(self, text: str, after_system: bool = False) -> InjectionScore:
         """The reference scoring: every signal whose anchor occurs is matched over the whole text."""
@@ -365,13 +368,6 @@ def _signal_database() -> tuple[hyperscan.Database, hyperscan.Scratch]:
         [_prefilter_source(s.pattern.pattern) for s in SIGNALS],
         hyperscan.HS_FLAG_PREFILTER | hyperscan.HS_FLAG_CASELESS,
     )
-
-
-def compile_databases() -> None:
-    """Compile this check's Hyperscan database now (≈0.15–0.5 s), not at its first scan: a
-    Screener whose policy has the check calls it, so a process that screens nothing (the
-    CLI, the simulator, a gateway without GuardPolicies) never pays it."""
-    _signal_database()
 
 
 def _signal_ends(text: str, chars: bytes | None = None) -> list[tuple[int, int]]:

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from inferpool.guard import injection, pii
 from inferpool.guard.credentials import SECRET_HINTS, SecretScanner
 from inferpool.guard.detectors import compile_terms, find_terms
 from inferpool.guard.findings import Finding
@@ -103,19 +102,10 @@ class Screener:
         self.config = config
         self._detectors = [(check, _detector(check)) for check in config.checks]
         kinds = {c.check for c in config.checks}
-        # The checks' compiled databases now, with the policy, not in the first request it screens
-        if "injection" in kinds:
-            injection.compile_databases()
-        if "pii" in kinds:
-            pii.compile_databases()
-        screens_injection = "injection" in kinds
-        hints = SECRET_HINTS if "secrets" in kinds else ()
-        # Triggers only (the stream's per-event scans)
-        self._prescanner = Prescanner(screens_injection, hints)
+        injection, hints = "injection" in kinds, SECRET_HINTS if "secrets" in kinds else ()
+        self._prescanner = Prescanner(injection, hints)  # triggers only (the stream's per-event scans)
         # Where PII's ID rules run, their keywords are looked for in the same pass
-        with_keywords = (
-            Prescanner(screens_injection, hints, ID_KEYWORDS) if "pii" in kinds else self._prescanner
-        )
+        with_keywords = Prescanner(injection, hints, ID_KEYWORDS) if "pii" in kinds else self._prescanner
         self._session = session
         # The kinds of the checks of each stage, and of each stage and action.
         self._kinds: dict[tuple[Stage, Action | None], tuple[str, ...]] = {
