@@ -18,12 +18,11 @@ if "PYTEST_XDIST_WORKER" in os.environ:
     _worker = int(os.environ["PYTEST_XDIST_WORKER"].removeprefix("gw"))
     os.environ[PORT_SLICE_ENV] = f"{_worker}/{os.environ['PYTEST_XDIST_WORKER_COUNT']}"
 
-# Tiers whose tests share servers started once per process: each goes to one worker whole.
-VLLM_TIER = "tests/realvllm/"
-SHARED_SERVER_TIERS = (VLLM_TIER,)
-# Tests elsewhere that run the real-vLLM tier's venv, which `make test` may still be building when
-# the suite starts: they go with that tier to the one worker that waits for it, so the other
+# The real-vLLM tier's tests share one fleet of servers started once per process, so the tier goes
+# to one worker whole. Tests elsewhere that run its venv, which `make test` may still be building
+# when the suite starts, go with it to that worker, which waits for the venv anyway, so the other
 # worker never idles (each asks for the `vllm_python` fixture, which checks it is listed here).
+VLLM_TIER = "tests/realvllm/"
 NEEDS_VLLM_ENV = (
     "tests/unit/scrape/test_kv_events.py::test_same_bytes_as_vllms_own_encoder",
     "tests/unit/scheduling/test_sched_hf_tokenizer.py::test_the_same_ids_as_transformers_apply_chat_template[",
@@ -31,10 +30,8 @@ NEEDS_VLLM_ENV = (
 
 
 def tier_of(nodeid: str) -> str:
-    """The unit of work a parallel worker is given: a shared-server tier, else the test itself."""
-    if nodeid.startswith(NEEDS_VLLM_ENV):
-        return VLLM_TIER
-    return next((tier for tier in SHARED_SERVER_TIERS if nodeid.startswith(tier)), nodeid)
+    """The unit of work a parallel worker is given: the real-vLLM tier, else the test itself."""
+    return VLLM_TIER if nodeid.startswith((VLLM_TIER, *NEEDS_VLLM_ENV)) else nodeid
 
 
 @pytest.fixture
@@ -52,7 +49,7 @@ def vllm_python(request: pytest.FixtureRequest) -> Path:
 
 @pytest.hookimpl(optionalhook=True)  # a known hook only where xdist is loaded (not under -p no:xdist)
 def pytest_xdist_make_scheduler(config: Any, log: Any) -> Any:
-    """As `--dist load`, except that a shared-server tier is one unit (`--dist loadgroup` would
+    """As `--dist load`, except that the real-vLLM tier is one unit (`--dist loadgroup` would
     do it, but its group marks are lost on pytest 9, which keeps node ids elsewhere). Units go
     out largest first, so the real-vLLM tier starts at once, its fleet booting while the other
     worker runs the rest."""

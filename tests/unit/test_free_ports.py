@@ -10,29 +10,6 @@ import free_ports
 from inferpool.bench import procs
 
 
-def test_a_port_is_handed_out_once_per_run(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    offered = iter([40001, 40001, 40002, 40001, 40003])  # what bind(("127.0.0.1", 0)) would say
-
-    class Socket:
-        def __enter__(self) -> Socket:
-            return self
-
-        def __exit__(self, *exc: object) -> None:
-            return None
-
-        def bind(self, address: tuple[str, int]) -> None:
-            self.port = next(offered)
-
-        def getsockname(self) -> tuple[str, int]:
-            return ("127.0.0.1", self.port)
-
-    monkeypatch.delenv(procs.PORT_SLICE_ENV, raising=False)  # every port: the offered ones are in both slices
-    monkeypatch.setattr(free_ports, "_handed_out", set())
-    monkeypatch.setattr(procs.socket, "socket", Socket)
-    monkeypatch.setattr(procs, "port_is_free", lambda host, port: True)
-    assert [free_ports.free_port() for _ in range(3)] == [40001, 40002, 40003]
-
-
 class _OfferedSocket:
     """Stands in for socket.socket: each bind to port 0 gets the next offered port."""
 
@@ -51,20 +28,32 @@ class _OfferedSocket:
         return ("127.0.0.1", self.port)
 
 
-def test_parallel_workers_pick_only_in_their_own_slice(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def _offer(monkeypatch: pytest.MonkeyPatch, ports: list[int]) -> None:
+    """What bind(("127.0.0.1", 0)) says, call by call; every port counts as free."""
+    monkeypatch.setattr(_OfferedSocket, "offered", iter(ports))
     monkeypatch.setattr(procs.socket, "socket", _OfferedSocket)
     monkeypatch.setattr(procs, "port_is_free", lambda host, port: True)
+
+
+def test_a_port_is_handed_out_once_per_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(procs.PORT_SLICE_ENV, raising=False)  # a worker's slice would refuse some of these
+    monkeypatch.setattr(free_ports, "_handed_out", set())
+    _offer(monkeypatch, [40001, 40001, 40002, 40001, 40003])
+    assert [free_ports.free_port() for _ in range(3)] == [40001, 40002, 40003]
+
+
+def test_parallel_workers_pick_only_in_their_own_slice(monkeypatch: pytest.MonkeyPatch) -> None:
     block = procs.PORT_BLOCK
     # blocks 625 and 627 are slice 1 of 2, 626 is slice 0; a run of two from the last port of
     # block 626 crosses into 627
-    monkeypatch.setattr(_OfferedSocket, "offered", iter([625 * block + 1, 627 * block - 1, 626 * block + 3]))
+    _offer(monkeypatch, [625 * block + 1, 627 * block - 1, 626 * block + 3])
     monkeypatch.setenv(procs.PORT_SLICE_ENV, "0/2")
     assert procs.free_ports(2) == [626 * block + 3, 626 * block + 4]
-    monkeypatch.setattr(_OfferedSocket, "offered", iter([626 * block, 628 * block - 2]))
+    _offer(monkeypatch, [626 * block, 628 * block - 2])
     monkeypatch.setenv(procs.PORT_SLICE_ENV, "1/2")
     assert procs.free_ports(2) == [628 * block - 2, 628 * block - 1]
     monkeypatch.delenv(procs.PORT_SLICE_ENV)
-    monkeypatch.setattr(_OfferedSocket, "offered", iter([626 * block]))
+    _offer(monkeypatch, [626 * block])
     assert procs.free_ports(1) == [626 * block]  # no slice: any port
 
 
