@@ -90,6 +90,8 @@ def test_a_failing_uv_falls_back_to_pip(monkeypatch: pytest.MonkeyPatch) -> None
     calls: list[list[str]] = []
 
     def run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        if argv[1:] == ["--version"]:  # no uv in the venv yet
+            raise FileNotFoundError(argv[0])
         calls.append(argv)
         failed = argv[0].endswith("/uv")  # uv itself fails; pip (installing uv, then the fallback) works
         return subprocess.CompletedProcess(argv, 2 if failed else 0, "", "")
@@ -101,6 +103,21 @@ def test_a_failing_uv_falls_back_to_pip(monkeypatch: pytest.MonkeyPatch) -> None
     assert calls[1][:5] == ["/venv/bin/uv", "pip", "install", "--python", "/venv/bin/python"]
     assert calls[1][-1] == "peft" and "--find-links" in calls[1]
     assert calls[2] == ["/venv/bin/python", "-m", "pip", "install", "peft"]
+
+
+def test_a_venv_with_the_pinned_uv_is_not_asked_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    pinned = uv_install.pinned_uv().partition("==")[2]
+    calls: list[list[str]] = []
+
+    def run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        calls.append(argv)
+        version = f"uv {pinned} (x86_64-unknown-linux-gnu)\n" if argv[1:] == ["--version"] else ""
+        return subprocess.CompletedProcess(argv, 0, version, "")
+
+    monkeypatch.setattr(uv_install, "pip_settings", lambda python: {})
+    monkeypatch.setattr(uv_install.subprocess, "run", run)
+    assert uv_install.install("/venv/bin/python", ["peft"]) == 0
+    assert [argv[:2] for argv in calls] == [["/venv/bin/uv", "--version"], ["/venv/bin/uv", "pip"]]
 
 
 def test_uv_is_pinned_in_the_test_extra() -> None:
