@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, MutableMapping
 
-from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -72,6 +71,10 @@ class Tracing:
     def otlp(cls, endpoint: str, service_name: str, plane: str) -> Tracing:
         """Batched OTLP/gRPC export to `endpoint` (read as vLLM reads it: `http://host:4317` is
         plaintext, `https://` or a bare `host:port` is TLS unless OTEL_EXPORTER_OTLP_INSECURE=true)."""
+        # Imported here: the exporter (with grpc and the OTLP protobufs) is most of this module's
+        # import time, and a process without an OTLP endpoint never builds one.
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
         return cls(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)), service_name, plane)
 
     # -- propagation (per request, on the data plane) ------------------------------------------

@@ -1,0 +1,42 @@
+"""The `inferpool` entry point: every command is reachable, and a command imports only its own
+module's dependencies (the other commands' modules are imported when they run)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from inferpool.cli import COMMANDS, app
+
+
+def test_help_lists_every_command_and_each_resolves() -> None:
+    listed = CliRunner().invoke(app, ["--help"])
+    assert listed.exit_code == 0, listed.output
+    for name in COMMANDS:
+        assert name in listed.output
+        shown = CliRunner().invoke(app, [name, "--help"])
+        assert shown.exit_code == 0, (name, shown.output)
+        assert "Usage:" in shown.output
+
+
+def test_an_unknown_command_is_a_usage_error() -> None:
+    done = CliRunner().invoke(app, ["no-such-command"])
+    assert done.exit_code == 2
+    assert "No such command" in done.output
+
+
+_PROBE = """
+import sys
+from inferpool.cli import click_command
+click_command("sim")
+print(*sorted(m for m in ("inferpool.gateway.proxy", "inferpool.extproc.server", "inferpool.bench.compare",
+                          "inferpool.sim.engine") if m in sys.modules))
+"""
+
+
+def test_a_command_imports_its_own_module_only() -> None:
+    done = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["inferpool.sim.engine"]
