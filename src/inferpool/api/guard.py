@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-import phonenumbers
 from pydantic import Field, field_validator, model_validator
 
 from inferpool.api.common import Group, Model, ObjectName, Resource
@@ -97,6 +96,8 @@ class GuardCheck(Model):
             return None
         if not regions:
             raise ValueError("phoneRegions needs at least one region when given")
+        import phonenumbers  # here: only a policy naming regions needs it (≈35 ms of every start)
+
         unknown = [r for r in regions if r.upper() not in phonenumbers.SUPPORTED_REGIONS]
         if unknown:
             raise ValueError(

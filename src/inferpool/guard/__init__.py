@@ -1,6 +1,6 @@
 """Prompt and response screening (the Model Armor role): PII, secrets, injection, deny-list, hook."""
 
-from inferpool.guard.detectors import Finding, find
+from inferpool.guard.findings import Finding
 from inferpool.guard.policy import Action, CheckConfig, GuardConfig, HookConfig, Stage
 from inferpool.guard.screen import Screener, Verdict
 
@@ -13,5 +13,4 @@ __all__ = [
     "Screener",
     "Stage",
     "Verdict",
-    "find",
 ]

@@ -7,10 +7,10 @@ policy's settings. The functions here run them with default settings (reports an
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 
 from inferpool.guard.credentials import SecretScanner
+from inferpool.guard.denylist import compile_terms, find_terms
 from inferpool.guard.findings import Finding
 from inferpool.guard.injection import InjectionScorer
 from inferpool.guard.pii import PII_TYPES, PiiScanner, without_overlaps
@@ -28,20 +28,6 @@ def find_secrets(text: str) -> list[Finding]:
 
 def find_injection(text: str, after_system: bool = False) -> list[Finding]:
     return InjectionScorer().find(text, after_system)
-
-
-def compile_terms(terms: Iterable[str]) -> re.Pattern[str] | None:
-    """Whole-word, case-insensitive alternation of deny-listed terms (None when the list is empty)."""
-    words = sorted({t.strip() for t in terms if t.strip()}, key=len, reverse=True)
-    if not words:
-        return None
-    return re.compile(r"(?<!\w)(?:" + "|".join(re.escape(w) for w in words) + r")(?!\w)", re.IGNORECASE)
-
-
-def find_terms(text: str, pattern: re.Pattern[str] | None) -> list[Finding]:
-    if pattern is None:
-        return []
-    return [Finding("denylist", m.group().lower(), m.start(), m.end()) for m in pattern.finditer(text)]
 
 
 def find(text: str) -> list[Finding]:

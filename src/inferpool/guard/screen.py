@@ -12,11 +12,8 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from inferpool.guard.credentials import SECRET_HINTS, SecretScanner
-from inferpool.guard.detectors import compile_terms, find_terms
+from inferpool.guard.denylist import compile_terms, find_terms
 from inferpool.guard.findings import Finding
-from inferpool.guard.injection import InjectionScorer
-from inferpool.guard.pii import ID_KEYWORDS, PiiScanner
 from inferpool.guard.policy import Action, CheckConfig, GuardConfig, HookConfig, Stage
 from inferpool.guard.prescan import SHORTEST_NUMBER_CANDIDATE, Prescan, Prescanner, Triggers
 
@@ -64,8 +61,15 @@ Detector = Callable[[str, Prescan, bool], list[Finding]]
 
 
 def _detector(check: CheckConfig) -> Detector:
-    """The compiled detector of one check, holding that check's own settings."""
+    """The compiled detector of one check, holding that check's own settings.
+
+    Each detector's module is imported here, when a policy first uses it: with its libraries
+    (detect-secrets, libphonenumber, python-stdnum) they are ≈0.25 s of every data plane's
+    start, and most deployments screen nothing, or not with every check.
+    """
     if check.check == "pii":
+        from inferpool.guard.pii import PiiScanner
+
         pii = PiiScanner(check.pii_types, check.phone_regions)
         return lambda text, scan, _after_system: pii.find(
             text,
@@ -78,11 +82,15 @@ def _detector(check: CheckConfig) -> Detector:
             odd_digits=scan.chars is None or scan.odd_digits,
         )
     if check.check == "secrets":
+        from inferpool.guard.credentials import SecretScanner
+
         secrets = SecretScanner(check.base64_entropy_limit, check.hex_entropy_limit)
         return lambda text, scan, _after_system: secrets.find(
             text, scan.lowered, scan.secret_hints, scan.long_tokens
         )
     if check.check == "injection":
+        from inferpool.guard.injection import InjectionScorer
+
         scorer = InjectionScorer(check.threshold)
         return lambda text, scan, after_system: (
             scorer.find(text, after_system, scan.lowered, scan.injection_hits, scan.exact, scan.chars)
@@ -95,6 +103,18 @@ def _detector(check: CheckConfig) -> Detector:
     raise ValueError(f"unknown guard check {check.check!r}")
 
 
+def _secret_hints() -> tuple[str, ...]:
+    from inferpool.guard.credentials import SECRET_HINTS  # see _detector: imported when used
+
+    return SECRET_HINTS
+
+
+def _id_keywords() -> frozenset[str]:
+    from inferpool.guard.pii import ID_KEYWORDS  # see _detector: imported when used
+
+    return ID_KEYWORDS
+
+
 class Screener:
     """One GuardConfig, compiled once; screen() for built-in checks, screen_async() adds the hook."""
 
@@ -102,10 +122,10 @@ class Screener:
         self.config = config
         self._detectors = [(check, _detector(check)) for check in config.checks]
         kinds = {c.check for c in config.checks}
-        injection, hints = "injection" in kinds, SECRET_HINTS if "secrets" in kinds else ()
+        injection, hints = "injection" in kinds, _secret_hints() if "secrets" in kinds else ()
         self._prescanner = Prescanner(injection, hints)  # triggers only (the stream's per-event scans)
         # Where PII's ID rules run, their keywords are looked for in the same pass
-        with_keywords = Prescanner(injection, hints, ID_KEYWORDS) if "pii" in kinds else self._prescanner
+        with_keywords = Prescanner(injection, hints, _id_keywords()) if "pii" in kinds else self._prescanner
         self._session = session
         # The kinds of the checks of each stage, and of each stage and action.
         self._kinds: dict[tuple[Stage, Action | None], tuple[str, ...]] = {
