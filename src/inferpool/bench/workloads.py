@@ -287,11 +287,16 @@ def sim_token_text(tokens: int, rng: random.Random, tokenizer: Tokenizer) -> str
     """
     out: list[str] = []
     count = 0
+    lengths: dict[str, int] = {}  # a word (after a space or first) -> its tokens: the words recur
     while count < tokens:
         for word in words(max(1, tokens - count), rng).split(" "):
             if count >= tokens:
                 break
-            count += len(tokenizer.encode((" " if out else "") + word, add_bos=False))
+            piece = (" " if out else "") + word
+            length = lengths.get(piece)
+            if length is None:
+                length = lengths[piece] = len(tokenizer.encode(piece, add_bos=False))
+            count += length
             out.append(word)
     return " ".join(out)
 
