@@ -25,7 +25,7 @@ if "PYTEST_XDIST_WORKER" in os.environ:
 VLLM_TIER = "tests/realvllm/"
 NEEDS_VLLM_ENV = (
     "tests/unit/scrape/test_kv_events.py::test_same_bytes_as_vllms_own_encoder",
-    "tests/unit/scheduling/test_sched_hf_tokenizer.py::test_the_same_ids_as_transformers_apply_chat_template[",
+    "tests/unit/scheduling/test_sched_hf_tokenizer.py::test_the_same_ids_as_transformers_apply_chat_template",
 )
 
 
