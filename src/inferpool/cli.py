@@ -95,6 +95,8 @@ def click_command(name: str) -> Command:
 
 
 class LazyCommands(TyperGroup):
+    """The root group: its commands come from COMMANDS, each loaded when asked for."""
+
     def list_commands(self, ctx: Context) -> list[str]:
         return list(COMMANDS)
 

@@ -1,4 +1,4 @@
-"""The built-in detectors behind one interface, and the deny-list.
+"""The built-in detectors behind one interface (the deny-list is `denylist.py`).
 
 PII (`pii.py`: phonenumbers + python-stdnum), secrets (`credentials.py`: detect-secrets) and
 prompt injection (`injection.py`: a scored detector) each have a scanner class holding one
@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from inferpool.guard.credentials import SecretScanner
-from inferpool.guard.denylist import compile_terms, find_terms
 from inferpool.guard.findings import Finding
 from inferpool.guard.injection import InjectionScorer
 from inferpool.guard.pii import PII_TYPES, PiiScanner, without_overlaps
@@ -38,11 +37,9 @@ def find(text: str) -> list[Finding]:
 __all__ = [
     "PII_TYPES",
     "Finding",
-    "compile_terms",
     "find",
     "find_injection",
     "find_pii",
     "find_secrets",
-    "find_terms",
     "without_overlaps",
 ]
