@@ -252,6 +252,26 @@ def calibrate(profile: HardwareProfile) -> list[Row]:
         rows.append(Row(f"ShareGPT e2e latency at QPS {rate} (V1)", e2e_pub, statistics.mean(map(_e2e, reqs)), "s",
                         role, band, approx=True))  # fmt: skip
 
+    # 7b. A saturated steady state: 8,400 requests, Poisson at 70 QPS, exactly 200 in / 200 out
+    # (vllm PR #14902's "before": V1 of March 2025, Llama-8B, H100, benchmark_serving). Arrivals
+    # outrun the engine for two minutes, so the batch fills to max_num_seqs and stays there.
+    steady = random.Random(14902)
+    arrivals, t = [], 0.0
+    for _ in range(8_400):
+        t += steady.expovariate(70.0)
+        arrivals.append((t, 200, 200))
+    reqs = _open_loop(profile, arrivals)
+    span = max(r.finish_time or 0 for r in reqs) - min(r.arrival_time for r in reqs)
+    tpots = [_itl(r) for r in reqs]
+    rows.append(Row("8,400 requests at QPS 70, 200/200: throughput", 60.39, len(reqs) / span, "req/s",
+                    HELD_OUT, saturated))  # fmt: skip
+    rows.append(Row("8,400 requests at QPS 70, 200/200: mean TTFT", 2_631.59,
+                    statistics.mean(map(_ttft, reqs)) * ms, "ms", HELD_OUT, saturated))  # fmt: skip
+    rows.append(Row("8,400 requests at QPS 70, 200/200: mean TPOT", 70.19, statistics.mean(tpots) * ms, "ms",
+                    HELD_OUT, saturated))  # fmt: skip
+    rows.append(Row("8,400 requests at QPS 70, 200/200: median TPOT", 81.53, statistics.median(tpots) * ms,
+                    "ms", HELD_OUT, saturated))  # fmt: skip
+
     # 8. v0.6.0 ShareGPT median TPOT vs QPS (V0 engine, Llama-3-8B): reported, not a target.
     for qps, tpot_pub in ((4.0, 8.0), (32.0, 14.0), (None, 57.0)):
         reqs = _open_loop(profile, _sharegpt(random.Random(11), 1_000, qps, SHAREGPT_V060))
