@@ -3,6 +3,7 @@ module's dependencies (the other commands' modules are imported when they run)."
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -14,8 +15,9 @@ from inferpool.cli import COMMANDS, app
 def test_help_lists_every_command_and_each_resolves() -> None:
     listed = CliRunner().invoke(app, ["--help"])
     assert listed.exit_code == 0, listed.output
+    # the first column of the help's command panel, in COMMANDS' order
+    assert re.findall(r"^│ ([a-z][a-z-]*) ", listed.output, re.MULTILINE) == list(COMMANDS)
     for name in COMMANDS:
-        assert name in listed.output
         shown = CliRunner().invoke(app, [name, "--help"])
         assert shown.exit_code == 0, (name, shown.output)
         assert "Usage:" in shown.output

@@ -1,6 +1,6 @@
 """The checks' Hyperscan databases are compiled, and the detectors' libraries imported, when a
 policy's detector is built, not when a data plane is imported: every `serve` or `epp` start
-(every server a test starts) took ≈0.6 s longer for the databases and ≈0.25 s for the libraries."""
+(every server a test starts) took ≈0.6 s longer for the databases and ≈0.3 s for the libraries."""
 
 from __future__ import annotations
 
