@@ -3,13 +3,14 @@ module's dependencies (the other commands' modules are imported when they run)."
 
 from __future__ import annotations
 
+import inspect
 import re
 import subprocess
 import sys
 
 from typer.testing import CliRunner
 
-from inferpool.cli import COMMANDS, app
+from inferpool.cli import COMMANDS, app, click_command
 
 
 def test_help_lists_every_command_and_each_resolves() -> None:
@@ -23,6 +24,18 @@ def test_help_lists_every_command_and_each_resolves() -> None:
         shown = CliRunner().invoke(app, [name, "--help"])
         assert shown.exit_code == 0, (name, shown.output)
         assert "Usage:" in shown.output
+
+
+def test_each_line_in_help_is_the_commands_own() -> None:
+    # root help shows COMMANDS' lines without loading the commands: each must be what typer
+    # would show from the command itself (the first paragraph of its help, lines joined)
+    for name, line in COMMANDS.items():
+        command = click_command(name)
+        assert command.short_help is None, name
+        assert not command.hidden and not command.deprecated, name
+        assert not getattr(command, "rich_help_panel", None), name  # typer: falsy = the default panel
+        first = inspect.cleandoc(command.help or "").split("\n\n")[0].replace("\n", " ").strip()
+        assert line == first, name
 
 
 def test_an_unknown_command_is_a_usage_error() -> None:
@@ -44,3 +57,18 @@ def test_a_command_imports_its_own_module_only() -> None:
     done = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["inferpool.sim.engine"]
+
+
+_HELP_PROBE = """
+import sys
+from typer.testing import CliRunner
+from inferpool.cli import app
+assert CliRunner().invoke(app, ["--help"]).exit_code == 0
+print(*sorted(m for m in sys.modules if m.startswith("inferpool.") and m != "inferpool.cli"))
+"""
+
+
+def test_root_help_imports_no_command() -> None:
+    done = subprocess.run([sys.executable, "-c", _HELP_PROBE], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == []
