@@ -317,6 +317,20 @@ async def test_shed_429_when_the_replicas_are_saturated(tmp_path: Path) -> None:
         assert sum(n.served.count(BASE) for n in nodes) >= 1
 
 
+async def test_a_request_without_a_body_goes_to_a_replica() -> None:
+    # as upstream's EPP does: no model to schedule on, so a random ready replica answers it
+    nodes = sims(3)
+    async with AsyncExitStack() as stack:
+        s = await open_stack(stack, nodes)
+        async with aiohttp.ClientSession() as http:
+            for path, status in (("/health", 200), ("/version", 200), ("/no-such-path", 404)):
+                async with http.get(f"{s.envoy.url}{path}") as response:
+                    assert response.status == status, (path, await response.text())
+                    if path == "/version":
+                        assert "version" in await response.json()
+        assert not served(nodes)  # no inference ran
+
+
 async def test_unknown_model_is_404_from_the_epp() -> None:
     nodes = sims(3)
     async with AsyncExitStack() as stack:

@@ -210,7 +210,7 @@ class RequestStream:
         self._subset = protocol.subset_hint(request)
         if request.request_headers.end_of_stream:
             self._headers_only = True
-            return await self._pick()  # no body (GET): pick on headers alone
+            return await self._pick()  # no body (GET): no model to schedule on
         if self._request_streamed:
             return []  # full duplex: the headers answer waits for the whole body
         if self._skips_answer():
@@ -248,9 +248,12 @@ class RequestStream:
         trace = tracing.join(self._headers) if tracing is not None else None
         http = HttpFacts(self._headers.get(":method", "POST"), path, trace=trace)
         self._in_core = True
-        routed = await self._core.route_async(
-            self._pool, path, self._headers, body, self._subset, http=http, parsed=parsed
-        )
+        if self._headers_only:  # nothing to schedule on: a random ready endpoint, as upstream
+            routed = self._core.route_without_body(self._pool, self._headers, self._subset, http=http)
+        else:
+            routed = await self._core.route_async(
+                self._pool, path, self._headers, body, self._subset, http=http, parsed=parsed
+            )
         self._routed = routed
         self._body = bytearray()
         self._candidates = list(routed.candidates[: max(1, self._config.fallback_endpoints)])

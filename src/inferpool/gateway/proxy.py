@@ -2,8 +2,9 @@
 
 Each step is its own part (routing.py, tenancy.py, guard/, the request core, forward.py);
 this module only puts them in order. Every request ends in exactly one record from the
-core: refused before routing (`refuse`), a Service backend (`passthrough`) or routed to an
-InferencePool (`route_async`) all take the same forward-and-finish path.
+core: refused before routing (`refuse`), a Service backend (`passthrough`), routed to an
+InferencePool (`route_async`) or, without a body, sent to one of its endpoints at random
+(`route_without_body`) all take the same forward-and-finish path.
 """
 
 from __future__ import annotations
@@ -230,12 +231,12 @@ class Proxy:
         state.backend = backend.label
         body = await self._read_body(request)
         state.body_bytes = len(body)
-        parsed = _try_parse(body, request.path)
+        parsed = _try_parse(body, request.path) if body else None
         state.model = state.relay.model = parsed.model if parsed is not None else _model_of(body)
         if state.tenant is not None:
             self.tenancy.admit(state.tenant, state.model, headers)
             state.relay.answer_headers = state.tenant.answer_headers
-        if self.guards:
+        if self.guards and body:  # a request without a body has no prompt, nor a model's answer
             pool = backend.key if backend.kind == "InferencePool" else None
             state.relay.screener = self.guards.for_request(
                 listener.gateway, match.route.key, state.model, pool
@@ -295,20 +296,25 @@ class Proxy:
                 raise InferenceError(
                     500, f"InferencePool {backend.key} referenced by {match.route.key} does not exist."
                 )
-            ttl_s = None
             state.in_core = True
-            if deadline is not None:
-                ttl_s = max(0.0, deadline - asyncio.get_running_loop().time() - _QUEUE_TTL_MARGIN_S)
-            state.routed = await self.core.route_async(
-                backend.key,
-                request.path_qs,
-                headers,
-                body,
-                ttl_s=ttl_s,
-                http=state.http,
-                arrived=state.arrived,
-                parsed=parsed,
-            )
+            if not body:  # nothing to schedule on (GET /health, /metrics...): as the EPP does
+                state.routed = self.core.route_without_body(
+                    backend.key, headers, http=state.http, arrived=state.arrived
+                )
+            else:
+                ttl_s = None
+                if deadline is not None:
+                    ttl_s = max(0.0, deadline - asyncio.get_running_loop().time() - _QUEUE_TTL_MARGIN_S)
+                state.routed = await self.core.route_async(
+                    backend.key,
+                    request.path_qs,
+                    headers,
+                    body,
+                    ttl_s=ttl_s,
+                    http=state.http,
+                    arrived=state.arrived,
+                    parsed=parsed,
+                )
         return await self.forwarder.forward(
             request, state.routed, headers, match.rule.backend_timeout_s, state.relay
         )

@@ -9,7 +9,8 @@ flow control is on: then a request waits in its pool's queue while the pool is s
 (admission/flowcontrol/) and is scheduled when its turn comes.
 
 Requests that never reach a pool end in a record too: refuse() for what the data plane
-turns away itself (no route, bad key, screened), passthrough() for a Service backend.
+turns away itself (no route, bad key, screened), passthrough() for a Service backend. A
+request to a pool without a body goes to a random ready endpoint (route_without_body()).
 """
 
 from __future__ import annotations
@@ -281,6 +282,37 @@ class Director:
     ) -> PassthroughRequest:
         """A request for a plain Service backend: no scheduling, the same tracking and record."""
         return PassthroughRequest(self, request_id, list(candidates), body, http, arrived, model)
+
+    def route_without_body(
+        self,
+        pool: str,
+        headers: Mapping[str, str],
+        subset: frozenset[str] | None = None,
+        *,
+        http: HttpFacts | None = None,
+        arrived: float | None = None,
+    ) -> PassthroughRequest:
+        """A request to `pool` with no body (a GET of /health, /metrics, /version...): there is
+        no model or prompt to schedule on, so a random ready endpoint serves it (the others
+        after it, in turn, for retries), as upstream's EPP does; neither admission nor flow
+        control sees it. Raises InferenceError 503 (recorded) when no endpoint is ready."""
+        attempt = self._begin(pool, headers, b"", http, arrived)
+        candidates = _in_subset(self.datastore.ready_endpoints(pool), subset)
+        if not candidates:
+            exc = InferenceError(503, f"no ready endpoints in pool {pool}")
+            self._emit(_refused_record(attempt, exc, self))
+            raise exc
+        first = self.rng.randrange(len(candidates))
+        return PassthroughRequest(
+            self,
+            attempt.request_id,
+            candidates[first:] + candidates[:first],
+            b"",
+            http,
+            attempt.arrived,
+            "",
+            pool=pool,
+        )
 
     async def _prepare(self, scheduler: Scheduler, attempt: _Attempt) -> None:
         """The scheduler's plugins' work that must not hold the event loop, done before
@@ -590,7 +622,8 @@ class _Tracked:
 
 
 class PassthroughRequest(_Tracked):
-    """A request for a Service backend: tried in the given order, recorded like any other."""
+    """A request that is not scheduled (for a Service backend, or without a body for a pool):
+    tried in the given order, recorded like any other."""
 
     def __init__(
         self,
@@ -601,9 +634,12 @@ class PassthroughRequest(_Tracked):
         http: HttpFacts | None,
         arrived: float | None,
         model: str,
+        *,
+        pool: str | None = None,
     ) -> None:
         super().__init__(director, request_id, candidates, body)
         self.incoming_model = model
+        self.pool = pool
         now = director.clock()
         self._arrived = arrived if arrived is not None and arrived <= now else now
         self._started_wall = time.time() - (now - self._arrived)
@@ -626,7 +662,7 @@ class PassthroughRequest(_Tracked):
         served = self.served_by
         self.record = RequestRecord(
             request_id=self.request_id,
-            pool=None,
+            pool=self.pool,
             model=self.incoming_model,
             target_model=self.incoming_model,
             status=status,

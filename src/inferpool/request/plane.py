@@ -97,6 +97,16 @@ class PlaneCore(Protocol):
         model: str = "",
     ) -> Routed: ...
 
+    def route_without_body(
+        self,
+        pool: str,
+        headers: Mapping[str, str],
+        subset: frozenset[str] | None = None,
+        *,
+        http: HttpFacts | None = None,
+        arrived: float | None = None,
+    ) -> Routed: ...
+
     def served_models(self, pool: str) -> list[Any]: ...
 
     # Whether the pool's scheduler may need this request's answer (headers or body), known by path.

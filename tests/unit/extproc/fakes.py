@@ -95,6 +95,18 @@ class FakeRouter:
         self.routed.append(routed)
         return routed
 
+    def route_without_body(
+        self, pool: str, headers: dict[str, str], subset: frozenset[str] | None = None, **facts: object
+    ) -> FakeRouted:
+        """A request without a body: not scheduled, sent to the endpoints as they are."""
+        self.calls.append(("", headers, b"", subset))
+        candidates = [e for e in self.endpoints if subset is None or e.hostport in subset]
+        if not candidates:
+            raise InferenceError(503, "no eligible endpoint in the subset")
+        routed = FakeRouted(candidates, b"")
+        self.routed.append(routed)
+        return routed
+
 
 def endpoints(*ports: int) -> list[Endpoint]:
     return [Endpoint(f"e{p}", "10.0.0.1", p, "default/pool") for p in ports]

@@ -28,6 +28,12 @@ class FactsRouter(FakeRouter):
         self.facts = [*getattr(self, "facts", []), http]
         return await super().route_async(*args, **kwargs)  # type: ignore[arg-type]
 
+    def route_without_body(self, *args: object, **kwargs: object) -> FakeRouted:
+        http = kwargs.get("http")
+        assert isinstance(http, HttpFacts)
+        self.facts = [*getattr(self, "facts", []), http]
+        return super().route_without_body(*args, **kwargs)  # type: ignore[arg-type]
+
 
 def traced() -> StreamConfig:
     return StreamConfig(tracing=Tracing(SimpleSpanProcessor(InMemorySpanExporter()), "t", "epp"))

@@ -483,6 +483,26 @@ async def test_no_ready_endpoint_is_503(rig: RigFactory) -> None:
     assert (await resp.json())["error"]["code"] == 503
 
 
+async def test_a_request_without_a_body_goes_to_an_endpoint_unscheduled(rig: RigFactory) -> None:
+    # no model to schedule on (a GET of /v1/health, say): a random ready endpoint, as the EPP does
+    r = await rig("ok", "ok")
+    r.datastore.endpoints(POOL)[0].ready = False
+    for _ in range(3):
+        resp = await r.session.get(r.url + "/v1/health?probe=1")
+        assert resp.status == 200, await resp.text()
+        assert (await resp.json())["served_by"] == "u1"
+    [seen] = {(s["path"], s["body"]) for s in r.upstreams[1].seen}
+    assert seen == ("/v1/health?probe=1", b"") and not r.upstreams[0].seen
+    lines = log_lines(r)
+    assert [(line["status"], line["endpoint"], line.get("model")) for line in lines] == [
+        (200, f"127.0.0.1:{r.upstreams[1].port}", None)
+    ] * 3
+    for e in r.datastore.endpoints(POOL):
+        e.ready = False
+    resp = await r.session.get(r.url + "/v1/health")
+    assert resp.status == 503 and (await resp.json())["error"]["code"] == 503
+
+
 async def test_models_list_and_admin_api(rig: RigFactory) -> None:
     r = await rig("ok")
     resp = await r.session.get(r.url + "/v1/models")

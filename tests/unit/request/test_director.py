@@ -392,6 +392,45 @@ def test_subset_hint_limits_candidates() -> None:
     assert info.value.status == 503
 
 
+# -- requests without a body ---------------------------------------------------------
+
+
+def test_a_request_without_a_body_goes_to_a_random_ready_endpoint_unscheduled() -> None:
+    # saturated (admission would shed a sheddable request) and a scheduler that fails if asked:
+    # neither sees a request that has no model to schedule on
+    h = Harness(
+        _endpoint("pod1", queue=50),
+        _endpoint("pod2", queue=50),
+        _endpoint("pod3", ready=False),
+        scheduler=FakeScheduler(fail=True),
+    )
+    first: set[str] = set()
+    for i in range(40):
+        routed = h.director.route_without_body(POOL, {"X-Request-Id": f"get-{i}"})
+        assert sorted(e.name for e in routed.candidates) == ["pod1", "pod2"]  # ready ones, each once
+        first.add(routed.candidates[0].name)
+        routed.dispatched(routed.candidates[0])
+        routed.response_started(200, "text/plain")
+        record = routed.finish(200)
+        assert (record.request_id, record.pool, record.model, record.status) == (f"get-{i}", POOL, "", 200)
+        assert record.endpoint == routed.candidates[0].name and record.scores == ()
+    assert first == {"pod1", "pod2"}  # at random: each ready endpoint took some
+    assert h.loads() == {"pod1": (0, 0), "pod2": (0, 0), "pod3": (0, 0)}
+    assert not any(h.admission.shed_counts.values())
+
+
+def test_a_request_without_a_body_keeps_to_the_subset_and_is_503_when_none_is_ready() -> None:
+    h = Harness()
+    pod2 = h.store.endpoint(POOL, "pod2")
+    assert pod2 is not None
+    assert h.director.route_without_body(POOL, {}, frozenset({pod2.hostport})).candidates == [pod2]
+    with pytest.raises(InferenceError) as info:
+        h.director.route_without_body(POOL, {"x-request-id": "none"}, frozenset({"10.9.9.9:1"}))
+    assert (info.value.status, info.value.message) == (503, f"no ready endpoints in pool {POOL}")
+    record = h.records[-1]
+    assert (record.request_id, record.pool, record.status, record.endpoint) == ("none", POOL, 503, None)
+
+
 # -- models and LoRA ------------------------------------------------------------------
 
 
