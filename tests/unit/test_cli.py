@@ -7,7 +7,9 @@ import inspect
 import re
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from inferpool.cli import COMMANDS, app, click_command
@@ -72,3 +74,45 @@ def test_root_help_imports_no_command() -> None:
     done = subprocess.run([sys.executable, "-c", _HELP_PROBE], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == []
+
+
+_BAD_POOL = """apiVersion: inference.networking.k8s.io/v1
+kind: InferencePool
+metadata:
+  name: p
+spec:
+  targetPorts: [{number: "x"}]
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "says"),
+    [
+        (["epp", "-f", "{tmp}/missing"], 1, "no such file or directory"),
+        (["epp", "-f", "{tmp}/manifests"], 1, "spec.targetPorts[0].number"),
+        (["sim", "--profile", "nope"], 2, "unknown profile 'nope'"),
+        (["sim", "--profile", "{tmp}/broken.yaml"], 2, "is not valid YAML"),
+        (["sim", "--speed", "-1"], 2, "speed must be > 0"),
+        (["bench", "compare", "--workload", "nope", "--rate", "1"], 2, "unknown workload 'nope'"),
+        (["bench", "compare", "--rates", "2,x"], 2, "give rates > 0"),
+        (["keys", "add", "k", "--keys-file", "{tmp}/no-such-dir/keys.yaml"], 1, "cannot write"),
+    ],
+    ids=[
+        "epp-missing",
+        "epp-invalid",
+        "sim-profile",
+        "sim-profile-yaml",
+        "sim-speed",
+        "workload",
+        "rates",
+        "keys",
+    ],
+)
+def test_bad_input_is_one_clear_message(args: list[str], status: int, says: str, tmp_path: Path) -> None:
+    (tmp_path / "manifests").mkdir()
+    (tmp_path / "manifests" / "pool.yaml").write_text(_BAD_POOL)
+    (tmp_path / "broken.yaml").write_text("step: [1, 2\n")
+    done = CliRunner().invoke(app, [a.format(tmp=tmp_path) for a in args])
+    assert not isinstance(done.exception, Exception) or isinstance(done.exception, SystemExit), done.exception
+    assert done.exit_code == status, done.output
+    assert says in " ".join(done.output.replace("│", " ").split()), done.output

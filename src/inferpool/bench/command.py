@@ -58,14 +58,32 @@ def workload_options(
     )
 
 
+def known_workload(name: str) -> str:
+    """A usage error, before any fleet starts, for a workload that does not exist."""
+    if name not in WORKLOADS:
+        raise typer.BadParameter(f"unknown workload {name!r}; choose from {', '.join(WORKLOADS)}")
+    return name
+
+
 def parse_rates(text: str) -> list[float]:
-    return [float(x) for x in text.split(",") if x.strip()]
+    """`--rates`: comma-separated requests per second, each > 0."""
+    try:
+        rates = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        rates = []
+    if not rates or any(not r > 0 for r in rates):  # `not >` also refuses nan
+        raise typer.BadParameter(
+            f"{text!r}: give rates > 0 separated by commas, e.g. 2,4,8", param_hint="--rates"
+        )
+    return rates
 
 
 @bench_app.command("run")
 def run_command(
     target: str = typer.Option(..., "--target", help="Base URL of an OpenAI-compatible server or gateway."),
-    workload: str = typer.Option("sharegpt-like", "--workload", help=", ".join(WORKLOADS)),
+    workload: str = typer.Option(
+        "sharegpt-like", "--workload", help=", ".join(WORKLOADS), callback=known_workload
+    ),
     rate: float | None = typer.Option(None, "--rate", help="Mean arrivals per second (open loop)."),
     rates: str | None = typer.Option(None, "--rates", help="Sweep: comma-separated rates, one run each."),
     duration: float = typer.Option(60.0, "--duration", help="Seconds of arrivals (simulated seconds)."),
@@ -138,7 +156,9 @@ def _spec_meta(spec: TraceSpec) -> dict[str, object]:
 @bench_app.command("compare")
 def compare_command(
     fleet: int = typer.Option(6, "--fleet", help="Simulated replicas."),
-    workload: str = typer.Option("shared-prefix", "--workload", help=", ".join(WORKLOADS)),
+    workload: str = typer.Option(
+        "shared-prefix", "--workload", help=", ".join(WORKLOADS), callback=known_workload
+    ),
     rate: float | None = typer.Option(None, "--rate", help="Offered rate in simulated req/s."),
     rates: str | None = typer.Option(None, "--rates", help="Several rates: sweep table and vs-rate plot."),
     duration: float = typer.Option(60.0, "--duration", help="Simulated seconds of arrivals."),
@@ -389,7 +409,9 @@ def simulate_command(
     replicas: str = typer.Option("10,100,1000", "--replicas", help="Fleet sizes (comma-separated)."),
     rate: float | None = typer.Option(None, "--rate", help="Simulated req/s; default 8 per replica."),
     duration: float = typer.Option(10.0, "--duration", help="Simulated seconds of arrivals."),
-    workload: str = typer.Option("shared-prefix", "--workload"),
+    workload: str = typer.Option(
+        "shared-prefix", "--workload", help=", ".join(WORKLOADS), callback=known_workload
+    ),
     profile: str = typer.Option("default", "--profile", help="Scheduler profile."),
     seed: int = typer.Option(0, "--seed"),
     slo: str | None = typer.Option("ttft=1s,tpot=100ms", "--slo"),

@@ -154,10 +154,13 @@ def add_key(
     keys.append(entry)
     text = yaml.safe_dump({"keys": [k.to_yaml() for k in keys]}, sort_keys=False)
     tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise KeysFileError(f"{path}: cannot write: {exc.strerror}") from exc
     return plain
 
 

@@ -22,11 +22,9 @@ from inferpool.gateway.security import read_token
 from inferpool.heap import GATEWAY_YOUNG_THRESHOLD, freeze_startup_heap
 from inferpool.request.core import FLEET_SPEED_HELP
 from inferpool.scheduling import ConfigError
-from inferpool.sources.manifest import ManifestLoadFailed
 from inferpool.sources.static import EndpointsFileError, StaticEndpoint, load_endpoints_file
 
 STARTUP_ERRORS = (
-    ManifestLoadFailed,
     ManifestError,
     ConfigError,
     EndpointsFileError,
@@ -47,12 +45,6 @@ OTLP_TRACES_ENDPOINT = typer.Option(
 
 def say(line: str) -> None:
     print(line, flush=True, file=sys.stdout)
-
-
-def describe_errors(err: BaseException) -> str:
-    if isinstance(err, ManifestLoadFailed):
-        return "\n".join(str(e) for e in err.errors)
-    return str(err)
 
 
 async def wait_for_signal() -> None:
@@ -105,7 +97,7 @@ def run_async(main: Callable[[], Coroutine[Any, Any, None]], what: str) -> None:
     try:
         uvloop.run(main())
     except STARTUP_ERRORS as err:
-        typer.echo(f"inferpool {what}: {describe_errors(err)}", err=True)
+        typer.echo(f"inferpool {what}: {err}", err=True)
         raise typer.Exit(1) from err
 
 

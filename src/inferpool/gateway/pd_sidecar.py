@@ -49,7 +49,7 @@ from inferpool.gateway.prefill import (
 )
 from inferpool.request.disagg import PREFILLER_HEADER, decode_request
 from inferpool.request.pd_usage import CachedTokensRewriter
-from inferpool.sources.manifest import ManifestLoadFailed, ManifestSource
+from inferpool.sources.manifest import ManifestSource
 from inferpool.sources.static import StaticSource, load_endpoints_file
 from inferpool.state import Datastore
 
@@ -490,7 +490,7 @@ def pd_sidecar(
     try:
         config.check()
         uvloop.run(_run(config))
-    except (ValueError, TimeoutError, OSError, ManifestLoadFailed) as err:
+    except (ValueError, TimeoutError, OSError) as err:  # ManifestLoadFailed is a ValueError
         typer.echo(f"inferpool pd-sidecar: {err}", err=True)
         raise typer.Exit(1) from err
 

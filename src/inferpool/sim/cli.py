@@ -13,6 +13,7 @@ import zmq
 from inferpool.sim.config import SimConfig
 from inferpool.sim.kvevents import KVEventsConfig
 from inferpool.sim.nixl import DEFAULT_INTERCONNECT, INTERCONNECTS, KVTransferConfig
+from inferpool.sim.profile import load_profile
 from inferpool.sim.replica import SimFleet
 
 
@@ -86,28 +87,35 @@ def sim_command(
     if kv_interconnect not in INTERCONNECTS:
         raise typer.BadParameter(f"{kv_interconnect!r}: use one of {', '.join(INTERCONNECTS)}",
                                  param_hint="--kv-interconnect")  # fmt: skip
-    configs = [
-        SimConfig(
-            model=model,
-            served_model_name=served_model_name,
-            host=host,
-            port=port + i,
-            lora_modules=list(lora or []),
-            data_parallel_rank=i % data_parallel_size,
-            max_loras=max_loras,
-            max_cpu_loras=max_cpu_loras,
-            profile=profile,
-            speed=speed,
-            seed=seed + i,
-            fail_rate=fail_rate,
-            startup_delay_s=startup_delay,
-            lora_info_semantics=lora_info_semantics,
-            kv_events=kv_events.for_replica(i) if kv_events else None,
-            kv_transfer=kv_transfer.for_replica(i, replicas) if kv_transfer else None,
-            kv_interconnect=kv_interconnect,
-        )
-        for i in range(replicas * data_parallel_size)  # replica i // size, rank i % size
-    ]
+    try:
+        load_profile(profile)  # a wrong name or file is a usage error, not a traceback per replica
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--profile") from None
+    try:
+        configs = [
+            SimConfig(
+                model=model,
+                served_model_name=served_model_name,
+                host=host,
+                port=port + i,
+                lora_modules=list(lora or []),
+                data_parallel_rank=i % data_parallel_size,
+                max_loras=max_loras,
+                max_cpu_loras=max_cpu_loras,
+                profile=profile,
+                speed=speed,
+                seed=seed + i,
+                fail_rate=fail_rate,
+                startup_delay_s=startup_delay,
+                lora_info_semantics=lora_info_semantics,
+                kv_events=kv_events.for_replica(i) if kv_events else None,
+                kv_transfer=kv_transfer.for_replica(i, replicas) if kv_transfer else None,
+                kv_interconnect=kv_interconnect,
+            )
+            for i in range(replicas * data_parallel_size)  # replica i // size, rank i % size
+        ]
+    except ValueError as err:  # SimConfig's own checks: speed > 0, fail rate within [0, 1], ...
+        raise typer.BadParameter(str(err)) from None
     import uvloop
 
     try:

@@ -125,7 +125,10 @@ def load_profile(name_or_path: str) -> HardwareProfile:
     else:
         known = ", ".join(BUILTIN_PROFILES)
         raise ValueError(f"unknown profile {name_or_path!r}: use one of {known} or a path to a .yaml file")
-    data = yaml.safe_load(text)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ValueError(f"profile {name_or_path!r} is not valid YAML: {err}") from None
     if not isinstance(data, dict):
         raise ValueError(f"profile {name_or_path!r} is not a YAML mapping")
     return HardwareProfile.model_validate(data)

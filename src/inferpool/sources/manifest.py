@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 Fingerprint = tuple[tuple[str, int, int], ...]
 
 
-class ManifestLoadFailed(Exception):
-    """The manifests have errors; `errors` lists them in the one-line format."""
+class ManifestLoadFailed(ValueError):
+    """The manifests have errors; `errors` lists them in the one-line format (and str() joins
+    them). A ValueError, as every other bad-input error a command reports in one message."""
 
     def __init__(self, errors: list[LoadError]) -> None:
         super().__init__("\n".join(str(e) for e in errors))
