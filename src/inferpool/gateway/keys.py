@@ -51,6 +51,9 @@ def keys_list(
     except KeysFileError as err:
         typer.echo(f"inferpool keys list: {err}", err=True)
         raise typer.Exit(1) from err
+    if not keys:
+        what = "has no keys" if keys_file.exists() else "does not exist"
+        typer.echo(f"{keys_file} {what}: add one with `inferpool keys add NAME -k {keys_file}`", err=True)
     for k in keys:
         limits = f"rpm={k.rpm or '-'} tpm={k.tpm or '-'}"
         objective = f" objective={k.objective}" if k.objective else ""

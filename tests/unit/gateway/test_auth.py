@@ -106,3 +106,6 @@ def test_keys_add_command_prints_key_once(tmp_path: Path) -> None:
     assert "team-a" in listed.stdout and key not in listed.stdout
     dup = runner.invoke(app, ["keys", "add", "team-a", "-k", str(path)])
     assert dup.exit_code == 1
+    none = runner.invoke(app, ["keys", "list", "-k", str(tmp_path / "other.yaml")])
+    assert none.exit_code == 0 and not none.stdout  # a missing file lists no keys, and says so
+    assert "other.yaml does not exist: add one with `inferpool keys add NAME" in none.stderr
