@@ -85,6 +85,12 @@ def endpoints_table(pool: dict[str, Any]) -> Table:
     return table
 
 
+def _model_label(model: dict[str, Any]) -> str:
+    if model["model_name"] == "":  # requests without a body, or too malformed to name one
+        return "(no model in the request)"
+    return model["model_name"] + ("" if model["declared"] else " (not declared)")
+
+
 def models_table(pool: dict[str, Any]) -> Table:
     table = Table(title="models", title_justify="left", expand=True)
     for name in [
@@ -103,7 +109,7 @@ def models_table(pool: dict[str, Any]) -> Table:
         s = m["stats"]
         targets = ", ".join(f"{t['name']} w{t['weight']}" for t in m["targets"]) or "itself"
         table.add_row(
-            m["model_name"] + ("" if m["declared"] else " (not declared)"),
+            _model_label(m),
             m["criticality"] or "–",
             targets,
             _num(s["rate_rps"], 2),

@@ -51,6 +51,13 @@ async def test_top_once_against_admin_server() -> None:
             filtered_out={"pod-down": "not-ready"},
         )
     )
+    # a GET /health through the gateway: recorded under no model
+    log.add(
+        RequestRecord(
+            request_id="req-get", pool=POOL, model="", target_model="", endpoint="pod-ready",
+            status=200, started_at=0.0, e2e_s=0.01,
+        )
+    )  # fmt: skip
     server = TestServer(admin_app(ds, GatewayMetrics(ds), log, lambda: None))
     await server.start_server()
     try:
@@ -62,6 +69,7 @@ async def test_top_once_against_admin_server() -> None:
         for expected in ["default/pool", "pod-ready", "pod-down", "unready", "food-review", "req-abc123"]:
             assert expected in text
         assert "queue 0.5" in text and "pod-down: not-ready" in text
+        assert "(no model in the request)" in text and " (not declared)" not in text
 
         result = await asyncio.to_thread(
             CliRunner().invoke, app, ["top", "--once", "--admin", url], env={"COLUMNS": "200"}

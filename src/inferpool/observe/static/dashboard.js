@@ -103,7 +103,7 @@ function modelRows(pool) {
     const st = m.stats, crit = m.criticality;
     const targets = m.targets.length ? m.targets.map((t) => `${esc(t.name)}${t.weight !== null && t.weight !== undefined ? ` <span class="muted">w${t.weight}</span>` : ""}`).join(", ") : '<span class="muted">itself</span>';
     return `<tr data-model="${esc(m.model_name)}">
-      <td>${esc(m.model_name)}${m.declared ? "" : ' <span class="muted small">(not declared)</span>'}</td>
+      <td>${m.model_name === "" ? '<span class="muted">(no model in the request)</span>' : esc(m.model_name)}${m.declared || m.model_name === "" ? "" : ' <span class="muted small">(not declared)</span>'}</td>
       <td>${crit ? `<span class="badge crit-${esc(crit)}">${esc(crit)}</span>` : '<span class="muted">–</span>'}</td>
       <td>${targets}</td>
       <td class="num">${fmt(st.rate_rps, 2)}</td><td class="num">${st.requests}</td>
