@@ -34,7 +34,9 @@ from inferpool.request.plane import PlaneCore
 log = logging.getLogger(__name__)
 
 EXT_PROC_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
-HEALTH_SERVICES = ("", "liveness", "readiness", EXT_PROC_SERVICE)
+# "inference-extension": what upstream's inferencepool chart probes a single-replica EPP on
+# (upstream's EPP answers any name while leader election is off)
+HEALTH_SERVICES = ("", "liveness", "readiness", "inference-extension", EXT_PROC_SERVICE)
 NOT_SYNCED = "inference pool not synced yet"
 # How often a stream's thread waiting for the loop checks that the loop still runs (a process
 # shutting down must not keep threads that wait for answers that can no longer come).

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import grpc
 import pytest
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from free_ports import free_port
 from inferpool.extproc.server import ExternalProcessor, GrpcConfig, GrpcServers, _LoopBridge
@@ -115,6 +116,31 @@ async def test_a_stream_reset_while_its_request_waits_cancels_the_wait(stream_th
         await again.write(body_msg(BODY))
         assert (await again.read()).WhichOneof("response") == "request_body"
         await again.done_writing()
+
+
+async def test_health_answers_the_services_the_probes_name() -> None:
+    # ours (liveness, readiness), Envoy's (the ext_proc service) and what upstream's chart probes
+    async with running(FakeRouter(endpoints(8001)), 8) as (servers, _stub):
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{servers.health_port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+
+            async def status(service: str) -> int:
+                answer = await health.Check(health_pb2.HealthCheckRequest(service=service))
+                return int(answer.status)
+
+            names = [
+                "",
+                "liveness",
+                "readiness",
+                "inference-extension",
+                "envoy.service.ext_proc.v3.ExternalProcessor",
+            ]
+            assert [await status(n) for n in names] == [health_pb2.HealthCheckResponse.NOT_SERVING] * 5
+            await servers.mark_ready()
+            assert [await status(n) for n in names] == [health_pb2.HealthCheckResponse.SERVING] * 5
+            with pytest.raises(grpc.aio.AioRpcError) as unknown:
+                await status("no-such-service")
+            assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 async def test_the_threaded_server_refuses_a_stream_over_its_threads() -> None:
