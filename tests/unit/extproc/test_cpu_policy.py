@@ -17,12 +17,15 @@ from inferpool.extproc.cpu_policy import apply_cpu_policy
 def policies():
     return {os.sched_getscheduler(int(t)) for t in os.listdir("/proc/self/task")}
 
+# from the default policy, whatever the parent runs under; daemon threads: a failed check ends the
+# child at once instead of leaving it waiting on them
+os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
 started = threading.Event()
-before = threading.Thread(target=started.wait)  # a thread that exists before the policy is set
+before = threading.Thread(target=started.wait, daemon=True)  # exists before the policy is set
 before.start()
 assert policies() == {os.SCHED_OTHER}, policies()
 assert apply_cpu_policy("batch")
-after = threading.Thread(target=started.wait)  # one started after it: inherits it
+after = threading.Thread(target=started.wait, daemon=True)  # started after it: inherits it
 after.start()
 assert policies() == {os.SCHED_BATCH}, policies()
 assert apply_cpu_policy("normal") and policies() == {os.SCHED_OTHER}
