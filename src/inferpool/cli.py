@@ -90,7 +90,8 @@ def click_command(name: str) -> Command:
         command: Command = typer.main.get_group(target)
     else:
         single = typer.Typer(add_completion=False)
-        single.command(name)(target)
+        # a command may parse its arguments its own way (epp: upstream's Go-style flags)
+        single.command(name, cls=getattr(target, "command_class", None))(target)
         command = typer.main.get_command(single)
     command.name = name
     return command

@@ -25,6 +25,7 @@ from inferpool.observe.metrics import GatewayMetrics
 from inferpool.observe.observation import Observation
 from inferpool.observe.tracing import Tracing
 from inferpool.request.core import Core, CoreConfig, KubernetesSettings
+from inferpool.scrape.engines import EngineMap
 from inferpool.scrape.scraper import ScrapeConfig
 from inferpool.sources.static import load_endpoints_file
 from inferpool.state import Datastore
@@ -48,6 +49,8 @@ class EppConfig:
     metrics_token: str | None = None  # standalone bearer token; None = generate one
     refresh_metrics_interval_s: float = 0.05
     metrics_staleness_threshold_s: float = 2.0
+    model_server_metrics_path: str = "/metrics"  # --model-server-metrics-path
+    metric_map: EngineMap | None = None  # upstream's metric flags: series read in place of vLLM's
     config_file: Path | None = None  # EndpointPickerConfig, or a built-in profile name via scheduler
     scheduler: str = "default"
     sync_timeout_s: float = 60.0
@@ -90,6 +93,8 @@ class EppApp:
                 scrape=ScrapeConfig(
                     interval_s=config.refresh_metrics_interval_s,
                     stale_after_s=config.metrics_staleness_threshold_s,
+                    metrics_path=config.model_server_metrics_path,
+                    default_map=config.metric_map,
                 ),
                 manifests=list(config.manifests),
                 endpoints=load_endpoints_file(config.endpoints_file) if config.endpoints_file else (),

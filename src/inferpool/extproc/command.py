@@ -1,10 +1,17 @@
-"""`inferpool epp`: flags as the upstream EPP binary's, plus `-f` manifests and `--endpoints`."""
+"""`inferpool epp`: flags as the upstream EPP binary's, plus `-f` manifests and `--endpoints`.
+
+Upstream's command line is taken as its Go binary takes it (`-v 2`, `--secure-serving=false`,
+its environment variables), so the upstream `inferencepool` chart runs this image unchanged;
+the flags that only exist there are in their own help panel, each saying what it does here.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import logging
+import atexit
+import os
 import signal
+import tempfile
 import threading
 from pathlib import Path
 
@@ -16,8 +23,13 @@ from inferpool.extproc.app import EppConfig, serve
 from inferpool.extproc.cpu_policy import apply_cpu_policy
 from inferpool.extproc.server import GrpcConfig
 from inferpool.extproc.stream import DEFAULT_SAMPLES_PER_SECOND
+from inferpool.extproc.upstream_flags import GoFlagsCommand, flag_metric_map
 from inferpool.extproc.workers import Supervisor
+from inferpool.logformat import LOG_FORMATS, configure_logging
 from inferpool.request.core import FLEET_SPEED_HELP
+
+UPSTREAM = "Upstream EPP flags"
+UPSTREAM_DEBUG = 4  # upstream's logutil.DEBUG verbosity
 
 
 def _duration(value: str, flag: str) -> float:
@@ -35,8 +47,15 @@ def epp(
         "--filename",
         help="Manifest files/dirs with the InferencePool and models (instead of Kubernetes).",
     ),
-    pool_name: str | None = typer.Option(None, "--pool-name", help="InferencePool this EPP serves."),
-    pool_namespace: str = typer.Option("default", "--pool-namespace", help="Namespace of the InferencePool."),
+    pool_name: str | None = typer.Option(
+        None, "--pool-name", envvar="POOL_NAME", help="InferencePool this EPP serves."
+    ),
+    pool_namespace: str = typer.Option(
+        "default",
+        "--pool-namespace",
+        envvar=["POOL_NAMESPACE", "NAMESPACE"],
+        help="Namespace of the InferencePool (upstream's chart sets NAMESPACE to the pod's).",
+    ),
     pool_group: str = typer.Option(
         "inference.networking.k8s.io", "--pool-group", help="API group of the pool."
     ),
@@ -44,8 +63,12 @@ def epp(
         None, "--endpoints", help="Static endpoints file (instead of pods)."
     ),
     host: str = typer.Option("0.0.0.0", "--host", help="Address all three ports bind to."),
-    grpc_port: int = typer.Option(9002, "--grpc-port", help="ext_proc gRPC port (0 picks a free one)."),
-    grpc_health_port: int = typer.Option(9003, "--grpc-health-port", help="grpc.health.v1 port."),
+    grpc_port: int = typer.Option(
+        9002, "--grpc-port", envvar="GRPC_PORT", help="ext_proc gRPC port (0 picks a free one)."
+    ),
+    grpc_health_port: int = typer.Option(
+        9003, "--grpc-health-port", envvar="GRPC_HEALTH_PORT", help="grpc.health.v1 port."
+    ),
     metrics_port: int = typer.Option(9090, "--metrics-port", help="Prometheus metrics port."),
     metrics_endpoint_auth: bool = typer.Option(
         True, "--metrics-endpoint-auth/--no-metrics-endpoint-auth", help="Require a bearer token on /metrics."
@@ -56,7 +79,9 @@ def epp(
         envvar="INFERPOOL_METRICS_TOKEN",
         help="Static bearer token (default: generated).",
     ),
-    refresh_metrics_interval: str = typer.Option("50ms", "--refresh-metrics-interval"),
+    refresh_metrics_interval: str = typer.Option(
+        "50ms", "--refresh-metrics-interval", envvar="REFRESH_METRICS_INTERVAL"
+    ),
     metrics_staleness_threshold: str = typer.Option("2s", "--metrics-staleness-threshold"),
     config_file: Path | None = typer.Option(None, "--config-file", help="EndpointPickerConfig file."),
     scheduler: str = typer.Option(
@@ -65,6 +90,7 @@ def epp(
     secure_serving: bool = typer.Option(
         True,
         "--secure-serving/--no-secure-serving",
+        envvar="SECURE_SERVING",
         help="TLS on the ext_proc port (self-signed by default).",
     ),
     cert_path: Path | None = typer.Option(None, "--cert-path", help="Directory with tls.crt and tls.key."),
@@ -82,7 +108,7 @@ def epp(
     ),
     every_response_status: bool = typer.Option(
         False,
-        "--every-response-status",
+        "--every-response-status/--no-every-response-status",
         help="With Envoy's response body mode NONE: read every answer's response headers (status, "
         "serving endpoint) for exact error counts, not only the sampled share's; one more ext_proc "
         "message per request.",
@@ -102,7 +128,7 @@ def epp(
     ),
     ha_enable_leader_election: bool = typer.Option(
         False,
-        "--ha-enable-leader-election",
+        "--ha-enable-leader-election/--no-ha-enable-leader-election",
         help="Several replicas: hold a Lease; only the leader writes InferenceModel status.",
     ),
     workers: int = typer.Option(
@@ -126,11 +152,109 @@ def epp(
         "http://127.0.0.1:4317); the model server's traceparent then names the picker's span. Off when not given.",
     ),
     fleet_speed: float = typer.Option(1.0, "--fleet-speed", min=1e-6, help=FLEET_SPEED_HELP),
+    verbosity: int | None = typer.Option(
+        None,
+        "--v",
+        rich_help_panel=UPSTREAM,
+        help=f"Log verbosity: {UPSTREAM_DEBUG} or more (upstream's debug) logs at debug, overriding --log-level.",
+    ),
+    zap_encoder: str = typer.Option(
+        "console",
+        "--zap-encoder",
+        rich_help_panel=UPSTREAM,
+        help="Log lines: console (text) or json (one object a line with zap's keys level, ts, logger, "
+        "msg; upstream's chart passes json).",
+    ),
+    tracing: bool = typer.Option(
+        False,
+        "--tracing/--no-tracing",
+        rich_help_panel=UPSTREAM,
+        help="Export spans to OTEL_EXPORTER_OTLP_ENDPOINT, which upstream's chart sets (sampled as "
+        "OTEL_TRACES_SAMPLER says); false changes nothing: --otlp-traces-endpoint alone turns tracing on too.",
+    ),
+    config_text: str | None = typer.Option(
+        None,
+        "--config-text",
+        rich_help_panel=UPSTREAM,
+        help="An EndpointPickerConfig given inline, instead of --config-file.",
+    ),
+    model_server_metrics_path: str = typer.Option(
+        "/metrics",
+        "--model-server-metrics-path",
+        envvar="MODEL_SERVER_METRICS_PATH",
+        rich_help_panel=UPSTREAM,
+        help="Path of the model servers' Prometheus page.",
+    ),
+    total_queued_requests_metric: str | None = typer.Option(
+        None,
+        "--total-queued-requests-metric",
+        rich_help_panel=UPSTREAM,
+        help="Series of the queue length, `name` or `name{label=value,...}` (default vLLM's, or the "
+        "engine the pod's engine-type label names); with the three below, for pods of the default engine.",
+    ),
+    total_running_requests_metric: str | None = typer.Option(
+        None,
+        "--total-running-requests-metric",
+        rich_help_panel=UPSTREAM,
+        help="Series of the running requests.",
+    ),
+    kv_cache_usage_percentage_metric: str | None = typer.Option(
+        None,
+        "--kv-cache-usage-percentage-metric",
+        rich_help_panel=UPSTREAM,
+        help="Series of the KV-cache use, 0 to 1.",
+    ),
+    lora_info_metric: str | None = typer.Option(
+        None,
+        "--lora-info-metric",
+        rich_help_panel=UPSTREAM,
+        help="vLLM-style LoRA info series; empty turns LoRA scraping off (upstream's chart, for Triton).",
+    ),
+    enable_pprof: bool = typer.Option(
+        False,
+        "--enable-pprof/--no-enable-pprof",
+        rich_help_panel=UPSTREAM,
+        help="Accepted, no effect: a Python process has no pprof (profile it with py-spy).",
+    ),
+    refresh_prometheus_metrics_interval: str = typer.Option(
+        "5s",
+        "--refresh-prometheus-metrics-interval",
+        rich_help_panel=UPSTREAM,
+        help="Accepted, no effect: the pool gauges are computed when /metrics is read, not flushed on a timer.",
+    ),
 ) -> None:
     """Endpoint Picker for Envoy: ext_proc on 9002, gRPC health on 9003, metrics on 9090."""
     if not manifests and pool_name is None:
         raise typer.BadParameter("give -f PATH... or --pool-name")
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if verbosity is not None and verbosity >= UPSTREAM_DEBUG:
+        log_level = "debug"
+    if zap_encoder not in LOG_FORMATS:
+        raise typer.BadParameter(
+            f"{zap_encoder!r}: use {' or '.join(LOG_FORMATS)}", param_hint="--zap-encoder"
+        )
+    configure_logging(log_level, zap_encoder)
+    _duration(refresh_prometheus_metrics_interval, "--refresh-prometheus-metrics-interval")  # checked, unused
+    if tracing and otlp_traces_endpoint is None:
+        otlp_traces_endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        if not otlp_traces_endpoint:
+            raise typer.BadParameter(
+                "set OTEL_EXPORTER_OTLP_ENDPOINT, or give --otlp-traces-endpoint", param_hint="--tracing"
+            )
+    if config_text is not None:
+        if config_file is not None:
+            raise typer.BadParameter(
+                "give --config-file or --config-text, not both", param_hint="--config-text"
+            )
+        config_file = _inline_config(config_text)
+    try:
+        metric_map = flag_metric_map(
+            total_queued_requests_metric,
+            total_running_requests_metric,
+            kv_cache_usage_percentage_metric,
+            lora_info_metric,
+        )
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from None
     try:
         apply_cpu_policy(cpu_policy)  # before any thread or worker starts: they inherit it
     except ValueError as err:
@@ -159,6 +283,8 @@ def epp(
         metrics_token=metrics_token,
         refresh_metrics_interval_s=_duration(refresh_metrics_interval, "--refresh-metrics-interval"),
         metrics_staleness_threshold_s=_duration(metrics_staleness_threshold, "--metrics-staleness-threshold"),
+        model_server_metrics_path=model_server_metrics_path,
+        metric_map=metric_map,
         config_file=config_file,
         scheduler=scheduler,
         kubeconfig=kubeconfig,
@@ -169,7 +295,7 @@ def epp(
     )
     try:
         if workers > 1:
-            _run_workers(config, log_level.upper())
+            _run_workers(config, log_level.upper(), zap_encoder)
         else:
             # uvloop: ≈15 % less CPU per request than asyncio's loop under grpc.aio (measured)
             uvloop.run(_run(config))
@@ -186,15 +312,27 @@ async def _run(config: EppConfig) -> None:
     await serve(config, stop)
 
 
-def _run_workers(config: EppConfig, log_level: str) -> None:
+def _inline_config(text: str) -> Path:
+    """--config-text as a file (what the core and every worker process load), removed at exit."""
+    fd, name = tempfile.mkstemp(prefix="inferpool-epp-config-", suffix=".yaml")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    atexit.register(os.unlink, name)
+    return Path(name)
+
+
+def _run_workers(config: EppConfig, log_level: str, log_format: str) -> None:
     """Supervise `--workers` processes until SIGINT/SIGTERM, then stop them all."""
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.set())
-    supervisor = Supervisor(config, log_level)
+    supervisor = Supervisor(config, log_level, log_format)
     try:
         for line in supervisor.start():
             print(line, flush=True)
         supervisor.watch(stopping.is_set)
     finally:
         supervisor.stop()
+
+
+epp.command_class = GoFlagsCommand  # type: ignore[attr-defined]  # cli.py: upstream's Go-style flags

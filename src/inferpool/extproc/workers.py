@@ -26,6 +26,7 @@ from typing import Any
 import uvloop
 
 from inferpool.extproc.app import EppConfig, serve
+from inferpool.logformat import configure_logging
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +81,9 @@ def worker_configs(config: EppConfig) -> list[EppConfig]:
     return [first, *others]
 
 
-def _worker_main(config: EppConfig, index: int, ready: Any, log_level: str) -> None:
+def _worker_main(config: EppConfig, index: int, ready: Any, log_level: str, log_format: str) -> None:
     """A worker process: one EPP until SIGTERM/SIGINT; reports its listening lines when it serves."""
-    logging.basicConfig(
-        level=log_level, format=f"%(asctime)s %(levelname)s worker-{index} %(name)s: %(message)s"
-    )
+    configure_logging(log_level, log_format, worker=index)
 
     async def run() -> None:
         stop = asyncio.Event()
@@ -103,9 +102,10 @@ def _worker_main(config: EppConfig, index: int, ready: Any, log_level: str) -> N
 class Supervisor:
     """Starts the workers, reports once all serve, restarts one that dies, stops them all."""
 
-    def __init__(self, config: EppConfig, log_level: str = "INFO") -> None:
+    def __init__(self, config: EppConfig, log_level: str = "INFO", log_format: str = "console") -> None:
         self.configs = worker_configs(config)
         self.log_level = log_level
+        self.log_format = log_format
         self._ctx = multiprocessing.get_context("spawn")
         self._ready: Any = self._ctx.Queue()
         self.processes: list[BaseProcess] = []
@@ -113,7 +113,7 @@ class Supervisor:
     def _spawn(self, index: int) -> BaseProcess:
         proc = self._ctx.Process(
             target=_worker_main,
-            args=(self.configs[index], index, self._ready, self.log_level),
+            args=(self.configs[index], index, self._ready, self.log_level, self.log_format),
             name=f"inferpool-epp-worker-{index}",
             daemon=False,
         )

@@ -36,6 +36,9 @@ class ScrapeConfig:
     models_interval_s: float = 1.0  # 0 disables; adapter loads are rare, no need to poll at 50 ms
     engine_label: str = ENGINE_LABEL
     default_engine: str = DEFAULT_ENGINE
+    # The series to read where an endpoint runs the default engine, in place of its map (the EPP's
+    # upstream metric flags, e.g. Triton's names in a pool whose pods declare no engine)
+    default_map: EngineMap | None = None
 
 
 @dataclass
@@ -93,7 +96,7 @@ class Scraper(DatastoreFollower):
     def _engine_for(self, endpoint: Endpoint) -> EngineMap:
         name = endpoint.labels.get(self.config.engine_label) or endpoint.engine or self.config.default_engine
         try:
-            return engine_map(name)
+            found = engine_map(name)
         except ValueError:
             log.warning(
                 "endpoint %s: unknown engine %r, reading it as %s",
@@ -101,7 +104,10 @@ class Scraper(DatastoreFollower):
                 name,
                 self.config.default_engine,
             )
-            return engine_map(self.config.default_engine)
+            found = engine_map(self.config.default_engine)
+        if self.config.default_map is not None and found is engine_map(self.config.default_engine):
+            return self.config.default_map
+        return found
 
     def _reconcile(self) -> None:
         wanted: dict[tuple[str, int], list[Endpoint]] = {}

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from scrape_helpers import FakeServer, wait_for
+from dataclasses import replace
+
+from aiohttp import web
+from scrape_helpers import FakeServer, serving, wait_for
 
 from free_ports import free_port
+from inferpool.extproc.upstream_flags import flag_metric_map
 from inferpool.scrape import Readiness, ScrapeConfig, Scraper
 from inferpool.state import Datastore, Endpoint, Pool
 
@@ -104,6 +108,37 @@ async def test_engine_label_selects_metric_map(fake_server: FakeServer) -> None:
         await wait_for(lambda: endpoint.metrics.scraped_at > 0)
     assert (endpoint.metrics.waiting_queue_size, endpoint.metrics.running_requests) == (7, 2)
     assert endpoint.metrics.kv_cache_usage == 0.5
+
+
+async def test_a_default_map_replaces_the_default_engines_series_only(fake_server: FakeServer) -> None:
+    # upstream's metric flags as its chart passes them for Triton, whose pods name no engine
+    fake_server.page = (
+        'nv_trt_llm_request_metrics{request_type="waiting"} 5\n'
+        'nv_trt_llm_request_metrics{request_type="scheduled"} 3\n'
+        'nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type="fraction"} 0.25\n'
+    )
+    flags = flag_metric_map(
+        "nv_trt_llm_request_metrics{request_type=waiting}",
+        "nv_trt_llm_request_metrics{request_type=scheduled}",
+        "nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type=fraction}",
+        "",
+    )
+    store = make_store(fake_server.port)
+    (plain,) = store.endpoints("default/pool")
+
+    async def sglang(_request: web.Request) -> web.Response:
+        return web.Response(
+            text="sglang:num_queue_reqs 7\nsglang:num_running_reqs 2\nsglang:token_usage 0.5\n"
+        )
+
+    async with serving(sglang) as port:
+        labels = {"app": "x", "inference.networking.k8s.io/engine-type": "sglang"}
+        other = store.upsert_endpoint(Endpoint("s", "127.0.0.1", port, "default/pool", labels))
+        async with Scraper(store, replace(FAST, default_map=flags)):
+            await wait_for(lambda: plain.metrics.scraped_at > 0 and other.metrics.scraped_at > 0)
+    assert (plain.metrics.waiting_queue_size, plain.metrics.running_requests) == (5, 3)
+    assert plain.metrics.kv_cache_usage == 0.25
+    assert (other.metrics.waiting_queue_size, other.metrics.kv_cache_usage) == (7, 0.5)  # its own engine
 
 
 async def test_stop_cancels_cleanly(fake_server: FakeServer) -> None:

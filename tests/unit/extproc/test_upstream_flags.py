@@ -1,0 +1,179 @@
+"""`inferpool epp` under upstream's command line: the args upstream's inferencepool chart renders,
+Go's flag syntax, its environment variables and its metric specs."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from inferpool.cli import app
+from inferpool.extproc import command
+from inferpool.extproc.app import EppConfig
+from inferpool.extproc.upstream_flags import flag_metric_map, go_style_args, metric_series
+from inferpool.logformat import JsonFormatter
+from inferpool.scrape.engines import VLLM, Series
+
+UPSTREAM_PLUGINS = """apiVersion: inference.networking.x-k8s.io/v1alpha1
+kind: EndpointPickerConfig
+plugins:
+- type: queue-scorer
+- type: kv-cache-utilization-scorer
+- type: prefix-cache-scorer
+schedulingProfiles:
+- name: default
+  plugins:
+  - pluginRef: queue-scorer
+    weight: 2
+  - pluginRef: kv-cache-utilization-scorer
+    weight: 2
+  - pluginRef: prefix-cache-scorer
+    weight: 3
+"""
+
+
+def test_go_style_args_become_clicks() -> None:
+    long_names = {"--pool-name", "--v", "--secure-serving", "--no-secure-serving", "-f"}
+    booleans = {"--secure-serving": "--no-secure-serving"}
+    args = [
+        "-pool-name",
+        "x",
+        "-v",
+        "2",
+        "--secure-serving=false",
+        "-f",
+        "m.yaml",
+        "-pool-name=y",
+        "--",
+        "-v",
+    ]
+    assert go_style_args(args, long_names, booleans) == [
+        "--pool-name", "x", "--v", "2", "--no-secure-serving", "-f", "m.yaml", "--pool-name=y", "--", "-v",
+    ]  # fmt: skip
+    assert go_style_args(["--secure-serving=1", "--secure-serving=T"], long_names, booleans) == [
+        "--secure-serving",
+        "--secure-serving",
+    ]
+    assert go_style_args(["-unknown", "--other=false"], long_names, booleans) == ["-unknown", "--other=false"]
+
+
+def test_metric_specs_as_upstream_writes_them() -> None:
+    assert metric_series("vllm:num_requests_waiting", "--x") == Series("vllm:num_requests_waiting")
+    assert metric_series('m{b="2", a=1}', "--x") == Series("m", (("a", "1"), ("b", "2")))
+    for bad in ("", "1bad", "m{a}", "m{a=1"):
+        with pytest.raises(ValueError, match="--x"):
+            metric_series(bad, "--x")
+    assert flag_metric_map() is None
+    only_queue = flag_metric_map("q{k=v}")
+    assert only_queue is not None
+    assert only_queue.waiting == (Series("q", (("k", "v"),)),)
+    assert (only_queue.running, only_queue.kv_usage, only_queue.lora_info) == (
+        VLLM.running,
+        VLLM.kv_usage,
+        VLLM.lora_info,
+    )
+    no_lora = flag_metric_map(lora_info="")
+    assert no_lora is not None and no_lora.lora_info is None
+
+
+@pytest.fixture
+def started(monkeypatch: pytest.MonkeyPatch) -> list[EppConfig]:
+    """The EppConfig each `inferpool epp` run would serve (nothing is started)."""
+    configs: list[EppConfig] = []
+
+    async def run(config: EppConfig) -> None:
+        configs.append(config)
+
+    monkeypatch.setattr(command, "_run", run)
+    monkeypatch.setattr(command, "apply_cpu_policy", lambda policy: True)  # pytest's own stays as it is
+    for name in ("POOL_NAME", "POOL_NAMESPACE", "NAMESPACE", "GRPC_PORT", "SECURE_SERVING",
+                 "OTEL_EXPORTER_OTLP_ENDPOINT", "MODEL_SERVER_METRICS_PATH"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    return configs
+
+
+def test_the_args_upstreams_chart_renders_are_taken(started: list[EppConfig], tmp_path: Path) -> None:
+    # epp-deployment.yaml of upstream's inferencepool chart, a v1alpha2 pool on Triton, one replica
+    plugins = tmp_path / "default-plugins.yaml"
+    plugins.write_text(UPSTREAM_PLUGINS)
+    args = [
+        "epp", "--pool-name", "vllm-llama3-8b-instruct", "--pool-namespace", "default",
+        "--pool-group", "inference.networking.x-k8s.io", "--zap-encoder", "json",
+        "--config-file", str(plugins),
+        "--total-queued-requests-metric", "nv_trt_llm_request_metrics{request_type=waiting}",
+        "--kv-cache-usage-percentage-metric", "nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type=fraction}",
+        "--lora-info-metric", "",
+        "--tracing=false", "--metrics-endpoint-auth=false",
+    ]  # fmt: skip
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 0, done.output
+    [config] = started
+    assert (config.pool_name, config.pool_namespace, config.pool_group) == (
+        "vllm-llama3-8b-instruct",
+        "default",
+        "inference.networking.x-k8s.io",
+    )
+    assert config.config_file == plugins and config.kubernetes_mode
+    assert not config.metrics_auth and config.grpc.secure and config.otlp_traces_endpoint is None
+    assert config.metric_map is not None and config.metric_map.lora_info is None
+    assert config.metric_map.waiting == (
+        Series("nv_trt_llm_request_metrics", (("request_type", "waiting"),)),
+    )
+
+
+def test_go_syntax_and_environment(
+    started: list[EppConfig], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NAMESPACE", "team-a")  # what upstream's chart sets from the pod
+    monkeypatch.setenv("GRPC_PORT", "19002")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317")
+    args = ["epp", "-pool-name=p", "-secure-serving=false", "--tracing", "--config-text", UPSTREAM_PLUGINS,
+            "-ha-enable-leader-election=true", "--enable-pprof=false", "--refresh-prometheus-metrics-interval", "5s"]  # fmt: skip
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 0, done.output
+    [config] = started
+    assert (config.pool_name, config.pool_namespace, config.grpc.port) == ("p", "team-a", 19002)
+    assert not config.grpc.secure and config.leader_election
+    assert config.otlp_traces_endpoint == "http://127.0.0.1:4317"
+    assert config.config_file is not None and config.config_file.read_text() == UPSTREAM_PLUGINS
+    # flags win over the environment, as with upstream's binary
+    again = CliRunner().invoke(app, ["epp", "--pool-name", "p", "--pool-namespace", "ns", "--grpc-port", "1"])
+    assert again.exit_code == 0, again.output
+    assert (started[1].pool_namespace, started[1].grpc.port) == ("ns", 1)
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--secure-serving=maybe"], "'maybe' is not a boolean"),
+        (["--tracing"], "set OTEL_EXPORTER_OTLP_ENDPOINT"),
+        (["--zap-encoder", "logfmt"], "use console or json"),
+        (["--total-queued-requests-metric", "q{oops}"], "'oops' in 'q{oops}' is not label=value"),
+        (["--config-file", "x.yaml", "--config-text", "y"], "not both"),
+        (["--refresh-prometheus-metrics-interval", "soon"], "--refresh-prometheus-metrics-interval"),
+    ],
+)
+def test_upstream_flags_that_cannot_work_say_why(
+    started: list[EppConfig], args: list[str], says: str
+) -> None:
+    done = CliRunner().invoke(app, ["epp", "--pool-name", "p", *args])
+    assert done.exit_code == 2 and not started
+    assert says in " ".join(done.output.replace("│", " ").split()), done.output
+
+
+def test_json_log_lines_carry_zaps_keys() -> None:
+    record = logging.LogRecord("inferpool.x", logging.WARNING, __file__, 1, "pool %s synced", ("p",), None)
+    line = orjson.loads(JsonFormatter(worker=2).format(record))
+    assert line == {"level": "warning", "ts": record.created, "logger": "inferpool.x",
+                    "msg": "pool p synced", "worker": 2}  # fmt: skip
+    probe = "from inferpool.logformat import configure_logging; import logging\n"
+    probe += "configure_logging('info', 'json'); logging.getLogger('t').info('hi'); logging.getLogger('t').debug('no')"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    [only] = done.stderr.splitlines()
+    assert orjson.loads(only)["msg"] == "hi"
