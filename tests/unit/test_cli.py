@@ -96,6 +96,16 @@ spec:
         (["bench", "compare", "--workload", "nope", "--rate", "1"], 2, "unknown workload 'nope'"),
         (["bench", "compare", "--rates", "2,x"], 2, "give rates > 0"),
         (["keys", "add", "k", "--keys-file", "{tmp}/no-such-dir/keys.yaml"], 1, "cannot write"),
+        (["bench", "compare", "--arrival", "nope", "--rate", "1"], 2, "unknown arrival profile 'nope'"),
+        (["bench", "compare", "--slo", "ttft=soon", "--rate", "1"], 2, "not a duration: 'soon'"),
+        (["bench", "compare", "--fleet", "0", "--rate", "1"], 2, "greater than or equal to 1"),
+        (["bench", "simulate", "--replicas", "10,x"], 2, "give fleet sizes"),
+        (["bench", "simulate", "--rate", "-3"], 2, "-3: must be > 0"),
+        (
+            ["bench", "overhead", "--smoke", "--client-cpus", "4096"],
+            2,
+            "CPU 4096 is not one this process may use",
+        ),
     ],
     ids=[
         "epp-missing",
@@ -106,6 +116,12 @@ spec:
         "workload",
         "rates",
         "keys",
+        "arrival",
+        "slo",
+        "fleet",
+        "fleet-sizes",
+        "rate",
+        "cpus",
     ],
 )
 def test_bad_input_is_one_clear_message(

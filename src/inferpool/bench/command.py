@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from inferpool.bench.arrivals import PROFILES as ARRIVAL_PROFILES
 from inferpool.bench.client import ClientConfig
 from inferpool.bench.loadgen import TraceSpec, run_load
 from inferpool.bench.report import (
@@ -65,6 +66,47 @@ def known_workload(name: str) -> str:
     return name
 
 
+def known_arrival(profile: str) -> str:
+    if profile not in ARRIVAL_PROFILES:
+        raise typer.BadParameter(
+            f"unknown arrival profile {profile!r}; choose from {', '.join(ARRIVAL_PROFILES)}"
+        )
+    return profile
+
+
+def valid_slo(text: str | None) -> str | None:
+    try:
+        parse_slo(text)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from None
+    return text
+
+
+def positive(value: float | None) -> float | None:
+    if value is not None and not value > 0:
+        raise typer.BadParameter(f"{value:g}: must be > 0")
+    return value
+
+
+def fleet_sizes(text: str) -> str:
+    """`--replicas`: comma-separated fleet sizes, each ≥ 1."""
+    try:
+        sizes = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise typer.BadParameter(f"{text!r}: give fleet sizes ≥ 1 separated by commas, e.g. 10,100")
+    return text
+
+
+ARRIVAL_HELP = (
+    "poisson; bursty (gamma gaps, CV 2); step (half the run at 0.5x the rate, then 1.5x); "
+    "ramp (five steps from 20 to 120 % of the rate)."
+)
+SLO_HELP = "Goodput SLO: a request counts when within all of ttft=, tpot=, e2e= (e.g. ttft=1s,tpot=100ms)."
+SEED_HELP = "Seed of the trace (arrivals, prompts, lengths)."
+
+
 def parse_rates(text: str) -> list[float]:
     """`--rates`: comma-separated requests per second, each > 0."""
     try:
@@ -84,22 +126,30 @@ def run_command(
     workload: str = typer.Option(
         "sharegpt-like", "--workload", help=", ".join(WORKLOADS), callback=known_workload
     ),
-    rate: float | None = typer.Option(None, "--rate", help="Mean arrivals per second (open loop)."),
-    rates: str | None = typer.Option(None, "--rates", help="Sweep: comma-separated rates, one run each."),
-    duration: float = typer.Option(60.0, "--duration", help="Seconds of arrivals (simulated seconds)."),
-    concurrency: int | None = typer.Option(None, "--concurrency", help="Cap in-flight; alone: closed loop."),
-    requests: int | None = typer.Option(None, "--requests", help="Closed loop: total requests."),
-    arrival: str = typer.Option("poisson", "--arrival", help="poisson, bursty or step."),
-    seed: int = typer.Option(0, "--seed"),
-    slo: str | None = typer.Option(
-        "ttft=1s,tpot=100ms", "--slo", help="Goodput SLO, e.g. ttft=1s,tpot=100ms."
+    rate: float | None = typer.Option(
+        None, "--rate", help="Mean arrivals per second (open loop).", callback=positive
     ),
-    model: str = typer.Option("meta-llama/Llama-3.1-8B-Instruct", "--model"),
+    rates: str | None = typer.Option(None, "--rates", help="Sweep: comma-separated rates, one run each."),
+    duration: float = typer.Option(
+        60.0, "--duration", help="Seconds of arrivals (simulated seconds).", callback=positive
+    ),
+    concurrency: int | None = typer.Option(
+        None, "--concurrency", min=1, help="Cap in-flight; alone: closed loop."
+    ),
+    requests: int | None = typer.Option(None, "--requests", min=1, help="Closed loop: total requests."),
+    arrival: str = typer.Option("poisson", "--arrival", help=ARRIVAL_HELP, callback=known_arrival),
+    seed: int = typer.Option(0, "--seed", help=SEED_HELP),
+    slo: str | None = typer.Option("ttft=1s,tpot=100ms", "--slo", help=SLO_HELP, callback=valid_slo),
+    model: str = typer.Option(
+        "meta-llama/Llama-3.1-8B-Instruct", "--model", help="The model name requests carry."
+    ),
     chat: bool = typer.Option(False, "--chat", help="Chat completions instead of completions."),
     no_stream: bool = typer.Option(False, "--no-stream", help="Non-streaming requests (TTFT = e2e)."),
     adapters: int = typer.Option(8, "--adapters", help="multi-lora: adapters adapter-0..N-1."),
     groups: int = typer.Option(150, "--groups", help="shared-prefix: system prompts."),
-    prompts_per_group: int = typer.Option(5, "--prompts-per-group"),
+    prompts_per_group: int = typer.Option(
+        5, "--prompts-per-group", help="shared-prefix: questions per system prompt."
+    ),
     system_tokens: int = typer.Option(2000, "--system-tokens", help="shared-prefix: system prompt length."),
     speed: float = typer.Option(1.0, "--speed", help="The simulated fleet's --speed (times are rescaled)."),
     out: Path | None = typer.Option(None, "--out", help="Directory for JSON results and summary.md."),
@@ -155,13 +205,17 @@ def _spec_meta(spec: TraceSpec) -> dict[str, object]:
 
 @bench_app.command("compare")
 def compare_command(
-    fleet: int = typer.Option(6, "--fleet", help="Simulated replicas."),
+    fleet: int = typer.Option(6, "--fleet", min=1, help="Simulated replicas."),
     workload: str = typer.Option(
         "shared-prefix", "--workload", help=", ".join(WORKLOADS), callback=known_workload
     ),
-    rate: float | None = typer.Option(None, "--rate", help="Offered rate in simulated req/s."),
+    rate: float | None = typer.Option(
+        None, "--rate", help="Offered rate in simulated req/s.", callback=positive
+    ),
     rates: str | None = typer.Option(None, "--rates", help="Several rates: sweep table and vs-rate plot."),
-    duration: float = typer.Option(60.0, "--duration", help="Simulated seconds of arrivals."),
+    duration: float = typer.Option(
+        60.0, "--duration", help="Simulated seconds of arrivals.", callback=positive
+    ),
     contenders: str = typer.Option(
         "default,round-robin,legacy-v0.3,random,epp-envoy,sglang-router,vllm-router,vllm-router:round_robin",
         "--contenders",
@@ -170,27 +224,36 @@ def compare_command(
         "(N prefill, M decode replicas, N+M = --fleet) behind inferpool serve, e.g. pd@2P2D.",
     ),
     speed: float = typer.Option(1.0, "--speed", help="Fleet clock speed; arrivals and timings are rescaled."),
-    arrival: str = typer.Option("poisson", "--arrival"),
-    seed: int = typer.Option(0, "--seed"),
-    slo: str | None = typer.Option("ttft=1s,tpot=100ms", "--slo"),
-    adapters: int = typer.Option(8, "--adapters"),
-    max_loras: int = typer.Option(4, "--max-loras"),
+    arrival: str = typer.Option("poisson", "--arrival", help=ARRIVAL_HELP, callback=known_arrival),
+    seed: int = typer.Option(0, "--seed", help=SEED_HELP),
+    slo: str | None = typer.Option("ttft=1s,tpot=100ms", "--slo", help=SLO_HELP, callback=valid_slo),
+    adapters: int = typer.Option(8, "--adapters", min=1, help="multi-lora: adapters adapter-0..N-1."),
+    max_loras: int = typer.Option(
+        4, "--max-loras", min=1, help="Fleet LoRA slots per replica (vLLM --max-loras)."
+    ),
     max_num_seqs: int | None = typer.Option(
-        None, "--max-num-seqs", help="Fleet batch limit (vLLM --max-num-seqs): saturate at lower rates."
+        None,
+        "--max-num-seqs",
+        min=1,
+        help="Fleet batch limit (vLLM --max-num-seqs): saturate at lower rates.",
     ),
     kv_blocks: int | None = typer.Option(
-        None, "--kv-blocks", help="Fleet KV-cache blocks per replica (vLLM --num-gpu-blocks-override)."
+        None, "--kv-blocks", min=1, help="Fleet KV-cache blocks per replica (vLLM --num-gpu-blocks-override)."
     ),
-    groups: int = typer.Option(150, "--groups"),
-    prompts_per_group: int = typer.Option(5, "--prompts-per-group"),
-    system_tokens: int = typer.Option(2000, "--system-tokens"),
+    groups: int = typer.Option(150, "--groups", min=1, help="shared-prefix: system prompts."),
+    prompts_per_group: int = typer.Option(
+        5, "--prompts-per-group", min=1, help="shared-prefix: questions per system prompt."
+    ),
+    system_tokens: int = typer.Option(
+        2000, "--system-tokens", min=1, help="shared-prefix: system prompt length."
+    ),
     seeds: str | None = typer.Option(
         None,
         "--seeds",
         help="Several seeds (e.g. 101,102,103): one run each in <out>/seed<S>, then a table of "
         "medians with min-max over the seeds. Overrides --seed.",
     ),
-    out: Path = typer.Option(Path("bench-results"), "--out"),
+    out: Path = typer.Option(Path("bench-results"), "--out", help="Directory for results, tables and plots."),
 ) -> None:
     """Each contender in turn in front of a fresh simulated fleet, replaying one trace.
 
@@ -406,15 +469,21 @@ def contender_version(contender: Contender) -> str:
 
 @bench_app.command("simulate")
 def simulate_command(
-    replicas: str = typer.Option("10,100,1000", "--replicas", help="Fleet sizes (comma-separated)."),
-    rate: float | None = typer.Option(None, "--rate", help="Simulated req/s; default 8 per replica."),
-    duration: float = typer.Option(10.0, "--duration", help="Simulated seconds of arrivals."),
+    replicas: str = typer.Option(
+        "10,100,1000", "--replicas", help="Fleet sizes (comma-separated).", callback=fleet_sizes
+    ),
+    rate: float | None = typer.Option(
+        None, "--rate", help="Simulated req/s; default 8 per replica.", callback=positive
+    ),
+    duration: float = typer.Option(
+        10.0, "--duration", help="Simulated seconds of arrivals.", callback=positive
+    ),
     workload: str = typer.Option(
         "shared-prefix", "--workload", help=", ".join(WORKLOADS), callback=known_workload
     ),
     profile: str = typer.Option("default", "--profile", help="Scheduler profile."),
-    seed: int = typer.Option(0, "--seed"),
-    slo: str | None = typer.Option("ttft=1s,tpot=100ms", "--slo"),
+    seed: int = typer.Option(0, "--seed", help=SEED_HELP),
+    slo: str | None = typer.Option("ttft=1s,tpot=100ms", "--slo", help=SLO_HELP, callback=valid_slo),
 ) -> None:
     """The real Director and scheduler over simulated engines in virtual time (no sockets, no sleeping)."""
     from inferpool.bench.stats import percentile, summarize
@@ -425,7 +494,7 @@ def simulate_command(
         "| p99 TTFT ms | goodput req/s | prefix hit |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for n in (int(x) for x in replicas.split(",")):
+    for n in (int(x) for x in replicas.split(",") if x.strip()):
         r = rate if rate is not None else 8.0 * n
         opts = WorkloadOptions(groups=max(20, 4 * n), system_prompt_tokens=1000, output_tokens=64)
         trace = TraceSpec(workload, r, duration, seed, "poisson", opts).build()
@@ -490,7 +559,7 @@ def overhead_command(
     import orjson
 
     from inferpool.bench import overhead, overhead_report
-    from inferpool.bench.cpu import default_split, parse_cpus
+    from inferpool.bench.cpu import cpu_list, default_split, parse_cpus
 
     try:
         chosen = overhead.parse_contenders(
@@ -508,6 +577,14 @@ def overhead_command(
         client_set = parse_cpus(client_cpus) if client_cpus else default_client
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
+    allowed = frozenset(os.sched_getaffinity(0))
+    for flag, cpus in (("--proxy-cpus", proxy_set), ("--client-cpus", client_set)):
+        if not cpus <= allowed:  # taskset would fail in every run, after the fleet started
+            raise typer.BadParameter(
+                f"CPU {', '.join(map(str, sorted(cpus - allowed)))} is not one this process may use "
+                f"({cpu_list(allowed)})",
+                param_hint=flag,
+            )
     if proxy_set & client_set:
         typer.echo("warning: proxy and client share CPUs; CPU and latency figures will mix", err=True)
     out = out or Path("bench") / "results" / time.strftime("%Y-%m-%d") / "overhead"
