@@ -49,6 +49,7 @@ class FakeApiServer:
     history: list[_Change] = field(default_factory=list)
     compacted_below: int = 0  # watches from an older resourceVersion get 410 Gone
     fail_next: int = 0  # answer this many requests with 500
+    forbidden: set[str] = field(default_factory=set)  # collections RBAC does not grant: 403
     requests: list[str] = field(default_factory=list)
     patches: list[tuple[str, Object]] = field(default_factory=list)
     tokens: dict[str, dict[str, Any]] = field(default_factory=dict)  # token -> user info
@@ -181,6 +182,11 @@ class FakeApiServer:
             self.fail_next -= 1
             return self._status(500, "InternalError", "etcdserver: request timed out")
         collection = request.path
+        if collection in self.forbidden:
+            plural = request.match_info["plural"]
+            return self._status(
+                403, "Forbidden", f"{plural} is forbidden: User cannot list resource {plural!r}"
+            )
         if request.query.get("watch") in ("1", "true", "True"):
             return await self._watch(request, collection)
         kind, api_version = self._kind(request)

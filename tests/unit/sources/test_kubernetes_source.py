@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -346,3 +347,29 @@ async def test_followers_do_not_write_status(api: FakeApiServer) -> None:
     finally:
         await source.stop()
         await source.api.close()
+
+
+async def test_kinds_rbac_forbids_are_left_out_and_logged_once(
+    api: FakeApiServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # upstream's inferencepool chart grants pools, inference.networking.x-k8s.io objectives and
+    # pods: the pool syncs and routes, the other kinds are said to be forbidden, once each
+    api.forbidden = {MODELS, REWRITES, LLMD_OBJECTIVES, LLMD_REWRITES}
+    api.put(POOLS_V1, pool_v1("vllm-llama3-8b-instruct", LABELS, [8000]))
+    api.put(PODS, pod("vllm-a", "10.0.0.1", LABELS))
+    caplog.set_level(logging.DEBUG, logger="inferpool.sources.kubernetes.reflector")
+    source, store = await started(api)
+    try:
+        await eventually(lambda: addresses(store) == {"10.0.0.1:8000"})
+        refused = {
+            n: r for n, r in source.reflectors().items() if n.startswith(("model", "rewrite", "objective."))
+        }
+        await eventually(lambda: all(r.stats.errors >= 3 for r in refused.values()))
+    finally:
+        await source.stop()
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert sorted(r.getMessage().split(":")[0] for r in warned) == sorted(refused)
+    assert all(
+        "forbidden: the ServiceAccount's RBAC does not grant list/watch on it" in r.getMessage()
+        for r in warned
+    )

@@ -3,7 +3,8 @@
 The watch resumes from the last resourceVersion seen (an event or a BOOKMARK), so a
 dropped connection loses no event; a `410 Gone` (the version was compacted away) means
 the history is gone and only a fresh list can say what exists, so it relists. Any other
-failure waits out an exponential backoff and tries again, keeping the version.
+failure waits out an exponential backoff and tries again, keeping the version; a failure that
+repeats (a kind the ServiceAccount may not list, a CRD not installed) is logged once, not once a try.
 """
 
 from __future__ import annotations
@@ -51,6 +52,20 @@ class Gone(Exception):
 
 class WatchError(Exception):
     """The API server answered with an error other than 410."""
+
+
+# Why a list or watch answered this, where the cause is almost always the same
+_STATUS_CAUSES = {
+    403: "forbidden: the ServiceAccount's RBAC does not grant list/watch on it",
+    404: "not found: its CRD is not installed",
+}
+
+
+def _http_error(what: str, status: int, body: bytes) -> WatchError:
+    cause = _STATUS_CAUSES.get(status)
+    if cause is not None:
+        return WatchError(f"{what}: HTTP {status}, {cause}")
+    return WatchError(f"{what}: HTTP {status}: {body[:200]!r}")
 
 
 @dataclass
@@ -108,6 +123,7 @@ class Reflector:
         self.resource_version: str | None = None
         self.synced = asyncio.Event()
         self.stats = ReflectorStats()
+        self._last_error: str | None = None  # the failure last logged, until a list succeeds
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -138,7 +154,17 @@ class Reflector:
             except Exception as err:  # network, 5xx, bad JSON: retry without losing our place
                 self.stats.errors += 1
                 delay = self.backoff.next_delay()
-                log.warning("%s: %s; retrying in %.2fs", self.name, err or type(err).__name__, delay)
+                message = str(err) or type(err).__name__
+                repeated = message == self._last_error
+                self._last_error = message
+                log.log(
+                    logging.DEBUG if repeated else logging.WARNING,
+                    "%s: %s; retrying in %.2fs%s",
+                    self.name,
+                    message,
+                    delay,
+                    "" if repeated else " (a repeat of this is logged at debug level)",
+                )
                 await asyncio.sleep(delay)
 
     async def _list(self) -> None:
@@ -148,7 +174,7 @@ class Reflector:
             if response.status == 410:
                 raise Gone()
             if not 200 <= response.status < 300:
-                raise WatchError(f"list: HTTP {response.status}: {body[:200]!r}")
+                raise _http_error("list", response.status, body)
             data = json.loads(body)
         finally:
             response.release()
@@ -158,6 +184,9 @@ class Reflector:
         self.resource_version = resource_version(data)
         self.backoff.reset()
         self.synced.set()
+        if self._last_error is not None:
+            log.info("%s: listed (after %s)", self.name, self._last_error)
+            self._last_error = None
 
     async def _watch(self) -> None:
         response = await self.call(
@@ -174,8 +203,7 @@ class Reflector:
             if response.status == 410:
                 raise Gone()
             if not 200 <= response.status < 300:
-                body = await response.read()
-                raise WatchError(f"watch: HTTP {response.status}: {body[:200]!r}")
+                raise _http_error("watch", response.status, await response.read())
             self.stats.watches += 1
             while True:
                 line = await response.content.readline()
