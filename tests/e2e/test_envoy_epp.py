@@ -331,29 +331,13 @@ async def test_a_request_without_a_body_goes_to_a_replica() -> None:
         assert not served(nodes)  # no inference ran
 
 
-UPSTREAM_PLUGINS = """apiVersion: inference.networking.x-k8s.io/v1alpha1
-kind: EndpointPickerConfig
-plugins:
-- type: queue-scorer
-- type: kv-cache-utilization-scorer
-- type: prefix-cache-scorer
-schedulingProfiles:
-- name: default
-  plugins:
-  - pluginRef: queue-scorer
-    weight: 2
-  - pluginRef: kv-cache-utilization-scorer
-    weight: 2
-  - pluginRef: prefix-cache-scorer
-    weight: 3
-"""
+# what upstream's chart mounts and passes as --config-file
+UPSTREAM_PLUGINS = Path(__file__).resolve().parents[1] / "data" / "epp" / "upstream-default-plugins.yaml"
 
 
-async def test_the_flags_upstreams_chart_passes_serve_through_envoy(tmp_path: Path) -> None:
+async def test_the_flags_upstreams_chart_passes_serve_through_envoy() -> None:
     # upstream's inferencepool chart's EPP args and its default-plugins.yaml, in Go's flag syntax
-    plugins = tmp_path / "default-plugins.yaml"
-    plugins.write_text(UPSTREAM_PLUGINS)
-    chart = ["--zap-encoder", "json", "--config-file", str(plugins), "--tracing=false", "-v", "1",
+    chart = ["--zap-encoder", "json", "--config-file", str(UPSTREAM_PLUGINS), "--tracing=false", "-v", "1",
              "--metrics-endpoint-auth=false", "--enable-pprof=true"]  # fmt: skip
     nodes = sims(2)
     async with AsyncExitStack() as stack:

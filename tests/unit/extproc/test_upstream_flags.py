@@ -19,22 +19,9 @@ from inferpool.extproc.upstream_flags import flag_metric_map, go_style_args, met
 from inferpool.logformat import JsonFormatter
 from inferpool.scrape.engines import VLLM, Series
 
-UPSTREAM_PLUGINS = """apiVersion: inference.networking.x-k8s.io/v1alpha1
-kind: EndpointPickerConfig
-plugins:
-- type: queue-scorer
-- type: kv-cache-utilization-scorer
-- type: prefix-cache-scorer
-schedulingProfiles:
-- name: default
-  plugins:
-  - pluginRef: queue-scorer
-    weight: 2
-  - pluginRef: kv-cache-utilization-scorer
-    weight: 2
-  - pluginRef: prefix-cache-scorer
-    weight: 3
-"""
+# what upstream's chart mounts and passes as --config-file
+UPSTREAM_PLUGINS_FILE = Path(__file__).resolve().parents[2] / "data" / "epp" / "upstream-default-plugins.yaml"
+UPSTREAM_PLUGINS = UPSTREAM_PLUGINS_FILE.read_text()
 
 
 def test_go_style_args_become_clicks() -> None:
@@ -97,10 +84,9 @@ def started(monkeypatch: pytest.MonkeyPatch) -> list[EppConfig]:
     return configs
 
 
-def test_the_args_upstreams_chart_renders_are_taken(started: list[EppConfig], tmp_path: Path) -> None:
+def test_the_args_upstreams_chart_renders_are_taken(started: list[EppConfig]) -> None:
     # epp-deployment.yaml of upstream's inferencepool chart, a v1alpha2 pool on Triton, one replica
-    plugins = tmp_path / "default-plugins.yaml"
-    plugins.write_text(UPSTREAM_PLUGINS)
+    plugins = UPSTREAM_PLUGINS_FILE
     args = [
         "epp", "--pool-name", "vllm-llama3-8b-instruct", "--pool-namespace", "default",
         "--pool-group", "inference.networking.x-k8s.io", "--zap-encoder", "json",
@@ -126,9 +112,7 @@ def test_the_args_upstreams_chart_renders_are_taken(started: list[EppConfig], tm
     )
 
 
-def test_go_syntax_and_environment(
-    started: list[EppConfig], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_go_syntax_and_environment(started: list[EppConfig], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NAMESPACE", "team-a")  # what upstream's chart sets from the pod
     monkeypatch.setenv("GRPC_PORT", "19002")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317")
