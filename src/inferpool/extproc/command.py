@@ -50,11 +50,12 @@ def epp(
     pool_name: str | None = typer.Option(
         None, "--pool-name", envvar="POOL_NAME", help="InferencePool this EPP serves."
     ),
-    pool_namespace: str = typer.Option(
-        "default",
+    pool_namespace: str | None = typer.Option(
+        None,
         "--pool-namespace",
-        envvar=["POOL_NAMESPACE", "NAMESPACE"],
-        help="Namespace of the InferencePool (upstream's chart sets NAMESPACE to the pod's).",
+        envvar="POOL_NAMESPACE",
+        help="Namespace of the InferencePool. Default: in Kubernetes mode NAMESPACE (upstream's chart "
+        "sets it to the pod's), else default.",
     ),
     pool_group: str = typer.Option(
         "inference.networking.k8s.io", "--pool-group", help="API group of the pool."
@@ -226,6 +227,8 @@ def epp(
     """Endpoint Picker for Envoy: ext_proc on 9002, gRPC health on 9003, metrics on 9090."""
     if not manifests and pool_name is None:
         raise typer.BadParameter("give -f PATH... or --pool-name")
+    if pool_namespace is None:  # as upstream's EPP, from the pod's namespace; never for manifests
+        pool_namespace = (None if manifests else os.environ.get("NAMESPACE")) or "default"
     if verbosity is not None and verbosity >= UPSTREAM_DEBUG:
         log_level = "debug"
     if zap_encoder not in LOG_FORMATS:

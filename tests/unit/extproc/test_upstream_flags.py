@@ -129,6 +129,11 @@ def test_go_syntax_and_environment(started: list[EppConfig], monkeypatch: pytest
     again = CliRunner().invoke(app, ["epp", "--pool-name", "p", "--pool-namespace", "ns", "--grpc-port", "1"])
     assert again.exit_code == 0, again.output
     assert (started[1].pool_namespace, started[1].grpc.port) == ("ns", 1)
+    # NAMESPACE names the pod's namespace: manifests carry their own
+    manifests = Path(__file__).resolve().parents[3] / "examples" / "gke-quickstart"
+    local = CliRunner().invoke(app, ["epp", "-f", str(manifests), "--pool-name", "p"])
+    assert local.exit_code == 0, local.output
+    assert started[2].pool_namespace == "default"
 
 
 @pytest.mark.parametrize(
