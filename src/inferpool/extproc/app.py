@@ -50,6 +50,7 @@ class EppConfig:
     refresh_metrics_interval_s: float = 0.05
     metrics_staleness_threshold_s: float = 2.0
     model_server_metrics_path: str = "/metrics"  # --model-server-metrics-path
+    model_server_metrics_port: int | None = None  # --model-server-metrics-port; None: the serving port
     metric_map: EngineMap | None = None  # upstream's metric flags: series read in place of vLLM's
     config_file: Path | None = None  # EndpointPickerConfig, or a built-in profile name via scheduler
     scheduler: str = "default"
@@ -94,6 +95,7 @@ class EppApp:
                     interval_s=config.refresh_metrics_interval_s,
                     stale_after_s=config.metrics_staleness_threshold_s,
                     metrics_path=config.model_server_metrics_path,
+                    metrics_port=config.model_server_metrics_port,
                     default_map=config.metric_map,
                 ),
                 manifests=list(config.manifests),

@@ -186,6 +186,14 @@ def epp(
         rich_help_panel=UPSTREAM,
         help="Path of the model servers' Prometheus page.",
     ),
+    model_server_metrics_port: int = typer.Option(
+        0,
+        "--model-server-metrics-port",
+        envvar="MODEL_SERVER_METRICS_PORT",
+        min=0,
+        rich_help_panel=UPSTREAM,
+        help="Port of the model servers' Prometheus page; 0: the pool's target port they serve on.",
+    ),
     total_queued_requests_metric: str | None = typer.Option(
         None,
         "--total-queued-requests-metric",
@@ -287,6 +295,7 @@ def epp(
         refresh_metrics_interval_s=_duration(refresh_metrics_interval, "--refresh-metrics-interval"),
         metrics_staleness_threshold_s=_duration(metrics_staleness_threshold, "--metrics-staleness-threshold"),
         model_server_metrics_path=model_server_metrics_path,
+        model_server_metrics_port=model_server_metrics_port or None,
         metric_map=metric_map,
         config_file=config_file,
         scheduler=scheduler,

@@ -32,6 +32,7 @@ class ScrapeConfig:
     failure_threshold: int = 3  # consecutive failures that take an endpoint out of rotation
     stale_after_s: float = 2.0  # admission treats older metrics as saturated
     metrics_path: str = "/metrics"
+    metrics_port: int | None = None  # the servers' metrics port when not the one they serve on
     models_path: str = "/v1/models"  # read for loaded LoRA adapters
     models_interval_s: float = 1.0  # 0 disables; adapter loads are rare, no need to poll at 50 ms
     engine_label: str = ENGINE_LABEL
@@ -62,8 +63,11 @@ class _Target:
 
     @property
     def url_host(self) -> str:
+        return self.host_on(self.port)
+
+    def host_on(self, port: int) -> str:
         host = f"[{self.address}]" if ":" in self.address else self.address
-        return f"{host}:{self.port}"
+        return f"{host}:{port}"
 
 
 class Scraper(DatastoreFollower):
@@ -148,7 +152,7 @@ class Scraper(DatastoreFollower):
     async def _scrape(self, target: _Target) -> bool:
         """One scrape of `target`; updates its endpoints; True on success."""
         assert self._session is not None
-        url = f"http://{target.url_host}{self.config.metrics_path}"
+        url = f"http://{self._metrics_host(target)}{self.config.metrics_path}"
         try:
             series = await self._filtered_series(target) if target.filtered is not False else None
             if series is None:
@@ -180,6 +184,10 @@ class Scraper(DatastoreFollower):
             self.readiness.set_scrape(endpoint, True)
         return True
 
+    def _metrics_host(self, target: _Target) -> str:
+        port = self.config.metrics_port
+        return target.url_host if port is None else target.host_on(port)
+
     async def _filtered_series(self, target: _Target) -> dict[str, list[Sample]] | None:
         """The series read off the filtered page, or None (then the whole page is read) once the
         server shows it does not serve one: not 200 there, or no load series in it (e.g. a
@@ -188,7 +196,7 @@ class Scraper(DatastoreFollower):
         url = target.filtered_url
         if url is None:
             url = target.filtered_url = URL(
-                f"http://{target.url_host}{self.config.metrics_path.rstrip('/')}/"
+                f"http://{self._metrics_host(target)}{self.config.metrics_path.rstrip('/')}/"
             ).with_query([("name[]", name) for name in sorted(target.engine.names)])
         async with self._session.get(url, timeout=self._timeout) as response:
             body = await response.read() if response.status == 200 else None

@@ -68,6 +68,12 @@ def test_metric_specs_as_upstream_writes_them() -> None:
     assert no_lora is not None and no_lora.lora_info is None
 
 
+UPSTREAM_ENV = (
+    "POOL_NAME", "POOL_NAMESPACE", "NAMESPACE", "GRPC_PORT", "GRPC_HEALTH_PORT", "REFRESH_METRICS_INTERVAL",
+    "SECURE_SERVING", "MODEL_SERVER_METRICS_PATH", "MODEL_SERVER_METRICS_PORT", "OTEL_EXPORTER_OTLP_ENDPOINT",
+)  # fmt: skip
+
+
 @pytest.fixture
 def started(monkeypatch: pytest.MonkeyPatch) -> list[EppConfig]:
     """The EppConfig each `inferpool epp` run would serve (nothing is started)."""
@@ -78,8 +84,7 @@ def started(monkeypatch: pytest.MonkeyPatch) -> list[EppConfig]:
 
     monkeypatch.setattr(command, "_run", run)
     monkeypatch.setattr(command, "apply_cpu_policy", lambda policy: True)  # pytest's own stays as it is
-    for name in ("POOL_NAME", "POOL_NAMESPACE", "NAMESPACE", "GRPC_PORT", "SECURE_SERVING",
-                 "OTEL_EXPORTER_OTLP_ENDPOINT", "MODEL_SERVER_METRICS_PATH"):  # fmt: skip
+    for name in UPSTREAM_ENV:
         monkeypatch.delenv(name, raising=False)
     return configs
 
@@ -115,6 +120,7 @@ def test_the_args_upstreams_chart_renders_are_taken(started: list[EppConfig]) ->
 def test_go_syntax_and_environment(started: list[EppConfig], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NAMESPACE", "team-a")  # what upstream's chart sets from the pod
     monkeypatch.setenv("GRPC_PORT", "19002")
+    monkeypatch.setenv("MODEL_SERVER_METRICS_PORT", "8001")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317")
     args = ["epp", "-pool-name=p", "-secure-serving=false", "--tracing", "--config-text", UPSTREAM_PLUGINS,
             "-ha-enable-leader-election=true", "--enable-pprof=false", "--refresh-prometheus-metrics-interval", "5s"]  # fmt: skip
@@ -122,7 +128,7 @@ def test_go_syntax_and_environment(started: list[EppConfig], monkeypatch: pytest
     assert done.exit_code == 0, done.output
     [config] = started
     assert (config.pool_name, config.pool_namespace, config.grpc.port) == ("p", "team-a", 19002)
-    assert not config.grpc.secure and config.leader_election
+    assert not config.grpc.secure and config.leader_election and config.model_server_metrics_port == 8001
     assert config.otlp_traces_endpoint == "http://127.0.0.1:4317"
     assert config.config_file is not None and config.config_file.read_text() == UPSTREAM_PLUGINS
     # flags win over the environment, as with upstream's binary

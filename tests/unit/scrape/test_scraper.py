@@ -141,6 +141,15 @@ async def test_a_default_map_replaces_the_default_engines_series_only(fake_serve
     assert (other.metrics.waiting_queue_size, other.metrics.kv_cache_usage) == (7, 0.5)  # its own engine
 
 
+async def test_metrics_are_read_on_the_metrics_port_when_one_is_set(fake_server: FakeServer) -> None:
+    serving_port = free_port()  # nothing listens: only the metrics port answers
+    store = make_store(serving_port)
+    (endpoint,) = store.endpoints("default/pool")
+    async with Scraper(store, replace(FAST, metrics_port=fake_server.port)) as scraper:
+        await wait_for(lambda: endpoint.metrics.scraped_at > 0)
+        assert endpoint.metrics.waiting_queue_size == 4 and not scraper.is_stale(endpoint)
+
+
 async def test_stop_cancels_cleanly(fake_server: FakeServer) -> None:
     store = make_store(fake_server.port, names=("a", "b"))
     scraper = Scraper(store, FAST)
