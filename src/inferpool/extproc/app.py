@@ -51,6 +51,8 @@ class EppConfig:
     metrics_staleness_threshold_s: float = 2.0
     model_server_metrics_path: str = "/metrics"  # --model-server-metrics-path
     model_server_metrics_port: int | None = None  # --model-server-metrics-port; None: the serving port
+    model_server_metrics_scheme: str = "http"  # --model-server-metrics-scheme
+    model_server_tls_verify: bool = True  # not --model-server-metrics-https-insecure-skip-verify
     metric_map: EngineMap | None = None  # upstream's metric flags: series read in place of vLLM's
     config_file: Path | None = None  # EndpointPickerConfig, or a built-in profile name via scheduler
     scheduler: str = "default"
@@ -96,6 +98,8 @@ class EppApp:
                     stale_after_s=config.metrics_staleness_threshold_s,
                     metrics_path=config.model_server_metrics_path,
                     metrics_port=config.model_server_metrics_port,
+                    scheme=config.model_server_metrics_scheme,
+                    verify_tls=config.model_server_tls_verify,
                     default_map=config.metric_map,
                 ),
                 manifests=list(config.manifests),

@@ -194,6 +194,20 @@ def epp(
         rich_help_panel=UPSTREAM,
         help="Port of the model servers' Prometheus page; 0: the pool's target port they serve on.",
     ),
+    model_server_metrics_scheme: str = typer.Option(
+        "http",
+        "--model-server-metrics-scheme",
+        envvar="MODEL_SERVER_METRICS_SCHEME",
+        rich_help_panel=UPSTREAM,
+        help="http, or https for model servers that serve TLS (their /v1/models too).",
+    ),
+    model_server_metrics_https_insecure_skip_verify: bool = typer.Option(
+        True,
+        "--model-server-metrics-https-insecure-skip-verify/--no-model-server-metrics-https-insecure-skip-verify",
+        envvar="MODEL_SERVER_METRICS_HTTPS_INSECURE_SKIP_VERIFY",
+        rich_help_panel=UPSTREAM,
+        help="With https: do not check the model servers' certificates (upstream's default).",
+    ),
     total_queued_requests_metric: str | None = typer.Option(
         None,
         "--total-queued-requests-metric",
@@ -257,6 +271,10 @@ def epp(
                 "give --config-file or --config-text, not both", param_hint="--config-text"
             )
         config_file = _inline_config(config_text)
+    if model_server_metrics_scheme not in ("http", "https"):
+        raise typer.BadParameter(
+            f"{model_server_metrics_scheme!r}: use http or https", param_hint="--model-server-metrics-scheme"
+        )
     try:
         metric_map = flag_metric_map(
             total_queued_requests_metric,
@@ -296,6 +314,8 @@ def epp(
         metrics_staleness_threshold_s=_duration(metrics_staleness_threshold, "--metrics-staleness-threshold"),
         model_server_metrics_path=model_server_metrics_path,
         model_server_metrics_port=model_server_metrics_port or None,
+        model_server_metrics_scheme=model_server_metrics_scheme,
+        model_server_tls_verify=not model_server_metrics_https_insecure_skip_verify,
         metric_map=metric_map,
         config_file=config_file,
         scheduler=scheduler,

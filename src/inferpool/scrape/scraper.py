@@ -33,6 +33,8 @@ class ScrapeConfig:
     stale_after_s: float = 2.0  # admission treats older metrics as saturated
     metrics_path: str = "/metrics"
     metrics_port: int | None = None  # the servers' metrics port when not the one they serve on
+    scheme: str = "http"  # "https": servers that serve TLS (vLLM --ssl-keyfile)
+    verify_tls: bool = True  # with https: check the servers' certificates
     models_path: str = "/v1/models"  # read for loaded LoRA adapters
     models_interval_s: float = 1.0  # 0 disables; adapter loads are rare, no need to poll at 50 ms
     engine_label: str = ENGINE_LABEL
@@ -89,7 +91,7 @@ class Scraper(DatastoreFollower):
         self.failures = 0
 
     def _new_session(self) -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30, ssl=self.config.verify_tls)
         return aiohttp.ClientSession(connector=connector, auto_decompress=True)
 
     def _drop_tasks(self) -> list[asyncio.Task[None]]:
@@ -152,7 +154,7 @@ class Scraper(DatastoreFollower):
     async def _scrape(self, target: _Target) -> bool:
         """One scrape of `target`; updates its endpoints; True on success."""
         assert self._session is not None
-        url = f"http://{self._metrics_host(target)}{self.config.metrics_path}"
+        url = f"{self.config.scheme}://{self._metrics_host(target)}{self.config.metrics_path}"
         try:
             series = await self._filtered_series(target) if target.filtered is not False else None
             if series is None:
@@ -196,7 +198,7 @@ class Scraper(DatastoreFollower):
         url = target.filtered_url
         if url is None:
             url = target.filtered_url = URL(
-                f"http://{self._metrics_host(target)}{self.config.metrics_path.rstrip('/')}/"
+                f"{self.config.scheme}://{self._metrics_host(target)}{self.config.metrics_path.rstrip('/')}/"
             ).with_query([("name[]", name) for name in sorted(target.engine.names)])
         async with self._session.get(url, timeout=self._timeout) as response:
             body = await response.read() if response.status == 200 else None
@@ -216,7 +218,7 @@ class Scraper(DatastoreFollower):
         """
         assert self._session is not None
         target.models_read_at = time.monotonic()
-        url = f"http://{target.url_host}{self.config.models_path}"
+        url = f"{self.config.scheme}://{target.url_host}{self.config.models_path}"
         try:
             async with self._session.get(url, timeout=self._timeout) as response:
                 if response.status != 200:

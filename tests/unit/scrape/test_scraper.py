@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import replace
+from pathlib import Path
 
 from aiohttp import web
 from scrape_helpers import FakeServer, serving, wait_for
 
 from free_ports import free_port
+from inferpool.extproc.certs import self_signed
 from inferpool.extproc.upstream_flags import flag_metric_map
 from inferpool.scrape import Readiness, ScrapeConfig, Scraper
 from inferpool.state import Datastore, Endpoint, Pool
@@ -148,6 +151,38 @@ async def test_metrics_are_read_on_the_metrics_port_when_one_is_set(fake_server:
     async with Scraper(store, replace(FAST, metrics_port=fake_server.port)) as scraper:
         await wait_for(lambda: endpoint.metrics.scraped_at > 0)
         assert endpoint.metrics.waiting_queue_size == 4 and not scraper.is_stale(endpoint)
+
+
+async def test_https_servers_are_scraped_over_tls(tmp_path: Path) -> None:
+    # a model server serving TLS with a self-signed certificate (vLLM --ssl-keyfile/--ssl-certfile)
+    key, cert = self_signed(["127.0.0.1"])
+    (tmp_path / "tls.key").write_bytes(key)
+    (tmp_path / "tls.crt").write_bytes(cert)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
+
+    async def metrics(_request: web.Request) -> web.Response:
+        return web.Response(text="vllm:num_requests_waiting 6\nvllm:num_requests_running 1\n")
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+    await site.start()
+    try:
+        port = int(runner.addresses[0][1])
+        store = make_store(port)
+        (endpoint,) = store.endpoints("default/pool")
+        # verifying a self-signed certificate fails: the endpoint never gets metrics
+        async with Scraper(store, replace(FAST, scheme="https", failure_threshold=1)) as scraper:
+            await wait_for(lambda: scraper.failures >= 2)
+        assert endpoint.metrics.scraped_at == 0
+        async with Scraper(store, replace(FAST, scheme="https", verify_tls=False)):
+            await wait_for(lambda: endpoint.metrics.scraped_at > 0)
+        assert (endpoint.metrics.waiting_queue_size, endpoint.metrics.running_requests) == (6, 1)
+    finally:
+        await runner.cleanup()
 
 
 async def test_stop_cancels_cleanly(fake_server: FakeServer) -> None:
