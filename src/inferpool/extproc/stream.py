@@ -249,7 +249,7 @@ class RequestStream:
         http = HttpFacts(self._headers.get(":method", "POST"), path, trace=trace)
         self._in_core = True
         if self._headers_only:  # nothing to schedule on: a random ready endpoint, as upstream
-            routed = self._core.route_without_body(self._pool, self._headers, self._subset, http=http)
+            routed = self._core.route_without_body(self._pool, path, self._headers, self._subset, http=http)
         else:
             routed = await self._core.route_async(
                 self._pool, path, self._headers, body, self._subset, http=http, parsed=parsed

@@ -299,7 +299,7 @@ class Proxy:
             state.in_core = True
             if not body:  # nothing to schedule on (GET /health, /metrics...): as the EPP does
                 state.routed = self.core.route_without_body(
-                    backend.key, headers, http=state.http, arrived=state.arrived
+                    backend.key, request.path_qs, headers, http=state.http, arrived=state.arrived
                 )
             else:
                 ttl_s = None

@@ -286,6 +286,7 @@ class Director:
     def route_without_body(
         self,
         pool: str,
+        path: str,
         headers: Mapping[str, str],
         subset: frozenset[str] | None = None,
         *,
@@ -295,14 +296,19 @@ class Director:
         """A request to `pool` with no body (a GET of /health, /metrics, /version...): there is
         no model or prompt to schedule on, so a random ready endpoint serves it (the others
         after it, in turn, for retries), as upstream's EPP does; neither admission nor flow
-        control sees it. Raises InferenceError 503 (recorded) when no endpoint is ready."""
+        control sees it. Unless a scheduler plugin knows from the path where it must go (a
+        stored response fetched by id): then that endpoint first. Raises InferenceError 503
+        (recorded) when no endpoint is ready."""
         attempt = self._begin(pool, headers, b"", http, arrived)
         candidates = _in_subset(self.datastore.ready_endpoints(pool), subset)
         if not candidates:
             exc = InferenceError(503, f"no ready endpoints in pool {pool}")
             self._emit(_refused_record(attempt, exc, self))
             raise exc
-        first = self.rng.randrange(len(candidates))
+        hook = getattr(self.scheduler_for(pool), "endpoint_for_path", None)
+        pinned = hook(path) if hook is not None else None
+        named = [i for i, e in enumerate(candidates) if e.name == pinned]
+        first = named[0] if named else self.rng.randrange(len(candidates))
         return PassthroughRequest(
             self,
             attempt.request_id,

@@ -100,6 +100,7 @@ class PlaneCore(Protocol):
     def route_without_body(
         self,
         pool: str,
+        path: str,
         headers: Mapping[str, str],
         subset: frozenset[str] | None = None,
         *,

@@ -148,6 +148,7 @@ class Scheduler:
             if hasattr(p, "on_endpoint_removed")
         ]
         self._header_hooks = [p.response_headers for p in plugins if hasattr(p, "response_headers")]  # type: ignore[attr-defined]
+        self._path_hooks = [p.endpoint_for_path for p in plugins if hasattr(p, "endpoint_for_path")]  # type: ignore[attr-defined]
         readers = [p for p in plugins if hasattr(p, "needs_answer")]
         self._answer_hooks = [p.needs_answer for p in readers]  # type: ignore[attr-defined]
         # Which APIs' answers those plugins read, known from the path alone (a plugin without
@@ -333,6 +334,15 @@ class Scheduler:
         """An endpoint left the pool: plugins drop what they remember about it."""
         for hook in self._removed_hooks:
             hook(name)
+
+    def endpoint_for_path(self, path: str) -> str | None:
+        """The endpoint a request without a body must go to, known from its path alone (a stored
+        response fetched by id: `stored-response-filter`), or None: any ready endpoint will do."""
+        for hook in self._path_hooks:
+            name = hook(path)
+            if name is not None:
+                return str(name)
+        return None
 
 
 def _column(scorer: Scorer) -> Column:

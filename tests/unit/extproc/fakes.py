@@ -96,10 +96,15 @@ class FakeRouter:
         return routed
 
     def route_without_body(
-        self, pool: str, headers: dict[str, str], subset: frozenset[str] | None = None, **facts: object
+        self,
+        pool: str,
+        path: str,
+        headers: dict[str, str],
+        subset: frozenset[str] | None = None,
+        **facts: object,
     ) -> FakeRouted:
         """A request without a body: not scheduled, sent to the endpoints as they are."""
-        self.calls.append(("", headers, b"", subset))
+        self.calls.append((path, headers, b"", subset))
         candidates = [e for e in self.endpoints if subset is None or e.hostport in subset]
         if not candidates:
             raise InferenceError(503, "no eligible endpoint in the subset")

@@ -406,7 +406,7 @@ def test_a_request_without_a_body_goes_to_a_random_ready_endpoint_unscheduled() 
     )
     first: set[str] = set()
     for i in range(40):
-        routed = h.director.route_without_body(POOL, {"X-Request-Id": f"get-{i}"})
+        routed = h.director.route_without_body(POOL, "/health", {"X-Request-Id": f"get-{i}"})
         assert sorted(e.name for e in routed.candidates) == ["pod1", "pod2"]  # ready ones, each once
         first.add(routed.candidates[0].name)
         routed.dispatched(routed.candidates[0])
@@ -419,13 +419,28 @@ def test_a_request_without_a_body_goes_to_a_random_ready_endpoint_unscheduled() 
     assert not any(h.admission.shed_counts.values())
 
 
+def test_a_request_without_a_body_goes_where_a_plugin_says_its_path_must() -> None:
+    class Pinning(FakeScheduler):
+        def endpoint_for_path(self, path: str) -> str | None:
+            return "pod2" if path.startswith("/v1/responses/resp_1") else None
+
+    h = Harness(scheduler=Pinning())
+    for _ in range(10):
+        routed = h.director.route_without_body(POOL, "/v1/responses/resp_1?stream=true", {})
+        assert routed.candidates[0].name == "pod2" and len(routed.candidates) == 3
+    h.store.endpoint(POOL, "pod2").ready = False  # type: ignore[union-attr]
+    assert "pod2" not in [
+        e.name for e in h.director.route_without_body(POOL, "/v1/responses/resp_1", {}).candidates
+    ]
+
+
 def test_a_request_without_a_body_keeps_to_the_subset_and_is_503_when_none_is_ready() -> None:
     h = Harness()
     pod2 = h.store.endpoint(POOL, "pod2")
     assert pod2 is not None
-    assert h.director.route_without_body(POOL, {}, frozenset({pod2.hostport})).candidates == [pod2]
+    assert h.director.route_without_body(POOL, "/health", {}, frozenset({pod2.hostport})).candidates == [pod2]
     with pytest.raises(InferenceError) as info:
-        h.director.route_without_body(POOL, {"x-request-id": "none"}, frozenset({"10.9.9.9:1"}))
+        h.director.route_without_body(POOL, "/health", {"x-request-id": "none"}, frozenset({"10.9.9.9:1"}))
     assert (info.value.status, info.value.message) == (503, f"no ready endpoints in pool {POOL}")
     record = h.records[-1]
     assert (record.request_id, record.pool, record.status, record.endpoint) == ("none", POOL, 503, None)

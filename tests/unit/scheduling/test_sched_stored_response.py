@@ -116,3 +116,26 @@ def test_an_embeddings_request_is_not_a_stored_response_though_it_has_input() ->
     answered(flt, embedding, "vllm-1", "resp_9")  # even with an id on its record
     a, b = ep("vllm-0"), ep("vllm-1")
     assert flt.filter(responses_req("resp_9"), [a, b]) == [a, b]  # nothing was remembered
+
+
+def test_a_stored_response_named_in_a_path_is_found_where_it_was_stored() -> None:
+    # GET /v1/responses/{id} (retrieve, also streamed), its cancel and its input items: no body
+    flt = StoredResponseFilter()
+    answered(flt, responses_req(), "vllm-1", "resp_1")
+    for path in ("/v1/responses/resp_1", "/v1/responses/resp_1?stream=true&starting_after=3",
+                 "/v1/responses/resp_1/cancel", "/v1/responses/resp_1/input_items", "/v1/responses/resp_1/"):  # fmt: skip
+        assert flt.endpoint_for_path(path) == "vllm-1", path
+    for path in ("/v1/responses/resp_2", "/v1/responses", "/v1/responses/resp_1/other", "/health"):
+        assert flt.endpoint_for_path(path) is None, path
+    # through a whole scheduler built from the default profile, which has the filter
+    scheduler = load_scheduler("default")
+    scheduler.on_finished(responses_req(), ep("vllm-2"), _record("vllm-2", "resp_9"))
+    assert scheduler.endpoint_for_path("/v1/responses/resp_9") == "vllm-2"
+    assert scheduler.endpoint_for_path("/v1/models") is None
+
+
+def _record(endpoint_name: str, rid: str) -> RequestRecord:
+    return RequestRecord(
+        request_id="r", pool="default/p", model="m", target_model="m", status=200,
+        started_at=0.0, e2e_s=0.1, routed=True, endpoint=endpoint_name, response_id=rid,
+    )  # fmt: skip

@@ -6,7 +6,9 @@ VLLM_ENABLE_RESPONSES_API_STORE=1), and any other server answers 404 "Response w
 found." So the filter remembers which endpoint answered each response id (read off the answer
 by the request's accounting: the JSON body's `id`, or a stream's `response.created` event) and
 keeps only that endpoint for a request that names it. Each answer in a chain is remembered in
-turn, so a whole conversation stays where it began.
+turn, so a whole conversation stays where it began. A request that names the id in its path
+and has no body (`GET /v1/responses/{id}`, `POST /v1/responses/{id}/cancel`) goes there too
+(`endpoint_for_path`).
 
 Soft: an id it never saw (made before this gateway started, or through another replica of the
 picker) or whose endpoint is no candidate (gone, unready, outside the subset hint) leaves the
@@ -17,6 +19,7 @@ entries with it.
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -43,6 +46,8 @@ def previous_response_id(req: SchedulingRequest) -> str | None:
 
 
 STORING_API = "responses"  # the only API whose answers carry an id a later request names
+# A stored response named in the path: retrieve, cancel, its input items (OpenAI's Responses API)
+_BY_ID = re.compile(r"/v1/responses/([^/?]+)(?:/(?:cancel|input_items))?/?(?:\?.*)?$")
 
 
 def _stores(req: SchedulingRequest) -> bool:
@@ -84,6 +89,16 @@ class StoredResponseFilter:
         self._where.move_to_end(record.response_id)
         while len(self._where) > self.params.max_responses:
             self._where.popitem(last=False)
+
+    def endpoint_for_path(self, path: str) -> str | None:
+        """Where the response a body-less request names in its path was stored, if remembered."""
+        found = _BY_ID.search(path)
+        if found is None:
+            return None
+        name = self._where.get(found.group(1))
+        if name is not None:
+            self._where.move_to_end(found.group(1))
+        return name
 
     def on_endpoint_removed(self, name: str) -> None:
         for response_id in [r for r, e in self._where.items() if e == name]:
