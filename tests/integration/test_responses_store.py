@@ -1,7 +1,8 @@
 """/v1/responses conversations through `inferpool serve` in front of two `inferpool sim` replicas
 that store answers as vLLM does with VLLM_ENABLE_RESPONSES_API_STORE=1: a follow-up naming its
 previous_response_id must reach the replica that stored it (any other answers 404), so the
-stored-response-filter keeps a whole chain on one replica even behind a round-robin picker.
+stored-response-filter keeps a whole chain on one replica even behind a round-robin picker, and
+GET /v1/responses/{id} (no body) reaches it too.
 Budget: ≈15 s on a 2-core box."""
 
 from __future__ import annotations
@@ -83,3 +84,13 @@ async def test_a_conversation_stays_on_the_replica_that_stored_it(spawn, tmp_pat
             error = (await resp.json())["error"]
         assert error["message"] == "Response with id 'resp_unknown' not found."
         assert error["type"] == "invalid_request_error" and error["param"] == "response_id"
+
+        # a stored answer fetched by id (no body): from the replica that stored it, every time
+        for _ in range(4):  # round robin would alternate replicas (and half would answer 404)
+            async with s.get(f"{gw.url}/v1/responses/{rid}") as resp:
+                fetched = await resp.json()
+                assert resp.status == 200, fetched
+                assert resp.headers["x-gateway-destination-endpoint-served"] == chain[0]
+            assert fetched["id"] == rid and fetched["status"] in ("completed", "incomplete")
+        async with s.get(f"{gw.url}/v1/responses/resp_unknown") as resp:
+            assert resp.status == 404

@@ -34,6 +34,7 @@ from inferpool.errors import InferenceError
 from inferpool.sim import protocol as p
 from inferpool.sim.server import (
     ReplicaState,
+    StoredResponse,
     _body,
     _check_length,
     _gate_inference,
@@ -236,28 +237,40 @@ def _previous_conversation(state: ReplicaState, previous_response_id: str | None
     (always, with the store disabled)."""
     if previous_response_id is None:
         return []
+    return _stored(state, previous_response_id).conversation
+
+
+def _stored(state: ReplicaState, response_id: str) -> StoredResponse:
+    """The stored answer `response_id`; vLLM's 404 when this server has none (always, with the
+    store disabled)."""
     store = state.responses_store
-    conversation = store.get(previous_response_id) if store is not None else None
-    if conversation is None:
+    found = store.get(response_id) if store is not None else None
+    if found is None:
         raise InferenceError(
             404,
-            f"Response with id '{previous_response_id}' not found.",
+            f"Response with id '{response_id}' not found.",
             param="response_id",
             err_type="invalid_request_error",
         )
-    return conversation
+    return found
 
 
-def _store_response(state: ReplicaState, body: ResponsesBody, rid: str, messages: list[tuple[str, str]],
-                    text: str) -> None:  # fmt: skip
-    """Keep the answer for later follow-ups (vLLM stores when the request's store is true and the
-    server's store is enabled; it never evicts, the sim keeps the newest RESPONSES_STORE_LIMIT)."""
+def _store_response(state: ReplicaState, body: ResponsesBody, messages: list[tuple[str, str]],
+                    text: str, response: dict[str, Any]) -> None:  # fmt: skip
+    """Keep the answer for later follow-ups and retrieval (vLLM stores when the request's store is
+    true and the server's store is enabled; it never evicts, the sim keeps the newest
+    RESPONSES_STORE_LIMIT)."""
     store = state.responses_store
     if store is None or body.store is False:
         return
-    store[rid] = [*messages, ("assistant", text)]
+    store[response["id"]] = StoredResponse([*messages, ("assistant", text)], response)
     while len(store) > RESPONSES_STORE_LIMIT:
         del store[next(iter(store))]
+
+
+async def retrieve_response(state: ReplicaState, request: web.Request) -> web.StreamResponse:
+    """GET /v1/responses/{response_id}: the stored response object, as vLLM's retrieve_responses."""
+    return _json(_stored(state, request.match_info["response_id"]).response)
 
 
 def _response_object(body: ResponsesBody, rid: str, created: int, model: str, max_tokens: int,
@@ -350,11 +363,12 @@ async def responses(state: ReplicaState, request: web.Request) -> web.StreamResp
             )
         await gen.wait()
         req = gen.requests[0]
-        _store_response(state, body, rid, messages, req.output_text)
         status = "incomplete" if req.finish_reason == "length" else "completed"
         output = [_output_message(f"msg_{_random_id()}", req.output_text, "completed")]
         usage = _response_usage(state, gen)
-        return _json(_response_object(body, rid, created, model, max_tokens, output, status, usage))
+        response = _response_object(body, rid, created, model, max_tokens, output, status, usage)
+        _store_response(state, body, messages, req.output_text, response)
+        return _json(response)
 
 
 async def _responses_stream(state: ReplicaState, request: web.Request, body: ResponsesBody,
@@ -399,11 +413,11 @@ async def _responses_stream(state: ReplicaState, request: web.Request, body: Res
             {"item": done, "output_index": 0, "sequence_number": 0, "type": "response.output_item.done"}
         )
         output.append(done)
-    _store_response(state, body, rid, messages, text)
     status = "incomplete" if finish_reason == "length" else "completed"
     final = _response_object(
         body, rid, created, model, max_tokens, output, status, _response_usage(state, gen)
     )
+    _store_response(state, body, messages, text, final)
     await send({"response": final, "sequence_number": 0, "type": "response.completed"})
     await resp.write_eof()
     return resp
@@ -512,6 +526,10 @@ def add_routes(app: web.Application, state: ReplicaState) -> None:
     async def messages_handler(request: web.Request) -> web.StreamResponse:
         return await messages(state, request)
 
+    async def retrieve_handler(request: web.Request) -> web.StreamResponse:
+        return await retrieve_response(state, request)
+
     app.router.add_post("/v1/embeddings", embeddings_handler)
     app.router.add_post("/v1/responses", responses_handler)
+    app.router.add_get("/v1/responses/{response_id}", retrieve_handler)
     app.router.add_post("/v1/messages", messages_handler)

@@ -31,6 +31,15 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _INFERENCE_PATHS = frozenset({"/v1/completions", "/v1/chat/completions"})
 
 
+@dataclass(frozen=True)
+class StoredResponse:
+    """A stored /v1/responses answer: the conversation so far (a follow-up continues it) and the
+    response object itself (what GET /v1/responses/{id} returns)."""
+
+    conversation: list[tuple[str, str]]
+    response: dict[str, Any]
+
+
 @dataclass
 class ReplicaState:
     """Mutable state of one replica's HTTP layer (the engine holds the rest)."""
@@ -47,9 +56,9 @@ class ReplicaState:
     rng: random.Random = field(default_factory=random.Random)
     next_id: int = 0
     kv_connector: NixlConnector | None = None  # --kv-transfer-config: P/D roles and the sim-only side channel
-    # /v1/responses answers kept for previous_response_id, as vLLM keeps them in memory with
-    # VLLM_ENABLE_RESPONSES_API_STORE=1 (id -> the conversation so far); None: store disabled.
-    responses_store: dict[str, list[tuple[str, str]]] | None = field(
+    # /v1/responses answers kept for previous_response_id and GET /v1/responses/{id}, as vLLM
+    # keeps them in memory with VLLM_ENABLE_RESPONSES_API_STORE=1; None: store disabled.
+    responses_store: dict[str, StoredResponse] | None = field(
         default_factory=lambda: {} if os.environ.get("VLLM_ENABLE_RESPONSES_API_STORE") == "1" else None
     )
 
