@@ -52,6 +52,8 @@ def decision_view(record: RequestRecord) -> dict[str, Any]:
         "filtered_out": dict(record.filtered_out),
         "error": record.error,
         "prefill": _prefill_view(record),
+        # "GET /health": what the request was, where the body named no model (None: not known)
+        "request": f"{record.http.method} {record.http.path}" if record.http is not None else None,
     }
 
 

@@ -127,7 +127,7 @@ def decisions_table(decisions: list[dict[str, Any]], limit: int, scores: bool = 
     for name in ["time", "request", "model → target", "endpoint", "status", "top candidates", "filtered out"]:
         table.add_column(name, overflow="fold")
     for d in decisions[:limit]:
-        target = d["model"] or "–"
+        target = d["model"] or d.get("request") or "–"
         if d["target_model"] and d["target_model"] != d["model"]:
             target += f" → {d['target_model']}"
         candidates = "\n".join(

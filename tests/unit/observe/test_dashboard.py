@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import orjson
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -9,7 +10,7 @@ from inferpool.observe.admin import admin_app
 from inferpool.observe.dashboard import History, dashboard_view
 from inferpool.observe.decisions import DashboardConfig, DecisionLog, Tally, decision_view, percentile
 from inferpool.observe.metrics import GatewayMetrics
-from inferpool.records import CandidateScore, RequestRecord
+from inferpool.records import CandidateScore, HttpFacts, RequestRecord
 from inferpool.state import Criticality, Datastore, Endpoint, ModelRoute, Pool, TargetModel
 
 POOL = "default/pool"
@@ -208,6 +209,11 @@ def test_decision_view_keeps_scores_and_filter_reasons() -> None:
         {"endpoint": "pod-0", "hostport": "127.0.0.1:8000", "total": 2.0, "scores": {"queue-scorer": 1.0}}
     ]
     assert d["filtered_out"] == {"pod-1": "lora-affinity-filter"} and d["error"] is None
+    assert d["request"] is None  # no HTTP facts on this record
+    health = msgspec.structs.replace(
+        record, model="", target_model="", scores=(), http=HttpFacts("GET", "/health")
+    )
+    assert decision_view(health)["request"] == "GET /health"
     log = DecisionLog()
     log.add(record)
     assert log.tally.routed == {(POOL, "pod-0"): 1}

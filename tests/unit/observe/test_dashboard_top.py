@@ -13,7 +13,7 @@ from inferpool.observe.admin import admin_app
 from inferpool.observe.decisions import DecisionLog
 from inferpool.observe.metrics import GatewayMetrics
 from inferpool.observe.top import fetch, render, sparkline
-from inferpool.records import CandidateScore, RequestRecord
+from inferpool.records import CandidateScore, HttpFacts, RequestRecord
 from inferpool.state import Datastore, Endpoint, ModelRoute, Pool
 
 POOL = "default/pool"
@@ -55,7 +55,7 @@ async def test_top_once_against_admin_server() -> None:
     log.add(
         RequestRecord(
             request_id="req-get", pool=POOL, model="", target_model="", endpoint="pod-ready",
-            status=200, started_at=0.0, e2e_s=0.01,
+            status=200, started_at=0.0, e2e_s=0.01, http=HttpFacts("GET", "/health"),
         )
     )  # fmt: skip
     server = TestServer(admin_app(ds, GatewayMetrics(ds), log, lambda: None))
@@ -70,6 +70,7 @@ async def test_top_once_against_admin_server() -> None:
             assert expected in text
         assert "queue 0.5" in text and "pod-down: not-ready" in text
         assert "(no model in the request)" in text and " (not declared)" not in text
+        assert "GET /health" in text  # the decision names the request in place of a model
 
         result = await asyncio.to_thread(
             CliRunner().invoke, app, ["top", "--once", "--admin", url], env={"COLUMNS": "200"}

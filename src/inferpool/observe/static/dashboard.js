@@ -161,7 +161,7 @@ function renderDecisions(snap) {
     const target = d.target_model && d.target_model !== d.model ? ` → ${esc(d.target_model)}` : "";
     return `<tr data-request-id="${esc(d.request_id)}">
       <td class="muted">${when}</td><td class="muted small">${esc(d.request_id).slice(0, 12)}</td>
-      <td>${esc(d.model || "–")}${target}</td><td>${esc(d.picked || "–")}${prefillNote(d)}</td>
+      <td>${d.model ? esc(d.model) : `<span class="muted">${esc(d.request || "–")}</span>`}${target}</td><td>${esc(d.picked || "–")}${prefillNote(d)}</td>
       <td class="${statusClass(d)}" title="${esc(d.error || (d.status ? "" : UNSEEN))}">${d.status || "–"}${d.error && d.status >= 400 ? ` <span class="small">${esc(d.error.slice(0, 24))}</span>` : ""}</td>
       <td class="num">${d.ttft_s === null ? "–" : fmt(d.ttft_s * 1000, 0) + " ms"}</td>
       <td class="cands">${cands || '<span class="muted">–</span>'}</td><td class="filtered">${filtered}</td>
