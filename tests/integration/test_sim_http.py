@@ -344,3 +344,15 @@ async def test_cli_starts_replicas_and_stops_on_sigint(spawn: Any) -> None:
                 ids = [m["id"] for m in (await resp.json())["data"]]
                 assert ids == ["meta-llama/Llama-3.1-8B-Instruct", "food-review"]
     assert proc.interrupt(timeout=30) == 0
+
+
+def test_port_0_gives_each_replica_a_free_port_and_says_which(spawn) -> None:  # type: ignore[no-untyped-def]
+    # the CLI runs on uvloop, whose server the replica used not to read its port from ("ready at :0"),
+    # and `--port 0 --replicas 2` made the second replica port 1
+    proc = spawn(sim_argv(0, "--model", "tiny", "--replicas", "2"))
+    proc.wait_for_line(r"(?s)ready at .*ready at ")
+    ports = [int(p) for p in re.findall(r"ready at http://127\.0\.0\.1:(\d+) ", proc.output())]
+    assert len(ports) == 2 and len(set(ports)) == 2 and min(ports) > 1024, proc.output()
+    for port in ports:
+        with socket.create_connection(("127.0.0.1", port), timeout=10):
+            pass  # each is listening where it said

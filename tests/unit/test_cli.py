@@ -106,6 +106,7 @@ spec:
             2,
             "CPU 4096 is not one this process may use",
         ),
+        (["top", "--admin", "127.0.0.1:9090", "--once"], 2, "give the admin URL"),
     ],
     ids=[
         "epp-missing",
@@ -122,6 +123,7 @@ spec:
         "fleet-sizes",
         "rate",
         "cpus",
+        "top-admin",
     ],
 )
 def test_bad_input_is_one_clear_message(

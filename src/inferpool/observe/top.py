@@ -172,6 +172,10 @@ def top(
     decisions: int = typer.Option(10, "--decisions", help="How many recent decisions to show."),
 ) -> None:
     """The live dashboard in the terminal: endpoints, models and recent decisions from the admin API."""
+    if not admin.startswith(("http://", "https://")):
+        raise typer.BadParameter(
+            f"{admin!r}: give the admin URL, e.g. http://127.0.0.1:9090", param_hint="--admin"
+        )
     console = Console()
     try:
         if once:

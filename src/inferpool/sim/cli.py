@@ -97,7 +97,7 @@ def sim_command(
                 model=model,
                 served_model_name=served_model_name,
                 host=host,
-                port=port + i,
+                port=port + i if port else 0,  # 0: each replica a free port of its own
                 lora_modules=list(lora or []),
                 data_parallel_rank=i % data_parallel_size,
                 max_loras=max_loras,

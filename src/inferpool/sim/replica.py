@@ -77,9 +77,8 @@ class SimReplica:
         await site.start()
         if self.kv_events is not None:
             self.kv_events.start()
-        server = site._server
-        if isinstance(server, asyncio.Server) and self.config.port == 0:
-            self.port = server.sockets[0].getsockname()[1]
+        if self.config.port == 0:  # the port the system chose (asyncio's server or uvloop's)
+            self.port = int(self._runner.addresses[0][1])
         if self.kv_connector is not None:
             self.kv_connector.side_channel_port = self.port  # the side channel shares the HTTP port
             self.kv_connector.start()
