@@ -1,7 +1,8 @@
 """stored-response-filter behind a real Envoy in sampled accounting with no samples: the picker
 never sees an answer unless it asks, so it must ask Envoy (mode_override) for each /v1/responses
 answer to learn its id, and a chain of follow-ups then stays on the replica that stored it
-(the replicas store answers as vLLM does with VLLM_ENABLE_RESPONSES_API_STORE=1). Budget ≈15 s."""
+(the replicas store answers as vLLM does with VLLM_ENABLE_RESPONSES_API_STORE=1), and so does
+GET /v1/responses/{id}, which reaches the picker without a body. Budget ≈15 s."""
 
 from __future__ import annotations
 
@@ -66,3 +67,9 @@ async def test_a_responses_chain_stays_on_its_replica_through_envoy(
             for i in range(5):
                 rid = await turn(rid, stream=i % 2 == 0)
             assert len(first.served) == 6 and all(not n.served for n in nodes if n is not first)
+            # fetched by id, with no body (Envoy sends the picker headers only): from that replica
+            for _ in range(4):  # a random replica would answer vLLM's 404 half the time
+                async with http.get(f"{s.base_url}/responses/{rid}") as resp:
+                    fetched = await resp.json()
+                    assert resp.status == 200, fetched
+                assert fetched["id"] == rid
