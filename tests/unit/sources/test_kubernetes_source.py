@@ -373,3 +373,40 @@ async def test_kinds_rbac_forbids_are_left_out_and_logged_once(
         "forbidden: the ServiceAccount's RBAC does not grant list/watch on it" in r.getMessage()
         for r in warned
     )
+
+
+async def test_a_failure_after_the_api_answered_again_is_news_again(
+    api: FakeApiServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    api.put(POOLS_V1, pool_v1("vllm-llama3-8b-instruct", LABELS, [8000]))
+    caplog.set_level(logging.DEBUG, logger="inferpool.sources.kubernetes.reflector")
+    source, _store = await started(api, watch_timeout_s=1)  # each watch ends (normally) after 1 s
+    try:
+        objectives = source.reflectors()["objective"]
+
+        def warnings() -> int:
+            return sum(
+                1
+                for r in caplog.records
+                if r.levelno == logging.WARNING and r.getMessage().startswith("objective: watch: HTTP 403")
+            )
+
+        async def revoke_then_grant() -> None:
+            """RBAC taken away under a running watch: the next watch (from its version: no relist)
+            is refused; then given back: the watch answers again."""
+            errors, watches = objectives.stats.errors, objectives.stats.watches
+            api.forbidden = {OBJECTIVES}
+            await eventually(lambda: objectives.stats.errors >= errors + 3)
+            api.forbidden = set()
+            await eventually(lambda: objectives.stats.watches > watches)
+
+        await eventually(lambda: objectives.stats.watches >= 1)
+        await revoke_then_grant()
+        assert warnings() == 1, [
+            r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
+        ]  # three failures, one warning
+        assert any("objective: watching again" in r.getMessage() for r in caplog.records)
+        await revoke_then_grant()
+        assert warnings() == 2  # the same failure after the watch answered is news again
+    finally:
+        await source.stop()

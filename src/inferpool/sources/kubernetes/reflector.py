@@ -4,7 +4,8 @@ The watch resumes from the last resourceVersion seen (an event or a BOOKMARK), s
 dropped connection loses no event; a `410 Gone` (the version was compacted away) means
 the history is gone and only a fresh list can say what exists, so it relists. Any other
 failure waits out an exponential backoff and tries again, keeping the version; a failure that
-repeats (a kind the ServiceAccount may not list, a CRD not installed) is logged once, not once a try.
+repeats (a kind the ServiceAccount may not list, a CRD not installed) is logged once, not once a
+try, until the API server answers again.
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ class Reflector:
         self.resource_version: str | None = None
         self.synced = asyncio.Event()
         self.stats = ReflectorStats()
-        self._last_error: str | None = None  # the failure last logged, until a list succeeds
+        self._last_error: str | None = None  # the failure last logged, until a list or watch answers
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -184,9 +185,7 @@ class Reflector:
         self.resource_version = resource_version(data)
         self.backoff.reset()
         self.synced.set()
-        if self._last_error is not None:
-            log.info("%s: listed (after %s)", self.name, self._last_error)
-            self._last_error = None
+        self._recovered("listed")
 
     async def _watch(self) -> None:
         response = await self.call(
@@ -205,6 +204,7 @@ class Reflector:
             if not 200 <= response.status < 300:
                 raise _http_error("watch", response.status, await response.read())
             self.stats.watches += 1
+            self._recovered("watching")
             while True:
                 line = await response.content.readline()
                 if not line:
@@ -213,6 +213,12 @@ class Reflector:
                     self._handle(json.loads(line))
         finally:
             response.close()
+
+    def _recovered(self, doing: str) -> None:
+        """A list or watch answered: the next failure is news again."""
+        if self._last_error is not None:
+            log.info("%s: %s again (after %s)", self.name, doing, self._last_error)
+            self._last_error = None
 
     def _handle(self, event: Object) -> None:
         kind = event.get("type")
