@@ -33,6 +33,7 @@ def _offer(monkeypatch: pytest.MonkeyPatch, ports: list[int]) -> None:
     monkeypatch.setattr(_OfferedSocket, "offered", iter(ports))
     monkeypatch.setattr(procs.socket, "socket", _OfferedSocket)
     monkeypatch.setattr(procs, "port_is_free", lambda host, port: True)
+    monkeypatch.setattr(procs, "listen_range", lambda: None)  # the kernel picks (port 0)
 
 
 def test_a_port_is_handed_out_once_per_run(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -62,3 +63,21 @@ def test_a_malformed_slice_is_a_clear_error(monkeypatch, value: str) -> None:  #
     monkeypatch.setenv(procs.PORT_SLICE_ENV, value)
     with pytest.raises(ValueError, match=procs.PORT_SLICE_ENV):
         procs.port_slice()
+
+
+def test_ports_are_picked_below_the_ephemeral_range(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # outgoing connections take their local ports from the ephemeral range: a port picked there
+    # can be taken between the check and the server's bind
+    ranges = tmp_path / "ip_local_port_range"
+    ranges.write_text("32768\t60999\n")
+    monkeypatch.setattr(procs, "EPHEMERAL_RANGE", ranges)
+    assert procs.listen_range() == (procs.PICK_FLOOR, 32768)
+    monkeypatch.setenv(procs.PORT_SLICE_ENV, "1/3")
+    for _ in range(50):
+        ports = procs.free_ports(3)
+        assert all(procs.PICK_FLOOR <= p < 32768 and (p // procs.PORT_BLOCK) % 3 == 1 for p in ports), ports
+        assert ports == list(range(ports[0], ports[0] + 3))
+    ranges.write_text("10100 60999\n")  # too little room below it: the kernel picks
+    assert procs.listen_range() is None
+    monkeypatch.setattr(procs, "EPHEMERAL_RANGE", tmp_path / "missing")
+    assert procs.listen_range() is None

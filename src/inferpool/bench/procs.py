@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -47,16 +48,39 @@ def port_slice() -> tuple[int, int]:
     return i, n
 
 
+# Listening ports are picked at random from here up to the kernel's ephemeral range, which the
+# local ports of outgoing connections come from: a port picked in that range (as binding port 0
+# does) can be taken by any connection between the check and the server's bind ("address already
+# in use" once in a CI run). Below 10000 are the ports servers are configured with (8000, 9090...).
+PICK_FLOOR = 10_000
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def listen_range() -> tuple[int, int] | None:
+    """[low, high) to pick listening ports from, below the ephemeral range; None where the system
+    does not say what that range is (then the kernel picks: port 0)."""
+    try:
+        first_ephemeral = int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return (PICK_FLOOR, first_ephemeral) if first_ephemeral - PICK_FLOOR >= 4 * PORT_BLOCK else None
+
+
 def free_ports(count: int, exclude: Collection[int] = ()) -> list[int]:
     """`count` consecutive free TCP ports on 127.0.0.1 (the sim fleet wants consecutive ones).
 
     `exclude`: ports already handed out but not yet bound, which must not be handed out again.
     """
     index, slices = port_slice()
+    pick_from = listen_range()
+    rng = random.Random()
     for _ in range(200 * slices):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
+        if pick_from is not None:
+            base = rng.randrange(pick_from[0], pick_from[1] - count)
+        else:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                base = s.getsockname()[1]
         if base + count >= 65535:
             continue
         candidates = range(base, base + count)
