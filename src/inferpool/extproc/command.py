@@ -21,12 +21,14 @@ import uvloop
 from inferpool.durations import parse_go_duration_or_seconds
 from inferpool.extproc.app import EppConfig, serve
 from inferpool.extproc.cpu_policy import apply_cpu_policy
+from inferpool.extproc.protocol import DESTINATION_HEADER, DESTINATION_NAMESPACE
 from inferpool.extproc.server import GrpcConfig
 from inferpool.extproc.stream import DEFAULT_SAMPLES_PER_SECOND
 from inferpool.extproc.upstream_flags import GoFlagsCommand, flag_metric_map
 from inferpool.extproc.workers import Supervisor
 from inferpool.logformat import LOG_FORMATS, configure_logging
 from inferpool.request.core import FLEET_SPEED_HELP
+from inferpool.request.resolve import FAIRNESS_HEADER
 
 UPSTREAM = "Upstream EPP flags"
 UPSTREAM_DEBUG = 4  # upstream's logutil.DEBUG verbosity
@@ -233,6 +235,31 @@ def epp(
         rich_help_panel=UPSTREAM,
         help="vLLM-style LoRA info series; empty turns LoRA scraping off (upstream's chart, for Triton).",
     ),
+    health_checking: bool = typer.Option(
+        False,
+        "--health-checking/--no-health-checking",
+        rich_help_panel=UPSTREAM,
+        help="grpc.health.v1 on the ext_proc port as well, with the health port's statuses.",
+    ),
+    destination_endpoint_hint_key: str = typer.Option(
+        DESTINATION_HEADER,
+        "--destination-endpoint-hint-key",
+        envvar="DESTINATION_ENDPOINT_HINT_KEY",
+        rich_help_panel=UPSTREAM,
+        help="Accepted with upstream's default only: the header (and metadata key) the pick goes in is fixed.",
+    ),
+    destination_endpoint_hint_metadata_namespace: str = typer.Option(
+        DESTINATION_NAMESPACE,
+        "--destination-endpoint-hint-metadata-namespace",
+        rich_help_panel=UPSTREAM,
+        help="Accepted with upstream's default only: the pick's metadata namespace is fixed.",
+    ),
+    fairness_id_header_key: str = typer.Option(
+        FAIRNESS_HEADER,
+        "--fairness-id-header-key",
+        rich_help_panel=UPSTREAM,
+        help="Accepted with upstream's default only: the fairness header is fixed.",
+    ),
     enable_pprof: bool = typer.Option(
         False,
         "--enable-pprof/--no-enable-pprof",
@@ -253,6 +280,14 @@ def epp(
         pool_namespace = (None if manifests else os.environ.get("NAMESPACE")) or "default"
     if verbosity is not None and verbosity >= UPSTREAM_DEBUG:
         log_level = "debug"
+    for flag, given, fixed in (
+        ("--destination-endpoint-hint-key", destination_endpoint_hint_key, DESTINATION_HEADER),
+        ("--destination-endpoint-hint-metadata-namespace", destination_endpoint_hint_metadata_namespace,
+         DESTINATION_NAMESPACE),
+        ("--fairness-id-header-key", fairness_id_header_key, FAIRNESS_HEADER),
+    ):  # fmt: skip
+        if given != fixed:
+            raise typer.BadParameter(f"{given!r}: inferpool's is fixed, {fixed!r}", param_hint=flag)
     if zap_encoder not in LOG_FORMATS:
         raise typer.BadParameter(
             f"{zap_encoder!r}: use {' or '.join(LOG_FORMATS)}", param_hint="--zap-encoder"
@@ -305,6 +340,7 @@ def epp(
             response_samples_per_second=max(0.0, response_samples_per_second),
             every_status=every_response_status,
             stream_threads=stream_threads,
+            health_on_ext_proc=health_checking,
         ),
         metrics_host=host,
         metrics_port=metrics_port,

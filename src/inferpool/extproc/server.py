@@ -60,6 +60,9 @@ class GrpcConfig:
     # Concurrent ext_proc streams (= requests in flight through this process), one thread each;
     # one more is refused (RESOURCE_EXHAUSTED: Envoy fails it open or closed). 0: grpc.aio server.
     stream_threads: int = 8192
+    # upstream --health-checking: grpc.health.v1 on the ext_proc port as well (a proxy that
+    # health-checks its ext_proc cluster there), with the same statuses as the health port
+    health_on_ext_proc: bool = False
 
 
 class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
@@ -263,6 +266,14 @@ class GrpcServers:
         )
         if isinstance(self._ext_proc, grpc.aio.Server):
             pb_grpc.add_ExternalProcessorServicer_to_server(self.processor, self._ext_proc)
+        # The threaded ext_proc server needs the health servicer of its own kind (sync)
+        self._ext_proc_health: health.HealthServicer | None = None
+        if config.health_on_ext_proc:
+            if isinstance(self._ext_proc, grpc.aio.Server):
+                health_pb2_grpc.add_HealthServicer_to_server(self.health, self._ext_proc)
+            else:
+                self._ext_proc_health = health.HealthServicer()
+                health_pb2_grpc.add_HealthServicer_to_server(self._ext_proc_health, self._ext_proc)
         self._health = grpc.aio.server(options=[reuse])
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._health)
         self.port = 0
@@ -280,8 +291,7 @@ class GrpcServers:
         else:
             self.port = self._ext_proc.add_insecure_port(address)
         self.health_port = self._health.add_insecure_port(f"{self.config.host}:{self.config.health_port}")
-        for service in HEALTH_SERVICES:
-            await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.mark_ready(False)
         await self._health.start()
         if isinstance(self._ext_proc, grpc.aio.Server):
             await self._ext_proc.start()
@@ -296,9 +306,13 @@ class GrpcServers:
         )
         for service in HEALTH_SERVICES:
             await self.health.set(service, status)
+            if self._ext_proc_health is not None:
+                self._ext_proc_health.set(service, status)
 
     async def stop(self, grace: float = 5.0) -> None:
         await self.health.enter_graceful_shutdown()
+        if self._ext_proc_health is not None:
+            self._ext_proc_health.enter_graceful_shutdown()
         if isinstance(self._ext_proc, grpc.aio.Server):
             await self._ext_proc.stop(grace)
         else:  # streams still open get `grace` seconds; the loop keeps answering them meanwhile

@@ -143,6 +143,31 @@ async def test_health_answers_the_services_the_probes_name() -> None:
             assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+@SERVERS
+async def test_health_checking_serves_health_on_the_ext_proc_port_too(stream_threads: int) -> None:
+    # upstream's --health-checking, on either server; without it the ext_proc port has no health
+    for on in (True, False):
+        config = GrpcConfig(host="127.0.0.1", port=free_port(), health_port=free_port(), secure=False,
+                            stream_threads=stream_threads, health_on_ext_proc=on)  # fmt: skip
+        servers = GrpcServers(FakeRouter(endpoints(8001)), lambda: POOL, config)  # type: ignore[arg-type]
+        await servers.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{servers.port}") as channel:
+                check = health_pb2_grpc.HealthStub(channel).Check
+                if not on:
+                    with pytest.raises(grpc.aio.AioRpcError) as refused:
+                        await check(health_pb2.HealthCheckRequest(service="inference-extension"))
+                    assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
+                    continue
+                answer = await check(health_pb2.HealthCheckRequest(service="inference-extension"))
+                assert answer.status == health_pb2.HealthCheckResponse.NOT_SERVING
+                await servers.mark_ready()
+                answer = await check(health_pb2.HealthCheckRequest(service=""))
+                assert answer.status == health_pb2.HealthCheckResponse.SERVING
+        finally:
+            await servers.stop(grace=0)
+
+
 async def test_the_threaded_server_refuses_a_stream_over_its_threads() -> None:
     router = FakeRouter(endpoints(8001))
     async with running(router, stream_threads=1) as (_servers, stub):

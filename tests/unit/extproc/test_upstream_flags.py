@@ -71,6 +71,7 @@ def test_metric_specs_as_upstream_writes_them() -> None:
 UPSTREAM_ENV = (
     "POOL_NAME", "POOL_NAMESPACE", "NAMESPACE", "GRPC_PORT", "GRPC_HEALTH_PORT", "REFRESH_METRICS_INTERVAL",
     "SECURE_SERVING", "MODEL_SERVER_METRICS_PATH", "MODEL_SERVER_METRICS_PORT", "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "DESTINATION_ENDPOINT_HINT_KEY", "MODEL_SERVER_METRICS_SCHEME", "MODEL_SERVER_METRICS_HTTPS_INSECURE_SKIP_VERIFY",
 )  # fmt: skip
 
 
@@ -123,12 +124,15 @@ def test_go_syntax_and_environment(started: list[EppConfig], monkeypatch: pytest
     monkeypatch.setenv("MODEL_SERVER_METRICS_PORT", "8001")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317")
     args = ["epp", "-pool-name=p", "-secure-serving=false", "--tracing", "--config-text", UPSTREAM_PLUGINS,
-            "-ha-enable-leader-election=true", "--enable-pprof=false", "--refresh-prometheus-metrics-interval", "5s"]  # fmt: skip
+            "-ha-enable-leader-election=true", "--enable-pprof=false", "--refresh-prometheus-metrics-interval", "5s",
+            "--health-checking", "--destination-endpoint-hint-key", "x-gateway-destination-endpoint",
+            "--destination-endpoint-hint-metadata-namespace=envoy.lb"]  # fmt: skip
     done = CliRunner().invoke(app, args)
     assert done.exit_code == 0, done.output
     [config] = started
     assert (config.pool_name, config.pool_namespace, config.grpc.port) == ("p", "team-a", 19002)
     assert not config.grpc.secure and config.leader_election and config.model_server_metrics_port == 8001
+    assert config.grpc.health_on_ext_proc  # upstream's header defaults spelt out: accepted
     assert config.otlp_traces_endpoint == "http://127.0.0.1:4317"
     assert config.config_file is not None and config.config_file.read_text() == UPSTREAM_PLUGINS
     # flags win over the environment, as with upstream's binary
@@ -151,6 +155,10 @@ def test_go_syntax_and_environment(started: list[EppConfig], monkeypatch: pytest
         (["--total-queued-requests-metric", "q{oops}"], "'oops' in 'q{oops}' is not label=value"),
         (["--config-file", "x.yaml", "--config-text", "y"], "not both"),
         (["--refresh-prometheus-metrics-interval", "soon"], "--refresh-prometheus-metrics-interval"),
+        (
+            ["--destination-endpoint-hint-key", "x-picked"],
+            "inferpool's is fixed, 'x-gateway-destination-endpoint'",
+        ),
     ],
 )
 def test_upstream_flags_that_cannot_work_say_why(
