@@ -6,6 +6,7 @@ import asyncio
 import os
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -59,19 +60,19 @@ def workload_options(
     )
 
 
-def known_workload(name: str) -> str:
-    """A usage error, before any fleet starts, for a workload that does not exist."""
-    if name not in WORKLOADS:
-        raise typer.BadParameter(f"unknown workload {name!r}; choose from {', '.join(WORKLOADS)}")
-    return name
+def one_of(what: str, names: Sequence[str]) -> Callable[[str], str]:
+    """An option callback: a usage error, before any fleet starts, for a name not in `names`."""
+
+    def check(name: str) -> str:
+        if name not in names:
+            raise typer.BadParameter(f"unknown {what} {name!r}; choose from {', '.join(names)}")
+        return name
+
+    return check
 
 
-def known_arrival(profile: str) -> str:
-    if profile not in ARRIVAL_PROFILES:
-        raise typer.BadParameter(
-            f"unknown arrival profile {profile!r}; choose from {', '.join(ARRIVAL_PROFILES)}"
-        )
-    return profile
+known_workload = one_of("workload", WORKLOADS)
+known_arrival = one_of("arrival profile", ARRIVAL_PROFILES)
 
 
 def valid_slo(text: str | None) -> str | None:

@@ -14,6 +14,7 @@ import signal
 import tempfile
 import threading
 from pathlib import Path
+from typing import Any
 
 import typer
 import uvloop
@@ -26,12 +27,17 @@ from inferpool.extproc.server import GrpcConfig
 from inferpool.extproc.stream import DEFAULT_SAMPLES_PER_SECOND
 from inferpool.extproc.upstream_flags import GoFlagsCommand, flag_metric_map
 from inferpool.extproc.workers import Supervisor
-from inferpool.logformat import LOG_FORMATS, configure_logging
+from inferpool.logformat import configure_logging
 from inferpool.request.core import FLEET_SPEED_HELP
 from inferpool.request.resolve import FAIRNESS_HEADER
 
 UPSTREAM = "Upstream EPP flags"
 UPSTREAM_DEBUG = 4  # upstream's logutil.DEBUG verbosity
+
+
+def upstream_option(default: Any, *names: str, **kwargs: Any) -> Any:
+    """An option only upstream's EPP has, listed in its own help panel."""
+    return typer.Option(default, *names, rich_help_panel=UPSTREAM, **kwargs)
 
 
 def _duration(value: str, flag: str) -> float:
@@ -155,121 +161,103 @@ def epp(
         "http://127.0.0.1:4317); the model server's traceparent then names the picker's span. Off when not given.",
     ),
     fleet_speed: float = typer.Option(1.0, "--fleet-speed", min=1e-6, help=FLEET_SPEED_HELP),
-    verbosity: int | None = typer.Option(
+    verbosity: int | None = upstream_option(
         None,
         "--v",
-        rich_help_panel=UPSTREAM,
         help=f"Log verbosity: {UPSTREAM_DEBUG} or more (upstream's debug) logs at debug, overriding --log-level.",
     ),
-    zap_encoder: str = typer.Option(
+    zap_encoder: str = upstream_option(
         "console",
         "--zap-encoder",
-        rich_help_panel=UPSTREAM,
         help="Log lines: console (text) or json (one object a line with zap's keys level, ts, logger, "
         "msg; upstream's chart passes json).",
     ),
-    tracing: bool = typer.Option(
+    tracing: bool = upstream_option(
         False,
         "--tracing/--no-tracing",
-        rich_help_panel=UPSTREAM,
         help="Export spans to OTEL_EXPORTER_OTLP_ENDPOINT, which upstream's chart sets (sampled as "
         "OTEL_TRACES_SAMPLER says); false changes nothing: --otlp-traces-endpoint alone turns tracing on too.",
     ),
-    config_text: str | None = typer.Option(
+    config_text: str | None = upstream_option(
         None,
         "--config-text",
-        rich_help_panel=UPSTREAM,
         help="An EndpointPickerConfig given inline, instead of --config-file.",
     ),
-    model_server_metrics_path: str = typer.Option(
+    model_server_metrics_path: str = upstream_option(
         "/metrics",
         "--model-server-metrics-path",
         envvar="MODEL_SERVER_METRICS_PATH",
-        rich_help_panel=UPSTREAM,
         help="Path of the model servers' Prometheus page.",
     ),
-    model_server_metrics_port: int = typer.Option(
+    model_server_metrics_port: int = upstream_option(
         0,
         "--model-server-metrics-port",
         envvar="MODEL_SERVER_METRICS_PORT",
         min=0,
-        rich_help_panel=UPSTREAM,
         help="Port of the model servers' Prometheus page; 0: the pool's target port they serve on.",
     ),
-    model_server_metrics_scheme: str = typer.Option(
+    model_server_metrics_scheme: str = upstream_option(
         "http",
         "--model-server-metrics-scheme",
         envvar="MODEL_SERVER_METRICS_SCHEME",
-        rich_help_panel=UPSTREAM,
         help="http, or https for model servers that serve TLS (their /v1/models too).",
     ),
-    model_server_metrics_https_insecure_skip_verify: bool = typer.Option(
+    model_server_metrics_https_insecure_skip_verify: bool = upstream_option(
         True,
         "--model-server-metrics-https-insecure-skip-verify/--no-model-server-metrics-https-insecure-skip-verify",
         envvar="MODEL_SERVER_METRICS_HTTPS_INSECURE_SKIP_VERIFY",
-        rich_help_panel=UPSTREAM,
         help="With https: do not check the model servers' certificates (upstream's default).",
     ),
-    total_queued_requests_metric: str | None = typer.Option(
+    total_queued_requests_metric: str | None = upstream_option(
         None,
         "--total-queued-requests-metric",
-        rich_help_panel=UPSTREAM,
         help="Series of the queue length, `name` or `name{label=value,...}` (default vLLM's, or the "
         "engine the pod's engine-type label names); with the three below, for pods of the default engine.",
     ),
-    total_running_requests_metric: str | None = typer.Option(
+    total_running_requests_metric: str | None = upstream_option(
         None,
         "--total-running-requests-metric",
-        rich_help_panel=UPSTREAM,
         help="Series of the running requests.",
     ),
-    kv_cache_usage_percentage_metric: str | None = typer.Option(
+    kv_cache_usage_percentage_metric: str | None = upstream_option(
         None,
         "--kv-cache-usage-percentage-metric",
-        rich_help_panel=UPSTREAM,
         help="Series of the KV-cache use, 0 to 1.",
     ),
-    lora_info_metric: str | None = typer.Option(
+    lora_info_metric: str | None = upstream_option(
         None,
         "--lora-info-metric",
-        rich_help_panel=UPSTREAM,
         help="vLLM-style LoRA info series; empty turns LoRA scraping off (upstream's chart, for Triton).",
     ),
-    health_checking: bool = typer.Option(
+    health_checking: bool = upstream_option(
         False,
         "--health-checking/--no-health-checking",
-        rich_help_panel=UPSTREAM,
         help="grpc.health.v1 on the ext_proc port as well, with the health port's statuses.",
     ),
-    destination_endpoint_hint_key: str = typer.Option(
+    destination_endpoint_hint_key: str = upstream_option(
         DESTINATION_HEADER,
         "--destination-endpoint-hint-key",
         envvar="DESTINATION_ENDPOINT_HINT_KEY",
-        rich_help_panel=UPSTREAM,
         help="Accepted with upstream's default only: the header (and metadata key) the pick goes in is fixed.",
     ),
-    destination_endpoint_hint_metadata_namespace: str = typer.Option(
+    destination_endpoint_hint_metadata_namespace: str = upstream_option(
         DESTINATION_NAMESPACE,
         "--destination-endpoint-hint-metadata-namespace",
-        rich_help_panel=UPSTREAM,
         help="Accepted with upstream's default only: the pick's metadata namespace is fixed.",
     ),
-    fairness_id_header_key: str = typer.Option(
+    fairness_id_header_key: str = upstream_option(
         FAIRNESS_HEADER,
         "--fairness-id-header-key",
-        rich_help_panel=UPSTREAM,
         help="Accepted with upstream's default only: the fairness header is fixed.",
     ),
-    enable_pprof: bool = typer.Option(
+    enable_pprof: bool = upstream_option(
         False,
         "--enable-pprof/--no-enable-pprof",
-        rich_help_panel=UPSTREAM,
         help="Accepted, no effect: a Python process has no pprof (profile it with py-spy).",
     ),
-    refresh_prometheus_metrics_interval: str = typer.Option(
+    refresh_prometheus_metrics_interval: str = upstream_option(
         "5s",
         "--refresh-prometheus-metrics-interval",
-        rich_help_panel=UPSTREAM,
         help="Accepted, no effect: the pool gauges are computed when /metrics is read, not flushed on a timer.",
     ),
 ) -> None:
@@ -288,11 +276,10 @@ def epp(
     ):  # fmt: skip
         if given != fixed:
             raise typer.BadParameter(f"{given!r}: inferpool's is fixed, {fixed!r}", param_hint=flag)
-    if zap_encoder not in LOG_FORMATS:
-        raise typer.BadParameter(
-            f"{zap_encoder!r}: use {' or '.join(LOG_FORMATS)}", param_hint="--zap-encoder"
-        )
-    configure_logging(log_level, zap_encoder)
+    try:
+        configure_logging(log_level, zap_encoder)
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--zap-encoder") from None
     _duration(refresh_prometheus_metrics_interval, "--refresh-prometheus-metrics-interval")  # checked, unused
     if tracing and otlp_traces_endpoint is None:
         otlp_traces_endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 import sys
 from collections.abc import Callable, Coroutine
@@ -20,6 +19,7 @@ from inferpool.gateway.manifests import ManifestError
 from inferpool.gateway.runtime import GatewayRuntime, RuntimeConfig
 from inferpool.gateway.security import read_token
 from inferpool.heap import GATEWAY_YOUNG_THRESHOLD, freeze_startup_heap
+from inferpool.logformat import configure_logging
 from inferpool.request.core import FLEET_SPEED_HELP
 from inferpool.scheduling import ConfigError
 from inferpool.sources.static import EndpointsFileError, StaticEndpoint, load_endpoints_file
@@ -139,7 +139,7 @@ def serve(
     fleet_speed: float = typer.Option(1.0, "--fleet-speed", min=1e-6, help=FLEET_SPEED_HELP),
 ) -> None:
     """Serve the Gateway listeners of the manifests, routing to the model servers in --endpoints."""
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(log_level)
     if (auth_keys is None) == (not no_auth):
         typer.echo(
             "inferpool serve: give either --auth-keys FILE or --no-auth (auth is never off by default)",

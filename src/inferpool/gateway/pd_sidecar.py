@@ -47,6 +47,7 @@ from inferpool.gateway.prefill import (
     format_prefill_report,
     run_prefill,
 )
+from inferpool.logformat import configure_logging
 from inferpool.request.disagg import PREFILLER_HEADER, decode_request
 from inferpool.request.pd_usage import CachedTokensRewriter
 from inferpool.sources.manifest import ManifestSource
@@ -471,7 +472,7 @@ def pd_sidecar(
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
 ) -> None:
     """P/D sidecar beside a decode server: runs the prefill leg the picker names in x-prefiller-host-port."""
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(log_level)
     config = SidecarConfig(
         host=host,
         port=port,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import shlex
 from pathlib import Path
@@ -11,6 +10,7 @@ import typer
 
 from inferpool.gateway.command import OTLP_TRACES_ENDPOINT, run_async, say, traces_line, wait_for_signal
 from inferpool.local.stack import LocalStack, UpConfig
+from inferpool.logformat import configure_logging
 
 EXAMPLE = "gke-quickstart"
 GUIDE_BODY = (
@@ -107,7 +107,7 @@ def _config(
 
 
 def _logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(level)
 
 
 def up(

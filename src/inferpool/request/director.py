@@ -307,8 +307,9 @@ class Director:
             raise exc
         hook = getattr(self.scheduler_for(pool), "endpoint_for_path", None)
         pinned = hook(path) if hook is not None else None
-        named = [i for i, e in enumerate(candidates) if e.name == pinned]
-        first = named[0] if named else self.rng.randrange(len(candidates))
+        first = next((i for i, e in enumerate(candidates) if e.name == pinned), None) if pinned else None
+        if first is None:
+            first = self.rng.randrange(len(candidates))
         return PassthroughRequest(
             self,
             attempt.request_id,
