@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from free_ports import free_port as free_port  # re-exported: the tier's modules import it from here
-from inferpool.local.stack import port_is_free as local_port_is_free
+from inferpool.ports import port_is_free as local_port_is_free
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

@@ -7,31 +7,14 @@ from collections.abc import Iterator
 import pytest
 
 import free_ports
+from inferpool import ports
 from inferpool.bench import procs
-
-
-class _OfferedSocket:
-    """Stands in for socket.socket: each bind to port 0 gets the next offered port."""
-
-    offered: Iterator[int] = iter(())
-
-    def __enter__(self) -> _OfferedSocket:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def bind(self, address: tuple[str, int]) -> None:
-        self.port = next(self.offered)
-
-    def getsockname(self) -> tuple[str, int]:
-        return ("127.0.0.1", self.port)
 
 
 def _offer(monkeypatch: pytest.MonkeyPatch, ports: list[int]) -> None:
     """What bind(("127.0.0.1", 0)) says, call by call; every port counts as free."""
-    monkeypatch.setattr(_OfferedSocket, "offered", iter(ports))
-    monkeypatch.setattr(procs.socket, "socket", _OfferedSocket)
+    offered: Iterator[int] = iter(ports)
+    monkeypatch.setattr(procs, "kernel_port", lambda host: next(offered))
     monkeypatch.setattr(procs, "port_is_free", lambda host, port: True)
     monkeypatch.setattr(procs, "listen_range", lambda: None)  # the kernel picks (port 0)
 
@@ -70,14 +53,29 @@ def test_ports_are_picked_below_the_ephemeral_range(monkeypatch: pytest.MonkeyPa
     # can be taken between the check and the server's bind
     ranges = tmp_path / "ip_local_port_range"
     ranges.write_text("32768\t60999\n")
-    monkeypatch.setattr(procs, "EPHEMERAL_RANGE", ranges)
-    assert procs.listen_range() == (procs.PICK_FLOOR, 32768)
+    monkeypatch.setattr(ports, "EPHEMERAL_RANGE", ranges)
+    assert ports.listen_range() == (ports.PICK_FLOOR, 32768)
     monkeypatch.setenv(procs.PORT_SLICE_ENV, "1/3")
     for _ in range(50):
-        ports = procs.free_ports(3)
-        assert all(procs.PICK_FLOOR <= p < 32768 and (p // procs.PORT_BLOCK) % 3 == 1 for p in ports), ports
-        assert ports == list(range(ports[0], ports[0] + 3))
+        run = procs.free_ports(3)
+        assert all(ports.PICK_FLOOR <= p < 32768 and (p // procs.PORT_BLOCK) % 3 == 1 for p in run), run
+        assert run == list(range(run[0], run[0] + 3))
+        one = ports.free_port("127.0.0.1", exclude={run[0]})
+        assert ports.PICK_FLOOR <= one < 32768 and one != run[0], one
     ranges.write_text("10100 60999\n")  # too little room below it: the kernel picks
-    assert procs.listen_range() is None
-    monkeypatch.setattr(procs, "EPHEMERAL_RANGE", tmp_path / "missing")
-    assert procs.listen_range() is None
+    assert ports.listen_range() is None
+    monkeypatch.setattr(ports, "EPHEMERAL_RANGE", tmp_path / "missing")
+    assert ports.listen_range() is None
+
+
+def test_a_port_in_use_or_handed_out_is_not_picked(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    ranges = tmp_path / "ip_local_port_range"
+    ranges.write_text("10300 60999\n")  # room for 300 ports: 10000..10299
+    monkeypatch.setattr(ports, "EPHEMERAL_RANGE", ranges)
+    busy = {p for p in range(10_000, 10_300) if p % 3}  # two in three in use
+    monkeypatch.setattr(ports, "port_is_free", lambda host, port: port not in busy)
+    handed: set[int] = set()
+    for _ in range(40):
+        port = ports.free_port("127.0.0.1", exclude=handed)
+        assert port not in busy and port not in handed
+        handed.add(port)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -14,7 +13,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
-from inferpool.local.stack import port_is_free
+from inferpool.ports import kernel_port, listen_range, port_is_free
 
 # Peers and fleets must never reach out (tokenizer downloads, telemetry): no proxy, HF offline.
 OFFLINE_ENV = {
@@ -48,26 +47,9 @@ def port_slice() -> tuple[int, int]:
     return i, n
 
 
-# Listening ports are picked at random from here up to the kernel's ephemeral range, which the
-# local ports of outgoing connections come from: a port picked in that range (as binding port 0
-# does) can be taken by any connection between the check and the server's bind ("address already
-# in use" once in a CI run). Below 10000 are the ports servers are configured with (8000, 9090...).
-PICK_FLOOR = 10_000
-EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
-
-
-def listen_range() -> tuple[int, int] | None:
-    """[low, high) to pick listening ports from, below the ephemeral range; None where the system
-    does not say what that range is (then the kernel picks: port 0)."""
-    try:
-        first_ephemeral = int(EPHEMERAL_RANGE.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-    return (PICK_FLOOR, first_ephemeral) if first_ephemeral - PICK_FLOOR >= 4 * PORT_BLOCK else None
-
-
 def free_ports(count: int, exclude: Collection[int] = ()) -> list[int]:
-    """`count` consecutive free TCP ports on 127.0.0.1 (the sim fleet wants consecutive ones).
+    """`count` consecutive free TCP ports on 127.0.0.1 (the sim fleet wants consecutive ones),
+    below the kernel's ephemeral range (inferpool.ports says why).
 
     `exclude`: ports already handed out but not yet bound, which must not be handed out again.
     """
@@ -78,9 +60,7 @@ def free_ports(count: int, exclude: Collection[int] = ()) -> list[int]:
         if pick_from is not None:
             base = rng.randrange(pick_from[0], pick_from[1] - count)
         else:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                base = s.getsockname()[1]
+            base = kernel_port("127.0.0.1")
         if base + count >= 65535:
             continue
         candidates = range(base, base + count)

@@ -15,7 +15,6 @@ import logging
 import multiprocessing
 import secrets
 import signal
-import socket
 import sys
 import time
 from dataclasses import replace
@@ -27,6 +26,7 @@ import uvloop
 
 from inferpool.extproc.app import EppConfig, serve
 from inferpool.logformat import configure_logging
+from inferpool.ports import free_port
 
 log = logging.getLogger(__name__)
 
@@ -34,27 +34,26 @@ READY_TIMEOUT_S = 120.0
 RESTART_BACKOFF_S = 1.0
 
 
-def free_port(host: str) -> int:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
 def worker_configs(config: EppConfig) -> list[EppConfig]:
     """One config per worker: shared gRPC ports and token; worker 0 on the public metrics port."""
     host = config.grpc.host
     # Port 0 would give every worker its own port: pick one, then all of them bind it.
+    picked: set[int] = set()
+
+    def pick(on: str) -> int:
+        picked.add(port := free_port(on, exclude=picked))
+        return port
+
     grpc = replace(
         config.grpc,
-        port=config.grpc.port or free_port(host),
-        health_port=config.grpc.health_port or free_port(host),
+        port=config.grpc.port or pick(host),
+        health_port=config.grpc.health_port or pick(host),
         reuse_port=True,
     )
     token = config.metrics_token
     if token is None and config.metrics_auth and not config.kubernetes_mode:
         token = secrets.token_urlsafe(24)
-    internal = [free_port("127.0.0.1") for _ in range(config.workers - 1)]
+    internal = [pick("127.0.0.1") for _ in range(config.workers - 1)]
     first = replace(
         config,
         grpc=grpc,

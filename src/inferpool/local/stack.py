@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from inferpool.api.workloads import ModelServerDeployment
 from inferpool.gateway.config import ProxyConfig, ServeConfig
 from inferpool.gateway.runtime import GatewayRuntime, RuntimeConfig
 from inferpool.lora.syncer import LoRASyncer, SyncerOptions
+from inferpool.ports import port_is_free
 from inferpool.roles import can_prefill
 from inferpool.sim import SimConfig, SimFleet
 from inferpool.sim.nixl import KVTransferConfig
@@ -53,16 +53,6 @@ class Replica:
     name: str  # "<deployment>-<i>", the endpoint name in the pool
     port: int
     labels: dict[str, str] = field(default_factory=dict)
-
-
-def port_is_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-        return True
 
 
 def listener_port_map(ports: Sequence[int], host: str, taken: set[int]) -> dict[int, int]:
