@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import logging
 import os
 import signal
 import tempfile
@@ -30,6 +31,8 @@ from inferpool.extproc.workers import Supervisor
 from inferpool.logformat import configure_logging
 from inferpool.request.core import FLEET_SPEED_HELP
 from inferpool.request.resolve import FAIRNESS_HEADER
+
+log = logging.getLogger(__name__)
 
 UPSTREAM = "Upstream EPP flags"
 UPSTREAM_DEBUG = 4  # upstream's logutil.DEBUG verbosity
@@ -281,6 +284,10 @@ def epp(
     except ValueError as err:
         raise typer.BadParameter(str(err), param_hint="--zap-encoder") from None
     _duration(refresh_prometheus_metrics_interval, "--refresh-prometheus-metrics-interval")  # checked, unused
+    if not metrics_endpoint_auth and metrics_token:
+        # The explicit "off" wins over a token that may come from the environment (a Secret).
+        log.warning("--no-metrics-endpoint-auth: /metrics is open; the metrics token given is not required")
+        metrics_token = None
     if tracing and otlp_traces_endpoint is None:
         otlp_traces_endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
         if not otlp_traces_endpoint:

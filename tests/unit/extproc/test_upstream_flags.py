@@ -180,3 +180,18 @@ def test_json_log_lines_carry_zaps_keys() -> None:
     assert done.returncode == 0, done.stderr
     [only] = done.stderr.splitlines()
     assert orjson.loads(only)["msg"] == "hi"
+
+
+def test_metrics_auth_off_wins_over_a_token(
+    started: list[EppConfig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a token from the environment (a Secret mounted for another purpose) must not turn auth back on
+    monkeypatch.setenv("INFERPOOL_METRICS_TOKEN", "from-a-secret")
+    guide = str(Path(__file__).resolve().parents[3] / "examples" / "gke-quickstart")
+    done = CliRunner().invoke(app, ["epp", "-f", guide, "--no-metrics-endpoint-auth"])
+    assert done.exit_code == 0, done.output
+    done = CliRunner().invoke(app, ["epp", "-f", guide, "--metrics-token", "on-the-line"])
+    assert done.exit_code == 0, done.output
+    off, on = started
+    assert not off.metrics_auth and off.metrics_token is None
+    assert on.metrics_auth and on.metrics_token == "on-the-line"
