@@ -6,6 +6,7 @@ with rich: per pool an endpoints table and a models table, then the recent decis
 
 from __future__ import annotations
 
+import os
 import time
 import urllib.error
 import urllib.request
@@ -19,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 BLOCKS = "▁▂▃▄▅▆▇█"
+PIPED_WIDTH = 200  # columns when the output is no terminal and COLUMNS is unset
 
 
 def fetch(admin: str, timeout: float = 5.0) -> dict[str, Any]:
@@ -177,6 +179,10 @@ def top(
             f"{admin!r}: give the admin URL, e.g. http://127.0.0.1:9090", param_hint="--admin"
         )
     console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        # Piped or redirected (a log, a file): no terminal sets a width, and rich's 80 columns
+        # would cut every endpoint and model name short. COLUMNS still decides when set.
+        console = Console(width=PIPED_WIDTH)
     try:
         if once:
             console.print(render(fetch(admin), decisions, console.width))

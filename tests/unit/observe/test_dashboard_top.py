@@ -77,6 +77,12 @@ async def test_top_once_against_admin_server() -> None:
         )
         assert result.exit_code == 0, result.output
         assert "pod-ready" in result.output and "req-abc123" in result.output
+        # piped, no COLUMNS: wide enough for whole names, not rich's 80 columns
+        piped = await asyncio.to_thread(
+            CliRunner().invoke, app, ["top", "--once", "--admin", url], env={"COLUMNS": None}
+        )
+        assert piped.exit_code == 0, piped.output
+        assert "pod-ready" in piped.output and "req-abc123" in piped.output
     finally:
         await server.close()
 
