@@ -89,10 +89,11 @@ class Tally:
         self.models: dict[tuple[str, str], ModelTally] = {}
         self.routed: dict[tuple[str, str], int] = {}  # (pool, endpoint name) -> requests dispatched
 
-    def add(self, record: RequestRecord) -> None:
+    def add(self, record: RequestRecord, model: str | None = None) -> None:
+        """Count `record` under `model` (default: the name it carries)."""
         pool = record.pool or ""
         ts = finished_at(record)
-        m = self.models.setdefault((pool, record.model), ModelTally())
+        m = self.models.setdefault((pool, record.model if model is None else model), ModelTally())
         m.requests += 1
         if record.endpoint is None and record.status == 429:
             m.shed += 1
@@ -163,9 +164,9 @@ class DecisionLog:
         self._items: deque[RequestRecord] = deque(maxlen=keep)
         self.tally = Tally(config)
 
-    def add(self, record: RequestRecord) -> None:
+    def add(self, record: RequestRecord, model: str | None = None) -> None:
         self._items.append(record)
-        self.tally.add(record)
+        self.tally.add(record, model)
 
     def recent(self, limit: int | None = None) -> list[RequestRecord]:
         items = list(self._items)

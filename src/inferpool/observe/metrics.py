@@ -493,15 +493,20 @@ class GatewayMetrics:
             )
         return series
 
-    def observe(self, record: RequestRecord) -> None:
-        """One finished request that reached a pool (the caller skips the others)."""
-        series = self._series(record.model, record.target_model)
-        if record.routed and record.model:
+    def observe(self, record: RequestRecord, model: str | None = None) -> None:
+        """One finished request that reached a pool (the caller skips the others), counted under
+        `model` (observe.model_labels: the record's own name unless that would grow without bound)."""
+        if model is None or model == record.model:
+            model, target = record.model, record.target_model
+        else:
+            target = model
+        series = self._series(model, target)
+        if record.routed and model:
             series.running.dec()
         series.requests.inc()
         failed = record.status >= 400 or record.error is not None
         if failed:
-            self.errors.labels(record.model, record.target_model, str(record.status)).inc()
+            self.errors.labels(model, target, str(record.status)).inc()
         if record.scores or record.endpoint:
             self.scheduler.observe(record.decision_s)
         if record.prefill is not None:

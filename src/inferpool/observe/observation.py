@@ -13,6 +13,7 @@ from inferpool.admission.flowcontrol import FlowController
 from inferpool.observe.accesslog import AccessLog
 from inferpool.observe.decisions import DashboardConfig, DecisionLog
 from inferpool.observe.metrics import GatewayMetrics
+from inferpool.observe.model_labels import ModelLabels
 from inferpool.observe.tracing import Tracing
 from inferpool.records import RequestRecord
 from inferpool.request.director import Director, RoutedRequest
@@ -31,6 +32,7 @@ class Observation:
         dashboard: DashboardConfig | None = None,
         tracing: Tracing | None = None,
     ) -> None:
+        self.labels = ModelLabels(datastore)
         self.metrics = GatewayMetrics(datastore)
         self.decisions = DecisionLog(decisions_kept, dashboard)
         self.access_log = access_log
@@ -51,12 +53,13 @@ class Observation:
         self._detach.clear()
 
     def _routed(self, routed: RoutedRequest) -> None:
-        self.metrics.request_routed(routed.incoming_model)
+        self.metrics.request_routed(self.labels.of(routed.pool, routed.incoming_model))
 
     def record(self, record: RequestRecord) -> None:
         """One finished request: pool metrics and decisions for pool traffic, a log line for all."""
         if record.pool is not None:
-            self.metrics.observe(record)
-            self.decisions.add(record)
+            label = self.labels.of(record.pool, record.model)
+            self.metrics.observe(record, label)
+            self.decisions.add(record, label)
         if self.access_log is not None:
             self.access_log.write(record)

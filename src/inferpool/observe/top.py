@@ -19,6 +19,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from inferpool.observe.model_labels import OTHER_MODELS
+
 BLOCKS = "▁▂▃▄▅▆▇█"
 PIPED_WIDTH = 200  # columns when the output is no terminal and COLUMNS is unset
 
@@ -90,6 +92,8 @@ def endpoints_table(pool: dict[str, Any]) -> Table:
 def _model_label(model: dict[str, Any]) -> str:
     if model["model_name"] == "":  # requests without a body, or too malformed to name one
         return "(no model in the request)"
+    if model["model_name"] == OTHER_MODELS:
+        return "(other undeclared names)"
     return model["model_name"] + ("" if model["declared"] else " (not declared)")
 
 

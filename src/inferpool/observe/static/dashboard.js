@@ -98,12 +98,21 @@ function endpointRows(pool) {
   }).join("");
 }
 
+// The label past observe.model_labels' limit of undeclared names (OTHER_MODELS there).
+const OTHER_MODELS = "(other)";
+
+function modelCell(m) {
+  if (m.model_name === "") return '<span class="muted">(no model in the request)</span>';
+  if (m.model_name === OTHER_MODELS) return '<span class="muted">(other undeclared names)</span>';
+  return esc(m.model_name) + (m.declared ? "" : ' <span class="muted small">(not declared)</span>');
+}
+
 function modelRows(pool) {
   return pool.models.map((m) => {
     const st = m.stats, crit = m.criticality;
     const targets = m.targets.length ? m.targets.map((t) => `${esc(t.name)}${t.weight !== null && t.weight !== undefined ? ` <span class="muted">w${t.weight}</span>` : ""}`).join(", ") : '<span class="muted">itself</span>';
     return `<tr data-model="${esc(m.model_name)}">
-      <td>${m.model_name === "" ? '<span class="muted">(no model in the request)</span>' : esc(m.model_name)}${m.declared || m.model_name === "" ? "" : ' <span class="muted small">(not declared)</span>'}</td>
+      <td>${modelCell(m)}</td>
       <td>${crit ? `<span class="badge crit-${esc(crit)}">${esc(crit)}</span>` : '<span class="muted">–</span>'}</td>
       <td>${targets}</td>
       <td class="num">${fmt(st.rate_rps, 2)}</td><td class="num">${st.requests}</td>
