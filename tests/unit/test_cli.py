@@ -107,6 +107,8 @@ spec:
             "CPU 4096 is not one this process may use",
         ),
         (["top", "--admin", "127.0.0.1:9090", "--once"], 2, "give the admin URL"),
+        (["top", "--interval", "-1"], 2, "--interval"),
+        (["top", "--decisions", "-1"], 2, "--decisions"),
     ],
     ids=[
         "epp-missing",
@@ -124,6 +126,8 @@ spec:
         "rate",
         "cpus",
         "top-admin",
+        "top-interval",
+        "top-decisions",
     ],
 )
 def test_bad_input_is_one_clear_message(

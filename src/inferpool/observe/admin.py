@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import orjson
 from aiohttp import web
 
+from inferpool.errors import InferenceError
 from inferpool.observe.dashboard import add_dashboard
 from inferpool.observe.decisions import DashboardConfig, DecisionLog, decision_view
 from inferpool.observe.kvindex_view import KVIndexView
@@ -124,11 +125,17 @@ def admin_app(
     async def recent(request: web.Request) -> web.Response:
         if (refusal := auth.view_refusal(request)) is not None:
             return refusal
+        raw = request.query.get("limit", "0")
         try:
-            limit = int(request.query.get("limit", "0")) or None
+            limit = int(raw)
         except ValueError:
-            limit = None
-        items = [decision_view(r) for r in decisions.recent(limit)]
+            limit = -1
+        if limit < 0:
+            error = InferenceError(
+                400, f"limit={raw!r}: give a whole number >= 0 (0: all kept)", param="limit"
+            )
+            return web.Response(status=400, body=error.to_json(), content_type="application/json")
+        items = [decision_view(r) for r in decisions.recent(limit or None)]
         return web.Response(body=orjson.dumps({"decisions": items}), content_type="application/json")
 
     async def kv_index_page(request: web.Request) -> web.Response:

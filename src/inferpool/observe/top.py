@@ -174,8 +174,8 @@ def render(view: dict[str, Any], decisions: int = 10, width: int = 160) -> Rende
 def top(
     admin: str = typer.Option("http://127.0.0.1:9090", "--admin", help="Admin URL of a gateway or EPP."),
     once: bool = typer.Option(False, "--once", help="Print one frame and exit."),
-    interval: float = typer.Option(1.0, "--interval", help="Seconds between refreshes."),
-    decisions: int = typer.Option(10, "--decisions", help="How many recent decisions to show."),
+    interval: float = typer.Option(1.0, "--interval", min=0.1, help="Seconds between refreshes."),
+    decisions: int = typer.Option(10, "--decisions", min=0, help="How many recent decisions to show."),
 ) -> None:
     """The live dashboard in the terminal: endpoints, models and recent decisions from the admin API."""
     if not admin.startswith(("http://", "https://")):

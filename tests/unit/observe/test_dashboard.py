@@ -191,6 +191,11 @@ async def test_routes_page_assets_snapshot_and_stream() -> None:
         assert (await client.get("/api/state")).status == 200
         decisions = await (await client.get("/api/decisions")).json()
         assert decisions["decisions"][0]["filtered_out"] == {"pod-1": "lora-affinity-filter"}
+        one = await (await client.get("/api/decisions", params={"limit": "1"})).json()
+        assert len(one["decisions"]) == 1
+        for bad in ("-1", "abc"):  # not "all but the oldest", nor silently all
+            resp = await client.get("/api/decisions", params={"limit": bad})
+            assert resp.status == 400 and (await resp.json())["error"]["param"] == "limit"
     finally:
         await client.close()
 
