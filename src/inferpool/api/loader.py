@@ -6,6 +6,7 @@ line of the field at fault, so `inferpool validate` reads like a compiler.
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -214,7 +215,31 @@ _IGNORED_REASON = {
     "GCPRoutingExtension": "GKE load-balancer extension",
     "GCPBackendPolicy": "GKE load-balancer policy",
     "CustomResourceDefinition": "inferpool has its resource types built in",
+    "InferencePoolImport": "multi-cluster pool imports are not used by inferpool",
 }
+
+
+# API groups whose every kind inferpool reads: any other kind there is a typo, not a resource
+# for someone else.
+_OWN_GROUPS = {"inference.networking.x-k8s.io", "inference.networking.k8s.io", "inferpool.io"}
+_KINDS_BY_GROUP: dict[str, set[str]] = {}
+for _api_version, _kind in _PYDANTIC_KINDS:
+    _KINDS_BY_GROUP.setdefault(_api_version.rpartition("/")[0], set()).add(_kind)
+
+
+def _unknown_kind(api_version: str, kind: str) -> str | None:
+    """The error for a kind that must be a misspelling (kubectl: "no matches for kind"): any
+    unknown kind in a group inferpool owns, or one within a letter or two of a kind inferpool
+    reads in the same group (Gateway API, GKE, llm-d); None for a kind meant for someone else."""
+    group = api_version.rpartition("/")[0]
+    known = _KINDS_BY_GROUP.get(group)
+    if known is None:
+        return None
+    close = difflib.get_close_matches(kind, sorted(known), n=1, cutoff=0.85)
+    if not close and group not in _OWN_GROUPS:
+        return None
+    hint = f"; did you mean {close[0]}?" if close else f"; this group has {', '.join(sorted(known))}"
+    return f"no kind {kind!r} in {api_version}{hint}"
 
 
 def _name_of(data: dict[str, Any]) -> str | None:
@@ -288,6 +313,18 @@ class _Loader:
             return
         api_version, kind = data.get("apiVersion"), data.get("kind")
         name = _name_of(data)
+        is_list = isinstance(kind, str) and kind.endswith("List") and isinstance(data.get("items"), list)
+        for path, line, first in doc.duplicates:
+            if is_list and len(path) > 2 and path[0] == "items":
+                continue  # reported with the item it belongs to
+            self.report(
+                file,
+                line,
+                kind if isinstance(kind, str) else None,
+                name,
+                format_path(path),
+                f"duplicate key (first on line {first}); the later value would silently replace it",
+            )
         for key, value in (("apiVersion", api_version), ("kind", kind)):
             if not isinstance(value, str) or not value:
                 self.report(
@@ -304,7 +341,10 @@ class _Loader:
             for index, item in enumerate(data["items"]):
                 prefix = ("items", index)
                 lines = {path[2:]: line for path, line in doc.lines.items() if path[:2] == prefix}
-                self.load_document(Document(item, doc.lines.get(prefix, doc.line), lines), file)
+                duplicates = [
+                    (path[2:], line, first) for path, line, first in doc.duplicates if path[:2] == prefix
+                ]
+                self.load_document(Document(item, doc.lines.get(prefix, doc.line), lines, duplicates), file)
             return
         target = _PYDANTIC_KINDS.get((api_version, kind))
         if target is not None:
@@ -324,6 +364,8 @@ class _Loader:
                 "apiVersion",
                 f"unsupported apiVersion {api_version!r} for {kind}",
             )
+        elif kind not in _IGNORED_REASON and (unknown := _unknown_kind(api_version, kind)) is not None:
+            self.report(file, doc.line_of(("kind",)), kind, name, "kind", unknown)
         else:
             reason = _IGNORED_REASON.get(kind, "kind not used by inferpool")
             self.ignore(file, doc, api_version, kind, name, reason)

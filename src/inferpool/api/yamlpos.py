@@ -23,6 +23,9 @@ class Document:
     data: Any
     line: int
     lines: dict[Path, int] = field(default_factory=dict)
+    # A key given twice in one mapping: (its path, the line of the later one, the line of the
+    # first). PyYAML keeps the last value without a word; kubectl refuses such a document.
+    duplicates: list[tuple[Path, int, int]] = field(default_factory=list)
 
     def line_of(self, path: Path) -> int:
         """Line of `path`, or of its nearest present ancestor when the field is missing."""
@@ -63,6 +66,29 @@ def _walk(node: yaml.Node, path: Path, lines: dict[Path, int], active: set[int])
     active.discard(id(node))
 
 
+def _duplicate_keys(node: yaml.Node, path: Path, out: list[tuple[Path, int, int]], active: set[int]) -> None:
+    """Keys given twice in one mapping below `node`, read before construction merges `<<` keys
+    into their mappings (a merged key that the mapping sets again is no duplicate)."""
+    if id(node) in active:
+        return
+    active.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        first: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key, line = str(key_node.value), key_node.start_mark.line + 1
+            if key in first:
+                out.append(((*path, key), line, first[key]))
+            else:
+                first[key] = line
+            _duplicate_keys(value_node, (*path, key), out, active)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _duplicate_keys(item, (*path, index), out, active)
+    active.discard(id(node))
+
+
 def parse_documents(text: str, first_line: int = 1) -> Iterator[Document]:
     """Yield each non-empty document of a (multi-document) YAML text.
 
@@ -82,6 +108,8 @@ def parse_documents(text: str, first_line: int = 1) -> Iterator[Document]:
                 node = loader.get_node()
                 if node is None:
                     continue
+                duplicates: list[tuple[Path, int, int]] = []
+                _duplicate_keys(node, (), duplicates, set())
                 data = loader.construct_document(node)
             except yaml.MarkedYAMLError as exc:
                 mark = exc.problem_mark or exc.context_mark
@@ -97,6 +125,9 @@ def parse_documents(text: str, first_line: int = 1) -> Iterator[Document]:
             _walk(node, (), lines, set())
             if offset:
                 lines = {path: line + offset for path, line in lines.items()}
-            yield Document(data=data, line=node.start_mark.line + first_line, lines=lines)
+                duplicates = [(path, line + offset, was + offset) for path, line, was in duplicates]
+            yield Document(
+                data=data, line=node.start_mark.line + first_line, lines=lines, duplicates=duplicates
+            )
     finally:
         loader.dispose()

@@ -110,6 +110,45 @@ def test_known_kind_wrong_version_is_an_error() -> None:
     assert [(e.field, e.line) for e in ms.errors] == [("apiVersion", 1)]
 
 
+def test_a_misspelled_kind_is_an_error_a_foreign_one_is_ignored() -> None:
+    text = (
+        "apiVersion: inference.networking.x-k8s.io/v1alpha2\nkind: InferenceModl\nmetadata: {name: m}\n---\n"
+        "apiVersion: inferpool.io/v1alpha1\nkind: Widget\nmetadata: {name: w}\n---\n"
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoutes\nmetadata: {name: r}\n---\n"
+        # other kinds of the same groups, meant for someone else
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {name: g}\n---\n"
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: c}\n---\n"
+        "apiVersion: inference.networking.x-k8s.io/v1alpha1\nkind: InferencePoolImport\nmetadata: {name: i}\n"
+    )
+    ms = load_text(text)
+    assert [(e.line, e.kind, e.field) for e in ms.errors] == [
+        (2, "InferenceModl", "kind"),
+        (6, "Widget", "kind"),
+        (10, "HTTPRoutes", "kind"),
+    ]
+    assert "did you mean InferenceModel?" in ms.errors[0].message
+    assert "GuardPolicy" in ms.errors[1].message  # what the group has
+    assert "did you mean HTTPRoute?" in ms.errors[2].message
+    assert [i.kind for i in ms.ignored] == ["GRPCRoute", "GatewayClass", "InferencePoolImport"]
+
+
+def test_a_duplicate_key_is_an_error_naming_both_lines() -> None:
+    text = POOL.format(name="p").replace(
+        "targetPortNumber: 8000\n", "targetPortNumber: 8000\n  targetPortNumber: 9000\n"
+    )
+    ms = load_text(text)
+    assert [(e.line, e.field) for e in ms.errors] == [(8, "spec.targetPortNumber")]
+    assert "first on line 7" in ms.errors[0].message
+    # a key merged in with `<<` and set again is an override, not a duplicate
+    merged = "x: &base {app: v, tier: a}\n" + POOL.format(name="q").replace(
+        "selector: {app: v}", "selector: {<<: *base, tier: b}"
+    )
+    assert load_text(merged).errors == []
+    # in a List, reported with the item and its lines
+    items = "apiVersion: v1\nkind: List\nitems:\n- " + text.replace("\n", "\n  ").rstrip() + "\n"
+    assert [(e.line, e.field) for e in load_text(items).errors] == [(11, "spec.targetPortNumber")]
+
+
 def test_missing_api_version_and_kind() -> None:
     ms = load_text("metadata: {name: x}\n")
     assert sorted(e.field or "" for e in ms.errors) == ["apiVersion", "kind"]
