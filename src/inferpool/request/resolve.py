@@ -90,7 +90,13 @@ def resolve(
     elif not datastore.models(pool):
         target, source = model, "passthrough"
     else:
-        raise model_not_found(model)
+        note = ""
+        if _served_in(datastore, pool, model):  # the guide's cad-fabricator: loaded, never declared
+            note = (
+                f" The servers of InferencePool {pool} have it loaded, but no InferenceModel of the"
+                " pool names it: add one to route it."
+            )
+        raise model_not_found(model, note)
 
     priority, objective = _priority(datastore, pool, route, headers)
     return Resolution(
@@ -105,9 +111,23 @@ def resolve(
     )
 
 
-def model_not_found(model: str) -> InferenceError:
-    """The exact 404 vLLM answers for an unknown model (minus its alias list)."""
-    return InferenceError(404, f"The model `{model}` does not exist.", param="model")
+def model_not_found(model: str, note: str = "") -> InferenceError:
+    """The exact 404 vLLM answers for an unknown model (minus its alias list), and `note`."""
+    return InferenceError(404, f"The model `{model}` does not exist.{note}", param="model")
+
+
+def _served_in(datastore: Datastore, pool: str, model: str) -> bool:
+    """Whether a server of `pool` reports serving `model` (an adapter or its own model)."""
+    for endpoint in datastore.endpoints(pool):
+        metrics = endpoint.metrics
+        if (
+            model in metrics.active_adapters
+            or model in metrics.waiting_adapters
+            or (metrics.loaded_adapters and model in metrics.loaded_adapters)
+            or (metrics.base_models and model in metrics.base_models)
+        ):
+            return True
+    return False
 
 
 def _route_target(route: ModelRoute, rng: random.Random) -> str:

@@ -319,8 +319,15 @@ def test_bad_body_is_400_and_recorded() -> None:
 
 
 def test_unknown_model_is_404() -> None:
-    err = Harness().refused({"model": "nope", "messages": []})
+    h = Harness()
+    err = h.refused({"model": "nope", "messages": []})
     assert err.status == 404 and err.message == "The model `nope` does not exist."
+    # loaded on a server but declared by no InferenceModel (the guide's cad-fabricator): say so
+    pod = h.store.endpoints(POOL)[0]
+    pod.metrics.loaded_adapters = frozenset({"cad-fabricator"})
+    err = h.refused({"model": "cad-fabricator", "messages": [{"role": "user", "content": "x"}]})
+    assert err.status == 404 and err.message.startswith("The model `cad-fabricator` does not exist. ")
+    assert "no InferenceModel" in err.message and str(err) == err.message
 
 
 def test_unknown_path_with_model_is_routed_and_without_is_400() -> None:
