@@ -6,6 +6,8 @@ import os
 import re
 import shlex
 import subprocess
+import urllib.error
+import urllib.request
 
 import orjson
 
@@ -42,7 +44,26 @@ def test_demo_guide_curl_then_ctrl_c(spawn) -> None:  # type: ignore[no-untyped-
     assert completion["object"] == "text_completion" and completion["model"] == "food-review"
     assert completion["choices"][0]["text"] and completion["usage"]["completion_tokens"] > 0
     assert "x-gateway-destination-endpoint-served: 127.0.0.1:" in head.lower()
-    assert gw_url
+    assert "/api/dashboard /api/stream" in out  # what `top` and the dashboard page read
+
+    # The guide's other adapter: loaded on every replica, declared by no InferenceModel.
+    def says_loaded_not_declared() -> bool:
+        request = urllib.request.Request(
+            f"{gw_url}/v1/completions",
+            data=orjson.dumps({"model": "cad-fabricator", "prompt": "hi", "max_tokens": 1}),
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            urllib.request.urlopen(request, timeout=30).close()
+        except urllib.error.HTTPError as err:
+            message = orjson.loads(err.read())["error"]["message"]
+            assert err.code == 404 and message.startswith("The model `cad-fabricator` does not exist."), (
+                message
+            )
+            return "have it loaded" in message  # once the servers' model lists were read (every 1 s)
+        raise AssertionError("cad-fabricator was routed, though no InferenceModel names it")
+
+    wait_until(says_loaded_not_declared, 30, interval=0.5, what="the 404 to say cad-fabricator is loaded")
 
     assert proc.interrupt(60) == 0
     assert "stopped" in proc.output()

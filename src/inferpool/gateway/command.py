@@ -60,19 +60,30 @@ async def wait_for_signal() -> None:
             loop.remove_signal_handler(sig)
 
 
-def announce(runtime: GatewayRuntime, remapped: dict[int, int] | None = None) -> None:
-    """Print where the gateway listens, once it does."""
+ADMIN_PATHS = "/dashboard /metrics /healthz /readyz /api/state /api/decisions /api/dashboard /api/stream"
+
+
+def listening_lines(runtime: GatewayRuntime, remapped: dict[int, int] | None = None) -> list[str]:
+    """Where the gateway's listeners and admin port answer; `remapped`: listener ports the
+    local stack moved (it binds no port below 1024)."""
     assert runtime.gateway is not None
+    lines = []
     for bound in runtime.gateway.bound:
         lis = bound.listener
         note = ""
         if remapped and lis.port in remapped:
-            note = f" (listener port {lis.port} remapped to {bound.port}: ports below 1024 need root)"
-        say(f"gateway  {bound.url}  Gateway {lis.gateway} listener {lis.name}{note}")
+            note = f" (listener port {lis.port} remapped to {bound.port}: the local stack binds no port below 1024)"
+        lines.append(f"gateway  {bound.url}  Gateway {lis.gateway} listener {lis.name}{note}")
     if runtime.gateway.admin_url:
-        say(
-            f"admin    {runtime.gateway.admin_url}  (/dashboard /metrics /healthz /readyz /api/state /api/decisions)"
-        )
+        lines.append(f"admin    {runtime.gateway.admin_url}  ({ADMIN_PATHS})")
+    return lines
+
+
+def announce(runtime: GatewayRuntime) -> None:
+    """Print where the gateway listens, once it does."""
+    assert runtime.gateway is not None
+    for line in listening_lines(runtime):
+        say(line)
     say(auth_line(runtime.gateway.proxy.tenancy.keys, runtime.gateway.config))
     if runtime.gateway.config.otlp_traces_endpoint:
         say(traces_line(runtime.gateway.config.otlp_traces_endpoint))

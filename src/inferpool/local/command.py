@@ -8,7 +8,14 @@ from pathlib import Path
 
 import typer
 
-from inferpool.gateway.command import OTLP_TRACES_ENDPOINT, run_async, say, traces_line, wait_for_signal
+from inferpool.gateway.command import (
+    OTLP_TRACES_ENDPOINT,
+    listening_lines,
+    run_async,
+    say,
+    traces_line,
+    wait_for_signal,
+)
 from inferpool.local.stack import LocalStack, UpConfig
 from inferpool.logformat import configure_logging
 
@@ -58,16 +65,8 @@ async def run_stack(config: UpConfig, demo: bool) -> None:
             say(
                 f"replica  http://{config.host}:{replica.port}  {replica.name} (simulated vLLM, speed x{config.speed:g})"
             )
-        for bound in runtime.gateway.bound:
-            lis = bound.listener
-            note = ""
-            if lis.port in stack.remapped:
-                note = f" (listener port {lis.port} remapped to {bound.port}: ports below 1024 need root)"
-            say(f"gateway  {bound.url}  Gateway {lis.gateway} listener {lis.name}{note}")
-        if runtime.gateway.admin_url:
-            say(
-                f"admin    {runtime.gateway.admin_url}  (/dashboard /metrics /healthz /readyz /api/state /api/decisions)"
-            )
+        for line in listening_lines(runtime, stack.remapped):
+            say(line)
         if stack.profile is not None and config.profile is None:
             say(
                 f"profile  {stack.profile}  (prefill and decode pods, labelled llm-d.ai/role; see docs/pd.md)"
