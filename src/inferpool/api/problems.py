@@ -68,7 +68,7 @@ def _message(error: dict[str, object]) -> str:
         return msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
     if kind == "literal_error":
         return msg.replace("Input should be", "must be")
-    if kind == "dict_type":
+    if kind in ("dict_type", "model_type"):  # model_type: a nested object given as null or a scalar
         return "must be a mapping"
     if kind == "list_type":
         return "must be a list"

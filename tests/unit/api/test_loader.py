@@ -149,6 +149,12 @@ def test_a_duplicate_key_is_an_error_naming_both_lines() -> None:
     assert [(e.line, e.field) for e in load_text(items).errors] == [(11, "spec.targetPortNumber")]
 
 
+def test_an_object_given_as_null_must_be_a_mapping() -> None:
+    ms = load_text("apiVersion: inference.networking.x-k8s.io/v1alpha2\nkind: InferenceModel\nmetadata:\n"
+                   "spec: {modelName: x, poolRef: {name: p}}\n")  # fmt: skip
+    assert [(e.line, e.field, e.message) for e in ms.errors] == [(3, "metadata", "must be a mapping")]
+
+
 def test_missing_api_version_and_kind() -> None:
     ms = load_text("metadata: {name: x}\n")
     assert sorted(e.field or "" for e in ms.errors) == ["apiVersion", "kind"]
