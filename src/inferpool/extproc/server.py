@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 EXT_PROC_SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
 # "inference-extension": what upstream's inferencepool chart probes a single-replica EPP on
 # (upstream's EPP answers any name while leader election is off)
-HEALTH_SERVICES = ("", "liveness", "readiness", "inference-extension", EXT_PROC_SERVICE)
+LIVENESS_SERVICE = "liveness"
+HEALTH_SERVICES = ("", LIVENESS_SERVICE, "readiness", "inference-extension", EXT_PROC_SERVICE)
 NOT_SYNCED = "inference pool not synced yet"
 # How often a stream's thread waiting for the loop checks that the loop still runs (a process
 # shutting down must not keep threads that wait for answers that can no longer come).
@@ -301,13 +302,17 @@ class GrpcServers:
             self._ext_proc.start()
 
     async def mark_ready(self, ready: bool = True) -> None:
+        """Every health service but liveness: SERVING once the pool has synced. Liveness answers
+        SERVING whenever the process serves, as upstream's EPP does: a pool that syncs late (or
+        never: a 403, a wrong group) must not get the pod restarted in a loop."""
         status = (
             health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
         )
         for service in HEALTH_SERVICES:
-            await self.health.set(service, status)
+            service_status = health_pb2.HealthCheckResponse.SERVING if service == LIVENESS_SERVICE else status
+            await self.health.set(service, service_status)
             if self._ext_proc_health is not None:
-                self._ext_proc_health.set(service, status)
+                self._ext_proc_health.set(service, service_status)
 
     async def stop(self, grace: float = 5.0) -> None:
         await self.health.enter_graceful_shutdown()

@@ -135,9 +135,16 @@ async def test_health_answers_the_services_the_probes_name() -> None:
                 "inference-extension",
                 "envoy.service.ext_proc.v3.ExternalProcessor",
             ]
-            assert [await status(n) for n in names] == [health_pb2.HealthCheckResponse.NOT_SERVING] * 5
+            serving, not_serving = (
+                health_pb2.HealthCheckResponse.SERVING,
+                health_pb2.HealthCheckResponse.NOT_SERVING,
+            )
+            # before the pool syncs: alive (no restart loop for a late pool), not ready
+            assert [await status(n) for n in names] == [not_serving, serving, *[not_serving] * 3]
             await servers.mark_ready()
-            assert [await status(n) for n in names] == [health_pb2.HealthCheckResponse.SERVING] * 5
+            assert [await status(n) for n in names] == [serving] * 5
+            await servers.mark_ready(False)  # the pool went away again
+            assert [await status(n) for n in names] == [not_serving, serving, *[not_serving] * 3]
             with pytest.raises(grpc.aio.AioRpcError) as unknown:
                 await status("no-such-service")
             assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
