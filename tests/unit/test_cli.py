@@ -109,6 +109,11 @@ spec:
         (["top", "--admin", "127.0.0.1:9090", "--once"], 2, "give the admin URL"),
         (["top", "--interval", "-1"], 2, "--interval"),
         (["top", "--decisions", "-1"], 2, "--decisions"),
+        (["epp", "-f", "{tmp}/missing", "--grpc-port", "70000"], 2, "--grpc-port"),
+        (["epp", "-f", "{tmp}/missing", "--metrics-port", "-1"], 2, "--metrics-port"),
+        (["epp", "-f", "{tmp}/missing", "--log-level", "loud"], 2, "Invalid value for --log-level"),
+        (["epp", "-f", "{tmp}/missing", "--refresh-metrics-interval", "0"], 2, "must be above 0"),
+        (["epp", "-f", "{tmp}/missing", "--fallback-endpoints", "0"], 2, "--fallback-endpoints"),
     ],
     ids=[
         "epp-missing",
@@ -128,6 +133,11 @@ spec:
         "top-admin",
         "top-interval",
         "top-decisions",
+        "epp-port-range",
+        "epp-negative-port",
+        "epp-log-level",
+        "epp-refresh-zero",
+        "epp-fallback-zero",
     ],
 )
 def test_bad_input_is_one_clear_message(

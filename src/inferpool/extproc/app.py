@@ -47,6 +47,7 @@ class EppConfig:
     metrics_port: int = 9090
     metrics_auth: bool = True
     metrics_token: str | None = None  # standalone bearer token; None = generate one
+    metrics_token_generated: bool = False  # `--workers`: the token above was generated for them (print it)
     refresh_metrics_interval_s: float = 0.05
     metrics_staleness_threshold_s: float = 2.0
     model_server_metrics_path: str = "/metrics"  # --model-server-metrics-path
@@ -272,7 +273,7 @@ def listening_lines(app: EppApp) -> list[str]:
     ]
     if cfg.otlp_traces_endpoint:
         lines.append(f"  traces    OTLP/gRPC to {cfg.otlp_traces_endpoint}")
-    if app.metrics_token and not cfg.metrics_token:
+    if app.metrics_token and (not cfg.metrics_token or cfg.metrics_token_generated):
         lines.append(f"  metrics bearer token: {app.metrics_token}")
     return lines
 

@@ -33,6 +33,7 @@ from inferpool.request.core import FLEET_SPEED_HELP
 from inferpool.request.resolve import FAIRNESS_HEADER
 
 log = logging.getLogger(__name__)
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 UPSTREAM = "Upstream EPP flags"
 UPSTREAM_DEBUG = 4  # upstream's logutil.DEBUG verbosity
@@ -76,12 +77,19 @@ def epp(
     ),
     host: str = typer.Option("0.0.0.0", "--host", help="Address all three ports bind to."),
     grpc_port: int = typer.Option(
-        9002, "--grpc-port", envvar="GRPC_PORT", help="ext_proc gRPC port (0 picks a free one)."
+        9002,
+        "--grpc-port",
+        envvar="GRPC_PORT",
+        min=0,
+        max=65535,
+        help="ext_proc gRPC port (0 picks a free one).",
     ),
     grpc_health_port: int = typer.Option(
-        9003, "--grpc-health-port", envvar="GRPC_HEALTH_PORT", help="grpc.health.v1 port."
+        9003, "--grpc-health-port", envvar="GRPC_HEALTH_PORT", min=0, max=65535, help="grpc.health.v1 port."
     ),
-    metrics_port: int = typer.Option(9090, "--metrics-port", help="Prometheus metrics port."),
+    metrics_port: int = typer.Option(
+        9090, "--metrics-port", min=0, max=65535, help="Prometheus metrics port."
+    ),
     metrics_endpoint_auth: bool = typer.Option(
         True, "--metrics-endpoint-auth/--no-metrics-endpoint-auth", help="Require a bearer token on /metrics."
     ),
@@ -110,11 +118,15 @@ def epp(
         None, "--client-ca", help="CA bundle (PEM): require client certificates it signed (mTLS)."
     ),
     fallback_endpoints: int = typer.Option(
-        1, "--fallback-endpoints", help="Endpoints in x-gateway-destination-endpoint (ordered fallback list)."
+        1,
+        "--fallback-endpoints",
+        min=1,
+        help="Endpoints in x-gateway-destination-endpoint (ordered fallback list).",
     ),
     response_samples_per_second: float = typer.Option(
         DEFAULT_SAMPLES_PER_SECOND,
         "--response-samples-per-second",
+        min=0,
         help="With Envoy's response body mode NONE: responses per second read in full for usage and "
         "first-token time (the rest cost no picker CPU per token); 0 reads none.",
     ),
@@ -197,6 +209,7 @@ def epp(
         "--model-server-metrics-port",
         envvar="MODEL_SERVER_METRICS_PORT",
         min=0,
+        max=65535,
         help="Port of the model servers' Prometheus page; 0: the pool's target port they serve on.",
     ),
     model_server_metrics_scheme: str = upstream_option(
@@ -279,6 +292,15 @@ def epp(
     ):  # fmt: skip
         if given != fixed:
             raise typer.BadParameter(f"{given!r}: inferpool's is fixed, {fixed!r}", param_hint=flag)
+    refresh_s = _duration(refresh_metrics_interval, "--refresh-metrics-interval")
+    if refresh_s <= 0:  # every endpoint scraped back to back, a core spent on it (upstream: a panic)
+        raise typer.BadParameter(
+            f"{refresh_metrics_interval!r}: must be above 0", param_hint="--refresh-metrics-interval"
+        )
+    if log_level.upper() not in LOG_LEVELS:
+        raise typer.BadParameter(
+            f"{log_level!r}: use {', '.join(LOG_LEVELS).lower()}", param_hint="--log-level"
+        )
     try:
         configure_logging(log_level, zap_encoder)
     except ValueError as err:
@@ -330,8 +352,8 @@ def epp(
             secure=secure_serving,
             cert_path=cert_path,
             client_ca=client_ca,
-            fallback_endpoints=max(1, fallback_endpoints),
-            response_samples_per_second=max(0.0, response_samples_per_second),
+            fallback_endpoints=fallback_endpoints,
+            response_samples_per_second=response_samples_per_second,
             every_status=every_response_status,
             stream_threads=stream_threads,
             health_on_ext_proc=health_checking,
@@ -340,7 +362,7 @@ def epp(
         metrics_port=metrics_port,
         metrics_auth=metrics_endpoint_auth,
         metrics_token=metrics_token,
-        refresh_metrics_interval_s=_duration(refresh_metrics_interval, "--refresh-metrics-interval"),
+        refresh_metrics_interval_s=refresh_s,
         metrics_staleness_threshold_s=_duration(metrics_staleness_threshold, "--metrics-staleness-threshold"),
         model_server_metrics_path=model_server_metrics_path,
         model_server_metrics_port=model_server_metrics_port or None,

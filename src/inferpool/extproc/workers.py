@@ -51,13 +51,15 @@ def worker_configs(config: EppConfig) -> list[EppConfig]:
         reuse_port=True,
     )
     token = config.metrics_token
-    if token is None and config.metrics_auth and not config.kubernetes_mode:
+    generated = token is None and config.metrics_auth and not config.kubernetes_mode
+    if generated:
         token = secrets.token_urlsafe(24)
     internal = [pick("127.0.0.1") for _ in range(config.workers - 1)]
     first = replace(
         config,
         grpc=grpc,
         metrics_token=token,
+        metrics_token_generated=generated,
         workers=1,
         worker_index=0,
         peer_metrics=tuple(f"http://127.0.0.1:{port}/metrics" for port in internal),

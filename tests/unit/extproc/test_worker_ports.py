@@ -8,7 +8,8 @@ from dataclasses import replace
 import pytest
 
 from inferpool import ports
-from inferpool.extproc.app import EppConfig
+from inferpool.extproc.app import EppApp, EppConfig, listening_lines
+from inferpool.state import Datastore
 from inferpool.extproc.workers import worker_configs
 
 
@@ -30,3 +31,14 @@ def test_picked_ports_are_distinct_and_below_the_ephemeral_range(
         assert len(set(picked)) == len(picked), picked
         assert all(ports.PICK_FLOOR <= p < 32768 for p in picked), picked
         assert all(c.grpc == grpc for c in configs)  # every worker binds the same gRPC ports
+
+
+def test_the_token_generated_for_the_workers_is_printed() -> None:
+    # auth is on by default: without the token printed, /metrics and the dashboard are unreadable
+    first, *_ = worker_configs(replace(EppConfig(), workers=2))
+    assert first.metrics_token and first.metrics_token_generated
+    app = EppApp(first, Datastore())
+    assert f"  metrics bearer token: {first.metrics_token}" in listening_lines(app)
+    given, *_ = worker_configs(replace(EppConfig(), workers=2, metrics_token="mine"))
+    assert not given.metrics_token_generated  # the operator's own token is never printed
+    assert not any("token" in line for line in listening_lines(EppApp(given, Datastore())))
