@@ -9,8 +9,8 @@ import pytest
 
 from inferpool import ports
 from inferpool.extproc.app import EppApp, EppConfig, listening_lines
-from inferpool.state import Datastore
 from inferpool.extproc.workers import worker_configs
+from inferpool.state import Datastore
 
 
 def test_picked_ports_are_distinct_and_below_the_ephemeral_range(
@@ -33,7 +33,7 @@ def test_picked_ports_are_distinct_and_below_the_ephemeral_range(
         assert all(c.grpc == grpc for c in configs)  # every worker binds the same gRPC ports
 
 
-def test_the_token_generated_for_the_workers_is_printed() -> None:
+async def test_the_token_generated_for_the_workers_is_printed() -> None:
     # auth is on by default: without the token printed, /metrics and the dashboard are unreadable
     first, *_ = worker_configs(replace(EppConfig(), workers=2))
     assert first.metrics_token and first.metrics_token_generated
