@@ -308,7 +308,9 @@ def epp(
     _duration(refresh_prometheus_metrics_interval, "--refresh-prometheus-metrics-interval")  # checked, unused
     if not metrics_endpoint_auth and metrics_token:
         # The explicit "off" wins over a token that may come from the environment (a Secret).
-        log.warning("--no-metrics-endpoint-auth: /metrics is open; the metrics token given is not required")
+        log.warning(
+            "--no-metrics-endpoint-auth: /metrics, the dashboard and /api/* are open; the metrics token given is not required"
+        )
         metrics_token = None
     if tracing and otlp_traces_endpoint is None:
         otlp_traces_endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
