@@ -75,7 +75,11 @@ _LABEL = re.compile(r'^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*"?([^"]*)"?\s*$')
 
 
 def metric_series(spec: str, flag: str) -> Series:
-    """A series from upstream's metric spec: `name` or `name{label=value,...}` (values may be quoted)."""
+    """A series from upstream's metric spec: `name` or `name{label=value,...}` (values may be quoted,
+    and so may the whole spec, as upstream's chart renders `--flag="sglang:num_queue_reqs"`)."""
+    bare = spec.strip()
+    if len(bare) >= 2 and bare[0] == bare[-1] == '"':
+        spec = bare[1:-1]
     found = _METRIC.match(spec)
     if found is None:
         raise ValueError(f"{flag}: {spec!r} is not a metric name, or name{{label=value,...}}")

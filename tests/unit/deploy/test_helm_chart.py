@@ -19,6 +19,7 @@ kubernetes_validate = pytest.importorskip("kubernetes_validate")
 
 from inferpool.api import load_text  # noqa: E402
 from inferpool.extproc.command import epp  # noqa: E402
+from inferpool.extproc.upstream_flags import GoFlagsCommand  # noqa: E402
 from inferpool.sources.convert import to_state  # noqa: E402
 
 CHART = Path(__file__).resolve().parents[3] / "deploy" / "helm" / "inferpool"
@@ -184,13 +185,10 @@ def test_flags_env_replicas_and_plugins_config() -> None:
     args = container["args"]
     assert deployment["spec"]["replicas"] == 3
     assert "--ha-enable-leader-election" in args
-    assert args[args.index("--refresh-metrics-interval") + 1] == "100ms"
+    assert "--refresh-metrics-interval=100ms" in args
     bare = args.index("--every-response-status")  # a flag without a value renders alone
     assert bare == len(args) - 1 or args[bare + 1].startswith("--")
-    app = typer.Typer(add_completion=False)
-    app.command()(epp)
-    ctx = typer.main.get_command(app).make_context("epp", list(args), resilient_parsing=False)
-    assert ctx.params["every_response_status"] is True
+    assert _epp_params(args)["every_response_status"] is True
     assert args[args.index("--config-file") + 1] == "/config/epp.yaml"
     assert {"name": "EXTRA", "value": "1"} in container["env"]
     [config_map] = by_kind(objects, "ConfigMap")
@@ -200,6 +198,61 @@ def test_flags_env_replicas_and_plugins_config() -> None:
     for obj in objects:
         if obj["kind"] not in CUSTOM_KINDS:
             kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+
+
+def _epp_params(args: list[str]) -> dict[str, Any]:
+    """What `inferpool epp` makes of the rendered args (upstream's Go-style flags included)."""
+    app = typer.Typer(add_completion=False)
+    app.command(cls=GoFlagsCommand)(epp)
+    return typer.main.get_command(app).make_context("epp", list(args), resilient_parsing=False).params
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        {"v": 4, "health-checking": True, "refresh-metrics-interval": "100ms", "lora-info-metric": ""},
+        [{"name": "v", "value": 4}, {"name": "health-checking", "value": True},
+         {"name": "refresh-metrics-interval", "value": "100ms"}, {"name": "lora-info-metric", "value": ""}],
+    ],
+    ids=["upstream-map", "list"],
+)  # fmt: skip
+def test_flags_in_either_of_upstreams_forms_reach_the_picker(flags: Any) -> None:
+    vals = values()
+    vals["inferenceExtension"] = {"flags": flags}
+    objects, _ = render(vals)
+    [deployment] = by_kind(objects, "Deployment")
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--health-checking=true" in args  # a boolean as one argument: `--health-checking true` fails
+    params = _epp_params(args)
+    assert params["verbosity"] == 4 and params["health_checking"] is True
+    assert params["refresh_metrics_interval"] == "100ms" and params["lora_info_metric"] == ""
+
+
+def test_upstreams_plugins_custom_config_form_mounts_the_file() -> None:
+    config = "apiVersion: inference.networking.x-k8s.io/v1alpha1\nkind: EndpointPickerConfig\nplugins: []\n"
+    vals = values()
+    vals["inferenceExtension"] = {
+        "pluginsConfigFile": "custom-plugins.yaml",
+        "pluginsCustomConfig": {"custom-plugins.yaml": config},
+    }
+    objects, _ = render(vals)
+    [config_map] = by_kind(objects, "ConfigMap")
+    assert config_map["data"] == {"custom-plugins.yaml": config}
+    [deployment] = by_kind(objects, "Deployment")
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--config-file") + 1] == "/config/custom-plugins.yaml"
+    vals["inferenceExtension"]["pluginsConfigFile"] = "other.yaml"
+    with pytest.raises(Exception, match=r'has no "other\.yaml"'):
+        render(vals)
+
+
+def test_gke_health_check_uses_the_pools_first_target_port() -> None:
+    vals = values(
+        "gke", apiVersion="inference.networking.k8s.io/v1", targetPorts=[{"number": 8200}, {"number": 8201}]
+    )
+    objects, _ = render(vals)
+    [policy] = by_kind(objects, "HealthCheckPolicy")
+    assert policy["spec"]["default"]["config"]["httpHealthCheck"]["port"] == 8200
 
 
 def test_replicas_are_active_active_behind_a_headless_service() -> None:

@@ -52,6 +52,9 @@ def test_go_style_args_become_clicks() -> None:
 def test_metric_specs_as_upstream_writes_them() -> None:
     assert metric_series("vllm:num_requests_waiting", "--x") == Series("vllm:num_requests_waiting")
     assert metric_series('m{b="2", a=1}', "--x") == Series("m", (("a", "1"), ("b", "2")))
+    assert metric_series('"sglang:num_queue_reqs"', "--x") == Series(
+        "sglang:num_queue_reqs"
+    )  # upstream chart quotes
     for bad in ("", "1bad", "m{a}", "m{a=1"):
         with pytest.raises(ValueError, match="--x"):
             metric_series(bad, "--x")

@@ -49,6 +49,9 @@ app: {{ include "inferpool.eppName" . }}
 {{- if not (has (lower .Values.provider.name) (list "none" "gke" "istio")) -}}
 {{- fail (printf "provider.name %q: use none, gke or istio" .Values.provider.name) -}}
 {{- end -}}
+{{- if not (has (.Values.inferencePool.modelServerType | default "vllm") (list "vllm" "sglang" "triton-tensorrt-llm")) -}}
+{{- fail (printf "inferencePool.modelServerType %q: use vllm, sglang or triton-tensorrt-llm" .Values.inferencePool.modelServerType) -}}
+{{- end -}}
 {{- end -}}
 
 {{/* The P/D model servers' ServiceAccount and RBAC: "<release>-pd". */}}
