@@ -245,6 +245,12 @@ def epp(
         "--lora-info-metric",
         help="vLLM-style LoRA info series; empty turns LoRA scraping off (upstream's chart, for Triton).",
     ),
+    cache_info_metric: str | None = upstream_option(
+        None,
+        "--cache-info-metric",
+        help="Series whose block_size and num_gpu_blocks labels give the KV cache's size "
+        "(vLLM's cache_config_info shape; upstream's chart names one for SGLang and trtllm-serve).",
+    ),
     health_checking: bool = upstream_option(
         False,
         "--health-checking/--no-health-checking",
@@ -334,6 +340,7 @@ def epp(
             total_running_requests_metric,
             kv_cache_usage_percentage_metric,
             lora_info_metric,
+            cache_info=cache_info_metric,
         )
     except ValueError as err:
         raise typer.BadParameter(str(err)) from None

@@ -101,10 +101,13 @@ def flag_metric_map(
     kv_usage: str | None = None,
     lora_info: str | None = None,
     base: str = "vllm",
+    cache_info: str | None = None,
 ) -> EngineMap | None:
     """The series upstream's metric flags name, in place of `base`'s (None: no flag given).
-    An empty `lora_info` turns LoRA scraping off, as upstream's chart does for Triton."""
-    if queued is None and running is None and kv_usage is None and lora_info is None:
+    An empty `lora_info` turns LoRA scraping off, as upstream's chart does for Triton.
+    `cache_info` names the series whose `block_size` and `num_gpu_blocks` labels give the KV
+    cache's size (vLLM's cache_config_info shape); `base`'s own series stay as fallbacks."""
+    if queued is None and running is None and kv_usage is None and lora_info is None and cache_info is None:
         return None
     default = engine_map(base)
     lora = default.lora_info
@@ -116,9 +119,18 @@ def flag_metric_map(
         running=_series_or(running, "--total-running-requests-metric", default.running),
         kv_usage=_series_or(kv_usage, "--kv-cache-usage-percentage-metric", default.kv_usage),
         lora_info=lora,
-        block_size=default.block_size,
-        num_blocks=default.num_blocks,
+        block_size=default.block_size
+        if not cache_info
+        else (_cache_label(cache_info, "block_size"), *default.block_size),
+        num_blocks=default.num_blocks
+        if not cache_info
+        else (_cache_label(cache_info, "num_gpu_blocks"), *default.num_blocks),
     )
+
+
+def _cache_label(spec: str, label: str) -> Series:
+    series = metric_series(spec, "--cache-info-metric")
+    return Series(series.name, series.match, label)
 
 
 def _series_or(spec: str | None, flag: str, default: tuple[Series, ...]) -> tuple[Series, ...]:

@@ -17,7 +17,7 @@ from inferpool.extproc import command
 from inferpool.extproc.app import EppConfig
 from inferpool.extproc.upstream_flags import flag_metric_map, go_style_args, metric_series
 from inferpool.logformat import JsonFormatter
-from inferpool.scrape.engines import VLLM, Series
+from inferpool.scrape.engines import VLLM, Series, engine_map
 
 # what upstream's chart mounts and passes as --config-file
 UPSTREAM_PLUGINS_FILE = Path(__file__).resolve().parents[2] / "data" / "epp" / "upstream-default-plugins.yaml"
@@ -69,6 +69,11 @@ def test_metric_specs_as_upstream_writes_them() -> None:
     )
     no_lora = flag_metric_map(lora_info="")
     assert no_lora is not None and no_lora.lora_info is None
+    cache = flag_metric_map(cache_info='"sglang:cache_config_info"', base="sglang")
+    assert cache is not None and cache.waiting == engine_map("sglang").waiting
+    assert cache.block_size[0] == Series("sglang:cache_config_info", (), "block_size")
+    assert cache.num_blocks[0] == Series("sglang:cache_config_info", (), "num_gpu_blocks")
+    assert cache.block_size[1:] == engine_map("sglang").block_size  # the engine's own, after it
 
 
 UPSTREAM_ENV = (
@@ -104,6 +109,7 @@ def test_the_args_upstreams_chart_renders_are_taken(started: list[EppConfig]) ->
         "--kv-cache-usage-percentage-metric", "nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type=fraction}",
         "--lora-info-metric", "",
         "--tracing=false", "--metrics-endpoint-auth=false",
+        "--cache-info-metric", '"nv_trt_llm_kv_cache_info"',
     ]  # fmt: skip
     done = CliRunner().invoke(app, args)
     assert done.exit_code == 0, done.output
