@@ -144,7 +144,7 @@ def manifest_files(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[str], 
         elif path.exists():
             files.append(str(path))
         else:
-            errors.append(LoadError(str(path), 1, None, None, None, "no such file or directory"))
+            errors.append(LoadError(str(path), 0, None, None, None, "no such file or directory"))
     return files, errors
 
 

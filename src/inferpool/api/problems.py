@@ -25,7 +25,7 @@ class LoadError:
     severity: Severity = "error"
 
     def __str__(self) -> str:
-        parts = [f"{self.file}:{self.line}"]
+        parts = [f"{self.file}:{self.line}" if self.line else self.file]  # line 0: the path as a whole
         if self.kind:
             parts.append(f"{self.kind}/{self.name or '<unnamed>'}")
         if self.field:

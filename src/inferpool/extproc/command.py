@@ -312,6 +312,9 @@ def epp(
     except ValueError as err:
         raise typer.BadParameter(str(err), param_hint="--zap-encoder") from None
     _duration(refresh_prometheus_metrics_interval, "--refresh-prometheus-metrics-interval")  # checked, unused
+    if manifests and endpoints is None:
+        # -f reads no pods: without an endpoints file the pool stays empty and every request fails
+        log.warning("-f without --endpoints: no model server will be known (give --endpoints FILE)")
     if not metrics_endpoint_auth and metrics_token:
         # The explicit "off" wins over a token that may come from the environment (a Secret).
         log.warning(

@@ -168,7 +168,7 @@ def test_unreadable_inputs(tmp_path: Path) -> None:
     messages = sorted(str(e) for e in ms.errors)
     assert messages == [
         f"{tmp_path}/bin.yaml:1: not UTF-8 text: invalid start byte",
-        f"{missing}:1: no such file or directory",
+        f"{missing}: no such file or directory",
     ]
 
 

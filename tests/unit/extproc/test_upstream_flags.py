@@ -204,3 +204,18 @@ def test_metrics_auth_off_wins_over_a_token(
     off, on = started
     assert not off.metrics_auth and off.metrics_token is None
     assert on.metrics_auth and on.metrics_token == "on-the-line"
+
+
+def test_manifests_without_endpoints_warn_that_no_server_will_be_known(
+    started: list[EppConfig], caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    guide = str(Path(__file__).resolve().parents[3] / "examples" / "gke-quickstart")
+    with caplog.at_level(logging.WARNING, logger="inferpool.extproc.command"):
+        assert CliRunner().invoke(app, ["epp", "-f", guide]).exit_code == 0
+    assert "-f without --endpoints" in caplog.text
+    caplog.clear()
+    endpoints = tmp_path / "endpoints.yaml"
+    endpoints.write_text("endpoints: []\n")
+    with caplog.at_level(logging.WARNING, logger="inferpool.extproc.command"):
+        assert CliRunner().invoke(app, ["epp", "-f", guide, "--endpoints", str(endpoints)]).exit_code == 0
+    assert "--endpoints" not in caplog.text
