@@ -114,6 +114,7 @@ spec:
         (["epp", "-f", "{tmp}/missing", "--log-level", "loud"], 2, "Invalid value for --log-level"),
         (["epp", "-f", "{tmp}/missing", "--refresh-metrics-interval", "0"], 2, "must be above 0"),
         (["epp", "-f", "{tmp}/missing", "--fallback-endpoints", "0"], 2, "--fallback-endpoints"),
+        (["epp", "-f", "{tmp}/missing", "--config-text", "kind: [x"], 2, "Invalid value for --config-text"),
     ],
     ids=[
         "epp-missing",
@@ -138,6 +139,7 @@ spec:
         "epp-log-level",
         "epp-refresh-zero",
         "epp-fallback-zero",
+        "epp-config-text",
     ],
 )
 def test_bad_input_is_one_clear_message(

@@ -31,6 +31,7 @@ from inferpool.extproc.workers import Supervisor
 from inferpool.logformat import configure_logging
 from inferpool.request.core import FLEET_SPEED_HELP
 from inferpool.request.resolve import FAIRNESS_HEADER
+from inferpool.scheduling.config import ConfigError, build_scheduler, parse_config
 
 log = logging.getLogger(__name__)
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -332,6 +333,10 @@ def epp(
             raise typer.BadParameter(
                 "give --config-file or --config-text, not both", param_hint="--config-text"
             )
+        try:  # checked here, so a problem names the flag and not the temporary file it goes to
+            build_scheduler(parse_config(config_text, "--config-text"), source="--config-text")
+        except ConfigError as err:
+            raise typer.BadParameter("; ".join(err.problems), param_hint="--config-text") from None
         config_file = _inline_config(config_text)
     if model_server_metrics_scheme not in ("http", "https"):
         raise typer.BadParameter(
