@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
 from test_kubernetes_fakeapi import V1, XK, FakeApiServer, inference_model, pod, pool_v1, pool_v1alpha2
 
 from inferpool.sources.kubernetes import KubernetesConfig, KubernetesSource
-from inferpool.sources.kubernetes.client import client_for
+from inferpool.sources.kubernetes.client import client_for, connect
 from inferpool.state import Datastore
 
 LABELS = {"app": "vllm-llama3-8b-instruct"}
@@ -410,3 +411,8 @@ async def test_a_failure_after_the_api_answered_again_is_news_again(
         assert warnings() == 2  # the same failure after the watch answered is news again
     finally:
         await source.stop()
+
+
+async def test_a_missing_kubeconfig_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no such file"):
+        await connect(str(tmp_path / "nope.yaml"))

@@ -10,6 +10,9 @@ from kubernetes_asyncio import client, config
 async def connect(kubeconfig: str | None = None, context: str | None = None) -> client.ApiClient:
     """An ApiClient for the pod's service account when in a cluster, else for ~/.kube/config (or KUBECONFIG)."""
     configuration = client.Configuration()
+    if kubeconfig is not None and not os.path.isfile(kubeconfig):
+        # the library would read a missing file as an empty config ("Expected key current-context")
+        raise ValueError(f"--kubeconfig {kubeconfig}: no such file")
     try:
         if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
             config.load_incluster_config(client_configuration=configuration)
