@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 from kubernetes_asyncio import client, config
@@ -10,7 +11,7 @@ from kubernetes_asyncio import client, config
 async def connect(kubeconfig: str | None = None, context: str | None = None) -> client.ApiClient:
     """An ApiClient for the pod's service account when in a cluster, else for ~/.kube/config (or KUBECONFIG)."""
     configuration = client.Configuration()
-    if kubeconfig is not None and not os.path.isfile(kubeconfig):
+    if kubeconfig is not None and not await asyncio.to_thread(os.path.isfile, kubeconfig):
         # the library would read a missing file as an empty config ("Expected key current-context")
         raise ValueError(f"--kubeconfig {kubeconfig}: no such file")
     try:
