@@ -67,6 +67,8 @@ async def run_stack(config: UpConfig, demo: bool) -> None:
             )
         for line in listening_lines(runtime, stack.remapped):
             say(line)
+        if not runtime.gateway.bound:
+            say("gateway  none: the manifests have no Gateway listener; the replicas above answer directly")
         if stack.profile is not None and config.profile is None:
             say(
                 f"profile  {stack.profile}  (prefill and decode pods, labelled llm-d.ai/role; see docs/pd.md)"
