@@ -191,6 +191,14 @@ def top(
         if once:
             console.print(render(fetch(admin), decisions, console.width))
             return
+        if not console.is_terminal:  # rich's Live draws nothing without a terminal: frame after frame
+            console.print(render(fetch(admin), decisions, console.width))
+            while True:
+                time.sleep(interval)
+                try:
+                    console.print(render(fetch(admin), decisions, console.width))
+                except (urllib.error.URLError, OSError) as err:
+                    console.print(Text(f"cannot read {admin}/api/dashboard: {err}", style="red"))
         with Live(
             render(fetch(admin), decisions, console.width), console=console, screen=False, auto_refresh=False
         ) as live:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from aiohttp.test_utils import TestServer
 from rich.console import Console
 from typer.testing import CliRunner
@@ -27,7 +28,7 @@ def test_sparkline_scales_to_blocks() -> None:
     assert sparkline([1.0] * 50, width=4, top=1.0) == "████"
 
 
-async def test_top_once_against_admin_server() -> None:
+async def test_top_once_against_admin_server(monkeypatch: pytest.MonkeyPatch) -> None:
     ds = Datastore()
     ds.upsert_pool(Pool("default", "pool", {"app": "x"}, [8000]))
     ds.upsert_model(ModelRoute("default", "food", "food-review", "pool"))
@@ -83,6 +84,20 @@ async def test_top_once_against_admin_server() -> None:
         )
         assert piped.exit_code == 0, piped.output
         assert "pod-ready" in piped.output and "req-abc123" in piped.output
+        # piped and live: a frame per refresh (rich's Live drew nothing without a terminal)
+        naps: list[float] = []
+
+        def nap(seconds: float) -> None:
+            naps.append(seconds)
+            if len(naps) > 2:
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr("inferpool.observe.top.time.sleep", nap)
+        live = await asyncio.to_thread(
+            CliRunner().invoke, app, ["top", "--admin", url, "--interval", "0.5"], env={"COLUMNS": None}
+        )
+        assert live.exit_code == 0, live.output
+        assert live.output.count("req-abc123") == 3 and naps == [0.5, 0.5, 0.5]
     finally:
         await server.close()
 
