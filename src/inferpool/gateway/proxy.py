@@ -49,10 +49,16 @@ _QUEUE_TTL_MARGIN_S = 0.01
 _DROPPED_REQUEST_HEADERS = hop_by_hop_and("host", PREFILLER_HEADER)
 
 
+# The Server header of the answers the gateway makes itself; aiohttp's default names its own
+# and Python's versions, which a scanner reports as disclosure. Relayed answers keep the model
+# server's.
+SERVER_NAME = "inferpool"
+
+
 def error_response(
     err: InferenceError, request_id: str | None = None, extra: Mapping[str, str] | None = None
 ) -> web.Response:
-    headers = {**(extra or {}), **err.headers}
+    headers = {**(extra or {}), **err.headers, "Server": SERVER_NAME}
     if request_id:
         headers[REQUEST_ID_HEADER] = request_id
     return web.Response(
@@ -340,7 +346,7 @@ class Proxy:
         return web.Response(
             body=orjson.dumps({"object": "list", "data": data}),
             content_type="application/json",
-            headers={REQUEST_ID_HEADER: request_id},
+            headers={REQUEST_ID_HEADER: request_id, "Server": SERVER_NAME},
         )
 
     async def _read_body(self, request: web.BaseRequest) -> bytes:

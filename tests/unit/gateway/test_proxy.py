@@ -275,6 +275,7 @@ async def test_every_try_failing_is_502(rig: RigFactory) -> None:
     assert resp.status == 502
     assert body["error"]["type"] == "BadGatewayError" and body["error"]["code"] == 502
     assert "2 tried" in body["error"]["message"]
+    assert resp.headers["Server"] == "inferpool"  # not aiohttp's and Python's versions
 
 
 async def test_a_whole_answer_cut_short_is_a_clean_502(rig: RigFactory) -> None:
@@ -508,6 +509,7 @@ async def test_models_list_and_admin_api(rig: RigFactory) -> None:
     resp = await r.session.get(r.url + "/v1/models")
     body = await resp.json()
     assert body["object"] == "list" and [m["id"] for m in body["data"]] == ["food-review"]
+    assert resp.headers["Server"] == "inferpool"
     await (await r.post()).read()
     admin = r.gateway.admin_url
     metrics = await (await r.session.get(f"{admin}/metrics")).text()
