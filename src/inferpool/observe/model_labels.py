@@ -16,8 +16,9 @@ UNDECLARED_LIMIT = 100
 
 
 class ModelLabels:
-    """One per process: the names given their own label so far. A name keeps its label once
-    given, so a request is counted down under the label it was counted up under."""
+    """One per process: the names given their own label so far (kept for good). A name under
+    OTHER_MODELS gets its own label once an InferenceModel declares it; Observation counts a
+    request routed before that down under OTHER_MODELS still."""
 
     def __init__(self, datastore: Datastore, limit: int = UNDECLARED_LIMIT) -> None:
         self._datastore = datastore

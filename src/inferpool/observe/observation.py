@@ -13,7 +13,7 @@ from inferpool.admission.flowcontrol import FlowController
 from inferpool.observe.accesslog import AccessLog
 from inferpool.observe.decisions import DashboardConfig, DecisionLog
 from inferpool.observe.metrics import GatewayMetrics
-from inferpool.observe.model_labels import ModelLabels
+from inferpool.observe.model_labels import OTHER_MODELS, ModelLabels
 from inferpool.observe.tracing import Tracing
 from inferpool.records import RequestRecord
 from inferpool.request.director import Director, RoutedRequest
@@ -33,6 +33,7 @@ class Observation:
         tracing: Tracing | None = None,
     ) -> None:
         self.labels = ModelLabels(datastore)
+        self._other_in_flight: set[str] = set()  # request ids routed under OTHER_MODELS
         self.metrics = GatewayMetrics(datastore)
         self.decisions = DecisionLog(decisions_kept, dashboard)
         self.access_log = access_log
@@ -53,12 +54,20 @@ class Observation:
         self._detach.clear()
 
     def _routed(self, routed: RoutedRequest) -> None:
-        self.metrics.request_routed(self.labels.of(routed.pool, routed.incoming_model))
+        label = self.labels.of(routed.pool, routed.incoming_model)
+        if label == OTHER_MODELS:
+            # counted down under the same label even if an InferenceModel names it meanwhile
+            self._other_in_flight.add(routed.request_id)
+        self.metrics.request_routed(label)
 
     def record(self, record: RequestRecord) -> None:
         """One finished request: pool metrics and decisions for pool traffic, a log line for all."""
         if record.pool is not None:
-            label = self.labels.of(record.pool, record.model)
+            if self._other_in_flight and record.request_id in self._other_in_flight:
+                self._other_in_flight.discard(record.request_id)
+                label = OTHER_MODELS
+            else:
+                label = self.labels.of(record.pool, record.model)
             self.metrics.observe(record, label)
             self.decisions.add(record, label)
         if self.access_log is not None:

@@ -83,3 +83,20 @@ def test_names_passed_through_keep_their_running_count_balanced(status: int) -> 
     assert all(value == 0 for value in running.values()), running
     total = {s.labels["model_name"]: s.value for s in families["inference_model_request"].samples}
     assert total[OTHER_MODELS] == 20 and total["name-0"] == 1
+
+
+def test_a_name_declared_while_its_request_runs_is_counted_down_where_it_was_counted_up() -> None:
+    core, observation = _core(declared=True)
+    for i in range(UNDECLARED_LIMIT):
+        _send(core, f"junk-{i}")  # fills the undeclared names
+    body = orjson.dumps({"model": "late", "prompt": "hi", "max_tokens": 1})
+    # undeclared names are routed only by a pool without InferenceModels: drop them first
+    for route in core.datastore.models():
+        core.datastore.delete_model(f"{route.namespace}/{route.name}")
+    routed = core.director.route(POOL, "/v1/completions", {}, body, http=HttpFacts("POST", "/v1/completions"))
+    core.datastore.upsert_model(ModelRoute("default", "late", "late", "pool", Criticality.STANDARD))
+    routed.dispatched(routed.candidates[0])
+    routed.finish(200)
+    families = {f.name: f for f in text_string_to_metric_families(observation.metrics.exposition().decode())}
+    running = {s.labels["model_name"]: s.value for s in families["inference_model_running_requests"].samples}
+    assert running.get(OTHER_MODELS) == 0 and running.get("late", 0) == 0, running
