@@ -68,7 +68,10 @@ class Observation:
                 label = OTHER_MODELS
             else:
                 label = self.labels.of(record.pool, record.model)
-            self.metrics.observe(record, label)
+            if record.model or record.request_bytes or record.status >= 400:
+                # a body-less request that went well (GET /health through the pool) is no
+                # inference request: upstream's picker counts none; the dashboard still lists it
+                self.metrics.observe(record, label)
             self.decisions.add(record, label)
         if self.access_log is not None:
             self.access_log.write(record)

@@ -100,3 +100,16 @@ def test_a_name_declared_while_its_request_runs_is_counted_down_where_it_was_cou
     families = {f.name: f for f in text_string_to_metric_families(observation.metrics.exposition().decode())}
     running = {s.labels["model_name"]: s.value for s in families["inference_model_running_requests"].samples}
     assert running.get(OTHER_MODELS) == 0 and running.get("late", 0) == 0, running
+
+
+def test_a_body_less_request_that_went_well_is_not_an_inference_request() -> None:
+    core, observation = _core(declared=True)
+    for status in (200, 200, 503):
+        passthrough = core.director.route_without_body(POOL, "/health", {}, http=HttpFacts("GET", "/health"))
+        passthrough.dispatched(passthrough.candidates[0])
+        passthrough.finish(status)
+    families = {f.name: f for f in text_string_to_metric_families(observation.metrics.exposition().decode())}
+    total = {s.labels["model_name"]: s.value for s in families["inference_model_request"].samples}
+    errors = {s.labels["model_name"]: s.value for s in families["inference_model_request_error"].samples}
+    assert total.get("") == 1 and errors.get("") == 1  # only the failure, as an error
+    assert observation.decisions.tally.models[(POOL, "")].requests == 3  # the dashboard lists all
