@@ -252,6 +252,9 @@ class _Loader:
     def __init__(self, result: ManifestSet) -> None:
         self.result = result
         self.entries: list[_Entry] = []
+        # ConfigMaps whose vLLMLoRAConfig is reported broken: a Deployment naming one is not
+        # warned that it is missing as well
+        self.broken_lora_configs: set[tuple[str, str]] = set()
 
     # -- reporting ----------------------------------------------------------
     def report(
@@ -425,6 +428,8 @@ class _Loader:
         config_map, problems = parsed
         for line, fld, message in problems:
             self.report(file, line, "ConfigMap", meta.name, fld, message)
+        if config_map is None:
+            self.broken_lora_configs.add((meta.namespace, meta.name))
         if config_map is not None:
             config_map.origin = Origin(file=file, line=doc.line)
             self.result.lora_configs.append(config_map)
@@ -521,7 +526,11 @@ class _Loader:
                             "no kubernetes.io/tls Secret found for this listener",
                         )
             elif isinstance(obj, ModelServerDeployment):
-                if obj.lora_config_map is not None and result.lora_config_for(obj) is None:
+                if (
+                    obj.lora_config_map is not None
+                    and result.lora_config_for(obj) is None
+                    and (obj.namespace, obj.lora_config_map) not in self.broken_lora_configs
+                ):
                     self.warn(
                         entry,
                         ("spec", "template", "spec", "volumes"),

@@ -320,6 +320,11 @@ def parse_lora_config_map(
         doc = next((d for d in docs if isinstance(d.data, dict) and ROOT_KEY in d.data), None)
         if doc is None:
             continue
+        duplicates = [
+            (line, f"{field_prefix}.{format_path(path)}", f"duplicate key (first on line {first}); "
+             "the later value would silently replace it")
+            for path, line, first in doc.duplicates
+        ]  # fmt: skip
         try:
             config = parse_lora_config(doc.data)
         except ValidationError as exc:
@@ -335,7 +340,7 @@ def parse_lora_config_map(
             return None, out
         except ValueError as exc:
             return None, [(key_line, field_prefix, str(exc))]
-        return LoRAConfigMap(name=name, namespace=namespace, key=str(key), config=config), []
+        return LoRAConfigMap(name=name, namespace=namespace, key=str(key), config=config), duplicates
     return None
 
 

@@ -150,6 +150,13 @@ data:
 
     renamed = load_text(text.replace("configMap: {name: adapters}", "configMap: {name: other}"))
     assert [w.field for w in renamed.warnings] == ["spec.template.spec.volumes"]
+    # a broken config is one error, not also a warning that the ConfigMap is missing
+    broken = load_text(text.replace("      ensureExist:", "      ensureExists:"))
+    assert [e.field for e in broken.errors] == ["data[adapters.yaml].vLLMLoRAConfig.ensureExists"]
+    assert broken.warnings == []
+    # a key given twice inside the embedded config is an error on its own line
+    twice = load_text(text.replace("      port: 8001\n", "      port: 8001\n      port: 8002\n"))
+    assert [(e.line, e.field) for e in twice.errors] == [(29, "data[adapters.yaml].vLLMLoRAConfig.port")]
 
 
 def test_lora_env_without_matching_mount_is_an_error() -> None:
