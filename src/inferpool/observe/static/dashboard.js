@@ -163,7 +163,7 @@ function renderDecisions(snap) {
   const rows = snap.decisions.slice(0, 30).map((d) => {
     const when = new Date(d.ts * 1000).toLocaleTimeString();
     const cands = (d.ranked || []).map((c) => {
-      const scores = Object.entries(c.scores || {}).map(([k, v]) => `${esc(k.replace(/-scorer$/, ""))} ${fmt(v, 2)}`).join(" · ");
+      const scores = Object.entries(c.scores || {}).map(([k, v]) => `<span class="score">${esc(k.replace(/-scorer$/, ""))} ${fmt(v, 2)}</span>`).join(" · ");
       return `<span class="cand ${c.endpoint === d.picked ? "picked" : ""}"><b>${esc(c.endpoint)}</b> ${fmt(c.total, 3)} <span class="scores">${scores}</span></span>`;
     }).join("");
     const filtered = Object.entries(d.filtered_out || {}).map(([e, why]) => `${esc(e)}: ${esc(why)}`).join("<br>");
