@@ -113,24 +113,20 @@ def flag_metric_map(
     lora = default.lora_info
     if lora_info is not None:
         lora = metric_series(lora_info, "--lora-info-metric").name if lora_info else None
+    block_size, num_blocks = default.block_size, default.num_blocks
+    if cache_info:
+        cache = metric_series(cache_info, "--cache-info-metric")
+        block_size = (Series(cache.name, cache.match, "block_size"), *block_size)
+        num_blocks = (Series(cache.name, cache.match, "num_gpu_blocks"), *num_blocks)
     return EngineMap(
         name=f"{default.name} (metric flags)",
         waiting=_series_or(queued, "--total-queued-requests-metric", default.waiting),
         running=_series_or(running, "--total-running-requests-metric", default.running),
         kv_usage=_series_or(kv_usage, "--kv-cache-usage-percentage-metric", default.kv_usage),
         lora_info=lora,
-        block_size=default.block_size
-        if not cache_info
-        else (_cache_label(cache_info, "block_size"), *default.block_size),
-        num_blocks=default.num_blocks
-        if not cache_info
-        else (_cache_label(cache_info, "num_gpu_blocks"), *default.num_blocks),
+        block_size=block_size,
+        num_blocks=num_blocks,
     )
-
-
-def _cache_label(spec: str, label: str) -> Series:
-    series = metric_series(spec, "--cache-info-metric")
-    return Series(series.name, series.match, label)
 
 
 def _series_or(spec: str | None, flag: str, default: tuple[Series, ...]) -> tuple[Series, ...]:

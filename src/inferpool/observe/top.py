@@ -6,6 +6,8 @@ with rich: per pool an endpoints table and a models table, then the recent decis
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import time
 import urllib.error
@@ -187,27 +189,27 @@ def top(
         # Piped or redirected (a log, a file): no terminal sets a width, and rich's 80 columns
         # would cut every endpoint and model name short. COLUMNS still decides when set.
         console = Console(width=PIPED_WIDTH)
+
+    def frame() -> RenderableType:
+        try:
+            return render(fetch(admin), decisions, console.width)
+        except (urllib.error.URLError, OSError) as err:  # the admin went away: say so, keep trying
+            return Text(f"cannot read {admin}/api/dashboard: {err}", style="red")
+
     try:
+        first = render(fetch(admin), decisions, console.width)  # an admin unreachable at start: exit 1
         if once:
-            console.print(render(fetch(admin), decisions, console.width))
+            console.print(first)
             return
-        if not console.is_terminal:  # rich's Live draws nothing without a terminal: frame after frame
-            console.print(render(fetch(admin), decisions, console.width))
+        # Piped or redirected, rich's Live draws nothing until it stops: a frame per refresh then.
+        live = Live(first, console=console, screen=False, auto_refresh=False) if console.is_terminal else None
+        show = console.print if live is None else functools.partial(live.update, refresh=True)
+        with live or contextlib.nullcontext():
+            if live is None:
+                show(first)
             while True:
                 time.sleep(interval)
-                try:
-                    console.print(render(fetch(admin), decisions, console.width))
-                except (urllib.error.URLError, OSError) as err:
-                    console.print(Text(f"cannot read {admin}/api/dashboard: {err}", style="red"))
-        with Live(
-            render(fetch(admin), decisions, console.width), console=console, screen=False, auto_refresh=False
-        ) as live:
-            while True:
-                time.sleep(interval)
-                try:
-                    live.update(render(fetch(admin), decisions, console.width), refresh=True)
-                except (urllib.error.URLError, OSError) as err:
-                    live.update(Text(f"cannot read {admin}/api/dashboard: {err}", style="red"), refresh=True)
+                show(frame())
     except (urllib.error.URLError, OSError) as err:
         typer.echo(f"inferpool top: cannot read {admin}/api/dashboard: {err}", err=True)
         raise typer.Exit(1) from err

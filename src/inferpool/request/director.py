@@ -452,14 +452,10 @@ class Director:
             return target_model != configured
         for endpoint in self.datastore.endpoints(pool):  # per request: the first server naming it decides
             metrics = endpoint.metrics
-            if (
-                target_model in metrics.active_adapters
-                or target_model in metrics.waiting_adapters
-                or (metrics.loaded_adapters and target_model in metrics.loaded_adapters)
-            ):
+            if metrics.has_adapter(target_model):
                 return True
-            if metrics.base_models and target_model in metrics.base_models:
-                return False  # a server lists it as its own model (vLLM: parent null)
+            if metrics.lists_model(target_model):
+                return False
         adapters, served = self._models_seen(pool)
         base = self._infer_base(pool, adapters, served)
         if base is None:

@@ -118,16 +118,9 @@ def model_not_found(model: str, note: str = "") -> InferenceError:
 
 def _served_in(datastore: Datastore, pool: str, model: str) -> bool:
     """Whether a server of `pool` reports serving `model` (an adapter or its own model)."""
-    for endpoint in datastore.endpoints(pool):
-        metrics = endpoint.metrics
-        if (
-            model in metrics.active_adapters
-            or model in metrics.waiting_adapters
-            or (metrics.loaded_adapters and model in metrics.loaded_adapters)
-            or (metrics.base_models and model in metrics.base_models)
-        ):
-            return True
-    return False
+    return any(
+        e.metrics.has_adapter(model) or e.metrics.lists_model(model) for e in datastore.endpoints(pool)
+    )
 
 
 def _route_target(route: ModelRoute, rng: random.Random) -> str:

@@ -26,6 +26,18 @@ class EndpointMetrics:
     cache_num_blocks: int | None = None
     scraped_at: float = 0.0  # time.monotonic() of the last successful scrape; 0 = never
 
+    def has_adapter(self, model: str) -> bool:
+        """Whether the server names `model` as one of its LoRA adapters (running, waiting or loaded)."""
+        return (
+            model in self.active_adapters
+            or model in self.waiting_adapters
+            or (self.loaded_adapters is not None and model in self.loaded_adapters)
+        )
+
+    def lists_model(self, model: str) -> bool:
+        """Whether the server lists `model` as its own model (vLLM: an entry without a parent)."""
+        return self.base_models is not None and model in self.base_models
+
     def age(self, now: float | None = None) -> float:
         if self.scraped_at == 0.0:
             return float("inf")
