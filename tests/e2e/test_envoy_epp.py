@@ -353,9 +353,12 @@ async def test_unknown_model_is_404_from_the_epp() -> None:
     nodes = sims(3)
     async with AsyncExitStack() as stack:
         s = await open_stack(stack, nodes)
-        with pytest.raises(openai.NotFoundError):
+        with pytest.raises(openai.NotFoundError) as info:
             await client(s.base_url).completions.create(model="no-such-model", prompt="x", max_tokens=1)
         assert not served(nodes)
+        # the picker's own body, which Envoy's local_reply_config leaves as it is
+        error = info.value.response.json()["error"]
+        assert "no-such-model" in error["message"] and error["type"] == "NotFoundError"
 
 
 async def test_fallback_list_used_when_the_first_endpoint_refuses() -> None:
@@ -401,5 +404,10 @@ async def test_epp_killed_fail_open_keeps_serving_fail_close_errors(fail_open: b
         else:
             with pytest.raises(openai.APIStatusError) as info:
                 await api.completions.create(model=BASE, prompt="after", max_tokens=1)
-            assert info.value.status_code >= 500
+            # Envoy's own answer would be an empty 500; the template's local_reply_config
+            # makes it the OpenAI-style 503 every other error is.
+            assert info.value.status_code == 503
+            error = info.value.response.json()["error"]
+            assert error["type"] == "ServiceUnavailableError" and error["code"] == 503
+            assert "endpoint picker" in error["message"] and "FailClose" in error["message"]
             assert sum(served(nodes).values()) == 1

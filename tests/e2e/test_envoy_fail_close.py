@@ -15,6 +15,8 @@ from contextlib import AsyncExitStack
 import openai
 import pytest
 
+from inferpool.ports import free_port
+
 from .envoy_harness import Envoy, EnvoyConfig, find_envoy
 from .quitting_picker import QuittingPicker
 from .sim_node import inference_requests, sims
@@ -52,4 +54,22 @@ async def test_fail_close_answers_itself_when_the_picker_ends_its_stream_without
             await client(f"{envoy.url}/v1").completions.create(model="e2e-rewrite", prompt="x", max_tokens=1)
         assert picker.streams == 1
         assert info.value.status_code == 503, info.value.body
+        assert "did not choose an endpoint" in info.value.response.json()["error"]["message"]
         assert {n.name: await inference_requests(n) for n in nodes} == {n.name: {} for n in nodes}
+
+
+async def test_envoys_own_errors_are_openai_style_json() -> None:
+    # No picker and a pool whose one endpoint is gone: Envoy answers 503 itself ("upstream
+    # connect error ..."), as plain text unless the template's local_reply_config shapes it.
+    binary = find_envoy()
+    assert binary is not None
+    gone = free_port("127.0.0.1")
+    config = EnvoyConfig(epp_port=gone, pool_ports=[gone], ext_proc=False)
+    async with Envoy(binary, config) as envoy:
+        with pytest.raises(openai.APIStatusError) as info:
+            await client(f"{envoy.url}/v1").completions.create(model="base", prompt="x", max_tokens=1)
+    assert info.value.status_code == 503
+    assert info.value.response.headers["content-type"] == "application/json"
+    error = info.value.response.json()["error"]
+    assert error["type"] == "ServiceUnavailableError" and error["code"] == 503
+    assert "upstream connect error" in error["message"]
