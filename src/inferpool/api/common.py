@@ -59,13 +59,13 @@ Labels = dict[LabelKey, LabelValue]
 class Model(BaseModel):
     """Base of every spec type: camelCase field names, unknown fields rejected (kubectl --validate=strict)."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", strict=True)
 
 
 class LooseModel(BaseModel):
     """For resources we read only partly (Gateway API, GKE policies): unknown fields are kept, not errors."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow", strict=True)
 
 
 class ObjectMeta(LooseModel):

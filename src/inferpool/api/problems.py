@@ -57,6 +57,31 @@ def format_path(path: Path) -> str:
     return text
 
 
+_SCALAR_TYPES = {
+    "int_type": "an integer",
+    "float_type": "a number",
+    "string_type": "a string",
+    "bool_type": "true or false",
+}
+
+
+def _described(value: object) -> str:
+    """A YAML value as a reader of the file would name it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "the boolean " + str(value).lower()
+    if isinstance(value, str):
+        return f"the string {value!r}" if len(value) <= 40 else "a string"
+    if isinstance(value, int | float):
+        return f"the number {value}"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return type(value).__name__
+
+
 def _message(error: dict[str, object]) -> str:
     kind = error["type"]
     msg = str(error["msg"])
@@ -72,6 +97,8 @@ def _message(error: dict[str, object]) -> str:
         return "must be a mapping"
     if kind == "list_type":
         return "must be a list"
+    if kind in _SCALAR_TYPES:  # strict, as the API server is: "8000" is not a port number
+        return f"must be {_SCALAR_TYPES[kind]}, not {_described(error.get('input'))}"
     return (
         msg.replace("Input should", "should")
         .replace("List should", "should")
