@@ -29,6 +29,7 @@ COMMANDS = {
     "up": "Run the manifests locally: vLLM Deployments as simulated replicas, the Gateway served built in.",
     "demo": "The guide's example (examples/gke-quickstart): 3 simulated Llama-3.1-8B replicas behind the gateway.",
     "epp": "Endpoint Picker for Envoy: ext_proc on 9002, gRPC health on 9003, metrics on 9090.",
+    "envoy-config": "Render the reference Envoy config for `inferpool epp` from the pool's manifests, for `envoy -c`.",
     "sim": "Start simulated vLLM replicas that behave like vLLM on one GPU each.",
     "top": "The live dashboard in the terminal: endpoints, models and recent decisions from the admin API.",
     "bench": "Load tests, side-by-side comparisons, virtual-time scale runs.",
@@ -63,6 +64,10 @@ def _load(name: str) -> Callable[..., Any] | typer.Typer:
             from inferpool.extproc.command import epp
 
             return epp
+        case "envoy-config":
+            from inferpool.extproc.envoy_command import envoy_config
+
+            return envoy_config
         case "sim":
             from inferpool.sim.cli import sim_command
 

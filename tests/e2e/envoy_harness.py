@@ -16,7 +16,7 @@ from free_ports import free_port
 
 # The config generator and binary lookup live with the bench's epp-envoy contender, so the tests
 # and the benchmark run the same Envoy config; re-exported for the other e2e modules.
-from inferpool.bench.envoy import EnvoyConfig, envoy_argv, find_envoy
+from inferpool.extproc.envoy import EnvoyConfig, envoy_argv, find_envoy
 
 ROOT = Path(__file__).resolve().parents[2]
 

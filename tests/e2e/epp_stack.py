@@ -16,7 +16,7 @@ import grpc
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from inferpool.bench.envoy import ACCOUNTING_MODES
+from inferpool.extproc.envoy import ACCOUNTING_MODES
 
 from .envoy_harness import ROOT, Envoy, EnvoyConfig, find_envoy, free_port, stop_process
 from .replica import Replica
@@ -166,7 +166,7 @@ async def open_stack(
     epp_args: list[str] | None = None,
     extra_manifests: list[dict[str, object]] | None = None,
 ) -> Stack:
-    """Replicas, `inferpool epp` and Envoy; `accounting` is one of bench.envoy.ACCOUNTING_MODES or
+    """Replicas, `inferpool epp` and Envoy; `accounting` is one of extproc.envoy.ACCOUNTING_MODES or
     "buffered" (whole request body, every response chunk streamed through the picker)."""
     binary = find_envoy()
     assert binary is not None

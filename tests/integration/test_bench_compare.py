@@ -13,8 +13,8 @@ from pathlib import Path
 
 import orjson
 
-from inferpool.bench.envoy import find_envoy
 from inferpool.bench.peers import PACKAGES, Peer
+from inferpool.extproc.envoy import find_envoy
 
 OURS = ("default", "round-robin", "epp-envoy")
 

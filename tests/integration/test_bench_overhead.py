@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from inferpool.bench import overhead
-from inferpool.bench.envoy import find_envoy
+from inferpool.extproc.envoy import find_envoy
 
 
 def test_overhead_smoke(tmp_path: Path) -> None:

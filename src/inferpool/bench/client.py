@@ -17,8 +17,7 @@ import aiohttp
 import orjson
 
 from inferpool.bench.workloads import BenchRequest
-
-SERVED_HEADER = "x-gateway-destination-endpoint-served"
+from inferpool.gateway.headers import SERVED_HEADER
 
 
 @dataclass

@@ -30,7 +30,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from inferpool.bench.client import ClientConfig, RequestResult
 from inferpool.bench.cpu import process_cpu_seconds
-from inferpool.bench.envoy import EnvoyConfig, envoy_argv, find_envoy
 from inferpool.bench.loadgen import run_load
 from inferpool.bench.peers import Peer, ensure_installed
 from inferpool.bench.procs import (
@@ -44,6 +43,7 @@ from inferpool.bench.procs import (
 )
 from inferpool.bench.stats import PrefillLegs, Slo, Summary, summarize_by_tag
 from inferpool.bench.workloads import OBJECTIVE_PRIORITIES, BenchRequest
+from inferpool.extproc.envoy import EnvoyConfig, envoy_argv, find_envoy
 from inferpool.roles import ROLE_DECODE, ROLE_LABEL, ROLE_PREFILL
 from inferpool.scheduling.config import BUILTIN_PROFILES, load_scheduler
 from inferpool.scrape.kvevents import index_consumers

@@ -49,7 +49,6 @@ from inferpool.bench.cpu import (
     set_session_nice,
     waits_by_process,
 )
-from inferpool.bench.envoy import ACCOUNTING_MODES, AccountingMode, EnvoyConfig, envoy_argv, find_envoy
 from inferpool.bench.native_loadgen import LoadSpec
 from inferpool.bench.peers import Peer, ensure_installed
 from inferpool.bench.procs import (
@@ -60,6 +59,7 @@ from inferpool.bench.procs import (
     wait_ready,
     wait_until_ready,
 )
+from inferpool.extproc.envoy import ACCOUNTING_MODES, AccountingMode, EnvoyConfig, envoy_argv, find_envoy
 from inferpool.scheduling.config import BUILTIN_PROFILES
 
 PEERS = ("sglang-router", "vllm-router")

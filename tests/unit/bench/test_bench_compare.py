@@ -26,10 +26,10 @@ from inferpool.bench.compare import (
     parse_contenders,
     write_manifests,
 )
-from inferpool.bench.envoy import EnvoyConfig
 from inferpool.bench.report import SweepPoint, class_table, picker_markdown, sweep_markdown
 from inferpool.bench.stats import Slo, summarize, summarize_by_tag
 from inferpool.bench.workloads import BenchRequest, request_classes
+from inferpool.extproc.envoy import EnvoyConfig
 from inferpool.scheduling.config import BUILTIN_PROFILES, builtin_config_text
 
 

@@ -30,11 +30,11 @@ from inferpool.bench.cpu import (
     set_session_nice,
     waits_by_process,
 )
-from inferpool.bench.envoy import ACCOUNTING_MODES
 from inferpool.bench.instant_backend import completion_body, metrics_page, stream_event_prefix
 from inferpool.bench.native_loadgen import LoadSpec
 from inferpool.bench.noop_picker import DESTINATION_HEADER, NoopPicker
 from inferpool.bench.overhead import TESTS, Measurement, parse_contenders
+from inferpool.extproc.envoy import ACCOUNTING_MODES
 from inferpool.scrape.parser import parse_metrics
 
 

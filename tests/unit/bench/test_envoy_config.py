@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from inferpool.bench.envoy import EnvoyConfig
+from inferpool.extproc.envoy import EnvoyConfig
 
 
 def _routes(config: EnvoyConfig) -> list[dict[str, Any]]:

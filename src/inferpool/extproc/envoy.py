@@ -1,7 +1,9 @@
-"""A real Envoy in front of `inferpool epp`: find the binary, render deploy/envoy/envoy.yaml.
+"""Envoy in front of `inferpool epp`: find the binary, render the reference config (envoy.yaml
+beside this module; deploy/envoy/envoy.yaml links to it).
 
-Used by the `epp-envoy` bench contender and by the end-to-end tests (tests/e2e/), so both run
-the reference config the docs ship, not a copy of it.
+`inferpool envoy-config` renders it for users; the `epp-envoy` bench contender and the
+end-to-end tests (tests/e2e/) render it the same way, so all of them run the config the docs
+ship, not a copy of it.
 """
 
 from __future__ import annotations
@@ -12,17 +14,18 @@ import os
 import shutil
 import string
 import sys
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from inferpool.bench.client import SERVED_HEADER
 from inferpool.errors import InferenceError
+from inferpool.gateway.headers import SERVED_HEADER
 
-# A template kept with the deployment files; found from a source checkout (editable install).
-TEMPLATE = Path(__file__).resolve().parents[3] / "deploy" / "envoy" / "envoy.yaml"
+# Package data, so an installed inferpool (the image, a wheel) renders it too.
+TEMPLATE = Path(__file__).with_name("envoy.yaml")
 NOT_PICKED = InferenceError(503, "the endpoint picker did not choose an endpoint for this request")
 
 
@@ -71,24 +74,38 @@ ACCOUNTING_MODES: dict[str, AccountingMode] = {
 }
 
 
+# Where Envoy connects: a port on 127.0.0.1 (tests, benchmarks), or (IP address, port).
+Address = int | tuple[str, int]
+
+
+def _lb_endpoints(addresses: Iterable[Address]) -> list[dict[str, Any]]:
+    return [
+        {"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}
+        for host, port in ((("127.0.0.1", a) if isinstance(a, int) else a) for a in addresses)
+    ]
+
+
 @dataclass
 class EnvoyConfig:
-    epp_port: int
-    pool_ports: list[int]
-    more_epp_ports: tuple[int, ...] = ()  # further picker replicas; Envoy spreads streams over all
+    epp_port: Address
+    pool_ports: Sequence[Address]
+    more_epp_ports: tuple[Address, ...] = ()  # further picker replicas; Envoy spreads streams over all
     failure_mode_allow: bool = False
     request_body_mode: str = ACCOUNTING_MODES["sampled"].request_body_mode
     response_body_mode: str = ACCOUNTING_MODES["sampled"].response_body_mode
     picked_cluster: str = "original_destination_cluster"
     listen_port: int = 0
     admin_port: int = 0
+    listen_address: str = "127.0.0.1"
     ext_proc: bool = True  # False: plain Envoy routing to pool_ports (a baseline)
     epp_tls: bool = True  # False: plaintext gRPC to an EPP started with --no-secure-serving
     # Name the replica that answered in a response header, as the built-in gateway does (benchmarks).
     report_served: bool = False
 
     @classmethod
-    def for_accounting(cls, mode: str, epp_port: int, pool_ports: list[int], **options: Any) -> EnvoyConfig:
+    def for_accounting(
+        cls, mode: str, epp_port: Address, pool_ports: Sequence[Address], **options: Any
+    ) -> EnvoyConfig:
         chosen = ACCOUNTING_MODES[mode]
         return cls(
             epp_port,
@@ -126,23 +143,12 @@ class EnvoyConfig:
         return yaml.safe_dump(config)
 
     def _render_template(self) -> str:
-        if not TEMPLATE.is_file():
-            raise FileNotFoundError(f"{TEMPLATE} not found: Envoy runs need a source checkout of inferpool")
-        lb_endpoints = [
-            {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": p}}}}
-            for p in self.pool_ports
-        ]
         streamed = "FULL_DUPLEX_STREAMED" in (self.request_body_mode, self.response_body_mode)
         return string.Template(TEMPLATE.read_text()).substitute(
-            LISTEN_ADDRESS="127.0.0.1",
+            LISTEN_ADDRESS=self.listen_address,
             LISTEN_PORT=self.listen_port,
             ADMIN_PORT=self.admin_port,
-            EPP_LB_ENDPOINTS=json.dumps(
-                [
-                    {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": p}}}}
-                    for p in (self.epp_port, *self.more_epp_ports)
-                ]
-            ),
+            EPP_LB_ENDPOINTS=json.dumps(_lb_endpoints((self.epp_port, *self.more_epp_ports))),
             FAILURE_MODE_ALLOW="true" if self.failure_mode_allow else "false",
             REQUEST_BODY_MODE=self.request_body_mode,
             RESPONSE_BODY_MODE=self.response_body_mode,
@@ -151,7 +157,7 @@ class EnvoyConfig:
             BUFFER_LIMIT_BYTES=32768
             if self.request_body_mode == "FULL_DUPLEX_STREAMED"
             else 16 * 1024 * 1024,
-            POOL_LB_ENDPOINTS=json.dumps(lb_endpoints),
+            POOL_LB_ENDPOINTS=json.dumps(_lb_endpoints(self.pool_ports)),
             NO_PICK_ROUTE=json.dumps(self._no_pick_route()),
         )
 
