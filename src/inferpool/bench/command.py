@@ -9,11 +9,12 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import typer
 
 from inferpool.bench.arrivals import PROFILES as ARRIVAL_PROFILES
-from inferpool.bench.client import ClientConfig
+from inferpool.bench.client import ClientConfig, RequestResult
 from inferpool.bench.loadgen import TraceSpec, run_load
 from inferpool.bench.report import (
     SweepPoint,
@@ -89,6 +90,25 @@ def positive(value: float | None) -> float | None:
     return value
 
 
+def http_url(text: str) -> str:
+    """`--target`: an http(s) URL with a host, as the README's curl writes it with a scheme added."""
+    parsed = urlsplit(text)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise typer.BadParameter(f"{text!r}: give a URL with http:// or https://, e.g. http://127.0.0.1:8080")
+    return text
+
+
+def scheduler_profile(name: str) -> str:
+    """`--profile`: a built-in scheduler profile or an EndpointPickerConfig file that loads."""
+    from inferpool.scheduling.config import ConfigError, load_config
+
+    try:
+        load_config(name)
+    except (ConfigError, OSError) as err:
+        raise typer.BadParameter(str(err)) from None
+    return name
+
+
 def fleet_sizes(text: str) -> str:
     """`--replicas`: comma-separated fleet sizes, each ≥ 1."""
     try:
@@ -106,6 +126,8 @@ ARRIVAL_HELP = (
 )
 SLO_HELP = "Goodput SLO: a request counts when within all of ttft=, tpot=, e2e= (e.g. ttft=1s,tpot=100ms)."
 SEED_HELP = "Seed of the trace (arrivals, prompts, lengths)."
+ADAPTERS_HELP = "multi-lora: requests name adapters adapter-0..N-1, which the target must serve."
+SPEED_HELP = "The simulated fleet's --speed (> 0); arrivals and timings are rescaled."
 
 
 def parse_rates(text: str) -> list[float]:
@@ -123,7 +145,9 @@ def parse_rates(text: str) -> list[float]:
 
 @bench_app.command("run")
 def run_command(
-    target: str = typer.Option(..., "--target", help="Base URL of an OpenAI-compatible server or gateway."),
+    target: str = typer.Option(
+        ..., "--target", help="Base URL of an OpenAI-compatible server or gateway.", callback=http_url
+    ),
     workload: str = typer.Option(
         "sharegpt-like", "--workload", help=", ".join(WORKLOADS), callback=known_workload
     ),
@@ -146,13 +170,15 @@ def run_command(
     ),
     chat: bool = typer.Option(False, "--chat", help="Chat completions instead of completions."),
     no_stream: bool = typer.Option(False, "--no-stream", help="Non-streaming requests (TTFT = e2e)."),
-    adapters: int = typer.Option(8, "--adapters", help="multi-lora: adapters adapter-0..N-1."),
-    groups: int = typer.Option(150, "--groups", help="shared-prefix: system prompts."),
+    adapters: int = typer.Option(8, "--adapters", min=1, help=ADAPTERS_HELP),
+    groups: int = typer.Option(150, "--groups", min=1, help="shared-prefix: system prompts."),
     prompts_per_group: int = typer.Option(
-        5, "--prompts-per-group", help="shared-prefix: questions per system prompt."
+        5, "--prompts-per-group", min=1, help="shared-prefix: questions per system prompt."
     ),
-    system_tokens: int = typer.Option(2000, "--system-tokens", help="shared-prefix: system prompt length."),
-    speed: float = typer.Option(1.0, "--speed", help="The simulated fleet's --speed (times are rescaled)."),
+    system_tokens: int = typer.Option(
+        2000, "--system-tokens", min=1, help="shared-prefix: system prompt length."
+    ),
+    speed: float = typer.Option(1.0, "--speed", help=SPEED_HELP, callback=positive),
     out: Path | None = typer.Option(None, "--out", help="Directory for JSON results and summary.md."),
 ) -> None:
     """Open-loop (or closed-loop) load against one URL; p50/p90/p99, throughput, goodput."""
@@ -163,14 +189,21 @@ def run_command(
         raise typer.BadParameter("give --rate, --rates or --concurrency")
     sweep = parse_rates(rates) if rates else [rate or 0.0]
     points: list[SweepPoint] = []
+    unserved: list[str] = []  # a run that served nothing: its first error
     classes = request_classes(workload)
     markdown = [f"# inferpool bench run: {workload} against {target}\n"]
     for r in sweep:
         n = requests if requests is not None else (max(1, int((concurrency or 1) * 10)) if closed else None)
         spec = TraceSpec(workload, r or 1.0, duration, seed, arrival, opts, n)
         trace = spec.build()
+        if not trace:
+            raise typer.BadParameter(
+                f"no request arrives in {duration:g} s at {r:g} req/s; raise --duration or --rate"
+            )
         client = ClientConfig(speed=speed, concurrency=concurrency, closed_loop=closed)
         results, summary = asyncio.run(run_load(target, trace, client, slo_obj, sys.stderr.isatty()))
+        if summary.ok == 0:
+            unserved.append(_first_error(results))
         title = f"{workload}, " + (f"concurrency {concurrency}" if closed else f"rate {r:g}/s, {arrival}")
         section = summary_markdown(title, summary)
         by_class = summarize_by_tag(results, summary.duration_s, slo_obj, classes)
@@ -196,6 +229,19 @@ def run_command(
     if out is not None:
         (out / "summary.md").write_text("\n".join(markdown))
         typer.echo(f"results in {out}")
+    if unserved:
+        typer.echo(f"inferpool bench run: nothing was served ({unserved[0]})", err=True)
+        raise typer.Exit(1)
+
+
+def _first_error(results: Sequence[RequestResult]) -> str:
+    """What went wrong with the first request that failed, as one line."""
+    for result in results:
+        if result.error:
+            return f"first error: {result.error}"
+        if result.status != 200:
+            return f"first error: HTTP {result.status}"
+    return "no request completed"
 
 
 def _spec_meta(spec: TraceSpec) -> dict[str, object]:
@@ -224,11 +270,13 @@ def compare_command(
         "sglang-router[:POLICY], vllm-router[:POLICY]; PROFILE@<N>P<M>D runs a P/D fleet layout "
         "(N prefill, M decode replicas, N+M = --fleet) behind inferpool serve, e.g. pd@2P2D.",
     ),
-    speed: float = typer.Option(1.0, "--speed", help="Fleet clock speed; arrivals and timings are rescaled."),
+    speed: float = typer.Option(1.0, "--speed", help=SPEED_HELP, callback=positive),
     arrival: str = typer.Option("poisson", "--arrival", help=ARRIVAL_HELP, callback=known_arrival),
     seed: int = typer.Option(0, "--seed", help=SEED_HELP),
     slo: str | None = typer.Option("ttft=1s,tpot=100ms", "--slo", help=SLO_HELP, callback=valid_slo),
-    adapters: int = typer.Option(8, "--adapters", min=1, help="multi-lora: adapters adapter-0..N-1."),
+    adapters: int = typer.Option(
+        8, "--adapters", min=1, help="multi-lora: adapters adapter-0..N-1, on every replica."
+    ),
     max_loras: int = typer.Option(
         4, "--max-loras", min=1, help="Fleet LoRA slots per replica (vLLM --max-loras)."
     ),
@@ -281,6 +329,12 @@ def compare_command(
                 f"replicas, the fleet {fleet}",
                 param_hint="--contenders",
             )
+    for r in parse_rates(rates) if rates else [rate or 0.0]:
+        if r * duration < 1:
+            raise typer.BadParameter(
+                f"{r:g} req/s over {duration:g} s is less than one request; raise --duration or --rate"
+            )
+    _install_peers(chosen)
     try:
         seed_list = [int(x) for x in seeds.split(",") if x.strip()] if seeds else [seed]
     except ValueError:
@@ -344,12 +398,29 @@ def compare_command(
             section += f"\n# Prefill/decode (SLO {parse_slo(slo).describe() or 'none'})\n\n" + pd_seeds_table(
                 by_seed, names, aggregated
             )
+        section += "\n## Versions\n\n" + "".join(
+            f"- {name}: {version}\n" for name, version in versions.items()
+        )
         typer.echo(section)
         (out / "compare.md").write_text(section)
     typer.echo(f"results, plots and compare.md in {out}")
     if failures:
         typer.echo(f"{len(failures)} contender run(s) failed or served nothing", err=True)
         raise typer.Exit(1)
+
+
+def _install_peers(chosen: list[Contender]) -> None:
+    """Each peer router's venv, before the first fleet starts (a failed install ends the run here)."""
+    from inferpool.bench.peers import PeerInstallError, ensure_installed
+
+    for contender in chosen:
+        if contender.peer is not None and not contender.peer.installed():
+            typer.echo(f"-- installing {contender.peer.package} (once; `make peers` does it ahead)", err=True)
+            try:
+                ensure_installed(contender.peer)
+            except PeerInstallError as err:
+                typer.echo(f"inferpool bench compare: {err}", err=True)
+                raise typer.Exit(1) from None
 
 
 def _compare_once(
@@ -377,6 +448,10 @@ def _compare_once(
     report = [f"# inferpool bench compare: {workload}, fleet {fleet}, seed {seed}\n"]
     for r in sweep:
         trace = TraceSpec(workload, r, duration, seed, arrival, opts).build()
+        if not trace:  # no fleet is started for nothing
+            failures.append(f"seed {seed}: no request arrives in {duration:g} s at {r:g} req/s")
+            typer.echo(f"   {failures[-1]}; raise --duration or --rate", err=True)
+            continue
         client = ClientConfig(speed=speed)
         runs = []
         here: list[SweepPoint] = []  # this rate's points, for the P/D table
@@ -395,7 +470,7 @@ def _compare_once(
                 )  # fmt: skip
             except Exception as exc:  # one broken contender must not lose the others' results
                 typer.echo(f"   {contender.name} failed: {type(exc).__name__}: {exc}", err=True)
-                reason = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"  # the log tail: stderr
+                reason = _failure_reason(exc)
                 failed_here.append(
                     f"{contender.name} at {r:g} req/s failed: {reason} (logs in {out / 'logs'})"
                 )
@@ -456,6 +531,14 @@ def _compare_once(
     return points, failures
 
 
+def _failure_reason(exc: Exception) -> str:
+    """One line: the exception's first line and, when it carries a log tail, that tail's last line
+    (a child that exited says why there: an unknown flag, a port in use)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    reason = f"{type(exc).__name__}: {lines[0] if lines else ''}"
+    return f"{reason} ... {lines[-1]}" if len(lines) > 1 else reason
+
+
 def contender_version(contender: Contender) -> str:
     """What ran, recorded in every result file: a peer's installed (pinned) version, else
     inferpool's commit (with Envoy's version for epp-envoy). Read after the contender's first
@@ -482,7 +565,12 @@ def simulate_command(
     workload: str = typer.Option(
         "shared-prefix", "--workload", help=", ".join(WORKLOADS), callback=known_workload
     ),
-    profile: str = typer.Option("default", "--profile", help="Scheduler profile."),
+    profile: str = typer.Option(
+        "default",
+        "--profile",
+        help="Scheduler profile (built-in) or EndpointPickerConfig file.",
+        callback=scheduler_profile,
+    ),
     seed: int = typer.Option(0, "--seed", help=SEED_HELP),
     slo: str | None = typer.Option("ttft=1s,tpot=100ms", "--slo", help=SLO_HELP, callback=valid_slo),
 ) -> None:

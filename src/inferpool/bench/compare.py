@@ -31,7 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from inferpool.bench.client import ClientConfig, RequestResult
 from inferpool.bench.cpu import process_cpu_seconds
 from inferpool.bench.loadgen import run_load
-from inferpool.bench.peers import Peer, ensure_installed
+from inferpool.bench.peers import PACKAGES, POLICIES, Peer, ensure_installed
 from inferpool.bench.procs import (
     Child,
     distinct_free_ports,
@@ -150,6 +150,9 @@ def parse_contenders(text: str) -> list[Contender]:
             out.append(Contender(peer.label, peer=peer))
         elif ":" in item and item.split(":")[0] in ("sglang-router", "vllm-router"):
             package, policy = item.split(":", 1)
+            if policy not in POLICIES[package]:
+                raise ValueError(f"{item!r}: {package} {PACKAGES[package].partition('==')[2]} has no policy "
+                                 f"{policy!r} ({', '.join(POLICIES[package])})")  # fmt: skip
             out.append(Contender(f"{package} {policy}", peer=Peer(package, policy)))
         else:
             known = ", ".join([*BUILTIN_PROFILES, EPP_ENVOY, *PEER_ALIASES])

@@ -17,6 +17,14 @@ from pathlib import Path
 
 # The versions pip picked when `inferpool bench overhead` was written (2026-12); bump deliberately.
 PACKAGES = {"sglang-router": "sglang-router==0.3.2", "vllm-router": "vllm-router==0.1.17"}
+# The `--policy` choices of the pinned versions (their --help), checked before any fleet starts.
+POLICIES = {
+    "sglang-router": ("random", "round_robin", "cache_aware", "power_of_two", "manual"),
+    "vllm-router": (
+        "random", "round_robin", "cache_aware", "kv_aware", "power_of_two", "consistent_hash",
+        "sticky_least_loaded",
+    ),
+}  # fmt: skip
 # Each router's default `--eviction-interval-secs` (its cache-aware tree's pruning timer, the one
 # wall-clock interval that touches routing); in front of a slowed fleet it is stretched by 1/speed
 # like inferpool's own intervals.
@@ -74,18 +82,31 @@ class Peer:
         return [exe, *common]
 
 
+class PeerInstallError(RuntimeError):
+    """A peer router's venv could not be made; the message says what pip said and what to run."""
+
+
 def ensure_installed(peer: Peer) -> Path:
     """Create the peer's venv and pip-install the pinned version on first use; returns the executable."""
     if peer.installed() and peer.version() == peer.pinned_version():
         return peer.executable()
     venv = cache_dir() / peer.package
+    steps = []
     if not (venv / "bin" / "pip").exists():
-        python = shutil.which("python3") or "python3"
         venv.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([python, "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", PACKAGES[peer.package]], check=True)
+        steps.append([shutil.which("python3") or "python3", "-m", "venv", str(venv)])
+    steps.append([str(venv / "bin" / "pip"), "install", "-q", PACKAGES[peer.package]])
+    for step in steps:
+        done = subprocess.run(step, capture_output=True, text=True)
+        if done.returncode != 0:
+            said = [line for line in (done.stderr or done.stdout).splitlines() if line.strip()]
+            raise PeerInstallError(
+                f"could not install {PACKAGES[peer.package]} into {venv}"
+                + (f": {said[-1].strip()}" if said else "")
+                + " (`make peers` installs the peers ahead; it needs the package index)"
+            )
     if not peer.installed():
-        raise RuntimeError(f"{peer.package} installed but {peer.executable()} is missing")
+        raise PeerInstallError(f"{peer.package} installed but {peer.executable()} is missing")
     return peer.executable()
 
 

@@ -326,10 +326,19 @@ def render(rows: list[Row]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--profile", default="llama-3.1-8b-h100")
+    parser = argparse.ArgumentParser(prog="python -m inferpool.sim.calibrate", description=__doc__)
+    parser.add_argument(
+        "--profile",
+        default="llama-3.1-8b-h100",
+        help="The simulator profile to check against the published figures (a built-in name or a .yaml "
+        "file; default %(default)s).",
+    )
     args = parser.parse_args()
-    print(render(calibrate(load_profile(args.profile))))
+    try:
+        profile = load_profile(args.profile)
+    except ValueError as err:
+        parser.error(str(err))  # one line and exit status 2, as for any other bad argument
+    print(render(calibrate(profile)))
 
 
 if __name__ == "__main__":

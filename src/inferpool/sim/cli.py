@@ -18,7 +18,10 @@ from inferpool.sim.replica import SimFleet
 
 
 def sim_command(
-    port: Annotated[int, typer.Option(help="Port of the first replica; the others follow.")] = 8000,
+    port: Annotated[
+        int,
+        typer.Option(min=0, max=65535, help="Port of the first replica; the others follow (0: free ports)."),
+    ] = 8000,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     replicas: Annotated[int, typer.Option(min=1, help="Number of replicas.")] = 1,
     data_parallel_size: Annotated[
@@ -87,6 +90,11 @@ def sim_command(
     if kv_interconnect not in INTERCONNECTS:
         raise typer.BadParameter(f"{kv_interconnect!r}: use one of {', '.join(INTERCONNECTS)}",
                                  param_hint="--kv-interconnect")  # fmt: skip
+    last_port = port + replicas * (data_parallel_size or 1) - 1
+    if port and last_port > 65535:
+        raise typer.BadParameter(
+            f"{port}: the replicas' ports would run to {last_port}, past 65535", param_hint="--port"
+        )
     try:
         load_profile(profile)  # a wrong name or file is a usage error, not a traceback per replica
     except ValueError as err:

@@ -263,6 +263,7 @@ def test_seeds_give_medians_with_spreads_and_ratios(tmp_path: Path, monkeypatch:
 
     monkeypatch.setattr(compare, "run_contender", run)
     monkeypatch.setattr(compare.Peer, "version", lambda self: "0.3.2")
+    monkeypatch.setattr(compare.Peer, "installed", lambda self: True)  # nothing to install up front
     argv = ["compare", "--fleet", "2", "--workload", "shared-prefix", "--rate", "4", "--duration", "4",
             "--groups", "4", "--system-tokens", "100", "--seeds", "1,2,3",
             "--contenders", "default,round-robin,sglang-router", "--out", str(tmp_path)]  # fmt: skip
@@ -281,6 +282,8 @@ def test_seeds_give_medians_with_spreads_and_ratios(tmp_path: Path, monkeypatch:
     assert row.split("|")[4].strip() == "200 (100–300)"  # p99 TTFT ms over seeds 1, 2, 3
     assert "- default vs round-robin (medians): p99 TTFT 0.50×" in table
     assert "- default vs sglang-router cache_aware (medians): p99 TTFT 0.25×" in table
+    # the seeds' table records what ran, as each seed's compare.md and result files do
+    assert "## Versions" in table and "- sglang-router cache_aware: sglang-router 0.3.2" in table
 
 
 def test_fleet_layouts_parse_and_refuse() -> None:
