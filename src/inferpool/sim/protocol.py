@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from inferpool.errors import InferenceError
 from inferpool.tokenization import content_text
@@ -45,6 +45,14 @@ class _Sampling(BaseModel):
 class CompletionBody(_Sampling):
     prompt: str | list[str] | list[int] | list[list[int]] | None = None
     max_tokens: int | None = 16
+    logprobs: int | None = None
+    echo: bool = False
+
+    @model_validator(mode="after")
+    def _logprobs(self) -> CompletionBody:  # vLLM's CompletionRequest.check_logprobs
+        if self.logprobs is not None and self.logprobs < 0:
+            raise ValueError("`logprobs` must be a positive value.")
+        return self
 
 
 class ContentPart(BaseModel):
@@ -67,6 +75,18 @@ class ChatMessage(BaseModel):
 class ChatBody(_Sampling):
     messages: list[ChatMessage]
     max_completion_tokens: int | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = None
+
+    @model_validator(mode="after")
+    def _logprobs(self) -> ChatBody:  # vLLM's ChatCompletionRequest.check_logprobs
+        top = self.top_logprobs
+        if top is not None:
+            if top < 0 and top != -1:
+                raise ValueError("`top_logprobs` must be a positive value or -1.")
+            if (top == -1 or top > 0) and not self.logprobs:
+                raise ValueError("when using `top_logprobs`, `logprobs` must be set to true.")
+        return self
 
 
 class TokenizeBody(BaseModel):

@@ -23,9 +23,11 @@ from inferpool.sim import protocol as p
 from inferpool.sim.clock import RealClock
 from inferpool.sim.config import SimConfig
 from inferpool.sim.engine import FINISHED, Engine, SimRequest, TokenEvent
+from inferpool.sim.logprobs import MAX_LOGPROBS, chat_logprobs, completion_logprobs
 from inferpool.sim.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from inferpool.sim.metrics import SimMetrics
 from inferpool.sim.nixl import HEARTBEAT_PATH, READ_PATH, NixlConnector
+from inferpool.tokenization import Tokenizer
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _INFERENCE_PATHS = frozenset({"/v1/completions", "/v1/chat/completions"})
@@ -168,6 +170,15 @@ def _check_sampling(body: p._Sampling, max_tokens: int | None) -> None:
         raise p.semantic_error(f"top_p must be in (0, 1], got {body.top_p}.", "top_p", body.top_p)
 
 
+def _check_logprobs(requested: int) -> None:
+    """vLLM's engine refuses more logprobs per token than --max-logprobs (-1: the whole vocabulary)."""
+    if requested == -1 or requested > MAX_LOGPROBS:
+        shown = "-1 (the whole vocabulary)" if requested == -1 else requested
+        raise InferenceError(
+            400, f"Requested sample logprobs of {shown}, which is greater than max allowed: {MAX_LOGPROBS}"
+        )
+
+
 def _check_length(state: ReplicaState, tokens: list[int]) -> None:
     limit = state.engine.profile.max_model_len
     if len(tokens) >= limit:
@@ -220,6 +231,11 @@ class _Generation:
         for req in self.requests:
             if req.status != FINISHED:
                 engine.abort(req.request_id)
+
+
+def _echo_text(tok: Tokenizer, req: SimRequest) -> str:
+    """The prompt as `echo` repeats it: its tokens decoded, without the BOS token."""
+    return tok.decode(req.prompt_token_ids, skip_special=True)
 
 
 def _start(state: ReplicaState, prompts: list[list[int]], body: p._Sampling, lora: str | None,
@@ -321,6 +337,8 @@ class Handlers:
             ]
         for tokens in prompts:
             _check_length(st, tokens)
+        if body.logprobs is not None:
+            _check_logprobs(body.logprobs)
         created = int(time.time())
         rid = st.request_id("cmpl")
         model = body.model or st.model_name
@@ -337,6 +355,8 @@ class Handlers:
         text = tok.apply_chat_template([(m.role, m.text()) for m in body.messages])
         tokens = tok.encode(text, add_bos=False)
         _check_length(st, tokens)
+        if body.logprobs and body.top_logprobs is not None:
+            _check_logprobs(body.top_logprobs)
         created = int(time.time())
         rid = st.request_id("chatcmpl")
         model = body.model or st.model_name
@@ -364,15 +384,31 @@ class Handlers:
     def _final(self, body: p._Sampling, gen: _Generation, rid: str, created: int, model: str,
                chat: bool) -> dict[str, Any]:  # fmt: skip
         choices: list[dict[str, Any]] = []
+        tok = self.state.engine.tokenizer
         for index, req in enumerate(gen.requests):
-            if chat:
+            if isinstance(body, p.ChatBody):
                 message = {"role": "assistant", "content": req.output_text, "refusal": None, "annotations": None,
                            "audio": None, "function_call": None, "reasoning": None}  # fmt: skip
-                choices.append({"index": index, "message": message, "logprobs": None,
+                logprobs = (
+                    chat_logprobs(tok, req.output_token_ids, body.top_logprobs or 0, 0)
+                    if body.logprobs
+                    else None
+                )
+                choices.append({"index": index, "message": message, "logprobs": logprobs,
                                 "finish_reason": req.finish_reason, "stop_reason": req.stop_reason,
                                 "token_ids": None, "routed_experts": None})  # fmt: skip
             else:
-                choices.append({"index": index, "text": req.output_text, "logprobs": None,
+                assert isinstance(body, p.CompletionBody)
+                echoed = _echo_text(tok, req) if body.echo else ""
+                ids = [*req.prompt_token_ids, *req.output_token_ids] if body.echo else req.output_token_ids
+                logprobs = (
+                    None
+                    if body.logprobs is None
+                    else completion_logprobs(
+                        tok, ids, body.logprobs, len(req.output_token_ids) - len(ids), 0, echo_first=body.echo
+                    )
+                )
+                choices.append({"index": index, "text": echoed + req.output_text, "logprobs": logprobs,
                                 "finish_reason": req.finish_reason, "stop_reason": req.stop_reason,
                                 "token_ids": None, "prompt_logprobs": None, "prompt_token_ids": None,
                                 "routed_experts": None})  # fmt: skip
@@ -402,6 +438,10 @@ class Handlers:
                 first = {"index": index, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
                          "finish_reason": None}  # fmt: skip
                 await _send(resp, {**head, "choices": [first], "prompt_token_ids": None, "prompt_text": None})
+        tok = self.state.engine.tokenizer
+        positions = [0] * len(gen.requests)  # tokens sent so far per choice, and their text's length
+        offsets = [0] * len(gen.requests)
+        echo_pending = [isinstance(body, p.CompletionBody) and body.echo] * len(gen.requests)
         async for index, ev in gen.stream():
             if ev.finish_reason == "error":  # vLLM sends the error as the last event of a started stream
                 await resp.write(b"data: " + _GENERATION_ERROR.to_json() + b"\n\n")
@@ -411,15 +451,41 @@ class Handlers:
             if ev.token_id < 0:
                 continue
             choice: dict[str, Any]
-            if chat:
-                choice = {"index": index, "delta": {"content": ev.text}, "logprobs": None,
+            if isinstance(body, p.ChatBody):
+                logprobs = (
+                    chat_logprobs(tok, [ev.token_id], body.top_logprobs or 0, positions[index])
+                    if body.logprobs
+                    else None
+                )
+                choice = {"index": index, "delta": {"content": ev.text}, "logprobs": logprobs,
                           "finish_reason": ev.finish_reason}  # fmt: skip
                 if ev.finish_reason is not None:
                     choice["stop_reason"] = ev.stop_reason
                 choice["token_ids"] = None
             else:
-                choice = {"index": index, "text": ev.text, "logprobs": None, "finish_reason": ev.finish_reason,
+                assert isinstance(body, p.CompletionBody)
+                # an output token's position is its index in the answer; echoed prompt tokens come before 0
+                text, ids, echo_first = ev.text, [ev.token_id], False
+                if echo_pending[index]:  # the prompt opens the choice's first chunk, as in vLLM
+                    echo_pending[index], echo_first = False, True
+                    req = gen.requests[index]
+                    text, ids = _echo_text(tok, req) + text, [*req.prompt_token_ids, ev.token_id]
+                logprobs = (
+                    None
+                    if body.logprobs is None
+                    else completion_logprobs(
+                        tok,
+                        ids,
+                        body.logprobs,
+                        positions[index] + 1 - len(ids),
+                        offsets[index],
+                        echo_first=echo_first,
+                    )
+                )
+                offsets[index] += len(text)
+                choice = {"index": index, "text": text, "logprobs": logprobs, "finish_reason": ev.finish_reason,
                           "stop_reason": ev.stop_reason, "prompt_token_ids": None, "token_ids": None}  # fmt: skip
+            positions[index] += 1
             chunk: dict[str, Any] = {**head, "choices": [choice]}
             if ev.finish_reason is not None and not include_usage:
                 chunk["system_fingerprint"] = p.SYSTEM_FINGERPRINT
