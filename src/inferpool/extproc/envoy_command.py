@@ -103,6 +103,8 @@ def build_config(
     listen_host, listen_port = _ip_port(listen, "--listen")
     epp_first, *epp_more = [_ip_port(address, "--epp") for address in epp]
     notes = [f"InferencePool {pool.key}: {mode}, {len(pool_addresses)} endpoint(s) from --endpoints"]
+    if endpoints_file is not None and not pool_addresses:
+        notes.append(f"warning: no endpoint of {endpoints_file} matches the pool's selector {pool.selector}")
     if chosen.epp_args:
         notes.append(f"accounting {accounting}: run inferpool epp with {' '.join(chosen.epp_args)}")
     if fail_open and chosen.request_body_mode == "FULL_DUPLEX_STREAMED":

@@ -162,3 +162,12 @@ def test_manifests_that_do_not_validate(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "the manifests do not validate" in result.stderr
     assert "pool.yaml:6: InferencePool/a: spec.targetPorts[0].number: must be an integer" in result.stderr
+
+
+def test_an_endpoints_file_that_matches_nothing_is_said(tmp_path: Path) -> None:
+    endpoints = endpoints_file(tmp_path, "some-other-app", "10.0.0.11")
+    result = run("-f", QUICKSTART, "--endpoints", endpoints)
+    assert result.exit_code == 0, result.output
+    assert "warning: no endpoint of" in result.stderr and "vllm-llama3-8b-instruct" in result.stderr
+    picked = manager(result.stdout)["route_config"]["virtual_hosts"][0]["routes"][0]
+    assert picked["route"]["cluster"] == "original_destination_cluster"
