@@ -20,11 +20,14 @@ targets, and every request through them is screened. Documented in docs/security
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from inferpool.api.common import Group, Model, ObjectName, Resource
+from inferpool.api.gateway import HTTPRoute
 
 CheckType = Literal["PII", "Secrets", "PromptInjection", "DenyList"]
 ActionName = Literal["Block", "Redact", "Log"]
@@ -139,7 +142,54 @@ class GuardPolicySpec(Model):
     stream_window_chars: Annotated[int, Field(ge=64, le=1_000_000)] = 4096
 
 
+# (kind, "namespace/name"): an object a policy attaches to.
+Attachment = tuple[str, str]
+
+
 class GuardPolicy(Resource):
     api_version: Literal["inferpool.io/v1alpha1"]
     kind: Literal["GuardPolicy"]
     spec: GuardPolicySpec
+
+    def attachments(self) -> list[Attachment]:
+        """Its targets; a targetRef has no namespace, so each is in the policy's own."""
+        return [(ref.kind, f"{self.namespace}/{ref.name}") for ref in self.spec.target_refs]
+
+
+# -- which pools a policy reaches ----------------------------------------------------
+# Here, below both users, so `inferpool validate` and the data planes (guard/attach.py)
+# answer "does this policy screen that pool?" with the same code.
+
+
+@dataclass(frozen=True)
+class PoolRoute:
+    """An HTTPRoute that sends traffic to a pool, and the Gateways it attaches to."""
+
+    route: str  # namespace/name
+    gateways: tuple[str, ...]  # namespace/name
+
+
+def pool_routes(routes: Iterable[HTTPRoute]) -> dict[str, list[PoolRoute]]:
+    """pool key -> the HTTPRoutes (file order) with an InferencePool backendRef to it."""
+    out: dict[str, list[PoolRoute]] = {}
+    for route in routes:
+        gateways = tuple(f"{p.namespace or route.namespace}/{p.name}" for p in route.spec.parent_refs)
+        pools = {
+            f"{b.namespace or route.namespace}/{b.name}"
+            for rule in route.spec.rules
+            for b in rule.backend_refs
+            if b.kind == "InferencePool"
+        }
+        for pool in sorted(pools):
+            out.setdefault(pool, []).append(PoolRoute(f"{route.namespace}/{route.name}", gateways))
+    return out
+
+
+def pool_attachments(pool: str, routes: Mapping[str, Sequence[PoolRoute]]) -> list[Attachment]:
+    """Where a policy attaches to screen `pool`'s traffic, most specific first: the pool, the
+    HTTPRoutes that send traffic to it (file order), then their Gateways."""
+    leading = routes.get(pool, ())
+    points: list[Attachment] = [("InferencePool", pool)]
+    points += [("HTTPRoute", r.route) for r in leading]
+    points += [("Gateway", gateway) for r in leading for gateway in r.gateways]
+    return list(dict.fromkeys(points))
