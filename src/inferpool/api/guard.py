@@ -20,11 +20,14 @@ targets, and every request through them is screened. Documented in docs/security
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NoReturn
+from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from inferpool.api.common import Group, Model, ObjectName, Resource
 from inferpool.api.gateway import HTTPRoute
@@ -127,8 +130,41 @@ class GuardCheck(Model):
         return self
 
 
+_HOST_NAME = re.compile(r"^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*\.?$", re.I)
+
+
+def _check_webhook_url(url: str) -> str:
+    """The URL as given, or ValueError saying in words what is wrong with it (a URL that cannot
+    be reached would block every prompt under FailClosed, at run time)."""
+    if any(c.isspace() or not c.isprintable() for c in url):
+        return _bad_url(url, "must not contain spaces or control characters (percent-encode them)")
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https"):
+        return _bad_url(url, "must start with http:// or https://")
+    host = parts.hostname
+    if not host:
+        return _bad_url(url, "has no host (write e.g. http://127.0.0.1:9500/screen)")
+    try:
+        port = parts.port  # ValueError: not a number, or above 65535
+    except ValueError:
+        port = 0
+    if port == 0:
+        given = parts.netloc.rpartition("]")[2].rpartition(":")[2]  # after an IPv6 literal's ]
+        return _bad_url(url, f"has an invalid port {given!r} (a number from 1 to 65535)")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not _HOST_NAME.match(host):
+            return _bad_url(url, f"has an invalid host {host!r}")
+    return url
+
+
+def _bad_url(url: str, problem: str) -> NoReturn:
+    raise ValueError(f"webhook URL {url!r} {problem}")
+
+
 class GuardWebhook(Model):
-    url: Annotated[str, Field(pattern=r"^https?://")]
+    url: Annotated[str, AfterValidator(_check_webhook_url)]
     timeout_ms: Annotated[int, Field(ge=1, le=60_000)] = 1000
     failure_policy: Literal["FailOpen", "FailClosed"] = "FailClosed"
     stages: Annotated[list[StageName], Field(min_length=1)] = Field(default_factory=_prompt)
