@@ -28,7 +28,14 @@ from inferpool.api.inference import (
     InferencePoolV1,
     InferencePoolV1Alpha2,
 )
-from inferpool.api.problems import LoadError, Problem, Severity, format_path, from_validation_error
+from inferpool.api.problems import (
+    LoadError,
+    Problem,
+    Severity,
+    format_path,
+    from_validation_error,
+    name_boolean_keys,
+)
 from inferpool.api.workloads import (
     Ignored,
     Invalid,
@@ -254,6 +261,17 @@ def _unknown_kind(api_version: str, kind: str) -> str | None:
     return f"no kind {kind!r} in {api_version}{hint}"
 
 
+def _meant_field(kind: str, parent: Path, key: str) -> str | None:
+    """The field an author meant by a key YAML read as a boolean, where the docs name it:
+    a GuardPolicy check's or webhook's `on:` (docs/security.md: the field is `stages`)."""
+    in_stages_object = parent == ("spec", "webhook") or (
+        len(parent) == 3 and parent[:2] == ("spec", "checks")
+    )
+    if kind == "GuardPolicy" and key.lower() == "on" and in_stages_object:
+        return "stages"
+    return None
+
+
 def _name_of(data: dict[str, Any]) -> str | None:
     metadata = data.get("metadata")
     name = metadata.get("name") if isinstance(metadata, dict) else None
@@ -285,6 +303,9 @@ class _Loader:
     def report_problems(
         self, problems: Iterable[Problem], doc: Document, file: str, kind: str, name: str | None
     ) -> None:
+        problems = name_boolean_keys(
+            problems, doc.boolean_keys, lambda parent, key: _meant_field(kind, parent, key)
+        )
         for problem in problems:
             self.report(
                 file,
@@ -359,7 +380,9 @@ class _Loader:
                 duplicates = [
                     (path[2:], line, first) for path, line, first in doc.duplicates if path[:2] == prefix
                 ]
-                self.load_document(Document(item, doc.lines.get(prefix, doc.line), lines, duplicates), file)
+                booleans = {path[2:]: key for path, key in doc.boolean_keys.items() if path[:2] == prefix}
+                item_doc = Document(item, doc.lines.get(prefix, doc.line), lines, duplicates, booleans)
+                self.load_document(item_doc, file)
             return
         target = _PYDANTIC_KINDS.get((api_version, kind))
         if target is not None:

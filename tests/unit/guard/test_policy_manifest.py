@@ -204,3 +204,16 @@ def test_a_webhook_url_that_cannot_be_reached_is_refused_in_words() -> None:
         "http://screener_1:80/",
     ):
         assert load_text(WEBHOOK % f"'{url}'").ok, url
+
+
+def test_the_on_pitfall_names_the_stages_field() -> None:
+    """docs/security.md: the field is `stages`, not `on` (YAML reads a bare `on` as true)."""
+    text = policy("g4", "Gateway", "gw", "{type: PromptInjection, on: [Prompt]}")
+    text += "  webhook: {url: 'http://127.0.0.1:9500/screen', on: [Response]}\n"
+    bad = load_text(text, "guard.yaml")
+    assert [str(e) for e in bad.errors] == [
+        "guard.yaml:8: GuardPolicy/g4: spec.checks[0].on: `on` is read by YAML as the boolean true, "
+        "not as the key 'on'; write `stages:`",
+        "guard.yaml:9: GuardPolicy/g4: spec.webhook.on: `on` is read by YAML as the boolean true, "
+        "not as the key 'on'; write `stages:`",
+    ]
