@@ -292,3 +292,19 @@ async def test_connect_error_ejects_the_endpoint_passively(make_rig) -> None:  #
     assert statuses == [200] * 4  # retried on the live endpoint
     assert dead.ready is False
     assert all(e.ready for e in r.gateway.datastore.endpoints("default/pool") if e.name != "dead")
+
+
+async def test_a_screening_service_outage_is_a_400_that_names_no_address(make_rig) -> None:  # type: ignore[no-untyped-def]
+    """The same body as the EPP's (tests/unit/extproc/test_stream_apis.py); the address stays in the log."""
+    r = await make_rig(guard=True)
+    port = free_port()  # nothing listens there
+    outage = POLICY + f"  webhook: {{url: 'http://127.0.0.1:{port}/screen', timeoutMs: 500}}\n"
+    r.gateway.proxy.guards = GuardSet(load_text(outage).guard_policies)
+    resp = await r.post(prompt="What is the best pizza in the world?")
+    body = await resp.json()
+    assert resp.status == 400
+    assert (body["error"]["type"], body["error"]["param"]) == ("content_filter", "prompt")
+    assert body["error"]["message"] == (
+        "prompt blocked: the screening service could not be reached and the policy fails closed"
+    )
+    assert r.upstream.seen == []

@@ -20,11 +20,17 @@ targets, and every request through them is screened. Documented in docs/security
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Literal, NoReturn
+from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from inferpool.api.common import Group, Model, ObjectName, Resource
+from inferpool.api.gateway import HTTPRoute
 
 CheckType = Literal["PII", "Secrets", "PromptInjection", "DenyList"]
 ActionName = Literal["Block", "Redact", "Log"]
@@ -124,8 +130,41 @@ class GuardCheck(Model):
         return self
 
 
+_HOST_NAME = re.compile(r"^[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*\.?$", re.I)
+
+
+def _check_webhook_url(url: str) -> str:
+    """The URL as given, or ValueError saying in words what is wrong with it (a URL that cannot
+    be reached would block every prompt under FailClosed, at run time)."""
+    if any(c.isspace() or not c.isprintable() for c in url):
+        return _bad_url(url, "must not contain spaces or control characters (percent-encode them)")
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https"):
+        return _bad_url(url, "must start with http:// or https://")
+    host = parts.hostname
+    if not host:
+        return _bad_url(url, "has no host (write e.g. http://127.0.0.1:9500/screen)")
+    try:
+        port = parts.port  # ValueError: not a number, or above 65535
+    except ValueError:
+        port = 0
+    if port == 0:
+        given = parts.netloc.rpartition("]")[2].rpartition(":")[2]  # after an IPv6 literal's ]
+        return _bad_url(url, f"has an invalid port {given!r} (a number from 1 to 65535)")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not _HOST_NAME.match(host):
+            return _bad_url(url, f"has an invalid host {host!r}")
+    return url
+
+
+def _bad_url(url: str, problem: str) -> NoReturn:
+    raise ValueError(f"webhook URL {url!r} {problem}")
+
+
 class GuardWebhook(Model):
-    url: Annotated[str, Field(pattern=r"^https?://")]
+    url: Annotated[str, AfterValidator(_check_webhook_url)]
     timeout_ms: Annotated[int, Field(ge=1, le=60_000)] = 1000
     failure_policy: Literal["FailOpen", "FailClosed"] = "FailClosed"
     stages: Annotated[list[StageName], Field(min_length=1)] = Field(default_factory=_prompt)
@@ -139,7 +178,54 @@ class GuardPolicySpec(Model):
     stream_window_chars: Annotated[int, Field(ge=64, le=1_000_000)] = 4096
 
 
+# (kind, "namespace/name"): an object a policy attaches to.
+Attachment = tuple[str, str]
+
+
 class GuardPolicy(Resource):
     api_version: Literal["inferpool.io/v1alpha1"]
     kind: Literal["GuardPolicy"]
     spec: GuardPolicySpec
+
+    def attachments(self) -> list[Attachment]:
+        """Its targets; a targetRef has no namespace, so each is in the policy's own."""
+        return [(ref.kind, f"{self.namespace}/{ref.name}") for ref in self.spec.target_refs]
+
+
+# -- which pools a policy reaches ----------------------------------------------------
+# Here, below both users, so `inferpool validate` and the data planes (guard/attach.py)
+# answer "does this policy screen that pool?" with the same code.
+
+
+@dataclass(frozen=True)
+class PoolRoute:
+    """An HTTPRoute that sends traffic to a pool, and the Gateways it attaches to."""
+
+    route: str  # namespace/name
+    gateways: tuple[str, ...]  # namespace/name
+
+
+def pool_routes(routes: Iterable[HTTPRoute]) -> dict[str, list[PoolRoute]]:
+    """pool key -> the HTTPRoutes (file order) with an InferencePool backendRef to it."""
+    out: dict[str, list[PoolRoute]] = {}
+    for route in routes:
+        gateways = tuple(f"{p.namespace or route.namespace}/{p.name}" for p in route.spec.parent_refs)
+        pools = {
+            f"{b.namespace or route.namespace}/{b.name}"
+            for rule in route.spec.rules
+            for b in rule.backend_refs
+            if b.kind == "InferencePool"
+        }
+        for pool in sorted(pools):
+            out.setdefault(pool, []).append(PoolRoute(f"{route.namespace}/{route.name}", gateways))
+    return out
+
+
+def pool_attachments(pool: str, routes: Mapping[str, Sequence[PoolRoute]]) -> list[Attachment]:
+    """Where a policy attaches to screen `pool`'s traffic, most specific first: the pool, the
+    HTTPRoutes that send traffic to it (file order), then their Gateways."""
+    leading = routes.get(pool, ())
+    points: list[Attachment] = [("InferencePool", pool)]
+    points += [("HTTPRoute", r.route) for r in leading]
+    points += [("Gateway", gateway) for r in leading for gateway in r.gateways]
+    return list(dict.fromkeys(points))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Any
@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from inferpool.api.common import ObjectMeta, Origin, Resource
 from inferpool.api.gateway import Gateway, HTTPRoute, Listener
 from inferpool.api.gke import HealthCheckPolicy
-from inferpool.api.guard import GuardPolicy
+from inferpool.api.guard import GuardPolicy, pool_attachments, pool_routes
 from inferpool.api.inference import (
     LLMD_GROUP,
     InferenceModel,
@@ -28,7 +28,14 @@ from inferpool.api.inference import (
     InferencePoolV1,
     InferencePoolV1Alpha2,
 )
-from inferpool.api.problems import LoadError, Problem, Severity, format_path, from_validation_error
+from inferpool.api.problems import (
+    LoadError,
+    Problem,
+    Severity,
+    format_path,
+    from_validation_error,
+    name_boolean_keys,
+)
 from inferpool.api.workloads import (
     Ignored,
     Invalid,
@@ -89,6 +96,18 @@ class ManifestSet:
 
     def find_gateway(self, name: str, namespace: str = "default") -> Gateway | None:
         return next((g for g in self.gateways if g.name == name and g.namespace == namespace), None)
+
+    def client_model_names(self) -> set[str]:
+        """The model names clients may send: InferenceModels' modelName, the names
+        InferenceModelRewrites match, model servers' served names and LoRA adapters."""
+        names = {m.spec.model_name for m in self.models}
+        names.update(m.model.value for r in self.rewrites for rule in r.spec.rules for m in rule.matches)
+        for deployment in self.deployments:
+            names.update(deployment.served_model_names)
+            if deployment.model:
+                names.add(deployment.model)
+        names.update(a.id for c in self.lora_configs for a in c.config.ensure_exist.models)
+        return names
 
     def find_secret(self, name: str, namespace: str = "default") -> TLSSecret | None:
         return next((s for s in self.secrets if s.name == name and s.namespace == namespace), None)
@@ -242,6 +261,17 @@ def _unknown_kind(api_version: str, kind: str) -> str | None:
     return f"no kind {kind!r} in {api_version}{hint}"
 
 
+def _meant_field(kind: str, parent: Path, key: str) -> str | None:
+    """The field an author meant by a key YAML read as a boolean, where the docs name it:
+    a GuardPolicy check's or webhook's `on:` (docs/security.md: the field is `stages`)."""
+    in_stages_object = parent == ("spec", "webhook") or (
+        len(parent) == 3 and parent[:2] == ("spec", "checks")
+    )
+    if kind == "GuardPolicy" and key.lower() == "on" and in_stages_object:
+        return "stages"
+    return None
+
+
 def _name_of(data: dict[str, Any]) -> str | None:
     metadata = data.get("metadata")
     name = metadata.get("name") if isinstance(metadata, dict) else None
@@ -273,6 +303,9 @@ class _Loader:
     def report_problems(
         self, problems: Iterable[Problem], doc: Document, file: str, kind: str, name: str | None
     ) -> None:
+        problems = name_boolean_keys(
+            problems, doc.boolean_keys, lambda parent, key: _meant_field(kind, parent, key)
+        )
         for problem in problems:
             self.report(
                 file,
@@ -347,7 +380,9 @@ class _Loader:
                 duplicates = [
                     (path[2:], line, first) for path, line, first in doc.duplicates if path[:2] == prefix
                 ]
-                self.load_document(Document(item, doc.lines.get(prefix, doc.line), lines, duplicates), file)
+                booleans = {path[2:]: key for path, key in doc.boolean_keys.items() if path[:2] == prefix}
+                item_doc = Document(item, doc.lines.get(prefix, doc.line), lines, duplicates, booleans)
+                self.load_document(item_doc, file)
             return
         target = _PYDANTIC_KINDS.get((api_version, kind))
         if target is not None:
@@ -513,6 +548,8 @@ class _Loader:
                     )
             elif isinstance(obj, HTTPRoute):
                 self._check_route(entry, obj)
+            elif isinstance(obj, GuardPolicy):
+                self._check_guard_policy(entry, obj)
             elif isinstance(obj, HealthCheckPolicy):
                 ref = obj.spec.target_ref
                 if ref.kind == "InferencePool" and result.find_pool(ref.name, obj.namespace) is None:
@@ -556,6 +593,61 @@ class _Loader:
                     entry,
                     ("spec", "poolSelector"),
                     f"selects no InferencePool in namespace {namespace!r} (yet: pools added later are bound)",
+                )
+
+    def _check_guard_policy(self, entry: _Entry, policy: GuardPolicy) -> None:
+        """Warn where the policy would screen nothing: a target not in the manifests, a target
+        through which no route leads to a pool (the data planes' own lookup), a model name
+        nothing declares."""
+        result = self.result
+        by_kind: dict[str, Sequence[Resource]] = {
+            "Gateway": result.gateways,
+            "HTTPRoute": result.routes,
+            "InferencePool": result.pools,
+        }
+        routes = pool_routes(result.routes)
+        reached = {
+            point
+            for pool in result.pools
+            for point in pool_attachments(f"{pool.namespace}/{pool.name}", routes)
+        }
+        for index, (ref, attachment) in enumerate(
+            zip(policy.spec.target_refs, policy.attachments(), strict=True)
+        ):
+            path = ("spec", "targetRefs", index, "name")
+            namesakes = {o.namespace for o in by_kind[ref.kind] if o.name == ref.name}
+            if policy.namespace not in namesakes:
+                hint = (
+                    f" (there is one in namespace {min(namesakes)!r}, but a targetRef names an object "
+                    "in the policy's own namespace)"
+                    if namesakes
+                    else ""
+                )
+                self.warn(
+                    entry,
+                    path,
+                    f"{ref.kind} {ref.name!r} not found in namespace {policy.namespace!r}{hint}; "
+                    "this target screens nothing",
+                )
+            elif attachment not in reached:
+                leads = (
+                    f"HTTPRoute {ref.name!r} sends no traffic to an InferencePool in the manifests"
+                    if ref.kind == "HTTPRoute"
+                    else f"no HTTPRoute in the manifests leads from Gateway {ref.name!r} to an InferencePool"
+                )
+                self.warn(entry, path, f"{leads}, so this target screens no pool's traffic")
+        known = result.client_model_names()
+        if not known:
+            return  # nothing declares model names here, so there is nothing to compare with
+        for index, model in enumerate(policy.spec.models):
+            if model not in known:
+                close = difflib.get_close_matches(model, sorted(known), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                self.warn(
+                    entry,
+                    ("spec", "models", index),
+                    f"no InferenceModel, InferenceModelRewrite or model server declares model name "
+                    f"{model!r}, so the policy never applies to it{hint}",
                 )
 
     def _check_route(self, entry: _Entry, route: HTTPRoute) -> None:

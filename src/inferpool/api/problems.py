@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from pydantic import ValidationError
@@ -113,3 +114,27 @@ def from_validation_error(exc: ValidationError, prefix: Path = ()) -> list[Probl
         loc = [part for part in error["loc"] if part != "[key]"]
         problems.append(Problem(path=(*prefix, *loc), message=_message(dict(error))))
     return problems
+
+
+def name_boolean_keys(
+    problems: Iterable[Problem],
+    boolean_keys: Mapping[Path, str],
+    field_for: Callable[[Path, str], str | None] = lambda parent, key: None,
+) -> list[Problem]:
+    """Problems at a key YAML 1.1 read as a boolean (`on:` -> True), said in those words and
+    placed at the key as written: pydantic sees only `True` ("Keys should be strings" at
+    `[1]`). `field_for(mapping path, key)` names the field the author likely meant, if known."""
+    out: list[Problem] = []
+    for problem in problems:
+        # True == 1, so a path ending in the bool or the int pydantic makes of it finds the key
+        raw = boolean_keys.get(problem.path) if problem.path and isinstance(problem.path[-1], int) else None
+        if raw is None:
+            out.append(problem)
+            continue
+        parent = problem.path[:-1]
+        value = str(bool(problem.path[-1])).lower()
+        message = f"`{raw}` is read by YAML as the boolean {value}, not as the key '{raw}'"
+        meant = field_for(parent, raw)
+        message += f"; write `{meant}:`" if meant else f"; quote it ('{raw}') if that key is meant"
+        out.append(replace(problem, path=(*parent, raw), message=message))
+    return out

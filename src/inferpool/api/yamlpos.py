@@ -26,6 +26,10 @@ class Document:
     # A key given twice in one mapping: (its path, the line of the later one, the line of the
     # first). PyYAML keeps the last value without a word; kubectl refuses such a document.
     duplicates: list[tuple[Path, int, int]] = field(default_factory=list)
+    # Keys YAML 1.1 reads as booleans (a bare `on`, `yes`, `off`...): (mapping's path, the
+    # boolean) -> the key as written. The data holds True where the author wrote `on`, so the
+    # loader names the key as written when validation trips over it.
+    boolean_keys: dict[Path, str] = field(default_factory=dict)
 
     def line_of(self, path: Path) -> int:
         """Line of `path`, or of its nearest present ancestor when the field is missing."""
@@ -45,9 +49,14 @@ class YAMLSyntaxError(Exception):
         self.message = message
 
 
-def _walk(node: yaml.Node, path: Path, lines: dict[Path, int], active: set[int]) -> None:
-    """Record field lines below `node`; `active` holds the nodes on the current path, so a
-    self-referencing alias (`a: &x [*x]`) is walked once instead of forever."""
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+
+
+def _walk(
+    node: yaml.Node, path: Path, lines: dict[Path, int], booleans: dict[Path, str], active: set[int]
+) -> None:
+    """Record field lines (and keys read as booleans) below `node`; `active` holds the nodes on
+    the current path, so a self-referencing alias (`a: &x [*x]`) is walked once instead of forever."""
     if id(node) in active:
         return
     active.add(id(node))
@@ -57,12 +66,16 @@ def _walk(node: yaml.Node, path: Path, lines: dict[Path, int], active: set[int])
                 continue
             child = (*path, str(key_node.value))
             lines[child] = key_node.start_mark.line + 1
-            _walk(value_node, child, lines, active)
+            if key_node.tag == _BOOL_TAG:
+                value = yaml.SafeLoader.bool_values.get(str(key_node.value).lower())
+                if value is not None:
+                    booleans.setdefault((*path, value), str(key_node.value))
+            _walk(value_node, child, lines, booleans, active)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             child = (*path, index)
             lines[child] = item.start_mark.line + 1
-            _walk(item, child, lines, active)
+            _walk(item, child, lines, booleans, active)
     active.discard(id(node))
 
 
@@ -122,12 +135,17 @@ def parse_documents(text: str, first_line: int = 1) -> Iterator[Document]:
                 continue
             offset = first_line - 1
             lines: dict[Path, int] = {}
-            _walk(node, (), lines, set())
+            booleans: dict[Path, str] = {}
+            _walk(node, (), lines, booleans, set())
             if offset:
                 lines = {path: line + offset for path, line in lines.items()}
                 duplicates = [(path, line + offset, was + offset) for path, line, was in duplicates]
             yield Document(
-                data=data, line=node.start_mark.line + first_line, lines=lines, duplicates=duplicates
+                data=data,
+                line=node.start_mark.line + first_line,
+                lines=lines,
+                duplicates=duplicates,
+                boolean_keys=booleans,
             )
     finally:
         loader.dispose()

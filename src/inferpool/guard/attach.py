@@ -14,7 +14,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from inferpool.api import ManifestSet
-from inferpool.api.guard import GuardCheck, GuardPolicy
+from inferpool.api.guard import (
+    Attachment,
+    GuardCheck,
+    GuardPolicy,
+    PoolRoute,
+    pool_attachments,
+    pool_routes,
+)
 from inferpool.guard.policy import Action, CheckConfig, GuardConfig, HookConfig, Stage
 from inferpool.guard.screen import Screener
 
@@ -80,33 +87,13 @@ def to_config(policy: GuardPolicy) -> GuardConfig:
 
 @dataclass(frozen=True)
 class _Attached:
-    kind: str  # Gateway | HTTPRoute
+    kind: str  # Gateway | HTTPRoute | InferencePool
     key: str  # namespace/name of the target
     screener: Screener
 
-
-@dataclass(frozen=True)
-class PoolRoute:
-    """An HTTPRoute that sends traffic to a pool, and the Gateways it attaches to."""
-
-    route: str  # namespace/name
-    gateways: tuple[str, ...]  # namespace/name
-
-
-def pool_routes(manifests: ManifestSet) -> dict[str, list[PoolRoute]]:
-    """pool key -> the HTTPRoutes (file order) with an InferencePool backendRef to it."""
-    out: dict[str, list[PoolRoute]] = {}
-    for route in manifests.routes:
-        gateways = tuple(f"{p.namespace or route.namespace}/{p.name}" for p in route.spec.parent_refs)
-        pools = {
-            f"{b.namespace or route.namespace}/{b.name}"
-            for rule in route.spec.rules
-            for b in rule.backend_refs
-            if b.kind == "InferencePool"
-        }
-        for pool in sorted(pools):
-            out.setdefault(pool, []).append(PoolRoute(f"{route.namespace}/{route.name}", gateways))
-    return out
+    @property
+    def policy(self) -> str:
+        return self.screener.config.name  # namespace/name of the GuardPolicy
 
 
 class GuardSet:
@@ -118,17 +105,49 @@ class GuardSet:
         self._attached: list[_Attached] = []
         self._routes = dict(routes or {})
         self._screens_responses: dict[str, bool] = {}  # pool -> may_screen_responses, computed once
+        self.policies: list[str] = []  # namespace/name, file order
         for policy in policies:
             screener = Screener(to_config(policy))
-            for ref in policy.spec.target_refs:
-                self._attached.append(_Attached(ref.kind, f"{policy.namespace}/{ref.name}", screener))
+            self.policies.append(screener.config.name)
+            for kind, key in policy.attachments():
+                self._attached.append(_Attached(kind, key, screener))
 
     @classmethod
     def from_manifests(cls, manifests: ManifestSet) -> GuardSet:
-        return cls(manifests.guard_policies, pool_routes(manifests))
+        return cls(manifests.guard_policies, pool_routes(manifests.routes))
 
     def __bool__(self) -> bool:
         return bool(self._attached)
+
+    def reach(self, pools: Iterable[str]) -> dict[str, list[tuple[str, Attachment]]]:
+        """pool -> the policies that can screen its traffic, each with the target it is reached
+        through (the lookup `for_pool` walks; which one screens a request depends on its model)."""
+        out: dict[str, list[tuple[str, Attachment]]] = {}
+        for pool in pools:
+            found = out.setdefault(pool, [])
+            for point in pool_attachments(pool, self._routes):
+                found += [(a.policy, point) for a in self._attached if (a.kind, a.key) == point]
+        return out
+
+    def describe(self, pools: Iterable[str]) -> tuple[str, list[str]]:
+        """One log line saying which policies screen which pool, and a warning line for each
+        policy that screens none of `pools` (its targets are missing or lead to no pool)."""
+        reach = self.reach(pools)
+        parts = []
+        for pool, found in reach.items():
+            via = [f"{policy} (via {kind} {key})" for policy, (kind, key) in found]
+            parts.append(f"pool {pool}: {', '.join(via) if via else 'none'}")
+        line = "GuardPolicies by pool: " + ("; ".join(parts) if parts else "no InferencePool loaded")
+        reaching = {policy for found in reach.values() for policy, _ in found}
+        warnings = []
+        for policy in self.policies:
+            if policy not in reaching:
+                targets = ", ".join(f"{a.kind} {a.key}" for a in self._attached if a.policy == policy)
+                warnings.append(
+                    f"GuardPolicy {policy} applies to no InferencePool loaded here (targets {targets}), "
+                    "so it screens no pool's traffic; `inferpool validate` says why"
+                )
+        return line, warnings
 
     def _first(self, kind: str, key: str | None, model: str) -> Screener | None:
         for a in self._attached:
@@ -151,10 +170,7 @@ class GuardSet:
         learns the model only after it had to choose."""
         found = self._screens_responses.get(pool)
         if found is None:
-            keys = {("InferencePool", pool)}
-            for route in self._routes.get(pool, []):
-                keys.add(("HTTPRoute", route.route))
-                keys.update(("Gateway", gateway) for gateway in route.gateways)
+            keys = set(pool_attachments(pool, self._routes))
             found = self._screens_responses[pool] = any(
                 (a.kind, a.key) in keys and a.screener.config.screens(Stage.RESPONSE) for a in self._attached
             )
@@ -162,13 +178,7 @@ class GuardSet:
 
     def for_pool(self, pool: str, model: str) -> Screener | None:
         """The EPP's lookup: it knows only its pool; routes and Gateways are those that lead to it."""
-        if (found := self._first("InferencePool", pool, model)) is not None:
-            return found
-        for route in self._routes.get(pool, []):
-            if (found := self._first("HTTPRoute", route.route, model)) is not None:
+        for kind, key in pool_attachments(pool, self._routes):
+            if (found := self._first(kind, key, model)) is not None:
                 return found
-        for route in self._routes.get(pool, []):
-            for gateway in route.gateways:
-                if (found := self._first("Gateway", gateway, model)) is not None:
-                    return found
         return None

@@ -127,6 +127,9 @@ class Screener:
         # Where PII's ID rules run, their keywords are looked for in the same pass
         with_keywords = Prescanner(injection, hints, _id_keywords()) if "pii" in kinds else self._prescanner
         self._session = session
+        # The hook failure last logged at warning, until the hook answers again: an outage is
+        # one warning, not one per request (repeats go to debug), as the reflector does it.
+        self._hook_failure: str | None = None
         # The kinds of the checks of each stage, and of each stage and action.
         self._kinds: dict[tuple[Stage, Action | None], tuple[str, ...]] = {
             (stage, action): tuple(
@@ -230,6 +233,24 @@ class Screener:
             return verdict
         return await self._hook(hook, verdict, stage, model)
 
+    def _hook_failed(self, hook: HookConfig, stage: Stage, exc: BaseException) -> None:
+        """The gateway's log keeps the whole failure; a repeat of the last one goes to debug."""
+        detail = (
+            "timed out" if isinstance(exc, TimeoutError) else f"failed ({str(exc) or type(exc).__name__})"
+        )
+        repeated = detail == self._hook_failure
+        self._hook_failure = detail
+        log.log(
+            logging.DEBUG if repeated else logging.WARNING,
+            "guard %s %s: screening service %s %s; %s%s",
+            self.config.name,
+            stage.value,
+            hook.url,
+            detail,
+            "letting the text through (FailOpen)" if hook.fail_open else "blocking it (FailClosed)",
+            "" if repeated else " (repeats are logged at debug level until it answers again)",
+        )
+
     async def _hook(self, hook: HookConfig, verdict: Verdict, stage: Stage, model: str) -> Verdict:
         payload = {"stage": stage.value, "text": verdict.text, "model": model, "policy": self.config.name}
         session = self._session or aiohttp.ClientSession()
@@ -243,10 +264,17 @@ class Screener:
             if not isinstance(answer, dict):
                 raise ValueError("answer is not a JSON object")
         except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
-            what = "timed out" if isinstance(exc, TimeoutError) else f"failed ({exc})"
+            self._hook_failed(hook, stage, exc)
             if hook.fail_open:
-                log.warning("guard hook %s %s; letting the text through (fail-open)", hook.url, what)
                 return verdict
+            # The client sees what happened, in words: never the exception's text, which
+            # names the screening service's address.
+            if isinstance(exc, TimeoutError):
+                what = "timed out"
+            elif isinstance(exc, aiohttp.ClientConnectionError):
+                what = "could not be reached"
+            else:
+                what = "failed"
             verdict.add(Finding("hook", "unavailable", 0, 0), Action.BLOCK)
             verdict.reason = (
                 f"{stage.value} blocked: the screening service {what} and the policy fails closed"
@@ -255,6 +283,9 @@ class Screener:
         finally:
             if self._session is None:
                 await session.close()
+        if self._hook_failure is not None:
+            log.info("guard %s: screening service %s answers again", self.config.name, hook.url)
+            self._hook_failure = None
         action = str(answer.get("action", "allow")).lower()
         reason = str(answer.get("reason") or "external screening")
         if action == "block":

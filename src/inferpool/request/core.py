@@ -202,6 +202,11 @@ class Core:
     def _reloaded(self, manifests: ManifestSet) -> None:
         self.manifests = manifests
         self.guards = GuardSet.from_manifests(manifests)
+        if self.guards.policies:  # a policy that reaches no pool would leave screening silently off
+            line, warnings = self.guards.describe(f"{p.namespace}/{p.name}" for p in manifests.pools)
+            log.info("%s", line)
+            for warning in warnings:
+                log.warning("%s", warning)
         for listener in self._manifest_listeners:
             listener(manifests)
 

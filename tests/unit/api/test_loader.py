@@ -149,6 +149,30 @@ def test_a_duplicate_key_is_an_error_naming_both_lines() -> None:
     assert [(e.line, e.field) for e in load_text(items).errors] == [(11, "spec.targetPortNumber")]
 
 
+def test_a_key_yaml_reads_as_a_boolean_is_named_as_written() -> None:
+    """YAML 1.1 reads a bare `on`/`yes`/`off` as a boolean; pydantic then says only "Keys should
+    be strings" at `[1]`. The error names the key as written, at its own line."""
+    text = POOL.format(name="p").replace("metadata:\n", "metadata:\n  labels: {yes: a}\n")
+    text = text.replace("  targetPortNumber: 8000\n", "  targetPortNumber: 8000\n  off: 1\n")
+    ms = load_text(text)
+    assert [(e.line, e.field, e.message) for e in ms.errors] == [
+        (4, "metadata.labels.yes", "`yes` is read by YAML as the boolean true, not as the key 'yes'; "
+                                   "quote it ('yes') if that key is meant"),
+        (9, "spec.off", "`off` is read by YAML as the boolean false, not as the key 'off'; "
+                        "quote it ('off') if that key is meant"),
+    ]  # fmt: skip
+    assert (
+        load_text(text.replace("yes:", "'yes':").replace("off:", "'off':")).errors[0].message
+        == "unknown field"
+    )
+    # in a List, with the item's lines
+    items = "apiVersion: v1\nkind: List\nitems:\n- " + text.replace("\n", "\n  ").rstrip() + "\n"
+    assert [(e.line, e.field) for e in load_text(items).errors] == [
+        (7, "metadata.labels.yes"),
+        (12, "spec.off"),
+    ]
+
+
 def test_an_object_given_as_null_must_be_a_mapping() -> None:
     ms = load_text("apiVersion: inference.networking.x-k8s.io/v1alpha2\nkind: InferenceModel\nmetadata:\n"
                    "spec: {modelName: x, poolRef: {name: p}}\n")  # fmt: skip

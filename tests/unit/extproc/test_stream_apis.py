@@ -6,7 +6,8 @@ import orjson
 from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
-from inferpool.api.guard import GuardPolicy
+from free_ports import free_port
+from inferpool.api.guard import GuardPolicy, GuardWebhook
 from inferpool.extproc.stream import RequestStream, StreamConfig
 from inferpool.guard.attach import GuardSet
 
@@ -74,3 +75,22 @@ async def test_a_clean_messages_request_is_routed_and_its_streamed_answer_redact
     assert sent.startswith(b"event: content_block_delta\ndata: ")
     assert b"a@b.io" not in sent and b"[REDACTED:email]" in sent
     stream.close()
+
+
+async def test_a_screening_service_outage_is_a_400_that_names_no_address() -> None:
+    """The same body as the built-in gateway's (tests/integration/test_security_gateway.py)."""
+    port = free_port()  # nothing listens there
+    outage = POLICY.model_copy(deep=True)
+    outage.spec.webhook = GuardWebhook(url=f"http://127.0.0.1:{port}/screen", timeout_ms=500)
+    guards = GuardSet([outage])
+    router = FakeRouter(endpoints(8001))
+    stream = RequestStream(router, POOL, StreamConfig(), guards=lambda: guards)
+    await stream.handle(headers_msg(**{":path": "/v1/messages"}))
+    [answer] = await stream.handle(body_msg(orjson.dumps(MESSAGES)))
+    assert answer.immediate_response.status.code == 400
+    error = orjson.loads(answer.immediate_response.body)["error"]
+    assert (error["type"], error["param"]) == ("content_filter", "prompt")
+    assert error["message"] == (
+        "prompt blocked: the screening service could not be reached and the policy fails closed"
+    )
+    assert router.calls == []

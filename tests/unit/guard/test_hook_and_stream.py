@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 import orjson
 import pytest
 from aiohttp import web
 
+from free_ports import free_port
 from inferpool.guard import Action, CheckConfig, GuardConfig, HookConfig, Screener, Stage
 from inferpool.guard.openai import Blocked, StreamScreener, screen_request, screen_response
 
@@ -52,14 +54,49 @@ async def test_hook_verdicts_and_failure_policy(hook_url: str, fail_open: bool) 
         v = await s.screen_async(text, Stage.PROMPT)
         assert v.blocked is (not fail_open), text
         if not fail_open:
-            assert "fails closed" in v.reason
+            what = "timed out" if text == "slow one" else "failed"
+            assert v.reason == f"prompt blocked: the screening service {what} and the policy fails closed"
     # response stage is not hooked by default
     assert not (await s.screen_async("forbidden", Stage.RESPONSE)).blocked
 
 
-async def test_unreachable_hook_fails_closed() -> None:
-    s = Screener(GuardConfig("h", (), HookConfig("http://127.0.0.1:9/screen", timeout_s=0.5)))
-    assert (await s.screen_async("anything", Stage.PROMPT)).blocked
+async def test_unreachable_hook_fails_closed_without_telling_the_client_its_address(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The reason goes to the client (a 400 content_filter): it says what happened, never the
+    connection error, which names the screening service's host and port. The log keeps that,
+    once per outage: repeats go to debug until the service answers again."""
+    port = free_port()  # nothing listens there
+    s = Screener(GuardConfig("h", (), HookConfig(f"http://127.0.0.1:{port}/screen", timeout_s=0.5)))
+    with caplog.at_level(logging.DEBUG, logger="inferpool.guard.screen"):
+        first = await s.screen_async("anything", Stage.PROMPT)
+        second = await s.screen_async("anything else", Stage.PROMPT)
+    for verdict in (first, second):
+        assert verdict.blocked
+        assert verdict.reason == (
+            "prompt blocked: the screening service could not be reached and the policy fails closed"
+        )
+    records = [r for r in caplog.records if "screening service" in r.getMessage()]
+    assert [r.levelno for r in records] == [logging.WARNING, logging.DEBUG]
+    assert f"http://127.0.0.1:{port}/screen failed (Cannot connect to host 127.0.0.1:{port}" in (
+        records[0].getMessage()
+    )
+    assert "blocking it (FailClosed)" in records[0].getMessage()
+
+
+async def test_a_failing_hook_is_logged_again_once_it_has_answered(
+    hook_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    s = Screener(GuardConfig("h", (), HookConfig(hook_url, timeout_s=0.3)))
+    with caplog.at_level(logging.DEBUG, logger="inferpool.guard.screen"):
+        for text in ("broken", "broken", "hello", "broken"):
+            await s.screen_async(text, Stage.PROMPT)
+    assert [(r.levelno, r.getMessage().endswith("answers again")) for r in caplog.records] == [
+        (logging.WARNING, False),
+        (logging.DEBUG, False),
+        (logging.INFO, True),
+        (logging.WARNING, False),
+    ]
 
 
 async def test_request_body_redaction_and_block() -> None:

@@ -174,3 +174,46 @@ def test_the_epp_knows_per_pool_whether_any_policy_screens_answers() -> None:
     only_prompts = GuardSet.from_manifests(load_text(ROUTE + "---" + prompts))
     assert not only_prompts.may_screen_responses("default/pool")
     assert not GuardSet().may_screen_responses("default/pool")
+
+
+WEBHOOK = policy("p", "Gateway", "gw", "{type: Secrets}") + "  webhook: {url: %s}\n"
+
+
+def test_a_webhook_url_that_cannot_be_reached_is_refused_in_words() -> None:
+    """Under FailClosed such a URL would block every prompt at run time."""
+    cases = {
+        '"http://"': "has no host",
+        '"http://:9500/screen"': "has no host",
+        '"http://exa mple .com:99999/x y"': "must not contain spaces",
+        '"http://example.com:99999/x"': "has an invalid port '99999' (a number from 1 to 65535)",
+        '"http://example.com:0/x"': "has an invalid port '0'",
+        '"http://example.com:port/x"': "has an invalid port 'port'",
+        '"ftp://example.com/x"': "must start with http:// or https://",
+        '"example.com/screen"': "must start with http:// or https://",
+        '"http://bad!host/x"': "has an invalid host 'bad!host'",
+    }
+    for url, words in cases.items():
+        bad = load_text(WEBHOOK % url)
+        (error,) = bad.errors
+        assert error.field == "spec.webhook.url" and words in error.message, (url, str(error))
+        assert "pattern" not in error.message
+    for url in (
+        "http://127.0.0.1:9500/screen",
+        "https://screener.default.svc.cluster.local/screen",
+        "http://[::1]:9500/screen",
+        "http://screener_1:80/",
+    ):
+        assert load_text(WEBHOOK % f"'{url}'").ok, url
+
+
+def test_the_on_pitfall_names_the_stages_field() -> None:
+    """docs/security.md: the field is `stages`, not `on` (YAML reads a bare `on` as true)."""
+    text = policy("g4", "Gateway", "gw", "{type: PromptInjection, on: [Prompt]}")
+    text += "  webhook: {url: 'http://127.0.0.1:9500/screen', on: [Response]}\n"
+    bad = load_text(text, "guard.yaml")
+    assert [str(e) for e in bad.errors] == [
+        "guard.yaml:8: GuardPolicy/g4: spec.checks[0].on: `on` is read by YAML as the boolean true, "
+        "not as the key 'on'; write `stages:`",
+        "guard.yaml:9: GuardPolicy/g4: spec.webhook.on: `on` is read by YAML as the boolean true, "
+        "not as the key 'on'; write `stages:`",
+    ]
