@@ -147,6 +147,11 @@ def test_bad_input_is_one_clear_message(
 ) -> None:
     if args[0] == "epp":  # the picker sets its process's CPU policy: pytest's must stay as it is
         monkeypatch.setattr("inferpool.extproc.command.apply_cpu_policy", lambda policy: True)
+        # free ports: on the defaults (9002, 9003, 9090) another picker, a demo or a parallel
+        # test worker would turn the expected message into "Failed to bind"
+        for flag in ("--grpc-port", "--grpc-health-port", "--metrics-port"):
+            if flag not in args:
+                args = [*args, flag, "0"]
     (tmp_path / "manifests").mkdir()
     (tmp_path / "manifests" / "pool.yaml").write_text(_BAD_POOL)
     (tmp_path / "broken.yaml").write_text("step: [1, 2\n")
