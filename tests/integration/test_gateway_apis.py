@@ -158,6 +158,7 @@ async def test_each_api_passes_through_with_its_usage_accounted(stack) -> None: 
         assert "'type': 'missing', 'loc': 'body.max_tokens'" in error["message"]
         log = _access(gw, rid)
         assert "endpoint" not in log  # the gateway answered: no model server saw it
+        assert log["model"] == "tiny"  # refused for another field, the body's model is still on record
 
 
 def _sdk_calls(base_url: str) -> None:

@@ -66,8 +66,17 @@ def body_kind(path: str) -> BodyKind:
     return "other"
 
 
+class RefusedBody(InferenceError):
+    """A body refused for a field other than its model: `model` is the one it names."""
+
+    def __init__(self, error: InferenceError, model: str) -> None:
+        super().__init__(error.status, error.message, param=error.param, err_type=error.err_type)
+        self.model = model
+
+
 def parse_body(raw: bytes, path: str) -> ParsedBody:
-    """Decode and check `raw`; raise InferenceError(400) with a vLLM-like body when it is wrong."""
+    """Decode and check `raw`; raise InferenceError(400) with a vLLM-like body when it is wrong
+    (RefusedBody, which keeps the model, when the body names one as a string)."""
     kind = body_kind(path)
     try:
         data = orjson.loads(raw)
@@ -90,46 +99,51 @@ def parse_body(raw: bytes, path: str) -> ParsedBody:
     if not model:
         raise InferenceError(400, "The 'model' field must not be empty.", param="model")
 
-    stream = _lax_bool("stream", data.get("stream"))
-    if kind in ("chat", "completion", "other"):
-        include_usage = _include_usage(data.get("stream_options"))
-        max_tokens = _max_tokens(data)
-    else:
-        include_usage = True  # embeddings, responses and messages always report usage
-        max_tokens = None
+    try:
+        stream = _lax_bool("stream", data.get("stream"))
+        if kind in ("chat", "completion", "other"):
+            include_usage = _include_usage(data.get("stream_options"))
+            max_tokens = _max_tokens(data)
+        else:
+            include_usage = True  # embeddings, responses and messages always report usage
+            max_tokens = None
 
-    if kind == "chat":
-        if "messages" not in data:
-            raise _missing("messages", data)
-        prompt, estimate = _flatten_messages(data["messages"])
-    elif kind == "completion":
-        given = data.get("prompt")
-        if not given and (given is None or given == "" or given == []):  # vLLM's empty prompts
-            raise semantic_error("Either prompt or prompt_embeds must be provided and non-empty.", "prompt")
-        prompt, estimate = _prompt_text(given)
-    elif kind == "embeddings":
-        prompt, estimate = _embeddings_text(data)
-        stream = False  # vLLM's embeddings do not stream
-    elif kind == "responses":
-        prompt, estimate = _responses_text(data)
-        max_tokens = _positive_int(data, "max_output_tokens", required=False)
-    elif kind == "messages":
-        prompt, estimate = _anthropic_text(data)
-        max_tokens = _positive_int(data, "max_tokens", required=True)
-    else:
-        prompt, estimate = _other_text(data)
+        if kind == "chat":
+            if "messages" not in data:
+                raise _missing("messages", data)
+            prompt, estimate = _flatten_messages(data["messages"])
+        elif kind == "completion":
+            given = data.get("prompt")
+            if not given and (given is None or given == "" or given == []):  # vLLM's empty prompts
+                raise semantic_error(
+                    "Either prompt or prompt_embeds must be provided and non-empty.", "prompt"
+                )
+            prompt, estimate = _prompt_text(given)
+        elif kind == "embeddings":
+            prompt, estimate = _embeddings_text(data)
+            stream = False  # vLLM's embeddings do not stream
+        elif kind == "responses":
+            prompt, estimate = _responses_text(data)
+            max_tokens = _positive_int(data, "max_output_tokens", required=False)
+        elif kind == "messages":
+            prompt, estimate = _anthropic_text(data)
+            max_tokens = _positive_int(data, "max_tokens", required=True)
+        else:
+            prompt, estimate = _other_text(data)
 
-    return ParsedBody(
-        raw=raw,
-        data=data,
-        kind=kind,
-        model=model,
-        prompt=prompt,
-        stream=stream,
-        include_usage=include_usage,
-        max_tokens=max_tokens,
-        prompt_tokens_estimate=estimate,
-    )
+        return ParsedBody(
+            raw=raw,
+            data=data,
+            kind=kind,
+            model=model,
+            prompt=prompt,
+            stream=stream,
+            include_usage=include_usage,
+            max_tokens=max_tokens,
+            prompt_tokens_estimate=estimate,
+        )
+    except InferenceError as exc:  # the record keeps the model of a body refused for another field
+        raise RefusedBody(exc, model) from None
 
 
 def with_model(parsed: ParsedBody, model: str) -> bytes:

@@ -33,7 +33,7 @@ from inferpool.admission.flowcontrol import FlowControlError, FlowController, Gr
 from inferpool.errors import InferenceError
 from inferpool.records import CandidateScore, HttpFacts, LazyScores, PrefillLeg, RequestRecord
 from inferpool.request.accounting import ResponseAccounting
-from inferpool.request.body import ParsedBody, body_kind, parse_body, with_model
+from inferpool.request.body import ParsedBody, RefusedBody, body_kind, parse_body, with_model
 from inferpool.request.resolve import Resolution, resolve
 from inferpool.scheduling.types import Ranking, SchedulingRequest, SchedulingResult
 from inferpool.state import Datastore, Endpoint
@@ -910,7 +910,7 @@ def _in_subset(endpoints: list[Endpoint], subset: frozenset[str] | None) -> list
 def _refused_record(attempt: _Attempt, exc: InferenceError, director: Director) -> RequestRecord:
     now = director.clock()
     parsed, resolution, result = attempt.parsed, attempt.resolution, attempt.result
-    model = parsed.model if parsed else ""
+    model = parsed.model if parsed else exc.model if isinstance(exc, RefusedBody) else ""
     shed_reason = exc.reason if isinstance(exc, ShedError | FlowControlError) else None
     snapshot = attempt.snapshot or (exc.snapshot if isinstance(exc, ShedError) else None)
     return RequestRecord(

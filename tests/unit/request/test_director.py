@@ -318,6 +318,13 @@ def test_bad_body_is_400_and_recorded() -> None:
     assert record.response_bytes == len(err.to_json())
 
 
+def test_body_refused_for_another_field_keeps_its_model_on_the_record() -> None:
+    h = Harness()
+    err = h.refused(b'{"model":"food-review","prompt":"Hi","max_tokens":5.5}', "/v1/completions")
+    assert (err.status, err.param) == (400, "body.max_tokens")
+    assert (h.records[-1].model, h.records[-1].target_model) == ("food-review", "food-review")
+
+
 def test_unknown_model_is_404() -> None:
     h = Harness()
     err = h.refused({"model": "nope", "messages": []})
