@@ -405,6 +405,11 @@ def _model_entry(entry: Any, now: int) -> dict[str, Any]:
     if isinstance(entry, dict):
         return {"object": "model", "created": now, "owned_by": "inferpool", **entry}
     name = getattr(entry, "name", None) or getattr(entry, "id", str(entry))
+    card = getattr(entry, "card", None)
+    if card is not None:
+        # The server's own entry (owned_by, root = the adapter's source, max_model_len,
+        # permission) under the client-facing name; `created` is the time of the call, as in vLLM.
+        return {**card, "id": name, "created": now}
     parent = getattr(entry, "parent", None)
     root = getattr(entry, "root", None) or name
     return {

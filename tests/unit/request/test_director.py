@@ -472,6 +472,20 @@ def test_served_models_with_configured_base() -> None:
     assert h.director.served_models("default/other") == []
 
 
+def test_served_models_carry_the_servers_entries_for_their_targets_and_the_base() -> None:
+    h = Harness(config=DirectorConfig(base_models={POOL: BASE}))
+    first, second = h.store.endpoints(POOL)[:2]
+    first.metrics.model_cards = {BASE: {"id": BASE, "max_model_len": 512}}
+    second.metrics.model_cards = {
+        BASE: {"id": BASE, "max_model_len": 4096},
+        "batch": {"id": "batch", "root": "/a"},
+    }
+    models = {m.id: m for m in h.director.served_models(POOL)}
+    assert models[BASE].card == {"id": BASE, "max_model_len": 512}  # servers disagree: any one
+    assert models["batch"].card == {"id": "batch", "root": "/a"}
+    assert models["food-review"].card is None  # no server lists its targets
+
+
 def test_base_model_inferred_from_reported_adapters() -> None:
     h = Harness()
     assert h.director.base_model(POOL) == (None, set())
