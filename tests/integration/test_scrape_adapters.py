@@ -43,6 +43,10 @@ async def test_loaded_adapters_follow_load_and_unload() -> None:
             # and each server's own model name: the list's entry without a parent
             base = with_lora.config.model_name
             assert a.metrics.base_models == b.metrics.base_models == frozenset({base})
+            # and the entries themselves, for the gateway's own /v1/models
+            assert a.metrics.model_cards is not None and set(a.metrics.model_cards) == {base, "food-review"}
+            adapter = a.metrics.model_cards["food-review"]
+            assert (adapter["parent"], adapter["owned_by"]) == (base, "vllm") and "permission" in adapter
 
             async with aiohttp.ClientSession() as http:
                 load = {"lora_name": "cad-fabricator", "lora_path": "/adapters/cad-fabricator"}

@@ -123,6 +123,21 @@ async def test_completion_prefill_then_decode(session: aiohttp.ClientSession) ->
         await decode.stop()
 
 
+async def test_prefill_leg_of_an_n3_request_computes_the_prompt_once(session: aiohttp.ClientSession) -> None:
+    prefill = await _replica(_kv("kv_producer"))
+    try:
+        body = {"prompt": PROMPT, "max_tokens": 12, "n": 3, "min_tokens": 5}
+        before = await _metric(session, prefill, "vllm:prompt_tokens_total")
+        status, answer = await _post(session, prefill.url + "/v1/completions", prefill_request(body))
+        assert status == 200
+        after = await _metric(session, prefill, "vllm:prompt_tokens_total")
+        assert after - before == answer["usage"]["prompt_tokens"]  # one prompt, not three
+        assert len(answer["choices"]) == 1
+        assert (await _state(session, prefill))["kv_held_requests"] == 1  # one set of blocks to pull
+    finally:
+        await prefill.stop()
+
+
 async def test_chat_streamed_decode_reports_usage_once(session: aiohttp.ClientSession) -> None:
     prefill, decode = await _replica(_kv("kv_both")), await _replica(_kv("kv_both"))
     try:

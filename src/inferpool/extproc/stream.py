@@ -44,7 +44,7 @@ from inferpool.guard.openai import (
 from inferpool.guard.screen import Screener
 from inferpool.observe.tracing import Tracing
 from inferpool.records import HttpFacts
-from inferpool.request.body import ParsedBody, parse_body
+from inferpool.request.body import ParsedBody, RefusedBody, parse_body
 from inferpool.request.disagg import PREFILLER_HEADER
 from inferpool.request.plane import PlaneCore, Routed
 from inferpool.state import Endpoint
@@ -294,8 +294,11 @@ class RequestStream:
         """The body to route (redacted if a policy says so) and its decoding; 400 if blocked."""
         try:
             parsed = parse_body(body, path)
-        except InferenceError:
+        except RefusedBody as exc:
+            self._model = exc.model
             return body, None  # the core answers a malformed body with vLLM's 400
+        except InferenceError:
+            return body, None
         self._model = parsed.model
         screener = guards.for_pool(self._pool, parsed.model)
         if screens_response(screener):

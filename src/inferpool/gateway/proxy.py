@@ -38,7 +38,7 @@ from inferpool.guard.attach import GuardSet
 from inferpool.guard.openai import Blocked, content_filtered, screen_request, screens_prompt
 from inferpool.observe.tracing import Tracing
 from inferpool.records import HttpFacts, TraceContext
-from inferpool.request.body import ParsedBody, parse_body
+from inferpool.request.body import ParsedBody, RefusedBody, parse_body
 from inferpool.request.disagg import PREFILLER_HEADER
 from inferpool.request.plane import PlaneCore, Routed
 from inferpool.state import Datastore, Endpoint
@@ -237,8 +237,8 @@ class Proxy:
         state.backend = backend.label
         body = await self._read_body(request)
         state.body_bytes = len(body)
-        parsed = _try_parse(body, request.path) if body else None
-        state.model = state.relay.model = parsed.model if parsed is not None else _model_of(body)
+        parsed, model = _try_parse(body, request.path) if body else (None, "")
+        state.model = state.relay.model = model
         if state.tenant is not None:
             self.tenancy.admit(state.tenant, state.model, headers)
             state.relay.answer_headers = state.tenant.answer_headers
@@ -378,23 +378,17 @@ async def _continue(request: web.BaseRequest) -> None:
     request.writer.output_size = 0  # the answer's own bytes come after it
 
 
-def _try_parse(body: bytes, path: str) -> ParsedBody | None:
-    """The body decoded once, for tenancy, screening and the core; None when malformed (the core
-    answers that with vLLM's 400 if the request gets that far)."""
+def _try_parse(body: bytes, path: str) -> tuple[ParsedBody | None, str]:
+    """The body decoded once, for tenancy, screening and the core, and the model it names; None
+    when malformed (the core answers that with vLLM's 400 if the request gets that far), with the
+    model still named when the body names one as a string (tenancy checks it first)."""
     try:
-        return parse_body(body, path)
+        parsed = parse_body(body, path)
+    except RefusedBody as exc:
+        return None, exc.model
     except InferenceError:
-        return None
-
-
-def _model_of(body: bytes) -> str:
-    """The `model` field of a body the core will refuse (tenancy still checks it first)."""
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return ""
-    model = data.get("model") if isinstance(data, dict) else None
-    return model if isinstance(model, str) else ""
+        return None, ""
+    return parsed, parsed.model
 
 
 def _model_entry(entry: Any, now: int) -> dict[str, Any]:
@@ -411,6 +405,11 @@ def _model_entry(entry: Any, now: int) -> dict[str, Any]:
     if isinstance(entry, dict):
         return {"object": "model", "created": now, "owned_by": "inferpool", **entry}
     name = getattr(entry, "name", None) or getattr(entry, "id", str(entry))
+    card = getattr(entry, "card", None)
+    if card is not None:
+        # The server's own entry (owned_by, root = the adapter's source, max_model_len,
+        # permission) under the client-facing name; `created` is the time of the call, as in vLLM.
+        return {**card, "id": name, "created": now}
     parent = getattr(entry, "parent", None)
     root = getattr(entry, "root", None) or name
     return {

@@ -12,18 +12,25 @@ only its prompt is read, as text, for prefix hashing and screening.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 import msgspec
 import orjson
+from pydantic import TypeAdapter, ValidationError
 
-from inferpool.errors import InferenceError
+from inferpool.errors import (
+    SCHEMA_ERROR_TYPE,
+    InferenceError,
+    decode_json_body,
+    field_failure,
+    semantic_error,
+    validation_failure,
+)
 
 BodyKind = Literal["completion", "chat", "embeddings", "responses", "messages", "other"]
 
-# vLLM uses "Bad Request" for schema errors (param "body.<field>") and "BadRequestError"
-# for semantic ones (param "<field>"); keep both so clients see identical bodies.
-_SCHEMA = "Bad Request"
+_SCHEMA = SCHEMA_ERROR_TYPE
 
 
 # a Struct: built per request, and faster to build than a frozen dataclass
@@ -59,67 +66,84 @@ def body_kind(path: str) -> BodyKind:
     return "other"
 
 
+class RefusedBody(InferenceError):
+    """A body refused for a field other than its model: `model` is the one it names."""
+
+    def __init__(self, error: InferenceError, model: str) -> None:
+        super().__init__(error.status, error.message, param=error.param, err_type=error.err_type)
+        self.model = model
+
+
 def parse_body(raw: bytes, path: str) -> ParsedBody:
-    """Decode and check `raw`; raise InferenceError(400) with a vLLM-like body when it is wrong."""
+    """Decode and check `raw`; raise InferenceError(400) with a vLLM-like body when it is wrong
+    (RefusedBody, which keeps the model, when the body names one as a string)."""
     kind = body_kind(path)
     try:
         data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InferenceError(
-            400, f"Malformed JSON request body: {exc.msg}", param=f"body.{exc.pos}", err_type=_SCHEMA
-        ) from None
+    except orjson.JSONDecodeError:
+        data = _decoded_as_vllm_does(raw)
     if not isinstance(data, dict):
-        raise InferenceError(
-            400, f"Request body must be a JSON object, got {_json_type(data)}", param="body", err_type=_SCHEMA
+        # FastAPI validates the body against vLLM's request model with from_attributes
+        raise field_failure(
+            (),
+            "model_attributes_type",
+            "Input should be a valid dictionary or object to extract fields from",
+            data,
         )
 
     model = data.get("model")
     if model is None:
         raise InferenceError(400, "The request body must name a model in the 'model' field.", param="model")
     if not isinstance(model, str):
-        raise _wrong_type("model", "a string", model)
+        raise _wrong_type("model", _STRING, model)
     if not model:
         raise InferenceError(400, "The 'model' field must not be empty.", param="model")
 
-    stream = _lax_bool("stream", data.get("stream"))
-    if kind in ("chat", "completion", "other"):
-        include_usage = _include_usage(data.get("stream_options"))
-        max_tokens = _max_tokens(data)
-    else:
-        include_usage = True  # embeddings, responses and messages always report usage
-        max_tokens = None
+    try:
+        stream = _lax_bool("stream", data.get("stream"))
+        if kind in ("chat", "completion", "other"):
+            include_usage = _include_usage(data.get("stream_options"))
+            max_tokens = _max_tokens(data)
+        else:
+            include_usage = True  # embeddings, responses and messages always report usage
+            max_tokens = None
 
-    if kind == "chat":
-        if "messages" not in data:
-            raise InferenceError(400, "Field required: 'messages'", param="body.messages", err_type=_SCHEMA)
-        prompt, estimate = _flatten_messages(data["messages"])
-    elif kind == "completion":
-        if data.get("prompt") is None:
-            raise InferenceError(400, "Either prompt or prompt_embeds must be provided.", param="prompt")
-        prompt, estimate = _prompt_text(data["prompt"])
-    elif kind == "embeddings":
-        prompt, estimate = _embeddings_text(data)
-        stream = False  # vLLM's embeddings do not stream
-    elif kind == "responses":
-        prompt, estimate = _responses_text(data)
-        max_tokens = _positive_int(data, "max_output_tokens", required=False)
-    elif kind == "messages":
-        prompt, estimate = _anthropic_text(data)
-        max_tokens = _positive_int(data, "max_tokens", required=True)
-    else:
-        prompt, estimate = _other_text(data)
+        if kind == "chat":
+            if "messages" not in data:
+                raise _missing("messages", data)
+            prompt, estimate = _flatten_messages(data["messages"])
+        elif kind == "completion":
+            given = data.get("prompt")
+            if not given and (given is None or given == "" or given == []):  # vLLM's empty prompts
+                raise semantic_error(
+                    "Either prompt or prompt_embeds must be provided and non-empty.", "prompt"
+                )
+            prompt, estimate = _prompt_text(given)
+        elif kind == "embeddings":
+            prompt, estimate = _embeddings_text(data)
+            stream = False  # vLLM's embeddings do not stream
+        elif kind == "responses":
+            prompt, estimate = _responses_text(data)
+            max_tokens = _positive_int(data, "max_output_tokens", required=False)
+        elif kind == "messages":
+            prompt, estimate = _anthropic_text(data)
+            max_tokens = _positive_int(data, "max_tokens", required=True)
+        else:
+            prompt, estimate = _other_text(data)
 
-    return ParsedBody(
-        raw=raw,
-        data=data,
-        kind=kind,
-        model=model,
-        prompt=prompt,
-        stream=stream,
-        include_usage=include_usage,
-        max_tokens=max_tokens,
-        prompt_tokens_estimate=estimate,
-    )
+        return ParsedBody(
+            raw=raw,
+            data=data,
+            kind=kind,
+            model=model,
+            prompt=prompt,
+            stream=stream,
+            include_usage=include_usage,
+            max_tokens=max_tokens,
+            prompt_tokens_estimate=estimate,
+        )
+    except InferenceError as exc:  # the record keeps the model of a body refused for another field
+        raise RefusedBody(exc, model) from None
 
 
 def with_model(parsed: ParsedBody, model: str) -> bytes:
@@ -131,7 +155,10 @@ def with_model(parsed: ParsedBody, model: str) -> bytes:
         return parsed.raw
     data = dict(parsed.data)  # dicts keep insertion order, so "model" stays where it was
     data["model"] = model
-    return orjson.dumps(data)
+    try:
+        return orjson.dumps(data)
+    except orjson.JSONEncodeError:  # integers past 64 bits, which only Python's json decoded
+        return json.dumps(data, separators=(",", ":")).encode()
 
 
 def estimate_tokens(text: str) -> int:
@@ -142,66 +169,78 @@ def estimate_tokens(text: str) -> int:
 # -- helpers -------------------------------------------------------------------
 
 
-def _json_type(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
+def _decoded_as_vllm_does(raw: bytes) -> Any:
+    """A body orjson refused, decoded by Python's json as vLLM's FastAPI does (rare: the error path).
+
+    What vLLM takes and orjson does not (NaN, integers past 64 bits, a BOM) is taken; what
+    neither takes gets vLLM's own 400. Strings with an unpaired surrogate escape are refused:
+    they cannot be hashed or tokenized as UTF-8 text.
+    """
+    data = decode_json_body(raw)
+    try:
+        json.dumps(data, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise InferenceError(
+            400, "The request body has a string with an unpaired UTF-16 surrogate escape.", param="body",
+            err_type=_SCHEMA,
+        ) from None  # fmt: skip
+    return data
 
 
-def _wrong_type(field: str, wanted: str, got: object) -> InferenceError:
-    return InferenceError(
-        400,
-        f"Field '{field}' must be {wanted}, got {_json_type(got)}",
-        param=f"body.{field}",
-        err_type=_SCHEMA,
-    )
+# pydantic's error type and words for a value of the wrong JSON type, by the type wanted
+_STRING = ("string_type", "Input should be a valid string")
+_LIST = ("list_type", "Input should be a valid list")
+_OBJECT = ("dict_type", "Input should be a valid dictionary")
+
+
+def _wrong_type(field: str, wanted: tuple[str, str], got: object) -> InferenceError:
+    return field_failure(field.split("."), wanted[0], wanted[1], got)
+
+
+def _missing(field: str, parent: object) -> InferenceError:
+    """A required field absent from `parent` (the body, or the object that should hold it)."""
+    return field_failure(field.split("."), "missing", "Field required", parent)
+
+
+def _role_error(parent: dict[str, Any], field: str) -> InferenceError:
+    """A message's or input item's `role` absent or not a string."""
+    if "role" not in parent:
+        return _missing(field, parent)
+    return _wrong_type(field, _STRING, parent["role"])
 
 
 def _include_usage(options: object) -> bool:
     if options is None:
         return False
     if not isinstance(options, dict):
-        raise _wrong_type("stream_options", "an object", options)
+        raise _wrong_type("stream_options", _OBJECT, options)
     return _lax_bool("stream_options.include_usage", options.get("include_usage"))
 
 
-# vLLM's pydantic models parse in lax mode: "true"/1 are booleans and "5"/5.0 are integers
-# there, so the gateway accepts exactly those too rather than refuse what the server takes.
-_TRUE = frozenset({"true", "t", "yes", "y", "on", "1"})
-_FALSE = frozenset({"false", "f", "no", "n", "off", "0"})
+# vLLM's pydantic models parse in lax mode ("true" and 1 are booleans, true, 5.0 and "5" are
+# integers there), so the gateway asks pydantic itself about anything but the plain JSON type.
+_BOOL: TypeAdapter[bool] = TypeAdapter(bool)
+_INT: TypeAdapter[int] = TypeAdapter(int)
 
 
 def _lax_bool(field: str, value: object) -> bool:
     if value is None:
         return False
-    if isinstance(value, bool):
+    if value is True or value is False:
         return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-        return value.strip().lower() in _TRUE
-    raise _wrong_type(field, "a boolean", value)
+    try:
+        return _BOOL.validate_python(value)
+    except ValidationError as exc:
+        raise validation_failure(exc.errors(include_url=False), ("body", *field.split("."))) from None
 
 
 def _lax_int(field: str, value: object) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
+    if type(value) is int:
         return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
-        try:
-            return int(value.strip())
-        except ValueError:
-            pass
-    raise _wrong_type(field, "an integer", value)
+    try:
+        return _INT.validate_python(value)
+    except ValidationError as exc:
+        raise validation_failure(exc.errors(include_url=False), ("body", field)) from None
 
 
 def _max_tokens(data: dict[str, Any]) -> int | None:
@@ -212,7 +251,7 @@ def _max_tokens(data: dict[str, Any]) -> int | None:
             continue
         value = _lax_int(name, value)
         if value < 1:
-            raise InferenceError(400, f"{name} must be at least 1, got {value}.", param=name)
+            raise semantic_error(f"{name} must be at least 1, got {value}.", name, value)
         return value
     return None
 
@@ -248,19 +287,14 @@ def _ids_text(ids: list[int]) -> str:
 def _flatten_messages(messages: object) -> tuple[str, int]:
     """Chat messages as "role: content" lines, the text a chat template roughly produces."""
     if not isinstance(messages, list):
-        raise _wrong_type("messages", "an array", messages)
+        raise _wrong_type("messages", _LIST, messages)
     lines: list[str] = []
     for index, message in enumerate(messages):
         if not isinstance(message, dict):
-            raise _wrong_type(f"messages.{index}", "an object", message)
+            raise _wrong_type(f"messages.{index}", _OBJECT, message)
         role = message.get("role")
         if not isinstance(role, str):
-            raise InferenceError(
-                400,
-                f"Field 'messages.{index}.role' must be a string",
-                param=f"body.messages.{index}.role",
-                err_type=_SCHEMA,
-            )
+            raise _role_error(message, f"messages.{index}.role")
         lines.append(f"{role}: {_content_text(message.get('content'), index)}")
     text = "\n".join(lines)
     return text, estimate_tokens(text)
@@ -318,7 +352,7 @@ def _positive_int(data: dict[str, Any], name: str, *, required: bool) -> int | N
     value = data.get(name)
     if value is None:
         if required:
-            raise InferenceError(400, f"Field required: '{name}'", param=f"body.{name}", err_type=_SCHEMA)
+            raise _missing(name, data)
         return None
     value = _lax_int(name, value)
     if value < 1:
@@ -331,7 +365,7 @@ def _embeddings_text(data: dict[str, Any]) -> tuple[str, int]:
     if data.get("messages") is not None:
         return _flatten_messages(data["messages"])
     if data.get("input") is None:
-        raise InferenceError(400, "Field required: 'input'", param="body.input", err_type=_SCHEMA)
+        raise _missing("input", data)
     return _prompt_text(data["input"], "input")
 
 
@@ -341,20 +375,20 @@ def _responses_text(data: dict[str, Any]) -> tuple[str, int]:
     instructions = data.get("instructions")
     if instructions is not None:
         if not isinstance(instructions, str):
-            raise _wrong_type("instructions", "a string", instructions)
+            raise _wrong_type("instructions", _STRING, instructions)
         lines.append(f"system: {instructions}")
     if "input" not in data:
-        raise InferenceError(400, "Field required: 'input'", param="body.input", err_type=_SCHEMA)
+        raise _missing("input", data)
     items = data["input"]
     if isinstance(items, str):
         lines.append(f"user: {items}")
     elif isinstance(items, list):
         for index, item in enumerate(items):
             if not isinstance(item, dict):
-                raise _wrong_type(f"input.{index}", "an object", item)
+                raise _wrong_type(f"input.{index}", _OBJECT, item)
             lines.append(_response_item_line(item, index))
     else:
-        raise _wrong_type("input", "a string or an array of input items", items)
+        raise _wrong_type("input", _LIST, items)
     text = "\n".join(lines)
     return text, estimate_tokens(text)
 
@@ -365,12 +399,7 @@ def _response_item_line(item: dict[str, Any], index: int) -> str:
     role = item.get("role")
     if kind in (None, "message") or role is not None:
         if not isinstance(role, str):
-            raise InferenceError(
-                400,
-                f"Field 'input.{index}.role' must be a string",
-                param=f"body.input.{index}.role",
-                err_type=_SCHEMA,
-            )
+            raise _role_error(item, f"input.{index}.role")
         return f"{role}: {_parts_text(item.get('content'), f'input.{index}.content')}"
     texts = [item[key] for key in ("arguments", "output") if isinstance(item.get(key), str)]
     for key in ("summary", "content", "output"):
@@ -387,28 +416,18 @@ def _anthropic_text(data: dict[str, Any]) -> tuple[str, int]:
     if system is not None:
         lines.append(f"system: {_parts_text(system, 'system')}")
     if "messages" not in data:
-        raise InferenceError(400, "Field required: 'messages'", param="body.messages", err_type=_SCHEMA)
+        raise _missing("messages", data)
     messages = data["messages"]
     if not isinstance(messages, list):
-        raise _wrong_type("messages", "an array", messages)
+        raise _wrong_type("messages", _LIST, messages)
     for index, message in enumerate(messages):
         if not isinstance(message, dict):
-            raise _wrong_type(f"messages.{index}", "an object", message)
+            raise _wrong_type(f"messages.{index}", _OBJECT, message)
         role = message.get("role")
         if not isinstance(role, str):
-            raise InferenceError(
-                400,
-                f"Field 'messages.{index}.role' must be a string",
-                param=f"body.messages.{index}.role",
-                err_type=_SCHEMA,
-            )
+            raise _role_error(message, f"messages.{index}.role")
         if message.get("content") is None:
-            raise InferenceError(
-                400,
-                f"Field required: 'messages.{index}.content'",
-                param=f"body.messages.{index}.content",
-                err_type=_SCHEMA,
-            )
+            raise _missing(f"messages.{index}.content", message)
         lines.append(f"{role}: {_parts_text(message['content'], f'messages.{index}.content')}")
     text = "\n".join(lines)
     return text, estimate_tokens(text)
@@ -436,7 +455,7 @@ def _parts_text(content: object, field: str) -> str:
     texts: list[str] = []
     for index, part in enumerate(content):
         if not isinstance(part, dict):
-            raise _wrong_type(f"{field}.{index}", "an object", part)
+            raise _wrong_type(f"{field}.{index}", _OBJECT, part)
         for key in _PART_TEXT_KEYS:
             value = part.get(key)
             if isinstance(value, str):

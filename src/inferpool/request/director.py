@@ -33,7 +33,7 @@ from inferpool.admission.flowcontrol import FlowControlError, FlowController, Gr
 from inferpool.errors import InferenceError
 from inferpool.records import CandidateScore, HttpFacts, LazyScores, PrefillLeg, RequestRecord
 from inferpool.request.accounting import ResponseAccounting
-from inferpool.request.body import ParsedBody, body_kind, parse_body, with_model
+from inferpool.request.body import ParsedBody, RefusedBody, body_kind, parse_body, with_model
 from inferpool.request.resolve import Resolution, resolve
 from inferpool.scheduling.types import Ranking, SchedulingRequest, SchedulingResult
 from inferpool.state import Datastore, Endpoint
@@ -74,6 +74,9 @@ class ModelInfo:
     pool: str
     parent: str | None = None  # base model when `id` is served by a LoRA adapter, if known
     criticality: str | None = None
+    # The model servers' own /v1/models entry for what `id` is served as (its target, or its
+    # own name), when a server lists one: the entry the gateway answers, under its own `id`.
+    card: Mapping[str, Any] | None = None
 
 
 RecordListener = Callable[[RequestRecord], None]
@@ -472,6 +475,7 @@ class Director:
         """The public model names of `pool` (its InferenceModels), with the base model as parent of adapters."""
         routes = self.datastore.models(pool)
         base, _ = self.base_model(pool)
+        cards = self._model_cards(pool)
         models: list[ModelInfo] = []
         seen: set[str] = set()
         for route in routes:
@@ -480,10 +484,21 @@ class Director:
             seen.add(route.model_name)
             parent = base if base is not None and route.model_name != base else None
             criticality = route.criticality.value if route.criticality is not None else None
-            models.append(ModelInfo(route.model_name, pool, parent, criticality))
+            card = next(
+                (cards[t.name] for t in route.targets if t.name in cards), cards.get(route.model_name)
+            )
+            models.append(ModelInfo(route.model_name, pool, parent, criticality, card))
         if base is not None and base not in seen:
-            models.insert(0, ModelInfo(base, pool))
+            models.insert(0, ModelInfo(base, pool, card=cards.get(base)))
         return models
+
+    def _model_cards(self, pool: str) -> dict[str, Mapping[str, Any]]:
+        """The pool's servers' /v1/models entries by id; where servers disagree, the first one's."""
+        cards: dict[str, Mapping[str, Any]] = {}
+        for endpoint in self.datastore.endpoints(pool):
+            for name, card in (endpoint.metrics.model_cards or {}).items():
+                cards.setdefault(name, card)
+        return cards
 
     # -- records ---------------------------------------------------------------
     def subscribe(self, listener: RecordListener) -> Callable[[], None]:
@@ -910,7 +925,7 @@ def _in_subset(endpoints: list[Endpoint], subset: frozenset[str] | None) -> list
 def _refused_record(attempt: _Attempt, exc: InferenceError, director: Director) -> RequestRecord:
     now = director.clock()
     parsed, resolution, result = attempt.parsed, attempt.resolution, attempt.result
-    model = parsed.model if parsed else ""
+    model = parsed.model if parsed else exc.model if isinstance(exc, RefusedBody) else ""
     shed_reason = exc.reason if isinstance(exc, ShedError | FlowControlError) else None
     snapshot = attempt.snapshot or (exc.snapshot if isinstance(exc, ShedError) else None)
     return RequestRecord(

@@ -60,9 +60,22 @@ __all__ = [
 ]
 
 
+# Fields the prefill leg drops: what asks for more than one sequence, and lower bounds on the
+# output that would contradict its one token (vLLM rejects min_tokens > max_tokens, so the leg
+# would always fail and fall back). The decode leg keeps them all: it is the client's request.
+_PREFILL_DROPPED = ("best_of", "min_tokens")
+
+
 def prefill_request(body: Mapping[str, Any]) -> dict[str, Any]:
-    """The prefill leg's body: the client's request asking for remote decode, one token, unstreamed."""
-    leg = dict(body)
+    """The prefill leg's body: the client's request asking for remote decode, one token, unstreamed.
+
+    As llm-d's routing sidecar (nixlv2) builds it: `kv_transfer_params` asking for a remote
+    decode, `stream` false and no `stream_options`, `max_tokens` 1 (and `max_completion_tokens`
+    1 when sent). Beyond the sidecar, it asks for one sequence: with the client's `n` the
+    prefill server would compute the prompt n times and hold n sets of blocks, of which the
+    decoder pulls one and the rest expire unread.
+    """
+    leg = {key: value for key, value in body.items() if key not in _PREFILL_DROPPED}
     leg[KV_TRANSFER_PARAMS] = {
         "do_remote_decode": True,
         "do_remote_prefill": False,
@@ -76,6 +89,8 @@ def prefill_request(body: Mapping[str, Any]) -> dict[str, Any]:
     leg["max_tokens"] = 1
     if "max_completion_tokens" in leg:  # chat's newer name wins in vLLM when both are set
         leg["max_completion_tokens"] = 1
+    if "n" in leg:  # one sequence, so one prompt computation and one set of blocks to pull
+        leg["n"] = 1
     return leg
 
 

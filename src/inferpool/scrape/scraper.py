@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import aiohttp
 from yarl import URL
@@ -55,6 +56,7 @@ class _Target:
     task: asyncio.Task[None] | None = None
     loaded_adapters: frozenset[str] | None = None
     base_models: frozenset[str] | None = None
+    model_cards: dict[str, dict[str, Any]] | None = None
     models_read_at: float = float("-inf")
     # Whether the server answers `<metrics_path>/?name[]=...` with just the named series (None:
     # not tried yet). vLLM does (prometheus_client's app is mounted there; the plain path
@@ -176,6 +178,7 @@ class Scraper(DatastoreFollower):
         metrics.scraped_at = time.monotonic()
         metrics.loaded_adapters = target.loaded_adapters
         metrics.base_models = target.base_models
+        metrics.model_cards = target.model_cards
         self.scrapes += 1
         for i, endpoint in enumerate(target.endpoints):
             if endpoint.consecutive_scrape_failures >= self.config.failure_threshold:
@@ -211,8 +214,8 @@ class Scraper(DatastoreFollower):
         return series
 
     async def _read_adapters(self, target: _Target) -> None:
-        """Loaded LoRA adapters (entries whose `parent` is set) and the server's own model names
-        (entries without one) from the OpenAI model list.
+        """Loaded LoRA adapters (entries whose `parent` is set), the server's own model names
+        (entries without one) and the entries themselves, from the OpenAI model list.
 
         A failure leaves the last answer in place: /metrics decides readiness, not this.
         """
@@ -228,6 +231,7 @@ class Scraper(DatastoreFollower):
                        if isinstance(e, dict) and "id" in e]  # fmt: skip
             target.loaded_adapters = frozenset(str(e["id"]) for e in entries if e.get("parent"))
             target.base_models = frozenset(str(e["id"]) for e in entries if not e.get("parent"))
+            target.model_cards = {str(e["id"]): e for e in entries}
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
             return
 

@@ -30,7 +30,7 @@ import xxhash
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
-from inferpool.errors import InferenceError
+from inferpool.errors import InferenceError, semantic_error
 from inferpool.sim import protocol as p
 from inferpool.sim.server import (
     ReplicaState,
@@ -180,7 +180,7 @@ async def embeddings(state: ReplicaState, request: web.Request) -> web.Response:
         text = tok.apply_chat_template([(m.role, m.text()) for m in body.messages])
         prompts = [tok.encode(text, add_bos=False)]
     elif body.input is None or body.input == "" or body.input == []:
-        raise p.semantic_error("Input must not be empty.", "input")
+        raise semantic_error("Input must not be empty.", "input")
     elif isinstance(body.input, str):
         prompts = [tok.encode(body.input)]
     elif all(isinstance(x, int) for x in body.input):
@@ -191,7 +191,7 @@ async def embeddings(state: ReplicaState, request: web.Request) -> web.Response:
         ]
     dimensions = body.dimensions if body.dimensions is not None else EMBEDDING_DIM
     if not 1 <= dimensions <= EMBEDDING_DIM:
-        raise p.semantic_error(
+        raise semantic_error(
             f"dimensions must be between 1 and {EMBEDDING_DIM} for this model.", "dimensions", dimensions
         )
     for tokens in prompts:

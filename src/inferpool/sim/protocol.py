@@ -6,12 +6,16 @@ errors are rendered the way vLLM renders them: type "Bad Request", param "body.<
 
 from __future__ import annotations
 
-import json
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from inferpool.errors import InferenceError
+from inferpool.errors import (
+    InferenceError,
+    decode_json_body,
+    schema_error,
+    validation_failure,
+)
 from inferpool.tokenization import content_text
 
 SYSTEM_FINGERPRINT = "vllm-0.32.0-d80a3cb6"
@@ -124,57 +128,20 @@ class UnloadLoraBody(BaseModel):
 
 def bad_request(message: str, param: str | None) -> InferenceError:
     """A schema error, typed "Bad Request" like FastAPI's validation handler in vLLM."""
-    return InferenceError(400, message, param=param, err_type="Bad Request")
-
-
-def semantic_error(message: str, param: str, value: object | None = None) -> InferenceError:
-    """A BadRequestError with vLLM's "(parameter=..., value=...)" suffix."""
-    suffix = f"(parameter={param})" if value is None else f"(parameter={param}, value={value})"
-    return InferenceError(400, f"{message} {suffix}", param=param)
-
-
-def _show_input(value: Any) -> Any:
-    if isinstance(value, dict):
-        return f"<dict of {len(value)} items>"
-    if isinstance(value, list):
-        return f"<list of {len(value)} items>"
-    return value
+    return schema_error(message, param)
 
 
 def validation_error(exc: ValidationError) -> InferenceError:
-    errors = exc.errors(include_url=False)
-    shown = []
-    for err in errors:
-        item: dict[str, Any] = {
-            "type": err["type"],
-            "loc": ".".join(("body", *(str(p) for p in err["loc"]))),
-            "msg": err["msg"],
-            "input": _show_input(err.get("input")),
-        }
-        if "ctx" in err:
-            item["ctx"] = {
-                k: v if isinstance(v, str | int | float) else str(v) for k, v in err["ctx"].items()
-            }
-        shown.append(item)
-    plural = "s" if len(shown) != 1 else ""
-    message = f"{len(shown)} validation error{plural}:\n" + "\n".join(f"  {item!r}" for item in shown)
-    return bad_request(message, shown[0]["loc"] if shown else None)
+    return validation_failure(exc.errors(include_url=False))
 
 
 def parse_json(raw: bytes, content_type: str) -> Any:
-    """The body as JSON, or the 400 vLLM answers for a wrong content type or broken JSON."""
+    """The body as JSON, or the 400 vLLM answers for a wrong content type or a body it cannot decode."""
     if content_type.split(";")[0].strip().lower() != "application/json":
         raise bad_request(
             "1 validation error:\n  Unsupported Media Type: Only 'application/json' is allowed", None
         )
-    try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        pos = exc.pos if isinstance(exc, json.JSONDecodeError) else exc.start
-        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc.reason)
-        item = {"type": "json_invalid", "loc": f"body.{pos}", "msg": "JSON decode error",
-                "input": "<dict of 0 items>", "ctx": {"error": reason}}  # fmt: skip
-        raise bad_request(f"1 validation error:\n  {item!r}", f"body.{pos}") from None
+    return decode_json_body(raw)
 
 
 def validate(model: type[M], data: Any) -> M:

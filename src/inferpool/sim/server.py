@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from inferpool.errors import InferenceError
+from inferpool.errors import InferenceError, semantic_error
 from inferpool.sim import protocol as p
 from inferpool.sim.clock import RealClock
 from inferpool.sim.config import SimConfig
@@ -160,14 +160,14 @@ def _gate_inference(state: ReplicaState) -> None:
 
 def _check_sampling(body: p._Sampling, max_tokens: int | None) -> None:
     if max_tokens is not None and max_tokens < 1:
-        raise p.semantic_error(f"max_tokens must be at least 1, got {max_tokens}.", "max_tokens", max_tokens)
+        raise semantic_error(f"max_tokens must be at least 1, got {max_tokens}.", "max_tokens", max_tokens)
     if body.n < 1:
-        raise p.semantic_error(f"n must be at least 1, got {body.n}.", "n", body.n)
+        raise semantic_error(f"n must be at least 1, got {body.n}.", "n", body.n)
     if body.temperature is not None and body.temperature < 0:
-        raise p.semantic_error(f"temperature must be non-negative, got {body.temperature}.", "temperature",
+        raise semantic_error(f"temperature must be non-negative, got {body.temperature}.", "temperature",
                                body.temperature)  # fmt: skip
     if body.top_p is not None and not 0 < body.top_p <= 1:
-        raise p.semantic_error(f"top_p must be in (0, 1], got {body.top_p}.", "top_p", body.top_p)
+        raise semantic_error(f"top_p must be in (0, 1], got {body.top_p}.", "top_p", body.top_p)
 
 
 def _check_logprobs(requested: int) -> None:
@@ -183,7 +183,7 @@ def _check_length(state: ReplicaState, tokens: list[int]) -> None:
     limit = state.engine.profile.max_model_len
     if len(tokens) >= limit:
         shown = limit + 1 if len(tokens) > limit else len(tokens)
-        raise p.semantic_error(
+        raise semantic_error(
             f"This model's maximum context length is {limit} tokens. However, your prompt contains at least "
             f"{shown} input tokens, which exceeds this limit even without any output tokens. Please reduce the "
             "length of the input prompt.",
@@ -324,7 +324,7 @@ class Handlers:
         lora = _resolve(st, body.model)
         prompt = body.prompt
         if prompt is None or prompt == "" or prompt == []:
-            raise p.semantic_error("Either prompt or prompt_embeds must be provided and non-empty.", "prompt")
+            raise semantic_error("Either prompt or prompt_embeds must be provided and non-empty.", "prompt")
         _check_sampling(body, body.max_tokens)
         tok = st.engine.tokenizer
         if isinstance(prompt, str):

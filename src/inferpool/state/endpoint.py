@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -22,6 +24,9 @@ class EndpointMetrics:
     loaded_adapters: frozenset[str] | None = None
     # The server's own model names (GET /v1/models entries without a parent); None = unknown.
     base_models: frozenset[str] | None = None
+    # The server's GET /v1/models entries by id, as it lists them (root, parent, max_model_len,
+    # permission...): the gateway's own model list carries them over; None = unknown.
+    model_cards: Mapping[str, Mapping[str, Any]] | None = None
     cache_block_size: int | None = None
     cache_num_blocks: int | None = None
     scraped_at: float = 0.0  # time.monotonic() of the last successful scrape; 0 = never

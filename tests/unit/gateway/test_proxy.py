@@ -530,6 +530,25 @@ async def test_models_list_and_admin_api(rig: RigFactory) -> None:
     assert (await r.session.get(f"{admin}/readyz")).status == 503
 
 
+async def test_models_list_carries_the_servers_own_entry_under_the_public_name(rig: RigFactory) -> None:
+    r = await rig("ok")
+    # what vLLM lists for a loaded adapter (reference 54_models_after_lora_load.http)
+    permission = {"id": "modelperm-bdfc2b92052b4267", "object": "model_permission", "created": 1795528456,
+                  "allow_create_engine": False, "allow_sampling": True, "allow_logprobs": True,
+                  "allow_search_indices": False, "allow_view": True, "allow_fine_tuning": False,
+                  "organization": "*", "group": None, "is_blocking": False}  # fmt: skip
+    card = {"id": "food-review-1", "object": "model", "created": 1795528456, "owned_by": "vllm",
+            "root": "/models/food-review-1", "parent": "base", "max_model_len": None,
+            "permission": [permission]}  # fmt: skip
+    for endpoint in r.datastore.endpoints(POOL):
+        endpoint.metrics.model_cards = {"food-review-1": card}
+    body = await (await r.session.get(r.url + "/v1/models")).json()
+    [entry] = body["data"]
+    assert entry.pop("created") >= 1795528456  # the time of the call, as vLLM's
+    assert entry == {key: value for key, value in card.items() if key != "created"} | {"id": "food-review"}
+    assert list(entry) == ["id", "object", "owned_by", "root", "parent", "max_model_len", "permission"]
+
+
 async def test_with_tracing_off_trace_headers_reach_the_model_server_untouched(rig: RigFactory) -> None:
     r = await rig("ok")
     traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"

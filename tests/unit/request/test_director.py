@@ -318,6 +318,13 @@ def test_bad_body_is_400_and_recorded() -> None:
     assert record.response_bytes == len(err.to_json())
 
 
+def test_body_refused_for_another_field_keeps_its_model_on_the_record() -> None:
+    h = Harness()
+    err = h.refused(b'{"model":"food-review","prompt":"Hi","max_tokens":5.5}', "/v1/completions")
+    assert (err.status, err.param) == (400, "body.max_tokens")
+    assert (h.records[-1].model, h.records[-1].target_model) == ("food-review", "food-review")
+
+
 def test_unknown_model_is_404() -> None:
     h = Harness()
     err = h.refused({"model": "nope", "messages": []})
@@ -463,6 +470,20 @@ def test_served_models_with_configured_base() -> None:
     assert models["food-review"].parent == BASE and models["food-review"].criticality == "Standard"
     assert models[BASE].parent is None
     assert h.director.served_models("default/other") == []
+
+
+def test_served_models_carry_the_servers_entries_for_their_targets_and_the_base() -> None:
+    h = Harness(config=DirectorConfig(base_models={POOL: BASE}))
+    first, second = h.store.endpoints(POOL)[:2]
+    first.metrics.model_cards = {BASE: {"id": BASE, "max_model_len": 512}}
+    second.metrics.model_cards = {
+        BASE: {"id": BASE, "max_model_len": 4096},
+        "batch": {"id": "batch", "root": "/a"},
+    }
+    models = {m.id: m for m in h.director.served_models(POOL)}
+    assert models[BASE].card == {"id": BASE, "max_model_len": 512}  # servers disagree: any one
+    assert models["batch"].card == {"id": "batch", "root": "/a"}
+    assert models["food-review"].card is None  # no server lists its targets
 
 
 def test_base_model_inferred_from_reported_adapters() -> None:

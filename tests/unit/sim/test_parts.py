@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from inferpool.errors import InferenceError
 from inferpool.sim.kvcache import BlockPool, chain_hashes
 from inferpool.sim.profile import load_profile
+from inferpool.sim.protocol import parse_json
 from inferpool.tokenization import BOS_ID, Tokenizer
 
 
@@ -71,3 +73,13 @@ def test_profile_from_yaml_path(tmp_path: Path) -> None:
     assert (p.num_gpu_blocks, p.step.base_ms, p.step.per_token_ms) == (100, 10, 0.0224)
     with pytest.raises(ValueError):
         load_profile("no-such-profile")
+
+
+def test_bodies_that_are_not_text_get_fastapis_answer_and_an_empty_body_is_missing() -> None:
+    # the same words as the gateway's body parser (errors.decode_json_body serves both)
+    with pytest.raises(InferenceError) as info:
+        parse_json(b'{"prompt":"caf\xe9"}', "application/json")
+    assert (info.value.message, info.value.param) == ("There was an error parsing the body", None)
+    with pytest.raises(InferenceError) as info:
+        parse_json(b"", "application/json")
+    assert info.value.param == "body" and "'type': 'missing'" in info.value.message
