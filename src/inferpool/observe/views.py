@@ -61,6 +61,11 @@ def state_view(datastore: Datastore) -> dict[str, Any]:
                     }
                     for m in datastore.models(pool.key)
                 ],
+                # what `x-gateway-inference-objective` may name for this pool, and the priority it gives
+                "objectives": [
+                    {"name": o.name, "priority": o.priority}
+                    for o in sorted(datastore.objectives(pool.key), key=lambda o: (-o.priority, o.name))
+                ],
             }
         )
     return {"time": time.time(), "pools": pools}
