@@ -639,6 +639,11 @@ class _Loader:
         known = result.client_model_names()
         if not known:
             return  # nothing declares model names here, so there is nothing to compare with
+        declared_pools = {(m.namespace, m.spec.pool_ref.name) for m in result.models}
+        if any((pool.namespace, pool.name) not in declared_pools for pool in result.pools):
+            # a pool without InferenceModels passes any name its servers serve, and servers
+            # listed by --endpoints or found at run time are not in the manifests
+            return
         for index, model in enumerate(policy.spec.models):
             if model not in known:
                 close = difflib.get_close_matches(model, sorted(known), n=1)

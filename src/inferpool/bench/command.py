@@ -188,6 +188,11 @@ def run_command(
     if closed and not concurrency:
         raise typer.BadParameter("give --rate, --rates or --concurrency")
     sweep = parse_rates(rates) if rates else [rate or 0.0]
+    for r in sweep if not closed else ():  # before any load, as `compare` checks
+        if r * duration < 1:
+            raise typer.BadParameter(
+                f"{r:g} req/s over {duration:g} s is less than one request; raise --duration or --rate"
+            )
     points: list[SweepPoint] = []
     unserved: list[str] = []  # a run that served nothing: its first error
     classes = request_classes(workload)
@@ -196,10 +201,10 @@ def run_command(
         n = requests if requests is not None else (max(1, int((concurrency or 1) * 10)) if closed else None)
         spec = TraceSpec(workload, r or 1.0, duration, seed, arrival, opts, n)
         trace = spec.build()
-        if not trace:
-            raise typer.BadParameter(
-                f"no request arrives in {duration:g} s at {r:g} req/s; raise --duration or --rate"
-            )
+        if not trace:  # a rate that made no request by chance: the other rates' results stay
+            unserved.append(f"no request arrived in {duration:g} s at {r:g} req/s")
+            typer.echo(f"-- {unserved[-1]}; raise --duration or --rate", err=True)
+            continue
         client = ClientConfig(speed=speed, concurrency=concurrency, closed_loop=closed)
         results, summary = asyncio.run(run_load(target, trace, client, slo_obj, sys.stderr.isatty()))
         if summary.ok == 0:
@@ -334,11 +339,11 @@ def compare_command(
             raise typer.BadParameter(
                 f"{r:g} req/s over {duration:g} s is less than one request; raise --duration or --rate"
             )
-    _install_peers(chosen)
     try:
         seed_list = [int(x) for x in seeds.split(",") if x.strip()] if seeds else [seed]
     except ValueError:
         raise typer.BadParameter("comma-separated integers, e.g. 101,102,103", param_hint="--seeds") from None
+    _install_peers(chosen)  # last of the checks: it may take a while
     out.mkdir(parents=True, exist_ok=True)
     model_dir = (out / "model").resolve()
     model_dir.mkdir(

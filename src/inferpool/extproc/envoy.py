@@ -145,7 +145,7 @@ class EnvoyConfig:
     def _render_template(self) -> str:
         streamed = "FULL_DUPLEX_STREAMED" in (self.request_body_mode, self.response_body_mode)
         return string.Template(TEMPLATE.read_text()).substitute(
-            LISTEN_ADDRESS=self.listen_address,
+            LISTEN_ADDRESS=json.dumps(self.listen_address),  # quoted: an IPv6 address holds colons
             LISTEN_PORT=self.listen_port,
             ADMIN_PORT=self.admin_port,
             EPP_LB_ENDPOINTS=json.dumps(_lb_endpoints((self.epp_port, *self.more_epp_ports))),

@@ -155,10 +155,7 @@ def with_model(parsed: ParsedBody, model: str) -> bytes:
         return parsed.raw
     data = dict(parsed.data)  # dicts keep insertion order, so "model" stays where it was
     data["model"] = model
-    try:
-        return orjson.dumps(data)
-    except orjson.JSONEncodeError:  # integers past 64 bits, which only Python's json decoded
-        return json.dumps(data, separators=(",", ":")).encode()
+    return orjson.dumps(data)  # parse_body took only what orjson writes back unchanged
 
 
 def estimate_tokens(text: str) -> int:
@@ -172,9 +169,12 @@ def estimate_tokens(text: str) -> int:
 def _decoded_as_vllm_does(raw: bytes) -> Any:
     """A body orjson refused, decoded by Python's json as vLLM's FastAPI does (rare: the error path).
 
-    What vLLM takes and orjson does not (NaN, integers past 64 bits, a BOM) is taken; what
-    neither takes gets vLLM's own 400. Strings with an unpaired surrogate escape are refused:
-    they cannot be hashed or tokenized as UTF-8 text.
+    A UTF-8 BOM is taken, and what neither decoder takes gets vLLM's own 400. A body the
+    gateway could not forward unchanged is refused with a 400 saying why: the model rewrite, the
+    P/D legs and redaction re-encode bodies with orjson, which writes NaN and Infinity as null
+    (a `logit_bias` of -Infinity would reach the server as null) and cannot write integers past
+    64 bits; and strings with an unpaired surrogate escape cannot be hashed or tokenized as
+    UTF-8 text.
     """
     data = decode_json_body(raw)
     try:
@@ -184,6 +184,18 @@ def _decoded_as_vllm_does(raw: bytes) -> Any:
             400, "The request body has a string with an unpaired UTF-16 surrogate escape.", param="body",
             err_type=_SCHEMA,
         ) from None  # fmt: skip
+    try:
+        faithful = orjson.loads(orjson.dumps(data)) == data  # NaN != NaN, Infinity comes back null
+    except orjson.JSONEncodeError:
+        faithful = False
+    if not faithful:
+        raise InferenceError(
+            400,
+            "The request body has a number the gateway cannot forward unchanged "
+            "(NaN, Infinity or an integer beyond 64 bits).",
+            param="body",
+            err_type=_SCHEMA,
+        )
     return data
 
 

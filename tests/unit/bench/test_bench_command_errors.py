@@ -29,7 +29,8 @@ def invoke(*argv: str) -> tuple[int, str]:
         (["--speed", "-1"], "Invalid value for '--speed': -1: must be > 0"),
         (["--workload", "shared-prefix", "--groups", "0"], "Invalid value for '--groups'"),
         (["--workload", "multi-lora", "--adapters", "0"], "Invalid value for '--adapters'"),
-        (["--rate", "0.1", "--duration", "1"], "no request arrives in 1 s at 0.1 req/s"),
+        (["--rate", "0.1", "--duration", "1"], "0.1 req/s over 1 s is less than one request"),
+        (["--rates", "10,0.01", "--duration", "5"], "0.01 req/s over 5 s is less than one request"),
     ],
 )
 def test_run_refuses_before_any_load(argv: list[str], message: str) -> None:

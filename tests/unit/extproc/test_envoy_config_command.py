@@ -171,3 +171,12 @@ def test_an_endpoints_file_that_matches_nothing_is_said(tmp_path: Path) -> None:
     assert "warning: no endpoint of" in result.stderr and "vllm-llama3-8b-instruct" in result.stderr
     picked = manager(result.stdout)["route_config"]["virtual_hosts"][0]["routes"][0]
     assert picked["route"]["cluster"] == "original_destination_cluster"
+
+
+def test_an_ipv6_listener_renders_whatever_else_is_chosen() -> None:
+    # --no-epp-tls makes the renderer read its own output back as YAML: "::1" must be quoted
+    for extra in ([], ["--no-epp-tls"]):
+        result = run("-f", QUICKSTART, "--listen", "[::1]:8081", *extra)
+        assert result.exit_code == 0, result.output
+        listener = yaml.safe_load(result.stdout)["static_resources"]["listeners"][0]
+        assert listener["address"]["socket_address"] == {"address": "::1", "port_value": 8081}

@@ -134,6 +134,23 @@ def test_a_model_name_nothing_declares_is_named_with_a_guess() -> None:
     assert warning.endswith("did you mean 'food-review'?")
 
 
+def test_a_pool_without_inference_models_passes_any_name_so_no_name_is_flagged() -> None:
+    # its servers (from --endpoints, or found at run time) serve names the manifests do not hold
+    open_pool = """
+apiVersion: inference.networking.k8s.io/v1
+kind: InferencePool
+metadata: {name: open}
+spec: {selector: {matchLabels: {app: o}}, targetPorts: [{number: 8000}], endpointPickerRef: {name: e, port: {number: 9002}}}
+"""
+    m = load_text(
+        docs(
+            POOL, open_pool, GATEWAY, ROUTE, policy("{kind: Gateway, name: gw}", "models: [served-elsewhere]")
+        )
+    )
+    assert m.ok, m.errors
+    assert [w for w in guard_warnings(m) if "spec.models" in w] == []
+
+
 def test_a_rewrite_declares_the_names_it_matches() -> None:
     rewrite = """
 apiVersion: inference.networking.x-k8s.io/v1alpha2

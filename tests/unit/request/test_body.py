@@ -158,13 +158,28 @@ def test_stream_taken_as_pydantics_lax_bool(raw: bytes, value: bool) -> None:
     assert parse_body(b'{"model":"m","prompt":"x","stream":' + raw + b"}", COMPLETIONS).stream is value
 
 
-def test_what_only_pythons_json_decodes_is_taken() -> None:
-    # vLLM decodes with Python's json, which takes a UTF-8 BOM and NaN (orjson does not)
-    raw = b'\xef\xbb\xbf{"model":"m","prompt":"x","temperature":NaN,"seed":18446744073709551616}'
-    parsed = parse_body(raw, COMPLETIONS)
-    assert parsed.model == "m" and parsed.data["seed"] == 2**64
-    forwarded = with_model(parsed, "n")  # integers past 64 bits, which orjson cannot encode
-    assert forwarded.startswith(b'{"model":"n"') and b"18446744073709551616" in forwarded
+def test_what_only_pythons_json_decodes_is_taken_if_it_can_be_forwarded_unchanged() -> None:
+    # vLLM decodes with Python's json, which takes a UTF-8 BOM (orjson does not)
+    parsed = parse_body(b'\xef\xbb\xbf{"model":"m","prompt":"x","seed":7}', COMPLETIONS)
+    assert parsed.model == "m" and parsed.data["seed"] == 7
+    assert with_model(parsed, "n") == b'{"model":"n","prompt":"x","seed":7}'
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"model":"m","prompt":"x","logit_bias":{"50256":-Infinity}}',
+        b'{"model":"m","prompt":"x","temperature":NaN}',
+        b'{"model":"m","prompt":"x","top_p":Infinity}',
+        # a BOM sends the body to Python's json, which keeps the integer whole; orjson cannot write it
+        b'\xef\xbb\xbf{"model":"m","prompt":"x","seed":18446744073709551616}',
+    ],
+)
+def test_a_number_orjson_would_change_or_refuse_on_the_way_out_is_a_400(raw: bytes) -> None:
+    # the model rewrite, the P/D legs and redaction re-encode with orjson: NaN and Infinity would
+    # reach the server as null (a logit_bias of -Infinity banning a token, lost), big integers fail
+    err = _error(raw)
+    assert err.param == "body" and "cannot forward unchanged" in err.message
 
 
 def test_missing_model_is_400_model() -> None:
