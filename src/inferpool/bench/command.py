@@ -143,6 +143,15 @@ def parse_rates(text: str) -> list[float]:
     return rates
 
 
+def each_rate_makes_a_request(rates: list[float], duration: float) -> None:
+    """A usage error, before any load or fleet, for a rate that expects less than one request."""
+    for r in rates:
+        if r * duration < 1:
+            raise typer.BadParameter(
+                f"{r:g} req/s over {duration:g} s is less than one request; raise --duration or --rate"
+            )
+
+
 @bench_app.command("run")
 def run_command(
     target: str = typer.Option(
@@ -188,11 +197,8 @@ def run_command(
     if closed and not concurrency:
         raise typer.BadParameter("give --rate, --rates or --concurrency")
     sweep = parse_rates(rates) if rates else [rate or 0.0]
-    for r in sweep if not closed else ():  # before any load, as `compare` checks
-        if r * duration < 1:
-            raise typer.BadParameter(
-                f"{r:g} req/s over {duration:g} s is less than one request; raise --duration or --rate"
-            )
+    if not closed:
+        each_rate_makes_a_request(sweep, duration)
     points: list[SweepPoint] = []
     unserved: list[str] = []  # a run that served nothing: its first error
     classes = request_classes(workload)
@@ -334,11 +340,7 @@ def compare_command(
                 f"replicas, the fleet {fleet}",
                 param_hint="--contenders",
             )
-    for r in parse_rates(rates) if rates else [rate or 0.0]:
-        if r * duration < 1:
-            raise typer.BadParameter(
-                f"{r:g} req/s over {duration:g} s is less than one request; raise --duration or --rate"
-            )
+    each_rate_makes_a_request(parse_rates(rates) if rates else [rate or 0.0], duration)
     try:
         seed_list = [int(x) for x in seeds.split(",") if x.strip()] if seeds else [seed]
     except ValueError:

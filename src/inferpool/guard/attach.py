@@ -105,6 +105,9 @@ class GuardSet:
         self._attached: list[_Attached] = []
         self._routes = dict(routes or {})
         self._screens_responses: dict[str, bool] = {}  # pool -> may_screen_responses, computed once
+        # pool -> where a policy attaches to screen it: the EPP asks per request, the routes are
+        # fixed for this set (a manifest change builds a new one), so each pool's is built once
+        self._points: dict[str, list[Attachment]] = {}
         self.policies: list[str] = []  # namespace/name, file order
         for policy in policies:
             screener = Screener(to_config(policy))
@@ -125,7 +128,7 @@ class GuardSet:
         out: dict[str, list[tuple[str, Attachment]]] = {}
         for pool in pools:
             found = out.setdefault(pool, [])
-            for point in pool_attachments(pool, self._routes):
+            for point in self._attachments(pool):
                 found += [(a.policy, point) for a in self._attached if (a.kind, a.key) == point]
         return out
 
@@ -170,7 +173,7 @@ class GuardSet:
         learns the model only after it had to choose."""
         found = self._screens_responses.get(pool)
         if found is None:
-            keys = set(pool_attachments(pool, self._routes))
+            keys = set(self._attachments(pool))
             found = self._screens_responses[pool] = any(
                 (a.kind, a.key) in keys and a.screener.config.screens(Stage.RESPONSE) for a in self._attached
             )
@@ -178,7 +181,15 @@ class GuardSet:
 
     def for_pool(self, pool: str, model: str) -> Screener | None:
         """The EPP's lookup: it knows only its pool; routes and Gateways are those that lead to it."""
-        for kind, key in pool_attachments(pool, self._routes):
+        if not self._attached:
+            return None
+        for kind, key in self._attachments(pool):
             if (found := self._first(kind, key, model)) is not None:
                 return found
         return None
+
+    def _attachments(self, pool: str) -> list[Attachment]:
+        points = self._points.get(pool)
+        if points is None:
+            points = self._points[pool] = pool_attachments(pool, self._routes)
+        return points

@@ -30,7 +30,7 @@ import xxhash
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
-from inferpool.errors import InferenceError, semantic_error
+from inferpool.errors import InferenceError, schema_error, semantic_error
 from inferpool.sim import protocol as p
 from inferpool.sim.server import (
     ReplicaState,
@@ -456,9 +456,9 @@ async def messages(state: ReplicaState, request: web.Request) -> web.StreamRespo
     _gate_inference(state)
     body = p.validate(MessagesBody, await _body(request))
     if not body.model:
-        raise p.bad_request("Value error, Model is required", "body.model")
+        raise schema_error("Value error, Model is required", "body.model")
     if body.max_tokens <= 0:
-        raise p.bad_request("Value error, max_tokens must be positive", "body.max_tokens")
+        raise schema_error("Value error, max_tokens must be positive", "body.max_tokens")
     lora = _resolve(state, body.model)
     tok = state.engine.tokenizer
     # Rendered as the precise-prefix scorer's sim tokenizer renders an Anthropic body (text blocks).

@@ -81,20 +81,15 @@ def chat_logprobs(tok: Tokenizer, token_ids: Sequence[int], top: int, first_posi
     """`choices[].logprobs` of /v1/chat/completions: one entry per token, `top` alternatives each."""
     content = []
     for i, token_id in enumerate(token_ids):
-        text = _token_text(tok, token_id)
         position = first_position + i
-        content.append(
-            {
-                "token": text,
-                "logprob": _logprob(token_id, position, 0),
-                "bytes": list(text.encode()),
-                "top_logprobs": [
-                    {"token": text, "logprob": _logprob(token_id, position, 0), "bytes": list(text.encode())},
-                    *(
-                        {"token": alt, "logprob": lp, "bytes": list(alt.encode())}
-                        for alt, lp in _alternatives(tok, token_id, position, max(0, top - 1))
-                    ),
-                ][:top],
-            }
-        )
+        sampled = _chat_entry(_token_text(tok, token_id), _logprob(token_id, position, 0))
+        # the sampled token is the most likely here, so it heads its own top list
+        alternatives = [
+            _chat_entry(alt, lp) for alt, lp in _alternatives(tok, token_id, position, max(0, top - 1))
+        ]
+        content.append({**sampled, "top_logprobs": [sampled, *alternatives][:top]})
     return {"content": content}
+
+
+def _chat_entry(token: str, logprob: float) -> dict[str, Any]:
+    return {"token": token, "logprob": logprob, "bytes": list(token.encode())}

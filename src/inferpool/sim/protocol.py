@@ -126,11 +126,6 @@ class UnloadLoraBody(BaseModel):
     lora_int_id: int | None = None
 
 
-def bad_request(message: str, param: str | None) -> InferenceError:
-    """A schema error, typed "Bad Request" like FastAPI's validation handler in vLLM."""
-    return schema_error(message, param)
-
-
 def validation_error(exc: ValidationError) -> InferenceError:
     return validation_failure(exc.errors(include_url=False))
 
@@ -138,7 +133,7 @@ def validation_error(exc: ValidationError) -> InferenceError:
 def parse_json(raw: bytes, content_type: str) -> Any:
     """The body as JSON, or the 400 vLLM answers for a wrong content type or a body it cannot decode."""
     if content_type.split(";")[0].strip().lower() != "application/json":
-        raise bad_request(
+        raise schema_error(
             "1 validation error:\n  Unsupported Media Type: Only 'application/json' is allowed", None
         )
     return decode_json_body(raw)
