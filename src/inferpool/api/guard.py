@@ -176,6 +176,18 @@ class GuardPolicySpec(Model):
     checks: list[GuardCheck] = Field(default_factory=list)
     webhook: GuardWebhook | None = None
     stream_window_chars: Annotated[int, Field(ge=64, le=1_000_000)] = 4096
+    # Streamed answers: how many characters of screened text are kept from the client behind
+    # the word being streamed (0: none, events pass as they come).
+    stream_hold_back_chars: Annotated[int, Field(ge=0, le=1_000_000)] = 0
+
+    @model_validator(mode="after")
+    def _hold_back_fits_window(self) -> GuardPolicySpec:
+        if self.stream_hold_back_chars >= self.stream_window_chars:
+            raise ValueError(
+                f"streamHoldBackChars ({self.stream_hold_back_chars}) must be less than "
+                f"streamWindowChars ({self.stream_window_chars}): held text is screened within the window"
+            )
+        return self
 
 
 # (kind, "namespace/name"): an object a policy attaches to.

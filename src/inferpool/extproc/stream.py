@@ -448,11 +448,11 @@ class RequestStream:
             try:
                 out = await self._screening.feed(body.body)
                 if eos:
-                    out += self._screening.flush()
+                    out += await self._screening.close()  # what it held back, once screened
             except Blocked as blocked:
                 # As in the built-in gateway: the client gets an error event, then the end.
                 self._blocked = True
-                out = blocked.passed + blocked.final_event
+                out += blocked.passed + blocked.final_event
                 self._finish(self._status, f"content_filter: {blocked.reason}")
         if eos:
             self._finish(self._status or 200)

@@ -270,19 +270,20 @@ class Forwarder:
                     try:
                         chunk = await stream.feed(chunk)
                     except Blocked as blocked:
-                        # The client has the status line already: end with an error event, then close.
-                        await response.write(blocked.passed + blocked.final_event)
-                        await response.write_eof()
-                        routed.finish(upstream.status, f"content_filter: {blocked.reason}")
-                        return response
+                        return await _end_blocked(response, routed, upstream.status, blocked)
                 if chunk:
                     await response.write(chunk)
                 if routed.response_complete:
                     # The client has `data: [DONE]` and may hang up before the upstream closes;
                     # that is a completed request, not a disconnect.
                     routed.finish(upstream.status)
-            if stream is not None and (rest := stream.flush()):
-                await response.write(rest)
+            if stream is not None:
+                try:
+                    rest = await stream.close()  # what it held back, once screened
+                except Blocked as blocked:
+                    return await _end_blocked(response, routed, upstream.status, blocked)
+                if rest:
+                    await response.write(rest)
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
             # The model server went away mid-answer: nothing can be retried now; cut the client off too.
             routed.finish(502, f"upstream broke mid-response: {type(exc).__name__}")
@@ -363,3 +364,14 @@ async def _rewritten(upstream: aiohttp.ClientResponse, usage: CachedTokensRewrit
             yield out
     if rest := usage.flush():
         yield rest
+
+
+async def _end_blocked(
+    response: web.StreamResponse, routed: Routed, status: int, blocked: Blocked
+) -> web.StreamResponse:
+    """A screened stream that blocked: the client has the status line already, so it gets what
+    passed before the block, the stream's error event, then the end."""
+    await response.write(blocked.passed + blocked.final_event)
+    await response.write_eof()
+    routed.finish(status, f"content_filter: {blocked.reason}")
+    return response

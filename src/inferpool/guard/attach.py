@@ -82,6 +82,7 @@ def to_config(policy: GuardPolicy) -> GuardConfig:
         hook=hook,
         models=tuple(spec.models),
         stream_window_chars=spec.stream_window_chars,
+        stream_hold_back_chars=spec.stream_hold_back_chars,
     )
 
 

@@ -9,6 +9,7 @@ Anthropic `content` blocks; in streams, the delta of each `data:` event (chat ch
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +18,7 @@ import orjson
 from inferpool.errors import InferenceError
 from inferpool.guard.policy import Stage
 from inferpool.guard.screen import Screener, Verdict
-from inferpool.guard.stream import ANSWER_STAGE, StreamedText
+from inferpool.guard.stream import ANSWER_STAGE, STREAM_TAIL_CHARS, StreamedText
 
 CONTENT_FILTER = "content_filter"
 
@@ -328,10 +329,17 @@ class StreamScreener:
 
     Each event's new text is redacted on its own; blocking checks also run over the recent
     text (STREAM_SCREEN_CHARS, at most `window`) when the pre-scan of the event and the
-    STREAM_TAIL_CHARS before it fires, so a secret split across tokens is still caught (but
-    the tokens before the one that completed it have already been sent). `stream.StreamedText`
-    answers both from what each event added; an event whose text nothing can redact passes
-    byte for byte, without re-encoding.
+    STREAM_TAIL_CHARS before it fires, so a secret split across tokens is still caught.
+    `stream.StreamedText` answers both from what each event added; an event whose text nothing
+    can redact passes byte for byte, without re-encoding.
+
+    Without hold-back the tokens before the one that completed a blocked match have been sent.
+    With `stream_hold_back_chars` N (and a check that can block answers), events are held, in
+    order, until their text lies N characters before the end of the complete words that passed
+    the blocking checks: a match of up to N characters is blocked before any of it leaves. A
+    word that does not end (no space or newline: code, CJK text) is held for at most
+    N + STREAM_TAIL_CHARS characters (and the window); past that it passes unscreened, as the
+    checks only see complete words until the stream's end.
     """
 
     def __init__(self, screener: Screener, model: str) -> None:
@@ -348,14 +356,22 @@ class StreamScreener:
         self._anthropic = False  # an Anthropic Messages stream: it ends in its own error event
         hook = screener.config.hook
         self._hooked = hook is not None and Stage.RESPONSE in hook.stages
+        hold_back = screener.config.stream_hold_back_chars
+        # Holding back only pays where something can block an answer: redactions are per event.
+        self._hold_back = hold_back if hold_back > 0 and self._streamed.can_block else 0
+        self._hold_limit = min(self.window, hold_back + STREAM_TAIL_CHARS)
+        self._held: deque[tuple[int, bytes]] = deque()  # (where its text ends, the screened event)
+        self._ended = False  # the stream's final check passed: nothing is held any more
 
     async def feed(self, chunk: bytes) -> bytes:
-        """Screened bytes to send for this chunk (complete events only); Blocked ends the stream."""
+        """Screened bytes to send for this chunk (complete events only, less those held back);
+        Blocked ends the stream."""
         if not self._buffer and len(chunk) > 2 and chunk.find(b"\n\n") == len(chunk) - 2:  # one whole event
             try:
-                return await self._event(chunk)
+                event = await self._event(chunk)
             except Blocked as blocked:
                 raise self._ending(blocked, []) from None
+            return self._released(event) if self._hold_back else event
         out: list[bytes] = []
         self._buffer += chunk
         while True:
@@ -363,8 +379,51 @@ class StreamScreener:
             if sep < 0:
                 break
             event, self._buffer = self._buffer[: sep + 2], self._buffer[sep + 2 :]
-            out.append(await self._screened(event, out))
+            event = await self._screened(event, out)
+            out.append(self._released(event) if self._hold_back else event)
         return b"".join(out)
+
+    def _released(self, event: bytes) -> bytes:
+        """The held events (this one last) whose text is now far enough behind the screened words."""
+        held = self._held
+        if self._ended:
+            if not held:
+                return event
+            out = b"".join(e for _, e in held) + event
+            held.clear()
+            return out
+        streamed = self._streamed
+        end = streamed.end
+        release_to = streamed.words_end - self._hold_back
+        if end - self._hold_limit > release_to:
+            release_to = end - self._hold_limit  # a run without a space: held up to the limit
+        if release_to < 0:
+            release_to = 0  # an event with no text before any was streamed ends at 0: it passes
+        if not held and end <= release_to:
+            return event
+        held.append((end, event))
+        if held[0][0] > release_to:
+            return b""
+        first = held.popleft()[1]
+        if not held or held[0][0] > release_to:
+            return first  # the common case: one event's text moved past the line
+        out = [first]
+        while held and held[0][0] <= release_to:
+            out.append(held.popleft()[1])
+        return b"".join(out)
+
+    async def close(self) -> bytes:
+        """At the answer's end (the model server closed it): the held events, once the recent
+        text passed the checks as at `[DONE]` (Blocked if not), and the bytes of an unfinished
+        event as they came."""
+        rest = self.flush()
+        if not self._held:
+            return rest
+        try:
+            await self._final_check()
+        except Blocked as blocked:
+            raise self._ending(blocked, []) from None
+        return self._released(b"") + rest
 
     async def _screened(self, event: bytes, passed: list[bytes]) -> bytes:
         """One event screened; a block carries what this chunk `passed` before it and the
@@ -389,6 +448,7 @@ class StreamScreener:
             if whole.blocked:
                 self.blocked = whole.reason
                 raise Blocked(whole.reason)
+        self._ended = True
 
     async def _event(self, event: bytes) -> bytes:
         # An event is "data: ..." (OpenAI chunks) or "event: NAME\ndata: ..." (Responses, Messages).

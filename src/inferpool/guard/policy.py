@@ -50,6 +50,8 @@ class GuardConfig:
     hook: HookConfig | None = None
     models: tuple[str, ...] = ()  # incoming model names it applies to; empty: all
     stream_window_chars: int = 4096  # how much streamed text is re-screened as tokens arrive
+    # Streamed answers: screened characters held back behind the word being streamed (0: off).
+    stream_hold_back_chars: int = 0
 
     def applies_to(self, model: str) -> bool:
         return not self.models or model in self.models

@@ -197,6 +197,16 @@ class StreamedText:
         self._injection_counts = screener.triggered(_FixedTriggers(injection=True), Stage.RESPONSE)
 
     @property
+    def can_block(self) -> bool:
+        """Whether any check (or the hook) can block an answer."""
+        return not self._nothing_blocks
+
+    @property
+    def words_end(self) -> int:
+        """Where the complete words end (after the last space or newline; 0 before any)."""
+        return self._last_space + 1
+
+    @property
     def window_start(self) -> int:
         return max(self._buf_start, self.end - self.window)
 
