@@ -46,6 +46,7 @@ def policy(hold_back: int) -> dict[str, Any]:
             "checks": [
                 {"type": "PII", "action": "Block", "stages": ["Response"], "piiTypes": ["CreditCard"]},
                 {"type": "Secrets", "action": "Block", "stages": ["Response"]},
+                {"type": "PII", "action": "Redact", "stages": ["Response"], "piiTypes": ["Email"]},
             ],
             "streamHoldBackChars": hold_back,
         },
@@ -56,6 +57,7 @@ PROMPTS = [
     f"fine so far and then {CARD} and more words",
     "the key is AKIAIOSFODNN7EXAMPLE and more",
     "a plain answer that passes every check",
+    "write to jane.doe@example.com by Friday",
 ]
 
 
@@ -149,9 +151,11 @@ async def test_both_planes_hold_back_the_same_text(tmp_path: Path) -> None:
         served = await through_serve(hold_back, tmp_path)
         enveloped = await through_envoy(hold_back)
         assert served == enveloped, hold_back
-        (card_text, card_end), (key_text, key_end), (plain_text, plain_end) = served
+        (card_text, card_end), (key_text, key_end), (plain_text, plain_end), mail = served
         assert card_end == key_end == "content_filter"
         assert (plain_text, plain_end) == (PROMPTS[2], "[DONE]")
+        # the address is one word, so one event: redacted either way (held: on release)
+        assert mail == ("write to [REDACTED:email] by Friday", "[DONE]")
         if hold_back == 0:  # the leak hold-back exists for: groups before the last have been sent
             assert card_text.startswith("fine so far and then 4111 1111")
             assert key_text == "the key is AKIAIOSFODNN7EXAMPLE"  # whole: the word completed in its event

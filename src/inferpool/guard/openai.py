@@ -9,6 +9,7 @@ Anthropic `content` blocks; in streams, the delta of each `data:` event (chat ch
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -16,11 +17,12 @@ from typing import Any
 import orjson
 
 from inferpool.errors import InferenceError
-from inferpool.guard.policy import Stage
+from inferpool.guard.policy import Action, Stage
 from inferpool.guard.screen import Screener, Verdict
 from inferpool.guard.stream import ANSWER_STAGE, STREAM_TAIL_CHARS, StreamedText
 
 CONTENT_FILTER = "content_filter"
+_ANY_DIGIT = re.compile(r"\d")
 
 
 class Blocked(Exception):
@@ -324,19 +326,58 @@ def anthropic_error_event(reason: str) -> bytes:
     return b"event: error\ndata: " + orjson.dumps(body) + b"\n\n"
 
 
+class _Held:
+    """A screened event held back: where its text starts and ends in the stream, its bytes, and
+    (when it has text and may need redacting on release) its head and decoded data."""
+
+    __slots__ = ("end", "event", "start", "texts")
+
+    def __init__(self, start: int, end: int, event: bytes, texts: tuple[bytes, Any] | None) -> None:
+        self.start = start
+        self.end = end
+        self.event = event
+        self.texts = texts
+
+
+def _rewritten(item: _Held, spans: list[tuple[int, int, str]]) -> bytes:
+    """The event with the parts of `spans` in its text replaced: the marker where a span starts,
+    nothing where it goes on from an earlier event."""
+    assert item.texts is not None
+    head, data = item.texts
+    at = item.start
+
+    def one(text: str) -> str:
+        nonlocal at
+        begin, at = at, at + len(text)
+        out, pos = [], begin
+        for start, stop, marker in spans:
+            if stop <= begin or start >= at:
+                continue
+            out.append(text[pos - begin : max(start, begin) - begin])
+            if start >= begin:
+                out.append(marker)
+            pos = min(stop, at)
+        out.append(text[pos - begin :])
+        return "".join(out)
+
+    _map_stream_deltas(data, one)
+    return head + b"data: " + orjson.dumps(data) + b"\n\n"
+
+
 class StreamScreener:
     """Screens an SSE answer event by event.
 
-    Each event's new text is redacted on its own; blocking checks also run over the recent
+    Each event's new text is redacted on its own (without hold-back); blocking checks also run over the recent
     text (STREAM_SCREEN_CHARS, at most `window`) when the pre-scan of the event and the
     STREAM_TAIL_CHARS before it fires, so a secret split across tokens is still caught.
     `stream.StreamedText` answers both from what each event added; an event whose text nothing
     can redact passes byte for byte, without re-encoding.
 
     Without hold-back the tokens before the one that completed a blocked match have been sent.
-    With `stream_hold_back_chars` N (and a check that can block answers), events are held, in
+    With `stream_hold_back_chars` N (and a check that screens answers), events are held, in
     order, until their text lies N characters before the end of the complete words that passed
-    the blocking checks: a match of up to N characters is blocked before any of it leaves. A
+    the blocking checks: a match of up to N characters is blocked before any of it leaves, and
+    redacted as the events are released, over the text around them, however they split it. A
     word that does not end (no space or newline: code, CJK text) is held for at most
     N + STREAM_TAIL_CHARS characters (and the window); past that it passes unscreened, as the
     checks only see complete words until the stream's end.
@@ -357,10 +398,16 @@ class StreamScreener:
         hook = screener.config.hook
         self._hooked = hook is not None and Stage.RESPONSE in hook.stages
         hold_back = screener.config.stream_hold_back_chars
-        # Holding back only pays where something can block an answer: redactions are per event.
-        self._hold_back = hold_back if hold_back > 0 and self._streamed.can_block else 0
+        redacts = bool(screener.redacting(Stage.RESPONSE))
+        # Holding back only pays where something can block or redact an answer.
+        self._hold_back = hold_back if hold_back > 0 and (self._streamed.can_block or redacts) else 0
         self._hold_limit = min(self.window, hold_back + STREAM_TAIL_CHARS)
-        self._held: deque[tuple[int, bytes]] = deque()  # (where its text ends, the screened event)
+        # Held events are redacted as they are released, over the text around them, so a match
+        # split over several events is found (without hold-back each event is redacted alone).
+        self._redacts_held = bool(self._hold_back) and redacts
+        self._pii_only = screener.redacting(Stage.RESPONSE) == ("pii",)
+        self._held: deque[_Held] = deque()
+        self._texts: tuple[bytes, Any] | None = None  # the last event's (head, decoded data), if it had text
         self._ended = False  # the stream's final check passed: nothing is held any more
 
     async def feed(self, chunk: bytes) -> bytes:
@@ -385,32 +432,57 @@ class StreamScreener:
 
     def _released(self, event: bytes) -> bytes:
         """The held events (this one last) whose text is now far enough behind the screened words."""
-        held = self._held
-        if self._ended:
-            if not held:
-                return event
-            out = b"".join(e for _, e in held) + event
-            held.clear()
-            return out
-        streamed = self._streamed
+        held, streamed = self._held, self._streamed
         end = streamed.end
-        release_to = streamed.words_end - self._hold_back
-        if end - self._hold_limit > release_to:
-            release_to = end - self._hold_limit  # a run without a space: held up to the limit
-        if release_to < 0:
-            release_to = 0  # an event with no text before any was streamed ends at 0: it passes
-        if not held and end <= release_to:
-            return event
-        held.append((end, event))
-        if held[0][0] > release_to:
+        texts, self._texts = self._texts, None
+        held.append(_Held(end - streamed.added if texts else end, end, event, texts))
+        if self._ended:
+            release_to = end
+        else:
+            release_to = streamed.words_end - self._hold_back
+            if end - self._hold_limit > release_to:
+                release_to = end - self._hold_limit  # a run without a space: held up to the limit
+            if release_to < 0:
+                release_to = 0  # an event with no text before any was streamed ends at 0: it passes
+        if held[0].end > release_to:
             return b""
-        first = held.popleft()[1]
-        if not held or held[0][0] > release_to:
-            return first  # the common case: one event's text moved past the line
-        out = [first]
-        while held and held[0][0] <= release_to:
-            out.append(held.popleft()[1])
-        return b"".join(out)
+        batch = [held.popleft()]
+        while held and held[0].end <= release_to:
+            batch.append(held.popleft())
+        if self._redacts_held:
+            self._redact_batch(batch)
+        return batch[0].event if len(batch) == 1 else b"".join(h.event for h in batch)
+
+    def _redact_batch(self, batch: list[_Held]) -> None:
+        """Redact the events about to be released, screening their text with up to hold-back
+        characters before it and the held text after it (up to the complete words' end), so a
+        match is found whole however the events split it. A match that began in text already
+        sent has only its part in these events removed."""
+        streamed = self._streamed
+        first, last = batch[0].start, batch[-1].end
+        if first == last:
+            return  # no text among them
+        text_from = max(streamed.window_start, first - self._hold_back)
+        text_to = max(last, streamed.end if self._ended else streamed.words_end)
+        text = streamed.between(text_from, text_to)
+        if self._pii_only and "@" not in text and not _ANY_DIGIT.search(text):
+            return  # every PII shape holds an '@' or a digit (the pre-scan fires on nothing else)
+        spans: list[tuple[int, int, str]] = []
+        kept_to = text_from
+        for finding in sorted(
+            self.screener.findings(text, ANSWER_STAGE, Action.REDACT), key=lambda f: f.start
+        ):
+            start, stop = text_from + finding.start, text_from + finding.end
+            if start < kept_to:
+                continue  # overlaps one kept (as `screen.redact` does)
+            kept_to = stop
+            if start < last and stop > first:
+                spans.append((start, stop, f"[REDACTED:{finding.kind}]"))
+        if not spans:
+            return
+        for item in batch:
+            if item.texts is not None and any(a < item.end and b > item.start for a, b, _ in spans):
+                item.event = _rewritten(item, spans)
 
     async def close(self) -> bytes:
         """At the answer's end (the model server closed it): the held events, once the recent
@@ -470,6 +542,8 @@ class StreamScreener:
             return await self._repeats(head, data, event)
         streamed = self._streamed
         streamed.append("".join(texts))
+        if self._redacts_held:
+            self._texts = (head, data)  # redacted when released, with the text around it
         if not streamed.tail_may_find():
             return event  # nothing in the new text (or just before it) any check could match
         if streamed.long_text is not None:
@@ -490,6 +564,8 @@ class StreamScreener:
                     await self._screen_blocking(recent)
                 self._passed_recent = recent
             self._passed_span = span
+        if self._redacts_held:
+            return event
         for text in texts:
             if self.screener.may_redact(text, ANSWER_STAGE):
                 return self._redacted(head, data, event, _map_stream_deltas)

@@ -183,6 +183,10 @@ class Screener:
         (a verdict blocks exactly when one of them finds something); the hook is not asked."""
         return next(self._found(text, stage, Action.BLOCK), None) is not None
 
+    def redacting(self, stage: Stage) -> tuple[str, ...]:
+        """The kinds of the checks that redact at `stage`."""
+        return self._redacting[stage]
+
     def may_redact(self, text: str, stage: Stage) -> bool:
         """False when `screen(text, stage).text` is surely `text`: no redacting check of `stage`
         can find anything in it (the hook is not asked: screen() does not call it)."""

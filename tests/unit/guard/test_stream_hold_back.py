@@ -111,14 +111,35 @@ async def test_an_answer_that_ends_without_done_is_screened_before_what_was_held
     assert reason is None and sent == b"".join(chat(p) for p in pieces("a plain answer", 4))
 
 
-async def test_nothing_is_held_when_no_check_can_block_an_answer() -> None:
-    """Redactions are per event: holding back would only delay the stream."""
-    redacting = screener((CheckConfig("pii", Action.REDACT),), 64)
-    stream = StreamScreener(redacting, "m")
-    assert await stream.feed(chat("hello wor")) == chat("hello wor")
+async def test_nothing_is_held_when_no_check_screens_answers() -> None:
     prompt_only = screener((CheckConfig("secrets", Action.BLOCK, frozenset({Stage.PROMPT})),), 64)
     stream = StreamScreener(prompt_only, "m")
     assert await stream.feed(chat("hello wor")) == chat("hello wor")
+
+
+async def test_pii_split_over_events_is_redacted_only_with_hold_back() -> None:
+    """Each event alone holds no whole address; the held text around them does."""
+    text = "write to jane.doe@example.com today, or call about card 4111 1111 1111 1111 soon."
+    events = [chat(p) for p in pieces(text, 3)]
+    redacting = (CheckConfig("pii", Action.REDACT, pii_types=("email", "credit_card")),)
+    sent, reason = await run(StreamScreener(screener(redacting, 0), "m"), events)
+    assert reason is None and sent_text(sent) == text  # per event: nothing to redact
+    sent, reason = await run(StreamScreener(screener(redacting, 32), "m"), events)
+    assert reason is None
+    assert (
+        sent_text(sent) == "write to [REDACTED:email] today, or call about card [REDACTED:credit_card] soon."
+    )
+    assert sent.endswith(b"data: [DONE]\n\n")
+
+
+async def test_a_messages_stream_is_redacted_across_events() -> None:
+    text = "mail jane.doe@example.com now"
+    events = [messages(p) for p in pieces(text, 2)]
+    stop = b'event: message_stop\ndata: {"type": "message_stop"}\n\n'
+    sent, reason = await run(
+        StreamScreener(screener((CheckConfig("pii", Action.REDACT),), 40), "m"), events, stop
+    )
+    assert reason is None and sent_text(sent) == "mail [REDACTED:email] now" and sent.endswith(stop)
 
 
 async def test_a_word_that_never_ends_is_held_for_at_most_the_limit() -> None:
@@ -183,3 +204,36 @@ def test_hold_back_must_fit_the_window(spec: dict[str, Any], problem: str) -> No
 
     with pytest.raises(ValidationError, match=problem):
         GuardPolicySpec.model_validate({"targetRefs": [{"kind": "Gateway", "name": "g"}], **spec})
+
+
+def pii_texts() -> list[str]:
+    rows = [json.loads(line) for line in CATALOGUE.read_text().splitlines()]
+    return [r["text"] for r in rows if r["label"] == "harmful" and r["check"] == "pii"]
+
+
+PII = pii_texts()
+REDACTING = screener((CheckConfig("pii", Action.REDACT),), 64)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(0, len(PII) - 1), st.integers(0, 2**32))
+async def test_no_pii_the_whole_answer_would_redact_reaches_the_client(pick: int, seed: int) -> None:
+    """The catalogue's PII prompts as answers between benign lines, in events of 1-7 characters:
+    every match of up to 64 characters that screening the whole text redacts is redacted in the
+    stream too."""
+    rng = random.Random(seed)
+    # Between benign lines, so events are released (and redacted) mid-stream, not all at the end
+    before, after = rng.choice(BENIGN)[:150], rng.choice(BENIGN)[:150]
+    text = f"{before}\n{PII[pick]}\n{after}"
+    whole = REDACTING.findings(text, Stage.RESPONSE, Action.REDACT)
+    events, at = [], 0
+    while at < len(text):
+        size = rng.randint(1, 7)
+        events.append(chat(text[at : at + size]))
+        at += size
+    sent, reason = await run(StreamScreener(REDACTING, "m"), events)
+    assert reason is None
+    client = sent_text(sent)
+    for finding in whole:
+        if finding.end - finding.start <= 64:
+            assert text[finding.start : finding.end] not in client, finding
