@@ -12,6 +12,7 @@ from inferpool.observe.decisions import DashboardConfig, DecisionLog, Tally, dec
 from inferpool.observe.metrics import GatewayMetrics
 from inferpool.records import CandidateScore, HttpFacts, RequestRecord
 from inferpool.state import Criticality, Datastore, Endpoint, ModelRoute, Pool, TargetModel
+from inferpool.state.objects import Objective, PoolBinding
 
 POOL = "default/pool"
 
@@ -158,6 +159,21 @@ def test_dashboard_view_models_and_decisions_newest_first() -> None:
     assert food["targets"] == [{"name": "food-review-1", "weight": 100}]
     assert food["stats"]["requests"] == 2 and food["stats"]["shed"] == 1
     assert base["model_name"] == "base" and not base["declared"] and base["stats"]["requests"] == 1
+    assert pool["objectives"] == []
+
+
+def test_dashboard_view_lists_each_pools_objectives_highest_priority_first() -> None:
+    """As /api/state does: what a request may name there, and an objective of another pool not."""
+    ds = datastore()
+    ds.upsert_pool(Pool("default", "other", {"app": "y"}, [8000]))
+    ds.upsert_objective(Objective("default", "batch", PoolBinding(("pool",)), priority=-1))
+    ds.upsert_objective(Objective("default", "interactive", PoolBinding(("pool",)), priority=10))
+    ds.upsert_objective(Objective("default", "elsewhere", PoolBinding(("other",)), priority=5))
+    log = DecisionLog()
+    view = dashboard_view(ds, log, History(ds, log.tally), now=100.0)
+    objectives = {p["key"]: p["objectives"] for p in view["pools"]}
+    assert objectives[POOL] == [{"name": "interactive", "priority": 10}, {"name": "batch", "priority": -1}]
+    assert objectives["default/other"] == [{"name": "elsewhere", "priority": 5}]
 
 
 async def client_for(ds: Datastore, log: DecisionLog, config: DashboardConfig) -> TestClient:

@@ -122,6 +122,15 @@ function modelRows(pool) {
   }).join("");
 }
 
+// A pool's InferenceObjectives, highest priority first; none: no section (most pools have none).
+function objectiveTable(pool) {
+  const objectives = pool.objectives || [];
+  if (!objectives.length) return "";
+  const rows = objectives.map((o) => `<tr data-objective="${esc(o.name)}"><td>${esc(o.name)}</td><td class="num">${esc(o.priority)}</td></tr>`).join("");
+  return `<h3>InferenceObjectives <span class="muted small">named by x-gateway-inference-objective · highest priority first</span></h3>
+      <table class="grid objectives"><thead><tr><th>objective</th><th>priority</th></tr></thead><tbody>${rows}</tbody></table>`;
+}
+
 function renderPools(snap) {
   const html = snap.pools.map((p) => `
     <section class="card pool" data-pool="${esc(p.key)}">
@@ -136,6 +145,7 @@ function renderPools(snap) {
         <th>model</th><th>criticality</th><th>targets (weight)</th><th>req/s</th><th>requests</th>
         <th>TTFT p50 ms</th><th>TTFT p99 ms</th><th>shed</th><th>errors</th>
       </tr></thead><tbody>${modelRows(p)}</tbody></table>
+      ${objectiveTable(p)}
     </section>`).join("");
   document.getElementById("pools").innerHTML = html || '<section class="card muted">No InferencePools loaded.</section>';
 }
