@@ -1,4 +1,4 @@
-"""The dashboard in a real headless Chromium: `inferpool demo` runs, traffic flows, the page follows.
+"""The dashboard in a real headless Chromium: the demo's example runs, traffic flows, the page follows.
 
 Needs Debian's `chromium` (/usr/bin/chromium) and PyPI `playwright` (no `playwright install`:
 the system browser is used). Saves a screenshot under artifacts/.
@@ -45,13 +45,29 @@ except ImportError:  # pragma: no cover - depends on the machine
     sync_playwright = None  # type: ignore[assignment]
 
 
-class Demo:
-    """`inferpool demo` in its own process group, output in a temp file."""
+EXAMPLE = ROOT / "examples" / "gke-quickstart"
+# Beside the demo's example, so the page has InferenceObjectives to list (the example has none).
+OBJECTIVES = """
+apiVersion: inference.networking.x-k8s.io/v1alpha2
+kind: InferenceObjective
+metadata: {name: batch, namespace: default}
+spec: {priority: -1, poolRef: {name: vllm-llama3-8b-instruct}}
+---
+apiVersion: inference.networking.x-k8s.io/v1alpha2
+kind: InferenceObjective
+metadata: {name: interactive, namespace: default}
+spec: {priority: 10, poolRef: {name: vllm-llama3-8b-instruct}}
+"""
 
-    def __init__(self, admin_port: int) -> None:
+
+class Demo:
+    """`inferpool demo`'s example plus `extra` manifests under `inferpool up`, in its own process
+    group, output in a temp file."""
+
+    def __init__(self, admin_port: int, extra: Path) -> None:
         self.log = tempfile.NamedTemporaryFile(prefix="inferpool-demo-", suffix=".log", delete=False)
-        argv = [str(Path(sys.executable).parent / "inferpool"), "demo", "--speed", "20"]
-        argv += ["--admin-port", str(admin_port), "--no-access-log"]
+        argv = [str(Path(sys.executable).parent / "inferpool"), "up", "-f", str(EXAMPLE), "-f", str(extra)]
+        argv += ["--speed", "20", "--admin-port", str(admin_port), "--no-access-log"]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
             argv, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT, env=env, start_new_session=True
@@ -91,9 +107,11 @@ class Demo:
 
 
 @pytest.fixture
-def demo() -> Iterator[tuple[Demo, str, str]]:
+def demo(tmp_path: Path) -> Iterator[tuple[Demo, str, str]]:
     admin_port = free_port()
-    d = Demo(admin_port)
+    objectives = tmp_path / "objectives.yaml"
+    objectives.write_text(OBJECTIVES)
+    d = Demo(admin_port, objectives)
     try:
         gateway = d.wait_ready()
         yield d, gateway, f"http://127.0.0.1:{admin_port}"
@@ -170,6 +188,11 @@ def test_dashboard_follows_live_traffic(demo: tuple[Demo, str, str], tmp_path: P
                 "tr[data-endpoint]", "rows => rows.map(r => r.dataset.endpoint)"
             )
             assert names == [f"vllm-llama3-8b-instruct-{i}" for i in range(3)]
+            # The pool's InferenceObjectives, highest priority first, each with its priority.
+            objectives = page.eval_on_selector_all(
+                "tr[data-objective]", "rows => rows.map(r => [...r.cells].map(c => c.textContent))"
+            )
+            assert objectives == [["interactive", "10"], ["batch", "-1"]]
 
             requests = [("food-review", f"dash-e2e-food-{i}") for i in range(9)]
             requests += [("meta-llama/Llama-3.1-8B-Instruct", f"dash-e2e-base-{i}") for i in range(3)]

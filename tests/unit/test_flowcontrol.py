@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import itertools
 import random
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -39,7 +41,10 @@ from inferpool.durations import parse_go_duration_or_seconds as parse_duration
 from inferpool.errors import InferenceError
 from inferpool.extproc.app import EppApp, EppConfig
 from inferpool.gateway.runtime import GatewayRuntime, RuntimeConfig
+from inferpool.observe.accesslog import AccessLog
+from inferpool.observe.decisions import decision_view
 from inferpool.observe.metrics import GatewayMetrics
+from inferpool.observe.observation import Observation
 from inferpool.request import Director, RequestRecord
 from inferpool.scheduling import ConfigError, load_scheduler, parse_config
 from inferpool.scheduling.config import load_flow_control
@@ -628,6 +633,36 @@ async def test_with_flow_control_ttl_and_cancellation_are_recorded() -> None:
         await waiter
     assert (stack.records[-1].request_id, stack.records[-1].status) == ("c", 499)
     assert stack.flow.waiting(POOL) == 0
+    stack.flow.close()
+
+
+async def test_a_ttl_expiry_is_counted_as_shed_with_its_reason_not_as_an_error() -> None:
+    """Both data planes report through one Observation: the queue TTL's 503 is flow control
+    refusing the request, like its 429 for a full queue, and reads so on the dashboard, in the
+    decision log and in the access log. /metrics keeps upstream's counts: the error counter by
+    status, the queue histogram by outcome (EvictedTTL)."""
+    stack = Stack(FlowControlConfig(default_request_ttl_s=0.05, recheck_interval_s=0.01))
+    assert stack.flow is not None
+    lines = io.StringIO()
+    observation = Observation(stack.store, access_log=AccessLog(lines))
+    observation.attach(stack.director, stack.flow)
+    with pytest.raises(FlowControlError):
+        await stack.director.route_async(POOL, "/v1/completions", {"x-request-id": "t"}, stack.body("chat"))
+
+    stats = observation.decisions.tally.model_stats(POOL, "chat", now=time.time())
+    assert (stats["requests"], stats["shed"], stats["errors"]) == (1, 1, 0)
+    [decision] = observation.decisions.recent()
+    assert decision_view(decision)["shed_reason"] == "queue-ttl-expired"
+    line = orjson.loads(lines.getvalue())
+    assert (line["status"], line["shed_reason"]) == (503, "queue-ttl-expired")
+    exposition = observation.metrics.exposition().decode()
+    assert 'inference_model_request_error_total{error_code="503",model_name="chat"' in exposition
+    assert re.search(
+        r'^inference_extension_flow_control_request_queue_duration_seconds_count\{[^}]*outcome="EvictedTTL"[^}]*\} 1\.0$',
+        exposition,
+        re.M,
+    )
+    observation.detach()
     stack.flow.close()
 
 

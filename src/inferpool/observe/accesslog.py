@@ -37,6 +37,7 @@ def access_line(record: RequestRecord) -> bytes:
         "request_bytes": record.request_bytes,
         "response_bytes": record.response_bytes,
         "error": record.error,
+        "shed_reason": record.shed_reason,
         "prefill": _prefill_fields(record.prefill) if record.prefill is not None else None,
         "ts": record.started_at + record.e2e_s,
     }

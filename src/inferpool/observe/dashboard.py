@@ -20,7 +20,7 @@ import orjson
 from aiohttp import web
 
 from inferpool.observe.decisions import DashboardConfig, DecisionLog, Tally, decision_view
-from inferpool.observe.views import endpoint_view
+from inferpool.observe.views import endpoint_view, objectives_view
 from inferpool.state import Datastore, Endpoint
 
 SERIES = ("queue", "running", "kv", "in_flight", "rps")  # per-endpoint time series, in sample order
@@ -140,6 +140,7 @@ def dashboard_view(
                 "ready_endpoints": sum(1 for e in endpoints if e.ready),
                 "endpoints": [endpoint_row(e, history, pool.key) for e in endpoints],
                 "models": models,
+                "objectives": objectives_view(datastore, pool.key),
             }
         )
     recent = decisions.recent(config.decisions)

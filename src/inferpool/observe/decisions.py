@@ -51,6 +51,7 @@ def decision_view(record: RequestRecord) -> dict[str, Any]:
         "ts": finished_at(record),
         "filtered_out": dict(record.filtered_out),
         "error": record.error,
+        "shed_reason": record.shed_reason,
         "prefill": _prefill_view(record),
         # "GET /health": what the request was, where the body named no model (None: not known)
         "request": f"{record.http.method} {record.http.path}" if record.http is not None else None,
@@ -75,7 +76,7 @@ def _prefill_view(record: RequestRecord) -> dict[str, Any] | None:
 @dataclass
 class ModelTally:
     requests: int = 0
-    shed: int = 0  # refused by admission (429)
+    shed: int = 0  # refused by admission or flow control (the record has a shed_reason)
     errors: int = 0  # other failures (>= 400)
     finished: deque[float] = field(default_factory=deque)  # wall times, for the rate
     ttft: deque[tuple[float, float]] = field(default_factory=deque)  # (wall time, seconds)
@@ -95,7 +96,8 @@ class Tally:
         ts = finished_at(record)
         m = self.models.setdefault((pool, record.model if model is None else model), ModelTally())
         m.requests += 1
-        if record.endpoint is None and record.status == 429:
+        # by the reason, not the status: a queue TTL's 503 is flow control's refusal, no failure
+        if record.shed_reason is not None:
             m.shed += 1
         elif record.status >= 400:
             m.errors += 1

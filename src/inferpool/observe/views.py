@@ -39,6 +39,13 @@ def endpoint_view(e: Endpoint) -> dict[str, Any]:
     }
 
 
+def objectives_view(datastore: Datastore, pool: str) -> list[dict[str, Any]]:
+    """What `x-gateway-inference-objective` may name for `pool`, and the priority each gives;
+    highest priority first, the order flow control serves them in."""
+    ranked = sorted(datastore.objectives(pool), key=lambda o: (-o.priority, o.name))
+    return [{"name": o.name, "priority": o.priority} for o in ranked]
+
+
 def state_view(datastore: Datastore) -> dict[str, Any]:
     pools = []
     for pool in datastore.pools():
@@ -61,11 +68,7 @@ def state_view(datastore: Datastore) -> dict[str, Any]:
                     }
                     for m in datastore.models(pool.key)
                 ],
-                # what `x-gateway-inference-objective` may name for this pool, and the priority it gives
-                "objectives": [
-                    {"name": o.name, "priority": o.priority}
-                    for o in sorted(datastore.objectives(pool.key), key=lambda o: (-o.priority, o.name))
-                ],
+                "objectives": objectives_view(datastore, pool.key),
             }
         )
     return {"time": time.time(), "pools": pools}

@@ -53,6 +53,29 @@ def test_one_json_line_per_record_without_empty_fields() -> None:
     assert second["error"] == "No route" and second["listener"] == "default/gw/http"
 
 
+def test_a_refused_request_names_why_it_was_shed() -> None:
+    """A queue TTL's 503 reads as flow control's refusal, not as a failure like an upstream 503."""
+    out = io.StringIO()
+    log = AccessLog(out)
+    for error, shed_reason in (("request timed out in queue", "queue-ttl-expired"), ("upstream 503", None)):
+        log.write(
+            RequestRecord(
+                request_id="r",
+                pool="default/pool",
+                model="m",
+                target_model="m",
+                status=503,
+                error=error,
+                shed_reason=shed_reason,
+                started_at=1.0,
+                e2e_s=0.5,
+            )
+        )
+    ttl, upstream = (orjson.loads(line) for line in out.getvalue().splitlines())
+    assert ttl["status"] == 503 and ttl["shed_reason"] == "queue-ttl-expired"
+    assert upstream["status"] == 503 and "shed_reason" not in upstream
+
+
 def test_disabled_log_counts_but_writes_nothing() -> None:
     out = io.StringIO()
     log = AccessLog(out, enabled=False)

@@ -12,6 +12,7 @@ from inferpool.observe.decisions import DashboardConfig, DecisionLog, Tally, dec
 from inferpool.observe.metrics import GatewayMetrics
 from inferpool.records import CandidateScore, HttpFacts, RequestRecord
 from inferpool.state import Criticality, Datastore, Endpoint, ModelRoute, Pool, TargetModel
+from inferpool.state.objects import Objective, PoolBinding
 
 POOL = "default/pool"
 
@@ -43,6 +44,7 @@ def record(
     model: str = "food-review",
     target: str = "food-review-1",
     pool: str = POOL,
+    shed_reason: str | None = None,
 ) -> RequestRecord:
     """A finished request's record, ending at wall time `ts`."""
     return RequestRecord(
@@ -58,13 +60,19 @@ def record(
         e2e_s=0.0,
         filtered_out={"pod-1": "lora-affinity-filter"} if picked else {},
         error=None if picked else "shed",
+        shed_reason=shed_reason,
     )
 
 
 def decision(
-    rid: str, picked: str | None, status: int = 200, ttft: float | None = 0.05, ts: float = 100.0
+    rid: str,
+    picked: str | None,
+    status: int = 200,
+    ttft: float | None = 0.05,
+    ts: float = 100.0,
+    shed_reason: str | None = None,
 ) -> RequestRecord:
-    return record(rid, picked, status, ttft, ts)
+    return record(rid, picked, status, ttft, ts, shed_reason=shed_reason)
 
 
 def test_percentile_nearest_rank() -> None:
@@ -80,14 +88,17 @@ def test_tally_counts_shed_errors_rate_and_ttft() -> None:
     tally.add(record("a", "pod-0", 200, 9.0, ts=10.0, model="m"))  # older than the TTFT window: dropped
     for i in range(10):
         tally.add(record(f"b{i}", "pod-0", 200, 0.010 * (i + 1), ts=95.0 + i * 0.5, model="m"))
-    tally.add(record("c", None, 429, None, ts=99.0, model="m"))
+    tally.add(record("c", None, 429, None, ts=99.0, model="m", shed_reason="queue-full"))
     tally.add(record("d", "pod-1", 503, None, ts=99.5, model="m"))
+    # waited its flow-control TTL: a 503, but flow control's refusal, counted as the 429 above is
+    tally.add(record("e", None, 503, None, ts=99.6, model="m", shed_reason="queue-ttl-expired"))
+    tally.add(record("f", "pod-1", 429, None, ts=99.7, model="m"))  # the model server's own 429
     stats = tally.model_stats(POOL, "m", now=100.0)
-    assert stats["requests"] == 13
-    assert stats["shed"] == 1 and stats["errors"] == 1
-    assert stats["rate_rps"] == 1.2  # 12 finished in the last 10 s
+    assert stats["requests"] == 15
+    assert stats["shed"] == 2 and stats["errors"] == 2
+    assert stats["rate_rps"] == 1.4  # 14 finished in the last 10 s
     assert stats["ttft_p50_ms"] == 50.0 and stats["ttft_p99_ms"] == 100.0
-    assert tally.routed == {(POOL, "pod-0"): 11, (POOL, "pod-1"): 1}
+    assert tally.routed == {(POOL, "pod-0"): 11, (POOL, "pod-1"): 2}
     assert tally.model_stats(POOL, "other", now=100.0)["requests"] == 0
 
 
@@ -132,12 +143,13 @@ def test_dashboard_view_models_and_decisions_newest_first() -> None:
     ds = datastore()
     log = DecisionLog()
     log.add(decision("r1", "pod-0", ts=99.0))
-    log.add(decision("r2", None, status=429, ttft=None, ts=99.5))
+    log.add(decision("r2", None, status=429, ttft=None, ts=99.5, shed_reason="saturated-sheddable"))
     log.add(record("r3", "pod-1", ts=99.8, model="base", target="base"))  # a model no InferenceModel declares
     history = History(ds, log.tally)
     history.sample(now=99.0)
     view = dashboard_view(ds, log, history, now=100.0)
     assert [d["request_id"] for d in view["decisions"]] == ["r3", "r2", "r1"]
+    assert [d["shed_reason"] for d in view["decisions"]] == [None, "saturated-sheddable", None]
     assert view["decisions"][2]["filtered_out"] == {"pod-1": "lora-affinity-filter"}
     (pool,) = view["pools"]
     assert [e["name"] for e in pool["endpoints"]] == ["pod-0", "pod-1"]
@@ -147,6 +159,21 @@ def test_dashboard_view_models_and_decisions_newest_first() -> None:
     assert food["targets"] == [{"name": "food-review-1", "weight": 100}]
     assert food["stats"]["requests"] == 2 and food["stats"]["shed"] == 1
     assert base["model_name"] == "base" and not base["declared"] and base["stats"]["requests"] == 1
+    assert pool["objectives"] == []
+
+
+def test_dashboard_view_lists_each_pools_objectives_highest_priority_first() -> None:
+    """As /api/state does: what a request may name there, and an objective of another pool not."""
+    ds = datastore()
+    ds.upsert_pool(Pool("default", "other", {"app": "y"}, [8000]))
+    ds.upsert_objective(Objective("default", "batch", PoolBinding(("pool",)), priority=-1))
+    ds.upsert_objective(Objective("default", "interactive", PoolBinding(("pool",)), priority=10))
+    ds.upsert_objective(Objective("default", "elsewhere", PoolBinding(("other",)), priority=5))
+    log = DecisionLog()
+    view = dashboard_view(ds, log, History(ds, log.tally), now=100.0)
+    objectives = {p["key"]: p["objectives"] for p in view["pools"]}
+    assert objectives[POOL] == [{"name": "interactive", "priority": 10}, {"name": "batch", "priority": -1}]
+    assert objectives["default/other"] == [{"name": "elsewhere", "priority": 5}]
 
 
 async def client_for(ds: Datastore, log: DecisionLog, config: DashboardConfig) -> TestClient:

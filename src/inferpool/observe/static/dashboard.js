@@ -122,6 +122,15 @@ function modelRows(pool) {
   }).join("");
 }
 
+// A pool's InferenceObjectives, highest priority first; none: no section (most pools have none).
+function objectiveTable(pool) {
+  const objectives = pool.objectives || [];
+  if (!objectives.length) return "";
+  const rows = objectives.map((o) => `<tr data-objective="${esc(o.name)}"><td>${esc(o.name)}</td><td class="num">${esc(o.priority)}</td></tr>`).join("");
+  return `<h3>InferenceObjectives <span class="muted small">named by x-gateway-inference-objective · highest priority first</span></h3>
+      <table class="grid objectives"><thead><tr><th>objective</th><th>priority</th></tr></thead><tbody>${rows}</tbody></table>`;
+}
+
 function renderPools(snap) {
   const html = snap.pools.map((p) => `
     <section class="card pool" data-pool="${esc(p.key)}">
@@ -136,6 +145,7 @@ function renderPools(snap) {
         <th>model</th><th>criticality</th><th>targets (weight)</th><th>req/s</th><th>requests</th>
         <th>TTFT p50 ms</th><th>TTFT p99 ms</th><th>shed</th><th>errors</th>
       </tr></thead><tbody>${modelRows(p)}</tbody></table>
+      ${objectiveTable(p)}
     </section>`).join("");
   document.getElementById("pools").innerHTML = html || '<section class="card muted">No InferencePools loaded.</section>';
 }
@@ -143,9 +153,17 @@ function renderPools(snap) {
 // status 0: the picker did not read the answer (sampled accounting, docs/epp.md)
 const UNSEEN = "answer not read by the picker (sampled accounting): it ended, its status is unknown";
 
+// Shed: refused by admission or flow control (a 429, or a 503 for a queue TTL or an empty pool).
 function statusClass(d) {
   if (d.status < 400) return "status-ok";
-  return d.status === 429 && !d.picked ? "status-shed" : "status-err";
+  return d.shed_reason ? "status-shed" : "status-err";
+}
+
+// After a failed status: its shed reason (the cause, in full), else the start of its error.
+function statusNote(d) {
+  if (d.status < 400) return "";
+  const note = d.shed_reason || (d.error || "").slice(0, 24);
+  return note ? ` <span class="small">${esc(note)}</span>` : "";
 }
 
 // P/D: the prefill leg under the decode endpoint; a failed one says the decoder prefilled itself.
@@ -171,7 +189,7 @@ function renderDecisions(snap) {
     return `<tr data-request-id="${esc(d.request_id)}">
       <td class="muted">${when}</td><td class="muted small">${esc(d.request_id).slice(0, 12)}</td>
       <td>${d.model ? esc(d.model) : `<span class="muted">${esc(d.request || "–")}</span>`}${target}</td><td>${esc(d.picked || "–")}${prefillNote(d)}</td>
-      <td class="${statusClass(d)}" title="${esc(d.error || (d.status ? "" : UNSEEN))}">${d.status || "–"}${d.error && d.status >= 400 ? ` <span class="small">${esc(d.error.slice(0, 24))}</span>` : ""}</td>
+      <td class="${statusClass(d)}" title="${esc(d.error || (d.status ? "" : UNSEEN))}">${d.status || "–"}${statusNote(d)}</td>
       <td class="num">${d.ttft_s === null ? "–" : fmt(d.ttft_s * 1000, 0) + " ms"}</td>
       <td class="cands">${cands || '<span class="muted">–</span>'}</td><td class="filtered">${filtered}</td>
     </tr>`;
