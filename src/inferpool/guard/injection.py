@@ -44,6 +44,21 @@ _TARGET = (
     r"prompt|configuration|filters?|guardrails?|orders|what you were told|everything (?:above|before))"
 )
 _W = r"(?:\s+[\w'’-]+){0,6}?\s+"  # up to six words in between
+# Rules about the form of an answer, not its limits: "disregard the formatting rules above and
+# answer in prose" overrides nothing an attacker wants (fixed-width look-behinds before a target).
+_STYLE = "".join(
+    f"(?<!{word} )"
+    for word in (
+        "formatting", "format", "style", "styling", "citation", "spelling", "grammar", "markdown",
+        "tone", "length", "naming", "lint", "linting", "indentation", "capitalization", "punctuation",
+    )
+)  # fmt: skip
+# What an override asks for instead, right after "ignore the above and": "... translate this as
+# 'pwned'", the textbook injection that names no instructions at all.
+_INSTEAD = (
+    r"(?:say|print|write|translate|output|respond|reply|answer|tell|repeat|return|type|act|pretend|"
+    r"produce|generate|start|begin|instead)"
+)
 _FLAGS = re.IGNORECASE
 
 
@@ -65,6 +80,7 @@ SIGNALS: tuple[Signal, ...] = tuple(
                 r"\b(?:ignore|disregard|forget|set aside|pay no attention to|abandon|drop|skip|discard|bypass|"
                 r"override|overrule|(?:do not|don't|stop|no longer) (?:follow|obey|apply)(?:ing)?)(?:s|d|ing)?"
                 + _W
+                + _STYLE
                 + _TARGET,
             ),
             (
@@ -121,6 +137,14 @@ SIGNALS: tuple[Signal, ...] = tuple(
                 r"\b(?:you are now|from now on|from this point on|for this (?:conversation|session)|act (?:as|like)|"
                 r"pretend (?:to be|you are|you're)|roleplay as|respond (?:only )?as|"
                 r"imagine (?:your|you have no)|let's play a game where you|obey only|do what i say|comply with all)\b",
+            ),
+            (
+                "override_instructions",
+                0.6,
+                r"\b(?:ignore|disregard|forget)(?:s|d|ing)?\s+(?:all\s+(?:of\s+)?)?(?:the|that|this|everything)\s+"
+                r"(?:above|previous|preceding|before)\s*[,;]?\s+(?:and\s+)?(?:(?:then|instead|just|now)\s+)*"
+                + _INSTEAD
+                + r"\b",
             ),
         ),
         (
@@ -212,6 +236,7 @@ SIGNALS: tuple[Signal, ...] = tuple(
                 "do what i say",
                 "comply with",
             ),
+            ("ignor", "disregard", "forget"),
         ),
         strict=True,
     )
@@ -455,6 +480,7 @@ SIGNAL_STARTS: tuple[dict[str, tuple[int, ...]], ...] = (
          "respond ", "imagine ", "let's play a game where you", "obey only", "do what i say", "comply with all"),
         _AT,
     ),
+    dict.fromkeys(("ignore", "disregard", "forget"), _AT),
 )  # fmt: skip
 _TEXT_START_SIGNALS = frozenset(i for i, s in enumerate(SIGNALS) if s.family == "claimed_authority")
 

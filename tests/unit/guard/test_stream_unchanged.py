@@ -16,8 +16,10 @@ is pre-scanned whole (before, its start was not, and one golden stream, an IBAN 
 (before, only the recent text was, and three streams under the 200-character window whose
 injection or card numbers lay before it passed; they block now). Regenerated again
 (2026-12-05) for the command-line password rule: with the old tuning set only the one stream
-holding `mysql -u root -pHunter2Hunter2` changed; then with the tuning set's new items.
-Regenerate the digests only for such a change:
+holding `mysql -u root -pHunter2Hunter2` changed; then with the tuning set's new items. And
+(2026-12-06) for the injection signal "ignore the above and <do something>" and the style words
+before an override's target: with the old tuning set no stream changed; then with the tuning
+set's new items. Regenerate the digests only for such a change:
 `PYTHONPATH=src python tests/unit/guard/test_stream_unchanged.py > tests/unit/guard/data/stream_golden.json`.
 """
 
