@@ -9,6 +9,7 @@ Anthropic `content` blocks; in streams, the delta of each `data:` event (chat ch
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import deque
 from collections.abc import Callable
@@ -20,6 +21,8 @@ from inferpool.errors import InferenceError
 from inferpool.guard.policy import Action, Stage
 from inferpool.guard.screen import Screener, Verdict
 from inferpool.guard.stream import ANSWER_STAGE, STREAM_TAIL_CHARS, StreamedText
+
+log = logging.getLogger(__name__)
 
 CONTENT_FILTER = "content_filter"
 _ANY_DIGIT = re.compile(r"\d")
@@ -468,6 +471,7 @@ class StreamScreener:
         if self._pii_only and "@" not in text and not _ANY_DIGIT.search(text):
             return  # every PII shape holds an '@' or a digit (the pre-scan fires on nothing else)
         spans: list[tuple[int, int, str]] = []
+        kinds: set[str] = set()
         kept_to = text_from
         for finding in sorted(
             self.screener.findings(text, ANSWER_STAGE, Action.REDACT), key=lambda f: f.start
@@ -478,8 +482,13 @@ class StreamScreener:
             kept_to = stop
             if start < last and stop > first:
                 spans.append((start, stop, f"[REDACTED:{finding.kind}]"))
+                kinds.add(f"{finding.check}:{finding.kind}")
         if not spans:
             return
+        # as Screener.screen logs what an event's own redaction found
+        log.info(
+            "guard %s response: %s (redact, held events)", self.screener.config.name, ", ".join(sorted(kinds))
+        )
         for item in batch:
             if item.texts is not None and any(a < item.end and b > item.start for a, b, _ in spans):
                 item.event = _rewritten(item, spans)
