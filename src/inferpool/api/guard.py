@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Annotated, Literal, NoReturn
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from inferpool.api.common import Group, Model, ObjectName, Resource
 from inferpool.api.gateway import HTTPRoute
@@ -180,14 +180,17 @@ class GuardPolicySpec(Model):
     # the word being streamed (0: none, events pass as they come).
     stream_hold_back_chars: Annotated[int, Field(ge=0, le=1_000_000)] = 0
 
-    @model_validator(mode="after")
-    def _hold_back_fits_window(self) -> GuardPolicySpec:
-        if self.stream_hold_back_chars >= self.stream_window_chars:
+    @field_validator("stream_hold_back_chars")
+    @classmethod
+    def _hold_back_fits_window(cls, hold_back: int, info: ValidationInfo) -> int:
+        # (a field validator, so the error names this field's line; the window is read first)
+        window = info.data.get("stream_window_chars")
+        if window is not None and hold_back >= window:
             raise ValueError(
-                f"streamHoldBackChars ({self.stream_hold_back_chars}) must be less than "
-                f"streamWindowChars ({self.stream_window_chars}): held text is screened within the window"
+                f"streamHoldBackChars ({hold_back}) must be less than streamWindowChars ({window}): "
+                "held text is screened within the window"
             )
-        return self
+        return hold_back
 
 
 # (kind, "namespace/name"): an object a policy attaches to.

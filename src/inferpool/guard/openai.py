@@ -140,19 +140,35 @@ def _choice_list(data: dict[str, Any]) -> list[Any]:
     return choices if isinstance(choices, list) else []
 
 
-def _map_choices(data: Any, fn: Callable[[str], str]) -> None:
-    """Answer texts of OpenAI completions and chat: `choices[].text`, `.message.content`, `.delta.content`."""
+# The texts of a chat message or delta: its answer, and the reasoning vLLM streams before it
+# (`reasoning_content`; `reasoning` in newer servers).
+_MESSAGE_TEXTS = ("content", "reasoning_content", "reasoning")
+
+
+def _map_choices(
+    data: Any, fn: Callable[[str], str], holders: tuple[str, ...] = ("message", "delta")
+) -> None:
+    """Answer texts of OpenAI completions and chat: `choices[].text`, `.message` and `.delta`
+    texts (_MESSAGE_TEXTS; a stream chunk's are in `delta` only). A choice whose text `fn`
+    changes loses its `logprobs`: their tokens spell out what was redacted."""
     if not isinstance(data, dict):
         return
     for choice in _choice_list(data):
         if not isinstance(choice, dict):
             continue
-        if isinstance(choice.get("text"), str):
-            choice["text"] = fn(choice["text"])
-        for holder in ("message", "delta"):
+        changed = False
+        if isinstance(text := choice.get("text"), str):
+            choice["text"] = fn(text)
+            changed = choice["text"] != text
+        for holder in holders:
             inner = choice.get(holder)
-            if isinstance(inner, dict) and isinstance(inner.get("content"), str):
-                inner["content"] = fn(inner["content"])
+            if isinstance(inner, dict):
+                for key in _MESSAGE_TEXTS:
+                    if isinstance(text := inner.get(key), str):
+                        inner[key] = fn(text)
+                        changed = changed or inner[key] != text
+        if changed and choice.get("logprobs") is not None:
+            choice["logprobs"] = None
 
 
 def _map_answer(data: Any, fn: Callable[[str], str]) -> None:
@@ -181,6 +197,7 @@ def _map_parts(parts: Any, fn: Callable[[str], str]) -> None:
 
 # Stream events of the Responses and Messages APIs whose text is new (the deltas), and where
 # it is; the `.done`/`_stop` events repeat the whole text, which is redacted but not re-added.
+_STREAM_HOLDERS = ("delta",)  # where a chat chunk's texts are (a whole answer's are in `message`)
 _DELTA_EVENTS = frozenset({"response.output_text.delta", "response.reasoning_text.delta"})
 _FINAL_EVENTS = frozenset({"response.completed", "response.failed", "response.incomplete", "message_stop"})
 
@@ -191,7 +208,7 @@ def _map_stream_deltas(data: Any, fn: Callable[[str], str]) -> None:
         return
     kind = data.get("type")
     if kind is None:
-        _map_choices(data, fn)
+        _map_choices(data, fn, _STREAM_HOLDERS)
     elif not isinstance(kind, str):
         return  # no event type of any API: nothing of it is answer text
     elif kind in _DELTA_EVENTS:
@@ -205,33 +222,42 @@ def _map_stream_deltas(data: Any, fn: Callable[[str], str]) -> None:
                     delta[key] = fn(delta[key])
 
 
-def _stream_delta_texts(data: Any) -> list[str]:
-    """The texts `_map_stream_deltas` visits, in its order, read without a callback per text
-    (every streamed event asks; only a redaction needs the mapper)."""
+def _stream_delta_parts(data: Any) -> list[tuple[int, str]]:
+    """The texts `_map_stream_deltas` visits, in its order, each with the choice it belongs to
+    (`choices[].index`, else its place in the list; 0 for the Responses and Messages APIs, whose
+    parts follow one another): read without a callback per text (every streamed event asks;
+    only a redaction needs the mapper)."""
     if not isinstance(data, dict):
         return []
     kind = data.get("type")
-    texts: list[str] = []
+    parts: list[tuple[int, str]] = []
     if kind is None:
-        for choice in _choice_list(data):
+        for place, choice in enumerate(_choice_list(data)):
             if not isinstance(choice, dict):
                 continue
+            index = choice.get("index", place)
+            key = index if type(index) is int else place
             if isinstance(text := choice.get("text"), str):
-                texts.append(text)
-            for holder in ("message", "delta"):
-                inner = choice.get(holder)
-                if isinstance(inner, dict) and isinstance(text := inner.get("content"), str):
-                    texts.append(text)
+                parts.append((key, text))
+            inner = choice.get("delta")
+            if isinstance(inner, dict):
+                if isinstance(text := inner.get("content"), str):
+                    parts.append((key, text))
+                # (membership first: most deltas hold no reasoning, and `get` costs more)
+                if "reasoning_content" in inner and isinstance(text := inner["reasoning_content"], str):
+                    parts.append((key, text))
+                if "reasoning" in inner and isinstance(text := inner["reasoning"], str):
+                    parts.append((key, text))
     elif not isinstance(kind, str):
-        return texts
+        return parts
     elif kind in _DELTA_EVENTS:
         if isinstance(text := data.get("delta"), str):
-            texts.append(text)
+            parts.append((0, text))
     elif kind == "content_block_delta":
         delta = data.get("delta")
         if isinstance(delta, dict):
-            texts += [text for key in ("text", "thinking") if isinstance(text := delta.get(key), str)]
-    return texts
+            parts += [(0, text) for key in ("text", "thinking") if isinstance(text := delta.get(key), str)]
+    return parts
 
 
 def _map_stream_repeats(data: Any, fn: Callable[[str], str]) -> None:
@@ -329,37 +355,70 @@ def anthropic_error_event(reason: str) -> bytes:
     return b"event: error\ndata: " + orjson.dumps(body) + b"\n\n"
 
 
+# How much text before held events their redaction screens besides the hold-back itself: more
+# than pii.CONTEXT_CHARS (48), how far before an ID number its keyword may stand.
+REDACT_CONTEXT_CHARS = 64
+# Where an SSE event ends: a line end (CRLF, LF or CR) followed by an empty line. sse-starlette
+# (llama-cpp-python's server) ends events with CRLF CRLF.
+_EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r|\n\r\n")
+# Held events whose redaction screens the text around them are released in steps of this many
+# characters (at most this much more latency than the hold-back itself).
+RELEASE_STEP_CHARS = 16
+_EMPTY = (0, -(1 << 62))  # the range of an event without text: released as soon as it is first in line
+_UNKNOWN_END = 1 << 62  # a release line past any stream's end
+_NOTHING: list[str] = []  # (never appended to)
+
+
+class _ChoiceText:
+    """One choice's streamed text (a request with `n` > 1 streams its choices interleaved: a
+    match in one is screened in that choice's text, never across choices)."""
+
+    __slots__ = ("passed_recent", "passed_span", "streamed")
+
+    def __init__(self, screener: Screener, window: int) -> None:
+        self.streamed = StreamedText(screener, window)
+        # The last recent text the blocking checks passed: the same words (no word completed
+        # since) give the same verdict, so they are not screened again.
+        self.passed_recent = ""
+        self.passed_span = (0, 0)  # where it lies: the same place holds the same text
+
+
 class _Held:
-    """A screened event held back: where its text starts and ends in the stream, its bytes, and
-    (when it has text and may need redacting on release) its head and decoded data."""
+    """A screened event held back: its bytes, where its text lies in each choice's stream
+    (choice -> (start, end)), and, when it may need redacting on release, its head, decoded
+    data and where each text `_map_stream_deltas` visits starts (choice, position)."""
 
-    __slots__ = ("end", "event", "start", "texts")
+    __slots__ = ("event", "ranges", "texts")
 
-    def __init__(self, start: int, end: int, event: bytes, texts: tuple[bytes, Any] | None) -> None:
-        self.start = start
-        self.end = end
+    def __init__(
+        self,
+        event: bytes,
+        ranges: dict[int, tuple[int, int]],
+        texts: tuple[bytes, Any, list[tuple[int, int]]] | None,
+    ) -> None:
         self.event = event
+        self.ranges = ranges
         self.texts = texts
 
 
-def _rewritten(item: _Held, spans: list[tuple[int, int, str]]) -> bytes:
-    """The event with the parts of `spans` in its text replaced: the marker where a span starts,
-    nothing where it goes on from an earlier event."""
+def _rewritten(item: _Held, spans: dict[int, list[tuple[int, int, str]]]) -> bytes:
+    """The event with the parts of each choice's `spans` in its texts replaced: the marker where
+    a span starts, nothing where it goes on from an earlier event."""
     assert item.texts is not None
-    head, data = item.texts
-    at = item.start
+    head, data, starts = item.texts
+    visit = iter(starts)
 
     def one(text: str) -> str:
-        nonlocal at
-        begin, at = at, at + len(text)
+        key, begin = next(visit)
+        end = begin + len(text)
         out, pos = [], begin
-        for start, stop, marker in spans:
-            if stop <= begin or start >= at:
+        for start, stop, marker in spans.get(key, ()):
+            if stop <= begin or start >= end:
                 continue
             out.append(text[pos - begin : max(start, begin) - begin])
             if start >= begin:
                 out.append(marker)
-            pos = min(stop, at)
+            pos = min(stop, end)
         out.append(text[pos - begin :])
         return "".join(out)
 
@@ -370,11 +429,11 @@ def _rewritten(item: _Held, spans: list[tuple[int, int, str]]) -> bytes:
 class StreamScreener:
     """Screens an SSE answer event by event.
 
-    Each event's new text is redacted on its own (without hold-back); blocking checks also run over the recent
-    text (STREAM_SCREEN_CHARS, at most `window`) when the pre-scan of the event and the
-    STREAM_TAIL_CHARS before it fires, so a secret split across tokens is still caught.
-    `stream.StreamedText` answers both from what each event added; an event whose text nothing
-    can redact passes byte for byte, without re-encoding.
+    Each event's new text is redacted on its own (without hold-back); blocking checks also run
+    over the recent text of its choice (STREAM_SCREEN_CHARS, at most `window`) when the
+    pre-scan of the event and the STREAM_TAIL_CHARS before it fires, so a secret split across
+    tokens is still caught. `stream.StreamedText` answers both from what each event added; an
+    event whose text nothing can redact passes byte for byte, without re-encoding.
 
     Without hold-back the tokens before the one that completed a blocked match have been sent.
     With `stream_hold_back_chars` N (and a check that screens answers), events are held, in
@@ -383,7 +442,7 @@ class StreamScreener:
     redacted as the events are released, over the text around them, however they split it. A
     word that does not end (no space or newline: code, CJK text) is held for at most
     N + STREAM_TAIL_CHARS characters (and the window); past that it passes unscreened, as the
-    checks only see complete words until the stream's end.
+    checks only see complete words until the stream's end. Comments (`: ping`) are not held.
     """
 
     def __init__(self, screener: Screener, model: str) -> None:
@@ -391,11 +450,9 @@ class StreamScreener:
         self.model = model
         self.window = screener.config.stream_window_chars
         self._buffer = b""
-        self._streamed = StreamedText(screener, self.window)
-        # The last recent text the blocking checks passed: the same words (no word completed
-        # since) give the same verdict, so they are not screened again.
-        self._passed_recent = ""
-        self._passed_span = (0, 0)  # where it lies: the same place holds the same text
+        self._searched = 0  # how much of the buffer holds no event end
+        first = self._first = _ChoiceText(screener, self.window)  # choice 0, the only one of most streams
+        self._choices: dict[int, _ChoiceText] = {0: first}
         self.blocked: str | None = None
         self._anthropic = False  # an Anthropic Messages stream: it ends in its own error event
         hook = screener.config.hook
@@ -403,15 +460,25 @@ class StreamScreener:
         hold_back = screener.config.stream_hold_back_chars
         redacts = bool(screener.redacting(Stage.RESPONSE))
         # Holding back only pays where something can block or redact an answer.
-        self._hold_back = hold_back if hold_back > 0 and (self._streamed.can_block or redacts) else 0
+        self._hold_back = hold_back if hold_back > 0 and (first.streamed.can_block or redacts) else 0
         self._hold_limit = min(self.window, hold_back + STREAM_TAIL_CHARS)
         # Held events are redacted as they are released, over the text around them, so a match
         # split over several events is found (without hold-back each event is redacted alone).
         self._redacts_held = bool(self._hold_back) and redacts
         self._pii_only = screener.redacting(Stage.RESPONSE) == ("pii",)
         self._held: deque[_Held] = deque()
-        self._texts: tuple[bytes, Any] | None = None  # the last event's (head, decoded data), if it had text
+        # What the last event added (set by _event when holding back, read by _released)
+        self._ranges: dict[int, tuple[int, int]] = {}
+        self._texts: tuple[bytes, Any, list[tuple[int, int]]] | None = None
+        # Per choice, spans a released batch redacted that reach into text still held
+        self._carried: dict[int, list[tuple[int, int, str]]] = {}
         self._ended = False  # the stream's final check passed: nothing is held any more
+
+    def _choice(self, key: int) -> _ChoiceText:
+        choice = self._choices.get(key)
+        if choice is None:
+            choice = self._choices[key] = _ChoiceText(self.screener, self.window)
+        return choice
 
     async def feed(self, chunk: bytes) -> bytes:
         """Screened bytes to send for this chunk (complete events only, less those held back);
@@ -425,64 +492,97 @@ class StreamScreener:
         out: list[bytes] = []
         self._buffer += chunk
         while True:
-            sep = self._buffer.find(b"\n\n")
-            if sep < 0:
+            # from just before where the last search stopped: an end may straddle the chunks
+            found = _EVENT_END.search(self._buffer, max(0, self._searched - 3))
+            if found is None:
+                self._searched = len(self._buffer)
                 break
-            event, self._buffer = self._buffer[: sep + 2], self._buffer[sep + 2 :]
+            event, self._buffer = self._buffer[: found.end()], self._buffer[found.end() :]
+            self._searched = 0
             event = await self._screened(event, out)
             out.append(self._released(event) if self._hold_back else event)
         return b"".join(out)
 
     def _released(self, event: bytes) -> bytes:
         """The held events (this one last) whose text is now far enough behind the screened words."""
-        held, streamed = self._held, self._streamed
-        end = streamed.end
+        held = self._held
+        ranges, self._ranges = self._ranges, {}
         texts, self._texts = self._texts, None
-        held.append(_Held(end - streamed.added if texts else end, end, event, texts))
-        if self._ended:
-            release_to = end
-        else:
-            release_to = streamed.words_end - self._hold_back
-            if end - self._hold_limit > release_to:
-                release_to = end - self._hold_limit  # a run without a space: held up to the limit
-            if release_to < 0:
-                release_to = 0  # an event with no text before any was streamed ends at 0: it passes
-        if held[0].end > release_to:
+        if not ranges and event.find(b"data:") < 0:
+            # a comment (`: ping`) or an empty event: nothing to screen, and a keep-alive must
+            # reach the client while text is held
+            return event + self._release() if held else event
+        held.append(_Held(event, ranges, texts))
+        return self._release()
+
+    def _release(self) -> bytes:
+        held = self._held
+        batch: list[_Held] = []
+        if len(self._choices) == 1:  # the common stream, of one choice: one line
+            only_line = self._release_line(0)
+            while held and held[0].ranges.get(0, _EMPTY)[1] <= only_line:
+                batch.append(held.popleft())
+            return self._batch_out(batch)
+        lines: dict[int, int] = {}
+        while held:
+            for key, (_start, end) in held[0].ranges.items():
+                line = lines.get(key)
+                if line is None:
+                    line = lines[key] = self._release_line(key)
+                if end > line:
+                    break
+            else:
+                batch.append(held.popleft())
+                continue
+            break
+        return self._batch_out(batch)
+
+    def _batch_out(self, batch: list[_Held]) -> bytes:
+        if not batch:
             return b""
-        batch = [held.popleft()]
-        while held and held[0].end <= release_to:
-            batch.append(held.popleft())
         if self._redacts_held:
             self._redact_batch(batch)
         return batch[0].event if len(batch) == 1 else b"".join(h.event for h in batch)
 
+    def _release_line(self, key: int) -> int:
+        """Where a choice's text may be released up to."""
+        if self._ended:
+            return _UNKNOWN_END
+        streamed = self._choices[key].streamed
+        line = streamed.words_end - self._hold_back
+        if streamed.end - self._hold_limit > line:
+            line = streamed.end - self._hold_limit  # a run without a space: held up to the limit
+        # Redacting on release screens the text around each batch: releasing in steps of
+        # RELEASE_STEP_CHARS screens it once per step, not once per word
+        return line - line % RELEASE_STEP_CHARS if self._redacts_held else line
+
     def _redact_batch(self, batch: list[_Held]) -> None:
-        """Redact the events about to be released, screening their text with up to hold-back
-        characters before it and the held text after it (up to the complete words' end), so a
-        match is found whole however the events split it. A match that began in text already
-        sent has only its part in these events removed."""
-        streamed = self._streamed
-        first, last = batch[0].start, batch[-1].end
-        if first == last:
-            return  # no text among them
-        text_from = max(streamed.window_start, first - self._hold_back)
-        text_to = max(last, streamed.end if self._ended else streamed.words_end)
-        text = streamed.between(text_from, text_to)
-        if self._pii_only and "@" not in text and not _ANY_DIGIT.search(text):
-            return  # every PII shape holds an '@' or a digit (the pre-scan fires on nothing else)
-        spans: list[tuple[int, int, str]] = []
+        """Redact the events about to be released. Per choice, their text is screened with up to
+        hold-back + REDACT_CONTEXT_CHARS characters before it and the held text after it (up to
+        the complete words' end), so a match is found whole however the events split it; a match
+        that began in text already sent has only its part in these events removed, and one
+        that reaches into text still held is removed there too when that is released. An event
+        whose text starts before the window (longer than it) is redacted on its own."""
+        spans: dict[int, list[tuple[int, int, str]]] = {}
         kinds: set[str] = set()
-        kept_to = text_from
-        for finding in sorted(
-            self.screener.findings(text, ANSWER_STAGE, Action.REDACT), key=lambda f: f.start
-        ):
-            start, stop = text_from + finding.start, text_from + finding.end
-            if start < kept_to:
-                continue  # overlaps one kept (as `screen.redact` does)
-            kept_to = stop
-            if start < last and stop > first:
-                spans.append((start, stop, f"[REDACTED:{finding.kind}]"))
-                kinds.add(f"{finding.check}:{finding.kind}")
+        bounds: dict[int, tuple[int, int]] = {}
+        alone: list[_Held] = []
+        for item in batch:
+            for key, (start, end) in item.ranges.items():
+                if start < self._choices[key].streamed.window_start:
+                    alone.append(item)
+                    break
+                first, last = bounds.get(key, (start, end))
+                bounds[key] = (min(first, start), max(last, end))
+        for key, (first, last) in bounds.items():
+            found = self._spans(key, first, last, kinds)
+            if found:
+                spans[key] = found
+        for item in alone:
+            if item.texts is not None:
+                head, data, _ = item.texts
+                item.event = self._redacted(head, data, item.event, _map_stream_deltas)
+                item.texts = None
         if not spans:
             return
         # as Screener.screen logs what an event's own redaction found
@@ -490,21 +590,54 @@ class StreamScreener:
             "guard %s response: %s (redact, held events)", self.screener.config.name, ", ".join(sorted(kinds))
         )
         for item in batch:
-            if item.texts is not None and any(a < item.end and b > item.start for a, b, _ in spans):
+            if item.texts is not None and any(
+                a < end and b > start
+                for key, (start, end) in item.ranges.items()
+                for a, b, _ in spans.get(key, ())
+            ):
                 item.event = _rewritten(item, spans)
 
+    def _spans(self, key: int, first: int, last: int, kinds: set[str]) -> list[tuple[int, int, str]]:
+        """What to redact of one choice's text from `first` to `last` (absolute positions)."""
+        streamed = self._choices[key].streamed
+        carried = [span for span in self._carried.get(key, ()) if span[1] > first]
+        text_from = max(streamed.window_start, first - self._hold_back - REDACT_CONTEXT_CHARS)
+        text_to = max(last, streamed.end if self._ended else streamed.words_end)
+        text = streamed.between(text_from, text_to)
+        spans = list(carried)
+        if not (self._pii_only and "@" not in text and not _ANY_DIGIT.search(text)):
+            # (every PII shape holds an '@' or a digit: the pre-scan fires on nothing else)
+            kept_to = carried[-1][1] if carried else text_from
+            for finding in sorted(
+                self.screener.findings(text, ANSWER_STAGE, Action.REDACT), key=lambda f: f.start
+            ):
+                start, stop = text_from + finding.start, text_from + finding.end
+                if start < kept_to:
+                    continue  # overlaps one kept (as `screen.redact` does)
+                kept_to = stop
+                if start < last and stop > first:
+                    spans.append((start, stop, f"[REDACTED:{finding.kind}]"))
+                    kinds.add(f"{finding.check}:{finding.kind}")
+        self._carried[key] = [span for span in spans if span[1] > last]
+        return spans
+
     async def close(self) -> bytes:
-        """At the answer's end (the model server closed it): the held events, once the recent
-        text passed the checks as at `[DONE]` (Blocked if not), and the bytes of an unfinished
-        event as they came."""
-        rest = self.flush()
-        if not self._held:
-            return rest
-        try:
-            await self._final_check()
-        except Blocked as blocked:
-            raise self._ending(blocked, []) from None
-        return self._released(b"") + rest
+        """At the answer's end (the model server closed it): an unfinished event screened as if
+        it were whole, the stream's final check if no `[DONE]` (or final event) ran it, then
+        what was held back. Blocked if the final check blocks."""
+        out: list[bytes] = []
+        rest, self._buffer, self._searched = self._buffer, b"", 0
+        if rest.strip():
+            event = await self._screened(rest, out)
+            out.append(self._released(event) if self._hold_back else event)
+        if not self._ended:
+            try:
+                await self._final_check()
+            except Blocked as blocked:
+                raise self._ending(blocked, out) from None
+            if self._held:
+                out.append(self._release())
+        return b"".join(out) if out else rest  # (rest: nothing, or blank lines)
 
     async def _screened(self, event: bytes, passed: list[bytes]) -> bytes:
         """One event screened; a block carries what this chunk `passed` before it and the
@@ -519,16 +652,18 @@ class StreamScreener:
         return Blocked(blocked.reason, b"".join(passed), final)
 
     def flush(self) -> bytes:
-        rest, self._buffer = self._buffer, b""
+        """The bytes of an unfinished event, as they came (`close` screens them)."""
+        rest, self._buffer, self._searched = self._buffer, b"", 0
         return rest
 
     async def _final_check(self) -> None:
-        """At the stream's end: the last word, held back from the per-event checks, is screened now."""
-        if self._streamed.text:
-            whole = await self.screener.screen_async(self._streamed.text, Stage.RESPONSE, self.model)
-            if whole.blocked:
-                self.blocked = whole.reason
-                raise Blocked(whole.reason)
+        """At the stream's end: each choice's last word, held back from the per-event checks, is screened now."""
+        for choice in self._choices.values():
+            if text := choice.streamed.text:
+                whole = await self.screener.screen_async(text, Stage.RESPONSE, self.model)
+                if whole.blocked:
+                    self.blocked = whole.reason
+                    raise Blocked(whole.reason)
         self._ended = True
 
     async def _event(self, event: bytes) -> bytes:
@@ -546,39 +681,83 @@ class StreamScreener:
             data = orjson.loads(payload)
         except orjson.JSONDecodeError:
             return event
-        texts = _stream_delta_texts(data)
-        if not texts:
+        parts = _stream_delta_parts(data)
+        if not parts:
             return await self._repeats(head, data, event)
-        streamed = self._streamed
-        streamed.append("".join(texts))
-        if self._redacts_held:
-            self._texts = (head, data)  # redacted when released, with the text around it
-        if not streamed.tail_may_find():
+        key = parts[0][0]
+        if len(parts) == 1 or all(k == key for k, _ in parts):
+            new = parts[0][1] if len(parts) == 1 else "".join(t for _, t in parts)
+            choice = self._first if key == 0 else self._choice(key)
+            to_screen = self._add_text(choice, new)
+            if self._hold_back:
+                end = choice.streamed.end
+                self._ranges = {key: (end - len(new), end)}
+                if self._redacts_held:
+                    self._texts = (head, data, _text_starts(parts, end - len(new)))
+        else:
+            by_choice: dict[int, list[str]] = {}
+            for k, text in parts:
+                by_choice.setdefault(k, []).append(text)
+            to_screen = None
+            for k, texts in by_choice.items():
+                found = self._add_text(self._choice(k), "".join(texts))
+                if found is not None:
+                    to_screen = found if to_screen is None else to_screen + found
+            if self._hold_back:
+                self._note_texts(parts, head, data)
+        if to_screen is None:
             return event  # nothing in the new text (or just before it) any check could match
+        for text in to_screen:
+            await self._screen_blocking(text)
+        if self._redacts_held:
+            return event
+        for _, text in parts:
+            if self.screener.may_redact(text, ANSWER_STAGE):
+                return self._redacted(head, data, event, _map_stream_deltas)
+        return event
+
+    def _note_texts(self, parts: list[tuple[int, str]], head: bytes, data: Any) -> None:
+        """Where the event's texts lie in their choices' streams (they were just appended)."""
+        ends = {k: c.streamed.end for k, c in self._choices.items()}
+        starts: list[tuple[int, int]] = []
+        for key, text in reversed(parts):
+            ends[key] -= len(text)
+            starts.append((key, ends[key]))
+        starts.reverse()
+        self._ranges = {key: (ends[key], self._choices[key].streamed.end) for key, _ in parts}
+        if self._redacts_held:
+            self._texts = (head, data, starts)
+
+    def _add_text(self, choice: _ChoiceText, new: str) -> list[str] | None:
+        """One choice's new text, appended to its stream; what the blocking checks must screen
+        now: its recent complete words when the pre-scan fires (the caller screens them). None
+        when the pre-scan of the new text and the tail before it fires on nothing: no check
+        (blocking or redacting) can find anything there."""
+        streamed = choice.streamed
+        streamed.append(new)
+        if not streamed.tail_may_find():
+            return None
+        to_screen = _NOTHING
         if streamed.long_text is not None:
             # An event longer than the tail (a server that sends many tokens per event) may
             # start before the recent text does: its complete words are screened whole too.
             if words := complete_words(streamed.long_text):
-                await self._screen_blocking(words)
+                to_screen = [words]
         # Blocking checks see complete words only ("password = getpa" is not yet "password =
         # getpass()"), and only the recent text: a match ending in this event starts within it.
         span = streamed.recent_span()
-        if span != self._passed_span:
+        if span != choice.passed_span:
             first, end = span
             recent = streamed.between(first, end)
-            if recent != self._passed_recent:
+            if recent != choice.passed_recent:
                 # may_block is False only when the recent text surely does not block; past it the
-                # blocking checks alone decide (each event's text is redacted on its own below).
+                # blocking checks alone decide (each event's text is redacted on its own). Passed
+                # from now: if the screen blocks, the stream ends.
                 if streamed.may_block(first, recent):
-                    await self._screen_blocking(recent)
-                self._passed_recent = recent
-            self._passed_span = span
-        if self._redacts_held:
-            return event
-        for text in texts:
-            if self.screener.may_redact(text, ANSWER_STAGE):
-                return self._redacted(head, data, event, _map_stream_deltas)
-        return event
+                    to_screen = [*to_screen, recent]
+                choice.passed_recent = recent
+            choice.passed_span = span
+        return to_screen
 
     async def _screen_blocking(self, text: str) -> None:
         """Raise Blocked when `text` blocks (the blocking checks decide; the full screen words
@@ -609,3 +788,12 @@ class StreamScreener:
 
         texts_of(data, one)
         return head + b"data: " + orjson.dumps(data) + b"\n\n" if changed else event
+
+
+def _text_starts(parts: list[tuple[int, str]], start: int) -> list[tuple[int, int]]:
+    """Where each text of an event whose texts are all of one choice starts, in visit order."""
+    starts: list[tuple[int, int]] = []
+    for key, text in parts:
+        starts.append((key, start))
+        start += len(text)
+    return starts

@@ -1,4 +1,4 @@
-"""`openai._stream_delta_texts` reads a stream event's new texts without the mapper's callback;
+"""`openai._stream_delta_parts` reads a stream event's new texts without the mapper's callback;
 it must read the same texts, in the same order, that `_map_stream_deltas` visits (and redacts),
 whatever the event's shape: chat and completion chunks, Responses and Messages deltas, and
 JSON of other shapes or with values of other types where texts are expected."""
@@ -11,7 +11,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from inferpool.guard import Screener
-from inferpool.guard.openai import StreamScreener, _map_stream_deltas, _stream_delta_texts
+from inferpool.guard.openai import StreamScreener, _map_stream_deltas, _stream_delta_parts
 from inferpool.guard.policy import default_config
 
 _TEXT = st.text(min_size=1, max_size=6)  # non-empty: two texts in swapped order differ
@@ -25,7 +25,7 @@ def _object(**keys: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     return st.one_of(st.fixed_dictionaries(keys), st.fixed_dictionaries({}, optional=keys), _OTHER)
 
 
-_HOLDER = _object(content=_VALUE, role=_TEXT)
+_HOLDER = _object(content=_VALUE, role=_TEXT, reasoning_content=_VALUE, reasoning=_VALUE)
 _CHOICE = _object(text=_VALUE, message=_HOLDER, delta=_HOLDER, index=st.integers())
 _CHAT = st.fixed_dictionaries({"choices": st.one_of(st.lists(_CHOICE, min_size=1, max_size=3), _OTHER)})
 _RESPONSES = st.fixed_dictionaries(
@@ -61,7 +61,7 @@ def test_the_texts_read_are_those_the_mapper_visits(data: Any) -> None:
         _map_stream_deltas(data, visit)
         return texts
 
-    assert _stream_delta_texts(data) == visited()  # and neither raises, whatever the JSON
+    assert [text for _, text in _stream_delta_parts(data)] == visited()  # and neither raises, whatever the JSON
 
 
 async def test_an_event_of_an_unexpected_shape_passes_through_unchanged() -> None:

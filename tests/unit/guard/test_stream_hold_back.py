@@ -31,8 +31,8 @@ def screener(checks: tuple[CheckConfig, ...], hold_back: int) -> Screener:
     return Screener(GuardConfig("t", checks, stream_hold_back_chars=hold_back))
 
 
-def chat(text: str) -> bytes:
-    return b"data: " + orjson.dumps({"choices": [{"index": 0, "delta": {"content": text}}]}) + b"\n\n"
+def chat(text: str, index: int = 0, end: bytes = b"\n\n") -> bytes:
+    return b"data: " + orjson.dumps({"choices": [{"index": index, "delta": {"content": text}}]}) + end
 
 
 def messages(text: str) -> bytes:
@@ -44,16 +44,17 @@ def pieces(text: str, size: int) -> list[str]:
     return [text[i : i + size] for i in range(0, len(text), size)]
 
 
-def sent_text(raw: bytes) -> str:
-    """The answer text a client reads from the bytes it was sent (every API's delta shape)."""
+def sent_text(raw: bytes, index: int | None = None) -> str:
+    """The answer text a client reads from the bytes it was sent (every API's delta shape;
+    one choice's, if `index` is given)."""
     out = []
-    for event in raw.split(b"\n\n"):
+    for event in raw.replace(b"\r\n", b"\n").split(b"\n\n"):
         at = event.find(b"data: ")
         if at < 0 or event[at + 6 :] == b"[DONE]":
             continue
         data = orjson.loads(event[at + 6 :])
         if "choices" in data:
-            out += [c["delta"].get("content", "") for c in data["choices"]]
+            out += [c["delta"].get("content", "") for c in data["choices"] if index in (None, c["index"])]
         elif data.get("type") == "content_block_delta":
             out.append(data["delta"]["text"])
     return "".join(out)
@@ -218,7 +219,7 @@ REDACTING = screener((CheckConfig("pii", Action.REDACT),), 64)
 @settings(max_examples=80, deadline=None)
 @given(st.integers(0, len(PII) - 1), st.integers(0, 2**32))
 async def test_no_pii_the_whole_answer_would_redact_reaches_the_client(pick: int, seed: int) -> None:
-    """The catalogue's PII prompts as answers between benign lines, in events of 1-7 characters:
+    """The catalogue's PII prompts as answers between benign lines, in events of 1-40 characters:
     every match of up to 64 characters that screening the whole text redacts is redacted in the
     stream too."""
     rng = random.Random(seed)
@@ -228,7 +229,7 @@ async def test_no_pii_the_whole_answer_would_redact_reaches_the_client(pick: int
     whole = REDACTING.findings(text, Stage.RESPONSE, Action.REDACT)
     events, at = [], 0
     while at < len(text):
-        size = rng.randint(1, 7)
+        size = rng.randint(1, 7) if rng.random() < 0.7 else rng.randint(8, 40)  # servers batch tokens
         events.append(chat(text[at : at + size]))
         at += size
     sent, reason = await run(StreamScreener(REDACTING, "m"), events)
@@ -237,3 +238,112 @@ async def test_no_pii_the_whole_answer_would_redact_reaches_the_client(pick: int
     for finding in whole:
         if finding.end - finding.start <= 64:
             assert text[finding.start : finding.end] not in client, finding
+
+
+def interleaved(*texts: str, size: int = 4) -> list[bytes]:
+    """A stream of n choices, their events alternating as vLLM sends them."""
+    split = [pieces(t, size) for t in texts]
+    return [chat(p[i], n) for i in range(max(map(len, split))) for n, p in enumerate(split) if i < len(p)]
+
+
+@pytest.mark.parametrize("hold_back", [0, 32])
+async def test_each_choice_of_an_interleaved_stream_is_screened_on_its_own(hold_back: int) -> None:
+    """With n=2 the choices' events alternate: a key in one is never contiguous with itself in
+    the stream as a whole (both passed unscreened when the stream was one text)."""
+    events = interleaved(f"the key is {KEY} and more", "no, it is, sure thing, ok fine, ok yes. done")
+    sent, reason = await run(StreamScreener(screener(SECRETS, hold_back), "m"), events)
+    assert reason is not None
+    assert ("AKIA" in sent_text(sent, 0)) == (hold_back == 0)  # held back: none of it was sent
+    redacting = screener((CheckConfig("pii", Action.REDACT),), 32)
+    events = interleaved("write to jane.doe@example.com today", "a b c d e f g h i j k l m n o p", size=3)
+    sent, reason = await run(StreamScreener(redacting, "m"), events)
+    assert reason is None
+    assert sent_text(sent, 0) == "write to [REDACTED:email] today"
+    assert sent_text(sent, 1) == "a b c d e f g h i j k l m n o p"
+
+
+@pytest.mark.parametrize("hold_back", [0, 8])
+async def test_a_stream_of_crlf_events_is_screened_as_an_lf_one(hold_back: int) -> None:
+    """SSE allows CRLF line ends; sse-starlette (llama-cpp-python's server) sends them."""
+    text = f"the key is {KEY} and more"
+    crlf = [chat(p, end=b"\r\n\r\n") for p in pieces(text, 4)]
+    sent, reason = await run(StreamScreener(screener(SECRETS, hold_back), "m"), crlf, b"data: [DONE]\r\n\r\n")
+    lf_sent, lf_reason = await run(
+        StreamScreener(screener(SECRETS, hold_back), "m"), [chat(p) for p in pieces(text, 4)]
+    )
+    assert reason is not None and (reason, sent_text(sent)) == (lf_reason, sent_text(lf_sent))
+    plain = b"".join(chat(p, end=b"\r\n\r\n") for p in pieces("a plain answer, nothing in it", 3))
+    stream, sent = StreamScreener(screener(SECRETS, hold_back), "m"), b""
+    for at in range(0, len(plain), 5):  # chunks that cut the CRLF CRLF apart
+        sent += await stream.feed(plain[at : at + 5])
+    assert sent + await stream.close() == plain
+
+
+@pytest.mark.parametrize("hold_back", [0, 8])
+async def test_an_unfinished_last_event_is_screened_when_the_stream_closes(hold_back: int) -> None:
+    """A model server that closes the stream without the final blank line: that event is
+    screened as a whole one, and the stream's final check runs (no [DONE] ran it)."""
+    stream = StreamScreener(screener(SECRETS, hold_back), "m")
+    sent = await stream.feed(chat("the key is ") + chat(KEY, end=b"\n"))
+    with pytest.raises(Blocked):
+        await stream.close()
+    assert KEY not in sent_text(sent)
+    redacting = StreamScreener(screener((CheckConfig("pii", Action.REDACT),), hold_back), "m")
+    sent = await redacting.feed(chat("mail ") + chat("jane.doe@example.com now", end=b"\n"))
+    sent += await redacting.close()
+    assert sent_text(sent + b"\n\n") == "mail [REDACTED:email] now"
+
+
+async def test_a_comment_reaches_the_client_while_text_is_held() -> None:
+    """`: ping` keeps a proxy's idle timer from firing; holding it with the text would not."""
+    stream = StreamScreener(screener(SECRETS, 32), "m")
+    assert await stream.feed(chat("the first words")) == b""  # held: within 32 characters
+    assert await stream.feed(b": ping\n\n") == b": ping\n\n"
+
+
+async def test_an_event_longer_than_the_window_is_redacted_on_its_own() -> None:
+    """Its start has left the window before it is released: it is redacted as without hold-back."""
+    policy = Screener(
+        GuardConfig(
+            "t", (CheckConfig("pii", Action.REDACT),), stream_window_chars=128, stream_hold_back_chars=32
+        )
+    )
+    long_event = "mail jane.doe@example.com now " + "word " * 60
+    sent, reason = await run(StreamScreener(policy, "m"), [chat(long_event), chat("end of it")])
+    assert reason is None and sent_text(sent).startswith("mail [REDACTED:email] now word")
+
+
+async def test_reasoning_is_screened_and_a_redacted_choice_loses_its_logprobs() -> None:
+    """vLLM streams a reasoning model's thinking as `delta.reasoning_content`; logprobs spell
+    out the tokens a redaction removed."""
+    reasoning = b"data: " + orjson.dumps({"choices": [{"index": 0, "delta": {"reasoning_content": f"key {KEY} ok "}}]}) + b"\n\n"  # fmt: skip
+    sent, reason = await run(StreamScreener(screener(SECRETS, 0), "m"), [reasoning, chat("fine")])
+    assert reason is not None and KEY.encode() not in sent
+    logprobs = {"content": [{"token": "jane.doe@example.com", "logprob": -0.1}]}
+    event = {
+        "choices": [{"index": 0, "delta": {"content": "mail jane.doe@example.com now"}, "logprobs": logprobs}]
+    }
+    stream = StreamScreener(screener((CheckConfig("pii", Action.REDACT),), 0), "m")
+    out = orjson.loads((await stream.feed(b"data: " + orjson.dumps(event) + b"\n\n"))[6:])
+    assert out["choices"][0]["delta"]["content"] == "mail [REDACTED:email] now"
+    assert out["choices"][0]["logprobs"] is None
+
+
+async def test_an_id_whose_keyword_stands_well_before_it_is_redacted_whole() -> None:
+    """A UK NINO is an ID only with its keyword near (up to 48 characters before): a release
+    that screened only hold-back characters before its events lost the keyword for the rest of
+    the number, and sent `96 65 A` after a first batch had redacted its start."""
+    text = "Some words first.\nMy National Insurance number is TL 38 96 65 A and then more words follow here."
+    assert REDACTING.screen(text, Stage.RESPONSE).text.endswith(
+        "[REDACTED:gb_nino] and then more words follow here."
+    )
+    tokens = ["Some words first.\nMy National ", "Insurance numbe", "r i", "s TL", " 38", " 96 65 A and th", "e", "n ",
+              "mor", "e", " words", " ", "follow", " here."]  # fmt: skip
+    assert "".join(tokens) == text
+    held_32 = screener((CheckConfig("pii", Action.REDACT),), 32)
+    sent, reason = await run(StreamScreener(held_32, "m"), [chat(t) for t in tokens])
+    assert reason is None
+    assert (
+        sent_text(sent)
+        == "Some words first.\nMy National Insurance number is [REDACTED:gb_nino] and then more words follow here."
+    )
