@@ -248,6 +248,19 @@ _DISCUSSION = re.compile(
     _FLAGS,
 )
 _IMPERATIVE_START = re.compile(r"(?:^|[.!?;:\n]\s*|\b(?:please|kindly|now|just|and|then)\s+)$", _FLAGS)
+# "Cancelled", "void", "obsolete", "no longer applies" declare instructions void only when
+# something of the kind is named near them ("your restrictions are lifted"); alone they are
+# ordinary words ("my flight was cancelled", "the old API is obsolete") and weigh this much.
+_RULE_NOUN = re.compile(
+    r"\b"
+    + _TARGET.replace(
+        "(?:instructions?|", "(?:instructions?|restrictions?|limits?|limitations|settings|layer|", 1
+    )
+    + r"\b|\b(?:told|given)\b",
+    _FLAGS,
+)
+VOID_ALONE_WEIGHT = 0.2
+RULE_NOUN_NEAR_CHARS = 120  # how far before or after a passage its rule noun may stand (about a sentence)
 IMPERATIVE_BONUS = 0.15
 AFTER_SYSTEM_BONUS = 0.1
 DISCUSSION_FACTOR = 0.35
@@ -271,15 +284,16 @@ class InjectionScorer:
         # pay ≈0.5 s here, screening or not) nor in the first request it screens
         _signal_database()
 
-    def score(self, text: str, after_system: bool = False) -> InjectionScore:
-        """The reference scoring: every signal whose anchor occurs is matched over the whole text."""
+    def score(self, text: str, after_system: bool = False, noun_near: bool = False) -> InjectionScore:
+        """The reference scoring: every signal whose anchor occurs is matched over the whole text.
+        `noun_near`: the text just before or after it names instructions or rules (_RULE_NOUN)."""
         lowered = text.lower()
         found = [
             (signal, list(signal.pattern.finditer(text)))
             for signal in SIGNALS
             if any(a in lowered for a in signal.anchors)
         ]
-        return _combine(text, found, after_system)
+        return _combine(text, found, after_system, noun_near)
 
     def find(
         self,
@@ -303,7 +317,7 @@ class InjectionScorer:
         ends = _signal_ends(text, chars) if spans else []
         # A passage's score depends on its text alone (and the bonus): a passage the text
         # repeats (a chat history, a pasted document) is scored once per call.
-        scored: dict[tuple[str, bool], InjectionScore] = {}
+        scored: dict[tuple[str, bool, bool], InjectionScore] = {}
         for start, end in spans:
             passage_after_system = after_system and start == 0
             if not self._may_reach(ends, start, end, passage_after_system) and (
@@ -311,16 +325,20 @@ class InjectionScorer:
             ):
                 continue  # no signal, or too few, can match in the passage (the compiled pass says)
             passage = text[start:end]
-            known = scored.get((passage, passage_after_system))
+            noun_near = rule_noun_near(text, start, end)
+            key = (passage, passage_after_system, noun_near)
+            known = scored.get(key)
             if known is not None:
                 result = known
             elif exact:
-                result = _score_at_starts(passage, lowered, start, end, passage_after_system)
+                result = _score_at_starts(passage, lowered, start, end, passage_after_system, noun_near)
             elif has_case_exotic(passage):
-                result = self.score(passage, passage_after_system)
+                result = self.score(passage, passage_after_system, noun_near)
             else:  # the passage alone folds exactly (the exotic letter is elsewhere in the text)
-                result = _score_at_starts(passage, fold_ascii(passage), 0, len(passage), passage_after_system)
-            scored[passage, passage_after_system] = result
+                result = _score_at_starts(
+                    passage, fold_ascii(passage), 0, len(passage), passage_after_system, noun_near
+                )
+            scored[key] = result
             if result.score >= self.threshold and (best is None or result.score > best.score):
                 best = InjectionScore(
                     result.score, result.families, (start + result.span[0], start + result.span[1])
@@ -347,6 +365,16 @@ class InjectionScorer:
             miss *= 1.0 - w
         bound = 1.0 - miss + IMPERATIVE_BONUS + (AFTER_SYSTEM_BONUS if after_system else 0.0)
         return bound + 1e-9 >= self.threshold  # rounding: never skip a passage that could reach it
+
+
+def rule_noun_near(text: str, start: int, end: int) -> bool:
+    """Whether a rule noun (_RULE_NOUN) stands within RULE_NOUN_NEAR_CHARS before or after the
+    passage `text[start:end]`: what a void word declares void may be named in the sentence
+    before or after ("Those guardrails you run with? Consider them gone")."""
+    return (
+        _RULE_NOUN.search(text, max(0, start - RULE_NOUN_NEAR_CHARS), start) is not None
+        or _RULE_NOUN.search(text, end, end + RULE_NOUN_NEAR_CHARS) is not None
+    )
 
 
 def _prefilter_source(pattern: str) -> str:
@@ -412,7 +440,10 @@ def _signal_ends(text: str, chars: bytes | None = None) -> list[tuple[int, int]]
 
 
 def _combine(
-    text: str, found: Iterable[tuple[Signal, list[re.Match[str]]]], after_system: bool
+    text: str,
+    found: Iterable[tuple[Signal, list[re.Match[str]]]],
+    after_system: bool,
+    noun_near: bool = False,
 ) -> InjectionScore:
     """The score of `text` from each signal's matches in it (as `finditer` yields them)."""
     weights: dict[str, float] = {}
@@ -425,6 +456,8 @@ def _combine(
                 imperative = True
     if not weights:
         return InjectionScore(0.0, (), (0, 0))
+    if "instructions_void" in weights and not noun_near and not _RULE_NOUN.search(text):
+        weights["instructions_void"] = VOID_ALONE_WEIGHT
     miss = 1.0
     for w in weights.values():
         miss *= 1.0 - w
@@ -503,7 +536,9 @@ def _passage_automaton() -> ahocorasick.Automaton:
 _PASSAGE_AUTOMATON = _passage_automaton()
 
 
-def _score_at_starts(passage: str, lowered: str, start: int, end: int, after_system: bool) -> InjectionScore:
+def _score_at_starts(
+    passage: str, lowered: str, start: int, end: int, after_system: bool, noun_near: bool = False
+) -> InjectionScore:
     """`score(passage)`, with each signal matched only where its matches can start: one
     Aho-Corasick pass over the passage finds the anchors and the start literals."""
     anchored: set[int] = set()
@@ -522,7 +557,7 @@ def _score_at_starts(passage: str, lowered: str, start: int, end: int, after_sys
             candidates.add(0)
         if candidates:
             found.append((SIGNALS[i], _matches_at(SIGNALS[i].pattern, passage, candidates)))
-    return _combine(passage, found, after_system)
+    return _combine(passage, found, after_system, noun_near)
 
 
 def _matches_at(pattern: re.Pattern[str], text: str, candidates: Iterable[int]) -> list[re.Match[str]]:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from test_findings_unchanged import corpus  # pytest puts this folder on sys.path
 
 from inferpool.guard.findings import Finding
-from inferpool.guard.injection import SIGNALS, InjectionScore, InjectionScorer, passages
+from inferpool.guard.injection import SIGNALS, InjectionScore, InjectionScorer, passages, rule_noun_near
 from inferpool.guard.prescan import INJECTION_WORDS, fold, occurrences
 
 SCORER = InjectionScorer()
@@ -25,7 +25,7 @@ def reference(text: str, after_system: bool) -> list[Finding]:
     hits = sorted(i for w in INJECTION_WORDS for i in occurrences(lowered, w))
     best: InjectionScore | None = None
     for start, end in passages(lowered, hits):
-        result = SCORER.score(text[start:end], after_system and start == 0)
+        result = SCORER.score(text[start:end], after_system and start == 0, rule_noun_near(text, start, end))
         if result.score >= SCORER.threshold and (best is None or result.score > best.score):
             best = InjectionScore(
                 result.score, result.families, (start + result.span[0], start + result.span[1])

@@ -19,7 +19,9 @@ injection or card numbers lay before it passed; they block now). Regenerated aga
 holding `mysql -u root -pHunter2Hunter2` changed; then with the tuning set's new items. And
 (2026-12-06) for the injection signal "ignore the above and <do something>" and the style words
 before an override's target: with the old tuning set no stream changed; then with the tuning
-set's new items. Regenerate the digests only for such a change:
+set's new items. And (2026-12-06) for the void words needing a rule noun near them: with the
+old tuning set two streams under the "blocking" policy changed, both still blocked as
+instructions_void, at a later event (where the noun arrives); then with the new items. Regenerate the digests only for such a change:
 `PYTHONPATH=src python tests/unit/guard/test_stream_unchanged.py > tests/unit/guard/data/stream_golden.json`.
 """
 
