@@ -253,9 +253,7 @@ _IMPERATIVE_START = re.compile(r"(?:^|[.!?;:\n]\s*|\b(?:please|kindly|now|just|a
 # ordinary words ("my flight was cancelled", "the old API is obsolete") and weigh this much.
 _RULE_NOUN = re.compile(
     r"\b"
-    + _TARGET.replace(
-        "(?:instructions?|", "(?:instructions?|restrictions?|limits?|limitations|settings|layer|", 1
-    )
+    + _TARGET.replace("(?:instructions?|", "(?:instructions?|restriction|", 1)
     + r"\b|\b(?:told|given)\b",
     _FLAGS,
 )
