@@ -357,6 +357,14 @@ class Proxy:
             )
         if request.version == HttpVersion11 and "expect" in request.headers:
             await _continue(request)
+        content = request.content
+        if content.is_eof():
+            # The whole body came with the headers (a typical JSON request): taken at once,
+            # without an async iterator's coroutines and its StopAsyncIteration.
+            body = content.read_nowait()
+            if len(body) > limit:
+                raise InferenceError(413, f"Request body exceeds the limit of {limit} bytes.")
+            return body
         chunks: list[bytes] = []
         size = 0
         async for chunk in request.content.iter_any():

@@ -94,7 +94,10 @@ class Tally:
         """Count `record` under `model` (default: the name it carries)."""
         pool = record.pool or ""
         ts = finished_at(record)
-        m = self.models.setdefault((pool, record.model if model is None else model), ModelTally())
+        key = (pool, record.model if model is None else model)
+        m = self.models.get(key)
+        if m is None:  # not setdefault: that builds a tally (two deques) per request
+            m = self.models[key] = ModelTally()
         m.requests += 1
         # by the reason, not the status: a queue TTL's 503 is flow control's refusal, no failure
         if record.shed_reason is not None:

@@ -507,7 +507,7 @@ class GatewayMetrics:
         failed = record.status >= 400 or record.error is not None
         if failed:
             self.errors.labels(model, target, str(record.status)).inc()
-        if record.scores or record.endpoint:
+        if record.endpoint or record.scores:  # the endpoint first: the scores' length is a call
             self.scheduler.observe(record.decision_s)
         if record.prefill is not None:
             self._observe_legs(record, record.prefill, failed)

@@ -44,6 +44,11 @@ def usage_from(obj: object) -> Usage | None:
             return None
         inner = obj.get("response") if kind.startswith("response.") else obj.get("message")
         usage = inner.get("usage") if isinstance(inner, dict) else None
+    return _usage_of(usage)
+
+
+def _usage_of(usage: object) -> Usage | None:
+    """A `usage` object's counts (OpenAI's names, or the Responses and Messages APIs')."""
     if not isinstance(usage, dict):
         return None
     if "prompt_tokens" in usage:
@@ -79,12 +84,14 @@ def _answer_facts(body: bytes) -> tuple[Usage | None, str | None]:
         facts = _ANSWER_DECODER.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None, None
-    fields: dict[str, Any] = {"usage": facts.usage} if facts.usage is not None else {}
-    if facts.usage is None and facts.type is not None:
+    response_id = _str(facts.id) if facts.object == "response" else None
+    if facts.usage is not None:
+        return _usage_of(facts.usage), response_id
+    if facts.type is not None:
         # no top-level usage: usage_from looks in `response`/`message` by `type`
         fields = {"type": facts.type, "response": facts.response, "message": facts.message}
-    response_id = _str(facts.id) if facts.object == "response" else None
-    return usage_from(fields), response_id
+        return usage_from(fields), response_id
+    return None, response_id
 
 
 def _input_output_usage(usage: dict[str, Any]) -> Usage:

@@ -12,6 +12,7 @@ only its prompt is read, as text, for prefix hashing and screening.
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any, Literal
 
@@ -57,6 +58,7 @@ _SUFFIX_KINDS: tuple[tuple[str, BodyKind], ...] = (
 )
 
 
+@functools.lru_cache(maxsize=256)  # a few paths repeat on every request; bounded, they are the client's
 def body_kind(path: str) -> BodyKind:
     """Which API a path is, by its suffix (works behind any route prefix)."""
     path = path.split("?", 1)[0].rstrip("/")

@@ -760,7 +760,8 @@ class RoutedRequest(_Tracked):
         flow = self._director.flow_control
         if flow is not None:
             flow.sent(endpoint)  # before the grant ends, so the pool never looks emptier than it is
-        self._end_grant()
+        if self._grant is not None:
+            self._end_grant()
 
     @property
     def needs_answer(self) -> bool:
@@ -801,8 +802,10 @@ class RoutedRequest(_Tracked):
             return self.record
         holder = self.endpoint
         self._release()
-        self._end_prefill(0, "the request ended during its prefill leg", None, fell_back=False)
-        self._end_grant()
+        if self.prefill_endpoint is not None:
+            self._end_prefill(0, "the request ended during its prefill leg", None, fell_back=False)
+        if self._grant is not None:
+            self._end_grant()
         flow = self._director.flow_control
         if flow is not None:
             flow.finished(self.pool, holder)  # room may have opened for a waiting request

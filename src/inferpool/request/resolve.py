@@ -132,6 +132,8 @@ def _route_target(route: ModelRoute, rng: random.Random) -> str:
 
 def _matching_rule(rewrites: list[ModelRewrite], model: str) -> RewriteRule | None:
     """First rule naming `model`, else the first catch-all rule (empty match list); stable by resource key."""
+    if not rewrites:  # the usual case: no InferenceModelRewrite, nothing to sort
+        return None
     catch_all: RewriteRule | None = None
     for rewrite in sorted(rewrites, key=lambda r: (r.namespace, r.name)):
         for rule in rewrite.rules:

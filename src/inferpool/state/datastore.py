@@ -123,7 +123,7 @@ class Datastore:
             self._emit("rewrite", key, deleted=True)
 
     def rewrites(self, pool: str | None = None) -> list[ModelRewrite]:
-        if pool is None:
+        if pool is None or not self._rewrites:
             return list(self._rewrites.values())
         known = self._pools.get(pool)
         return [r for r in self._rewrites.values() if known is not None and r.applies_to(known)]
