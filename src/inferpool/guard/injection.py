@@ -313,8 +313,7 @@ class InjectionScorer:
         best: InjectionScore | None = None
         spans = passages(lowered, hits)
         ends = _signal_ends(text, chars) if spans else []
-        # A passage's score depends on its text alone (and the bonus): a passage the text
-        # repeats (a chat history, a pasted document) is scored once per call.
+        # A passage's score depends on its text, the bonus and whether a rule noun is near
         scored: dict[tuple[str, bool, bool], InjectionScore] = {}
         for start, end in spans:
             passage_after_system = after_system and start == 0
@@ -323,20 +322,17 @@ class InjectionScorer:
             ):
                 continue  # no signal, or too few, can match in the passage (the compiled pass says)
             passage = text[start:end]
-            noun_near = rule_noun_near(text, start, end)
-            key = (passage, passage_after_system, noun_near)
-            known = scored.get(key)
-            if known is not None:
-                result = known
-            elif exact:
-                result = _score_at_starts(passage, lowered, start, end, passage_after_system, noun_near)
-            elif has_case_exotic(passage):
-                result = self.score(passage, passage_after_system, noun_near)
-            else:  # the passage alone folds exactly (the exotic letter is elsewhere in the text)
-                result = _score_at_starts(
-                    passage, fold_ascii(passage), 0, len(passage), passage_after_system, noun_near
+            # Scored first as if a rule noun were near (a void word then weighs in full); only a
+            # passage whose score has a void word and no rule noun of its own looks around it
+            result = self._passage_score(scored, text, lowered, exact, start, end, passage_after_system, True)
+            if (
+                "instructions_void" in result.families
+                and not _RULE_NOUN.search(passage)
+                and not rule_noun_near(text, start, end)
+            ):
+                result = self._passage_score(
+                    scored, text, lowered, exact, start, end, passage_after_system, False
                 )
-            scored[key] = result
             if result.score >= self.threshold and (best is None or result.score > best.score):
                 best = InjectionScore(
                     result.score, result.families, (start + result.span[0], start + result.span[1])
@@ -345,6 +341,33 @@ class InjectionScorer:
             return []
         kind = max(best.families, key=lambda f: next(s.weight for s in SIGNALS if s.family == f))
         return [Finding("injection", kind, *best.span)]
+
+    def _passage_score(
+        self,
+        scored: dict[tuple[str, bool, bool], InjectionScore],
+        text: str,
+        lowered: str,
+        exact: bool,
+        start: int,
+        end: int,
+        after_system: bool,
+        noun_near: bool,
+    ) -> InjectionScore:
+        """`score(text[start:end], after_system, noun_near)`, the fast way the fold allows; a
+        passage the text repeats (a chat history, a pasted document) is scored once per call."""
+        passage = text[start:end]
+        key = (passage, after_system, noun_near)
+        known = scored.get(key)
+        if known is not None:
+            return known
+        if exact:
+            result = _score_at_starts(passage, lowered, start, end, after_system, noun_near)
+        elif has_case_exotic(passage):
+            result = self.score(passage, after_system, noun_near)
+        else:  # the passage alone folds exactly (the exotic letter is elsewhere in the text)
+            result = _score_at_starts(passage, fold_ascii(passage), 0, len(passage), after_system, noun_near)
+        scored[key] = result
+        return result
 
     def _may_reach(self, ends: list[tuple[int, int]], start: int, end: int, after_system: bool) -> bool:
         """Whether the passage `start`:`end` of a text can score the threshold: at most its signals
