@@ -93,12 +93,18 @@ async def wait_ready(
     proc: subprocess.Popen[bytes], admin_port: int, log_path: Path, limit_s: float = 60.0
 ) -> None:
     """Poll Envoy's admin /ready until it answers 200 (LIVE); its log's tail if it exits or never does."""
+    await wait_answering(proc, f"http://127.0.0.1:{admin_port}/ready", log_path, "envoy", limit_s)
+
+
+async def wait_answering(
+    proc: subprocess.Popen[bytes], url: str, log_path: Path, name: str, limit_s: float = 60.0
+) -> None:
+    """Poll `url` until it answers 200; the process's log tail if it exits or never does."""
     deadline = time.monotonic() + limit_s
-    url = f"http://127.0.0.1:{admin_port}/ready"
     async with aiohttp.ClientSession() as session:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise RuntimeError(f"envoy exited: {_tail(log_path)}")
+                raise RuntimeError(f"{name} exited: {_tail(log_path)}")
             try:
                 async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as resp:
                     if resp.status == 200:
@@ -106,7 +112,7 @@ async def wait_ready(
             except (aiohttp.ClientError, TimeoutError):
                 pass
             await asyncio.sleep(0.1)
-    raise TimeoutError(f"envoy not ready: {_tail(log_path)}")
+    raise TimeoutError(f"{name} not ready: {_tail(log_path)}")
 
 
 def _tail(log_path: Path) -> str:

@@ -9,11 +9,8 @@ characters held back none of its digits has. Budget: about 15 s on a 2-core box.
 
 from __future__ import annotations
 
-import asyncio
 import shutil
-import subprocess
 import sys
-import time
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -23,7 +20,7 @@ import orjson
 import pytest
 import yaml
 
-from .envoy_harness import ROOT, find_envoy, free_port, spawn, stop_process
+from .envoy_harness import ROOT, find_envoy, free_port, spawn, stop_process, wait_answering
 from .epp_stack import EXTRA_MODELS, POOL_LABELS, QUICKSTART, Node, open_stack
 from .replica import Replica
 from .sim_node import BASE
@@ -122,28 +119,8 @@ async def through_serve(hold_back: int, tmp: Path) -> list[tuple[str, str]]:
             log, ROOT,
         )  # fmt: skip
         stack.callback(stop_process, proc)
-        await wait_serving(proc, f"http://127.0.0.1:{admin}/readyz", log)
+        await wait_answering(proc, f"http://127.0.0.1:{admin}/readyz", log, "inferpool serve")
         return await stream_all(f"http://127.0.0.1:{listener}/v1")
-
-
-def log_tail(log: Path) -> str:
-    return log.read_text(errors="replace")[-3000:]
-
-
-async def wait_serving(proc: subprocess.Popen[bytes], url: str, log: Path, limit_s: float = 60) -> None:
-    deadline = time.monotonic() + limit_s
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"inferpool serve exited: {log_tail(log)}")
-            try:
-                async with http.get(url, timeout=aiohttp.ClientTimeout(total=2)) as resp:
-                    if resp.status == 200:
-                        return
-            except (aiohttp.ClientError, TimeoutError):
-                pass
-            await asyncio.sleep(0.1)
-    raise TimeoutError(f"inferpool serve not ready: {log_tail(log)}")
 
 
 async def test_both_planes_hold_back_the_same_text(tmp_path: Path) -> None:
