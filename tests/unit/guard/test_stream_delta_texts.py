@@ -61,7 +61,9 @@ def test_the_texts_read_are_those_the_mapper_visits(data: Any) -> None:
         _map_stream_deltas(data, visit)
         return texts
 
-    assert [text for _, text in _stream_delta_parts(data)] == visited()  # and neither raises, whatever the JSON
+    assert [
+        text for _, text in _stream_delta_parts(data)
+    ] == visited()  # and neither raises, whatever the JSON
 
 
 async def test_an_event_of_an_unexpected_shape_passes_through_unchanged() -> None:
