@@ -483,7 +483,12 @@ class StreamScreener:
     async def feed(self, chunk: bytes) -> bytes:
         """Screened bytes to send for this chunk (complete events only, less those held back);
         Blocked ends the stream."""
-        if not self._buffer and len(chunk) > 2 and chunk.find(b"\n\n") == len(chunk) - 2:  # one whole event
+        if (
+            not self._buffer
+            and len(chunk) > 2
+            and chunk.find(b"\n\n") == len(chunk) - 2
+            and b"\r" not in chunk  # (a CR could end an event earlier: the general path splits it)
+        ):  # one whole event
             try:
                 event = await self._event(chunk)
             except Blocked as blocked:
