@@ -351,7 +351,7 @@ async def test_an_id_whose_keyword_stands_well_before_it_is_redacted_whole() -> 
 
 async def test_a_chunk_mixing_crlf_and_lf_events_is_split_at_each() -> None:
     """A chunk ending in LF LF may hold an earlier event that ended in CRLF CRLF."""
-    chunk = chat("the key is ", end=b"\r\n\r\n") + chat(KEY) + chat(" and more")
+    chunk = chat(f"the key is {KEY}", end=b"\r\n\r\n") + chat(" and more")
     stream = StreamScreener(screener(SECRETS, 0), "m")
     with pytest.raises(Blocked):
         await stream.feed(chunk)
