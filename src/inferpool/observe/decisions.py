@@ -31,6 +31,15 @@ def finished_at(record: RequestRecord) -> float:
     return record.started_at + record.e2e_s
 
 
+def is_shed(record: RequestRecord) -> bool:
+    """Refused to protect the pool, not failed: admission's or flow control's refusals by their
+    reason (a queue TTL's 503 too), and a tenant's rate-limit 429, refused before any endpoint was
+    picked. An empty pool's 503 is an outage, counted with the errors."""
+    if record.shed_reason is not None:
+        return record.shed_reason != "no-ready-endpoints"
+    return record.status == 429 and record.endpoint is None
+
+
 def decision_view(record: RequestRecord) -> dict[str, Any]:
     """One `/api/decisions` entry: where the request went, the ranked candidates, and why."""
     return {
@@ -52,6 +61,7 @@ def decision_view(record: RequestRecord) -> dict[str, Any]:
         "filtered_out": dict(record.filtered_out),
         "error": record.error,
         "shed_reason": record.shed_reason,
+        "shed": is_shed(record),
         "prefill": _prefill_view(record),
         # "GET /health": what the request was, where the body named no model (None: not known)
         "request": f"{record.http.method} {record.http.path}" if record.http is not None else None,
@@ -99,8 +109,7 @@ class Tally:
         if m is None:  # not setdefault: that builds a tally (two deques) per request
             m = self.models[key] = ModelTally()
         m.requests += 1
-        # by the reason, not the status: a queue TTL's 503 is flow control's refusal, no failure
-        if record.shed_reason is not None:
+        if is_shed(record):
             m.shed += 1
         elif record.status >= 400:
             m.errors += 1

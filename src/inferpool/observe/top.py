@@ -148,7 +148,7 @@ def decisions_table(decisions: list[dict[str, Any]], limit: int, scores: bool = 
             for c in d["ranked"]
         )
         filtered = "\n".join(f"{e}: {why}" for e, why in d.get("filtered_out", {}).items())
-        style = "green" if d["status"] < 400 else ("yellow" if d.get("shed_reason") else "red")
+        style = "green" if d["status"] < 400 else ("yellow" if d.get("shed") else "red")
         table.add_row(
             time.strftime("%H:%M:%S", time.localtime(d["ts"])),
             d["request_id"][:12],

@@ -93,10 +93,13 @@ def test_tally_counts_shed_errors_rate_and_ttft() -> None:
     # waited its flow-control TTL: a 503, but flow control's refusal, counted as the 429 above is
     tally.add(record("e", None, 503, None, ts=99.6, model="m", shed_reason="queue-ttl-expired"))
     tally.add(record("f", "pod-1", 429, None, ts=99.7, model="m"))  # the model server's own 429
+    tally.add(record("g", None, 429, None, ts=99.8, model="m"))  # a tenant's rate limit: shed
+    # every replica down: an outage, not shedding
+    tally.add(record("h", None, 503, None, ts=99.9, model="m", shed_reason="no-ready-endpoints"))
     stats = tally.model_stats(POOL, "m", now=100.0)
-    assert stats["requests"] == 15
-    assert stats["shed"] == 2 and stats["errors"] == 2
-    assert stats["rate_rps"] == 1.4  # 14 finished in the last 10 s
+    assert stats["requests"] == 17
+    assert stats["shed"] == 3 and stats["errors"] == 3
+    assert stats["rate_rps"] == 1.6  # 16 finished in the last 10 s
     assert stats["ttft_p50_ms"] == 50.0 and stats["ttft_p99_ms"] == 100.0
     assert tally.routed == {(POOL, "pod-0"): 11, (POOL, "pod-1"): 2}
     assert tally.model_stats(POOL, "other", now=100.0)["requests"] == 0

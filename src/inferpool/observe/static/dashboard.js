@@ -153,10 +153,11 @@ function renderPools(snap) {
 // status 0: the picker did not read the answer (sampled accounting, docs/epp.md)
 const UNSEEN = "answer not read by the picker (sampled accounting): it ended, its status is unknown";
 
-// Shed: refused by admission or flow control (a 429, or a 503 for a queue TTL or an empty pool).
+// Shed: refused by admission, flow control or a tenant's rate limit (decisions.is_shed; an
+// empty pool's 503 is an error).
 function statusClass(d) {
   if (d.status < 400) return "status-ok";
-  return d.shed_reason ? "status-shed" : "status-err";
+  return d.shed ? "status-shed" : "status-err";
 }
 
 // After a failed status: its shed reason (the cause, in full), else the start of its error.
