@@ -223,10 +223,11 @@ def _map_stream_deltas(data: Any, fn: Callable[[str], str]) -> None:
 
 
 def _stream_delta_parts(data: Any) -> list[tuple[int, str]]:
-    """The texts `_map_stream_deltas` visits, in its order, each with the choice it belongs to
-    (`choices[].index`, else its place in the list; 0 for the Responses and Messages APIs, whose
-    parts follow one another): read without a callback per text (every streamed event asks;
-    only a redaction needs the mapper)."""
+    """The texts `_map_stream_deltas` visits, in its order, each with the stream of text it
+    continues: 2 × the choice (`choices[].index`, else its place in the list; 0 for the
+    Responses and Messages APIs, whose parts follow one another), + 1 for reasoning (a model's
+    thinking is not its answer: a match never spans the two). Read without a callback per
+    text (every streamed event asks; only a redaction needs the mapper)."""
     if not isinstance(data, dict):
         return []
     kind = data.get("type")
@@ -236,7 +237,7 @@ def _stream_delta_parts(data: Any) -> list[tuple[int, str]]:
             if not isinstance(choice, dict):
                 continue
             index = choice.get("index", place)
-            key = index if type(index) is int else place
+            key = 2 * index if type(index) is int else 2 * place
             if isinstance(text := choice.get("text"), str):
                 parts.append((key, text))
             inner = choice.get("delta")
@@ -245,19 +246,33 @@ def _stream_delta_parts(data: Any) -> list[tuple[int, str]]:
                     parts.append((key, text))
                 # (membership first: most deltas hold no reasoning, and `get` costs more)
                 if "reasoning_content" in inner and isinstance(text := inner["reasoning_content"], str):
-                    parts.append((key, text))
+                    parts.append((key + 1, text))
                 if "reasoning" in inner and isinstance(text := inner["reasoning"], str):
-                    parts.append((key, text))
+                    parts.append((key + 1, text))
     elif not isinstance(kind, str):
         return parts
     elif kind in _DELTA_EVENTS:
         if isinstance(text := data.get("delta"), str):
-            parts.append((0, text))
+            parts.append((0 if kind == "response.output_text.delta" else 1, text))
     elif kind == "content_block_delta":
         delta = data.get("delta")
         if isinstance(delta, dict):
-            parts += [(0, text) for key in ("text", "thinking") if isinstance(text := delta.get(key), str)]
+            if isinstance(text := delta.get("text"), str):
+                parts.append((0, text))
+            if isinstance(text := delta.get("thinking"), str):
+                parts.append((1, text))
     return parts
+
+
+def _finished_choices(data: Any) -> list[int]:
+    """The choices a chat/completion chunk ends (a `finish_reason`), as their answers' text keys."""
+    finished: list[int] = []
+    if isinstance(data, dict) and data.get("type") is None:
+        for place, choice in enumerate(_choice_list(data)):
+            if isinstance(choice, dict) and choice.get("finish_reason") is not None:
+                index = choice.get("index", place)
+                finished.append(2 * index if type(index) is int else 2 * place)
+    return finished
 
 
 def _map_stream_repeats(data: Any, fn: Callable[[str], str]) -> None:
@@ -473,6 +488,7 @@ class StreamScreener:
         # Per choice, spans a released batch redacted that reach into text still held
         self._carried: dict[int, list[tuple[int, int, str]]] = {}
         self._ended = False  # the stream's final check passed: nothing is held any more
+        self._finished: set[int] = set()  # text streams whose choice ended and passed its final check
 
     def _choice(self, key: int) -> _ChoiceText:
         choice = self._choices.get(key)
@@ -551,7 +567,7 @@ class StreamScreener:
 
     def _release_line(self, key: int) -> int:
         """Where a choice's text may be released up to."""
-        if self._ended:
+        if self._ended or key in self._finished:
             return _UNKNOWN_END
         streamed = self._choices[key].streamed
         line = streamed.words_end - self._hold_back
@@ -607,7 +623,7 @@ class StreamScreener:
         streamed = self._choices[key].streamed
         carried = [span for span in self._carried.get(key, ()) if span[1] > first]
         text_from = max(streamed.window_start, first - self._hold_back - REDACT_CONTEXT_CHARS)
-        text_to = max(last, streamed.end if self._ended else streamed.words_end)
+        text_to = max(last, streamed.end if self._ended or key in self._finished else streamed.words_end)
         text = streamed.between(text_from, text_to)
         spans = list(carried)
         if not (self._pii_only and "@" not in text and not _ANY_DIGIT.search(text)):
@@ -665,11 +681,26 @@ class StreamScreener:
         """At the stream's end: each choice's last word, held back from the per-event checks, is screened now."""
         for choice in self._choices.values():
             if text := choice.streamed.text:
-                whole = await self.screener.screen_async(text, Stage.RESPONSE, self.model)
-                if whole.blocked:
-                    self.blocked = whole.reason
-                    raise Blocked(whole.reason)
+                await self._screen_whole(text)
         self._ended = True
+
+    async def _finish_choices(self, data: Any) -> None:
+        """Choices this chunk ends (`finish_reason`) get their final check now, and their held
+        text goes: a choice ending mid-word would otherwise hold back every other choice's
+        events behind its own until the stream's end."""
+        for key in _finished_choices(data):
+            for k in (key, key + 1):  # its answer and its reasoning
+                choice = self._choices.get(k)
+                if choice is not None and k not in self._finished:
+                    self._finished.add(k)
+                    if text := choice.streamed.text:
+                        await self._screen_whole(text)
+
+    async def _screen_whole(self, text: str) -> None:
+        whole = await self.screener.screen_async(text, Stage.RESPONSE, self.model)
+        if whole.blocked:
+            self.blocked = whole.reason
+            raise Blocked(whole.reason)
 
     async def _event(self, event: bytes) -> bytes:
         # An event is "data: ..." (OpenAI chunks) or "event: NAME\ndata: ..." (Responses, Messages).
@@ -688,6 +719,8 @@ class StreamScreener:
             return event
         parts = _stream_delta_parts(data)
         if not parts:
+            if self._hold_back:
+                await self._finish_choices(data)
             return await self._repeats(head, data, event)
         key = parts[0][0]
         if len(parts) == 1 or all(k == key for k, _ in parts):
@@ -710,12 +743,15 @@ class StreamScreener:
                     to_screen = found if to_screen is None else to_screen + found
             if self._hold_back:
                 self._note_texts(parts, head, data)
+        if to_screen is not None:
+            for text in to_screen:
+                await self._screen_blocking(text)
+        if self._hold_back:
+            # held events are redacted when released; a choice that ends here releases its own
+            await self._finish_choices(data)
+            return event
         if to_screen is None:
             return event  # nothing in the new text (or just before it) any check could match
-        for text in to_screen:
-            await self._screen_blocking(text)
-        if self._redacts_held:
-            return event
         for _, text in parts:
             if self.screener.may_redact(text, ANSWER_STAGE):
                 return self._redacted(head, data, event, _map_stream_deltas)

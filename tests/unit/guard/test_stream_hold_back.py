@@ -355,3 +355,31 @@ async def test_a_chunk_mixing_crlf_and_lf_events_is_split_at_each() -> None:
     stream = StreamScreener(screener(SECRETS, 0), "m")
     with pytest.raises(Blocked):
         await stream.feed(chunk)
+
+
+@pytest.mark.parametrize("checks", [SECRETS, (CheckConfig("pii", Action.REDACT),)])
+async def test_a_choice_that_ends_mid_word_does_not_hold_back_the_others(
+    checks: tuple[CheckConfig, ...],
+) -> None:
+    """vLLM ends choices at different times, rarely after a space: the ended one's last event
+    must not hold every later event of the others until the stream's end."""
+    stream = StreamScreener(screener(checks, 16), "m")
+    sent = await stream.feed(chat("short answer done", 0))
+    finish = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+    sent += await stream.feed(b"data: " + orjson.dumps(finish) + b"\n\n")
+    long_text = "lots of words in choice one " * 20
+    for piece in pieces(long_text, 5):
+        sent += await stream.feed(chat(piece, 1))
+    assert sent_text(sent, 0) == "short answer done"
+    assert len(long_text) - len(sent_text(sent, 1)) <= 16 + 16 + 5  # the hold-back, a step, an event
+    sent += await stream.feed(b"data: [DONE]\n\n")
+    assert sent_text(sent, 1) == long_text
+
+
+async def test_reasoning_and_answer_are_separate_texts() -> None:
+    """A delta holding both: a match never joins the thinking to the answer, and each keeps its text."""
+    both = {"choices": [{"index": 0, "delta": {"content": "mail jane.d", "reasoning_content": "x"}}]}
+    events = [b"data: " + orjson.dumps(both) + b"\n\n", chat("oe@example.com now ok")]
+    sent, reason = await run(StreamScreener(screener((CheckConfig("pii", Action.REDACT),), 32), "m"), events)
+    assert reason is None and b'"reasoning_content":"x"' in sent
+    assert sent_text(sent) == "mail [REDACTED:email] now ok"  # the answer's own text, without the "x"
