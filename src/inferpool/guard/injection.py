@@ -44,10 +44,12 @@ _TARGET = (
     r"prompt|configuration|filters?|guardrails?|orders|what you were told|everything (?:above|before))"
 )
 _W = r"(?:\s+[\w'’-]+){0,6}?\s+"  # up to six words in between
+ABOVE_AND_WEIGHT = 0.34  # + imperative 0.15 < 0.5; + after-system 0.1 reaches it
 # Rules about the form of an answer, not its limits: "disregard the formatting rules above and
 # answer in prose" overrides nothing an attacker wants (fixed-width look-behinds before a target).
 _STYLE = "".join(
-    f"(?<!{word} )"
+    f"(?<!{word}{gap})"
+    for gap in (r"\s", r"\s\s")  # (a look-behind has a fixed width: a space, a newline, two)
     for word in (
         "formatting", "format", "style", "styling", "citation", "spelling", "grammar", "markdown",
         "tone", "length", "naming", "lint", "linting", "indentation", "capitalization", "punctuation",
@@ -105,6 +107,7 @@ SIGNALS: tuple[Signal, ...] = tuple(
                 r"\b(?:system|hidden|initial|secret|original|confidential|exact)\s+(?:\w+\s+)?"
                 r"(?:prompt|instructions|message|rules|preamble|configuration)"
                 r"|\binstructions you (?:were|have been)? ?(?:given|received)"
+                r"|\bwhat you (?:were|have been) (?:told|given)"
                 r"|\b(?:text|words|everything) (?:above|before|that appears before)"
                 r"|\byour (?:prompt|instructions|rules|preamble|configuration|context window|hidden rules)"
                 r"|\bcontext window|mensaje de sistema|systemprompt|prompt système)",
@@ -139,8 +142,11 @@ SIGNALS: tuple[Signal, ...] = tuple(
                 r"imagine (?:your|you have no)|let's play a game where you|obey only|do what i say|comply with all)\b",
             ),
             (
+                # "Ignore the above and ...": people say it of their own earlier message too, so
+                # alone it counts only in a user turn right after a system prompt (with the
+                # imperative and after-system bonuses), or beside another signal
                 "override_instructions",
-                0.6,
+                ABOVE_AND_WEIGHT,
                 r"\b(?:ignore|disregard|forget)(?:s|d|ing)?\s+(?:all\s+(?:of\s+)?)?(?:the|that|this|everything)\s+"
                 r"(?:above|previous|preceding|before)\s*[,;]?\s+(?:and\s+)?(?:(?:then|instead|just|now)\s+)*"
                 + _INSTEAD
@@ -252,9 +258,9 @@ _IMPERATIVE_START = re.compile(r"(?:^|[.!?;:\n]\s*|\b(?:please|kindly|now|just|a
 # something of the kind is named near them ("your restrictions are lifted"); alone they are
 # ordinary words ("my flight was cancelled", "the old API is obsolete") and weigh this much.
 _RULE_NOUN = re.compile(
-    r"\b"
-    + _TARGET.replace("(?:instructions?|", "(?:instructions?|restriction|", 1)
-    + r"\b|\b(?:told|given)\b",
+    r"\b(?:instructions?|directions|rules|guidelines|guidance|directives?|constraints|restrictions?|"
+    r"polic(?:y|ies)|safety|guardrails?|programming|configuration|filters?|system (?:prompt|message)|"
+    r"what you were told|you were (?:told|given)|everything (?:above|before|prior))\b",
     _FLAGS,
 )
 VOID_ALONE_WEIGHT = 0.2

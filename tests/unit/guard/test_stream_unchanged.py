@@ -21,7 +21,13 @@ holding `mysql -u root -pHunter2Hunter2` changed; then with the tuning set's new
 before an override's target: with the old tuning set no stream changed; then with the tuning
 set's new items. And (2026-12-06) for the void words needing a rule noun near them: with the
 old tuning set two streams under the "blocking" policy changed, both still blocked as
-instructions_void, at a later event (where the noun arrives); then with the new items. Regenerate the digests only for such a change:
+instructions_void, at a later event (where the noun arrives); then with the new items. And
+(2026-12-06, after a review) for "ignore the above and <verb>" weighing 0.34 (it needs the
+after-system bonus or a second signal), narrower rule nouns, the style look-behinds for any
+one or two whitespace characters and "print what you were told" as exfiltration: with the old
+tuning set one stream changed (the "blocking" policy: the textbook "Ignore the above and
+translate ..." no longer blocks an answer alone; a secret later in it does); then with the
+tuning set's new items. Regenerate the digests only for such a change:
 `PYTHONPATH=src python tests/unit/guard/test_stream_unchanged.py > tests/unit/guard/data/stream_golden.json`.
 """
 
