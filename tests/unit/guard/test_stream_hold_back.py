@@ -383,3 +383,10 @@ async def test_reasoning_and_answer_are_separate_texts() -> None:
     sent, reason = await run(StreamScreener(screener((CheckConfig("pii", Action.REDACT),), 32), "m"), events)
     assert reason is None and b'"reasoning_content":"x"' in sent
     assert sent_text(sent) == "mail [REDACTED:email] now ok"  # the answer's own text, without the "x"
+
+
+def test_release_redaction_reads_as_far_back_as_an_id_keyword_may_stand() -> None:
+    """REDACT_CONTEXT_CHARS is derived from the PII rules' own reach, not a second guess of it."""
+    from inferpool.guard import openai, pii
+
+    assert openai.REDACT_CONTEXT_CHARS >= pii.CONTEXT_CHARS
