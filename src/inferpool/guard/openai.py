@@ -731,10 +731,7 @@ class StreamScreener:
             streamed = choice.streamed
             streamed.append(new)  # (`_add_text`, inlined: this is every event's path)
             if self._hold_back:
-                end = streamed.end
-                self._ranges = {key: (end - len(new), end)}
-                if self._redacts_held:
-                    self._texts = (head, data, _text_starts(parts, end - len(new)))
+                self._note_texts(parts, head, data)
                 to_screen = self._triggered(choice) if streamed.tail_may_find() else None
             elif streamed.tail_may_find():
                 to_screen = self._triggered(choice)
@@ -840,12 +837,3 @@ class StreamScreener:
 
         texts_of(data, one)
         return head + b"data: " + orjson.dumps(data) + b"\n\n" if changed else event
-
-
-def _text_starts(parts: list[tuple[int, str]], start: int) -> list[tuple[int, int]]:
-    """Where each text of an event whose texts are all of one choice starts, in visit order."""
-    starts: list[tuple[int, int]] = []
-    for key, text in parts:
-        starts.append((key, start))
-        start += len(text)
-    return starts

@@ -202,11 +202,6 @@ class StreamedText:
         return not self._nothing_blocks
 
     @property
-    def added(self) -> int:
-        """How many characters the last event added."""
-        return len(self._new)
-
-    @property
     def words_end(self) -> int:
         """Where the complete words end (after the last space or newline; 0 before any)."""
         return self._last_space + 1
