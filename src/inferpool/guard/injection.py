@@ -44,6 +44,7 @@ _TARGET = (
     r"prompt|configuration|filters?|guardrails?|orders|what you were told|everything (?:above|before))"
 )
 _W = r"(?:\s+[\w'’-]+){0,6}?\s+"  # up to six words in between
+EXFILTRATE_WEIGHT = 0.6  # a mention of a prompt in general weighs less: PROMPT_MENTION_WEIGHT
 ABOVE_AND_WEIGHT = 0.34  # + imperative 0.15 < 0.5; + after-system 0.1 reaches it
 # Rules about the form of an answer, not its limits: "disregard the formatting rules above and
 # answer in prose" overrides nothing an attacker wants (fixed-width look-behinds before a target).
@@ -101,11 +102,12 @@ SIGNALS: tuple[Signal, ...] = tuple(
             ),
             (
                 "exfiltrate_prompt",
-                0.6,
+                EXFILTRATE_WEIGHT,
                 r"\b(?:reveal|print|show|repeat|output|share|quote|copy|dump|tell me|display|leak|write out|list|"
-                r"give me|what (?:exact )?(?:words|text))\b.{0,40}?(?:"
-                r"\b(?:system|hidden|initial|secret|original|confidential|exact)\s+(?:\w+\s+)?"
-                r"(?:prompt|instructions|message|rules|preamble|configuration)"
+                r"give me|what (?:exact )?(?:words|text))\b(.{0,40}?)(?:"
+                # group 2, a noun phrase that may name anyone's prompt: see _exfiltration_weight
+                r"(\b(?:system|hidden|initial|secret|original|confidential|exact)\s+(?:\w+\s+)?"
+                r"(?:prompt|instructions|message|rules|preamble|configuration))"
                 r"|\binstructions you (?:were|have been)? ?(?:given|received)"
                 r"|\bwhat you (?:were|have been) (?:told|given)"
                 r"|\b(?:text|words|everything) (?:above|before|that appears before)"
@@ -264,6 +266,31 @@ _RULE_NOUN = re.compile(
     _FLAGS,
 )
 VOID_ALONE_WEIGHT = 0.2
+# "Print the system prompt" asks for the model's own; "list best practices for writing a system
+# prompt", "our app should display the system prompt to admins" and "most requests repeat a long
+# system prompt" do not. An exfiltration match that names the prompt only as a noun phrase ("the
+# system prompt": the pattern's group 2) weighs in full when the phrase is "your"/"its" or the
+# verb is addressed to the model (it opens a sentence or clause, or follows "please", "you", "you
+# to"), and nothing between verb and phrase makes it a prompt in general (an article "a", "how",
+# "tips", "example", "writing"...); otherwise it is a mention and weighs this much.
+PROMPT_MENTION_WEIGHT = 0.25
+_GENERIC_PROMPT = re.compile(
+    r"\b(?:an?|any|some|good|great|better|best|sample|examples?|templates?|tips?|practices|how|ways?|"
+    r"guide|writing|write|set|setting|configure|configuring|craft|crafting|design|designing|create|creating)\b",
+    _FLAGS,
+)
+# ... or a word after the phrase makes it a property of prompts ("the system prompt length")
+_PROMPT_ATTRIBUTE = re.compile(
+    r"\s+(?:templates?|tokens?|length|format|field|parameters?|variables?|examples?|engineering|design|"
+    r"size|limits?|cache|caching)\b",
+    _FLAGS,
+)
+_OWN_PROMPT = re.compile(r"\b(?:your|its)\s+$", _FLAGS)
+_ADDRESSED = re.compile(
+    r"(?:^|[.!?;:,\n]\s*|\b(?:please|kindly|now|just|and|then|you|you to|"
+    r"you (?:must|should|will|shall|have to|need to|are to))\s+)$",
+    _FLAGS,
+)
 RULE_NOUN_NEAR_CHARS = 120  # how far before or after a passage its rule noun may stand (about a sentence)
 IMPERATIVE_BONUS = 0.15
 AFTER_SYSTEM_BONUS = 0.1
@@ -477,7 +504,10 @@ def _combine(
     first, last, imperative = len(text), 0, False
     for signal, matches in found:
         for m in matches:
-            weights[signal.family] = max(weights.get(signal.family, 0.0), signal.weight)
+            weight = signal.weight
+            if signal.family == "exfiltrate_prompt" and m.start(2) >= 0:
+                weight = _exfiltration_weight(text, m)
+            weights[signal.family] = max(weights.get(signal.family, 0.0), weight)
             first, last = min(first, m.start()), max(last, m.end())
             if _IMPERATIVE_START.search(text, max(0, m.start() - 12), m.start()):
                 imperative = True
@@ -496,6 +526,17 @@ def _combine(
     if _DISCUSSION.search(text) and "claimed_authority" not in weights and not imperative:
         score *= DISCUSSION_FACTOR
     return InjectionScore(min(score, 1.0), tuple(sorted(weights)), (first, last))
+
+
+def _exfiltration_weight(text: str, m: re.Match[str]) -> float:
+    """The weight of an exfiltration match whose target is a bare noun phrase (group 2): see
+    PROMPT_MENTION_WEIGHT."""
+    gap = m.group(1)
+    if _GENERIC_PROMPT.search(gap) or _PROMPT_ATTRIBUTE.match(text, m.end()):
+        return PROMPT_MENTION_WEIGHT
+    if _OWN_PROMPT.search(gap) or _ADDRESSED.search(text, max(0, m.start() - 16), m.start()):
+        return EXFILTRATE_WEIGHT
+    return PROMPT_MENTION_WEIGHT
 
 
 # Where each signal's matches can start (one tuple per SIGNALS entry): every match begins with

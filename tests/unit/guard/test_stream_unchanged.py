@@ -27,7 +27,9 @@ after-system bonus or a second signal), narrower rule nouns, the style look-behi
 one or two whitespace characters and "print what you were told" as exfiltration: with the old
 tuning set one stream changed (the "blocking" policy: the textbook "Ignore the above and
 translate ..." no longer blocks an answer alone; a secret later in it does); then with the
-tuning set's new items. Regenerate the digests only for such a change:
+tuning set's new items. And (2026-12-06) for a bare "the system prompt" after an exfiltration verb
+counting as a mention unless the verb is addressed to the model: with the old tuning set no
+stream changed; then with the tuning set's new items. Regenerate the digests only for such a change:
 `PYTHONPATH=src python tests/unit/guard/test_stream_unchanged.py > tests/unit/guard/data/stream_golden.json`.
 """
 
