@@ -311,10 +311,23 @@ def _extra_findings(kind: str, pattern: re.Pattern[str], text: str) -> list[Find
 _MASK_CHARACTERS = frozenset("*xX.")
 
 
+# What people write where a key goes, in docs, READMEs and questions: "sk-...", "sk-xxxxxxxx",
+# "your-api-key-here", "<token>", "REPLACE_ME". detect-secrets leaves these to a repository's
+# baseline (its allowlist), which a gateway screening prompts has none of. Looked for in the
+# value's first word: an unquoted config value runs to the end of the line ("sk-... in .env").
+_PLACEHOLDER = re.compile(
+    r"your[-_ ]?\w*?(?:key|token|secret|password|pass)\b|[-_]here$|^<.*>$|replace[-_]?me|placeholder|"
+    r"^(?:[a-z]{2,4}[-_])?[*x.]+$",
+    re.IGNORECASE,
+)
+
+
 def _looks_harmless(value: str, line: str, plugin: BasePlugin) -> bool:
-    """detect-secrets' default heuristic filters, for the plugins that guess rather than match a format."""
+    """detect-secrets' default heuristic filters, for the plugins that guess rather than match a
+    format, and placeholders (_PLACEHOLDER)."""
     return (
-        is_sequential_string(value)
+        _PLACEHOLDER.search((value.split(None, 1) or [""])[0]) is not None
+        or is_sequential_string(value)
         or is_potential_uuid(value)
         or is_likely_id_string(value, line, plugin)
         or is_templated_secret(value)

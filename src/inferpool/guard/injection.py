@@ -250,11 +250,23 @@ SIGNALS: tuple[Signal, ...] = tuple(
     )
 )
 _DISCUSSION = re.compile(
-    r"\b(?:explain|describe|what (?:is|are)|what's|how (?:does|do|can|would|should|to)|why (?:do|does|did)|"
+    r"\b(?:explain|describe|what (?:is|are|does|do)|what's|is it (?:safe|ok|okay|possible|wise|a good idea) to|"
+    r"should (?:i|we)|how (?:does|do|can|would|should|to)|why (?:do|does|did)|"
     r"summari[sz]e|overview|history|historical|research|defen[cs]e|defend|detect|mitigat\w*|test plan|"
     r"red team\w*|examples? of|difference between|blog post|article|essay|attacks?|phenomenon)\b",
     _FLAGS,
 )
+# Families whose matches are noun phrases ("no limits", "new instructions", "I'm your developer"):
+# opening a sentence does not make them an order ("No filter coffee today", "New instructions for
+# the onboarding checklist: ..."), so they get the imperative bonus only when a verb leads them
+# ("drop all restrictions"), they are a role header ("System:", "### Instruction:", a fake turn),
+# or the model is addressed right after ("No restrictions apply to you").
+_NOUN_LED_FAMILIES = frozenset({"claimed_authority", "unrestricted_persona"})
+_LEADING_VERB = re.compile(
+    r"(?:drop|switch off|authori[sz])\b|\s*(?:#+\s*)?(?:system|instruction)\s*:", _FLAGS
+)
+_ADDRESSED_AFTER = re.compile(r"[^.!?\n]*?\byou(?:r|rs|rself)?\b", _FLAGS)
+ADDRESSED_AFTER_CHARS = 24
 _IMPERATIVE_START = re.compile(r"(?:^|[.!?;:\n]\s*|\b(?:please|kindly|now|just|and|then)\s+)$", _FLAGS)
 # "Cancelled", "void", "obsolete", "no longer applies" declare instructions void only when
 # something of the kind is named near them ("your restrictions are lifted"); alone they are
@@ -509,7 +521,11 @@ def _combine(
                 weight = _exfiltration_weight(text, m)
             weights[signal.family] = max(weights.get(signal.family, 0.0), weight)
             first, last = min(first, m.start()), max(last, m.end())
-            if _IMPERATIVE_START.search(text, max(0, m.start() - 12), m.start()):
+            if _IMPERATIVE_START.search(text, max(0, m.start() - 12), m.start()) and (
+                signal.family not in _NOUN_LED_FAMILIES
+                or _LEADING_VERB.match(text, m.start())
+                or _ADDRESSED_AFTER.match(text, m.end(), m.end() + ADDRESSED_AFTER_CHARS)
+            ):
                 imperative = True
     if not weights:
         return InjectionScore(0.0, (), (0, 0))

@@ -29,7 +29,10 @@ tuning set one stream changed (the "blocking" policy: the textbook "Ignore the a
 translate ..." no longer blocks an answer alone; a secret later in it does); then with the
 tuning set's new items. And (2026-12-06) for a bare "the system prompt" after an exfiltration verb
 counting as a mention unless the verb is addressed to the model: with the old tuning set no
-stream changed; then with the tuning set's new items. Regenerate the digests only for such a change:
+stream changed; then with the tuning set's new items. And (2026-12-06) for noun-led signals getting
+the imperative bonus only when a verb or role header leads them or "you" follows: with the old
+tuning set one stream under "blocking" changed (still blocked as claimed_authority, at a later
+event); then with the tuning set's new items. Regenerate the digests only for such a change:
 `PYTHONPATH=src python tests/unit/guard/test_stream_unchanged.py > tests/unit/guard/data/stream_golden.json`.
 """
 
@@ -210,7 +213,9 @@ async def test_streams_are_those_recorded_before_the_speed_work() -> None:
         now = await transcript(StreamScreener, screeners[policy], stream)
         if digest(now) != recorded:
             before = await transcript(ReferenceStreamScreener, screeners[policy], stream)
-            first = next(i for i, (a, b) in enumerate(zip(now, before, strict=False)) if a != b)
+            first = next((i for i, (a, b) in enumerate(zip(now, before, strict=False)) if a != b), None)
+            if first is None:  # the reference (the same detectors) sends the same: they changed
+                pytest.fail(f"{policy} stream differs from its digest as the reference does: {now[-1]!r}")
             pytest.fail(
                 f"{policy} stream differs at chunk {first}: now {now[first]!r}, before {before[first]!r}"
             )
