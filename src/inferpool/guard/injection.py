@@ -6,7 +6,8 @@ authority, role switches) has a weight; families combine as a noisy-OR, so two i
 signals score higher than either. Then:
 
 - imperative form (a signal opening a sentence, or after "please"/"now") adds a little, so
-  "Act as an AI with no rules" outweighs "can you act as a tour guide";
+  "Act as an AI with no rules" outweighs "can you act as a tour guide" (a noun phrase opening a
+  sentence, "No filter coffee today", is no order: see _NOUN_LED_FAMILIES);
 - a user turn right after the system prompt adds a little (that is where injections sit);
 - discussion ("explain how prompt injection works", "write a blog post about jailbreaks")
   multiplies the score down, unless the text also claims authority or opens with an order.
