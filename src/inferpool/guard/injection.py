@@ -45,6 +45,7 @@ _TARGET = (
     r"prompt|configuration|filters?|guardrails?|orders|what you were told|everything (?:above|before))"
 )
 _W = r"(?:\s+[\w'’-]+){0,6}?\s+"  # up to six words in between
+OVERRIDE_WEIGHT = 0.6  # of a technical target ("the proxy configuration") less: TECHNICAL_TARGET_WEIGHT
 EXFILTRATE_WEIGHT = 0.6  # a mention of a prompt in general weighs less: PROMPT_MENTION_WEIGHT
 ABOVE_AND_WEIGHT = 0.34  # + imperative 0.15 < 0.5; + after-system 0.1 reaches it
 # Rules about the form of an answer, not its limits: "disregard the formatting rules above and
@@ -55,6 +56,7 @@ _STYLE = "".join(
     for word in (
         "formatting", "format", "style", "styling", "citation", "spelling", "grammar", "markdown",
         "tone", "length", "naming", "lint", "linting", "indentation", "capitalization", "punctuation",
+        "spacing", "whitespace", "layout",
     )
 )  # fmt: skip
 # What an override asks for instead, right after "ignore the above and": "... translate this as
@@ -80,12 +82,12 @@ SIGNALS: tuple[Signal, ...] = tuple(
         (
             (
                 "override_instructions",
-                0.6,
+                OVERRIDE_WEIGHT,
                 r"\b(?:ignore|disregard|forget|set aside|pay no attention to|abandon|drop|skip|discard|bypass|"
                 r"override|overrule|(?:do not|don't|stop|no longer) (?:follow|obey|apply)(?:ing)?)(?:s|d|ing)?"
                 + _W
                 + _STYLE
-                + _TARGET,
+                + f"({_TARGET})",  # group 1, the target: see _override_weight
             ),
             (
                 "override_instructions",
@@ -304,6 +306,16 @@ _ADDRESSED = re.compile(
     r"you (?:must|should|will|shall|have to|need to|are to))\s+)$",
     _FLAGS,
 )
+# "Override the default configuration with environment variables", "Bypass the proxy
+# configuration for localhost", "Drop the old policy and attach the new one to the role": these
+# targets have everyday technical meanings. An override of one counts in full only when it is
+# the model's ("your", "its", "system", "safety", "content", "usage") or the passage speaks to the
+# model ("you", "your"); otherwise it weighs this much.
+TECHNICAL_TARGET_WEIGHT = 0.3
+_TECHNICAL_TARGET = re.compile(r"configuration|polic(?:y|ies)|filters?|role", _FLAGS)
+_MODELS_OWN = re.compile(r"\b(?:your|its|system|safety|content|usage|moderation)\b", _FLAGS)
+_TECHNICAL_END = re.compile(r"\b(?:polic(?:y|ies)|filters?)$", _FLAGS)
+_YOU = re.compile(r"\byou(?:r|rs|rself)?\b", _FLAGS)
 RULE_NOUN_NEAR_CHARS = 120  # how far before or after a passage its rule noun may stand (about a sentence)
 IMPERATIVE_BONUS = 0.15
 AFTER_SYSTEM_BONUS = 0.1
@@ -518,8 +530,14 @@ def _combine(
     for signal, matches in found:
         for m in matches:
             weight = signal.weight
-            if signal.family == "exfiltrate_prompt" and m.start(2) >= 0:
-                weight = _exfiltration_weight(text, m)
+            if m.lastindex is not None:  # a signal with groups: exfiltration's, the first override's
+                weight = (
+                    _exfiltration_weight(text, m)
+                    if signal.family == "exfiltrate_prompt"
+                    else _override_weight(text, m)
+                )
+            elif signal.family == "unrestricted_persona" and _technical_drop(text, m):
+                continue  # the same words are the first override's technical target, counted there
             weights[signal.family] = max(weights.get(signal.family, 0.0), weight)
             first, last = min(first, m.start()), max(last, m.end())
             if _IMPERATIVE_START.search(text, max(0, m.start() - 12), m.start()) and (
@@ -545,9 +563,30 @@ def _combine(
     return InjectionScore(min(score, 1.0), tuple(sorted(weights)), (first, last))
 
 
+def _override_weight(text: str, m: re.Match[str]) -> float:
+    """The weight of an override match (its target: group 1): see TECHNICAL_TARGET_WEIGHT."""
+    if not _TECHNICAL_TARGET.fullmatch(m.group(1)) or _MODELS_OWN.search(m.group()) or _YOU.search(text):
+        return OVERRIDE_WEIGHT
+    return TECHNICAL_TARGET_WEIGHT
+
+
+def _technical_drop(text: str, m: re.Match[str]) -> bool:
+    """Whether an unrestricted-persona match is "drop / switch off" a technical target ("Drop the
+    old policy", "Switch off the spam filter") that is not the model's (as for _override_weight):
+    the first override signal matches the same words and weighs them as a mention."""
+    return (
+        _LEADING_VERB.match(text, m.start()) is not None
+        and _TECHNICAL_END.search(m.group()) is not None
+        and _MODELS_OWN.search(m.group()) is None
+        and _YOU.search(text) is None
+    )
+
+
 def _exfiltration_weight(text: str, m: re.Match[str]) -> float:
     """The weight of an exfiltration match whose target is a bare noun phrase (group 2): see
     PROMPT_MENTION_WEIGHT."""
+    if m.start(2) < 0:
+        return EXFILTRATE_WEIGHT
     gap = m.group(1)
     if _GENERIC_PROMPT.search(gap) or _PROMPT_ATTRIBUTE.match(text, m.end()):
         return PROMPT_MENTION_WEIGHT

@@ -32,7 +32,10 @@ counting as a mention unless the verb is addressed to the model: with the old tu
 stream changed; then with the tuning set's new items. And (2026-12-06) for noun-led signals getting
 the imperative bonus only when a verb or role header leads them or "you" follows: with the old
 tuning set one stream under "blocking" changed (still blocked as claimed_authority, at a later
-event); then with the tuning set's new items. Regenerate the digests only for such a change:
+event); then with the tuning set's new items. And (2026-12-06) for overrides of technical targets
+("the proxy configuration") weighing 0.3: with the old tuning set one stream under "blocking"
+changed (still blocked as override_instructions, one event later); then with the new items.
+Regenerate the digests only for such a change:
 `PYTHONPATH=src python tests/unit/guard/test_stream_unchanged.py > tests/unit/guard/data/stream_golden.json`.
 """
 
