@@ -291,6 +291,8 @@ class SecretScanner:
                 value, line, p.plugin
             ):
                 continue
+            if isinstance(p.plugin, BasicAuthDetector) and is_example_value(value):
+                continue  # postgresql://postgres:password@localhost/db, as the docs write it
             yield value
 
 
@@ -313,20 +315,39 @@ _MASK_CHARACTERS = frozenset("*xX.")
 
 # What people write where a key goes, in docs, READMEs and questions: "sk-...", "sk-xxxxxxxx",
 # "your-api-key-here", "<token>", "REPLACE_ME". detect-secrets leaves these to a repository's
-# baseline (its allowlist), which a gateway screening prompts has none of. Looked for in the
-# value's first word: an unquoted config value runs to the end of the line ("sk-... in .env").
+# baseline (its allowlist), which a gateway screening prompts has none of.
 _PLACEHOLDER = re.compile(
-    r"your[-_ ]?\w*?(?:key|token|secret|password|pass)\b|[-_]here$|^<.*>$|replace[-_]?me|placeholder|"
-    r"^(?:[a-z]{2,4}[-_])?[*x.]+$",
+    r"your[-_ ]?\w*?(?:key|token|secret|password|pass)\b|[-_]here$|^<.*>$|(?:replace|change)[-_]?me|"
+    r"placeholder|^(?:[a-z]{2,4}[-_])?[*x.]+$",
     re.IGNORECASE,
 )
+# Values that official docs print where a password goes, and that a model's answer copies from
+# them: Docker Hub's postgres image ("mysecretpassword", "example"), mysql's ("my-secret-pw"),
+# redis.conf's "foobared", RabbitMQ's "guest", the default accounts' own names, and the words
+# themselves. `docker run -e POSTGRES_PASSWORD=example` in a streamed answer is no leak.
+_EXAMPLE_VALUES = frozenset(
+    {"password", "passwd", "pass", "secret", "example", "changeme", "mysecretpassword", "my-secret-pw",
+     "foobared", "guest", "postgres", "admin", "root", "test"}
+)  # fmt: skip
+
+
+def _first_word(value: str) -> str:
+    """The value's first word, without quotes (an unquoted config value runs to the line's end)."""
+    words = value.split(None, 1)
+    return words[0].strip("'\"") if words else ""
+
+
+def is_example_value(value: str) -> bool:
+    """A placeholder or a documented example value (_PLACEHOLDER, _EXAMPLE_VALUES): no secret."""
+    word = _first_word(value)
+    return word.lower() in _EXAMPLE_VALUES or _PLACEHOLDER.search(word) is not None
 
 
 def _looks_harmless(value: str, line: str, plugin: BasePlugin) -> bool:
     """detect-secrets' default heuristic filters, for the plugins that guess rather than match a
-    format, and placeholders (_PLACEHOLDER)."""
+    format, and placeholders and documented example values (`is_example_value`)."""
     return (
-        _PLACEHOLDER.search((value.split(None, 1) or [""])[0]) is not None
+        is_example_value(value)
         or is_sequential_string(value)
         or is_potential_uuid(value)
         or is_likely_id_string(value, line, plugin)

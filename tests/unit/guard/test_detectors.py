@@ -163,8 +163,15 @@ def test_ordinary_sentences_are_not_orders(text: str, blocks: bool) -> None:
         ("api_key = 'xxxxxxxxxxxxxxxx'", False),
         ("api_key = 'REPLACE_ME'", False),
         ("token: <your token>", False),
+        # the examples official docs print, which a model's answer copies
+        ("docker run -e POSTGRES_PASSWORD=example -d postgres", False),
+        ("docker run -e MYSQL_ROOT_PASSWORD=my-secret-pw -d mysql:8", False),
+        ('SECRET_KEY = "django-insecure-change-me"', False),
+        ("postgresql://postgres:password@localhost:5432/mydb", False),
         ('api_key = "q8X3vR9zL2mN7pK4tW6yB1cD5fG0hJ"', True),
         ("password = 'hunter2hunter2'", True),
+        ("postgresql://app:S3cr3t-Pr0d-9x@db.internal:5432/app", True),
+        ("DB_PASSWORD=Tr0ub4dor&3xyz", True),
     ],
 )
 def test_placeholders_are_no_secrets(text: str, secret: bool) -> None:

@@ -35,7 +35,8 @@ tuning set one stream under "blocking" changed (still blocked as claimed_authori
 event); then with the tuning set's new items. And (2026-12-06) for overrides of technical targets
 ("the proxy configuration") weighing 0.3: with the old tuning set one stream under "blocking"
 changed (still blocked as override_instructions, one event later); then with the new items.
-Regenerate the digests only for such a change:
+And (2026-12-06) for documented example passwords being no secrets: with the old tuning set no
+stream changed; then with the new items. Regenerate the digests only for such a change:
 `PYTHONPATH=src python tests/unit/guard/test_stream_unchanged.py > tests/unit/guard/data/stream_golden.json`.
 """
 
