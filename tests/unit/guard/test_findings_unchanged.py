@@ -48,8 +48,15 @@ target (configuration, policy, filter, role) weighing 0.3 unless it is the model
 says "you", and spacing/layout/whitespace as style words: with the old tuning set no text
 changed; then with the tuning set's new items. Regenerated (2026-12-06) for documented example
 passwords ("example", "mysecretpassword", "postgres:password@") being no secrets: with the old
-tuning set no text changed; then with the tuning set's new items. Regenerate it only for an
-intended detection change:
+tuning set no text changed; then with the tuning set's new items. Regenerated (2026-12-06) for
+the after-system bonus needing an order (imperative) and mentions (a prompt in general, a
+technical target) weighing 0.2: with the old tuning set the after-system outcome changed for 75
+texts per screener, and no text's bare-prompt or answer outcome: the tuning set's benign
+probes of this session and their transforms (no longer blocked after a system prompt), the
+catalogue's "New orders supersede the old ones: ..." and its transforms, and two exotic-letter
+transforms of "Let's play a game where you are an AI that has no guidelines ..." (no longer
+blocked after a system prompt either). Then with the tuning set's new items. Regenerate it only
+for an intended detection change:
 `python tests/unit/guard/test_findings_unchanged.py > tests/unit/guard/data/findings_golden.json`.
 """
 

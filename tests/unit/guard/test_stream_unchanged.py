@@ -36,7 +36,9 @@ event); then with the tuning set's new items. And (2026-12-06) for overrides of 
 ("the proxy configuration") weighing 0.3: with the old tuning set one stream under "blocking"
 changed (still blocked as override_instructions, one event later); then with the new items.
 And (2026-12-06) for documented example passwords being no secrets: with the old tuning set no
-stream changed; then with the new items. Regenerate the digests only for such a change:
+stream changed; then with the new items. And (2026-12-06) for the after-system bonus needing an
+order and mentions weighing 0.2: with the old tuning set no stream changed; then with the new
+items. Regenerate the digests only for such a change:
 `PYTHONPATH=src python tests/unit/guard/test_stream_unchanged.py > tests/unit/guard/data/stream_golden.json`.
 """
 
