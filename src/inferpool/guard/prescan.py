@@ -44,9 +44,23 @@ INJECTION_WORDS = (
     "admin", "system:", "instruction:", "new instructions", "new orders", "new rules", "updated instruction",
     "note to the", "authoris", "authoriz", "olvida", "oubli", "vergiss", "ignora", "esquece",
     "mensaje de sistema", "systemprompt", "prompt système", "words above", "text above", "everything above",
-    "appears before", "drop the", "drop your", "skip your", "jailbreak", "do anything now", "alter ego",
+    "appears before", "drop", "skip", "jailbreak", "do anything now", "alter ego",
     "no rule", "no limit", "no filter", "no polic", "no guideline", "no ethic", "free from", "free of", "without",
     "not bound", "never refuse", "consider them", "consider it", "treat them", "treat it", "treat everything",
+    # role switches and jailbreak names, which reach the threshold together ("You are now in
+    # developer mode"), and exfiltration targets that hold none of the words above ("what you
+    # were told", "the exact instructions you received"): tests/unit/guard/test_injection_triggers.py
+    "you are now", "from now on", "from this point on", "for this conversation", "for this session",
+    "act as", "act like", "pretend", "roleplay", "respond as", "respond only as", "imagine your",
+    "imagine you have", "let's play a game", "obey only", "do what i say", "comply with all",
+    "developer mode", "dev mode", "god mode", "sudo mode", "maintenance mode", "evil mode",
+    "evil assistant", "evil ai", "evil twin", "instructions you", "what you were", "what you have been",
+    "your prompt", "your instructions", "your rules", "your configuration", "your hidden",
+    "words before", "text before", "everything before", "lifted", "switch off", "t apply", "not apply",
+    "stop apply",
+    # exfiltration's "<secret|original|exact|system> <prompt|instructions|...>" (injection.SIGNALS)
+    *(f"{adjective} {noun}" for adjective in ("secret", "original", "exact", "system")
+      for noun in ("prompt", "instructions", "message", "rules", "preamble", "configuration")),
 )  # fmt: skip
 
 # Characters that `re.IGNORECASE` equates with an ASCII letter (or whose lower case is one, or

@@ -2,8 +2,9 @@
 prefilter mode, `injection._signal_ends`) says no signal, or too few to reach the threshold,
 can match in it. That is exact only if the pass reports an end inside the passage for every
 match `re` finds there: checked on every passage of the guard corpus and on hypothesis-made
-texts, cut anywhere (a passage's edges are a string's edges to `re`). A signal dropped from the
-compiled pass, or one whose rewrite matches less than `re`, fails here.
+texts, cut anywhere (a passage's edges are a string's edges to `re`), with the pass over the
+whole text and over the passage alone. A signal dropped from the compiled pass, or one whose
+rewrite matches less than `re`, fails here.
 """
 
 from __future__ import annotations
@@ -22,17 +23,21 @@ PRESCANNER = Prescanner(True)
 
 
 def check(text: str, spans: list[tuple[int, int]]) -> int:
-    """Asserts the superset on each span of `text` without a CASE_EXOTIC letter; the matches seen."""
-    ends = _signal_ends(text)
+    """Asserts the superset on each span of `text` without a CASE_EXOTIC letter, from the pass over
+    the whole text and from the pass over that span alone (long prompts with few trigger words);
+    the matches seen."""
+    whole = _signal_ends(text)
     seen = 0
     for start, end in spans:
         passage = text[start:end]
         if has_case_exotic(passage):
             continue  # scored by the plain definition, never skipped
+        alone = _signal_ends(text, None, [(start, end)])
         for i, signal in enumerate(SIGNALS):
             for m in signal.pattern.finditer(passage):
-                at = bisect_left(ends, (start + m.end(), i))
-                assert at < len(ends) and ends[at] == (start + m.end(), i), (signal.family, passage)
+                for ends in (whole, alone):
+                    at = bisect_left(ends, (start + m.end(), i))
+                    assert at < len(ends) and ends[at] == (start + m.end(), i), (signal.family, passage)
                 seen += 1
     return seen
 

@@ -16,7 +16,7 @@ def reference_around(lowered: str, at: int) -> tuple[int, int]:
     """The definition before the reversed search (with its PASSAGE_SENTENCES at 0)."""
     lo = max(0, at - PASSAGE_MAX_CHARS)
     cut = max(lowered.rfind(c, lo, at) for c in ".!?\n")
-    start = lo if cut < 0 else cut
+    start = lo if cut < 0 else cut + (lowered[cut] == "\n")  # a line starts past its break
     m = injection._SENTENCE_END.search(lowered, at + 1, at + 1 + PASSAGE_MAX_CHARS)
     return start, min(len(lowered), at + PASSAGE_MAX_CHARS) if m is None else m.end()
 
@@ -27,7 +27,7 @@ def reference_passages(lowered: str, hits: list[int]) -> list[tuple[int, int]]:
         if merged and at < merged[-1][1]:
             continue
         start, end = reference_around(lowered, at)
-        if merged and start <= merged[-1][1]:
+        if merged and start < merged[-1][1]:  # touching sentences stay apart
             merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
         else:
             merged.append((start, end))
