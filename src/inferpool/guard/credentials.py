@@ -69,6 +69,11 @@ EXTRA_PATTERNS: dict[str, re.Pattern[str]] = {
     "anthropic_key": re.compile(r"\bsk-ant-[A-Za-z0-9_-]{20,}"),
     "huggingface_token": re.compile(r"\bhf_[A-Za-z0-9]{30,}\b"),
     "inferpool_key": re.compile(r"\bipk-[A-Za-z0-9_-]{40,}"),
+    # Formats newer than detect-secrets' plugins for them: npm's granular access tokens (its
+    # plugin reads `.npmrc`'s `_authToken=` lines only) and GitHub's fine-grained personal access
+    # tokens (its plugin knows the ghp_/gho_/ghu_/ghs_/ghr_ prefixes)
+    "npm_token": re.compile(r"\bnpm_[A-Za-z0-9]{36}\b"),
+    "github_fine_grained_token": re.compile(r"\bgithub_pat_[A-Za-z0-9_]{70,}"),
     # detect-secrets has a Telegram plugin, but its pattern is anchored to a whole line.
     "telegram_bot_token": re.compile(r"(?<!\d)\d{8,10}:AA[0-9A-Za-z_-]{33}\b"),
     # A password given on a command line, as pasted shell history shows it: the MySQL/MariaDB
@@ -88,6 +93,8 @@ EXTRA_HINTS = {
     "anthropic_key": ("sk-ant-",),
     "huggingface_token": ("hf_",),
     "inferpool_key": ("ipk-",),
+    "npm_token": ("npm_",),
+    "github_fine_grained_token": ("github_pat_",),
     "telegram_bot_token": (":aa",),
     "command_line_password": ("mysql", "mariadb", "sshpass"),
 }

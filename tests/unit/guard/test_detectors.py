@@ -174,6 +174,19 @@ def test_right_after_a_system_prompt_only_orders_weigh_more(text: str, blocks: b
 
 
 @pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("npm token: npm_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789", "npm_token"),
+        ("GH_TOKEN=github_pat_11ABCDEFG0123456789abc_" + "x1Y2z3" * 10, "github_fine_grained_token"),
+        ("npm_install_hook is a function name", None),
+    ],
+)
+def test_newer_token_formats_are_secrets(text: str, kind: str | None) -> None:
+    kinds = {f.kind for f in SecretScanner().find(text)}
+    assert (kind in kinds) if kind else not kinds, kinds
+
+
+@pytest.mark.parametrize(
     ("text", "secret"),
     [
         ("Set OPENAI_API_KEY=sk-... in your .env file, never commit it.", False),

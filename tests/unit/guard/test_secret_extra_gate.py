@@ -17,6 +17,8 @@ EXAMPLES = {
     "huggingface_token": "hf_ hf_" + "a1B2c3" * 6,
     "inferpool_key": "ipk- ipk-" + "a1B2" * 11,
     "telegram_bot_token": ":aa 123456789:AA" + "b" * 33,
+    "npm_token": "npm_ npm_" + "a1B2c3" * 6,
+    "github_fine_grained_token": "github_pat_ github_pat_" + "a1B2c3_" * 11,
     "command_line_password": "mysql mariadb sshpass: mysql -u root -phunter22",
 }
 
