@@ -14,6 +14,7 @@ from inferpool.observe.accesslog import AccessLog
 from inferpool.observe.observation import Observation
 from inferpool.records import HttpFacts, RequestRecord
 from inferpool.request.core import Core, CoreConfig
+from inferpool.scrape.scraper import ScrapeConfig
 from inferpool.state import Criticality, Endpoint, ModelRoute, Pool
 
 POOL = "default/pool"
@@ -31,13 +32,15 @@ HEADERS = {"content-type": "application/json", "host": "127.0.0.1"}
 
 def observed_core(profile: str, endpoints: int = 2) -> Core:
     """A core with `endpoints` ready replicas (as `inferpool bench overhead` runs two) and the
-    observation path attached (metrics, decision log; no access log, as the bench runs serve)."""
-    core = Core(CoreConfig(scheduler=profile, scrape=None))
+    observation path attached (metrics, decision log; no access log, as the bench runs serve).
+    Configured with a scraper, as the data planes are, which is never started: what the core
+    keeps per scrape interval is kept."""
+    core = Core(CoreConfig(scheduler=profile, scrape=ScrapeConfig()))
     store = core.datastore
     store.upsert_pool(Pool("default", "pool", {"app": "vllm"}, [8000]))
     store.upsert_model(ModelRoute("default", "base", "base", "pool", Criticality.CRITICAL))
     for i in range(endpoints):
-        store.upsert_endpoint(Endpoint(f"pod{i}", f"10.0.0.{i}", 8000, POOL))
+        store.upsert_endpoint(Endpoint(f"pod{i}", f"10.0.{i // 250}.{i % 250}", 8000, POOL))
     Observation(store, access_log=AccessLog(enabled=False)).attach(core.director, core.flow_control)
     return core
 
@@ -57,11 +60,16 @@ def lifecycle(core: Core) -> Callable[[], RequestRecord]:
     return one
 
 
-@pytest.mark.parametrize("profile", ["default", "round-robin"])
-def test_core_and_observation_per_request(profile: str, capsys: pytest.CaptureFixture[str]) -> None:
-    one = lifecycle(observed_core(profile))
+@pytest.mark.parametrize(("profile", "endpoints"), [("default", 2), ("round-robin", 2), ("default", 256)])
+def test_core_and_observation_per_request(
+    profile: str, endpoints: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    one = lifecycle(observed_core(profile, endpoints))
     record = one()
     assert record.status == 200 and record.completion_tokens == 16 and record.endpoint is not None
     cost = per_call_us(one)
     with capsys.disabled():
-        print(f"\n[bench] core lifecycle with observation, {profile} profile: {cost:.1f} us per request")
+        print(
+            f"\n[bench] core lifecycle with observation, {profile} profile, {endpoints} endpoints: "
+            f"{cost:.1f} us per request"
+        )

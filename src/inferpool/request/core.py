@@ -151,7 +151,11 @@ class Core:
             self.datastore,
             self.scheduler_for,
             self.admission,
-            DirectorConfig(top_scores=config.top_scores, base_models=dict(config.base_models)),
+            DirectorConfig(
+                top_scores=config.top_scores,
+                base_models=dict(config.base_models),
+                adapter_verdict_ttl_s=config.scrape.interval_s if config.scrape else 0.0,
+            ),
             rng=rng,
             clock=clock,
             flow_control=self.flow_control,

@@ -549,3 +549,36 @@ def test_response_headers_name_the_endpoint_that_served() -> None:
     plain = Harness().route(CHAT)  # a scheduler with no such plugin: nothing asked, nothing added
     plain.dispatched(plain.candidates[0])
     assert plain.response_headers() == {}
+
+
+def test_whether_a_model_is_an_adapter_is_asked_of_the_pool_once_per_scrape_interval() -> None:
+    """With a TTL (the core sets the scrape interval), the walk over the pool's endpoints runs
+    once per (pool, model) per interval, not per request; an endpoint added or removed (the
+    datastore's generation) asks again at once."""
+    h = Harness(config=DirectorConfig(adapter_verdict_ttl_s=0.05))
+    now = [100.0]
+    h.director.clock = lambda: now[0]
+    walks: list[str] = []
+    walk = h.director._endpoints_say_adapter
+    h.director._endpoints_say_adapter = lambda pool, model: walks.append(model) or walk(pool, model)  # type: ignore[method-assign]
+    assert h.route(CHAT).scheduling_request.lora_adapter is None
+    pod = h.store.endpoint(POOL, "pod1")
+    assert pod is not None
+    pod.metrics.active_adapters = frozenset({"food-review-1"})
+    assert h.route(CHAT).scheduling_request.lora_adapter is None  # as of the last look
+    assert walks == ["food-review-1"]
+    now[0] += 0.06
+    assert h.route(CHAT).scheduling_request.lora_adapter is True
+    assert walks == ["food-review-1"] * 2
+    h.store.upsert_endpoint(_endpoint("pod4"))
+    assert h.route(CHAT).scheduling_request.lora_adapter is True
+    assert walks == ["food-review-1"] * 3  # the pool changed: asked again
+
+
+def test_without_a_ttl_every_request_asks_the_pool() -> None:
+    h = Harness()
+    pod = h.store.endpoint(POOL, "pod1")
+    assert pod is not None
+    assert h.route(CHAT).scheduling_request.lora_adapter is None
+    pod.metrics.active_adapters = frozenset({"food-review-1"})
+    assert h.route(CHAT).scheduling_request.lora_adapter is True
