@@ -102,7 +102,7 @@ SIGNALS: tuple[Signal, ...] = tuple(
                 0.5,
                 r"\b(?:no longer appl(?:y|ies)|(?:been |are |is )?(?:revoked|cancell?ed|void|outdated|obsolete|lifted)|"
                 r"supersedes?|were (?:just )?a test|(?:added|given) by mistake|never (?:installed|existed|given any)|"
-                r"(?:switched|turned) off|exempt from|freed from|not bound by|released from|"
+                r"(?:switched|turned) off|exempt from|freed from|(?:not|no longer) bound by|released from|"
                 r"(?:consider|treat) (?:them|it|those|these|everything [\w ]{0,30}?) (?:as )?(?:gone|void|cancell?ed|lifted))\b",
             ),
             (
@@ -145,7 +145,7 @@ SIGNALS: tuple[Signal, ...] = tuple(
                 "role_switch",
                 0.2,
                 r"\b(?:you are now|from now on|from this point on|for this (?:conversation|session)|act (?:as|like)|"
-                r"pretend (?:to be|you are|you're)|roleplay as|respond (?:only )?as|"
+                r"pretend (?:to be|you are|you're|(?:that )?you (?:have|had|can|could|were))|roleplay as|respond (?:only )?as|"
                 r"imagine (?:your|you have no)|let's play a game where you|obey only|do what i say|comply with all)\b",
             ),
             (
@@ -633,7 +633,8 @@ SIGNAL_STARTS: tuple[dict[str, tuple[int, ...]], ...] = (
         **dict.fromkeys(("revoked", "cancel", "void", "outdated", "obsolete", "lifted"), (0, -3, -4, -5)),
         **dict.fromkeys(
             ("no longer appl", "supersede", "were ", "added", "given", "never ", "switched", "turned",
-             "exempt from", "freed from", "not bound by", "released from", "consider ", "treat "),
+             "exempt from", "freed from", "not bound by", "no longer bound by", "released from", "consider ",
+             "treat "),
             _AT,
         ),
     },

@@ -67,7 +67,10 @@ passage split in two). Then with the tuning set's new items. Regenerated (2026-1
 granular and GitHub fine-grained tokens as secrets: with the old tuning set 12 texts per screener
 changed, all holding the catalogue's `//registry.npmjs.org/:_authToken=npm_...` line (its copies
 and slices), whose token is now also an `npm_token` finding (blocked before and after); then
-with the tuning set's two new items. Regenerate it only for an intended detection change:
+with the tuning set's two new items. Regenerated (2026-12-06) for "no longer bound by" as a void
+signal and "pretend you have/can/were" as a role switch: with the old tuning set no text
+changed; then with the tuning set's new items. Regenerate it only for an intended detection
+change:
 `python tests/unit/guard/test_findings_unchanged.py > tests/unit/guard/data/findings_golden.json`.
 """
 
