@@ -568,7 +568,9 @@ def _combine(
                 imperative = True
     if not weights:
         return InjectionScore(0.0, (), (0, 0))
-    if "instructions_void" in weights and not noun_near and not _RULE_NOUN.search(text):
+    if "instructions_void" in weights and (
+        (not noun_near and not _RULE_NOUN.search(text)) or _technical_rules_only(text)
+    ):
         weights["instructions_void"] = VOID_ALONE_WEIGHT
     miss = 1.0
     for w in weights.values():
@@ -588,6 +590,19 @@ def _override_weight(text: str, m: re.Match[str]) -> float:
     if not _TECHNICAL_TARGET.fullmatch(m.group(1)) or _MODELS_OWN.search(m.group()) or _YOU.search(text):
         return OVERRIDE_WEIGHT
     return TECHNICAL_TARGET_WEIGHT
+
+
+def _technical_rules_only(text: str) -> bool:
+    """Whether every rule noun in `text` is a technical one (configuration, policy, filter) and
+    nothing makes it the model's (as for _override_weight): "the old VPN configuration is
+    obsolete from Friday" declares nothing void for the model."""
+    nouns = [m.group().lower() for m in _RULE_NOUN.finditer(text)]
+    return (
+        bool(nouns)
+        and all(_TECHNICAL_TARGET.fullmatch(n) for n in nouns)
+        and _MODELS_OWN.search(text) is None
+        and _YOU.search(text) is None
+    )
 
 
 def _technical_drop(text: str, m: re.Match[str]) -> bool:

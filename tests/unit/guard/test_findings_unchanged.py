@@ -69,8 +69,10 @@ changed, all holding the catalogue's `//registry.npmjs.org/:_authToken=npm_...` 
 and slices), whose token is now also an `npm_token` finding (blocked before and after); then
 with the tuning set's two new items. Regenerated (2026-12-06) for "no longer bound by" as a void
 signal and "pretend you have/can/were" as a role switch: with the old tuning set no text
-changed; then with the tuning set's new items. Regenerate it only for an intended detection
-change:
+changed; then with the tuning set's new items. Regenerated (2026-12-06) for a void word whose only
+rule nouns are technical (configuration, policy, filter) and not the model's weighing 0.2: with
+the old tuning set no text changed; then with the tuning set's new items. Regenerate it only for
+an intended detection change:
 `python tests/unit/guard/test_findings_unchanged.py > tests/unit/guard/data/findings_golden.json`.
 """
 

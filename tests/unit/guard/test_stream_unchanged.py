@@ -43,8 +43,9 @@ old tuning set two streams under "blocking" changed, both still blocked (one as 
 event 35 instead of as an override at 30, one at event 19 instead of 32); then with the new
 items. And (2026-12-06) for npm and GitHub fine-grained tokens: with the old tuning set no stream
 changed; then with the new items. And (2026-12-06) for "no longer bound by" and "pretend you have":
-with the old tuning set no stream changed; then with the new items. Regenerate the digests only
-for such a change:
+with the old tuning set no stream changed; then with the new items. And (2026-12-06) for void
+words with technical rule nouns only: no stream changed; then the new items. Regenerate the
+digests only for such a change:
 `PYTHONPATH=src python tests/unit/guard/test_stream_unchanged.py > tests/unit/guard/data/stream_golden.json`.
 """
 
