@@ -317,6 +317,17 @@ TECHNICAL_TARGET_WEIGHT = 0.2
 _TECHNICAL_TARGET = re.compile(r"configuration|polic(?:y|ies)|filters?|role", _FLAGS)
 _MODELS_OWN = re.compile(r"\b(?:your|its|all|system|safety|content|usage|moderation)\b", _FLAGS)
 _TECHNICAL_END = re.compile(r"\b(?:polic(?:y|ies)|filters?)$", _FLAGS)
+# ... and rules or instructions of a document or a thing: "in the old manual", "on the box", "in
+# that email", "del manual", "de montagem", "im Handbuch"
+_DOCUMENT_AFTER = re.compile(
+    r"\s+(?:in|on|from|of|inside|within|del|de la|de los|de las|de|do|da|dos|das|du|des|im|in der|"
+    r"aus dem|aus der|auf der|no|na)\s+(?:[\w'’-]+\s+){0,3}?"
+    r"(?:manual|handbook|readme|docs?|documentation|guide|box|package|packaging|label|kit|recipe|form|"
+    r"template|article|page|e-?mail|letter|file|pdf|document|section|chapter|appendix|contract|sheet|"
+    r"slides?|website|site|link|ticket|book|course|exam|syllabus|leaflet|brochure|manuel|handbuch|"
+    r"anleitung|montagem|montaje|folleto|libro|documento|correo|caja|paquete|embalagem|caixa)\b",
+    _FLAGS,
+)
 _YOU = re.compile(r"\byou(?:r|rs|rself)?\b", _FLAGS)
 RULE_NOUN_NEAR_CHARS = 120  # how far before or after a passage its rule noun may stand (about a sentence)
 IMPERATIVE_BONUS = 0.15
@@ -554,6 +565,8 @@ def _combine(
                     if signal.family == "exfiltrate_prompt"
                     else _override_weight(text, m)
                 )
+            if signal.family == "override_instructions" and _a_documents_rules(text, m):
+                weight = TECHNICAL_TARGET_WEIGHT
             elif signal.family == "unrestricted_persona" and _technical_drop(text, m):
                 if m.group()[:4].lower() == "drop":
                     continue  # the same words are the first override's technical target, counted there
@@ -590,6 +603,14 @@ def _override_weight(text: str, m: re.Match[str]) -> float:
     if not _TECHNICAL_TARGET.fullmatch(m.group(1)) or _MODELS_OWN.search(m.group()) or _YOU.search(text):
         return OVERRIDE_WEIGHT
     return TECHNICAL_TARGET_WEIGHT
+
+
+def _a_documents_rules(text: str, m: re.Match[str]) -> bool:
+    """Whether an override's target (the match's last words) belongs to a document or a thing that
+    is not the model ("Ignore the assembly instructions in the old manual", "the instructions on
+    the box", "Ignora las instrucciones del manual viejo") and nothing in the match makes it the
+    model's ("your", "all", "system", ...)."""
+    return _DOCUMENT_AFTER.match(text, m.end()) is not None and _MODELS_OWN.search(m.group()) is None
 
 
 def _technical_rules_only(text: str) -> bool:

@@ -71,8 +71,10 @@ with the tuning set's two new items. Regenerated (2026-12-06) for "no longer bou
 signal and "pretend you have/can/were" as a role switch: with the old tuning set no text
 changed; then with the tuning set's new items. Regenerated (2026-12-06) for a void word whose only
 rule nouns are technical (configuration, policy, filter) and not the model's weighing 0.2: with
-the old tuning set no text changed; then with the tuning set's new items. Regenerate it only for
-an intended detection change:
+the old tuning set no text changed; then with the tuning set's new items. Regenerated
+(2026-12-06) for an override whose target is a document's or a thing's ("the instructions in the
+old manual", "on the box", "del manual") weighing 0.2: with the old tuning set no text changed;
+then with the tuning set's new items. Regenerate it only for an intended detection change:
 `python tests/unit/guard/test_findings_unchanged.py > tests/unit/guard/data/findings_golden.json`.
 """
 

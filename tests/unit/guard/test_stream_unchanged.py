@@ -44,8 +44,9 @@ event 35 instead of as an override at 30, one at event 19 instead of 32); then w
 items. And (2026-12-06) for npm and GitHub fine-grained tokens: with the old tuning set no stream
 changed; then with the new items. And (2026-12-06) for "no longer bound by" and "pretend you have":
 with the old tuning set no stream changed; then with the new items. And (2026-12-06) for void
-words with technical rule nouns only: no stream changed; then the new items. Regenerate the
-digests only for such a change:
+words with technical rule nouns only: no stream changed; then the new items. And (2026-12-06) for
+a document's instructions ("in the old manual"): no stream changed; then the new items.
+Regenerate the digests only for such a change:
 `PYTHONPATH=src python tests/unit/guard/test_stream_unchanged.py > tests/unit/guard/data/stream_golden.json`.
 """
 
