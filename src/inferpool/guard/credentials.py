@@ -298,7 +298,7 @@ class SecretScanner:
                 value, line, p.plugin
             ):
                 continue
-            if isinstance(p.plugin, BasicAuthDetector) and is_example_value(value):
+            if isinstance(p.plugin, BasicAuthDetector) and _is_example_value(value):
                 continue  # postgresql://postgres:password@localhost/db, as the docs write it
             yield value
 
@@ -344,7 +344,7 @@ def _first_word(value: str) -> str:
     return words[0].strip("'\"") if words else ""
 
 
-def is_example_value(value: str) -> bool:
+def _is_example_value(value: str) -> bool:
     """A placeholder or a documented example value (_PLACEHOLDER, _EXAMPLE_VALUES): no secret."""
     word = _first_word(value)
     return word.lower() in _EXAMPLE_VALUES or _PLACEHOLDER.search(word) is not None
@@ -352,9 +352,9 @@ def is_example_value(value: str) -> bool:
 
 def _looks_harmless(value: str, line: str, plugin: BasePlugin) -> bool:
     """detect-secrets' default heuristic filters, for the plugins that guess rather than match a
-    format, and placeholders and documented example values (`is_example_value`)."""
+    format, and placeholders and documented example values (`_is_example_value`)."""
     return (
-        is_example_value(value)
+        _is_example_value(value)
         or is_sequential_string(value)
         or is_potential_uuid(value)
         or is_likely_id_string(value, line, plugin)

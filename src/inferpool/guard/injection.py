@@ -89,7 +89,7 @@ SIGNALS: tuple[Signal, ...] = tuple(
                 r"override|overrule|(?:do not|don't|stop|no longer) (?:follow|obey|apply)(?:ing)?)(?:s|d|ing)?"
                 + _W
                 + _STYLE
-                + f"({_TARGET})",  # group 1, the target: see _override_weight
+                + f"({_TARGET})",  # group 1, the target: see _match_weight
             ),
             (
                 "override_instructions",
@@ -272,7 +272,8 @@ _LEADING_VERB = re.compile(
 )
 _ADDRESSED_AFTER = re.compile(r"[^.!?\n]*?\byou(?:r|rs|rself)?\b", _FLAGS)
 ADDRESSED_AFTER_CHARS = 24
-_IMPERATIVE_START = re.compile(r"(?:^|[.!?;:\n]\s*|\b(?:please|kindly|now|just|and|then)\s+)$", _FLAGS)
+_LEADERS = "please|kindly|now|just|and|then"  # words after which a verb gives an order
+_IMPERATIVE_START = re.compile(rf"(?:^|[.!?;:\n]\s*|\b(?:{_LEADERS})\s+)$", _FLAGS)
 # "Cancelled", "void", "obsolete", "no longer applies" declare instructions void only when
 # something of the kind is named near them ("your restrictions are lifted"); alone they are
 # ordinary words ("my flight was cancelled", "the old API is obsolete") and weigh this much.
@@ -303,9 +304,8 @@ _PROMPT_ATTRIBUTE = re.compile(
     _FLAGS,
 )
 _OWN_PROMPT = re.compile(r"\b(?:your|its)\s+$", _FLAGS)
-_ADDRESSED = re.compile(
-    r"(?:^|[.!?;:,\n]\s*|\b(?:please|kindly|now|just|and|then|you|you to|"
-    r"you (?:must|should|will|shall|have to|need to|are to))\s+)$",
+_ADDRESSED = re.compile(  # _IMPERATIVE_START's, with a comma, "you", "you to", "you must", ...
+    rf"(?:^|[.!?;:,\n]\s*|\b(?:{_LEADERS}|you|you to|you (?:must|should|will|shall|have to|need to|are to))\s+)$",
     _FLAGS,
 )
 # "Override the default configuration with environment variables", "Bypass the proxy
@@ -558,19 +558,9 @@ def _combine(
     first, last, imperative = len(text), 0, False
     for signal, matches in found:
         for m in matches:
-            weight = signal.weight
-            if m.lastindex is not None:  # a signal with groups: exfiltration's, the first override's
-                weight = (
-                    _exfiltration_weight(text, m)
-                    if signal.family == "exfiltrate_prompt"
-                    else _override_weight(text, m)
-                )
-            if signal.family == "override_instructions" and _a_documents_rules(text, m):
-                weight = TECHNICAL_TARGET_WEIGHT
-            elif signal.family == "unrestricted_persona" and _technical_drop(text, m):
-                if m.group()[:4].lower() == "drop":
-                    continue  # the same words are the first override's technical target, counted there
-                weight = TECHNICAL_TARGET_WEIGHT  # "switch off the spam filter"
+            weight = _match_weight(signal, text, m)
+            if weight is None:
+                continue
             weights[signal.family] = max(weights.get(signal.family, 0.0), weight)
             first, last = min(first, m.start()), max(last, m.end())
             if _IMPERATIVE_START.search(text, max(0, m.start() - 12), m.start()) and (
@@ -598,11 +588,30 @@ def _combine(
     return InjectionScore(min(score, 1.0), tuple(sorted(weights)), (first, last))
 
 
-def _override_weight(text: str, m: re.Match[str]) -> float:
-    """The weight of an override match (its target: group 1): see TECHNICAL_TARGET_WEIGHT."""
-    if not _TECHNICAL_TARGET.fullmatch(m.group(1)) or _MODELS_OWN.search(m.group()) or _YOU.search(text):
-        return OVERRIDE_WEIGHT
-    return TECHNICAL_TARGET_WEIGHT
+def _match_weight(signal: Signal, text: str, m: re.Match[str]) -> float | None:
+    """A match's weight in the passage `text`: its signal's, less where what it names is not the
+    model's (a prompt in general, a technical target, a document's instructions); None where the
+    same words are counted by another signal."""
+    family = signal.family
+    if family == "exfiltrate_prompt":
+        return _exfiltration_weight(text, m)
+    if family == "override_instructions":
+        if _a_documents_rules(text, m):
+            return TECHNICAL_TARGET_WEIGHT
+        if m.lastindex is not None and _TECHNICAL_TARGET.fullmatch(m.group(1)):  # the first override's target
+            return OVERRIDE_WEIGHT if _the_models(m.group(), text) else TECHNICAL_TARGET_WEIGHT
+        return signal.weight
+    if family == "unrestricted_persona" and _technical_drop(text, m):
+        if m.group()[:4].lower() == "drop":
+            return None  # the same words are the first override's technical target, counted there
+        return TECHNICAL_TARGET_WEIGHT  # "switch off the spam filter"
+    return signal.weight
+
+
+def _the_models(words: str, passage: str) -> bool:
+    """Whether what `words` name is the model's: they say so ("your", "all", "system", ...), or the
+    passage speaks to the model ("you")."""
+    return _MODELS_OWN.search(words) is not None or _YOU.search(passage) is not None
 
 
 def _a_documents_rules(text: str, m: re.Match[str]) -> bool:
@@ -615,26 +624,20 @@ def _a_documents_rules(text: str, m: re.Match[str]) -> bool:
 
 def _technical_rules_only(text: str) -> bool:
     """Whether every rule noun in `text` is a technical one (configuration, policy, filter) and
-    nothing makes it the model's (as for _override_weight): "the old VPN configuration is
+    nothing makes it the model's (`_the_models`): "the old VPN configuration is
     obsolete from Friday" declares nothing void for the model."""
     nouns = [m.group().lower() for m in _RULE_NOUN.finditer(text)]
-    return (
-        bool(nouns)
-        and all(_TECHNICAL_TARGET.fullmatch(n) for n in nouns)
-        and _MODELS_OWN.search(text) is None
-        and _YOU.search(text) is None
-    )
+    return bool(nouns) and all(_TECHNICAL_TARGET.fullmatch(n) for n in nouns) and not _the_models(text, text)
 
 
 def _technical_drop(text: str, m: re.Match[str]) -> bool:
     """Whether an unrestricted-persona match is "drop / switch off" a technical target ("Drop the
-    old policy", "Switch off the spam filter") that is not the model's (as for _override_weight):
+    old policy", "Switch off the spam filter") that is not the model's (`_the_models`):
     a mention. (For "drop", the first override signal matches the same words and weighs them.)"""
     return (
         _LEADING_VERB.match(text, m.start()) is not None
         and _TECHNICAL_END.search(m.group()) is not None
-        and _MODELS_OWN.search(m.group()) is None
-        and _YOU.search(text) is None
+        and not _the_models(m.group(), text)
     )
 
 

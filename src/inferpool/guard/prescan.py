@@ -32,8 +32,9 @@ ALNUM_ID = re.compile(r"[A-Z]{2}[A-Z0-9]{4,}\d")
 # Long runs of token characters: where prefix-less keys (Twilio, Discord, Mailchimp) can hide.
 LONG_TOKEN = re.compile(r"[A-Za-z0-9_\-+/=.]{24,}")
 LONG_TOKEN_CHARS = 24
-# Words without which no injection signal can reach a threshold (see injection.SIGNALS).
-INJECTION_WORDS = (
+# Words without which no injection signal can reach a threshold (see injection.SIGNALS), once
+# each (the generated ones repeat a few listed above).
+INJECTION_WORDS = tuple(dict.fromkeys((
     "ignor", "disregard", "forget", "set aside", "pay no attention", "abandon", "bypass", "overrid",
     "overrul", "discard", "obey", "t follow", "not follow", "stop follow", "no longer", "revoked",
     "cancel", "void", "outdated", "obsolete", "supersede", "a test", "by mistake", "never installed",
@@ -61,7 +62,7 @@ INJECTION_WORDS = (
     # exfiltration's "<secret|original|exact|system> <prompt|instructions|...>" (injection.SIGNALS)
     *(f"{adjective} {noun}" for adjective in ("secret", "original", "exact", "system")
       for noun in ("prompt", "instructions", "message", "rules", "preamble", "configuration")),
-)  # fmt: skip
+)))  # fmt: skip
 
 # Characters that `re.IGNORECASE` equates with an ASCII letter (or whose lower case is one, or
 # is longer than one character): with one of them in a text, the fast paths below could miss
