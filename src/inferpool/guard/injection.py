@@ -29,15 +29,15 @@ from typing import cast
 import ahocorasick
 import hyperscan
 
+from inferpool.guard import disguise
+from inferpool.guard.disguise import odd_spacing, squeezed, undisguised
 from inferpool.guard.findings import Finding
 from inferpool.guard.prescan import (
-    INJECTION_WORDS,
+    Prescanner,
     ascii_chars,
     compiled_database,
-    fold,
     fold_ascii,
     has_case_exotic,
-    occurrences,
 )
 
 DEFAULT_THRESHOLD = 0.5
@@ -354,15 +354,18 @@ class InjectionScorer:
         _signal_database()
 
     def score(self, text: str, after_system: bool = False, noun_near: bool = False) -> InjectionScore:
-        """The reference scoring: every signal whose anchor occurs is matched over the whole text.
-        `noun_near`: the text just before or after it names instructions or rules (_RULE_NOUN)."""
-        lowered = text.lower()
-        found = [
-            (signal, list(signal.pattern.finditer(text)))
-            for signal in SIGNALS
-            if any(a in lowered for a in signal.anchors)
-        ]
-        return _combine(text, found, after_system, noun_near)
+        """The reference scoring: every signal whose anchor occurs is matched over the whole text,
+        as a model reads it (disguises undone, spacing squeezed: `disguise`); the span is the
+        text's. `noun_near`: the text just before or after it names instructions or rules
+        (_RULE_NOUN)."""
+        plain = undisguised(text) if disguise.disguised(text) else None
+        read = text if plain is None else plain.text
+        squeeze = squeezed(read) if odd_spacing(read) else None
+        result = _regex_score(read if squeeze is None else squeeze.text, after_system, noun_near)
+        for edit in (squeeze, plain):
+            if edit is not None and result.families:
+                result = InjectionScore(result.score, result.families, edit.source_span(*result.span))
+        return result
 
     def find(
         self,
@@ -372,15 +375,37 @@ class InjectionScorer:
         hits: Iterable[int] | None = None,
         exact: bool | None = None,
         chars: bytes | None = None,
+        spaced: bool | None = None,
+        disguised: bool | None = None,
     ) -> list[Finding]:
         """Scores each passage around a trigger word on its own (signals from unrelated
         sentences of a long prompt do not add up); the best passage decides. `lowered`, `hits`,
-        `exact`: the pre-scan's fold of the text and where it found trigger words (found here
-        when not given); `chars`, its `ascii_chars`."""
-        if lowered is None or exact is None:
-            lowered, exact = fold(text)
-        if hits is None:
-            hits = sorted(i for w in INJECTION_WORDS for i in occurrences(lowered, w))
+        `exact`, `spaced`, `disguised`: the pre-scan's fold of the text, where it found trigger
+        words, and its hints (found here when not given); `chars`, its `ascii_chars`. A
+        disguised text is read undisguised, and its finding points into the text."""
+        if lowered is None or hits is None or exact is None or spaced is None or disguised is None:
+            scan = _trigger_scanner().scan(text)
+            lowered, hits, exact, chars = scan.lowered, scan.injection_hits, scan.exact, scan.chars
+            spaced, disguised = scan.spaced, scan.disguised
+        if disguised:
+            plain = undisguised(text)
+            return [
+                Finding(f.check, f.kind, *plain.source_span(f.start, f.end))
+                for f in self._find_plain(plain.text, after_system, *_plain_scan(plain.text))
+            ]
+        return self._find_plain(text, after_system, lowered, hits, exact, chars, spaced)
+
+    def _find_plain(
+        self,
+        text: str,
+        after_system: bool,
+        lowered: str,
+        hits: Iterable[int],
+        exact: bool,
+        chars: bytes | None,
+        spaced: bool,
+    ) -> list[Finding]:
+        """`find` on a text without disguises (its pre-scan given)."""
         best: InjectionScore | None = None
         spans = passages(lowered, hits)
         # A long prompt with a few trigger words: its passages are scanned, not the whole text
@@ -390,8 +415,11 @@ class InjectionScorer:
         scored: dict[tuple[str, bool, bool], InjectionScore] = {}
         for start, end in spans:
             passage_after_system = after_system and start == 0
-            if not self._may_reach(ends, start, end, passage_after_system) and (
-                exact or not has_case_exotic(text[start:end])
+            if (
+                not self._may_reach(ends, start, end, passage_after_system)
+                and (exact or not has_case_exotic(text[start:end]))
+                # (the compiled pass reads phrases with one space between their words)
+                and not (spaced and odd_spacing(text[start:end]))
             ):
                 continue  # no signal, or too few, can match in the passage (the compiled pass says)
             passage = text[start:end]
@@ -427,16 +455,19 @@ class InjectionScorer:
         noun_near: bool,
     ) -> InjectionScore:
         """`score(text[start:end], after_system, noun_near)`, the fast way the fold allows; a
-        passage the text repeats (a chat history, a pasted document) is scored once per call."""
+        passage the text repeats (a chat history, a pasted document) is scored once per call. A
+        passage with a run of spacing between two words is scored squeezed (`score` does so)."""
         passage = text[start:end]
         key = (passage, after_system, noun_near)
         known = scored.get(key)
         if known is not None:
             return known
-        if exact:
+        if odd_spacing(passage):
+            result = self.score(passage, after_system, noun_near)
+        elif exact:
             result = _score_at_starts(passage, lowered, start, end, after_system, noun_near)
         elif has_case_exotic(passage):
-            result = self.score(passage, after_system, noun_near)
+            result = _regex_score(passage, after_system, noun_near)
         else:  # the passage alone folds exactly (the exotic letter is elsewhere in the text)
             result = _score_at_starts(passage, fold_ascii(passage), 0, len(passage), after_system, noun_near)
         scored[key] = result
@@ -459,6 +490,29 @@ class InjectionScorer:
             miss *= 1.0 - w
         bound = 1.0 - miss + IMPERATIVE_BONUS + (AFTER_SYSTEM_BONUS if after_system else 0.0)
         return bound + 1e-9 >= self.threshold  # rounding: never skip a passage that could reach it
+
+
+def _regex_score(text: str, after_system: bool, noun_near: bool) -> InjectionScore:
+    """Every signal whose anchor occurs in `text`, matched over all of it (no disguise undone)."""
+    lowered = text.lower()
+    found = [
+        (signal, list(signal.pattern.finditer(text)))
+        for signal in SIGNALS
+        if any(a in lowered for a in signal.anchors)
+    ]
+    return _combine(text, found, after_system, noun_near)
+
+
+@functools.cache
+def _trigger_scanner() -> Prescanner:
+    """The pre-scan of the injection trigger words alone (for `find` called without one)."""
+    return Prescanner(injection=True)
+
+
+def _plain_scan(text: str) -> tuple[str, tuple[int, ...], bool, bytes | None, bool]:
+    """What `_find_plain` takes of the pre-scan of an undisguised text."""
+    scan = _trigger_scanner().scan(text)
+    return scan.lowered, scan.injection_hits, scan.exact, scan.chars, scan.spaced
 
 
 def rule_noun_near(text: str, start: int, end: int) -> bool:

@@ -15,6 +15,7 @@ The class strings have the text's length, so every offset is an offset into the 
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import ahocorasick
 import hyperscan
+
+from inferpool.guard.disguise import disguises, odd_spacing
 
 # Shortest number-based PII: a 7-digit phone number with separators.
 DIGIT_RUN = re.compile(r"\d[\d \-.()/]{5,}\d")
@@ -99,9 +102,20 @@ def fold(text: str) -> tuple[str, bool]:
     then) when the text holds a CASE_EXOTIC character. Of the same length either way, so offsets in
     the fold are offsets in the text: `str.lower()` turns İ into two characters (i and a
     combining dot), so it becomes `i` first, as case-insensitive `re` matches it."""
-    if not text.isascii() and has_case_exotic(text):
-        return text.replace("\u0130", "i").lower(), False
-    return fold_ascii(text), True
+    lowered, exact, _utf8 = _fold(text)
+    return lowered, exact
+
+
+def _fold(text: str) -> tuple[str, bool, bytes | None]:
+    """`fold(text)`, and for a non-ASCII text the UTF-8 bytes it was made from (ASCII letters
+    lower-cased; None for an ASCII text, whose own bytes are its `ascii_chars`, and for one
+    with a CASE_EXOTIC letter, which is folded by `str.lower`)."""
+    if text.isascii():
+        return text.lower(), True, None
+    if has_case_exotic(text):
+        return text.replace("\u0130", "i").lower(), False, None
+    lowered = text.encode("utf-8", "surrogatepass").lower()
+    return lowered.decode("utf-8", "surrogatepass"), True, lowered
 
 
 def fold_ascii(text: str) -> str:
@@ -120,11 +134,12 @@ def has_case_exotic(text: str) -> bool:
     return not text.isascii() and any(c in text for c in CASE_EXOTIC)
 
 
-def unicode_digits(text: str) -> bool:
-    """Whether the text holds a non-ASCII decimal digit (`\\d` matches those too)."""
+def unicode_digits(text: str, utf8: bytes | None = None) -> bool:
+    """Whether the text holds a non-ASCII decimal digit (`\\d` matches those too). `utf8`: its
+    UTF-8 encoding (ASCII letters may be lower-cased), when known."""
     if text.isascii():
         return False
-    others = text.encode("utf-8", "surrogatepass").translate(None, _ASCII)
+    others = (text.encode("utf-8", "surrogatepass") if utf8 is None else utf8).translate(None, _ASCII)
     return re.search(r"\d", others.decode("utf-8", "surrogatepass")) is not None
 
 
@@ -252,11 +267,16 @@ class Prescan:
     keywords: frozenset[str] | None = None
     chars: bytes | None = field(default=None, repr=False)  # ascii_chars(text), computed once
     _numbers: bool = field(default=True, repr=False)
+    # A run of spacing that is not one space (disguise.odd_spacing may hold), and whether the
+    # text holds a disguise (disguise.disguised): the injection check reads it undone.
+    spaced: bool = False
+    disguised: bool = False
+    utf8: bytes | None = field(default=None, repr=False)  # a non-ASCII text's UTF-8 (see _fold)
 
     @_lazy
     def odd_digits(self) -> bool:
         """Whether the text holds a non-ASCII decimal digit (then the class strings do not serve)."""
-        return unicode_digits(self.text)
+        return unicode_digits(self.text, self.utf8)
 
     @_lazy
     def number_spans(self) -> tuple[tuple[int, int], ...]:
@@ -282,7 +302,9 @@ class Prescan:
 
     @property
     def injection(self) -> bool:
-        return bool(self.injection_hits)
+        """Whether the injection check has anything to read: a trigger word, or a disguise that
+        may hide one (the check finds its triggers in the text undisguised)."""
+        return bool(self.injection_hits) or self.disguised
 
 
 class Triggers(Protocol):
@@ -365,31 +387,64 @@ class Prescanner:
         self._stand_ins = tuple(tuple(group) for group in stand_ins.values())
         ascii_words = [order[i] for i in self._ascii_ids] + list(stand_ins)
         keyword = [words[order[i]][0] == "keyword" for i in self._ascii_ids] + [False] * len(stand_ins)
-        # a pure keyword is only asked about once: one report is enough
-        once = [hyperscan.HS_FLAG_SINGLEMATCH if k else 0 for k in keyword]
-        self._compiled = compiled_database(ascii_words, once, literal=True) if ascii_words else None
+        # An injection phrase matches with any run of spacing between its words (and a
+        # non-ASCII character, a '?' here: a no-break space), as a model reads it
+        expressions = [escaped(w) for w in ascii_words]
+        # a pure keyword is only asked about once: one report is enough; and last, whether the
+        # text holds a run of ASCII spacing other than one space anywhere (`Prescan.spaced`, a
+        # hint for the injection check), and between two letters (where it can split a phrase)
+        markers = [ODD_SPACING, *SPLIT_PHRASE]
+        once = [hyperscan.HS_FLAG_SINGLEMATCH if k else 0 for k in keyword] + [
+            hyperscan.HS_FLAG_SINGLEMATCH
+        ] * len(markers)
+        self._injection = injection
+        self._spacing_id = len(ascii_words)
+        self._compiled = compiled_database([*expressions, *markers], once) if ascii_words else None
         # The same words, the pure keywords only where one begins or ends a word: most texts
         # hold "ni" or "uid" inside a word ("definition", "guide"), which no ID rule counts.
         self._compiled_at_edges = (
             compiled_database(
-                [at_an_edge(w) if k else escaped(w) for w, k in zip(ascii_words, keyword, strict=True)], once
+                [at_an_edge(w) if k else e for w, e, k in zip(ascii_words, expressions, keyword, strict=True)]
+                + markers,
+                once,
             )
             if ascii_words and self._keywords
             else self._compiled
         )
+        # The injection phrases of several words with any run of spacing between their words (a
+        # second pass, for a text that has such a run: it costs about a third of the first)
+        assert not any(re.search(r"(?<![a-z]) | (?![a-z?])", w) for w in ascii_words), (
+            "each space of a phrase stands between two letters (SPLIT_PHRASE)"
+        )
+        phrases = [
+            (i, w)
+            for i, w in enumerate(ascii_words)
+            if " " in w and (i >= len(self._ascii_ids) or words[w][0] == "injection")
+        ]
+        self._phrase_ids = [i for i, _w in phrases]
+        self._spaced_phrases = compiled_database([spaced(w) for _i, w in phrases], 0) if phrases else None
 
     def scan(self, text: str) -> Prescan:
-        lowered, exact = fold(text)
+        lowered, exact, utf8 = _fold(text)
         injection: list[int] = []
         hints: dict[str, list[int]] = {}
         keywords: set[str] = set()
         chars: bytes | None = None
-        if len(text) < COMPILED_SCAN_CHARS:
-            word_hits = self.hits(lowered)
-        else:
+        disguised = unicode_spaced = False
+        if self._injection and (utf8 is not None or not exact):  # a non-ASCII text
+            disguised, unicode_spaced = disguises(text, utf8)
+        markers: list[int] = []
+        if len(text) < COMPILED_SCAN_CHARS and not (
+            self._injection and (unicode_spaced or odd_spacing(text))
+        ):
+            word_hits: Iterable[tuple[int, tuple[str, str, int]]] = self.hits(lowered)
+        else:  # (a short text with odd spacing too: the automaton knows phrases with one space)
             chars = ascii_chars(text)
             # an exact fold changes ASCII letters only: its ascii_chars are the text's, lowered
-            word_hits = self._hits(lowered, chars.lower() if exact else None, at_edges=exact)
+            at_edges = exact and len(text) >= COMPILED_SCAN_CHARS  # (short: keywords anywhere, as before)
+            word_hits = self._hits(
+                lowered, chars.lower() if exact else None, at_edges, markers, phrases_spaced=unicode_spaced
+            )
         for last, (family, word, length) in word_hits:
             if family == "injection":
                 injection.append(last - length + 1)
@@ -399,17 +454,38 @@ class Prescanner:
                 keywords.add(word)
         keywords.update(w for w in self._shared_keywords if w in lowered)
         found = frozenset(keywords) if self._keywords else None
-        return Prescan(text, lowered, exact, tuple(injection), hints, found, chars)
+        return Prescan(
+            text,
+            lowered,
+            exact,
+            tuple(injection),
+            hints,
+            found,
+            chars,
+            spaced=unicode_spaced or bool(markers),
+            disguised=disguised,
+            utf8=utf8,
+        )
 
     def _hits(
-        self, lowered: str, chars: bytes | None = None, at_edges: bool = False
+        self,
+        lowered: str,
+        chars: bytes | None = None,
+        at_edges: bool = False,
+        markers: list[int] | None = None,
+        phrases_spaced: bool = False,
     ) -> list[tuple[int, tuple[str, str, int]]]:
         """`hits(lowered)`, from the Hyperscan database and `str.find`: a fold has no upper-case
         ASCII letter, so an ASCII word occurs in it exactly where it occurs in its
         `ascii_chars` (non-ASCII characters become '?', which no word holds; one byte per
         character, so the offsets are the fold's), and a non-ASCII word only in non-ASCII text.
         `chars`: `ascii_chars(lowered)`, if known. `at_edges`: an ASCII pure keyword only where
-        it begins or ends a word (see `keywords_at_edges`)."""
+        it begins or ends a word (see `keywords_at_edges`). `markers`: gets 0 if the text holds
+        a run of ASCII spacing other than one space (ODD_SPACING), and 1 or 2 if one may split a
+        phrase (SPLIT_PHRASE). Then, or if `phrases_spaced` (the text holds a Unicode space), an
+        injection phrase is also found with other spacing between its words (`spaced`), where it
+        starts as many characters before its end as its length with one space each (a start in
+        the phrase, so in its sentence)."""
         if self._empty:
             return []
         found: list[tuple[int, int]] = []
@@ -421,19 +497,32 @@ class Prescanner:
             stand_ins: list[tuple[int, int]] = []
             first_stand_in = len(numbers)
 
+            spacing_id = self._spacing_id
+            marked: list[int] = [] if markers is None else markers
+
             def on_match(word: int, _start: int, end: int, _flags: int, _context: object) -> None:
                 if word < first_stand_in:
                     append((end, numbers[word]))
-                else:
+                elif word < spacing_id:
                     stand_ins.append((end, word - first_stand_in))
+                else:
+                    marked.append(word - spacing_id)
 
-            database.scan(
-                ascii_chars(lowered) if chars is None else chars,
-                match_event_handler=on_match,
-                scratch=scratch.clone(),
-            )
+            chars = ascii_chars(lowered) if chars is None else chars
+            database.scan(chars, match_event_handler=on_match, scratch=scratch.clone())
+            if self._spaced_phrases is not None and (phrases_spaced or any(marked)):
+                phrase_ids = self._phrase_ids
+
+                def on_phrase(phrase: int, start: int, end: int, flags: int, context: object) -> None:
+                    on_match(phrase_ids[phrase], start, end, flags, context)
+
+                spaced_database, spaced_scratch = self._spaced_phrases
+                spaced_database.scan(chars, match_event_handler=on_phrase, scratch=spaced_scratch.clone())
+                # (a phrase with single spaces is reported by both passes)
+                found[:] = set(found)
+                stand_ins[:] = set(stand_ins)
             for end, group in stand_ins:
-                found += [(end, n) for n, w in self._stand_ins[group] if lowered.startswith(w, end - len(w))]
+                found += [(end, n) for n, w in self._stand_ins[group] if _ends_with(lowered, w, end)]
         if self._others and not ascii:
             for number, word in self._others:
                 found += [(at + len(word), number) for at in occurrences(lowered, word)]
@@ -466,6 +555,40 @@ def compiled_database(
         literal=literal,
     )
     return database, hyperscan.Scratch(database)
+
+
+# Spacing the pre-scan's injection phrases allow between their words: ASCII spaces, tabs,
+# vertical tabs, form feeds, and '?' (how `ascii_chars` writes a no-break or other Unicode space)
+_SEPARATOR = r"[ \t\x0b\x0c?]+"
+# Where a run of ASCII spacing other than one space is (Prescan.spaced)
+ODD_SPACING = r"  |[\t\x0b\x0c]"
+# Where spacing other than one space may split an injection phrase (each of whose spaces stands
+# between two ASCII letters): two spaces after a letter, or a tab, vertical tab or form feed
+# anywhere. Not the indentation of a line of code, the common run. (Expressions that Hyperscan
+# finds by a literal: one for a run between two letters cost a third of the whole pass.)
+SPLIT_PHRASE = (r"[a-z]  ", r"[\t\x0b\x0c]")
+STAND_IN_SPACING_CHARS = 256
+
+
+def spaced(phrase: str) -> str:
+    """A Hyperscan expression for an ASCII `phrase` with any run of _SEPARATOR between its words."""
+    return _SEPARATOR.join(escaped(word) for word in phrase.split(" "))
+
+
+def _ends_with(lowered: str, phrase: str, end: int) -> bool:
+    """Whether `phrase` (a non-ASCII trigger phrase) ends at `end` in `lowered`, with any run of
+    spacing where it has a space (what its `spaced` form reported there may hold)."""
+    if lowered.startswith(phrase, end - len(phrase)):
+        return True
+    # (a run of spacing longer than STAND_IN_SPACING_CHARS in all is missed: none is typed)
+    lo = max(0, end - len(phrase) - STAND_IN_SPACING_CHARS)
+    return " " in phrase and _spaced_pattern(phrase).search(lowered, lo, end) is not None
+
+
+@functools.cache
+def _spaced_pattern(phrase: str) -> re.Pattern[str]:
+    gap = r"[\s\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]+"
+    return re.compile(gap.join(map(re.escape, phrase.split(" "))) + r"\Z")
 
 
 def escaped(word: str) -> str:

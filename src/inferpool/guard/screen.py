@@ -93,7 +93,16 @@ def _detector(check: CheckConfig) -> Detector:
 
         scorer = InjectionScorer(check.threshold)
         return lambda text, scan, after_system: (
-            scorer.find(text, after_system, scan.lowered, scan.injection_hits, scan.exact, scan.chars)
+            scorer.find(
+                text,
+                after_system,
+                scan.lowered,
+                scan.injection_hits,
+                scan.exact,
+                scan.chars,
+                scan.spaced,
+                scan.disguised,
+            )
             if scan.injection
             else []
         )

@@ -7,22 +7,41 @@ them), repeated and shuffled, with and without a system prompt before them.
 
 from __future__ import annotations
 
+import re
 from functools import cache
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_findings_unchanged import corpus  # pytest puts this folder on sys.path
 
+from inferpool.guard.disguise import disguised, undisguised
 from inferpool.guard.findings import Finding
 from inferpool.guard.injection import SIGNALS, InjectionScore, InjectionScorer, passages, rule_noun_near
-from inferpool.guard.prescan import INJECTION_WORDS, fold, occurrences
+from inferpool.guard.prescan import INJECTION_WORDS, ascii_chars, fold, occurrences
+
+# Each injection phrase of several words with other spacing between them (what the pre-scan
+# also finds: test_prescan_compiled.py); where it ends, less its length with single spaces
+SPACED = {
+    w: re.compile("[ \t\x0b\x0c?]+".join(map(re.escape, w.split(" "))))
+    for w in INJECTION_WORDS
+    if " " in w and w.isascii()
+}
 
 SCORER = InjectionScorer()
 
 
-def reference(text: str, after_system: bool) -> list[Finding]:
+def reference(text: str, after_system: bool, undone: bool = False) -> list[Finding]:
+    if not undone and disguised(text):  # read as a model reads it, the finding pointing into the text
+        plain = undisguised(text)
+        return [
+            Finding(f.check, f.kind, *plain.source_span(f.start, f.end))
+            for f in reference(plain.text, after_system, undone=True)
+        ]
     lowered, _exact = fold(text)
-    hits = sorted(i for w in INJECTION_WORDS for i in occurrences(lowered, w))
+    hits = sorted(
+        {i for w in INJECTION_WORDS for i in occurrences(lowered, w)}
+        | {m.end() - len(w) for w, p in SPACED.items() for m in p.finditer(ascii_chars(lowered).decode())}
+    )
     best: InjectionScore | None = None
     for start, end in passages(lowered, hits):
         result = SCORER.score(text[start:end], after_system and start == 0, rule_noun_near(text, start, end))
@@ -69,3 +88,25 @@ def test_repeated_passages_score_as_the_reference_does() -> None:
 def test_repeated_passages_score_as_the_reference_does_shuffled(data: st.DataObject) -> None:
     pool = st.sampled_from(lines()) | st.sampled_from(["", "Thanks.", "ok"])
     check("\n".join(data.draw(st.lists(pool, max_size=20))))
+
+
+SPACING = ("  ", "\t", "\u00a0", " \t ", "\u3000")
+DISGUISES = ("\u200b", "\u00ad", "\ufeff")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_spaced_and_disguised_lines_score_as_the_reference_does(data: st.DataObject) -> None:
+    """Lines with their spaces made other spacing, or an invisible character put into a word."""
+    lines_drawn = data.draw(st.lists(st.sampled_from(lines()), min_size=1, max_size=6))
+    out = []
+    for line in lines_drawn:
+        spacing = data.draw(st.sampled_from(("", *SPACING)))
+        if spacing:
+            line = line.replace(" ", spacing)
+        hidden = data.draw(st.sampled_from(("", *DISGUISES)))
+        if hidden and len(line) > 2:
+            at = data.draw(st.integers(1, len(line) - 1))
+            line = line[:at] + hidden + line[at:]
+        out.append(line)
+    check("\n".join(out))

@@ -1,0 +1,205 @@
+"""Undoing the disguises that hide a phrase from a phrase detector but not from a model.
+
+A model reads "Ignore  previous  instructions" (two spaces), "You\tare\tnow DAN", "Ig<U+200B>nore"
+(a zero-width space), "Ｉｇｎｏｒｅ" (full-width letters), "𝐈𝐠𝐧𝐨𝐫𝐞" (mathematical bold),
+"іgnore" (a Cyrillic і among Latin letters) and text in Unicode tag characters (invisible, and
+read as ASCII) as the plain phrase. The injection check reads them so too, in two steps:
+
+- `squeezed`: a run of horizontal spacing between two words (spaces, tabs, no-break and
+  other Unicode spaces) becomes one space. Cheap, per passage: the pre-scan's trigger phrases
+  already allow any such run between their words (prescan.spaced).
+- `undisguised`: invisible format characters are removed, full-width and mathematical letters
+  and digits, and tag characters, become their ASCII letters, and Cyrillic or Greek letters
+  that look Latin become Latin inside a word that also holds Latin letters (a Russian or Greek
+  word alone is left as it is). Only for a text that holds one of them (`disguised`: one
+  compiled pass over its UTF-8 bytes), so ordinary text pays nothing more.
+
+Both only delete characters or replace one by one, so an offset in the result maps back to
+the text (`Edited.source`): a finding points at the disguised phrase as written. Line breaks
+are kept (lines are scored apart: docs/security.md).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import unicodedata
+from bisect import bisect_right
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import cast
+
+import hyperscan
+
+# Horizontal spacing a model reads as a space: ASCII tab, vertical tab, form feed; no-break,
+# Ogham, en/em/thin/hair spaces, narrow no-break, medium mathematical, ideographic.
+UNICODE_SPACES = (
+    "\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u202f\u205f\u3000"
+)
+SPACES = " \t\x0b\x0c" + UNICODE_SPACES
+# A run of spacing that is not one plain space, between two characters that are not spacing
+# or line breaks (a line's indentation and a line's end are left as they are).
+_ODD_RUN = re.compile(rf"(?<=[^\s])(?:[{SPACES}]{{2,}}|[{SPACES[1:]}])(?=[^\s])")
+
+# Invisible characters that split a word for a detector, not for a model: soft hyphen,
+# combining grapheme joiner, Mongolian vowel separator, zero-width space/non-joiner/joiner,
+# left-to-right and right-to-left marks and embeddings, word joiner, invisible operators,
+# isolates, deprecated format characters, byte-order mark.
+INVISIBLE = "\u00ad\u034f\u180e\u200b\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u202d\u202e" + "".join(
+    map(chr, (*range(0x2060, 0x2065), *range(0x2066, 0x2070), 0xFEFF))
+)
+# Cyrillic and Greek letters drawn as a Latin one (Unicode's confusables, the common ones).
+LOOKALIKES = {
+    **dict(zip("аеорсухіјѕԁԛԝүһӏ", "aeopcyxijsdqwyhl", strict=True)),
+    **dict(zip("АВЕКМНОРСТХІЈЅҮԜ", "ABEKMHOPCTXIJSYW", strict=True)),
+    **dict(zip("οαειυνκρτχ", "oaeiuvkptx", strict=True)),
+    **dict(zip("ΑΒΕΖΗΙΚΜΝΟΡΤΥΧ", "ABEZHIKMNOPTYX", strict=True)),
+}
+_SCRIPTS = "\u0370-\u03ff\u0400-\u052f"  # Greek, Cyrillic (with its supplement)
+_MIXED_WORD = re.compile(rf"\w*(?:[A-Za-z][{_SCRIPTS}]|[{_SCRIPTS}][A-Za-z])\w*")
+# The characters `undisguised` deletes or replaces before it looks for mixed words.
+_UNDONE = re.compile(
+    rf"[{INVISIBLE}\uff10-\uff19\uff21-\uff3a\uff41-\uff5a\U0001d400-\U0001d7ff\U000e0000-\U000e007f]"
+)
+
+# The same, as byte sequences of the UTF-8 encoding (ASCII letters lower-cased or not), for
+# one Hyperscan pass: invisible characters, full-width letters and digits, mathematical
+# alphanumerics, tag characters, a Greek or Cyrillic letter next to a Latin one.
+_SCRIPT_CHAR = rb"(?:\xcd[\xb0-\xbf]|[\xce-\xd3][\x80-\xbf]|\xd4[\x80-\xaf])"  # _SCRIPTS
+_DISGUISE_BYTES = (
+    rb"\xc2\xad|\xcd\x8f|\xe1\xa0\x8e|\xe2\x80[\x8b-\x8f\xaa-\xae]|\xe2\x81[\xa0-\xa4\xa6-\xaf]|\xef\xbb\xbf",
+    rb"\xef\xbc[\x90-\x99\xa1-\xba]|\xef\xbd[\x81-\x9a]",
+    rb"\xf0\x9d[\x90-\x9f]",
+    rb"\xf3\xa0[\x80\x81]",
+    rb"[A-Za-z]" + _SCRIPT_CHAR + rb"|" + _SCRIPT_CHAR + rb"[A-Za-z]",
+)
+# UNICODE_SPACES, as UTF-8: not a disguise to undo (squeezed makes them spaces where it
+# matters), but where a run of odd spacing may be (the pre-scan's `spaced`)
+_UNICODE_SPACE_BYTES = rb"\xc2\xa0|\xe1\x9a\x80|\xe2\x80[\x80-\x8a\xaf]|\xe2\x81\x9f|\xe3\x80\x80"
+_SPACE_ID = len(_DISGUISE_BYTES)
+
+
+@functools.cache
+def _disguise_database() -> tuple[hyperscan.Database, hyperscan.Scratch]:
+    expressions = [*_DISGUISE_BYTES, _UNICODE_SPACE_BYTES]
+    database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+    database.compile(
+        expressions=expressions,
+        ids=list(range(len(expressions))),
+        elements=len(expressions),
+        flags=[hyperscan.HS_FLAG_SINGLEMATCH] * len(expressions),  # one report each is enough
+    )
+    return database, hyperscan.Scratch(database)
+
+
+def _note(kind: int, _start: int, _end: int, _flags: int, found: object) -> None:
+    cast("set[int]", found).add(kind)
+
+
+def disguises(text: str, utf8: bytes | None = None) -> tuple[bool, bool]:
+    """Whether `undisguised` may change `text`, and whether it holds a Unicode space (which
+    `squeezed` may change): one pass over its UTF-8 bytes (`utf8`, when known; ASCII letters
+    may be lower-cased). An ASCII text holds neither."""
+    if text.isascii():
+        return False, False
+    database, scratch = _disguise_database()
+    found: set[int] = set()
+    database.scan(
+        text.encode("utf-8", "surrogatepass") if utf8 is None else utf8,
+        match_event_handler=_note,
+        context=found,
+        scratch=scratch.clone(),
+    )
+    return bool(found - {_SPACE_ID}), _SPACE_ID in found
+
+
+def disguised(text: str) -> bool:
+    """Whether `undisguised` may change `text` (it does unless a mixed word holds no lookalike)."""
+    return disguises(text)[0]
+
+
+@dataclass(frozen=True)
+class Edited:
+    """A text with characters deleted or replaced one by one, and how to find its offsets in the
+    text it was made from."""
+
+    text: str
+    # (offset here, what to add to it to get the source's offset), from each deletion on
+    _shifts: tuple[tuple[int, int], ...] = field(default=(), repr=False)
+
+    def source(self, offset: int) -> int:
+        """The offset in the source text of the character at `offset` here (of the source's end
+        for the end); the start of a deleted run maps to the character after it."""
+        at = bisect_right(self._shifts, (offset, float("inf"))) - 1
+        return offset if at < 0 else offset + self._shifts[at][1]
+
+    def source_span(self, start: int, end: int) -> tuple[int, int]:
+        """A span here as a span of the source: from its first character to just past its last."""
+        if end <= start:
+            return self.source(start), self.source(start)
+        return self.source(start), self.source(end - 1) + 1
+
+
+def _edit(text: str, pattern: re.Pattern[str], replace: Callable[[str], str]) -> Edited:
+    """`text` with each match of `pattern` replaced by `replace(match)` (of the same length or
+    shorter), and the offset shifts that makes."""
+    pieces: list[str] = []
+    shifts: list[tuple[int, int]] = []
+    done = 0  # where the unchanged text resumes
+    length = 0  # the result's length so far
+    for m in pattern.finditer(text):
+        start, end = m.span()
+        new = replace(m.group())
+        pieces += [text[done:start], new]
+        length += start - done + len(new)
+        done = end
+        if len(new) < end - start:
+            shifts.append((length, end - length))
+    pieces.append(text[done:])
+    return Edited("".join(pieces), tuple(shifts))
+
+
+def _undone(matched: str) -> str:
+    """What `undisguised` makes of a character of _UNDONE."""
+    if matched in INVISIBLE:
+        return ""
+    code = ord(matched)
+    if 0xFF10 <= code <= 0xFF5A:  # full-width digits and letters
+        return chr(code - 0xFEE0)
+    if 0xE0000 <= code <= 0xE007F:  # tag characters: the ASCII they stand for, the rest dropped
+        return chr(code - 0xE0000) if 0xE0020 <= code <= 0xE007E else ""
+    plain = unicodedata.normalize("NFKC", matched)  # mathematical alphanumerics
+    return plain if plain.isascii() and plain.isalnum() else matched
+
+
+def _latin(word: re.Match[str]) -> str:
+    """A mixed word with its lookalikes made Latin (its other letters kept)."""
+    return "".join(LOOKALIKES.get(c, c) for c in word.group())
+
+
+def undisguised(text: str) -> Edited:
+    """`text` as a model reads it (module doc): the disguises undone, nothing else changed."""
+    edited = _edit(text, _UNDONE, _undone)  # first: an invisible character may split a mixed word
+    return Edited(_MIXED_WORD.sub(_latin, edited.text), edited._shifts)  # one for one: same shifts
+
+
+def odd_spacing(text: str) -> bool:
+    """Whether `squeezed` would change `text` (a fast check first: most text has no such run)."""
+    if "  " not in text and "\t" not in text and "\x0b" not in text and "\x0c" not in text:
+        if text.isascii() or not any(c in text for c in UNICODE_SPACES):
+            return False
+    return _ODD_RUN.search(text) is not None
+
+
+def squeezed(text: str) -> Edited:
+    """`text` with each run of spacing between two words made one plain space."""
+    return _edit(text, _ODD_RUN, _one_space)
+
+
+def _one_space(_matched: str) -> str:
+    return " "
+
+
+__all__ = [
+    "INVISIBLE", "LOOKALIKES", "SPACES", "Edited", "disguised", "disguises", "odd_spacing", "squeezed", "undisguised",
+]  # fmt: skip
