@@ -24,6 +24,9 @@ module to them):
 A tail or recent text holding a letter that case-insensitive matching equates with an ASCII one
 (prescan.CASE_EXOTIC) folds to a different length: for it the plain definitions are used; one
 holding a non-ASCII digit has its digit shapes searched by the regular expressions themselves.
+Where injection words count, so is a tail that may hide a phrase (a non-ASCII character, a tab,
+two spaces: guard/disguise.py), which the per-event automaton would not read as the pre-scan
+does.
 """
 
 from __future__ import annotations
@@ -171,6 +174,9 @@ class StreamedText:
         self.last_hint = -1  # where the latest secret hint starts
         self.last_injection = -1  # where the latest injection trigger word starts
         self.last_exotic = -1  # where the latest prescan.CASE_EXOTIC letter is
+        # At or after the latest character that may disguise an injection phrase (a non-ASCII
+        # one, a tab, a second space; see guard/disguise.py), where injection words count
+        self.last_unusual = -1
         self.last_odd_digit = -1  # at or after the latest non-ASCII digit
         self.last_at = -1  # where the latest '@' is
         self._last_space = -1  # the last space or newline
@@ -238,6 +244,14 @@ class StreamedText:
                 self.last_exotic = was + max(new.rfind(c) for c in CASE_EXOTIC)
             if unicode_digits(new):
                 self.last_odd_digit = end - 1
+        if self._injection_counts and (
+            not is_ascii
+            or "\t" in new
+            or "\x0b" in new
+            or "\x0c" in new
+            or "  " in buf[max(0, was - 1 - buf_start) :]
+        ):
+            self.last_unusual = end - 1  # (the pre-scan of a tail holding it decides: tail_may_find)
         if self._longest_word:
             # Every trigger word that ends in the new text starts at most this far before it.
             region = max(buf_start, end - self.window, was - self._longest_word + 1)
@@ -287,7 +301,7 @@ class StreamedText:
             self._quiet_from = _UNKNOWN
             return self.screener.may_find(self.long_text, Stage.RESPONSE)
         tail_start = max(self._buf_start, self.end - min(self.window, STREAM_TAIL_CHARS))
-        if self._hooked or self.last_exotic >= tail_start:
+        if self._hooked or self.last_exotic >= tail_start or self.last_unusual >= tail_start:
             self._quiet_from = _UNKNOWN
             return self.screener.may_find(self.between(tail_start, self.end), Stage.RESPONSE)
         if self._fired_from >= tail_start:

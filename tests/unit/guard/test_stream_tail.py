@@ -2,7 +2,7 @@
 earlier events); its answer must be the plain pre-scan of the tail at every event, not only in
 the streams whose outcome `test_stream_unchanged.py` compares. Hypothesis streams mix trigger
 pieces (hints, injection words, '@', digit runs, ID shapes, long tokens, letters that fold to
-ASCII ones, non-ASCII digits) with filler long enough to move each trigger out of the tail.
+ASCII ones, non-ASCII digits, phrases split by odd spacing or disguised) with filler long enough to move each trigger out of the tail.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ _PIECES = st.sampled_from(
         " ", " ", "\n", "the", "word", "x@y.org", "@", "4111", "1111", "-", "555", "0100", "1234567",
         "AKIA", "IOSFODNN7EXAMPLE", "password", "=", "secret", "sk-proj-", "abcdefghijklmnopqrstuvwxyz0123",
         "ignore", "previous instructions", "system prompt", "RSSMRA85T10A562S", "İ", "ı", "K", "é",
-        "٣٤٥", "aws", "api_key", "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", ";", "AB12", "CD", "9",
+        "٣٤٥", "aws", "api_key", "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", ";", "AB12", "CD", "9", "you are now",
+        "you  are\tnow", "developer\u00a0mode", "ig\u200bnore", "ｉｇｎｏｒｅ", "іgnore", "  ", "\t",
         "lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 3, "quiet words here. " * 8,
     ]
 )  # fmt: skip
