@@ -8,11 +8,12 @@ read as ASCII) as the plain phrase. The injection check reads them so too, in tw
 - `squeezed`: a run of horizontal spacing between two words (spaces, tabs, no-break and
   other Unicode spaces) becomes one space. Cheap, per passage: the pre-scan's trigger phrases
   already allow any such run between their words (prescan.spaced).
-- `undisguised`: invisible format characters are removed, full-width and mathematical letters
-  and digits, and tag characters, become their ASCII letters, and Cyrillic or Greek letters
-  that look Latin become Latin inside a word that also holds Latin letters (a Russian or Greek
-  word alone is left as it is). Only for a text that holds one of them (`disguised`: one
-  compiled pass over its UTF-8 bytes), so ordinary text pays nothing more.
+- `undisguised`: invisible format characters are removed (or, a second reading, made spaces:
+  "ignore<U+200B>previous" uses them as spaces; `readings`), full-width and mathematical
+  letters and digits, and tag characters, become their ASCII letters, and Cyrillic or Greek
+  letters that look Latin become Latin inside a word that also holds Latin letters (a Russian
+  or Greek word alone is left as it is). Only for a text that holds one of them (`disguised`:
+  one compiled pass over its UTF-8 bytes), so ordinary text pays nothing more.
 
 Both only delete characters or replace one by one, so an offset in the result maps back to
 the text (`Edited.source`): a finding points at the disguised phrase as written. Line breaks
@@ -57,6 +58,7 @@ LOOKALIKES = {
 }
 _SCRIPTS = "\u0370-\u03ff\u0400-\u052f"  # Greek, Cyrillic (with its supplement)
 _MIXED_WORD = re.compile(rf"\w*(?:[A-Za-z][{_SCRIPTS}]|[{_SCRIPTS}][A-Za-z])\w*")
+_INVISIBLE_CHAR = re.compile(f"[{INVISIBLE}]")
 # The characters `undisguised` deletes or replaces before it looks for mixed words.
 _UNDONE = re.compile(
     rf"[{INVISIBLE}\uff10-\uff19\uff21-\uff3a\uff41-\uff5a\U0001d400-\U0001d7ff\U000e0000-\U000e007f]"
@@ -159,10 +161,10 @@ def _edit(text: str, pattern: re.Pattern[str], replace: Callable[[str], str]) ->
     return Edited("".join(pieces), tuple(shifts))
 
 
-def _undone(matched: str) -> str:
+def _undone(matched: str, invisible_as: str = "") -> str:
     """What `undisguised` makes of a character of _UNDONE."""
     if matched in INVISIBLE:
-        return ""
+        return invisible_as
     code = ord(matched)
     if 0xFF10 <= code <= 0xFF5A:  # full-width digits and letters
         return chr(code - 0xFEE0)
@@ -172,15 +174,32 @@ def _undone(matched: str) -> str:
     return plain if plain.isascii() and plain.isalnum() else matched
 
 
+def _undone_spaced(matched: str) -> str:
+    return _undone(matched, " ")
+
+
 def _latin(word: re.Match[str]) -> str:
     """A mixed word with its lookalikes made Latin (its other letters kept)."""
     return "".join(LOOKALIKES.get(c, c) for c in word.group())
 
 
-def undisguised(text: str) -> Edited:
-    """`text` as a model reads it (module doc): the disguises undone, nothing else changed."""
-    edited = _edit(text, _UNDONE, _undone)  # first: an invisible character may split a mixed word
+def undisguised(text: str, invisible_as_space: bool = False) -> Edited:
+    """`text` as a model reads it (module doc): the disguises undone, nothing else changed. An
+    invisible character inside a word hides it ("ig<U+200B>nore"), one between words stands for
+    a space ("ignore<U+200B>previous"): it is dropped, or with `invisible_as_space` made a space
+    (`readings`)."""
+    edited = _edit(text, _UNDONE, _undone_spaced if invisible_as_space else _undone)
+    # after: an invisible character may split a mixed word
     return Edited(_MIXED_WORD.sub(_latin, edited.text), edited._shifts)  # one for one: same shifts
+
+
+def readings(text: str) -> list[Edited]:
+    """The ways a model may read a disguised `text`: `undisguised`, and if it holds invisible
+    characters, also with them as spaces."""
+    first = undisguised(text)
+    if not _INVISIBLE_CHAR.search(text):
+        return [first]
+    return [first, undisguised(text, invisible_as_space=True)]
 
 
 def odd_spacing(text: str) -> bool:
@@ -201,5 +220,6 @@ def _one_space(_matched: str) -> str:
 
 
 __all__ = [
-    "INVISIBLE", "LOOKALIKES", "SPACES", "Edited", "disguised", "disguises", "odd_spacing", "squeezed", "undisguised",
+    "INVISIBLE", "LOOKALIKES", "SPACES", "Edited", "disguised", "disguises", "odd_spacing", "readings", "squeezed",
+    "undisguised",
 ]  # fmt: skip

@@ -30,7 +30,7 @@ import ahocorasick
 import hyperscan
 
 from inferpool.guard import disguise
-from inferpool.guard.disguise import odd_spacing, squeezed, undisguised
+from inferpool.guard.disguise import Edited, odd_spacing, readings, squeezed
 from inferpool.guard.findings import Finding
 from inferpool.guard.prescan import (
     Prescanner,
@@ -358,7 +358,17 @@ class InjectionScorer:
         as a model reads it (disguises undone, spacing squeezed: `disguise`); the span is the
         text's. `noun_near`: the text just before or after it names instructions or rules
         (_RULE_NOUN)."""
-        plain = undisguised(text) if disguise.disguised(text) else None
+        if disguise.disguised(text):  # the best of the ways a model may read it
+            return max(
+                (self._score_read(plain, after_system, noun_near) for plain in readings(text)),
+                key=lambda result: result.score,
+            )
+        return self._score_read(None, after_system, noun_near, text)
+
+    def _score_read(
+        self, plain: Edited | None, after_system: bool, noun_near: bool, text: str = ""
+    ) -> InjectionScore:
+        """`score` of `text`, or of a reading of it (`plain`: span given in the text read)."""
         read = text if plain is None else plain.text
         squeeze = squeezed(read) if odd_spacing(read) else None
         result = _regex_score(read if squeeze is None else squeeze.text, after_system, noun_near)
@@ -387,12 +397,12 @@ class InjectionScorer:
             scan = _trigger_scanner().scan(text)
             lowered, hits, exact, chars = scan.lowered, scan.injection_hits, scan.exact, scan.chars
             spaced, disguised = scan.spaced, scan.disguised
-        if disguised:
-            plain = undisguised(text)
-            return [
-                Finding(f.check, f.kind, *plain.source_span(f.start, f.end))
-                for f in self._find_plain(plain.text, after_system, *_plain_scan(plain.text))
-            ]
+        if disguised:  # the first of the ways a model may read it in which a passage blocks
+            for plain in readings(text):
+                found = self._find_plain(plain.text, after_system, *_plain_scan(plain.text))
+                if found:
+                    return [Finding(f.check, f.kind, *plain.source_span(f.start, f.end)) for f in found]
+            return []
         return self._find_plain(text, after_system, lowered, hits, exact, chars, spaced)
 
     def _find_plain(

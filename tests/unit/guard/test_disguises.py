@@ -79,6 +79,7 @@ DISGUISES: dict[str, Callable[[str], str]] = {
     "ideographic spaces": lambda t: t.replace(" ", "\u3000"),
     "space tab space": lambda t: t.replace(" ", " \t "),
     "zero-width space in words": lambda t: _in_each_word(t, lambda w: w[:2] + "\u200b" + w[2:]),
+    "zero-width spaces for spaces": lambda t: t.replace(" ", "\u200b"),
     "soft hyphen in words": lambda t: _in_each_word(t, lambda w: w[:3] + "\u00ad" + w[3:]),
     "word joiner and BOM": lambda t: _in_each_word(t, lambda w: w[0] + "\u2060" + w[1:-1] + "\ufeff" + w[-1]),
     "full-width": lambda t: _shifted(t, 0xFF21, 0xFF41, 0xFF10),

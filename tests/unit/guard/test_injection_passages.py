@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_findings_unchanged import corpus  # pytest puts this folder on sys.path
 
-from inferpool.guard.disguise import disguised, undisguised
+from inferpool.guard.disguise import disguised, readings
 from inferpool.guard.findings import Finding
 from inferpool.guard.injection import SIGNALS, InjectionScore, InjectionScorer, passages, rule_noun_near
 from inferpool.guard.prescan import INJECTION_WORDS, ascii_chars, fold, occurrences
@@ -32,11 +32,11 @@ SCORER = InjectionScorer()
 
 def reference(text: str, after_system: bool, undone: bool = False) -> list[Finding]:
     if not undone and disguised(text):  # read as a model reads it, the finding pointing into the text
-        plain = undisguised(text)
-        return [
-            Finding(f.check, f.kind, *plain.source_span(f.start, f.end))
-            for f in reference(plain.text, after_system, undone=True)
-        ]
+        for plain in readings(text):
+            found = reference(plain.text, after_system, undone=True)
+            if found:
+                return [Finding(f.check, f.kind, *plain.source_span(f.start, f.end)) for f in found]
+        return []
     lowered, _exact = fold(text)
     hits = sorted(
         {i for w in INJECTION_WORDS for i in occurrences(lowered, w)}
