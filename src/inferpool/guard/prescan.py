@@ -511,16 +511,16 @@ class Prescanner:
             chars = ascii_chars(lowered) if chars is None else chars
             database.scan(chars, match_event_handler=on_match, scratch=scratch.clone())
             if self._spaced_phrases is not None and (phrases_spaced or any(marked)):
-                phrase_ids = self._phrase_ids
+                phrase_ids, phrases_found = self._phrase_ids, len(found) + len(stand_ins)
 
                 def on_phrase(phrase: int, start: int, end: int, flags: int, context: object) -> None:
                     on_match(phrase_ids[phrase], start, end, flags, context)
 
                 spaced_database, spaced_scratch = self._spaced_phrases
                 spaced_database.scan(chars, match_event_handler=on_phrase, scratch=spaced_scratch.clone())
-                # (a phrase with single spaces is reported by both passes)
-                found[:] = set(found)
-                stand_ins[:] = set(stand_ins)
+                if len(found) + len(stand_ins) > phrases_found:  # (one with single spaces: reported twice)
+                    found[:] = set(found)
+                    stand_ins[:] = set(stand_ins)
             for end, group in stand_ins:
                 found += [(end, n) for n, w in self._stand_ins[group] if _ends_with(lowered, w, end)]
         if self._others and not ascii:
