@@ -210,6 +210,19 @@ def odd_spacing(text: str) -> bool:
     return _ODD_RUN.search(text) is not None
 
 
+# A line break that wraps a sentence: after a letter, a comma or a closing quote or bracket,
+# before a lower-case letter or an opening quote or bracket (a line that starts with a capital,
+# a digit or a bullet, or follows a full stop or a colon, is a line of its own)
+WRAP_BEFORE = "[A-Za-z,)'\"\u2019\u201d]"
+WRAP_AFTER = "[a-z('\"\u2018\u201c]"
+SOFT_WRAP = re.compile(rf"(?<={WRAP_BEFORE})\n(?={WRAP_AFTER})")
+
+
+def unwrapped(text: str) -> str:
+    """`text` with each line break that wraps a sentence made a space (one for one)."""
+    return SOFT_WRAP.sub(" ", text)
+
+
 def squeezed(text: str) -> Edited:
     """`text` with each run of spacing between two words made one plain space."""
     return _edit(text, _ODD_RUN, _one_space)
@@ -220,6 +233,18 @@ def _one_space(_matched: str) -> str:
 
 
 __all__ = [
-    "INVISIBLE", "LOOKALIKES", "SPACES", "Edited", "disguised", "disguises", "odd_spacing", "readings", "squeezed",
+    "INVISIBLE",
+    "LOOKALIKES",
+    "SOFT_WRAP",
+    "SPACES",
+    "WRAP_AFTER",
+    "WRAP_BEFORE",
+    "Edited",
+    "disguised",
+    "disguises",
+    "odd_spacing",
+    "readings",
+    "squeezed",
     "undisguised",
+    "unwrapped",
 ]  # fmt: skip

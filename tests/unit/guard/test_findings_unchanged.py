@@ -74,7 +74,14 @@ rule nouns are technical (configuration, policy, filter) and not the model's wei
 the old tuning set no text changed; then with the tuning set's new items. Regenerated
 (2026-12-06) for an override whose target is a document's or a thing's ("the instructions in the
 old manual", "on the box", "del manual") weighing 0.2: with the old tuning set no text changed;
-then with the tuning set's new items. Regenerate it only for an intended detection change:
+then with the tuning set's new items. Regenerated (2026-12-06, twenty-eighth session) for a
+line break that wraps a sentence (after a letter, a comma or a closing quote or bracket, before a
+lower-case letter or an opening quote or bracket) no longer ending it: 58 texts per screener
+changed (tuning set unchanged), 50 in verdict: 49 newly blocked, every one the newline-for-space
+transform of an injection of the catalogue or the tuning set (one word per line was a documented
+miss), and one no longer blocked, that transform of the benign "Draft an email telling the team
+the old VPN configuration is obsolete from Friday."; 8 changed span or kind only. (Reading
+through disguises and odd spacing, the change before, moved no text.) Regenerate it only for an intended detection change:
 `python tests/unit/guard/test_findings_unchanged.py > tests/unit/guard/data/findings_golden.json`.
 """
 
@@ -90,6 +97,7 @@ from typing import Any
 import pytest
 
 from inferpool.guard import Screener, Stage, injection, prescan
+from inferpool.guard.disguise import odd_spacing
 from inferpool.guard.evaluate import CHECKS, check_config, load
 from inferpool.guard.injection import InjectionScorer
 from inferpool.guard.policy import GuardConfig, default_config
@@ -189,10 +197,13 @@ def test_injection_signals_matched_at_their_starts_score_as_matched_everywhere()
         lowered, exact = prescan.fold(text)
         if not exact:
             continue
-        for start, end in injection.passages(lowered, range(0, len(text), 7)):
+        for start, end in injection.passages(text, range(0, len(text), 7)):
+            passage = text[start:end]
+            if "\n" in passage[:-1] or odd_spacing(passage):
+                continue  # scored by `score` itself (_passage_score): a wrapped line, odd spacing
             for after_system in (False, True):
-                fast = injection._score_at_starts(text[start:end], lowered, start, end, after_system)
-                assert fast == scorer.score(text[start:end], after_system), text[start:end]
+                fast = injection._score_at_starts(passage, lowered, start, end, after_system)
+                assert fast == scorer.score(passage, after_system), passage
 
 
 def test_an_exotic_letter_elsewhere_leaves_each_passage_scored_as_alone(

@@ -14,10 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_findings_unchanged import corpus  # pytest puts this folder on sys.path
 
-from inferpool.guard.disguise import disguised, readings
+from inferpool.guard.disguise import UNICODE_SPACES, disguised, readings
 from inferpool.guard.findings import Finding
 from inferpool.guard.injection import SIGNALS, InjectionScore, InjectionScorer, passages, rule_noun_near
-from inferpool.guard.prescan import INJECTION_WORDS, ascii_chars, fold, occurrences
+from inferpool.guard.prescan import INJECTION_WORDS, SPLIT_PHRASE, ascii_chars, fold, occurrences
 
 # Each injection phrase of several words with other spacing between them (what the pre-scan
 # also finds: test_prescan_compiled.py); where it ends, less its length with single spaces
@@ -38,12 +38,12 @@ def reference(text: str, after_system: bool, undone: bool = False) -> list[Findi
                 return [Finding(f.check, f.kind, *plain.source_span(f.start, f.end)) for f in found]
         return []
     lowered, _exact = fold(text)
-    hits = sorted(
-        {i for w in INJECTION_WORDS for i in occurrences(lowered, w)}
-        | {m.end() - len(w) for w, p in SPACED.items() for m in p.finditer(ascii_chars(lowered).decode())}
-    )
+    chars = ascii_chars(lowered).decode()
+    hits = {i for w in INJECTION_WORDS for i in occurrences(lowered, w)}
+    if any(re.search(e, chars) for e in SPLIT_PHRASE) or any(c in text for c in UNICODE_SPACES):
+        hits |= {m.end() - len(w) for w, p in SPACED.items() for m in p.finditer(chars)}
     best: InjectionScore | None = None
-    for start, end in passages(lowered, hits):
+    for start, end in passages(text, sorted(hits)):
         result = SCORER.score(text[start:end], after_system and start == 0, rule_noun_near(text, start, end))
         if result.score >= SCORER.threshold and (best is None or result.score > best.score):
             best = InjectionScore(

@@ -1,6 +1,7 @@
 """`injection.passages` finds the sentence end before each trigger word in the reversed text
 (one regex search instead of a `str.rfind` per end character); the passages must be the ones
-the `rfind` definition gives, for every hit, near the text's edges and the 400-character cap."""
+the plain definition gives (a sentence ends at . ! ? and at a line break that does not wrap a
+sentence), for every hit, near the text's edges and the 400-character cap."""
 
 from __future__ import annotations
 
@@ -12,13 +13,29 @@ from inferpool.guard import injection
 from inferpool.guard.injection import PASSAGE_MAX_CHARS, passages
 
 
-def reference_around(lowered: str, at: int) -> tuple[int, int]:
+def ends_sentence(text: str, i: int) -> bool:
+    """. ! ? and a line break, unless it wraps a sentence: after a letter, a comma or a closing
+    quote or bracket, before a lower-case letter or an opening quote or bracket."""
+    if text[i] in ".!?":
+        return True
+    if text[i] != "\n":
+        return False
+    before = i > 0 and (
+        (text[i - 1].isascii() and text[i - 1].isalpha()) or text[i - 1] in ",)'\"\u2019\u201d"
+    )
+    after = i + 1 < len(text) and ("a" <= text[i + 1] <= "z" or text[i + 1] in "('\"\u2018\u201c")
+    return not (before and after)
+
+
+def reference_around(text: str, at: int) -> tuple[int, int]:
     """The definition before the reversed search (with its PASSAGE_SENTENCES at 0)."""
     lo = max(0, at - PASSAGE_MAX_CHARS)
-    cut = max(lowered.rfind(c, lo, at) for c in ".!?\n")
-    start = lo if cut < 0 else cut + (lowered[cut] == "\n")  # a line starts past its break
-    m = injection._SENTENCE_END.search(lowered, at + 1, at + 1 + PASSAGE_MAX_CHARS)
-    return start, min(len(lowered), at + PASSAGE_MAX_CHARS) if m is None else m.end()
+    cut = max((i for i in range(lo, at) if ends_sentence(text, i)), default=-1)
+    start = lo if cut < 0 else cut + (text[cut] == "\n")  # a line starts past its break
+    after = next(
+        (i for i in range(at + 1, min(len(text), at + 1 + PASSAGE_MAX_CHARS)) if ends_sentence(text, i)), None
+    )
+    return start, min(len(text), at + PASSAGE_MAX_CHARS) if after is None else after + 1
 
 
 def reference_passages(lowered: str, hits: list[int]) -> list[tuple[int, int]]:
@@ -42,7 +59,25 @@ def test_passages_of_the_guard_corpus() -> None:
 
 
 _PIECES = st.sampled_from(
-    ["a", "ignore", " ", ".", "!", "?", "\n", "é", "电话", "x" * 150, "y" * 399, "z" * 401, "\r", ";"]
+    [
+        "a",
+        "ignore",
+        " ",
+        ".",
+        "!",
+        "?",
+        "\n",
+        "é",
+        "电话",
+        "x" * 150,
+        "y" * 399,
+        "z" * 401,
+        "\r",
+        ";",
+        "A",
+        ",",
+        "\n",
+    ]
 )
 
 
