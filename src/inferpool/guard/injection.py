@@ -395,7 +395,7 @@ class InjectionScorer:
         hits: Iterable[int] | None = None,
         exact: bool | None = None,
         chars: bytes | None = None,
-        spaced: bool | None = None,
+        spaced: int | None = None,
         disguised: bool | None = None,
     ) -> list[Finding]:
         """Scores each passage around a trigger word on its own (signals from unrelated
@@ -423,7 +423,7 @@ class InjectionScorer:
         hits: Iterable[int],
         exact: bool,
         chars: bytes | None,
-        spaced: bool,
+        spaced: int,
     ) -> list[Finding]:
         """`find` on a text without disguises (its pre-scan given)."""
         best: InjectionScore | None = None
@@ -435,14 +435,16 @@ class InjectionScorer:
         scored: dict[tuple[str, bool, bool], InjectionScore] = {}
         for start, end in spans:
             passage_after_system = after_system and start == 0
-            if (
-                not self._may_reach(ends, start, end, passage_after_system)
-                and (exact or not has_case_exotic(text[start:end]))
-                # (the compiled pass reads phrases with one space between their words)
-                and not (spaced and odd_spacing(text[start:end]))
-            ):
-                continue  # no signal, or too few, can match in the passage (the compiled pass says)
-            passage = text[start:end]
+            if self._may_reach(ends, start, end, passage_after_system):
+                passage = text[start:end]
+            else:  # no signal, or too few, can match in the passage (the compiled pass says)...
+                if exact and not spaced:
+                    continue
+                passage = text[start:end]
+                # ... unless it holds a letter the pass cannot read, or odd spacing (the pass
+                # reads phrases with one space between their words)
+                if (exact or not has_case_exotic(passage)) and not (spaced and odd_spacing(passage, spaced)):
+                    continue
             # Scored first as if a rule noun were near (a void word then weighs in full); only a
             # passage whose score has a void word and no rule noun of its own looks around it
             result = self._passage_score(scored, text, lowered, exact, start, end, passage_after_system, True)
@@ -529,7 +531,7 @@ def _trigger_scanner() -> Prescanner:
     return Prescanner(injection=True)
 
 
-def _plain_scan(text: str) -> tuple[str, tuple[int, ...], bool, bytes | None, bool]:
+def _plain_scan(text: str) -> tuple[str, tuple[int, ...], bool, bytes | None, int]:
     """What `_find_plain` takes of the pre-scan of an undisguised text."""
     scan = _trigger_scanner().scan(text)
     return scan.lowered, scan.injection_hits, scan.exact, scan.chars, scan.spaced
@@ -837,12 +839,11 @@ def _matches_at(pattern: re.Pattern[str], text: str, candidates: Iterable[int]) 
 
 
 # A sentence ends at . ! ? and at a line break, except one that wraps a sentence (hard-wrapped
-# mail and prose): disguise.WRAP_BEFORE and WRAP_AFTER on its sides (disguise.SOFT_WRAP)
+# mail and prose: disguise.SOFT_WRAP)
 # (A search for the characters, each line break then judged: the look-arounds in the pattern
 # made every search ≈3x slower; most line breaks end a sentence.)
 _SENTENCE_END = re.compile(r"[.!?\n]")
-_WRAP_BEFORE = re.compile(WRAP_BEFORE)
-_WRAP_AFTER = re.compile(WRAP_AFTER)
+_BEFORE, _AFTER = WRAP_BEFORE, WRAP_AFTER
 PASSAGE_MAX_CHARS = 400  # per side, for text without sentence ends
 
 
@@ -889,22 +890,50 @@ def _around(text: str, at: int, backwards: str) -> tuple[int, int]:
     lo = at - PASSAGE_MAX_CHARS if at > PASSAGE_MAX_CHARS else 0
     # text[lo:at] is backwards[size - at : size - lo]; offset i there is size - 1 - i here
     before = _SENTENCE_END.search(backwards, size - at, size - lo)
-    while before is not None and _wraps(text, size - 1 - before.start()):
-        before = _SENTENCE_END.search(backwards, before.end(), size - lo)
+    if before is None:
+        start = lo
+    else:
+        cut = size - 1 - before.start()
+        # A line break begins a line past it (_sentence_start), unless it wraps a sentence (as
+        # disguise.SOFT_WRAP; asked inline, twice per passage: a call per end cost ≈0.2 µs)
+        if text[cut] != "\n":
+            start = cut
+        elif 0 < cut < size - 1 and text[cut - 1] in _BEFORE and text[cut + 1] in _AFTER:
+            start = _start_before_wraps(text, backwards, cut, lo)
+        else:
+            start = cut + 1
     after = _SENTENCE_END.search(text, at + 1, at + 1 + PASSAGE_MAX_CHARS)
-    while after is not None and _wraps(text, after.start()):
-        after = _SENTENCE_END.search(text, after.end(), at + 1 + PASSAGE_MAX_CHARS)
-    return (
-        lo if before is None else _sentence_start(text, size - 1 - before.start()),
-        min(size, at + PASSAGE_MAX_CHARS) if after is None else after.end(),
-    )
+    if after is None:
+        return start, min(size, at + PASSAGE_MAX_CHARS)
+    cut = after.end() - 1
+    if text[cut] == "\n" and cut < size - 1 and text[cut - 1] in _BEFORE and text[cut + 1] in _AFTER:
+        return start, _end_after_wraps(text, cut, at)
+    return start, cut + 1
 
 
-def _wraps(text: str, at: int) -> bool:
-    """Whether the sentence end found at `at` is a line break that wraps a sentence."""
-    return (
-        text[at] == "\n"
-        and at > 0
-        and _WRAP_BEFORE.match(text, at - 1) is not None
-        and _WRAP_AFTER.match(text, at + 1) is not None
-    )
+def _start_before_wraps(text: str, backwards: str, cut: int, lo: int) -> int:
+    """Where the sentence begins whose text before `cut`, a wrapping line break, reaches back
+    to `lo` at most (`_around`, the rare case)."""
+    size = len(text)
+    while True:
+        before = _SENTENCE_END.search(backwards, size - cut, size - lo)
+        if before is None:
+            return lo
+        cut = size - 1 - before.start()
+        if text[cut] != "\n" or not (
+            0 < cut < size - 1 and text[cut - 1] in _BEFORE and text[cut + 1] in _AFTER
+        ):
+            return _sentence_start(text, cut)
+
+
+def _end_after_wraps(text: str, cut: int, at: int) -> int:
+    """Just past the sentence end after `cut`, a wrapping line break, within PASSAGE_MAX_CHARS
+    of `at` (`_around`, the rare case)."""
+    size = len(text)
+    while True:
+        after = _SENTENCE_END.search(text, cut + 1, at + 1 + PASSAGE_MAX_CHARS)
+        if after is None:
+            return min(size, at + PASSAGE_MAX_CHARS)
+        cut = after.end() - 1
+        if text[cut] != "\n" or not (cut < size - 1 and text[cut - 1] in _BEFORE and text[cut + 1] in _AFTER):
+            return cut + 1

@@ -24,7 +24,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import ahocorasick
 import hyperscan
 
-from inferpool.guard.disguise import disguises, odd_spacing
+from inferpool.guard.disguise import ASCII_SPACING, UNICODE_SPACING, disguises, odd_spacing
 
 # Shortest number-based PII: a 7-digit phone number with separators.
 DIGIT_RUN = re.compile(r"\d[\d \-.()/]{5,}\d")
@@ -269,7 +269,7 @@ class Prescan:
     _numbers: bool = field(default=True, repr=False)
     # A run of spacing that is not one space (disguise.odd_spacing may hold), and whether the
     # text holds a disguise (disguise.disguised): the injection check reads it undone.
-    spaced: bool = False
+    spaced: int = 0  # disguise.ASCII_SPACING | UNICODE_SPACING: the runs of spacing it may hold
     disguised: bool = False
     utf8: bytes | None = field(default=None, repr=False)  # a non-ASCII text's UTF-8 (see _fold)
 
@@ -462,7 +462,7 @@ class Prescanner:
             hints,
             found,
             chars,
-            spaced=unicode_spaced or bool(markers),
+            spaced=(UNICODE_SPACING if unicode_spaced else 0) | (ASCII_SPACING if markers else 0),
             disguised=disguised,
             utf8=utf8,
         )
