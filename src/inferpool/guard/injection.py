@@ -14,7 +14,9 @@ signals score higher than either. Then:
   multiplies the score down, unless the text also claims authority or opens with an order.
 
 Signals are matched only in the sentences around the pre-scan's keywords, so a long prompt
-costs little. It cannot understand meaning: docs/security.md lists what it misses.
+costs little. A sentence may be hard-wrapped over lines, and the text is read as a model reads
+it: spacing squeezed, disguised letters undone (`disguise.py`). It cannot understand meaning:
+docs/security.md lists what it misses.
 """
 
 from __future__ import annotations
