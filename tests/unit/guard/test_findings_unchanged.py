@@ -81,7 +81,9 @@ changed (tuning set unchanged), 50 in verdict: 49 newly blocked, every one the n
 transform of an injection of the catalogue or the tuning set (one word per line was a documented
 miss), and one no longer blocked, that transform of the benign "Draft an email telling the team
 the old VPN configuration is obsolete from Friday."; 8 changed span or kind only. (Reading
-through disguises and odd spacing, the change before, moved no text.) Regenerate it only for an intended detection change:
+through disguises and odd spacing, the change before, moved no text.) Then with the tuning
+set's 40 new items (a held-out set of disguised attacks and benign texts with legitimate
+no-break spaces, zero-width joiners, full-width letters, tabs and hard wraps). Regenerate it only for an intended detection change:
 `python tests/unit/guard/test_findings_unchanged.py > tests/unit/guard/data/findings_golden.json`.
 """
 
@@ -97,7 +99,7 @@ from typing import Any
 import pytest
 
 from inferpool.guard import Screener, Stage, injection, prescan
-from inferpool.guard.disguise import odd_spacing
+from inferpool.guard.disguise import disguised, odd_spacing
 from inferpool.guard.evaluate import CHECKS, check_config, load
 from inferpool.guard.injection import InjectionScorer
 from inferpool.guard.policy import GuardConfig, default_config
@@ -195,7 +197,7 @@ def test_injection_signals_matched_at_their_starts_score_as_matched_everywhere()
     scorer = InjectionScorer()
     for text in corpus():
         lowered, exact = prescan.fold(text)
-        if not exact:
+        if not exact or disguised(text):  # (a disguised text is read undisguised before this)
             continue
         for start, end in injection.passages(text, range(0, len(text), 7)):
             passage = text[start:end]

@@ -14,6 +14,7 @@ import pytest
 from test_findings_unchanged import corpus  # pytest puts this folder on sys.path
 
 from inferpool.guard import Screener, Stage
+from inferpool.guard.disguise import disguised, readings
 from inferpool.guard.injection import InjectionScorer
 from inferpool.guard.policy import default_config
 from inferpool.guard.prescan import INJECTION_WORDS, fold
@@ -35,8 +36,9 @@ PHRASINGS = (
 
 
 def _holds_a_trigger(text: str) -> bool:
-    lowered = fold(text)[0]
-    return any(word in lowered for word in INJECTION_WORDS)
+    """In the text as the scorer reads it (a disguised text undisguised, in either reading)."""
+    read = [plain.text for plain in readings(text)] if disguised(text) else [text]
+    return any(word in fold(t)[0] for t in read for word in INJECTION_WORDS)
 
 
 @pytest.mark.parametrize("after_system", [False, True])

@@ -45,7 +45,10 @@ items. And (2026-12-06) for npm and GitHub fine-grained tokens: with the old tun
 changed; then with the new items. And (2026-12-06) for "no longer bound by" and "pretend you have":
 with the old tuning set no stream changed; then with the new items. And (2026-12-06) for void
 words with technical rule nouns only: no stream changed; then the new items. And (2026-12-06) for
-a document's instructions ("in the old manual"): no stream changed; then the new items.
+a document's instructions ("in the old manual"): no stream changed; then the new items. And
+(2026-12-06, twenty-eighth session) for reading through disguises and odd spacing, and for line
+breaks that wrap a sentence: with the old tuning set no stream changed; then with the tuning
+set's 40 new items (disguised attacks, benign text with no-break spaces, joiners, tabs, wraps).
 Regenerate the digests only for such a change:
 `PYTHONPATH=src python tests/unit/guard/test_stream_unchanged.py > tests/unit/guard/data/stream_golden.json`.
 """
