@@ -15,9 +15,12 @@ read as ASCII) as the plain phrase. The injection check reads them so too, in tw
   or Greek word alone is left as it is). Only for a text that holds one of them (`disguised`:
   one compiled pass over its UTF-8 bytes), so ordinary text pays nothing more.
 
-Both only delete characters or replace one by one, so an offset in the result maps back to
-the text (`Edited.source`): a finding points at the disguised phrase as written. Line breaks
-are kept (lines are scored apart: docs/security.md).
+- `unwrapped`: a line break that wraps a sentence (SOFT_WRAP: hard-wrapped mail and prose)
+  becomes a space; other line breaks are kept (such lines are scored apart: docs/security.md).
+
+All only delete characters or replace one by one, so an offset in the result maps back to the
+text (`Edited.source`; `unwrapped` keeps every offset): a finding points at the disguised
+phrase as written.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import re
 import string
 import unicodedata
 from bisect import bisect_right
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -194,13 +197,13 @@ def undisguised(text: str, invisible_as_space: bool = False) -> Edited:
     return Edited(_MIXED_WORD.sub(_latin, edited.text), edited._shifts)  # one for one: same shifts
 
 
-def readings(text: str) -> list[Edited]:
+def readings(text: str) -> Iterator[Edited]:
     """The ways a model may read a disguised `text`: `undisguised`, and if it holds invisible
-    characters, also with them as spaces."""
-    first = undisguised(text)
-    if not _INVISIBLE_CHAR.search(text):
-        return [first]
-    return [first, undisguised(text, invisible_as_space=True)]
+    characters, also with them as spaces (made only when asked for: the first reading that
+    blocks decides)."""
+    yield undisguised(text)
+    if _INVISIBLE_CHAR.search(text):
+        yield undisguised(text, invisible_as_space=True)
 
 
 # What spacing other than one plain space a text holds, as bits of an int (the pre-scan's
@@ -243,10 +246,13 @@ def _one_space(_matched: str) -> str:
 
 
 __all__ = [
+    "ASCII_SPACING",
     "INVISIBLE",
     "LOOKALIKES",
     "SOFT_WRAP",
     "SPACES",
+    "UNICODE_SPACES",
+    "UNICODE_SPACING",
     "WRAP_AFTER",
     "WRAP_BEFORE",
     "Edited",

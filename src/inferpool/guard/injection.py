@@ -480,7 +480,8 @@ class InjectionScorer:
     ) -> InjectionScore:
         """`score(text[start:end], after_system, noun_near)`, the fast way the fold allows; a
         passage the text repeats (a chat history, a pasted document) is scored once per call. A
-        passage with a run of spacing between two words is scored squeezed (`score` does so)."""
+        passage with a run of spacing between two words, or a line that wraps a sentence, is
+        scored by `score`, which reads it squeezed and unwrapped."""
         passage = text[start:end]
         key = (passage, after_system, noun_near)
         known = scored.get(key)
@@ -845,7 +846,6 @@ def _matches_at(pattern: re.Pattern[str], text: str, candidates: Iterable[int]) 
 # (A search for the characters, each line break then judged: the look-arounds in the pattern
 # made every search ≈3x slower; most line breaks end a sentence.)
 _SENTENCE_END = re.compile(r"[.!?\n]")
-_BEFORE, _AFTER = WRAP_BEFORE, WRAP_AFTER
 PASSAGE_MAX_CHARS = 400  # per side, for text without sentence ends
 
 
@@ -900,7 +900,7 @@ def _around(text: str, at: int, backwards: str) -> tuple[int, int]:
         # disguise.SOFT_WRAP; asked inline, twice per passage: a call per end cost ≈0.2 µs)
         if text[cut] != "\n":
             start = cut
-        elif 0 < cut < size - 1 and text[cut - 1] in _BEFORE and text[cut + 1] in _AFTER:
+        elif 0 < cut < size - 1 and text[cut - 1] in WRAP_BEFORE and text[cut + 1] in WRAP_AFTER:
             start = _start_before_wraps(text, backwards, cut, lo)
         else:
             start = cut + 1
@@ -908,7 +908,7 @@ def _around(text: str, at: int, backwards: str) -> tuple[int, int]:
     if after is None:
         return start, min(size, at + PASSAGE_MAX_CHARS)
     cut = after.end() - 1
-    if text[cut] == "\n" and cut < size - 1 and text[cut - 1] in _BEFORE and text[cut + 1] in _AFTER:
+    if text[cut] == "\n" and cut < size - 1 and text[cut - 1] in WRAP_BEFORE and text[cut + 1] in WRAP_AFTER:
         return start, _end_after_wraps(text, cut, at)
     return start, cut + 1
 
@@ -923,7 +923,7 @@ def _start_before_wraps(text: str, backwards: str, cut: int, lo: int) -> int:
             return lo
         cut = size - 1 - before.start()
         if text[cut] != "\n" or not (
-            0 < cut < size - 1 and text[cut - 1] in _BEFORE and text[cut + 1] in _AFTER
+            0 < cut < size - 1 and text[cut - 1] in WRAP_BEFORE and text[cut + 1] in WRAP_AFTER
         ):
             return _sentence_start(text, cut)
 
@@ -937,5 +937,7 @@ def _end_after_wraps(text: str, cut: int, at: int) -> int:
         if after is None:
             return min(size, at + PASSAGE_MAX_CHARS)
         cut = after.end() - 1
-        if text[cut] != "\n" or not (cut < size - 1 and text[cut - 1] in _BEFORE and text[cut + 1] in _AFTER):
+        if text[cut] != "\n" or not (
+            cut < size - 1 and text[cut - 1] in WRAP_BEFORE and text[cut + 1] in WRAP_AFTER
+        ):
             return cut + 1

@@ -267,9 +267,10 @@ class Prescan:
     keywords: frozenset[str] | None = None
     chars: bytes | None = field(default=None, repr=False)  # ascii_chars(text), computed once
     _numbers: bool = field(default=True, repr=False)
-    # A run of spacing that is not one space (disguise.odd_spacing may hold), and whether the
-    # text holds a disguise (disguise.disguised): the injection check reads it undone.
-    spaced: int = 0  # disguise.ASCII_SPACING | UNICODE_SPACING: the runs of spacing it may hold
+    # Which runs of spacing other than one space the text may hold (disguise.ASCII_SPACING,
+    # UNICODE_SPACING bits), and whether it holds a disguise (disguise.disguised): the
+    # injection check reads such a text squeezed and undisguised.
+    spaced: int = 0
     disguised: bool = False
     utf8: bytes | None = field(default=None, repr=False)  # a non-ASCII text's UTF-8 (see _fold)
 
@@ -387,8 +388,6 @@ class Prescanner:
         self._stand_ins = tuple(tuple(group) for group in stand_ins.values())
         ascii_words = [order[i] for i in self._ascii_ids] + list(stand_ins)
         keyword = [words[order[i]][0] == "keyword" for i in self._ascii_ids] + [False] * len(stand_ins)
-        # An injection phrase matches with any run of spacing between its words (and a
-        # non-ASCII character, a '?' here: a no-break space), as a model reads it
         expressions = [escaped(w) for w in ascii_words]
         # a pure keyword is only asked about once: one report is enough; and last, whether the
         # text holds a run of ASCII spacing other than one space anywhere (`Prescan.spaced`, a
@@ -510,7 +509,7 @@ class Prescanner:
 
             chars = ascii_chars(lowered) if chars is None else chars
             database.scan(chars, match_event_handler=on_match, scratch=scratch.clone())
-            if self._spaced_phrases is not None and (phrases_spaced or any(marked)):
+            if self._spaced_phrases is not None and (phrases_spaced or any(marked)):  # (1 or 2: SPLIT_PHRASE)
                 phrase_ids, phrases_found = self._phrase_ids, len(found) + len(stand_ins)
 
                 def on_phrase(phrase: int, start: int, end: int, flags: int, context: object) -> None:
