@@ -31,7 +31,6 @@ import string
 import unicodedata
 from bisect import bisect_right
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import cast
 
 import hyperscan
@@ -61,13 +60,7 @@ LOOKALIKES = {
     **dict(zip("ΑΒΕΖΗΙΚΜΝΟΡΤΥΧ", "ABEZHIKMNOPTYX", strict=True)),
 }
 _SCRIPTS = "\u0370-\u03ff\u0400-\u052f"  # Greek, Cyrillic (with its supplement)
-_MIXED_WORD = re.compile(rf"\w*(?:[A-Za-z][{_SCRIPTS}]|[{_SCRIPTS}][A-Za-z])\w*")
 _INVISIBLE_CHAR = re.compile(f"[{INVISIBLE}]")
-# The characters `undisguised` deletes or replaces before it looks for mixed words.
-_UNDONE = re.compile(
-    rf"[{INVISIBLE}\uff10-\uff19\uff21-\uff3a\uff41-\uff5a\U0001d400-\U0001d7ff\U000e0000-\U000e007f]"
-)
-
 # The same, as byte sequences of the UTF-8 encoding (ASCII letters lower-cased or not), for
 # one Hyperscan pass: invisible characters, full-width letters and digits, mathematical
 # alphanumerics, tag characters, a Greek or Cyrillic letter next to a Latin one.
@@ -124,20 +117,44 @@ def disguised(text: str) -> bool:
     return disguises(text)[0]
 
 
-@dataclass(frozen=True)
 class Edited:
     """A text with characters deleted or replaced one by one, and how to find its offsets in the
     text it was made from."""
 
-    text: str
-    # (offset here, what to add to it to get the source's offset), from each deletion on
-    _shifts: tuple[tuple[int, int], ...] = field(default=(), repr=False)
+    __slots__ = ("_deleted", "_shifts", "_source", "text")
+
+    def __init__(
+        self,
+        text: str,
+        shifts: tuple[tuple[int, int], ...] | None = (),
+        source: str = "",
+        deleted: re.Pattern[str] | None = None,
+    ) -> None:
+        """`shifts`: (offset here, what to add to it to get the source's offset), from each
+        deletion on; or None, to be found when first asked for: the runs of `deleted` in
+        `source` are what was deleted (most readings are never mapped back)."""
+        self.text = text
+        self._shifts = shifts
+        self._source = source
+        self._deleted = deleted
+
+    def _table(self) -> tuple[tuple[int, int], ...]:
+        if self._shifts is None:
+            shifts: list[tuple[int, int]] = []
+            removed = 0
+            for m in cast("re.Pattern[str]", self._deleted).finditer(self._source):
+                start, end = m.span()
+                removed += end - start
+                shifts.append((end - removed, removed))
+            self._shifts = tuple(shifts)
+        return self._shifts
 
     def source(self, offset: int) -> int:
         """The offset in the source text of the character at `offset` here (of the source's end
         for the end); the start of a deleted run maps to the character after it."""
-        at = bisect_right(self._shifts, (offset, float("inf"))) - 1
-        return offset if at < 0 else offset + self._shifts[at][1]
+        shifts = self._table()
+        at = bisect_right(shifts, (offset, float("inf"))) - 1
+        return offset if at < 0 else offset + shifts[at][1]
 
     def source_span(self, start: int, end: int) -> tuple[int, int]:
         """A span here as a span of the source: from its first character to just past its last."""
@@ -165,36 +182,93 @@ def _edit(text: str, pattern: re.Pattern[str], replace: Callable[[str], str]) ->
     return Edited("".join(pieces), tuple(shifts))
 
 
-def _undone(matched: str, invisible_as: str = "") -> str:
-    """What `undisguised` makes of a character of _UNDONE."""
-    if matched in INVISIBLE:
-        return invisible_as
-    code = ord(matched)
-    if 0xFF10 <= code <= 0xFF5A:  # full-width digits and letters
-        return chr(code - 0xFEE0)
-    if 0xE0000 <= code <= 0xE007F:  # tag characters: the ASCII they stand for, the rest dropped
-        return chr(code - 0xE0000) if 0xE0020 <= code <= 0xE007E else ""
-    plain = unicodedata.normalize("NFKC", matched)  # mathematical alphanumerics
-    return plain if plain.isascii() and plain.isalnum() else matched
+def _undone_table(invisible_as: str | None) -> dict[int, str | None]:
+    """A `str.translate` table for `undisguised`: invisible characters to `invisible_as` (None:
+    deleted), full-width letters and digits and tag characters to the ASCII they stand for
+    (tags that stand for none deleted), mathematical letters and digits to theirs (NFKC)."""
+    table: dict[int, str | None] = {ord(c): invisible_as for c in INVISIBLE}
+    for code in (*range(0xFF10, 0xFF1A), *range(0xFF21, 0xFF3B), *range(0xFF41, 0xFF5B)):
+        table[code] = chr(code - 0xFEE0)
+    for code in range(0xE0000, 0xE0080):
+        table[code] = chr(code - 0xE0000) if 0xE0020 <= code <= 0xE007E else None
+    for code in range(0x1D400, 0x1D800):
+        plain = unicodedata.normalize("NFKC", chr(code))
+        if plain.isascii() and plain.isalnum() and len(plain) == 1:
+            table[code] = plain
+    return table
 
 
-def _undone_spaced(matched: str) -> str:
-    return _undone(matched, " ")
+_UNDONE_TABLE = _undone_table(None)
+_UNDONE_SPACED_TABLE = _undone_table(" ")
+# The characters `undisguised` deletes or replaces (its tables' keys), and what the first
+# reading deletes (for the offsets back: Edited)
+_UNDONE = re.compile(
+    f"[{INVISIBLE}\uff10-\uff19\uff21-\uff3a\uff41-\uff5a\U0001d400-\U0001d7ff\U000e0000-\U000e007f]"
+)
+_DELETED = re.compile(f"[{INVISIBLE}\U000e0000-\U000e001f\U000e007f]+")
+_DELETED_SPACED = re.compile("[\U000e0000-\U000e001f\U000e007f]+")
+# Past this many characters to undo, one `str.translate` of the whole text (≈50 ns a
+# character, dict lookups) costs less than a piece per character
+UNDONE_PIECES = 256
+_LOOKALIKE_TABLE = str.maketrans(LOOKALIKES)
+_SCRIPT = re.compile(f"[{_SCRIPTS}]")
+_ADJACENT = re.compile(f"[A-Za-z][{_SCRIPTS}]|[{_SCRIPTS}][A-Za-z]")
 
 
-def _latin(word: re.Match[str]) -> str:
-    """A mixed word with its lookalikes made Latin (its other letters kept)."""
-    return "".join(LOOKALIKES.get(c, c) for c in word.group())
+def _replaced(text: str, invisible_as_space: bool) -> Edited:
+    """`text` with its disguised characters undone (the tables above)."""
+    table = _UNDONE_SPACED_TABLE if invisible_as_space else _UNDONE_TABLE
+    deleted = _DELETED_SPACED if invisible_as_space else _DELETED
+    pieces: list[str] = []
+    done = 0
+    for count, m in enumerate(_UNDONE.finditer(text)):
+        if count == UNDONE_PIECES:  # a text written in them: translate it whole
+            plain = text.translate(table)
+            return Edited(plain) if len(plain) == len(text) else Edited(plain, None, text, deleted)
+        start, char = m.start(), m.group()
+        new = table.get(ord(char), char)  # (a mathematical symbol that stands for no ASCII: kept)
+        pieces += [text[done:start], "" if new is None else new]
+        done = start + 1
+    if not pieces:
+        return Edited(text)
+    pieces.append(text[done:])
+    plain = "".join(pieces)
+    return Edited(plain) if len(plain) == len(text) else Edited(plain, None, text, deleted)
+
+
+def _latin_words(text: str) -> str:
+    """`text` with the lookalikes in each mixed word (a Latin letter touching a Greek or
+    Cyrillic one) made Latin, found from where the scripts touch, not word by word."""
+    pieces: list[str] = []
+    done = 0
+    size = len(text)
+    for m in _ADJACENT.finditer(text):
+        if m.start() < done:
+            continue  # in the word just made Latin
+        lo, hi = m.start(), m.end()
+        while lo > done and (text[lo - 1].isalnum() or text[lo - 1] == "_"):
+            lo -= 1
+        while hi < size and (text[hi].isalnum() or text[hi] == "_"):
+            hi += 1
+        pieces += [text[done:lo], text[lo:hi].translate(_LOOKALIKE_TABLE)]
+        done = hi
+    if not pieces:
+        return text
+    pieces.append(text[done:])
+    return "".join(pieces)
 
 
 def undisguised(text: str, invisible_as_space: bool = False) -> Edited:
     """`text` as a model reads it (module doc): the disguises undone, nothing else changed. An
     invisible character inside a word hides it ("ig<U+200B>nore"), one between words stands for
     a space ("ignore<U+200B>previous"): it is dropped, or with `invisible_as_space` made a space
-    (`readings`)."""
-    edited = _edit(text, _UNDONE, _undone_spaced if invisible_as_space else _undone)
-    # after: an invisible character may split a mixed word
-    return Edited(_MIXED_WORD.sub(_latin, edited.text), edited._shifts)  # one for one: same shifts
+    (`readings`). The mixed words after the rest: an invisible character may split one."""
+    plain = _replaced(text, invisible_as_space)
+    if _SCRIPT.search(plain.text):  # (a Greek or Cyrillic letter at all)
+        latin = _latin_words(plain.text)  # one for one: the same offsets
+        if latin is not plain.text:
+            plain.text = latin
+    return plain
 
 
 def readings(text: str) -> Iterator[Edited]:

@@ -383,7 +383,11 @@ class InjectionScorer:
         if "\n" in read:
             read = unwrapped(read)  # (one for one: the same offsets)
         squeeze = squeezed(read) if odd_spacing(read) else None
-        result = _regex_score(read if squeeze is None else squeeze.text, after_system, noun_near)
+        target = read if squeeze is None else squeeze.text
+        if has_case_exotic(target):
+            result = _regex_score(target, after_system, noun_near)
+        else:  # the same score, each signal matched only where it can start (a long passage)
+            result = _score_at_starts(target, fold_ascii(target), 0, len(target), after_system, noun_near)
         for edit in (squeeze, plain):
             if edit is not None and result.families:
                 result = InjectionScore(result.score, result.families, edit.source_span(*result.span))
@@ -848,6 +852,11 @@ def _matches_at(pattern: re.Pattern[str], text: str, candidates: Iterable[int]) 
 # made every search ≈3x slower; most line breaks end a sentence.)
 _SENTENCE_END = re.compile(r"[.!?\n]")
 PASSAGE_MAX_CHARS = 400  # per side, for text without sentence ends
+# The sentences of one line (or of a hard-wrapped paragraph) merge up to this length, and a
+# longer run of them is scored in pieces: a 100 KB paragraph of trigger-laden sentences was one
+# passage whose thousands of matches were combined at once (≈55 ms); pieces repeat, and a
+# repeated passage is scored once
+PASSAGE_MERGED_MAX_CHARS = 4 * PASSAGE_MAX_CHARS
 # What one more Hyperscan call costs, in characters of a longer scan (≈1.1 µs to start, ≈1.5 ns
 # a character, this VM): chat 2 KB with 6 passages 6.9 µs apart against 4.6 whole, 8 KB with 32
 # 31.3 against 13.8
@@ -872,7 +881,7 @@ def passages(text: str, hits: Iterable[int]) -> list[tuple[int, int]]:
         if backwards is None:
             backwards = text[::-1]
         start, end = _around(text, at, backwards)
-        if merged and start < merged[-1][1]:
+        if merged and start < merged[-1][1] and end - merged[-1][0] <= PASSAGE_MERGED_MAX_CHARS:
             merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
         else:
             merged.append((start, end))

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from inferpool.guard import Screener, Stage
+from inferpool.guard import Screener, Stage, disguise
 from inferpool.guard.disguise import (
     INVISIBLE,
     LOOKALIKES,
@@ -162,7 +162,9 @@ async def test_a_disguised_phrase_in_a_streamed_answer_blocks() -> None:
 
 
 _TEXTS = st.text(
-    alphabet=st.sampled_from(list("ab c.\n") + list(SPACES) + list(INVISIBLE[:6]) + ["ｉ", "а", "𝐢"])
+    alphabet=st.sampled_from(
+        [*"ab c.\n", *SPACES, *INVISIBLE, "ｉ", "а", "Α", "𝐢", "\U0001d6a8", "\U000e0069", "\U000e0001"]
+    )
 )
 
 
@@ -185,3 +187,19 @@ def test_what_a_disguise_leaves_and_where_it_came_from(text: str) -> None:
     assert all(
         squeeze.text[i] == text[squeeze.source(i)] or squeeze.text[i] == " " for i in range(len(squeeze.text))
     )
+
+
+@settings(max_examples=200, deadline=None)
+@given(_TEXTS, st.integers(1, 400))
+def test_a_text_full_of_disguises_is_undone_whole_as_piece_by_piece(text: str, times: int) -> None:
+    """Past UNDONE_PIECES characters to undo, one `str.translate`: the same text, the same offsets."""
+    long = text * times
+    for spaced in (False, True):
+        whole = undisguised(long, invisible_as_space=spaced)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(disguise, "UNDONE_PIECES", 10**9)
+            pieces = undisguised(long, invisible_as_space=spaced)
+        assert whole.text == pieces.text
+        assert [whole.source(i) for i in range(0, len(whole.text) + 1, 7)] == [
+            pieces.source(i) for i in range(0, len(pieces.text) + 1, 7)
+        ]
