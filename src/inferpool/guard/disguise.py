@@ -76,6 +76,7 @@ _DISGUISE_BYTES = (
 # matters), but where a run of odd spacing may be (the pre-scan's `spaced`)
 _UNICODE_SPACE_BYTES = rb"\xc2\xa0|\xe1\x9a\x80|\xe2\x80[\x80-\x8a\xaf]|\xe2\x81\x9f|\xe3\x80\x80"
 _SPACE_ID = len(_DISGUISE_BYTES)
+_INVISIBLE_ID = 0  # _DISGUISE_BYTES[0]: the invisible characters
 
 
 @functools.cache
@@ -95,12 +96,13 @@ def _note(kind: int, _start: int, _end: int, _flags: int, found: object) -> None
     cast("set[int]", found).add(kind)
 
 
-def disguises(text: str, utf8: bytes | None = None) -> tuple[bool, bool]:
-    """Whether `undisguised` may change `text`, and whether it holds a Unicode space (which
-    `squeezed` may change): one pass over its UTF-8 bytes (`utf8`, when known; ASCII letters
-    may be lower-cased). An ASCII text holds neither."""
+def disguises(text: str, utf8: bytes | None = None) -> tuple[bool, bool, bool]:
+    """Whether `undisguised` may change `text`, whether it holds a Unicode space (which
+    `squeezed` may change), and whether it holds an invisible character (which splits a key or
+    an address for a detector, not for whoever copies it): one pass over its UTF-8 bytes (`utf8`,
+    when known; ASCII letters may be lower-cased). An ASCII text holds none."""
     if text.isascii():
-        return False, False
+        return False, False, False
     database, scratch = _disguise_database()
     found: set[int] = set()
     database.scan(
@@ -109,7 +111,12 @@ def disguises(text: str, utf8: bytes | None = None) -> tuple[bool, bool]:
         context=found,
         scratch=scratch.clone(),
     )
-    return bool(found - {_SPACE_ID}), _SPACE_ID in found
+    return bool(found - {_SPACE_ID}), _SPACE_ID in found, _INVISIBLE_ID in found
+
+
+def hidden(text: str) -> bool:
+    """Whether `text` holds an invisible character (INVISIBLE)."""
+    return not text.isascii() and _INVISIBLE_CHAR.search(text) is not None
 
 
 def disguised(text: str) -> bool:
@@ -332,6 +339,7 @@ __all__ = [
     "Edited",
     "disguised",
     "disguises",
+    "hidden",
     "odd_spacing",
     "readings",
     "squeezed",

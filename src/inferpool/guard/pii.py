@@ -32,7 +32,7 @@ from stdnum.nl import bsn, identiteitskaartnummer
 from stdnum.pl import pesel
 from stdnum.us import ssn
 
-from inferpool.guard.findings import Finding
+from inferpool.guard.findings import Finding, without_overlaps
 from inferpool.guard.prescan import ascii_chars, compiled_database, unicode_digits
 
 
@@ -921,13 +921,3 @@ def _alnum_id_matches(text: str, rule: IdRule, ends: list[int]) -> list[re.Match
 
 # What the pre-scan looks for on the ID rules' behalf (PiiScanner.find's `keywords`)
 ID_KEYWORDS = frozenset(w for rule in ID_RULES.values() for w in rule.keywords)
-
-
-def without_overlaps(found: list[Finding]) -> list[Finding]:
-    """Earliest, then longest span wins (a card number is not also a phone number)."""
-    out: list[Finding] = []
-    for f in sorted(found, key=lambda f: (f.start, -(f.end - f.start))):
-        if out and f.start < out[-1].end:
-            continue
-        out.append(f)
-    return out

@@ -272,6 +272,9 @@ class Prescan:
     # injection check reads such a text squeezed and undisguised.
     spaced: int = 0
     disguised: bool = False
+    # An invisible character (disguise.INVISIBLE) is in the text: secrets and PII read it
+    # undisguised too (a key or an address with a zero-width space in it)
+    hidden: bool = False
     utf8: bytes | None = field(default=None, repr=False)  # a non-ASCII text's UTF-8 (see _fold)
 
     @_lazy
@@ -324,6 +327,8 @@ class Triggers(Protocol):
     def long_tokens(self) -> tuple[tuple[int, int], ...] | bool: ...
     @property
     def injection(self) -> bool: ...
+    @property
+    def hidden(self) -> bool: ...
 
 
 # Below this many characters (a streamed event, the tail before it) the automaton answers
@@ -429,9 +434,9 @@ class Prescanner:
         hints: dict[str, list[int]] = {}
         keywords: set[str] = set()
         chars: bytes | None = None
-        disguised = unicode_spaced = False
-        if self._injection and (utf8 is not None or not exact):  # a non-ASCII text
-            disguised, unicode_spaced = disguises(text, utf8)
+        disguised = unicode_spaced = hidden = False
+        if utf8 is not None or not exact:  # a non-ASCII text (every check reads its disguises)
+            disguised, unicode_spaced, hidden = disguises(text, utf8)
         markers: list[int] = []
         if len(text) < COMPILED_SCAN_CHARS and not (
             self._injection and (unicode_spaced or odd_spacing(text))
@@ -463,6 +468,7 @@ class Prescanner:
             chars,
             spaced=(UNICODE_SPACING if unicode_spaced else 0) | (ASCII_SPACING if markers else 0),
             disguised=disguised,
+            hidden=hidden,
             utf8=utf8,
         )
 

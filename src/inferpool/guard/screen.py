@@ -7,12 +7,15 @@ blocked prompt never leaves the gateway) and has its own timeout and failure pol
 from __future__ import annotations
 
 import logging
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import accumulate
 
 import aiohttp
 
 from inferpool.guard.denylist import compile_terms, find_terms
+from inferpool.guard.disguise import undisguised
 from inferpool.guard.findings import Finding
 from inferpool.guard.policy import Action, CheckConfig, GuardConfig, HookConfig, Stage
 from inferpool.guard.prescan import SHORTEST_NUMBER_CANDIDATE, Prescan, Prescanner, Triggers
@@ -71,23 +74,31 @@ def _detector(check: CheckConfig) -> Detector:
         from inferpool.guard.pii import PiiScanner
 
         pii = PiiScanner(check.pii_types, check.phone_regions)
-        return lambda text, scan, _after_system: pii.find(
-            text,
-            number_spans=scan.number_spans,
-            alnum_ids=scan.alnum_ids,
-            email=scan.email,
-            lowered=scan.lowered,
-            keywords=scan.keywords,
-            chars=scan.chars,
-            odd_digits=scan.chars is None or scan.odd_digits,
-        )
+
+        def find_pii(text: str, scan: Prescan, _after_system: bool) -> list[Finding]:
+            found = pii.find(
+                text,
+                number_spans=scan.number_spans,
+                alnum_ids=scan.alnum_ids,
+                email=scan.email,
+                lowered=scan.lowered,
+                keywords=scan.keywords,
+                chars=scan.chars,
+                odd_digits=scan.chars is None or scan.odd_digits,
+            )
+            return _read_through(text, found, pii.find) if scan.hidden else found
+
+        return find_pii
     if check.check == "secrets":
         from inferpool.guard.credentials import SecretScanner
 
         secrets = SecretScanner(check.base64_entropy_limit, check.hex_entropy_limit)
-        return lambda text, scan, _after_system: secrets.find(
-            text, scan.lowered, scan.secret_hints, scan.long_tokens
-        )
+
+        def find_secrets(text: str, scan: Prescan, _after_system: bool) -> list[Finding]:
+            found = secrets.find(text, scan.lowered, scan.secret_hints, scan.long_tokens)
+            return _read_through(text, found, secrets.find) if scan.hidden else found
+
+        return find_secrets
     if check.check == "injection":
         from inferpool.guard.injection import InjectionScorer
 
@@ -110,6 +121,22 @@ def _detector(check: CheckConfig) -> Detector:
         terms = compile_terms(check.terms)
         return lambda text, _scan, _after_system: find_terms(text, terms)
     raise ValueError(f"unknown guard check {check.check!r}")
+
+
+def _read_through(text: str, found: list[Finding], find: Callable[[str], list[Finding]]) -> list[Finding]:
+    """`found` (a detector's findings in a text holding invisible characters), and what `find`
+    finds in it with them dropped (a key or an address split by a zero-width space is one to
+    whoever copies it) where the text as written had nothing, pointing into the text."""
+    plain = undisguised(text)
+    spans = sorted((f.start, f.end) for f in found)
+    starts = [start for start, _end in spans]
+    reach = list(accumulate((end for _start, end in spans), max))  # the furthest end so far
+    for f in find(plain.text):
+        start, end = plain.source_span(f.start, f.end)
+        before = bisect_left(starts, end)  # the spans that start before this one ends
+        if before == 0 or reach[before - 1] <= start:
+            found.append(Finding(f.check, f.kind, start, end))
+    return found
 
 
 def _secret_hints() -> tuple[str, ...]:
@@ -174,9 +201,9 @@ class Screener:
         for kind in kinds:
             if kind == "denylist":
                 return True
-            if kind == "pii" and scan.email:
+            if kind == "pii" and (scan.email or scan.hidden):
                 return True
-            if kind == "secrets" and scan.secret_hints:
+            if kind == "secrets" and (scan.secret_hints or scan.hidden):
                 return True
             if kind == "injection" and scan.injection:
                 return True

@@ -36,6 +36,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from inferpool.guard.disguise import INVISIBLE, hidden
 from inferpool.guard.policy import Action, Stage
 from inferpool.guard.prescan import (
     ALNUM_ID,
@@ -104,6 +105,10 @@ class _TailTriggers:
         return self._found(self._streamed.last_injection)
 
     @property
+    def hidden(self) -> bool:
+        return self._found(self._streamed.last_hidden)
+
+    @property
     def email(self) -> bool:
         return self._found(self._streamed.last_at)
 
@@ -148,6 +153,7 @@ class _FixedTriggers:
     secret_hints: bool = False
     long_tokens: bool = False
     injection: bool = False
+    hidden: bool = False
 
 
 class StreamedText:
@@ -177,6 +183,7 @@ class StreamedText:
         # At or after the latest character that may disguise an injection phrase (a non-ASCII
         # one, a tab, a second space; see guard/disguise.py), where injection words count
         self.last_unusual = -1
+        self.last_hidden = -1  # where the latest invisible character (disguise.INVISIBLE) is
         self.last_odd_digit = -1  # at or after the latest non-ASCII digit
         self.last_at = -1  # where the latest '@' is
         self._last_space = -1  # the last space or newline
@@ -240,6 +247,8 @@ class StreamedText:
         buf_start = self._buf_start
         is_ascii = new.isascii()
         if not is_ascii:
+            if hidden(new):
+                self.last_hidden = was + max(new.rfind(c) for c in INVISIBLE)
             if has_case_exotic(new):
                 self.last_exotic = was + max(new.rfind(c) for c in CASE_EXOTIC)
             if unicode_digits(new):
@@ -316,6 +325,7 @@ class StreamedText:
                 not self._fires_untriggered
                 and self.last_at < tail_start
                 and self.last_hint < tail_start
+                and self.last_hidden < tail_start
                 and (self.last_injection < tail_start or not self._injection_counts)
                 and not _DIGIT.search(new)
                 and self.long_run_in_new(tail_start) < 0

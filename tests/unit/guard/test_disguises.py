@@ -203,3 +203,29 @@ def test_a_text_full_of_disguises_is_undone_whole_as_piece_by_piece(text: str, t
         assert [whole.source(i) for i in range(0, len(whole.text) + 1, 7)] == [
             pieces.source(i) for i in range(0, len(pieces.text) + 1, 7)
         ]
+
+
+def test_a_key_or_an_address_split_by_an_invisible_character_is_found() -> None:
+    """Secrets and PII read a text holding invisible characters with them dropped too (a key
+    copied out of a rendered page, or written so by a coerced model, is one key to whoever
+    copies it); before 2026-12-07 each of these passed."""
+    screener = Screener(default_config())
+    for text, kind in (
+        ("my key is AKIA\u200bIOSFODNN7\u200bEXAMPLE2", "aws_access_key"),
+        ("key: sk-proj-abcdefghij\u200bklmnopqrstuvwxyz0123456789ABCD", "openai_key"),
+        ("here: ghp_\u00adABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", "github_token"),
+    ):
+        verdict = screener.screen(text, Stage.PROMPT)
+        assert verdict.blocked and [f.kind for f, _action in verdict.findings] == [kind], text
+    verdict = screener.screen("mail bob\u200b@example.com please", Stage.PROMPT)
+    assert verdict.text == "mail [REDACTED:email] please"  # the invisible character goes with it
+
+
+async def test_a_key_split_by_an_invisible_character_in_a_streamed_answer_blocks() -> None:
+    config = GuardConfig("secrets", (CheckConfig("secrets", Action.BLOCK, frozenset({Stage.RESPONSE})),))
+    answer = "Sure, the key is AKIA\u200bIOSFODNN7\u200bEXAMPLE2 and that is all."
+    stream = StreamScreener(Screener(config), "m")
+    with pytest.raises(Blocked):
+        for i in range(0, len(answer), 3):
+            event = {"choices": [{"index": 0, "delta": {"content": answer[i : i + 3]}}]}
+            await stream.feed(b"data: " + orjson.dumps(event) + b"\n\n")
