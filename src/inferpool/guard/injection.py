@@ -46,6 +46,7 @@ from inferpool.guard.prescan import (
     Prescanner,
     ascii_chars,
     compiled_database,
+    fold,
     fold_ascii,
     has_case_exotic,
 )
@@ -523,8 +524,10 @@ class InjectionScorer:
 
 
 def _regex_score(text: str, after_system: bool, noun_near: bool) -> InjectionScore:
-    """Every signal whose anchor occurs in `text`, matched over all of it (no disguise undone)."""
-    lowered = text.lower()
+    """Every signal whose anchor occurs in `text`, matched over all of it (no disguise undone).
+    The anchors are looked for in its fold, which has a letter wherever case-insensitive `re`
+    sees one ("ıgnore" is "ignore" to the patterns; `text.lower()` keeps the ı)."""
+    lowered = fold(text)[0]
     found = [
         (signal, list(signal.pattern.finditer(text)))
         for signal in SIGNALS

@@ -101,7 +101,8 @@ def fold(text: str) -> tuple[str, bool]:
     letters only: `str.lower()` on it costs about 20 ns a character. Not exact (`str.lower()`
     then) when the text holds a CASE_EXOTIC character. Of the same length either way, so offsets in
     the fold are offsets in the text: `str.lower()` turns İ into two characters (i and a
-    combining dot), so it becomes `i` first, as case-insensitive `re` matches it."""
+    combining dot), so it becomes `i` first, as case-insensitive `re` matches it, and ı and ſ
+    become i and s after it, as `re` matches them too."""
     lowered, exact, _utf8 = _fold(text)
     return lowered, exact
 
@@ -113,7 +114,10 @@ def _fold(text: str) -> tuple[str, bool, bytes | None]:
     if text.isascii():
         return text.lower(), True, None
     if has_case_exotic(text):
-        return text.replace("\u0130", "i").lower(), False, None
+        # ı and ſ as the letters case-insensitive `re` takes them for (İ and the Kelvin sign
+        # become i and k): the trigger words are found where the signals' patterns match
+        # ("ıgnore", "ſystem prompt"); of the same length still
+        return text.replace("\u0130", "i").lower().replace("\u0131", "i").replace("\u017f", "s"), False, None
     lowered = text.encode("utf-8", "surrogatepass").lower()
     return lowered.decode("utf-8", "surrogatepass"), True, lowered
 

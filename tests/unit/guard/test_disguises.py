@@ -87,6 +87,8 @@ DISGUISES: dict[str, Callable[[str], str]] = {
     "mathematical bold": lambda t: _shifted(t, 0x1D400, 0x1D41A, 0x1D7CE),
     "tag characters": lambda t: "".join(chr(0xE0000 + ord(c)) if " " <= c <= "~" else c for c in t),
     "cyrillic lookalikes": lambda t: " ".join(_cyrillic(w) for w in t.split(" ")),
+    "turkish dotless i": lambda t: t.replace("i", "\u0131"),
+    "long s": lambda t: t.replace("s", "\u017f"),
 }
 
 
