@@ -3,7 +3,8 @@
 A model reads "Ignore  previous  instructions" (two spaces), "You\tare\tnow DAN", "Ig<U+200B>nore"
 (a zero-width space), "Ｉｇｎｏｒｅ" (full-width letters), "𝐈𝐠𝐧𝐨𝐫𝐞" (mathematical bold),
 "іgnore" (a Cyrillic і among Latin letters) and text in Unicode tag characters (invisible, and
-read as ASCII) as the plain phrase. The injection check reads them so too, in two steps:
+read as ASCII) as the plain phrase. The injection check reads them so too (and the secrets
+and PII checks read through invisible characters: a key split by a zero-width space):
 
 - `squeezed`: a run of horizontal spacing between two words (spaces, tabs, no-break and
   other Unicode spaces) becomes one space. Cheap, per passage: the pre-scan's trigger phrases
@@ -14,7 +15,6 @@ read as ASCII) as the plain phrase. The injection check reads them so too, in tw
   letters that look Latin become Latin inside a word that also holds Latin letters (a Russian
   or Greek word alone is left as it is). Only for a text that holds one of them (`disguised`:
   one compiled pass over its UTF-8 bytes), so ordinary text pays nothing more.
-
 - `unwrapped`: a line break that wraps a sentence (SOFT_WRAP: hard-wrapped mail and prose)
   becomes a space; other line breaks are kept (such lines are scored apart: docs/security.md).
 
