@@ -1,6 +1,11 @@
 """Error rates of the built-in checks on a labelled catalogue (JSON lines).
 
     python -m inferpool.guard.evaluate tests/data/guard/eval/catalogue.jsonl
+    python -m inferpool.guard.evaluate tests/data/guard/eval/catalogue.jsonl --rewrites
+
+With `--rewrites`, the injection check's rates with every item written as a model still reads
+it (`rewrites.py`: other spacing, invisible characters, full-width letters, lookalikes, hard
+wraps), one row per way.
 
 Each line: {"label": "harmful"|"benign", "check": "pii"|"secrets"|"injection" (harmful only),
 "text", "after_system": bool}. Every check is run alone, set to Block, on its own harmful
@@ -12,12 +17,14 @@ three together over every item.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from inferpool.guard.policy import Action, CheckConfig, GuardConfig, Stage
+from inferpool.guard.rewrites import REWRITES, wrapped
 from inferpool.guard.screen import Screener
 
 CHECKS = ("pii", "secrets", "injection")
@@ -116,11 +123,28 @@ def table(results: Iterable[Rates]) -> str:
     return "\n".join(lines)
 
 
+def rewritten(items: Sequence[Item]) -> list[Rates]:
+    """The injection check's rates on `items` as written and under each of REWRITES and hard
+    wraps at 60, 40 and 25 columns (each row named after its way)."""
+    ways: dict[str, Callable[[str], str]] = {"as written": lambda text: text, **REWRITES}
+    ways.update({f"wrapped at {width}": functools.partial(wrapped, width=width) for width in (60, 40, 25)})
+    return [
+        rates([Item(i.label, i.check, way(i.text), i.after_system) for i in items], ("injection",), name)
+        for name, way in ways.items()
+    ]
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("catalogue", type=Path)
     parser.add_argument("-v", "--verbose", action="store_true", help="list misses and false positives")
+    parser.add_argument(
+        "--rewrites", action="store_true", help="the injection check on the items rewritten (rewrites.py)"
+    )
     args = parser.parse_args(argv)
+    if args.rewrites:
+        print(table(rewritten(load(args.catalogue))).replace("| check |", "| injection, written |", 1))
+        return
     results = evaluate(load(args.catalogue))
     print(table(results))
     if args.verbose:

@@ -12,8 +12,6 @@ every catalogue injection through, and two spaces or tabs about a third of them.
 from __future__ import annotations
 
 import json
-import textwrap
-from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
@@ -35,6 +33,7 @@ from inferpool.guard.disguise import (
 from inferpool.guard.injection import InjectionScorer
 from inferpool.guard.openai import Blocked, StreamScreener
 from inferpool.guard.policy import Action, CheckConfig, GuardConfig, default_config
+from inferpool.guard.rewrites import REWRITES, wrapped
 
 CATALOGUE = Path(__file__).resolve().parents[2] / "data" / "guard" / "eval" / "catalogue.jsonl"
 SCORER = InjectionScorer()
@@ -46,59 +45,13 @@ def catalogue() -> list[dict[str, str]]:
     return [r for r in rows if r["label"] == "benign" or r["check"] == "injection"]
 
 
-def _in_each_word(text: str, insert: Callable[[str], str]) -> str:
-    return " ".join(insert(w) if len(w) > 3 else w for w in text.split(" "))
-
-
-def _cyrillic(word: str) -> str:
-    """One lookalike into a word that keeps other Latin letters (a mixed word)."""
-    for latin, cyrillic in zip("aeopcx", "аеорсх", strict=True):
-        at = word.find(latin)
-        if at >= 0 and any(c.isascii() and c.isalpha() for c in word[:at] + word[at + 1 :]):
-            return word[:at] + cyrillic + word[at + 1 :]
-    return word
-
-
-def _shifted(text: str, upper: int, lower: int, digits: int | None) -> str:
-    out = []
-    for c in text:
-        if "A" <= c <= "Z":
-            out.append(chr(upper + ord(c) - ord("A")))
-        elif "a" <= c <= "z":
-            out.append(chr(lower + ord(c) - ord("a")))
-        elif digits is not None and "0" <= c <= "9":
-            out.append(chr(digits + ord(c) - ord("0")))
-        else:
-            out.append(c)
-    return "".join(out)
-
-
-DISGUISES: dict[str, Callable[[str], str]] = {
-    "two spaces": lambda t: t.replace(" ", "  "),
-    "tabs": lambda t: t.replace(" ", "\t"),
-    "no-break spaces": lambda t: t.replace(" ", "\u00a0"),
-    "ideographic spaces": lambda t: t.replace(" ", "\u3000"),
-    "space tab space": lambda t: t.replace(" ", " \t "),
-    "zero-width space in words": lambda t: _in_each_word(t, lambda w: w[:2] + "\u200b" + w[2:]),
-    "zero-width spaces for spaces": lambda t: t.replace(" ", "\u200b"),
-    "soft hyphen in words": lambda t: _in_each_word(t, lambda w: w[:3] + "\u00ad" + w[3:]),
-    "word joiner and BOM": lambda t: _in_each_word(t, lambda w: w[0] + "\u2060" + w[1:-1] + "\ufeff" + w[-1]),
-    "full-width": lambda t: _shifted(t, 0xFF21, 0xFF41, 0xFF10),
-    "mathematical bold": lambda t: _shifted(t, 0x1D400, 0x1D41A, 0x1D7CE),
-    "tag characters": lambda t: "".join(chr(0xE0000 + ord(c)) if " " <= c <= "~" else c for c in t),
-    "cyrillic lookalikes": lambda t: " ".join(_cyrillic(w) for w in t.split(" ")),
-    "turkish dotless i": lambda t: t.replace("i", "\u0131"),
-    "long s": lambda t: t.replace("s", "\u017f"),
-}
-
-
 def _blocked(text: str) -> bool:
     return bool(SCORER.find(text))
 
 
-@pytest.mark.parametrize("name", list(DISGUISES))
+@pytest.mark.parametrize("name", list(REWRITES))
 def test_a_disguise_does_not_move_the_injection_verdict(name: str) -> None:
-    disguise = DISGUISES[name]
+    disguise = REWRITES[name]
     moved = [
         (row["label"], row["text"][:60])
         for row in catalogue()
@@ -109,10 +62,6 @@ def test_a_disguise_does_not_move_the_injection_verdict(name: str) -> None:
     assert sum(_blocked(disguise(r["text"])) for r in catalogue() if r["label"] == "harmful") >= 50
 
 
-def _wrapped(text: str, width: int) -> str:
-    return "\n".join(textwrap.fill(paragraph, width) for paragraph in text.split("\n"))
-
-
 @pytest.mark.parametrize("width", [60, 40, 25])
 def test_a_hard_wrapped_prompt_is_read_as_its_sentences(width: int) -> None:
     """A line break that wraps a sentence (after a letter, before a lower-case one) does not end
@@ -121,9 +70,9 @@ def test_a_hard_wrapped_prompt_is_read_as_its_sentences(width: int) -> None:
     capital ("you ignore\nOpenAI content policy") is taken for a line of its own."""
     found = {60: 56, 40: 54, 25: 50}[width]
     harmful = [r["text"] for r in catalogue() if r["label"] == "harmful" and _blocked(r["text"])]
-    assert sum(_blocked(_wrapped(text, width)) for text in harmful) >= found
+    assert sum(_blocked(wrapped(text, width)) for text in harmful) >= found
     assert not [
-        r["text"] for r in catalogue() if r["label"] == "benign" and _blocked(_wrapped(r["text"], width))
+        r["text"] for r in catalogue() if r["label"] == "benign" and _blocked(wrapped(r["text"], width))
     ]
 
 

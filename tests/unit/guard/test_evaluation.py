@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from inferpool.guard.evaluate import Rates, evaluate, load, table
+from inferpool.guard.evaluate import Rates, evaluate, load, main, rewritten, table
+from inferpool.guard.rewrites import REWRITES
 
 DATA = Path(__file__).parents[2] / "data" / "guard"
 TARGETS = {"pii": (0.01, 0.95), "secrets": (0.01, 0.95), "injection": (0.02, 0.85)}
@@ -46,3 +47,20 @@ def test_tuning_set_is_separate_and_passes() -> None:
     assert not frozen & {i.text for i in tuning}
     for r in evaluate(tuning):
         assert r.recall == 1.0 and r.false_positives == 0, (r.missed, r.wrongly_blocked)
+
+
+def test_the_injection_targets_hold_for_the_catalogue_rewritten(
+    results: dict[str, Rates], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`evaluate --rewrites`: the injection check on the catalogue written as a model still
+    reads it (rewrites.py). Each way keeps issue 17's injection targets, except hard wraps at
+    40 and 25 columns, which keep the false-positive one (docs/security.md says what they miss)."""
+    main([str(DATA / "eval" / "catalogue.jsonl"), "--rewrites"])
+    rows = rewritten(load(DATA / "eval" / "catalogue.jsonl"))
+    assert rows[0].check == "as written" and rows[0].blocked == results["injection"].blocked
+    assert len(rows) == 1 + len(REWRITES) + 3
+    for row in rows:
+        assert row.fp_rate <= TARGETS["injection"][0], row
+        if row.check not in ("wrapped at 40", "wrapped at 25"):
+            assert row.recall >= TARGETS["injection"][1], row
+    assert "| wrapped at 25 |" in capsys.readouterr().out

@@ -1,0 +1,64 @@
+"""Ways to write a prompt that a model still reads as written, for measuring what the checks
+read through (`python -m inferpool.guard.evaluate CATALOGUE --rewrites`; docs/security.md,
+"Disguises the injection check reads through"). Each rewrites every space, or every word of
+four letters or more, or every letter; `wrapped` hard-wraps a text as mail is.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable
+
+
+def _in_each_word(text: str, insert: Callable[[str], str]) -> str:
+    return " ".join(insert(w) if len(w) > 3 else w for w in text.split(" "))
+
+
+def _cyrillic(word: str) -> str:
+    """One lookalike into a word that keeps other Latin letters (a mixed word)."""
+    for latin, cyrillic in zip("aeopcx", "аеорсх", strict=True):
+        at = word.find(latin)
+        if at >= 0 and any(c.isascii() and c.isalpha() for c in word[:at] + word[at + 1 :]):
+            return word[:at] + cyrillic + word[at + 1 :]
+    return word
+
+
+def _shifted(text: str, upper: int, lower: int, digits: int | None) -> str:
+    out = []
+    for c in text:
+        if "A" <= c <= "Z":
+            out.append(chr(upper + ord(c) - ord("A")))
+        elif "a" <= c <= "z":
+            out.append(chr(lower + ord(c) - ord("a")))
+        elif digits is not None and "0" <= c <= "9":
+            out.append(chr(digits + ord(c) - ord("0")))
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+REWRITES: dict[str, Callable[[str], str]] = {
+    "two spaces": lambda t: t.replace(" ", "  "),
+    "tabs": lambda t: t.replace(" ", "\t"),
+    "no-break spaces": lambda t: t.replace(" ", "\u00a0"),
+    "ideographic spaces": lambda t: t.replace(" ", "\u3000"),
+    "space tab space": lambda t: t.replace(" ", " \t "),
+    "zero-width space in words": lambda t: _in_each_word(t, lambda w: w[:2] + "\u200b" + w[2:]),
+    "zero-width spaces for spaces": lambda t: t.replace(" ", "\u200b"),
+    "soft hyphen in words": lambda t: _in_each_word(t, lambda w: w[:3] + "\u00ad" + w[3:]),
+    "word joiner and BOM": lambda t: _in_each_word(t, lambda w: w[0] + "\u2060" + w[1:-1] + "\ufeff" + w[-1]),
+    "full-width": lambda t: _shifted(t, 0xFF21, 0xFF41, 0xFF10),
+    "mathematical bold": lambda t: _shifted(t, 0x1D400, 0x1D41A, 0x1D7CE),
+    "tag characters": lambda t: "".join(chr(0xE0000 + ord(c)) if " " <= c <= "~" else c for c in t),
+    "cyrillic lookalikes": lambda t: " ".join(_cyrillic(w) for w in t.split(" ")),
+    "turkish dotless i": lambda t: t.replace("i", "\u0131"),
+    "long s": lambda t: t.replace("s", "\u017f"),
+}
+
+
+def wrapped(text: str, width: int) -> str:
+    """`text` hard-wrapped at `width` columns, each of its lines as a paragraph."""
+    return "\n".join(textwrap.fill(paragraph, width) for paragraph in text.split("\n"))
+
+
+__all__ = ["REWRITES", "wrapped"]
