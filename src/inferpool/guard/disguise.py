@@ -302,10 +302,10 @@ def odd_spacing(text: str, kinds: int = ASCII_SPACING | UNICODE_SPACING) -> bool
     return _ODD_RUN.search(text) is not None
 
 
-# A line break that wraps a sentence: after a letter, a comma or a closing quote or bracket,
-# before a lower-case letter or an opening quote or bracket (a line that starts with a capital,
-# a digit or a bullet, or follows a full stop or a colon, is a line of its own)
-WRAP_BEFORE = frozenset(string.ascii_letters + ",)'\"\u2019\u201d")
+# A line break that wraps a sentence: after a letter, a comma, colon or semicolon or a closing
+# quote or bracket, before a lower-case letter or an opening quote or bracket (a line that
+# starts with a capital, a digit or a bullet, or follows a full stop, is a line of its own)
+WRAP_BEFORE = frozenset(string.ascii_letters + ",;:)'\"\u2019\u201d")
 WRAP_AFTER = frozenset(string.ascii_lowercase + "('\"\u2018\u201c")
 SOFT_WRAP = re.compile(
     f"(?<=[{re.escape(''.join(sorted(WRAP_BEFORE)))}])\n(?=[{re.escape(''.join(sorted(WRAP_AFTER)))}])"

@@ -68,7 +68,7 @@ def test_a_hard_wrapped_prompt_is_read_as_its_sentences(width: int) -> None:
     it: the catalogue's injections hard-wrapped as mail is were found 50, 42 and 28 times of 56
     at 60, 40 and 25 columns before 2026-12-06. Some still pass: a line that wraps before a
     capital ("you ignore\nOpenAI content policy") is taken for a line of its own."""
-    found = {60: 56, 40: 54, 25: 50}[width]
+    found = {60: 56, 40: 54, 25: 51}[width]
     harmful = [r["text"] for r in catalogue() if r["label"] == "harmful" and _blocked(r["text"])]
     assert sum(_blocked(wrapped(text, width)) for text in harmful) >= found
     assert not [

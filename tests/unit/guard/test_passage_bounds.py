@@ -14,14 +14,15 @@ from inferpool.guard.injection import PASSAGE_MAX_CHARS, PASSAGE_MERGED_MAX_CHAR
 
 
 def ends_sentence(text: str, i: int) -> bool:
-    """. ! ? and a line break, unless it wraps a sentence: after a letter, a comma or a closing
-    quote or bracket, before a lower-case letter or an opening quote or bracket."""
+    """. ! ? and a line break, unless it wraps a sentence: after a letter, a comma, colon or
+    semicolon or a closing quote or bracket, before a lower-case letter or an opening quote or
+    bracket."""
     if text[i] in ".!?":
         return True
     if text[i] != "\n":
         return False
     before = i > 0 and (
-        (text[i - 1].isascii() and text[i - 1].isalpha()) or text[i - 1] in ",)'\"\u2019\u201d"
+        (text[i - 1].isascii() and text[i - 1].isalpha()) or text[i - 1] in ",;:)'\"\u2019\u201d"
     )
     after = i + 1 < len(text) and ("a" <= text[i + 1] <= "z" or text[i + 1] in "('\"\u2018\u201c")
     return not (before and after)
