@@ -35,7 +35,6 @@ from inferpool.guard import disguise
 from inferpool.guard.disguise import (
     WRAP_AFTER,
     WRAP_BEFORE,
-    Edited,
     odd_spacing,
     readings,
     squeezed,
@@ -370,29 +369,14 @@ class InjectionScorer:
         text's. `noun_near`: the text just before or after it names instructions or rules
         (_RULE_NOUN)."""
         if disguise.disguised(text):  # the best of the ways a model may read it
-            return max(
-                (self._score_read(plain, after_system, noun_near) for plain in readings(text)),
-                key=lambda result: result.score,
+            plain, result = max(
+                ((plain, _read_score(plain.text, after_system, noun_near)) for plain in readings(text)),
+                key=lambda read: read[1].score,
             )
-        return self._score_read(None, after_system, noun_near, text)
-
-    def _score_read(
-        self, plain: Edited | None, after_system: bool, noun_near: bool, text: str = ""
-    ) -> InjectionScore:
-        """`score` of `text`, or of a reading of it (`plain`: span given in the text read)."""
-        read = text if plain is None else plain.text
-        if "\n" in read:
-            read = unwrapped(read)  # (one for one: the same offsets)
-        squeeze = squeezed(read) if odd_spacing(read) else None
-        target = read if squeeze is None else squeeze.text
-        if has_case_exotic(target):
-            result = _regex_score(target, after_system, noun_near)
-        else:  # the same score, each signal matched only where it can start (a long passage)
-            result = _score_at_starts(target, fold_ascii(target), 0, len(target), after_system, noun_near)
-        for edit in (squeeze, plain):
-            if edit is not None and result.families:
-                result = InjectionScore(result.score, result.families, edit.source_span(*result.span))
-        return result
+            if result.families:
+                result = InjectionScore(result.score, result.families, plain.source_span(*result.span))
+            return result
+        return _read_score(text, after_system, noun_near)
 
     def find(
         self,
@@ -493,8 +477,9 @@ class InjectionScorer:
         known = scored.get(key)
         if known is not None:
             return known
-        if odd_spacing(passage) or "\n" in passage[:-1]:  # (a line break inside: a wrap)
-            result = self.score(passage, after_system, noun_near)
+        # (a passage is never disguised: `find` reads a disguised text undisguised first)
+        if odd_spacing(passage) or passage.find("\n", 0, len(passage) - 1) >= 0:  # a line that wraps
+            result = _read_score(passage, after_system, noun_near)
         elif exact:
             result = _score_at_starts(passage, lowered, start, end, after_system, noun_near)
         elif has_case_exotic(passage):
@@ -521,6 +506,23 @@ class InjectionScorer:
             miss *= 1.0 - w
         bound = 1.0 - miss + IMPERATIVE_BONUS + (AFTER_SYSTEM_BONUS if after_system else 0.0)
         return bound + 1e-9 >= self.threshold  # rounding: never skip a passage that could reach it
+
+
+def _read_score(text: str, after_system: bool, noun_near: bool) -> InjectionScore:
+    """`score` of a text without disguises: its wrapped lines read as one, its spacing squeezed
+    (the span is the text's), each signal matched only where it can start unless a letter
+    that folds oddly (CASE_EXOTIC) asks for the plain regular expressions."""
+    if "\n" in text:
+        text = unwrapped(text)  # (one for one: the same offsets)
+    squeeze = squeezed(text) if odd_spacing(text) else None
+    target = text if squeeze is None else squeeze.text
+    if has_case_exotic(target):
+        result = _regex_score(target, after_system, noun_near)
+    else:
+        result = _score_at_starts(target, fold_ascii(target), 0, len(target), after_system, noun_near)
+    if squeeze is not None and result.families:
+        result = InjectionScore(result.score, result.families, squeeze.source_span(*result.span))
+    return result
 
 
 def _regex_score(text: str, after_system: bool, noun_near: bool) -> InjectionScore:
