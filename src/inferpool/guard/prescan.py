@@ -71,6 +71,7 @@ INJECTION_WORDS = tuple(dict.fromkeys((
 # is longer than one character): with one of them in a text, the fast paths below could miss
 # what the detectors' case-insensitive patterns match, so that text takes the general path.
 CASE_EXOTIC = ("\u0130", "\u0131", "\u017f", "\u212a")  # İ ı ſ K (Kelvin sign)
+_EXOTIC_LETTERS = (("\u0130", "i"), ("\u0131", "i"), ("\u017f", "s"), ("\u212a", "k"))
 _ASCII = bytes(range(128))
 
 
@@ -98,28 +99,32 @@ def fold(text: str) -> tuple[str, bool]:
     """`text` lower-cased for trigger-word search, with the same length, and whether it is exact:
     equal to `text.lower()` at every ASCII letter (and at the non-ASCII letters of trigger words,
     which the automaton holds in both cases). Non-ASCII text is lowered as UTF-8 bytes, ASCII
-    letters only: `str.lower()` on it costs about 20 ns a character. Not exact (`str.lower()`
-    then) when the text holds a CASE_EXOTIC character. Of the same length either way, so offsets in
-    the fold are offsets in the text: `str.lower()` turns İ into two characters (i and a
-    combining dot), so it becomes `i` first, as case-insensitive `re` matches it, and ı and ſ
-    become i and s after it, as `re` matches them too."""
+    letters only: `str.lower()` on it costs about 20 ns a character. Not exact when the text
+    holds a CASE_EXOTIC character: each becomes the ASCII letter case-insensitive `re` matches
+    it as (İ and ı i, ſ s, the Kelvin sign k), which `str.lower()` does not give. Of the same
+    length either way, so offsets in the fold are offsets in the text (`str.lower()` would
+    turn İ into two characters, i and a combining dot)."""
     lowered, exact, _utf8 = _fold(text)
     return lowered, exact
 
 
 def _fold(text: str) -> tuple[str, bool, bytes | None]:
     """`fold(text)`, and for a non-ASCII text the UTF-8 bytes it was made from (ASCII letters
-    lower-cased; None for an ASCII text, whose own bytes are its `ascii_chars`, and for one
-    with a CASE_EXOTIC letter, which is folded by `str.lower`)."""
+    lower-cased; None for an ASCII text, whose own bytes are its `ascii_chars`)."""
     if text.isascii():
         return text.lower(), True, None
-    if has_case_exotic(text):
-        # ı and ſ as the letters case-insensitive `re` takes them for (İ and the Kelvin sign
-        # become i and k): the trigger words are found where the signals' patterns match
-        # ("ıgnore", "ſystem prompt"); of the same length still
-        return text.replace("\u0130", "i").lower().replace("\u0131", "i").replace("\u017f", "s"), False, None
-    lowered = text.encode("utf-8", "surrogatepass").lower()
-    return lowered.decode("utf-8", "surrogatepass"), True, lowered
+    utf8 = text.encode("utf-8", "surrogatepass").lower()
+    lowered = utf8.decode("utf-8", "surrogatepass")
+    if has_case_exotic(lowered):
+        # İ, ı, ſ and the Kelvin sign as the letters case-insensitive `re` takes them for: the
+        # trigger words are found where the signals' patterns match ("ıgnore", "ſystem
+        # prompt"); one for one, so of the same length still. Other non-ASCII letters keep
+        # their case, as in any non-ASCII text (the automaton holds trigger words in every
+        # case of their non-ASCII letters): `str.lower()` over all of it cost 3x as much.
+        for exotic, letter in _EXOTIC_LETTERS:
+            lowered = lowered.replace(exotic, letter)
+        return lowered, False, utf8
+    return lowered, True, utf8
 
 
 def fold_ascii(text: str) -> str:
