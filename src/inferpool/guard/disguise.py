@@ -17,6 +17,10 @@ and PII checks read through invisible characters: a key split by a zero-width sp
   one compiled pass over its UTF-8 bytes), so ordinary text pays nothing more.
 - `unwrapped`: a line break that wraps a sentence (SOFT_WRAP: hard-wrapped mail and prose)
   becomes a space; other line breaks are kept (such lines are scored apart: docs/security.md).
+- `leet_readings`: digits and symbols written for letters ("1gn0re all prev10us
+  1nstruct10ns", "$ystem pr0mpt") become those letters, inside a word that also holds letters
+  (a number alone is left as it is); once with 1 and | as i, once as l. Only for a text whose
+  pre-scan found a trigger word so written (prescan.LEET_WORDS).
 
 All only delete characters or replace one by one, so an offset in the result maps back to the
 text (`Edited.source`; `unwrapped` keeps every offset): a finding points at the disguised
@@ -287,6 +291,63 @@ def readings(text: str) -> Iterator[Edited]:
         yield undisguised(text, invisible_as_space=True)
 
 
+# Leetspeak: the digits and symbols written for a letter, and the letters they stand for. 1
+# and | stand for i or l ("1gnore", "a11"): two readings. ! only before a letter or digit
+# ("h!dden"; "now!" ends a sentence).
+LEET = {"a": "4@", "e": "3", "i": "1!|", "l": "1|", "o": "0", "s": "5$", "t": "7"}
+_LEET_AS_I = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s",
+                            "!": "i", "|": "i"})  # fmt: skip
+_LEET_AS_L = str.maketrans({"0": "o", "1": "l", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s",
+                            "!": "i", "|": "l"})  # fmt: skip
+# Where a substitute touches a letter (a ! or | only before one): a mixed word is around it
+_LEET_ADJACENT = re.compile(r"[A-Za-z][0-9@$]|[0-9@$!|][A-Za-z]")
+_LEET_WORD_CHARS = frozenset(string.ascii_letters + string.digits + "@$!|'\u2019")  # ("l37'5")
+
+
+def leet_readings(text: str) -> Iterator[str]:
+    """`text` with each mixed word's digits and symbols read as letters (LEET): with 1 and | as
+    i, then as l. One for one, so offsets are the text's."""
+    words = mixed_words(text)
+    if not words:
+        return
+    first = _translated(text, words, _LEET_AS_I)
+    yield first
+    second = _translated(text, words, _LEET_AS_L)
+    if second != first:
+        yield second
+
+
+def _translated(text: str, spans: list[tuple[int, int]], table: dict[int, str]) -> str:
+    pieces: list[str] = []
+    done = 0
+    for lo, hi in spans:
+        pieces += [text[done:lo], text[lo:hi].translate(table)]
+        done = hi
+    pieces.append(text[done:])
+    return "".join(pieces)
+
+
+def mixed_words(text: str) -> list[tuple[int, int]]:
+    """The spans of the words in which a substitute touches a letter (found from where they
+    touch, as `_latin_words` finds mixed scripts); a word's trailing ! and | are punctuation."""
+    spans: list[tuple[int, int]] = []
+    done = 0
+    size = len(text)
+    for m in _LEET_ADJACENT.finditer(text):
+        if m.start() < done:
+            continue  # in the word just found
+        lo, hi = m.start(), m.end()
+        while lo > done and text[lo - 1] in _LEET_WORD_CHARS:
+            lo -= 1
+        while hi < size and text[hi] in _LEET_WORD_CHARS:
+            hi += 1
+        done = hi
+        while text[hi - 1] in "!|":
+            hi -= 1
+        spans.append((lo, hi))
+    return spans
+
+
 # What spacing other than one plain space a text holds, as bits of an int (the pre-scan's
 # `Prescan.spaced`; plain ints: an IntFlag's `&` runs Python code, ≈1 µs, per passage here)
 ASCII_SPACING = 1  # two spaces, a tab, a vertical tab or a form feed
@@ -329,6 +390,7 @@ def _one_space(_matched: str) -> str:
 __all__ = [
     "ASCII_SPACING",
     "INVISIBLE",
+    "LEET",
     "LOOKALIKES",
     "SOFT_WRAP",
     "SPACES",
@@ -340,6 +402,8 @@ __all__ = [
     "disguised",
     "disguises",
     "hidden",
+    "leet_readings",
+    "mixed_words",
     "odd_spacing",
     "readings",
     "squeezed",

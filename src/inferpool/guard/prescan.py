@@ -24,7 +24,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import ahocorasick
 import hyperscan
 
-from inferpool.guard.disguise import ASCII_SPACING, UNICODE_SPACING, disguises, odd_spacing
+from inferpool.guard.disguise import ASCII_SPACING, LEET, UNICODE_SPACING, disguises, mixed_words, odd_spacing
 
 # Shortest number-based PII: a 7-digit phone number with separators.
 DIGIT_RUN = re.compile(r"\d[\d \-.()/]{5,}\d")
@@ -66,6 +66,57 @@ INJECTION_WORDS = tuple(dict.fromkeys((
     *(f"{adjective} {noun}" for adjective in ("secret", "original", "exact", "system")
       for noun in ("prompt", "instructions", "message", "rules", "preamble", "configuration")),
 )))  # fmt: skip
+
+# The trigger words, and the longer words of trigger phrases, as leetspeak may write them
+# ("1gn0re", "pr0mpt", "$ystem"; disguise.LEET): found in the pre-scan's pass, where one (with
+# at least one substitute: the plain words are found as they are) sends the injection check to
+# read the text with them undone (disguise.leet_readings)
+LEET_WORDS = tuple(sorted({
+    word.strip(":")
+    for phrase in INJECTION_WORDS
+    if phrase.isascii()
+    for word in phrase.split(" ")
+    if (" " not in phrase or len(word) >= 5) and word.strip(":").isalpha() and any(c in LEET for c in word)
+}))  # fmt: skip
+
+
+def _leet_expression(word: str) -> str:
+    """A Hyperscan expression for `word` with at least one letter written as in LEET: one
+    alternative per letter that has substitutes, for when it is the first one substituted (the
+    letters before it as they are, it a substitute, those after it either)."""
+
+    def one_of(characters: str) -> str:
+        return "[" + "".join(escaped(c) for c in characters) + "]"
+
+    return "|".join(
+        escaped(word[:j])
+        + one_of(LEET[letter])
+        + "".join(one_of(c + LEET[c]) if c in LEET else escaped(c) for c in word[j + 1 :])
+        for j, letter in enumerate(word)
+        if letter in LEET
+    )
+
+
+@functools.cache
+def _leet_database() -> tuple[hyperscan.Database, hyperscan.Scratch]:
+    return compiled_database([_leet_expression(w) for w in LEET_WORDS], hyperscan.HS_FLAG_SINGLEMATCH)
+
+
+def has_leet_words(text: str) -> bool:
+    """Whether a LEET_WORDS word is written in leetspeak in `text` (a mixed word first, then
+    one compiled pass over its lower-cased `ascii_chars`)."""
+    if not mixed_words(text):
+        return False
+    database, scratch = _leet_database()
+    found = False
+
+    def on_match(*_args: object) -> None:
+        nonlocal found
+        found = True
+
+    database.scan(ascii_chars(text).lower(), match_event_handler=on_match, scratch=scratch.clone())
+    return found
+
 
 # Characters that `re.IGNORECASE` equates with an ASCII letter (or whose lower case is one, or
 # is longer than one character): with one of them in a text, the fast paths below could miss
@@ -285,6 +336,9 @@ class Prescan:
     # undisguised too (a key or an address with a zero-width space in it)
     hidden: bool = False
     utf8: bytes | None = field(default=None, repr=False)  # a non-ASCII text's UTF-8 (see _fold)
+    # Whether an injection trigger word is written in leetspeak (LEET_WORDS); None: not looked
+    # for yet (`leet`)
+    leet_found: bool | None = None
 
     @_lazy
     def odd_digits(self) -> bool:
@@ -314,10 +368,17 @@ class Prescan:
         return bool(self.number_spans)
 
     @property
+    def leet(self) -> bool:
+        """Whether an injection trigger word is written in leetspeak in the text."""
+        if self.leet_found is None:
+            self.leet_found = has_leet_words(self.text)
+        return self.leet_found
+
+    @property
     def injection(self) -> bool:
-        """Whether the injection check has anything to read: a trigger word, or a disguise that
-        may hide one (the check finds its triggers in the text undisguised)."""
-        return bool(self.injection_hits) or self.disguised
+        """Whether the injection check has anything to read: a trigger word, or a disguise or
+        leetspeak that may hide one (the check finds its triggers in the text undone)."""
+        return bool(self.injection_hits) or self.disguised or self.leet
 
 
 class Triggers(Protocol):
@@ -405,13 +466,17 @@ class Prescanner:
         expressions = [escaped(w) for w in ascii_words]
         # a pure keyword is only asked about once: one report is enough; and last, whether the
         # text holds a run of ASCII spacing other than one space anywhere (`Prescan.spaced`, a
-        # hint for the injection check), and between two letters (where it can split a phrase)
-        markers = [ODD_SPACING, *SPLIT_PHRASE]
+        # hint for the injection check), and between two letters (where it can split a phrase);
+        # with the injection words, whether one is written in leetspeak (LEET_WORDS: ≈1 % more
+        # time for the pass, where a pass of their own cost 3 µs of a 2 KB prompt)
+        spacing = [ODD_SPACING, *SPLIT_PHRASE]
+        markers = [*spacing, *(_leet_expression(w) for w in LEET_WORDS)] if injection else spacing
         once = [hyperscan.HS_FLAG_SINGLEMATCH if k else 0 for k in keyword] + [
             hyperscan.HS_FLAG_SINGLEMATCH
         ] * len(markers)
         self._injection = injection
         self._spacing_id = len(ascii_words)
+        self._leet_id = len(spacing)  # marker numbers from here on: a leetspeak word
         self._compiled = compiled_database([*expressions, *markers], once) if ascii_words else None
         # The same words, the pure keywords only where one begins or ends a word: most texts
         # hold "ni" or "uid" inside a word ("definition", "guide"), which no ID rule counts.
@@ -467,6 +532,8 @@ class Prescanner:
                 keywords.add(word)
         keywords.update(w for w in self._shared_keywords if w in lowered)
         found = frozenset(keywords) if self._keywords else None
+        # (markers: a few numbers at most, each reported once; min and max, not generators)
+        leet_id = self._leet_id
         return Prescan(
             text,
             lowered,
@@ -475,10 +542,15 @@ class Prescanner:
             hints,
             found,
             chars,
-            spaced=(UNICODE_SPACING if unicode_spaced else 0) | (ASCII_SPACING if markers else 0),
+            spaced=(UNICODE_SPACING if unicode_spaced else 0)
+            | (ASCII_SPACING if markers and min(markers) < leet_id else 0),
             disguised=disguised,
             hidden=hidden,
             utf8=utf8,
+            # (the automaton's texts are looked at when asked: `Prescan.leet`)
+            leet_found=bool(markers) and max(markers) >= leet_id
+            if chars is not None and self._injection
+            else None,
         )
 
     def _hits(
@@ -524,7 +596,8 @@ class Prescanner:
 
             chars = ascii_chars(lowered) if chars is None else chars
             database.scan(chars, match_event_handler=on_match, scratch=scratch.clone())
-            if self._spaced_phrases is not None and (phrases_spaced or any(marked)):  # (1 or 2: SPLIT_PHRASE)
+            # (1 or 2: SPLIT_PHRASE; from _leet_id on: a leetspeak word)
+            if self._spaced_phrases is not None and (phrases_spaced or 1 in marked or 2 in marked):
                 phrase_ids, phrases_found = self._phrase_ids, len(found) + len(stand_ins)
 
                 def on_phrase(phrase: int, start: int, end: int, flags: int, context: object) -> None:
@@ -559,7 +632,17 @@ def compiled_database(
     expressions: Sequence[str], flags: int | Sequence[int], literal: bool = False
 ) -> tuple[hyperscan.Database, hyperscan.Scratch]:
     """A block-mode Hyperscan database of ASCII `expressions` (ids: their indices) and a template
-    scratch space. A scratch is not thread-safe: each scan uses a clone of the template."""
+    scratch space. A scratch is not thread-safe: each scan uses a clone of the template. The
+    same expressions and flags give the same database, compiled once per process (read-only in
+    a scan): policies of the same checks, and a policy reloaded, share it (a pre-scanner's
+    two databases take ≈0.2 s to compile)."""
+    return _compiled(tuple(expressions), flags if isinstance(flags, int) else tuple(flags), literal)
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(
+    expressions: tuple[str, ...], flags: int | tuple[int, ...], literal: bool
+) -> tuple[hyperscan.Database, hyperscan.Scratch]:
     database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
     database.compile(
         expressions=[e.encode("ascii") for e in expressions],

@@ -1,13 +1,17 @@
 """Ways to write a prompt that a model still reads as written, for measuring what the checks
 read through (`python -m inferpool.guard.evaluate CATALOGUE --rewrites`; docs/security.md,
 "Disguises the injection check reads through"). Each rewrites every space, or every word of
-four letters or more, or every letter; `wrapped` hard-wraps a text as mail is.
+four letters or more (leetspeak: digits for its letters), or every letter; `wrapped`
+hard-wraps a text as mail is.
 """
 
 from __future__ import annotations
 
 import textwrap
 from collections.abc import Callable
+
+_LEET = str.maketrans("aeiostAEIOST", "431057431057")
+_LEET_VOWELS = str.maketrans("aeioAEIO", "43104310")
 
 
 def _in_each_word(text: str, insert: Callable[[str], str]) -> str:
@@ -53,6 +57,8 @@ REWRITES: dict[str, Callable[[str], str]] = {
     "cyrillic lookalikes": lambda t: " ".join(_cyrillic(w) for w in t.split(" ")),
     "turkish dotless i": lambda t: t.replace("i", "\u0131"),
     "long s": lambda t: t.replace("s", "\u017f"),
+    "leetspeak": lambda t: _in_each_word(t, lambda w: w.translate(_LEET)),
+    "leetspeak, vowels only": lambda t: _in_each_word(t, lambda w: w.translate(_LEET_VOWELS)),
 }
 
 

@@ -113,6 +113,7 @@ def _detector(check: CheckConfig) -> Detector:
                 scan.chars,
                 scan.spaced,
                 scan.disguised,
+                scan.leet,
             )
             if scan.injection
             else []
