@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import copy
 import pickle
+import re
 
 import msgspec
 
-from inferpool.records import CandidateScore, LazyScores, RequestRecord
+from inferpool.records import CandidateScore, LazyScores, RequestRecord, new_request_id
 
 SCORES = (
     CandidateScore("a", "10.0.0.1:8000", 1.5, {"queue": 1.0, "kv": 0.5}),
@@ -49,3 +50,9 @@ def test_a_record_with_lazy_scores_copies_pickles_and_compares() -> None:
     assert record == plain
     assert pickle.loads(pickle.dumps(record)) == plain
     assert copy.deepcopy(record).scores == SCORES
+
+
+def test_a_new_request_id_is_128_random_bits_in_hex() -> None:
+    ids = {new_request_id() for _ in range(100)}
+    assert len(ids) == 100
+    assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)

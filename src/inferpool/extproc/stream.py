@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -43,7 +42,7 @@ from inferpool.guard.openai import (
 )
 from inferpool.guard.screen import Screener
 from inferpool.observe.tracing import Tracing
-from inferpool.records import HttpFacts
+from inferpool.records import HttpFacts, new_request_id
 from inferpool.request.body import ParsedBody, RefusedBody, parse_body
 from inferpool.request.disagg import PREFILLER_HEADER
 from inferpool.request.plane import PlaneCore, Routed
@@ -159,7 +158,7 @@ class RequestStream:
             if self._routed is None and not self._in_core:
                 # Refused before the core saw it (a screened prompt): the record is made here.
                 self._core.refuse(
-                    self._headers.get("x-request-id") or uuid.uuid4().hex,
+                    self._headers.get("x-request-id") or new_request_id(),
                     err,
                     http=HttpFacts(self._headers.get(":method", "POST"), self._headers.get(":path", "/")),
                     model=self._model,

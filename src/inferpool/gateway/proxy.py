@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
-import os
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -37,7 +36,7 @@ from inferpool.gateway.tenancy import Tenancy, Tenant
 from inferpool.guard.attach import GuardSet
 from inferpool.guard.openai import Blocked, content_filtered, screen_request, screens_prompt
 from inferpool.observe.tracing import Tracing
-from inferpool.records import HttpFacts, TraceContext
+from inferpool.records import HttpFacts, TraceContext, new_request_id
 from inferpool.request.body import ParsedBody, RefusedBody, parse_body
 from inferpool.request.disagg import PREFILLER_HEADER
 from inferpool.request.plane import PlaneCore, Routed
@@ -168,7 +167,7 @@ class Proxy:
 
     # -- one request ----------------------------------------------------------------
     async def handle(self, listener: Listener, name: str, request: web.BaseRequest) -> web.StreamResponse:
-        request_id = request.headers.get(REQUEST_ID_HEADER) or os.urandom(16).hex()
+        request_id = request.headers.get(REQUEST_ID_HEADER) or new_request_id()
         state = _Request(request_id, request.method, request.path_qs, name)
         if self.tracing is not None:
             state.trace = self.tracing.join(request.headers)

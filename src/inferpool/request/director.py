@@ -20,7 +20,6 @@ import functools
 import logging
 import random
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -31,7 +30,7 @@ import msgspec
 from inferpool.admission import Admission, SaturationSnapshot, ShedError
 from inferpool.admission.flowcontrol import FlowControlError, FlowController, Grant, flow_id
 from inferpool.errors import InferenceError
-from inferpool.records import CandidateScore, HttpFacts, LazyScores, PrefillLeg, RequestRecord
+from inferpool.records import CandidateScore, HttpFacts, LazyScores, PrefillLeg, RequestRecord, new_request_id
 from inferpool.request.accounting import ResponseAccounting
 from inferpool.request.body import ParsedBody, RefusedBody, body_kind, parse_body, with_model
 from inferpool.request.resolve import Resolution, resolve
@@ -352,7 +351,7 @@ class Director:
     ) -> _Attempt:
         now, wall = self.clock(), time.time()
         lower = {k.lower(): v for k, v in headers.items()}
-        request_id = lower.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+        request_id = lower.get(REQUEST_ID_HEADER) or new_request_id()
         if arrived is None or arrived > now:
             arrived = now
         return _Attempt(pool, lower, body, request_id, arrived, now, wall - (now - arrived), http)
