@@ -20,7 +20,10 @@ and PII checks read through invisible characters: a key split by a zero-width sp
 - `leet_readings`: digits and symbols written for letters ("1gn0re all prev10us
   1nstruct10ns", "$ystem pr0mpt") become those letters, inside a word that also holds letters
   (a number alone is left as it is); once with 1 and | as i, once as l. Only for a text whose
-  pre-scan found a trigger word so written (prescan.LEET_WORDS).
+  pre-scan found a trigger word so written (prescan.SPELLED_WORDS).
+- `letters_joined`: a word written with its letters apart ("I-g-n-o-r-e", "s.y.s.t.e.m",
+  "r e v e a l") becomes the word: a run of three letters or more, each alone, with the same
+  one separator (APART) between them. The same only-when-found rule.
 
 All only delete characters or replace one by one, so an offset in the result maps back to the
 text (`Edited.source`; `unwrapped` keeps every offset): a finding points at the disguised
@@ -348,6 +351,43 @@ def mixed_words(text: str) -> list[tuple[int, int]]:
     return spans
 
 
+# Letters apart: what may stand between the letters of a word so written. A run of three
+# letters or more, each alone (no letter or digit touches it), with the same separator
+# throughout: "i g n o r e   p r e v i o u s" is two words (the wider gap is no separator). Two
+# letters with one space between them only with a wider gap or punctuation on both sides
+# ("t o   m e"), so "a t-e-s-t" stays "a test", not "at-est".
+APART = " .-_*/+~|"
+_APART_RUN = re.compile(
+    r"(?<![A-Za-z0-9])[A-Za-z]([ .\-_*/+~|])[A-Za-z](?:\1[A-Za-z])+(?![A-Za-z0-9])"
+    r"|(?<![A-Za-z0-9])(?<![^ ] )[A-Za-z] [A-Za-z](?=  |[.,;:!?]|$)"
+)
+
+
+def letters_apart(text: str) -> bool:
+    """Whether `text` holds a run of letters apart (`letters_joined` would change it)."""
+    return _APART_RUN.search(text) is not None
+
+
+def letters_joined(text: str) -> Edited:
+    """`text` with each run of letters apart written as one word (the separators deleted), and
+    where each of its letters came from (a finding may end inside a joined word)."""
+    pieces: list[str] = []
+    shifts: list[tuple[int, int]] = []
+    done = removed = 0
+    for m in _APART_RUN.finditer(text):
+        start, end = m.span()
+        pieces += [text[done:start], text[start:end:2]]  # (one separator between each two letters)
+        at = start - removed  # where the run's first letter is in the result
+        for i in range(1, (end - start + 1) // 2):  # each later letter: one more separator behind it
+            removed += 1
+            shifts.append((at + i, removed))
+        done = end
+    if not pieces:
+        return Edited(text)
+    pieces.append(text[done:])
+    return Edited("".join(pieces), tuple(shifts))
+
+
 # What spacing other than one plain space a text holds, as bits of an int (the pre-scan's
 # `Prescan.spaced`; plain ints: an IntFlag's `&` runs Python code, ≈1 µs, per passage here)
 ASCII_SPACING = 1  # two spaces, a tab, a vertical tab or a form feed
@@ -388,6 +428,7 @@ def _one_space(_matched: str) -> str:
 
 
 __all__ = [
+    "APART",
     "ASCII_SPACING",
     "INVISIBLE",
     "LEET",
@@ -403,6 +444,8 @@ __all__ = [
     "disguises",
     "hidden",
     "leet_readings",
+    "letters_apart",
+    "letters_joined",
     "mixed_words",
     "odd_spacing",
     "readings",

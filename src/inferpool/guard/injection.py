@@ -36,6 +36,7 @@ from inferpool.guard.disguise import (
     WRAP_AFTER,
     WRAP_BEFORE,
     leet_readings,
+    letters_joined,
     odd_spacing,
     readings,
     squeezed,
@@ -43,13 +44,15 @@ from inferpool.guard.disguise import (
 )
 from inferpool.guard.findings import Finding
 from inferpool.guard.prescan import (
+    LEETSPEAK,
+    LETTERS_APART,
     Prescanner,
     ascii_chars,
     compiled_database,
     fold,
     fold_ascii,
     has_case_exotic,
-    has_leet_words,
+    spelled_words,
 )
 
 DEFAULT_THRESHOLD = 0.5
@@ -390,38 +393,46 @@ class InjectionScorer:
         chars: bytes | None = None,
         spaced: int | None = None,
         disguised: bool | None = None,
-        leet: bool | None = None,
+        spelled: int | None = None,
     ) -> list[Finding]:
         """Scores each passage around a trigger word on its own (signals from unrelated
         sentences of a long prompt do not add up); the best passage decides. `lowered`, `hits`,
-        `exact`, `spaced`, `disguised`, `leet`: the pre-scan's fold of the text, where it found
-        trigger words, and its hints (found here when not given); `chars`, its `ascii_chars`. A
-        disguised text is read undisguised, one with a trigger word in leetspeak also with its
-        leetspeak undone, and a finding points into the text."""
+        `exact`, `spaced`, `disguised`, `spelled`: the pre-scan's fold of the text, where it
+        found trigger words, and its hints (found here when not given); `chars`, its
+        `ascii_chars`. A disguised text is read undisguised, one with a trigger word spelled to
+        hide it (leetspeak, letters apart) also with that spelling undone, and a finding points
+        into the text."""
         if lowered is None or hits is None or exact is None or spaced is None or disguised is None:
             scan = _trigger_scanner().scan(text)
             lowered, hits, exact, chars = scan.lowered, scan.injection_hits, scan.exact, scan.chars
-            spaced, disguised, leet = scan.spaced, scan.disguised, scan.leet
-        elif leet is None:
-            leet = has_leet_words(text)
+            spaced, disguised, spelled = scan.spaced, scan.disguised, scan.spelled
         if disguised:  # the first of the ways a model may read it in which a passage blocks
             for plain in readings(text):
-                # (its leetspeak undone too: full-width "１ｇｎ０ｒｅ" reads as "1gn0re")
-                found = self._find_plain(plain.text, after_system, *_plain_scan(plain.text)) or (
-                    self._find_leet(plain.text, after_system) if has_leet_words(plain.text) else []
-                )
+                # (a spelling undone too: full-width "１ｇｎ０ｒｅ" reads as "1gn0re")
+                found = self._find_plain(
+                    plain.text, after_system, *_plain_scan(plain.text)
+                ) or self._find_spelled(plain.text, after_system, spelled_words(plain.text))
                 if found:
                     return [Finding(f.check, f.kind, *plain.source_span(f.start, f.end)) for f in found]
             return []
         found = self._find_plain(text, after_system, lowered, hits, exact, chars, spaced)
-        return found if found or not leet else self._find_leet(text, after_system)
+        if found:
+            return found
+        return self._find_spelled(text, after_system, spelled_words(text) if spelled is None else spelled)
 
-    def _find_leet(self, text: str, after_system: bool) -> list[Finding]:
-        """`find` on `text` with its leetspeak undone, each way (one for one: the same offsets)."""
-        for reading in leet_readings(text):
-            found = self._find_plain(reading, after_system, *_plain_scan(reading))
-            if found:
-                return found
+    def _find_spelled(self, text: str, after_system: bool, spelled: int) -> list[Finding]:
+        """`find` on `text` with the spellings that hide its trigger words undone (`spelled`:
+        LEETSPEAK, LETTERS_APART bits): each leetspeak reading (one for one: the same offsets),
+        then its letters apart joined."""
+        if spelled & LEETSPEAK:
+            for reading in leet_readings(text):
+                found = self._find_plain(reading, after_system, *_plain_scan(reading))
+                if found:
+                    return found
+        if spelled & LETTERS_APART:
+            joined = letters_joined(text)
+            found = self._find_plain(joined.text, after_system, *_plain_scan(joined.text))
+            return [Finding(f.check, f.kind, *joined.source_span(f.start, f.end)) for f in found]
         return []
 
     def _find_plain(

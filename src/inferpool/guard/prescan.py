@@ -24,7 +24,16 @@ from typing import Any, Generic, Protocol, TypeVar
 import ahocorasick
 import hyperscan
 
-from inferpool.guard.disguise import ASCII_SPACING, LEET, UNICODE_SPACING, disguises, mixed_words, odd_spacing
+from inferpool.guard.disguise import (
+    APART,
+    ASCII_SPACING,
+    LEET,
+    UNICODE_SPACING,
+    disguises,
+    letters_apart,
+    mixed_words,
+    odd_spacing,
+)
 
 # Shortest number-based PII: a 7-digit phone number with separators.
 DIGIT_RUN = re.compile(r"\d[\d \-.()/]{5,}\d")
@@ -67,52 +76,73 @@ INJECTION_WORDS = tuple(dict.fromkeys((
       for noun in ("prompt", "instructions", "message", "rules", "preamble", "configuration")),
 )))  # fmt: skip
 
-# The trigger words, and the longer words of trigger phrases, as leetspeak may write them
-# ("1gn0re", "pr0mpt", "$ystem"; disguise.LEET): found in the pre-scan's pass, where one (with
-# at least one substitute: the plain words are found as they are) sends the injection check to
-# read the text with them undone (disguise.leet_readings)
-LEET_WORDS = tuple(sorted({
+# The trigger words, and the longer words of trigger phrases, as they may be spelled to hide
+# them: in leetspeak ("1gn0re", "pr0mpt", "$ystem"; disguise.LEET) or with their letters apart
+# ("I-g-n-o-r-e", "s.y.s.t.e.m"; disguise.APART). Found in the pre-scan's pass (`spelled`),
+# where one sends the injection check to read the text with that spelling undone.
+SPELLED_WORDS = tuple(sorted({
     word.strip(":")
     for phrase in INJECTION_WORDS
     if phrase.isascii()
     for word in phrase.split(" ")
-    if (" " not in phrase or len(word) >= 5) and word.strip(":").isalpha() and any(c in LEET for c in word)
+    if (" " not in phrase or len(word) >= 5) and word.strip(":").isalpha()
 }))  # fmt: skip
+LEET_WORDS = tuple(w for w in SPELLED_WORDS if any(c in LEET for c in w))
+# `Prescan.spelled` bits: a trigger word in leetspeak, one with its letters apart
+LEETSPEAK = 1
+LETTERS_APART = 2
+
+
+def _one_of(characters: str) -> str:
+    return "[" + "".join(escaped(c) for c in characters) + "]"
 
 
 def _leet_expression(word: str) -> str:
     """A Hyperscan expression for `word` with at least one letter written as in LEET: one
     alternative per letter that has substitutes, for when it is the first one substituted (the
     letters before it as they are, it a substitute, those after it either)."""
-
-    def one_of(characters: str) -> str:
-        return "[" + "".join(escaped(c) for c in characters) + "]"
-
     return "|".join(
         escaped(word[:j])
-        + one_of(LEET[letter])
-        + "".join(one_of(c + LEET[c]) if c in LEET else escaped(c) for c in word[j + 1 :])
+        + _one_of(LEET[letter])
+        + "".join(_one_of(c + LEET[c]) if c in LEET else escaped(c) for c in word[j + 1 :])
         for j, letter in enumerate(word)
         if letter in LEET
     )
 
 
+def _apart_expressions(word: str) -> list[str]:
+    """Hyperscan expressions for `word` with one of APART between each two of its letters, the
+    same one throughout (as `disguise.letters_joined` reads them): literals, one per separator (a
+    class between each two letters left the pass no literal to look for, and cost it ≈10 %)."""
+    return [escaped(separator.join(word)) for separator in APART]
+
+
+def spelled_expressions() -> list[str]:
+    """LEET_WORDS' leetspeak expressions, then SPELLED_WORDS' letters-apart ones."""
+    return [
+        *(_leet_expression(w) for w in LEET_WORDS),
+        *(e for w in SPELLED_WORDS for e in _apart_expressions(w)),
+    ]
+
+
 @functools.cache
-def _leet_database() -> tuple[hyperscan.Database, hyperscan.Scratch]:
-    return compiled_database([_leet_expression(w) for w in LEET_WORDS], hyperscan.HS_FLAG_SINGLEMATCH)
+def _spelled_database() -> tuple[hyperscan.Database, hyperscan.Scratch]:
+    return compiled_database(spelled_expressions(), hyperscan.HS_FLAG_SINGLEMATCH)
 
 
-def has_leet_words(text: str) -> bool:
-    """Whether a LEET_WORDS word is written in leetspeak in `text` (a mixed word first, then
-    one compiled pass over its lower-cased `ascii_chars`)."""
-    if not mixed_words(text):
-        return False
-    database, scratch = _leet_database()
-    found = False
+def spelled_words(text: str) -> int:
+    """How the trigger words of `text` are spelled to hide them (LEETSPEAK, LETTERS_APART bits):
+    where a word mixes digits or symbols with letters, or a letter stands apart, one compiled
+    pass over its lower-cased `ascii_chars`."""
+    if not mixed_words(text) and not letters_apart(text):
+        return 0
+    database, scratch = _spelled_database()
+    leet_count = len(LEET_WORDS)
+    found = 0
 
-    def on_match(*_args: object) -> None:
+    def on_match(expression: int, *_args: object) -> None:
         nonlocal found
-        found = True
+        found |= LEETSPEAK if expression < leet_count else LETTERS_APART
 
     database.scan(ascii_chars(text).lower(), match_event_handler=on_match, scratch=scratch.clone())
     return found
@@ -336,9 +366,9 @@ class Prescan:
     # undisguised too (a key or an address with a zero-width space in it)
     hidden: bool = False
     utf8: bytes | None = field(default=None, repr=False)  # a non-ASCII text's UTF-8 (see _fold)
-    # Whether an injection trigger word is written in leetspeak (LEET_WORDS); None: not looked
-    # for yet (`leet`)
-    leet_found: bool | None = None
+    # How injection trigger words are spelled to hide them (`spelled_words`); None: not looked
+    # for yet (`spelled`)
+    spelled_found: int | None = None
 
     @_lazy
     def odd_digits(self) -> bool:
@@ -368,17 +398,18 @@ class Prescan:
         return bool(self.number_spans)
 
     @property
-    def leet(self) -> bool:
-        """Whether an injection trigger word is written in leetspeak in the text."""
-        if self.leet_found is None:
-            self.leet_found = has_leet_words(self.text)
-        return self.leet_found
+    def spelled(self) -> int:
+        """How injection trigger words are spelled to hide them in the text (LEETSPEAK,
+        LETTERS_APART bits)."""
+        if self.spelled_found is None:
+            self.spelled_found = spelled_words(self.text)
+        return self.spelled_found
 
     @property
     def injection(self) -> bool:
         """Whether the injection check has anything to read: a trigger word, or a disguise or
-        leetspeak that may hide one (the check finds its triggers in the text undone)."""
-        return bool(self.injection_hits) or self.disguised or self.leet
+        spelling that may hide one (the check finds its triggers in the text undone)."""
+        return bool(self.injection_hits) or self.disguised or bool(self.spelled)
 
 
 class Triggers(Protocol):
@@ -467,16 +498,17 @@ class Prescanner:
         # a pure keyword is only asked about once: one report is enough; and last, whether the
         # text holds a run of ASCII spacing other than one space anywhere (`Prescan.spaced`, a
         # hint for the injection check), and between two letters (where it can split a phrase);
-        # with the injection words, whether one is written in leetspeak (LEET_WORDS: ≈1 % more
-        # time for the pass, where a pass of their own cost 3 µs of a 2 KB prompt)
+        # with the injection words, whether one is spelled to hide it (`spelled_expressions`:
+        # ≈1 µs more for a 2 KB prompt's pass, where a pass of their own cost 3 µs)
         spacing = [ODD_SPACING, *SPLIT_PHRASE]
-        markers = [*spacing, *(_leet_expression(w) for w in LEET_WORDS)] if injection else spacing
+        markers = [*spacing, *spelled_expressions()] if injection else spacing
         once = [hyperscan.HS_FLAG_SINGLEMATCH if k else 0 for k in keyword] + [
             hyperscan.HS_FLAG_SINGLEMATCH
         ] * len(markers)
         self._injection = injection
         self._spacing_id = len(ascii_words)
-        self._leet_id = len(spacing)  # marker numbers from here on: a leetspeak word
+        self._leet_id = len(spacing)  # marker numbers from here on: a word in leetspeak,
+        self._apart_id = len(spacing) + len(LEET_WORDS)  # and from here on: one with its letters apart
         self._compiled = compiled_database([*expressions, *markers], once) if ascii_words else None
         # The same words, the pure keywords only where one begins or ends a word: most texts
         # hold "ni" or "uid" inside a word ("definition", "guide"), which no ID rule counts.
@@ -533,7 +565,14 @@ class Prescanner:
         keywords.update(w for w in self._shared_keywords if w in lowered)
         found = frozenset(keywords) if self._keywords else None
         # (markers: a few numbers at most, each reported once; min and max, not generators)
-        leet_id = self._leet_id
+        leet_id, apart_id = self._leet_id, self._apart_id
+        spelled: int | None = None  # (the automaton's texts are looked at when asked: `Prescan.spelled`)
+        if chars is not None and self._injection:
+            spelled = 0
+            if markers and max(markers) >= leet_id:
+                spelled = (LETTERS_APART if max(markers) >= apart_id else 0) | (
+                    LEETSPEAK if any(leet_id <= m < apart_id for m in markers) else 0
+                )
         return Prescan(
             text,
             lowered,
@@ -547,10 +586,7 @@ class Prescanner:
             disguised=disguised,
             hidden=hidden,
             utf8=utf8,
-            # (the automaton's texts are looked at when asked: `Prescan.leet`)
-            leet_found=bool(markers) and max(markers) >= leet_id
-            if chars is not None and self._injection
-            else None,
+            spelled_found=spelled,
         )
 
     def _hits(

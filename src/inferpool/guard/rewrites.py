@@ -1,12 +1,13 @@
 """Ways to write a prompt that a model still reads as written, for measuring what the checks
 read through (`python -m inferpool.guard.evaluate CATALOGUE --rewrites`; docs/security.md,
 "Disguises the injection check reads through"). Each rewrites every space, or every word of
-four letters or more (leetspeak: digits for its letters), or every letter; `wrapped`
-hard-wraps a text as mail is.
+four letters or more (leetspeak: digits for its letters; letters apart: a hyphen between
+them), or every letter; `wrapped` hard-wraps a text as mail is.
 """
 
 from __future__ import annotations
 
+import re
 import textwrap
 from collections.abc import Callable
 
@@ -59,6 +60,10 @@ REWRITES: dict[str, Callable[[str], str]] = {
     "long s": lambda t: t.replace("s", "\u017f"),
     "leetspeak": lambda t: _in_each_word(t, lambda w: w.translate(_LEET)),
     "leetspeak, vowels only": lambda t: _in_each_word(t, lambda w: w.translate(_LEET_VOWELS)),
+    "letters apart": lambda t: re.sub(r"[A-Za-z]{4,}", lambda m: "-".join(m.group()), t),
+    "letters apart, spaced words": lambda t: re.sub(
+        r"[A-Za-z]+", lambda m: " ".join(m.group()), t.replace(" ", "   ")
+    ),
 }
 
 

@@ -113,7 +113,7 @@ def _detector(check: CheckConfig) -> Detector:
                 scan.chars,
                 scan.spaced,
                 scan.disguised,
-                scan.leet,
+                scan.spelled_found,
             )
             if scan.injection
             else []
