@@ -35,6 +35,7 @@ from __future__ import annotations
 import functools
 import re
 import string
+import sys
 import unicodedata
 from bisect import bisect_right
 from collections.abc import Callable, Iterator
@@ -84,11 +85,27 @@ _DISGUISE_BYTES = (
 _UNICODE_SPACE_BYTES = rb"\xc2\xa0|\xe1\x9a\x80|\xe2\x80[\x80-\x8a\xaf]|\xe2\x81\x9f|\xe3\x80\x80"
 _SPACE_ID = len(_DISGUISE_BYTES)
 _INVISIBLE_ID = 0  # _DISGUISE_BYTES[0]: the invisible characters
+_DIGIT_ID = _SPACE_ID + 1
+
+
+def _odd_digit_bytes() -> bytes:
+    """The non-ASCII decimal digits (what Python's `\\d` matches beyond 0-9: Unicode's Nd), as
+    UTF-8 byte sequences: not a disguise either, but the same pass tells the PII check whether
+    its ASCII-only fast paths serve (prescan.unicode_digits, which it replaces for a scanned text)."""
+    groups: dict[bytes, list[int]] = {}
+    for code in range(0x80, sys.maxunicode + 1):
+        if unicodedata.category(chr(code)) == "Nd":
+            encoded = chr(code).encode()
+            groups.setdefault(encoded[:-1], []).append(encoded[-1])
+    return b"|".join(
+        b"".join(b"\\x%02x" % b for b in prefix) + b"[" + b"".join(b"\\x%02x" % b for b in last) + b"]"
+        for prefix, last in groups.items()
+    )
 
 
 @functools.cache
 def _disguise_database() -> tuple[hyperscan.Database, hyperscan.Scratch]:
-    expressions = [*_DISGUISE_BYTES, _UNICODE_SPACE_BYTES]
+    expressions = [*_DISGUISE_BYTES, _UNICODE_SPACE_BYTES, _odd_digit_bytes()]
     database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
     database.compile(
         expressions=expressions,
@@ -103,13 +120,14 @@ def _note(kind: int, _start: int, _end: int, _flags: int, found: object) -> None
     cast("set[int]", found).add(kind)
 
 
-def disguises(text: str, utf8: bytes | None = None) -> tuple[bool, bool, bool]:
+def disguises(text: str, utf8: bytes | None = None) -> tuple[bool, bool, bool, bool]:
     """Whether `undisguised` may change `text`, whether it holds a Unicode space (which
-    `squeezed` may change), and whether it holds an invisible character (which splits a key or
-    an address for a detector, not for whoever copies it): one pass over its UTF-8 bytes (`utf8`,
-    when known; ASCII letters may be lower-cased). An ASCII text holds none."""
+    `squeezed` may change), whether it holds an invisible character (which splits a key or an
+    address for a detector, not for whoever copies it), and whether it holds a non-ASCII
+    decimal digit: one pass over its UTF-8 bytes (`utf8`, when known; ASCII letters may be
+    lower-cased). An ASCII text holds none."""
     if text.isascii():
-        return False, False, False
+        return False, False, False, False
     database, scratch = _disguise_database()
     found: set[int] = set()
     database.scan(
@@ -118,7 +136,7 @@ def disguises(text: str, utf8: bytes | None = None) -> tuple[bool, bool, bool]:
         context=found,
         scratch=scratch.clone(),
     )
-    return bool(found - {_SPACE_ID}), _SPACE_ID in found, _INVISIBLE_ID in found
+    return bool(found - {_SPACE_ID, _DIGIT_ID}), _SPACE_ID in found, _INVISIBLE_ID in found, _DIGIT_ID in found
 
 
 def hidden(text: str) -> bool:

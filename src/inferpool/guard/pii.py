@@ -305,7 +305,7 @@ class PiiScanner:
         if self.wants_numbers:
             windows = [(0, len(text))] if number_spans is None else _windows(number_spans, len(text))
             if windows:
-                found += self._numbers(number_kinds, text, windows)
+                found += self._numbers(number_kinds, text, windows, odd_digits)
         return without_overlaps(found)
 
     def _kinds_passing(
@@ -331,16 +331,19 @@ class PiiScanner:
             self._kinds_by_keywords[cast("frozenset[str]", keywords)] = kinds
         return kinds
 
-    def _numbers(self, kinds: Iterable[str], text: str, windows: list[tuple[int, int]]) -> list[Finding]:
+    def _numbers(
+        self, kinds: Iterable[str], text: str, windows: list[tuple[int, int]], odd_digits: bool = True
+    ) -> list[Finding]:
         """Each number type's findings in each window, as if the window were the whole text.
 
         The windows are joined by WINDOW_SEPARATOR, so each candidate pattern runs once, not once
         per window: no candidate pattern matches that character, and to their lookarounds, word
         boundaries and the context searches (bounded to the window) it is what a string's edge
-        is, so every match lies in one window and is the match that window alone gives."""
+        is, so every match lies in one window and is the match that window alone gives.
+        `odd_digits`: False when the text is known to hold no non-ASCII digit (nor do its windows)."""
         joined = WINDOW_SEPARATOR.join([text[s:e] for s, e in windows])
         bounds = _Segments(windows)
-        odd_digits = unicode_digits(joined)
+        odd_digits = odd_digits and unicode_digits(joined)
         scans = ANY_DIGIT_SCANS if odd_digits else ASCII_DIGIT_SCANS
         found: list[Finding] = []
         for kind, stretches in _stretches(kinds, joined, bounds, self._national_digits, odd_digits):

@@ -369,11 +369,9 @@ class Prescan:
     # How injection trigger words are spelled to hide them (`spelled_words`); None: not looked
     # for yet (`spelled`)
     spelled_found: int | None = None
-
-    @_lazy
-    def odd_digits(self) -> bool:
-        """Whether the text holds a non-ASCII decimal digit (then the class strings do not serve)."""
-        return unicode_digits(self.text, self.utf8)
+    # Whether the text holds a non-ASCII decimal digit (then the class strings do not serve):
+    # found in the pass over a non-ASCII text's UTF-8 (disguise.disguises)
+    odd_digits: bool = False
 
     @_lazy
     def number_spans(self) -> tuple[tuple[int, int], ...]:
@@ -540,9 +538,9 @@ class Prescanner:
         hints: dict[str, list[int]] = {}
         keywords: set[str] = set()
         chars: bytes | None = None
-        disguised = unicode_spaced = hidden = False
+        disguised = unicode_spaced = hidden = odd_digits = False
         if utf8 is not None or not exact:  # a non-ASCII text (every check reads its disguises)
-            disguised, unicode_spaced, hidden = disguises(text, utf8)
+            disguised, unicode_spaced, hidden, odd_digits = disguises(text, utf8)
         markers: list[int] = []
         if len(text) < COMPILED_SCAN_CHARS and not (
             self._injection and (unicode_spaced or odd_spacing(text))
@@ -587,6 +585,7 @@ class Prescanner:
             hidden=hidden,
             utf8=utf8,
             spelled_found=spelled,
+            odd_digits=odd_digits,
         )
 
     def _hits(

@@ -84,7 +84,7 @@ def _detector(check: CheckConfig) -> Detector:
                 lowered=scan.lowered,
                 keywords=scan.keywords,
                 chars=scan.chars,
-                odd_digits=scan.chars is None or scan.odd_digits,
+                odd_digits=scan.odd_digits,
             )
             return _read_through(text, found, pii.find) if scan.hidden else found
 

@@ -20,6 +20,7 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_findings_unchanged import corpus  # pytest puts this folder on sys.path
 
 from inferpool.guard import Screener, Stage, disguise
 from inferpool.guard.disguise import (
@@ -34,6 +35,7 @@ from inferpool.guard.disguise import (
 from inferpool.guard.injection import InjectionScorer
 from inferpool.guard.openai import Blocked, StreamScreener
 from inferpool.guard.policy import Action, CheckConfig, GuardConfig, default_config
+from inferpool.guard.prescan import unicode_digits
 from inferpool.guard.rewrites import REWRITES, wrapped
 
 CATALOGUE = Path(__file__).resolve().parents[2] / "data" / "guard" / "eval" / "catalogue.jsonl"
@@ -190,3 +192,25 @@ async def test_a_key_split_by_an_invisible_character_in_a_streamed_answer_blocks
         for i in range(0, len(answer), 3):
             event = {"choices": [{"index": 0, "delta": {"content": answer[i : i + 3]}}]}
             await stream.feed(b"data: " + orjson.dumps(event) + b"\n\n")
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.text(
+        alphabet=st.sampled_from(
+            ["1", "a", "é", "٣", "३", "３", "𝟑", "Ⅻ", "²", "½", "০", "\U0001fbf5", "\u200b", " "]
+        )
+    )
+)
+def test_the_pass_finds_a_non_ascii_digit_where_re_does(text: str) -> None:
+    """The disguise pass also says whether a non-ASCII text holds a digit `\\d` matches beyond
+    0-9 (Unicode's Nd): the PII check's ASCII fast paths do not serve such a text. (Superscripts,
+    fractions and Roman numerals are no Nd: `\\d` does not match them.)"""
+    assert disguise.disguises(text)[3] == unicode_digits(text)
+
+
+def test_the_pass_finds_non_ascii_digits_in_the_corpus() -> None:
+    texts = corpus()
+    assert sum(unicode_digits(t) for t in texts) > 0
+    for text in texts:
+        assert disguise.disguises(text)[3] == unicode_digits(text), text
