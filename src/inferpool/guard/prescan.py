@@ -34,6 +34,7 @@ from inferpool.guard.disguise import (
     mixed_words,
     odd_spacing,
 )
+from inferpool.guard.disguise import prepare as prepare_disguises
 
 # Shortest number-based PII: a 7-digit phone number with separators.
 DIGIT_RUN = re.compile(r"\d[\d \-.()/]{5,}\d")
@@ -447,6 +448,7 @@ class Prescanner:
         each scan then says which occur, found in the same pass: as `w in lowered`, or for a
         text of COMPILED_SCAN_CHARS or more with an exact fold, only where one begins or ends a
         word (the ID rules look for their keywords there: `keywords_at_edges`)."""
+        prepare_disguises()  # (the pass over a non-ASCII text's UTF-8: compiled now, not at a first request)
         self._automaton = ahocorasick.Automaton()
         words: dict[str, tuple[str, str]] = {h: ("secret", h) for h in secret_hints}
         if injection:

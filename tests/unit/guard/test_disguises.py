@@ -214,3 +214,7 @@ def test_the_pass_finds_non_ascii_digits_in_the_corpus() -> None:
     assert sum(unicode_digits(t) for t in texts) > 0
     for text in texts:
         assert disguise.disguises(text)[3] == unicode_digits(text), text
+
+
+def test_no_decimal_digit_lies_past_the_passs_range() -> None:
+    assert re.search(r"\d", "".join(map(chr, range(disguise.DIGITS_END, 0x110000)))) is None
