@@ -15,7 +15,7 @@ from itertools import accumulate
 import aiohttp
 
 from inferpool.guard.denylist import compile_terms, find_terms
-from inferpool.guard.disguise import undisguised
+from inferpool.guard.disguise import hidden, undisguised
 from inferpool.guard.findings import Finding
 from inferpool.guard.policy import Action, CheckConfig, GuardConfig, HookConfig, Stage
 from inferpool.guard.prescan import SHORTEST_NUMBER_CANDIDATE, Prescan, Prescanner, Triggers
@@ -127,17 +127,29 @@ def _detector(check: CheckConfig) -> Detector:
 def _read_through(text: str, found: list[Finding], find: Callable[[str], list[Finding]]) -> list[Finding]:
     """`found` (a detector's findings in a text holding invisible characters), and what `find`
     finds in it with them dropped (a key or an address split by a zero-width space is one to
-    whoever copies it) where the text as written had nothing, pointing into the text."""
+    whoever copies it) where the text as written had nothing, pointing into the text. A finding
+    as written that holds an invisible character is kept only where the text without them has
+    one too: the character may be all that made it one (`password = ge<U+200B>tpass.getpass()`
+    is a call to whoever reads it, and was a literal to the keyword detector)."""
     plain = undisguised(text)
-    spans = sorted((f.start, f.end) for f in found)
+    through = [Finding(f.check, f.kind, *plain.source_span(f.start, f.end)) for f in find(plain.text)]
+    overlaps_through = _overlap_test(through)
+    kept = [f for f in found if not hidden(text[f.start : f.end]) or overlaps_through(f)]
+    overlaps_kept = _overlap_test(kept)
+    return kept + [f for f in through if not overlaps_kept(f)]
+
+
+def _overlap_test(findings: list[Finding]) -> Callable[[Finding], bool]:
+    """Whether a finding shares a character with one of `findings` (a bisection each)."""
+    spans = sorted((f.start, f.end) for f in findings)
     starts = [start for start, _end in spans]
     reach = list(accumulate((end for _start, end in spans), max))  # the furthest end so far
-    for f in find(plain.text):
-        start, end = plain.source_span(f.start, f.end)
-        before = bisect_left(starts, end)  # the spans that start before this one ends
-        if before == 0 or reach[before - 1] <= start:
-            found.append(Finding(f.check, f.kind, start, end))
-    return found
+
+    def overlaps(finding: Finding) -> bool:
+        before = bisect_left(starts, finding.end)  # the spans that start before it ends
+        return before > 0 and reach[before - 1] > finding.start
+
+    return overlaps
 
 
 def _secret_hints() -> tuple[str, ...]:

@@ -43,6 +43,7 @@ from inferpool.guard.prescan import (
     CASE_EXOTIC,
     DIGIT_RUN,
     LONG_TOKEN_CHARS,
+    SPELLED_WORDS,
     ascii_chars,
     fold_ascii,
     has_case_exotic,
@@ -50,6 +51,7 @@ from inferpool.guard.prescan import (
     last_digit_run,
     last_long_token,
     long_tokens,
+    spelled_words,
     token_breaks,
     unicode_digits,
 )
@@ -63,6 +65,10 @@ STREAM_TAIL_CHARS = 256
 # any match the built-in detectors make, so a 4 KB window is not re-read for every token.
 STREAM_SCREEN_CHARS = 1024
 _DIGIT = re.compile(r"\d")
+# What a trigger word spelled to hide it holds (prescan.spelled_words): a character leetspeak
+# writes for a letter, or two letters apart (disguise.APART), within SPELLED_REACH of its end
+_SPELLING = re.compile(r"[0-9@$!|]|(?<![A-Za-z0-9])[A-Za-z][ .\-_*/+~|][A-Za-z](?![A-Za-z0-9])")
+SPELLED_REACH = 2 * max(map(len, SPELLED_WORDS))
 _UNKNOWN = 1 << 62  # a position past any stream's end
 # Read per streamed event (here and by openai.StreamScreener): an enum member lookup costs ≈0.2 µs on a slow VM
 ANSWER_STAGE = Stage.RESPONSE
@@ -102,7 +108,12 @@ class _TailTriggers:
 
     @property
     def injection(self) -> bool:
-        return self._found(self._streamed.last_injection)
+        # A trigger word, or one spelled to hide it (leetspeak, letters apart: looked for in the
+        # tail, as the pre-scan of a prompt does; a later tail that starts where this one does
+        # or before holds it too)
+        return self._found(self._streamed.last_injection) or (
+            spelled_words(self.tail) != 0 and self._found(self._start)
+        )
 
     @property
     def hidden(self) -> bool:
@@ -304,6 +315,12 @@ class StreamedText:
         self._newlines = self._newlines[bisect_left(self._newlines, start) :]
         self._line_blocks = {k: v for k, v in self._line_blocks.items() if k[0] >= start}
 
+    def _may_end_spelled(self, tail_start: int, added: int) -> bool:
+        """Whether a trigger word spelled to hide it (prescan.spelled_words) may end in the last
+        `added` characters: a substitute or two letters apart near enough before their end."""
+        near = self.between(max(tail_start, self.end - added - SPELLED_REACH), self.end)
+        return _SPELLING.search(near) is not None
+
     def tail_may_find(self) -> bool:
         """`Screener.may_find` on the last event's text and the STREAM_TAIL_CHARS before it."""
         if self.long_text is not None:
@@ -328,6 +345,7 @@ class StreamedText:
                 and self.last_hidden < tail_start
                 and (self.last_injection < tail_start or not self._injection_counts)
                 and not _DIGIT.search(new)
+                and not (self._injection_counts and self._may_end_spelled(tail_start, len(new)))
                 and self.long_run_in_new(tail_start) < 0
             ):
                 self._quiet_from = tail_start

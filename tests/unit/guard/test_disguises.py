@@ -218,3 +218,15 @@ def test_the_pass_finds_non_ascii_digits_in_the_corpus() -> None:
 
 def test_no_decimal_digit_lies_past_the_passs_range() -> None:
     assert re.search(r"\d", "".join(map(chr, range(disguise.DIGITS_END, 0x110000)))) is None
+
+
+def test_an_invisible_character_alone_makes_no_secret() -> None:
+    """A keyword assignment whose value is a call reads as a literal to the secrets check when
+    a zero-width space splits the call's name (found in a benign prompt with one in each word);
+    a finding as written that holds an invisible character counts only where the text without
+    them has one too."""
+    screener = Screener(default_config())
+    assert not screener.screen("password = ge\u200btpass.getpass()  # safe?", Stage.PROMPT).findings
+    assert not screener.screen("password = getpass.getpass()  # safe?", Stage.PROMPT).findings
+    blocked = screener.screen("db password = hunter2\u200bhunter2", Stage.PROMPT)
+    assert blocked.blocked and blocked.summary() == "secrets:secret_keyword"

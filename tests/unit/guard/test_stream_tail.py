@@ -35,6 +35,7 @@ _PIECES = st.sampled_from(
         "٣٤٥", "aws", "api_key", "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", ";", "AB12", "CD", "9", "you are now",
         "you  are\tnow", "developer\u00a0mode", "ig\u200bnore", "ｉｇｎｏｒｅ", "іgnore", "  ", "\t",
         "lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 3, "quiet words here. " * 8,
+        "1gn", "0re", "pr0mpt", "$ystem", "h!dden", "i-g-", "n-o-r-e", "r e v e a l", "s.y.s.t.e.m", "a b",
     ]
 )  # fmt: skip
 
