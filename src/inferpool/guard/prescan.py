@@ -542,7 +542,7 @@ class Prescanner:
         keywords: set[str] = set()
         chars: bytes | None = None
         disguised = unicode_spaced = hidden = odd_digits = False
-        if utf8 is not None or not exact:  # a non-ASCII text (every check reads its disguises)
+        if utf8 is not None:  # a non-ASCII text (every check reads its disguises)
             disguised, unicode_spaced, hidden, odd_digits = disguises(text, utf8)
         markers: list[int] = []
         if len(text) < COMPILED_SCAN_CHARS and not (
