@@ -229,10 +229,11 @@ def _edit(text: str, pattern: re.Pattern[str], replace: Callable[[str], str]) ->
 
 def _undone_table(invisible_as: str | None) -> dict[int, str | None]:
     """A `str.translate` table for `undisguised`: invisible characters to `invisible_as` (None:
-    deleted), full-width letters and digits and tag characters to the ASCII they stand for
+    deleted), full-width forms (letters, digits and the signs among them: a key, a phone
+    number or an address written so keeps its + @ . -) and tag characters to the ASCII they stand for
     (tags that stand for none deleted), mathematical letters and digits to theirs (NFKC)."""
     table: dict[int, str | None] = {ord(c): invisible_as for c in INVISIBLE}
-    for code in (*range(0xFF10, 0xFF1A), *range(0xFF21, 0xFF3B), *range(0xFF41, 0xFF5B)):
+    for code in range(0xFF01, 0xFF5F):
         table[code] = chr(code - 0xFEE0)
     for code in range(0xE0000, 0xE0080):
         table[code] = chr(code - 0xE0000) if 0xE0020 <= code <= 0xE007E else None
@@ -247,9 +248,7 @@ _UNDONE_TABLE = _undone_table(None)
 _UNDONE_SPACED_TABLE = _undone_table(" ")
 # The characters `undisguised` deletes or replaces (its tables' keys), and what the first
 # reading deletes (for the offsets back: Edited)
-_UNDONE = re.compile(
-    f"[{INVISIBLE}\uff10-\uff19\uff21-\uff3a\uff41-\uff5a\U0001d400-\U0001d7ff\U000e0000-\U000e007f]"
-)
+_UNDONE = re.compile(f"[{INVISIBLE}\uff01-\uff5e\U0001d400-\U0001d7ff\U000e0000-\U000e007f]")
 _DELETED = re.compile(f"[{INVISIBLE}\U000e0000-\U000e001f\U000e007f]+")
 _DELETED_SPACED = re.compile("[\U000e0000-\U000e001f\U000e007f]+")
 # Past this many characters to undo, one `str.translate` of the whole text (≈50 ns a

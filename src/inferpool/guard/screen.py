@@ -86,7 +86,7 @@ def _detector(check: CheckConfig) -> Detector:
                 chars=scan.chars,
                 odd_digits=scan.odd_digits,
             )
-            return _read_through(text, found, pii.find) if scan.hidden else found
+            return _read_through(text, found, pii.find) if scan.hidden or scan.disguised else found
 
         return find_pii
     if check.check == "secrets":
@@ -96,7 +96,7 @@ def _detector(check: CheckConfig) -> Detector:
 
         def find_secrets(text: str, scan: Prescan, _after_system: bool) -> list[Finding]:
             found = secrets.find(text, scan.lowered, scan.secret_hints, scan.long_tokens)
-            return _read_through(text, found, secrets.find) if scan.hidden else found
+            return _read_through(text, found, secrets.find) if scan.hidden or scan.disguised else found
 
         return find_secrets
     if check.check == "injection":
@@ -125,9 +125,10 @@ def _detector(check: CheckConfig) -> Detector:
 
 
 def _read_through(text: str, found: list[Finding], find: Callable[[str], list[Finding]]) -> list[Finding]:
-    """`found` (a detector's findings in a text holding invisible characters), and what `find`
-    finds in it with them dropped (a key or an address split by a zero-width space is one to
-    whoever copies it) where the text as written had nothing, pointing into the text. A finding
+    """`found` (a detector's findings in a text holding invisible characters or other disguises),
+    and what `find` finds in it undisguised (a key or an address split by a zero-width space, or
+    written in full-width letters or with a Cyrillic lookalike, is one to whoever copies or reads
+    it) where the text as written had nothing, pointing into the text. A finding
     as written that holds an invisible character is kept only where the text without them has
     one too: the character may be all that made it one (`password = ge<U+200B>tpass.getpass()`
     is a call to whoever reads it, and was a literal to the keyword detector)."""

@@ -230,3 +230,25 @@ def test_an_invisible_character_alone_makes_no_secret() -> None:
     assert not screener.screen("password = getpass.getpass()  # safe?", Stage.PROMPT).findings
     blocked = screener.screen("db password = hunter2\u200bhunter2", Stage.PROMPT)
     assert blocked.blocked and blocked.summary() == "secrets:secret_keyword"
+
+
+def test_keys_and_numbers_written_in_disguise_are_found_where_they_are_written() -> None:
+    """Secrets and PII read a disguised text undisguised too: full-width forms (with their + @ .),
+    mathematical letters, a Cyrillic lookalike in a key. The catalogue's PII and secrets rewritten
+    in full-width were found 23/70 and 2/35 times before, 68/70 and 34/35 after (as written:
+    68/70 and 34/35), its benign texts so rewritten as often as written (1/337 and 0/337)."""
+    screener = Screener(default_config())
+    for text, summary in (
+        ("my key is ＡＫＩＡＩＯＳＦＯＤＮＮ７ＥＸＡＭＰＬＥ", "secrets:aws_access_key"),
+        ("key \u0410KIAIOSFODNN7EXAMPLE here", "secrets:aws_access_key"),  # a Cyrillic А
+        ("token 𝐠𝐡𝐩_𝐀𝐁𝐂𝐃𝐄𝐅𝐆𝐇𝐈𝐉𝐊𝐋𝐌𝐍𝐎𝐏𝐐𝐑𝐒𝐓𝐔𝐕𝐖𝐗𝐘𝐙𝟎𝟏𝟐𝟑𝟒𝟓𝟔𝟕𝟖𝟗", "secrets:github_token"),
+    ):
+        verdict = screener.screen(text, Stage.PROMPT)
+        assert verdict.blocked and verdict.summary() == summary, text
+    for text, redacted in (
+        ("call me at ＋１ ６５０ ２５３ ００００", "call me at [REDACTED:phone]"),
+        ("mail me at ｊｏｈｎ＠ｅｘａｍｐｌｅ．ｃｏｍ please", "mail me at [REDACTED:email] please"),
+    ):
+        assert screener.screen(text, Stage.PROMPT).text == redacted
+    # full-width punctuation alone (Chinese, Japanese) is no disguise: read as written
+    assert not screener.screen("第１章，你好？价格是１２３元。", Stage.PROMPT).findings
