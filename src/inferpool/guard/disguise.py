@@ -315,11 +315,11 @@ def undisguised(text: str, invisible_as_space: bool = False) -> Edited:
     return plain
 
 
-def readings(text: str) -> Iterator[Edited]:
-    """The ways a model may read a disguised `text`: `undisguised`, and if it holds invisible
-    characters, also with them as spaces (made only when asked for: the first reading that
-    blocks decides)."""
-    yield undisguised(text)
+def readings(text: str, first: Edited | None = None) -> Iterator[Edited]:
+    """The ways a model may read a disguised `text`: `undisguised` (`first`, when made
+    already), and if it holds invisible characters, also with them as spaces (made only when
+    asked for: the first reading that blocks decides)."""
+    yield undisguised(text) if first is None else first
     if _INVISIBLE_CHAR.search(text):
         yield undisguised(text, invisible_as_space=True)
 

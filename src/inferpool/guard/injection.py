@@ -394,6 +394,7 @@ class InjectionScorer:
         spaced: int | None = None,
         disguised: bool | None = None,
         spelled: int | None = None,
+        plain: disguise.Edited | None = None,
     ) -> list[Finding]:
         """Scores each passage around a trigger word on its own (signals from unrelated
         sentences of a long prompt do not add up); the best passage decides. `lowered`, `hits`,
@@ -401,19 +402,19 @@ class InjectionScorer:
         found trigger words, and its hints (found here when not given); `chars`, its
         `ascii_chars`. A disguised text is read undisguised, one with a trigger word spelled to
         hide it (leetspeak, letters apart) also with that spelling undone, and a finding points
-        into the text."""
+        into the text. `plain`: the text undisguised, when made already."""
         if lowered is None or hits is None or exact is None or spaced is None or disguised is None:
             scan = _trigger_scanner().scan(text)
             lowered, hits, exact, chars = scan.lowered, scan.injection_hits, scan.exact, scan.chars
             spaced, disguised, spelled = scan.spaced, scan.disguised, scan.spelled
         if disguised:  # the first of the ways a model may read it in which a passage blocks
-            for plain in readings(text):
+            for reading in readings(text, plain):
                 # (a spelling undone too: full-width "１ｇｎ０ｒｅ" reads as "1gn0re")
                 found = self._find_plain(
-                    plain.text, after_system, *_plain_scan(plain.text)
-                ) or self._find_spelled(plain.text, after_system, spelled_words(plain.text))
+                    reading.text, after_system, *_plain_scan(reading.text)
+                ) or self._find_spelled(reading.text, after_system, spelled_words(reading.text))
                 if found:
-                    return [Finding(f.check, f.kind, *plain.source_span(f.start, f.end)) for f in found]
+                    return [Finding(f.check, f.kind, *reading.source_span(f.start, f.end)) for f in found]
             return []
         found = self._find_plain(text, after_system, lowered, hits, exact, chars, spaced)
         if found:

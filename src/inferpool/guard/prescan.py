@@ -29,10 +29,12 @@ from inferpool.guard.disguise import (
     ASCII_SPACING,
     LEET,
     UNICODE_SPACING,
+    Edited,
     disguises,
     letters_apart,
     mixed_words,
     odd_spacing,
+    undisguised,
 )
 from inferpool.guard.disguise import prepare as prepare_disguises
 
@@ -396,6 +398,11 @@ class Prescan:
     @property
     def numbers(self) -> bool:
         return bool(self.number_spans)
+
+    @_lazy
+    def plain(self) -> Edited:
+        """The text undisguised (`disguise.undisguised`), made once for every check that reads it."""
+        return undisguised(self.text)
 
     @property
     def spelled(self) -> int:

@@ -15,7 +15,7 @@ from itertools import accumulate
 import aiohttp
 
 from inferpool.guard.denylist import compile_terms, find_terms
-from inferpool.guard.disguise import hidden, undisguised
+from inferpool.guard.disguise import Edited, hidden
 from inferpool.guard.findings import Finding
 from inferpool.guard.policy import Action, CheckConfig, GuardConfig, HookConfig, Stage
 from inferpool.guard.prescan import SHORTEST_NUMBER_CANDIDATE, Prescan, Prescanner, Triggers
@@ -86,7 +86,9 @@ def _detector(check: CheckConfig) -> Detector:
                 chars=scan.chars,
                 odd_digits=scan.odd_digits,
             )
-            return _read_through(text, found, pii.find) if scan.hidden or scan.disguised else found
+            return (
+                _read_through(text, found, pii.find, scan.plain) if scan.hidden or scan.disguised else found
+            )
 
         return find_pii
     if check.check == "secrets":
@@ -96,7 +98,11 @@ def _detector(check: CheckConfig) -> Detector:
 
         def find_secrets(text: str, scan: Prescan, _after_system: bool) -> list[Finding]:
             found = secrets.find(text, scan.lowered, scan.secret_hints, scan.long_tokens)
-            return _read_through(text, found, secrets.find) if scan.hidden or scan.disguised else found
+            return (
+                _read_through(text, found, secrets.find, scan.plain)
+                if scan.hidden or scan.disguised
+                else found
+            )
 
         return find_secrets
     if check.check == "injection":
@@ -114,6 +120,7 @@ def _detector(check: CheckConfig) -> Detector:
                 scan.spaced,
                 scan.disguised,
                 scan.spelled_found,
+                scan.plain if scan.disguised else None,
             )
             if scan.injection
             else []
@@ -124,15 +131,17 @@ def _detector(check: CheckConfig) -> Detector:
     raise ValueError(f"unknown guard check {check.check!r}")
 
 
-def _read_through(text: str, found: list[Finding], find: Callable[[str], list[Finding]]) -> list[Finding]:
+def _read_through(
+    text: str, found: list[Finding], find: Callable[[str], list[Finding]], plain: Edited
+) -> list[Finding]:
     """`found` (a detector's findings in a text holding invisible characters or other disguises),
     and what `find` finds in it undisguised (a key or an address split by a zero-width space, or
     written in full-width letters or with a Cyrillic lookalike, is one to whoever copies or reads
     it) where the text as written had nothing, pointing into the text. A finding
     as written that holds an invisible character is kept only where the text without them has
     one too: the character may be all that made it one (`password = ge<U+200B>tpass.getpass()`
-    is a call to whoever reads it, and was a literal to the keyword detector)."""
-    plain = undisguised(text)
+    is a call to whoever reads it, and was a literal to the keyword detector). `plain`: the
+    text undisguised."""
     through = [Finding(f.check, f.kind, *plain.source_span(f.start, f.end)) for f in find(plain.text)]
     overlaps_through = _overlap_test(through)
     kept = [f for f in found if not hidden(text[f.start : f.end]) or overlaps_through(f)]
