@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import orjson
 import pytest
 
+from loop_stalls import stalls
 from precise_picker import POOL, precise_core
 
 tokenizers = pytest.importorskip("tokenizers")
@@ -55,31 +54,6 @@ def bodies(seed: int) -> list[bytes]:
         orjson.dumps({"model": "m", "prompt": " ".join(rng.choice(WORDS) for _ in range(PROMPT_WORDS))})
         for _ in range(PROMPTS)
     ]
-
-
-async def stalls(route_all: Callable[[], Awaitable[None]]) -> tuple[float, float, float]:
-    """(the loop's longest gap between 1 ms ticks, its gaps beyond 2 ms added up, the whole
-    run), in ms. A gap of ≈4 ms also comes from a busy machine (another runnable process
-    holding the core for a scheduler tick): the sum is the steadier reading."""
-    gaps: list[float] = []
-    done = asyncio.Event()
-
-    async def ticker() -> None:
-        last = time.perf_counter()
-        while not done.is_set():
-            await asyncio.sleep(0.001)
-            now = time.perf_counter()
-            gaps.append(now - last)
-            last = now
-
-    task = asyncio.create_task(ticker())
-    await asyncio.sleep(0.01)
-    start = time.perf_counter()
-    await route_all()
-    elapsed = time.perf_counter() - start
-    done.set()
-    await task
-    return max(gaps) * 1e3, sum(g - 0.002 for g in gaps if g > 0.002) * 1e3, elapsed * 1e3
 
 
 def test_first_seen_prompts_stall_the_loop_less_off_it(
