@@ -52,7 +52,7 @@ def test_a_reading_undoes_mixed_words_only() -> None:
 @given(
     st.lists(
         st.sampled_from(
-            ["1gn0re", "a11", "$ystem", "h!dden", "now!", "42", "v1.2", "x", " ", "\n", "é", "'", "|"]
+            ["1gn0re", "a11", "$ystem", "@ll", "h!dden", "now!", "42", "v1.2", "x", " ", "\n", "é", "'", "|"]
         ),
         max_size=20,
     ).map("".join)
@@ -63,7 +63,8 @@ def test_readings_are_one_for_one_and_leave_other_characters(text: str) -> None:
     for reading in leet_readings(text):
         assert len(reading) == len(text)
         assert all(reading[i] == c for i, c in enumerate(text) if i not in inside), (text, reading)
-        assert not any(c in "0134579@$" for i, c in enumerate(reading) if i in inside and text[i].isalpha())
+        # inside a mixed word every substitute became a letter
+        assert all(reading[i].isalpha() for i in inside if text[i] in "013457@$!|"), (text, reading)
 
 
 def test_each_expression_needs_a_substitute() -> None:
