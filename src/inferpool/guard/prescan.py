@@ -365,10 +365,9 @@ class Prescan:
     # UNICODE_SPACING bits), and whether it holds a disguise (disguise.disguised): the
     # injection check reads such a text squeezed and undisguised.
     spaced: int = 0
+    # A disguise the pass finds (an invisible character, full-width or mathematical letters,
+    # tag characters, a lookalike in a Latin word): every check reads the text undisguised too
     disguised: bool = False
-    # An invisible character (disguise.INVISIBLE) is in the text: secrets and PII read it
-    # undisguised too (a key or an address with a zero-width space in it)
-    hidden: bool = False
     utf8: bytes | None = field(default=None, repr=False)  # a non-ASCII text's UTF-8 (see _fold)
     # How injection trigger words are spelled to hide them (`spelled_words`); None: not looked
     # for yet (`spelled`)
@@ -436,7 +435,7 @@ class Triggers(Protocol):
     @property
     def injection(self) -> bool: ...
     @property
-    def hidden(self) -> bool: ...
+    def disguised(self) -> bool: ...
 
 
 # Below this many characters (a streamed event, the tail before it) the automaton answers
@@ -548,9 +547,9 @@ class Prescanner:
         hints: dict[str, list[int]] = {}
         keywords: set[str] = set()
         chars: bytes | None = None
-        disguised = unicode_spaced = hidden = odd_digits = False
+        disguised = unicode_spaced = odd_digits = False
         if utf8 is not None:  # a non-ASCII text (every check reads its disguises)
-            disguised, unicode_spaced, hidden, odd_digits = disguises(text, utf8)
+            disguised, unicode_spaced, _hidden, odd_digits = disguises(text, utf8)
         markers: list[int] = []
         if len(text) < COMPILED_SCAN_CHARS and not (
             self._injection and (unicode_spaced or odd_spacing(text))
@@ -592,7 +591,6 @@ class Prescanner:
             spaced=(UNICODE_SPACING if unicode_spaced else 0)
             | (ASCII_SPACING if markers and min(markers) < leet_id else 0),
             disguised=disguised,
-            hidden=hidden,
             utf8=utf8,
             spelled_found=spelled,
             odd_digits=odd_digits,

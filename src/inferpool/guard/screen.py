@@ -93,7 +93,7 @@ def _detector(check: CheckConfig) -> Detector:
                 chars=scan.chars,
                 odd_digits=scan.odd_digits,
             )
-            # (an invisible character is one of the disguises: `scan.disguised` holds `scan.hidden`)
+            # (an invisible character is one of the disguises the pass reports)
             return _read_through(text, found, pii.find, scan.plain) if scan.disguised else found
 
         return find_pii
@@ -223,12 +223,14 @@ class Screener:
         something: False means each of those detectors finds nothing in the scanned text."""
         kinds = self._kinds[stage, action]
         # The triggers a scan has at hand (trigger words, '@') before those that need a search.
+        # A disguised text may hide a key or a number from the triggers as written (secrets and
+        # PII read it undisguised too: `_read_through`).
         for kind in kinds:
             if kind == "denylist":
                 return True
-            if kind == "pii" and (scan.email or scan.hidden):
+            if kind == "pii" and (scan.email or scan.disguised):
                 return True
-            if kind == "secrets" and (scan.secret_hints or scan.hidden):
+            if kind == "secrets" and (scan.secret_hints or scan.disguised):
                 return True
             if kind == "injection" and scan.injection:
                 return True

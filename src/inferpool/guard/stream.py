@@ -26,7 +26,9 @@ A tail or recent text holding a letter that case-insensitive matching equates wi
 holding a non-ASCII digit has its digit shapes searched by the regular expressions themselves.
 Where injection words count, so is a tail that may hide a phrase (a non-ASCII character, a tab,
 two spaces: guard/disguise.py), which the per-event automaton would not read as the pre-scan
-does.
+does. A tail holding a disguise (disguise.disguises) fires the secrets and PII checks, as the
+pre-scan of a whole text does (they read it undisguised), and a recent text holding one is
+screened whole, not line by line: a key in full-width letters has no trigger as written.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from inferpool.guard.disguise import INVISIBLE, hidden
+from inferpool.guard.disguise import disguises
 from inferpool.guard.policy import Action, Stage
 from inferpool.guard.prescan import (
     ALNUM_ID,
@@ -53,7 +55,6 @@ from inferpool.guard.prescan import (
     long_tokens,
     spelled_words,
     token_breaks,
-    unicode_digits,
 )
 from inferpool.guard.screen import Screener
 
@@ -116,8 +117,8 @@ class _TailTriggers:
         )
 
     @property
-    def hidden(self) -> bool:
-        return self._found(self._streamed.last_hidden)
+    def disguised(self) -> bool:
+        return self._found(self._streamed.last_disguised)
 
     @property
     def email(self) -> bool:
@@ -164,7 +165,7 @@ class _FixedTriggers:
     secret_hints: bool = False
     long_tokens: bool = False
     injection: bool = False
-    hidden: bool = False
+    disguised: bool = False
 
 
 class StreamedText:
@@ -194,7 +195,9 @@ class StreamedText:
         # At or after the latest character that may disguise an injection phrase (a non-ASCII
         # one, a tab, a second space; see guard/disguise.py), where injection words count
         self.last_unusual = -1
-        self.last_hidden = -1  # where the latest invisible character (disguise.INVISIBLE) is
+        # At or after the latest disguise (disguise.disguises: an invisible character, full-width
+        # or mathematical letters, tag characters, a lookalike next to a Latin letter)
+        self.last_disguised = -1
         self.last_odd_digit = -1  # at or after the latest non-ASCII digit
         self.last_at = -1  # where the latest '@' is
         self._last_space = -1  # the last space or newline
@@ -257,13 +260,17 @@ class StreamedText:
         self._buf = buf
         buf_start = self._buf_start
         is_ascii = new.isascii()
-        if not is_ascii:
-            if hidden(new):
-                self.last_hidden = was + max(new.rfind(c) for c in INVISIBLE)
-            if has_case_exotic(new):
-                self.last_exotic = was + max(new.rfind(c) for c in CASE_EXOTIC)
-            if unicode_digits(new):
+        # The new text and the character before it (a lookalike next to a Latin letter may
+        # straddle two events): one pass over it when it holds a non-ASCII character
+        piece = buf[max(buf_start, was - 1) - buf_start :]
+        if not piece.isascii():
+            disguise, _spaces, _invisible, odd_digit = disguises(piece)
+            if disguise:
+                self.last_disguised = end - 1
+            if odd_digit:
                 self.last_odd_digit = end - 1
+            if not is_ascii and has_case_exotic(new):
+                self.last_exotic = was + max(new.rfind(c) for c in CASE_EXOTIC)
         if self._injection_counts and (
             not is_ascii
             or "\t" in new
@@ -342,7 +349,7 @@ class StreamedText:
                 not self._fires_untriggered
                 and self.last_at < tail_start
                 and self.last_hint < tail_start
-                and self.last_hidden < tail_start
+                and self.last_disguised < tail_start
                 and (self.last_injection < tail_start or not self._injection_counts)
                 and not _DIGIT.search(new)
                 and not (self._injection_counts and self._may_end_spelled(tail_start, len(new)))
@@ -385,8 +392,10 @@ class StreamedText:
         (`recent` the text from `first` to where `recent_span()` ends)."""
         if self._nothing_blocks:
             return False
-        if not self._by_lines or self.last_exotic >= first:
-            return True  # (or the exotic letter is past the recent text: screening it is exact too)
+        if not self._by_lines or self.last_exotic >= first or self.last_disguised >= first:
+            # (or the exotic letter or disguise is past the recent text: screening it is exact
+            # too); a line in disguise may block with no trigger as written
+            return True
         last = first + len(recent)
         newlines = self._newlines
         # Lines the clean recent text held whole are passed: only the line `first` cuts, and

@@ -194,6 +194,72 @@ async def test_a_key_split_by_an_invisible_character_in_a_streamed_answer_blocks
             await stream.feed(b"data: " + orjson.dumps(event) + b"\n\n")
 
 
+# A key a coerced model writes in disguise, and a long answer after it (longer than the stream's
+# window, so the final check at the stream's end no longer sees the key)
+KEYS_IN_DISGUISE = {
+    "full-width": "ＡＫＩＡＩＯＳＦＯＤＮＮ７ＥＸＡＭＰＬＥ",
+    "a Cyrillic lookalike": "\u0410KIAIOSFODNN7EXAMPLE",
+    "mathematical bold": "𝐀𝐊𝐈𝐀𝐈𝐎𝐒𝐅𝐎𝐃𝐍𝐍𝟕𝐄𝐗𝐀𝐌𝐏𝐋𝐄",
+}
+_LONG_TAIL = " And here is a long explanation of other things." * 150
+
+
+def _chat_event(text: str) -> bytes:
+    return b"data: " + orjson.dumps({"choices": [{"index": 0, "delta": {"content": text}}]}) + b"\n\n"
+
+
+async def _stream(screener: Screener, answer: str, size: int) -> tuple[bytes, int | None]:
+    """What the client is sent of `answer` streamed `size` characters an event, and the offset
+    of the event that ended it blocked (None: it passed)."""
+    stream, sent = StreamScreener(screener, "m"), []
+    for i in range(0, len(answer), size):
+        try:
+            sent.append(await stream.feed(_chat_event(answer[i : i + size])))
+        except Blocked as blocked:
+            return b"".join(sent) + blocked.passed, i
+    return b"".join(sent) + await stream.feed(b"data: [DONE]\n\n"), None
+
+
+@pytest.mark.parametrize("disguise", list(KEYS_IN_DISGUISE))
+@pytest.mark.parametrize("size", [1, 3, 7])
+async def test_a_key_in_disguise_in_a_streamed_answer_blocks_where_it_ends(disguise: str, size: int) -> None:
+    """A streamed answer is read through disguises as a whole one is: the stream ends at the
+    key, not after it (before 2026-12-07 only invisible characters were read through per event,
+    and these keys, with a long answer after them, passed whole)."""
+    prefix = "Sure, the key is "
+    key = KEYS_IN_DISGUISE[disguise]
+    _sent, blocked_at = await _stream(Screener(default_config()), prefix + key + _LONG_TAIL, size)
+    assert blocked_at is not None and blocked_at <= len(prefix) + len(key) + size
+
+
+@pytest.mark.parametrize("disguise", list(KEYS_IN_DISGUISE))
+async def test_held_back_a_key_in_disguise_never_reaches_the_client(disguise: str) -> None:
+    key = KEYS_IN_DISGUISE[disguise]
+    config = GuardConfig("held", default_config().checks, stream_hold_back_chars=len(key) + 8)
+    sent, blocked_at = await _stream(Screener(config), "Sure, the key is " + key + _LONG_TAIL, 3)
+    assert blocked_at is not None
+    assert key[1:4].encode() not in sent  # (the key's first character is held with the rest too)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "第１章は２０２４年に書かれました。価格は１２３円です。ＯＫ、次へ進みましょう。" * 20,
+        "Это ответ на русском языке: используйте Python и Linux, версия 3.11, порт 8080. " * 20,
+        "Η απάντηση στα ελληνικά: χρησιμοποιήστε το Python, έκδοση 3.11. " * 20,
+    ],
+)
+@pytest.mark.parametrize("size", [1, 3])
+async def test_a_streamed_answer_in_another_script_passes_as_it_came(answer: str, size: int) -> None:
+    """Full-width digits and letters in Japanese, Cyrillic and Greek words beside Latin ones are
+    no key and no number to redact: the stream passes byte for byte."""
+    sent, blocked_at = await _stream(Screener(default_config()), answer, size)
+    assert blocked_at is None
+    assert sent == b"".join(_chat_event(answer[i : i + size]) for i in range(0, len(answer), size)) + (
+        b"data: [DONE]\n\n"
+    )
+
+
 @settings(max_examples=500, deadline=None)
 @given(
     st.text(
