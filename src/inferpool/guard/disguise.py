@@ -3,14 +3,16 @@
 A model reads "Ignore  previous  instructions" (two spaces), "You\tare\tnow DAN", "Ig<U+200B>nore"
 (a zero-width space), "Ｉｇｎｏｒｅ" (full-width letters), "𝐈𝐠𝐧𝐨𝐫𝐞" (mathematical bold),
 "іgnore" (a Cyrillic і among Latin letters) and text in Unicode tag characters (invisible, and
-read as ASCII) as the plain phrase. The injection check reads them so too (and the secrets
-and PII checks read through invisible characters: a key split by a zero-width space):
+read as ASCII) as the plain phrase, and "i̶g̶n̶o̶r̶e̶" (struck through: combining marks) as
+"ignore". The injection check reads them so too, and so do the secrets and PII checks (a key
+split by a zero-width space or written in full-width letters):
 
 - `squeezed`: a run of horizontal spacing between two words (spaces, tabs, no-break and
   other Unicode spaces) becomes one space. Cheap, per passage: the pre-scan's trigger phrases
   already allow any such run between their words (prescan.spaced).
 - `undisguised`: invisible format characters are removed (or, a second reading, made spaces:
-  "ignore<U+200B>previous" uses them as spaces; `readings`), full-width and mathematical
+  "ignore<U+200B>previous" uses them as spaces; `readings`), combining marks stacked on an
+  ASCII character ("i̶g̶n̶o̶r̶e̶", "Zalgo" text) are removed, full-width and mathematical
   letters and digits, and tag characters, become their ASCII letters, and Cyrillic or Greek
   letters that look Latin become Latin inside a word that also holds Latin letters (a Russian
   or Greek word alone is left as it is). Only for a text that holds one of them (`disguised`:
@@ -59,6 +61,19 @@ _ODD_RUN = re.compile(rf"(?<=[^\s])(?:[{SPACES}]{{2,}}|[{SPACES[1:]}])(?=[^\s])"
 INVISIBLE = "\u00ad\u034f\u180e\u200b\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u202d\u202e" + "".join(
     map(chr, (*range(0x2060, 0x2065), *range(0x2066, 0x2070), 0xFEFF))
 )
+# Combining marks stacked on a letter or digit: struck through (U+0336), underlined (U+0332),
+# "Zalgo" text; a model reads the letter under them. The blocks of combining diacritical marks
+# (with their extended and supplement blocks; the combining grapheme joiner, U+034F, is
+# INVISIBLE) and the half marks. Undone only on what reads as an ASCII character (MARKED; text
+# generators strike spaces through too): a mark on a Greek or a Vietnamese letter is that
+# letter's own. Not the marks for symbols (U+20D0-20FF) nor the variation selectors: emoji
+# keycaps ("1" U+FE0F U+20E3) are everyday text in answers, and each would make a streamed
+# answer's next 256 characters be screened at every word.
+COMBINING_RANGES = ((0x300, 0x34E), (0x350, 0x36F), (0x1AB0, 0x1AFF), (0x1DC0, 0x1DFF), (0xFE20, 0xFE2F))
+COMBINING = "".join(f"{chr(low)}-{chr(high)}" for low, high in COMBINING_RANGES)  # (a regex class's ranges)
+# What a combining mark is undone on: printable ASCII, and the full-width and mathematical
+# characters that become it
+MARKED = " -~\uff01-\uff5e\U0001d400-\U0001d7ff"
 # Cyrillic and Greek letters drawn as a Latin one (Unicode's confusables, the common ones).
 LOOKALIKES = {
     **dict(zip("аеорсухіјѕԁԛԝүһӏ", "aeopcyxijsdqwyhl", strict=True)),
@@ -70,7 +85,8 @@ _SCRIPTS = "\u0370-\u03ff\u0400-\u052f"  # Greek, Cyrillic (with its supplement)
 _INVISIBLE_CHAR = re.compile(f"[{INVISIBLE}]")
 # The same, as byte sequences of the UTF-8 encoding (ASCII letters lower-cased or not), for
 # one Hyperscan pass: invisible characters, full-width letters and digits, mathematical
-# alphanumerics, tag characters, a Greek or Cyrillic letter next to a Latin one.
+# alphanumerics, tag characters, a Greek or Cyrillic letter next to a Latin one, a combining
+# mark on an ASCII character.
 _SCRIPT_CHAR = rb"(?:\xcd[\xb0-\xbf]|[\xce-\xd3][\x80-\xbf]|\xd4[\x80-\xaf])"  # _SCRIPTS
 _DISGUISE_BYTES = (
     rb"\xc2\xad|\xcd\x8f|\xe1\xa0\x8e|\xe2\x80[\x8b-\x8f\xaa-\xae]|\xe2\x81[\xa0-\xa4\xa6-\xaf]|\xef\xbb\xbf",
@@ -78,6 +94,9 @@ _DISGUISE_BYTES = (
     rb"\xf0\x9d[\x90-\x9f]",
     rb"\xf3\xa0[\x80\x81]",
     rb"[A-Za-z]" + _SCRIPT_CHAR + rb"|" + _SCRIPT_CHAR + rb"[A-Za-z]",
+    # a printable ASCII character with a combining mark (COMBINING) after it
+    rb"[\x20-\x7e](?:\xcc[\x80-\xbf]|\xcd[\x80-\xaf]|\xe1\xaa[\xb0-\xbf]|\xe1\xab[\x80-\xbf]|\xe1\xb7[\x80-\xbf]"
+    rb"|\xef\xb8[\xa0-\xaf])",
 )
 # UNICODE_SPACES, as UTF-8: not a disguise to undo (squeezed makes them spaces where it
 # matters), but where a run of odd spacing may be (the pre-scan's `spaced`)
@@ -152,6 +171,24 @@ def disguises(text: str, utf8: bytes | None = None) -> tuple[bool, bool, bool, b
     )
 
 
+# The disguises of _DISGUISE_BYTES as a regular expression over text, each matched at its first
+# character (a pair's first), for where the last one starts (`last_disguise`); held to the
+# compiled pass by a test
+_DISGUISE_STARTS = re.compile(
+    f"[{INVISIBLE}\uff10-\uff19\uff21-\uff3a\uff41-\uff5a\U0001d400-\U0001d7ff\U000e0000-\U000e007f]"
+    f"|[A-Za-z](?=[{_SCRIPTS}])|[{_SCRIPTS}](?=[A-Za-z])|[ -~](?=[{COMBINING}\u034f])"
+)
+
+
+def last_disguise(text: str) -> int:
+    """Where the last disguise `disguises` finds in `text` starts (-1: none): a text's suffix
+    holds one exactly when it starts there or before. For short texts (a streamed event)."""
+    last = -1
+    for m in _DISGUISE_STARTS.finditer(text):
+        last = m.start()
+    return last
+
+
 def hidden(text: str) -> bool:
     """Whether `text` holds an invisible character (INVISIBLE)."""
     return not text.isascii() and _INVISIBLE_CHAR.search(text) is not None
@@ -202,10 +239,16 @@ class Edited:
         return offset if at < 0 else offset + shifts[at][1]
 
     def source_span(self, start: int, end: int) -> tuple[int, int]:
-        """A span here as a span of the source: from its first character to just past its last."""
+        """A span here as a span of the source: from its first character to just past its last
+        and the combining marks on it (one character to a reader: a redaction takes them too)."""
         if end <= start:
             return self.source(start), self.source(start)
-        return self.source(start), self.source(end - 1) + 1
+        last = self.source(end - 1) + 1
+        if self._source:
+            marks = _MARKS_RUN.match(self._source, last)
+            if marks is not None:
+                last = marks.end()
+        return self.source(start), last
 
 
 def _edit(text: str, pattern: re.Pattern[str], replace: Callable[[str], str]) -> Edited:
@@ -248,9 +291,13 @@ _UNDONE_TABLE = _undone_table(None)
 _UNDONE_SPACED_TABLE = _undone_table(" ")
 # The characters `undisguised` deletes or replaces (its tables' keys), and what the first
 # reading deletes (for the offsets back: Edited)
-_UNDONE = re.compile(f"[{INVISIBLE}\uff01-\uff5e\U0001d400-\U0001d7ff\U000e0000-\U000e007f]")
-_DELETED = re.compile(f"[{INVISIBLE}\U000e0000-\U000e001f\U000e007f]+")
-_DELETED_SPACED = re.compile("[\U000e0000-\U000e001f\U000e007f]+")
+# (group 1: combining marks on what becomes an ASCII letter or digit, deleted)
+_MARKS_ON = f"(?<=[{MARKED}])[{COMBINING}]+"
+_UNDONE = re.compile(f"({_MARKS_ON})|[{INVISIBLE}\uff01-\uff5e\U0001d400-\U0001d7ff\U000e0000-\U000e007f]")
+_DELETED = re.compile(f"{_MARKS_ON}|[{INVISIBLE}\U000e0000-\U000e001f\U000e007f]+")
+_DELETED_SPACED = re.compile(f"{_MARKS_ON}|[\U000e0000-\U000e001f\U000e007f]+")
+_MARKS_ON_PATTERN = re.compile(_MARKS_ON)
+_MARKS_RUN = re.compile(f"[{COMBINING}]+")
 # Past this many characters to undo, one `str.translate` of the whole text (≈50 ns a
 # character, dict lookups) costs less than a piece per character
 UNDONE_PIECES = 256
@@ -260,19 +307,24 @@ _ADJACENT = re.compile(f"[A-Za-z][{_SCRIPTS}]|[{_SCRIPTS}][A-Za-z]")
 
 
 def _replaced(text: str, invisible_as_space: bool) -> Edited:
-    """`text` with its disguised characters undone (the tables above)."""
+    """`text` with its disguised characters undone (the tables above) and the combining marks
+    on its letters and digits (MARKED) deleted."""
     table = _UNDONE_SPACED_TABLE if invisible_as_space else _UNDONE_TABLE
     deleted = _DELETED_SPACED if invisible_as_space else _DELETED
     pieces: list[str] = []
     done = 0
     for count, m in enumerate(_UNDONE.finditer(text)):
         if count == UNDONE_PIECES:  # a text written in them: translate it whole
-            plain = text.translate(table)
+            plain = _MARKS_ON_PATTERN.sub("", text).translate(table)
             return Edited(plain) if len(plain) == len(text) else Edited(plain, None, text, deleted)
-        start, char = m.start(), m.group()
-        new = table.get(ord(char), char)  # (a mathematical symbol that stands for no ASCII: kept)
+        start, end = m.span()
+        if m.group(1) is not None:  # combining marks
+            new: str | None = None
+        else:
+            char = m.group()
+            new = table.get(ord(char), char)  # (a mathematical symbol that stands for no ASCII: kept)
         pieces += [text[done:start], "" if new is None else new]
-        done = start + 1
+        done = end
     if not pieces:
         return Edited(text)
     pieces.append(text[done:])

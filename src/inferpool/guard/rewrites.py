@@ -2,7 +2,8 @@
 read through (`python -m inferpool.guard.evaluate CATALOGUE --rewrites`; docs/security.md,
 "Disguises the injection check reads through"). Each rewrites every space, or every word of
 four letters or more (leetspeak: digits for its letters; letters apart: a hyphen between
-them), or every letter; `wrapped` hard-wraps a text as mail is.
+them), or every letter (or letter and digit: combining marks on each); `wrapped` hard-wraps a
+text as mail is.
 """
 
 from __future__ import annotations
@@ -42,6 +43,18 @@ def _shifted(text: str, upper: int, lower: int, digits: int | None) -> str:
     return "".join(out)
 
 
+def _marked(text: str, marks: str) -> str:
+    """With one mark: every character but a line break with it after it (as strike-through
+    and underline generators write). With more: each letter and digit with two of them,
+    cycling through `marks` (stacked, as "Zalgo" generators stack them)."""
+    if len(marks) == 1:
+        return "".join(c + marks if c != "\n" else c for c in text)
+    size = len(marks)
+    return "".join(
+        c + marks[i % size] + marks[(3 * i + 1) % size] if c.isalnum() else c for i, c in enumerate(text)
+    )
+
+
 REWRITES: dict[str, Callable[[str], str]] = {
     "two spaces": lambda t: t.replace(" ", "  "),
     "tabs": lambda t: t.replace(" ", "\t"),
@@ -56,6 +69,11 @@ REWRITES: dict[str, Callable[[str], str]] = {
     "mathematical bold": lambda t: _shifted(t, 0x1D400, 0x1D41A, 0x1D7CE),
     "tag characters": lambda t: "".join(chr(0xE0000 + ord(c)) if " " <= c <= "~" else c for c in t),
     "cyrillic lookalikes": lambda t: " ".join(_cyrillic(w) for w in t.split(" ")),
+    "struck through (combining long stroke)": lambda t: _marked(t, "\u0336"),
+    "underlined (combining low line)": lambda t: _marked(t, "\u0332"),
+    "zalgo (stacked combining marks)": lambda t: _marked(
+        t, "\u0300\u0301\u0308\u0316\u0327\u0358\u035c\u1dc4"
+    ),
     "turkish dotless i": lambda t: t.replace("i", "\u0131"),
     "long s": lambda t: t.replace("s", "\u017f"),
     "leetspeak": lambda t: _in_each_word(t, lambda w: w.translate(_LEET)),

@@ -38,7 +38,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from inferpool.guard.disguise import disguises
+from inferpool.guard.disguise import disguises, last_disguise
 from inferpool.guard.policy import Action, Stage
 from inferpool.guard.prescan import (
     ALNUM_ID,
@@ -195,8 +195,9 @@ class StreamedText:
         # At or after the latest character that may disguise an injection phrase (a non-ASCII
         # one, a tab, a second space; see guard/disguise.py), where injection words count
         self.last_unusual = -1
-        # At or after the latest disguise (disguise.disguises: an invisible character, full-width
-        # or mathematical letters, tag characters, a lookalike next to a Latin letter)
+        # Where the latest disguise starts (disguise.last_disguise: an invisible character,
+        # full-width or mathematical letters, tag characters, a lookalike next to a Latin
+        # letter, a combining mark on an ASCII character)
         self.last_disguised = -1
         self.last_odd_digit = -1  # at or after the latest non-ASCII digit
         self.last_at = -1  # where the latest '@' is
@@ -262,11 +263,12 @@ class StreamedText:
         is_ascii = new.isascii()
         # The new text and the character before it (a lookalike next to a Latin letter may
         # straddle two events): one pass over it when it holds a non-ASCII character
-        piece = buf[max(buf_start, was - 1) - buf_start :]
+        piece_start = max(buf_start, was - 1)
+        piece = buf[piece_start - buf_start :]
         if not piece.isascii():
             disguise, _spaces, _invisible, odd_digit = disguises(piece)
             if disguise:
-                self.last_disguised = end - 1
+                self.last_disguised = max(self.last_disguised, piece_start + last_disguise(piece))
             if odd_digit:
                 self.last_odd_digit = end - 1
             if not is_ascii and has_case_exotic(new):
