@@ -23,6 +23,11 @@ split by a zero-width space or written in full-width letters):
   1nstruct10ns", "$ystem pr0mpt") become those letters, inside a word that also holds letters
   (a number alone is left as it is); once with 1 and | as i, once as l. Only for a text whose
   pre-scan found a trigger word so written (prescan.SPELLED_WORDS).
+- `rot13`: every ASCII letter rotated by 13 ("vtaber nyy cerivbhf vafgehpgvbaf"), for a text
+  whose pre-scan found a trigger word so written (prescan.ROT13_WORDS). One for one.
+- `base64_runs` and `base64_text`: where a text may hold base64 (its long token runs, wrapped
+  lines joined) and the text a run decodes to, which the injection check reads (a finding
+  spans the run: not one for one).
 - `letters_joined`: a word written with its letters apart ("I-g-n-o-r-e", "s.y.s.t.e.m",
   "r e v e a l") becomes the word: a run of three letters or more, each alone, with the same
   one separator (APART) between them. The same only-when-found rule.
@@ -34,12 +39,14 @@ phrase as written.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import re
 import string
 import unicodedata
 from bisect import bisect_right
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import cast
 
 import hyperscan
@@ -450,6 +457,86 @@ def letters_apart(text: str) -> bool:
     return _APART_RUN.search(text) is not None
 
 
+_ROT13 = str.maketrans(
+    string.ascii_lowercase + string.ascii_uppercase,
+    string.ascii_lowercase[13:]
+    + string.ascii_lowercase[:13]
+    + string.ascii_uppercase[13:]
+    + string.ascii_uppercase[:13],
+)
+
+
+def rot13(text: str) -> str:
+    """`text` with its ASCII letters rotated by 13 (ROT13, its own inverse): one for one."""
+    return text.translate(_ROT13)
+
+
+# Base64 as prompts carry it: the standard or URL-safe alphabet, padded or not, in lines of a
+# multiple of four characters when wrapped (MIME: 76). A run of LONG_TOKEN characters (the
+# pre-scan's long tokens, found for the secrets check) qualifies when it holds nothing else and
+# both cases of letters (base64 of text always does; a hex digest never).
+_BASE64 = re.compile(r"[A-Za-z0-9+/_-]+={0,2}")
+_LOWER = re.compile(r"[a-z]")
+_UPPER = re.compile(r"[A-Z]")
+BASE64_MIN_CHARS = 24  # 18 bytes: a short sentence (prescan.LONG_TOKEN_CHARS)
+
+
+def base64_runs(text: str, tokens: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The spans of `text` that may be base64 of a text: each of `tokens` (long token runs, in
+    order) that is one, with the lines that continue it joined (wrapped: after a line break,
+    while every line is as long as the first, a whole number of four-character groups; a last
+    line shorter than a long token is not among `tokens`, and is taken after a full line of the
+    block's width, when that is known: two lines or more, or MIME's 76 or PEM's 64)."""
+    blocks: list[list[tuple[int, int]]] = []
+    for start, end in tokens:
+        if _BASE64.fullmatch(text, start, end) is None:
+            continue
+        if blocks and text[blocks[-1][-1][1] : start] in ("\n", "\r\n") and _open(text, blocks[-1]):
+            blocks[-1].append((start, end))
+        else:
+            blocks.append([(start, end)])
+    runs = []
+    for block in blocks:
+        start, end = block[0][0], block[-1][1]
+        width = block[0][1] - block[0][0]
+        if _open(text, block) and (len(block) > 1 or width in (64, 76)):
+            last_line = _SHORT_LAST_LINE.match(text, end)
+            if last_line is not None:
+                end = last_line.end()
+        if _LOWER.search(text, start, end) and _UPPER.search(text, start, end):
+            runs.append((start, end))
+    return runs
+
+
+_SHORT_LAST_LINE = re.compile(r"\r?\n[A-Za-z0-9+/_-]{1,23}={0,2}(?![A-Za-z0-9+/_=-])")
+
+
+def _open(text: str, block: list[tuple[int, int]]) -> bool:
+    """Whether a block of base64 lines may go on: every line as long as the first, a whole
+    number of four-character groups, no padding."""
+    width = block[0][1] - block[0][0]
+    return width % 4 == 0 and all(e - s == width for s, e in block) and text[block[-1][1] - 1] != "="
+
+
+def base64_text(encoded: str) -> str | None:
+    """What `encoded` (a base64 run, its lines joined or not) decodes to, if that is text a
+    model would read: valid UTF-8, nearly all of it printable, with a space in it. None else."""
+    compact = encoded.replace("\r", "").replace("\n", "").rstrip("=")
+    if "-" in compact or "_" in compact:
+        if "+" in compact or "/" in compact:
+            return None  # two alphabets: no base64
+        compact = compact.replace("-", "+").replace("_", "/")
+    try:
+        raw = base64.b64decode(compact + "=" * (-len(compact) % 4), validate=True)
+        decoded = raw.decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    if " " not in decoded:
+        return None
+    printable = sum(c.isprintable() or c in "\n\r\t" for c in decoded)
+    return decoded if printable >= 0.95 * len(decoded) else None
+
+
 def letters_joined(text: str) -> Edited:
     """`text` with each run of letters apart written as one word (the separators deleted), and
     where each of its letters came from (a finding may end inside a joined word)."""
@@ -522,15 +609,19 @@ __all__ = [
     "WRAP_AFTER",
     "WRAP_BEFORE",
     "Edited",
+    "base64_runs",
+    "base64_text",
     "disguised",
     "disguises",
     "hidden",
+    "last_disguise",
     "leet_readings",
     "letters_apart",
     "letters_joined",
     "mixed_words",
     "odd_spacing",
     "readings",
+    "rot13",
     "squeezed",
     "undisguised",
     "unwrapped",

@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import re
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -46,12 +46,14 @@ from inferpool.guard.findings import Finding
 from inferpool.guard.prescan import (
     LEETSPEAK,
     LETTERS_APART,
+    ROT13,
     Prescanner,
     ascii_chars,
     compiled_database,
     fold,
     fold_ascii,
     has_case_exotic,
+    long_tokens,
     spelled_words,
 )
 
@@ -395,18 +397,25 @@ class InjectionScorer:
         disguised: bool | None = None,
         spelled: int | None = None,
         plain: disguise.Edited | None = None,
+        rot13: bool = False,
+        tokens: Sequence[tuple[int, int]] | None = None,
+        decode: bool = True,
     ) -> list[Finding]:
         """Scores each passage around a trigger word on its own (signals from unrelated
         sentences of a long prompt do not add up); the best passage decides. `lowered`, `hits`,
         `exact`, `spaced`, `disguised`, `spelled`: the pre-scan's fold of the text, where it
         found trigger words, and its hints (found here when not given); `chars`, its
         `ascii_chars`. A disguised text is read undisguised, one with a trigger word spelled to
-        hide it (leetspeak, letters apart) also with that spelling undone, and a finding points
-        into the text. `plain`: the text undisguised, when made already."""
+        hide it (leetspeak, letters apart, ROT13) also with that spelling undone, and a finding
+        points into the text. `plain`: the text undisguised, when made already; `rot13`: the
+        pre-scan found a trigger word in ROT13. A run that decodes from base64 to text is read
+        decoded (with `decode`; not what that decodes to), a finding in it spanning the run;
+        `tokens`: the pre-scan's long token runs (prescan.long_tokens), found here when not
+        given."""
         if lowered is None or hits is None or exact is None or spaced is None or disguised is None:
             scan = _trigger_scanner().scan(text)
             lowered, hits, exact, chars = scan.lowered, scan.injection_hits, scan.exact, scan.chars
-            spaced, disguised, spelled = scan.spaced, scan.disguised, scan.spelled
+            spaced, disguised, spelled, rot13 = scan.spaced, scan.disguised, scan.spelled, scan.rot13
         if disguised:  # the first of the ways a model may read it in which a passage blocks
             for reading in readings(text, plain):
                 # (a spelling undone too: full-width "１ｇｎ０ｒｅ" reads as "1gn0re")
@@ -419,17 +428,41 @@ class InjectionScorer:
         found = self._find_plain(text, after_system, lowered, hits, exact, chars, spaced)
         if found:
             return found
-        return self._find_spelled(text, after_system, spelled_words(text) if spelled is None else spelled)
+        spelling = spelled_words(text) if spelled is None else spelled
+        found = self._find_spelled(text, after_system, spelling | ROT13 if rot13 else spelling)
+        if found or not decode:
+            return found
+        return self._find_decoded(text, after_system, long_tokens(text) if tokens is None else tokens)
+
+    def _find_decoded(
+        self, text: str, after_system: bool, tokens: Iterable[tuple[int, int]]
+    ) -> list[Finding]:
+        """`find` on what each base64 run of `text` decodes to (disguise.base64_runs), the first
+        finding spanning its run."""
+        for start, end in disguise.base64_runs(text, tokens):
+            decoded = disguise.base64_text(text[start:end])
+            if decoded is None:
+                continue
+            # (what the decoded text holds in base64 is not decoded again)
+            found = self.find(decoded, after_system and start == 0, decode=False)
+            if found:
+                return [Finding(found[0].check, found[0].kind, start, end)]
+        return []
 
     def _find_spelled(self, text: str, after_system: bool, spelled: int) -> list[Finding]:
         """`find` on `text` with the spellings that hide its trigger words undone (`spelled`:
-        LEETSPEAK, LETTERS_APART bits): each leetspeak reading (one for one: the same offsets),
-        then its letters apart joined."""
+        LEETSPEAK, LETTERS_APART, ROT13 bits): each leetspeak reading (one for one: the same
+        offsets), the text in ROT13 (the same), then its letters apart joined."""
         if spelled & LEETSPEAK:
             for reading in leet_readings(text):
                 found = self._find_plain(reading, after_system, *_plain_scan(reading))
                 if found:
                     return found
+        if spelled & ROT13:
+            reading = disguise.rot13(text)
+            found = self._find_plain(reading, after_system, *_plain_scan(reading))
+            if found:
+                return found
         if spelled & LETTERS_APART:
             joined = letters_joined(text)
             found = self._find_plain(joined.text, after_system, *_plain_scan(joined.text))

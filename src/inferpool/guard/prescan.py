@@ -15,6 +15,7 @@ The class strings have the text's length, so every offset is an offset into the 
 
 from __future__ import annotations
 
+import codecs
 import functools
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -30,6 +31,7 @@ from inferpool.guard.disguise import (
     LEET,
     UNICODE_SPACING,
     Edited,
+    base64_runs,
     disguises,
     letters_apart,
     mixed_words,
@@ -91,9 +93,15 @@ SPELLED_WORDS = tuple(sorted({
     if (" " not in phrase or len(word) >= 5) and word.strip(":").isalpha()
 }))  # fmt: skip
 LEET_WORDS = tuple(w for w in SPELLED_WORDS if any(c in LEET for c in w))
-# `Prescan.spelled` bits: a trigger word in leetspeak, one with its letters apart
+# `Prescan.spelled` bits: a trigger word in leetspeak, one with its letters apart, one in ROT13
 LEETSPEAK = 1
 LETTERS_APART = 2
+ROT13 = 4
+# The trigger words of five letters or more in ROT13 ("vtaber" for "ignore", "flfgrz" for
+# "system"): found in the pre-scan's own pass as words of their own family ("rot13"), where one
+# sends the injection check to read the text in ROT13 too. Shorter ones are everyday letter
+# runs ("be" is "or", "an" is "na").
+ROT13_WORDS = tuple(sorted({codecs.encode(w, "rot13") for w in SPELLED_WORDS if len(w) >= 5}))
 
 
 def _one_of(characters: str) -> str:
@@ -375,6 +383,7 @@ class Prescan:
     # Whether the text holds a non-ASCII decimal digit (then the class strings do not serve):
     # found in the pass over a non-ASCII text's UTF-8 (disguise.disguises)
     odd_digits: bool = False
+    rot13: bool = False  # a trigger word in ROT13 (ROT13_WORDS)
 
     @_lazy
     def number_spans(self) -> tuple[tuple[int, int], ...]:
@@ -415,7 +424,13 @@ class Prescan:
     def injection(self) -> bool:
         """Whether the injection check has anything to read: a trigger word, or a disguise or
         spelling that may hide one (the check finds its triggers in the text undone)."""
-        return bool(self.injection_hits) or self.disguised or bool(self.spelled)
+        return bool(self.injection_hits) or self.disguised or self.rot13 or bool(self.spelled) or self.encoded
+
+    @_lazy
+    def encoded(self) -> bool:
+        """Whether a run may be base64 of a text (disguise.base64_runs): the injection check
+        reads what it decodes to."""
+        return bool(base64_runs(self.text, self.long_tokens))
 
 
 class Triggers(Protocol):
@@ -462,6 +477,8 @@ class Prescanner:
             for word in INJECTION_WORDS:
                 for variant in _case_variants(word):
                     words.setdefault(variant, ("injection", word))
+            for word in ROT13_WORDS:
+                words.setdefault(word, ("rot13", word))
         self._keywords = frozenset(keywords)
         for word in self._keywords:
             for variant in _case_variants(word):
@@ -562,11 +579,14 @@ class Prescanner:
             word_hits = self._hits(
                 lowered, chars.lower() if exact else None, at_edges, markers, phrases_spaced=unicode_spaced
             )
+        rot13 = False
         for last, (family, word, length) in word_hits:
             if family == "injection":
                 injection.append(last - length + 1)
             elif family == "secret":
                 hints.setdefault(word, []).append(last - length + 1)
+            elif family == "rot13":
+                rot13 = True
             else:
                 keywords.add(word)
         keywords.update(w for w in self._shared_keywords if w in lowered)
@@ -594,6 +614,7 @@ class Prescanner:
             utf8=utf8,
             spelled_found=spelled,
             odd_digits=odd_digits,
+            rot13=rot13,
         )
 
     def _hits(
@@ -662,8 +683,8 @@ class Prescanner:
 
     def hits(self, lowered: str) -> Iterable[tuple[int, tuple[str, str, int]]]:
         """Every trigger word in a folded text, in the order of their ends: (where its last
-        character is, (family, word, length)); family "injection", "secret" or "keyword",
-        `word` the hint, keyword or the injection word's base form."""
+        character is, (family, word, length)); family "injection", "rot13" (ROT13_WORDS),
+        "secret" or "keyword", `word` the hint, keyword or the injection word's base form."""
         return () if self._empty else self._automaton.iter(lowered)
 
     @property

@@ -2,12 +2,14 @@
 read through (`python -m inferpool.guard.evaluate CATALOGUE --rewrites`; docs/security.md,
 "Disguises the injection check reads through"). Each rewrites every space, or every word of
 four letters or more (leetspeak: digits for its letters; letters apart: a hyphen between
-them), or every letter (or letter and digit: combining marks on each); `wrapped` hard-wraps a
-text as mail is.
+them), or every letter (or letter and digit: combining marks on each), or encode the whole
+text (base64, ROT13); `wrapped` hard-wraps a text as mail is.
 """
 
 from __future__ import annotations
 
+import base64
+import codecs
 import re
 import textwrap
 from collections.abc import Callable
@@ -74,6 +76,8 @@ REWRITES: dict[str, Callable[[str], str]] = {
     "zalgo (stacked combining marks)": lambda t: _marked(
         t, "\u0300\u0301\u0308\u0316\u0327\u0358\u035c\u1dc4"
     ),
+    "base64 (the whole text)": lambda t: base64.b64encode(t.encode()).decode(),
+    "rot13 (the whole text)": lambda t: codecs.encode(t, "rot13"),
     "turkish dotless i": lambda t: t.replace("i", "\u0131"),
     "long s": lambda t: t.replace("s", "\u017f"),
     "leetspeak": lambda t: _in_each_word(t, lambda w: w.translate(_LEET)),

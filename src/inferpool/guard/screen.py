@@ -123,6 +123,8 @@ def _detector(check: CheckConfig) -> Detector:
                 scan.disguised,
                 scan.spelled_found,
                 scan.plain if scan.disguised else None,
+                scan.rot13,
+                scan.long_tokens,
             )
             if scan.injection
             else []

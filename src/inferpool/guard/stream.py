@@ -38,7 +38,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from inferpool.guard.disguise import disguises, last_disguise
+from inferpool.guard.disguise import base64_runs, disguises, last_disguise
 from inferpool.guard.policy import Action, Stage
 from inferpool.guard.prescan import (
     ALNUM_ID,
@@ -109,11 +109,12 @@ class _TailTriggers:
 
     @property
     def injection(self) -> bool:
-        # A trigger word, or one spelled to hide it (leetspeak, letters apart: looked for in the
-        # tail, as the pre-scan of a prompt does; a later tail that starts where this one does
-        # or before holds it too)
+        # A trigger word (in ROT13 too), one spelled to hide it (leetspeak, letters apart) or a
+        # run that may be base64 of a text (looked for in the tail, as the pre-scan of a prompt
+        # does; a later tail that starts where this one does or before holds it too)
         return self._found(self._streamed.last_injection) or (
-            spelled_words(self.tail) != 0 and self._found(self._start)
+            (spelled_words(self.tail) != 0 or bool(base64_runs(self.tail, long_tokens(self.tail))))
+            and self._found(self._start)
         )
 
     @property
@@ -287,7 +288,7 @@ class StreamedText:
             for last, (family, _word, length) in self._word_hits(fold_ascii(buf[region - buf_start :])):
                 if region + last < was:
                     continue  # ended before the new text: counted at an earlier event
-                if family == "injection":
+                if family == "injection" or family == "rot13":  # (a trigger word in ROT13 is one too)
                     self.last_injection = region + last + 1 - length
                 else:
                     self.last_hint = region + last + 1 - length
