@@ -25,9 +25,9 @@ split by a zero-width space or written in full-width letters):
   pre-scan found a trigger word so written (prescan.SPELLED_WORDS).
 - `rot13`: every ASCII letter rotated by 13 ("vtaber nyy cerivbhf vafgehpgvbaf"), for a text
   whose pre-scan found a trigger word so written (prescan.ROT13_WORDS). One for one.
-- `base64_runs` and `base64_text`: where a text may hold base64 (its long token runs, wrapped
-  lines joined) and the text a run decodes to, which the injection check reads (a finding
-  spans the run: not one for one).
+- `encoded_runs` and `decoded_text`: where a text may hold base64 (its long token runs, wrapped
+  lines joined) or hex, and the text a run decodes to, which the injection check reads (a
+  finding spans the run: not one for one).
 - `letters_joined`: a word written with its letters apart ("I-g-n-o-r-e", "s.y.s.t.e.m",
   "r e v e a l") becomes the word: a run of three letters or more, each alone, with the same
   one separator (APART) between them. The same only-when-found rule.
@@ -474,28 +474,34 @@ def rot13(text: str) -> str:
 # Base64 as prompts carry it: the standard or URL-safe alphabet, padded or not, in lines of a
 # multiple of four characters when wrapped (MIME: 76). A run of LONG_TOKEN characters (the
 # pre-scan's long tokens, found for the secrets check) qualifies when it holds nothing else and
-# both cases of letters (base64 of text always does; a hex digest never).
+# both cases of letters (base64 of text always does); hex digits of one case, an even number
+# of them, are hex (a digest is too, and decodes to no text).
 _BASE64 = re.compile(r"[A-Za-z0-9+/_-]+={0,2}")
+_HEX = re.compile(r"[0-9a-f]+|[0-9A-F]+")
 _LOWER = re.compile(r"[a-z]")
 _UPPER = re.compile(r"[A-Z]")
 BASE64_MIN_CHARS = 24  # 18 bytes: a short sentence (prescan.LONG_TOKEN_CHARS)
 
 
-def base64_runs(text: str, tokens: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
-    """The spans of `text` that may be base64 of a text: each of `tokens` (long token runs, in
-    order) that is one, with the lines that continue it joined (wrapped: after a line break,
+def encoded_runs(text: str, tokens: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The spans of `text` that may be base64 or hex of a text: each of `tokens` (long token
+    runs, in order) that is hex digits alone, an even number of them, or base64, with the lines that continue it joined (wrapped: after a line break,
     while every line is as long as the first, a whole number of four-character groups; a last
     line shorter than a long token is not among `tokens`, and is taken after a full line of the
     block's width, when that is known: two lines or more, or MIME's 76 or PEM's 64)."""
     blocks: list[list[tuple[int, int]]] = []
+    runs = []
     for start, end in tokens:
+        if _HEX.fullmatch(text, start, end) is not None:
+            if (end - start) % 2 == 0:
+                runs.append((start, end))
+            continue  # (hex is base64 too, of one case: not base64 of text)
         if _BASE64.fullmatch(text, start, end) is None:
             continue
         if blocks and text[blocks[-1][-1][1] : start] in ("\n", "\r\n") and _open(text, blocks[-1]):
             blocks[-1].append((start, end))
         else:
             blocks.append([(start, end)])
-    runs = []
     for block in blocks:
         start, end = block[0][0], block[-1][1]
         width = block[0][1] - block[0][0]
@@ -505,7 +511,7 @@ def base64_runs(text: str, tokens: Iterable[tuple[int, int]]) -> list[tuple[int,
                 end = last_line.end()
         if _LOWER.search(text, start, end) and _UPPER.search(text, start, end):
             runs.append((start, end))
-    return runs
+    return sorted(runs)
 
 
 _SHORT_LAST_LINE = re.compile(r"\r?\n[A-Za-z0-9+/_-]{1,23}={0,2}(?![A-Za-z0-9+/_=-])")
@@ -518,23 +524,37 @@ def _open(text: str, block: list[tuple[int, int]]) -> bool:
     return width % 4 == 0 and all(e - s == width for s, e in block) and text[block[-1][1] - 1] != "="
 
 
-def base64_text(encoded: str) -> str | None:
-    """What `encoded` (a base64 run, its lines joined or not) decodes to, if that is text a
-    model would read: valid UTF-8, nearly all of it printable, with a space in it. None else."""
-    compact = encoded.replace("\r", "").replace("\n", "").rstrip("=")
-    if "-" in compact or "_" in compact:
-        if "+" in compact or "/" in compact:
-            return None  # two alphabets: no base64
-        compact = compact.replace("-", "+").replace("_", "/")
+def decoded_text(encoded: str) -> str | None:
+    """What `encoded` (a run from `encoded_runs`) decodes to, if that is text a model would
+    read: valid UTF-8, nearly all of it printable, with a space in it. None else."""
     try:
-        raw = base64.b64decode(compact + "=" * (-len(compact) % 4), validate=True)
-        decoded = raw.decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+        if _HEX.fullmatch(encoded) is not None:
+            raw = bytes.fromhex(encoded)
+        else:
+            compact = encoded.replace("\r", "").replace("\n", "").rstrip("=")
+            if "-" in compact or "_" in compact:
+                if "+" in compact or "/" in compact:
+                    return None  # two alphabets: no base64
+                compact = compact.replace("-", "+").replace("_", "/")
+            raw = base64.b64decode(compact + "=" * (-len(compact) % 4), validate=True)
+        # (a space first: a digest or binary data seldom holds one, and a failed decode raises)
+        decoded = raw.decode("utf-8") if b" " in raw else None
+    except (binascii.Error, ValueError):  # (UnicodeDecodeError is a ValueError)
         return None
-    if " " not in decoded:
+    if decoded is None:
         return None
     printable = sum(c.isprintable() or c in "\n\r\t" for c in decoded)
     return decoded if printable >= 0.95 * len(decoded) else None
+
+
+def decoded_runs(text: str, tokens: Iterable[tuple[int, int]]) -> list[tuple[int, int, str]]:
+    """Each run of `encoded_runs` that decodes to text (`decoded_text`), with that text."""
+    runs = []
+    for start, end in encoded_runs(text, tokens):
+        decoded = decoded_text(text[start:end])
+        if decoded is not None:
+            runs.append((start, end, decoded))
+    return runs
 
 
 def letters_joined(text: str) -> Edited:
@@ -609,10 +629,11 @@ __all__ = [
     "WRAP_AFTER",
     "WRAP_BEFORE",
     "Edited",
-    "base64_runs",
-    "base64_text",
+    "decoded_runs",
+    "decoded_text",
     "disguised",
     "disguises",
+    "encoded_runs",
     "hidden",
     "last_disguise",
     "leet_readings",

@@ -408,7 +408,7 @@ class InjectionScorer:
         `ascii_chars`. A disguised text is read undisguised, one with a trigger word spelled to
         hide it (leetspeak, letters apart, ROT13) also with that spelling undone, and a finding
         points into the text. `plain`: the text undisguised, when made already; `rot13`: the
-        pre-scan found a trigger word in ROT13. A run that decodes from base64 to text is read
+        pre-scan found a trigger word in ROT13. A run that decodes from base64 or hex to text is read
         decoded (with `decode`; not what that decodes to), a finding in it spanning the run;
         `tokens`: the pre-scan's long token runs (prescan.long_tokens), found here when not
         given."""
@@ -437,13 +437,10 @@ class InjectionScorer:
     def _find_decoded(
         self, text: str, after_system: bool, tokens: Iterable[tuple[int, int]]
     ) -> list[Finding]:
-        """`find` on what each base64 run of `text` decodes to (disguise.base64_runs), the first
-        finding spanning its run."""
-        for start, end in disguise.base64_runs(text, tokens):
-            decoded = disguise.base64_text(text[start:end])
-            if decoded is None:
-                continue
-            # (what the decoded text holds in base64 is not decoded again)
+        """`find` on what each base64 or hex run of `text` decodes to (disguise.decoded_runs),
+        the first finding spanning its run."""
+        for start, end, decoded in disguise.decoded_runs(text, tokens):
+            # (what the decoded text holds encoded is not decoded again)
             found = self.find(decoded, after_system and start == 0, decode=False)
             if found:
                 return [Finding(found[0].check, found[0].kind, start, end)]

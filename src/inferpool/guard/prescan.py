@@ -31,7 +31,7 @@ from inferpool.guard.disguise import (
     LEET,
     UNICODE_SPACING,
     Edited,
-    base64_runs,
+    decoded_runs,
     disguises,
     letters_apart,
     mixed_words,
@@ -428,9 +428,9 @@ class Prescan:
 
     @_lazy
     def encoded(self) -> bool:
-        """Whether a run may be base64 of a text (disguise.base64_runs): the injection check
-        reads what it decodes to."""
-        return bool(base64_runs(self.text, self.long_tokens))
+        """Whether a run decodes from base64 or hex to a text (disguise.decoded_runs): the
+        injection check reads that text."""
+        return bool(decoded_runs(self.text, self.long_tokens))
 
 
 class Triggers(Protocol):

@@ -38,7 +38,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from inferpool.guard.disguise import base64_runs, disguises, last_disguise
+from inferpool.guard.disguise import decoded_runs, disguises, last_disguise
 from inferpool.guard.policy import Action, Stage
 from inferpool.guard.prescan import (
     ALNUM_ID,
@@ -110,10 +110,10 @@ class _TailTriggers:
     @property
     def injection(self) -> bool:
         # A trigger word (in ROT13 too), one spelled to hide it (leetspeak, letters apart) or a
-        # run that may be base64 of a text (looked for in the tail, as the pre-scan of a prompt
+        # run that decodes from base64 or hex to a text (looked for in the tail, as the pre-scan of a prompt
         # does; a later tail that starts where this one does or before holds it too)
         return self._found(self._streamed.last_injection) or (
-            (spelled_words(self.tail) != 0 or bool(base64_runs(self.tail, long_tokens(self.tail))))
+            (spelled_words(self.tail) != 0 or bool(decoded_runs(self.tail, long_tokens(self.tail))))
             and self._found(self._start)
         )
 

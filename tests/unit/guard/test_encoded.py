@@ -1,6 +1,7 @@
 """Injections encoded to pass a phrase detector: in base64 (standard or URL-safe, padded or
-not, wrapped as MIME wraps it) and in ROT13. The injection check reads a base64 run that
-decodes to text, and a text holding a trigger word in ROT13, as decoded (docs/security.md).
+not, wrapped as MIME wraps it), in hex and in ROT13. The injection check reads a base64 or hex
+run that decodes to text, and a text holding a trigger word in ROT13, as decoded
+(docs/security.md).
 
 The held-out set (`tests/data/guard/heldout/encoded.jsonl`: 20 encoded injections in several
 wrappers and 20 benign texts holding base64 images, JWTs, certificates, digests, request ids,
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from inferpool.guard import Screener, Stage
-from inferpool.guard.disguise import base64_runs, base64_text, rot13
+from inferpool.guard.disguise import decoded_runs, rot13
 from inferpool.guard.injection import InjectionScorer
 from inferpool.guard.policy import default_config
 from inferpool.guard.prescan import ROT13_WORDS, Prescanner, long_tokens
@@ -75,9 +76,18 @@ def test_a_base64_run_is_read_decoded_and_the_finding_spans_it() -> None:
         "mixed " + _b64(ATTACK)[:30] + "-_" + _b64(ATTACK)[32:],  # both alphabets: no base64
     ],
 )
-def test_what_is_not_read_as_base64_text(text: str) -> None:
-    runs = base64_runs(text, list(long_tokens(text)))
-    assert all(base64_text(text[a:b]) is None for a, b in runs), runs
+def test_what_is_not_read_as_decoded_text(text: str) -> None:
+    assert not decoded_runs(text, list(long_tokens(text)))
+
+
+def test_hex_is_read_decoded_and_a_digest_is_not() -> None:
+    encoded = ATTACK.encode().hex()
+    for written in (encoded, encoded.upper()):
+        (finding,) = SCORER.find(f"bytes: {written} end")
+        assert finding.end - finding.start == len(written)
+    text = "sha256 2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824 ok"
+    assert not Prescanner(injection=True).scan(text).encoded  # a digest decodes to no text
+    assert Prescanner(injection=True).scan(f"bytes: {encoded}").encoded
 
 
 def test_base64_is_decoded_once() -> None:
