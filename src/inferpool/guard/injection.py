@@ -46,6 +46,7 @@ from inferpool.guard.findings import Finding
 from inferpool.guard.prescan import (
     LEETSPEAK,
     LETTERS_APART,
+    REVERSED,
     ROT13,
     Prescanner,
     ascii_chars,
@@ -397,7 +398,7 @@ class InjectionScorer:
         disguised: bool | None = None,
         spelled: int | None = None,
         plain: disguise.Edited | None = None,
-        rot13: bool = False,
+        ciphers: int = 0,
         tokens: Sequence[tuple[int, int]] | None = None,
         decode: bool = True,
     ) -> list[Finding]:
@@ -406,16 +407,16 @@ class InjectionScorer:
         `exact`, `spaced`, `disguised`, `spelled`: the pre-scan's fold of the text, where it
         found trigger words, and its hints (found here when not given); `chars`, its
         `ascii_chars`. A disguised text is read undisguised, one with a trigger word spelled to
-        hide it (leetspeak, letters apart, ROT13) also with that spelling undone, and a finding
-        points into the text. `plain`: the text undisguised, when made already; `rot13`: the
-        pre-scan found a trigger word in ROT13. A run that decodes from base64 or hex to text is read
+        hide it (leetspeak, letters apart, ROT13, backwards) also with that spelling undone, and
+        a finding points into the text. `plain`: the text undisguised, when made already;
+        `ciphers`: the pre-scan found a trigger word in ROT13 or backwards (ROT13, REVERSED bits). A run that decodes from base64 or hex to text is read
         decoded (with `decode`; not what that decodes to), a finding in it spanning the run;
         `tokens`: the pre-scan's long token runs (prescan.long_tokens), found here when not
         given."""
         if lowered is None or hits is None or exact is None or spaced is None or disguised is None:
             scan = _trigger_scanner().scan(text)
             lowered, hits, exact, chars = scan.lowered, scan.injection_hits, scan.exact, scan.chars
-            spaced, disguised, spelled, rot13 = scan.spaced, scan.disguised, scan.spelled, scan.rot13
+            spaced, disguised, spelled, ciphers = scan.spaced, scan.disguised, scan.spelled, scan.ciphers
         if disguised:  # the first of the ways a model may read it in which a passage blocks
             for reading in readings(text, plain):
                 # (a spelling undone too: full-width "１ｇｎ０ｒｅ" reads as "1gn0re")
@@ -429,7 +430,7 @@ class InjectionScorer:
         if found:
             return found
         spelling = spelled_words(text) if spelled is None else spelled
-        found = self._find_spelled(text, after_system, spelling | ROT13 if rot13 else spelling)
+        found = self._find_spelled(text, after_system, spelling | ciphers)
         if found or not decode:
             return found
         return self._find_decoded(text, after_system, long_tokens(text) if tokens is None else tokens)
@@ -448,8 +449,9 @@ class InjectionScorer:
 
     def _find_spelled(self, text: str, after_system: bool, spelled: int) -> list[Finding]:
         """`find` on `text` with the spellings that hide its trigger words undone (`spelled`:
-        LEETSPEAK, LETTERS_APART, ROT13 bits): each leetspeak reading (one for one: the same
-        offsets), the text in ROT13 (the same), then its letters apart joined."""
+        LEETSPEAK, LETTERS_APART, ROT13, REVERSED bits): each leetspeak reading (one for one: the
+        same offsets), the text in ROT13 (the same) and backwards (a finding's span turned
+        round), then its letters apart joined."""
         if spelled & LEETSPEAK:
             for reading in leet_readings(text):
                 found = self._find_plain(reading, after_system, *_plain_scan(reading))
@@ -460,6 +462,12 @@ class InjectionScorer:
             found = self._find_plain(reading, after_system, *_plain_scan(reading))
             if found:
                 return found
+        if spelled & REVERSED:
+            reading = text[::-1]
+            found = self._find_plain(reading, after_system, *_plain_scan(reading))
+            if found:
+                size = len(text)
+                return [Finding(f.check, f.kind, size - f.end, size - f.start) for f in found]
         if spelled & LETTERS_APART:
             joined = letters_joined(text)
             found = self._find_plain(joined.text, after_system, *_plain_scan(joined.text))

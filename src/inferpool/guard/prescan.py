@@ -93,15 +93,20 @@ SPELLED_WORDS = tuple(sorted({
     if (" " not in phrase or len(word) >= 5) and word.strip(":").isalpha()
 }))  # fmt: skip
 LEET_WORDS = tuple(w for w in SPELLED_WORDS if any(c in LEET for c in w))
-# `Prescan.spelled` bits: a trigger word in leetspeak, one with its letters apart, one in ROT13
+# `Prescan.spelled` bits: a trigger word in leetspeak, one with its letters apart; and
+# `Prescan.ciphers` bits: one in ROT13, one written backwards
 LEETSPEAK = 1
 LETTERS_APART = 2
 ROT13 = 4
+REVERSED = 8
 # The trigger words of five letters or more in ROT13 ("vtaber" for "ignore", "flfgrz" for
-# "system"): found in the pre-scan's own pass as words of their own family ("rot13"), where one
-# sends the injection check to read the text in ROT13 too. Shorter ones are everyday letter
-# runs ("be" is "or", "an" is "na").
+# "system") and backwards ("erongi", "metsys"): found in the pre-scan's own pass as words of
+# families of their own ("rot13", "reversed"), where one (at the edge of a word where its stem
+# begins) sends the injection check to read the text so undone too. Shorter ones are everyday letter runs ("be" is "or" in ROT13, "no" is
+# "on" backwards).
 ROT13_WORDS = tuple(sorted({codecs.encode(w, "rot13") for w in SPELLED_WORDS if len(w) >= 5}))
+REVERSED_WORDS = tuple(sorted({w[::-1] for w in SPELLED_WORDS if len(w) >= 5}))
+_CIPHER_BITS = {"rot13": ROT13, "reversed": REVERSED}  # (the pre-scan's families of such words)
 
 
 def _one_of(characters: str) -> str:
@@ -383,7 +388,7 @@ class Prescan:
     # Whether the text holds a non-ASCII decimal digit (then the class strings do not serve):
     # found in the pass over a non-ASCII text's UTF-8 (disguise.disguises)
     odd_digits: bool = False
-    rot13: bool = False  # a trigger word in ROT13 (ROT13_WORDS)
+    ciphers: int = 0  # a trigger word in ROT13 (ROT13_WORDS), or backwards (REVERSED_WORDS): bits
 
     @_lazy
     def number_spans(self) -> tuple[tuple[int, int], ...]:
@@ -424,7 +429,13 @@ class Prescan:
     def injection(self) -> bool:
         """Whether the injection check has anything to read: a trigger word, or a disguise or
         spelling that may hide one (the check finds its triggers in the text undone)."""
-        return bool(self.injection_hits) or self.disguised or self.rot13 or bool(self.spelled) or self.encoded
+        return (
+            bool(self.injection_hits)
+            or self.disguised
+            or bool(self.ciphers)
+            or bool(self.spelled)
+            or self.encoded
+        )
 
     @_lazy
     def encoded(self) -> bool:
@@ -479,6 +490,8 @@ class Prescanner:
                     words.setdefault(variant, ("injection", word))
             for word in ROT13_WORDS:
                 words.setdefault(word, ("rot13", word))
+            for word in REVERSED_WORDS:
+                words.setdefault(word, ("reversed", word))
         self._keywords = frozenset(keywords)
         for word in self._keywords:
             for variant in _case_variants(word):
@@ -579,14 +592,21 @@ class Prescanner:
             word_hits = self._hits(
                 lowered, chars.lower() if exact else None, at_edges, markers, phrases_spaced=unicode_spaced
             )
-        rot13 = False
+        ciphers = 0
         for last, (family, word, length) in word_hits:
             if family == "injection":
                 injection.append(last - length + 1)
             elif family == "secret":
                 hints.setdefault(word, []).append(last - length + 1)
-            elif family == "rot13":
-                rot13 = True
+            elif family in _CIPHER_BITS:
+                # a whole word's edge where the trigger word's stem begins: the start of a word in
+                # ROT13, its end backwards ("reven" in "revenue" is no "never" backwards)
+                if family == "rot13":
+                    edge = last - length
+                    if edge < 0 or not lowered[edge].isalnum():
+                        ciphers |= ROT13
+                elif last + 1 == len(lowered) or not lowered[last + 1].isalnum():
+                    ciphers |= REVERSED
             else:
                 keywords.add(word)
         keywords.update(w for w in self._shared_keywords if w in lowered)
@@ -614,7 +634,7 @@ class Prescanner:
             utf8=utf8,
             spelled_found=spelled,
             odd_digits=odd_digits,
-            rot13=rot13,
+            ciphers=ciphers,
         )
 
     def _hits(
@@ -684,7 +704,7 @@ class Prescanner:
     def hits(self, lowered: str) -> Iterable[tuple[int, tuple[str, str, int]]]:
         """Every trigger word in a folded text, in the order of their ends: (where its last
         character is, (family, word, length)); family "injection", "rot13" (ROT13_WORDS),
-        "secret" or "keyword", `word` the hint, keyword or the injection word's base form."""
+        "reversed" (REVERSED_WORDS), "secret" or "keyword", `word` the hint, keyword or the injection word's base form."""
         return () if self._empty else self._automaton.iter(lowered)
 
     @property

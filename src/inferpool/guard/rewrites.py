@@ -3,7 +3,7 @@ read through (`python -m inferpool.guard.evaluate CATALOGUE --rewrites`; docs/se
 "Disguises the injection check reads through"). Each rewrites every space, or every word of
 four letters or more (leetspeak: digits for its letters; letters apart: a hyphen between
 them), or every letter (or letter and digit: combining marks on each), or encode the whole
-text (base64, ROT13, hex); `wrapped` hard-wraps a text as mail is.
+text (base64, ROT13, hex) or write it backwards; `wrapped` hard-wraps a text as mail is.
 """
 
 from __future__ import annotations
@@ -79,6 +79,7 @@ REWRITES: dict[str, Callable[[str], str]] = {
     "base64 (the whole text)": lambda t: base64.b64encode(t.encode()).decode(),
     "rot13 (the whole text)": lambda t: codecs.encode(t, "rot13"),
     "hex (the whole text)": lambda t: t.encode().hex(),
+    "backwards (the whole text)": lambda t: t[::-1],
     "turkish dotless i": lambda t: t.replace("i", "\u0131"),
     "long s": lambda t: t.replace("s", "\u017f"),
     "leetspeak": lambda t: _in_each_word(t, lambda w: w.translate(_LEET)),

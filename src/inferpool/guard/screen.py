@@ -123,7 +123,7 @@ def _detector(check: CheckConfig) -> Detector:
                 scan.disguised,
                 scan.spelled_found,
                 scan.plain if scan.disguised else None,
-                scan.rot13,
+                scan.ciphers,
                 scan.long_tokens,
             )
             if scan.injection

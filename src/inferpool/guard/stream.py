@@ -38,7 +38,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from inferpool.guard.disguise import decoded_runs, disguises, last_disguise
+from inferpool.guard.disguise import disguises, last_disguise
 from inferpool.guard.policy import Action, Stage
 from inferpool.guard.prescan import (
     ALNUM_ID,
@@ -70,7 +70,11 @@ _DIGIT = re.compile(r"\d")
 # writes for a letter, or two letters apart (disguise.APART), within SPELLED_REACH of its end
 _SPELLING = re.compile(r"[0-9@$!|]|(?<![A-Za-z0-9])[A-Za-z][ .\-_*/+~|][A-Za-z](?![A-Za-z0-9])")
 SPELLED_REACH = 2 * max(map(len, SPELLED_WORDS))
-_UNKNOWN = 1 << 62  # a position past any stream's end
+_UNKNOWN = 1 << 62
+# The pre-scan's families of injection trigger words: as written, in ROT13, backwards
+_CIPHER_FAMILIES = frozenset(
+    {"rot13", "reversed"}
+)  # a trigger word in ROT13, backwards  # a position past any stream's end
 # Read per streamed event (here and by openai.StreamScreener): an enum member lookup costs ≈0.2 µs on a slow VM
 ANSWER_STAGE = Stage.RESPONSE
 
@@ -109,12 +113,13 @@ class _TailTriggers:
 
     @property
     def injection(self) -> bool:
-        # A trigger word (in ROT13 too), one spelled to hide it (leetspeak, letters apart) or a
-        # run that decodes from base64 or hex to a text (looked for in the tail, as the pre-scan of a prompt
-        # does; a later tail that starts where this one does or before holds it too)
+        # A trigger word, or one spelled to hide it (leetspeak, letters apart: looked for in the
+        # tail, as the pre-scan of a prompt does; a later tail that starts where this one does
+        # or before holds it too)
+        # (a trigger word in ROT13 or backwards, or a run that decodes from base64 or hex: such
+        # a tail is pre-scanned whole, StreamedText.tail_may_find)
         return self._found(self._streamed.last_injection) or (
-            (spelled_words(self.tail) != 0 or bool(decoded_runs(self.tail, long_tokens(self.tail))))
-            and self._found(self._start)
+            spelled_words(self.tail) != 0 and self._found(self._start)
         )
 
     @property
@@ -192,6 +197,7 @@ class StreamedText:
         self._word_hits = screener.prescanner.hits
         self.last_hint = -1  # where the latest secret hint starts
         self.last_injection = -1  # where the latest injection trigger word starts
+        self.last_cipher = -1  # where the latest one in ROT13 or backwards may start
         self.last_exotic = -1  # where the latest prescan.CASE_EXOTIC letter is
         # At or after the latest character that may disguise an injection phrase (a non-ASCII
         # one, a tab, a second space; see guard/disguise.py), where injection words count
@@ -288,8 +294,11 @@ class StreamedText:
             for last, (family, _word, length) in self._word_hits(fold_ascii(buf[region - buf_start :])):
                 if region + last < was:
                     continue  # ended before the new text: counted at an earlier event
-                if family == "injection" or family == "rot13":  # (a trigger word in ROT13 is one too)
+                if family == "injection":
                     self.last_injection = region + last + 1 - length
+                elif family in _CIPHER_FAMILIES:
+                    # (whether it stands at a word's edge the pre-scan of the tail decides)
+                    self.last_cipher = region + last + 1 - length
                 else:
                     self.last_hint = region + last + 1 - length
                     self._hints.append((region + last + 1, self.last_hint))
@@ -337,7 +346,18 @@ class StreamedText:
             self._quiet_from = _UNKNOWN
             return self.screener.may_find(self.long_text, Stage.RESPONSE)
         tail_start = max(self._buf_start, self.end - min(self.window, STREAM_TAIL_CHARS))
-        if self._hooked or self.last_exotic >= tail_start or self.last_unusual >= tail_start:
+        if (
+            self._hooked
+            or self.last_exotic >= tail_start
+            or self.last_unusual >= tail_start
+            or (
+                self._injection_counts
+                and (self.last_cipher >= tail_start or self._long_run_in_tail(tail_start))
+            )
+        ):
+            # (where injection words count, a trigger word in ROT13 or backwards and a run that
+            # may decode from base64 or hex are the pre-scan's to judge: more text can take a
+            # word's edge away, and the tail's start a run's alignment)
             self._quiet_from = _UNKNOWN
             return self.screener.may_find(self.between(tail_start, self.end), Stage.RESPONSE)
         if self._fired_from >= tail_start:
@@ -353,7 +373,10 @@ class StreamedText:
                 and self.last_at < tail_start
                 and self.last_hint < tail_start
                 and self.last_disguised < tail_start
-                and (self.last_injection < tail_start or not self._injection_counts)
+                and (
+                    (self.last_injection < tail_start and self.last_cipher < tail_start)
+                    or not self._injection_counts
+                )
                 and not _DIGIT.search(new)
                 and not (self._injection_counts and self._may_end_spelled(tail_start, len(new)))
                 and self.long_run_in_new(tail_start) < 0
@@ -366,6 +389,18 @@ class StreamedText:
             self._quiet_from = _UNKNOWN
             return True
         self._quiet_from = tail_start
+        return False
+
+    def _long_run_in_tail(self, tail_start: int) -> bool:
+        """Whether the tail from `tail_start` holds LONG_TOKEN_CHARS of a token run."""
+        if self.end - max(self._run_start, tail_start) >= LONG_TOKEN_CHARS:
+            return True
+        runs = self._runs
+        at = len(runs) - 1
+        while at >= 0 and runs[at][0] > tail_start:
+            if runs[at][0] - max(runs[at][1], tail_start) >= LONG_TOKEN_CHARS:
+                return True
+            at -= 1
         return False
 
     def long_run_in_new(self, tail_start: int) -> int:

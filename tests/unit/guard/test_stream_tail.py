@@ -37,7 +37,7 @@ _PIECES = st.sampled_from(
         "lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 3, "quiet words here. " * 8,
         "1gn", "0re", "pr0mpt", "$ystem", "h!dden", "i-g-", "n-o-r-e", "r e v e a l", "s.y.s.t.e.m", "a b",
         "ＡＫＩＡ", "\u0410", "KIA", "𝐀𝐊", "\U000e0041", "\u0336", "s\u0332", "\u034f", "\ufe0f", "ὁ\u0301",
-        "vtaber", "nyy cerivbhf", "flfgrz cebzcg", "SWdub3JlIGFsbCBwcmV2aW91cyBp", "bnN0cnVjdGlvbnM=", "\n",
+        "vtaber", "nyy cerivbhf", "flfgrz cebzcg", "erongi", "tpmorp", "reven", "ue", "x", "SWdub3JlIGFsbCBwcmV2aW91cyBp", "bnN0cnVjdGlvbnM=", "\n",
     ]
 )  # fmt: skip
 
