@@ -485,10 +485,11 @@ BASE64_MIN_CHARS = 24  # 18 bytes: a short sentence (prescan.LONG_TOKEN_CHARS)
 
 def encoded_runs(text: str, tokens: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
     """The spans of `text` that may be base64 or hex of a text: each of `tokens` (long token
-    runs, in order) that is hex digits alone, an even number of them, or base64, with the lines that continue it joined (wrapped: after a line break,
-    while every line is as long as the first, a whole number of four-character groups; a last
-    line shorter than a long token is not among `tokens`, and is taken after a full line of the
-    block's width, when that is known: two lines or more, or MIME's 76 or PEM's 64)."""
+    runs, in order) that is hex digits of one case, an even number of them, or base64, with the
+    lines that continue it joined (wrapped: after a line break, while every line is as long as
+    the first, a whole number of four-character groups; a last line shorter than a long token
+    is not among `tokens`, and is taken after a full line of the block's width, when that is
+    known: two lines or more, or MIME's 76 or PEM's 64)."""
     blocks: list[list[tuple[int, int]]] = []
     runs = []
     for start, end in tokens:

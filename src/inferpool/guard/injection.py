@@ -409,10 +409,10 @@ class InjectionScorer:
         `ascii_chars`. A disguised text is read undisguised, one with a trigger word spelled to
         hide it (leetspeak, letters apart, ROT13, backwards) also with that spelling undone, and
         a finding points into the text. `plain`: the text undisguised, when made already;
-        `ciphers`: the pre-scan found a trigger word in ROT13 or backwards (ROT13, REVERSED bits). A run that decodes from base64 or hex to text is read
-        decoded (with `decode`; not what that decodes to), a finding in it spanning the run;
-        `tokens`: the pre-scan's long token runs (prescan.long_tokens), found here when not
-        given."""
+        `ciphers`: the pre-scan found a trigger word in ROT13 or backwards (ROT13, REVERSED
+        bits). A run that decodes from base64 or hex to text is read decoded (with `decode`;
+        not what that decodes to), a finding in it spanning the run; `tokens`: the pre-scan's
+        long token runs (prescan.long_tokens), found here when not given."""
         if lowered is None or hits is None or exact is None or spaced is None or disguised is None:
             scan = _trigger_scanner().scan(text)
             lowered, hits, exact, chars = scan.lowered, scan.injection_hits, scan.exact, scan.chars

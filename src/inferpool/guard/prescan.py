@@ -102,8 +102,8 @@ REVERSED = 8
 # The trigger words of five letters or more in ROT13 ("vtaber" for "ignore", "flfgrz" for
 # "system") and backwards ("erongi", "metsys"): found in the pre-scan's own pass as words of
 # families of their own ("rot13", "reversed"), where one (at the edge of a word where its stem
-# begins) sends the injection check to read the text so undone too. Shorter ones are everyday letter runs ("be" is "or" in ROT13, "no" is
-# "on" backwards).
+# begins) sends the injection check to read the text so undone too. Shorter ones are everyday
+# letter runs ("be" is "or" in ROT13, "no" is "on" backwards).
 ROT13_WORDS = tuple(sorted({codecs.encode(w, "rot13") for w in SPELLED_WORDS if len(w) >= 5}))
 REVERSED_WORDS = tuple(sorted({w[::-1] for w in SPELLED_WORDS if len(w) >= 5}))
 _CIPHER_BITS = {"rot13": ROT13, "reversed": REVERSED}  # (the pre-scan's families of such words)
@@ -379,7 +379,8 @@ class Prescan:
     # injection check reads such a text squeezed and undisguised.
     spaced: int = 0
     # A disguise the pass finds (an invisible character, full-width or mathematical letters,
-    # tag characters, a lookalike in a Latin word): every check reads the text undisguised too
+    # tag characters, a lookalike in a Latin word, a combining mark on an ASCII character):
+    # every check reads the text undisguised too
     disguised: bool = False
     utf8: bytes | None = field(default=None, repr=False)  # a non-ASCII text's UTF-8 (see _fold)
     # How injection trigger words are spelled to hide them (`spelled_words`); None: not looked
@@ -704,7 +705,8 @@ class Prescanner:
     def hits(self, lowered: str) -> Iterable[tuple[int, tuple[str, str, int]]]:
         """Every trigger word in a folded text, in the order of their ends: (where its last
         character is, (family, word, length)); family "injection", "rot13" (ROT13_WORDS),
-        "reversed" (REVERSED_WORDS), "secret" or "keyword", `word` the hint, keyword or the injection word's base form."""
+        "reversed" (REVERSED_WORDS), "secret" or "keyword", `word` the hint, keyword or the
+        injection word's base form."""
         return () if self._empty else self._automaton.iter(lowered)
 
     @property

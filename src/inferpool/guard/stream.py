@@ -70,11 +70,9 @@ _DIGIT = re.compile(r"\d")
 # writes for a letter, or two letters apart (disguise.APART), within SPELLED_REACH of its end
 _SPELLING = re.compile(r"[0-9@$!|]|(?<![A-Za-z0-9])[A-Za-z][ .\-_*/+~|][A-Za-z](?![A-Za-z0-9])")
 SPELLED_REACH = 2 * max(map(len, SPELLED_WORDS))
-_UNKNOWN = 1 << 62
-# The pre-scan's families of injection trigger words: as written, in ROT13, backwards
-_CIPHER_FAMILIES = frozenset(
-    {"rot13", "reversed"}
-)  # a trigger word in ROT13, backwards  # a position past any stream's end
+_UNKNOWN = 1 << 62  # a position past any stream's end
+# The pre-scan's families of injection trigger words written in ROT13 and backwards
+_CIPHER_FAMILIES = frozenset({"rot13", "reversed"})
 # Read per streamed event (here and by openai.StreamScreener): an enum member lookup costs ≈0.2 µs on a slow VM
 ANSWER_STAGE = Stage.RESPONSE
 
@@ -115,9 +113,8 @@ class _TailTriggers:
     def injection(self) -> bool:
         # A trigger word, or one spelled to hide it (leetspeak, letters apart: looked for in the
         # tail, as the pre-scan of a prompt does; a later tail that starts where this one does
-        # or before holds it too)
-        # (a trigger word in ROT13 or backwards, or a run that decodes from base64 or hex: such
-        # a tail is pre-scanned whole, StreamedText.tail_may_find)
+        # or before holds it too). (A tail that may hold one in ROT13 or backwards, or a run
+        # that decodes from base64 or hex, is pre-scanned whole: StreamedText.tail_may_find.)
         return self._found(self._streamed.last_injection) or (
             spelled_words(self.tail) != 0 and self._found(self._start)
         )
