@@ -24,7 +24,9 @@ split by a zero-width space or written in full-width letters):
   (a number alone is left as it is); once with 1 and | as i, once as l. Only for a text whose
   pre-scan found a trigger word so written (prescan.SPELLED_WORDS).
 - `rot13`: every ASCII letter rotated by 13 ("vtaber nyy cerivbhf vafgehpgvbaf"), for a text
-  whose pre-scan found a trigger word so written (prescan.ROT13_WORDS). One for one.
+  whose pre-scan found a trigger word so written (prescan.ROT13_WORDS). One for one. And the
+  text backwards, or each of its words backwards in place (`words_reversed`, one for one), for
+  one holding a trigger word backwards (prescan.REVERSED_WORDS).
 - `encoded_runs` and `decoded_text`: where a text may hold base64 (its long token runs, wrapped
   lines joined) or hex, and the text a run decodes to, which the injection check reads (a
   finding spans the run: not one for one).
@@ -466,6 +468,18 @@ _ROT13 = str.maketrans(
 )
 
 
+_WORD = re.compile(r"\w+")
+
+
+def words_reversed(text: str) -> str:
+    """`text` with each word written backwards in its place (one for one)."""
+    return _WORD.sub(_backwards, text)
+
+
+def _backwards(word: re.Match[str]) -> str:
+    return word.group()[::-1]
+
+
 def rot13(text: str) -> str:
     """`text` with its ASCII letters rotated by 13 (ROT13, its own inverse): one for one."""
     return text.translate(_ROT13)
@@ -647,4 +661,5 @@ __all__ = [
     "squeezed",
     "undisguised",
     "unwrapped",
+    "words_reversed",
 ]  # fmt: skip

@@ -450,8 +450,8 @@ class InjectionScorer:
     def _find_spelled(self, text: str, after_system: bool, spelled: int) -> list[Finding]:
         """`find` on `text` with the spellings that hide its trigger words undone (`spelled`:
         LEETSPEAK, LETTERS_APART, ROT13, REVERSED bits): each leetspeak reading (one for one: the
-        same offsets), the text in ROT13 (the same) and backwards (a finding's span turned
-        round), then its letters apart joined."""
+        same offsets), the text in ROT13 (the same), backwards (a finding's span turned round)
+        and with each word backwards (the same offsets), then its letters apart joined."""
         if spelled & LEETSPEAK:
             for reading in leet_readings(text):
                 found = self._find_plain(reading, after_system, *_plain_scan(reading))
@@ -468,6 +468,11 @@ class InjectionScorer:
             if found:
                 size = len(text)
                 return [Finding(f.check, f.kind, size - f.end, size - f.start) for f in found]
+            # each word backwards in its place ("erongI lla suoiverp"): one for one
+            reading = disguise.words_reversed(text)
+            found = self._find_plain(reading, after_system, *_plain_scan(reading))
+            if found:
+                return found
         if spelled & LETTERS_APART:
             joined = letters_joined(text)
             found = self._find_plain(joined.text, after_system, *_plain_scan(joined.text))

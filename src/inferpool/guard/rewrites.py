@@ -80,6 +80,7 @@ REWRITES: dict[str, Callable[[str], str]] = {
     "rot13 (the whole text)": lambda t: codecs.encode(t, "rot13"),
     "hex (the whole text)": lambda t: t.encode().hex(),
     "backwards (the whole text)": lambda t: t[::-1],
+    "each word backwards": lambda t: re.sub(r"\w+", lambda m: m.group()[::-1], t),
     "turkish dotless i": lambda t: t.replace("i", "\u0131"),
     "long s": lambda t: t.replace("s", "\u017f"),
     "leetspeak": lambda t: _in_each_word(t, lambda w: w.translate(_LEET)),
