@@ -546,11 +546,19 @@ class Director:
         ranked = result.ranked
         if isinstance(ranked, Ranking):
             count = self.config.top_scores
+            if len(ranked) > _RANKING_KEPT_WHOLE:  # (the record keeps what it reads, not all of it)
+                ranked = ranked.top(count)
             return LazyScores(min(count, len(ranked)), functools.partial(ranked.candidate_scores, count))
         return tuple(
             CandidateScore(s.endpoint.name, s.endpoint.hostport, s.total, s.scores)
             for s in ranked[: self.config.top_scores]
         )
+
+
+# Up to this many candidates a record's lazy scores keep the whole ranking (copying the top
+# few costs more than it saves); beyond, only the top few (docs/benchmarks.md: 28 MB held by
+# the decision log's 200 records at 1,000 endpoints)
+_RANKING_KEPT_WHOLE = 16
 
 
 def _subscribe(listeners: list[Callable[..., None]], listener: Callable[..., None]) -> Callable[[], None]:
