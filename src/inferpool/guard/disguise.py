@@ -27,9 +27,9 @@ split by a zero-width space or written in full-width letters):
   whose pre-scan found a trigger word so written (prescan.ROT13_WORDS). One for one. And the
   text backwards, or each of its words backwards in place (`words_reversed`, one for one), for
   one holding a trigger word backwards (prescan.REVERSED_WORDS).
-- `encoded_runs` and `decoded_text`: where a text may hold base64 (its long token runs, wrapped
-  lines joined) or hex, and the text a run decodes to, which the injection check reads (a
-  finding spans the run: not one for one).
+- `encoded_runs`, `decoded_text` and `decoded_runs`: where a text may hold base64 (its long
+  token runs, wrapped lines joined) or hex, and the text a run decodes to, which the injection
+  check reads (a finding spans the run: not one for one).
 - `letters_joined`: a word written with its letters apart ("I-g-n-o-r-e", "s.y.s.t.e.m",
   "r e v e a l") becomes the word: a run of three letters or more, each alone, with the same
   one separator (APART) between them. The same only-when-found rule.
@@ -300,7 +300,7 @@ _UNDONE_TABLE = _undone_table(None)
 _UNDONE_SPACED_TABLE = _undone_table(" ")
 # The characters `undisguised` deletes or replaces (its tables' keys), and what the first
 # reading deletes (for the offsets back: Edited)
-# (group 1: combining marks on what becomes an ASCII letter or digit, deleted)
+# (group 1: combining marks on what is or becomes an ASCII character, deleted)
 _MARKS_ON = f"(?<=[{MARKED}])[{COMBINING}]+"
 _UNDONE = re.compile(f"({_MARKS_ON})|[{INVISIBLE}\uff01-\uff5e\U0001d400-\U0001d7ff\U000e0000-\U000e007f]")
 _DELETED = re.compile(f"{_MARKS_ON}|[{INVISIBLE}\U000e0000-\U000e001f\U000e007f]+")
@@ -317,7 +317,7 @@ _ADJACENT = re.compile(f"[A-Za-z][{_SCRIPTS}]|[{_SCRIPTS}][A-Za-z]")
 
 def _replaced(text: str, invisible_as_space: bool) -> Edited:
     """`text` with its disguised characters undone (the tables above) and the combining marks
-    on its letters and digits (MARKED) deleted."""
+    on its ASCII characters (MARKED) deleted."""
     table = _UNDONE_SPACED_TABLE if invisible_as_space else _UNDONE_TABLE
     deleted = _DELETED_SPACED if invisible_as_space else _DELETED
     pieces: list[str] = []
@@ -494,7 +494,6 @@ _BASE64 = re.compile(r"[A-Za-z0-9+/_-]+={0,2}")
 _HEX = re.compile(r"[0-9a-f]+|[0-9A-F]+")
 _LOWER = re.compile(r"[a-z]")
 _UPPER = re.compile(r"[A-Z]")
-BASE64_MIN_CHARS = 24  # 18 bytes: a short sentence (prescan.LONG_TOKEN_CHARS)
 
 
 def encoded_runs(text: str, tokens: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:

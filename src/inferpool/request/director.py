@@ -555,8 +555,8 @@ class Director:
         )
 
 
-# Up to this many candidates a record's lazy scores keep the whole ranking (copying the top
-# few costs more than it saves); beyond, only the top few (docs/benchmarks.md: 28 MB held by
+# Up to this many candidates a record's lazy scores keep the whole ranking (a few KB; copying
+# its top costs a request ≈2 µs); beyond, only the top few (docs/benchmarks.md: 28 MB held by
 # the decision log's 200 records at 1,000 endpoints)
 _RANKING_KEPT_WHOLE = 16
 
