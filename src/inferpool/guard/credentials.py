@@ -62,6 +62,44 @@ from inferpool.guard.prescan import fold, long_tokens, occurrences
 DEFAULT_BASE64_LIMIT = 4.5  # detect-secrets' defaults
 DEFAULT_HEX_LIMIT = 3.0
 
+# A password as a command line gives it: quoted or bare, at least 4 characters; a variable,
+# template or placeholder (`-p$PW`, `-p"${PW}"`, `-p<password>`) is none.
+_PASSWORD_VALUE = r"""(?![\"']?[$<{%(])(?:"(?P<double_quoted>[^"\n]{4,})"|'(?P<single_quoted>[^'\n]{4,})'|(?P<bare>[^\s'"]{4,}))"""
+_SAME_COMMAND = r"\b[^\n|;&]*?\s"  # (the rest of the command, up to a flag)
+# More tools' passwords on a command line (2026-12-07, the tools a held-out set of pasted command
+# lines named), by the word that names the tool: matched only where that word is (the words
+# "curl" and "docker" are everyday in technical prompts). Found as command_line_password.
+TOOL_PASSWORDS: dict[str, re.Pattern[str]] = {
+    # a user:password pair
+    "curl": re.compile(
+        r"\bcurl" + _SAME_COMMAND + r"(?:-u|--user)[= ]?\s*['\"]?[^\s:'\"$<{]+:" + _PASSWORD_VALUE
+    ),
+    "wget": re.compile(r"\bwget" + _SAME_COMMAND + r"--(?:http-)?password[= ]\s*" + _PASSWORD_VALUE),
+    # a password flag
+    "docker": re.compile(
+        r"\bdocker\s+login" + _SAME_COMMAND + r"(?:-p|--password)(?:=|\s+)" + _PASSWORD_VALUE
+    ),
+    "mongo": re.compile(r"\bmongo(?:sh)?" + _SAME_COMMAND + r"(?:-p|--password)(?:=|\s+)" + _PASSWORD_VALUE),
+    "az login": re.compile(r"\baz\s+login" + _SAME_COMMAND + r"(?:-p|--password)(?:=|\s+)" + _PASSWORD_VALUE),
+    "sqlcmd": re.compile(r"\bsqlcmd" + _SAME_COMMAND + r"-P\s*" + _PASSWORD_VALUE),
+    "ldap": re.compile(
+        r"\bldap(?:search|modify|add|delete|passwd|whoami|compare)"
+        + _SAME_COMMAND
+        + r"-w\s*"
+        + _PASSWORD_VALUE
+    ),
+    "redis-cli": re.compile(r"\bredis-cli" + _SAME_COMMAND + r"-a\s+" + _PASSWORD_VALUE),
+    # smbclient's user%password, htpasswd -b's third argument, rabbitmqctl's second
+    "smbclient": re.compile(r"\bsmbclient" + _SAME_COMMAND + r"-U\s*['\"]?[^\s%'\"]+%" + _PASSWORD_VALUE),
+    "htpasswd": re.compile(r"\bhtpasswd\s+-[a-zA-Z]*b[a-zA-Z]*\s+(?:-\S+\s+)*\S+\s+\S+\s+" + _PASSWORD_VALUE),
+    "rabbitmqctl": re.compile(r"\brabbitmqctl\s+(?:add_user|change_password)\s+\S+\s+" + _PASSWORD_VALUE),
+    # openssl's pass:, keytool's store and key passwords, net use's
+    "pass:": re.compile(r"\s-pass(?:out|in)\s+pass:" + _PASSWORD_VALUE),
+    "storepass": re.compile(r"\s-(?:src|dest)?storepass\s+" + _PASSWORD_VALUE),
+    "keypass": re.compile(r"\s-(?:src|dest)?keypass\s+" + _PASSWORD_VALUE),
+    "net use": re.compile(r"\bnet\s+use" + _SAME_COMMAND + r"/user:\S+\s+" + _PASSWORD_VALUE),
+}
+
 # Keys of providers detect-secrets has no plugin for (checked against its 1.5 plugin list).
 EXTRA_PATTERNS: dict[str, re.Pattern[str]] = {
     "google_api_key": re.compile(r"\bAIza[0-9A-Za-z_-]{35}\b"),
@@ -79,12 +117,10 @@ EXTRA_PATTERNS: dict[str, re.Pattern[str]] = {
     # A password given on a command line, as pasted shell history shows it: the MySQL/MariaDB
     # clients' `-p<password>` (glued: `-p` alone, or followed by a space, asks for it; `-P` is the
     # port) and `sshpass -p <password>`. detect-secrets' keyword plugin needs `password=`-like
-    # assignments and misses both. The value, quoted or bare, at least 4 characters; a variable,
-    # template or placeholder (`-p$PW`, `-p"${PW}"`, `-p<password>`) is no secret.
+    # assignments and misses both.
     "command_line_password": re.compile(
         r"(?:\b(?:mysql(?:dump|admin|import|check|sh)?|mariadb(?:-dump|-admin|dump)?)\b[^\n|;&]*?\s-p"
-        r"|\bsshpass\s+-p\s*)"
-        r"""(?![\"']?[$<{%(])(?:"(?P<double_quoted>[^"\n]{4,})"|'(?P<single_quoted>[^'\n]{4,})'|(?P<bare>[^\s'"]{4,}))"""
+        r"|\bsshpass\s+-p\s*)" + _PASSWORD_VALUE
     ),
 }
 EXTRA_HINTS = {
@@ -98,8 +134,13 @@ EXTRA_HINTS = {
     "telegram_bot_token": (":aa",),
     "command_line_password": ("mysql", "mariadb", "sshpass"),
 }
-# Every hint of EXTRA_HINTS: a text with none of them (most) skips the per-pattern checks.
-EXTRA_HINT_WORDS = frozenset(h for hs in EXTRA_HINTS.values() for h in hs)
+# The hints of TOOL_PASSWORDS that name a flag, not the tool (not where a match starts)
+_FLAG_HINTS = frozenset({"pass:", "storepass", "keypass"})
+# Every hint of EXTRA_HINTS and TOOL_PASSWORDS: a text with none of them (most) skips the
+# per-pattern checks.
+_EXTRA_PATTERN_HINTS = frozenset(h for hs in EXTRA_HINTS.values() for h in hs)
+_TOOLS = frozenset(TOOL_PASSWORDS)
+EXTRA_HINT_WORDS = _EXTRA_PATTERN_HINTS | _TOOLS
 _KEYWORD_HINTS = (
     "pass", "pwd", "secret", "api_key", "apikey", "api-key", "auth_key", "authkey", "priv_key",
     "private_key", "privkey", "client_key", "service_key", "account_key", "db_key", "database_key", "contrase",
@@ -193,10 +234,7 @@ def _plugins(base64_limit: float, hex_limit: float) -> tuple[_Plugin, ...]:
 
 
 SECRET_HINTS: tuple[str, ...] = tuple(
-    sorted(
-        {h for p in _plugins(DEFAULT_BASE64_LIMIT, DEFAULT_HEX_LIMIT) for h in p.hints}
-        | {h for hs in EXTRA_HINTS.values() for h in hs}
-    )
+    sorted({h for p in _plugins(DEFAULT_BASE64_LIMIT, DEFAULT_HEX_LIMIT) for h in p.hints} | EXTRA_HINT_WORDS)
 )
 
 
@@ -240,10 +278,12 @@ class SecretScanner:
         if tokens is None:
             tokens = long_tokens(text)
         found: list[Finding] = []
-        if not EXTRA_HINT_WORDS.isdisjoint(hints):  # seven `any` checks less, ≈1.5 µs a screen
+        if not _EXTRA_PATTERN_HINTS.isdisjoint(hints):  # seven `any` checks less, ≈1.5 µs a screen
             for kind, pattern in EXTRA_PATTERNS.items():
                 if any(h in hints for h in EXTRA_HINTS[kind]):
                     found += _extra_findings(kind, pattern, text)
+        for tool in _TOOLS.intersection(hints):  # (a set operation: no loop over the tools)
+            found += _tool_passwords(text, tool, hints[tool])
         lines: dict[int, set[_Plugin]] = {}  # line start -> plugins to run on it
         for hint, offsets in hints.items():
             for plugin in self._by_hint.get(hint, ()):
@@ -303,17 +343,50 @@ class SecretScanner:
             yield value
 
 
-def _extra_findings(kind: str, pattern: re.Pattern[str], text: str) -> list[Finding]:
-    """The matches of one of EXTRA_PATTERNS: the whole match, or where a pattern has named
-    groups, the one that matched (the secret without what announced it); a mask (`****`,
-    `xxxx`) or a template is no secret."""
+def _extra_findings(
+    kind: str,
+    pattern: re.Pattern[str],
+    text: str,
+    start: int = 0,
+    end: int | None = None,
+    no_examples: bool = False,
+) -> list[Finding]:
+    """The matches of one of EXTRA_PATTERNS or TOOL_PASSWORDS in `text[start:end]`: the whole
+    match, or where a pattern has named groups, the one that matched (the secret without what
+    announced it); a mask (`****`, `xxxx`) or a template is no secret, and with `no_examples`
+    neither is a documented example value (`curl -u admin:admin`)."""
     found = []
-    for m in pattern.finditer(text):
+    for m in pattern.finditer(text, start, len(text) if end is None else end):
         start, end = m.span(m.lastgroup) if m.lastgroup else m.span()
         value = text[start:end]
         if set(value) <= _MASK_CHARACTERS or is_templated_secret(value):
             continue
+        if no_examples and _is_example_value(value):
+            continue
         found.append(Finding("secrets", kind, start, end))
+    return found
+
+
+def _tool_passwords(text: str, tool: str, offsets: Iterable[int]) -> list[Finding]:
+    """TOOL_PASSWORDS[tool]'s findings: matched where the tool's name is (`offsets`), or for
+    a flag's name (_FLAG_HINTS) searched in the lines holding it."""
+    pattern = TOOL_PASSWORDS[tool]
+    found: list[Finding] = []
+    for at in sorted(offsets):
+        end = text.find("\n", at)
+        end = len(text) if end < 0 else end
+        if tool in _FLAG_HINTS:
+            start = text.rfind("\n", 0, at) + 1
+            if found and found[-1].start >= start:
+                continue  # (the line was searched)
+            found += _extra_findings("command_line_password", pattern, text, start, end, True)
+            continue
+        m = pattern.match(text, at, end)
+        if m is not None and m.lastgroup is not None:  # (the value's group: one always matches)
+            start, stop = m.span(m.lastgroup)
+            value = text[start:stop]
+            if not (set(value) <= _MASK_CHARACTERS or is_templated_secret(value) or _is_example_value(value)):
+                found.append(Finding("secrets", "command_line_password", start, stop))
     return found
 
 
@@ -330,11 +403,11 @@ _PLACEHOLDER = re.compile(
 )
 # Values that official docs print where a password goes, and that a model's answer copies from
 # them: Docker Hub's postgres image ("mysecretpassword", "example"), mysql's ("my-secret-pw"),
-# redis.conf's "foobared", RabbitMQ's "guest", the default accounts' own names, and the words
-# themselves. `docker run -e POSTGRES_PASSWORD=example` in a streamed answer is no leak.
+# redis.conf's "foobared", RabbitMQ's "guest", Java's truststore "changeit", the default
+# accounts' own names, and the words themselves. `docker run -e POSTGRES_PASSWORD=example` in a streamed answer is no leak.
 _EXAMPLE_VALUES = frozenset(
     {"password", "passwd", "pass", "secret", "example", "changeme", "mysecretpassword", "my-secret-pw",
-     "foobared", "guest", "postgres", "admin", "root", "test"}
+     "foobared", "guest", "postgres", "admin", "root", "test", "changeit"}
 )  # fmt: skip
 
 

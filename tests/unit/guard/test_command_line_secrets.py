@@ -1,0 +1,60 @@
+"""Passwords on pasted command lines (docs/security.md). The held-out set
+(`tests/data/guard/heldout/command-line.jsonl`: 20 lines with a password given to curl, wget,
+docker login, redis-cli, smbclient, htpasswd, mongosh, psql, ldapsearch, az, ftp, rabbitmqctl,
+openssl, keytool, sqlcmd, a git URL and net use; 20 benign lines with placeholders, variables,
+prompting flags, ports and documented example values) was written and committed before the
+rules: the secrets check found 2/20 and 0/20 before, 18/20 and 0/20 after. The two it misses:
+a password typed at ftp's own prompt, and one with a '#' in a URL (no URL holds one unescaped)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from inferpool.guard import Screener, Stage
+from inferpool.guard.credentials import SecretScanner
+from inferpool.guard.policy import default_config
+
+HELD_OUT = Path(__file__).resolve().parents[2] / "data" / "guard" / "heldout" / "command-line.jsonl"
+SCANNER = SecretScanner()
+
+
+def test_the_held_out_set() -> None:
+    rows = [json.loads(line) for line in HELD_OUT.read_text().splitlines()]
+    screener = Screener(default_config())
+    found = {
+        label: sum(
+            any(f.check == "secrets" for f, _action in screener.screen(r["text"], Stage.PROMPT).findings)
+            for r in rows
+            if r["label"] == label
+        )
+        for label in ("harmful", "benign")
+    }
+    assert found == {"harmful": 18, "benign": 0}
+
+
+@pytest.mark.parametrize(
+    ("line", "password"),
+    [
+        ("curl -sS -u 'ci:Xk29vL!pq7' https://example.org", "Xk29vL!pq7"),
+        ("docker login --password=Xk29vLpq77 registry.example.org", "Xk29vLpq77"),
+        ("redis-cli -h cache -a Xk29vLpq77 info", "Xk29vLpq77"),
+        ("keytool -list -keystore a.jks -storepass Xk29vLpq77", "Xk29vLpq77"),
+    ],
+)
+def test_the_finding_is_the_password(line: str, password: str) -> None:
+    (finding,) = [f for f in SCANNER.find(line) if f.kind == "command_line_password"]
+    assert line[finding.start : finding.end] == password
+
+
+def test_a_line_is_read_on_its_own_and_with_mysql_the_whole_text() -> None:
+    """The tools' rules read the lines holding the tool's name; with mysql, mariadb or sshpass
+    in the text the whole text is read, as before them (a command one word per line)."""
+    assert not [
+        f for f in SCANNER.find("curl\n-u deploy:Zq8rT2mW9vX https://x") if f.kind == "command_line_password"
+    ]
+    assert [
+        f for f in SCANNER.find("sshpass\n-p\n'W1nter-is-c0ming'\nssh") if f.kind == "command_line_password"
+    ]
