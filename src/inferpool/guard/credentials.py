@@ -67,27 +67,27 @@ DEFAULT_HEX_LIMIT = 3.0
 _PASSWORD_VALUE = r"""(?![\"']?[$<{%(])(?:"(?P<double_quoted>[^"\n]{4,})"|'(?P<single_quoted>[^'\n]{4,})'|(?P<bare>[^\s'"]{4,}))"""
 _SAME_COMMAND = r"\b[^\n|;&]*?\s"  # (the rest of the command, up to a flag)
 # More tools' passwords on a command line (2026-12-07, the tools a held-out set of pasted command
-# lines named), by the word that names the tool: matched only where that word is (the words
-# "curl" and "docker" are everyday in technical prompts). Found as command_line_password.
+# lines named), by a word of the pre-scan's pass (a secret hint): the tool's name, matched where
+# it is, or for a flag (_FLAG_HINTS) the line holding it searched. Words as everyday in answers
+# as "docker", "mongo" or "ldap" are no hints: each would have a streamed answer's every word
+# re-screened while one is near (an answer about `docker build` 8.6 -> 10.0 µs an event with
+# "docker" and "curl" as hints, written on one line 21 -> 76). Found as command_line_password.
+_PASSWORD_FLAG_TOOLS = r"\b(?:wget|docker\s+login|mongo(?:sh)?|az\s+login)"
+_LDAP = re.compile(r"\bldap(?:search|modify|add)" + _SAME_COMMAND + r"-w\s*" + _PASSWORD_VALUE)
 TOOL_PASSWORDS: dict[str, re.Pattern[str]] = {
-    # a user:password pair
+    # a user:password pair, a password flag
     "curl": re.compile(
         r"\bcurl" + _SAME_COMMAND + r"(?:-u|--user)[= ]?\s*['\"]?[^\s:'\"$<{]+:" + _PASSWORD_VALUE
     ),
-    "wget": re.compile(r"\bwget" + _SAME_COMMAND + r"--(?:http-)?password[= ]\s*" + _PASSWORD_VALUE),
-    # a password flag
-    "docker": re.compile(
-        r"\bdocker\s+login" + _SAME_COMMAND + r"(?:-p|--password)(?:=|\s+)" + _PASSWORD_VALUE
+    "--password": re.compile(
+        _PASSWORD_FLAG_TOOLS + _SAME_COMMAND + r"--(?:http-)?password(?:=|\s+)" + _PASSWORD_VALUE
     ),
-    "mongo": re.compile(r"\bmongo(?:sh)?" + _SAME_COMMAND + r"(?:-p|--password)(?:=|\s+)" + _PASSWORD_VALUE),
-    "az login": re.compile(r"\baz\s+login" + _SAME_COMMAND + r"(?:-p|--password)(?:=|\s+)" + _PASSWORD_VALUE),
+    "docker login": re.compile(r"\bdocker\s+login" + _SAME_COMMAND + r"-p\s+" + _PASSWORD_VALUE),
+    "az login": re.compile(r"\baz\s+login" + _SAME_COMMAND + r"-p\s+" + _PASSWORD_VALUE),
     "sqlcmd": re.compile(r"\bsqlcmd" + _SAME_COMMAND + r"-P\s*" + _PASSWORD_VALUE),
-    "ldap": re.compile(
-        r"\bldap(?:search|modify|add|delete|passwd|whoami|compare)"
-        + _SAME_COMMAND
-        + r"-w\s*"
-        + _PASSWORD_VALUE
-    ),
+    "ldapsearch": _LDAP,
+    "ldapmodify": _LDAP,
+    "ldapadd": _LDAP,
     "redis-cli": re.compile(r"\bredis-cli" + _SAME_COMMAND + r"-a\s+" + _PASSWORD_VALUE),
     # smbclient's user%password, htpasswd -b's third argument, rabbitmqctl's second
     "smbclient": re.compile(r"\bsmbclient" + _SAME_COMMAND + r"-U\s*['\"]?[^\s%'\"]+%" + _PASSWORD_VALUE),
@@ -135,7 +135,7 @@ EXTRA_HINTS = {
     "command_line_password": ("mysql", "mariadb", "sshpass"),
 }
 # The hints of TOOL_PASSWORDS that name a flag, not the tool (not where a match starts)
-_FLAG_HINTS = frozenset({"pass:", "storepass", "keypass"})
+_FLAG_HINTS = frozenset({"--password", "pass:", "storepass", "keypass"})
 # Every hint of EXTRA_HINTS and TOOL_PASSWORDS: a text with none of them (most) skips the
 # per-pattern checks.
 _EXTRA_PATTERN_HINTS = frozenset(h for hs in EXTRA_HINTS.values() for h in hs)
