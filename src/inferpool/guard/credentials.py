@@ -358,13 +358,18 @@ def _extra_findings(
     found = []
     for m in pattern.finditer(text, start, len(text) if end is None else end):
         start, end = m.span(m.lastgroup) if m.lastgroup else m.span()
-        value = text[start:end]
-        if set(value) <= _MASK_CHARACTERS or is_templated_secret(value):
-            continue
-        if no_examples and _is_example_value(value):
-            continue
-        found.append(Finding("secrets", kind, start, end))
+        if _is_secret_value(text[start:end], no_examples):
+            found.append(Finding("secrets", kind, start, end))
     return found
+
+
+def _is_secret_value(value: str, no_examples: bool) -> bool:
+    """Not a mask (`****`, `xxxx`) nor a template, nor with `no_examples` a documented example."""
+    return not (
+        set(value) <= _MASK_CHARACTERS
+        or is_templated_secret(value)
+        or (no_examples and _is_example_value(value))
+    )
 
 
 def _tool_passwords(text: str, tool: str, offsets: Iterable[int]) -> list[Finding]:
@@ -384,8 +389,7 @@ def _tool_passwords(text: str, tool: str, offsets: Iterable[int]) -> list[Findin
         m = pattern.match(text, at, end)
         if m is not None and m.lastgroup is not None:  # (the value's group: one always matches)
             start, stop = m.span(m.lastgroup)
-            value = text[start:stop]
-            if not (set(value) <= _MASK_CHARACTERS or is_templated_secret(value) or _is_example_value(value)):
+            if _is_secret_value(text[start:stop], True):
                 found.append(Finding("secrets", "command_line_password", start, stop))
     return found
 

@@ -42,7 +42,6 @@ phrase as written.
 from __future__ import annotations
 
 import base64
-import binascii
 import functools
 import re
 import string
@@ -554,7 +553,7 @@ def decoded_text(encoded: str) -> str | None:
             raw = base64.b64decode(compact + "=" * (-len(compact) % 4), validate=True)
         # (a space first: a digest or binary data seldom holds one, and a failed decode raises)
         decoded = raw.decode("utf-8") if b" " in raw else None
-    except (binascii.Error, ValueError):  # (UnicodeDecodeError is a ValueError)
+    except ValueError:  # (binascii.Error and UnicodeDecodeError are ValueErrors)
         return None
     if decoded is None:
         return None

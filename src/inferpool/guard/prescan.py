@@ -106,7 +106,7 @@ REVERSED = 8
 # letter runs ("be" is "or" in ROT13, "no" is "on" backwards).
 ROT13_WORDS = tuple(sorted({codecs.encode(w, "rot13") for w in SPELLED_WORDS if len(w) >= 5}))
 REVERSED_WORDS = tuple(sorted({w[::-1] for w in SPELLED_WORDS if len(w) >= 5}))
-_CIPHER_BITS = {"rot13": ROT13, "reversed": REVERSED}  # (the pre-scan's families of such words)
+CIPHER_FAMILIES = frozenset({"rot13", "reversed"})  # (the pre-scan's families of such words)
 
 
 def _one_of(characters: str) -> str:
@@ -599,14 +599,13 @@ class Prescanner:
                 injection.append(last - length + 1)
             elif family == "secret":
                 hints.setdefault(word, []).append(last - length + 1)
-            elif family in _CIPHER_BITS:
-                # a whole word's edge where the trigger word's stem begins: the start of a word in
-                # ROT13, its end backwards ("reven" in "revenue" is no "never" backwards)
-                if family == "rot13":
-                    edge = last - length
-                    if edge < 0 or not lowered[edge].isalnum():
-                        ciphers |= ROT13
-                elif last + 1 == len(lowered) or not lowered[last + 1].isalnum():
+            # (at a whole word's edge where the trigger word's stem begins: the start of a word
+            # in ROT13, its end backwards; "reven" in "revenue" is no "never" backwards)
+            elif family == "rot13":
+                if last - length < 0 or not lowered[last - length].isalnum():
+                    ciphers |= ROT13
+            elif family == "reversed":
+                if last + 1 == len(lowered) or not lowered[last + 1].isalnum():
                     ciphers |= REVERSED
             else:
                 keywords.add(word)

@@ -43,6 +43,7 @@ from inferpool.guard.policy import Action, Stage
 from inferpool.guard.prescan import (
     ALNUM_ID,
     CASE_EXOTIC,
+    CIPHER_FAMILIES,
     DIGIT_RUN,
     LONG_TOKEN_CHARS,
     SPELLED_WORDS,
@@ -71,8 +72,6 @@ _DIGIT = re.compile(r"\d")
 _SPELLING = re.compile(r"[0-9@$!|]|(?<![A-Za-z0-9])[A-Za-z][ .\-_*/+~|][A-Za-z](?![A-Za-z0-9])")
 SPELLED_REACH = 2 * max(map(len, SPELLED_WORDS))
 _UNKNOWN = 1 << 62  # a position past any stream's end
-# The pre-scan's families of injection trigger words written in ROT13 and backwards
-_CIPHER_FAMILIES = frozenset({"rot13", "reversed"})
 # Read per streamed event (here and by openai.StreamScreener): an enum member lookup costs ≈0.2 µs on a slow VM
 ANSWER_STAGE = Stage.RESPONSE
 
@@ -293,7 +292,7 @@ class StreamedText:
                     continue  # ended before the new text: counted at an earlier event
                 if family == "injection":
                     self.last_injection = region + last + 1 - length
-                elif family in _CIPHER_FAMILIES:
+                elif family in CIPHER_FAMILIES:
                     # (whether it stands at a word's edge the pre-scan of the tail decides)
                     self.last_cipher = region + last + 1 - length
                 else:
