@@ -13,6 +13,7 @@ repeated per line), so a prompt without hints costs one substring search per hin
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -56,6 +57,7 @@ from detect_secrets.plugins.square_oauth import SquareOAuthDetector
 from detect_secrets.plugins.stripe import StripeDetector
 from detect_secrets.plugins.twilio import TwilioKeyDetector
 
+from inferpool.guard.disguise import decoded_text, encoded_runs
 from inferpool.guard.findings import Finding
 from inferpool.guard.prescan import fold, long_tokens, occurrences
 
@@ -100,6 +102,30 @@ TOOL_PASSWORDS: dict[str, re.Pattern[str]] = {
     "net use": re.compile(r"\bnet\s+use" + _SAME_COMMAND + r"/user:\S+\s+" + _PASSWORD_VALUE),
 }
 
+# Credentials carried in base64 (2026-12-07, a held-out set of them): HTTP Basic's
+# `user:password` (an Authorization header as curl, nginx, code or a HAR file writes it), the
+# same pair as docker's config.json and npm's .npmrc keep it, and SMTP's AUTH PLAIN
+# (`\0user\0password`). By a hint of the pre-scan's pass, rare outside them (": basic", not
+# "basic"); the value is decoded and its password judged as a command line's
+# (`_is_secret_value`). Found as encoded_credentials. Each is within one line, as every rule
+# of this check is (guard/stream.py relies on it): SMTP's AUTH LOGIN, whose password follows
+# the server's prompt on a line of its own, is not read.
+_BASE64_VALUE = r"(?P<value>[A-Za-z0-9+/]{6,}={0,2})(?![A-Za-z0-9+/=])"
+_BASIC = re.compile(r"[Bb][Aa][Ss][Ii][Cc]\s+" + _BASE64_VALUE)
+ENCODED_PAIRS: dict[str, re.Pattern[str]] = {
+    ": basic": _BASIC,
+    '"basic': _BASIC,
+    "'basic": _BASIC,
+    '"auth"': re.compile(r'"auth"\s*:\s*"' + _BASE64_VALUE),
+    "_auth": re.compile(r"_auth\s*=\s*[\"']?" + _BASE64_VALUE),
+    "auth plain": re.compile(r"(?i:auth\s+plain)\s+" + _BASE64_VALUE),
+}
+# Values documentation prints as an encoded pair's: RFC 7617's (and RFC 2617's) Basic example.
+_EXAMPLE_PAIRS = frozenset({"Aladdin:open sesame"})
+# At most this many encodings deep (a Kubernetes pull secret is base64 of JSON that holds
+# docker's base64 `auth`)
+_DECODED_DEPTH = 2
+
 # Keys of providers detect-secrets has no plugin for (checked against its 1.5 plugin list).
 EXTRA_PATTERNS: dict[str, re.Pattern[str]] = {
     "google_api_key": re.compile(r"\bAIza[0-9A-Za-z_-]{35}\b"),
@@ -140,7 +166,8 @@ _FLAG_HINTS = frozenset({"--password", "pass:", "storepass", "keypass"})
 # per-pattern checks.
 _EXTRA_PATTERN_HINTS = frozenset(h for hs in EXTRA_HINTS.values() for h in hs)
 _TOOLS = frozenset(TOOL_PASSWORDS)
-EXTRA_HINT_WORDS = _EXTRA_PATTERN_HINTS | _TOOLS
+_ENCODED_PAIRS = frozenset(ENCODED_PAIRS)
+EXTRA_HINT_WORDS = _EXTRA_PATTERN_HINTS | _TOOLS | _ENCODED_PAIRS
 _KEYWORD_HINTS = (
     "pass", "pwd", "secret", "api_key", "apikey", "api-key", "auth_key", "authkey", "priv_key",
     "private_key", "privkey", "client_key", "service_key", "account_key", "db_key", "database_key", "contrase",
@@ -265,9 +292,11 @@ class SecretScanner:
         lowered: str | None = None,
         hints: Mapping[str, Sequence[int]] | None = None,
         tokens: Iterable[tuple[int, int]] | None = None,
+        depth: int = _DECODED_DEPTH,
     ) -> list[Finding]:
         """`lowered`, `hints`, `tokens`: the pre-scan's fold of the text, where it found each hint,
-        and the long tokens (found here when not given)."""
+        and the long tokens (found here when not given). A base64 run that decodes to text is
+        read too, `depth` encodings deep (`_decoded_findings`)."""
         exact = True
         if lowered is None:
             lowered, exact = fold(text)
@@ -275,8 +304,7 @@ class SecretScanner:
             exact = False
         if hints is None:
             hints = {h: list(occurrences(lowered, h)) for h in self.hints if h in lowered}
-        if tokens is None:
-            tokens = long_tokens(text)
+        tokens = tuple(long_tokens(text) if tokens is None else tokens)
         found: list[Finding] = []
         if not _EXTRA_PATTERN_HINTS.isdisjoint(hints):  # seven `any` checks less, ≈1.5 µs a screen
             for kind, pattern in EXTRA_PATTERNS.items():
@@ -284,6 +312,8 @@ class SecretScanner:
                     found += _extra_findings(kind, pattern, text)
         for tool in _TOOLS.intersection(hints):  # (a set operation: no loop over the tools)
             found += _tool_passwords(text, tool, hints[tool])
+        for hint in _ENCODED_PAIRS.intersection(hints):
+            found += _encoded_pairs(text, hint, hints[hint])
         lines: dict[int, set[_Plugin]] = {}  # line start -> plugins to run on it
         for hint, offsets in hints.items():
             for plugin in self._by_hint.get(hint, ()):
@@ -306,7 +336,27 @@ class SecretScanner:
                 in_line = self._line_findings(line, plugins, lowered[start:end] if exact else None)
                 done[line] = (plugins, in_line)
             found += [Finding("secrets", kind, start + a, start + b) for kind, a, b in in_line]
+        if depth > 0 and tokens:
+            found += self._decoded_findings(text, tokens, found, depth)
         return found
+
+    def _decoded_findings(
+        self, text: str, tokens: Sequence[tuple[int, int]], found: Sequence[Finding], depth: int
+    ) -> list[Finding]:
+        """Each base64 (or hex) run of `text` that decodes to text holding a secret (a Kubernetes
+        Secret's or a kubeconfig's data, a key pasted encoded), as the kind found in it, over
+        the whole run; a run already found as it is written is not decoded."""
+        out = []
+        for start, end in encoded_runs(text, tokens):
+            if any(f.start < end and start < f.end for f in found):
+                continue
+            decoded = decoded_text(text[start:end], spaced=False)
+            if decoded is None:
+                continue
+            inner = self.find(decoded, depth=depth - 1)
+            if inner:
+                out.append(Finding("secrets", inner[0].kind, start, end))
+        return out
 
     def _line_findings(
         self, line: str, plugins: set[_Plugin], lowered: str | None
@@ -394,6 +444,46 @@ def _tool_passwords(text: str, tool: str, offsets: Iterable[int]) -> list[Findin
     return found
 
 
+def _encoded_pairs(text: str, hint: str, offsets: Iterable[int]) -> list[Finding]:
+    """ENCODED_PAIRS[hint]'s findings, searched in the lines holding the hint: the encoded
+    value, where its password is a secret."""
+    pattern = ENCODED_PAIRS[hint]
+    found: list[Finding] = []
+    searched = -1
+    for at in sorted(offsets):
+        start = text.rfind("\n", 0, at) + 1
+        if start <= searched:
+            continue  # (the line was searched)
+        end = text.find("\n", at)
+        end = len(text) if end < 0 else end
+        searched = start
+        for m in pattern.finditer(text, start, end):
+            if _encoded_password(m["value"], hint) and not any(f.start == m.start("value") for f in found):
+                found.append(Finding("secrets", "encoded_credentials", *m.span("value")))
+    return found
+
+
+def _encoded_password(value: str, hint: str) -> bool:
+    """Whether an encoded value of ENCODED_PAIRS[hint] holds a password that is a secret: a
+    `user:password` pair (AUTH PLAIN: `authzid\0user\0password`) whose password is no mask,
+    template or documented example."""
+    try:
+        compact = value.rstrip("=")
+        decoded = base64.b64decode(compact + "=" * (-len(compact) % 4), validate=True).decode("utf-8")
+    except ValueError:  # (binascii.Error and UnicodeDecodeError are ValueErrors)
+        return False
+    if hint == "auth plain":
+        parts = decoded.split("\0")
+        if len(parts) != 3 or not parts[1]:
+            return False
+        password = parts[2]
+    else:
+        user, colon, password = decoded.partition(":")
+        if not colon or not user or decoded in _EXAMPLE_PAIRS:
+            return False
+    return len(password) >= 4 and password.isprintable() and _is_secret_value(password, True)
+
+
 _MASK_CHARACTERS = frozenset("*xX.")
 
 
@@ -427,11 +517,18 @@ def _is_example_value(value: str) -> bool:
     return word.lower() in _EXAMPLE_VALUES or _PLACEHOLDER.search(word) is not None
 
 
+# A Subresource Integrity digest (W3C SRI: package-lock.json's "integrity", HTML's `integrity=`):
+# a hash of public content, no secret, however high its entropy.
+_INTEGRITY_DIGEST = re.compile(r"sha(?:256|384|512)-[A-Za-z0-9+/]+={0,2}")
+
+
 def _looks_harmless(value: str, line: str, plugin: BasePlugin) -> bool:
     """detect-secrets' default heuristic filters, for the plugins that guess rather than match a
-    format, and placeholders and documented example values (`_is_example_value`)."""
+    format, placeholders and documented example values (`_is_example_value`), and integrity
+    digests."""
     return (
         _is_example_value(value)
+        or _INTEGRITY_DIGEST.fullmatch(value) is not None
         or is_sequential_string(value)
         or is_potential_uuid(value)
         or is_likely_id_string(value, line, plugin)

@@ -538,9 +538,10 @@ def _open(text: str, block: list[tuple[int, int]]) -> bool:
     return width % 4 == 0 and all(e - s == width for s, e in block) and text[block[-1][1] - 1] != "="
 
 
-def decoded_text(encoded: str) -> str | None:
+def decoded_text(encoded: str, spaced: bool = True) -> str | None:
     """What `encoded` (a run from `encoded_runs`) decodes to, if that is text a model would
-    read: valid UTF-8, nearly all of it printable, with a space in it. None else."""
+    read: valid UTF-8, nearly all of it printable, and unless not `spaced`, with a space in it
+    (a key or a password has none). None else."""
     try:
         if _HEX.fullmatch(encoded) is not None:
             raw = bytes.fromhex(encoded)
@@ -552,7 +553,7 @@ def decoded_text(encoded: str) -> str | None:
                 compact = compact.replace("-", "+").replace("_", "/")
             raw = base64.b64decode(compact + "=" * (-len(compact) % 4), validate=True)
         # (a space first: a digest or binary data seldom holds one, and a failed decode raises)
-        decoded = raw.decode("utf-8") if b" " in raw else None
+        decoded = raw.decode("utf-8") if b" " in raw or not spaced else None
     except ValueError:  # (binascii.Error and UnicodeDecodeError are ValueErrors)
         return None
     if decoded is None:

@@ -561,14 +561,14 @@ class Prescanner:
         )
         # The injection phrases of several words with any run of spacing between their words (a
         # second pass, for a text that has such a run: it costs about a third of the first)
-        assert not any(re.search(r"(?<![a-z]) | (?![a-z?])", w) for w in ascii_words), (
-            "each space of a phrase stands between two letters (SPLIT_PHRASE)"
-        )
         phrases = [
             (i, w)
             for i, w in enumerate(ascii_words)
             if " " in w and (i >= len(self._ascii_ids) or words[w][0] == "injection")
         ]
+        assert not any(re.search(r"(?<![a-z]) | (?![a-z?])", w) for _i, w in phrases), (
+            "each space of an injection phrase stands between two letters (SPLIT_PHRASE)"
+        )
         self._phrase_ids = [i for i, _w in phrases]
         self._spaced_phrases = compiled_database([spaced(w) for _i, w in phrases], 0) if phrases else None
 

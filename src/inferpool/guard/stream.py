@@ -18,7 +18,8 @@ module to them):
   only, a match lies within one line (detect-secrets analyses a text line by line, the extra
   patterns match no newline, and a line's hints and long tokens are its own), so the recent
   text blocks iff one of its lines (the first and last clipped to it) holding a hint or a long
-  token does on its own. A line's verdict is kept; lines a passed recent text held whole pass
+  token does on its own, unless a base64 block may be wrapped over lines (the check decodes it
+  whole): then it is screened whole. A line's verdict is kept; lines a passed recent text held whole pass
   in the next one too, so only its cut first line and the lines from where the passed one
   ended are looked at.
 A tail or recent text holding a letter that case-insensitive matching equates with an ASCII one
@@ -208,6 +209,8 @@ class StreamedText:
         self._hints: list[tuple[int, int]] = []  # (end, start) of each secret hint, by end
         self._runs: list[tuple[int, int]] = []  # (end, start) of each ended long-token run, by end
         self._run_start = 0  # where the token run the text ends in starts
+        # (end, start) of each ended run that may be a line of a wrapped base64 block (_note_wrapped)
+        self._wrapped: list[tuple[int, int]] = []
         self._newlines: list[int] = []
         self._line_blocks: dict[tuple[int, int], bool] = {}  # (start, end) -> its verdict
         # A recent text every line of which (clipped to it) the blocking checks passed.
@@ -303,6 +306,7 @@ class StreamedText:
         first_break, last_break = token_breaks(new)
         if first_break < 0:
             return
+        runs_before = len(self._runs)
         if was + first_break - self._run_start >= LONG_TOKEN_CHARS:
             self._runs.append((was + first_break, self._run_start))
         if last_break - first_break > LONG_TOKEN_CHARS:
@@ -311,6 +315,8 @@ class StreamedText:
                 (was + first_break + 1 + e, was + first_break + 1 + s) for s, e in long_tokens(inner)
             ]
         self._run_start = was + last_break + 1
+        if len(self._runs) > runs_before:
+            self._note_wrapped(runs_before)
         # '@', a space and a newline each end a token run: none is in a text without a break
         if "@" in new:
             self.last_at = was + new.rfind("@")
@@ -327,6 +333,7 @@ class StreamedText:
         self._buf_start = start
         self._hints = self._hints[bisect_left(self._hints, (start, -1)) :]
         self._runs = self._runs[bisect_left(self._runs, (start, -1)) :]
+        self._wrapped = self._wrapped[bisect_left(self._wrapped, (start, -1)) :]
         self._newlines = self._newlines[bisect_left(self._newlines, start) :]
         self._line_blocks = {k: v for k, v in self._line_blocks.items() if k[0] >= start}
 
@@ -430,6 +437,8 @@ class StreamedText:
             # (or the exotic letter or disguise is past the recent text: screening it is exact
             # too); a line in disguise may block with no trigger as written
             return True
+        if self._wrapped_run(first, first + len(recent)):
+            return True  # the secrets check decodes a wrapped base64 block whole, not by lines
         last = first + len(recent)
         newlines = self._newlines
         # Lines the clean recent text held whole are passed: only the line `first` cuts, and
@@ -446,6 +455,31 @@ class StreamedText:
                     return True
         self._clean = (first, last)
         return False
+
+    def _note_wrapped(self, first: int) -> None:
+        """Keep the runs from `_runs[first]` on (just ended) that end at a line break and may go
+        on in the next line as base64 does when wrapped (disguise.encoded_runs joins such lines):
+        as wide as MIME's or PEM's lines (64 or 76: a short last line may follow), or followed
+        right after the break by the next run, which keeps the one before it."""
+        runs, buf, buf_start, wrapped = self._runs, self._buf, self._buf_start, self._wrapped
+        for at in range(first, len(runs)):
+            end, start = runs[at]
+            if at:
+                previous = runs[at - 1]
+                if (
+                    start - previous[0] in (1, 2)
+                    and buf[previous[0] - buf_start] in "\r\n"
+                    and (not wrapped or wrapped[-1] != previous)
+                ):
+                    wrapped.append(previous)
+            if end - start >= 64 and buf[end - buf_start] in "\r\n":
+                wrapped.append(runs[at])
+
+    def _wrapped_run(self, a: int, b: int) -> bool:
+        """Whether a run of `_note_wrapped` lies in [a, b)."""
+        wrapped = self._wrapped
+        at = bisect_right(wrapped, (a, a))
+        return at < len(wrapped) and wrapped[at][0] < b  # (sorted by end; each starts before it)
 
     def _triggers(self, a: int, b: int) -> list[int]:
         """A place in [a, b) of each secret hint and long-token run that reaches into it."""
