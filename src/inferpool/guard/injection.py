@@ -41,6 +41,7 @@ from inferpool.guard.disguise import (
     readings,
     squeezed,
     unwrapped,
+    word_starts,
 )
 from inferpool.guard.findings import Finding
 from inferpool.guard.prescan import (
@@ -48,6 +49,7 @@ from inferpool.guard.prescan import (
     LETTERS_APART,
     REVERSED,
     ROT13,
+    SPELLED_WORDS,
     Prescanner,
     ascii_chars,
     compiled_database,
@@ -474,7 +476,7 @@ class InjectionScorer:
             if found:
                 return found
         if spelled & LETTERS_APART:
-            joined = letters_joined(text)
+            joined = letters_joined(text, _spelled_words)
             found = self._find_plain(joined.text, after_system, *_plain_scan(joined.text))
             return [Finding(f.check, f.kind, *joined.source_span(f.start, f.end)) for f in found]
         return []
@@ -579,6 +581,100 @@ class InjectionScorer:
             miss *= 1.0 - w
         bound = 1.0 - miss + IMPERATIVE_BONUS + (AFTER_SYSTEM_BONUS if after_system else 0.0)
         return bound + 1e-9 >= self.threshold  # rounding: never skip a passage that could reach it
+
+
+# Letters apart with the words apart too ("i g n o r e a l l p r e v i o u s") are runs of
+# letters without spaces; their words are found by segmentation (disguise.word_starts, English
+# word frequencies). Not in a run that is one word: one a trigger word (prescan.SPELLED_WORDS)
+# covers but for a letter or two ("o-l-v-i-d-a", "I g n o r e"), or one set apart from another run
+# by spacing alone ("I-g-n-o-r-e a-l-l", "i g n o r e   a l l": the words are apart already),
+# which segmentation by English words would break when they are not English ("ign or a").
+# Segmentation costs ≈50 µs a letter, so it reads at most SEGMENTED_LETTERS_MAX letters of a text:
+# a long text of spaced letters (a DNA sequence, a banner) costs at most ≈50 ms, and one with no
+# trigger word in its runs nothing. Each trigger word is read with SEGMENT_REACH letters on
+# either side in its run, and as many of the SEGMENT_NEIGHBOURS runs on either side nearest to
+# it (runs end at punctuation): the words around a trigger tell an order from its discussion
+# ("Write a post on why 'ignore previous instructions' works"). Triggers are read in the text's
+# order, each with its neighbours or not at all, while the budget lasts.
+SEGMENT_REACH = 64
+SEGMENT_NEIGHBOURS = 2
+SEGMENTED_LETTERS_MAX = 1024
+
+
+def _spelled_automaton() -> ahocorasick.Automaton:
+    automaton = ahocorasick.Automaton()
+    for word in SPELLED_WORDS:
+        automaton.add_word(word, len(word))
+    automaton.make_automaton()
+    return automaton
+
+
+_SPELLED_AUTOMATON = _spelled_automaton()
+
+
+def _spelled_words(text: str, runs: list[tuple[int, int]]) -> list[frozenset[int]]:
+    """`letters_joined`'s `words`: where words start in each run, as said above."""
+    lowered = [text[start:end:2].lower() for start, end in runs]
+    # a run set apart from the one before or after it by spacing alone holds one word
+    apart = [False] * len(runs)
+    for i in range(1, len(runs)):
+        if text[runs[i - 1][1] : runs[i][0]].isspace():
+            apart[i - 1] = apart[i] = True
+    covered: dict[int, list[tuple[int, int]]] = {}  # run -> the spans of it to segment, merged
+    budget = SEGMENTED_LETTERS_MAX
+    for i, run in enumerate(lowered):
+        if apart[i]:
+            continue
+        for last, length in _SPELLED_AUTOMATON.iter(run):
+            if length >= len(run) - 2:
+                break  # (a trigger word with an ending: one word)
+            wanted = [(i, max(0, last + 1 - length - SEGMENT_REACH), min(len(run), last + 1 + SEGMENT_REACH))]
+            for j in range(max(0, i - SEGMENT_NEIGHBOURS), i):  # (the end of a run before it)
+                wanted.append((j, max(0, len(lowered[j]) - SEGMENT_REACH), len(lowered[j])))
+            for j in range(i + 1, min(len(runs), i + 1 + SEGMENT_NEIGHBOURS)):  # (the start of one after)
+                wanted.append((j, 0, min(len(lowered[j]), SEGMENT_REACH)))
+            changed: dict[int, list[tuple[int, int]]] = {}
+            cost = 0
+            for j, start, end in wanted:
+                if apart[j]:
+                    continue
+                spans = changed.get(j, covered.get(j, []))
+                merged = _merged([*spans, (start, end)])
+                cost += _length(merged) - _length(spans)
+                changed[j] = merged
+            if cost > budget:
+                break
+            budget -= cost
+            covered.update(changed)
+        else:
+            continue
+        if budget <= 0:
+            break  # (the budget is spent: no later trigger is read)
+    starts: list[frozenset[int]] = [frozenset()] * len(runs)
+    for i, spans in covered.items():
+        found: set[int] = set()
+        for start, end in spans:
+            found.update(start + at for at in word_starts(lowered[i][start:end]))
+            found.update((start, end))  # (a span's edges end the words at them)
+        found.discard(0)
+        found.discard(len(lowered[i]))
+        starts[i] = frozenset(found)
+    return starts
+
+
+def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Overlapping or touching spans as one (a few per run: each trigger's reach merges)."""
+    merged: list[tuple[int, int]] = []
+    for a, b in sorted(spans):
+        if merged and a <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(b, merged[-1][1]))
+        else:
+            merged.append((a, b))
+    return merged
+
+
+def _length(spans: list[tuple[int, int]]) -> int:
+    return sum(b - a for a, b in spans)
 
 
 def _read_score(text: str, after_system: bool, noun_near: bool) -> InjectionScore:

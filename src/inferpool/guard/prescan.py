@@ -482,7 +482,9 @@ class Prescanner:
         each scan then says which occur, found in the same pass: as `w in lowered`, or for a
         text of COMPILED_SCAN_CHARS or more with an exact fold, only where one begins or ends a
         word (the ID rules look for their keywords there: `keywords_at_edges`)."""
-        prepare_disguises()  # (the pass over a non-ASCII text's UTF-8: compiled now, not at a first request)
+        # (the pass over a non-ASCII text's UTF-8, and where injection counts the word segmenter
+        # for letters apart: made now, not at a first request)
+        prepare_disguises(segmenter=injection)
         self._automaton = ahocorasick.Automaton()
         words: dict[str, tuple[str, str]] = {h: ("secret", h) for h in secret_hints}
         if injection:

@@ -89,6 +89,7 @@ REWRITES: dict[str, Callable[[str], str]] = {
     "letters apart, spaced words": lambda t: re.sub(
         r"[A-Za-z]+", lambda m: " ".join(m.group()), t.replace(" ", "   ")
     ),
+    "letters apart, words too (one space)": lambda t: re.sub(r"[A-Za-z]+", lambda m: " ".join(m.group()), t),
 }
 
 

@@ -54,15 +54,21 @@ def test_the_injection_targets_hold_for_the_catalogue_rewritten(
 ) -> None:
     """`evaluate --rewrites`: the injection check on the catalogue written as a model still
     reads it (rewrites.py). Each way keeps issue 17's injection targets, except hard wraps at
-    40 and 25 columns and leetspeak of every letter it has a digit for, which keep the
-    false-positive one (docs/security.md says what they miss: a word written wholly in digits,
-    "7357" for "test", stays a number)."""
+    40 and 25 columns, leetspeak of every letter it has a digit for and letters apart with the
+    words apart too, which keep the false-positive one (docs/security.md says what they miss: a
+    word written wholly in digits, "7357" for "test", stays a number; spaced letters are read
+    as English words)."""
     main([str(DATA / "eval" / "catalogue.jsonl"), "--rewrites"])
     rows = rewritten(load(DATA / "eval" / "catalogue.jsonl"))
     assert rows[0].check == "as written" and rows[0].blocked == results["injection"].blocked
     assert len(rows) == 1 + len(REWRITES) + 3
     for row in rows:
         assert row.fp_rate <= TARGETS["injection"][0], row
-        if row.check not in ("wrapped at 40", "wrapped at 25", "leetspeak"):
+        if row.check not in (
+            "wrapped at 40",
+            "wrapped at 25",
+            "leetspeak",
+            "letters apart, words too (one space)",
+        ):
             assert row.recall >= TARGETS["injection"][1], row
     assert "| wrapped at 25 |" in capsys.readouterr().out
