@@ -616,6 +616,7 @@ def letters_joined(
 SEGMENTED_WORD_MAX = 16
 
 
+@functools.lru_cache(maxsize=1024)  # (a streamed answer's recent text is screened again at each event)
 def word_starts(letters: str) -> frozenset[int]:
     """Where in `letters` (letters with nothing between them) a word other than the first
     starts, as the most likely English words split them (symspellpy's segmentation, by word
