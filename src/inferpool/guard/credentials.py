@@ -85,6 +85,8 @@ TOOL_PASSWORDS: dict[str, re.Pattern[str]] = {
         _PASSWORD_FLAG_TOOLS + _SAME_COMMAND + r"--(?:http-)?password(?:=|\s+)" + _PASSWORD_VALUE
     ),
     "docker login": re.compile(r"\bdocker\s+login" + _SAME_COMMAND + r"-p\s+" + _PASSWORD_VALUE),
+    # (mongosh's `-p` alone, or before another flag, asks for it: `-p --authenticationDatabase`)
+    "mongosh": re.compile(r"\bmongosh" + _SAME_COMMAND + r"-p\s+(?!-)" + _PASSWORD_VALUE),
     "az login": re.compile(r"\baz\s+login" + _SAME_COMMAND + r"-p\s+" + _PASSWORD_VALUE),
     "sqlcmd": re.compile(r"\bsqlcmd" + _SAME_COMMAND + r"-P\s*" + _PASSWORD_VALUE),
     "ldapsearch": _LDAP,

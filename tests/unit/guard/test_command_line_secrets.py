@@ -58,3 +58,18 @@ def test_a_line_is_read_on_its_own_and_with_mysql_the_whole_text() -> None:
     assert [
         f for f in SCANNER.find("sshpass\n-p\n'W1nter-is-c0ming'\nssh") if f.kind == "command_line_password"
     ]
+
+
+def test_mongosh_short_password_flag() -> None:
+    """`-p <password>` (2026-12-07, thirty-first session); `-p` alone or before another flag
+    asks for it, as MongoDB's docs write it."""
+    line = "mongosh mongodb://db.internal -u ci -p Mg7kP2qW9z --tls"
+    (finding,) = SCANNER.find(line)
+    assert line[finding.start : finding.end] == "Mg7kP2qW9z"
+    for prompting in (
+        "mongosh -u admin -p --authenticationDatabase admin",
+        "mongosh -u admin -p",
+        "mongosh --port 27017 -u app -p $MONGO_PW",
+        "mongosh -u admin -p password",
+    ):
+        assert SCANNER.find(prompting) == [], prompting
