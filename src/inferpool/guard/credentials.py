@@ -57,7 +57,7 @@ from detect_secrets.plugins.square_oauth import SquareOAuthDetector
 from detect_secrets.plugins.stripe import StripeDetector
 from detect_secrets.plugins.twilio import TwilioKeyDetector
 
-from inferpool.guard.disguise import decoded_text, encoded_runs
+from inferpool.guard.disguise import decoded_findings, decoded_runs
 from inferpool.guard.findings import Finding
 from inferpool.guard.prescan import fold, long_tokens, occurrences
 
@@ -294,11 +294,12 @@ class SecretScanner:
         lowered: str | None = None,
         hints: Mapping[str, Sequence[int]] | None = None,
         tokens: Iterable[tuple[int, int]] | None = None,
+        decoded: Sequence[tuple[int, int, str]] | None = None,
         depth: int = _DECODED_DEPTH,
     ) -> list[Finding]:
-        """`lowered`, `hints`, `tokens`: the pre-scan's fold of the text, where it found each hint,
-        and the long tokens (found here when not given). A base64 run that decodes to text is
-        read too, `depth` encodings deep (`_decoded_findings`)."""
+        """`lowered`, `hints`, `tokens`, `decoded`: the pre-scan's fold of the text, where it
+        found each hint, the long tokens and the runs that decode to text (found here when not
+        given). A decoded run is read too, `depth` encodings deep (`disguise.decoded_findings`)."""
         exact = True
         if lowered is None:
             lowered, exact = fold(text)
@@ -339,26 +340,10 @@ class SecretScanner:
                 done[line] = (plugins, in_line)
             found += [Finding("secrets", kind, start + a, start + b) for kind, a, b in in_line]
         if depth > 0 and tokens:
-            found += self._decoded_findings(text, tokens, found, depth)
+            # a Kubernetes Secret's or a kubeconfig's data, a key pasted encoded
+            runs = decoded_runs(text, tokens, spaced=False) if decoded is None else decoded
+            found += decoded_findings(text, runs, found, lambda inner: self.find(inner, depth=depth - 1))
         return found
-
-    def _decoded_findings(
-        self, text: str, tokens: Sequence[tuple[int, int]], found: Sequence[Finding], depth: int
-    ) -> list[Finding]:
-        """Each base64 (or hex) run of `text` that decodes to text holding a secret (a Kubernetes
-        Secret's or a kubeconfig's data, a key pasted encoded), as the kind found in it, over
-        the whole run; a run already found as it is written is not decoded."""
-        out = []
-        for start, end in encoded_runs(text, tokens):
-            if any(f.start < end and start < f.end for f in found):
-                continue
-            decoded = decoded_text(text[start:end], spaced=False)
-            if decoded is None:
-                continue
-            inner = self.find(decoded, depth=depth - 1)
-            if inner:
-                out.append(Finding("secrets", inner[0].kind, start, end))
-        return out
 
     def _line_findings(
         self, line: str, plugins: set[_Plugin], lowered: str | None

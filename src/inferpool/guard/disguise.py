@@ -53,6 +53,8 @@ from typing import TYPE_CHECKING, cast
 
 import hyperscan
 
+from inferpool.guard.findings import Finding
+
 if TYPE_CHECKING:
     from symspellpy import SymSpell
 
@@ -504,7 +506,8 @@ _UPPER = re.compile(r"[A-Z]")
 
 def encoded_runs(text: str, tokens: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
     """The spans of `text` that may be base64 or hex of a text: each of `tokens` (long token
-    runs, in order) that is hex digits of one case, an even number of them, or base64, with the
+    runs, in order; of a key=value token, its value of 16 characters or more) that is hex digits
+    of one case, an even number of them, or base64, with the
     lines that continue it joined (wrapped: after a line break, while every line is as long as
     the first, a whole number of four-character groups; a last line shorter than a long token
     is not among `tokens`, and is taken after a full line of the block's width, when that is
@@ -512,11 +515,17 @@ def encoded_runs(text: str, tokens: Iterable[tuple[int, int]]) -> list[tuple[int
     blocks: list[list[tuple[int, int]]] = []
     runs = []
     for start, end in tokens:
+        key = _KEY.match(text, start, end)
+        if key is not None and end - key.end() >= _VALUE_CHARS:
+            start = key.end()  # (`payload=eyJ1c2Vy…`: the value of a key=value pair)
         if _HEX.fullmatch(text, start, end) is not None:
             # (text holds a space, byte 0x20: a digest seldom holds "20", and is not decoded)
             if (end - start) % 2 == 0 and text.find("20", start, end) >= 0:
                 runs.append((start, end))
             continue  # (hex is base64 too, of one case: not base64 of text)
+        # (base64 of text has both cases in every line of it: most tokens, paths and ids, have not)
+        if _UPPER.search(text, start, end) is None or _LOWER.search(text, start, end) is None:
+            continue
         if _BASE64.fullmatch(text, start, end) is None:
             continue
         if blocks and text[blocks[-1][-1][1] : start] in ("\n", "\r\n") and _open(text, blocks[-1]):
@@ -533,6 +542,11 @@ def encoded_runs(text: str, tokens: Iterable[tuple[int, int]]) -> list[tuple[int
         if _LOWER.search(text, start, end) and _UPPER.search(text, start, end):
             runs.append((start, end))
     return sorted(runs)
+
+
+# A token that is a key=value pair (a query parameter, a cookie): its value may be base64
+_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*=(?=[A-Za-z0-9+/_-])")
+_VALUE_CHARS = 16
 
 
 _SHORT_LAST_LINE = re.compile(r"\r?\n[A-Za-z0-9+/_-]{1,23}={0,2}(?![A-Za-z0-9+/_=-])")
@@ -569,11 +583,33 @@ def decoded_text(encoded: str, spaced: bool = True) -> str | None:
     return decoded if printable >= 0.95 * len(decoded) else None
 
 
-def decoded_runs(text: str, tokens: Iterable[tuple[int, int]]) -> list[tuple[int, int, str]]:
-    """Each run of `encoded_runs` that decodes to text (`decoded_text`), with that text."""
+def decoded_findings(
+    text: str,
+    decoded: Iterable[tuple[int, int, str]],
+    found: Sequence[Finding],
+    find: Callable[[str], list[Finding]],
+) -> list[Finding]:
+    """What `find` finds in what each run of `decoded` (`decoded_runs(text, tokens, spaced=False)`:
+    base64 or hex that decodes to text, spaced or not, a key or a card number) decodes to, as one
+    finding of the kind found first over the whole run; a run that one of `found` (the text's
+    findings as written) overlaps is not read."""
+    out = []
+    for start, end, decoded_text in decoded:
+        if any(f.start < end and start < f.end for f in found):
+            continue
+        inner = find(decoded_text)
+        if inner:
+            out.append(Finding(inner[0].check, inner[0].kind, start, end))
+    return out
+
+
+def decoded_runs(
+    text: str, tokens: Iterable[tuple[int, int]], spaced: bool = True
+) -> list[tuple[int, int, str]]:
+    """Each run of `encoded_runs` that decodes to text (`decoded_text`, with `spaced`), with that text."""
     runs = []
     for start, end in encoded_runs(text, tokens):
-        decoded = decoded_text(text[start:end])
+        decoded = decoded_text(text[start:end], spaced)
         if decoded is not None:
             runs.append((start, end, decoded))
     return runs
@@ -708,6 +744,7 @@ __all__ = [
     "WRAP_AFTER",
     "WRAP_BEFORE",
     "Edited",
+    "decoded_findings",
     "decoded_runs",
     "decoded_text",
     "disguised",

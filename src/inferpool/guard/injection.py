@@ -401,7 +401,7 @@ class InjectionScorer:
         spelled: int | None = None,
         plain: disguise.Edited | None = None,
         ciphers: int = 0,
-        tokens: Sequence[tuple[int, int]] | None = None,
+        decoded: Sequence[tuple[int, int, str]] | None = None,
         decode: bool = True,
     ) -> list[Finding]:
         """Scores each passage around a trigger word on its own (signals from unrelated
@@ -413,8 +413,8 @@ class InjectionScorer:
         a finding points into the text. `plain`: the text undisguised, when made already;
         `ciphers`: the pre-scan found a trigger word in ROT13 or backwards (ROT13, REVERSED
         bits). A run that decodes from base64 or hex to text is read decoded (with `decode`;
-        not what that decodes to), a finding in it spanning the run; `tokens`: the pre-scan's
-        long token runs (prescan.long_tokens), found here when not given."""
+        not what that decodes to), a finding in it spanning the run; `decoded`: the pre-scan's
+        decoded runs (Prescan.decoded), found here when not given."""
         if lowered is None or hits is None or exact is None or spaced is None or disguised is None:
             scan = _trigger_scanner().scan(text)
             lowered, hits, exact, chars = scan.lowered, scan.injection_hits, scan.exact, scan.chars
@@ -435,14 +435,18 @@ class InjectionScorer:
         found = self._find_spelled(text, after_system, spelling | ciphers)
         if found or not decode:
             return found
-        return self._find_decoded(text, after_system, long_tokens(text) if tokens is None else tokens)
+        if decoded is None:
+            decoded = disguise.decoded_runs(text, long_tokens(text), spaced=False)
+        return self._find_decoded(text, after_system, decoded)
 
     def _find_decoded(
-        self, text: str, after_system: bool, tokens: Iterable[tuple[int, int]]
+        self, text: str, after_system: bool, runs: Iterable[tuple[int, int, str]]
     ) -> list[Finding]:
-        """`find` on what each base64 or hex run of `text` decodes to (disguise.decoded_runs),
-        the first finding spanning its run."""
-        for start, end, decoded in disguise.decoded_runs(text, tokens):
+        """`find` on what each base64 or hex run of `text` decodes to (disguise.decoded_runs), if
+        that has a space in it, the first finding spanning its run."""
+        for start, end, decoded in runs:
+            if " " not in decoded:
+                continue  # (no sentence: no order to find)
             # (what the decoded text holds encoded is not decoded again)
             found = self.find(decoded, after_system and start == 0, decode=False)
             if found:

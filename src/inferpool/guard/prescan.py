@@ -439,10 +439,15 @@ class Prescan:
         )
 
     @_lazy
+    def decoded(self) -> tuple[tuple[int, int, str], ...]:
+        """The base64 or hex runs that decode to text, spaced or not, with that text
+        (disguise.decoded_runs): decoded once for every check that reads them."""
+        return tuple(decoded_runs(self.text, self.long_tokens, spaced=False))
+
+    @property
     def encoded(self) -> bool:
-        """Whether a run decodes from base64 or hex to a text (disguise.decoded_runs): the
-        injection check reads that text."""
-        return bool(decoded_runs(self.text, self.long_tokens))
+        """Whether a run decodes to a text with a space in it: the injection check reads that."""
+        return any(" " in decoded for _start, _end, decoded in self.decoded)
 
 
 class Triggers(Protocol):

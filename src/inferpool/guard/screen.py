@@ -16,7 +16,7 @@ from itertools import accumulate
 import aiohttp
 
 from inferpool.guard.denylist import compile_terms, find_terms
-from inferpool.guard.disguise import Edited, hidden
+from inferpool.guard.disguise import Edited, decoded_findings, hidden
 from inferpool.guard.findings import Finding
 from inferpool.guard.policy import Action, CheckConfig, GuardConfig, HookConfig, Stage
 from inferpool.guard.prescan import SHORTEST_NUMBER_CANDIDATE, Prescan, Prescanner, Triggers
@@ -94,7 +94,11 @@ def _detector(check: CheckConfig) -> Detector:
                 odd_digits=scan.odd_digits,
             )
             # (an invisible character is one of the disguises the pass reports)
-            return _read_through(text, found, pii.find, scan.plain) if scan.disguised else found
+            if scan.disguised:
+                found = _read_through(text, found, pii.find, scan.plain)
+            if scan.long_tokens:  # (personal data in base64: an export, a cookie, an encoded answer)
+                found += decoded_findings(text, scan.decoded, found, pii.find)
+            return found
 
         return find_pii
     if check.check == "secrets":
@@ -103,7 +107,7 @@ def _detector(check: CheckConfig) -> Detector:
         secrets = SecretScanner(check.base64_entropy_limit, check.hex_entropy_limit)
 
         def find_secrets(text: str, scan: Prescan, _after_system: bool) -> list[Finding]:
-            found = secrets.find(text, scan.lowered, scan.secret_hints, scan.long_tokens)
+            found = secrets.find(text, scan.lowered, scan.secret_hints, scan.long_tokens, scan.decoded)
             return _read_through(text, found, secrets.find, scan.plain) if scan.disguised else found
 
         return find_secrets
@@ -124,7 +128,7 @@ def _detector(check: CheckConfig) -> Detector:
                 scan.spelled_found,
                 scan.plain if scan.disguised else None,
                 scan.ciphers,
-                scan.long_tokens,
+                scan.decoded,
             )
             if scan.injection
             else []
@@ -239,7 +243,7 @@ class Screener:
         for kind in kinds:
             if kind == "pii" and (scan.numbers or scan.alnum_ids):
                 return True
-            if kind == "secrets" and scan.long_tokens:
+            if kind in ("pii", "secrets") and scan.long_tokens:  # (PII: a base64 run may hide some)
                 return True
         return False
 
