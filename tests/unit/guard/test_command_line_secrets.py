@@ -8,31 +8,21 @@ a password typed at ftp's own prompt, and one with a '#' in a URL (no URL holds 
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
+from heldout import found_by_label  # pytest puts this folder on sys.path
 
-from inferpool.guard import Screener, Stage
+from inferpool.guard import Screener
 from inferpool.guard.credentials import SecretScanner
 from inferpool.guard.policy import default_config
 
-HELD_OUT = Path(__file__).resolve().parents[2] / "data" / "guard" / "heldout" / "command-line.jsonl"
 SCANNER = SecretScanner()
 
 
 def test_the_held_out_set() -> None:
-    rows = [json.loads(line) for line in HELD_OUT.read_text().splitlines()]
-    screener = Screener(default_config())
-    found = {
-        label: sum(
-            any(f.check == "secrets" for f, _action in screener.screen(r["text"], Stage.PROMPT).findings)
-            for r in rows
-            if r["label"] == label
-        )
-        for label in ("harmful", "benign")
+    assert found_by_label("command-line", "secrets", Screener(default_config())) == {
+        "harmful": 18,
+        "benign": 0,
     }
-    assert found == {"harmful": 18, "benign": 0}
 
 
 @pytest.mark.parametrize(

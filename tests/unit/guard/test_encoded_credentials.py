@@ -13,17 +13,15 @@ assignment as written)."""
 from __future__ import annotations
 
 import base64
-import json
-from pathlib import Path
 
 import pytest
+from heldout import found_by_label  # pytest puts this folder on sys.path
 
 from inferpool.guard import Screener, Stage
 from inferpool.guard.credentials import SecretScanner
 from inferpool.guard.policy import default_config
 from inferpool.guard.stream import StreamedText
 
-HELD_OUT = Path(__file__).resolve().parents[2] / "data" / "guard" / "heldout" / "encoded-credentials.jsonl"
 SCANNER = SecretScanner()
 SCREENER = Screener(default_config())
 
@@ -37,16 +35,7 @@ def kinds(text: str) -> list[str]:
 
 
 def test_the_held_out_set() -> None:
-    rows = [json.loads(line) for line in HELD_OUT.read_text().splitlines()]
-    found = {
-        label: sum(
-            any(f.check == "secrets" for f, _action in SCREENER.screen(r["text"], Stage.PROMPT).findings)
-            for r in rows
-            if r["label"] == label
-        )
-        for label in ("harmful", "benign")
-    }
-    assert found == {"harmful": 18, "benign": 1}
+    assert found_by_label("encoded-credentials", "secrets", SCREENER) == {"harmful": 18, "benign": 1}
 
 
 @pytest.mark.parametrize(

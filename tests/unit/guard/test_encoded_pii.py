@@ -9,28 +9,18 @@ is 20 characters, shorter than a long token (24), which is all the pre-scan offe
 from __future__ import annotations
 
 import base64
-import json
 from dataclasses import dataclass
-from pathlib import Path
+
+from heldout import found_by_label  # pytest puts this folder on sys.path
 
 from inferpool.guard import Screener, Stage
 from inferpool.guard.policy import Action, CheckConfig, GuardConfig, default_config
 
-HELD_OUT = Path(__file__).resolve().parents[2] / "data" / "guard" / "heldout" / "encoded-pii.jsonl"
 SCREENER = Screener(default_config())
 
 
 def test_the_held_out_set() -> None:
-    rows = [json.loads(line) for line in HELD_OUT.read_text().splitlines()]
-    found = {
-        label: sum(
-            any(f.check == "pii" for f, _action in SCREENER.screen(r["text"], Stage.PROMPT).findings)
-            for r in rows
-            if r["label"] == label
-        )
-        for label in ("harmful", "benign")
-    }
-    assert found == {"harmful": 19, "benign": 0}
+    assert found_by_label("encoded-pii", "pii", SCREENER) == {"harmful": 19, "benign": 0}
 
 
 def test_an_encoded_value_is_redacted_whole() -> None:

@@ -1,0 +1,27 @@
+"""The held-out sets of tests/data/guard/heldout/: each written and committed before the change
+it measures. One count for every test that reports one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from inferpool.guard import Screener, Stage
+
+HELD_OUT = Path(__file__).resolve().parents[2] / "data" / "guard" / "heldout"
+
+
+def found_by_label(name: str, check: str, screener: Screener, after_system: bool = False) -> dict[str, int]:
+    """How many harmful and how many benign texts of the set `name` the `check` finds something in."""
+    rows = [json.loads(line) for line in (HELD_OUT / f"{name}.jsonl").read_text().splitlines()]
+    return {
+        label: sum(
+            any(
+                f.check == check
+                for f, _action in screener.screen(r["text"], Stage.PROMPT, after_system).findings
+            )
+            for r in rows
+            if r["label"] == label
+        )
+        for label in ("harmful", "benign")
+    }
