@@ -28,11 +28,14 @@ split by a zero-width space or written in full-width letters):
   text backwards, or each of its words backwards in place (`words_reversed`, one for one), for
   one holding a trigger word backwards (prescan.REVERSED_WORDS).
 - `encoded_runs`, `decoded_text` and `decoded_runs`: where a text may hold base64 (its long
-  token runs, wrapped lines joined) or hex, and the text a run decodes to, which the injection
-  check reads (a finding spans the run: not one for one).
+  token runs, wrapped lines joined; a key=value token's value) or hex, and the text a run
+  decodes to, which every check reads (`decoded_findings`: a finding spans the run, not one for
+  one).
 - `letters_joined`: a word written with its letters apart ("I-g-n-o-r-e", "s.y.s.t.e.m",
   "r e v e a l") becomes the word: a run of three letters or more, each alone, with the same
-  one separator (APART) between them. The same only-when-found rule.
+  one separator (APART) between them; a run with the words apart too ("i g n o r e a l l") is
+  split into words where the caller says (`word_starts`: segmentation by English word
+  frequencies), the separator there kept as a space. The same only-when-found rule.
 
 All only delete characters or replace one by one, so an offset in the result maps back to the
 text (`Edited.source`; `unwrapped` keeps every offset): a finding points at the disguised
@@ -507,8 +510,8 @@ _UPPER = re.compile(r"[A-Z]")
 def encoded_runs(text: str, tokens: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
     """The spans of `text` that may be base64 or hex of a text: each of `tokens` (long token
     runs, in order; of a key=value token, its value of 16 characters or more) that is hex digits
-    of one case, an even number of them, or base64, with the
-    lines that continue it joined (wrapped: after a line break, while every line is as long as
+    of one case, an even number of them, or base64 with both cases, with the lines that continue
+    it joined (wrapped: after a line break, while every line is as long as
     the first, a whole number of four-character groups; a last line shorter than a long token
     is not among `tokens`, and is taken after a full line of the block's width, when that is
     known: two lines or more, or MIME's 76 or PEM's 64)."""
@@ -594,10 +597,10 @@ def decoded_findings(
     finding of the kind found first over the whole run; a run that one of `found` (the text's
     findings as written) overlaps is not read."""
     out = []
-    for start, end, decoded_text in decoded:
+    for start, end, plain in decoded:
         if any(f.start < end and start < f.end for f in found):
             continue
-        inner = find(decoded_text)
+        inner = find(plain)
         if inner:
             out.append(Finding(inner[0].check, inner[0].kind, start, end))
     return out
@@ -682,7 +685,8 @@ def _segmenter() -> SymSpell:
     no edit distance, a one-character prefix (≈12 MB and ≈0.13 s to load, where its defaults
     precompute every deletion: ≈67 MB, ≈0.7 s). Loaded once per process, when first needed or
     by `prepare`."""
-    from symspellpy import SymSpell  # (imported when used: most processes screen no letters apart)
+    # (imported here: a data plane without the injection check never needs it)
+    from symspellpy import SymSpell
 
     segmenter = SymSpell(max_dictionary_edit_distance=0, prefix_length=1)
     dictionary = importlib.resources.files("symspellpy") / "frequency_dictionary_en_82_765.txt"

@@ -599,7 +599,7 @@ class InjectionScorer:
 # either side in its run, and as many of the SEGMENT_NEIGHBOURS runs on either side nearest to
 # it (runs end at punctuation): the words around a trigger tell an order from its discussion
 # ("Write a post on why 'ignore previous instructions' works"). Triggers are read in the text's
-# order, each with its neighbours or not at all, while the budget lasts.
+# order, each with its neighbours, until one does not fit in what is left of the budget.
 SEGMENT_REACH = 64
 SEGMENT_NEIGHBOURS = 2
 SEGMENTED_LETTERS_MAX = 1024
@@ -626,34 +626,34 @@ def _spelled_words(text: str, runs: list[tuple[int, int]]) -> list[frozenset[int
             apart[i - 1] = apart[i] = True
     covered: dict[int, list[tuple[int, int]]] = {}  # run -> the spans of it to segment, merged
     budget = SEGMENTED_LETTERS_MAX
-    for i, run in enumerate(lowered):
-        if apart[i]:
-            continue
-        for last, length in _SPELLED_AUTOMATON.iter(run):
-            if length >= len(run) - 2:
-                break  # (a trigger word with an ending: one word)
-            wanted = [(i, max(0, last + 1 - length - SEGMENT_REACH), min(len(run), last + 1 + SEGMENT_REACH))]
-            for j in range(max(0, i - SEGMENT_NEIGHBOURS), i):  # (the end of a run before it)
-                wanted.append((j, max(0, len(lowered[j]) - SEGMENT_REACH), len(lowered[j])))
-            for j in range(i + 1, min(len(runs), i + 1 + SEGMENT_NEIGHBOURS)):  # (the start of one after)
-                wanted.append((j, 0, min(len(lowered[j]), SEGMENT_REACH)))
-            changed: dict[int, list[tuple[int, int]]] = {}
-            cost = 0
-            for j, start, end in wanted:
-                if apart[j]:
-                    continue
-                spans = changed.get(j, covered.get(j, []))
-                merged = _merged([*spans, (start, end)])
-                cost += _length(merged) - _length(spans)
-                changed[j] = merged
-            if cost > budget:
-                break
-            budget -= cost
-            covered.update(changed)
-        else:
-            continue
-        if budget <= 0:
-            break  # (the budget is spent: no later trigger is read)
+    hits = (
+        (i, last, length)
+        for i, run in enumerate(lowered)
+        if not apart[i]
+        for last, length in _SPELLED_AUTOMATON.iter(run)
+    )
+    for i, last, length in hits:
+        run = lowered[i]
+        if length >= len(run) - 2:
+            continue  # (a trigger word with an ending: one word)
+        wanted = [(i, max(0, last + 1 - length - SEGMENT_REACH), min(len(run), last + 1 + SEGMENT_REACH))]
+        for j in range(max(0, i - SEGMENT_NEIGHBOURS), i):  # (the end of a run before it)
+            wanted.append((j, max(0, len(lowered[j]) - SEGMENT_REACH), len(lowered[j])))
+        for j in range(i + 1, min(len(runs), i + 1 + SEGMENT_NEIGHBOURS)):  # (the start of one after)
+            wanted.append((j, 0, min(len(lowered[j]), SEGMENT_REACH)))
+        changed: dict[int, list[tuple[int, int]]] = {}
+        cost = 0
+        for j, start, end in wanted:
+            if apart[j]:
+                continue
+            spans = changed.get(j, covered.get(j, []))
+            merged = _merged([*spans, (start, end)])
+            cost += _length(merged) - _length(spans)
+            changed[j] = merged
+        if cost > budget:
+            break  # (the first trigger that does not fit ends the reading)
+        budget -= cost
+        covered.update(changed)
     starts: list[frozenset[int]] = [frozenset()] * len(runs)
     for i, spans in covered.items():
         found: set[int] = set()
