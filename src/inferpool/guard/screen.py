@@ -107,7 +107,10 @@ def _detector(check: CheckConfig) -> Detector:
         secrets = SecretScanner(check.base64_entropy_limit, check.hex_entropy_limit)
 
         def find_secrets(text: str, scan: Prescan, _after_system: bool) -> list[Finding]:
-            found = secrets.find(text, scan.lowered, scan.secret_hints, scan.long_tokens, scan.decoded)
+            tokens = scan.long_tokens
+            found = secrets.find(
+                text, scan.lowered, scan.secret_hints, tokens, scan.decoded if tokens else ()
+            )
             return _read_through(text, found, secrets.find, scan.plain) if scan.disguised else found
 
         return find_secrets
@@ -128,7 +131,7 @@ def _detector(check: CheckConfig) -> Detector:
                 scan.spelled_found,
                 scan.plain if scan.disguised else None,
                 scan.ciphers,
-                scan.decoded,
+                scan.decoded if scan.long_tokens else (),
             )
             if scan.injection
             else []
@@ -240,12 +243,12 @@ class Screener:
                 return True
             if kind == "injection" and scan.injection:
                 return True
+        read_long_tokens = False  # (asked once: a stream's tail searches for them)
         for kind in kinds:
             if kind == "pii" and (scan.numbers or scan.alnum_ids):
                 return True
-            if kind in ("pii", "secrets") and scan.long_tokens:  # (PII: a base64 run may hide some)
-                return True
-        return False
+            read_long_tokens = read_long_tokens or kind in ("pii", "secrets")  # (PII: base64 may hide some)
+        return read_long_tokens and bool(scan.long_tokens)
 
     def blocks(self, text: str, stage: Stage) -> bool:
         """Whether `screen(text, stage)` blocks, running only the checks whose action is block

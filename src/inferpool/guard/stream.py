@@ -437,7 +437,7 @@ class StreamedText:
             # (or the exotic letter or disguise is past the recent text: screening it is exact
             # too); a line in disguise may block with no trigger as written
             return True
-        if self._wrapped_run(first, first + len(recent)):
+        if self._wrapped and self._wrapped_run(first, first + len(recent)):
             return True  # the secrets check decodes a wrapped base64 block whole, not by lines
         last = first + len(recent)
         newlines = self._newlines
