@@ -122,6 +122,32 @@ ENCODED_PAIRS: dict[str, re.Pattern[str]] = {
     "_auth": re.compile(r"_auth\s*=\s*[\"']?" + _BASE64_VALUE),
     "auth plain": re.compile(r"(?i:auth\s+plain)\s+" + _BASE64_VALUE),
 }
+# Opaque tokens in HTTP headers (2026-12-07, a held-out set of them), as curl, wget, httpie,
+# code, HTTP dumps, HAR files, nginx and kubectl write them: a bearer token (RFC 6750), the
+# `token`, `Api-Key` and `Key` schemes, and the API-key headers of common services; by a hint of
+# the pre-scan's pass (the scheme or the header's name). The value is a token of 16 characters
+# or more (RFC 6750's b64token alphabet) with no mask, template or placeholder; a variable
+# (`$TOKEN`, `${…}`, `{{token}}`, `f"Bearer {token}"`) is no token. Found as http_header_token.
+_TOKEN_VALUE = r"(?P<value>[A-Za-z0-9._~+/-]{16,}=*)(?![A-Za-z0-9._~+/=$@{}<>-])"
+_BEARER = re.compile(r"[Bb][Ee][Aa][Rr][Ee][Rr]\s+" + _TOKEN_VALUE)
+_KEY_HEADER = r"(?i:x-api-key|api-key|x-auth-token|ocp-apim-subscription-key|private-token|x-vault-token|x-access-token)"
+# `Name: value` (a header, an httpie item, a dict entry), or HAR's `"name": "Name", "value": "…"`
+_KEY_HEADER_VALUE = re.compile(
+    _KEY_HEADER + r"""["']?\s*(?:[:=]|,\s*["']value["']\s*:)\s*["']?""" + _TOKEN_VALUE
+)
+HEADER_TOKENS: dict[str, re.Pattern[str]] = {
+    "bearer ": _BEARER,
+    "authorization:": re.compile(
+        r"(?i:authorization)[\"']?\s*:\s*[\"']?(?i:token|api-key|key)\s+" + _TOKEN_VALUE
+    ),
+    "api-key": _KEY_HEADER_VALUE,
+    "x-auth-token": _KEY_HEADER_VALUE,
+    "subscription-key": _KEY_HEADER_VALUE,
+    "private-token": _KEY_HEADER_VALUE,
+    "x-vault-token": _KEY_HEADER_VALUE,
+    "x-access-token": _KEY_HEADER_VALUE,
+    "--token": re.compile(r"--token[= ]" + _TOKEN_VALUE),
+}
 # Values documentation prints as an encoded pair's: RFC 7617's (and RFC 2617's) Basic example.
 _EXAMPLE_PAIRS = frozenset({"Aladdin:open sesame"})
 # At most this many encodings deep (a Kubernetes pull secret is base64 of JSON that holds
@@ -169,7 +195,8 @@ _FLAG_HINTS = frozenset({"--password", "pass:", "storepass", "keypass"})
 _EXTRA_PATTERN_HINTS = frozenset(h for hs in EXTRA_HINTS.values() for h in hs)
 _TOOLS = frozenset(TOOL_PASSWORDS)
 _ENCODED_PAIRS = frozenset(ENCODED_PAIRS)
-EXTRA_HINT_WORDS = _EXTRA_PATTERN_HINTS | _TOOLS | _ENCODED_PAIRS
+_HEADER_TOKENS = frozenset(HEADER_TOKENS)
+EXTRA_HINT_WORDS = _EXTRA_PATTERN_HINTS | _TOOLS | _ENCODED_PAIRS | _HEADER_TOKENS
 _KEYWORD_HINTS = (
     "pass", "pwd", "secret", "api_key", "apikey", "api-key", "auth_key", "authkey", "priv_key",
     "private_key", "privkey", "client_key", "service_key", "account_key", "db_key", "database_key", "contrase",
@@ -316,7 +343,11 @@ class SecretScanner:
         for tool in _TOOLS.intersection(hints):  # (a set operation: no loop over the tools)
             found += _tool_passwords(text, tool, hints[tool])
         for hint in _ENCODED_PAIRS.intersection(hints):
-            found += _encoded_pairs(text, hint, hints[hint])
+            found += [
+                Finding("secrets", "encoded_credentials", *m.span("value"))
+                for m in _line_matches(text, ENCODED_PAIRS[hint], hints[hint])
+                if _encoded_password(m["value"], hint)
+            ]
         lines: dict[int, set[_Plugin]] = {}  # line start -> plugins to run on it
         for hint, offsets in hints.items():
             for plugin in self._by_hint.get(hint, ()):
@@ -339,10 +370,21 @@ class SecretScanner:
                 in_line = self._line_findings(line, plugins, lowered[start:end] if exact else None)
                 done[line] = (plugins, in_line)
             found += [Finding("secrets", kind, start + a, start + b) for kind, a, b in in_line]
+        headers = _HEADER_TOKENS.intersection(hints)
+        if headers:  # (a token a plugin knows by its format, a JWT, a GitHub token, is found as that)
+            by_format = list(found)
+            found += [
+                Finding("secrets", "http_header_token", *m.span("value"))
+                for hint in headers
+                for m in _line_matches(text, HEADER_TOKENS[hint], hints[hint])
+                if _is_token_value(m["value"])
+                and not any(f.start < m.end("value") and m.start("value") < f.end for f in by_format)
+            ]
         if depth > 0 and tokens:
             # a Kubernetes Secret's or a kubeconfig's data, a key pasted encoded
             runs = decoded_runs(text, tokens, spaced=False) if decoded is None else decoded
-            found += decoded_findings(text, runs, found, lambda inner: self.find(inner, depth=depth - 1))
+            if runs:
+                found += decoded_findings(text, runs, found, lambda inner: self.find(inner, depth=depth - 1))
         return found
 
     def _line_findings(
@@ -431,23 +473,29 @@ def _tool_passwords(text: str, tool: str, offsets: Iterable[int]) -> list[Findin
     return found
 
 
-def _encoded_pairs(text: str, hint: str, offsets: Iterable[int]) -> list[Finding]:
-    """ENCODED_PAIRS[hint]'s findings, searched in the lines holding the hint: the encoded
-    value, where its password is a secret."""
-    pattern = ENCODED_PAIRS[hint]
-    found: list[Finding] = []
+def _line_matches(text: str, pattern: re.Pattern[str], offsets: Iterable[int]) -> list[re.Match[str]]:
+    """`pattern`'s matches in the lines holding a hint (at `offsets`), each line searched once."""
+    matches: list[re.Match[str]] = []
     searched = -1
     for at in sorted(offsets):
         start = text.rfind("\n", 0, at) + 1
         if start <= searched:
             continue  # (the line was searched)
         end = text.find("\n", at)
-        end = len(text) if end < 0 else end
+        matches += pattern.finditer(text, start, len(text) if end < 0 else end)
         searched = start
-        for m in pattern.finditer(text, start, end):
-            if _encoded_password(m["value"], hint) and not any(f.start == m.start("value") for f in found):
-                found.append(Finding("secrets", "encoded_credentials", *m.span("value")))
-    return found
+    return matches
+
+
+def _is_token_value(value: str) -> bool:
+    """Whether a header's value is a token: no mask, template, placeholder or documented example,
+    of eight different characters or more (a token is random; "aaaa-bbbb-…" is not) and holding
+    a digit (a name in code is none: `"X-API-Key": API_KEY_FROM_ENV`, `process.env.apiKey`; a
+    random token of 16 characters lacks one about once in 30)."""
+    return len(set(value)) >= 8 and _DIGIT.search(value) is not None and _is_secret_value(value, True)
+
+
+_DIGIT = re.compile(r"\d")
 
 
 def _encoded_password(value: str, hint: str) -> bool:
@@ -509,13 +557,30 @@ def _is_example_value(value: str) -> bool:
 _INTEGRITY_DIGEST = re.compile(r"sha(?:256|384|512)-[A-Za-z0-9+/]+={0,2}")
 
 
+# A hex digest (MD5, SHA-1, SHA-2 lengths) that its line calls one: a git commit in a GitHub API
+# answer (`"sha": "…"`), an ETag, a checksum. The hex detector flags every quoted one.
+_DIGEST_LENGTHS = frozenset({32, 40, 56, 64, 96, 128})
+_DIGEST_LABEL = re.compile(
+    r"(?<![A-Za-z])(?i:sha\d*|md5|hash|digest|checksum|etag|if-none-match|if-match|commit|revision|rev|fingerprint)"
+    r"\W{0,6}$"
+)
+
+
+def _is_labelled_digest(value: str, line: str, plugin: BasePlugin) -> bool:
+    if not isinstance(plugin, HexHighEntropyString) or len(value) not in _DIGEST_LENGTHS:
+        return False
+    at = line.find(value)
+    return at > 0 and _DIGEST_LABEL.search(line, max(0, at - 24), at) is not None
+
+
 def _looks_harmless(value: str, line: str, plugin: BasePlugin) -> bool:
     """detect-secrets' default heuristic filters, for the plugins that guess rather than match a
-    format, placeholders and documented example values (`_is_example_value`), and integrity
-    digests."""
+    format, placeholders and documented example values (`_is_example_value`), integrity digests,
+    and hex digests their line calls so."""
     return (
         _is_example_value(value)
         or _INTEGRITY_DIGEST.fullmatch(value) is not None
+        or _is_labelled_digest(value, line, plugin)
         or is_sequential_string(value)
         or is_potential_uuid(value)
         or is_likely_id_string(value, line, plugin)

@@ -96,7 +96,7 @@ def _detector(check: CheckConfig) -> Detector:
             # (an invisible character is one of the disguises the pass reports)
             if scan.disguised:
                 found = _read_through(text, found, pii.find, scan.plain)
-            if scan.long_tokens:  # (personal data in base64: an export, a cookie, an encoded answer)
+            if scan.long_tokens and scan.decoded:  # (personal data in base64: an export, a cookie)
                 found += decoded_findings(text, scan.decoded, found, pii.find)
             return found
 

@@ -49,6 +49,10 @@ a document's instructions ("in the old manual"): no stream changed; then the new
 (2026-12-06, twenty-eighth session) for reading through disguises and odd spacing, and for line
 breaks that wrap a sentence: with the old tuning set no stream changed; then with the tuning
 set's 40 new items (disguised attacks, benign text with no-break spaces, joiners, tabs, wraps).
+And (2026-12-07, thirty-first session) for opaque tokens in HTTP headers and hex digests their
+line labels: one stream changed, a blocked one whose reason now names
+`secrets:http_header_token` beside `pii:ssn` (the reading of base64 runs, letters one space apart
+and credentials in base64 earlier that session moved no stream).
 Regenerate the digests only for such a change:
 `PYTHONPATH=src python tests/unit/guard/test_stream_unchanged.py > tests/unit/guard/data/stream_golden.json`.
 """
