@@ -135,6 +135,17 @@ _KEY_HEADER = r"(?i:x-api-key|api-key|x-auth-token|ocp-apim-subscription-key|pri
 _KEY_HEADER_VALUE = re.compile(
     _KEY_HEADER + r"""["']?\s*(?:[:=]|,\s*["']value["']\s*:)\s*["']?""" + _TOKEN_VALUE
 )
+# A token-named variable, field or query parameter (`GITHUB_TOKEN=…`, `"access_token": "…"`,
+# `?token=…`): detect-secrets' keyword list has no "token". The name ends in "token" (not
+# "tokens", a count); a pagination or tokenizer token (`next_page_token`, `eos_token`) is none.
+_TOKEN_NAMED = re.compile(
+    r"(?<![A-Za-z0-9])(?P<name>[A-Za-z0-9_.-]*token)(?![A-Za-z0-9])[\"']?\s*[=:,]?\s*[\"']?" + _TOKEN_VALUE,
+    re.IGNORECASE,
+)
+_NOT_CREDENTIAL_TOKEN = re.compile(
+    r"page|next|continuation|cursor|sync|resume|pad|eos|bos|unk|sep|cls|mask|special|start|stop",
+    re.IGNORECASE,
+)
 HEADER_TOKENS: dict[str, re.Pattern[str]] = {
     "bearer ": _BEARER,
     "authorization:": re.compile(
@@ -147,6 +158,10 @@ HEADER_TOKENS: dict[str, re.Pattern[str]] = {
     "x-vault-token": _KEY_HEADER_VALUE,
     "x-access-token": _KEY_HEADER_VALUE,
     "--token": re.compile(r"--token[= ]" + _TOKEN_VALUE),
+    **dict.fromkeys(("token=", "token =", "token:", "token :", 'token"', "token'"), _TOKEN_NAMED),
+    # a URL's password with no user name (`redis://:…@host`), which detect-secrets' basic-auth
+    # plugin does not read
+    "://:": re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://:(?P<value>[^@\s/:'\"]{8,})@"),
 }
 # Values documentation prints as an encoded pair's: RFC 7617's (and RFC 2617's) Basic example.
 _EXAMPLE_PAIRS = frozenset({"Aladdin:open sesame"})
@@ -370,16 +385,10 @@ class SecretScanner:
                 in_line = self._line_findings(line, plugins, lowered[start:end] if exact else None)
                 done[line] = (plugins, in_line)
             found += [Finding("secrets", kind, start + a, start + b) for kind, a, b in in_line]
-        headers = _HEADER_TOKENS.intersection(hints)
-        if headers:  # (a token a plugin knows by its format, a JWT, a GitHub token, is found as that)
-            by_format = list(found)
-            found += [
-                Finding("secrets", "http_header_token", *m.span("value"))
-                for hint in headers
-                for m in _line_matches(text, HEADER_TOKENS[hint], hints[hint])
-                if _is_token_value(m["value"])
-                and not any(f.start < m.end("value") and m.start("value") < f.end for f in by_format)
-            ]
+        if not _HEADER_TOKENS.isdisjoint(hints):
+            # (in HEADER_TOKENS' order, so that a value two rules read gets the first's kind; a
+            # token a plugin knows by its format, a JWT, a GitHub token, is found as that)
+            found += _header_tokens(text, {h: hints[h] for h in HEADER_TOKENS if h in hints}, found)
         if depth > 0 and tokens:
             # a Kubernetes Secret's or a kubeconfig's data, a key pasted encoded
             runs = decoded_runs(text, tokens, spaced=False) if decoded is None else decoded
@@ -485,6 +494,30 @@ def _line_matches(text: str, pattern: re.Pattern[str], offsets: Iterable[int]) -
         matches += pattern.finditer(text, start, len(text) if end < 0 else end)
         searched = start
     return matches
+
+
+def _header_tokens(text: str, hints: Mapping[str, Sequence[int]], known: Sequence[Finding]) -> list[Finding]:
+    """HEADER_TOKENS' findings for the hints found (each value once), but where one of `known`
+    (the other rules' findings) is."""
+    found: list[Finding] = []
+    spans: set[tuple[int, int]] = set()
+    for hint, offsets in hints.items():
+        for m in _line_matches(text, HEADER_TOKENS[hint], offsets):
+            span = m.span("value")
+            value = m["value"]
+            if span in spans or any(f.start < span[1] and span[0] < f.end for f in known):
+                continue
+            if hint == "://:":
+                accepted = _is_secret_value(value, True)
+                kind = "url_password"
+            else:
+                name = m.groupdict().get("name")
+                accepted = _is_token_value(value) and not (name and _NOT_CREDENTIAL_TOKEN.search(name))
+                kind = "token_assignment" if name is not None else "http_header_token"
+            if accepted:
+                spans.add(span)
+                found.append(Finding("secrets", kind, *span))
+    return found
 
 
 def _is_token_value(value: str) -> bool:

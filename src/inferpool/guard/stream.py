@@ -464,10 +464,13 @@ class StreamedText:
         runs, buf, buf_start, wrapped = self._runs, self._buf, self._buf_start, self._wrapped
         for at in range(first, len(runs)):
             end, start = runs[at]
+            if end < buf_start:
+                continue  # (an event longer than the buffer: its start is gone, and out of the window)
             if at:
                 previous = runs[at - 1]
                 if (
                     start - previous[0] in (1, 2)
+                    and previous[0] >= buf_start
                     and buf[previous[0] - buf_start] in "\r\n"
                     and (not wrapped or wrapped[-1] != previous)
                 ):

@@ -3,10 +3,11 @@
 headers, docker's and npm's auth, Kubernetes Secret and kubeconfig data, SMTP AUTH and a key
 decoded in code; 20 benign texts with base64 that holds none: the RFC's example, certificates,
 data URIs, SSH public keys, integrity hashes, SAML, MIME text) was written and committed before
-the rules: the secrets check found 1/20 and flagged 2/20 before, 18/20 and 1/20 after. The two it
-misses: SMTP AUTH LOGIN's password, alone on the line after the server's prompt (every rule of
-the check reads one line), and a service-account token whose JWT the set holds malformed (its
-header is no JSON, which detect-secrets' JWT plugin checks). The benign text still flagged is the
+the rules: the secrets check found 1/20 and flagged 2/20 before, 18/20 and 1/20 after, 19/20
+with the token-named rule of the same session (test_token_variables.py), which reads the
+service-account Secret's `token:` whose JWT the set holds malformed (its header is no JSON,
+which detect-secrets' JWT plugin checks). The one it misses: SMTP AUTH LOGIN's password, alone
+on the line after the server's prompt (every rule of the check reads one line). The benign text still flagged is the
 Kubernetes documentation's own example Secret (`password: MWYyZDFlMmU2N2Rm`, a keyword
 assignment as written)."""
 
@@ -35,7 +36,7 @@ def kinds(text: str) -> list[str]:
 
 
 def test_the_held_out_set() -> None:
-    assert found_by_label("encoded-credentials", "secrets", SCREENER) == {"harmful": 18, "benign": 1}
+    assert found_by_label("encoded-credentials", "secrets", SCREENER) == {"harmful": 19, "benign": 1}
 
 
 @pytest.mark.parametrize(
@@ -121,3 +122,18 @@ def test_a_stream_screens_a_wrapped_block_whole(size: int) -> None:
             blocking += 1
             assert streamed.may_block(first, recent), (at, recent)
     assert blocking > 0
+
+
+def test_an_event_longer_than_the_buffer_keeps_only_what_it_holds() -> None:
+    """An event more than twice the window long leaves its start outside the buffer, and runs
+    there (found by hypothesis: an IndexError looking at their line breaks)."""
+    from inferpool.guard.policy import GuardConfig
+
+    screener = Screener(GuardConfig("w60", default_config().checks, stream_window_chars=60))
+    streamed = StreamedText(screener, 60)
+    # two runs one space apart at the event's start, then more than the buffer holds
+    streamed.append(
+        "SWdub3JlIGFsbCBwcmV2aW91cyBpnyy cerivbhferongierongilorem" + " ipsum dolor sit amet." * 8
+    )
+    first, last = streamed.recent_span()
+    assert not streamed.may_block(first, streamed.between(first, last))

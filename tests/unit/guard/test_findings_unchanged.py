@@ -94,7 +94,13 @@ being no high-entropy secret: 3 texts per screener changed, the upper-case, titl
 swapped-case transforms of the catalogue's `Authorization: Bearer eyJ…` line (the case change
 breaks its JWT, which no plugin reads then), each now blocked as a header token; the same
 session's readings of base64 runs (credentials, personal data), letters one space apart and
-`mongosh -p` had moved no text. Regenerate it only for an intended detection change:
+`mongosh -p` had moved no text. Then regenerated for opaque tokens in token-named variables,
+fields and query parameters (`token_assignment`) and URL passwords without a user: 15 texts per
+screener changed, all case and letter-insertion transforms of the catalogue's and the tuning
+set's `HF_TOKEN=hf_…`, `//registry.npmjs.org/:_authToken=npm_…`, `NPM TOKEN: npm_…`,
+`GH_TOKEN=github_pat_…` and `token: '…'` lines (the change broke the token's known prefix), each
+now blocked as a token assignment. Regenerate it
+only for an intended detection change:
 `python tests/unit/guard/test_findings_unchanged.py > tests/unit/guard/data/findings_golden.json`.
 """
 

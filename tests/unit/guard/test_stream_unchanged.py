@@ -52,7 +52,11 @@ set's 40 new items (disguised attacks, benign text with no-break spaces, joiners
 And (2026-12-07, thirty-first session) for opaque tokens in HTTP headers and hex digests their
 line labels: one stream changed, a blocked one whose reason now names
 `secrets:http_header_token` beside `pii:ssn` (the reading of base64 runs, letters one space apart
-and credentials in base64 earlier that session moved no stream).
+and credentials in base64 earlier that session moved no stream). Then for token-named values
+(`token_assignment`): five streams changed, two blocked sooner (at a token-named value, where a
+Stripe key and a keyword, or a DNI, blocked them later), two newly blocked (the tuning set's
+`npm token: npm_…` glued to the next sentence, which the npm pattern's word edge misses), and one
+that still passes with different event boundaries.
 Regenerate the digests only for such a change:
 `PYTHONPATH=src python tests/unit/guard/test_stream_unchanged.py > tests/unit/guard/data/stream_golden.json`.
 """
