@@ -312,6 +312,10 @@ _PIECES = st.sampled_from(
         "sk-proj-", "abcdefghijklmnopqrstuvwxyz0123", "ignore", "previous instructions", "system prompt",
         "GB82WEST12345698765432", "RSSMRA85T10A562S", "İ", "ı", "K", "é", "٣٤٥", "://", "aws", "api_key",
         "eyJhbGciOiJIUzI1NiJ9", ".", "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", ";", ":",
+        # (2026-12-07: header and token-named values, a wrapped base64 block's two lines)
+        "Authorization: Bearer ", "9f8e7d6c5b4a39281706f5e4d3c2b1a0", "GITHUB_TOKEN=",
+        "eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eC0tLS0tQkVH",
+        "SU4gUlNBIFBSSVZBVEUgS0VZLS0tLS0KTUlJRW93SUJBQUtDQVFFQU1JSUVvd0lC",
     ]
 )  # fmt: skip
 
