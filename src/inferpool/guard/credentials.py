@@ -138,10 +138,9 @@ _KEY_HEADER_VALUE = re.compile(
 # A token-named variable, field or query parameter (`GITHUB_TOKEN=…`, `"access_token": "…"`,
 # `?token=…`): detect-secrets' keyword list has no "token". The name ends in "token" (not
 # "tokens", a count); a pagination or tokenizer token (`next_page_token`, `eos_token`) is none.
-_TOKEN_NAMED = re.compile(
-    r"(?<![A-Za-z0-9])(?P<name>[A-Za-z0-9_.-]*token)(?![A-Za-z0-9])[\"']?\s*[=:,]?\s*[\"']?" + _TOKEN_VALUE,
-    re.IGNORECASE,
-)
+# (matched where the pre-scan found the hint, at "token"; the name is the word it ends)
+_AFTER_TOKEN = re.compile(r"token(?![A-Za-z0-9])[\"']?[ \t]*[=:,]?[ \t]*[\"']?" + _TOKEN_VALUE, re.IGNORECASE)
+_TOKEN_HINTS = ("token=", "token =", "token:", "token :", 'token"', "token'")
 _NOT_CREDENTIAL_TOKEN = re.compile(
     r"page|next|continuation|cursor|sync|resume|pad|eos|bos|unk|sep|cls|mask|special|start|stop",
     re.IGNORECASE,
@@ -158,7 +157,7 @@ HEADER_TOKENS: dict[str, re.Pattern[str]] = {
     "x-vault-token": _KEY_HEADER_VALUE,
     "x-access-token": _KEY_HEADER_VALUE,
     "--token": re.compile(r"--token[= ]" + _TOKEN_VALUE),
-    **dict.fromkeys(("token=", "token =", "token:", "token :", 'token"', "token'"), _TOKEN_NAMED),
+    **dict.fromkeys(_TOKEN_HINTS, _AFTER_TOKEN),
     # a URL's password with no user name (`redis://:…@host`), which detect-secrets' basic-auth
     # plugin does not read
     "://:": re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://:(?P<value>[^@\s/:'\"]{8,})@"),
@@ -212,6 +211,7 @@ _TOOLS = frozenset(TOOL_PASSWORDS)
 _ENCODED_PAIRS = frozenset(ENCODED_PAIRS)
 _HEADER_TOKENS = frozenset(HEADER_TOKENS)
 EXTRA_HINT_WORDS = _EXTRA_PATTERN_HINTS | _TOOLS | _ENCODED_PAIRS | _HEADER_TOKENS
+_RULE_HINTS = EXTRA_HINT_WORDS
 _KEYWORD_HINTS = (
     "pass", "pwd", "secret", "api_key", "apikey", "api-key", "auth_key", "authkey", "priv_key",
     "private_key", "privkey", "client_key", "service_key", "account_key", "db_key", "database_key", "contrase",
@@ -351,18 +351,21 @@ class SecretScanner:
             hints = {h: list(occurrences(lowered, h)) for h in self.hints if h in lowered}
         tokens = tuple(long_tokens(text) if tokens is None else tokens)
         found: list[Finding] = []
-        if not _EXTRA_PATTERN_HINTS.isdisjoint(hints):  # seven `any` checks less, ≈1.5 µs a screen
+        # Most texts hold no hint of a rule of this module's own: one set operation skips them all
+        rules = _RULE_HINTS.intersection(hints)
+        if rules and not _EXTRA_PATTERN_HINTS.isdisjoint(rules):
             for kind, pattern in EXTRA_PATTERNS.items():
                 if any(h in hints for h in EXTRA_HINTS[kind]):
                     found += _extra_findings(kind, pattern, text)
-        for tool in _TOOLS.intersection(hints):  # (a set operation: no loop over the tools)
-            found += _tool_passwords(text, tool, hints[tool])
-        for hint in _ENCODED_PAIRS.intersection(hints):
-            found += [
-                Finding("secrets", "encoded_credentials", *m.span("value"))
-                for m in _line_matches(text, ENCODED_PAIRS[hint], hints[hint])
-                if _encoded_password(m["value"], hint)
-            ]
+        for hint in rules:
+            if hint in TOOL_PASSWORDS:
+                found += _tool_passwords(text, hint, hints[hint])
+            elif hint in ENCODED_PAIRS:
+                found += [
+                    Finding("secrets", "encoded_credentials", *m.span("value"))
+                    for m in _line_matches(text, ENCODED_PAIRS[hint], hints[hint])
+                    if _encoded_password(m["value"], hint)
+                ]
         lines: dict[int, set[_Plugin]] = {}  # line start -> plugins to run on it
         for hint, offsets in hints.items():
             for plugin in self._by_hint.get(hint, ()):
@@ -385,10 +388,10 @@ class SecretScanner:
                 in_line = self._line_findings(line, plugins, lowered[start:end] if exact else None)
                 done[line] = (plugins, in_line)
             found += [Finding("secrets", kind, start + a, start + b) for kind, a, b in in_line]
-        if not _HEADER_TOKENS.isdisjoint(hints):
-            # (in HEADER_TOKENS' order, so that a value two rules read gets the first's kind; a
+        if rules and not _HEADER_TOKENS.isdisjoint(rules):
+            # (in the pre-scan's order, so that a value two rules read gets the first's kind; a
             # token a plugin knows by its format, a JWT, a GitHub token, is found as that)
-            found += _header_tokens(text, {h: hints[h] for h in HEADER_TOKENS if h in hints}, found)
+            found += _header_tokens(text, {h: at for h, at in hints.items() if h in _HEADER_TOKENS}, found)
         if depth > 0 and tokens:
             # a Kubernetes Secret's or a kubeconfig's data, a key pasted encoded
             runs = decoded_runs(text, tokens, spaced=False) if decoded is None else decoded
@@ -502,7 +505,13 @@ def _header_tokens(text: str, hints: Mapping[str, Sequence[int]], known: Sequenc
     found: list[Finding] = []
     spans: set[tuple[int, int]] = set()
     for hint, offsets in hints.items():
-        for m in _line_matches(text, HEADER_TOKENS[hint], offsets):
+        if hint in _TOKEN_HINTS:  # (each within its line, as every rule here: guard/stream.py)
+            matches = [
+                m for at in sorted(offsets) if (m := _AFTER_TOKEN.match(text, at, _line_end(text, at)))
+            ]
+        else:
+            matches = _line_matches(text, HEADER_TOKENS[hint], offsets)
+        for m in matches:
             span = m.span("value")
             value = m["value"]
             if span in spans or any(f.start < span[1] and span[0] < f.end for f in known):
@@ -510,14 +519,31 @@ def _header_tokens(text: str, hints: Mapping[str, Sequence[int]], known: Sequenc
             if hint == "://:":
                 accepted = _is_secret_value(value, True)
                 kind = "url_password"
+            elif hint in _TOKEN_HINTS:
+                accepted = _is_token_value(value) and not _NOT_CREDENTIAL_TOKEN.search(
+                    _name_ending_at(text, m.start())
+                )
+                kind = "token_assignment"
             else:
-                name = m.groupdict().get("name")
-                accepted = _is_token_value(value) and not (name and _NOT_CREDENTIAL_TOKEN.search(name))
-                kind = "token_assignment" if name is not None else "http_header_token"
+                accepted = _is_token_value(value)
+                kind = "http_header_token"
             if accepted:
                 spans.add(span)
                 found.append(Finding("secrets", kind, *span))
     return found
+
+
+def _line_end(text: str, at: int) -> int:
+    end = text.find("\n", at)
+    return len(text) if end < 0 else end
+
+
+def _name_ending_at(text: str, at: int) -> str:
+    """The name (letters, digits, `_.-`) that `text[at:]`'s "token" ends: "GITHUB_TOKEN"."""
+    start = at
+    while start > 0 and (text[start - 1].isalnum() or text[start - 1] in "_.-"):
+        start -= 1
+    return text[start : at + 5]
 
 
 def _is_token_value(value: str) -> bool:

@@ -55,3 +55,9 @@ def test_a_url_password_without_a_user() -> None:
     (finding,) = SCANNER.find(text)
     assert (finding.kind, text[finding.start : finding.end]) == ("url_password", "Zq7vB2xLm9pQr4Tt")
     assert kinds("redis://:password@localhost:6379/0") == []  # the docs' example
+
+
+def test_a_value_on_the_next_line_is_not_the_names() -> None:
+    """Every rule reads one line (a stream judges its recent text line by line; found by its
+    random streams: `GITHUB_TOKEN=` at a line's end took the IBAN on the next line as its value)."""
+    assert "token_assignment" not in kinds("GITHUB_TOKEN=\nGB82WEST12345698765432 ")
