@@ -211,7 +211,6 @@ _TOOLS = frozenset(TOOL_PASSWORDS)
 _ENCODED_PAIRS = frozenset(ENCODED_PAIRS)
 _HEADER_TOKENS = frozenset(HEADER_TOKENS)
 EXTRA_HINT_WORDS = _EXTRA_PATTERN_HINTS | _TOOLS | _ENCODED_PAIRS | _HEADER_TOKENS
-_RULE_HINTS = EXTRA_HINT_WORDS
 _KEYWORD_HINTS = (
     "pass", "pwd", "secret", "api_key", "apikey", "api-key", "auth_key", "authkey", "priv_key",
     "private_key", "privkey", "client_key", "service_key", "account_key", "db_key", "database_key", "contrase",
@@ -352,7 +351,7 @@ class SecretScanner:
         tokens = tuple(long_tokens(text) if tokens is None else tokens)
         found: list[Finding] = []
         # Most texts hold no hint of a rule of this module's own: one set operation skips them all
-        rules = _RULE_HINTS.intersection(hints)
+        rules = EXTRA_HINT_WORDS.intersection(hints)
         if rules and not _EXTRA_PATTERN_HINTS.isdisjoint(rules):
             for kind, pattern in EXTRA_PATTERNS.items():
                 if any(h in hints for h in EXTRA_HINTS[kind]):
