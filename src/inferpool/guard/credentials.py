@@ -140,7 +140,8 @@ _KEY_HEADER_VALUE = re.compile(
 # "tokens", a count); a pagination or tokenizer token (`next_page_token`, `eos_token`) is none.
 # (matched where the pre-scan found the hint, at "token"; the name is the word it ends)
 _AFTER_TOKEN = re.compile(r"token(?![A-Za-z0-9])[\"']?[ \t]*[=:,]?[ \t]*[\"']?" + _TOKEN_VALUE, re.IGNORECASE)
-_TOKEN_HINTS = ("token=", "token =", "token:", "token :", 'token"', "token'")
+# (a quote after the name only with what follows it: `os.environ['GITHUB_TOKEN']` reads one)
+_TOKEN_HINTS = ("token=", "token =", "token:", "token :", 'token":', 'token",', "token':", "token',")
 _NOT_CREDENTIAL_TOKEN = re.compile(
     r"page|next|continuation|cursor|sync|resume|pad|eos|bos|unk|sep|cls|mask|special|start|stop",
     re.IGNORECASE,
@@ -390,7 +391,7 @@ class SecretScanner:
         if rules and not _HEADER_TOKENS.isdisjoint(rules):
             # (in the pre-scan's order, so that a value two rules read gets the first's kind; a
             # token a plugin knows by its format, a JWT, a GitHub token, is found as that)
-            found += _header_tokens(text, {h: at for h, at in hints.items() if h in _HEADER_TOKENS}, found)
+            found += _header_tokens(text, hints, found)
         if depth > 0 and tokens:
             # a Kubernetes Secret's or a kubeconfig's data, a key pasted encoded
             runs = decoded_runs(text, tokens, spaced=False) if decoded is None else decoded
@@ -499,17 +500,22 @@ def _line_matches(text: str, pattern: re.Pattern[str], offsets: Iterable[int]) -
 
 
 def _header_tokens(text: str, hints: Mapping[str, Sequence[int]], known: Sequence[Finding]) -> list[Finding]:
-    """HEADER_TOKENS' findings for the hints found (each value once), but where one of `known`
-    (the other rules' findings) is."""
+    """HEADER_TOKENS' findings for the hints found among `hints` (each value once), but where one
+    of `known` (the other rules' findings) is."""
     found: list[Finding] = []
     spans: set[tuple[int, int]] = set()
     for hint, offsets in hints.items():
-        if hint in _TOKEN_HINTS:  # (each within its line, as every rule here: guard/stream.py)
-            matches = [
-                m for at in sorted(offsets) if (m := _AFTER_TOKEN.match(text, at, _line_end(text, at)))
-            ]
+        pattern = HEADER_TOKENS.get(hint)
+        if pattern is None:
+            continue
+        if pattern is _AFTER_TOKEN:  # (within its line, as every rule here: guard/stream.py)
+            matches = []
+            for at in offsets:
+                end = text.find("\n", at)
+                if m := _AFTER_TOKEN.match(text, at, len(text) if end < 0 else end):
+                    matches.append(m)
         else:
-            matches = _line_matches(text, HEADER_TOKENS[hint], offsets)
+            matches = _line_matches(text, pattern, offsets)
         for m in matches:
             span = m.span("value")
             value = m["value"]
@@ -518,7 +524,7 @@ def _header_tokens(text: str, hints: Mapping[str, Sequence[int]], known: Sequenc
             if hint == "://:":
                 accepted = _is_secret_value(value, True)
                 kind = "url_password"
-            elif hint in _TOKEN_HINTS:
+            elif pattern is _AFTER_TOKEN:
                 accepted = _is_token_value(value) and not _NOT_CREDENTIAL_TOKEN.search(
                     _name_ending_at(text, m.start())
                 )
@@ -530,11 +536,6 @@ def _header_tokens(text: str, hints: Mapping[str, Sequence[int]], known: Sequenc
                 spans.add(span)
                 found.append(Finding("secrets", kind, *span))
     return found
-
-
-def _line_end(text: str, at: int) -> int:
-    end = text.find("\n", at)
-    return len(text) if end < 0 else end
 
 
 def _name_ending_at(text: str, at: int) -> str:
