@@ -9,12 +9,12 @@ is 20 characters, shorter than a long token (24), which is all the pre-scan offe
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
 
 from heldout import found_by_label  # pytest puts this folder on sys.path
 
 from inferpool.guard import Screener, Stage
 from inferpool.guard.policy import Action, CheckConfig, GuardConfig, default_config
+from inferpool.guard.stream import _FixedTriggers
 
 SCREENER = Screener(default_config())
 
@@ -32,23 +32,10 @@ def test_an_encoded_value_is_redacted_whole() -> None:
     assert SCREENER.screen(f"Cookie: prefs={benign}", Stage.PROMPT).findings == []
 
 
-@dataclass
-class _OnlyLongTokens:
-    """The pre-scan's triggers of a text whose only shape is a long token (no digit run, ID
-    shape, '@', hint, trigger word or disguise): what base64 of an email may look like."""
-
-    numbers: bool = False
-    alnum_ids: bool = False
-    email: bool = False
-    secret_hints: bool = False
-    long_tokens: bool = True
-    injection: bool = False
-    disguised: bool = False
-
-
 def test_a_long_token_triggers_the_pii_check() -> None:
     """The triggers must never rule out a check that finds something (a stream asks them before
     screening): base64 may hold personal data with no digit or '@' showing."""
     pii_only = Screener(GuardConfig("pii", (CheckConfig("pii", Action.REDACT, frozenset({Stage.RESPONSE})),)))
-    assert pii_only.triggered(_OnlyLongTokens(), Stage.RESPONSE)
-    assert not pii_only.triggered(_OnlyLongTokens(long_tokens=False), Stage.RESPONSE)
+    # (the triggers of a text whose only shape is a long token: base64 of an email may be that)
+    assert pii_only.triggered(_FixedTriggers(long_tokens=True), Stage.RESPONSE)
+    assert not pii_only.triggered(_FixedTriggers(), Stage.RESPONSE)
