@@ -146,32 +146,71 @@ _NOT_CREDENTIAL_TOKEN = re.compile(
     r"page|next|continuation|cursor|sync|resume|pad|eos|bos|unk|sep|cls|mask|special|start|stop",
     re.IGNORECASE,
 )
-HEADER_TOKENS: dict[str, re.Pattern[str]] = {
-    "bearer ": _BEARER,
-    "authorization:": re.compile(
-        r"(?i:authorization)[\"']?\s*:\s*[\"']?(?i:token|api-key|key)\s+" + _TOKEN_VALUE
+
+
+@dataclass(frozen=True)
+class _ValueRule:
+    """A value after a hint of the pre-scan's pass: where it is (`pattern`'s `value` group, in the
+    hint's line; `at_hint`: matched where the hint starts, else searched in the line), what it is
+    found as, and whether a match is one."""
+
+    pattern: re.Pattern[str]
+    kind: str
+    accept: Callable[[str, re.Match[str]], bool]
+    at_hint: bool = False
+
+
+def _token_accepted(text: str, m: re.Match[str]) -> bool:
+    return _is_token_value(m["value"])
+
+
+def _token_name_accepted(text: str, m: re.Match[str]) -> bool:
+    return _is_token_value(m["value"]) and not _NOT_CREDENTIAL_TOKEN.search(_name_ending_at(text, m.start()))
+
+
+def _password_accepted(text: str, m: re.Match[str]) -> bool:
+    return _is_secret_value(m["value"], True)
+
+
+def _rule(pattern: str | re.Pattern[str], kind: str) -> _ValueRule:
+    compiled = re.compile(pattern) if isinstance(pattern, str) else pattern
+    return _ValueRule(compiled, kind, _token_accepted)
+
+
+_KEY_HEADER_RULE = _rule(_KEY_HEADER_VALUE, "http_header_token")
+_TOKEN_NAME_RULE = _ValueRule(_AFTER_TOKEN, "token_assignment", _token_name_accepted, at_hint=True)
+VALUE_RULES: dict[str, _ValueRule] = {
+    "bearer ": _rule(_BEARER, "http_header_token"),
+    "authorization:": _rule(
+        r"(?i:authorization)[\"']?\s*:\s*[\"']?(?i:token|api-key|key)\s+" + _TOKEN_VALUE, "http_header_token"
     ),
-    "api-key": _KEY_HEADER_VALUE,
-    "x-auth-token": _KEY_HEADER_VALUE,
-    "subscription-key": _KEY_HEADER_VALUE,
-    "private-token": _KEY_HEADER_VALUE,
-    "x-vault-token": _KEY_HEADER_VALUE,
-    "x-access-token": _KEY_HEADER_VALUE,
-    "--token": re.compile(r"--token[= ]" + _TOKEN_VALUE),
-    **dict.fromkeys(_TOKEN_HINTS, _AFTER_TOKEN),
+    "api-key": _KEY_HEADER_RULE,
+    "x-auth-token": _KEY_HEADER_RULE,
+    "subscription-key": _KEY_HEADER_RULE,
+    "private-token": _KEY_HEADER_RULE,
+    "x-vault-token": _KEY_HEADER_RULE,
+    "x-access-token": _KEY_HEADER_RULE,
+    "--token": _rule(r"--token[= ]" + _TOKEN_VALUE, "http_header_token"),
+    **dict.fromkeys(_TOKEN_HINTS, _TOKEN_NAME_RULE),
     # Signed URLs and shared-access keys (2026-12-07, a held-out set of them): whoever holds the
     # URL or the connection string reads or writes what it names until it expires. Azure's SAS
     # `sig=` (URLs, `SharedAccessSignature=` strings, IoT Hub's `Authorization:` header), GCS V4
     # and S3 presigned signatures, CloudFront's `Signature=`; Service Bus, Event Hubs and IoT
-    # Hub's `SharedAccessKey=`. Found as signed_url and shared_access_key.
-    "sig=": re.compile(r"[?&;\s]sig=(?P<value>[A-Za-z0-9%+/=_-]{16,})"),
-    "x-goog-signature=": re.compile(r"(?i:x-goog-signature)=(?P<value>[0-9a-fA-F]{64,})"),
-    "x-amz-signature=": re.compile(r"(?i:x-amz-signature)=(?P<value>[0-9a-fA-F]{64})"),
-    "signature=": re.compile(r"[?&]Signature=(?P<value>[A-Za-z0-9~_-]{40,})"),
-    "sharedaccesskey=": re.compile(r"(?i:SharedAccessKey)=(?P<value>[A-Za-z0-9+/]{40,}={0,2})"),
+    # Hub's `SharedAccessKey=`.
+    "sig=": _rule(r"[?&;\s]sig=(?P<value>[A-Za-z0-9%+/=_-]{16,})", "signed_url"),
+    "x-goog-signature=": _rule(r"(?i:x-goog-signature)=(?P<value>[0-9a-fA-F]{64,})", "signed_url"),
+    "x-amz-signature=": _rule(r"(?i:x-amz-signature)=(?P<value>[0-9a-fA-F]{64})", "signed_url"),
+    "signature=": _rule(r"[?&]Signature=(?P<value>[A-Za-z0-9~_-]{40,})", "signed_url"),
+    "sharedaccesskey=": _rule(
+        r"(?i:SharedAccessKey)=(?P<value>[A-Za-z0-9+/]{40,}={0,2})", "shared_access_key"
+    ),
     # a URL's password with no user name (`redis://:…@host`), which detect-secrets' basic-auth
     # plugin does not read
-    "://:": re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://:(?P<value>[^@\s/:'\"]{8,})@"),
+    "://:": _ValueRule(
+        re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://:(?P<value>[^@\s/:'\"]{8,})@"),
+        "url_password",
+        _password_accepted,
+    ),
 }
 # Values documentation prints as an encoded pair's: RFC 7617's (and RFC 2617's) Basic example.
 _EXAMPLE_PAIRS = frozenset({"Aladdin:open sesame"})
@@ -220,9 +259,8 @@ _FLAG_HINTS = frozenset({"--password", "pass:", "storepass", "keypass"})
 _EXTRA_PATTERN_HINTS = frozenset(h for hs in EXTRA_HINTS.values() for h in hs)
 _TOOLS = frozenset(TOOL_PASSWORDS)
 _ENCODED_PAIRS = frozenset(ENCODED_PAIRS)
-_HEADER_TOKENS = frozenset(HEADER_TOKENS)
-_SIGNATURES = frozenset({"sig=", "x-goog-signature=", "x-amz-signature=", "signature=", "sharedaccesskey="})
-EXTRA_HINT_WORDS = _EXTRA_PATTERN_HINTS | _TOOLS | _ENCODED_PAIRS | _HEADER_TOKENS
+_VALUE_RULES = frozenset(VALUE_RULES)
+EXTRA_HINT_WORDS = _EXTRA_PATTERN_HINTS | _TOOLS | _ENCODED_PAIRS | _VALUE_RULES
 _KEYWORD_HINTS = (
     "pass", "pwd", "secret", "api_key", "apikey", "api-key", "auth_key", "authkey", "priv_key",
     "private_key", "privkey", "client_key", "service_key", "account_key", "db_key", "database_key", "contrase",
@@ -399,13 +437,13 @@ class SecretScanner:
                 in_line = self._line_findings(line, plugins, lowered[start:end] if exact else None)
                 done[line] = (plugins, in_line)
             found += [Finding("secrets", kind, start + a, start + b) for kind, a, b in in_line]
-        if rules and not _HEADER_TOKENS.isdisjoint(rules):
+        if rules and not _VALUE_RULES.isdisjoint(rules):
             # (in the pre-scan's order, so that a value two rules read gets the first's kind; a
             # token a plugin knows by its format, a JWT, a GitHub token, is found as that)
-            found += _header_tokens(text, hints, found)
+            found += _rule_values(text, hints, found)
         if depth > 0 and tokens:
             # a Kubernetes Secret's or a kubeconfig's data, a key pasted encoded
-            runs = decoded_runs(text, tokens, spaced=False) if decoded is None else decoded
+            runs = decoded_runs(text, tokens) if decoded is None else decoded
             if runs:
                 found += decoded_findings(text, runs, found, lambda inner: self.find(inner, depth=depth - 1))
         return found
@@ -510,45 +548,30 @@ def _line_matches(text: str, pattern: re.Pattern[str], offsets: Iterable[int]) -
     return matches
 
 
-def _header_tokens(text: str, hints: Mapping[str, Sequence[int]], known: Sequence[Finding]) -> list[Finding]:
-    """HEADER_TOKENS' findings for the hints found among `hints` (each value once), but where one
-    of `known` (the other rules' findings) is."""
+def _rule_values(text: str, hints: Mapping[str, Sequence[int]], known: Sequence[Finding]) -> list[Finding]:
+    """VALUE_RULES' findings for the hints found among `hints` (each value once, as the first
+    rule in the pre-scan's order finds it), but where one of `known` (the other rules') is."""
     found: list[Finding] = []
     spans: set[tuple[int, int]] = set()
     for hint, offsets in hints.items():
-        pattern = HEADER_TOKENS.get(hint)
-        if pattern is None:
+        rule = VALUE_RULES.get(hint)
+        if rule is None:
             continue
-        if pattern is _AFTER_TOKEN:  # (within its line, as every rule here: guard/stream.py)
+        if rule.at_hint:  # (within its line, as every rule here: guard/stream.py)
             matches = []
             for at in offsets:
                 end = text.find("\n", at)
-                if m := _AFTER_TOKEN.match(text, at, len(text) if end < 0 else end):
+                if m := rule.pattern.match(text, at, len(text) if end < 0 else end):
                     matches.append(m)
         else:
-            matches = _line_matches(text, pattern, offsets)
+            matches = _line_matches(text, rule.pattern, offsets)
         for m in matches:
             span = m.span("value")
-            value = m["value"]
             if span in spans or any(f.start < span[1] and span[0] < f.end for f in known):
                 continue
-            if hint == "://:":
-                accepted = _is_secret_value(value, True)
-                kind = "url_password"
-            elif hint in _SIGNATURES:
-                accepted = _is_token_value(value)
-                kind = "shared_access_key" if hint == "sharedaccesskey=" else "signed_url"
-            elif pattern is _AFTER_TOKEN:
-                accepted = _is_token_value(value) and not _NOT_CREDENTIAL_TOKEN.search(
-                    _name_ending_at(text, m.start())
-                )
-                kind = "token_assignment"
-            else:
-                accepted = _is_token_value(value)
-                kind = "http_header_token"
-            if accepted:
+            if rule.accept(text, m):
                 spans.add(span)
-                found.append(Finding("secrets", kind, *span))
+                found.append(Finding("secrets", rule.kind, *span))
     return found
 
 
@@ -563,8 +586,8 @@ def _name_ending_at(text: str, at: int) -> str:
 def _is_token_value(value: str) -> bool:
     """Whether a header's value is a token: no mask, template, placeholder or documented example,
     of eight different characters or more (a token is random; "aaaa-bbbb-…" is not) and holding
-    a digit (a name in code is none: `"X-API-Key": API_KEY_FROM_ENV`, `process.env.apiKey`; a
-    random token of 16 characters lacks one about once in 30)."""
+    a digit (a name in code is none: `"X-API-Key": API_KEY_FROM_ENV`, `process.env.apiKey`; 16
+    random characters of its alphabet lack one about once in 14: (56/66)**16 ≈ 0.07)."""
     return len(set(value)) >= 8 and _DIGIT.search(value) is not None and _is_secret_value(value, True)
 
 

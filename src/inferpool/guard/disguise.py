@@ -562,10 +562,10 @@ def _open(text: str, block: list[tuple[int, int]]) -> bool:
     return width % 4 == 0 and all(e - s == width for s, e in block) and text[block[-1][1] - 1] != "="
 
 
-def decoded_text(encoded: str, spaced: bool = True) -> str | None:
+def decoded_text(encoded: str) -> str | None:
     """What `encoded` (a run from `encoded_runs`) decodes to, if that is text a model would
-    read: valid UTF-8, nearly all of it printable, and unless not `spaced`, with a space in it
-    (a key or a password has none). None else."""
+    read: valid UTF-8, nearly all of it printable (with no space in it, a key, a password or a
+    number: the injection check reads only what has one). None else."""
     try:
         if _HEX.fullmatch(encoded) is not None:
             raw = bytes.fromhex(encoded)
@@ -576,11 +576,8 @@ def decoded_text(encoded: str, spaced: bool = True) -> str | None:
                     return None  # two alphabets: no base64
                 compact = compact.replace("-", "+").replace("_", "/")
             raw = base64.b64decode(compact + "=" * (-len(compact) % 4), validate=True)
-        # (a space first: a digest or binary data seldom holds one, and a failed decode raises)
-        decoded = raw.decode("utf-8") if b" " in raw or not spaced else None
+        decoded = raw.decode("utf-8")
     except ValueError:  # (binascii.Error and UnicodeDecodeError are ValueErrors)
-        return None
-    if decoded is None:
         return None
     printable = sum(c.isprintable() or c in "\n\r\t" for c in decoded)
     return decoded if printable >= 0.95 * len(decoded) else None
@@ -592,8 +589,8 @@ def decoded_findings(
     found: Sequence[Finding],
     find: Callable[[str], list[Finding]],
 ) -> list[Finding]:
-    """What `find` finds in what each run of `decoded` (`decoded_runs(text, tokens, spaced=False)`:
-    base64 or hex that decodes to text, spaced or not, a key or a card number) decodes to, as one
+    """What `find` finds in what each run of `decoded` (`decoded_runs`: base64 or hex that decodes
+    to text, a sentence, a key or a card number) decodes to, as one
     finding of the kind found first over the whole run; a run that one of `found` (the text's
     findings as written) overlaps is not read."""
     out = []
@@ -606,13 +603,11 @@ def decoded_findings(
     return out
 
 
-def decoded_runs(
-    text: str, tokens: Iterable[tuple[int, int]], spaced: bool = True
-) -> list[tuple[int, int, str]]:
-    """Each run of `encoded_runs` that decodes to text (`decoded_text`, with `spaced`), with that text."""
+def decoded_runs(text: str, tokens: Iterable[tuple[int, int]]) -> list[tuple[int, int, str]]:
+    """Each run of `encoded_runs` that decodes to text (`decoded_text`), with that text."""
     runs = []
     for start, end in encoded_runs(text, tokens):
-        decoded = decoded_text(text[start:end], spaced)
+        decoded = decoded_text(text[start:end])
         if decoded is not None:
             runs.append((start, end, decoded))
     return runs

@@ -436,7 +436,7 @@ class InjectionScorer:
         if found or not decode:
             return found
         if decoded is None:
-            decoded = disguise.decoded_runs(text, long_tokens(text), spaced=False)
+            decoded = disguise.decoded_runs(text, long_tokens(text))
         return self._find_decoded(text, after_system, decoded)
 
     def _find_decoded(

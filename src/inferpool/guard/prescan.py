@@ -442,7 +442,7 @@ class Prescan:
     def decoded(self) -> tuple[tuple[int, int, str], ...]:
         """The base64 or hex runs that decode to text, spaced or not, with that text
         (disguise.decoded_runs): decoded once for every check that reads them."""
-        return tuple(decoded_runs(self.text, self.long_tokens, spaced=False))
+        return tuple(decoded_runs(self.text, self.long_tokens)) if self.long_tokens else ()
 
     @property
     def encoded(self) -> bool:

@@ -96,7 +96,7 @@ def _detector(check: CheckConfig) -> Detector:
             # (an invisible character is one of the disguises the pass reports)
             if scan.disguised:
                 found = _read_through(text, found, pii.find, scan.plain)
-            if scan.long_tokens and scan.decoded:  # (personal data in base64: an export, a cookie)
+            if scan.decoded:  # (personal data in base64: an export, a cookie)
                 found += decoded_findings(text, scan.decoded, found, pii.find)
             return found
 
@@ -107,10 +107,7 @@ def _detector(check: CheckConfig) -> Detector:
         secrets = SecretScanner(check.base64_entropy_limit, check.hex_entropy_limit)
 
         def find_secrets(text: str, scan: Prescan, _after_system: bool) -> list[Finding]:
-            tokens = scan.long_tokens
-            found = secrets.find(
-                text, scan.lowered, scan.secret_hints, tokens, scan.decoded if tokens else ()
-            )
+            found = secrets.find(text, scan.lowered, scan.secret_hints, scan.long_tokens, scan.decoded)
             return _read_through(text, found, secrets.find, scan.plain) if scan.disguised else found
 
         return find_secrets
@@ -131,7 +128,7 @@ def _detector(check: CheckConfig) -> Detector:
                 scan.spelled_found,
                 scan.plain if scan.disguised else None,
                 scan.ciphers,
-                scan.decoded if scan.long_tokens else (),
+                scan.decoded,
             )
             if scan.injection
             else []

@@ -66,7 +66,8 @@ def test_a_base64_run_is_read_decoded_and_the_finding_spans_it() -> None:
     ],
 )
 def test_what_is_not_read_as_decoded_text(text: str) -> None:
-    assert not decoded_runs(text, list(long_tokens(text)))
+    # (the injection check reads a decoded run that holds a space: a sentence)
+    assert not [run for run in decoded_runs(text, list(long_tokens(text))) if " " in run[2]]
 
 
 def test_hex_is_read_decoded_and_a_digest_is_not() -> None:

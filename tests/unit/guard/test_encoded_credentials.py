@@ -4,7 +4,7 @@ headers, docker's and npm's auth, Kubernetes Secret and kubeconfig data, SMTP AU
 decoded in code; 20 benign texts with base64 that holds none: the RFC's example, certificates,
 data URIs, SSH public keys, integrity hashes, SAML, MIME text) was written and committed before
 the rules: the secrets check found 1/20 and flagged 2/20 before, 18/20 and 1/20 after, 19/20
-with the token-named rule of the same session (test_token_variables.py), which reads the
+with the token-named rule of the same session (test_header_tokens.py), which reads the
 service-account Secret's `token:` whose JWT the set holds malformed (its header is no JSON,
 which detect-secrets' JWT plugin checks). The one it misses: SMTP AUTH LOGIN's password, alone
 on the line after the server's prompt (every rule of the check reads one line). The benign text still flagged is the
