@@ -204,12 +204,16 @@ VALUE_RULES: dict[str, _ValueRule] = {
     "sharedaccesskey=": _rule(
         r"(?i:SharedAccessKey)=(?P<value>[A-Za-z0-9+/]{40,}={0,2})", "shared_access_key"
     ),
-    # a URL's password with no user name (`redis://:…@host`), which detect-secrets' basic-auth
-    # plugin does not read
-    "://:": _ValueRule(
-        re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://:(?P<value>[^@\s/:'\"]{8,})@"),
+    # A URL's password (RFC 3986's userinfo: unreserved characters, sub-delims, percent-escapes),
+    # which detect-secrets' basic-auth plugin reads only without a sub-delim or an escape
+    # (`postgres://app:Xq7!9@db` is none to it) and only after a user name (`redis://:…@host`);
+    # `#` too, which a connection string holds unescaped (a decoded escape gives one). Six
+    # characters or more, not a port's digits (`//host:8080@`).
+    "://": _ValueRule(
+        re.compile(r"://[^\s:/?#\[\]@'\"]*:(?P<value>(?!\d+@)[^\s/@'\"<>]{6,})@(?=[A-Za-z0-9\[])"),
         "url_password",
         _password_accepted,
+        at_hint=True,
     ),
 }
 # Values documentation prints as an encoded pair's: RFC 7617's (and RFC 2617's) Basic example.
@@ -675,6 +679,20 @@ def _is_labelled_digest(value: str, line: str, plugin: BasePlugin) -> bool:
     return at > 0 and _DIGEST_LABEL.search(line, max(0, at - 24), at) is not None
 
 
+def _own_parameter(value: str, line: str) -> str:
+    """The part of `line` that a value's own name is in: from the last `&`, `;`, `,` or space
+    before it. detect-secrets takes a value for an id wherever an id's name comes before it in
+    the line, and a form body or query string names an id beside its secret
+    (`client_id=…&client_secret=…`)."""
+    at = line.find(value)
+    if at < 0:
+        return line
+    name_start = max(line.rfind(separator, 0, at) for separator in "&;, ") + 1
+    # (the separator may stand between the name and the value: `user_id = 8f…`)
+    name = line[name_start:at].strip(" =:\"'")
+    return line if not name else line[name_start:]
+
+
 def _looks_harmless(value: str, line: str, plugin: BasePlugin) -> bool:
     """detect-secrets' default heuristic filters, for the plugins that guess rather than match a
     format, placeholders and documented example values (`_is_example_value`), integrity digests,
@@ -685,7 +703,7 @@ def _looks_harmless(value: str, line: str, plugin: BasePlugin) -> bool:
         or _is_labelled_digest(value, line, plugin)
         or is_sequential_string(value)
         or is_potential_uuid(value)
-        or is_likely_id_string(value, line, plugin)
+        or is_likely_id_string(value, _own_parameter(value, line), plugin)
         or is_templated_secret(value)
         or is_prefixed_with_dollar_sign(value)
         or is_indirect_reference(line)

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import html
 import importlib.resources
 import re
 import string
@@ -730,9 +731,122 @@ def _one_space(_matched: str) -> str:
     return " "
 
 
+# Escapes that hide a character from a detector but not from whoever decodes them (a browser, a
+# URL or JSON parser, a mail reader, a model asked to): percent-encoding (once or twice: %2540),
+# numeric HTML character references and `&commat;`, JavaScript/JSON \\u and \\x escapes, and
+# quoted-printable (`=49=67`) where the text says so or holds three such escapes in a row. A
+# line holding one is read with every escape in it decoded (`unescaped`); named references such
+# as `&amp;` alone do not make a line worth reading again, but are decoded in one that is.
+ESCAPE_TRIGGER = re.compile(
+    r"%[0-9A-Fa-f]{2}|&#[0-9]{1,7};|&#[xX][0-9A-Fa-f]{1,6};|&commat;|\\u[0-9A-Fa-f]{4}"
+    r"|\\x[0-9A-Fa-f]{2}|(?:=[0-9A-F]{2}){3}|(?i:quoted-printable)"
+)
+# The same escapes as Hyperscan expressions over a lower-cased text's `ascii_chars` (prescan)
+ESCAPE_EXPRESSIONS = (
+    r"%[0-9a-f]{2}",
+    r"&#x?[0-9a-f]{1,7};",
+    r"&commat;",
+    r"\\[ux][0-9a-f]{2}",
+    r"(?:=[0-9a-f]{2}){3}",
+    r"quoted-printable",
+)
+# One decoded character each (so a finding's span maps back escape by escape): a byte, or the
+# bytes of one UTF-8 character, percent-encoded; a byte encoded twice (%25 is '%'); a character
+# reference; a \\u escape (a surrogate pair as one) or a \\x escape.
+_ESCAPE_UNIT = re.compile(
+    r"%25[0-9A-Fa-f]{2}|%[0-9A-Fa-f]{2}(?:%[89ABab][0-9A-Fa-f])*"
+    r"|&#[0-9]{1,7};|&#[xX][0-9A-Fa-f]{1,6};|&[A-Za-z][A-Za-z0-9]{1,31};"
+    r"|\\u[dD][89abAB][0-9A-Fa-f]{2}\\u[dD][c-fC-F][0-9A-Fa-f]{2}|\\u[0-9A-Fa-f]{4}|\\x[0-9A-Fa-f]{2}"
+)
+_QP_UNIT = re.compile(r"=[0-9A-F]{2}(?:=[89AB][0-9A-F])*")  # (quoted-printable: upper-case hex)
+_QP_TEXT = re.compile(r"(?:=[0-9A-F]{2}){3}|(?i:quoted-printable)")
+_ESCAPE_OR_QP = re.compile(f"{_ESCAPE_UNIT.pattern}|{_QP_UNIT.pattern}")
+
+
+def has_escapes(text: str) -> bool:
+    """Whether `text` holds an escape ESCAPE_TRIGGER finds (a short text's check: a long one's
+    comes from the pre-scan's compiled pass)."""
+    if "%" not in text and "&" not in text and "\\" not in text and "=" not in text:
+        return False
+    return ESCAPE_TRIGGER.search(text) is not None
+
+
+def _unescape(unit: str) -> str:
+    """The character an escape unit stands for (U+FFFD for a byte sequence that is no UTF-8, or a
+    lone surrogate: the readings are encoded as UTF-8 again)."""
+    lead = unit[0]
+    if lead == "&":
+        return html.unescape(unit)  # (an unknown name is left as it is)
+    if lead == "\\":
+        if unit[1] == "x":
+            return chr(int(unit[2:], 16))
+        first = int(unit[2:6], 16)
+        if len(unit) == 12:  # a surrogate pair
+            return chr(0x10000 + ((first - 0xD800) << 10) + (int(unit[8:], 16) - 0xDC00))
+        return "\ufffd" if 0xD800 <= first < 0xE000 else chr(first)
+    if unit.startswith("%25") and len(unit) == 5:
+        return chr(int(unit[3:], 16))
+    return bytes.fromhex(unit.replace(lead, "")).decode("utf-8", "replace")
+
+
+class Unescaped(Edited):
+    """The lines of a text that hold escapes, each escape decoded (the other lines deleted, one
+    line break kept between two read lines): a span here maps back to the whole escapes it
+    covers, so a redaction leaves none of an escape's characters behind."""
+
+    __slots__ = ()
+
+    def source_span(self, start: int, end: int) -> tuple[int, int]:
+        first, last = super().source_span(start, end)
+        unit = _ESCAPE_OR_QP.match(self._source, last - 1) if last > first else None
+        return first, unit.end() if unit is not None else last
+
+
+def unescaped(text: str) -> Unescaped | None:
+    """The text's lines that hold an escape (ESCAPE_TRIGGER; with quoted-printable, where the
+    text holds it, any line with a `=XX`), with every escape in them decoded; None when there is
+    none, or nothing decodes. Twice-encoded bytes (%2540) are decoded through; other double
+    encodings once."""
+    quoted_printable = _QP_TEXT.search(text) is not None
+    trigger = _ESCAPE_OR_QP if quoted_printable else ESCAPE_TRIGGER
+    units = _ESCAPE_OR_QP if quoted_printable else _ESCAPE_UNIT
+    pieces: list[str] = []
+    shifts: list[tuple[int, int]] = []
+    done = 0  # how far the text has been read (copied, replaced or deleted)
+    length = 0  # the reading's length so far
+    decoded = False
+    at = 0
+    while (found := trigger.search(text, at)) is not None:
+        line_start = text.rfind("\n", 0, found.start()) + 1
+        line_end = text.find("\n", found.end())
+        line_end = len(text) if line_end < 0 else line_end
+        # the lines between the last one read and this one are deleted (one break kept)
+        keep_from = line_start - 1 if pieces else line_start
+        if keep_from > done:
+            shifts.append((length, keep_from - length))
+            done = keep_from
+        for unit in units.finditer(text, line_start, line_end):
+            start, end = unit.span()
+            plain = _unescape(unit.group())
+            decoded = decoded or plain != unit.group()
+            pieces += [text[done:start], plain]
+            length += start - done + len(plain)
+            done = end
+            if len(plain) < end - start:
+                shifts.append((length, end - length))
+        pieces.append(text[done:line_end])
+        length += line_end - done
+        done = at = line_end
+    if not decoded:
+        return None
+    return Unescaped("".join(pieces), tuple(shifts), text)
+
+
 __all__ = [
     "APART",
     "ASCII_SPACING",
+    "ESCAPE_EXPRESSIONS",
+    "ESCAPE_TRIGGER",
     "INVISIBLE",
     "LEET",
     "LOOKALIKES",
@@ -743,12 +857,14 @@ __all__ = [
     "WRAP_AFTER",
     "WRAP_BEFORE",
     "Edited",
+    "Unescaped",
     "decoded_findings",
     "decoded_runs",
     "decoded_text",
     "disguised",
     "disguises",
     "encoded_runs",
+    "has_escapes",
     "hidden",
     "last_disguise",
     "leet_readings",
@@ -760,6 +876,7 @@ __all__ = [
     "rot13",
     "squeezed",
     "undisguised",
+    "unescaped",
     "unwrapped",
     "word_starts",
     "words_reversed",

@@ -402,6 +402,7 @@ class InjectionScorer:
         plain: disguise.Edited | None = None,
         ciphers: int = 0,
         decoded: Sequence[tuple[int, int, str]] | None = None,
+        unescaped: disguise.Edited | None = None,
         decode: bool = True,
     ) -> list[Finding]:
         """Scores each passage around a trigger word on its own (signals from unrelated
@@ -414,7 +415,8 @@ class InjectionScorer:
         `ciphers`: the pre-scan found a trigger word in ROT13 or backwards (ROT13, REVERSED
         bits). A run that decodes from base64 or hex to text is read decoded (with `decode`;
         not what that decodes to), a finding in it spanning the run; `decoded`: the pre-scan's
-        decoded runs (Prescan.decoded), found here when not given."""
+        decoded runs (Prescan.decoded), found here when not given. `unescaped`: the lines of the
+        text that hold escapes, decoded (Prescan.unescaped), read last, as a text of their own."""
         if lowered is None or hits is None or exact is None or spaced is None or disguised is None:
             scan = _trigger_scanner().scan(text)
             lowered, hits, exact, chars = scan.lowered, scan.injection_hits, scan.exact, scan.chars
@@ -437,7 +439,13 @@ class InjectionScorer:
             return found
         if decoded is None:
             decoded = disguise.decoded_runs(text, long_tokens(text))
-        return self._find_decoded(text, after_system, decoded)
+        found = self._find_decoded(text, after_system, decoded)
+        if found or unescaped is None:
+            return found
+        # (read as a text of its own, its base64 decoded too; the escapes in what it decodes to
+        # are not decoded again)
+        found = self.find(unescaped.text, after_system and unescaped.source(0) == 0)
+        return [Finding(f.check, f.kind, *unescaped.source_span(f.start, f.end)) for f in found]
 
     def _find_decoded(
         self, text: str, after_system: bool, runs: Iterable[tuple[int, int, str]]

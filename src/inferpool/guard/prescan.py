@@ -28,15 +28,19 @@ import hyperscan
 from inferpool.guard.disguise import (
     APART,
     ASCII_SPACING,
+    ESCAPE_EXPRESSIONS,
     LEET,
     UNICODE_SPACING,
     Edited,
+    Unescaped,
     decoded_runs,
     disguises,
+    has_escapes,
     letters_apart,
     mixed_words,
     odd_spacing,
     undisguised,
+    unescaped,
 )
 from inferpool.guard.disguise import prepare as prepare_disguises
 
@@ -390,6 +394,9 @@ class Prescan:
     # found in the pass over a non-ASCII text's UTF-8 (disguise.disguises)
     odd_digits: bool = False
     ciphers: int = 0  # a trigger word in ROT13 (ROT13_WORDS), or backwards (REVERSED_WORDS): bits
+    # Whether the text holds an escape (disguise.ESCAPE_TRIGGER: percent-encoding, character
+    # references, \\u and \\x escapes, quoted-printable); None: not looked for yet (`escaped`)
+    escapes_found: bool | None = None
 
     @_lazy
     def number_spans(self) -> tuple[tuple[int, int], ...]:
@@ -419,6 +426,19 @@ class Prescan:
         return undisguised(self.text)
 
     @property
+    def escaped(self) -> bool:
+        """Whether the text holds an escape: every check reads its lines that do decoded too."""
+        if self.escapes_found is None:
+            self.escapes_found = has_escapes(self.text)
+        return self.escapes_found
+
+    @_lazy
+    def unescaped(self) -> Unescaped | None:
+        """The text's lines with escapes, decoded (`disguise.unescaped`), made once for every
+        check that reads them; None without any."""
+        return unescaped(self.text) if self.escaped else None
+
+    @property
     def spelled(self) -> int:
         """How injection trigger words are spelled to hide them in the text (LEETSPEAK,
         LETTERS_APART bits)."""
@@ -436,6 +456,7 @@ class Prescan:
             or bool(self.ciphers)
             or bool(self.spelled)
             or self.encoded
+            or self.escaped
         )
 
     @_lazy
@@ -468,6 +489,8 @@ class Triggers(Protocol):
     def injection(self) -> bool: ...
     @property
     def disguised(self) -> bool: ...
+    @property
+    def escaped(self) -> bool: ...
 
 
 # Below this many characters (a streamed event, the tail before it) the automaton answers
@@ -545,8 +568,12 @@ class Prescanner:
         # hint for the injection check), and between two letters (where it can split a phrase);
         # with the injection words, whether one is spelled to hide it (`spelled_expressions`:
         # ≈1 µs more for a 2 KB prompt's pass, where a pass of their own cost 3 µs)
+        # and after those, whether the text holds an escape (disguise.ESCAPE_EXPRESSIONS: every
+        # check reads such lines decoded too)
         spacing = [ODD_SPACING, *SPLIT_PHRASE]
-        markers = [*spacing, *spelled_expressions()] if injection else spacing
+        markers = [*spacing, *spelled_expressions()] if injection else list(spacing)
+        self._escape_id = len(markers)  # marker numbers from here on: an escape
+        markers += ESCAPE_EXPRESSIONS
         once = [hyperscan.HS_FLAG_SINGLEMATCH if k else 0 for k in keyword] + [
             hyperscan.HS_FLAG_SINGLEMATCH
         ] * len(markers)
@@ -619,6 +646,11 @@ class Prescanner:
         keywords.update(w for w in self._shared_keywords if w in lowered)
         found = frozenset(keywords) if self._keywords else None
         # (markers: a few numbers at most, each reported once; min and max, not generators)
+        escapes: bool | None = None  # (a text the compiled pass did not read: looked for when asked)
+        if chars is not None and self._compiled is not None:
+            escapes = bool(markers) and max(markers) >= self._escape_id
+            if escapes:
+                markers = [m for m in markers if m < self._escape_id]
         leet_id, apart_id = self._leet_id, self._apart_id
         spelled: int | None = None  # (the automaton's texts are looked at when asked: `Prescan.spelled`)
         if chars is not None and self._injection:
@@ -642,6 +674,7 @@ class Prescanner:
             spelled_found=spelled,
             odd_digits=odd_digits,
             ciphers=ciphers,
+            escapes_found=escapes,
         )
 
     def _hits(

@@ -96,6 +96,8 @@ def _detector(check: CheckConfig) -> Detector:
             # (an invisible character is one of the disguises the pass reports)
             if scan.disguised:
                 found = _read_through(text, found, pii.find, scan.plain)
+            if scan.escaped and scan.unescaped is not None:  # (an address as jane%40example.com)
+                found = _read_through(text, found, pii.find, scan.unescaped)
             if scan.decoded:  # (personal data in base64: an export, a cookie)
                 found += decoded_findings(text, scan.decoded, found, pii.find)
             return found
@@ -108,7 +110,11 @@ def _detector(check: CheckConfig) -> Detector:
 
         def find_secrets(text: str, scan: Prescan, _after_system: bool) -> list[Finding]:
             found = secrets.find(text, scan.lowered, scan.secret_hints, scan.long_tokens, scan.decoded)
-            return _read_through(text, found, secrets.find, scan.plain) if scan.disguised else found
+            if scan.disguised:
+                found = _read_through(text, found, secrets.find, scan.plain)
+            if scan.escaped and scan.unescaped is not None:  # (a key in a URL's query, percent-encoded)
+                found = _read_through(text, found, secrets.find, scan.unescaped)
+            return found
 
         return find_secrets
     if check.check == "injection":
@@ -129,6 +135,7 @@ def _detector(check: CheckConfig) -> Detector:
                 scan.plain if scan.disguised else None,
                 scan.ciphers,
                 scan.decoded,
+                scan.unescaped if scan.escaped else None,
             )
             if scan.injection
             else []
@@ -243,6 +250,8 @@ class Screener:
         read_long_tokens = False  # (asked once: a stream's tail searches for them)
         for kind in kinds:
             if kind == "pii" and (scan.numbers or scan.alnum_ids):
+                return True
+            if kind in ("pii", "secrets") and scan.escaped:  # (escapes may hide an @ or a key)
                 return True
             read_long_tokens = read_long_tokens or kind in ("pii", "secrets")  # (PII: base64 may hide some)
         return read_long_tokens and bool(scan.long_tokens)

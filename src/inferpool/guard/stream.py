@@ -124,6 +124,10 @@ class _TailTriggers:
         return self._found(self._streamed.last_disguised)
 
     @property
+    def escaped(self) -> bool:
+        return False  # (a streamed answer is not read with its escapes decoded: docs/security.md)
+
+    @property
     def email(self) -> bool:
         return self._found(self._streamed.last_at)
 
@@ -169,6 +173,7 @@ class _FixedTriggers:
     long_tokens: bool = False
     injection: bool = False
     disguised: bool = False
+    escaped: bool = False
 
 
 class StreamedText:

@@ -3,8 +3,9 @@
 docker login, redis-cli, smbclient, htpasswd, mongosh, psql, ldapsearch, az, ftp, rabbitmqctl,
 openssl, keytool, sqlcmd, a git URL and net use; 20 benign lines with placeholders, variables,
 prompting flags, ports and documented example values) was written and committed before the
-rules: the secrets check found 2/20 and 0/20 before, 18/20 and 0/20 after. The two it misses:
-a password typed at ftp's own prompt, and one with a '#' in a URL (no URL holds one unescaped)."""
+rules: the secrets check found 2/20 and 0/20 before, 18/20 and 0/20 after. The two it missed:
+a password typed at ftp's own prompt (still), and one with a '#' in a URL, found since URL
+passwords are read as RFC 3986 writes them and with a '#' (test_escaped.py)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ SCANNER = SecretScanner()
 
 def test_the_held_out_set() -> None:
     assert found_by_label("command-line", "secrets", Screener(default_config())) == {
-        "harmful": 18,
+        "harmful": 19,
         "benign": 0,
     }
 
