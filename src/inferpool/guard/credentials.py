@@ -703,7 +703,10 @@ def _looks_harmless(value: str, line: str, plugin: BasePlugin) -> bool:
         or _is_labelled_digest(value, line, plugin)
         or is_sequential_string(value)
         or is_potential_uuid(value)
-        or is_likely_id_string(value, _own_parameter(value, line), plugin)
+        or (
+            is_likely_id_string(value, line, plugin)
+            and is_likely_id_string(value, _own_parameter(value, line), plugin)
+        )
         or is_templated_secret(value)
         or is_prefixed_with_dollar_sign(value)
         or is_indirect_reference(line)

@@ -759,8 +759,23 @@ _ESCAPE_UNIT = re.compile(
     r"|\\u[dD][89abAB][0-9A-Fa-f]{2}\\u[dD][c-fC-F][0-9A-Fa-f]{2}|\\u[0-9A-Fa-f]{4}|\\x[0-9A-Fa-f]{2}"
 )
 _QP_UNIT = re.compile(r"=[0-9A-F]{2}(?:=[89AB][0-9A-F])*")  # (quoted-printable: upper-case hex)
-_QP_TEXT = re.compile(r"(?:=[0-9A-F]{2}){3}|(?i:quoted-printable)")
+# Whether a text is quoted-printable: three escapes in a row, or its name (the pre-scan's pass
+# says so for a long text: `re` reads a digit-heavy 100 KB for these in ≈2 ms here)
+QUOTED_PRINTABLE = re.compile(r"(?:=[0-9A-F]{2}){3}|(?i:quoted-printable)")
+# Where a line to read is: ESCAPE_TRIGGER less quoted-printable's (and with any `=XX` in a text
+# that is quoted-printable), matched where one of its leads is (`str.find` is memchr-fast; a
+# search of the alternation is not)
+_ESCAPE_LINE = re.compile(
+    r"%[0-9A-Fa-f]{2}|&#[0-9]{1,7};|&#[xX][0-9A-Fa-f]{1,6};|&commat;|\\u[0-9A-Fa-f]{4}|\\x[0-9A-Fa-f]{2}"
+)
+_ESCAPE_LEADS = ("%", "&#", "&commat;", "\\u", "\\x")
 _ESCAPE_OR_QP = re.compile(f"{_ESCAPE_UNIT.pattern}|{_QP_UNIT.pattern}")
+_ESCAPE_LINE_OR_QP = re.compile(f"{_ESCAPE_LINE.pattern}|{_QP_UNIT.pattern}")
+# At most this much of a text is read decoded: the escapes of a hostile 100 KB are otherwise
+# a reading as long, decoded one call each, and every check's again (≈40 ms here); logs whose
+# every line holds a percent-encoded URL would be read twice over
+UNESCAPED_CHARS_MAX = 16_384
+UNESCAPED_UNITS_MAX = 2_048
 
 
 def has_escapes(text: str) -> bool:
@@ -771,6 +786,7 @@ def has_escapes(text: str) -> bool:
     return ESCAPE_TRIGGER.search(text) is not None
 
 
+@functools.lru_cache(maxsize=4096)  # (the same few escapes again and again: %20, %2F, &#32;)
 def _unescape(unit: str) -> str:
     """The character an escape unit stands for (U+FFFD for a byte sequence that is no UTF-8, or a
     lone surrogate: the readings are encoded as UTF-8 again)."""
@@ -802,24 +818,49 @@ class Unescaped(Edited):
         return first, unit.end() if unit is not None else last
 
 
-def unescaped(text: str) -> Unescaped | None:
+def _escape_lines(text: str, quoted_printable: bool) -> Iterator[tuple[int, int]]:
+    """The (start, end) of each line of `text` holding an escape, in order."""
+    trigger = _ESCAPE_LINE_OR_QP if quoted_printable else _ESCAPE_LINE
+    leads = (*_ESCAPE_LEADS, "=") if quoted_printable else _ESCAPE_LEADS
+    ahead = {lead: at for lead in leads if (at := text.find(lead)) >= 0}  # each lead's next place
+    while ahead:
+        at = min(ahead.values())
+        if trigger.match(text, at) is not None:
+            line_start = text.rfind("\n", 0, at) + 1
+            line_end = text.find("\n", at)
+            line_end = len(text) if line_end < 0 else line_end
+            yield line_start, line_end
+            at = line_end
+        else:
+            at += 1
+        for lead, place in list(ahead.items()):
+            if place < at:
+                place = text.find(lead, at)
+                if place < 0:
+                    del ahead[lead]
+                else:
+                    ahead[lead] = place
+
+
+def unescaped(text: str, quoted_printable: bool | None = None) -> Unescaped | None:
     """The text's lines that hold an escape (ESCAPE_TRIGGER; with quoted-printable, where the
     text holds it, any line with a `=XX`), with every escape in them decoded; None when there is
     none, or nothing decodes. Twice-encoded bytes (%2540) are decoded through; other double
-    encodings once."""
-    quoted_printable = _QP_TEXT.search(text) is not None
-    trigger = _ESCAPE_OR_QP if quoted_printable else ESCAPE_TRIGGER
+    encodings once. The first UNESCAPED_CHARS_MAX characters of such lines and UNESCAPED_UNITS_MAX
+    escapes at most (a line is cut at the last escape read). `quoted_printable`: whether the
+    text is (QUOTED_PRINTABLE), when known."""
+    if quoted_printable is None:
+        quoted_printable = QUOTED_PRINTABLE.search(text) is not None
     units = _ESCAPE_OR_QP if quoted_printable else _ESCAPE_UNIT
     pieces: list[str] = []
     shifts: list[tuple[int, int]] = []
     done = 0  # how far the text has been read (copied, replaced or deleted)
     length = 0  # the reading's length so far
     decoded = False
-    at = 0
-    while (found := trigger.search(text, at)) is not None:
-        line_start = text.rfind("\n", 0, found.start()) + 1
-        line_end = text.find("\n", found.end())
-        line_end = len(text) if line_end < 0 else line_end
+    left = UNESCAPED_UNITS_MAX
+    for line_start, line_end in _escape_lines(text, quoted_printable):
+        if length >= UNESCAPED_CHARS_MAX or left <= 0:
+            break
         # the lines between the last one read and this one are deleted (one break kept)
         keep_from = line_start - 1 if pieces else line_start
         if keep_from > done:
@@ -834,9 +875,13 @@ def unescaped(text: str) -> Unescaped | None:
             done = end
             if len(plain) < end - start:
                 shifts.append((length, end - length))
+            left -= 1
+            if left == 0:
+                line_end = end  # (the rest of the line is not read)
+                break
         pieces.append(text[done:line_end])
         length += line_end - done
-        done = at = line_end
+        done = line_end
     if not decoded:
         return None
     return Unescaped("".join(pieces), tuple(shifts), text)

@@ -397,6 +397,7 @@ class Prescan:
     # Whether the text holds an escape (disguise.ESCAPE_TRIGGER: percent-encoding, character
     # references, \\u and \\x escapes, quoted-printable); None: not looked for yet (`escaped`)
     escapes_found: bool | None = None
+    quoted_printable: bool | None = None  # (disguise.QUOTED_PRINTABLE; None: not known)
 
     @_lazy
     def number_spans(self) -> tuple[tuple[int, int], ...]:
@@ -436,7 +437,7 @@ class Prescan:
     def unescaped(self) -> Unescaped | None:
         """The text's lines with escapes, decoded (`disguise.unescaped`), made once for every
         check that reads them; None without any."""
-        return unescaped(self.text) if self.escaped else None
+        return unescaped(self.text, self.quoted_printable) if self.escaped else None
 
     @property
     def spelled(self) -> int:
@@ -573,6 +574,8 @@ class Prescanner:
         spacing = [ODD_SPACING, *SPLIT_PHRASE]
         markers = [*spacing, *spelled_expressions()] if injection else list(spacing)
         self._escape_id = len(markers)  # marker numbers from here on: an escape
+        # (the last ones, quoted-printable's: disguise.QUOTED_PRINTABLE)
+        self._quoted_printable_id = self._escape_id + len(ESCAPE_EXPRESSIONS) - 2
         markers += ESCAPE_EXPRESSIONS
         once = [hyperscan.HS_FLAG_SINGLEMATCH if k else 0 for k in keyword] + [
             hyperscan.HS_FLAG_SINGLEMATCH
@@ -647,8 +650,10 @@ class Prescanner:
         found = frozenset(keywords) if self._keywords else None
         # (markers: a few numbers at most, each reported once; min and max, not generators)
         escapes: bool | None = None  # (a text the compiled pass did not read: looked for when asked)
+        quoted_printable: bool | None = None
         if chars is not None and self._compiled is not None:
             escapes = bool(markers) and max(markers) >= self._escape_id
+            quoted_printable = escapes and max(markers) >= self._quoted_printable_id
             if escapes:
                 markers = [m for m in markers if m < self._escape_id]
         leet_id, apart_id = self._leet_id, self._apart_id
@@ -675,6 +680,7 @@ class Prescanner:
             odd_digits=odd_digits,
             ciphers=ciphers,
             escapes_found=escapes,
+            quoted_printable=quoted_printable,
         )
 
     def _hits(
