@@ -12,7 +12,7 @@ from heldout import found_by_label  # pytest puts this folder on sys.path
 
 from inferpool.guard import Screener, Stage
 from inferpool.guard.credentials import SecretScanner
-from inferpool.guard.disguise import unescaped
+from inferpool.guard.disguise import UNESCAPED_CHARS_MAX, UNESCAPED_UNITS_MAX, unescaped
 from inferpool.guard.policy import default_config
 
 SCREENER = Screener(default_config())
@@ -134,3 +134,11 @@ def test_an_id_beside_a_secret_in_a_form_body_does_not_make_it_an_id() -> None:
     assert [body[f.start : f.end] for f in SCANNER.find(body)] == ["3D0DEJ5UpGEpcuG1aEwYkp"]
     # an id's own value is still one (detect-secrets' heuristic, as before)
     assert SCANNER.find('session_id = "a8f9c2e1b7d4a6f9e0c3"') == []
+
+
+def test_the_reading_is_bounded() -> None:
+    # (a hostile text of escapes is read decoded as far as the bound, and no further)
+    reading = unescaped("%41" * 5000)
+    assert reading is not None and reading.text == "A" * UNESCAPED_UNITS_MAX
+    lines = unescaped("\n".join(["x%41" * 100] * 200))
+    assert lines is not None and len(lines.text) < UNESCAPED_CHARS_MAX + 1000
