@@ -125,7 +125,7 @@ class _TailTriggers:
 
     @property
     def escaped(self) -> bool:
-        return False  # (a streamed answer is not read with its escapes decoded: docs/security.md)
+        return False  # (escapes alone do not make the stream screen its recent text: docs/security.md)
 
     @property
     def email(self) -> bool:
