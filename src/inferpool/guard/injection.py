@@ -429,7 +429,7 @@ class InjectionScorer:
                 ) or self._find_spelled(reading.text, after_system, spelled_words(reading.text))
                 if found:
                     return [Finding(f.check, f.kind, *reading.source_span(f.start, f.end)) for f in found]
-            return []
+            return self._find_unescaped(unescaped, after_system)
         found = self._find_plain(text, after_system, lowered, hits, exact, chars, spaced)
         if found:
             return found
@@ -439,11 +439,16 @@ class InjectionScorer:
             return found
         if decoded is None:
             decoded = disguise.decoded_runs(text, long_tokens(text))
-        found = self._find_decoded(text, after_system, decoded)
-        if found or unescaped is None:
-            return found
-        # (read as a text of its own, its base64 decoded too; the escapes in what it decodes to
-        # are not decoded again)
+        return self._find_decoded(text, after_system, decoded) or self._find_unescaped(
+            unescaped, after_system
+        )
+
+    def _find_unescaped(self, unescaped: disguise.Edited | None, after_system: bool) -> list[Finding]:
+        """`find` on the lines of a text that hold escapes, decoded (Prescan.unescaped): as a text
+        of its own, its disguises and base64 read too; the escapes in what it decodes to are not
+        decoded again. A finding points at the escapes as written."""
+        if unescaped is None:
+            return []
         found = self.find(unescaped.text, after_system and unescaped.source(0) == 0)
         return [Finding(f.check, f.kind, *unescaped.source_span(f.start, f.end)) for f in found]
 

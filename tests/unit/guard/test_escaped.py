@@ -75,6 +75,9 @@ def test_an_escaped_address_is_redacted_where_it_is_written(text: str, expected:
 def test_an_escaped_order_is_blocked(text: str) -> None:
     verdict = SCREENER.screen(text, Stage.PROMPT)
     assert verdict.blocked and [f.check for f, _action in verdict.findings] == ["injection"]
+    # and in a text that also holds a disguise (read undisguised first, then decoded)
+    disguised = SCREENER.screen("Hello\u200bworld.\n" + text, Stage.PROMPT)
+    assert disguised.blocked and [f.check for f, _action in disguised.findings] == ["injection"]
 
 
 def test_only_the_lines_with_escapes_are_read_again_and_offsets_map_back() -> None:
