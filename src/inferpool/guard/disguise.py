@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING, cast
 
 import hyperscan
 
+from inferpool.guard import multilingual
 from inferpool.guard.findings import Finding
 
 if TYPE_CHECKING:
@@ -122,6 +123,7 @@ _UNICODE_SPACE_BYTES = rb"\xc2\xa0|\xe1\x9a\x80|\xe2\x80[\x80-\x8a\xaf]|\xe2\x81
 _SPACE_ID = len(_DISGUISE_BYTES)
 _INVISIBLE_ID = 0  # _DISGUISE_BYTES[0]: the invisible characters
 _DIGIT_ID = _SPACE_ID + 1
+_FOREIGN_ID = _DIGIT_ID + 1  # a trigger word of another language's injection (guard/multilingual.py)
 
 
 DIGITS_END = 0x20000  # past the last decimal digit of Unicode (Python 3.11's: 0x1FBF9)
@@ -145,7 +147,8 @@ def _odd_digit_bytes() -> bytes:
 
 @functools.cache
 def _disguise_database() -> tuple[hyperscan.Database, hyperscan.Scratch]:
-    expressions = [*_DISGUISE_BYTES, _UNICODE_SPACE_BYTES, _odd_digit_bytes()]
+    foreign = multilingual.utf8_expression(tuple(w for w in multilingual.TRIGGERS if not w.isascii()))
+    expressions = [*_DISGUISE_BYTES, _UNICODE_SPACE_BYTES, _odd_digit_bytes(), foreign]
     database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
     database.compile(
         expressions=expressions,
@@ -168,14 +171,15 @@ def _note(kind: int, _start: int, _end: int, _flags: int, found: object) -> None
     cast("set[int]", found).add(kind)
 
 
-def disguises(text: str, utf8: bytes | None = None) -> tuple[bool, bool, bool, bool]:
+def disguises(text: str, utf8: bytes | None = None) -> tuple[bool, bool, bool, bool, bool]:
     """Whether `undisguised` may change `text`, whether it holds a Unicode space (which
     `squeezed` may change), whether it holds an invisible character (which splits a key or an
-    address for a detector, not for whoever copies it), and whether it holds a non-ASCII
-    decimal digit: one pass over its UTF-8 bytes (`utf8`, when known; ASCII letters may be
+    address for a detector, not for whoever copies it), whether it holds a non-ASCII decimal
+    digit, and whether it holds a non-ASCII trigger word of another language's injection
+    (multilingual.TRIGGERS): one pass over its UTF-8 bytes (`utf8`, when known; ASCII letters
     lower-cased). An ASCII text holds none."""
     if text.isascii():
-        return False, False, False, False
+        return False, False, False, False, False
     database, scratch = _disguise_database()
     found: set[int] = set()
     database.scan(
@@ -185,10 +189,11 @@ def disguises(text: str, utf8: bytes | None = None) -> tuple[bool, bool, bool, b
         scratch=scratch.clone(),
     )
     return (
-        bool(found - {_SPACE_ID, _DIGIT_ID}),
+        bool(found - {_SPACE_ID, _DIGIT_ID, _FOREIGN_ID}),
         _SPACE_ID in found,
         _INVISIBLE_ID in found,
         _DIGIT_ID in found,
+        _FOREIGN_ID in found,
     )
 
 

@@ -31,7 +31,7 @@ from typing import cast
 import ahocorasick
 import hyperscan
 
-from inferpool.guard import disguise
+from inferpool.guard import disguise, multilingual
 from inferpool.guard.disguise import (
     WRAP_AFTER,
     WRAP_BEFORE,
@@ -403,6 +403,7 @@ class InjectionScorer:
         ciphers: int = 0,
         decoded: Sequence[tuple[int, int, str]] | None = None,
         unescaped: disguise.Edited | None = None,
+        foreign: bool | None = None,
         decode: bool = True,
     ) -> list[Finding]:
         """Scores each passage around a trigger word on its own (signals from unrelated
@@ -416,11 +417,14 @@ class InjectionScorer:
         bits). A run that decodes from base64 or hex to text is read decoded (with `decode`;
         not what that decodes to), a finding in it spanning the run; `decoded`: the pre-scan's
         decoded runs (Prescan.decoded), found here when not given. `unescaped`: the lines of the
-        text that hold escapes, decoded (Prescan.unescaped), read last, as a text of their own."""
+        text that hold escapes, decoded (Prescan.unescaped), read last, as a text of their own.
+        `foreign`: the pre-scan found a trigger word of another language's injection
+        (multilingual.py, which then reads the text last)."""
         if lowered is None or hits is None or exact is None or spaced is None or disguised is None:
             scan = _trigger_scanner().scan(text)
             lowered, hits, exact, chars = scan.lowered, scan.injection_hits, scan.exact, scan.chars
             spaced, disguised, spelled, ciphers = scan.spaced, scan.disguised, scan.spelled, scan.ciphers
+            foreign = scan.foreign
         if disguised:  # the first of the ways a model may read it in which a passage blocks
             for reading in readings(text, plain):
                 # (a spelling undone too: full-width "１ｇｎ０ｒｅ" reads as "1gn0re")
@@ -429,7 +433,7 @@ class InjectionScorer:
                 ) or self._find_spelled(reading.text, after_system, spelled_words(reading.text))
                 if found:
                     return [Finding(f.check, f.kind, *reading.source_span(f.start, f.end)) for f in found]
-            return self._find_unescaped(unescaped, after_system)
+            return self._find_unescaped(unescaped, after_system) or self._find_foreign(text, foreign)
         found = self._find_plain(text, after_system, lowered, hits, exact, chars, spaced)
         if found:
             return found
@@ -439,9 +443,18 @@ class InjectionScorer:
             return found
         if decoded is None:
             decoded = disguise.decoded_runs(text, long_tokens(text))
-        return self._find_decoded(text, after_system, decoded) or self._find_unescaped(
-            unescaped, after_system
+        return (
+            self._find_decoded(text, after_system, decoded)
+            or self._find_unescaped(unescaped, after_system)
+            or self._find_foreign(text, foreign)
         )
+
+    def _find_foreign(self, text: str, foreign: bool | None) -> list[Finding]:
+        """Another language's injection (multilingual.py), where the pre-scan found one of its
+        trigger words (`foreign`; looked for here when not known)."""
+        if foreign is None:
+            foreign = _trigger_scanner().scan(text).foreign
+        return multilingual.find(text, self.threshold) if foreign else []
 
     def _find_unescaped(self, unescaped: disguise.Edited | None, after_system: bool) -> list[Finding]:
         """`find` on the lines of a text that hold escapes, decoded (Prescan.unescaped): as a text

@@ -25,6 +25,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import ahocorasick
 import hyperscan
 
+from inferpool.guard import multilingual
 from inferpool.guard.disguise import (
     APART,
     ASCII_SPACING,
@@ -398,6 +399,8 @@ class Prescan:
     # references, \\u and \\x escapes, quoted-printable); None: not looked for yet (`escaped`)
     escapes_found: bool | None = None
     quoted_printable: bool | None = None  # (disguise.QUOTED_PRINTABLE; None: not known)
+    # A trigger word of an injection in another language (guard/multilingual.py)
+    foreign: bool = False
 
     @_lazy
     def number_spans(self) -> tuple[tuple[int, int], ...]:
@@ -458,6 +461,7 @@ class Prescan:
             or bool(self.spelled)
             or self.encoded
             or self.escaped
+            or self.foreign
         )
 
     @_lazy
@@ -524,6 +528,11 @@ class Prescanner:
                 words.setdefault(word, ("rot13", word))
             for word in REVERSED_WORDS:
                 words.setdefault(word, ("reversed", word))
+            # other languages' trigger words written in ASCII ("negeer", "abaikan", "zignoruj");
+            # the others are found in the pass over a text's UTF-8 (disguise.disguises)
+            for word in multilingual.ASCII_TRIGGERS:
+                words.setdefault(word, ("foreign", word))
+        self._foreign_words = frozenset(multilingual.ASCII_TRIGGERS) if injection else frozenset()
         self._keywords = frozenset(keywords)
         for word in self._keywords:
             for variant in _case_variants(word):
@@ -615,9 +624,9 @@ class Prescanner:
         hints: dict[str, list[int]] = {}
         keywords: set[str] = set()
         chars: bytes | None = None
-        disguised = unicode_spaced = odd_digits = False
+        disguised = unicode_spaced = odd_digits = foreign = False
         if utf8 is not None:  # a non-ASCII text (every check reads its disguises)
-            disguised, unicode_spaced, _hidden, odd_digits = disguises(text, utf8)
+            disguised, unicode_spaced, _hidden, odd_digits, foreign = disguises(text, utf8)
         markers: list[int] = []
         if len(text) < COMPILED_SCAN_CHARS and not (
             self._injection and (unicode_spaced or odd_spacing(text))
@@ -631,9 +640,13 @@ class Prescanner:
                 lowered, chars.lower() if exact else None, at_edges, markers, phrases_spaced=unicode_spaced
             )
         ciphers = 0
+        foreign_words = self._foreign_words
         for last, (family, word, length) in word_hits:
             if family == "injection":
                 injection.append(last - length + 1)
+                foreign = foreign or word in foreign_words  # ("ignora": Spanish and Italian)
+            elif family == "foreign":
+                foreign = True
             elif family == "secret":
                 hints.setdefault(word, []).append(last - length + 1)
             # (at a whole word's edge where the trigger word's stem begins: the start of a word
@@ -681,6 +694,7 @@ class Prescanner:
             ciphers=ciphers,
             escapes_found=escapes,
             quoted_printable=quoted_printable,
+            foreign=foreign and self._injection,
         )
 
     def _hits(

@@ -136,6 +136,7 @@ def _detector(check: CheckConfig) -> Detector:
                 scan.ciphers,
                 scan.decoded,
                 scan.unescaped if scan.escaped else None,
+                scan.foreign,
             )
             if scan.injection
             else []

@@ -277,7 +277,7 @@ class StreamedText:
         piece_start = max(buf_start, was - 1)
         piece = buf[piece_start - buf_start :]
         if not piece.isascii():
-            disguise, _spaces, _invisible, odd_digit = disguises(piece)
+            disguise, _spaces, _invisible, odd_digit, _foreign = disguises(piece)
             if disguise:
                 self.last_disguised = max(self.last_disguised, piece_start + last_disguise(piece))
             if odd_digit:
