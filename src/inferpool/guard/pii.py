@@ -354,7 +354,12 @@ class PiiScanner:
         odd_digits = odd_digits and unicode_digits(joined)
         scans = ANY_DIGIT_SCANS if odd_digits else ASCII_DIGIT_SCANS
         found: list[Finding] = []
-        joined_chars = None if chars is None else _SEPARATOR_BYTES.join([chars[s:e] for s, e in windows])
+        # (an ASCII text's windows encode in one call, sooner than they are cut)
+        joined_chars = (
+            None
+            if chars is None or joined.isascii()
+            else _SEPARATOR_BYTES.join([chars[s:e] for s, e in windows])
+        )
         for kind, stretches in _stretches(
             kinds, joined, bounds, self._national_digits, odd_digits, joined_chars
         ):
