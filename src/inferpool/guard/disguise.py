@@ -109,7 +109,7 @@ _INVISIBLE_CHAR = re.compile(f"[{INVISIBLE}]")
 _SCRIPT_CHAR = rb"(?:\xcd[\xb0-\xbf]|[\xce-\xd3][\x80-\xbf]|\xd4[\x80-\xaf])"  # _SCRIPTS
 _DISGUISE_BYTES = (
     rb"\xc2\xad|\xcd\x8f|\xe1\xa0\x8e|\xe2\x80[\x8b-\x8f\xaa-\xae]|\xe2\x81[\xa0-\xa4\xa6-\xaf]|\xef\xbb\xbf",
-    rb"\xef\xbc[\x90-\x99\xa1-\xba]|\xef\xbd[\x81-\x9a]",
+    rb"\xef\xbc[\x8e\x90-\x99\xa0-\xba]|\xef\xbd[\x81-\x9a]",  # (with ＠ and ．: an address)
     rb"\xf0\x9d[\x90-\x9f]",
     rb"\xf3\xa0[\x80\x81]",
     rb"[A-Za-z]" + _SCRIPT_CHAR + rb"|" + _SCRIPT_CHAR + rb"[A-Za-z]",
@@ -201,7 +201,7 @@ def disguises(text: str, utf8: bytes | None = None) -> tuple[bool, bool, bool, b
 # character (a pair's first), for where the last one starts (`last_disguise`); held to the
 # compiled pass by a test
 _DISGUISE_STARTS = re.compile(
-    f"[{INVISIBLE}\uff10-\uff19\uff21-\uff3a\uff41-\uff5a\U0001d400-\U0001d7ff\U000e0000-\U000e007f]"
+    f"[{INVISIBLE}\uff0e\uff10-\uff19\uff20-\uff3a\uff41-\uff5a\U0001d400-\U0001d7ff\U000e0000-\U000e007f]"
     f"|[A-Za-z](?=[{_SCRIPTS}])|[{_SCRIPTS}](?=[A-Za-z])|[ -~](?=[{COMBINING}\u034f])"
 )
 
@@ -892,6 +892,56 @@ def unescaped(text: str, quoted_printable: bool | None = None) -> Unescaped | No
     return Unescaped("".join(pieces), tuple(shifts), text)
 
 
+# Email addresses written so that a scraper (or a detector) does not read them, as people read
+# them: "jane.doe [at] gmail [dot] com", "mark(at)outlook(dot)com", "{at}", "<at>", "[@]",
+# defanged "[.]", upper-case "AT"/"DOT", and the words "at" and "dot" where the name before them
+# is a handle ("s.nakamura at sony dot co dot jp", "rachel dot green at gmail dot com"): a
+# bracketed at, or a name with a dot or underscore between two parts, one of them with a letter
+# after it ("v1.2 at github.com" is a version). Read by the PII check as the address they spell
+# (a finding spans the whole of it). Markers for the pre-scan's compiled pass (lower-cased ASCII):
+OBFUSCATED_EMAIL_EXPRESSIONS = (
+    r"[\[({<] ?(?:at|@) ?[\])}>]",
+    r"[a-z0-9][._][a-z0-9._]* at [a-z0-9-]+ ?(?:\.|dot )",
+    r"[a-z] dot [a-z0-9]+ at [a-z0-9-]+ dot ",
+)
+_AT_BRACKETED = r"\s*[\[({<]\s*(?:at|@)\s*[\])}>]\s*"
+_DOT_BRACKETED = r"\s*[\[({<]\s*(?:dot|\.)\s*[\])}>]\s*"
+_DOT_ANY = rf"(?:{_DOT_BRACKETED}|\s+dot\s+|\.)"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_DOMAIN = rf"{_LABEL}(?:{_DOT_ANY}{_LABEL})*{_DOT_ANY}[A-Za-z]{{2,24}}\b"
+_OBFUSCATED_EMAIL = re.compile(
+    # a bracketed at: any local part
+    rf"(?<![\w.+-])(?P<bracketed>[A-Za-z0-9._%+-]{{1,64}}){_AT_BRACKETED}{_DOMAIN}"
+    # the word "at": a handle (parts joined by '.', '_' or the word "dot", a letter after one)
+    rf"|(?<![\w.+-])(?P<handle>[A-Za-z0-9]+(?:(?:[._]|\s+dot\s+)[A-Za-z0-9]+)*(?:[._]|\s+dot\s+)"
+    rf"[A-Za-z0-9]*[A-Za-z][A-Za-z0-9]*|[A-Za-z0-9]+(?:[._][A-Za-z0-9]+)*[._][A-Za-z][A-Za-z0-9]*"
+    rf"(?:[._][A-Za-z0-9]+)*)\s+at\s+{_DOMAIN}",
+    re.IGNORECASE,
+)
+_SEPARATOR = re.compile(rf"{_AT_BRACKETED}|\s+at\s+|{_DOT_BRACKETED}|\s+dot\s+", re.IGNORECASE)
+_MAY_OBFUSCATE = ("at", "@")  # (a short text's check: neither, no address obfuscated so)
+
+
+def may_hold_obfuscated_email(lowered: str) -> bool:
+    """Whether a lower-cased text may hold an address `obfuscated_emails` reads (a short text's
+    check: a long one's comes from the pre-scan's compiled pass)."""
+    return (" at " in lowered or "at]" in lowered or "at)" in lowered or "at}" in lowered
+            or "at>" in lowered or "@]" in lowered or "@)" in lowered)  # fmt: skip
+
+
+def _spelled(match: re.Match[str]) -> str:
+    return "@" if match.group().strip().strip("[](){}<>").strip().lower() in ("at", "@") else "."
+
+
+def obfuscated_emails(text: str) -> list[tuple[int, int, str]]:
+    """Each address written obfuscated in `text` (above), with the address it spells."""
+    runs = []
+    for m in _OBFUSCATED_EMAIL.finditer(text):
+        address = _SEPARATOR.sub(_spelled, m.group())
+        runs.append((m.start(), m.end(), address))
+    return runs
+
+
 __all__ = [
     "APART",
     "ASCII_SPACING",
@@ -900,6 +950,7 @@ __all__ = [
     "INVISIBLE",
     "LEET",
     "LOOKALIKES",
+    "OBFUSCATED_EMAIL_EXPRESSIONS",
     "SOFT_WRAP",
     "SPACES",
     "UNICODE_SPACES",
@@ -920,7 +971,9 @@ __all__ = [
     "leet_readings",
     "letters_apart",
     "letters_joined",
+    "may_hold_obfuscated_email",
     "mixed_words",
+    "obfuscated_emails",
     "odd_spacing",
     "readings",
     "rot13",

@@ -31,6 +31,7 @@ from inferpool.guard.disguise import (
     ASCII_SPACING,
     ESCAPE_EXPRESSIONS,
     LEET,
+    OBFUSCATED_EMAIL_EXPRESSIONS,
     UNICODE_SPACING,
     Edited,
     Unescaped,
@@ -38,7 +39,9 @@ from inferpool.guard.disguise import (
     disguises,
     has_escapes,
     letters_apart,
+    may_hold_obfuscated_email,
     mixed_words,
+    obfuscated_emails,
     odd_spacing,
     undisguised,
     unescaped,
@@ -401,6 +404,9 @@ class Prescan:
     quoted_printable: bool | None = None  # (disguise.QUOTED_PRINTABLE; None: not known)
     # A trigger word of an injection in another language (guard/multilingual.py)
     foreign: bool = False
+    # Whether the text may hold an email address written obfuscated ("jane [at] gmail [dot]
+    # com": disguise.obfuscated_emails); None: not looked for yet (`obfuscated_email`)
+    obfuscated_found: bool | None = None
 
     @_lazy
     def number_spans(self) -> tuple[tuple[int, int], ...]:
@@ -441,6 +447,18 @@ class Prescan:
         """The text's lines with escapes, decoded (`disguise.unescaped`), made once for every
         check that reads them; None without any."""
         return unescaped(self.text, self.quoted_printable) if self.escaped else None
+
+    @property
+    def obfuscated_email(self) -> bool:
+        """Whether the text may hold an obfuscated address: the PII check reads `obfuscated` then."""
+        if self.obfuscated_found is None:
+            self.obfuscated_found = may_hold_obfuscated_email(self.lowered)
+        return self.obfuscated_found
+
+    @_lazy
+    def obfuscated(self) -> tuple[tuple[int, int, str], ...]:
+        """The obfuscated addresses, with the address each spells (disguise.obfuscated_emails)."""
+        return tuple(obfuscated_emails(self.text)) if self.obfuscated_email else ()
 
     @property
     def spelled(self) -> int:
@@ -496,6 +514,8 @@ class Triggers(Protocol):
     def disguised(self) -> bool: ...
     @property
     def escaped(self) -> bool: ...
+    @property
+    def obfuscated_email(self) -> bool: ...
 
 
 # Below this many characters (a streamed event, the tail before it) the automaton answers
@@ -578,11 +598,14 @@ class Prescanner:
         # hint for the injection check), and between two letters (where it can split a phrase);
         # with the injection words, whether one is spelled to hide it (`spelled_expressions`:
         # ≈1 µs more for a 2 KB prompt's pass, where a pass of their own cost 3 µs)
-        # and after those, whether the text holds an escape (disguise.ESCAPE_EXPRESSIONS: every
-        # check reads such lines decoded too)
+        # and after those, whether the text may hold an obfuscated email address
+        # (disguise.OBFUSCATED_EMAIL_EXPRESSIONS), and whether it holds an escape
+        # (disguise.ESCAPE_EXPRESSIONS: every check reads such lines decoded too)
         spacing = [ODD_SPACING, *SPLIT_PHRASE]
         markers = [*spacing, *spelled_expressions()] if injection else list(spacing)
-        self._escape_id = len(markers)  # marker numbers from here on: an escape
+        self._obfuscated_id = len(markers)  # marker numbers from here on: an obfuscated address
+        markers += OBFUSCATED_EMAIL_EXPRESSIONS
+        self._escape_id = len(markers)  # and from here on: an escape
         # (the last ones, quoted-printable's: disguise.QUOTED_PRINTABLE)
         self._quoted_printable_id = self._escape_id + len(ESCAPE_EXPRESSIONS) - 2
         markers += ESCAPE_EXPRESSIONS
@@ -664,11 +687,14 @@ class Prescanner:
         # (markers: a few numbers at most, each reported once; min and max, not generators)
         escapes: bool | None = None  # (a text the compiled pass did not read: looked for when asked)
         quoted_printable: bool | None = None
+        obfuscated: bool | None = None
         if chars is not None and self._compiled is not None:
             escapes = bool(markers) and max(markers) >= self._escape_id
             quoted_printable = escapes and max(markers) >= self._quoted_printable_id
-            if escapes:
-                markers = [m for m in markers if m < self._escape_id]
+            obfuscated = False
+            if markers and max(markers) >= self._obfuscated_id:
+                obfuscated = any(self._obfuscated_id <= m < self._escape_id for m in markers)
+                markers = [m for m in markers if m < self._obfuscated_id]
         leet_id, apart_id = self._leet_id, self._apart_id
         spelled: int | None = None  # (the automaton's texts are looked at when asked: `Prescan.spelled`)
         if chars is not None and self._injection:
@@ -695,6 +721,7 @@ class Prescanner:
             escapes_found=escapes,
             quoted_printable=quoted_printable,
             foreign=foreign and self._injection,
+            obfuscated_found=obfuscated,
         )
 
     def _hits(

@@ -100,6 +100,8 @@ def _detector(check: CheckConfig) -> Detector:
                 found = _read_through(text, found, pii.find, scan.unescaped)
             if scan.decoded:  # (personal data in base64: an export, a cookie)
                 found += decoded_findings(text, scan.decoded, found, pii.find)
+            if scan.obfuscated_email and scan.obfuscated:  # ("jane [at] gmail [dot] com")
+                found += decoded_findings(text, scan.obfuscated, found, pii.find)
             return found
 
         return find_pii
@@ -250,7 +252,7 @@ class Screener:
                 return True
         read_long_tokens = False  # (asked once: a stream's tail searches for them)
         for kind in kinds:
-            if kind == "pii" and (scan.numbers or scan.alnum_ids):
+            if kind == "pii" and (scan.numbers or scan.alnum_ids or scan.obfuscated_email):
                 return True
             if kind in ("pii", "secrets") and scan.escaped:  # (escapes may hide an @ or a key)
                 return True

@@ -128,6 +128,10 @@ class _TailTriggers:
         return False  # (escapes alone do not make the stream screen its recent text: docs/security.md)
 
     @property
+    def obfuscated_email(self) -> bool:
+        return False  # (nor an obfuscated address alone)
+
+    @property
     def email(self) -> bool:
         return self._found(self._streamed.last_at)
 
@@ -174,6 +178,7 @@ class _FixedTriggers:
     injection: bool = False
     disguised: bool = False
     escaped: bool = False
+    obfuscated_email: bool = False
 
 
 class StreamedText:
