@@ -143,6 +143,12 @@ def _nino_ok(number: str) -> bool:
     return compact[:2] not in _NINO_BAD_PREFIX
 
 
+def _undashed_ssn_ok(number: str) -> bool:
+    """The SSA's rules (stdnum: no area 000, 666 or 9xx, no group 00, no serial 0000, none of
+    the numbers it lists as published) for nine digits written without dashes."""
+    return ssn.is_valid(number.replace(" ", "").replace(".", ""))
+
+
 @dataclass(frozen=True)
 class IdRule:
     """One national identity number: where it may be, how it is checked, which words must be near."""
@@ -152,6 +158,7 @@ class IdRule:
     is_valid: Callable[[str], bool]
     keywords: tuple[str, ...] = ()  # lower case; empty: the check digits are strong enough alone
     first: str = r"\d"  # the characters a match can start with (see `gated`)
+    reports: str = ""  # the kind a finding is reported as, when not `kind` (INTERNAL_RULES)
     context: re.Pattern[str] | None = field(init=False, default=None)
     scan: re.Pattern[str] = field(init=False)  # `pattern` behind `first`: what runs
 
@@ -230,6 +237,16 @@ ID_RULES: dict[str, IdRule] = {
             ("bsn", "burgerservicenummer", "sofinummer"),
         ),
         IdRule("pl_pesel", re.compile(r"(?<!\d)\d{11}(?!\d)"), pesel.is_valid, ("pesel",)),
+        # A US social security number written without dashes (run together, spaced, dotted):
+        # nine digits with no check digit, so only next to a word that names it; found as "ssn"
+        # (the dashed form needs no word: SSN_CANDIDATE), enabled by the type "ssn"
+        IdRule(
+            "us_ssn_undashed",
+            re.compile(r"(?<![\d.-])\d{3}([ .]?)\d{2}\1\d{4}(?![\d-]|\.\d)"),
+            _undashed_ssn_ok,
+            ("ssn", "ssn#", "ss#", "social security", "social-security", "soc. sec", "soc sec"),
+            reports="ssn",
+        ),
         IdRule(
             "passport",
             re.compile(r"\b[A-NP-Z]{2}[A-NP-Z0-9]{6}\d\b"),
@@ -241,7 +258,13 @@ ID_RULES: dict[str, IdRule] = {
 }
 
 ALNUM_TYPES = ("it_codicefiscale", "passport")  # letters and digits: no long digit run to pre-scan for
-NUMBER_TYPES = tuple(t for t in ("phone", "credit_card", "iban", "ssn", *ID_RULES) if t not in ALNUM_TYPES)
+# Rules a policy does not name: each runs where the type it reports as is asked for
+INTERNAL_RULES = {"us_ssn_undashed": "ssn"}
+NUMBER_TYPES = tuple(
+    t
+    for t in ("phone", "credit_card", "iban", "ssn", *ID_RULES)
+    if t not in ALNUM_TYPES and t not in INTERNAL_RULES
+)
 PII_TYPES = ("email", *NUMBER_TYPES, *ALNUM_TYPES)
 
 
@@ -253,6 +276,7 @@ class PiiScanner:
         unknown = set(self.types) - set(PII_TYPES)
         if unknown:
             raise ValueError(f"unknown PII types {sorted(unknown)}; known: {', '.join(PII_TYPES)}")
+        self.types += tuple(rule for rule, named in INTERNAL_RULES.items() if named in self.types)
         self.phone_regions = tuple(r.upper() for r in phone_regions)
         bad = [r for r in self.phone_regions if r not in phonenumbers.SUPPORTED_REGIONS]
         if bad:
@@ -572,6 +596,7 @@ _NEEDS: dict[str, tuple[bytes, bytes]] = {
     "de_idnr": (b" ", b"0" * 11),
     "nl_bsn": (b".", b"0" * 9),
     "pl_pesel": (b"", b"0" * 11),
+    "us_ssn_undashed": (b" .", b"0" * 9),
 }
 _CLASSES = bytes.maketrans(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"0" * 10 + b"A" * 26)
 
@@ -901,7 +926,7 @@ def _id_findings(
             near = text[max(floor, m.start() - CONTEXT_CHARS) : min(ceiling, m.end() + 16)]
             if not rule.context.search(near):
                 continue
-        out.append(Finding("pii", rule.kind, m.start(), m.end()))
+        out.append(Finding("pii", rule.reports or rule.kind, m.start(), m.end()))
     return out
 
 

@@ -21,7 +21,9 @@ from inferpool.guard.prescan import COMPILED_SCAN_CHARS, Prescanner, ascii_chars
 
 
 def at_an_edge(word: str, lowered: str) -> bool:
-    if not word.isascii():
+    # (a word that begins or ends with a non-word character, "ss#", wherever it occurs: as
+    # prescan.at_an_edge documents it)
+    if not word.isascii() or not all(c.isalnum() or c == "_" for c in (word[0], word[-1])):
         return word in lowered
     w = re.escape(word)
     return re.search(rf"\b{w}|{w}\b", ascii_chars(lowered).decode(), re.ASCII) is not None
