@@ -738,13 +738,14 @@ def _one_space(_matched: str) -> str:
 
 # Escapes that hide a character from a detector but not from whoever decodes them (a browser, a
 # URL or JSON parser, a mail reader, a model asked to): percent-encoding (once or twice: %2540),
-# numeric HTML character references and `&commat;`, JavaScript/JSON \\u and \\x escapes, and
+# numeric HTML character references and `&commat;`, JavaScript/JSON \\u and \\x escapes, JSON's
+# escaped slash (`https:\\/\\/…`, as PHP's json_encode writes every URL), and
 # quoted-printable (`=49=67`) where the text says so or holds three such escapes in a row. A
 # line holding one is read with every escape in it decoded (`unescaped`); named references such
 # as `&amp;` alone do not make a line worth reading again, but are decoded in one that is.
 ESCAPE_TRIGGER = re.compile(
     r"%[0-9A-Fa-f]{2}|&#[0-9]{1,7};|&#[xX][0-9A-Fa-f]{1,6};|&commat;|\\u[0-9A-Fa-f]{4}"
-    r"|\\x[0-9A-Fa-f]{2}|(?:=[0-9A-F]{2}){3}|(?i:quoted-printable)"
+    r"|\\x[0-9A-Fa-f]{2}|\\/|(?:=[0-9A-F]{2}){3}|(?i:quoted-printable)"
 )
 # The same escapes as Hyperscan expressions over a lower-cased text's `ascii_chars` (prescan)
 ESCAPE_EXPRESSIONS = (
@@ -752,6 +753,7 @@ ESCAPE_EXPRESSIONS = (
     r"&#x?[0-9a-f]{1,7};",
     r"&commat;",
     r"\\[ux][0-9a-f]{2}",
+    r"\\/",
     r"(?:=[0-9a-f]{2}){3}",
     r"quoted-printable",
 )
@@ -761,7 +763,7 @@ ESCAPE_EXPRESSIONS = (
 _ESCAPE_UNIT = re.compile(
     r"%25[0-9A-Fa-f]{2}|%[0-9A-Fa-f]{2}(?:%[89ABab][0-9A-Fa-f])*"
     r"|&#[0-9]{1,7};|&#[xX][0-9A-Fa-f]{1,6};|&[A-Za-z][A-Za-z0-9]{1,31};"
-    r"|\\u[dD][89abAB][0-9A-Fa-f]{2}\\u[dD][c-fC-F][0-9A-Fa-f]{2}|\\u[0-9A-Fa-f]{4}|\\x[0-9A-Fa-f]{2}"
+    r"|\\u[dD][89abAB][0-9A-Fa-f]{2}\\u[dD][c-fC-F][0-9A-Fa-f]{2}|\\u[0-9A-Fa-f]{4}|\\x[0-9A-Fa-f]{2}|\\/"
 )
 _QP_UNIT = re.compile(r"=[0-9A-F]{2}(?:=[89AB][0-9A-F])*")  # (quoted-printable: upper-case hex)
 # Whether a text is quoted-printable: three escapes in a row, or its name (the pre-scan's pass
@@ -771,9 +773,9 @@ QUOTED_PRINTABLE = re.compile(r"(?:=[0-9A-F]{2}){3}|(?i:quoted-printable)")
 # that is quoted-printable), matched where one of its leads is (`str.find` is memchr-fast; a
 # search of the alternation is not)
 _ESCAPE_LINE = re.compile(
-    r"%[0-9A-Fa-f]{2}|&#[0-9]{1,7};|&#[xX][0-9A-Fa-f]{1,6};|&commat;|\\u[0-9A-Fa-f]{4}|\\x[0-9A-Fa-f]{2}"
+    r"%[0-9A-Fa-f]{2}|&#[0-9]{1,7};|&#[xX][0-9A-Fa-f]{1,6};|&commat;|\\u[0-9A-Fa-f]{4}|\\x[0-9A-Fa-f]{2}|\\/"
 )
-_ESCAPE_LEADS = ("%", "&#", "&commat;", "\\u", "\\x")
+_ESCAPE_LEADS = ("%", "&#", "&commat;", "\\u", "\\x", "\\/")
 _ESCAPE_OR_QP = re.compile(f"{_ESCAPE_UNIT.pattern}|{_QP_UNIT.pattern}")
 _ESCAPE_LINE_OR_QP = re.compile(f"{_ESCAPE_LINE.pattern}|{_QP_UNIT.pattern}")
 # At most this much of a text is read decoded: the escapes of a hostile 100 KB are otherwise
@@ -799,6 +801,8 @@ def _unescape(unit: str) -> str:
     if lead == "&":
         return html.unescape(unit)  # (an unknown name is left as it is)
     if lead == "\\":
+        if unit[1] == "/":
+            return "/"
         if unit[1] == "x":
             return chr(int(unit[2:], 16))
         first = int(unit[2:6], 16)

@@ -31,6 +31,9 @@ SCANNER = SecretScanner()
         ("escaped-secrets", "secrets", {"harmful": 19, "benign": 2}),
         # flagged: an example address, user%40example.com, which is one written plainly too
         ("escaped-pii", "pii", {"harmful": 20, "benign": 1}),
+        # JSON's escaped slashes (written after the sets above, before their rule: 1/10, 0/10);
+        # missed: Discord's and Teams' webhook URLs, which no rule reads written plainly either
+        ("json-escaped-slashes", "secrets", {"harmful": 8, "benign": 0}),
     ],
 )
 def test_the_held_out_sets(name: str, check: str, counts: dict[str, int]) -> None:
@@ -80,6 +83,12 @@ def test_an_escaped_order_is_blocked(text: str) -> None:
     assert disguised.blocked and [f.check for f, _action in disguised.findings] == ["injection"]
 
 
+def test_a_url_in_json_with_escaped_slashes_is_read_as_one() -> None:
+    text = '{"url":"postgres:\\/\\/app:Xq75X5ayu9!@db.internal:5432\\/prod"}'
+    found = [(f.kind, text[f.start : f.end]) for f, _action in SCREENER.screen(text, Stage.PROMPT).findings]
+    assert ("url_password", "Xq75X5ayu9!") in found
+
+
 def test_only_the_lines_with_escapes_are_read_again_and_offsets_map_back() -> None:
     text = "first line\nkey=%41%42 and more\nplain\nlast %2F"
     reading = unescaped(text)
@@ -98,6 +107,7 @@ def test_only_the_lines_with_escapes_are_read_again_and_offsets_map_back() -> No
         ("Caf%C3%A9 %E2%82%AC", "Café €"),  # a UTF-8 character's bytes as one
         ("Tom &amp; Jerry", None),  # a named reference alone hides nothing
         ("Tom &amp; Jerry &#33;", "Tom & Jerry !"),  # in a line read anyway, decoded too
+        ('"https:\\/\\/example.com\\/a"', '"https://example.com/a"'),  # JSON's escaped slash
     ],
 )
 def test_what_is_decoded(text: str, reading: str | None) -> None:
