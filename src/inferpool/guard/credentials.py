@@ -234,6 +234,15 @@ EXTRA_PATTERNS: dict[str, re.Pattern[str]] = {
     # tokens (its plugin knows the ghp_/gho_/ghu_/ghs_/ghr_ prefixes)
     "npm_token": re.compile(r"\bnpm_[A-Za-z0-9]{36}\b"),
     "github_fine_grained_token": re.compile(r"\bgithub_pat_[A-Za-z0-9_]{70,}"),
+    # Incoming-webhook URLs (whoever holds one posts into the channel), which detect-secrets has
+    # no plugin for: Discord's and Microsoft Teams' (its Office 365 connector, old and new hosts)
+    "discord_webhook": re.compile(
+        r"https://(?:ptb\.|canary\.)?discord(?:app)?\.com/api/webhooks/\d{17,20}/[A-Za-z0-9_-]{60,}"
+    ),
+    "teams_webhook": re.compile(
+        r"https://(?:[A-Za-z0-9-]+\.webhook\.office\.com/webhookb2|outlook\.office(?:365)?\.com/webhook)"
+        r"/[0-9a-fA-F-]{8,}@[0-9a-fA-F-]{8,}/IncomingWebhook/[0-9a-fA-F]{32}/[0-9a-fA-F-]{8,}"
+    ),
     # detect-secrets has a Telegram plugin, but its pattern is anchored to a whole line.
     "telegram_bot_token": re.compile(r"(?<!\d)\d{8,10}:AA[0-9A-Za-z_-]{33}\b"),
     # A password given on a command line, as pasted shell history shows it: the MySQL/MariaDB
@@ -254,6 +263,8 @@ EXTRA_HINTS = {
     "npm_token": ("npm_",),
     "github_fine_grained_token": ("github_pat_",),
     "telegram_bot_token": (":aa",),
+    "discord_webhook": ("/api/webhooks/",),
+    "teams_webhook": ("webhook.office.com", "office.com/webhook", "office365.com/webhook"),
     "command_line_password": ("mysql", "mariadb", "sshpass"),
 }
 # The hints of TOOL_PASSWORDS that name a flag, not the tool (not where a match starts)

@@ -187,6 +187,13 @@ def test_injection_verdicts(text: str, after_system: bool, blocks: bool) -> None
         ("npm token: npm_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789", "npm_token"),
         ("GH_TOKEN=github_pat_11ABCDEFG0123456789abc_" + "x1Y2z3" * 10, "github_fine_grained_token"),
         ("npm_install_hook is a function name", None),
+        ("https://discord.com/api/webhooks/351197181478158069/" + "fc8z-Rx_" * 9, "discord_webhook"),
+        ("see https://discord.com/developers/docs/resources/webhook for webhooks", None),
+        (
+            "https://outlook.office.com/webhook/3f2504e0-4f89-11d3-9a0c-0305e82c3301@9a1b2c3d"
+            "/IncomingWebhook/0123456789abcdef0123456789abcdef/9a1b2c3d",
+            "teams_webhook",
+        ),
     ],
 )
 def test_newer_token_formats_are_secrets(text: str, kind: str | None) -> None:

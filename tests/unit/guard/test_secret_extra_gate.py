@@ -17,6 +17,10 @@ EXAMPLES = {
     "huggingface_token": "hf_ hf_" + "a1B2c3" * 6,
     "inferpool_key": "ipk- ipk-" + "a1B2" * 11,
     "telegram_bot_token": ":aa 123456789:AA" + "b" * 33,
+    "discord_webhook": "/api/webhooks/ https://discord.com/api/webhooks/351197181478158069/" + "fc8z-Rx_" * 9,
+    "teams_webhook": "webhook.office.com office.com/webhook office365.com/webhook "
+    "https://acme.webhook.office.com/webhookb2/3f2504e0-4f89-11d3-9a0c-0305e82c3301@9a1b2c3d-4e5f-6789-abcd-ef0123456789"
+    "/IncomingWebhook/0123456789abcdef0123456789abcdef/3f2504e0-4f89-11d3-9a0c-0305e82c3301",
     "npm_token": "npm_ npm_" + "a1B2c3" * 6,
     "github_fine_grained_token": "github_pat_ github_pat_" + "a1B2c3_" * 11,
     "command_line_password": "mysql mariadb sshpass: mysql -u root -phunter22",
