@@ -598,14 +598,19 @@ def decoded_findings(
     """What `find` finds in what each run of `decoded` (`decoded_runs`: base64 or hex that decodes
     to text, a sentence, a key or a card number) decodes to, as one
     finding of the kind found first over the whole run; a run that one of `found` (the text's
-    findings as written) overlaps is not read."""
+    findings as written) overlaps is not read. A run that decodes to what another did (an address
+    a log repeats) is read once."""
     out = []
+    kinds: dict[str, tuple[str, str] | None] = {}  # decoded text -> (check, kind) of its first finding
     for start, end, plain in decoded:
         if any(f.start < end and start < f.end for f in found):
             continue
-        inner = find(plain)
-        if inner:
-            out.append(Finding(inner[0].check, inner[0].kind, start, end))
+        if plain not in kinds:
+            inner = find(plain)
+            kinds[plain] = (inner[0].check, inner[0].kind) if inner else None
+        first = kinds[plain]
+        if first is not None:
+            out.append(Finding(first[0], first[1], start, end))
     return out
 
 

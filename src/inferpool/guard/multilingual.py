@@ -402,8 +402,14 @@ def _lines_with_triggers(text: str) -> list[tuple[int, str, set[int]]]:
 
 def find(text: str, threshold: float) -> list[Finding]:
     """The first order, in a line whose orders together weigh `threshold` or more, as a finding
-    of its family (the span of its heaviest match)."""
+    of its family (the span of its heaviest match). A line the text repeats (a chat history, a
+    log) is read once."""
+    read: set[tuple[str, frozenset[int]]] = set()  # (what found nothing)
     for line_start, line, languages in _lines_with_triggers(text):
+        key = (line, frozenset(languages))
+        if key in read:
+            continue
+        read.add(key)
         for number in sorted(languages):
             lang = _COMPILED[number]
             weights: dict[str, tuple[float, int, int]] = {}
