@@ -748,11 +748,8 @@ def _one_space(_matched: str) -> str:
 # quoted-printable (`=49=67`) where the text says so or holds three such escapes in a row. A
 # line holding one is read with every escape in it decoded (`unescaped`); named references such
 # as `&amp;` alone do not make a line worth reading again, but are decoded in one that is.
-ESCAPE_TRIGGER = re.compile(
-    r"%[0-9A-Fa-f]{2}|&#[0-9]{1,7};|&#[xX][0-9A-Fa-f]{1,6};|&commat;|\\u[0-9A-Fa-f]{4}"
-    r"|\\x[0-9A-Fa-f]{2}|\\/|(?:=[0-9A-F]{2}){3}|(?i:quoted-printable)"
-)
-# The same escapes as Hyperscan expressions over a lower-cased text's `ascii_chars` (prescan)
+# As Hyperscan expressions over a lower-cased text's `ascii_chars` (the pre-scan's pass; a short
+# text's check is ESCAPE_TRIGGER, below):
 ESCAPE_EXPRESSIONS = (
     r"%[0-9a-f]{2}",
     r"&#x?[0-9a-f]{1,7};",
@@ -774,12 +771,13 @@ _QP_UNIT = re.compile(r"=[0-9A-F]{2}(?:=[89AB][0-9A-F])*")  # (quoted-printable:
 # Whether a text is quoted-printable: three escapes in a row, or its name (the pre-scan's pass
 # says so for a long text: `re` reads a digit-heavy 100 KB for these in ≈2 ms here)
 QUOTED_PRINTABLE = re.compile(r"(?:=[0-9A-F]{2}){3}|(?i:quoted-printable)")
-# Where a line to read is: ESCAPE_TRIGGER less quoted-printable's (and with any `=XX` in a text
-# that is quoted-printable), matched where one of its leads is (`str.find` is memchr-fast; a
-# search of the alternation is not)
+# Where a line to read is: an escape (and in a text that is quoted-printable, any `=XX`),
+# matched where one of its leads is (`str.find` is memchr-fast; a search of the alternation is
+# not); with quoted-printable's marks, whether a text holds one at all (ESCAPE_TRIGGER)
 _ESCAPE_LINE = re.compile(
     r"%[0-9A-Fa-f]{2}|&#[0-9]{1,7};|&#[xX][0-9A-Fa-f]{1,6};|&commat;|\\u[0-9A-Fa-f]{4}|\\x[0-9A-Fa-f]{2}|\\/"
 )
+ESCAPE_TRIGGER = re.compile(f"{_ESCAPE_LINE.pattern}|{QUOTED_PRINTABLE.pattern}")
 _ESCAPE_LEADS = ("%", "&#", "&commat;", "\\u", "\\x", "\\/")
 _ESCAPE_OR_QP = re.compile(f"{_ESCAPE_UNIT.pattern}|{_QP_UNIT.pattern}")
 _ESCAPE_LINE_OR_QP = re.compile(f"{_ESCAPE_LINE.pattern}|{_QP_UNIT.pattern}")
@@ -920,15 +918,21 @@ _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _DOMAIN = rf"{_LABEL}(?:{_DOT_ANY}{_LABEL})*{_DOT_ANY}[A-Za-z]{{2,24}}\b"
 _OBFUSCATED_EMAIL = re.compile(
     # a bracketed at: any local part
-    rf"(?<![\w.+-])(?P<bracketed>[A-Za-z0-9._%+-]{{1,64}}){_AT_BRACKETED}{_DOMAIN}"
-    # the word "at": a handle (parts joined by '.', '_' or the word "dot", a letter after one)
-    rf"|(?<![\w.+-])(?P<handle>[A-Za-z0-9]+(?:(?:[._]|\s+dot\s+)[A-Za-z0-9]+)*(?:[._]|\s+dot\s+)"
-    rf"[A-Za-z0-9]*[A-Za-z][A-Za-z0-9]*|[A-Za-z0-9]+(?:[._][A-Za-z0-9]+)*[._][A-Za-z][A-Za-z0-9]*"
-    rf"(?:[._][A-Za-z0-9]+)*)\s+at\s+{_DOMAIN}",
+    rf"(?<![\w.+-])[A-Za-z0-9._%+-]{{1,64}}{_AT_BRACKETED}{_DOMAIN}"
+    # the word "at": a handle, parts joined by '.', '_' or the word "dot" (`_a_handle` judges it)
+    rf"|(?<![\w.+-])(?P<handle>[A-Za-z0-9]+(?:(?:[._]|\s+dot\s+)[A-Za-z0-9]+)+)\s+at\s+{_DOMAIN}",
     re.IGNORECASE,
 )
+_HANDLE_PARTS = re.compile(r"[._]|\s+dot\s+", re.IGNORECASE)
+
+
+def _a_handle(name: str) -> bool:
+    """Whether a part after the first of a name holds a letter ("s.nakamura", "jackson.lee.1990";
+    not "v1.2", a version)."""
+    return any(not part.isdigit() for part in _HANDLE_PARTS.split(name)[1:])
+
+
 _SEPARATOR = re.compile(rf"{_AT_BRACKETED}|\s+at\s+|{_DOT_BRACKETED}|\s+dot\s+", re.IGNORECASE)
-_MAY_OBFUSCATE = ("at", "@")  # (a short text's check: neither, no address obfuscated so)
 
 
 def may_hold_obfuscated_email(lowered: str) -> bool:
@@ -944,11 +948,11 @@ def _spelled(match: re.Match[str]) -> str:
 
 def obfuscated_emails(text: str) -> list[tuple[int, int, str]]:
     """Each address written obfuscated in `text` (above), with the address it spells."""
-    runs = []
-    for m in _OBFUSCATED_EMAIL.finditer(text):
-        address = _SEPARATOR.sub(_spelled, m.group())
-        runs.append((m.start(), m.end(), address))
-    return runs
+    return [
+        (m.start(), m.end(), _SEPARATOR.sub(_spelled, m.group()))
+        for m in _OBFUSCATED_EMAIL.finditer(text)
+        if m["handle"] is None or _a_handle(m["handle"])
+    ]
 
 
 __all__ = [

@@ -13,8 +13,9 @@ its object in Japanese, Korean, Turkish and Hindi):
   line, each PERSONA_WEIGHT (together over the default threshold, alone under it).
 
 A match inside quotation marks, or in a line with a word of discussion ("什么是", "なぜ",
-"что такое", "perché", "attack"), is a mention, and one near a document's name ("说明书",
-"説明書", "manuale": a manual's old instructions) is the document's: each weighs MENTION_WEIGHT.
+"что такое", "perché", "attack"), is a mention, and one near a document's or a log's name
+("说明书", "説明書", "manuale": a manual's old instructions) is the document's: each weighs
+MENTION_WEIGHT; a prohibition ("不要忽略", "не игнорируй", "अनदेखा मत") weighs nothing.
 Weights of different orders in one line add up as the English scorer's do (1 - product of
 misses). Spanish, French, German and Portuguese overrides are the English scorer's (its
 multilingual signal). What it cannot tell: any paraphrase without these words, sarcasm, and
@@ -49,7 +50,7 @@ _GAP = 28
 # What stands before a mention, and after (“”, 「」, 『』, «», „“, "")
 _QUOTES = {"“": "”", "「": "」", "『": "』", "«": "»", "„": "“", '"': '"', "‘": "’"}
 # Where a document's name makes a match its: this many characters before it, and the rest of its
-# clause after it, up to as many again
+# clause after it, up to three times as many
 _DOCUMENT_REACH = 20
 _CLAUSE_ENDS = re.compile(f"[,，、;；:：{re.escape(_STOPS)}]")
 # Everywhere, a log is a document too ("show the system message from yesterday's server log")
@@ -295,8 +296,7 @@ def _pair(first: str, second: str) -> re.Pattern[str]:
 @dataclass(frozen=True)
 class _Compiled:
     orders: tuple[tuple[str, float, re.Pattern[str]], ...]  # (family, weight, pattern)
-    negations: tuple[str, ...]
-    object_first: bool
+    language: _Language
 
 
 def _compiled(lang: _Language) -> _Compiled:
@@ -316,8 +316,7 @@ def _compiled(lang: _Language) -> _Compiled:
             ("unrestricted_persona", PERSONA_WEIGHT, re.compile(words(lang.unrestricted), re.IGNORECASE)),
             ("role_switch", PERSONA_WEIGHT, re.compile(words(lang.persona), re.IGNORECASE)),
         ),
-        lang.negations,
-        lang.object_first,
+        lang,
     )
 
 
@@ -364,9 +363,9 @@ def _weight(weight: float, line: str, m: re.Match[str], lang: _Compiled) -> floa
     ]
     if _quoted(line, start, end) or _MENTION.search(line) or _DOCUMENT.search(near):
         return MENTION_WEIGHT
-    around = line[end : end + 6] if lang.object_first else line[max(0, start - 6) : start]
-    around = around.lower()
-    if any(n in around for n in lang.negations):
+    language = lang.language
+    around = (line[end : end + 6] if language.object_first else line[max(0, start - 6) : start]).lower()
+    if any(n in around for n in language.negations):
         return 0.0  # a prohibition: "do not ignore the rules" orders the opposite
     return weight
 

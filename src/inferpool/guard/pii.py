@@ -125,7 +125,6 @@ CONTEXT_CHARS = 48  # how far before a number (and a little after) its keyword m
 # Joins the windows around digit runs (PiiScanner._numbers): not \w, \d or \s, and in none of
 # the candidate patterns' character sets.
 WINDOW_SEPARATOR = "\x00"
-_SEPARATOR_BYTES = WINDOW_SEPARATOR.encode()  # (its ascii_chars)
 # Verdicts on candidate strings are kept (logs and chat histories repeat the same numbers) up
 # to this many per validator; they depend on the candidate alone (and the scanner's regions).
 _CACHE_SIZE = 4096
@@ -330,7 +329,7 @@ class PiiScanner:
         if self.wants_numbers:
             windows = [(0, len(text))] if number_spans is None else _windows(number_spans, len(text))
             if windows:
-                found += self._numbers(number_kinds, text, windows, odd_digits, chars)
+                found += self._numbers(number_kinds, text, windows, odd_digits)
         return without_overlaps(found)
 
     def _kinds_passing(
@@ -357,12 +356,7 @@ class PiiScanner:
         return kinds
 
     def _numbers(
-        self,
-        kinds: Iterable[str],
-        text: str,
-        windows: list[tuple[int, int]],
-        odd_digits: bool = True,
-        chars: bytes | None = None,
+        self, kinds: Iterable[str], text: str, windows: list[tuple[int, int]], odd_digits: bool = True
     ) -> list[Finding]:
         """Each number type's findings in each window, as if the window were the whole text.
 
@@ -370,23 +364,13 @@ class PiiScanner:
         per window: no candidate pattern matches that character, and to their lookarounds, word
         boundaries and the context searches (bounded to the window) it is what a string's edge
         is, so every match lies in one window and is the match that window alone gives.
-        `odd_digits`: False when the text is known to hold no non-ASCII digit (nor do its windows).
-        `chars`: the text's `ascii_chars`, when known (the windows' are cut from it: encoding a
-        non-ASCII text's windows again cost 88 µs of a 100 KB chat prompt)."""
+        `odd_digits`: False when the text is known to hold no non-ASCII digit (nor do its windows)."""
         joined = WINDOW_SEPARATOR.join([text[s:e] for s, e in windows])
         bounds = _Segments(windows)
         odd_digits = odd_digits and unicode_digits(joined)
         scans = ANY_DIGIT_SCANS if odd_digits else ASCII_DIGIT_SCANS
         found: list[Finding] = []
-        # (an ASCII text's windows encode in one call, sooner than they are cut)
-        joined_chars = (
-            None
-            if chars is None or joined.isascii()
-            else _SEPARATOR_BYTES.join([chars[s:e] for s, e in windows])
-        )
-        for kind, stretches in _stretches(
-            kinds, joined, bounds, self._national_digits, odd_digits, joined_chars
-        ):
+        for kind, stretches in _stretches(kinds, joined, bounds, self._national_digits, odd_digits):
             if kind == "phone":  # (one call for all its ranges: in logs they are hundreds)
                 found += self._phones(joined, bounds, stretches, scans.phone)
                 continue
@@ -662,25 +646,20 @@ def prefiltered_windows(
 
 
 def _stretches(
-    kinds: Iterable[str],
-    joined: str,
-    bounds: _Segments,
-    national_digits: int,
-    odd_digits: bool,
-    joined_chars: bytes | None = None,
+    kinds: Iterable[str], joined: str, bounds: _Segments, national_digits: int, odd_digits: bool
 ) -> Iterable[tuple[str, list[tuple[int, int]]]]:
     """For each kind, the stretches of `joined` (runs of adjacent windows) its pattern must
     search: the windows that meet its need in _NEEDS, for PREFILTERED kinds the windows the
     compiled pass picks, for SEGMENTED kinds the ranges `candidate_segments` gives. All of
     them when a non-ASCII digit (which \\d matches too) or the text's own WINDOW_SEPARATOR is
     present. `national_digits`: as for `candidate_segments`. `odd_digits`:
-    `unicode_digits(joined)`. `joined_chars`: `ascii_chars(joined)`, when known."""
+    `unicode_digits(joined)`."""
     every = [(0, len(joined))]
     if joined.count(WINDOW_SEPARATOR) >= len(bounds.windows) or odd_digits:
         for kind in kinds:
             yield kind, every
         return
-    ascii_bytes = ascii_chars(joined) if joined_chars is None else joined_chars
+    ascii_bytes = ascii_chars(joined)
     starts, ends = bounds.starts, bounds.ends
     classed: dict[bytes, list[bytes]] = {}
     kinds = tuple(kinds)

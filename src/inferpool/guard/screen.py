@@ -93,14 +93,12 @@ def _detector(check: CheckConfig) -> Detector:
                 chars=scan.chars,
                 odd_digits=scan.odd_digits,
             )
-            # (an invisible character is one of the disguises the pass reports)
-            if scan.disguised:
-                found = _read_through(text, found, pii.find, scan.plain)
-            if scan.escaped and scan.unescaped is not None:  # (an address as jane%40example.com)
-                found = _read_through(text, found, pii.find, scan.unescaped)
-            if scan.decoded:  # (personal data in base64: an export, a cookie)
+            # (an invisible character is one of the disguises the pass reports; an address as
+            # jane%40example.com, personal data in base64, "jane [at] gmail [dot] com")
+            found = _read_through_readings(text, found, pii.find, scan)
+            if scan.decoded:
                 found += decoded_findings(text, scan.decoded, found, pii.find)
-            if scan.obfuscated_email and scan.obfuscated:  # ("jane [at] gmail [dot] com")
+            if scan.obfuscated:
                 found += decoded_findings(text, scan.obfuscated, found, pii.find)
             return found
 
@@ -112,11 +110,7 @@ def _detector(check: CheckConfig) -> Detector:
 
         def find_secrets(text: str, scan: Prescan, _after_system: bool) -> list[Finding]:
             found = secrets.find(text, scan.lowered, scan.secret_hints, scan.long_tokens, scan.decoded)
-            if scan.disguised:
-                found = _read_through(text, found, secrets.find, scan.plain)
-            if scan.escaped and scan.unescaped is not None:  # (a key in a URL's query, percent-encoded)
-                found = _read_through(text, found, secrets.find, scan.unescaped)
-            return found
+            return _read_through_readings(text, found, secrets.find, scan)
 
         return find_secrets
     if check.check == "injection":
@@ -137,7 +131,7 @@ def _detector(check: CheckConfig) -> Detector:
                 scan.plain if scan.disguised else None,
                 scan.ciphers,
                 scan.decoded,
-                scan.unescaped if scan.escaped else None,
+                scan.unescaped,
                 scan.foreign,
             )
             if scan.injection
@@ -165,6 +159,18 @@ def _read_through(
     kept = [f for f in found if not hidden(text[f.start : f.end]) or overlaps_through(f)]
     overlaps_kept = _overlap_test(kept)
     return kept + [f for f in through if not overlaps_kept(f)]
+
+
+def _read_through_readings(
+    text: str, found: list[Finding], find: Callable[[str], list[Finding]], scan: Prescan
+) -> list[Finding]:
+    """`found` and what `find` finds in each other reading of the text the pre-scan says it has:
+    undisguised, and its lines with escapes decoded (`_read_through` each)."""
+    if scan.disguised:
+        found = _read_through(text, found, find, scan.plain)
+    if scan.unescaped is not None:  # (a key in a URL's query, percent-encoded)
+        found = _read_through(text, found, find, scan.unescaped)
+    return found
 
 
 def _overlap_test(findings: list[Finding]) -> Callable[[Finding], bool]:
