@@ -531,9 +531,42 @@ def _emails(text: str) -> list[Finding]:
     while at >= 0:
         if at >= end:
             start, end = max(0, at - 65), min(len(text), at + 260)
-            out += [Finding("pii", "email", s, e) for s, e in email_spans(text, start, end)]
+            out += [
+                Finding("pii", "email", s, e)
+                for s, e in email_spans(text, start, end)
+                if not in_url_userinfo(text, s, e)
+            ]
         at = text.find("@", at + 1)
     return out
+
+
+# The characters of a URL's userinfo and host (RFC 3986 §3.2: no whitespace, '/', '?' or '#';
+# a backslash ends them too, as JSON's escaped slash `\/` does); userinfo is short, so its
+# scheme is looked for this far back, and a further '@' this far on, at most
+_AUTHORITY = re.compile(r"[^\s/\\?#]*")
+_AUTHORITY_REACH = 256
+
+
+def in_url_userinfo(text: str, start: int, end: int) -> bool:
+    """Whether the address-shaped match `start`:`end` is a URL's user name or password and its
+    host (`postgres://app:hunter2@db.example.com`, `ssh://git@github.com`): it lies in the
+    authority after `scheme://` and its '@' is the authority's last (which ends the userinfo,
+    as URL parsers read it), so it names no mailbox. An address given as the user name
+    (`https://jane@corp.com:pw@host`) is followed by the userinfo's own '@' and stays one."""
+    reach = max(0, start - _AUTHORITY_REACH)
+    plain, escaped = text.rfind("://", reach, start), text.rfind(":\\/\\/", reach, start)
+    if plain < 0 and escaped < 0:
+        return False
+    colon = max(plain, escaped)
+    userinfo = colon + (3 if colon == plain else 5)
+    if not (colon and text[colon - 1].isalnum()):  # (no scheme: every registered one ends so)
+        return False
+    before = _AUTHORITY.match(text, userinfo, start)
+    if before is None or before.end() != start:
+        return False
+    at = text.index("@", start, end)
+    after = _AUTHORITY.match(text, at + 1, at + 1 + _AUTHORITY_REACH)
+    return after is not None and "@" not in after.group()
 
 
 def email_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:

@@ -99,7 +99,12 @@ fields and query parameters (`token_assignment`) and URL passwords without a use
 screener changed, all case and letter-insertion transforms of the catalogue's and the tuning
 set's `HF_TOKEN=hf_…`, `//registry.npmjs.org/:_authToken=npm_…`, `NPM TOKEN: npm_…`,
 `GH_TOKEN=github_pat_…` and `token: '…'` lines (the change broke the token's known prefix), each
-now blocked as a token assignment. Regenerate it
+now blocked as a token assignment. Regenerated (2026-12-07, thirty-third session) for a URL's
+userinfo and host (`postgres://app:pw@db.example.com`, `https://<token>@github.com`) being no
+email address: 70 texts per screener changed, each losing only its `pii:email` finding; 6
+verdicts under "all" (every check blocking), none under "default": the upper-case,
+title-case and mixed-case transforms of the catalogue's `git clone https://ghp_…@github.com`
+line, whose broken token no plugin reads, were blocked only as an "email". Regenerate it
 only for an intended detection change:
 `python tests/unit/guard/test_findings_unchanged.py > tests/unit/guard/data/findings_golden.json`.
 """

@@ -56,7 +56,11 @@ and credentials in base64 earlier that session moved no stream). Then for token-
 (`token_assignment`): five streams changed, two blocked sooner (at a token-named value, where a
 Stripe key and a keyword, or a DNI, blocked them later), two newly blocked (the tuning set's
 `npm token: npm_…` glued to the next sentence, which the npm pattern's word edge misses), and one
-that still passes with different event boundaries.
+that still passes with different event boundaries. And (2026-12-07, thirty-third session) for
+a URL's userinfo and host being no email address: 17 streams changed, 16 still blocked, their
+reason without `pii:email`; one under "small_window" (secrets redacted, PII blocked) no longer
+blocked: its `git clone https://ghp_…@github.com` line was blocked as an "email", and its token,
+a secret to redact, reaches the client as documented for a stream without hold-back.
 Regenerate the digests only for such a change:
 `PYTHONPATH=src python tests/unit/guard/test_stream_unchanged.py > tests/unit/guard/data/stream_golden.json`.
 """
