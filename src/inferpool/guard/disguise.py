@@ -904,26 +904,66 @@ def unescaped(text: str, quoted_printable: bool | None = None) -> Unescaped | No
 # defanged "[.]", upper-case "AT"/"DOT", and the words "at" and "dot" where the name before them
 # is a handle ("s.nakamura at sony dot co dot jp", "rachel dot green at gmail dot com"): a
 # bracketed at, or a name with a dot or underscore between two parts, one of them with a letter
-# after it ("v1.2 at github.com" is a version). Read by the PII check as the address they spell
-# (a finding spans the whole of it). Markers for the pre-scan's compiled pass (lower-cased ASCII):
+# after it ("v1.2 at github.com" is a version); and a one-word name before a domain spoken with
+# "dot" ("john at gmail dot com") where a word about mail or contact stands before it in the
+# sentence ("email", "reach", "write to": prose is full of "log in at gmail dot com", "shop at
+# amazon dot com") or it is a line of its own (a signature). Read by the PII check as the address they spell (a finding spans the
+# whole of it). Markers for the pre-scan's compiled pass (lower-cased ASCII):
+# (the contact words: `_CONTACT_BEFORE`'s, as a prefix; the reach: its CONTACT_REACH)
+_CONTACT_WORDS = ("mail", "contact", "reach", "write", "send", "reply", "ping", "address")
+CONTACT_REACH = 48
 OBFUSCATED_EMAIL_EXPRESSIONS = (
     r"[\[({<] ?(?:at|@) ?[\])}>]",
     r"[a-z0-9][._][a-z0-9._]* at [a-z0-9-]+ ?(?:\.|dot )",
     r"[a-z] dot [a-z0-9]+ at [a-z0-9-]+ dot ",
+    rf"(?:{'|'.join(_CONTACT_WORDS)})[^\n]{{0,{CONTACT_REACH}}}[a-z0-9] at [a-z0-9-]+ dot [a-z]",
+    r"(?:^|\n)[ \t]*[a-z0-9-]+ at [a-z0-9-]+ dot [a-z]",
 )
 _AT_BRACKETED = r"\s*[\[({<]\s*(?:at|@)\s*[\])}>]\s*"
 _DOT_BRACKETED = r"\s*[\[({<]\s*(?:dot|\.)\s*[\])}>]\s*"
 _DOT_ANY = rf"(?:{_DOT_BRACKETED}|\s+dot\s+|\.)"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _DOMAIN = rf"{_LABEL}(?:{_DOT_ANY}{_LABEL})*{_DOT_ANY}[A-Za-z]{{2,24}}\b"
+_SPOKEN_DOMAIN = rf"{_LABEL}(?:[ \t]+dot[ \t]+{_LABEL})*[ \t]+dot[ \t]+[A-Za-z]{{2,24}}\b"
 _OBFUSCATED_EMAIL = re.compile(
     # a bracketed at: any local part
     rf"(?<![\w.+-])[A-Za-z0-9._%+-]{{1,64}}{_AT_BRACKETED}{_DOMAIN}"
     # the word "at": a handle, parts joined by '.', '_' or the word "dot" (`_a_handle` judges it)
-    rf"|(?<![\w.+-])(?P<handle>[A-Za-z0-9]+(?:(?:[._]|\s+dot\s+)[A-Za-z0-9]+)+)\s+at\s+{_DOMAIN}",
+    rf"|(?<![\w.+-])(?P<handle>[A-Za-z0-9]+(?:(?:[._]|\s+dot\s+)[A-Za-z0-9]+)+)\s+at\s+{_DOMAIN}"
+    # or a one-word name before a domain spoken whole (`_a_named_address` judges it)
+    rf"|(?<![\w.+-])(?P<name>[A-Za-z0-9][A-Za-z0-9-]{{0,63}})[ \t]+at[ \t]+{_SPOKEN_DOMAIN}",
     re.IGNORECASE,
 )
+# A contact word before a one-word name, in its sentence: "email", "e-mail", "emailed", "reach
+# me", "write to", "address is" (as a prefix of a word)
+_CONTACT_BEFORE = re.compile(rf"\b(?:e-?)?(?:{'|'.join(_CONTACT_WORDS)})", re.IGNORECASE)
+_SENTENCE_END = re.compile(r"[.!?;](?:\s|$)|\n")
+# Words that stand before "at" in prose, never as an address's name: "send it to me at …",
+# "log in at …"
+_NOT_A_NAME = frozenset(
+    ("me", "us", "you", "him", "her", "them", "it", "in", "on", "up", "out", "here", "there")
+)
 _HANDLE_PARTS = re.compile(r"[._]|\s+dot\s+", re.IGNORECASE)
+
+
+def _a_named_address(text: str, match: re.Match[str]) -> bool:
+    """Whether a one-word name "at" a domain is an address: a contact word stands before the name
+    in its sentence (within CONTACT_REACH characters), or the address is its line's only text
+    (punctuation aside)."""
+    start, end = match.span()
+    if match["name"].lower() in _NOT_A_NAME:
+        return False
+    # (a line of its own is short: its ends are looked for CONTACT_REACH characters away at most)
+    line_start = text.rfind("\n", max(0, start - CONTACT_REACH), start) + 1
+    line_end = text.find("\n", end, end + CONTACT_REACH)
+    if line_end < 0 and end + CONTACT_REACH >= len(text):
+        line_end = len(text)
+    alone = (line_start or start <= CONTACT_REACH) and line_end >= 0
+    if alone and not text[line_start:start].strip(" \t:-*>") and not text[end:line_end].strip(" \t.,;"):
+        return True
+    before = text[max(line_start, start - CONTACT_REACH) : start]
+    ends = [m.end() for m in _SENTENCE_END.finditer(before)]
+    return _CONTACT_BEFORE.search(before, ends[-1] if ends else 0) is not None
 
 
 def _a_handle(name: str) -> bool:
@@ -946,13 +986,40 @@ def _spelled(match: re.Match[str]) -> str:
     return "@" if match.group().strip().strip("[](){}<>").strip().lower() in ("at", "@") else "."
 
 
-def obfuscated_emails(text: str) -> list[tuple[int, int, str]]:
-    """Each address written obfuscated in `text` (above), with the address it spells."""
-    return [
-        (m.start(), m.end(), _SEPARATOR.sub(_spelled, m.group()))
-        for m in _OBFUSCATED_EMAIL.finditer(text)
-        if m["handle"] is None or _a_handle(m["handle"])
-    ]
+# How far an obfuscated address reaches before and after where one of the markers above ends
+# in it (a name and its "at" before, a domain of several spoken labels after)
+NEAR_BEFORE, NEAR_AFTER = 256, 512
+
+
+def obfuscated_emails(text: str, near: Sequence[int] | None = None) -> list[tuple[int, int, str]]:
+    """Each address written obfuscated in `text` (above), with the address it spells. `near`:
+    where markers of one end (ascending), if known: only the text around them is read (over
+    the whole of a long text the search costs ≈0.2 µs a character)."""
+    windows = [(0, len(text))] if near is None else _merged(near, len(text))
+    found: list[tuple[int, int, str]] = []
+    for lo, hi in windows:
+        at = max(lo, found[-1][1]) if found else lo
+        while (m := _OBFUSCATED_EMAIL.search(text, at, hi)) is not None:
+            if (m["handle"] is None or _a_handle(m["handle"])) and (
+                m["name"] is None or _a_named_address(text, m)
+            ):
+                found.append((m.start(), m.end(), _SEPARATOR.sub(_spelled, m.group())))
+                at = m.end()
+            else:  # (not one: a later start may be: "Contact me at jane.doe [at] gmail [dot] com")
+                at = m.start() + 1
+    return found
+
+
+def _merged(ends: Sequence[int], size: int) -> list[tuple[int, int]]:
+    """The stretches NEAR_BEFORE before to NEAR_AFTER after each of `ends` (ascending), merged."""
+    windows: list[tuple[int, int]] = []
+    for end in ends:
+        lo, hi = max(0, end - NEAR_BEFORE), min(size, end + NEAR_AFTER)
+        if windows and lo <= windows[-1][1]:
+            windows[-1] = (windows[-1][0], hi)
+        else:
+            windows.append((lo, hi))
+    return windows
 
 
 __all__ = [

@@ -407,6 +407,9 @@ class Prescan:
     # Whether the text may hold an email address written obfuscated ("jane [at] gmail [dot]
     # com": disguise.obfuscated_emails); None: not looked for yet (`obfuscated_email`)
     obfuscated_found: bool | None = None
+    # Where in the text the compiled pass's markers of one end (the addresses lie around them:
+    # `disguise.obfuscated_emails`); None: the whole text is read
+    obfuscated_near: tuple[int, ...] | None = None
 
     @_lazy
     def number_spans(self) -> tuple[tuple[int, int], ...]:
@@ -458,7 +461,7 @@ class Prescan:
     @_lazy
     def obfuscated(self) -> tuple[tuple[int, int, str], ...]:
         """The obfuscated addresses, with the address each spells (disguise.obfuscated_emails)."""
-        return tuple(obfuscated_emails(self.text)) if self.obfuscated_email else ()
+        return tuple(obfuscated_emails(self.text, self.obfuscated_near)) if self.obfuscated_email else ()
 
     @property
     def spelled(self) -> int:
@@ -609,9 +612,12 @@ class Prescanner:
         # (the last ones, quoted-printable's: disguise.QUOTED_PRINTABLE)
         self._quoted_printable_id = self._escape_id + len(ESCAPE_EXPRESSIONS) - 2
         markers += ESCAPE_EXPRESSIONS
+        # (each marker reported once, but an obfuscated address's wherever it ends: the PII check
+        # reads the text around those ends only, `Prescan.obfuscated_near`)
         once = [hyperscan.HS_FLAG_SINGLEMATCH if k else 0 for k in keyword] + [
-            hyperscan.HS_FLAG_SINGLEMATCH
-        ] * len(markers)
+            0 if self._obfuscated_id <= i < self._escape_id else hyperscan.HS_FLAG_SINGLEMATCH
+            for i in range(len(markers))
+        ]
         self._injection = injection
         self._spacing_id = len(ascii_words)
         self._leet_id = len(spacing)  # marker numbers from here on: a word in leetspeak,
@@ -651,6 +657,7 @@ class Prescanner:
         if utf8 is not None:  # a non-ASCII text (every check reads its disguises)
             disguised, unicode_spaced, _hidden, odd_digits, foreign = disguises(text, utf8)
         markers: list[int] = []
+        obfuscated_ends: list[int] = []  # (where an obfuscated address's marker ends)
         if len(text) < COMPILED_SCAN_CHARS and not (
             self._injection and (unicode_spaced or odd_spacing(text))
         ):
@@ -660,7 +667,12 @@ class Prescanner:
             # an exact fold changes ASCII letters only: its ascii_chars are the text's, lowered
             at_edges = exact and len(text) >= COMPILED_SCAN_CHARS  # (short: keywords anywhere, as before)
             word_hits = self._hits(
-                lowered, chars.lower() if exact else None, at_edges, markers, phrases_spaced=unicode_spaced
+                lowered,
+                chars.lower() if exact else None,
+                at_edges,
+                markers,
+                phrases_spaced=unicode_spaced,
+                obfuscated_ends=obfuscated_ends,
             )
         ciphers = 0
         foreign_words = self._foreign_words
@@ -688,12 +700,14 @@ class Prescanner:
         escapes: bool | None = None  # (a text the compiled pass did not read: looked for when asked)
         quoted_printable: bool | None = None
         obfuscated: bool | None = None
+        near: tuple[int, ...] | None = None
         if chars is not None and self._compiled is not None:
             escapes = bool(markers) and max(markers) >= self._escape_id
             quoted_printable = escapes and max(markers) >= self._quoted_printable_id
-            obfuscated = False
+            obfuscated = bool(obfuscated_ends)
+            # (the ends are the fold's offsets, which are the text's: a fold is one for one)
+            near = tuple(sorted(set(obfuscated_ends))) if obfuscated else None
             if markers and max(markers) >= self._obfuscated_id:
-                obfuscated = any(self._obfuscated_id <= m < self._escape_id for m in markers)
                 markers = [m for m in markers if m < self._obfuscated_id]
         leet_id, apart_id = self._leet_id, self._apart_id
         spelled: int | None = None  # (the automaton's texts are looked at when asked: `Prescan.spelled`)
@@ -722,6 +736,7 @@ class Prescanner:
             quoted_printable=quoted_printable,
             foreign=foreign and self._injection,
             obfuscated_found=obfuscated,
+            obfuscated_near=near,
         )
 
     def _hits(
@@ -731,6 +746,7 @@ class Prescanner:
         at_edges: bool = False,
         markers: list[int] | None = None,
         phrases_spaced: bool = False,
+        obfuscated_ends: list[int] | None = None,
     ) -> list[tuple[int, tuple[str, str, int]]]:
         """`hits(lowered)`, from the Hyperscan database and `str.find`: a fold has no upper-case
         ASCII letter, so an ASCII word occurs in it exactly where it occurs in its
@@ -756,12 +772,16 @@ class Prescanner:
 
             spacing_id = self._spacing_id
             marked: list[int] = [] if markers is None else markers
+            ends: list[int] = [] if obfuscated_ends is None else obfuscated_ends
+            first_obfuscated, first_escape = spacing_id + self._obfuscated_id, spacing_id + self._escape_id
 
             def on_match(word: int, _start: int, end: int, _flags: int, _context: object) -> None:
                 if word < first_stand_in:
                     append((end, numbers[word]))
                 elif word < spacing_id:
                     stand_ins.append((end, word - first_stand_in))
+                elif first_obfuscated <= word < first_escape:
+                    ends.append(end)
                 else:
                     marked.append(word - spacing_id)
 
