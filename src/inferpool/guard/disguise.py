@@ -907,16 +907,16 @@ def unescaped(text: str, quoted_printable: bool | None = None) -> Unescaped | No
 # after it ("v1.2 at github.com" is a version); and a one-word name before a domain spoken with
 # "dot" ("john at gmail dot com") where a word about mail or contact stands before it in the
 # sentence ("email", "reach", "write to": prose is full of "log in at gmail dot com", "shop at
-# amazon dot com") or it is a line of its own (a signature). Read by the PII check as the address they spell (a finding spans the
-# whole of it). Markers for the pre-scan's compiled pass (lower-cased ASCII):
-# (the contact words: `_CONTACT_BEFORE`'s, as a prefix; the reach: its CONTACT_REACH)
+# amazon dot com") or it is a line of its own (a signature). Read by the PII check as the
+# address they spell (a finding spans the whole of it).
 _CONTACT_WORDS = ("mail", "contact", "reach", "write", "send", "reply", "ping", "address")
-CONTACT_REACH = 48
-# Each holds an address's "at" and what comes after it, written with single spaces (the word
-# forms) or at most one space inside brackets: an address written with other spacing around its
-# "at" or first "dot" is not read (markers with any spacing cost the 100 KB chat prompt's pass
-# ≈0.15 ms more). (The contact words: `_CONTACT_BEFORE`'s, as a part of a word; their reach:
-# CONTACT_REACH before a name of up to 64 characters.)
+CONTACT_REACH = 48  # how far before a one-word name its contact word may begin
+# Markers for the pre-scan's compiled pass (lower-cased ASCII). Each holds an address's "at" and
+# what comes after it, written with single spaces (the word forms) or at most one space inside
+# brackets: an address written with other spacing around its "at" or first "dot" is not read
+# (markers with any spacing cost the 100 KB chat prompt's pass ≈0.15 ms more). (The contact
+# words: `_CONTACT_BEFORE`'s, as a part of a word, up to CONTACT_REACH before a name of up to 64
+# characters.)
 _FIRST_DOT = r"(?:\.| dot | ?[\[({<] ?(?:dot|\.) ?[\])}>])"
 OBFUSCATED_EMAIL_EXPRESSIONS = (
     r"[\[({<] ?(?:at|@) ?[\])}>]",
@@ -964,7 +964,7 @@ def _a_named_address(text: str, match: re.Match[str]) -> bool:
     line_end = text.find("\n", end, end + CONTACT_REACH)
     if line_end < 0 and end + CONTACT_REACH >= len(text):
         line_end = len(text)
-    alone = (line_start or start <= CONTACT_REACH) and line_end >= 0
+    alone = (line_start > 0 or start <= CONTACT_REACH) and line_end >= 0
     if alone and not text[line_start:start].strip(" \t:-*>") and not text[end:line_end].strip(" \t.,;"):
         return True
     before = text[max(line_start, start - CONTACT_REACH) : start]
