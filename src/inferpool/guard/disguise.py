@@ -981,21 +981,6 @@ def _a_handle(name: str) -> bool:
 _SEPARATOR = re.compile(rf"{_AT_BRACKETED}|\s+at\s+|{_DOT_BRACKETED}|\s+dot\s+", re.IGNORECASE)
 
 
-def may_hold_obfuscated_email(lowered: str) -> bool:
-    """Whether a lower-cased text holds one of OBFUSCATED_EMAIL_EXPRESSIONS, so may hold an
-    address `obfuscated_emails` reads (a short text's check: a long one's is the pre-scan's
-    compiled pass)."""
-    # (each marker holds " at ", '@' or a bracket before "at": substring tests first, ≈0.5 µs;
-    # the expressions together take ≈6 µs over 100 characters)
-    if not (" at " in lowered or "@" in lowered or any(b in lowered for b in _BRACKETS_AT)):
-        return False
-    return _MARKERS.search(lowered) is not None
-
-
-_BRACKETS_AT = ("[at", "(at", "{at", "<at", "[ at", "( at", "{ at", "< at")
-_MARKERS = re.compile("|".join(OBFUSCATED_EMAIL_EXPRESSIONS))
-
-
 def _spelled(match: re.Match[str]) -> str:
     return "@" if match.group().strip().strip("[](){}<>").strip().lower() in ("at", "@") else "."
 
@@ -1065,7 +1050,6 @@ __all__ = [
     "leet_readings",
     "letters_apart",
     "letters_joined",
-    "may_hold_obfuscated_email",
     "mixed_words",
     "obfuscated_emails",
     "odd_spacing",

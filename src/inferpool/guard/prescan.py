@@ -20,7 +20,7 @@ import functools
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 import ahocorasick
 import hyperscan
@@ -39,7 +39,6 @@ from inferpool.guard.disguise import (
     disguises,
     has_escapes,
     letters_apart,
-    may_hold_obfuscated_email,
     mixed_words,
     obfuscated_emails,
     odd_spacing,
@@ -404,11 +403,10 @@ class Prescan:
     quoted_printable: bool | None = None  # (disguise.QUOTED_PRINTABLE; None: not known)
     # A trigger word of an injection in another language (guard/multilingual.py)
     foreign: bool = False
-    # Whether the text may hold an email address written obfuscated ("jane [at] gmail [dot]
-    # com": disguise.obfuscated_emails); None: not looked for yet (`obfuscated_email`)
-    obfuscated_found: bool | None = None
-    # Where in the text the compiled pass's markers of one end (the addresses lie around them:
-    # `disguise.obfuscated_emails`); None: the whole text is read
+    # Where in the text the compiled pass's markers of an email address written obfuscated
+    # ("jane [at] gmail [dot] com": disguise.obfuscated_emails) end, in order: the addresses lie
+    # around them (none: no address). None: the pass did not read the text (a short one), which
+    # `obfuscated_email` then asks about and `obfuscated` reads whole
     obfuscated_near: tuple[int, ...] | None = None
 
     @_lazy
@@ -451,12 +449,11 @@ class Prescan:
         check that reads them; None without any."""
         return unescaped(self.text, self.quoted_printable) if self.escaped else None
 
-    @property
+    @_lazy
     def obfuscated_email(self) -> bool:
         """Whether the text may hold an obfuscated address: the PII check reads `obfuscated` then."""
-        if self.obfuscated_found is None:
-            self.obfuscated_found = may_hold_obfuscated_email(self.lowered)
-        return self.obfuscated_found
+        near = self.obfuscated_near
+        return bool(near) if near is not None else may_hold_obfuscated_email(self.lowered)
 
     @_lazy
     def obfuscated(self) -> tuple[tuple[int, int, str], ...]:
@@ -699,16 +696,14 @@ class Prescanner:
         # (markers: a few numbers at most, each reported once; min and max, not generators)
         escapes: bool | None = None  # (a text the compiled pass did not read: looked for when asked)
         quoted_printable: bool | None = None
-        obfuscated: bool | None = None
         near: tuple[int, ...] | None = None
         if chars is not None and self._compiled is not None:
             escapes = bool(markers) and max(markers) >= self._escape_id
             quoted_printable = escapes and max(markers) >= self._quoted_printable_id
-            obfuscated = bool(obfuscated_ends)
             # (the ends are the fold's offsets, which are the text's: a fold is one for one)
-            near = tuple(sorted(set(obfuscated_ends))) if obfuscated else None
-            if markers and max(markers) >= self._obfuscated_id:
-                markers = [m for m in markers if m < self._obfuscated_id]
+            near = tuple(sorted(obfuscated_ends))
+            if escapes:  # (the obfuscated-address markers' ends went to `obfuscated_ends`)
+                markers = [m for m in markers if m < self._escape_id]
         leet_id, apart_id = self._leet_id, self._apart_id
         spelled: int | None = None  # (the automaton's texts are looked at when asked: `Prescan.spelled`)
         if chars is not None and self._injection:
@@ -735,7 +730,6 @@ class Prescanner:
             escapes_found=escapes,
             quoted_printable=quoted_printable,
             foreign=foreign and self._injection,
-            obfuscated_found=obfuscated,
             obfuscated_near=near,
         )
 
@@ -844,6 +838,29 @@ def _compiled(
         literal=literal,
     )
     return database, hyperscan.Scratch(database)
+
+
+def may_hold_obfuscated_email(lowered: str) -> bool:
+    """Whether a lower-cased text holds one of OBFUSCATED_EMAIL_EXPRESSIONS, so may hold an
+    address `obfuscated_emails` reads (a short text's check: a long one's markers come from the
+    compiled pass). Each holds " at " or an opening bracket: substring tests first, then a scan
+    of their own (≈1.3 µs for 100 characters; `re` took ≈6)."""
+    if " at " not in lowered and not any(b in lowered for b in "[({<"):
+        return False
+    database, scratch = _obfuscated_markers()
+    found: list[int] = []
+    database.scan(ascii_chars(lowered), match_event_handler=_note_end, context=found, scratch=scratch.clone())
+    return bool(found)
+
+
+@functools.cache
+def _obfuscated_markers() -> tuple[hyperscan.Database, hyperscan.Scratch]:
+    return compiled_database(OBFUSCATED_EMAIL_EXPRESSIONS, hyperscan.HS_FLAG_SINGLEMATCH)
+
+
+def _note_end(_id: int, _start: int, end: int, _flags: int, found: object) -> None:
+    """Hyperscan's match callback: the match's end onto the list passed as the scan's context."""
+    cast("list[int]", found).append(end)
 
 
 # Spacing the pre-scan's injection phrases allow between their words: ASCII spaces, tabs,
