@@ -1,16 +1,18 @@
 """Listening ports picked at run time, where a bind to port 0 would not do.
 
-A process that picks a port for another one to bind later (a worker, a child server) leaves a
-window between the check and the bind. Binding port 0 picks from the kernel's ephemeral range,
+A process that picks a port for another one to bind later (a child server) leaves a window
+between the check and the bind. Binding port 0 picks from the kernel's ephemeral range,
 which the local ports of outgoing connections come from, so any connection opened in that window
 can take the port ("address already in use"). Ports are therefore picked at random between
-PICK_FLOOR and the start of that range. Below PICK_FLOOR are the ports servers are configured
-with (8000, 9090...).
+PICK_FLOOR and the start of that range (inferpool.bench.procs.free_ports picks them). Below
+PICK_FLOOR are the ports servers are configured with (8000, 9090...).
+
+A port that several processes share with SO_REUSEPORT needs no pick: it is held from the
+kernel's pick until they have bound it (`reserve_port`).
 """
 
 from __future__ import annotations
 
-import random
 import socket
 from pathlib import Path
 
@@ -47,13 +49,18 @@ def kernel_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
-def free_port(host: str, exclude: frozenset[int] | set[int] = frozenset()) -> int:
-    """One free port on `host` for a server that binds it later, outside `exclude` (ports handed
-    out but not bound yet)."""
-    pick_from = listen_range()
-    rng = random.Random()
-    for _ in range(200):
-        port = rng.randrange(*pick_from) if pick_from is not None else kernel_port(host)
-        if port not in exclude and port_is_free(host, port):
-            return port
-    raise RuntimeError(f"no free port on {host}")
+def reserve_port(host: str) -> socket.socket:
+    """Hold a port for processes that will bind it with SO_REUSEPORT (the EPP's workers): a
+    socket bound to port 0 on `host` with SO_REUSEPORT, never listening. The kernel picks the port
+    and nothing without SO_REUSEPORT (another server, an outgoing connection) can take it while
+    the socket is open; connections only ever go to listening sockets, so close it once they
+    serve. Its port: `.getsockname()[1]`."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host.strip("[]"), 0))
+    except OSError:
+        sock.close()
+        raise
+    return sock

@@ -15,7 +15,7 @@ from contextlib import AsyncExitStack
 import openai
 import pytest
 
-from inferpool.ports import free_port
+from free_ports import free_port
 
 from .envoy_harness import Envoy, EnvoyConfig, find_envoy
 from .quitting_picker import QuittingPicker
@@ -63,7 +63,7 @@ async def test_envoys_own_errors_are_openai_style_json() -> None:
     # connect error ..."), as plain text unless the template's local_reply_config shapes it.
     binary = find_envoy()
     assert binary is not None
-    gone = free_port("127.0.0.1")
+    gone = free_port()
     config = EnvoyConfig(epp_port=gone, pool_ports=[gone], ext_proc=False)
     async with Envoy(binary, config) as envoy:
         with pytest.raises(openai.APIStatusError) as info:

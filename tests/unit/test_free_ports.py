@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -60,8 +61,6 @@ def test_ports_are_picked_below_the_ephemeral_range(monkeypatch: pytest.MonkeyPa
         run = procs.free_ports(3)
         assert all(ports.PICK_FLOOR <= p < 32768 and (p // procs.PORT_BLOCK) % 3 == 1 for p in run), run
         assert run == list(range(run[0], run[0] + 3))
-        one = ports.free_port("127.0.0.1", exclude={run[0]})
-        assert ports.PICK_FLOOR <= one < 32768 and one != run[0], one
     ranges.write_text("10100 60999\n")  # too little room below it: the kernel picks
     assert ports.listen_range() is None
     monkeypatch.setattr(ports, "EPHEMERAL_RANGE", tmp_path / "missing")
@@ -73,9 +72,26 @@ def test_a_port_in_use_or_handed_out_is_not_picked(monkeypatch: pytest.MonkeyPat
     ranges.write_text("10300 60999\n")  # room for 300 ports: 10000..10299
     monkeypatch.setattr(ports, "EPHEMERAL_RANGE", ranges)
     busy = {p for p in range(10_000, 10_300) if p % 3}  # two in three in use
-    monkeypatch.setattr(ports, "port_is_free", lambda host, port: port not in busy)
-    handed: set[int] = set()
+    monkeypatch.setattr(procs, "port_is_free", lambda host, port: port not in busy)
+    monkeypatch.delenv(procs.PORT_SLICE_ENV, raising=False)
+    handed: list[int] = []
     for _ in range(40):
-        port = ports.free_port("127.0.0.1", exclude=handed)
+        (port,) = procs.free_ports(1, exclude=handed)
         assert port not in busy and port not in handed
-        handed.add(port)
+        handed.append(port)
+
+
+def test_a_held_port_refuses_other_servers_and_serves_the_ones_that_share_it() -> None:
+    """`reserve_port`: what `inferpool epp --workers` holds its gRPC ports with until they serve."""
+    held = ports.reserve_port("127.0.0.1")
+    port = held.getsockname()[1]
+    with held:
+        assert not ports.port_is_free("127.0.0.1", port)  # a server without SO_REUSEPORT
+        with socket.socket() as sharing:
+            sharing.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sharing.bind(("127.0.0.1", port))
+            sharing.listen()
+            # a connection goes to the listening socket, never to the one holding the port
+            with socket.create_connection(("127.0.0.1", port), timeout=10):
+                accepted, _ = sharing.accept()
+                accepted.close()

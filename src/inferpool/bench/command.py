@@ -16,6 +16,7 @@ import typer
 from inferpool.bench.arrivals import PROFILES as ARRIVAL_PROFILES
 from inferpool.bench.client import ClientConfig, RequestResult
 from inferpool.bench.loadgen import TraceSpec, run_load
+from inferpool.bench.procs import failure_reason
 from inferpool.bench.report import (
     SweepPoint,
     class_table,
@@ -477,7 +478,7 @@ def _compare_once(
                 )  # fmt: skip
             except Exception as exc:  # one broken contender must not lose the others' results
                 typer.echo(f"   {contender.name} failed: {type(exc).__name__}: {exc}", err=True)
-                reason = _failure_reason(exc)
+                reason = failure_reason(exc)
                 failed_here.append(
                     f"{contender.name} at {r:g} req/s failed: {reason} (logs in {out / 'logs'})"
                 )
@@ -536,14 +537,6 @@ def _compare_once(
     report.append(f"## Versions\n\n{versions_md}")
     (out / "compare.md").write_text("\n".join(report))
     return points, failures
-
-
-def _failure_reason(exc: Exception) -> str:
-    """One line: the exception's first line and, when it carries a log tail, that tail's last line
-    (a child that exited says why there: an unknown flag, a port in use)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    reason = f"{type(exc).__name__}: {lines[0] if lines else ''}"
-    return f"{reason} ... {lines[-1]}" if len(lines) > 1 else reason
 
 
 def contender_version(contender: Contender) -> str:

@@ -54,6 +54,7 @@ from inferpool.bench.peers import Peer, ensure_installed
 from inferpool.bench.procs import (
     Child,
     distinct_free_ports,
+    failure_reason,
     grpc_serving,
     spawn,
     wait_ready,
@@ -549,7 +550,7 @@ def run_overhead(opts: Options, log: Callable[[str], None]) -> tuple[list[Measur
             try:
                 measure_contender(contender, round_no, model, opts, measurements, log)
             except Exception as exc:  # one broken contender must not lose the others' results
-                reason = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+                reason = failure_reason(exc)
                 log(f"   {contender.name} failed: {reason}")
                 failures.append(
                     f"{contender.name}, round {round_no}: {reason} (logs in {opts.workdir / 'logs'})"

@@ -89,6 +89,14 @@ def http_status(url: str, timeout: float = 2.0) -> int:
         return 0
 
 
+def failure_reason(exc: Exception) -> str:
+    """One line: the exception's first line and, when it carries a log tail, that tail's last line
+    (a child that exited says why there: an unknown flag, a port in use)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    reason = f"{type(exc).__name__}: {lines[0] if lines else ''}"
+    return f"{reason} ... {lines[-1]}" if len(lines) > 1 else reason
+
+
 @dataclass
 class Child:
     name: str

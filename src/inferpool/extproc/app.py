@@ -63,8 +63,9 @@ class EppConfig:
     leader_election: bool = False  # --ha-enable-leader-election: only the Lease holder writes status
     workers: int = 1  # --workers: processes sharing the gRPC ports (extproc/workers.py)
     worker_index: int = 0  # which of them this process is
-    # Worker 0 of several: the other workers' loopback /metrics, merged into its own.
-    peer_metrics: tuple[str, ...] = ()
+    # Worker 0 of several: the Unix sockets of the other workers' /metrics, merged into its own.
+    peer_metrics: tuple[Path, ...] = ()
+    metrics_socket: Path | None = None  # the other workers: /metrics on this Unix socket, no port
     otlp_traces_endpoint: str | None = None  # --otlp-traces-endpoint: spans over OTLP/gRPC; None: off
     fleet_speed: float = 1.0  # --fleet-speed: a simulated fleet's --speed (intervals scale by 1/speed)
 
@@ -211,21 +212,22 @@ class EppApp:
         """The other workers' metrics (worker 0 of `--workers N` serves the sum on the public port)."""
         headers = {"Authorization": f"Bearer {self.metrics_token}"} if self.metrics_token else {}
         timeout = aiohttp.ClientTimeout(total=5)
-        async with aiohttp.ClientSession(timeout=timeout, headers=headers) as http:
 
-            async def one(url: str) -> str:
+        async def one(path: Path) -> str:
+            connector = aiohttp.UnixConnector(path=str(path))
+            async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers) as http:
                 try:
-                    async with http.get(url) as resp:
+                    async with http.get("http://worker/metrics") as resp:
                         if resp.status == 200:
                             return await resp.text()
                         log.warning(
-                            "worker metrics at %s answered %d; left out of this scrape", url, resp.status
+                            "worker metrics at %s answered %d; left out of this scrape", path, resp.status
                         )
                 except (aiohttp.ClientError, TimeoutError):
-                    log.warning("worker metrics at %s unreachable; left out of this scrape", url)
+                    log.warning("worker metrics at %s unreachable; left out of this scrape", path)
                 return ""
 
-            return list(await asyncio.gather(*(one(u) for u in self.config.peer_metrics)))
+        return list(await asyncio.gather(*(one(path) for path in self.config.peer_metrics)))
 
     async def _start_admin(self) -> None:
         app = admin_app(
@@ -239,12 +241,18 @@ class EppApp:
         )
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(
-            self._runner, self.config.metrics_host, self.config.metrics_port, reuse_address=True
-        )
+        site: web.BaseSite
+        if self.config.metrics_socket is not None:
+            self.config.metrics_socket.unlink(missing_ok=True)  # left by a worker that died
+            site = web.UnixSite(self._runner, str(self.config.metrics_socket))
+        else:
+            site = web.TCPSite(
+                self._runner, self.config.metrics_host, self.config.metrics_port, reuse_address=True
+            )
         await site.start()
-        sockets = getattr(site._server, "sockets", None) or []
-        self.metrics_port = int(sockets[0].getsockname()[1]) if sockets else self.config.metrics_port
+        if self.config.metrics_socket is None:
+            sockets = getattr(site._server, "sockets", None) or []
+            self.metrics_port = int(sockets[0].getsockname()[1]) if sockets else self.config.metrics_port
 
     async def stop(self) -> None:
         await self.grpc.mark_ready(False)
@@ -269,7 +277,9 @@ def listening_lines(app: EppApp) -> list[str]:
         f"inferpool epp: pool {app.pool_key} (failureMode {pool.failure_mode if pool else '?'})",
         f"  ext_proc  {scheme}://{cfg.grpc.host}:{app.grpc.port}",
         f"  health    grpc://{cfg.grpc.host}:{app.grpc.health_port}",
-        f"  metrics   http://{cfg.metrics_host}:{app.metrics_port}/metrics",
+        f"  metrics   unix:{cfg.metrics_socket} /metrics"
+        if cfg.metrics_socket is not None
+        else f"  metrics   http://{cfg.metrics_host}:{app.metrics_port}/metrics",
     ]
     if cfg.otlp_traces_endpoint:
         lines.append(f"  traces    OTLP/gRPC to {cfg.otlp_traces_endpoint}")

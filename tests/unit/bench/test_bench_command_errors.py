@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from free_ports import free_port
 from inferpool.bench import peers
-from inferpool.bench.command import _failure_reason, bench_app
-from inferpool.ports import free_port
+from inferpool.bench.command import bench_app
+from inferpool.bench.procs import failure_reason
 
 
 def invoke(*argv: str) -> tuple[int, str]:
@@ -43,7 +44,7 @@ def test_run_refuses_before_any_load(argv: list[str], message: str) -> None:
 
 
 def test_run_that_served_nothing_exits_1_with_the_first_error() -> None:
-    nothing_there = free_port("127.0.0.1")
+    nothing_there = free_port()
     done = CliRunner().invoke(
         bench_app, ["run", "--target", f"http://127.0.0.1:{nothing_there}", "--rate", "4", "--duration", "1"]
     )
@@ -80,11 +81,11 @@ def test_a_failed_contender_is_reported_with_the_last_line_its_process_logged() 
         "sglang-router-nosuch exited (2): (logs in /tmp/x/logs)\nusage: sglang-router ...\n"
         "sglang-router: error: argument --policy: invalid choice: 'nosuch'\n"
     )
-    assert _failure_reason(err) == (
+    assert failure_reason(err) == (
         "RuntimeError: sglang-router-nosuch exited (2): (logs in /tmp/x/logs) ... "
         "sglang-router: error: argument --policy: invalid choice: 'nosuch'"
     )
-    assert _failure_reason(ValueError("one line")) == "ValueError: one line"
+    assert failure_reason(ValueError("one line")) == "ValueError: one line"
 
 
 def test_a_peer_that_cannot_be_installed_says_what_pip_said_and_what_to_run(
