@@ -282,6 +282,13 @@ _KEYWORD_HINTS = (
 )  # fmt: skip
 
 
+# Plugins whose patterns' one group is the token's prefix (`(ghp|gho|...)_...`): detect-secrets
+# reports what `findall` returns, that group, so their value is read as the whole match instead
+# (else a redaction would replace "ghp" and leave the token; a `glcbt-` token without its
+# optional group would be reported as nothing).
+_PREFIX_GROUP_PLUGINS = (GitHubTokenDetector, GitLabTokenDetector)
+
+
 @dataclass(frozen=True, eq=False)
 class _Plugin:
     kind: str
@@ -338,6 +345,14 @@ def _kind(plugin: BasePlugin) -> str:
     return re.sub(r"[^a-z0-9]+", "_", str(plugin.secret_type).lower()).strip("_")
 
 
+# Every prefix the GitLab plugin's patterns know (detect-secrets 1.5): personal, deploy, feed,
+# service-account, runner, pipeline-trigger, CI-build, incoming-mail, agent and OAuth-app tokens,
+# and the runner registration token's `GR1348941`
+_GITLAB_PREFIXES = (
+    "glpat-", "gldt-", "glft-", "glsoat-", "glrt-", "glptt-", "glcbt-", "glimt-", "glagent-", "gloas-", "gr1348941",
+)  # fmt: skip
+
+
 def _plugins(base64_limit: float, hex_limit: float) -> tuple[_Plugin, ...]:
     return (
         _Plugin("aws_access_key", AWSKeyDetector(), ("akia", "asia", "a3t", "abia", "acca", "aws")),
@@ -347,7 +362,7 @@ def _plugins(base64_limit: float, hex_limit: float) -> tuple[_Plugin, ...]:
         _Plugin("cloudant", CloudantDetector(), ("cloudant",)),
         _Plugin("discord_token", DiscordBotTokenDetector(), (), _discord_gate),
         _Plugin("github_token", GitHubTokenDetector(), ("ghp_", "gho_", "ghu_", "ghs_", "ghr_")),
-        _Plugin("gitlab_token", GitLabTokenDetector(), ("glpat-", "gldt-", "glrt-", "glptt-", "gr1348941")),
+        _Plugin("gitlab_token", GitLabTokenDetector(), _GITLAB_PREFIXES),
         _Plugin("ibm_cloud_iam", IbmCloudIamDetector(), ("ibm",)),
         _Plugin("ibm_cos_hmac", IbmCosHmacDetector(), ("ibm", "cos_hmac")),
         _Plugin("jwt", JwtTokenDetector(), ("eyj",)),
@@ -472,15 +487,19 @@ class SecretScanner:
         for p in sorted(plugins, key=self._rank.__getitem__):
             if p.gate is not None and not p.gate(line, lowered):
                 continue
+            searched_from: dict[str, int] = {}  # (a value reported twice: its second occurrence)
             for value in self._values(p, line):
-                at = line.find(value)
+                at = line.find(value, searched_from.get(value, 0))
                 if at >= 0:
+                    searched_from[value] = at + len(value)
                     out.append((p.kind, at, at + len(value)))
         return out
 
     def _values(self, p: _Plugin, line: str) -> Iterable[str]:
         if isinstance(p.plugin, KeywordDetector):
             values: Iterable[str] = p.plugin.analyze_string(line, CONFIG_DENYLIST_REGEX_TO_GROUP)
+        elif isinstance(p.plugin, _PREFIX_GROUP_PLUGINS):
+            values = (m[0] for pattern in p.plugin.denylist for m in pattern.finditer(line))
         else:
             values = p.plugin.analyze_string(line)
         for value in values:

@@ -104,8 +104,12 @@ userinfo and host (`postgres://app:pw@db.example.com`, `https://<token>@github.c
 email address: 70 texts per screener changed, each losing only its `pii:email` finding; 6
 verdicts under "all" (every check blocking), none under "default": the upper-case,
 title-case and mixed-case transforms of the catalogue's `git clone https://ghp_…@github.com`
-line, whose broken token no plugin reads, were blocked only as an "email". Regenerate it
-only for an intended detection change:
+line, whose broken token no plugin reads, were blocked only as an "email". Regenerated
+(2026-12-07, thirty-fourth session) for plugin tokens found whole (`test_plugin_token_spans.py`):
+GitHub and GitLab tokens' findings spanned only their prefix ("ghp", "glpat"), so a redaction
+left the token, and npm's plugin reported one value twice, found twice at one span: 165 outcomes
+(text, stage) changed span only, 65 lost that second `npm_token` finding; no verdict changed.
+Regenerate it only for an intended detection change:
 `python tests/unit/guard/test_findings_unchanged.py > tests/unit/guard/data/findings_golden.json`.
 """
 

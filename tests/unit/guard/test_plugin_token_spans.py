@@ -1,0 +1,55 @@
+"""A token a detect-secrets plugin finds is found whole, so that a redaction removes all of it.
+
+detect-secrets reports what its patterns' `findall` returns: for the GitHub and GitLab plugins,
+whose one group is the token's prefix (`(ghp|gho|...)_...`), that was "ghp" or "glpat", and a
+redacting policy then printed `[REDACTED:github_token]_R4nd0m...`, the token itself. Every
+prefix the GitLab plugin's patterns know is a pre-scan hint too (six were none, so those tokens
+never reached the plugin), and a value a plugin reports twice in a line is found twice.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from inferpool.guard import Screener, Stage
+from inferpool.guard.credentials import SecretScanner
+from inferpool.guard.policy import Action, CheckConfig, GuardConfig
+
+SCANNER = SecretScanner()
+REDACTING = Screener(GuardConfig("redact", (CheckConfig("secrets", Action.REDACT),)))
+
+BODY = "R4nd0mT0k3nV4lu3AbcdefghijKLMNOP0123456789qrstUVWXyz_-0123456789abcdefghij"
+
+TOKENS = [
+    *(("github_token", f"{prefix}_{BODY[:36]}") for prefix in ("ghp", "gho", "ghu", "ghs", "ghr")),
+    *(("gitlab_token", f"{prefix}-{BODY[:26]}") for prefix in ("glpat", "gldt", "glft", "glsoat", "glrt")),
+    ("gitlab_token", f"GR1348941{BODY[:24]}"),
+    ("gitlab_token", f"glcbt-{BODY[:24]}"),
+    ("gitlab_token", f"glcbt-64_{BODY[:24]}"),
+    ("gitlab_token", f"glimt-{BODY[:25]}"),
+    ("gitlab_token", f"glptt-{BODY[:40]}"),
+    ("gitlab_token", f"glagent-{BODY[:50]}"),
+    ("gitlab_token", f"gloas-{BODY[:64]}"),
+]
+
+
+@pytest.mark.parametrize(("kind", "token"), TOKENS, ids=[t[:9] for _k, t in TOKENS])
+@pytest.mark.parametrize(
+    "template",
+    ["my token is {} , keep it safe", "git clone https://{}@example.com/acme/infra.git", "{}"],
+)
+def test_the_finding_spans_the_whole_token(kind: str, token: str, template: str) -> None:
+    text = template.format(token)
+    found = [(f.kind, text[f.start : f.end]) for f in SCANNER.find(text)]
+    assert (kind, token) in found, found
+    verdict = REDACTING.screen(text, Stage.PROMPT)
+    assert verdict.text is not None and token[8:] not in verdict.text  # nothing of it is left
+
+
+def test_a_value_reported_twice_in_a_line_is_found_at_both_places() -> None:
+    key = "AKIAZ7Q2L4M9P3R8T6VW"
+    text = f"export AWS_ACCESS_KEY_ID={key}; echo {key}"
+    spans = sorted((f.start, f.end) for f in SCANNER.find(text) if f.kind == "aws_access_key")
+    assert spans == [(text.index(key), text.index(key) + 20), (text.rindex(key), len(text))]
+    verdict = REDACTING.screen(text, Stage.PROMPT)
+    assert verdict.text is not None and key not in verdict.text
