@@ -287,6 +287,11 @@ _KEYWORD_HINTS = (
 # (else a redaction would replace "ghp" and leave the token; a `glcbt-` token without its
 # optional group would be reported as nothing).
 _PREFIX_GROUP_PLUGINS = (GitHubTokenDetector, GitLabTokenDetector)
+# The JWT plugin's pattern ends in a lazy `[...]*?`, so its matches stop before the signature:
+# the token is read on over the signature's characters. Artifactory's matches start and end with
+# the whitespace, `=`, `:` or quote around the token, which are no part of it.
+_JWT_SIGNATURE = re.compile(r"[A-Za-z0-9_\-.+/=]*")
+_ARTIFACTORY_DELIMITERS = ' \t\r\n"=:'
 
 
 @dataclass(frozen=True, eq=False)
@@ -491,8 +496,11 @@ class SecretScanner:
             for value in self._values(p, line):
                 at = line.find(value, searched_from.get(value, 0))
                 if at >= 0:
-                    searched_from[value] = at + len(value)
-                    out.append((p.kind, at, at + len(value)))
+                    end = at + len(value)
+                    if isinstance(p.plugin, JwtTokenDetector):  # (its pattern's lazy end: below)
+                        end = _JWT_SIGNATURE.match(line, end).end()  # type: ignore[union-attr]
+                    searched_from[value] = end
+                    out.append((p.kind, at, end))
         return out
 
     def _values(self, p: _Plugin, line: str) -> Iterable[str]:
@@ -500,6 +508,8 @@ class SecretScanner:
             values: Iterable[str] = p.plugin.analyze_string(line, CONFIG_DENYLIST_REGEX_TO_GROUP)
         elif isinstance(p.plugin, _PREFIX_GROUP_PLUGINS):
             values = (m[0] for pattern in p.plugin.denylist for m in pattern.finditer(line))
+        elif isinstance(p.plugin, ArtifactoryDetector):  # (its matches hold the delimiters around)
+            values = (v.strip(_ARTIFACTORY_DELIMITERS) for v in p.plugin.analyze_string(line))
         else:
             values = p.plugin.analyze_string(line)
         for value in values:

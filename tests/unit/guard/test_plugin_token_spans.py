@@ -4,7 +4,9 @@ detect-secrets reports what its patterns' `findall` returns: for the GitHub and 
 whose one group is the token's prefix (`(ghp|gho|...)_...`), that was "ghp" or "glpat", and a
 redacting policy then printed `[REDACTED:github_token]_R4nd0m...`, the token itself. Every
 prefix the GitLab plugin's patterns know is a pre-scan hint too (six were none, so those tokens
-never reached the plugin), and a value a plugin reports twice in a line is found twice.
+never reached the plugin), and a value a plugin reports twice in a line is found twice. The JWT
+plugin's pattern ends lazily (its matches stopped before the signature) and Artifactory's holds
+the delimiters around the token.
 """
 
 from __future__ import annotations
@@ -53,3 +55,28 @@ def test_a_value_reported_twice_in_a_line_is_found_at_both_places() -> None:
     assert spans == [(text.index(key), text.index(key) + 20), (text.rindex(key), len(text))]
     verdict = REDACTING.screen(text, Stage.PROMPT)
     assert verdict.text is not None and key not in verdict.text
+
+
+JWT = (
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIn0"
+    ".dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
+)
+ARTIFACTORY = "AKCp8jQ8Xa9bY7cZ6dE5fG4hJ3kL2mN1pQ0rS9tU8vW7xY6zA5bC4dE3fG2hJ1kL0mN9pQ8rS7tU6"
+
+
+@pytest.mark.parametrize(
+    ("kind", "text", "token"),
+    [
+        ("jwt", f"session cookie {JWT} expired", JWT),
+        ("jwt", f'{{"id_token": "{JWT}"}}', JWT),
+        ("artifactory", f"artifactory token={ARTIFACTORY} in CI", ARTIFACTORY),
+        ("artifactory", f'ARTIFACTORY_API_KEY: "{ARTIFACTORY}"', ARTIFACTORY),
+    ],
+)
+def test_a_jwt_is_found_with_its_signature_and_a_token_without_the_delimiters_around(
+    kind: str, text: str, token: str
+) -> None:
+    found = [(f.kind, text[f.start : f.end]) for f in SCANNER.find(text)]
+    assert (kind, token) in found, found
+    verdict = REDACTING.screen(text, Stage.PROMPT)
+    assert verdict.text == text.replace(token, f"[REDACTED:{kind}]")

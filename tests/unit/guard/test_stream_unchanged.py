@@ -61,6 +61,10 @@ a URL's userinfo and host being no email address: 17 streams changed, 16 still b
 reason without `pii:email`; one under "small_window" (secrets redacted, PII blocked) no longer
 blocked: its `git clone https://ghp_…@github.com` line was blocked as an "email", and its token,
 a secret to redact, reaches the client as documented for a stream without hold-back.
+And (2026-12-07, thirty-fourth session) for plugin tokens found whole: the GitHub and GitLab
+tokens' spans moved no stream; a JWT found with its signature changed one under "small_window"
+(secrets redacted), whose closing Responses events redacted the token but printed its
+signature (now redacted with it, and the word the corpus glued to it).
 Regenerate the digests only for such a change:
 `PYTHONPATH=src python tests/unit/guard/test_stream_unchanged.py > tests/unit/guard/data/stream_golden.json`.
 """
