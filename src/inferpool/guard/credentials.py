@@ -471,7 +471,13 @@ class SecretScanner:
             else:
                 in_line = self._line_findings(line, plugins, lowered[start:end] if exact else None)
                 done[line] = (plugins, in_line)
-            found += [Finding("secrets", kind, start + a, start + b) for kind, a, b in in_line]
+            for kind, a, b in in_line:
+                a, b = (
+                    (start + a, start + b)
+                    if kind != "private_key"
+                    else _key_block(text, start + a, start + b)
+                )
+                found.append(Finding("secrets", kind, a, b))
         if rules and not _VALUE_RULES.isdisjoint(rules):
             # (in the pre-scan's order, so that a value two rules read gets the first's kind; a
             # token a plugin knows by its format, a JWT, a GitHub token, is found as that)
@@ -525,6 +531,37 @@ class SecretScanner:
             if isinstance(p.plugin, BasicAuthDetector) and _is_example_value(value):
                 continue  # postgresql://postgres:password@localhost/db, as the docs write it
             yield value
+
+
+# How far a private key's block may reach (an 8192-bit RSA key in PEM is ≈6.5 KB, PGP blocks more)
+_KEY_BLOCK_CHARS = 65_536
+# A cut-off paste's key body: the lines after the BEGIN line that are base64 (16 characters or
+# more: a word is no key line) or a PEM header (`Proc-Type: 4,ENCRYPTED`), newlines written or
+# escaped (`\n` in JSON), blank lines between them
+_KEY_BODY = re.compile(
+    r"(?:-----)?(?:(?:\r?\n|\\r?\\n)[ \t]*(?:[A-Za-z0-9+/=]{16,}|[A-Z][A-Za-z0-9-]*: [^\r\n\\]*)?(?=\r?\n|\\r?\\n|$))*"
+)
+
+_LINE_REST = re.compile(r"[^\r\n\\]*")  # (to a newline, written or escaped)
+
+
+def _key_block(text: str, start: int, end: int) -> tuple[int, int]:
+    """The span of the private key whose first line's label (`BEGIN RSA PRIVATE KEY`, PuTTY's
+    `PuTTY-User-Key-File-2`) is `text[start:end]`, which is all detect-secrets' plugin finds: the
+    key is the block it opens, through its END line (PuTTY: its Private-MAC line), or for a
+    paste cut off before one, through the base64 and header lines that follow."""
+    label = text[start:end]
+    if label.startswith("BEGIN "):
+        start -= 5 if text.startswith("-----", start - 5) else 0
+        closing = f"-----END {label[6:]}-----"
+    else:
+        closing = "Private-MAC:"
+    at = text.find(closing, end, end + _KEY_BLOCK_CHARS)
+    if at < 0:
+        return start, _KEY_BODY.match(text, end).end()  # type: ignore[union-attr]  # (matches empty)
+    if closing != "Private-MAC:":
+        return start, at + len(closing)
+    return start, _LINE_REST.match(text, at).end()  # type: ignore[union-attr]  # (matches empty)
 
 
 def _extra_findings(

@@ -110,7 +110,9 @@ GitHub and GitLab tokens' findings spanned only their prefix ("ghp", "glpat"), s
 left the token, and npm's plugin reported one value twice, found twice at one span: 165 outcomes
 (text, stage) changed span only, 65 lost that second `npm_token` finding; no verdict changed.
 Then for a JWT found with its signature and an Artifactory token without the delimiters
-around it: 95 outcomes changed span only, no verdict.
+around it: 95 outcomes changed span only, no verdict. Then for a private key found as the
+block its BEGIN line opens (the plugin finds the label only): 160 outcomes changed span only,
+no verdict.
 Regenerate it only for an intended detection change:
 `python tests/unit/guard/test_findings_unchanged.py > tests/unit/guard/data/findings_golden.json`.
 """

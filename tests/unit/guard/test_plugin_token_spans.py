@@ -1,4 +1,4 @@
-"""A token a detect-secrets plugin finds is found whole, so that a redaction removes all of it.
+"""A secret a detect-secrets plugin finds is found whole, so that a redaction removes all of it.
 
 detect-secrets reports what its patterns' `findall` returns: for the GitHub and GitLab plugins,
 whose one group is the token's prefix (`(ghp|gho|...)_...`), that was "ghp" or "glpat", and a
@@ -6,7 +6,8 @@ redacting policy then printed `[REDACTED:github_token]_R4nd0m...`, the token its
 prefix the GitLab plugin's patterns know is a pre-scan hint too (six were none, so those tokens
 never reached the plugin), and a value a plugin reports twice in a line is found twice. The JWT
 plugin's pattern ends lazily (its matches stopped before the signature) and Artifactory's holds
-the delimiters around the token.
+the delimiters around the token. The private-key plugin finds a key's BEGIN line's label only;
+the key is the block it opens.
 """
 
 from __future__ import annotations
@@ -80,3 +81,36 @@ def test_a_jwt_is_found_with_its_signature_and_a_token_without_the_delimiters_ar
     assert (kind, token) in found, found
     verdict = REDACTING.screen(text, Stage.PROMPT)
     assert verdict.text == text.replace(token, f"[REDACTED:{kind}]")
+
+
+LINE_A = "MIIEowIBAAKCAQEA1c7+9z5Pad7OejecsQ0bu3aozN3tihPmljnnudb9G3HECdnH"
+LINE_B = "lWu2/a1gB9JW5TBQ+AVpum9Okx7KfqkfBKL9mcHgSVYFnMnD+cMWnBXLQ4M8kzfO"
+PEM = f"-----BEGIN RSA PRIVATE KEY-----\n{LINE_A}\n{LINE_B}\n-----END RSA PRIVATE KEY-----"
+ENCRYPTED_PEM = (
+    "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\n"
+    f"DEK-Info: AES-128-CBC,3F17F5316E2BAC89B5E1F4D7A5A3C1E2\n\n{LINE_A}\n{LINE_B}\n-----END RSA PRIVATE KEY-----"
+)
+PUTTY = (
+    f"PuTTY-User-Key-File-2: ssh-rsa\nEncryption: none\nComment: rsa-key\nPublic-Lines: 1\n{LINE_A}\n"
+    f"Private-Lines: 2\n{LINE_A}\n{LINE_B}\nPrivate-MAC: 4f2c0b1e5d7a9c3b8e6f1a2d4c5b7e9f0a1b2c3d"
+)
+CUT_OFF = f"-----BEGIN OPENSSH PRIVATE KEY-----\n{LINE_A}\n{LINE_B}"
+ESCAPED = PEM.replace("\n", "\\n")  # in a JSON string (a service account's key file)
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        (f"here is my key:\n{PEM}\nthanks", PEM),
+        (ENCRYPTED_PEM, ENCRYPTED_PEM),
+        (f"{PUTTY}\nis this format right?", PUTTY),
+        (f"cut off:\n{CUT_OFF}\nthanks, what now?", CUT_OFF),
+        (f'{{"private_key": "{ESCAPED}\\n", "client_email": "x@example.iam"}}', ESCAPED),
+    ],
+    ids=["pem", "encrypted-pem", "putty", "cut-off", "json-escaped"],
+)
+def test_a_private_key_is_the_block_its_begin_line_opens(text: str, key: str) -> None:
+    (finding,) = [f for f in SCANNER.find(text) if f.kind == "private_key"]
+    assert text[finding.start : finding.end] == key
+    verdict = REDACTING.screen(text, Stage.PROMPT)
+    assert verdict.text is not None and LINE_B not in verdict.text

@@ -390,3 +390,16 @@ def test_release_redaction_reads_as_far_back_as_an_id_keyword_may_stand() -> Non
     from inferpool.guard import openai, pii
 
     assert openai.REDACT_CONTEXT_CHARS >= pii.CONTEXT_CHARS
+
+
+async def test_a_private_key_streamed_is_redacted_whole_with_hold_back() -> None:
+    """The key plugin finds the BEGIN line's label; the block it opens is the secret, so the
+    body lines arriving after the label are redacted with it (before, they streamed out)."""
+    body = (
+        "MIIEowIBAAKCAQEA1c7+9z5Pad7OejecsQ0bu3aozN3tihPmljnnudb9G3HECdnH\n"
+        "lWu2/a1gB9JW5TBQ+AVpum9Okx7KfqkfBKL9mcHgSVYFnMnD+cMWnBXLQ4M8kzfO"
+    )
+    text = f"Sure:\n-----BEGIN RSA PRIVATE KEY-----\n{body}\n-----END RSA PRIVATE KEY-----\nKeep it safe."
+    redacting = (CheckConfig("secrets", Action.REDACT),)
+    sent, reason = await run(StreamScreener(screener(redacting, 256), "m"), [chat(p) for p in pieces(text, 7)])
+    assert reason is None and sent_text(sent) == "Sure:\n[REDACTED:private_key]\nKeep it safe."

@@ -64,7 +64,10 @@ a secret to redact, reaches the client as documented for a stream without hold-b
 And (2026-12-07, thirty-fourth session) for plugin tokens found whole: the GitHub and GitLab
 tokens' spans moved no stream; a JWT found with its signature changed one under "small_window"
 (secrets redacted), whose closing Responses events redacted the token but printed its
-signature (now redacted with it, and the word the corpus glued to it).
+signature (now redacted with it, and the word the corpus glued to it). Then for a private key
+found as its whole block: one stream under "small_window" changed, the dashes around the BEGIN
+label now redacted with it; its key body, which arrives in pieces no finding covers yet,
+reaches the client as before (without hold-back: `test_stream_hold_back.py` redacts it whole).
 Regenerate the digests only for such a change:
 `PYTHONPATH=src python tests/unit/guard/test_stream_unchanged.py > tests/unit/guard/data/stream_golden.json`.
 """
