@@ -401,5 +401,7 @@ async def test_a_private_key_streamed_is_redacted_whole_with_hold_back() -> None
     )
     text = f"Sure:\n-----BEGIN RSA PRIVATE KEY-----\n{body}\n-----END RSA PRIVATE KEY-----\nKeep it safe."
     redacting = (CheckConfig("secrets", Action.REDACT),)
-    sent, reason = await run(StreamScreener(screener(redacting, 256), "m"), [chat(p) for p in pieces(text, 7)])
+    sent, reason = await run(
+        StreamScreener(screener(redacting, 256), "m"), [chat(p) for p in pieces(text, 7)]
+    )
     assert reason is None and sent_text(sent) == "Sure:\n[REDACTED:private_key]\nKeep it safe."
