@@ -243,6 +243,16 @@ EXTRA_PATTERNS: dict[str, re.Pattern[str]] = {
         r"https://(?:[A-Za-z0-9-]+\.webhook\.office\.com/webhookb2|outlook\.office(?:365)?\.com/webhook)"
         r"/[0-9a-fA-F-]{8,}@[0-9a-fA-F-]{8,}/IncomingWebhook/[0-9a-fA-F]{32}/[0-9a-fA-F-]{8,}"
     ),
+    # A token as a URL's user name (2026-12-07, a held-out set of them): `git clone
+    # https://<token>@github.com/...` as GitHub's docs write it, Azure DevOps' and Bitbucket's
+    # clone URLs, private package indexes; with no password, an empty one or GitHub's dummy
+    # `x-oauth-basic`. A user name of 20 letters and digits or more, which letters and digits
+    # alternate in at least three times: a person's or a bot's name is words and a number
+    # (`jonathanrichardson1985`, `build-bot-2024`), a random token mixes them throughout.
+    "url_user_token": re.compile(
+        r"://(?P<token>(?=(?:[A-Za-z0-9]*?(?:[A-Za-z][0-9]|[0-9][A-Za-z])){3})[A-Za-z0-9]{20,})"
+        r"(?::(?:x-oauth-basic|x-oauth-token|x)?)?@(?=[A-Za-z0-9\[])"
+    ),
     # detect-secrets has a Telegram plugin, but its pattern is anchored to a whole line.
     "telegram_bot_token": re.compile(r"(?<!\d)\d{8,10}:AA[0-9A-Za-z_-]{33}\b"),
     # A password given on a command line, as pasted shell history shows it: the MySQL/MariaDB
@@ -266,6 +276,7 @@ EXTRA_HINTS = {
     "discord_webhook": ("/api/webhooks/",),
     "teams_webhook": ("webhook.office.com", "office.com/webhook", "office365.com/webhook"),
     "command_line_password": ("mysql", "mariadb", "sshpass"),
+    "url_user_token": ("://",),
 }
 # The hints of TOOL_PASSWORDS that name a flag, not the tool (not where a match starts)
 _FLAG_HINTS = frozenset({"--password", "pass:", "storepass", "keypass"})
@@ -537,11 +548,12 @@ class SecretScanner:
 _KEY_BLOCK_CHARS = 65_536
 # A cut-off paste's key body: the lines after the BEGIN line that are base64 (16 characters or
 # more: a word is no key line) or a PEM header (`Proc-Type: 4,ENCRYPTED`), newlines written or
-# escaped (`\n` in JSON), blank lines between them
+# escaped (`\n` in JSON), one blank line allowed before each
+_NEWLINE = r"(?:\r?\n|\\r?\\n)"
 _KEY_BODY = re.compile(
-    r"(?:-----)?(?:(?:\r?\n|\\r?\\n)[ \t]*(?:[A-Za-z0-9+/=]{16,}|[A-Z][A-Za-z0-9-]*: [^\r\n\\]*)?(?=\r?\n|\\r?\\n|$))*"
+    rf"(?:-----)?(?:{_NEWLINE}(?:[ \t]*{_NEWLINE})?[ \t]*"
+    rf"(?:[A-Za-z0-9+/=]{{16,}}|[A-Z][A-Za-z0-9-]*: [^\r\n\\]*)(?={_NEWLINE}|$))*"
 )
-
 _LINE_REST = re.compile(r"[^\r\n\\]*")  # (to a newline, written or escaped)
 
 
@@ -719,7 +731,8 @@ _PLACEHOLDER = re.compile(
 # accounts' own names, and the words themselves. `docker run -e POSTGRES_PASSWORD=example` in a streamed answer is no leak.
 _EXAMPLE_VALUES = frozenset(
     {"password", "passwd", "pass", "secret", "example", "changeme", "mysecretpassword", "my-secret-pw",
-     "foobared", "guest", "postgres", "admin", "root", "test", "changeit"}
+     "foobared", "guest", "postgres", "admin", "root", "test", "changeit",
+     "x-oauth-basic", "x-oauth-token"}  # (GitHub's dummy password beside a token user name)
 )  # fmt: skip
 
 

@@ -19,7 +19,13 @@ SCANNER = SecretScanner()
 
 
 def plugin_findings(text: str) -> list[tuple[str, int, int]]:
-    return sorted((f.kind, f.start, f.end) for f in SCANNER.find(text) if f.kind not in EXTRA_PATTERNS)
+    # (a private key's finding reaches over the block its BEGIN line opens, past the line:
+    # test_plugin_token_spans.py; here, where the plugin found its label counts)
+    return sorted(
+        (f.kind, f.start, f.end if f.kind != "private_key" else f.start)
+        for f in SCANNER.find(text)
+        if f.kind not in EXTRA_PATTERNS
+    )
 
 
 @cache
