@@ -222,8 +222,49 @@ _EXAMPLE_PAIRS = frozenset({"Aladdin:open sesame"})
 # docker's base64 `auth`)
 _DECODED_DEPTH = 2
 
+# Tokens of services detect-secrets has no plugin for, each written with a prefix of its own
+# (2026-12-07, a held-out set of them in prose; in `KEY=value` lines its keyword plugin finds
+# them already): kind -> (the prefix, the pre-scan's hint; the token's pattern). LLM providers
+# first, the keys a gateway's users paste most.
+PREFIXED_TOKENS: dict[str, tuple[tuple[str, ...], str]] = {
+    "openrouter_key": (("sk-or-v1-",), r"\bsk-or-v1-[0-9a-f]{64}\b"),
+    "groq_key": (("gsk_",), r"\bgsk_[A-Za-z0-9]{52}\b"),
+    "replicate_token": (("r8_",), r"\br8_[A-Za-z0-9]{37}\b"),
+    "perplexity_key": (("pplx-",), r"\bpplx-[A-Za-z0-9]{48}\b"),
+    "xai_key": (("xai-",), r"\bxai-[A-Za-z0-9]{80}\b"),
+    "langsmith_key": (("lsv2_pt_", "lsv2_sk_"), r"\blsv2_(?:pt|sk)_[0-9a-f]{32}_[0-9a-f]{10}\b"),
+    "vault_token": (("hvs.", "hvb."), r"\bhv[sb]\.[A-Za-z0-9_-]{90,}"),
+    "digitalocean_token": (("dop_v1_", "doo_v1_", "dor_v1_"), r"\bdo[por]_v1_[0-9a-f]{64}\b"),
+    "databricks_token": (("dapi",), r"\bdapi[0-9a-f]{32}(?:-\d)?\b"),
+    "shopify_token": (("shpat_", "shpca_", "shppa_", "shpss_"), r"\bshp(?:at|ca|pa|ss)_[0-9a-fA-F]{32}\b"),
+    "linear_key": (("lin_api_",), r"\blin_api_[A-Za-z0-9]{40}\b"),
+    "postman_key": (("pmak-",), r"\bPMAK-[0-9a-f]{24}-[0-9a-f]{34}\b"),
+    "doppler_token": (
+        ("dp.pt.", "dp.st.", "dp.ct.", "dp.sa.", "dp.scim.", "dp.audit."),
+        r"\bdp\.(?:pt|st|ct|sa|scim|audit)\.(?:[a-z0-9_-]{1,32}\.)?[A-Za-z0-9]{40,44}\b",
+    ),
+    "age_secret_key": (("age-secret-key-1",), r"\bAGE-SECRET-KEY-1[QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L]{58}\b"),
+    "tailscale_key": (
+        ("tskey-",),
+        r"\btskey-(?:auth|api|client|scim|webhook)-[A-Za-z0-9]{6,}-[A-Za-z0-9]{16,}\b",
+    ),
+    "grafana_token": (("glsa_",), r"\bglsa_[A-Za-z0-9]{32}_[0-9a-fA-F]{8}\b"),
+    "atlassian_token": (("atatt3",), r"\bATATT3[A-Za-z0-9_=-]{150,}"),
+    "notion_token": (("ntn_",), r"\bntn_[0-9]{11}[A-Za-z0-9]{35}\b"),
+    "figma_token": (("figd_",), r"\bfigd_[A-Za-z0-9_-]{40}(?![A-Za-z0-9_-])"),
+    "newrelic_key": (("nrak-",), r"\bNRAK-[A-Z0-9]{27}\b"),
+    "pulumi_token": (("pul-",), r"\bpul-[0-9a-f]{40}\b"),
+    "google_oauth_secret": (("gocspx-",), r"\bGOCSPX-[A-Za-z0-9_-]{28}(?![A-Za-z0-9_-])"),
+    "supabase_token": (("sbp_",), r"\bsbp_[0-9a-f]{40}\b"),
+    "planetscale_token": (
+        ("pscale_tkn_", "pscale_pw_", "pscale_oauth_"),
+        r"\bpscale_(?:tkn|pw|oauth)_[A-Za-z0-9_.-]{32,64}",
+    ),
+}
+
 # Keys of providers detect-secrets has no plugin for (checked against its 1.5 plugin list).
 EXTRA_PATTERNS: dict[str, re.Pattern[str]] = {
+    **{kind: re.compile(pattern) for kind, (_hints, pattern) in PREFIXED_TOKENS.items()},
     "google_api_key": re.compile(r"\bAIza[0-9A-Za-z_-]{35}\b"),
     "openai_key": re.compile(r"\bsk-(?:proj|svcacct|admin)-[A-Za-z0-9_-]{20,}"),
     "anthropic_key": re.compile(r"\bsk-ant-[A-Za-z0-9_-]{20,}"),
@@ -277,6 +318,7 @@ EXTRA_HINTS = {
     "teams_webhook": ("webhook.office.com", "office.com/webhook", "office365.com/webhook"),
     "command_line_password": ("mysql", "mariadb", "sshpass"),
     "url_user_token": ("://",),
+    **{kind: hints for kind, (hints, _pattern) in PREFIXED_TOKENS.items()},
 }
 # The hints of TOOL_PASSWORDS that name a flag, not the tool (not where a match starts)
 _FLAG_HINTS = frozenset({"--password", "pass:", "storepass", "keypass"})

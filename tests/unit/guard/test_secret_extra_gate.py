@@ -5,8 +5,9 @@ alone among the hints: a word left out of the gate would drop that pattern's fin
 from __future__ import annotations
 
 import pytest
+from test_prefixed_tokens import TOKENS  # pytest puts this folder on sys.path
 
-from inferpool.guard.credentials import EXTRA_HINT_WORDS, EXTRA_HINTS, SecretScanner
+from inferpool.guard.credentials import EXTRA_HINT_WORDS, EXTRA_HINTS, PREFIXED_TOKENS, SecretScanner
 
 SCANNER = SecretScanner()
 # One secret per extra pattern, in a line that holds every hint of that pattern.
@@ -25,6 +26,7 @@ EXAMPLES = {
     "github_fine_grained_token": "github_pat_ github_pat_" + "a1B2c3_" * 11,
     "command_line_password": "mysql mariadb sshpass: mysql -u root -phunter22",
     "url_user_token": "git clone https://" + "a1B2c3" * 5 + "@github.com/acme/api.git",
+    **{kind: " ".join(hints) + " " + TOKENS[kind] for kind, (hints, _pattern) in PREFIXED_TOKENS.items()},
 }
 
 
