@@ -289,10 +289,12 @@ EXTRA_PATTERNS: dict[str, re.Pattern[str]] = {
     # clone URLs, private package indexes; with no password, an empty one or GitHub's dummy
     # `x-oauth-basic`. A user name of 20 letters and digits or more, which letters and digits
     # alternate in at least three times: a person's or a bot's name is words and a number
-    # (`jonathanrichardson1985`, `build-bot-2024`), a random token mixes them throughout.
+    # (`jonathanrichardson1985`, `build-bot-2024`), a random token mixes them throughout. Not a
+    # Sentry DSN's public key (`https://<key>@o1.ingest.sentry.io/2`), which Sentry's docs put in
+    # browser code: no secret.
     "url_user_token": re.compile(
         r"://(?P<token>(?=(?:[A-Za-z0-9]*?(?:[A-Za-z][0-9]|[0-9][A-Za-z])){3})[A-Za-z0-9]{20,})"
-        r"(?::(?:x-oauth-basic|x-oauth-token|x)?)?@(?=[A-Za-z0-9\[])"
+        r"(?::(?:x-oauth-basic|x-oauth-token|x)?)?@(?=[A-Za-z0-9\[])(?!(?:[A-Za-z0-9-]+\.)*sentry\.io\b)"
     ),
     # detect-secrets has a Telegram plugin, but its pattern is anchored to a whole line.
     "telegram_bot_token": re.compile(r"(?<!\d)\d{8,10}:AA[0-9A-Za-z_-]{33}\b"),

@@ -57,9 +57,12 @@ def test_the_token_is_the_secret_not_the_dummy_password(password: str) -> None:
         "https://build-bot-2024-eu-west-1@dev.azure.com/acme/_git/infra",  # words and numbers
         "git clone https://YOUR_PERSONAL_ACCESS_TOKEN@github.com/org/repo.git",
         "https://release-automation-bot@github.com/acme/api.git",
+        # a Sentry DSN's key is public (Sentry's docs put it in browser code)
+        "Sentry.init({ dsn: 'https://5f2c9a1be04d4b7e8a6c3d21f0e9b7a4@o450123.ingest.sentry.io/5512345' })",
+        "SENTRY_DSN=https://5f2c9a1be04d4b7e8a6c3d21f0e9b7a4@o450123.ingest.us.sentry.io/5512345",
     ],
 )
-def test_a_long_user_name_made_of_words_is_no_token(text: str) -> None:
+def test_a_long_user_name_made_of_words_or_a_public_key_is_no_token(text: str) -> None:
     assert secrets_found(text) == []
 
 
