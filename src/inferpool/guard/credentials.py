@@ -224,8 +224,8 @@ _DECODED_DEPTH = 2
 
 # Tokens of services detect-secrets has no plugin for, each written with a prefix of its own
 # (2026-12-07, a held-out set of them in prose; in `KEY=value` lines its keyword plugin finds
-# them already): kind -> (the prefix, the pre-scan's hint; the token's pattern). LLM providers
-# first, the keys a gateway's users paste most.
+# them already): kind -> (its prefixes, which are the pre-scan's hints; the token's pattern).
+# LLM providers first, the keys a gateway's users paste most.
 PREFIXED_TOKENS: dict[str, tuple[tuple[str, ...], str]] = {
     "openrouter_key": (("sk-or-v1-",), r"\bsk-or-v1-[0-9a-f]{64}\b"),
     "groq_key": (("gsk_",), r"\bgsk_[A-Za-z0-9]{52}\b"),

@@ -25,3 +25,18 @@ def found_by_label(name: str, check: str, screener: Screener, after_system: bool
         )
         for label in ("harmful", "benign")
     }
+
+
+def values_covered(name: str, check: str, screener: Screener) -> tuple[int, int]:
+    """For a set whose harmful rows name their secret (`value`): how many of those a `check`
+    finding covers whole, and how many benign rows get any `check` finding."""
+    rows = [json.loads(line) for line in (HELD_OUT / f"{name}.jsonl").read_text().splitlines()]
+    covered = flagged = 0
+    for row in rows:
+        found = [f for f, _action in screener.screen(row["text"], Stage.PROMPT).findings if f.check == check]
+        if row["label"] == "harmful":
+            at = row["text"].index(row["value"])
+            covered += any(f.start <= at and at + len(row["value"]) <= f.end for f in found)
+        else:
+            flagged += bool(found)
+    return covered, flagged

@@ -14,12 +14,10 @@ one figure is no longer held out), a placeholder's prefix may have up to three p
 
 from __future__ import annotations
 
-import json
-
 import pytest
-from heldout import HELD_OUT  # pytest puts this folder on sys.path
+from heldout import values_covered  # pytest puts this folder on sys.path
 
-from inferpool.guard import Screener, Stage
+from inferpool.guard import Screener
 from inferpool.guard.credentials import PREFIXED_TOKENS, SecretScanner
 from inferpool.guard.policy import default_config
 
@@ -86,18 +84,7 @@ def test_a_prefix_alone_or_a_cut_token_is_no_secret(kind: str) -> None:
 
 
 def test_the_held_out_tokens_are_covered_and_the_prose_about_them_is_not_flagged() -> None:
-    rows = [json.loads(line) for line in (HELD_OUT / "provider-tokens.jsonl").read_text().splitlines()]
-    covered = flagged = 0
-    for row in rows:
-        found = [
-            f for f, _action in SCREENER.screen(row["text"], Stage.PROMPT).findings if f.check == "secrets"
-        ]
-        if row["label"] == "harmful":
-            at = row["text"].index(row["value"])
-            covered += any(f.start <= at and at + len(row["value"]) <= f.end for f in found)
-        else:
-            flagged += bool(found)
-    assert (covered, flagged) == (24, 0)
+    assert values_covered("provider-tokens", "secrets", SCREENER) == (24, 0)
 
 
 @pytest.mark.parametrize(

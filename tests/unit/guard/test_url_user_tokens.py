@@ -10,10 +10,8 @@ miss is a 26-character token with one digit, whose letters and digits alternate 
 
 from __future__ import annotations
 
-import json
-
 import pytest
-from heldout import HELD_OUT  # pytest puts this folder on sys.path
+from heldout import values_covered  # pytest puts this folder on sys.path
 
 from inferpool.guard import Screener, Stage
 from inferpool.guard.policy import default_config
@@ -31,17 +29,7 @@ def secrets_found(text: str) -> list[tuple[str, str]]:
 
 
 def test_the_held_out_tokens_are_covered_and_the_user_names_are_not_flagged() -> None:
-    rows = [json.loads(line) for line in (HELD_OUT / "url-user-tokens.jsonl").read_text().splitlines()]
-    covered = flagged = 0
-    for row in rows:
-        verdict = SCREENER.screen(row["text"], Stage.PROMPT)
-        found = [f for f, _action in verdict.findings if f.check == "secrets"]
-        if row["label"] == "harmful":
-            at = row["text"].index(row["value"])
-            covered += any(f.start <= at and at + len(row["value"]) <= f.end for f in found)
-        else:
-            flagged += bool(found)
-    assert (covered, flagged) == (19, 0)
+    assert values_covered("url-user-tokens", "secrets", SCREENER) == (19, 0)
 
 
 @pytest.mark.parametrize("password", ["", ":", ":x-oauth-basic", ":x-oauth-token", ":x"])
