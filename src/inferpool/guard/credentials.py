@@ -178,6 +178,59 @@ def _rule(pattern: str | re.Pattern[str], kind: str) -> _ValueRule:
 
 
 _KEY_HEADER_RULE = _rule(_KEY_HEADER_VALUE, "http_header_token")
+# The words that name a secret in a configuration key, and the hints their ends give before a
+# format's delimiter (`password>` of `<password>`, `secret"` of `key="ApiSecret"`, `pass'` of
+# `['smtp_pass']`)
+_CONFIG_SECRET_WORDS = ("password", "passwd", "passphrase", "pass", "secret", "pwd")
+
+
+def _secret_word_hints(delimiter: str) -> tuple[str, ...]:
+    return tuple(word + delimiter for word in _CONFIG_SECRET_WORDS)
+
+
+_SECRET_NAME = r"(?i:[\w.:-]*(?:password|passwd|passphrase|pass|secret|pwd)[\w.:-]*)"
+# A configuration value a key named so holds that is no secret: a validation rule (Laravel's
+# `'password' => 'required|min:8'`), a class (`App\Rules\Password`, `Foo::class`), a boolean, a
+# number or size (`PasswordMinLength` 12, `password.hash.iterations` 310000, `30d`); and a
+# secret holds a digit or a symbol (`'password' => 'hashed'`, a translation's `'password' =>
+# 'Passwort'` hold neither).
+_NOT_CONFIG_SECRET = re.compile(
+    r"\||\\|::|^(?i:true|false|null|none|yes|no|on|off)$|^[0-9][0-9.,_]*[A-Za-z]{0,2}$"
+)
+_DIGIT_OR_SYMBOL = re.compile(r"[0-9!#$%&*+=?@^~]")
+
+
+def _config_value_accepted(text: str, m: re.Match[str]) -> bool:
+    value = m["value"]
+    return (
+        _DIGIT_OR_SYMBOL.search(value) is not None
+        and _NOT_CONFIG_SECRET.search(value) is None
+        and _is_secret_value(value, True)
+    )
+
+
+# `<password>…</password>`, `<PrivateKeyPassword>…</…>`, Jenkins' `<secret>…</secret>`
+_XML_SECRET_ELEMENT = _ValueRule(
+    re.compile(rf"<(?P<tag>{_SECRET_NAME})>\s*(?P<value>[^<\s]{{4,}})\s*</(?P=tag)>"),
+    "config_secret",
+    _config_value_accepted,
+)
+# `<add key="ApiSecret" value="…"/>`, `<property name="…password">…</property>`,
+# `<entry key="db.password">…</entry>`, `<setting name="SmtpPassword" …><value>…</value>`
+_XML_NAMED_SECRET = _ValueRule(
+    re.compile(
+        rf"\b(?:name|key)=\"{_SECRET_NAME}\"(?:\s+value=\"|[^>]*>\s*(?:<value>\s*)?)"
+        r"(?P<value>[^\"<\s]{4,})(?=[\"<\s])"
+    ),
+    "config_secret",
+    _config_value_accepted,
+)
+# PHP arrays: `'password' => '…'`, `$config['smtp_pass'] = '…';`
+_PHP_SECRET_ITEM = _ValueRule(
+    re.compile(rf"['\"]{_SECRET_NAME}['\"]\s*(?:=>|\]\s*=)\s*['\"](?P<value>[^'\"\s]{{4,}})['\"]"),
+    "config_secret",
+    _config_value_accepted,
+)
 _TOKEN_NAME_RULE = _ValueRule(_AFTER_TOKEN, "token_assignment", _token_name_accepted, at_hint=True)
 VALUE_RULES: dict[str, _ValueRule] = {
     "bearer ": _rule(_BEARER, "http_header_token"),
@@ -214,6 +267,39 @@ VALUE_RULES: dict[str, _ValueRule] = {
         "url_password",
         _password_accepted,
         at_hint=True,
+    ),
+    # Passwords in configuration formats detect-secrets' keyword plugin does not parse
+    # (2026-12-07, a held-out set of them): Maven's settings.xml, Jenkins and .NET XML, WordPress's
+    # wp-config.php, PHP config arrays, SQL's IDENTIFIED BY, PowerShell. A quoted or element value
+    # of four characters or more without whitespace, not a template or placeholder.
+    **dict.fromkeys(_secret_word_hints(">"), _XML_SECRET_ELEMENT),
+    **dict.fromkeys(_secret_word_hints('"'), _XML_NAMED_SECRET),
+    **dict.fromkeys(_secret_word_hints("'"), _PHP_SECRET_ITEM),
+    "define(": _ValueRule(
+        re.compile(
+            r"\bdefine\(\s*['\"][A-Z0-9_]*(?:PASSWORD|PASS|SECRET|KEY|SALT|TOKEN)[A-Z0-9_]*['\"]\s*,\s*"
+            r"['\"](?P<value>[^'\"\s]{4,})['\"]"
+        ),
+        "config_secret",
+        _config_value_accepted,
+    ),
+    "identified by": _ValueRule(
+        re.compile(r"(?i:identified\s+by)\s+(?:(?i:password)\s+)?'(?P<value>[^'\s]{4,})'"),
+        "sql_password",
+        _password_accepted,
+    ),
+    "convertto-securestring": _ValueRule(
+        re.compile(r"(?i:ConvertTo-SecureString)\s+(?:-String\s+)?(['\"])(?P<value>[^'\"\s]{4,})\1"),
+        "powershell_secret",
+        _password_accepted,
+    ),
+    "-value": _ValueRule(
+        re.compile(
+            r"-Name\s+['\"]?[\w-]*(?i:password|passwd|secret|pwd|token)[\w-]*['\"]?\s+-Value\s+"
+            r"(['\"])(?P<value>[^'\"\s]{4,})\1"
+        ),
+        "powershell_secret",
+        _password_accepted,
     ),
 }
 # Values documentation prints as an encoded pair's: RFC 7617's (and RFC 2617's) Basic example.
@@ -662,8 +748,14 @@ def _is_secret_value(value: str, no_examples: bool) -> bool:
     return not (
         set(value) <= _MASK_CHARACTERS
         or is_templated_secret(value)
+        or _TEMPLATE.fullmatch(value) is not None
         or (no_examples and _is_example_value(value))
     )
+
+
+# Templates detect-secrets' filter does not know: `%VAR%` (Windows, .NET config transforms),
+# `$(VAR)` (MSBuild, Azure Pipelines, make), `#{var}` (Octopus Deploy, Ruby)
+_TEMPLATE = re.compile(r"%[\w.-]+%|\$\([\w.-]+\)|#\{[\w.-]+\}")
 
 
 def _tool_passwords(text: str, tool: str, offsets: Iterable[int]) -> list[Finding]:
