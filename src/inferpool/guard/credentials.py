@@ -302,6 +302,27 @@ VALUE_RULES: dict[str, _ValueRule] = {
         _password_accepted,
     ),
 }
+# A token as a URL's user name (2026-12-07, a held-out set of them): `git clone
+# https://<token>@github.com/...` as GitHub's docs write it, Azure DevOps' and Bitbucket's clone
+# URLs, private package indexes; with no password, an empty one or GitHub's dummy
+# `x-oauth-basic`. A user name of 20 letters and digits or more, which letters and digits
+# alternate in at least three times: a person's or a bot's name is words and a number
+# (`jonathanrichardson1985`, `build-bot-2024`), a random token mixes them throughout. Not a Sentry
+# DSN's public key (`https://<key>@o1.ingest.sentry.io/2`), which Sentry's docs put in browser
+# code: no secret. Read at the `://` hint, as the URL password is.
+_URL_USER_TOKEN = _ValueRule(
+    re.compile(
+        r"://(?P<value>(?=(?:[A-Za-z0-9]*?(?:[A-Za-z][0-9]|[0-9][A-Za-z])){3})[A-Za-z0-9]{20,})"
+        r"(?::(?:x-oauth-basic|x-oauth-token|x)?)?@(?=[A-Za-z0-9\[])(?!(?:[A-Za-z0-9-]+\.)*sentry\.io\b)"
+    ),
+    "url_user_token",
+    _password_accepted,
+    at_hint=True,
+)
+# Every rule read at a hint: VALUE_RULES' one, and where a hint has more, those after it
+_RULES_AT_HINT: dict[str, tuple[_ValueRule, ...]] = {
+    hint: (rule, _URL_USER_TOKEN) if hint == "://" else (rule,) for hint, rule in VALUE_RULES.items()
+}
 # Values documentation prints as an encoded pair's: RFC 7617's (and RFC 2617's) Basic example.
 _EXAMPLE_PAIRS = frozenset({"Aladdin:open sesame"})
 # At most this many encodings deep (a Kubernetes pull secret is base64 of JSON that holds
@@ -387,18 +408,6 @@ EXTRA_PATTERNS: dict[str, re.Pattern[str]] = {
         r"https://(?:[A-Za-z0-9-]+\.webhook\.office\.com/webhookb2|outlook\.office(?:365)?\.com/webhook)"
         r"/[0-9a-fA-F-]{8,}@[0-9a-fA-F-]{8,}/IncomingWebhook/[0-9a-fA-F]{32}/[0-9a-fA-F-]{8,}"
     ),
-    # A token as a URL's user name (2026-12-07, a held-out set of them): `git clone
-    # https://<token>@github.com/...` as GitHub's docs write it, Azure DevOps' and Bitbucket's
-    # clone URLs, private package indexes; with no password, an empty one or GitHub's dummy
-    # `x-oauth-basic`. A user name of 20 letters and digits or more, which letters and digits
-    # alternate in at least three times: a person's or a bot's name is words and a number
-    # (`jonathanrichardson1985`, `build-bot-2024`), a random token mixes them throughout. Not a
-    # Sentry DSN's public key (`https://<key>@o1.ingest.sentry.io/2`), which Sentry's docs put in
-    # browser code: no secret.
-    "url_user_token": re.compile(
-        r"://(?P<token>(?=(?:[A-Za-z0-9]*?(?:[A-Za-z][0-9]|[0-9][A-Za-z])){3})[A-Za-z0-9]{20,})"
-        r"(?::(?:x-oauth-basic|x-oauth-token|x)?)?@(?=[A-Za-z0-9\[])(?!(?:[A-Za-z0-9-]+\.)*sentry\.io\b)"
-    ),
     # detect-secrets has a Telegram plugin, but its pattern is anchored to a whole line.
     "telegram_bot_token": re.compile(r"(?<!\d)\d{8,10}:AA[0-9A-Za-z_-]{33}\b"),
     # A password given on a command line, as pasted shell history shows it: the MySQL/MariaDB
@@ -422,7 +431,6 @@ EXTRA_HINTS = {
     "discord_webhook": ("/api/webhooks/",),
     "teams_webhook": ("webhook.office.com", "office.com/webhook", "office365.com/webhook"),
     "command_line_password": ("mysql", "mariadb", "sshpass"),
-    "url_user_token": ("://",),
     **{kind: hints for kind, (hints, _pattern) in PREFIXED_TOKENS.items()},
 }
 # The hints of TOOL_PASSWORDS that name a flag, not the tool (not where a match starts)
@@ -800,24 +808,22 @@ def _rule_values(text: str, hints: Mapping[str, Sequence[int]], known: Sequence[
     found: list[Finding] = []
     spans: set[tuple[int, int]] = set()
     for hint, offsets in hints.items():
-        rule = VALUE_RULES.get(hint)
-        if rule is None:
-            continue
-        if rule.at_hint:  # (within its line, as every rule here: guard/stream.py)
-            matches = []
-            for at in offsets:
-                end = text.find("\n", at)
-                if m := rule.pattern.match(text, at, len(text) if end < 0 else end):
-                    matches.append(m)
-        else:
-            matches = _line_matches(text, rule.pattern, offsets)
-        for m in matches:
-            span = m.span("value")
-            if span in spans or any(f.start < span[1] and span[0] < f.end for f in known):
-                continue
-            if rule.accept(text, m):
-                spans.add(span)
-                found.append(Finding("secrets", rule.kind, *span))
+        for rule in _RULES_AT_HINT.get(hint, ()):
+            if rule.at_hint:  # (within its line, as every rule here: guard/stream.py)
+                matches = []
+                for at in offsets:
+                    end = text.find("\n", at)
+                    if m := rule.pattern.match(text, at, len(text) if end < 0 else end):
+                        matches.append(m)
+            else:
+                matches = _line_matches(text, rule.pattern, offsets)
+            for m in matches:
+                span = m.span("value")
+                if span in spans or any(f.start < span[1] and span[0] < f.end for f in known):
+                    continue
+                if rule.accept(text, m):
+                    spans.add(span)
+                    found.append(Finding("secrets", rule.kind, *span))
     return found
 
 

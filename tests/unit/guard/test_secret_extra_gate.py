@@ -25,7 +25,6 @@ EXAMPLES = {
     "npm_token": "npm_ npm_" + "a1B2c3" * 6,
     "github_fine_grained_token": "github_pat_ github_pat_" + "a1B2c3_" * 11,
     "command_line_password": "mysql mariadb sshpass: mysql -u root -phunter22",
-    "url_user_token": "git clone https://" + "a1B2c3" * 5 + "@github.com/acme/api.git",
     **{kind: " ".join(hints) + " " + TOKENS[kind] for kind, (hints, _pattern) in PREFIXED_TOKENS.items()},
 }
 
