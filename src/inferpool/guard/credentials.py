@@ -293,6 +293,23 @@ VALUE_RULES: dict[str, _ValueRule] = {
         "powershell_secret",
         _password_accepted,
     ),
+    # A .netrc entry's password (curl -n, git, pip, Python's netrc): `machine HOST login USER
+    # password PASS` on one line, or `password PASS` on a line of its own
+    "password ": _ValueRule(
+        re.compile(r"(?m)(?:\blogin\s+\S+\s+|^[ \t]*)password\s+(?P<value>\S{4,})(?=\s|$)"),
+        "netrc_password",
+        _config_value_accepted,
+    ),
+    # A password piped into a registry login (`echo '…' | docker login -u … --password-stdin`)
+    "--password-stdin": _ValueRule(
+        re.compile(
+            r"(?:\becho(?:\s+-[neE]+)?|\bprintf\s+(?P<format_quote>['\"])%s(?P=format_quote)|\bcat\s+<<<)\s+"
+            r"(?P<quote>['\"]?)(?P<value>[^\s'\"|]{4,})(?P=quote)\s*\|\s*(?:sudo\s+)?[\w./-]*?"
+            r"\b(?:docker|podman|nerdctl|helm|oras|skopeo|buildah|crane|regctl)\b[^|\n]*?--password-stdin"
+        ),
+        "command_line_password",
+        _password_accepted,
+    ),
     "-value": _ValueRule(
         re.compile(
             r"-Name\s+['\"]?[\w-]*(?i:password|passwd|secret|pwd|token)[\w-]*['\"]?\s+-Value\s+"
@@ -757,6 +774,7 @@ def _is_secret_value(value: str, no_examples: bool) -> bool:
         set(value) <= _MASK_CHARACTERS
         or is_templated_secret(value)
         or _TEMPLATE.fullmatch(value) is not None
+        or is_prefixed_with_dollar_sign(value)  # (a shell variable or command: `$PW`, `$(pass …)`)
         or (no_examples and _is_example_value(value))
     )
 
@@ -891,7 +909,8 @@ _PLACEHOLDER = re.compile(
 _EXAMPLE_VALUES = frozenset(
     {"password", "passwd", "pass", "secret", "example", "changeme", "mysecretpassword", "my-secret-pw",
      "foobared", "guest", "postgres", "admin", "root", "test", "changeit",
-     "x-oauth-basic", "x-oauth-token"}  # (GitHub's dummy password beside a token user name)
+     "x-oauth-basic", "x-oauth-token",  # (GitHub's dummy password beside a token user name)
+     "anonymous", "anonymous@"}  # (anonymous FTP's password by convention)
 )  # fmt: skip
 
 
