@@ -188,7 +188,9 @@ def _secret_word_hints(delimiter: str) -> tuple[str, ...]:
     return tuple(word + delimiter for word in _CONFIG_SECRET_WORDS)
 
 
-_SECRET_NAME = r"(?i:[\w.:-]*(?:password|passwd|passphrase|pass|secret|pwd)[\w.:-]*)"
+# The rules below are matched where their hint is (the word that ends the key's name, the
+# format's delimiter after it); what must stand before the word is checked by their acceptance.
+_SECRET_WORD = r"(?i:password|passwd|passphrase|pass|secret|pwd)"
 # A configuration value a key named so holds that is no secret: a validation rule (Laravel's
 # `'password' => 'required|min:8'`), a class (`App\Rules\Password`, `Foo::class`), a boolean, a
 # number or size (`PasswordMinLength` 12, `password.hash.iterations` 310000, `30d`); and a
@@ -209,27 +211,57 @@ def _config_value_accepted(text: str, m: re.Match[str]) -> bool:
     )
 
 
-# `<password>…</password>`, `<PrivateKeyPassword>…</…>`, Jenkins' `<secret>…</secret>`
-_XML_SECRET_ELEMENT = _ValueRule(
-    re.compile(rf"<(?P<tag>{_SECRET_NAME})>\s*(?P<value>[^<\s]{{4,}})\s*</(?P=tag)>"),
-    "config_secret",
-    _config_value_accepted,
+def _after(before: re.Pattern[str]) -> Callable[[str, re.Match[str]], bool]:
+    """A configuration value's acceptance where `before` (ending in `$`) matches the text between
+    its line's start and the match."""
+
+    def accept(text: str, m: re.Match[str]) -> bool:
+        if not _config_value_accepted(text, m):  # (first: most prose after "password " is words)
+            return False
+        line_start = text.rfind("\n", 0, m.start()) + 1
+        return before.search(text, max(line_start - 1, 0), m.start()) is not None
+
+    return accept
+
+
+# `<password>…</password>`, `<PrivateKeyPassword>…</…>`, Jenkins' `<secret>…</secret>`: the
+# element's name closes it again (`_element_accepted`)
+_XML_SECRET_ELEMENT_VALUE = re.compile(
+    rf"{_SECRET_WORD}>\s*(?P<value>[^<\s]{{4,}})\s*</(?P<closing>[\w.:-]+)>"
 )
+
+
+def _element_accepted(text: str, m: re.Match[str]) -> bool:
+    opening = text.rfind("<", max(0, m.start() - 256), m.start())
+    name = text[opening + 1 : text.find(">", m.start())]
+    return opening >= 0 and name == m["closing"] and _config_value_accepted(text, m)
+
+
+_XML_SECRET_ELEMENT = _ValueRule(_XML_SECRET_ELEMENT_VALUE, "config_secret", _element_accepted, at_hint=True)
 # `<add key="ApiSecret" value="…"/>`, `<property name="…password">…</property>`,
 # `<entry key="db.password">…</entry>`, `<setting name="SmtpPassword" …><value>…</value>`
 _XML_NAMED_SECRET = _ValueRule(
     re.compile(
-        rf"\b(?:name|key)=\"{_SECRET_NAME}\"(?:\s+value=\"|[^>]*>\s*(?:<value>\s*)?)"
-        r"(?P<value>[^\"<\s]{4,})(?=[\"<\s])"
+        rf"{_SECRET_WORD}\"(?:\s+value=\"|[^>\n]*>\s*(?:<value>\s*)?)(?P<value>[^\"<\s]{{4,}})(?=[\"<\s])"
     ),
     "config_secret",
-    _config_value_accepted,
+    _after(re.compile(r"\b(?:name|key)=\"[\w.:-]*$")),
+    at_hint=True,
 )
 # PHP arrays: `'password' => '…'`, `$config['smtp_pass'] = '…';`
 _PHP_SECRET_ITEM = _ValueRule(
-    re.compile(rf"['\"]{_SECRET_NAME}['\"]\s*(?:=>|\]\s*=)\s*['\"](?P<value>[^'\"\s]{{4,}})['\"]"),
+    re.compile(rf"{_SECRET_WORD}['\"]\s*(?:=>|\]\s*=)\s*['\"](?P<value>[^'\"\s]{{4,}})['\"]"),
     "config_secret",
-    _config_value_accepted,
+    _after(re.compile(r"['\"][\w.:-]*$")),
+    at_hint=True,
+)
+# A .netrc entry's password (curl -n, git, pip, Python's netrc): `machine HOST login USER
+# password PASS` on one line, or `password PASS` on a line of its own
+_NETRC_PASSWORD = _ValueRule(
+    re.compile(r"(?i:password)[ \t]+(?P<value>\S{4,})(?=\s|$)"),
+    "netrc_password",
+    _after(re.compile(r"(?:^|\n)[ \t]*$|\blogin[ \t]+\S+[ \t]+$")),
+    at_hint=True,
 )
 _TOKEN_NAME_RULE = _ValueRule(_AFTER_TOKEN, "token_assignment", _token_name_accepted, at_hint=True)
 VALUE_RULES: dict[str, _ValueRule] = {
@@ -295,11 +327,7 @@ VALUE_RULES: dict[str, _ValueRule] = {
     ),
     # A .netrc entry's password (curl -n, git, pip, Python's netrc): `machine HOST login USER
     # password PASS` on one line, or `password PASS` on a line of its own
-    "password ": _ValueRule(
-        re.compile(r"(?m)(?:\blogin\s+\S+\s+|^[ \t]*)password\s+(?P<value>\S{4,})(?=\s|$)"),
-        "netrc_password",
-        _config_value_accepted,
-    ),
+    "password ": _NETRC_PASSWORD,
     # A password piped into a registry login (`echo '…' | docker login -u … --password-stdin`)
     "--password-stdin": _ValueRule(
         re.compile(
@@ -337,8 +365,12 @@ _URL_USER_TOKEN = _ValueRule(
     at_hint=True,
 )
 # Every rule read at a hint: VALUE_RULES' one, and where a hint has more, those after it
+_MORE_RULES_AT_HINT: dict[str, tuple[_ValueRule, ...]] = {
+    "://": (_URL_USER_TOKEN,),
+    **dict.fromkeys(_secret_word_hints('"'), (_PHP_SECRET_ITEM,)),  # (`"password" => "…"` too)
+}
 _RULES_AT_HINT: dict[str, tuple[_ValueRule, ...]] = {
-    hint: (rule, _URL_USER_TOKEN) if hint == "://" else (rule,) for hint, rule in VALUE_RULES.items()
+    hint: (rule, *_MORE_RULES_AT_HINT.get(hint, ())) for hint, rule in VALUE_RULES.items()
 }
 # Values documentation prints as an encoded pair's: RFC 7617's (and RFC 2617's) Basic example.
 _EXAMPLE_PAIRS = frozenset({"Aladdin:open sesame"})
