@@ -44,6 +44,8 @@ def test_the_held_out_passwords_are_covered_and_the_templates_are_not_flagged() 
         ('<setting name="SmtpPassword" serializeAs="String"><value>{}</value></setting>', "config_secret"),
         ("define( 'DB_PASSWORD', '{}' );", "config_secret"),
         ("'password' => '{}',", "config_secret"),
+        ('"password" => "{}",', "config_secret"),
+        ("<smtp_pass>{}</smtp_pass>", "config_secret"),
         ("$config['smtp_pass'] = '{}';", "config_secret"),
         ("CREATE USER 'app'@'%' IDENTIFIED BY '{}';", "sql_password"),
         ("$pw = ConvertTo-SecureString '{}' -AsPlainText -Force", "powershell_secret"),
