@@ -1,5 +1,5 @@
 """The held-out sets of tests/data/guard/heldout/: each written and committed before the change
-it measures. One count for every test that reports one."""
+it measures. One count for every test that reports one, and what a check finds in one text."""
 
 from __future__ import annotations
 
@@ -40,3 +40,12 @@ def values_covered(name: str, check: str, screener: Screener) -> tuple[int, int]
         else:
             flagged += bool(found)
     return covered, flagged
+
+
+def kinds_and_values(screener: Screener, text: str, check: str = "secrets") -> list[tuple[str, str]]:
+    """What a `check` finds in a prompt: (kind, the text it covers) per finding."""
+    return [
+        (f.kind, text[f.start : f.end])
+        for f, _action in screener.screen(text, Stage.PROMPT).findings
+        if f.check == check
+    ]

@@ -13,9 +13,9 @@ figures did not move.
 from __future__ import annotations
 
 import pytest
-from heldout import values_covered  # pytest puts this folder on sys.path
+from heldout import kinds_and_values, values_covered  # pytest puts this folder on sys.path
 
-from inferpool.guard import Screener, Stage
+from inferpool.guard import Screener
 from inferpool.guard.policy import default_config
 
 SCREENER = Screener(default_config())
@@ -23,11 +23,7 @@ PASSWORD = "Tz!P8LZI!AFxAS"
 
 
 def secrets_found(text: str) -> list[tuple[str, str]]:
-    return [
-        (f.kind, text[f.start : f.end])
-        for f, _action in SCREENER.screen(text, Stage.PROMPT).findings
-        if f.check == "secrets"
-    ]
+    return kinds_and_values(SCREENER, text)
 
 
 def test_the_held_out_passwords_are_covered_and_the_templates_are_not_flagged() -> None:
