@@ -114,7 +114,13 @@ class Supervisor:
 
     def __init__(self, config: EppConfig, log_level: str = "INFO", log_format: str = "console") -> None:
         # mkdtemp: mode 0700, so only this user reaches the workers' metrics sockets
-        self.sockets = Path(tempfile.mkdtemp(prefix="inferpool-epp-"))
+        try:
+            self.sockets = Path(tempfile.mkdtemp(prefix="inferpool-epp-"))
+        except OSError as err:
+            raise OSError(
+                f"--workers: no directory for the workers' metrics sockets ({err}); set TMPDIR to a "
+                "writable directory (in Kubernetes with a read-only root file system: an emptyDir volume)"
+            ) from err
         try:
             grpc_ports, self._held = hold_grpc_ports(config)
             self.configs = worker_configs(config, grpc_ports, self.sockets)

@@ -5,6 +5,7 @@ first serve their metrics on Unix sockets in a directory of their own."""
 from __future__ import annotations
 
 import stat
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -74,3 +75,9 @@ async def test_the_token_generated_for_the_workers_is_printed(tmp_path: Path) ->
     given, *_ = worker_configs(replace(EppConfig(), workers=2, metrics_token="mine"), (9002, 9003), tmp_path)
     assert not given.metrics_token_generated  # the operator's own token is never printed
     assert not any("token" in line for line in listening_lines(EppApp(given, Datastore())))
+
+
+def test_an_unwritable_temporary_directory_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", "/nonexistent/inferpool-test")
+    with pytest.raises(OSError, match="set TMPDIR to a writable directory"):
+        Supervisor(replace(EppConfig(), workers=2))
