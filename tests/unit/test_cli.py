@@ -159,3 +159,18 @@ def test_bad_input_is_one_clear_message(
     assert not isinstance(done.exception, Exception) or isinstance(done.exception, SystemExit), done.exception
     assert done.exit_code == status, done.output
     assert says in " ".join(done.output.replace("│", " ").split()), done.output
+
+
+def test_the_pickers_help_shows_every_flag_whole_at_80_columns() -> None:
+    """`inferpool epp --help` is plain text, as upstream's binary prints it: rich's table cut the
+    long upstream flag names (`--metrics-staleness-thresh…`) at 80 columns."""
+    shown = CliRunner().invoke(app, ["epp", "--help"], terminal_width=80, env={"COLUMNS": "80"})
+    assert shown.exit_code == 0, shown.output
+    for flag in (
+        "--metrics-staleness-threshold",
+        "--ha-enable-leader-election",
+        "--refresh-metrics-interval",
+    ):
+        assert flag in shown.output, flag
+    assert "…" not in shown.output
+    assert "\nUpstream EPP flags:\n" in shown.output  # the help panels stay, as sections
