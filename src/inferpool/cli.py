@@ -90,13 +90,15 @@ def _load(name: str) -> Callable[..., Any] | typer.Typer:
 @functools.cache
 def click_command(name: str) -> Command:
     """The command `name`, its module imported now."""
+    from inferpool.clihelp import PlainHelpCommand  # (with the command: root help loads none)
+
     target = _load(name)
     if isinstance(target, typer.Typer):
         command: Command = typer.main.get_group(target)
     else:
         single = typer.Typer(add_completion=False)
         # a command may parse its arguments its own way (epp: upstream's Go-style flags)
-        single.command(name, cls=getattr(target, "command_class", None))(target)
+        single.command(name, cls=getattr(target, "command_class", None) or PlainHelpCommand)(target)
         command = typer.main.get_command(single)
     command.name = name
     return command

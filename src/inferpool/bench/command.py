@@ -33,12 +33,15 @@ from inferpool.bench.workloads import (
     class_window_s,
     request_classes,
 )
+from inferpool.clihelp import PlainHelpCommand, PlainHelpGroup
 
 if TYPE_CHECKING:
     from inferpool.bench.compare import Contender, FleetSpec
 
 bench_app = typer.Typer(
-    help="Load tests, side-by-side comparisons, virtual-time scale runs.", no_args_is_help=True
+    help="Load tests, side-by-side comparisons, virtual-time scale runs.",
+    no_args_is_help=True,
+    cls=PlainHelpGroup,
 )
 
 
@@ -153,7 +156,7 @@ def each_rate_makes_a_request(rates: list[float], duration: float) -> None:
             )
 
 
-@bench_app.command("run")
+@bench_app.command("run", cls=PlainHelpCommand)
 def run_command(
     target: str = typer.Option(
         ..., "--target", help="Base URL of an OpenAI-compatible server or gateway.", callback=http_url
@@ -262,7 +265,7 @@ def _spec_meta(spec: TraceSpec) -> dict[str, object]:
     return asdict(spec)
 
 
-@bench_app.command("compare")
+@bench_app.command("compare", cls=PlainHelpCommand)
 def compare_command(
     fleet: int = typer.Option(6, "--fleet", min=1, help="Simulated replicas."),
     workload: str = typer.Option(
@@ -551,7 +554,7 @@ def contender_version(contender: Contender) -> str:
     return f"{ours}, envoy {envoy_version() or 'unknown'}" if contender.envoy else ours
 
 
-@bench_app.command("simulate")
+@bench_app.command("simulate", cls=PlainHelpCommand)
 def simulate_command(
     replicas: str = typer.Option(
         "10,100,1000", "--replicas", help="Fleet sizes (comma-separated).", callback=fleet_sizes
@@ -600,7 +603,7 @@ def simulate_command(
     typer.echo("\n".join(lines))
 
 
-@bench_app.command("overhead")
+@bench_app.command("overhead", cls=PlainHelpCommand)
 def overhead_command(
     contenders: str | None = typer.Option(
         None,

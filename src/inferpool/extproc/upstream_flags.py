@@ -11,15 +11,16 @@ The metric flags name Prometheus series the way upstream's do: `name` or `name{l
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import typer
-from typer.core import TyperCommand, TyperOption
+from typer.core import TyperOption
 
+from inferpool.clihelp import PlainHelpCommand
 from inferpool.scrape.engines import EngineMap, Series, engine_map
 
 if TYPE_CHECKING:  # typer vendors its own click; TyperCommand's methods take its types
-    from typer._click import Context, HelpFormatter
+    from typer._click import Context
 
 # strconv.ParseBool, which Go's flag package uses for booleans
 _GO_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
@@ -53,25 +54,9 @@ def go_style_args(args: list[str], long_names: set[str], booleans: dict[str, str
     return out
 
 
-class GoFlagsCommand(TyperCommand):
-    """A typer command that also takes its options as Go's flag package does (module docstring)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # Plain help, as upstream's Go binary prints it: rich's option table cut long flag names
-        # (`--metrics-staleness-thresh…`) and squeezed the help text at 80 columns.
-        self.rich_markup_mode = None
-
-    def format_options(self, ctx: Context, formatter: HelpFormatter) -> None:
-        """The options in their help panels' sections, each panel's name as its heading."""
-        panels: dict[str, list[tuple[str, str]]] = {}
-        for param in self.get_params(ctx):
-            record = param.get_help_record(ctx)
-            if record is not None:
-                panels.setdefault(getattr(param, "rich_help_panel", None) or "Options", []).append(record)
-        for panel, records in panels.items():
-            with formatter.section(panel):
-                formatter.write_dl(records)
+class GoFlagsCommand(PlainHelpCommand):
+    """A typer command that also takes its options as Go's flag package does (module docstring);
+    its help is plain text, as upstream's Go binary prints it (inferpool.clihelp)."""
 
     def parse_args(self, ctx: Context, args: list[str]) -> list[str]:
         long_names: set[str] = set()

@@ -6,14 +6,17 @@ from pathlib import Path
 
 import typer
 
+from inferpool.clihelp import PlainHelpCommand, PlainHelpGroup
 from inferpool.gateway.auth import ANY_MODEL, KeysFileError, add_key, read_keys_file
 
-keys_app = typer.Typer(help="Manage gateway API keys (stored as SHA-256 hashes).", no_args_is_help=True)
+keys_app = typer.Typer(
+    help="Manage gateway API keys (stored as SHA-256 hashes).", no_args_is_help=True, cls=PlainHelpGroup
+)
 
 KEYS_FILE_HELP = "The keys file (YAML); created with mode 0600 if missing."
 
 
-@keys_app.command("add")
+@keys_app.command("add", cls=PlainHelpCommand)
 def keys_add(
     name: str = typer.Argument(..., help="A name for the key (shown in logs and errors, never secret)."),
     keys_file: Path = typer.Option(Path("keys.yaml"), "--keys-file", "-k", help=KEYS_FILE_HELP),
@@ -41,7 +44,7 @@ def keys_add(
     )
 
 
-@keys_app.command("list")
+@keys_app.command("list", cls=PlainHelpCommand)
 def keys_list(
     keys_file: Path = typer.Option(Path("keys.yaml"), "--keys-file", "-k", help=KEYS_FILE_HELP),
 ) -> None:
