@@ -48,11 +48,13 @@ PIIType = Literal[
     "GbNINO",  # format and HMRC prefix rules only; needs a keyword near it
     "GbNHS",  # needs a keyword near it
     "EsDNI",  # needs a keyword near it
+    "EsNIE",  # the foreigner's identity number; needs a keyword near it
     "ItCodiceFiscale",
     "FrNIR",
     "DeTaxID",  # needs a keyword near it
     "NlBSN",  # needs a keyword near it
     "PlPESEL",  # needs a keyword near it
+    "InPAN",  # India's income-tax number (format only, in capitals); needs a keyword near it
 ]
 
 

@@ -39,11 +39,13 @@ _PII = {
     "GbNINO": "gb_nino",
     "GbNHS": "gb_nhs",
     "EsDNI": "es_dni",
+    "EsNIE": "es_nie",
     "ItCodiceFiscale": "it_codicefiscale",
     "FrNIR": "fr_nir",
     "DeTaxID": "de_idnr",
     "NlBSN": "nl_bsn",
     "PlPESEL": "pl_pesel",
+    "InPAN": "in_pan",
 }
 
 

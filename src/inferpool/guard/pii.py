@@ -23,10 +23,10 @@ from stdnum import iban, luhn
 from stdnum.br import cpf
 from stdnum.cn import ric
 from stdnum.de import idnr
-from stdnum.es import dni
+from stdnum.es import dni, nie
 from stdnum.fr import nir
 from stdnum.gb import nhs
-from stdnum.in_ import aadhaar
+from stdnum.in_ import aadhaar, pan
 from stdnum.it import codicefiscale
 from stdnum.nl import bsn, identiteitskaartnummer
 from stdnum.pl import pesel
@@ -203,6 +203,25 @@ ID_RULES: dict[str, IdRule] = {
             dni.is_valid,
             ("dni", "nif", "documento nacional"),
         ),
+        # Spain's foreigner's identity number (2026-12-07, a held-out set): X, Y or Z, seven
+        # digits, a check letter; a letter-digits-letter shape SKUs and bookings share, so only
+        # next to its name
+        IdRule(
+            "es_nie",
+            re.compile(r"(?<![\w-])[XYZxyz]-?\d{7}-?[A-Za-z](?![\w-])"),
+            nie.is_valid,
+            ("nie", "n.i.e.", "identidad de extranjero", "número de extranjero"),
+            first="[XYZxyz]",
+        ),
+        # India's income-tax number (2026-12-07, the same set): five letters (the fourth the
+        # holder's kind), four digits, a letter; no check digit, so only next to its name
+        IdRule(
+            "in_pan",
+            re.compile(r"\b[A-Z]{3}[ABCFGHJLPT][A-Z]\d{4}[A-Z]\b"),
+            pan.is_valid,
+            ("pan", "permanent account number", "पैन"),
+            first="[A-Z]",
+        ),
         IdRule(
             "it_codicefiscale",
             re.compile(
@@ -256,7 +275,11 @@ ID_RULES: dict[str, IdRule] = {
     )
 }
 
-ALNUM_TYPES = ("it_codicefiscale", "passport")  # letters and digits: no long digit run to pre-scan for
+ALNUM_TYPES = (
+    "it_codicefiscale",
+    "passport",
+    "in_pan",
+)  # letters and digits: no long digit run to pre-scan for
 # Rules a policy does not name: each runs where the type it reports as is asked for
 INTERNAL_RULES = {"us_ssn_undashed": "ssn"}
 NUMBER_TYPES = tuple(
@@ -609,6 +632,7 @@ _NEEDS: dict[str, tuple[bytes, bytes]] = {
     "gb_nino": (b" ", b"0" * 6),
     "gb_nhs": (b" -", b"0" * 10),
     "es_dni": (b"", b"0" * 8),
+    "es_nie": (b"-", b"0" * 7),
     "fr_nir": (b" ", b"0" * 8),  # its last three groups: 3, 3 and 2 digits
     "de_idnr": (b" ", b"0" * 11),
     "nl_bsn": (b".", b"0" * 9),
@@ -952,7 +976,7 @@ _ID_VALIDATORS = {kind: lru_cache(maxsize=_CACHE_SIZE)(rule.is_valid) for kind, 
 # text's ascii_chars, report a superset of those ends: non-ASCII characters become '?', which
 # no pattern takes and which ends a word for Hyperscan's ASCII \b as any non-word
 # character does for `re`'s.
-ALNUM_WIDTHS = {"it_codicefiscale": 16, "passport": 9}
+ALNUM_WIDTHS = {"it_codicefiscale": 16, "passport": 9, "in_pan": 10}
 
 
 @cache
