@@ -190,7 +190,7 @@ def _secret_word_hints(delimiter: str) -> tuple[str, ...]:
 
 # The rules below are matched where their hint is (the word that ends the key's name, the
 # format's delimiter after it); what must stand before the word is checked by their acceptance.
-_SECRET_WORD = r"(?i:password|passwd|passphrase|pass|secret|pwd)"
+_SECRET_WORD = rf"(?i:{'|'.join(_CONFIG_SECRET_WORDS)})"
 # A configuration value a key named so holds that is no secret: a validation rule (Laravel's
 # `'password' => 'required|min:8'`), a class (`App\Rules\Password`, `Foo::class`), a boolean, a
 # number or size (`PasswordMinLength` 12, `password.hash.iterations` 310000, `30d`); and a
@@ -264,89 +264,6 @@ _NETRC_PASSWORD = _ValueRule(
     at_hint=True,
 )
 _TOKEN_NAME_RULE = _ValueRule(_AFTER_TOKEN, "token_assignment", _token_name_accepted, at_hint=True)
-VALUE_RULES: dict[str, _ValueRule] = {
-    "bearer ": _rule(_BEARER, "http_header_token"),
-    "authorization:": _rule(
-        r"(?i:authorization)[\"']?\s*:\s*[\"']?(?i:token|api-key|key)\s+" + _TOKEN_VALUE, "http_header_token"
-    ),
-    "api-key": _KEY_HEADER_RULE,
-    "x-auth-token": _KEY_HEADER_RULE,
-    "subscription-key": _KEY_HEADER_RULE,
-    "private-token": _KEY_HEADER_RULE,
-    "x-vault-token": _KEY_HEADER_RULE,
-    "x-access-token": _KEY_HEADER_RULE,
-    "--token": _rule(r"--token[= ]" + _TOKEN_VALUE, "http_header_token"),
-    **dict.fromkeys(_TOKEN_HINTS, _TOKEN_NAME_RULE),
-    # Signed URLs and shared-access keys (2026-12-07, a held-out set of them): whoever holds the
-    # URL or the connection string reads or writes what it names until it expires. Azure's SAS
-    # `sig=` (URLs, `SharedAccessSignature=` strings, IoT Hub's `Authorization:` header), GCS V4
-    # and S3 presigned signatures, CloudFront's `Signature=`; Service Bus, Event Hubs and IoT
-    # Hub's `SharedAccessKey=`.
-    "sig=": _rule(r"[?&;\s]sig=(?P<value>[A-Za-z0-9%+/=_-]{16,})", "signed_url"),
-    "x-goog-signature=": _rule(r"(?i:x-goog-signature)=(?P<value>[0-9a-fA-F]{64,})", "signed_url"),
-    "x-amz-signature=": _rule(r"(?i:x-amz-signature)=(?P<value>[0-9a-fA-F]{64})", "signed_url"),
-    "signature=": _rule(r"[?&]Signature=(?P<value>[A-Za-z0-9~_-]{40,})", "signed_url"),
-    "sharedaccesskey=": _rule(
-        r"(?i:SharedAccessKey)=(?P<value>[A-Za-z0-9+/]{40,}={0,2})", "shared_access_key"
-    ),
-    # A URL's password (RFC 3986's userinfo: unreserved characters, sub-delims, percent-escapes),
-    # which detect-secrets' basic-auth plugin reads only without a sub-delim or an escape
-    # (`postgres://app:Xq7!9@db` is none to it) and only after a user name (`redis://:…@host`);
-    # `#` too, which a connection string holds unescaped (a decoded escape gives one). Six
-    # characters or more, not a port's digits (`//host:8080@`).
-    "://": _ValueRule(
-        re.compile(r"://[^\s:/?#\[\]@'\"]*:(?P<value>(?!\d+@)[^\s/@'\"<>]{6,})@(?=[A-Za-z0-9\[])"),
-        "url_password",
-        _password_accepted,
-        at_hint=True,
-    ),
-    # Passwords in configuration formats detect-secrets' keyword plugin does not parse
-    # (2026-12-07, a held-out set of them): Maven's settings.xml, Jenkins and .NET XML, WordPress's
-    # wp-config.php, PHP config arrays, SQL's IDENTIFIED BY, PowerShell. A quoted or element value
-    # of four characters or more without whitespace, not a template or placeholder.
-    **dict.fromkeys(_secret_word_hints(">"), _XML_SECRET_ELEMENT),
-    **dict.fromkeys(_secret_word_hints('"'), _XML_NAMED_SECRET),
-    **dict.fromkeys(_secret_word_hints("'"), _PHP_SECRET_ITEM),
-    "define(": _ValueRule(
-        re.compile(
-            r"\bdefine\(\s*['\"][A-Z0-9_]*(?:PASSWORD|PASS|SECRET|KEY|SALT|TOKEN)[A-Z0-9_]*['\"]\s*,\s*"
-            r"['\"](?P<value>[^'\"\s]{4,})['\"]"
-        ),
-        "config_secret",
-        _config_value_accepted,
-    ),
-    "identified by": _ValueRule(
-        re.compile(r"(?i:identified\s+by)\s+(?:(?i:password)\s+)?'(?P<value>[^'\s]{4,})'"),
-        "sql_password",
-        _password_accepted,
-    ),
-    "convertto-securestring": _ValueRule(
-        re.compile(r"(?i:ConvertTo-SecureString)\s+(?:-String\s+)?(['\"])(?P<value>[^'\"\s]{4,})\1"),
-        "powershell_secret",
-        _password_accepted,
-    ),
-    # A .netrc entry's password (curl -n, git, pip, Python's netrc): `machine HOST login USER
-    # password PASS` on one line, or `password PASS` on a line of its own
-    "password ": _NETRC_PASSWORD,
-    # A password piped into a registry login (`echo '…' | docker login -u … --password-stdin`)
-    "--password-stdin": _ValueRule(
-        re.compile(
-            r"(?:\becho(?:\s+-[neE]+)?|\bprintf\s+(?P<format_quote>['\"])%s(?P=format_quote)|\bcat\s+<<<)\s+"
-            r"(?P<quote>['\"]?)(?P<value>[^\s'\"|]{4,})(?P=quote)\s*\|\s*(?:sudo\s+)?[\w./-]*?"
-            r"\b(?:docker|podman|nerdctl|helm|oras|skopeo|buildah|crane|regctl)\b[^|\n]*?--password-stdin"
-        ),
-        "command_line_password",
-        _password_accepted,
-    ),
-    "-value": _ValueRule(
-        re.compile(
-            r"-Name\s+['\"]?[\w-]*(?i:password|passwd|secret|pwd|token)[\w-]*['\"]?\s+-Value\s+"
-            r"(['\"])(?P<value>[^'\"\s]{4,})\1"
-        ),
-        "powershell_secret",
-        _password_accepted,
-    ),
-}
 # A token as a URL's user name (2026-12-07, a held-out set of them): `git clone
 # https://<token>@github.com/...` as GitHub's docs write it, Azure DevOps' and Bitbucket's clone
 # URLs, private package indexes; with no password, an empty one or GitHub's dummy
@@ -354,7 +271,7 @@ VALUE_RULES: dict[str, _ValueRule] = {
 # alternate in at least three times: a person's or a bot's name is words and a number
 # (`jonathanrichardson1985`, `build-bot-2024`), a random token mixes them throughout. Not a Sentry
 # DSN's public key (`https://<key>@o1.ingest.sentry.io/2`), which Sentry's docs put in browser
-# code: no secret. Read at the `://` hint, as the URL password is.
+# code: no secret. Read at the `://` hint, after the URL password.
 _URL_USER_TOKEN = _ValueRule(
     re.compile(
         r"://(?P<value>(?=(?:[A-Za-z0-9]*?(?:[A-Za-z][0-9]|[0-9][A-Za-z])){3})[A-Za-z0-9]{20,})"
@@ -364,13 +281,107 @@ _URL_USER_TOKEN = _ValueRule(
     _password_accepted,
     at_hint=True,
 )
-# Every rule read at a hint: VALUE_RULES' one, and where a hint has more, those after it
-_MORE_RULES_AT_HINT: dict[str, tuple[_ValueRule, ...]] = {
-    "://": (_URL_USER_TOKEN,),
-    **dict.fromkeys(_secret_word_hints('"'), (_PHP_SECRET_ITEM,)),  # (`"password" => "…"` too)
-}
-_RULES_AT_HINT: dict[str, tuple[_ValueRule, ...]] = {
-    hint: (rule, *_MORE_RULES_AT_HINT.get(hint, ())) for hint, rule in VALUE_RULES.items()
+# The rules read where the pre-scan found each hint, in order (a value two rules read gets the
+# first's kind)
+VALUE_RULES: dict[str, tuple[_ValueRule, ...]] = {
+    "bearer ": (_rule(_BEARER, "http_header_token"),),
+    "authorization:": (
+        _rule(
+            r"(?i:authorization)[\"']?\s*:\s*[\"']?(?i:token|api-key|key)\s+" + _TOKEN_VALUE,
+            "http_header_token",
+        ),
+    ),
+    "api-key": (_KEY_HEADER_RULE,),
+    "x-auth-token": (_KEY_HEADER_RULE,),
+    "subscription-key": (_KEY_HEADER_RULE,),
+    "private-token": (_KEY_HEADER_RULE,),
+    "x-vault-token": (_KEY_HEADER_RULE,),
+    "x-access-token": (_KEY_HEADER_RULE,),
+    "--token": (_rule(r"--token[= ]" + _TOKEN_VALUE, "http_header_token"),),
+    **dict.fromkeys(_TOKEN_HINTS, (_TOKEN_NAME_RULE,)),
+    # Signed URLs and shared-access keys (2026-12-07, a held-out set of them): whoever holds the
+    # URL or the connection string reads or writes what it names until it expires. Azure's SAS
+    # `sig=` (URLs, `SharedAccessSignature=` strings, IoT Hub's `Authorization:` header), GCS V4
+    # and S3 presigned signatures, CloudFront's `Signature=`; Service Bus, Event Hubs and IoT
+    # Hub's `SharedAccessKey=`.
+    "sig=": (_rule(r"[?&;\s]sig=(?P<value>[A-Za-z0-9%+/=_-]{16,})", "signed_url"),),
+    "x-goog-signature=": (_rule(r"(?i:x-goog-signature)=(?P<value>[0-9a-fA-F]{64,})", "signed_url"),),
+    "x-amz-signature=": (_rule(r"(?i:x-amz-signature)=(?P<value>[0-9a-fA-F]{64})", "signed_url"),),
+    "signature=": (_rule(r"[?&]Signature=(?P<value>[A-Za-z0-9~_-]{40,})", "signed_url"),),
+    "sharedaccesskey=": (
+        _rule(r"(?i:SharedAccessKey)=(?P<value>[A-Za-z0-9+/]{40,}={0,2})", "shared_access_key"),
+    ),
+    # A URL's password (RFC 3986's userinfo: unreserved characters, sub-delims, percent-escapes),
+    # which detect-secrets' basic-auth plugin reads only without a sub-delim or an escape
+    # (`postgres://app:Xq7!9@db` is none to it) and only after a user name (`redis://:…@host`);
+    # `#` too, which a connection string holds unescaped (a decoded escape gives one). Six
+    # characters or more, not a port's digits (`//host:8080@`).
+    "://": (
+        _ValueRule(
+            re.compile(r"://[^\s:/?#\[\]@'\"]*:(?P<value>(?!\d+@)[^\s/@'\"<>]{6,})@(?=[A-Za-z0-9\[])"),
+            "url_password",
+            _password_accepted,
+            at_hint=True,
+        ),
+        _URL_USER_TOKEN,
+    ),
+    # Passwords in configuration formats detect-secrets' keyword plugin does not parse
+    # (2026-12-07, a held-out set of them): Maven's settings.xml, Jenkins and .NET XML, WordPress's
+    # wp-config.php, PHP config arrays, SQL's IDENTIFIED BY, PowerShell. A quoted or element value
+    # of four characters or more without whitespace, not a template or placeholder.
+    **dict.fromkeys(_secret_word_hints(">"), (_XML_SECRET_ELEMENT,)),
+    # (a double-quoted PHP key, `"password" => "…"`, ends as an XML name does)
+    **dict.fromkeys(_secret_word_hints('"'), (_XML_NAMED_SECRET, _PHP_SECRET_ITEM)),
+    **dict.fromkeys(_secret_word_hints("'"), (_PHP_SECRET_ITEM,)),
+    "define(": (
+        _ValueRule(
+            re.compile(
+                r"\bdefine\(\s*['\"][A-Z0-9_]*(?:PASSWORD|PASS|SECRET|KEY|SALT|TOKEN)[A-Z0-9_]*['\"]\s*,\s*"
+                r"['\"](?P<value>[^'\"\s]{4,})['\"]"
+            ),
+            "config_secret",
+            _config_value_accepted,
+        ),
+    ),
+    "identified by": (
+        _ValueRule(
+            re.compile(r"(?i:identified\s+by)\s+(?:(?i:password)\s+)?'(?P<value>[^'\s]{4,})'"),
+            "sql_password",
+            _password_accepted,
+        ),
+    ),
+    "convertto-securestring": (
+        _ValueRule(
+            re.compile(r"(?i:ConvertTo-SecureString)\s+(?:-String\s+)?(['\"])(?P<value>[^'\"\s]{4,})\1"),
+            "powershell_secret",
+            _password_accepted,
+        ),
+    ),
+    # A .netrc entry's password (curl -n, git, pip, Python's netrc): `machine HOST login USER
+    # password PASS` on one line, or `password PASS` on a line of its own
+    "password ": (_NETRC_PASSWORD,),
+    # A password piped into a registry login (`echo '…' | docker login -u … --password-stdin`)
+    "--password-stdin": (
+        _ValueRule(
+            re.compile(
+                r"(?:\becho(?:\s+-[neE]+)?|\bprintf\s+(?P<format_quote>['\"])%s(?P=format_quote)|\bcat\s+<<<)\s+"
+                r"(?P<quote>['\"]?)(?P<value>[^\s'\"|]{4,})(?P=quote)\s*\|\s*(?:sudo\s+)?[\w./-]*?"
+                r"\b(?:docker|podman|nerdctl|helm|oras|skopeo|buildah|crane|regctl)\b[^|\n]*?--password-stdin"
+            ),
+            "command_line_password",
+            _password_accepted,
+        ),
+    ),
+    "-value": (
+        _ValueRule(
+            re.compile(
+                r"-Name\s+['\"]?[\w-]*(?i:password|passwd|secret|pwd|token)[\w-]*['\"]?\s+-Value\s+"
+                r"(['\"])(?P<value>[^'\"\s]{4,})\1"
+            ),
+            "powershell_secret",
+            _password_accepted,
+        ),
+    ),
 }
 # Values documentation prints as an encoded pair's: RFC 7617's (and RFC 2617's) Basic example.
 _EXAMPLE_PAIRS = frozenset({"Aladdin:open sesame"})
@@ -858,7 +869,7 @@ def _rule_values(text: str, hints: Mapping[str, Sequence[int]], known: Sequence[
     found: list[Finding] = []
     spans: set[tuple[int, int]] = set()
     for hint, offsets in hints.items():
-        for rule in _RULES_AT_HINT.get(hint, ()):
+        for rule in VALUE_RULES.get(hint, ()):
             if rule.at_hint:  # (within its line, as every rule here: guard/stream.py)
                 matches = []
                 for at in offsets:

@@ -22,10 +22,6 @@ SCREENER = Screener(default_config())
 PASSWORD = "Tz!P8LZI!AFxAS"
 
 
-def secrets_found(text: str) -> list[tuple[str, str]]:
-    return kinds_and_values(SCREENER, text)
-
-
 def test_the_held_out_passwords_are_covered_and_the_templates_are_not_flagged() -> None:
     assert values_covered("config-passwords", "secrets", SCREENER) == (20, 0)
 
@@ -50,7 +46,7 @@ def test_the_held_out_passwords_are_covered_and_the_templates_are_not_flagged() 
 )
 def test_the_value_is_found_alone(template: str, kind: str) -> None:
     text = template.format(PASSWORD)
-    assert (kind, PASSWORD) in secrets_found(text)
+    assert (kind, PASSWORD) in kinds_and_values(SCREENER, text)
 
 
 @pytest.mark.parametrize(
@@ -73,4 +69,4 @@ def test_the_value_is_found_alone(template: str, kind: str) -> None:
     ],
 )
 def test_what_such_a_key_holds_that_is_no_secret_is_not_flagged(text: str) -> None:
-    assert secrets_found(text) == []
+    assert kinds_and_values(SCREENER, text) == []

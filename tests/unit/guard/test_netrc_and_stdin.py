@@ -19,10 +19,6 @@ SCREENER = Screener(default_config())
 PASSWORD = "Y-n27U%2inUzp%5D"
 
 
-def secrets_found(text: str) -> list[tuple[str, str]]:
-    return kinds_and_values(SCREENER, text)
-
-
 def test_the_held_out_passwords_are_covered_and_the_benign_texts_are_not_flagged() -> None:
     assert values_covered("netrc-and-stdin", "secrets", SCREENER) == (20, 0)
 
@@ -42,7 +38,7 @@ def test_the_held_out_passwords_are_covered_and_the_benign_texts_are_not_flagged
 )
 def test_the_password_is_found_alone(template: str, kind: str) -> None:
     text = template.format(PASSWORD)
-    assert (kind, PASSWORD) in secrets_found(text)
+    assert (kind, PASSWORD) in kinds_and_values(SCREENER, text)
 
 
 @pytest.mark.parametrize(
@@ -58,4 +54,4 @@ def test_the_password_is_found_alone(template: str, kind: str) -> None:
     ],
 )
 def test_variables_conventions_and_prose_are_no_password(text: str) -> None:
-    assert secrets_found(text) == []
+    assert kinds_and_values(SCREENER, text) == []

@@ -20,10 +20,6 @@ SCREENER = Screener(default_config())
 TOKEN = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b"
 
 
-def secrets_found(text: str) -> list[tuple[str, str]]:
-    return kinds_and_values(SCREENER, text)
-
-
 def test_the_held_out_tokens_are_covered_and_the_user_names_are_not_flagged() -> None:
     assert values_covered("url-user-tokens", "secrets", SCREENER) == (19, 0)
 
@@ -31,7 +27,7 @@ def test_the_held_out_tokens_are_covered_and_the_user_names_are_not_flagged() ->
 @pytest.mark.parametrize("password", ["", ":", ":x-oauth-basic", ":x-oauth-token", ":x"])
 def test_the_token_is_the_secret_not_the_dummy_password(password: str) -> None:
     text = f"git clone https://{TOKEN}{password}@github.com/acme/infra.git"
-    assert secrets_found(text) == [("url_user_token", TOKEN)]
+    assert kinds_and_values(SCREENER, text) == [("url_user_token", TOKEN)]
 
 
 @pytest.mark.parametrize(
@@ -47,9 +43,9 @@ def test_the_token_is_the_secret_not_the_dummy_password(password: str) -> None:
     ],
 )
 def test_a_long_user_name_made_of_words_or_a_public_key_is_no_token(text: str) -> None:
-    assert secrets_found(text) == []
+    assert kinds_and_values(SCREENER, text) == []
 
 
 def test_a_real_password_beside_the_user_is_still_the_secret() -> None:
     text = "postgres://app_user:Xq7!9vLm2#pR@db.example.com:5432/app"
-    assert [kind for kind, _value in secrets_found(text)] == ["url_password"]
+    assert [kind for kind, _value in kinds_and_values(SCREENER, text)] == ["url_password"]
