@@ -18,14 +18,13 @@ from typing import Any
 import orjson
 
 from inferpool.errors import InferenceError
-from inferpool.guard.policy import Action, Stage
+from inferpool.guard.policy import Stage
 from inferpool.guard.screen import Screener, Verdict
 from inferpool.guard.stream import ANSWER_STAGE, STREAM_TAIL_CHARS, StreamedText
 
 log = logging.getLogger(__name__)
 
 CONTENT_FILTER = "content_filter"
-_ANY_DIGIT = re.compile(r"\d")
 
 
 class Blocked(Exception):
@@ -482,7 +481,6 @@ class StreamScreener:
         # Held events are redacted as they are released, over the text around them, so a match
         # split over several events is found (without hold-back each event is redacted alone).
         self._redacts_held = bool(self._hold_back) and redacts
-        self._pii_only = screener.redacting(Stage.RESPONSE) == ("pii",)
         self._held: deque[_Held] = deque()
         # What the last event added (set by _event when holding back, read by _released)
         self._ranges: dict[int, tuple[int, int]] = {}
@@ -628,19 +626,17 @@ class StreamScreener:
         text_to = max(last, streamed.end if self._ended or key in self._finished else streamed.words_end)
         text = streamed.between(text_from, text_to)
         spans = list(carried)
-        if not (self._pii_only and "@" not in text and not _ANY_DIGIT.search(text)):
-            # (every PII shape holds an '@' or a digit: the pre-scan fires on nothing else)
-            kept_to = carried[-1][1] if carried else text_from
-            for finding in sorted(
-                self.screener.findings(text, ANSWER_STAGE, Action.REDACT), key=lambda f: f.start
-            ):
-                start, stop = text_from + finding.start, text_from + finding.end
-                if start < kept_to:
-                    continue  # overlaps one kept (as `screen.redact` does)
-                kept_to = stop
-                if start < last and stop > first:
-                    spans.append((start, stop, f"[REDACTED:{finding.kind}]"))
-                    kinds.add(f"{finding.check}:{finding.kind}")
+        # (the pre-scan's triggers first: an address written "jane [at] gmail [dot] com" or
+        # with a full-width '＠' holds neither an '@' nor a digit)
+        kept_to = carried[-1][1] if carried else text_from
+        for finding in sorted(self.screener.redactions(text, ANSWER_STAGE), key=lambda f: f.start):
+            start, stop = text_from + finding.start, text_from + finding.end
+            if start < kept_to:
+                continue  # overlaps one kept (as `screen.redact` does)
+            kept_to = stop
+            if start < last and stop > first:
+                spans.append((start, stop, f"[REDACTED:{finding.kind}]"))
+                kinds.add(f"{finding.check}:{finding.kind}")
         self._carried[key] = [span for span in spans if span[1] > last]
         return spans
 

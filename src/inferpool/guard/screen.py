@@ -280,9 +280,31 @@ class Screener:
         kinds = self._redacting[stage]
         if not kinds:
             return False
-        if kinds == ("pii",) and len(text) < SHORTEST_NUMBER_CANDIDATE and "@" not in text:
-            return False  # the common streamed token: too short for a digit run or an ID shape
+        if (
+            kinds == ("pii",)
+            and len(text) < SHORTEST_NUMBER_CANDIDATE
+            and "@" not in text
+            and "\uff20" not in text
+        ):
+            # the common streamed token: too short for a digit run or an ID shape, and without
+            # an '@' or the full-width '＠' (a disguise, read through as one)
+            return False
         return self.triggered(self._prescanner.scan(text), stage, Action.REDACT)
+
+    def redactions(self, text: str, stage: Stage) -> list[Finding]:
+        """`findings(text, stage, Action.REDACT)`, with no detector run when the pre-scan's
+        triggers rule every redacting check out (as `may_redact`, from the one pre-scan)."""
+        if not self._redacting[stage]:
+            return []
+        scan = self._scanners[stage, Action.REDACT].scan(text)
+        if not self.triggered(scan, stage, Action.REDACT):
+            return []
+        return [
+            finding
+            for check, detect in self._detectors
+            if stage in check.stages and check.action is Action.REDACT
+            for finding in detect(text, scan, False)
+        ]
 
     def findings(self, text: str, stage: Stage, action: Action) -> list[Finding]:
         """What the checks of `stage` that take `action` find in `text` (screen() runs them all)."""

@@ -9,7 +9,8 @@ module to them):
   Trigger words (secret hints, injection words) are looked for only where one can end in the
   new text, and where each family last started is kept. After a tail in which nothing fired,
   the next tail's older part holds no trigger either, so only one ending in the new text is
-  looked for ('@' or a digit in it, a token run reaching LONG_TOKEN_CHARS). Otherwise the
+  looked for ('@' or a digit in it, a token run reaching LONG_TOKEN_CHARS, the end of an
+  obfuscated address's marker while an "at" word of one is in the tail). Otherwise the
   shapes are searched in the tail (C speed). Where the trigger a tail fired on starts is kept:
   while that trigger is still in the tail, the tail fires without being looked at again.
 - `may_block(first, recent)`: could `Screener.screen(recent).blocked` be True? When it could,
@@ -55,6 +56,7 @@ from inferpool.guard.prescan import (
     last_digit_run,
     last_long_token,
     long_tokens,
+    may_hold_obfuscated_email,
     spelled_words,
     token_breaks,
 )
@@ -72,6 +74,11 @@ _DIGIT = re.compile(r"\d")
 # writes for a letter, or two letters apart (disguise.APART), within SPELLED_REACH of its end
 _SPELLING = re.compile(r"[0-9@$!|]|(?<![A-Za-z0-9])[A-Za-z][ .\-_*/+~|][A-Za-z](?![A-Za-z0-9])")
 SPELLED_REACH = 2 * max(map(len, SPELLED_WORDS))
+# The word "at" of an address written to hide it ("jane [at] gmail [dot] com", "j.doe at example
+# dot com"): every marker of one (disguise.OBFUSCATED_EMAIL_EXPRESSIONS) holds it so, or an '@'
+_AT_WORD = re.compile(r"[ \[({<][aA][tT][ \])}>]")
+# What such a marker ends in: a closing bracket or a dot, or the word "dot" and a space or letter
+_MARKER_END = re.compile(r"[.\])}>]|[dD][oO][tT]")
 _UNKNOWN = 1 << 62  # a position past any stream's end
 # Read per streamed event (here and by openai.StreamScreener): an enum member lookup costs ≈0.2 µs on a slow VM
 ANSWER_STAGE = Stage.RESPONSE
@@ -129,7 +136,15 @@ class _TailTriggers:
 
     @property
     def obfuscated_email(self) -> bool:
-        return False  # (nor an obfuscated address alone)
+        # A marker of an obfuscated address holds an "at" word (StreamedText.last_at_word), and
+        # one that ends in the new text ends in a closing bracket, a dot or "dot" (the text's
+        # compiled-pass markers, asked of the tail only then: prose says "at" often)
+        streamed = self._streamed
+        if streamed.last_at_word < self._start:
+            return False
+        if self._new is not None and not streamed.may_end_obfuscated():
+            return False
+        return may_hold_obfuscated_email(fold_ascii(self.tail)) and self._found(self._start)
 
     @property
     def email(self) -> bool:
@@ -215,6 +230,7 @@ class StreamedText:
         self.last_disguised = -1
         self.last_odd_digit = -1  # at or after the latest non-ASCII digit
         self.last_at = -1  # where the latest '@' is
+        self.last_at_word = -1  # where the latest "at" word of an obfuscated address may be (_AT_WORD)
         self._last_space = -1  # the last space or newline
         self._hints: list[tuple[int, int]] = []  # (end, start) of each secret hint, by end
         self._runs: list[tuple[int, int]] = []  # (end, start) of each ended long-token run, by end
@@ -239,6 +255,8 @@ class StreamedText:
         self._fires_untriggered = screener.triggered(_FixedTriggers(), Stage.RESPONSE)
         # Whether an injection word counts (the default policy screens answers for none).
         self._injection_counts = screener.triggered(_FixedTriggers(injection=True), Stage.RESPONSE)
+        # Whether an obfuscated address counts (a PII check screens answers)
+        self._obfuscated_counts = screener.triggered(_FixedTriggers(obfuscated_email=True), Stage.RESPONSE)
 
     @property
     def can_block(self) -> bool:
@@ -330,6 +348,12 @@ class StreamedText:
         # '@', a space and a newline each end a token run: none is in a text without a break
         if "@" in new:
             self.last_at = was + new.rfind("@")
+        if self._obfuscated_counts:
+            # (an "at" word that ends in the new text starts at most 3 characters before it)
+            found = _AT_WORD.search(buf, max(0, was - 3 - buf_start))
+            while found is not None:
+                self.last_at_word = buf_start + found.start()
+                found = _AT_WORD.search(buf, found.start() + 1)
         cut = max(new.rfind(" "), new.rfind("\n"))
         if cut >= 0:
             self._last_space = was + cut
@@ -352,6 +376,12 @@ class StreamedText:
         `added` characters: a substitute or two letters apart near enough before their end."""
         near = self.between(max(tail_start, self.end - added - SPELLED_REACH), self.end)
         return _SPELLING.search(near) is not None
+
+    def may_end_obfuscated(self) -> bool:
+        """Whether a marker of an obfuscated address may end in the last event's text: a closing
+        bracket or a dot in it, or the word "dot" reaching into it (its space, or the letter after
+        that: "dot" then starts 4 characters before the new text)."""
+        return _MARKER_END.search(self._buf, max(0, self._was - 4 - self._buf_start)) is not None
 
     def tail_may_find(self) -> bool:
         """`Screener.may_find` on the last event's text and the STREAM_TAIL_CHARS before it."""
@@ -392,6 +422,7 @@ class StreamedText:
                 )
                 and not _DIGIT.search(new)
                 and not (self._injection_counts and self._may_end_spelled(tail_start, len(new)))
+                and (self.last_at_word < tail_start or not self.may_end_obfuscated())
                 and self.long_run_in_new(tail_start) < 0
             ):
                 self._quiet_from = tail_start

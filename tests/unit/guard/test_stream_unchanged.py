@@ -327,6 +327,9 @@ _PIECES = st.sampled_from(
         "Authorization: Bearer ", "9f8e7d6c5b4a39281706f5e4d3c2b1a0", "GITHUB_TOKEN=",
         "eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eC0tLS0tQkVH",
         "SU4gUlNBIFBSSVZBVEUgS0VZLS0tLS0KTUlJRW93SUJBQUtDQVFFQU1JSUVvd0lC",
+        # (2026-12-07: addresses written to hide them, and "at" and "dot" in prose)
+        "jane.doe [at] gmail [dot] com", "r.green at example dot org", "mail me at sam at acme dot io",
+        "JANE (AT) MAIL.COM", " at ", " AT ", "gmail", " dot ", "com", "[at]", "(at)", "[dot]", "look",
     ]
 )  # fmt: skip
 
