@@ -10,7 +10,8 @@ module to them):
   new text, and where each family last started is kept. After a tail in which nothing fired,
   the next tail's older part holds no trigger either, so only one ending in the new text is
   looked for ('@' or a digit in it, a token run reaching LONG_TOKEN_CHARS, the end of an
-  obfuscated address's marker while an "at" word of one is in the tail). Otherwise the
+  obfuscated address's marker while an "at" word of one is in the tail; a tail holding an escape
+  is pre-scanned whole). Otherwise the
   shapes are searched in the tail (C speed). Where the trigger a tail fired on starts is kept:
   while that trigger is still in the tail, the tail fires without being looked at again.
 - `may_block(first, recent)`: could `Screener.screen(recent).blocked` be True? When it could,
@@ -29,8 +30,9 @@ holding a non-ASCII digit has its digit shapes searched by the regular expressio
 Where injection words count, so is a tail that may hide a phrase (a non-ASCII character, a tab,
 two spaces: guard/disguise.py), which the per-event automaton would not read as the pre-scan
 does. A tail holding a disguise (disguise.disguises) fires the secrets and PII checks, as the
-pre-scan of a whole text does (they read it undisguised), and a recent text holding one is
-screened whole, not line by line: a key in full-width letters has no trigger as written.
+pre-scan of a whole text does (they read it undisguised), and a recent text holding one (or an
+escape) is screened whole, not line by line: a key in full-width letters, or percent-encoded,
+has no trigger as written.
 """
 
 from __future__ import annotations
@@ -79,6 +81,15 @@ SPELLED_REACH = 2 * max(map(len, SPELLED_WORDS))
 _AT_WORD = re.compile(r"[ \[({<][aA][tT][ \])}>]")
 # What such a marker ends in: a closing bracket or a dot, or the word "dot" and a space or letter
 _MARKER_END = re.compile(r"[.\])}>]|[dD][oO][tT]")
+# An escape as the pre-scan looks for one, in a short text (disguise.ESCAPE_TRIGGER) or in a long
+# one (disguise.ESCAPE_EXPRESSIONS, over the fold): either way, in any case. At most 16
+# characters, each with one of _ESCAPE_LEADS within its last 15.
+_ESCAPE = re.compile(
+    r"%[0-9a-f]{2}|&#x?[0-9a-f]{1,7};|&commat;|\\[ux][0-9a-f]{2}|\\/|(?:=[0-9a-f]{2}){3}|quoted-printable",
+    re.IGNORECASE,
+)
+_ESCAPE_LEADS = ("%", "&", "\\", "=", "-")
+_ESCAPE_REACH = 15
 _UNKNOWN = 1 << 62  # a position past any stream's end
 # Read per streamed event (here and by openai.StreamScreener): an enum member lookup costs ≈0.2 µs on a slow VM
 ANSWER_STAGE = Stage.RESPONSE
@@ -132,7 +143,7 @@ class _TailTriggers:
 
     @property
     def escaped(self) -> bool:
-        return False  # (escapes alone do not make the stream screen its recent text: docs/security.md)
+        return False  # (a tail holding an escape is pre-scanned whole: StreamedText.tail_may_find)
 
     @property
     def obfuscated_email(self) -> bool:
@@ -231,6 +242,8 @@ class StreamedText:
         self.last_odd_digit = -1  # at or after the latest non-ASCII digit
         self.last_at = -1  # where the latest '@' is
         self.last_at_word = -1  # where the latest "at" word of an obfuscated address may be (_AT_WORD)
+        self.last_escape = -1  # where the latest escape starts (_ESCAPE)
+        self._last_escape_lead = -1  # where the latest of _ESCAPE_LEADS is
         self._last_space = -1  # the last space or newline
         self._hints: list[tuple[int, int]] = []  # (end, start) of each secret hint, by end
         self._runs: list[tuple[int, int]] = []  # (end, start) of each ended long-token run, by end
@@ -257,6 +270,11 @@ class StreamedText:
         self._injection_counts = screener.triggered(_FixedTriggers(injection=True), Stage.RESPONSE)
         # Whether an obfuscated address counts (a PII check screens answers)
         self._obfuscated_counts = screener.triggered(_FixedTriggers(obfuscated_email=True), Stage.RESPONSE)
+        # Whether an escape counts (PII and secrets read escaped text decoded, and the injection
+        # check reads a text holding one)
+        self._escapes_count = self._injection_counts or screener.triggered(
+            _FixedTriggers(escaped=True), Stage.RESPONSE
+        )
 
     @property
     def can_block(self) -> bool:
@@ -329,6 +347,17 @@ class StreamedText:
                 else:
                     self.last_hint = region + last + 1 - length
                     self._hints.append((region + last + 1, self.last_hint))
+        if self._escapes_count:
+            # (before the return below: an escape may end in letters or digits. One that ends
+            # in the new text has a lead within its last _ESCAPE_REACH characters: in the new
+            # text, or noted at an earlier event)
+            if "%" in new or "&" in new or "\\" in new or "=" in new or "-" in new:  # (_ESCAPE_LEADS)
+                self._last_escape_lead = was + max(map(new.rfind, _ESCAPE_LEADS))
+            if self._last_escape_lead >= was - _ESCAPE_REACH:
+                found = _ESCAPE.search(buf, max(0, was - _ESCAPE_REACH - buf_start))
+                while found is not None:
+                    self.last_escape = buf_start + found.start()
+                    found = _ESCAPE.search(buf, found.start() + 1)
         if is_ascii and new.isalnum():
             return  # letters and digits only (most tokens inside a word): no run, space or '@' ends
         first_break, last_break = token_breaks(new)
@@ -348,8 +377,11 @@ class StreamedText:
         # '@', a space and a newline each end a token run: none is in a text without a break
         if "@" in new:
             self.last_at = was + new.rfind("@")
-        if self._obfuscated_counts:
-            # (an "at" word that ends in the new text starts at most 3 characters before it)
+        if self._obfuscated_counts and (
+            "t" in new or "T" in new or (was > buf_start and buf[was - 1 - buf_start] in "tT")
+        ):
+            # (an "at" word that ends in the new text starts at most 3 characters before it, and
+            # its "t" is in the new text or just before it)
             found = _AT_WORD.search(buf, max(0, was - 3 - buf_start))
             while found is not None:
                 self.last_at_word = buf_start + found.start()
@@ -397,10 +429,12 @@ class StreamedText:
                 self._injection_counts
                 and (self.last_cipher >= tail_start or self._long_run_in_tail(tail_start))
             )
+            or (self._escapes_count and self.last_escape >= tail_start)
         ):
             # (where injection words count, a trigger word in ROT13 or backwards and a run that
             # may decode from base64 or hex are the pre-scan's to judge: more text can take a
-            # word's edge away, and the tail's start a run's alignment)
+            # word's edge away, and the tail's start a run's alignment; and an escape, which
+            # the pre-scan reads by the text's length)
             self._quiet_from = _UNKNOWN
             return self.screener.may_find(self.between(tail_start, self.end), Stage.RESPONSE)
         if self._fired_from >= tail_start:
@@ -474,9 +508,14 @@ class StreamedText:
         (`recent` the text from `first` to where `recent_span()` ends)."""
         if self._nothing_blocks:
             return False
-        if not self._by_lines or self.last_exotic >= first or self.last_disguised >= first:
+        if (
+            not self._by_lines
+            or self.last_exotic >= first
+            or self.last_disguised >= first
+            or self.last_escape >= first
+        ):
             # (or the exotic letter or disguise is past the recent text: screening it is exact
-            # too); a line in disguise may block with no trigger as written
+            # too); a line in disguise, or escaped, may block with no trigger as written
             return True
         if self._wrapped and self._wrapped_run(first, first + len(recent)):
             return True  # the secrets check decodes a wrapped base64 block whole, not by lines

@@ -118,7 +118,10 @@ async def test_an_address_written_to_hide_it_streams_as_the_reference_screens_it
 # '@', so nothing else fires the per-event triggers
 _PROSE = st.sampled_from(
     [" ", " ", "\n", "the", "look", " at ", " AT ", " dot ", "dot", "[", "]", "(at)", "[at]", "[dot]",
-     ".", "co", "jane", "doe", "_", "mail", "write to", *ADDRESSES]
+     ".", "co", "jane", "doe", "_", "mail", "write to", *ADDRESSES,
+     # escapes: alone, and hiding an address or a key (every check reads them decoded)
+     "%", "%4", "0", "%40", "\\", "\\/", "&#64;", "&commat;", "=41=42=43", "quoted-printable",
+     "jane.doe%40gmail.com", "ghp%5F9JyG7sJJpVTTFBFjQ2mX0Qz8rL4vK1nW3eYd", "https:\\/\\/u:Vt8zQUMPM0!k@db"]
 )  # fmt: skip
 
 
@@ -128,7 +131,7 @@ _PROSE = st.sampled_from(
     seed=st.integers(0, 2**16),
     policy=st.sampled_from(["default", "blocking", "small_window"]),
 )
-def test_prose_and_hidden_addresses_stream_as_the_reference_screens_them(
+def test_prose_hidden_addresses_and_escapes_stream_as_the_reference_screens_them(
     words: list[str], seed: int, policy: str
 ) -> None:
     rng = random.Random(seed)
@@ -143,3 +146,33 @@ def test_prose_and_hidden_addresses_stream_as_the_reference_screens_them(
     screener = _SCREENERS[policy]
     now = asyncio.run(transcript(StreamScreener, screener, stream))
     assert now == asyncio.run(transcript(ReferenceStreamScreener, screener, stream))
+
+
+HIDING = sorted(
+    {
+        row["text"]
+        for path in CORPORA
+        if path.name.startswith(("escaped-", "json-escaped", "obfuscated-", "spoken-"))
+        for line in path.read_text().splitlines()
+        for row in [json.loads(line)]
+    }
+)
+
+
+@pytest.mark.parametrize("policy", ["default", "blocking"])
+@pytest.mark.parametrize("text", HIDING)
+async def test_each_held_out_escape_and_hidden_address_streams_as_the_reference_screens_it(
+    text: str, policy: str
+) -> None:
+    """The held-out sets of escaped text (percent-encoding, character references, \\u and \\x
+    escapes, JSON's escaped slashes) and of addresses written to hide them, each between prose,
+    in 3-character events: the same events out and the same block as the plain definition. Before,
+    the per-event triggers did not look for escapes (a block came later, at the next trigger or
+    the stream's end) and the secrets-only recent-text screen passed an escaped line with no
+    trigger as written."""
+    whole = f"Look at the notes here. {text} Thanks a lot for reading. "
+    stream = chat_events([whole[i : i + 3] for i in range(0, len(whole), 3)])
+    screener = _SCREENERS[policy]
+    assert await transcript(StreamScreener, screener, stream) == await transcript(
+        ReferenceStreamScreener, screener, stream
+    )
