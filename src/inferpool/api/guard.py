@@ -170,6 +170,8 @@ class GuardWebhook(Model):
     timeout_ms: Annotated[int, Field(ge=1, le=60_000)] = 1000
     failure_policy: Literal["FailOpen", "FailClosed"] = "FailClosed"
     stages: Annotated[list[StageName], Field(min_length=1)] = Field(default_factory=_prompt)
+    # Streamed answers: asked each time this many more characters have streamed, and at the end
+    stream_step_chars: Annotated[int, Field(ge=1, le=1_000_000)] = 256
 
 
 class GuardPolicySpec(Model):

@@ -77,7 +77,9 @@ def to_config(policy: GuardPolicy) -> GuardConfig:
     hook = None
     if spec.webhook is not None:
         w = spec.webhook
-        hook = HookConfig(w.url, w.timeout_ms / 1000, w.failure_policy == "FailOpen", _stages(w.stages))
+        hook = HookConfig(
+            w.url, w.timeout_ms / 1000, w.failure_policy == "FailOpen", _stages(w.stages), w.stream_step_chars
+        )
     return GuardConfig(
         name=f"{policy.namespace}/{policy.name}",
         checks=tuple(_check(c) for c in spec.checks),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
@@ -389,7 +389,7 @@ class _ChoiceText:
     """One choice's streamed text (a request with `n` > 1 streams its choices interleaved: a
     match in one is screened in that choice's text, never across choices)."""
 
-    __slots__ = ("passed_recent", "passed_span", "streamed")
+    __slots__ = ("hooked_to", "passed_recent", "passed_span", "streamed")
 
     def __init__(self, screener: Screener, window: int) -> None:
         self.streamed = StreamedText(screener, window)
@@ -397,6 +397,7 @@ class _ChoiceText:
         # since) give the same verdict, so they are not screened again.
         self.passed_recent = ""
         self.passed_span = (0, 0)  # where it lies: the same place holds the same text
+        self.hooked_to = 0  # where the text the hook (webhook) has passed ends
 
 
 class _Held:
@@ -449,7 +450,9 @@ class StreamScreener:
     over the recent text of its choice (STREAM_SCREEN_CHARS, at most `window`) when the
     pre-scan of the event and the STREAM_TAIL_CHARS before it fires, so a secret split across
     tokens is still caught. `stream.StreamedText` answers both from what each event added; an
-    event whose text nothing can redact passes byte for byte, without re-encoding.
+    event whose text nothing can redact passes byte for byte, without re-encoding. A hook that
+    screens answers is asked about the recent words each time its `stream_step_chars` more have
+    streamed, and at the end (with hold-back, text it has not passed is held for it).
 
     Without hold-back the tokens before the one that completed a blocked match have been sent.
     With `stream_hold_back_chars` N (and a check that screens answers), events are held, in
@@ -473,6 +476,8 @@ class StreamScreener:
         self._anthropic = False  # an Anthropic Messages stream: it ends in its own error event
         hook = screener.config.hook
         self._hooked = hook is not None and Stage.RESPONSE in hook.stages
+        # The hook is asked each time this much more complete text has streamed (and at the end)
+        self._hook_step_chars = hook.stream_step_chars if hook is not None else 0
         hold_back = screener.config.stream_hold_back_chars
         redacts = bool(screener.redacting(Stage.RESPONSE))
         # Holding back only pays where something can block or redact an answer.
@@ -569,10 +574,13 @@ class StreamScreener:
         """Where a choice's text may be released up to."""
         if self._ended or key in self._finished:
             return _UNKNOWN_END
-        streamed = self._choices[key].streamed
+        choice = self._choices[key]
+        streamed = choice.streamed
         line = streamed.words_end - self._hold_back
         if streamed.end - self._hold_limit > line:
             line = streamed.end - self._hold_limit  # a run without a space: held up to the limit
+        elif self._hooked and choice.hooked_to < line:
+            line = choice.hooked_to  # (text the hook has not passed yet is held for it)
         # Redacting on release screens the text around each batch: releasing in steps of
         # RELEASE_STEP_CHARS screens it once per step, not once per word
         return line - line % RELEASE_STEP_CHARS if self._redacts_held else line
@@ -726,13 +734,16 @@ class StreamScreener:
             choice = self._first if key == 0 else self._choice(key)
             streamed = choice.streamed
             streamed.append(new)  # (`_add_text`, inlined: this is every event's path)
+            touched: Iterable[_ChoiceText] = (choice,)
             if self._hold_back:
                 self._note_texts(parts, head, data)
                 to_screen = self._triggered(choice) if streamed.tail_may_find() else None
             elif streamed.tail_may_find():
                 to_screen = self._triggered(choice)
-            else:
+            elif not self._hooked:
                 return event  # nothing in the new text (or just before it) any check could match
+            else:
+                to_screen = None
         else:
             by_choice: dict[int, list[str]] = {}
             for k, text in parts:
@@ -742,11 +753,15 @@ class StreamScreener:
                 found = self._add_text(self._choice(k), "".join(texts))
                 if found is not None:
                     to_screen = found if to_screen is None else to_screen + found
+            touched = [self._choices[k] for k in by_choice]
             if self._hold_back:
                 self._note_texts(parts, head, data)
         if to_screen is not None:
             for text in to_screen:
                 await self._screen_blocking(text)
+        if self._hooked:
+            for one in touched:
+                await self._hook_step(one)
         if self._hold_back:
             # held events are redacted when released; a choice that ends here releases its own
             await self._finish_choices(data)
@@ -805,13 +820,30 @@ class StreamScreener:
         return to_screen
 
     async def _screen_blocking(self, text: str) -> None:
-        """Raise Blocked when `text` blocks (the blocking checks decide; the full screen words
-        the reason, and runs for every text when a hook screens responses)."""
-        if self._hooked or self.screener.blocks(text, Stage.RESPONSE):
+        """Raise Blocked when `text` blocks (the built-in blocking checks decide; the full screen
+        words the reason)."""
+        if self.screener.blocks(text, Stage.RESPONSE):
             whole = await self.screener.screen_async(text, Stage.RESPONSE, self.model)
             if whole.blocked:
                 self.blocked = whole.reason
                 raise Blocked(whole.reason)
+
+    async def _hook_step(self, choice: _ChoiceText) -> None:
+        """Ask the hook about a choice's recent complete words once `_hook_step_chars` characters more
+        of them have streamed since it last passed them (with any it has not seen, within the
+        window): a screening service is a network round trip, which the stream waits for, and
+        often billed per call; once per word made a 1,000-token answer hundreds of calls. The
+        stream's final check asks it about the whole window as before."""
+        streamed = choice.streamed
+        first, end = streamed.recent_span()
+        if end - choice.hooked_to < self._hook_step_chars:
+            return
+        start = max(streamed.window_start, min(first, choice.hooked_to))
+        whole = await self.screener.screen_async(streamed.between(start, end), Stage.RESPONSE, self.model)
+        if whole.blocked:
+            self.blocked = whole.reason
+            raise Blocked(whole.reason)
+        choice.hooked_to = end
 
     async def _repeats(self, head: bytes, data: Any, event: bytes) -> bytes:
         """A Responses/Messages event with no new text: the end of the stream, or a whole text

@@ -41,6 +41,9 @@ class HookConfig:
     timeout_s: float = 1.0
     fail_open: bool = False  # on timeout or error: True lets the text through, False blocks it
     stages: frozenset[Stage] = frozenset({Stage.PROMPT})
+    # A streamed answer is sent to it each time this many more characters of complete words have
+    # streamed, and whole at the end (not once per word: each call is a round trip)
+    stream_step_chars: int = 256
 
 
 @dataclass(frozen=True)

@@ -221,11 +221,13 @@ class StreamedText:
         self._buf = ""
         self._buf_start = 0
         config = screener.config
+        # (the hook screens a stream's text in steps of its own: openai.StreamScreener; the
+        # questions here are about the built-in checks)
         self._hooked = config.hook is not None and Stage.RESPONSE in config.hook.stages
         blocking = {c.check for c in config.checks if Stage.RESPONSE in c.stages and c.action is Action.BLOCK}
-        self._nothing_blocks = not blocking and not self._hooked
+        self._nothing_blocks = not blocking
         # Only secrets checks block: a recent text blocks through one of its lines (module doc).
-        self._by_lines = blocking == {"secrets"} and not self._hooked
+        self._by_lines = blocking == {"secrets"}
         self._longest_word = screener.prescanner.longest_word
         self._word_hits = screener.prescanner.hits
         self.last_hint = -1  # where the latest secret hint starts
@@ -279,7 +281,11 @@ class StreamedText:
     @property
     def can_block(self) -> bool:
         """Whether any check (or the hook) can block an answer."""
-        return not self._nothing_blocks
+        return not self._nothing_blocks or self._hooked
+
+    def _fires(self, text: str) -> bool:
+        """`Screener.may_find` for the built-in checks: whether the pre-scan of `text` fires."""
+        return self.screener.triggered(self.screener.prescanner.scan(text), Stage.RESPONSE)
 
     @property
     def words_end(self) -> int:
@@ -416,14 +422,14 @@ class StreamedText:
         return _MARKER_END.search(self._buf, max(0, self._was - 4 - self._buf_start)) is not None
 
     def tail_may_find(self) -> bool:
-        """`Screener.may_find` on the last event's text and the STREAM_TAIL_CHARS before it."""
+        """`Screener.may_find` on the last event's text and the STREAM_TAIL_CHARS before it, for
+        the built-in checks (the hook is asked in steps: openai.StreamScreener)."""
         if self.long_text is not None:
             self._quiet_from = _UNKNOWN
-            return self.screener.may_find(self.long_text, Stage.RESPONSE)
+            return self._fires(self.long_text)
         tail_start = max(self._buf_start, self.end - min(self.window, STREAM_TAIL_CHARS))
         if (
-            self._hooked
-            or self.last_exotic >= tail_start
+            self.last_exotic >= tail_start
             or self.last_unusual >= tail_start
             or (
                 self._injection_counts
@@ -436,7 +442,7 @@ class StreamedText:
             # word's edge away, and the tail's start a run's alignment; and an escape, which
             # the pre-scan reads by the text's length)
             self._quiet_from = _UNKNOWN
-            return self.screener.may_find(self.between(tail_start, self.end), Stage.RESPONSE)
+            return self._fires(self.between(tail_start, self.end))
         if self._fired_from >= tail_start:
             self._quiet_from = _UNKNOWN
             return True  # a trigger found at an earlier event is still in the tail

@@ -1,7 +1,7 @@
 """The streamed answer's window re-screen runs only the blocking checks; nothing it decides may
 change. Every catalogue text (harmful and benign), each between benign text and streamed in
 events of 1 to 7 characters, gives the same bytes, the same block and the same reason as the full
-screen of every window (the path a response hook still takes). Budget: ≈5 s."""
+screen of every window (what each step of a response hook runs, here at every event). Budget: ≈5 s."""
 
 from __future__ import annotations
 
@@ -50,7 +50,9 @@ def test_blocking_only_window_screen_decides_as_the_full_screen() -> None:
         chunks = events(text, rng)
         fast = StreamScreener(screener, "m")
         full = StreamScreener(screener, "m")
-        full._hooked = True  # the full screen of every window, as before (and with a hook)
+        # the full screen of the recent words at every event: a hook's step, made 0 (no hook is
+        # configured, so the step is the full screen alone)
+        full._hooked, full._hook_step_chars = True, 0
         got, want = asyncio.run(relay(fast, chunks)), asyncio.run(relay(full, chunks))
         assert got == want, row["id"]
         blocked += want[1] is not None
