@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from stream_reference import ReferenceStreamScreener
 from test_stream_hold_back import chat, run, sent_text
-from test_stream_unchanged import _SCREENERS, chat_events, transcript
+from test_stream_unchanged import _SCREENERS, chat_events, pieces, transcript
 
 from inferpool.guard import Screener
 from inferpool.guard.openai import StreamScreener
@@ -71,12 +71,7 @@ async def test_pii_streamed_alone_is_redacted_as_in_the_whole_answer(text: str, 
     """Every PII text of the corpora streamed on its own (no benign lines around it whose digits
     would open the gate) in events of 1-12 characters: nothing of up to the hold-back's length
     that screening the whole answer redacts reaches the client."""
-    rng = random.Random(seed)
-    events, at = [], 0
-    while at < len(text):
-        size = rng.randint(1, 12)
-        events.append(chat(text[at : at + size]))
-        at += size
+    events = [chat(piece) for piece in pieces(text, (1, 12), random.Random(seed))]
     sent, reason = await run(StreamScreener(REDACTING, "m"), events)
     assert reason is None
     client = sent_text(sent)
@@ -136,13 +131,7 @@ def test_prose_hidden_addresses_and_escapes_stream_as_the_reference_screens_them
 ) -> None:
     rng = random.Random(seed)
     text = "".join(words)
-    low, high = rng.choice([(1, 1), (1, 4), (2, 9), (1, 60)])
-    sizes, at = [], 0
-    while at < len(text):
-        sizes.append(rng.randint(low, high))
-        at += sizes[-1]
-    starts = [sum(sizes[:i]) for i in range(len(sizes))]
-    stream = chat_events([text[s : s + n] for s, n in zip(starts, sizes, strict=True)])
+    stream = chat_events(pieces(text, rng.choice([(1, 1), (1, 4), (2, 9), (1, 60)]), rng))
     screener = _SCREENERS[policy]
     now = asyncio.run(transcript(StreamScreener, screener, stream))
     assert now == asyncio.run(transcript(ReferenceStreamScreener, screener, stream))
