@@ -83,12 +83,13 @@ _AT_WORD = re.compile(r"[ \[({<][aA][tT][ \])}>]")
 _MARKER_END = re.compile(r"[.\])}>]|[dD][oO][tT]")
 # An escape as the pre-scan looks for one, in a short text (disguise.ESCAPE_TRIGGER) or in a long
 # one (disguise.ESCAPE_EXPRESSIONS, over the fold): either way, in any case. At most 16
-# characters, each with one of _ESCAPE_LEADS within its last 15.
+# characters, each with one of _ESCAPE_LEADS within its last 15 (quoted-printable's is its "q":
+# its "-" would have logs, full of dates and ids, searched at every other event).
 _ESCAPE = re.compile(
     r"%[0-9a-f]{2}|&#x?[0-9a-f]{1,7};|&commat;|\\[ux][0-9a-f]{2}|\\/|(?:=[0-9a-f]{2}){3}|quoted-printable",
     re.IGNORECASE,
 )
-_ESCAPE_LEADS = ("%", "&", "\\", "=", "-")
+_ESCAPE_LEADS = ("%", "&", "\\", "=", "q", "Q")
 _ESCAPE_REACH = 15
 _UNKNOWN = 1 << 62  # a position past any stream's end
 # Read per streamed event (here and by openai.StreamScreener): an enum member lookup costs ≈0.2 µs on a slow VM
@@ -357,7 +358,7 @@ class StreamedText:
             # (before the return below: an escape may end in letters or digits. One that ends
             # in the new text has a lead within its last _ESCAPE_REACH characters: in the new
             # text, or noted at an earlier event)
-            if "%" in new or "&" in new or "\\" in new or "=" in new or "-" in new:  # (_ESCAPE_LEADS)
+            if "%" in new or "&" in new or "\\" in new or "=" in new or "q" in new or "Q" in new:
                 self._last_escape_lead = was + max(map(new.rfind, _ESCAPE_LEADS))
             if self._last_escape_lead >= was - _ESCAPE_REACH:
                 found = _ESCAPE.search(buf, max(0, was - _ESCAPE_REACH - buf_start))
