@@ -476,8 +476,9 @@ class StreamScreener:
         self._anthropic = False  # an Anthropic Messages stream: it ends in its own error event
         hook = screener.config.hook
         self._hooked = hook is not None and Stage.RESPONSE in hook.stages
-        # The hook is asked each time this much more complete text has streamed (and at the end)
-        self._hook_step_chars = hook.stream_step_chars if hook is not None else 0
+        # The hook is asked each time this much more complete text has streamed (and at the end);
+        # at least every half window, so what it is asked about is still in the window
+        self._hook_step_chars = min(hook.stream_step_chars, self.window // 2) if hook is not None else 0
         hold_back = screener.config.stream_hold_back_chars
         redacts = bool(screener.redacting(Stage.RESPONSE))
         # Holding back only pays where something can block or redact an answer.

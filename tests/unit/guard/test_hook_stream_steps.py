@@ -138,3 +138,16 @@ def test_the_step_is_a_positive_number_of_characters() -> None:
     spec["webhook"]["streamStepChars"] = 0  # type: ignore[index]
     with pytest.raises(ValidationError, match="greater than or equal to 1"):
         GuardPolicySpec.model_validate(spec)
+
+
+async def test_a_step_longer_than_half_the_window_is_cut_to_it(service: tuple[Service, str]) -> None:
+    """What the service is asked about must still be in the window: with a 200-character window
+    a step of 1,000 is 100, and every word reaches the service."""
+    calls, url = service
+    hook = HookConfig(url, 5.0, False, frozenset({Stage.RESPONSE}), stream_step_chars=1000)
+    small = Screener(GuardConfig("t", (), hook=hook, stream_window_chars=200, stream_hold_back_chars=32))
+    sent, reason = await stream(small, PROSE[:1500])
+    assert reason is None and sent_text(sent) == PROSE[:1500]
+    assert len(calls.texts) >= 1500 // 100 - 1
+    seen = "".join(calls.texts)
+    assert all(sentence in seen for sentence in PROSE[:1500].split(". ")[:-1])
