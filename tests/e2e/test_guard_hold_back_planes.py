@@ -55,6 +55,9 @@ PROMPTS = [
     "the key is AKIAIOSFODNN7EXAMPLE and more",
     "a plain answer that passes every check",
     "write to jane.doe@example.com by Friday",
+    # an address written to hide it: no '@' and no digit (with hold-back, redacted on release; the
+    # release redaction once skipped text without either)
+    "mail jane [at] gmail [dot] com for it",
 ]
 
 
@@ -128,7 +131,7 @@ async def test_both_planes_hold_back_the_same_text(tmp_path: Path) -> None:
         served = await through_serve(hold_back, tmp_path)
         enveloped = await through_envoy(hold_back)
         assert served == enveloped, hold_back
-        (card_text, card_end), (key_text, key_end), (plain_text, plain_end), mail = served
+        (card_text, card_end), (key_text, key_end), (plain_text, plain_end), mail, hidden = served
         assert card_end == key_end == "content_filter"
         assert (plain_text, plain_end) == (PROMPTS[2], "[DONE]")
         # the address is one word, so one event: redacted either way (held: on release)
@@ -136,7 +139,9 @@ async def test_both_planes_hold_back_the_same_text(tmp_path: Path) -> None:
         if hold_back == 0:  # the leak hold-back exists for: groups before the last have been sent
             assert card_text.startswith("fine so far and then 4111 1111")
             assert key_text == "the key is AKIAIOSFODNN7EXAMPLE"  # whole: the word completed in its event
+            assert hidden == (PROMPTS[4], "[DONE]")  # a word per event: each redacted alone, none is one
         else:
+            assert hidden == ("mail [REDACTED:email] for it", "[DONE]")
             # a prefix of the words before the card, or nothing: held back in 16-character steps
             assert "1" not in card_text and "fine so far and then ".startswith(card_text)
             assert "AKIA" not in key_text
