@@ -32,6 +32,9 @@ class Datastore:
     def __init__(self) -> None:
         self._pools: dict[str, Pool] = {}
         self._models: dict[str, ModelRoute] = {}
+        # (pool key, model name) -> the route that serves it, made on the first lookup after a
+        # change: a request resolves its model by it, and multi-LoRA pools declare hundreds
+        self._model_index: dict[tuple[str, str], ModelRoute] | None = None
         self._objectives: dict[str, Objective] = {}
         self._rewrites: dict[str, ModelRewrite] = {}
         self._endpoints: dict[str, dict[str, Endpoint]] = {}
@@ -73,10 +76,12 @@ class Datastore:
     # -- models ----------------------------------------------------------------
     def upsert_model(self, model: ModelRoute) -> None:
         self._models[pool_key(model.namespace, model.name)] = model
+        self._model_index = None
         self._emit("model", pool_key(model.namespace, model.name))
 
     def delete_model(self, key: str) -> None:
         if self._models.pop(key, None) is not None:
+            self._model_index = None
             self._emit("model", key, deleted=True)
 
     def models(self, pool: str | None = None) -> list[ModelRoute]:
@@ -84,10 +89,12 @@ class Datastore:
 
     def model_for(self, pool: str, model_name: str) -> ModelRoute | None:
         """The InferenceModel serving `model_name` on `pool` (oldest wins on conflict, as upstream)."""
-        for model in self._models.values():
-            if model.pool_key == pool and model.model_name == model_name:
-                return model
-        return None
+        index = self._model_index
+        if index is None:
+            index = self._model_index = {}
+            for model in self._models.values():  # (in insertion order: the oldest is kept)
+                index.setdefault((model.pool_key, model.model_name), model)
+        return index.get((pool, model_name))
 
     # -- objectives and rewrites ----------------------------------------------
     def upsert_objective(self, objective: Objective) -> None:

@@ -78,9 +78,10 @@ class TargetModel:
     weight: int | None = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelRoute:
-    """A v1alpha2 InferenceModel: a public model name served by a pool."""
+    """A v1alpha2 InferenceModel: a public model name served by a pool. Frozen: the datastore
+    indexes routes by pool and model name (a changed route is upserted whole)."""
 
     namespace: str
     name: str  # the resource's name
