@@ -33,7 +33,7 @@ from inferpool.errors import InferenceError
 from inferpool.records import CandidateScore, HttpFacts, LazyScores, PrefillLeg, RequestRecord, new_request_id
 from inferpool.request.accounting import ResponseAccounting
 from inferpool.request.body import ParsedBody, RefusedBody, body_kind, parse_body, with_model
-from inferpool.request.resolve import Resolution, resolve
+from inferpool.request.resolve import Resolution, RewriteRules, resolve
 from inferpool.scheduling.types import Ranking, SchedulingRequest, SchedulingResult
 from inferpool.state import Datastore, Endpoint
 
@@ -132,6 +132,7 @@ class Director:
         self._routed_listeners: list[RoutedListener] = []
         # (pool, model) -> (adapter or not, when decided, datastore generation then): _is_adapter
         self._adapter_verdicts: dict[tuple[str, str], tuple[bool | None, float, int]] = {}
+        self._rewrite_rules = RewriteRules()  # per configuration change, not per request
 
     # -- routing ---------------------------------------------------------------
     def route(
@@ -359,7 +360,7 @@ class Director:
     def _resolve(self, attempt: _Attempt, path: str, parsed: ParsedBody | None) -> Resolution:
         attempt.parsed = parsed if parsed is not None else parse_body(attempt.body, path)
         attempt.resolution = resolve(
-            self.datastore, attempt.pool, attempt.parsed.model, attempt.headers, self.rng
+            self.datastore, attempt.pool, attempt.parsed.model, attempt.headers, self.rng, self._rewrite_rules
         )
         return attempt.resolution
 

@@ -70,12 +70,47 @@ def weighted_pick(items: Sequence[T], weights: Sequence[int | None], rng: random
     return items[-1]  # unreachable: point < total
 
 
+class RewriteRules:
+    """The InferenceModelRewrite rule for each (pool, incoming model), kept until the datastore
+    changes: per configuration change, not per request (the rewrites bound to a pool were
+    filtered and sorted for every request: +20 µs each with 50 of them)."""
+
+    KEPT = 4096  # (pairs: client-chosen model names must not grow it without bound)
+
+    def __init__(self) -> None:
+        self._generation = -1
+        self._rules: dict[tuple[str, str], RewriteRule | None] = {}
+
+    def rule(self, datastore: Datastore, pool: str, model: str) -> RewriteRule | None:
+        if not datastore.has_rewrites:
+            return None  # the usual case: no InferenceModelRewrite at all
+        if datastore.generation != self._generation or len(self._rules) >= self.KEPT:
+            self._rules.clear()
+            self._generation = datastore.generation
+        key = (pool, model)
+        try:
+            return self._rules[key]
+        except KeyError:
+            rule = self._rules[key] = _matching_rule(datastore.rewrites(pool), model)
+            return rule
+
+
 def resolve(
-    datastore: Datastore, pool: str, model: str, headers: Mapping[str, str], rng: random.Random
+    datastore: Datastore,
+    pool: str,
+    model: str,
+    headers: Mapping[str, str],
+    rng: random.Random,
+    rules: RewriteRules | None = None,
 ) -> Resolution:
-    """Resolve `model` on `pool`; `headers` must have lower-case names. Raises InferenceError(404)."""
+    """Resolve `model` on `pool`; `headers` must have lower-case names. Raises InferenceError(404).
+    `rules`: the rewrite rules kept per configuration (the data planes' Director keeps one)."""
     route = datastore.model_for(pool, model)
-    rule = _matching_rule(datastore.rewrites(pool), model)
+    rule = (
+        _matching_rule(datastore.rewrites(pool), model)
+        if rules is None
+        else rules.rule(datastore, pool, model)
+    )
     header_target = headers.get(MODEL_REWRITE_HEADER, "").strip()
 
     target: str

@@ -129,6 +129,10 @@ class Datastore:
         if self._rewrites.pop(key, None) is not None:
             self._emit("rewrite", key, deleted=True)
 
+    @property
+    def has_rewrites(self) -> bool:
+        return bool(self._rewrites)
+
     def rewrites(self, pool: str | None = None) -> list[ModelRewrite]:
         if pool is None or not self._rewrites:
             return list(self._rewrites.values())

@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from inferpool.errors import InferenceError
-from inferpool.request.resolve import resolve, weighted_pick
+from inferpool.labels import LabelSelector
+from inferpool.request.resolve import RewriteRules, _matching_rule, resolve, weighted_pick
 from inferpool.state import (
     Criticality,
     Datastore,
@@ -233,3 +234,40 @@ def test_unweighted_targets_are_equal(n: int, seed: int) -> None:
     counts = Counter(weighted_pick(list(range(n)), [None] * n, rng) for _ in range(10_000))
     for item in range(n):
         assert abs(counts[item] / 10_000 - 1 / n) <= 0.05
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["rewrite", "rewrite", "delete", "relabel", "ask"]),
+            st.sampled_from(["r1", "r2", "r3"]),
+            st.sampled_from(["gpt-4", "gpt-5", ""]),  # "": a catch-all rule
+            st.sampled_from(["vllm", "other"]),
+        ),
+        max_size=30,
+    )
+)
+def test_rewrite_rules_kept_per_configuration_answer_as_asked_each_time(
+    steps: list[tuple[str, str, str, str]],
+) -> None:
+    """The rule per (pool, model) the Director keeps until the datastore changes is the rule a
+    fresh look at the rewrites gives, across rewrites added, replaced and deleted and pools whose
+    labels (which a poolSelector reads) change."""
+    store = _store()
+    rules = RewriteRules()
+    for op, name, match, label in steps:
+        if op == "rewrite":
+            binding = (
+                PoolBinding((), LabelSelector({"app": label}))
+                if name == "r3"
+                else PoolBinding(("vllm-llama3-8b-instruct",))
+            )
+            rule = RewriteRule([match] if match else [], [RewriteTarget(f"{name}-{match or 'any'}")])
+            store.upsert_rewrite(ModelRewrite("default", name, binding, [rule]))
+        elif op == "delete":
+            store.delete_rewrite(f"default/{name}")
+        elif op == "relabel":
+            store.upsert_pool(Pool("default", "vllm-llama3-8b-instruct", {"app": label}, [8000]))
+        for model in ("gpt-4", "gpt-5", "llama"):
+            assert rules.rule(store, POOL, model) == _matching_rule(store.rewrites(POOL), model), (op, model)
