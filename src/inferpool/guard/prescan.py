@@ -53,6 +53,7 @@ DIGIT_RUN = re.compile(r"\d[\d \-.()/]{5,}\d")
 SHORTEST_NUMBER_CANDIDATE = 7
 # The shape both alphanumeric IDs share: two capitals, then capitals or digits, a digit among them.
 ALNUM_ID = re.compile(r"[A-Z]{2}[A-Z0-9]{4,}\d")
+_ANY_DIGIT = re.compile(r"\d")  # (both DIGIT_RUN and ALNUM_ID hold one)
 # Long runs of token characters: where prefix-less keys (Twilio, Discord, Mailchimp) can hide.
 LONG_TOKEN = re.compile(r"[A-Za-z0-9_\-+/=.]{24,}")
 LONG_TOKEN_CHARS = 24
@@ -380,7 +381,7 @@ class Prescan:
     # the ID keywords (pii.ID_RULES) that occur in `lowered` (see Prescanner); None: not searched for
     keywords: frozenset[str] | None = None
     chars: bytes | None = field(default=None, repr=False)  # ascii_chars(text), computed once
-    _numbers: bool = field(default=True, repr=False)
+    _numbers: bool = field(default=True, repr=False)  # False: no digit run or ID shape can be there
     # Which runs of spacing other than one space the text may hold (disguise.ASCII_SPACING,
     # UNICODE_SPACING bits), and whether it holds a disguise (disguise.disguised): the
     # injection check reads such a text squeezed and undisguised.
@@ -417,7 +418,7 @@ class Prescan:
     @_lazy
     def alnum_ids(self) -> bool:
         """An upper-case run with digits, as codice fiscale and passport numbers are."""
-        return has_alnum_id(self.text, self.chars, self.odd_digits)
+        return self._numbers and has_alnum_id(self.text, self.chars, self.odd_digits)
 
     @_lazy
     def email(self) -> bool:
@@ -425,7 +426,7 @@ class Prescan:
 
     @_lazy
     def long_tokens(self) -> tuple[tuple[int, int], ...]:
-        return tuple(long_tokens(self.text, self.chars))
+        return tuple(long_tokens(self.text, self.chars)) if len(self.text) >= LONG_TOKEN_CHARS else ()
 
     @property
     def numbers(self) -> bool:
@@ -712,6 +713,11 @@ class Prescanner:
                 spelled = (LETTERS_APART if max(markers) >= apart_id else 0) | (
                     LEETSPEAK if any(leet_id <= m < apart_id for m in markers) else 0
                 )
+        # A short text without a digit holds no digit run or ID shape: asked once here, not by each
+        # shape's search (the floor of a short prompt's screen; a long text is searched as before)
+        numbers = len(text) >= COMPILED_SCAN_CHARS or (
+            len(text) >= SHORTEST_NUMBER_CANDIDATE and _ANY_DIGIT.search(text) is not None
+        )
         return Prescan(
             text,
             lowered,
@@ -720,6 +726,7 @@ class Prescanner:
             hints,
             found,
             chars,
+            numbers,
             spaced=(UNICODE_SPACING if unicode_spaced else 0)
             | (ASCII_SPACING if markers and min(markers) < leet_id else 0),
             disguised=disguised,
