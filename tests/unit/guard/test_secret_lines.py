@@ -2,7 +2,10 @@
 found in it. A line's findings must be what checking that line alone gives, wherever it
 stands: on texts made of the guard corpus's lines (those with secrets and others), repeated
 and shuffled, find's plugin findings must be each line's own findings, shifted to its place.
-(The extra patterns run over the whole text, not per line, and are left out.)
+(The extra patterns and the value rules run over the whole text, not per line, and are left
+out: a value rule skips a value inside another finding, and a private key's finding reaches
+over the lines its BEGIN line opens, so an `Authorization: Bearer …` line after a cut-off
+key's BEGIN line is the key's.)
 """
 
 from __future__ import annotations
@@ -13,9 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_findings_unchanged import corpus  # pytest puts this folder on sys.path
 
-from inferpool.guard.credentials import EXTRA_PATTERNS, SecretScanner
+from inferpool.guard.credentials import SecretScanner
 
 SCANNER = SecretScanner()
+PLUGIN_KINDS = frozenset(plugin.kind for plugin in SCANNER.plugins)
 
 
 def plugin_findings(text: str) -> list[tuple[str, int, int]]:
@@ -24,7 +28,7 @@ def plugin_findings(text: str) -> list[tuple[str, int, int]]:
     return sorted(
         (f.kind, f.start, f.end if f.kind != "private_key" else f.start)
         for f in SCANNER.find(text)
-        if f.kind not in EXTRA_PATTERNS
+        if f.kind in PLUGIN_KINDS
     )
 
 
@@ -59,3 +63,11 @@ def test_repeated_lines_give_each_line_its_own_findings_shuffled(data: st.DataOb
     with_secrets, others = lines()
     pool = st.sampled_from(with_secrets) | st.sampled_from(others) | st.sampled_from(["", " ", "x = 1"])
     check("\n".join(data.draw(st.lists(pool, max_size=30))))
+
+
+def test_a_line_after_a_cut_off_keys_begin_line_is_checked_as_its_own() -> None:
+    """Hypothesis's find: a bearer token after a BEGIN line with no END is inside the key's
+    finding, so the bearer rule (a whole-text rule) skips it; the plugins' findings stay per line."""
+    check(
+        "-----BEGIN EC PRIVATE KEY-----\nAUTHORIZATION: BEARER " + "EYJHBGCIOIJIUZI1NIISINR5CCI6IKPXVCJ9." * 3
+    )
