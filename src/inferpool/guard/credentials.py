@@ -357,8 +357,6 @@ VALUE_RULES: dict[str, tuple[_ValueRule, ...]] = {
             _password_accepted,
         ),
     ),
-    # A .netrc entry's password (curl -n, git, pip, Python's netrc): `machine HOST login USER
-    # password PASS` on one line, or `password PASS` on a line of its own
     "password ": (_NETRC_PASSWORD,),
     # A password piped into a registry login (`echo '…' | docker login -u … --password-stdin`)
     "--password-stdin": (

@@ -475,7 +475,7 @@ class StreamScreener:
         self.blocked: str | None = None
         self._anthropic = False  # an Anthropic Messages stream: it ends in its own error event
         hook = screener.config.hook
-        self._hooked = hook is not None and Stage.RESPONSE in hook.stages
+        self._hooked = screener.answer_checks.hooked
         # The hook is asked each time this much more complete text has streamed (and at the end);
         # at least every half window, so what it is asked about is still in the window
         self._hook_step_chars = min(hook.stream_step_chars, self.window // 2) if hook is not None else 0
@@ -735,7 +735,7 @@ class StreamScreener:
             choice = self._first if key == 0 else self._choice(key)
             streamed = choice.streamed
             streamed.append(new)  # (`_add_text`, inlined: this is every event's path)
-            touched: Iterable[_ChoiceText] = (choice,)
+            touched: Iterable[_ChoiceText] | None = None  # (one choice: `choice`)
             if self._hold_back:
                 self._note_texts(parts, head, data)
                 to_screen = self._triggered(choice) if streamed.tail_may_find() else None
@@ -761,7 +761,7 @@ class StreamScreener:
             for text in to_screen:
                 await self._screen_blocking(text)
         if self._hooked:
-            for one in touched:
+            for one in (choice,) if touched is None else touched:
                 await self._hook_step(one)
         if self._hold_back:
             # held events are redacted when released; a choice that ends here releases its own
@@ -833,7 +833,7 @@ class StreamScreener:
         """Ask the hook about a choice's recent complete words once `_hook_step_chars` characters more
         of them have streamed since it last passed them (with any it has not seen, within the
         window): a screening service is a network round trip, which the stream waits for, and
-        often billed per call; once per word made a 1,000-token answer hundreds of calls. The
+        often billed per call; once per word made a 2,250-character answer 443 calls. The
         stream's final check asks it about the whole window as before."""
         streamed = choice.streamed
         first, end = streamed.recent_span()

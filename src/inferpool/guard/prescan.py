@@ -53,7 +53,7 @@ DIGIT_RUN = re.compile(r"\d[\d \-.()/]{5,}\d")
 SHORTEST_NUMBER_CANDIDATE = 7
 # The shape both alphanumeric IDs share: two capitals, then capitals or digits, a digit among them.
 ALNUM_ID = re.compile(r"[A-Z]{2}[A-Z0-9]{4,}\d")
-_ANY_DIGIT = re.compile(r"\d")  # (both DIGIT_RUN and ALNUM_ID hold one)
+ANY_DIGIT = re.compile(r"\d")  # (both DIGIT_RUN and ALNUM_ID hold one)
 # Long runs of token characters: where prefix-less keys (Twilio, Discord, Mailchimp) can hide.
 LONG_TOKEN = re.compile(r"[A-Za-z0-9_\-+/=.]{24,}")
 LONG_TOKEN_CHARS = 24
@@ -716,7 +716,7 @@ class Prescanner:
         # A short text without a digit holds no digit run or ID shape: asked once here, not by each
         # shape's search (the floor of a short prompt's screen; a long text is searched as before)
         numbers = len(text) >= COMPILED_SCAN_CHARS or (
-            len(text) >= SHORTEST_NUMBER_CANDIDATE and _ANY_DIGIT.search(text) is not None
+            len(text) >= SHORTEST_NUMBER_CANDIDATE and ANY_DIGIT.search(text) is not None
         )
         return Prescan(
             text,

@@ -198,6 +198,36 @@ def _id_keywords() -> frozenset[str]:
     return ID_KEYWORDS
 
 
+@dataclass(frozen=True)
+class FixedTriggers:
+    """A pre-scan's answers given in advance (prescan.Triggers): what a policy does with them."""
+
+    numbers: bool = False
+    alnum_ids: bool = False
+    email: bool = False
+    secret_hints: bool = False
+    long_tokens: bool = False
+    injection: bool = False
+    disguised: bool = False
+    escaped: bool = False
+    obfuscated_email: bool = False
+
+
+@dataclass(frozen=True)
+class AnswerChecks:
+    """What a policy's checks of answers are, as a streamed answer's per-event questions need
+    them (stream.StreamedText): known per policy, not asked per stream."""
+
+    blocking: frozenset[str]  # the kinds of the checks that block answers
+    hooked: bool  # a hook (webhook) screens answers
+    fires_untriggered: bool  # they fire on a text without any trigger (a deny-list's do)
+    injection_counts: bool  # an injection word counts (the default policy screens answers for none)
+    obfuscated_counts: bool  # an obfuscated address counts (a PII check screens answers)
+    # an escape counts: PII and secrets read escaped text decoded, and the injection check reads
+    # a text holding one
+    escapes_count: bool
+
+
 class Screener:
     """One GuardConfig, compiled once; screen() for built-in checks, screen_async() adds the hook."""
 
@@ -229,6 +259,17 @@ class Screener:
         self._scanners = {
             key: with_keywords if "pii" in checks else self._prescanner for key, checks in self._kinds.items()
         }
+        injection_counts = self.triggered(FixedTriggers(injection=True), Stage.RESPONSE)
+        self.answer_checks = AnswerChecks(
+            blocking=frozenset(
+                c.check for c in config.checks if Stage.RESPONSE in c.stages and c.action is Action.BLOCK
+            ),
+            hooked=config.hook is not None and Stage.RESPONSE in config.hook.stages,
+            fires_untriggered=self.triggered(FixedTriggers(), Stage.RESPONSE),
+            injection_counts=injection_counts,
+            obfuscated_counts=self.triggered(FixedTriggers(obfuscated_email=True), Stage.RESPONSE),
+            escapes_count=injection_counts or self.triggered(FixedTriggers(escaped=True), Stage.RESPONSE),
+        )
 
     @property
     def prescanner(self) -> Prescanner:
@@ -238,6 +279,10 @@ class Screener:
         """False when the pre-scan alone rules out every check of `stage` (and no hook screens it)."""
         if self.config.hook is not None and stage in self.config.hook.stages:
             return True
+        return self.fires(text, stage)
+
+    def fires(self, text: str, stage: Stage) -> bool:
+        """`may_find` for the built-in checks alone: whether the pre-scan of `text` fires."""
         return self.triggered(self._prescanner.scan(text), stage)
 
     def triggered(self, scan: Triggers, stage: Stage, action: Action | None = None) -> bool:
@@ -299,20 +344,19 @@ class Screener:
         scan = self._scanners[stage, Action.REDACT].scan(text)
         if not self.triggered(scan, stage, Action.REDACT):
             return []
-        return [
-            finding
-            for check, detect in self._detectors
-            if stage in check.stages and check.action is Action.REDACT
-            for finding in detect(text, scan, False)
-        ]
+        return list(self._found(text, stage, Action.REDACT, scan))
 
     def findings(self, text: str, stage: Stage, action: Action) -> list[Finding]:
         """What the checks of `stage` that take `action` find in `text` (screen() runs them all)."""
         return list(self._found(text, stage, action))
 
-    def _found(self, text: str, stage: Stage, action: Action) -> Iterator[Finding]:
-        """The findings of those checks, one detector after another (lazily: `blocks` stops at one)."""
-        scan = self._scanners[stage, action].scan(text)
+    def _found(
+        self, text: str, stage: Stage, action: Action, scan: Prescan | None = None
+    ) -> Iterator[Finding]:
+        """The findings of those checks, one detector after another (lazily: `blocks` stops at one);
+        `scan`: the text's pre-scan for them, if made already."""
+        if scan is None:
+            scan = self._scanners[stage, action].scan(text)
         for check, detect in self._detectors:
             if stage in check.stages and check.action is action:
                 yield from detect(text, scan, False)

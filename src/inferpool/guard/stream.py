@@ -40,12 +40,12 @@ from __future__ import annotations
 import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
-from dataclasses import dataclass
 
-from inferpool.guard.disguise import disguises, last_disguise
+from inferpool.guard.disguise import ESCAPE_EXPRESSIONS, disguises, last_disguise
 from inferpool.guard.policy import Action, Stage
 from inferpool.guard.prescan import (
     ALNUM_ID,
+    ANY_DIGIT,
     CASE_EXOTIC,
     CIPHER_FAMILIES,
     DIGIT_RUN,
@@ -71,7 +71,6 @@ STREAM_TAIL_CHARS = 256
 # How much of the window a fired pre-scan re-screens (at most streamWindowChars): longer than
 # any match the built-in detectors make, so a 4 KB window is not re-read for every token.
 STREAM_SCREEN_CHARS = 1024
-_DIGIT = re.compile(r"\d")
 # What a trigger word spelled to hide it holds (prescan.spelled_words): a character leetspeak
 # writes for a letter, or two letters apart (disguise.APART), within SPELLED_REACH of its end
 _SPELLING = re.compile(r"[0-9@$!|]|(?<![A-Za-z0-9])[A-Za-z][ .\-_*/+~|][A-Za-z](?![A-Za-z0-9])")
@@ -81,14 +80,11 @@ SPELLED_REACH = 2 * max(map(len, SPELLED_WORDS))
 _AT_WORD = re.compile(r"[ \[({<][aA][tT][ \])}>]")
 # What such a marker ends in: a closing bracket or a dot, or the word "dot" and a space or letter
 _MARKER_END = re.compile(r"[.\])}>]|[dD][oO][tT]")
-# An escape as the pre-scan looks for one, in a short text (disguise.ESCAPE_TRIGGER) or in a long
-# one (disguise.ESCAPE_EXPRESSIONS, over the fold): either way, in any case. At most 16
-# characters, each with one of _ESCAPE_LEADS within its last 15 (quoted-printable's is its "q":
-# its "-" would have logs, full of dates and ids, searched at every other event).
-_ESCAPE = re.compile(
-    r"%[0-9a-f]{2}|&#x?[0-9a-f]{1,7};|&commat;|\\[ux][0-9a-f]{2}|\\/|(?:=[0-9a-f]{2}){3}|quoted-printable",
-    re.IGNORECASE,
-)
+# An escape as the pre-scan looks for one in a long text (disguise.ESCAPE_EXPRESSIONS, over the
+# fold: in any case), which also holds every one a short text's check finds (ESCAPE_TRIGGER). At
+# most 16 characters, each with one of _ESCAPE_LEADS within its last 15 (quoted-printable's is
+# its "q": with its "-", logs, full of dates and ids, ran this search at one event in three).
+_ESCAPE = re.compile("|".join(ESCAPE_EXPRESSIONS), re.IGNORECASE)
 _ESCAPE_LEADS = ("%", "&", "\\", "=", "q", "Q")
 _ESCAPE_REACH = 15
 _UNKNOWN = 1 << 62  # a position past any stream's end
@@ -173,7 +169,7 @@ class _TailTriggers:
     def _digit_shape(self, pattern: re.Pattern[str], last: Callable[[bytes], int]) -> bool:
         """A digit run or an ID shape (both end in a digit): none can end in new text without one;
         a non-ASCII digit in the tail needs the regular expression itself."""
-        if self._new is not None and not _DIGIT.search(self._new):
+        if self._new is not None and not ANY_DIGIT.search(self._new):
             return False
         if self._streamed.last_odd_digit >= self._start:
             match = pattern.search(self.tail)
@@ -193,21 +189,6 @@ class _TailTriggers:
         return at >= 0 and self._found(self._start + at)
 
 
-@dataclass(frozen=True)
-class _FixedTriggers:
-    """A pre-scan's answers given in advance (prescan.Triggers): what a policy does with them."""
-
-    numbers: bool = False
-    alnum_ids: bool = False
-    email: bool = False
-    secret_hints: bool = False
-    long_tokens: bool = False
-    injection: bool = False
-    disguised: bool = False
-    escaped: bool = False
-    obfuscated_email: bool = False
-
-
 class StreamedText:
     """The last `window` characters streamed, with what the per-event checks need to know of them.
 
@@ -221,14 +202,13 @@ class StreamedText:
         # (trimmed now and then, so an event appends in place instead of copying the window).
         self._buf = ""
         self._buf_start = 0
-        config = screener.config
+        checks = screener.answer_checks
         # (the hook screens a stream's text in steps of its own: openai.StreamScreener; the
         # questions here are about the built-in checks)
-        self._hooked = config.hook is not None and Stage.RESPONSE in config.hook.stages
-        blocking = {c.check for c in config.checks if Stage.RESPONSE in c.stages and c.action is Action.BLOCK}
-        self._nothing_blocks = not blocking
+        self._hooked = checks.hooked
+        self._nothing_blocks = not checks.blocking
         # Only secrets checks block: a recent text blocks through one of its lines (module doc).
-        self._by_lines = blocking == {"secrets"}
+        self._by_lines = checks.blocking == {"secrets"}
         self._longest_word = screener.prescanner.longest_word
         self._word_hits = screener.prescanner.hits
         self.last_hint = -1  # where the latest secret hint starts
@@ -267,26 +247,15 @@ class StreamedText:
         # Where the latest trigger the tail fired on starts: while the tail starts at or before
         # it, that trigger is still in the tail, so the tail fires (_TailTriggers.fired_from).
         self._fired_from = -1
-        # Whether the checks of answers fire on a text without any trigger (a deny-list's do).
-        self._fires_untriggered = screener.triggered(_FixedTriggers(), Stage.RESPONSE)
-        # Whether an injection word counts (the default policy screens answers for none).
-        self._injection_counts = screener.triggered(_FixedTriggers(injection=True), Stage.RESPONSE)
-        # Whether an obfuscated address counts (a PII check screens answers)
-        self._obfuscated_counts = screener.triggered(_FixedTriggers(obfuscated_email=True), Stage.RESPONSE)
-        # Whether an escape counts (PII and secrets read escaped text decoded, and the injection
-        # check reads a text holding one)
-        self._escapes_count = self._injection_counts or screener.triggered(
-            _FixedTriggers(escaped=True), Stage.RESPONSE
-        )
+        self._fires_untriggered = checks.fires_untriggered
+        self._injection_counts = checks.injection_counts
+        self._obfuscated_counts = checks.obfuscated_counts
+        self._escapes_count = checks.escapes_count
 
     @property
     def can_block(self) -> bool:
         """Whether any check (or the hook) can block an answer."""
         return not self._nothing_blocks or self._hooked
-
-    def _fires(self, text: str) -> bool:
-        """`Screener.may_find` for the built-in checks: whether the pre-scan of `text` fires."""
-        return self.screener.triggered(self.screener.prescanner.scan(text), Stage.RESPONSE)
 
     @property
     def words_end(self) -> int:
@@ -427,7 +396,7 @@ class StreamedText:
         the built-in checks (the hook is asked in steps: openai.StreamScreener)."""
         if self.long_text is not None:
             self._quiet_from = _UNKNOWN
-            return self._fires(self.long_text)
+            return self.screener.fires(self.long_text, Stage.RESPONSE)
         tail_start = max(self._buf_start, self.end - min(self.window, STREAM_TAIL_CHARS))
         if (
             self.last_exotic >= tail_start
@@ -443,7 +412,7 @@ class StreamedText:
             # word's edge away, and the tail's start a run's alignment; and an escape, which
             # the pre-scan reads by the text's length)
             self._quiet_from = _UNKNOWN
-            return self._fires(self.between(tail_start, self.end))
+            return self.screener.fires(self.between(tail_start, self.end), Stage.RESPONSE)
         if self._fired_from >= tail_start:
             self._quiet_from = _UNKNOWN
             return True  # a trigger found at an earlier event is still in the tail
@@ -461,7 +430,7 @@ class StreamedText:
                     (self.last_injection < tail_start and self.last_cipher < tail_start)
                     or not self._injection_counts
                 )
-                and not _DIGIT.search(new)
+                and not ANY_DIGIT.search(new)
                 and not (self._injection_counts and self._may_end_spelled(tail_start, len(new)))
                 and (self.last_at_word < tail_start or not self.may_end_obfuscated())
                 and self.long_run_in_new(tail_start) < 0

@@ -33,7 +33,7 @@ class Datastore:
         self._pools: dict[str, Pool] = {}
         self._models: dict[str, ModelRoute] = {}
         # (pool key, model name) -> the route that serves it, made on the first lookup after a
-        # change: a request resolves its model by it, and multi-LoRA pools declare hundreds
+        # change: a request resolves its model by it, and a multi-LoRA pool may declare hundreds
         self._model_index: dict[tuple[str, str], ModelRoute] | None = None
         self._objectives: dict[str, Objective] = {}
         self._rewrites: dict[str, ModelRewrite] = {}

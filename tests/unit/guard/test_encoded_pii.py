@@ -14,7 +14,7 @@ from heldout import found_by_label  # pytest puts this folder on sys.path
 
 from inferpool.guard import Screener, Stage
 from inferpool.guard.policy import Action, CheckConfig, GuardConfig, default_config
-from inferpool.guard.stream import _FixedTriggers
+from inferpool.guard.screen import FixedTriggers
 
 SCREENER = Screener(default_config())
 
@@ -37,5 +37,5 @@ def test_a_long_token_triggers_the_pii_check() -> None:
     screening): base64 may hold personal data with no digit or '@' showing."""
     pii_only = Screener(GuardConfig("pii", (CheckConfig("pii", Action.REDACT, frozenset({Stage.RESPONSE})),)))
     # (the triggers of a text whose only shape is a long token: base64 of an email may be that)
-    assert pii_only.triggered(_FixedTriggers(long_tokens=True), Stage.RESPONSE)
-    assert not pii_only.triggered(_FixedTriggers(), Stage.RESPONSE)
+    assert pii_only.triggered(FixedTriggers(long_tokens=True), Stage.RESPONSE)
+    assert not pii_only.triggered(FixedTriggers(), Stage.RESPONSE)
