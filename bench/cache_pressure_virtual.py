@@ -203,7 +203,7 @@ def main() -> None:
     cap.add_argument("--rates", default="8,9,10,11,12,13,14")
     cap.add_argument("--seed", type=int, default=100)
     cap.add_argument("--jobs", type=int, default=2)
-    rmp = modes.add_parser("ramp", help="the comparison: five steps up to 120 % of C")
+    rmp = modes.add_parser("ramp", help="the comparison: five steps up to 120 %% of C")
     rmp.add_argument("--rate", type=float, required=True, help="C, from `capacity`")
     rmp.add_argument("--seeds", default="101-120")
     rmp.add_argument("--profiles", default="default,precise,round-robin")
