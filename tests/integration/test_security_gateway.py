@@ -286,7 +286,7 @@ async def test_connect_error_ejects_the_endpoint_passively(make_rig) -> None:  #
     dead = Endpoint("dead", "127.0.0.1", free_port(), "default/pool", {"app": "m"})
     r.gateway.datastore.upsert_endpoint(dead)
     dead = next(e for e in r.gateway.datastore.endpoints("default/pool") if e.name == "dead")
-    readiness = Readiness()
+    readiness = Readiness(r.gateway.datastore)
     r.gateway.proxy.on_connect_error = lambda e: readiness.set_scrape(e, False)
     statuses = [(await r.post()).status for _ in range(4)]  # round-robin reaches the dead one
     assert statuses == [200] * 4  # retried on the live endpoint

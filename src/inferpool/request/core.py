@@ -160,7 +160,7 @@ class Core:
             clock=clock,
             flow_control=self.flow_control,
         )
-        self.readiness = Readiness()
+        self.readiness = Readiness(self.datastore)
         self.scraper = Scraper(self.datastore, config.scrape, self.readiness) if config.scrape else None
         self.prober = (
             HealthProber(self.datastore, self.readiness, interval_scale=1.0 / config.fleet_speed)

@@ -42,7 +42,7 @@ class HealthProber(DatastoreFollower):
         interval_scale: float = 1.0,  # wall seconds per fleet second (1 / a slowed fleet's speed)
     ) -> None:
         super().__init__(datastore, session)
-        self.readiness = readiness or Readiness()
+        self.readiness = readiness or Readiness(datastore)
         self.interval_scale = interval_scale
         self._probes: dict[tuple[str, str], _Probe] = {}
 

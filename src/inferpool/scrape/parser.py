@@ -18,6 +18,7 @@ import functools
 import math
 import re
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import NamedTuple
 
 from inferpool.scrape.engines import EngineMap, Series, engine_map
@@ -203,9 +204,12 @@ def metrics_from_series(engine: EngineMap, series: dict[str, list[Sample]]) -> E
         lora = [s for s in series.get(engine.lora_info, ()) if not math.isnan(s.value)]
         if lora:
             current = max(lora, key=lambda s: s.value)
-            metrics.active_adapters = _adapters(current.labels.get("running_lora_adapters", ""))
-            metrics.waiting_adapters = _adapters(current.labels.get("waiting_lora_adapters", ""))
-            metrics.max_active_adapters = _as_int(current.labels.get("max_lora", "")) or 0
+            metrics = replace(
+                metrics,
+                active_adapters=_adapters(current.labels.get("running_lora_adapters", "")),
+                waiting_adapters=_adapters(current.labels.get("waiting_lora_adapters", "")),
+                max_active_adapters=_as_int(current.labels.get("max_lora", "")) or 0,
+            )
     return metrics
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from weakref import WeakKeyDictionary
 
-from inferpool.state import Endpoint
+from inferpool.state import Datastore, Endpoint
 
 
 @dataclass
@@ -27,9 +27,11 @@ class Signals:
 
 
 class Readiness:
-    """Per-endpoint readiness signals; forgets endpoints the datastore dropped."""
+    """Per-endpoint readiness signals; forgets endpoints the datastore dropped. `ready` is
+    written through the datastore (`Datastore.set_ready`), which keeps each pool's ready list."""
 
-    def __init__(self) -> None:
+    def __init__(self, datastore: Datastore) -> None:
+        self._datastore = datastore
         self._signals: WeakKeyDictionary[Endpoint, Signals] = WeakKeyDictionary()
 
     def signals(self, endpoint: Endpoint) -> Signals:
@@ -41,9 +43,9 @@ class Readiness:
     def set_scrape(self, endpoint: Endpoint, ok: bool) -> None:
         signals = self.signals(endpoint)
         signals.scrape_ok = ok
-        endpoint.ready = signals.ready
+        self._datastore.set_ready(endpoint, signals.ready)
 
     def set_health(self, endpoint: Endpoint, ok: bool) -> None:
         signals = self.signals(endpoint)
         signals.health_ok = ok
-        endpoint.ready = signals.ready
+        self._datastore.set_ready(endpoint, signals.ready)

@@ -87,7 +87,7 @@ class Scraper(DatastoreFollower):
         super().__init__(datastore, session)
         self.config = config or ScrapeConfig()
         self._timeout = aiohttp.ClientTimeout(total=self.config.timeout_s)  # one object, every scrape
-        self.readiness = readiness or Readiness()
+        self.readiness = readiness or Readiness(datastore)
         self._targets: dict[tuple[str, int], _Target] = {}
         self.scrapes = 0  # successful scrapes, for tests and the dashboard
         self.failures = 0
@@ -175,16 +175,19 @@ class Scraper(DatastoreFollower):
             log.exception("scrape of %s failed unexpectedly", url)
             self._failed(target, exc)
             return False
-        metrics.scraped_at = time.monotonic()
-        metrics.loaded_adapters = target.loaded_adapters
-        metrics.base_models = target.base_models
-        metrics.model_cards = target.model_cards
+        metrics = replace(
+            metrics,
+            scraped_at=time.monotonic(),
+            loaded_adapters=target.loaded_adapters,
+            base_models=target.base_models,
+            model_cards=target.model_cards,
+        )
         self.scrapes += 1
-        for i, endpoint in enumerate(target.endpoints):
+        for endpoint in target.endpoints:
             if endpoint.consecutive_scrape_failures >= self.config.failure_threshold:
                 log.info("endpoint %s back in rotation: scrape succeeded", endpoint.name)
-            # one object per endpoint, so writers never alias; the first takes the fresh one
-            endpoint.metrics = metrics if i == 0 else replace(metrics)
+            # (frozen: the endpoints of one target, data-parallel ranks, share one object)
+            self.datastore.set_metrics(endpoint, metrics)
             endpoint.consecutive_scrape_failures = 0
             self.readiness.set_scrape(endpoint, True)
         return True

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from inferpool.state.endpoint import Endpoint
+from inferpool.state.endpoint import Endpoint, EndpointMetrics
 from inferpool.state.objects import ModelRewrite, ModelRoute, Objective, Pool, pool_key
 
 ChangeKind = Literal["pool", "model", "objective", "rewrite", "endpoint"]
@@ -38,6 +38,10 @@ class Datastore:
         self._objectives: dict[str, Objective] = {}
         self._rewrites: dict[str, ModelRewrite] = {}
         self._endpoints: dict[str, dict[str, Endpoint]] = {}
+        # Per pool, its ready endpoints: one list until an endpoint of the pool changes (set,
+        # readiness or metrics), so every request of a scrape interval shares it and what is
+        # derived from it (the saturation snapshot) can be kept by its identity
+        self._ready: dict[str, list[Endpoint]] = {}
         self._listeners: list[Listener] = []
         self.generation = 0  # bumped by every change, so callers can tell a stale snapshot
 
@@ -62,6 +66,7 @@ class Datastore:
     def delete_pool(self, key: str) -> None:
         if self._pools.pop(key, None) is not None:
             self._endpoints.pop(key, None)
+            self._ready.pop(key, None)
             self._emit("pool", key, deleted=True)
 
     def pool(self, key: str) -> Pool | None:
@@ -150,12 +155,26 @@ class Datastore:
         else:
             known.address, known.port = endpoint.address, endpoint.port
             known.labels, known.engine = endpoint.labels, endpoint.engine
+        self._ready.pop(endpoint.pool, None)
         self._emit("endpoint", f"{endpoint.pool}/{endpoint.name}")
         return known
 
     def remove_endpoint(self, pool: str, name: str) -> None:
         if self._endpoints.get(pool, {}).pop(name, None) is not None:
+            self._ready.pop(pool, None)
             self._emit("endpoint", f"{pool}/{name}", deleted=True)
+
+    def set_metrics(self, endpoint: Endpoint, metrics: EndpointMetrics) -> None:
+        """An endpoint's newly scraped metrics (every write of them goes through here, so the
+        pool's ready list is a new one after it; no change event: scrapes are not changes)."""
+        endpoint.metrics = metrics
+        self._ready.pop(endpoint.pool, None)
+
+    def set_ready(self, endpoint: Endpoint, ready: bool) -> None:
+        """Whether an endpoint takes traffic (`scrape.Readiness` decides it)."""
+        if endpoint.ready != ready:
+            endpoint.ready = ready
+            self._ready.pop(endpoint.pool, None)
 
     def replace_endpoints(self, pool: str, endpoints: Iterable[Endpoint]) -> None:
         """Make `endpoints` the pool's whole set (a full resync from a source)."""
@@ -170,7 +189,15 @@ class Datastore:
         return list(self._endpoints.get(pool, {}).values())
 
     def ready_endpoints(self, pool: str) -> list[Endpoint]:
-        return [e for e in self._endpoints.get(pool, {}).values() if e.ready]
+        """The pool's ready endpoints. The same list object until an endpoint of the pool is
+        added, removed, or changes readiness or metrics (through this datastore): callers must not
+        modify it, and may keep what they compute from it for as long as it is the one returned."""
+        ready = self._ready.get(pool)
+        if ready is None:
+            ready = [e for e in self._endpoints.get(pool, {}).values() if e.ready]
+            if pool in self._endpoints:  # (an unknown pool's empty answer is not kept)
+                self._ready[pool] = ready
+        return ready
 
     def endpoint(self, pool: str, name: str) -> Endpoint | None:
         return self._endpoints.get(pool, {}).get(name)

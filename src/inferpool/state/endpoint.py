@@ -8,9 +8,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-@dataclass
+@dataclass(frozen=True)
 class EndpointMetrics:
-    """What the scraper last read from an endpoint's /metrics (engine-neutral)."""
+    """What the scraper last read from an endpoint's /metrics (engine-neutral). Frozen: a scrape
+    makes a new one and writes it through `Datastore.set_metrics`, which keeps each pool's ready
+    list (and what is derived from it) right."""
 
     waiting_queue_size: int = 0
     running_requests: int = 0

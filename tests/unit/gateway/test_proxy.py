@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import aiohttp
 import orjson
@@ -478,7 +478,7 @@ async def test_gateway_errors_are_vllm_shaped(rig: RigFactory) -> None:
 async def test_no_ready_endpoint_is_503(rig: RigFactory) -> None:
     r = await rig("ok")
     for e in r.datastore.endpoints(POOL):
-        e.ready = False
+        r.datastore.set_ready(e, False)
     resp = await r.post()
     assert resp.status == 503
     assert (await resp.json())["error"]["code"] == 503
@@ -487,7 +487,7 @@ async def test_no_ready_endpoint_is_503(rig: RigFactory) -> None:
 async def test_a_request_without_a_body_goes_to_an_endpoint_unscheduled(rig: RigFactory) -> None:
     # no model to schedule on (a GET of /v1/health, say): a random ready endpoint, as the EPP does
     r = await rig("ok", "ok")
-    r.datastore.endpoints(POOL)[0].ready = False
+    r.datastore.set_ready(r.datastore.endpoints(POOL)[0], False)
     for _ in range(3):
         resp = await r.session.get(r.url + "/v1/health?probe=1")
         assert resp.status == 200, await resp.text()
@@ -499,7 +499,7 @@ async def test_a_request_without_a_body_goes_to_an_endpoint_unscheduled(rig: Rig
         (200, f"127.0.0.1:{r.upstreams[1].port}", None)
     ] * 3
     for e in r.datastore.endpoints(POOL):
-        e.ready = False
+        r.datastore.set_ready(e, False)
     resp = await r.session.get(r.url + "/v1/health")
     assert resp.status == 503 and (await resp.json())["error"]["code"] == 503
 
@@ -526,7 +526,7 @@ async def test_models_list_and_admin_api(rig: RigFactory) -> None:
     decisions = (await (await r.session.get(f"{admin}/api/decisions")).json())["decisions"]
     assert decisions[-1]["status"] == 200 and decisions[-1]["ranked"][0]["scores"] is not None
     for e in r.datastore.endpoints(POOL):
-        e.ready = False
+        r.datastore.set_ready(e, False)
     assert (await r.session.get(f"{admin}/readyz")).status == 503
 
 
@@ -541,7 +541,7 @@ async def test_models_list_carries_the_servers_own_entry_under_the_public_name(r
             "root": "/models/food-review-1", "parent": "base", "max_model_len": None,
             "permission": [permission]}  # fmt: skip
     for endpoint in r.datastore.endpoints(POOL):
-        endpoint.metrics.model_cards = {"food-review-1": card}
+        r.datastore.set_metrics(endpoint, replace(endpoint.metrics, model_cards={"food-review-1": card}))
     body = await (await r.session.get(r.url + "/v1/models")).json()
     [entry] = body["data"]
     assert entry.pop("created") >= 1795528456  # the time of the call, as vLLM's

@@ -15,7 +15,7 @@ from inferpool.observe.decisions import DecisionLog
 from inferpool.observe.metrics import GatewayMetrics
 from inferpool.observe.top import fetch, render, sparkline
 from inferpool.records import CandidateScore, HttpFacts, RequestRecord
-from inferpool.state import Datastore, Endpoint, ModelRoute, Pool
+from inferpool.state import Datastore, Endpoint, EndpointMetrics, ModelRoute, Pool
 
 POOL = "default/pool"
 
@@ -32,9 +32,13 @@ async def test_top_once_against_admin_server(monkeypatch: pytest.MonkeyPatch) ->
     ds = Datastore()
     ds.upsert_pool(Pool("default", "pool", {"app": "x"}, [8000]))
     ds.upsert_model(ModelRoute("default", "food", "food-review", "pool"))
-    ready = Endpoint("pod-ready", "127.0.0.1", 8000, POOL)
-    ready.metrics.waiting_queue_size = 7
-    ready.metrics.active_adapters = frozenset({"food-review"})
+    ready = Endpoint(
+        "pod-ready",
+        "127.0.0.1",
+        8000,
+        POOL,
+        metrics=EndpointMetrics(waiting_queue_size=7, active_adapters=frozenset({"food-review"})),
+    )
     ds.upsert_endpoint(ready)
     ds.upsert_endpoint(Endpoint("pod-down", "127.0.0.1", 8001, POOL, ready=False))
     log = DecisionLog()

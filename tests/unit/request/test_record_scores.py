@@ -11,7 +11,7 @@ import orjson
 from inferpool.records import HttpFacts, LazyScores
 from inferpool.request.core import Core, CoreConfig
 from inferpool.scheduling.types import Ranking
-from inferpool.state import Criticality, Endpoint, ModelRoute, Pool
+from inferpool.state import Criticality, Endpoint, EndpointMetrics, ModelRoute, Pool
 
 POOL = "default/pool"
 BODY = orjson.dumps({"model": "base", "prompt": "Say something about pizza.", "max_tokens": 16})
@@ -23,9 +23,9 @@ def _core(endpoints: int) -> Core:
     store.upsert_pool(Pool("default", "pool", {"app": "vllm"}, [8000]))
     store.upsert_model(ModelRoute("default", "base", "base", "pool", Criticality.CRITICAL))
     for i in range(endpoints):
-        endpoint = Endpoint(f"pod{i}", f"10.0.{i // 250}.{i % 250}", 8000, POOL)
-        endpoint.metrics.scraped_at = time.monotonic() + 3600  # fresh for the test
-        endpoint.metrics.waiting_queue_size = i % 5
+        # fresh for the test
+        metrics = EndpointMetrics(waiting_queue_size=i % 5, scraped_at=time.monotonic() + 3600)
+        endpoint = Endpoint(f"pod{i}", f"10.0.{i // 250}.{i % 250}", 8000, POOL, metrics=metrics)
         store.upsert_endpoint(endpoint)
     return core
 

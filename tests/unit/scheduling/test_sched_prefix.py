@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -145,7 +147,7 @@ def test_anti_hotspot_load_wins_over_cache_hit() -> None:
     assert scores == {hot: 0.0, idle: 0.0}
     hot.in_flight = 5
     assert scorer.score(req(DOC), [hot, idle])[hot] == 1.0
-    hot.in_flight, hot.metrics.kv_cache_usage = 0, 0.97
+    hot.in_flight, hot.metrics = 0, replace(hot.metrics, kv_cache_usage=0.97)
     assert scorer.score(req(DOC), [hot, idle])[hot] == 0.0
 
 

@@ -4,6 +4,7 @@ the response header through the Scheduler."""
 from __future__ import annotations
 
 import base64
+from dataclasses import replace
 
 import pytest
 
@@ -147,11 +148,11 @@ def test_a_session_moves_when_its_endpoint_is_gone_or_saturated() -> None:
     assert scorer.score_column(gone, [a, c]) == [0.0, 0.0]
     scorer.on_routed(gone, c)
     assert scorer.score_column(req(headers={"x-session-id": "s"}), [a, b, c]) == [0.0, 0.0, 1.0]
-    c.metrics.waiting_queue_size = 9
+    c.metrics = replace(c.metrics, waiting_queue_size=9)
     full = req(headers={"x-session-id": "s"})
     assert scorer.score_column(full, [a, b, c]) == [0.0, 0.0, 0.0]
     scorer.on_routed(full, a)
-    c.metrics.waiting_queue_size = 0
+    c.metrics = replace(c.metrics, waiting_queue_size=0)
     assert scorer.score_column(req(headers={"x-session-id": "s"}), [a, b, c]) == [1.0, 0.0, 0.0]
 
 
