@@ -19,7 +19,7 @@ import orjson
 
 from inferpool.errors import InferenceError
 from inferpool.guard.policy import Stage
-from inferpool.guard.screen import Screener, Verdict
+from inferpool.guard.screen import Screener, Verdict, redact
 from inferpool.guard.stream import ANSWER_STAGE, STREAM_TAIL_CHARS, StreamedText
 
 log = logging.getLogger(__name__)
@@ -770,7 +770,7 @@ class StreamScreener:
         if to_screen is None:
             return event  # nothing in the new text (or just before it) any check could match
         for _, text in parts:
-            if self.screener.may_redact(text, ANSWER_STAGE):
+            if self.screener.redactions(text, ANSWER_STAGE):  # (found again there: it is rare)
                 return self._redacted(head, data, event, _map_stream_deltas)
         return event
 
@@ -854,15 +854,30 @@ class StreamScreener:
         return self._redacted(head, data, event, _map_stream_repeats)
 
     def _redacted(self, head: bytes, data: Any, event: bytes, texts_of: TextMapper) -> bytes:
-        changed = False
+        """The event with what the redacting checks find in each of its texts removed (the same
+        bytes when there is nothing)."""
+        texts: list[str] = []
+        texts_of(data, _collector(texts))
+        redacted = self._redactions(texts)
+        return self._rewritten_texts(head, data, texts_of, redacted) if redacted else event
 
-        def one(text: str) -> str:
-            nonlocal changed
-            if not self.screener.may_redact(text, Stage.RESPONSE):
-                return text
-            verdict = self.screener.screen(text, Stage.RESPONSE)
-            changed = changed or verdict.text != text
-            return verdict.text
+    def _redactions(self, texts: Iterable[str]) -> dict[str, str]:
+        """Each text in which a redacting check finds something, and that text redacted (one
+        pre-scan per text). What a blocking check finds there does not stop the redaction: the
+        stream blocks by its own checks, and until they do (a match ending an event is complete
+        only with the next word) the event goes out, redacted."""
+        redacted: dict[str, str] = {}
+        kinds: set[str] = set()
+        for text in texts:
+            findings = self.screener.redactions(text, Stage.RESPONSE)
+            if findings:
+                redacted[text] = redact(text, findings)
+                kinds.update(f"{f.check}:{f.kind}" for f in findings)
+        if kinds:  # (as Screener.screen logs what it redacts)
+            log.info("guard %s response: %s (redact)", self.screener.config.name, ", ".join(sorted(kinds)))
+        return redacted
 
-        texts_of(data, one)
-        return head + b"data: " + orjson.dumps(data) + b"\n\n" if changed else event
+    @staticmethod
+    def _rewritten_texts(head: bytes, data: Any, texts_of: TextMapper, redacted: dict[str, str]) -> bytes:
+        texts_of(data, lambda text: redacted.get(text, text))
+        return head + b"data: " + orjson.dumps(data) + b"\n\n"

@@ -55,6 +55,17 @@ class Verdict:
         return ", ".join(kinds) or self.reason
 
 
+def _short_without_redaction(kinds: tuple[str, ...], text: str) -> bool:
+    """The common streamed token, which only PII could redact: too short for a digit run or an
+    ID shape, and without an '@' or the full-width '＠' (a disguise, read through as one)."""
+    return (
+        kinds == ("pii",)
+        and len(text) < SHORTEST_NUMBER_CANDIDATE
+        and "@" not in text
+        and "\uff20" not in text
+    )
+
+
 def redact(text: str, findings: list[Finding]) -> str:
     out, pos = [], 0
     for f in sorted(findings, key=lambda f: f.start):
@@ -320,26 +331,18 @@ class Screener:
         return self._redacting[stage]
 
     def may_redact(self, text: str, stage: Stage) -> bool:
-        """False when `screen(text, stage).text` is surely `text`: no redacting check of `stage`
-        can find anything in it (the hook is not asked: screen() does not call it)."""
+        """False when no redacting check of `stage` can find anything in `text` (the hook is
+        not asked: screen() does not call it)."""
         kinds = self._redacting[stage]
-        if not kinds:
-            return False
-        if (
-            kinds == ("pii",)
-            and len(text) < SHORTEST_NUMBER_CANDIDATE
-            and "@" not in text
-            and "\uff20" not in text
-        ):
-            # the common streamed token: too short for a digit run or an ID shape, and without
-            # an '@' or the full-width '＠' (a disguise, read through as one)
+        if not kinds or _short_without_redaction(kinds, text):
             return False
         return self.triggered(self._prescanner.scan(text), stage, Action.REDACT)
 
     def redactions(self, text: str, stage: Stage) -> list[Finding]:
         """`findings(text, stage, Action.REDACT)`, with no detector run when the pre-scan's
         triggers rule every redacting check out (as `may_redact`, from the one pre-scan)."""
-        if not self._redacting[stage]:
+        kinds = self._redacting[stage]
+        if not kinds or _short_without_redaction(kinds, text):
             return []
         scan = self._scanners[stage, Action.REDACT].scan(text)
         if not self.triggered(scan, stage, Action.REDACT):

@@ -18,8 +18,8 @@ from inferpool.guard.openai import (
     _map_stream_repeats,
     anthropic_error_event,
 )
-from inferpool.guard.policy import Stage
-from inferpool.guard.screen import Screener
+from inferpool.guard.policy import Action, Stage
+from inferpool.guard.screen import Screener, redact
 
 STREAM_TAIL_CHARS = 256
 STREAM_SCREEN_CHARS = 1024
@@ -117,9 +117,13 @@ class ReferenceStreamScreener:
 
         def one(text: str) -> str:
             nonlocal changed
-            verdict = self.screener.screen(text, Stage.RESPONSE)
-            changed = changed or verdict.text != text
-            return verdict.text
+            # What the redacting checks find, whatever a blocking one finds: main used
+            # screen(text).text, which redacts nothing once a blocking check finds something, so
+            # a key ending an event (blocked only at the next word) let the event's PII out
+            # unredacted (changed 2026-12-07, with the fast one).
+            redacted = redact(text, self.screener.findings(text, Stage.RESPONSE, Action.REDACT))
+            changed = changed or redacted != text
+            return redacted
 
         texts_of(data, one)
         return head + b"data: " + orjson.dumps(data) + b"\n\n" if changed else event

@@ -165,3 +165,26 @@ async def test_each_held_out_escape_and_hidden_address_streams_as_the_reference_
     assert await transcript(StreamScreener, screener, stream) == await transcript(
         ReferenceStreamScreener, screener, stream
     )
+
+
+@pytest.mark.parametrize("kind", [StreamScreener, ReferenceStreamScreener])
+@pytest.mark.parametrize(
+    "event",
+    [
+        "Call 415-555-0123 or use AKIAIOSFODNN7EXAMPLE",
+        "Mail jane.doe@example.com the token ghp_16C7e42F292c6912E7710c838347Ae178B4a",
+        "card 4111 1111 1111 1111, key AKIAIOSFODNN7EXAMPLE",
+    ],
+)
+def test_a_blocking_match_ending_an_event_does_not_stop_its_redaction(kind: type, event: str) -> None:
+    """The secret ending the event is complete only with the next word, so the stream blocks
+    then, after this event has gone out (hold-back 0, as documented). Screened with every check,
+    the event was found blocked, and a blocked verdict redacts nothing: its PII went out as
+    written. Its redaction is that of the redacting checks alone."""
+    stream = chat_events(["Sure. ", event, " now", " please. "])
+    outcome = asyncio.run(transcript(kind, DEFAULT, stream))
+    assert outcome[-1][0] == "blocked"
+    passed = "".join(outcome[:-1]) + outcome[-1][2]
+    assert "[REDACTED:" in passed
+    for pii in ("415-555-0123", "jane.doe@example.com", "4111 1111 1111 1111"):
+        assert pii not in passed
