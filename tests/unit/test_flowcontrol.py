@@ -365,9 +365,9 @@ def gated_pool(waiting: int, clock: Clock) -> tuple[Datastore, Endpoint, Dispatc
     return store, endpoint, DispatchGate(store, detector, scrape_lag_s=0.0, clock=clock)
 
 
-def scrape(store: Datastore, endpoint: Endpoint, clock: Clock, waiting: int) -> None:
+def scrape(endpoint: Endpoint, clock: Clock, waiting: int) -> None:
     clock.now += 0.05
-    store.set_metrics(endpoint, EndpointMetrics(waiting_queue_size=waiting, scraped_at=clock.now))
+    endpoint.metrics = EndpointMetrics(waiting_queue_size=waiting, scraped_at=clock.now)
 
 
 async def test_no_burst_beyond_capacity_on_stale_metrics() -> None:
@@ -392,11 +392,11 @@ async def test_no_burst_beyond_capacity_on_stale_metrics() -> None:
     flow.finished(POOL, endpoint)  # one finished: one waiting request could start there
     await settle()
     assert len(sent) == 6
-    scrape(store, endpoint, clock, waiting=4)  # the server still has 4 queued of what we sent
+    scrape(endpoint, clock, waiting=4)  # the server still has 4 queued of what we sent
     flow.pump()
     await settle()
     assert len(sent) == 7
-    scrape(store, endpoint, clock, waiting=0)
+    scrape(endpoint, clock, waiting=0)
     flow.pump()
     await settle()
     assert len(sent) == 12
@@ -411,7 +411,7 @@ async def test_dispatch_when_saturation_drops_via_the_timer() -> None:
     waiter = asyncio.create_task(flow.acquire(POOL, 0, "", 10))
     await asyncio.sleep(0.05)
     assert not waiter.done()
-    scrape(store, endpoint, clock, waiting=0)  # the scraper writes metrics without any event
+    scrape(endpoint, clock, waiting=0)  # the scraper writes metrics without any event
     grant = await asyncio.wait_for(waiter, 5)
     assert grant.wait_s > 0
     flow.close()
@@ -437,13 +437,13 @@ async def test_dispatch_when_an_endpoint_joins() -> None:
 
 async def test_released_but_unsent_requests_count_against_the_pool() -> None:
     clock = Clock()
-    store, endpoint, gate = gated_pool(0, clock)
+    _, endpoint, gate = gated_pool(0, clock)
     assert gate.has_capacity(POOL, in_transit=4)
     assert not gate.has_capacity(POOL, in_transit=5)
     for _ in range(3):
         gate.sent(endpoint)
     assert gate.waiting(endpoint) == 3 and not gate.has_capacity(POOL, in_transit=2)
-    scrape(store, endpoint, clock, waiting=0)
+    scrape(endpoint, clock, waiting=0)
     assert gate.waiting(endpoint) == 0
 
 
@@ -575,9 +575,7 @@ class Stack:
         return orjson.dumps({"model": model, "prompt": "hello", "max_tokens": 4})
 
     def drain_endpoint(self) -> None:
-        self.store.set_metrics(
-            self.endpoint, EndpointMetrics(waiting_queue_size=0, scraped_at=time.monotonic())
-        )
+        self.endpoint.metrics = EndpointMetrics(waiting_queue_size=0, scraped_at=time.monotonic())
 
 
 async def test_without_flow_control_route_async_is_route() -> None:

@@ -78,19 +78,10 @@ class Admission:
         return dict(self._shed)
 
     def decide(
-        self,
-        endpoints: Sequence[Endpoint],
-        priority: int,
-        shed_saturated: bool = True,
-        pool: str | None = None,
+        self, endpoints: Sequence[Endpoint], priority: int, shed_saturated: bool = True
     ) -> AdmissionDecision:
-        """The decision for one request over its candidate endpoints; counts nothing. `pool`:
-        `endpoints` is that pool's ready list (`Datastore.ready_endpoints`), whose saturation is
-        kept until an endpoint of the pool changes (`SaturationDetector.kept_snapshot`)."""
-        if pool is not None:
-            snapshot = self.detector.kept_snapshot(pool, endpoints)
-        else:
-            snapshot = self.detector.snapshot(endpoints)
+        """The decision for one request over its candidate endpoints; counts nothing."""
+        snapshot = self.detector.snapshot(endpoints)
         if not endpoints:
             return AdmissionDecision(False, "no-ready-endpoints", snapshot)
         if self.config.enabled and shed_saturated and priority <= 0:
@@ -101,16 +92,10 @@ class Admission:
         return AdmissionDecision(True, None, snapshot)
 
     def admit(
-        self,
-        pool: str,
-        endpoints: Sequence[Endpoint],
-        priority: int,
-        shed_saturated: bool = True,
-        whole_pool: bool = False,
+        self, pool: str, endpoints: Sequence[Endpoint], priority: int, shed_saturated: bool = True
     ) -> AdmissionDecision:
-        """decide(), raising ShedError (and counting it) when the request is refused. `whole_pool`:
-        `endpoints` is the pool's ready list as the datastore gave it (no subset taken)."""
-        decision = self.decide(endpoints, priority, shed_saturated, pool if whole_pool else None)
+        """decide(), raising ShedError (and counting it) when the request is refused."""
+        decision = self.decide(endpoints, priority, shed_saturated)
         if decision.reason == "no-ready-endpoints":
             raise self._refuse(
                 503, f"no ready endpoints in pool {pool}", "no-ready-endpoints", decision.snapshot

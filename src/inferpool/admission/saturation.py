@@ -50,17 +50,12 @@ class SaturationSnapshot(msgspec.Struct, frozen=True):
         return self.endpoints > 0 and self.saturated == self.endpoints
 
 
-_NEVER = float("inf")  # (no fresh endpoint: nothing goes stale later)
-
-
 class SaturationDetector:
     """Computes saturation from endpoint metrics; pure reads, O(endpoints)."""
 
     def __init__(self, config: SaturationConfig | None = None, clock: Callable[[], float] = time.monotonic):
         self.config = config or SaturationConfig()
         self._clock = clock
-        # per pool: (its ready list, that list's snapshot, until when it holds)
-        self._kept: dict[str, tuple[Sequence[Endpoint], SaturationSnapshot, float]] = {}
 
     def is_stale(self, endpoint: Endpoint, now: float | None = None) -> bool:
         return endpoint.metrics.age(self._clock() if now is None else now) > self.config.stale_after_s
@@ -82,32 +77,11 @@ class SaturationDetector:
         waiting: Callable[[Endpoint], int] | None = None,
     ) -> SaturationSnapshot:
         """The pool's saturation; `waiting(e)`, when given, replaces the scraped waiting queue of `e`."""
-        return self._measure(endpoints, self._clock() if now is None else now, waiting)[0]
-
-    def kept_snapshot(self, pool: str, ready: Sequence[Endpoint]) -> SaturationSnapshot:
-        """`snapshot(ready)` for a pool's ready list as `Datastore.ready_endpoints` gives it (one
-        list object until an endpoint of the pool changes: its set, readiness or metrics), kept
-        while it is that list and until the first of its fresh endpoints' metrics would go
-        stale: once per scrape, not per request."""
-        now = self._clock()
-        kept = self._kept.get(pool)
-        if kept is not None and kept[0] is ready and now < kept[2]:
-            return kept[1]
-        snapshot, until = self._measure(ready, now, None)
-        self._kept[pool] = (ready, snapshot, until)
-        return snapshot
-
-    def _measure(
-        self, endpoints: Sequence[Endpoint], now: float, waiting: Callable[[Endpoint], int] | None
-    ) -> tuple[SaturationSnapshot, float]:
-        """The snapshot, and until when it holds for the same metrics: the first moment one of
-        the fresh endpoints' metrics goes stale (time alone changes nothing else)."""
+        now = self._clock() if now is None else now
         cfg = self.config
         # Inlined, without per-endpoint method or builtin calls (`y if y > x else x` is exactly
-        # `max(x, y)`, NaN included): this runs over every candidate of a request whose
-        # snapshot is not kept (a subset of the pool, flow control's own counts).
-        stale_after = cfg.stale_after_s
-        oldest = now - stale_after
+        # `max(x, y)`, NaN included): this runs on every request over every candidate.
+        oldest = now - cfg.stale_after_s
         queue_t, kv_t, cap, stale_ratio = (
             cfg.queue_threshold,
             cfg.kv_threshold,
@@ -116,7 +90,6 @@ class SaturationDetector:
         )
         total = 0.0
         saturated = stale = 0
-        first_scraped = _NEVER
         for endpoint in endpoints:
             m = endpoint.metrics
             scraped = m.scraped_at
@@ -125,8 +98,6 @@ class SaturationDetector:
                 saturated += 1
                 total += stale_ratio
                 continue
-            if scraped < first_scraped:
-                first_scraped = scraped
             by_queue = (m.waiting_queue_size if waiting is None else waiting(endpoint)) / queue_t
             by_kv = m.kv_cache_usage / kv_t
             ratio = by_kv if by_kv > by_queue else by_queue
@@ -134,11 +105,9 @@ class SaturationDetector:
                 saturated += 1
             total += ratio if ratio < cap else cap
         count = len(endpoints)
-        snapshot = SaturationSnapshot(
+        return SaturationSnapshot(
             ratio=total / count if count else 0.0, endpoints=count, saturated=saturated, stale=stale
         )
-        # (stale is `scraped < now - stale_after`: from past first_scraped + stale_after on)
-        return snapshot, first_scraped + stale_after
 
     def pool_saturated(self, endpoints: Sequence[Endpoint], now: float | None = None) -> bool:
         return self.snapshot(endpoints, now).pool_saturated

@@ -148,20 +148,17 @@ def simulate(
     def scrape() -> None:
         for ep in store.endpoints(POOL):
             eng = engines[ep.name]
-            store.set_metrics(
-                ep,
-                EndpointMetrics(
-                    waiting_queue_size=eng.num_waiting,
-                    running_requests=eng.num_running,
-                    kv_cache_usage=eng.pool.usage(),
-                    active_adapters=frozenset(eng.gpu_loras),
-                    max_active_adapters=4,
-                    # what the scraper reads off vllm:cache_config_info (the approximate prefix
-                    # index sizes each endpoint's LRU by it)
-                    cache_block_size=eng.pool.block_size if cache_sizes_known else None,
-                    cache_num_blocks=eng.pool.num_blocks if cache_sizes_known else None,
-                    scraped_at=time.monotonic(),
-                ),
+            ep.metrics = EndpointMetrics(
+                waiting_queue_size=eng.num_waiting,
+                running_requests=eng.num_running,
+                kv_cache_usage=eng.pool.usage(),
+                active_adapters=frozenset(eng.gpu_loras),
+                max_active_adapters=4,
+                # what the scraper reads off vllm:cache_config_info (the approximate prefix
+                # index sizes each endpoint's LRU by it)
+                cache_block_size=eng.pool.block_size if cache_sizes_known else None,
+                cache_num_blocks=eng.pool.num_blocks if cache_sizes_known else None,
+                scraped_at=time.monotonic(),
             )
 
     def run_engines_until(t: float) -> None:

@@ -166,7 +166,7 @@ class Director:
         assert attempt.resolution is not None
         candidates = _in_subset(self.datastore.ready_endpoints(attempt.pool), subset)
         attempt.snapshot = self.admission.admit(
-            attempt.pool, candidates, attempt.resolution.priority, whole_pool=subset is None
+            attempt.pool, candidates, attempt.resolution.priority
         ).snapshot
         attempt.admitted = self.clock()
         return self._schedule(attempt, subset, candidates, None)
@@ -217,9 +217,7 @@ class Director:
             generation = self.datastore.generation
             # Admission before queueing, without saturation shedding (the queue takes that role):
             # only the 503 for an empty pool. It is not asked again after the wait.
-            decision = self.admission.admit(
-                pool, candidates, resolution.priority, shed_saturated=False, whole_pool=subset is None
-            )
+            decision = self.admission.admit(pool, candidates, resolution.priority, shed_saturated=False)
             attempt.snapshot = decision.snapshot
             queued_at = attempt.admitted = self.clock()
             try:

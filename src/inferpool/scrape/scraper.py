@@ -187,7 +187,7 @@ class Scraper(DatastoreFollower):
             if endpoint.consecutive_scrape_failures >= self.config.failure_threshold:
                 log.info("endpoint %s back in rotation: scrape succeeded", endpoint.name)
             # (frozen: the endpoints of one target, data-parallel ranks, share one object)
-            self.datastore.set_metrics(endpoint, metrics)
+            endpoint.metrics = metrics
             endpoint.consecutive_scrape_failures = 0
             self.readiness.set_scrape(endpoint, True)
         return True

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from inferpool.state.endpoint import Endpoint, EndpointMetrics
+from inferpool.state.endpoint import Endpoint
 from inferpool.state.objects import ModelRewrite, ModelRoute, Objective, Pool, pool_key
 
 ChangeKind = Literal["pool", "model", "objective", "rewrite", "endpoint"]
@@ -38,9 +38,8 @@ class Datastore:
         self._objectives: dict[str, Objective] = {}
         self._rewrites: dict[str, ModelRewrite] = {}
         self._endpoints: dict[str, dict[str, Endpoint]] = {}
-        # Per pool, its ready endpoints: one list until an endpoint of the pool changes (set,
-        # readiness or metrics), so every request of a scrape interval shares it and what is
-        # derived from it (the saturation snapshot) can be kept by its identity
+        # Per pool, its ready endpoints: one list until one is added or removed or changes
+        # readiness, not one per request
         self._ready: dict[str, list[Endpoint]] = {}
         self._listeners: list[Listener] = []
         self.generation = 0  # bumped by every change, so callers can tell a stale snapshot
@@ -164,14 +163,9 @@ class Datastore:
             self._ready.pop(pool, None)
             self._emit("endpoint", f"{pool}/{name}", deleted=True)
 
-    def set_metrics(self, endpoint: Endpoint, metrics: EndpointMetrics) -> None:
-        """An endpoint's newly scraped metrics (every write of them goes through here, so the
-        pool's ready list is a new one after it; no change event: scrapes are not changes)."""
-        endpoint.metrics = metrics
-        self._ready.pop(endpoint.pool, None)
-
     def set_ready(self, endpoint: Endpoint, ready: bool) -> None:
-        """Whether an endpoint takes traffic (`scrape.Readiness` decides it)."""
+        """Whether an endpoint takes traffic (`scrape.Readiness` decides it); every write of it
+        goes through here, so that the pool's ready list is made again."""
         if endpoint.ready != ready:
             endpoint.ready = ready
             self._ready.pop(endpoint.pool, None)
@@ -189,9 +183,8 @@ class Datastore:
         return list(self._endpoints.get(pool, {}).values())
 
     def ready_endpoints(self, pool: str) -> list[Endpoint]:
-        """The pool's ready endpoints. The same list object until an endpoint of the pool is
-        added, removed, or changes readiness or metrics (through this datastore): callers must not
-        modify it, and may keep what they compute from it for as long as it is the one returned."""
+        """The pool's ready endpoints: the same list object until an endpoint of the pool is
+        added or removed or changes readiness (`set_ready`), which callers must not modify."""
         ready = self._ready.get(pool)
         if ready is None:
             ready = [e for e in self._endpoints.get(pool, {}).values() if e.ready]

@@ -11,8 +11,7 @@ from typing import Any
 @dataclass(frozen=True)
 class EndpointMetrics:
     """What the scraper last read from an endpoint's /metrics (engine-neutral). Frozen: a scrape
-    makes a new one and writes it through `Datastore.set_metrics`, which keeps each pool's ready
-    list (and what is derived from it) right."""
+    makes a new one, so the endpoints of one scrape target can share it."""
 
     waiting_queue_size: int = 0
     running_requests: int = 0

@@ -541,7 +541,7 @@ async def test_models_list_carries_the_servers_own_entry_under_the_public_name(r
             "root": "/models/food-review-1", "parent": "base", "max_model_len": None,
             "permission": [permission]}  # fmt: skip
     for endpoint in r.datastore.endpoints(POOL):
-        r.datastore.set_metrics(endpoint, replace(endpoint.metrics, model_cards={"food-review-1": card}))
+        endpoint.metrics = replace(endpoint.metrics, model_cards={"food-review-1": card})
     body = await (await r.session.get(r.url + "/v1/models")).json()
     [entry] = body["data"]
     assert entry.pop("created") >= 1795528456  # the time of the call, as vLLM's

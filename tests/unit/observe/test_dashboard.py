@@ -126,7 +126,7 @@ def test_history_rates_padding_and_removal() -> None:
         tally.add(record("r", "pod-0", 200, None, ts=0.5, model="m"))
     ep = ds.endpoint(POOL, "pod-1")
     assert ep is not None
-    ds.set_metrics(ep, replace(ep.metrics, waiting_queue_size=3, kv_cache_usage=0.25))
+    ep.metrics = replace(ep.metrics, waiting_queue_size=3, kv_cache_usage=0.25)
     ep.in_flight = 2
     history.sample(now=2.0)
     s0, s1 = history.of(POOL, "pod-0"), history.of(POOL, "pod-1")

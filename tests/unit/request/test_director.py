@@ -332,7 +332,7 @@ def test_unknown_model_is_404() -> None:
     assert err.status == 404 and err.message == "The model `nope` does not exist."
     # loaded on a server but declared by no InferenceModel (the guide's cad-fabricator): say so
     pod = h.store.endpoints(POOL)[0]
-    h.store.set_metrics(pod, replace(pod.metrics, loaded_adapters=frozenset({"cad-fabricator"})))
+    pod.metrics = replace(pod.metrics, loaded_adapters=frozenset({"cad-fabricator"}))
     err = h.refused({"model": "cad-fabricator", "messages": [{"role": "user", "content": "x"}]})
     assert err.status == 404 and err.message.startswith("The model `cad-fabricator` does not exist. ")
     assert "no InferenceModel" in err.message and str(err) == err.message
@@ -478,9 +478,9 @@ def test_served_models_with_configured_base() -> None:
 def test_served_models_carry_the_servers_entries_for_their_targets_and_the_base() -> None:
     h = Harness(config=DirectorConfig(base_models={POOL: BASE}))
     first, second = h.store.endpoints(POOL)[:2]
-    h.store.set_metrics(first, replace(first.metrics, model_cards={BASE: {"id": BASE, "max_model_len": 512}}))
+    first.metrics = replace(first.metrics, model_cards={BASE: {"id": BASE, "max_model_len": 512}})
     cards = {BASE: {"id": BASE, "max_model_len": 4096}, "batch": {"id": "batch", "root": "/a"}}
-    h.store.set_metrics(second, replace(second.metrics, model_cards=cards))
+    second.metrics = replace(second.metrics, model_cards=cards)
     models = {m.id: m for m in h.director.served_models(POOL)}
     assert models[BASE].card == {"id": BASE, "max_model_len": 512}  # servers disagree: any one
     assert models["batch"].card == {"id": "batch", "root": "/a"}
@@ -493,7 +493,7 @@ def test_base_model_inferred_from_reported_adapters() -> None:
     assert h.route(CHAT).scheduling_request.lora_adapter is None  # unknown before any adapter is seen
     pod = h.store.endpoint(POOL, "pod1")
     assert pod is not None
-    h.store.set_metrics(pod, replace(pod.metrics, active_adapters=frozenset({"food-review-1", "batch"})))
+    pod.metrics = replace(pod.metrics, active_adapters=frozenset({"food-review-1", "batch"}))
     assert h.director.base_model(POOL) == (BASE, {"food-review-1", "batch"})
     assert h.route(CHAT).scheduling_request.lora_adapter is True
     assert h.route({"model": BASE, "messages": []}).scheduling_request.lora_adapter is False
@@ -507,17 +507,16 @@ def test_the_servers_model_lists_tell_the_base_model_before_any_adapter_runs() -
     with unfinished requests)."""
     h = Harness()
     for pod in h.store.endpoints(POOL):
-        h.store.set_metrics(
-            pod,
-            replace(pod.metrics, base_models=frozenset({BASE}), loaded_adapters=frozenset({"food-review-1"})),
+        pod.metrics = replace(
+            pod.metrics, base_models=frozenset({BASE}), loaded_adapters=frozenset({"food-review-1"})
         )
     assert h.director.base_model(POOL) == (BASE, {"food-review-1"})
     assert h.route({"model": BASE, "messages": []}).scheduling_request.lora_adapter is False
     assert h.route(CHAT).scheduling_request.lora_adapter is True  # food-review -> food-review-1
     for pod in h.store.endpoints(POOL):
         # vLLM lists every served name
-        h.store.set_metrics(
-            pod, replace(pod.metrics, base_models=frozenset({BASE, "alias"}), loaded_adapters=frozenset())
+        pod.metrics = replace(
+            pod.metrics, base_models=frozenset({BASE, "alias"}), loaded_adapters=frozenset()
         )
     assert h.director.base_model(POOL) == (None, set())  # two names: which is "the" base is open
     assert h.route({"model": BASE, "messages": []}).scheduling_request.lora_adapter is False
@@ -547,7 +546,7 @@ def test_response_headers_name_the_endpoint_that_served() -> None:
     routed.dispatched(second)
     assert routed.response_headers() == {"x-session-token": encode_token(second)}
     # the busiest (queue-scorer 0), yet the pin wins
-    h.store.set_metrics(second, replace(second.metrics, waiting_queue_size=3))
+    second.metrics = replace(second.metrics, waiting_queue_size=3)
     pinned = h.route(CHAT, x_session_token=encode_token(second))
     assert pinned.candidates[0] is second
     routed.finish(200)
@@ -570,7 +569,7 @@ def test_whether_a_model_is_an_adapter_is_asked_of_the_pool_once_per_scrape_inte
     assert h.route(CHAT).scheduling_request.lora_adapter is None
     pod = h.store.endpoint(POOL, "pod1")
     assert pod is not None
-    h.store.set_metrics(pod, replace(pod.metrics, active_adapters=frozenset({"food-review-1"})))
+    pod.metrics = replace(pod.metrics, active_adapters=frozenset({"food-review-1"}))
     assert h.route(CHAT).scheduling_request.lora_adapter is None  # as of the last look
     assert walks == ["food-review-1"]
     now[0] += 0.06
@@ -586,5 +585,5 @@ def test_without_a_ttl_every_request_asks_the_pool() -> None:
     pod = h.store.endpoint(POOL, "pod1")
     assert pod is not None
     assert h.route(CHAT).scheduling_request.lora_adapter is None
-    h.store.set_metrics(pod, replace(pod.metrics, active_adapters=frozenset({"food-review-1"})))
+    pod.metrics = replace(pod.metrics, active_adapters=frozenset({"food-review-1"}))
     assert h.route(CHAT).scheduling_request.lora_adapter is True
