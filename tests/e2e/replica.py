@@ -25,6 +25,7 @@ class Replica:
     reset_requests: bool = False  # drop the connection on inference requests (a refusing replica)
     echo: bool = False  # answer with the prompt, word by word when streamed (screening tests)
     bodies: list[dict[str, object]] = field(default_factory=list)
+    stored: dict[str, str] = field(default_factory=dict)  # GET /v1/responses/{id}: the answer's text
     headers: list[dict[str, str]] = field(default_factory=list)  # of each inference request, lower-case names
     refused: int = 0  # inference requests reset (reset_requests)
     raw_sizes: list[int] = field(default_factory=list)
@@ -41,6 +42,7 @@ class Replica:
         app.router.add_post("/v1/chat/completions", self._complete)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/health", self._health)
+        app.router.add_get("/v1/responses/{rid}", self._stored)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -50,6 +52,15 @@ class Replica:
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+
+    async def _stored(self, request: web.Request) -> web.Response:
+        """A stored Responses answer fetched by id, as vLLM's store answers it (404 if unknown)."""
+        rid = request.match_info["rid"]
+        if rid not in self.stored:
+            raise web.HTTPNotFound()
+        content = [{"type": "output_text", "text": self.stored[rid]}]
+        output = [{"type": "message", "role": "assistant", "content": content}]
+        return web.json_response({"id": rid, "object": "response", "model": "base", "output": output})
 
     async def _health(self, _: web.Request) -> web.Response:
         return web.Response(text="ok")

@@ -85,3 +85,12 @@ async def test_prompts_and_answers_are_screened_through_envoy(accounting: str) -
             events = [line[6:] for line in text.split("\n") if line.startswith("data: ")]
             assert orjson.loads(events[-1])["error"]["type"] == "content_filter"
             assert "[DONE]" not in text and "more" not in text
+
+            # a stored answer fetched by id (no body: its own model picks the policy)
+            for r in replicas:
+                r.stored["resp_1"] = f"the card on file is {CARD}"
+            async with http.get(f"{s.base_url}/responses/resp_1") as resp:
+                status, raw = resp.status, await resp.read()
+            assert CARD not in raw.decode()
+            assert orjson.loads(raw)["error"]["type"] == "content_filter"
+            assert status == (400 if accounting == "sampled" else 200)

@@ -55,8 +55,11 @@ class Upstream:
     seen: list[dict[str, object]] = field(default_factory=list)
     port: int = 0
     runner: web.AppRunner | None = None
+    stored: dict[str, str] = field(default_factory=dict)  # response id -> its answer's text
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        if "/v1/responses/" in request.path:  # vLLM's response store: an answer fetched by id
+            return await self.stored_answer(request)
         data = orjson.loads(await request.read())
         self.seen.append({"headers": dict(request.headers), "body": data})
         text = str(data.get("prompt", ""))
@@ -76,6 +79,29 @@ class Upstream:
             await resp.write_eof()
             return resp
         return web.json_response({"model": data.get("model"), "choices": [{"text": text}], "usage": usage})
+
+    async def stored_answer(self, request: web.Request) -> web.StreamResponse:
+        rid = request.path.split("/")[3]
+        text = self.stored[rid]
+        message = {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": text}]}
+        answer = {
+            "id": rid,
+            "object": "response",
+            "model": "food-review",
+            "status": "completed",
+            "output": [message],
+        }
+        if request.query.get("stream") != "true":
+            return web.json_response(answer)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        events = [{"type": "response.created", "response": {**answer, "status": "in_progress", "output": []}}]
+        events += [{"type": "response.output_text.delta", "delta": w + " "} for w in text.split(" ")]
+        events.append({"type": "response.completed", "response": answer})
+        for event in events:
+            await resp.write(f"event: {event['type']}\ndata: ".encode() + orjson.dumps(event) + b"\n\n")
+        await resp.write_eof()
+        return resp
 
     async def start(self) -> None:
         app = web.Application()
@@ -308,3 +334,32 @@ async def test_a_screening_service_outage_is_a_400_that_names_no_address(make_ri
         "prompt blocked: the screening service could not be reached and the policy fails closed"
     )
     assert r.upstream.seen == []
+
+
+async def test_a_stored_answer_fetched_by_id_is_screened_as_the_answer_was(make_rig) -> None:  # type: ignore[no-untyped-def]
+    """GET /v1/responses/{id} (and POST .../cancel) has no body, so no model to pick a policy by,
+    and it was passed unscreened: an answer the policy blocked, or redacted, as it was made could
+    be fetched from vLLM's store as written. Its own `model` picks the policy now (a streamed
+    fetch: the policies for any model)."""
+    r = await make_rig(guard=True)
+    r.upstream.stored["resp_card"] = "Your card is 4111 1111 1111 1111 and it expires soon."
+    r.upstream.stored["resp_fine"] = "Granite is an igneous rock."
+    for method, path in (("GET", "/v1/responses/resp_card"), ("POST", "/v1/responses/resp_card/cancel")):
+        async with r.session.request(method, r.url + path) as resp:
+            body = await resp.json()
+            assert resp.status == 400, body
+        assert body["error"]["type"] == "content_filter" and "4111" not in str(body)
+    async with r.session.get(r.url + "/v1/responses/resp_fine") as resp:
+        assert resp.status == 200
+        fetched = await resp.json()
+    assert fetched["output"][0]["content"][0]["text"] == "Granite is an igneous rock."
+    async with r.session.get(r.url + "/v1/responses/resp_card?stream=true") as resp:
+        assert resp.status == 200
+        streamed = (await resp.read()).decode()
+    assert "content_filter" in streamed and "1111 1111" not in streamed
+    # a policy for another model's answers does not screen this one's (its `model` picked it)
+    other = load_text(POLICY.replace("  checks:", "  models: [cad-fabricator]\n  checks:"))
+    assert other.ok, other.errors
+    r.gateway.proxy.guards = GuardSet(other.guard_policies)
+    async with r.session.get(r.url + "/v1/responses/resp_card") as resp:
+        assert resp.status == 200 and "4111 1111" in (await resp.text())

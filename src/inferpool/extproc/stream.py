@@ -18,6 +18,7 @@ reference config and managed gateways do) every chunk comes, as before.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -34,7 +35,9 @@ from inferpool.guard.attach import GuardSet
 from inferpool.guard.openai import (
     Blocked,
     StreamScreener,
+    answer_model,
     content_filtered,
+    fetches_stored_answer,
     screen_request,
     screen_response,
     screens_prompt,
@@ -134,6 +137,8 @@ class RequestStream:
         self._in_core = False  # the core has seen the request: it records a refusal itself
         self._model = ""
         self._screener: Screener | None = None  # screens the answer (response-stage policy)
+        # A stored answer fetched by id (no body): the pool's policy for the model it names
+        self._screener_for: Callable[[str], Screener | None] | None = None
         self._screening: StreamScreener | None = None  # SSE answer being screened
         self._whole: bytearray | None = None  # non-streamed answer held for screening
         self._blocked = False
@@ -241,6 +246,8 @@ class RequestStream:
         guards = self._guards() if self._guards is not None else None
         if guards and not self._headers_only:
             body, parsed = await self._screen_prompt(guards, body, path)
+        elif guards and fetches_stored_answer(path):  # no prompt, but a model's answer
+            self._screener_for = functools.partial(guards.for_pool, self._pool)
         # With flow control on this waits while the pool is saturated; a stream Envoy resets
         # meanwhile cancels the wait, and the request leaves the queue.
         tracing = self._config.tracing
@@ -339,9 +346,16 @@ class RequestStream:
             self._finish(self._status)
             return [answer]
         screener = self._screener
-        if screener is not None and self._status < 400 and content_encoding is None:
-            sse = content_type is not None and "text/event-stream" in content_type
-            if sse:
+        sse = content_type is not None and "text/event-stream" in content_type
+        deferred = False  # a stored answer, whole: its own `model` picks the policy once read
+        if self._screener_for is not None and self._status < 400:
+            if sse:  # streamed: the policies for any model (its model comes later)
+                found = self._screener_for("")
+                screener = found if screens_response(found) else None
+            else:
+                deferred = True
+        if (screener is not None or deferred) and self._status < 400 and content_encoding is None:
+            if sse and screener is not None:
                 self._screening = StreamScreener(screener, self._model)
             else:
                 self._whole = bytearray()
@@ -424,9 +438,14 @@ class RequestStream:
             self._whole += body.body
             if not eos:
                 return [protocol.replaced_response_body(b"", False, streamed)]  # held until the end
-            assert self._screener is not None
+            whole, screener, model = bytes(self._whole), self._screener, self._model
+            if self._screener_for is not None:  # a stored answer: the policy for its model
+                model = answer_model(whole)
+                found = self._screener_for(model)
+                screener = found if screens_response(found) else None
             try:
-                whole = await screen_response(self._screener, bytes(self._whole), self._model)
+                if screener is not None:
+                    whole = await screen_response(screener, whole, model)
             except Blocked as blocked:
                 if not streamed:
                     raise content_filtered(blocked.reason, "response") from None

@@ -28,6 +28,7 @@ from inferpool.gateway.prefill import run_prefill
 from inferpool.guard.openai import (
     Blocked,
     StreamScreener,
+    answer_model,
     content_filtered,
     screen_response,
     screens_response,
@@ -86,6 +87,9 @@ class Relay:
     # e.g. rate-limit state; replaced, never changed in place, so every relay can share one empty map
     answer_headers: Mapping[str, str] = field(default_factory=lambda: _NO_HEADERS)
     screener: Screener | None = None
+    # A stored answer fetched by id (no body, so no model before the answer's): the policy for
+    # a model, looked up once the answer names it (`fetches_stored_answer`)
+    screener_for: Callable[[str], Screener | None] | None = None
     status: int = 0  # set once the client has been sent a status line
     # P/D: the prefill server's cached prompt tokens, reported in the decode answer's usage as
     # one server would have (request/pd_usage.py); None when no prefill leg succeeded.
@@ -252,7 +256,15 @@ class Forwarder:
         if plugin_headers:
             headers.update(plugin_headers)
         content_type = upstream.headers.get("content-type", "")
-        screener = relay.screener if screens_response(relay.screener) else None
+        screener: Screener | _StoredAnswerPolicy | None = (
+            relay.screener if screens_response(relay.screener) else None
+        )
+        if relay.screener_for is not None and upstream.status < 400:
+            if "text/event-stream" not in content_type:
+                # a stored answer, whole: its own `model` names the policy once it is read
+                screener = _StoredAnswerPolicy(relay.screener_for)
+            elif screens_response(found := relay.screener_for("")):
+                screener = found  # streamed: the policies for any model (its model comes later)
         screened = (
             screener is not None and upstream.status < 400 and "content-encoding" not in upstream.headers
         )
@@ -264,7 +276,9 @@ class Forwarder:
         if screened and "text/event-stream" not in content_type:
             assert screener is not None
             return await self._relay_screened(upstream, headers, screener, routed, relay, usage)
-        stream = StreamScreener(screener, relay.model) if screened and screener is not None else None
+        stream = (
+            StreamScreener(screener, relay.model) if screened and isinstance(screener, Screener) else None
+        )
         length = upstream.content_length
         if (
             length is not None
@@ -369,7 +383,7 @@ class Forwarder:
         self,
         upstream: aiohttp.ClientResponse,
         headers: Mapping[str, str],
-        screener: Screener,
+        screener: Screener | _StoredAnswerPolicy,
         routed: Routed,
         relay: Relay,
         usage: CachedTokensRewriter | None,
@@ -380,8 +394,16 @@ class Forwarder:
         async for chunk in upstream.content.iter_any() if usage is None else _rewritten(upstream, usage):
             routed.response_data(chunk)
             chunks.append(chunk)
+        body, model = b"".join(chunks), relay.model
+        if isinstance(screener, _StoredAnswerPolicy):
+            model = answer_model(body)
+            found = screener.lookup(model)
+            chosen = found if screens_response(found) else None
+        else:
+            chosen = screener
         try:
-            body = await screen_response(screener, b"".join(chunks), relay.model)
+            if chosen is not None:
+                body = await screen_response(chosen, body, model)
         except Blocked as blocked:
             routed.finish(upstream.status, f"content_filter: {blocked.reason}")
             raise content_filtered(blocked.reason, "response") from None
@@ -389,6 +411,13 @@ class Forwarder:
         response = web.Response(status=upstream.status, reason=upstream.reason, body=body, headers=headers)
         routed.finish(upstream.status, None)
         return response
+
+
+@dataclass(frozen=True, slots=True)
+class _StoredAnswerPolicy:
+    """The screener of a stored answer, found by the model the answer names."""
+
+    lookup: Callable[[str], Screener | None]
 
 
 async def _rewritten(upstream: aiohttp.ClientResponse, usage: CachedTokensRewriter) -> AsyncIterator[bytes]:

@@ -34,7 +34,13 @@ from inferpool.gateway.routing import (
 )
 from inferpool.gateway.tenancy import Tenancy, Tenant
 from inferpool.guard.attach import GuardSet
-from inferpool.guard.openai import Blocked, content_filtered, screen_request, screens_prompt
+from inferpool.guard.openai import (
+    Blocked,
+    content_filtered,
+    fetches_stored_answer,
+    screen_request,
+    screens_prompt,
+)
 from inferpool.observe.tracing import Tracing
 from inferpool.records import HttpFacts, TraceContext, new_request_id
 from inferpool.request.body import ParsedBody, RefusedBody, parse_body
@@ -241,10 +247,15 @@ class Proxy:
         if state.tenant is not None:
             self.tenancy.admit(state.tenant, state.model, headers)
             state.relay.answer_headers = state.tenant.answer_headers
-        if self.guards and body:  # a request without a body has no prompt, nor a model's answer
+        if self.guards and body:  # a request without a body has no prompt
             pool = backend.key if backend.kind == "InferencePool" else None
             state.relay.screener = self.guards.for_request(
                 listener.gateway, match.route.key, state.model, pool
+            )
+        elif self.guards and fetches_stored_answer(request.path):  # ... but this one has an answer
+            pool = backend.key if backend.kind == "InferencePool" else None
+            state.relay.screener_for = functools.partial(
+                self.guards.for_request, listener.gateway, match.route.key, pool=pool
             )
         if screens_prompt(state.relay.screener):
             assert state.relay.screener is not None

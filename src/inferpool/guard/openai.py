@@ -343,6 +343,29 @@ async def screen_response(screener: Screener, body: bytes, model: str) -> bytes:
     return await _screen_json(screener, body, model, Stage.RESPONSE, _map_answer)
 
 
+# A stored Responses answer fetched by its id (vLLM keeps them with VLLM_ENABLE_RESPONSES_API_STORE):
+# GET /v1/responses/{id}, and POST .../cancel, which answers the response as it stands. Neither
+# has a body, so no model names the policy before the answer does; the answer is the model's
+# own output, which a policy that screens answers must screen as when it was made. (Its
+# `input_items` are the prompt's, screened when they were sent.)
+_STORED_ANSWER = re.compile(r"/responses/[^/]+(?:/cancel)?/?$")
+
+
+def fetches_stored_answer(path: str) -> bool:
+    """Whether a request to `path` (query aside) is answered with a stored model answer."""
+    return _STORED_ANSWER.search(path.split("?", 1)[0]) is not None
+
+
+def answer_model(body: bytes) -> str:
+    """The `model` a JSON answer names ("" when it names none or is not JSON)."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return ""
+    model = data.get("model") if isinstance(data, dict) else None
+    return model if isinstance(model, str) else ""
+
+
 def content_filtered(reason: str, param: str) -> InferenceError:
     """The 400 a block answers (OpenAI's `content_filter` finish reason, as an error type)."""
     return InferenceError(400, reason, param=param, err_type=CONTENT_FILTER)

@@ -94,3 +94,54 @@ async def test_a_screening_service_outage_is_a_400_that_names_no_address() -> No
         "prompt blocked: the screening service could not be reached and the policy fails closed"
     )
     assert router.calls == []
+
+
+def _response_headers(content_type: str) -> pb.ProcessingRequest:
+    values = {":status": "200", "content-type": content_type}
+    return pb.ProcessingRequest(
+        response_headers=pb.HttpHeaders(
+            headers=base_pb2.HeaderMap(
+                headers=[base_pb2.HeaderValue(key=k, raw_value=v.encode()) for k, v in values.items()]
+            )
+        )
+    )
+
+
+async def test_a_stored_answer_fetched_by_id_is_screened_as_the_answer_was() -> None:
+    """GET /v1/responses/{id} has no body, so no model to pick a policy by; the stored answer's
+    own `model` picks it (as in the built-in gateway: tests/integration/test_security_gateway.py).
+    Buffered answers (Envoy's BUFFERED response mode here): a block is the 400."""
+    stored = {
+        "id": "resp_1",
+        "object": "response",
+        "model": "food-review",
+        "output": [
+            {"type": "message", "content": [{"type": "output_text", "text": "key AKIAIOSFODNN7EXAMPLE"}]}
+        ],
+    }
+    for method, path in (("GET", "/v1/responses/resp_1"), ("POST", "/v1/responses/resp_1/cancel")):
+        router = FakeRouter(endpoints(8001))
+        stream = _stream(router)
+        [picked] = await stream.handle(headers_msg(end_of_stream=True, **{":method": method, ":path": path}))
+        assert picked.HasField("request_headers") and router.calls[0][0] == path
+        await stream.handle(_response_headers("application/json"))
+        [answer] = await stream.handle(
+            pb.ProcessingRequest(response_body=pb.HttpBody(body=orjson.dumps(stored), end_of_stream=True))
+        )
+        assert answer.immediate_response.status.code == 400
+        error = orjson.loads(answer.immediate_response.body)["error"]
+        assert (error["type"], error["param"]) == ("content_filter", "response")
+        stream.close()
+    # a streamed fetch: the policies for any model, event by event (an address redacted)
+    router = FakeRouter(endpoints(8001))
+    stream = _stream(router)
+    await stream.handle(
+        headers_msg(end_of_stream=True, **{":method": "GET", ":path": "/v1/responses/resp_1?stream=true"})
+    )
+    await stream.handle(_response_headers("text/event-stream"))
+    delta = {"type": "response.output_text.delta", "delta": "mail a@b.io now"}
+    event = b"event: response.output_text.delta\ndata: " + orjson.dumps(delta) + b"\n\n"
+    [out] = await stream.handle(pb.ProcessingRequest(response_body=pb.HttpBody(body=event)))
+    sent = out.response_body.response.body_mutation.body
+    assert b"a@b.io" not in sent and b"[REDACTED:email]" in sent
+    stream.close()
