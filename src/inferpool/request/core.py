@@ -10,6 +10,7 @@ and the Director, with one start/stop order. Data planes only move bytes around
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
@@ -22,6 +23,7 @@ from typing import Any
 from inferpool.admission import Admission, AdmissionConfig
 from inferpool.admission.flowcontrol import FlowControlConfig, FlowController, build_flow_controller
 from inferpool.api import ManifestSet
+from inferpool.api.guard import GuardPolicy
 from inferpool.guard.attach import GuardSet
 from inferpool.request.director import Director, DirectorConfig
 from inferpool.scheduling import Scheduler, SchedulerSpec
@@ -205,14 +207,24 @@ class Core:
 
     def _reloaded(self, manifests: ManifestSet) -> None:
         self.manifests = manifests
-        self.guards = GuardSet.from_manifests(manifests)
-        if self.guards.policies:  # a policy that reaches no pool would leave screening silently off
-            line, warnings = self.guards.describe(f"{p.namespace}/{p.name}" for p in manifests.pools)
+        self._screen_with(
+            GuardSet.from_manifests(manifests), [f"{p.namespace}/{p.name}" for p in manifests.pools]
+        )
+        for listener in self._manifest_listeners:
+            listener(manifests)
+
+    def _screen_with(self, guards: GuardSet, pools: list[str]) -> None:
+        self.guards = guards
+        if guards.policies:  # a policy that reaches no pool would leave screening silently off
+            line, warnings = guards.describe(pools)
             log.info("%s", line)
             for warning in warnings:
                 log.warning("%s", warning)
-        for listener in self._manifest_listeners:
-            listener(manifests)
+
+    def _guard_policies_changed(self, pool: str, policies: list[GuardPolicy]) -> None:
+        """Kubernetes mode: the GuardPolicies of the pool's namespace. No HTTPRoute or Gateway is
+        watched there, so a policy screens the pool's traffic by targeting the InferencePool."""
+        self._screen_with(GuardSet(policies), [pool])
 
     # -- passive health ---------------------------------------------------------------
     def connect_failed(self, endpoint: Endpoint) -> None:
@@ -257,6 +269,9 @@ class Core:
             KubernetesConfig(settings.pool_name, settings.pool_namespace, settings.pool_group),
             api,
             may_write_status=may_write,
+            on_guard_policies=functools.partial(
+                self._guard_policies_changed, f"{settings.pool_namespace}/{settings.pool_name}"
+            ),
         )
         kube.owns_api = True
         if elector is not None:

@@ -150,6 +150,8 @@ def test_epp_deployment_service_and_rbac_fit_together() -> None:
         ("inference.networking.x-k8s.io", "inferencemodels/status", "patch"),
         ("", "pods", "watch"),
         ("coordination.k8s.io", "leases", "update"),
+        ("inferpool.io", "guardpolicies", "watch"),
+        ("inferpool.io", "guardpolicies", "list"),
     ]
     for need in needed:
         assert need in granted, need
@@ -407,3 +409,29 @@ def test_pd_follows_the_pools_port_and_an_explicit_plugins_config() -> None:
     assert "--scheduler" not in epp_args and "--config-file" in epp_args
     report = helm.lint(str(CHART), pd_values(), strict=True)
     assert report["errors"] == [] and [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+def test_the_guard_policy_crd_serves_what_the_epp_watches() -> None:
+    """The chart's crds/ (installed by Helm before the templates): the GuardPolicy CRD, at the
+    group, version and plural the EPP lists and watches, and the docs' example policy fits it."""
+    from inferpool.sources.kubernetes.source import GUARD_GROUP, GUARD_PLURAL, GUARD_VERSION
+
+    [crd] = list(yaml.safe_load_all((CHART / "crds" / "guardpolicies.inferpool.io.yaml").read_text()))
+    kubernetes_validate.validate(crd, K8S_VERSION, strict=True)
+    spec = crd["spec"]
+    assert (spec["group"], spec["names"]["plural"], spec["scope"]) == (
+        GUARD_GROUP,
+        GUARD_PLURAL,
+        "Namespaced",
+    )
+    [version] = spec["versions"]
+    assert version["name"] == GUARD_VERSION and version["served"] and version["storage"]
+    docs = (CHART.parents[2] / "docs" / "security.md").read_text()
+    example = yaml.safe_load(docs.split("```yaml\n", 1)[1].split("```", 1)[0])
+    assert (
+        example["apiVersion"] == f"{GUARD_GROUP}/{GUARD_VERSION}" and example["kind"] == spec["names"]["kind"]
+    )
+    schema = version["schema"]["openAPIV3Schema"]
+    assert set(schema["required"]) <= set(example) and set(schema["properties"]["spec"]["required"]) <= set(
+        example["spec"]
+    )

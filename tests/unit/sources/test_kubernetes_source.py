@@ -416,3 +416,45 @@ async def test_a_failure_after_the_api_answered_again_is_news_again(
 async def test_a_missing_kubeconfig_is_named(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no such file"):
         await connect(str(tmp_path / "nope.yaml"))
+
+
+GUARD_POLICIES = FakeApiServer.custom("inferpool.io", "v1alpha1", "guardpolicies")
+
+
+def _guard_policy(name: str, created: str, **spec: object) -> dict[str, object]:
+    return {
+        "apiVersion": "inferpool.io/v1alpha1",
+        "kind": "GuardPolicy",
+        "metadata": {"name": name, "namespace": "default", "creationTimestamp": created},
+        "spec": {
+            "targetRefs": [{"group": V1, "kind": "InferencePool", "name": "vllm-llama3-8b-instruct"}],
+            "checks": [{"type": "Secrets", "action": "Block"}],
+            **spec,
+        },
+    }
+
+
+async def test_guard_policies_of_the_namespace_are_handed_on_oldest_first(api: FakeApiServer) -> None:
+    """`inferpool epp --pool-name` screens with the GuardPolicies in its pool's namespace (the
+    core builds its GuardSet from what the source hands on); an invalid one is skipped."""
+    api.put(POOLS_V1, pool_v1("vllm-llama3-8b-instruct", LABELS, [8000]))
+    api.put(GUARD_POLICIES, _guard_policy("newer", "2026-12-02T10:00:00Z"))
+    api.put(GUARD_POLICIES, _guard_policy("older", "2026-12-01T10:00:00Z"))
+    seen: list[list[str]] = []
+    store = Datastore()
+    config = KubernetesConfig(pool_name="vllm-llama3-8b-instruct", backoff_base_s=0.01, backoff_cap_s=0.05)
+    source = KubernetesSource(
+        store, config, client_for(api.url), on_guard_policies=lambda ps: seen.append([p.name for p in ps])
+    )
+    source.owns_api = True
+    await source.start()
+    try:
+        await eventually(lambda: bool(seen) and seen[-1] == ["older", "newer"])
+        api.put(GUARD_POLICIES, _guard_policy("broken", "2026-12-03T10:00:00Z", checks=[{"type": "Nope"}]))
+        api.put(GUARD_POLICIES, _guard_policy("third", "2026-12-04T10:00:00Z"))
+        await eventually(lambda: seen[-1] == ["older", "newer", "third"])
+        api.delete(GUARD_POLICIES, "older")
+        await eventually(lambda: seen[-1] == ["newer", "third"])
+        assert ["older", "newer", "broken"] not in seen  # (the invalid one never handed on)
+    finally:
+        await source.stop()

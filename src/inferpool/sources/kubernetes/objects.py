@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from inferpool.api.guard import GuardPolicy
 from inferpool.api.inference import (
     InferenceModel,
     InferenceModelRewrite,
@@ -49,6 +50,14 @@ def parse_pool(obj: Object) -> Pool | None:
 def parse_model(obj: Object) -> ModelRoute | None:
     try:
         return to_model(InferenceModel.model_validate(obj))
+    except ValidationError as err:
+        log.warning("%s rejected: %s", _describe(obj), err)
+        return None
+
+
+def parse_guard_policy(obj: Object) -> GuardPolicy | None:
+    try:
+        return GuardPolicy.model_validate(obj)
     except ValidationError as err:
         log.warning("%s rejected: %s", _describe(obj), err)
         return None

@@ -6,7 +6,8 @@ namespace are kept when they bind it (poolRef; for objectives and rewrites also 
 and a poolSelector over the pool's labels), the objectives and rewrites in both the
 llm-d.ai group and the former inference.networking.x-k8s.io one; the pods its selector matches become
 endpoints (ready pods only, pod IP × target ports). When the pool's selector changes the
-pod watch is restarted with the new label selector.
+pod watch is restarted with the new label selector. GuardPolicies (inferpool.io) in the
+pool's namespace are handed on whole, oldest first, to whoever screens with them.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ from typing import Any
 
 from kubernetes_asyncio import client
 
+from inferpool.api.guard import GuardPolicy
 from inferpool.api.inference import LLMD_GROUP
 from inferpool.sources.kubernetes.objects import (
     V1_GROUP,
     X_GROUP,
     Object,
     label_selector,
+    parse_guard_policy,
     parse_model,
     parse_objective,
     parse_pool,
@@ -68,6 +71,10 @@ _GROUPS = {
 }
 
 
+GUARD_GROUP, GUARD_VERSION, GUARD_PLURAL = "inferpool.io", "v1alpha1", "guardpolicies"
+GuardPolicyListener = Callable[[list[GuardPolicy]], None]
+
+
 class KubernetesSource:
     """Keeps a Datastore equal to one InferencePool's view of the cluster."""
 
@@ -78,12 +85,15 @@ class KubernetesSource:
         api: client.ApiClient | None = None,
         *,
         may_write_status: Callable[[], bool] = lambda: True,
+        on_guard_policies: GuardPolicyListener | None = None,
     ) -> None:
         self.datastore = datastore
         self.config = config
         self._api = api
         self.owns_api = api is None  # close the client on stop()
-        self._objects: dict[str, dict[str, Object]] = {kind: {} for kind in (*_DEPENDENT_KINDS, "pod")}
+        self._objects: dict[str, dict[str, Object]] = {
+            kind: {} for kind in (*_DEPENDENT_KINDS, "pod", "guard")
+        }
         self._pool_obj: Object | None = None
         self._pool: Pool | None = None
         self._owned: dict[str, set[str]] = {kind: set() for kind in _DEPENDENT_KINDS}
@@ -92,6 +102,8 @@ class KubernetesSource:
         self._pods_selector: str | None = None
         self._status: ModelStatusWriter | None = None
         self._may_write_status = may_write_status
+        self._on_guard_policies = on_guard_policies
+        self._guard_policies: list[GuardPolicy] | None = None  # as last handed on
 
     @property
     def pool_key(self) -> str:
@@ -126,6 +138,10 @@ class KubernetesSource:
                 name = kind if group == X_GROUP else f"{kind}.{group}"
                 sync, event = partial(self._sync, kind, group), partial(self._event, kind)
                 self._reflectors.append(self._reflector(name, call, sync, event))
+        if self._on_guard_policies is not None:
+            call = partial(custom.list_namespaced_custom_object, GUARD_GROUP, GUARD_VERSION, ns, GUARD_PLURAL)
+            sync, event = partial(self._sync, "guard", GUARD_GROUP), partial(self._event, "guard")
+            self._reflectors.append(self._reflector("guardpolicy", call, sync, event))
         if self.config.write_status:
             self._status = ModelStatusWriter(custom, ns)
         for reflector in self._reflectors:
@@ -238,8 +254,25 @@ class KubernetesSource:
     def _applied(self, kind: str) -> None:
         if kind == "pod":
             self._apply_pods()
+        elif kind == "guard":
+            self._apply_guard_policies()
         else:
             self._apply_dependents(kind)
+
+    def _apply_guard_policies(self) -> None:
+        """The namespace's GuardPolicies, oldest first (as manifests apply the first in file
+        order among equals), handed on when they changed."""
+        listener = self._on_guard_policies
+        if listener is None:
+            return
+        objects = sorted(
+            self._objects["guard"].values(),
+            key=lambda o: (str((o.get("metadata") or {}).get("creationTimestamp") or ""), _name(o)),
+        )
+        policies = [p for p in map(parse_guard_policy, objects) if p is not None]
+        if policies != self._guard_policies:
+            self._guard_policies = policies
+            listener(policies)
 
     def _references_pool(self, obj: Object) -> bool:
         """An InferenceModel names this pool in poolRef (objectives and rewrites: see `_binds_pool`)."""
