@@ -65,12 +65,17 @@ def _prompt_slots(data: Any) -> list[_Slot]:
 
     Completions `prompt`; embeddings `input` (text or texts); the Responses API's
     `instructions` and `input` (text, or items with content parts); Anthropic's `system`;
-    chat and Anthropic `messages[].content` (text or parts/blocks with `text`).
+    chat and Anthropic `messages[].content` (text or parts/blocks with `text`); vLLM's
+    rerank and score inputs (`query`, `documents`, `text_1`, `text_2`: text, texts, or
+    documents and content parts with `text`), and chat's RAG `documents` (dicts with `text`).
     """
     if not isinstance(data, dict):
         return []
     slots: list[_Slot] = []
     _strings(data, "prompt", slots)
+    for key in ("query", "text_1", "text_2", "documents"):  # (what a cross-encoder reads)
+        if key in data:
+            _document_slots(data, key, slots)
     previous: object = None
     for key in ("instructions", "system"):
         if isinstance(data.get(key), str) or isinstance(data.get(key), list):
@@ -88,6 +93,26 @@ def _prompt_slots(data: Any) -> list[_Slot]:
     if isinstance(messages, list):
         _message_slots(messages, previous, slots)
     return slots
+
+
+def _document_slots(data: dict[str, Any], key: str, slots: list[_Slot]) -> None:
+    """Texts of a rerank/score input: a string, or a list of strings, of documents with `text`,
+    or of {"content": [parts]} (vLLM's multimodal form); images and other parts are not text."""
+    value = data.get(key)
+    if isinstance(value, str):
+        slots.append((data, key, False))
+        return
+    items = value.get("content") if isinstance(value, dict) else value
+    if not isinstance(items, list):
+        return
+    for i, item in enumerate(items):
+        if isinstance(item, str):
+            slots.append((items, i, False))
+        elif isinstance(item, dict):
+            if isinstance(item.get("text"), str):
+                slots.append((item, "text", False))
+            elif isinstance(item.get("content"), list):
+                _document_slots(item, "content", slots)
 
 
 def _strings(data: dict[str, Any], key: str, slots: list[_Slot]) -> None:

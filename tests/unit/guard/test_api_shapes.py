@@ -39,6 +39,19 @@ def _screener() -> Screener:
                 {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": SECRET}]}
             ],
         },
+        # vLLM's rerank and score inputs (a cross-encoder reads them as a prompt)
+        {"model": "r", "query": f"key {SECRET}", "documents": ["fine"]},
+        {"model": "r", "query": "q", "documents": ["fine", f"key {SECRET}"]},
+        {"model": "r", "query": "q", "documents": [{"text": f"key {SECRET}"}]},
+        {"model": "r", "query": "q", "documents": {"content": [{"type": "text", "text": SECRET}]}},
+        {"model": "s", "text_1": "q", "text_2": ["fine", f"key {SECRET}"]},
+        {"model": "s", "text_1": f"key {SECRET}", "text_2": "fine"},
+        # chat's RAG documents, rendered into the prompt by the chat template
+        {
+            "model": "m",
+            "messages": [{"role": "user", "content": "hi"}],
+            "documents": [{"title": "t", "text": SECRET}],
+        },
     ],
 )
 async def test_prompt_texts_of_every_api_are_screened(body: dict[str, object]) -> None:
@@ -128,3 +141,13 @@ async def test_messages_stream_blocks_a_secret_split_across_deltas() -> None:
             )
             + _event({"type": "message_stop"})
         )
+
+
+async def test_rerank_documents_are_redacted_in_place() -> None:
+    body = {"model": "r", "query": "who is a@b.io", "documents": ["fine", {"text": "c@d.io here"}]}
+    out = orjson.loads(await screen_request(_screener(), orjson.dumps(body), "r"))
+    assert out == {
+        "model": "r",
+        "query": "who is [REDACTED:email]",
+        "documents": ["fine", {"text": "[REDACTED:email] here"}],
+    }
