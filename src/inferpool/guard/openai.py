@@ -127,6 +127,10 @@ def _message_slots(messages: list[Any], previous: object, slots: list[_Slot]) ->
     for msg in messages:
         if not isinstance(msg, dict):
             continue
+        if msg.get("type") == "function_call_output":  # a tool's result (Responses API), as chat's tool turns
+            _content_slots(msg, "output", False, slots)
+            previous = None
+            continue
         role = msg.get("role")
         _content_slots(msg, "content", role == "user" and previous in ("system", "developer"), slots)
         previous = role
@@ -142,8 +146,8 @@ def _content_slots(holder: dict[str, Any], key: str, after_system: bool, slots: 
             if isinstance(part, dict):
                 if isinstance(part.get("text"), str):
                     slots.append((part, "text", after_system))
-                elif isinstance(part.get("content"), str):  # an Anthropic tool_result
-                    slots.append((part, "content", after_system))
+                elif isinstance(part.get("content"), (str, list)):  # an Anthropic tool_result
+                    _content_slots(part, "content", after_system, slots)
 
 
 def _map_texts(data: Any, fn: Callable[[str], str]) -> None:

@@ -39,6 +39,39 @@ def _screener() -> Screener:
                 {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": SECRET}]}
             ],
         },
+        {  # an Anthropic tool_result whose content is blocks
+            "model": "c",
+            "max_tokens": 5,
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {
+                            "type": "tool_result",
+                            "tool_use_id": "t",
+                            "content": [{"type": "text", "text": SECRET}],
+                        }
+                    ],
+                }
+            ],
+        },
+        {  # a Responses function_call_output (a tool's result), text or content parts
+            "model": "m",
+            "input": [
+                {"role": "user", "content": "hi"},
+                {"type": "function_call_output", "call_id": "c1", "output": f"key {SECRET}"},
+            ],
+        },
+        {
+            "model": "m",
+            "input": [
+                {
+                    "type": "function_call_output",
+                    "call_id": "c1",
+                    "output": [{"type": "input_text", "text": SECRET}],
+                }
+            ],
+        },
         # vLLM's rerank and score inputs (a cross-encoder reads them as a prompt)
         {"model": "r", "query": f"key {SECRET}", "documents": ["fine"]},
         {"model": "r", "query": "q", "documents": ["fine", f"key {SECRET}"]},
