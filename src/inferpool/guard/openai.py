@@ -173,12 +173,18 @@ def _choice_list(data: dict[str, Any]) -> list[Any]:
 _MESSAGE_TEXTS = ("content", "reasoning_content", "reasoning")
 
 
+# What a choice carries besides its text that spells the text out token by token: its logprobs,
+# and the token ids vLLM returns with `return_token_ids` (which /detokenize turns back into text)
+_SPELLS_OUT_TEXT = ("logprobs", "token_ids")
+
+
 def _map_choices(
     data: Any, fn: Callable[[str], str], holders: tuple[str, ...] = ("message", "delta")
 ) -> None:
     """Answer texts of OpenAI completions and chat: `choices[].text`, `.message` and `.delta`
     texts (_MESSAGE_TEXTS; a stream chunk's are in `delta` only). A choice whose text `fn`
-    changes loses its `logprobs`: their tokens spell out what was redacted."""
+    changes loses its `logprobs` and `token_ids` (_SPELLS_OUT_TEXT): they spell out what was
+    redacted."""
     if not isinstance(data, dict):
         return
     for choice in _choice_list(data):
@@ -195,8 +201,10 @@ def _map_choices(
                     if isinstance(text := inner.get(key), str):
                         inner[key] = fn(text)
                         changed = changed or inner[key] != text
-        if changed and choice.get("logprobs") is not None:
-            choice["logprobs"] = None
+        if changed:
+            for key in _SPELLS_OUT_TEXT:
+                if choice.get(key) is not None:
+                    choice[key] = None
 
 
 def _map_answer(data: Any, fn: Callable[[str], str]) -> None:

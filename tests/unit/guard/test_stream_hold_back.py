@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from inferpool.api.guard import GuardPolicySpec
 from inferpool.guard import Screener
-from inferpool.guard.openai import Blocked, StreamScreener
+from inferpool.guard.openai import Blocked, StreamScreener, screen_response
 from inferpool.guard.policy import Action, CheckConfig, GuardConfig, Stage
 
 CATALOGUE = Path(__file__).resolve().parents[2] / "data" / "guard" / "eval" / "catalogue.jsonl"
@@ -327,6 +327,28 @@ async def test_reasoning_is_screened_and_a_redacted_choice_loses_its_logprobs() 
     out = orjson.loads((await stream.feed(b"data: " + orjson.dumps(event) + b"\n\n"))[6:])
     assert out["choices"][0]["delta"]["content"] == "mail [REDACTED:email] now"
     assert out["choices"][0]["logprobs"] is None
+
+
+@pytest.mark.parametrize("hold_back", [0, 32])
+async def test_a_redacted_choice_loses_its_token_ids(hold_back: int) -> None:
+    """vLLM returns a choice's token ids with `return_token_ids` (each stream chunk its delta's);
+    /detokenize turns them back into the text a redaction removed."""
+    ids = [1111, 2222, 3333]
+    event = {
+        "choices": [{"index": 0, "delta": {"content": "mail jane.doe@example.com now "}, "token_ids": ids}]
+    }
+    clean = {"choices": [{"index": 0, "delta": {"content": "and more "}, "token_ids": ids}]}
+    redacting = screener((CheckConfig("pii", Action.REDACT),), hold_back)
+    events = [b"data: " + orjson.dumps(e) + b"\n\n" for e in (event, clean)]
+    sent, reason = await run(StreamScreener(redacting, "m"), events)
+    assert reason is None
+    chunks = [orjson.loads(line[6:]) for line in sent.split(b"\n") if line.startswith(b"data: {")]
+    assert [c["choices"][0]["token_ids"] for c in chunks] == [None, ids]
+    answer = {
+        "choices": [{"index": 0, "text": "mail jane.doe@example.com", "token_ids": ids, "logprobs": None}]
+    }
+    whole = orjson.loads(await screen_response(redacting, orjson.dumps(answer), "m"))
+    assert whole["choices"][0]["token_ids"] is None and "[REDACTED:email]" in whole["choices"][0]["text"]
 
 
 async def test_an_id_whose_keyword_stands_well_before_it_is_redacted_whole() -> None:
