@@ -224,11 +224,15 @@ def _map_answer(data: Any, fn: Callable[[str], str]) -> None:
 
 
 def _map_parts(parts: Any, fn: Callable[[str], str]) -> None:
+    """Content parts' `text`; a Responses `output_text` part whose text `fn` changes loses its
+    `logprobs` (as a choice does)."""
     if not isinstance(parts, list):
         return
     for part in parts:
-        if isinstance(part, dict) and isinstance(part.get("text"), str):
-            part["text"] = fn(part["text"])
+        if isinstance(part, dict) and isinstance(text := part.get("text"), str):
+            part["text"] = fn(text)
+            if part["text"] != text and part.get("logprobs"):
+                part["logprobs"] = []
 
 
 # Stream events of the Responses and Messages APIs whose text is new (the deltas), and where
@@ -248,8 +252,10 @@ def _map_stream_deltas(data: Any, fn: Callable[[str], str]) -> None:
     elif not isinstance(kind, str):
         return  # no event type of any API: nothing of it is answer text
     elif kind in _DELTA_EVENTS:
-        if isinstance(data.get("delta"), str):
-            data["delta"] = fn(data["delta"])
+        if isinstance(delta := data.get("delta"), str):
+            data["delta"] = fn(delta)
+            if data["delta"] != delta and data.get("logprobs"):
+                data["logprobs"] = []  # (a Responses delta's own, when asked for)
     elif kind == "content_block_delta":
         delta = data.get("delta")
         if isinstance(delta, dict):

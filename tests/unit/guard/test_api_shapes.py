@@ -184,3 +184,18 @@ async def test_rerank_documents_are_redacted_in_place() -> None:
         "query": "who is [REDACTED:email]",
         "documents": ["fine", {"text": "[REDACTED:email] here"}],
     }
+
+
+async def test_a_redacted_responses_text_loses_its_logprobs() -> None:
+    """The Responses API returns an `output_text` part's logprobs (and each delta's) when asked
+    (`top_logprobs`); like a choice's, they spell out the text a redaction removed."""
+    logprobs = [{"token": "a@b.io", "logprob": -0.1, "top_logprobs": []}]
+    part = {"type": "output_text", "text": "mail a@b.io", "annotations": [], "logprobs": logprobs}
+    answer = {"object": "response", "output": [{"type": "message", "content": [part]}]}
+    out = orjson.loads(await screen_response(_screener(), orjson.dumps(answer), "m"))
+    assert out["output"][0]["content"][0] == {**part, "text": "mail [REDACTED:email]", "logprobs": []}
+    delta = {"type": "response.output_text.delta", "delta": "mail a@b.io now", "logprobs": logprobs}
+    event = b"event: response.output_text.delta\ndata: " + orjson.dumps(delta) + b"\n\n"
+    sent = await StreamScreener(_screener(), "m").feed(event)
+    data = orjson.loads(sent.split(b"data: ", 1)[1])
+    assert data["delta"] == "mail [REDACTED:email] now" and data["logprobs"] == []
