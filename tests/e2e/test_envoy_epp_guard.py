@@ -69,6 +69,9 @@ async def test_prompts_and_answers_are_screened_through_envoy(accounting: str) -
             assert status == 200, raw
             [seen] = [b for r in replicas for b in r.bodies]
             assert "jane.doe@example.com" not in str(seen["prompt"]) and "REDACTED" in str(seen["prompt"])
+            # the client (aiohttp) accepts gzip; a policy that screens answers asks for none
+            [headers] = [h for r in replicas for h in r.headers]
+            assert headers["accept-encoding"] == "identity"
 
             # a whole answer carrying a card number: the 400 replaces it (sampled: buffered per
             # request); under full duplex the status line is gone, so the body is the error

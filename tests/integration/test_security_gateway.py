@@ -363,3 +363,25 @@ async def test_a_stored_answer_fetched_by_id_is_screened_as_the_answer_was(make_
     r.gateway.proxy.guards = GuardSet(other.guard_policies)
     async with r.session.get(r.url + "/v1/responses/resp_card") as resp:
         assert resp.status == 200 and "4111 1111" in (await resp.text())
+
+
+async def test_a_policy_that_screens_answers_asks_for_them_uncompressed(make_rig) -> None:  # type: ignore[no-untyped-def]
+    """A compressed answer passes unscreened (the gateway reads text, not gzip), and a client can
+    ask for one: under such a policy the model server is asked for none."""
+    r = await make_rig(guard=True)
+    resp = await r.post(prompt="hello there")
+    assert resp.status == 200
+    resp = await r.session.post(
+        r.url + "/v1/completions",
+        json={"model": "food-review", "prompt": "hi", "max_tokens": 4},
+        headers={"Accept-Encoding": "gzip, br"},
+    )
+    assert resp.status == 200
+    assert [s["headers"].get("Accept-Encoding") for s in r.upstream.seen] == ["identity", "identity"]
+    plain = await make_rig()  # no policy: the client's own header goes on
+    await plain.session.post(
+        plain.url + "/v1/completions",
+        json={"model": "food-review", "prompt": "hi"},
+        headers={"Accept-Encoding": "br"},
+    )
+    assert plain.upstream.seen[-1]["headers"].get("Accept-Encoding") == "br"

@@ -33,6 +33,8 @@ from inferpool.extproc import protocol
 from inferpool.gateway.prefill import PREFILL_REPORT_HEADER, parse_prefill_report
 from inferpool.guard.attach import GuardSet
 from inferpool.guard.openai import (
+    ACCEPT_ENCODING,
+    IDENTITY,
     Blocked,
     StreamScreener,
     answer_model,
@@ -282,6 +284,9 @@ class RequestStream:
             # A client may not choose the prefill endpoint: its header is removed (a dict look-up
             # is all an ordinary request pays for this).
             upstream = {**(upstream or {}), PREFILLER_HEADER: None}
+        if screens_response(self._screener) or self._screener_for is not None:
+            # A compressed answer cannot be screened (it passes as it comes): ask for none
+            upstream = {**(upstream or {}), ACCEPT_ENCODING: IDENTITY}
         if self._headers_only:
             return [protocol.picked_request_headers(destination, None, upstream)]
         if self._request_streamed:

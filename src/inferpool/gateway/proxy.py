@@ -35,11 +35,14 @@ from inferpool.gateway.routing import (
 from inferpool.gateway.tenancy import Tenancy, Tenant
 from inferpool.guard.attach import GuardSet
 from inferpool.guard.openai import (
+    ACCEPT_ENCODING,
+    IDENTITY,
     Blocked,
     content_filtered,
     fetches_stored_answer,
     screen_request,
     screens_prompt,
+    screens_response,
 )
 from inferpool.observe.tracing import Tracing
 from inferpool.records import HttpFacts, TraceContext, new_request_id
@@ -268,6 +271,8 @@ class Proxy:
                 body, parsed = screened, None  # redacted: the core decodes the new body
         if match.rule.request_headers is not None:
             headers = apply_header_modifier(headers, match.rule.request_headers)
+        if screens_response(state.relay.screener) or state.relay.screener_for is not None:
+            headers[ACCEPT_ENCODING] = IDENTITY  # (a compressed answer could not be screened)
         headers[REQUEST_ID_HEADER] = state.request_id
         if self.tracing is not None and state.http.trace is not None:
             self.tracing.propagate(state.http.trace, headers)

@@ -394,6 +394,11 @@ async def screen_response(screener: Screener, body: bytes, model: str) -> bytes:
 _STORED_ANSWER = re.compile(r"/responses/[^/]+(?:/cancel)?/?$")
 
 
+# A policy that screens answers asks the model server for them uncompressed: a compressed answer
+# is passed unscreened (the data planes read text, not gzip), and a client could ask for one.
+ACCEPT_ENCODING, IDENTITY = "accept-encoding", "identity"
+
+
 def fetches_stored_answer(path: str) -> bool:
     """Whether a request to `path` (query aside) is answered with a stored model answer."""
     return _STORED_ANSWER.search(path.split("?", 1)[0]) is not None

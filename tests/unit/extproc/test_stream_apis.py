@@ -145,3 +145,14 @@ async def test_a_stored_answer_fetched_by_id_is_screened_as_the_answer_was() -> 
     sent = out.response_body.response.body_mutation.body
     assert b"a@b.io" not in sent and b"[REDACTED:email]" in sent
     stream.close()
+
+
+async def test_a_policy_that_screens_answers_asks_for_them_uncompressed() -> None:
+    """A compressed answer passes unscreened: the pick asks the model server for none."""
+    router = FakeRouter(endpoints(8001))
+    stream = _stream(router)  # POLICY redacts PII in answers
+    await stream.handle(headers_msg(**{":path": "/v1/messages", "accept-encoding": "gzip"}))
+    [picked] = await stream.handle(body_msg(orjson.dumps(MESSAGES)))
+    mutation = picked.request_body.response.header_mutation
+    assert {h.header.key: h.header.raw_value for h in mutation.set_headers}["accept-encoding"] == b"identity"
+    stream.close()
