@@ -36,14 +36,15 @@ from inferpool.guard.openai import (
     ACCEPT_ENCODING,
     IDENTITY,
     Blocked,
+    ScreenerLookup,
     StreamScreener,
-    answer_model,
     content_filtered,
     fetches_stored_answer,
     screen_request,
     screen_response,
     screens_prompt,
     screens_response,
+    stored_answer_screener,
 )
 from inferpool.guard.screen import Screener
 from inferpool.observe.tracing import Tracing
@@ -140,7 +141,7 @@ class RequestStream:
         self._model = ""
         self._screener: Screener | None = None  # screens the answer (response-stage policy)
         # A stored answer fetched by id (no body): the pool's policy for the model it names
-        self._screener_for: Callable[[str], Screener | None] | None = None
+        self._screener_for: ScreenerLookup | None = None
         self._screening: StreamScreener | None = None  # SSE answer being screened
         self._whole: bytearray | None = None  # non-streamed answer held for screening
         self._blocked = False
@@ -354,9 +355,8 @@ class RequestStream:
         sse = content_type is not None and "text/event-stream" in content_type
         deferred = False  # a stored answer, whole: its own `model` picks the policy once read
         if self._screener_for is not None and self._status < 400:
-            if sse:  # streamed: the policies for any model (its model comes later)
-                found = self._screener_for("")
-                screener = found if screens_response(found) else None
+            if sse:  # streamed: the policy for any model (its model comes later)
+                screener = stored_answer_screener(self._screener_for, None)[0]
             else:
                 deferred = True
         if (screener is not None or deferred) and self._status < 400 and content_encoding is None:
@@ -445,9 +445,7 @@ class RequestStream:
                 return [protocol.replaced_response_body(b"", False, streamed)]  # held until the end
             whole, screener, model = bytes(self._whole), self._screener, self._model
             if self._screener_for is not None:  # a stored answer: the policy for its model
-                model = answer_model(whole)
-                found = self._screener_for(model)
-                screener = found if screens_response(found) else None
+                screener, model = stored_answer_screener(self._screener_for, whole)
             try:
                 if screener is not None:
                     whole = await screen_response(screener, whole, model)

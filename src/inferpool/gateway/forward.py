@@ -27,11 +27,12 @@ from inferpool.gateway.headers import REQUEST_ID_HEADER, SERVED_HEADER, end_to_e
 from inferpool.gateway.prefill import run_prefill
 from inferpool.guard.openai import (
     Blocked,
+    ScreenerLookup,
     StreamScreener,
-    answer_model,
     content_filtered,
     screen_response,
     screens_response,
+    stored_answer_screener,
 )
 from inferpool.guard.screen import Screener
 from inferpool.request.disagg import decode_request
@@ -89,7 +90,7 @@ class Relay:
     screener: Screener | None = None
     # A stored answer fetched by id (no body, so no model before the answer's): the policy for
     # a model, looked up once the answer names it (`fetches_stored_answer`)
-    screener_for: Callable[[str], Screener | None] | None = None
+    screener_for: ScreenerLookup | None = None
     status: int = 0  # set once the client has been sent a status line
     # P/D: the prefill server's cached prompt tokens, reported in the decode answer's usage as
     # one server would have (request/pd_usage.py); None when no prefill leg succeeded.
@@ -263,8 +264,8 @@ class Forwarder:
             if "text/event-stream" not in content_type:
                 # a stored answer, whole: its own `model` names the policy once it is read
                 screener = _StoredAnswerPolicy(relay.screener_for)
-            elif screens_response(found := relay.screener_for("")):
-                screener = found  # streamed: the policies for any model (its model comes later)
+            else:
+                screener = stored_answer_screener(relay.screener_for, None)[0]
         screened = (
             screener is not None and upstream.status < 400 and "content-encoding" not in upstream.headers
         )
@@ -396,9 +397,7 @@ class Forwarder:
             chunks.append(chunk)
         body, model = b"".join(chunks), relay.model
         if isinstance(screener, _StoredAnswerPolicy):
-            model = answer_model(body)
-            found = screener.lookup(model)
-            chosen = found if screens_response(found) else None
+            chosen, model = stored_answer_screener(screener.lookup, body)
         else:
             chosen = screener
         try:
@@ -417,7 +416,7 @@ class Forwarder:
 class _StoredAnswerPolicy:
     """The screener of a stored answer, found by the model the answer names."""
 
-    lookup: Callable[[str], Screener | None]
+    lookup: ScreenerLookup
 
 
 async def _rewritten(upstream: aiohttp.ClientResponse, usage: CachedTokensRewriter) -> AsyncIterator[bytes]:

@@ -414,6 +414,18 @@ def answer_model(body: bytes) -> str:
     return model if isinstance(model, str) else ""
 
 
+ScreenerLookup = Callable[[str], Screener | None]  # a data plane's policy for a model
+
+
+def stored_answer_screener(lookup: ScreenerLookup, body: bytes | None) -> tuple[Screener | None, str]:
+    """The screener of a stored answer (`fetches_stored_answer`), and the model it names: the
+    policy for that model, read off the whole answer; for a streamed one (`body` None), whose
+    model comes after its first events, the policy for any model."""
+    model = answer_model(body) if body is not None else ""
+    found = lookup(model)
+    return (found if screens_response(found) else None), model
+
+
 def content_filtered(reason: str, param: str) -> InferenceError:
     """The 400 a block answers (OpenAI's `content_filter` finish reason, as an error type)."""
     return InferenceError(400, reason, param=param, err_type=CONTENT_FILTER)
