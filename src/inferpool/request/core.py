@@ -23,7 +23,8 @@ from typing import Any
 from inferpool.admission import Admission, AdmissionConfig
 from inferpool.admission.flowcontrol import FlowControlConfig, FlowController, build_flow_controller
 from inferpool.api import ManifestSet
-from inferpool.api.guard import GuardPolicy
+from inferpool.api.gateway import HTTPRoute
+from inferpool.api.guard import GuardPolicy, pool_routes
 from inferpool.guard.attach import GuardSet
 from inferpool.request.director import Director, DirectorConfig
 from inferpool.scheduling import Scheduler, SchedulerSpec
@@ -221,10 +222,12 @@ class Core:
             for warning in warnings:
                 log.warning("%s", warning)
 
-    def _guard_policies_changed(self, pool: str, policies: list[GuardPolicy]) -> None:
-        """Kubernetes mode: the GuardPolicies of the pool's namespace. No HTTPRoute or Gateway is
-        watched there, so a policy screens the pool's traffic by targeting the InferencePool."""
-        self._screen_with(GuardSet(policies), [pool])
+    def _guard_policies_changed(
+        self, pool: str, policies: list[GuardPolicy], routes: list[HTTPRoute]
+    ) -> None:
+        """Kubernetes mode: the GuardPolicies of the pool's namespace, reaching the pool through
+        it, its HTTPRoutes there and their Gateways (as with manifests)."""
+        self._screen_with(GuardSet(policies, pool_routes(routes)), [pool])
 
     # -- passive health ---------------------------------------------------------------
     def connect_failed(self, endpoint: Endpoint) -> None:

@@ -152,6 +152,7 @@ def test_epp_deployment_service_and_rbac_fit_together() -> None:
         ("coordination.k8s.io", "leases", "update"),
         ("inferpool.io", "guardpolicies", "watch"),
         ("inferpool.io", "guardpolicies", "list"),
+        ("gateway.networking.k8s.io", "httproutes", "watch"),
     ]
     for need in needed:
         assert need in granted, need

@@ -436,25 +436,68 @@ def _guard_policy(name: str, created: str, **spec: object) -> dict[str, object]:
 
 async def test_guard_policies_of_the_namespace_are_handed_on_oldest_first(api: FakeApiServer) -> None:
     """`inferpool epp --pool-name` screens with the GuardPolicies in its pool's namespace (the
-    core builds its GuardSet from what the source hands on); an invalid one is skipped."""
+    core builds its GuardSet from what the source hands on, with the namespace's HTTPRoutes,
+    through which a policy on a route or a Gateway reaches the pool); an invalid one is skipped."""
     api.put(POOLS_V1, pool_v1("vllm-llama3-8b-instruct", LABELS, [8000]))
     api.put(GUARD_POLICIES, _guard_policy("newer", "2026-12-02T10:00:00Z"))
     api.put(GUARD_POLICIES, _guard_policy("older", "2026-12-01T10:00:00Z"))
-    seen: list[list[str]] = []
+    seen: list[tuple[list[str], list[str]]] = []
     store = Datastore()
     config = KubernetesConfig(pool_name="vllm-llama3-8b-instruct", backoff_base_s=0.01, backoff_cap_s=0.05)
     source = KubernetesSource(
-        store, config, client_for(api.url), on_guard_policies=lambda ps: seen.append([p.name for p in ps])
+        store,
+        config,
+        client_for(api.url),
+        on_guard_policies=lambda ps, rs: seen.append(([p.name for p in ps], [r.name for r in rs])),
     )
     source.owns_api = True
     await source.start()
     try:
-        await eventually(lambda: bool(seen) and seen[-1] == ["older", "newer"])
+        await eventually(lambda: bool(seen) and seen[-1] == (["older", "newer"], []))
         api.put(GUARD_POLICIES, _guard_policy("broken", "2026-12-03T10:00:00Z", checks=[{"type": "Nope"}]))
         api.put(GUARD_POLICIES, _guard_policy("third", "2026-12-04T10:00:00Z"))
-        await eventually(lambda: seen[-1] == ["older", "newer", "third"])
+        await eventually(lambda: seen[-1][0] == ["older", "newer", "third"])
         api.delete(GUARD_POLICIES, "older")
-        await eventually(lambda: seen[-1] == ["newer", "third"])
-        assert ["older", "newer", "broken"] not in seen  # (the invalid one never handed on)
+        await eventually(lambda: seen[-1][0] == ["newer", "third"])
+        assert not any("broken" in names for names, _ in seen)  # the invalid one never handed on
+        api.put(ROUTES, _route("llm-route", "inference-gateway", "vllm-llama3-8b-instruct"))
+        await eventually(lambda: seen[-1] == (["newer", "third"], ["llm-route"]))
     finally:
         await source.stop()
+
+
+ROUTES = FakeApiServer.custom("gateway.networking.k8s.io", "v1", "httproutes")
+
+
+def _route(name: str, gateway: str, pool: str) -> dict[str, object]:
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": name, "namespace": "default", "creationTimestamp": "2026-12-01T10:00:00Z"},
+        "spec": {
+            "parentRefs": [{"name": gateway}],
+            "rules": [{"backendRefs": [{"group": V1, "kind": "InferencePool", "name": pool}]}],
+        },
+    }
+
+
+def test_a_policy_on_the_gateway_reaches_the_pool_through_its_route() -> None:
+    """The core's GuardSet in Kubernetes mode: a policy that targets the Gateway (the docs'
+    example) screens the pool an HTTPRoute of that Gateway sends traffic to, as with manifests."""
+    from inferpool.api.gateway import HTTPRoute
+    from inferpool.api.guard import GuardPolicy
+    from inferpool.request.core import Core, CoreConfig
+
+    on_gateway = _guard_policy("screening", "2026-12-01T10:00:00Z")
+    on_gateway["spec"]["targetRefs"] = [  # type: ignore[index]
+        {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "inference-gateway"}
+    ]
+    policy = GuardPolicy.model_validate(on_gateway)
+    route = HTTPRoute.model_validate(_route("llm-route", "inference-gateway", "vllm-llama3-8b-instruct"))
+    core = Core(CoreConfig(scheduler="default"))
+    pool = "default/vllm-llama3-8b-instruct"
+    core._guard_policies_changed(pool, [policy], [])
+    assert core.guards.for_pool(pool, "m") is None  # no route leads there: it reaches no pool
+    core._guard_policies_changed(pool, [policy], [route])
+    screener = core.guards.for_pool(pool, "m")
+    assert screener is not None and screener.config.name == "default/screening"

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from inferpool.api.gateway import HTTPRoute
 from inferpool.api.guard import GuardPolicy
 from inferpool.api.inference import (
     InferenceModel,
@@ -52,6 +53,16 @@ def parse_model(obj: Object) -> ModelRoute | None:
         return to_model(InferenceModel.model_validate(obj))
     except ValidationError as err:
         log.warning("%s rejected: %s", _describe(obj), err)
+        return None
+
+
+def parse_route(obj: Object) -> HTTPRoute | None:
+    """An HTTPRoute, for where GuardPolicies on routes and Gateways reach (not for routing: Envoy
+    routes); one the models reject is skipped quietly, as it concerns the gateway, not this EPP."""
+    try:
+        return HTTPRoute.model_validate(obj)
+    except ValidationError as err:
+        log.debug("%s skipped: %s", _describe(obj), err)
         return None
 
 

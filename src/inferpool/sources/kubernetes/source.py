@@ -7,7 +7,8 @@ and a poolSelector over the pool's labels), the objectives and rewrites in both 
 llm-d.ai group and the former inference.networking.x-k8s.io one; the pods its selector matches become
 endpoints (ready pods only, pod IP × target ports). When the pool's selector changes the
 pod watch is restarted with the new label selector. GuardPolicies (inferpool.io) in the
-pool's namespace are handed on whole, oldest first, to whoever screens with them.
+pool's namespace are handed on whole, oldest first, to whoever screens with them, with the
+namespace's HTTPRoutes (through which a policy on a route or a Gateway reaches the pool).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 from kubernetes_asyncio import client
 
+from inferpool.api.gateway import HTTPRoute
 from inferpool.api.guard import GuardPolicy
 from inferpool.api.inference import LLMD_GROUP
 from inferpool.sources.kubernetes.objects import (
@@ -33,6 +35,7 @@ from inferpool.sources.kubernetes.objects import (
     parse_objective,
     parse_pool,
     parse_rewrite,
+    parse_route,
     pod_endpoints,
 )
 from inferpool.sources.kubernetes.reflector import Backoff, Reflector
@@ -72,7 +75,9 @@ _GROUPS = {
 
 
 GUARD_GROUP, GUARD_VERSION, GUARD_PLURAL = "inferpool.io", "v1alpha1", "guardpolicies"
-GuardPolicyListener = Callable[[list[GuardPolicy]], None]
+ROUTE_GROUP, ROUTE_VERSION, ROUTE_PLURAL = "gateway.networking.k8s.io", "v1", "httproutes"
+# The namespace's GuardPolicies and HTTPRoutes, each oldest first
+GuardPolicyListener = Callable[[list[GuardPolicy], list[HTTPRoute]], None]
 
 
 class KubernetesSource:
@@ -92,7 +97,7 @@ class KubernetesSource:
         self._api = api
         self.owns_api = api is None  # close the client on stop()
         self._objects: dict[str, dict[str, Object]] = {
-            kind: {} for kind in (*_DEPENDENT_KINDS, "pod", "guard")
+            kind: {} for kind in (*_DEPENDENT_KINDS, "pod", "guard", "route")
         }
         self._pool_obj: Object | None = None
         self._pool: Pool | None = None
@@ -103,7 +108,7 @@ class KubernetesSource:
         self._status: ModelStatusWriter | None = None
         self._may_write_status = may_write_status
         self._on_guard_policies = on_guard_policies
-        self._guard_policies: list[GuardPolicy] | None = None  # as last handed on
+        self._guard_policies: tuple[list[GuardPolicy], list[HTTPRoute]] | None = None  # as last handed on
 
     @property
     def pool_key(self) -> str:
@@ -142,6 +147,9 @@ class KubernetesSource:
             call = partial(custom.list_namespaced_custom_object, GUARD_GROUP, GUARD_VERSION, ns, GUARD_PLURAL)
             sync, event = partial(self._sync, "guard", GUARD_GROUP), partial(self._event, "guard")
             self._reflectors.append(self._reflector("guardpolicy", call, sync, event))
+            call = partial(custom.list_namespaced_custom_object, ROUTE_GROUP, ROUTE_VERSION, ns, ROUTE_PLURAL)
+            sync, event = partial(self._sync, "route", ROUTE_GROUP), partial(self._event, "route")
+            self._reflectors.append(self._reflector("httproute", call, sync, event))
         if self.config.write_status:
             self._status = ModelStatusWriter(custom, ns)
         for reflector in self._reflectors:
@@ -254,25 +262,22 @@ class KubernetesSource:
     def _applied(self, kind: str) -> None:
         if kind == "pod":
             self._apply_pods()
-        elif kind == "guard":
+        elif kind in ("guard", "route"):
             self._apply_guard_policies()
         else:
             self._apply_dependents(kind)
 
     def _apply_guard_policies(self) -> None:
-        """The namespace's GuardPolicies, oldest first (as manifests apply the first in file
-        order among equals), handed on when they changed."""
+        """The namespace's GuardPolicies and HTTPRoutes, oldest first (as manifests apply the
+        first in file order among equals), handed on when either changed."""
         listener = self._on_guard_policies
         if listener is None:
             return
-        objects = sorted(
-            self._objects["guard"].values(),
-            key=lambda o: (str((o.get("metadata") or {}).get("creationTimestamp") or ""), _name(o)),
-        )
-        policies = [p for p in map(parse_guard_policy, objects) if p is not None]
-        if policies != self._guard_policies:
-            self._guard_policies = policies
-            listener(policies)
+        policies = [p for p in map(parse_guard_policy, _oldest_first(self._objects["guard"])) if p is not None]
+        routes = [r for r in map(parse_route, _oldest_first(self._objects["route"])) if r is not None]
+        if (policies, routes) != self._guard_policies:
+            self._guard_policies = (policies, routes)
+            listener(policies, routes)
 
     def _references_pool(self, obj: Object) -> bool:
         """An InferenceModel names this pool in poolRef (objectives and rewrites: see `_binds_pool`)."""
@@ -364,6 +369,13 @@ class KubernetesSource:
                 endpoint.labels,
             ):
                 self.datastore.upsert_endpoint(endpoint)
+
+
+def _oldest_first(objects: dict[str, Object]) -> list[Object]:
+    return sorted(
+        objects.values(),
+        key=lambda o: (str((o.get("metadata") or {}).get("creationTimestamp") or ""), _name(o)),
+    )
 
 
 def _name(obj: Object) -> str:
