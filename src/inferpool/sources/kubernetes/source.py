@@ -273,7 +273,9 @@ class KubernetesSource:
         listener = self._on_guard_policies
         if listener is None:
             return
-        policies = [p for p in map(parse_guard_policy, _oldest_first(self._objects["guard"])) if p is not None]
+        policies = [
+            p for p in map(parse_guard_policy, _oldest_first(self._objects["guard"])) if p is not None
+        ]
         routes = [r for r in map(parse_route, _oldest_first(self._objects["route"])) if r is not None]
         if (policies, routes) != self._guard_policies:
             self._guard_policies = (policies, routes)
