@@ -357,12 +357,16 @@ async def test_a_stored_answer_fetched_by_id_is_screened_as_the_answer_was(make_
         assert resp.status == 200
         streamed = (await resp.read()).decode()
     assert "content_filter" in streamed and "1111 1111" not in streamed
-    # a policy for another model's answers does not screen this one's (its `model` picked it)
-    other = load_text(POLICY.replace("  checks:", "  models: [cad-fabricator]\n  checks:"))
-    assert other.ok, other.errors
-    r.gateway.proxy.guards = GuardSet(other.guard_policies)
-    async with r.session.get(r.url + "/v1/responses/resp_card") as resp:
-        assert resp.status == 200 and "4111 1111" in (await resp.text())
+    # the answer's own `model` picks the policy, whole or streamed (its first event names it)
+    for models, screened in (("[food-review]", True), ("[cad-fabricator]", False)):
+        policy = load_text(POLICY.replace("  checks:", f"  models: {models}\n  checks:"))
+        assert policy.ok, policy.errors
+        r.gateway.proxy.guards = GuardSet(policy.guard_policies)
+        async with r.session.get(r.url + "/v1/responses/resp_card") as resp:
+            assert (resp.status == 400) == screened and ("4111 1111" in await resp.text()) != screened
+        async with r.session.get(r.url + "/v1/responses/resp_card?stream=true") as resp:
+            streamed = (await resp.read()).decode()
+        assert ("content_filter" in streamed) == screened and ("1111 1111" in streamed) != screened
 
 
 async def test_a_policy_that_screens_answers_asks_for_them_uncompressed(make_rig) -> None:  # type: ignore[no-untyped-def]

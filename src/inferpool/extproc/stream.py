@@ -37,6 +37,7 @@ from inferpool.guard.openai import (
     IDENTITY,
     Blocked,
     ScreenerLookup,
+    StoredAnswerStream,
     StreamScreener,
     content_filtered,
     fetches_stored_answer,
@@ -142,7 +143,7 @@ class RequestStream:
         self._screener: Screener | None = None  # screens the answer (response-stage policy)
         # A stored answer fetched by id (no body): the pool's policy for the model it names
         self._screener_for: ScreenerLookup | None = None
-        self._screening: StreamScreener | None = None  # SSE answer being screened
+        self._screening: StreamScreener | StoredAnswerStream | None = None  # SSE answer being screened
         self._whole: bytearray | None = None  # non-streamed answer held for screening
         self._blocked = False
         self.done = False  # an ImmediateResponse was sent: Envoy ends the stream
@@ -353,15 +354,17 @@ class RequestStream:
             return [answer]
         screener = self._screener
         sse = content_type is not None and "text/event-stream" in content_type
-        deferred = False  # a stored answer, whole: its own `model` picks the policy once read
-        if self._screener_for is not None and self._status < 400:
-            if sse:  # streamed: the policy for any model (its model comes later)
-                screener = stored_answer_screener(self._screener_for, None)[0]
-            else:
-                deferred = True
-        if (screener is not None or deferred) and self._status < 400 and content_encoding is None:
-            if sse and screener is not None:
-                self._screening = StreamScreener(screener, self._model)
+        # A stored answer: its own `model` picks the policy, once a whole one is read or a
+        # streamed one's first event is in
+        stored = self._screener_for is not None and self._status < 400
+        if (screener is not None or stored) and self._status < 400 and content_encoding is None:
+            if sse:
+                if stored:
+                    assert self._screener_for is not None
+                    self._screening = StoredAnswerStream(self._screener_for)
+                else:
+                    assert screener is not None
+                    self._screening = StreamScreener(screener, self._model)
             else:
                 self._whole = bytearray()
             if not self._response_bodies:

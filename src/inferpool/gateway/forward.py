@@ -28,6 +28,7 @@ from inferpool.gateway.prefill import run_prefill
 from inferpool.guard.openai import (
     Blocked,
     ScreenerLookup,
+    StoredAnswerStream,
     StreamScreener,
     content_filtered,
     screen_response,
@@ -260,12 +261,13 @@ class Forwarder:
         screener: Screener | _StoredAnswerPolicy | None = (
             relay.screener if screens_response(relay.screener) else None
         )
+        stored_stream: StoredAnswerStream | None = None
         if relay.screener_for is not None and upstream.status < 400:
             if "text/event-stream" not in content_type:
                 # a stored answer, whole: its own `model` names the policy once it is read
                 screener = _StoredAnswerPolicy(relay.screener_for)
-            else:
-                screener = stored_answer_screener(relay.screener_for, None)[0]
+            elif "content-encoding" not in upstream.headers:  # streamed: its first event names it
+                stored_stream = StoredAnswerStream(relay.screener_for)
         screened = (
             screener is not None and upstream.status < 400 and "content-encoding" not in upstream.headers
         )
@@ -277,8 +279,10 @@ class Forwarder:
         if screened and "text/event-stream" not in content_type:
             assert screener is not None
             return await self._relay_screened(upstream, headers, screener, routed, relay, usage)
-        stream = (
-            StreamScreener(screener, relay.model) if screened and isinstance(screener, Screener) else None
+        stream: StreamScreener | StoredAnswerStream | None = (
+            StreamScreener(screener, relay.model)
+            if screened and isinstance(screener, Screener)
+            else stored_stream
         )
         length = upstream.content_length
         if (

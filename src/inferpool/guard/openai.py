@@ -417,11 +417,10 @@ def answer_model(body: bytes) -> str:
 ScreenerLookup = Callable[[str], Screener | None]  # a data plane's policy for a model
 
 
-def stored_answer_screener(lookup: ScreenerLookup, body: bytes | None) -> tuple[Screener | None, str]:
-    """The screener of a stored answer (`fetches_stored_answer`), and the model it names: the
-    policy for that model, read off the whole answer; for a streamed one (`body` None), whose
-    model comes after its first events, the policy for any model."""
-    model = answer_model(body) if body is not None else ""
+def stored_answer_screener(lookup: ScreenerLookup, body: bytes) -> tuple[Screener | None, str]:
+    """The screener of a whole stored answer (`fetches_stored_answer`): the policy for the model
+    it names (None when none screens answers), and that model."""
+    model = answer_model(body)
     found = lookup(model)
     return (found if screens_response(found) else None), model
 
@@ -524,6 +523,67 @@ def _rewritten(item: _Held, spans: dict[int, list[tuple[int, int, str]]]) -> byt
 
     _map_stream_deltas(data, one)
     return head + b"data: " + orjson.dumps(data) + b"\n\n"
+
+
+class StoredAnswerStream:
+    """A streamed stored answer (`fetches_stored_answer`, `?stream=true`), screened as
+    StreamScreener screens answers by the policy for the model its first event names (the
+    Responses stream's `response.created` carries the response, model included). What comes
+    before that event is complete is held (at most STORED_ANSWER_HELD bytes, then the policy for
+    any model decides); the same `feed` and `close` as StreamScreener's."""
+
+    def __init__(self, lookup: ScreenerLookup) -> None:
+        self._lookup = lookup
+        self._held = b""
+        self._decided = False
+        self._stream: StreamScreener | None = None  # None once decided: no policy screens it
+
+    async def feed(self, chunk: bytes) -> bytes:
+        if self._decided:
+            return await self._stream.feed(chunk) if self._stream is not None else chunk
+        self._held += chunk
+        model = _first_event_model(self._held)
+        if model is None and len(self._held) < STORED_ANSWER_HELD:
+            return b""
+        return await self._decide(model or "")
+
+    async def close(self) -> bytes:
+        out = b"" if self._decided else await self._decide(_first_event_model(self._held) or "")
+        return out + await self._stream.close() if self._stream is not None else out
+
+    async def _decide(self, model: str) -> bytes:
+        self._decided = True
+        found = self._lookup(model)
+        held, self._held = self._held, b""
+        if not screens_response(found):
+            return held
+        assert found is not None
+        self._stream = StreamScreener(found, model)
+        return await self._stream.feed(held)
+
+
+STORED_ANSWER_HELD = 64 * 1024
+
+
+def _first_event_model(buffer: bytes) -> str | None:
+    """The model the first complete event with data names (its `response.model`, else its
+    `model`; "" if neither), or None while no such event is complete."""
+    at = 0
+    while (end := _EVENT_END.search(buffer, at)) is not None:
+        event, at = buffer[at : end.start()], end.end()
+        found = event.find(b"data:")
+        if found < 0:
+            continue  # a comment (`: ping`) or a bare `event:` line
+        try:
+            data = orjson.loads(event[found + 5 :].strip())
+        except orjson.JSONDecodeError:
+            return ""
+        if not isinstance(data, dict):
+            return ""
+        response = data.get("response")
+        model = response.get("model") if isinstance(response, dict) else data.get("model")
+        return model if isinstance(model, str) else ""
+    return None
 
 
 class StreamScreener:

@@ -6,7 +6,14 @@ import orjson
 import pytest
 
 from inferpool.guard import Action, CheckConfig, GuardConfig, Screener
-from inferpool.guard.openai import Blocked, StreamScreener, _after_system, screen_request, screen_response
+from inferpool.guard.openai import (
+    Blocked,
+    StoredAnswerStream,
+    StreamScreener,
+    _after_system,
+    screen_request,
+    screen_response,
+)
 
 SECRET = "AKIAIOSFODNN7EXAMPLE"
 
@@ -199,3 +206,31 @@ async def test_a_redacted_responses_text_loses_its_logprobs() -> None:
     sent = await StreamScreener(_screener(), "m").feed(event)
     data = orjson.loads(sent.split(b"data: ", 1)[1])
     assert data["delta"] == "mail [REDACTED:email] now" and data["logprobs"] == []
+
+
+async def test_a_streamed_stored_answer_is_screened_by_the_policy_for_the_model_it_names() -> None:
+    """`StoredAnswerStream`: the first event with data names the model (the Responses stream's
+    `response.created`); until it is complete nothing is sent, then the policy for that model
+    screens the rest; a stream that names none gets the policy for any model."""
+    asked: list[str] = []
+
+    def lookup(model: str) -> Screener | None:
+        asked.append(model)
+        return _screener() if model == "food-review" else None
+
+    created = {"type": "response.created", "response": {"id": "r", "model": "food-review", "output": []}}
+    first = b": ping\n\nevent: response.created\ndata: " + orjson.dumps(created) + b"\n\n"
+    delta = {"type": "response.output_text.delta", "delta": "mail a@b.io now"}
+    second = b"event: response.output_text.delta\ndata: " + orjson.dumps(delta) + b"\n\n"
+    stream = StoredAnswerStream(lookup)
+    assert await stream.feed(first[:30]) == b""  # the first event is not complete yet
+    out = await stream.feed(first[30:]) + await stream.feed(second) + await stream.close()
+    assert asked == ["food-review"] and b"a@b.io" not in out and b"[REDACTED:email]" in out
+    assert out.startswith(b": ping\n\nevent: response.created")
+    other = {**created, "response": {**created["response"], "model": "cad-fabricator"}}
+    stream = StoredAnswerStream(lookup)
+    raw = b"data: " + orjson.dumps(other) + b"\n\n" + second
+    assert await stream.feed(raw) + await stream.close() == raw  # no policy for that model
+    stream = StoredAnswerStream(lookup)  # ended before any event: decided at the end, as any model's
+    assert await stream.feed(b"data: {") == b"" and await stream.close() == b"data: {"
+    assert asked[-1] == ""
