@@ -354,19 +354,16 @@ class RequestStream:
             return [answer]
         screener = self._screener
         sse = content_type is not None and "text/event-stream" in content_type
-        # A stored answer: its own `model` picks the policy, once a whole one is read or a
-        # streamed one's first event is in
-        stored = self._screener_for is not None and self._status < 400
-        if (screener is not None or stored) and self._status < 400 and content_encoding is None:
-            if sse:
-                if stored:
-                    assert self._screener_for is not None
-                    self._screening = StoredAnswerStream(self._screener_for)
-                else:
-                    assert screener is not None
-                    self._screening = StreamScreener(screener, self._model)
-            else:
+        # (a stored answer fetched by id: its own `model` picks the policy, once a whole one is
+        # read or a streamed one's first event is in)
+        stored = self._screener_for
+        if (screener is not None or stored is not None) and self._status < 400 and content_encoding is None:
+            if not sse:
                 self._whole = bytearray()
+            elif stored is not None:
+                self._screening = StoredAnswerStream(stored)
+            elif screener is not None:
+                self._screening = StreamScreener(screener, self._model)
             if not self._response_bodies:
                 # Envoy honours the override only when neither body mode is FULL_DUPLEX_STREAMED;
                 # a whole answer is buffered, so a block can still become the 400.

@@ -258,18 +258,12 @@ class Forwarder:
         if plugin_headers:
             headers.update(plugin_headers)
         content_type = upstream.headers.get("content-type", "")
-        screener: Screener | _StoredAnswerPolicy | None = (
-            relay.screener if screens_response(relay.screener) else None
-        )
-        stored_stream: StoredAnswerStream | None = None
-        if relay.screener_for is not None and upstream.status < 400:
-            if "text/event-stream" not in content_type:
-                # a stored answer, whole: its own `model` names the policy once it is read
-                screener = _StoredAnswerPolicy(relay.screener_for)
-            elif "content-encoding" not in upstream.headers:  # streamed: its first event names it
-                stored_stream = StoredAnswerStream(relay.screener_for)
+        screener = relay.screener if screens_response(relay.screener) else None
+        # (a stored answer fetched by id: the policy for the model it names, once it is read)
         screened = (
-            screener is not None and upstream.status < 400 and "content-encoding" not in upstream.headers
+            (screener is not None or relay.screener_for is not None)
+            and upstream.status < 400
+            and "content-encoding" not in upstream.headers
         )
         usage = None
         if relay.prefill_cached_tokens is not None and upstream.status < 400:
@@ -277,13 +271,13 @@ class Forwarder:
                 streaming = "text/event-stream" in content_type
                 usage = CachedTokensRewriter(relay.prefill_cached_tokens, streaming)
         if screened and "text/event-stream" not in content_type:
-            assert screener is not None
             return await self._relay_screened(upstream, headers, screener, routed, relay, usage)
-        stream: StreamScreener | StoredAnswerStream | None = (
-            StreamScreener(screener, relay.model)
-            if screened and isinstance(screener, Screener)
-            else stored_stream
-        )
+        stream: StreamScreener | StoredAnswerStream | None = None
+        if screened:
+            if relay.screener_for is not None:
+                stream = StoredAnswerStream(relay.screener_for)
+            elif screener is not None:
+                stream = StreamScreener(screener, relay.model)
         length = upstream.content_length
         if (
             length is not None
@@ -388,25 +382,24 @@ class Forwarder:
         self,
         upstream: aiohttp.ClientResponse,
         headers: Mapping[str, str],
-        screener: Screener | _StoredAnswerPolicy,
+        screener: Screener | None,
         routed: Routed,
         relay: Relay,
         usage: CachedTokensRewriter | None,
     ) -> web.StreamResponse:
-        """A whole (non-streamed) answer: read it all, screen it, then send it or a 400."""
+        """A whole (non-streamed) answer: read it all, screen it, then send it or a 400. A stored
+        answer fetched by id (`relay.screener_for`) is screened by the policy for its model."""
         routed.response_started(upstream.status, upstream.headers.get("content-type"))
         chunks: list[bytes] = []
         async for chunk in upstream.content.iter_any() if usage is None else _rewritten(upstream, usage):
             routed.response_data(chunk)
             chunks.append(chunk)
         body, model = b"".join(chunks), relay.model
-        if isinstance(screener, _StoredAnswerPolicy):
-            chosen, model = stored_answer_screener(screener.lookup, body)
-        else:
-            chosen = screener
+        if relay.screener_for is not None:
+            screener, model = stored_answer_screener(relay.screener_for, body)
         try:
-            if chosen is not None:
-                body = await screen_response(chosen, body, model)
+            if screener is not None:
+                body = await screen_response(screener, body, model)
         except Blocked as blocked:
             routed.finish(upstream.status, f"content_filter: {blocked.reason}")
             raise content_filtered(blocked.reason, "response") from None
@@ -414,13 +407,6 @@ class Forwarder:
         response = web.Response(status=upstream.status, reason=upstream.reason, body=body, headers=headers)
         routed.finish(upstream.status, None)
         return response
-
-
-@dataclass(frozen=True, slots=True)
-class _StoredAnswerPolicy:
-    """The screener of a stored answer, found by the model the answer names."""
-
-    lookup: ScreenerLookup
 
 
 async def _rewritten(upstream: aiohttp.ClientResponse, usage: CachedTokensRewriter) -> AsyncIterator[bytes]:

@@ -250,16 +250,16 @@ class Proxy:
         if state.tenant is not None:
             self.tenancy.admit(state.tenant, state.model, headers)
             state.relay.answer_headers = state.tenant.answer_headers
-        if self.guards and body:  # a request without a body has no prompt
+        if self.guards and (body or fetches_stored_answer(request.path)):
             pool = backend.key if backend.kind == "InferencePool" else None
-            state.relay.screener = self.guards.for_request(
-                listener.gateway, match.route.key, state.model, pool
-            )
-        elif self.guards and fetches_stored_answer(request.path):  # ... but this one has an answer
-            pool = backend.key if backend.kind == "InferencePool" else None
-            state.relay.screener_for = functools.partial(
-                self.guards.for_request, listener.gateway, match.route.key, pool=pool
-            )
+            if body:
+                state.relay.screener = self.guards.for_request(
+                    listener.gateway, match.route.key, state.model, pool
+                )
+            else:  # no prompt, but a model's stored answer: the policy for the model it names
+                state.relay.screener_for = functools.partial(
+                    self.guards.for_request, listener.gateway, match.route.key, pool=pool
+                )
         if screens_prompt(state.relay.screener):
             assert state.relay.screener is not None
             try:

@@ -330,17 +330,10 @@ class Screener:
         """The kinds of the checks that redact at `stage`."""
         return self._redacting[stage]
 
-    def may_redact(self, text: str, stage: Stage) -> bool:
-        """False when no redacting check of `stage` can find anything in `text` (the hook is
-        not asked: screen() does not call it)."""
-        kinds = self._redacting[stage]
-        if not kinds or _short_without_redaction(kinds, text):
-            return False
-        return self.triggered(self._prescanner.scan(text), stage, Action.REDACT)
-
     def redactions(self, text: str, stage: Stage) -> list[Finding]:
         """`findings(text, stage, Action.REDACT)`, with no detector run when the pre-scan's
-        triggers rule every redacting check out (as `may_redact`, from the one pre-scan)."""
+        triggers rule every redacting check out (one pre-scan; a short token without an '@'
+        none at all, `_short_without_redaction`)."""
         kinds = self._redacting[stage]
         if not kinds or _short_without_redaction(kinds, text):
             return []

@@ -7,9 +7,10 @@ they reject is skipped with a warning rather than taking down the whole pool.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from inferpool.api.gateway import HTTPRoute
 from inferpool.api.guard import GuardPolicy
@@ -27,6 +28,12 @@ from inferpool.state import Endpoint, ModelRewrite, ModelRoute, Objective, Pool
 log = logging.getLogger(__name__)
 
 Object = dict[str, Any]
+T = TypeVar("T")
+
+
+def _as_is(value: T) -> T:
+    return value
+
 
 V1_GROUP = "inference.networking.k8s.io"
 X_GROUP = "inference.networking.x-k8s.io"
@@ -37,57 +44,45 @@ def _describe(obj: Object) -> str:
     return f"{obj.get('kind', '?')} {meta.get('namespace', '?')}/{meta.get('name', '?')}"
 
 
+def _parsed(
+    model: type[BaseModel], obj: Object, convert: Callable[[Any], T] = _as_is, level: int = logging.WARNING
+) -> T | None:
+    """`obj` validated by `model` (`inferpool validate`'s rules) and converted; one it rejects is
+    skipped, logged at `level`, rather than taking down the whole pool."""
+    try:
+        return convert(model.model_validate(obj))
+    except ValidationError as err:
+        log.log(level, "%s rejected: %s", _describe(obj), err)
+        return None
+
+
 def parse_pool(obj: Object) -> Pool | None:
     model: type[InferencePoolV1] | type[InferencePoolV1Alpha2] = (
         InferencePoolV1 if obj.get("apiVersion") == f"{V1_GROUP}/v1" else InferencePoolV1Alpha2
     )
-    try:
-        return to_pool(model.model_validate(obj))
-    except ValidationError as err:
-        log.warning("%s rejected: %s", _describe(obj), err)
-        return None
+    return _parsed(model, obj, to_pool)
 
 
 def parse_model(obj: Object) -> ModelRoute | None:
-    try:
-        return to_model(InferenceModel.model_validate(obj))
-    except ValidationError as err:
-        log.warning("%s rejected: %s", _describe(obj), err)
-        return None
+    return _parsed(InferenceModel, obj, to_model)
 
 
 def parse_route(obj: Object) -> HTTPRoute | None:
     """An HTTPRoute, for where GuardPolicies on routes and Gateways reach (not for routing: Envoy
     routes); one the models reject is skipped quietly, as it concerns the gateway, not this EPP."""
-    try:
-        return HTTPRoute.model_validate(obj)
-    except ValidationError as err:
-        log.debug("%s skipped: %s", _describe(obj), err)
-        return None
+    return _parsed(HTTPRoute, obj, level=logging.DEBUG)
 
 
 def parse_guard_policy(obj: Object) -> GuardPolicy | None:
-    try:
-        return GuardPolicy.model_validate(obj)
-    except ValidationError as err:
-        log.warning("%s rejected: %s", _describe(obj), err)
-        return None
+    return _parsed(GuardPolicy, obj)
 
 
 def parse_objective(obj: Object) -> Objective | None:
-    try:
-        return to_objective(InferenceObjective.model_validate(obj))
-    except ValidationError as err:
-        log.warning("%s rejected: %s", _describe(obj), err)
-        return None
+    return _parsed(InferenceObjective, obj, to_objective)
 
 
 def parse_rewrite(obj: Object) -> ModelRewrite | None:
-    try:
-        return to_rewrite(InferenceModelRewrite.model_validate(obj))
-    except ValidationError as err:
-        log.warning("%s rejected: %s", _describe(obj), err)
-        return None
+    return _parsed(InferenceModelRewrite, obj, to_rewrite)
 
 
 def pod_ready(pod: Object) -> bool:
