@@ -23,7 +23,9 @@ class Replica:
     waiting: int = 0
     kv_usage: float = 0.0
     reset_requests: bool = False  # drop the connection on inference requests (a refusing replica)
-    echo: bool = False  # answer with the prompt, word by word when streamed (screening tests)
+    # answer with the prompt, word by word when streamed (screening tests); a chat request with
+    # `tools` is answered with a call whose arguments carry its last message: {"text": ...}
+    echo: bool = False
     bodies: list[dict[str, object]] = field(default_factory=list)
     stored: dict[str, str] = field(default_factory=dict)  # GET /v1/responses/{id}: the answer's text
     headers: list[dict[str, str]] = field(default_factory=list)  # of each inference request, lower-case names
@@ -92,6 +94,8 @@ class Replica:
         usage = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
         headers = {"x-replica": self.name}
         text = str(body.get("prompt", "")) if self.echo else "a b c"
+        if chat and self.echo and body.get("tools"):
+            return await self._tool_call(request, body, headers, usage)
         if not body.get("stream"):
             choice = (
                 {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
@@ -124,6 +128,44 @@ class Replica:
             "choices": [],
             "usage": usage,
         }
+        await resp.write(f"data: {json.dumps(final)}\n\ndata: [DONE]\n\n".encode())
+        await resp.write_eof()
+        return resp
+
+    async def _tool_call(
+        self, request: web.Request, body: dict[str, object], headers: dict[str, str], usage: dict[str, int]
+    ) -> web.StreamResponse:
+        """A chat answer that is one tool call, its arguments {"text": the last message's text}
+        (streamed as vLLM's tool parsers stream them: the call's id and name, then its arguments
+        a word at a time)."""
+        messages = body.get("messages")
+        last = messages[-1] if isinstance(messages, list) and messages else {}
+        arguments = json.dumps({"text": str(last.get("content", "")) if isinstance(last, dict) else ""})
+        call = {"id": "call_1", "type": "function", "function": {"name": "note", "arguments": arguments}}
+        base = {"id": "x", "created": 0, "model": str(body.get("model"))}
+        if not body.get("stream"):
+            message = {"role": "assistant", "content": None, "tool_calls": [call]}
+            choice = {"index": 0, "message": message, "finish_reason": "tool_calls"}
+            payload = {**base, "object": "chat.completion", "choices": [choice], "usage": usage}
+            return web.json_response(payload, headers=headers)
+        resp = web.StreamResponse(headers={**headers, "Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        words = arguments.split(" ")
+        first = {
+            "index": 0,
+            "id": "call_1",
+            "type": "function",
+            "function": {"name": "note", "arguments": ""},
+        }
+        deltas = [first] + [
+            {"index": 0, "function": {"arguments": w if i == 0 else " " + w}} for i, w in enumerate(words)
+        ]
+        for delta in deltas:
+            choice = {"index": 0, "delta": {"tool_calls": [delta]}}
+            chunk = {**base, "object": "chat.completion.chunk", "choices": [choice]}
+            await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        end = {"index": 0, "delta": {}, "finish_reason": "tool_calls"}
+        final = {**base, "object": "chat.completion.chunk", "choices": [end], "usage": usage}
         await resp.write(f"data: {json.dumps(final)}\n\ndata: [DONE]\n\n".encode())
         await resp.write_eof()
         return resp

@@ -62,7 +62,8 @@ PROMPTS = [
 
 
 def read_stream(raw: bytes) -> tuple[str, str]:
-    """The answer text the client read, and how the stream ended ([DONE], or the error's type)."""
+    """The answer text the client read (a tool call's arguments, put back together), and how
+    the stream ended ([DONE], or the error's type)."""
     texts, ending = [], "cut"
     for event in raw.split(b"\n\n"):
         if not event.startswith(b"data: "):
@@ -75,15 +76,30 @@ def read_stream(raw: bytes) -> tuple[str, str]:
         if "error" in data:
             ending = data["error"]["type"]
         texts += [c.get("text", "") for c in data.get("choices", [])]
+        texts += [
+            call["function"]["arguments"]
+            for c in data.get("choices", [])
+            for call in c.get("delta", {}).get("tool_calls", [])
+        ]
     return "".join(texts), ending
 
 
+TOOL = {"type": "function", "function": {"name": "note", "description": "Keep a note.", "parameters": {}}}
+
+
 async def stream_all(base_url: str) -> list[tuple[str, str]]:
+    """Each prompt streamed back as a completion's text, then as a chat tool call's arguments."""
     out = []
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
         for prompt in PROMPTS:
             body = {"model": BASE, "prompt": prompt, "max_tokens": 32, "stream": True}
             async with http.post(f"{base_url}/completions", json=body) as resp:
+                assert resp.status == 200, await resp.text()
+                out.append(read_stream(await resp.read()))
+        for prompt in PROMPTS:
+            messages = [{"role": "user", "content": prompt}]
+            body = {"model": BASE, "messages": messages, "tools": [TOOL], "max_tokens": 32, "stream": True}
+            async with http.post(f"{base_url}/chat/completions", json=body) as resp:
                 assert resp.status == 200, await resp.text()
                 out.append(read_stream(await resp.read()))
     return out
@@ -131,7 +147,11 @@ async def test_both_planes_hold_back_the_same_text(tmp_path: Path) -> None:
         served = await through_serve(hold_back, tmp_path)
         enveloped = await through_envoy(hold_back)
         assert served == enveloped, hold_back
-        (card_text, card_end), (key_text, key_end), (plain_text, plain_end), mail, hidden = served
+        (card_text, card_end), (key_text, key_end), (plain_text, plain_end), mail, hidden = served[:5]
+        calls = served[5:]  # the same answers as a tool call's arguments
+        assert [end for _, end in calls] == ["content_filter", "content_filter", "[DONE]", "[DONE]", "[DONE]"]
+        assert orjson.loads(calls[2][0]) == {"text": PROMPTS[2]}
+        assert orjson.loads(calls[3][0]) == {"text": "write to [REDACTED:email] by Friday"}
         assert card_end == key_end == "content_filter"
         assert (plain_text, plain_end) == (PROMPTS[2], "[DONE]")
         # the address is one word, so one event: redacted either way (held: on release)
@@ -140,8 +160,12 @@ async def test_both_planes_hold_back_the_same_text(tmp_path: Path) -> None:
             assert card_text.startswith("fine so far and then 4111 1111")
             assert key_text == "the key is AKIAIOSFODNN7EXAMPLE"  # whole: the word completed in its event
             assert hidden == (PROMPTS[4], "[DONE]")  # a word per event: each redacted alone, none is one
+            assert orjson.loads(calls[4][0]) == {"text": PROMPTS[4]}
+            assert calls[0][0].startswith('{"text": "fine so far and then 4111 1111')
         else:
             assert hidden == ("mail [REDACTED:email] for it", "[DONE]")
+            assert orjson.loads(calls[4][0]) == {"text": "mail [REDACTED:email] for it"}
+            assert "1111" not in calls[0][0] and "AKIA" not in calls[1][0]
             # a prefix of the words before the card, or nothing: held back in 16-character steps
             assert "1" not in card_text and "fine so far and then ".startswith(card_text)
             assert "AKIA" not in key_text

@@ -18,7 +18,9 @@ from typing import Any
 import orjson
 
 from inferpool.errors import InferenceError
-from inferpool.guard.policy import Stage
+from inferpool.guard import jsontext
+from inferpool.guard.jsontext import JsonState
+from inferpool.guard.policy import Action, Stage
 from inferpool.guard.screen import Screener, Verdict, redact
 from inferpool.guard.stream import ANSWER_STAGE, STREAM_TAIL_CHARS, StreamedText
 
@@ -55,9 +57,40 @@ def _collector(into: list[str]) -> Callable[[str], str]:
     return collect
 
 
+class JsonText(str):
+    """Tool-call arguments: JSON, screened as written and redacted along their structure
+    (guard.jsontext), so the client can still parse them."""
+
+    __slots__ = ()
+
+
+# How a text is kept in a body: a string; a string of JSON (tool-call arguments); a JSON value
+# (Anthropic's `tool_use.input`, an object), screened as its JSON text.
+TEXT, JSON_STRING, JSON_VALUE = range(3)
+
 # A text in a decoded body: (the dict or list holding it, its key or index, whether it is a
-# user turn right after a system prompt, which the injection check weighs).
-_Slot = tuple[Any, Any, bool]
+# user turn right after a system prompt, which the injection check weighs, how it is kept).
+_Slot = tuple[Any, Any, bool, int]
+
+
+def _map_slot(holder: Any, key: Any, form: int, fn: Callable[[str], str]) -> bool:
+    """Apply `fn` to one text where it is kept; whether it changed."""
+    value = holder[key]
+    if form == TEXT:
+        holder[key] = new = fn(value)
+        return new != value
+    text = JsonText(value if form == JSON_STRING else orjson.dumps(value).decode())
+    new = fn(text)
+    if new == text:
+        return False
+    if form == JSON_STRING:
+        holder[key] = str(new)
+    else:
+        try:
+            holder[key] = orjson.loads(new)
+        except orjson.JSONDecodeError:  # (a screening service's rewrite that is no JSON)
+            holder[key] = str(new)
+    return True
 
 
 def _prompt_slots(data: Any) -> list[_Slot]:
@@ -68,6 +101,11 @@ def _prompt_slots(data: Any) -> list[_Slot]:
     chat and Anthropic `messages[].content` (text or parts/blocks with `text`); vLLM's
     rerank and score inputs (`query`, `documents`, `text_1`, `text_2`: text, texts, or
     documents and content parts with `text`), and chat's RAG `documents` (dicts with `text`).
+    Tool definitions (`tools`, chat's older `functions`): each tool's `description` and the
+    descriptions in its parameters' schema, which the chat template renders into the prompt
+    (where a poisoned tool hides its instructions); the tool calls of earlier turns: chat's
+    `tool_calls[].function.arguments` (and `function_call`), Responses `function_call` items'
+    `arguments`, Anthropic `tool_use` blocks' `input`.
     """
     if not isinstance(data, dict):
         return []
@@ -81,9 +119,12 @@ def _prompt_slots(data: Any) -> list[_Slot]:
         if isinstance(data.get(key), str) or isinstance(data.get(key), list):
             _content_slots(data, key, False, slots)
             previous = "system"
+    for key in ("tools", "functions"):
+        if isinstance(tools := data.get(key), list):
+            _tool_slots(tools, slots)
     items = data.get("input")
     if isinstance(items, str):
-        slots.append((data, "input", previous == "system"))
+        slots.append((data, "input", previous == "system", TEXT))
     elif isinstance(items, list):
         if all(isinstance(i, str) for i in items):
             _strings(data, "input", slots)
@@ -95,22 +136,71 @@ def _prompt_slots(data: Any) -> list[_Slot]:
     return slots
 
 
+# How deep a tool's parameter schema is read for descriptions (nested objects and arrays)
+_SCHEMA_DEPTH = 8
+
+
+def _tool_slots(tools: list[Any], slots: list[_Slot]) -> None:
+    """Each tool's `description` (chat keeps it in `function`; Responses and Anthropic beside
+    the name) and the descriptions in its schema (`parameters`, Anthropic's `input_schema`)."""
+    for tool in tools:
+        if not isinstance(tool, dict):
+            continue
+        inner = tool.get("function")
+        for holder in (tool, inner) if isinstance(inner, dict) else (tool,):
+            if isinstance(holder.get("description"), str):
+                slots.append((holder, "description", False, TEXT))
+            for key in ("parameters", "input_schema"):
+                if isinstance(schema := holder.get(key), dict):
+                    _schema_slots(schema, slots, _SCHEMA_DEPTH)
+
+
+def _schema_slots(schema: Any, slots: list[_Slot], depth: int) -> None:
+    """The `description` texts of a JSON schema and of every schema within it."""
+    if depth == 0:
+        return
+    if isinstance(schema, dict):
+        for key, value in schema.items():
+            if key == "description" and isinstance(value, str):
+                slots.append((schema, key, False, TEXT))
+            elif isinstance(value, (dict, list)):
+                _schema_slots(value, slots, depth - 1)
+    elif isinstance(schema, list):
+        for value in schema:
+            if isinstance(value, (dict, list)):
+                _schema_slots(value, slots, depth - 1)
+
+
+def _call_slots(message: dict[str, Any], slots: list[_Slot]) -> None:
+    """The arguments of the tool calls an assistant turn made (chat `tool_calls` and the older
+    `function_call`; a Responses `function_call` item is its own call)."""
+    calls = message.get("tool_calls")
+    for call in calls if isinstance(calls, list) else ():
+        if isinstance(call, dict) and isinstance(function := call.get("function"), dict):
+            if isinstance(function.get("arguments"), str):
+                slots.append((function, "arguments", False, JSON_STRING))
+    if isinstance(function := message.get("function_call"), dict) and isinstance(
+        function.get("arguments"), str
+    ):
+        slots.append((function, "arguments", False, JSON_STRING))
+
+
 def _document_slots(data: dict[str, Any], key: str, slots: list[_Slot]) -> None:
     """Texts of a rerank/score input: a string, or a list of strings, of documents with `text`,
     or of {"content": [parts]} (vLLM's multimodal form); images and other parts are not text."""
     value = data.get(key)
     if isinstance(value, str):
-        slots.append((data, key, False))
+        slots.append((data, key, False, TEXT))
         return
     items = value.get("content") if isinstance(value, dict) else value
     if not isinstance(items, list):
         return
     for i, item in enumerate(items):
         if isinstance(item, str):
-            slots.append((items, i, False))
+            slots.append((items, i, False, TEXT))
         elif isinstance(item, dict):
             if isinstance(item.get("text"), str):
-                slots.append((item, "text", False))
+                slots.append((item, "text", False, TEXT))
             elif isinstance(item.get("content"), list):
                 _document_slots(item, "content", slots)
 
@@ -118,21 +208,29 @@ def _document_slots(data: dict[str, Any], key: str, slots: list[_Slot]) -> None:
 def _strings(data: dict[str, Any], key: str, slots: list[_Slot]) -> None:
     value = data.get(key)
     if isinstance(value, str):
-        slots.append((data, key, False))
+        slots.append((data, key, False, TEXT))
     elif isinstance(value, list):
-        slots.extend((value, i, False) for i, v in enumerate(value) if isinstance(v, str))
+        slots.extend((value, i, False, TEXT) for i, v in enumerate(value) if isinstance(v, str))
 
 
 def _message_slots(messages: list[Any], previous: object, slots: list[_Slot]) -> object:
     for msg in messages:
         if not isinstance(msg, dict):
             continue
-        if msg.get("type") == "function_call_output":  # a tool's result (Responses API), as chat's tool turns
+        kind = msg.get("type")
+        if kind == "function_call_output":  # a tool's result (Responses API), as chat's tool turns
             _content_slots(msg, "output", False, slots)
+            previous = None
+            continue
+        if kind == "function_call":  # a call the model made (Responses API)
+            if isinstance(msg.get("arguments"), str):
+                slots.append((msg, "arguments", False, JSON_STRING))
             previous = None
             continue
         role = msg.get("role")
         _content_slots(msg, "content", role == "user" and previous in ("system", "developer"), slots)
+        if role == "assistant":
+            _call_slots(msg, slots)
         previous = role
     return previous
 
@@ -140,25 +238,27 @@ def _message_slots(messages: list[Any], previous: object, slots: list[_Slot]) ->
 def _content_slots(holder: dict[str, Any], key: str, after_system: bool, slots: list[_Slot]) -> None:
     content = holder.get(key)
     if isinstance(content, str):
-        slots.append((holder, key, after_system))
+        slots.append((holder, key, after_system, TEXT))
     elif isinstance(content, list):
         for part in content:
             if isinstance(part, dict):
                 if isinstance(part.get("text"), str):
-                    slots.append((part, "text", after_system))
+                    slots.append((part, "text", after_system, TEXT))
                 elif isinstance(part.get("content"), (str, list)):  # an Anthropic tool_result
                     _content_slots(part, "content", after_system, slots)
+                elif part.get("type") == "tool_use" and "input" in part:  # an Anthropic tool call
+                    slots.append((part, "input", False, JSON_VALUE))
 
 
 def _map_texts(data: Any, fn: Callable[[str], str]) -> None:
     """Apply `fn` to every prompt text in a request body, in place."""
-    for holder, key, _ in _prompt_slots(data):
-        holder[key] = fn(holder[key])
+    for holder, key, _, form in _prompt_slots(data):
+        _map_slot(holder, key, form, fn)
 
 
 def _after_system(data: Any) -> list[bool]:
     """For each text `_map_texts` visits, in its order: is it a user turn right after a system prompt?"""
-    return [after for _, _, after in _prompt_slots(data)]
+    return [after for _, _, after, _ in _prompt_slots(data)]
 
 
 def _choice_list(data: dict[str, Any]) -> list[Any]:
@@ -201,6 +301,11 @@ def _map_choices(
                     if isinstance(text := inner.get(key), str):
                         inner[key] = fn(text)
                         changed = changed or inner[key] != text
+                if holder == "message":  # (a stream's tool calls are fragments: _map_stream_deltas)
+                    calls: list[_Slot] = []
+                    _call_slots(inner, calls)
+                    for function, key, _, form in calls:
+                        changed = _map_slot(function, key, form, fn) or changed
         if changed:
             for key in _SPELLS_OUT_TEXT:
                 if choice.get(key) is not None:
@@ -208,8 +313,9 @@ def _map_choices(
 
 
 def _map_answer(data: Any, fn: Callable[[str], str]) -> None:
-    """Answer texts of every API: choices; the Responses API's `output` items (message
-    `content[].text`, reasoning `content`/`summary`); Anthropic's `content` blocks (`text`)."""
+    """Answer texts of every API: choices (with their tool calls' arguments); the Responses
+    API's `output` items (message `content[].text`, reasoning `content`/`summary`, a
+    `function_call`'s `arguments`); Anthropic's `content` blocks (`text`, a `tool_use`'s `input`)."""
     if not isinstance(data, dict):
         return
     if "choices" in data:
@@ -219,20 +325,26 @@ def _map_answer(data: Any, fn: Callable[[str], str]) -> None:
         if isinstance(item, dict):
             for key in ("content", "summary"):
                 _map_parts(item.get(key), fn)
+            if item.get("type") == "function_call" and isinstance(item.get("arguments"), str):
+                _map_slot(item, "arguments", JSON_STRING, fn)
     if isinstance(data.get("content"), list):
         _map_parts(data["content"], fn)
 
 
 def _map_parts(parts: Any, fn: Callable[[str], str]) -> None:
     """Content parts' `text`; a Responses `output_text` part whose text `fn` changes loses its
-    `logprobs` (as a choice does)."""
+    `logprobs` (as a choice does); an Anthropic `tool_use` block's `input`."""
     if not isinstance(parts, list):
         return
     for part in parts:
-        if isinstance(part, dict) and isinstance(text := part.get("text"), str):
+        if not isinstance(part, dict):
+            continue
+        if isinstance(text := part.get("text"), str):
             part["text"] = fn(text)
             if part["text"] != text and part.get("logprobs"):
                 part["logprobs"] = []
+        elif part.get("type") == "tool_use" and "input" in part:
+            _map_slot(part, "input", JSON_VALUE, fn)
 
 
 # Stream events of the Responses and Messages APIs whose text is new (the deltas), and where
@@ -242,13 +354,54 @@ _DELTA_EVENTS = frozenset({"response.output_text.delta", "response.reasoning_tex
 _FINAL_EVENTS = frozenset({"response.completed", "response.failed", "response.incomplete", "message_stop"})
 
 
+_ARGUMENTS_DELTA = "response.function_call_arguments.delta"
+
+# A streamed tool call's arguments are a text stream of their own, keyed below 0 (answers and
+# reasoning are 2 × choice and 2 × choice + 1): -1 - (choice × _TOOLS_PER_CHOICE + the call's
+# index); a match is never looked for across two calls, or between a call and the answer.
+_TOOLS_PER_CHOICE = 1 << 16
+
+
+def _tool_key(choice: int, call: Any, place: int) -> int:
+    index = call if type(call) is int and 0 <= call < _TOOLS_PER_CHOICE else place
+    return -1 - (choice * _TOOLS_PER_CHOICE + index)
+
+
+def tool_choice(key: int) -> int:
+    """The choice a tool-call key (< 0) belongs to."""
+    return (-1 - key) // _TOOLS_PER_CHOICE
+
+
+def _delta_calls(inner: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
+    """A chat delta's tool-call fragments whose `function.arguments` is a string: (the call's
+    index, else its place in the list; its `function`)."""
+    calls = inner.get("tool_calls")
+    if not isinstance(calls, list):
+        return []
+    return [
+        (call.get("index", place), function)
+        for place, call in enumerate(calls)
+        if isinstance(call, dict)
+        and isinstance(function := call.get("function"), dict)
+        and isinstance(function.get("arguments"), str)
+    ]
+
+
 def _map_stream_deltas(data: Any, fn: Callable[[str], str]) -> None:
-    """New answer text in one stream event: chat/completion chunks, Responses deltas, Anthropic deltas."""
+    """New answer text in one stream event: chat/completion chunks, Responses deltas, Anthropic
+    deltas; a tool call's arguments (a JsonText each) after the texts of their choice."""
     if not isinstance(data, dict):
         return
     kind = data.get("type")
     if kind is None:
         _map_choices(data, fn, _STREAM_HOLDERS)
+        for choice in _choice_list(data):
+            if isinstance(choice, dict) and isinstance(inner := choice.get("delta"), dict):
+                for _, function in _delta_calls(inner):
+                    if _map_slot(function, "arguments", JSON_STRING, fn):
+                        for key in _SPELLS_OUT_TEXT:
+                            if choice.get(key) is not None:
+                                choice[key] = None
     elif not isinstance(kind, str):
         return  # no event type of any API: nothing of it is answer text
     elif kind in _DELTA_EVENTS:
@@ -256,12 +409,17 @@ def _map_stream_deltas(data: Any, fn: Callable[[str], str]) -> None:
             data["delta"] = fn(delta)
             if data["delta"] != delta and data.get("logprobs"):
                 data["logprobs"] = []  # (a Responses delta's own, when asked for)
+    elif kind == _ARGUMENTS_DELTA:
+        if isinstance(data.get("delta"), str):
+            _map_slot(data, "delta", JSON_STRING, fn)
     elif kind == "content_block_delta":
         delta = data.get("delta")
         if isinstance(delta, dict):
             for key in ("text", "thinking"):
                 if isinstance(delta.get(key), str):
                     delta[key] = fn(delta[key])
+            if isinstance(delta.get("partial_json"), str):  # (an input_json_delta: a tool call's input)
+                _map_slot(delta, "partial_json", JSON_STRING, fn)
 
 
 def _stream_delta_parts(data: Any) -> list[tuple[int, str]]:
@@ -275,6 +433,7 @@ def _stream_delta_parts(data: Any) -> list[tuple[int, str]]:
     kind = data.get("type")
     parts: list[tuple[int, str]] = []
     if kind is None:
+        calls: list[tuple[int, dict[str, Any]]] = []
         for place, choice in enumerate(_choice_list(data)):
             if not isinstance(choice, dict):
                 continue
@@ -287,17 +446,24 @@ def _stream_delta_parts(data: Any) -> list[tuple[int, str]]:
                 content = inner.get("content")
                 if isinstance(content, str):
                     parts.append((key, content))
-                # most deltas are {"content": ...} alone: no reasoning to look for
+                # most deltas are {"content": ...} alone: no reasoning or tool call to look for
                 if content is None or len(inner) > 1:
                     if isinstance(text := inner.get("reasoning_content"), str):
                         parts.append((key + 1, text))
                     if isinstance(text := inner.get("reasoning"), str):
                         parts.append((key + 1, text))
+                    calls.append((key // 2, inner))
+        for choice_index, inner in calls:  # (after every choice's texts, as _map_stream_deltas visits them)
+            for place, (index, function) in enumerate(_delta_calls(inner)):
+                parts.append((_tool_key(choice_index, index, place), function["arguments"]))
     elif not isinstance(kind, str):
         return parts
     elif kind in _DELTA_EVENTS:
         if isinstance(text := data.get("delta"), str):
             parts.append((0 if kind == "response.output_text.delta" else 1, text))
+    elif kind == _ARGUMENTS_DELTA:
+        if isinstance(text := data.get("delta"), str):
+            parts.append((_tool_key(0, data.get("output_index"), 0), text))
     elif kind == "content_block_delta":
         delta = data.get("delta")
         if isinstance(delta, dict):
@@ -305,6 +471,8 @@ def _stream_delta_parts(data: Any) -> list[tuple[int, str]]:
                 parts.append((0, text))
             if isinstance(text := delta.get("thinking"), str):
                 parts.append((1, text))
+            if isinstance(text := delta.get("partial_json"), str):
+                parts.append((_tool_key(0, data.get("index"), 0), text))
     return parts
 
 
@@ -329,6 +497,9 @@ def _map_stream_repeats(data: Any, fn: Callable[[str], str]) -> None:
     if kind == "response.output_text.done" or kind == "response.reasoning_text.done":
         if isinstance(data.get("text"), str):
             data["text"] = fn(data["text"])
+    elif kind == "response.function_call_arguments.done":
+        if isinstance(data.get("arguments"), str):
+            _map_slot(data, "arguments", JSON_STRING, fn)
     elif kind == "response.content_part.done":
         _map_parts([data.get("part")], fn)
     elif kind == "response.output_item.done":
@@ -363,14 +534,25 @@ async def _screen_json(
     verdicts: list[Verdict] = [
         await screener.screen_async(t, stage, model, after) for t, after in zip(texts, positions, strict=True)
     ]
-    for v in verdicts:
+    for v, t in zip(verdicts, texts, strict=True):
         if v.blocked:
             raise Blocked(v.reason)
+        if isinstance(t, JsonText) and v.text != t:
+            v.text = _json_redacted(t, v)
     if all(v.text == t for v, t in zip(verdicts, texts, strict=True)):
         return body
     replacements = iter(v.text for v in verdicts)
     texts_of(data, lambda _t: next(replacements))
     return orjson.dumps(data)
+
+
+def _json_redacted(text: JsonText, verdict: Verdict) -> str:
+    """A JSON text's redaction along its structure (what the built-in checks found); a screening
+    service's own rewrite, if it made one, as it wrote it."""
+    found = [(f.start, f.end, f.kind) for f, action in verdict.findings if action is Action.REDACT]
+    if any(f.check == "hook" for f, _ in verdict.findings):
+        return verdict.text
+    return jsontext.redact(text, found)
 
 
 async def screen_request(screener: Screener, body: bytes, model: str, data: Any = None) -> bytes:
@@ -485,7 +667,8 @@ class _ChoiceText:
 class _Held:
     """A screened event held back: its bytes, where its text lies in each choice's stream
     (choice -> (start, end)), and, when it may need redacting on release, its head, decoded
-    data and where each text `_map_stream_deltas` visits starts (choice, position)."""
+    data and where each text `_map_stream_deltas` visits starts (choice, position, and for a
+    tool call's arguments the JSON state there)."""
 
     __slots__ = ("event", "ranges", "texts")
 
@@ -493,7 +676,7 @@ class _Held:
         self,
         event: bytes,
         ranges: dict[int, tuple[int, int]],
-        texts: tuple[bytes, Any, list[tuple[int, int]]] | None,
+        texts: tuple[bytes, Any, list[tuple[int, int, JsonState | None]]] | None,
     ) -> None:
         self.event = event
         self.ranges = ranges
@@ -502,13 +685,16 @@ class _Held:
 
 def _rewritten(item: _Held, spans: dict[int, list[tuple[int, int, str]]]) -> bytes:
     """The event with the parts of each choice's `spans` in its texts replaced: the marker where
-    a span starts, nothing where it goes on from an earlier event."""
+    a span starts, nothing where it goes on from an earlier event (in a tool call's arguments,
+    along the JSON's structure: jsontext.rewrite)."""
     assert item.texts is not None
     head, data, starts = item.texts
     visit = iter(starts)
 
     def one(text: str) -> str:
-        key, begin = next(visit)
+        key, begin, state = next(visit)
+        if state is not None:
+            return jsontext.rewrite(text, spans.get(key, ()), begin, state)
         end = begin + len(text)
         out, pos = [], begin
         for start, stop, marker in spans.get(key, ()):
@@ -633,7 +819,9 @@ class StreamScreener:
         self._held: deque[_Held] = deque()
         # What the last event added (set by _event when holding back, read by _released)
         self._ranges: dict[int, tuple[int, int]] = {}
-        self._texts: tuple[bytes, Any, list[tuple[int, int]]] | None = None
+        self._texts: tuple[bytes, Any, list[tuple[int, int, JsonState | None]]] | None = None
+        # Per tool call's arguments (keys below 0), the JSON state where its streamed text ends
+        self._json: dict[int, JsonState] = {}
         # Per choice, spans a released batch redacted that reach into text still held
         self._carried: dict[int, list[tuple[int, int, str]]] = {}
         self._ended = False  # the stream's final check passed: nothing is held any more
@@ -753,8 +941,9 @@ class StreamScreener:
                 spans[key] = found
         for item in alone:
             if item.texts is not None:
-                head, data, _ = item.texts
-                item.event = self._redacted(head, data, item.event, _map_stream_deltas)
+                head, data, starts = item.texts
+                states = [state for _, _, state in starts]
+                item.event = self._redacted(head, data, item.event, _map_stream_deltas, states)
                 item.texts = None
         if not spans:
             return
@@ -839,7 +1028,9 @@ class StreamScreener:
         text goes: a choice ending mid-word would otherwise hold back every other choice's
         events behind its own until the stream's end."""
         for key in _finished_choices(data):
-            for k in (key, key + 1):  # its answer and its reasoning
+            # its answer, its reasoning and its tool calls
+            calls = [k for k in self._choices if k < 0 and tool_choice(k) == key // 2]
+            for k in (key, key + 1, *calls):
                 choice = self._choices.get(k)
                 if choice is not None and k not in self._finished:
                     self._finished.add(k)
@@ -872,6 +1063,8 @@ class StreamScreener:
             if self._hold_back:
                 await self._finish_choices(data)
             return await self._repeats(head, data, event)
+        # (a tool call's arguments come last in an event: the JSON state where each starts)
+        states = self._json_states(parts) if parts[-1][0] < 0 else None
         key = parts[0][0]
         if len(parts) == 1 or all(k == key for k, _ in parts):
             new = parts[0][1] if len(parts) == 1 else "".join(t for _, t in parts)
@@ -880,7 +1073,7 @@ class StreamScreener:
             streamed.append(new)  # (`_add_text`, inlined: this is every event's path)
             touched: Iterable[_ChoiceText] | None = None  # (one choice: `choice`)
             if self._hold_back:
-                self._note_texts(parts, head, data)
+                self._note_texts(parts, head, data, states)
                 to_screen = self._triggered(choice) if streamed.tail_may_find() else None
             elif streamed.tail_may_find():
                 to_screen = self._triggered(choice)
@@ -899,7 +1092,7 @@ class StreamScreener:
                     to_screen = found if to_screen is None else to_screen + found
             touched = [self._choices[k] for k in by_choice]
             if self._hold_back:
-                self._note_texts(parts, head, data)
+                self._note_texts(parts, head, data, states)
         if to_screen is not None:
             for text in to_screen:
                 await self._screen_blocking(text)
@@ -914,16 +1107,32 @@ class StreamScreener:
             return event  # nothing in the new text (or just before it) any check could match
         for _, text in parts:
             if self.screener.redactions(text, ANSWER_STAGE):  # (found again there: it is rare)
-                return self._redacted(head, data, event, _map_stream_deltas)
+                return self._redacted(head, data, event, _map_stream_deltas, states)
         return event
 
-    def _note_texts(self, parts: list[tuple[int, str]], head: bytes, data: Any) -> None:
+    def _json_states(self, parts: list[tuple[int, str]]) -> list[JsonState | None]:
+        """For each part, the JSON state where it starts if it is a tool call's arguments (None
+        for a text); each call's state then moves past it."""
+        states: list[JsonState | None] = []
+        for key, text in parts:
+            if key < 0:
+                state = self._json.get(key, jsontext.OUTSIDE)
+                self._json[key] = jsontext.advance(text, state)
+                states.append(state)
+            else:
+                states.append(None)
+        return states
+
+    def _note_texts(
+        self, parts: list[tuple[int, str]], head: bytes, data: Any, states: list[JsonState | None] | None
+    ) -> None:
         """Where the event's texts lie in their choices' streams (they were just appended)."""
         ends = {k: c.streamed.end for k, c in self._choices.items()}
-        starts: list[tuple[int, int]] = []
-        for key, text in reversed(parts):
+        starts: list[tuple[int, int, JsonState | None]] = []
+        for i in range(len(parts) - 1, -1, -1):
+            key, text = parts[i]
             ends[key] -= len(text)
-            starts.append((key, ends[key]))
+            starts.append((key, ends[key], None if states is None else states[i]))
         starts.reverse()
         self._ranges = {key: (ends[key], self._choices[key].streamed.end) for key, _ in parts}
         if self._redacts_held:
@@ -996,25 +1205,38 @@ class StreamScreener:
             await self._final_check()
         return self._redacted(head, data, event, _map_stream_repeats)
 
-    def _redacted(self, head: bytes, data: Any, event: bytes, texts_of: TextMapper) -> bytes:
+    def _redacted(
+        self,
+        head: bytes,
+        data: Any,
+        event: bytes,
+        texts_of: TextMapper,
+        states: list[JsonState | None] | None = None,
+    ) -> bytes:
         """The event with what the redacting checks find in each of its texts removed (the same
-        bytes when there is nothing)."""
+        bytes when there is nothing). `states`: for each text, in `texts_of`'s order, the JSON
+        state a tool call's streamed arguments start in (whole texts start outside any)."""
         texts: list[str] = []
         texts_of(data, _collector(texts))
-        redacted = self._redactions(texts)
+        redacted = self._redactions(texts, states)
         return self._rewritten_texts(head, data, texts_of, redacted) if redacted else event
 
-    def _redactions(self, texts: Iterable[str]) -> dict[str, str]:
+    def _redactions(self, texts: list[str], states: list[JsonState | None] | None) -> dict[str, str]:
         """Each text in which a redacting check finds something, and that text redacted (one
         pre-scan per text). What a blocking check finds there does not stop the redaction: the
         stream blocks by its own checks, and until they do (a match ending an event is complete
         only with the next word) the event goes out, redacted."""
         redacted: dict[str, str] = {}
         kinds: set[str] = set()
-        for text in texts:
+        for i, text in enumerate(texts):
             findings = self.screener.redactions(text, Stage.RESPONSE)
             if findings:
-                redacted[text] = redact(text, findings)
+                if isinstance(text, JsonText):
+                    state = states[i] if states is not None and i < len(states) else None
+                    found = [(f.start, f.end, f.kind) for f in findings]
+                    redacted[text] = jsontext.redact(text, found, state or jsontext.OUTSIDE)
+                else:
+                    redacted[text] = redact(text, findings)
                 kinds.update(f"{f.check}:{f.kind}" for f in findings)
         if kinds:  # (as Screener.screen logs what it redacts)
             log.info("guard %s response: %s (redact)", self.screener.config.name, ", ".join(sorted(kinds)))
