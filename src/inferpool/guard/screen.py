@@ -30,6 +30,10 @@ _RANK = {Action.LOG: 0, Action.REDACT: 1, Action.BLOCK: 2}
 # requests' streams keep flowing. Below it the hand-off (≈60 µs with uvloop) would cost more
 # than it saves.
 OFFLOAD_CHARS = 64 * 1024
+# Verdicts kept for texts that recur verbatim across requests (`screen_async(..., repeated=True)`:
+# the tool definitions an agent sends with every turn): at most this many texts, and characters
+REPEATED_TEXTS = 256
+REPEATED_CHARS = 4 * 1024 * 1024
 
 
 @dataclass
@@ -251,6 +255,9 @@ class Screener:
         # Where PII's ID rules run, their keywords are looked for in the same pass
         with_keywords = Prescanner(injection, hints, _id_keywords()) if "pii" in kinds else self._prescanner
         self._session = session
+        # Verdicts of the built-in checks for recurring texts, oldest first (REPEATED_TEXTS)
+        self._repeated: dict[tuple[str | bytes, Stage], Verdict] = {}
+        self._repeated_chars = 0
         # The hook failure last logged at warning, until the hook answers again: an outage is
         # one warning, not one per request (repeats go to debug), as the reflector does it.
         self._hook_failure: str | None = None
@@ -378,17 +385,46 @@ class Screener:
         return verdict
 
     async def screen_async(
-        self, text: str, stage: Stage, model: str = "", after_system: bool = False
+        self, text: str, stage: Stage, model: str = "", after_system: bool = False, repeated: bool = False
     ) -> Verdict:
-        """`screen` (in a worker thread for a text of OFFLOAD_CHARS or more), then the hook."""
-        if len(text) >= OFFLOAD_CHARS:
+        """`screen` (in a worker thread for a text of OFFLOAD_CHARS or more), then the hook.
+        `repeated`: the text recurs verbatim across requests; the built-in checks' verdict on it
+        is kept (REPEATED_TEXTS) and given again (the hook is still asked each time)."""
+        kept = self._repeated.get((text, stage)) if repeated else None
+        if kept is not None:
+            verdict = Verdict(kept.text, kept.action, list(kept.findings), kept.reason)
+        elif len(text) >= OFFLOAD_CHARS:
             verdict = await asyncio.to_thread(self.screen, text, stage, after_system)
         else:
             verdict = self.screen(text, stage, after_system)
+        if repeated and kept is None:
+            self._keep(text, stage, verdict)
         hook = self.config.hook
         if verdict.blocked or hook is None or stage not in hook.stages:
             return verdict
         return await self._hook(hook, verdict, stage, model)
+
+    def passed_before(self, text: str | bytes, stage: Stage) -> bool:
+        """Whether `text` (kept by `note_passed`, or screened as `repeated`) passed with nothing found."""
+        kept = self._repeated.get((text, stage))
+        return kept is not None and not kept.findings
+
+    def note_passed(self, text: str | bytes, stage: Stage) -> None:
+        """Note that `text` passed `stage` with nothing found (kept as `repeated` verdicts are)."""
+        self._keep(text, stage, Verdict(""))
+
+    def _keep(self, text: str | bytes, stage: Stage, verdict: Verdict) -> None:
+        """Keep a recurring text's verdict (a copy: the hook adds to the one it is given), the
+        oldest going past REPEATED_TEXTS or REPEATED_CHARS."""
+        repeated = self._repeated
+        if len(text) > REPEATED_CHARS // 4 or (text, stage) in repeated:  # (two requests screened it at once)
+            return
+        repeated[text, stage] = Verdict(verdict.text, verdict.action, list(verdict.findings), verdict.reason)
+        self._repeated_chars += len(text)
+        while len(repeated) > REPEATED_TEXTS or self._repeated_chars > REPEATED_CHARS:
+            oldest = next(iter(repeated))
+            del repeated[oldest]
+            self._repeated_chars -= len(oldest[0])
 
     def _hook_failed(self, hook: HookConfig, stage: Stage, exc: BaseException) -> None:
         """The gateway's log keeps the whole failure; a repeat of the last one goes to debug."""

@@ -421,3 +421,98 @@ async def test_two_calls_are_two_texts() -> None:
     assert raw.endswith(b"data: [DONE]\n\n")
     with pytest.raises(Blocked, match="aws_access_key"):  # (as one call's, they block)
         await _stream(_screener(), _chat_events(first + second, 4))
+
+
+def _agent_request(descriptions: list[str], question: str = "What's the weather in Paris?") -> bytes:
+    return orjson.dumps(
+        {
+            "model": "m",
+            "messages": [{"role": "user", "content": question}],
+            "tools": [_chat_tool(d, f"the {i}th parameter") for i, d in enumerate(descriptions)],
+        }
+    )
+
+
+def _counting(screener: Screener, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The texts `screener.screen` is asked about, from now on."""
+    seen: list[str] = []
+    screen = screener.screen
+
+    def counted(text: str, *args: Any, **kwargs: Any) -> Any:
+        seen.append(text)
+        return screen(text, *args, **kwargs)
+
+    monkeypatch.setattr(screener, "screen", counted)
+    return seen
+
+
+async def test_an_agents_tools_are_screened_once_together_then_not_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    screener = _screener()
+    seen = _counting(screener, monkeypatch)
+    descriptions = [f"Tool number {i}: look up the record with the given id." for i in range(25)]
+    body = _agent_request(descriptions)
+    assert await screen_request(screener, body, "m") == body
+    # the 50 descriptions (25 tools and a parameter each) in one text, a paragraph apart, and the question
+    assert len(seen) == 2 and seen[0].count("\n\n") == 49 and seen[1].startswith("What's")
+    seen.clear()
+    assert await screen_request(screener, _agent_request(descriptions, "And in Rome?"), "m")
+    assert seen == ["And in Rome?"]  # the same tools, as sent before: not read again
+    # one description changed: read again, and blocked
+    with pytest.raises(Blocked, match="injection"):
+        await screen_request(screener, _agent_request([*descriptions[:24], POISON]), "m")
+
+
+async def test_a_redaction_in_one_description_lands_in_that_one() -> None:
+    descriptions = ["Look up a user.", f"Escalations go to {ADDRESS} after hours.", "List the open tickets."]
+    out = orjson.loads(await screen_request(_screener(), _agent_request(descriptions), "m"))
+    assert [t["function"]["description"] for t in out["tools"]] == [
+        "Look up a user.",
+        "Escalations go to [REDACTED:email] after hours.",
+        "List the open tickets.",
+    ]
+    assert [t["function"]["parameters"]["properties"]["city"]["description"] for t in out["tools"]] == [
+        "the 0th parameter",
+        "the 1th parameter",
+        "the 2th parameter",
+    ]
+
+
+async def test_with_a_screening_service_the_tools_are_asked_about_each_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from inferpool.guard.policy import HookConfig, Stage
+
+    hook = HookConfig(url="http://127.0.0.1:9/screen", stages=frozenset({Stage.PROMPT}))
+    screener = Screener(GuardConfig("t", (CheckConfig("pii", Action.REDACT),), hook=hook))
+    asked: list[str] = []
+
+    async def answer(_hook: Any, verdict: Any, _stage: Any, _model: str) -> Any:
+        asked.append(verdict.text)
+        return verdict
+
+    monkeypatch.setattr(screener, "_hook", answer)
+    body = _agent_request(["Look up a user.", "List the open tickets."])
+    for _ in range(2):
+        assert await screen_request(screener, body, "m") == body
+    assert (
+        asked.count("Look up a user.\n\nthe 0th parameter\n\nList the open tickets.\n\nthe 1th parameter")
+        == 2
+    )
+
+
+def test_kept_verdicts_are_bounded() -> None:
+    from inferpool.guard import screen as screen_module
+    from inferpool.guard.policy import Stage
+
+    screener = _screener()
+    for i in range(screen_module.REPEATED_TEXTS + 50):
+        screener.note_passed(f"text {i}", Stage.PROMPT)
+    assert len(screener._repeated) == screen_module.REPEATED_TEXTS
+    assert not screener.passed_before("text 0", Stage.PROMPT)  # the oldest went
+    assert screener.passed_before(f"text {screen_module.REPEATED_TEXTS + 49}", Stage.PROMPT)
+    big = "x" * (screen_module.REPEATED_CHARS // 4)
+    for i in range(5):
+        screener.note_passed(big + str(i), Stage.PROMPT)
+    assert screener._repeated_chars <= screen_module.REPEATED_CHARS
