@@ -582,11 +582,11 @@ async def _screen_definitions(
     screener: Screener, texts: list[str], stage: Stage, model: str, key: bytes | None
 ) -> list[Verdict] | None:
     """The verdict on each of a request's tool definition texts, screened together
-    (DEFINITIONS_APART) and kept for the next request (`repeated`); Blocked if they block.
+    (DEFINITIONS_APART) and kept for the next request (`definitions`); Blocked if they block.
     None when a screening service rewrote them: then each is screened alone, as other texts.
     `key`: the definitions as sent, noted as passing when nothing is found in them."""
     joined = DEFINITIONS_APART.join(texts)
-    whole = await screener.screen_async(joined, stage, model, repeated=True)
+    whole = await screener.screen_async(joined, stage, model, definitions=True)
     if whole.blocked:
         raise Blocked(whole.reason)
     if whole.text == joined:

@@ -824,7 +824,8 @@ class Prescanner:
 def compiled_database(
     expressions: Sequence[str], flags: int | Sequence[int], literal: bool = False
 ) -> tuple[hyperscan.Database, hyperscan.Scratch]:
-    """A block-mode Hyperscan database of ASCII `expressions` (ids: their indices) and a template
+    """A block-mode Hyperscan database of `expressions` (ids: their indices; a non-ASCII one is
+    matched in UTF-8, with HS_FLAG_UTF8 among the flags) and a template
     scratch space. A scratch is not thread-safe: each scan uses a clone of the template. The
     same expressions and flags give the same database, compiled once per process (read-only in
     a scan): policies of the same checks, and a policy reloaded, share it (a pre-scanner's
@@ -838,7 +839,7 @@ def _compiled(
 ) -> tuple[hyperscan.Database, hyperscan.Scratch]:
     database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
     database.compile(
-        expressions=[e.encode("ascii") for e in expressions],
+        expressions=[e.encode() for e in expressions],
         ids=list(range(len(expressions))),
         elements=len(expressions),
         flags=flags if isinstance(flags, int) else list(flags),

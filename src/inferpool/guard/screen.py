@@ -30,7 +30,7 @@ _RANK = {Action.LOG: 0, Action.REDACT: 1, Action.BLOCK: 2}
 # requests' streams keep flowing. Below it the hand-off (≈60 µs with uvloop) would cost more
 # than it saves.
 OFFLOAD_CHARS = 64 * 1024
-# Verdicts kept for texts that recur verbatim across requests (`screen_async(..., repeated=True)`:
+# Verdicts kept for texts that recur verbatim across requests (`screen_async(..., definitions=True)`:
 # the tool definitions an agent sends with every turn): at most this many texts, and characters
 REPEATED_TEXTS = 256
 REPEATED_CHARS = 4 * 1024 * 1024
@@ -82,7 +82,9 @@ def redact(text: str, findings: list[Finding]) -> str:
     return "".join(out)
 
 
-Detector = Callable[[str, Prescan, bool], list[Finding]]
+# A detector of one check: (text, its pre-scan, a user turn right after a system prompt?, a
+# request's tool definitions?) -> findings
+Detector = Callable[[str, Prescan, bool, bool], list[Finding]]
 
 
 def _detector(check: CheckConfig) -> Detector:
@@ -97,7 +99,7 @@ def _detector(check: CheckConfig) -> Detector:
 
         pii = PiiScanner(check.pii_types, check.phone_regions)
 
-        def find_pii(text: str, scan: Prescan, _after_system: bool) -> list[Finding]:
+        def find_pii(text: str, scan: Prescan, _after_system: bool, _definitions: bool) -> list[Finding]:
             found = pii.find(
                 text,
                 number_spans=scan.number_spans,
@@ -123,38 +125,46 @@ def _detector(check: CheckConfig) -> Detector:
 
         secrets = SecretScanner(check.base64_entropy_limit, check.hex_entropy_limit)
 
-        def find_secrets(text: str, scan: Prescan, _after_system: bool) -> list[Finding]:
+        def find_secrets(text: str, scan: Prescan, _after_system: bool, _definitions: bool) -> list[Finding]:
             found = secrets.find(text, scan.lowered, scan.secret_hints, scan.long_tokens, scan.decoded)
             return _read_through_readings(text, found, secrets.find, scan)
 
         return find_secrets
     if check.check == "injection":
         from inferpool.guard.injection import InjectionScorer
+        from inferpool.guard.poisoning import PoisoningScorer
 
         scorer = InjectionScorer(check.threshold)
-        return lambda text, scan, after_system: (
-            scorer.find(
-                text,
-                after_system,
-                scan.lowered,
-                scan.injection_hits,
-                scan.exact,
-                scan.chars,
-                scan.spaced,
-                scan.disguised,
-                scan.spelled_found,
-                scan.plain if scan.disguised else None,
-                scan.ciphers,
-                scan.decoded,
-                scan.unescaped,
-                scan.foreign,
+        poisoning = PoisoningScorer(check.threshold)
+
+        def find_injection(text: str, scan: Prescan, after_system: bool, definitions: bool) -> list[Finding]:
+            found = (
+                scorer.find(
+                    text,
+                    after_system,
+                    scan.lowered,
+                    scan.injection_hits,
+                    scan.exact,
+                    scan.chars,
+                    scan.spaced,
+                    scan.disguised,
+                    scan.spelled_found,
+                    scan.plain if scan.disguised else None,
+                    scan.ciphers,
+                    scan.decoded,
+                    scan.unescaped,
+                    scan.foreign,
+                )
+                if scan.injection
+                else []
             )
-            if scan.injection
-            else []
-        )
+            # (tool definitions are also read for what a poisoned tool asks of the model)
+            return poisoning.find(text) if definitions and not found else found
+
+        return find_injection
     if check.check == "denylist":
         terms = compile_terms(check.terms)
-        return lambda text, _scan, _after_system: find_terms(text, terms)
+        return lambda text, _scan, _after_system, _definitions: find_terms(text, terms)
     raise ValueError(f"unknown guard check {check.check!r}")
 
 
@@ -362,17 +372,21 @@ class Screener:
             scan = self._scanners[stage, action].scan(text)
         for check, detect in self._detectors:
             if stage in check.stages and check.action is action:
-                yield from detect(text, scan, False)
+                yield from detect(text, scan, False, False)
 
-    def screen(self, text: str, stage: Stage, after_system: bool = False) -> Verdict:
-        """`after_system`: the text is the user turn right after a system prompt (injection weighs it)."""
+    def screen(
+        self, text: str, stage: Stage, after_system: bool = False, definitions: bool = False
+    ) -> Verdict:
+        """`after_system`: the text is the user turn right after a system prompt (injection weighs
+        it); `definitions`: it is a request's tool definitions (injection reads them for tool
+        poisoning too)."""
         verdict = Verdict(text)
         to_redact: list[Finding] = []
         scan = self._scanners[stage, None].scan(text)
         for check, detect in self._detectors:
             if stage not in check.stages:
                 continue
-            for finding in detect(text, scan, after_system):
+            for finding in detect(text, scan, after_system, definitions):
                 verdict.add(finding, check.action)
                 if check.action is Action.REDACT:
                     to_redact.append(finding)
@@ -385,19 +399,20 @@ class Screener:
         return verdict
 
     async def screen_async(
-        self, text: str, stage: Stage, model: str = "", after_system: bool = False, repeated: bool = False
+        self, text: str, stage: Stage, model: str = "", after_system: bool = False, definitions: bool = False
     ) -> Verdict:
         """`screen` (in a worker thread for a text of OFFLOAD_CHARS or more), then the hook.
-        `repeated`: the text recurs verbatim across requests; the built-in checks' verdict on it
-        is kept (REPEATED_TEXTS) and given again (the hook is still asked each time)."""
-        kept = self._repeated.get((text, stage)) if repeated else None
+        `definitions`: a request's tool definitions, which recur verbatim across requests: the
+        built-in checks' verdict on them is kept (REPEATED_TEXTS) and given again (the hook is
+        still asked each time)."""
+        kept = self._repeated.get((text, stage)) if definitions else None
         if kept is not None:
             verdict = Verdict(kept.text, kept.action, list(kept.findings), kept.reason)
         elif len(text) >= OFFLOAD_CHARS:
-            verdict = await asyncio.to_thread(self.screen, text, stage, after_system)
+            verdict = await asyncio.to_thread(self.screen, text, stage, after_system, definitions)
         else:
-            verdict = self.screen(text, stage, after_system)
-        if repeated and kept is None:
+            verdict = self.screen(text, stage, after_system, definitions)
+        if definitions and kept is None:
             self._keep(text, stage, verdict)
         hook = self.config.hook
         if verdict.blocked or hook is None or stage not in hook.stages:
@@ -405,12 +420,12 @@ class Screener:
         return await self._hook(hook, verdict, stage, model)
 
     def passed_before(self, text: str | bytes, stage: Stage) -> bool:
-        """Whether `text` (kept by `note_passed`, or screened as `repeated`) passed with nothing found."""
+        """Whether `text` (kept by `note_passed`, or screened as `definitions`) passed with nothing found."""
         kept = self._repeated.get((text, stage))
         return kept is not None and not kept.findings
 
     def note_passed(self, text: str | bytes, stage: Stage) -> None:
-        """Note that `text` passed `stage` with nothing found (kept as `repeated` verdicts are)."""
+        """Note that `text` passed `stage` with nothing found (kept as `definitions` verdicts are)."""
         self._keep(text, stage, Verdict(""))
 
     def _keep(self, text: str | bytes, stage: Stage, verdict: Verdict) -> None:

@@ -1,0 +1,385 @@
+"""What a poisoned tool asks of the model: a scored reading of tool definitions.
+
+A tool's description reaches the model as part of its prompt (the chat template renders it), so
+an MCP server or a plugin can write orders there: read the user's keys and pass them in a
+parameter, copy every e-mail to an outside address, call another tool with its own arguments,
+and say nothing of it. Such a description rarely overrides anything in so many words (the
+injection check's phrasings); it reads as usage notes. Its signals, each a family with a weight:
+
+- a secret or the user's data as the thing to take (keys under ~/.ssh, .env files, cloud
+  credentials, the conversation so far, the system prompt), weighed with an order to hand it
+  over (into a parameter, to an address or a URL) in the same sentence, and little alone (a key
+  manager's description names ~/.ssh too);
+- keeping the user from knowing ("do not mention this step", "without telling the user");
+- claiming precedence over the user's or developer's instructions;
+- changing how other tools behave ("whenever send_email is used, also BCC ...");
+- a call to another tool or a command that destroys, pays or grants access;
+- an image or link whose address carries data out.
+
+Families combine as a noisy-OR within one definition (a paragraph of the request's definitions,
+screened together); the injection check's threshold decides. It reads words, not intent: a
+description that asks for a file's contents without naming a secret, in words none of these
+patterns know, passes (docs/security.md gives its measured error rates).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass, field
+
+import hyperscan
+
+from inferpool.guard.findings import Finding
+from inferpool.guard.prescan import compiled_database
+
+_FLAGS = re.IGNORECASE | re.UNICODE
+
+
+@dataclass(frozen=True)
+class _Family:
+    """A family of signals: its weight, its patterns (alternatives), and them as one expression."""
+
+    name: str
+    weight: float
+    alternatives: tuple[str, ...]
+    pattern: re.Pattern[str] = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "pattern", re.compile("|".join(f"(?:{a})" for a in self.alternatives), _FLAGS)
+        )
+
+
+def _any(*alternatives: str) -> tuple[str, ...]:
+    return alternatives
+
+
+def _within(limit: int) -> str:
+    """Up to `limit` characters of one line (a gap between two words of a pattern; one
+    character class, which the regular expression engine reads fast)."""
+    return f"[^\\n]{{0,{limit}}}?"
+
+
+# The user's secrets and data, as something to take: local files that hold keys, the
+# environment, the conversation, the system prompt, personal data
+_LOCAL_SECRET = _Family(
+    "local_secret",
+    0.0,
+    _any(
+        r"~/\.ssh|\bid_(?:rsa|ed25519|ecdsa|dsa)\b|\bauthorized_keys\b|\.ssh/|\.pem\b",
+        r"(?:^|[^\w.])\.env\b|\.aws/credentials|\.aws/config|\.netrc|\.npmrc|\.pypirc|\.git-credentials|"
+        r"\.docker/config|\.kube/config|application_default_credentials|\bgcloud\b[^\n]{0,30}?credentials",
+        r"\bmcp\.json\b|claude_desktop_config|/etc/(?:passwd|shadow)|\bkeychain\b|\bwallet\.dat\b|\bcookie store\b|"
+        r"/Cookies\b|\bbrowser cookies\b|\bsaved (?:passwords|credentials|logins)\b",
+        r"\benvironment variables?\b|\benv vars?\b|\brun `?env`?\b|\bprintenv\b|\bos\.environ\b|\bprocess\.env\b|"
+        r"\b[A-Z][A-Z0-9]*_(?:TOKEN|API_KEY|SECRET(?:_ACCESS_KEY)?|PASSWORD)\b",
+        r"\b(?:conversation|chat|message|email) (?:history|log|transcript)s?\b|\btranscript\b|"
+        r"\b(?:entire|whole|full) (?:conversation|chat|thread|history)\b|\b(?:chat|conversation) so far\b",
+        r"\b(?:last|previous|recent) (?:\d+|few|five|ten|twenty|fifty) (?:messages|turns|emails|prompts)\b",
+        r"\bsystem (?:prompt|message|instructions)\b|\byour (?:hidden |initial )?instructions\b",
+        r"\buser'?s (?:emails?|contacts|files|documents|address book|messages|full name|name|home address|"
+        r"address|ip(?: address)?|location|phone number|date of birth)\b|\bprecise location\b|\bdate of birth\b|"
+        r"\bhome address\b|\bone-time codes?\b|\bcard numbers?\b|\bsocial security\b",
+        r"Gesprächsverlauf|Verlauf|Zugangsdaten|historique|identifiants|historial|credenciais|история|переписк|"
+        r"历史|对话记录|聊天记录|凭证|凭据|密钥|履歴|会話|認証情報|秘密鍵",
+    ),
+)
+# Credentials in general: weighed less with a hand-over (a tool may rightly take an API key)
+_CREDENTIAL = _Family(
+    "credential",
+    0.0,
+    _any(
+        r"\bprivate keys?\b|\bsecret keys?\b|\bapi[ _-]?keys?\b|\baccess tokens?\b|\bsession tokens?\b|"
+        r"\bpasswords?\b|\bcredentials?\b|\btokens?\b|\bsecrets?\b",
+        r"Passworter?|Passwörter?|mots? de passe|contraseñas?|senhas?|пароли?|ключи|密码|パスワード",
+    ),
+)
+_SENDS = r"\b(?:send|post|forward|upload|transmit|report|share|exfiltrate|mail|email|submit|push|sync)\b"
+# An order to hand something over: into a parameter, to an address, a URL or a sending tool
+_HAND_OVER = _Family(
+    "hand_over",
+    0.0,
+    _any(
+        rf"\b(?:pass|put|include|insert|place|embed|attach|append|add|copy|paste|set|fill|store|save)\b{_within(100)}"
+        rf"\b(?:as|in|into|to|inside|under)\b{_within(40)}(?:\bparam(?:eter)?s?\b|\bargument\b|\bfield\b|"
+        r"`\w+`|'\w+'|\"\w+\"|\b\w+_\w+\b|\bdescription\b|\bheading\b)",
+        rf"\b(?:pass|put|paste|copy|include|send|forward)\b{_within(60)}\bas [a-z_]+\b",
+        rf"{_SENDS}{_within(120)}(?:https?://|\bwebhook\b|\bendpoint\b|\bto user\b|\bchannel\b|\+\d)",
+        rf"{_SENDS}{_within(120)}[\w.+-]+@[\w-]+\.[\w.]+",  # (an address: apart, or the gate is too large)
+        r"\bhttp_(?:post|request|get|put)\b|\bpost_message\b|\bsend_(?:email|sms|message|mail)\b|\burlopen\b|"
+        r"\bcurl\b[^\n]{0,60}?https?://",
+        rf"\b(?:set|fill)\b{_within(40)}\b(?:to|with) the (?:value|contents?|output) of\b",
+        r"Parameter|paramètre|parámetro|parâmetro|параметр|参数|パラメータ|campo|champ|Feld",
+    ),
+)
+# A hand-over the sentence forbids ("never pass credentials as arguments") is none
+_FORBIDDEN = re.compile(r"\b(?:never|do not|don't|must not|should not|cannot|can't|no need to|not)\b", _FLAGS)
+_FAMILIES = (
+    _Family(
+        "tool_conceals",
+        0.55,
+        _any(
+            rf"\b(?:do not|don't|never|must not|should not|no need to|without)\s+(?:ever\s+)?(?:mention|tell|inform|"
+            rf"notify|reveal|disclose|alert|bring up|report|list|surface|point(?:ing)? out|show|say|explain)\b"
+            rf"{_within(40)}\b(?:this step|this|that|it|these|any of (?:this|it)|what you|the (?:extra|additional|"
+            r"second|changed|backup|hidden|new)\b)",
+            rf"\bwithout (?:telling|informing|notifying|alerting|mentioning it to|letting)\b{_within(30)}\b(?:user|them)\b",
+            r"\bthe user (?:does not|doesn't|must not|need not|should not|won't|will not|never) "
+            r"(?:need to )?(?:know|see|be told|notice|find out)\b|\bno need to (?:tell|inform|mention|notify|alert)\b",
+            rf"\b(?:should|must|need|is) not (?:be )?(?:surfaced|reported|shown|mentioned|disclosed|visible|revealed)\b"
+            rf"{_within(20)}\b(?:user|reply|answer|response)\b",
+            rf"\bkeep (?:this|it|that)\b{_within(20)}\b(?:hidden|secret|quiet|private|between us|confidential)\b",
+            r"\b(?:silently|covertly|secretly|invisibly)\b|\bwithout pointing it out\b|\bin the background, so\b",
+            r"\bnot (?:visible|shown|disclosed) to the user\b|\b(?:invisible|hidden) from the user\b",
+            r"\bhidden (?:instruction|directive|note|step)s?\b",
+            r"nicht (?:erwähnen|erwähnt|mitteilen)|erwähne\b[^\n]{0,60}?\bnicht\b|ohne (?:den |die )?(?:Benutzer|Nutzer)\w* "
+            r"zu (?:informieren|fragen)|muss (?:das |es )?nicht wissen",
+            r"ne (?:le |l')?(?:mentionnez|mentionne|dites|signalez) pas|sans (?:en )?(?:informer|prévenir) l'utilisateur|"
+            r"n'a pas besoin de (?:le )?savoir",
+            r"no (?:lo |se lo )?(?:menciones|mencione|digas|informes)|sin (?:informar|avisar|decirle) al usuario|"
+            r"no necesita saber",
+            r"não (?:mencione|informe|conte)|sem (?:informar|avisar) o usuário|não precisa saber",
+            r"не (?:сообщай|упоминай|говори|сообщайте|упоминайте)|без ведома пользователя|знать не нужно|не нужно знать",
+            r"不要(?:向|对|告诉)用户|无需告知|不要提及|不要告诉|无需知道|不需要知道|"
+            r"ユーザーに(?:は)?(?:伝え|知らせ|言わ|確認せず)|知る必要はありません|内緒|언급하지 마|알리지 마|말하지 마",
+        ),
+    ),
+    _Family(
+        "tool_precedence",
+        0.55,
+        _any(
+            rf"\btakes? precedence over\b{_within(60)}\b(?:user|developer|system|instructions?|guidance|rules|requests?)\b",
+            rf"\b(?:overrides?|supersedes?)\b{_within(40)}\b(?:user'?s?|developer'?s?|system)\b{_within(20)}"
+            r"\b(?:instructions?|guidance|rules|requests?|prompt|settings|preferences)\b",
+            rf"\b(?:higher|highest|top) priority\b|\bpriority over\b{_within(30)}\b(?:user|developer|instructions)\b",
+            r"\b(?:regardless of|no matter) what the user\b|\binstead of (?:what|the thing) the user\b",
+            rf"\b(?:rules|instructions|guidelines|restrictions|preferences)\b{_within(40)}\b(?:no longer apply|do not apply|"
+            r"are suspended|are lifted|cease to apply|are void|are outdated|are disabled)\b",
+            rf"\b(?:safety|content|usage) (?:guidelines|rules|policies|filters|checks)\b{_within(30)}"
+            r"\b(?:disabled|off|suspended|lifted|do not apply|no longer apply)\b|\bnever refuse\b",
+            r"\b(?:mode|safety\w*|guardrails?|filters?)\s*[=:]\s*(?:off|false|disabled|unrestricted|none)\b",
+            r"\byou are (?:authorized|permitted|allowed) to (?:share|send|disclose|ignore|bypass)\b",
+            r"Vorrang vor|prévaut sur|prioridad sobre|prevalece sobre|deixam de valer|приоритет над|优先于|"
+            r"より(?:も)?.{0,12}優先|gaan boven",
+        ),
+    ),
+    _Family(
+        "tool_shadows",
+        0.5,
+        _any(
+            rf"\b(?:when|whenever|if|each time|every time)\b{_within(20)}(?:`[\w.-]+`|\b\w+_\w+\b|\b\w+\b) tool\b"
+            rf"{_within(20)}\b(?:is|are|gets?)\s+(?:available|present|installed|used|called|invoked|enabled|connected)\b",
+            r"\b(?:when|whenever) (?:calling|using|you (?:call|use|run)) `?\w+_\w+`?\b",
+            rf"\b(?:all|every|any)\b{_within(20)}\b(?:emails?|messages?|payments?|payouts?|transfers?|commits?|pushes?|"
+            rf"invoices?)\b{_within(60)}\b(?:must|should|shall|need to)\b{_within(40)}\b(?:be )?(?:sent|bcc'?d?|cc'?d?|"
+            r"routed|copied|redirected|pushed|forwarded|settled|go)\b",
+            rf"\b(?:bcc|cc)\b{_within(60)}\b(?:every|all|each|always)\b|\b(?:always|also)\s+(?:bcc|cc)\b|\bblind copy\b",
+            r"\bother tools? in this (?:workspace|environment|server|session)\b|\bnote for other tools\b",
+            r"\b(?:tool|function) `?[\w.-]+`? (?:is deprecated|is obsolete|has a (?:known )?bug|is broken|returns stale)\b",
+            r"`?\b\w+_\w+\b`? tool (?:is deprecated|is obsolete|has a (?:known )?bug|is broken|returns stale)\b",
+            r"\binstead of the user'?s (?:own|intended|chosen)\b|\brather than the user'?s\b|\breplace the \w+'?s? "
+            r"(?:iban|account|address|recipient|wallet)\b",
+            r"(?:chaque fois|lorsque|quand) (?:que )?l'outil|cada vez que (?:la herramienta|se use)|toda vez que a ferramenta|"
+            r"(?:jedes Mal|immer),? wenn (?:das )?(?:Tool|Werkzeug)|каждый раз,? когда|每当.{0,10}工具|"
+            r"ツールが.{0,10}(?:使われる|呼ばれる)",
+            r"copie cachée|copia oculta|cópia oculta|Blindkopie|скрыт\w* копи|密送",
+            r"(?:strumento|herramienta|outil|ferramenta|Werkzeug|Tool|инструмент) `?\w+_\w+`? (?:è obsoleto|está obsoleto|"
+            r"est obsolète|ist veraltet|устарел)",
+        ),
+    ),
+    _Family(
+        "tool_hijacks",
+        0.5,
+        _any(
+            r"\brm\s+-\w*r\w*f|\bchmod\s+(?:-R\s+)?(?:777|a\+rwx)|\bmkfs\b|\bdd if=",
+            rf"\b(?:add|append|write|insert)\b{_within(60)}\bauthorized_keys\b|\bauthorized_keys\b[^\n]{{0,40}}?ssh-(?:rsa|ed25519)",
+            r"\b(?:curl|wget)\b[^\n]{0,120}?\|\s*(?:sudo\s+)?(?:ba|z)?sh\b",
+            r"\b(?:transfer_funds|send_money|make_payment|wire_transfer|send_transaction|purchase\w*|buy_\w+|"
+            r"place_order)\b|\b(?:full|entire|whole) balance\b",
+            r"\bdelete_(?:repository|repo|database|bucket|user|project|account|branch|file|dir\w*|folder)s?\b|"
+            r"\bdrop (?:table|database)\b",
+            r"\bcluster-admin\b|\bClusterRoleBinding\b|\bdomain admins\b|\badd_(?:collaborator|user_to_group|admin|member)\b",
+            rf"\b(?:grant|give)\b{_within(40)}\b(?:write|admin|owner|full|root) access\b",
+            r"\b(?:do not|don't|never|without)\s+(?:ask(?:ing)?|wait(?:ing)?|request(?:ing)?)\s+(?:the user\s+)?"
+            r"(?:for\s+)?(?:confirmation|approval|permission)\b|\bwithout (?:confirmation|confirming)\b|"
+            r"zonder (?:om )?bevestiging|sans (?:demander )?confirmation|sin (?:pedir )?confirmación|"
+            r"sem (?:pedir )?confirmação|ohne (?:Rück|Be)stätigung|без подтверждения|无需确认|不经确认|確認せず",
+            r"\bgit remote add\b|\bgit push\b[^\n]{0,40}?--(?:all|mirror)\b|\bpush to the remote\b",
+        ),
+    ),
+    _Family(
+        "tool_beacons",
+        0.55,
+        _any(
+            r"!\[[^\]\n]*\]\(\s*https?://[^)\s]*\?[^)\s]*=",
+            rf"\b(?:append|add|encode|include)\b{_within(60)}\b(?:to|in) the (?:url|link|image url|query string)\b",
+            r"(?:<!--|\[//\]: #|\{\{#if)[^\n]{0,30}?\bassistant\b",
+        ),
+    ),
+)
+TAKE_AND_HAND_OVER = "tool_exfiltrates"
+TAKE_AND_HAND_OVER_WEIGHT = 0.7  # the user's secrets or data, and an order to hand them over, in one sentence
+CREDENTIAL_HAND_OVER_WEIGHT = 0.3  # credentials in general, and such an order (a tool may rightly take a key)
+TAKE_WEIGHT = 0.2  # the user's secrets or data named without such an order near
+# A sentence ends at . ! ? followed by a space or the end (not the dot of a path or a URL), at a
+# CJK full stop, or at a line break
+_SENTENCE = re.compile(r"[^.!?。！？\n]*(?:[.!?](?!\s|$)[^.!?。！？\n]*)*(?:[.!?]+(?=\s|$)|[。！？]|\n|$)")
+DEFINITIONS_APART = "\n\n"  # (as guard.openai joins a request's definitions)
+
+
+_GROUPS = (*_FAMILIES, _LOCAL_SECRET, _CREDENTIAL, _HAND_OVER)
+
+
+def _branches(expression: str) -> list[str]:
+    """An expression's top-level alternatives (split at each `|` outside parentheses and classes)."""
+    out, depth, in_class, escaped, begun = [], 0, False, False, 0
+    for i, char in enumerate(expression):
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "|" and depth == 0:
+            out.append(expression[begun:i])
+            begun = i + 1
+    out.append(expression[begun:])
+    return out
+
+
+# A gap of a pattern, read by the gate as any run of one line (a bounded repeat is costly to
+# compile: the patterns as written took ≈9 s in UTF-8 mode, ≈1.3 s in bytes)
+_GAP = re.compile(r"\[\^\\n\]\{0,\d+\}\?|\.\{0,\d+\}")
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+
+
+def _ascii_stand_in(match: re.Match[str]) -> str:
+    # (a letter or digit stays a word character for \w and \b, as for Python's `re`)
+    return "a" if match.group().isalnum() else " "
+
+
+Gate = tuple[
+    tuple[hyperscan.Database, hyperscan.Scratch], tuple[int, ...], tuple[re.Pattern[str] | None, ...]
+]
+
+
+@functools.lru_cache(maxsize=1)
+def _gate() -> Gate:
+    """A gate that says which groups may match in a definition, so only those are searched:
+    Python's `re` reads these alternations at ≈0.5 µs a character each. Every ASCII branch of
+    every pattern, its gaps widened to the line, in one Hyperscan database, read over the
+    lower-cased text with each non-ASCII character as an ASCII stand-in; the branches in other
+    scripts, per group, by `re`, only in a text that is not ASCII. It may report a group whose
+    expression then finds nothing, never the reverse (tests/unit/guard/test_poisoning.py).
+    Returns the database, the group of each of its expressions, and each group's non-ASCII
+    branches."""
+    expressions: list[str] = []
+    owners: list[int] = []
+    others: list[list[str]] = [[] for _ in _GROUPS]
+    for i, group in enumerate(_GROUPS):
+        for alternative in group.alternatives:
+            for branch in _branches(alternative):
+                if branch.isascii():
+                    expressions.append(_GAP.sub(r"[^\\n]*", branch))
+                    owners.append(i)
+                else:
+                    others[i].append(branch)
+    flags = hyperscan.HS_FLAG_CASELESS | hyperscan.HS_FLAG_SINGLEMATCH
+    scripts = tuple(
+        re.compile("|".join(f"(?:{b})" for b in branches), _FLAGS) if branches else None
+        for branches in others
+    )
+    return compiled_database(expressions, flags), tuple(owners), scripts
+
+
+def _note_group(_id: int, _start: int, _end: int, _flags: int, found: object) -> None:
+    assert isinstance(found, set)
+    found.add(_id)
+
+
+class PoisoningScorer:
+    """Scores each definition of a request's tool definitions (paragraphs of the joined text)."""
+
+    def __init__(self, threshold: float) -> None:
+        self.threshold = threshold
+        (self._database, self._scratch), self._owners, self._scripts = _gate()
+
+    def find(self, text: str) -> list[Finding]:
+        best: tuple[float, str, int, int] | None = None
+        start = 0
+        for paragraph in text.split(DEFINITIONS_APART):
+            end = start + len(paragraph)
+            scored = self.score(paragraph)
+            if scored is not None and scored[0] >= self.threshold and (best is None or scored[0] > best[0]):
+                best = (scored[0], scored[1], start + scored[2], start + scored[3])
+            start = end + len(DEFINITIONS_APART)
+        if best is None:
+            return []
+        return [Finding("injection", best[1], best[2], best[3])]
+
+    def _groups(self, definition: str) -> set[int]:
+        """The groups (indices in _GROUPS) the gate reports in a definition."""
+        hits: set[int] = set()
+        lowered = definition.lower()
+        groups: set[int] = set()
+        if not lowered.isascii():
+            groups = {
+                i
+                for i, script in enumerate(self._scripts)
+                if script is not None and script.search(definition)
+            }
+            lowered = _NON_ASCII.sub(_ascii_stand_in, lowered)
+        self._database.scan(
+            lowered.encode("ascii"),
+            match_event_handler=_note_group,
+            context=hits,
+            scratch=self._scratch.clone(),
+        )
+        return groups | {self._owners[i] for i in hits}
+
+    def score(self, definition: str) -> tuple[float, str, int, int] | None:
+        """(score, the heaviest family, where its match is) of one definition; None: no signal."""
+        groups = self._groups(definition)
+        if not groups:
+            return None
+        found: dict[str, tuple[float, int, int]] = {}
+        for i, family in enumerate(_FAMILIES):
+            if i in groups and (match := family.pattern.search(definition)) is not None:
+                found[family.name] = (family.weight, match.start(), match.end())
+        local_index, credential_index, hand_over_index = (
+            len(_FAMILIES),
+            len(_FAMILIES) + 1,
+            len(_FAMILIES) + 2,
+        )
+        local = _LOCAL_SECRET.pattern.search(definition) if local_index in groups else None
+        if hand_over_index in groups and (local is not None or credential_index in groups):
+            for sentence in _SENTENCE.finditer(definition):
+                text = sentence.group()
+                handed = _HAND_OVER.pattern.search(text)
+                if handed is None or _FORBIDDEN.search(text, 0, handed.start()) is not None:
+                    continue
+                if _LOCAL_SECRET.pattern.search(text) is not None:
+                    found[TAKE_AND_HAND_OVER] = (TAKE_AND_HAND_OVER_WEIGHT, sentence.start(), sentence.end())
+                    break
+                if _CREDENTIAL.pattern.search(text) is not None:
+                    found[TAKE_AND_HAND_OVER] = (
+                        CREDENTIAL_HAND_OVER_WEIGHT,
+                        sentence.start(),
+                        sentence.end(),
+                    )
+        if local is not None and TAKE_AND_HAND_OVER not in found:
+            found["tool_names_secret"] = (TAKE_WEIGHT, local.start(), local.end())
+        if not found:
+            return None
+        miss = 1.0
+        for weight, _, _ in found.values():
+            miss *= 1.0 - weight
+        name, (_, at, to) = max(found.items(), key=lambda item: item[1][0])
+        return 1.0 - miss, name, at, to
