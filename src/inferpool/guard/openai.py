@@ -450,7 +450,8 @@ def _stream_delta_parts(data: Any) -> list[tuple[int, str]]:
             if not isinstance(choice, dict):
                 continue
             index = choice.get("index", place)
-            key = 2 * index if type(index) is int else 2 * place
+            # (a negative index, which no server sends, is taken as its place: keys below 0 are tool calls')
+            key = 2 * index if type(index) is int and index >= 0 else 2 * place
             if isinstance(text := choice.get("text"), str):
                 parts.append((key, text))
             inner = choice.get("delta")
@@ -495,7 +496,7 @@ def _finished_choices(data: Any) -> list[int]:
         for place, choice in enumerate(_choice_list(data)):
             if isinstance(choice, dict) and choice.get("finish_reason") is not None:
                 index = choice.get("index", place)
-                finished.append(2 * index if type(index) is int else 2 * place)
+                finished.append(2 * index if type(index) is int and index >= 0 else 2 * place)
     return finished
 
 
