@@ -565,8 +565,10 @@ async def _screen_texts(
             screener, [texts[i] for i in definitions], stage, model, definitions_key
         )
         known = dict(zip(definitions, together, strict=True)) if together is not None else {}
+    # (a prompt's turns recur: each turn of a conversation sends the ones before it again)
+    recurring = stage is Stage.PROMPT
     verdicts: list[Verdict] = [
-        known.get(i) or await screener.screen_async(t, stage, model, after)
+        known.get(i) or await screener.screen_async(t, stage, model, after, recurring=recurring)
         for i, (t, after) in enumerate(zip(texts, positions, strict=True))
     ]
     for v, t in zip(verdicts, texts, strict=True):
@@ -583,11 +585,11 @@ async def _screen_definitions(
     screener: Screener, texts: list[str], stage: Stage, model: str, key: bytes | None
 ) -> list[Verdict] | None:
     """The verdict on each of a request's tool definition texts, screened together
-    (DEFINITIONS_APART) and kept for the next request (`definitions`); Blocked if they block.
+    (DEFINITIONS_APART) and kept for the next request (`recurring`); Blocked if they block.
     None when a screening service rewrote them: then each is screened alone, as other texts.
     `key`: the definitions as sent, noted as passing when nothing is found in them."""
     joined = DEFINITIONS_APART.join(texts)
-    whole = await screener.screen_async(joined, stage, model, definitions=True)
+    whole = await screener.screen_async(joined, stage, model, definitions=True, recurring=True)
     if whole.blocked:
         raise Blocked(whole.reason)
     if whole.text == joined:

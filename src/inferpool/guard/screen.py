@@ -30,10 +30,10 @@ _RANK = {Action.LOG: 0, Action.REDACT: 1, Action.BLOCK: 2}
 # requests' streams keep flowing. Below it the hand-off (≈60 µs with uvloop) would cost more
 # than it saves.
 OFFLOAD_CHARS = 64 * 1024
-# Verdicts kept for texts that recur verbatim across requests (`screen_async(..., definitions=True)`:
-# the tool definitions an agent sends with every turn): at most this many texts, and characters
-REPEATED_TEXTS = 256
-REPEATED_CHARS = 4 * 1024 * 1024
+# Verdicts kept for texts that recur verbatim across requests (RecentVerdicts): at most this many
+# texts, and characters, per policy
+RECENT_TEXTS = 4096
+RECENT_CHARS = 8 * 1024 * 1024
 
 
 @dataclass
@@ -253,6 +253,51 @@ class AnswerChecks:
     escapes_count: bool
 
 
+# What a kept verdict is for: the text (or a request's tool definitions as sent, `note_passed`),
+# the stage, and how it was screened (after a system prompt? as tool definitions?)
+_RecentKey = tuple[str | bytes, Stage, bool, bool]
+
+
+class RecentVerdicts:
+    """The built-in checks' verdicts on texts that recur verbatim across requests: each turn of a
+    conversation sends the turns before it again, an agent its tool definitions (screened anew,
+    turn 20 of a chat read 20 turns of history; the checks are deterministic, so their verdict
+    on the same text is the same). The least recently used go past RECENT_TEXTS texts or
+    RECENT_CHARS characters; a text over a quarter of that is not kept."""
+
+    def __init__(self, texts: int = RECENT_TEXTS, chars: int = RECENT_CHARS) -> None:
+        self._kept: dict[_RecentKey, Verdict] = {}
+        self._chars = 0
+        self._texts_max, self._chars_max = texts, chars
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    @property
+    def chars(self) -> int:
+        return self._chars
+
+    def get(self, key: _RecentKey) -> Verdict | None:
+        """A copy of the verdict kept for `key` (the caller and the hook may change it), now the
+        most recently used; None if none is."""
+        kept = self._kept.pop(key, None)
+        if kept is None:
+            return None
+        self._kept[key] = kept
+        return Verdict(kept.text, kept.action, list(kept.findings), kept.reason)
+
+    def keep(self, key: _RecentKey, verdict: Verdict) -> None:
+        size = len(key[0])
+        if size > self._chars_max // 4 or key in self._kept:  # (two requests screened it at once)
+            return
+        self._kept[key] = Verdict(verdict.text, verdict.action, list(verdict.findings), verdict.reason)
+        self._chars += size
+        while len(self._kept) > self._texts_max or self._chars > self._chars_max:
+            oldest = next(iter(self._kept))
+            del self._kept[oldest]
+            self._chars -= len(oldest[0])
+
+
 class Screener:
     """One GuardConfig, compiled once; screen() for built-in checks, screen_async() adds the hook."""
 
@@ -265,9 +310,7 @@ class Screener:
         # Where PII's ID rules run, their keywords are looked for in the same pass
         with_keywords = Prescanner(injection, hints, _id_keywords()) if "pii" in kinds else self._prescanner
         self._session = session
-        # Verdicts of the built-in checks for recurring texts, oldest first (REPEATED_TEXTS)
-        self._repeated: dict[tuple[str | bytes, Stage], Verdict] = {}
-        self._repeated_chars = 0
+        self.recent = RecentVerdicts()
         # The hook failure last logged at warning, until the hook answers again: an outage is
         # one warning, not one per request (repeats go to debug), as the reflector does it.
         self._hook_failure: str | None = None
@@ -399,47 +442,41 @@ class Screener:
         return verdict
 
     async def screen_async(
-        self, text: str, stage: Stage, model: str = "", after_system: bool = False, definitions: bool = False
+        self,
+        text: str,
+        stage: Stage,
+        model: str = "",
+        after_system: bool = False,
+        definitions: bool = False,
+        recurring: bool = False,
     ) -> Verdict:
         """`screen` (in a worker thread for a text of OFFLOAD_CHARS or more), then the hook.
-        `definitions`: a request's tool definitions, which recur verbatim across requests: the
-        built-in checks' verdict on them is kept (REPEATED_TEXTS) and given again (the hook is
-        still asked each time)."""
-        kept = self._repeated.get((text, stage)) if definitions else None
+        `definitions`: a request's tool definitions. `recurring`: a text later requests may send
+        again (a prompt's turns, its tool definitions): the built-in checks' verdict is kept
+        (`recent`) and given again; the hook is still asked each time."""
+        key = (text, stage, after_system, definitions)
+        kept = self.recent.get(key) if recurring else None
         if kept is not None:
-            verdict = Verdict(kept.text, kept.action, list(kept.findings), kept.reason)
+            verdict = kept
         elif len(text) >= OFFLOAD_CHARS:
             verdict = await asyncio.to_thread(self.screen, text, stage, after_system, definitions)
         else:
             verdict = self.screen(text, stage, after_system, definitions)
-        if definitions and kept is None:
-            self._keep(text, stage, verdict)
+        if recurring and kept is None:
+            self.recent.keep(key, verdict)
         hook = self.config.hook
         if verdict.blocked or hook is None or stage not in hook.stages:
             return verdict
         return await self._hook(hook, verdict, stage, model)
 
-    def passed_before(self, text: str | bytes, stage: Stage) -> bool:
-        """Whether `text` (kept by `note_passed`, or screened as `definitions`) passed with nothing found."""
-        kept = self._repeated.get((text, stage))
+    def passed_before(self, definitions: bytes, stage: Stage) -> bool:
+        """Whether a request's tool definitions, as sent (`note_passed`), passed with nothing found."""
+        kept = self.recent.get((definitions, stage, False, True))
         return kept is not None and not kept.findings
 
-    def note_passed(self, text: str | bytes, stage: Stage) -> None:
-        """Note that `text` passed `stage` with nothing found (kept as `definitions` verdicts are)."""
-        self._keep(text, stage, Verdict(""))
-
-    def _keep(self, text: str | bytes, stage: Stage, verdict: Verdict) -> None:
-        """Keep a recurring text's verdict (a copy: the hook adds to the one it is given), the
-        oldest going past REPEATED_TEXTS or REPEATED_CHARS."""
-        repeated = self._repeated
-        if len(text) > REPEATED_CHARS // 4 or (text, stage) in repeated:  # (two requests screened it at once)
-            return
-        repeated[text, stage] = Verdict(verdict.text, verdict.action, list(verdict.findings), verdict.reason)
-        self._repeated_chars += len(text)
-        while len(repeated) > REPEATED_TEXTS or self._repeated_chars > REPEATED_CHARS:
-            oldest = next(iter(repeated))
-            del repeated[oldest]
-            self._repeated_chars -= len(oldest[0])
+    def note_passed(self, definitions: bytes, stage: Stage) -> None:
+        """Note that a request's tool definitions, as sent, passed `stage` with nothing found."""
+        self.recent.keep((definitions, stage, False, True), Verdict(""))
 
     def _hook_failed(self, hook: HookConfig, stage: Stage, exc: BaseException) -> None:
         """The gateway's log keeps the whole failure; a repeat of the last one goes to debug."""

@@ -502,17 +502,39 @@ async def test_with_a_screening_service_the_tools_are_asked_about_each_time(
     )
 
 
-def test_kept_verdicts_are_bounded() -> None:
-    from inferpool.guard import screen as screen_module
+def test_kept_verdicts_are_bounded_and_the_least_recently_used_go() -> None:
     from inferpool.guard.policy import Stage
+    from inferpool.guard.screen import RecentVerdicts, Verdict
 
-    screener = _screener()
-    for i in range(screen_module.REPEATED_TEXTS + 50):
-        screener.note_passed(f"text {i}", Stage.PROMPT)
-    assert len(screener._repeated) == screen_module.REPEATED_TEXTS
-    assert not screener.passed_before("text 0", Stage.PROMPT)  # the oldest went
-    assert screener.passed_before(f"text {screen_module.REPEATED_TEXTS + 49}", Stage.PROMPT)
-    big = "x" * (screen_module.REPEATED_CHARS // 4)
+    recent = RecentVerdicts(texts=100, chars=4000)
+    for i in range(100):
+        recent.keep((f"text {i}", Stage.PROMPT, False, False), Verdict(f"text {i}"))
+    assert recent.get(("text 0", Stage.PROMPT, False, False)) is not None  # (used: now the most recent)
+    for i in range(100, 150):
+        recent.keep((f"text {i}", Stage.PROMPT, False, False), Verdict(f"text {i}"))
+    assert len(recent) == 100
+    assert recent.get(("text 1", Stage.PROMPT, False, False)) is None  # the least recently used went
+    assert recent.get(("text 0", Stage.PROMPT, False, False)) is not None
+    assert recent.get(("text 0", Stage.PROMPT, True, False)) is None  # (screened otherwise: another key)
     for i in range(5):
-        screener.note_passed(big + str(i), Stage.PROMPT)
-    assert screener._repeated_chars <= screen_module.REPEATED_CHARS
+        recent.keep(("x" * 1000 + str(i), Stage.PROMPT, False, False), Verdict(""))
+    assert recent.chars <= 4000
+    recent.keep(("y" * 1001, Stage.PROMPT, False, False), Verdict(""))  # over a quarter: not kept
+    assert recent.get(("y" * 1001, Stage.PROMPT, False, False)) is None
+
+
+async def test_a_conversations_earlier_turns_are_not_screened_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    screener = _screener()
+    seen = _counting(screener, monkeypatch)
+    turns: list[dict[str, Any]] = [{"role": "system", "content": "You are a helpful assistant."}]
+    for i in range(6):
+        turns.append({"role": "user", "content": f"Question {i}: mail me at {ADDRESS}"})
+        out = orjson.loads(
+            await screen_request(screener, orjson.dumps({"model": "m", "messages": turns}), "m")
+        )
+        # every question redacted as before, the earlier ones from their kept verdicts
+        questions = [m["content"] for m in out["messages"] if m["role"] == "user"]
+        assert questions == [f"Question {j}: mail me at [REDACTED:email]" for j in range(i + 1)]
+        turns.append({"role": "assistant", "content": f"Answer {i}."})
+    # each text screened once: the system prompt, six questions, five answers
+    assert len(seen) == 1 + 6 + 5
