@@ -266,7 +266,7 @@ class RecentVerdicts:
     RECENT_CHARS characters; a text over a quarter of that is not kept."""
 
     def __init__(self, texts: int = RECENT_TEXTS, chars: int = RECENT_CHARS) -> None:
-        self._kept: dict[_RecentKey, Verdict] = {}
+        self._kept: dict[_RecentKey, tuple[Verdict, int]] = {}  # (the verdict, the characters it holds)
         self._chars = 0
         self._texts_max, self._chars_max = texts, chars
 
@@ -280,22 +280,26 @@ class RecentVerdicts:
     def get(self, key: _RecentKey) -> Verdict | None:
         """A copy of the verdict kept for `key` (the caller and the hook may change it), now the
         most recently used; None if none is."""
-        kept = self._kept.pop(key, None)
-        if kept is None:
+        entry = self._kept.pop(key, None)
+        if entry is None:
             return None
-        self._kept[key] = kept
+        self._kept[key] = entry
+        kept = entry[0]
         return Verdict(kept.text, kept.action, list(kept.findings), kept.reason)
 
     def keep(self, key: _RecentKey, verdict: Verdict) -> None:
-        size = len(key[0])
+        # (the text, and its redaction when it has one)
+        size = len(key[0]) + (len(verdict.text) if verdict.text is not key[0] else 0)
         if size > self._chars_max // 4 or key in self._kept:  # (two requests screened it at once)
             return
-        self._kept[key] = Verdict(verdict.text, verdict.action, list(verdict.findings), verdict.reason)
+        self._kept[key] = (
+            Verdict(verdict.text, verdict.action, list(verdict.findings), verdict.reason),
+            size,
+        )
         self._chars += size
         while len(self._kept) > self._texts_max or self._chars > self._chars_max:
             oldest = next(iter(self._kept))
-            del self._kept[oldest]
-            self._chars -= len(oldest[0])
+            self._chars -= self._kept.pop(oldest)[1]
 
 
 class Screener:
