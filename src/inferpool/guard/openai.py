@@ -754,8 +754,9 @@ _NOTHING: list[str] = []  # (never appended to)
 
 
 class _ChoiceText:
-    """One choice's streamed text (a request with `n` > 1 streams its choices interleaved: a
-    match in one is screened in that choice's text, never across choices)."""
+    """One choice's streamed text, its reasoning, or one of its tool calls' arguments (a request
+    with `n` > 1 streams its choices interleaved: a match in one is screened in that text, never
+    across them)."""
 
     __slots__ = ("hooked_to", "passed_recent", "passed_span", "streamed")
 
@@ -877,7 +878,8 @@ def _first_event_model(buffer: bytes) -> str | None:
 
 
 class StreamScreener:
-    """Screens an SSE answer event by event.
+    """Screens an SSE answer event by event (its texts: each choice's answer, its reasoning, and
+    each tool call's arguments, which are redacted along their JSON: guard.jsontext).
 
     Each event's new text is redacted on its own (without hold-back); blocking checks also run
     over the recent text of its choice (STREAM_SCREEN_CHARS, at most `window`) when the
