@@ -436,3 +436,26 @@ def test_the_guard_policy_crd_serves_what_the_epp_watches() -> None:
     assert set(schema["required"]) <= set(example) and set(schema["properties"]["spec"]["required"]) <= set(
         example["spec"]
     )
+
+
+def test_guard_policy_namespaces_get_a_role_to_read_guard_policies() -> None:
+    """`inferenceExtension.guardPolicyNamespaces`: the EPP may list and watch the GuardPolicies of
+    a shared Gateway's namespace (the EPP watches the namespace of each Gateway its pool's routes
+    attach to), and nothing more there."""
+    vals = values("gke")
+    vals["inferenceExtension"] = {"guardPolicyNamespaces": ["gateway-system"]}
+    objects, _ = render(vals, namespace="inference")
+    for obj in objects:
+        if obj["kind"] not in CUSTOM_KINDS:
+            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+    roles = {r["metadata"]["namespace"]: r for r in by_kind(objects, "Role")}
+    assert set(roles) == {"inference", "gateway-system"}
+    assert roles["gateway-system"]["rules"] == [
+        {"apiGroups": ["inferpool.io"], "resources": ["guardpolicies"], "verbs": ["get", "watch", "list"]}
+    ]
+    [binding] = [b for b in by_kind(objects, "RoleBinding") if b["metadata"]["namespace"] == "gateway-system"]
+    assert binding["roleRef"]["name"] == roles["gateway-system"]["metadata"]["name"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": f"{RELEASE}-epp", "namespace": "inference"}
+    ]
+    assert len(by_kind(render(values("gke"), namespace="inference")[0], "Role")) == 1  # (none by default)

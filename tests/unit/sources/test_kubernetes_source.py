@@ -501,3 +501,48 @@ def test_a_policy_on_the_gateway_reaches_the_pool_through_its_route() -> None:
     core._guard_policies_changed(pool, [policy], [route])
     screener = core.guards.for_pool(pool, "m")
     assert screener is not None and screener.config.name == "default/screening"
+
+
+async def test_a_shared_gateways_policies_are_watched_in_its_namespace(api: FakeApiServer) -> None:
+    """A Gateway shared by several namespaces lives in its own, and so do the GuardPolicies on it
+    (policy attachment keeps a policy beside its target). The EPP watches the namespace of each
+    Gateway its pool's HTTPRoutes attach to, and stops when no route does; the core then screens
+    the pool with that policy. Before, only the pool's namespace was watched: the policy never
+    reached the EPP."""
+    from inferpool.api.gateway import HTTPRoute
+    from inferpool.api.guard import GuardPolicy
+    from inferpool.request.core import Core, CoreConfig
+
+    shared = FakeApiServer.custom("inferpool.io", "v1alpha1", "guardpolicies", namespace="gateway-system")
+    on_gateway = _guard_policy("shared-screening", "2026-12-01T10:00:00Z")
+    on_gateway["metadata"]["namespace"] = "gateway-system"  # type: ignore[index]
+    on_gateway["spec"]["targetRefs"] = [  # type: ignore[index]
+        {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "shared-gateway"}
+    ]
+    api.put(POOLS_V1, pool_v1("vllm-llama3-8b-instruct", LABELS, [8000]))
+    api.put(shared, on_gateway)
+    seen: list[tuple[list[GuardPolicy], list[HTTPRoute]]] = []
+    config = KubernetesConfig(pool_name="vllm-llama3-8b-instruct", backoff_base_s=0.01, backoff_cap_s=0.05)
+    source = KubernetesSource(
+        Datastore(), config, client_for(api.url), on_guard_policies=lambda ps, rs: seen.append((ps, rs))
+    )
+    source.owns_api = True
+    await source.start()
+    try:
+        await eventually(lambda: bool(seen))
+        assert "guardpolicy:gateway-system" not in source.reflectors()  # no route leads there yet
+        route = _route("llm-route", "shared-gateway", "vllm-llama3-8b-instruct")
+        route["spec"]["parentRefs"] = [{"name": "shared-gateway", "namespace": "gateway-system"}]  # type: ignore[index]
+        api.put(ROUTES, route)
+        await eventually(lambda: [p.name for p in seen[-1][0]] == ["shared-screening"])
+        policies, routes = seen[-1]
+        core = Core(CoreConfig(scheduler="default"))
+        pool = "default/vllm-llama3-8b-instruct"
+        core._guard_policies_changed(pool, policies, routes)
+        screener = core.guards.for_pool(pool, "m")
+        assert screener is not None and screener.config.name == "gateway-system/shared-screening"
+        api.delete(ROUTES, "llm-route")  # no route to the shared Gateway: its namespace is let go
+        await eventually(lambda: seen[-1] == ([], []))
+        assert "guardpolicy:gateway-system" not in source.reflectors()
+    finally:
+        await source.stop()

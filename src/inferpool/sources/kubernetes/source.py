@@ -23,7 +23,7 @@ from typing import Any
 from kubernetes_asyncio import client
 
 from inferpool.api.gateway import HTTPRoute
-from inferpool.api.guard import GuardPolicy
+from inferpool.api.guard import GuardPolicy, pool_routes
 from inferpool.api.inference import LLMD_GROUP
 from inferpool.sources.kubernetes.objects import (
     V1_GROUP,
@@ -109,6 +109,9 @@ class KubernetesSource:
         self._may_write_status = may_write_status
         self._on_guard_policies = on_guard_policies
         self._guard_policies: tuple[list[GuardPolicy], list[HTTPRoute]] | None = None  # as last handed on
+        # GuardPolicies of the namespaces of the Gateways this pool's routes attach to (policy
+        # attachment keeps a policy beside its target: a shared Gateway's is in its own namespace)
+        self._gateway_policies: dict[str, Reflector] = {}
 
     @property
     def pool_key(self) -> str:
@@ -158,7 +161,7 @@ class KubernetesSource:
     async def stop(self) -> None:
         if self._pods is not None:
             await self._pods.stop()
-        for reflector in self._reflectors:
+        for reflector in [*self._reflectors, *self._gateway_policies.values()]:
             await reflector.stop()
         if self._status is not None:
             await self._status.stop()
@@ -180,7 +183,7 @@ class KubernetesSource:
         self._apply_dependents("model")
 
     def reflectors(self) -> dict[str, Reflector]:
-        named = {r.name: r for r in self._reflectors}
+        named = {r.name: r for r in [*self._reflectors, *self._gateway_policies.values()]}
         if self._pods is not None:
             named[self._pods.name] = self._pods
         return named
@@ -244,10 +247,13 @@ class KubernetesSource:
         self._pods.start()
 
     # -- models, objectives, rewrites, pods ---------------------------------------------
-    def _sync(self, kind: str, group: str, items: list[Object]) -> None:
-        """A full list of `kind` in `group`: replaces what that group's reflector said before."""
+    def _sync(self, kind: str, group: str, items: list[Object], namespace: str | None = None) -> None:
+        """A full list of `kind` in `group` (in `namespace`, for a kind listed in several):
+        replaces what that reflector said before."""
         objects = self._objects[kind]
-        for key in [k for k, o in objects.items() if _group(o) == group]:
+        for key in [
+            k for k, o in objects.items() if _group(o) == group and namespace in (None, _namespace(o))
+        ]:
             del objects[key]
         objects.update((_key(o), o) for o in items)
         self._applied(kind)
@@ -273,13 +279,41 @@ class KubernetesSource:
         listener = self._on_guard_policies
         if listener is None:
             return
+        routes = [r for r in map(parse_route, _oldest_first(self._objects["route"])) if r is not None]
+        self._watch_gateway_policies(routes)
         policies = [
             p for p in map(parse_guard_policy, _oldest_first(self._objects["guard"])) if p is not None
         ]
-        routes = [r for r in map(parse_route, _oldest_first(self._objects["route"])) if r is not None]
         if (policies, routes) != self._guard_policies:
             self._guard_policies = (policies, routes)
             listener(policies, routes)
+
+    def _watch_gateway_policies(self, routes: list[HTTPRoute]) -> None:
+        """Watch the GuardPolicies of each other namespace whose Gateway one of `routes` that
+        sends traffic to this pool attaches to, and no longer those of a namespace none does (its
+        policies are dropped). The EPP needs list and watch on guardpolicies there (the Helm
+        chart's `guardPolicyNamespaces`); without them the reflector says so and retries."""
+        pool_ns = self.config.namespace
+        wanted = {
+            gateway.split("/", 1)[0]
+            for leading in pool_routes(routes).get(self.pool_key, ())
+            for gateway in leading.gateways
+        } - {pool_ns}
+        for namespace in [ns for ns in self._gateway_policies if ns not in wanted]:
+            reflector = self._gateway_policies.pop(namespace)
+            asyncio.get_running_loop().create_task(reflector.stop())
+            guard = self._objects["guard"]
+            for key in [k for k, o in guard.items() if _namespace(o) == namespace]:
+                del guard[key]
+        custom = client.CustomObjectsApi(self.api)
+        for namespace in sorted(wanted - set(self._gateway_policies)):
+            call = partial(
+                custom.list_namespaced_custom_object, GUARD_GROUP, GUARD_VERSION, namespace, GUARD_PLURAL
+            )
+            sync = partial(self._sync, "guard", GUARD_GROUP, namespace=namespace)
+            reflector = self._reflector(f"guardpolicy:{namespace}", call, sync, partial(self._event, "guard"))
+            self._gateway_policies[namespace] = reflector
+            reflector.start()
 
     def _references_pool(self, obj: Object) -> bool:
         """An InferenceModel names this pool in poolRef (objectives and rewrites: see `_binds_pool`)."""
@@ -390,6 +424,11 @@ def _group(obj: Object) -> str:
     return api_version.split("/", 1)[0] if "/" in api_version else ""
 
 
+def _namespace(obj: Object) -> str:
+    return str((obj.get("metadata") or {}).get("namespace", ""))
+
+
 def _key(obj: Object) -> str:
-    """Objects of one kind from several API groups: the group keeps same-named ones apart."""
-    return f"{_group(obj)}/{_name(obj)}"
+    """Objects of one kind from several API groups (or, for GuardPolicies, namespaces): the
+    group and namespace keep same-named ones apart."""
+    return f"{_group(obj)}/{_namespace(obj)}/{_name(obj)}"
