@@ -61,6 +61,7 @@ class EppConfig:
     endpoints_grace_s: float = 5.0  # wait this long for a first ready endpoint before SERVING
     kubeconfig: str | None = None  # Kubernetes mode: None = in-cluster, else ~/.kube/config or KUBECONFIG
     leader_election: bool = False  # --ha-enable-leader-election: only the Lease holder writes status
+    route_namespaces: tuple[str, ...] = ()  # --route-namespace: HTTPRoutes to the pool from other namespaces
     workers: int = 1  # --workers: processes sharing the gRPC ports (extproc/workers.py)
     worker_index: int = 0  # which of them this process is
     # Worker 0 of several: the Unix sockets of the other workers' /metrics, merged into its own.
@@ -86,6 +87,7 @@ class EppApp:
                 config.pool_group,
                 config.kubeconfig,
                 config.leader_election,
+                config.route_namespaces,
             )
             if config.kubernetes_mode and config.pool_name is not None
             else None

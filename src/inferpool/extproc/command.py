@@ -156,6 +156,12 @@ def epp(
         "--ha-enable-leader-election/--no-ha-enable-leader-election",
         help="Several replicas: hold a Lease; only the leader writes InferenceModel status.",
     ),
+    route_namespaces: list[str] = typer.Option(
+        [],
+        "--route-namespace",
+        help="Kubernetes mode: also watch the HTTPRoutes of this namespace (repeatable) for routes "
+        "that send traffic to the pool from there, whose GuardPolicies and Gateways' then apply.",
+    ),
     workers: int = typer.Option(
         1,
         "--workers",
@@ -390,6 +396,7 @@ def epp(
         scheduler=scheduler,
         kubeconfig=kubeconfig,
         leader_election=ha_enable_leader_election,
+        route_namespaces=tuple(route_namespaces),
         workers=workers,
         otlp_traces_endpoint=otlp_traces_endpoint,
         fleet_speed=fleet_speed,

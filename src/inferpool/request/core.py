@@ -56,6 +56,7 @@ class KubernetesSettings:
     pool_group: str = "inference.networking.k8s.io"
     kubeconfig: str | None = None  # None: in-cluster, else ~/.kube/config or KUBECONFIG
     leader_election: bool = False  # only the Lease holder writes status
+    route_namespaces: tuple[str, ...] = ()  # other namespaces whose HTTPRoutes may lead to the pool
 
 
 @dataclass(frozen=True)
@@ -269,7 +270,12 @@ class Core:
             may_write = elector.is_leader
         kube = KubernetesSource(
             self.datastore,
-            KubernetesConfig(settings.pool_name, settings.pool_namespace, settings.pool_group),
+            KubernetesConfig(
+                settings.pool_name,
+                settings.pool_namespace,
+                settings.pool_group,
+                route_namespaces=settings.route_namespaces,
+            ),
             api,
             may_write_status=may_write,
             on_guard_policies=functools.partial(

@@ -459,3 +459,31 @@ def test_guard_policy_namespaces_get_a_role_to_read_guard_policies() -> None:
         {"kind": "ServiceAccount", "name": f"{RELEASE}-epp", "namespace": "inference"}
     ]
     assert len(by_kind(render(values("gke"), namespace="inference")[0], "Role")) == 1  # (none by default)
+
+
+def test_route_namespaces_are_passed_to_the_picker_and_granted() -> None:
+    """`inferenceExtension.routeNamespaces`: `--route-namespace` for each (a flag `inferpool epp`
+    takes), and list/watch on httproutes and guardpolicies there; a namespace in both lists
+    gets one Role."""
+    vals = values("gke")
+    vals["inferenceExtension"] = {
+        "routeNamespaces": ["team-a"],
+        "guardPolicyNamespaces": ["gateway-system", "team-a"],
+    }
+    objects, _ = render(vals, namespace="inference")
+    for obj in objects:
+        if obj["kind"] not in CUSTOM_KINDS:
+            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+    [deployment] = by_kind(objects, "Deployment")
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    app = typer.Typer(add_completion=False)
+    app.command()(epp)
+    ctx = typer.main.get_command(app).make_context("epp", list(container["args"]), resilient_parsing=False)
+    assert ctx.params["route_namespaces"] == ["team-a"]
+    roles = {r["metadata"]["namespace"]: r for r in by_kind(objects, "Role")}
+    assert set(roles) == {"inference", "gateway-system", "team-a"}
+    granted = {(rule["apiGroups"][0], rule["resources"][0]) for rule in roles["team-a"]["rules"]}
+    assert granted == {("inferpool.io", "guardpolicies"), ("gateway.networking.k8s.io", "httproutes")}
+    assert {(rule["apiGroups"][0], rule["resources"][0]) for rule in roles["gateway-system"]["rules"]} == {
+        ("inferpool.io", "guardpolicies")
+    }

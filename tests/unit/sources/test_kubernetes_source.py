@@ -546,3 +546,57 @@ async def test_a_shared_gateways_policies_are_watched_in_its_namespace(api: Fake
         assert "guardpolicy:gateway-system" not in source.reflectors()
     finally:
         await source.stop()
+
+
+async def test_a_route_from_another_namespace_brings_its_policies(api: FakeApiServer) -> None:
+    """`--route-namespace team-a`: an HTTPRoute there that sends traffic to the pool (a backendRef
+    across namespaces) is watched, and the GuardPolicies of its namespace with it (one on the
+    route is kept beside it); without the flag the route is not seen."""
+    from inferpool.api.gateway import HTTPRoute
+    from inferpool.api.guard import GuardPolicy
+    from inferpool.request.core import Core, CoreConfig
+
+    team_routes = FakeApiServer.custom("gateway.networking.k8s.io", "v1", "httproutes", namespace="team-a")
+    team_policies = FakeApiServer.custom("inferpool.io", "v1alpha1", "guardpolicies", namespace="team-a")
+    route = _route("team-route", "team-gateway", "vllm-llama3-8b-instruct")
+    route["metadata"]["namespace"] = "team-a"  # type: ignore[index]
+    route["spec"]["rules"][0]["backendRefs"][0]["namespace"] = "default"  # type: ignore[index]
+    on_route = _guard_policy("team-screening", "2026-12-01T10:00:00Z")
+    on_route["metadata"]["namespace"] = "team-a"  # type: ignore[index]
+    on_route["spec"]["targetRefs"] = [  # type: ignore[index]
+        {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": "team-route"}
+    ]
+    api.put(POOLS_V1, pool_v1("vllm-llama3-8b-instruct", LABELS, [8000]))
+    api.put(team_routes, route)
+    api.put(team_policies, on_route)
+
+    async def policies_seen(route_namespaces: tuple[str, ...]) -> tuple[list[GuardPolicy], list[HTTPRoute]]:
+        """What the source hands on once every reflector it started has listed."""
+        seen: list[tuple[list[GuardPolicy], list[HTTPRoute]]] = []
+        config = KubernetesConfig(
+            pool_name="vllm-llama3-8b-instruct",
+            backoff_base_s=0.01,
+            backoff_cap_s=0.05,
+            route_namespaces=route_namespaces,
+        )
+        source = KubernetesSource(
+            Datastore(), config, client_for(api.url), on_guard_policies=lambda ps, rs: seen.append((ps, rs))
+        )
+        source.owns_api = True
+        await source.start()
+        try:
+            # (a namespace's policies are watched from when its route is listed: that reflector is
+            # among them by the time the route's has synced)
+            await eventually(lambda: all(r.synced.is_set() for r in source.reflectors().values()))
+            return seen[-1]
+        finally:
+            await source.stop()
+
+    assert await policies_seen(()) == ([], [])  # the route, and so its policy, not seen
+    policies, routes = await policies_seen(("team-a",))
+    assert [p.name for p in policies] == ["team-screening"] and [r.name for r in routes] == ["team-route"]
+    core = Core(CoreConfig(scheduler="default"))
+    pool = "default/vllm-llama3-8b-instruct"
+    core._guard_policies_changed(pool, policies, routes)
+    screener = core.guards.for_pool(pool, "m")
+    assert screener is not None and screener.config.name == "team-a/team-screening"

@@ -57,6 +57,9 @@ class KubernetesConfig:
     backoff_cap_s: float = 30.0
     watch_timeout_s: int = 300
     write_status: bool = True  # InferenceModel Accepted conditions (leader only when HA)
+    # Other namespaces whose HTTPRoutes may send traffic to the pool (a backendRef across
+    # namespaces, which a ReferenceGrant in the pool's allows): watched too, for GuardPolicies
+    route_namespaces: tuple[str, ...] = ()
 
 
 _DEPENDENT_KINDS = {
@@ -148,11 +151,15 @@ class KubernetesSource:
                 self._reflectors.append(self._reflector(name, call, sync, event))
         if self._on_guard_policies is not None:
             call = partial(custom.list_namespaced_custom_object, GUARD_GROUP, GUARD_VERSION, ns, GUARD_PLURAL)
-            sync, event = partial(self._sync, "guard", GUARD_GROUP), partial(self._event, "guard")
-            self._reflectors.append(self._reflector("guardpolicy", call, sync, event))
-            call = partial(custom.list_namespaced_custom_object, ROUTE_GROUP, ROUTE_VERSION, ns, ROUTE_PLURAL)
-            sync, event = partial(self._sync, "route", ROUTE_GROUP), partial(self._event, "route")
-            self._reflectors.append(self._reflector("httproute", call, sync, event))
+            sync = partial(self._sync, "guard", GUARD_GROUP, namespace=ns)
+            self._reflectors.append(self._reflector("guardpolicy", call, sync, partial(self._event, "guard")))
+            for route_ns in dict.fromkeys((ns, *self.config.route_namespaces)):
+                call = partial(
+                    custom.list_namespaced_custom_object, ROUTE_GROUP, ROUTE_VERSION, route_ns, ROUTE_PLURAL
+                )
+                sync = partial(self._sync, "route", ROUTE_GROUP, namespace=route_ns)
+                name = "httproute" if route_ns == ns else f"httproute:{route_ns}"
+                self._reflectors.append(self._reflector(name, call, sync, partial(self._event, "route")))
         if self.config.write_status:
             self._status = ModelStatusWriter(custom, ns)
         for reflector in self._reflectors:
@@ -289,16 +296,17 @@ class KubernetesSource:
             listener(policies, routes)
 
     def _watch_gateway_policies(self, routes: list[HTTPRoute]) -> None:
-        """Watch the GuardPolicies of each other namespace whose Gateway one of `routes` that
-        sends traffic to this pool attaches to, and no longer those of a namespace none does (its
-        policies are dropped). The EPP needs list and watch on guardpolicies there (the Helm
-        chart's `guardPolicyNamespaces`); without them the reflector says so and retries."""
+        """Watch the GuardPolicies of each other namespace where one of `routes` that sends
+        traffic to this pool is (`route_namespaces`), or a Gateway it attaches to, and no longer
+        those of a namespace none is (its policies are dropped): a policy is kept beside its
+        target. The EPP needs list and watch on guardpolicies there (the Helm chart's
+        `guardPolicyNamespaces` and `routeNamespaces`); without them the reflector says so and
+        retries."""
         pool_ns = self.config.namespace
-        wanted = {
-            gateway.split("/", 1)[0]
-            for leading in pool_routes(routes).get(self.pool_key, ())
-            for gateway in leading.gateways
-        } - {pool_ns}
+        leading = pool_routes(routes).get(self.pool_key, ())
+        wanted = {key.split("/", 1)[0] for route in leading for key in (route.route, *route.gateways)} - {
+            pool_ns
+        }
         for namespace in [ns for ns in self._gateway_policies if ns not in wanted]:
             reflector = self._gateway_policies.pop(namespace)
             asyncio.get_running_loop().create_task(reflector.stop())
