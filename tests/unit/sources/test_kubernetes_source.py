@@ -421,16 +421,20 @@ async def test_a_missing_kubeconfig_is_named(tmp_path: Path) -> None:
 GUARD_POLICIES = FakeApiServer.custom("inferpool.io", "v1alpha1", "guardpolicies")
 
 
-def _guard_policy(name: str, created: str, **spec: object) -> dict[str, object]:
+def _guard_policy(
+    name: str, created: str, namespace: str = "default", target: tuple[str, str] | None = None, **spec: object
+) -> dict[str, object]:
+    """A GuardPolicy on the pool, or on `target` (a Gateway API kind and name)."""
+    ref = (
+        {"group": V1, "kind": "InferencePool", "name": "vllm-llama3-8b-instruct"}
+        if target is None
+        else {"group": "gateway.networking.k8s.io", "kind": target[0], "name": target[1]}
+    )
     return {
         "apiVersion": "inferpool.io/v1alpha1",
         "kind": "GuardPolicy",
-        "metadata": {"name": name, "namespace": "default", "creationTimestamp": created},
-        "spec": {
-            "targetRefs": [{"group": V1, "kind": "InferencePool", "name": "vllm-llama3-8b-instruct"}],
-            "checks": [{"type": "Secrets", "action": "Block"}],
-            **spec,
-        },
+        "metadata": {"name": name, "namespace": namespace, "creationTimestamp": created},
+        "spec": {"targetRefs": [ref], "checks": [{"type": "Secrets", "action": "Block"}], **spec},
     }
 
 
@@ -488,10 +492,7 @@ def test_a_policy_on_the_gateway_reaches_the_pool_through_its_route() -> None:
     from inferpool.api.guard import GuardPolicy
     from inferpool.request.core import Core, CoreConfig
 
-    on_gateway = _guard_policy("screening", "2026-12-01T10:00:00Z")
-    on_gateway["spec"]["targetRefs"] = [  # type: ignore[index]
-        {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "inference-gateway"}
-    ]
+    on_gateway = _guard_policy("screening", "2026-12-01T10:00:00Z", target=("Gateway", "inference-gateway"))
     policy = GuardPolicy.model_validate(on_gateway)
     route = HTTPRoute.model_validate(_route("llm-route", "inference-gateway", "vllm-llama3-8b-instruct"))
     core = Core(CoreConfig(scheduler="default"))
@@ -514,11 +515,9 @@ async def test_a_shared_gateways_policies_are_watched_in_its_namespace(api: Fake
     from inferpool.request.core import Core, CoreConfig
 
     shared = FakeApiServer.custom("inferpool.io", "v1alpha1", "guardpolicies", namespace="gateway-system")
-    on_gateway = _guard_policy("shared-screening", "2026-12-01T10:00:00Z")
-    on_gateway["metadata"]["namespace"] = "gateway-system"  # type: ignore[index]
-    on_gateway["spec"]["targetRefs"] = [  # type: ignore[index]
-        {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "shared-gateway"}
-    ]
+    on_gateway = _guard_policy(
+        "shared-screening", "2026-12-01T10:00:00Z", "gateway-system", target=("Gateway", "shared-gateway")
+    )
     api.put(POOLS_V1, pool_v1("vllm-llama3-8b-instruct", LABELS, [8000]))
     api.put(shared, on_gateway)
     seen: list[tuple[list[GuardPolicy], list[HTTPRoute]]] = []
@@ -561,11 +560,9 @@ async def test_a_route_from_another_namespace_brings_its_policies(api: FakeApiSe
     route = _route("team-route", "team-gateway", "vllm-llama3-8b-instruct")
     route["metadata"]["namespace"] = "team-a"  # type: ignore[index]
     route["spec"]["rules"][0]["backendRefs"][0]["namespace"] = "default"  # type: ignore[index]
-    on_route = _guard_policy("team-screening", "2026-12-01T10:00:00Z")
-    on_route["metadata"]["namespace"] = "team-a"  # type: ignore[index]
-    on_route["spec"]["targetRefs"] = [  # type: ignore[index]
-        {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": "team-route"}
-    ]
+    on_route = _guard_policy(
+        "team-screening", "2026-12-01T10:00:00Z", "team-a", target=("HTTPRoute", "team-route")
+    )
     api.put(POOLS_V1, pool_v1("vllm-llama3-8b-instruct", LABELS, [8000]))
     api.put(team_routes, route)
     api.put(team_policies, on_route)
