@@ -21,7 +21,7 @@ from inferpool.errors import InferenceError
 from inferpool.guard import jsontext
 from inferpool.guard.findings import Finding
 from inferpool.guard.jsontext import JsonState
-from inferpool.guard.policy import Action, Stage
+from inferpool.guard.policy import DEFINITIONS_APART, Action, Stage
 from inferpool.guard.screen import Screener, Verdict, redact
 from inferpool.guard.stream import ANSWER_STAGE, STREAM_TAIL_CHARS, StreamedText
 
@@ -72,10 +72,6 @@ class ToolText(str):
 
     __slots__ = ()
 
-
-# Between a request's tool definitions, screened as one text: a paragraph apart (a sentence, a
-# line, never spans two)
-DEFINITIONS_APART = "\n\n"
 
 # How a text is kept in a body: a string; a string of JSON (tool-call arguments); a JSON value
 # (Anthropic's `tool_use.input`, an object), screened as its JSON text; a tool definition's text

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import hyperscan
 
 from inferpool.guard.findings import Finding
+from inferpool.guard.policy import DEFINITIONS_APART
 from inferpool.guard.prescan import compiled_database
 
 _FLAGS = re.IGNORECASE | re.UNICODE
@@ -52,6 +53,7 @@ class _Family:
 
 
 def _any(*alternatives: str) -> tuple[str, ...]:
+    """A family's patterns, each matched on its own by the gate and as one alternation by `re`."""
     return alternatives
 
 
@@ -225,7 +227,6 @@ TAKE_WEIGHT = 0.2  # the user's secrets or data named without such an order near
 # A sentence ends at . ! ? followed by a space or the end (not the dot of a path or a URL), at a
 # CJK full stop, or at a line break
 _SENTENCE = re.compile(r"[^.!?。！？\n]*(?:[.!?](?!\s|$)[^.!?。！？\n]*)*(?:[.!?]+(?=\s|$)|[。！？]|\n|$)")
-DEFINITIONS_APART = "\n\n"  # (as guard.openai joins a request's definitions)
 
 
 _GROUPS = (*_FAMILIES, _LOCAL_SECRET, _CREDENTIAL, _HAND_OVER)

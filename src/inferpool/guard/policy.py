@@ -19,6 +19,10 @@ class Stage(StrEnum):
 
 CHECKS = ("pii", "secrets", "injection", "denylist")
 
+# Between a request's tool definitions, screened as one text (`Screener.screen(definitions=True)`):
+# a paragraph apart, so a sentence or a line never spans two, and each is scored on its own
+DEFINITIONS_APART = "\n\n"
+
 
 @dataclass(frozen=True)
 class CheckConfig:
