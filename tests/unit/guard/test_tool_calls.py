@@ -538,3 +538,38 @@ async def test_a_conversations_earlier_turns_are_not_screened_again(monkeypatch:
         turns.append({"role": "assistant", "content": f"Answer {i}."})
     # each text screened once: the system prompt, six questions, five answers
     assert len(seen) == 1 + 6 + 5
+
+
+@pytest.mark.parametrize("hold_back", [0, 64])
+async def test_two_choices_each_with_a_tool_call_are_screened_apart(hold_back: int) -> None:
+    """`n` = 2, both choices calling a tool, their fragments interleaved: each call's arguments
+    are their own text (a key in one blocks; the address in the other is redacted with hold-back,
+    and both stay JSON)."""
+    first = json.dumps({"to": ADDRESS, "body": "see you at noon then"})
+    second = json.dumps({"note": "all fine here, nothing to add"})
+    events = []
+    for i in range(0, max(len(first), len(second)), 3):
+        for choice, arguments in ((0, first), (1, second)):
+            if piece := arguments[i : i + 3]:
+                delta = {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}
+                events.append(
+                    b"data: " + orjson.dumps({"choices": [{"index": choice, "delta": delta}]}) + b"\n\n"
+                )
+    events.append(b"data: [DONE]\n\n")
+    raw = await _stream(_screener(hold_back), events)
+    by_choice: dict[int, list[str]] = {0: [], 1: []}
+    for event in raw.split(b"\n\n"):
+        if event.startswith(b"data: {"):
+            for choice in orjson.loads(event[6:])["choices"]:
+                by_choice[choice["index"]] += [
+                    c["function"]["arguments"] for c in choice["delta"]["tool_calls"]
+                ]
+    assert json.loads("".join(by_choice[1])) == json.loads(second)
+    assert json.loads("".join(by_choice[0]))["to"] == ("[REDACTED:email]" if hold_back else ADDRESS)
+    secret = json.dumps({"key": f"use {SECRET} now"})
+    call = {"index": 1, "function": {"arguments": secret}}  # (choice 1's second call)
+    last = b"data: " + orjson.dumps({"choices": [{"index": 1, "delta": {"tool_calls": [call]}}]}) + b"\n\n"
+    # (without hold-back an address cut over events is not redacted: docs/security.md, "What it misses")
+    mixed = [*events[:-1], last, b"data: [DONE]\n\n"]
+    with pytest.raises(Blocked, match="aws_access_key"):
+        await _stream(_screener(hold_back), mixed)
