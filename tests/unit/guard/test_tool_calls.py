@@ -565,11 +565,11 @@ async def test_two_choices_each_with_a_tool_call_are_screened_apart(hold_back: i
                     c["function"]["arguments"] for c in choice["delta"]["tool_calls"]
                 ]
     assert json.loads("".join(by_choice[1])) == json.loads(second)
+    # (without hold-back an address cut over events is not redacted: docs/security.md, "What it misses")
     assert json.loads("".join(by_choice[0]))["to"] == ("[REDACTED:email]" if hold_back else ADDRESS)
     secret = json.dumps({"key": f"use {SECRET} now"})
     call = {"index": 1, "function": {"arguments": secret}}  # (choice 1's second call)
     last = b"data: " + orjson.dumps({"choices": [{"index": 1, "delta": {"tool_calls": [call]}}]}) + b"\n\n"
-    # (without hold-back an address cut over events is not redacted: docs/security.md, "What it misses")
     mixed = [*events[:-1], last, b"data: [DONE]\n\n"]
     with pytest.raises(Blocked, match="aws_access_key"):
         await _stream(_screener(hold_back), mixed)
