@@ -563,15 +563,18 @@ async def _screen_texts(
         known = dict(zip(definitions, together, strict=True)) if together is not None else {}
     # (a prompt's turns recur: each turn of a conversation sends the ones before it again)
     recurring = stage is Stage.PROMPT
-    verdicts: list[Verdict] = [
-        known.get(i) or await screener.screen_async(t, stage, model, after, recurring=recurring)
-        for i, (t, after) in enumerate(zip(texts, positions, strict=True))
-    ]
-    for v, t in zip(verdicts, texts, strict=True):
-        if v.blocked:
-            raise Blocked(v.reason)
-        if isinstance(t, JsonText) and v.text != t:
-            v.text = _json_redacted(t, v)
+    verdicts: list[Verdict] = []
+    for i, (text, after) in enumerate(zip(texts, positions, strict=True)):
+        verdict = known.get(i)
+        if verdict is None:
+            # (a tool call's arguments are read with their JSON escapes decoded: jsontext.reading)
+            read, starts = jsontext.reading(text) if isinstance(text, JsonText) else (text, None)
+            verdict = await screener.screen_async(read, stage, model, after, recurring=recurring)
+            if read is not text and not verdict.blocked:
+                verdict.text = text if verdict.text == read else _json_redacted(text, verdict, starts)
+        if verdict.blocked:
+            raise Blocked(verdict.reason)
+        verdicts.append(verdict)
     if all(v.text == t for v, t in zip(verdicts, texts, strict=True)):
         return None
     return [v.text for v in verdicts]
@@ -610,12 +613,20 @@ async def _screen_definitions(
     return verdicts
 
 
-def _json_redacted(text: JsonText, verdict: Verdict) -> str:
-    """A JSON text's redaction along its structure (what the built-in checks found); a screening
-    service's own rewrite, if it made one, as it wrote it."""
-    found = [(f.start, f.end, f.kind) for f, action in verdict.findings if action is Action.REDACT]
-    if any(f.check == "hook" for f, _ in verdict.findings):
-        return verdict.text
+def _json_redacted(text: str, verdict: Verdict, starts: list[int] | None = None) -> str:
+    """A JSON text's redaction along its structure, of what the built-in checks found in its
+    reading (`starts`: jsontext.reading's map); Blocked when a screening service rewrote the
+    reading, which cannot be put back into JSON."""
+    if any(f.check == "hook" and action is Action.REDACT for f, action in verdict.findings):
+        raise Blocked(
+            f"{verdict.reason or 'tool call'}: the screening service redacted a tool call's arguments, "
+            "which cannot be put back as JSON"
+        )
+    found = [
+        (*jsontext.in_text(starts, f.start, f.end), f.kind)
+        for f, action in verdict.findings
+        if action is Action.REDACT
+    ]
     return jsontext.redact(text, found)
 
 
@@ -754,10 +765,11 @@ class _ChoiceText:
     with `n` > 1 streams its choices interleaved: a match in one is screened in that text, never
     across them)."""
 
-    __slots__ = ("hooked_to", "passed_recent", "passed_span", "streamed")
+    __slots__ = ("hooked_to", "json", "passed_recent", "passed_span", "streamed")
 
-    def __init__(self, screener: Screener, window: int) -> None:
+    def __init__(self, screener: Screener, window: int, json: bool = False) -> None:
         self.streamed = StreamedText(screener, window)
+        self.json = json  # a tool call's arguments: screened as their reading (jsontext.reading)
         # The last recent text the blocking checks passed: the same words (no word completed
         # since) give the same verdict, so they are not screened again.
         self.passed_recent = ""
@@ -932,7 +944,7 @@ class StreamScreener:
     def _choice(self, key: int) -> _ChoiceText:
         choice = self._choices.get(key)
         if choice is None:
-            choice = self._choices[key] = _ChoiceText(self.screener, self.window)
+            choice = self._choices[key] = _ChoiceText(self.screener, self.window, key < 0)
         return choice
 
     async def feed(self, chunk: bytes) -> bytes:
@@ -1068,12 +1080,15 @@ class StreamScreener:
         text_from = max(streamed.window_start, first - self._hold_back - REDACT_CONTEXT_CHARS)
         text_to = max(last, streamed.end if self._ended or key in self._finished else streamed.words_end)
         text = streamed.between(text_from, text_to)
+        # (a tool call's arguments are read with their escapes decoded: jsontext.reading)
+        read, starts = jsontext.reading(text) if key < 0 else (text, None)
         spans = list(carried)
         # (the pre-scan's triggers first: an address written "jane [at] gmail [dot] com" or
         # with a full-width '＠' holds neither an '@' nor a digit)
         kept_to = carried[-1][1] if carried else text_from
-        for finding in sorted(self.screener.redactions(text, ANSWER_STAGE), key=lambda f: f.start):
-            start, stop = text_from + finding.start, text_from + finding.end
+        for finding in sorted(self.screener.redactions(read, ANSWER_STAGE), key=lambda f: f.start):
+            at, to = jsontext.in_text(starts, finding.start, finding.end)
+            start, stop = text_from + at, text_from + to
             if start < kept_to:
                 continue  # overlaps one kept (as `screen.redact` does)
             kept_to = stop
@@ -1122,7 +1137,7 @@ class StreamScreener:
         """At the stream's end: each choice's last word, held back from the per-event checks, is screened now."""
         for choice in self._choices.values():
             if text := choice.streamed.text:
-                await self._screen_whole(text)
+                await self._screen_whole(JsonText(text) if choice.json else text)
         self._ended = True
 
     async def _finish_choices(self, data: Any) -> None:
@@ -1137,10 +1152,11 @@ class StreamScreener:
                 if choice is not None and k not in self._finished:
                     self._finished.add(k)
                     if text := choice.streamed.text:
-                        await self._screen_whole(text)
+                        await self._screen_whole(JsonText(text) if choice.json else text)
 
     async def _screen_whole(self, text: str) -> None:
-        whole = await self.screener.screen_async(text, Stage.RESPONSE, self.model)
+        read = jsontext.reading(text)[0] if isinstance(text, JsonText) else text
+        whole = await self.screener.screen_async(read, Stage.RESPONSE, self.model)
         if whole.blocked:
             self.blocked = whole.reason
             raise Blocked(whole.reason)
@@ -1272,11 +1288,15 @@ class StreamScreener:
                     to_screen = [*to_screen, recent]
                 choice.passed_recent = recent
             choice.passed_span = span
+        if choice.json and to_screen:  # (a tool call's: read with its escapes decoded)
+            return [JsonText(text) for text in to_screen]
         return to_screen
 
     async def _screen_blocking(self, text: str) -> None:
         """Raise Blocked when `text` blocks (the built-in blocking checks decide; the full screen
-        words the reason)."""
+        words the reason). A tool call's (JsonText) is read with its escapes decoded."""
+        if isinstance(text, JsonText):
+            text = jsontext.reading(text)[0]
         if self.screener.blocks(text, Stage.RESPONSE):
             whole = await self.screener.screen_async(text, Stage.RESPONSE, self.model)
             if whole.blocked:
@@ -1331,11 +1351,12 @@ class StreamScreener:
         redacted: dict[str, str] = {}
         kinds: set[str] = set()
         for i, text in enumerate(texts):
-            findings = self.screener.redactions(text, Stage.RESPONSE)
+            read, starts = jsontext.reading(text) if isinstance(text, JsonText) else (text, None)
+            findings = self.screener.redactions(read, Stage.RESPONSE)
             if findings:
-                if isinstance(text, JsonText):
+                if read is not text:
                     state = states[i] if states is not None and i < len(states) else None
-                    found = [(f.start, f.end, f.kind) for f in findings]
+                    found = [(*jsontext.in_text(starts, f.start, f.end), f.kind) for f in findings]
                     redacted[text] = jsontext.redact(text, found, state or jsontext.OUTSIDE)
                 else:
                     redacted[text] = redact(text, findings)

@@ -8,6 +8,8 @@ surely as in its text. Before, neither was read: these tests fail on that code.
 from __future__ import annotations
 
 import json
+import random
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -573,3 +575,48 @@ async def test_two_choices_each_with_a_tool_call_are_screened_apart(hold_back: i
     mixed = [*events[:-1], last, b"data: [DONE]\n\n"]
     with pytest.raises(Blocked, match="aws_access_key"):
         await _stream(_screener(hold_back), mixed)
+
+
+CATALOGUE = Path(__file__).resolve().parents[2] / "data" / "guard" / "eval" / "catalogue.jsonl"
+CHAT_KINDS = {"product", "multilingual", "security_discussion", "code"}
+
+
+def _documents(count: int, size: int = 4096) -> list[str]:
+    """Benign documents of the catalogue's chat kinds (questions, code, security talk), as an
+    agent might write to a file."""
+    rows = [json.loads(line) for line in CATALOGUE.read_text().splitlines()]
+    texts = [r["text"] for r in rows if r["label"] == "benign" and r["kind"] in CHAT_KINDS]
+    rng = random.Random(5)
+    out = []
+    for _ in range(count):
+        parts: list[str] = []
+        while sum(len(p) + 1 for p in parts) < size:
+            parts.append(rng.choice(texts))
+        out.append("\n".join(parts)[:size])
+    return out
+
+
+DOCUMENTS = _documents(12)
+
+
+async def test_benign_documents_in_a_calls_arguments_pass_as_they_do_as_text() -> None:
+    """An agent writing a file through a tool call: the document is JSON-escaped in the
+    arguments, one line to the line-by-line secret rules until its escapes are read decoded
+    (before, 15 of 40 benign 4 KB documents streamed as arguments were blocked as
+    `secret_keyword`, and 7 of these 12; as text, none)."""
+    screener = _screener()
+    for document in DOCUMENTS:
+        arguments = json.dumps({"path": "notes.md", "content": document})
+        raw = await _stream(screener, _chat_events(arguments, 4))
+        assert json.loads(_joined_arguments(raw)) == {"path": "notes.md", "content": document}
+        answer = orjson.dumps(_chat_answer(arguments))
+        assert await screen_response(screener, answer, "m") == answer
+
+
+def test_a_calls_arguments_are_read_with_their_escapes_decoded() -> None:
+    text = json.dumps({"a": 'line one\nsay "hi"\tthen \u00e9'})
+    read, starts = jsontext.reading(text)
+    assert read == '{"a": "line one\nsay "hi"\tthen \u00e9"}'
+    at = read.index('"hi"')
+    assert text[slice(*jsontext.in_text(starts, at, at + 4))] == '\\"hi\\"'
+    assert jsontext.reading("no escape") == ("no escape", None)
