@@ -13,7 +13,7 @@ import logging
 import re
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -765,16 +765,45 @@ class _ChoiceText:
     with `n` > 1 streams its choices interleaved: a match in one is screened in that text, never
     across them)."""
 
-    __slots__ = ("hooked_to", "json", "passed_recent", "passed_span", "streamed")
+    __slots__ = ("hooked_to", "passed_recent", "passed_span", "streamed")
 
-    def __init__(self, screener: Screener, window: int, json: bool = False) -> None:
+    def __init__(self, screener: Screener, window: int) -> None:
         self.streamed = StreamedText(screener, window)
-        self.json = json  # a tool call's arguments: screened as their reading (jsontext.reading)
         # The last recent text the blocking checks passed: the same words (no word completed
         # since) give the same verdict, so they are not screened again.
         self.passed_recent = ""
         self.passed_span = (0, 0)  # where it lies: the same place holds the same text
         self.hooked_to = 0  # where the text the hook (webhook) has passed ends
+
+
+class _Fragment(NamedTuple):
+    """A streamed fragment of a tool call's arguments: the JSON state where it starts, the end of
+    an escape the fragment before cut (`unread`, read at the start of this one), where in it an
+    escape it does not finish begins (`cut`, read with the next), and what it adds to the call's
+    reading (the stream the checks see: escapes decoded)."""
+
+    state: JsonState
+    unread: str
+    cut: int
+    read: str
+
+    def rewritten(self, text: str, spans: Iterable[tuple[int, int, str]], begin: int) -> str:
+        """`text` (this fragment) with `spans`, in the reading's positions (this fragment's reading
+        starts at `begin`), removed along the JSON's structure (jsontext.rewrite)."""
+        length, back = len(self.read), len(self.unread)
+        starts = jsontext.reading((self.unread + text)[: back + self.cut])[1]
+
+        def raw(at: int) -> int:
+            """Where reading position `at` is in `text` (below 0: in an earlier fragment)."""
+            at -= begin
+            if at < 0:
+                return at - back
+            if at >= length:
+                return self.cut + at - length
+            return (at if starts is None else starts[at]) - back
+
+        moved = [(raw(start), raw(stop), marker) for start, stop, marker in spans]
+        return jsontext.rewrite(text, moved, 0, self.state)
 
 
 class _Held:
@@ -789,7 +818,7 @@ class _Held:
         self,
         event: bytes,
         ranges: dict[int, tuple[int, int]],
-        texts: tuple[bytes, Any, list[tuple[int, int, JsonState | None]]] | None,
+        texts: tuple[bytes, Any, list[tuple[int, int, _Fragment | None]]] | None,
     ) -> None:
         self.event = event
         self.ranges = ranges
@@ -805,9 +834,9 @@ def _rewritten(item: _Held, spans: dict[int, list[tuple[int, int, str]]]) -> byt
     visit = iter(starts)
 
     def one(text: str) -> str:
-        key, begin, state = next(visit)
-        if state is not None:
-            return jsontext.rewrite(text, spans.get(key, ()), begin, state)
+        key, begin, fragment = next(visit)
+        if fragment is not None:
+            return fragment.rewritten(text, spans.get(key, ()), begin)
         end = begin + len(text)
         out, pos = [], begin
         for start, stop, marker in spans.get(key, ()):
@@ -933,9 +962,11 @@ class StreamScreener:
         self._held: deque[_Held] = deque()
         # What the last event added (set by _event when holding back, read by _released)
         self._ranges: dict[int, tuple[int, int]] = {}
-        self._texts: tuple[bytes, Any, list[tuple[int, int, JsonState | None]]] | None = None
-        # Per tool call's arguments (keys below 0), the JSON state where its streamed text ends
+        self._texts: tuple[bytes, Any, list[tuple[int, int, _Fragment | None]]] | None = None
+        # Per tool call's arguments (keys below 0): the JSON state where its streamed text ends,
+        # and the escape its last fragment cut (read with the next)
         self._json: dict[int, JsonState] = {}
+        self._unread: dict[int, str] = {}
         # Per choice, spans a released batch redacted that reach into text still held
         self._carried: dict[int, list[tuple[int, int, str]]] = {}
         self._ended = False  # the stream's final check passed: nothing is held any more
@@ -944,7 +975,7 @@ class StreamScreener:
     def _choice(self, key: int) -> _ChoiceText:
         choice = self._choices.get(key)
         if choice is None:
-            choice = self._choices[key] = _ChoiceText(self.screener, self.window, key < 0)
+            choice = self._choices[key] = _ChoiceText(self.screener, self.window)
         return choice
 
     async def feed(self, chunk: bytes) -> bytes:
@@ -1056,7 +1087,7 @@ class StreamScreener:
         for item in alone:
             if item.texts is not None:
                 head, data, starts = item.texts
-                states = [state for _, _, state in starts]
+                states = [fragment.state if fragment is not None else None for _, _, fragment in starts]
                 item.event = self._redacted(head, data, item.event, _map_stream_deltas, states)
                 item.texts = None
         if not spans:
@@ -1080,15 +1111,12 @@ class StreamScreener:
         text_from = max(streamed.window_start, first - self._hold_back - REDACT_CONTEXT_CHARS)
         text_to = max(last, streamed.end if self._ended or key in self._finished else streamed.words_end)
         text = streamed.between(text_from, text_to)
-        # (a tool call's arguments are read with their escapes decoded: jsontext.reading)
-        read, starts = jsontext.reading(text) if key < 0 else (text, None)
         spans = list(carried)
         # (the pre-scan's triggers first: an address written "jane [at] gmail [dot] com" or
         # with a full-width '＠' holds neither an '@' nor a digit)
         kept_to = carried[-1][1] if carried else text_from
-        for finding in sorted(self.screener.redactions(read, ANSWER_STAGE), key=lambda f: f.start):
-            at, to = jsontext.in_text(starts, finding.start, finding.end)
-            start, stop = text_from + at, text_from + to
+        for finding in sorted(self.screener.redactions(text, ANSWER_STAGE), key=lambda f: f.start):
+            start, stop = text_from + finding.start, text_from + finding.end
             if start < kept_to:
                 continue  # overlaps one kept (as `screen.redact` does)
             kept_to = stop
@@ -1137,7 +1165,7 @@ class StreamScreener:
         """At the stream's end: each choice's last word, held back from the per-event checks, is screened now."""
         for choice in self._choices.values():
             if text := choice.streamed.text:
-                await self._screen_whole(JsonText(text) if choice.json else text)
+                await self._screen_whole(text)
         self._ended = True
 
     async def _finish_choices(self, data: Any) -> None:
@@ -1152,11 +1180,10 @@ class StreamScreener:
                 if choice is not None and k not in self._finished:
                     self._finished.add(k)
                     if text := choice.streamed.text:
-                        await self._screen_whole(JsonText(text) if choice.json else text)
+                        await self._screen_whole(text)
 
     async def _screen_whole(self, text: str) -> None:
-        read = jsontext.reading(text)[0] if isinstance(text, JsonText) else text
-        whole = await self.screener.screen_async(read, Stage.RESPONSE, self.model)
+        whole = await self.screener.screen_async(text, Stage.RESPONSE, self.model)
         if whole.blocked:
             self.blocked = whole.reason
             raise Blocked(whole.reason)
@@ -1181,8 +1208,11 @@ class StreamScreener:
             if self._hold_back:
                 await self._finish_choices(data)
             return await self._repeats(head, data, event)
-        # (a tool call's arguments come last in an event: the JSON state where each starts)
-        states = self._json_states(parts) if parts[-1][0] < 0 else None
+        # (a tool call's arguments come last in an event: what each adds to its call's reading)
+        fragments = self._fragments(parts) if parts[-1][0] < 0 else None
+        states = None if fragments is None else [f.state if f is not None else None for f in fragments]
+        if fragments is not None:  # (the streams hold a call's reading: its escapes decoded)
+            parts = [(k, t if f is None else f.read) for (k, t), f in zip(parts, fragments, strict=True)]
         key = parts[0][0]
         if len(parts) == 1 or all(k == key for k, _ in parts):
             new = parts[0][1] if len(parts) == 1 else "".join(t for _, t in parts)
@@ -1191,7 +1221,7 @@ class StreamScreener:
             streamed.append(new)  # (`_add_text`, inlined: this is every event's path)
             touched: Iterable[_ChoiceText] | None = None  # (one choice: `choice`)
             if self._hold_back:
-                self._note_texts(parts, head, data, states)
+                self._note_texts(parts, head, data, fragments)
                 to_screen = self._triggered(choice) if streamed.tail_may_find() else None
             elif streamed.tail_may_find():
                 to_screen = self._triggered(choice)
@@ -1210,7 +1240,7 @@ class StreamScreener:
                     to_screen = found if to_screen is None else to_screen + found
             touched = [self._choices[k] for k in by_choice]
             if self._hold_back:
-                self._note_texts(parts, head, data, states)
+                self._note_texts(parts, head, data, fragments)
         if to_screen is not None:
             for text in to_screen:
                 await self._screen_blocking(text)
@@ -1228,29 +1258,34 @@ class StreamScreener:
                 return self._redacted(head, data, event, _map_stream_deltas, states)
         return event
 
-    def _json_states(self, parts: list[tuple[int, str]]) -> list[JsonState | None]:
-        """For each part, the JSON state where it starts if it is a tool call's arguments (None
-        for a text); each call's state then moves past it."""
-        states: list[JsonState | None] = []
+    def _fragments(self, parts: list[tuple[int, str]]) -> list[_Fragment | None]:
+        """For each part that is a tool call's arguments, what it adds to the call's reading (its
+        escapes decoded; one it ends inside is read with the next) and the JSON state where it
+        starts; None for a text."""
+        out: list[_Fragment | None] = []
         for key, text in parts:
-            if key < 0:
-                state = self._json.get(key, jsontext.OUTSIDE)
-                self._json[key] = jsontext.advance(text, state)
-                states.append(state)
-            else:
-                states.append(None)
-        return states
+            if key >= 0:
+                out.append(None)
+                continue
+            state = self._json.get(key, jsontext.OUTSIDE)
+            self._json[key] = jsontext.advance(text, state)
+            unread = self._unread.get(key, "")
+            whole = unread + text
+            cut = jsontext.unfinished_escape(whole)
+            self._unread[key] = whole[cut:]
+            out.append(_Fragment(state, unread, cut - len(unread), jsontext.decoded(whole[:cut])))
+        return out
 
     def _note_texts(
-        self, parts: list[tuple[int, str]], head: bytes, data: Any, states: list[JsonState | None] | None
+        self, parts: list[tuple[int, str]], head: bytes, data: Any, fragments: list[_Fragment | None] | None
     ) -> None:
         """Where the event's texts lie in their choices' streams (they were just appended)."""
         ends = {k: c.streamed.end for k, c in self._choices.items()}
-        starts: list[tuple[int, int, JsonState | None]] = []
+        starts: list[tuple[int, int, _Fragment | None]] = []
         for i in range(len(parts) - 1, -1, -1):
             key, text = parts[i]
             ends[key] -= len(text)
-            starts.append((key, ends[key], None if states is None else states[i]))
+            starts.append((key, ends[key], None if fragments is None else fragments[i]))
         starts.reverse()
         self._ranges = {key: (ends[key], self._choices[key].streamed.end) for key, _ in parts}
         if self._redacts_held:
@@ -1288,15 +1323,11 @@ class StreamScreener:
                     to_screen = [*to_screen, recent]
                 choice.passed_recent = recent
             choice.passed_span = span
-        if choice.json and to_screen:  # (a tool call's: read with its escapes decoded)
-            return [JsonText(text) for text in to_screen]
         return to_screen
 
     async def _screen_blocking(self, text: str) -> None:
         """Raise Blocked when `text` blocks (the built-in blocking checks decide; the full screen
-        words the reason). A tool call's (JsonText) is read with its escapes decoded."""
-        if isinstance(text, JsonText):
-            text = jsontext.reading(text)[0]
+        words the reason)."""
         if self.screener.blocks(text, Stage.RESPONSE):
             whole = await self.screener.screen_async(text, Stage.RESPONSE, self.model)
             if whole.blocked:
@@ -1351,11 +1382,12 @@ class StreamScreener:
         redacted: dict[str, str] = {}
         kinds: set[str] = set()
         for i, text in enumerate(texts):
-            read, starts = jsontext.reading(text) if isinstance(text, JsonText) else (text, None)
+            read = jsontext.decoded(text) if isinstance(text, JsonText) else text
             findings = self.screener.redactions(read, Stage.RESPONSE)
             if findings:
                 if read is not text:
                     state = states[i] if states is not None and i < len(states) else None
+                    starts = jsontext.reading(text)[1]  # (the map, only where there is something to move)
                     found = [(*jsontext.in_text(starts, f.start, f.end), f.kind) for f in findings]
                     redacted[text] = jsontext.redact(text, found, state or jsontext.OUTSIDE)
                 else:

@@ -620,3 +620,28 @@ def test_a_calls_arguments_are_read_with_their_escapes_decoded() -> None:
     at = read.index('"hi"')
     assert text[slice(*jsontext.in_text(starts, at, at + 4))] == '\\"hi\\"'
     assert jsontext.reading("no escape") == ("no escape", None)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    before=st.sampled_from(["", "line one\n", 'say "hi"\t', "caf\u00e9 \\ ", "a\nb\nc "]),
+    after=st.sampled_from(["", "\nthanks", ' "quoted"', " \u00e9t\u00e9\n"]),
+    cuts=st.lists(st.integers(min_value=1, max_value=7), min_size=1, max_size=12),
+)
+async def test_held_back_calls_are_redacted_whatever_the_escapes_and_cuts(
+    before: str, after: str, cuts: list[int]
+) -> None:
+    """Escapes around an address (a line break, a quote, a tab, \\u00e9, a backslash), cut
+    anywhere by the events, with hold-back: the client's arguments are JSON, the address is gone,
+    the rest is as sent (the streams hold the calls' readings, escapes decoded; each fragment is
+    rewritten from that reading's positions back to its own)."""
+    arguments = json.dumps({"note": f"{before}mail {ADDRESS} now{after}", "n": 1})
+    events, begin, i = [], 0, 0
+    while begin < len(arguments):
+        piece = arguments[begin : begin + cuts[i % len(cuts)]]
+        delta = {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}
+        events.append(b"data: " + orjson.dumps({"choices": [{"index": 0, "delta": delta}]}) + b"\n\n")
+        begin, i = begin + len(piece), i + 1
+    events.append(b"data: [DONE]\n\n")
+    raw = await _stream(_screener(hold_back=64), events)
+    assert json.loads(_joined_arguments(raw)) == {"note": f"{before}mail [REDACTED:email] now{after}", "n": 1}
