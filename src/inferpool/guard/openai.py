@@ -434,8 +434,9 @@ def _stream_delta_parts(data: Any) -> list[tuple[int, str]]:
     """The texts `_map_stream_deltas` visits, in its order, each with the stream of text it
     continues: 2 × the choice (`choices[].index`, else its place in the list; 0 for the
     Responses and Messages APIs, whose parts follow one another), + 1 for reasoning (a model's
-    thinking is not its answer: a match never spans the two). Read without a callback per
-    text (every streamed event asks; only a redaction needs the mapper)."""
+    thinking is not its answer: a match never spans the two), and a key below 0 for each tool
+    call's arguments (`_tool_key`). Read without a callback per text (every streamed event
+    asks; only a redaction needs the mapper)."""
     if not isinstance(data, dict):
         return []
     kind = data.get("type")
