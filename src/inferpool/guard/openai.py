@@ -442,7 +442,7 @@ def _stream_delta_parts(data: Any) -> list[tuple[int, str]]:
     kind = data.get("type")
     parts: list[tuple[int, str]] = []
     if kind is None:
-        calls: list[tuple[int, dict[str, Any]]] = []
+        calls: list[tuple[int, dict[str, Any]]] | None = None  # (choices with tool calls: few)
         for place, choice in enumerate(_choice_list(data)):
             if not isinstance(choice, dict):
                 continue
@@ -462,8 +462,11 @@ def _stream_delta_parts(data: Any) -> list[tuple[int, str]]:
                         parts.append((key + 1, text))
                     if isinstance(text := inner.get("reasoning"), str):
                         parts.append((key + 1, text))
-                    calls.append((key // 2, inner))
-        for choice_index, inner in calls:  # (after every choice's texts, as _map_stream_deltas visits them)
+                    if "tool_calls" in inner:
+                        calls = [(key // 2, inner)] if calls is None else [*calls, (key // 2, inner)]
+        for choice_index, inner in (
+            calls or ()
+        ):  # (after every choice's texts, as _map_stream_deltas visits them)
             for place, (index, function) in enumerate(_delta_calls(inner)):
                 parts.append((_tool_key(choice_index, index, place), function["arguments"]))
     elif not isinstance(kind, str):
@@ -1088,8 +1091,8 @@ class StreamScreener:
         for item in alone:
             if item.texts is not None:
                 head, data, starts = item.texts
-                states = [fragment.state if fragment is not None else None for _, _, fragment in starts]
-                item.event = self._redacted(head, data, item.event, _map_stream_deltas, states)
+                fragments = [fragment for _, _, fragment in starts]
+                item.event = self._redacted(head, data, item.event, _map_stream_deltas, fragments)
                 item.texts = None
         if not spans:
             return
@@ -1211,7 +1214,6 @@ class StreamScreener:
             return await self._repeats(head, data, event)
         # (a tool call's arguments come last in an event: what each adds to its call's reading)
         fragments = self._fragments(parts) if parts[-1][0] < 0 else None
-        states = None if fragments is None else [f.state if f is not None else None for f in fragments]
         if fragments is not None:  # (the streams hold a call's reading: its escapes decoded)
             parts = [(k, t if f is None else f.read) for (k, t), f in zip(parts, fragments, strict=True)]
         key = parts[0][0]
@@ -1256,7 +1258,7 @@ class StreamScreener:
             return event  # nothing in the new text (or just before it) any check could match
         for _, text in parts:
             if self.screener.redactions(text, ANSWER_STAGE):  # (found again there: it is rare)
-                return self._redacted(head, data, event, _map_stream_deltas, states)
+                return self._redacted(head, data, event, _map_stream_deltas, fragments)
         return event
 
     def _fragments(self, parts: list[tuple[int, str]]) -> list[_Fragment | None]:
@@ -1271,6 +1273,9 @@ class StreamScreener:
             state = self._json.get(key, jsontext.OUTSIDE)
             self._json[key] = jsontext.advance(text, state)
             unread = self._unread.get(key, "")
+            if not unread and "\\" not in text:  # (most fragments: nothing to decode)
+                out.append(_Fragment(state, "", len(text), text))
+                continue
             whole = unread + text
             cut = jsontext.unfinished_escape(whole)
             self._unread[key] = whole[cut:]
@@ -1365,17 +1370,17 @@ class StreamScreener:
         data: Any,
         event: bytes,
         texts_of: TextMapper,
-        states: list[JsonState | None] | None = None,
+        fragments: list[_Fragment | None] | None = None,
     ) -> bytes:
         """The event with what the redacting checks find in each of its texts removed (the same
-        bytes when there is nothing). `states`: for each text, in `texts_of`'s order, the JSON
-        state a tool call's streamed arguments start in (whole texts start outside any)."""
+        bytes when there is nothing). `fragments`: for each text, in `texts_of`'s order, a tool
+        call's streamed fragment (its JSON state; a whole text starts outside any), or None."""
         texts: list[str] = []
         texts_of(data, _collector(texts))
-        redacted = self._redactions(texts, states)
+        redacted = self._redactions(texts, fragments)
         return self._rewritten_texts(head, data, texts_of, redacted) if redacted else event
 
-    def _redactions(self, texts: list[str], states: list[JsonState | None] | None) -> dict[str, str]:
+    def _redactions(self, texts: list[str], fragments: list[_Fragment | None] | None) -> dict[str, str]:
         """Each text in which a redacting check finds something, and that text redacted (one
         pre-scan per text). What a blocking check finds there does not stop the redaction: the
         stream blocks by its own checks, and until they do (a match ending an event is complete
@@ -1387,7 +1392,8 @@ class StreamScreener:
             findings = self.screener.redactions(read, Stage.RESPONSE)
             if findings:
                 if read is not text:
-                    state = states[i] if states is not None and i < len(states) else None
+                    fragment = fragments[i] if fragments is not None and i < len(fragments) else None
+                    state = fragment.state if fragment is not None else None
                     starts = jsontext.reading(text)[1]  # (the map, only where there is something to move)
                     found = [(*jsontext.in_text(starts, f.start, f.end), f.kind) for f in findings]
                     redacted[text] = jsontext.redact(text, found, state or jsontext.OUTSIDE)
