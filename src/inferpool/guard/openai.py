@@ -574,7 +574,7 @@ async def _screen_texts(
             # (a tool call's arguments are read with their JSON escapes decoded: jsontext.reading)
             read, starts = jsontext.reading(text) if isinstance(text, JsonText) else (text, None)
             verdict = await screener.screen_async(read, stage, model, after, recurring=recurring)
-            if read is not text and not verdict.blocked:
+            if isinstance(text, JsonText) and not verdict.blocked:
                 verdict.text = text if verdict.text == read else _json_redacted(text, verdict, starts)
         if verdict.blocked:
             raise Blocked(verdict.reason)
@@ -1391,7 +1391,7 @@ class StreamScreener:
             read = jsontext.decoded(text) if isinstance(text, JsonText) else text
             findings = self.screener.redactions(read, Stage.RESPONSE)
             if findings:
-                if read is not text:
+                if isinstance(text, JsonText):
                     fragment = fragments[i] if fragments is not None and i < len(fragments) else None
                     state = fragment.state if fragment is not None else None
                     starts = jsontext.reading(text)[1]  # (the map, only where there is something to move)

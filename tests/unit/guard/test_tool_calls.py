@@ -645,3 +645,15 @@ async def test_held_back_calls_are_redacted_whatever_the_escapes_and_cuts(
     events.append(b"data: [DONE]\n\n")
     raw = await _stream(_screener(hold_back=64), events)
     assert json.loads(_joined_arguments(raw)) == {"note": f"{before}mail [REDACTED:email] now{after}", "n": 1}
+
+
+async def test_a_number_in_arguments_without_escapes_is_redacted_as_a_string() -> None:
+    """Arguments with no escape at all (their reading is the text itself) are still redacted as
+    JSON: a phone number written as a number becomes the marker as a string (found by a fuzz
+    run: the whole answer and a streamed event put the bare marker in)."""
+    arguments = json.dumps({"to": ADDRESS, "phone": 4155552671})
+    out = orjson.loads(await screen_response(_screener(), orjson.dumps(_chat_answer(arguments)), "m"))
+    call = out["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]
+    assert json.loads(call) == {"to": "[REDACTED:email]", "phone": "[REDACTED:phone]"}
+    raw = await _stream(_screener(), _chat_events(arguments, len(arguments)))  # (one event: redacted alone)
+    assert json.loads(_joined_arguments(raw)) == {"to": "[REDACTED:email]", "phone": "[REDACTED:phone]"}
