@@ -657,3 +657,39 @@ async def test_a_number_in_arguments_without_escapes_is_redacted_as_a_string() -
     assert json.loads(call) == {"to": "[REDACTED:email]", "phone": "[REDACTED:phone]"}
     raw = await _stream(_screener(), _chat_events(arguments, len(arguments)))  # (one event: redacted alone)
     assert json.loads(_joined_arguments(raw)) == {"to": "[REDACTED:email]", "phone": "[REDACTED:phone]"}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    before=st.text(max_size=30),
+    cuts=st.lists(st.integers(min_value=1, max_value=30), min_size=1, max_size=6),
+    hold_back=st.sampled_from([0, 64]),
+    ascii_only=st.booleans(),
+)
+async def test_any_text_around_personal_data_in_arguments_stays_json(
+    before: str, cuts: list[int], hold_back: int, ascii_only: bool
+) -> None:
+    """Any text before an address and phone numbers (one a JSON number), whole or cut anywhere,
+    with and without hold-back: what the client puts back together parses, and the whole answer
+    loses the address (a fuzz of this found the bare marker a number once became)."""
+    value = {
+        "note": f"{before} call 415-555-2671 or {ADDRESS}",
+        "phone": 4155552671,
+        "x": [1.5, -2e3, "\u00e9\n"],
+    }
+    arguments = json.dumps(value, ensure_ascii=ascii_only)
+    events, begin, i = [], 0, 0
+    while begin < len(arguments):
+        piece = arguments[begin : begin + cuts[i % len(cuts)]]
+        delta = {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}
+        events.append(b"data: " + orjson.dumps({"choices": [{"index": 0, "delta": delta}]}) + b"\n\n")
+        begin, i = begin + len(piece), i + 1
+    events.append(b"data: [DONE]\n\n")
+    try:
+        raw = await _stream(_screener(hold_back=hold_back), events)
+        json.loads(_joined_arguments(raw))
+        out = orjson.loads(await screen_response(_screener(), orjson.dumps(_chat_answer(arguments)), "m"))
+    except Blocked:
+        return  # (a random text may hold what a blocking check takes)
+    whole = json.loads(out["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"])
+    assert ADDRESS not in whole["note"] and whole["phone"] == "[REDACTED:phone]"
