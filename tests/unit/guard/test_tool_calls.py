@@ -326,6 +326,17 @@ def _chat_events(arguments: str, step: int, index: int = 0) -> list[bytes]:
     ] + [b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}\n\n', b"data: [DONE]\n\n"]
 
 
+def _cut_call(arguments: str, cuts: list[int]) -> list[bytes]:
+    """One chat call's arguments streamed in pieces of the lengths `cuts` gives, in turn."""
+    events, begin, i = [], 0, 0
+    while begin < len(arguments):
+        piece = arguments[begin : begin + cuts[i % len(cuts)]]
+        delta = {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}
+        events.append(b"data: " + orjson.dumps({"choices": [{"index": 0, "delta": delta}]}) + b"\n\n")
+        begin, i = begin + len(piece), i + 1
+    return [*events, b"data: [DONE]\n\n"]
+
+
 def _responses_events(arguments: str, step: int) -> list[bytes]:
     out = [
         b"event: response.function_call_arguments.delta\ndata: "
@@ -636,13 +647,7 @@ async def test_held_back_calls_are_redacted_whatever_the_escapes_and_cuts(
     the rest is as sent (the streams hold the calls' readings, escapes decoded; each fragment is
     rewritten from that reading's positions back to its own)."""
     arguments = json.dumps({"note": f"{before}mail {ADDRESS} now{after}", "n": 1})
-    events, begin, i = [], 0, 0
-    while begin < len(arguments):
-        piece = arguments[begin : begin + cuts[i % len(cuts)]]
-        delta = {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}
-        events.append(b"data: " + orjson.dumps({"choices": [{"index": 0, "delta": delta}]}) + b"\n\n")
-        begin, i = begin + len(piece), i + 1
-    events.append(b"data: [DONE]\n\n")
+    events = _cut_call(arguments, cuts)
     raw = await _stream(_screener(hold_back=64), events)
     assert json.loads(_joined_arguments(raw)) == {"note": f"{before}mail [REDACTED:email] now{after}", "n": 1}
 
@@ -678,13 +683,7 @@ async def test_any_text_around_personal_data_in_arguments_stays_json(
         "x": [1.5, -2e3, "\u00e9\n"],
     }
     arguments = json.dumps(value, ensure_ascii=ascii_only)
-    events, begin, i = [], 0, 0
-    while begin < len(arguments):
-        piece = arguments[begin : begin + cuts[i % len(cuts)]]
-        delta = {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}
-        events.append(b"data: " + orjson.dumps({"choices": [{"index": 0, "delta": delta}]}) + b"\n\n")
-        begin, i = begin + len(piece), i + 1
-    events.append(b"data: [DONE]\n\n")
+    events = _cut_call(arguments, cuts)
     try:
         raw = await _stream(_screener(hold_back=hold_back), events)
         json.loads(_joined_arguments(raw))
