@@ -169,14 +169,23 @@ def _tool_slots(tools: list[Any], slots: list[_Slot]) -> None:
                     _schema_slots(schema, slots, _SCHEMA_DEPTH)
 
 
+# A schema's texts the chat template renders with it (most templates write the tools as JSON):
+# its description, title and default, and the values it enumerates or gives as examples
+_SCHEMA_TEXTS = frozenset({"description", "title", "default"})
+_SCHEMA_TEXT_LISTS = frozenset({"enum", "examples"})
+
+
 def _schema_slots(schema: Any, slots: list[_Slot], depth: int) -> None:
-    """The `description` texts of a JSON schema and of every schema within it."""
+    """The texts of a JSON schema (_SCHEMA_TEXTS, _SCHEMA_TEXT_LISTS) and of every schema within it."""
     if depth == 0:
         return
     if isinstance(schema, dict):
         for key, value in schema.items():
-            if key == "description" and isinstance(value, str):
-                slots.append((schema, key, False, DEFINITION))
+            if isinstance(value, str):
+                if key in _SCHEMA_TEXTS:
+                    slots.append((schema, key, False, DEFINITION))
+            elif key in _SCHEMA_TEXT_LISTS and isinstance(value, list):
+                slots.extend((value, i, False, DEFINITION) for i, v in enumerate(value) if isinstance(v, str))
             elif isinstance(value, (dict, list)):
                 _schema_slots(value, slots, depth - 1)
     elif isinstance(schema, list):

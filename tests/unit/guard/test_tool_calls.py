@@ -692,3 +692,25 @@ async def test_any_text_around_personal_data_in_arguments_stays_json(
         return  # (a random text may hold what a blocking check takes)
     whole = json.loads(out["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"])
     assert ADDRESS not in whole["note"] and whole["phone"] == "[REDACTED:phone]"
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "object", "properties": {"mode": {"type": "string", "enum": ["fast", POISON]}}},
+        {"type": "object", "properties": {"mode": {"type": "string", "default": POISON}}},
+        {"type": "object", "title": POISON, "properties": {}},
+        {"type": "object", "properties": {"q": {"type": "string", "examples": ["weather in Paris", POISON]}}},
+    ],
+    ids=["enum", "default", "title", "examples"],
+)
+async def test_a_schemas_other_texts_are_read_too(schema: dict[str, Any]) -> None:
+    """The chat template renders a tool's whole schema (most write the tools as JSON): an order
+    hidden in an enumerated value, a default, a title or an example reaches the model too."""
+    tool = {
+        "type": "function",
+        "function": {"name": "search", "description": "Search.", "parameters": schema},
+    }
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "tools": [tool]}
+    with pytest.raises(Blocked, match="injection"):
+        await screen_request(_screener(), orjson.dumps(body), "m")
