@@ -581,10 +581,13 @@ async def _screen_texts(
         verdict = known.get(i)
         if verdict is None:
             # (a tool call's arguments are read with their JSON escapes decoded: jsontext.reading)
-            read, starts = jsontext.reading(text) if isinstance(text, JsonText) else (text, None)
+            read = jsontext.decoded(text) if isinstance(text, JsonText) else text
             verdict = await screener.screen_async(read, stage, model, after, recurring=recurring)
             if isinstance(text, JsonText) and not verdict.blocked:
-                verdict.text = text if verdict.text == read else _json_redacted(text, verdict, starts)
+                # (the map back to the JSON is made only where there is something to move)
+                verdict.text = (
+                    text if verdict.text == read else _json_redacted(text, verdict, jsontext.reading(text)[1])
+                )
         if verdict.blocked:
             raise Blocked(verdict.reason)
         verdicts.append(verdict)

@@ -52,11 +52,6 @@ class _Family:
         )
 
 
-def _any(*alternatives: str) -> tuple[str, ...]:
-    """A family's patterns, each matched on its own by the gate and as one alternation by `re`."""
-    return alternatives
-
-
 def _within(limit: int) -> str:
     """Up to `limit` characters of one line (a gap between two words of a pattern; one
     character class, which the regular expression engine reads fast)."""
@@ -68,7 +63,7 @@ def _within(limit: int) -> str:
 _LOCAL_SECRET = _Family(
     "local_secret",
     0.0,
-    _any(
+    (
         r"~/\.ssh|\bid_(?:rsa|ed25519|ecdsa|dsa)\b|\bauthorized_keys\b|\.ssh/|\.pem\b",
         r"(?:^|[^\w.])\.env\b|\.aws/credentials|\.aws/config|\.netrc|\.npmrc|\.pypirc|\.git-credentials|"
         r"\.docker/config|\.kube/config|application_default_credentials|\bgcloud\b[^\n]{0,30}?credentials",
@@ -91,7 +86,7 @@ _LOCAL_SECRET = _Family(
 _CREDENTIAL = _Family(
     "credential",
     0.0,
-    _any(
+    (
         r"\bprivate keys?\b|\bsecret keys?\b|\bapi[ _-]?keys?\b|\baccess tokens?\b|\bsession tokens?\b|"
         r"\bpasswords?\b|\bcredentials?\b|\btokens?\b|\bsecrets?\b",
         r"Passworter?|Passwörter?|mots? de passe|contraseñas?|senhas?|пароли?|ключи|密码|パスワード",
@@ -102,7 +97,7 @@ _SENDS = r"\b(?:send|post|forward|upload|transmit|report|share|exfiltrate|mail|e
 _HAND_OVER = _Family(
     "hand_over",
     0.0,
-    _any(
+    (
         rf"\b(?:pass|put|include|insert|place|embed|attach|append|add|copy|paste|set|fill|store|save)\b{_within(100)}"
         rf"\b(?:as|in|into|to|inside|under)\b{_within(40)}(?:\bparam(?:eter)?s?\b|\bargument\b|\bfield\b|"
         r"`\w+`|'\w+'|\"\w+\"|\b\w+_\w+\b|\bdescription\b|\bheading\b)",
@@ -121,7 +116,7 @@ _FAMILIES = (
     _Family(
         "tool_conceals",
         0.55,
-        _any(
+        (
             rf"\b(?:do not|don't|never|must not|should not|no need to|without)\s+(?:ever\s+)?(?:mention|tell|inform|"
             rf"notify|reveal|disclose|alert|bring up|report|list|surface|point(?:ing)? out|show|say|explain)\b"
             rf"{_within(40)}\b(?:this step|this|that|it|these|any of (?:this|it)|what you|the (?:extra|additional|"
@@ -150,7 +145,7 @@ _FAMILIES = (
     _Family(
         "tool_precedence",
         0.55,
-        _any(
+        (
             rf"\btakes? precedence over\b{_within(60)}\b(?:user|developer|system|instructions?|guidance|rules|requests?)\b",
             rf"\b(?:overrides?|supersedes?)\b{_within(40)}\b(?:user'?s?|developer'?s?|system)\b{_within(20)}"
             r"\b(?:instructions?|guidance|rules|requests?|prompt|settings|preferences)\b",
@@ -169,7 +164,7 @@ _FAMILIES = (
     _Family(
         "tool_shadows",
         0.5,
-        _any(
+        (
             rf"\b(?:when|whenever|if|each time|every time)\b{_within(20)}(?:`[\w.-]+`|\b\w+_\w+\b|\b\w+\b) tool\b"
             rf"{_within(20)}\b(?:is|are|gets?)\s+(?:available|present|installed|used|called|invoked|enabled|connected)\b",
             r"\b(?:when|whenever) (?:calling|using|you (?:call|use|run)) `?\w+_\w+`?\b",
@@ -193,7 +188,7 @@ _FAMILIES = (
     _Family(
         "tool_hijacks",
         0.5,
-        _any(
+        (
             r"\brm\s+-\w*r\w*f|\bchmod\s+(?:-R\s+)?(?:777|a\+rwx)|\bmkfs\b|\bdd if=",
             rf"\b(?:add|append|write|insert)\b{_within(60)}\bauthorized_keys\b|\bauthorized_keys\b[^\n]{{0,40}}?ssh-(?:rsa|ed25519)",
             r"\b(?:curl|wget)\b[^\n]{0,120}?\|\s*(?:sudo\s+)?(?:ba|z)?sh\b",
@@ -213,7 +208,7 @@ _FAMILIES = (
     _Family(
         "tool_beacons",
         0.55,
-        _any(
+        (
             r"!\[[^\]\n]*\]\(\s*https?://[^)\s]*\?[^)\s]*=",
             rf"\b(?:append|add|encode|include)\b{_within(60)}\b(?:to|in) the (?:url|link|image url|query string)\b",
             r"(?:<!--|\[//\]: #|\{\{#if)[^\n]{0,30}?\bassistant\b",

@@ -58,6 +58,10 @@ class Verdict:
         kinds = sorted({f"{f.check}:{f.kind}" for f, _ in self.findings})
         return ", ".join(kinds) or self.reason
 
+    def copy(self) -> Verdict:
+        """A verdict of its own (a kept one is given out again; the hook adds to what it gets)."""
+        return Verdict(self.text, self.action, list(self.findings), self.reason)
+
 
 def _short_without_redaction(kinds: tuple[str, ...], text: str) -> bool:
     """The common streamed token, which only PII could redact: too short for a digit run or an
@@ -284,18 +288,14 @@ class RecentVerdicts:
         if entry is None:
             return None
         self._kept[key] = entry
-        kept = entry[0]
-        return Verdict(kept.text, kept.action, list(kept.findings), kept.reason)
+        return entry[0].copy()
 
     def keep(self, key: _RecentKey, verdict: Verdict) -> None:
         # (the text, and its redaction when it has one)
         size = len(key[0]) + (len(verdict.text) if verdict.text is not key[0] else 0)
         if size > self._chars_max // 4 or key in self._kept:  # (two requests screened it at once)
             return
-        self._kept[key] = (
-            Verdict(verdict.text, verdict.action, list(verdict.findings), verdict.reason),
-            size,
-        )
+        self._kept[key] = (verdict.copy(), size)
         self._chars += size
         while len(self._kept) > self._texts_max or self._chars > self._chars_max:
             oldest = next(iter(self._kept))

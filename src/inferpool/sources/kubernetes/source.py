@@ -112,9 +112,9 @@ class KubernetesSource:
         self._may_write_status = may_write_status
         self._on_guard_policies = on_guard_policies
         self._guard_policies: tuple[list[GuardPolicy], list[HTTPRoute]] | None = None  # as last handed on
-        # GuardPolicies of the namespaces of the Gateways this pool's routes attach to (policy
+        # GuardPolicies of the other namespaces of this pool's routes and their Gateways (policy
         # attachment keeps a policy beside its target: a shared Gateway's is in its own namespace)
-        self._gateway_policies: dict[str, Reflector] = {}
+        self._namespace_policies: dict[str, Reflector] = {}
 
     @property
     def pool_key(self) -> str:
@@ -168,7 +168,7 @@ class KubernetesSource:
     async def stop(self) -> None:
         if self._pods is not None:
             await self._pods.stop()
-        for reflector in [*self._reflectors, *self._gateway_policies.values()]:
+        for reflector in [*self._reflectors, *self._namespace_policies.values()]:
             await reflector.stop()
         if self._status is not None:
             await self._status.stop()
@@ -190,7 +190,7 @@ class KubernetesSource:
         self._apply_dependents("model")
 
     def reflectors(self) -> dict[str, Reflector]:
-        named = {r.name: r for r in [*self._reflectors, *self._gateway_policies.values()]}
+        named = {r.name: r for r in [*self._reflectors, *self._namespace_policies.values()]}
         if self._pods is not None:
             named[self._pods.name] = self._pods
         return named
@@ -287,7 +287,7 @@ class KubernetesSource:
         if listener is None:
             return
         routes = [r for r in map(parse_route, _oldest_first(self._objects["route"])) if r is not None]
-        self._watch_gateway_policies(routes)
+        self._watch_policy_namespaces(routes)
         policies = [
             p for p in map(parse_guard_policy, _oldest_first(self._objects["guard"])) if p is not None
         ]
@@ -295,7 +295,7 @@ class KubernetesSource:
             self._guard_policies = (policies, routes)
             listener(policies, routes)
 
-    def _watch_gateway_policies(self, routes: list[HTTPRoute]) -> None:
+    def _watch_policy_namespaces(self, routes: list[HTTPRoute]) -> None:
         """Watch the GuardPolicies of each other namespace where one of `routes` that sends
         traffic to this pool is (`route_namespaces`), or a Gateway it attaches to, and no longer
         those of a namespace none is (its policies are dropped): a policy is kept beside its
@@ -307,20 +307,20 @@ class KubernetesSource:
         wanted = {key.split("/", 1)[0] for route in leading for key in (route.route, *route.gateways)} - {
             pool_ns
         }
-        for namespace in [ns for ns in self._gateway_policies if ns not in wanted]:
-            reflector = self._gateway_policies.pop(namespace)
+        for namespace in [ns for ns in self._namespace_policies if ns not in wanted]:
+            reflector = self._namespace_policies.pop(namespace)
             asyncio.get_running_loop().create_task(reflector.stop())
             guard = self._objects["guard"]
             for key in [k for k, o in guard.items() if _namespace(o) == namespace]:
                 del guard[key]
         custom = client.CustomObjectsApi(self.api)
-        for namespace in sorted(wanted - set(self._gateway_policies)):
+        for namespace in sorted(wanted - set(self._namespace_policies)):
             call = partial(
                 custom.list_namespaced_custom_object, GUARD_GROUP, GUARD_VERSION, namespace, GUARD_PLURAL
             )
             sync = partial(self._sync, "guard", GUARD_GROUP, namespace=namespace)
             reflector = self._reflector(f"guardpolicy:{namespace}", call, sync, partial(self._event, "guard"))
-            self._gateway_policies[namespace] = reflector
+            self._namespace_policies[namespace] = reflector
             reflector.start()
 
     def _references_pool(self, obj: Object) -> bool:
