@@ -75,8 +75,10 @@ class ToolText(str):
 
 # How a text is kept in a body: a string; a string of JSON (tool-call arguments); a JSON value
 # (Anthropic's `tool_use.input`, an object), screened as its JSON text; a tool definition's text
-# (a string, screened with the request's others: ToolText).
-TEXT, JSON_STRING, JSON_VALUE, DEFINITION = range(4)
+# (a string, screened with the request's others: ToolText); a name in a tool definition (the
+# tool's, a parameter's: the slot's key is the name itself), read as words with the definitions
+# and never rewritten (a renamed parameter would break the tool).
+TEXT, JSON_STRING, JSON_VALUE, DEFINITION, NAME = range(5)
 
 # A text in a decoded body: (the dict or list holding it, its key or index, whether it is a
 # user turn right after a system prompt, which the injection check weighs, how it is kept).
@@ -85,6 +87,9 @@ _Slot = tuple[Any, Any, bool, int]
 
 def _map_slot(holder: Any, key: Any, form: int, fn: Callable[[str], str]) -> bool:
     """Apply `fn` to one text where it is kept; whether it changed."""
+    if form == NAME:
+        fn(ToolText(name_words(key)))
+        return False
     value = holder[key]
     if form == TEXT:
         holder[key] = new = fn(value)
@@ -150,18 +155,31 @@ def _prompt_slots(data: Any, definitions: bool = True) -> list[_Slot]:
     return slots
 
 
-# How deep a tool's parameter schema is read for descriptions (nested objects and arrays)
+# How deep a tool's parameter schema is read (nested objects and arrays)
 _SCHEMA_DEPTH = 8
+# Where a name is split into words: between a lower-case letter or digit and an upper-case one
+# (camelCase), and at the separators identifiers use
+_NAME_BREAK = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|[_.\-/:]+")
+
+
+def name_words(name: str) -> str:
+    """A name as the words it is made of ("content_from_reading_ssh_id_rsa", "readSshKey": what
+    the model reads in it); a name without a break stays as it is."""
+    return " ".join(w for w in _NAME_BREAK.split(name) if w) if _NAME_BREAK.search(name) else name
 
 
 def _tool_slots(tools: list[Any], slots: list[_Slot]) -> None:
-    """Each tool's `description` (chat keeps it in `function`; Responses and Anthropic beside
-    the name) and the descriptions in its schema (`parameters`, Anthropic's `input_schema`)."""
+    """What a chat template renders of each tool (most write it as JSON: every field reaches the
+    model, and a poisoned tool may hide its order in any of them): its name and `description`
+    (chat keeps them in `function`; Responses and Anthropic beside the type), and its schema
+    (`parameters`, Anthropic's `input_schema`) whole (`_schema_slots`)."""
     for tool in tools:
         if not isinstance(tool, dict):
             continue
         inner = tool.get("function")
         for holder in (tool, inner) if isinstance(inner, dict) else (tool,):
+            if isinstance(name := holder.get("name"), str) and name:
+                slots.append((None, name, False, NAME))
             if isinstance(holder.get("description"), str):
                 slots.append((holder, "description", False, DEFINITION))
             for key in ("parameters", "input_schema"):
@@ -169,24 +187,58 @@ def _tool_slots(tools: list[Any], slots: list[_Slot]) -> None:
                     _schema_slots(schema, slots, _SCHEMA_DEPTH)
 
 
-# A schema's texts the chat template renders with it (most templates write the tools as JSON):
-# its description, title and default, and the values it enumerates or gives as examples
-_SCHEMA_TEXTS = frozenset({"description", "title", "default"})
-_SCHEMA_TEXT_LISTS = frozenset({"enum", "examples"})
+# JSON Schema's keywords: a key of a schema that is none of them is read as a name (a vendor's
+# extension, or an order written as a key), as a parameter's name is
+_SCHEMA_KEYWORDS = frozenset(
+    {
+        "$anchor", "$comment", "$defs", "$dynamicAnchor", "$dynamicRef", "$id", "$ref", "$schema",
+        "$vocabulary", "additionalItems", "additionalProperties", "allOf", "anyOf", "const",
+        "contains", "contentEncoding", "contentMediaType", "contentSchema", "default",
+        "definitions", "dependencies", "dependentRequired", "dependentSchemas", "deprecated",
+        "description", "discriminator", "else", "enum", "examples", "exclusiveMaximum",
+        "exclusiveMinimum", "format", "if", "items", "maxContains", "maxItems", "maxLength",
+        "maxProperties", "maximum", "minContains", "minItems", "minLength", "minProperties",
+        "minimum", "multipleOf", "not", "nullable", "oneOf", "pattern", "patternProperties",
+        "prefixItems", "properties", "propertyNames", "readOnly", "required", "then", "title",
+        "type", "unevaluatedItems", "unevaluatedProperties", "uniqueItems", "writeOnly",
+    }
+)  # fmt: skip
+# Keywords whose value maps names (of parameters, of definitions) to schemas
+_NAMED_SCHEMAS = frozenset({"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"})
+# String values that say nothing but the schema's structure: not read (a type only where it is one)
+_STRUCTURE = frozenset({"type", "$ref", "$schema", "$id", "$anchor", "$dynamicRef", "$dynamicAnchor"})
+_JSON_TYPES = frozenset({"string", "number", "integer", "boolean", "object", "array", "null"})
+# Keywords whose lists of strings are structure too: parameters already read as names, types
+_LISTS_NOT_READ = frozenset({"required", "type"})
 
 
 def _schema_slots(schema: Any, slots: list[_Slot], depth: int) -> None:
-    """The texts of a JSON schema (_SCHEMA_TEXTS, _SCHEMA_TEXT_LISTS) and of every schema within it."""
+    """Every text of a JSON schema and of each schema within it: its strings (a description, a
+    title, a default, a pattern, the values it enumerates or gives as examples, a vendor
+    extension's), each a definition's text; the names of its parameters and definitions, and any
+    key that is no keyword, as names. Not the structure: types, references, `required`."""
     if depth == 0:
         return
     if isinstance(schema, dict):
         for key, value in schema.items():
+            if key not in _SCHEMA_KEYWORDS and isinstance(key, str) and key:
+                slots.append((None, key, False, NAME))
             if isinstance(value, str):
-                if key in _SCHEMA_TEXTS:
+                if key not in _STRUCTURE or (key == "type" and value not in _JSON_TYPES):
                     slots.append((schema, key, False, DEFINITION))
-            elif key in _SCHEMA_TEXT_LISTS and isinstance(value, list):
-                slots.extend((value, i, False, DEFINITION) for i, v in enumerate(value) if isinstance(v, str))
-            elif isinstance(value, (dict, list)):
+            elif key in _NAMED_SCHEMAS and isinstance(value, dict):
+                for name, inner in value.items():
+                    if name:
+                        slots.append((None, name, False, NAME))
+                    if isinstance(inner, (dict, list)):
+                        _schema_slots(inner, slots, depth - 1)
+            elif isinstance(value, list):
+                if key not in _LISTS_NOT_READ:
+                    slots.extend(
+                        (value, i, False, DEFINITION) for i, v in enumerate(value) if isinstance(v, str)
+                    )
+                    _schema_slots(value, slots, depth - 1)
+            elif isinstance(value, dict):
                 _schema_slots(value, slots, depth - 1)
     elif isinstance(schema, list):
         for value in schema:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import re
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 
 import hyperscan
@@ -73,7 +74,14 @@ _LOCAL_SECRET = _Family(
         r"\b[A-Z][A-Z0-9]*_(?:TOKEN|API_KEY|SECRET(?:_ACCESS_KEY)?|PASSWORD)\b",
         r"\b(?:conversation|chat|message|email) (?:history|log|transcript)s?\b|\btranscript\b|"
         r"\b(?:entire|whole|full) (?:conversation|chat|thread|history)\b|\b(?:chat|conversation) so far\b",
-        r"\b(?:last|previous|recent) (?:\d+|few|five|ten|twenty|fifty) (?:messages|turns|emails|prompts)\b",
+        r"\b(?:last|previous|recent|latest|most recent) (?:\d+ |few |five |ten |twenty |fifty )?(?:messages|turns|emails|"
+        r"prompts|direct messages)\b|\bdirect messages\b|\b(?:session )?cookies\b|\blocal ?storage\b|\bsessionStorage\b",
+        r"~/\.(?:bashrc|zshrc|profile|bash_profile|bash_history|zsh_history|config/)|\bhosts\.yml\b|\.git/config\b",
+        r"\bcvv\b|\bcvc\b|\bsecurity code\b|\bfull card numbers?\b|número (?:completo )?de (?:la )?tarjeta|código CVV|"
+        r"\bfiles (?:they|the user) (?:shared|uploaded|attached)\b|\b(?:summary|copy) of the user'?s (?:request|messages?|"
+        r"conversation)\b|\b(?:each|every|all) (?:of the user'?s )?private repositor(?:y|ies)\b",
+        r"\b(?:rules|guidance|instructions|directions) (?:it|you) (?:was |were )?(?:given|received)\b|"
+        r"\b(?:list of |the )?tools available to you\b",
         r"\bsystem (?:prompt|message|instructions)\b|\byour (?:hidden |initial )?instructions\b",
         r"\buser'?s (?:emails?|contacts|files|documents|address book|messages|full name|name|home address|"
         r"address|ip(?: address)?|location|phone number|date of birth)\b|\bprecise location\b|\bdate of birth\b|"
@@ -90,6 +98,11 @@ _CREDENTIAL = _Family(
         r"\bprivate keys?\b|\bsecret keys?\b|\bapi[ _-]?keys?\b|\baccess tokens?\b|\bsession tokens?\b|"
         r"\bpasswords?\b|\bcredentials?\b|\btokens?\b|\bsecrets?\b",
         r"Passworter?|Passwörter?|mots? de passe|contraseñas?|senhas?|пароли?|ключи|密码|パスワード",
+        r"\b(?:account|routing|card|iban|passport|social security|national id|national insurance|tax id) numbers?\b|"
+        r"\bbank(?:ing)? (?:details|account details)\b|\bsalary\b|\bdiagnos[ie]s\b|"
+        r"\bdates? of birth\b|\bbirthdays?\b|\bcontact list\b|\baddress book\b|\bpayment methods?\b",
+        r"codice fiscale|data di nascita|\bPESEL\b|numer dowodu|dane karty|\bCPF\b|Steuer-?ID|Kontodaten|"
+        r"numéro de sécurité sociale",
     ),
 )
 _SENDS = r"\b(?:send|post|forward|upload|transmit|report|share|exfiltrate|mail|email|submit|push|sync)\b"
@@ -98,20 +111,29 @@ _HAND_OVER = _Family(
     "hand_over",
     0.0,
     (
-        rf"\b(?:pass|put|include|insert|place|embed|attach|append|add|copy|paste|set|fill|store|save)\b{_within(100)}"
-        rf"\b(?:as|in|into|to|inside|under)\b{_within(40)}(?:\bparam(?:eter)?s?\b|\bargument\b|\bfield\b|"
-        r"`\w+`|'\w+'|\"\w+\"|\b\w+_\w+\b|\bdescription\b|\bheading\b)",
-        rf"\b(?:pass|put|paste|copy|include|send|forward)\b{_within(60)}\bas [a-z_]+\b",
+        rf"\b(?:pass|put|include|insert|place|embed|attach|append|add|copy|paste|set|fill|store|save|write|provide|"
+        rf"supply|give)\b{_within(200)}\b(?:as|in|into|to|inside|under|via)\b{_within(40)}(?:\bparam(?:eter)?s?\b|"
+        r"\bargument\b|\bfield\b|`[\w.-]+`|'\w+'|\"\w+\"|\b\w+_\w+\b|\bdescription\b|\bheading\b|`[^`\n]{1,60}`)",
+        rf"\bcall\b{_within(30)}\bwith\b{_within(150)}\b(?:in|as|into) (?:the )?(?:`[\w.-]+`|\b\w+_\w+\b)",
+        rf"\b(?:pass|put|paste|copy|include|send|forward|attach)\b{_within(60)}\bas `?[a-z_]+\b",
         rf"{_SENDS}{_within(120)}(?:https?://|\bwebhook\b|\bendpoint\b|\bto user\b|\bchannel\b|\+\d)",
         rf"{_SENDS}{_within(120)}[\w.+-]+@[\w-]+\.[\w.]+",  # (an address: apart, or the gate is too large)
         r"\bhttp_(?:post|request|get|put)\b|\bpost_message\b|\bsend_(?:email|sms|message|mail)\b|\burlopen\b|"
         r"\bcurl\b[^\n]{0,60}?https?://",
-        rf"\b(?:set|fill)\b{_within(40)}\b(?:to|with) the (?:value|contents?|output) of\b",
-        r"Parameter|paramètre|parámetro|parâmetro|параметр|参数|パラメータ|campo|champ|Feld",
+        rf"\b(?:set|fill)\b{_within(40)}\b(?:to|with) the (?:value|contents?|output|base64|text|body|hash) of\b",
+        rf"\b(?:expects?|requires?|needs?|wants?)\b{_within(60)}\b(?:in|as|into)\b{_within(30)}(?:`\w+`|\b\w+_\w+\b|"
+        r"\bfield\b|\bparam(?:eter)?\b|\bargument\b)",
+        r"\b(?:in full|verbatim|whole files?|entire files?|full contents?|complete contents?|complete records?)\b",
+        rf"{_SENDS}{_within(120)}(?:#[\w-]+|\bto user [A-Z0-9]+\b)",
+        rf"\b(?:pull request|commit|push|upload|publish)\b{_within(60)}\bpublic (?:repo|repository|bucket|gist|channel)\b",
+        r"(?:in den|im|ins) (?:Parameter|Feld)|dans (?:le|la) (?:paramètre|champ)|en el (?:parámetro|campo)|"
+        r"(?:no|nel) (?:parâmetro|parametro|campo)|в (?:параметр|поле)|参数中|参数里|到参数|放入|パラメータに|フィールドに",
     ),
 )
 # A hand-over the sentence forbids ("never pass credentials as arguments") is none
-_FORBIDDEN = re.compile(r"\b(?:never|do not|don't|must not|should not|cannot|can't|no need to|not)\b", _FLAGS)
+_FORBIDDEN = re.compile(
+    r"\b(?:never|do not|don't|must not|should not|cannot|can't|no need to|(?<!or )not)\b", _FLAGS
+)
 _FAMILIES = (
     _Family(
         "tool_conceals",
@@ -120,19 +142,32 @@ _FAMILIES = (
             rf"\b(?:do not|don't|never|must not|should not|no need to|without)\s+(?:ever\s+)?(?:mention|tell|inform|"
             rf"notify|reveal|disclose|alert|bring up|report|list|surface|point(?:ing)? out|show|say|explain)\b"
             rf"{_within(40)}\b(?:this step|this|that|it|these|any of (?:this|it)|what you|the (?:extra|additional|"
-            r"second|changed|backup|hidden|new)\b)",
+            r"second|changed|backup|hidden|new|package|mirror|copy|forwarding|upload)\b)",
             rf"\bwithout (?:telling|informing|notifying|alerting|mentioning it to|letting)\b{_within(30)}\b(?:user|them)\b",
             r"\bthe user (?:does not|doesn't|must not|need not|should not|won't|will not|never) "
             r"(?:need to )?(?:know|see|be told|notice|find out)\b|\bno need to (?:tell|inform|mention|notify|alert)\b",
             rf"\b(?:should|must|need|is) not (?:be )?(?:surfaced|reported|shown|mentioned|disclosed|visible|revealed)\b"
             rf"{_within(20)}\b(?:user|reply|answer|response)\b",
             rf"\bkeep (?:this|it|that)\b{_within(20)}\b(?:hidden|secret|quiet|private|between us|confidential)\b",
-            r"\b(?:silently|covertly|secretly|invisibly)\b|\bwithout pointing it out\b|\bin the background, so\b",
+            r"\b(?:silently|covertly|secretly|invisibly|quietly)\b|\bwithout pointing it out\b|\bin the background, so\b",
+            r"\bmention only\b|\bonly mention\b|\bthe user only sees\b|\bthen continue (?:normally|as usual|as normal)\b|"
+            r"\bas an implementation detail\b|\bimplementation detail rather than\b",
+            rf"\b(?:leave|keep)\b{_within(40)}\bout of (?:your|the) (?:summary|reply|answer|response|explanation|report|"
+            r"confirmation)\b",
+            r"\bso (?:that )?(?:the flow|it|this|everything) (?:looks|seems|appears) (?:familiar|normal|routine|"
+            r"legitimate|unchanged)\b|\b(?:labell?ed|described|presented|framed) as (?:a )?(?:routine|normal|standard)\b",
+            rf"\bin your (?:reply|response|answer|confirmation|summary)\b{_within(60)}\b(?:state|say|claim|tell)\b"
+            rf"{_within(30)}\bthat\b|\b(?:say|state|claim) that the (?:diff|change|result|refund|transfer)\b",
+            rf"\brefusals?\b{_within(30)}\b(?:treated as|ignored|retried)\b",
+            r"\b(?:must|should|need) not be (?:mentioned|disclosed|surfaced|revealed)\b",
+            r"无需在回复中提及|无需提及|不必提及|无需告知|不必告知",
             r"\bnot (?:visible|shown|disclosed) to the user\b|\b(?:invisible|hidden) from the user\b",
             r"\bhidden (?:instruction|directive|note|step)s?\b",
-            r"nicht (?:erwähnen|erwähnt|mitteilen)|erwähne\b[^\n]{0,60}?\bnicht\b|ohne (?:den |die )?(?:Benutzer|Nutzer)\w* "
+            r"nicht (?:erwähnen|erwähnt|mitteilen)|erwähne\b[^\n]{0,60}?\b(?:nicht|auf keinen Fall)\b|verschweige|"
+            r"ohne (?:den |die )?(?:Benutzer|Nutzer)\w* "
             r"zu (?:informieren|fragen)|muss (?:das |es )?nicht wissen",
-            r"ne (?:le |l')?(?:mentionnez|mentionne|dites|signalez) pas|sans (?:en )?(?:informer|prévenir) l'utilisateur|"
+            r"ne (?:le |l')?(?:mentionnez|mentionne|dites|signalez|parlez) pas|n'en (?:parlez|parle|dites) pas|"
+            r"sans (?:en )?(?:informer|prévenir) l'utilisateur|"
             r"n'a pas besoin de (?:le )?savoir",
             r"no (?:lo |se lo )?(?:menciones|mencione|digas|informes)|sin (?:informar|avisar|decirle) al usuario|"
             r"no necesita saber",
@@ -156,7 +191,12 @@ _FAMILIES = (
             rf"\b(?:safety|content|usage) (?:guidelines|rules|policies|filters|checks)\b{_within(30)}"
             r"\b(?:disabled|off|suspended|lifted|do not apply|no longer apply)\b|\bnever refuse\b",
             r"\b(?:mode|safety\w*|guardrails?|filters?)\s*[=:]\s*(?:off|false|disabled|unrestricted|none)\b",
-            r"\byou are (?:authorized|permitted|allowed) to (?:share|send|disclose|ignore|bypass)\b",
+            r"\b(?:you are|the assistant is|assistants are|the model is)(?: hereby)? (?:authori[sz]ed|permitted|allowed|cleared) "
+            r"to (?:share|send|disclose|ignore|bypass|read|access|skip|execute|run|override)\b",
+            rf"\b(?:guidelines|rules|instructions|policies|restrictions)\b{_within(30)}\b(?:are|is) (?:superseded|overridden|"
+            r"suspended|waived)\b",
+            r"<\s*/?\s*system\s*>|\[/?system\]|<\|im_start\|>\s*system",
+            r"vorrangig vor|hat Vorrang",
             r"Vorrang vor|prévaut sur|prioridad sobre|prevalece sobre|deixam de valer|приоритет над|优先于|"
             r"より(?:も)?.{0,12}優先|gaan boven",
         ),
@@ -168,16 +208,26 @@ _FAMILIES = (
             rf"\b(?:when|whenever|if|each time|every time)\b{_within(20)}(?:`[\w.-]+`|\b\w+_\w+\b|\b\w+\b) tool\b"
             rf"{_within(20)}\b(?:is|are|gets?)\s+(?:available|present|installed|used|called|invoked|enabled|connected)\b",
             r"\b(?:when|whenever) (?:calling|using|you (?:call|use|run)) `?\w+_\w+`?\b",
+            rf"\b(?:when|whenever|each time|every time)\b{_within(40)}(?:`[\w.-]+`|\b\w+_\w+\b|\banother tool\b|"
+            rf"\bother tools?\b|\bany tool\b){_within(40)}\b(?:is|are|gets) (?:used|called|invoked|run)\b{_within(60)}"
+            r"\b(?:always|also|instead|additionally|add|set|bcc|cc|rewrite|prepend|append|skip|route)\b",
+            rf"\b(?:when|whenever)\b{_within(30)}(?:`[\w.-]+`|\b\w+_\w+\b|\banother\b|\bother\b|\bany\b)"
+            rf"{_within(30)}\btools?\b{_within(10)}\b(?:returns?|responds?)\b",
+            rf"(?:`[\w.-]+`|\b\w+_\w+\b) tool\b{_within(40)}\b(?:is|are) (?:deprecated|obsolete|broken|disabled)\b",
             rf"\b(?:all|every|any)\b{_within(20)}\b(?:emails?|messages?|payments?|payouts?|transfers?|commits?|pushes?|"
             rf"invoices?)\b{_within(60)}\b(?:must|should|shall|need to)\b{_within(40)}\b(?:be )?(?:sent|bcc'?d?|cc'?d?|"
             r"routed|copied|redirected|pushed|forwarded|settled|go)\b",
             rf"\b(?:bcc|cc)\b{_within(60)}\b(?:every|all|each|always)\b|\b(?:always|also)\s+(?:bcc|cc)\b|\bblind copy\b",
+            rf"\b(?:include|add|put)\b{_within(40)}(?:\baddress\b|@[\w-]+\.[a-z]{{2,}}){_within(20)}\b(?:bcc|cc)\b",
+            r"substitu\w+ a conta|ersetze\w* (?:die|das) (?:Konto|IBAN)|remplace[rz]? le compte|reemplace la cuenta|"
+            r"\breplace the (?:account|iban|recipient|wallet|payee)\b",
             r"\bother tools? in this (?:workspace|environment|server|session)\b|\bnote for other tools\b",
             r"\b(?:tool|function) `?[\w.-]+`? (?:is deprecated|is obsolete|has a (?:known )?bug|is broken|returns stale)\b",
             r"`?\b\w+_\w+\b`? tool (?:is deprecated|is obsolete|has a (?:known )?bug|is broken|returns stale)\b",
             r"\binstead of the user'?s (?:own|intended|chosen)\b|\brather than the user'?s\b|\breplace the \w+'?s? "
             r"(?:iban|account|address|recipient|wallet)\b",
-            r"(?:chaque fois|lorsque|quand) (?:que )?l'outil|cada vez que (?:la herramienta|se use)|toda vez que a ferramenta|"
+            r"(?:chaque fois|lorsque|quand) (?:que )?l'outil|(?:lorsque|quand) cet outil|cada vez que (?:la herramienta|se use)|"
+            r"toda vez que a ferramenta|"
             r"(?:jedes Mal|immer),? wenn (?:das )?(?:Tool|Werkzeug)|каждый раз,? когда|每当.{0,10}工具|"
             r"ツールが.{0,10}(?:使われる|呼ばれる)",
             r"copie cachée|copia oculta|cópia oculta|Blindkopie|скрыт\w* копи|密送",
@@ -203,6 +253,58 @@ _FAMILIES = (
             r"zonder (?:om )?bevestiging|sans (?:demander )?confirmation|sin (?:pedir )?confirmación|"
             r"sem (?:pedir )?confirmação|ohne (?:Rück|Be)stätigung|без подтверждения|无需确认|不经确认|確認せず",
             r"\bgit remote add\b|\bgit push\b[^\n]{0,40}?--(?:all|mirror)\b|\bpush to the remote\b",
+            r"\bterraform destroy\b|-auto-approve\b|\bdrop (?:schema|table|database)\b|\bgit push (?:-f|--force)\b|"
+            r"\bpush origin --delete\b|\btruncate table\b",
+            rf"\b(?:delete|remove|destroy|drop|transfer|pay|purchase|wipe|erase)\w*\b{_within(200)}\bno (?:user )?"
+            r"confirmation (?:is )?(?:required|needed)\b|\b(?:skip|bypass)\w*\b[^\n]{0,30}?\bconfirmation\b",
+            r"\bgrant (?:all|select|insert|update|delete)\b[^\n]{0,60}?\bto\b|\bAdministratorAccess\b|\bpublic-read\b|"
+            r"--extra-index-url\b|--index-url\b|--trusted-host\b|\bhostNetwork\b",
+            r"\binstall\w*\b[^\n]{0,60}?\bfrom https?://|\bupdate_payment_method\b|\bcard on file\b",
+            rf"\broute (?:all|every|each)\b{_within(20)}\b(?:refunds?|payments?|payouts?|transfers?|funds|orders)\b",
+            r"사용자 확인이 필요하지|ohne Rückfrage|sin confirmación|sans confirmation|確認は不要|確認不要",
+        ),
+    ),
+    _Family(
+        "tool_sends_out",
+        0.35,  # (a tool may rightly send to a fixed address: with another signal, it tips the score)
+        (
+            rf"\b(?:send|sends|sent|post|posts|posted|upload|uploads|uploaded|forward|forwards|forwarded|copy|copied|"
+            rf"mirror|mirrored|sync|synced|relay|relays|export|exported|transmit|stream|share|shared|ingest|replicate|"
+            rf"report)\b{_within(150)}(?:https?://|\b[\w.+-]+@[\w-]+\.[a-z]{{2,}}\b|\b(?:[a-z0-9-]+\.)+"
+            r"(?:io|com|net|co|dev|app|link|org|ai|cloud)\b)",
+            rf"\badd\b{_within(30)}https?://\S+{_within(30)}\b(?:sink|destination|endpoint|webhook|target|mirror|remote)\b",
+            r"(?:发送|上传|同步|提交|POST)\s*(?:到|至)\s*https?://|(?:envoy\w*|enviad\w*|enviar|copiad\w*|copiée?s?|"
+            r"gesendet|hochgeladen|wyślij|отправ\w*|\bleite\b|weiterleiten)[^\n]{0,80}?(?:https?://|@[\w-]+\.[a-z]{2,})",
+            r"@[\w-]+\.[a-z]{2,}[^\n]{0,30}?(?:共有|送信|転送)",
+            rf"\b(?:write|copy|post|put|send|upload|share)\w*\b{_within(60)}\b(?:shared|public)\b{_within(30)}\b(?:note|doc|"
+            r"document|folder|channel|workspace|bucket|repo\w*|gist|drive)\b",
+        ),
+    ),
+    _Family(
+        "tool_overreach",
+        0.4,  # acting past what the user asked, or against what they chose
+        (
+            rf"\beven (?:when|if|though) (?:the user|they|the customer)\b{_within(40)}\b(?:only|marks?|asks?|says?|"
+            r"chooses?|declines?|refuses?|targets?|describes?|does not|doesn't)\b",
+            rf"\b(?:regardless of|no matter)\b{_within(30)}\b(?:the user|user'?s|they|the customer)\b|"
+            r"\bwhether or not\b[^\n]{0,30}?\b(?:needed|required|asked|relevant|the user|they)\b",
+            r"\bincluding (?:those|ones|the ones|notes|items|files|entries) (?:the user|they) (?:marks?|marked|describes?|"
+            r"flagged)\b|\beven (?:when|if) (?:marked|flagged) (?:as )?(?:private|confidential|internal)\b|"
+            r"\bincluding (?:those |ones |notes |items |files |entries |messages )?(?:marked|flagged|labell?ed) (?:as )?"
+            r"(?:private|confidential|internal|encrypted)\b",
+            r"y compris (?:les|celles)[^\n]{0,20}?marqu|incluso (?:las|los)[^\n]{0,20}?marcad|inklusive[^\n]{0,20}?markiert",
+            r"\b(?:in|across) (?:every|each|all) (?:bucket|repositor(?:y|ies)|account|namespace|project|workspace)s?\b",
+            r"niezależnie od tego|indipendentemente d|independentemente d|unabhängig davon|quel(?:le)?s? que soi|"
+            r"即使用户|无论用户|ユーザーが.{0,10}(?:場合でも|としても)",
+        ),
+    ),
+    _Family(
+        "tool_destroys",
+        0.2,  # (a tool may rightly destroy what it is for: with another signal, it tips the score)
+        (
+            r"\bpermanently (?:delete|remove|erase|purge)\w*\b|\bempty (?:the )?(?:trash|recovery bin|recycle bin|bin)\b|"
+            r"\b(?:delete|remove|erase|purge|wipe)\w* (?:all|every|everything|each)\b|\bdisable (?:versioning|backups?|"
+            r"logging|audit\w*|mfa|2fa)\b",
         ),
     ),
     _Family(
@@ -215,6 +317,28 @@ _FAMILIES = (
         ),
     ),
 )
+# A name that asks for a local secret's contents (a parameter named
+# `content_from_reading_ssh_id_rsa`: the model fills it in, and the tool's server gets the key),
+# read in a name's words (openai.name_words): the secret's file, and a word that takes what is in it
+_NAMED_SECRET = (
+    r"\b(?:ssh (?:private|dir|directory|folder)|id (?:rsa|ed25519|ecdsa|dsa)|authorized keys|dot ?env|env file|"
+    r"mcp (?:json|config)|claude desktop config|aws (?:credentials|config)|kube ?config|netrc|npmrc|pypirc|"
+    r"git credentials|docker config|etc (?:passwd|shadow)|keychain|wallet dat|browser cookies|saved passwords|"
+    r"(?:your|current|assistant|own|full|entire) system prompt)\b"
+)
+# (a noun for what is in it, not a verb: a tool's own name is a verb's, "read_kubeconfig")
+_NAME_TAKES_SECRET = _Family(
+    "name_takes_secret",
+    0.0,
+    (
+        rf"\b(?:contents?|text|body|output|copy|dump) (?:of|from)\b[^\n]{{0,40}}?{_NAMED_SECRET}",
+        rf"\bfrom reading\b[^\n]{{0,40}}?{_NAMED_SECRET}",
+        rf"{_NAMED_SECRET}[^\n]{{0,40}}?\b(?:contents?|text|body|dump|verbatim|in full)\b",
+    ),
+)
+# What a name is read as: one short line (openai.name_words); a description's line is read as a
+# sentence, by the hand-over rule
+_NAME_CHARS = 120
 TAKE_AND_HAND_OVER = "tool_exfiltrates"
 TAKE_AND_HAND_OVER_WEIGHT = 0.7  # the user's secrets or data, and an order to hand them over, in one sentence
 CREDENTIAL_HAND_OVER_WEIGHT = 0.3  # credentials in general, and such an order (a tool may rightly take a key)
@@ -224,7 +348,77 @@ TAKE_WEIGHT = 0.2  # the user's secrets or data named without such an order near
 _SENTENCE = re.compile(r"[^.!?。！？\n]*(?:[.!?](?!\s|$)[^.!?。！？\n]*)*(?:[.!?]+(?=\s|$)|[。！？]|\n|$)")
 
 
-_GROUPS = (*_FAMILIES, _LOCAL_SECRET, _CREDENTIAL, _HAND_OVER)
+_GROUPS = (*_FAMILIES, _LOCAL_SECRET, _CREDENTIAL, _HAND_OVER, _NAME_TAKES_SECRET)
+# Families whose match a sentence can turn into a safeguard by forbidding it first ("never push to
+# the remote unless asked", "never purchase paid seats without asking", "never start a server on
+# 0.0.0.0 without telling the user"): a match counts only where its sentence forbids nothing
+# before it. (An order that forbids, "do not ask for confirmation", begins the match itself.)
+_SAFEGUARDED = frozenset(
+    {"tool_conceals", "tool_shadows", "tool_hijacks", "tool_sends_out", "tool_overreach", "tool_destroys"}
+)
+# Where the sentence a match is in begins: after the last sentence end or line break before it
+_SENTENCE_END = re.compile(r"(?:[.!?;:](?=\s)|[。！？；：]|\n)")
+# A note that the user does not see something is no concealment when the description goes on to
+# say it is to be passed on ("that result is not visible to the user. To share it, summarize ...")
+_PASSED_ON = re.compile(
+    r"\b(?:summari[sz]e|share it|share them|relay|pass (?:it|them|this) on|tell the user|show (?:it|them) to the user|"
+    r"report (?:it |them )?back|in your (?:reply|answer|response|message))\b",
+    _FLAGS,
+)
+# Naming another tool to prefer it over this one ("if an MCP-provided fetch tool is available,
+# prefer using that tool instead of this one") is a pointer, not shadowing
+_DEFERS = re.compile(
+    r"\bprefer(?:ring)? (?:using )?(?:that|it|the other)\b|\binstead of this (?:one|tool)\b", _FLAGS
+)
+_NOT_SEEN = re.compile(r"\b(?:see|sees|seen|visible|shown)\b", _FLAGS)
+_PASSED_ON_CHARS = 160
+
+
+# How far before a match its sentence is read for a word that forbids it
+_SENTENCE_REACH = 400
+
+
+class _Sentences:
+    """Where the sentences of one definition begin and where a word forbids (each found once, when a
+    match first asks: a definition may hold thousands of matches)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._starts: list[int] | None = None
+        self._forbidding: list[int] | None = None
+
+    def forbidden(self, at: int) -> bool:
+        """Whether a word that forbids (_FORBIDDEN) begins in the sentence holding `at`, before it
+        (at most _SENTENCE_REACH characters before it)."""
+        if self._starts is None or self._forbidding is None:
+            self._starts = [0, *(end.end() for end in _SENTENCE_END.finditer(self.text))]
+            self._forbidding = [word.start() for word in _FORBIDDEN.finditer(self.text)]
+        start = max(self._starts[bisect_right(self._starts, at) - 1], at - _SENTENCE_REACH)
+        first = bisect_left(self._forbidding, start)
+        return first < len(self._forbidding) and self._forbidding[first] < at
+
+
+def _standing(family: _Family, sentences: _Sentences) -> re.Match[str] | None:
+    """The family's first match in a definition that orders what it says: not forbidden earlier in
+    its sentence (_SAFEGUARDED), not a note that the user does not see what is then passed on."""
+    text = sentences.text
+    if family.name not in _SAFEGUARDED:
+        return family.pattern.search(text)
+    for match in family.pattern.finditer(text):
+        if sentences.forbidden(match.start()):
+            continue
+        if family.name == "tool_shadows" and _DEFERS.search(
+            text, match.start(), match.end() + _PASSED_ON_CHARS
+        ):
+            continue
+        if (
+            family.name == "tool_conceals"
+            and _NOT_SEEN.search(match.group()) is not None
+            and _PASSED_ON.search(text, match.end(), match.end() + _PASSED_ON_CHARS) is not None
+        ):
+            continue
+        return match
+    return None
 
 
 def _branches(expression: str) -> list[str]:
@@ -346,8 +540,9 @@ class PoisoningScorer:
         if not groups:
             return None
         found: dict[str, tuple[float, int, int]] = {}
+        sentences = _Sentences(definition)
         for i, family in enumerate(_FAMILIES):
-            if i in groups and (match := family.pattern.search(definition)) is not None:
+            if i in groups and (match := _standing(family, sentences)) is not None:
                 found[family.name] = (family.weight, match.start(), match.end())
         local_index, credential_index, hand_over_index = (
             len(_FAMILIES),
@@ -370,6 +565,13 @@ class PoisoningScorer:
                         sentence.start(),
                         sentence.end(),
                     )
+        if (
+            len(_GROUPS) - 1 in groups
+            and len(definition) <= _NAME_CHARS
+            and "\n" not in definition
+            and (named := _NAME_TAKES_SECRET.pattern.search(definition)) is not None
+        ):
+            found[TAKE_AND_HAND_OVER] = (TAKE_AND_HAND_OVER_WEIGHT, named.start(), named.end())
         if local is not None and TAKE_AND_HAND_OVER not in found:
             found["tool_names_secret"] = (TAKE_WEIGHT, local.start(), local.end())
         if not found:
