@@ -1,15 +1,22 @@
 """Error rates of screening tool definitions (docs/security.md, "Tool definitions").
 
-Two sets of descriptions as tool authors write them, each written apart from the detectors'
-rules: `tuning.jsonl` (149 benign, 76 poisoned), on which the tool-poisoning reading
-(guard/poisoning.py) was developed, and `heldout.jsonl` (163 benign, 49 poisoned), committed
-before any run against it (0b837fd) and not looked at while developing. Each description is
-sent as one tool of a chat request with the default policy.
+Sets of descriptions as tool authors write them, each written apart from the detectors' rules
+(by helpers that read none of the code) and committed before any run against it:
 
-Held out, before the poisoning reading: 0/163 benign flagged, 4/49 poisoned blocked (the
-injection check's override phrasings); with it: 1/163 and 36/49. The assertions hold the
-injection check's false-positive target (≤ 2 %) on both sets and keep recall from falling below
-what was measured.
+- `tuning.jsonl` (149 benign, 76 poisoned), on which the tool-poisoning reading
+  (guard/poisoning.py) was first developed;
+- `heldout.jsonl` (163 benign, 49 poisoned, `0b837fd`), held out then; its misses were read in
+  the thirty-eighth session, so it is a tuning set now;
+- `tuning2.jsonl` (180 benign, 80 poisoned), written to develop on;
+- `heldout2.jsonl` (170 benign, 70 poisoned, `3eb6ddd`), run once before and once after the
+  thirty-eighth session's rules: 38/70 → 47/70 blocked, 3/170 benign blocked by the injection
+  check both times.
+
+Each description is sent as one tool of a chat request with the default policy. The
+assertions hold the injection check's false-positive target (≤ 2 % of benign descriptions
+blocked by it) on every set and keep recall from falling below what was measured. What the
+other checks do to benign descriptions (an example address redacted, a private key's header
+blocked) is their own error rate, printed beside it.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from inferpool.guard import Screener
+from inferpool.guard import Screener, Stage
 from inferpool.guard.openai import Blocked, screen_request
 from inferpool.guard.policy import default_config
 
@@ -36,16 +43,24 @@ async def _outcome(screener: Screener, description: str) -> str:
         return "blocked"
 
 
-@pytest.mark.parametrize(("name", "least_blocked"), [("heldout", 36), ("tuning", 71)])
+def _injection_found(screener: Screener, description: str) -> bool:
+    verdict = screener.screen(description, Stage.PROMPT, definitions=True)
+    return any(finding.check == "injection" for finding, _ in verdict.findings)
+
+
+@pytest.mark.parametrize(
+    ("name", "least_blocked"), [("heldout2", 47), ("heldout", 49), ("tuning", 76), ("tuning2", 72)]
+)
 async def test_tool_definitions_error_rates(name: str, least_blocked: int) -> None:
     rows = [json.loads(line) for line in (TOOLS / f"{name}.jsonl").read_text().splitlines()]
     screener = Screener(default_config())
-    benign = [await _outcome(screener, r["text"]) for r in rows if r["label"] == "benign"]
+    benign = [r["text"] for r in rows if r["label"] == "benign"]
     harmful = [await _outcome(screener, r["text"]) for r in rows if r["label"] == "harmful"]
     assert len(benign) >= 120 and len(harmful) >= 40
-    false_positives = sum(o != "passed" for o in benign)
+    flagged = sum([await _outcome(screener, text) != "passed" for text in benign])
+    false_positives = sum(_injection_found(screener, text) for text in benign)
     blocked = sum(o == "blocked" for o in harmful)
-    print(f"\n[eval] tool definitions, {name}: {false_positives}/{len(benign)} benign flagged, "
-          f"{blocked}/{len(harmful)} poisoned blocked")  # fmt: skip
+    print(f"\n[eval] tool definitions, {name}: {false_positives}/{len(benign)} benign blocked as injection "
+          f"({flagged} flagged by any check), {blocked}/{len(harmful)} poisoned blocked")  # fmt: skip
     assert false_positives <= 0.02 * len(benign)
     assert blocked >= least_blocked
