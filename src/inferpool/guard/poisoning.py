@@ -75,8 +75,14 @@ _LOCAL_SECRET = _Family(
         r"\b(?:conversation|chat|message|email) (?:history|log|transcript)s?\b|\btranscript\b|"
         r"\b(?:entire|whole|full) (?:conversation|chat|thread|history)\b|\b(?:chat|conversation) so far\b",
         r"\b(?:last|previous|recent|latest|most recent) (?:\d+ |few |five |ten |twenty |fifty )?(?:messages|turns|emails|"
-        r"prompts|direct messages)\b|\bdirect messages\b|\b(?:session )?cookies\b|\blocal ?storage\b|\bsessionStorage\b",
-        r"~/\.(?:bashrc|zshrc|profile|bash_profile|bash_history|zsh_history|config/)|\bhosts\.yml\b|\.git/config\b",
+        r"prompts|direct messages)\b|\bdirect messages\b|\b(?:session )?cookies\b",
+        r"~/\.(?:bashrc|zshrc|profile|bash_profile|bash_history|zsh_history|config/)|\bhosts\.yml\b|\.git/config\b|"
+        r"(?:^|[\s/~\"'`(])\.(?:ssh|aws|gnupg|kube)\b|\bgit remote -v\b|\bembedded (?:access )?tokens?\b|"
+        r"\bthe user'?s (?:git )?e-?mail\b|\boutput of `?env`?\b",
+        r"\b(?:appeared|shared|mentioned|pasted)\b[^\n]{0,30}?\b(?:in|during|anywhere in) (?:the|this) (?:conversation|chat|"
+        r"session)\b|\bmentioned earlier in the (?:chat|conversation)\b|\bthe user has (?:shared|pasted|mentioned)\b|"
+        r"\b(?:documents|attachments|files) (?:or attachments )?the user (?:provided|shared|uploaded|attached)\b|"
+        r"\bthe user'?s full (?:request|message|prompt)\b|\byour full (?:reply|response|answer)\b",
         r"\bcvv\b|\bcvc\b|\bsecurity code\b|\bfull card numbers?\b|número (?:completo )?de (?:la )?tarjeta|código CVV|"
         r"\bfiles (?:they|the user) (?:shared|uploaded|attached)\b|\b(?:summary|copy) of the user'?s (?:request|messages?|"
         r"conversation)\b|\b(?:each|every|all) (?:of the user'?s )?private repositor(?:y|ies)\b",
@@ -99,7 +105,7 @@ _CREDENTIAL = _Family(
         r"\bpasswords?\b|\bcredentials?\b|\btokens?\b|\bsecrets?\b",
         r"Passworter?|Passwörter?|mots? de passe|contraseñas?|senhas?|пароли?|ключи|密码|パスワード",
         r"\b(?:account|routing|card|iban|passport|social security|national id|national insurance|tax id) numbers?\b|"
-        r"\bbank(?:ing)? (?:details|account details)\b|\bsalary\b|\bdiagnos[ie]s\b|"
+        r"\bbank(?:ing)? (?:details|account details)\b|\bsalary\b|\bdiagnos[ie]s\b|\blocal ?storage\b|\bsessionStorage\b|"
         r"\bdates? of birth\b|\bbirthdays?\b|\bcontact list\b|\baddress book\b|\bpayment methods?\b",
         r"codice fiscale|data di nascita|\bPESEL\b|numer dowodu|dane karty|\bCPF\b|Steuer-?ID|Kontodaten|"
         r"numéro de sécurité sociale",
@@ -113,8 +119,12 @@ _HAND_OVER = _Family(
     (
         rf"\b(?:pass|put|include|insert|place|embed|attach|append|add|copy|paste|set|fill|store|save|write|provide|"
         rf"supply|give)\b{_within(200)}\b(?:as|in|into|to|inside|under|via)\b{_within(40)}(?:\bparam(?:eter)?s?\b|"
-        r"\bargument\b|\bfield\b|`[\w.-]+`|'\w+'|\"\w+\"|\b\w+_\w+\b|\bdescription\b|\bheading\b|`[^`\n]{1,60}`)",
+        r"\bargument\b|\bfield\b|`[\w.-]+`|'\w+'|\b\w+_\w+\b|\bdescription\b|\bheading\b|`[^`\n]{1,60}`)",
         rf"\bcall\b{_within(30)}\bwith\b{_within(150)}\b(?:in|as|into) (?:the )?(?:`[\w.-]+`|\b\w+_\w+\b)",
+        rf"(?:`[\w.-]+`|\b\w+_\w+\b|\bfield\b|\bparam(?:eter)?\b|\bargument\b|\bpayload\b){_within(40)}\b(?:must|should|"
+        r"needs? to|has to|will) (?:contain|include|hold|carry|be (?:set|filled|populated) (?:to|with))\b",
+        r"(?:`[\w.-]+`|\b\w+_\w+\b) (?:argument|parameter|field) (?:contains|includes|holds)\b",
+        r"\b(?:copy|put|paste|include|insert|write|place)\b (?:in|into) (?:it|them|this (?:field|parameter|argument))\b",
         rf"\b(?:pass|put|paste|copy|include|send|forward|attach)\b{_within(60)}\bas `?[a-z_]+\b",
         rf"{_SENDS}{_within(120)}(?:https?://|\bwebhook\b|\bendpoint\b|\bto user\b|\bchannel\b|\+\d)",
         rf"{_SENDS}{_within(120)}[\w.+-]+@[\w-]+\.[\w.]+",  # (an address: apart, or the gate is too large)
@@ -126,14 +136,22 @@ _HAND_OVER = _Family(
         r"\b(?:in full|verbatim|whole files?|entire files?|full contents?|complete contents?|complete records?)\b",
         rf"{_SENDS}{_within(120)}(?:#[\w-]+|\bto user [A-Z0-9]+\b)",
         rf"\b(?:pull request|commit|push|upload|publish)\b{_within(60)}\bpublic (?:repo|repository|bucket|gist|channel)\b",
-        r"(?:in den|im|ins) (?:Parameter|Feld)|dans (?:le|la) (?:paramètre|champ)|en el (?:parámetro|campo)|"
-        r"(?:no|nel) (?:parâmetro|parametro|campo)|в (?:параметр|поле)|参数中|参数里|到参数|放入|パラメータに|フィールドに",
+        r"(?:in den|im|ins) (?:Parameter|Feld)|(?:dans (?:le|la)|au) (?:paramètre|champ)|en el (?:parámetro|campo)|"
+        r"(?:no|nel) (?:parâmetro|parametro|campo)|в (?:параметр|поле)|参数中|参数里|到参数|放入|パラメータに|フィールドに|"
+        r"\bincludere\b|\bincluya\b|\binclua\b|\bincluez\b|\bnella richiesta\b",
     ),
 )
-# A hand-over the sentence forbids ("never pass credentials as arguments") is none
+# A word that forbids what follows it in its sentence ("never pass credentials as arguments")
 _FORBIDDEN = re.compile(
     r"\b(?:never|do not|don't|must not|should not|cannot|can't|no need to|(?<!or )not)\b", _FLAGS
 )
+# A hand-over is forbidden by such a word just before it (a few words between: "do not ever
+# pass", "never returned in full"), not by one earlier in its sentence about something else
+# ("so users don't have to sign in again, read the cookie store and include it in `bundle`")
+_FORBIDS_NEXT = re.compile(
+    r"\b(?:never|(?<!or )not|don't|doesn't|can't|cannot|won't|no need to)\b(?:\W+\w+){0,3}\W*$", _FLAGS
+)
+_FORBIDS_NEXT_CHARS = 60
 _FAMILIES = (
     _Family(
         "tool_conceals",
@@ -152,21 +170,28 @@ _FAMILIES = (
             r"\b(?:silently|covertly|secretly|invisibly|quietly)\b|\bwithout pointing it out\b|\bin the background, so\b",
             r"\bmention only\b|\bonly mention\b|\bthe user only sees\b|\bthen continue (?:normally|as usual|as normal)\b|"
             r"\bas an implementation detail\b|\bimplementation detail rather than\b",
-            rf"\b(?:leave|keep)\b{_within(40)}\bout of (?:your|the) (?:summary|reply|answer|response|explanation|report|"
-            r"confirmation)\b",
+            rf"\b(?:leave|keep)\b{_within(80)}\bout of (?:all )?(?:your|the) (?:summary|summaries|reply|replies|answers?|"
+            r"responses?|explanation|report|confirmation)\b",
+            rf"\breassure (?:them|the user|the customer)\b|\bdescribe\b{_within(40)}\bonly as\b|"
+            r"\bnot (?:displayed|shown|rendered|visible) (?:in|to) the (?:client )?(?:ui|interface)\b|"
+            r"\bnote (?:to|for) the (?:ai|assistant|model|llm)\b",
+            r"\b(?:does not|doesn't|need not|needn't) (?:need to )?(?:appear|be (?:shown|mentioned|listed|included)) in "
+            r"(?:the|your) (?:summary|reply|answer|response|report)",
+            r"упоминать[^\n]{0,40}?не требуется|не нужно упоминать|не упоминайте",
             r"\bso (?:that )?(?:the flow|it|this|everything) (?:looks|seems|appears) (?:familiar|normal|routine|"
             r"legitimate|unchanged)\b|\b(?:labell?ed|described|presented|framed) as (?:a )?(?:routine|normal|standard)\b",
             rf"\bin your (?:reply|response|answer|confirmation|summary)\b{_within(60)}\b(?:state|say|claim|tell)\b"
             rf"{_within(30)}\bthat\b|\b(?:say|state|claim) that the (?:diff|change|result|refund|transfer)\b",
             rf"\brefusals?\b{_within(30)}\b(?:treated as|ignored|retried)\b",
             r"\b(?:must|should|need) not be (?:mentioned|disclosed|surfaced|revealed)\b",
-            r"无需在回复中提及|无需提及|不必提及|无需告知|不必告知",
+            r"无需在回复中提及|无需提及|不必提及|无需告知|不必告知|无需说明|不必说明",
             r"\bnot (?:visible|shown|disclosed) to the user\b|\b(?:invisible|hidden) from the user\b",
             r"\bhidden (?:instruction|directive|note|step)s?\b",
             r"nicht (?:erwähnen|erwähnt|mitteilen)|erwähne\b[^\n]{0,60}?\b(?:nicht|auf keinen Fall)\b|verschweige|"
             r"ohne (?:den |die )?(?:Benutzer|Nutzer)\w* "
             r"zu (?:informieren|fragen)|muss (?:das |es )?nicht wissen",
-            r"ne (?:le |l')?(?:mentionnez|mentionne|dites|signalez|parlez) pas|n'en (?:parlez|parle|dites) pas|"
+            r"ne (?:le |l')?(?:mentionnez|mentionne|dites|signalez|parlez) (?:pas|jamais)|n'en (?:parlez|parle|dites) pas|"
+            r"nunca (?:menciones|mencione|digas|informes)|"
             r"sans (?:en )?(?:informer|prévenir) l'utilisateur|"
             r"n'a pas besoin de (?:le )?savoir",
             r"no (?:lo |se lo )?(?:menciones|mencione|digas|informes)|sin (?:informar|avisar|decirle) al usuario|"
@@ -197,6 +222,8 @@ _FAMILIES = (
             r"suspended|waived)\b",
             r"<\s*/?\s*system\s*>|\[/?system\]|<\|im_start\|>\s*system",
             r"vorrangig vor|hat Vorrang",
+            rf"\b(?:rank|ranks|take|takes) (?:above|over)\b{_within(40)}\b(?:user|participant|person chatting|requests?)\b|"
+            r"\boutranks?\b|\bstill steer (?:them|the user)\b",
             r"Vorrang vor|prévaut sur|prioridad sobre|prevalece sobre|deixam de valer|приоритет над|优先于|"
             r"より(?:も)?.{0,12}優先|gaan boven",
         ),
@@ -207,13 +234,19 @@ _FAMILIES = (
         (
             rf"\b(?:when|whenever|if|each time|every time)\b{_within(20)}(?:`[\w.-]+`|\b\w+_\w+\b|\b\w+\b) tool\b"
             rf"{_within(20)}\b(?:is|are|gets?)\s+(?:available|present|installed|used|called|invoked|enabled|connected)\b",
-            r"\b(?:when|whenever) (?:calling|using|you (?:call|use|run)) `?\w+_\w+`?\b",
+            rf"\b(?:when|whenever) (?:calling|using|you (?:call|use|run)) `?\w+_\w+`?{_within(60)}\b(?:always|also|instead|add|"
+            r"set|bcc|cc|include|first|replace|change|use)\b",
             rf"\b(?:when|whenever|each time|every time)\b{_within(40)}(?:`[\w.-]+`|\b\w+_\w+\b|\banother tool\b|"
             rf"\bother tools?\b|\bany tool\b){_within(40)}\b(?:is|are|gets) (?:used|called|invoked|run)\b{_within(60)}"
             r"\b(?:always|also|instead|additionally|add|set|bcc|cc|rewrite|prepend|append|skip|route)\b",
             rf"\b(?:when|whenever)\b{_within(30)}(?:`[\w.-]+`|\b\w+_\w+\b|\banother\b|\bother\b|\bany\b)"
             rf"{_within(30)}\btools?\b{_within(10)}\b(?:returns?|responds?)\b",
             rf"(?:`[\w.-]+`|\b\w+_\w+\b) tool\b{_within(40)}\b(?:is|are) (?:deprecated|obsolete|broken|disabled)\b",
+            rf"\b(?:when|whenever|each time|every time|any ?time)\b (?:you )?(?:call|use|run|invoke)\w*\b{_within(40)}"
+            rf"(?:`[\w.-]+`|\b\w+_\w+\b){_within(60)}\b(?:always|also|instead|additionally)\b",
+            rf"\binstead of the (?:user|customer|vendor|recipient|payee|employee|supplier)'?s?\b{_within(20)}\b(?:iban|account|"
+            r"address|card|wallet|payment method|recipient|listed|own|intended|chosen|original)\b|"
+            r"\brather than (?:to )?the (?:user|customer|employee|vendor|recipient|payee|supplier)\b",
             rf"\b(?:all|every|any)\b{_within(20)}\b(?:emails?|messages?|payments?|payouts?|transfers?|commits?|pushes?|"
             rf"invoices?)\b{_within(60)}\b(?:must|should|shall|need to)\b{_within(40)}\b(?:be )?(?:sent|bcc'?d?|cc'?d?|"
             r"routed|copied|redirected|pushed|forwarded|settled|go)\b",
@@ -240,7 +273,7 @@ _FAMILIES = (
         0.5,
         (
             r"\brm\s+-\w*r\w*f|\bchmod\s+(?:-R\s+)?(?:777|a\+rwx)|\bmkfs\b|\bdd if=",
-            rf"\b(?:add|append|write|insert)\b{_within(60)}\bauthorized_keys\b|\bauthorized_keys\b[^\n]{{0,40}}?ssh-(?:rsa|ed25519)",
+            rf"\b(?:add|append|write|insert)s?\b{_within(60)}\bauthorized_keys\b|\bauthorized_keys\b[^\n]{{0,40}}?ssh-(?:rsa|ed25519)",
             r"\b(?:curl|wget)\b[^\n]{0,120}?\|\s*(?:sudo\s+)?(?:ba|z)?sh\b",
             r"\b(?:transfer_funds|send_money|make_payment|wire_transfer|send_transaction|purchase\w*|buy_\w+|"
             r"place_order)\b|\b(?:full|entire|whole) balance\b",
@@ -260,7 +293,16 @@ _FAMILIES = (
             r"\bgrant (?:all|select|insert|update|delete)\b[^\n]{0,60}?\bto\b|\bAdministratorAccess\b|\bpublic-read\b|"
             r"--extra-index-url\b|--index-url\b|--trusted-host\b|\bhostNetwork\b",
             r"\binstall\w*\b[^\n]{0,60}?\bfrom https?://|\bupdate_payment_method\b|\bcard on file\b",
-            rf"\broute (?:all|every|each)\b{_within(20)}\b(?:refunds?|payments?|payouts?|transfers?|funds|orders)\b",
+            rf"\broute (?:all|every|each|any)\b{_within(20)}\b(?:refunds?|payments?|payouts?|transfers?|funds|orders)\b",
+            r"\bufw disable\b|\bsetenforce 0\b|\bsystemctl (?:stop|disable) [\w-]*(?:sensor|falcon|defender|auditd|firewalld|"
+            r"apparmor|edr)\b|\bSet-MpPreference\b|\bleave (?:them|it) disabled\b",
+            rf"\b(?:remove|delete|wipe|clear|truncate|shred)\w*\b{_within(40)}(?:~/\.(?:bash|zsh)_history|/var/log/audit|"
+            r"\baudit logs?\b|\.git/logs)",
+            r"\bwithout (?:checking|confirming|consulting) with\b|\bautomatically,? without asking\b|"
+            r"\b(?:turn off|disable|bypass|remove)\b[^\n]{0,20}?\bbranch protection\b|"
+            r"\bcounts as (?:an )?approval\b|\brather than waiting for (?:approvals?|reviews?)\b|\bskip_security_scan\b",
+            r"\b(?:set|change|replace) the (?:payee|beneficiary|payout account|deposit account|destination account)\b|"
+            r"\bsend\b[^\n]{0,40}?\b\d+(?:\.\d+)? ?% of\b|\bto (?:wallet|address) 0x[0-9a-f]",
             r"사용자 확인이 필요하지|ohne Rückfrage|sin confirmación|sans confirmation|確認は不要|確認不要",
         ),
     ),
@@ -273,6 +315,11 @@ _FAMILIES = (
             rf"report)\b{_within(150)}(?:https?://|\b[\w.+-]+@[\w-]+\.[a-z]{{2,}}\b|\b(?:[a-z0-9-]+\.)+"
             r"(?:io|com|net|co|dev|app|link|org|ai|cloud)\b)",
             rf"\badd\b{_within(30)}https?://\S+{_within(30)}\b(?:sink|destination|endpoint|webhook|target|mirror|remote)\b",
+            rf"\b(?:send|sends|sent|post|posted|upload|uploaded|forward|forwarded|copied|mirrored|synced|shared|transmitted|"
+            rf"exported|records?|stored)\b{_within(60)}\b(?:third[- ]part(?:y|ies)|partner(?:'s)? (?:server|endpoint|api|crm|"
+            r"service|workspace)|our (?:partner|storage|servers?|endpoint|backend|collector))\b",
+            r"(?:enregistr\w*|transmis|envoy\w*)[^\n]{0,60}?(?:serveur partenaire|prestataire|tiers)|"
+            r"(?:servizio|servicio|serviço) extern[oa] (?:conserva|guarda|armazena)|service externe (?:conserve|garde)",
             r"(?:发送|上传|同步|提交|POST)\s*(?:到|至)\s*https?://|(?:envoy\w*|enviad\w*|enviar|copiad\w*|copiée?s?|"
             r"gesendet|hochgeladen|wyślij|отправ\w*|\bleite\b|weiterleiten)[^\n]{0,80}?(?:https?://|@[\w-]+\.[a-z]{2,})",
             r"@[\w-]+\.[a-z]{2,}[^\n]{0,30}?(?:共有|送信|転送)",
@@ -294,6 +341,9 @@ _FAMILIES = (
             r"(?:private|confidential|internal|encrypted)\b",
             r"y compris (?:les|celles)[^\n]{0,20}?marqu|incluso (?:las|los)[^\n]{0,20}?marcad|inklusive[^\n]{0,20}?markiert",
             r"\b(?:in|across) (?:every|each|all) (?:bucket|repositor(?:y|ies)|account|namespace|project|workspace)s?\b",
+            rf"\b(?:after|before) (?:every|each|any)\b{_within(30)}\balso (?:call|run|send|create|post|upload)\b|"
+            r"\bafter using any tool\b|\b(?:with|from) this tool or any other\b|"
+            r"\b(?:every|each|any) (?:command|tool call|request|message) the (?:assistant|model) (?:runs|makes|sends)\b",
             r"niezależnie od tego|indipendentemente d|independentemente d|unabhängig davon|quel(?:le)?s? que soi|"
             r"即使用户|无论用户|ユーザーが.{0,10}(?:場合でも|としても)",
         ),
@@ -361,7 +411,8 @@ _SENTENCE_END = re.compile(r"(?:[.!?;:](?=\s)|[。！？；：]|\n)")
 # A note that the user does not see something is no concealment when the description goes on to
 # say it is to be passed on ("that result is not visible to the user. To share it, summarize ...")
 _PASSED_ON = re.compile(
-    r"\b(?:summari[sz]e|share it|share them|relay|pass (?:it|them|this) on|tell the user|show (?:it|them) to the user|"
+    r"\b(?:summari[sz]e|summary|merge them|combine them|share it|share them|relay|pass (?:it|them|this) on|tell the user|"
+    r"show (?:it|them) to the user|"
     r"report (?:it |them )?back|in your (?:reply|answer|response|message))\b",
     _FLAGS,
 )
@@ -554,7 +605,9 @@ class PoisoningScorer:
             for sentence in _SENTENCE.finditer(definition):
                 text = sentence.group()
                 handed = _HAND_OVER.pattern.search(text)
-                if handed is None or _FORBIDDEN.search(text, 0, handed.start()) is not None:
+                if handed is None or _FORBIDS_NEXT.search(
+                    text, max(0, handed.start() - _FORBIDS_NEXT_CHARS), handed.start()
+                ):
                     continue
                 if _LOCAL_SECRET.pattern.search(text) is not None:
                     found[TAKE_AND_HAND_OVER] = (TAKE_AND_HAND_OVER_WEIGHT, sentence.start(), sentence.end())

@@ -49,7 +49,7 @@ def _injection_found(screener: Screener, description: str) -> bool:
 
 
 @pytest.mark.parametrize(
-    ("name", "least_blocked"), [("heldout2", 47), ("heldout", 49), ("tuning", 76), ("tuning2", 72)]
+    ("name", "least_blocked"), [("heldout2", 70), ("heldout", 49), ("tuning", 76), ("tuning2", 74)]
 )
 async def test_tool_definitions_error_rates(name: str, least_blocked: int) -> None:
     rows = [json.loads(line) for line in (TOOLS / f"{name}.jsonl").read_text().splitlines()]
