@@ -503,6 +503,29 @@ def _stream_delta_parts(data: Any) -> list[tuple[int, str]]:
     kind = data.get("type")
     parts: list[tuple[int, str]] = []
     if kind is None:
+        # Most events: one choice, whose delta is its next text or one call's next fragment (what
+        # the general reading below gives for them, without its walk)
+        choices = data.get("choices")
+        if (
+            type(choices) is list
+            and len(choices) == 1
+            and type(choice := choices[0]) is dict
+            and "text" not in choice
+        ):
+            inner = choice.get("delta")
+            if type(inner) is dict and len(inner) == 1:
+                index = choice.get("index", 0)
+                number = index if type(index) is int and index >= 0 else 0
+                if type(content := inner.get("content")) is str:
+                    return [(2 * number, content)]
+                if (
+                    type(calls_sent := inner.get("tool_calls")) is list
+                    and len(calls_sent) == 1
+                    and type(call := calls_sent[0]) is dict
+                    and type(function := call.get("function")) is dict
+                    and type(arguments := function.get("arguments")) is str
+                ):
+                    return [(_tool_key(number, call.get("index", 0), 0), arguments)]
         calls: list[tuple[int, dict[str, Any]]] | None = None  # (choices with tool calls: few)
         for place, choice in enumerate(_choice_list(data)):
             if not isinstance(choice, dict):

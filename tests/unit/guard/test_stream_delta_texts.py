@@ -73,3 +73,25 @@ async def test_an_event_of_an_unexpected_shape_passes_through_unchanged() -> Non
     for event in (b'data: {"choices": 1}\n\n', b'data: {"type": ["a"], "delta": "x"}\n\n'):
         stream = StreamScreener(screener, "m")
         assert await stream.feed(event) + stream.flush() == event
+
+
+_FUNCTION = _object(arguments=_VALUE, name=_TEXT)
+_CALL = _object(index=st.one_of(st.integers(-2, 3), _OTHER), function=_FUNCTION, id=_TEXT)
+_DELTA = _object(content=_VALUE, tool_calls=st.one_of(st.lists(_CALL, max_size=2), _OTHER), reasoning=_VALUE)
+_ONE_CHOICE = _object(delta=_DELTA, index=st.one_of(st.integers(-2, 3), _OTHER), text=_VALUE)
+
+
+@settings(max_examples=500)
+@given(choice=_ONE_CHOICE)
+@example(choice={"index": 0, "delta": {"tool_calls": [{"index": 1, "function": {"arguments": "{"}}]}})
+@example(choice={"index": -1, "delta": {"content": "d"}})
+@example(choice={"index": 2, "delta": {"content": "d"}})
+@example(choice={"index": 1, "delta": {"tool_calls": [{"function": {"arguments": "1"}}]}})
+@example(
+    choice={"index": 1, "delta": {"tool_calls": [{"index": 2, "function": {"arguments": "1"}}]}, "text": 5}
+)
+def test_one_choices_event_is_read_as_the_general_reading_reads_it(choice: Any) -> None:
+    """Most events hold one choice, whose delta is one text or one call's fragment: read without
+    the general walk, with the same keys and texts (a second, empty place in `choices` sends the
+    same choice through the general reading: a choice that is no object is passed over)."""
+    assert _stream_delta_parts({"choices": [choice]}) == _stream_delta_parts({"choices": [choice, None]})
