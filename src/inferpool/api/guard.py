@@ -96,6 +96,9 @@ class GuardCheck(Model):
     hex_entropy_limit: Annotated[float, Field(ge=0.0, le=8.0)] | None = None
     # PromptInjection: the score (0-1] from which the check acts.
     threshold: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
+    # PromptInjection: the score (0-1] from which its reading of tool definitions for tool
+    # poisoning acts (default: `threshold`; 1 turns that reading off, as no score reaches it).
+    tool_threshold: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
 
     @field_validator("phone_regions")
     @classmethod
@@ -125,6 +128,8 @@ class GuardCheck(Model):
             raise ValueError("base64EntropyLimit and hexEntropyLimit are only valid for type Secrets")
         if self.threshold is not None and self.type != "PromptInjection":
             raise ValueError("threshold is only valid for type PromptInjection")
+        if self.tool_threshold is not None and self.type != "PromptInjection":
+            raise ValueError("toolThreshold is only valid for type PromptInjection")
         if self.type == "DenyList" and not self.terms:
             raise ValueError("a DenyList check needs at least one term")
         if self.terms and self.type != "DenyList":

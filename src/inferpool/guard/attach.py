@@ -69,6 +69,7 @@ def _check(c: GuardCheck) -> CheckConfig:
         base64_entropy_limit=_given(c.base64_entropy_limit, defaults.base64_entropy_limit),
         hex_entropy_limit=_given(c.hex_entropy_limit, defaults.hex_entropy_limit),
         threshold=_given(c.threshold, defaults.threshold),
+        tool_threshold=c.tool_threshold,
     )
 
 

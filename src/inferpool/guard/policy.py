@@ -35,6 +35,9 @@ class CheckConfig:
     base64_entropy_limit: float = 4.5  # secrets: bits per character above which a quoted string is a key
     hex_entropy_limit: float = 3.0
     threshold: float = 0.5  # injection: the score from which the check acts
+    # injection: the score from which its reading of tool definitions for tool poisoning acts
+    # (None: `threshold`; 1: never, as no score reaches it)
+    tool_threshold: float | None = None
 
 
 @dataclass(frozen=True)

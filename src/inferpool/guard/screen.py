@@ -139,7 +139,7 @@ def _detector(check: CheckConfig) -> Detector:
         from inferpool.guard.poisoning import PoisoningScorer
 
         scorer = InjectionScorer(check.threshold)
-        poisoning = PoisoningScorer(check.threshold)
+        poisoning = PoisoningScorer(check.threshold if check.tool_threshold is None else check.tool_threshold)
 
         def find_injection(text: str, scan: Prescan, after_system: bool, definitions: bool) -> list[Finding]:
             found = (

@@ -55,14 +55,14 @@ def test_detector_knobs_reach_the_checks() -> None:
             "gw",
             "{type: PII, piiTypes: [Phone, InAadhaar, GbNINO], phoneRegions: [gb, IN]},"
             " {type: Secrets, base64EntropyLimit: 5.0, hexEntropyLimit: 0},"
-            " {type: PromptInjection, threshold: 0.7}",
+            " {type: PromptInjection, threshold: 0.7, toolThreshold: 0.6}",
         )
     )
     assert m.ok, m.errors
     pii, secrets, injection = to_config(m.guard_policies[0]).checks
     assert pii.pii_types == ("phone", "in_aadhaar", "gb_nino") and pii.phone_regions == ("GB", "IN")
     assert (secrets.base64_entropy_limit, secrets.hex_entropy_limit) == (5.0, 0.0)
-    assert injection.threshold == 0.7
+    assert injection.threshold == 0.7 and injection.tool_threshold == 0.6
     plain = load_text(policy("p", "Gateway", "gw", "{type: PII}, {type: Secrets}, {type: PromptInjection}"))
     pii, secrets, injection = to_config(plain.guard_policies[0]).checks
     assert pii.phone_regions == ("US",) and secrets.base64_entropy_limit == 4.5 and injection.threshold == 0.5
@@ -71,6 +71,11 @@ def test_detector_knobs_reach_the_checks() -> None:
 def test_detector_knob_errors_name_the_field() -> None:
     cases = {
         "{type: PII, threshold: 0.5}": ("spec.checks[0]", "threshold is only valid for type PromptInjection"),
+        "{type: Secrets, toolThreshold: 0.6}": (
+            "spec.checks[0]",
+            "toolThreshold is only valid for type PromptInjection",
+        ),
+        "{type: PromptInjection, toolThreshold: 1.5}": ("spec.checks[0].toolThreshold", "1"),
         "{type: PII, phoneRegions: [XX]}": ("spec.checks[0].phoneRegions", "unknown phone regions ['XX']"),
         "{type: Secrets, base64EntropyLimit: 9}": ("spec.checks[0].base64EntropyLimit", "8"),
         "{type: PromptInjection, threshold: 0}": ("spec.checks[0].threshold", "0"),
