@@ -1300,9 +1300,14 @@ class StreamScreener:
                 await self._finish_choices(data)
             return await self._repeats(head, data, event)
         # (a tool call's arguments come last in an event: what each adds to its call's reading)
-        fragments = self._fragments(parts) if parts[-1][0] < 0 else None
-        if fragments is not None:  # (the streams hold a call's reading: its escapes decoded)
-            parts = [(k, t if f is None else f.read) for (k, t), f in zip(parts, fragments, strict=True)]
+        fragments: list[_Fragment | None] | None = None
+        if parts[-1][0] < 0:  # (the streams hold a call's reading: its escapes decoded)
+            if len(parts) == 1:  # (most events of a streamed call: its next fragment alone)
+                fragment = self._fragment(*parts[0])
+                fragments, parts = [fragment], [(parts[0][0], fragment.read)]
+            else:
+                fragments = [None if k >= 0 else self._fragment(k, t) for k, t in parts]
+                parts = [(k, t if f is None else f.read) for (k, t), f in zip(parts, fragments, strict=True)]
         key = parts[0][0]
         if len(parts) == 1 or all(k == key for k, _ in parts):
             new = parts[0][1] if len(parts) == 1 else "".join(t for _, t in parts)
@@ -1348,26 +1353,19 @@ class StreamScreener:
                 return self._redacted(head, data, event, _map_stream_deltas, fragments)
         return event
 
-    def _fragments(self, parts: list[tuple[int, str]]) -> list[_Fragment | None]:
-        """For each part that is a tool call's arguments, what it adds to the call's reading (its
-        escapes decoded; one it ends inside is read with the next) and the JSON state where it
-        starts; None for a text."""
-        out: list[_Fragment | None] = []
-        for key, text in parts:
-            if key >= 0:
-                out.append(None)
-                continue
-            state = self._json.get(key, jsontext.OUTSIDE)
-            self._json[key] = jsontext.advance(text, state)
-            unread = self._unread.get(key, "")
-            if not unread and "\\" not in text:  # (most fragments: nothing to decode)
-                out.append(_Fragment(state, "", len(text), text))
-                continue
-            whole = unread + text
-            cut = jsontext.unfinished_escape(whole)
-            self._unread[key] = whole[cut:]
-            out.append(_Fragment(state, unread, cut - len(unread), jsontext.decoded(whole[:cut])))
-        return out
+    def _fragment(self, key: int, text: str) -> _Fragment:
+        """What a fragment of a tool call's arguments (key < 0) adds to the call's reading (its
+        escapes decoded; one it ends inside is read with the next), and the JSON state where it
+        starts."""
+        state = self._json.get(key, jsontext.OUTSIDE)
+        self._json[key] = jsontext.advance(text, state)
+        unread = self._unread.get(key, "")
+        if not unread and "\\" not in text:  # (most fragments: nothing to decode)
+            return _Fragment(state, "", len(text), text)
+        whole = unread + text
+        cut = jsontext.unfinished_escape(whole)
+        self._unread[key] = whole[cut:]
+        return _Fragment(state, unread, cut - len(unread), jsontext.decoded(whole[:cut]))
 
     def _note_texts(
         self, parts: list[tuple[int, str]], head: bytes, data: Any, fragments: list[_Fragment | None] | None
