@@ -165,6 +165,9 @@ _NAME_BREAK = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|[_.\-/:]+")
 def name_words(name: str) -> str:
     """A name as the words it is made of ("content_from_reading_ssh_id_rsa", "readSshKey": what
     the model reads in it); a name without a break stays as it is."""
+    if name.islower() and "-" not in name and "." not in name and "/" not in name and ":" not in name:
+        # (snake case, most names: no camel-case break, only underscores; ≈0.3 µs, not ≈1.7)
+        return " ".join(filter(None, name.split("_"))) if "_" in name else name
     return " ".join(w for w in _NAME_BREAK.split(name) if w) if _NAME_BREAK.search(name) else name
 
 

@@ -28,6 +28,7 @@ import functools
 import re
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
+from typing import cast
 
 import hyperscan
 
@@ -532,7 +533,9 @@ def _gate() -> Gate:
                     owners.append(i)
                 else:
                     others[i].append(branch)
-    flags = hyperscan.HS_FLAG_CASELESS | hyperscan.HS_FLAG_SINGLEMATCH
+    # (every match reported, not each expression's first: a request's definitions are read in one
+    # pass, each match's end telling which definition it is in)
+    flags = hyperscan.HS_FLAG_CASELESS
     scripts = tuple(
         re.compile("|".join(f"(?:{b})" for b in branches), _FLAGS) if branches else None
         for branches in others
@@ -545,6 +548,10 @@ def _note_group(_id: int, _start: int, _end: int, _flags: int, found: object) ->
     found.add(_id)
 
 
+def _note_end(_id: int, _start: int, end: int, _flags: int, found: object) -> None:
+    cast("list[tuple[int, int]]", found).append((_id, end))
+
+
 class PoisoningScorer:
     """Scores each definition of a request's tool definitions (paragraphs of the joined text)."""
 
@@ -554,16 +561,45 @@ class PoisoningScorer:
 
     def find(self, text: str) -> list[Finding]:
         best: tuple[float, str, int, int] | None = None
+        paragraphs = text.split(DEFINITIONS_APART)
+        # An ASCII text is gated in one pass (most definitions are names and short descriptions,
+        # which the gate finds nothing in: ≈2 µs each to scan alone); any other, one by one (a
+        # lower-cased letter may take two characters: the offsets would not be the text's)
+        gated = self._groups_each(text, paragraphs) if text.isascii() else None
         start = 0
-        for paragraph in text.split(DEFINITIONS_APART):
+        for i, paragraph in enumerate(paragraphs):
             end = start + len(paragraph)
-            scored = self.score(paragraph)
+            groups = self._groups(paragraph) if gated is None else gated[i]
+            scored = self._score(paragraph, groups) if groups else None
             if scored is not None and scored[0] >= self.threshold and (best is None or scored[0] > best[0]):
                 best = (scored[0], scored[1], start + scored[2], start + scored[3])
             start = end + len(DEFINITIONS_APART)
         if best is None:
             return []
         return [Finding("injection", best[1], best[2], best[3])]
+
+    def _groups_each(self, text: str, paragraphs: list[str]) -> list[set[int]]:
+        """The groups the gate reports in each paragraph of an ASCII text, from one scan: a match
+        belongs to the paragraph its end is in (one that spans two, which a regular expression
+        of one definition cannot match, is reported for the second: the gate may over-report)."""
+        ends: list[tuple[int, int]] = []
+        self._database.scan(
+            text.lower().encode("ascii"),
+            match_event_handler=_note_end,
+            context=ends,
+            scratch=self._scratch.clone(),
+        )
+        found: list[set[int]] = [set() for _ in paragraphs]
+        if not ends:
+            return found
+        bounds, at = [], 0
+        for paragraph in paragraphs:
+            at += len(paragraph) + len(DEFINITIONS_APART)
+            bounds.append(at)
+        owners = self._owners
+        for expression, end in ends:
+            found[min(bisect_right(bounds, end - 1), len(paragraphs) - 1)].add(owners[expression])
+        return found
 
     def _groups(self, definition: str) -> set[int]:
         """The groups (indices in _GROUPS) the gate reports in a definition."""
@@ -588,8 +624,10 @@ class PoisoningScorer:
     def score(self, definition: str) -> tuple[float, str, int, int] | None:
         """(score, the heaviest family, where its match is) of one definition; None: no signal."""
         groups = self._groups(definition)
-        if not groups:
-            return None
+        return self._score(definition, groups) if groups else None
+
+    def _score(self, definition: str, groups: set[int]) -> tuple[float, str, int, int] | None:
+        """`score`, given the groups the gate reports in the definition."""
         found: dict[str, tuple[float, int, int]] = {}
         sentences = _Sentences(definition)
         for i, family in enumerate(_FAMILIES):

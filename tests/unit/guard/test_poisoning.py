@@ -136,3 +136,25 @@ async def test_the_tool_threshold_sets_the_poisoning_readings_bar_apart() -> Non
         assert await screen_request(screener(bar), one_signal, "m") == one_signal
         with pytest.raises(Blocked, match="injection"):
             await screen_request(screener(bar), override, "m")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from([t for t in TEXTS if t.isascii()]), min_size=1, max_size=8))
+def test_one_pass_over_a_requests_definitions_reports_what_each_alone_holds(texts: list[str]) -> None:
+    """The gate reads an ASCII request's definitions in one pass and gives each match to the
+    definition its end is in: each gets every group its own expressions find."""
+    joined = DEFINITIONS_APART.join(texts)
+    scorer = PoisoningScorer(0.5)
+    paragraphs = joined.split(DEFINITIONS_APART)
+    for paragraph, reported in zip(paragraphs, scorer._groups_each(joined, paragraphs), strict=True):
+        assert _found_by_expressions(paragraph) <= reported, paragraph
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="abcXYZ09_-.:/ßİ", max_size=14))
+def test_a_names_words_are_the_same_by_either_reading(name: str) -> None:
+    """Snake-case names take a short way to their words; it gives what the general split gives."""
+    from inferpool.guard.openai import _NAME_BREAK, name_words
+
+    general = " ".join(w for w in _NAME_BREAK.split(name) if w) if _NAME_BREAK.search(name) else name
+    assert name_words(name) == general
