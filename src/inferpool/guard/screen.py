@@ -162,8 +162,12 @@ def _detector(check: CheckConfig) -> Detector:
                 if scan.injection
                 else []
             )
-            # (tool definitions are also read for what a poisoned tool asks of the model)
-            return poisoning.find(text) if definitions and not found else found
+            # (tool definitions are also read for what a poisoned tool asks of the model, through
+            # the disguises the other checks read through: an order in Unicode tag characters,
+            # which a model reads and a reviewer does not see)
+            if definitions and not found:
+                return _read_through_readings(text, poisoning.find(text), poisoning.find, scan)
+            return found
 
         return find_injection
     if check.check == "denylist":
