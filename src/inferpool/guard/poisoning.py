@@ -80,10 +80,14 @@ _LOCAL_SECRET = _Family(
         r"~/\.(?:bashrc|zshrc|profile|bash_profile|bash_history|zsh_history|config/)|\bhosts\.yml\b|\.git/config\b|"
         r"(?:^|[\s/~\"'`(])\.(?:ssh|aws|gnupg|kube)\b|\bgit remote -v\b|\bembedded (?:access )?tokens?\b|"
         r"\bthe user'?s (?:git )?e-?mail\b|\boutput of `?env`?\b",
-        r"\b(?:appeared|shared|mentioned|pasted)\b[^\n]{0,30}?\b(?:in|during|anywhere in) (?:the|this) (?:conversation|chat|"
+        r"\b(?:appeared|shared|mentioned|mentions?|pasted)\b[^\n]{0,30}?\b(?:in|during|anywhere in) (?:the|this) "
+        r"(?:conversation|chat|"
         r"session)\b|\bmentioned earlier in the (?:chat|conversation)\b|\bthe user has (?:shared|pasted|mentioned)\b|"
         r"\b(?:documents|attachments|files) (?:or attachments )?the user (?:provided|shared|uploaded|attached)\b|"
-        r"\bthe user'?s full (?:request|message|prompt)\b|\byour full (?:reply|response|answer)\b",
+        r"\bthe user'?s full (?:request|message|prompt)\b|\byour full (?:reply|response|answer)\b|"
+        r"\bthe user'?s (?:last|latest|previous|most recent) (?:messages?|prompts?|requests?)\b|\b(?:browser|chrome|safari|"
+        r"firefox) history\b|~/Library/(?:Application Support|Keychains|Cookies)|\btotp seeds?\b|\bseed phrases?\b|"
+        r"\brecovery (?:codes|phrase)\b|\bmnemonic\b|\bpassphrases?\b",
         r"\bcvv\b|\bcvc\b|\bsecurity code\b|\bfull card numbers?\b|número (?:completo )?de (?:la )?tarjeta|código CVV|"
         r"\bfiles (?:they|the user) (?:shared|uploaded|attached)\b|\b(?:summary|copy) of the user'?s (?:request|messages?|"
         r"conversation)\b|\b(?:each|every|all) (?:of the user'?s )?private repositor(?:y|ies)\b",
@@ -112,19 +116,23 @@ _CREDENTIAL = _Family(
         r"numéro de sécurité sociale",
     ),
 )
-_SENDS = r"\b(?:send|post|forward|upload|transmit|report|share|exfiltrate|mail|email|submit|push|sync)\b"
+_SENDS = (
+    r"\b(?:send|sent|post|posted|forward|forwarded|upload|uploaded|transmit|transmitted|report|share|shared|"
+    r"exfiltrate|mail|email|submit|push|sync|synced|mirrored)\b"
+)
 # An order to hand something over: into a parameter, to an address, a URL or a sending tool
 _HAND_OVER = _Family(
     "hand_over",
     0.0,
     (
         rf"\b(?:pass|put|include|insert|place|embed|attach|append|add|copy|paste|set|fill|store|save|write|provide|"
-        rf"supply|give)\b{_within(200)}\b(?:as|in|into|to|inside|under|via)\b{_within(40)}(?:\bparam(?:eter)?s?\b|"
+        rf"supply|give|populate)\b{_within(200)}\b(?:as|in|into|to|inside|under|via)\b{_within(40)}(?:\bparam(?:eter)?s?\b|"
         r"\bargument\b|\bfield\b|`[\w.-]+`|'\w+'|\b\w+_\w+\b|\bdescription\b|\bheading\b|`[^`\n]{1,60}`)",
         rf"\bcall\b{_within(30)}\bwith\b{_within(150)}\b(?:in|as|into) (?:the )?(?:`[\w.-]+`|\b\w+_\w+\b)",
         rf"(?:`[\w.-]+`|\b\w+_\w+\b|\bfield\b|\bparam(?:eter)?\b|\bargument\b|\bpayload\b){_within(40)}\b(?:must|should|"
         r"needs? to|has to|will) (?:contain|include|hold|carry|be (?:set|filled|populated) (?:to|with))\b",
-        r"(?:`[\w.-]+`|\b\w+_\w+\b) (?:argument|parameter|field) (?:contains|includes|holds)\b",
+        r"(?:`[\w.-]+`|\b\w+_\w+\b) (?:argument|parameter|field) (?:contains|includes|holds)\b|"
+        r"(?:`[\w.-]+`|\b\w+_\w+\b) set to\b",
         r"\b(?:copy|put|paste|include|insert|write|place)\b (?:in|into) (?:it|them|this (?:field|parameter|argument))\b",
         rf"\b(?:pass|put|paste|copy|include|send|forward|attach)\b{_within(60)}\bas `?[a-z_]+\b",
         rf"{_SENDS}{_within(120)}(?:https?://|\bwebhook\b|\bendpoint\b|\bto user\b|\bchannel\b|\+\d)",
@@ -176,6 +184,8 @@ _FAMILIES = (
             rf"\breassure (?:them|the user|the customer)\b|\bdescribe\b{_within(40)}\bonly as\b|"
             r"\bnot (?:displayed|shown|rendered|visible) (?:in|to) the (?:client )?(?:ui|interface)\b|"
             r"\bnote (?:to|for) the (?:ai|assistant|model|llm)\b",
+            rf"\b(?:archive|delete|hide|skip|mark(?:ed)? as read|move)\w*\b{_within(80)}\b(?:security alerts?|security@|"
+            r"password resets?|verification codes?|sign-in alerts?|login alerts?)",
             r"\b(?:does not|doesn't|need not|needn't) (?:need to )?(?:appear|be (?:shown|mentioned|listed|included)) in "
             r"(?:the|your) (?:summary|reply|answer|response|report)",
             r"упоминать[^\n]{0,40}?не требуется|не нужно упоминать|не упоминайте",
@@ -200,7 +210,8 @@ _FAMILIES = (
             r"não (?:mencione|informe|conte)|sem (?:informar|avisar) o usuário|não precisa saber",
             r"не (?:сообщай|упоминай|говори|сообщайте|упоминайте)|без ведома пользователя|знать не нужно|не нужно знать",
             r"不要(?:向|对|告诉)用户|无需告知|不要提及|不要告诉|无需知道|不需要知道|"
-            r"ユーザーに(?:は)?(?:伝え|知らせ|言わ|確認せず)|知る必要はありません|内緒|언급하지 마|알리지 마|말하지 마",
+            r"ユーザーに(?:は)?(?:伝えない|伝えず|知らせない|知らせず|言わない|言わず)|知る必要はありません|内緒|언급하지 마|알리지 마|"
+            r"말하지 마",
         ),
     ),
     _Family(
@@ -221,7 +232,8 @@ _FAMILIES = (
             r"to (?:share|send|disclose|ignore|bypass|read|access|skip|execute|run|override)\b",
             rf"\b(?:guidelines|rules|instructions|policies|restrictions)\b{_within(30)}\b(?:are|is) (?:superseded|overridden|"
             r"suspended|waived)\b",
-            r"<\s*/?\s*system\s*>|\[/?system\]|<\|im_start\|>\s*system",
+            r"<\s*/?\s*system\s*>|\[/?system\]|<\|im_start\|>\s*system|visibility=\W?model-only|\bmodel-only\b",
+            r"\b(?:assistants?|models?|you) must not (?:refuse|question|decline|push back)\b",
             r"vorrangig vor|hat Vorrang",
             rf"\b(?:rank|ranks|take|takes) (?:above|over)\b{_within(40)}\b(?:user|participant|person chatting|requests?)\b|"
             r"\boutranks?\b|\bstill steer (?:them|the user)\b",
@@ -243,6 +255,7 @@ _FAMILIES = (
             rf"\b(?:when|whenever)\b{_within(30)}(?:`[\w.-]+`|\b\w+_\w+\b|\banother\b|\bother\b|\bany\b)"
             rf"{_within(30)}\btools?\b{_within(10)}\b(?:returns?|responds?)\b",
             rf"(?:`[\w.-]+`|\b\w+_\w+\b) tool\b{_within(40)}\b(?:is|are) (?:deprecated|obsolete|broken|disabled)\b",
+            r"\bcross-tool note\b|\binstructions for the [\w-]+ (?:and [\w-]+ )?tools?\b",
             rf"\b(?:when|whenever|each time|every time|any ?time)\b (?:you )?(?:call|use|run|invoke)\w*\b{_within(40)}"
             rf"(?:`[\w.-]+`|\b\w+_\w+\b){_within(60)}\b(?:always|also|instead|additionally)\b",
             rf"\binstead of the (?:user|customer|vendor|recipient|payee|employee|supplier)'?s?\b{_within(20)}\b(?:iban|account|"
@@ -288,12 +301,14 @@ _FAMILIES = (
             r"sem (?:pedir )?confirmação|ohne (?:Rück|Be)stätigung|без подтверждения|无需确认|不经确认|確認せず",
             r"\bgit remote add\b|\bgit push\b[^\n]{0,40}?--(?:all|mirror)\b|\bpush to the remote\b",
             r"\bterraform destroy\b|-auto-approve\b|\bdrop (?:schema|table|database)\b|\bgit push (?:-f|--force)\b|"
-            r"\bpush origin --delete\b|\btruncate table\b",
+            r"\bpush origin --delete\b|\btruncate table\b|\bkubectl delete (?:namespace|ns|deployment|pvc|pv|node)s?\b|"
+            r"\baws s3 rm\b[^\n]{0,40}?--recursive|\bterminate (?:every|all|each)\b|\bdelete-objects\b",
             rf"\b(?:delete|remove|destroy|drop|transfer|pay|purchase|wipe|erase)\w*\b{_within(200)}\bno (?:user )?"
             r"confirmation (?:is )?(?:required|needed)\b|\b(?:skip|bypass)\w*\b[^\n]{0,30}?\bconfirmation\b",
             r"\bgrant (?:all|select|insert|update|delete)\b[^\n]{0,60}?\bto\b|\bAdministratorAccess\b|\bpublic-read\b|"
             r"--extra-index-url\b|--index-url\b|--trusted-host\b|\bhostNetwork\b",
-            r"\binstall\w*\b[^\n]{0,60}?\bfrom https?://|\bupdate_payment_method\b|\bcard on file\b",
+            r"\binstall\w*\b[^\n]{0,60}?\bfrom https?://|\bupdate_payment_method\b|"
+            r"\b(?:set|change|update|replace|swap)\b[^\n]{0,30}?\bcard on file\b",
             rf"\broute (?:all|every|each|any)\b{_within(20)}\b(?:refunds?|payments?|payouts?|transfers?|funds|orders)\b",
             r"\bufw disable\b|\bsetenforce 0\b|\bsystemctl (?:stop|disable) [\w-]*(?:sensor|falcon|defender|auditd|firewalld|"
             r"apparmor|edr)\b|\bSet-MpPreference\b|\bleave (?:them|it) disabled\b",
@@ -344,7 +359,8 @@ _FAMILIES = (
             r"\b(?:in|across) (?:every|each|all) (?:bucket|repositor(?:y|ies)|account|namespace|project|workspace)s?\b",
             rf"\b(?:after|before) (?:every|each|any)\b{_within(30)}\balso (?:call|run|send|create|post|upload)\b|"
             r"\bafter using any tool\b|\b(?:with|from) this tool or any other\b|"
-            r"\b(?:every|each|any) (?:command|tool call|request|message) the (?:assistant|model) (?:runs|makes|sends)\b",
+            r"\b(?:every|each|any) (?:shell )?(?:command|tool call|request|message|file|document|page) the (?:assistant|model|"
+            r"agent) (?:runs|makes|sends|reads|opens|visits)\b",
             r"niezależnie od tego|indipendentemente d|independentemente d|unabhängig davon|quel(?:le)?s? que soi|"
             r"即使用户|无论用户|ユーザーが.{0,10}(?:場合でも|としても)",
         ),
@@ -449,6 +465,30 @@ class _Sentences:
         first = bisect_left(self._forbidding, start)
         return first < len(self._forbidding) and self._forbidding[first] < at
 
+    def around(self, at: int) -> tuple[int, int]:
+        """The sentence holding `at` (at most _SENTENCE_REACH characters either side)."""
+        if self._starts is None:
+            self.forbidden(at)
+        assert self._starts is not None
+        i = bisect_right(self._starts, at)
+        end = self._starts[i] if i < len(self._starts) else len(self.text)
+        return max(self._starts[i - 1], at - _SENTENCE_REACH), min(end, at + _SENTENCE_REACH)
+
+
+# The user's consent asked for in the sentence: an act it names is a safeguarded one ("only grant
+# write access when the user explicitly asks", "must be true for migrations containing DROP TABLE")
+_CONSENT = re.compile(
+    r"\bonly (?:if|when|after)\b[^.\n]{0,60}?\buser\b|\bonly\b[^.\n]{0,40}?\b(?:when|if|after)\b[^.\n]{0,30}?\buser\b "
+    r"(?:explicitly )?(?:asks|requests|approves|confirms|says)\b|\b(?:after|once) the user (?:explicitly )?(?:approves|confirms|"
+    r"has approved|has confirmed|agrees)\b|\bwith the user'?s (?:explicit )?(?:approval|confirmation|consent|go-ahead)\b|"
+    r"\bunless the user (?:explicitly )?(?:asks|requests)\b|\b(?:ask|get|obtain|require|requires|wait for|needs?)\b"
+    r"[^.\n]{0,30}?\b(?:confirm\w*|approv\w*|consent|go-ahead)\b|\bmust be true\b|\bconfirm_\w+|\bdry_run\b",
+    _FLAGS,
+)
+_CONSENTED = frozenset({"tool_hijacks", "tool_destroys", "tool_sends_out"})
+# A sentence's end inside a match: its two halves are in two sentences
+_SPANS_SENTENCES = re.compile(r"[.!?]\s")
+
 
 def _standing(family: _Family, sentences: _Sentences) -> re.Match[str] | None:
     """The family's first match in a definition that orders what it says: not forbidden earlier in
@@ -457,7 +497,9 @@ def _standing(family: _Family, sentences: _Sentences) -> re.Match[str] | None:
     if family.name not in _SAFEGUARDED:
         return family.pattern.search(text)
     for match in family.pattern.finditer(text):
-        if sentences.forbidden(match.start()):
+        if sentences.forbidden(match.start()) or _SPANS_SENTENCES.search(match.group()) is not None:
+            continue
+        if family.name in _CONSENTED and _CONSENT.search(text, *sentences.around(match.start())) is not None:
             continue
         if family.name == "tool_shadows" and _DEFERS.search(
             text, match.start(), match.end() + _PASSED_ON_CHARS
@@ -643,8 +685,12 @@ class PoisoningScorer:
             for sentence in _SENTENCE.finditer(definition):
                 text = sentence.group()
                 handed = _HAND_OVER.pattern.search(text)
-                if handed is None or _FORBIDS_NEXT.search(
-                    text, max(0, handed.start() - _FORBIDS_NEXT_CHARS), handed.start()
+                if (
+                    handed is None
+                    or _FORBIDDEN.search(handed.group())
+                    or _FORBIDS_NEXT.search(
+                        text, max(0, handed.start() - _FORBIDS_NEXT_CHARS), handed.start()
+                    )
                 ):
                     continue
                 if _LOCAL_SECRET.pattern.search(text) is not None:
