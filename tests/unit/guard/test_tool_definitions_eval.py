@@ -11,13 +11,14 @@ Sets of descriptions as tool authors write them, each written apart from the det
 - `heldout2.jsonl` (170 benign, 70 poisoned, `3eb6ddd`): held out for the first round of the
   thirty-eighth session's rules (38/70 → 47/70 blocked, 3/170 benign blocked by the injection
   check before and after), then read and developed on;
-- `heldout3.jsonl` (175 benign, 75 poisoned, `75a01d3`): held out from all of it, run once at the
-  end. 37/75 blocked (29/75 with the session's first rules) and 6/175 benign blocked by the
-  injection check (8/175 before): the ≤ 2 % target is **missed** there, and recall is far from
-  85 %. One miss, read afterwards, showed a gap rather than a phrasing (an order in Unicode tag
-  characters, which the poisoning reading did not read through as the other checks do); with that
-  mended, 38/75. The assertions below hold that set at what was measured and the others at the
-  target.
+- `heldout3.jsonl` (175 benign, 75 poisoned, `75a01d3`): held out from the session's first two
+  rounds (`e878b24`: 37/75 blocked, 6/175 benign blocked by the injection check; 29/75 and
+  8/175 with the thirty-seventh session's reading), then read and developed on;
+- `heldout4.jsonl` (175 benign, 75 poisoned, `5b054e8`): held out from all of it, run once at the
+  end: 50/75 blocked (38/75 with the thirty-seventh session's reading), 4/175 benign blocked by
+  the injection check (8/175 before). The ≤ 2 % target is **missed** there (2.3 %), and recall
+  is far from 85 %. The assertions below hold that set at what was measured and the others at
+  the target.
 
 Each description is sent as one tool of a chat request with the default policy. What the other
 checks do to benign descriptions (an example address redacted, a private key's header blocked)
@@ -56,7 +57,8 @@ def _injection_found(screener: Screener, description: str) -> bool:
 @pytest.mark.parametrize(
     ("name", "least_blocked", "most_false_positives"),
     [
-        ("heldout3", 37, 6),
+        ("heldout4", 50, 4),
+        ("heldout3", 49, None),
         ("heldout2", 70, None),
         ("heldout", 49, None),
         ("tuning", 76, None),
