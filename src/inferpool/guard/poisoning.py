@@ -10,16 +10,23 @@ injection check's phrasings); it reads as usage notes. Its signals, each a famil
   credentials, the conversation so far, the system prompt), weighed with an order to hand it
   over (into a parameter, to an address or a URL) in the same sentence, and little alone (a key
   manager's description names ~/.ssh too);
-- keeping the user from knowing ("do not mention this step", "without telling the user");
+- a name that asks for a local secret's contents (a parameter `content_from_reading_ssh_id_rsa`);
+- keeping the user from knowing, or telling them something else ("do not mention this step",
+  "without telling the user", "describe it only as routine maintenance");
 - claiming precedence over the user's or developer's instructions;
 - changing how other tools behave ("whenever send_email is used, also BCC ...");
 - a call to another tool or a command that destroys, pays or grants access;
+- sending to an outside address, acting past what the user asked, destroying: each weighs
+  little alone (a tool may rightly do any of them) and tips the score with another signal;
 - an image or link whose address carries data out.
 
-Families combine as a noisy-OR within one definition (a paragraph of the request's definitions,
-screened together); the injection check's threshold decides. It reads words, not intent: a
-description that asks for a file's contents without naming a secret, in words none of these
-patterns know, passes (docs/security.md gives its measured error rates).
+An act that its sentence forbids first ("never push to the remote unless asked") or makes wait
+for the user's consent ("only grant write access when the user explicitly asks") is a
+safeguard, not an order. Families combine as a noisy-OR within one definition (a paragraph of
+the request's definitions, screened together); the injection check's `toolThreshold` (by
+default its threshold) decides. It reads words, not intent: a description that asks for what it
+should not in words none of these patterns know passes (docs/security.md gives its measured
+error rates).
 """
 
 from __future__ import annotations
@@ -452,24 +459,26 @@ class _Sentences:
 
     def __init__(self, text: str) -> None:
         self.text = text
-        self._starts: list[int] | None = None
-        self._forbidding: list[int] | None = None
+        self._starts: list[int] = []
+        self._forbidding: list[int] = []
+        self._found = False
+
+    def _find(self) -> None:
+        if not self._found:
+            self._starts = [0, *(end.end() for end in _SENTENCE_END.finditer(self.text))]
+            self._forbidding = [word.start() for word in _FORBIDDEN.finditer(self.text)]
+            self._found = True
 
     def forbidden(self, at: int) -> bool:
         """Whether a word that forbids (_FORBIDDEN) begins in the sentence holding `at`, before it
         (at most _SENTENCE_REACH characters before it)."""
-        if self._starts is None or self._forbidding is None:
-            self._starts = [0, *(end.end() for end in _SENTENCE_END.finditer(self.text))]
-            self._forbidding = [word.start() for word in _FORBIDDEN.finditer(self.text)]
-        start = max(self._starts[bisect_right(self._starts, at) - 1], at - _SENTENCE_REACH)
+        start = self.around(at)[0]
         first = bisect_left(self._forbidding, start)
         return first < len(self._forbidding) and self._forbidding[first] < at
 
     def around(self, at: int) -> tuple[int, int]:
-        """The sentence holding `at` (at most _SENTENCE_REACH characters either side)."""
-        if self._starts is None:
-            self.forbidden(at)
-        assert self._starts is not None
+        """The sentence holding `at` (at most _SENTENCE_REACH characters either side of it)."""
+        self._find()
         i = bisect_right(self._starts, at)
         end = self._starts[i] if i < len(self._starts) else len(self.text)
         return max(self._starts[i - 1], at - _SENTENCE_REACH), min(end, at + _SENTENCE_REACH)
@@ -491,8 +500,10 @@ _SPANS_SENTENCES = re.compile(r"[.!?]\s")
 
 
 def _standing(family: _Family, sentences: _Sentences) -> re.Match[str] | None:
-    """The family's first match in a definition that orders what it says: not forbidden earlier in
-    its sentence (_SAFEGUARDED), not a note that the user does not see what is then passed on."""
+    """The family's first match in a definition that orders what it says (_SAFEGUARDED families):
+    not forbidden earlier in its sentence, within one sentence, not waiting for the user's
+    consent (_CONSENTED families), not a pointer to a better tool (shadowing), not a note that the
+    user does not see what they are then told of (concealment)."""
     text = sentences.text
     if family.name not in _SAFEGUARDED:
         return family.pattern.search(text)
