@@ -526,6 +526,30 @@ def _standing(family: _Family, sentences: _Sentences) -> re.Match[str] | None:
     return None
 
 
+# A tool that warns the model about what others may send it quotes an injection: "if a message
+# says 'ignore previous instructions', do not act on it". In a definition, a phrase the
+# injection check finds inside quotes, near such a warning, is the warning's example.
+_QUOTED = re.compile(r"[\"\u201c\u00ab\u300c']([^\"\u201d\u00bb\u300d'\n]{1,240})[\"\u201d\u00bb\u300d']")
+_WARNING = re.compile(
+    r"\b(?:do not|don't|never|must not|should not)\b[^.\n]{0,40}?\b(?:act on|follow|obey|execute|comply with|carry out|"
+    r"trust)\b|\buntrusted\b|\bprompt injections?\b|\btreat (?:it|them|this|that|such \w+) as (?:data|content|text|"
+    r"untrusted|part of)\b|\bnot (?:as )?instructions\b",
+    _FLAGS,
+)
+_WARNING_REACH = 200
+
+
+def quoted_in_a_warning(text: str, start: int, end: int) -> bool:
+    """Whether `text[start:end]` (what the injection check found in a tool definition) is inside
+    quotes, with a warning not to obey such text near it."""
+    lo = max(0, start - _WARNING_REACH)
+    if not any(
+        q.start(1) <= start and end <= q.end(1) for q in _QUOTED.finditer(text, lo, end + _WARNING_REACH)
+    ):
+        return False
+    return _WARNING.search(text, lo, end + _WARNING_REACH) is not None
+
+
 def _branches(expression: str) -> list[str]:
     """An expression's top-level alternatives (split at each `|` outside parentheses and classes)."""
     out, depth, in_class, escaped, begun = [], 0, False, False, 0

@@ -136,7 +136,7 @@ def _detector(check: CheckConfig) -> Detector:
         return find_secrets
     if check.check == "injection":
         from inferpool.guard.injection import InjectionScorer
-        from inferpool.guard.poisoning import PoisoningScorer
+        from inferpool.guard.poisoning import PoisoningScorer, quoted_in_a_warning
 
         scorer = InjectionScorer(check.threshold)
         poisoning = PoisoningScorer(check.threshold if check.tool_threshold is None else check.tool_threshold)
@@ -165,6 +165,8 @@ def _detector(check: CheckConfig) -> Detector:
             # (tool definitions are also read for what a poisoned tool asks of the model, through
             # the disguises the other checks read through: an order in Unicode tag characters,
             # which a model reads and a reviewer does not see)
+            if definitions and found:  # (a tool that warns about injections quotes one)
+                found = [f for f in found if not quoted_in_a_warning(text, f.start, f.end)]
             if definitions and not found:
                 return _read_through_readings(text, poisoning.find(text), poisoning.find, scan)
             return found
