@@ -888,6 +888,8 @@ def _match_weight(signal: Signal, text: str, m: re.Match[str]) -> float | None:
     if family == "exfiltrate_prompt":
         return _exfiltration_weight(text, m)
     if family == "override_instructions":
+        if _NOUN_BEFORE.search(text, max(0, m.start() - 24), m.start()) is not None:
+            return None  # "the ignore rules", "a drop rule": a noun's modifier, not an order
         if _a_documents_rules(text, m):
             return TECHNICAL_TARGET_WEIGHT
         if m.lastindex is not None and _TECHNICAL_TARGET.fullmatch(m.group(1)):  # the first override's target
@@ -898,6 +900,16 @@ def _match_weight(signal: Signal, text: str, m: re.Match[str]) -> float | None:
             return None  # the same words are the first override's technical target, counted there
         return TECHNICAL_TARGET_WEIGHT  # "switch off the spam filter"
     return signal.weight
+
+
+# What makes an override's verb a noun's modifier ("the workspace ignore rules", "add build/ to the
+# ignore list", "a drop rule"): an article, a possessive or demonstrative, or a tool's name right
+# before it
+_NOUN_BEFORE = re.compile(
+    r"\b(?:the|a|an|its|their|our|this|that|these|those|workspace|project|repo|repository|git|global|default|custom|"
+    r"eslint|prettier|docker|npm|ripgrep|rg)\s+$|\.(?:git|docker|npm|eslint|prettier)?ignore\s+$",
+    re.IGNORECASE,
+)
 
 
 def _the_models(words: str, passage: str) -> bool:
