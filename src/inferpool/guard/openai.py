@@ -21,6 +21,7 @@ from inferpool.errors import InferenceError
 from inferpool.guard import jsontext
 from inferpool.guard.findings import Finding
 from inferpool.guard.jsontext import JsonState
+from inferpool.guard.poisoning import name_words
 from inferpool.guard.policy import DEFINITIONS_APART, Action, Stage
 from inferpool.guard.screen import Screener, Verdict, redact
 from inferpool.guard.stream import ANSWER_STAGE, STREAM_TAIL_CHARS, StreamedText
@@ -157,18 +158,6 @@ def _prompt_slots(data: Any, definitions: bool = True) -> list[_Slot]:
 
 # How deep a tool's parameter schema is read (nested objects and arrays)
 _SCHEMA_DEPTH = 8
-# Where a name is split into words: between a lower-case letter or digit and an upper-case one
-# (camelCase), and at the separators identifiers use
-_NAME_BREAK = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|[_.\-/:]+")
-
-
-def name_words(name: str) -> str:
-    """A name as the words it is made of ("content_from_reading_ssh_id_rsa", "readSshKey": what
-    the model reads in it); a name without a break stays as it is."""
-    if name.islower() and "-" not in name and "." not in name and "/" not in name and ":" not in name:
-        # (snake case, most names: no camel-case break, only underscores; ≈0.3 µs, not ≈1.7)
-        return " ".join(filter(None, name.split("_"))) if "_" in name else name
-    return " ".join(w for w in _NAME_BREAK.split(name) if w) if _NAME_BREAK.search(name) else name
 
 
 def _tool_slots(tools: list[Any], slots: list[_Slot]) -> None:

@@ -393,7 +393,7 @@ _FAMILIES = (
 )
 # A name that asks for a local secret's contents (a parameter named
 # `content_from_reading_ssh_id_rsa`: the model fills it in, and the tool's server gets the key),
-# read in a name's words (openai.name_words): the secret's file, and a word that takes what is in it
+# read in a name's words (`name_words`): the secret's file, and a word that takes what is in it
 _NAMED_SECRET = (
     r"\b(?:ssh (?:private|dir|directory|folder)|id (?:rsa|ed25519|ecdsa|dsa)|authorized keys|dot ?env|env file|"
     r"mcp (?:json|config)|claude desktop config|aws (?:credentials|config)|kube ?config|netrc|npmrc|pypirc|"
@@ -410,7 +410,68 @@ _NAME_TAKES_SECRET = _Family(
         rf"{_NAMED_SECRET}[^\n]{{0,40}}?\b(?:contents?|text|body|dump|verbatim|in full)\b",
     ),
 )
-# What a name is read as: one short line (openai.name_words); a description's line is read as a
+# Where a name is split into words: between a lower-case letter or digit and an upper-case one
+# (camelCase), and at the separators identifiers use
+_NAME_BREAK = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|[_.\-/:]+")
+
+
+def name_words(name: str) -> str:
+    """A name as the words it is made of ("content_from_reading_ssh_id_rsa", "readSshKey": what
+    the model reads in it); a name without a break stays as it is."""
+    if name.islower() and "-" not in name and "." not in name and "/" not in name and ":" not in name:
+        # (snake case, most names: no camel-case break, only underscores; ≈0.3 µs, not ≈1.7)
+        return " ".join(filter(None, name.split("_"))) if "_" in name else name
+    return " ".join(w for w in _NAME_BREAK.split(name) if w) if _NAME_BREAK.search(name) else name
+
+
+# A name written into a description (a signature line, `add(a, b, content_from_reading_ssh_id_rsa)`):
+# an identifier of three words or more, snake or camel case
+# (a word with an underscore, or a lower-case start and a capital later: whole words at once, where
+# an expression of its parts backtracked at every word, ≈60 µs per 1,000 words)
+_IDENTIFIER = re.compile(r"\b[A-Za-z0-9]+_[A-Za-z0-9_]+|\b[a-z][a-z0-9]*[A-Z][A-Za-z0-9]*")
+
+
+# What every name `_NAME_TAKES_SECRET` takes holds, in any case: a text without any holds none
+# (one Hyperscan pass, ≈2 µs for 5 KB, where the identifiers' search costs ≈30 ns a character
+# and a substring test per stem ≈2.5 µs each)
+_NAME_STEMS = (
+    "rsa", "dsa", "ed25519", "ssh", "authorized", "env", "mcp", "claude", "aws", "kube", "netrc", "npmrc", "pypirc",
+    "credential", "docker", "passwd", "shadow", "keychain", "wallet", "cookie", "password", "prompt",
+)  # fmt: skip
+
+
+def _name_taking_secret(text: str) -> tuple[int, int] | None:
+    """Where a name in a description asks for a local secret's contents (`_NAME_TAKES_SECRET` on
+    its words), if one does."""
+    database, scratch = _name_stems()
+    stems: list[int] = []
+    database.scan(
+        text.encode("utf-8", "surrogatepass"),
+        match_event_handler=_note_stem,
+        context=stems,
+        scratch=scratch.clone(),
+    )
+    if not stems:
+        return None
+    for identifier in _IDENTIFIER.finditer(text):
+        words = name_words(identifier.group())
+        if words.count(" ") >= 2 and _NAME_TAKES_SECRET.pattern.search(words) is not None:
+            return identifier.span()
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def _name_stems() -> tuple[hyperscan.Database, hyperscan.Scratch]:
+    return compiled_database(
+        _NAME_STEMS, hyperscan.HS_FLAG_CASELESS | hyperscan.HS_FLAG_SINGLEMATCH, literal=True
+    )
+
+
+def _note_stem(_id: int, _start: int, _end: int, _flags: int, found: object) -> None:
+    cast("list[int]", found).append(_id)
+
+
+# What a name is read as: one short line (`name_words`); a description's line is read as a
 # sentence, by the hand-over rule
 _NAME_CHARS = 120
 TAKE_AND_HAND_OVER = "tool_exfiltrates"
@@ -651,7 +712,13 @@ class PoisoningScorer:
             if scored is not None and scored[0] >= self.threshold and (best is None or scored[0] > best[0]):
                 best = (scored[0], scored[1], start + scored[2], start + scored[3])
             start = end + len(DEFINITIONS_APART)
-        if best is None:
+        # (a name written into a description is read in its words, which the gate does not see:
+        # one search of the whole text)
+        if (best is None or best[0] < TAKE_AND_HAND_OVER_WEIGHT) and (
+            named := _name_taking_secret(text)
+        ) is not None:
+            best = (TAKE_AND_HAND_OVER_WEIGHT, TAKE_AND_HAND_OVER, *named)
+        if best is None or best[0] < self.threshold:
             return []
         return [Finding("injection", best[1], best[2], best[3])]
 
@@ -700,11 +767,15 @@ class PoisoningScorer:
 
     def score(self, definition: str) -> tuple[float, str, int, int] | None:
         """(score, the heaviest family, where its match is) of one definition; None: no signal."""
-        groups = self._groups(definition)
-        return self._score(definition, groups) if groups else None
+        scored = self._score(definition, self._groups(definition))
+        if scored is None and (named := _name_taking_secret(definition)) is not None:
+            return TAKE_AND_HAND_OVER_WEIGHT, TAKE_AND_HAND_OVER, *named
+        return scored
 
     def _score(self, definition: str, groups: set[int]) -> tuple[float, str, int, int] | None:
         """`score`, given the groups the gate reports in the definition."""
+        if not groups:
+            return None
         found: dict[str, tuple[float, int, int]] = {}
         sentences = _Sentences(definition)
         for i, family in enumerate(_FAMILIES):
@@ -744,6 +815,8 @@ class PoisoningScorer:
             and (named := _NAME_TAKES_SECRET.pattern.search(definition)) is not None
         ):
             found[TAKE_AND_HAND_OVER] = (TAKE_AND_HAND_OVER_WEIGHT, named.start(), named.end())
+        elif (in_text := _name_taking_secret(definition)) is not None:
+            found[TAKE_AND_HAND_OVER] = (TAKE_AND_HAND_OVER_WEIGHT, *in_text)
         if local is not None and TAKE_AND_HAND_OVER not in found:
             found["tool_names_secret"] = (TAKE_WEIGHT, local.start(), local.end())
         if not found:
