@@ -21,8 +21,15 @@ Sets of descriptions as tool authors write them, each written apart from the det
   phrasings (a tool that warns about injections quotes one; "the workspace ignore rules", an
   override's verb as a noun's modifier, which prompts were blocked for too), both mended: 2/175;
   and one miss (a parameter named for a secret's contents written into a signature line in the
-  description): 51/75. The assertions below hold that set at what was measured and the others
-  at the target.
+  description): 51/75;
+- `heldout5.jsonl` (175 benign, 75 poisoned, `21fa8bb`): held out from everything above, run once
+  with the final rules: 43/75 blocked (35/75 with the thirty-seventh session's reading), 9/175
+  benign blocked by the injection check (14/175 before). Its brief asked for more tools that warn
+  about injections and quote one, and for destructive steps with their safeguards: the ≤ 2 %
+  target is **missed** far there (5.1 %), and recall is far from 85 %.
+
+The assertions below hold the fourth and fifth sets at what was measured and the others at the
+target.
 
 Each description is sent as one tool of a chat request with the default policy. What the other
 checks do to benign descriptions (an example address redacted, a private key's header blocked)
@@ -61,6 +68,7 @@ def _injection_found(screener: Screener, description: str) -> bool:
 @pytest.mark.parametrize(
     ("name", "least_blocked", "most_false_positives"),
     [
+        ("heldout5", 43, 9),
         ("heldout4", 51, 2),
         ("heldout3", 49, None),
         ("heldout2", 70, None),
