@@ -590,7 +590,13 @@ def _standing(family: _Family, sentences: _Sentences) -> re.Match[str] | None:
 # A tool that warns the model about what others may send it quotes an injection: "if a message
 # says 'ignore previous instructions', do not act on it". In a definition, a phrase the
 # injection check finds inside quotes, near such a warning, is the warning's example.
-_QUOTED = re.compile(r"[\"\u201c\u00ab\u300c']([^\"\u201d\u00bb\u300d'\n]{1,240})[\"\u201d\u00bb\u300d']")
+# (a single quote opens and closes only outside a word: the apostrophes of "don't ... it's" quote
+# nothing; a quote of more than one sentence is no example)
+_QUOTED = re.compile(
+    r"[\"\u201c\u00ab\u300c]([^\"\u201d\u00bb\u300d\n]{1,240})[\"\u201d\u00bb\u300d]|(?<!\w)'([^'\n]{1,240})'(?!\w)|"
+    r"\u2018([^\u2019\n]{1,240})\u2019"
+)
+_SENTENCES_IN_QUOTE = re.compile(r"[.!?]\s+[A-Z]")
 _WARNING = re.compile(
     r"\b(?:do not|don't|never|must not|should not)\b[^.\n]{0,40}?\b(?:act on|follow|obey|execute|comply with|carry out|"
     r"trust)\b|\buntrusted\b|\bprompt injections?\b|\btreat (?:it|them|this|that|such \w+) as (?:data|content|text|"
@@ -604,11 +610,14 @@ def quoted_in_a_warning(text: str, start: int, end: int) -> bool:
     """Whether `text[start:end]` (what the injection check found in a tool definition) is inside
     quotes, with a warning not to obey such text near it."""
     lo = max(0, start - _WARNING_REACH)
-    if not any(
-        q.start(1) <= start and end <= q.end(1) for q in _QUOTED.finditer(text, lo, end + _WARNING_REACH)
-    ):
-        return False
-    return _WARNING.search(text, lo, end + _WARNING_REACH) is not None
+    for quote in _QUOTED.finditer(text, lo, end + _WARNING_REACH):
+        inside = quote.group(1) or quote.group(2) or quote.group(3)
+        at = quote.start() + 1
+        if at <= start and end <= at + len(inside):
+            if _SENTENCES_IN_QUOTE.search(inside) is not None:
+                return False
+            return _WARNING.search(text, lo, end + _WARNING_REACH) is not None
+    return False
 
 
 def _branches(expression: str) -> list[str]:
