@@ -518,7 +518,7 @@ def _stream_delta_parts(data: Any) -> list[tuple[int, str]]:
                     and type(arguments := function.get("arguments")) is str
                 ):
                     return [(_tool_key(number, call.get("index", 0), 0), arguments)]
-        calls: list[tuple[int, dict[str, Any]]] | None = None  # (choices with tool calls: few)
+        calls: list[tuple[int, dict[str, Any]]] = []  # (choices with tool calls)
         for place, choice in enumerate(_choice_list(data)):
             if not isinstance(choice, dict):
                 continue
@@ -539,10 +539,9 @@ def _stream_delta_parts(data: Any) -> list[tuple[int, str]]:
                     if isinstance(text := inner.get("reasoning"), str):
                         parts.append((key + 1, text))
                     if "tool_calls" in inner:
-                        calls = [(key // 2, inner)] if calls is None else [*calls, (key // 2, inner)]
-        for choice_index, inner in (
-            calls or ()
-        ):  # (after every choice's texts, as _map_stream_deltas visits them)
+                        calls.append((key // 2, inner))
+        # (after every choice's texts, as _map_stream_deltas visits them)
+        for choice_index, inner in calls:
             for place, (index, function) in enumerate(_delta_calls(inner)):
                 parts.append((_tool_key(choice_index, index, place), function["arguments"]))
     elif not isinstance(kind, str):

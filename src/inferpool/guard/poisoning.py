@@ -158,15 +158,12 @@ _HAND_OVER = _Family(
     ),
 )
 # A word that forbids what follows it in its sentence ("never pass credentials as arguments")
-_FORBIDDEN = re.compile(
-    r"\b(?:never|do not|don't|must not|should not|cannot|can't|no need to|(?<!or )not)\b", _FLAGS
-)
+_FORBIDDING_WORDS = r"never|(?<!or )not|don't|doesn't|can't|cannot|won't|no need to"  # ("do not": its "not")
+_FORBIDDEN = re.compile(rf"\b(?:{_FORBIDDING_WORDS})\b", _FLAGS)
 # A hand-over is forbidden by such a word just before it (a few words between: "do not ever
 # pass", "never returned in full"), not by one earlier in its sentence about something else
 # ("so users don't have to sign in again, read the cookie store and include it in `bundle`")
-_FORBIDS_NEXT = re.compile(
-    r"\b(?:never|(?<!or )not|don't|doesn't|can't|cannot|won't|no need to)\b(?:\W+\w+){0,3}\W*$", _FLAGS
-)
+_FORBIDS_NEXT = re.compile(rf"\b(?:{_FORBIDDING_WORDS})\b(?:\W+\w+){{0,3}}\W*$", _FLAGS)
 _FORBIDS_NEXT_CHARS = 60
 _FAMILIES = (
     _Family(
@@ -484,6 +481,8 @@ _SENTENCE = re.compile(r"[^.!?。！？\n]*(?:[.!?](?!\s|$)[^.!?。！？\n]*)*(
 
 
 _GROUPS = (*_FAMILIES, _LOCAL_SECRET, _CREDENTIAL, _HAND_OVER, _NAME_TAKES_SECRET)
+# (the gate's group numbers of the four after the families)
+_LOCAL_GROUP, _CREDENTIAL_GROUP, _HAND_OVER_GROUP, _NAME_GROUP = range(len(_FAMILIES), len(_GROUPS))
 # Families whose match a sentence can turn into a safeguard by forbidding it first ("never push to
 # the remote unless asked", "never purchase paid seats without asking", "never start a server on
 # 0.0.0.0 without telling the user"): a match counts only where its sentence forbids nothing
@@ -782,7 +781,8 @@ class PoisoningScorer:
         return scored
 
     def _score(self, definition: str, groups: set[int]) -> tuple[float, str, int, int] | None:
-        """`score`, given the groups the gate reports in the definition."""
+        """`score`, given the groups the gate reports in the definition, less the names written into
+        it (`_name_taking_secret`: `find` reads them in the whole text once)."""
         if not groups:
             return None
         found: dict[str, tuple[float, int, int]] = {}
@@ -790,13 +790,8 @@ class PoisoningScorer:
         for i, family in enumerate(_FAMILIES):
             if i in groups and (match := _standing(family, sentences)) is not None:
                 found[family.name] = (family.weight, match.start(), match.end())
-        local_index, credential_index, hand_over_index = (
-            len(_FAMILIES),
-            len(_FAMILIES) + 1,
-            len(_FAMILIES) + 2,
-        )
-        local = _LOCAL_SECRET.pattern.search(definition) if local_index in groups else None
-        if hand_over_index in groups and (local is not None or credential_index in groups):
+        local = _LOCAL_SECRET.pattern.search(definition) if _LOCAL_GROUP in groups else None
+        if _HAND_OVER_GROUP in groups and (local is not None or _CREDENTIAL_GROUP in groups):
             for sentence in _SENTENCE.finditer(definition):
                 text = sentence.group()
                 handed = _HAND_OVER.pattern.search(text)
@@ -818,14 +813,12 @@ class PoisoningScorer:
                         sentence.end(),
                     )
         if (
-            len(_GROUPS) - 1 in groups
+            _NAME_GROUP in groups
             and len(definition) <= _NAME_CHARS
             and "\n" not in definition
             and (named := _NAME_TAKES_SECRET.pattern.search(definition)) is not None
         ):
             found[TAKE_AND_HAND_OVER] = (TAKE_AND_HAND_OVER_WEIGHT, named.start(), named.end())
-        elif (in_text := _name_taking_secret(definition)) is not None:
-            found[TAKE_AND_HAND_OVER] = (TAKE_AND_HAND_OVER_WEIGHT, *in_text)
         if local is not None and TAKE_AND_HAND_OVER not in found:
             found["tool_names_secret"] = (TAKE_WEIGHT, local.start(), local.end())
         if not found:

@@ -162,11 +162,11 @@ def _detector(check: CheckConfig) -> Detector:
                 if scan.injection
                 else []
             )
+            if definitions and found:  # (a tool that warns about injections quotes one)
+                found = [f for f in found if not quoted_in_a_warning(text, f.start, f.end)]
             # (tool definitions are also read for what a poisoned tool asks of the model, through
             # the disguises the other checks read through: an order in Unicode tag characters,
             # which a model reads and a reviewer does not see)
-            if definitions and found:  # (a tool that warns about injections quotes one)
-                found = [f for f in found if not quoted_in_a_warning(text, f.start, f.end)]
             if definitions and not found:
                 return _read_through_readings(text, poisoning.find(text), poisoning.find, scan)
             return found

@@ -115,6 +115,7 @@ class KubernetesSource:
         # GuardPolicies of the other namespaces of this pool's routes and their Gateways (policy
         # attachment keeps a policy beside its target: a shared Gateway's is in its own namespace)
         self._namespace_policies: dict[str, Reflector] = {}
+        self._stopping: set[asyncio.Task[None]] = set()  # (those let go: held until stopped)
 
     @property
     def pool_key(self) -> str:
@@ -308,13 +309,14 @@ class KubernetesSource:
             pool_ns
         }
         for namespace in [ns for ns in self._namespace_policies if ns not in wanted]:
-            reflector = self._namespace_policies.pop(namespace)
-            asyncio.get_running_loop().create_task(reflector.stop())
+            stopping = asyncio.get_running_loop().create_task(self._namespace_policies.pop(namespace).stop())
+            self._stopping.add(stopping)
+            stopping.add_done_callback(self._stopping.discard)
             guard = self._objects["guard"]
             for key in [k for k, o in guard.items() if _namespace(o) == namespace]:
                 del guard[key]
-        custom = client.CustomObjectsApi(self.api)
         for namespace in sorted(wanted - set(self._namespace_policies)):
+            custom = client.CustomObjectsApi(self.api)
             call = partial(
                 custom.list_namespaced_custom_object, GUARD_GROUP, GUARD_VERSION, namespace, GUARD_PLURAL
             )
