@@ -10,21 +10,23 @@ sent in one write). Every byte also passes the request's accounting
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
 import aiohttp
 import orjson
-from aiohttp import hdrs, web
-from aiohttp.http import SERVER_SOFTWARE
-from multidict import CIMultiDict, istr
+from aiohttp import web
+from multidict import CIMultiDict
+from yarl import URL
 
 from inferpool.errors import InferenceError
 from inferpool.gateway import direct_relay
 from inferpool.gateway.config import ProxyConfig
 from inferpool.gateway.headers import REQUEST_ID_HEADER, SERVED_HEADER, end_to_end
 from inferpool.gateway.prefill import run_prefill
+from inferpool.gateway.upstream import send
+from inferpool.gateway.upstream import session as upstream_session
 from inferpool.guard.openai import (
     Blocked,
     ScreenerLookup,
@@ -51,33 +53,6 @@ VLLM_KEEPALIVE_S = 5.0
 # is a few KB; a batch of embeddings can reach hundreds); a larger one is piped as it comes.
 _WHOLE_ANSWER_BYTES = 1 << 20
 _NO_HEADERS: Mapping[str, str] = MappingProxyType({})
-# Headers aiohttp would add to a forwarded request that the client did not send: a proxy adds
-# no User-Agent, Content-Type or Accept-Encoding of its own (aiohttp still adds Accept: */*).
-_SKIP_AUTO_HEADERS = ("User-Agent", "Content-Type", "Accept-Encoding")
-
-
-class _ForwardedRequest(aiohttp.ClientRequest):
-    """aiohttp's request, with the session's skipped auto headers looked up in a table built once.
-
-    aiohttp sorts the skip list into a new multidict and copies the request's headers to
-    check them against it on every request (≈5 µs); the headers added are the same.
-    """
-
-    _SKIPPED = frozenset(map(istr, _SKIP_AUTO_HEADERS))  # as the session keeps them
-    _SKIPPED_TABLE: CIMultiDict[None] = CIMultiDict((name, None) for name in sorted(_SKIPPED))
-
-    def update_auto_headers(self, skip_auto_headers: Iterable[str] | None) -> None:
-        skipped = self._SKIPPED
-        if skip_auto_headers is None or skip_auto_headers != skipped:  # not the session's own
-            super().update_auto_headers(skip_auto_headers)
-            return
-        self._skip_auto_headers = self._SKIPPED_TABLE  # read only, by aiohttp as by this method
-        headers = self.headers
-        for name, value in self.DEFAULT_HEADERS.items():
-            if name not in headers and name not in skipped:
-                headers[name] = value
-        if hdrs.USER_AGENT not in headers and hdrs.USER_AGENT not in skipped:
-            headers[hdrs.USER_AGENT] = SERVER_SOFTWARE
 
 
 @dataclass(slots=True)
@@ -109,19 +84,7 @@ class Forwarder:
         self._turn_writes = direct_relay.TurnWrites()
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(
-            limit=0, keepalive_timeout=UPSTREAM_KEEPALIVE_S, enable_cleanup_closed=True
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            # No cookie jar: a proxy relays Set-Cookie to its client and keeps none of its own,
-            # or one client's session cookie would ride along on every later request.
-            cookie_jar=aiohttp.DummyCookieJar(),
-            auto_decompress=False,
-            timeout=aiohttp.ClientTimeout(total=None, connect=self.config.connect_timeout_s),
-            skip_auto_headers=_SKIP_AUTO_HEADERS,
-            request_class=_ForwardedRequest,
-        )
+        self._session = upstream_session(self.config.connect_timeout_s, UPSTREAM_KEEPALIVE_S)
 
     async def close(self) -> None:
         if self._session is not None:
@@ -162,13 +125,13 @@ class Forwarder:
                     total=try_timeout_s, connect=self.config.connect_timeout_s, sock_read=None
                 )
             try:
-                upstream = await self._session.request(
+                upstream = await send(
+                    self._session,
                     request.method,
-                    f"http://{endpoint.hostport}{request.path_qs}",
-                    headers=upstream_headers,
-                    data=body,
-                    timeout=timeout,
-                    allow_redirects=False,
+                    URL(f"http://{endpoint.hostport}{request.path_qs}"),
+                    upstream_headers,
+                    body,
+                    timeout,
                 )
             except TimeoutError:
                 raise InferenceError(504, f"Endpoint {endpoint.hostport} did not answer in time.") from None

@@ -9,9 +9,9 @@ import pytest
 from multidict import CIMultiDict, istr
 from yarl import URL
 
-from inferpool.gateway.forward import _SKIP_AUTO_HEADERS, _ForwardedRequest
+from inferpool.gateway.upstream import SKIP_AUTO_HEADERS, ForwardedRequest
 
-SESSION_SKIP = frozenset(istr(name) for name in _SKIP_AUTO_HEADERS)  # as ClientSession keeps them
+SESSION_SKIP = frozenset(istr(name) for name in SKIP_AUTO_HEADERS)  # as ClientSession keeps them
 
 
 @pytest.mark.parametrize(
@@ -36,6 +36,6 @@ async def test_headers_are_aiohttps_own(sent: dict[str, str], skip: frozenset[is
             loop=loop,
         )
 
-    ours, theirs = build(_ForwardedRequest), build(aiohttp.ClientRequest)
+    ours, theirs = build(ForwardedRequest), build(aiohttp.ClientRequest)
     assert list(ours.headers.items()) == list(theirs.headers.items())
     assert dict(ours.skip_auto_headers) == dict(theirs.skip_auto_headers)
