@@ -14,7 +14,9 @@ from yarl import URL
 
 from inferpool.gateway import upstream
 
-Sender = Callable[[aiohttp.ClientSession, str, URL, bytes, aiohttp.ClientTimeout], Awaitable[aiohttp.ClientResponse]]
+Sender = Callable[
+    [aiohttp.ClientSession, str, URL, bytes, aiohttp.ClientTimeout], Awaitable[aiohttp.ClientResponse]
+]
 
 
 async def by_send(
@@ -28,7 +30,9 @@ async def by_session(
     session: aiohttp.ClientSession, method: str, url: URL, body: bytes, limits: aiohttp.ClientTimeout
 ) -> aiohttp.ClientResponse:
     headers = CIMultiDict({"content-type": "application/json", "x-request-id": "r1"})
-    return await session.request(method, url, headers=headers, data=body, timeout=limits, allow_redirects=False)
+    return await session.request(
+        method, url, headers=headers, data=body, timeout=limits, allow_redirects=False
+    )
 
 
 SENDERS = pytest.mark.parametrize("sender", [by_send, by_session], ids=["send", "session.request"])
@@ -140,7 +144,9 @@ async def test_a_stale_pooled_connection_is_retried_only_for_an_idempotent_reque
 
 
 @SENDERS
-async def test_a_refused_connection_is_a_connector_error(session: aiohttp.ClientSession, sender: Sender) -> None:
+async def test_a_refused_connection_is_a_connector_error(
+    session: aiohttp.ClientSession, sender: Sender
+) -> None:
     listening = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
     port = listening.sockets[0].getsockname()[1]
     listening.close()
@@ -150,7 +156,9 @@ async def test_a_refused_connection_is_a_connector_error(session: aiohttp.Client
 
 
 @SENDERS
-async def test_the_total_timeout_bounds_reading_the_body(session: aiohttp.ClientSession, sender: Sender) -> None:
+async def test_the_total_timeout_bounds_reading_the_body(
+    session: aiohttp.ClientSession, sender: Sender
+) -> None:
     server = Server(body_delay_s=30.0)  # headers at once, the body never in time
     listening, url = await serving(server)
     async with listening:
