@@ -3,7 +3,9 @@
 Round robin over the backends, the body read whole and sent on, the answer relayed chunk by
 chunk as it arrives. The client session, server (aiohttp's low-level one) and event loop are set
 up as `inferpool serve` sets up its own (uvloop, one pooled session, no auto headers, no access log),
-so the difference to the gateway is the gateway's work, not aiohttp's.
+so the difference to the gateway is the gateway's work, not aiohttp's. It sends upstream through
+aiohttp's public client call, `ClientSession.request`, as a plain aiohttp proxy would; `serve`'s
+leaner send on the same pool (gateway/upstream.py) is counted as the gateway's own work.
 
     python -m inferpool.bench.bare_proxy --port 8080 --backend 127.0.0.1:8000 [--backend ...] [--work-us N]
 
