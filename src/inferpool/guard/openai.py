@@ -517,7 +517,10 @@ def _stream_delta_parts(data: Any) -> list[tuple[int, str]]:
                     and type(function := call.get("function")) is dict
                     and type(arguments := function.get("arguments")) is str
                 ):
-                    return [(_tool_key(number, call.get("index", 0), 0), arguments)]
+                    call_index = call.get("index", 0)  # (`_tool_key`, inlined: every fragment's path)
+                    if type(call_index) is not int or not 0 <= call_index < _TOOLS_PER_CHOICE:
+                        call_index = 0
+                    return [(-1 - (number * _TOOLS_PER_CHOICE + call_index), arguments)]
         calls: list[tuple[int, dict[str, Any]]] = []  # (choices with tool calls)
         for place, choice in enumerate(_choice_list(data)):
             if not isinstance(choice, dict):
@@ -1294,8 +1297,11 @@ class StreamScreener:
         fragments: list[_Fragment | None] | None = None
         if parts[-1][0] < 0:  # (the streams hold a call's reading: its escapes decoded)
             if len(parts) == 1:  # (most events of a streamed call: its next fragment alone)
-                fragment = self._fragment(*parts[0])
-                fragments, parts = [fragment], [(parts[0][0], fragment.read)]
+                key, text = parts[0]
+                fragment = self._fragment(key, text)
+                fragments = [fragment]
+                if fragment.read is not text:  # (most fragments read as they are written)
+                    parts = [(key, fragment.read)]
             else:
                 fragments = [None if k >= 0 else self._fragment(k, t) for k, t in parts]
                 parts = [(k, t if f is None else f.read) for (k, t), f in zip(parts, fragments, strict=True)]
@@ -1349,13 +1355,19 @@ class StreamScreener:
         escapes decoded; one it ends inside is read with the next), and the JSON state where it
         starts."""
         state = self._json.get(key, jsontext.OUTSIDE)
-        self._json[key] = jsontext.advance(text, state)
-        unread = self._unread.get(key, "")
-        if not unread and "\\" not in text:  # (most fragments: nothing to decode)
+        backslash = "\\" in text
+        # (inside a string, a fragment without a quote or backslash leaves the state as it was:
+        # most of a call's fragments; `jsontext.advance`'s own shortcut, without its call)
+        if backslash or not state.in_string or state.escape_left or '"' in text:
+            self._json[key] = jsontext.advance(text, state)
+        # (an escape a fragment cut is kept until the next one reads it: most calls have none)
+        unread = self._unread.pop(key, "") if self._unread else ""
+        if not unread and not backslash:  # (most fragments: nothing to decode)
             return _Fragment(state, "", len(text), text)
         whole = unread + text
         cut = jsontext.unfinished_escape(whole)
-        self._unread[key] = whole[cut:]
+        if cut < len(whole):
+            self._unread[key] = whole[cut:]
         return _Fragment(state, unread, cut - len(unread), jsontext.decoded(whole[:cut]))
 
     def _note_texts(

@@ -656,6 +656,18 @@ async def test_held_back_calls_are_redacted_whatever_the_escapes_and_cuts(
     assert json.loads(_joined_arguments(raw)) == {"note": f"{before}mail [REDACTED:email] now{after}", "n": 1}
 
 
+@pytest.mark.parametrize("cut", range(1, 6))
+async def test_an_escape_cut_by_an_event_is_read_with_the_next_fragment(cut: int) -> None:
+    """An address whose '@' is written as the escape \\u0040, an event ending inside the escape:
+    the call's reading has the address whole (the escape's start, kept from the fragment that
+    cut it, is read with the next one), so it is redacted; read apart, neither half holds it."""
+    arguments = '{"note": "mail jane.doe\\u0040example.com now"}'
+    at = arguments.index("\\u0040") + cut
+    events = _cut_call(arguments, [at, len(arguments)])
+    raw = await _stream(_screener(hold_back=64), events)
+    assert json.loads(_joined_arguments(raw)) == {"note": "mail [REDACTED:email] now"}
+
+
 async def test_a_number_in_arguments_without_escapes_is_redacted_as_a_string() -> None:
     """Arguments with no escape at all (their reading is the text itself) are still redacted as
     JSON: a phone number written as a number becomes the marker as a string (found by a fuzz
