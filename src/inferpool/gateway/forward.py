@@ -17,7 +17,6 @@ from types import MappingProxyType
 import aiohttp
 import orjson
 from aiohttp import web
-from multidict import CIMultiDict
 from yarl import URL
 
 from inferpool.errors import InferenceError
@@ -103,8 +102,8 @@ class Forwarder:
         candidates = routed.candidates
         if not candidates:
             raise InferenceError(503, "No ready endpoint for this backend.")
-        # a multidict, as aiohttp keeps them: passed on without another conversion
-        upstream_headers = CIMultiDict(headers)
+        # (a copy: the core holds the request's own; the request sent copies them once more)
+        upstream_headers = dict(headers)
         forwarded_for = request.remote or ""
         if forwarded_for:
             prior = headers.get("x-forwarded-for")

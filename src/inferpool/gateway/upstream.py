@@ -18,7 +18,7 @@ what `ClientSession.request` does with the same session, on a real server.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import aiohttp
 from aiohttp import hdrs
@@ -87,7 +87,7 @@ async def send(
     session: aiohttp.ClientSession,
     method: str,
     url: URL,
-    headers: CIMultiDict[str],
+    headers: Mapping[str, str],
     body: bytes,
     limits: aiohttp.ClientTimeout,
 ) -> aiohttp.ClientResponse:
