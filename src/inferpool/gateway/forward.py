@@ -43,11 +43,6 @@ from inferpool.request.plane import Routed
 from inferpool.state import Endpoint
 
 _RETRYABLE = (aiohttp.ClientConnectionError, ConnectionError)
-# vLLM's API server (uvicorn) closes a connection idle for 5 s (VLLM_HTTP_TIMEOUT_KEEP_ALIVE); a
-# pooled connection reused just as the server closes it is reset under the request (a 502 when
-# no other endpoint can take it). Idle connections are dropped here first.
-UPSTREAM_KEEPALIVE_S = 4.0
-VLLM_KEEPALIVE_S = 5.0
 # A non-streamed answer up to this size is read whole and sent in one write (a JSON completion
 # is a few KB; a batch of embeddings can reach hundreds); a larger one is piped as it comes.
 _WHOLE_ANSWER_BYTES = 1 << 20
@@ -83,7 +78,7 @@ class Forwarder:
         self._turn_writes = direct_relay.TurnWrites()
 
     async def start(self) -> None:
-        self._session = upstream_session(self.config.connect_timeout_s, UPSTREAM_KEEPALIVE_S)
+        self._session = upstream_session(self.config.connect_timeout_s)
 
     async def close(self) -> None:
         if self._session is not None:

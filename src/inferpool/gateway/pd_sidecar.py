@@ -38,6 +38,7 @@ import orjson
 import typer
 import uvloop
 from aiohttp import web
+from yarl import URL
 
 from inferpool.errors import InferenceError
 from inferpool.gateway.headers import end_to_end
@@ -47,6 +48,8 @@ from inferpool.gateway.prefill import (
     format_prefill_report,
     run_prefill,
 )
+from inferpool.gateway.upstream import send
+from inferpool.gateway.upstream import session as upstream_session
 from inferpool.logformat import configure_logging
 from inferpool.request.disagg import PREFILLER_HEADER, decode_request
 from inferpool.request.pd_usage import CachedTokensRewriter
@@ -55,6 +58,9 @@ from inferpool.sources.static import StaticSource, load_endpoints_file
 from inferpool.state import Datastore
 
 log = logging.getLogger(__name__)
+
+DECODER_CONNECT_TIMEOUT_S = 10.0
+_DECODE_LIMITS = aiohttp.ClientTimeout(total=None, connect=DECODER_CONNECT_TIMEOUT_S, sock_read=None)
 
 # The connectors this sidecar speaks (llm-d's --kv-connector names). Only vLLM's NixlConnector.
 CONNECTORS = ("nixlv2",)
@@ -200,14 +206,10 @@ class PdSidecar:
     async def start(self) -> None:
         try:
             await self._start_sources()
-            # One pooled client for both legs; no total timeout on the decode leg (a long answer
-            # streams for as long as it takes), the prefill leg has its own.
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
-                connector=aiohttp.TCPConnector(limit=0),
-                cookie_jar=aiohttp.DummyCookieJar(),  # a proxy keeps no cookies (gateway/forward.py)
-                auto_decompress=False,
-            )
+            # One pooled client for both legs, the gateway's (gateway/upstream.py); no total
+            # timeout on the decode leg (a long answer streams for as long as it takes), the
+            # prefill leg has its own.
+            self._session = upstream_session(DECODER_CONNECT_TIMEOUT_S)
             app = web.Application(client_max_size=64 * 1024 * 1024)
             app.router.add_route("*", "/{tail:.*}", self.handle)
             # A client that goes away cancels its handler: the legs it started are abandoned, so
@@ -320,12 +322,13 @@ class PdSidecar:
         """The decode leg sent to the decoder; None when it cannot be reached (logged)."""
         assert self._session is not None
         try:
-            return await self._session.request(
+            return await send(
+                self._session,
                 request.method,
-                f"http://{self.decoder}{request.path_qs}",
-                headers=headers,
-                data=body,
-                allow_redirects=False,
+                URL(f"http://{self.decoder}{request.path_qs}"),
+                headers,
+                body,
+                _DECODE_LIMITS,
             )
         except (aiohttp.ClientError, OSError) as exc:
             log.warning("decode server %s unreachable: %s: %s", self.decoder, type(exc).__name__, exc)

@@ -39,6 +39,11 @@ _READ_BUFSIZE = 2**16
 _MAX_LINE_SIZE = 8190
 _MAX_FIELD_SIZE = 8190
 _MAX_HEADERS = 128
+# vLLM's API server (uvicorn) closes a connection idle for 5 s (VLLM_HTTP_TIMEOUT_KEEP_ALIVE); a
+# pooled connection reused just as the server closes it is reset under the request (a 502 when
+# no other endpoint can take it). Idle connections are dropped here first.
+UPSTREAM_KEEPALIVE_S = 4.0
+VLLM_KEEPALIVE_S = 5.0
 # Headers aiohttp would add to a forwarded request that the client did not send: a proxy adds
 # no User-Agent, Content-Type or Accept-Encoding of its own (aiohttp still adds Accept: */*).
 SKIP_AUTO_HEADERS = ("User-Agent", "Content-Type", "Accept-Encoding")
@@ -68,9 +73,12 @@ class ForwardedRequest(aiohttp.ClientRequest):
             headers[hdrs.USER_AGENT] = SERVER_SOFTWARE
 
 
-def session(connect_timeout_s: float, keepalive_s: float) -> aiohttp.ClientSession:
-    """The gateway's pooled upstream session (`send`'s, and the P/D prefill leg's)."""
-    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=keepalive_s, enable_cleanup_closed=True)
+def session(connect_timeout_s: float) -> aiohttp.ClientSession:
+    """A pooled upstream session for `send` and the P/D prefill leg (the gateway's, and the P/D
+    sidecar's towards its decoder)."""
+    connector = aiohttp.TCPConnector(
+        limit=0, keepalive_timeout=UPSTREAM_KEEPALIVE_S, enable_cleanup_closed=True
+    )
     return aiohttp.ClientSession(
         connector=connector,
         # No cookie jar: a proxy relays Set-Cookie to its client and keeps none of its own,

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from inferpool.gateway.config import ProxyConfig
-from inferpool.gateway.forward import UPSTREAM_KEEPALIVE_S, VLLM_KEEPALIVE_S, Forwarder
+from inferpool.gateway.forward import Forwarder
+from inferpool.gateway.upstream import UPSTREAM_KEEPALIVE_S, VLLM_KEEPALIVE_S
 
 
 async def test_idle_upstream_connections_are_dropped_before_vllm_closes_them() -> None:

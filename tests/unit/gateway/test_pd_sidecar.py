@@ -16,6 +16,7 @@ from test_proxy import free_port
 
 from inferpool.gateway.pd_sidecar import Allowlist, PdSidecar, SidecarConfig, split_host
 from inferpool.gateway.prefill import PREFILL_REPORT_HEADER, parse_prefill_report
+from inferpool.gateway.upstream import UPSTREAM_KEEPALIVE_S, VLLM_KEEPALIVE_S
 from inferpool.request.disagg import PREFILLER_HEADER
 from inferpool.state import Datastore, Endpoint, Pool
 
@@ -311,3 +312,15 @@ async def test_the_sidecar_keeps_no_cookie_a_prefill_server_set(rig) -> None:  #
     finally:
         if cookies.runner is not None:
             await cookies.runner.cleanup()
+
+
+async def test_the_decoder_connections_go_idle_stale_before_vllms_do(rig) -> None:  # type: ignore[no-untyped-def]
+    """The sidecar pools its connections to the decoder as the gateway does: dropped after
+    UPSTREAM_KEEPALIVE_S idle, before vLLM (uvicorn) closes them at 5 s, so a request is never
+    sent on one the server is closing (a POST is not resent: it would be a 502). aiohttp's default,
+    15 s, was the sidecar's before."""
+    r = await rig()
+    assert UPSTREAM_KEEPALIVE_S < VLLM_KEEPALIVE_S
+    session = r.sidecar._session
+    assert session is not None and session.connector is not None
+    assert session.connector._keepalive_timeout == UPSTREAM_KEEPALIVE_S

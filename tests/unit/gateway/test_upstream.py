@@ -78,7 +78,7 @@ class Server:
 
 @pytest.fixture
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    made = upstream.session(connect_timeout_s=5.0, keepalive_s=30.0)
+    made = upstream.session(connect_timeout_s=5.0)
     yield made
     await made.close()
 
