@@ -16,7 +16,10 @@ from typing import Any
 
 import aiohttp
 import orjson
+from multidict import CIMultiDict
+from yarl import URL
 
+from inferpool.gateway.upstream import send
 from inferpool.request.disagg import cached_tokens_of, prefill_request, transfer_params_of
 
 # Headers of the client's request the prefill leg keeps: it carries the same identity and
@@ -53,18 +56,26 @@ async def run_prefill(
 ) -> PrefillOutcome:
     """Send the prefill leg of `body` (the client's decoded request) to `hostport` and read its answer."""
     started = time.monotonic()
-    leg_headers = {k: v for k, v in headers.items() if k.lower() not in _PREFILL_DROPPED}
+    # (case-insensitive: the client's own Content-Type, in whatever case, is replaced)
+    leg_headers = CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in _PREFILL_DROPPED)
     leg_headers["content-type"] = "application/json"
     try:
-        async with session.post(
-            f"http://{hostport}{path}",
-            data=orjson.dumps(prefill_request(body)),
-            headers=leg_headers,
-            timeout=aiohttp.ClientTimeout(total=timeout_s),
-            allow_redirects=False,
-        ) as answer:
+        answer = await send(
+            session,
+            "POST",
+            URL(f"http://{hostport}{path}"),
+            leg_headers,
+            orjson.dumps(prefill_request(body)),
+            aiohttp.ClientTimeout(total=timeout_s),
+        )
+        try:
             raw = await answer.read()
             status = answer.status
+        finally:
+            if answer.content.at_eof():
+                answer.release()  # back to the pool
+            else:
+                answer.close()  # half read: the connection goes
     except TimeoutError:
         return PrefillOutcome(hostport, None, 0, time.monotonic() - started, error="prefill timed out")
     except (aiohttp.ClientError, ConnectionError) as exc:
