@@ -29,7 +29,7 @@ from aiohttp.client_exceptions import (
     ConnectionTimeoutError,
     ServerDisconnectedError,
 )
-from aiohttp.helpers import TimeoutHandle
+from aiohttp.helpers import EMPTY_BODY_METHODS, TimeoutHandle
 from aiohttp.http import SERVER_SOFTWARE
 from multidict import CIMultiDict, istr
 from yarl import URL
@@ -100,10 +100,10 @@ async def send(
     limits: aiohttp.ClientTimeout,
 ) -> aiohttp.ClientResponse:
     """The upstream's response to `method url` (its status and headers read; the caller reads the
-    body and releases or closes it), as `session.request(..., allow_redirects=False)` gives it;
-    `session` is one `session()` made.
-    `limits.total`, when set, bounds connecting, sending and reading the whole answer; `limits.connect`
-    bounds taking a pooled connection or opening one."""
+    body and releases or closes it), as `session.request(..., allow_redirects=False)` gives it.
+    `session`: one `session()` made (its pool, skipped auto headers and decompression setting
+    are used). `limits.total`, when set, bounds connecting, sending and reading the whole
+    answer; `limits.connect` bounds taking a pooled connection or opening one."""
     loop = asyncio.get_running_loop()
     connector = session.connector
     assert connector is not None, "the session is closed"
@@ -136,7 +136,7 @@ async def send(
                     assert protocol is not None
                     protocol.set_response_params(
                         timer=timer,
-                        skip_payload=method == "HEAD",
+                        skip_payload=method in EMPTY_BODY_METHODS,
                         read_until_eof=True,
                         auto_decompress=session.auto_decompress,
                         read_timeout=limits.sock_read,
