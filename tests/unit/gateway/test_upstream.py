@@ -67,7 +67,8 @@ class Server:
                 if self.body_delay_s:
                     await writer.drain()
                     await asyncio.sleep(self.body_delay_s)
-                writer.write(answer)
+                if not request.startswith(b"HEAD "):  # (its answer's length, not its body)
+                    writer.write(answer)
                 await writer.drain()
             await reader.readuntil(b"\r\n\r\n")  # the next request on this connection: dropped
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -178,3 +179,20 @@ async def test_no_total_timeout_waits_for_a_slow_body(session: aiohttp.ClientSes
         response = await sender(session, "POST", url, b"{}", NO_TOTAL)
         assert (await response.read()).startswith(b"echo:")
         response.release()
+
+
+@SENDERS
+async def test_a_head_answer_has_no_body_to_wait_for(session: aiohttp.ClientSession, sender: Sender) -> None:
+    """A HEAD answer announces a length and sends no body: it is read as empty at once, and its
+    connection serves the next request."""
+    server = Server()
+    listening, url = await serving(server)
+    async with listening:
+        response = await sender(session, "HEAD", url, b"", NO_TOTAL)
+        assert response.status == 201 and int(response.headers["Content-Length"]) > 0
+        assert await asyncio.wait_for(response.read(), 5) == b""
+        response.release()
+        again = await sender(session, "POST", url, b"{}", NO_TOTAL)
+        assert (await asyncio.wait_for(again.read(), 5)).startswith(b"echo:POST ")
+        again.release()
+    assert server.connections == 1
