@@ -1067,6 +1067,28 @@ def _matches_at(pattern: re.Pattern[str], text: str, candidates: Iterable[int]) 
 # (A search for the characters, each line break then judged: the look-arounds in the pattern
 # made every search ≈3x slower; most line breaks end a sentence.)
 _SENTENCE_END = re.compile(r"[.!?\n]")
+# The dots of "e.g.", "i.e.", "vs." and "cf." end no sentence ("Explain prompt injection, e.g.
+# 'ignore previous instructions'" is one sentence, and its discussion words count); looked at only
+# for a dot after one of the letters these end in
+_ABBREVIATION = re.compile(r"(?<![A-Za-z])(?:[eE]\.[gG]|[iI]\.[eE]|[vV][sS]|[cC][fF])\.")
+_ABBREVIATION_LAST = frozenset("egisfEGISF")
+
+
+def _abbreviation_dot(text: str, cut: int) -> bool:
+    """Whether the '.' at `cut` is one of an abbreviation's (_ABBREVIATION). Most sentence ends
+    are told apart by their neighbours alone: the expression runs only where another dot is two
+    characters away or "vs"/"cf" comes before."""
+    if cut < 1 or text[cut - 1] not in _ABBREVIATION_LAST:
+        return False
+    if (
+        text[max(0, cut - 2) : cut - 1] != "."
+        and text[cut + 2 : cut + 3] != "."
+        and text[max(0, cut - 2) : cut].lower() not in ("vs", "cf")
+    ):
+        return False
+    return any(m.start() <= cut < m.end() for m in _ABBREVIATION.finditer(text, max(0, cut - 3), cut + 3))
+
+
 PASSAGE_MAX_CHARS = 400  # per side, for text without sentence ends
 # The sentences of one line (or of a hard-wrapped paragraph) merge up to this length, and a
 # longer run of them is scored in pieces: a 100 KB paragraph of trigger-laden sentences was one
@@ -1122,6 +1144,12 @@ def _around(text: str, at: int, backwards: str) -> tuple[int, int]:
     lo = at - PASSAGE_MAX_CHARS if at > PASSAGE_MAX_CHARS else 0
     # text[lo:at] is backwards[size - at : size - lo]; offset i there is size - 1 - i here
     before = _SENTENCE_END.search(backwards, size - at, size - lo)
+    while (
+        before is not None
+        and backwards[before.start()] == "."
+        and _abbreviation_dot(text, size - 1 - before.start())
+    ):
+        before = _SENTENCE_END.search(backwards, before.start() + 1, size - lo)
     if before is None:
         start = lo
     else:
@@ -1135,6 +1163,8 @@ def _around(text: str, at: int, backwards: str) -> tuple[int, int]:
         else:
             start = cut + 1
     after = _SENTENCE_END.search(text, at + 1, at + 1 + PASSAGE_MAX_CHARS)
+    while after is not None and text[after.start()] == "." and _abbreviation_dot(text, after.start()):
+        after = _SENTENCE_END.search(text, after.end(), at + 1 + PASSAGE_MAX_CHARS)
     if after is None:
         return start, min(size, at + PASSAGE_MAX_CHARS)
     cut = after.end() - 1
@@ -1144,30 +1174,36 @@ def _around(text: str, at: int, backwards: str) -> tuple[int, int]:
 
 
 def _start_before_wraps(text: str, backwards: str, cut: int, lo: int) -> int:
-    """Where the sentence begins whose text before `cut`, a wrapping line break, reaches back
-    to `lo` at most (`_around`, the rare case)."""
+    """Where the sentence begins whose text before `cut`, a wrapping line break (or an
+    abbreviation's dot), reaches back to `lo` at most (`_around`, the rare case)."""
     size = len(text)
     while True:
         before = _SENTENCE_END.search(backwards, size - cut, size - lo)
         if before is None:
             return lo
         cut = size - 1 - before.start()
-        if text[cut] != "\n" or not (
+        if text[cut] == ".":
+            if not _abbreviation_dot(text, cut):
+                return cut
+        elif text[cut] != "\n" or not (
             0 < cut < size - 1 and text[cut - 1] in WRAP_BEFORE and text[cut + 1] in WRAP_AFTER
         ):
             return _sentence_start(text, cut)
 
 
 def _end_after_wraps(text: str, cut: int, at: int) -> int:
-    """Just past the sentence end after `cut`, a wrapping line break, within PASSAGE_MAX_CHARS
-    of `at` (`_around`, the rare case)."""
+    """Just past the sentence end after `cut`, a wrapping line break (or an abbreviation's
+    dot), within PASSAGE_MAX_CHARS of `at` (`_around`, the rare case)."""
     size = len(text)
     while True:
         after = _SENTENCE_END.search(text, cut + 1, at + 1 + PASSAGE_MAX_CHARS)
         if after is None:
             return min(size, at + PASSAGE_MAX_CHARS)
         cut = after.end() - 1
-        if text[cut] != "\n" or not (
+        if text[cut] == ".":
+            if not _abbreviation_dot(text, cut):
+                return cut + 1
+        elif text[cut] != "\n" or not (
             cut < size - 1 and text[cut - 1] in WRAP_BEFORE and text[cut + 1] in WRAP_AFTER
         ):
             return cut + 1
