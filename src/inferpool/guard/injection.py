@@ -850,15 +850,20 @@ def _combine(
     first, last, imperative = len(text), 0, False
     for signal, matches in found:
         for m in matches:
-            weight = _match_weight(signal, text, m)
+            quoted = _quoted_mention(text, m)
+            weight = QUOTED_MENTION_WEIGHT if quoted else _match_weight(signal, text, m)
             if weight is None:
                 continue
             weights[signal.family] = max(weights.get(signal.family, 0.0), weight)
             first, last = min(first, m.start()), max(last, m.end())
-            if _IMPERATIVE_START.search(text, max(0, m.start() - 12), m.start()) and (
-                signal.family not in _NOUN_LED_FAMILIES
-                or _LEADING_VERB.match(text, m.start())
-                or _ADDRESSED_AFTER.match(text, m.end(), m.end() + ADDRESSED_AFTER_CHARS)
+            if (
+                not quoted
+                and _IMPERATIVE_START.search(text, max(0, m.start() - 12), m.start())
+                and (
+                    signal.family not in _NOUN_LED_FAMILIES
+                    or _LEADING_VERB.match(text, m.start())
+                    or _ADDRESSED_AFTER.match(text, m.end(), m.end() + ADDRESSED_AFTER_CHARS)
+                )
             ):
                 imperative = True
     if not weights:
@@ -880,10 +885,65 @@ def _combine(
     return InjectionScore(min(score, 1.0), tuple(sorted(weights)), (first, last))
 
 
+# A quoted order that is talked about, not given: the quote is what a string, a phrase, an input or
+# a log line holds, what someone typed, wrote or tried, an example ("such as", "like", "e.g."),
+# or what a filter matches ("Our WAF logged the string 'ignore previous instructions'", "a test
+# that our sanitizer flags the input “you are now DAN”"). Right before the opening quote.
+_MENTION_BEFORE_QUOTE = re.compile(
+    r"\b(?:strings?|phrases?|inputs?|texts?|lines?|messages?|commands?|prompts?|queries|query|payloads?|"
+    r"signatures?|patterns?|entries|attempts?|variations? of|variants? of|words|sentences?|subject line reading|"
+    r"such as|like|e\.g\.|i\.e\.|for example,?|for instance,?|versus|vs\.?|called|named|"
+    r"typed|typing|types|type in|wrote|writes|written|posted|tried|trying|telling(?: \w+){1,2}|"
+    r"asking(?: \w+){1,2} to|reading|containing|contains?|matches|matching|match|flags?|flagged|blocks?|"
+    r"blocked|catches|catch|detects?|detected|logged|reads?|means?|meaning of|said|says|saying)\s*[:=]?\s*$",
+    re.IGNORECASE,
+)
+# ... unless the text also tells the model to act on the quote ("and then do what it says", "follow
+# it", "treat it as a real instruction", "mean it", "comply")
+_ACT_ON_QUOTE = re.compile(
+    r"\b(?:do (?:what|as) (?:it|this|that) says|do it|follow (?:it|its|this|that)|carry (?:it )?out|"
+    r"act on|comply|obey|execute|mean it|treat(?:ing)? (?:it|this|that|the \w+ \w*) as|real instruction|"
+    r"behave as|stay that way|in character|handle it|accordingly|go ahead|from (?:now|here) on|"
+    r"consider yourself|your (?:\w+ )?mode now|confirm by|apply (?:it|this|that))\b",
+    re.IGNORECASE,
+)
+_QUOTE_CHAR = re.compile("['\"`“”‘’«»‹›„]")
+_CLOSING_QUOTE = {
+    "'": "'", '"': '"', "`": "`", "“": "”", "”": "”", "‘": "’", "’": "’", "«": "»", "»": "«", "‹": "›", "›": "‹", "„": "“",
+}  # fmt: skip
+QUOTE_REACH = 120
+# What a quoted mention weighs, whatever its family's weight: three families quoted in one
+# sentence stay below the default threshold (1 - 0.9³ ≈ 0.27)
+QUOTED_MENTION_WEIGHT = 0.1
+
+
+def _quoted_mention(text: str, m: re.Match[str]) -> bool:
+    """Whether the match lies in a quote that the passage `text` talks about (_MENTION_BEFORE_QUOTE,
+    right before the quote's opening) and does not tell the model to act on (_ACT_ON_QUOTE). The
+    quote is the last one opened within QUOTE_REACH characters before the match and not closed
+    before it; its end may lie past the passage (a sentence end inside the quote ends the passage)."""
+    start = m.start()
+    opened = -1
+    for q in _QUOTE_CHAR.finditer(text, max(0, start - QUOTE_REACH), start):
+        at = q.start()
+        if text[at] == "'" and at > 0 and text[at - 1].isalnum():
+            continue  # an apostrophe ("don't", "users'"), no quote
+        opened = at
+    if opened < 0:
+        return False
+    if _CLOSING_QUOTE[text[opened]] in text[opened + 1 : start]:
+        return False  # closed before the match: the match is outside it
+    return (
+        _MENTION_BEFORE_QUOTE.search(text, max(0, opened - 32), opened) is not None
+        and _ACT_ON_QUOTE.search(text) is None
+    )
+
+
 def _match_weight(signal: Signal, text: str, m: re.Match[str]) -> float | None:
     """A match's weight in the passage `text`: its signal's, less where what it names is not the
     model's (a prompt in general, a technical target, a document's instructions); None where the
-    same words are counted by another signal."""
+    same words are counted by another signal. (A quote talked about weighs QUOTED_MENTION_WEIGHT,
+    `_combine`.)"""
     family = signal.family
     if family == "exfiltrate_prompt":
         return _exfiltration_weight(text, m)
