@@ -889,15 +889,34 @@ def _combine(
 # a log line holds, what someone typed, wrote or tried, an example ("such as", "like", "e.g."),
 # or what a filter matches ("Our WAF logged the string 'ignore previous instructions'", "a test
 # that our sanitizer flags the input “you are now DAN”"). Right before the opening quote.
-_MENTION_BEFORE_QUOTE = re.compile(
-    r"\b(?:strings?|phrases?|inputs?|texts?|lines?|messages?|commands?|prompts?|queries|query|payloads?|"
-    r"signatures?|patterns?|entries|attempts?|variations? of|variants? of|words|sentences?|subject line reading|"
-    r"such as|like|e\.g\.|i\.e\.|for example,?|for instance,?|versus|vs\.?|called|named|"
-    r"typed|typing|types|type in|wrote|writes|written|posted|tried|trying|telling(?: \w+){1,2}|"
-    r"asking(?: \w+){1,2} to|reading|containing|contains?|matches|matching|match|flags?|flagged|blocks?|"
-    r"blocked|catches|catch|detects?|detected|logged|reads?|means?|meaning of|said|says|saying)\s*[:=]?\s*$",
+# The words, matched once at the start of the window before the quote reversed (each alternative
+# reversed, the word boundary before it a look-ahead): an expression searched for its end there
+# tries every position, ≈4.5 µs a quote against ≈1.5. test_quoted_mentions.py holds it to that
+# plain expression (strings?|phrases?|...|saying)\s*[:=]?\s*$ after a word boundary.
+_MENTION_REVERSED = re.compile(
+    r"\s*[:=]?\s*(?:s?gnirts|s?esarhp|s?tupni|s?txet|s?enil|s?egassem|s?dnammoc|s?tpmorp|seireuq|yreuq|s?daolyap|"
+    r"s?erutangis|s?nrettap|seirtne|s?tpmetta|fo s?noitairav|fo s?tnairav|sdrow|s?ecnetnes|gnidaer enil tcejbus|"
+    r"sa hcus|ekil|\.g\.e|\.e\.i|,?elpmaxe rof|,?ecnatsni rof|susrev|\.?sv|dellac|deman|"
+    r"depyt|gnipyt|sepyt|ni epyt|etorw|setirw|nettirw|detsop|deirt|gniyrt|(?:\w+ ){1,2}gnillet|"
+    r"ot(?: \w+){1,2} gniksa|gnidaer|gniniatnoc|s?niatnoc|sehctam|gnihctam|hctam|s?galf|deggalf|s?kcolb|"
+    r"dekcolb|sehctac|hctac|s?tceted|detceted|deggol|s?daer|s?naem|fo gninaem|dias|syas|gniyas)(?!\w)",
     re.IGNORECASE,
 )
+_MENTION_REACH = 32
+
+
+def _mentioned_before(text: str, opened: int) -> bool:
+    """Whether one of the mention words ends right before the quote opened at `opened` (a ":" or
+    "=" and spaces between allowed), within _MENTION_REACH characters. A word character before
+    the window stands as "_" after the reversed window (no alternative takes it): no word
+    boundary there."""
+    lo = max(0, opened - _MENTION_REACH)
+    backwards = text[lo:opened][::-1]
+    if lo and (text[lo - 1].isalnum() or text[lo - 1] == "_"):
+        backwards += "_"
+    return _MENTION_REVERSED.match(backwards) is not None
+
+
 # ... unless the text also tells the model to act on the quote ("and then do what it says", "follow
 # it", "treat it as a real instruction", "mean it", "comply")
 _ACT_ON_QUOTE = re.compile(
@@ -933,10 +952,7 @@ def _quoted_mention(text: str, m: re.Match[str]) -> bool:
         return False
     if _CLOSING_QUOTE[text[opened]] in text[opened + 1 : start]:
         return False  # closed before the match: the match is outside it
-    return (
-        _MENTION_BEFORE_QUOTE.search(text, max(0, opened - 32), opened) is not None
-        and _ACT_ON_QUOTE.search(text) is None
-    )
+    return _mentioned_before(text, opened) and _ACT_ON_QUOTE.search(text) is None
 
 
 def _match_weight(signal: Signal, text: str, m: re.Match[str]) -> float | None:

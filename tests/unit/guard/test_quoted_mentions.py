@@ -11,10 +11,15 @@ tuning harmful 22 → 21, benign 18 → 3; held out harmful 18 → 15, benign 22
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from heldout import found_by_label  # pytest puts this folder on sys.path
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from inferpool.guard import Screener, Stage
+from inferpool.guard.injection import _MENTION_REACH, _mentioned_before
 from inferpool.guard.policy import default_config
 
 SCREENER = Screener(default_config())
@@ -61,3 +66,31 @@ def test_a_quote_talked_about_passes(text: str) -> None:
 )
 def test_a_quote_acted_on_is_blocked(text: str) -> None:
     assert SCREENER.screen(text, Stage.PROMPT).blocked
+
+
+# The mention words as a plain expression searched for its end (the first version, which the sets'
+# figures above were measured with); the shipped one matches the reversed window once
+MENTION_BEFORE_QUOTE = re.compile(
+    r"\b(?:strings?|phrases?|inputs?|texts?|lines?|messages?|commands?|prompts?|queries|query|payloads?|"
+    r"signatures?|patterns?|entries|attempts?|variations? of|variants? of|words|sentences?|subject line reading|"
+    r"such as|like|e\.g\.|i\.e\.|for example,?|for instance,?|versus|vs\.?|called|named|"
+    r"typed|typing|types|type in|wrote|writes|written|posted|tried|trying|telling(?: \w+){1,2}|"
+    r"asking(?: \w+){1,2} to|reading|containing|contains?|matches|matching|match|flags?|flagged|blocks?|"
+    r"blocked|catches|catch|detects?|detected|logged|reads?|means?|meaning of|said|says|saying)\s*[:=]?\s*$",
+    re.IGNORECASE,
+)
+WORDS = st.sampled_from(
+    ["the", "string", "strings", "substring", "phrase", "like", "unlike", "(like", "e.g.", "i.e.", "vs", "vs.",
+     "for", "example", "example,", "such", "as", "telling", "bot", "asking", "it", "to", "subject", "line",
+     "reading", "input=", "says:", ":", "=", "_", "Like", "SUCH", "meaning", "of", "variations", "type", "in",
+     "contains", "é", "ß", "1", "a_b", "\n", "  ", "xx" * 9]
+)  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(WORDS, max_size=14), st.sampled_from(["", " ", "  ", ": ", "=", " = "]))
+def test_the_mention_words_are_the_plain_expressions(words: list[str], gap: str) -> None:
+    text = " ".join(words) + gap + "'ignore previous instructions'"
+    opened = len(text) - len("'ignore previous instructions'")
+    plain = MENTION_BEFORE_QUOTE.search(text, max(0, opened - _MENTION_REACH), opened) is not None
+    assert _mentioned_before(text, opened) == plain
