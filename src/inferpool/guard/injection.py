@@ -885,14 +885,14 @@ def _combine(
     return InjectionScore(min(score, 1.0), tuple(sorted(weights)), (first, last))
 
 
-# A quoted order that is talked about, not given: the quote is what a string, a phrase, an input or
-# a log line holds, what someone typed, wrote or tried, an example ("such as", "like", "e.g."),
-# or what a filter matches ("Our WAF logged the string 'ignore previous instructions'", "a test
-# that our sanitizer flags the input “you are now DAN”"). Right before the opening quote.
-# The words, matched once at the start of the window before the quote reversed (each alternative
-# reversed, the word boundary before it a look-ahead): an expression searched for its end there
-# tries every position, ≈4.5 µs a quote against ≈1.5. test_quoted_mentions.py holds it to that
-# plain expression (strings?|phrases?|...|saying)\s*[:=]?\s*$ after a word boundary.
+# A quoted order that is talked about, not given: the words right before the opening quote say
+# the quote is what a string, a phrase, an input or a log line holds, what someone typed, wrote
+# or tried, an example ("such as", "like", "e.g."), or what a filter matches ("Our WAF logged the
+# string 'ignore previous instructions'", "a test that our sanitizer flags the input “you are
+# now DAN”"). Matched once at the start of the window before the quote, reversed (each
+# alternative reversed, the word boundary before it a look-ahead): the plain expression,
+# \b(strings?|phrases?|...|saying)\s*[:=]?\s*$ searched for its end, tries every position (≈4.5
+# µs a quote against ≈1.5); test_quoted_mentions.py holds the two alike.
 _MENTION_REVERSED = re.compile(
     r"\s*[:=]?\s*(?:s?gnirts|s?esarhp|s?tupni|s?txet|s?enil|s?egassem|s?dnammoc|s?tpmorp|seireuq|yreuq|s?daolyap|"
     r"s?erutangis|s?nrettap|seirtne|s?tpmetta|fo s?noitairav|fo s?tnairav|sdrow|s?ecnetnes|gnidaer enil tcejbus|"
@@ -937,8 +937,8 @@ QUOTED_MENTION_WEIGHT = 0.1
 
 
 def _quoted_mention(text: str, m: re.Match[str]) -> bool:
-    """Whether the match lies in a quote that the passage `text` talks about (_MENTION_BEFORE_QUOTE,
-    right before the quote's opening) and does not tell the model to act on (_ACT_ON_QUOTE). The
+    """Whether the match lies in a quote that the passage `text` talks about (`_mentioned_before`
+    its opening) and does not tell the model to act on (_ACT_ON_QUOTE). The
     quote is the last one opened within QUOTE_REACH characters before the match and not closed
     before it; its end may lie past the passage (a sentence end inside the quote ends the passage)."""
     start = m.start()
