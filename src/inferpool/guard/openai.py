@@ -517,10 +517,7 @@ def _stream_delta_parts(data: Any) -> list[tuple[int, str]]:
                     and type(function := call.get("function")) is dict
                     and type(arguments := function.get("arguments")) is str
                 ):
-                    call_index = call.get("index", 0)  # (`_tool_key`, inlined: every fragment's path)
-                    if type(call_index) is not int or not 0 <= call_index < _TOOLS_PER_CHOICE:
-                        call_index = 0
-                    return [(-1 - (number * _TOOLS_PER_CHOICE + call_index), arguments)]
+                    return [(_tool_key(number, call.get("index", 0), 0), arguments)]
         calls: list[tuple[int, dict[str, Any]]] = []  # (choices with tool calls)
         for place, choice in enumerate(_choice_list(data)):
             if not isinstance(choice, dict):
@@ -1355,11 +1352,8 @@ class StreamScreener:
         escapes decoded; one it ends inside is read with the next), and the JSON state where it
         starts."""
         state = self._json.get(key, jsontext.OUTSIDE)
+        self._json[key] = jsontext.advance(text, state)
         backslash = "\\" in text
-        # (inside a string, a fragment without a quote or backslash leaves the state as it was:
-        # most of a call's fragments; `jsontext.advance`'s own shortcut, without its call)
-        if backslash or not state.in_string or state.escape_left or '"' in text:
-            self._json[key] = jsontext.advance(text, state)
         # (an escape a fragment cut is kept until the next one reads it: most calls have none)
         unread = self._unread.pop(key, "") if self._unread else ""
         if not unread and not backslash:  # (most fragments: nothing to decode)
